@@ -1,0 +1,98 @@
+/* Content-addressed store (knows bytes and digests, nothing about models).
+ *
+ * Layout under the cache directory (default .qpipe/cache):
+ *   objects/ab/cdef…   zstd frame of the object's bytes; the name is the
+ *                      SHA-256 of the UNCOMPRESSED bytes, re-checked on read
+ *   actions/ab/cdef…   action entry: stage key -> JSON {"artifact": digest,
+ *                      "refs": [digest…]} (refs = every object it needs)
+ *   locks/ab/cdef…     flock(2) files, one per action key
+ *   files/ab/cdef…     memo of file digests keyed by (path,size,mtime_ns,inode)
+ *   meta/NS/NAME       small named blobs (e.g. last stage key descriptions)
+ *   tmp/               temp files; everything is written here, fsync'ed and
+ *                      renamed into place, so SIGKILL never leaves a partial
+ *                      object or entry where a reader can see it.
+ * All functions are safe to call from several threads and processes. */
+#ifndef QP_CACHE_CACHE_H
+#define QP_CACHE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/hash.h"
+
+typedef struct qp_cache qp_cache;
+
+/* Opens (creating if needed) the cache rooted at dir. */
+int qp_cache_open(qp_cache **out, const char *dir);
+void qp_cache_free(qp_cache *c);
+const char *qp_cache_dir(const qp_cache *c);
+
+/* ---- objects ---- */
+/* Stores bytes; writes the digest of the uncompressed bytes. Existing
+ * objects are not rewritten (dedup). */
+int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN]);
+/* Streams a file into the store (constant memory). */
+int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
+/* 1 if the object file exists, 0 if not (no verification). */
+int qp_cache_has(qp_cache *c, const char *digest);
+/* Reads and verifies an object into a malloc'ed buffer.  A corrupt object
+ * (bad zstd frame, wrong length, wrong digest) is removed from the store and
+ * QP_ECORRUPT is returned with a message naming the object; QP_ENOTFOUND
+ * when absent.  Never returns wrong bytes. */
+int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len);
+/* Like get, streaming into `path` atomically (temp file + rename). */
+int qp_cache_get_to_file(qp_cache *c, const char *digest, const char *path);
+/* Uncompressed size recorded in the zstd frame header (no full read). */
+int qp_cache_object_size(qp_cache *c, const char *digest, uint64_t *out);
+
+/* ---- actions ---- */
+/* Looks up an action; QP_ENOTFOUND on miss.  Entries whose artifact or refs
+ * are missing from objects/ are treated as a miss and removed. */
+int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN]);
+/* Records key -> artifact; refs lists every object digest the artifact
+ * needs (including the artifact's own manifest object). */
+int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
+                        const char *const *refs, size_t n_refs);
+int qp_cache_action_remove(qp_cache *c, const char *key);
+/* Removes every action whose refs include `digest` (used when an object was
+ * found corrupt so the stages that produced it run again). Returns count. */
+int qp_cache_action_drop_referencing(qp_cache *c, const char *digest, size_t *n_dropped);
+
+/* ---- locks ---- */
+typedef struct qp_cache_lock qp_cache_lock;
+/* Blocks until this process holds the exclusive lock for key. */
+int qp_cache_lock_acquire(qp_cache *c, const char *key, qp_cache_lock **out);
+void qp_cache_lock_release(qp_cache_lock *l);
+
+/* ---- file digests ---- */
+/* SHA-256 of a file's content, memoised by (realpath, size, mtime_ns,
+ * inode) so an unchanged file is never re-read. */
+int qp_cache_file_digest(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
+
+/* ---- named metadata blobs ---- */
+int qp_cache_meta_get(qp_cache *c, const char *ns, const char *name, char **out);
+int qp_cache_meta_put(qp_cache *c, const char *ns, const char *name, const char *text);
+
+/* ---- maintenance ---- */
+typedef struct {
+    uint64_t objects, object_disk_bytes, object_raw_bytes;
+    uint64_t actions, tmp_files, memo_entries;
+} qp_cache_stats;
+int qp_cache_stats_get(qp_cache *c, qp_cache_stats *out);
+
+/* Checks every object (decompress + hash) and every action (artifact and
+ * refs present).  Corrupt objects and dangling actions are removed; stale
+ * temp files older than a minute are removed and not counted as problems.
+ * cb (may be NULL) gets one line per problem. */
+typedef void (*qp_cache_problem_cb)(void *ud, const char *line);
+int qp_cache_verify(qp_cache *c, qp_cache_problem_cb cb, void *ud, size_t *n_problems);
+
+/* Deletes objects no action references, stale temp files, and — when
+ * max_bytes > 0 — least recently used actions until objects fit. */
+typedef struct { uint64_t removed_objects, removed_bytes, removed_actions; } qp_cache_gc_result;
+int qp_cache_gc(qp_cache *c, uint64_t max_bytes, qp_cache_gc_result *out);
+
+/* Parses "10G", "512M", "1.5GiB", "1000" into bytes. */
+int qp_parse_size(const char *s, uint64_t *out);
+
+#endif

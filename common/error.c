@@ -1,0 +1,74 @@
+#include "common/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define QP_ERROR_MAX 1024
+
+static _Thread_local char error_msg[QP_ERROR_MAX];
+static _Thread_local int error_code;
+
+/* Keeps the message on one line: a multi-line message breaks the CLI's
+ * one-line-per-error contract and the NDJSON event stream. */
+static void flatten(char *s)
+{
+    for (; *s; s++)
+        if (*s == '\n' || *s == '\r')
+            *s = ' ';
+}
+
+int qp_error_set(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_msg, sizeof(error_msg), fmt, ap);
+    va_end(ap);
+    flatten(error_msg);
+    error_code = code;
+    return code;
+}
+
+int qp_error_errno(int code, const char *fmt, ...)
+{
+    int saved = errno;
+    char head[QP_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof(head), fmt, ap);
+    va_end(ap);
+    return qp_error_set(code, "%s: %s", head, strerror(saved));
+}
+
+void qp_error_prefix(const char *fmt, ...)
+{
+    char head[QP_ERROR_MAX], old[QP_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof(head), fmt, ap);
+    va_end(ap);
+    memcpy(old, error_msg, sizeof(old));
+    snprintf(error_msg, sizeof(error_msg), "%s: %s", head, old);
+    flatten(error_msg);
+}
+
+const char *qp_error_last(void) { return error_msg; }
+int qp_error_last_code(void) { return error_code; }
+
+void qp_error_clear(void)
+{
+    error_msg[0] = '\0';
+    error_code = 0;
+}
+
+int qp_exit_status(int code)
+{
+    switch (code) {
+    case QP_OK:      return 0;
+    case QP_EUSAGE:  return 2;
+    case QP_EGATE:   return 3;
+    case QP_EVERIFY: return 4;
+    default:         return 1;
+    }
+}

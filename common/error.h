@@ -1,0 +1,38 @@
+/* One error-reporting helper for the whole program (libgit2 style).
+ *
+ * Every fallible function returns 0 on success or a negative qp_err code, and
+ * before returning a negative code it calls qp_error_set() with ONE line that
+ * names the file / line / tensor and says what to do.  The message is kept in
+ * thread-local storage so parallel stages do not clobber each other; the
+ * caller that finally reports it reads qp_error_last(). */
+#ifndef QP_COMMON_ERROR_H
+#define QP_COMMON_ERROR_H
+
+typedef enum {
+    QP_OK        = 0,
+    QP_ERROR     = -1,  /* generic failure: I/O, allocation, a stage failed */
+    QP_EUSAGE    = -2,  /* bad recipe or command-line usage (exit 2) */
+    QP_EGATE     = -3,  /* a gate rejected the artifact (exit 3) */
+    QP_EVERIFY   = -4,  /* `qpipe verify` found a different output (exit 4) */
+    QP_ENOTFOUND = -5,  /* lookup miss (not an error for the user by itself) */
+    QP_ECORRUPT  = -6,  /* a cache object or input file is corrupt */
+    QP_EFORMAT   = -7,  /* a model/tokenizer/file is malformed */
+    QP_EINTERRUPT= -8   /* interrupted by a signal */
+} qp_err;
+
+/* Records the message for this thread and returns `code`, so callers write
+ *   return qp_error_set(QP_EFORMAT, "%s: tensor '%s': ...", path, name); */
+int qp_error_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Like qp_error_set but appends ": strerror(errno)". */
+int qp_error_errno(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefixes the current message with "prefix: " (adds context on the way up). */
+void qp_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *qp_error_last(void);   /* "" when none */
+int qp_error_last_code(void);
+void qp_error_clear(void);
+
+/* Process exit status for an error code: 0 ok, 1 error, 2 usage/recipe,
+ * 3 gate rejected, 4 verify mismatch. */
+int qp_exit_status(int code);
+
+#endif

@@ -1,0 +1,269 @@
+#include "common/fsutil.h"
+#include "common/error.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+char *qp_strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (!d)
+        abort();
+    memcpy(d, s, n);
+    return d;
+}
+
+char *qp_strfmt(const char *fmt, ...)
+{
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = malloc((size_t)n + 1);
+    if (!s)
+        abort();
+    vsnprintf(s, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    return s;
+}
+
+int qp_mkdir_p(const char *path, mode_t mode)
+{
+    char *p = qp_strdup(path);
+    int rc = 0;
+    for (char *s = p + 1; ; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, mode) != 0 && errno != EEXIST) {
+                rc = qp_error_errno(QP_ERROR, "%s: cannot create directory", p);
+                break;
+            }
+            *s = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    if (rc == 0 && !qp_is_dir(path))
+        rc = qp_error_set(QP_ERROR, "%s: exists and is not a directory", path);
+    free(p);
+    return rc;
+}
+
+int qp_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot open directory", dir);
+    fsync(fd);
+    close(fd);
+    return 0;
+}
+
+int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out_fd)
+{
+    char *tmpl = qp_strfmt("%s/%s.XXXXXX", dir, prefix);
+    int fd = mkostemp(tmpl, O_CLOEXEC);
+    if (fd < 0) {
+        int rc = qp_error_errno(QP_ERROR, "%s: cannot create a temporary file", dir);
+        free(tmpl);
+        return rc;
+    }
+    *out_path = tmpl;
+    *out_fd = fd;
+    return 0;
+}
+
+static int write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir)
+{
+    int rc = QP_ERROR, fd = -1;
+    char *tmp = NULL;
+    char *dir = qp_path_dirname(path);
+    if ((rc = qp_mkstemp_in(tmp_dir ? tmp_dir : dir, ".tmp", &tmp, &fd)) != 0)
+        goto done;
+    rc = QP_ERROR;
+    if (write_all(fd, data, n) != 0 || fsync(fd) != 0) {
+        qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        goto done;
+    }
+    fchmod(fd, 0644);
+    close(fd);
+    fd = -1;
+    if (rename(tmp, path) != 0) {
+        qp_error_errno(QP_ERROR, "%s: cannot rename into place", path);
+        goto done;
+    }
+    free(tmp);
+    tmp = NULL;
+    qp_fsync_dir(dir);
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(dir);
+    return rc;
+}
+
+int qp_read_file(const char *path, char **out, size_t *out_len)
+{
+    int rc = QP_ERROR;
+    char *buf = NULL;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
+    if (fstat(fd, &st) != 0) {
+        qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+        goto done;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        qp_error_set(QP_ERROR, "%s: is a directory, expected a file", path);
+        goto done;
+    }
+    size_t cap = (size_t)st.st_size, len = 0;
+    buf = malloc(cap + 1);
+    if (!buf) {
+        qp_error_set(QP_ERROR, "%s: out of memory reading %zu bytes", path, cap);
+        goto done;
+    }
+    for (;;) {
+        if (len == cap) {
+            /* the file grew (or is a pipe): keep reading */
+            char *nb = realloc(buf, cap * 2 + 4096 + 1);
+            if (!nb) {
+                qp_error_set(QP_ERROR, "%s: out of memory", path);
+                goto done;
+            }
+            buf = nb;
+            cap = cap * 2 + 4096;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            qp_error_errno(QP_ERROR, "%s: read failed", path);
+            goto done;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    if (out_len)
+        *out_len = len;
+    buf = NULL;
+    rc = 0;
+done:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int qp_rm_rf(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d)
+            return qp_error_errno(QP_ERROR, "%s: cannot open directory", path);
+        struct dirent *e;
+        int rc = 0;
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char *child = qp_path_join(path, e->d_name);
+            rc = qp_rm_rf(child);
+            free(child);
+            if (rc)
+                break;
+        }
+        closedir(d);
+        if (rc)
+            return rc;
+        if (rmdir(path) != 0)
+            return qp_error_errno(QP_ERROR, "%s: cannot remove directory", path);
+        return 0;
+    }
+    if (unlink(path) != 0 && errno != ENOENT)
+        return qp_error_errno(QP_ERROR, "%s: cannot remove", path);
+    return 0;
+}
+
+char *qp_path_join(const char *a, const char *b)
+{
+    if (!a || !*a || b[0] == '/')
+        return qp_strdup(b);
+    size_t la = strlen(a);
+    if (a[la - 1] == '/')
+        return qp_strfmt("%s%s", a, b);
+    return qp_strfmt("%s/%s", a, b);
+}
+
+char *qp_path_dirname(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return qp_strdup(".");
+    if (slash == path)
+        return qp_strdup("/");
+    char *d = malloc((size_t)(slash - path) + 1);
+    if (!d)
+        abort();
+    memcpy(d, path, (size_t)(slash - path));
+    d[slash - path] = '\0';
+    return d;
+}
+
+int qp_path_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int qp_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+double qp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

@@ -1,0 +1,45 @@
+/* Filesystem helpers: atomic writes, directory creation, path joining. */
+#ifndef QP_COMMON_FSUTIL_H
+#define QP_COMMON_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* mkdir -p; error names the path. */
+int qp_mkdir_p(const char *path, mode_t mode);
+
+/* Writes data to path atomically: a temp file in tmp_dir (or path's own
+ * directory when tmp_dir is NULL; must be on the same filesystem), fsync,
+ * rename over path, fsync of the directory.  A crash at any point leaves
+ * either the old file or the new one, never a partial one. */
+int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir);
+
+/* Reads a whole file into a NUL-terminated malloc'ed buffer. */
+int qp_read_file(const char *path, char **out, size_t *out_len);
+
+/* Makes a unique temp file (O_EXCL) in dir with the given prefix; returns
+ * the fd and writes the path (malloc'ed) to *out_path. */
+int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out_fd);
+
+/* fsyncs a directory so a rename inside it is durable. */
+int qp_fsync_dir(const char *dir);
+
+/* rm -rf; missing path is not an error. */
+int qp_rm_rf(const char *path);
+
+/* malloc'ed "a/b" (b returned as-is when absolute). */
+char *qp_path_join(const char *a, const char *b);
+/* malloc'ed directory part of path ("." when none). */
+char *qp_path_dirname(const char *path);
+/* 1 if path exists (any type). */
+int qp_path_exists(const char *path);
+int qp_is_dir(const char *path);
+
+/* printf into a malloc'ed string (aborts on OOM: only for small strings). */
+char *qp_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *qp_strdup(const char *s);
+
+/* Monotonic seconds. */
+double qp_now(void);
+
+#endif

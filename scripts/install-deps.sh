@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qpipe builds against, only those that are missing.
+# Called by `make` when pkg-config cannot find a library; safe to run by hand.
+set -eu
+pkgs=(build-essential pkg-config libyaml-dev libgit2-dev libssl-dev libopenblas-dev
+      libzstd-dev libjansson-dev libcmocka-dev git zstd openssl)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "qpipe: installing missing packages: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,102 @@
+/* The one interface every stage kind implements.
+ *
+ * A kind declares its parameters in one table (name, type, default, allowed
+ * values, range, one-line doc): the recipe loader validates `with:` against
+ * it and fills defaults, `qpipe stages` prints it, and the key covers every
+ * parameter after interpolation.  Paths flagged QP_PF_CONTENT are hashed by
+ * content (their literal string is not in the key), so moving a dataset
+ * does not rerun anything but editing one byte does. */
+#ifndef QP_STAGES_STAGE_H
+#define QP_STAGES_STAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "cache/cache.h"
+#include "pipeline/artifact.h"
+#include "pipeline/progress.h"
+
+typedef enum {
+    QP_P_STRING,       /* a string; `allowed` lists choices as "a|b|c" */
+    QP_P_INT,          /* an integer within [min, max] */
+    QP_P_NUMBER,       /* a real number within [min, max] */
+    QP_P_BOOL,
+    QP_P_PATH,         /* a path, resolved against the recipe's directory */
+    QP_P_STRING_LIST,  /* a list of strings */
+    QP_P_PATH_LIST,    /* a list of paths */
+    QP_P_INT_LIST,     /* a list of integers, each within [min, max] */
+    QP_P_MAP_LIST,     /* a list of mappings, checked by the kind's validate() */
+    QP_P_MAP,          /* a mapping, checked by the kind's validate() */
+} qp_param_type;
+
+enum {
+    QP_PF_REQUIRED = 1 << 0,  /* must be given */
+    QP_PF_CONTENT  = 1 << 1,  /* path(s): the content digest goes in the key, not the string */
+    QP_PF_PATTERN  = 1 << 2,  /* name ends with '*': matches every key with that prefix */
+    QP_PF_UNKEYED  = 1 << 3,  /* not part of the stage key (e.g. an output location) */
+};
+
+typedef struct {
+    const char *name;
+    qp_param_type type;
+    const char *def;      /* default as YAML scalar text; NULL = no default */
+    const char *allowed;  /* "a|b|c" for strings and int choices; NULL = any */
+    double min, max;      /* inclusive numeric range; min > max = unbounded */
+    unsigned flags;
+    const char *doc;      /* one line */
+} qp_param_spec;
+
+typedef struct qp_stage_ctx qp_stage_ctx;
+
+typedef struct qp_stage_kind {
+    const char *name;        /* the `uses:` value */
+    int version;             /* implementation version; bump when outputs change */
+    const char *doc;         /* one line */
+    const qp_param_spec *params;  /* terminated by an entry with name == NULL */
+    unsigned accepts;        /* bitmask of qp_artifact_type accepted from `needs` */
+    int min_inputs, max_inputs;   /* max_inputs < 0: unbounded */
+    qp_artifact_type output;
+    /* 1 when this build implements run(); the others are declared so that
+     * recipes can already be validated against their parameter tables. */
+    int implemented;
+    /* Extra validation after the table checks (cross-parameter rules, map
+     * contents).  Return QP_EUSAGE with qp_error_set("%s: …", where, …)
+     * where `where` is "file:line:col" of the stage. May be NULL. */
+    int (*validate)(const json_t *params, const char *where);
+    /* Does the work: reads ctx->inputs, fills ctx->output. */
+    int (*run)(qp_stage_ctx *ctx);
+} qp_stage_kind;
+
+struct qp_stage_ctx {
+    const char *id;                 /* stage id in the recipe */
+    const qp_stage_kind *kind;
+    const json_t *params;           /* validated, interpolated, defaults filled;
+                                       paths still as written */
+    const char *recipe_dir;         /* relative paths resolve here */
+    qp_cache *cache;
+    size_t n_inputs;
+    const char *const *input_ids;   /* `needs` order */
+    qp_artifact *const *inputs;
+    const char *const *input_digests;
+    qp_artifact *output;            /* created by the runner with kind->output */
+    int threads;
+    qp_progress *progress;          /* may be NULL */
+    const char *stage_key;          /* this stage's key (hex) */
+};
+
+/* The registry of stage kinds. */
+const qp_stage_kind *qp_stage_kind_find(const char *name);
+const qp_stage_kind *const *qp_stage_kinds(size_t *n);
+/* Spec for a parameter name (pattern specs match by prefix); NULL if none. */
+const qp_param_spec *qp_stage_param_spec(const qp_stage_kind *k, const char *name);
+
+/* Resolves a path parameter against the recipe directory (malloc'ed). */
+char *qp_stage_path(const qp_stage_ctx *ctx, const char *path);
+/* Convenience accessors for validated params (defaults are filled, so a
+ * missing key here is a programming error and aborts). */
+const char *qp_param_str(const json_t *params, const char *name);
+long long qp_param_int(const json_t *params, const char *name);
+double qp_param_num(const json_t *params, const char *name);
+int qp_param_bool(const json_t *params, const char *name);
+
+#endif

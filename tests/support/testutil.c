@@ -1,0 +1,51 @@
+#include "tests/support/testutil.h"
+
+#include "common/fsutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *qp_test_shared_dir(void)
+{
+    const char *s = getenv("QPIPE_SHARED");
+    return (s && *s) ? s : "../shared";
+}
+
+char *qp_test_shared_path(const char *rel)
+{
+    return qp_path_join(qp_test_shared_dir(), rel);
+}
+
+char *qp_test_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *tmpl = qp_strfmt("%s/qpipe-test.XXXXXX", (base && *base) ? base : "/tmp");
+    if (!mkdtemp(tmpl)) {
+        fprintf(stderr, "mkdtemp failed\n");
+        abort();
+    }
+    return tmpl;
+}
+
+void qp_test_rmtree(const char *dir)
+{
+    if (dir)
+        qp_rm_rf(dir);
+}
+
+void qp_test_write(const char *path, const void *data, size_t n)
+{
+    char *dir = qp_path_dirname(path);
+    assert_int_equal(qp_mkdir_p(dir, 0755), 0);
+    free(dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+void qp_test_write_str(const char *path, const char *text)
+{
+    qp_test_write(path, text, strlen(text));
+}

@@ -1,0 +1,22 @@
+/* Helpers shared by the cmocka tests.  Tests run from the repository root. */
+#ifndef QP_TESTS_TESTUTIL_H
+#define QP_TESTS_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* The shared reference data: $QPIPE_SHARED, else ../shared. */
+const char *qp_test_shared_dir(void);
+/* malloc'ed path inside the shared directory. */
+char *qp_test_shared_path(const char *rel);
+/* A fresh empty temp directory (malloc'ed); removed by qp_test_rmtree. */
+char *qp_test_tmpdir(void);
+void qp_test_rmtree(const char *dir);
+/* Writes a file (creating parent directories); aborts the test on failure. */
+void qp_test_write(const char *path, const void *data, size_t n);
+void qp_test_write_str(const char *path, const char *text);
+
+#endif
