@@ -36,6 +36,8 @@ typedef struct qp_artifact qp_artifact;
 int qp_artifact_new(qp_artifact **out, qp_artifact_type type);
 void qp_artifact_free(qp_artifact *a);
 qp_artifact_type qp_artifact_type_of(const qp_artifact *a);
+/* For kinds whose output type depends on what they find (fetch: model or files). */
+void qp_artifact_set_type(qp_artifact *a, qp_artifact_type type);
 
 /* Adds an entry; `extra` (may be NULL, reference stolen) is merged into the
  * entry object (dtype, shape, format, path …).  Duplicate names are an error. */

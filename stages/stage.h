@@ -55,7 +55,11 @@ typedef struct qp_stage_kind {
     const qp_param_spec *params;  /* terminated by an entry with name == NULL */
     unsigned accepts;        /* bitmask of qp_artifact_type accepted from `needs` */
     int min_inputs, max_inputs;   /* max_inputs < 0: unbounded */
-    qp_artifact_type output;
+    unsigned output;         /* bitmask of the artifact types it may produce */
+    /* The types it produces for these params (e.g. fetch: model or files);
+     * NULL = `output`. Used by the recipe checker; the runner checks the
+     * actual type of every input again before a stage runs. */
+    unsigned (*output_for)(const json_t *params);
     /* 1 when this build implements run(); the others are declared so that
      * recipes can already be validated against their parameter tables. */
     int implemented;
@@ -63,6 +67,10 @@ typedef struct qp_stage_kind {
      * contents).  Return QP_EUSAGE with qp_error_set("%s: …", where, …)
      * where `where` is "file:line:col" of the stage. May be NULL. */
     int (*validate)(const json_t *params, const char *where);
+    /* Adds to `key` (a JSON object) what the stage reads besides its inputs
+     * and QP_PF_CONTENT params — e.g. fetch's file digests or pinned git
+     * commit.  May be NULL. */
+    int (*key_extra)(const json_t *params, const char *recipe_dir, qp_cache *cache, json_t *key);
     /* Does the work: reads ctx->inputs, fills ctx->output. */
     int (*run)(qp_stage_ctx *ctx);
 } qp_stage_kind;
@@ -87,6 +95,10 @@ struct qp_stage_ctx {
 /* The registry of stage kinds. */
 const qp_stage_kind *qp_stage_kind_find(const char *name);
 const qp_stage_kind *const *qp_stage_kinds(size_t *n);
+/* Bitmask of types a declared stage produces (output_for or output). */
+unsigned qp_stage_output_types(const qp_stage_kind *k, const json_t *params);
+/* "model, calibration" for a mask (static buffer per thread). */
+const char *qp_artifact_mask_names(unsigned mask);
 /* Spec for a parameter name (pattern specs match by prefix); NULL if none. */
 const qp_param_spec *qp_stage_param_spec(const qp_stage_kind *k, const char *name);
 

@@ -1,0 +1,11 @@
+/* Sub-commands other than run/plan/verify (which go through the runner). */
+#ifndef QP_PIPELINE_CLI_H
+#define QP_PIPELINE_CLI_H
+
+/* Each returns the process exit status; argv[0] is the sub-command name. */
+int qp_cli_graph(int argc, char **argv);
+int qp_cli_stages(int argc, char **argv);
+int qp_cli_log(int argc, char **argv);
+int qp_cli_cache(int argc, char **argv, const char *default_cache_dir);
+
+#endif

@@ -1,0 +1,156 @@
+/* qpipe — the command-line front end.  Parses arguments, loads the recipe,
+ * opens the cache and hands over to the runner; maps errors to exit codes:
+ * 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify found a
+ * difference. */
+#include "cache/cache.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/version.h"
+#include "pipeline/cli.h"
+#include "pipeline/recipe.h"
+#include "pipeline/runner.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: qpipe COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
+    "                         run the recipe's stages (cached ones are reused)\n"
+    "  plan RECIPE            show which stages are cached or will run, and why\n"
+    "  verify RECIPE          rebuild every stage ignoring the cache; exit 4 if any output differs\n"
+    "  graph RECIPE           print the DAG as Graphviz DOT\n"
+    "  stages [--markdown]    list stage kinds and their parameters\n"
+    "  log [RECIPE] [-n N] [--json]  list run records from the provenance branch\n"
+    "  cache stats|verify|gc [--max-size SIZE]  inspect or clean the cache\n"
+    "  version                print the version\n"
+    "\n"
+    "cache directory: --cache-dir, else $QPIPE_CACHE, else .qpipe/cache\n"
+    "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "qpipe: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see 'qpipe help')\n");
+    return 2;
+}
+
+static int fail(int rc)
+{
+    const char *msg = qp_error_last();
+    fprintf(stderr, "qpipe: %s\n", msg[0] ? msg : "unknown error");
+    return qp_exit_status(rc);
+}
+
+static const char *cache_dir_from(const char *opt)
+{
+    if (opt)
+        return opt;
+    const char *env = getenv("QPIPE_CACHE");
+    return env && *env ? env : ".qpipe/cache";
+}
+
+static int default_threads(void)
+{
+    const char *env = getenv("QPIPE_THREADS");
+    if (env && atoi(env) > 0)
+        return atoi(env);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH };
+
+static int cmd_run(int argc, char **argv, qp_run_mode mode)
+{
+    static const struct option opts[] = {
+        {"stage", required_argument, NULL, 's'},   {"jobs", required_argument, NULL, 'j'},
+        {"threads", required_argument, NULL, OPT_THREADS}, {"force", optional_argument, NULL, OPT_FORCE},
+        {"cache-dir", required_argument, NULL, OPT_CACHE}, {"json", no_argument, NULL, OPT_JSON},
+        {"no-provenance", no_argument, NULL, OPT_NOPROV}, {"branch", required_argument, NULL, OPT_BRANCH},
+        {NULL, 0, NULL, 0},
+    };
+    qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout};
+    const char *cache_opt = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:j:", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': o.only_stage = optarg; break;
+        case 'j':
+            o.jobs = atoi(optarg);
+            if (o.jobs < 1 || o.jobs > 256)
+                return usage_error("-j %s: expected a number of parallel stages between 1 and 256", optarg);
+            break;
+        case OPT_THREADS:
+            o.threads = atoi(optarg);
+            if (o.threads < 1 || o.threads > 1024)
+                return usage_error("--threads %s: expected a number between 1 and 1024", optarg);
+            break;
+        case OPT_FORCE:
+            if (optarg)
+                o.force_stage = optarg;
+            else
+                o.force_all = 1;
+            break;
+        case OPT_CACHE: cache_opt = optarg; break;
+        case OPT_JSON: o.json = 1; break;
+        case OPT_NOPROV: o.provenance = 0; break;
+        case OPT_BRANCH: o.branch = optarg; break;
+        default: return 2;
+        }
+    }
+    if (optind != argc - 1)
+        return usage_error("%s needs exactly one RECIPE argument", argv[0]);
+    if (mode != QP_RUN_NORMAL)
+        o.provenance = 0;
+    qp_recipe *r = NULL;
+    qp_cache *cache = NULL;
+    int rc = qp_recipe_load(&r, argv[optind]);
+    if (rc == 0)
+        rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
+    if (rc == 0)
+        rc = qp_runner_run(r, cache, &o);
+    int status = rc ? fail(rc) : 0;
+    qp_cache_free(cache);
+    qp_recipe_free(r);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("qpipe %s\n", QP_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 1, argv + 1, QP_RUN_NORMAL);
+    if (!strcmp(cmd, "plan"))
+        return cmd_run(argc - 1, argv + 1, QP_RUN_PLAN);
+    if (!strcmp(cmd, "verify"))
+        return cmd_run(argc - 1, argv + 1, QP_RUN_VERIFY);
+    if (!strcmp(cmd, "graph"))
+        return qp_cli_graph(argc - 1, argv + 1);
+    if (!strcmp(cmd, "stages"))
+        return qp_cli_stages(argc - 1, argv + 1);
+    if (!strcmp(cmd, "log"))
+        return qp_cli_log(argc - 1, argv + 1);
+    if (!strcmp(cmd, "cache"))
+        return qp_cli_cache(argc - 1, argv + 1, cache_dir_from(NULL));
+    return usage_error("unknown command '%s'", cmd);
+}

@@ -1,0 +1,710 @@
+#include "pipeline/runner.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "pipeline/key.h"
+#include "pipeline/progress_impl.h"
+#include "pipeline/run_record.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum {
+    ST_PENDING, ST_RUNNING, ST_CACHED, ST_RAN, ST_WILL_RUN, ST_FAILED, ST_BLOCKED, ST_SKIPPED
+} stage_status;
+
+static const char *status_name[] = {"pending", "running", "cached", "ran", "will run", "failed", "blocked", "skipped"};
+
+typedef struct {
+    const qp_stage_decl *decl;
+    stage_status status;
+    int selected;            /* part of this invocation (--stage) */
+    size_t *deps;            /* needs + `reference:` stage */
+    size_t n_deps;
+    char key[QP_HEX_LEN];
+    char output[QP_HEX_LEN];
+    qp_artifact *artifact;
+    json_t *desc;
+    double seconds;
+    char *message;           /* error, block reason, plan reason, verify detail */
+    int rejected;            /* a gate whose verdict is fail */
+    int mismatch;            /* verify: output differs from the cached one */
+} stage_state;
+
+typedef struct {
+    const qp_recipe *r;
+    qp_cache *cache;
+    const qp_run_options *opt;
+    stage_state *st;
+    size_t n;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_mutex_t out_mu;
+    int stop;                /* a stage failed: start nothing new */
+    int tty;
+    int corrupt_seen;        /* a stage met a corrupt object: rerun once */
+} runner;
+
+/* ---------- output ---------- */
+
+static void emit_json(runner *R, json_t *ev)
+{
+    char *s = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    pthread_mutex_lock(&R->out_mu);
+    fprintf(R->opt->out, "%s\n", s);
+    fflush(R->opt->out);
+    pthread_mutex_unlock(&R->out_mu);
+    free(s);
+    json_decref(ev);
+}
+
+static void print_gate_checks(runner *R, const stage_state *s)
+{
+    const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c) {
+        const json_t *val = json_object_get(c, "value"), *margin = json_object_get(c, "margin");
+        char vbuf[32] = "n/a", mbuf[32] = "n/a";
+        if (json_is_number(val))
+            snprintf(vbuf, sizeof(vbuf), "%.6g", json_number_value(val));
+        if (json_is_number(margin))
+            snprintf(mbuf, sizeof(mbuf), "%+.6g", json_number_value(margin));
+        fprintf(R->opt->out, "      %-4s %s.%s = %s %s %.6g  (margin %s)\n",
+                json_is_true(json_object_get(c, "passed")) ? "ok" : "FAIL",
+                json_string_value(json_object_get(c, "stage")), json_string_value(json_object_get(c, "metric")),
+                vbuf, json_string_value(json_object_get(c, "op")),
+                json_number_value(json_object_get(c, "limit")), mbuf);
+    }
+}
+
+static void report_stage(runner *R, stage_state *s)
+{
+    const qp_stage_decl *d = s->decl;
+    if (R->opt->json) {
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:f}", "event", "stage", "stage", d->id, "kind", d->kind->name,
+                               "status", status_name[s->status], "seconds", s->seconds);
+        if (s->key[0])
+            json_object_set_new(ev, "key", json_string(s->key));
+        if (s->output[0])
+            json_object_set_new(ev, "output", json_string(s->output));
+        if (s->artifact) {
+            json_object_set(ev, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
+            const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
+            if (checks)
+                json_object_set(ev, "checks", (json_t *)checks);
+        }
+        if (s->rejected)
+            json_object_set_new(ev, "rejected", json_true());
+        if (s->mismatch)
+            json_object_set_new(ev, "mismatch", json_true());
+        if (s->message)
+            json_object_set_new(ev, s->status == ST_FAILED ? "error" : "reason", json_string(s->message));
+        emit_json(R, ev);
+        return;
+    }
+    pthread_mutex_lock(&R->out_mu);
+    FILE *o = R->opt->out;
+    if (R->tty)
+        fprintf(o, "\r\033[K");
+    const char *label = status_name[s->status];
+    if (s->rejected)
+        label = "REJECTED";
+    else if (s->status == ST_FAILED)
+        label = "FAILED";
+    else if (s->mismatch)
+        label = "DIFFERS";
+    fprintf(o, "  %-9s %-14s %-10s %7.2fs", label, d->id, d->kind->name, s->seconds);
+    if (s->message)
+        fprintf(o, "  %s", s->message);
+    fprintf(o, "\n");
+    if (s->artifact && d->kind == qp_stage_kind_find("gate"))
+        print_gate_checks(R, s);
+    fflush(o);
+    pthread_mutex_unlock(&R->out_mu);
+}
+
+/* ---------- one stage ---------- */
+
+static char *last_desc_name(runner *R, const qp_stage_decl *d)
+{
+    return qp_strfmt("%s/%s#%s", qp_recipe_dir(R->r), qp_recipe_path(R->r), d->id);
+}
+
+/* Files of a workspace artifact (run outs) are restored when missing or
+ * changed, so a cached `run` leaves the same files as a fresh one. */
+static int checkout_workspace(runner *R, const qp_artifact *a)
+{
+    if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
+        return 0;
+    for (size_t i = 0; i < qp_artifact_count(a); i++) {
+        const json_t *e = qp_artifact_entry(a, i);
+        const char *name = qp_artifact_entry_name(e);
+        if (strncmp(name, "files/", 6) != 0)
+            continue;
+        char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
+        char have[QP_HEX_LEN] = "";
+        int rc = 0;
+        if (!qp_path_exists(path) || qp_cache_file_digest(R->cache, path, have) != 0 ||
+            strcmp(have, qp_artifact_entry_digest(e)) != 0) {
+            char *parent = qp_path_dirname(path);
+            rc = qp_mkdir_p(parent, 0755);
+            if (rc == 0)
+                rc = qp_cache_get_to_file(R->cache, qp_artifact_entry_digest(e), path);
+            free(parent);
+        }
+        free(path);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static char *diff_artifacts(const qp_artifact *old, const qp_artifact *fresh)
+{
+    char *acc = NULL;
+    size_t shown = 0;
+    for (size_t i = 0; i < qp_artifact_count(fresh); i++) {
+        const json_t *e = qp_artifact_entry(fresh, i);
+        const json_t *o = qp_artifact_find(old, qp_artifact_entry_name(e));
+        if (o && strcmp(qp_artifact_entry_digest(o), qp_artifact_entry_digest(e)) == 0)
+            continue;
+        if (shown++ < 8) {
+            char *n = qp_strfmt("%s%s%s", acc ? acc : "", acc ? ", " : "", qp_artifact_entry_name(e));
+            free(acc);
+            acc = n;
+        }
+    }
+    for (size_t i = 0; i < qp_artifact_count(old); i++)
+        if (!qp_artifact_find(fresh, qp_artifact_entry_name(qp_artifact_entry(old, i))) && shown++ < 8) {
+            char *n = qp_strfmt("%s%s%s (gone)", acc ? acc : "", acc ? ", " : "",
+                                qp_artifact_entry_name(qp_artifact_entry(old, i)));
+            free(acc);
+            acc = n;
+        }
+    if (!acc)
+        acc = qp_strdup(json_equal(qp_artifact_metrics_c(old), qp_artifact_metrics_c(fresh)) ? "manifest metadata"
+                                                                                            : "metrics");
+    char *msg = qp_strfmt("differs from the cached output: %s%s", acc, shown > 8 ? ", …" : "");
+    free(acc);
+    return msg;
+}
+
+static unsigned lowest_bit(unsigned m)
+{
+    return m & (~m + 1u);
+}
+
+/* Calls the stage and stores its output; caller holds the key lock. */
+static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const char *const *input_ids,
+                   const char *const *input_digests)
+{
+    const qp_stage_decl *d = s->decl;
+    unsigned mask = qp_stage_output_types(d->kind, d->params);
+    qp_artifact *out = NULL;
+    char **refs = NULL;
+    size_t n_refs = 0;
+    int rc = qp_artifact_new(&out, (qp_artifact_type)lowest_bit(mask));
+    if (rc)
+        return rc;
+    qp_progress prog;
+    qp_progress_init(&prog, d->id, R->opt->out, &R->out_mu, R->tty, R->opt->json);
+    qp_stage_ctx ctx = {
+        .id = d->id, .kind = d->kind, .params = d->params, .recipe_dir = qp_recipe_dir(R->r),
+        .cache = R->cache, .n_inputs = d->n_needs, .input_ids = input_ids, .inputs = inputs,
+        .input_digests = input_digests, .output = out, .threads = R->opt->threads > 0 ? R->opt->threads : 1,
+        .progress = &prog, .stage_key = s->key,
+    };
+    qp_error_clear();
+    rc = d->kind->run(&ctx);
+    pthread_mutex_lock(&R->out_mu);
+    qp_progress_clear(&prog);
+    pthread_mutex_unlock(&R->out_mu);
+    if (rc) {
+        if (!qp_error_last()[0])
+            qp_error_set(rc, "stage '%s' failed without a message", d->id);
+        goto done;
+    }
+    if (!(qp_artifact_type_of(out) & mask)) {
+        rc = qp_error_set(QP_ERROR, "stage '%s': produced a %s artifact, expected %s", d->id,
+                          qp_artifact_type_name(qp_artifact_type_of(out)), qp_artifact_mask_names(mask));
+        goto done;
+    }
+    char digest[QP_HEX_LEN];
+    if ((rc = qp_artifact_store(out, R->cache, digest, &refs, &n_refs)) != 0)
+        goto done;
+    if (R->opt->mode == QP_RUN_VERIFY) {
+        char cached[QP_HEX_LEN];
+        if (qp_cache_action_get(R->cache, s->key, cached) == 0 && strcmp(cached, digest) != 0) {
+            qp_artifact *old = NULL;
+            s->mismatch = 1;
+            if (qp_artifact_load(&old, R->cache, cached) == 0) {
+                s->message = diff_artifacts(old, out);
+                qp_artifact_free(old);
+            } else {
+                s->message = qp_strfmt("differs from the cached output %.12s", cached);
+            }
+            goto stored;  /* keep the cached action: verify only reports */
+        }
+    }
+    if ((rc = qp_cache_action_put(R->cache, s->key, digest, (const char *const *)refs, n_refs)) != 0)
+        goto done;
+stored:
+    memcpy(s->output, digest, QP_HEX_LEN);
+    s->artifact = out;
+    out = NULL;
+done:
+    qp_artifact_refs_free(refs, n_refs);
+    qp_artifact_free(out);
+    return rc;
+}
+
+static int process(runner *R, stage_state *s)
+{
+    const qp_stage_decl *d = s->decl;
+    size_t n = d->n_needs;
+    qp_artifact **inputs = calloc(n + 1, sizeof(*inputs));
+    const char **ids = calloc(n + 1, sizeof(*ids)), **digests = calloc(n + 1, sizeof(*digests));
+    qp_cache_lock *lock = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        stage_state *up = &R->st[d->need_index[i]];
+        inputs[i] = up->artifact;
+        ids[i] = up->decl->id;
+        digests[i] = up->output;
+        qp_artifact_type t = qp_artifact_type_of(up->artifact);
+        if (!(t & d->kind->accepts)) {
+            rc = qp_error_set(QP_EUSAGE, "%s:%d:%d: stage '%s': input '%s' is a %s artifact, but %s accepts %s",
+                              qp_recipe_path(R->r), d->mark.line, d->mark.col, d->id, ids[i],
+                              qp_artifact_type_name(t), d->kind->name, qp_artifact_mask_names(d->kind->accepts));
+            goto done;
+        }
+    }
+    if ((rc = qp_key_describe(&s->desc, R->r, d, R->cache, digests)) != 0)
+        goto done;
+    /* a `reference:` stage is read by the stage: its output is in the key */
+    for (size_t i = 0; i < s->n_deps; i++) {
+        stage_state *up = &R->st[s->deps[i]];
+        int is_need = 0;
+        for (size_t j = 0; j < n; j++)
+            is_need |= d->need_index[j] == s->deps[i];
+        if (!is_need)
+            json_object_set_new(json_object_get(s->desc, "params"), "reference_digest", json_string(up->output));
+    }
+    qp_key_hash(s->key, s->desc);
+
+    char *desc_name = last_desc_name(R, d);
+    int forced = R->opt->force_all || (R->opt->force_stage && strcmp(R->opt->force_stage, d->id) == 0);
+    char cached[QP_HEX_LEN];
+
+    if (R->opt->mode == QP_RUN_PLAN) {
+        if (qp_cache_action_get(R->cache, s->key, cached) == 0 && !forced &&
+            qp_artifact_load(&s->artifact, R->cache, cached) == 0) {
+            memcpy(s->output, cached, QP_HEX_LEN);
+            s->status = ST_CACHED;
+        } else {
+            char *old_text = NULL;
+            json_t *old = NULL;
+            if (qp_cache_meta_get(R->cache, "stages", desc_name, &old_text) == 0)
+                old = json_loads(old_text, 0, NULL);
+            s->message = forced ? qp_strdup("forced") : qp_key_explain(old, s->desc);
+            json_decref(old);
+            free(old_text);
+            s->status = ST_WILL_RUN;
+        }
+        qp_error_clear();
+        free(desc_name);
+        goto done;
+    }
+
+    if (R->opt->mode == QP_RUN_NORMAL && !forced && qp_cache_action_get(R->cache, s->key, cached) == 0) {
+        rc = qp_artifact_load(&s->artifact, R->cache, cached);
+        if (rc == 0 && (rc = checkout_workspace(R, s->artifact)) == 0) {
+            memcpy(s->output, cached, QP_HEX_LEN);
+            s->status = ST_CACHED;
+            free(desc_name);
+            goto done;
+        }
+        if (rc != QP_ECORRUPT) {
+            free(desc_name);
+            goto done;
+        }
+        /* the object was removed by the cache: recompute below */
+        qp_artifact_free(s->artifact);
+        s->artifact = NULL;
+        qp_cache_action_remove(R->cache, s->key);
+        rc = 0;
+    }
+
+    if ((rc = qp_cache_lock_acquire(R->cache, s->key, &lock)) != 0) {
+        free(desc_name);
+        goto done;
+    }
+    /* another process may have finished this stage while we waited */
+    if (R->opt->mode == QP_RUN_NORMAL && !forced && qp_cache_action_get(R->cache, s->key, cached) == 0 &&
+        qp_artifact_load(&s->artifact, R->cache, cached) == 0 && checkout_workspace(R, s->artifact) == 0) {
+        memcpy(s->output, cached, QP_HEX_LEN);
+        s->status = ST_CACHED;
+    } else {
+        qp_artifact_free(s->artifact);
+        s->artifact = NULL;
+        double t0 = qp_now();
+        rc = execute(R, s, inputs, ids, digests);
+        s->seconds = qp_now() - t0;
+        if (rc == 0) {
+            s->status = ST_RAN;
+            char *text = qp_key_canonical(s->desc);
+            qp_cache_meta_put(R->cache, "stages", desc_name, text);
+            free(text);
+        }
+    }
+    qp_cache_lock_release(lock);
+    free(desc_name);
+done:
+    if (rc == 0 && s->artifact &&
+        json_is_string(json_object_get(qp_artifact_meta_c(s->artifact), "verdict")) &&
+        strcmp(json_string_value(json_object_get(qp_artifact_meta_c(s->artifact), "verdict")), "pass") != 0)
+        s->rejected = 1;
+    free(inputs);
+    free(ids);
+    free(digests);
+    return rc;
+}
+
+/* ---------- scheduling ---------- */
+
+static int dep_state(runner *R, stage_state *s, size_t *bad)
+{
+    /* 1 ready, 0 waiting, -1 blocked (bad = the dependency that blocks) */
+    int ready = 1;
+    for (size_t i = 0; i < s->n_deps; i++) {
+        stage_state *u = &R->st[s->deps[i]];
+        if (u->status == ST_FAILED || u->status == ST_BLOCKED || u->status == ST_SKIPPED || u->rejected) {
+            *bad = s->deps[i];
+            return -1;
+        }
+        if (u->status == ST_WILL_RUN) {
+            *bad = s->deps[i];
+            return -2;
+        }
+        if (u->status != ST_CACHED && u->status != ST_RAN)
+            ready = 0;
+    }
+    return ready;
+}
+
+static void *worker(void *arg)
+{
+    runner *R = arg;
+    pthread_mutex_lock(&R->mu);
+    for (;;) {
+        stage_state *pick = NULL;
+        int pending = 0;
+        for (size_t i = 0; i < R->n; i++) {
+            stage_state *s = &R->st[i];
+            if (!s->selected || s->status != ST_PENDING)
+                continue;
+            size_t bad = 0;
+            int ds = dep_state(R, s, &bad);
+            if (ds == -1 || (ds != -2 && R->stop)) {
+                s->status = R->stop && ds != -1 ? ST_SKIPPED : ST_BLOCKED;
+                stage_state *b = &R->st[bad];
+                if (s->status == ST_SKIPPED)
+                    s->message = qp_strdup("not started: an earlier stage failed");
+                else
+                    s->message = qp_strfmt("blocked: '%s' %s", b->decl->id,
+                                           b->rejected ? "rejected the artifact" : status_name[b->status]);
+                pthread_mutex_unlock(&R->mu);
+                report_stage(R, s);
+                pthread_mutex_lock(&R->mu);
+                pthread_cond_broadcast(&R->cv);
+                i = (size_t)-1;  /* statuses changed: rescan */
+                continue;
+            }
+            if (ds == -2) {
+                s->status = ST_WILL_RUN;
+                s->message = qp_strfmt("upstream '%s' will run", R->st[bad].decl->id);
+                pthread_mutex_unlock(&R->mu);
+                report_stage(R, s);
+                pthread_mutex_lock(&R->mu);
+                i = (size_t)-1;
+                continue;
+            }
+            pending++;
+            if (ds == 1 && !pick)
+                pick = s;
+        }
+        if (!pick) {
+            int running = 0;
+            for (size_t i = 0; i < R->n; i++)
+                running += R->st[i].status == ST_RUNNING;
+            if (pending == 0 || (running == 0))
+                break;
+            pthread_cond_wait(&R->cv, &R->mu);
+            continue;
+        }
+        pick->status = ST_RUNNING;
+        pthread_mutex_unlock(&R->mu);
+        int rc = process(R, pick);
+        pthread_mutex_lock(&R->mu);
+        if (rc) {
+            pick->status = ST_FAILED;
+            pick->message = qp_strdup(qp_error_last());
+            if (rc == QP_ECORRUPT)
+                R->corrupt_seen = 1;
+            R->stop = 1;
+        }
+        pthread_mutex_unlock(&R->mu);
+        report_stage(R, pick);
+        pthread_mutex_lock(&R->mu);
+        pthread_cond_broadcast(&R->cv);
+    }
+    pthread_cond_broadcast(&R->cv);
+    pthread_mutex_unlock(&R->mu);
+    return NULL;
+}
+
+static void select_stages(runner *R, size_t i)
+{
+    if (R->st[i].selected)
+        return;
+    R->st[i].selected = 1;
+    for (size_t k = 0; k < R->st[i].n_deps; k++)
+        select_stages(R, R->st[i].deps[k]);
+}
+
+static void print_summary(runner *R, double elapsed, int rc)
+{
+    size_t count[8] = {0}, rejected = 0, mismatched = 0, selected = 0;
+    for (size_t i = 0; i < R->n; i++) {
+        if (!R->st[i].selected)
+            continue;
+        selected++;
+        count[R->st[i].status]++;
+        rejected += R->st[i].rejected;
+        mismatched += R->st[i].mismatch;
+    }
+    if (R->opt->json)
+        return;
+    FILE *o = R->opt->out;
+    if (R->opt->mode == QP_RUN_NORMAL || R->opt->mode == QP_RUN_VERIFY) {
+        fprintf(o, "\n  %-14s %-10s %-9s %8s  %s\n", "stage", "kind", "status", "time", "metrics");
+        for (size_t i = 0; i < R->n; i++) {
+            stage_state *s = &R->st[i];
+            if (!s->selected)
+                continue;
+            char metrics[160] = "";
+            if (s->artifact) {
+                const char *k;
+                json_t *v;
+                json_object_foreach((json_t *)qp_artifact_metrics_c(s->artifact), k, v) {
+                    size_t len = strlen(metrics);
+                    if (json_is_number(v) && len + strlen(k) + 16 < sizeof(metrics))
+                        snprintf(metrics + len, sizeof(metrics) - len, "%s%s=%.5g", len ? " " : "", k,
+                                 json_number_value(v));
+                }
+            }
+            fprintf(o, "  %-14s %-10s %-9s %7.2fs  %s\n", s->decl->id, s->decl->kind->name,
+                    s->rejected ? "rejected" : s->mismatch ? "differs" : status_name[s->status], s->seconds, metrics);
+        }
+    }
+    if (R->opt->mode == QP_RUN_PLAN)
+        fprintf(o, "%zu stages: %zu cached, %zu will run\n", selected, count[ST_CACHED], count[ST_WILL_RUN]);
+    else
+        fprintf(o, "\n%zu stages: %zu ran, %zu cached, %zu failed, %zu blocked%s%s in %.2fs\n", selected,
+                count[ST_RAN], count[ST_CACHED], count[ST_FAILED], count[ST_BLOCKED] + count[ST_SKIPPED],
+                rejected ? ", gate REJECTED" : "", mismatched ? ", outputs DIFFER" : "", elapsed);
+    (void)rc;
+}
+
+static int run_once(runner *R, double *elapsed)
+{
+    double t0 = qp_now();
+    int jobs = R->opt->jobs > 0 ? R->opt->jobs : 1;
+    if (R->opt->mode == QP_RUN_PLAN)
+        jobs = 1;
+    pthread_t *th = calloc((size_t)jobs, sizeof(*th));
+    for (int i = 0; i < jobs; i++)
+        pthread_create(&th[i], NULL, worker, R);
+    for (int i = 0; i < jobs; i++)
+        pthread_join(th[i], NULL);
+    free(th);
+    *elapsed = qp_now() - t0;
+    int rc = 0;
+    for (size_t i = 0; i < R->n; i++) {
+        stage_state *s = &R->st[i];
+        if (!s->selected)
+            continue;
+        if (s->status == ST_FAILED && rc == 0)
+            rc = qp_error_set(QP_ERROR, "%s", s->message);
+    }
+    if (rc == 0)
+        for (size_t i = 0; i < R->n; i++)
+            if (R->st[i].selected && R->st[i].rejected) {
+                rc = qp_error_set(QP_EGATE, "gate '%s' rejected the artifact", R->st[i].decl->id);
+                break;
+            }
+    if (rc == 0)
+        for (size_t i = 0; i < R->n; i++)
+            if (R->st[i].selected && R->st[i].mismatch) {
+                rc = qp_error_set(QP_EVERIFY, "stage '%s': %s", R->st[i].decl->id, R->st[i].message);
+                break;
+            }
+    return rc;
+}
+
+static void reset_states(runner *R)
+{
+    for (size_t i = 0; i < R->n; i++) {
+        stage_state *s = &R->st[i];
+        qp_artifact_free(s->artifact);
+        json_decref(s->desc);
+        free(s->message);
+        s->artifact = NULL;
+        s->desc = NULL;
+        s->message = NULL;
+        s->status = ST_PENDING;
+        s->key[0] = s->output[0] = '\0';
+        s->seconds = 0;
+        s->rejected = s->mismatch = 0;
+    }
+    R->stop = 0;
+    R->corrupt_seen = 0;
+}
+
+int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt)
+{
+    runner R = {.r = r, .cache = cache, .opt = opt};
+    R.n = qp_recipe_stage_count(r);
+    R.st = calloc(R.n ? R.n : 1, sizeof(*R.st));
+    R.tty = !opt->json && isatty(fileno(opt->out));
+    pthread_mutex_init(&R.mu, NULL);
+    pthread_mutex_init(&R.out_mu, NULL);
+    pthread_cond_init(&R.cv, NULL);
+    int rc = 0;
+    for (size_t i = 0; i < R.n; i++) {
+        const qp_stage_decl *d = qp_recipe_stage(r, i);
+        stage_state *s = &R.st[i];
+        s->decl = d;
+        if (!d->kind->implemented && opt->mode != QP_RUN_PLAN) {
+            rc = qp_error_set(QP_EUSAGE,
+                              "%s:%d:%d: stage '%s': stage kind '%s' is declared but not implemented in this build "
+                              "of qpipe; remove the stage or use a newer qpipe",
+                              qp_recipe_path(r), d->mark.line, d->mark.col, d->id, d->kind->name);
+            goto done;
+        }
+        s->deps = calloc(d->n_needs + 1, sizeof(size_t));
+        for (size_t k = 0; k < d->n_needs; k++)
+            s->deps[s->n_deps++] = d->need_index[k];
+        const char *ref = json_string_value(json_object_get(d->params, "reference"));
+        long ri = ref && ref[0] ? qp_recipe_find(r, ref) : -1;
+        if (ri >= 0) {
+            int dup = 0;
+            for (size_t k = 0; k < s->n_deps; k++)
+                dup |= s->deps[k] == (size_t)ri;
+            if (!dup)
+                s->deps[s->n_deps++] = (size_t)ri;
+        }
+    }
+    if (opt->only_stage) {
+        long i = qp_recipe_find(r, opt->only_stage);
+        if (i < 0) {
+            rc = qp_error_set(QP_EUSAGE, "%s: --stage %s: no such stage", qp_recipe_path(r), opt->only_stage);
+            goto done;
+        }
+        select_stages(&R, (size_t)i);
+    } else {
+        for (size_t i = 0; i < R.n; i++)
+            R.st[i].selected = 1;
+    }
+    double elapsed = 0;
+    double started_wall = (double)time(NULL);
+    for (int attempt = 0;; attempt++) {
+        rc = run_once(&R, &elapsed);
+        if (!R.corrupt_seen || attempt >= 2 || opt->mode != QP_RUN_NORMAL)
+            break;
+        /* corrupt objects were removed: their producers run again */
+        if (!opt->json)
+            fprintf(opt->out, "  cache: corrupt objects were removed; recomputing the affected stages\n");
+        reset_states(&R);
+    }
+    print_summary(&R, elapsed, rc);
+    if (opt->mode == QP_RUN_NORMAL) {
+        size_t ran = 0;
+        for (size_t i = 0; i < R.n; i++)
+            ran += R.st[i].status == ST_RAN;
+        char commit[41] = "";
+        if (ran > 0 && opt->provenance) {
+            char *saved = qp_strdup(qp_error_last());
+            int saved_code = qp_error_last_code();
+            json_t *stages = json_object();
+            for (size_t i = 0; i < R.n; i++) {
+                stage_state *s = &R.st[i];
+                if (!s->selected)
+                    continue;
+                json_t *e = json_pack("{s:s, s:s, s:f, s:O}", "kind", s->decl->kind->name, "status",
+                                      s->rejected ? "rejected" : status_name[s->status], "seconds", s->seconds,
+                                      "params", s->decl->params);
+                if (s->key[0])
+                    json_object_set_new(e, "key", json_string(s->key));
+                if (s->output[0])
+                    json_object_set_new(e, "output", json_string(s->output));
+                if (s->desc) {
+                    json_object_set(e, "inputs", json_object_get(s->desc, "inputs"));
+                    json_object_set(e, "files", json_object_get(s->desc, "files"));
+                    if (json_object_get(s->desc, "reads"))
+                        json_object_set(e, "reads", json_object_get(s->desc, "reads"));
+                }
+                if (s->artifact) {
+                    json_object_set(e, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
+                    const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
+                    if (checks)
+                        json_object_set(e, "checks", (json_t *)checks);
+                }
+                if (s->message)
+                    json_object_set_new(e, "message", json_string(s->message));
+                json_object_set_new(stages, s->decl->id, e);
+            }
+            const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
+            if (qp_run_record_commit(commit, r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
+                if (!opt->json)
+                    fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
+                commit[0] = '\0';
+            } else if (!opt->json) {
+                fprintf(opt->out, "provenance: %.12s on %s\n", commit, opt->branch ? opt->branch : "qpipe/provenance");
+            }
+            json_decref(stages);
+            qp_error_set(saved_code, "%s", saved);
+            free(saved);
+        }
+        if (opt->json) {
+            size_t c[8] = {0};
+            for (size_t i = 0; i < R.n; i++)
+                if (R.st[i].selected)
+                    c[R.st[i].status]++;
+            json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s, s:i}", "event", "summary", "ran",
+                                   (int)c[ST_RAN], "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED],
+                                   "blocked", (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
+                                   rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error", "exit",
+                                   qp_exit_status(rc));
+            if (commit[0])
+                json_object_set_new(ev, "provenance", json_string(commit));
+            if (rc)
+                json_object_set_new(ev, "error", json_string(qp_error_last()));
+            emit_json(&R, ev);
+        }
+    }
+done:
+    for (size_t i = 0; i < R.n; i++) {
+        qp_artifact_free(R.st[i].artifact);
+        json_decref(R.st[i].desc);
+        free(R.st[i].message);
+        free(R.st[i].deps);
+    }
+    free(R.st);
+    pthread_mutex_destroy(&R.mu);
+    pthread_mutex_destroy(&R.out_mu);
+    pthread_cond_destroy(&R.cv);
+    return rc;
+}

@@ -1,0 +1,422 @@
+#include "stages/fetch_source.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/safetensors.h"
+#include "stages/stage.h"
+
+#include <dirent.h>
+#include <git2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    char *rel;        /* path relative to the source root ("" for a single file: its basename) */
+    char *abs;        /* local: absolute path */
+    git_oid oid;      /* git: blob id */
+    uint64_t size;
+} source_file;
+
+struct qp_fetch_source {
+    qp_cache *cache;
+    char *display;            /* the `source:` value, for messages */
+    int is_git;
+    char *url, *commit, *subpath;
+    git_repository *repo;
+    source_file *files;
+    size_t n_files, cap_files;
+};
+
+int qp_fetch_is_commit_id(const char *s)
+{
+    if (!s || strlen(s) != 40)
+        return 0;
+    for (int i = 0; i < 40; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static void add_file(qp_fetch_source *s, const char *rel, const char *abs, const git_oid *oid, uint64_t size)
+{
+    if (s->n_files == s->cap_files) {
+        s->cap_files = s->cap_files ? s->cap_files * 2 : 16;
+        s->files = realloc(s->files, s->cap_files * sizeof(*s->files));
+        if (!s->files)
+            abort();
+    }
+    source_file *f = &s->files[s->n_files++];
+    memset(f, 0, sizeof(*f));
+    f->rel = qp_strdup(rel);
+    f->abs = abs ? qp_strdup(abs) : NULL;
+    if (oid)
+        git_oid_cpy(&f->oid, oid);
+    f->size = size;
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+    return strcmp(((const source_file *)a)->rel, ((const source_file *)b)->rel);
+}
+
+/* Recursively lists a local directory; skips VCS and qpipe metadata. */
+static int walk_local(qp_fetch_source *s, const char *abs, const char *rel)
+{
+    DIR *d = opendir(abs);
+    if (!d)
+        return qp_error_errno(QP_ERROR, "%s: cannot read directory", abs);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, ".git") ||
+            !strcmp(e->d_name, ".qpipe"))
+            continue;
+        char *child_abs = qp_path_join(abs, e->d_name);
+        char *child_rel = rel[0] ? qp_strfmt("%s/%s", rel, e->d_name) : qp_strdup(e->d_name);
+        struct stat st;
+        if (stat(child_abs, &st) != 0)
+            rc = qp_error_errno(QP_ERROR, "%s: cannot stat", child_abs);
+        else if (S_ISDIR(st.st_mode))
+            rc = walk_local(s, child_abs, child_rel);
+        else if (S_ISREG(st.st_mode))
+            add_file(s, child_rel, child_abs, NULL, (uint64_t)st.st_size);
+        free(child_abs);
+        free(child_rel);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int git_fail(const char *what, const char *url)
+{
+    const git_error *e = git_error_last();
+    return qp_error_set(QP_ERROR, "%s: %s: %s", url, what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+/* Opens a local repository directly, or clones/fetches a remote one into
+ * the cache's git/ directory (bare), so a second run needs no network. */
+static int open_repo(qp_fetch_source *s, const char *recipe_dir)
+{
+    int rc = 0;
+    int remote = strstr(s->url, "://") != NULL && strncmp(s->url, "file://", 7) != 0;
+    if (!remote) {
+        char *local = strncmp(s->url, "file://", 7) == 0 ? qp_strdup(s->url + 7) : qp_path_join(recipe_dir, s->url);
+        if (git_repository_open_ext(&s->repo, local, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) != 0)
+            rc = qp_error_set(QP_ERROR, "%s: not a git repository (fetch source git:%s)", local, s->url);
+        free(local);
+        return rc;
+    }
+    char digest[QP_HEX_LEN];
+    qp_sha256_buf(digest, s->url, strlen(s->url));
+    char *mirror = qp_strfmt("%s/git/%.32s", qp_cache_dir(s->cache), digest);
+    if (git_repository_open_bare(&s->repo, mirror) != 0) {
+        git_clone_options opts;
+        git_clone_options_init(&opts, GIT_CLONE_OPTIONS_VERSION);
+        opts.bare = 1;
+        char *parent = qp_path_dirname(mirror);
+        qp_mkdir_p(parent, 0755);
+        free(parent);
+        if (git_clone(&s->repo, s->url, mirror, &opts) != 0)
+            rc = git_fail("cannot clone", s->url);
+    }
+    free(mirror);
+    return rc;
+}
+
+static int collect_tree(qp_fetch_source *s, git_tree *tree, const char *rel)
+{
+    size_t n = git_tree_entrycount(tree);
+    for (size_t i = 0; i < n; i++) {
+        const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+        const char *name = git_tree_entry_name(e);
+        char *child = rel[0] ? qp_strfmt("%s/%s", rel, name) : qp_strdup(name);
+        int rc = 0;
+        if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
+            git_tree *sub = NULL;
+            if (git_tree_lookup(&sub, s->repo, git_tree_entry_id(e)) != 0)
+                rc = git_fail("cannot read tree", s->url);
+            else
+                rc = collect_tree(s, sub, child);
+            git_tree_free(sub);
+        } else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB) {
+            add_file(s, child, NULL, git_tree_entry_id(e), 0);
+        }
+        free(child);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int open_git(qp_fetch_source *s, const char *recipe_dir)
+{
+    int rc;
+    git_oid oid;
+    git_commit *commit = NULL;
+    git_tree *root = NULL, *sub = NULL;
+    git_tree_entry *entry = NULL;
+    git_libgit2_init();
+    if ((rc = open_repo(s, recipe_dir)) != 0)
+        return rc;
+    git_oid_fromstr(&oid, s->commit);
+    if (git_commit_lookup(&commit, s->repo, &oid) != 0) {
+        /* a mirror may predate the commit: fetch once, then look again */
+        git_remote *remote = NULL;
+        if (git_remote_lookup(&remote, s->repo, "origin") == 0) {
+            git_remote_fetch(remote, NULL, NULL, NULL);
+            git_remote_free(remote);
+        }
+        if (git_commit_lookup(&commit, s->repo, &oid) != 0) {
+            rc = qp_error_set(QP_ERROR, "git:%s: commit %s not found in the repository; check rev:", s->url,
+                              s->commit);
+            goto done;
+        }
+    }
+    if (git_commit_tree(&root, commit) != 0) {
+        rc = git_fail("cannot read the commit's tree", s->url);
+        goto done;
+    }
+    if (!s->subpath[0]) {
+        rc = collect_tree(s, root, "");
+        goto done;
+    }
+    if (git_tree_entry_bypath(&entry, root, s->subpath) != 0) {
+        rc = qp_error_set(QP_ERROR, "git:%s: path '%s' does not exist at commit %.12s; check path:", s->url,
+                          s->subpath, s->commit);
+        goto done;
+    }
+    if (git_tree_entry_type(entry) == GIT_OBJECT_TREE) {
+        if (git_tree_lookup(&sub, s->repo, git_tree_entry_id(entry)) != 0) {
+            rc = git_fail("cannot read tree", s->url);
+            goto done;
+        }
+        rc = collect_tree(s, sub, "");
+    } else {
+        add_file(s, git_tree_entry_name(entry), NULL, git_tree_entry_id(entry), 0);
+    }
+done:
+    git_tree_entry_free(entry);
+    git_tree_free(sub);
+    git_tree_free(root);
+    git_commit_free(commit);
+    return rc;
+}
+
+int qp_fetch_source_open(qp_fetch_source **out, const json_t *params, const char *recipe_dir, qp_cache *cache)
+{
+    qp_fetch_source *s = calloc(1, sizeof(*s));
+    int rc = 0;
+    if (!s)
+        return qp_error_set(QP_ERROR, "out of memory");
+    s->cache = cache;
+    const char *source = qp_param_str(params, "source");
+    s->display = qp_strdup(source);
+    if (strncmp(source, "git:", 4) == 0) {
+        s->is_git = 1;
+        s->url = qp_strdup(source + 4);
+        s->commit = qp_strdup(qp_param_str(params, "rev"));
+        s->subpath = qp_strdup(qp_param_str(params, "path"));
+        rc = open_git(s, recipe_dir);
+    } else {
+        char *abs = qp_path_join(recipe_dir, source);
+        struct stat st;
+        if (stat(abs, &st) != 0)
+            rc = qp_error_errno(QP_ERROR, "fetch source %s", abs);
+        else if (S_ISDIR(st.st_mode))
+            rc = walk_local(s, abs, "");
+        else {
+            const char *base = strrchr(abs, '/');
+            add_file(s, base ? base + 1 : abs, abs, NULL, (uint64_t)st.st_size);
+        }
+        free(abs);
+    }
+    if (rc == 0 && s->n_files == 0)
+        rc = qp_error_set(QP_ERROR, "fetch source %s: contains no files", source);
+    if (rc) {
+        qp_fetch_source_free(s);
+        return rc;
+    }
+    qsort(s->files, s->n_files, sizeof(*s->files), cmp_file);
+    *out = s;
+    return 0;
+}
+
+void qp_fetch_source_free(qp_fetch_source *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_files; i++) {
+        free(s->files[i].rel);
+        free(s->files[i].abs);
+    }
+    free(s->files);
+    if (s->repo)
+        git_repository_free(s->repo);
+    free(s->display);
+    free(s->url);
+    free(s->commit);
+    free(s->subpath);
+    free(s);
+}
+
+int qp_fetch_source_key(qp_fetch_source *s, json_t *key)
+{
+    if (s->is_git) {
+        json_object_set_new(key, "git", json_pack("{s:s, s:s, s:s}", "url", s->url, "commit", s->commit,
+                                                  "path", s->subpath));
+        return 0;
+    }
+    json_t *files = json_object();
+    for (size_t i = 0; i < s->n_files; i++) {
+        char digest[QP_HEX_LEN];
+        int rc = qp_cache_file_digest(s->cache, s->files[i].abs, digest);
+        if (rc) {
+            json_decref(files);
+            return rc;
+        }
+        json_object_set_new(files, s->files[i].rel, json_string(digest));
+    }
+    json_object_set_new(key, "files", files);
+    return 0;
+}
+
+static int is_safetensors(const char *rel)
+{
+    size_t n = strlen(rel);
+    return n > 12 && strcmp(rel + n - 12, ".safetensors") == 0;
+}
+
+static int looks_like_model(const qp_fetch_source *s)
+{
+    int config = 0, weights = 0;
+    for (size_t i = 0; i < s->n_files; i++) {
+        config |= strcmp(s->files[i].rel, "config.json") == 0;
+        weights |= is_safetensors(s->files[i].rel);
+    }
+    return config && weights;
+}
+
+/* Splits one safetensors file into per-tensor objects: a tensor that did
+ * not change between two checkpoints (or stages) is stored once. */
+static int import_safetensors(qp_fetch_source *s, qp_artifact *out, const char *path, const char *rel)
+{
+    qp_safetensors *st = NULL;
+    int rc = qp_safetensors_open(&st, path);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < qp_safetensors_count(st) && rc == 0; i++) {
+        const qp_tensor_view *t = qp_safetensors_tensor(st, i);
+        json_t *shape = json_array();
+        for (int d = 0; d < t->ndim; d++)
+            json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
+        json_t *extra = json_pack("{s:s, s:s, s:o, s:s}", "kind", "tensor", "dtype", qp_dtype_name(t->dtype),
+                                  "shape", shape, "file", rel);
+        char *name = qp_strfmt("tensors/%s", t->name);
+        rc = qp_artifact_add_bytes(out, s->cache, name, t->data, (size_t)t->nbytes, extra);
+        free(name);
+    }
+    qp_safetensors_free(st);
+    return rc;
+}
+
+/* Materialises a git blob as a temp file (safetensors are parsed from files). */
+static int blob_to_temp(qp_fetch_source *s, const source_file *f, char **tmp_path)
+{
+    git_blob *blob = NULL;
+    if (git_blob_lookup(&blob, s->repo, &f->oid) != 0)
+        return git_fail("cannot read blob", s->url);
+    char *tmpdir = qp_path_join(qp_cache_dir(s->cache), "tmp");
+    qp_mkdir_p(tmpdir, 0755);
+    int fd = -1, rc = qp_mkstemp_in(tmpdir, "fetch", tmp_path, &fd);
+    free(tmpdir);
+    if (rc == 0) {
+        const char *p = git_blob_rawcontent(blob);
+        size_t n = (size_t)git_blob_rawsize(blob);
+        while (n > 0) {
+            ssize_t w = write(fd, p, n);
+            if (w <= 0) {
+                rc = qp_error_errno(QP_ERROR, "%s: cannot write", *tmp_path);
+                break;
+            }
+            p += w;
+            n -= (size_t)w;
+        }
+        close(fd);
+        if (rc) {
+            unlink(*tmp_path);
+            free(*tmp_path);
+            *tmp_path = NULL;
+        }
+    }
+    git_blob_free(blob);
+    return rc;
+}
+
+int qp_fetch_source_import(qp_fetch_source *s, qp_artifact *out, const char *type, const json_t *pins,
+                           qp_progress *progress)
+{
+    int model = strcmp(type, "model") == 0 || (strcmp(type, "auto") == 0 && looks_like_model(s));
+    if (strcmp(type, "model") == 0 && !looks_like_model(s))
+        return qp_error_set(QP_ERROR, "fetch source %s: type: model needs config.json and *.safetensors files",
+                            s->display);
+    qp_artifact_set_type(out, model ? QP_ART_MODEL : QP_ART_FILES);
+    /* pins first: every pinned file must exist in the source */
+    const char *pin_rel;
+    json_t *pin;
+    json_object_foreach((json_t *)pins, pin_rel, pin) {
+        size_t i = 0;
+        while (i < s->n_files && strcmp(s->files[i].rel, pin_rel) != 0)
+            i++;
+        if (i == s->n_files)
+            return qp_error_set(QP_ERROR, "fetch source %s: sha256 pin names '%s', which is not in the source",
+                                s->display, pin_rel);
+    }
+    int rc = 0;
+    uint64_t total = 0, done_bytes = 0;
+    for (size_t i = 0; i < s->n_files; i++)
+        total += s->files[i].size;
+    for (size_t i = 0; i < s->n_files && rc == 0; i++) {
+        source_file *f = &s->files[i];
+        char *tmp = NULL;
+        const char *path = f->abs;
+        if (s->is_git) {
+            if ((rc = blob_to_temp(s, f, &tmp)) != 0)
+                break;
+            path = tmp;
+        }
+        char digest[QP_HEX_LEN];
+        const char *want = json_string_value(json_object_get(pins, f->rel));
+        if (want) {
+            if ((rc = qp_cache_file_digest(s->cache, path, digest)) == 0 && strcmp(digest, want) != 0)
+                rc = qp_error_set(QP_ERROR,
+                                  "fetch source %s: file '%s': sha256 is %s but the recipe pins %s; "
+                                  "restore the file or update the pin", s->display, f->rel, digest, want);
+        }
+        if (rc == 0) {
+            if (model && is_safetensors(f->rel)) {
+                rc = import_safetensors(s, out, path, f->rel);
+            } else {
+                char *name = qp_strfmt("files/%s", f->rel);
+                rc = qp_artifact_add_file(out, s->cache, name, path, json_pack("{s:s}", "kind", "file"));
+                free(name);
+            }
+        }
+        if (tmp) {
+            unlink(tmp);
+            free(tmp);
+        }
+        done_bytes += f->size;
+        qp_progress_update(progress, done_bytes, total, "bytes");
+    }
+    if (rc == 0) {
+        json_t *meta = qp_artifact_meta(out);
+        json_object_set_new(meta, "source", json_string(s->display));
+        if (s->is_git)
+            json_object_set_new(meta, "git", json_pack("{s:s, s:s, s:s}", "url", s->url, "commit", s->commit,
+                                                       "path", s->subpath));
+        if (model)
+            json_object_set_new(meta, "format", json_string("hf-safetensors"));
+    }
+    return rc;
+}
