@@ -1,0 +1,536 @@
+/* Objects: zstd frames named by the SHA-256 of their uncompressed bytes.
+ *
+ * Writers stream into tmp/ (constant memory), fsync and rename into
+ * objects/ab/cdef… without replacing an existing copy, so a reader only ever
+ * sees complete frames.  Readers re-hash everything they decode and remove
+ * an object that fails any check, so wrong bytes are never returned. */
+#include "cache/cache_internal.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#define QP_ZSTD_LEVEL 3
+#define IO_CHUNK ((size_t)1 << 20)     /* read size for files and objects */
+#define ZOUT_CHUNK ((size_t)256 << 10) /* compressed/decompressed output */
+#define FRAME_HEADER_MAX 18            /* ZSTD_FRAMEHEADERSIZE_MAX (static-only API) */
+
+/* ---- decoding ---- */
+
+/* Where decoded bytes go: hint() gets the frame's recorded size before the
+ * first write (UINT64_MAX when unknown); write() returns 0 or an error code
+ * (already set), which aborts the decode without blaming the object. */
+typedef struct {
+    void (*hint)(void *ud, uint64_t expected);
+    int (*write)(void *ud, const void *p, size_t n);
+    void *ud;
+} decode_sink;
+
+static int bad_digest_arg(const char *digest)
+{
+    return qp_error_set(QP_ERROR, "invalid object digest '%.80s': expected 64 lowercase hex characters",
+                        digest ? digest : "(null)");
+}
+
+static int corrupt(const char *path, const struct stat *st, const char *digest, const char *reason)
+{
+    qp_cache_unlink_if_same(path, st);
+    return qp_error_set(QP_ECORRUPT, "cache object %s: corrupt (%s); removed, rerun to recompute",
+                        digest, reason);
+}
+
+static ssize_t read_some(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint64_t *out_size)
+{
+    int rc = QP_ERROR, fd = -1;
+    char *path = NULL, reason[160];
+    unsigned char *ibuf = NULL, *obuf = NULL;
+    ZSTD_DCtx *dctx = NULL;
+    qp_sha256 *h = NULL;
+    struct stat st;
+    if (!qp_is_hex_digest(digest))
+        return bad_digest_arg(digest);
+    path = qp_cache_fanout_path(c->objects, digest);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            rc = qp_error_set(QP_ENOTFOUND, "cache object %s: not in the cache", digest);
+        else
+            rc = qp_error_errno(QP_ERROR, "%s: cannot open cache object", path);
+        goto done;
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+        goto done;
+    }
+    ibuf = malloc(IO_CHUNK);
+    obuf = malloc(ZOUT_CHUNK);
+    dctx = ZSTD_createDCtx();
+    if (!ibuf || !obuf || !dctx) {
+        rc = qp_error_set(QP_ERROR, "out of memory reading cache object %s", digest);
+        goto done;
+    }
+    if ((rc = qp_sha256_new(&h)) != 0)
+        goto done;
+
+    uint64_t expected = UINT64_MAX, total = 0;
+    int first = 1, frame_done = 0;
+    for (;;) {
+        ssize_t got = read_some(fd, ibuf, IO_CHUNK);
+        if (got < 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot read cache object", path);
+            goto done;
+        }
+        if (first) {
+            first = 0;
+            if (got == 0) {
+                rc = corrupt(path, &st, digest, "empty file");
+                goto done;
+            }
+            unsigned long long fcs = ZSTD_getFrameContentSize(ibuf, (size_t)got);
+            if (fcs == ZSTD_CONTENTSIZE_ERROR) {
+                rc = corrupt(path, &st, digest, "not a zstd frame");
+                goto done;
+            }
+            if (fcs != ZSTD_CONTENTSIZE_UNKNOWN)
+                expected = fcs;
+            if (sink && sink->hint)
+                sink->hint(sink->ud, expected);
+        }
+        if (got == 0)
+            break;
+        if (frame_done) {
+            rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
+            goto done;
+        }
+        ZSTD_inBuffer in = {ibuf, (size_t)got, 0};
+        while (in.pos < in.size) {
+            if (frame_done) {
+                rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
+                goto done;
+            }
+            ZSTD_outBuffer out = {obuf, ZOUT_CHUNK, 0};
+            size_t ret = ZSTD_decompressStream(dctx, &out, &in);
+            if (ZSTD_isError(ret)) {
+                snprintf(reason, sizeof(reason), "zstd: %s", ZSTD_getErrorName(ret));
+                rc = corrupt(path, &st, digest, reason);
+                goto done;
+            }
+            if (out.pos > 0) {
+                total += out.pos;
+                if (total > expected) {
+                    rc = corrupt(path, &st, digest, "longer than its frame header says");
+                    goto done;
+                }
+                qp_sha256_update(h, obuf, out.pos);
+                if (sink && (rc = sink->write(sink->ud, obuf, out.pos)) != 0)
+                    goto done;
+            }
+            if (ret == 0)
+                frame_done = 1;
+        }
+    }
+    /* zstd does not consume a frame's last byte before it has flushed all
+     * of its data, so "frame not done" at EOF means the file is short. */
+    if (!frame_done) {
+        rc = corrupt(path, &st, digest, "truncated");
+        goto done;
+    }
+    if (expected != UINT64_MAX && total != expected) {
+        rc = corrupt(path, &st, digest, "size differs from its frame header");
+        goto done;
+    }
+    char actual[QP_HEX_LEN];
+    qp_sha256_final_hex(h, actual);
+    if (strcmp(actual, digest) != 0) {
+        rc = corrupt(path, &st, digest, "digest mismatch");
+        goto done;
+    }
+    if (out_size)
+        *out_size = total;
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    qp_sha256_free(h);
+    ZSTD_freeDCtx(dctx);
+    free(ibuf);
+    free(obuf);
+    free(path);
+    return rc;
+}
+
+int qp_cache_object_check(qp_cache *c, const char *digest, uint64_t *out_size)
+{
+    return decode(c, digest, NULL, out_size);
+}
+
+/* ---- get into memory ---- */
+
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    int oom;
+} mem_sink;
+
+static void mem_hint(void *ud, uint64_t expected)
+{
+    mem_sink *m = ud;
+    /* The header is not trusted yet (a flipped bit could claim petabytes):
+     * preallocate it only when plausible, otherwise grow as bytes arrive. */
+    size_t want = expected <= ((uint64_t)1 << 30) ? (size_t)expected : ((size_t)1 << 20);
+    m->buf = malloc(want + 1);
+    m->cap = m->buf ? want : 0;
+}
+
+static int mem_write(void *ud, const void *p, size_t n)
+{
+    mem_sink *m = ud;
+    if (m->len + n > m->cap) {
+        size_t cap = m->cap ? m->cap : 4096;
+        while (cap < m->len + n)
+            cap *= 2;
+        unsigned char *nb = realloc(m->buf, cap + 1);
+        if (!nb)
+            return qp_error_set(QP_ERROR, "out of memory reading a cache object (%zu bytes)", cap);
+        m->buf = nb;
+        m->cap = cap;
+    }
+    memcpy(m->buf + m->len, p, n);
+    m->len += n;
+    return 0;
+}
+
+int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len)
+{
+    mem_sink m = {0};
+    decode_sink s = {mem_hint, mem_write, &m};
+    int rc = decode(c, digest, &s, NULL);
+    if (rc != 0) {
+        free(m.buf);
+        return rc;
+    }
+    if (!m.buf && !(m.buf = malloc(1)))
+        return qp_error_set(QP_ERROR, "out of memory");
+    m.buf[m.len] = '\0';  /* convenience for text objects; not counted */
+    *out = m.buf;
+    if (out_len)
+        *out_len = m.len;
+    return 0;
+}
+
+/* ---- get into a file ---- */
+
+typedef struct {
+    int fd;
+    const char *path;
+} fd_sink;
+
+static int fd_write(void *ud, const void *p, size_t n)
+{
+    fd_sink *f = ud;
+    if (qp_cache_write_all(f->fd, p, n) != 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot write", f->path);
+    return 0;
+}
+
+int qp_cache_get_to_file(qp_cache *c, const char *digest, const char *path)
+{
+    int rc, fd = -1;
+    char *tmp = NULL, *dir = qp_path_dirname(path);
+    if ((rc = qp_mkdir_p(dir, 0755)) != 0)
+        goto done;
+    if ((rc = qp_mkstemp_in(dir, ".qpipe-tmp", &tmp, &fd)) != 0)
+        goto done;
+    fd_sink f = {fd, path};
+    decode_sink s = {NULL, fd_write, &f};
+    if ((rc = decode(c, digest, &s, NULL)) != 0)
+        goto done;
+    fchmod(fd, 0644);
+    rc = qp_cache_commit(fd, tmp, path, 0, NULL);
+    fd = -1;
+    tmp = NULL;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(dir);
+    return rc;
+}
+
+/* ---- sizes and presence ---- */
+
+int qp_cache_object_header_size(const char *path, uint64_t *out)
+{
+    unsigned char hdr[FRAME_HEADER_MAX];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? QP_ENOTFOUND : qp_error_errno(QP_ERROR, "%s: cannot open", path);
+    ssize_t got = read_some(fd, hdr, sizeof(hdr));
+    close(fd);
+    if (got < 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot read", path);
+    unsigned long long fcs = ZSTD_getFrameContentSize(hdr, (size_t)got);
+    if (fcs == ZSTD_CONTENTSIZE_ERROR)
+        return QP_ECORRUPT;
+    if (fcs == ZSTD_CONTENTSIZE_UNKNOWN)
+        return 1;
+    *out = fcs;
+    return 0;
+}
+
+int qp_cache_object_size(qp_cache *c, const char *digest, uint64_t *out)
+{
+    if (!qp_is_hex_digest(digest))
+        return bad_digest_arg(digest);
+    char *path = qp_cache_fanout_path(c->objects, digest);
+    int rc = qp_cache_object_header_size(path, out);
+    free(path);
+    if (rc == QP_ENOTFOUND)
+        return qp_error_set(QP_ENOTFOUND, "cache object %s: not in the cache", digest);
+    if (rc == QP_ECORRUPT || rc == 1)
+        /* unreadable header: the full check removes it and says why; a
+         * frame without a recorded size is measured by decoding it */
+        return qp_cache_object_check(c, digest, out);
+    return rc;
+}
+
+int qp_cache_has(qp_cache *c, const char *digest)
+{
+    if (!qp_is_hex_digest(digest))
+        return 0;
+    char *path = qp_cache_fanout_path(c->objects, digest);
+    struct stat st;
+    int ok = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    free(path);
+    return ok;
+}
+
+/* ---- putting ---- */
+
+/* 1 when the object exists.  Its mtime is bumped so gc's grace period for
+ * unreferenced objects also covers a dedup hit whose action is not written
+ * yet. */
+static int touch_existing(const char *path)
+{
+    if (utimensat(AT_FDCWD, path, NULL, 0) == 0)
+        return 1;
+    if (errno == ENOENT)
+        return 0;
+    struct stat st;  /* read-only cache: still a hit */
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Compresses [in] to fd, flushing every output buffer; mode is
+ * ZSTD_e_continue or ZSTD_e_end (then loops until the frame is complete). */
+static int compress_to_fd(ZSTD_CCtx *cctx, ZSTD_inBuffer *in, ZSTD_EndDirective mode,
+                          unsigned char *obuf, int fd, const char *tmp, const char *what)
+{
+    for (;;) {
+        ZSTD_outBuffer out = {obuf, ZOUT_CHUNK, 0};
+        size_t ret = ZSTD_compressStream2(cctx, &out, in, mode);
+        if (ZSTD_isError(ret)) {
+            if (ZSTD_getErrorCode(ret) == ZSTD_error_srcSize_wrong)
+                return qp_error_set(QP_ERROR, "%s: file changed size while it was being stored; retry", what);
+            return qp_error_set(QP_ERROR, "%s: zstd compression failed: %s", what, ZSTD_getErrorName(ret));
+        }
+        if (out.pos > 0 && qp_cache_write_all(fd, obuf, out.pos) != 0)
+            return qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        if (mode == ZSTD_e_end ? ret == 0 : in->pos == in->size)
+            return 0;
+    }
+}
+
+static ZSTD_CCtx *new_cctx(uint64_t pledged)
+{
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    if (!cctx)
+        return NULL;
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, QP_ZSTD_LEVEL);
+    /* the XXH64 frame checksum lets a corrupt object fail early and say so */
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+    if (pledged != UINT64_MAX)
+        ZSTD_CCtx_setPledgedSrcSize(cctx, pledged);
+    return cctx;
+}
+
+/* Moves a finished temp file into objects/ unless the object appeared
+ * meanwhile (same content by construction, so either copy is fine). */
+static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
+{
+    int rc;
+    char *path = qp_cache_fanout_path(c->objects, digest);
+    if (touch_existing(path)) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        rc = 0;
+        goto done;
+    }
+    if ((rc = qp_cache_fanout_mkdir(c->objects, digest)) != 0) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        goto done;
+    }
+    fchmod(fd, 0444);  /* objects are immutable */
+    rc = qp_cache_commit(fd, tmp, path, 1, NULL);
+done:
+    free(path);
+    return rc;
+}
+
+int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN])
+{
+    int rc = QP_ERROR, fd = -1;
+    char hex[QP_HEX_LEN], *path = NULL, *tmp = NULL;
+    unsigned char *obuf = NULL;
+    ZSTD_CCtx *cctx = NULL;
+    qp_sha256_buf(hex, data, n);
+    path = qp_cache_fanout_path(c->objects, hex);
+    if (touch_existing(path)) {
+        memcpy(digest, hex, QP_HEX_LEN);
+        rc = 0;
+        goto done;
+    }
+    obuf = malloc(ZOUT_CHUNK);
+    cctx = new_cctx(n);
+    if (!obuf || !cctx) {
+        rc = qp_error_set(QP_ERROR, "out of memory storing a %zu-byte object", n);
+        goto done;
+    }
+    if ((rc = qp_cache_tmp_open(c, "obj", &tmp, &fd)) != 0)
+        goto done;
+    ZSTD_inBuffer in = {data, n, 0};
+    if ((rc = compress_to_fd(cctx, &in, ZSTD_e_end, obuf, fd, tmp, "cache object")) != 0)
+        goto done;
+    rc = install_object(c, fd, tmp, hex);
+    fd = -1;
+    tmp = NULL;
+    if (rc == 0)
+        memcpy(digest, hex, QP_HEX_LEN);
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    ZSTD_freeCCtx(cctx);
+    free(obuf);
+    free(path);
+    return rc;
+}
+
+int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
+{
+    int rc = QP_ERROR, fd = -1, tfd = -1;
+    char hex[QP_HEX_LEN], *tmp = NULL, *rp = NULL, *opath = NULL;
+    unsigned char *ibuf = NULL, *obuf = NULL;
+    ZSTD_CCtx *cctx = NULL;
+    qp_sha256 *h = NULL;
+    struct stat st, st2;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
+        goto done;
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+        goto done;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = qp_error_set(QP_ERROR, "%s: is a directory, expected a file", path);
+        goto done;
+    }
+    int regular = S_ISREG(st.st_mode);
+    if (regular && (rp = realpath(path, NULL)) != NULL && qp_memo_lookup(c, rp, &st, hex)) {
+        /* unchanged since it was last hashed: no need to read it again */
+        opath = qp_cache_fanout_path(c->objects, hex);
+        if (touch_existing(opath)) {
+            memcpy(digest, hex, QP_HEX_LEN);
+            rc = 0;
+            goto done;
+        }
+    }
+    ibuf = malloc(IO_CHUNK);
+    obuf = malloc(ZOUT_CHUNK);
+    cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX);
+    if (!ibuf || !obuf || !cctx) {
+        rc = qp_error_set(QP_ERROR, "%s: out of memory storing it in the cache", path);
+        goto done;
+    }
+    if ((rc = qp_sha256_new(&h)) != 0 || (rc = qp_cache_tmp_open(c, "obj", &tmp, &tfd)) != 0)
+        goto done;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    for (;;) {
+        ssize_t got = read_some(fd, ibuf, IO_CHUNK);
+        if (got < 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: read failed", path);
+            goto done;
+        }
+        if (got == 0)
+            break;
+        qp_sha256_update(h, ibuf, (size_t)got);
+        ZSTD_inBuffer in = {ibuf, (size_t)got, 0};
+        if ((rc = compress_to_fd(cctx, &in, ZSTD_e_continue, obuf, tfd, tmp, path)) != 0)
+            goto done;
+    }
+    ZSTD_inBuffer end = {NULL, 0, 0};
+    if ((rc = compress_to_fd(cctx, &end, ZSTD_e_end, obuf, tfd, tmp, path)) != 0)
+        goto done;
+    qp_sha256_final_hex(h, hex);
+    rc = install_object(c, tfd, tmp, hex);
+    tfd = -1;
+    tmp = NULL;
+    if (rc != 0)
+        goto done;
+    if (rp && fstat(fd, &st2) == 0 && qp_memo_same_file(&st, &st2))
+        qp_memo_store(c, rp, &st, hex);
+    memcpy(digest, hex, QP_HEX_LEN);
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tfd >= 0)
+        close(tfd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    qp_sha256_free(h);
+    ZSTD_freeCCtx(cctx);
+    free(ibuf);
+    free(obuf);
+    free(rp);
+    free(opath);
+    return rc;
+}

@@ -1,0 +1,264 @@
+/* Opening the cache, its directory layout and the write/rename helpers that
+ * every other part of the store goes through. */
+#include "cache/cache_internal.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+int qp_cache_open(qp_cache **out, const char *dir)
+{
+    int rc = QP_ERROR;
+    char *lock_path = NULL;
+    qp_cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        return qp_error_set(QP_ERROR, "%s: out of memory opening the cache", dir);
+    c->store_lock_fd = -1;
+    c->dir = qp_strdup(dir);
+    c->objects = qp_path_join(dir, "objects");
+    c->actions = qp_path_join(dir, "actions");
+    c->locks = qp_path_join(dir, "locks");
+    c->files = qp_path_join(dir, "files");
+    c->meta = qp_path_join(dir, "meta");
+    c->tmp = qp_path_join(dir, "tmp");
+    const char *subdirs[] = {c->objects, c->actions, c->locks, c->files, c->meta, c->tmp};
+    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++)
+        if ((rc = qp_mkdir_p(subdirs[i], 0755)) != 0) {
+            qp_error_prefix("cache %s", dir);
+            goto done;
+        }
+    lock_path = qp_path_join(c->locks, "store.lock");
+    c->store_lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (c->store_lock_fd < 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot open the cache lock", lock_path);
+        goto done;
+    }
+    while (flock(c->store_lock_fd, LOCK_SH) != 0) {
+        if (errno != EINTR) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot lock", lock_path);
+            goto done;
+        }
+    }
+    *out = c;
+    c = NULL;
+    rc = 0;
+done:
+    free(lock_path);
+    qp_cache_free(c);
+    return rc;
+}
+
+void qp_cache_free(qp_cache *c)
+{
+    if (!c)
+        return;
+    if (c->store_lock_fd >= 0)
+        close(c->store_lock_fd);
+    free(c->dir);
+    free(c->objects);
+    free(c->actions);
+    free(c->locks);
+    free(c->files);
+    free(c->meta);
+    free(c->tmp);
+    free(c);
+}
+
+const char *qp_cache_dir(const qp_cache *c) { return c->dir; }
+
+char *qp_cache_fanout_path(const char *base, const char *hex)
+{
+    return qp_strfmt("%s/%.2s/%s", base, hex, hex + 2);
+}
+
+int qp_cache_fanout_mkdir(const char *base, const char *hex)
+{
+    char *d = qp_strfmt("%s/%.2s", base, hex);
+    int rc = 0;
+    if (mkdir(d, 0755) != 0 && errno != EEXIST)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot create directory", d);
+    free(d);
+    return rc;
+}
+
+void qp_cache_key_hex(char out[QP_HEX_LEN], const char *key)
+{
+    if (qp_is_hex_digest(key))
+        memcpy(out, key, QP_HEX_LEN);
+    else
+        qp_sha256_buf(out, key, strlen(key));
+}
+
+int qp_cache_tmp_open(qp_cache *c, const char *prefix, char **out_path, int *out_fd)
+{
+    int rc = qp_mkstemp_in(c->tmp, prefix, out_path, out_fd);
+    if (rc != 0 && errno == ENOENT) {
+        /* someone removed tmp/ (e.g. rm -rf of a cache subdir): recreate */
+        if (qp_mkdir_p(c->tmp, 0755) == 0)
+            rc = qp_mkstemp_in(c->tmp, prefix, out_path, out_fd);
+    }
+    return rc;
+}
+
+int qp_cache_write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* rename without replacing: renameat2(RENAME_NOREPLACE) where the
+ * filesystem supports it, else link+unlink (same effect, two steps). */
+static int rename_noreplace(const char *from, const char *to)
+{
+#ifdef RENAME_NOREPLACE
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+        return -1;
+#endif
+    if (link(from, to) != 0)
+        return -1;
+    unlink(from);
+    return 0;
+}
+
+int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *out_existed)
+{
+    int rc = QP_ERROR, existed = 0;
+    char *dir = NULL;
+    if (fsync(fd) != 0) {
+        qp_error_errno(QP_ERROR, "%s: cannot sync", tmp);
+        close(fd);
+        goto done;
+    }
+    if (close(fd) != 0) {
+        qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        goto done;
+    }
+    int r = no_replace ? rename_noreplace(tmp, final) : rename(tmp, final);
+    if (r != 0) {
+        if (no_replace && errno == EEXIST) {
+            existed = 1;
+        } else {
+            qp_error_errno(QP_ERROR, "%s: cannot rename into place", final);
+            goto done;
+        }
+    }
+    if (!existed) {
+        free(tmp);
+        tmp = NULL;
+        dir = qp_path_dirname(final);
+        qp_fsync_dir(dir);
+    }
+    if (out_existed)
+        *out_existed = existed;
+    rc = 0;
+done:
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(dir);
+    return rc;
+}
+
+void qp_cache_unlink_if_same(const char *path, const struct stat *st)
+{
+    struct stat now;
+    if (stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev)
+        unlink(path);
+}
+
+static int is_hex_char(char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'); }
+
+int qp_cache_walk(const char *base, qp_cache_walk_cb cb, void *ud)
+{
+    int rc = 0;
+    DIR *top = opendir(base);
+    if (!top) {
+        if (errno == ENOENT)
+            return 0;
+        return qp_error_errno(QP_ERROR, "%s: cannot list", base);
+    }
+    struct dirent *d;
+    while (rc == 0 && (d = readdir(top)) != NULL) {
+        if (strlen(d->d_name) != 2 || !is_hex_char(d->d_name[0]) || !is_hex_char(d->d_name[1]))
+            continue;
+        char *sub = qp_path_join(base, d->d_name);
+        DIR *sd = opendir(sub);
+        if (!sd) {
+            free(sub);
+            continue;  /* removed meanwhile, or not a directory */
+        }
+        struct dirent *e;
+        while (rc == 0 && (e = readdir(sd)) != NULL) {
+            if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+                continue;
+            char *path = qp_path_join(sub, e->d_name);
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+                char hex[QP_HEX_LEN] = "";
+                if (strlen(e->d_name) == QP_HEX_LEN - 3) {
+                    memcpy(hex, d->d_name, 2);
+                    memcpy(hex + 2, e->d_name, QP_HEX_LEN - 2);
+                }
+                rc = cb(ud, qp_is_hex_digest(hex) ? hex : NULL, path, &st);
+            }
+            free(path);
+        }
+        closedir(sd);
+        free(sub);
+    }
+    closedir(top);
+    return rc;
+}
+
+int qp_cache_tmp_sweep(qp_cache *c, int remove_stale, uint64_t *n_files, uint64_t *n_removed)
+{
+    uint64_t files = 0, removed = 0;
+    DIR *d = opendir(c->tmp);
+    if (!d) {
+        if (errno != ENOENT)
+            return qp_error_errno(QP_ERROR, "%s: cannot list", c->tmp);
+    } else {
+        time_t now = time(NULL);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char *path = qp_path_join(c->tmp, e->d_name);
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+                if (remove_stale && now - st.st_mtime > QP_CACHE_STALE_TMP_S && unlink(path) == 0)
+                    removed++;
+                else
+                    files++;
+            }
+            free(path);
+        }
+        closedir(d);
+    }
+    if (n_files)
+        *n_files = files;
+    if (n_removed)
+        *n_removed = removed;
+    return 0;
+}

@@ -1,0 +1,433 @@
+/* Objects: round trips, dedup, streaming, corruption handling; meta blobs;
+ * qp_parse_size. */
+#include "tests/cache/cache_test_helpers.h"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <zstd.h>
+
+typedef struct {
+    char *dir;
+    qp_cache *c;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    f->dir = qp_test_tmpdir();
+    char *cdir = qp_path_join(f->dir, "cache");
+    assert_int_equal(qp_cache_open(&f->c, cdir), 0);
+    free(cdir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    qp_cache_free(f->c);
+    qp_test_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void expect_corrupt_msg(const char *digest, const char *reason)
+{
+    char *want = qp_strfmt("cache object %s: corrupt (%s); removed, rerun to recompute", digest, reason);
+    assert_string_equal(qp_error_last(), want);
+    free(want);
+}
+
+static void test_empty_object(void **state)
+{
+    fixture *f = *state;
+    char d[QP_HEX_LEN];
+    assert_int_equal(qp_cache_put(f->c, "", 0, d), 0);
+    assert_string_equal(d, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_int_equal(qp_cache_has(f->c, d), 1);
+    void *out = NULL;
+    size_t n = 99;
+    assert_int_equal(qp_cache_get(f->c, d, &out, &n), 0);
+    assert_non_null(out);
+    assert_int_equal(n, 0);
+    free(out);
+    uint64_t sz = 99;
+    assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
+    assert_int_equal(sz, 0);
+}
+
+static void test_roundtrip_10mb(void **state)
+{
+    fixture *f = *state;
+    size_t n = 10u << 20;
+    unsigned char *data = malloc(n);
+    fill_random(data, n, 42);
+    char d[QP_HEX_LEN], want[QP_HEX_LEN];
+    qp_sha256_buf(want, data, n);
+    assert_int_equal(qp_cache_put(f->c, data, n, d), 0);
+    assert_string_equal(d, want);
+    void *out = NULL;
+    size_t got = 0;
+    assert_int_equal(qp_cache_get(f->c, d, &out, &got), 0);
+    assert_int_equal(got, n);
+    assert_memory_equal(out, data, n);
+    uint64_t sz = 0;
+    assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
+    assert_int_equal(sz, n);
+    /* stored as one zstd frame whose header records the size */
+    char *p = object_path(f->c, d);
+    char *raw = NULL;
+    size_t rawn = 0;
+    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
+    assert_int_equal(ZSTD_getFrameContentSize(raw, rawn), n);
+    assert_int_equal(ZSTD_findFrameCompressedSize(raw, rawn), rawn);
+    free(raw);
+    free(p);
+    free(out);
+    free(data);
+}
+
+static void test_dedup(void **state)
+{
+    fixture *f = *state;
+    char text[4096], d1[QP_HEX_LEN], d2[QP_HEX_LEN];
+    fill_text(text, sizeof(text), 1);
+    assert_int_equal(qp_cache_put(f->c, text, sizeof(text), d1), 0);
+    char *p = object_path(f->c, d1);
+    struct stat st1, st2;
+    assert_int_equal(stat(p, &st1), 0);
+    assert_int_equal(qp_cache_put(f->c, text, sizeof(text), d2), 0);
+    assert_string_equal(d1, d2);
+    assert_int_equal(stat(p, &st2), 0);
+    assert_int_equal(st1.st_ino, st2.st_ino);  /* not rewritten */
+    qp_cache_stats s;
+    assert_int_equal(qp_cache_stats_get(f->c, &s), 0);
+    assert_int_equal(s.objects, 1);
+    assert_int_equal(s.object_raw_bytes, sizeof(text));
+    assert_int_equal(s.object_disk_bytes, (uint64_t)st1.st_size);
+    assert_true(s.object_disk_bytes < sizeof(text) / 2);  /* compressed */
+    assert_int_equal(s.tmp_files, 0);
+    free(p);
+}
+
+/* ~50 MB: text (compressible) interleaved with random (incompressible). */
+static char *make_big_file(const char *dir, uint64_t seed)
+{
+    char *path = qp_path_join(dir, "big.bin");
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    size_t chunk = 1u << 20;
+    unsigned char *buf = malloc(chunk);
+    for (int i = 0; i < 50; i++) {
+        if (i % 2)
+            fill_random(buf, chunk, seed + (uint64_t)i);
+        else
+            fill_text(buf, chunk, seed + (uint64_t)i);
+        assert_int_equal(fwrite(buf, 1, chunk, fp), chunk);
+    }
+    assert_int_equal(fwrite("tail", 1, 4, fp), 4);
+    fclose(fp);
+    free(buf);
+    return path;
+}
+
+static void test_put_file_get_to_file(void **state)
+{
+    fixture *f = *state;
+    char *src = make_big_file(f->dir, 7);
+    char want[QP_HEX_LEN], d[QP_HEX_LEN], back[QP_HEX_LEN];
+    assert_int_equal(qp_sha256_file(want, src), 0);
+    assert_int_equal(qp_cache_put_file(f->c, src, d), 0);
+    assert_string_equal(d, want);
+    uint64_t sz = 0;
+    assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
+    assert_int_equal(sz, (50u << 20) + 4);
+    char *dst = qp_path_join(f->dir, "out/sub/copy.bin");
+    assert_int_equal(qp_cache_get_to_file(f->c, d, dst), 0);
+    assert_int_equal(qp_sha256_file(back, dst), 0);
+    assert_string_equal(back, want);
+    assert_int_equal(file_size(dst), (off_t)(50u << 20) + 4);
+    free(dst);
+    free(src);
+}
+
+/* Streaming keeps memory flat: measured in a child so the peak RSS of the
+ * other tests does not hide growth. */
+static void test_streaming_constant_memory(void **state)
+{
+    fixture *f = *state;
+    char *src = make_big_file(f->dir, 8);
+    char *dst = qp_path_join(f->dir, "copy2.bin");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        char d[QP_HEX_LEN];
+        int ok = qp_cache_put_file(f->c, src, d) == 0 && qp_cache_get_to_file(f->c, d, dst) == 0;
+        getrusage(RUSAGE_SELF, &r1);
+        long grew_kb = r1.ru_maxrss - r0.ru_maxrss;
+        _exit(!ok ? 2 : grew_kb > 16 * 1024 ? 3 : 0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(file_size(dst), file_size(src));
+    free(src);
+    free(dst);
+}
+
+static void put_text(qp_cache *c, size_t n, uint64_t seed, char d[QP_HEX_LEN])
+{
+    char *buf = malloc(n);
+    fill_text(buf, n, seed);
+    assert_int_equal(qp_cache_put(c, buf, n, d), 0);
+    free(buf);
+}
+
+static void test_corrupt_flipped_byte(void **state)
+{
+    fixture *f = *state;
+    char d[QP_HEX_LEN];
+    put_text(f->c, 200000, 3, d);
+    char *p = object_path(f->c, d);
+    flip_byte(p, file_size(p) / 2);
+    void *out = (void *)0x1;
+    size_t n = 0;
+    assert_int_equal(qp_cache_get(f->c, d, &out, &n), QP_ECORRUPT);
+    assert_ptr_equal(out, (void *)0x1);  /* untouched: no bytes returned */
+    char *prefix = qp_strfmt("cache object %s: corrupt (zstd: ", d);
+    assert_memory_equal(qp_error_last(), prefix, strlen(prefix));
+    const char *suffix = "); removed, rerun to recompute";
+    size_t ml = strlen(qp_error_last());
+    assert_string_equal(qp_error_last() + ml - strlen(suffix), suffix);
+    assert_false(qp_path_exists(p));
+    assert_int_equal(qp_cache_has(f->c, d), 0);
+    assert_int_equal(qp_cache_get(f->c, d, &out, &n), QP_ENOTFOUND);
+    char *nf = qp_strfmt("cache object %s: not in the cache", d);
+    assert_string_equal(qp_error_last(), nf);
+    free(nf);
+    free(prefix);
+    free(p);
+}
+
+/* A valid frame holding other bytes: only the SHA-256 check can catch it. */
+static void test_corrupt_other_content(void **state)
+{
+    fixture *f = *state;
+    char d[QP_HEX_LEN];
+    put_text(f->c, 5000, 4, d);
+    char *p = object_path(f->c, d);
+    char other[5000];
+    fill_text(other, sizeof(other), 5);
+    char frame[8192];
+    size_t fl = ZSTD_compress(frame, sizeof(frame), other, sizeof(other), 3);
+    assert_false(ZSTD_isError(fl));
+    overwrite_file(p, frame, fl);
+    void *out = NULL;
+    size_t n = 0;
+    assert_int_equal(qp_cache_get(f->c, d, &out, &n), QP_ECORRUPT);
+    expect_corrupt_msg(d, "digest mismatch");
+    assert_null(out);
+    assert_false(qp_path_exists(p));
+
+    /* same through get_to_file: the destination is never created */
+    put_text(f->c, 5000, 4, d);
+    overwrite_file(p, frame, fl);
+    char *dst = qp_path_join(f->dir, "dst/out.txt");
+    assert_int_equal(qp_cache_get_to_file(f->c, d, dst), QP_ECORRUPT);
+    expect_corrupt_msg(d, "digest mismatch");
+    assert_false(qp_path_exists(dst));
+    char *dstdir = qp_path_join(f->dir, "dst");
+    assert_int_equal(rmdir(dstdir), 0);  /* empty: no temp file left behind */
+    free(dstdir);
+    free(dst);
+    free(p);
+}
+
+static void test_corrupt_truncated(void **state)
+{
+    fixture *f = *state;
+    char d[QP_HEX_LEN];
+    size_t n = 3u << 20;
+    unsigned char *data = malloc(n);
+    fill_random(data, n, 9);
+    assert_int_equal(qp_cache_put(f->c, data, n, d), 0);
+    char *p = object_path(f->c, d);
+    chmod(p, 0644);
+    assert_int_equal(truncate(p, file_size(p) / 2), 0);
+    void *out = NULL;
+    size_t got = 0;
+    assert_int_equal(qp_cache_get(f->c, d, &out, &got), QP_ECORRUPT);
+    expect_corrupt_msg(d, "truncated");
+    assert_false(qp_path_exists(p));
+
+    /* zero-length file */
+    assert_int_equal(qp_cache_put(f->c, data, n, d), 0);
+    overwrite_file(p, "", 0);
+    assert_int_equal(qp_cache_get(f->c, d, &out, &got), QP_ECORRUPT);
+    expect_corrupt_msg(d, "empty file");
+
+    /* not zstd at all */
+    assert_int_equal(qp_cache_put(f->c, data, n, d), 0);
+    overwrite_file(p, "hello world, not zstd", 21);
+    uint64_t sz;
+    assert_int_equal(qp_cache_object_size(f->c, d, &sz), QP_ECORRUPT);
+    expect_corrupt_msg(d, "not a zstd frame");
+    assert_false(qp_path_exists(p));
+
+    /* a valid frame followed by garbage */
+    char small[1000], frame[2048];
+    fill_text(small, sizeof(small), 11);
+    assert_int_equal(qp_cache_put(f->c, small, sizeof(small), d), 0);
+    free(p);
+    p = object_path(f->c, d);
+    size_t fl = ZSTD_compress(frame, sizeof(frame) - 8, small, sizeof(small), 3);
+    memcpy(frame + fl, "GARBAGE!", 8);
+    overwrite_file(p, frame, fl + 8);
+    assert_int_equal(qp_cache_get(f->c, d, &out, &got), QP_ECORRUPT);
+    expect_corrupt_msg(d, "trailing bytes after the zstd frame");
+    free(p);
+    free(data);
+}
+
+static void test_bad_digest_and_missing(void **state)
+{
+    fixture *f = *state;
+    void *out;
+    size_t n;
+    assert_int_equal(qp_cache_get(f->c, "../../etc/passwd", &out, &n), QP_ERROR);
+    assert_string_equal(qp_error_last(),
+                        "invalid object digest '../../etc/passwd': expected 64 lowercase hex characters");
+    assert_int_equal(qp_cache_has(f->c, "nothex"), 0);
+    char d[QP_HEX_LEN];
+    qp_sha256_buf(d, "absent", 6);
+    uint64_t sz;
+    assert_int_equal(qp_cache_object_size(f->c, d, &sz), QP_ENOTFOUND);
+    char *dst = qp_path_join(f->dir, "never.bin");
+    assert_int_equal(qp_cache_get_to_file(f->c, d, dst), QP_ENOTFOUND);
+    assert_false(qp_path_exists(dst));
+    free(dst);
+    char *missing = qp_path_join(f->dir, "no-such-file");
+    assert_int_equal(qp_cache_put_file(f->c, missing, d), QP_ENOTFOUND);
+    char *msg = qp_strfmt("%s: cannot open: No such file or directory", missing);
+    assert_string_equal(qp_error_last(), msg);
+    free(msg);
+    free(missing);
+}
+
+static void test_meta(void **state)
+{
+    fixture *f = *state;
+    const char *names[] = {"simple", "with/slash", "..", ".hidden", "sp ace\nnl", "ünïcode", "a%2Fb"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char *text = qp_strfmt("value %zu", i);
+        assert_int_equal(qp_cache_meta_put(f->c, "stage_keys", names[i], text), 0);
+        free(text);
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char *got = NULL, *want = qp_strfmt("value %zu", i);
+        assert_int_equal(qp_cache_meta_get(f->c, "stage_keys", names[i], &got), 0);
+        assert_string_equal(got, want);
+        free(got);
+        free(want);
+    }
+    /* escaping keeps everything inside meta/stage_keys */
+    char *esc = qp_strfmt("%s/meta/stage_keys/with%%2Fslash", qp_cache_dir(f->c));
+    assert_true(qp_path_exists(esc));
+    free(esc);
+    char longname[600];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    assert_int_equal(qp_cache_meta_put(f->c, "ns", longname, "long"), 0);
+    char *got = NULL;
+    assert_int_equal(qp_cache_meta_get(f->c, "ns", longname, &got), 0);
+    assert_string_equal(got, "long");
+    free(got);
+    assert_int_equal(qp_cache_meta_put(f->c, "ns", "k", "one"), 0);
+    assert_int_equal(qp_cache_meta_put(f->c, "ns", "k", "two"), 0);
+    assert_int_equal(qp_cache_meta_get(f->c, "ns", "k", &got), 0);
+    assert_string_equal(got, "two");
+    free(got);
+    assert_int_equal(qp_cache_meta_get(f->c, "ns", "absent", &got), QP_ENOTFOUND);
+    assert_string_equal(qp_error_last(), "cache meta ns/absent: not found");
+    assert_int_equal(qp_cache_meta_put(f->c, "../x", "k", "v"), QP_ERROR);
+    assert_string_equal(qp_error_last(),
+                        "cache meta: invalid namespace '../x' (use letters, digits, '_', '-', '.')");
+    assert_int_equal(qp_cache_meta_put(f->c, "ns", "", "v"), QP_ERROR);
+    assert_string_equal(qp_error_last(), "cache meta ns: empty name");
+}
+
+static void test_parse_size(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        uint64_t v;
+    } ok[] = {
+        {"0", 0},
+        {"1000", 1000},
+        {"100k", 102400},
+        {"100K", 102400},
+        {"512M", 536870912ULL},
+        {"10G", 10737418240ULL},
+        {"1.5GiB", 1610612736ULL},
+        {"1.5G", 1610612736ULL},
+        {"2TB", 2199023255552ULL},
+        {"0.5k", 512},
+        {" 64 MiB ", 67108864ULL},
+        {"123B", 123},
+        {"1.0001K", 1024},
+        {"16777215T", 18446742974197923840ULL},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        uint64_t v = 7;
+        int rc = qp_parse_size(ok[i].s, &v);
+        if (rc != 0)
+            fail_msg("'%s': %s", ok[i].s, qp_error_last());
+        assert_int_equal(v, ok[i].v);
+    }
+    static const struct {
+        const char *s, *why;
+    } bad[] = {
+        {"", "empty"},
+        {"abc", "does not start with a digit"},
+        {"-5", "does not start with a digit"},
+        {"10X", "unknown unit"},
+        {"10GG", "unexpected characters after the unit"},
+        {"1.5", "a byte count must be a whole number"},
+        {"1.", "no digits after the decimal point"},
+        {"16777216T", "too large"},
+        {"99999999999999999999", "too large"},
+        {"10 G B", "unexpected characters after the unit"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint64_t v = 7;
+        assert_int_equal(qp_parse_size(bad[i].s, &v), QP_EUSAGE);
+        assert_int_equal(v, 7);
+        char *want = qp_strfmt("invalid size '%s': %s (expected e.g. 10G, 512M, 1.5GiB, 100k or a byte count)",
+                               bad[i].s, bad[i].why);
+        assert_string_equal(qp_error_last(), want);
+        free(want);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_empty_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip_10mb, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_file_get_to_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streaming_constant_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_flipped_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_other_content, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_digest_and_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
+        cmocka_unit_test(test_parse_size),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
