@@ -1,0 +1,601 @@
+#include "model/llama.h"
+
+#include "common/error.h"
+#include "model/llama_kernels.h"
+#include "model/llama_pool.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows per task of the row-wise passes and query rows per attention task:
+ * fixed constants, so the work split never depends on the thread count. */
+#define ROWS_PER_TASK 16
+#define ATT_QBLOCK 64
+
+/* The matrices of one layer, in one allocation. */
+typedef struct {
+    float *mem;
+    float *wq;   /* [H·hd, D] */
+    float *wk;   /* [KV·hd, D] */
+    float *wv;   /* [KV·hd, D] */
+    float *wo;   /* [D, H·hd] */
+    float *wg;   /* [F, D] */
+    float *wu;   /* [F, D] */
+    float *wd;   /* [D, F] */
+    float *bq;   /* [H·hd] or NULL */
+    float *bk;   /* [KV·hd] or NULL */
+    float *bv;   /* [KV·hd] or NULL */
+} layer_w;
+
+struct qp_llama {
+    qp_llama_hparams hp;
+    qp_weight_source src;
+    qp_pool *pool;
+    size_t D, F, V, qd, kvd;   /* hidden, intermediate, vocab, H·hd, KV·hd */
+    int cached;                /* all layers resident in layers[0..L-1] */
+    layer_w *layers;           /* L slots when cached, else 1 reused slot */
+    float *embed;              /* [V, D] */
+    float *norms;              /* [2L + 1, D]: input_layernorm, post_attention_layernorm per layer, final */
+    float *lm_head;            /* [V, D]; = embed when tied */
+    float *lm_head_own;        /* owned lm_head buffer (untied) */
+    float *rope_cos, *rope_sin;   /* [max_pos, hd/2] */
+    /* activations for `cap` tokens */
+    size_t cap;
+    float *x;      /* [n, D] residual stream */
+    float *xb;     /* [n, D] normed input of the next product */
+    float *tmp;    /* [n, D] product output before the residual add */
+    float *q;      /* [n, H·hd] */
+    float *k;      /* [n, KV·hd] */
+    float *v;      /* [n, KV·hd] */
+    float *att;    /* [n, H·hd] attention output */
+    float *hg;     /* [n, F] gate, then silu(gate)·up */
+    float *hu;     /* [n, F] up */
+    float *scores; /* [threads, ATT_QBLOCK, n] */
+    float *logits; /* [n, V] for qp_llama_nll */
+    double *row_nll; /* [n] */
+};
+
+/* ---- hyper-parameters ---- */
+
+int qp_llama_hparams_check(const qp_llama_hparams *hp)
+{
+    /* Bounds keep every size product far from overflow. */
+    const struct { const char *name; int v; int max; } f[] = {
+        {"vocab", hp->vocab, 1 << 22}, {"hidden", hp->hidden, 1 << 16},
+        {"n_layers", hp->n_layers, 1 << 10}, {"n_heads", hp->n_heads, 1 << 10},
+        {"n_kv_heads", hp->n_kv_heads, 1 << 10}, {"head_dim", hp->head_dim, 1 << 12},
+        {"intermediate", hp->intermediate, 1 << 18}, {"max_pos", hp->max_pos, 1 << 20},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        if (f[i].v < 1 || f[i].v > f[i].max)
+            return qp_error_set(QP_EFORMAT, "llama hparams: %s = %d is outside 1..%d", f[i].name,
+                                f[i].v, f[i].max);
+    if (hp->n_heads % hp->n_kv_heads != 0)
+        return qp_error_set(QP_EFORMAT, "llama hparams: n_heads (%d) is not a multiple of n_kv_heads (%d)",
+                            hp->n_heads, hp->n_kv_heads);
+    if (hp->head_dim % 2 != 0)
+        return qp_error_set(QP_EFORMAT, "llama hparams: head_dim = %d must be even for RoPE", hp->head_dim);
+    if (!(hp->rms_eps > 0.0f) || !isfinite(hp->rms_eps))
+        return qp_error_set(QP_EFORMAT, "llama hparams: rms_eps = %g must be positive", (double)hp->rms_eps);
+    if (!(hp->rope_theta > 1.0f) || !isfinite(hp->rope_theta))
+        return qp_error_set(QP_EFORMAT, "llama hparams: rope_theta = %g must be > 1", (double)hp->rope_theta);
+    return 0;
+}
+
+uint64_t qp_llama_matmul_params(const qp_llama_hparams *hp)
+{
+    uint64_t D = (uint64_t)hp->hidden, F = (uint64_t)hp->intermediate;
+    uint64_t qd = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim;
+    uint64_t kvd = (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim;
+    uint64_t layer = D * qd + 2 * D * kvd + qd * D + 3 * D * F;
+    return (uint64_t)hp->n_layers * layer + (uint64_t)hp->vocab * D;
+}
+
+double qp_llama_window_flops(const qp_llama_hparams *hp, size_t n)
+{
+    double nn = (double)n;
+    /* q·kᵀ and p·v: 2·hd FLOPs each per (head, query t, key j <= t) */
+    double att = 4.0 * hp->n_heads * hp->head_dim * (nn * (nn + 1.0) / 2.0) * hp->n_layers;
+    return 2.0 * (double)qp_llama_matmul_params(hp) * nn + att;
+}
+
+void qp_llama_rope_permute(float *dst, const float *src, int n_head, int head_dim,
+                           size_t cols, int to_interleaved)
+{
+    qp_kern_rope_permute(dst, src, n_head, head_dim, cols, to_interleaved);
+}
+
+double qp_logits_nll(const float *row, size_t vocab, int32_t target)
+{
+    return qp_kern_row_nll(row, vocab, target);
+}
+
+void qp_llama_opts_init(qp_llama_opts *o)
+{
+    o->n_threads = 0;
+    o->weight_cache_bytes = QP_LLAMA_CACHE_DEFAULT;
+}
+
+/* ---- weight loading ---- */
+
+static size_t layer_floats(const qp_llama *m)
+{
+    size_t n = m->qd * m->D + 2 * m->kvd * m->D + m->D * m->qd + 3 * m->F * m->D;
+    if (m->hp.qkv_bias)
+        n += m->qd + 2 * m->kvd;
+    return n;
+}
+
+static int layer_alloc(qp_llama *m, layer_w *w)
+{
+    float *p = malloc(layer_floats(m) * sizeof(float));
+    if (!p)
+        return qp_error_set(QP_ERROR, "llama: out of memory for one layer's f32 weights (%zu MiB)",
+                            layer_floats(m) * sizeof(float) >> 20);
+    w->mem = p;
+    w->wq = p; p += m->qd * m->D;
+    w->wk = p; p += m->kvd * m->D;
+    w->wv = p; p += m->kvd * m->D;
+    w->wo = p; p += m->D * m->qd;
+    w->wg = p; p += m->F * m->D;
+    w->wu = p; p += m->F * m->D;
+    w->wd = p; p += m->D * m->F;
+    w->bq = w->bk = w->bv = NULL;
+    if (m->hp.qkv_bias) {
+        w->bq = p; p += m->qd;
+        w->bk = p; p += m->kvd;
+        w->bv = p;
+    }
+    return 0;
+}
+
+/* Fetches one tensor; q/k rows of an interleaved source are permuted back to
+ * rotate-half (n_rope_heads > 0 marks such a tensor). */
+static int fetch(qp_llama *m, float *dst, const char *name, int ndim, uint64_t d0, uint64_t d1,
+                 int n_rope_heads)
+{
+    uint64_t shape[2] = {d0, d1};
+    if (!(n_rope_heads > 0 && m->src.rope_interleaved))
+        return m->src.get_f32(m->src.ud, name, ndim, shape, dst);
+    size_t cols = ndim == 2 ? (size_t)d1 : 1;
+    float *raw = malloc((size_t)d0 * cols * sizeof(float));
+    if (!raw)
+        return qp_error_set(QP_ERROR, "llama: out of memory loading tensor '%s'", name);
+    int rc = m->src.get_f32(m->src.ud, name, ndim, shape, raw);
+    if (rc == 0)
+        qp_kern_rope_permute(dst, raw, n_rope_heads, m->hp.head_dim, cols, 0);
+    free(raw);
+    return rc;
+}
+
+static int load_layer(qp_llama *m, int l, layer_w *w)
+{
+    char name[160];
+    const int H = m->hp.n_heads, KV = m->hp.n_kv_heads;
+    const struct { const char *suffix; float *dst; size_t rows, cols; int rope_heads; } t[] = {
+        {"self_attn.q_proj.weight", w->wq, m->qd, m->D, H},
+        {"self_attn.k_proj.weight", w->wk, m->kvd, m->D, KV},
+        {"self_attn.v_proj.weight", w->wv, m->kvd, m->D, 0},
+        {"self_attn.o_proj.weight", w->wo, m->D, m->qd, 0},
+        {"mlp.gate_proj.weight", w->wg, m->F, m->D, 0},
+        {"mlp.up_proj.weight", w->wu, m->F, m->D, 0},
+        {"mlp.down_proj.weight", w->wd, m->D, m->F, 0},
+        {"self_attn.q_proj.bias", w->bq, m->qd, 0, H},
+        {"self_attn.k_proj.bias", w->bk, m->kvd, 0, KV},
+        {"self_attn.v_proj.bias", w->bv, m->kvd, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        if (!t[i].dst)
+            continue;   /* no biases */
+        snprintf(name, sizeof(name), "model.layers.%d.%s", l, t[i].suffix);
+        int rc = fetch(m, t[i].dst, name, t[i].cols ? 2 : 1, t[i].rows, t[i].cols, t[i].rope_heads);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int load_lm_head(qp_llama *m)
+{
+    return fetch(m, m->lm_head_own, "lm_head.weight", 2, m->V, m->D, 0);
+}
+
+int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_source *src,
+                 const qp_llama_opts *opts)
+{
+    *out = NULL;
+    int rc = qp_llama_hparams_check(hp);
+    if (rc < 0)
+        return rc;
+    if (!src || !src->get_f32)
+        return qp_error_set(QP_EUSAGE, "llama: no weight source given");
+    qp_llama_opts o;
+    if (opts)
+        o = *opts;
+    else
+        qp_llama_opts_init(&o);
+    if (o.n_threads < 0)
+        return qp_error_set(QP_EUSAGE, "llama: n_threads = %d must be >= 0 (0: all CPUs)", o.n_threads);
+
+    qp_llama *m = calloc(1, sizeof(*m));
+    if (!m)
+        return qp_error_set(QP_ERROR, "llama: out of memory");
+    m->hp = *hp;
+    m->src = *src;
+    m->D = (size_t)hp->hidden;
+    m->F = (size_t)hp->intermediate;
+    m->V = (size_t)hp->vocab;
+    m->qd = (size_t)hp->n_heads * (size_t)hp->head_dim;
+    m->kvd = (size_t)hp->n_kv_heads * (size_t)hp->head_dim;
+    const size_t L = (size_t)hp->n_layers, hh = (size_t)hp->head_dim / 2;
+
+    rc = qp_pool_new(&m->pool, o.n_threads ? o.n_threads : qp_pool_default_threads());
+    if (rc < 0)
+        goto fail;
+
+    m->embed = malloc(m->V * m->D * sizeof(float));
+    m->norms = malloc((2 * L + 1) * m->D * sizeof(float));
+    m->rope_cos = malloc((size_t)hp->max_pos * hh * sizeof(float));
+    m->rope_sin = malloc((size_t)hp->max_pos * hh * sizeof(float));
+    if (!m->embed || !m->norms || !m->rope_cos || !m->rope_sin) {
+        rc = qp_error_set(QP_ERROR, "llama: out of memory for the embedding (%zu MiB)",
+                          m->V * m->D * sizeof(float) >> 20);
+        goto fail;
+    }
+    qp_kern_rope_tables(m->rope_cos, m->rope_sin, (size_t)hp->max_pos, hp->head_dim, hp->rope_theta);
+
+    if ((rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0)) < 0)
+        goto fail;
+    char name[160];
+    for (size_t l = 0; l < L; l++) {
+        snprintf(name, sizeof(name), "model.layers.%zu.input_layernorm.weight", l);
+        if ((rc = fetch(m, m->norms + (2 * l) * m->D, name, 1, m->D, 0, 0)) < 0)
+            goto fail;
+        snprintf(name, sizeof(name), "model.layers.%zu.post_attention_layernorm.weight", l);
+        if ((rc = fetch(m, m->norms + (2 * l + 1) * m->D, name, 1, m->D, 0, 0)) < 0)
+            goto fail;
+    }
+    if ((rc = fetch(m, m->norms + 2 * L * m->D, "model.norm.weight", 1, m->D, 0, 0)) < 0)
+        goto fail;
+
+    /* Cache decision: all layers plus an untied lm_head, or nothing. */
+    double cache_bytes = (double)layer_floats(m) * (double)L * sizeof(float);
+    if (!hp->tied_embeddings)
+        cache_bytes += (double)m->V * (double)m->D * sizeof(float);
+    m->cached = cache_bytes <= (double)o.weight_cache_bytes;
+    size_t slots = m->cached ? L : 1;
+    m->layers = calloc(slots, sizeof(layer_w));
+    if (!m->layers) {
+        rc = qp_error_set(QP_ERROR, "llama: out of memory");
+        goto fail;
+    }
+    for (size_t s = 0; s < slots; s++)
+        if ((rc = layer_alloc(m, &m->layers[s])) < 0)
+            goto fail;
+    if (hp->tied_embeddings) {
+        m->lm_head = m->embed;
+    } else {
+        m->lm_head_own = malloc(m->V * m->D * sizeof(float));
+        if (!m->lm_head_own) {
+            rc = qp_error_set(QP_ERROR, "llama: out of memory for lm_head (%zu MiB)",
+                              m->V * m->D * sizeof(float) >> 20);
+            goto fail;
+        }
+        m->lm_head = m->lm_head_own;
+    }
+    if (m->cached) {
+        for (size_t l = 0; l < L; l++)
+            if ((rc = load_layer(m, (int)l, &m->layers[l])) < 0)
+                goto fail;
+        if (!hp->tied_embeddings && (rc = load_lm_head(m)) < 0)
+            goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    qp_llama_free(m);
+    return rc;
+}
+
+static void free_activations(qp_llama *m)
+{
+    float **bufs[] = {&m->x, &m->xb, &m->tmp, &m->q, &m->k, &m->v, &m->att,
+                      &m->hg, &m->hu, &m->scores, &m->logits};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    free(m->row_nll);
+    m->row_nll = NULL;
+    m->cap = 0;
+}
+
+void qp_llama_free(qp_llama *m)
+{
+    if (!m)
+        return;
+    size_t slots = m->cached ? (size_t)m->hp.n_layers : 1;
+    if (m->layers)
+        for (size_t s = 0; s < slots; s++)
+            free(m->layers[s].mem);
+    free(m->layers);
+    free(m->embed);
+    free(m->norms);
+    free(m->lm_head_own);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free_activations(m);
+    qp_pool_free(m->pool);
+    free(m);
+}
+
+const qp_llama_hparams *qp_llama_get_hparams(const qp_llama *m) { return &m->hp; }
+int qp_llama_threads(const qp_llama *m) { return qp_pool_threads(m->pool); }
+int qp_llama_weights_cached(const qp_llama *m) { return m->cached; }
+
+/* Grows the activation buffers to n tokens (only ever grows). */
+static int ensure_capacity(qp_llama *m, size_t n)
+{
+    if (n <= m->cap)
+        return 0;
+    free_activations(m);
+    size_t T = (size_t)qp_pool_threads(m->pool);
+    m->x = malloc(n * m->D * sizeof(float));
+    m->xb = malloc(n * m->D * sizeof(float));
+    m->tmp = malloc(n * m->D * sizeof(float));
+    m->q = malloc(n * m->qd * sizeof(float));
+    m->k = malloc(n * m->kvd * sizeof(float));
+    m->v = malloc(n * m->kvd * sizeof(float));
+    m->att = malloc(n * m->qd * sizeof(float));
+    m->hg = malloc(n * m->F * sizeof(float));
+    m->hu = malloc(n * m->F * sizeof(float));
+    m->scores = malloc(T * ATT_QBLOCK * n * sizeof(float));
+    m->logits = malloc(n * m->V * sizeof(float));
+    m->row_nll = malloc(n * sizeof(double));
+    if (!m->x || !m->xb || !m->tmp || !m->q || !m->k || !m->v || !m->att || !m->hg || !m->hu ||
+        !m->scores || !m->logits || !m->row_nll) {
+        free_activations(m);
+        return qp_error_set(QP_ERROR, "llama: out of memory for the activations of a %zu-token window", n);
+    }
+    m->cap = n;
+    return 0;
+}
+
+/* ---- forward pass ---- */
+
+typedef struct {
+    qp_llama *m;
+    size_t n;
+    const float *add;    /* [n, D] added into x first, or NULL */
+    const float *norm;   /* [D] weight of the rmsnorm x -> xb */
+} resnorm_ctx;
+
+/* x += add; xb = rmsnorm(x)·norm, for ROWS_PER_TASK rows. */
+static void resnorm_task(void *varg, size_t task, int thread)
+{
+    (void)thread;
+    const resnorm_ctx *c = varg;
+    qp_llama *m = c->m;
+    size_t r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < c->n ? r0 + ROWS_PER_TASK : c->n;
+    for (size_t r = r0; r < r1; r++) {
+        float *x = m->x + r * m->D;
+        if (c->add) {
+            const float *a = c->add + r * m->D;
+            for (size_t i = 0; i < m->D; i++)
+                x[i] += a[i];
+        }
+        qp_kern_rmsnorm(m->xb + r * m->D, x, c->norm, m->D, m->hp.rms_eps);
+    }
+}
+
+static void resnorm(qp_llama *m, size_t n, const float *add, const float *norm)
+{
+    resnorm_ctx c = {m, n, add, norm};
+    qp_pool_run(m->pool, (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK, resnorm_task, &c);
+}
+
+typedef struct {
+    qp_llama *m;
+    size_t n;
+} rows_ctx;
+
+/* RoPE on q [n, H·hd] and k [n, KV·hd], position = row index. */
+static void rope_task(void *varg, size_t task, int thread)
+{
+    (void)thread;
+    const rows_ctx *c = varg;
+    qp_llama *m = c->m;
+    size_t r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < c->n ? r0 + ROWS_PER_TASK : c->n;
+    for (size_t r = r0; r < r1; r++) {
+        qp_kern_rope_half(m->q + r * m->qd, m->hp.n_heads, m->hp.head_dim, r, m->rope_cos, m->rope_sin);
+        qp_kern_rope_half(m->k + r * m->kvd, m->hp.n_kv_heads, m->hp.head_dim, r, m->rope_cos,
+                          m->rope_sin);
+    }
+}
+
+/* One (query head, block of ATT_QBLOCK query rows): causal attention.
+ *   S [rows, r1] = Q_h[r0:r1] · K_g[0:r1]ᵀ / √hd,   g = h / (H/KV)
+ *   P = causal softmax(S) (zeros right of the diagonal)
+ *   att_h[r0:r1] [rows, hd] = P · V_g[0:r1] */
+static void attn_task(void *varg, size_t task, int thread)
+{
+    const rows_ctx *c = varg;
+    qp_llama *m = c->m;
+    size_t nblk = (c->n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    size_t h = task / nblk, b = task % nblk;
+    size_t r0 = b * ATT_QBLOCK, r1 = r0 + ATT_QBLOCK < c->n ? r0 + ATT_QBLOCK : c->n;
+    size_t rows = r1 - r0, hd = (size_t)m->hp.head_dim;
+    size_t g = h / (size_t)(m->hp.n_heads / m->hp.n_kv_heads);
+    float *S = m->scores + (size_t)thread * ATT_QBLOCK * c->n;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)r1, (int)hd, scale,
+                m->q + r0 * m->qd + h * hd, (int)m->qd, m->k + g * hd, (int)m->kvd, 0.0f, S, (int)r1);
+    for (size_t i = 0; i < rows; i++)
+        qp_kern_softmax_causal(S + i * r1, r0 + i + 1, r1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)r1, 1.0f, S,
+                (int)r1, m->v + g * hd, (int)m->kvd, 0.0f, m->att + r0 * m->qd + h * hd, (int)m->qd);
+}
+
+typedef struct {
+    qp_llama *m;
+    size_t n;
+    const layer_w *w;
+} mlp_ctx;
+
+/* One column block of the MLP's first half:
+ *   hg[:, blk] = xb · Wg[blk]ᵀ,  hu[:, blk] = xb · Wu[blk]ᵀ,  hg[:, blk] = silu(hg)·hu */
+static void gate_up_task(void *varg, size_t task, int thread)
+{
+    (void)thread;
+    const mlp_ctx *c = varg;
+    qp_llama *m = c->m;
+    size_t c0 = task * QP_MM_BLOCK, nc = m->F - c0 < QP_MM_BLOCK ? m->F - c0 : QP_MM_BLOCK;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)nc, (int)m->D, 1.0f, m->xb,
+                (int)m->D, c->w->wg + c0 * m->D, (int)m->D, 0.0f, m->hg + c0, (int)m->F);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)nc, (int)m->D, 1.0f, m->xb,
+                (int)m->D, c->w->wu + c0 * m->D, (int)m->D, 0.0f, m->hu + c0, (int)m->F);
+    for (size_t r = 0; r < c->n; r++)
+        qp_kern_swiglu(m->hg + r * m->F + c0, m->hu + r * m->F + c0, nc);
+}
+
+static int check_tokens(const qp_llama *m, const int32_t *tokens, size_t n)
+{
+    if (n < 1 || n > (size_t)m->hp.max_pos)
+        return qp_error_set(QP_EUSAGE, "llama forward: window of %zu tokens, must be 1..%d (max_pos)", n,
+                            m->hp.max_pos);
+    for (size_t t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->hp.vocab)
+            return qp_error_set(QP_EUSAGE,
+                                "llama forward: token %ld at position %zu is outside the vocabulary [0, %d)",
+                                (long)tokens[t], t, m->hp.vocab);
+    return 0;
+}
+
+int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits)
+{
+    int rc = check_tokens(m, tokens, n);
+    if (rc < 0)
+        return rc;
+    if ((rc = ensure_capacity(m, n)) < 0)
+        return rc;
+    const size_t L = (size_t)m->hp.n_layers, D = m->D;
+    for (size_t t = 0; t < n; t++)
+        memcpy(m->x + t * D, m->embed + (size_t)tokens[t] * D, D * sizeof(float));
+    resnorm(m, n, NULL, m->norms);
+    rows_ctx rows = {m, n};
+    for (size_t l = 0; l < L; l++) {
+        layer_w *w = &m->layers[m->cached ? l : 0];
+        if (!m->cached && (rc = load_layer(m, (int)l, w)) < 0)
+            return rc;
+        qp_mm_job qkv[3] = {
+            {m->q, m->qd, w->wq, w->bq, m->qd},
+            {m->k, m->kvd, w->wk, w->bk, m->kvd},
+            {m->v, m->kvd, w->wv, w->bv, m->kvd},
+        };
+        qp_mm_batch(m->pool, m->xb, D, n, D, qkv, 3);
+        qp_pool_run(m->pool, (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK, rope_task, &rows);
+        size_t nblk = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+        qp_pool_run(m->pool, (size_t)m->hp.n_heads * nblk, attn_task, &rows);
+        qp_mm_job o = {m->tmp, D, w->wo, NULL, D};
+        qp_mm_batch(m->pool, m->att, m->qd, n, m->qd, &o, 1);
+        resnorm(m, n, m->tmp, m->norms + (2 * l + 1) * D);
+        mlp_ctx mc = {m, n, w};
+        qp_pool_run(m->pool, (m->F + QP_MM_BLOCK - 1) / QP_MM_BLOCK, gate_up_task, &mc);
+        qp_mm_job down = {m->tmp, D, w->wd, NULL, D};
+        qp_mm_batch(m->pool, m->hg, m->F, n, m->F, &down, 1);
+        /* the residual add, then the next layer's input norm (or the final norm) */
+        resnorm(m, n, m->tmp, m->norms + (2 * l + 2) * D);
+    }
+    if (!m->cached && !m->hp.tied_embeddings && (rc = load_lm_head(m)) < 0)
+        return rc;
+    qp_mm_job head = {logits, m->V, m->lm_head, NULL, m->V};
+    qp_mm_batch(m->pool, m->xb, D, n, D, &head, 1);
+    return 0;
+}
+
+typedef struct {
+    qp_llama *m;
+    const int32_t *tokens;
+    size_t n, first;
+} nll_ctx;
+
+/* row_nll[t] for targets t in [first, n): −log p(tokens[t]) from logits row t−1. */
+static void nll_task(void *varg, size_t task, int thread)
+{
+    (void)thread;
+    const nll_ctx *c = varg;
+    size_t t0 = c->first + task * ROWS_PER_TASK;
+    size_t t1 = t0 + ROWS_PER_TASK < c->n ? t0 + ROWS_PER_TASK : c->n;
+    for (size_t t = t0; t < t1; t++)
+        c->m->row_nll[t] = qp_kern_row_nll(c->m->logits + (t - 1) * c->m->V, c->m->V, c->tokens[t]);
+}
+
+int qp_llama_nll(qp_llama *m, const int32_t *tokens, size_t n, size_t first,
+                 double *nll_sum, size_t *count)
+{
+    if (first < 1)
+        return qp_error_set(QP_EUSAGE, "llama nll: first scored position must be >= 1 (position 0 has no context)");
+    int rc = check_tokens(m, tokens, n);
+    if (rc < 0)
+        return rc;
+    if ((rc = ensure_capacity(m, n)) < 0)
+        return rc;
+    if (first >= n)
+        return 0;
+    if ((rc = qp_llama_forward(m, tokens, n, m->logits)) < 0)
+        return rc;
+    nll_ctx c = {m, tokens, n, first};
+    qp_pool_run(m->pool, (n - first + ROWS_PER_TASK - 1) / ROWS_PER_TASK, nll_task, &c);
+    /* summed in position order: the same double whatever the thread count */
+    double s = 0.0;
+    for (size_t t = first; t < n; t++)
+        s += m->row_nll[t];
+    *nll_sum += s;
+    *count += n - first;
+    return 0;
+}
+
+/* ---- the safetensors checkpoint source ---- */
+
+static void shape_str(char *buf, size_t cap, int ndim, const uint64_t *shape)
+{
+    size_t off = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && off < cap; i++)
+        off += (size_t)snprintf(buf + off, cap - off, "%s%llu", i ? ", " : "",
+                                (unsigned long long)shape[i]);
+    if (off < cap)
+        snprintf(buf + off, cap - off, "]");
+}
+
+static int checkpoint_get_f32(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst)
+{
+    const qp_checkpoint *ck = ud;
+    const qp_tensor_view *v = qp_checkpoint_find(ck, name);
+    if (!v)
+        return qp_error_set(QP_EFORMAT, "checkpoint: tensor '%s' is missing (needed by the LLaMA forward pass)",
+                            name);
+    int same = v->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = v->shape[i] == shape[i];
+    if (!same) {
+        char got[128], want[128];
+        shape_str(got, sizeof(got), v->ndim, v->shape);
+        shape_str(want, sizeof(want), ndim, shape);
+        return qp_error_set(QP_EFORMAT, "checkpoint: tensor '%s' has shape %s, the config implies %s", name,
+                            got, want);
+    }
+    if (qp_convert_to_f32(dst, v->data, v->dtype, (size_t)v->nelem) < 0)
+        return qp_error_set(QP_EFORMAT, "checkpoint: tensor '%s' has dtype %s, expected a float type", name,
+                            qp_dtype_name(v->dtype) ? qp_dtype_name(v->dtype) : "?");
+    return 0;
+}
+
+void qp_weight_source_checkpoint(qp_weight_source *out, const qp_checkpoint *ck)
+{
+    out->ud = (void *)ck;
+    out->get_f32 = checkpoint_get_f32;
+    out->rope_interleaved = 0;
+}

@@ -1,0 +1,133 @@
+/* LLaMA forward pass for evaluation: a whole window of tokens at once
+ * (prefill at positions 0..n-1), f32 activations, OpenBLAS sgemm.
+ *
+ *   x = embed[tokens]                                   [n, D]
+ *   per layer:  h = rmsnorm(x)·w_in
+ *               q,k,v = h·Wqᵀ(+bq), h·Wkᵀ(+bk), h·Wvᵀ(+bv)  [n, H·hd], [n, KV·hd]
+ *               rope(q), rope(k)                         (HF rotate-half)
+ *               a = softmax(q·kᵀ/√hd, causal)·v           (GQA: head h uses kv head h/(H/KV))
+ *               x += a·Woᵀ
+ *               h = rmsnorm(x)·w_post
+ *               x += (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
+ *   logits = rmsnorm(x)·w_final · lm_headᵀ              [n, V]  (lm_head = embed when tied)
+ *
+ * The forward pass does not care where weights come from: it asks a
+ * qp_weight_source for each tensor by its Hugging Face name, as f32.
+ *
+ * Threads and determinism: the model owns a thread pool; every product is
+ * cut into column blocks of a fixed size (independent of the thread count)
+ * and each block is a single-threaded sgemm, so logits are bit-identical for
+ * any thread count.  Creating a model sets OpenBLAS to one thread
+ * (process-wide; see model/llama_pool.h for why).
+ *
+ * Memory: the f32 weights of all layers (and an untied lm_head) stay resident
+ * when they fit opts.weight_cache_bytes; otherwise each layer is converted
+ * from the source again for every window into one reused layer buffer
+ * (memory ≈ one f32 layer + lm_head + embedding + activations). */
+#ifndef QP_MODEL_LLAMA_H
+#define QP_MODEL_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/safetensors.h"
+
+/* Hyper-parameters (what config.json / GGUF llama.* keys give). */
+typedef struct {
+    int vocab;            /* V */
+    int hidden;           /* D */
+    int n_layers;         /* L */
+    int n_heads;          /* H query heads */
+    int n_kv_heads;       /* KV heads; divides H */
+    int head_dim;         /* hd, even */
+    int intermediate;     /* F (SwiGLU width) */
+    float rms_eps;
+    float rope_theta;
+    int max_pos;          /* longest window accepted */
+    int tied_embeddings;  /* lm_head = embed_tokens */
+    int qkv_bias;         /* q/k/v projections have biases (Qwen2-style) */
+} qp_llama_hparams;
+
+/* Checks ranges and divisibility; QP_EFORMAT with one line naming the field. */
+int qp_llama_hparams_check(const qp_llama_hparams *hp);
+
+/* Where weights come from.  Tensor names are Hugging Face's:
+ *   model.embed_tokens.weight [V, D], model.norm.weight [D], lm_head.weight [V, D],
+ *   model.layers.N.input_layernorm.weight [D], model.layers.N.post_attention_layernorm.weight [D],
+ *   model.layers.N.self_attn.{q,k,v,o}_proj.weight  [H·hd, D], [KV·hd, D], [KV·hd, D], [D, H·hd],
+ *   model.layers.N.self_attn.{q,k,v}_proj.bias      [H·hd], [KV·hd], [KV·hd]  (qkv_bias only),
+ *   model.layers.N.mlp.{gate,up,down}_proj.weight    [F, D], [F, D], [D, F].
+ * A source over another format (GGUF, dequantized formats) maps the names. */
+typedef struct qp_weight_source {
+    void *ud;
+    /* Writes tensor `name`, of PyTorch shape shape[0..ndim-1] (row-major),
+     * as f32 into dst.  Returns 0, or a negative qp_err after qp_error_set()
+     * (missing tensor, wrong shape, unsupported dtype).  Called from the
+     * thread that calls qp_llama_new / qp_llama_forward only. */
+    int (*get_f32)(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst);
+    /* 1 when q_proj/k_proj rows (and biases) are stored in GGUF's permuted,
+     * interleaved-pair RoPE layout; they are permuted back on load, so both
+     * layouts give bit-identical logits. */
+    int rope_interleaved;
+} qp_weight_source;
+
+/* A source over a safetensors checkpoint (HF names, rotate-half layout,
+ * F32/F16/BF16/F64 tensors).  The checkpoint must outlive every model built
+ * from the source. */
+void qp_weight_source_checkpoint(qp_weight_source *out, const qp_checkpoint *ck);
+
+#define QP_LLAMA_CACHE_DEFAULT ((size_t)2 << 30)   /* 2 GiB of f32 weights */
+
+typedef struct {
+    int n_threads;              /* 0: online CPUs */
+    /* Keep all layers' f32 weights resident when they total at most this
+     * many bytes.  Converting bf16 -> f32 per window costs about 20% of a
+     * 256-token window on the house model (bench/bench_eval.c), so caching
+     * is the default up to 2 GiB (~0.5 B parameters); 0 always streams. */
+    size_t weight_cache_bytes;
+} qp_llama_opts;
+
+void qp_llama_opts_init(qp_llama_opts *o);
+
+typedef struct qp_llama qp_llama;
+
+/* Builds a model: checks hp, loads the embedding and final norm (and, when
+ * caching, every layer, so a missing or misshapen tensor fails here).  The
+ * source (and what it points to) must outlive the model.  opts may be NULL. */
+int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_source *src,
+                 const qp_llama_opts *opts);
+void qp_llama_free(qp_llama *m);
+
+const qp_llama_hparams *qp_llama_get_hparams(const qp_llama *m);
+int qp_llama_threads(const qp_llama *m);
+/* 1 when the f32 weights of all layers are resident. */
+int qp_llama_weights_cached(const qp_llama *m);
+
+/* logits[n, V] for tokens[n] at positions 0..n-1 (causal).  1 <= n <=
+ * max_pos, every token in [0, V).  One call at a time per model. */
+int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits);
+
+/* Scores one window: runs the forward pass over tokens[n] and adds
+ * −log p(tokens[t] | tokens[0..t−1]) for t = first..n−1 to *nll_sum and
+ * (n − first) to *count (so loops over windows accumulate).  1 <= first;
+ * first >= n scores nothing but still validates the tokens.
+ * "windows" protocol: first = 1; llama.cpp's: first = ctx/2 + 1. */
+int qp_llama_nll(qp_llama *m, const int32_t *tokens, size_t n, size_t first,
+                 double *nll_sum, size_t *count);
+
+/* −log softmax(row[V])[target] in double. */
+double qp_logits_nll(const float *row, size_t vocab, int32_t target);
+
+/* Parameter count of the matrices used per token (layers + lm_head; the
+ * embedding lookup is not a product) and the forward FLOPs of an n-token
+ * window: 2·that·n plus causal attention 4·H·hd·Σ(t+1) per layer. */
+uint64_t qp_llama_matmul_params(const qp_llama_hparams *hp);
+double qp_llama_window_flops(const qp_llama_hparams *hp, size_t n);
+
+/* HF rotate-half <-> GGUF interleaved row permutation of a q/k weight
+ * [n_head·head_dim, cols] (cols = 1 for a bias); to_interleaved = 1 gives
+ * GGUF's layout.  dst and src must not overlap. */
+void qp_llama_rope_permute(float *dst, const float *src, int n_head, int head_dim,
+                           size_t cols, int to_interleaved);
+
+#endif

@@ -1,0 +1,42 @@
+/* Row kernels of the LLaMA forward pass (all f32, one token row at a time).
+ * Each works on whole rows and depends on nothing but its inputs, so the
+ * caller may spread rows over threads freely: results are the same bits. */
+#ifndef QP_MODEL_LLAMA_KERNELS_H
+#define QP_MODEL_LLAMA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* y[d] = x[d] / sqrt(mean(x²) + eps) · w[d]   (HF LlamaRMSNorm; y may be x) */
+void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t d, float eps);
+
+/* RoPE tables for positions 0..n_pos-1: cos_t, sin_t [n_pos, head_dim/2],
+ * angle(p, i) = p · θ^(−2i/head_dim), computed in f32 as HF does
+ * (inv_freq = 1/θ^(2i/d) in f32, then p·inv_freq in f32). */
+void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim, float theta);
+
+/* Rotate-half RoPE (HF layout) in place on one token row x [n_heads, head_dim]
+ * at position pos: for i < h = head_dim/2,
+ *   x'[i]   = x[i]·cos − x[i+h]·sin,   x'[i+h] = x[i+h]·cos + x[i]·sin. */
+void qp_kern_rope_half(float *x, int n_heads, int head_dim, size_t pos,
+                       const float *cos_t, const float *sin_t);
+
+/* g[n] = silu(g) · u = g / (1 + e^(−g)) · u   (SwiGLU) */
+void qp_kern_swiglu(float *g, const float *u, size_t n);
+
+/* Causal softmax of one attention row s[len]: entries 0..valid-1 become
+ * probabilities, valid..len-1 become exact zeros. */
+void qp_kern_softmax_causal(float *s, size_t valid, size_t len);
+
+/* −log softmax(row)[target], log-sum-exp in double. */
+double qp_kern_row_nll(const float *row, size_t vocab, int32_t target);
+
+/* Row permutation between HF rotate-half q/k rows and GGUF's interleaved
+ * pairs (formats.md): rows of a [n_head·head_dim, cols] weight viewed as
+ * [n_head, 2, head_dim/2, cols], axes 1 and 2 swapped.  to_interleaved = 1
+ * maps HF -> GGUF, 0 maps GGUF -> HF.  cols = 1 permutes a bias.
+ * dst and src must not overlap. */
+void qp_kern_rope_permute(float *dst, const float *src, int n_head, int head_dim,
+                          size_t cols, int to_interleaved);
+
+#endif

@@ -1,0 +1,250 @@
+#include "model/llama_pool.h"
+
+#include "common/error.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct qp_pool {
+    int n_threads;
+    pthread_t *workers;          /* n_threads - 1; the caller is thread 0 */
+    pthread_mutex_t mu;
+    pthread_cond_t start_cv;     /* a new generation was posted */
+    pthread_cond_t done_cv;      /* the last worker finished its part */
+    unsigned long generation;
+    int running;                 /* workers still inside the current run */
+    int quit;
+    qp_pool_fn fn;
+    void *arg;
+    size_t n_tasks;
+    atomic_size_t next;          /* next task to hand out */
+};
+
+typedef struct {
+    qp_pool *p;
+    int id;
+} worker_arg;
+
+/* Tasks are handed out dynamically; any thread may run any task, which is
+ * fine because a task's output does not depend on who runs it. */
+static void drain(qp_pool *p, qp_pool_fn fn, void *arg, size_t n_tasks, int thread)
+{
+    for (;;) {
+        size_t t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (t >= n_tasks)
+            return;
+        fn(arg, t, thread);
+    }
+}
+
+static void *worker_main(void *varg)
+{
+    worker_arg *wa = varg;
+    qp_pool *p = wa->p;
+    int id = wa->id;
+    free(wa);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->generation == seen && !p->quit)
+            pthread_cond_wait(&p->start_cv, &p->mu);
+        if (p->quit)
+            break;
+        seen = p->generation;
+        qp_pool_fn fn = p->fn;
+        void *arg = p->arg;
+        size_t n_tasks = p->n_tasks;
+        pthread_mutex_unlock(&p->mu);
+        drain(p, fn, arg, n_tasks, id);
+        pthread_mutex_lock(&p->mu);
+        if (--p->running == 0)
+            pthread_cond_signal(&p->done_cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int qp_pool_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+int qp_pool_new(qp_pool **out, int n_threads)
+{
+    *out = NULL;
+    if (n_threads < 1)
+        return qp_error_set(QP_EUSAGE, "thread pool: %d threads requested, need at least 1", n_threads);
+    /* See the header: our own partitioning + single-threaded OpenBLAS is
+     * what makes products independent of the thread count. */
+    openblas_set_num_threads(1);
+    qp_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return qp_error_set(QP_ERROR, "thread pool: out of memory");
+    p->n_threads = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start_cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    atomic_init(&p->next, 0);
+    if (n_threads > 1) {
+        p->workers = calloc((size_t)n_threads - 1, sizeof(pthread_t));
+        if (!p->workers) {
+            qp_pool_free(p);
+            return qp_error_set(QP_ERROR, "thread pool: out of memory");
+        }
+        for (int i = 1; i < n_threads; i++) {
+            worker_arg *wa = malloc(sizeof(*wa));
+            if (wa) {
+                wa->p = p;
+                wa->id = i;
+            }
+            int rc = wa ? pthread_create(&p->workers[i - 1], NULL, worker_main, wa) : -1;
+            if (rc != 0) {
+                free(wa);
+                p->n_threads = i;   /* join only the threads that exist */
+                qp_pool_free(p);
+                return qp_error_set(QP_ERROR, "thread pool: cannot start thread %d of %d", i, n_threads);
+            }
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void qp_pool_free(qp_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->start_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n_threads && p->workers; i++)
+        pthread_join(p->workers[i - 1], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->start_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->workers);
+    free(p);
+}
+
+int qp_pool_threads(const qp_pool *p) { return p->n_threads; }
+
+void qp_pool_run(qp_pool *p, size_t n_tasks, qp_pool_fn fn, void *arg)
+{
+    if (n_tasks == 0)
+        return;
+    if (p->n_threads == 1 || n_tasks == 1) {
+        for (size_t t = 0; t < n_tasks; t++)
+            fn(arg, t, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    atomic_store(&p->next, 0);
+    p->running = p->n_threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->start_cv);
+    pthread_mutex_unlock(&p->mu);
+    drain(p, fn, arg, n_tasks, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->running > 0)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- partitioned products ---- */
+
+typedef struct {
+    const float *x;
+    size_t ldx, n, in;
+    const qp_mm_job *jobs;
+    size_t n_jobs;
+    const size_t *first_block;  /* [n_jobs + 1]: task index of each job's block 0 */
+} mm_ctx;
+
+static void mm_task(void *varg, size_t task, int thread)
+{
+    (void)thread;
+    const mm_ctx *c = varg;
+    size_t j = 0;
+    while (task >= c->first_block[j + 1])
+        j++;
+    const qp_mm_job *job = &c->jobs[j];
+    size_t c0 = (task - c->first_block[j]) * QP_MM_BLOCK;
+    size_t nc = job->out - c0 < QP_MM_BLOCK ? job->out - c0 : QP_MM_BLOCK;
+    /* Y[:, c0:c0+nc] [n, nc] = X [n, in] · W[c0:c0+nc, :]ᵀ [in, nc] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)nc, (int)c->in, 1.0f,
+                c->x, (int)c->ldx, job->w + c0 * c->in, (int)c->in, 0.0f, job->y + c0, (int)job->ldy);
+    if (job->bias) {
+        for (size_t r = 0; r < c->n; r++) {
+            float *y = job->y + r * job->ldy + c0;
+            for (size_t i = 0; i < nc; i++)
+                y[i] += job->bias[c0 + i];
+        }
+    }
+}
+
+void qp_mm_batch(qp_pool *p, const float *x, size_t ldx, size_t n, size_t in,
+                 const qp_mm_job *jobs, size_t n_jobs)
+{
+    size_t first[8 + 1];
+    size_t *fb = n_jobs <= 8 ? first : malloc((n_jobs + 1) * sizeof(size_t));
+    if (!fb) {
+        /* Out of memory for a few words: run the jobs one by one instead. */
+        for (size_t j = 0; j < n_jobs; j++)
+            qp_mm_batch(p, x, ldx, n, in, &jobs[j], 1);
+        return;
+    }
+    fb[0] = 0;
+    for (size_t j = 0; j < n_jobs; j++)
+        fb[j + 1] = fb[j] + (jobs[j].out + QP_MM_BLOCK - 1) / QP_MM_BLOCK;
+    mm_ctx c = {x, ldx, n, in, jobs, n_jobs, fb};
+    if (n > 0)
+        qp_pool_run(p, fb[n_jobs], mm_task, &c);
+    if (fb != first)
+        free(fb);
+}
+
+/* ---- OpenBLAS core selection ---- */
+
+const char *qp_blas_corename(void)
+{
+    const char *s = openblas_get_corename();
+    return s ? s : "unknown";
+}
+
+void qp_blas_reexec_if_generic(char **argv)
+{
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    if (env && *env)
+        return;
+    const char *core = qp_blas_corename();
+    static const char *const generic[] = {"Prescott", "Core2", "Penryn", "Dunnington",
+                                          "Nehalem", "Katmai", "Coppermine", "Northwood"};
+    int is_generic = 0;
+    for (size_t i = 0; i < sizeof(generic) / sizeof(generic[0]); i++)
+        if (strcmp(core, generic[i]) == 0)
+            is_generic = 1;
+    if (!is_generic)
+        return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    if (!want)
+        return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the slow kernels rather than fail. */
+    unsetenv("OPENBLAS_CORETYPE");
+}
