@@ -1,0 +1,90 @@
+/* SentencePiece BPE tokenizer (the LLaMA / llama.cpp "spm" vocabulary).
+ *
+ * Loaded from a SentencePiece `tokenizer.model` (protobuf ModelProto, parsed
+ * here without libprotobuf), from a GGUF's `tokenizer.ggml.*` keys, or from
+ * plain arrays.  Encoding follows sentencepiece's bpe_model.cc (which
+ * llama.cpp's llm_tokenizer_spm mirrors):
+ *   text -> ' ' replaced by U+2581 "▁", "▁" prepended when add_dummy_prefix
+ *   -> UTF-8 characters (each invalid byte is a character of its own)
+ *   -> repeatedly merge the adjacent pair whose concatenation is a piece with
+ *      the highest score (ties: leftmost), via a priority queue, O(n log n)
+ *   -> piece ids; a symbol that is not a piece becomes its bytes' <0xNN>
+ *      pieces (byte fallback) or, without byte pieces, one unk id per run of
+ *      unknown symbols (as sentencepiece does).
+ * A tokenizer is immutable after loading: encode/decode may run from many
+ * threads at once. */
+#ifndef QP_MODEL_TOKENIZER_H
+#define QP_MODEL_TOKENIZER_H
+
+#include <stddef.h>
+
+typedef struct qp_tokenizer qp_tokenizer;
+
+/* Piece types, numbered as sentencepiece's ModelProto and GGUF's
+ * tokenizer.ggml.token_type number them. */
+typedef enum {
+    QP_TOK_NORMAL       = 1,
+    QP_TOK_UNKNOWN      = 2,
+    QP_TOK_CONTROL      = 3,
+    QP_TOK_USER_DEFINED = 4,
+    QP_TOK_UNUSED       = 5,
+    QP_TOK_BYTE         = 6,
+} qp_token_type;
+
+/* Loads a SentencePiece tokenizer.model (BPE only; UNIGRAM is refused).
+ * Errors (QP_EFORMAT) are one line "PATH: offset N: what is wrong", N the
+ * byte offset in the file of the offending field. */
+int qp_tokenizer_load_spm(qp_tokenizer **out, const char *path);
+
+/* Builds a tokenizer from arrays of n pieces (NUL-terminated UTF-8).
+ * scores may be NULL (all 0); types may be NULL (all NORMAL).  bos/eos may
+ * be -1 (none); unk must be a valid id (of type UNKNOWN when types given).
+ * Byte fallback is on when the vocabulary has BYTE pieces.  Add-BOS defaults
+ * to on when bos >= 0, add-EOS to off. */
+int qp_tokenizer_from_vocab(qp_tokenizer **out, size_t n, const char *const *pieces,
+                            const float *scores, const int *types,
+                            int bos, int eos, int unk, int add_dummy_prefix);
+
+void qp_tokenizer_free(qp_tokenizer *t);
+
+size_t qp_tokenizer_n_vocab(const qp_tokenizer *t);
+int qp_tokenizer_bos(const qp_tokenizer *t);       /* -1 when none */
+int qp_tokenizer_eos(const qp_tokenizer *t);       /* -1 when none */
+int qp_tokenizer_unk(const qp_tokenizer *t);
+int qp_tokenizer_pad(const qp_tokenizer *t);       /* -1 when none */
+/* The model's own defaults (tokenizer_config / GGUF add_bos_token ...). */
+int qp_tokenizer_wants_bos(const qp_tokenizer *t);
+int qp_tokenizer_wants_eos(const qp_tokenizer *t);
+int qp_tokenizer_has_byte_fallback(const qp_tokenizer *t);
+int qp_tokenizer_add_dummy_prefix(const qp_tokenizer *t);
+
+/* Piece text (▁ kept), score and type of id; NULL / 0 / 0 when out of range. */
+const char *qp_tokenizer_piece(const qp_tokenizer *t, int id);
+float qp_tokenizer_score(const qp_tokenizer *t, int id);
+int qp_tokenizer_type(const qp_tokenizer *t, int id);
+/* Id of the piece with exactly these bytes (any type); -1 when none. */
+int qp_tokenizer_find(const qp_tokenizer *t, const char *piece, size_t len);
+
+/* Encode flags. */
+#define QP_TOK_ADD_BOS 1u   /* prepend bos (ignored when the model has none) */
+#define QP_TOK_ADD_EOS 2u   /* append eos (ignored when the model has none) */
+
+/* Encodes len bytes of text (need not be NUL-terminated nor valid UTF-8).
+ * *out_ids is malloc'ed (non-NULL even when *out_n is 0).  Only fails on
+ * out-of-memory or text longer than 1 GiB (QP_EUSAGE). */
+int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
+                        unsigned flags, int **out_ids, size_t *out_n);
+
+/* Decode flags. */
+#define QP_TOK_DECODE_STRIP_PREFIX 1u  /* drop the space the dummy prefix added */
+
+/* Decodes ids to text: "▁" -> ' ', consecutive <0xNN> pieces -> their raw
+ * bytes, CONTROL pieces (bos/eos) -> nothing, UNKNOWN -> " ⁇ " (as
+ * sentencepiece).  With QP_TOK_DECODE_STRIP_PREFIX and a model that adds
+ * the dummy prefix, the leading ' ' of the first text piece is dropped, so
+ * decode(encode(x)) == x.  *out_text is malloc'ed and NUL-terminated.
+ * An id out of range is an error (QP_EUSAGE). */
+int qp_tokenizer_decode(const qp_tokenizer *t, const int *ids, size_t n, unsigned flags,
+                        char **out_text, size_t *out_len);
+
+#endif
