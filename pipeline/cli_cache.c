@@ -84,6 +84,7 @@ int qp_cli_cache(int argc, char **argv, const char *default_dir)
     }
     qp_cache_free(cache);
     if (rc) {
+        fflush(stdout);
         fprintf(stderr, "qpipe: %s\n", qp_error_last());
         return qp_exit_status(rc);
     }

@@ -44,16 +44,26 @@ static int usage_error(const char *fmt, const char *arg)
 static int fail(int rc)
 {
     const char *msg = qp_error_last();
+    fflush(stdout);  /* the error comes after the summary, not inside it */
     fprintf(stderr, "qpipe: %s\n", msg[0] ? msg : "unknown error");
     return qp_exit_status(rc);
 }
 
+/* The cache directory, made absolute: stages run commands in the recipe's
+ * directory and must still find the cache. */
 static const char *cache_dir_from(const char *opt)
 {
-    if (opt)
-        return opt;
+    static char *abs;
     const char *env = getenv("QPIPE_CACHE");
-    return env && *env ? env : ".qpipe/cache";
+    const char *dir = opt ? opt : env && *env ? env : ".qpipe/cache";
+    if (dir[0] == '/')
+        return dir;
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof(cwd)))
+        return dir;
+    free(abs);
+    abs = qp_path_join(cwd, dir);
+    return abs;
 }
 
 static int default_threads(void)

@@ -644,8 +644,9 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
                 if (!s->selected)
                     continue;
                 json_t *e = json_pack("{s:s, s:s, s:f, s:O}", "kind", s->decl->kind->name, "status",
-                                      s->rejected ? "rejected" : status_name[s->status], "seconds", s->seconds,
-                                      "params", s->decl->params);
+                                      status_name[s->status], "seconds", s->seconds, "params", s->decl->params);
+                if (s->rejected)
+                    json_object_set_new(e, "rejected", json_true());
                 if (s->key[0])
                     json_object_set_new(e, "key", json_string(s->key));
                 if (s->output[0])
@@ -668,8 +669,7 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
             }
             const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
             if (qp_run_record_commit(commit, r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
-                if (!opt->json)
-                    fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
+                fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
                 commit[0] = '\0';
             } else if (!opt->json) {
                 fprintf(opt->out, "provenance: %.12s on %s\n", commit, opt->branch ? opt->branch : "qpipe/provenance");

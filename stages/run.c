@@ -38,8 +38,10 @@ static int run_validate(const json_t *p, const char *where)
     json_t *v;
     json_array_foreach(json_object_get(p, "outs"), i, v) {
         const char *o = json_string_value(v);
-        if (o[0] == '/' || strstr(o, "..") == o || strstr(o, "/../"))
-            return qp_error_set(QP_EUSAGE, "%s: outs: '%s' must be a path inside the recipe's directory", where, o);
+        /* outs are restored from the cache relative to the recipe: an
+         * absolute path would make the cache machine-specific */
+        if (o[0] == '/' || o[0] == '\0')
+            return qp_error_set(QP_EUSAGE, "%s: outs: '%s' must be a relative path (relative to the recipe)", where, o);
     }
     return 0;
 }
