@@ -1,0 +1,322 @@
+#include "pipeline/interp.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+
+#include <stdio.h>
+
+/* ${…} references nest only through defaults; this bounds the recursion. */
+#define INTERP_MAX_DEPTH 16
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->s = realloc(b->s, b->cap);
+        if (!b->s)
+            abort();
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+
+static size_t name_len(const char *s, size_t n, int allow_dash)
+{
+    size_t i = 0;
+    if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+        return 0;
+    while (i < n && (isalnum((unsigned char)s[i]) || s[i] == '_' || (allow_dash && s[i] == '-')))
+        i++;
+    return i;
+}
+
+/* Length of the body of a reference starting right after "${", up to (not
+ * including) its matching '}'; -1 when unterminated. */
+static long body_len(const char *s, size_t n)
+{
+    int depth = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '$' && i + 1 < n && (s[i + 1] == '$' || s[i + 1] == '{')) {
+            depth += s[i + 1] == '{';
+            i++;
+        } else if (s[i] == '}' && --depth == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+static int expand(sbuf *out, const char *s, size_t n, const json_t *vars, const char *where, int depth);
+
+/* One reference: body is what lies between "${" and its '}'. */
+static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *vars, const char *where, int depth)
+{
+    if (n > 5 && strncmp(body, "vars.", 5) == 0) {
+        size_t k = name_len(body + 5, n - 5, 1);
+        if (k > 0 && k == n - 5) {
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)k, body + 5);
+            const json_t *v = json_object_get(vars, name);
+            if (!v)
+                return qp_error_set(QP_EUSAGE, "%s: undefined variable '%s' in '${%.*s}'", where, name,
+                                    (int)n, body);
+            sb_add(out, json_string_value(v), json_string_length(v));
+            return 0;
+        }
+    } else if (n > 4 && strncmp(body, "env.", 4) == 0) {
+        size_t k = name_len(body + 4, n - 4, 0);
+        int has_def = k > 0 && n - 4 - k >= 2 && body[4 + k] == ':' && body[5 + k] == '-';
+        if (k > 0 && (k == n - 4 || has_def)) {
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)k, body + 4);
+            const char *v = getenv(name);
+            if (v && (*v || !has_def)) {
+                sb_add(out, v, strlen(v));
+                return 0;
+            }
+            if (has_def)
+                return expand(out, body + 6 + k, n - 6 - k, vars, where, depth + 1);
+            return qp_error_set(QP_EUSAGE,
+                                "%s: environment variable '%s' is not set (write ${env.%s:-DEFAULT} to give a default)",
+                                where, name, name);
+        }
+    }
+    return qp_error_set(QP_EUSAGE,
+                        "%s: cannot interpolate '${%.*s}' (use ${vars.NAME}, ${env.NAME} or ${env.NAME:-DEFAULT}; $$ is a literal '$')",
+                        where, (int)(n > 100 ? 100 : n), body);
+}
+
+static int expand(sbuf *out, const char *s, size_t n, const json_t *vars, const char *where, int depth)
+{
+    if (depth > INTERP_MAX_DEPTH)
+        return qp_error_set(QP_EUSAGE, "%s: ${…} defaults nested deeper than %d levels", where,
+                            INTERP_MAX_DEPTH);
+    size_t i = 0, lit = 0;
+    while (i < n) {
+        if (s[i] != '$' || i + 1 >= n || (s[i + 1] != '$' && s[i + 1] != '{')) {
+            i++;
+            continue;
+        }
+        sb_add(out, s + lit, i - lit);
+        if (s[i + 1] == '$') {
+            sb_add(out, "$", 1);
+            i += 2;
+        } else {
+            long bl = body_len(s + i + 2, n - i - 2);
+            if (bl < 0)
+                return qp_error_set(QP_EUSAGE, "%s: unterminated '${' (write $$ for a literal '$')", where);
+            int rc = expand_ref(out, s + i + 2, (size_t)bl, vars, where, depth);
+            if (rc < 0)
+                return rc;
+            i += 2 + (size_t)bl + 1;
+        }
+        lit = i;
+    }
+    sb_add(out, s + lit, n - lit);
+    return 0;
+}
+
+int qp_interp(char **out, const char *text, const json_t *vars, const char *where)
+{
+    *out = NULL;
+    sbuf b = {0};
+    sb_add(&b, "", 0);
+    int rc = expand(&b, text, strlen(text), vars, where, 0);
+    if (rc < 0) {
+        free(b.s);
+        return rc;
+    }
+    *out = b.s;
+    return 0;
+}
+
+static int is_null(const char *s)
+{
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+static int bool_of(const char *s)
+{
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+        return 1;
+    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+        return 0;
+    return -1;
+}
+
+/* Decimal (with optional '_' between digits, as YAML 1.1 allows), 0x…, 0o….
+ * Returns 1 when s is an integer, -1 when it is one but overflows. */
+static int parse_int(const char *s, long long *v)
+{
+    const char *p = s;
+    int neg = 0, base = 10;
+    if (*p == '+' || *p == '-')
+        neg = *p++ == '-';
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'o')) {
+        base = p[1] == 'x' ? 16 : 8;
+        p += 2;
+    }
+    char digits[128];
+    size_t nd = 0;
+    for (; *p; p++) {
+        int ok = base == 16 ? isxdigit((unsigned char)*p) : base == 8 ? (*p >= '0' && *p <= '7')
+                                                                      : isdigit((unsigned char)*p);
+        if (ok) {
+            if (nd + 1 >= sizeof(digits))
+                return -1;
+            digits[nd++] = *p;
+        } else if (!(*p == '_' && base == 10 && nd > 0 && isdigit((unsigned char)p[1]))) {
+            return 0;
+        }
+    }
+    if (nd == 0)
+        return 0;
+    digits[nd] = '\0';
+    errno = 0;
+    unsigned long long u = strtoull(digits, NULL, base);
+    if (errno == ERANGE || u > (unsigned long long)LLONG_MAX + (unsigned long long)neg)
+        return -1;
+    *v = neg ? (long long)(0ULL - u) : (long long)u;
+    return 1;
+}
+
+/* [-+]? ( .digits | digits [. digits*] ) ( [eE] [-+]? digits )? */
+static int parse_float(const char *s, double *v)
+{
+    const char *p = s;
+    if (*p == '+' || *p == '-')
+        p++;
+    size_t before = strspn(p, "0123456789");
+    p += before;
+    size_t after = 0;
+    if (*p == '.') {
+        p++;
+        after = strspn(p, "0123456789");
+        p += after;
+    }
+    if (before + after == 0)
+        return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        size_t ex = strspn(p, "0123456789");
+        if (ex == 0)
+            return 0;
+        p += ex;
+    }
+    if (*p)
+        return 0;
+    *v = strtod(s, NULL);
+    return 1;
+}
+
+static int is_special_float(const char *s)
+{
+    const char *p = s + (*s == '+' || *s == '-');
+    return !strcmp(p, ".inf") || !strcmp(p, ".Inf") || !strcmp(p, ".INF") || !strcmp(s, ".nan") ||
+           !strcmp(s, ".NaN") || !strcmp(s, ".NAN");
+}
+
+int qp_scalar_type(json_t **out, const char *text, int plain, qp_ytag tag, const char *where)
+{
+    *out = NULL;
+    if (tag == QP_YT_STR || (!plain && tag == QP_YT_NONE)) {
+        *out = json_string(text);
+        if (!*out)
+            return qp_error_set(QP_EUSAGE, "%s: string is not valid UTF-8", where);
+        return 0;
+    }
+    long long iv = 0;
+    double dv = 0;
+    int ir = parse_int(text, &iv);
+    if (ir < 0)
+        return qp_error_set(QP_EUSAGE, "%s: integer '%s' is out of range", where, text);
+    if (tag == QP_YT_NONE || tag == QP_YT_NULL) {
+        if (is_null(text)) {
+            *out = json_null();
+            return 0;
+        }
+        if (tag == QP_YT_NULL)
+            return qp_error_set(QP_EUSAGE, "%s: '%s' is not null (tagged !!null)", where, text);
+    }
+    if (tag == QP_YT_NONE || tag == QP_YT_BOOL) {
+        int bv = bool_of(text);
+        if (bv >= 0) {
+            *out = json_boolean(bv);
+            return 0;
+        }
+        if (tag == QP_YT_BOOL)
+            return qp_error_set(QP_EUSAGE, "%s: '%s' is not a boolean (tagged !!bool; write true or false)",
+                                where, text);
+    }
+    if (tag == QP_YT_NONE || tag == QP_YT_INT) {
+        if (ir > 0) {
+            *out = json_integer(iv);
+            return 0;
+        }
+        if (tag == QP_YT_INT)
+            return qp_error_set(QP_EUSAGE, "%s: '%s' is not an integer (tagged !!int)", where, text);
+    }
+    /* tag is NONE or FLOAT here */
+    if (is_special_float(text))
+        return qp_error_set(QP_EUSAGE, "%s: '%s': infinities and NaN are not allowed in a recipe", where, text);
+    if (ir > 0 || parse_float(text, &dv)) {
+        if (ir > 0)
+            dv = (double)iv;
+        if (!isfinite(dv))
+            return qp_error_set(QP_EUSAGE, "%s: number '%s' is out of range", where, text);
+        *out = json_real(dv);
+        return 0;
+    }
+    if (tag == QP_YT_FLOAT)
+        return qp_error_set(QP_EUSAGE, "%s: '%s' is not a number (tagged !!float)", where, text);
+    *out = json_string(text);
+    if (!*out)
+        return qp_error_set(QP_EUSAGE, "%s: string is not valid UTF-8", where);
+    return 0;
+}
+
+int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *vars, const char *path)
+{
+    *out = NULL;
+    char where[4096];
+    snprintf(where, sizeof(where), "%s:%d:%d", path, n->mark.line, n->mark.col);
+    if (n->kind == QP_YN_SCALAR) {
+        char *text = NULL;
+        int rc = qp_interp(&text, n->text, vars, where);
+        if (rc == 0)
+            rc = qp_scalar_type(out, text, n->plain, n->tag, where);
+        free(text);
+        return rc;
+    }
+    json_t *c = n->kind == QP_YN_MAP ? json_object() : json_array();
+    if (!c)
+        abort();
+    for (size_t i = 0; i < n->n; i++) {
+        json_t *v = NULL;
+        int rc = qp_ynode_json(&v, n->items[i], vars, path);
+        if (rc < 0) {
+            json_decref(c);
+            return rc;
+        }
+        if (n->kind == QP_YN_MAP)
+            json_object_set_new(c, n->keys[i]->text, v);
+        else
+            json_array_append_new(c, v);
+    }
+    *out = c;
+    return 0;
+}

@@ -1,0 +1,285 @@
+/* The stage graph: needs/reference resolution, input checks, cycles and a
+ * stable topological order. */
+#include "pipeline/recipe_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+
+struct id_ix {
+    const char *id;
+    size_t ix;
+};
+
+typedef struct {
+    qp_stage_build *s;
+    size_t n;
+    const char *path;
+    struct id_ix *by_id;  /* stages sorted by id, for lookups */
+    const char **ids;     /* ids in file order, for suggestions */
+    size_t **deps;        /* deps[i]: needs, then a reference not among them */
+    size_t *n_deps;
+} graph;
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(((const struct id_ix *)a)->id, ((const struct id_ix *)b)->id);
+}
+
+static long find(const graph *g, const char *id)
+{
+    size_t lo = 0, hi = g->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(g->by_id[mid].id, id);
+        if (c == 0)
+            return (long)g->by_id[mid].ix;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* "takes exactly 1 input" etc. */
+static void describe_inputs(char *buf, size_t n, const qp_stage_kind *k)
+{
+    int lo = k->min_inputs, hi = k->max_inputs;
+    if (hi == 0)
+        snprintf(buf, n, "no inputs");
+    else if (lo == hi)
+        snprintf(buf, n, "exactly %d input%s", lo, lo == 1 ? "" : "s");
+    else if (hi < 0)
+        snprintf(buf, n, "at least %d input%s", lo, lo == 1 ? "" : "s");
+    else
+        snprintf(buf, n, "%d to %d inputs", lo, hi);
+}
+
+/* "metrics" or "model or files" for a producer's possible output types. */
+static void type_names(char *buf, size_t n, unsigned mask)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (unsigned bit = 1; bit && bit <= QP_ART_VERDICT; bit <<= 1)
+        if (mask & bit) {
+            len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? " or " : "",
+                                    qp_artifact_type_name((qp_artifact_type)bit));
+            if (len >= n)
+                len = n - 1;
+        }
+}
+
+static int check_stage(graph *g, size_t i)
+{
+    qp_stage_build *b = &g->s[i];
+    qp_stage_decl *d = &b->decl;
+    const qp_stage_kind *k = d->kind;
+    g->deps[i] = malloc((d->n_needs + 1) * sizeof(size_t));
+    d->need_index = malloc((d->n_needs + 1) * sizeof(size_t));
+    if (!g->deps[i] || !d->need_index)
+        abort();
+    for (size_t j = 0; j < d->n_needs; j++) {
+        const qp_ynode *nn = b->need_nodes[j];
+        long idx = find(g, d->needs[j]);
+        if (idx < 0)
+            return qp_recipe_fail(g->path, nn->mark, "needs '%s': no such stage%s", d->needs[j],
+                                  qp_suggest_hint(d->needs[j], g->ids, g->n));
+        if ((size_t)idx == i)
+            return qp_recipe_fail(g->path, nn->mark, "stage '%s' needs itself", d->id);
+        for (size_t m = 0; m < j; m++)
+            if (d->need_index[m] == (size_t)idx)
+                return qp_recipe_fail(g->path, nn->mark, "needs '%s' more than once", d->needs[j]);
+        d->need_index[j] = (size_t)idx;
+        g->deps[i][g->n_deps[i]++] = (size_t)idx;
+    }
+    int n_in = (int)d->n_needs;
+    if (n_in < k->min_inputs || (k->max_inputs >= 0 && n_in > k->max_inputs)) {
+        char want[64];
+        describe_inputs(want, sizeof(want), k);
+        qp_mark m = b->needs_key ? b->needs_key->mark : b->key->mark;
+        return qp_recipe_fail(g->path, m, "stage '%s': %s takes %s, got %d", d->id, k->name, want, n_in);
+    }
+    for (size_t j = 0; j < d->n_needs; j++) {
+        const qp_stage_decl *p = &g->s[d->need_index[j]].decl;
+        unsigned produced = qp_stage_output_types(p->kind, p->params);
+        if (produced & k->accepts)
+            continue;
+        char got[128];
+        type_names(got, sizeof(got), produced);
+        return qp_recipe_fail(g->path, b->need_nodes[j]->mark, "stage '%s': input '%s' is a%s %s artifact, but %s accepts %s",
+                              d->id, p->id, got[0] && strchr("aeiou", got[0]) ? "n" : "", got, k->name,
+                              qp_artifact_mask_names(k->accepts));
+    }
+    if (b->ref_node) {
+        const char *ref = json_string_value(json_object_get(d->params, "reference"));
+        long idx = find(g, ref);
+        if (idx < 0)
+            return qp_recipe_fail(g->path, b->ref_node->mark, "parameter 'reference' for %s: no such stage '%s'%s",
+                                  k->name, ref, qp_suggest_hint(ref, g->ids, g->n));
+        if ((size_t)idx == i)
+            return qp_recipe_fail(g->path, b->ref_node->mark, "parameter 'reference' for %s names its own stage '%s'",
+                                  k->name, ref);
+        /* An extra edge: the reference runs first, though it is no input. */
+        int listed = 0;
+        for (size_t m = 0; m < g->n_deps[i]; m++)
+            listed |= g->deps[i][m] == (size_t)idx;
+        if (!listed)
+            g->deps[i][g->n_deps[i]++] = (size_t)idx;
+    }
+    return 0;
+}
+
+/* Iterative DFS (a long chain must not overflow the C stack); on a back
+ * edge, prints the cycle starting at its first stage in file order. */
+static int find_cycle(const graph *g)
+{
+    int rc = 0;
+    unsigned char *color = calloc(g->n, 1);
+    size_t *stack = malloc(g->n * sizeof(size_t)), *pos = calloc(g->n, sizeof(size_t));
+    size_t *at = malloc(g->n * sizeof(size_t));
+    if (!color || !stack || !pos || !at)
+        abort();
+    for (size_t root = 0; root < g->n && rc == 0; root++) {
+        if (color[root])
+            continue;
+        size_t sp = 0;
+        stack[sp] = root;
+        at[root] = sp++;
+        color[root] = 1;
+        while (sp > 0 && rc == 0) {
+            size_t u = stack[sp - 1];
+            if (pos[u] == g->n_deps[u]) {
+                color[u] = 2;
+                sp--;
+                continue;
+            }
+            size_t v = g->deps[u][pos[u]++];
+            if (color[v] == 0) {
+                color[v] = 1;
+                at[v] = sp;
+                stack[sp++] = v;
+            } else if (color[v] == 1) {
+                size_t first = at[v], len = sp - first, start = 0;
+                for (size_t j = 1; j < len; j++)
+                    if (stack[first + j] < stack[first + start])
+                        start = j;
+                char path[900];
+                size_t pl = 0;
+                for (size_t j = 0; j <= len && pl < sizeof(path); j++)
+                    pl += (size_t)snprintf(path + pl, sizeof(path) - pl, "%s%s", j ? " -> " : "",
+                                           g->s[stack[first + (start + j) % len]].decl.id);
+                const qp_stage_build *b = &g->s[stack[first + start]];
+                rc = qp_recipe_fail(g->path, b->key->mark, "cycle: %s", path);
+            }
+        }
+    }
+    free(color);
+    free(stack);
+    free(pos);
+    free(at);
+    return rc;
+}
+
+/* Min-heap of stage indices: Kahn's algorithm taking the earliest stage in
+ * the file among the ready ones, so the order is stable. */
+static void heap_push(size_t *h, size_t *n, size_t v)
+{
+    size_t i = (*n)++;
+    h[i] = v;
+    while (i > 0 && h[(i - 1) / 2] > h[i]) {
+        size_t p = (i - 1) / 2, t = h[p];
+        h[p] = h[i];
+        h[i] = t;
+        i = p;
+    }
+}
+
+static size_t heap_pop(size_t *h, size_t *n)
+{
+    size_t top = h[0], i = 0;
+    h[0] = h[--(*n)];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *n && h[l] < h[m])
+            m = l;
+        if (r < *n && h[r] < h[m])
+            m = r;
+        if (m == i)
+            break;
+        size_t t = h[m];
+        h[m] = h[i];
+        h[i] = t;
+        i = m;
+    }
+    return top;
+}
+
+static void topo_order(const graph *g, size_t *order)
+{
+    size_t n = g->n, total = 0;
+    size_t *indeg = calloc(n, sizeof(size_t)), *start = calloc(n + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        indeg[i] = g->n_deps[i];
+        total += g->n_deps[i];
+        for (size_t j = 0; j < g->n_deps[i]; j++)
+            start[g->deps[i][j] + 1]++;
+    }
+    for (size_t i = 0; i < n; i++)
+        start[i + 1] += start[i];
+    size_t *users = malloc((total + 1) * sizeof(size_t)), *fill = malloc((n + 1) * sizeof(size_t));
+    size_t *heap = malloc((n + 1) * sizeof(size_t)), hn = 0, k = 0;
+    if (!indeg || !start || !users || !fill || !heap)
+        abort();
+    memcpy(fill, start, n * sizeof(size_t));
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < g->n_deps[i]; j++)
+            users[fill[g->deps[i][j]]++] = i;
+    for (size_t i = 0; i < n; i++)
+        if (indeg[i] == 0)
+            heap_push(heap, &hn, i);
+    while (hn > 0) {
+        size_t u = heap_pop(heap, &hn);
+        order[k++] = u;
+        for (size_t j = start[u]; j < start[u + 1]; j++)
+            if (--indeg[users[j]] == 0)
+                heap_push(heap, &hn, users[j]);
+    }
+    free(indeg);
+    free(start);
+    free(users);
+    free(fill);
+    free(heap);
+}
+
+int qp_recipe_dag(qp_stage_build *s, size_t n, const char *path, size_t *order)
+{
+    int rc = 0;
+    graph g = {.s = s, .n = n, .path = path};
+    g.by_id = malloc(n * sizeof(*g.by_id));
+    g.ids = malloc(n * sizeof(char *));
+    g.deps = calloc(n, sizeof(size_t *));
+    g.n_deps = calloc(n, sizeof(size_t));
+    if (!g.by_id || !g.ids || !g.deps || !g.n_deps)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        g.by_id[i].id = g.ids[i] = s[i].decl.id;
+        g.by_id[i].ix = i;
+    }
+    qsort(g.by_id, n, sizeof(*g.by_id), cmp_id);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = check_stage(&g, i);
+    if (rc == 0)
+        rc = find_cycle(&g);
+    if (rc == 0)
+        topo_order(&g, order);
+    for (size_t i = 0; i < n; i++)
+        free(g.deps[i]);
+    free(g.deps);
+    free(g.n_deps);
+    free(g.by_id);
+    free(g.ids);
+    return rc;
+}

@@ -1,0 +1,91 @@
+/* Small helpers of the recipe loader: messages with marks, "did you mean". */
+#include "pipeline/recipe_int.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+
+int qp_recipe_fail(const char *path, qp_mark m, const char *fmt, ...)
+{
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return qp_error_set(QP_EUSAGE, "%s:%d:%d: %s", path, m.line, m.col, msg);
+}
+
+/* Optimal-string-alignment distance (Levenshtein plus adjacent swaps, the
+ * commonest typo: "gtpq" for "gptq"), capped at 3 since only <= 2 matters. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return 3;
+    if ((la > lb ? la - lb : lb - la) > 2)
+        return 3;
+    size_t d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v)
+                v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb] > 3 ? 3 : d[la][lb];
+}
+
+const char *qp_suggest(const char *name, const char *const *cands, size_t n)
+{
+    const char *best = NULL;
+    size_t best_d = 3, len = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        size_t d = distance(name, cands[i]);
+        if (d < best_d && d < len) {
+            best = cands[i];
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+const char *qp_suggest_hint(const char *name, const char *const *cands, size_t n)
+{
+    static _Thread_local char buf[200];
+    const char *s = qp_suggest(name, cands, n);
+    if (!s)
+        return "";
+    snprintf(buf, sizeof(buf), " (did you mean '%.150s'?)", s);
+    return buf;
+}
+
+int qp_recipe_is_id(const char *s)
+{
+    if (!(isalpha((unsigned char)*s) || *s == '_'))
+        return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+int qp_ynode_is_null(const qp_ynode *n)
+{
+    if (!n || n->kind != QP_YN_SCALAR || !n->plain || n->tag != QP_YT_NONE)
+        return 0;
+    const char *t = n->text;
+    return !*t || !strcmp(t, "~") || !strcmp(t, "null") || !strcmp(t, "Null") || !strcmp(t, "NULL");
+}
