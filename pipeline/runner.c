@@ -216,6 +216,14 @@ static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const 
         .input_digests = input_digests, .output = out, .threads = R->opt->threads > 0 ? R->opt->threads : 1,
         .progress = &prog, .stage_key = s->key,
     };
+    const char *ref = json_string_value(json_object_get(d->params, "reference"));
+    long ri = ref && ref[0] ? qp_recipe_find(R->r, ref) : -1;
+    if (ri >= 0) {
+        const stage_state *rs = &R->st[ri];
+        ctx.reference_id = ref;
+        ctx.reference = rs->artifact;
+        ctx.reference_input = rs->decl->n_needs ? R->st[rs->decl->need_index[0]].artifact : NULL;
+    }
     qp_error_clear();
     rc = d->kind->run(&ctx);
     pthread_mutex_lock(&R->out_mu);

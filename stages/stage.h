@@ -90,6 +90,11 @@ struct qp_stage_ctx {
     int threads;
     qp_progress *progress;          /* may be NULL */
     const char *stage_key;          /* this stage's key (hex) */
+    /* `reference: STAGE` (evaluate): that stage's output and the artifact
+     * it consumed (the unquantized model), NULL when there is none. */
+    const char *reference_id;
+    const qp_artifact *reference;
+    const qp_artifact *reference_input;
 };
 
 /* The registry of stage kinds. */

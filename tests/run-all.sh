@@ -16,7 +16,7 @@ for t in "$@"; do
   rm -f "$log"
 done
 if [ $unit_only -eq 0 ]; then
-  for s in tests/cli/*.sh; do
+  for s in tests/cli/test_*.sh; do
     [ -e "$s" ] || continue
     log=$(mktemp)
     if bash "$s" >"$log" 2>&1; then

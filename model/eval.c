@@ -1,0 +1,292 @@
+#include "model/eval.h"
+#include "common/error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct qp_eval_acc {
+    int with_ref;
+    double nll_sum, ref_nll_sum, kld_sum, dp_sq_sum;
+    uint64_t scored, windows, top1_same;
+    double *kld;            /* per scored position, for percentiles */
+    size_t n_kld, cap_kld;
+};
+
+int qp_eval_acc_new(qp_eval_acc **out, int with_reference)
+{
+    qp_eval_acc *a = calloc(1, sizeof(*a));
+    if (!a)
+        return qp_error_set(QP_ERROR, "out of memory");
+    a->with_ref = with_reference;
+    *out = a;
+    return 0;
+}
+
+void qp_eval_acc_free(qp_eval_acc *a)
+{
+    if (!a)
+        return;
+    free(a->kld);
+    free(a);
+}
+
+/* log-softmax of one row in double: out[v] = row[v] - logsumexp(row). */
+static void log_softmax(double *out, const float *row, size_t vocab)
+{
+    double mx = -INFINITY;
+    for (size_t v = 0; v < vocab; v++)
+        if (row[v] > mx)
+            mx = row[v];
+    double s = 0;
+    for (size_t v = 0; v < vocab; v++)
+        s += exp((double)row[v] - mx);
+    double lse = mx + log(s);
+    for (size_t v = 0; v < vocab; v++)
+        out[v] = (double)row[v] - lse;
+}
+
+static size_t argmax(const float *row, size_t vocab)
+{
+    size_t best = 0;
+    for (size_t v = 1; v < vocab; v++)
+        if (row[v] > row[best])
+            best = v;
+    return best;
+}
+
+/* Scores positions [first, n) of one window: target tokens[t] from logits row t-1.
+ * logits/ref_logits: [n, vocab]. */
+static int score_window(qp_eval_acc *a, const float *logits, const float *ref_logits, const int32_t *tokens,
+                        size_t n, size_t first, size_t vocab, double *lp, double *lq)
+{
+    if (a->with_ref && a->n_kld + n > a->cap_kld) {
+        size_t cap = (a->cap_kld + n) * 2;
+        double *k = realloc(a->kld, cap * sizeof(*k));
+        if (!k)
+            return qp_error_set(QP_ERROR, "out of memory keeping per-token KL divergences");
+        a->kld = k;
+        a->cap_kld = cap;
+    }
+    for (size_t t = first; t < n; t++) {
+        const float *row = logits + (t - 1) * vocab;
+        int32_t target = tokens[t];
+        log_softmax(lq, row, vocab);
+        a->nll_sum += -lq[target];
+        a->scored++;
+        if (!a->with_ref)
+            continue;
+        const float *rrow = ref_logits + (t - 1) * vocab;
+        log_softmax(lp, rrow, vocab);
+        double kl = 0;
+        for (size_t v = 0; v < vocab; v++)
+            kl += exp(lp[v]) * (lp[v] - lq[v]);
+        if (kl < 0)
+            kl = 0;  /* rounding of two near-identical distributions */
+        a->kld_sum += kl;
+        a->kld[a->n_kld++] = kl;
+        a->ref_nll_sum += -lp[target];
+        double dp = exp(lq[target]) - exp(lp[target]);
+        a->dp_sq_sum += dp * dp;
+        a->top1_same += argmax(row, vocab) == argmax(rrow, vocab);
+    }
+    return 0;
+}
+
+int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *tokens, size_t n, int bos,
+                   qp_ppl_protocol proto, size_t ctx, size_t max_chunks, qp_eval_progress_fn progress, void *ud)
+{
+    const qp_llama_hparams *hp = qp_llama_get_hparams(m);
+    size_t vocab = (size_t)hp->vocab;
+    if (ctx < 2)
+        return qp_error_set(QP_EUSAGE, "evaluation context %zu is too short (at least 2 tokens)", ctx);
+    if (ctx > (size_t)hp->max_pos)
+        return qp_error_set(QP_EUSAGE, "evaluation context %zu exceeds the model's %d positions; lower ctx:", ctx,
+                            hp->max_pos);
+    if (a->with_ref != (ref != NULL))
+        return qp_error_set(QP_ERROR, "internal: reference model mismatch in evaluation");
+    if (ref && qp_llama_get_hparams(ref)->vocab != hp->vocab)
+        return qp_error_set(QP_EUSAGE, "reference model has a vocabulary of %d, the evaluated model %d",
+                            qp_llama_get_hparams(ref)->vocab, hp->vocab);
+    size_t n_windows = proto == QP_PPL_WINDOWS ? (n + ctx - 1) / ctx : n / ctx;
+    if (proto == QP_PPL_WINDOWS && n > 0 && n % ctx == 1)
+        n_windows--;  /* a trailing 1-token window scores nothing */
+    if (max_chunks && a->windows + n_windows > max_chunks)
+        n_windows = max_chunks > a->windows ? max_chunks - a->windows : 0;
+    float *logits = malloc(ctx * vocab * sizeof(float));
+    float *ref_logits = ref ? malloc(ctx * vocab * sizeof(float)) : NULL;
+    double *lp = malloc(vocab * sizeof(double)), *lq = malloc(vocab * sizeof(double));
+    int32_t *chunk = malloc(ctx * sizeof(int32_t));
+    int rc = 0;
+    if (!logits || !lp || !lq || !chunk || (ref && !ref_logits)) {
+        rc = qp_error_set(QP_ERROR, "out of memory for evaluation buffers (ctx %zu, vocab %zu)", ctx, vocab);
+        goto done;
+    }
+    for (size_t w = 0; w < n_windows; w++) {
+        size_t start = w * ctx, len = n - start < ctx ? n - start : ctx, first = 1;
+        memcpy(chunk, tokens + start, len * sizeof(int32_t));
+        if (proto == QP_PPL_LLAMACPP) {
+            chunk[0] = bos;
+            first = ctx / 2 + 1;
+        }
+        if ((rc = qp_llama_forward(m, chunk, len, logits)) != 0)
+            goto done;
+        if (ref && (rc = qp_llama_forward(ref, chunk, len, ref_logits)) != 0)
+            goto done;
+        if ((rc = score_window(a, logits, ref_logits, chunk, len, first, vocab, lp, lq)) != 0)
+            goto done;
+        a->windows++;
+        if (progress)
+            progress(ud, w + 1, n_windows);
+    }
+done:
+    free(logits);
+    free(ref_logits);
+    free(lp);
+    free(lq);
+    free(chunk);
+    return rc;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* Linear interpolation between closest ranks (numpy's default). */
+static double percentile(const double *sorted, size_t n, double q)
+{
+    if (n == 0)
+        return NAN;
+    double pos = q * (double)(n - 1);
+    size_t lo = (size_t)pos;
+    if (lo + 1 >= n)
+        return sorted[n - 1];
+    double frac = pos - (double)lo;
+    return sorted[lo] + frac * (sorted[lo + 1] - sorted[lo]);
+}
+
+int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (a->scored == 0)
+        return qp_error_set(QP_EUSAGE, "evaluation scored no tokens: the dataset is shorter than two tokens or "
+                                       "max_tokens/max_chunks are too small");
+    out->scored = a->scored;
+    out->windows = a->windows;
+    out->nll_mean = a->nll_sum / (double)a->scored;
+    out->ppl = exp(out->nll_mean);
+    if (!a->with_ref)
+        return 0;
+    double n = (double)a->scored;
+    out->ppl_ref = exp(a->ref_nll_sum / n);
+    out->ppl_delta = out->ppl - out->ppl_ref;
+    out->ppl_ratio = out->ppl / out->ppl_ref;
+    out->kld_mean = a->kld_sum / n;
+    out->top1 = (double)a->top1_same / n;
+    out->rms_dp = sqrt(a->dp_sq_sum / n);
+    double *sorted = malloc(a->n_kld * sizeof(double));
+    if (!sorted)
+        return qp_error_set(QP_ERROR, "out of memory sorting KL divergences");
+    memcpy(sorted, a->kld, a->n_kld * sizeof(double));
+    qsort(sorted, a->n_kld, sizeof(double), cmp_double);
+    out->kld_p99 = percentile(sorted, a->n_kld, 0.99);
+    out->kld_median = percentile(sorted, a->n_kld, 0.5);
+    free(sorted);
+    return 0;
+}
+
+/* Sum of log p(ending tokens | everything before), one forward pass. */
+static int score_ending(qp_llama *m, const qp_tokenizer *tok, const char *ctx, size_t ctx_tokens,
+                        const char *ending, double *out_lp)
+{
+    size_t lc = strlen(ctx), le = strlen(ending);
+    char *text = malloc(lc + le + 1);
+    int *ids = NULL;
+    size_t n = 0;
+    float *logits = NULL;
+    int rc;
+    if (!text)
+        return qp_error_set(QP_ERROR, "out of memory");
+    memcpy(text, ctx, lc);
+    memcpy(text + lc, ending, le + 1);
+    if ((rc = qp_tokenizer_encode(tok, text, lc + le, QP_TOK_ADD_BOS, &ids, &n)) != 0)
+        goto done;
+    const qp_llama_hparams *hp = qp_llama_get_hparams(m);
+    if (n > (size_t)hp->max_pos) {
+        /* keep the ending and as much context as fits, as lm-eval truncates on the left */
+        size_t drop = n - (size_t)hp->max_pos;
+        if (drop >= ctx_tokens) {
+            rc = qp_error_set(QP_EUSAGE, "multiple-choice ending longer than the model context (%d tokens)",
+                              hp->max_pos);
+            goto done;
+        }
+        memmove(ids, ids + drop, (n - drop) * sizeof(int));
+        n -= drop;
+        ctx_tokens -= drop;
+    }
+    if (ctx_tokens >= n) {
+        *out_lp = 0;  /* the ending added no tokens of its own */
+        goto done;
+    }
+    logits = malloc(n * (size_t)hp->vocab * sizeof(float));
+    if (!logits) {
+        rc = qp_error_set(QP_ERROR, "out of memory");
+        goto done;
+    }
+    if ((rc = qp_llama_forward(m, (const int32_t *)ids, n, logits)) != 0)
+        goto done;
+    double s = 0;
+    for (size_t t = ctx_tokens; t < n; t++)
+        s -= qp_logits_nll(logits + (t - 1) * (size_t)hp->vocab, (size_t)hp->vocab, ids[t]);
+    *out_lp = s;
+done:
+    free(text);
+    free(ids);
+    free(logits);
+    return rc;
+}
+
+int qp_eval_mc(qp_mc_result *out, qp_llama *m, const qp_tokenizer *tok, const qp_mc_item *items, size_t n,
+               qp_eval_progress_fn progress, void *ud)
+{
+    size_t correct = 0, correct_norm = 0;
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        const qp_mc_item *it = &items[i];
+        int *ctx_ids = NULL;
+        size_t n_ctx = 0;
+        int rc = qp_tokenizer_encode(tok, it->ctx, strlen(it->ctx), QP_TOK_ADD_BOS, &ctx_ids, &n_ctx);
+        free(ctx_ids);
+        if (rc)
+            return rc;
+        double best = -INFINITY, best_norm = -INFINITY;
+        size_t arg = 0, arg_norm = 0;
+        for (size_t e = 0; e < it->n_endings; e++) {
+            double lp = 0;
+            if ((rc = score_ending(m, tok, it->ctx, n_ctx, it->endings[e], &lp)) != 0) {
+                qp_error_prefix("multiple-choice item %zu, ending %zu", i + 1, e);
+                return rc;
+            }
+            size_t len = strlen(it->endings[e]);
+            double norm = lp / (double)(len ? len : 1);
+            if (lp > best) {
+                best = lp;
+                arg = e;
+            }
+            if (norm > best_norm) {
+                best_norm = norm;
+                arg_norm = e;
+            }
+        }
+        correct += (int)arg == it->label;
+        correct_norm += (int)arg_norm == it->label;
+        if (progress)
+            progress(ud, i + 1, n);
+    }
+    out->items = n;
+    out->acc = n ? (double)correct / (double)n : 0;
+    out->acc_norm = n ? (double)correct_norm / (double)n : 0;
+    return 0;
+}

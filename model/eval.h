@@ -1,0 +1,64 @@
+/* Evaluation over a model: perplexity by protocol, KL divergence and top-1
+ * agreement against a reference model run in lockstep, and multiple-choice
+ * accuracy.  Knows tokens and logits, nothing about recipes or the cache. */
+#ifndef QP_MODEL_EVAL_H
+#define QP_MODEL_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/llama.h"
+#include "model/tokenizer.h"
+
+typedef enum {
+    QP_PPL_WINDOWS,   /* BOS + text cut into non-overlapping windows of ctx; every position but each window's first */
+    QP_PPL_LLAMACPP,  /* floor(n/ctx) chunks, first token := BOS, positions ctx/2+1 .. ctx-1 scored */
+} qp_ppl_protocol;
+
+/* Reports done/total windows; may be NULL. */
+typedef void (*qp_eval_progress_fn)(void *ud, uint64_t done, uint64_t total);
+
+typedef struct qp_eval_acc qp_eval_acc;
+
+/* An accumulator over one or more token streams (one per dataset file). */
+int qp_eval_acc_new(qp_eval_acc **out, int with_reference);
+void qp_eval_acc_free(qp_eval_acc *a);
+
+/* Scores one stream (tokens[0] must already be BOS for both protocols).
+ * ref may be NULL; when given, both models see the same windows and the
+ * KLD / top-1 / Δp statistics are accumulated.  max_chunks (0 = all) counts
+ * windows across calls. */
+int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *tokens, size_t n, int bos,
+                   qp_ppl_protocol proto, size_t ctx, size_t max_chunks, qp_eval_progress_fn progress, void *ud);
+
+typedef struct {
+    double ppl, nll_mean;
+    uint64_t scored, windows;
+    /* only with a reference */
+    double ppl_ref, ppl_delta, ppl_ratio;
+    double kld_mean, kld_p99, kld_median, top1, rms_dp;
+} qp_eval_result;
+
+/* Final statistics (deterministic: sums in double in a fixed order). */
+int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out);
+
+/* Multiple choice (HellaSwag-style): each ending is scored by the sum of its
+ * tokens' log-probabilities given ctx (ctx + ending tokenized together, BOS
+ * first; the ending's tokens are those after ctx's own tokens).  acc_norm
+ * divides by the ending's length in bytes, as lm-evaluation-harness does. */
+typedef struct {
+    const char *ctx;
+    const char *const *endings;
+    size_t n_endings;
+    int label;
+} qp_mc_item;
+
+typedef struct {
+    double acc, acc_norm;
+    uint64_t items;
+} qp_mc_result;
+
+int qp_eval_mc(qp_mc_result *out, qp_llama *m, const qp_tokenizer *tok, const qp_mc_item *items, size_t n,
+               qp_eval_progress_fn progress, void *ud);
+
+#endif
