@@ -166,11 +166,13 @@ static int find_cycle(const graph *g)
                 for (size_t j = 1; j < len; j++)
                     if (stack[first + j] < stack[first + start])
                         start = j;
-                char path[900];
+                char path[700];
                 size_t pl = 0;
                 for (size_t j = 0; j <= len && pl < sizeof(path); j++)
                     pl += (size_t)snprintf(path + pl, sizeof(path) - pl, "%s%s", j ? " -> " : "",
                                            g->s[stack[first + (start + j) % len]].decl.id);
+                if (pl >= sizeof(path) - 1)  /* a long cycle: keep the line bounded */
+                    memcpy(path + sizeof(path) - 5, " ...", 5);
                 const qp_stage_build *b = &g->s[stack[first + start]];
                 rc = qp_recipe_fail(g->path, b->key->mark, "cycle: %s", path);
             }

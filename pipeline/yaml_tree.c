@@ -85,13 +85,13 @@ const qp_ynode *qp_ynode_get(const qp_ynode *map, const char *key, const qp_ynod
     return NULL;
 }
 
-static int count_node(builder *b, qp_mark m)
+static int count_node(builder *b, qp_mark m, int copying)
 {
     if (++b->n_nodes <= QP_YAML_MAX_NODES)
         return 0;
     char msg[160];
-    snprintf(msg, sizeof(msg), "document has more than %d nodes (after expanding aliases)",
-             QP_YAML_MAX_NODES);
+    snprintf(msg, sizeof(msg), "document has more than %d nodes%s", QP_YAML_MAX_NODES,
+             copying ? " (after expanding aliases)" : "");
     return fail(b, m, msg);
 }
 
@@ -129,7 +129,7 @@ static void node_push(qp_ynode *c, qp_ynode *key, qp_ynode *item)
 static int node_copy(builder *b, qp_ynode **out, const qp_ynode *src, qp_mark alias_mark)
 {
     *out = NULL;
-    if (count_node(b, alias_mark) < 0)
+    if (count_node(b, alias_mark, 1) < 0)
         return QP_EUSAGE;
     qp_ynode *n = node_new(src->kind, src->mark);
     n->plain = src->plain;
@@ -329,7 +329,7 @@ static int on_alias(builder *b, const yaml_event_t *e)
 static int on_scalar(builder *b, const yaml_event_t *e)
 {
     qp_mark m = mark_of(e->start_mark);
-    if (count_node(b, m) < 0)
+    if (count_node(b, m, 0) < 0)
         return QP_EUSAGE;
     if (strlen((const char *)e->data.scalar.value) != e->data.scalar.length)
         return fail(b, m, "string contains a NUL character");
@@ -347,7 +347,7 @@ static int on_scalar(builder *b, const yaml_event_t *e)
 static int on_start(builder *b, const yaml_event_t *e, qp_ynode_kind kind)
 {
     qp_mark m = mark_of(e->start_mark);
-    if (count_node(b, m) < 0)
+    if (count_node(b, m, 0) < 0)
         return QP_EUSAGE;
     if (b->depth >= QP_YAML_MAX_DEPTH) {
         char msg[100];
