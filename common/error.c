@@ -49,7 +49,18 @@ void qp_error_prefix(const char *fmt, ...)
     vsnprintf(head, sizeof(head), fmt, ap);
     va_end(ap);
     memcpy(old, error_msg, sizeof(old));
-    snprintf(error_msg, sizeof(error_msg), "%s: %s", head, old);
+    /* truncation of an over-long message is fine: build it piecewise so the
+     * compiler does not flag the intended cut */
+    size_t hl = strnlen(head, sizeof(error_msg) - 1);
+    memcpy(error_msg, head, hl);
+    size_t pos = hl;
+    const char *parts[2] = {": ", old};
+    for (int i = 0; i < 2; i++) {
+        size_t n = strnlen(parts[i], sizeof(error_msg) - 1 - pos);
+        memcpy(error_msg + pos, parts[i], n);
+        pos += n;
+    }
+    error_msg[pos] = '\0';
     flatten(error_msg);
 }
 
