@@ -4,13 +4,20 @@
  * here without libprotobuf), from a GGUF's `tokenizer.ggml.*` keys, or from
  * plain arrays.  Encoding follows sentencepiece's bpe_model.cc (which
  * llama.cpp's llm_tokenizer_spm mirrors):
- *   text -> ' ' replaced by U+2581 "▁", "▁" prepended when add_dummy_prefix
- *   -> UTF-8 characters (each invalid byte is a character of its own)
- *   -> repeatedly merge the adjacent pair whose concatenation is a piece with
- *      the highest score (ties: leftmost), via a priority queue, O(n log n)
+ *   text -> (runs of ' ' squeezed and trimmed when the model's
+ *      remove_extra_whitespaces says so) -> ' ' replaced by U+2581 "▁",
+ *      "▁" prepended when add_dummy_prefix and the text is not empty
+ *   -> UTF-8 characters (each invalid byte is a character of its own;
+ *      USER_DEFINED pieces are matched whole first)
+ *   -> repeatedly merge the adjacent pair whose concatenation is a NORMAL /
+ *      USER_DEFINED / UNUSED piece with the highest score (ties: leftmost),
+ *      via a priority queue, O(n log n); merged UNUSED pieces are split back
  *   -> piece ids; a symbol that is not a piece becomes its bytes' <0xNN>
- *      pieces (byte fallback) or, without byte pieces, one unk id per run of
- *      unknown symbols (as sentencepiece does).
+ *      pieces (byte fallback; unk for a missing byte piece) or, without
+ *      byte fallback, one unk id per run of unknown symbols (as
+ *      sentencepiece does).
+ * A normaliser charsmap (e.g. nmt_nfkc) in tokenizer.model is not applied,
+ * as llama.cpp does not apply it either.
  * A tokenizer is immutable after loading: encode/decode may run from many
  * threads at once. */
 #ifndef QP_MODEL_TOKENIZER_H
@@ -35,6 +42,14 @@ typedef enum {
  * Errors (QP_EFORMAT) are one line "PATH: offset N: what is wrong", N the
  * byte offset in the file of the offending field. */
 int qp_tokenizer_load_spm(qp_tokenizer **out, const char *path);
+
+/* Loads the vocabulary of a GGUF (tokenizer.ggml.model "llama": tokens,
+ * scores, token_type, bos/eos/unknown/padding ids, add_bos/add_eos/
+ * add_space_prefix).  path names the file in errors (NULL: the GGUF's own
+ * path); errors are one line "PATH: key 'K': ..." or
+ * "PATH: tokenizer.ggml.tokens[i]: ...". */
+typedef struct qp_gguf qp_gguf;   /* model/gguf.h */
+int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *path);
 
 /* Builds a tokenizer from arrays of n pieces (NUL-terminated UTF-8).
  * scores may be NULL (all 0); types may be NULL (all NORMAL).  bos/eos may

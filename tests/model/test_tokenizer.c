@@ -5,6 +5,8 @@
 
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/gguf.h"
+#include "model/safetensors.h"
 #include "model/tokenizer.h"
 
 #include <jansson.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 
 static qp_tokenizer *house;
+static char *tmp;   /* temp dir of the file-parsing group */
 
 static int load_house(void **state)
 {
@@ -130,6 +133,20 @@ static void test_valid_txt_count(void **state)
     assert_true(dt < 2.0);
 
     /* The reference logits were computed on BOS + the first 255 tokens. */
+    char *lpath = qp_test_shared_path("models/house-llama/reference/logits.safetensors");
+    qp_safetensors *st = NULL;
+    assert_int_equal(qp_safetensors_open(&st, lpath), 0);
+    const qp_tensor_view *tv = qp_safetensors_find(st, "tokens");
+    assert_non_null(tv);
+    assert_int_equal(tv->dtype, QP_DT_I32);
+    assert_int_equal(tv->nelem, 256);
+    int32_t ref[256];
+    memcpy(ref, tv->data, sizeof(ref));
+    for (size_t i = 0; i < 256; i++)
+        assert_int_equal(ids[i], ref[i]);
+    qp_safetensors_free(st);
+    free(lpath);
+
     /* Round trip of the whole file. */
     char *back = NULL;
     size_t blen = 0;
@@ -237,6 +254,446 @@ static void test_empty_and_flags(void **state)
     assert_string_equal(qp_error_last(),
                         "tokenizer: token id 1024 at position 1 is out of range (vocabulary of 1024 pieces)");
     free(ids);
+}
+
+/* ---- differential check against a naive quadratic BPE ----------------- */
+
+/* Strict UTF-8 character length, 0 for a byte that starts no character
+ * (written independently of the library's). */
+static size_t ref_char_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t need = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3
+                : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    if (need == 0 || need > n)
+        return 0;
+    for (size_t i = 1; i < need; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    unsigned long cp = need == 1 ? c : need == 2 ? c & 0x1F : need == 3 ? c & 0x0F : c & 0x07;
+    for (size_t i = 1; i < need; i++)
+        cp = cp << 6 | (s[i] & 0x3F);
+    static const unsigned long min[5] = { 0, 0, 0x80, 0x800, 0x10000 };
+    if (cp < min[need] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return need;
+}
+
+/* The textbook loop: rescan every adjacent pair for the best merge
+ * (highest score, leftmost), merge, repeat; then ids with byte fallback.
+ * Assumes dummy prefix, escaped spaces, byte fallback, no UNUSED or
+ * USER_DEFINED pieces (true of both vocabularies it runs on). */
+static size_t naive_encode(const qp_tokenizer *t, const char *text, size_t len, int *ids)
+{
+    char *norm = malloc(3 * len + 4);
+    size_t n = 0;
+    if (len) {
+        memcpy(norm, "\xE2\x96\x81", 3);
+        n = 3;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == ' ') {
+            memcpy(norm + n, "\xE2\x96\x81", 3);
+            n += 3;
+        } else {
+            norm[n++] = text[i];
+        }
+    }
+    size_t *start = malloc((n + 1) * sizeof(*start)), *slen = malloc((n + 1) * sizeof(*slen));
+    size_t ns = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = ref_char_len((const unsigned char *)norm + i, n - i);
+        if (!l)
+            l = 1;
+        start[ns] = i;
+        slen[ns++] = l;
+        i += l;
+    }
+    for (;;) {
+        long best = -1;
+        float best_score = 0;
+        for (size_t i = 0; i + 1 < ns; i++) {
+            int id = qp_tokenizer_find(t, norm + start[i], slen[i] + slen[i + 1]);
+            if (id < 0 || qp_tokenizer_type(t, id) != QP_TOK_NORMAL)
+                continue;
+            if (best < 0 || qp_tokenizer_score(t, id) > best_score) {
+                best = (long)i;
+                best_score = qp_tokenizer_score(t, id);
+            }
+        }
+        if (best < 0)
+            break;
+        slen[best] += slen[best + 1];
+        memmove(start + best + 1, start + best + 2, (ns - best - 2) * sizeof(*start));
+        memmove(slen + best + 1, slen + best + 2, (ns - best - 2) * sizeof(*slen));
+        ns--;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < ns; i++) {
+        int id = qp_tokenizer_find(t, norm + start[i], slen[i]);
+        if (id >= 0) {
+            ids[m++] = id;
+            continue;
+        }
+        for (size_t k = 0; k < slen[i]; k++) {
+            char name[8];
+            snprintf(name, sizeof(name), "<0x%02X>", (unsigned char)norm[start[i] + k]);
+            ids[m++] = qp_tokenizer_find(t, name, 6);
+        }
+    }
+    free(start);
+    free(slen);
+    free(norm);
+    return m;
+}
+
+static void compare_with_naive(const qp_tokenizer *t, const char *text, size_t len)
+{
+    int *want = malloc((3 * len + 4) * sizeof(*want));
+    size_t nwant = naive_encode(t, text, len, want);
+    check_ids(t, text, len, want, nwant);
+    free(want);
+}
+
+static void test_matches_naive_bpe(void **state)
+{
+    (void)state;
+    /* Random strings over letters, spaces, newlines, punctuation, accented
+     * and CJK characters, an emoji and loose bytes (invalid UTF-8). */
+    static const char *atoms[] = {
+        "a", "e", "t", "h", "s", "o", "n", "r", "T", "H", "I", " ", " ", " ", "\n", "\t", ",", ".",
+        "'", ":", "0", "7", "\xC3\xA9", "\xC3\xAF", "\xE6\x9D\xB1", "\xF0\x9F\x99\x82",
+        "\xFF", "\x80", "\xC3", "\xE6\x9D", "\xED\xA0\x80", "the", "and", "ing", "  ",
+    };
+    const size_t natoms = sizeof(atoms) / sizeof(atoms[0]);
+    unsigned long long rng = 0x9E3779B97F4A7C15ull;
+    char buf[512];
+    for (int iter = 0; iter < 1500; iter++) {
+        size_t n = 0;
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t natom = (size_t)(rng >> 33) % 60;
+        for (size_t k = 0; k < natom; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            const char *a = atoms[(rng >> 33) % natoms];
+            size_t l = strlen(a);
+            memcpy(buf + n, a, l);
+            n += l;
+        }
+        compare_with_naive(house, buf, n);
+    }
+    /* Slices of an out-of-domain text (WikiText-2 test). */
+    char *path = qp_test_shared_path("data/wikitext-2-raw/wiki.test.raw");
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(qp_read_file(path, &text, &len), 0);
+    assert_true(len > 200000);
+    for (size_t off = 0; off + 400 <= 200000; off += 5000)
+        compare_with_naive(house, text + off, 400);
+    free(text);
+    free(path);
+}
+
+/* ---- GGUF vocabularies ------------------------------------------------ */
+
+static qp_gguf *llama_gguf;
+static qp_tokenizer *llama_spm;
+
+static int load_llama_spm(void **state)
+{
+    (void)state;
+    char *path = qp_test_shared_path("vectors/tokenizers/ggml-vocab-llama-spm.gguf");
+    int rc = qp_gguf_open(&llama_gguf, path);
+    if (!rc)
+        rc = qp_tokenizer_load_gguf(&llama_spm, llama_gguf, NULL);
+    if (rc)
+        fprintf(stderr, "load: %s\n", qp_error_last());
+    free(path);
+    return rc;
+}
+
+static int free_llama_spm(void **state)
+{
+    (void)state;
+    qp_tokenizer_free(llama_spm);
+    qp_gguf_free(llama_gguf);
+    return 0;
+}
+
+static void test_llama_spm_metadata(void **state)
+{
+    (void)state;
+    assert_int_equal(qp_tokenizer_n_vocab(llama_spm), 32000);
+    assert_int_equal(qp_tokenizer_bos(llama_spm), 1);
+    assert_int_equal(qp_tokenizer_eos(llama_spm), 2);
+    assert_int_equal(qp_tokenizer_unk(llama_spm), 0);
+    assert_int_equal(qp_tokenizer_pad(llama_spm), -1);
+    assert_int_equal(qp_tokenizer_wants_bos(llama_spm), 1);
+    assert_int_equal(qp_tokenizer_wants_eos(llama_spm), 0);
+    assert_int_equal(qp_tokenizer_has_byte_fallback(llama_spm), 1);
+    assert_int_equal(qp_tokenizer_add_dummy_prefix(llama_spm), 1);
+    assert_string_equal(qp_tokenizer_piece(llama_spm, 29871), "\xE2\x96\x81");
+    assert_int_equal(qp_tokenizer_type(llama_spm, 3), QP_TOK_BYTE);
+}
+
+/* llama.cpp's test-tokenizer-0 vectors: inputs end at each
+ * "\n__ggml_vocab_test__\n" (text after the last one is ignored); each
+ * .out line holds the ids (no BOS), each preceded by a space. */
+static void test_llama_spm_vectors(void **state)
+{
+    (void)state;
+    char *ipath = qp_test_shared_path("vectors/tokenizers/ggml-vocab-llama-spm.gguf.inp");
+    char *opath = qp_test_shared_path("vectors/tokenizers/ggml-vocab-llama-spm.gguf.out");
+    char *inp = NULL, *out = NULL;
+    size_t ilen = 0, olen = 0;
+    assert_int_equal(qp_read_file(ipath, &inp, &ilen), 0);
+    assert_int_equal(qp_read_file(opath, &out, &olen), 0);
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    char *pos = inp, *line = out;
+    int cases = 0;
+    for (;;) {
+        char *next = strstr(pos, sep);
+        if (!next)
+            break;
+        char *eol = strchr(line, '\n');
+        assert_non_null(eol);
+        *eol = '\0';
+        int want[1024];
+        size_t nwant = 0;
+        for (char *p = line, *end; *p; p = end) {
+            long v = strtol(p, &end, 10);
+            assert_true(end != p);
+            assert_true(nwant < 1024);
+            want[nwant++] = (int)v;
+            while (*end == ' ')
+                end++;
+        }
+        check_ids(llama_spm, pos, (size_t)(next - pos), want, nwant);
+        cases++;
+        line = eol + 1;
+        pos = next + strlen(sep);
+    }
+    assert_int_equal(cases, 46);
+    assert_int_equal(*line, '\0');   /* one output line per input */
+    free(inp);
+    free(out);
+    free(ipath);
+    free(opath);
+}
+
+static void test_llama_spm_matches_naive(void **state)
+{
+    (void)state;
+    static const char *atoms[] = {
+        "a", "e", "t", "h", "s", "o", "n", "r", "T", "I", " ", " ", "\n", "\t", ",", ".", "'", "3",
+        "\xC3\xA9", "\xE6\x9D\xB1", "\xE4\xBA\xAC", "\xF0\x9F\x99\x82", "\xD0\xBF", "\xFF", "\xC3",
+        "the", "ing", "tion", "  ",
+    };
+    const size_t natoms = sizeof(atoms) / sizeof(atoms[0]);
+    unsigned long long rng = 12345;
+    char buf[512];
+    for (int iter = 0; iter < 400; iter++) {
+        size_t n = 0;
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t natom = (size_t)(rng >> 33) % 50;
+        for (size_t k = 0; k < natom; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            const char *a = atoms[(rng >> 33) % natoms];
+            size_t l = strlen(a);
+            memcpy(buf + n, a, l);
+            n += l;
+        }
+        compare_with_naive(llama_spm, buf, n);
+    }
+}
+
+/* The house model's GGUF (converted by llama.cpp) carries the same
+ * vocabulary: both loaders must tokenize valid.txt identically. */
+static void test_house_gguf_matches_spm(void **state)
+{
+    (void)state;
+    char *spath = qp_test_shared_path("models/house-llama/tokenizer.model");
+    char *gpath = qp_test_shared_path("vectors/house-llama/F32.gguf");
+    char *tpath = qp_test_shared_path("data/shakespeare/valid.txt");
+    qp_tokenizer *a = NULL, *b = NULL;
+    qp_gguf *g = NULL;
+    assert_int_equal(qp_tokenizer_load_spm(&a, spath), 0);
+    assert_int_equal(qp_gguf_open(&g, gpath), 0);
+    assert_int_equal(qp_tokenizer_load_gguf(&b, g, NULL), 0);
+    assert_int_equal(qp_tokenizer_n_vocab(b), 1024);
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(qp_read_file(tpath, &text, &len), 0);
+    int *ia = NULL, *ib = NULL;
+    size_t na = 0, nb = 0;
+    assert_int_equal(qp_tokenizer_encode(a, text, len, QP_TOK_ADD_BOS, &ia, &na), 0);
+    assert_int_equal(qp_tokenizer_encode(b, text, len, QP_TOK_ADD_BOS, &ib, &nb), 0);
+    assert_int_equal(na, 52109);
+    assert_int_equal(nb, na);
+    assert_memory_equal(ia, ib, na * sizeof(*ia));
+    free(ia);
+    free(ib);
+    free(text);
+    qp_tokenizer_free(a);
+    qp_tokenizer_free(b);
+    qp_gguf_free(g);
+    free(spath);
+    free(gpath);
+    free(tpath);
+}
+
+static void test_gguf_not_llama(void **state)
+{
+    (void)state;
+    char *path = qp_test_shared_path("vectors/tokenizers/ggml-vocab-gpt-2.gguf");
+    qp_gguf *g = NULL;
+    assert_int_equal(qp_gguf_open(&g, path), 0);
+    qp_tokenizer *t = (qp_tokenizer *)1;
+    assert_int_equal(qp_tokenizer_load_gguf(&t, g, "gpt2.gguf"), QP_EFORMAT);
+    assert_null(t);
+    assert_string_equal(qp_error_last(), "gpt2.gguf: key 'tokenizer.ggml.model': is 'gpt2'; only 'llama' "
+                                         "(SentencePiece BPE) vocabularies are supported");
+    qp_gguf_free(g);
+    free(path);
+}
+
+/* A GGUF v3 file with no tensors and the given tokenizer metadata. */
+typedef struct {
+    unsigned char b[4096];
+    size_t n;
+    unsigned nkv;
+} gbuf;
+
+static void g_put(gbuf *g, const void *d, size_t n)
+{
+    assert_true(g->n + n <= sizeof(g->b));
+    memcpy(g->b + g->n, d, n);
+    g->n += n;
+}
+
+static void g_u32(gbuf *g, uint32_t v) { g_put(g, &v, 4); }
+static void g_u64(gbuf *g, uint64_t v) { g_put(g, &v, 8); }
+static void g_str(gbuf *g, const char *s) { g_u64(g, strlen(s)); g_put(g, s, strlen(s)); }
+
+static void g_key(gbuf *g, const char *key, uint32_t type)
+{
+    g_str(g, key);
+    g_u32(g, type);
+    g->nkv++;
+}
+
+static void g_tokens(gbuf *g, size_t n, const char *const *tok)
+{
+    g_key(g, "tokenizer.ggml.tokens", QP_GGUF_ARRAY);
+    g_u32(g, QP_GGUF_STRING);
+    g_u64(g, n);
+    for (size_t i = 0; i < n; i++)
+        g_str(g, tok[i]);
+}
+
+static void g_i32s(gbuf *g, const char *key, size_t n, const int32_t *v)
+{
+    g_key(g, key, QP_GGUF_ARRAY);
+    g_u32(g, QP_GGUF_I32);
+    g_u64(g, n);
+    g_put(g, v, n * 4);
+}
+
+/* Writes "GGUF" v3 + the kvs and loads the tokenizer from it. */
+static int load_gguf_kvs(const gbuf *kv, qp_tokenizer **t, char **path_out)
+{
+    gbuf f = { .n = 0 };
+    g_put(&f, "GGUF", 4);
+    g_u32(&f, 3);
+    g_u64(&f, 0);
+    g_u64(&f, kv->nkv);
+    g_put(&f, kv->b, kv->n);
+    char *path = qp_path_join(tmp, "vocab.gguf");
+    qp_test_write(path, f.b, f.n);
+    qp_gguf *g = NULL;
+    int rc = qp_gguf_open(&g, path);
+    if (rc)
+        fprintf(stderr, "%s\n", qp_error_last());
+    assert_int_equal(rc, 0);
+    rc = qp_tokenizer_load_gguf(t, g, NULL);
+    qp_gguf_free(g);
+    *path_out = path;
+    return rc;
+}
+
+static void expect_gguf_error(const gbuf *kv, const char *want)
+{
+    qp_tokenizer *t = (qp_tokenizer *)1;
+    char *path = NULL;
+    int rc = load_gguf_kvs(kv, &t, &path);
+    assert_true(rc < 0);
+    assert_null(t);
+    char *full = qp_strfmt("%s: %s", path, want);
+    assert_string_equal(qp_error_last(), full);
+    free(full);
+    free(path);
+}
+
+static void test_gguf_small_vocabularies(void **state)
+{
+    (void)state;
+    static const char *const tok[] = { "<unk>", "<s>", "</s>", "a", "b", "ab", "\xE2\x96\x81" };
+    static const int32_t types[] = { 2, 3, 3, 1, 1, 1, 1 };
+    gbuf kv = { .n = 0 };
+    /* Defaults for every optional key: bos 1, eos 2, unk 0, dummy prefix,
+     * all scores 0 (ties go to the leftmost pair). */
+    g_key(&kv, "tokenizer.ggml.model", QP_GGUF_STRING);
+    g_str(&kv, "llama");
+    g_tokens(&kv, 7, tok);
+    g_i32s(&kv, "tokenizer.ggml.token_type", 7, types);
+    qp_tokenizer *t = NULL;
+    char *path = NULL;
+    assert_int_equal(load_gguf_kvs(&kv, &t, &path), 0);
+    free(path);
+    assert_int_equal(qp_tokenizer_bos(t), 1);
+    assert_int_equal(qp_tokenizer_eos(t), 2);
+    assert_int_equal(qp_tokenizer_wants_bos(t), 1);
+    assert_int_equal(qp_tokenizer_add_dummy_prefix(t), 1);
+    int w1[] = { 6, 5, 3 };
+    check_ids(t, "aba", 3, w1, 3);
+    qp_tokenizer_free(t);
+
+    /* add_space_prefix false, add_bos false, bos absent (u32 0xFFFFFFFF). */
+    gbuf kv2 = kv;
+    g_key(&kv2, "tokenizer.ggml.add_space_prefix", QP_GGUF_BOOL);
+    g_put(&kv2, "\0", 1);
+    g_key(&kv2, "tokenizer.ggml.bos_token_id", QP_GGUF_U32);
+    g_u32(&kv2, 0xFFFFFFFFu);
+    assert_int_equal(load_gguf_kvs(&kv2, &t, &path), 0);
+    free(path);
+    assert_int_equal(qp_tokenizer_bos(t), -1);
+    assert_int_equal(qp_tokenizer_wants_bos(t), 0);
+    int w2[] = { 5, 3 };
+    check_ids(t, "aba", 3, w2, 2);
+    qp_tokenizer_free(t);
+
+    /* Scores array of the wrong length. */
+    gbuf kv3 = kv;
+    g_key(&kv3, "tokenizer.ggml.scores", QP_GGUF_ARRAY);
+    g_u32(&kv3, QP_GGUF_F32);
+    g_u64(&kv3, 2);
+    g_put(&kv3, "\0\0\0\0\0\0\0\0", 8);
+    expect_gguf_error(&kv3, "key 'tokenizer.ggml.scores': has 2 entries but tokenizer.ggml.tokens has 7");
+
+    /* Duplicate token; bad byte token; no tokens at all. */
+    static const char *const dup[] = { "<unk>", "a", "a" };
+    gbuf kv4 = { .n = 0 };
+    g_key(&kv4, "tokenizer.ggml.model", QP_GGUF_STRING);
+    g_str(&kv4, "llama");
+    gbuf kv5 = kv4, kv6 = kv4;
+    g_tokens(&kv4, 3, dup);
+    expect_gguf_error(&kv4, "tokenizer.ggml.tokens[2]: piece 2 'a' duplicates piece 1");
+    static const char *const bytes[] = { "<unk>", "<0x0g>" };
+    static const int32_t btypes[] = { 2, 6 };
+    g_tokens(&kv5, 2, bytes);
+    g_i32s(&kv5, "tokenizer.ggml.token_type", 2, btypes);
+    expect_gguf_error(&kv5, "tokenizer.ggml.tokens[1]: BYTE piece 1 '<0x0g>' is not named <0xNN> "
+                            "(two uppercase hex digits)");
+    expect_gguf_error(&kv6, "key 'tokenizer.ggml.tokens': missing");
 }
 
 /* ---- a vocabulary built from arrays ---------------------------------- */
@@ -363,8 +820,6 @@ static void put_specials(pbuf *p)
     put_piece(p, "</s>", 0, 3);
 }
 
-static char *tmp;
-
 static int make_tmp(void **state)
 {
     (void)state;
@@ -431,6 +886,35 @@ static void test_spm_minimal_ok(void **state)
     assert_int_equal(qp_tokenizer_has_byte_fallback(t), 0);
     int w[] = { 5, 3 };
     check_ids(t, "aba", 3, w, 2);
+    qp_tokenizer_free(t);
+}
+
+/* normalizer_spec present but empty: the proto defaults add the dummy
+ * prefix and squeeze/trim spaces. */
+static void test_spm_normalizer_defaults(void **state)
+{
+    (void)state;
+    pbuf p = { .n = 0 };
+    put_specials(&p);
+    put_piece(&p, "a", -1, 1);
+    put_piece(&p, "b", -2, 1);
+    put_piece(&p, "\xE2\x96\x81", -3, 1);
+    put_piece(&p, "\xE2\x96\x81" "a", -0.5f, 1);
+    unsigned char trainer[] = { 0x18, 0x02 };
+    put_bytes(&p, 2, trainer, sizeof(trainer));
+    put_bytes(&p, 3, "", 0);
+    qp_tokenizer *t = load_ok(&p);
+    assert_int_equal(qp_tokenizer_add_dummy_prefix(t), 1);
+    int *ids = NULL;
+    size_t n = 0;
+    assert_int_equal(qp_tokenizer_encode(t, "  a   b ", 8, 0, &ids, &n), 0);
+    int want[] = { 6, 5, 4 };   /* "▁a" "▁" "b" */
+    assert_int_equal(n, 3);
+    assert_memory_equal(ids, want, sizeof(want));
+    free(ids);
+    assert_int_equal(qp_tokenizer_encode(t, "   ", 3, 0, &ids, &n), 0);
+    assert_int_equal(n, 0);
+    free(ids);
     qp_tokenizer_free(t);
 }
 
@@ -672,6 +1156,58 @@ static void test_spm_other_errors(void **state)
     free(missing);
 }
 
+/* Every truncation and many single-byte corruptions of the real model
+ * either load or fail with one "PATH: offset N: ..." line; never crash. */
+static void test_spm_corruptions(void **state)
+{
+    (void)state;
+    char *src = qp_test_shared_path("models/house-llama/tokenizer.model");
+    char *orig = NULL;
+    size_t len = 0;
+    assert_int_equal(qp_read_file(src, &orig, &len), 0);
+    char *path = qp_path_join(tmp, "corrupt.model");
+    char *prefix = qp_strfmt("%s: offset ", path);
+    char *buf = malloc(len);
+    unsigned long long rng = 42;
+    int loaded = 0, failed = 0;
+    for (size_t i = 0; i < 1200; i++) {
+        size_t n = len;
+        memcpy(buf, orig, len);
+        if (i < 600) {
+            n = (i * 7919) % len;            /* truncation */
+        } else {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(rng >> 33) % len;
+            buf[at] = (char)(rng >> 25);     /* one byte replaced */
+        }
+        qp_test_write(path, buf, n);
+        qp_tokenizer *t = NULL;
+        int rc = qp_tokenizer_load_spm(&t, path);
+        if (rc == 0) {
+            loaded++;
+            int *ids = NULL;
+            size_t nids = 0;
+            assert_int_equal(qp_tokenizer_encode(t, "Hello world", 11, 0, &ids, &nids), 0);
+            free(ids);
+            qp_tokenizer_free(t);
+            continue;
+        }
+        failed++;
+        assert_int_equal(rc, QP_EFORMAT);
+        assert_null(t);
+        const char *msg = qp_error_last();
+        assert_memory_equal(msg, prefix, strlen(prefix));
+        assert_null(strchr(msg, '\n'));
+    }
+    assert_true(failed > 600);
+    assert_true(loaded > 0);
+    free(buf);
+    free(prefix);
+    free(path);
+    free(orig);
+    free(src);
+}
+
 int main(void)
 {
     const struct CMUnitTest house_tests[] = {
@@ -681,6 +1217,14 @@ int main(void)
         cmocka_unit_test(test_byte_fallback),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_empty_and_flags),
+        cmocka_unit_test(test_matches_naive_bpe),
+    };
+    const struct CMUnitTest gguf_tests[] = {
+        cmocka_unit_test(test_llama_spm_metadata),
+        cmocka_unit_test(test_llama_spm_vectors),
+        cmocka_unit_test(test_llama_spm_matches_naive),
+        cmocka_unit_test(test_house_gguf_matches_spm),
+        cmocka_unit_test(test_gguf_not_llama),
     };
     const struct CMUnitTest vocab_tests[] = {
         cmocka_unit_test(test_from_vocab),
@@ -688,6 +1232,7 @@ int main(void)
     };
     const struct CMUnitTest spm_tests[] = {
         cmocka_unit_test(test_spm_minimal_ok),
+        cmocka_unit_test(test_spm_normalizer_defaults),
         cmocka_unit_test(test_spm_skips_unknown_fields),
         cmocka_unit_test(test_spm_truncated_varint),
         cmocka_unit_test(test_spm_length_past_end),
@@ -698,8 +1243,11 @@ int main(void)
         cmocka_unit_test(test_spm_missing_unk),
         cmocka_unit_test(test_spm_bad_byte_piece),
         cmocka_unit_test(test_spm_other_errors),
+        cmocka_unit_test(test_spm_corruptions),
+        cmocka_unit_test(test_gguf_small_vocabularies),
     };
     int failed = cmocka_run_group_tests_name("house tokenizer", house_tests, load_house, free_house);
+    failed += cmocka_run_group_tests_name("GGUF vocabularies", gguf_tests, load_llama_spm, free_llama_spm);
     failed += cmocka_run_group_tests_name("vocabulary", vocab_tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("tokenizer.model parsing", spm_tests, make_tmp, rm_tmp);
     return failed != 0;

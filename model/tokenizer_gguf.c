@@ -1,0 +1,169 @@
+/* Tokenizer from a GGUF's tokenizer.ggml.* metadata (llama.cpp's "llama"
+ * = SentencePiece vocabulary).  Defaults for absent keys are llama.cpp's
+ * for that vocabulary: bos 1, eos 2, unk 0, no pad, add BOS, no EOS,
+ * dummy prefix on. */
+#include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
+
+#include "common/error.h"
+#include "model/gguf.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An optional integer key: *out keeps its default when absent. */
+static int opt_int(const qp_gguf *g, const char *path, const char *key, int *out)
+{
+    int64_t v;
+    int rc = qp_gguf_get_int(g, key, &v);
+    if (rc == QP_ENOTFOUND) {
+        qp_error_clear();
+        return 0;
+    }
+    if (rc)
+        return rc;
+    /* Writers store "no such token" as -1 or as u32 0xFFFFFFFF. */
+    if (v == -1 || v == (int64_t)UINT32_MAX) {
+        *out = -1;
+        return 0;
+    }
+    if (v < 0 || v > INT32_MAX)
+        return qp_error_set(QP_EFORMAT, "%s: key '%s': token id %lld is out of range",
+                            path, key, (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int opt_bool(const qp_gguf *g, const char *key, int *out)
+{
+    bool b;
+    int rc = qp_gguf_get_bool(g, key, &b);
+    if (rc == QP_ENOTFOUND) {
+        qp_error_clear();
+        return 0;
+    }
+    if (rc)
+        return rc;
+    *out = b;
+    return 0;
+}
+
+/* An optional per-token array: NULL when absent, else its length must
+ * match the token count. */
+static int opt_array(const qp_gguf *g, const char *path, const char *key, uint64_t n,
+                     const qp_gguf_value **out)
+{
+    *out = NULL;
+    int rc = qp_gguf_get_array(g, key, -1, out);
+    if (rc == QP_ENOTFOUND) {
+        qp_error_clear();
+        *out = NULL;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (qp_gguf_array_len(*out) != n)
+        return qp_error_set(QP_EFORMAT, "%s: key '%s': has %llu entries but tokenizer.ggml.tokens has %llu",
+                            path, key, (unsigned long long)qp_gguf_array_len(*out), (unsigned long long)n);
+    return 0;
+}
+
+int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *path)
+{
+    int rc;
+    const char **pieces = NULL;
+    size_t *lens = NULL;
+    float *scores = NULL;
+    int32_t *types32 = NULL;
+    int *types = NULL;
+    *out = NULL;
+    if (!path)
+        path = qp_gguf_path(g);
+
+    const char *model = NULL;
+    if ((rc = qp_gguf_get_string(g, "tokenizer.ggml.model", &model, NULL)))
+        goto done;
+    if (strcmp(model, "llama") != 0) {
+        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is '%s'; only 'llama' "
+                          "(SentencePiece BPE) vocabularies are supported", path, model);
+        goto done;
+    }
+    const qp_gguf_value *tok = NULL, *sc = NULL, *ty = NULL;
+    if ((rc = qp_gguf_get_array(g, "tokenizer.ggml.tokens", QP_GGUF_STRING, &tok)))
+        goto done;
+    uint64_t n = qp_gguf_array_len(tok);
+    if (n > (uint64_t)INT32_MAX) {
+        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.tokens': %llu tokens, too many",
+                          path, (unsigned long long)n);
+        goto done;
+    }
+    if ((rc = opt_array(g, path, "tokenizer.ggml.scores", n, &sc)) ||
+        (rc = opt_array(g, path, "tokenizer.ggml.token_type", n, &ty)))
+        goto done;
+
+    size_t cnt = n ? (size_t)n : 1;
+    pieces = malloc(cnt * sizeof(*pieces));
+    lens = malloc(cnt * sizeof(*lens));
+    if (!pieces || !lens) {
+        rc = qp_error_set(QP_ERROR, "%s: out of memory for %llu tokens", path, (unsigned long long)n);
+        goto done;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        uint64_t len;
+        if ((rc = qp_gguf_array_get_string(tok, i, &s, &len)))
+            goto done;
+        pieces[i] = s;
+        lens[i] = (size_t)len;
+    }
+    if (sc) {
+        scores = malloc(cnt * sizeof(*scores));
+        if (!scores) {
+            rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
+            goto done;
+        }
+        if ((rc = qp_gguf_array_copy_f32(sc, scores)))
+            goto done;
+    }
+    if (ty) {
+        types32 = malloc(cnt * sizeof(*types32));
+        types = malloc(cnt * sizeof(*types));
+        if (!types32 || !types) {
+            rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
+            goto done;
+        }
+        if ((rc = qp_gguf_array_copy_i32(ty, types32)))
+            goto done;
+        for (uint64_t i = 0; i < n; i++)
+            types[i] = types32[i];
+    }
+
+    int bos = 1, eos = 2, unk = 0, pad = -1;
+    int add_bos = 1, add_eos = 0, add_space = 1;
+    if ((rc = opt_int(g, path, "tokenizer.ggml.bos_token_id", &bos)) ||
+        (rc = opt_int(g, path, "tokenizer.ggml.eos_token_id", &eos)) ||
+        (rc = opt_int(g, path, "tokenizer.ggml.unknown_token_id", &unk)) ||
+        (rc = opt_int(g, path, "tokenizer.ggml.padding_token_id", &pad)) ||
+        (rc = opt_bool(g, "tokenizer.ggml.add_bos_token", &add_bos)) ||
+        (rc = opt_bool(g, "tokenizer.ggml.add_eos_token", &add_eos)) ||
+        (rc = opt_bool(g, "tokenizer.ggml.add_space_prefix", &add_space)))
+        goto done;
+
+    qp_tok_spec spec = {
+        .n = (size_t)n, .pieces = pieces, .lens = lens, .scores = scores, .types = types,
+        .bos = bos, .eos = eos, .unk = unk, .pad = pad,
+        .add_dummy_prefix = add_space, .remove_extra_whitespaces = 0, .escape_whitespaces = 1,
+        .byte_fallback = -1, .wants_bos = add_bos, .wants_eos = add_eos,
+    };
+    qp_tok_origin origin = { .path = path, .array = "tokenizer.ggml.tokens" };
+    rc = qp_tok_build(out, &spec, &origin);
+
+done:
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types32);
+    free(types);
+    return rc;
+}
