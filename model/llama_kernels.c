@@ -1,15 +1,68 @@
 #include "model/llama_kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
-void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t d, float eps)
+/* The Makefile builds at -O2, where GCC 12 vectorises only trivially cheap
+ * loops; the exp-heavy loops below need the full vectoriser (4x faster on
+ * the house model's softmax and SwiGLU). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VECTORIZE __attribute__((optimize("tree-vectorize")))
+#else
+#define VECTORIZE
+#endif
+
+/* Lanes of the partial sums/maxima: a fixed association order, so vector
+ * and scalar builds give the same bits. */
+#define LANES 16
+
+/* e^x in f32 within 1.5 ulp (max rel. error 8e-8 on [-87, 88]), written
+ * with plain arithmetic so loops over it vectorise (libm's expf does not)
+ * and give the same bits in every lane.  Inputs below -87 give e^-87
+ * (≈ 1.6e-38, harmless next to the 1 in softmax / SwiGLU), above 88 give
+ * e^88; NaN stays NaN.  Cephes' polynomial; ln 2 split for exact k·ln2. */
+static inline float exp_f32(float x)
 {
-    /* Sum of squares in double: PyTorch reduces in f32 with a tree, a
-     * double sum is at least as accurate and independent of vector width. */
+    float c = x > -87.0f ? x : -87.0f;
+    c = c < 88.0f ? c : 88.0f;
+    /* k = round-to-even(c / ln 2) by the 1.5·2^23 trick */
+    float k = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = c - k * 0.693145751953125f;
+    r = r - k * 1.428606765330187045e-06f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)k + 127) << 23;   /* 2^k, k in [-126, 127] */
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    float e = p * scale;
+    return x != x ? x : e;
+}
+
+float qp_kern_exp(float x) { return exp_f32(x); }
+
+VECTORIZE void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t d, float eps)
+{
+    /* Sum of squares in double over LANES partial sums: PyTorch reduces in
+     * f32 with a tree; this is at least as accurate, vectorises, and its
+     * order is fixed. */
+    double lane[LANES];
+    for (int l = 0; l < LANES; l++)
+        lane[l] = 0.0;
+    size_t body = d / LANES * LANES;
+    for (size_t i = 0; i < body; i += LANES)
+        for (int l = 0; l < LANES; l++)
+            lane[l] += (double)x[i + (size_t)l] * (double)x[i + (size_t)l];
+    for (size_t i = body; i < d; i++)
+        lane[i - body] += (double)x[i] * (double)x[i];
     double ss = 0.0;
-    for (size_t i = 0; i < d; i++)
-        ss += (double)x[i] * (double)x[i];
+    for (int l = 0; l < LANES; l++)
+        ss += lane[l];
     float var = (float)(ss / (double)d);
     float r = 1.0f / sqrtf(var + eps);
     for (size_t i = 0; i < d; i++)
@@ -45,22 +98,41 @@ void qp_kern_rope_half(float *x, int n_heads, int head_dim, size_t pos,
     }
 }
 
-void qp_kern_swiglu(float *g, const float *u, size_t n)
+VECTORIZE void qp_kern_swiglu(float *restrict g, const float *restrict u, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        g[i] = g[i] / (1.0f + exp_f32(-g[i])) * u[i];
 }
 
-void qp_kern_softmax_causal(float *s, size_t valid, size_t len)
+VECTORIZE void qp_kern_softmax_causal(float *restrict s, size_t valid, size_t len)
 {
-    float mx = s[0];
-    for (size_t j = 1; j < valid; j++)
+    float lmax[LANES], lsum[LANES];
+    for (int l = 0; l < LANES; l++)
+        lmax[l] = s[0];
+    size_t body = valid / LANES * LANES;
+    for (size_t j = 0; j < body; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            lmax[l] = s[j + (size_t)l] > lmax[l] ? s[j + (size_t)l] : lmax[l];
+    float mx = lmax[0];
+    for (int l = 1; l < LANES; l++)
+        mx = lmax[l] > mx ? lmax[l] : mx;
+    for (size_t j = body; j < valid; j++)
         mx = s[j] > mx ? s[j] : mx;
-    float sum = 0.0f;
-    for (size_t j = 0; j < valid; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
+    for (int l = 0; l < LANES; l++)
+        lsum[l] = 0.0f;
+    for (size_t j = 0; j < body; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float e = exp_f32(s[j + (size_t)l] - mx);
+            s[j + (size_t)l] = e;
+            lsum[l] += e;
+        }
+    for (size_t j = body; j < valid; j++) {
+        s[j] = exp_f32(s[j] - mx);
+        lsum[j - body] += s[j];
     }
+    float sum = 0.0f;
+    for (int l = 0; l < LANES; l++)
+        sum += lsum[l];
     float inv = 1.0f / sum;
     for (size_t j = 0; j < valid; j++)
         s[j] *= inv;

@@ -21,6 +21,10 @@ void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim,
 void qp_kern_rope_half(float *x, int n_heads, int head_dim, size_t pos,
                        const float *cos_t, const float *sin_t);
 
+/* e^x in f32 (max rel. error 8e-8; clamped to e^-87..e^88; NaN kept):
+ * the vectorisable exp of softmax and SwiGLU. */
+float qp_kern_exp(float x);
+
 /* g[n] = silu(g) · u = g / (1 + e^(−g)) · u   (SwiGLU) */
 void qp_kern_swiglu(float *g, const float *u, size_t n);
 

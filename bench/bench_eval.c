@@ -1,0 +1,202 @@
+/* Evaluation throughput of the LLaMA forward pass on the house model.
+ *
+ * Runs windows of ctx (256) pseudo-random tokens through qp_llama_forward
+ * (content does not change the work) and reports tokens/s, the achieved
+ * FLOP rate (qp_llama_window_flops: 2·params per token for the products
+ * plus causal attention), and its ratio to a same-process cblas_sgemm of the
+ * model's largest matrix at M = ctx with OpenBLAS on the same number of
+ * threads (goal >= 0.5; both measured as the fastest run), for cached f32 weights and for weights streamed
+ * from bf16 per window.  Also peak RSS.  Usage:
+ *   bench_eval [MODEL_DIR [WINDOWS [THREADS]]]   (defaults: house-llama, 16, all CPUs) */
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/llama.h"
+#include "model/llama_pool.h"
+#include "model/safetensors.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static int json_int(const json_t *cfg, const char *key)
+{
+    return (int)json_integer_value(json_object_get(cfg, key));
+}
+
+static int load_hparams(qp_llama_hparams *hp, const char *dir)
+{
+    char *path = qp_path_join(dir, "config.json");
+    json_error_t jerr;
+    json_t *cfg = json_load_file(path, 0, &jerr);
+    if (!cfg) {
+        fprintf(stderr, "bench_eval: %s: %s\n", path, jerr.text);
+        free(path);
+        return -1;
+    }
+    free(path);
+    memset(hp, 0, sizeof(*hp));
+    hp->vocab = json_int(cfg, "vocab_size");
+    hp->hidden = json_int(cfg, "hidden_size");
+    hp->n_layers = json_int(cfg, "num_hidden_layers");
+    hp->n_heads = json_int(cfg, "num_attention_heads");
+    hp->n_kv_heads = json_int(cfg, "num_key_value_heads");
+    if (!hp->n_kv_heads)
+        hp->n_kv_heads = hp->n_heads;
+    hp->head_dim = json_int(cfg, "head_dim");
+    if (!hp->head_dim && hp->n_heads)
+        hp->head_dim = hp->hidden / hp->n_heads;
+    hp->intermediate = json_int(cfg, "intermediate_size");
+    hp->rms_eps = (float)json_number_value(json_object_get(cfg, "rms_norm_eps"));
+    hp->rope_theta = (float)json_number_value(json_object_get(cfg, "rope_theta"));
+    hp->max_pos = json_int(cfg, "max_position_embeddings");
+    hp->tied_embeddings = json_is_true(json_object_get(cfg, "tie_word_embeddings"));
+    hp->qkv_bias = json_is_true(json_object_get(cfg, "attention_bias"));
+    json_decref(cfg);
+    return 0;
+}
+
+/* The machine may be shared: besides the mean rate over all windows, the
+ * fastest single window (and fastest single baseline sgemm) estimate the
+ * undisturbed speed, and the FLOP-rate ratio compares those two. */
+typedef struct {
+    double mean, best;   /* seconds per window */
+} timing;
+
+static int time_windows(timing *out, qp_llama *m, const int32_t *tok, size_t ctx, int windows,
+                        float *logits)
+{
+    if (qp_llama_forward(m, tok, ctx, logits) < 0)   /* warm-up */
+        return -1;
+    double total = 0, best = 1e30;
+    for (int w = 0; w < windows; w++) {
+        double t0 = qp_now();
+        if (qp_llama_forward(m, tok + (size_t)w * ctx, ctx, logits) < 0)
+            return -1;
+        double t = qp_now() - t0;
+        total += t;
+        best = t < best ? t : best;
+    }
+    out->mean = total / windows;
+    out->best = best;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    qp_blas_reexec_if_generic(argv);
+    const char *shared = getenv("QPIPE_SHARED");
+    char *dflt = qp_path_join(shared && *shared ? shared : "../shared", "models/house-llama");
+    const char *dir = argc > 1 ? argv[1] : dflt;
+    int windows = argc > 2 ? atoi(argv[2]) : 16;
+    int threads = argc > 3 ? atoi(argv[3]) : qp_pool_default_threads();
+    if (windows < 1 || threads < 1) {
+        fprintf(stderr, "usage: bench_eval [MODEL_DIR [WINDOWS [THREADS]]]\n");
+        return 2;
+    }
+    int status = 1;
+    qp_checkpoint *ck = NULL;
+    qp_llama *m = NULL;
+    int32_t *tok = NULL;
+    float *logits = NULL, *A = NULL, *B = NULL, *C = NULL;
+    qp_llama_hparams hp;
+    if (load_hparams(&hp, dir) < 0)
+        goto done;
+    if (qp_checkpoint_open(&ck, dir) < 0) {
+        fprintf(stderr, "bench_eval: %s\n", qp_error_last());
+        goto done;
+    }
+    size_t ctx = hp.max_pos < 256 ? (size_t)hp.max_pos : 256;
+    tok = malloc((size_t)windows * ctx * sizeof(int32_t));
+    logits = malloc(ctx * (size_t)hp.vocab * sizeof(float));
+    if (!tok || !logits)
+        goto done;
+    uint64_t s = 12345;
+    for (size_t i = 0; i < (size_t)windows * ctx; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((s >> 33) % (uint64_t)hp.vocab);
+    }
+    qp_weight_source src;
+    qp_weight_source_checkpoint(&src, ck);
+    qp_llama_opts o;
+    qp_llama_opts_init(&o);
+    o.n_threads = threads;
+
+    double flops = qp_llama_window_flops(&hp, ctx);
+    timing t_cached, t_stream;
+    for (int stream = 0; stream <= 1; stream++) {
+        o.weight_cache_bytes = stream ? 0 : QP_LLAMA_CACHE_DEFAULT;
+        if (qp_llama_new(&m, &hp, &src, &o) < 0 ||
+            time_windows(stream ? &t_stream : &t_cached, m, tok, ctx, windows, logits) < 0) {
+            fprintf(stderr, "bench_eval: %s\n", qp_error_last());
+            goto done;
+        }
+        qp_llama_free(m);
+        m = NULL;
+    }
+
+    /* Baseline: the largest matrix of the model, [rows, cols], at M = ctx,
+     * one cblas_sgemm with OpenBLAS's own threading on as many threads. */
+    size_t D = (size_t)hp.hidden, F = (size_t)hp.intermediate, V = (size_t)hp.vocab;
+    size_t rows = V, cols = D;
+    if (F * D > rows * cols) {
+        rows = F;
+        cols = D;
+    }
+    A = malloc(ctx * cols * sizeof(float));
+    B = malloc(rows * cols * sizeof(float));
+    C = malloc(ctx * rows * sizeof(float));
+    if (!A || !B || !C)
+        goto done;
+    for (size_t i = 0; i < ctx * cols; i++)
+        A[i] = (float)((i * 37) % 101) / 101.0f - 0.5f;
+    for (size_t i = 0; i < rows * cols; i++)
+        B[i] = (float)((i * 53) % 97) / 97.0f - 0.5f;
+    openblas_set_num_threads(threads);
+    double gemm_flops = 2.0 * (double)ctx * (double)rows * (double)cols;
+    int reps = (int)(1e10 / gemm_flops) + 1;   /* ~10 GFLOP in all */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ctx, (int)rows, (int)cols, 1.0f, A, (int)cols,
+                B, (int)cols, 0.0f, C, (int)rows);
+    double t_gemm = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = qp_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ctx, (int)rows, (int)cols, 1.0f, A,
+                    (int)cols, B, (int)cols, 0.0f, C, (int)rows);
+        double t = qp_now() - t0;
+        t_gemm = t < t_gemm ? t : t_gemm;
+    }
+    openblas_set_num_threads(1);
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double base = gemm_flops / t_gemm;
+    printf("bench_eval: %s, %d threads, OpenBLAS core %s, %d windows of %zu tokens\n", dir, threads,
+           qp_blas_corename(), windows, ctx);
+    printf("  model: %llu matmul params, %.3f GFLOP per window\n",
+           (unsigned long long)qp_llama_matmul_params(&hp), flops / 1e9);
+    const struct { const char *what; timing t; } rows_out[] = {
+        {"cached f32 weights", t_cached}, {"streamed from bf16", t_stream}};
+    for (int i = 0; i < 2; i++)
+        printf("  %s: %6.0f tokens/s mean, %6.0f best window  (%5.1f GFLOP/s best, ratio %.2f)\n",
+               rows_out[i].what, (double)ctx / rows_out[i].t.mean, (double)ctx / rows_out[i].t.best,
+               flops / rows_out[i].t.best / 1e9, flops / rows_out[i].t.best / base);
+    printf("  streaming costs %.0f%% per window (best vs best)\n", (t_stream.best / t_cached.best - 1.0) * 100.0);
+    printf("  baseline sgemm %zux%zux%zu (M,N,K), OpenBLAS on %d threads: %.1f GFLOP/s best\n", ctx, rows, cols,
+           threads, base / 1e9);
+    double ratio = flops / t_cached.best / base;
+    printf("  FLOP-rate ratio %.2f (goal >= 0.5: %s)\n", ratio, ratio >= 0.5 ? "met" : "NOT met");
+    printf("  peak RSS %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+    status = 0;
+done:
+    qp_llama_free(m);
+    qp_checkpoint_free(ck);
+    free(tok);
+    free(logits);
+    free(A);
+    free(B);
+    free(C);
+    free(dflt);
+    return status;
+}
