@@ -1,0 +1,469 @@
+/* config.json / GGUF metadata -> qp_llama_config, refusing what the forward
+ * pass does not implement (see config.h). */
+#include "model/config.h"
+
+#include "common/error.h"
+#include "common/fsutil.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *qp_arch_name(qp_arch a)
+{
+    switch (a) {
+    case QP_ARCH_LLAMA: return "llama";
+    case QP_ARCH_MISTRAL: return "mistral";
+    case QP_ARCH_QWEN2: return "qwen2";
+    default: return "?";
+    }
+}
+
+/* Fields checked by both sources; names differ per source. */
+enum { F_VOCAB, F_HIDDEN, F_LAYERS, F_HEADS, F_KV, F_HEAD_DIM, F_FF, F_EPS, F_THETA, F_MAXPOS, F_COUNT };
+
+static const char *json_names[F_COUNT] = {
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "intermediate_size", "rms_norm_eps", "rope_theta", "max_position_embeddings",
+};
+
+static const char *gguf_suffixes[F_COUNT] = {
+    "vocab_size", "embedding_length", "block_count", "attention.head_count", "attention.head_count_kv",
+    "attention.key_length", "feed_forward_length", "attention.layer_norm_rms_epsilon", "rope.freq_base",
+    "context_length",
+};
+
+typedef struct {
+    const char *path;
+    const char *gguf_arch;   /* NULL for config.json */
+    char names[F_COUNT][96];
+} src;
+
+static void src_init(src *s, const char *path, const char *gguf_arch)
+{
+    s->path = path;
+    s->gguf_arch = gguf_arch;
+    for (int f = 0; f < F_COUNT; f++) {
+        if (gguf_arch)
+            snprintf(s->names[f], sizeof(s->names[f]), "%s.%s", gguf_arch, gguf_suffixes[f]);
+        else
+            snprintf(s->names[f], sizeof(s->names[f]), "%s", json_names[f]);
+    }
+}
+
+/* "PATH: hidden_size: MSG" (config.json) or "PATH: key 'llama.embedding_length': MSG" (GGUF). */
+static int field_error(const src *s, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int field_error(const src *s, const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (s->gguf_arch)
+        return qp_error_set(QP_EFORMAT, "%s: key '%s': %s", s->path, field, msg);
+    return qp_error_set(QP_EFORMAT, "%s: %s: %s", s->path, field, msg);
+}
+
+/* Shape rules the forward pass relies on. */
+static int check_config(const src *s, const qp_llama_config *c)
+{
+    if (c->hidden % c->n_heads != 0)
+        return field_error(s, s->names[F_HIDDEN], "%d is not divisible by %s %d", c->hidden, s->names[F_HEADS],
+                           c->n_heads);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return field_error(s, s->names[F_HEADS], "%d is not divisible by %s %d", c->n_heads, s->names[F_KV],
+                           c->n_kv_heads);
+    if (c->head_dim % 2 != 0)
+        return field_error(s, s->names[F_HEAD_DIM], "%d must be even (RoPE rotates pairs)", c->head_dim);
+    if (!(c->rms_eps > 0.0f))
+        return field_error(s, s->names[F_EPS], "must be positive");
+    if (!(c->rope_theta > 0.0f))
+        return field_error(s, s->names[F_THETA], "must be positive");
+    return 0;
+}
+
+/* ---------------- config.json ---------------- */
+
+static const char *jtype(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    case JSON_TRUE: case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* Integer field in [min, INT_MAX]; absent or null gives def, or an error when required. */
+static int json_int(const src *s, const json_t *root, int f, int required, int def, int min, int *out)
+{
+    const char *k = s->names[f];
+    const json_t *v = json_object_get(root, k);
+    if (!v || json_is_null(v)) {
+        if (required)
+            return field_error(s, k, "missing (required)");
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return field_error(s, k, "expected an integer, got %s", jtype(v));
+    json_int_t x = json_integer_value(v);
+    if (x < min || x > INT_MAX)
+        return field_error(s, k, "%" JSON_INTEGER_FORMAT " is out of range (%d to %d)", x, min, INT_MAX);
+    *out = (int)x;
+    return 0;
+}
+
+static int json_float(const src *s, const json_t *root, int f, double def, float *out)
+{
+    const char *k = s->names[f];
+    const json_t *v = json_object_get(root, k);
+    if (!v || json_is_null(v)) {
+        *out = (float)def;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return field_error(s, k, "expected a number, got %s", jtype(v));
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
+static int json_bool(const src *s, const json_t *root, const char *k, int def, int *out)
+{
+    const json_t *v = json_object_get(root, k);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return field_error(s, k, "expected true or false, got %s", jtype(v));
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int json_arch(const src *s, const json_t *root, qp_arch *out)
+{
+    static const struct {
+        const char *cls, *model_type;
+        qp_arch arch;
+    } known[] = {
+        { "LlamaForCausalLM", "llama", QP_ARCH_LLAMA },
+        { "MistralForCausalLM", "mistral", QP_ARCH_MISTRAL },
+        { "Qwen2ForCausalLM", "qwen2", QP_ARCH_QWEN2 },
+    };
+    const json_t *a = json_object_get(root, "architectures");
+    const char *name = NULL;
+    int by_class = 1;
+    if (a && !json_is_null(a)) {
+        if (!json_is_array(a) || json_array_size(a) == 0 || !json_is_string(json_array_get(a, 0)))
+            return field_error(s, "architectures", "expected a non-empty array of strings");
+        name = json_string_value(json_array_get(a, 0));
+    } else {
+        /* older configs name only the model type */
+        const json_t *mt = json_object_get(root, "model_type");
+        if (!json_is_string(mt))
+            return field_error(s, "architectures", "missing (and no model_type)");
+        name = json_string_value(mt);
+        by_class = 0;
+    }
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strcmp(name, by_class ? known[i].cls : known[i].model_type) == 0) {
+            *out = known[i].arch;
+            return 0;
+        }
+    }
+    return qp_error_set(QP_EFORMAT, "%s: architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, "
+                        "Qwen2ForCausalLM)", s->path, name);
+}
+
+/* bos_token_id: int or null; eos_token_id: int, list of ints, or null. */
+static int json_special_ids(const src *s, const json_t *root, qp_arch arch, qp_llama_config *c)
+{
+    /* HF's LlamaConfig/MistralConfig default to 1 and 2; Qwen2Config to none */
+    int dflt = arch != QP_ARCH_QWEN2;
+    const json_t *b = json_object_get(root, "bos_token_id");
+    const json_t *e = json_object_get(root, "eos_token_id");
+    c->bos_id = !b ? (dflt ? 1 : -1) : -1;
+    if (b && !json_is_null(b)) {
+        if (!json_is_integer(b) || json_integer_value(b) < 0 || json_integer_value(b) > INT_MAX)
+            return field_error(s, "bos_token_id", "expected a non-negative integer, got %s", jtype(b));
+        c->bos_id = (int)json_integer_value(b);
+    }
+    c->n_eos = 0;
+    if (!e) {
+        if (dflt)
+            c->eos_ids[c->n_eos++] = 2;
+    } else if (json_is_integer(e) || json_is_array(e)) {
+        size_t n = json_is_array(e) ? json_array_size(e) : 1;
+        if (n > QP_MAX_EOS)
+            return field_error(s, "eos_token_id", "%zu ids, at most %d supported", n, QP_MAX_EOS);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *x = json_is_array(e) ? json_array_get(e, i) : e;
+            if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT_MAX)
+                return field_error(s, "eos_token_id", "expected non-negative integers, got %s", jtype(x));
+            c->eos_ids[c->n_eos++] = (int)json_integer_value(x);
+        }
+    } else if (!json_is_null(e)) {
+        return field_error(s, "eos_token_id", "expected an integer or a list of integers, got %s", jtype(e));
+    }
+    c->eos_id = c->n_eos ? c->eos_ids[0] : -1;
+    return 0;
+}
+
+/* Refusals: features the forward pass does not implement. */
+static int json_refusals(const src *s, const json_t *root, const qp_llama_config *c)
+{
+    const json_t *rs = json_object_get(root, "rope_scaling");
+    if (rs && !json_is_null(rs)) {
+        if (!json_is_object(rs))
+            return field_error(s, "rope_scaling", "expected an object or null, got %s", jtype(rs));
+        const json_t *t = json_object_get(rs, "rope_type");
+        if (!json_is_string(t))
+            t = json_object_get(rs, "type");
+        return field_error(s, "rope_scaling", "type '%s' is not supported (qpipe implements plain RoPE only)",
+                           json_is_string(t) ? json_string_value(t) : "unnamed");
+    }
+    const json_t *act = json_object_get(root, "hidden_act");
+    if (act && !json_is_null(act)) {
+        if (!json_is_string(act))
+            return field_error(s, "hidden_act", "expected a string, got %s", jtype(act));
+        /* transformers' ACT2FN maps both names to SiLU */
+        if (strcmp(json_string_value(act), "silu") != 0 && strcmp(json_string_value(act), "swish") != 0)
+            return field_error(s, "hidden_act", "'%s' is not supported (SwiGLU with silu only)",
+                               json_string_value(act));
+    }
+    int flag;
+    int rc;
+    if (c->arch == QP_ARCH_LLAMA) {
+        /* Llama's attention_bias also adds an o_proj bias, which the forward pass lacks */
+        if ((rc = json_bool(s, root, "attention_bias", 0, &flag)) != 0)
+            return rc;
+        if (flag)
+            return field_error(s, "attention_bias", "true is not supported for llama (o_proj bias)");
+        if ((rc = json_bool(s, root, "mlp_bias", 0, &flag)) != 0)
+            return rc;
+        if (flag)
+            return field_error(s, "mlp_bias", "true is not supported (MLP biases)");
+    }
+    if (c->arch == QP_ARCH_MISTRAL || c->arch == QP_ARCH_QWEN2) {
+        /* The window matters when it is in force (always for Mistral, only
+         * with use_sliding_window for Qwen2, as in transformers) and shorter
+         * than the context; a window >= max_position_embeddings never bites. */
+        const json_t *sw = json_object_get(root, "sliding_window");
+        int use = c->arch == QP_ARCH_MISTRAL;
+        if (c->arch == QP_ARCH_QWEN2 && (rc = json_bool(s, root, "use_sliding_window", 0, &use)) != 0)
+            return rc;
+        if (sw && !json_is_null(sw)) {
+            if (!json_is_integer(sw) || json_integer_value(sw) <= 0)
+                return field_error(s, "sliding_window", "expected a positive integer or null, got %s", jtype(sw));
+            if (use && json_integer_value(sw) < c->max_pos)
+                return field_error(s, "sliding_window", "%" JSON_INTEGER_FORMAT " < max_position_embeddings %d: "
+                                   "qpipe does not implement sliding-window attention", json_integer_value(sw),
+                                   c->max_pos);
+        }
+    }
+    return 0;
+}
+
+int qp_llama_config_parse(qp_llama_config *out, const char *json, size_t len, const char *name)
+{
+    int rc = 0;
+    json_error_t err;
+    src s;
+    qp_llama_config c;
+    memset(&c, 0, sizeof(c));
+    src_init(&s, name, NULL);
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
+    if (!root)
+        return qp_error_set(QP_EFORMAT, "%s: line %d column %d: invalid JSON: %s", name, err.line, err.column,
+                            err.text);
+    if (!json_is_object(root)) {
+        rc = qp_error_set(QP_EFORMAT, "%s: not a JSON object", name);
+        goto done;
+    }
+    if ((rc = json_arch(&s, root, &c.arch)) != 0)
+        goto done;
+    /* HF class defaults for the optional fields */
+    int def_max_pos = c.arch == QP_ARCH_LLAMA ? 2048 : c.arch == QP_ARCH_MISTRAL ? 131072 : 32768;
+    if ((rc = json_int(&s, root, F_VOCAB, 1, 0, 1, &c.vocab)) != 0 ||
+        (rc = json_int(&s, root, F_HIDDEN, 1, 0, 1, &c.hidden)) != 0 ||
+        (rc = json_int(&s, root, F_LAYERS, 1, 0, 1, &c.n_layers)) != 0 ||
+        (rc = json_int(&s, root, F_HEADS, 1, 0, 1, &c.n_heads)) != 0 ||
+        (rc = json_int(&s, root, F_KV, 0, c.n_heads, 1, &c.n_kv_heads)) != 0 ||
+        (rc = json_int(&s, root, F_FF, 1, 0, 1, &c.intermediate)) != 0 ||
+        (rc = json_int(&s, root, F_MAXPOS, 0, def_max_pos, 1, &c.max_pos)) != 0 ||
+        (rc = json_int(&s, root, F_HEAD_DIM, 0, c.hidden / c.n_heads, 1, &c.head_dim)) != 0 ||
+        (rc = json_float(&s, root, F_EPS, 1e-6, &c.rms_eps)) != 0 ||
+        (rc = json_float(&s, root, F_THETA, 10000.0, &c.rope_theta)) != 0 ||
+        (rc = json_bool(&s, root, "tie_word_embeddings", 0, &c.tied_embeddings)) != 0)
+        goto done;
+    c.qkv_bias = c.arch == QP_ARCH_QWEN2;
+    if ((rc = check_config(&s, &c)) != 0 || (rc = json_refusals(&s, root, &c)) != 0 ||
+        (rc = json_special_ids(&s, root, c.arch, &c)) != 0)
+        goto done;
+    *out = c;
+done:
+    json_decref(root);
+    return rc;
+}
+
+int qp_llama_config_load(qp_llama_config *out, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = qp_read_file(path, &text, &len);
+    if (rc == 0)
+        rc = qp_llama_config_parse(out, text, len, path);
+    free(text);
+    return rc;
+}
+
+/* ---------------- GGUF ---------------- */
+
+/* <arch>.<field> as an int in [min, INT_MAX]; absent gives def unless required. */
+static int gguf_int(const src *s, const qp_gguf *g, int f, int required, int def, int min, int *out)
+{
+    const char *k = s->names[f];
+    int64_t x;
+    if (!qp_gguf_find(g, k) && !required) {
+        *out = def;
+        return 0;
+    }
+    int rc = qp_gguf_get_int(g, k, &x);
+    if (rc != 0)
+        return rc;
+    if (x < min || x > INT_MAX)
+        return field_error(s, k, "%" PRId64 " is out of range (%d to %d)", x, min, INT_MAX);
+    *out = (int)x;
+    return 0;
+}
+
+static int gguf_float(const src *s, const qp_gguf *g, int f, int required, double def, float *out)
+{
+    double x;
+    if (!qp_gguf_find(g, s->names[f]) && !required) {
+        *out = (float)def;
+        return 0;
+    }
+    int rc = qp_gguf_get_float(g, s->names[f], &x);
+    if (rc == 0)
+        *out = (float)x;
+    return rc;
+}
+
+static int gguf_vocab(const src *s, const qp_gguf *g, int *out)
+{
+    const qp_gguf_value *tok;
+    if (qp_gguf_find(g, s->names[F_VOCAB]))
+        return gguf_int(s, g, F_VOCAB, 1, 0, 1, out);
+    if (qp_gguf_get_array(g, "tokenizer.ggml.tokens", QP_GGUF_STRING, &tok) == 0 &&
+        qp_gguf_array_len(tok) > 0 && qp_gguf_array_len(tok) <= INT_MAX) {
+        *out = (int)qp_gguf_array_len(tok);
+        return 0;
+    }
+    return field_error(s, s->names[F_VOCAB], "missing (and no tokenizer.ggml.tokens)");
+}
+
+static int gguf_refusals(const src *s, const qp_gguf *g, const qp_llama_config *c)
+{
+    char key[128];
+    const char *t;
+    int rc;
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", s->gguf_arch);
+    if (qp_gguf_find(g, key)) {
+        if ((rc = qp_gguf_get_string(g, key, &t, NULL)) != 0)
+            return rc;
+        if (strcmp(t, "none") != 0)
+            return field_error(s, key, "'%s' is not supported (qpipe implements plain RoPE only)", t);
+    }
+    /* llama.cpp stores Llama 3.1-style scaling as a frequency-factor tensor */
+    if (qp_gguf_find_tensor(g, "rope_freqs.weight"))
+        return qp_error_set(QP_EFORMAT, "%s: tensor 'rope_freqs.weight': RoPE frequency factors (rope scaling) are not "
+                            "supported", s->path);
+    snprintf(key, sizeof(key), "%s.rope.dimension_count", s->gguf_arch);
+    if (qp_gguf_find(g, key)) {
+        int64_t rd;
+        if ((rc = qp_gguf_get_int(g, key, &rd)) != 0)
+            return rc;
+        if (rd != c->head_dim)
+            return field_error(s, key, "%" PRId64 " differs from the head dim %d: partial rotary embeddings are not "
+                               "supported", rd, c->head_dim);
+    }
+    snprintf(key, sizeof(key), "%s.attention.sliding_window", s->gguf_arch);
+    if (qp_gguf_find(g, key)) {
+        int64_t w;
+        if ((rc = qp_gguf_get_int(g, key, &w)) != 0)
+            return rc;
+        if (w > 0 && w < c->max_pos)
+            return field_error(s, key, "%" PRId64 " < %s %d: qpipe does not implement sliding-window attention", w,
+                               s->names[F_MAXPOS], c->max_pos);
+    }
+    if (qp_gguf_find_tensor(g, "blk.0.attn_output.bias"))
+        return qp_error_set(QP_EFORMAT, "%s: tensor 'blk.0.attn_output.bias': output-projection biases are not "
+                            "supported", s->path);
+    return 0;
+}
+
+static int gguf_token_id(const qp_gguf *g, const char *key, int *out)
+{
+    int64_t x;
+    *out = -1;
+    if (!qp_gguf_find(g, key))
+        return 0;
+    int rc = qp_gguf_get_int(g, key, &x);
+    if (rc != 0)
+        return rc;
+    if (x < 0 || x > INT_MAX)
+        return qp_error_set(QP_EFORMAT, "%s: key '%s': %" PRId64 " is not a token id", qp_gguf_path(g), key, x);
+    *out = (int)x;
+    return 0;
+}
+
+int qp_llama_config_from_gguf(qp_llama_config *out, const qp_gguf *g)
+{
+    const char *arch;
+    int rc;
+    src s;
+    qp_llama_config c;
+    memset(&c, 0, sizeof(c));
+    if ((rc = qp_gguf_get_string(g, "general.architecture", &arch, NULL)) != 0)
+        return rc;
+    if (strcmp(arch, "llama") == 0)
+        c.arch = QP_ARCH_LLAMA;
+    else if (strcmp(arch, "qwen2") == 0)
+        c.arch = QP_ARCH_QWEN2;
+    else
+        return qp_error_set(QP_EFORMAT, "%s: key 'general.architecture': architecture '%s' is not supported "
+                            "(llama, qwen2)", qp_gguf_path(g), arch);
+    src_init(&s, qp_gguf_path(g), arch);
+    if ((rc = gguf_int(&s, g, F_HIDDEN, 1, 0, 1, &c.hidden)) != 0 ||
+        (rc = gguf_int(&s, g, F_LAYERS, 1, 0, 1, &c.n_layers)) != 0 ||
+        (rc = gguf_int(&s, g, F_HEADS, 1, 0, 1, &c.n_heads)) != 0 ||
+        (rc = gguf_int(&s, g, F_KV, 0, c.n_heads, 1, &c.n_kv_heads)) != 0 ||
+        (rc = gguf_int(&s, g, F_FF, 1, 0, 1, &c.intermediate)) != 0 ||
+        (rc = gguf_int(&s, g, F_MAXPOS, 1, 0, 1, &c.max_pos)) != 0 ||
+        (rc = gguf_int(&s, g, F_HEAD_DIM, 0, c.hidden / c.n_heads, 1, &c.head_dim)) != 0 ||
+        (rc = gguf_float(&s, g, F_EPS, 1, 0.0, &c.rms_eps)) != 0 ||
+        (rc = gguf_float(&s, g, F_THETA, 0, 10000.0, &c.rope_theta)) != 0 ||
+        (rc = gguf_vocab(&s, g, &c.vocab)) != 0)
+        return rc;
+    /* llama.cpp ties the output to the embedding when output.weight is absent */
+    c.tied_embeddings = qp_gguf_tensor_count(g) > 0 && !qp_gguf_find_tensor(g, "output.weight");
+    c.qkv_bias = c.arch == QP_ARCH_QWEN2 || qp_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    if ((rc = check_config(&s, &c)) != 0 || (rc = gguf_refusals(&s, g, &c)) != 0 ||
+        (rc = gguf_token_id(g, "tokenizer.ggml.bos_token_id", &c.bos_id)) != 0 ||
+        (rc = gguf_token_id(g, "tokenizer.ggml.eos_token_id", &c.eos_id)) != 0)
+        return rc;
+    c.n_eos = c.eos_id >= 0;
+    c.eos_ids[0] = c.eos_id >= 0 ? c.eos_id : 0;
+    *out = c;
+    return 0;
+}
