@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/llama.h"
+#include "model/llama_kernels.h"
 #include "model/llama_pool.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- the house model ---- */
 
@@ -656,6 +658,138 @@ static void test_tiny_blocks_mqa(void **state)
     check_tiny(&hp, 70, 7);
 }
 
+/* ---- building blocks ---- */
+
+/* OpenBLAS 0.3.21 gives different bits at 1 and 2 threads for K = 700
+ * (its threaded driver splits K differently); qp_mm_batch must not. */
+static void test_mm_deterministic(void **state)
+{
+    (void)state;
+    enum { N = 70, IN = 700, OUT = 300, OUT2 = 129 };
+    float *x = malloc(sizeof(float) * N * IN), *w = malloc(sizeof(float) * OUT * IN);
+    float *w2 = malloc(sizeof(float) * OUT2 * IN), *b = malloc(sizeof(float) * OUT);
+    float *y[3], *y2[3];
+    rng_state = 99;
+    for (size_t i = 0; i < (size_t)N * IN; i++)
+        x[i] = frand();
+    for (size_t i = 0; i < (size_t)OUT * IN; i++)
+        w[i] = frand();
+    for (size_t i = 0; i < (size_t)OUT2 * IN; i++)
+        w2[i] = frand();
+    for (size_t i = 0; i < OUT; i++)
+        b[i] = frand();
+    for (int t = 0; t < 3; t++) {
+        qp_pool *p = NULL;
+        assert_int_equal(qp_pool_new(&p, t + 1), 0);
+        y[t] = malloc(sizeof(float) * N * OUT);
+        y2[t] = malloc(sizeof(float) * N * (OUT2 + 3));
+        /* the second output has a row stride wider than its width */
+        qp_mm_job jobs[2] = {{y[t], OUT, w, b, OUT}, {y2[t], OUT2 + 3, w2, NULL, OUT2}};
+        for (size_t i = 0; i < (size_t)N * (OUT2 + 3); i++)
+            y2[t][i] = -7.0f;
+        qp_mm_batch(p, x, IN, N, IN, jobs, 2);
+        qp_pool_free(p);
+        if (t > 0) {
+            assert_memory_equal(y[0], y[t], sizeof(float) * N * OUT);
+            assert_memory_equal(y2[0], y2[t], sizeof(float) * N * (OUT2 + 3));
+        }
+    }
+    double maxd = 0;
+    for (size_t r = 0; r < N; r++) {
+        for (size_t c = 0; c < OUT; c++) {
+            double s = b[c];
+            for (size_t k = 0; k < IN; k++)
+                s += (double)x[r * IN + k] * w[c * IN + k];
+            maxd = fmax(maxd, fabs(s - y[0][r * OUT + c]));
+        }
+        for (size_t c = 0; c < OUT2; c++) {
+            double s = 0;
+            for (size_t k = 0; k < IN; k++)
+                s += (double)x[r * IN + k] * w2[c * IN + k];
+            maxd = fmax(maxd, fabs(s - y2[0][r * (OUT2 + 3) + c]));
+        }
+        for (size_t c = OUT2; c < OUT2 + 3; c++)
+            assert_true(y2[0][r * (OUT2 + 3) + c] == -7.0f);   /* padding untouched */
+    }
+    assert_true(maxd < 1e-3);
+    for (int t = 0; t < 3; t++) {
+        free(y[t]);
+        free(y2[t]);
+    }
+    free(x); free(w); free(w2); free(b);
+}
+
+typedef struct {
+    int *hits;      /* [n_tasks] */
+    int *thread_of; /* [n_tasks] */
+} pool_ctx;
+
+static void pool_task(void *arg, size_t task, int thread)
+{
+    pool_ctx *c = arg;
+    c->hits[task]++;
+    c->thread_of[task] = thread;
+}
+
+/* Many dispatches, some after a pause long enough for the workers to fall
+ * asleep: every task runs exactly once per dispatch, on a valid thread. */
+static void test_pool_dispatches(void **state)
+{
+    (void)state;
+    enum { TASKS = 37, ROUNDS = 400 };
+    int hits[TASKS] = {0}, thread_of[TASKS] = {0};
+    pool_ctx c = {hits, thread_of};
+    for (int threads = 1; threads <= 3; threads++) {
+        qp_pool *p = NULL;
+        assert_int_equal(qp_pool_new(&p, threads), 0);
+        assert_int_equal(qp_pool_threads(p), threads);
+        memset(hits, 0, sizeof(hits));
+        for (int r = 0; r < ROUNDS; r++) {
+            if (r % 100 == 99)
+                usleep(5000);
+            qp_pool_run(p, r % 5 == 0 ? 1 : TASKS, pool_task, &c);
+            qp_pool_run(p, 0, pool_task, &c);   /* no tasks: no-op */
+            for (int t = 0; t < TASKS; t++)
+                assert_true(thread_of[t] >= 0 && thread_of[t] < threads);
+        }
+        assert_int_equal(hits[0], ROUNDS);
+        for (int t = 1; t < TASKS; t++)
+            assert_int_equal(hits[t], ROUNDS - ROUNDS / 5);
+        qp_pool_free(p);
+    }
+    qp_pool *p = NULL;
+    assert_int_equal(qp_pool_new(&p, 0), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "thread pool: 0 threads requested, need at least 1");
+    assert_null(p);
+}
+
+/* The vectorisable exp against libm's double exp. */
+static void test_exp(void **state)
+{
+    (void)state;
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.00731f) {
+        double e = exp((double)x);
+        worst = fmax(worst, fabs((double)qp_kern_exp(x) - e) / e);
+    }
+    assert_true(worst < 1.2e-7);
+    assert_true(qp_kern_exp(0.0f) == 1.0f);
+    assert_true(qp_kern_exp(-1000.0f) >= 0.0f && qp_kern_exp(-1000.0f) < 1e-37f);
+    assert_true(isfinite(qp_kern_exp(1000.0f)) && qp_kern_exp(1000.0f) > 1e38f);
+    assert_true(isnan(qp_kern_exp(NAN)));
+    /* softmax: probabilities sum to 1, masked tail exactly 0 */
+    float s[40];
+    for (int i = 0; i < 40; i++)
+        s[i] = (float)(i % 7) - 3.0f;
+    qp_kern_softmax_causal(s, 33, 40);
+    double sum = 0;
+    for (int i = 0; i < 33; i++)
+        sum += s[i];
+    assert_true(fabs(sum - 1.0) < 1e-6);
+    for (int i = 33; i < 40; i++)
+        assert_true(s[i] == 0.0f);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state)
@@ -776,6 +910,9 @@ int main(int argc, char **argv)
     qp_blas_reexec_if_generic(argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rope_permute_rows),
+        cmocka_unit_test(test_exp),
+        cmocka_unit_test(test_pool_dispatches),
+        cmocka_unit_test(test_mm_deterministic),
         cmocka_unit_test(test_tiny_tied_bias_gqa),
         cmocka_unit_test(test_tiny_blocks_mqa),
         cmocka_unit_test(test_errors),
