@@ -10,51 +10,28 @@
  *   bench_eval [MODEL_DIR [WINDOWS [THREADS]]]   (defaults: house-llama, 16, all CPUs) */
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/config.h"
 #include "model/llama.h"
 #include "model/llama_pool.h"
 #include "model/safetensors.h"
 
 #include <cblas.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
-static int json_int(const json_t *cfg, const char *key)
-{
-    return (int)json_integer_value(json_object_get(cfg, key));
-}
-
 static int load_hparams(qp_llama_hparams *hp, const char *dir)
 {
     char *path = qp_path_join(dir, "config.json");
-    json_error_t jerr;
-    json_t *cfg = json_load_file(path, 0, &jerr);
-    if (!cfg) {
-        fprintf(stderr, "bench_eval: %s: %s\n", path, jerr.text);
-        free(path);
-        return -1;
-    }
+    qp_llama_config cfg;
+    int rc = qp_llama_config_load(&cfg, path);
     free(path);
-    memset(hp, 0, sizeof(*hp));
-    hp->vocab = json_int(cfg, "vocab_size");
-    hp->hidden = json_int(cfg, "hidden_size");
-    hp->n_layers = json_int(cfg, "num_hidden_layers");
-    hp->n_heads = json_int(cfg, "num_attention_heads");
-    hp->n_kv_heads = json_int(cfg, "num_key_value_heads");
-    if (!hp->n_kv_heads)
-        hp->n_kv_heads = hp->n_heads;
-    hp->head_dim = json_int(cfg, "head_dim");
-    if (!hp->head_dim && hp->n_heads)
-        hp->head_dim = hp->hidden / hp->n_heads;
-    hp->intermediate = json_int(cfg, "intermediate_size");
-    hp->rms_eps = (float)json_number_value(json_object_get(cfg, "rms_norm_eps"));
-    hp->rope_theta = (float)json_number_value(json_object_get(cfg, "rope_theta"));
-    hp->max_pos = json_int(cfg, "max_position_embeddings");
-    hp->tied_embeddings = json_is_true(json_object_get(cfg, "tie_word_embeddings"));
-    hp->qkv_bias = json_is_true(json_object_get(cfg, "attention_bias"));
-    json_decref(cfg);
+    if (rc < 0) {
+        fprintf(stderr, "bench_eval: %s\n", qp_error_last());
+        return rc;
+    }
+    qp_llama_hparams_from_config(hp, &cfg);
     return 0;
 }
 

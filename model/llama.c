@@ -85,6 +85,23 @@ int qp_llama_hparams_check(const qp_llama_hparams *hp)
     return 0;
 }
 
+void qp_llama_hparams_from_config(qp_llama_hparams *out, const qp_llama_config *cfg)
+{
+    memset(out, 0, sizeof(*out));
+    out->vocab = cfg->vocab;
+    out->hidden = cfg->hidden;
+    out->n_layers = cfg->n_layers;
+    out->n_heads = cfg->n_heads;
+    out->n_kv_heads = cfg->n_kv_heads;
+    out->head_dim = cfg->head_dim;
+    out->intermediate = cfg->intermediate;
+    out->rms_eps = cfg->rms_eps;
+    out->rope_theta = cfg->rope_theta;
+    out->max_pos = cfg->max_pos;
+    out->tied_embeddings = cfg->tied_embeddings;
+    out->qkv_bias = cfg->qkv_bias;
+}
+
 uint64_t qp_llama_matmul_params(const qp_llama_hparams *hp)
 {
     uint64_t D = (uint64_t)hp->hidden, F = (uint64_t)hp->intermediate;

@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/config.h"
 #include "model/safetensors.h"
 
 /* Hyper-parameters (what config.json / GGUF llama.* keys give). */
@@ -50,6 +51,8 @@ typedef struct {
 
 /* Checks ranges and divisibility; QP_EFORMAT with one line naming the field. */
 int qp_llama_hparams_check(const qp_llama_hparams *hp);
+/* The forward pass's subset of a loaded config.json / GGUF configuration. */
+void qp_llama_hparams_from_config(qp_llama_hparams *out, const qp_llama_config *cfg);
 
 /* Where weights come from.  Tensor names are Hugging Face's:
  *   model.embed_tokens.weight [V, D], model.norm.weight [D], lm_head.weight [V, D],
@@ -81,9 +84,10 @@ void qp_weight_source_checkpoint(qp_weight_source *out, const qp_checkpoint *ck)
 typedef struct {
     int n_threads;              /* 0: online CPUs */
     /* Keep all layers' f32 weights resident when they total at most this
-     * many bytes.  Converting bf16 -> f32 per window costs about 20% of a
-     * 256-token window on the house model (bench/bench_eval.c), so caching
-     * is the default up to 2 GiB (~0.5 B parameters); 0 always streams. */
+     * many bytes.  Converting bf16 -> f32 for every window costs 3-30% of a
+     * 256-token window on the house model (bench/bench_eval.c, noisy shared
+     * machine), and evaluation runs hundreds of windows, so caching is the
+     * default up to 2 GiB (~0.5 B parameters); 0 always streams. */
     size_t weight_cache_bytes;
 } qp_llama_opts;
 

@@ -3,7 +3,9 @@
  *
  * Determinism: OpenBLAS 0.3.x splits a threaded sgemm's K loop differently
  * from its single-threaded driver (level3_thread.c vs level3.c), so its
- * results may change with its thread count.  qpipe therefore keeps OpenBLAS
+ * results change with its thread count (0.3.21, SkylakeX kernels: identical
+ * for K = 256 or 768, but 70% of the outputs differ in their last bits for
+ * K = 700, 1000, 1500 or 5000 at 1 vs 2 threads).  qpipe therefore keeps OpenBLAS
  * at ONE thread and parallelises itself: a product is cut into column blocks
  * whose size depends only on the matrix shape (never on the thread count),
  * and each block is one single-threaded sgemm.  Whichever thread computes a

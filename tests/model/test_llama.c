@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/config.h"
 #include "model/llama.h"
 #include "model/llama_kernels.h"
 #include "model/llama_pool.h"
@@ -30,36 +31,16 @@ static const int32_t *ref_tokens;   /* [256] */
 static const float *ref_logits;     /* [256, 1024] */
 static size_t ref_n;
 
-static int json_int(const json_t *cfg, const char *key)
-{
-    return (int)json_integer_value(json_object_get(cfg, key));
-}
-
-/* Hyper-parameters from config.json (read here so the test does not
- * hard-code the model). */
+/* Hyper-parameters from config.json through model/config.h. */
 static int house_hparams(qp_llama_hparams *hp)
 {
     char *path = qp_test_shared_path("models/house-llama/config.json");
-    json_error_t jerr;
-    json_t *cfg = json_load_file(path, 0, &jerr);
+    qp_llama_config cfg;
+    int rc = qp_llama_config_load(&cfg, path);
     free(path);
-    if (!cfg)
-        return -1;
-    memset(hp, 0, sizeof(*hp));
-    hp->vocab = json_int(cfg, "vocab_size");
-    hp->hidden = json_int(cfg, "hidden_size");
-    hp->n_layers = json_int(cfg, "num_hidden_layers");
-    hp->n_heads = json_int(cfg, "num_attention_heads");
-    hp->n_kv_heads = json_int(cfg, "num_key_value_heads");
-    hp->head_dim = hp->hidden / hp->n_heads;
-    hp->intermediate = json_int(cfg, "intermediate_size");
-    hp->rms_eps = (float)json_number_value(json_object_get(cfg, "rms_norm_eps"));
-    hp->rope_theta = (float)json_number_value(json_object_get(cfg, "rope_theta"));
-    hp->max_pos = json_int(cfg, "max_position_embeddings");
-    hp->tied_embeddings = json_is_true(json_object_get(cfg, "tie_word_embeddings"));
-    hp->qkv_bias = json_is_true(json_object_get(cfg, "attention_bias"));
-    json_decref(cfg);
-    return 0;
+    if (rc == 0)
+        qp_llama_hparams_from_config(hp, &cfg);
+    return rc;
 }
 
 static int setup_house(void **state)
