@@ -1,0 +1,251 @@
+/* Dequantization of ggml block types, with ggml's expressions (same
+ * association, so the f32 values equal ggml's dequantize_row_* bit for bit).
+ *
+ * Shapes: blocks covering n weights -> y[n] f32. */
+#include "quant/ggml_impl.h"
+
+static void dq_q4_0(const qp_block_q4_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QP_QK) {
+        const float d = QP_FP32(x[i].d);
+        for (int j = 0; j < QP_QK / 2; ++j) {
+            const int x0 = (x[i].qs[j] & 0x0F) - 8;
+            const int x1 = (x[i].qs[j] >> 4) - 8;
+            y[j] = x0 * d;
+            y[j + QP_QK / 2] = x1 * d;
+        }
+    }
+}
+
+static void dq_q4_1(const qp_block_q4_1 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QP_QK) {
+        const float d = QP_FP32(x[i].d), m = QP_FP32(x[i].m);
+        for (int j = 0; j < QP_QK / 2; ++j) {
+            const int x0 = x[i].qs[j] & 0x0F;
+            const int x1 = x[i].qs[j] >> 4;
+            y[j] = x0 * d + m;
+            y[j + QP_QK / 2] = x1 * d + m;
+        }
+    }
+}
+
+static uint32_t load_qh(const uint8_t qh[4])
+{
+    uint32_t v;
+    memcpy(&v, qh, 4);
+    return v;
+}
+
+static void dq_q5_0(const qp_block_q5_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QP_QK) {
+        const float d = QP_FP32(x[i].d);
+        const uint32_t qh = load_qh(x[i].qh);
+        for (int j = 0; j < QP_QK / 2; ++j) {
+            const uint8_t xh_0 = (uint8_t)(((qh >> (j + 0)) << 4) & 0x10);
+            const uint8_t xh_1 = (uint8_t)(((qh >> (j + 12))) & 0x10);
+            const int32_t x0 = ((x[i].qs[j] & 0x0F) | xh_0) - 16;
+            const int32_t x1 = ((x[i].qs[j] >> 4) | xh_1) - 16;
+            y[j] = x0 * d;
+            y[j + QP_QK / 2] = x1 * d;
+        }
+    }
+}
+
+static void dq_q5_1(const qp_block_q5_1 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QP_QK) {
+        const float d = QP_FP32(x[i].d), m = QP_FP32(x[i].m);
+        const uint32_t qh = load_qh(x[i].qh);
+        for (int j = 0; j < QP_QK / 2; ++j) {
+            const uint8_t xh_0 = (uint8_t)(((qh >> (j + 0)) << 4) & 0x10);
+            const uint8_t xh_1 = (uint8_t)(((qh >> (j + 12))) & 0x10);
+            const int x0 = (x[i].qs[j] & 0x0F) | xh_0;
+            const int x1 = (x[i].qs[j] >> 4) | xh_1;
+            y[j] = x0 * d + m;
+            y[j + QP_QK / 2] = x1 * d + m;
+        }
+    }
+}
+
+static void dq_q8_0(const qp_block_q8_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QP_QK) {
+        const float d = QP_FP32(x[i].d);
+        for (int j = 0; j < QP_QK; ++j)
+            y[j] = x[i].qs[j] * d;
+    }
+}
+
+static void dq_iq4_nl(const qp_block_iq4_nl *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += QP_QK) {
+        const float d = QP_FP32(x[i].d);
+        for (int j = 0; j < QP_QK / 2; ++j) {
+            y[j] = d * qp_kvalues_iq4nl[x[i].qs[j] & 0xf];
+            y[j + QP_QK / 2] = d * qp_kvalues_iq4nl[x[i].qs[j] >> 4];
+        }
+    }
+}
+
+static void dq_q2_K(const qp_block_q2_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d), min = QP_FP32(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        int is = 0;
+        for (int n = 0; n < QP_QK_K; n += 128, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int half = 0; half < 2; half++) {
+                    const uint8_t sc = x[i].scales[is++];
+                    const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+                    for (int l = 0; l < 16; ++l)
+                        *y++ = dl * ((int8_t)((q[l + 16 * half] >> shift) & 3)) - ml;
+                }
+            }
+        }
+    }
+}
+
+static void dq_q3_K(const qp_block_q3_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d_all = QP_FP32(x[i].d);
+        const uint8_t *q = x[i].qs, *hm = x[i].hmask;
+        /* unpack the 16 six-bit scales */
+        int8_t scales[16];
+        for (int j = 0; j < 16; j++) {
+            int lo = j < 8 ? x[i].scales[j] & 0xF : x[i].scales[j - 8] >> 4;
+            int hi = (x[i].scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+            scales[j] = (int8_t)(lo | (hi << 4));
+        }
+        uint8_t m = 1;
+        int is = 0;
+        for (int n = 0; n < QP_QK_K; n += 128, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2, m = (uint8_t)(m << 1)) {
+                for (int half = 0; half < 2; half++) {
+                    const float dl = d_all * (scales[is++] - 32);
+                    for (int l = 0; l < 16; ++l) {
+                        const int k = l + 16 * half;
+                        *y++ = dl * ((int8_t)((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+    }
+}
+
+static void dq_q4_K(const qp_block_q4_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *q = x[i].qs;
+        const float d = QP_FP32(x[i].d), min = QP_FP32(x[i].dmin);
+        int is = 0;
+        for (int j = 0; j < QP_QK_K; j += 64, q += 32, is += 2) {
+            uint8_t sc, m;
+            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            for (int l = 0; l < 32; ++l)
+                *y++ = d1 * (q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; ++l)
+                *y++ = d2 * (q[l] >> 4) - m2;
+        }
+    }
+}
+
+static void dq_q5_K(const qp_block_q5_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
+        const float d = QP_FP32(x[i].d), min = QP_FP32(x[i].dmin);
+        int is = 0;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < QP_QK_K; j += 64, ql += 32, is += 2) {
+            uint8_t sc, m;
+            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            for (int l = 0; l < 32; ++l)
+                *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; ++l)
+                *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            u1 = (uint8_t)(u1 << 2);
+            u2 = (uint8_t)(u2 << 2);
+        }
+    }
+}
+
+static void dq_q6_K(const qp_block_q6_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        for (int n = 0; n < QP_QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; ++l) {
+                int is = l / 16;
+                const int8_t q1 = (int8_t)(((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                const int8_t q2 = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                const int8_t q3 = (int8_t)(((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                const int8_t q4 = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                y[l + 0] = d * sc[is + 0] * q1;
+                y[l + 32] = d * sc[is + 2] * q2;
+                y[l + 64] = d * sc[is + 4] * q3;
+                y[l + 96] = d * sc[is + 6] * q4;
+            }
+        }
+    }
+}
+
+void qp_ggml_dequantize_blocks(qp_qtype t, const void *src, float *dst, int64_t n)
+{
+    switch (t) {
+    case QP_QT_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case QP_QT_F16: {
+        const uint8_t *s = src;
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = qp_f16_to_f32(h);
+        }
+        break;
+    }
+    case QP_QT_BF16: {
+        const uint8_t *s = src;
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = qp_bf16_to_f32(h);
+        }
+        break;
+    }
+    case QP_QT_Q4_0: dq_q4_0(src, dst, n / QP_QK); break;
+    case QP_QT_Q4_1: dq_q4_1(src, dst, n / QP_QK); break;
+    case QP_QT_Q5_0: dq_q5_0(src, dst, n / QP_QK); break;
+    case QP_QT_Q5_1: dq_q5_1(src, dst, n / QP_QK); break;
+    case QP_QT_Q8_0: dq_q8_0(src, dst, n / QP_QK); break;
+    case QP_QT_IQ4_NL: dq_iq4_nl(src, dst, n / QP_QK); break;
+    case QP_QT_Q2_K: dq_q2_K(src, dst, n / QP_QK_K); break;
+    case QP_QT_Q3_K: dq_q3_K(src, dst, n / QP_QK_K); break;
+    case QP_QT_Q4_K: dq_q4_K(src, dst, n / QP_QK_K); break;
+    case QP_QT_Q5_K: dq_q5_K(src, dst, n / QP_QK_K); break;
+    case QP_QT_Q6_K: dq_q6_K(src, dst, n / QP_QK_K); break;
+    }
+}

@@ -1,0 +1,151 @@
+/* Internal to quant/: ggml's block layouts and the building blocks of its
+ * reference quantizers (llama.cpp commit c392e50, ggml/src/ggml-quants.c).
+ *
+ * Byte identity with llama.cpp depends on doing the SAME float operations in
+ * the SAME order as ggml's C code: every accumulation below is sequential
+ * over the elements, products are written with ggml's association
+ * ((w*x)*l, not w*(x*l)), and the build uses -ffp-contract=off so that no
+ * multiply-add is fused.  Do not "simplify" an expression here without
+ * re-running tests/quant: a one-ulp change flips quantized values. */
+#ifndef QP_QUANT_GGML_IMPL_H
+#define QP_QUANT_GGML_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "model/tensor.h"
+#include "quant/qtypes.h"
+
+#define QP_QK 32          /* legacy block: Q4_0 … Q8_0, IQ4_NL */
+#define QP_QK_K 256       /* k-quant super-block */
+#define QP_GROUP_MAX_EPS 1e-15f
+
+#define QP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define QP_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- block layouts (little-endian, no padding; fp16 fields are raw bits) ---- */
+typedef struct { uint16_t d; uint8_t qs[16]; } qp_block_q4_0;                       /* 18 B */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } qp_block_q4_1;                    /* 20 B */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } qp_block_q5_0;        /* 22 B */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } qp_block_q5_1;     /* 24 B */
+typedef struct { uint16_t d; int8_t qs[32]; } qp_block_q8_0;                        /* 34 B */
+typedef struct { uint16_t d; uint8_t qs[16]; } qp_block_iq4_nl;                     /* 18 B */
+/* x = d·(sc&15)·q − dmin·(sc>>4), q 2-bit; scales[16] per 16 weights */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } qp_block_q2_K;   /* 84 B */
+/* 3-bit: low 2 bits in qs, high bit in hmask; 16 six-bit scales in 12 bytes */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } qp_block_q3_K; /* 110 B */
+/* 8 sub-blocks of 32: six-bit scale and min each, packed in 12 bytes */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } qp_block_q4_K; /* 144 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } qp_block_q5_K; /* 176 B */
+/* 16 sub-blocks of 16, int8 scales, 6-bit quants (4 low in ql, 2 high in qh) */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } qp_block_q6_K; /* 210 B */
+
+_Static_assert(sizeof(qp_block_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(qp_block_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(qp_block_q5_0) == 22, "q5_0 layout");
+_Static_assert(sizeof(qp_block_q5_1) == 24, "q5_1 layout");
+_Static_assert(sizeof(qp_block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(qp_block_iq4_nl) == 18, "iq4_nl layout");
+_Static_assert(sizeof(qp_block_q2_K) == 84, "q2_K layout");
+_Static_assert(sizeof(qp_block_q3_K) == 110, "q3_K layout");
+_Static_assert(sizeof(qp_block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(qp_block_q5_K) == 176, "q5_K layout");
+_Static_assert(sizeof(qp_block_q6_K) == 210, "q6_K layout");
+
+#define QP_FP16(x) qp_f32_to_f16(x)      /* = GGML_FP32_TO_FP16 (round to nearest even) */
+#define QP_FP32(h) qp_f16_to_f32(h)
+
+/* ggml's nearest_int: round half to even via the 1.5·2^23 trick (exact for
+ * |f| <= 2^22; larger inputs give the same garbage ggml gets). */
+static inline int qp_nearest_int(float f)
+{
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* The four IQ4_NL levels tables share (kvalues_iq4nl). */
+extern const int8_t qp_kvalues_iq4nl[16];
+
+/* ---- scale searches (ggml_search.c); names and arguments follow ggml ---- */
+/* make_qx_quants with rmse_type 1: symmetric levels L = l + nmax in
+ * [0, 2·nmax), weights qw or x² when qw is NULL; returns the scale. */
+float qp_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw);
+/* make_q3_quants(…, do_rmse = true): weights x², coordinate-descent refinement. */
+float qp_make_q3_quants(int n, int nmax, const float *x, int8_t *L);
+/* make_qkx2_quants: asymmetric levels [0, nmax] with a min; *the_min = −min. */
+float qp_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                          float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
+/* make_qkx3_quants: same search, weights x² when NULL. */
+float qp_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                          float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
+/* make_qp_quants: positive values to [0, nmax] (scales of scales). */
+float qp_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);
+/* best_index_int8 as of c392e50 (binary search; ties go up). */
+int qp_best_index_int8(int n, const int8_t *val, float x);
+
+/* ---- row quantizers: x[n] -> blocks; n is a multiple of the block ----
+ * _ref = quantize_row_<t>_ref; _imat = the quantize_<t> path with quant
+ * weights (qw = imatrix, n floats; never NULL). */
+void qp_q4_0_ref(const float *x, void *y, int64_t n);
+void qp_q4_1_ref(const float *x, void *y, int64_t n);
+void qp_q5_0_ref(const float *x, void *y, int64_t n);
+void qp_q5_1_ref(const float *x, void *y, int64_t n);
+void qp_q8_0_ref(const float *x, void *y, int64_t n);
+void qp_q4_0_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q4_1_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q5_0_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q5_1_imat(const float *x, void *y, int64_t n, const float *qw);
+
+void qp_q2_K_ref(const float *x, void *y, int64_t n);
+void qp_q3_K_ref(const float *x, void *y, int64_t n);
+void qp_q4_K_ref(const float *x, void *y, int64_t n);
+void qp_q5_K_ref(const float *x, void *y, int64_t n);
+void qp_q6_K_ref(const float *x, void *y, int64_t n);
+void qp_q2_K_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q3_K_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q4_K_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q5_K_imat(const float *x, void *y, int64_t n, const float *qw);
+void qp_q6_K_imat(const float *x, void *y, int64_t n, const float *qw);
+
+/* IQ4_NL as llama-quantize produces it (quantize_iq4_nl: ntry 7); qw may be NULL. */
+void qp_iq4_nl_row(const float *x, void *y, int64_t n, const float *qw);
+
+/* Q6_K / Q4_K / Q5_K / Q2_K / Q3_K: requantization and packing shared by the
+ * reference and the fast kernels (ggml_kquants.c). */
+void qp_q4_K_finish(const float *x, qp_block_q4_K *y, uint8_t *L);
+void qp_q5_K_finish(const float *x, qp_block_q5_K *y, uint8_t *L);
+void qp_q6_K_finish(const float *x, qp_block_q6_K *y, int8_t *L, const float *scales);
+
+/* ---- fast kernels (quant_fast*.c): same bytes as the _ref row functions ---- */
+void qp_q8_0_fast(const float *x, void *y, int64_t n);
+void qp_q4_0_fast(const float *x, void *y, int64_t n);
+void qp_q4_1_fast(const float *x, void *y, int64_t n);
+void qp_q5_0_fast(const float *x, void *y, int64_t n);
+void qp_q5_1_fast(const float *x, void *y, int64_t n);
+void qp_q4_K_fast(const float *x, void *y, int64_t n);
+void qp_q5_K_fast(const float *x, void *y, int64_t n);
+void qp_q6_K_fast(const float *x, void *y, int64_t n);
+
+/* ---- qtypes.c: argument checks and the per-row dispatch ---- */
+/* qp_quantize*'s argument checks except the weights' finiteness (one-line
+ * QP_EUSAGE messages). */
+int qp_quant_check(qp_qtype t, const float *src, const void *dst, int64_t nrows, int64_t n_per_row,
+                   const float *imatrix);
+/* Checks weights of rows [row0, row1) only: 0 or the first bad (row, col). */
+int qp_quant_find_nonfinite(const float *src, int64_t row0, int64_t row1, int64_t n_per_row,
+                            int64_t *bad_row, int64_t *bad_col);
+int qp_quant_nonfinite_error(qp_qtype t, const float *src, int64_t row, int64_t col, int64_t n_per_row);
+/* Quantizes rows [row0, row1) (already checked): imatrix path when the type
+ * uses one, else the fast kernel when fast != 0 and there is one, else ref. */
+void qp_quant_rows(qp_qtype t, const float *src, void *dst, int64_t row0, int64_t row1, int64_t n_per_row,
+                   const float *imatrix, int fast);
+
+/* Blocks (or plain elements) of type t covering n weights -> dst[n];
+ * t and n already validated by the caller. */
+void qp_ggml_dequantize_blocks(qp_qtype t, const void *src, float *dst, int64_t n);
+
+#endif

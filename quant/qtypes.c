@@ -1,0 +1,238 @@
+/* Type table, row sizes, fallback rule, argument checks and the per-row
+ * dispatch behind qp_quantize_ref / qp_quantize (see qtypes.h). */
+#include "quant/qtypes.h"
+
+#include "common/error.h"
+#include "quant/ggml_impl.h"
+
+#include <math.h>
+#include <strings.h>
+
+typedef void (*row_ref_fn)(const float *x, void *y, int64_t n);
+typedef void (*row_imat_fn)(const float *x, void *y, int64_t n, const float *qw);
+
+typedef struct {
+    qp_qtype_info info;
+    row_ref_fn ref;      /* no imatrix */
+    row_imat_fn imat;    /* with imatrix; NULL: the imatrix is ignored */
+    row_ref_fn fast;     /* same bytes as ref; NULL: ref is used */
+} qtype_entry;
+
+static void row_f32(const float *x, void *y, int64_t n)
+{
+    memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+static void row_f16(const float *x, void *vy, int64_t n)
+{
+    uint8_t *y = vy;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h = qp_f32_to_f16(x[i]);
+        memcpy(y + 2 * i, &h, 2);
+    }
+}
+
+static void row_bf16(const float *x, void *vy, int64_t n)
+{
+    uint8_t *y = vy;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h = qp_f32_to_bf16(x[i]);
+        memcpy(y + 2 * i, &h, 2);
+    }
+}
+
+static void row_iq4_nl(const float *x, void *y, int64_t n)
+{
+    qp_iq4_nl_row(x, y, n, NULL);
+}
+
+#define INFO(t, name, block, size, q, im) { t, name, block, size, q, im, 8.0 * (size) / (block) }
+static const qtype_entry table[] = {
+    { INFO(QP_QT_F32, "F32", 1, 4, 0, 0), row_f32, NULL, NULL },
+    { INFO(QP_QT_F16, "F16", 1, 2, 0, 0), row_f16, NULL, NULL },
+    { INFO(QP_QT_Q4_0, "Q4_0", 32, 18, 1, 1), qp_q4_0_ref, qp_q4_0_imat, qp_q4_0_fast },
+    { INFO(QP_QT_Q4_1, "Q4_1", 32, 20, 1, 1), qp_q4_1_ref, qp_q4_1_imat, qp_q4_1_fast },
+    { INFO(QP_QT_Q5_0, "Q5_0", 32, 22, 1, 1), qp_q5_0_ref, qp_q5_0_imat, qp_q5_0_fast },
+    { INFO(QP_QT_Q5_1, "Q5_1", 32, 24, 1, 1), qp_q5_1_ref, qp_q5_1_imat, qp_q5_1_fast },
+    { INFO(QP_QT_Q8_0, "Q8_0", 32, 34, 1, 0), qp_q8_0_ref, NULL, qp_q8_0_fast },
+    { INFO(QP_QT_Q2_K, "Q2_K", 256, 84, 1, 1), qp_q2_K_ref, qp_q2_K_imat, NULL },
+    { INFO(QP_QT_Q3_K, "Q3_K", 256, 110, 1, 1), qp_q3_K_ref, qp_q3_K_imat, NULL },
+    { INFO(QP_QT_Q4_K, "Q4_K", 256, 144, 1, 1), qp_q4_K_ref, qp_q4_K_imat, NULL },
+    { INFO(QP_QT_Q5_K, "Q5_K", 256, 176, 1, 1), qp_q5_K_ref, qp_q5_K_imat, NULL },
+    { INFO(QP_QT_Q6_K, "Q6_K", 256, 210, 1, 1), qp_q6_K_ref, qp_q6_K_imat, NULL },
+    { INFO(QP_QT_IQ4_NL, "IQ4_NL", 32, 18, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL },
+    { INFO(QP_QT_BF16, "BF16", 1, 2, 0, 0), row_bf16, NULL, NULL },
+};
+#define N_TYPES (sizeof(table) / sizeof(table[0]))
+
+static const qtype_entry *entry(qp_qtype t)
+{
+    for (size_t i = 0; i < N_TYPES; i++)
+        if (table[i].info.type == t)
+            return &table[i];
+    return NULL;
+}
+
+const qp_qtype_info *qp_qtype_get(qp_qtype t)
+{
+    const qtype_entry *e = entry(t);
+    return e ? &e->info : NULL;
+}
+
+const qp_qtype_info *qp_qtype_by_name(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < N_TYPES; i++)
+        if (strcasecmp(table[i].info.name, name) == 0)
+            return &table[i].info;
+    return NULL;
+}
+
+size_t qp_qtype_count(void)
+{
+    return N_TYPES;
+}
+
+const qp_qtype_info *qp_qtype_at(size_t i)
+{
+    return i < N_TYPES ? &table[i].info : NULL;
+}
+
+size_t qp_qtype_row_size(qp_qtype t, int64_t n_per_row)
+{
+    const qtype_entry *e = entry(t);
+    if (!e || n_per_row <= 0 || n_per_row % e->info.block)
+        return 0;
+    return (size_t)(n_per_row / e->info.block) * e->info.type_size;
+}
+
+int qp_qtype_fallback(qp_qtype *out, qp_qtype t, int64_t n_per_row)
+{
+    const qtype_entry *e = entry(t);
+    if (!e)
+        return qp_error_set(QP_EUSAGE, "quantization type id %d is not supported", (int)t);
+    if (n_per_row <= 0)
+        return qp_error_set(QP_EUSAGE, "tensor rows of %lld weights cannot be quantized", (long long)n_per_row);
+    if (n_per_row % e->info.block == 0) {
+        *out = t;
+        return 0;
+    }
+    qp_qtype fb;
+    switch (t) {
+    case QP_QT_Q2_K:
+    case QP_QT_Q3_K: fb = QP_QT_IQ4_NL; break;
+    case QP_QT_Q4_K: fb = QP_QT_Q5_0; break;
+    case QP_QT_Q5_K: fb = QP_QT_Q5_1; break;
+    case QP_QT_Q6_K: fb = QP_QT_Q8_0; break;
+    default:
+        return qp_error_set(QP_EUSAGE, "tensor rows of %lld weights cannot be quantized to %s (blocks of %d)",
+                            (long long)n_per_row, e->info.name, e->info.block);
+    }
+    *out = n_per_row % QP_QK ? QP_QT_F16 : fb;
+    return 0;
+}
+
+/* ---- shared by qp_quantize_ref and qp_quantize ---- */
+
+int qp_quant_check(qp_qtype t, const float *src, const void *dst, int64_t nrows, int64_t n_per_row,
+                   const float *imatrix)
+{
+    const qtype_entry *e = entry(t);
+    if (!e)
+        return qp_error_set(QP_EUSAGE, "quantize: type id %d is not supported", (int)t);
+    const char *name = e->info.name;
+    if (nrows < 0 || n_per_row <= 0)
+        return qp_error_set(QP_EUSAGE, "quantize %s: bad shape %lld x %lld", name, (long long)nrows,
+                            (long long)n_per_row);
+    if (n_per_row % e->info.block)
+        return qp_error_set(QP_EUSAGE,
+                            "quantize %s: row length %lld is not a multiple of %d (use qp_qtype_fallback)",
+                            name, (long long)n_per_row, e->info.block);
+    if (nrows > 0 && (!src || !dst))
+        return qp_error_set(QP_EUSAGE, "quantize %s: NULL buffer", name);
+    if (imatrix && e->imat) {
+        for (int64_t c = 0; c < n_per_row; c++)
+            if (!isfinite(imatrix[c]) || imatrix[c] < 0)
+                return qp_error_set(QP_EUSAGE,
+                                    "quantize %s: imatrix column %lld is %g: importance must be finite and >= 0",
+                                    name, (long long)c, (double)imatrix[c]);
+    }
+    return 0;
+}
+
+/* Branch-free scan first (vectorises: one pass at memory speed), then the
+ * exact position only when something is wrong. */
+int qp_quant_find_nonfinite(const float *src, int64_t row0, int64_t row1, int64_t n_per_row,
+                            int64_t *bad_row, int64_t *bad_col)
+{
+    const float *x = src + row0 * n_per_row;
+    const int64_t n = (row1 - row0) * n_per_row;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    if (!bad)
+        return 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(src[row0 * n_per_row + i])) {
+            *bad_row = row0 + i / n_per_row;
+            *bad_col = i % n_per_row;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int qp_quant_nonfinite_error(qp_qtype t, const float *src, int64_t row, int64_t col, int64_t n_per_row)
+{
+    const float v = src[row * n_per_row + col];
+    return qp_error_set(QP_EUSAGE, "quantize %s: row %lld, column %lld is %s: weights must be finite",
+                        qp_qtype_get(t)->name, (long long)row, (long long)col, isnan(v) ? "NaN" : "infinite");
+}
+
+void qp_quant_rows(qp_qtype t, const float *src, void *dst, int64_t row0, int64_t row1, int64_t n_per_row,
+                   const float *imatrix, int fast)
+{
+    const qtype_entry *e = entry(t);
+    const size_t row_size = qp_qtype_row_size(t, n_per_row);
+    for (int64_t r = row0; r < row1; r++) {
+        const float *x = src + r * n_per_row;
+        void *y = (uint8_t *)dst + (size_t)r * row_size;
+        if (imatrix && e->imat)
+            e->imat(x, y, n_per_row, imatrix);
+        else if (fast && e->fast)
+            e->fast(x, y, n_per_row);
+        else
+            e->ref(x, y, n_per_row);
+    }
+}
+
+int qp_quantize_ref(qp_qtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                    const float *imatrix)
+{
+    int rc = qp_quant_check(t, src, dst, nrows, n_per_row, imatrix);
+    if (rc)
+        return rc;
+    int64_t bad_row, bad_col;
+    if (qp_quant_find_nonfinite(src, 0, nrows, n_per_row, &bad_row, &bad_col))
+        return qp_quant_nonfinite_error(t, src, bad_row, bad_col, n_per_row);
+    qp_quant_rows(t, src, dst, 0, nrows, n_per_row, imatrix, 0);
+    return 0;
+}
+
+int qp_dequantize_row(qp_qtype t, const void *src, float *dst, int64_t n)
+{
+    const qtype_entry *e = entry(t);
+    if (!e)
+        return qp_error_set(QP_EUSAGE, "dequantize: type id %d is not supported", (int)t);
+    if (n < 0 || n % e->info.block)
+        return qp_error_set(QP_EUSAGE, "dequantize %s: %lld weights is not a whole number of blocks of %d",
+                            e->info.name, (long long)n, e->info.block);
+    if (n > 0 && (!src || !dst))
+        return qp_error_set(QP_EUSAGE, "dequantize %s: NULL buffer", e->info.name);
+    qp_ggml_dequantize_blocks(t, src, dst, n);
+    return 0;
+}
