@@ -9,6 +9,7 @@
 #include "pipeline/cli.h"
 #include "pipeline/recipe.h"
 #include "pipeline/runner.h"
+#include "model/llama_pool.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -135,6 +136,9 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
 
 int main(int argc, char **argv)
 {
+    /* OpenBLAS 0.3.21 mistakes current cores for a generic one and picks
+     * kernels ~4x slower: re-exec once with the core type named. */
+    qp_blas_reexec_if_generic(argv);
     if (argc < 2) {
         fputs(usage_text, stderr);
         return 2;

@@ -1,22 +1,283 @@
-/* evaluate: perplexity, KL divergence against a reference stage, and
- * multiple-choice accuracy.  Declared here so recipes validate; the model
- * runtime arrives with issue #3. */
+/* evaluate: perplexity (two protocols), KL divergence / top-1 / Δp against
+ * a reference stage's model run in lockstep (no logits on disk), and
+ * multiple-choice accuracy.  Output: a metrics artifact the gate reads. */
 #include "stages/kinds.h"
+#include "stages/model_load.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/eval.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 static const qp_param_spec params[] = {
     {"dataset", QP_P_PATH_LIST, NULL, NULL, 0, -1, QP_PF_REQUIRED | QP_PF_CONTENT,
-     "text or JSONL file(s) scored for perplexity"},
+     "text or JSONL file(s) scored for perplexity (each file its own stream)"},
     {"field", QP_P_STRING, "text", NULL, 0, -1, 0, "JSONL field holding the text"},
     {"protocol", QP_P_STRING, "windows", "windows|llama.cpp", 0, -1, 0, "perplexity protocol"},
     {"ctx", QP_P_INT, "0", NULL, 0, 1048576, 0, "window length in tokens (0 = model context)"},
-    {"max_tokens", QP_P_INT, "0", NULL, 0, 1e15, 0, "stop after this many tokens (0 = all)"},
-    {"max_chunks", QP_P_INT, "0", NULL, 0, 1e15, 0, "stop after this many windows (0 = all)"},
+    {"max_tokens", QP_P_INT, "0", NULL, 0, 1e15, 0, "use at most this many tokens per file (0 = all)"},
+    {"max_chunks", QP_P_INT, "0", NULL, 0, 1e15, 0, "score at most this many windows in all (0 = all)"},
     {"mc", QP_P_PATH, "", NULL, 0, -1, QP_PF_CONTENT,
      "multiple-choice JSONL {ctx, endings, label} for acc / acc_norm"},
     {"reference", QP_P_STRING, "", NULL, 0, -1, 0,
-     "evaluate stage of the unquantized model: adds KLD, top-1, ppl delta"},
+     "evaluate stage of the unquantized model: adds KLD, top-1, RMS dp, ppl delta/ratio"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* A dataset file as one text: plain text as is; JSONL records' `field`
+ * joined with blank lines (as the GPTQ/AWQ evaluations join WikiText). */
+static int read_dataset(char **out, size_t *len, const char *path, const char *field)
+{
+    char *raw = NULL;
+    size_t n = 0;
+    int rc = qp_read_file(path, &raw, &n);
+    if (rc)
+        return rc;
+    if (!ends_with(path, ".jsonl") && !ends_with(path, ".json")) {
+        *out = raw;
+        *len = n;
+        return 0;
+    }
+    size_t cap = n + 1, used = 0, line_no = 0;
+    char *text = malloc(cap);
+    char *save = NULL;
+    for (char *line = strtok_r(raw, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        line_no++;
+        if (!line[0] || (line[0] == '\r' && !line[1]))
+            continue;
+        json_error_t jerr;
+        json_t *rec = json_loads(line, 0, &jerr);
+        const char *t = json_string_value(json_object_get(rec, field));
+        if (!t) {
+            rc = qp_error_set(QP_EFORMAT, "%s:%zu: %s", path, line_no,
+                              rec ? "record has no string field (set field: to the text's key)" : jerr.text);
+            json_decref(rec);
+            break;
+        }
+        size_t tl = strlen(t);
+        if (used + tl + 2 >= cap) {
+            cap = (used + tl + 2) * 2;
+            text = realloc(text, cap);
+        }
+        if (used) {
+            memcpy(text + used, "\n\n", 2);
+            used += 2;
+        }
+        memcpy(text + used, t, tl);
+        used += tl;
+        json_decref(rec);
+    }
+    free(raw);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    text[used] = '\0';
+    *out = text;
+    *len = used;
+    return 0;
+}
+
+static void on_progress(void *ud, uint64_t done, uint64_t total)
+{
+    qp_progress_update(ud, done, total, "windows");
+}
+
+static int load_mc(const char *path, qp_mc_item **items_out, size_t *n_out, json_t **keep)
+{
+    char *raw = NULL;
+    size_t n = 0, count = 0, cap = 0, line_no = 0;
+    int rc = qp_read_file(path, &raw, &n);
+    if (rc)
+        return rc;
+    json_t *all = json_array();
+    qp_mc_item *items = NULL;
+    char *save = NULL;
+    for (char *line = strtok_r(raw, "\n", &save); line && rc == 0; line = strtok_r(NULL, "\n", &save)) {
+        line_no++;
+        if (!line[0])
+            continue;
+        json_error_t jerr;
+        json_t *rec = json_loads(line, 0, &jerr);
+        json_t *endings = json_object_get(rec, "endings");
+        json_t *label = json_object_get(rec, "label");
+        if (!json_is_string(json_object_get(rec, "ctx")) || !json_is_array(endings) ||
+            json_array_size(endings) < 2 || !json_is_integer(label) || json_integer_value(label) < 0 ||
+            (size_t)json_integer_value(label) >= json_array_size(endings)) {
+            rc = qp_error_set(QP_EFORMAT, "%s:%zu: %s", path, line_no,
+                              rec ? "expected {\"ctx\": str, \"endings\": [str, str, …], \"label\": index}" : jerr.text);
+            json_decref(rec);
+            break;
+        }
+        if (count == cap) {
+            cap = cap ? cap * 2 : 256;
+            items = realloc(items, cap * sizeof(*items));
+        }
+        qp_mc_item *it = &items[count++];
+        it->ctx = json_string_value(json_object_get(rec, "ctx"));
+        it->n_endings = json_array_size(endings);
+        const char **e = calloc(it->n_endings, sizeof(*e));
+        for (size_t k = 0; k < it->n_endings; k++) {
+            e[k] = json_string_value(json_array_get(endings, k));
+            if (!e[k]) {
+                rc = qp_error_set(QP_EFORMAT, "%s:%zu: ending %zu is not a string", path, line_no, k);
+                break;
+            }
+        }
+        it->endings = e;
+        it->label = (int)json_integer_value(label);
+        json_array_append_new(all, rec);
+    }
+    free(raw);
+    if (rc == 0 && count == 0)
+        rc = qp_error_set(QP_EFORMAT, "%s: no multiple-choice items", path);
+    if (rc) {
+        for (size_t i = 0; i < count; i++)
+            free((void *)items[i].endings);
+        free(items);
+        json_decref(all);
+        return rc;
+    }
+    *items_out = items;
+    *n_out = count;
+    *keep = all;
+    return 0;
+}
+
+static void set_metric(qp_stage_ctx *ctx, const char *name, double v)
+{
+    qp_artifact_set_metric(ctx->output, name, v);
+}
+
+static int evaluate_run(qp_stage_ctx *ctx)
+{
+    qp_loaded_model *model = NULL, *ref = NULL;
+    qp_eval_acc *acc = NULL;
+    int rc;
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
+    if ((rc = qp_loaded_model_open(&model, ctx->inputs[0], ctx->cache, ctx->threads, what)) != 0)
+        goto done;
+    if (ctx->reference_id) {
+        if (!ctx->reference_input || !(qp_artifact_type_of(ctx->reference_input) & (QP_ART_MODEL | QP_ART_QMODEL))) {
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': reference '%s' must be an evaluate stage of a model",
+                              ctx->id, ctx->reference_id);
+            goto done;
+        }
+        free(what);
+        what = qp_strfmt("stage '%s': reference '%s'", ctx->id, ctx->reference_id);
+        if ((rc = qp_loaded_model_open(&ref, ctx->reference_input, ctx->cache, ctx->threads, what)) != 0)
+            goto done;
+        if (strcmp(qp_loaded_model_tokenizer_digest(model), qp_loaded_model_tokenizer_digest(ref)) != 0) {
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': the model and reference '%s' have different tokenizers; "
+                                         "KL divergence needs the same vocabulary", ctx->id, ctx->reference_id);
+            goto done;
+        }
+    }
+    qp_llama *m = qp_loaded_model_llama(model);
+    const qp_tokenizer *tok = qp_loaded_model_tokenizer(model);
+    const qp_llama_hparams *hp = qp_llama_get_hparams(m);
+    size_t ctx_len = (size_t)qp_param_int(ctx->params, "ctx");
+    if (ctx_len == 0)
+        ctx_len = (size_t)hp->max_pos;
+    qp_ppl_protocol proto = strcmp(qp_param_str(ctx->params, "protocol"), "llama.cpp") == 0 ? QP_PPL_LLAMACPP
+                                                                                           : QP_PPL_WINDOWS;
+    size_t max_tokens = (size_t)qp_param_int(ctx->params, "max_tokens");
+    size_t max_chunks = (size_t)qp_param_int(ctx->params, "max_chunks");
+    if ((rc = qp_eval_acc_new(&acc, ref != NULL)) != 0)
+        goto done;
+    double t0 = qp_now();
+    uint64_t tokens_run = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(ctx->params, "dataset"), i, v) {
+        char *path = qp_stage_path(ctx, json_string_value(v)), *text = NULL;
+        size_t len = 0, n = 0;
+        int *ids = NULL;
+        rc = read_dataset(&text, &len, path, qp_param_str(ctx->params, "field"));
+        if (rc == 0)
+            rc = qp_tokenizer_encode(tok, text, len, QP_TOK_ADD_BOS, &ids, &n);
+        if (rc == 0 && qp_tokenizer_bos(tok) < 0)
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': the tokenizer has no BOS token, which both protocols need",
+                              ctx->id);
+        if (rc == 0) {
+            if (max_tokens && n > max_tokens)
+                n = max_tokens;
+            tokens_run += n;
+            rc = qp_eval_stream(acc, m, ref ? qp_loaded_model_llama(ref) : NULL, (const int32_t *)ids, n,
+                                qp_tokenizer_bos(tok), proto, ctx_len, max_chunks, on_progress, ctx->progress);
+        }
+        if (rc)
+            qp_error_prefix("stage '%s': dataset %s", ctx->id, json_string_value(v));
+        free(ids);
+        free(text);
+        free(path);
+        if (rc)
+            goto done;
+    }
+    qp_eval_result r;
+    if ((rc = qp_eval_finish(acc, &r)) != 0) {
+        qp_error_prefix("stage '%s'", ctx->id);
+        goto done;
+    }
+    double secs = qp_now() - t0;
+    set_metric(ctx, "ppl", r.ppl);
+    set_metric(ctx, "nll", r.nll_mean);
+    set_metric(ctx, "tokens_scored", (double)r.scored);
+    set_metric(ctx, "windows", (double)r.windows);
+    if (ref) {
+        set_metric(ctx, "ppl_ref", r.ppl_ref);
+        set_metric(ctx, "ppl_delta", r.ppl_delta);
+        set_metric(ctx, "ppl_ratio", r.ppl_ratio);
+        set_metric(ctx, "kld_mean", r.kld_mean);
+        set_metric(ctx, "kld_p99", r.kld_p99);
+        set_metric(ctx, "kld_median", r.kld_median);
+        set_metric(ctx, "top1", r.top1);
+        set_metric(ctx, "rms_dp", r.rms_dp);
+    }
+    /* timings are reported, not stored: the artifact must be deterministic */
+    qp_progress_note(ctx->progress, "%.0f tokens/s", secs > 0 ? (double)tokens_run / secs : 0.0);
+    const char *mc = qp_param_str(ctx->params, "mc");
+    if (mc && mc[0]) {
+        char *path = qp_stage_path(ctx, mc);
+        qp_mc_item *items = NULL;
+        size_t n_items = 0;
+        json_t *keep = NULL;
+        rc = load_mc(path, &items, &n_items, &keep);
+        qp_mc_result mr;
+        if (rc == 0)
+            rc = qp_eval_mc(&mr, m, tok, items, n_items, on_progress, ctx->progress);
+        if (rc == 0) {
+            set_metric(ctx, "acc", mr.acc);
+            set_metric(ctx, "acc_norm", mr.acc_norm);
+            set_metric(ctx, "mc_items", (double)mr.items);
+            if (ctx->reference_id) {
+                const json_t *ra = json_object_get(qp_artifact_metrics_c(ctx->reference), "acc");
+                if (json_is_number(ra))
+                    set_metric(ctx, "acc_drop", json_number_value(ra) - mr.acc);
+            }
+        } else {
+            qp_error_prefix("stage '%s': mc", ctx->id);
+        }
+        for (size_t k = 0; k < n_items; k++)
+            free((void *)items[k].endings);
+        free(items);
+        json_decref(keep);
+        free(path);
+    }
+done:
+    free(what);
+    qp_eval_acc_free(acc);
+    qp_loaded_model_free(ref);
+    qp_loaded_model_free(model);
+    return rc;
+}
 
 const qp_stage_kind qp_stage_evaluate = {
     .name = "evaluate", .version = 1,
@@ -24,5 +285,6 @@ const qp_stage_kind qp_stage_evaluate = {
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL, .min_inputs = 1, .max_inputs = 1,
     .output = QP_ART_METRICS,
-    .implemented = 0,
+    .implemented = 1,
+    .run = evaluate_run,
 };

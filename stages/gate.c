@@ -103,7 +103,8 @@ static int gate_run(qp_stage_ctx *ctx)
         double margin = is_max ? limit - value : value - limit;
         int ok = !isnan(value) && margin >= 0;
         passed_all &= ok;
-        json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:f, s:b}", "check", param, "metric", metric,
+        const char *dot = strchr(metric, '.');
+        json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:f, s:b}", "check", param, "metric", dot ? dot + 1 : metric,
                               "stage", source, "op", is_max ? "<=" : ">=", "limit", limit, "passed", ok);
         /* JSON has no NaN/inf: a non-finite value is recorded as null and fails */
         json_object_set_new(c, "value", isfinite(value) ? json_real(value) : json_null());

@@ -1,0 +1,167 @@
+#include "stages/model_load.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct qp_loaded_model {
+    const qp_artifact *artifact;
+    qp_cache *cache;
+    char *what;
+    qp_llama_config config;
+    qp_tokenizer *tok;
+    char tok_digest[QP_HEX_LEN];
+    qp_llama *llama;
+};
+
+/* Reads tensor `name` of the artifact as f32, checking its shape.
+ * Called layer by layer by the forward pass. */
+static int artifact_get_f32(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst)
+{
+    qp_loaded_model *m = ud;
+    char *entry_name = qp_strfmt("tensors/%s", name);
+    const json_t *e = qp_artifact_find(m->artifact, entry_name);
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (!e) {
+        rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s' is missing (needed by the LLaMA forward pass)", m->what, name);
+        goto done;
+    }
+    const json_t *jshape = json_object_get(e, "shape");
+    int same = (int)json_array_size(jshape) == ndim;
+    uint64_t nelem = 1;
+    for (int i = 0; same && i < ndim; i++) {
+        same = (uint64_t)json_integer_value(json_array_get(jshape, (size_t)i)) == shape[i];
+        nelem *= shape[i];
+    }
+    if (!same) {
+        char *got = json_dumps(jshape, JSON_COMPACT | JSON_ENCODE_ANY);
+        rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s' has shape %s, which does not fit the config", m->what, name,
+                          got ? got : "?");
+        free(got);
+        goto done;
+    }
+    qp_dtype dt = qp_dtype_parse(json_string_value(json_object_get(e, "dtype")));
+    if ((rc = qp_cache_get(m->cache, qp_artifact_entry_digest(e), &buf, &len)) != 0)
+        goto done;
+    if (len != nelem * qp_dtype_size(dt)) {
+        rc = qp_error_set(QP_ECORRUPT, "%s: tensor '%s' holds %zu bytes, expected %llu", m->what, name, len,
+                          (unsigned long long)(nelem * qp_dtype_size(dt)));
+        goto done;
+    }
+    if (qp_convert_to_f32(dst, buf, dt, (size_t)nelem) != 0)
+        rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s' has dtype %s, expected a float type", m->what, name,
+                          qp_dtype_name(dt) ? qp_dtype_name(dt) : "?");
+done:
+    free(buf);
+    free(entry_name);
+    return rc;
+}
+
+static int read_entry(qp_loaded_model *m, const char *name, void **out, size_t *len)
+{
+    int rc = qp_artifact_read(m->artifact, m->cache, name, out, len);
+    if (rc == QP_ENOTFOUND)
+        qp_error_set(QP_EFORMAT, "%s: the model has no %s (a Hugging Face checkpoint directory is expected)",
+                     m->what, name + 6);
+    return rc;
+}
+
+/* The SentencePiece parser reads files: materialise the cached bytes. */
+static int load_tokenizer(qp_loaded_model *m)
+{
+    const json_t *e = qp_artifact_find(m->artifact, "files/tokenizer.model");
+    void *buf = NULL;
+    size_t len = 0;
+    char *tmp = NULL, *dir = qp_path_join(qp_cache_dir(m->cache), "tmp");
+    int fd = -1;
+    int rc = read_entry(m, "files/tokenizer.model", &buf, &len);
+    if (rc)
+        goto done;
+    memcpy(m->tok_digest, qp_artifact_entry_digest(e), QP_HEX_LEN);
+    if ((rc = qp_mkdir_p(dir, 0755)) != 0 || (rc = qp_mkstemp_in(dir, "tokenizer", &tmp, &fd)) != 0)
+        goto done;
+    if (write(fd, buf, len) != (ssize_t)len) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        goto done;
+    }
+    close(fd);
+    fd = -1;
+    if ((rc = qp_tokenizer_load_spm(&m->tok, tmp)) != 0)
+        qp_error_prefix("%s: tokenizer.model", m->what);
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tmp)
+        unlink(tmp);
+    free(tmp);
+    free(dir);
+    free(buf);
+    return rc;
+}
+
+int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
+                         const char *what)
+{
+    qp_loaded_model *m = calloc(1, sizeof(*m));
+    void *cfg = NULL;
+    size_t cfg_len = 0;
+    int rc;
+    if (!m)
+        return qp_error_set(QP_ERROR, "out of memory");
+    m->artifact = a;
+    m->cache = cache;
+    m->what = qp_strdup(what);
+    if (!(qp_artifact_type_of(a) & QP_ART_MODEL)) {
+        rc = qp_error_set(QP_EUSAGE, "%s: a %s artifact cannot be evaluated yet (needs a model)", what,
+                          qp_artifact_type_name(qp_artifact_type_of(a)));
+        goto done;
+    }
+    if ((rc = read_entry(m, "files/config.json", &cfg, &cfg_len)) != 0)
+        goto done;
+    char *cfg_name = qp_strfmt("%s: config.json", what);
+    rc = qp_llama_config_parse(&m->config, cfg, cfg_len, cfg_name);
+    free(cfg_name);
+    if (rc)
+        goto done;
+    if ((rc = load_tokenizer(m)) != 0)
+        goto done;
+    if (qp_tokenizer_n_vocab(m->tok) > (size_t)m->config.vocab) {
+        rc = qp_error_set(QP_EFORMAT, "%s: tokenizer.model has %zu pieces but config.json's vocab_size is %d", what,
+                          qp_tokenizer_n_vocab(m->tok), m->config.vocab);
+        goto done;
+    }
+    qp_llama_hparams hp;
+    qp_llama_hparams_from_config(&hp, &m->config);
+    qp_weight_source src = {.ud = m, .get_f32 = artifact_get_f32, .rope_interleaved = 0};
+    qp_llama_opts opts;
+    qp_llama_opts_init(&opts);
+    opts.n_threads = threads;
+    rc = qp_llama_new(&m->llama, &hp, &src, &opts);
+done:
+    free(cfg);
+    if (rc) {
+        qp_loaded_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void qp_loaded_model_free(qp_loaded_model *m)
+{
+    if (!m)
+        return;
+    qp_llama_free(m->llama);
+    qp_tokenizer_free(m->tok);
+    free(m->what);
+    free(m);
+}
+
+qp_llama *qp_loaded_model_llama(qp_loaded_model *m) { return m->llama; }
+const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m) { return m->tok; }
+const char *qp_loaded_model_tokenizer_digest(const qp_loaded_model *m) { return m->tok_digest; }

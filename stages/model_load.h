@@ -1,0 +1,23 @@
+/* Opens a model artifact from the cache for inference: hyper-parameters
+ * from its config.json, its tokenizer, and a weight source that reads each
+ * tensor object on demand (verified, converted to f32 layer by layer). */
+#ifndef QP_STAGES_MODEL_LOAD_H
+#define QP_STAGES_MODEL_LOAD_H
+
+#include "cache/cache.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+#include "pipeline/artifact.h"
+
+typedef struct qp_loaded_model qp_loaded_model;
+
+/* what: the stage/input name for messages ("stage 'base': input 'model'"). */
+int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
+                         const char *what);
+void qp_loaded_model_free(qp_loaded_model *m);
+qp_llama *qp_loaded_model_llama(qp_loaded_model *m);
+const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m);
+/* Digest of the tokenizer file: two models must share it to be compared. */
+const char *qp_loaded_model_tokenizer_digest(const qp_loaded_model *m);
+
+#endif
