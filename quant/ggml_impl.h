@@ -67,6 +67,19 @@ static inline int qp_nearest_int(float f)
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/* float -> int32 as x86's cvttss2si, which is what ggml's C casts
+ * (int8_t)(float) compile to: truncation toward zero, INT32_MIN for NaN and
+ * out-of-range values.  Keeps the reference well-defined C in the one case
+ * where ggml's cast is undefined — a block so small that 1/d overflows to
+ * inf — and gives there the bytes llama.cpp gives on x86 (the low byte of
+ * INT32_MIN, 0). */
+static inline int32_t qp_trunc_i32(float v)
+{
+    if (v >= -2147483648.0f && v < 2147483648.0f)
+        return (int32_t)v;
+    return INT32_MIN;
+}
+
 /* The four IQ4_NL levels tables share (kvalues_iq4nl). */
 extern const int8_t qp_kvalues_iq4nl[16];
 

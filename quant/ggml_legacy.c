@@ -31,8 +31,8 @@ void qp_q4_0_ref(const float *x, void *vy, int64_t n)
         for (int j = 0; j < QP_QK / 2; ++j) {
             const float x0 = xb[j] * id;
             const float x1 = xb[QP_QK / 2 + j] * id;
-            const uint8_t xi0 = (uint8_t)QP_MIN(15, (int8_t)(x0 + 8.5f));
-            const uint8_t xi1 = (uint8_t)QP_MIN(15, (int8_t)(x1 + 8.5f));
+            const uint8_t xi0 = (uint8_t)QP_MIN(15, (int8_t)qp_trunc_i32(x0 + 8.5f));
+            const uint8_t xi1 = (uint8_t)QP_MIN(15, (int8_t)qp_trunc_i32(x1 + 8.5f));
             y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
         }
     }
@@ -60,8 +60,8 @@ void qp_q4_1_ref(const float *x, void *vy, int64_t n)
         for (int j = 0; j < QP_QK / 2; ++j) {
             const float x0 = (xb[j] - min) * id;
             const float x1 = (xb[QP_QK / 2 + j] - min) * id;
-            const uint8_t xi0 = (uint8_t)QP_MIN(15, (int8_t)(x0 + 0.5f));
-            const uint8_t xi1 = (uint8_t)QP_MIN(15, (int8_t)(x1 + 0.5f));
+            const uint8_t xi0 = (uint8_t)QP_MIN(15, (int8_t)qp_trunc_i32(x0 + 0.5f));
+            const uint8_t xi1 = (uint8_t)QP_MIN(15, (int8_t)qp_trunc_i32(x1 + 0.5f));
             y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
         }
     }
@@ -100,7 +100,7 @@ void qp_q5_0_ref(const float *x, void *vy, int64_t n)
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);
         for (int j = 0; j < QP_QK; ++j)
-            L[j] = (uint8_t)QP_MIN(31, (int8_t)(xb[j] * id + 16.5f));
+            L[j] = (uint8_t)QP_MIN(31, (int8_t)qp_trunc_i32(xb[j] * id + 16.5f));
         pack_q5(L, y[i].qs, y[i].qh);
     }
 }
@@ -126,7 +126,7 @@ void qp_q5_1_ref(const float *x, void *vy, int64_t n)
         y[i].m = QP_FP16(min);
         /* no clamp to 31 here, as in ggml: (x − min)/d <= 31 up to rounding */
         for (int j = 0; j < QP_QK; ++j)
-            L[j] = (uint8_t)((xb[j] - min) * id + 0.5f);
+            L[j] = (uint8_t)qp_trunc_i32((xb[j] - min) * id + 0.5f);
         pack_q5(L, y[i].qs, y[i].qh);
     }
 }
@@ -145,7 +145,7 @@ void qp_q8_0_ref(const float *x, void *vy, int64_t n)
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);
         for (int j = 0; j < QP_QK; ++j)
-            y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+            y[i].qs[j] = (int8_t)qp_trunc_i32(roundf(xb[j] * id));
     }
 }
 

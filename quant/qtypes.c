@@ -57,9 +57,9 @@ static const qtype_entry table[] = {
     { INFO(QP_QT_Q8_0, "Q8_0", 32, 34, 1, 0), qp_q8_0_ref, NULL, qp_q8_0_fast },
     { INFO(QP_QT_Q2_K, "Q2_K", 256, 84, 1, 1), qp_q2_K_ref, qp_q2_K_imat, NULL },
     { INFO(QP_QT_Q3_K, "Q3_K", 256, 110, 1, 1), qp_q3_K_ref, qp_q3_K_imat, NULL },
-    { INFO(QP_QT_Q4_K, "Q4_K", 256, 144, 1, 1), qp_q4_K_ref, qp_q4_K_imat, NULL },
-    { INFO(QP_QT_Q5_K, "Q5_K", 256, 176, 1, 1), qp_q5_K_ref, qp_q5_K_imat, NULL },
-    { INFO(QP_QT_Q6_K, "Q6_K", 256, 210, 1, 1), qp_q6_K_ref, qp_q6_K_imat, NULL },
+    { INFO(QP_QT_Q4_K, "Q4_K", 256, 144, 1, 1), qp_q4_K_ref, qp_q4_K_imat, qp_q4_K_fast },
+    { INFO(QP_QT_Q5_K, "Q5_K", 256, 176, 1, 1), qp_q5_K_ref, qp_q5_K_imat, qp_q5_K_fast },
+    { INFO(QP_QT_Q6_K, "Q6_K", 256, 210, 1, 1), qp_q6_K_ref, qp_q6_K_imat, qp_q6_K_fast },
     { INFO(QP_QT_IQ4_NL, "IQ4_NL", 32, 18, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL },
     { INFO(QP_QT_BF16, "BF16", 1, 2, 0, 0), row_bf16, NULL, NULL },
 };

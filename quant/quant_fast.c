@@ -141,9 +141,12 @@ void qp_q8_0_fast(const float *x, void *vy, int64_t n)
                                               _mm256_or_ps(one, _mm256_and_ps(s, sign)));
             q[k] = _mm256_cvtps_epi32(_mm256_add_ps(t, step));
         }
-        __m256i p01 = _mm256_packs_epi32(q[0], q[1]);
-        __m256i p23 = _mm256_packs_epi32(q[2], q[3]);
-        __m256i b = _mm256_packs_epi16(p01, p23);
+        /* keep the low byte (the C conversion of the reference), not a
+         * saturated one: they differ only for INT32_MIN (see qp_trunc_i32) */
+        const __m256i lo = _mm256_set1_epi32(0xFF);
+        __m256i p01 = _mm256_packus_epi32(_mm256_and_si256(q[0], lo), _mm256_and_si256(q[1], lo));
+        __m256i p23 = _mm256_packus_epi32(_mm256_and_si256(q[2], lo), _mm256_and_si256(q[3], lo));
+        __m256i b = _mm256_packus_epi16(p01, p23);
         /* packs work per 128-bit lane: restore element order */
         b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(void *)y[i].qs, b);
