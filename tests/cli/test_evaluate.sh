@@ -55,6 +55,20 @@ python3 -c "
 import json,sys
 e=[json.loads(l) for l in open('$T/out') if l.startswith('{\"event\":\"stage\",\"stage\":\"lcpp\"')][0]['metrics']
 assert e['windows']==203 and e['tokens_scored']==25781 and abs(e['ppl']-22.450272865977528)/22.45<5e-4, e" || fail "llama.cpp protocol"; ok
+# JSONL datasets (field) and max_tokens: the same text as one record scores the same
+python3 -c "
+import json; t=open('$SHARED/data/shakespeare/valid.txt').read()
+open('valid.jsonl','w').write(json.dumps({'body': t})+'\n')"
+cat >> e.yaml <<Y
+  jl: {uses: evaluate, needs: [model], with: {dataset: valid.jsonl, field: body, max_tokens: 2000}}
+  tx: {uses: evaluate, needs: [model], with: {dataset: "$SHARED/data/shakespeare/valid.txt", max_tokens: 2000}}
+Y
+expect_exit 0 "$QPIPE" run e.yaml --no-provenance --json --stage jl
+m1=$(grep '^{"event":"stage","stage":"jl"' "$T/out" | sed -E 's/.*"metrics":(\{[^}]*\}).*/\1/')
+expect_exit 0 "$QPIPE" run e.yaml --no-provenance --json --stage tx
+m2=$(grep '^{"event":"stage","stage":"tx"' "$T/out" | sed -E 's/.*"metrics":(\{[^}]*\}).*/\1/')
+[ "$m1" = "$m2" ] || fail "jsonl vs text: $m1 vs $m2"; ok
+echo "$m1" | grep -q '"tokens_scored":1992' || fail "max_tokens: $m1"; ok
 # a dataset that does not exist: one line naming the recipe position and file
 sed -i 's|mc: mc60.jsonl|mc: nope.jsonl|' e.yaml
 expect_exit 1 "$QPIPE" run e.yaml --no-provenance

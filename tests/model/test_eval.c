@@ -1,0 +1,222 @@
+/* model/eval: KLD / top-1 / RMS dp statistics against a naive computation,
+ * the two perplexity protocols' window accounting, and multiple choice. */
+#include "tests/support/testutil.h"
+
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/config.h"
+#include "model/eval.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    qp_checkpoint *ck;
+    const char *scaled;   /* tensor multiplied by `factor` */
+    float factor;
+} perturbed;
+
+static int perturbed_get(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst)
+{
+    perturbed *p = ud;
+    qp_weight_source base;
+    qp_weight_source_checkpoint(&base, p->ck);
+    int rc = base.get_f32(base.ud, name, ndim, shape, dst);
+    if (rc == 0 && p->scaled && strcmp(name, p->scaled) == 0) {
+        uint64_t n = 1;
+        for (int i = 0; i < ndim; i++)
+            n *= shape[i];
+        for (uint64_t i = 0; i < n; i++)
+            dst[i] *= p->factor;
+    }
+    return rc;
+}
+
+static qp_checkpoint *ck;
+static qp_llama_hparams hp;
+static qp_tokenizer *tok;
+static int32_t *tokens;
+static size_t n_tokens;
+
+static int setup(void **state)
+{
+    (void)state;
+    char *dir = qp_test_shared_path("models/house-llama");
+    char *cfg = qp_path_join(dir, "config.json"), *tm = qp_path_join(dir, "tokenizer.model");
+    char *valid = qp_test_shared_path("data/shakespeare/valid.txt");
+    qp_llama_config c;
+    char *text = NULL;
+    size_t len = 0;
+    int *ids = NULL;
+    if (qp_checkpoint_open(&ck, dir) || qp_llama_config_load(&c, cfg) || qp_tokenizer_load_spm(&tok, tm) ||
+        qp_read_file(valid, &text, &len) || qp_tokenizer_encode(tok, text, len, QP_TOK_ADD_BOS, &ids, &n_tokens))
+        return -1;
+    qp_llama_hparams_from_config(&hp, &c);
+    tokens = (int32_t *)ids;
+    free(text);
+    free(dir);
+    free(cfg);
+    free(tm);
+    free(valid);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    qp_checkpoint_free(ck);
+    qp_tokenizer_free(tok);
+    free(tokens);
+    return 0;
+}
+
+static qp_llama *open_model(perturbed *p, int threads)
+{
+    qp_weight_source src = {.ud = p, .get_f32 = perturbed_get, .rope_interleaved = 0};
+    qp_llama_opts o;
+    qp_llama_opts_init(&o);
+    o.n_threads = threads;
+    qp_llama *m = NULL;
+    assert_int_equal(qp_llama_new(&m, &hp, &src, &o), 0);
+    return m;
+}
+
+static void test_kld_matches_naive(void **state)
+{
+    (void)state;
+    perturbed pa = {ck, NULL, 1}, pb = {ck, "model.layers.2.mlp.down_proj.weight", 1.3f};
+    qp_llama *ref = open_model(&pa, 2), *q = open_model(&pb, 2);
+    const size_t ctx = 64, windows = 3, V = (size_t)hp.vocab;
+    qp_eval_acc *acc = NULL;
+    assert_int_equal(qp_eval_acc_new(&acc, 1), 0);
+    assert_int_equal(qp_eval_stream(acc, q, ref, tokens, ctx * windows, 1, QP_PPL_WINDOWS, ctx, 0, NULL, NULL), 0);
+    qp_eval_result r;
+    assert_int_equal(qp_eval_finish(acc, &r), 0);
+
+    /* naive: probabilities by direct exponentiation, KL = Σ p log(p/q) */
+    float *lq = malloc(ctx * V * sizeof(float)), *lp = malloc(ctx * V * sizeof(float));
+    double kl_sum = 0, dp2 = 0, nll_q = 0, nll_p = 0;
+    size_t same = 0, n = 0;
+    double *all = malloc(windows * ctx * sizeof(double));
+    for (size_t w = 0; w < windows; w++) {
+        const int32_t *t = tokens + w * ctx;
+        assert_int_equal(qp_llama_forward(q, t, ctx, lq), 0);
+        assert_int_equal(qp_llama_forward(ref, t, ctx, lp), 0);
+        for (size_t i = 1; i < ctx; i++) {
+            const float *a = lp + (i - 1) * V, *b = lq + (i - 1) * V;
+            double za = 0, zb = 0;
+            size_t ba = 0, bb = 0;
+            for (size_t v = 0; v < V; v++) {
+                za += exp((double)a[v]);
+                zb += exp((double)b[v]);
+                if (a[v] > a[ba]) ba = v;
+                if (b[v] > b[bb]) bb = v;
+            }
+            double kl = 0;
+            for (size_t v = 0; v < V; v++) {
+                double pv = exp((double)a[v]) / za, qv = exp((double)b[v]) / zb;
+                kl += pv * log(pv / qv);
+            }
+            double pt = exp((double)a[t[i]]) / za, qt = exp((double)b[t[i]]) / zb;
+            dp2 += (qt - pt) * (qt - pt);
+            nll_p -= log(pt);
+            nll_q -= log(qt);
+            same += ba == bb;
+            all[n++] = kl;
+            kl_sum += kl;
+        }
+    }
+    assert_int_equal(r.scored, n);
+    assert_true(r.kld_mean > 1e-4);  /* the perturbation is visible */
+    assert_true(fabs(r.kld_mean - kl_sum / (double)n) < 1e-9 * (1 + kl_sum / (double)n) + 1e-12);
+    assert_true(fabs(r.rms_dp - sqrt(dp2 / (double)n)) < 1e-9);
+    assert_true(fabs(r.ppl - exp(nll_q / (double)n)) < 1e-9 * r.ppl);
+    assert_true(fabs(r.ppl_ref - exp(nll_p / (double)n)) < 1e-9 * r.ppl_ref);
+    assert_true(fabs(r.top1 - (double)same / (double)n) < 1e-12);
+    assert_true(r.top1 < 1.0);
+    /* p99 lies between the 98th and 100th smallest of the values */
+    size_t below = 0;
+    for (size_t i = 0; i < n; i++)
+        below += all[i] <= r.kld_p99 + 1e-15;
+    assert_true(below >= (size_t)(0.99 * (double)(n - 1)) && below <= n);
+    free(all);
+    free(lq);
+    free(lp);
+    qp_eval_acc_free(acc);
+    qp_llama_free(ref);
+    qp_llama_free(q);
+}
+
+static void test_protocol_accounting(void **state)
+{
+    (void)state;
+    perturbed pa = {ck, NULL, 1};
+    qp_llama *m = open_model(&pa, 1);
+    qp_eval_acc *a = NULL;
+    qp_eval_result r;
+    /* windows: 600 tokens, ctx 256 -> 256, 256, 88 -> 255 + 255 + 87 scored */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, tokens, 600, 1, QP_PPL_WINDOWS, 256, 0, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &r), 0);
+    assert_int_equal(r.windows, 3);
+    assert_int_equal(r.scored, 255 + 255 + 87);
+    qp_eval_acc_free(a);
+    /* a trailing window of one token scores nothing and is not counted */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, tokens, 513, 1, QP_PPL_WINDOWS, 256, 0, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &r), 0);
+    assert_int_equal(r.windows, 2);
+    assert_int_equal(r.scored, 510);
+    qp_eval_acc_free(a);
+    /* llama.cpp: floor(600/256) = 2 chunks, positions 129..255 each */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, tokens, 600, 1, QP_PPL_LLAMACPP, 256, 0, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &r), 0);
+    assert_int_equal(r.windows, 2);
+    assert_int_equal(r.scored, 2 * 127);
+    qp_eval_acc_free(a);
+    /* max_chunks counts across streams */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, tokens, 1024, 1, QP_PPL_WINDOWS, 128, 5, NULL, NULL), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, tokens, 1024, 1, QP_PPL_WINDOWS, 128, 5, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &r), 0);
+    assert_int_equal(r.windows, 5);
+    qp_eval_acc_free(a);
+    /* errors */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, tokens, 600, 1, QP_PPL_WINDOWS, 512, 0, NULL, NULL), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "evaluation context 512 exceeds the model's 256 positions; lower ctx:");
+    assert_int_equal(qp_eval_finish(a, &r), QP_EUSAGE);
+    qp_eval_acc_free(a);
+    qp_llama_free(m);
+}
+
+static void test_mc(void **state)
+{
+    (void)state;
+    perturbed pa = {ck, NULL, 1};
+    qp_llama *m = open_model(&pa, 2);
+    const char *e1[] = {" my lord, and so I will.", " lord my so, I will and."};
+    const char *e2[] = {" zq xk qqz vv", " thee, and I am glad of it."};
+    qp_mc_item items[] = {
+        {"\nFirst Citizen:\nI will speak to you,", e1, 2, 0},
+        {"\nROMEO:\nI thank", e2, 2, 1},
+    };
+    qp_mc_result r;
+    assert_int_equal(qp_eval_mc(&r, m, tok, items, 2, NULL, NULL), 0);
+    assert_int_equal(r.items, 2);
+    assert_true(r.acc == 1.0);
+    assert_true(r.acc_norm == 1.0);
+    qp_llama_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kld_matches_naive),
+        cmocka_unit_test(test_protocol_accounting),
+        cmocka_unit_test(test_mc),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
