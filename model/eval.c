@@ -122,6 +122,9 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         rc = qp_error_set(QP_ERROR, "out of memory for evaluation buffers (ctx %zu, vocab %zu)", ctx, vocab);
         goto done;
     }
+    uint64_t total_tokens = 0, done_tokens = 0;
+    for (size_t w = 0; w < n_windows; w++)
+        total_tokens += n - w * ctx < ctx ? n - w * ctx : ctx;
     for (size_t w = 0; w < n_windows; w++) {
         size_t start = w * ctx, len = n - start < ctx ? n - start : ctx, first = 1;
         memcpy(chunk, tokens + start, len * sizeof(int32_t));
@@ -136,8 +139,9 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         if ((rc = score_window(a, logits, ref_logits, chunk, len, first, vocab, lp, lq)) != 0)
             goto done;
         a->windows++;
+        done_tokens += len;
         if (progress)
-            progress(ud, w + 1, n_windows);
+            progress(ud, done_tokens, total_tokens);
     }
 done:
     free(logits);

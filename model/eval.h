@@ -15,7 +15,7 @@ typedef enum {
     QP_PPL_LLAMACPP,  /* floor(n/ctx) chunks, first token := BOS, positions ctx/2+1 .. ctx-1 scored */
 } qp_ppl_protocol;
 
-/* Reports done/total windows; may be NULL. */
+/* Reports progress: tokens for perplexity, items for multiple choice; may be NULL. */
 typedef void (*qp_eval_progress_fn)(void *ud, uint64_t done, uint64_t total);
 
 typedef struct qp_eval_acc qp_eval_acc;

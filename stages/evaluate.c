@@ -85,9 +85,14 @@ static int read_dataset(char **out, size_t *len, const char *path, const char *f
     return 0;
 }
 
-static void on_progress(void *ud, uint64_t done, uint64_t total)
+static void on_tokens(void *ud, uint64_t done, uint64_t total)
 {
-    qp_progress_update(ud, done, total, "windows");
+    qp_progress_update(ud, done, total, "tokens");
+}
+
+static void on_items(void *ud, uint64_t done, uint64_t total)
+{
+    qp_progress_update(ud, done, total, "mc items");
 }
 
 static int load_mc(const char *path, qp_mc_item **items_out, size_t *n_out, json_t **keep)
@@ -211,7 +216,7 @@ static int evaluate_run(qp_stage_ctx *ctx)
                 n = max_tokens;
             tokens_run += n;
             rc = qp_eval_stream(acc, m, ref ? qp_loaded_model_llama(ref) : NULL, (const int32_t *)ids, n,
-                                qp_tokenizer_bos(tok), proto, ctx_len, max_chunks, on_progress, ctx->progress);
+                                qp_tokenizer_bos(tok), proto, ctx_len, max_chunks, on_tokens, ctx->progress);
         }
         if (rc)
             qp_error_prefix("stage '%s': dataset %s", ctx->id, json_string_value(v));
@@ -252,7 +257,7 @@ static int evaluate_run(qp_stage_ctx *ctx)
         rc = load_mc(path, &items, &n_items, &keep);
         qp_mc_result mr;
         if (rc == 0)
-            rc = qp_eval_mc(&mr, m, tok, items, n_items, on_progress, ctx->progress);
+            rc = qp_eval_mc(&mr, m, tok, items, n_items, on_items, ctx->progress);
         if (rc == 0) {
             set_metric(ctx, "acc", mr.acc);
             set_metric(ctx, "acc_norm", mr.acc_norm);
