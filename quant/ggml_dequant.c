@@ -136,17 +136,6 @@ static void dq_q3_K(const qp_block_q3_K *x, float *y, int64_t nb)
     }
 }
 
-static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
-{
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-    }
-}
-
 static void dq_q4_K(const qp_block_q4_K *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
@@ -155,9 +144,9 @@ static void dq_q4_K(const qp_block_q4_K *x, float *y, int64_t nb)
         int is = 0;
         for (int j = 0; j < QP_QK_K; j += 64, q += 32, is += 2) {
             uint8_t sc, m;
-            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            qp_get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            qp_get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; ++l)
                 *y++ = d1 * (q[l] & 0xF) - m1;
@@ -176,9 +165,9 @@ static void dq_q5_K(const qp_block_q5_K *x, float *y, int64_t nb)
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0; j < QP_QK_K; j += 64, ql += 32, is += 2) {
             uint8_t sc, m;
-            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            qp_get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            qp_get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; ++l)
                 *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;

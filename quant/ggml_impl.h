@@ -80,6 +80,19 @@ static inline int32_t qp_trunc_i32(float v)
     return INT32_MIN;
 }
 
+/* Six-bit scale and min of sub-block j (of 8) from the 12-byte Q4_K/Q5_K
+ * scales field (get_scale_min_k4). */
+static inline void qp_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+    }
+}
+
 /* The four IQ4_NL levels tables share (kvalues_iq4nl). */
 extern const int8_t qp_kvalues_iq4nl[16];
 
@@ -127,10 +140,18 @@ void qp_q6_K_imat(const float *x, void *y, int64_t n, const float *qw);
 /* IQ4_NL as llama-quantize produces it (quantize_iq4_nl: ntry 7); qw may be NULL. */
 void qp_iq4_nl_row(const float *x, void *y, int64_t n, const float *qw);
 
-/* Q6_K / Q4_K / Q5_K / Q2_K / Q3_K: requantization and packing shared by the
- * reference and the fast kernels (ggml_kquants.c). */
+/* Q4_K / Q5_K / Q6_K steps shared by the reference and the fast kernels
+ * (ggml_kquants.c).  _finish = requantize with the stored scales + pack. */
 void qp_q4_K_finish(const float *x, qp_block_q4_K *y, uint8_t *L);
 void qp_q5_K_finish(const float *x, qp_block_q5_K *y, uint8_t *L);
+void qp_q4_K_pack(qp_block_q4_K *y, const uint8_t *L);
+void qp_q5_K_pack(qp_block_q5_K *y, const uint8_t *L);
+/* K4/K5 reference scale step: 6-bit scales/mins relative to the largest. */
+void qp_k4_ref_scales(uint8_t *sc12, uint16_t *dh, uint16_t *dminh, const float *scales, const float *mins);
+/* Q6_K: int8 sub-block scales and d from the 16 search scales; 0 when the
+ * block is all-zero (then fully written), 1 when requant + pack must follow. */
+int qp_q6_K_set_scales(qp_block_q6_K *y, const float *scales);
+void qp_q6_K_pack(qp_block_q6_K *y, const int8_t *L);
 void qp_q6_K_finish(const float *x, qp_block_q6_K *y, int8_t *L, const float *scales);
 
 /* ---- fast kernels (quant_fast*.c): same bytes as the _ref row functions ---- */

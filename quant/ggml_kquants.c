@@ -33,17 +33,6 @@ static void put_scale_min_k4(uint8_t *scales, int j, uint8_t ls, uint8_t lm)
     }
 }
 
-static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
-{
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-    }
-}
-
 /* Q3_K's 16 six-bit scales (already offset by 32) into 12 bytes. */
 static void put_scales_q3(uint8_t scales[12], int j, int l)
 {
@@ -249,7 +238,7 @@ static void k4_requant(const float *x, const uint8_t *scales, uint16_t dh, uint1
 {
     for (int j = 0; j < QP_QK_K / 32; ++j) {
         uint8_t sc, m;
-        get_scale_min_k4(j, scales, &sc, &m);
+        qp_get_scale_min_k4(j, scales, &sc, &m);
         const float d = QP_FP32(dh) * sc;
         if (!d)
             continue;
@@ -261,18 +250,16 @@ static void k4_requant(const float *x, const uint8_t *scales, uint16_t dh, uint1
     }
 }
 
-void qp_q4_K_finish(const float *x, qp_block_q4_K *y, uint8_t *L)
+void qp_q4_K_pack(qp_block_q4_K *y, const uint8_t *L)
 {
-    k4_requant(x, y->scales, y->d, y->dmin, L, 15);
     uint8_t *q = y->qs;
     for (int j = 0; j < QP_QK_K; j += 64, q += 32)
         for (int l = 0; l < 32; ++l)
             q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
 }
 
-void qp_q5_K_finish(const float *x, qp_block_q5_K *y, uint8_t *L)
+void qp_q5_K_pack(qp_block_q5_K *y, const uint8_t *L)
 {
-    k4_requant(x, y->scales, y->d, y->dmin, L, 31);
     uint8_t *qh = y->qh, *ql = y->qs;
     memset(qh, 0, QP_QK_K / 8);
     uint8_t m1 = 1, m2 = 2;
@@ -295,8 +282,20 @@ void qp_q5_K_finish(const float *x, qp_block_q5_K *y, uint8_t *L)
     }
 }
 
+void qp_q4_K_finish(const float *x, qp_block_q4_K *y, uint8_t *L)
+{
+    k4_requant(x, y->scales, y->d, y->dmin, L, 15);
+    qp_q4_K_pack(y, L);
+}
+
+void qp_q5_K_finish(const float *x, qp_block_q5_K *y, uint8_t *L)
+{
+    k4_requant(x, y->scales, y->d, y->dmin, L, 31);
+    qp_q5_K_pack(y, L);
+}
+
 /* Reference K4/K5 scale step: 6-bit scales/mins relative to the largest. */
-static void k4_ref_scales(uint8_t *sc12, uint16_t *dh, uint16_t *dminh, const float *scales, const float *mins)
+void qp_k4_ref_scales(uint8_t *sc12, uint16_t *dh, uint16_t *dminh, const float *scales, const float *mins)
 {
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QP_QK_K / 32; ++j) {
@@ -344,7 +343,7 @@ void qp_q4_K_ref(const float *x, void *vy, int64_t n)
     float mins[QP_QK_K / 32], scales[QP_QK_K / 32];
     for (int64_t i = 0; i < nb; i++, x += QP_QK_K) {
         k4_ref_search(x, L, scales, mins, 15, -1.f, 0.1f, 20);
-        k4_ref_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
+        qp_k4_ref_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
         qp_q4_K_finish(x, &y[i], L);
     }
 }
@@ -357,7 +356,7 @@ void qp_q5_K_ref(const float *x, void *vy, int64_t n)
     float mins[QP_QK_K / 32], scales[QP_QK_K / 32];
     for (int64_t i = 0; i < nb; i++, x += QP_QK_K) {
         k4_ref_search(x, L, scales, mins, 31, -0.5f, 0.1f, 15);
-        k4_ref_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
+        qp_k4_ref_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
         qp_q5_K_finish(x, &y[i], L);
     }
 }
@@ -420,9 +419,8 @@ void qp_q5_K_imat(const float *x, void *vy, int64_t n, const float *quant_weight
 
 /* ---------------- Q6_K ---------------- */
 
-/* From the 16 sub-block scales (levels already in L): int8 scales relative
- * to the one of largest magnitude, requantize, pack 4+2 bits. */
-void qp_q6_K_finish(const float *x, qp_block_q6_K *y, int8_t *L, const float *scales)
+/* int8 scales relative to the sub-block scale of largest magnitude. */
+int qp_q6_K_set_scales(qp_block_q6_K *y, const float *scales)
 {
     float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < QP_QK_K / 16; ++ib) {
@@ -435,22 +433,19 @@ void qp_q6_K_finish(const float *x, qp_block_q6_K *y, int8_t *L, const float *sc
     if (max_abs_scale < QP_GROUP_MAX_EPS) {
         memset(y, 0, sizeof *y);
         y->d = QP_FP16(0.f);
-        return;
+        return 0;
     }
     float iscale = -128.f / max_scale;
     y->d = QP_FP16(1 / iscale);
     for (int ib = 0; ib < QP_QK_K / 16; ++ib)
         y->scales[ib] = (int8_t)QP_MIN(127, qp_nearest_int(iscale * scales[ib]));
-    for (int j = 0; j < QP_QK_K / 16; ++j) {
-        float d = QP_FP32(y->d) * y->scales[j];
-        if (!d)
-            continue;
-        for (int ii = 0; ii < 16; ++ii) {
-            int l = qp_nearest_int(x[16 * j + ii] / d);
-            l = QP_MAX(-32, QP_MIN(31, l));
-            L[16 * j + ii] = (int8_t)(l + 32);
-        }
-    }
+    return 1;
+}
+
+/* 6-bit levels: low 4 bits in ql (weights l and l+64 share a byte, per
+ * 128-half), high 2 bits in qh (4 weights per byte). */
+void qp_q6_K_pack(qp_block_q6_K *y, const int8_t *L)
+{
     uint8_t *ql = y->ql, *qh = y->qh;
     for (int j = 0; j < QP_QK_K; j += 128, ql += 64, qh += 32) {
         for (int l = 0; l < 32; ++l) {
@@ -464,6 +459,25 @@ void qp_q6_K_finish(const float *x, qp_block_q6_K *y, int8_t *L, const float *sc
                               ((L[j + l + 96] >> 4) << 6));
         }
     }
+}
+
+/* From the 16 sub-block scales (levels already in L): scales, requantize
+ * with the stored ones, pack. */
+void qp_q6_K_finish(const float *x, qp_block_q6_K *y, int8_t *L, const float *scales)
+{
+    if (!qp_q6_K_set_scales(y, scales))
+        return;
+    for (int j = 0; j < QP_QK_K / 16; ++j) {
+        float d = QP_FP32(y->d) * y->scales[j];
+        if (!d)
+            continue;
+        for (int ii = 0; ii < 16; ++ii) {
+            int l = qp_nearest_int(x[16 * j + ii] / d);
+            l = QP_MAX(-32, QP_MIN(31, l));
+            L[16 * j + ii] = (int8_t)(l + 32);
+        }
+    }
+    qp_q6_K_pack(y, L);
 }
 
 static void q6_K_rows(const float *x, void *vy, int64_t n, const float *quant_weights)

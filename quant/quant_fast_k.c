@@ -142,34 +142,27 @@ static void qkx2_lanes(const float *x, int nmax, float rmin, float rdelta, int n
     transpose_out(L, Lb, 32, 32);
 }
 
-/* The K4/K5 scale step of the reference, as in ggml_kquants.c. */
-static void k4_scales(uint8_t *sc12, uint16_t *dh, uint16_t *dminh, const float *scales, const float *mins)
+/* Requantization with the stored scales (k4_requant of the reference, 8
+ * weights at a time: elementwise, so the same values). */
+static void k4_requant8(const float *x, const uint8_t *sc12, uint16_t dh, uint16_t dminh, uint8_t *L, int nmax)
 {
-    float max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; ++j) {
-        if (scales[j] > max_scale)
-            max_scale = scales[j];
-        if (mins[j] > max_min)
-            max_min = mins[j];
-    }
-    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-    float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-    for (int j = 0; j < 8; ++j) {
-        uint8_t ls = (uint8_t)qp_nearest_int(inv_scale * scales[j]);
-        uint8_t lm = (uint8_t)qp_nearest_int(inv_min * mins[j]);
-        ls = QP_MIN(63, ls);
-        lm = QP_MIN(63, lm);
-        if (j < 4) {
-            sc12[j] = ls;
-            sc12[j + 4] = lm;
-        } else {
-            sc12[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
-            sc12[j - 4] |= (uint8_t)((ls >> 4) << 6);
-            sc12[j - 0] |= (uint8_t)((lm >> 4) << 6);
+    for (int j = 0; j < QP_QK_K / 32; ++j) {
+        uint8_t sc, m;
+        qp_get_scale_min_k4(j, sc12, &sc, &m);
+        const float d = QP_FP32(dh) * sc;
+        if (!d)
+            continue;
+        const float dm = QP_FP32(dminh) * m;
+        const __m256 vd = _mm256_set1_ps(d), vdm = _mm256_set1_ps(dm);
+        for (int k = 0; k < 4; k++) {
+            const __m256 v = _mm256_loadu_ps(x + 32 * j + 8 * k);
+            const __m256i l = clamp8(nearest8(_mm256_div_ps(_mm256_add_ps(v, vdm), vd)), 0, nmax);
+            int32_t t[8];
+            _mm256_storeu_si256((__m256i *)(void *)t, l);
+            for (int e = 0; e < 8; e++)
+                L[32 * j + 8 * k + e] = (uint8_t)t[e];
         }
     }
-    *dh = QP_FP16(max_scale / 63.f);
-    *dminh = QP_FP16(max_min / 63.f);
 }
 
 void qp_q4_K_fast(const float *x, void *vy, int64_t n)
@@ -179,8 +172,9 @@ void qp_q4_K_fast(const float *x, void *vy, int64_t n)
     float scales[8], mins[8];
     for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
         qkx2_lanes(x, 15, -1.f, 0.1f, 20, L, scales, mins);
-        k4_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
-        qp_q4_K_finish(x, &y[i], L);
+        qp_k4_ref_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
+        k4_requant8(x, y[i].scales, y[i].d, y[i].dmin, L, 15);
+        qp_q4_K_pack(&y[i], L);
     }
 }
 
@@ -191,8 +185,9 @@ void qp_q5_K_fast(const float *x, void *vy, int64_t n)
     float scales[8], mins[8];
     for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
         qkx2_lanes(x, 31, -0.5f, 0.1f, 15, L, scales, mins);
-        k4_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
-        qp_q5_K_finish(x, &y[i], L);
+        qp_k4_ref_scales(y[i].scales, &y[i].d, &y[i].dmin, scales, mins);
+        k4_requant8(x, y[i].scales, y[i].d, y[i].dmin, L, 31);
+        qp_q5_K_pack(&y[i], L);
     }
 }
 
@@ -268,7 +263,26 @@ void qp_q6_K_fast(const float *x, void *vy, int64_t n)
     for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
         qx32_lanes(x, L, scales);
         qx32_lanes(x + 128, L + 128, scales + 8);
-        qp_q6_K_finish(x, &y[i], L, scales);
+        if (!qp_q6_K_set_scales(&y[i], scales))
+            continue;
+        /* requantization with the stored scales, 8 weights at a time */
+        const float d0 = QP_FP32(y[i].d);
+        for (int j = 0; j < QP_QK_K / 16; ++j) {
+            const float d = d0 * y[i].scales[j];
+            if (!d)
+                continue;
+            const __m256 vd = _mm256_set1_ps(d);
+            for (int k = 0; k < 2; k++) {
+                const __m256 v = _mm256_loadu_ps(x + 16 * j + 8 * k);
+                const __m256i l = _mm256_add_epi32(clamp8(nearest8(_mm256_div_ps(v, vd)), -32, 31),
+                                                   _mm256_set1_epi32(32));
+                int32_t t[8];
+                _mm256_storeu_si256((__m256i *)(void *)t, l);
+                for (int e = 0; e < 8; e++)
+                    L[16 * j + 8 * k + e] = (int8_t)t[e];
+            }
+        }
+        qp_q6_K_pack(&y[i], L);
     }
 }
 
