@@ -2,6 +2,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/config.h"
+#include "stages/qtensor.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,17 +46,11 @@ static int artifact_get_f32(void *ud, const char *name, int ndim, const uint64_t
         free(got);
         goto done;
     }
-    qp_dtype dt = qp_dtype_parse(json_string_value(json_object_get(e, "dtype")));
     if ((rc = qp_cache_get(m->cache, qp_artifact_entry_digest(e), &buf, &len)) != 0)
         goto done;
-    if (len != nelem * qp_dtype_size(dt)) {
-        rc = qp_error_set(QP_ECORRUPT, "%s: tensor '%s' holds %zu bytes, expected %llu", m->what, name, len,
-                          (unsigned long long)(nelem * qp_dtype_size(dt)));
-        goto done;
-    }
-    if (qp_convert_to_f32(dst, buf, dt, (size_t)nelem) != 0)
-        rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s' has dtype %s, expected a float type", m->what, name,
-                          qp_dtype_name(dt) ? qp_dtype_name(dt) : "?");
+    char *what = qp_strfmt("%s: tensor '%s'", m->what, name);
+    rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
+    free(what);
 done:
     free(buf);
     free(entry_name);
@@ -116,8 +111,8 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
     m->artifact = a;
     m->cache = cache;
     m->what = qp_strdup(what);
-    if (!(qp_artifact_type_of(a) & QP_ART_MODEL)) {
-        rc = qp_error_set(QP_EUSAGE, "%s: a %s artifact cannot be evaluated yet (needs a model)", what,
+    if (!(qp_artifact_type_of(a) & (QP_ART_MODEL | QP_ART_QMODEL))) {
+        rc = qp_error_set(QP_EUSAGE, "%s: a %s artifact is not a model", what,
                           qp_artifact_type_name(qp_artifact_type_of(a)));
         goto done;
     }

@@ -1,0 +1,79 @@
+#include "stages/qtensor.h"
+#include "common/error.h"
+#include "model/tensor.h"
+#include "quant/qtypes.h"
+
+#include <string.h>
+
+uint64_t qp_qtensor_nelem(const json_t *entry)
+{
+    const json_t *shape = json_object_get(entry, "shape");
+    if (!json_is_array(shape))
+        return 0;
+    uint64_t n = 1;
+    size_t i;
+    json_t *d;
+    json_array_foreach(shape, i, d) {
+        if (!json_is_integer(d) || json_integer_value(d) < 0)
+            return 0;
+        n *= (uint64_t)json_integer_value(d);
+    }
+    return n;
+}
+
+void qp_qtensor_rows_cols(const json_t *entry, int64_t *rows, int64_t *cols)
+{
+    const json_t *shape = json_object_get(entry, "shape");
+    size_t nd = json_array_size(shape);
+    int64_t r = nd >= 2 ? (int64_t)json_integer_value(json_array_get(shape, 0)) : 1, c = 1;
+    for (size_t i = nd >= 2 ? 1 : 0; i < nd; i++)
+        c *= (int64_t)json_integer_value(json_array_get(shape, i));
+    *rows = r;
+    *cols = c;
+}
+
+static const char *format_of(const json_t *entry)
+{
+    const char *f = json_string_value(json_object_get(entry, "format"));
+    return f ? f : "dense";
+}
+
+int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float *dst, uint64_t nelem,
+                      const char *what)
+{
+    const char *fmt = format_of(entry);
+    if (qp_qtensor_nelem(entry) != nelem)
+        return qp_error_set(QP_EFORMAT, "%s: manifest shape holds %llu elements, expected %llu", what,
+                            (unsigned long long)qp_qtensor_nelem(entry), (unsigned long long)nelem);
+    if (strcmp(fmt, "dense") == 0) {
+        qp_dtype dt = qp_dtype_parse(json_string_value(json_object_get(entry, "dtype")));
+        if (dt == QP_DT_INVALID || len != nelem * qp_dtype_size(dt))
+            return qp_error_set(QP_ECORRUPT, "%s: %zu bytes do not hold %llu %s elements", what, len,
+                                (unsigned long long)nelem, qp_dtype_name(dt) ? qp_dtype_name(dt) : "?");
+        if (qp_convert_to_f32(dst, bytes, dt, (size_t)nelem) != 0)
+            return qp_error_set(QP_EFORMAT, "%s: dtype %s is not a float type", what, qp_dtype_name(dt));
+        return 0;
+    }
+    if (strcmp(fmt, "ggml") == 0) {
+        const qp_qtype_info *qi = qp_qtype_by_name(json_string_value(json_object_get(entry, "qtype")));
+        int64_t rows, cols;
+        qp_qtensor_rows_cols(entry, &rows, &cols);
+        size_t row_size = qi ? qp_qtype_row_size(qi->type, cols) : 0;
+        if (!qi || row_size == 0 || len != (size_t)rows * row_size)
+            return qp_error_set(QP_ECORRUPT, "%s: %zu bytes are not %lld rows of %s", what, len, (long long)rows,
+                                qi ? qi->name : "an unknown ggml type");
+        for (int64_t r = 0; r < rows; r++) {
+            int rc = qp_dequantize_row(qi->type, (const char *)bytes + (size_t)r * row_size, dst + r * cols, cols);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    return qp_error_set(QP_EFORMAT, "%s: unknown tensor format '%s' (written by a newer qpipe?)", what, fmt);
+}
+
+double qp_qtensor_bits(const json_t *entry, size_t len)
+{
+    uint64_t n = qp_qtensor_nelem(entry);
+    return n ? 8.0 * (double)len / (double)n : 0.0;
+}

@@ -1,0 +1,29 @@
+/* Tensors inside model artifacts, dense or quantized.
+ *
+ * Every entry "tensors/NAME" of a model or quantized-model artifact carries
+ * its shape (PyTorch order) and a "format":
+ *   dense  — raw elements of "dtype" (F32/F16/BF16), as in the checkpoint
+ *   ggml   — rows of llama.cpp blocks of "qtype" (Q4_0 … Q6_K, IQ4_NL),
+ *            rows in Hugging Face order (GGUF export permutes q/k rows)
+ * (entries without "format" are dense: fetch writes plain checkpoints).
+ * This module turns any of them back into f32 for the forward pass, so
+ * evaluating a quantized artifact is evaluating exactly its stored bytes. */
+#ifndef QP_STAGES_QTENSOR_H
+#define QP_STAGES_QTENSOR_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Element count from the entry's shape; 0 when malformed. */
+uint64_t qp_qtensor_nelem(const json_t *entry);
+/* Rows = shape[0], cols = product of the rest (1-D: 1 row). */
+void qp_qtensor_rows_cols(const json_t *entry, int64_t *rows, int64_t *cols);
+/* Dequantizes bytes of `entry` into dst[nelem]; `what` names the tensor in
+ * errors ("stage 'x': tensor 'y'"). */
+int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float *dst, uint64_t nelem,
+                      const char *what);
+/* Bits per weight of the stored representation (dense: dtype bits). */
+double qp_qtensor_bits(const json_t *entry, size_t len);
+
+#endif
