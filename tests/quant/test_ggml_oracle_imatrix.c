@@ -3,7 +3,7 @@
  * from F32.gguf with the importance qp_imatrix_weights() gives (stored value
  * / ncall per column; output and token_embd have no entry and go without), by
  * qp_quantize_ref and by qp_quantize at 1 and 2 threads.  The 32-weight
- * formats here, the k-quants in test_ggml_oracle_imatrix_k.c (Q8_0 ignores an
+ * formats here, the k-quants in test_ggml_oracle_imatrix_k23.c and _k456.c (Q8_0 ignores an
  * imatrix: there is no Q8_0-imatrix oracle). */
 #include "tests/quant/quant_oracle.h"
 
