@@ -1,0 +1,697 @@
+/* GGUF v3 writer (see gguf_writer.h for the layout).  Metadata values are
+ * serialised when added (u32 value type + little-endian value), so the
+ * writer owns no caller memory except borrowed tensor data. */
+#include "model/gguf_writer.h"
+
+#include "common/error.h"
+#include "common/fsutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GGUF_DEFAULT_ALIGNMENT 32u
+#define GGUF_MAX_NAME 64          /* ggml's GGML_MAX_NAME, NUL included */
+#define ALIGN_KEY "general.alignment"
+
+typedef struct {
+    char *key;
+    uint8_t *val;      /* u32 type + value, little-endian */
+    size_t len;
+} wkv;
+
+typedef struct {
+    char *name;
+    uint32_t type;
+    int n_dims;
+    uint64_t ne[QP_GGUF_MAX_DIMS];
+    uint64_t nbytes;
+    const void *data;
+    qp_gguf_fill_fn fill;
+    void *ud;
+} wtensor;
+
+struct qp_gguf_writer {
+    char *path;
+    char *tmp;         /* temp file beside path */
+    int fd;
+    wkv *kv;
+    size_t n_kv, cap_kv;
+    wtensor *t;
+    size_t n_t, cap_t;
+};
+
+/* ---- growable little-endian byte buffer ---- */
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+} bbuf;
+
+static void bb_put(bbuf *b, const void *src, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n)
+            cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+static void bb_le(bbuf *b, uint64_t v, int nbytes)
+{
+    uint8_t tmp[8];
+    for (int i = 0; i < nbytes; i++)
+        tmp[i] = (uint8_t)(v >> (8 * i));
+    bb_put(b, tmp, (size_t)nbytes);
+}
+
+static void bb_str(bbuf *b, const char *s, size_t len)
+{
+    bb_le(b, len, 8);
+    bb_put(b, s, len);
+}
+
+/* Bytes of one fixed-size element; 0 for string/array/unknown. */
+static size_t scalar_size(qp_gguf_type t)
+{
+    switch (t) {
+    case QP_GGUF_U8: case QP_GGUF_I8: case QP_GGUF_BOOL: return 1;
+    case QP_GGUF_U16: case QP_GGUF_I16: return 2;
+    case QP_GGUF_U32: case QP_GGUF_I32: case QP_GGUF_F32: return 4;
+    case QP_GGUF_U64: case QP_GGUF_I64: case QP_GGUF_F64: return 8;
+    default: return 0;
+    }
+}
+
+static int known_type(int t)
+{
+    return t >= QP_GGUF_U8 && t <= QP_GGUF_F64;
+}
+
+/* One host-layout scalar -> little-endian bytes. */
+static void bb_scalar(bbuf *b, qp_gguf_type t, const void *src)
+{
+    size_t sz = scalar_size(t);
+    uint64_t v = 0;
+    if (t == QP_GGUF_BOOL) {
+        v = *(const uint8_t *)src ? 1 : 0;
+    } else if (sz == 1) {
+        v = *(const uint8_t *)src;
+    } else if (sz == 2) {
+        uint16_t x;
+        memcpy(&x, src, 2);
+        v = x;
+    } else if (sz == 4) {
+        uint32_t x;
+        memcpy(&x, src, 4);
+        v = x;
+    } else {
+        memcpy(&v, src, 8);
+    }
+    bb_le(b, v, (int)sz);
+}
+
+/* Array body (elem type, count, elements); 0 or QP_EUSAGE with message. */
+static int bb_array(bbuf *b, const qp_gguf_array *a, const char *path, const char *key)
+{
+    if (!known_type((int)a->type))
+        return qp_error_set(QP_EUSAGE, "%s: key '%s': array of unknown type %d", path, key, (int)a->type);
+    bb_le(b, (uint32_t)a->type, 4);
+    bb_le(b, a->n, 8);
+    if (a->n == 0)
+        return 0;
+    if (a->type == QP_GGUF_STRING) {
+        if (!a->strs)
+            return qp_error_set(QP_EUSAGE, "%s: key '%s': NULL array data", path, key);
+        for (size_t i = 0; i < a->n; i++) {
+            const char *s = a->strs[i] ? a->strs[i] : "";
+            bb_str(b, s, a->lens ? a->lens[i] : strlen(s));
+        }
+    } else if (a->type == QP_GGUF_ARRAY) {
+        if (!a->arrays)
+            return qp_error_set(QP_EUSAGE, "%s: key '%s': NULL array data", path, key);
+        for (size_t i = 0; i < a->n; i++) {
+            int rc = bb_array(b, &a->arrays[i], path, key);
+            if (rc != 0)
+                return rc;
+        }
+    } else {
+        size_t sz = scalar_size(a->type);
+        if (!a->data)
+            return qp_error_set(QP_EUSAGE, "%s: key '%s': NULL array data", path, key);
+        for (size_t i = 0; i < a->n; i++)
+            bb_scalar(b, a->type, (const uint8_t *)a->data + i * sz);
+    }
+    return 0;
+}
+
+/* ---- writer ---- */
+
+int qp_gguf_writer_new(qp_gguf_writer **out, const char *path)
+{
+    int rc;
+    char *dir = NULL;
+    qp_gguf_writer *w = calloc(1, sizeof(*w));
+    *out = NULL;
+    if (!w)
+        return qp_error_set(QP_ERROR, "%s: out of memory", path);
+    w->fd = -1;
+    w->path = qp_strdup(path);
+    dir = qp_path_dirname(path);
+    if ((rc = qp_mkstemp_in(dir, ".qpipe-gguf", &w->tmp, &w->fd)) != 0) {
+        qp_gguf_writer_abort(w);
+        goto done;
+    }
+    *out = w;
+done:
+    free(dir);
+    return rc;
+}
+
+void qp_gguf_writer_abort(qp_gguf_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->tmp) {
+        unlink(w->tmp);
+        free(w->tmp);
+    }
+    for (size_t i = 0; i < w->n_kv; i++) {
+        free(w->kv[i].key);
+        free(w->kv[i].val);
+    }
+    free(w->kv);
+    for (size_t i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
+    free(w->t);
+    free(w->path);
+    free(w);
+}
+
+static ssize_t find_kv(const qp_gguf_writer *w, const char *key)
+{
+    for (size_t i = 0; i < w->n_kv; i++)
+        if (strcmp(w->kv[i].key, key) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static int check_key(qp_gguf_writer *w, const char *key)
+{
+    if (!key || !*key)
+        return qp_error_set(QP_EUSAGE, "%s: key '': empty key", w->path);
+    if (find_kv(w, key) >= 0)
+        return qp_error_set(QP_EUSAGE, "%s: key '%s': already added", w->path, key);
+    return 0;
+}
+
+/* Takes ownership of b's bytes. */
+static int push_kv(qp_gguf_writer *w, const char *key, bbuf *b)
+{
+    if (b->oom) {
+        free(b->p);
+        return qp_error_set(QP_ERROR, "%s: key '%s': out of memory", w->path, key);
+    }
+    if (w->n_kv == w->cap_kv) {
+        size_t cap = w->cap_kv ? 2 * w->cap_kv : 32;
+        wkv *p = realloc(w->kv, cap * sizeof(*p));
+        if (!p) {
+            free(b->p);
+            return qp_error_set(QP_ERROR, "%s: key '%s': out of memory", w->path, key);
+        }
+        w->kv = p;
+        w->cap_kv = cap;
+    }
+    w->kv[w->n_kv].key = qp_strdup(key);
+    w->kv[w->n_kv].val = b->p;
+    w->kv[w->n_kv].len = b->n;
+    w->n_kv++;
+    return 0;
+}
+
+static int add_scalar(qp_gguf_writer *w, const char *key, qp_gguf_type t, const void *v)
+{
+    bbuf b = { 0 };
+    int rc = check_key(w, key);
+    if (rc != 0)
+        return rc;
+    if (strcmp(key, ALIGN_KEY) == 0) {
+        uint32_t a = 0;
+        if (t == QP_GGUF_U32)
+            memcpy(&a, v, 4);
+        if (t != QP_GGUF_U32 || a == 0 || (a & (a - 1)) != 0)
+            return qp_error_set(QP_EUSAGE, "%s: key '%s': must be a u32 power of two, got %s%u", w->path,
+                                key, t == QP_GGUF_U32 ? "" : "type ", t == QP_GGUF_U32 ? a : (unsigned)t);
+    }
+    bb_le(&b, (uint32_t)t, 4);
+    bb_scalar(&b, t, v);
+    return push_kv(w, key, &b);
+}
+
+int qp_gguf_writer_add_u8(qp_gguf_writer *w, const char *key, uint8_t v) { return add_scalar(w, key, QP_GGUF_U8, &v); }
+int qp_gguf_writer_add_i8(qp_gguf_writer *w, const char *key, int8_t v) { return add_scalar(w, key, QP_GGUF_I8, &v); }
+int qp_gguf_writer_add_u16(qp_gguf_writer *w, const char *key, uint16_t v) { return add_scalar(w, key, QP_GGUF_U16, &v); }
+int qp_gguf_writer_add_i16(qp_gguf_writer *w, const char *key, int16_t v) { return add_scalar(w, key, QP_GGUF_I16, &v); }
+int qp_gguf_writer_add_u32(qp_gguf_writer *w, const char *key, uint32_t v) { return add_scalar(w, key, QP_GGUF_U32, &v); }
+int qp_gguf_writer_add_i32(qp_gguf_writer *w, const char *key, int32_t v) { return add_scalar(w, key, QP_GGUF_I32, &v); }
+int qp_gguf_writer_add_u64(qp_gguf_writer *w, const char *key, uint64_t v) { return add_scalar(w, key, QP_GGUF_U64, &v); }
+int qp_gguf_writer_add_i64(qp_gguf_writer *w, const char *key, int64_t v) { return add_scalar(w, key, QP_GGUF_I64, &v); }
+int qp_gguf_writer_add_f32(qp_gguf_writer *w, const char *key, float v) { return add_scalar(w, key, QP_GGUF_F32, &v); }
+int qp_gguf_writer_add_f64(qp_gguf_writer *w, const char *key, double v) { return add_scalar(w, key, QP_GGUF_F64, &v); }
+
+int qp_gguf_writer_add_bool(qp_gguf_writer *w, const char *key, bool v)
+{
+    uint8_t b = v ? 1 : 0;
+    return add_scalar(w, key, QP_GGUF_BOOL, &b);
+}
+
+int qp_gguf_writer_add_string(qp_gguf_writer *w, const char *key, const char *s, size_t len)
+{
+    bbuf b = { 0 };
+    int rc = check_key(w, key);
+    if (rc != 0)
+        return rc;
+    if (!s && len)
+        return qp_error_set(QP_EUSAGE, "%s: key '%s': NULL string", w->path, key);
+    bb_le(&b, QP_GGUF_STRING, 4);
+    bb_str(&b, s ? s : "", len);
+    return push_kv(w, key, &b);
+}
+
+int qp_gguf_writer_add_str(qp_gguf_writer *w, const char *key, const char *s)
+{
+    return qp_gguf_writer_add_string(w, key, s, s ? strlen(s) : 0);
+}
+
+int qp_gguf_writer_add_array(qp_gguf_writer *w, const char *key, const qp_gguf_array *a)
+{
+    bbuf b = { 0 };
+    int rc = check_key(w, key);
+    if (rc != 0)
+        return rc;
+    if (strcmp(key, ALIGN_KEY) == 0)
+        return qp_error_set(QP_EUSAGE, "%s: key '%s': must be a u32 power of two, got an array", w->path, key);
+    bb_le(&b, QP_GGUF_ARRAY, 4);
+    if ((rc = bb_array(&b, a, w->path, key)) != 0) {
+        free(b.p);
+        return rc;
+    }
+    return push_kv(w, key, &b);
+}
+
+int qp_gguf_writer_add_scalar_array(qp_gguf_writer *w, const char *key, qp_gguf_type type,
+                                    const void *data, size_t n)
+{
+    qp_gguf_array a = { .type = type, .n = n, .data = data };
+    if (type == QP_GGUF_STRING || type == QP_GGUF_ARRAY)
+        return qp_error_set(QP_EUSAGE, "%s: key '%s': %s is not a scalar element type", w->path,
+                            key ? key : "", qp_gguf_type_name(type));
+    return qp_gguf_writer_add_array(w, key, &a);
+}
+
+int qp_gguf_writer_add_string_array(qp_gguf_writer *w, const char *key, const char *const *strs,
+                                    const size_t *lens, size_t n)
+{
+    qp_gguf_array a = { .type = QP_GGUF_STRING, .n = n, .strs = strs, .lens = lens };
+    return qp_gguf_writer_add_array(w, key, &a);
+}
+
+/* ---- copying from a reader ---- */
+
+static int copy_array(bbuf *b, const qp_gguf_value *a)
+{
+    qp_gguf_type et = qp_gguf_array_type(a);
+    uint64_t n = qp_gguf_array_len(a);
+    int rc;
+    bb_le(b, (uint32_t)et, 4);
+    bb_le(b, n, 8);
+    if (et == QP_GGUF_STRING) {
+        for (uint64_t i = 0; i < n; i++) {
+            const char *s;
+            uint64_t len;
+            if ((rc = qp_gguf_array_get_string(a, i, &s, &len)) != 0)
+                return rc;
+            bb_str(b, s, len);
+        }
+    } else if (et == QP_GGUF_ARRAY) {
+        for (uint64_t i = 0; i < n; i++) {
+            const qp_gguf_value *sub;
+            if ((rc = qp_gguf_array_get_array(a, i, &sub)) != 0 || (rc = copy_array(b, sub)) != 0)
+                return rc;
+        }
+    } else {
+        /* the reader's raw elements are already little-endian */
+        bb_put(b, qp_gguf_array_data(a), n * scalar_size(et));
+    }
+    return 0;
+}
+
+int qp_gguf_writer_copy_kv(qp_gguf_writer *w, const qp_gguf *g, size_t i)
+{
+    const char *key = qp_gguf_kv_key(g, i);
+    const qp_gguf_value *v = qp_gguf_kv_value(g, i);
+    qp_gguf_type t = qp_gguf_value_type(v);
+    int rc = check_key(w, key);
+    bbuf b = { 0 };
+    if (rc != 0)
+        return rc;
+    bb_le(&b, (uint32_t)t, 4);
+    switch (t) {
+    case QP_GGUF_STRING: {
+        const char *s;
+        uint64_t len;
+        rc = qp_gguf_get_string(g, key, &s, &len);
+        if (rc == 0)
+            bb_str(&b, s, len);
+        break;
+    }
+    case QP_GGUF_ARRAY:
+        rc = copy_array(&b, v);
+        break;
+    case QP_GGUF_BOOL: {
+        bool x;
+        rc = qp_gguf_get_bool(g, key, &x);
+        bb_le(&b, x ? 1 : 0, 1);
+        break;
+    }
+    case QP_GGUF_F32: {
+        float x;
+        rc = qp_gguf_get_f32(g, key, &x);
+        bb_scalar(&b, t, &x);
+        break;
+    }
+    case QP_GGUF_F64: {
+        double x;
+        rc = qp_gguf_get_f64(g, key, &x);
+        bb_scalar(&b, t, &x);
+        break;
+    }
+    default: {
+        /* every integer type fits int64 except large u64: read it exactly */
+        if (t == QP_GGUF_U64) {
+            uint64_t x;
+            rc = qp_gguf_get_u64(g, key, &x);
+            bb_le(&b, x, 8);
+        } else {
+            int64_t x;
+            rc = qp_gguf_get_int(g, key, &x);
+            bb_le(&b, (uint64_t)x, (int)scalar_size(t));
+        }
+        break;
+    }
+    }
+    if (rc != 0) {
+        free(b.p);
+        return rc;
+    }
+    if (strcmp(key, ALIGN_KEY) == 0) {
+        uint32_t a = 0;
+        if (t == QP_GGUF_U32)
+            memcpy(&a, b.p + 4, 4);
+        if (t != QP_GGUF_U32 || a == 0 || (a & (a - 1)) != 0) {
+            free(b.p);
+            return qp_error_set(QP_EUSAGE, "%s: key '%s': must be a u32 power of two, got %s%u", w->path,
+                                key, t == QP_GGUF_U32 ? "" : "type ", t == QP_GGUF_U32 ? a : (unsigned)t);
+        }
+    }
+    return push_kv(w, key, &b);
+}
+
+void qp_gguf_writer_remove_key(qp_gguf_writer *w, const char *key)
+{
+    ssize_t i = find_kv(w, key);
+    if (i < 0)
+        return;
+    free(w->kv[i].key);
+    free(w->kv[i].val);
+    memmove(&w->kv[i], &w->kv[i + 1], (w->n_kv - (size_t)i - 1) * sizeof(w->kv[0]));
+    w->n_kv--;
+}
+
+size_t qp_gguf_writer_kv_count(const qp_gguf_writer *w)
+{
+    return w->n_kv;
+}
+
+const char *qp_gguf_writer_kv_key(const qp_gguf_writer *w, size_t i)
+{
+    return i < w->n_kv ? w->kv[i].key : NULL;
+}
+
+/* ---- tensors ---- */
+
+uint64_t qp_gguf_tensor_nbytes(uint32_t type, int n_dims, const uint64_t *ne)
+{
+    uint64_t blk = qp_ggml_block_size(type), tsz = qp_ggml_type_size(type);
+    if (blk == 0 || tsz == 0 || n_dims < 1 || n_dims > QP_GGUF_MAX_DIMS || ne[0] % blk != 0)
+        return 0;
+    uint64_t n = ne[0] / blk * tsz;
+    for (int i = 1; i < n_dims; i++) {
+        if (ne[i] != 0 && n > UINT64_MAX / ne[i])
+            return 0;
+        n *= ne[i];
+    }
+    return n;
+}
+
+static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims, const uint64_t *ne,
+                      const void *data, size_t nbytes, int check_nbytes, qp_gguf_fill_fn fill, void *ud)
+{
+    const char *nm = name ? name : "";
+    if (!name || !*name)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '': empty name", w->path);
+    if (strlen(name) >= GGUF_MAX_NAME)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': name longer than %d bytes", w->path, nm,
+                            GGUF_MAX_NAME - 1);
+    for (size_t i = 0; i < w->n_t; i++)
+        if (strcmp(w->t[i].name, name) == 0)
+            return qp_error_set(QP_EUSAGE, "%s: tensor '%s': already added", w->path, nm);
+    if (qp_ggml_type_size(type) == 0)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': unknown ggml type %u", w->path, nm, type);
+    if (n_dims < 1 || n_dims > QP_GGUF_MAX_DIMS)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': %d dimensions, expected 1 to %d", w->path, nm,
+                            n_dims, QP_GGUF_MAX_DIMS);
+    if (ne[0] % qp_ggml_block_size(type) != 0)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': rows of %llu elements are not a multiple of the %s block (%u)",
+                            w->path, nm, (unsigned long long)ne[0], qp_ggml_type_name(type),
+                            qp_ggml_block_size(type));
+    uint64_t want = qp_gguf_tensor_nbytes(type, n_dims, ne);
+    int empty = 0;
+    for (int i = 0; i < n_dims; i++)
+        empty |= ne[i] == 0;
+    if (want == 0 && !empty)   /* a zero count only from an overflowing product */
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': size overflows", w->path, nm);
+    if (check_nbytes && (uint64_t)nbytes != want)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': %zu bytes given, %s %llu bytes", w->path, nm,
+                            nbytes, "its type and shape need", (unsigned long long)want);
+    if (check_nbytes && !data && want)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL data", w->path, nm);
+    if (w->n_t == w->cap_t) {
+        size_t cap = w->cap_t ? 2 * w->cap_t : 64;
+        wtensor *p = realloc(w->t, cap * sizeof(*p));
+        if (!p)
+            return qp_error_set(QP_ERROR, "%s: tensor '%s': out of memory", w->path, nm);
+        w->t = p;
+        w->cap_t = cap;
+    }
+    wtensor *t = &w->t[w->n_t];
+    memset(t, 0, sizeof(*t));
+    t->name = qp_strdup(name);
+    t->type = type;
+    t->n_dims = n_dims;
+    for (int i = 0; i < QP_GGUF_MAX_DIMS; i++)
+        t->ne[i] = i < n_dims ? ne[i] : 1;
+    t->nbytes = want;
+    t->data = data;
+    t->fill = fill;
+    t->ud = ud;
+    w->n_t++;
+    return 0;
+}
+
+int qp_gguf_writer_add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                              const uint64_t *ne, const void *data, size_t nbytes)
+{
+    return add_tensor(w, name, type, n_dims, ne, data, nbytes, 1, NULL, NULL);
+}
+
+int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                 const uint64_t *ne, qp_gguf_fill_fn fill, void *ud)
+{
+    if (!fill)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL fill callback", w->path, name ? name : "");
+    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, fill, ud);
+}
+
+size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w)
+{
+    return w->n_t;
+}
+
+/* ---- output ---- */
+
+static int write_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t r = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static uint64_t pad_to(uint64_t x, uint64_t a)
+{
+    return (x + a - 1) / a * a;
+}
+
+static uint32_t alignment_of(const qp_gguf_writer *w)
+{
+    ssize_t i = find_kv(w, ALIGN_KEY);
+    uint32_t a;
+    if (i < 0)
+        return GGUF_DEFAULT_ALIGNMENT;
+    memcpy(&a, w->kv[i].val + 4, 4);   /* validated u32 when added */
+    return a;
+}
+
+static int write_zeros(int fd, uint64_t n)
+{
+    static const uint8_t zeros[256];
+    while (n > 0) {
+        size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
+        if (write_all(fd, zeros, k) != 0)
+            return -1;
+        n -= k;
+    }
+    return 0;
+}
+
+static int write_file(qp_gguf_writer *w)
+{
+    uint32_t align = alignment_of(w);
+    bbuf h = { 0 };
+    int rc = QP_ERROR;
+    uint8_t *buf = NULL;
+    size_t buf_cap = 0;
+
+    bb_put(&h, "GGUF", 4);
+    bb_le(&h, 3, 4);
+    bb_le(&h, w->n_t, 8);
+    bb_le(&h, w->n_kv, 8);
+    for (size_t i = 0; i < w->n_kv; i++) {
+        bb_str(&h, w->kv[i].key, strlen(w->kv[i].key));
+        bb_put(&h, w->kv[i].val, w->kv[i].len);
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; i < w->n_t; i++) {
+        const wtensor *t = &w->t[i];
+        bb_str(&h, t->name, strlen(t->name));
+        bb_le(&h, (uint32_t)t->n_dims, 4);
+        for (int d = 0; d < t->n_dims; d++)
+            bb_le(&h, t->ne[d], 8);
+        bb_le(&h, t->type, 4);
+        bb_le(&h, off, 8);
+        off += pad_to(t->nbytes, align);
+    }
+    uint64_t hpad = pad_to(h.n, align) - h.n;
+    for (uint64_t i = 0; i < hpad; i++)
+        bb_le(&h, 0, 1);
+    if (h.oom) {
+        rc = qp_error_set(QP_ERROR, "%s: out of memory", w->path);
+        goto done;
+    }
+    if (write_all(w->fd, h.p, h.n) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
+        goto done;
+    }
+    for (size_t i = 0; i < w->n_t; i++) {
+        const wtensor *t = &w->t[i];
+        const void *src = t->data;
+        if (t->fill) {
+            if (t->nbytes > buf_cap) {
+                free(buf);
+                buf_cap = (size_t)t->nbytes;
+                buf = malloc(buf_cap);
+                if (!buf) {
+                    buf_cap = 0;
+                    rc = qp_error_set(QP_ERROR, "%s: tensor '%s': out of memory (%llu bytes)", w->path,
+                                      t->name, (unsigned long long)t->nbytes);
+                    goto done;
+                }
+            }
+            memset(buf, 0, (size_t)t->nbytes);
+            if ((rc = t->fill(t->ud, t->name, buf, (size_t)t->nbytes)) != 0)
+                goto done;
+            src = buf;
+        }
+        if (write_all(w->fd, src, (size_t)t->nbytes) != 0 ||
+            write_zeros(w->fd, pad_to(t->nbytes, align) - t->nbytes) != 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
+            goto done;
+        }
+    }
+    if (fsync(w->fd) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot fsync", w->tmp);
+        goto done;
+    }
+    rc = 0;
+done:
+    free(buf);
+    free(h.p);
+    return rc;
+}
+
+int qp_gguf_writer_finish(qp_gguf_writer *w)
+{
+    int rc;
+    char *dir = NULL;
+    if (!w)
+        return qp_error_set(QP_EUSAGE, "qp_gguf_writer_finish: NULL writer");
+    if ((rc = write_file(w)) != 0)
+        goto done;
+    fchmod(w->fd, 0644);
+    if (close(w->fd) != 0) {
+        w->fd = -1;
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
+        goto done;
+    }
+    w->fd = -1;
+    if (rename(w->tmp, w->path) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot rename into place", w->path);
+        goto done;
+    }
+    free(w->tmp);
+    w->tmp = NULL;
+    dir = qp_path_dirname(w->path);
+    qp_fsync_dir(dir);
+    rc = 0;
+done:
+    free(dir);
+    qp_gguf_writer_abort(w);
+    return rc;
+}
