@@ -81,7 +81,7 @@ static int fetch_run(qp_stage_ctx *ctx)
 }
 
 const qp_stage_kind qp_stage_fetch = {
-    .name = "fetch", .version = 1,
+    .name = "fetch", .version = 2,
     .doc = "import a local or git-pinned model/data into the cache",
     .params = params,
     .accepts = 0, .min_inputs = 0, .max_inputs = 0,

@@ -281,10 +281,12 @@ int qp_fetch_source_key(qp_fetch_source *s, json_t *key)
     return 0;
 }
 
+/* Checkpoint weights are the top-level *.safetensors files (Hugging Face
+ * layout); safetensors deeper down (e.g. reference logits) are plain files. */
 static int is_safetensors(const char *rel)
 {
     size_t n = strlen(rel);
-    return n > 12 && strcmp(rel + n - 12, ".safetensors") == 0;
+    return n > 12 && strcmp(rel + n - 12, ".safetensors") == 0 && !strchr(rel, '/');
 }
 
 static int looks_like_model(const qp_fetch_source *s)

@@ -1,6 +1,19 @@
-/* quantize: turns a model artifact into a quantized model artifact.
- * Declared here so recipes validate; the formats arrive with issues #4/#5. */
+/* quantize: turns a model artifact into a quantized model artifact, one
+ * tensor at a time (memory ≈ one f32 tensor + its packed form).  Tensors
+ * that stay at source precision keep their cache objects (same digest).
+ * Reports bits per weight, bytes and relative reconstruction error
+ * ‖W−Ŵ‖/‖W‖ per tensor and in total; the worst tensors go to the summary. */
 #include "stages/kinds.h"
+#include "stages/qtensor.h"
+#include "stages/quant_plan.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/tensor.h"
+#include "quant/imatrix.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const qp_param_spec params[] = {
     {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq", 0, -1, QP_PF_REQUIRED,
@@ -27,8 +40,228 @@ static const qp_param_spec params[] = {
     {"override", QP_P_MAP_LIST, "[]", NULL, 0, -1, 0,
      "per-tensor overrides [{match: GLOB, bits|type: …}]"},
     {"skip", QP_P_STRING_LIST, "[]", NULL, 0, -1, 0, "tensor globs kept at source precision"},
+    {"pure", QP_P_BOOL, "false", NULL, 0, -1, 0,
+     "gguf: every 2-D tensor at `type` (llama-quantize --pure) instead of llama.cpp's per-tensor rules"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
+
+static int quantize_validate(const json_t *p, const char *where)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(p, "override"), i, o) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(o) || !json_is_string(json_object_get(o, "match")))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: needs match: GLOB", where, i + 1);
+        json_object_foreach(o, k, v) {
+            if (strcmp(k, "match") && strcmp(k, "type") && strcmp(k, "bits"))
+                return qp_error_set(QP_EUSAGE, "%s: override %zu: unknown key '%s' (match, type, bits)", where,
+                                    i + 1, k);
+        }
+        const char *t = json_string_value(json_object_get(o, "type"));
+        if (json_object_get(o, "type") && (!t || !qp_qtype_by_name(t)))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: type must be a llama.cpp type such as Q6_K", where,
+                                i + 1);
+        json_t *b = json_object_get(o, "bits");
+        if (b && (!json_is_integer(b) || json_integer_value(b) < 2 || json_integer_value(b) > 8))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: bits must be an integer 2..8", where, i + 1);
+    }
+    const char *im = json_string_value(json_object_get(p, "imatrix"));
+    if (im && im[0] && strcmp(json_string_value(json_object_get(p, "method")), "gguf") != 0)
+        return qp_error_set(QP_EUSAGE, "%s: imatrix: only applies to method gguf", where);
+    return 0;
+}
+
+typedef struct {
+    char name[256];
+    double rel_error;
+} worst_entry;
+
+static void keep_worst(worst_entry *w, size_t cap, const char *name, double err)
+{
+    for (size_t i = 0; i < cap; i++) {
+        if (err > w[i].rel_error || !w[i].name[0]) {
+            memmove(&w[i + 1], &w[i], (cap - i - 1) * sizeof(*w));
+            snprintf(w[i].name, sizeof(w[i].name), "%s", name);
+            w[i].rel_error = err;
+            return;
+        }
+    }
+}
+
+static int quantize_run(qp_stage_ctx *ctx)
+{
+    const qp_artifact *in = ctx->inputs[0];
+    qp_artifact *out = ctx->output;
+    qp_imatrix *imatrix = NULL;
+    float *f32 = NULL, *back = NULL, *imat = NULL;
+    void *src = NULL, *packed = NULL;
+    int rc = 0;
+    for (size_t i = 1; i < ctx->n_inputs; i++)
+        if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB)
+            return qp_error_set(QP_EUSAGE, "stage '%s': input '%s' must be a calibration artifact", ctx->id,
+                                ctx->input_ids[i]);
+    if (qp_artifact_type_of(in) != QP_ART_MODEL)
+        return qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
+                            ctx->input_ids[0]);
+    const char *im_path = qp_param_str(ctx->params, "imatrix");
+    if (im_path && im_path[0]) {
+        char *abs = qp_stage_path(ctx, im_path);
+        rc = qp_imatrix_read(&imatrix, abs);
+        free(abs);
+        if (rc) {
+            qp_error_prefix("stage '%s': imatrix", ctx->id);
+            return rc;
+        }
+    }
+    double sum_err = 0, sum_ref = 0, bits_all = 0, weights_all = 0, bits_q = 0, weights_q = 0;
+    uint64_t bytes_all = 0;
+    size_t n_quantized = 0, n_tensors = 0;
+    worst_entry worst[6] = {{"", 0}};
+    json_t *notes = json_array();
+    size_t total = qp_artifact_count(in);
+    for (size_t k = 0; k < total && rc == 0; k++) {
+        const json_t *e = qp_artifact_entry(in, k);
+        const char *ename = qp_artifact_entry_name(e);
+        json_t *extra = json_deep_copy(e);
+        json_object_del(extra, "name");
+        json_object_del(extra, "digest");
+        json_object_del(extra, "size");
+        if (strncmp(ename, "tensors/", 8) != 0) {
+            /* config, tokenizer, …: the same objects */
+            rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e),
+                                 (uint64_t)json_integer_value(json_object_get(e, "size")), extra);
+            continue;
+        }
+        const char *tname = ename + 8;
+        int64_t rows, cols;
+        qp_qtensor_rows_cols(e, &rows, &cols);
+        int ndim = (int)json_array_size(json_object_get(e, "shape"));
+        uint64_t nelem = qp_qtensor_nelem(e);
+        uint64_t size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+        qp_tensor_plan plan;
+        n_tensors++;
+        if ((rc = qp_quant_plan_tensor(&plan, ctx->params, tname, ndim, rows, cols)) != 0) {
+            json_decref(extra);
+            qp_error_prefix("stage '%s'", ctx->id);
+            break;
+        }
+        if (plan.reason[0] && strcmp(plan.reason, "1-D") != 0)
+            json_array_append_new(notes, json_pack("{s:s, s:s}", "tensor", tname, "note", plan.reason));
+        if (plan.kind == QP_TP_DENSE && plan.qtype != QP_QT_F16) {
+            json_object_set_new(extra, "format", json_string("dense"));
+            bits_all += qp_qtensor_bits(e, (size_t)size) * (double)nelem;
+            weights_all += (double)nelem;
+            bytes_all += size;
+            rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e), size, extra);
+            continue;
+        }
+        /* quantize: source -> f32 -> packed -> f32 (for the error) */
+        size_t len = 0;
+        free(src);
+        src = NULL;
+        f32 = realloc(f32, nelem * sizeof(float));
+        back = realloc(back, nelem * sizeof(float));
+        char *what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
+        if ((rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len)) == 0)
+            rc = qp_qtensor_to_f32(e, src, len, f32, nelem, what);
+        const float *im_w = NULL;
+        if (rc == 0 && imatrix && qp_qtype_get(plan.qtype)->uses_imatrix) {
+            char gname[256];
+            qp_quant_gguf_name(gname, sizeof(gname), tname);
+            imat = realloc(imat, (size_t)cols * sizeof(float));
+            int irc = qp_imatrix_weights(imatrix, gname, cols, imat);
+            if (irc == 0)
+                im_w = imat;
+            else if (irc != QP_ENOTFOUND)
+                rc = irc;  /* a size mismatch is the user's file, not a miss */
+            qp_error_clear();
+            if (irc != 0 && irc != QP_ENOTFOUND)
+                rc = qp_error_set(irc, "%s: imatrix entry '%s' does not fit rows of %lld", what, gname,
+                                  (long long)cols);
+        }
+        size_t plen = 0;
+        if (rc == 0) {
+            if (plan.qtype == QP_QT_F16) {
+                plen = (size_t)nelem * 2;
+                packed = realloc(packed, plen);
+                for (uint64_t j = 0; j < nelem; j++)
+                    ((uint16_t *)packed)[j] = qp_f32_to_f16(f32[j]);
+                json_object_set_new(extra, "format", json_string("dense"));
+                json_object_set_new(extra, "dtype", json_string("F16"));
+            } else {
+                plen = qp_qtype_row_size(plan.qtype, cols) * (size_t)rows;
+                packed = realloc(packed, plen);
+                rc = qp_quantize(plan.qtype, f32, packed, rows, cols, im_w, ctx->threads);
+                json_object_set_new(extra, "format", json_string("ggml"));
+                json_object_set_new(extra, "qtype", json_string(qp_qtype_get(plan.qtype)->name));
+                json_object_set_new(extra, "imatrix", json_boolean(im_w != NULL));
+            }
+        }
+        if (rc == 0) {
+            json_t *probe = json_deep_copy(extra);
+            rc = qp_qtensor_to_f32(probe, packed, plen, back, nelem, what);
+            json_decref(probe);
+        }
+        if (rc) {
+            free(what);
+            json_decref(extra);
+            break;
+        }
+        double d2 = 0, w2 = 0;
+        for (uint64_t j = 0; j < nelem; j++) {
+            double d = (double)f32[j] - (double)back[j];
+            d2 += d * d;
+            w2 += (double)f32[j] * (double)f32[j];
+        }
+        double rel = w2 > 0 ? sqrt(d2 / w2) : 0;
+        sum_err += d2;
+        sum_ref += w2;
+        double bpw = 8.0 * (double)plen / (double)nelem;
+        json_object_set_new(extra, "rel_error", json_real(rel));
+        json_object_set_new(extra, "bpw", json_real(bpw));
+        bits_all += bpw * (double)nelem;
+        weights_all += (double)nelem;
+        bits_q += bpw * (double)nelem;
+        weights_q += (double)nelem;
+        bytes_all += plen;
+        n_quantized++;
+        keep_worst(worst, sizeof(worst) / sizeof(worst[0]), tname, rel);
+        rc = qp_artifact_add_bytes(out, ctx->cache, ename, packed, plen, extra);
+        free(what);
+        qp_progress_update(ctx->progress, k + 1, total, "tensors");
+    }
+    if (rc == 0) {
+        qp_artifact_set_metric(out, "bpw", weights_all > 0 ? bits_all / weights_all : 0);
+        qp_artifact_set_metric(out, "bpw_quantized", weights_q > 0 ? bits_q / weights_q : 0);
+        qp_artifact_set_metric(out, "bytes", (double)bytes_all);
+        qp_artifact_set_metric(out, "rel_error", sum_ref > 0 ? sqrt(sum_err / sum_ref) : 0);
+        qp_artifact_set_metric(out, "tensors_quantized", (double)n_quantized);
+        json_t *meta = qp_artifact_meta(out);
+        json_t *jw = json_array();
+        for (size_t i = 0; i < sizeof(worst) / sizeof(worst[0]) && worst[i].name[0]; i++)
+            json_array_append_new(jw, json_pack("{s:s, s:f}", "tensor", worst[i].name, "rel_error", worst[i].rel_error));
+        json_object_set_new(meta, "worst_tensors", jw);
+        json_object_set_new(meta, "notes", notes);
+        notes = NULL;
+        json_object_set_new(meta, "method", json_string(qp_param_str(ctx->params, "method")));
+        json_object_set_new(meta, "params", json_deep_copy(ctx->params));
+        json_object_set_new(meta, "source_model", json_string(ctx->input_digests[0]));
+        json_object_set_new(meta, "tensors", json_integer((json_int_t)n_tensors));
+        qp_artifact_set_type(out, QP_ART_QMODEL);
+        if (worst[0].name[0])
+            qp_progress_note(ctx->progress, "worst tensor %s: rel error %.4f", worst[0].name, worst[0].rel_error);
+    }
+    json_decref(notes);
+    qp_imatrix_free(imatrix);
+    free(f32);
+    free(back);
+    free(imat);
+    free(src);
+    free(packed);
+    return rc;
+}
 
 const qp_stage_kind qp_stage_quantize = {
     .name = "quantize", .version = 1,
@@ -36,5 +269,7 @@ const qp_stage_kind qp_stage_quantize = {
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,
     .output = QP_ART_QMODEL,
-    .implemented = 0,
+    .implemented = 1,
+    .validate = quantize_validate,
+    .run = quantize_run,
 };
