@@ -214,7 +214,7 @@ int qp_quantize_ref(qp_qtype t, const float *src, void *dst, int64_t nrows, int6
                     const float *imatrix)
 {
     int rc = qp_quant_check(t, src, dst, nrows, n_per_row, imatrix);
-    if (rc)
+    if (rc || nrows == 0)
         return rc;
     int64_t bad_row, bad_col;
     if (qp_quant_find_nonfinite(src, 0, nrows, n_per_row, &bad_row, &bad_col))

@@ -65,14 +65,14 @@ int qp_quantize(qp_qtype t, const float *src, void *dst, int64_t nrows, int64_t 
                 const float *imatrix, int n_threads)
 {
     int rc = qp_quant_check(t, src, dst, nrows, n_per_row, imatrix);
-    if (rc)
+    if (rc || nrows == 0)
         return rc;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
     }
     if (n_threads > nrows)
-        n_threads = nrows > 0 ? (int)nrows : 1;
+        n_threads = (int)nrows;
 
     job j = { .t = t, .src = src, .dst = dst, .nrows = nrows, .n_per_row = n_per_row,
               .imatrix = imatrix, .n_threads = n_threads };
