@@ -60,7 +60,10 @@ int qp_cache_action_drop_referencing(qp_cache *c, const char *digest, size_t *n_
 
 /* ---- locks ---- */
 typedef struct qp_cache_lock qp_cache_lock;
-/* Blocks until this process holds the exclusive lock for key. */
+/* Blocks until this process holds the exclusive lock for key.  The lock
+ * lives in an fd: a process killed while holding it releases it.  A fork()ed
+ * child shares the parent's hold until it calls qp_cache_lock_release on its
+ * copy (which releases only that copy), so release it early in the child. */
 int qp_cache_lock_acquire(qp_cache *c, const char *key, qp_cache_lock **out);
 void qp_cache_lock_release(qp_cache_lock *l);
 
