@@ -1,0 +1,342 @@
+/* llama-quantize's tensor type rules (llama.cpp c392e50, src/llama-quant.cpp:
+ * llama_model_quantize_impl's "quantize?" tests, llama_tensor_get_type, the
+ * k-quant fallback).  Only the branches reachable for the file types in
+ * qp_llama_ftype are kept, in llama.cpp's order: an else-if chain in which a
+ * branch for an IQ1/IQ2/IQ3 file type sat earlier never matches them. */
+#include "quant/ggml_mix.h"
+
+#include "common/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct {
+    qp_llama_ftype ftype;
+    const char *name;
+    qp_qtype deflt;
+} ftypes[] = {
+    { QP_FTYPE_ALL_F32, "F32", QP_QT_F32 },
+    { QP_FTYPE_MOSTLY_F16, "F16", QP_QT_F16 },
+    { QP_FTYPE_MOSTLY_BF16, "BF16", QP_QT_BF16 },
+    { QP_FTYPE_MOSTLY_Q4_0, "Q4_0", QP_QT_Q4_0 },
+    { QP_FTYPE_MOSTLY_Q4_1, "Q4_1", QP_QT_Q4_1 },
+    { QP_FTYPE_MOSTLY_Q5_0, "Q5_0", QP_QT_Q5_0 },
+    { QP_FTYPE_MOSTLY_Q5_1, "Q5_1", QP_QT_Q5_1 },
+    { QP_FTYPE_MOSTLY_Q8_0, "Q8_0", QP_QT_Q8_0 },
+    { QP_FTYPE_MOSTLY_Q2_K, "Q2_K", QP_QT_Q2_K },
+    { QP_FTYPE_MOSTLY_Q2_K_S, "Q2_K_S", QP_QT_Q2_K },
+    { QP_FTYPE_MOSTLY_Q3_K_S, "Q3_K_S", QP_QT_Q3_K },
+    { QP_FTYPE_MOSTLY_Q3_K_M, "Q3_K_M", QP_QT_Q3_K },
+    { QP_FTYPE_MOSTLY_Q3_K_L, "Q3_K_L", QP_QT_Q3_K },
+    { QP_FTYPE_MOSTLY_Q4_K_S, "Q4_K_S", QP_QT_Q4_K },
+    { QP_FTYPE_MOSTLY_Q4_K_M, "Q4_K_M", QP_QT_Q4_K },
+    { QP_FTYPE_MOSTLY_Q5_K_S, "Q5_K_S", QP_QT_Q5_K },
+    { QP_FTYPE_MOSTLY_Q5_K_M, "Q5_K_M", QP_QT_Q5_K },
+    { QP_FTYPE_MOSTLY_Q6_K, "Q6_K", QP_QT_Q6_K },
+    { QP_FTYPE_MOSTLY_IQ4_NL, "IQ4_NL", QP_QT_IQ4_NL },
+};
+#define N_FTYPES (sizeof(ftypes) / sizeof(ftypes[0]))
+
+/* llama.h names of the file types these rules refuse (for the message). */
+static const char *other_ftype_name(int f)
+{
+    switch (f) {
+    case 19: return "IQ2_XXS";
+    case 20: return "IQ2_XS";
+    case 22: return "IQ3_XS";
+    case 23: return "IQ3_XXS";
+    case 24: return "IQ1_S";
+    case 26: return "IQ3_S";
+    case 27: return "IQ3_M";
+    case 28: return "IQ2_S";
+    case 29: return "IQ2_M";
+    case 30: return "IQ4_XS";
+    case 31: return "IQ1_M";
+    case 36: return "TQ1_0";
+    case 37: return "TQ2_0";
+    default: return "unknown";
+    }
+}
+
+const char *qp_llama_ftype_name(qp_llama_ftype f)
+{
+    for (size_t i = 0; i < N_FTYPES; i++)
+        if (ftypes[i].ftype == f)
+            return ftypes[i].name;
+    return NULL;
+}
+
+int qp_llama_ftype_parse(const char *name)
+{
+    static const struct { const char *alias; qp_llama_ftype f; } aliases[] = {
+        { "Q3_K", QP_FTYPE_MOSTLY_Q3_K_M },
+        { "Q4_K", QP_FTYPE_MOSTLY_Q4_K_M },
+        { "Q5_K", QP_FTYPE_MOSTLY_Q5_K_M },
+    };
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < N_FTYPES; i++)
+        if (strcasecmp(ftypes[i].name, name) == 0)
+            return (int)ftypes[i].ftype;
+    for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+        if (strcasecmp(aliases[i].alias, name) == 0)
+            return (int)aliases[i].f;
+    return -1;
+}
+
+int qp_llama_ftype_default_type(qp_llama_ftype f)
+{
+    for (size_t i = 0; i < N_FTYPES; i++)
+        if (ftypes[i].ftype == f)
+            return (int)ftypes[i].deflt;
+    return -1;
+}
+
+const char *qp_ggml_mix_type_name(qp_qtype t)
+{
+    switch (t) {
+    case QP_QT_F32: return "f32";
+    case QP_QT_F16: return "f16";
+    case QP_QT_BF16: return "bf16";
+    case QP_QT_Q4_0: return "q4_0";
+    case QP_QT_Q4_1: return "q4_1";
+    case QP_QT_Q5_0: return "q5_0";
+    case QP_QT_Q5_1: return "q5_1";
+    case QP_QT_Q8_0: return "q8_0";
+    case QP_QT_Q2_K: return "q2_K";
+    case QP_QT_Q3_K: return "q3_K";
+    case QP_QT_Q4_K: return "q4_K";
+    case QP_QT_Q5_K: return "q5_K";
+    case QP_QT_Q6_K: return "q6_K";
+    case QP_QT_IQ4_NL: return "iq4_nl";
+    }
+    return "?";
+}
+
+void qp_ggml_mix_ctx_init(qp_ggml_mix_ctx *ctx, int n_layer, int n_head, int n_head_kv, int tied_embeddings)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->n_layer = n_layer;
+    ctx->n_attention_wv = n_layer;
+    ctx->n_head = n_head;
+    ctx->n_head_kv = n_head_kv;
+    ctx->has_output = !tied_embeddings;
+    /* llama-model.cpp, LLM_ARCH_LLAMA: case 80: n_head == n_head_kv ? 65B : 70B */
+    ctx->is_70b = n_layer == 80 && n_head != n_head_kv;
+    ctx->output_type = -1;
+    ctx->token_embd_type = -1;
+    ctx->src_type = QP_QT_F32;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static int has(const char *s, const char *sub)
+{
+    return strstr(s, sub) != NULL;
+}
+
+/* llama-quant.cpp's use_more_bits: the first and last eighth of the layers
+ * and every third layer in between. */
+static int use_more_bits(int i_layer, int n_layers)
+{
+    return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
+}
+
+/* llama_tensor_get_type without the fallback. */
+static qp_qtype mix_rule(qp_qtype t, qp_llama_ftype ft, const char *name, int64_t nx, int i_layer,
+                         const qp_ggml_mix_ctx *c)
+{
+    const int n_gqa = c->n_head_kv > 0 ? c->n_head / c->n_head_kv : 0;
+    const int n_layer = c->n_layer;
+
+    if (strcmp(name, "output.weight") == 0 || (!c->has_output && strcmp(name, "token_embd.weight") == 0)) {
+        /* the output (or the embedding that doubles as it) */
+        if (c->output_type >= 0)
+            return (qp_qtype)c->output_type;
+        if (nx % qp_qtype_get(t)->block != 0)
+            return QP_QT_Q8_0;
+        return t != QP_QT_Q8_0 ? QP_QT_Q6_K : t;
+    }
+    if (strcmp(name, "token_embd.weight") == 0)
+        return c->token_embd_type >= 0 ? (qp_qtype)c->token_embd_type : t;   /* no rule for these ftypes */
+    if (has(name, "attn_v.weight")) {
+        if (ft == QP_FTYPE_MOSTLY_Q2_K)
+            t = n_gqa >= 4 ? QP_QT_Q4_K : QP_QT_Q3_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q2_K_S && n_gqa >= 4)
+            t = QP_QT_Q4_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
+            t = i_layer < 2 ? QP_QT_Q5_K : QP_QT_Q4_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
+            t = QP_QT_Q5_K;
+        else if (ft == QP_FTYPE_MOSTLY_IQ4_NL && n_gqa >= 4)
+            t = QP_QT_Q5_K;
+        else if ((ft == QP_FTYPE_MOSTLY_Q4_K_M || ft == QP_FTYPE_MOSTLY_Q5_K_M) &&
+                 use_more_bits(i_layer, c->n_attention_wv))
+            t = QP_QT_Q6_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q4_K_S && i_layer < 4)
+            t = QP_QT_Q5_K;
+        /* 70B: 8 heads share attn_v, 8x smaller than attn_q: more bits are cheap */
+        if (c->is_70b && (t == QP_QT_Q3_K || t == QP_QT_Q4_K))
+            t = QP_QT_Q5_K;
+        if (c->n_expert == 8)
+            t = QP_QT_Q8_0;
+        return t;
+    }
+    if (has(name, "attn_k.weight"))
+        return c->n_expert == 8 ? QP_QT_Q8_0 : t;
+    if (has(name, "attn_q.weight"))
+        return t;   /* IQ3 rules only */
+    if (has(name, "ffn_down")) {
+        if (ft == QP_FTYPE_MOSTLY_Q2_K)
+            t = QP_QT_Q3_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q2_K_S) {
+            if (i_layer < n_layer / 8)
+                t = QP_QT_Q4_K;
+        } else if (ft == QP_FTYPE_MOSTLY_Q3_K_M) {
+            /* "arch != FALCON || use_more_bits" is always true for LLaMA */
+            t = i_layer < n_layer / 16 ? QP_QT_Q5_K : QP_QT_Q4_K;
+        } else if (ft == QP_FTYPE_MOSTLY_Q3_K_L) {
+            t = QP_QT_Q5_K;
+        } else if (ft == QP_FTYPE_MOSTLY_Q4_K_M) {
+            if (use_more_bits(i_layer, n_layer))
+                t = QP_QT_Q6_K;
+        } else if (i_layer < n_layer / 8 && ft == QP_FTYPE_MOSTLY_IQ4_NL && !c->has_imatrix) {
+            t = QP_QT_Q5_K;
+        } else if (ft == QP_FTYPE_MOSTLY_Q5_K_M && use_more_bits(i_layer, n_layer)) {
+            t = QP_QT_Q6_K;
+        } else if (ft == QP_FTYPE_MOSTLY_Q4_K_S && i_layer < n_layer / 8) {
+            t = QP_QT_Q5_K;
+        } else if ((ft == QP_FTYPE_MOSTLY_Q4_0 || ft == QP_FTYPE_MOSTLY_Q5_0) && c->has_imatrix &&
+                   i_layer < n_layer / 8) {
+            /* guard the first ffn_down layers; only with an imatrix so that the
+             * plain result stays what it always was */
+            t = ft == QP_FTYPE_MOSTLY_Q4_0 ? QP_QT_Q4_1 : QP_QT_Q5_1;
+        }
+        return t;
+    }
+    if (has(name, "attn_output.weight")) {
+        if (c->n_expert == 8) {
+            if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_Q3_K_S || ft == QP_FTYPE_MOSTLY_Q3_K_M ||
+                ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S || ft == QP_FTYPE_MOSTLY_Q4_K_M)
+                t = QP_QT_Q5_K;
+        } else {
+            if (ft == QP_FTYPE_MOSTLY_Q2_K)
+                t = QP_QT_Q3_K;
+            else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
+                t = QP_QT_Q4_K;
+            else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
+                t = QP_QT_Q5_K;
+        }
+        return t;
+    }
+    if (has(name, "attn_qkv.weight")) {
+        if (ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_Q3_K_L)
+            t = QP_QT_Q4_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q4_K_M)
+            t = QP_QT_Q5_K;
+        else if (ft == QP_FTYPE_MOSTLY_Q5_K_M)
+            t = QP_QT_Q6_K;
+        return t;
+    }
+    return t;   /* ffn_gate / ffn_up: IQ3_XS rules only */
+}
+
+/* llama_model_quantize_impl's "quantize this tensor at all?" */
+static int wants_quantization(const char *name, int n_dims, const qp_ggml_mix_ctx *c)
+{
+    static const char *const never[] = {
+        "_norm.weight", "ffn_gate_inp.weight", "ssm_conv1d.weight", "time_mix_first.weight",
+        "time_mix_w1.weight", "time_mix_w2.weight", "time_mix_decay_w1.weight", "time_mix_decay_w2.weight",
+        "time_mix_lerp_fused.weight", "attn_rel_b.weight",
+    };
+    if (!ends_with(name, "weight") || n_dims < 2)
+        return 0;
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        if (has(name, never[i]))
+            return 0;
+    if (c->keep_output && strcmp(name, "output.weight") == 0)
+        return 0;
+    return strcmp(name, "position_embd.weight") != 0 && strcmp(name, "token_types.weight") != 0;
+}
+
+/* "blk.N." -> N; -1 when the name has no layer. */
+static int layer_of(const char *name)
+{
+    int n = -1;
+    if (sscanf(name, "blk.%d.", &n) != 1)
+        return -1;
+    return n;
+}
+
+int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const char *name, int n_dims,
+                            const int64_t *ne, const qp_ggml_mix_ctx *c)
+{
+    int d = qp_llama_ftype_default_type(ftype);
+    memset(out, 0, sizeof(*out));
+    out->type = c->src_type;
+    if (d < 0)
+        return qp_error_set(QP_EUSAGE, "tensor '%s': file type %d (%s) is not supported", name, (int)ftype,
+                            other_ftype_name((int)ftype));
+    /* ggml_n_dims: trailing dimensions of 1 do not count */
+    int eff = 1;
+    for (int i = 0; i < n_dims; i++)
+        if (ne[i] > 1)
+            eff = i + 1;
+    if ((c->output_type >= 0 && !qp_qtype_get((qp_qtype)c->output_type)) ||
+        (c->token_embd_type >= 0 && !qp_qtype_get((qp_qtype)c->token_embd_type)))
+        return qp_error_set(QP_EUSAGE, "tensor '%s': override type %d is not supported", name,
+                            c->output_type >= 0 && !qp_qtype_get((qp_qtype)c->output_type) ? c->output_type
+                                                                                          : c->token_embd_type);
+    if (!wants_quantization(name, eff, c))
+        return 0;
+
+    qp_qtype t = (qp_qtype)d;
+    const qp_qtype_info *di = qp_qtype_get(t);
+    if (!c->pure && di->is_quantized) {
+        int i_layer = layer_of(name);
+        if (i_layer >= c->n_layer)
+            return qp_error_set(QP_EUSAGE, "tensor '%s': layer %d out of range (block_count %d)", name, i_layer,
+                                c->n_layer);
+        t = mix_rule(t, ftype, name, ne[0], i_layer, c);
+        const qp_qtype_info *ti = qp_qtype_get(t);
+        if (ne[0] % ti->block != 0) {
+            qp_qtype fb;
+            if (qp_qtype_fallback(&fb, t, ne[0]) != 0) {
+                qp_error_prefix("tensor '%s'", name);
+                return QP_EUSAGE;
+            }
+            snprintf(out->note, sizeof(out->note),
+                     "%s: tensor cols %lld x %lld are not divisible by %d, required for %s - using fallback "
+                     "quantization %s",
+                     name, (long long)ne[0], (long long)(n_dims > 1 ? ne[1] : 1), ti->block,
+                     qp_ggml_mix_type_name(t), qp_ggml_mix_type_name(fb));
+            out->fallback = 1;
+            t = fb;
+        }
+    }
+    /* the command-line overrides win even over --pure */
+    if (c->token_embd_type >= 0 && strcmp(name, "token_embd.weight") == 0)
+        t = (qp_qtype)c->token_embd_type;
+    if (c->output_type >= 0 && strcmp(name, "output.weight") == 0)
+        t = (qp_qtype)c->output_type;
+    if (ne[0] % qp_qtype_get(t)->block != 0) {
+        /* --pure (or an override) asks for blocks the row cannot hold;
+         * llama.cpp would abort in ggml_quantize_chunk */
+        return qp_error_set(QP_EUSAGE, "tensor '%s': tensor rows of %lld weights cannot be quantized to %s "
+                            "(blocks of %d)", name, (long long)ne[0], qp_qtype_get(t)->name,
+                            qp_qtype_get(t)->block);
+    }
+    if (t == QP_QT_Q2_K && ftype == QP_FTYPE_MOSTLY_Q2_K_S && !c->has_imatrix &&
+        strcmp(name, "token_embd.weight") != 0)
+        return qp_error_set(QP_EUSAGE, "tensor '%s': Missing importance matrix for tensor %s in a very low-bit "
+                            "quantization", name, name);
+    out->type = t;
+    out->quantized = t != c->src_type;
+    return 0;
+}

@@ -1,0 +1,360 @@
+/* llama-quantize's per-tensor type rules: every tensor of every mix and
+ * --pure oracle file of the house model, hand-derived tables for larger
+ * models (use_more_bits layers, n_gqa, 70B, experts), the k-quant fallback
+ * and its message, overrides, and the refusals. */
+#include "tests/support/testutil.h"
+
+#include "common/error.h"
+#include "model/gguf.h"
+#include "quant/ggml_mix.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static qp_gguf *open_shared(const char *rel)
+{
+    char *p = qp_test_shared_path(rel);
+    qp_gguf *g = NULL;
+    int rc = qp_gguf_open(&g, p);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", qp_error_last());
+    assert_int_equal(rc, 0);
+    free(p);
+    return g;
+}
+
+/* Every tensor's type in an oracle file == the rule's type, visiting the
+ * tensors in file order and again in reverse (the rules are order-free). */
+static int check_file(const char *rel, int pure)
+{
+    qp_gguf *g = open_shared(rel);
+    int64_t n_layer, n_head, n_head_kv, ftype;
+    int checked = 0;
+    assert_int_equal(qp_gguf_get_int(g, "llama.block_count", &n_layer), 0);
+    assert_int_equal(qp_gguf_get_int(g, "llama.attention.head_count", &n_head), 0);
+    assert_int_equal(qp_gguf_get_int(g, "llama.attention.head_count_kv", &n_head_kv), 0);
+    assert_int_equal(qp_gguf_get_int(g, "general.file_type", &ftype), 0);
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_ctx_init(&ctx, (int)n_layer, (int)n_head, (int)n_head_kv,
+                         qp_gguf_find_tensor(g, "output.weight") == NULL);
+    ctx.pure = pure;
+    size_t n = qp_gguf_tensor_count(g);
+    for (size_t k = 0; k < 2 * n; k++) {
+        const qp_gguf_tensor *t = qp_gguf_tensor_at(g, k < n ? k : 2 * n - 1 - k);
+        int64_t ne[QP_GGUF_MAX_DIMS];
+        for (int d = 0; d < QP_GGUF_MAX_DIMS; d++)
+            ne[d] = (int64_t)t->ne[d];
+        qp_ggml_mix_choice ch;
+        int rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)ftype, t->name, t->n_dims, ne, &ctx);
+        if (rc != 0)
+            fprintf(stderr, "%s\n", qp_error_last());
+        assert_int_equal(rc, 0);
+        if ((uint32_t)ch.type != t->type)
+            fprintf(stderr, "%s: %s: rule %s, file %s\n", rel, t->name, qp_qtype_get(ch.type)->name,
+                    qp_ggml_type_name(t->type));
+        assert_int_equal((uint32_t)ch.type, t->type);
+        assert_int_equal(ch.quantized, t->type != QP_GGML_F32);
+        assert_int_equal(ch.fallback, 0);
+        assert_string_equal(ch.note, "");
+        checked++;
+    }
+    qp_gguf_free(g);
+    return checked;
+}
+
+static void test_mix_oracles(void **state)
+{
+    (void)state;
+    assert_int_equal(check_file("vectors/house-llama/mix-Q2_K.gguf", 0), 2 * 57);
+    assert_int_equal(check_file("vectors/house-llama/mix-Q3_K_M.gguf", 0), 2 * 57);
+    assert_int_equal(check_file("vectors/house-llama/mix-Q4_K_M.gguf", 0), 2 * 57);
+    assert_int_equal(check_file("vectors/house-llama/mix-Q5_K_M.gguf", 0), 2 * 57);
+    assert_int_equal(check_file("vectors/house-llama/mix-Q6_K.gguf", 0), 2 * 57);
+}
+
+static void test_pure_oracles(void **state)
+{
+    (void)state;
+    static const char *const files[] = {
+        "Q2_K", "Q3_K", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0",
+        "Q4_0-imatrix", "Q5_0-imatrix", "Q4_K-imatrix",
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char rel[96];
+        snprintf(rel, sizeof(rel), "vectors/house-llama/%s.gguf", files[i]);
+        assert_int_equal(check_file(rel, 1), 2 * 57);
+    }
+}
+
+/* The house mixes differ from the defaults where llama.cpp says so. */
+static void test_house_mix_shape(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    const int64_t ne_v[2] = { 256, 128 }, ne_o[2] = { 256, 1024 };
+    qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
+    /* Q3_K_M: attn_v of the first two layers Q5_K, later Q4_K */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, "blk.1.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, "blk.2.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q4_K);
+    /* output Q6_K, except for Q8_0 which keeps Q8_0 */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, "output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q6_K);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q8_0, "output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q8_0);
+    /* tied embeddings: token_embd is treated as the output */
+    qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 1);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q6_K);
+    qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q4_K);
+    /* F32/F16 file types: 2-D weights converted, norms kept */
+    const int64_t ne_n[1] = { 256 };
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_F16, "output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_F16);
+    assert_int_equal(ch.quantized, 1);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_F16, "blk.0.ffn_norm.weight", 1, ne_n, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_F32);
+    assert_int_equal(ch.quantized, 0);
+    /* a [256, 1] norm stored with n_dims 2 is still 1-D for ggml */
+    const int64_t ne_n2[2] = { 256, 1 };
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.0.attn_norm.weight", 2, ne_n2, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_F32);
+    /* --leave-output-tensor */
+    ctx.keep_output = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_F32);
+}
+
+/* A 32-layer GQA-8 LLaMA (Llama-3-8B shape), rules applied by hand. */
+static void test_32_layers(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    char name[64];
+    const int64_t ne_v[2] = { 4096, 1024 }, ne_d[2] = { 14336, 4096 }, ne_o[2] = { 4096, 4096 };
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 0);
+    /* use_more_bits(i, 32): i < 4, i >= 28, (i - 4) % 3 == 2 */
+    static const int more[32] = {
+        1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1,
+        0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1, 1, 1,
+    };
+    for (int i = 0; i < 32; i++) {
+        snprintf(name, sizeof(name), "blk.%d.attn_v.weight", i);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, name, 2, ne_v, &ctx), 0);
+        assert_int_equal(ch.type, more[i] ? QP_QT_Q6_K : QP_QT_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_M, name, 2, ne_v, &ctx), 0);
+        assert_int_equal(ch.type, more[i] ? QP_QT_Q6_K : QP_QT_Q5_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_S, name, 2, ne_v, &ctx), 0);
+        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_K : QP_QT_Q4_K);
+        /* n_gqa = 4 >= 4 */
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K, name, 2, ne_v, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_NL, name, 2, ne_v, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q5_K);
+
+        snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", i);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, more[i] ? QP_QT_Q6_K : QP_QT_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, i < 2 ? QP_QT_Q5_K : QP_QT_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q3_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_S, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_K : QP_QT_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_NL, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_K : QP_QT_IQ4_NL);
+        /* Q4_0 / Q5_0: first eighth guarded only with an imatrix */
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q4_0);
+        ctx.has_imatrix = 1;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, i < 4 ? QP_QT_Q4_1 : QP_QT_Q4_0);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_0, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_1 : QP_QT_Q5_0);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, i < 4 ? QP_QT_Q4_K : QP_QT_Q2_K);
+        /* IQ4_NL's first-eighth bump is for imatrix-less runs only */
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_NL, name, 2, ne_d, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_IQ4_NL);
+        ctx.has_imatrix = 0;
+
+        snprintf(name, sizeof(name), "blk.%d.attn_output.weight", i);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_L, name, 2, ne_o, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q5_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, name, 2, ne_o, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q3_K);
+        snprintf(name, sizeof(name), "blk.%d.ffn_gate.weight", i);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_L, name, 2, ne_o, &ctx), 0);
+        assert_int_equal(ch.type, QP_QT_Q3_K);
+    }
+    /* Q3_K_L's attn_v, fused qkv */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_L, "blk.9.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_M, "blk.9.attn_qkv.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q6_K);
+    /* Q2_K with n_gqa 2 */
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 16, 0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K, "blk.0.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q3_K);
+    ctx.has_imatrix = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, "blk.0.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q2_K);
+}
+
+static void test_70b_and_experts(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    const int64_t ne_v[2] = { 8192, 1024 }, ne_o[2] = { 8192, 8192 };
+    qp_ggml_mix_ctx_init(&ctx, 80, 64, 8, 0);
+    assert_int_equal(ctx.is_70b, 1);
+    /* Q4_K attn_v -> Q5_K on 70B (layer 40 is not a use_more_bits layer) */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.40.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.41.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);   /* (41 - 10) % 3 == 1 */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.42.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q6_K);   /* (42 - 10) % 3 == 2 */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, "blk.42.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);   /* Q3_K -> Q5_K */
+    /* 80 layers without GQA is llama.cpp's 65B: no bump */
+    qp_ggml_mix_ctx_init(&ctx, 80, 64, 64, 0);
+    assert_int_equal(ctx.is_70b, 0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, "blk.42.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q3_K);
+    /* 8 experts: attn_v / attn_k Q8_0, attn_output Q5_K */
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 0);
+    ctx.n_expert = 8;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.5.attn_v.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.5.attn_k.weight", 2, ne_v, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.5.attn_output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_M, "blk.5.attn_output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q6_K, "blk.5.attn_output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q6_K);
+}
+
+static void test_fallback(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    const int64_t ne96[2] = { 96, 64 }, ne100[2] = { 100, 64 };
+    qp_ggml_mix_ctx_init(&ctx, 4, 4, 4, 0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.1.attn_q.weight", 2, ne96, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_0);
+    assert_int_equal(ch.fallback, 1);
+    assert_string_equal(ch.note, "blk.1.attn_q.weight: tensor cols 96 x 64 are not divisible by 256, required "
+                                 "for q4_K - using fallback quantization q5_0");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.3.ffn_down.weight", 2, ne96, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q8_0);   /* Q6_K (use_more_bits(3, 4): 3 >= 7*4/8) -> Q8_0 */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, "blk.2.attn_q.weight", 2, ne96, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_IQ4_NL);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_S, "blk.2.attn_q.weight", 2, ne96, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q5_1);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K, "blk.2.attn_q.weight", 2, ne96, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_IQ4_NL);
+    /* no 32-block fits 100: F16 */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.2.attn_q.weight", 2, ne100, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_F16);
+    assert_string_equal(ch.note, "blk.2.attn_q.weight: tensor cols 100 x 64 are not divisible by 256, required "
+                                 "for q4_K - using fallback quantization f16");
+    /* output: rows not a multiple of 256 -> Q8_0 by the output rule, no fallback */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne96, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(ch.fallback, 0);
+    /* ... and no rule fits 100 at all: llama.cpp's "Unsupported tensor size" */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne100, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'output.weight': tensor rows of 100 weights cannot be quantized "
+                                         "to Q8_0 (blocks of 32)");
+    /* legacy types have no fallback */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, "blk.0.attn_q.weight", 2, ne100, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': tensor rows of 100 weights cannot be "
+                                         "quantized to Q4_0 (blocks of 32)");
+    /* --pure k-quants get no fallback either */
+    ctx.pure = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.0.attn_q.weight", 2, ne96, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': tensor rows of 96 weights cannot be "
+                                         "quantized to Q4_K (blocks of 256)");
+}
+
+static void test_overrides_and_refusals(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    const int64_t ne[2] = { 256, 1024 };
+    qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
+    ctx.output_type = QP_QT_Q8_0;
+    ctx.token_embd_type = QP_QT_Q4_0;
+    ctx.pure = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q4_0);
+    ctx.output_type = 16;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 16 is not supported");
+
+    qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, 23, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': file type 23 (IQ3_XXS) is not supported");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.6.attn_v.weight", 2, ne, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.6.attn_v.weight': layer 6 out of range (block_count 6)");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, "blk.0.attn_q.weight", 2, ne, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': Missing importance matrix for tensor "
+                                         "blk.0.attn_q.weight in a very low-bit quantization");
+    /* token_embd is exempt from that check */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, "token_embd.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_QT_Q2_K);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_int_equal(qp_llama_ftype_parse("Q4_K_M"), 15);
+    assert_int_equal(qp_llama_ftype_parse("q4_k"), 15);
+    assert_int_equal(qp_llama_ftype_parse("Q3_K"), 12);
+    assert_int_equal(qp_llama_ftype_parse("Q5_K"), 17);
+    assert_int_equal(qp_llama_ftype_parse("Q2_K"), 10);
+    assert_int_equal(qp_llama_ftype_parse("Q2_K_S"), 21);
+    assert_int_equal(qp_llama_ftype_parse("bf16"), 32);
+    assert_int_equal(qp_llama_ftype_parse("IQ3_XXS"), -1);
+    assert_int_equal(qp_llama_ftype_parse(NULL), -1);
+    assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_Q6_K), "Q6_K");
+    assert_null(qp_llama_ftype_name((qp_llama_ftype)23));
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_Q3_K_L), QP_QT_Q3_K);
+    assert_int_equal(qp_llama_ftype_default_type((qp_llama_ftype)99), -1);
+    assert_string_equal(qp_ggml_mix_type_name(QP_QT_Q6_K), "q6_K");
+    assert_string_equal(qp_ggml_mix_type_name(QP_QT_IQ4_NL), "iq4_nl");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mix_oracles),
+        cmocka_unit_test(test_pure_oracles),
+        cmocka_unit_test(test_house_mix_shape),
+        cmocka_unit_test(test_32_layers),
+        cmocka_unit_test(test_70b_and_experts),
+        cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_overrides_and_refusals),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
