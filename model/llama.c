@@ -491,46 +491,144 @@ static int check_tokens(const qp_llama *m, const int32_t *tokens, size_t n)
     return 0;
 }
 
-int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits)
+/* x[0:n] += add[0:n] (rows of D), in fixed row blocks. */
+typedef struct {
+    qp_llama *m;
+    size_t n;
+    const float *add;
+} add_ctx;
+
+static void add_task(void *varg, size_t task, int thread)
+{
+    (void)thread;
+    const add_ctx *c = varg;
+    size_t D = c->m->D, r0 = task * ROWS_PER_TASK, r1 = r0 + ROWS_PER_TASK < c->n ? r0 + ROWS_PER_TASK : c->n;
+    for (size_t i = r0 * D; i < r1 * D; i++)
+        c->m->x[i] += c->add[i];
+}
+
+/* One decoder layer on the residual stream m->x [n, D] (positions 0..n-1):
+ *   xb = rmsnorm(x)·attn_norm;  q,k,v = xb·Wqᵀ,…;  rope;  att = attention
+ *   x += att·Woᵀ;  xb = rmsnorm(x)·ffn_norm;  hg = silu(xb·Wgᵀ)·(xb·Wuᵀ)
+ *   x += hg·Wdᵀ
+ * obs (may be NULL) sees the input of every linear product. */
+static int layer_core(qp_llama *m, size_t l, size_t n, qp_llama_observe_fn obs, void *ud)
+{
+    const size_t D = m->D;
+    int rc;
+    layer_w *w = &m->layers[m->cached ? l : 0];
+    if (!m->cached && (rc = load_layer(m, (int)l, w)) < 0)
+        return rc;
+    rows_ctx rows = {m, n};
+    resnorm(m, n, NULL, m->norms + (2 * l) * D);
+    if (obs)
+        obs(ud, (int)l, QP_SITE_QKV, m->xb, n, D);
+    qp_mm_job qkv[3] = {
+        {m->q, m->qd, w->wq, w->bq, m->qd},
+        {m->k, m->kvd, w->wk, w->bk, m->kvd},
+        {m->v, m->kvd, w->wv, w->bv, m->kvd},
+    };
+    qp_mm_batch(m->pool, m->xb, D, n, D, qkv, 3);
+    qp_pool_run(m->pool, (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK, rope_task, &rows);
+    size_t nblk = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
+    qp_pool_run(m->pool, (size_t)m->hp.n_heads * nblk, attn_task, &rows);
+    if (obs)
+        obs(ud, (int)l, QP_SITE_O, m->att, n, m->qd);
+    qp_mm_job o = {m->tmp, D, w->wo, NULL, D};
+    qp_mm_batch(m->pool, m->att, m->qd, n, m->qd, &o, 1);
+    resnorm(m, n, m->tmp, m->norms + (2 * l + 1) * D);
+    if (obs)
+        obs(ud, (int)l, QP_SITE_GATE_UP, m->xb, n, D);
+    mlp_ctx mc = {m, n, w};
+    qp_pool_run(m->pool, (m->F + QP_MM_BLOCK - 1) / QP_MM_BLOCK, gate_up_task, &mc);
+    if (obs)
+        obs(ud, (int)l, QP_SITE_DOWN, m->hg, n, m->F);
+    qp_mm_job down = {m->tmp, D, w->wd, NULL, D};
+    qp_mm_batch(m->pool, m->hg, m->F, n, m->F, &down, 1);
+    add_ctx ac = {m, n, m->tmp};
+    qp_pool_run(m->pool, (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK, add_task, &ac);
+    return 0;
+}
+
+/* logits [n, V] = rmsnorm(x)·final_norm · lm_headᵀ */
+static int head_core(qp_llama *m, size_t n, float *logits)
+{
+    int rc;
+    resnorm(m, n, NULL, m->norms + 2 * (size_t)m->hp.n_layers * m->D);
+    if (!m->cached && !m->hp.tied_embeddings && (rc = load_lm_head(m)) < 0)
+        return rc;
+    qp_mm_job head = {logits, m->V, m->lm_head, NULL, m->V};
+    qp_mm_batch(m->pool, m->xb, m->D, n, m->D, &head, 1);
+    return 0;
+}
+
+static int prepare(qp_llama *m, size_t n)
+{
+    if (n < 1 || n > (size_t)m->hp.max_pos)
+        return qp_error_set(QP_EUSAGE, "llama forward: window of %zu tokens, must be 1..%d (max_pos)", n,
+                            m->hp.max_pos);
+    return ensure_capacity(m, n);
+}
+
+int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, float *logits,
+                              qp_llama_observe_fn obs, void *ud)
 {
     int rc = check_tokens(m, tokens, n);
-    if (rc < 0)
-        return rc;
-    if ((rc = ensure_capacity(m, n)) < 0)
+    if (rc < 0 || (rc = prepare(m, n)) < 0)
         return rc;
     const size_t L = (size_t)m->hp.n_layers, D = m->D;
     for (size_t t = 0; t < n; t++)
         memcpy(m->x + t * D, m->embed + (size_t)tokens[t] * D, D * sizeof(float));
-    resnorm(m, n, NULL, m->norms);
-    rows_ctx rows = {m, n};
-    for (size_t l = 0; l < L; l++) {
-        layer_w *w = &m->layers[m->cached ? l : 0];
-        if (!m->cached && (rc = load_layer(m, (int)l, w)) < 0)
+    for (size_t l = 0; l < L; l++)
+        if ((rc = layer_core(m, l, n, obs, ud)) < 0)
             return rc;
-        qp_mm_job qkv[3] = {
-            {m->q, m->qd, w->wq, w->bq, m->qd},
-            {m->k, m->kvd, w->wk, w->bk, m->kvd},
-            {m->v, m->kvd, w->wv, w->bv, m->kvd},
-        };
-        qp_mm_batch(m->pool, m->xb, D, n, D, qkv, 3);
-        qp_pool_run(m->pool, (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK, rope_task, &rows);
-        size_t nblk = (n + ATT_QBLOCK - 1) / ATT_QBLOCK;
-        qp_pool_run(m->pool, (size_t)m->hp.n_heads * nblk, attn_task, &rows);
-        qp_mm_job o = {m->tmp, D, w->wo, NULL, D};
-        qp_mm_batch(m->pool, m->att, m->qd, n, m->qd, &o, 1);
-        resnorm(m, n, m->tmp, m->norms + (2 * l + 1) * D);
-        mlp_ctx mc = {m, n, w};
-        qp_pool_run(m->pool, (m->F + QP_MM_BLOCK - 1) / QP_MM_BLOCK, gate_up_task, &mc);
-        qp_mm_job down = {m->tmp, D, w->wd, NULL, D};
-        qp_mm_batch(m->pool, m->hg, m->F, n, m->F, &down, 1);
-        /* the residual add, then the next layer's input norm (or the final norm) */
-        resnorm(m, n, m->tmp, m->norms + (2 * l + 2) * D);
-    }
-    if (!m->cached && !m->hp.tied_embeddings && (rc = load_lm_head(m)) < 0)
+    return logits ? head_core(m, n, logits) : 0;
+}
+
+int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits)
+{
+    return qp_llama_forward_observed(m, tokens, n, logits, NULL, NULL);
+}
+
+int qp_llama_embed(qp_llama *m, const int32_t *tokens, size_t n, float *x)
+{
+    int rc = check_tokens(m, tokens, n);
+    if (rc < 0)
         return rc;
-    qp_mm_job head = {logits, m->V, m->lm_head, NULL, m->V};
-    qp_mm_batch(m->pool, m->xb, D, n, D, &head, 1);
+    for (size_t t = 0; t < n; t++)
+        memcpy(x + t * m->D, m->embed + (size_t)tokens[t] * m->D, m->D * sizeof(float));
     return 0;
+}
+
+int qp_llama_layer(qp_llama *m, int l, float *x, size_t n, qp_llama_observe_fn obs, void *ud)
+{
+    if (l < 0 || l >= m->hp.n_layers)
+        return qp_error_set(QP_EUSAGE, "llama: layer %d out of range [0, %d)", l, m->hp.n_layers);
+    int rc = prepare(m, n);
+    if (rc < 0)
+        return rc;
+    memcpy(m->x, x, n * m->D * sizeof(float));
+    if ((rc = layer_core(m, (size_t)l, n, obs, ud)) < 0)
+        return rc;
+    memcpy(x, m->x, n * m->D * sizeof(float));
+    return 0;
+}
+
+int qp_llama_head(qp_llama *m, const float *x, size_t n, float *logits)
+{
+    int rc = prepare(m, n);
+    if (rc < 0)
+        return rc;
+    memcpy(m->x, x, n * m->D * sizeof(float));
+    return head_core(m, n, logits);
+}
+
+int qp_llama_reload_layer(qp_llama *m, int l)
+{
+    if (l < 0 || l >= m->hp.n_layers)
+        return qp_error_set(QP_EUSAGE, "llama: layer %d out of range [0, %d)", l, m->hp.n_layers);
+    /* streamed models re-read every layer on use anyway */
+    return m->cached ? load_layer(m, l, &m->layers[l]) : 0;
 }
 
 typedef struct {

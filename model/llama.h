@@ -111,6 +111,34 @@ int qp_llama_weights_cached(const qp_llama *m);
  * max_pos, every token in [0, V).  One call at a time per model. */
 int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits);
 
+/* The inputs of the linear products, for calibration (Hessians, activation
+ * statistics, importance matrices):
+ *   QKV      x [n, D]     rmsnorm(x)·input_layernorm   -> q_proj, k_proj, v_proj
+ *   O        x [n, H·hd]  attention output             -> o_proj
+ *   GATE_UP  x [n, D]     rmsnorm(x)·post_attn_norm    -> gate_proj, up_proj
+ *   DOWN     x [n, F]     silu(gate)·up                -> down_proj */
+typedef enum { QP_SITE_QKV, QP_SITE_O, QP_SITE_GATE_UP, QP_SITE_DOWN } qp_llama_site;
+typedef void (*qp_llama_observe_fn)(void *ud, int layer, qp_llama_site site, const float *x, size_t n,
+                                    size_t dim);
+
+/* As qp_llama_forward, calling obs (may be NULL) with every product input;
+ * logits may be NULL (stop after the last layer). */
+int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, float *logits,
+                              qp_llama_observe_fn obs, void *ud);
+
+/* Layer by layer, for sequential calibration (GPTQ/AWQ: the inputs of block
+ * i come from the already-quantized blocks before it):
+ *   embed:  x [n, D] = embedding rows of tokens
+ *   layer:  x [n, D] (the residual stream at positions 0..n-1) through
+ *           decoder layer l, in place; obs as above
+ *   head:   logits [n, V] from x
+ *   reload: re-read layer l's weights from the source (after the caller
+ *           changed what the source serves, e.g. quantized weights). */
+int qp_llama_embed(qp_llama *m, const int32_t *tokens, size_t n, float *x);
+int qp_llama_layer(qp_llama *m, int l, float *x, size_t n, qp_llama_observe_fn obs, void *ud);
+int qp_llama_head(qp_llama *m, const float *x, size_t n, float *logits);
+int qp_llama_reload_layer(qp_llama *m, int l);
+
 /* Scores one window: runs the forward pass over tokens[n] and adds
  * −log p(tokens[t] | tokens[0..t−1]) for t = first..n−1 to *nll_sum and
  * (n − first) to *count (so loops over windows accumulate).  1 <= first;
