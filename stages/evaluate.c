@@ -2,6 +2,7 @@
  * a reference stage's model run in lockstep (no logits on disk), and
  * multiple-choice accuracy.  Output: a metrics artifact the gate reads. */
 #include "stages/kinds.h"
+#include "stages/dataset.h"
 #include "stages/model_load.h"
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -24,66 +25,6 @@ static const qp_param_spec params[] = {
      "evaluate stage of the unquantized model: adds KLD, top-1, RMS dp, ppl delta/ratio"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* A dataset file as one text: plain text as is; JSONL records' `field`
- * joined with blank lines (as the GPTQ/AWQ evaluations join WikiText). */
-static int read_dataset(char **out, size_t *len, const char *path, const char *field)
-{
-    char *raw = NULL;
-    size_t n = 0;
-    int rc = qp_read_file(path, &raw, &n);
-    if (rc)
-        return rc;
-    if (!ends_with(path, ".jsonl") && !ends_with(path, ".json")) {
-        *out = raw;
-        *len = n;
-        return 0;
-    }
-    size_t cap = n + 1, used = 0, line_no = 0;
-    char *text = malloc(cap);
-    char *save = NULL;
-    for (char *line = strtok_r(raw, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        line_no++;
-        if (!line[0] || (line[0] == '\r' && !line[1]))
-            continue;
-        json_error_t jerr;
-        json_t *rec = json_loads(line, 0, &jerr);
-        const char *t = json_string_value(json_object_get(rec, field));
-        if (!t) {
-            rc = qp_error_set(QP_EFORMAT, "%s:%zu: %s", path, line_no,
-                              rec ? "record has no string field (set field: to the text's key)" : jerr.text);
-            json_decref(rec);
-            break;
-        }
-        size_t tl = strlen(t);
-        if (used + tl + 2 >= cap) {
-            cap = (used + tl + 2) * 2;
-            text = realloc(text, cap);
-        }
-        if (used) {
-            memcpy(text + used, "\n\n", 2);
-            used += 2;
-        }
-        memcpy(text + used, t, tl);
-        used += tl;
-        json_decref(rec);
-    }
-    free(raw);
-    if (rc) {
-        free(text);
-        return rc;
-    }
-    text[used] = '\0';
-    *out = text;
-    *len = used;
-    return 0;
-}
 
 static void on_tokens(void *ud, uint64_t done, uint64_t total)
 {
@@ -205,7 +146,7 @@ static int evaluate_run(qp_stage_ctx *ctx)
         char *path = qp_stage_path(ctx, json_string_value(v)), *text = NULL;
         size_t len = 0, n = 0;
         int *ids = NULL;
-        rc = read_dataset(&text, &len, path, qp_param_str(ctx->params, "field"));
+        rc = qp_dataset_read(&text, &len, path, qp_param_str(ctx->params, "field"));
         if (rc == 0)
             rc = qp_tokenizer_encode(tok, text, len, QP_TOK_ADD_BOS, &ids, &n);
         if (rc == 0 && qp_tokenizer_bos(tok) < 0)
