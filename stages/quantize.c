@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const qp_param_spec params[] = {
     {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq", 0, -1, QP_PF_REQUIRED,
@@ -90,6 +91,30 @@ static void keep_worst(worst_entry *w, size_t cap, const char *name, double err)
     }
 }
 
+static int read_calib_imatrix(qp_stage_ctx *ctx, const qp_artifact *calib, qp_imatrix **out)
+{
+    const json_t *e = qp_artifact_find(calib, "files/imatrix.dat");
+    if (!e)
+        return qp_error_set(QP_EFORMAT, "stage '%s': calibration input has no imatrix.dat", ctx->id);
+    char *dir = qp_path_join(qp_cache_dir(ctx->cache), "tmp"), *tmp = NULL;
+    int fd = -1;
+    int rc = qp_mkdir_p(dir, 0755);
+    if (rc == 0)
+        rc = qp_mkstemp_in(dir, "imatrix", &tmp, &fd);
+    if (rc == 0) {
+        close(fd);
+        rc = qp_cache_get_to_file(ctx->cache, qp_artifact_entry_digest(e), tmp);
+        if (rc == 0)
+            rc = qp_imatrix_read(out, tmp);
+        unlink(tmp);
+    }
+    free(tmp);
+    free(dir);
+    if (rc)
+        qp_error_prefix("stage '%s': calibration imatrix", ctx->id);
+    return rc;
+}
+
 static int quantize_run(qp_stage_ctx *ctx)
 {
     const qp_artifact *in = ctx->inputs[0];
@@ -106,7 +131,14 @@ static int quantize_run(qp_stage_ctx *ctx)
         return qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
                             ctx->input_ids[0]);
     const char *im_path = qp_param_str(ctx->params, "imatrix");
-    if (im_path && im_path[0]) {
+    const qp_artifact *calib = ctx->n_inputs > 1 ? ctx->inputs[1] : NULL;
+    if (calib && !(im_path && im_path[0]) && !strcmp(qp_param_str(ctx->params, "method"), "gguf")) {
+        /* qpipe's own importance matrix goes through the very reader (and
+         * quantizers) verified against llama.cpp's files */
+        rc = read_calib_imatrix(ctx, calib, &imatrix);
+        if (rc)
+            return rc;
+    } else if (im_path && im_path[0]) {
         char *abs = qp_stage_path(ctx, im_path);
         rc = qp_imatrix_read(&imatrix, abs);
         free(abs);

@@ -1,0 +1,128 @@
+#include "stages/calib_stats.h"
+#include "common/error.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t site_dim(const qp_llama_hparams *hp, int site)
+{
+    switch (site) {
+    case QP_SITE_O: return (size_t)hp->n_heads * (size_t)hp->head_dim;
+    case QP_SITE_DOWN: return (size_t)hp->intermediate;
+    default: return (size_t)hp->hidden;
+    }
+}
+
+int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian)
+{
+    memset(s, 0, sizeof(*s));
+    s->n_layers = hp->n_layers;
+    s->want_hessian = want_hessian;
+    s->sites = calloc((size_t)hp->n_layers * 4, sizeof(*s->sites));
+    if (!s->sites)
+        return qp_error_set(QP_ERROR, "calibration: out of memory");
+    for (int l = 0; l < hp->n_layers; l++)
+        for (int k = 0; k < 4; k++) {
+            qp_site_stats *st = &s->sites[l * 4 + k];
+            st->dim = site_dim(hp, k);
+            st->abs_sum = calloc(st->dim, sizeof(double));
+            st->sq_sum = calloc(st->dim, sizeof(double));
+            if (want_hessian) {
+                st->xxt = calloc(st->dim * st->dim, sizeof(double));
+                st->scratch = malloc(st->dim * st->dim * sizeof(float));
+            }
+            if (!st->abs_sum || !st->sq_sum || (want_hessian && (!st->xxt || !st->scratch))) {
+                qp_calib_stats_free(s);
+                return qp_error_set(QP_ERROR, "calibration: out of memory for the statistics of layer %d "
+                                              "(a %zu x %zu Hessian)", l, st->dim, st->dim);
+            }
+        }
+    return 0;
+}
+
+void qp_calib_stats_free(qp_calib_stats *s)
+{
+    if (!s->sites)
+        return;
+    for (int i = 0; i < s->n_layers * 4; i++) {
+        free(s->sites[i].xxt);
+        free(s->sites[i].abs_sum);
+        free(s->sites[i].sq_sum);
+        free(s->sites[i].scratch);
+    }
+    free(s->sites);
+    s->sites = NULL;
+}
+
+/* One window x [n, dim]: Σ x xᵀ via ssyrk (f32 over the window, added into
+ * double), Σ|x| and Σx² per column in double, rows in order. */
+void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim)
+{
+    qp_calib_stats *s = ud;
+    qp_site_stats *st = &s->sites[layer * 4 + (int)site];
+    for (size_t t = 0; t < n; t++) {
+        const float *row = x + t * dim;
+        for (size_t i = 0; i < dim; i++) {
+            double v = row[i];
+            st->abs_sum[i] += fabs(v);
+            st->sq_sum[i] += v * v;
+        }
+    }
+    if (s->want_hessian) {
+        /* scratch[dim, dim] (upper) = xᵀ x */
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)dim, (int)n, 1.0f, x, (int)dim, 0.0f, st->scratch,
+                    (int)dim);
+        for (size_t i = 0; i < dim; i++)
+            for (size_t j = i; j < dim; j++)
+                st->xxt[i * dim + j] += st->scratch[i * dim + j];
+    }
+    st->n += n;
+    st->calls++;
+}
+
+double *qp_site_hessian(const qp_site_stats *st)
+{
+    size_t d = st->dim;
+    double *h = malloc(d * d * sizeof(double));
+    if (!h || !st->xxt) {
+        free(h);
+        return NULL;
+    }
+    double f = st->n ? 2.0 / (double)st->n : 0.0;
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = i; j < d; j++)
+            h[i * d + j] = h[j * d + i] = f * st->xxt[i * d + j];
+    return h;
+}
+
+const char *qp_site_name(qp_llama_site site)
+{
+    static const char *names[] = {"attn_in", "attn_out", "mlp_in", "mlp_down"};
+    return names[site];
+}
+
+size_t qp_site_weights(qp_llama_site site, const char *out[3])
+{
+    switch (site) {
+    case QP_SITE_QKV:
+        out[0] = "self_attn.q_proj", out[1] = "self_attn.k_proj", out[2] = "self_attn.v_proj";
+        return 3;
+    case QP_SITE_O: out[0] = "self_attn.o_proj"; return 1;
+    case QP_SITE_GATE_UP: out[0] = "mlp.gate_proj", out[1] = "mlp.up_proj"; return 2;
+    case QP_SITE_DOWN: out[0] = "mlp.down_proj"; return 1;
+    }
+    return 0;
+}
+
+size_t qp_site_gguf_weights(qp_llama_site site, const char *out[3])
+{
+    switch (site) {
+    case QP_SITE_QKV: out[0] = "attn_q", out[1] = "attn_k", out[2] = "attn_v"; return 3;
+    case QP_SITE_O: out[0] = "attn_output"; return 1;
+    case QP_SITE_GATE_UP: out[0] = "ffn_gate", out[1] = "ffn_up"; return 2;
+    case QP_SITE_DOWN: out[0] = "ffn_down"; return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,47 @@
+/* Activation statistics of a model over calibration samples, per decoder
+ * layer and per linear-product input site (see qp_llama_site):
+ *   H      = 2/n Σ x xᵀ      [dim, dim]  (GPTQ's Hessian; accumulated in double)
+ *   absmean = 1/n Σ |x|      [dim]       (AWQ's activation scale)
+ *   sqsum   = Σ x²           [dim]       (llama.cpp's importance matrix)
+ * n = tokens seen.  Shared by the calibrate stage and sequential GPTQ/AWQ,
+ * which recompute them layer by layer on already-quantized inputs. */
+#ifndef QP_STAGES_CALIB_STATS_H
+#define QP_STAGES_CALIB_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/llama.h"
+
+typedef struct {
+    size_t dim;
+    uint64_t n;          /* tokens */
+    uint64_t calls;      /* windows (llama-imatrix's ncall) */
+    double *xxt;         /* [dim, dim] Σ x xᵀ (upper triangle filled, mirrored on finish) */
+    double *abs_sum;     /* [dim] */
+    double *sq_sum;      /* [dim] */
+    float *scratch;      /* [dim, dim] per-window f32 product */
+} qp_site_stats;
+
+typedef struct {
+    int n_layers;
+    int want_hessian;
+    qp_site_stats *sites;   /* [n_layers * 4], index layer*4 + site */
+} qp_calib_stats;
+
+int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian);
+void qp_calib_stats_free(qp_calib_stats *s);
+/* The observer to pass to qp_llama_forward_observed / qp_llama_layer (ud =
+ * the qp_calib_stats). */
+void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim);
+/* H = 2/n Σ x xᵀ as a full symmetric matrix of doubles (malloc'ed). */
+double *qp_site_hessian(const qp_site_stats *st);
+
+/* "attn_in", "attn_out", "mlp_in", "mlp_down" */
+const char *qp_site_name(qp_llama_site site);
+/* The linear weights fed by a site: up to 3 HF suffixes ("self_attn.q_proj", …). */
+size_t qp_site_weights(qp_llama_site site, const char *out[3]);
+/* llama.cpp GGUF names of those weights ("attn_q", …). */
+size_t qp_site_gguf_weights(qp_llama_site site, const char *out[3]);
+
+#endif
