@@ -1,0 +1,407 @@
+/* GPTQ driver (quant/gptq.h): steps 1–7 of GPTQModel's `GPTQ.quantize`.
+ * The serial part (validation, dead columns, permutation, Hessian inverse)
+ * runs on the calling thread; step 6 runs per fixed chunk of rows, because
+ * every row's quantization depends only on that row and on Hinv. */
+#include "quant/gptq.h"
+
+#include "common/error.h"
+#include "model/tensor.h"
+#include "quant/linear_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void qp_gptq_params_default(qp_gptq_params *p)
+{
+    *p = (qp_gptq_params){
+        .bits = 4,
+        .group_size = 128,
+        .sym = 1,
+        .mse = 0,
+        .damp_percent = 0.01,
+        .damp_auto_increment = 0.0025,
+        .act_order = 0,
+        .static_groups = 0,
+        .block_size = 128,
+        .nsamples = 0,
+    };
+}
+
+/* ---- act order ----------------------------------------------------------- */
+
+typedef struct {
+    double d;
+    int32_t i;
+} diag_ix;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    const diag_ix *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d > y->d ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+int qp_gptq_act_order_perm(int32_t *perm, const double *diag, int64_t n)
+{
+    diag_ix *v = malloc((size_t)n * sizeof *v);
+    if (!v)
+        return qp_error_set(QP_ERROR, "gptq: out of memory for the act-order permutation of %lld columns",
+                            (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (diag_ix){ diag[i], (int32_t)i };
+    /* The comparator is a total order (index breaks ties), so qsort's
+     * instability cannot show. */
+    qsort(v, (size_t)n, sizeof *v, cmp_desc);
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = v[i].i;
+    free(v);
+    return 0;
+}
+
+/* ---- step 6, per chunk of rows ----------------------------------------- */
+
+typedef struct {
+    char msg[320];
+} chunk_fail;
+
+typedef struct {
+    const qp_gptq_params *p;
+    qp_linear_params lp;
+    int64_t rows, cols;
+    int gs;                 /* columns per group (cols for one group per row) */
+    int per_row;            /* group_size -1: one group per row, fitted in step 1 */
+    int stat;               /* static groups in effect */
+    const float *W;         /* [rows, cols] the caller's, original order */
+    float *Wp;              /* [rows, cols] permuted, dead columns zeroed, lazily updated */
+    const float *Hinv;      /* [cols, cols] upper Cholesky factor of H⁻¹ (permuted) */
+    const int32_t *perm;    /* [cols] position -> original column, NULL = identity */
+    const uint8_t *dead;    /* [cols] original order */
+    qp_linear_view v;
+    double *loss;           /* [n_chunks] Σ (w − q)² / d² of the chunk */
+    chunk_fail *fail;       /* [n_chunks] */
+} gptq_ctx;
+
+static int fail_fit(gptq_ctx *g, int64_t c, int64_t row, int64_t group)
+{
+    snprintf(g->fail[c].msg, sizeof g->fail[c].msg, "gptq: weight [%lld x %lld]: row %lld, group %lld: %s",
+             (long long)g->rows, (long long)g->cols, (long long)row, (long long)group, qp_error_last());
+    return 1;
+}
+
+/* dst[r] −= e[r] · h for r < n: one column of the in-block rank-1 update,
+ * contiguous over the chunk's rows (vectorises). */
+static void axpy_neg(float *restrict dst, const float *restrict e, float h, int64_t n)
+{
+    for (int64_t r = 0; r < n; r++)
+        dst[r] -= e[r] * h;
+}
+
+static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
+{
+    gptq_ctx *g = ctx;
+    const int64_t R = end - begin, cols = g->cols, ng = g->v.n_groups;
+    const int bs = g->p->block_size < cols ? g->p->block_size : (int)cols;
+    const int maxq = g->v.maxq;
+    float *w1t = malloc((size_t)bs * (size_t)R * sizeof *w1t);   /* [bs, R] block, transposed */
+    float *errt = malloc((size_t)bs * (size_t)R * sizeof *errt); /* [bs, R] */
+    float *cur_s = malloc((size_t)R * sizeof *cur_s);            /* [R] current group's scale */
+    int *cur_z = malloc((size_t)R * sizeof *cur_z);              /* [R] and zero */
+    float *row = g->stat ? malloc((size_t)cols * sizeof *row) : NULL;
+    double loss = 0.0;
+    int rc = 0;
+    if (!w1t || !errt || !cur_s || !cur_z || (g->stat && !row)) {
+        snprintf(g->fail[c].msg, sizeof g->fail[c].msg, "gptq: weight [%lld x %lld]: out of memory",
+                 (long long)g->rows, (long long)cols);
+        rc = 1;
+        goto done;
+    }
+
+    /* Steps 1 and 3: fits made before any update. */
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t rr = begin + r;
+        uint16_t s16;
+        uint8_t z;
+        if (g->per_row) {
+            /* on the original row, before the dead columns are zeroed */
+            if (qp_linear_fit_group(&g->lp, g->W + rr * cols, cols, 1, &s16, &z)) {
+                rc = fail_fit(g, c, rr, 0);
+                goto done;
+            }
+            g->v.scales[rr * ng] = s16;
+            g->v.zeros[rr * ng] = z;
+            cur_s[r] = qp_f16_to_f32(s16);
+            cur_z[r] = z;
+        } else if (g->stat) {
+            /* on the dead-zeroed row, original column order */
+            for (int64_t k = 0; k < cols; k++)
+                row[k] = g->dead[k] ? 0.0f : g->W[rr * cols + k];
+            for (int64_t gi = 0; gi < ng; gi++) {
+                if (qp_linear_fit_group(&g->lp, row + gi * g->gs, g->gs, 1, &s16, &z)) {
+                    rc = fail_fit(g, c, rr, gi);
+                    goto done;
+                }
+                g->v.scales[rr * ng + gi] = s16;
+                g->v.zeros[rr * ng + gi] = z;
+            }
+        }
+    }
+
+    for (int64_t i1 = 0; i1 < cols; i1 += bs) {
+        const int64_t i2 = i1 + bs < cols ? i1 + bs : cols, count = i2 - i1;
+        /* W1 = W[rows, i1:i2], transposed so a column is contiguous */
+        for (int64_t r = 0; r < R; r++) {
+            const float *src = g->Wp + (begin + r) * cols + i1;
+            for (int64_t i = 0; i < count; i++)
+                w1t[i * R + r] = src[i];
+        }
+        for (int64_t i = 0; i < count; i++) {
+            const int64_t col = i1 + i;
+            const int64_t orig = g->perm ? g->perm[col] : col;
+            const float d = g->Hinv[col * cols + col];
+            if (!g->per_row && !g->stat && col % g->gs == 0) {
+                /* GPTQModel fits on W (lazily updated), not on W1 */
+                const int64_t gi = col / g->gs;
+                for (int64_t r = 0; r < R; r++) {
+                    const int64_t rr = begin + r;
+                    uint16_t s16;
+                    uint8_t z;
+                    if (qp_linear_fit_group(&g->lp, g->Wp + rr * cols + col, g->gs, 1, &s16, &z)) {
+                        rc = fail_fit(g, c, rr, gi);
+                        goto done;
+                    }
+                    g->v.scales[rr * ng + gi] = s16;
+                    g->v.zeros[rr * ng + gi] = z;
+                    cur_s[r] = qp_f16_to_f32(s16);
+                    cur_z[r] = z;
+                }
+            } else if (g->stat) {
+                const int64_t gi = orig / g->gs;
+                for (int64_t r = 0; r < R; r++) {
+                    cur_s[r] = qp_f16_to_f32(g->v.scales[(begin + r) * ng + gi]);
+                    cur_z[r] = g->v.zeros[(begin + r) * ng + gi];
+                }
+            }
+            float *w = w1t + i * R, *e = errt + i * R;
+            for (int64_t r = 0; r < R; r++) {
+                if (!isfinite(w[r])) {
+                    snprintf(g->fail[c].msg, sizeof g->fail[c].msg,
+                             "gptq: weight [%lld x %lld]: row %lld, column %lld: the GPTQ update made the weight %s; H is ill-conditioned, raise damp_percent",
+                             (long long)g->rows, (long long)cols, (long long)(begin + r), (long long)orig,
+                             isnan(w[r]) ? "nan" : "inf");
+                    rc = 1;
+                    goto done;
+                }
+                const uint8_t code = qp_linear_code(w[r], cur_s[r], cur_z[r], maxq);
+                const float q = qp_linear_value(code, cur_s[r], cur_z[r]);
+                const float diff = w[r] - q;
+                g->v.codes[(begin + r) * cols + orig] = code;
+                loss += (double)diff * (double)diff / ((double)d * (double)d);
+                e[r] = diff / d;
+            }
+            /* W1[:, i+1:] −= err ⊗ Hinv[col, col+1:i2] */
+            const float *hrow = g->Hinv + col * cols + i1;
+            for (int64_t j = i + 1; j < count; j++)
+                axpy_neg(w1t + j * R, e, hrow[j], R);
+        }
+        /* W[:, i2:] −= Err [R, count] · Hinv[i1:i2, i2:] [count, cols − i2] */
+        if (i2 < cols)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)(cols - i2), (int)count, -1.0f,
+                        errt, (int)R, g->Hinv + i1 * cols + i2, (int)cols, 1.0f, g->Wp + begin * cols + i2,
+                        (int)cols);
+    }
+    g->loss[c] = loss;
+done:
+    free(w1t);
+    free(errt);
+    free(cur_s);
+    free(cur_z);
+    free(row);
+    return rc;
+}
+
+/* ---- driver ---------------------------------------------------------------- */
+
+static int check_params(const qp_gptq_params *p)
+{
+    if (!p)
+        return qp_error_set(QP_EUSAGE, "gptq: no parameters given");
+    if (!(p->damp_percent > 0.0 && p->damp_percent < 1.0))
+        return qp_error_set(QP_EUSAGE, "gptq: damp_percent %g is outside (0, 1)", p->damp_percent);
+    if (!(p->damp_auto_increment >= 0.0 && p->damp_auto_increment < 1.0))
+        return qp_error_set(QP_EUSAGE, "gptq: damp_auto_increment %g is outside [0, 1)", p->damp_auto_increment);
+    if (p->block_size < 1)
+        return qp_error_set(QP_EUSAGE, "gptq: block_size %d must be at least 1", p->block_size);
+    if (p->nsamples < 0)
+        return qp_error_set(QP_EUSAGE, "gptq: nsamples %lld is negative", (long long)p->nsamples);
+    return 0;
+}
+
+int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t rows, int64_t cols,
+                     const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
+{
+    qp_linear *q = NULL;
+    uint8_t *dead = NULL;
+    double *diag = NULL, *hp = NULL, *loss = NULL;
+    int32_t *perm = NULL, *g_idx = NULL;
+    float *wp = NULL, *hinv = NULL;
+    chunk_fail *fail = NULL;
+    int rc;
+
+    *out = NULL;
+    if ((rc = check_params(p)))
+        return rc;
+    if (!W || !H)
+        return qp_error_set(QP_EUSAGE, "gptq: no weight or no Hessian given");
+    const qp_linear_params lp = { .bits = p->bits, .group_size = p->group_size, .sym = p->sym, .mse = p->mse };
+    if ((rc = qp_linear_new(&q, rows, cols, &lp))) {
+        qp_error_prefix("gptq");
+        return rc;
+    }
+    const int64_t n = cols;
+    if (n > 46340) {
+        rc = qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: more than 46340 input columns are not supported",
+                          (long long)rows, (long long)cols);
+        goto done;
+    }
+    for (int64_t k = 0; k < rows * cols; k++) {
+        if (!isfinite(W[k])) {
+            rc = qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
+                              (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
+                              isnan(W[k]) ? "nan" : "inf");
+            goto done;
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j <= i; j++) {
+            double v = H[i * n + j];
+            if (!isfinite(v)) {
+                rc = qp_error_set(QP_EUSAGE,
+                                  "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
+                                  (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
+                goto done;
+            }
+        }
+    }
+
+    dead = malloc((size_t)n);
+    diag = calloc((size_t)n, sizeof *diag);
+    perm = malloc((size_t)n * sizeof *perm);
+    hp = malloc((size_t)n * (size_t)n * sizeof *hp);
+    hinv = malloc((size_t)n * (size_t)n * sizeof *hinv);
+    wp = malloc((size_t)rows * (size_t)cols * sizeof *wp);
+    if (!dead || !diag || !perm || !hp || !hinv || !wp) {
+        rc = qp_error_set(QP_ERROR, "gptq: weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
+        goto done;
+    }
+
+    /* Step 2: dead columns. */
+    int64_t n_dead = 0;
+    for (int64_t i = 0; i < n; i++) {
+        dead[i] = H[i * n + i] == 0.0;
+        n_dead += dead[i];
+        diag[i] = dead[i] ? 1.0 : H[i * n + i];
+    }
+    /* Step 4: the order. */
+    if (p->act_order) {
+        if ((rc = qp_gptq_act_order_perm(perm, diag, n)))
+            goto done;
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            perm[i] = (int32_t)i;
+    }
+    /* hp = H[perm][:, perm], lower triangle, from H's lower triangle */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t a = perm[i];
+        for (int64_t j = 0; j < i; j++) {
+            const int64_t b = perm[j];
+            hp[i * n + j] = a >= b ? H[a * n + b] : H[b * n + a];
+        }
+        hp[i * n + i] = diag[a];
+    }
+    /* Wp = W[:, perm] with the dead columns zeroed */
+    for (int64_t r = 0; r < rows; r++) {
+        const float *src = W + r * cols;
+        float *dst = wp + r * cols;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = dead[perm[i]] ? 0.0f : src[perm[i]];
+    }
+
+    /* Step 5. */
+    double damp_used = 0.0;
+    int retries = 0;
+    if ((rc = qp_gptq_hinv(hinv, NULL, hp, n, p->damp_percent, p->damp_auto_increment, &damp_used, &retries)))
+        goto done;
+
+    /* Step 6. */
+    const int64_t n_chunks = qp_lin_nchunks(rows, QP_GPTQ_ROW_CHUNK);
+    loss = calloc((size_t)n_chunks, sizeof *loss);
+    fail = calloc((size_t)n_chunks, sizeof *fail);
+    if (!loss || !fail) {
+        rc = qp_error_set(QP_ERROR, "gptq: weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
+        goto done;
+    }
+    gptq_ctx g = {
+        .p = p, .lp = lp, .rows = rows, .cols = cols,
+        .per_row = p->group_size <= 0,
+        .stat = p->group_size > 0 && p->static_groups,
+        .W = W, .Wp = wp, .Hinv = hinv, .perm = p->act_order ? perm : NULL, .dead = dead,
+        .loss = loss, .fail = fail,
+    };
+    qp_linear_view_of(q, &g.v);
+    g.gs = g.v.group_size;
+    /* Chunks compute their own sgemm blocks; OpenBLAS' own threading would
+     * change the bits (quant/gptq.h) and oversubscribe the cores. */
+    openblas_set_num_threads(1);
+    int64_t bad = qp_lin_parallel(rows, QP_GPTQ_ROW_CHUNK, n_threads, gptq_chunk, &g);
+    if (bad >= 0) {
+        rc = qp_error_set(QP_EUSAGE, "%s", fail[bad].msg);
+        goto done;
+    }
+
+    /* Step 7: the codes are already in original column order. */
+    if (p->act_order && p->group_size > 0 && !p->static_groups) {
+        g_idx = malloc((size_t)n * sizeof *g_idx);
+        if (!g_idx) {
+            rc = qp_error_set(QP_ERROR, "gptq: out of memory for g_idx");
+            goto done;
+        }
+        for (int64_t i = 0; i < n; i++)
+            g_idx[perm[i]] = (int32_t)(i / g.gs);
+        if ((rc = qp_linear_set_g_idx(q, g_idx))) {
+            qp_error_prefix("gptq");
+            goto done;
+        }
+    }
+    if (stats) {
+        double total = 0.0;
+        for (int64_t c = 0; c < n_chunks; c++)
+            total += loss[c];
+        total /= 2.0;
+        *stats = (qp_gptq_stats){
+            .damp_percent = damp_used,
+            .damp_retries = retries,
+            .dead_columns = n_dead,
+            .loss = total,
+            .avg_loss = p->nsamples > 0 ? total / (double)p->nsamples : NAN,
+            .loss_per_weight = total / ((double)rows * (double)cols),
+        };
+    }
+    *out = q;
+    q = NULL;
+done:
+    qp_linear_free(q);
+    free(dead);
+    free(diag);
+    free(perm);
+    free(hp);
+    free(hinv);
+    free(wp);
+    free(loss);
+    free(fail);
+    free(g_idx);
+    return rc;
+}
