@@ -161,7 +161,7 @@ int qp_lin_check_head(const uint8_t *buf, size_t len, const char *what, const ch
                       uint32_t version, size_t header_len, const char *format_name)
 {
     if (!buf || len < 8 || memcmp(buf, magic8, 8) != 0)
-        return qp_error_set(QP_ECORRUPT, "%s: not a %s buffer (bad magic); the cache object is damaged or of another kind",
+        return qp_error_set(QP_ECORRUPT, "%s: bad magic: not a serialised %s; the cache object is damaged or of another kind",
                             what, format_name);
     if (len < header_len)
         return qp_error_set(QP_ECORRUPT, "%s: truncated %s buffer: %zu bytes, the header alone needs %zu",

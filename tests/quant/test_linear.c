@@ -498,7 +498,7 @@ static void test_deserialize_damage(void **state)
 
     d[0] = 'X';
     assert_int_equal(qp_linear_deserialize(&r, d, len, "x"), QP_ECORRUPT);
-    assert_string_equal(qp_error_last(), "x: not a linear-quantized weight buffer (bad magic); the cache object is damaged or of another kind");
+    assert_string_equal(qp_error_last(), "x: bad magic: not a serialised linear-quantized weight; the cache object is damaged or of another kind");
 
     memcpy(d, buf, len);
     d[8] = 2;
