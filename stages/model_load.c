@@ -99,12 +99,27 @@ done:
     return rc;
 }
 
+int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cache *cache, const char *what)
+{
+    void *cfg = NULL;
+    size_t len = 0;
+    int rc = qp_artifact_read(a, cache, "files/config.json", &cfg, &len);
+    if (rc == QP_ENOTFOUND)
+        return qp_error_set(QP_EFORMAT, "%s: the model has no config.json (a Hugging Face checkpoint directory is "
+                                        "expected)", what);
+    if (rc)
+        return rc;
+    char *name = qp_strfmt("%s: config.json", what);
+    rc = qp_llama_config_parse(out, cfg, len, name);
+    free(name);
+    free(cfg);
+    return rc;
+}
+
 int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                          const char *what)
 {
     qp_loaded_model *m = calloc(1, sizeof(*m));
-    void *cfg = NULL;
-    size_t cfg_len = 0;
     int rc;
     if (!m)
         return qp_error_set(QP_ERROR, "out of memory");
@@ -116,12 +131,7 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
                           qp_artifact_type_name(qp_artifact_type_of(a)));
         goto done;
     }
-    if ((rc = read_entry(m, "files/config.json", &cfg, &cfg_len)) != 0)
-        goto done;
-    char *cfg_name = qp_strfmt("%s: config.json", what);
-    rc = qp_llama_config_parse(&m->config, cfg, cfg_len, cfg_name);
-    free(cfg_name);
-    if (rc)
+    if ((rc = qp_model_artifact_config(&m->config, a, cache, what)) != 0)
         goto done;
     if ((rc = load_tokenizer(m)) != 0)
         goto done;
@@ -138,7 +148,6 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
     opts.n_threads = threads;
     rc = qp_llama_new(&m->llama, &hp, &src, &opts);
 done:
-    free(cfg);
     if (rc) {
         qp_loaded_model_free(m);
         return rc;

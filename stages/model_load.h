@@ -5,6 +5,7 @@
 #define QP_STAGES_MODEL_LOAD_H
 
 #include "cache/cache.h"
+#include "model/config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "pipeline/artifact.h"
@@ -15,6 +16,8 @@ typedef struct qp_loaded_model qp_loaded_model;
 int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                          const char *what);
 void qp_loaded_model_free(qp_loaded_model *m);
+/* Only the hyper-parameters of a model artifact (its config.json). */
+int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cache *cache, const char *what);
 qp_llama *qp_loaded_model_llama(qp_loaded_model *m);
 const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m);
 /* Digest of the tokenizer file: two models must share it to be compared. */

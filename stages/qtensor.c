@@ -1,6 +1,8 @@
 #include "stages/qtensor.h"
 #include "common/error.h"
 #include "model/tensor.h"
+#include "quant/linear.h"
+#include "quant/nf4.h"
 #include "quant/qtypes.h"
 
 #include <string.h>
@@ -69,11 +71,46 @@ int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float 
         }
         return 0;
     }
+    int64_t rows, cols;
+    qp_qtensor_rows_cols(entry, &rows, &cols);
+    if (strcmp(fmt, "linear") == 0) {
+        qp_linear *q = NULL;
+        int rc = qp_linear_deserialize(&q, bytes, len, what);
+        if (rc)
+            return rc;
+        qp_linear_view v;
+        qp_linear_view_of(q, &v);
+        if (v.rows != rows || v.cols != cols)
+            rc = qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
+                              (long long)v.rows, (long long)v.cols, (long long)rows, (long long)cols);
+        else
+            rc = qp_linear_dequantize(q, dst);
+        qp_linear_free(q);
+        return rc;
+    }
+    if (strcmp(fmt, "nf4") == 0) {
+        qp_nf4 *q = NULL;
+        int rc = qp_nf4_deserialize(&q, bytes, len, what);
+        if (rc)
+            return rc;
+        qp_nf4_view v;
+        qp_nf4_view_of(q, &v);
+        if (v.rows != rows || v.cols != cols)
+            rc = qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
+                              (long long)v.rows, (long long)v.cols, (long long)rows, (long long)cols);
+        else
+            rc = qp_nf4_dequantize(q, dst);
+        qp_nf4_free(q);
+        return rc;
+    }
     return qp_error_set(QP_EFORMAT, "%s: unknown tensor format '%s' (written by a newer qpipe?)", what, fmt);
 }
 
 double qp_qtensor_bits(const json_t *entry, size_t len)
 {
+    const json_t *bpw = json_object_get(entry, "bpw");
+    if (json_is_number(bpw))
+        return json_number_value(bpw);
     uint64_t n = qp_qtensor_nelem(entry);
     return n ? 8.0 * (double)len / (double)n : 0.0;
 }

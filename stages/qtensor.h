@@ -5,6 +5,9 @@
  *   dense  — raw elements of "dtype" (F32/F16/BF16), as in the checkpoint
  *   ggml   — rows of llama.cpp blocks of "qtype" (Q4_0 … Q6_K, IQ4_NL),
  *            rows in Hugging Face order (GGUF export permutes q/k rows)
+ *   linear — integer codes + fp16 group scales + zero points (+ g_idx):
+ *            RTN, GPTQ, AWQ (quant/linear.h serialisation)
+ *   nf4    — bitsandbytes NF4 blocks (quant/nf4.h serialisation)
  * (entries without "format" are dense: fetch writes plain checkpoints).
  * This module turns any of them back into f32 for the forward pass, so
  * evaluating a quantized artifact is evaluating exactly its stored bytes. */
@@ -23,7 +26,8 @@ void qp_qtensor_rows_cols(const json_t *entry, int64_t *rows, int64_t *cols);
  * errors ("stage 'x': tensor 'y'"). */
 int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float *dst, uint64_t nelem,
                       const char *what);
-/* Bits per weight of the stored representation (dense: dtype bits). */
+/* Bits per weight as exported: the entry's "bpw" when recorded, else
+ * 8·bytes / elements. */
 double qp_qtensor_bits(const json_t *entry, size_t len);
 
 #endif

@@ -1,39 +1,28 @@
 #include "stages/quant_plan.h"
 #include "common/error.h"
+#include "model/gguf_llama.h"
 
 #include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>
 
-void qp_quant_gguf_name(char *out, size_t cap, const char *hf)
+int qp_quant_plan_init(qp_quant_plan *p, const json_t *params, const qp_llama_config *cfg, int has_imatrix)
 {
-    static const struct { const char *hf, *gguf; } layer_map[] = {
-        {"self_attn.q_proj", "attn_q"},        {"self_attn.k_proj", "attn_k"},
-        {"self_attn.v_proj", "attn_v"},        {"self_attn.o_proj", "attn_output"},
-        {"mlp.gate_proj", "ffn_gate"},         {"mlp.up_proj", "ffn_up"},
-        {"mlp.down_proj", "ffn_down"},         {"input_layernorm", "attn_norm"},
-        {"post_attention_layernorm", "ffn_norm"},
-    };
-    out[0] = '\0';
-    if (!strcmp(hf, "model.embed_tokens.weight"))
-        snprintf(out, cap, "token_embd.weight");
-    else if (!strcmp(hf, "model.norm.weight"))
-        snprintf(out, cap, "output_norm.weight");
-    else if (!strcmp(hf, "lm_head.weight"))
-        snprintf(out, cap, "output.weight");
-    else {
-        int layer, off = 0;
-        if (sscanf(hf, "model.layers.%d.%n", &layer, &off) != 1 || off == 0)
-            return;
-        const char *rest = hf + off;
-        for (size_t i = 0; i < sizeof(layer_map) / sizeof(layer_map[0]); i++) {
-            size_t n = strlen(layer_map[i].hf);
-            if (strncmp(rest, layer_map[i].hf, n) == 0 && rest[n] == '.') {
-                snprintf(out, cap, "blk.%d.%s.%s", layer, layer_map[i].gguf, rest + n + 1);
-                return;
-            }
-        }
+    memset(p, 0, sizeof(*p));
+    p->params = params;
+    p->method = json_string_value(json_object_get(params, "method"));
+    p->ftype = -1;
+    qp_ggml_mix_ctx_init(&p->mix, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->tied_embeddings);
+    p->mix.has_imatrix = has_imatrix;
+    p->mix.pure = json_is_true(json_object_get(params, "pure"));
+    p->mix.src_type = QP_QT_F32;
+    if (strcmp(p->method, "gguf") == 0) {
+        const char *type = json_string_value(json_object_get(params, "type"));
+        p->ftype = qp_llama_ftype_parse(type);
+        if (p->ftype < 0)
+            return qp_error_set(QP_EUSAGE, "type %s is not a llama.cpp file type", type);
     }
+    return 0;
 }
 
 static int glob_match(const char *pattern, const char *name)
@@ -41,55 +30,102 @@ static int glob_match(const char *pattern, const char *name)
     return fnmatch(pattern, name, 0) == 0;
 }
 
-int qp_quant_plan_tensor(qp_tensor_plan *out, const json_t *params, const char *name, int ndim, int64_t rows,
+static int is_anchor(const char *name)
+{
+    /* embeddings and lm_head: kept by GPTQ/AWQ/bitsandbytes */
+    return strcmp(name, "model.embed_tokens.weight") == 0 || strcmp(name, "lm_head.weight") == 0;
+}
+
+/* A llama.cpp block type for a tensor, with the fallback llama.cpp applies. */
+static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
+                       int64_t cols, const char *forced_type)
+{
+    char gname[256];
+    int rc = qp_gguf_llama_name(gname, sizeof(gname), name);
+    if (rc)
+        return rc;
+    int64_t ne[2] = {cols, rows};
+    qp_ggml_mix_choice ch;
+    if (forced_type) {
+        /* an override: this type for this tensor, as --tensor-type does */
+        qp_ggml_mix_ctx ctx = p->mix;
+        ctx.pure = 1;
+        const qp_qtype_info *qi = qp_qtype_by_name(forced_type);
+        int ft = -1;
+        for (int f = 0; f < 40 && ft < 0; f++)
+            if (qp_llama_ftype_name((qp_llama_ftype)f) && qp_llama_ftype_default_type((qp_llama_ftype)f) == (int)qi->type)
+                ft = f;
+        if (ft < 0)
+            return qp_error_set(QP_EUSAGE, "tensor '%s': override type %s has no llama.cpp file type", name,
+                                forced_type);
+        rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)ft, gname, ndim, ne, &ctx);
+    } else {
+        rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)p->ftype, gname, ndim, ne, &p->mix);
+    }
+    if (rc)
+        return rc;
+    if (!ch.quantized) {
+        out->kind = QP_TP_DENSE;
+        out->qtype = QP_QT_F32;
+        return 0;
+    }
+    out->qtype = ch.type;
+    out->kind = ch.type == QP_QT_F16 || ch.type == QP_QT_F32 || ch.type == QP_QT_BF16 ? QP_TP_DENSE : QP_TP_GGML;
+    if (ch.fallback)
+        snprintf(out->reason, sizeof(out->reason), "%s", ch.note);
+    return 0;
+}
+
+int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
                          int64_t cols)
 {
     memset(out, 0, sizeof(*out));
     out->kind = QP_TP_DENSE;
-    (void)rows;
-    /* 1-D tensors (norms, biases) stay at source precision, as in llama.cpp */
-    if (ndim < 2) {
-        snprintf(out->reason, sizeof(out->reason), "1-D");
-        return 0;
-    }
+    out->qtype = QP_QT_F32;
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(params, "skip"), i, v) {
+    json_array_foreach(json_object_get(p->params, "skip"), i, v) {
         if (glob_match(json_string_value(v), name)) {
             snprintf(out->reason, sizeof(out->reason), "skip: %s", json_string_value(v));
+            out->qtype = QP_QT_BF16;  /* source precision: the same object */
             return 0;
         }
     }
-    const char *method = json_string_value(json_object_get(params, "method"));
-    const char *type_name = json_string_value(json_object_get(params, "type"));
-    int overridden = 0;
-    json_array_foreach(json_object_get(params, "override"), i, v) {
-        if (!glob_match(json_string_value(json_object_get(v, "match")), name))
-            continue;
-        const char *t = json_string_value(json_object_get(v, "type"));
-        if (t)
-            type_name = t;
-        snprintf(out->reason, sizeof(out->reason), "override %zu (%s)", i + 1,
-                 json_string_value(json_object_get(v, "match")));
-        overridden = 1;
-        break;
+    const json_t *ov = NULL;
+    json_array_foreach(json_object_get(p->params, "override"), i, v) {
+        if (glob_match(json_string_value(json_object_get(v, "match")), name)) {
+            ov = v;
+            snprintf(out->reason, sizeof(out->reason), "override %zu (%s)", i + 1,
+                     json_string_value(json_object_get(v, "match")));
+            break;
+        }
     }
-    if (strcmp(method, "gguf") != 0 && !overridden)
-        return qp_error_set(QP_EUSAGE, "quantize method '%s' is not available in this build", method);
-    const qp_qtype_info *qi = qp_qtype_by_name(type_name);
-    if (!qi)
-        return qp_error_set(QP_EUSAGE, "tensor '%s': type %s is a mix; mixes are not available in this build",
-                            name, type_name);
-    qp_qtype t = qi->type;
-    int rc = qp_qtype_fallback(&t, qi->type, cols);
-    if (rc) {
-        qp_error_prefix("tensor '%s'", name);
+    const char *ov_type = ov ? json_string_value(json_object_get(ov, "type")) : NULL;
+    if (ndim < 2) {
+        out->qtype = QP_QT_BF16;
+        return 0;
+    }
+    if (strcmp(p->method, "gguf") == 0 || ov_type) {
+        char saved[240];
+        snprintf(saved, sizeof(saved), "%s", out->reason);
+        int rc = ggml_choice(out, p, name, ndim, rows, cols, ov_type);
+        if (rc == 0 && saved[0] && !out->reason[0])
+            snprintf(out->reason, sizeof(out->reason), "%s", saved);
         return rc;
     }
-    if (t != qi->type)
-        snprintf(out->reason, sizeof(out->reason), "rows of %lld weights do not fit %s: %s instead (as llama.cpp)",
-                 (long long)cols, qi->name, qp_qtype_get(t)->name);
-    out->kind = t == QP_QT_F16 || t == QP_QT_F32 || t == QP_QT_BF16 ? QP_TP_DENSE : QP_TP_GGML;
-    out->qtype = t;
+    if (is_anchor(name)) {
+        out->qtype = QP_QT_BF16;
+        return 0;
+    }
+    if (!strcmp(p->method, "nf4"))
+        out->kind = QP_TP_NF4;
+    else if (!strcmp(p->method, "int8"))
+        out->kind = QP_TP_INT8;
+    else {
+        out->kind = QP_TP_LINEAR;
+        out->bits = (int)json_integer_value(json_object_get(p->params, "bits"));
+        if (ov && json_is_integer(json_object_get(ov, "bits")))
+            out->bits = (int)json_integer_value(json_object_get(ov, "bits"));
+    }
     return 0;
 }

@@ -1,31 +1,45 @@
 /* What the quantize stage does to each tensor: keep it, or which format,
- * type or bit-width — from the method, `pure`, the llama.cpp mix rules,
- * `skip:` globs and `override:` entries (the first matching override wins). */
+ * type or bit-width.
+ *   method gguf: llama-quantize's choice (quant/ggml_mix.h) for `type` —
+ *     a file type such as Q4_K_M, or a block type with `pure: true` — incl.
+ *     which tensors stay unquantized and the k-quant fallbacks;
+ *   rtn / gptq / awq: linear (integer codes, fp16 group scales) at `bits`;
+ *   nf4 / int8: their formats;
+ * for rtn/gptq/awq/nf4/int8 the token embedding and lm_head stay at source
+ * precision (as the GPTQ/AWQ anchors do).  `skip:` globs keep tensors;
+ * `override:` entries (first match wins) set `type` (a llama.cpp block
+ * type) or `bits` for matching tensors.  Globs match Hugging Face names. */
 #ifndef QP_STAGES_QUANT_PLAN_H
 #define QP_STAGES_QUANT_PLAN_H
 
 #include <jansson.h>
 #include <stdint.h>
 
+#include "model/config.h"
+#include "quant/ggml_mix.h"
 #include "quant/qtypes.h"
 
-typedef enum { QP_TP_DENSE, QP_TP_GGML } qp_tp_kind;
+typedef enum { QP_TP_DENSE, QP_TP_GGML, QP_TP_LINEAR, QP_TP_NF4, QP_TP_INT8 } qp_tp_kind;
 
 typedef struct {
     qp_tp_kind kind;
-    qp_qtype qtype;        /* QP_TP_GGML */
-    char reason[160];      /* why not the recipe's default: "skip: *.norm", "override 1", "k-quant fallback …" */
+    qp_qtype qtype;        /* QP_TP_GGML; QP_QT_F16/F32 for a dense conversion */
+    int bits;              /* QP_TP_LINEAR */
+    char reason[240];      /* why not the recipe's default, "" when it is */
 } qp_tensor_plan;
 
-/* Decides the plan for one tensor.  hf_name: the checkpoint's name;
- * shape [rows, cols] (1-D tensors: rows = 1).  QP_EUSAGE with a message
- * naming the tensor when the request cannot be met (e.g. rows that fit no
- * block size). */
-int qp_quant_plan_tensor(qp_tensor_plan *out, const json_t *params, const char *hf_name, int ndim, int64_t rows,
-                         int64_t cols);
+typedef struct {
+    const json_t *params;
+    const char *method;
+    int ftype;               /* method gguf */
+    qp_ggml_mix_ctx mix;
+} qp_quant_plan;
 
-/* The GGUF name llama.cpp gives a Hugging Face LLaMA tensor (imatrix files
- * are keyed by it); writes "" when the tensor has none. */
-void qp_quant_gguf_name(char *out, size_t cap, const char *hf_name);
+int qp_quant_plan_init(qp_quant_plan *p, const json_t *params, const qp_llama_config *cfg, int has_imatrix);
+/* Decides one tensor (HF name, PyTorch shape: rows = shape[0], cols = the
+ * rest; 1-D tensors have ndim 1).  QP_EUSAGE naming the tensor when the
+ * request cannot be met. */
+int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char *hf_name, int ndim, int64_t rows,
+                         int64_t cols);
 
 #endif

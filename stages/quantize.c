@@ -10,6 +10,10 @@
 #include "common/fsutil.h"
 #include "model/tensor.h"
 #include "quant/imatrix.h"
+#include "quant/linear.h"
+#include "quant/nf4.h"
+#include "model/gguf_llama.h"
+#include "stages/model_load.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -24,8 +28,9 @@ static const qp_param_spec params[] = {
      "weights per scale along the input dimension (-1 = per output channel)"},
     {"sym", QP_P_BOOL, "false", NULL, 0, -1, 0, "symmetric grid (no zero point)"},
     {"type", QP_P_STRING, "Q4_K_M",
-     "Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|Q5_K|Q6_K|Q3_K_M|Q4_K_M|Q5_K_M", 0, -1, 0,
-     "llama.cpp block type or mix (method gguf)"},
+     "Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q2_K_S|Q3_K|Q3_K_S|Q3_K_M|Q3_K_L|Q4_K|Q4_K_S|Q4_K_M|Q5_K|Q5_K_S|Q5_K_M|"
+     "Q6_K|IQ4_NL|F16|BF16", 0, -1, 0,
+     "method gguf: llama-quantize's file type (Q4_K = Q4_K_M, as there); with pure: the block type"},
     {"imatrix", QP_P_PATH, "", NULL, 0, -1, QP_PF_CONTENT,
      "llama.cpp imatrix.dat to weight the error (instead of a calibrate input)"},
     {"mse", QP_P_BOOL, "false", NULL, 0, -1, 0, "MSE-optimal clipping search per group"},
@@ -42,7 +47,7 @@ static const qp_param_spec params[] = {
      "per-tensor overrides [{match: GLOB, bits|type: …}]"},
     {"skip", QP_P_STRING_LIST, "[]", NULL, 0, -1, 0, "tensor globs kept at source precision"},
     {"pure", QP_P_BOOL, "false", NULL, 0, -1, 0,
-     "gguf: every 2-D tensor at `type` (llama-quantize --pure) instead of llama.cpp's per-tensor rules"},
+     "gguf: every quantized tensor at `type` (llama-quantize --pure) instead of its per-tensor rules"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -115,6 +120,74 @@ static int read_calib_imatrix(qp_stage_ctx *ctx, const qp_artifact *calib, qp_im
     return rc;
 }
 
+/* Encodes one f32 tensor [rows, cols] by its plan; *packed (malloc'ed) and
+ * the entry's format fields.  imat: per-column importance (ggml) or NULL. */
+static int encode_tensor(qp_stage_ctx *ctx, const qp_tensor_plan *plan, const float *w, int64_t rows, int64_t cols,
+                         const float *imat, void **packed, size_t *plen, json_t *extra, double *bpw)
+{
+    const json_t *p = ctx->params;
+    int rc = 0;
+    uint64_t nelem = (uint64_t)rows * (uint64_t)cols;
+    *packed = NULL;
+    switch (plan->kind) {
+    case QP_TP_DENSE: { /* a dense conversion (F16 fallback) */
+        *plen = (size_t)nelem * 2;
+        uint16_t *h = malloc(*plen);
+        if (!h)
+            return qp_error_set(QP_ERROR, "out of memory");
+        for (uint64_t k = 0; k < nelem; k++)
+            h[k] = qp_f32_to_f16(w[k]);
+        *packed = h;
+        json_object_set_new(extra, "format", json_string("dense"));
+        json_object_set_new(extra, "dtype", json_string("F16"));
+        *bpw = 16;
+        return 0;
+    }
+    case QP_TP_GGML: {
+        *plen = qp_qtype_row_size(plan->qtype, cols) * (size_t)rows;
+        *packed = malloc(*plen ? *plen : 1);
+        if (!*packed)
+            return qp_error_set(QP_ERROR, "out of memory");
+        rc = qp_quantize(plan->qtype, w, *packed, rows, cols, imat, ctx->threads);
+        json_object_set_new(extra, "format", json_string("ggml"));
+        json_object_set_new(extra, "qtype", json_string(qp_qtype_get(plan->qtype)->name));
+        json_object_set_new(extra, "imatrix", json_boolean(imat != NULL));
+        *bpw = 8.0 * (double)*plen / (double)nelem;
+        return rc;
+    }
+    case QP_TP_LINEAR: {
+        qp_linear_params lp = {.bits = plan->bits, .group_size = (int)qp_param_int(p, "group_size"),
+                               .sym = qp_param_bool(p, "sym"), .mse = qp_param_bool(p, "mse")};
+        qp_linear *q = NULL;
+        if ((rc = qp_linear_new(&q, rows, cols, &lp)) == 0 && (rc = qp_rtn_quantize(q, w, ctx->threads)) == 0 &&
+            (rc = qp_linear_serialize(q, packed, plen)) == 0) {
+            json_object_set_new(extra, "format", json_string("linear"));
+            json_object_set_new(extra, "bits", json_integer(plan->bits));
+            json_object_set_new(extra, "group_size", json_integer(lp.group_size));
+            json_object_set_new(extra, "sym", json_boolean(lp.sym));
+            *bpw = qp_linear_bits_per_weight(q);
+        }
+        qp_linear_free(q);
+        return rc;
+    }
+    case QP_TP_NF4: {
+        qp_nf4_params np = {.blocksize = 64, .double_quant = qp_param_bool(p, "double_quant")};
+        qp_nf4 *q = NULL;
+        if ((rc = qp_nf4_new(&q, rows, cols, &np)) == 0 && (rc = qp_nf4_quantize(q, w, ctx->threads)) == 0 &&
+            (rc = qp_nf4_serialize(q, packed, plen)) == 0) {
+            json_object_set_new(extra, "format", json_string("nf4"));
+            json_object_set_new(extra, "double_quant", json_boolean(np.double_quant));
+            *bpw = qp_nf4_bits_per_weight(q);
+        }
+        qp_nf4_free(q);
+        return rc;
+    }
+    case QP_TP_INT8:
+        return qp_error_set(QP_EUSAGE, "method int8 is not available in this build");
+    }
+    return qp_error_set(QP_ERROR, "internal: unknown tensor plan");
+}
+
 static int quantize_run(qp_stage_ctx *ctx)
 {
     const qp_artifact *in = ctx->inputs[0];
@@ -122,6 +195,8 @@ static int quantize_run(qp_stage_ctx *ctx)
     qp_imatrix *imatrix = NULL;
     float *f32 = NULL, *back = NULL, *imat = NULL;
     void *src = NULL, *packed = NULL;
+    char *what = NULL;
+    json_t *notes = json_array();
     int rc = 0;
     for (size_t i = 1; i < ctx->n_inputs; i++)
         if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB)
@@ -130,40 +205,50 @@ static int quantize_run(qp_stage_ctx *ctx)
     if (qp_artifact_type_of(in) != QP_ART_MODEL)
         return qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
                             ctx->input_ids[0]);
+    const char *method = qp_param_str(ctx->params, "method");
     const char *im_path = qp_param_str(ctx->params, "imatrix");
     const qp_artifact *calib = ctx->n_inputs > 1 ? ctx->inputs[1] : NULL;
-    if (calib && !(im_path && im_path[0]) && !strcmp(qp_param_str(ctx->params, "method"), "gguf")) {
+    if (calib && !(im_path && im_path[0]) && !strcmp(method, "gguf")) {
         /* qpipe's own importance matrix goes through the very reader (and
          * quantizers) verified against llama.cpp's files */
-        rc = read_calib_imatrix(ctx, calib, &imatrix);
-        if (rc)
-            return rc;
+        if ((rc = read_calib_imatrix(ctx, calib, &imatrix)) != 0)
+            goto done;
     } else if (im_path && im_path[0]) {
         char *abs = qp_stage_path(ctx, im_path);
         rc = qp_imatrix_read(&imatrix, abs);
         free(abs);
         if (rc) {
             qp_error_prefix("stage '%s': imatrix", ctx->id);
-            return rc;
+            goto done;
         }
+    }
+    qp_llama_config cfg;
+    char *cwhat = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
+    rc = qp_model_artifact_config(&cfg, in, ctx->cache, cwhat);
+    free(cwhat);
+    if (rc)
+        goto done;
+    qp_quant_plan plan_ctx;
+    if ((rc = qp_quant_plan_init(&plan_ctx, ctx->params, &cfg, imatrix != NULL)) != 0) {
+        qp_error_prefix("stage '%s'", ctx->id);
+        goto done;
     }
     double sum_err = 0, sum_ref = 0, bits_all = 0, weights_all = 0, bits_q = 0, weights_q = 0;
     uint64_t bytes_all = 0;
     size_t n_quantized = 0, n_tensors = 0;
     worst_entry worst[6] = {{"", 0}};
-    json_t *notes = json_array();
     size_t total = qp_artifact_count(in);
     for (size_t k = 0; k < total && rc == 0; k++) {
         const json_t *e = qp_artifact_entry(in, k);
         const char *ename = qp_artifact_entry_name(e);
+        uint64_t size = (uint64_t)json_integer_value(json_object_get(e, "size"));
         json_t *extra = json_deep_copy(e);
         json_object_del(extra, "name");
         json_object_del(extra, "digest");
         json_object_del(extra, "size");
         if (strncmp(ename, "tensors/", 8) != 0) {
             /* config, tokenizer, …: the same objects */
-            rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e),
-                                 (uint64_t)json_integer_value(json_object_get(e, "size")), extra);
+            rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e), size, extra);
             continue;
         }
         const char *tname = ename + 8;
@@ -171,17 +256,17 @@ static int quantize_run(qp_stage_ctx *ctx)
         qp_qtensor_rows_cols(e, &rows, &cols);
         int ndim = (int)json_array_size(json_object_get(e, "shape"));
         uint64_t nelem = qp_qtensor_nelem(e);
-        uint64_t size = (uint64_t)json_integer_value(json_object_get(e, "size"));
         qp_tensor_plan plan;
         n_tensors++;
-        if ((rc = qp_quant_plan_tensor(&plan, ctx->params, tname, ndim, rows, cols)) != 0) {
+        if ((rc = qp_quant_plan_tensor(&plan, &plan_ctx, tname, ndim, rows, cols)) != 0) {
             json_decref(extra);
             qp_error_prefix("stage '%s'", ctx->id);
             break;
         }
-        if (plan.reason[0] && strcmp(plan.reason, "1-D") != 0)
+        if (plan.reason[0])
             json_array_append_new(notes, json_pack("{s:s, s:s}", "tensor", tname, "note", plan.reason));
         if (plan.kind == QP_TP_DENSE && plan.qtype != QP_QT_F16) {
+            /* kept at source precision: the very same object */
             json_object_set_new(extra, "format", json_string("dense"));
             bits_all += qp_qtensor_bits(e, (size_t)size) * (double)nelem;
             weights_all += (double)nelem;
@@ -189,68 +274,57 @@ static int quantize_run(qp_stage_ctx *ctx)
             rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e), size, extra);
             continue;
         }
-        /* quantize: source -> f32 -> packed -> f32 (for the error) */
-        size_t len = 0;
+        /* source -> f32 -> packed -> f32 again for the error */
+        size_t len = 0, plen = 0;
         free(src);
         src = NULL;
-        f32 = realloc(f32, nelem * sizeof(float));
-        back = realloc(back, nelem * sizeof(float));
-        char *what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
+        free(packed);
+        packed = NULL;
+        free(what);
+        what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
+        float *nf = realloc(f32, nelem * sizeof(float)), *nb = nf ? realloc(back, nelem * sizeof(float)) : NULL;
+        if (nf)
+            f32 = nf;
+        if (nb)
+            back = nb;
+        if (!nf || !nb) {
+            rc = qp_error_set(QP_ERROR, "%s: out of memory", what);
+            json_decref(extra);
+            break;
+        }
         if ((rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len)) == 0)
             rc = qp_qtensor_to_f32(e, src, len, f32, nelem, what);
         const float *im_w = NULL;
-        if (rc == 0 && imatrix && qp_qtype_get(plan.qtype)->uses_imatrix) {
+        if (rc == 0 && imatrix && plan.kind == QP_TP_GGML && qp_qtype_get(plan.qtype)->uses_imatrix) {
             char gname[256];
-            qp_quant_gguf_name(gname, sizeof(gname), tname);
+            qp_gguf_llama_name(gname, sizeof(gname), tname);
             imat = realloc(imat, (size_t)cols * sizeof(float));
             int irc = qp_imatrix_weights(imatrix, gname, cols, imat);
             if (irc == 0)
                 im_w = imat;
-            else if (irc != QP_ENOTFOUND)
-                rc = irc;  /* a size mismatch is the user's file, not a miss */
-            qp_error_clear();
-            if (irc != 0 && irc != QP_ENOTFOUND)
-                rc = qp_error_set(irc, "%s: imatrix entry '%s' does not fit rows of %lld", what, gname,
-                                  (long long)cols);
+            else if (irc == QP_ENOTFOUND)
+                qp_error_clear();   /* llama-quantize goes without for this tensor */
+            else
+                rc = irc;
         }
-        size_t plen = 0;
-        if (rc == 0) {
-            if (plan.qtype == QP_QT_F16) {
-                plen = (size_t)nelem * 2;
-                packed = realloc(packed, plen);
-                for (uint64_t j = 0; j < nelem; j++)
-                    ((uint16_t *)packed)[j] = qp_f32_to_f16(f32[j]);
-                json_object_set_new(extra, "format", json_string("dense"));
-                json_object_set_new(extra, "dtype", json_string("F16"));
-            } else {
-                plen = qp_qtype_row_size(plan.qtype, cols) * (size_t)rows;
-                packed = realloc(packed, plen);
-                rc = qp_quantize(plan.qtype, f32, packed, rows, cols, im_w, ctx->threads);
-                json_object_set_new(extra, "format", json_string("ggml"));
-                json_object_set_new(extra, "qtype", json_string(qp_qtype_get(plan.qtype)->name));
-                json_object_set_new(extra, "imatrix", json_boolean(im_w != NULL));
-            }
-        }
-        if (rc == 0) {
-            json_t *probe = json_deep_copy(extra);
-            rc = qp_qtensor_to_f32(probe, packed, plen, back, nelem, what);
-            json_decref(probe);
-        }
+        double bpw = 0;
+        if (rc == 0)
+            rc = encode_tensor(ctx, &plan, f32, rows, cols, im_w, &packed, &plen, extra, &bpw);
+        if (rc == 0)
+            rc = qp_qtensor_to_f32(extra, packed, plen, back, nelem, what);
         if (rc) {
-            free(what);
             json_decref(extra);
             break;
         }
         double d2 = 0, w2 = 0;
-        for (uint64_t j = 0; j < nelem; j++) {
-            double d = (double)f32[j] - (double)back[j];
+        for (uint64_t j2 = 0; j2 < nelem; j2++) {
+            double d = (double)f32[j2] - (double)back[j2];
             d2 += d * d;
-            w2 += (double)f32[j] * (double)f32[j];
+            w2 += (double)f32[j2] * (double)f32[j2];
         }
         double rel = w2 > 0 ? sqrt(d2 / w2) : 0;
         sum_err += d2;
         sum_ref += w2;
-        double bpw = 8.0 * (double)plen / (double)nelem;
         json_object_set_new(extra, "rel_error", json_real(rel));
         json_object_set_new(extra, "bpw", json_real(bpw));
         bits_all += bpw * (double)nelem;
@@ -261,32 +335,36 @@ static int quantize_run(qp_stage_ctx *ctx)
         n_quantized++;
         keep_worst(worst, sizeof(worst) / sizeof(worst[0]), tname, rel);
         rc = qp_artifact_add_bytes(out, ctx->cache, ename, packed, plen, extra);
-        free(what);
         qp_progress_update(ctx->progress, k + 1, total, "tensors");
     }
     if (rc == 0) {
         qp_artifact_set_metric(out, "bpw", weights_all > 0 ? bits_all / weights_all : 0);
         qp_artifact_set_metric(out, "bpw_quantized", weights_q > 0 ? bits_q / weights_q : 0);
-        qp_artifact_set_metric(out, "bytes", (double)bytes_all);
+        /* deployed size: every tensor at its exported bits per weight */
+        qp_artifact_set_metric(out, "bytes", bits_all / 8.0);
+        qp_artifact_set_metric(out, "stored_bytes", (double)bytes_all);
         qp_artifact_set_metric(out, "rel_error", sum_ref > 0 ? sqrt(sum_err / sum_ref) : 0);
         qp_artifact_set_metric(out, "tensors_quantized", (double)n_quantized);
         json_t *meta = qp_artifact_meta(out);
         json_t *jw = json_array();
-        for (size_t i = 0; i < sizeof(worst) / sizeof(worst[0]) && worst[i].name[0]; i++)
-            json_array_append_new(jw, json_pack("{s:s, s:f}", "tensor", worst[i].name, "rel_error", worst[i].rel_error));
+        for (size_t w = 0; w < sizeof(worst) / sizeof(worst[0]) && worst[w].name[0]; w++)
+            json_array_append_new(jw, json_pack("{s:s, s:f}", "tensor", worst[w].name, "rel_error", worst[w].rel_error));
         json_object_set_new(meta, "worst_tensors", jw);
         json_object_set_new(meta, "notes", notes);
         notes = NULL;
-        json_object_set_new(meta, "method", json_string(qp_param_str(ctx->params, "method")));
+        json_object_set_new(meta, "method", json_string(method));
         json_object_set_new(meta, "params", json_deep_copy(ctx->params));
         json_object_set_new(meta, "source_model", json_string(ctx->input_digests[0]));
+        json_object_set_new(meta, "imatrix", json_boolean(imatrix != NULL));
         json_object_set_new(meta, "tensors", json_integer((json_int_t)n_tensors));
         qp_artifact_set_type(out, QP_ART_QMODEL);
         if (worst[0].name[0])
             qp_progress_note(ctx->progress, "worst tensor %s: rel error %.4f", worst[0].name, worst[0].rel_error);
     }
+done:
     json_decref(notes);
     qp_imatrix_free(imatrix);
+    free(what);
     free(f32);
     free(back);
     free(imat);
