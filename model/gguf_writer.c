@@ -42,6 +42,8 @@ struct qp_gguf_writer {
     size_t n_kv, cap_kv;
     wtensor *t;
     size_t n_t, cap_t;
+    void (*on_free)(void *);
+    void *on_free_ud;
 };
 
 /* ---- growable little-endian byte buffer ---- */
@@ -188,6 +190,8 @@ void qp_gguf_writer_abort(qp_gguf_writer *w)
 {
     if (!w)
         return;
+    if (w->on_free)
+        w->on_free(w->on_free_ud);
     if (w->fd >= 0)
         close(w->fd);
     if (w->tmp) {
@@ -544,6 +548,12 @@ int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t t
 size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w)
 {
     return w->n_t;
+}
+
+void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud)
+{
+    w->on_free = fn;
+    w->on_free_ud = ud;
 }
 
 /* ---- output ---- */

@@ -99,6 +99,10 @@ int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t t
                                  const uint64_t *ne, qp_gguf_fill_fn fill, void *ud);
 size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w);
 
+/* fn(ud) runs when the writer is freed (by finish or abort): releases what
+ * fill callbacks used.  One hook per writer; a second call replaces it. */
+void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud);
+
 /* Bytes of a tensor of this type/shape; 0 when the type is unknown or
  * ne[0] is not a multiple of its block. */
 uint64_t qp_gguf_tensor_nbytes(uint32_t type, int n_dims, const uint64_t *ne);

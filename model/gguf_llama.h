@@ -1,0 +1,147 @@
+/* Hugging Face LLaMA -> GGUF, as llama.cpp c392e50 writes it:
+ *   convert_hf_to_gguf.py (LlamaModel: LlamaForCausalLM / MistralForCausalLM
+ *   with a SentencePiece tokenizer.model), and
+ *   llama-quantize, which rewrites such a file with other tensor types.
+ *
+ * Names: model.embed_tokens.weight -> token_embd.weight, model.norm.weight
+ * -> output_norm.weight, lm_head.weight -> output.weight (absent when tied),
+ * model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
+ * post_attention_layernorm, mlp.{gate,up,down}_proj}.weight ->
+ * blk.N.{attn_norm, attn_{q,k,v,output}, ffn_norm, ffn_{gate,up,down}}.weight.
+ *
+ * RoPE: HF keeps q_proj/k_proj rows in rotate-half order; GGUF "llama" wants
+ * adjacent pairs, so rows [n_head, 2, head_dim/2] are reordered to
+ * [n_head, head_dim/2, 2] (n_head_kv for k_proj).  Moving whole rows commutes
+ * with any row-wise ggml quantization, so the caller quantizes in HF order
+ * and the exporter moves the packed rows.
+ *
+ * Layouts:
+ *   QP_GGUF_LAYOUT_CONVERT  = convert_hf_to_gguf's file: keys in its order
+ *     (general.file_type among the hyper-parameters), tensors in the order of
+ *     its safetensors iteration (part by part, names sorted within a part).
+ *   QP_GGUF_LAYOUT_QUANTIZE = llama-quantize's rewrite of that file: the same
+ *     keys with general.quantization_version and general.file_type moved to
+ *     the end, tensors sorted by (layer, name), non-layer tensors first.
+ * With the same tensor bytes, both are byte-identical to llama.cpp's files
+ * (tests/model/test_gguf_export.c: F32.gguf, Q8_0.gguf and the mixes). */
+#ifndef QP_MODEL_GGUF_LLAMA_H
+#define QP_MODEL_GGUF_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/config.h"
+#include "model/gguf_writer.h"
+
+typedef enum { QP_GGUF_LAYOUT_CONVERT = 0, QP_GGUF_LAYOUT_QUANTIZE = 1 } qp_gguf_llama_layout;
+
+/* ---- names and tensors ---- */
+
+/* GGUF name of an HF LLaMA tensor name.  QP_ENOTFOUND (message
+ * "tensor 'NAME': no GGUF name for this LLaMA tensor") when there is none. */
+int qp_gguf_llama_name(char *out, size_t cap, const char *hf_name);
+
+typedef struct {
+    char hf_name[96];
+    char gguf_name[64];
+    int n_dims;            /* 1 (norms) or 2 */
+    uint64_t ne[2];        /* ggml order: ne[0] = columns (in), ne[1] = rows (out) */
+    int rope_heads;        /* 0, or the heads whose rows are permuted (q: H, k: KV) */
+    int part;              /* safetensors part it came from (CONVERT order) */
+} qp_gguf_llama_tensor;
+
+/* The model's tensors in the layout's file order (*out malloc'ed).  part_of
+ * (may be NULL: everything in part 0) gives the index of the safetensors
+ * shard holding an HF tensor, in sorted shard-file order.  Errors: QP_EUSAGE
+ * "config: architecture 'qwen2' cannot be exported to GGUF (only llama /
+ * mistral)" and for q/k/v biases. */
+int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_config *cfg,
+                          qp_gguf_llama_layout layout, int (*part_of)(void *ud, const char *hf_name),
+                          void *part_ud);
+
+/* HF <-> GGUF row order of a q/k projection of n_head heads whose rows are
+ * row_bytes each (any ggml type: f32 values or packed blocks); n_rows =
+ * n_head × head_dim, head_dim even.  to_gguf = 1 applies convert's
+ * permutation, 0 undoes it.  dst and src must not overlap.
+ * QP_EUSAGE when n_rows is not a multiple of 2·n_head. */
+int qp_gguf_llama_permute_rows(void *dst, const void *src, int64_t n_rows, size_t row_bytes, int n_head,
+                               int to_gguf);
+
+/* ---- options (tokenizer specials, names) ---- */
+
+typedef enum {
+    QP_SPECIAL_BOS, QP_SPECIAL_EOS, QP_SPECIAL_UNK, QP_SPECIAL_SEP, QP_SPECIAL_PAD, QP_SPECIAL_CLS,
+    QP_SPECIAL_MASK, QP_SPECIAL_COUNT
+} qp_special_token;
+
+typedef struct {
+    int id;
+    char *content;
+    int special;           /* tokenizer_config "special": true */
+} qp_gguf_added_token;
+
+typedef struct {
+    qp_gguf_llama_layout layout;
+    uint32_t file_type;            /* general.file_type (llama_ftype) */
+    char *name;                    /* general.name; NULL: omitted */
+    char *size_label;              /* NULL: gguf-py's label of the parameter count ("5.2M") */
+    /* special token ids in the order gguf-py's SpecialVocab writes them */
+    int n_special;
+    struct { qp_special_token typ; int id; } special[QP_SPECIAL_COUNT];
+    int add_bos, add_eos;          /* tokenizer.ggml.add_{bos,eos}_token; -1: omitted */
+    char *chat_template;           /* tokenizer.chat_template; NULL: omitted */
+    int head_dim_keys;             /* write llama.attention.{key,value}_length (config.json had head_dim) */
+    /* added_tokens.json and tokenizer_config.json's added_tokens_decoder */
+    qp_gguf_added_token *added_json;
+    size_t n_added_json;
+    qp_gguf_added_token *added_decoder;
+    size_t n_added_decoder;
+} qp_gguf_llama_opts;
+
+/* CONVERT layout, file_type 0, no name, specials bos/eos from cfg,
+ * add_bos 1 / add_eos 0 (LlamaTokenizer's defaults), nothing else. */
+void qp_gguf_llama_opts_init(qp_gguf_llama_opts *o, const qp_llama_config *cfg);
+/* What convert_hf_to_gguf reads beside the weights of the HF directory dir:
+ * general.name from the directory name (gguf-py's id_to_title:
+ * "house-llama" -> "House Llama"), config.json's "head_dim" and
+ * <typ>_token_id, tokenizer_config.json's add_bos_token / add_eos_token /
+ * chat_template / <typ>_token (matched against tokenizer.json's
+ * added_tokens) / added_tokens_decoder, and added_tokens.json.  Missing
+ * files are skipped; malformed JSON is QP_EFORMAT "PATH: ...". */
+int qp_gguf_llama_opts_from_hf_dir(qp_gguf_llama_opts *o, const qp_llama_config *cfg, const char *dir);
+void qp_gguf_llama_opts_free(qp_gguf_llama_opts *o);
+/* Records a special token id unless typ already has one (SpecialVocab's
+ * _set_special_token); ids outside [0, n_vocab) are ignored. */
+void qp_gguf_llama_opts_set_special(qp_gguf_llama_opts *o, qp_special_token typ, int id, int n_vocab);
+
+/* gguf-py's Metadata.id_to_title: '-' -> ' ', all-lower-case words
+ * title-cased except versions ("v1.2") and words starting with a digit. */
+void qp_gguf_llama_title(char *out, size_t cap, const char *id);
+/* gguf-py's size_label for a dense model: "5.2M", "7.2B", "125K". */
+void qp_gguf_llama_size_label(char *out, size_t cap, uint64_t n_params);
+
+/* ---- export ---- */
+
+typedef struct {
+    void *ud;
+    /* The ggml type GGUF tensor t is stored in.  Called once per tensor, in
+     * file order, before any data.  NULL: every tensor F32. */
+    int (*tensor_type)(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type);
+    /* HF tensor t->hf_name (rows in HF order) as nbytes bytes of `type`
+     * (rows × row size).  Called once per tensor during finish(). */
+    int (*tensor_data)(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes);
+    /* Optional, see qp_gguf_llama_tensors. */
+    int (*part_of)(void *ud, const char *hf_name);
+} qp_gguf_llama_source;
+
+/* Starts a GGUF at path with every llama.cpp key and tensor; the caller may
+ * add its own keys (qpipe.*) with qp_gguf_writer_add_* — they go after
+ * llama.cpp's — and then calls qp_gguf_writer_finish (tensor data is
+ * produced then) or qp_gguf_writer_abort.  The source and opts must outlive
+ * the writer.  tokenizer_model is the SentencePiece tokenizer.model.
+ * Errors are one line naming the file / tensor. */
+int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
+                             const char *tokenizer_model, const qp_gguf_llama_source *src,
+                             const qp_gguf_llama_opts *opts);
+
+#endif
