@@ -5,6 +5,7 @@
 #include "quant/gptq.h"
 
 #include "common/error.h"
+#include "common/fsutil.h"
 #include "model/tensor.h"
 #include "quant/linear_impl.h"
 
@@ -92,11 +93,13 @@ static int fail_fit(gptq_ctx *g, int64_t c, int64_t row, int64_t group)
     return 1;
 }
 
-/* dst[r] −= e[r] · h for r < n: one column of the in-block rank-1 update,
- * contiguous over the chunk's rows (vectorises). */
-static void axpy_neg(float *restrict dst, const float *restrict e, float h, int64_t n)
+/* dst[r] −= e[r] · h for all QP_GPTQ_ROW_CHUNK rows of a chunk: one column
+ * of the in-block rank-1 update.  The fixed trip count lets -O2 vectorise
+ * it (a short chunk is zero-padded); element-wise, so the bits are those of
+ * the scalar loop. */
+static void axpy_neg(float *restrict dst, const float *restrict e, float h)
 {
-    for (int64_t r = 0; r < n; r++)
+    for (int r = 0; r < QP_GPTQ_ROW_CHUNK; r++)
         dst[r] -= e[r] * h;
 }
 
@@ -104,10 +107,11 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
 {
     gptq_ctx *g = ctx;
     const int64_t R = end - begin, cols = g->cols, ng = g->v.n_groups;
+    const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
     const int bs = g->p->block_size < cols ? g->p->block_size : (int)cols;
     const int maxq = g->v.maxq;
-    float *w1t = malloc((size_t)bs * (size_t)R * sizeof *w1t);   /* [bs, R] block, transposed */
-    float *errt = malloc((size_t)bs * (size_t)R * sizeof *errt); /* [bs, R] */
+    float *w1t = calloc((size_t)bs * (size_t)RP, sizeof *w1t);   /* [bs, RP] block, transposed */
+    float *errt = calloc((size_t)bs * (size_t)RP, sizeof *errt); /* [bs, RP], rows >= R stay 0 */
     float *cur_s = malloc((size_t)R * sizeof *cur_s);            /* [R] current group's scale */
     int *cur_z = malloc((size_t)R * sizeof *cur_z);              /* [R] and zero */
     float *row = g->stat ? malloc((size_t)cols * sizeof *row) : NULL;
@@ -156,7 +160,7 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
         for (int64_t r = 0; r < R; r++) {
             const float *src = g->Wp + (begin + r) * cols + i1;
             for (int64_t i = 0; i < count; i++)
-                w1t[i * R + r] = src[i];
+                w1t[i * RP + r] = src[i];
         }
         for (int64_t i = 0; i < count; i++) {
             const int64_t col = i1 + i;
@@ -185,7 +189,7 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
                     cur_z[r] = g->v.zeros[(begin + r) * ng + gi];
                 }
             }
-            float *w = w1t + i * R, *e = errt + i * R;
+            float *w = w1t + i * RP, *e = errt + i * RP;
             for (int64_t r = 0; r < R; r++) {
                 if (!isfinite(w[r])) {
                     snprintf(g->fail[c].msg, sizeof g->fail[c].msg,
@@ -205,12 +209,12 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
             /* W1[:, i+1:] −= err ⊗ Hinv[col, col+1:i2] */
             const float *hrow = g->Hinv + col * cols + i1;
             for (int64_t j = i + 1; j < count; j++)
-                axpy_neg(w1t + j * R, e, hrow[j], R);
+                axpy_neg(w1t + j * RP, e, hrow[j]);
         }
         /* W[:, i2:] −= Err [R, count] · Hinv[i1:i2, i2:] [count, cols − i2] */
         if (i2 < cols)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)(cols - i2), (int)count, -1.0f,
-                        errt, (int)R, g->Hinv + i1 * cols + i2, (int)cols, 1.0f, g->Wp + begin * cols + i2,
+                        errt, (int)RP, g->Hinv + i1 * cols + i2, (int)cols, 1.0f, g->Wp + begin * cols + i2,
                         (int)cols);
     }
     g->loss[c] = loss;
@@ -252,6 +256,7 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     int rc;
 
     *out = NULL;
+    const double t0 = qp_now();
     if ((rc = check_params(p)))
         return rc;
     if (!W || !H)
@@ -331,10 +336,12 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     }
 
     /* Step 5. */
+    const double t1 = qp_now();
     double damp_used = 0.0;
     int retries = 0;
     if ((rc = qp_gptq_hinv(hinv, NULL, hp, n, p->damp_percent, p->damp_auto_increment, &damp_used, &retries)))
         goto done;
+    const double t2 = qp_now();
 
     /* Step 6. */
     const int64_t n_chunks = qp_lin_nchunks(rows, QP_GPTQ_ROW_CHUNK);
@@ -388,6 +395,9 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
             .loss = total,
             .avg_loss = p->nsamples > 0 ? total / (double)p->nsamples : NAN,
             .loss_per_weight = total / ((double)rows * (double)cols),
+            .seconds_prepare = t1 - t0,
+            .seconds_hinv = t2 - t1,
+            .seconds_update = qp_now() - t2,
         };
     }
     *out = q;

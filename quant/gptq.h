@@ -80,6 +80,9 @@ typedef struct {
     double loss;           /* Σ (w − q)² / Hinv[c][c]² / 2, GPTQ's error sum */
     double avg_loss;       /* loss / nsamples (GPTQModel's avg_loss); NAN if nsamples == 0 */
     double loss_per_weight;/* loss / (rows · cols) */
+    /* wall-clock seconds, informational (the only fields that vary between
+     * runs): steps 1–4 and setup, step 5, step 6 (+ step 7) */
+    double seconds_prepare, seconds_hinv, seconds_update;
 } qp_gptq_stats;
 
 /* Quantizes W with H into a new object (*out, free with qp_linear_free).
