@@ -114,6 +114,11 @@ static int gate_run(qp_stage_ctx *ctx)
             qp_artifact_set_metric(ctx->output, param, value);
     }
     json_object_set_new(qp_artifact_meta(ctx->output), "checks", checks);
+    /* the judged metrics travel with the verdict (model cards, run records) */
+    json_t *judged = json_object();
+    for (size_t k = 0; k < ctx->n_inputs; k++)
+        json_object_set(judged, ctx->input_ids[k], (json_t *)qp_artifact_metrics_c(ctx->inputs[k]));
+    json_object_set_new(qp_artifact_meta(ctx->output), "inputs", judged);
     checks = NULL;
     json_object_set_new(qp_artifact_meta(ctx->output), "verdict", json_string(passed_all ? "pass" : "fail"));
     json_object_set_new(qp_artifact_metrics(ctx->output), "gate_passed", json_boolean(passed_all));
@@ -123,7 +128,7 @@ done:
 }
 
 const qp_stage_kind qp_stage_gate = {
-    .name = "gate", .version = 1,
+    .name = "gate", .version = 2,
     .doc = "pass or reject on thresholds over upstream metrics (exit 3 on reject)",
     .params = params,
     .accepts = QP_ART_METRICS | QP_ART_VERDICT | QP_ART_FILES, .min_inputs = 1, .max_inputs = -1,

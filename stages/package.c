@@ -1,15 +1,221 @@
-/* package: writes a deployable artifact (GGUF, GPTQ/AWQ safetensors) with a
- * model card into `out:`, atomically.  Declared here so recipes validate;
- * the writers arrive with issues #4/#5. */
+/* package: writes a deployable model into `out:` atomically — built in a
+ * temp directory beside it, then swapped in — with a MODEL_CARD.md and a
+ * provenance.json.  Refuses to run when any gate it needs rejected the
+ * artifact.  The files are cached like `run` outs and restored on a cached
+ * run.  Everything written is derived from the stage's inputs and params
+ * only (no clock, no HEAD), so `qpipe verify` can rebuild it bit for bit;
+ * the run record on qpipe/provenance ties the output digest to the recipe
+ * digest and source commit. */
 #include "stages/kinds.h"
+#include "stages/model_card.h"
+#include "stages/package_gguf.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/version.h"
+#include "quant/ggml_mix.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|safetensors", 0, -1, QP_PF_REQUIRED,
-     "output format"},
+    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|safetensors", 0, -1, QP_PF_REQUIRED, "output format"},
     {"out", QP_P_PATH, NULL, NULL, 0, -1, QP_PF_REQUIRED, "output directory (replaced atomically)"},
-    {"name", QP_P_STRING, "", NULL, 0, -1, 0, "artifact file name (default: recipe name)"},
+    {"name", QP_P_STRING, "", NULL, 0, -1, 0, "artifact base name (default: source model and quantization)"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
+
+static int package_validate(const json_t *p, const char *where)
+{
+    const char *out = qp_param_str(p, "out");
+    if (!out[0] || out[0] == '/')
+        return qp_error_set(QP_EUSAGE, "%s: out: must be a relative directory (relative to the recipe)", where);
+    const char *name = qp_param_str(p, "name");
+    if (strchr(name, '/'))
+        return qp_error_set(QP_EUSAGE, "%s: name: must be a file name, not a path", where);
+    return 0;
+}
+
+/* "house-llama-Q4_K_M" from the source directory and the quantization. */
+static void default_name(char *buf, size_t cap, const qp_artifact *model)
+{
+    const json_t *meta = qp_artifact_meta_c(model);
+    const char *src = json_string_value(json_object_get(meta, "source"));
+    const char *base = src ? strrchr(src, '/') : NULL;
+    base = base ? base + 1 : src ? src : "model";
+    const json_t *qp = json_object_get(meta, "params");
+    const char *method = json_string_value(json_object_get(meta, "method"));
+    if (!method)
+        snprintf(buf, cap, "%s-F32", base);
+    else if (!strcmp(method, "gguf"))
+        snprintf(buf, cap, "%s-%s", base, json_string_value(json_object_get(qp, "type")));
+    else
+        snprintf(buf, cap, "%s-%s-w%lldg%lld", base, method, (long long)json_integer_value(json_object_get(qp, "bits")),
+                 (long long)json_integer_value(json_object_get(qp, "group_size")));
+}
+
+static unsigned file_type_of(const qp_artifact *model)
+{
+    const json_t *meta = qp_artifact_meta_c(model);
+    const char *method = json_string_value(json_object_get(meta, "method"));
+    if (!method || strcmp(method, "gguf") != 0)
+        return 0;
+    int ft = qp_llama_ftype_parse(json_string_value(json_object_get(json_object_get(meta, "params"), "type")));
+    return ft > 0 ? (unsigned)ft : 0;
+}
+
+/* Adds every file of dir as "files/<rel_prefix>/<name>". */
+static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *path = qp_path_join(dir, names[i]);
+        char *entry = qp_strfmt("files/%s/%s", rel_prefix, names[i]);
+        int rc = qp_artifact_add_file(ctx->output, ctx->cache, entry, path, json_pack("{s:s}", "kind", "file"));
+        free(entry);
+        free(path);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Replaces out_dir by tmp_dir: out -> out.old, tmp -> out, rm out.old. */
+static int swap_in(const char *tmp_dir, const char *out_dir)
+{
+    char *old = NULL;
+    int rc = 0;
+    if (qp_path_exists(out_dir)) {
+        old = qp_strfmt("%s.old-%d", out_dir, (int)getpid());
+        qp_rm_rf(old);
+        if (rename(out_dir, old) != 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot move the previous package aside", out_dir);
+            goto done;
+        }
+    }
+    if (rename(tmp_dir, out_dir) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot move the new package into place", out_dir);
+        if (old)
+            rename(old, out_dir);
+        goto done;
+    }
+    char *parent = qp_path_dirname(out_dir);
+    qp_fsync_dir(parent);
+    free(parent);
+    if (old)
+        qp_rm_rf(old);
+done:
+    free(old);
+    return rc;
+}
+
+static int package_run(qp_stage_ctx *ctx)
+{
+    const qp_artifact *model = NULL;
+    size_t model_i = 0;
+    for (size_t i = 0; i < ctx->n_inputs; i++) {
+        qp_artifact_type t = qp_artifact_type_of(ctx->inputs[i]);
+        if (t == QP_ART_VERDICT) {
+            const char *v = json_string_value(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "verdict"));
+            if (!v || strcmp(v, "pass") != 0)
+                return qp_error_set(QP_EGATE, "stage '%s': gate '%s' rejected the artifact; nothing packaged",
+                                    ctx->id, ctx->input_ids[i]);
+        }
+        if (t == QP_ART_MODEL || t == QP_ART_QMODEL) {
+            if (model)
+                return qp_error_set(QP_EUSAGE, "stage '%s': needs exactly one model input, got '%s' and '%s'",
+                                    ctx->id, ctx->input_ids[model_i], ctx->input_ids[i]);
+            model = ctx->inputs[i];
+            model_i = i;
+        }
+    }
+    if (!model)
+        return qp_error_set(QP_EUSAGE, "stage '%s': needs a model or quantized-model input", ctx->id);
+    const char *format = qp_param_str(ctx->params, "format");
+    if (strcmp(format, "gguf") != 0)
+        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not available in this build (use gguf)", ctx->id,
+                            format);
+    char name[200];
+    if (qp_param_str(ctx->params, "name")[0])
+        snprintf(name, sizeof(name), "%s", qp_param_str(ctx->params, "name"));
+    else
+        default_name(name, sizeof(name), model);
+    const char *out_rel = qp_param_str(ctx->params, "out");
+    char *out_dir = qp_stage_path(ctx, out_rel);
+    /* trailing slashes would make the temp directory a child of out */
+    for (size_t n = strlen(out_dir); n > 1 && out_dir[n - 1] == '/'; n--)
+        out_dir[n - 1] = '\0';
+    char *rel = qp_strdup(out_rel);
+    for (size_t n = strlen(rel); n > 1 && rel[n - 1] == '/'; n--)
+        rel[n - 1] = '\0';
+    char *parent = qp_path_dirname(out_dir);
+    char *tmp = qp_strfmt("%s.tmp-XXXXXX", out_dir), *work = NULL, *gguf_name = NULL, *gguf = NULL;
+    int rc = qp_mkdir_p(parent, 0755);
+    if (rc == 0 && !mkdtemp(tmp))
+        rc = qp_error_errno(QP_ERROR, "%s: cannot create a temporary directory", parent);
+    if (rc)
+        goto done;
+    work = qp_strfmt("%s/.work", tmp);
+    gguf_name = qp_strfmt("%s.gguf", name);
+    gguf = qp_path_join(tmp, gguf_name);
+    /* llama-quantize's record of the importance matrix, then qpipe's keys */
+    json_t *keys = json_object();
+    const json_t *im = json_object_get(qp_artifact_meta_c(model), "imatrix_info");
+    if (im) {
+        json_object_set(keys, "quantize.imatrix.file", json_object_get(im, "file"));
+        json_object_set(keys, "quantize.imatrix.dataset", json_object_get(im, "dataset"));
+        json_object_set(keys, "quantize.imatrix.entries_count", json_object_get(im, "entries_count"));
+        json_object_set(keys, "quantize.imatrix.chunks_count", json_object_get(im, "chunks_count"));
+    }
+    json_object_set_new(keys, "qpipe.version", json_string(QP_VERSION));
+    json_object_set_new(keys, "qpipe.stage_key", json_string(ctx->stage_key));
+    json_object_set_new(keys, "qpipe.source_artifact", json_string(ctx->input_digests[model_i]));
+    const char *src_model = json_string_value(json_object_get(qp_artifact_meta_c(model), "source_model"));
+    if (src_model)
+        json_object_set_new(keys, "qpipe.source_model", json_string(src_model));
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
+    char *model_dir_name = qp_strdup(name);
+    const char *src = json_string_value(json_object_get(qp_artifact_meta_c(model), "source"));
+    if (src && strrchr(src, '/')) {
+        free(model_dir_name);
+        model_dir_name = qp_strdup(strrchr(src, '/') + 1);
+    }
+    rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what);
+    free(model_dir_name);
+    free(what);
+    json_decref(keys);
+    qp_rm_rf(work);
+    if (rc == 0) {
+        struct stat st;
+        uint64_t size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
+        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size);
+    }
+    static const char *files[3];
+    files[0] = gguf_name;
+    files[1] = "MODEL_CARD.md";
+    files[2] = "provenance.json";
+    if (rc == 0)
+        rc = store_dir(ctx, tmp, rel, files, 3);
+    if (rc == 0)
+        rc = swap_in(tmp, out_dir);
+    if (rc == 0) {
+        json_object_set_new(qp_artifact_meta(ctx->output), "workspace", json_true());
+        json_object_set_new(qp_artifact_meta(ctx->output), "format", json_string(format));
+        json_object_set_new(qp_artifact_meta(ctx->output), "out", json_string(rel));
+    }
+done:
+    if (rc)
+        qp_rm_rf(tmp);
+    free(tmp);
+    free(work);
+    free(gguf);
+    free(gguf_name);
+    free(parent);
+    free(rel);
+    free(out_dir);
+    return rc;
+}
 
 const qp_stage_kind qp_stage_package = {
     .name = "package", .version = 1,
@@ -18,5 +224,7 @@ const qp_stage_kind qp_stage_package = {
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,
     .min_inputs = 1, .max_inputs = -1,
     .output = QP_ART_FILES,
-    .implemented = 0,
+    .implemented = 1,
+    .validate = package_validate,
+    .run = package_run,
 };

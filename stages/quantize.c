@@ -355,7 +355,22 @@ static int quantize_run(qp_stage_ctx *ctx)
         json_object_set_new(meta, "method", json_string(method));
         json_object_set_new(meta, "params", json_deep_copy(ctx->params));
         json_object_set_new(meta, "source_model", json_string(ctx->input_digests[0]));
+        if (calib)
+            json_object_set_new(meta, "calibration", json_string(ctx->input_digests[1]));
+        json_object_set(meta, "source", json_object_get(qp_artifact_meta_c(in), "source"));
         json_object_set_new(meta, "imatrix", json_boolean(imatrix != NULL));
+        if (imatrix) {
+            /* what llama-quantize records as quantize.imatrix.* */
+            const char *file = im_path && im_path[0] ? im_path : "imatrix.dat";
+            char *from_calib = calib && !(im_path && im_path[0])
+                                   ? qp_strfmt("qpipe:calibrate/%s/imatrix.dat", ctx->input_ids[1]) : NULL;
+            json_object_set_new(meta, "imatrix_info",
+                                json_pack("{s:s, s:s, s:I, s:I}", "file", from_calib ? from_calib : file, "dataset",
+                                          qp_imatrix_dataset(imatrix) ? qp_imatrix_dataset(imatrix) : "",
+                                          "entries_count", (json_int_t)qp_imatrix_count(imatrix), "chunks_count",
+                                          (json_int_t)qp_imatrix_last_call(imatrix)));
+            free(from_calib);
+        }
         json_object_set_new(meta, "tensors", json_integer((json_int_t)n_tensors));
         qp_artifact_set_type(out, QP_ART_QMODEL);
         if (worst[0].name[0])
@@ -374,7 +389,7 @@ done:
 }
 
 const qp_stage_kind qp_stage_quantize = {
-    .name = "quantize", .version = 1,
+    .name = "quantize", .version = 3,
     .doc = "quantize a model (RTN, llama.cpp types, NF4, INT8, GPTQ, AWQ)",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,

@@ -6,10 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Absolute, so recipes written into temp directories can name it. */
 const char *qp_test_shared_dir(void)
 {
+    static char resolved[4096];
     const char *s = getenv("QPIPE_SHARED");
-    return (s && *s) ? s : "../shared";
+    s = (s && *s) ? s : "../shared";
+    if (!resolved[0] && !realpath(s, resolved))
+        return s;
+    return resolved;
 }
 
 char *qp_test_shared_path(const char *rel)

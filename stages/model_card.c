@@ -1,0 +1,165 @@
+#include "stages/model_card.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/version.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void human(char *buf, size_t n, double b)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(buf, n, i ? "%.2f %s" : "%.0f %s", b, u[i]);
+}
+
+/* Every metric judged by the package's inputs: evaluate outputs directly,
+ * and those a gate carried in its verdict. */
+static json_t *collect_metrics(const qp_stage_ctx *ctx)
+{
+    json_t *all = json_object();
+    for (size_t i = 0; i < ctx->n_inputs; i++) {
+        const qp_artifact *a = ctx->inputs[i];
+        if (qp_artifact_type_of(a) == QP_ART_METRICS)
+            json_object_set(all, ctx->input_ids[i], (json_t *)qp_artifact_metrics_c(a));
+        if (qp_artifact_type_of(a) == QP_ART_VERDICT) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(json_object_get(qp_artifact_meta_c(a), "inputs"), k, v)
+                json_object_set(all, k, v);
+        }
+    }
+    return all;
+}
+
+static int write_text(const char *dir, const char *name, const char *text)
+{
+    char *path = qp_path_join(dir, name);
+    int rc = qp_write_file_atomic(path, text, strlen(text), NULL);
+    free(path);
+    return rc;
+}
+
+int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artifact *model, size_t model_index,
+                        const char *file_name, uint64_t file_size)
+{
+    const json_t *meta = qp_artifact_meta_c(model);
+    const json_t *qparams = json_object_get(meta, "params");
+    const json_t *qmetrics = qp_artifact_metrics_c(model);
+    const char *method = json_string_value(json_object_get(meta, "method"));
+    const char *source = json_string_value(json_object_get(meta, "source"));
+    const char *src_digest = json_string_value(json_object_get(meta, "source_model"));
+    const char *calib = json_string_value(json_object_get(meta, "calibration"));
+    json_t *metrics = collect_metrics(ctx);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    char size_s[32], mem_s[32];
+    human(size_s, sizeof(size_s), (double)file_size);
+    /* weights plus an fp16 KV cache for the full context */
+    double bpw = json_number_value(json_object_get(qmetrics, "bpw"));
+    human(mem_s, sizeof(mem_s), (double)file_size * 1.05 + 64.0 * 1024 * 1024);
+    fprintf(f, "# %s\n\n", file_name);
+    fprintf(f, "Packaged by qpipe %s (stage `%s`, key `%s`).\n\n", QP_VERSION, ctx->id, ctx->stage_key);
+    fprintf(f, "## Source\n\n| | |\n|---|---|\n");
+    fprintf(f, "| source model | %s |\n", source ? source : "(unknown)");
+    fprintf(f, "| source artifact | `%s` |\n", src_digest ? src_digest : ctx->input_digests[model_index]);
+    fprintf(f, "| packaged artifact | `%s` |\n", ctx->input_digests[model_index]);
+    fprintf(f, "\n## Quantization\n\n| | |\n|---|---|\n");
+    fprintf(f, "| method | %s |\n", method ? method : "none (F32 export)");
+    if (qparams) {
+        static const char *gguf_keys[] = {"type", "pure", NULL};
+        static const char *linear_keys[] = {"bits", "group_size", "sym", "act_order", "damp_percent", NULL};
+        static const char *nf4_keys[] = {"double_quant", NULL};
+        const char *const *keys = !strcmp(method, "gguf") ? gguf_keys : !strcmp(method, "nf4") ? nf4_keys
+                                  : !strcmp(method, "int8") ? nf4_keys + 1 : linear_keys;
+        for (size_t i = 0; keys[i]; i++) {
+            if (!strcmp(keys[i], "act_order") || !strcmp(keys[i], "damp_percent"))
+                if (strcmp(method, "gptq") != 0)
+                    continue;
+            const json_t *v = json_object_get(qparams, keys[i]);
+            if (!v)
+                continue;
+            char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            fprintf(f, "| %s | %s |\n", keys[i], s);
+            free(s);
+        }
+    }
+    fprintf(f, "| importance matrix | %s |\n", json_is_true(json_object_get(meta, "imatrix")) ? "yes" : "no");
+    fprintf(f, "| calibration | %s%s%s |\n", calib ? "artifact `" : "none", calib ? calib : "", calib ? "`" : "");
+    if (json_is_number(json_object_get(qmetrics, "bpw")))
+        fprintf(f, "| bits per weight | %.4f (quantized tensors %.4f) |\n", bpw,
+                json_number_value(json_object_get(qmetrics, "bpw_quantized")));
+    if (json_is_number(json_object_get(qmetrics, "rel_error")))
+        fprintf(f, "| relative weight error ‖W−Ŵ‖/‖W‖ | %.5f |\n",
+                json_number_value(json_object_get(qmetrics, "rel_error")));
+    fprintf(f, "\n## Evaluation\n\n");
+    if (json_object_size(metrics) == 0) {
+        fprintf(f, "No evaluation was given to this package stage.\n");
+    } else {
+        fprintf(f, "| stage | metric | value |\n|---|---|---|\n");
+        const char *stage;
+        json_t *m;
+        json_object_foreach(metrics, stage, m) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(m, k, v)
+                if (json_is_number(v))
+                    fprintf(f, "| %s | %s | %.6g |\n", stage, k, json_number_value(v));
+        }
+    }
+    fprintf(f, "\n## Gates\n\n");
+    int any_gate = 0;
+    for (size_t i = 0; i < ctx->n_inputs; i++) {
+        if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_VERDICT)
+            continue;
+        any_gate = 1;
+        fprintf(f, "Gate `%s`: **%s**\n\n| check | value | limit | margin |\n|---|---|---|---|\n", ctx->input_ids[i],
+                json_string_value(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "verdict")));
+        size_t k;
+        json_t *c;
+        json_array_foreach(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "checks"), k, c)
+            fprintf(f, "| %s | %.6g | %s %.6g | %.6g |\n", json_string_value(json_object_get(c, "check")),
+                    json_number_value(json_object_get(c, "value")), json_string_value(json_object_get(c, "op")),
+                    json_number_value(json_object_get(c, "limit")), json_number_value(json_object_get(c, "margin")));
+        fprintf(f, "\n");
+    }
+    if (!any_gate)
+        fprintf(f, "This package was not gated.\n\n");
+    fprintf(f, "## File\n\n| | |\n|---|---|\n| file | `%s` |\n| size | %s (%llu bytes) |\n", file_name, size_s,
+            (unsigned long long)file_size);
+    fprintf(f, "| memory estimate | about %s (weights + compute buffers; add the KV cache for your context) |\n",
+            mem_s);
+    fprintf(f, "| compatible runtimes | llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, LM Studio "
+               "and other GGUF v3 readers |\n");
+    fprintf(f, "\nThe run record on branch `qpipe/provenance` (`qpipe log`) links this package's output digest to "
+               "the recipe digest and source commit.\n");
+    fclose(f);
+    int rc = write_text(dir, "MODEL_CARD.md", buf);
+    free(buf);
+    if (rc == 0) {
+        json_t *inputs = json_object();
+        for (size_t i = 0; i < ctx->n_inputs; i++)
+            json_object_set_new(inputs, ctx->input_ids[i], json_string(ctx->input_digests[i]));
+        json_t *prov = json_pack("{s:s, s:s, s:s, s:s, s:o, s:O, s:o, s:{s:s, s:I}}", "qpipe_version", QP_VERSION,
+                                 "stage", ctx->id, "stage_key", ctx->stage_key, "kind", "package", "inputs", inputs,
+                                 "params", ctx->params, "metrics", metrics, "file", "name", file_name, "size",
+                                 (json_int_t)file_size);
+        metrics = NULL;
+        if (qparams)
+            json_object_set(prov, "quantization", (json_t *)qparams);
+        char *text = json_dumps(prov, JSON_SORT_KEYS | JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+        char *with_nl = qp_strfmt("%s\n", text);
+        rc = write_text(dir, "provenance.json", with_nl);
+        free(with_nl);
+        free(text);
+        json_decref(prov);
+    }
+    json_decref(metrics);
+    return rc;
+}

@@ -1,0 +1,150 @@
+#include "stages/package_gguf.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "model/config.h"
+#include "model/gguf_llama.h"
+#include "model/gguf_writer.h"
+#include "model/tensor.h"
+#include "quant/qtypes.h"
+#include "stages/model_load.h"
+#include "stages/qtensor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const qp_artifact *a;
+    qp_cache *cache;
+    const char *what;
+} export_ctx;
+
+static const json_t *entry_of(const export_ctx *x, const char *hf_name)
+{
+    char name[160];
+    snprintf(name, sizeof(name), "tensors/%s", hf_name);
+    return qp_artifact_find(x->a, name);
+}
+
+static int tensor_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
+{
+    export_ctx *x = ud;
+    const json_t *e = entry_of(x, t->hf_name);
+    if (!e)
+        return qp_error_set(QP_EFORMAT, "%s: tensor '%s' is missing", x->what, t->hf_name);
+    const char *fmt = json_string_value(json_object_get(e, "format"));
+    if (!fmt || !strcmp(fmt, "dense")) {
+        const char *dt = json_string_value(json_object_get(e, "dtype"));
+        *type = dt && !strcmp(dt, "F16") ? QP_QT_F16 : QP_QT_F32;
+        return 0;
+    }
+    if (!strcmp(fmt, "ggml")) {
+        const qp_qtype_info *qi = qp_qtype_by_name(json_string_value(json_object_get(e, "qtype")));
+        if (!qi)
+            return qp_error_set(QP_ECORRUPT, "%s: tensor '%s': unknown ggml type", x->what, t->hf_name);
+        *type = (uint32_t)qi->type;
+        return 0;
+    }
+    return qp_error_set(QP_EUSAGE,
+                        "%s: tensor '%s' is %s-quantized, which GGUF cannot hold as is; quantize with method gguf "
+                        "(or GPTQ/AWQ with group_size 32, exported as Q4_0/Q4_1/Q8_0)",
+                        x->what, t->hf_name, fmt);
+}
+
+static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
+{
+    export_ctx *x = ud;
+    const json_t *e = entry_of(x, t->hf_name);
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = qp_cache_get(x->cache, qp_artifact_entry_digest(e), &buf, &len);
+    if (rc)
+        return rc;
+    char *what = qp_strfmt("%s: tensor '%s'", x->what, t->hf_name);
+    uint64_t nelem = qp_qtensor_nelem(e);
+    if (type == QP_QT_F32 || type == QP_QT_F16) {
+        const char *dt = json_string_value(json_object_get(e, "dtype"));
+        if (type == QP_QT_F16 && dt && !strcmp(dt, "F16") && len == nbytes) {
+            memcpy(dst, buf, len);
+        } else if (type == QP_QT_F32 && nbytes == nelem * sizeof(float)) {
+            rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
+        } else {
+            rc = qp_error_set(QP_ECORRUPT, "%s: size does not match the GGUF tensor", what);
+        }
+    } else if (len == nbytes) {
+        memcpy(dst, buf, len);   /* ggml blocks exactly as quantized */
+    } else {
+        rc = qp_error_set(QP_ECORRUPT, "%s: %zu bytes stored, the GGUF tensor needs %zu", what, len, nbytes);
+    }
+    free(what);
+    free(buf);
+    return rc;
+}
+
+/* convert_hf_to_gguf reads tokenizer_config.json etc. from the model
+ * directory: materialise the artifact's files under work_dir/<name>. */
+static int materialise_files(const qp_artifact *a, qp_cache *cache, const char *dir)
+{
+    int rc = qp_mkdir_p(dir, 0755);
+    for (size_t i = 0; rc == 0 && i < qp_artifact_count(a); i++) {
+        const json_t *e = qp_artifact_entry(a, i);
+        const char *name = qp_artifact_entry_name(e);
+        if (strncmp(name, "files/", 6) != 0 || strchr(name + 6, '/'))
+            continue;
+        char *path = qp_path_join(dir, name + 6);
+        rc = qp_cache_get_to_file(cache, qp_artifact_entry_digest(e), path);
+        free(path);
+    }
+    return rc;
+}
+
+int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
+                    unsigned file_type, const json_t *extra_keys, const char *work_dir, const char *what)
+{
+    qp_llama_config cfg;
+    qp_gguf_llama_opts opts;
+    qp_gguf_writer *w = NULL;
+    int rc = qp_model_artifact_config(&cfg, model, cache, what);
+    if (rc)
+        return rc;
+    char *dir = qp_path_join(work_dir, model_name);
+    char *tok = qp_path_join(dir, "tokenizer.model");
+    int have_opts = 0;
+    if ((rc = materialise_files(model, cache, dir)) != 0)
+        goto done;
+    if (!qp_path_exists(tok)) {
+        rc = qp_error_set(QP_EFORMAT, "%s: the model has no tokenizer.model; GGUF export needs the SentencePiece "
+                                      "tokenizer", what);
+        goto done;
+    }
+    if ((rc = qp_gguf_llama_opts_from_hf_dir(&opts, &cfg, dir)) != 0)
+        goto done;
+    have_opts = 1;
+    opts.layout = file_type ? QP_GGUF_LAYOUT_QUANTIZE : QP_GGUF_LAYOUT_CONVERT;
+    opts.file_type = file_type;
+    export_ctx x = {model, cache, what};
+    qp_gguf_llama_source src = {.ud = &x, .tensor_type = tensor_type, .tensor_data = tensor_data};
+    if ((rc = qp_gguf_llama_export_new(&w, path, &cfg, tok, &src, &opts)) != 0)
+        goto done;
+    const char *k;
+    json_t *v;
+    /* in the caller's order: llama-quantize's quantize.imatrix.* first */
+    json_object_foreach((json_t *)extra_keys, k, v) {
+        if (json_is_string(v))
+            rc = qp_gguf_writer_add_string(w, k, json_string_value(v), strlen(json_string_value(v)));
+        else if (json_is_integer(v))
+            rc = qp_gguf_writer_add_i32(w, k, (int32_t)json_integer_value(v));
+        if (rc)
+            break;
+    }
+    if (rc)
+        qp_gguf_writer_abort(w);
+    else
+        rc = qp_gguf_writer_finish(w);
+done:
+    if (have_opts)
+        qp_gguf_llama_opts_free(&opts);
+    qp_rm_rf(dir);
+    free(tok);
+    free(dir);
+    return rc;
+}

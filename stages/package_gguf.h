@@ -1,0 +1,20 @@
+/* Writes a model or quantized-model artifact as a GGUF file that llama.cpp
+ * loads: llama.cpp's keys and tensor order, q/k rows permuted to GGUF's
+ * layout, tokenizer from tokenizer.model, each tensor in the type the
+ * artifact holds (ggml blocks as stored, dense tensors as F32, or F16 when
+ * stored so) plus qpipe's own qpipe.* keys. */
+#ifndef QP_STAGES_PACKAGE_GGUF_H
+#define QP_STAGES_PACKAGE_GGUF_H
+
+#include <jansson.h>
+
+#include "cache/cache.h"
+#include "pipeline/artifact.h"
+
+/* extra_keys: {"key": "string" | integer (i32), …} added after llama.cpp's
+ * keys in insertion order (quantize.imatrix.*, then qpipe.*).
+ * file_type: llama_ftype for general.file_type.  work_dir: scratch space. */
+int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
+                    unsigned file_type, const json_t *extra_keys, const char *work_dir, const char *what);
+
+#endif
