@@ -412,6 +412,27 @@ static void test_dead_columns(void **state)
             qp_linear_free(r);
         }
     }
+    /* static groups are fitted AFTER the dead columns were zeroed: RTN's
+     * scales of that W */
+    qp_gptq_params p;
+    qp_gptq_params_default(&p);
+    p.group_size = 64;
+    p.static_groups = 1;
+    p.act_order = 1;
+    qp_gptq_stats st;
+    qp_linear *g = gptq(w, h, rows, cols, &p, &st, 2);
+    for (int64_t r0 = 0; r0 < rows; r0++)
+        for (int k = 0; k < 3; k++)
+            w[r0 * cols + dead_cols[k]] = 0.0f;
+    qp_linear *r = rtn(w, rows, cols, 4, 64, 1, 0);
+    qp_linear_view a, b;
+    qp_linear_view_of(g, &a);
+    qp_linear_view_of(r, &b);
+    assert_int_equal(st.dead_columns, 3);
+    assert_memory_equal(a.scales, b.scales, (size_t)(rows * 4) * 2);
+    assert_memory_equal(a.zeros, b.zeros, (size_t)(rows * 4));
+    qp_linear_free(g);
+    qp_linear_free(r);
     free(w);
     free(x);
     free(h);
