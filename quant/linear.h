@@ -71,7 +71,7 @@ typedef struct {
     uint8_t *codes;         /* [rows, cols] */
     uint16_t *scales;       /* [rows, n_groups] fp16 bits */
     uint8_t *zeros;         /* [rows, n_groups] */
-    int32_t *g_idx;         /* [cols] */
+    int32_t *g_idx;         /* [cols] read-only: change it with qp_linear_set_g_idx */
 } qp_linear_view;
 
 /* Allocates a rows × cols object (codes/zeros 0, scales fp16 1.0, default
