@@ -15,6 +15,32 @@ static size_t site_dim(const qp_llama_hparams *hp, int site)
     }
 }
 
+int qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian)
+{
+    memset(st, 0, sizeof(*st));
+    st->dim = dim;
+    st->abs_sum = calloc(dim, sizeof(double));
+    st->sq_sum = calloc(dim, sizeof(double));
+    if (hessian) {
+        st->xxt = calloc(dim * dim, sizeof(double));
+        st->scratch = malloc(dim * dim * sizeof(float));
+    }
+    if (!st->abs_sum || !st->sq_sum || (hessian && (!st->xxt || !st->scratch))) {
+        qp_site_stats_free(st);
+        return qp_error_set(QP_ERROR, "calibration: out of memory for a %zu x %zu Hessian", dim, dim);
+    }
+    return 0;
+}
+
+void qp_site_stats_free(qp_site_stats *st)
+{
+    free(st->xxt);
+    free(st->abs_sum);
+    free(st->sq_sum);
+    free(st->scratch);
+    memset(st, 0, sizeof(*st));
+}
+
 int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian)
 {
     memset(s, 0, sizeof(*s));
@@ -25,18 +51,10 @@ int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_
         return qp_error_set(QP_ERROR, "calibration: out of memory");
     for (int l = 0; l < hp->n_layers; l++)
         for (int k = 0; k < 4; k++) {
-            qp_site_stats *st = &s->sites[l * 4 + k];
-            st->dim = site_dim(hp, k);
-            st->abs_sum = calloc(st->dim, sizeof(double));
-            st->sq_sum = calloc(st->dim, sizeof(double));
-            if (want_hessian) {
-                st->xxt = calloc(st->dim * st->dim, sizeof(double));
-                st->scratch = malloc(st->dim * st->dim * sizeof(float));
-            }
-            if (!st->abs_sum || !st->sq_sum || (want_hessian && (!st->xxt || !st->scratch))) {
+            int rc = qp_site_stats_init(&s->sites[l * 4 + k], site_dim(hp, k), want_hessian);
+            if (rc) {
                 qp_calib_stats_free(s);
-                return qp_error_set(QP_ERROR, "calibration: out of memory for the statistics of layer %d "
-                                              "(a %zu x %zu Hessian)", l, st->dim, st->dim);
+                return rc;
             }
         }
     return 0;
@@ -46,12 +64,8 @@ void qp_calib_stats_free(qp_calib_stats *s)
 {
     if (!s->sites)
         return;
-    for (int i = 0; i < s->n_layers * 4; i++) {
-        free(s->sites[i].xxt);
-        free(s->sites[i].abs_sum);
-        free(s->sites[i].sq_sum);
-        free(s->sites[i].scratch);
-    }
+    for (int i = 0; i < s->n_layers * 4; i++)
+        qp_site_stats_free(&s->sites[i]);
     free(s->sites);
     s->sites = NULL;
 }
@@ -61,7 +75,13 @@ void qp_calib_stats_free(qp_calib_stats *s)
 void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim)
 {
     qp_calib_stats *s = ud;
-    qp_site_stats *st = &s->sites[layer * 4 + (int)site];
+    (void)dim;
+    qp_site_stats_add(&s->sites[layer * 4 + (int)site], x, n);
+}
+
+void qp_site_stats_add(qp_site_stats *st, const float *x, size_t n)
+{
+    size_t dim = st->dim;
     for (size_t t = 0; t < n; t++) {
         const float *row = x + t * dim;
         for (size_t i = 0; i < dim; i++) {
@@ -70,7 +90,7 @@ void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float
             st->sq_sum[i] += v * v;
         }
     }
-    if (s->want_hessian) {
+    if (st->xxt) {
         /* scratch[dim, dim] (upper) = xᵀ x */
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)dim, (int)n, 1.0f, x, (int)dim, 0.0f, st->scratch,
                     (int)dim);

@@ -8,7 +8,15 @@
 #include <string.h>
 #include <unistd.h>
 
+typedef struct {
+    char *name;
+    float *w;
+    uint64_t nelem;
+} weight_override;
+
 struct qp_loaded_model {
+    weight_override *overrides;   /* served instead of the artifact's tensors */
+    size_t n_overrides;
     const qp_artifact *artifact;
     qp_cache *cache;
     char *what;
@@ -23,6 +31,16 @@ struct qp_loaded_model {
 static int artifact_get_f32(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst)
 {
     qp_loaded_model *m = ud;
+    for (size_t i = 0; i < m->n_overrides; i++)
+        if (strcmp(m->overrides[i].name, name) == 0) {
+            uint64_t n = 1;
+            for (int d = 0; d < ndim; d++)
+                n *= shape[d];
+            if (n != m->overrides[i].nelem)
+                return qp_error_set(QP_ERROR, "%s: replacement for tensor '%s' has the wrong size", m->what, name);
+            memcpy(dst, m->overrides[i].w, n * sizeof(float));
+            return 0;
+        }
     char *entry_name = qp_strfmt("tensors/%s", name);
     const json_t *e = qp_artifact_find(m->artifact, entry_name);
     void *buf = NULL;
@@ -162,6 +180,11 @@ void qp_loaded_model_free(qp_loaded_model *m)
         return;
     qp_llama_free(m->llama);
     qp_tokenizer_free(m->tok);
+    for (size_t i = 0; i < m->n_overrides; i++) {
+        free(m->overrides[i].name);
+        free(m->overrides[i].w);
+    }
+    free(m->overrides);
     free(m->what);
     free(m);
 }
@@ -169,3 +192,27 @@ void qp_loaded_model_free(qp_loaded_model *m)
 qp_llama *qp_loaded_model_llama(qp_loaded_model *m) { return m->llama; }
 const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m) { return m->tok; }
 const char *qp_loaded_model_tokenizer_digest(const qp_loaded_model *m) { return m->tok_digest; }
+
+int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem)
+{
+    weight_override *o = NULL;
+    for (size_t i = 0; i < m->n_overrides; i++)
+        if (strcmp(m->overrides[i].name, name) == 0)
+            o = &m->overrides[i];
+    if (!o) {
+        weight_override *grown = realloc(m->overrides, (m->n_overrides + 1) * sizeof(*grown));
+        if (!grown)
+            return qp_error_set(QP_ERROR, "out of memory");
+        m->overrides = grown;
+        o = &m->overrides[m->n_overrides++];
+        o->name = qp_strdup(name);
+        o->w = NULL;
+    }
+    float *copy = realloc(o->w, nelem * sizeof(float));
+    if (!copy)
+        return qp_error_set(QP_ERROR, "out of memory");
+    memcpy(copy, w, nelem * sizeof(float));
+    o->w = copy;
+    o->nelem = nelem;
+    return 0;
+}

@@ -16,6 +16,9 @@ typedef struct qp_loaded_model qp_loaded_model;
 int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                          const char *what);
 void qp_loaded_model_free(qp_loaded_model *m);
+/* Serves w [nelem] for tensor `name` from now on (sequential GPTQ/AWQ: the
+ * already-quantized weights); call qp_llama_reload_layer afterwards. */
+int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem);
 /* Only the hyper-parameters of a model artifact (its config.json). */
 int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cache *cache, const char *what);
 qp_llama *qp_loaded_model_llama(qp_loaded_model *m);

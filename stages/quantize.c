@@ -14,6 +14,7 @@
 #include "quant/nf4.h"
 #include "model/gguf_llama.h"
 #include "stages/model_load.h"
+#include "stages/quant_seq.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -197,14 +198,19 @@ static int quantize_run(qp_stage_ctx *ctx)
     void *src = NULL, *packed = NULL;
     char *what = NULL;
     json_t *notes = json_array();
+    json_t *calibrated = NULL;   /* GPTQ/AWQ results by tensor name */
     int rc = 0;
     for (size_t i = 1; i < ctx->n_inputs; i++)
-        if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB)
-            return qp_error_set(QP_EUSAGE, "stage '%s': input '%s' must be a calibration artifact", ctx->id,
-                                ctx->input_ids[i]);
-    if (qp_artifact_type_of(in) != QP_ART_MODEL)
-        return qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
-                            ctx->input_ids[0]);
+        if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB) {
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': input '%s' must be a calibration artifact", ctx->id,
+                              ctx->input_ids[i]);
+            goto done;
+        }
+    if (qp_artifact_type_of(in) != QP_ART_MODEL) {
+        rc = qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
+                          ctx->input_ids[0]);
+        goto done;
+    }
     const char *method = qp_param_str(ctx->params, "method");
     const char *im_path = qp_param_str(ctx->params, "imatrix");
     const qp_artifact *calib = ctx->n_inputs > 1 ? ctx->inputs[1] : NULL;
@@ -232,6 +238,14 @@ static int quantize_run(qp_stage_ctx *ctx)
     if ((rc = qp_quant_plan_init(&plan_ctx, ctx->params, &cfg, imatrix != NULL)) != 0) {
         qp_error_prefix("stage '%s'", ctx->id);
         goto done;
+    }
+    if (!strcmp(method, "gptq") || !strcmp(method, "awq")) {
+        if (!calib) {
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': method %s needs a calibrate stage in needs:", ctx->id, method);
+            goto done;
+        }
+        if ((rc = qp_quant_sequential(&calibrated, ctx, in, calib, &plan_ctx)) != 0)
+            goto done;
     }
     double sum_err = 0, sum_ref = 0, bits_all = 0, weights_all = 0, bits_q = 0, weights_q = 0;
     uint64_t bytes_all = 0;
@@ -308,8 +322,22 @@ static int quantize_run(qp_stage_ctx *ctx)
                 rc = irc;
         }
         double bpw = 0;
-        if (rc == 0)
+        const json_t *cal = calibrated ? json_object_get(calibrated, tname) : NULL;
+        if (rc == 0 && cal) {
+            /* quantized by the calibrated driver: its stored object */
+            rc = qp_cache_get(ctx->cache, json_string_value(json_object_get(cal, "digest")), &packed, &plen);
+            json_object_set_new(extra, "format", json_string("linear"));
+            const char *ck;
+            json_t *cv;
+            json_object_foreach((json_t *)cal, ck, cv)
+                if (strcmp(ck, "digest") && strcmp(ck, "size") && strcmp(ck, "bpw"))
+                    json_object_set(extra, ck, cv);
+            bpw = json_number_value(json_object_get(cal, "bpw"));
+        } else if (rc == 0 && plan.kind == QP_TP_LINEAR && calibrated) {
+            rc = qp_error_set(QP_ERROR, "stage '%s': tensor '%s' was not quantized by %s", ctx->id, tname, method);
+        } else if (rc == 0) {
             rc = encode_tensor(ctx, &plan, f32, rows, cols, im_w, &packed, &plen, extra, &bpw);
+        }
         if (rc == 0)
             rc = qp_qtensor_to_f32(extra, packed, plen, back, nelem, what);
         if (rc) {
@@ -377,6 +405,7 @@ static int quantize_run(qp_stage_ctx *ctx)
             qp_progress_note(ctx->progress, "worst tensor %s: rel error %.4f", worst[0].name, worst[0].rel_error);
     }
 done:
+    json_decref(calibrated);
     json_decref(notes);
     qp_imatrix_free(imatrix);
     free(what);
