@@ -1,6 +1,7 @@
 #include "stages/qtensor.h"
 #include "common/error.h"
 #include "model/tensor.h"
+#include "quant/int8.h"
 #include "quant/linear.h"
 #include "quant/nf4.h"
 #include "quant/qtypes.h"
@@ -101,6 +102,21 @@ int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float 
         else
             rc = qp_nf4_dequantize(q, dst);
         qp_nf4_free(q);
+        return rc;
+    }
+    if (strcmp(fmt, "int8") == 0) {
+        qp_int8 *q = NULL;
+        int rc = qp_int8_deserialize(&q, bytes, len, what);
+        if (rc)
+            return rc;
+        qp_int8_view v;
+        qp_int8_view_of(q, &v);
+        if (v.rows != rows || v.cols != cols)
+            rc = qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
+                              (long long)v.rows, (long long)v.cols, (long long)rows, (long long)cols);
+        else
+            rc = qp_int8_dequantize(q, dst);
+        qp_int8_free(q);
         return rc;
     }
     return qp_error_set(QP_EFORMAT, "%s: unknown tensor format '%s' (written by a newer qpipe?)", what, fmt);

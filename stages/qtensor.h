@@ -8,6 +8,7 @@
  *   linear — integer codes + fp16 group scales + zero points (+ g_idx):
  *            RTN, GPTQ, AWQ (quant/linear.h serialisation)
  *   nf4    — bitsandbytes NF4 blocks (quant/nf4.h serialisation)
+ *   int8   — per-output-channel absmax int8 (quant/int8.h serialisation)
  * (entries without "format" are dense: fetch writes plain checkpoints).
  * This module turns any of them back into f32 for the forward pass, so
  * evaluating a quantized artifact is evaluating exactly its stored bytes. */

@@ -11,6 +11,7 @@
 #include "model/tensor.h"
 #include "quant/imatrix.h"
 #include "quant/linear.h"
+#include "quant/int8.h"
 #include "quant/nf4.h"
 #include "model/gguf_llama.h"
 #include "stages/model_load.h"
@@ -183,8 +184,16 @@ static int encode_tensor(qp_stage_ctx *ctx, const qp_tensor_plan *plan, const fl
         qp_nf4_free(q);
         return rc;
     }
-    case QP_TP_INT8:
-        return qp_error_set(QP_EUSAGE, "method int8 is not available in this build");
+    case QP_TP_INT8: {
+        qp_int8 *q = NULL;
+        if ((rc = qp_int8_new(&q, rows, cols)) == 0 && (rc = qp_int8_quantize(q, w, ctx->threads)) == 0 &&
+            (rc = qp_int8_serialize(q, packed, plen)) == 0) {
+            json_object_set_new(extra, "format", json_string("int8"));
+            *bpw = qp_int8_bits_per_weight(q);
+        }
+        qp_int8_free(q);
+        return rc;
+    }
     }
     return qp_error_set(QP_ERROR, "internal: unknown tensor plan");
 }
