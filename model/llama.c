@@ -627,6 +627,15 @@ int qp_llama_reload_layer(qp_llama *m, int l)
 {
     if (l < 0 || l >= m->hp.n_layers)
         return qp_error_set(QP_EUSAGE, "llama: layer %d out of range [0, %d)", l, m->hp.n_layers);
+    /* the layer's norms too: AWQ folds its scales into them */
+    char name[160];
+    snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", l);
+    int rc = fetch(m, m->norms + (2 * (size_t)l) * m->D, name, 1, m->D, 0, 0);
+    if (rc < 0)
+        return rc;
+    snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", l);
+    if ((rc = fetch(m, m->norms + (2 * (size_t)l + 1) * m->D, name, 1, m->D, 0, 0)) < 0)
+        return rc;
     /* streamed models re-read every layer on use anyway */
     return m->cached ? load_layer(m, l, &m->layers[l]) : 0;
 }

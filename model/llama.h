@@ -132,8 +132,9 @@ int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, floa
  *   layer:  x [n, D] (the residual stream at positions 0..n-1) through
  *           decoder layer l, in place; obs as above
  *   head:   logits [n, V] from x
- *   reload: re-read layer l's weights from the source (after the caller
- *           changed what the source serves, e.g. quantized weights). */
+ *   reload: re-read layer l's weights and norms from the source (after the
+ *           caller changed what the source serves, e.g. quantized weights or
+ *           AWQ-scaled norms). */
 int qp_llama_embed(qp_llama *m, const int32_t *tokens, size_t n, float *x);
 int qp_llama_layer(qp_llama *m, int l, float *x, size_t n, qp_llama_observe_fn obs, void *ud);
 int qp_llama_head(qp_llama *m, const float *x, size_t n, float *logits);

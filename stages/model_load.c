@@ -216,3 +216,36 @@ int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *
     o->nelem = nelem;
     return 0;
 }
+
+int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, const qp_artifact *a, qp_cache *cache,
+                                 const char *hf_name, const char *what)
+{
+    char *name = qp_strfmt("tensors/%s", hf_name);
+    const json_t *e = qp_artifact_find(a, name);
+    void *buf = NULL;
+    size_t len = 0;
+    float *w = NULL;
+    int rc;
+    if (!e) {
+        rc = qp_error_set(QP_EFORMAT, "%s: the model has no tensor '%s'", what, hf_name);
+        goto done;
+    }
+    qp_qtensor_rows_cols(e, rows, cols);
+    uint64_t n = qp_qtensor_nelem(e);
+    if (!(w = malloc((n ? n : 1) * sizeof(float)))) {
+        rc = qp_error_set(QP_ERROR, "%s: out of memory for tensor '%s'", what, hf_name);
+        goto done;
+    }
+    char *msg = qp_strfmt("%s: tensor '%s'", what, hf_name);
+    if ((rc = qp_cache_get(cache, qp_artifact_entry_digest(e), &buf, &len)) == 0)
+        rc = qp_qtensor_to_f32(e, buf, len, w, n, msg);
+    free(msg);
+done:
+    if (rc)
+        free(w);
+    else
+        *out = w;
+    free(buf);
+    free(name);
+    return rc;
+}

@@ -19,6 +19,10 @@ void qp_loaded_model_free(qp_loaded_model *m);
 /* Serves w [nelem] for tensor `name` from now on (sequential GPTQ/AWQ: the
  * already-quantized weights); call qp_llama_reload_layer afterwards. */
 int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem);
+/* An f32 copy (malloc'ed) of tensor `hf_name` of a model artifact, any
+ * stored format; rows/cols as qp_qtensor_rows_cols. */
+int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, const qp_artifact *a, qp_cache *cache,
+                                 const char *hf_name, const char *what);
 /* Only the hyper-parameters of a model artifact (its config.json). */
 int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cache *cache, const char *what);
 qp_llama *qp_loaded_model_llama(qp_loaded_model *m);

@@ -5,6 +5,7 @@
 #include "quant/linear.h"
 #include "stages/calib_stats.h"
 #include "stages/model_load.h"
+#include "stages/quant_awq.h"
 #include "stages/qtensor.h"
 
 #include <stdio.h>
@@ -25,34 +26,6 @@ static void observe_sites(void *ud, int layer, qp_llama_site site, const float *
         qp_site_stats_add(&f->st[site], x, n);
 }
 
-/* Reads an f32 copy of a model tensor (any stored format). */
-static int read_weight(qp_stage_ctx *ctx, const qp_artifact *model, const char *hf, float **w, int64_t *rows,
-                       int64_t *cols)
-{
-    char *name = qp_strfmt("tensors/%s", hf);
-    const json_t *e = qp_artifact_find(model, name);
-    void *buf = NULL;
-    size_t len = 0;
-    int rc;
-    if (!e) {
-        rc = qp_error_set(QP_EFORMAT, "stage '%s': model has no tensor '%s'", ctx->id, hf);
-        goto done;
-    }
-    qp_qtensor_rows_cols(e, rows, cols);
-    uint64_t n = qp_qtensor_nelem(e);
-    *w = malloc(n * sizeof(float));
-    if (!*w) {
-        rc = qp_error_set(QP_ERROR, "out of memory");
-        goto done;
-    }
-    if ((rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &buf, &len)) == 0)
-        rc = qp_qtensor_to_f32(e, buf, len, *w, n, name);
-done:
-    free(buf);
-    free(name);
-    return rc;
-}
-
 /* GPTQ of one weight with H; stores the result and serves Ŵ to the model. */
 static int gptq_one(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact *model, const qp_quant_plan *plan,
                     const char *hf, const double *H, int64_t nsamples, json_t *out)
@@ -63,7 +36,7 @@ static int gptq_one(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact *m
     qp_linear *q = NULL;
     void *packed = NULL;
     size_t plen = 0;
-    int rc = read_weight(ctx, model, hf, &w, &rows, &cols);
+    int rc = qp_model_artifact_tensor_f32(&w, &rows, &cols, model, ctx->cache, hf, ctx->id);
     if (rc)
         goto done;
     if ((rc = qp_quant_plan_tensor(&tp, plan, hf, 2, rows, cols)) != 0)
@@ -167,7 +140,14 @@ int qp_quant_sequential(json_t **out, qp_stage_ctx *ctx, const qp_artifact *mode
         rc = qp_llama_embed(m, samples + s * T, (size_t)T, x + (size_t)(s * T) * D);
     /* true-sequential groups; without it, one group per layer */
     static const qp_llama_site order[4] = {QP_SITE_QKV, QP_SITE_O, QP_SITE_GATE_UP, QP_SITE_DOWN};
+    int awq = strcmp(qp_param_str(ctx->params, "method"), "awq") == 0;
     for (int l = 0; l < hp->n_layers && rc == 0; l++) {
+        if (awq) {
+            rc = qp_quant_awq_layer(ctx, lm, model, plan, l, x, (size_t)S, (size_t)T, res);
+            if (rc == 0 && sequential)
+                rc = run_layer(m, l, x, scratch, (size_t)S, (size_t)T, D, 1, NULL);
+            continue;
+        }
         qp_site_stats st[4];
         memset(st, 0, sizeof(st));
         for (int g = 0; g < 4 && rc == 0; g++) {

@@ -288,6 +288,19 @@ static int quantize_run(qp_stage_ctx *ctx)
         }
         if (plan.reason[0])
             json_array_append_new(notes, json_pack("{s:s, s:s}", "tensor", tname, "note", plan.reason));
+        const json_t *cal_early = calibrated ? json_object_get(calibrated, tname) : NULL;
+        const char *cal_format = cal_early ? json_string_value(json_object_get(cal_early, "format")) : NULL;
+        if (cal_format && !strcmp(cal_format, "dense")) {
+            /* a tensor the algorithm changed but does not quantize (AWQ's scaled norms) */
+            json_object_set_new(extra, "format", json_string("dense"));
+            json_object_set(extra, "dtype", json_object_get(cal_early, "dtype"));
+            uint64_t dsize = (uint64_t)json_integer_value(json_object_get(cal_early, "size"));
+            bits_all += 8.0 * (double)dsize;
+            weights_all += (double)nelem;
+            bytes_all += dsize;
+            rc = qp_artifact_add(out, ename, json_string_value(json_object_get(cal_early, "digest")), dsize, extra);
+            continue;
+        }
         if (plan.kind == QP_TP_DENSE && plan.qtype != QP_QT_F16) {
             /* kept at source precision: the very same object */
             json_object_set_new(extra, "format", json_string("dense"));
@@ -339,7 +352,7 @@ static int quantize_run(qp_stage_ctx *ctx)
             const char *ck;
             json_t *cv;
             json_object_foreach((json_t *)cal, ck, cv)
-                if (strcmp(ck, "digest") && strcmp(ck, "size") && strcmp(ck, "bpw"))
+                if (strcmp(ck, "digest") && strcmp(ck, "size") && strcmp(ck, "bpw") && strcmp(ck, "format"))
                     json_object_set(extra, ck, cv);
             bpw = json_number_value(json_object_get(cal, "bpw"));
         } else if (rc == 0 && plan.kind == QP_TP_LINEAR && calibrated) {
@@ -396,6 +409,8 @@ static int quantize_run(qp_stage_ctx *ctx)
             json_object_set_new(meta, "calibration", json_string(ctx->input_digests[1]));
         json_object_set(meta, "source", json_object_get(qp_artifact_meta_c(in), "source"));
         json_object_set_new(meta, "imatrix", json_boolean(imatrix != NULL));
+        if (calibrated && json_object_get(calibrated, "_awq"))
+            json_object_set(meta, "awq", json_object_get(calibrated, "_awq"));
         if (imatrix) {
             /* what llama-quantize records as quantize.imatrix.* */
             const char *file = im_path && im_path[0] ? im_path : "imatrix.dat";
