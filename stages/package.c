@@ -60,8 +60,15 @@ static unsigned file_type_of(const qp_artifact *model)
 {
     const json_t *meta = qp_artifact_meta_c(model);
     const char *method = json_string_value(json_object_get(meta, "method"));
-    if (!method || strcmp(method, "gguf") != 0)
+    if (!method)
         return 0;
+    if (strcmp(method, "gguf") != 0) {
+        /* GPTQ/AWQ blocks: Q4_0 / Q4_1 / Q8_0 */
+        const json_t *p = json_object_get(meta, "params");
+        int bits = (int)json_integer_value(json_object_get(p, "bits"));
+        int sym = json_is_true(json_object_get(p, "sym"));
+        return bits == 8 ? QP_FTYPE_MOSTLY_Q8_0 : sym ? QP_FTYPE_MOSTLY_Q4_0 : QP_FTYPE_MOSTLY_Q4_1;
+    }
     int ft = qp_llama_ftype_parse(json_string_value(json_object_get(json_object_get(meta, "params"), "type")));
     return ft > 0 ? (unsigned)ft : 0;
 }

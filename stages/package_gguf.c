@@ -5,6 +5,7 @@
 #include "model/gguf_llama.h"
 #include "model/gguf_writer.h"
 #include "model/tensor.h"
+#include "quant/linear.h"
 #include "quant/qtypes.h"
 #include "stages/model_load.h"
 #include "stages/qtensor.h"
@@ -44,10 +45,72 @@ static int tensor_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
         *type = (uint32_t)qi->type;
         return 0;
     }
+    if (!strcmp(fmt, "linear")) {
+        const json_t *gs = json_object_get(e, "group_size"), *bits = json_object_get(e, "bits");
+        int sym = json_is_true(json_object_get(e, "sym")), act = json_is_true(json_object_get(e, "act_order"));
+        if (json_integer_value(gs) == 32 && !act && json_integer_value(bits) == 4) {
+            *type = sym ? QP_QT_Q4_0 : QP_QT_Q4_1;
+            return 0;
+        }
+        if (json_integer_value(gs) == 32 && !act && json_integer_value(bits) == 8 && sym) {
+            *type = QP_QT_Q8_0;
+            return 0;
+        }
+        return qp_error_set(QP_EUSAGE,
+                            "%s: tensor '%s': %lld-bit%s group-%lld%s weights have no exact llama.cpp block type; "
+                            "GGUF export takes 4-bit (Q4_0 sym, Q4_1 asym) or 8-bit sym (Q8_0) with group_size 32 "
+                            "and no act_order — they are never re-quantized",
+                            x->what, t->hf_name, (long long)json_integer_value(bits), sym ? " sym" : "",
+                            (long long)json_integer_value(gs), act ? " act_order" : "");
+    }
     return qp_error_set(QP_EUSAGE,
                         "%s: tensor '%s' is %s-quantized, which GGUF cannot hold as is; quantize with method gguf "
                         "(or GPTQ/AWQ with group_size 32, exported as Q4_0/Q4_1/Q8_0)",
                         x->what, t->hf_name, fmt);
+}
+
+/* GPTQ/AWQ codes as llama.cpp blocks of 32 (one group = one block):
+ *   Q4_0: d = s, nibbles q (x = (q − 8)·d; sym z = 8)      — exact
+ *   Q8_0: d = s, int8 q − 128 (x = qs·d; sym z = 128)      — exact
+ *   Q4_1: d = s, m = fp16(−s·z) (x = q·d + m)              — m rounds to fp16 */
+static int linear_to_blocks(const void *buf, size_t len, uint32_t type, void *dst, size_t nbytes, const char *what)
+{
+    qp_linear *q = NULL;
+    int rc = qp_linear_deserialize(&q, buf, len, what);
+    if (rc)
+        return rc;
+    qp_linear_view v;
+    qp_linear_view_of(q, &v);
+    size_t row_size = qp_qtype_row_size((qp_qtype)type, v.cols);
+    if (row_size * (size_t)v.rows != nbytes || v.group_size != 32) {
+        qp_linear_free(q);
+        return qp_error_set(QP_ECORRUPT, "%s: does not fit the GGUF tensor", what);
+    }
+    uint8_t *out = dst;
+    for (int64_t r = 0; r < v.rows; r++)
+        for (int64_t g = 0; g < v.n_groups; g++) {
+            const uint8_t *codes = v.codes + r * v.cols + g * 32;
+            uint16_t s = v.scales[r * v.n_groups + g];
+            int z = v.zeros[r * v.n_groups + g];
+            uint8_t *b = out + (size_t)r * row_size + (size_t)g * qp_qtype_get((qp_qtype)type)->type_size;
+            if (type == QP_QT_Q8_0) {
+                memcpy(b, &s, 2);
+                for (int j = 0; j < 32; j++)
+                    ((int8_t *)(b + 2))[j] = (int8_t)(codes[j] - z);
+                continue;
+            }
+            memcpy(b, &s, 2);
+            uint8_t *qs = b + 2;
+            if (type == QP_QT_Q4_1) {
+                uint16_t m = qp_f32_to_f16(-qp_f16_to_f32(s) * (float)z);
+                memcpy(b + 2, &m, 2);
+                qs = b + 4;
+            }
+            for (int j = 0; j < 16; j++)
+                qs[j] = (uint8_t)((codes[j] & 15) | ((codes[j + 16] & 15) << 4));
+        }
+    qp_linear_free(q);
+    return 0;
 }
 
 static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
@@ -70,6 +133,8 @@ static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, v
         } else {
             rc = qp_error_set(QP_ECORRUPT, "%s: size does not match the GGUF tensor", what);
         }
+    } else if (!strcmp(json_string_value(json_object_get(e, "format")), "linear")) {
+        rc = linear_to_blocks(buf, len, type, dst, nbytes, what);
     } else if (len == nbytes) {
         memcpy(dst, buf, len);   /* ggml blocks exactly as quantized */
     } else {
