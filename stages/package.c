@@ -9,11 +9,13 @@
 #include "stages/kinds.h"
 #include "stages/model_card.h"
 #include "stages/package_gguf.h"
+#include "stages/package_hf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/version.h"
 #include "quant/ggml_mix.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,55 @@ static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix,
     return 0;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* GPTQ / AWQ: the checkpoint directory (model.safetensors, config.json,
+ * quantize_config.json, tokenizer files) written by qp_package_hf into dir,
+ * then MODEL_CARD.md and provenance.json; every file stored in name order. */
+static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const qp_artifact *model,
+                          size_t model_i, const char *format)
+{
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
+    int rc = qp_package_hf(dir, model, ctx->cache, format, what);
+    free(what);
+    if (rc == 0) {
+        struct stat st;
+        char *st_path = qp_path_join(dir, "model.safetensors");
+        uint64_t size = stat(st_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        free(st_path);
+        rc = qp_model_card_write(dir, ctx, model, model_i, "model.safetensors", size);
+    }
+    char **names = NULL;
+    size_t n = 0;
+    DIR *d = rc == 0 ? opendir(dir) : NULL;
+    if (rc == 0 && !d)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot list the package", dir);
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        char **grown = realloc(names, (n + 1) * sizeof(*names));
+        if (!grown) {
+            rc = qp_error_set(QP_ERROR, "%s: out of memory", dir);
+            break;
+        }
+        names = grown;
+        names[n++] = qp_strdup(de->d_name);
+    }
+    if (d)
+        closedir(d);
+    if (rc == 0) {
+        qsort(names, n, sizeof(*names), cmp_name);
+        rc = store_dir(ctx, dir, rel_prefix, (const char *const *)names, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
 /* Replaces out_dir by tmp_dir: out -> out.old, tmp -> out, rm out.old. */
 static int swap_in(const char *tmp_dir, const char *out_dir)
 {
@@ -140,9 +191,9 @@ static int package_run(qp_stage_ctx *ctx)
     if (!model)
         return qp_error_set(QP_EUSAGE, "stage '%s': needs a model or quantized-model input", ctx->id);
     const char *format = qp_param_str(ctx->params, "format");
-    if (strcmp(format, "gguf") != 0)
-        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not available in this build (use gguf)", ctx->id,
-                            format);
+    if (strcmp(format, "gguf") != 0 && strcmp(format, "gptq") != 0 && strcmp(format, "awq") != 0)
+        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not available in this build (use gguf, gptq or awq)",
+                            ctx->id, format);
     char name[200];
     if (qp_param_str(ctx->params, "name")[0])
         snprintf(name, sizeof(name), "%s", qp_param_str(ctx->params, "name"));
@@ -163,6 +214,10 @@ static int package_run(qp_stage_ctx *ctx)
         rc = qp_error_errno(QP_ERROR, "%s: cannot create a temporary directory", parent);
     if (rc)
         goto done;
+    if (strcmp(format, "gguf") != 0) {
+        rc = package_hf_dir(ctx, tmp, rel, model, model_i, format);
+        goto finish;
+    }
     work = qp_strfmt("%s/.work", tmp);
     gguf_name = qp_strfmt("%s.gguf", name);
     gguf = qp_path_join(tmp, gguf_name);
@@ -204,6 +259,7 @@ static int package_run(qp_stage_ctx *ctx)
     files[2] = "provenance.json";
     if (rc == 0)
         rc = store_dir(ctx, tmp, rel, files, 3);
+finish:
     if (rc == 0)
         rc = swap_in(tmp, out_dir);
     if (rc == 0) {

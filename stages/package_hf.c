@@ -297,13 +297,13 @@ static json_t *quant_config(const hf_config *hc, const qp_artifact *model)
                            "lm_head", 0, "damp_percent", damp, "static_groups", static_groups, "true_sequential",
                            true_seq, "quant_method", "gptq", "checkpoint_format", "gptq", "pack_dtype", "int32",
                            "meta", "quantizer", quantizer, "damp_percent", damp, "static_groups", static_groups,
-                           "true_sequential", true_seq, "mse", hc->mse, "qpipe_method", method ? method : "rtn");
+                           "true_sequential", true_seq, "mse", hc->mse, "qpipe_method", method ? method : "unknown");
     free(quantizer);
     return qc;
 }
 
 /* Fewest significant digits (<= 17) that give back every real of the tree,
- * so 1e-05 stays 1e-05 instead of 1.0000000000000001e-05. */
+ * so 1e-05 is written 1e-5 instead of 1.0000000000000001e-5. */
 static int real_precision(const json_t *j)
 {
     int p = 1;
@@ -315,6 +315,11 @@ static int real_precision(const json_t *j)
             if (strtod(buf, NULL) == v)
                 break;
         }
+        /* and every integer digit, so 10000.0 is not written 1e4 */
+        int digits = 1;
+        for (double a = fabs(v); a >= 10.0 && digits < 17; a /= 10.0)
+            digits++;
+        p = digits > p ? digits : p;
     } else if (json_is_object(j)) {
         const char *k;
         json_t *v;
