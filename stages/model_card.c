@@ -135,8 +135,16 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
             (unsigned long long)file_size);
     fprintf(f, "| memory estimate | about %s (weights + compute buffers; add the KV cache for your context) |\n",
             mem_s);
-    fprintf(f, "| compatible runtimes | llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, LM Studio "
-               "and other GGUF v3 readers |\n");
+    const char *format = qp_param_str(ctx->params, "format");
+    if (format && !strcmp(format, "gptq"))
+        fprintf(f, "| compatible runtimes | transformers (optimum / GPTQModel kernels), vLLM, GPTQModel, "
+                   "text-generation-inference |\n");
+    else if (format && !strcmp(format, "awq"))
+        fprintf(f, "| compatible runtimes | transformers (AutoAWQ GEMM kernels), vLLM, AutoAWQ, "
+                   "text-generation-inference |\n");
+    else
+        fprintf(f, "| compatible runtimes | llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, LM Studio "
+                   "and other GGUF v3 readers |\n");
     fprintf(f, "\nThe run record on branch `qpipe/provenance` (`qpipe log`) links this package's output digest to "
                "the recipe digest and source commit.\n");
     fclose(f);

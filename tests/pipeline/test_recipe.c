@@ -89,13 +89,13 @@ static void full_recipe(void **state)
                 "\"sha256\": {}}");
     assert_json(params_of(r, "calib"),
                 "{\"dataset\": [\"data/calib.txt\"], \"field\": \"text\", \"samples\": 128, \"seq_len\": 256, "
-                "\"seed\": 0}");
+                "\"seed\": 0, \"hessians\": true}");
     /* defaults filled with their proper JSON types */
     assert_json(params_of(r, "q4"),
                 "{\"method\": \"gptq\", \"bits\": 4, \"group_size\": 128, \"sym\": false, \"type\": \"Q4_K_M\", "
                 "\"imatrix\": \"\", \"mse\": false, \"damp_percent\": 0.01, \"act_order\": false, "
                 "\"static_groups\": false, \"sequential\": true, \"true_sequential\": true, \"duo_scaling\": "
-                "\"auto\", \"clip\": true, \"double_quant\": false, \"override\": [], \"skip\": []}");
+                "\"auto\", \"clip\": true, \"double_quant\": false, \"override\": [], \"skip\": [], \"pure\": false}");
     assert_true(json_is_real(json_object_get(params_of(r, "q4"), "damp_percent")));
     assert_true(json_is_real(json_object_get(params_of(r, "gate"), "max_ppl_delta")));
     assert_json(params_of(r, "q4eval"),
