@@ -17,6 +17,7 @@ static const qp_param_spec params[] = {
      "upper limit for a metric: max_ppl_delta, max_kld_mean, max_STAGE.METRIC …"},
     {"min_*", QP_P_NUMBER, NULL, NULL, 0, -1, QP_PF_PATTERN,
      "lower limit for a metric: min_top1, min_acc, min_STAGE.METRIC …"},
+    /* a quantize stage among the inputs brings bytes / bpw (max_bytes, max_bpw) */
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -131,7 +132,7 @@ const qp_stage_kind qp_stage_gate = {
     .name = "gate", .version = 2,
     .doc = "pass or reject on thresholds over upstream metrics (exit 3 on reject)",
     .params = params,
-    .accepts = QP_ART_METRICS | QP_ART_VERDICT | QP_ART_FILES, .min_inputs = 1, .max_inputs = -1,
+    .accepts = QP_ART_METRICS | QP_ART_VERDICT | QP_ART_FILES | QP_ART_QMODEL, .min_inputs = 1, .max_inputs = -1,
     .output = QP_ART_VERDICT,
     .implemented = 1,
     .validate = gate_validate,
