@@ -43,7 +43,6 @@ int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *o
  * inode), so a fresh copy renamed in by another process survives. */
 void qp_cache_unlink_if_same(const char *path, const struct stat *st);
 /* write(2) loop; -1 with errno on failure. */
-int qp_cache_write_all(int fd, const void *data, size_t n);
 
 /* Walks base/XX/NAME (the fan-out layout) calling cb for every regular
  * file; hex is the 64-hex name or NULL when the name is not one.  A nonzero

@@ -254,7 +254,7 @@ typedef struct {
 static int fd_write(void *ud, const void *p, size_t n)
 {
     fd_sink *f = ud;
-    if (qp_cache_write_all(f->fd, p, n) != 0)
+    if (qp_write_all(f->fd, p, n) != 0)
         return qp_error_errno(QP_ERROR, "%s: cannot write", f->path);
     return 0;
 }
@@ -362,7 +362,7 @@ static int compress_to_fd(ZSTD_CCtx *cctx, ZSTD_inBuffer *in, ZSTD_EndDirective 
                 return qp_error_set(QP_ERROR, "%s: file changed size while it was being stored; retry", what);
             return qp_error_set(QP_ERROR, "%s: zstd compression failed: %s", what, ZSTD_getErrorName(ret));
         }
-        if (out.pos > 0 && qp_cache_write_all(fd, obuf, out.pos) != 0)
+        if (out.pos > 0 && qp_write_all(fd, obuf, out.pos) != 0)
             return qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
         if (mode == ZSTD_e_end ? ret == 0 : in->pos == in->size)
             return 0;

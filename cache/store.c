@@ -108,22 +108,6 @@ int qp_cache_tmp_open(qp_cache *c, const char *prefix, char **out_path, int *out
     return rc;
 }
 
-int qp_cache_write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* rename without replacing: renameat2(RENAME_NOREPLACE) where the
  * filesystem supports it, else link+unlink (same effect, two steps). */
 static int rename_noreplace(const char *from, const char *to)

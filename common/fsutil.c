@@ -86,7 +86,7 @@ int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t n)
+int qp_write_all(int fd, const void *data, size_t n)
 {
     const char *p = data;
     while (n > 0) {
@@ -110,7 +110,7 @@ int qp_write_file_atomic(const char *path, const void *data, size_t n, const cha
     if ((rc = qp_mkstemp_in(tmp_dir ? tmp_dir : dir, ".tmp", &tmp, &fd)) != 0)
         goto done;
     rc = QP_ERROR;
-    if (write_all(fd, data, n) != 0 || fsync(fd) != 0) {
+    if (qp_write_all(fd, data, n) != 0 || fsync(fd) != 0) {
         qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
         goto done;
     }

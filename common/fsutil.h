@@ -21,6 +21,9 @@ int qp_read_file(const char *path, char **out, size_t *out_len);
  * the fd and writes the path (malloc'ed) to *out_path. */
 int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out_fd);
 
+/* write(2) until all n bytes are out (EINTR retried); -1 with errno set. */
+int qp_write_all(int fd, const void *data, size_t n);
+
 /* fsyncs a directory so a rename inside it is durable. */
 int qp_fsync_dir(const char *dir);
 

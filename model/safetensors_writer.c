@@ -25,22 +25,6 @@ struct qp_st_writer {
     int failed;        /* a data write failed: the spool is unusable */
 };
 
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int qp_st_writer_new(qp_st_writer **out, const char *path)
 {
     int rc;
@@ -100,7 +84,7 @@ int qp_st_writer_add(qp_st_writer *w, const char *name, qp_dtype dtype,
     /* json_object_set_new refuses keys that are not valid UTF-8 */
     if (!e || json_object_set_new(w->entries, name, e) != 0)
         return qp_error_set(QP_EUSAGE, "%s: tensor name is not valid UTF-8", w->path);
-    if (nbytes && write_all(w->spool_fd, data, nbytes) != 0) {
+    if (nbytes && qp_write_all(w->spool_fd, data, nbytes) != 0) {
         w->failed = 1;
         json_object_del(w->entries, name);
         return qp_error_errno(QP_ERROR, "%s: tensor '%s': cannot spool %zu bytes of data", w->path, name,
@@ -141,7 +125,7 @@ static int copy_spool(int dst, int src, uint64_t n)
             ssize_t r = read(src, buf, n < sizeof(buf) ? (size_t)n : sizeof(buf));
             if (r < 0 && errno == EINTR)
                 continue;
-            if (r <= 0 || write_all(dst, buf, (size_t)r) != 0)
+            if (r <= 0 || qp_write_all(dst, buf, (size_t)r) != 0)
                 return -1;
             n -= (uint64_t)r;
         }
@@ -178,7 +162,7 @@ int qp_st_writer_finish(qp_st_writer *w)
     if ((rc = qp_mkstemp_in(w->dir, ".qpipe-st-tmp", &tmp, &fd)) != 0)
         goto done;
     rc = QP_ERROR;
-    if (write_all(fd, len8, 8) != 0 || write_all(fd, hdr, hlen) != 0 || write_all(fd, "        ", pad) != 0 ||
+    if (qp_write_all(fd, len8, 8) != 0 || qp_write_all(fd, hdr, hlen) != 0 || qp_write_all(fd, "        ", pad) != 0 ||
         copy_spool(fd, w->spool_fd, w->offset) != 0 || fsync(fd) != 0) {
         qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
         goto done;

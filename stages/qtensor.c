@@ -41,6 +41,42 @@ static const char *format_of(const json_t *entry)
     return f ? f : "dense";
 }
 
+/* Every packed format: deserialise (validated), check the shape against the
+ * manifest, dequantize. */
+static int shape_mismatch(const char *what, int64_t r, int64_t c, int64_t rows, int64_t cols)
+{
+    return qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
+                        (long long)r, (long long)c, (long long)rows, (long long)cols);
+}
+
+#define PACKED_DECODER(fn, type, prefix)                                                                       \
+    static int fn(const void *bytes, size_t len, float *dst, int64_t rows, int64_t cols, const char *what)    \
+    {                                                                                                          \
+        type *q = NULL;                                                                                        \
+        int rc = prefix##_deserialize(&q, bytes, len, what);                                                   \
+        if (rc)                                                                                                \
+            return rc;                                                                                         \
+        prefix##_view v;                                                                                       \
+        prefix##_view_of(q, &v);                                                                               \
+        rc = v.rows != rows || v.cols != cols ? shape_mismatch(what, v.rows, v.cols, rows, cols)               \
+                                              : prefix##_dequantize(q, dst);                                   \
+        prefix##_free(q);                                                                                      \
+        return rc;                                                                                             \
+    }
+
+PACKED_DECODER(decode_linear, qp_linear, qp_linear)
+PACKED_DECODER(decode_nf4, qp_nf4, qp_nf4)
+PACKED_DECODER(decode_int8, qp_int8, qp_int8)
+
+static const struct {
+    const char *name;
+    int (*decode)(const void *, size_t, float *, int64_t, int64_t, const char *);
+} packed_formats[] = {
+    {"linear", decode_linear},
+    {"nf4", decode_nf4},
+    {"int8", decode_int8},
+};
+
 int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float *dst, uint64_t nelem,
                       const char *what)
 {
@@ -74,51 +110,9 @@ int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float 
     }
     int64_t rows, cols;
     qp_qtensor_rows_cols(entry, &rows, &cols);
-    if (strcmp(fmt, "linear") == 0) {
-        qp_linear *q = NULL;
-        int rc = qp_linear_deserialize(&q, bytes, len, what);
-        if (rc)
-            return rc;
-        qp_linear_view v;
-        qp_linear_view_of(q, &v);
-        if (v.rows != rows || v.cols != cols)
-            rc = qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
-                              (long long)v.rows, (long long)v.cols, (long long)rows, (long long)cols);
-        else
-            rc = qp_linear_dequantize(q, dst);
-        qp_linear_free(q);
-        return rc;
-    }
-    if (strcmp(fmt, "nf4") == 0) {
-        qp_nf4 *q = NULL;
-        int rc = qp_nf4_deserialize(&q, bytes, len, what);
-        if (rc)
-            return rc;
-        qp_nf4_view v;
-        qp_nf4_view_of(q, &v);
-        if (v.rows != rows || v.cols != cols)
-            rc = qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
-                              (long long)v.rows, (long long)v.cols, (long long)rows, (long long)cols);
-        else
-            rc = qp_nf4_dequantize(q, dst);
-        qp_nf4_free(q);
-        return rc;
-    }
-    if (strcmp(fmt, "int8") == 0) {
-        qp_int8 *q = NULL;
-        int rc = qp_int8_deserialize(&q, bytes, len, what);
-        if (rc)
-            return rc;
-        qp_int8_view v;
-        qp_int8_view_of(q, &v);
-        if (v.rows != rows || v.cols != cols)
-            rc = qp_error_set(QP_ECORRUPT, "%s: packed weight is %lld x %lld, the manifest says %lld x %lld", what,
-                              (long long)v.rows, (long long)v.cols, (long long)rows, (long long)cols);
-        else
-            rc = qp_int8_dequantize(q, dst);
-        qp_int8_free(q);
-        return rc;
-    }
+    for (size_t k = 0; k < sizeof(packed_formats) / sizeof(packed_formats[0]); k++)
+        if (strcmp(fmt, packed_formats[k].name) == 0)
+            return packed_formats[k].decode(bytes, len, dst, rows, cols, what);
     return qp_error_set(QP_EFORMAT, "%s: unknown tensor format '%s' (written by a newer qpipe?)", what, fmt);
 }
 
