@@ -669,6 +669,9 @@ static void test_errors(void **state)
     ly.w[0][5] = NAN;
     expect(qp_awq_search_clip(mv, NULL, NULL, ly.w[0], 96, 256, ly.X, ly.T, &p, 1), QP_EUSAGE,
            "awq clip: weight [96 x 256]: row 0, column 5 is nan; fix the checkpoint");
+    /* the failed searches above left mv unspecified: only mv[3] is bad */
+    for (int i = 0; i < 96 * 2; i++)
+        mv[i] = 1.0f;
     mv[3] = -1.0f;
     expect(qp_awq_apply_clip(ly.w[0], 96, 256, mv, 128), QP_EUSAGE,
            "awq apply clip: max_val[1][1] is -1; clip values must be >= 0 (from qp_awq_search_clip)");
