@@ -11,7 +11,9 @@ for t in "$@"; do
   if "$t" >"$log" 2>&1; then
     passed=$((passed+1)); echo "PASS $t"
   else
-    failed=$((failed+1)); failures+=("$t"); echo "FAIL $t"; sed 's/^/    /' "$log" | tail -40
+    failed=$((failed+1)); failures+=("$t"); echo "FAIL $t"
+    grep -E '\[  (ERROR|FAILED) +\]|\[   LINE   \]|FAIL:' "$log" | head -20 | sed 's/^/    /'
+    sed 's/^/    /' "$log" | tail -30
   fi
   rm -f "$log"
 done
@@ -22,7 +24,9 @@ if [ $unit_only -eq 0 ]; then
     if bash "$s" >"$log" 2>&1; then
       passed=$((passed+1)); echo "PASS $s"
     else
-      failed=$((failed+1)); failures+=("$s"); echo "FAIL $s"; sed 's/^/    /' "$log" | tail -40
+      failed=$((failed+1)); failures+=("$s"); echo "FAIL $s"
+      grep -E 'FAIL:|ERROR' "$log" | head -20 | sed 's/^/    /'
+      sed 's/^/    /' "$log" | tail -30
     fi
     rm -f "$log"
   done
