@@ -26,7 +26,9 @@ static void describe_values(char *buf, size_t n, const qp_param_spec *p)
 {
     if (p->allowed)
         snprintf(buf, n, "%s", p->allowed);
-    else if ((p->type == QP_P_INT || p->type == QP_P_NUMBER || p->type == QP_P_INT_LIST) && p->min <= p->max)
+    else if ((p->type == QP_P_INT || p->type == QP_P_INT_LIST) && p->min <= p->max)
+        snprintf(buf, n, "%.0f..%.0f", p->min, p->max);
+    else if (p->type == QP_P_NUMBER && p->min <= p->max)
         snprintf(buf, n, "%g..%g", p->min, p->max);
     else
         snprintf(buf, n, "-");
@@ -54,8 +56,18 @@ int qp_cli_stages(int argc, char **argv)
             char vals[160];
             describe_values(vals, sizeof(vals), p);
             const char *def = (p->flags & QP_PF_REQUIRED) ? "required" : p->def ? (p->def[0] ? p->def : "\"\"") : "-";
-            if (markdown)
-                printf("| `%s` | %s | %s | %s | %s |\n", p->name, type_name(p->type), def, vals, p->doc);
+            if (markdown) {
+                /* a '|' inside a cell would end it */
+                char esc[320];
+                size_t k = 0;
+                for (const char *c = vals; *c && k + 2 < sizeof(esc); c++) {
+                    if (*c == '|')
+                        esc[k++] = '\\';
+                    esc[k++] = *c;
+                }
+                esc[k] = '\0';
+                printf("| `%s` | %s | %s | %s | %s |\n", p->name, type_name(p->type), def, esc, p->doc);
+            }
             else
                 printf("  %-16s %-9s %-10s %-24s %s\n", p->name, type_name(p->type), def, vals, p->doc);
         }
