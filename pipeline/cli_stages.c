@@ -59,13 +59,13 @@ int qp_cli_stages(int argc, char **argv)
             if (markdown) {
                 /* a '|' inside a cell would end it */
                 char esc[320];
-                size_t k = 0;
-                for (const char *c = vals; *c && k + 2 < sizeof(esc); c++) {
+                size_t m = 0;
+                for (const char *c = vals; *c && m + 2 < sizeof(esc); c++) {
                     if (*c == '|')
-                        esc[k++] = '\\';
-                    esc[k++] = *c;
+                        esc[m++] = '\\';
+                    esc[m++] = *c;
                 }
-                esc[k] = '\0';
+                esc[m] = '\0';
                 printf("| `%s` | %s | %s | %s | %s |\n", p->name, type_name(p->type), def, esc, p->doc);
             }
             else
