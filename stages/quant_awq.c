@@ -4,6 +4,9 @@
 #include "quant/awq.h"
 #include "quant/linear.h"
 #include "stages/calib_stats.h"
+#include "model/llama_kernels.h"
+
+#include <cblas.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -13,7 +16,7 @@
 /* Windows of the layer's input used for the loss and the statistics: the
  * search runs the layer ~80 times, so a bounded subset keeps it fast. */
 #define AWQ_WINDOWS 32
-#define AWQ_CLIP_TOKENS 1024
+#define AWQ_SAMPLE_TOKENS 8192  /* inputs kept per site: MLP losses and the clip search (which subsamples to 512-1023) */
 
 enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, N_W, N_INPUT_NORM = N_W, N_POST_NORM, N_ALL };
 
@@ -42,6 +45,8 @@ typedef struct {
     float *sample[4];         /* [n_sample, dim] */
     int64_t n_sample[4];
     size_t sample_stride;
+    float *module_ref;        /* [n_sample, D] unquantized module output (MLP groups), else NULL */
+    float *module_buf;
 } awq_layer;
 
 static int install(awq_layer *a, int i, const float *w)
@@ -68,9 +73,62 @@ static int layer_mse(awq_layer *a, double *mse)
     return rc;
 }
 
+/* out [n, rows] = x [n, cols] · wᵀ */
+static void linear_out(float *out, const float *x, int64_t n, const float *w, int64_t rows, int64_t cols)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, x, (int)cols, w,
+                (int)cols, 0.0f, out, (int)rows);
+}
+
+/* The inspected module's output on the sampled inputs, as AutoAWQ's
+ * module2inspect: down_proj alone, or the whole MLP for gate/up.
+ * wg/wu/wd: the weights to use (candidates or originals). */
+static int module_out(awq_layer *a, qp_llama_site site, const float *wg, const float *wu, const float *wd,
+                      float *out)
+{
+    const float *x = a->sample[site];
+    int64_t n = a->n_sample[site];
+    if (site == QP_SITE_DOWN) {
+        linear_out(out, x, n, wd, a->rows[W_DOWN], a->cols[W_DOWN]);
+        return 0;
+    }
+    int64_t F = a->rows[W_GATE];
+    float *g = malloc((size_t)(n * F) * sizeof(float)), *u = malloc((size_t)(n * F) * sizeof(float));
+    if (!g || !u) {
+        free(g);
+        free(u);
+        return qp_error_set(QP_ERROR, "out of memory");
+    }
+    linear_out(g, x, n, wg, F, a->cols[W_GATE]);
+    linear_out(u, x, n, wu, F, a->cols[W_UP]);
+    qp_kern_swiglu(g, u, (size_t)(n * F));
+    linear_out(out, g, n, wd, a->rows[W_DOWN], F);
+    free(g);
+    free(u);
+    return 0;
+}
+
 static int loss_cb(void *ud, const float *const *candidates, double *loss)
 {
     awq_layer *a = ud;
+    if (a->module_ref) {
+        /* MLP groups: the module's output, not the whole layer (cheap) */
+        qp_llama_site site = a->group[0] == W_DOWN ? QP_SITE_DOWN : QP_SITE_GATE_UP;
+        const float *wg = site == QP_SITE_GATE_UP ? candidates[0] : a->w[W_GATE];
+        const float *wu = site == QP_SITE_GATE_UP ? candidates[1] : a->w[W_UP];
+        const float *wd = site == QP_SITE_DOWN ? candidates[0] : a->w[W_DOWN];
+        int rc = module_out(a, site, wg, wu, wd, a->module_buf);
+        if (rc)
+            return rc;
+        size_t n = (size_t)a->n_sample[site] * (size_t)a->rows[W_DOWN];
+        double se = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)a->module_buf[i] - (double)a->module_ref[i];
+            se += d * d;
+        }
+        *loss = se / (double)n;
+        return 0;
+    }
     for (size_t j = 0; j < a->n_group; j++) {
         int rc = install(a, a->group[j], candidates[j]);
         if (rc)
@@ -86,7 +144,7 @@ static void observe(void *ud, int layer, qp_llama_site site, const float *x, siz
         return;
     qp_site_stats_add(&a->st[site], x, n);
     for (size_t t = 0; t < n; t += a->sample_stride)
-        if (a->n_sample[site] < AWQ_CLIP_TOKENS)
+        if (a->n_sample[site] < AWQ_SAMPLE_TOKENS)
             memcpy(a->sample[site] + (size_t)a->n_sample[site]++ * dim, x + t * dim, dim * sizeof(float));
 }
 
@@ -129,7 +187,7 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
     a.T = T;
     a.S = S < AWQ_WINDOWS ? S : AWQ_WINDOWS;
     a.x = x;
-    a.sample_stride = (a.S * T + AWQ_CLIP_TOKENS - 1) / AWQ_CLIP_TOKENS;
+    a.sample_stride = (a.S * T + AWQ_SAMPLE_TOKENS - 1) / AWQ_SAMPLE_TOKENS;
     if (a.sample_stride == 0)
         a.sample_stride = 1;
     int rc = 0;
@@ -150,7 +208,7 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
     for (int k = 0; k < 4 && rc == 0; k++) {
         size_t dim = dims[dims_site[k]];
         if ((rc = qp_site_stats_init(&a.st[k], dim, 0)) == 0 &&
-            !(a.sample[k] = malloc((size_t)AWQ_CLIP_TOKENS * dim * sizeof(float))))
+            !(a.sample[k] = malloc((size_t)AWQ_SAMPLE_TOKENS * dim * sizeof(float))))
             rc = qp_error_set(QP_ERROR, "out of memory");
     }
     /* 1. unquantized output and input statistics (weights as stored) */
@@ -206,7 +264,21 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
         qp_awq_scale_stats ss;
         a.group = groups[g].w;
         a.n_group = groups[g].n;
-        rc = qp_awq_search_scale(s, &ss, &grp, &ap, loss_cb, &a, ctx->threads);
+        a.module_ref = a.module_buf = NULL;
+        if (groups[g].site == QP_SITE_GATE_UP || groups[g].site == QP_SITE_DOWN) {
+            size_t n_out = (size_t)a.n_sample[groups[g].site] * a.D;
+            a.module_ref = malloc(n_out * sizeof(float));
+            a.module_buf = malloc(n_out * sizeof(float));
+            if (!a.module_ref || !a.module_buf)
+                rc = qp_error_set(QP_ERROR, "out of memory");
+            else
+                rc = module_out(&a, groups[g].site, a.w[W_GATE], a.w[W_UP], a.w[W_DOWN], a.module_ref);
+        }
+        if (rc == 0)
+            rc = qp_awq_search_scale(s, &ss, &grp, &ap, loss_cb, &a, ctx->threads);
+        free(a.module_ref);
+        free(a.module_buf);
+        a.module_ref = a.module_buf = NULL;
         free(xm);
         if (rc) {
             qp_error_prefix("stage '%s': layer %d", ctx->id, layer);
