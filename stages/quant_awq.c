@@ -173,6 +173,74 @@ static void fold_scales(awq_layer *a, const int *grp, size_t n, int prev, int pr
             a->sample[site][(size_t)t * dim + c] /= s[c];
 }
 
+/* Clip (when asked; never q/k) and RTN every linear weight of the layer
+ * from its scaled f32 copy; installs the dequantized weights and records
+ * each stored object in `out`. */
+static int quantize_weights(awq_layer *a, const qp_quant_plan *plan, const qp_awq_params *ap, int clip, json_t *out)
+{
+    int rc = 0;
+    float *w = NULL, *back = NULL, *max_val = NULL;
+    void *packed = NULL;
+    qp_linear *q = NULL;
+    for (int i = 0; i < N_W && rc == 0; i++) {
+        qp_tensor_plan tp;
+        if ((rc = qp_quant_plan_tensor(&tp, plan, a->names[i], 2, a->rows[i], a->cols[i])) != 0)
+            break;
+        if (tp.kind != QP_TP_LINEAR)
+            continue;   /* skipped or overridden: the main loop handles it (from the unscaled weights) */
+        size_t n = (size_t)(a->rows[i] * a->cols[i]);
+        float *nw = realloc(w, n * sizeof(float)), *nb = nw ? realloc(back, n * sizeof(float)) : NULL;
+        if (nw)
+            w = nw;
+        if (nb)
+            back = nb;
+        if (!nw || !nb) {
+            rc = qp_error_set(QP_ERROR, "out of memory");
+            break;
+        }
+        memcpy(w, a->w[i], n * sizeof(float));
+        qp_llama_site site = i <= W_V ? QP_SITE_QKV : i == W_O ? QP_SITE_O : i == W_DOWN ? QP_SITE_DOWN
+                                                                                         : QP_SITE_GATE_UP;
+        if (clip && i != W_Q && i != W_K) {
+            int64_t ng = ap->group_size > 0 ? a->cols[i] / ap->group_size : 1;
+            float *mv = realloc(max_val, (size_t)(a->rows[i] * ng) * sizeof(float));
+            if (!mv) {
+                rc = qp_error_set(QP_ERROR, "out of memory");
+                break;
+            }
+            max_val = mv;
+            qp_awq_params cp = *ap;
+            cp.bits = tp.bits;
+            if ((rc = qp_awq_search_clip(max_val, NULL, NULL, w, a->rows[i], a->cols[i], a->sample[site],
+                                         a->n_sample[site], &cp, a->ctx->threads)) != 0 ||
+                (rc = qp_awq_apply_clip(w, a->rows[i], a->cols[i], max_val, ap->group_size)) != 0)
+                break;
+        }
+        qp_linear_params lp = {.bits = tp.bits, .group_size = ap->group_size, .sym = !ap->zero_point, .mse = 0};
+        qp_linear_free(q);
+        q = NULL;
+        free(packed);
+        packed = NULL;
+        size_t plen = 0;
+        char digest[QP_HEX_LEN];
+        if ((rc = qp_linear_new(&q, a->rows[i], a->cols[i], &lp)) != 0 ||
+            (rc = qp_rtn_quantize(q, w, a->ctx->threads)) != 0 || (rc = qp_linear_dequantize(q, back)) != 0 ||
+            (rc = install(a, i, back)) != 0 || (rc = qp_linear_serialize(q, &packed, &plen)) != 0 ||
+            (rc = qp_cache_put(a->ctx->cache, packed, plen, digest)) != 0)
+            break;
+        json_object_set_new(out, a->names[i],
+                            json_pack("{s:s, s:s, s:I, s:f, s:i, s:i, s:b}", "format", "linear", "digest", digest,
+                                      "size", (json_int_t)plen, "bpw", qp_linear_bits_per_weight(q), "bits", tp.bits,
+                                      "group_size", ap->group_size, "sym", !ap->zero_point));
+    }
+    qp_linear_free(q);
+    free(packed);
+    free(w);
+    free(back);
+    free(max_val);
+    return rc;
+}
+
 int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact *model, const qp_quant_plan *plan,
                        int layer, const float *x, size_t S, size_t T, json_t *res)
 {
@@ -191,9 +259,7 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
     if (a.sample_stride == 0)
         a.sample_stride = 1;
     int rc = 0;
-    float *s = NULL, *back = NULL, *max_val = NULL;
-    void *packed = NULL;
-    qp_linear *q = NULL;
+    float *s = NULL;
     for (int i = 0; i < N_ALL && rc == 0; i++) {
         snprintf(a.names[i], sizeof(a.names[i]), "model.layers.%d.%s", layer, suffix[i]);
         /* norms come back as one row of D */
@@ -293,45 +359,30 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
                                                     isfinite(ss.rtn_loss) ? ss.rtn_loss : -1.0));
         qp_progress_update(ctx->progress, (uint64_t)(layer * 4 + g + 1), (uint64_t)(hp->n_layers * 4), "groups");
     }
-    /* 4. clip (not q/k: their products go through softmax), then RTN */
+    /* 4. clip search (not q/k: their products go through softmax), then
+     * RTN; the clipped layer is kept only when the layer's output error is
+     * lower than without clipping (both are measured, so clip can never
+     * make a layer worse on the calibration windows) */
     int clip = qp_param_bool(ctx->params, "clip");
-    for (int i = 0; i < N_W && rc == 0; i++) {
-        qp_tensor_plan tp;
-        if ((rc = qp_quant_plan_tensor(&tp, plan, a.names[i], 2, a.rows[i], a.cols[i])) != 0)
-            break;
-        if (tp.kind != QP_TP_LINEAR)
-            continue;   /* skipped or overridden: the main loop handles it (from the unscaled weights) */
-        qp_llama_site site = i <= W_V ? QP_SITE_QKV : i == W_O ? QP_SITE_O : i == W_DOWN ? QP_SITE_DOWN
-                                                                                         : QP_SITE_GATE_UP;
-        if (clip && i != W_Q && i != W_K) {
-            int64_t ng = ap.group_size > 0 ? a.cols[i] / ap.group_size : 1;
-            max_val = realloc(max_val, (size_t)(a.rows[i] * ng) * sizeof(float));
-            qp_awq_params cp = ap;
-            cp.bits = tp.bits;
-            if ((rc = qp_awq_search_clip(max_val, NULL, NULL, a.w[i], a.rows[i], a.cols[i], a.sample[site],
-                                         a.n_sample[site], &cp, ctx->threads)) != 0 ||
-                (rc = qp_awq_apply_clip(a.w[i], a.rows[i], a.cols[i], max_val, ap.group_size)) != 0)
-                break;
-        }
-        qp_linear_params lp = {.bits = tp.bits, .group_size = ap.group_size, .sym = !ap.zero_point, .mse = 0};
-        qp_linear_free(q);
-        q = NULL;
-        free(packed);
-        packed = NULL;
-        size_t plen = 0;
-        back = realloc(back, (size_t)(a.rows[i] * a.cols[i]) * sizeof(float));
-        if ((rc = qp_linear_new(&q, a.rows[i], a.cols[i], &lp)) != 0 ||
-            (rc = qp_rtn_quantize(q, a.w[i], ctx->threads)) != 0 || (rc = qp_linear_dequantize(q, back)) != 0 ||
-            (rc = install(&a, i, back)) != 0 || (rc = qp_linear_serialize(q, &packed, &plen)) != 0)
-            break;
-        char digest[QP_HEX_LEN];
-        if ((rc = qp_cache_put(ctx->cache, packed, plen, digest)) != 0)
-            break;
-        json_object_set_new(res, a.names[i],
-                            json_pack("{s:s, s:s, s:I, s:f, s:i, s:i, s:b}", "format", "linear", "digest", digest,
-                                      "size", (json_int_t)plen, "bpw", qp_linear_bits_per_weight(q), "bits", tp.bits,
-                                      "group_size", ap.group_size, "sym", !ap.zero_point));
+    json_t *plain = json_object(), *clipped = NULL;
+    double loss_plain = 0, loss_clip = INFINITY;
+    if (rc == 0 && (rc = quantize_weights(&a, plan, &ap, 0, plain)) == 0)
+        rc = layer_mse(&a, &loss_plain);
+    if (rc == 0 && clip) {
+        clipped = json_object();
+        if ((rc = quantize_weights(&a, plan, &ap, 1, clipped)) == 0)
+            rc = layer_mse(&a, &loss_clip);
     }
+    int use_clip = rc == 0 && clip && loss_clip < loss_plain;
+    if (rc == 0 && clip && !use_clip)
+        rc = quantize_weights(&a, plan, &ap, 0, plain);   /* reinstall the unclipped weights */
+    if (rc == 0)
+        json_object_update(res, use_clip ? clipped : plain);
+    json_array_append_new(layer_info, json_pack("{s:s, s:f, s:f, s:b}", "group", "clip", "loss_plain", loss_plain,
+                                                "loss_clipped", isfinite(loss_clip) ? loss_clip : -1.0, "kept",
+                                                use_clip));
+    json_decref(plain);
+    json_decref(clipped);
     /* the scaled norms are part of the quantized model */
     for (int i = N_W; i < N_ALL && rc == 0; i++) {
         char digest[QP_HEX_LEN];
@@ -361,9 +412,5 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
     free(a.y_ref);
     free(a.buf);
     free(s);
-    free(back);
-    free(max_val);
-    free(packed);
-    qp_linear_free(q);
     return rc;
 }
