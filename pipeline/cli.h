@@ -6,6 +6,7 @@
 int qp_cli_graph(int argc, char **argv);
 int qp_cli_stages(int argc, char **argv);
 int qp_cli_log(int argc, char **argv);
+int qp_cli_diff(int argc, char **argv);
 int qp_cli_cache(int argc, char **argv, const char *default_cache_dir);
 
 #endif

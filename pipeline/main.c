@@ -28,6 +28,7 @@ static const char usage_text[] =
     "  graph RECIPE           print the DAG as Graphviz DOT\n"
     "  stages [--markdown]    list stage kinds and their parameters\n"
     "  log [RECIPE] [-n N] [--json]  list run records from the provenance branch\n"
+    "  diff RUN_A RUN_B [--all]  params, inputs and metrics of two run records side by side\n"
     "  cache stats|verify|gc [--max-size SIZE]  inspect or clean the cache\n"
     "  version                print the version\n"
     "\n"
@@ -164,6 +165,8 @@ int main(int argc, char **argv)
         return qp_cli_stages(argc - 1, argv + 1);
     if (!strcmp(cmd, "log"))
         return qp_cli_log(argc - 1, argv + 1);
+    if (!strcmp(cmd, "diff"))
+        return qp_cli_diff(argc - 1, argv + 1);
     if (!strcmp(cmd, "cache"))
         return qp_cli_cache(argc - 1, argv + 1, cache_dir_from(NULL));
     return usage_error("unknown command '%s'", cmd);

@@ -48,6 +48,14 @@ expect_grep 'prov +rejected +1 ran, 2 cached'
 expect_grep 'prov +pass +3 ran, 0 cached'
 [ "$(grep -c . "$T/out")" -eq 2 ] || fail "log lines"; ok
 
+# diff of the two records: the edited parameter and the gate's new verdict
+expect_exit 0 "$QPIPE" diff qpipe/provenance~1 qpipe/provenance
+expect_grep 'params +gate +max_words +5(\.0)? +2(\.0)? +-3'
+expect_grep 'verdict: pass -> rejected'
+expect_no_grep 'params +count '
+expect_exit 2 "$QPIPE" diff qpipe/provenance
+expect_exit 1 "$QPIPE" diff qpipe/provenance~7 qpipe/provenance
+expect_grep "has only 2 record"
 # outside a repository: a warning, and the run goes on
 mkdir -p "$T/norepo" && cp r.yaml words.txt "$T/norepo/" && cd "$T/norepo" && sed -i "s/max_words: 2/max_words: 1/" r.yaml
 GIT_CEILING_DIRECTORIES="$T" expect_exit 3 "$QPIPE" run r.yaml
