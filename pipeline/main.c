@@ -8,6 +8,7 @@
 #include "common/version.h"
 #include "pipeline/cli.h"
 #include "pipeline/recipe.h"
+#include "pipeline/lock.h"
 #include "pipeline/runner.h"
 #include "model/llama_pool.h"
 
@@ -22,9 +23,13 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
+    "             [--frozen]\n"
     "                         run the recipe's stages (cached ones are reused)\n"
     "  plan RECIPE            show which stages are cached or will run, and why\n"
     "  verify RECIPE          rebuild every stage ignoring the cache; exit 4 if any output differs\n"
+    "                         from the cache or from RECIPE.lock\n"
+    "  lock RECIPE            write RECIPE.lock: every resolved input, stage key and output digest\n"
+    "                         (run --frozen then fails, exit 2, when an input differs from the lock)\n"
     "  graph RECIPE           print the DAG as Graphviz DOT\n"
     "  stages [--markdown]    list stage kinds and their parameters\n"
     "  log [RECIPE] [-n N] [--json]  list run records from the provenance branch\n"
@@ -77,7 +82,7 @@ static int default_threads(void)
     return n > 0 ? (int)n : 1;
 }
 
-enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH };
+enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN };
 
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
@@ -86,7 +91,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"threads", required_argument, NULL, OPT_THREADS}, {"force", optional_argument, NULL, OPT_FORCE},
         {"cache-dir", required_argument, NULL, OPT_CACHE}, {"json", no_argument, NULL, OPT_JSON},
         {"no-provenance", no_argument, NULL, OPT_NOPROV}, {"branch", required_argument, NULL, OPT_BRANCH},
-        {NULL, 0, NULL, 0},
+        {"frozen", no_argument, NULL, OPT_FROZEN}, {NULL, 0, NULL, 0},
     };
     qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout};
     const char *cache_opt = NULL;
@@ -115,6 +120,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         case OPT_JSON: o.json = 1; break;
         case OPT_NOPROV: o.provenance = 0; break;
         case OPT_BRANCH: o.branch = optarg; break;
+        case OPT_FROZEN: o.frozen = 1; break;
         default: return 2;
         }
     }
@@ -124,11 +130,28 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         o.provenance = 0;
     qp_recipe *r = NULL;
     qp_cache *cache = NULL;
+    json_t *lock = NULL;
+    char *lock_path = qp_lock_path(argv[optind]);
     int rc = qp_recipe_load(&r, argv[optind]);
+    if (rc == 0 && (o.frozen || mode == QP_RUN_VERIFY)) {
+        rc = qp_lock_load(&lock, lock_path);
+        if (rc == QP_ENOTFOUND && !o.frozen)
+            rc = 0;   /* verify without a lock compares with the cache only */
+        else if (rc == QP_ENOTFOUND)
+            rc = qp_error_set(QP_EUSAGE, "%s: --frozen needs %s; create it with 'qpipe lock %s'", argv[optind],
+                              lock_path, argv[optind]);
+        o.lock = lock;
+    }
     if (rc == 0)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
-    if (rc == 0)
+    if (rc == 0 && mode == QP_RUN_LOCK)
+        rc = qp_lock_write(r, cache, o.threads, lock_path);
+    else if (rc == 0)
         rc = qp_runner_run(r, cache, &o);
+    if (rc == 0 && mode == QP_RUN_LOCK)
+        printf("wrote %s\n", lock_path);
+    json_decref(lock);
+    free(lock_path);
     int status = rc ? fail(rc) : 0;
     qp_cache_free(cache);
     qp_recipe_free(r);
@@ -159,6 +182,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1, QP_RUN_PLAN);
     if (!strcmp(cmd, "verify"))
         return cmd_run(argc - 1, argv + 1, QP_RUN_VERIFY);
+    if (!strcmp(cmd, "lock"))
+        return cmd_run(argc - 1, argv + 1, QP_RUN_LOCK);
     if (!strcmp(cmd, "graph"))
         return qp_cli_graph(argc - 1, argv + 1);
     if (!strcmp(cmd, "stages"))

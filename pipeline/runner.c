@@ -30,6 +30,7 @@ typedef struct {
     char *message;           /* error, block reason, plan reason, verify detail */
     int rejected;            /* a gate whose verdict is fail */
     int mismatch;            /* verify: output differs from the cached one */
+    int code;                /* the error code of a failed stage */
 } stage_state;
 
 typedef struct {
@@ -82,6 +83,11 @@ static void print_gate_checks(runner *R, const stage_state *s)
 static void report_stage(runner *R, stage_state *s)
 {
     const qp_stage_decl *d = s->decl;
+    if (R->opt->on_stage) {
+        pthread_mutex_lock(&R->out_mu);
+        R->opt->on_stage(R->opt->on_stage_ud, d->id, s->key, s->output, s->desc, status_name[s->status]);
+        pthread_mutex_unlock(&R->out_mu);
+    }
     if (R->opt->json) {
         json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:f}", "event", "stage", "stage", d->id, "kind", d->kind->name,
                                "status", status_name[s->status], "seconds", s->seconds);
@@ -242,6 +248,17 @@ static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const 
     char digest[QP_HEX_LEN];
     if ((rc = qp_artifact_store(out, R->cache, digest, &refs, &n_refs)) != 0)
         goto done;
+    if (R->opt->mode == QP_RUN_VERIFY && R->opt->lock) {
+        const char *locked = json_string_value(
+            json_object_get(json_object_get(json_object_get(R->opt->lock, "stages"), d->id), "output"));
+        const char *locked_key = json_string_value(
+            json_object_get(json_object_get(json_object_get(R->opt->lock, "stages"), d->id), "key"));
+        if (locked && locked_key && !strcmp(locked_key, s->key) && strcmp(locked, digest) != 0) {
+            s->mismatch = 1;
+            s->message = qp_strfmt("differs from the lock: output %.12s, locked %.12s", digest, locked);
+            goto stored;
+        }
+    }
     if (R->opt->mode == QP_RUN_VERIFY) {
         char cached[QP_HEX_LEN];
         if (qp_cache_action_get(R->cache, s->key, cached) == 0 && strcmp(cached, digest) != 0) {
@@ -266,6 +283,41 @@ done:
     qp_artifact_refs_free(refs, n_refs);
     qp_artifact_free(out);
     return rc;
+}
+
+/* --frozen: this stage's inputs must be those the lock recorded. */
+static int check_frozen(runner *R, stage_state *s)
+{
+    const qp_stage_decl *d = s->decl;
+    const json_t *ls = json_object_get(json_object_get(R->opt->lock, "stages"), d->id);
+    const char *where = qp_recipe_path(R->r);
+    if (!ls)
+        return qp_error_set(QP_EUSAGE, "%s: --frozen: stage '%s' is not in the lock; run 'qpipe lock %s'", where,
+                            d->id, where);
+    static const char *parts[] = {"files", "reads", "inputs", "params"};
+    for (size_t i = 0; i < 4; i++) {
+        const json_t *now = json_object_get(s->desc, parts[i]), *then = json_object_get(ls, parts[i]);
+        if ((!now && !then) || json_equal(now, then))
+            continue;
+        /* name the first differing entry */
+        const char *k = NULL;
+        json_t *v;
+        if (json_is_object(now))
+            json_object_foreach((json_t *)now, k, v)
+                if (!json_equal(v, json_object_get(then, k)))
+                    break;
+        return qp_error_set(QP_EUSAGE,
+                            "%s: --frozen: stage '%s': %s%s%s differs from the lock (%s); rerun 'qpipe lock %s' "
+                            "if the change is intended",
+                            where, d->id, parts[i], k ? " " : "", k ? k : "",
+                            i == 0 ? "a file it reads changed" : i == 1 ? "its source changed"
+                            : i == 2 ? "an upstream output changed" : "a parameter changed", where);
+    }
+    if (strcmp(json_string_value(json_object_get(ls, "key")) ? json_string_value(json_object_get(ls, "key")) : "",
+               s->key) != 0)
+        return qp_error_set(QP_EUSAGE, "%s: --frozen: stage '%s': its key differs from the lock (qpipe version "
+                                       "or stage implementation changed); rerun 'qpipe lock %s'", where, d->id, where);
+    return 0;
 }
 
 static int process(runner *R, stage_state *s)
@@ -301,6 +353,8 @@ static int process(runner *R, stage_state *s)
             json_object_set_new(json_object_get(s->desc, "params"), "reference_digest", json_string(up->output));
     }
     qp_key_hash(s->key, s->desc);
+    if (R->opt->frozen && (rc = check_frozen(R, s)) != 0)
+        goto done;
 
     char *desc_name = last_desc_name(R, d);
     int forced = R->opt->force_all || (R->opt->force_stage && strcmp(R->opt->force_stage, d->id) == 0);
@@ -458,6 +512,7 @@ static void *worker(void *arg)
         pthread_mutex_lock(&R->mu);
         if (rc) {
             pick->status = ST_FAILED;
+            pick->code = rc;
             pick->message = qp_strdup(qp_error_last());
             if (rc == QP_ECORRUPT)
                 R->corrupt_seen = 1;
@@ -544,8 +599,9 @@ static int run_once(runner *R, double *elapsed)
         stage_state *s = &R->st[i];
         if (!s->selected)
             continue;
+        /* a recipe/lock problem keeps its exit status 2; anything else is 1 */
         if (s->status == ST_FAILED && rc == 0)
-            rc = qp_error_set(QP_ERROR, "%s", s->message);
+            rc = qp_error_set(s->code == QP_EUSAGE ? QP_EUSAGE : QP_ERROR, "%s", s->message);
     }
     if (rc == 0)
         for (size_t i = 0; i < R->n; i++)

@@ -13,7 +13,8 @@
 #include "cache/cache.h"
 #include "pipeline/recipe.h"
 
-typedef enum { QP_RUN_NORMAL, QP_RUN_PLAN, QP_RUN_VERIFY } qp_run_mode;
+/* QP_RUN_LOCK is handled by the CLI (pipeline/lock.c runs a plan). */
+typedef enum { QP_RUN_NORMAL, QP_RUN_PLAN, QP_RUN_VERIFY, QP_RUN_LOCK } qp_run_mode;
 
 typedef struct {
     qp_run_mode mode;
@@ -26,6 +27,17 @@ typedef struct {
     int provenance;           /* commit a run record (qpipe/provenance) */
     const char *branch;       /* provenance branch; NULL = default */
     FILE *out;                /* where lines/events go (stdout) */
+    /* A lock (pipeline/lock.h) to hold the run to: with `frozen`, any stage
+     * whose input digests (files read, upstream outputs, params) differ from
+     * the lock fails the run (QP_EUSAGE, naming the input); in verify mode
+     * fresh outputs are compared with the lock's as well. */
+    const json_t *lock;
+    int frozen;
+    /* Called once per finished stage (may be NULL): id, key, output digest
+     * ("" when none), key description, status ("cached", "ran", …). */
+    void (*on_stage)(void *ud, const char *id, const char *key, const char *output, const json_t *desc,
+                     const char *status);
+    void *on_stage_ud;
 } qp_run_options;
 
 /* Runs (or plans / verifies) the recipe.  Returns 0, or the negative code
