@@ -127,6 +127,20 @@ static void report_stage(runner *R, stage_state *s)
     fprintf(o, "\n");
     if (s->artifact && d->kind == qp_stage_kind_find("gate"))
         print_gate_checks(R, s);
+    if (s->artifact && d->kind == qp_stage_kind_find("select")) {
+        const json_t *meta = qp_artifact_meta_c(s->artifact);
+        const char *sel = json_string_value(json_object_get(meta, "selected"));
+        size_t i;
+        json_t *row;
+        json_array_foreach(json_object_get(meta, "candidates"), i, row) {
+            const char *cand = json_string_value(json_object_get(row, "candidate"));
+            fprintf(o, "      %-8s %-16s %12.0f bytes  gate %-12s %s\n",
+                    sel && !strcmp(sel, cand) ? "SELECTED" : "", cand,
+                    json_number_value(json_object_get(row, "bytes")),
+                    json_string_value(json_object_get(row, "gate")),
+                    json_is_true(json_object_get(row, "passed")) ? "pass" : "fail");
+        }
+    }
     fflush(o);
     pthread_mutex_unlock(&R->out_mu);
 }
@@ -442,7 +456,8 @@ static int dep_state(runner *R, stage_state *s, size_t *bad)
     int ready = 1;
     for (size_t i = 0; i < s->n_deps; i++) {
         stage_state *u = &R->st[s->deps[i]];
-        if (u->status == ST_FAILED || u->status == ST_BLOCKED || u->status == ST_SKIPPED || u->rejected) {
+        int rejected = u->rejected && !s->decl->kind->consumes_rejections;
+        if (u->status == ST_FAILED || u->status == ST_BLOCKED || u->status == ST_SKIPPED || rejected) {
             *bad = s->deps[i];
             return -1;
         }
@@ -537,6 +552,8 @@ static void select_stages(runner *R, size_t i)
         select_stages(R, R->st[i].deps[k]);
 }
 
+static int rejection_absorbed(runner *R, size_t i);
+
 static void print_summary(runner *R, double elapsed, int rc)
 {
     size_t count[8] = {0}, rejected = 0, mismatched = 0, selected = 0;
@@ -545,7 +562,7 @@ static void print_summary(runner *R, double elapsed, int rc)
             continue;
         selected++;
         count[R->st[i].status]++;
-        rejected += R->st[i].rejected;
+        rejected += R->st[i].rejected && !rejection_absorbed(R, i);
         mismatched += R->st[i].mismatch;
     }
     if (R->opt->json)
@@ -581,6 +598,21 @@ static void print_summary(runner *R, double elapsed, int rc)
     (void)rc;
 }
 
+/* A candidate's rejected gate does not fail the run when a stage that
+ * chooses among candidates (select) consumed it and completed. */
+static int rejection_absorbed(runner *R, size_t i)
+{
+    for (size_t t = 0; t < R->n; t++) {
+        stage_state *s = &R->st[t];
+        if (!s->selected || !s->decl->kind->consumes_rejections || (s->status != ST_RAN && s->status != ST_CACHED))
+            continue;
+        for (size_t k = 0; k < s->n_deps; k++)
+            if (s->deps[k] == i)
+                return 1;
+    }
+    return 0;
+}
+
 static int run_once(runner *R, double *elapsed)
 {
     double t0 = qp_now();
@@ -605,7 +637,7 @@ static int run_once(runner *R, double *elapsed)
     }
     if (rc == 0)
         for (size_t i = 0; i < R->n; i++)
-            if (R->st[i].selected && R->st[i].rejected) {
+            if (R->st[i].selected && R->st[i].rejected && !rejection_absorbed(R, i)) {
                 rc = qp_error_set(QP_EGATE, "gate '%s' rejected the artifact", R->st[i].decl->id);
                 break;
             }

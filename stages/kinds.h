@@ -11,5 +11,6 @@ extern const qp_stage_kind qp_stage_evaluate;
 extern const qp_stage_kind qp_stage_gate;
 extern const qp_stage_kind qp_stage_package;
 extern const qp_stage_kind qp_stage_run;
+extern const qp_stage_kind qp_stage_select;
 
 #endif

@@ -172,6 +172,14 @@ static int package_run(qp_stage_ctx *ctx)
 {
     const qp_artifact *model = NULL;
     size_t model_i = 0;
+    /* a select stage among the inputs names which candidate to package */
+    const char *selected = NULL;
+    for (size_t i = 0; i < ctx->n_inputs; i++)
+        if (qp_artifact_type_of(ctx->inputs[i]) == QP_ART_VERDICT) {
+            const char *sel = json_string_value(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "selected"));
+            if (sel)
+                selected = sel;
+        }
     for (size_t i = 0; i < ctx->n_inputs; i++) {
         qp_artifact_type t = qp_artifact_type_of(ctx->inputs[i]);
         if (t == QP_ART_VERDICT) {
@@ -180,7 +188,7 @@ static int package_run(qp_stage_ctx *ctx)
                 return qp_error_set(QP_EGATE, "stage '%s': gate '%s' rejected the artifact; nothing packaged",
                                     ctx->id, ctx->input_ids[i]);
         }
-        if (t == QP_ART_MODEL || t == QP_ART_QMODEL) {
+        if ((t == QP_ART_MODEL || t == QP_ART_QMODEL) && (!selected || !strcmp(selected, ctx->input_ids[i]))) {
             if (model)
                 return qp_error_set(QP_EUSAGE, "stage '%s': needs exactly one model input, got '%s' and '%s'",
                                     ctx->id, ctx->input_ids[model_i], ctx->input_ids[i]);
@@ -188,6 +196,9 @@ static int package_run(qp_stage_ctx *ctx)
             model_i = i;
         }
     }
+    if (!model && selected)
+        return qp_error_set(QP_EUSAGE, "stage '%s': select chose '%s', which is not among this stage's needs",
+                            ctx->id, selected);
     if (!model)
         return qp_error_set(QP_EUSAGE, "stage '%s': needs a model or quantized-model input", ctx->id);
     const char *format = qp_param_str(ctx->params, "format");

@@ -12,6 +12,7 @@ static const qp_stage_kind *const kinds[] = {
     &qp_stage_gate,
     &qp_stage_package,
     &qp_stage_run,
+    &qp_stage_select,
 };
 
 const qp_stage_kind *const *qp_stage_kinds(size_t *n)

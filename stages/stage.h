@@ -63,6 +63,9 @@ typedef struct qp_stage_kind {
     /* 1 when this build implements run(); the others are declared so that
      * recipes can already be validated against their parameter tables. */
     int implemented;
+    /* 1 when a rejected gate among the inputs is information, not a block
+     * (select chooses among candidates, some of which fail their gates). */
+    int consumes_rejections;
     /* Extra validation after the table checks (cross-parameter rules, map
      * contents).  Return QP_EUSAGE with qp_error_set("%s: …", where, …)
      * where `where` is "file:line:col" of the stage. May be NULL. */
