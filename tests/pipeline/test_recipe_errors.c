@@ -76,7 +76,7 @@ static const bad_case cases[] = {
     {"unknown_uses", HDR MODEL "  q: {uses: quantise, needs: model, with: {method: rtn}}\n",
      "r.yaml:5:13: unknown stage kind 'quantise' (did you mean 'quantize'?)"},
     {"unknown_uses_lists_kinds", HDR "  x: {uses: train}\n",
-     "r.yaml:4:13: unknown stage kind 'train' (known: fetch, calibrate, quantize, evaluate, gate, package, run)"},
+     "r.yaml:4:13: unknown stage kind 'train' (known: fetch, calibrate, quantize, evaluate, gate, package, run, select)"},
     {"missing_uses", HDR "  x: {with: {cmd: ls}}\n", "r.yaml:4:3: stage 'x' has no 'uses:' (the stage kind to run)"},
     {"stage_not_mapping", HDR "  x: fetch\n", "r.yaml:4:6: stage 'x' must be a mapping with 'uses:', not a string"},
     {"needs_missing_stage", HDR MODEL
