@@ -255,7 +255,9 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
     a.T = T;
     a.S = S < AWQ_WINDOWS ? S : AWQ_WINDOWS;
     a.x = x;
-    a.sample_stride = (a.S * T + AWQ_SAMPLE_TOKENS - 1) / AWQ_SAMPLE_TOKENS;
+    /* statistics and samples come from every calibration window (as
+     * AutoAWQ's input features do); the loss windows are the first a.S */
+    a.sample_stride = (S * T + AWQ_SAMPLE_TOKENS - 1) / AWQ_SAMPLE_TOKENS;
     if (a.sample_stride == 0)
         a.sample_stride = 1;
     int rc = 0;
@@ -282,8 +284,8 @@ int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact
         rc = install(&a, i, a.w[i]);
     if (rc == 0)
         rc = qp_llama_reload_layer(a.m, layer);
-    for (size_t w = 0; w < a.S && rc == 0; w++) {
-        float *y = a.y_ref + w * T * a.D;
+    for (size_t w = 0; w < S && rc == 0; w++) {
+        float *y = w < a.S ? a.y_ref + w * T * a.D : a.buf;
         memcpy(y, x + w * T * a.D, T * a.D * sizeof(float));
         rc = qp_llama_layer(a.m, layer, y, T, observe, &a);
     }

@@ -442,7 +442,7 @@ done:
 }
 
 const qp_stage_kind qp_stage_quantize = {
-    .name = "quantize", .version = 5,
+    .name = "quantize", .version = 6,
     .doc = "quantize a model (RTN, llama.cpp types, NF4, INT8, GPTQ, AWQ)",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,
