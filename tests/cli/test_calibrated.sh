@@ -1,6 +1,6 @@
 # calibrate -> GPTQ / AWQ / RTN on the house model (a small calibration set to
 # keep the test short): GPTQ and AWQ beat RTN at 3 bits on perplexity;
-# calibration and GPTQ are bit-identical at 1 and 2 threads; the imatrix.dat
+# calibration, GPTQ and AWQ are bit-identical at 1 and 2 threads; the imatrix.dat
 # calibrate writes drives the llama.cpp quantizers; verify passes.
 source "$(dirname "$0")/lib.sh"
 
@@ -39,5 +39,7 @@ expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 1 --force=cal
 [ "$(digest calib "$T/out")" = "$(digest calib "$T/run1")" ] || fail "calibrate differs at 1 thread"; ok
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 1 --force=gptq --stage gptq
 [ "$(digest gptq "$T/out")" = "$(digest gptq "$T/run1")" ] || fail "gptq differs at 1 thread"; ok
+expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 1 --force=awq --stage awq
+[ "$(digest awq "$T/out")" = "$(digest awq "$T/run1")" ] || fail "awq differs at 1 thread"; ok
 expect_exit 0 "$QPIPE" verify r.yaml --stage gptq --threads 2
 done_ok
