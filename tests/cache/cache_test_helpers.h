@@ -19,6 +19,33 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A fresh cache in a temp directory per test (cmocka setup/teardown). */
+typedef struct {
+    char *dir;
+    qp_cache *c;
+} fixture;
+
+static inline int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    f->dir = qp_test_tmpdir();
+    char *cdir = qp_path_join(f->dir, "cache");
+    assert_int_equal(qp_cache_open(&f->c, cdir), 0);
+    free(cdir);
+    *state = f;
+    return 0;
+}
+
+static inline int teardown(void **state)
+{
+    fixture *f = *state;
+    qp_cache_free(f->c);
+    qp_test_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
 /* Deterministic bytes: xorshift64* stream from a seed. */
 static inline void fill_random(void *buf, size_t n, uint64_t seed)
 {

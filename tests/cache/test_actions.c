@@ -7,32 +7,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-typedef struct {
-    char *dir;
-    qp_cache *c;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof(*f));
-    f->dir = qp_test_tmpdir();
-    char *cdir = qp_path_join(f->dir, "cache");
-    assert_int_equal(qp_cache_open(&f->c, cdir), 0);
-    free(cdir);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    qp_cache_free(f->c);
-    qp_test_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 static void put_str(qp_cache *c, const char *s, char d[QP_HEX_LEN])
 {
     assert_int_equal(qp_cache_put(c, s, strlen(s), d), 0);

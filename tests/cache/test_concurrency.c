@@ -11,33 +11,6 @@
 #define N_OBJECTS 24
 #define N_WORKERS 4
 
-typedef struct {
-    char *dir;
-    char *cdir;
-    qp_cache *c;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof(*f));
-    f->dir = qp_test_tmpdir();
-    f->cdir = qp_path_join(f->dir, "cache");
-    assert_int_equal(qp_cache_open(&f->c, f->cdir), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    qp_cache_free(f->c);
-    qp_test_rmtree(f->dir);
-    free(f->dir);
-    free(f->cdir);
-    free(f);
-    return 0;
-}
-
 static size_t object_len(int i) { return (size_t)(i % 6) * 300000 + (size_t)i * 17; }
 
 static void *object_bytes(int i)
@@ -137,7 +110,7 @@ static void test_processes_write_same_objects(void **state)
             if (read(go[0], &ch, 1) != 1)  /* start together */
                 _exit(100);
             qp_cache *c = NULL;
-            if (qp_cache_open(&c, f->cdir) != 0)
+            if (qp_cache_open(&c, qp_cache_dir(f->c)) != 0)
                 _exit(101);
             int line = workload(c, w, shared);
             if (line)
@@ -252,7 +225,7 @@ static void test_sigkill_during_writes(void **state)
         if (pid == 0) {
             alarm(60);
             close(rep[0]);
-            victim(f->cdir, f->dir, round, rep[1]);
+            victim(qp_cache_dir(f->c), f->dir, round, rep[1]);
             _exit(0);
         }
         close(rep[1]);

@@ -3,32 +3,6 @@
 #include "tests/cache/cache_test_helpers.h"
 
 typedef struct {
-    char *dir;
-    qp_cache *c;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof(*f));
-    f->dir = qp_test_tmpdir();
-    char *cdir = qp_path_join(f->dir, "cache");
-    assert_int_equal(qp_cache_open(&f->c, cdir), 0);
-    free(cdir);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    qp_cache_free(f->c);
-    qp_test_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
-typedef struct {
     char lines[16][512];
     size_t n;
 } problems;
