@@ -44,24 +44,24 @@ static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *
     int rc = qp_gguf_llama_name(gname, sizeof(gname), name);
     if (rc)
         return rc;
+    if (forced_type) {
+        /* an override: this type for this tensor, with llama.cpp's fallback
+         * when the rows do not fit its blocks (as --tensor-type) */
+        qp_qtype want = qp_qtype_by_name(forced_type)->type, t = want;
+        if ((rc = qp_qtype_fallback(&t, want, cols)) != 0) {
+            qp_error_prefix("tensor '%s'", name);
+            return rc;
+        }
+        out->qtype = t;
+        out->kind = t == QP_QT_F16 || t == QP_QT_F32 || t == QP_QT_BF16 ? QP_TP_DENSE : QP_TP_GGML;
+        if (t != want)
+            snprintf(out->reason, sizeof(out->reason), "rows of %lld do not fit %s: %s instead", (long long)cols,
+                     forced_type, qp_qtype_get(t)->name);
+        return 0;
+    }
     int64_t ne[2] = {cols, rows};
     qp_ggml_mix_choice ch;
-    if (forced_type) {
-        /* an override: this type for this tensor, as --tensor-type does */
-        qp_ggml_mix_ctx ctx = p->mix;
-        ctx.pure = 1;
-        const qp_qtype_info *qi = qp_qtype_by_name(forced_type);
-        int ft = -1;
-        for (int f = 0; f < 40 && ft < 0; f++)
-            if (qp_llama_ftype_name((qp_llama_ftype)f) && qp_llama_ftype_default_type((qp_llama_ftype)f) == (int)qi->type)
-                ft = f;
-        if (ft < 0)
-            return qp_error_set(QP_EUSAGE, "tensor '%s': override type %s has no llama.cpp file type", name,
-                                forced_type);
-        rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)ft, gname, ndim, ne, &ctx);
-    } else {
-        rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)p->ftype, gname, ndim, ne, &p->mix);
-    }
+    rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)p->ftype, gname, ndim, ne, &p->mix);
     if (rc)
         return rc;
     if (!ch.quantized) {
