@@ -267,3 +267,35 @@ double qp_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+static int walk(const char *abs, const char *rel, int (*fn)(void *, const char *, const char *), void *ud)
+{
+    DIR *d = opendir(abs);
+    if (!d)
+        return qp_error_errno(QP_ERROR, "%s: cannot read directory", abs);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, ".git") ||
+            !strcmp(e->d_name, ".qpipe"))
+            continue;
+        char *child_abs = qp_path_join(abs, e->d_name);
+        char *child_rel = rel[0] ? qp_strfmt("%s/%s", rel, e->d_name) : qp_strdup(e->d_name);
+        struct stat st;
+        if (stat(child_abs, &st) != 0)
+            rc = qp_error_errno(QP_ERROR, "%s: cannot stat", child_abs);
+        else if (S_ISDIR(st.st_mode))
+            rc = walk(child_abs, child_rel, fn, ud);
+        else if (S_ISREG(st.st_mode))
+            rc = fn(ud, child_abs, child_rel);
+        free(child_abs);
+        free(child_rel);
+    }
+    closedir(d);
+    return rc;
+}
+
+int qp_walk_files(const char *root, int (*fn)(void *ud, const char *abs, const char *rel), void *ud)
+{
+    return walk(root, "", fn, ud);
+}

@@ -27,6 +27,12 @@ int qp_write_all(int fd, const void *data, size_t n);
 /* fsyncs a directory so a rename inside it is durable. */
 int qp_fsync_dir(const char *dir);
 
+/* Calls fn(ud, abs_path, rel_path) for every regular file under `root` (a
+ * directory; symlinks followed), skipping .git and .qpipe; rel_path is
+ * relative to root with '/' separators.  Order is readdir's: callers that
+ * need an order sort.  A non-zero return from fn stops the walk. */
+int qp_walk_files(const char *root, int (*fn)(void *ud, const char *abs, const char *rel), void *ud);
+
 /* rm -rf; missing path is not an error. */
 int qp_rm_rf(const char *path);
 

@@ -2,14 +2,28 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-/* Content digests of a file, or {rel: digest} of every file under a
+typedef struct {
+    qp_cache *cache;
+    json_t *acc;
+} dir_digests;
+
+static int add_digest(void *ud, const char *abs, const char *rel)
+{
+    dir_digests *d = ud;
+    char hex[QP_HEX_LEN];
+    int rc = qp_cache_file_digest(d->cache, abs, hex);
+    if (rc == 0)
+        json_object_set_new(d->acc, rel, json_string(hex));
+    return rc;
+}
+
+/* Content digest of a file, or {rel: digest} of every file under a
  * directory (sorted by the canonical serialisation). */
-static int digest_path(json_t **out, qp_cache *cache, const char *abs, const char *rel_prefix, json_t *acc)
+static int digest_path(json_t **out, qp_cache *cache, const char *abs)
 {
     struct stat st;
     if (stat(abs, &st) != 0)
@@ -17,43 +31,18 @@ static int digest_path(json_t **out, qp_cache *cache, const char *abs, const cha
     if (S_ISREG(st.st_mode)) {
         char d[QP_HEX_LEN];
         int rc = qp_cache_file_digest(cache, abs, d);
-        if (rc)
-            return rc;
-        if (acc)
-            json_object_set_new(acc, rel_prefix, json_string(d));
-        else
+        if (rc == 0)
             *out = json_string(d);
-        return 0;
+        return rc;
     }
     if (!S_ISDIR(st.st_mode))
         return qp_error_set(QP_ERROR, "%s: not a file or directory", abs);
-    int own = acc == NULL;
-    if (own)
-        acc = json_object();
-    DIR *dir = opendir(abs);
-    if (!dir) {
-        if (own)
-            json_decref(acc);
-        return qp_error_errno(QP_ERROR, "%s: cannot read directory", abs);
-    }
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(dir)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, ".git"))
-            continue;
-        char *child = qp_path_join(abs, e->d_name);
-        char *rel = rel_prefix[0] ? qp_strfmt("%s/%s", rel_prefix, e->d_name) : qp_strdup(e->d_name);
-        rc = digest_path(out, cache, child, rel, acc);
-        free(child);
-        free(rel);
-    }
-    closedir(dir);
-    if (own) {
-        if (rc)
-            json_decref(acc);
-        else
-            *out = acc;
-    }
+    dir_digests d = {cache, json_object()};
+    int rc = qp_walk_files(abs, add_digest, &d);
+    if (rc)
+        json_decref(d.acc);
+    else
+        *out = d.acc;
     return rc;
 }
 
@@ -61,7 +50,7 @@ static int content_digest(json_t **out, const qp_recipe *r, const qp_stage_decl 
                           const char *path, qp_cache *cache)
 {
     char *abs = qp_path_join(qp_recipe_dir(r), path);
-    int rc = digest_path(out, cache, abs, "", NULL);
+    int rc = digest_path(out, cache, abs);
     free(abs);
     if (rc) {
         const char *mark = json_string_value(json_object_get(s->param_marks, param));

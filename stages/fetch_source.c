@@ -4,7 +4,6 @@
 #include "model/safetensors.h"
 #include "stages/stage.h"
 
-#include <dirent.h>
 #include <git2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,32 +59,13 @@ static int cmp_file(const void *a, const void *b)
     return strcmp(((const source_file *)a)->rel, ((const source_file *)b)->rel);
 }
 
-/* Recursively lists a local directory; skips VCS and qpipe metadata. */
-static int walk_local(qp_fetch_source *s, const char *abs, const char *rel)
+static int add_local(void *ud, const char *abs, const char *rel)
 {
-    DIR *d = opendir(abs);
-    if (!d)
-        return qp_error_errno(QP_ERROR, "%s: cannot read directory", abs);
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, ".git") ||
-            !strcmp(e->d_name, ".qpipe"))
-            continue;
-        char *child_abs = qp_path_join(abs, e->d_name);
-        char *child_rel = rel[0] ? qp_strfmt("%s/%s", rel, e->d_name) : qp_strdup(e->d_name);
-        struct stat st;
-        if (stat(child_abs, &st) != 0)
-            rc = qp_error_errno(QP_ERROR, "%s: cannot stat", child_abs);
-        else if (S_ISDIR(st.st_mode))
-            rc = walk_local(s, child_abs, child_rel);
-        else if (S_ISREG(st.st_mode))
-            add_file(s, child_rel, child_abs, NULL, (uint64_t)st.st_size);
-        free(child_abs);
-        free(child_rel);
-    }
-    closedir(d);
-    return rc;
+    struct stat st;
+    if (stat(abs, &st) != 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot stat", abs);
+    add_file(ud, rel, abs, NULL, (uint64_t)st.st_size);
+    return 0;
 }
 
 static int git_fail(const char *what, const char *url)
@@ -224,7 +204,7 @@ int qp_fetch_source_open(qp_fetch_source **out, const json_t *params, const char
         if (stat(abs, &st) != 0)
             rc = qp_error_errno(QP_ERROR, "fetch source %s", abs);
         else if (S_ISDIR(st.st_mode))
-            rc = walk_local(s, abs, "");
+            rc = qp_walk_files(abs, add_local, s);
         else {
             const char *base = strrchr(abs, '/');
             add_file(s, base ? base + 1 : abs, abs, NULL, (uint64_t)st.st_size);

@@ -12,7 +12,6 @@
 #include "common/fsutil.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -46,35 +45,33 @@ static int run_validate(const json_t *p, const char *where)
     return 0;
 }
 
-/* Adds every regular file under abs as "files/<rel>". */
-static int store_out(qp_stage_ctx *ctx, const char *abs, const char *rel)
+typedef struct {
+    qp_stage_ctx *ctx;
+    const char *out;     /* the declared out, as written */
+} out_walk;
+
+static int add_out_file(void *ud, const char *abs, const char *rel)
+{
+    out_walk *w = ud;
+    char *name = rel ? qp_strfmt("files/%s/%s", w->out, rel) : qp_strfmt("files/%s", w->out);
+    int rc = qp_artifact_add_file(w->ctx->output, w->ctx->cache, name, abs, json_pack("{s:s}", "kind", "file"));
+    free(name);
+    return rc;
+}
+
+/* Stores a declared out (a file, or every file under a directory) as
+ * "files/<out>[/<rel>]". */
+static int store_out(qp_stage_ctx *ctx, const char *abs, const char *out)
 {
     struct stat st;
+    out_walk w = {ctx, out};
     if (stat(abs, &st) != 0)
-        return qp_error_set(QP_ERROR, "stage '%s': declared out '%s' was not created by the command", ctx->id, rel);
-    if (S_ISREG(st.st_mode)) {
-        char *name = qp_strfmt("files/%s", rel);
-        int rc = qp_artifact_add_file(ctx->output, ctx->cache, name, abs, json_pack("{s:s}", "kind", "file"));
-        free(name);
-        return rc;
-    }
+        return qp_error_set(QP_ERROR, "stage '%s': declared out '%s' was not created by the command", ctx->id, out);
+    if (S_ISREG(st.st_mode))
+        return add_out_file(&w, abs, NULL);
     if (!S_ISDIR(st.st_mode))
-        return qp_error_set(QP_ERROR, "stage '%s': out '%s' is neither a file nor a directory", ctx->id, rel);
-    DIR *d = opendir(abs);
-    if (!d)
-        return qp_error_errno(QP_ERROR, "%s: cannot read directory", abs);
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char *ca = qp_path_join(abs, e->d_name), *cr = qp_strfmt("%s/%s", rel, e->d_name);
-        rc = store_out(ctx, ca, cr);
-        free(ca);
-        free(cr);
-    }
-    closedir(d);
-    return rc;
+        return qp_error_set(QP_ERROR, "stage '%s': out '%s' is neither a file nor a directory", ctx->id, out);
+    return qp_walk_files(abs, add_out_file, &w);
 }
 
 static void flatten_metrics(qp_artifact *out, const json_t *obj, const char *prefix)
