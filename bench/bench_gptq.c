@@ -12,6 +12,7 @@
  * Timings are the fastest of several runs (the machine may be shared);
  * outputs at 1 and 2 threads are checked to be identical.
  * Usage: bench_gptq */
+#include "bench/bench_util.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/llama_pool.h"
@@ -82,21 +83,9 @@ static float *make_w(int64_t rows, int64_t cols)
     return w;
 }
 
-typedef int (*run_fn)(void *ctx);
-
-/* Fastest wall time over at least 3 runs and ~0.3 s. */
 static double best_time(run_fn fn, void *ctx)
 {
-    double best = 1e30, spent = 0;
-    for (int i = 0; i < 3 || (spent < 0.3 && i < 100); i++) {
-        double t0 = qp_now();
-        if (fn(ctx))
-            return -1;
-        double t = qp_now() - t0;
-        spent += t;
-        best = t < best ? t : best;
-    }
-    return best;
+    return bench_best_time(fn, ctx, 0.3, 100);
 }
 
 typedef struct {

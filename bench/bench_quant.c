@@ -5,6 +5,7 @@
  * spread over two decades.  Every timing is the fastest of several runs (the
  * machine may be shared); the fast output is checked against the reference
  * bytes.  Usage: bench_quant [ROWS] */
+#include "bench/bench_util.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "quant/qtypes.h"
@@ -27,21 +28,9 @@ static float gauss(void)
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }
 
-/* Fastest wall time of fn over at least 3 runs and ~0.4 s. */
-typedef int (*run_fn)(void *ctx);
-
 static double best_time(run_fn fn, void *ctx)
 {
-    double best = 1e30, spent = 0;
-    for (int i = 0; i < 3 || (spent < 0.4 && i < 200); i++) {
-        double t0 = qp_now();
-        if (fn(ctx))
-            return -1;
-        double t = qp_now() - t0;
-        spent += t;
-        best = t < best ? t : best;
-    }
-    return best;
+    return bench_best_time(fn, ctx, 0.4, 200);
 }
 
 typedef struct {

@@ -7,6 +7,7 @@
  * scales over two decades.  Each timing is the fastest of >= 3 runs and
  * ~0.4 s (the machine may be shared).  The fast outputs are checked against
  * the reference bytes (serialised forms compared).  Usage: bench_quant_linear [ROWS] */
+#include "bench/bench_util.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "quant/int8.h"
@@ -94,21 +95,9 @@ static int serialize_obj(void *o, int kind, void **buf, size_t *len)
     return qp_nf4_serialize(o, buf, len);
 }
 
-/* Fastest wall time of fn over at least 3 runs and ~0.4 s. */
-typedef int (*run_fn)(void *ctx);
-
 static double best_time(run_fn fn, void *ctx)
 {
-    double best = 1e30, spent = 0;
-    for (int i = 0; i < 3 || (spent < 0.4 && i < 200); i++) {
-        double t0 = qp_now();
-        if (fn(ctx))
-            return -1;
-        double t = qp_now() - t0;
-        spent += t;
-        best = t < best ? t : best;
-    }
-    return best;
+    return bench_best_time(fn, ctx, 0.4, 200);
 }
 
 typedef struct {
