@@ -404,6 +404,13 @@ done:
 
 const char *qp_recipe_path(const qp_recipe *r) { return r->path; }
 const char *qp_recipe_dir(const qp_recipe *r) { return r->dir; }
+
+char *qp_recipe_abs_path(const qp_recipe *r)
+{
+    const char *path = qp_recipe_path(r), *base = strrchr(path, '/');
+    return qp_path_join(qp_recipe_dir(r), base ? base + 1 : path);
+}
+
 const char *qp_recipe_name(const qp_recipe *r) { return r->name; }
 const char *qp_recipe_digest(const qp_recipe *r) { return r->digest; }
 const json_t *qp_recipe_vars(const qp_recipe *r) { return r->vars; }

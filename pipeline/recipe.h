@@ -37,6 +37,8 @@ void qp_recipe_free(qp_recipe *r);
 
 const char *qp_recipe_path(const qp_recipe *r);    /* as given */
 const char *qp_recipe_dir(const qp_recipe *r);     /* absolute directory */
+/* Absolute path of the recipe file (malloc'ed): the same whatever the cwd. */
+char *qp_recipe_abs_path(const qp_recipe *r);
 const char *qp_recipe_name(const qp_recipe *r);
 /* SHA-256 of the recipe file's bytes. */
 const char *qp_recipe_digest(const qp_recipe *r);

@@ -15,9 +15,7 @@ int qp_run_record_commit(char out_commit[41], const qp_recipe *r, const json_t *
     char src_commit[41] = "";
     int dirty = 0;
     char *workdir = NULL;
-    char *recipe_abs = qp_path_join(qp_recipe_dir(r), strrchr(qp_recipe_path(r), '/')
-                                                           ? strrchr(qp_recipe_path(r), '/') + 1
-                                                           : qp_recipe_path(r));
+    char *recipe_abs = qp_recipe_abs_path(r);
     int rc = qp_provenance_source(recipe_abs, src_commit, &dirty, &workdir);
     if (rc) {
         if (rc == QP_ENOTFOUND)

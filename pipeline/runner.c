@@ -149,7 +149,9 @@ static void report_stage(runner *R, stage_state *s)
 
 static char *last_desc_name(runner *R, const qp_stage_decl *d)
 {
-    return qp_strfmt("%s/%s#%s", qp_recipe_dir(R->r), qp_recipe_path(R->r), d->id);
+    char *path = qp_recipe_abs_path(R->r), *name = qp_strfmt("%s#%s", path, d->id);
+    free(path);
+    return name;
 }
 
 /* Files of a workspace artifact (run outs) are restored when missing or
