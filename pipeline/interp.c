@@ -58,23 +58,55 @@ static long body_len(const char *s, size_t n)
     return -1;
 }
 
-static int expand(sbuf *out, const char *s, size_t n, const json_t *vars, const char *where, int depth);
+static int expand(sbuf *out, const char *s, size_t n, const json_t *scope, const char *where, int depth);
+
+/* ${matrix.KEY}: the instance's value, or an error that says where matrix
+ * values exist at all (matrix is NULL outside an expanded stage's with:). */
+static int expand_matrix(sbuf *out, const char *body, size_t n, const json_t *matrix, const char *where)
+{
+    if (!matrix)
+        return qp_error_set(QP_EUSAGE,
+                            "%s: '${%.*s}' is defined only in the with: of a stage with matrix: or candidates: (or "
+                            "one that fans out from it)", where, (int)n, body);
+    char key[256];
+    snprintf(key, sizeof(key), "%.*s", (int)(n - 7), body + 7);
+    const json_t *v = json_object_get(matrix, key);
+    if (v) {
+        sb_add(out, json_string_value(v), json_string_length(v));
+        return 0;
+    }
+    char keys[300] = "";
+    size_t len = 0;
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)matrix, k, x) {
+        len += (size_t)snprintf(keys + len, sizeof(keys) - len, "%s%s", len ? ", " : "", k);
+        if (len >= sizeof(keys))
+            len = sizeof(keys) - 1;
+    }
+    return qp_error_set(QP_EUSAGE, "%s: undefined matrix value '%s' in '${%.*s}' (this instance has: %s)", where, key,
+                        (int)n, body, keys);
+}
 
 /* One reference: body is what lies between "${" and its '}'. */
-static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *vars, const char *where, int depth)
+static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *scope, const char *where, int depth)
 {
     if (n > 5 && strncmp(body, "vars.", 5) == 0) {
         size_t k = name_len(body + 5, n - 5, 1);
         if (k > 0 && k == n - 5) {
             char name[256];
             snprintf(name, sizeof(name), "%.*s", (int)k, body + 5);
-            const json_t *v = json_object_get(vars, name);
+            const json_t *v = json_object_get(json_object_get(scope, "vars"), name);
             if (!v)
                 return qp_error_set(QP_EUSAGE, "%s: undefined variable '%s' in '${%.*s}'", where, name,
                                     (int)n, body);
             sb_add(out, json_string_value(v), json_string_length(v));
             return 0;
         }
+    } else if (n > 7 && strncmp(body, "matrix.", 7) == 0) {
+        size_t k = name_len(body + 7, n - 7, 1);
+        if (k > 0 && k == n - 7)
+            return expand_matrix(out, body, n, json_object_get(scope, "matrix"), where);
     } else if (n > 4 && strncmp(body, "env.", 4) == 0) {
         size_t k = name_len(body + 4, n - 4, 0);
         int has_def = k > 0 && n - 4 - k >= 2 && body[4 + k] == ':' && body[5 + k] == '-';
@@ -87,7 +119,7 @@ static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *vars,
                 return 0;
             }
             if (has_def)
-                return expand(out, body + 6 + k, n - 6 - k, vars, where, depth + 1);
+                return expand(out, body + 6 + k, n - 6 - k, scope, where, depth + 1);
             return qp_error_set(QP_EUSAGE,
                                 "%s: environment variable '%s' is not set (write ${env.%s:-DEFAULT} to give a default)",
                                 where, name, name);
@@ -98,7 +130,7 @@ static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *vars,
                         where, (int)(n > 100 ? 100 : n), body);
 }
 
-static int expand(sbuf *out, const char *s, size_t n, const json_t *vars, const char *where, int depth)
+static int expand(sbuf *out, const char *s, size_t n, const json_t *scope, const char *where, int depth)
 {
     if (depth > INTERP_MAX_DEPTH)
         return qp_error_set(QP_EUSAGE, "%s: ${…} defaults nested deeper than %d levels", where,
@@ -117,7 +149,7 @@ static int expand(sbuf *out, const char *s, size_t n, const json_t *vars, const 
             long bl = body_len(s + i + 2, n - i - 2);
             if (bl < 0)
                 return qp_error_set(QP_EUSAGE, "%s: unterminated '${' (write $$ for a literal '$')", where);
-            int rc = expand_ref(out, s + i + 2, (size_t)bl, vars, where, depth);
+            int rc = expand_ref(out, s + i + 2, (size_t)bl, scope, where, depth);
             if (rc < 0)
                 return rc;
             i += 2 + (size_t)bl + 1;
@@ -128,12 +160,12 @@ static int expand(sbuf *out, const char *s, size_t n, const json_t *vars, const 
     return 0;
 }
 
-int qp_interp(char **out, const char *text, const json_t *vars, const char *where)
+int qp_interp(char **out, const char *text, const json_t *scope, const char *where)
 {
     *out = NULL;
     sbuf b = {0};
     sb_add(&b, "", 0);
-    int rc = expand(&b, text, strlen(text), vars, where, 0);
+    int rc = expand(&b, text, strlen(text), scope, where, 0);
     if (rc < 0) {
         free(b.s);
         return rc;
@@ -289,14 +321,14 @@ int qp_scalar_type(json_t **out, const char *text, int plain, qp_ytag tag, const
     return 0;
 }
 
-int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *vars, const char *path)
+int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *scope, const char *path)
 {
     *out = NULL;
     char where[4096];
     snprintf(where, sizeof(where), "%s:%d:%d", path, n->mark.line, n->mark.col);
     if (n->kind == QP_YN_SCALAR) {
         char *text = NULL;
-        int rc = qp_interp(&text, n->text, vars, where);
+        int rc = qp_interp(&text, n->text, scope, where);
         if (rc == 0)
             rc = qp_scalar_type(out, text, n->plain, n->tag, where);
         free(text);
@@ -307,7 +339,7 @@ int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *vars, const cha
         abort();
     for (size_t i = 0; i < n->n; i++) {
         json_t *v = NULL;
-        int rc = qp_ynode_json(&v, n->items[i], vars, path);
+        int rc = qp_ynode_json(&v, n->items[i], scope, path);
         if (rc < 0) {
             json_decref(c);
             return rc;

@@ -28,27 +28,15 @@ struct qp_recipe {
 };
 
 static const char *const top_keys[] = {"qpipe", "name", "vars", "stages"};
-static const char *const stage_keys[] = {"uses", "needs", "with", "doc"};
+static const char *const stage_keys[] = {"uses", "needs", "with", "doc", "matrix", "candidates", "exclude"};
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
-
-static void decl_clear(qp_stage_decl *d)
-{
-    free(d->id);
-    json_decref(d->params);
-    json_decref(d->param_marks);
-    for (size_t i = 0; i < d->n_needs; i++)
-        free(d->needs[i]);
-    free(d->needs);
-    free(d->need_index);
-    memset(d, 0, sizeof(*d));
-}
 
 void qp_recipe_free(qp_recipe *r)
 {
     if (!r)
         return;
     for (size_t i = 0; i < r->n; i++)
-        decl_clear(&r->stages[i]);
+        qp_stage_decl_clear(&r->stages[i]);
     free(r->stages);
     json_decref(r->vars);
     free(r->path);
@@ -100,7 +88,7 @@ static int check_version(const qp_ynode *root, const char *path)
 
 /* vars: in file order, each may use the ones before it.  `text` keeps the
  * expanded text that ${vars.x} substitutes; r->vars the typed values. */
-static int load_vars(qp_recipe *r, json_t *text, const qp_ynode *root)
+static int load_vars(qp_recipe *r, json_t *text, const json_t *scope, const qp_ynode *root)
 {
     const qp_ynode *key, *v = qp_ynode_get(root, "vars", &key);
     if (!v || qp_ynode_is_null(v))
@@ -120,7 +108,7 @@ static int load_vars(qp_recipe *r, json_t *text, const qp_ynode *root)
         char where[4096], *s = NULL;
         json_t *typed = NULL;
         snprintf(where, sizeof(where), "%s:%d:%d", r->path, val->mark.line, val->mark.col);
-        int rc = qp_interp(&s, val->text, text, where);
+        int rc = qp_interp(&s, val->text, scope, where);
         if (rc == 0)
             rc = qp_scalar_type(&typed, s, val->plain, val->tag, where);
         if (rc == 0) {
@@ -134,13 +122,13 @@ static int load_vars(qp_recipe *r, json_t *text, const qp_ynode *root)
     return 0;
 }
 
-static int load_name(qp_recipe *r, const json_t *vars, const qp_ynode *root)
+static int load_name(qp_recipe *r, const json_t *scope, const qp_ynode *root)
 {
     const qp_ynode *v = qp_ynode_get(root, "name", NULL);
     if (!v)
         return qp_recipe_fail(r->path, root->mark, "missing required key 'name'");
     json_t *j = NULL;
-    int rc = v->kind == QP_YN_SCALAR ? qp_ynode_json(&j, v, vars, r->path) : 0;
+    int rc = v->kind == QP_YN_SCALAR ? qp_ynode_json(&j, v, scope, r->path) : 0;
     if (rc < 0)
         return rc;
     const char *s = json_string_value(j);
@@ -157,31 +145,30 @@ static int load_name(qp_recipe *r, const json_t *vars, const qp_ynode *root)
     return rc;
 }
 
-static int load_needs(qp_stage_build *b, const qp_ynode *needs, const json_t *vars, const char *path)
+static int load_needs(qp_stage_tmpl *t, const qp_ynode *needs, const json_t *scope, const char *path)
 {
-    qp_stage_decl *d = &b->decl;
     if (!needs || qp_ynode_is_null(needs))
         return 0;
     size_t n = needs->kind == QP_YN_SEQ ? needs->n : 1;
     if (needs->kind == QP_YN_MAP)
         return qp_recipe_fail(path, needs->mark, "'needs' of stage '%s' must be a stage id or a list of stage ids",
-                              d->id);
-    d->needs = calloc(n + 1, sizeof(char *));
-    b->need_nodes = calloc(n + 1, sizeof(qp_ynode *));
-    if (!d->needs || !b->need_nodes)
+                              t->id);
+    t->needs = calloc(n + 1, sizeof(char *));
+    t->need_nodes = calloc(n + 1, sizeof(qp_ynode *));
+    if (!t->needs || !t->need_nodes)
         abort();
     for (size_t i = 0; i < n; i++) {
         const qp_ynode *item = needs->kind == QP_YN_SEQ ? needs->items[i] : needs;
         json_t *j = NULL;
-        int rc = item->kind == QP_YN_SCALAR ? qp_ynode_json(&j, item, vars, path) : 0;
+        int rc = item->kind == QP_YN_SCALAR ? qp_ynode_json(&j, item, scope, path) : 0;
         if (rc < 0)
             return rc;
         if (!json_is_string(j)) {
             json_decref(j);
-            return qp_recipe_fail(path, item->mark, "'needs' of stage '%s' must list stage ids", d->id);
+            return qp_recipe_fail(path, item->mark, "'needs' of stage '%s' must list stage ids", t->id);
         }
-        d->needs[d->n_needs] = qp_strdup(json_string_value(j));
-        b->need_nodes[d->n_needs++] = item;
+        t->needs[t->n_needs] = qp_strdup(json_string_value(j));
+        t->need_nodes[t->n_needs++] = item;
         json_decref(j);
     }
     return 0;
@@ -206,53 +193,52 @@ static int unknown_kind(const qp_ynode *at, const char *name, const char *path)
     return qp_recipe_fail(path, at->mark, "unknown stage kind '%s' (known: %s)", name, list);
 }
 
-static int load_stage(qp_stage_build *b, const qp_ynode *key, const qp_ynode *v, const json_t *vars,
+/* A stage as written: everything but its parameters, which are checked
+ * per instance once the stages are expanded. */
+static int load_stage(qp_stage_tmpl *t, const qp_ynode *key, const qp_ynode *v, const json_t *scope,
                       const char *path)
 {
-    qp_stage_decl *d = &b->decl;
-    b->key = key;
-    d->mark = key->mark;
+    t->key = key;
     if (!qp_recipe_is_id(key->text))
         return qp_recipe_fail(path, key->mark,
                               "invalid stage id '%s' (use letters, digits, '_' and '-', starting with a letter or '_')",
                               key->text);
-    d->id = qp_strdup(key->text);
+    t->id = qp_strdup(key->text);
     if (v->kind != QP_YN_MAP)
-        return qp_recipe_fail(path, v->mark, "stage '%s' must be a mapping with 'uses:', not a %s", d->id,
+        return qp_recipe_fail(path, v->mark, "stage '%s' must be a mapping with 'uses:', not a %s", t->id,
                               qp_ynode_kind_name(v));
     char in[300];
-    snprintf(in, sizeof(in), " in stage '%s'", d->id);
+    snprintf(in, sizeof(in), " in stage '%s'", t->id);
     int rc = check_keys(v, stage_keys, NKEYS(stage_keys), "key", in, path);
     if (rc < 0)
         return rc;
     const qp_ynode *uses = qp_ynode_get(v, "uses", NULL);
     if (!uses)
-        return qp_recipe_fail(path, key->mark, "stage '%s' has no 'uses:' (the stage kind to run)", d->id);
+        return qp_recipe_fail(path, key->mark, "stage '%s' has no 'uses:' (the stage kind to run)", t->id);
     json_t *j = NULL;
-    rc = uses->kind == QP_YN_SCALAR ? qp_ynode_json(&j, uses, vars, path) : 0;
+    rc = uses->kind == QP_YN_SCALAR ? qp_ynode_json(&j, uses, scope, path) : 0;
     if (rc < 0)
         return rc;
     if (!json_is_string(j)) {
         json_decref(j);
-        return qp_recipe_fail(path, uses->mark, "'uses' of stage '%s' must be the name of a stage kind", d->id);
+        return qp_recipe_fail(path, uses->mark, "'uses' of stage '%s' must be the name of a stage kind", t->id);
     }
-    d->kind = qp_stage_kind_find(json_string_value(j));
-    rc = d->kind ? 0 : unknown_kind(uses, json_string_value(j), path);
+    t->kind = qp_stage_kind_find(json_string_value(j));
+    rc = t->kind ? 0 : unknown_kind(uses, json_string_value(j), path);
     json_decref(j);
     if (rc < 0)
         return rc;
     const qp_ynode *doc = qp_ynode_get(v, "doc", NULL);
     if (doc && doc->kind != QP_YN_SCALAR)
-        return qp_recipe_fail(path, doc->mark, "'doc' of stage '%s' must be a string", d->id);
-    rc = qp_recipe_params(&d->params, &d->param_marks, &b->ref_node, d->kind, qp_ynode_get(v, "with", NULL), key,
-                          vars, path);
-    if (rc < 0)
+        return qp_recipe_fail(path, doc->mark, "'doc' of stage '%s' must be a string", t->id);
+    t->with = qp_ynode_get(v, "with", NULL);
+    const qp_ynode *needs = qp_ynode_get(v, "needs", &t->needs_key);
+    if ((rc = load_needs(t, needs, scope, path)) < 0)
         return rc;
-    const qp_ynode *needs = qp_ynode_get(v, "needs", &b->needs_key);
-    return load_needs(b, needs, vars, path);
+    return qp_recipe_instances(t, v, scope, path);
 }
 
-static int load_stages(qp_recipe *r, const json_t *vars, const qp_ynode *root)
+static int load_stages(qp_recipe *r, const json_t *scope, const qp_ynode *root)
 {
     const qp_ynode *key, *v = qp_ynode_get(root, "stages", &key);
     if (!v)
@@ -262,16 +248,24 @@ static int load_stages(qp_recipe *r, const json_t *vars, const qp_ynode *root)
     if (v->kind != QP_YN_MAP)
         return qp_recipe_fail(r->path, v->mark, "'stages' must be a mapping of stage id to stage, not a %s",
                               qp_ynode_kind_name(v));
-    size_t n = v->n;
-    qp_stage_build *b = calloc(n, sizeof(*b));
-    size_t *order = calloc(n, sizeof(size_t)), *pos = calloc(n, sizeof(size_t));
-    if (!b || !order || !pos)
+    size_t nt = v->n, n = 0;
+    qp_stage_tmpl *t = calloc(nt, sizeof(*t));
+    qp_stage_build *b = NULL;
+    size_t *order = NULL, *pos = NULL;
+    if (!t)
         abort();
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = load_stage(&b[i], v->keys[i], v->items[i], vars, r->path);
+    for (size_t i = 0; i < nt && rc == 0; i++)
+        rc = load_stage(&t[i], v->keys[i], v->items[i], scope, r->path);
     if (rc == 0)
+        rc = qp_recipe_expand(&b, &n, t, nt, scope, r->path);
+    if (rc == 0) {
+        order = calloc(n + 1, sizeof(size_t));
+        pos = calloc(n + 1, sizeof(size_t));
+        if (!order || !pos)
+            abort();
         rc = qp_recipe_dag(b, n, r->path, order);
+    }
     if (rc == 0) {
         r->stages = calloc(n, sizeof(*r->stages));
         if (!r->stages)
@@ -286,11 +280,10 @@ static int load_stages(qp_recipe *r, const json_t *vars, const qp_ynode *root)
         }
         r->n = n;
     }
-    for (size_t i = 0; i < n; i++) {
-        decl_clear(&b[i].decl);
-        free(b[i].need_nodes);
-    }
-    free(b);
+    qp_stage_builds_free(b, n);
+    for (size_t i = 0; i < nt; i++)
+        qp_stage_tmpl_clear(&t[i]);
+    free(t);
     free(order);
     free(pos);
     return rc;
@@ -323,7 +316,8 @@ static int load_text(qp_recipe **out, const char *path, const char *text, size_t
     r->dir = abs_dir(path);
     r->vars = json_object();
     qp_sha256_buf(r->digest, text, len);
-    json_t *vars_text = json_object();
+    /* ${vars.NAME} reads the text, which load_vars fills in as it goes. */
+    json_t *vars_text = json_object(), *scope = json_pack("{s:O}", "vars", vars_text);
     qp_ynode *root = NULL;
     int rc = qp_ytree_parse(&root, path, text, len);
     if (rc < 0)
@@ -338,14 +332,15 @@ static int load_text(qp_recipe **out, const char *path, const char *text, size_t
     }
     if ((rc = check_version(root, path)) < 0 ||
         (rc = check_keys(root, top_keys, NKEYS(top_keys), "top-level key", "", path)) < 0 ||
-        (rc = load_vars(r, vars_text, root)) < 0 || (rc = load_name(r, vars_text, root)) < 0 ||
-        (rc = load_stages(r, vars_text, root)) < 0)
+        (rc = load_vars(r, vars_text, scope, root)) < 0 || (rc = load_name(r, scope, root)) < 0 ||
+        (rc = load_stages(r, scope, root)) < 0)
         goto done;
     *out = r;
     r = NULL;
 done:
     qp_ynode_free(root);
     json_decref(vars_text);
+    json_decref(scope);
     qp_recipe_free(r);
     return rc;
 }

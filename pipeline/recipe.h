@@ -3,7 +3,8 @@
  * Every rejection is one line "FILE:LINE:COL: message" (QP_EUSAGE):
  * YAML syntax, duplicate keys, unknown keys, wrong types, out-of-range
  * values, unknown `uses`, `needs` naming a missing stage, cycles (with the
- * cycle path), an input artifact of the wrong type, undefined variables. */
+ * cycle path), an input artifact of the wrong type, undefined variables,
+ * matrices and candidates that cannot be expanded. */
 #ifndef QP_PIPELINE_RECIPE_H
 #define QP_PIPELINE_RECIPE_H
 
@@ -25,6 +26,14 @@ typedef struct {
     size_t *need_index;  /* index of each need in the recipe's stage array */
     qp_mark mark;        /* position of the stage's key */
     json_t *param_marks; /* {"param": "line:col"} for later messages */
+    /* Matrix expansion (docs/recipes.md, "Matrices and candidates"): a
+     * stage written once as `q` with matrix:/candidates: (or fanning out
+     * from one) becomes the stages "q@NAME".  For a stage that is not
+     * expanded: base == id, instance, origin and matrix are NULL. */
+    char *base;          /* the stage's name as written: "eval" for "eval@q4" */
+    char *instance;      /* "q4" for "eval@q4" */
+    char *origin;        /* the stage whose matrix:/candidates: made the instance ("q") */
+    json_t *matrix;      /* the instance's values, {"method": "gptq", "bits": 4} (name excluded) */
 } qp_stage_decl;
 
 typedef struct qp_recipe qp_recipe;

@@ -8,40 +8,19 @@
 
 #include "common/error.h"
 
-struct id_ix {
-    const char *id;
-    size_t ix;
-};
-
 typedef struct {
     qp_stage_build *s;
     size_t n;
     const char *path;
-    struct id_ix *by_id;  /* stages sorted by id, for lookups */
+    qp_id_ix *by_id;      /* stages sorted by id, for lookups */
     const char **ids;     /* ids in file order, for suggestions */
     size_t **deps;        /* deps[i]: needs, then a reference not among them */
     size_t *n_deps;
 } graph;
 
-static int cmp_id(const void *a, const void *b)
-{
-    return strcmp(((const struct id_ix *)a)->id, ((const struct id_ix *)b)->id);
-}
-
 static long find(const graph *g, const char *id)
 {
-    size_t lo = 0, hi = g->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(g->by_id[mid].id, id);
-        if (c == 0)
-            return (long)g->by_id[mid].ix;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
+    return qp_id_find(g->by_id, g->n, id);
 }
 
 /* "takes exactly 1 input" etc. */
@@ -260,17 +239,14 @@ int qp_recipe_dag(qp_stage_build *s, size_t n, const char *path, size_t *order)
 {
     int rc = 0;
     graph g = {.s = s, .n = n, .path = path};
-    g.by_id = malloc(n * sizeof(*g.by_id));
-    g.ids = malloc(n * sizeof(char *));
-    g.deps = calloc(n, sizeof(size_t *));
-    g.n_deps = calloc(n, sizeof(size_t));
-    if (!g.by_id || !g.ids || !g.deps || !g.n_deps)
+    g.ids = calloc(n + 1, sizeof(char *));
+    g.deps = calloc(n + 1, sizeof(size_t *));
+    g.n_deps = calloc(n + 1, sizeof(size_t));
+    if (!g.ids || !g.deps || !g.n_deps)
         abort();
-    for (size_t i = 0; i < n; i++) {
-        g.by_id[i].id = g.ids[i] = s[i].decl.id;
-        g.by_id[i].ix = i;
-    }
-    qsort(g.by_id, n, sizeof(*g.by_id), cmp_id);
+    for (size_t i = 0; i < n; i++)
+        g.ids[i] = s[i].decl.id;
+    g.by_id = qp_id_index(g.ids, n);
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = check_stage(&g, i);
     if (rc == 0)

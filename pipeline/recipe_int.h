@@ -1,5 +1,10 @@
-/* Private to the recipe loader: the pieces recipe.c, recipe_params.c and
- * recipe_dag.c share while a recipe is being checked. */
+/* Private to the recipe loader: the pieces recipe.c, recipe_params.c,
+ * recipe_matrix.c, recipe_expand.c and recipe_dag.c share while a recipe is
+ * being checked.
+ *
+ * Loading goes: stages as written (qp_stage_tmpl, with their matrix or
+ * candidate instances) -> expansion into the stages that run
+ * (qp_stage_build, params validated per instance) -> the DAG checks. */
 #ifndef QP_PIPELINE_RECIPE_INT_H
 #define QP_PIPELINE_RECIPE_INT_H
 
@@ -19,6 +24,50 @@ typedef struct {
     const qp_ynode *ref_node;     /* value of a `reference` param, or NULL */
 } qp_stage_build;
 
+/* At most this many instances per matrix:/candidates: stage. */
+#define QP_MAX_INSTANCES 256
+
+/* One instance of a stage with matrix: or candidates:. */
+typedef struct {
+    char *name;              /* sanitised to [A-Za-z0-9_.-]+: the id is "STAGE@name" */
+    json_t *values;          /* KEY -> typed value, as written (no "name") */
+    json_t *text;            /* KEY -> text that ${matrix.KEY} gives (scalars), and "name" */
+    const qp_ynode **keys;   /* the key and value nodes merged over `with:`; */
+    const qp_ynode **vals;   /* messages about a value point at these */
+    size_t n;
+} qp_instance;
+
+/* A stage as written in the file, before expansion. */
+typedef struct {
+    char *id;
+    const qp_stage_kind *kind;
+    const qp_ynode *key;          /* the stage id */
+    const qp_ynode *with;         /* NULL when absent */
+    const qp_ynode *needs_key;    /* NULL when `needs` is absent */
+    char **needs;                 /* as written (after ${…}): "x", "x@*", "x@NAME" */
+    const qp_ynode **need_nodes;  /* one per need */
+    size_t n_needs;
+    const qp_ynode *expand_key;   /* the `matrix` or `candidates` key; NULL when neither */
+    qp_instance *inst;            /* its instances, in expansion order */
+    size_t n_inst;
+} qp_stage_tmpl;
+
+void qp_stage_tmpl_clear(qp_stage_tmpl *t);
+void qp_stage_decl_clear(qp_stage_decl *d);
+
+/* Reads a stage's matrix:/candidates:/exclude: (stage is its mapping) into
+ * t->expand_key and t->inst; nothing when it has neither.  `scope` as in
+ * interp.h (no "matrix"). */
+int qp_recipe_instances(qp_stage_tmpl *t, const qp_ynode *stage, const json_t *scope, const char *path);
+
+/* Expands the stages as written into *out (n_out of them, in file order,
+ * the instances of one stage in expansion order): fan-out, zip, fan-in
+ * (NAME@*, NAME@INST), params validated per instance, references to an
+ * expanded stage zipped.  On error *out is NULL. */
+int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t, size_t n, const json_t *scope,
+                     const char *path);
+void qp_stage_builds_free(qp_stage_build *b, size_t n);
+
 /* QP_EUSAGE "PATH:LINE:COL: message". */
 int qp_recipe_fail(const char *path, qp_mark m, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -34,7 +83,7 @@ const char *qp_suggest_hint(const char *name, const char *const *cands, size_t n
  * keys sorted), *marks {"param": "line:col"} of the values given, and
  * *ref_node the node of a non-empty `reference` param. */
 int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node, const qp_stage_kind *k,
-                     const qp_ynode *with, const qp_ynode *stage_key, const json_t *vars, const char *path);
+                     const qp_ynode *with, const qp_ynode *stage_key, const json_t *scope, const char *path);
 
 /* Resolves needs and references, checks input counts and artifact types,
  * rejects cycles (printing the path) and writes a topological order (ties
@@ -46,5 +95,15 @@ int qp_ynode_is_null(const qp_ynode *n);
 
 /* 1 when s matches [A-Za-z_][A-Za-z0-9_-]*. */
 int qp_recipe_is_id(const char *s);
+
+/* Sorted (id, index) pairs for lookups among n ids. */
+typedef struct {
+    const char *id;
+    size_t ix;
+} qp_id_ix;
+/* Sorts ids[0..n) into a malloc'ed table. */
+qp_id_ix *qp_id_index(const char *const *ids, size_t n);
+/* Index of id, or -1. */
+long qp_id_find(const qp_id_ix *tab, size_t n, const char *id);
 
 #endif

@@ -229,7 +229,7 @@ static int unknown_param(const qp_stage_kind *k, const qp_ynode *key, const char
 }
 
 int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node, const qp_stage_kind *k,
-                     const qp_ynode *with, const qp_ynode *stage_key, const json_t *vars, const char *path)
+                     const qp_ynode *with, const qp_ynode *stage_key, const json_t *scope, const char *path)
 {
     *params = NULL;
     *marks = NULL;
@@ -255,7 +255,7 @@ int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node,
         }
         pctx c = {path, k->name, key->text, s};
         json_t *v = NULL;
-        rc = qp_ynode_json(&v, val, vars, path);
+        rc = qp_ynode_json(&v, val, scope, path);
         if (rc == 0)
             rc = check_value(&c, val, &v);
         if (rc < 0) {

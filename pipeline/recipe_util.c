@@ -89,3 +89,53 @@ int qp_ynode_is_null(const qp_ynode *n)
     const char *t = n->text;
     return !*t || !strcmp(t, "~") || !strcmp(t, "null") || !strcmp(t, "Null") || !strcmp(t, "NULL");
 }
+
+static int cmp_id_ix(const void *a, const void *b)
+{
+    return strcmp(((const qp_id_ix *)a)->id, ((const qp_id_ix *)b)->id);
+}
+
+qp_id_ix *qp_id_index(const char *const *ids, size_t n)
+{
+    qp_id_ix *tab = malloc((n + 1) * sizeof(*tab));
+    if (!tab)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        tab[i].id = ids[i];
+        tab[i].ix = i;
+    }
+    qsort(tab, n, sizeof(*tab), cmp_id_ix);
+    return tab;
+}
+
+long qp_id_find(const qp_id_ix *tab, size_t n, const char *id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(tab[mid].id, id);
+        if (c == 0)
+            return (long)tab[mid].ix;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+void qp_stage_decl_clear(qp_stage_decl *d)
+{
+    free(d->id);
+    json_decref(d->params);
+    json_decref(d->param_marks);
+    for (size_t i = 0; i < d->n_needs; i++)
+        free(d->needs[i]);
+    free(d->needs);
+    free(d->need_index);
+    free(d->base);
+    free(d->instance);
+    free(d->origin);
+    json_decref(d->matrix);
+    memset(d, 0, sizeof(*d));
+}

@@ -90,13 +90,24 @@ static void full_recipe(void **state)
     assert_json(params_of(r, "calib"),
                 "{\"dataset\": [\"data/calib.txt\"], \"field\": \"text\", \"samples\": 128, \"seq_len\": 256, "
                 "\"seed\": 0, \"hessians\": true}");
-    /* defaults filled with their proper JSON types */
-    assert_json(params_of(r, "q4"),
-                "{\"method\": \"gptq\", \"bits\": 4, \"group_size\": 128, \"sym\": false, \"type\": \"Q4_K_M\", "
-                "\"imatrix\": \"\", \"mse\": false, \"damp_percent\": 0.01, \"act_order\": false, "
-                "\"static_groups\": false, \"sequential\": true, \"true_sequential\": true, \"duo_scaling\": "
-                "\"auto\", \"clip\": true, \"double_quant\": false, \"override\": [], \"skip\": [], \"pure\": false}");
-    assert_true(json_is_real(json_object_get(params_of(r, "q4"), "damp_percent")));
+    /* defaults filled with their proper JSON types, every parameter of the
+     * table in the table's order (quantize's table grows; its length is
+     * not this test's business) */
+    const json_t *qp = params_of(r, "q4");
+    assert_string_equal(json_string_value(json_object_get(qp, "method")), "gptq");
+    assert_int_equal(json_integer_value(json_object_get(qp, "bits")), 4);
+    assert_int_equal(json_integer_value(json_object_get(qp, "group_size")), 128);
+    assert_true(json_is_false(json_object_get(qp, "sym")));
+    assert_string_equal(json_string_value(json_object_get(qp, "type")), "Q4_K_M");
+    assert_true(json_is_real(json_object_get(qp, "damp_percent")));
+    assert_true(json_real_value(json_object_get(qp, "damp_percent")) == 0.01);
+    assert_json(json_object_get(qp, "override"), "[]");
+    void *it = json_object_iter((json_t *)qp);
+    for (const qp_param_spec *p = q4->kind->params; p && p->name; p++, it = json_object_iter_next((json_t *)qp, it)) {
+        assert_non_null(it);
+        assert_string_equal(json_object_iter_key(it), p->name);
+    }
+    assert_null(it);
     assert_true(json_is_real(json_object_get(params_of(r, "gate"), "max_ppl_delta")));
     assert_json(params_of(r, "q4eval"),
                 "{\"dataset\": [\"data/eval.txt\"], \"field\": \"text\", \"protocol\": \"windows\", \"ctx\": 0, "

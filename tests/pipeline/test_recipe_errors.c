@@ -58,9 +58,9 @@ static const bad_case cases[] = {
      "r.yaml:5:63: parameter 'bits' for quantize must be between 2 and 8, got 9"},
     {"real_out_of_range", HDR MODEL "  q: {uses: quantize, needs: model, with: {method: gptq, damp_percent: 1.5}}\n",
      "r.yaml:5:72: parameter 'damp_percent' for quantize must be between 0 and 1, got 1.5"},
-    {"string_not_allowed", HDR MODEL "  q: {uses: quantize, needs: model, with: {method: gtpq}}\n",
-     "r.yaml:5:52: parameter 'method' for quantize must be one of rtn, gguf, nf4, int8, gptq, awq, got 'gtpq' "
-     "(did you mean 'gptq'?)"},
+    {"string_not_allowed", HDR MODEL "  p: {uses: select, needs: model, with: {policy: smalest}}\n",
+     "r.yaml:5:50: parameter 'policy' for select must be one of smallest, first, got 'smalest' "
+     "(did you mean 'smallest'?)"},
     {"int_not_allowed", HDR MODEL "  q: {uses: quantize, needs: model, with: {method: rtn, group_size: 100}}\n",
      "r.yaml:5:69: parameter 'group_size' for quantize must be one of -1, 32, 64, 128, 256, got 100"},
     {"list_item_wrong_type", HDR MODEL "  c: {uses: calibrate, needs: model, with: {dataset: [a.txt, [b]]}}\n",
