@@ -61,4 +61,18 @@ typedef struct {
 int qp_eval_mc(qp_mc_result *out, qp_llama *m, const qp_tokenizer *tok, const qp_mc_item *items, size_t n,
                qp_eval_progress_fn progress, void *ud);
 
+/* Reference distributions for repeated KL measurements against one
+ * unquantized model on fixed tokens (mixed-precision sensitivity):
+ *   p [rows, V] = softmax(reference logits), negent [rows] = Σ_v p log p.
+ * KL(p‖q) of a row with logits z is negent − Σ_v p_v z_v + logsumexp(z),
+ * one pass over z, no second softmax.  Sums run in double, in row order. */
+typedef struct qp_kl_ref qp_kl_ref;
+
+int qp_kl_ref_new(qp_kl_ref **out, size_t rows, size_t vocab);
+void qp_kl_ref_free(qp_kl_ref *r);
+/* Stores rows [row0, row0+n) from reference logits [n, V]. */
+int qp_kl_ref_set(qp_kl_ref *r, size_t row0, const float *logits, size_t n);
+/* Σ over rows [row0, row0+n) of KL(p‖softmax(logits)), logits [n, V]. */
+double qp_kl_ref_sum(const qp_kl_ref *r, size_t row0, const float *logits, size_t n);
+
 #endif

@@ -188,7 +188,9 @@ static int fetch(qp_llama *m, float *dst, const char *name, int ndim, uint64_t d
     return rc;
 }
 
-static int load_layer(qp_llama *m, int l, layer_w *w)
+/* Loads layer l's weights into w: all of them, or only the one whose name
+ * ends in `only` (a suffix such as "mlp.down_proj.weight"). */
+static int load_layer_some(qp_llama *m, int l, layer_w *w, const char *only)
 {
     char name[160];
     const int H = m->hp.n_heads, KV = m->hp.n_kv_heads;
@@ -205,14 +207,19 @@ static int load_layer(qp_llama *m, int l, layer_w *w)
         {"self_attn.v_proj.bias", w->bv, m->kvd, 0, 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        if (!t[i].dst)
-            continue;   /* no biases */
+        if (!t[i].dst || (only && strcmp(only, t[i].suffix) != 0))
+            continue;   /* no biases, or not asked for */
         snprintf(name, sizeof(name), "model.layers.%d.%s", l, t[i].suffix);
         int rc = fetch(m, t[i].dst, name, t[i].cols ? 2 : 1, t[i].rows, t[i].cols, t[i].rope_heads);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+static int load_layer(qp_llama *m, int l, layer_w *w)
+{
+    return load_layer_some(m, l, w, NULL);
 }
 
 static int load_lm_head(qp_llama *m)
@@ -638,6 +645,30 @@ int qp_llama_reload_layer(qp_llama *m, int l)
         return rc;
     /* streamed models re-read every layer on use anyway */
     return m->cached ? load_layer(m, l, &m->layers[l]) : 0;
+}
+
+int qp_llama_reload_weight(qp_llama *m, const char *name)
+{
+    int l, off = 0;
+    if (sscanf(name, "model.layers.%d.%n", &l, &off) == 1 && off > 0) {
+        if (l < 0 || l >= m->hp.n_layers)
+            return qp_error_set(QP_EUSAGE, "llama: '%s': layer out of range [0, %d)", name, m->hp.n_layers);
+        if (strstr(name, "layernorm"))
+            return qp_llama_reload_layer(m, l);
+        return m->cached ? load_layer_some(m, l, &m->layers[l], name + off) : 0;
+    }
+    return qp_llama_reload_globals(m);
+}
+
+int qp_llama_reload_globals(qp_llama *m)
+{
+    int rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0);
+    if (rc < 0)
+        return rc;
+    if ((rc = fetch(m, m->norms + 2 * (size_t)m->hp.n_layers * m->D, "model.norm.weight", 1, m->D, 0, 0)) < 0)
+        return rc;
+    /* a streamed, untied lm_head is re-read on every use anyway */
+    return m->cached && !m->hp.tied_embeddings ? load_lm_head(m) : 0;
 }
 
 typedef struct {

@@ -139,6 +139,12 @@ int qp_llama_embed(qp_llama *m, const int32_t *tokens, size_t n, float *x);
 int qp_llama_layer(qp_llama *m, int l, float *x, size_t n, qp_llama_observe_fn obs, void *ud);
 int qp_llama_head(qp_llama *m, const float *x, size_t n, float *logits);
 int qp_llama_reload_layer(qp_llama *m, int l);
+/* Re-reads what is not in a layer: the embedding, the final norm and an
+ * untied lm_head (mixed precision measures their quantization too). */
+int qp_llama_reload_globals(qp_llama *m);
+/* Re-reads one tensor by its Hugging Face name (a layer's weight alone, or
+ * what reload_layer / reload_globals would re-read for the others). */
+int qp_llama_reload_weight(qp_llama *m, const char *name);
 
 /* Scores one window: runs the forward pass over tokens[n] and adds
  * −log p(tokens[t] | tokens[0..t−1]) for t = first..n−1 to *nll_sum and

@@ -76,7 +76,9 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
         static const char *gguf_keys[] = {"type", "pure", NULL};
         static const char *linear_keys[] = {"bits", "group_size", "sym", "act_order", "damp_percent", NULL};
         static const char *nf4_keys[] = {"double_quant", NULL};
+        static const char *mixed_keys[] = {"ladder", "bpw_of", "max_bpw", "max_kld", "windows", NULL};
         const char *const *keys = !strcmp(method, "gguf") ? gguf_keys : !strcmp(method, "nf4") ? nf4_keys
+                                  : !strcmp(method, "mixed") ? mixed_keys
                                   : !strcmp(method, "int8") ? nf4_keys + 1 : linear_keys;
         for (size_t i = 0; keys[i]; i++) {
             if (!strcmp(keys[i], "act_order") || !strcmp(keys[i], "damp_percent"))
@@ -98,6 +100,26 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
     if (json_is_number(json_object_get(qmetrics, "rel_error")))
         fprintf(f, "| relative weight error ‖W−Ŵ‖/‖W‖ | %.5f |\n",
                 json_number_value(json_object_get(qmetrics, "rel_error")));
+    const json_t *mixed = json_object_get(meta, "mixed");
+    if (mixed) {
+        /* which weights got more bits, and what each bought on the calibration windows */
+        fprintf(f, "\nMixed precision: every weight starts at %s; measured alone on %lld calibration windows, "
+                   "each raise below bought the most KL divergence per added byte.  KLD on those windows: "
+                   "%.5f with every weight at %s, %.5f for this mix.\n\n| # | tensor | from | to | KLD gain | "
+                   "bytes added |\n|---|---|---|---|---|---|\n",
+                json_string_value(json_array_get(json_object_get(mixed, "ladder"), 0)),
+                (long long)json_integer_value(json_object_get(mixed, "windows")),
+                json_number_value(json_object_get(mixed, "kld_lowest")),
+                json_string_value(json_array_get(json_object_get(mixed, "ladder"), 0)),
+                json_number_value(json_object_get(mixed, "kld_mix")));
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(mixed, "raised"), i, r)
+            fprintf(f, "| %zu | %s | %s | %s | %.3g | %.0f |\n", i + 1,
+                    json_string_value(json_object_get(r, "tensor")), json_string_value(json_object_get(r, "from")),
+                    json_string_value(json_object_get(r, "to")), json_number_value(json_object_get(r, "kld_gain")),
+                    json_number_value(json_object_get(r, "bytes_added")));
+    }
     fprintf(f, "\n## Evaluation\n\n");
     if (json_object_size(metrics) == 0) {
         fprintf(f, "No evaluation was given to this package stage.\n");

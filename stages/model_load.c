@@ -217,6 +217,17 @@ int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *
     return 0;
 }
 
+void qp_loaded_model_restore(qp_loaded_model *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_overrides; i++)
+        if (strcmp(m->overrides[i].name, name) == 0) {
+            free(m->overrides[i].name);
+            free(m->overrides[i].w);
+            m->overrides[i] = m->overrides[--m->n_overrides];
+            return;
+        }
+}
+
 int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, const qp_artifact *a, qp_cache *cache,
                                  const char *hf_name, const char *what)
 {

@@ -19,6 +19,8 @@ void qp_loaded_model_free(qp_loaded_model *m);
 /* Serves w [nelem] for tensor `name` from now on (sequential GPTQ/AWQ: the
  * already-quantized weights); call qp_llama_reload_layer afterwards. */
 int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem);
+/* Serves the artifact's own tensor `name` again (drops an override). */
+void qp_loaded_model_restore(qp_loaded_model *m, const char *name);
 /* An f32 copy (malloc'ed) of tensor `hf_name` of a model artifact, any
  * stored format; rows/cols as qp_qtensor_rows_cols. */
 int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, const qp_artifact *a, qp_cache *cache,

@@ -10,6 +10,7 @@
 #include "stages/model_card.h"
 #include "stages/package_gguf.h"
 #include "stages/package_hf.h"
+#include "stages/qtensor.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/version.h"
@@ -53,9 +54,37 @@ static void default_name(char *buf, size_t cap, const qp_artifact *model)
         snprintf(buf, cap, "%s-F32", base);
     else if (!strcmp(method, "gguf"))
         snprintf(buf, cap, "%s-%s", base, json_string_value(json_object_get(qp, "type")));
+    else if (!strcmp(method, "mixed"))
+        snprintf(buf, cap, "%s-mixed-%.2fbpw", base, json_number_value(json_object_get(qp_artifact_metrics_c(model), "bpw")));
     else
         snprintf(buf, cap, "%s-%s-w%lldg%lld", base, method, (long long)json_integer_value(json_object_get(qp, "bits")),
                  (long long)json_integer_value(json_object_get(qp, "group_size")));
+}
+
+/* general.file_type of a mixed model: the file type llama.cpp names after
+ * the block type that holds the most weights (informational, as for any
+ * llama-quantize output with --tensor-type overrides). */
+static unsigned mixed_file_type(const qp_artifact *model)
+{
+    static const struct { const char *type; qp_llama_ftype ft; } names[] = {
+        {"Q4_0", QP_FTYPE_MOSTLY_Q4_0}, {"Q4_1", QP_FTYPE_MOSTLY_Q4_1}, {"Q5_0", QP_FTYPE_MOSTLY_Q5_0},
+        {"Q5_1", QP_FTYPE_MOSTLY_Q5_1}, {"Q8_0", QP_FTYPE_MOSTLY_Q8_0}, {"Q2_K", QP_FTYPE_MOSTLY_Q2_K},
+        {"Q3_K", QP_FTYPE_MOSTLY_Q3_K_M}, {"Q4_K", QP_FTYPE_MOSTLY_Q4_K_M}, {"Q5_K", QP_FTYPE_MOSTLY_Q5_K_M},
+        {"Q6_K", QP_FTYPE_MOSTLY_Q6_K}, {"IQ4_NL", QP_FTYPE_MOSTLY_IQ4_NL},
+    };
+    double count[sizeof(names) / sizeof(names[0])] = {0};
+    for (size_t i = 0; i < qp_artifact_count(model); i++) {
+        const json_t *e = qp_artifact_entry(model, i);
+        const char *qt = json_string_value(json_object_get(e, "qtype"));
+        for (size_t k = 0; qt && k < sizeof(names) / sizeof(names[0]); k++)
+            if (!strcmp(qt, names[k].type))
+                count[k] += (double)qp_qtensor_nelem(e);
+    }
+    size_t best = 0;
+    for (size_t k = 1; k < sizeof(names) / sizeof(names[0]); k++)
+        if (count[k] > count[best])
+            best = k;
+    return (unsigned)names[best].ft;
 }
 
 static unsigned file_type_of(const qp_artifact *model)
@@ -64,6 +93,8 @@ static unsigned file_type_of(const qp_artifact *model)
     const char *method = json_string_value(json_object_get(meta, "method"));
     if (!method)
         return 0;
+    if (!strcmp(method, "mixed"))
+        return mixed_file_type(model);
     if (strcmp(method, "gguf") != 0) {
         /* GPTQ/AWQ blocks: Q4_0 / Q4_1 / Q8_0 */
         const json_t *p = json_object_get(meta, "params");

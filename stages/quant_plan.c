@@ -105,6 +105,15 @@ int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char
         out->qtype = QP_QT_BF16;
         return 0;
     }
+    if (!strcmp(p->method, "mixed") && !ov_type) {
+        const char *assigned = p->assign ? json_string_value(json_object_get(p->assign, name)) : NULL;
+        if (assigned)
+            return ggml_choice(out, p, name, ndim, rows, cols, assigned);
+        const json_t *ladder = json_object_get(p->params, "ladder");
+        int rc = ggml_choice(out, p, name, ndim, rows, cols, json_string_value(json_array_get(ladder, 0)));
+        out->mixed = rc == 0;
+        return rc;
+    }
     if (strcmp(p->method, "gguf") == 0 || ov_type) {
         char saved[240];
         snprintf(saved, sizeof(saved), "%s", out->reason);

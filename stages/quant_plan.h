@@ -5,6 +5,8 @@
  *     which tensors stay unquantized and the k-quant fallbacks;
  *   rtn / gptq / awq: linear (integer codes, fp16 group scales) at `bits`;
  *   nf4 / int8: their formats;
+ *   mixed: every 2-D weight gets one of the `ladder:` types, chosen by the
+ *     sensitivity-driven allocator (stages/quant_mixed.h), 1-D stay F32;
  * for rtn/gptq/awq/nf4/int8 the token embedding and lm_head stay at source
  * precision (as the GPTQ/AWQ anchors do).  `skip:` globs keep tensors;
  * `override:` entries (first match wins) set `type` (a llama.cpp block
@@ -26,6 +28,7 @@ typedef struct {
     qp_qtype qtype;        /* QP_TP_GGML; QP_QT_F16/F32 for a dense conversion */
     int bits;              /* QP_TP_LINEAR */
     char reason[240];      /* why not the recipe's default, "" when it is */
+    int mixed;             /* method mixed: the allocator picks its type (qtype = the ladder's lowest) */
 } qp_tensor_plan;
 
 typedef struct {
@@ -33,6 +36,7 @@ typedef struct {
     const char *method;
     int ftype;               /* method gguf */
     qp_ggml_mix_ctx mix;
+    const json_t *assign;    /* method mixed: {hf_name: type} from the allocator; NULL before it ran */
 } qp_quant_plan;
 
 int qp_quant_plan_init(qp_quant_plan *p, const json_t *params, const qp_llama_config *cfg, int has_imatrix);

@@ -15,6 +15,7 @@
 #include "quant/nf4.h"
 #include "model/gguf_llama.h"
 #include "stages/model_load.h"
+#include "stages/quant_mixed.h"
 #include "stages/quant_seq.h"
 
 #include <math.h>
@@ -23,8 +24,8 @@
 #include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq", 0, -1, QP_PF_REQUIRED,
-     "quantization algorithm"},
+    {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq|mixed", 0, -1, QP_PF_REQUIRED,
+     "quantization algorithm (mixed: sensitivity-driven llama.cpp types per tensor)"},
     {"bits", QP_P_INT, "4", NULL, 2, 8, 0, "bits per weight (rtn, gptq, awq)"},
     {"group_size", QP_P_INT, "128", "-1|32|64|128|256", 0, -1, 0,
      "weights per scale along the input dimension (-1 = per output channel)"},
@@ -50,8 +51,58 @@ static const qp_param_spec params[] = {
     {"skip", QP_P_STRING_LIST, "[]", NULL, 0, -1, 0, "tensor globs kept at source precision"},
     {"pure", QP_P_BOOL, "false", NULL, 0, -1, 0,
      "gguf: every quantized tensor at `type` (llama-quantize --pure) instead of its per-tensor rules"},
+    {"ladder", QP_P_STRING_LIST, "[Q4_K, Q5_K, Q6_K]", NULL, 0, -1, 0,
+     "mixed: llama.cpp block types, fewest bits first; every weight gets one"},
+    {"max_bpw", QP_P_NUMBER, "0", NULL, 0, 32, 0, "mixed: size budget in bits per weight (0 = none)"},
+    {"bpw_of", QP_P_STRING, "", NULL, 0, -1, 0,
+     "mixed: the budget is the bits per weight this llama.cpp file type gives the model (e.g. Q4_K_M)"},
+    {"max_kld", QP_P_NUMBER, "0", NULL, 0, 100, 0,
+     "mixed: raise weights until the mean KLD on the calibration windows is at most this (0 = fill the budget)"},
+    {"max_ppl_delta", QP_P_NUMBER, "0", NULL, 0, 1e6, 0,
+     "mixed: raise weights until perplexity on the calibration windows rises at most this much (0 = none)"},
+    {"max_ppl_ratio", QP_P_NUMBER, "0", NULL, 0, 1e6, 0,
+     "mixed: raise weights until calibration perplexity / unquantized perplexity is at most this (0 = none)"},
+    {"windows", QP_P_INT, "16", NULL, 1, 4096, 0, "mixed: calibration windows the sensitivities are measured on"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
+
+/* method mixed: a ladder of block types in increasing size, and a budget or a target. */
+static int validate_mixed(const json_t *p, const char *where)
+{
+    const json_t *ladder = json_object_get(p, "ladder");
+    size_t i;
+    json_t *v;
+    double prev = 0;
+    if (json_array_size(ladder) < 2 || json_array_size(ladder) > 8)
+        return qp_error_set(QP_EUSAGE, "%s: ladder: needs 2 to 8 llama.cpp block types, fewest bits first "
+                                       "(e.g. [Q4_K, Q5_K, Q6_K])", where);
+    json_array_foreach(ladder, i, v) {
+        const qp_qtype_info *ti = qp_qtype_by_name(json_string_value(v));
+        if (!ti || ti->type == QP_QT_F16 || ti->type == QP_QT_F32 || ti->type == QP_QT_BF16)
+            return qp_error_set(QP_EUSAGE, "%s: ladder: '%s' is not a llama.cpp block type such as Q4_K", where,
+                                json_string_value(v));
+        double bpw = ti->bits_per_weight;
+        if (bpw <= prev)
+            return qp_error_set(QP_EUSAGE, "%s: ladder: %s does not have more bits than the type before it; list "
+                                           "the types fewest bits first", where, ti->name);
+        prev = bpw;
+    }
+    const char *of = json_string_value(json_object_get(p, "bpw_of"));
+    if (of && of[0] && qp_llama_ftype_parse(of) < 0)
+        return qp_error_set(QP_EUSAGE, "%s: bpw_of: %s is not a llama.cpp file type such as Q4_K_M", where, of);
+    if (of && of[0] && json_number_value(json_object_get(p, "max_bpw")) > 0)
+        return qp_error_set(QP_EUSAGE, "%s: give max_bpw or bpw_of, not both", where);
+    if (!(of && of[0]) && json_number_value(json_object_get(p, "max_bpw")) <= 0 &&
+        json_number_value(json_object_get(p, "max_kld")) <= 0 &&
+        json_number_value(json_object_get(p, "max_ppl_delta")) <= 0 &&
+        json_number_value(json_object_get(p, "max_ppl_ratio")) <= 0)
+        return qp_error_set(QP_EUSAGE, "%s: method mixed needs a budget (max_bpw or bpw_of) or a target (max_kld, "
+                                       "max_ppl_delta or max_ppl_ratio)", where);
+    json_array_foreach(json_object_get(p, "override"), i, v)
+        if (json_object_get(v, "bits"))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: method mixed takes type:, not bits:", where, i + 1);
+    return 0;
+}
 
 static int quantize_validate(const json_t *p, const char *where)
 {
@@ -76,9 +127,10 @@ static int quantize_validate(const json_t *p, const char *where)
             return qp_error_set(QP_EUSAGE, "%s: override %zu: bits must be an integer 2..8", where, i + 1);
     }
     const char *im = json_string_value(json_object_get(p, "imatrix"));
-    if (im && im[0] && strcmp(json_string_value(json_object_get(p, "method")), "gguf") != 0)
-        return qp_error_set(QP_EUSAGE, "%s: imatrix: only applies to method gguf", where);
-    return 0;
+    const char *method = json_string_value(json_object_get(p, "method"));
+    if (im && im[0] && strcmp(method, "gguf") != 0 && strcmp(method, "mixed") != 0)
+        return qp_error_set(QP_EUSAGE, "%s: imatrix: only applies to methods gguf and mixed", where);
+    return strcmp(method, "mixed") == 0 ? validate_mixed(p, where) : 0;
 }
 
 typedef struct {
@@ -208,6 +260,7 @@ static int quantize_run(qp_stage_ctx *ctx)
     char *what = NULL;
     json_t *notes = json_array();
     json_t *calibrated = NULL;   /* GPTQ/AWQ results by tensor name */
+    json_t *mixed_assign = NULL, *mixed_report = NULL;   /* method mixed: types by tensor name, why */
     int rc = 0;
     for (size_t i = 1; i < ctx->n_inputs; i++)
         if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB) {
@@ -223,7 +276,8 @@ static int quantize_run(qp_stage_ctx *ctx)
     const char *method = qp_param_str(ctx->params, "method");
     const char *im_path = qp_param_str(ctx->params, "imatrix");
     const qp_artifact *calib = ctx->n_inputs > 1 ? ctx->inputs[1] : NULL;
-    if (calib && !(im_path && im_path[0]) && !strcmp(method, "gguf")) {
+    int ggml_method = !strcmp(method, "gguf") || !strcmp(method, "mixed");
+    if (calib && !(im_path && im_path[0]) && ggml_method) {
         /* qpipe's own importance matrix goes through the very reader (and
          * quantizers) verified against llama.cpp's files */
         if ((rc = read_calib_imatrix(ctx, calib, &imatrix)) != 0)
@@ -255,6 +309,16 @@ static int quantize_run(qp_stage_ctx *ctx)
         }
         if ((rc = qp_quant_sequential(&calibrated, ctx, in, calib, &plan_ctx)) != 0)
             goto done;
+    }
+    if (!strcmp(method, "mixed")) {
+        if (!calib) {
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': method mixed measures sensitivities on calibration windows; "
+                                         "add a calibrate stage to needs:", ctx->id);
+            goto done;
+        }
+        if ((rc = qp_quant_mixed_assign(&mixed_assign, &mixed_report, ctx, in, calib, imatrix, &plan_ctx)) != 0)
+            goto done;
+        plan_ctx.assign = mixed_assign;
     }
     double sum_err = 0, sum_ref = 0, bits_all = 0, weights_all = 0, bits_q = 0, weights_q = 0;
     uint64_t bytes_all = 0;
@@ -409,6 +473,12 @@ static int quantize_run(qp_stage_ctx *ctx)
             json_object_set_new(meta, "calibration", json_string(ctx->input_digests[1]));
         json_object_set(meta, "source", json_object_get(qp_artifact_meta_c(in), "source"));
         json_object_set_new(meta, "imatrix", json_boolean(imatrix != NULL));
+        if (mixed_report) {
+            json_object_set(meta, "mixed", mixed_report);
+            qp_artifact_set_metric(out, "kld_calibration", json_number_value(json_object_get(mixed_report, "kld_mix")));
+            qp_artifact_set_metric(out, "tensors_raised",
+                                   (double)json_array_size(json_object_get(mixed_report, "raised")));
+        }
         if (calibrated && json_object_get(calibrated, "_awq"))
             json_object_set(meta, "awq", json_object_get(calibrated, "_awq"));
         if (imatrix) {
@@ -429,6 +499,8 @@ static int quantize_run(qp_stage_ctx *ctx)
             qp_progress_note(ctx->progress, "worst tensor %s: rel error %.4f", worst[0].name, worst[0].rel_error);
     }
 done:
+    json_decref(mixed_assign);
+    json_decref(mixed_report);
     json_decref(calibrated);
     json_decref(notes);
     qp_imatrix_free(imatrix);
@@ -442,8 +514,8 @@ done:
 }
 
 const qp_stage_kind qp_stage_quantize = {
-    .name = "quantize", .version = 6,
-    .doc = "quantize a model (RTN, llama.cpp types, NF4, INT8, GPTQ, AWQ)",
+    .name = "quantize", .version = 7,
+    .doc = "quantize a model (RTN, llama.cpp types, NF4, INT8, GPTQ, AWQ, sensitivity-driven mixed)",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,
     .output = QP_ART_QMODEL,
