@@ -571,28 +571,39 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, qp_stage_ctx *ctx, c
     if ((rc = qp_kl_ref_new(&mc.ref, mc.W * mc.T, mc.V)) != 0 || (rc = reference_pass(&mc)) != 0)
         goto done;
 
+    mixed_target target = {qp_param_num(ctx->params, "max_kld"), qp_param_num(ctx->params, "max_ppl_delta"),
+                           qp_param_num(ctx->params, "max_ppl_ratio")};
+    /* a target the all-lowest mix already meets needs no sensitivities
+     * (the default policy's mixed candidate when INT4 would have passed) */
+    int skip_sensitivity = 0;
+    if (target_given(&target)) {
+        double kl0, ppl0;
+        if ((rc = measure_mix(&mc, &kl0, &ppl0)) != 0)
+            goto done;
+        skip_sensitivity = target_met(&mc, &target, kl0, ppl0);
+    }
+
     /* 1. sensitivities: the embedding (whole model), then layer by layer
      * from the stored input, advancing it through the unquantized layer;
      * lm_head last, from the stored output */
-    for (size_t i = 0; i < mc.n && rc == 0; i++)
+    for (size_t i = 0; i < mc.n && rc == 0 && !skip_sensitivity; i++)
         if (mc.t[i].layer < 0)
             rc = measure_tensor(&mc, &mc.t[i]);
-    for (size_t l = 0; l < mc.L && rc == 0; l++) {
+    for (size_t l = 0; l < mc.L && rc == 0 && !skip_sensitivity; l++) {
         for (size_t i = 0; i < mc.n && rc == 0; i++)
             if (mc.t[i].layer == (int)l)
                 rc = measure_tensor(&mc, &mc.t[i]);
         for (size_t s = 0; s < mc.W && rc == 0; s++)
             rc = qp_llama_layer(mc.m, (int)l, mc.x_cur + s * mc.T * mc.D, mc.T, NULL, NULL);
     }
-    for (size_t i = 0; i < mc.n && rc == 0; i++)
+    for (size_t i = 0; i < mc.n && rc == 0 && !skip_sensitivity; i++)
         if ((size_t)mc.t[i].layer == mc.L)
             rc = measure_tensor(&mc, &mc.t[i]);
     if (rc)
         goto done;
 
-    /* 2. allocation */
-    mixed_target target = {qp_param_num(ctx->params, "max_kld"), qp_param_num(ctx->params, "max_ppl_delta"),
-                           qp_param_num(ctx->params, "max_ppl_ratio")};
+    /* 2. allocation (with no sensitivities every gain is 0: nothing is raised) */
+    json_object_set_new(rep, "sensitivity_measured", json_boolean(!skip_sensitivity));
     json_object_set_new(rep, "ladder", json_deep_copy(ladder));
     json_object_set_new(rep, "windows", json_integer((json_int_t)mc.W));
     json_object_set_new(rep, "tokens", json_integer((json_int_t)(mc.W * mc.T)));
@@ -610,7 +621,7 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, qp_stage_ctx *ctx, c
         const mixed_tensor *t = &mc.t[i];
         json_t *kl = json_array(), *by = json_array();
         for (size_t k = 0; k < mc.n_ladder; k++) {
-            json_array_append_new(kl, json_real(t->kl[k]));
+            json_array_append_new(kl, skip_sensitivity ? json_null() : json_real(t->kl[k]));
             json_array_append_new(by, json_integer((json_int_t)t->bytes[k]));
         }
         json_array_append_new(sens, json_pack("{s:s, s:o, s:o, s:o, s:s}", "tensor", t->name, "types",

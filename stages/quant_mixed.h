@@ -21,7 +21,8 @@
  *      the s[t][k]: mixes are measured where the predicted KLD has fallen
  *      by a fifth since the last measurement, then bisected between the
  *      last miss and the first hit.  A target not reached within the
- *      budget is reported, not an error: the gate decides.
+ *      budget is reported, not an error: the gate decides.  A target the
+ *      all-lowest mix already meets skips step 1 (nothing to raise).
  * The result: {hf_name: type} for every weight the allocator decides, and
  * a report (ladder, per-weight sensitivities and bytes, the raised weights
  * in order with their gains, the measured KLD of the all-lowest and the

@@ -32,6 +32,28 @@ echo "  after: {uses: run, needs: [pick], with: {cmd: \"true\"}}" >> r.yaml
 expect_exit 3 "$QPIPE" run r.yaml --no-provenance
 expect_grep 'REJECTED +pick +select'
 expect_grep 'blocked +after'
+# the default release policy (INT4 first; if ppl degrades by more than 1.0,
+# mixed precision; then INT8), written with candidates: and policy: first
+policy() {  # int4_delta mixed_delta
+  pc() { echo "      - {name: $1, cmd: \"echo '{\\\"bytes\\\": $2, \\\"bpw\\\": 4, \\\"ppl_delta\\\": $3}' > $1.json\", metrics: $1.json}"; }
+  {
+    echo "qpipe: 1"; echo "name: policy"; echo "stages:"
+    echo "  q:"; echo "    uses: run"; echo "    candidates:"
+    pc int4 4000 "$1"; pc mixed 4800 "$2"; pc int8 8000 0.02
+    echo "  gate: {uses: gate, needs: [q], with: {max_ppl_delta: 1.0}}"
+    echo "  pick: {uses: select, needs: [\"gate@*\"], with: {policy: first}}"
+  } > policy.yaml
+}
+policy 1.4 0.6
+expect_exit 0 "$QPIPE" run policy.yaml --no-provenance
+expect_grep 'SELECTED +q@mixed +4800 bytes +gate gate@mixed +pass'
+expect_grep ' +q@int4 +4000 bytes +gate gate@int4 +fail'
+policy 1.4 1.2
+expect_exit 0 "$QPIPE" run policy.yaml --no-provenance
+expect_grep 'SELECTED +q@int8 +8000 bytes'
+policy 0.5 0.3
+expect_exit 0 "$QPIPE" run policy.yaml --no-provenance
+expect_grep 'SELECTED +q@int4 +4000 bytes'
 # a select input that is not a gate is a recipe error
 cat > bad.yaml <<'Y'
 qpipe: 1

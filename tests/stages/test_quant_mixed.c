@@ -198,6 +198,19 @@ static void test_kld_target_and_threads(void **state)
     assert_true(top < lowest / 4);
     qp_artifact_free(mix);
 
+    /* met by the lowest type already: nothing measured one by one, nothing raised */
+    text = target_recipe(lowest * 2);
+    assert_int_equal(run_recipe(text, 2), 0);
+    free(text);
+    mix = load_output("mix");
+    rep = json_object_get(qp_artifact_meta_c(mix), "mixed");
+    assert_false(json_is_true(json_object_get(rep, "sensitivity_measured")));
+    assert_int_equal(json_array_size(json_object_get(rep, "raised")), 0);
+    assert_float_equal(json_number_value(json_object_get(rep, "kld_mix")), lowest, 0);
+    json_array_foreach(json_object_get(rep, "sensitivity"), i, s)
+        assert_string_equal(json_string_value(json_object_get(s, "chosen")), "Q4_K");
+    qp_artifact_free(mix);
+
     /* halfway: met as measured, by fewer raises */
     double target = (lowest + top) / 2;
     text = target_recipe(target);
