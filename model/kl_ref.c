@@ -1,6 +1,7 @@
 /* KL divergence against stored reference distributions (model/eval.h). */
 #include "model/eval.h"
 #include "common/error.h"
+#include "model/llama_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -38,18 +39,6 @@ void qp_kl_ref_free(qp_kl_ref *r)
     free(r);
 }
 
-/* log Σ exp(z) [V], shifted by the maximum */
-static double logsumexp(const float *z, size_t V)
-{
-    float mx = z[0];
-    for (size_t v = 1; v < V; v++)
-        mx = z[v] > mx ? z[v] : mx;
-    double s = 0;
-    for (size_t v = 0; v < V; v++)
-        s += exp((double)z[v] - (double)mx);
-    return (double)mx + log(s);
-}
-
 int qp_kl_ref_set(qp_kl_ref *r, size_t row0, const float *logits, size_t n)
 {
     if (row0 + n > r->rows)
@@ -58,7 +47,7 @@ int qp_kl_ref_set(qp_kl_ref *r, size_t row0, const float *logits, size_t n)
     for (size_t t = 0; t < n; t++) {
         const float *z = logits + t * V;
         float *p = r->p + (row0 + t) * V;
-        double lse = logsumexp(z, V), ne = 0;
+        double lse = qp_kern_logsumexp(z, V), ne = 0;
         for (size_t v = 0; v < V; v++) {
             double lp = (double)z[v] - lse;
             p[v] = (float)exp(lp);
@@ -79,7 +68,7 @@ double qp_kl_ref_sum(const qp_kl_ref *r, size_t row0, const float *logits, size_
         double pz = 0;
         for (size_t v = 0; v < V; v++)
             pz += (double)p[v] * (double)z[v];
-        double kl = r->negent[row0 + t] - pz + logsumexp(z, V);
+        double kl = r->negent[row0 + t] - pz + qp_kern_logsumexp(z, V);
         sum += kl > 0 ? kl : 0;   /* rounding of two near-identical distributions */
     }
     return sum;

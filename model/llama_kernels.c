@@ -140,15 +140,20 @@ VECTORIZE void qp_kern_softmax_causal(float *restrict s, size_t valid, size_t le
         memset(s + valid, 0, (len - valid) * sizeof(float));
 }
 
-double qp_kern_row_nll(const float *row, size_t vocab, int32_t target)
+double qp_kern_logsumexp(const float *row, size_t n)
 {
     float mx = row[0];
-    for (size_t j = 1; j < vocab; j++)
+    for (size_t j = 1; j < n; j++)
         mx = row[j] > mx ? row[j] : mx;
     double sum = 0.0;
-    for (size_t j = 0; j < vocab; j++)
+    for (size_t j = 0; j < n; j++)
         sum += exp((double)row[j] - (double)mx);
-    return log(sum) + (double)mx - (double)row[target];
+    return log(sum) + (double)mx;
+}
+
+double qp_kern_row_nll(const float *row, size_t vocab, int32_t target)
+{
+    return qp_kern_logsumexp(row, vocab) - (double)row[target];
 }
 
 void qp_kern_rope_permute(float *dst, const float *src, int n_head, int head_dim,

@@ -32,6 +32,8 @@ void qp_kern_swiglu(float *g, const float *u, size_t n);
  * probabilities, valid..len-1 become exact zeros. */
 void qp_kern_softmax_causal(float *s, size_t valid, size_t len);
 
+/* log Σ exp(row[j]) [n], shifted by the maximum, summed in double. */
+double qp_kern_logsumexp(const float *row, size_t n);
 /* −log softmax(row)[target], log-sum-exp in double. */
 double qp_kern_row_nll(const float *row, size_t vocab, int32_t target);
 

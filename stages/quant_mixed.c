@@ -253,6 +253,19 @@ static double plan_bits(const qp_tensor_plan *tp, const json_t *e, int64_t rows,
     return qp_qtensor_bits(e, (size_t)json_integer_value(json_object_get(e, "size"))) * (double)nelem;
 }
 
+/* The plan of model entry e: 1 for a tensor (tp, rows, cols filled), 0 for
+ * another entry, or a negative qp_err. */
+static int plan_entry(qp_tensor_plan *tp, int64_t *rows, int64_t *cols, const qp_quant_plan *plan, const json_t *e)
+{
+    const char *name = qp_artifact_entry_name(e);
+    if (strncmp(name, "tensors/", 8) != 0)
+        return 0;
+    qp_qtensor_rows_cols(e, rows, cols);
+    int ndim = (int)json_array_size(json_object_get(e, "shape"));
+    int rc = qp_quant_plan_tensor(tp, plan, name + 8, ndim, *rows, *cols);
+    return rc ? rc : 1;
+}
+
 /* Bits per weight llama.cpp's file type `type` gives this model. */
 static int bpw_of_ftype(double *out, const qp_artifact *model, const qp_llama_config *cfg, const char *type,
                         int has_imatrix)
@@ -264,15 +277,13 @@ static int bpw_of_ftype(double *out, const qp_artifact *model, const qp_llama_co
     double bits = 0, weights = 0;
     for (size_t k = 0; rc == 0 && k < qp_artifact_count(model); k++) {
         const json_t *e = qp_artifact_entry(model, k);
-        const char *name = qp_artifact_entry_name(e);
-        if (strncmp(name, "tensors/", 8) != 0)
-            continue;
         int64_t rows, cols;
-        qp_qtensor_rows_cols(e, &rows, &cols);
         qp_tensor_plan tp;
-        int ndim = (int)json_array_size(json_object_get(e, "shape"));
-        if ((rc = qp_quant_plan_tensor(&tp, &plan, name + 8, ndim, rows, cols)) != 0)
-            break;
+        int is_tensor = plan_entry(&tp, &rows, &cols, &plan, e);
+        if (is_tensor <= 0) {
+            rc = is_tensor;
+            continue;
+        }
         bits += plan_bits(&tp, e, rows, cols);
         weights += (double)qp_qtensor_nelem(e);
     }
@@ -483,14 +494,13 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, qp_stage_ctx *ctx, c
     for (size_t k = 0; k < qp_artifact_count(model) && rc == 0; k++) {
         const json_t *e = qp_artifact_entry(model, k);
         const char *name = qp_artifact_entry_name(e);
-        if (strncmp(name, "tensors/", 8) != 0)
-            continue;
         int64_t rows, cols;
-        qp_qtensor_rows_cols(e, &rows, &cols);
-        int ndim = (int)json_array_size(json_object_get(e, "shape"));
         qp_tensor_plan tp;
-        if ((rc = qp_quant_plan_tensor(&tp, plan, name + 8, ndim, rows, cols)) != 0)
-            break;
+        int is_tensor = plan_entry(&tp, &rows, &cols, plan, e);
+        if (is_tensor <= 0) {
+            rc = is_tensor;
+            continue;
+        }
         weights += (double)qp_qtensor_nelem(e);
         if (!tp.mixed) {
             fixed_bits += plan_bits(&tp, e, rows, cols);
