@@ -18,6 +18,54 @@ static void human(char *buf, size_t n, double b)
     snprintf(buf, n, i ? "%.2f %s" : "%.0f %s", b, u[i]);
 }
 
+/* A select stage's row of the candidate it chose, or NULL (not a select,
+ * or nothing chosen). */
+static const json_t *selected_row(const json_t *select_meta)
+{
+    const char *sel = json_string_value(json_object_get(select_meta, "selected"));
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(select_meta, "candidates"), i, row)
+        if (sel && !strcmp(sel, json_string_value(json_object_get(row, "candidate"))))
+            return row;
+    return NULL;
+}
+
+static void print_checks(FILE *f, const json_t *checks)
+{
+    size_t k;
+    json_t *c;
+    fprintf(f, "| check | value | limit | margin |\n|---|---|---|---|\n");
+    json_array_foreach(checks, k, c)
+        fprintf(f, "| %s | %.6g | %s %.6g | %.6g |\n", json_string_value(json_object_get(c, "check")),
+                json_number_value(json_object_get(c, "value")), json_string_value(json_object_get(c, "op")),
+                json_number_value(json_object_get(c, "limit")), json_number_value(json_object_get(c, "margin")));
+    fprintf(f, "\n");
+}
+
+/* select: the policy, every candidate with its size and verdict, then the
+ * chosen candidate's gate checks. */
+static void print_selection(FILE *f, const char *id, const json_t *meta)
+{
+    const json_t *row = selected_row(meta);
+    fprintf(f, "Selection `%s` (policy `%s`): **%s** among %zu candidates\n\n| candidate | bytes | gate | verdict |\n"
+               "|---|---|---|---|\n", id, json_string_value(json_object_get(meta, "policy")),
+            row ? json_string_value(json_object_get(row, "candidate")) : "none",
+            json_array_size(json_object_get(meta, "candidates")));
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(meta, "candidates"), i, r)
+        fprintf(f, "| %s%s%s | %.0f | %s | %s |\n", r == row ? "**" : "", json_string_value(json_object_get(r, "candidate")),
+                r == row ? "**" : "", json_number_value(json_object_get(r, "bytes")),
+                json_string_value(json_object_get(r, "gate")),
+                json_is_true(json_object_get(r, "passed")) ? "pass" : "fail");
+    fprintf(f, "\n");
+    if (row) {
+        fprintf(f, "Gate `%s`: **pass**\n\n", json_string_value(json_object_get(row, "gate")));
+        print_checks(f, json_object_get(row, "checks"));
+    }
+}
+
 /* Every metric judged by the package's inputs: evaluate outputs directly,
  * and those a gate carried in its verdict. */
 static json_t *collect_metrics(const qp_stage_ctx *ctx)
@@ -28,9 +76,10 @@ static json_t *collect_metrics(const qp_stage_ctx *ctx)
         if (qp_artifact_type_of(a) == QP_ART_METRICS)
             json_object_set(all, ctx->input_ids[i], (json_t *)qp_artifact_metrics_c(a));
         if (qp_artifact_type_of(a) == QP_ART_VERDICT) {
+            const json_t *meta = qp_artifact_meta_c(a), *row = selected_row(meta);
             const char *k;
             json_t *v;
-            json_object_foreach(json_object_get(qp_artifact_meta_c(a), "inputs"), k, v)
+            json_object_foreach(json_object_get(row ? row : meta, "inputs"), k, v)
                 json_object_set(all, k, v);
         }
     }
@@ -141,15 +190,13 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
         if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_VERDICT)
             continue;
         any_gate = 1;
-        fprintf(f, "Gate `%s`: **%s**\n\n| check | value | limit | margin |\n|---|---|---|---|\n", ctx->input_ids[i],
-                json_string_value(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "verdict")));
-        size_t k;
-        json_t *c;
-        json_array_foreach(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "checks"), k, c)
-            fprintf(f, "| %s | %.6g | %s %.6g | %.6g |\n", json_string_value(json_object_get(c, "check")),
-                    json_number_value(json_object_get(c, "value")), json_string_value(json_object_get(c, "op")),
-                    json_number_value(json_object_get(c, "limit")), json_number_value(json_object_get(c, "margin")));
-        fprintf(f, "\n");
+        const json_t *vmeta = qp_artifact_meta_c(ctx->inputs[i]);
+        if (json_object_get(vmeta, "candidates")) {
+            print_selection(f, ctx->input_ids[i], vmeta);
+            continue;
+        }
+        fprintf(f, "Gate `%s`: **%s**\n\n", ctx->input_ids[i], json_string_value(json_object_get(vmeta, "verdict")));
+        print_checks(f, json_object_get(vmeta, "checks"));
     }
     if (!any_gate)
         fprintf(f, "This package was not gated.\n\n");

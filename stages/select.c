@@ -60,6 +60,8 @@ static int select_run(qp_stage_ctx *ctx)
         json_t *row = json_pack("{s:s, s:s, s:f, s:b}", "gate", ctx->input_ids[i], "candidate", cand, "bytes", bytes,
                                 "passed", pass);
         json_object_set(row, "checks", json_object_get(meta, "checks"));
+        /* what the gate judged (the evaluation's and the candidate's metrics), for the model card */
+        json_object_set(row, "inputs", json_object_get(meta, "inputs"));
         json_array_append_new(table, row);
         if (pass && (best < 0 || (!strcmp(policy, "smallest") && bytes < best_bytes))) {
             best = (int)i;
@@ -77,6 +79,8 @@ static int select_run(qp_stage_ctx *ctx)
     const json_t *row = json_array_get(table, (size_t)best);
     json_object_set_new(meta, "verdict", json_string("pass"));
     json_object_set(meta, "selected", json_object_get(row, "candidate"));
+    json_object_set(meta, "selected_gate", json_object_get(row, "gate"));
+    json_object_set_new(meta, "policy", json_string(policy));
     json_object_set_new(meta, "checks", json_array());
     qp_artifact_set_metric(ctx->output, "selected_bytes", best_bytes);
     qp_artifact_set_metric(ctx->output, "candidates", (double)ctx->n_inputs);
@@ -85,7 +89,7 @@ static int select_run(qp_stage_ctx *ctx)
 }
 
 const qp_stage_kind qp_stage_select = {
-    .name = "select", .version = 1,
+    .name = "select", .version = 2,
     .doc = "pick the smallest candidate whose gate passed (exit 3 when none did)",
     .params = params,
     .accepts = QP_ART_VERDICT, .min_inputs = 1, .max_inputs = -1,

@@ -40,4 +40,36 @@ ls dist | grep -q tmp && fail "temp directory left behind"; ok
 # verify rebuilds everything bit for bit
 sed -i 's/max_ppl_delta: 0.01/max_ppl_delta: 0.25/' recipes/house-q4km.yaml
 expect_exit 0 "$QPIPE" verify recipes/house-q4km.yaml --stage q4km
+
+# candidates -> select -> package: the smallest passing candidate is packaged,
+# its card shows the selection table and the chosen candidate's gate and metrics
+cat > recipes/sel.yaml <<Y
+qpipe: 1
+name: sel
+stages:
+  model: {uses: fetch, with: {source: "$SHARED/models/house-llama"}}
+  base: {uses: evaluate, needs: [model], with: {dataset: "$SHARED/data/shakespeare/valid.txt", ctx: 256, max_chunks: 8}}
+  q:
+    uses: quantize
+    needs: [model]
+    candidates:
+      - {name: q8_0, method: gguf, type: Q8_0}
+      - {name: q4_0, method: gguf, type: Q4_0, pure: true}
+      - {name: q2_k, method: gguf, type: Q2_K}
+  eval: {uses: evaluate, needs: [q], with: {dataset: "$SHARED/data/shakespeare/valid.txt", ctx: 256, max_chunks: 8, reference: base}}
+  gate: {uses: gate, needs: [eval, q], with: {max_kld_mean: 0.05}}
+  pick: {uses: select, needs: ["gate@*"]}
+  package: {uses: package, needs: [pick, "q@*"], with: {format: gguf, out: ../dist/sel}}
+Y
+expect_exit 0 "$QPIPE" run recipes/sel.yaml --no-provenance
+expect_grep 'SELECTED q@q4_0 '
+expect_grep ' +q@q2_k +[0-9]+ bytes +gate gate@q2_k +fail'
+[ -f dist/sel/house-llama-Q4_0.gguf ] || fail "the selected candidate was not packaged"; ok
+card=dist/sel/MODEL_CARD.md
+grep -q 'Selection `pick` (policy `smallest`): \*\*q@q4_0\*\* among 3 candidates' $card || fail "card: selection"; ok
+grep -Eq '^\| q@q2_k \| [0-9]+ \| gate@q2_k \| fail \|$' $card || fail "card: rejected candidate row"; ok
+grep -q 'Gate `gate@q4_0`: \*\*pass\*\*' $card || fail "card: chosen gate"; ok
+grep -Eq '^\| max_kld_mean \| 0\.0[0-9]+ \| <= 0\.05 \|' $card || fail "card: gate check"; ok
+grep -Eq '^\| eval@q4_0 \| ppl \| 1[0-9.]+ \|$' $card || fail "card: chosen evaluation"; ok
+grep -q 'eval@q8_0' $card && fail "card shows a candidate that was not packaged"; ok
 done_ok
