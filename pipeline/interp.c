@@ -1,15 +1,12 @@
 #include "pipeline/interp.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <limits.h>
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
-
-#include <stdio.h>
+#include "pipeline/yaml_scalar.h"
 
 /* ${…} references nest only through defaults; this bounds the recursion. */
 #define INTERP_MAX_DEPTH 16
@@ -174,151 +171,9 @@ int qp_interp(char **out, const char *text, const json_t *scope, const char *whe
     return 0;
 }
 
-static int is_null(const char *s)
-{
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-static int bool_of(const char *s)
-{
-    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
-        return 1;
-    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
-        return 0;
-    return -1;
-}
-
-/* Decimal (with optional '_' between digits, as YAML 1.1 allows), 0x…, 0o….
- * Returns 1 when s is an integer, -1 when it is one but overflows. */
-static int parse_int(const char *s, long long *v)
-{
-    const char *p = s;
-    int neg = 0, base = 10;
-    if (*p == '+' || *p == '-')
-        neg = *p++ == '-';
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'o')) {
-        base = p[1] == 'x' ? 16 : 8;
-        p += 2;
-    }
-    char digits[128];
-    size_t nd = 0;
-    for (; *p; p++) {
-        int ok = base == 16 ? isxdigit((unsigned char)*p) : base == 8 ? (*p >= '0' && *p <= '7')
-                                                                      : isdigit((unsigned char)*p);
-        if (ok) {
-            if (nd + 1 >= sizeof(digits))
-                return -1;
-            digits[nd++] = *p;
-        } else if (!(*p == '_' && base == 10 && nd > 0 && isdigit((unsigned char)p[1]))) {
-            return 0;
-        }
-    }
-    if (nd == 0)
-        return 0;
-    digits[nd] = '\0';
-    errno = 0;
-    unsigned long long u = strtoull(digits, NULL, base);
-    if (errno == ERANGE || u > (unsigned long long)LLONG_MAX + (unsigned long long)neg)
-        return -1;
-    *v = neg ? (long long)(0ULL - u) : (long long)u;
-    return 1;
-}
-
-/* [-+]? ( .digits | digits [. digits*] ) ( [eE] [-+]? digits )? */
-static int parse_float(const char *s, double *v)
-{
-    const char *p = s;
-    if (*p == '+' || *p == '-')
-        p++;
-    size_t before = strspn(p, "0123456789");
-    p += before;
-    size_t after = 0;
-    if (*p == '.') {
-        p++;
-        after = strspn(p, "0123456789");
-        p += after;
-    }
-    if (before + after == 0)
-        return 0;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        if (*p == '+' || *p == '-')
-            p++;
-        size_t ex = strspn(p, "0123456789");
-        if (ex == 0)
-            return 0;
-        p += ex;
-    }
-    if (*p)
-        return 0;
-    *v = strtod(s, NULL);
-    return 1;
-}
-
-static int is_special_float(const char *s)
-{
-    const char *p = s + (*s == '+' || *s == '-');
-    return !strcmp(p, ".inf") || !strcmp(p, ".Inf") || !strcmp(p, ".INF") || !strcmp(s, ".nan") ||
-           !strcmp(s, ".NaN") || !strcmp(s, ".NAN");
-}
-
 int qp_scalar_type(json_t **out, const char *text, int plain, qp_ytag tag, const char *where)
 {
-    *out = NULL;
-    if (tag == QP_YT_STR || (!plain && tag == QP_YT_NONE)) {
-        *out = json_string(text);
-        if (!*out)
-            return qp_error_set(QP_EUSAGE, "%s: string is not valid UTF-8", where);
-        return 0;
-    }
-    long long iv = 0;
-    double dv = 0;
-    int ir = parse_int(text, &iv);
-    if (ir < 0)
-        return qp_error_set(QP_EUSAGE, "%s: integer '%s' is out of range", where, text);
-    if (tag == QP_YT_NONE || tag == QP_YT_NULL) {
-        if (is_null(text)) {
-            *out = json_null();
-            return 0;
-        }
-        if (tag == QP_YT_NULL)
-            return qp_error_set(QP_EUSAGE, "%s: '%s' is not null (tagged !!null)", where, text);
-    }
-    if (tag == QP_YT_NONE || tag == QP_YT_BOOL) {
-        int bv = bool_of(text);
-        if (bv >= 0) {
-            *out = json_boolean(bv);
-            return 0;
-        }
-        if (tag == QP_YT_BOOL)
-            return qp_error_set(QP_EUSAGE, "%s: '%s' is not a boolean (tagged !!bool; write true or false)",
-                                where, text);
-    }
-    if (tag == QP_YT_NONE || tag == QP_YT_INT) {
-        if (ir > 0) {
-            *out = json_integer(iv);
-            return 0;
-        }
-        if (tag == QP_YT_INT)
-            return qp_error_set(QP_EUSAGE, "%s: '%s' is not an integer (tagged !!int)", where, text);
-    }
-    /* tag is NONE or FLOAT here */
-    if (is_special_float(text))
-        return qp_error_set(QP_EUSAGE, "%s: '%s': infinities and NaN are not allowed in a recipe", where, text);
-    if (ir > 0 || parse_float(text, &dv)) {
-        if (ir > 0)
-            dv = (double)iv;
-        if (!isfinite(dv))
-            return qp_error_set(QP_EUSAGE, "%s: number '%s' is out of range", where, text);
-        *out = json_real(dv);
-        return 0;
-    }
-    if (tag == QP_YT_FLOAT)
-        return qp_error_set(QP_EUSAGE, "%s: '%s' is not a number (tagged !!float)", where, text);
-    *out = json_string(text);
-    if (!*out)
-        return qp_error_set(QP_EUSAGE, "%s: string is not valid UTF-8", where);
-    return 0;
+    return qp_yscalar_json(out, text, plain, tag, QP_YS_RECIPE, where);
 }
 
 int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *scope, const char *path)

@@ -31,7 +31,7 @@
 int qp_interp(char **out, const char *text, const json_t *scope, const char *where);
 
 /* Types an expanded scalar: *out is a new JSON string, integer, real, true,
- * false or null. */
+ * false or null (qp_yscalar_json with the recipe schema, yaml_scalar.h). */
 int qp_scalar_type(json_t **out, const char *text, int plain, qp_ytag tag, const char *where);
 
 /* Converts a node to JSON, interpolating and typing every scalar (mappings

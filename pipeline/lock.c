@@ -3,11 +3,9 @@
 #include "common/fsutil.h"
 #include "common/version.h"
 #include "pipeline/runner.h"
+#include "pipeline/yaml_scalar.h"
 #include "pipeline/yaml_tree.h"
 
-#include <errno.h>
-#include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -337,77 +335,6 @@ int qp_lock_format(char **out, const json_t *doc)
 
 /* ---------------------------------------------------------------- reading */
 
-static int is_null_text(const char *t)
-{
-    return !*t || !strcmp(t, "~") || !strcmp(t, "null") || !strcmp(t, "Null") || !strcmp(t, "NULL");
-}
-
-/* 1 true, 0 false, -1 neither (YAML 1.2 core). */
-static int bool_of(const char *t)
-{
-    if (!strcmp(t, "true") || !strcmp(t, "True") || !strcmp(t, "TRUE"))
-        return 1;
-    if (!strcmp(t, "false") || !strcmp(t, "False") || !strcmp(t, "FALSE"))
-        return 0;
-    return -1;
-}
-
-/* YAML 1.2 core integers: [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+.
- * 1 parsed, 0 not an integer, -1 out of range. */
-static int parse_int(const char *t, long long *v)
-{
-    const char *d = t, *set = "0123456789";
-    int base = 10, neg = 0;
-    if (t[0] == '0' && (t[1] == 'o' || t[1] == 'x')) {
-        base = t[1] == 'o' ? 8 : 16;
-        set = t[1] == 'o' ? "01234567" : "0123456789abcdefABCDEF";
-        d = t + 2;
-    } else if (*d == '+' || *d == '-') {
-        neg = *d == '-';
-        d++;
-    }
-    size_t k = strspn(d, set);
-    if (k == 0 || d[k])
-        return 0;
-    errno = 0;
-    unsigned long long u = strtoull(d, NULL, base);
-    if (errno == ERANGE || u > (unsigned long long)LLONG_MAX + (unsigned long long)neg)
-        return -1;
-    *v = neg ? (u == 0 ? 0 : -(long long)(u - 1) - 1) : (long long)u;
-    return 1;
-}
-
-/* YAML 1.2 core floats: [-+]? ( .digits | digits [. digits*] ) ( [eE] [-+]? digits )?
- * 1 parsed, 0 not a float, -1 out of range; *special for .inf/.nan. */
-static int parse_float(const char *t, double *v, int *special)
-{
-    const char *p = t + (*t == '+' || *t == '-');
-    *special = !strcmp(p, ".inf") || !strcmp(p, ".Inf") || !strcmp(p, ".INF") || !strcmp(t, ".nan") ||
-               !strcmp(t, ".NaN") || !strcmp(t, ".NAN");
-    if (*special)
-        return 0;
-    size_t before = strspn(p, "0123456789"), after = 0;
-    p += before;
-    if (*p == '.') {
-        after = strspn(++p, "0123456789");
-        p += after;
-    }
-    if (before + after == 0)
-        return 0;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        p += *p == '+' || *p == '-';
-        size_t ex = strspn(p, "0123456789");
-        if (ex == 0)
-            return 0;
-        p += ex;
-    }
-    if (*p)
-        return 0;
-    *v = strtod(t, NULL);
-    return isfinite(*v) ? 1 : -1;
-}
-
 /* QP_EUSAGE "PATH:LINE:COL: message" at n (1:1 for an empty file). */
 static int node_fail(const char *path, const qp_ynode *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int node_fail(const char *path, const qp_ynode *n, const char *fmt, ...)
@@ -420,56 +347,13 @@ static int node_fail(const char *path, const qp_ynode *n, const char *fmt, ...)
     return qp_error_set(QP_EUSAGE, "%s:%d:%d: %s", path, n ? n->mark.line : 1, n ? n->mark.col : 1, msg);
 }
 
-/* A scalar's JSON value: quoted scalars are strings, plain ones follow the
- * YAML 1.2 core schema, an explicit standard tag forces the type. */
+/* A scalar's JSON value, by the lock schema of yaml_scalar.h (YAML 1.2
+ * core, what put_scalar writes). */
 static int scalar_json(json_t **out, const qp_ynode *n, const char *path)
 {
-    const char *t = n->text;
-    qp_ytag tag = n->tag;
-    *out = NULL;
-    if (tag == QP_YT_STR || (tag == QP_YT_NONE && !n->plain)) {
-        *out = json_string(t);
-        return *out ? 0 : node_fail(path, n, "%s", "string is not valid UTF-8");
-    }
-    if ((tag == QP_YT_NONE || tag == QP_YT_NULL) && is_null_text(t)) {
-        *out = json_null();
-        return 0;
-    }
-    if (tag == QP_YT_NULL)
-        return node_fail(path, n, "'%.200s' is not null (tagged !!null)", t);
-    int bv = tag == QP_YT_NONE || tag == QP_YT_BOOL ? bool_of(t) : -1;
-    if (bv >= 0) {
-        *out = json_boolean(bv);
-        return 0;
-    }
-    if (tag == QP_YT_BOOL)
-        return node_fail(path, n, "'%.200s' is not a boolean (tagged !!bool)", t);
-    long long iv = 0;
-    int ir = parse_int(t, &iv);
-    if (ir < 0)
-        return node_fail(path, n, "integer '%.200s' is out of range", t);
-    if (ir > 0 && tag != QP_YT_FLOAT) {
-        *out = json_integer(iv);
-        return 0;
-    }
-    if (tag == QP_YT_INT)
-        return node_fail(path, n, "'%.200s' is not an integer (tagged !!int)", t);
-    double dv = 0;
-    int special = 0, fr = ir > 0 ? 1 : parse_float(t, &dv, &special);
-    if (ir > 0)
-        dv = (double)iv;
-    if (special)
-        return node_fail(path, n, "'%.200s': a lock cannot hold infinities or NaN", t);
-    if (fr < 0)
-        return node_fail(path, n, "number '%.200s' is out of range", t);
-    if (fr > 0) {
-        *out = json_real(dv);
-        return 0;
-    }
-    if (tag == QP_YT_FLOAT)
-        return node_fail(path, n, "'%.200s' is not a number (tagged !!float)", t);
-    *out = json_string(t);
-    return *out ? 0 : node_fail(path, n, "%s", "string is not valid UTF-8");
+    char where[4096];
+    snprintf(where, sizeof(where), "%s:%d:%d", path, n->mark.line, n->mark.col);
+    return qp_yscalar_json(out, n->text, n->plain, n->tag, QP_YS_LOCK, where);
 }
 
 /* Mappings become objects (in file order), lists arrays.  The tree bounds

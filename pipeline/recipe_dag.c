@@ -111,6 +111,11 @@ static int check_stage(graph *g, size_t i)
     return 0;
 }
 
+static const char *build_id(const void *s, size_t ix)
+{
+    return ((const qp_stage_build *)s)[ix].decl.id;
+}
+
 /* Iterative DFS (a long chain must not overflow the C stack); on a back
  * edge, prints the cycle starting at its first stage in file order. */
 static int find_cycle(const graph *g)
@@ -141,19 +146,9 @@ static int find_cycle(const graph *g)
                 at[v] = sp;
                 stack[sp++] = v;
             } else if (color[v] == 1) {
-                size_t first = at[v], len = sp - first, start = 0;
-                for (size_t j = 1; j < len; j++)
-                    if (stack[first + j] < stack[first + start])
-                        start = j;
                 char path[700];
-                size_t pl = 0;
-                for (size_t j = 0; j <= len && pl < sizeof(path); j++)
-                    pl += (size_t)snprintf(path + pl, sizeof(path) - pl, "%s%s", j ? " -> " : "",
-                                           g->s[stack[first + (start + j) % len]].decl.id);
-                if (pl >= sizeof(path) - 1)  /* a long cycle: keep the line bounded */
-                    memcpy(path + sizeof(path) - 5, " ...", 5);
-                const qp_stage_build *b = &g->s[stack[first + start]];
-                rc = qp_recipe_fail(g->path, b->key->mark, "cycle: %s", path);
+                size_t s0 = qp_cycle_text(path, sizeof(path), stack + at[v], sp - at[v], build_id, g->s);
+                rc = qp_recipe_fail(g->path, g->s[s0].key->mark, "cycle: %s", path);
             }
         }
     }

@@ -125,6 +125,11 @@ static int settle_origin(xctx *x, size_t u)
     return 0;
 }
 
+static const char *tmpl_id(const void *t, size_t ix)
+{
+    return ((const qp_stage_tmpl *)t)[ix].id;
+}
+
 /* Depth-first over needs (iterative: a long chain must not overflow the C
  * stack), settling origins in post-order.  A cycle is reported here, with
  * the stage ids as written, since expansion needs an order. */
@@ -165,18 +170,9 @@ static int settle_origins(xctx *x)
                 at[b] = sp;
                 stack[sp++] = (size_t)b;
             } else if (color[b] == 1) {
-                size_t first = at[b], len = sp - first, start = 0;
-                for (size_t k = 1; k < len; k++)
-                    if (stack[first + k] < stack[first + start])
-                        start = k;
                 char cyc[700];
-                size_t pl = 0;
-                for (size_t k = 0; k <= len && pl < sizeof(cyc); k++)
-                    pl += (size_t)snprintf(cyc + pl, sizeof(cyc) - pl, "%s%s", k ? " -> " : "",
-                                           x->t[stack[first + (start + k) % len]].id);
-                if (pl >= sizeof(cyc) - 1)
-                    memcpy(cyc + sizeof(cyc) - 5, " ...", 5);
-                rc = qp_recipe_fail(x->path, x->t[stack[first + start]].key->mark, "cycle: %s", cyc);
+                size_t s0 = qp_cycle_text(cyc, sizeof(cyc), stack + at[b], sp - at[b], tmpl_id, x->t);
+                rc = qp_recipe_fail(x->path, x->t[s0].key->mark, "cycle: %s", cyc);
             }
         }
     }

@@ -90,6 +90,15 @@ int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node,
  * by file order) to order[0..n). */
 int qp_recipe_dag(qp_stage_build *s, size_t n, const char *path, size_t *order);
 
+/* The cycle a depth-first search found: seg[0..len) are the stage indices
+ * on its stack from the stage reached again (each needs the next, the last
+ * the first).  Writes "a -> b -> a" into buf[0..cap) (cap >= 5), ids from
+ * id_of(ud, index), starting at the smallest index (the earliest stage in
+ * the file) so the message does not depend on where the search entered the
+ * cycle; a long cycle ends in " ...".  Returns that smallest index. */
+size_t qp_cycle_text(char *buf, size_t cap, const size_t *seg, size_t len,
+                     const char *(*id_of)(const void *ud, size_t ix), const void *ud);
+
 /* 1 for an untagged plain null scalar (`key:` with nothing, ~, null). */
 int qp_ynode_is_null(const qp_ynode *n);
 

@@ -1,4 +1,5 @@
-/* Small helpers of the recipe loader: messages with marks, "did you mean". */
+/* Small helpers of the recipe loader: messages with marks, "did you mean",
+ * cycle paths. */
 #include "pipeline/recipe_int.h"
 
 #include <ctype.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "pipeline/yaml_scalar.h"
 
 int qp_recipe_fail(const char *path, qp_mark m, const char *fmt, ...)
 {
@@ -82,12 +84,25 @@ int qp_recipe_is_id(const char *s)
     return 1;
 }
 
+size_t qp_cycle_text(char *buf, size_t cap, const size_t *seg, size_t len,
+                     const char *(*id_of)(const void *ud, size_t ix), const void *ud)
+{
+    size_t start = 0, pl = 0;
+    for (size_t k = 1; k < len; k++)
+        if (seg[k] < seg[start])
+            start = k;
+    for (size_t k = 0; k <= len && pl < cap; k++)
+        pl += (size_t)snprintf(buf + pl, cap - pl, "%s%s", k ? " -> " : "", id_of(ud, seg[(start + k) % len]));
+    if (pl >= cap - 1)  /* a long cycle: keep the line bounded */
+        memcpy(buf + cap - 5, " ...", 5);
+    return seg[start];
+}
+
 int qp_ynode_is_null(const qp_ynode *n)
 {
     if (!n || n->kind != QP_YN_SCALAR || !n->plain || n->tag != QP_YT_NONE)
         return 0;
-    const char *t = n->text;
-    return !*t || !strcmp(t, "~") || !strcmp(t, "null") || !strcmp(t, "Null") || !strcmp(t, "NULL");
+    return qp_yscalar_is_null(n->text);
 }
 
 static int cmp_id_ix(const void *a, const void *b)
