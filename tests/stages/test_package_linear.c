@@ -2,15 +2,10 @@
  * GGUF: read back with qpipe's GGUF reader, every quantized tensor
  * dequantizes (llama.cpp's arithmetic) to exactly the weights `evaluate`
  * scores — bit for bit for Q4_0 and Q8_0 — and other geometries are refused. */
-#include "tests/support/testutil.h"
+#include "tests/stages/stage_test_helpers.h"
 
-#include "cache/cache.h"
-#include "common/error.h"
-#include "common/fsutil.h"
 #include "model/gguf.h"
 #include "model/gguf_llama.h"
-#include "pipeline/recipe.h"
-#include "pipeline/runner.h"
 #include "quant/qtypes.h"
 #include "stages/qtensor.h"
 
@@ -18,44 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *dir;
-static qp_cache *cache;
-
-static int run_recipe(const char *text)
-{
-    char *path = qp_path_join(dir, "r.yaml");
-    qp_test_write_str(path, text);
-    qp_recipe *r = NULL;
-    FILE *sink = fopen("/dev/null", "w");
-    qp_run_options o = {.mode = QP_RUN_NORMAL, .jobs = 1, .threads = 2, .out = sink};
-    int rc = qp_recipe_load(&r, path);
-    if (rc == 0)
-        rc = qp_runner_run(r, cache, &o);
-    fclose(sink);
-    qp_recipe_free(r);
-    free(path);
-    return rc;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    dir = qp_test_tmpdir();
-    char *c = qp_path_join(dir, "cache");
-    int rc = qp_cache_open(&cache, c);
-    free(c);
-    return rc;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    qp_cache_free(cache);
-    qp_test_rmtree(dir);
-    free(dir);
-    return 0;
-}
 
 /* The package's provenance.json: it names its input artifacts by stage id
  * (each recipe here calls the quantize stage "q"). */

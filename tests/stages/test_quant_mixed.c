@@ -4,13 +4,8 @@
  * report adds up (lowest bytes + bytes added = stored bytes), a KLD target is
  * met as measured, results do not depend on the thread count, and the
  * recipe mistakes are refused with one line. */
-#include "tests/support/testutil.h"
+#include "tests/stages/stage_test_helpers.h"
 
-#include "cache/cache.h"
-#include "common/error.h"
-#include "common/fsutil.h"
-#include "pipeline/recipe.h"
-#include "pipeline/runner.h"
 #include "quant/qtypes.h"
 #include "stages/qtensor.h"
 
@@ -18,37 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *dir;
-static qp_cache *cache;
-static json_t *outputs;   /* {stage id: output digest} of the last run */
-
-static void on_stage(void *ud, const char *id, const char *key, const char *output, const json_t *desc,
-                     const char *status)
-{
-    (void)ud;
-    (void)key;
-    (void)desc;
-    (void)status;
-    json_object_set_new(outputs, id, json_string(output));
-}
-
-static int run_recipe(const char *text, int threads)
-{
-    char *path = qp_path_join(dir, "r.yaml");
-    qp_test_write_str(path, text);
-    qp_recipe *r = NULL;
-    FILE *sink = fopen("/dev/null", "w");
-    qp_run_options o = {.mode = QP_RUN_NORMAL, .jobs = 1, .threads = threads, .out = sink, .on_stage = on_stage};
-    json_object_clear(outputs);
-    int rc = qp_recipe_load(&r, path);
-    if (rc == 0)
-        rc = qp_runner_run(r, cache, &o);
-    fclose(sink);
-    qp_recipe_free(r);
-    free(path);
-    return rc;
-}
 
 /* fetch + a small calibration (4 windows of 128 tokens) + `stages` */
 static char *recipe(const char *stages)
@@ -74,27 +38,6 @@ static qp_artifact *load_output(const char *id)
     return a;
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    dir = qp_test_tmpdir();
-    outputs = json_object();
-    char *c = qp_path_join(dir, "cache");
-    int rc = qp_cache_open(&cache, c);
-    free(c);
-    return rc;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    qp_cache_free(cache);
-    json_decref(outputs);
-    qp_test_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
 static double metric(const qp_artifact *a, const char *name)
 {
     const json_t *v = json_object_get(qp_artifact_metrics_c(a), name);
@@ -108,7 +51,7 @@ static void test_budget_of_q4_k_m(void **state)
     char *text = recipe("  q4km: {uses: quantize, needs: [model, calib], with: {method: gguf, type: Q4_K_M}}\n"
                         "  mix: {uses: quantize, needs: [model, calib], with: {method: mixed, bpw_of: Q4_K_M, "
                         "windows: 2}}\n");
-    assert_int_equal(run_recipe(text, 2), 0);
+    assert_int_equal(run_recipe_threads(text, 2), 0);
     qp_artifact *q4 = load_output("q4km"), *mix = load_output("mix");
     double budget = metric(q4, "bpw"), bpw = metric(mix, "bpw");
     const json_t *rep = json_object_get(qp_artifact_meta_c(mix), "mixed");
@@ -183,7 +126,7 @@ static void test_kld_target_and_threads(void **state)
     (void)state;
     /* unreachable: every weight ends at the top of the ladder, reported as not reached */
     char *text = target_recipe(1e-12);
-    assert_int_equal(run_recipe(text, 2), 0);
+    assert_int_equal(run_recipe_threads(text, 2), 0);
     free(text);
     qp_artifact *mix = load_output("mix");
     const json_t *rep = json_object_get(qp_artifact_meta_c(mix), "mixed");
@@ -200,7 +143,7 @@ static void test_kld_target_and_threads(void **state)
 
     /* met by the lowest type already: nothing measured one by one, nothing raised */
     text = target_recipe(lowest * 2);
-    assert_int_equal(run_recipe(text, 2), 0);
+    assert_int_equal(run_recipe_threads(text, 2), 0);
     free(text);
     mix = load_output("mix");
     rep = json_object_get(qp_artifact_meta_c(mix), "mixed");
@@ -214,7 +157,7 @@ static void test_kld_target_and_threads(void **state)
     /* halfway: met as measured, by fewer raises */
     double target = (lowest + top) / 2;
     text = target_recipe(target);
-    assert_int_equal(run_recipe(text, 2), 0);
+    assert_int_equal(run_recipe_threads(text, 2), 0);
     mix = load_output("mix");
     rep = json_object_get(qp_artifact_meta_c(mix), "mixed");
     double got = json_number_value(json_object_get(rep, "kld_mix"));
@@ -241,7 +184,7 @@ static void test_kld_target_and_threads(void **state)
     char *c = qp_path_join(dir, "cache1");
     assert_int_equal(qp_cache_open(&cache, c), 0);
     free(c);
-    assert_int_equal(run_recipe(text, 1), 0);
+    assert_int_equal(run_recipe_threads(text, 1), 0);
     assert_string_equal(json_string_value(json_object_get(outputs, "mix")), digest2);
     free(digest2);
     free(text);
@@ -266,7 +209,7 @@ static void test_refusals(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *stage = qp_strfmt("  mix: {uses: quantize, needs: [model, calib], with: %s}\n", cases[i].with);
         char *text = recipe(stage);
-        assert_int_equal(run_recipe(text, 2), QP_EUSAGE);
+        assert_int_equal(run_recipe_threads(text, 2), QP_EUSAGE);
         if (!strstr(qp_error_last(), cases[i].msg))
             fail_msg("case %zu: %s", i, qp_error_last());
         free(text);
@@ -276,14 +219,14 @@ static void test_refusals(void **state)
     char *model = qp_test_shared_path("models/house-llama");
     char *text = qp_strfmt("qpipe: 1\nname: m\nstages:\n  model: {uses: fetch, with: {source: \"%s\"}}\n"
                            "  mix: {uses: quantize, needs: [model], with: {method: mixed, max_kld: 0.01}}\n", model);
-    assert_int_equal(run_recipe(text, 2), QP_EUSAGE);
+    assert_int_equal(run_recipe_threads(text, 2), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "stage 'mix': method mixed measures sensitivities on calibration windows; "
                                          "add a calibrate stage to needs:");
     free(text);
     /* a budget below the lowest type */
     char *stage = qp_strdup("  mix: {uses: quantize, needs: [model, calib], with: {method: mixed, max_bpw: 3}}\n");
     text = recipe(stage);
-    assert_int_equal(run_recipe(text, 2), QP_EUSAGE);
+    assert_int_equal(run_recipe_threads(text, 2), QP_EUSAGE);
     assert_non_null(strstr(qp_error_last(), "3.0000 bits per weight is below what the lowest ladder type needs"));
     free(text);
     free(stage);
