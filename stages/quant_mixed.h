@@ -23,6 +23,10 @@
  *      last miss and the first hit.  A target not reached within the
  *      budget is reported, not an error: the gate decides.  A target the
  *      all-lowest mix already meets skips step 1 (nothing to raise).
+ * Memory: the reference distributions [W·T, V] floats (16 × 256 windows of
+ * a 32k vocabulary: 0.5 GiB), two [W, T, D] activation buffers, the model's
+ * f32 weights (qp_llama's cache) and the quantized bytes of every weight at
+ * every ladder type up to 1 GiB (kept so target checks only dequantize).
  * The result: {hf_name: type} for every weight the allocator decides, and
  * a report (ladder, per-weight sensitivities and bytes, the raised weights
  * in order with their gains, the measured KLD of the all-lowest and the
