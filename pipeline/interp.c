@@ -171,24 +171,73 @@ int qp_interp(char **out, const char *text, const json_t *scope, const char *whe
     return 0;
 }
 
-int qp_scalar_type(json_t **out, const char *text, int plain, qp_ytag tag, const char *where)
+/* 1 when `text` is exactly one ${vars.NAME} or ${matrix.KEY} and nothing
+ * else; *member gets the scope member holding typed values ("vars_typed"
+ * or "matrix_typed") and name[0..cap) the NAME or KEY. */
+static int whole_ref(const char *text, const char **member, char *name, size_t cap)
 {
-    return qp_yscalar_json(out, text, plain, tag, QP_YS_RECIPE, where);
+    size_t n = strlen(text);
+    if (n < 4 || text[0] != '$' || text[1] != '{' || body_len(text + 2, n - 2) != (long)(n - 3))
+        return 0;
+    const char *body = text + 2;
+    size_t bn = n - 3, pre;
+    if (bn > 5 && strncmp(body, "vars.", 5) == 0) {
+        pre = 5;
+        *member = "vars_typed";
+    } else if (bn > 7 && strncmp(body, "matrix.", 7) == 0) {
+        pre = 7;
+        *member = "matrix_typed";
+    } else {
+        return 0;
+    }
+    if (name_len(body + pre, bn - pre, 1) != bn - pre)
+        return 0;
+    snprintf(name, cap, "%.*s", (int)(bn - pre), body + pre);
+    return 1;
+}
+
+int qp_scalar_is_typed_ref(const qp_ynode *n)
+{
+    const char *member;
+    char name[256];
+    return n->kind == QP_YN_SCALAR && n->tag == QP_YT_NONE && whole_ref(n->text, &member, name, sizeof(name));
+}
+
+int qp_scalar_eval(json_t **out, char **text, const qp_ynode *n, const json_t *scope, const char *path)
+{
+    *out = NULL;
+    if (text)
+        *text = NULL;
+    char where[4096], name[256], *t = NULL;
+    const char *member;
+    snprintf(where, sizeof(where), "%s:%d:%d", path, n->mark.line, n->mark.col);
+    /* Expanding first reports an undefined name the same way in every form. */
+    int rc = qp_interp(&t, n->text, scope, where);
+    if (rc < 0)
+        return rc;
+    if (n->tag == QP_YT_NONE && whole_ref(n->text, &member, name, sizeof(name))) {
+        /* The referenced value's own type; a name with no typed value (an
+         * instance's NAME) is text. */
+        const json_t *v = json_object_get(json_object_get(scope, member), name);
+        if (v && !json_is_object(v) && !json_is_array(v))
+            *out = json_copy((json_t *)v);
+        else
+            rc = qp_yscalar_json(out, t, 0, QP_YT_STR, QP_YS_RECIPE, where);
+    } else {
+        rc = qp_yscalar_json(out, t, n->plain, n->tag, QP_YS_RECIPE, where);
+    }
+    if (rc == 0 && text)
+        *text = t;
+    else
+        free(t);
+    return rc;
 }
 
 int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *scope, const char *path)
 {
     *out = NULL;
-    char where[4096];
-    snprintf(where, sizeof(where), "%s:%d:%d", path, n->mark.line, n->mark.col);
-    if (n->kind == QP_YN_SCALAR) {
-        char *text = NULL;
-        int rc = qp_interp(&text, n->text, scope, where);
-        if (rc == 0)
-            rc = qp_scalar_type(out, text, n->plain, n->tag, where);
-        free(text);
-        return rc;
-    }
+    if (n->kind == QP_YN_SCALAR)
+        return qp_scalar_eval(out, NULL, n, scope, path);
     json_t *c = n->kind == QP_YN_MAP ? json_object() : json_array();
     if (!c)
         abort();

@@ -87,7 +87,9 @@ static int check_version(const qp_ynode *root, const char *path)
 }
 
 /* vars: in file order, each may use the ones before it.  `text` keeps the
- * expanded text that ${vars.x} substitutes; r->vars the typed values. */
+ * expanded text that ${vars.x} substitutes inside other text; r->vars the
+ * typed values, which a whole-value "${vars.x}" gives (the scope's
+ * "vars_typed"). */
 static int load_vars(qp_recipe *r, json_t *text, const json_t *scope, const qp_ynode *root)
 {
     const qp_ynode *key, *v = qp_ynode_get(root, "vars", &key);
@@ -105,12 +107,9 @@ static int load_vars(qp_recipe *r, json_t *text, const json_t *scope, const qp_y
         if (val->kind != QP_YN_SCALAR)
             return qp_recipe_fail(r->path, val->mark, "variable '%s' must be a string or a number, not a %s",
                                   k->text, qp_ynode_kind_name(val));
-        char where[4096], *s = NULL;
+        char *s = NULL;
         json_t *typed = NULL;
-        snprintf(where, sizeof(where), "%s:%d:%d", r->path, val->mark.line, val->mark.col);
-        int rc = qp_interp(&s, val->text, scope, where);
-        if (rc == 0)
-            rc = qp_scalar_type(&typed, s, val->plain, val->tag, where);
+        int rc = qp_scalar_eval(&typed, &s, val, scope, r->path);
         if (rc == 0) {
             json_object_set_new(text, k->text, json_string(s));
             json_object_set_new(r->vars, k->text, typed);
@@ -316,8 +315,9 @@ static int load_text(qp_recipe **out, const char *path, const char *text, size_t
     r->dir = abs_dir(path);
     r->vars = json_object();
     qp_sha256_buf(r->digest, text, len);
-    /* ${vars.NAME} reads the text, which load_vars fills in as it goes. */
-    json_t *vars_text = json_object(), *scope = json_pack("{s:O}", "vars", vars_text);
+    /* ${vars.NAME} reads the text and the typed value, which load_vars
+     * fills in as it goes. */
+    json_t *vars_text = json_object(), *scope = json_pack("{s:O, s:O}", "vars", vars_text, "vars_typed", r->vars);
     qp_ynode *root = NULL;
     int rc = qp_ytree_parse(&root, path, text, len);
     if (rc < 0)

@@ -297,8 +297,10 @@ static int build_one(const xctx *x, qp_stage_build *b, size_t u, long inst)
     /* Messages name the stage that runs ("q@gptq-4") at the written key. */
     qp_ynode key = {.kind = QP_YN_SCALAR, .mark = t->key->mark, .text = d->id, .plain = 1};
     json_t *scope = json_copy((json_t *)x->scope);
-    if (in)
+    if (in) {
         json_object_set(scope, "matrix", in->text);
+        json_object_set(scope, "matrix_typed", in->values);
+    }
     qp_ynode merged;
     const qp_ynode *with = t->with;
     int own = in && (size_t)x->origin[u] == u;

@@ -54,22 +54,6 @@ static qp_instance *inst_push(qp_stage_tmpl *t, size_t cap)
     return in;
 }
 
-/* A scalar's expanded text and typed value. */
-static int scalar_value(char **text, json_t **typed, const qp_ynode *v, const json_t *scope, const char *path)
-{
-    char where[4096];
-    snprintf(where, sizeof(where), "%s:%d:%d", path, v->mark.line, v->mark.col);
-    *typed = NULL;
-    int rc = qp_interp(text, v->text, scope, where);
-    if (rc == 0)
-        rc = qp_scalar_type(typed, *text, v->plain, v->tag, where);
-    if (rc < 0) {
-        free(*text);
-        *text = NULL;
-    }
-    return rc;
-}
-
 /* ---------- matrix: ---------- */
 
 typedef struct {
@@ -120,7 +104,7 @@ static int read_matrix_key(mkey *k, const qp_ynode *key, const qp_ynode *list, c
         if (v->kind != QP_YN_SCALAR)
             return qp_recipe_fail(path, v->mark, "matrix '%s' of stage '%s': a value must be a scalar, not a %s",
                                   key->text, stage, qp_ynode_kind_name(v));
-        int rc = scalar_value(&k->text[j], &k->typed[j], v, scope, path);
+        int rc = qp_scalar_eval(&k->typed[j], &k->text[j], v, scope, path);
         if (rc < 0)
             return rc;
         k->name[j] = qp_strdup(k->text[j]);
@@ -179,7 +163,7 @@ static int read_exclude(xentry **out, size_t *n_out, const qp_ynode *ex, const m
                                       stage, qp_ynode_kind_name(v));
             char *text = NULL;
             json_t *typed = NULL;
-            int rc = scalar_value(&text, &typed, v, scope, path);
+            int rc = qp_scalar_eval(&typed, &text, v, scope, path);
             free(text);
             if (rc < 0)
                 return rc;
@@ -311,7 +295,7 @@ static int candidate(qp_stage_tmpl *t, size_t ci, const qp_ynode *c, const json_
             }
             char *text = NULL;
             json_t *typed = NULL;
-            rc = scalar_value(&text, &typed, v, scope, path);
+            rc = qp_scalar_eval(&typed, &text, v, scope, path);
             json_decref(typed);
             name = text;
             continue;
@@ -321,7 +305,7 @@ static int candidate(qp_stage_tmpl *t, size_t ci, const qp_ynode *c, const json_
         json_t *typed = NULL;
         if (v->kind == QP_YN_SCALAR) {
             char *text = NULL;
-            rc = scalar_value(&text, &typed, v, scope, path);
+            rc = qp_scalar_eval(&typed, &text, v, scope, path);
             if (rc < 0)
                 break;
             json_object_set_new(in->text, k->text, json_string(text));

@@ -55,8 +55,15 @@ static int type_error(const pctx *c, const qp_ynode *node, const json_t *v, cons
     int scalar_for_string = (json_is_number(v) || json_is_boolean(v)) &&
                             (c->s->type == QP_P_STRING || c->s->type == QP_P_PATH ||
                              c->s->type == QP_P_STRING_LIST || c->s->type == QP_P_PATH_LIST);
+    /* A quoted "${vars.n}" keeps n's type, so quoting is not the cure. */
+    char hint[600] = "";
+    if (scalar_for_string && qp_scalar_is_typed_ref(node))
+        snprintf(hint, sizeof(hint), " (%.250s keeps its type; write !!str \"%.250s\" to make it a string)", node->text,
+                 node->text);
+    else if (scalar_for_string)
+        snprintf(hint, sizeof(hint), " (quote it to make it a string)");
     return qp_recipe_fail(c->path, node->mark, "parameter '%s' for %s must be %s, got %s%s", c->name, c->kind,
-                          want, got, scalar_for_string ? " (quote it to make it a string)" : "");
+                          want, got, hint);
 }
 
 /* Splits "a|b|c" and checks `text` against it. */

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
+#include "pipeline/key.h"
 #include "pipeline/recipe.h"
 
 static const char *house =
@@ -242,6 +243,151 @@ static void key_order_independence(void **state)
     qp_recipe_free(b);
 }
 
+/* A value that is exactly one ${vars.X} keeps X's type, quoted or plain;
+ * mixed text, ${env.…} and tagged values are typed from their text. */
+static void typed_references(void **state)
+{
+    (void)state;
+    setenv("QPIPE_TEST_NUM", "7", 1);
+    qp_recipe *r = load_ok("qpipe: 1\n"
+                           "name: \"${vars.label}\"\n"
+                           "vars:\n"
+                           "  threshold: 1.0\n"
+                           "  bits: 4\n"
+                           "  strict: true\n"
+                           "  v: \"4\"\n"
+                           "  label: house\n"
+                           "  none: ~\n"
+                           "  alias: \"${vars.threshold}\"\n"
+                           "  text: !!str \"${vars.threshold}\"\n"
+                           "  mixed: \"${vars.bits}${vars.bits}\"\n"
+                           "  env: \"${env.QPIPE_TEST_NUM}\"\n"
+                           "  gs: \"128\"\n"
+                           "stages:\n"
+                           "  m: {uses: fetch, with: {source: \"${vars.label}\"}}\n"
+                           "  q:\n"
+                           "    uses: quantize\n"
+                           "    needs: m\n"
+                           "    with:\n"
+                           "      method: rtn\n"
+                           "      bits: \"${vars.bits}\"\n"
+                           "      sym: ${vars.strict}\n"
+                           "      damp_percent: '${vars.threshold}'\n"
+                           "      group_size: !!int \"${vars.gs}\"\n"
+                           "  c:\n"
+                           "    uses: calibrate\n"
+                           "    needs: m\n"
+                           "    with:\n"
+                           "      dataset: \"${vars.label}\"\n"
+                           "      field: ${vars.v}\n"
+                           "      samples: ${vars.bits}${vars.bits}\n"
+                           "      seed: ${env.QPIPE_TEST_NUM}\n"
+                           "  c2:\n"
+                           "    uses: calibrate\n"
+                           "    needs: m\n"
+                           "    with: {dataset: [\"${vars.v}\", \"${vars.env}\"], field: !!str \"${vars.threshold}\"}\n"
+                           "  e: {uses: evaluate, needs: q, with: {dataset: d}}\n"
+                           "  g:\n"
+                           "    uses: gate\n"
+                           "    needs: e\n"
+                           "    with:\n"
+                           "      max_ppl_delta: \"${vars.threshold}\"\n"
+                           "      max_kld_mean: \"${vars.alias}\"\n"
+                           "      min_top1: !!float \"${vars.bits}\"\n");
+    assert_json(qp_recipe_vars(r),
+                "{\"threshold\": 1.0, \"bits\": 4, \"strict\": true, \"v\": \"4\", \"label\": \"house\", "
+                "\"none\": null, \"alias\": 1.0, \"text\": \"1.0\", \"mixed\": \"44\", \"env\": \"7\", \"gs\": \"128\"}");
+    assert_true(json_is_real(json_object_get(qp_recipe_vars(r), "alias")));
+    assert_true(json_is_integer(json_object_get(qp_recipe_vars(r), "bits")));
+    assert_string_equal(qp_recipe_name(r), "house");
+    const json_t *q = params_of(r, "q");
+    assert_true(json_is_integer(json_object_get(q, "bits")));
+    assert_int_equal(json_integer_value(json_object_get(q, "bits")), 4);
+    assert_true(json_is_true(json_object_get(q, "sym")));
+    assert_true(json_is_real(json_object_get(q, "damp_percent")));
+    assert_true(json_real_value(json_object_get(q, "damp_percent")) == 1.0);
+    assert_int_equal(json_integer_value(json_object_get(q, "group_size")), 128); /* the tag types the text */
+    const json_t *c = params_of(r, "c");
+    assert_json(json_object_get(c, "field"), "\"4\"");             /* a string var stays a string */
+    assert_int_equal(json_integer_value(json_object_get(c, "samples")), 44); /* plain text "44" */
+    assert_int_equal(json_integer_value(json_object_get(c, "seed")), 7);     /* plain text "7" */
+    assert_json(json_object_get(params_of(r, "c2"), "dataset"), "[\"4\", \"7\"]");
+    assert_json(json_object_get(params_of(r, "c2"), "field"), "\"1.0\"");
+    char *g = json_dumps(params_of(r, "g"), JSON_COMPACT | JSON_REAL_PRECISION(17));
+    assert_string_equal(g, "{\"max_kld_mean\":1.0,\"max_ppl_delta\":1.0,\"min_top1\":4.0}");
+    free(g);
+    qp_recipe_free(r);
+    unsetenv("QPIPE_TEST_NUM");
+}
+
+/* Stage key of stage `id` (fixed input digests: only params differ). */
+static void key_of(char key[QP_HEX_LEN], char **canon, const qp_recipe *r, const char *id, qp_cache *cache)
+{
+    const qp_stage_decl *s = qp_recipe_stage(r, (size_t)qp_recipe_find(r, id));
+    const char *digests[8];
+    for (size_t i = 0; i < s->n_needs && i < 8; i++)
+        digests[i] = "0000000000000000000000000000000000000000000000000000000000000000";
+    json_t *desc = NULL;
+    int rc = qp_key_describe(&desc, r, s, cache, digests);
+    if (rc)
+        fprintf(stderr, "%s\n", qp_error_last());
+    assert_int_equal(rc, 0);
+    qp_key_hash(key, desc);
+    *canon = qp_key_canonical(desc);
+    json_decref(desc);
+}
+
+/* Moving a literal into a var must not change a stage key (nothing
+ * reruns), while changing the var's value must. */
+static void typed_var_keeps_the_key(void **state)
+{
+    (void)state;
+    const char *stages_fmt = "qpipe: 1\nname: t\n%s"
+                             "stages:\n"
+                             "  m: {uses: fetch, with: {source: m}}\n"
+                             "  q: {uses: quantize, needs: m, with: {method: rtn, bits: %s, sym: %s}}\n"
+                             "  e: {uses: evaluate, needs: q, with: {dataset: d}}\n"
+                             "  g: {uses: gate, needs: e, with: {max_ppl_delta: %s, max_kld_mean: %s}}\n";
+    char *lit = qp_strfmt(stages_fmt, "", "4", "true", "1.0", "1");
+    char *via = qp_strfmt(stages_fmt, "vars: {threshold: 1.0, bits: 4, strict: true, one: 1.0}\n",
+                          "\"${vars.bits}\"", "\"${vars.strict}\"", "\"${vars.threshold}\"", "'${vars.one}'");
+    char *other = qp_strfmt(stages_fmt, "vars: {threshold: 1.5}\n", "4", "true", "\"${vars.threshold}\"", "1");
+    char *dir = qp_test_tmpdir(), *cdir = qp_strfmt("%s/cache", dir);
+    qp_cache *cache = NULL;
+    assert_int_equal(qp_cache_open(&cache, cdir), 0);
+    qp_recipe *a = load_ok(lit), *b = load_ok(via), *c = load_ok(other);
+    const char *ids[] = {"q", "g"};
+    for (size_t i = 0; i < 2; i++) {
+        char ka[QP_HEX_LEN], kb[QP_HEX_LEN], kc[QP_HEX_LEN], *ca, *cb, *cc;
+        key_of(ka, &ca, a, ids[i], cache);
+        key_of(kb, &cb, b, ids[i], cache);
+        key_of(kc, &cc, c, ids[i], cache);
+        assert_string_equal(cb, ca);
+        assert_string_equal(kb, ka);
+        if (i == 1)
+            assert_string_not_equal(kc, ka);
+        else
+            assert_string_equal(kc, ka);
+        free(ca);
+        free(cb);
+        free(cc);
+    }
+    const char *gp = "{\"max_kld_mean\":1.0,\"max_ppl_delta\":1.0}";
+    char *g = json_dumps(params_of(b, "g"), JSON_COMPACT | JSON_REAL_PRECISION(17));
+    assert_string_equal(g, gp);
+    free(g);
+    qp_recipe_free(a);
+    qp_recipe_free(b);
+    qp_recipe_free(c);
+    qp_cache_free(cache);
+    qp_test_rmtree(dir);
+    free(dir);
+    free(cdir);
+    free(lit);
+    free(via);
+    free(other);
+}
+
 /* Ties go to file order; a reference is an edge that orders but is no input. */
 static void topological_order(void **state)
 {
@@ -370,6 +516,8 @@ int main(void)
         cmocka_unit_test(full_recipe),
         cmocka_unit_test(interpolation),
         cmocka_unit_test(scalar_types),
+        cmocka_unit_test(typed_references),
+        cmocka_unit_test(typed_var_keeps_the_key),
         cmocka_unit_test(key_order_independence),
         cmocka_unit_test(topological_order),
         cmocka_unit_test(anchors_and_merge_keys),

@@ -184,6 +184,42 @@ static const bad_case cases[] = {
      "r.yaml:5:67: integer '99999999999999999999' is out of range"},
     {"bad_merge", HDR "  model: {<<: x, uses: fetch, with: {source: m}}\n",
      "r.yaml:4:15: the value of a '<<' merge key must be a mapping or a list of mappings"},
+    /* A whole "${vars.X}" keeps X's type; the checks then apply to it at
+     * the value's position. */
+    {"typed_var_string_for_number", "qpipe: 1\nname: t\nvars: {threshold: \"1.0\"}\nstages:\n" MODEL
+     "  g: {uses: gate, needs: model, with: {max_ppl_delta: \"${vars.threshold}\"}}\n",
+     "r.yaml:6:55: parameter 'max_ppl_delta' for gate must be a number, got string '1.0'"},
+    {"typed_var_bool_for_int", "qpipe: 1\nname: t\nvars: {strict: true}\nstages:\n" MODEL
+     "  q: {uses: quantize, needs: model, with: {method: rtn, bits: \"${vars.strict}\"}}\n",
+     "r.yaml:6:63: parameter 'bits' for quantize must be an integer, got boolean true"},
+    {"typed_var_real_for_int", "qpipe: 1\nname: t\nvars: {b: 4.0}\nstages:\n" MODEL
+     "  q: {uses: quantize, needs: model, with: {method: rtn, bits: '${vars.b}'}}\n",
+     "r.yaml:6:63: parameter 'bits' for quantize must be an integer, got number 4"},
+    {"typed_var_out_of_range", "qpipe: 1\nname: t\nvars: {b: 9}\nstages:\n" MODEL
+     "  q: {uses: quantize, needs: model, with: {method: rtn, bits: \"${vars.b}\"}}\n",
+     "r.yaml:6:63: parameter 'bits' for quantize must be between 2 and 8, got 9"},
+    {"typed_var_not_allowed", "qpipe: 1\nname: t\nvars: {g: 100}\nstages:\n" MODEL
+     "  q: {uses: quantize, needs: model, with: {method: rtn, group_size: \"${vars.g}\"}}\n",
+     "r.yaml:6:69: parameter 'group_size' for quantize must be one of -1, 32, 64, 128, 256, got 100"},
+    {"typed_var_int_for_string", "qpipe: 1\nname: t\nvars: {n: 5}\nstages:\n" MODEL
+     "  c: {uses: calibrate, needs: model, with: {dataset: d.txt, field: \"${vars.n}\"}}\n",
+     "r.yaml:6:68: parameter 'field' for calibrate must be a string, got integer 5 (${vars.n} keeps its type; "
+     "write !!str \"${vars.n}\" to make it a string)"},
+    {"typed_var_null_for_string", "qpipe: 1\nname: t\nvars: {none: ~}\nstages:\n" MODEL
+     "  c: {uses: calibrate, needs: model, with: {dataset: \"${vars.none}\"}}\n",
+     "r.yaml:6:54: parameter 'dataset' for calibrate must be a path or a list of paths, got null (no value)"},
+    {"typed_var_in_list", "qpipe: 1\nname: t\nvars: {n: 5}\nstages:\n" MODEL
+     "  c: {uses: calibrate, needs: model, with: {dataset: [a.txt, \"${vars.n}\"]}}\n",
+     "r.yaml:6:62: parameter 'dataset' for calibrate must be a path or a list of paths, got integer 5 (${vars.n} "
+     "keeps its type; write !!str \"${vars.n}\" to make it a string)"},
+    {"typed_var_tagged_int", "qpipe: 1\nname: t\nvars: {t: 1.0}\nstages:\n" MODEL
+     "  c: {uses: calibrate, needs: model, with: {dataset: d.txt, samples: !!int \"${vars.t}\"}}\n",
+     "r.yaml:6:70: '1.0' is not an integer (tagged !!int)"},
+    {"typed_var_name_not_string", "qpipe: 1\nname: \"${vars.v}\"\nvars: {v: 2}\nstages:\n" MODEL,
+     "r.yaml:2:7: 'name' must be a non-empty string"},
+    {"typed_var_undefined", "qpipe: 1\nname: t\nvars: {n: 5}\nstages:\n" MODEL
+     "  c: {uses: calibrate, needs: model, with: {dataset: d.txt, samples: \"${vars.m}\"}}\n",
+     "r.yaml:6:70: undefined variable 'm' in '${vars.m}'"},
     {"vars_not_scalar", "qpipe: 1\nname: t\nvars: {a: [1]}\nstages:\n" MODEL,
      "r.yaml:3:11: variable 'a' must be a string or a number, not a list"},
     {"bad_utf8", "qpipe: 1\nname: \xff\n", "r.yaml:2:7: invalid leading UTF-8 octet"},

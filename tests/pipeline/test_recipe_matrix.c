@@ -222,6 +222,40 @@ static void instance_names(void **state)
     qp_recipe_free(r);
 }
 
+static const char *typed_recipe =
+    "qpipe: 1\nname: t\nvars: {bits: 4, on: true, cmd: \"8\"}\nstages:\n" MODEL
+    "  q: {uses: quantize, needs: model, with: {method: rtn},\n"
+    "      matrix: {bits: [\"${vars.bits}\", 8], sym: [\"${vars.on}\", false]},\n"
+    "      exclude: [{bits: \"${vars.bits}\", sym: false}]}\n"
+    "  e: {uses: evaluate, needs: q, with: {dataset: d}}\n"
+    "  g: {uses: gate, needs: [e, q], with: {max_ppl_delta: \"${matrix.bits}\"}}\n"
+    "  rep: {uses: run, needs: q, with: {cmd: \"${matrix.name}\", metrics: \"${matrix.bits}.json\"}}\n"
+    "  c: {uses: quantize, needs: model,\n"
+    "      candidates: [{method: rtn, bits: \"${vars.bits}\", sym: \"${vars.on}\"}]}\n"
+    "  rc: {uses: run, needs: c, with: {cmd: \"${vars.cmd}\", metrics: !!str '${matrix.bits}'}}\n";
+
+/* A matrix/candidate value that is exactly "${vars.X}" keeps X's type (so
+ * exclude matches it and it checks as an integer), and a whole
+ * "${matrix.KEY}" keeps the value's type; ${matrix.name} is text. */
+static void typed_matrix_references(void **state)
+{
+    (void)state;
+    qp_recipe *r = load_ok(typed_recipe);
+    assert_order(r, "model q@4-true q@8-true q@8-false e@4-true e@8-true e@8-false g@4-true g@8-true g@8-false "
+                    "rep@4-true rep@8-true rep@8-false c@rtn-4-true rc@rtn-4-true");
+    assert_json(stage(r, "q@4-true")->matrix, "{\"bits\": 4, \"sym\": true}");
+    assert_int_equal(pint(r, "q@4-true", "bits"), 4);
+    assert_true(json_is_true(json_object_get(stage(r, "q@4-true")->params, "sym")));
+    const json_t *d = json_object_get(stage(r, "g@4-true")->params, "max_ppl_delta");
+    assert_true(json_is_real(d) && json_real_value(d) == 4.0);
+    assert_string_equal(pstr(r, "rep@8-false", "cmd"), "8-false");
+    assert_string_equal(pstr(r, "rep@8-false", "metrics"), "8.json");
+    assert_json(stage(r, "c@rtn-4-true")->matrix, "{\"method\": \"rtn\", \"bits\": 4, \"sym\": true}");
+    assert_string_equal(pstr(r, "rc@rtn-4-true", "cmd"), "8");
+    assert_string_equal(pstr(r, "rc@rtn-4-true", "metrics"), "4");
+    qp_recipe_free(r);
+}
+
 /* NAME@INST needs one instance; a reference to a stage fanning out from
  * the same origin is zipped like a need; fan-out goes through chains. */
 static void single_instance_and_reference(void **state)
@@ -323,6 +357,16 @@ static const bad_case cases[] = {
      "r.yaml:9:14: unknown parameter 'bitz' for quantize (did you mean 'bits'?)"},
     {"matrix_join_collision", HDR "  r:\n    uses: run\n    matrix: {cmd: [a-b, a], metrics: [c, b-c]}\n",
      "r.yaml:6:5: matrix of stage 'r' makes two instances named 'r@a-b-c'"},
+    {"typed_matrix_int_for_string", HDR MODEL Q "    with: {method: rtn}\n    matrix: {bits: [4]}\n"
+     "  r: {uses: run, needs: q, with: {cmd: \"${matrix.bits}\"}}\n",
+     "r.yaml:10:40: parameter 'cmd' for run must be a string, got integer 4 (${matrix.bits} keeps its type; write "
+     "!!str \"${matrix.bits}\" to make it a string)"},
+    {"typed_matrix_var_out_of_range", "qpipe: 1\nname: t\nvars: {b: 9}\nstages:\n" MODEL Q
+     "    with: {method: rtn}\n    matrix: {bits: [4, \"${vars.b}\"]}\n",
+     "r.yaml:10:24: parameter 'bits' for quantize must be between 2 and 8, got 9"},
+    {"typed_exclude_string_var", "qpipe: 1\nname: t\nvars: {b: \"4\"}\nstages:\n" MODEL Q
+     "    with: {method: rtn}\n    matrix: {bits: [3, 4]}\n    exclude: [{bits: \"${vars.b}\"}]\n",
+     "r.yaml:11:15: exclude entry of stage 'q' matches no instance of its matrix"},
     {"exclude_not_list", HDR MODEL Q "    with: {method: rtn}\n    matrix: {bits: [4]}\n    exclude: {bits: 4}\n",
      "r.yaml:10:14: 'exclude' of stage 'q' must be a list of mappings, not a mapping"},
     {"exclude_entry_not_mapping", HDR MODEL Q "    with: {method: rtn}\n    matrix: {bits: [4]}\n    exclude: [4]\n",
@@ -465,6 +509,7 @@ int main(void)
         cmocka_unit_test(candidates_fan_out_zip_fan_in),
         cmocka_unit_test(matrix_cross_product),
         cmocka_unit_test(instance_names),
+        cmocka_unit_test(typed_matrix_references),
         cmocka_unit_test(single_instance_and_reference),
         cmocka_unit_test(adding_a_candidate_keeps_the_others),
         cmocka_unit_test(plain_recipe_unchanged),
