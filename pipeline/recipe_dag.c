@@ -111,52 +111,33 @@ static int check_stage(graph *g, size_t i)
     return 0;
 }
 
-static const char *build_id(const void *s, size_t ix)
+/* Stage ix's id and key mark, for the cycle message (ud: the graph). */
+static const char *build_id(const void *ud, size_t ix)
 {
-    return ((const qp_stage_build *)s)[ix].decl.id;
+    return ((const graph *)ud)->s[ix].decl.id;
 }
 
-/* Iterative DFS (a long chain must not overflow the C stack); on a back
- * edge, prints the cycle starting at its first stage in file order. */
-static int find_cycle(const graph *g)
+static qp_mark build_mark(const void *ud, size_t ix)
 {
-    int rc = 0;
-    unsigned char *color = calloc(g->n, 1);
-    size_t *stack = malloc(g->n * sizeof(size_t)), *pos = calloc(g->n, sizeof(size_t));
-    size_t *at = malloc(g->n * sizeof(size_t));
-    if (!color || !stack || !pos || !at)
-        abort();
-    for (size_t root = 0; root < g->n && rc == 0; root++) {
-        if (color[root])
-            continue;
-        size_t sp = 0;
-        stack[sp] = root;
-        at[root] = sp++;
-        color[root] = 1;
-        while (sp > 0 && rc == 0) {
-            size_t u = stack[sp - 1];
-            if (pos[u] == g->n_deps[u]) {
-                color[u] = 2;
-                sp--;
-                continue;
-            }
-            size_t v = g->deps[u][pos[u]++];
-            if (color[v] == 0) {
-                color[v] = 1;
-                at[v] = sp;
-                stack[sp++] = v;
-            } else if (color[v] == 1) {
-                char path[700];
-                size_t s0 = qp_cycle_text(path, sizeof(path), stack + at[v], sp - at[v], build_id, g->s);
-                rc = qp_recipe_fail(g->path, g->s[s0].key->mark, "cycle: %s", path);
-            }
-        }
-    }
-    free(color);
-    free(stack);
-    free(pos);
-    free(at);
-    return rc;
+    return ((const graph *)ud)->s[ix].key->mark;
+}
+
+static int dep_edge(void *ud, size_t u, size_t j, long *v)
+{
+    const graph *g = ud;
+    if (j == g->n_deps[u])
+        return 0;
+    *v = (long)g->deps[u][j];
+    return 1;
+}
+
+/* On a back edge, prints the cycle starting at its first stage in file
+ * order. */
+static int find_cycle(graph *g)
+{
+    qp_dfs_graph d = {.n = g->n, .ud = g, .edge = dep_edge, .id_of = build_id, .mark_of = build_mark,
+                      .path = g->path};
+    return qp_recipe_dfs(&d);
 }
 
 /* Min-heap of stage indices: Kahn's algorithm taking the earliest stage in

@@ -125,62 +125,45 @@ static int settle_origin(xctx *x, size_t u)
     return 0;
 }
 
-static const char *tmpl_id(const void *t, size_t ix)
+/* Stage ix's id and key mark, for the cycle message (ud: the xctx). */
+static const char *tmpl_id(const void *ud, size_t ix)
 {
-    return ((const qp_stage_tmpl *)t)[ix].id;
+    return ((const xctx *)ud)->t[ix].id;
 }
 
-/* Depth-first over needs (iterative: a long chain must not overflow the C
- * stack), settling origins in post-order.  A cycle is reported here, with
- * the stage ids as written, since expansion needs an order. */
+static qp_mark tmpl_mark(const void *ud, size_t ix)
+{
+    return ((const xctx *)ud)->t[ix].key->mark;
+}
+
+/* Edge j out of stage u: its j-th need (an unknown one is reported later,
+ * by the DAG checks); a stage needing itself is reported here. */
+static int need_edge(void *ud, size_t u, size_t j, long *v)
+{
+    const xctx *x = ud;
+    const qp_stage_tmpl *t = &x->t[u];
+    if (j == t->n_needs)
+        return 0;
+    const char *sel;
+    *v = split_need(x, t->needs[j], &sel);
+    if (*v == (long)u)
+        return qp_recipe_fail(x->path, t->need_nodes[j]->mark, "stage '%s' needs itself", t->id);
+    return 1;
+}
+
+static int settle_done(void *ud, size_t u)
+{
+    return settle_origin(ud, u);
+}
+
+/* Depth-first over needs, settling origins in post-order.  A cycle is
+ * reported here, with the stage ids as written, since expansion needs an
+ * order. */
 static int settle_origins(xctx *x)
 {
-    size_t n = x->n;
-    int rc = 0;
-    unsigned char *color = calloc(n + 1, 1);
-    size_t *stack = malloc((n + 1) * sizeof(size_t)), *pos = calloc(n + 1, sizeof(size_t));
-    size_t *at = malloc((n + 1) * sizeof(size_t));
-    if (!color || !stack || !pos || !at)
-        abort();
-    for (size_t root = 0; root < n && rc == 0; root++) {
-        if (color[root])
-            continue;
-        size_t sp = 0;
-        stack[sp] = root;
-        at[root] = sp++;
-        color[root] = 1;
-        while (sp > 0 && rc == 0) {
-            size_t u = stack[sp - 1];
-            const qp_stage_tmpl *t = &x->t[u];
-            if (pos[u] == t->n_needs) {
-                rc = settle_origin(x, u);
-                color[u] = 2;
-                sp--;
-                continue;
-            }
-            size_t j = pos[u]++;
-            const char *sel;
-            long b = split_need(x, t->needs[j], &sel);
-            if (b < 0)
-                continue;
-            if ((size_t)b == u) {
-                rc = qp_recipe_fail(x->path, t->need_nodes[j]->mark, "stage '%s' needs itself", t->id);
-            } else if (color[b] == 0) {
-                color[b] = 1;
-                at[b] = sp;
-                stack[sp++] = (size_t)b;
-            } else if (color[b] == 1) {
-                char cyc[700];
-                size_t s0 = qp_cycle_text(cyc, sizeof(cyc), stack + at[b], sp - at[b], tmpl_id, x->t);
-                rc = qp_recipe_fail(x->path, x->t[s0].key->mark, "cycle: %s", cyc);
-            }
-        }
-    }
-    free(color);
-    free(stack);
-    free(pos);
-    free(at);
-    return rc;
+    qp_dfs_graph g = {.n = x->n, .ud = x, .edge = need_edge, .finish = settle_done, .id_of = tmpl_id,
+                      .mark_of = tmpl_mark, .path = x->path};
+    return qp_recipe_dfs(&g);
 }
 
 void qp_stage_builds_free(qp_stage_build *b, size_t n)

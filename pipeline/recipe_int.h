@@ -99,6 +99,30 @@ int qp_recipe_dag(qp_stage_build *s, size_t n, const char *path, size_t *order);
 size_t qp_cycle_text(char *buf, size_t cap, const size_t *seg, size_t len,
                      const char *(*id_of)(const void *ud, size_t ix), const void *ud);
 
+/* A graph for qp_recipe_dfs: n nodes, edges given by a callback so that
+ * each caller keeps its own representation. */
+typedef struct {
+    size_t n;
+    void *ud;
+    /* The j-th edge out of u: 0 when u has no more, 1 with *v the node it
+     * leads to (-1: pass over this edge), a negative qp_err (message set)
+     * to stop the search. */
+    int (*edge)(void *ud, size_t u, size_t j, long *v);
+    /* Called when u is finished (post-order: everything it leads to is
+     * finished first); NULL for none; non-zero stops the search. */
+    int (*finish)(void *ud, size_t u);
+    /* For the cycle message: a node's id and the mark it points at. */
+    const char *(*id_of)(const void *ud, size_t ix);
+    qp_mark (*mark_of)(const void *ud, size_t ix);
+    const char *path;
+} qp_dfs_graph;
+
+/* Depth-first search from every node in index order, iterative so that a
+ * long chain cannot overflow the C stack.  Reaching a node that is on the
+ * stack again fails with "PATH:LINE:COL: cycle: a -> b -> a" (see
+ * qp_cycle_text; the mark is its first node's).  0, or the first error. */
+int qp_recipe_dfs(const qp_dfs_graph *g);
+
 /* 1 for an untagged plain null scalar (`key:` with nothing, ~, null). */
 int qp_ynode_is_null(const qp_ynode *n);
 

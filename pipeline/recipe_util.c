@@ -1,5 +1,5 @@
 /* Small helpers of the recipe loader: messages with marks, "did you mean",
- * cycle paths. */
+ * cycle paths and the depth-first search that finds them. */
 #include "pipeline/recipe_int.h"
 
 #include <ctype.h>
@@ -153,4 +153,53 @@ void qp_stage_decl_clear(qp_stage_decl *d)
     free(d->origin);
     json_decref(d->matrix);
     memset(d, 0, sizeof(*d));
+}
+
+int qp_recipe_dfs(const qp_dfs_graph *g)
+{
+    size_t n = g->n;
+    int rc = 0;
+    /* 0 unvisited, 1 on the stack, 2 finished; pos[u]: u's next edge;
+     * at[u]: u's place on the stack, where a cycle through it starts */
+    unsigned char *color = calloc(n + 1, 1);
+    size_t *stack = malloc((n + 1) * sizeof(size_t)), *pos = calloc(n + 1, sizeof(size_t));
+    size_t *at = malloc((n + 1) * sizeof(size_t));
+    if (!color || !stack || !pos || !at)
+        abort();
+    for (size_t root = 0; root < n && rc == 0; root++) {
+        if (color[root])
+            continue;
+        size_t sp = 0;
+        stack[sp] = root;
+        at[root] = sp++;
+        color[root] = 1;
+        while (sp > 0 && rc == 0) {
+            size_t u = stack[sp - 1];
+            long v = -1;
+            int e = g->edge(g->ud, u, pos[u]++, &v);
+            if (e < 0) {
+                rc = e;
+            } else if (e == 0) {
+                if (g->finish)
+                    rc = g->finish(g->ud, u);
+                color[u] = 2;
+                sp--;
+            } else if (v < 0) {
+                continue;
+            } else if (color[v] == 0) {
+                color[v] = 1;
+                at[v] = sp;
+                stack[sp++] = (size_t)v;
+            } else if (color[v] == 1) {
+                char cyc[700];
+                size_t s0 = qp_cycle_text(cyc, sizeof(cyc), stack + at[v], sp - at[v], g->id_of, g->ud);
+                rc = qp_recipe_fail(g->path, g->mark_of(g->ud, s0), "cycle: %s", cyc);
+            }
+        }
+    }
+    free(color);
+    free(stack);
+    free(pos);
+    free(at);
+    return rc;
 }

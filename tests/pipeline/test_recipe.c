@@ -1,5 +1,5 @@
 /* Recipe loading: interpolation, typing, defaults, order, paths, digest. */
-#include "tests/support/testutil.h"
+#include "tests/pipeline/recipe_test_helpers.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -26,37 +26,11 @@ static const char *house =
     "  gate:   {uses: gate, needs: [base, q4eval], with: {max_ppl_delta: 0.5}}\n"
     "  pkg:    {uses: package, needs: [q4, gate], with: {format: gguf, out: dist/}}\n";
 
-static qp_recipe *load_ok(const char *text)
-{
-    qp_recipe *r = NULL;
-    int rc = qp_recipe_load_string(&r, "r.yaml", text);
-    if (rc != 0)
-        fprintf(stderr, "unexpected error: %s\n", qp_error_last());
-    assert_int_equal(rc, 0);
-    assert_non_null(r);
-    return r;
-}
-
 static const json_t *params_of(const qp_recipe *r, const char *id)
 {
     long i = qp_recipe_find(r, id);
     assert_true(i >= 0);
     return qp_recipe_stage(r, (size_t)i)->params;
-}
-
-/* Compares a params object with the JSON text it must equal. */
-static void assert_json(const json_t *got, const char *want_text)
-{
-    json_error_t e;
-    json_t *want = json_loads(want_text, JSON_DECODE_ANY, &e);
-    assert_non_null(want);
-    if (!json_equal(got, want)) {
-        char *g = json_dumps(got, JSON_COMPACT);
-        fprintf(stderr, "got  %s\nwant %s\n", g, want_text);
-        free(g);
-    }
-    assert_true(json_equal(got, want));
-    json_decref(want);
 }
 
 static void full_recipe(void **state)

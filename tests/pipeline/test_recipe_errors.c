@@ -1,6 +1,6 @@
 /* Malformed recipes: each must be rejected with exactly one line
  * "r.yaml:LINE:COL: message" and QP_EUSAGE. */
-#include "tests/support/testutil.h"
+#include "tests/pipeline/recipe_test_helpers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,15 +9,6 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "pipeline/recipe.h"
-
-typedef struct {
-    const char *name;
-    const char *text;
-    const char *msg;
-} bad_case;
-
-#define HDR "qpipe: 1\nname: t\nstages:\n"
-#define MODEL "  model: {uses: fetch, with: {source: m}}\n"
 
 static const bad_case cases[] = {
     {"yaml_syntax_unclosed_flow", HDR "  a: {uses: fetch, with: {source: x}\n",
@@ -225,20 +216,6 @@ static const bad_case cases[] = {
     {"bad_utf8", "qpipe: 1\nname: \xff\n", "r.yaml:2:7: invalid leading UTF-8 octet"},
 };
 
-static void run_case(void **state)
-{
-    const bad_case *c = *state;
-    qp_recipe *r = (qp_recipe *)0x1;
-    qp_error_clear();
-    int rc = qp_recipe_load_string(&r, "r.yaml", c->text);
-    if (rc != QP_EUSAGE)
-        fprintf(stderr, "case %s: rc %d, message '%s'\n", c->name, rc, qp_error_last());
-    assert_int_equal(rc, QP_EUSAGE);
-    assert_null(r);
-    assert_string_equal(qp_error_last(), c->msg);
-    assert_null(strchr(qp_error_last(), '\n'));
-}
-
 static void missing_file(void **state)
 {
     (void)state;
@@ -280,20 +257,11 @@ static void error_from_file_names_path(void **state)
 
 int main(void)
 {
-    size_t n = sizeof(cases) / sizeof(cases[0]);
-    struct CMUnitTest *tests = calloc(n + 3, sizeof(*tests));
-    for (size_t i = 0; i < n; i++) {
-        tests[i].name = cases[i].name;
-        tests[i].test_func = run_case;
-        tests[i].initial_state = (void *)&cases[i];
-    }
-    tests[n].name = "missing_file";
-    tests[n].test_func = missing_file;
-    tests[n + 1].name = "directory_instead_of_file";
-    tests[n + 1].test_func = directory_instead_of_file;
-    tests[n + 2].name = "error_from_file_names_path";
-    tests[n + 2].test_func = error_from_file_names_path;
-    int failed = _cmocka_run_group_tests("recipe_errors", tests, n + 3, NULL, NULL);
-    free(tests);
-    return failed;
+    const struct CMUnitTest fixed[] = {
+        cmocka_unit_test(missing_file),
+        cmocka_unit_test(directory_instead_of_file),
+        cmocka_unit_test(error_from_file_names_path),
+    };
+    return run_recipe_tests("recipe_errors", fixed, sizeof(fixed) / sizeof(fixed[0]), cases,
+                            sizeof(cases) / sizeof(cases[0]));
 }

@@ -1,6 +1,6 @@
 /* matrix: and candidates: expansion: exact ids, params, needs order,
  * fan-out, zip, fan-in, and every expansion error message. */
-#include "tests/support/testutil.h"
+#include "tests/pipeline/recipe_test_helpers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,20 +10,7 @@
 #include "common/fsutil.h"
 #include "pipeline/recipe.h"
 
-#define HDR "qpipe: 1\nname: t\nstages:\n"
-#define MODEL "  model: {uses: fetch, with: {source: m}}\n"
 #define CALIB "  calib: {uses: calibrate, needs: model, with: {dataset: d.txt}}\n"
-
-static qp_recipe *load_ok(const char *text)
-{
-    qp_recipe *r = NULL;
-    int rc = qp_recipe_load_string(&r, "r.yaml", text);
-    if (rc != 0)
-        fprintf(stderr, "unexpected error: %s\n", qp_error_last());
-    assert_int_equal(rc, 0);
-    assert_non_null(r);
-    return r;
-}
 
 static const qp_stage_decl *stage(const qp_recipe *r, const char *id)
 {
@@ -32,20 +19,6 @@ static const qp_stage_decl *stage(const qp_recipe *r, const char *id)
         fprintf(stderr, "no stage '%s'\n", id);
     assert_true(i >= 0);
     return qp_recipe_stage(r, (size_t)i);
-}
-
-static void assert_json(const json_t *got, const char *want_text)
-{
-    json_error_t e;
-    json_t *want = json_loads(want_text, JSON_DECODE_ANY, &e);
-    assert_non_null(want);
-    if (!json_equal(got, want)) {
-        char *g = json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY);
-        fprintf(stderr, "got  %s\nwant %s\n", g, want_text);
-        free(g);
-    }
-    assert_true(json_equal(got, want));
-    json_decref(want);
 }
 
 /* "a b c": the ids of all stages in order, space-separated. */
@@ -320,12 +293,6 @@ static void plain_recipe_unchanged(void **state)
     qp_recipe_free(r);
 }
 
-typedef struct {
-    const char *name;
-    const char *text;
-    const char *msg;
-} bad_case;
-
 #define Q "  q:\n    uses: quantize\n    needs: model\n"
 
 static const bad_case cases[] = {
@@ -460,20 +427,6 @@ static const bad_case cases[] = {
      "r.yaml:6:24: stage 'c': calibrate takes exactly 1 input, got 2"},
 };
 
-static void run_case(void **state)
-{
-    const bad_case *c = *state;
-    qp_recipe *r = (qp_recipe *)0x1;
-    qp_error_clear();
-    int rc = qp_recipe_load_string(&r, "r.yaml", c->text);
-    if (rc != QP_EUSAGE)
-        fprintf(stderr, "case %s: rc %d, message '%s'\n", c->name, rc, qp_error_last());
-    assert_int_equal(rc, QP_EUSAGE);
-    assert_null(r);
-    assert_string_equal(qp_error_last(), c->msg);
-    assert_null(strchr(qp_error_last(), '\n'));
-}
-
 /* 256 candidates are fine, 257 are not. */
 static void candidate_limit(void **state)
 {
@@ -515,15 +468,6 @@ int main(void)
         cmocka_unit_test(plain_recipe_unchanged),
         cmocka_unit_test(candidate_limit),
     };
-    size_t nf = sizeof(fixed) / sizeof(fixed[0]), n = sizeof(cases) / sizeof(cases[0]);
-    struct CMUnitTest *tests = calloc(nf + n, sizeof(*tests));
-    memcpy(tests, fixed, sizeof(fixed));
-    for (size_t i = 0; i < n; i++) {
-        tests[nf + i].name = cases[i].name;
-        tests[nf + i].test_func = run_case;
-        tests[nf + i].initial_state = (void *)&cases[i];
-    }
-    int failed = _cmocka_run_group_tests("recipe_matrix", tests, nf + n, NULL, NULL);
-    free(tests);
-    return failed;
+    return run_recipe_tests("recipe_matrix", fixed, sizeof(fixed) / sizeof(fixed[0]), cases,
+                            sizeof(cases) / sizeof(cases[0]));
 }
