@@ -9,6 +9,31 @@
 #include <float.h>
 #include <math.h>
 
+/* The first element of largest magnitude of a block xb[32], with its sign
+ * (Q4_0/Q5_0 map it to the lowest level exactly). */
+static float signed_absmax(const float *xb)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QP_QK; j++) {
+        if (amax < fabsf(xb[j])) {
+            amax = fabsf(xb[j]);
+            max = xb[j];
+        }
+    }
+    return max;
+}
+
+static void block_minmax(const float *xb, float *min_out, float *max_out)
+{
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < QP_QK; j++) {
+        min = xb[j] < min ? xb[j] : min;
+        max = xb[j] > max ? xb[j] : max;
+    }
+    *min_out = min;
+    *max_out = max;
+}
+
 /* Q4_0: d = m/−8 for the first element m of largest magnitude, so m maps to
  * level 0 exactly; q = min(15, trunc(x/d + 8.5)). */
 void qp_q4_0_ref(const float *x, void *vy, int64_t n)
@@ -17,14 +42,7 @@ void qp_q4_0_ref(const float *x, void *vy, int64_t n)
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * QP_QK;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QP_QK; j++) {
-            const float v = xb[j];
-            if (amax < fabsf(v)) {
-                amax = fabsf(v);
-                max = v;
-            }
-        }
+        const float max = signed_absmax(xb);
         const float d = max / -8;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);
@@ -45,14 +63,8 @@ void qp_q4_1_ref(const float *x, void *vy, int64_t n)
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * QP_QK;
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < QP_QK; j++) {
-            const float v = xb[j];
-            if (v < min)
-                min = v;
-            if (v > max)
-                max = v;
-        }
+        float min, max;
+        block_minmax(xb, &min, &max);
         const float d = (max - min) / ((1 << 4) - 1);
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);
@@ -88,14 +100,7 @@ void qp_q5_0_ref(const float *x, void *vy, int64_t n)
     uint8_t L[QP_QK];
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * QP_QK;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QP_QK; j++) {
-            const float v = xb[j];
-            if (amax < fabsf(v)) {
-                amax = fabsf(v);
-                max = v;
-            }
-        }
+        const float max = signed_absmax(xb);
         const float d = max / -16;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);
@@ -112,14 +117,8 @@ void qp_q5_1_ref(const float *x, void *vy, int64_t n)
     uint8_t L[QP_QK];
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * QP_QK;
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < QP_QK; j++) {
-            const float v = xb[j];
-            if (v < min)
-                min = v;
-            if (v > max)
-                max = v;
-        }
+        float min, max;
+        block_minmax(xb, &min, &max);
         const float d = (max - min) / ((1 << 5) - 1);
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);

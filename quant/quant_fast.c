@@ -153,20 +153,40 @@ void qp_q8_0_fast(const float *x, void *vy, int64_t n)
     }
 }
 
+/* Q4_0 / Q5_0 levels of block xb[32]: d = m / −nmax for its first element m
+ * of largest magnitude, q = min(top, trunc(x/d + nmax + 0.5)); returns d. */
+static float sym_block(__m256i q[4], const float *xb, int nmax, int top)
+{
+    __m256 v[4];
+    load4(v, xb);
+    const float d = signed_absmax(xb, v) / (float)-nmax;
+    const float id = d ? 1.0f / d : 0.0f;
+    levels_sym(q, v, id, (float)nmax + 0.5f, top);
+    return d;
+}
+
+/* Q4_1 / Q5_1 levels of block xb[32]: d = (max − min)/steps, *min_out = min,
+ * q = trunc((x − min)/d + 0.5) capped at top (0: no cap); returns d. */
+static float asym_block(__m256i q[4], float *min_out, const float *xb, int steps, int top)
+{
+    __m256 v[4];
+    load4(v, xb);
+    float min, max;
+    first_minmax(xb, v, &min, &max);
+    const float d = (max - min) / (float)steps;
+    const float id = d ? 1.0f / d : 0.0f;
+    levels_asym(q, v, min, id, top);
+    *min_out = min;
+    return d;
+}
+
 void qp_q4_0_fast(const float *x, void *vy, int64_t n)
 {
     qp_block_q4_0 *y = vy;
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
-        const float *xb = x + i * QP_QK;
-        __m256 v[4];
-        load4(v, xb);
-        const float max = signed_absmax(xb, v);
-        const float d = max / -8;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = QP_FP16(d);
         __m256i q[4];
-        levels_sym(q, v, id, 8.5f, 15);
+        y[i].d = QP_FP16(sym_block(q, x + i * QP_QK, 8, 15));
         pack_nibbles(y[i].qs, q);
     }
 }
@@ -176,15 +196,8 @@ void qp_q5_0_fast(const float *x, void *vy, int64_t n)
     qp_block_q5_0 *y = vy;
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
-        const float *xb = x + i * QP_QK;
-        __m256 v[4];
-        load4(v, xb);
-        const float max = signed_absmax(xb, v);
-        const float d = max / -16;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = QP_FP16(d);
         __m256i q[4];
-        levels_sym(q, v, id, 16.5f, 31);
+        y[i].d = QP_FP16(sym_block(q, x + i * QP_QK, 16, 31));
         pack_nibbles(y[i].qs, q);
         pack_qh(y[i].qh, q);
     }
@@ -195,17 +208,10 @@ void qp_q4_1_fast(const float *x, void *vy, int64_t n)
     qp_block_q4_1 *y = vy;
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
-        const float *xb = x + i * QP_QK;
-        __m256 v[4];
-        load4(v, xb);
-        float min, max;
-        first_minmax(xb, v, &min, &max);
-        const float d = (max - min) / ((1 << 4) - 1);
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = QP_FP16(d);
-        y[i].m = QP_FP16(min);
         __m256i q[4];
-        levels_asym(q, v, min, id, 15);
+        float min;
+        y[i].d = QP_FP16(asym_block(q, &min, x + i * QP_QK, 15, 15));
+        y[i].m = QP_FP16(min);
         pack_nibbles(y[i].qs, q);
     }
 }
@@ -215,19 +221,12 @@ void qp_q5_1_fast(const float *x, void *vy, int64_t n)
     qp_block_q5_1 *y = vy;
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
-        const float *xb = x + i * QP_QK;
-        __m256 v[4];
-        load4(v, xb);
-        float min, max;
-        first_minmax(xb, v, &min, &max);
-        const float d = (max - min) / ((1 << 5) - 1);
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = QP_FP16(d);
-        y[i].m = QP_FP16(min);
         __m256i q[4];
+        float min;
         /* the reference casts to uint8_t without a cap: levels are <= 31
          * anyway, keep the low 8 bits like the cast would */
-        levels_asym(q, v, min, id, 0);
+        y[i].d = QP_FP16(asym_block(q, &min, x + i * QP_QK, 31, 0));
+        y[i].m = QP_FP16(min);
         for (int k = 0; k < 4; k++)
             q[k] = _mm256_and_si256(q[k], _mm256_set1_epi32(0xFF));
         pack_nibbles(y[i].qs, q);
