@@ -25,6 +25,7 @@ typedef struct {
     double kl[MAX_LADDER];    /* mean KLD per token with only this weight at that type */
     int level;                /* the allocator's current choice */
     void *packed[MAX_LADDER]; /* quantized bytes at each type, kept while within PACKED_KEEP_BYTES */
+    int imatrix_used[MAX_LADDER];  /* whether those bytes were weighted by the importance matrix */
 } mixed_tensor;
 
 /* Quantized tensors kept between the sensitivity pass and the mixes checked
@@ -101,6 +102,7 @@ static int quant_dequant(mixed_ctx *mc, mixed_tensor *t, size_t k, const float *
         goto done;
     if (mc->packed_kept + size <= PACKED_KEEP_BYTES) {
         t->packed[k] = packed;
+        t->imatrix_used[k] = imw != NULL;
         mc->packed_kept += size;
     }
 dequantize:
@@ -467,18 +469,43 @@ done:
     return rc;
 }
 
-int qp_quant_mixed_assign(json_t **assign, json_t **report, qp_stage_ctx *ctx, const qp_artifact *model,
-                          const qp_artifact *calib, const qp_imatrix *imatrix, const qp_quant_plan *plan)
+/* The chosen type's bytes of every weight still held, stored in the cache
+ * so the quantize stage takes them instead of quantizing again:
+ * {hf_name: {"digest", "size", "bpw", "format": "ggml", "qtype", "imatrix"}}. */
+static int store_chosen(json_t *stored, mixed_ctx *mc)
+{
+    for (size_t i = 0; i < mc->n; i++) {
+        const mixed_tensor *t = &mc->t[i];
+        const void *bytes = t->packed[t->level];
+        if (!bytes)
+            continue;   /* beyond PACKED_KEEP_BYTES: quantize encodes it */
+        size_t size = qp_qtype_row_size(t->type[t->level], t->cols) * (size_t)t->rows;
+        char digest[QP_HEX_LEN];
+        int rc = qp_cache_put(mc->ctx->cache, bytes, size, digest);
+        if (rc)
+            return rc;
+        json_object_set_new(stored, t->name,
+                            json_pack("{s:s, s:I, s:f, s:s, s:s, s:b}", "digest", digest, "size", (json_int_t)size,
+                                      "bpw", 8.0 * (double)size / (double)(t->rows * t->cols), "format", "ggml",
+                                      "qtype", qp_qtype_get(t->type[t->level])->name, "imatrix",
+                                      t->imatrix_used[t->level]));
+    }
+    return 0;
+}
+
+int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_stage_ctx *ctx,
+                          const qp_artifact *model, const qp_artifact *calib, const qp_imatrix *imatrix,
+                          const qp_quant_plan *plan)
 {
     mixed_ctx mc = {.ctx = ctx, .model = model, .imatrix = imatrix};
     int32_t *samples = NULL;
     size_t slen = 0;
-    json_t *rep = json_object(), *asg = json_object();
+    json_t *rep = json_object(), *asg = json_object(), *sto = json_object();
     const json_t *ladder = json_object_get(ctx->params, "ladder");
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
     double fixed_bits = 0, weights = 0, cur_bits = 0;
     int rc = 0;
-    *assign = *report = NULL;
+    *assign = *report = *stored = NULL;
     mc.n_ladder = json_array_size(ladder);
 
     /* the weights the allocator decides, and the bits of all the others */
@@ -645,9 +672,12 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, qp_stage_ctx *ctx, c
                      json_number_value(json_object_get(rep, "bpw")),
                      json_number_value(json_object_get(rep, "kld_mix")), json_string_value(json_array_get(ladder, 0)),
                      json_number_value(json_object_get(rep, "kld_lowest")));
+    if ((rc = store_chosen(sto, &mc)) != 0)
+        goto done;
     *assign = asg;
     *report = rep;
-    asg = rep = NULL;
+    *stored = sto;
+    asg = rep = sto = NULL;
 done:
     for (size_t i = 0; mc.t && i < mc.n; i++) {
         free(mc.t[i].name);
@@ -665,5 +695,6 @@ done:
     free(what);
     json_decref(rep);
     json_decref(asg);
+    json_decref(sto);
     return rc;
 }

@@ -27,8 +27,10 @@
  * a 32k vocabulary: 0.5 GiB), two [W, T, D] activation buffers, the model's
  * f32 weights (qp_llama's cache) and the quantized bytes of every weight at
  * every ladder type up to 1 GiB (kept so target checks only dequantize).
- * The result: {hf_name: type} for every weight the allocator decides, and
- * a report (ladder, per-weight sensitivities and bytes, the raised weights
+ * The result: {hf_name: type} for every weight the allocator decides; the
+ * chosen types' bytes already quantized, stored in the cache, in `stored` as
+ * {hf_name: {"digest", "size", "bpw", "format", "qtype", "imatrix"}} (the
+ * quantize stage takes them as it takes GPTQ/AWQ results); and a report (ladder, per-weight sensitivities and bytes, the raised weights
  * in order with their gains, the measured KLD of the all-lowest and the
  * final mix, the budget) that goes into the artifact's metadata. */
 #ifndef QP_STAGES_QUANT_MIXED_H
@@ -40,7 +42,8 @@
 #include "stages/quant_plan.h"
 #include "stages/stage.h"
 
-int qp_quant_mixed_assign(json_t **assign, json_t **report, qp_stage_ctx *ctx, const qp_artifact *model,
-                          const qp_artifact *calib, const qp_imatrix *imatrix, const qp_quant_plan *plan);
+int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_stage_ctx *ctx,
+                          const qp_artifact *model, const qp_artifact *calib, const qp_imatrix *imatrix,
+                          const qp_quant_plan *plan);
 
 #endif

@@ -259,7 +259,7 @@ static int quantize_run(qp_stage_ctx *ctx)
     void *src = NULL, *packed = NULL;
     char *what = NULL;
     json_t *notes = json_array();
-    json_t *calibrated = NULL;   /* GPTQ/AWQ results by tensor name */
+    json_t *calibrated = NULL;   /* GPTQ/AWQ/mixed results by tensor name: stored objects */
     json_t *mixed_assign = NULL, *mixed_report = NULL;   /* method mixed: types by tensor name, why */
     int rc = 0;
     for (size_t i = 1; i < ctx->n_inputs; i++)
@@ -316,7 +316,8 @@ static int quantize_run(qp_stage_ctx *ctx)
                                          "add a calibrate stage to needs:", ctx->id);
             goto done;
         }
-        if ((rc = qp_quant_mixed_assign(&mixed_assign, &mixed_report, ctx, in, calib, imatrix, &plan_ctx)) != 0)
+        if ((rc = qp_quant_mixed_assign(&mixed_assign, &mixed_report, &calibrated, ctx, in, calib, imatrix,
+                                        &plan_ctx)) != 0)
             goto done;
         plan_ctx.assign = mixed_assign;
     }
@@ -410,9 +411,9 @@ static int quantize_run(qp_stage_ctx *ctx)
         double bpw = 0;
         const json_t *cal = calibrated ? json_object_get(calibrated, tname) : NULL;
         if (rc == 0 && cal) {
-            /* quantized by the calibrated driver: its stored object */
+            /* quantized by the calibrated driver (or mixed's allocator): its stored object */
             rc = qp_cache_get(ctx->cache, json_string_value(json_object_get(cal, "digest")), &packed, &plen);
-            json_object_set_new(extra, "format", json_string("linear"));
+            json_object_set_new(extra, "format", json_string(cal_format ? cal_format : "linear"));
             const char *ck;
             json_t *cv;
             json_object_foreach((json_t *)cal, ck, cv)
