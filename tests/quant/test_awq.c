@@ -13,7 +13,6 @@
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
-#include "common/rng.h"
 #include "model/safetensors.h"
 #include "model/tensor.h"
 #include "quant/awq.h"
@@ -25,18 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static qp_rng rng;
-
-static float uniform(void)
-{
-    return (float)(qp_rng_next(&rng) >> 40) * 0x1p-24f;
-}
-
-static float gauss(void)
-{
-    float u = uniform() + 0x1p-25f, v = uniform();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 static qp_awq_params params(int bits, int gs, int duo)
 {
@@ -160,7 +147,7 @@ static const int64_t SALIENT[3] = { 17, 100, 211 };
  * three salient channels (about 1 %). */
 static void synthetic(layer *ly, uint64_t seed)
 {
-    qp_rng_seed(&rng, seed);
+    qp_test_seed(seed);
     memset(ly, 0, sizeof *ly);
     ly->cols = 256;
     ly->T = 512;
@@ -170,17 +157,17 @@ static void synthetic(layer *ly, uint64_t seed)
     for (size_t j = 0; j < ly->nw; j++) {
         ly->w[j] = malloc((size_t)(ly->rows[j] * ly->cols) * sizeof(float));
         for (int64_t i = 0; i < ly->rows[j] * ly->cols; i++)
-            ly->w[j][i] = 0.02f * gauss();
+            ly->w[j][i] = 0.02f * qp_test_gauss();
     }
     float amp[256];
     for (int c = 0; c < 256; c++)
-        amp[c] = expf(0.5f * gauss());
+        amp[c] = expf(0.5f * qp_test_gauss());
     for (int i = 0; i < 3; i++)
         amp[SALIENT[i]] = 30.0f;
     ly->X = malloc((size_t)(ly->T * ly->cols) * sizeof(float));
     for (int64_t t = 0; t < ly->T; t++)
         for (int64_t c = 0; c < ly->cols; c++)
-            ly->X[t * ly->cols + c] = amp[c] * gauss();
+            ly->X[t * ly->cols + c] = amp[c] * qp_test_gauss();
     layer_finish(ly);
 }
 
@@ -415,17 +402,17 @@ static void test_duo_auto(void **state)
 static void test_clip_outliers(void **state)
 {
     (void)state;
-    qp_rng_seed(&rng, 5);
+    qp_test_seed(5);
     const int64_t rows = 64, cols = 256, T = 300, ng = 2;
     float *w = malloc((size_t)(rows * cols) * sizeof *w), *x = malloc((size_t)(T * cols) * sizeof *x);
     for (int64_t i = 0; i < rows * cols; i++)
-        w[i] = gauss();
+        w[i] = qp_test_gauss();
     /* one outlier of ±(8 … 12) in every group */
     for (int64_t r = 0; r < rows; r++)
         for (int64_t g = 0; g < ng; g++)
-            w[r * cols + g * 128 + (int64_t)(qp_rng_below(&rng, 128))] = (uniform() < 0.5f ? -1 : 1) * (8 + 4 * uniform());
+            w[r * cols + g * 128 + (int64_t)(qp_test_below(128))] = (qp_test_uniform() < 0.5f ? -1 : 1) * (8 + 4 * qp_test_uniform());
     for (int64_t i = 0; i < T * cols; i++)
-        x[i] = gauss();
+        x[i] = qp_test_gauss();
     qp_awq_params p = params(4, 128, -1);
     float mv[64 * 2];
     double err[64 * 2], err0[64 * 2];
@@ -486,7 +473,7 @@ static void test_clip_outliers(void **state)
     /* without outliers and with a 2-bit grid nothing is forced: err still never above no-clip */
     p.bits = 2;
     for (int64_t i = 0; i < rows * cols; i++)
-        w[i] = gauss();
+        w[i] = qp_test_gauss();
     assert_int_equal(qp_awq_search_clip(mv, err, err0, w, rows, cols, x, T, &p, 1), 0);
     for (int64_t o = 0; o < rows * ng; o++)
         assert_true(err[o] <= err0[o]);
@@ -499,14 +486,14 @@ static void test_clip_outliers(void **state)
 static void test_clip_token_sampling(void **state)
 {
     (void)state;
-    qp_rng_seed(&rng, 9);
+    qp_test_seed(9);
     const int64_t rows = 16, cols = 64, T = 1100;
     float *w = malloc((size_t)(rows * cols) * sizeof *w), *x = malloc((size_t)(T * cols) * sizeof *x);
     float *xs = malloc((size_t)(550 * cols) * sizeof *xs);
     for (int64_t i = 0; i < rows * cols; i++)
-        w[i] = gauss();
+        w[i] = qp_test_gauss();
     for (int64_t i = 0; i < T * cols; i++)
-        x[i] = gauss();
+        x[i] = qp_test_gauss();
     /* 1100 // 512 = 2: tokens 0, 2, …, 1098 */
     for (int64_t t = 0; t < 550; t++)
         memcpy(xs + t * cols, x + 2 * t * cols, (size_t)cols * sizeof *xs);
@@ -708,14 +695,14 @@ static void test_house_gate_up(void **state)
     ly.w[1] = load_f32(st, "model.layers.0.mlp.up_proj.weight", &ly.rows[1], &ly.cols);
     assert_int_equal(ly.rows[0], 768);
     assert_int_equal(ly.cols, 256);
-    qp_rng_seed(&rng, 2024);
+    qp_test_seed(2024);
     ly.T = 256;
     float amp[256];
     for (int c = 0; c < 256; c++)
-        amp[c] = expf(gauss());
+        amp[c] = expf(qp_test_gauss());
     ly.X = malloc((size_t)(ly.T * ly.cols) * sizeof(float));
     for (int64_t i = 0; i < ly.T * ly.cols; i++)
-        ly.X[i] = amp[i % 256] * gauss();
+        ly.X[i] = amp[i % 256] * qp_test_gauss();
     layer_finish(&ly);
     qp_awq_group g = group_of(&ly);
     const int bits[2] = { 4, 3 };

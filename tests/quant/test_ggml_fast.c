@@ -13,48 +13,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state;
-
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float uniform(void)   /* [0, 1) */
-{
-    return (float)(next_u64() >> 40) * 0x1p-24f;
-}
-
-static float gauss(void)
-{
-    float u = uniform() + 0x1p-25f, v = uniform();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 /* Fills rows × n with a mix of patterns, chosen per 32-weight group. */
 static void fill(float *x, int64_t rows, int64_t n)
 {
     for (int64_t g = 0; g < rows * n; g += 32) {
         float *p = x + g;
-        int kind = (int)(next_u64() % 12);
-        float s = powf(10.0f, -3.0f + 4.0f * uniform());
+        int kind = (int)(qp_test_next_u64() % 12);
+        float s = powf(10.0f, -3.0f + 4.0f * qp_test_uniform());
         for (int j = 0; j < 32; j++) {
             switch (kind) {
             case 0: p[j] = 0.0f; break;
             case 1: p[j] = (j & 1) ? -0.0f : 0.0f; break;
             case 2: p[j] = s; break;                                  /* constant > 0 */
             case 3: p[j] = -s; break;                                 /* constant < 0: max == min */
-            case 4: p[j] = (j % 5 == 0) ? ((j & 2) ? s : -s) : s * 0.25f * gauss(); break;   /* ±max ties */
-            case 5: p[j] = 1e-20f * gauss(); break;                   /* below GROUP_MAX_EPS */
-            case 6: p[j] = 0x1p-140f * (float)(int)(next_u64() % 7 - 3); break;   /* subnormal */
-            case 7: p[j] = s * (float)((int)(next_u64() % 17) - 8) * 0.5f; break; /* exact halves */
-            case 8: p[j] = s * gauss() * (j == 7 ? 100.0f : 1.0f); break;       /* one outlier */
-            case 9: p[j] = fabsf(s * gauss()); break;                 /* one-signed */
-            case 10: p[j] = -fabsf(s * gauss()); break;
-            default: p[j] = s * gauss(); break;
+            case 4: p[j] = (j % 5 == 0) ? ((j & 2) ? s : -s) : s * 0.25f * qp_test_gauss(); break;   /* ±max ties */
+            case 5: p[j] = 1e-20f * qp_test_gauss(); break;                   /* below GROUP_MAX_EPS */
+            case 6: p[j] = 0x1p-140f * (float)(int)(qp_test_next_u64() % 7 - 3); break;   /* subnormal */
+            case 7: p[j] = s * (float)((int)(qp_test_next_u64() % 17) - 8) * 0.5f; break; /* exact halves */
+            case 8: p[j] = s * qp_test_gauss() * (j == 7 ? 100.0f : 1.0f); break;       /* one outlier */
+            case 9: p[j] = fabsf(s * qp_test_gauss()); break;                 /* one-signed */
+            case 10: p[j] = -fabsf(s * qp_test_gauss()); break;
+            default: p[j] = s * qp_test_gauss(); break;
             }
         }
     }
@@ -66,7 +46,7 @@ static void check_type(const qp_qtype_info *info, int64_t rows, int64_t n, int w
     float *im = malloc((size_t)n * sizeof *im);
     fill(x, rows, n);
     for (int64_t c = 0; c < n; c++)
-        im[c] = (c % 13 == 0) ? 0.0f : powf(10.0f, -2.0f + 4.0f * uniform());
+        im[c] = (c % 13 == 0) ? 0.0f : powf(10.0f, -2.0f + 4.0f * qp_test_uniform());
     const size_t bytes = qp_qtype_row_size(info->type, n) * (size_t)rows;
     unsigned char *ref = malloc(bytes), *fast = malloc(bytes);
     const float *imat = with_imatrix ? im : NULL;
@@ -96,7 +76,7 @@ static void test_fast_equals_ref_all_types(void **state)
 {
     (void)state;
     for (uint64_t seed = 42; seed < 46; seed++) {
-        rng_state = seed;
+        qp_test_seed(seed);
         for (size_t i = 0; i < qp_qtype_count(); i++) {
             const qp_qtype_info *info = qp_qtype_at(i);
             const int64_t n = info->block == 256 ? 768 : 160;
@@ -110,7 +90,7 @@ static void test_fast_equals_ref_all_types(void **state)
 static void test_fast_kernels_many_blocks(void **state)
 {
     (void)state;
-    rng_state = 7;
+    qp_test_seed(7);
     static const qp_qtype kinds[] = { QP_QT_Q8_0, QP_QT_Q4_0, QP_QT_Q4_1, QP_QT_Q5_0, QP_QT_Q5_1,
                                       QP_QT_Q4_K, QP_QT_Q5_K, QP_QT_Q6_K };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)

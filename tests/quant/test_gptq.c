@@ -7,6 +7,7 @@
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
+#include "common/rng.h"
 #include "model/safetensors.h"
 #include "model/tensor.h"
 #include "quant/gptq.h"
@@ -21,28 +22,21 @@
 
 /* ---- data ------------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s)
+static double rng_gauss(qp_rng *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_gauss(uint64_t *s)
-{
-    double u1 = ((double)(rng_next(s) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = (double)(rng_next(s) >> 11) / 9007199254740992.0;
+    double u1 = ((double)(qp_rng_next(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = (double)(qp_rng_next(s) >> 11) / 9007199254740992.0;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 /* W f32 [rows, cols] ~ N(0, 0.05²). */
 static float *make_w(int64_t rows, int64_t cols, uint64_t seed)
 {
+    qp_rng rng = {seed};
     float *w = malloc((size_t)(rows * cols) * sizeof *w);
     assert_non_null(w);
     for (int64_t k = 0; k < rows * cols; k++)
-        w[k] = (float)(0.05 * rng_gauss(&seed));
+        w[k] = (float)(0.05 * rng_gauss(&rng));
     return w;
 }
 
@@ -50,23 +44,24 @@ static float *make_w(int64_t rows, int64_t cols, uint64_t seed)
  * per-column scales spread like real activations (a few loud channels). */
 static double *make_x(int64_t n, int64_t d, int64_t k, double noise, uint64_t seed)
 {
+    qp_rng rng = {seed};
     double *f = malloc((size_t)(n * k) * sizeof *f);
     double *l = malloc((size_t)(k * d) * sizeof *l);
     double *x = malloc((size_t)(n * d) * sizeof *x);
     double *sc = malloc((size_t)d * sizeof *sc);
     assert_true(f && l && x && sc);
     for (int64_t i = 0; i < n * k; i++)
-        f[i] = rng_gauss(&seed);
+        f[i] = rng_gauss(&rng);
     for (int64_t i = 0; i < k * d; i++)
-        l[i] = rng_gauss(&seed) / sqrt((double)k);
+        l[i] = rng_gauss(&rng) / sqrt((double)k);
     for (int64_t j = 0; j < d; j++)
-        sc[j] = exp(0.7 * rng_gauss(&seed));
+        sc[j] = exp(0.7 * rng_gauss(&rng));
     /* x = f · l  [n, k]·[k, d] */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)k, 1.0, f, (int)k, l, (int)d, 0.0,
                 x, (int)d);
     for (int64_t t = 0; t < n; t++)
         for (int64_t j = 0; j < d; j++)
-            x[t * d + j] = sc[j] * (x[t * d + j] + noise * rng_gauss(&seed));
+            x[t * d + j] = sc[j] * (x[t * d + j] + noise * rng_gauss(&rng));
     free(f);
     free(l);
     free(sc);

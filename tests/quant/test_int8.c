@@ -13,26 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state;
-
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float uniform(void)
-{
-    return (float)(next_u64() >> 40) * 0x1p-24f;
-}
-
-static float gauss(void)
-{
-    float u = uniform() + 0x1p-25f, v = uniform();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 static qp_int8 *make(int64_t rows, int64_t cols)
 {
@@ -96,22 +76,22 @@ static void test_by_hand(void **state)
 static void test_fast_equals_ref(void **state)
 {
     (void)state;
-    rng_state = 31;
+    qp_test_seed(31);
     const int64_t shapes[5][2] = { { 64, 256 }, { 7, 33 }, { 3, 1 }, { 130, 768 }, { 1, 4099 } };
     for (int si = 0; si < 5; si++) {
         const int64_t rows = shapes[si][0], cols = shapes[si][1];
         float *w = malloc(rows * cols * sizeof *w);
         for (int64_t r = 0; r < rows; r++) {
-            int kind = (int)(next_u64() % 6);
-            float s = powf(10.0f, -30.0f + 50.0f * uniform());
+            int kind = (int)(qp_test_next_u64() % 6);
+            float s = powf(10.0f, -30.0f + 50.0f * qp_test_uniform());
             for (int64_t c = 0; c < cols; c++) {
                 float *x = &w[r * cols + c];
                 switch (kind) {
                 case 0: *x = (c & 1) ? -0.0f : 0.0f; break;
                 case 1: *x = s; break;                                             /* all at the absmax */
-                case 2: *x = s * (float)((int)(next_u64() % 255) - 127) / 127.0f; break;   /* near-exact codes */
-                case 3: *x = 0x1p-140f * (float)((int)(next_u64() % 7) - 3); break; /* subnormal */
-                default: *x = s * gauss(); break;
+                case 2: *x = s * (float)((int)(qp_test_next_u64() % 255) - 127) / 127.0f; break;   /* near-exact codes */
+                case 3: *x = 0x1p-140f * (float)((int)(qp_test_next_u64() % 7) - 3); break; /* subnormal */
+                default: *x = s * qp_test_gauss(); break;
                 }
             }
         }
@@ -161,11 +141,11 @@ static void test_errors(void **state)
 static void test_serialize(void **state)
 {
     (void)state;
-    rng_state = 32;
+    qp_test_seed(32);
     const int64_t rows = 5, cols = 37;
     float w[5 * 37], d1[5 * 37], d2[5 * 37];
     for (int i = 0; i < 5 * 37; i++)
-        w[i] = i < 37 ? 0.0f : gauss();
+        w[i] = i < 37 ? 0.0f : qp_test_gauss();
     qp_int8 *q = make(rows, cols);
     assert_int_equal(qp_int8_quantize(q, w, 2), 0);
     uint8_t *buf;

@@ -16,26 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state;
-
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float uniform(void)
-{
-    return (float)(next_u64() >> 40) * 0x1p-24f;
-}
-
-static float gauss(void)
-{
-    float u = uniform() + 0x1p-25f, v = uniform();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 static qp_linear *make(int64_t rows, int64_t cols, int bits, int gs, int sym, int mse)
 {
@@ -152,14 +132,14 @@ static void test_row_by_hand(void **state)
 static void test_zero_is_on_the_grid(void **state)
 {
     (void)state;
-    rng_state = 11;
+    qp_test_seed(11);
     for (int bits = 2; bits <= 8; bits++) {
         for (int it = 0; it < 200; it++) {
             float w[32];
-            float scale = powf(10.0f, -4.0f + 6.0f * uniform());
-            float shift = (uniform() - 0.5f) * 4.0f;   /* one-signed groups too */
+            float scale = powf(10.0f, -4.0f + 6.0f * qp_test_uniform());
+            float shift = (qp_test_uniform() - 0.5f) * 4.0f;   /* one-signed groups too */
             for (int k = 0; k < 32; k++)
-                w[k] = scale * (gauss() + shift);
+                w[k] = scale * (qp_test_gauss() + shift);
             w[it % 32] = 0.0f;
             qp_linear_params p = { .bits = bits, .group_size = 32, .mse = it & 1 };
             uint16_t s;
@@ -191,14 +171,14 @@ static double norm24(const float *w, int n, uint16_t s16, int z, int maxq)
 static void test_mse_never_worse(void **state)
 {
     (void)state;
-    rng_state = 12;
+    qp_test_seed(12);
     int improved = 0, total = 0;
     for (int bits = 2; bits <= 4; bits++) {
         for (int sym = 0; sym < 2; sym++) {
             for (int it = 0; it < 100; it++) {
                 float w[128];
                 for (int k = 0; k < 128; k++)
-                    w[k] = 0.02f * gauss() * (k == it % 128 ? 6.0f : 1.0f);   /* one outlier */
+                    w[k] = 0.02f * qp_test_gauss() * (k == it % 128 ? 6.0f : 1.0f);   /* one outlier */
                 qp_linear_params mm = { .bits = bits, .group_size = 128, .sym = sym };
                 qp_linear_params ms = mm;
                 ms.mse = 1;
@@ -227,19 +207,19 @@ static void fill(float *x, int64_t rows, int64_t cols)
     for (int64_t r = 0; r < rows; r++) {
         float *p = x + r * cols;
         for (int64_t c0 = 0; c0 < cols; c0 += 16) {
-            int kind = (int)(next_u64() % 10);
-            float s = powf(10.0f, -6.0f + 8.0f * uniform());
+            int kind = (int)(qp_test_next_u64() % 10);
+            float s = powf(10.0f, -6.0f + 8.0f * qp_test_uniform());
             for (int64_t c = c0; c < c0 + 16 && c < cols; c++) {
                 switch (kind) {
                 case 0: p[c] = 0.0f; break;
                 case 1: p[c] = (c & 1) ? -0.0f : 0.0f; break;
                 case 2: p[c] = s; break;
                 case 3: p[c] = -s; break;
-                case 4: p[c] = fabsf(s * gauss()); break;
-                case 5: p[c] = -fabsf(s * gauss()); break;
-                case 6: p[c] = 0x1p-140f * (float)((int)(next_u64() % 7) - 3); break;
-                case 7: p[c] = s * (float)((int)(next_u64() % 17) - 8) * 0.5f; break;
-                default: p[c] = s * gauss(); break;
+                case 4: p[c] = fabsf(s * qp_test_gauss()); break;
+                case 5: p[c] = -fabsf(s * qp_test_gauss()); break;
+                case 6: p[c] = 0x1p-140f * (float)((int)(qp_test_next_u64() % 7) - 3); break;
+                case 7: p[c] = s * (float)((int)(qp_test_next_u64() % 17) - 8) * 0.5f; break;
+                default: p[c] = s * qp_test_gauss(); break;
                 }
             }
         }
@@ -279,7 +259,7 @@ static void check_fast(int64_t rows, int64_t cols, int bits, int gs, int sym, in
 static void test_fast_equals_ref(void **state)
 {
     (void)state;
-    rng_state = 13;
+    qp_test_seed(13);
     const int gss[3] = { -1, 32, 128 };
     for (int bits = 2; bits <= 8; bits++)
         for (int g = 0; g < 3; g++)
@@ -300,7 +280,7 @@ static void test_fast_equals_ref(void **state)
 static void test_custom_g_idx(void **state)
 {
     (void)state;
-    rng_state = 14;
+    qp_test_seed(14);
     /* custom g_idx == quantizing the column-permuted matrix with default groups */
     const int64_t rows = 4, cols = 128;
     int32_t perm[128], gi[128];
@@ -310,7 +290,7 @@ static void test_custom_g_idx(void **state)
         gi[perm[k]] = k / 32;
     float *w = malloc(rows * cols * sizeof *w), *wp = malloc(rows * cols * sizeof *w);
     for (int64_t i = 0; i < rows * cols; i++)
-        w[i] = gauss();
+        w[i] = qp_test_gauss();
     for (int64_t r = 0; r < rows; r++)
         for (int k = 0; k < 128; k++)
             wp[r * cols + k] = w[r * cols + perm[k]];
@@ -418,7 +398,7 @@ static void test_errors(void **state)
 static void test_serialize(void **state)
 {
     (void)state;
-    rng_state = 15;
+    qp_test_seed(15);
     const int64_t rows = 6, cols = 128;
     float w[6 * 128];
     fill(w, rows, cols);
@@ -467,7 +447,7 @@ static void test_serialize(void **state)
 static void test_deserialize_damage(void **state)
 {
     (void)state;
-    rng_state = 16;
+    qp_test_seed(16);
     float w[2 * 64];
     fill(w, 2, 64);
     qp_linear *q = make(2, 64, 4, 32, 0, 0);

@@ -16,26 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state;
-
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float uniform(void)
-{
-    return (float)(next_u64() >> 40) * 0x1p-24f;
-}
-
-static float gauss(void)
-{
-    float u = uniform() + 0x1p-25f, v = uniform();
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
-}
 
 static qp_nf4 *make(int64_t rows, int64_t cols, int bs, int dq)
 {
@@ -202,14 +182,14 @@ static void test_dynamic_map(void **state)
 static void test_double_quant_by_hand(void **state)
 {
     (void)state;
-    rng_state = 21;
+    qp_test_seed(21);
     /* 300 blocks of 64 -> 2 blocks of absmax (256 + 44) */
     const int64_t rows = 300, cols = 64;
     float *w = malloc(rows * cols * sizeof *w);
     for (int64_t r = 0; r < rows; r++) {
-        float s = 0.01f + 0.05f * uniform();
+        float s = 0.01f + 0.05f * qp_test_uniform();
         for (int64_t c = 0; c < cols; c++)
-            w[r * cols + c] = s * gauss();
+            w[r * cols + c] = s * qp_test_gauss();
     }
     qp_nf4 *plain = make(rows, cols, 64, 0), *dq = make(rows, cols, 64, 1);
     assert_int_equal(qp_nf4_quantize_ref(plain, w), 0);
@@ -263,16 +243,16 @@ static void test_double_quant_by_hand(void **state)
 static void fill(float *x, int64_t n)
 {
     for (int64_t i0 = 0; i0 < n; i0 += 64) {
-        int kind = (int)(next_u64() % 8);
-        float s = powf(10.0f, -6.0f + 8.0f * uniform());
+        int kind = (int)(qp_test_next_u64() % 8);
+        float s = powf(10.0f, -6.0f + 8.0f * qp_test_uniform());
         for (int64_t i = i0; i < i0 + 64 && i < n; i++) {
             switch (kind) {
             case 0: x[i] = 0.0f; break;
             case 1: x[i] = (i & 1) ? -0.0f : 0.0f; break;
             case 2: x[i] = s; break;
             case 3: x[i] = -s * THRESH_F[i % 15]; break;
-            case 4: x[i] = 0x1p-140f * (float)((int)(next_u64() % 7) - 3); break;
-            default: x[i] = s * gauss(); break;
+            case 4: x[i] = 0x1p-140f * (float)((int)(qp_test_next_u64() % 7) - 3); break;
+            default: x[i] = s * qp_test_gauss(); break;
             }
         }
     }
@@ -281,7 +261,7 @@ static void fill(float *x, int64_t n)
 static void test_fast_equals_ref(void **state)
 {
     (void)state;
-    rng_state = 22;
+    qp_test_seed(22);
     const int bss[4] = { 64, 128, 256, 4096 };
     const int64_t shapes[4][2] = { { 97, 64 }, { 33, 333 }, { 1, 129 }, { 40, 1024 } };
     for (int bi = 0; bi < 4; bi++) {
@@ -343,7 +323,7 @@ static void test_errors(void **state)
 static void test_serialize(void **state)
 {
     (void)state;
-    rng_state = 23;
+    qp_test_seed(23);
     for (int dq = 0; dq < 2; dq++) {
         const int64_t rows = 7, cols = 301;   /* odd n: a padding nibble */
         float w[7 * 301], d1[7 * 301], d2[7 * 301];

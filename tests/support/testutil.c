@@ -1,5 +1,9 @@
 #include "tests/support/testutil.h"
 
+#include "common/rng.h"
+
+#include <math.h>
+
 #include "common/fsutil.h"
 
 #include <stdio.h>
@@ -53,4 +57,32 @@ void qp_test_write(const char *path, const void *data, size_t n)
 void qp_test_write_str(const char *path, const char *text)
 {
     qp_test_write(path, text, strlen(text));
+}
+
+static qp_rng test_rng;
+
+void qp_test_seed(uint64_t seed)
+{
+    qp_rng_seed(&test_rng, seed);
+}
+
+uint64_t qp_test_next_u64(void)
+{
+    return qp_rng_next(&test_rng);
+}
+
+uint64_t qp_test_below(uint64_t n)
+{
+    return qp_rng_below(&test_rng, n);
+}
+
+float qp_test_uniform(void)
+{
+    return (float)(qp_rng_next(&test_rng) >> 40) * 0x1p-24f;
+}
+
+float qp_test_gauss(void)
+{
+    float u = qp_test_uniform() + 0x1p-25f, v = qp_test_uniform();
+    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
 }

@@ -19,4 +19,12 @@ void qp_test_rmtree(const char *dir);
 void qp_test_write(const char *path, const void *data, size_t n);
 void qp_test_write_str(const char *path, const char *text);
 
+/* Deterministic test data from one process-wide SplitMix64 (common/rng.h):
+ * seed, then draw; the same seed gives the same data on every machine. */
+void qp_test_seed(uint64_t seed);
+uint64_t qp_test_next_u64(void);
+uint64_t qp_test_below(uint64_t n);   /* [0, n), unbiased */
+float qp_test_uniform(void);   /* [0, 1), 24 bits */
+float qp_test_gauss(void);     /* N(0, 1), Box-Muller in float */
+
 #endif
