@@ -200,9 +200,22 @@ static void test_serialize(void **state)
     qp_int8_free(q);
 }
 
-static const char *const LINEARS[7] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-                                        "mlp.down_proj" };
+/* the round trip, and the worst |error| in half-steps (absmax/254 of its row) */
+static void int8_roundtrip(void *ud, const float *w, int64_t rows, int64_t cols, float *d)
+{
+    double *worst = ud;
+    qp_int8 *q = make(rows, cols);
+    assert_int_equal(qp_int8_quantize(q, w, 2), 0);
+    assert_int_equal(qp_int8_dequantize(q, d), 0);
+    qp_int8_view v;
+    qp_int8_view_of(q, &v);
+    for (int64_t i = 0; i < rows * cols; i++) {
+        /* |error| <= half a step (absmax/254) plus rounding of the f32 products */
+        double rel = fabs((double)w[i] - (double)d[i]) / (v.absmax[i / cols] / 254.0);
+        *worst = rel > *worst ? rel : *worst;
+    }
+    qp_int8_free(q);
+}
 
 static void test_house_reconstruction(void **state)
 {
@@ -210,34 +223,8 @@ static void test_house_reconstruction(void **state)
     char *path = qp_test_shared_path("models/house-llama/model.safetensors");
     qp_safetensors *st = NULL;
     assert_int_equal(qp_safetensors_open(&st, path), 0);
-    double num = 0, den = 0, worst = 0;
-    for (int l = 0; l < 6; l++) {
-        for (int k = 0; k < 7; k++) {
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, LINEARS[k]);
-            const qp_tensor_view *t = qp_safetensors_find(st, name);
-            assert_non_null(t);
-            float *w = malloc(t->nelem * sizeof *w), *d = malloc(t->nelem * sizeof *d);
-            assert_int_equal(qp_convert_to_f32(w, t->data, t->dtype, t->nelem), 0);
-            qp_int8 *q = make((int64_t)t->shape[0], (int64_t)t->shape[1]);
-            assert_int_equal(qp_int8_quantize(q, w, 2), 0);
-            assert_int_equal(qp_int8_dequantize(q, d), 0);
-            qp_int8_view v;
-            qp_int8_view_of(q, &v);
-            for (uint64_t i = 0; i < t->nelem; i++) {
-                double e = (double)w[i] - (double)d[i];
-                num += e * e;
-                den += (double)w[i] * (double)w[i];
-                /* |error| <= half a step (absmax/254) plus rounding of the f32 products */
-                double rel = fabs(e) / (v.absmax[i / t->shape[1]] / 254.0);
-                worst = rel > worst ? rel : worst;
-            }
-            qp_int8_free(q);
-            free(w);
-            free(d);
-        }
-    }
-    double rel = sqrt(num / den);
+    double worst = 0;
+    double rel = qp_test_linears_rel_error(st, 6, int8_roundtrip, &worst);
     print_message("house INT8 per-channel: %.5f (worst |error| = %.6f half-steps)\n", rel, worst);
     assert_true(rel > 0.003 && rel < 0.012);
     assert_true(worst <= 1.0001);

@@ -527,37 +527,23 @@ static void test_deserialize_damage(void **state)
 
 /* ---- the house model -------------------------------------------------------- */
 
-static const char *const LINEARS[7] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-                                        "mlp.down_proj" };
+typedef struct {
+    int bits, gs, sym, mse;
+} rtn_cfg;
 
-/* ‖W − Ŵ‖ / ‖W‖ over every linear weight of the 6 blocks (fast path, 2 threads). */
+static void rtn_roundtrip(void *ud, const float *w, int64_t rows, int64_t cols, float *d)
+{
+    const rtn_cfg *c = ud;
+    qp_linear *q = make(rows, cols, c->bits, c->gs, c->sym, c->mse);
+    assert_int_equal(qp_rtn_quantize(q, w, 2), 0);
+    assert_int_equal(qp_linear_dequantize(q, d), 0);
+    qp_linear_free(q);
+}
+
 static double house_error(qp_safetensors *st, int bits, int gs, int sym, int mse, int max_layers)
 {
-    double num = 0, den = 0;
-    for (int l = 0; l < max_layers; l++) {
-        for (int k = 0; k < 7; k++) {
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, LINEARS[k]);
-            const qp_tensor_view *t = qp_safetensors_find(st, name);
-            assert_non_null(t);
-            int64_t rows = (int64_t)t->shape[0], cols = (int64_t)t->shape[1];
-            float *w = malloc(t->nelem * sizeof *w), *d = malloc(t->nelem * sizeof *d);
-            assert_int_equal(qp_convert_to_f32(w, t->data, t->dtype, t->nelem), 0);
-            qp_linear *q = make(rows, cols, bits, gs, sym, mse);
-            assert_int_equal(qp_rtn_quantize(q, w, 2), 0);
-            assert_int_equal(qp_linear_dequantize(q, d), 0);
-            for (uint64_t i = 0; i < t->nelem; i++) {
-                double e = (double)w[i] - (double)d[i];
-                num += e * e;
-                den += (double)w[i] * (double)w[i];
-            }
-            qp_linear_free(q);
-            free(w);
-            free(d);
-        }
-    }
-    return sqrt(num / den);
+    rtn_cfg c = {bits, gs, sym, mse};
+    return qp_test_linears_rel_error(st, max_layers, rtn_roundtrip, &c);
 }
 
 static void test_house_reconstruction(void **state)

@@ -392,35 +392,23 @@ static void test_serialize(void **state)
     qp_nf4_free(q);
 }
 
-static const char *const LINEARS[7] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-                                        "mlp.down_proj" };
+typedef struct {
+    int bs, dq;
+} nf4_cfg;
+
+static void nf4_roundtrip(void *ud, const float *w, int64_t rows, int64_t cols, float *d)
+{
+    const nf4_cfg *c = ud;
+    qp_nf4 *q = make(rows, cols, c->bs, c->dq);
+    assert_int_equal(qp_nf4_quantize(q, w, 2), 0);
+    assert_int_equal(qp_nf4_dequantize(q, d), 0);
+    qp_nf4_free(q);
+}
 
 static double house_error(qp_safetensors *st, int bs, int dq)
 {
-    double num = 0, den = 0;
-    for (int l = 0; l < 6; l++) {
-        for (int k = 0; k < 7; k++) {
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, LINEARS[k]);
-            const qp_tensor_view *t = qp_safetensors_find(st, name);
-            assert_non_null(t);
-            float *w = malloc(t->nelem * sizeof *w), *d = malloc(t->nelem * sizeof *d);
-            assert_int_equal(qp_convert_to_f32(w, t->data, t->dtype, t->nelem), 0);
-            qp_nf4 *q = make((int64_t)t->shape[0], (int64_t)t->shape[1], bs, dq);
-            assert_int_equal(qp_nf4_quantize(q, w, 2), 0);
-            assert_int_equal(qp_nf4_dequantize(q, d), 0);
-            for (uint64_t i = 0; i < t->nelem; i++) {
-                double e = (double)w[i] - (double)d[i];
-                num += e * e;
-                den += (double)w[i] * (double)w[i];
-            }
-            qp_nf4_free(q);
-            free(w);
-            free(d);
-        }
-    }
-    return sqrt(num / den);
+    nf4_cfg c = {bs, dq};
+    return qp_test_linears_rel_error(st, 6, nf4_roundtrip, &c);
 }
 
 static void test_house_reconstruction(void **state)

@@ -1,6 +1,8 @@
 #include "tests/support/testutil.h"
 
 #include "common/rng.h"
+#include "model/safetensors.h"
+#include "model/tensor.h"
 
 #include <math.h>
 
@@ -85,4 +87,31 @@ float qp_test_gauss(void)
 {
     float u = qp_test_uniform() + 0x1p-25f, v = qp_test_uniform();
     return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
+}
+
+double qp_test_linears_rel_error(struct qp_safetensors *st, int layers, qp_test_roundtrip_fn fn, void *ud)
+{
+    static const char *const linears[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                           "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+    double num = 0, den = 0;
+    for (int l = 0; l < layers; l++) {
+        for (int k = 0; k < 7; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, linears[k]);
+            const qp_tensor_view *t = qp_safetensors_find(st, name);
+            assert_non_null(t);
+            float *w = malloc(t->nelem * sizeof *w), *d = malloc(t->nelem * sizeof *d);
+            assert_true(w && d);
+            assert_int_equal(qp_convert_to_f32(w, t->data, t->dtype, t->nelem), 0);
+            fn(ud, w, (int64_t)t->shape[0], (int64_t)t->shape[1], d);
+            for (uint64_t i = 0; i < t->nelem; i++) {
+                double e = (double)w[i] - (double)d[i];
+                num += e * e;
+                den += (double)w[i] * (double)w[i];
+            }
+            free(w);
+            free(d);
+        }
+    }
+    return sqrt(num / den);
 }

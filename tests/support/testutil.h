@@ -19,6 +19,15 @@ void qp_test_rmtree(const char *dir);
 void qp_test_write(const char *path, const void *data, size_t n);
 void qp_test_write_str(const char *path, const char *text);
 
+/* The quantize -> dequantize round trip of one weight w [rows, cols] into
+ * d [rows, cols] (asserting inside on failure). */
+typedef void (*qp_test_roundtrip_fn)(void *ud, const float *w, int64_t rows, int64_t cols, float *d);
+struct qp_safetensors;
+/* ‖W−Ŵ‖/‖W‖ over the 7 linear weights (q,k,v,o,gate,up,down) of the first
+ * `layers` layers of a LLaMA checkpoint, Ŵ from fn; sums in double in
+ * layer, weight, element order. */
+double qp_test_linears_rel_error(struct qp_safetensors *st, int layers, qp_test_roundtrip_fn fn, void *ud);
+
 /* Deterministic test data from one process-wide SplitMix64 (common/rng.h):
  * seed, then draw; the same seed gives the same data on every machine. */
 void qp_test_seed(uint64_t seed);
