@@ -10,6 +10,7 @@
 #ifndef QP_QUANT_GGML_IMPL_H
 #define QP_QUANT_GGML_IMPL_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,6 +60,21 @@ _Static_assert(sizeof(qp_block_q6_K) == 210, "q6_K layout");
 
 /* ggml's nearest_int: round half to even via the 1.5·2^23 trick (exact for
  * |f| <= 2^22; larger inputs give the same garbage ggml gets). */
+/* The first element of largest magnitude of x[n], with its sign (ggml's
+ * symmetric scales map it to the lowest level exactly); *amax = |it|. */
+static inline float qp_first_absmax(const float *x, int n, float *amax)
+{
+    float max = 0, a = 0;
+    for (int i = 0; i < n; ++i) {
+        if (fabsf(x[i]) > a) {
+            a = fabsf(x[i]);
+            max = x[i];
+        }
+    }
+    *amax = a;
+    return max;
+}
+
 static inline int qp_nearest_int(float f)
 {
     float v = f + 12582912.f;

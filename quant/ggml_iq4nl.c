@@ -31,14 +31,8 @@ static void iq4_nl_block(const float *x, qp_block_iq4_nl *y, const float *qw, ui
         for (int j = 0; j < QP_QK; ++j)
             weight[j] = x[j] * x[j];
     }
-    float amax = 0, max = 0;
-    for (int j = 0; j < QP_QK; ++j) {
-        float ax = fabsf(x[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[j];
-        }
-    }
+    float amax;
+    const float max = qp_first_absmax(x, QP_QK, &amax);
     float scale = 0;
     if (amax >= QP_GROUP_MAX_EPS) {
         /* start from the scale that maps max onto the table's end −127 */

@@ -9,20 +9,6 @@
 #include <float.h>
 #include <math.h>
 
-/* The first element of largest magnitude of a block xb[32], with its sign
- * (Q4_0/Q5_0 map it to the lowest level exactly). */
-static float signed_absmax(const float *xb)
-{
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < QP_QK; j++) {
-        if (amax < fabsf(xb[j])) {
-            amax = fabsf(xb[j]);
-            max = xb[j];
-        }
-    }
-    return max;
-}
-
 static void block_minmax(const float *xb, float *min_out, float *max_out)
 {
     float min = FLT_MAX, max = -FLT_MAX;
@@ -42,7 +28,8 @@ void qp_q4_0_ref(const float *x, void *vy, int64_t n)
     const int64_t nb = n / QP_QK;
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * QP_QK;
-        const float max = signed_absmax(xb);
+        float amax;
+        const float max = qp_first_absmax(xb, QP_QK, &amax);
         const float d = max / -8;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);
@@ -100,7 +87,8 @@ void qp_q5_0_ref(const float *x, void *vy, int64_t n)
     uint8_t L[QP_QK];
     for (int64_t i = 0; i < nb; i++) {
         const float *xb = x + i * QP_QK;
-        const float max = signed_absmax(xb);
+        float amax;
+        const float max = qp_first_absmax(xb, QP_QK, &amax);
         const float d = max / -16;
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = QP_FP16(d);

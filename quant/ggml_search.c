@@ -15,14 +15,8 @@ const int8_t qp_kvalues_iq4nl[16] = { -127, -104, -83, -65, -49, -35, -22, -10,
  * trial scales −(nmax ± 0.1·is)/max, keeping the least-squares best. */
 float qp_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = qp_first_absmax(x, n, &amax);
     if (amax < QP_GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i)
             L[i] = 0;
@@ -68,14 +62,8 @@ float qp_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float 
  * moves that raise (Σw·x·l)²/Σw·l² (weights x²). */
 float qp_make_q3_quants(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = qp_first_absmax(x, n, &amax);
     if (amax < QP_GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i)
             L[i] = 0;
