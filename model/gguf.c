@@ -89,22 +89,6 @@ static int read_str(reader *r, const char **s, uint64_t *len)
     return 0;
 }
 
-static size_t scalar_size(uint32_t t)
-{
-    switch (t) {
-    case QP_GGUF_U8: case QP_GGUF_I8: case QP_GGUF_BOOL: return 1;
-    case QP_GGUF_U16: case QP_GGUF_I16: return 2;
-    case QP_GGUF_U32: case QP_GGUF_I32: case QP_GGUF_F32: return 4;
-    case QP_GGUF_U64: case QP_GGUF_I64: case QP_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
-static int known_type(uint32_t t)
-{
-    return t <= QP_GGUF_F64;
-}
-
 static int bool_check(reader *r, const unsigned char *p, uint64_t n, uint64_t at)
 {
     for (uint64_t i = 0; i < n; i++)
@@ -143,18 +127,18 @@ static int parse_value(reader *r, qp_gguf_value *v, uint32_t type, int depth)
         if (rd(r, &et, 4) != 0 || rd(r, &count, 8) != 0)
             return qp_error_set(QP_EFORMAT, "%s: key '%s': value truncated at offset %" PRIu64 " (file is %zu bytes)",
                                 g->path, r->key, at, g->size);
-        if (!known_type(et))
+        if (!qp_gguf_type_known(et))
             return qp_error_set(QP_EFORMAT, "%s: key '%s': unknown array element type %" PRIu32 " at offset %" PRIu64,
                                 g->path, r->key, et, at);
         v->elem = (qp_gguf_type)et;
         v->n = count;
         /* smallest encoding of one element bounds the count before any allocation */
-        uint64_t min = et == QP_GGUF_STRING ? 8 : et == QP_GGUF_ARRAY ? 12 : scalar_size(et);
+        uint64_t min = et == QP_GGUF_STRING ? 8 : et == QP_GGUF_ARRAY ? 12 : qp_gguf_type_size(et);
         if (count > left(r) / min)
             return qp_error_set(QP_EFORMAT, "%s: key '%s': array count %" PRIu64 " at offset %" PRIu64
                                 " cannot fit in the remaining %" PRIu64 " bytes", g->path, r->key, count, at + 4,
                                 left(r));
-        if (min == scalar_size(et) && et != QP_GGUF_STRING) {
+        if (min == qp_gguf_type_size(et) && et != QP_GGUF_STRING) {
             v->raw = g->map + r->pos;
             r->pos += count * min;
             return et == QP_GGUF_BOOL ? bool_check(r, v->raw, count, r->pos - count) : 0;
@@ -170,7 +154,7 @@ static int parse_value(reader *r, qp_gguf_value *v, uint32_t type, int depth)
         }
         return 0;
     }
-    size_t sz = scalar_size(type);
+    size_t sz = qp_gguf_type_size(type);
     if (sz == 0)
         return qp_error_set(QP_EFORMAT, "%s: key '%s': unknown value type %" PRIu32 " at offset %" PRIu64,
                             g->path, r->key, type, at - 4);

@@ -44,6 +44,10 @@ typedef enum {
 
 /* "u32", "string", "array", …; "?" when unknown. */
 const char *qp_gguf_type_name(qp_gguf_type t);
+/* 1 for a value type the format defines (u8 … f64, string and array included). */
+int qp_gguf_type_known(uint32_t t);
+/* Bytes of one fixed-size value; 0 for string, array and unknown types. */
+size_t qp_gguf_type_size(uint32_t t);
 
 /* A metadata value or array (owned by its qp_gguf). */
 typedef struct qp_gguf_value qp_gguf_value;

@@ -14,6 +14,22 @@ const char *qp_gguf_type_name(qp_gguf_type t)
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
+int qp_gguf_type_known(uint32_t t)
+{
+    return t <= QP_GGUF_F64;
+}
+
+size_t qp_gguf_type_size(uint32_t t)
+{
+    switch (t) {
+    case QP_GGUF_U8: case QP_GGUF_I8: case QP_GGUF_BOOL: return 1;
+    case QP_GGUF_U16: case QP_GGUF_I16: return 2;
+    case QP_GGUF_U32: case QP_GGUF_I32: case QP_GGUF_F32: return 4;
+    case QP_GGUF_U64: case QP_GGUF_I64: case QP_GGUF_F64: return 8;
+    default: return 0;
+    }
+}
+
 qp_gguf_type qp_gguf_value_type(const qp_gguf_value *v) { return v->type; }
 
 /* The value under key with exactly type t (or any type when t < 0). */

@@ -89,27 +89,10 @@ static void bb_str(bbuf *b, const char *s, size_t len)
     bb_put(b, s, len);
 }
 
-/* Bytes of one fixed-size element; 0 for string/array/unknown. */
-static size_t scalar_size(qp_gguf_type t)
-{
-    switch (t) {
-    case QP_GGUF_U8: case QP_GGUF_I8: case QP_GGUF_BOOL: return 1;
-    case QP_GGUF_U16: case QP_GGUF_I16: return 2;
-    case QP_GGUF_U32: case QP_GGUF_I32: case QP_GGUF_F32: return 4;
-    case QP_GGUF_U64: case QP_GGUF_I64: case QP_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
-static int known_type(int t)
-{
-    return t >= QP_GGUF_U8 && t <= QP_GGUF_F64;
-}
-
 /* One host-layout scalar -> little-endian bytes. */
 static void bb_scalar(bbuf *b, qp_gguf_type t, const void *src)
 {
-    size_t sz = scalar_size(t);
+    size_t sz = qp_gguf_type_size(t);
     uint64_t v = 0;
     if (t == QP_GGUF_BOOL) {
         v = *(const uint8_t *)src ? 1 : 0;
@@ -132,7 +115,7 @@ static void bb_scalar(bbuf *b, qp_gguf_type t, const void *src)
 /* Array body (elem type, count, elements); 0 or QP_EUSAGE with message. */
 static int bb_array(bbuf *b, const qp_gguf_array *a, const char *path, const char *key)
 {
-    if (!known_type((int)a->type))
+    if (!qp_gguf_type_known((uint32_t)a->type))
         return qp_error_set(QP_EUSAGE, "%s: key '%s': array of unknown type %d", path, key, (int)a->type);
     bb_le(b, (uint32_t)a->type, 4);
     bb_le(b, a->n, 8);
@@ -154,7 +137,7 @@ static int bb_array(bbuf *b, const qp_gguf_array *a, const char *path, const cha
                 return rc;
         }
     } else {
-        size_t sz = scalar_size(a->type);
+        size_t sz = qp_gguf_type_size(a->type);
         if (!a->data)
             return qp_error_set(QP_EUSAGE, "%s: key '%s': NULL array data", path, key);
         for (size_t i = 0; i < a->n; i++)
@@ -363,7 +346,7 @@ static int copy_array(bbuf *b, const qp_gguf_value *a)
         }
     } else {
         /* the reader's raw elements are already little-endian */
-        bb_put(b, qp_gguf_array_data(a), n * scalar_size(et));
+        bb_put(b, qp_gguf_array_data(a), n * qp_gguf_type_size(et));
     }
     return 0;
 }
@@ -417,7 +400,7 @@ int qp_gguf_writer_copy_kv(qp_gguf_writer *w, const qp_gguf *g, size_t i)
         } else {
             int64_t x;
             rc = qp_gguf_get_int(g, key, &x);
-            bb_le(&b, (uint64_t)x, (int)scalar_size(t));
+            bb_le(&b, (uint64_t)x, (int)qp_gguf_type_size(t));
         }
         break;
     }
