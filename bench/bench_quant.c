@@ -51,20 +51,6 @@ static int run_quant(void *p)
     return rc;
 }
 
-typedef struct {
-    void *dst;
-    const void *src;
-    size_t n;
-} mctx;
-
-static int run_memcpy(void *p)
-{
-    mctx *c = p;
-    memcpy(c->dst, c->src, c->n);
-    /* keep the copy observable */
-    return ((volatile unsigned char *)c->dst)[c->n / 2] == 0x5A && ((unsigned char *)c->dst)[0] == 0x5B;
-}
-
 int main(int argc, char **argv)
 {
     const int64_t rows = argc > 1 ? atoll(argv[1]) : 1024;
@@ -86,8 +72,8 @@ int main(int argc, char **argv)
     memset(ref, 0, 2 * n);
     memset(fast, 0, 2 * n);
 
-    mctx mc = { copy, x, bytes };
-    const double t_copy = best_time(run_memcpy, &mc);
+    bench_copy mc = { copy, x, bytes };
+    const double t_copy = best_time(bench_run_memcpy, &mc);
     const double mb = (double)bytes / 1e6;
     printf("input %lld x %d f32 (%.1f MB); memcpy %.0f MB/s\n", (long long)rows, COLS, mb, mb / t_copy);
     printf("%-5s %10s %10s %10s %9s %9s %12s\n", "type", "ref MB/s", "fast@1", "fast@2", "fast1/ref", "fast2/ref",

@@ -100,19 +100,6 @@ static double best_time(run_fn fn, void *ctx)
     return bench_best_time(fn, ctx, 0.4, 200);
 }
 
-typedef struct {
-    void *dst;
-    const void *src;
-    size_t n;
-} mctx;
-
-static int run_memcpy(void *p)
-{
-    mctx *c = p;
-    memcpy(c->dst, c->src, c->n);
-    return ((volatile unsigned char *)c->dst)[c->n / 2] == 0x5A && ((unsigned char *)c->dst)[0] == 0x5B;
-}
-
 /* Same serialised bytes? */
 static int same(void *a, void *b, int kind, const char *name, int threads)
 {
@@ -145,8 +132,8 @@ int main(int argc, char **argv)
             x[r * COLS + c] = s * gauss();
     }
     memset(copy, 0, bytes);
-    mctx mc = { copy, x, bytes };
-    const double t_copy = best_time(run_memcpy, &mc);
+    bench_copy mc = { copy, x, bytes };
+    const double t_copy = best_time(bench_run_memcpy, &mc);
     const double mb = (double)bytes / 1e6;
     printf("input %lld x %d f32 (%.1f MB); memcpy %.0f MB/s\n", (long long)rows, COLS, mb, mb / t_copy);
     printf("%-12s %10s %10s %10s %9s %9s %12s\n", "method", "ref MB/s", "fast@1", "fast@2", "fast1/ref",

@@ -4,6 +4,8 @@
 
 #include "common/fsutil.h"
 
+#include <string.h>
+
 typedef int (*run_fn)(void *ctx);
 
 /* Fastest wall time of fn over at least 3 runs and about min_seconds in
@@ -20,6 +22,21 @@ static inline double bench_best_time(run_fn fn, void *ctx, double min_seconds, i
         best = t < best ? t : best;
     }
     return best;
+}
+
+/* The memcpy baseline the quantizers' MB/s are compared with. */
+typedef struct {
+    void *dst;
+    const void *src;
+    size_t n;
+} bench_copy;
+
+static inline int bench_run_memcpy(void *p)
+{
+    bench_copy *c = p;
+    memcpy(c->dst, c->src, c->n);
+    /* keep the copy observable */
+    return ((volatile unsigned char *)c->dst)[c->n / 2] == 0x5A && ((unsigned char *)c->dst)[0] == 0x5B;
 }
 
 #endif
