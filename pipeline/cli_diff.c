@@ -26,27 +26,32 @@ static int same(const json_t *a, const json_t *b)
     return (!a && !b) || json_equal(a, b);
 }
 
+/* The keys of a ∪ b, in the order a then b meets them (a new object). */
+static json_t *key_union(const json_t *a, const json_t *b)
+{
+    json_t *keys = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)a, k, v)
+        json_object_set_new(keys, k, json_true());
+    json_object_foreach((json_t *)b, k, v)
+        json_object_set_new(keys, k, json_true());
+    return keys;
+}
+
 /* Rows of one section (params / inputs / metrics) for every stage of a ∪ b. */
 static size_t diff_section(const json_t *sa, const json_t *sb, const char *section, int all)
 {
     size_t rows = 0;
-    json_t *ids = json_object();
+    json_t *ids = key_union(sa, sb);
     const char *id;
     json_t *v;
-    json_object_foreach((json_t *)sa, id, v)
-        json_object_set_new(ids, id, json_true());
-    json_object_foreach((json_t *)sb, id, v)
-        json_object_set_new(ids, id, json_true());
     json_object_foreach(ids, id, v) {
         const json_t *xa = json_object_get(json_object_get(sa, id), section);
         const json_t *xb = json_object_get(json_object_get(sb, id), section);
-        json_t *keys = json_object();
+        json_t *keys = key_union(xa, xb);
         const char *k;
         json_t *kv;
-        json_object_foreach((json_t *)xa, k, kv)
-            json_object_set_new(keys, k, json_true());
-        json_object_foreach((json_t *)xb, k, kv)
-            json_object_set_new(keys, k, json_true());
         json_object_foreach(keys, k, kv) {
             const json_t *va = json_object_get(xa, k), *vb = json_object_get(xb, k);
             if (same(va, vb) && !all)
