@@ -225,20 +225,19 @@ static int measure_mix(mixed_ctx *mc, double *kl_mean, double *ppl)
             break;
         }
         q = nq;
-        if ((rc = quant_dequant(mc, t, (size_t)t->level, w, q)) == 0)
-            rc = qp_loaded_model_override(mc->lm, t->name, q, (uint64_t)(rows * cols));
+        if ((rc = quant_dequant(mc, t, (size_t)t->level, w, q)) == 0 &&
+            (rc = qp_loaded_model_override(mc->lm, t->name, q, (uint64_t)(rows * cols))) == 0)
+            rc = qp_llama_reload_weight(mc->m, t->name);
     }
-    for (size_t l = 0; l < mc->L && rc == 0; l++)
-        rc = qp_llama_reload_layer(mc->m, (int)l);
-    if (rc == 0 && (rc = qp_llama_reload_globals(mc->m)) == 0)
+    if (rc == 0)
         rc = measure_from(mc, -1, kl_mean, &nll);
     *ppl = exp(nll);
-    for (size_t i = 0; i < mc->n; i++)
+    /* the unquantized weights again, only those that changed */
+    for (size_t i = 0; i < mc->n; i++) {
         qp_loaded_model_restore(mc->lm, mc->t[i].name);
-    for (size_t l = 0; l < mc->L && rc == 0; l++)
-        rc = qp_llama_reload_layer(mc->m, (int)l);
-    if (rc == 0)
-        rc = qp_llama_reload_globals(mc->m);
+        if (rc == 0)
+            rc = qp_llama_reload_weight(mc->m, mc->t[i].name);
+    }
     free(w);
     free(q);
     return rc;
