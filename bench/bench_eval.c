@@ -10,6 +10,7 @@
  *   bench_eval [MODEL_DIR [WINDOWS [THREADS]]]   (defaults: house-llama, 16, all CPUs) */
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gemm.h"
 #include "model/config.h"
 #include "model/llama.h"
 #include "model/llama_pool.h"
@@ -63,7 +64,7 @@ static int time_windows(timing *out, qp_llama *m, const int32_t *tok, size_t ctx
 
 int main(int argc, char **argv)
 {
-    qp_blas_reexec_if_generic(argv);
+    (void)argv;
     const char *shared = getenv("QPIPE_SHARED");
     char *dflt = qp_path_join(shared && *shared ? shared : "../shared", "models/house-llama");
     const char *dir = argc > 1 ? argv[1] : dflt;
@@ -149,8 +150,8 @@ int main(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double base = gemm_flops / t_gemm;
-    printf("bench_eval: %s, %d threads, OpenBLAS core %s, %d windows of %zu tokens\n", dir, threads,
-           qp_blas_corename(), windows, ctx);
+    printf("bench_eval: %s, %d threads, qp_gemm %s (baseline: OpenBLAS %s), %d windows of %zu tokens\n", dir,
+           threads, qp_gemm_path_name(qp_gemm_path_active()), openblas_get_corename(), windows, ctx);
     printf("  model: %llu matmul params, %.3f GFLOP per window\n",
            (unsigned long long)qp_llama_matmul_params(&hp), flops / 1e9);
     const struct { const char *what; timing t; } rows_out[] = {

@@ -15,6 +15,7 @@
 #include "bench/bench_util.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gemm.h"
 #include "model/llama_pool.h"
 #include "model/safetensors.h"
 #include "model/tensor.h"
@@ -289,8 +290,9 @@ static int model_bench(void)
 int main(int argc, char **argv)
 {
     (void)argc;
-    qp_blas_reexec_if_generic(argv);
-    printf("OpenBLAS core %s\n", qp_blas_corename());
+    (void)argv;
+    printf("qp_gemm %s; baseline sgemm: OpenBLAS %s\n", qp_gemm_path_name(qp_gemm_path_active()),
+           openblas_get_corename());
     if (shapes_bench())
         return 1;
     return model_bench();

@@ -1,10 +1,10 @@
 #include "model/llama.h"
 
 #include "common/error.h"
+#include "common/gemm.h"
 #include "model/llama_kernels.h"
 #include "model/llama_pool.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -455,12 +455,12 @@ static void attn_task(void *varg, size_t task, int thread)
     size_t g = h / (size_t)(m->hp.n_heads / m->hp.n_kv_heads);
     float *S = m->scores + (size_t)thread * ATT_QBLOCK * c->n;
     float scale = (float)(1.0 / sqrt((double)hd));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)r1, (int)hd, scale,
-                m->q + r0 * m->qd + h * hd, (int)m->qd, m->k + g * hd, (int)m->kvd, 0.0f, S, (int)r1);
+    qp_sgemm(QP_NOTRANS, QP_TRANS, rows, r1, hd, scale, m->q + r0 * m->qd + h * hd, m->qd, m->k + g * hd, m->kvd,
+             0.0f, S, r1);
     for (size_t i = 0; i < rows; i++)
         qp_kern_softmax_causal(S + i * r1, r0 + i + 1, r1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)r1, 1.0f, S,
-                (int)r1, m->v + g * hd, (int)m->kvd, 0.0f, m->att + r0 * m->qd + h * hd, (int)m->qd);
+    qp_sgemm(QP_NOTRANS, QP_NOTRANS, rows, hd, r1, 1.0f, S, r1, m->v + g * hd, m->kvd, 0.0f,
+             m->att + r0 * m->qd + h * hd, m->qd);
 }
 
 typedef struct {
@@ -477,10 +477,10 @@ static void gate_up_task(void *varg, size_t task, int thread)
     const mlp_ctx *c = varg;
     qp_llama *m = c->m;
     size_t c0 = task * QP_MM_BLOCK, nc = m->F - c0 < QP_MM_BLOCK ? m->F - c0 : QP_MM_BLOCK;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)nc, (int)m->D, 1.0f, m->xb,
-                (int)m->D, c->w->wg + c0 * m->D, (int)m->D, 0.0f, m->hg + c0, (int)m->F);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)nc, (int)m->D, 1.0f, m->xb,
-                (int)m->D, c->w->wu + c0 * m->D, (int)m->D, 0.0f, m->hu + c0, (int)m->F);
+    qp_sgemm(QP_NOTRANS, QP_TRANS, c->n, nc, m->D, 1.0f, m->xb, m->D, c->w->wg + c0 * m->D, m->D, 0.0f, m->hg + c0,
+             m->F);
+    qp_sgemm(QP_NOTRANS, QP_TRANS, c->n, nc, m->D, 1.0f, m->xb, m->D, c->w->wu + c0 * m->D, m->D, 0.0f, m->hu + c0,
+             m->F);
     for (size_t r = 0; r < c->n; r++)
         qp_kern_swiglu(m->hg + r * m->F + c0, m->hu + r * m->F + c0, nc);
 }

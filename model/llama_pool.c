@@ -1,8 +1,8 @@
 #include "model/llama_pool.h"
 
 #include "common/error.h"
+#include "common/gemm.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -101,9 +101,6 @@ int qp_pool_new(qp_pool **out, int n_threads)
     *out = NULL;
     if (n_threads < 1)
         return qp_error_set(QP_EUSAGE, "thread pool: %d threads requested, need at least 1", n_threads);
-    /* See the header: our own partitioning + single-threaded OpenBLAS is
-     * what makes products independent of the thread count. */
-    openblas_set_num_threads(1);
     qp_pool *p = calloc(1, sizeof(*p));
     if (!p)
         return qp_error_set(QP_ERROR, "thread pool: out of memory");
@@ -212,8 +209,8 @@ static void mm_task(void *varg, size_t task, int thread)
     size_t c0 = (task - c->first_block[j]) * QP_MM_BLOCK;
     size_t nc = job->out - c0 < QP_MM_BLOCK ? job->out - c0 : QP_MM_BLOCK;
     /* Y[:, c0:c0+nc] [n, nc] = X [n, in] · W[c0:c0+nc, :]ᵀ [in, nc] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)nc, (int)c->in, 1.0f,
-                c->x, (int)c->ldx, job->w + c0 * c->in, (int)c->in, 0.0f, job->y + c0, (int)job->ldy);
+    qp_sgemm(QP_NOTRANS, QP_TRANS, c->n, nc, c->in, 1.0f, c->x, c->ldx, job->w + c0 * c->in, c->in, 0.0f,
+             job->y + c0, job->ldy);
     if (job->bias) {
         for (size_t r = 0; r < c->n; r++) {
             float *y = job->y + r * job->ldy + c0;
@@ -242,41 +239,4 @@ void qp_mm_batch(qp_pool *p, const float *x, size_t ldx, size_t n, size_t in,
         qp_pool_run(p, fb[n_jobs], mm_task, &c);
     if (fb != first)
         free(fb);
-}
-
-/* ---- OpenBLAS core selection ---- */
-
-const char *qp_blas_corename(void)
-{
-    const char *s = openblas_get_corename();
-    return s ? s : "unknown";
-}
-
-void qp_blas_reexec_if_generic(char **argv)
-{
-    const char *env = getenv("OPENBLAS_CORETYPE");
-    if (env && *env)
-        return;
-    const char *core = qp_blas_corename();
-    static const char *const generic[] = {"Prescott", "Core2", "Penryn", "Dunnington",
-                                          "Nehalem", "Katmai", "Coppermine", "Northwood"};
-    int is_generic = 0;
-    for (size_t i = 0; i < sizeof(generic) / sizeof(generic[0]); i++)
-        if (strcmp(core, generic[i]) == 0)
-            is_generic = 1;
-    if (!is_generic)
-        return;
-    __builtin_cpu_init();
-    const char *want = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        want = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        want = "Haswell";
-    if (!want)
-        return;
-    setenv("OPENBLAS_CORETYPE", want, 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the slow kernels rather than fail. */
-    unsetenv("OPENBLAS_CORETYPE");
 }

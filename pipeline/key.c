@@ -1,6 +1,7 @@
 #include "pipeline/key.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/numerics.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,8 @@ int qp_key_describe(json_t **out, const qp_recipe *r, const qp_stage_decl *s, qp
     json_object_set_new(desc, "schema", json_string(QP_KEY_SCHEMA));
     json_object_set_new(desc, "kind", json_string(s->kind->name));
     json_object_set_new(desc, "version", json_integer(s->kind->version));
+    if (s->kind->float_numerics)
+        json_object_set_new(desc, "numerics", json_string(QP_NUMERICS_PROFILE));
     const char *name;
     json_t *v;
     json_object_foreach(s->params, name, v) {
@@ -180,6 +183,8 @@ char *qp_key_explain(const json_t *old, const json_t *desc)
     if (!same(json_object_get(old, "version"), json_object_get(desc, "version")) ||
         !same(json_object_get(old, "kind"), json_object_get(desc, "kind")))
         append(&acc, "%s%s%s", "stage implementation changed", "", "");
+    if (!same(json_object_get(old, "numerics"), json_object_get(desc, "numerics")))
+        append(&acc, "numerics profile changed%s%s%s", "", "", "");
     const json_t *op = json_object_get(old, "params"), *np = json_object_get(desc, "params");
     const char *k;
     json_t *v;

@@ -5,6 +5,8 @@
 #include "cache/cache.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gemm.h"
+#include "common/numerics.h"
 #include "common/version.h"
 #include "pipeline/cli.h"
 #include "pipeline/recipe.h"
@@ -160,9 +162,6 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
 
 int main(int argc, char **argv)
 {
-    /* OpenBLAS 0.3.21 mistakes current cores for a generic one and picks
-     * kernels ~4x slower: re-exec once with the core type named. */
-    qp_blas_reexec_if_generic(argv);
     if (argc < 2) {
         fputs(usage_text, stderr);
         return 2;
@@ -173,7 +172,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("qpipe %s\n", QP_VERSION);
+        printf("qpipe %s\nnumerics %s (matrix products: %s kernels on this CPU)\n", QP_VERSION,
+               QP_NUMERICS_PROFILE, qp_gemm_path_name(qp_gemm_path_active()));
         return 0;
     }
     if (!strcmp(cmd, "run"))

@@ -1,6 +1,7 @@
 #include "pipeline/run_record.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/numerics.h"
 #include "common/version.h"
 #include "pipeline/provenance.h"
 
@@ -32,11 +33,11 @@ int qp_run_record_commit(char out_commit[41], const qp_recipe *r, const json_t *
     gmtime_r(&t, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     char *rel = qp_provenance_relpath(workdir, recipe_abs);
-    json_t *record = json_pack("{s:i, s:s, s:s, s:s, s:{s:s, s:b}, s:s, s:s, s:f, s:s, s:O, s:O, s:s}",
+    json_t *record = json_pack("{s:i, s:s, s:s, s:s, s:{s:s, s:b}, s:s, s:s, s:s, s:f, s:s, s:O, s:O, s:s}",
                                "record_format", 1, "name", qp_recipe_name(r), "recipe", rel ? rel : qp_recipe_path(r),
                                "recipe_digest", qp_recipe_digest(r), "source", "commit", src_commit, "dirty", dirty,
-                               "qpipe_version", QP_VERSION, "started", when, "seconds", seconds, "host", host,
-                               "vars", qp_recipe_vars(r), "stages", stages, "verdict", verdict);
+                               "qpipe_version", QP_VERSION, "numerics", QP_NUMERICS_PROFILE, "started", when, "seconds",
+                               seconds, "host", host, "vars", qp_recipe_vars(r), "stages", stages, "verdict", verdict);
     size_t ran = 0, cached = 0;
     const char *id;
     json_t *st;

@@ -6,10 +6,10 @@
 
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gemm.h"
 #include "model/tensor.h"
 #include "quant/linear_impl.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,9 +213,8 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
         }
         /* W[:, i2:] −= Err [R, count] · Hinv[i1:i2, i2:] [count, cols − i2] */
         if (i2 < cols)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)(cols - i2), (int)count, -1.0f,
-                        errt, (int)RP, g->Hinv + i1 * cols + i2, (int)cols, 1.0f, g->Wp + begin * cols + i2,
-                        (int)cols);
+            qp_sgemm(QP_TRANS, QP_NOTRANS, (size_t)R, (size_t)(cols - i2), (size_t)count, -1.0f, errt, (size_t)RP,
+                     g->Hinv + i1 * cols + i2, (size_t)cols, 1.0f, g->Wp + begin * cols + i2, (size_t)cols);
     }
     g->loss[c] = loss;
 done:
@@ -360,9 +359,6 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     };
     qp_linear_view_of(q, &g.v);
     g.gs = g.v.group_size;
-    /* Chunks compute their own sgemm blocks; OpenBLAS' own threading would
-     * change the bits (quant/gptq.h) and oversubscribe the cores. */
-    openblas_set_num_threads(1);
     int64_t bad = qp_lin_parallel(rows, QP_GPTQ_ROW_CHUNK, n_threads, gptq_chunk, &g);
     if (bad >= 0) {
         rc = qp_error_set(QP_EUSAGE, "%s", fail[bad].msg);

@@ -32,7 +32,7 @@
  *         GPTQModel fits on `W`, not on the block copy `W1`);
  *       q = dequant(code(w)), err = (w − q) / Hinv[c][c],
  *       loss += (w − q)² / Hinv[c][c]²,  W1[:, c+1 : i2] −= err ⊗ Hinv[c, c+1 : i2];
- *     then W[:, i2:] −= Err[:, i1:i2] · Hinv[i1:i2, i2:] (one sgemm).
+ *     then W[:, i2:] −= Err[:, i1:i2] · Hinv[i1:i2, i2:] (one qp_sgemm).
  *  7. codes go back to the original column order; with act_order and no
  *     static groups the groups are formed in permuted order:
  *     g_idx[perm[i]] = i / group_size (set with qp_linear_set_g_idx);
@@ -41,11 +41,10 @@
  *
  * Determinism: every output row depends on that row of W and on Hinv only.
  * Rows are processed in fixed chunks of QP_GPTQ_ROW_CHUNK rows, each with
- * single-threaded sgemm calls, whatever n_threads is, so the bytes (codes,
- * scales, zeros, g_idx, loss) are the same for any thread count.  For that,
- * qp_gptq_quantize sets OpenBLAS to one thread, process-wide (as
- * model/llama_pool.h does: OpenBLAS' threaded driver splits K differently).
- * The Hessian inverse runs on the calling thread. */
+ * single-threaded qp_sgemm calls, whatever n_threads is, so the bytes
+ * (codes, scales, zeros, g_idx, loss) are the same for any thread count,
+ * and every product has the bits of common/gemm.h's contract on any CPU.
+ * The Hessian inverse (quant/gptq_hinv.c) runs on the calling thread. */
 #ifndef QP_QUANT_GPTQ_H
 #define QP_QUANT_GPTQ_H
 

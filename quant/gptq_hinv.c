@@ -11,13 +11,18 @@
  * the triangular inverse, instead of ~4n³/3).  tests/quant/test_gptq.c checks
  * it against the explicit three-step route.
  *
- * Both steps are blocked (NB columns) around single-threaded OpenBLAS
- * dtrsm/dsyrk calls, so the result is the same on every run. */
+ * Both steps are blocked (NB columns): the bulk of the work is qp_dgemm
+ * (common/gemm.h), whose bits are the same on every CPU, and the small
+ * diagonal blocks are plain loops in a fixed order, so the factor is the
+ * same on every run and every machine.  An off-diagonal block is solved by
+ * multiplying with the explicit inverse of the diagonal block (LAPACK's
+ * trtri/trmm route) instead of by substitution: the same operation count,
+ * all of it in products. */
 #include "quant/gptq.h"
 
 #include "common/error.h"
+#include "common/gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,51 +54,87 @@ static int potf2_lower(double *a, int64_t lda, int64_t kb)
     return 0;
 }
 
-/* In-place lower Cholesky of a [n, n] (row-major, lower triangle used; the
- * strict upper triangle is left as it was).  Right-looking, NB-blocked. */
-static int potrf_lower(double *a, int64_t n)
+/* t [kb, kb] (row stride NB, zero above the diagonal) = L⁻¹ of the lower
+ * kb × kb block at l (row stride ldl), column by column by substitution. */
+static void tri_inv_lower(double *t, const double *l, int64_t ldl, int64_t kb)
+{
+    for (int64_t i = 0; i < kb; i++)
+        memset(t + i * NB, 0, (size_t)kb * sizeof *t);
+    for (int64_t j = 0; j < kb; j++) {
+        t[j * NB + j] = 1.0 / l[j * ldl + j];
+        for (int64_t i = j + 1; i < kb; i++) {
+            double s = 0.0;
+            for (int64_t p = j; p < i; p++)
+                s += l[i * ldl + p] * t[p * NB + j];
+            t[i * NB + j] = -s / l[i * ldl + i];
+        }
+    }
+}
+
+/* In-place lower Cholesky of a [n, n] (row-major; the lower triangle is the
+ * matrix, the strict upper triangle must be finite and is overwritten).
+ * Right-looking, NB-blocked.  tinv [ceil(n/NB)][NB, NB] receives the
+ * inverse of every diagonal block of L; tmp holds n·NB doubles. */
+static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp)
 {
     for (int64_t k0 = 0; k0 < n; k0 += NB) {
         int64_t kb = n - k0 < NB ? n - k0 : NB;
         double *a11 = a + k0 * n + k0;      /* [kb, kb] */
         if (potf2_lower(a11, n, kb))
             return -1;
+        double *t11 = tinv + (k0 / NB) * NB * NB;
+        tri_inv_lower(t11, a11, n, kb);
         int64_t m = n - k0 - kb;
         if (m == 0)
             break;
         double *a21 = a + (k0 + kb) * n + k0; /* [m, kb] */
         double *a22 = a21 + kb;               /* [m, m] */
-        /* L21 = A21 · L11⁻ᵀ */
-        cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, (int)m, (int)kb, 1.0,
-                    a11, (int)n, a21, (int)n);
-        /* A22 −= L21 · L21ᵀ (lower triangle) */
-        cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)m, (int)kb, -1.0, a21, (int)n, 1.0, a22,
-                    (int)n);
+        /* L21 [m, kb] = A21 · L11⁻ᵀ */
+        qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)m, (size_t)kb, (size_t)kb, 1.0, a21, (size_t)n, t11, NB, 0.0, tmp,
+                 (size_t)kb);
+        for (int64_t i = 0; i < m; i++)
+            memcpy(a21 + i * n, tmp + i * kb, (size_t)kb * sizeof *tmp);
+        /* A22 −= L21 · L21ᵀ, block row by block row up to the diagonal
+         * (the lower triangle and the diagonal blocks) */
+        for (int64_t i0 = 0; i0 < m; i0 += NB) {
+            int64_t ib = m - i0 < NB ? m - i0 : NB;
+            qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)ib, (size_t)(i0 + ib), (size_t)kb, -1.0, a21 + i0 * n, (size_t)n,
+                     a21, (size_t)n, 1.0, a22 + i0 * n, (size_t)n);
+        }
     }
     return 0;
 }
 
-/* x [n, n] = L⁻¹ for the lower L [n, n]; column block j0 of L⁻¹ is zero
- * above row j0, so each block solves only the trailing triangle. */
-static void trtri_lower(double *x, const double *l, int64_t n)
+/* x [n, n] = L⁻¹ for the lower L [n, n] (only its strictly lower blocks
+ * are read) given tinv, the inverses of its diagonal blocks.  Block
+ * column j0 of L⁻¹ is zero above row j0; below it, block row i0 is
+ *   X[i0, j0] = −Tinv[i0] · (L[i0, j0:i0] · X[j0:i0, j0]).
+ * tmp holds NB·NB doubles. */
+static void trtri_lower(double *x, const double *l, int64_t n, const double *tinv, double *tmp)
 {
     memset(x, 0, (size_t)n * (size_t)n * sizeof *x);
     for (int64_t j0 = 0; j0 < n; j0 += NB) {
         int64_t jb = n - j0 < NB ? n - j0 : NB;
-        for (int64_t k = 0; k < jb; k++)
-            x[(j0 + k) * n + j0 + k] = 1.0;
-        cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (int)(n - j0), (int)jb,
-                    1.0, l + j0 * n + j0, (int)n, x + j0 * n + j0, (int)n);
+        const double *tj = tinv + (j0 / NB) * NB * NB;
+        for (int64_t i = 0; i < jb; i++)
+            memcpy(x + (j0 + i) * n + j0, tj + i * NB, (size_t)jb * sizeof *x);
+        for (int64_t i0 = j0 + jb; i0 < n; i0 += NB) {
+            int64_t ib = n - i0 < NB ? n - i0 : NB;
+            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)(i0 - j0), 1.0, l + i0 * n + j0,
+                     (size_t)n, x + j0 * n + j0, (size_t)n, 0.0, tmp, (size_t)jb);
+            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)ib, -1.0, tinv + (i0 / NB) * NB * NB, NB,
+                     tmp, (size_t)jb, 0.0, x + i0 * n + j0, (size_t)n);
+        }
     }
 }
 
 int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
                  double damp_auto_increment, double *damp_used, int *retries)
 {
-    double *r = NULL, *x = NULL;
+    double *r = NULL, *x = NULL, *tinv = NULL, *tmp = NULL;
     int rc = 0, tries = 0;
     double damp = damp_percent;
-    if (n < 1 || n > 46340) /* n² must fit an int for the BLAS calls */
+    if (n < 1 || n > 46340) /* as qp_gptq_quantize: n² stays well inside size_t on any platform */
         return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j <= i; j++) {
@@ -109,23 +150,26 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
         mean += A[i * n + i];
     mean /= (double)n;
 
-    openblas_set_num_threads(1);
     r = malloc((size_t)n * (size_t)n * sizeof *r);
     x = malloc((size_t)n * (size_t)n * sizeof *x);
-    if (!r || !x) {
+    tinv = malloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
+    tmp = malloc((size_t)n * NB * sizeof *tmp);
+    if (!r || !x || !tinv || !tmp) {
         rc = qp_error_set(QP_ERROR, "gptq: H [%lld x %lld]: out of memory for its inverse", (long long)n,
                           (long long)n);
         goto done;
     }
     int ok = 0;
     while (damp > 0.0 && damp < 1.0) {
-        /* r = J·(A + damp·mean·I)·J, lower triangle: r[i][j] = A[n-1-j][n-1-i] */
+        /* r = J·(A + damp·mean·I)·J, lower triangle: r[i][j] = A[n-1-j][n-1-i]
+         * (the upper triangle zero: the blocked updates touch it) */
         for (int64_t i = 0; i < n; i++) {
             for (int64_t j = 0; j <= i; j++)
                 r[i * n + j] = A[(n - 1 - j) * n + (n - 1 - i)];
             r[i * n + i] += damp * mean;
+            memset(r + i * n + i + 1, 0, (size_t)(n - 1 - i) * sizeof *r);
         }
-        if (potrf_lower(r, n) == 0) {
+        if (potrf_lower(r, n, tinv, tmp) == 0) {
             ok = 1;
             break;
         }
@@ -140,7 +184,7 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
                           (long long)n, (long long)n, damp >= 1.0 ? damp - damp_auto_increment : damp, tries);
         goto done;
     }
-    trtri_lower(x, r, n);
+    trtri_lower(x, r, n, tinv, tmp);
     /* U = J·L̃⁻¹·J: U[i][j] = x[n-1-i][n-1-j], upper */
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j < n; j++) {
@@ -157,5 +201,7 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
 done:
     free(r);
     free(x);
+    free(tinv);
+    free(tmp);
     return rc;
 }

@@ -1,10 +1,14 @@
 #include "stages/calib_stats.h"
 #include "common/error.h"
+#include "common/gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Rows of xᵀx per product (any value gives the same bits; this one keeps
+ * the skipped lower triangle small and the products large). */
+#define HESSIAN_ROW_BLOCK 96
 
 static size_t site_dim(const qp_llama_hparams *hp, int site)
 {
@@ -70,8 +74,8 @@ void qp_calib_stats_free(qp_calib_stats *s)
     s->sites = NULL;
 }
 
-/* One window x [n, dim]: Σ x xᵀ via ssyrk (f32 over the window, added into
- * double), Σ|x| and Σx² per column in double, rows in order. */
+/* One window x [n, dim]: Σ x xᵀ (f32 over the window by qp_sgemm, added
+ * into double), Σ|x| and Σx² per column in double, rows in order. */
 void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim)
 {
     qp_calib_stats *s = ud;
@@ -91,9 +95,14 @@ void qp_site_stats_add(qp_site_stats *st, const float *x, size_t n)
         }
     }
     if (st->xxt) {
-        /* scratch[dim, dim] (upper) = xᵀ x */
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)dim, (int)n, 1.0f, x, (int)dim, 0.0f, st->scratch,
-                    (int)dim);
+        /* scratch[dim, dim] (upper) = xᵀ x, by row blocks: block [i0, i0+ib)
+         * computes columns i0.. only, so about half the products of the
+         * full square (the lower part of each diagonal block is unused) */
+        for (size_t i0 = 0; i0 < dim; i0 += HESSIAN_ROW_BLOCK) {
+            size_t ib = dim - i0 < HESSIAN_ROW_BLOCK ? dim - i0 : HESSIAN_ROW_BLOCK;
+            qp_sgemm(QP_TRANS, QP_NOTRANS, ib, dim - i0, n, 1.0f, x + i0, dim, x + i0, dim, 0.0f,
+                     st->scratch + i0 * dim + i0, dim);
+        }
         for (size_t i = 0; i < dim; i++)
             for (size_t j = i; j < dim; j++)
                 st->xxt[i * dim + j] += st->scratch[i * dim + j];

@@ -1,6 +1,7 @@
 #include "stages/model_card.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/numerics.h"
 #include "common/version.h"
 
 #include <stdio.h>
@@ -114,7 +115,8 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
     double bpw = json_number_value(json_object_get(qmetrics, "bpw"));
     human(mem_s, sizeof(mem_s), (double)file_size * 1.05 + 64.0 * 1024 * 1024);
     fprintf(f, "# %s\n\n", file_name);
-    fprintf(f, "Packaged by qpipe %s (stage `%s`, key `%s`).\n\n", QP_VERSION, ctx->id, ctx->stage_key);
+    fprintf(f, "Packaged by qpipe %s (stage `%s`, key `%s`), numerics profile `%s`.\n\n", QP_VERSION, ctx->id,
+            ctx->stage_key, QP_NUMERICS_PROFILE);
     fprintf(f, "## Source\n\n| | |\n|---|---|\n");
     fprintf(f, "| source model | %s |\n", source ? source : "(unknown)");
     fprintf(f, "| source artifact | `%s` |\n", src_digest ? src_digest : ctx->input_digests[model_index]);
@@ -223,7 +225,8 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
         json_t *inputs = json_object();
         for (size_t i = 0; i < ctx->n_inputs; i++)
             json_object_set_new(inputs, ctx->input_ids[i], json_string(ctx->input_digests[i]));
-        json_t *prov = json_pack("{s:s, s:s, s:s, s:s, s:o, s:O, s:o, s:{s:s, s:I}}", "qpipe_version", QP_VERSION,
+        json_t *prov = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:O, s:o, s:{s:s, s:I}}", "qpipe_version", QP_VERSION,
+                                 "numerics", QP_NUMERICS_PROFILE,
                                  "stage", ctx->id, "stage_key", ctx->stage_key, "kind", "package", "inputs", inputs,
                                  "params", ctx->params, "metrics", metrics, "file", "name", file_name, "size",
                                  (json_int_t)file_size);

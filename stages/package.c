@@ -13,6 +13,7 @@
 #include "stages/qtensor.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/numerics.h"
 #include "common/version.h"
 #include "quant/ggml_mix.h"
 
@@ -273,6 +274,7 @@ static int package_run(qp_stage_ctx *ctx)
         json_object_set(keys, "quantize.imatrix.chunks_count", json_object_get(im, "chunks_count"));
     }
     json_object_set_new(keys, "qpipe.version", json_string(QP_VERSION));
+    json_object_set_new(keys, "qpipe.numerics", json_string(QP_NUMERICS_PROFILE));
     json_object_set_new(keys, "qpipe.stage_key", json_string(ctx->stage_key));
     json_object_set_new(keys, "qpipe.source_artifact", json_string(ctx->input_digests[model_i]));
     const char *src_model = json_string_value(json_object_get(qp_artifact_meta_c(model), "source_model"));
@@ -330,6 +332,7 @@ const qp_stage_kind qp_stage_package = {
     .min_inputs = 1, .max_inputs = -1,
     .output = QP_ART_FILES,
     .implemented = 1,
+    .float_numerics = 1,
     .validate = package_validate,
     .run = package_run,
 };

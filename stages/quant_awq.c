@@ -1,12 +1,12 @@
 #include "stages/quant_awq.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gemm.h"
 #include "quant/awq.h"
 #include "quant/linear.h"
 #include "stages/calib_stats.h"
 #include "model/llama_kernels.h"
 
-#include <cblas.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -76,8 +76,8 @@ static int layer_mse(awq_layer *a, double *mse)
 /* out [n, rows] = x [n, cols] · wᵀ */
 static void linear_out(float *out, const float *x, int64_t n, const float *w, int64_t rows, int64_t cols)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, x, (int)cols, w,
-                (int)cols, 0.0f, out, (int)rows);
+    qp_sgemm(QP_NOTRANS, QP_TRANS, (size_t)n, (size_t)rows, (size_t)cols, 1.0f, x, (size_t)cols, w, (size_t)cols, 0.0f,
+             out, (size_t)rows);
 }
 
 /* The inspected module's output on the sampled inputs, as AutoAWQ's

@@ -63,6 +63,11 @@ typedef struct qp_stage_kind {
     /* 1 when this build implements run(); the others are declared so that
      * recipes can already be validated against their parameter tables. */
     int implemented;
+    /* 1 when the output depends on floating-point arithmetic (forward
+     * passes, quantizer searches, metrics): the numerics profile
+     * (common/numerics.h) goes into the key, so a cache never mixes the
+     * results of two profiles. */
+    int float_numerics;
     /* 1 when a rejected gate among the inputs is information, not a block
      * (select chooses among candidates, some of which fail their gates). */
     int consumes_rejections;

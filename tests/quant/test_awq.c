@@ -11,6 +11,7 @@
  * tokens X f32 [T, cols]: (1 / (T·R)) Σ_j ‖X·(W_j − Ŵ_j)ᵀ‖², computed as
  * Σ_r d_rᵀ G d_r / R with G = XᵀX / T (sgemm, one OpenBLAS thread). */
 #include "tests/support/testutil.h"
+#include "common/gemm.h"
 
 #include "common/error.h"
 #include "model/safetensors.h"
@@ -18,7 +19,6 @@
 #include "quant/awq.h"
 #include "quant/linear.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,8 +56,8 @@ static double quad(lossctx *L, const float *w, const float *wq, int64_t rows)
     const int64_t n = rows * L->cols;
     for (int64_t i = 0; i < n; i++)
         L->D[i] = w[i] - wq[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)L->cols, (int)L->cols, 1.0f, L->D,
-                (int)L->cols, L->G, (int)L->cols, 0.0f, L->Y, (int)L->cols);
+    qp_sgemm(QP_NOTRANS, QP_NOTRANS, (size_t)rows, (size_t)L->cols, (size_t)L->cols, 1.0f, L->D, (size_t)L->cols,
+             L->G, (size_t)L->cols, 0.0f, L->Y, (size_t)L->cols);
     double s = 0;
     for (int64_t i = 0; i < n; i++)
         s += (double)L->Y[i] * (double)L->D[i];
@@ -120,8 +120,8 @@ static void layer_finish(layer *ly)
     L->G = malloc((size_t)(ly->cols * ly->cols) * sizeof(float));
     L->D = malloc((size_t)(maxr * ly->cols) * sizeof(float));
     L->Y = malloc((size_t)(maxr * ly->cols) * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ly->cols, (int)ly->cols, (int)ly->T,
-                1.0f / (float)ly->T, ly->X, (int)ly->cols, ly->X, (int)ly->cols, 0.0f, L->G, (int)ly->cols);
+    qp_sgemm(QP_TRANS, QP_NOTRANS, (size_t)ly->cols, (size_t)ly->cols, (size_t)ly->T, 1.0f / (float)ly->T, ly->X,
+             (size_t)ly->cols, ly->X, (size_t)ly->cols, 0.0f, L->G, (size_t)ly->cols);
 }
 
 static void layer_free(layer *ly)
@@ -752,7 +752,6 @@ static void test_house_gate_up(void **state)
 
 int main(void)
 {
-    openblas_set_num_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_candidate_scales_by_hand),

@@ -7,13 +7,13 @@
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
+#include "common/gemm.h"
 #include "common/rng.h"
 #include "model/safetensors.h"
 #include "model/tensor.h"
 #include "quant/gptq.h"
 #include "quant/linear.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,8 +57,8 @@ static double *make_x(int64_t n, int64_t d, int64_t k, double noise, uint64_t se
     for (int64_t j = 0; j < d; j++)
         sc[j] = exp(0.7 * rng_gauss(&rng));
     /* x = f · l  [n, k]·[k, d] */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)k, 1.0, f, (int)k, l, (int)d, 0.0,
-                x, (int)d);
+    qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)n, (size_t)d, (size_t)k, 1.0, f, (size_t)k, l, (size_t)d, 0.0, x,
+             (size_t)d);
     for (int64_t t = 0; t < n; t++)
         for (int64_t j = 0; j < d; j++)
             x[t * d + j] = sc[j] * (x[t * d + j] + noise * rng_gauss(&rng));
@@ -73,8 +73,9 @@ static double *make_h(const double *x, int64_t n, int64_t d)
 {
     double *h = calloc((size_t)(d * d), sizeof *h);
     assert_non_null(h);
-    cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, (int)d, (int)n, 2.0 / (double)n, x, (int)d, 0.0, h, (int)d);
-    for (int64_t i = 0; i < d; i++)
+    qp_dgemm(QP_TRANS, QP_NOTRANS, (size_t)d, (size_t)d, (size_t)n, 2.0 / (double)n, x, (size_t)d, x, (size_t)d,
+             0.0, h, (size_t)d);
+    for (int64_t i = 0; i < d; i++)   /* exactly symmetric */
         for (int64_t j = 0; j < i; j++)
             h[j * d + i] = h[i * d + j];
     return h;
@@ -97,8 +98,8 @@ static double out_err(const float *w, const float *wq, const double *h, int64_t 
     assert_true(d && dh);
     for (int64_t k = 0; k < rows * cols; k++)
         d[k] = (double)w[k] - (double)wq[k];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, d, (int)cols, h,
-                (int)cols, 0.0, dh, (int)cols);
+    qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)rows, (size_t)cols, (size_t)cols, 1.0, d, (size_t)cols, h, (size_t)cols,
+             0.0, dh, (size_t)cols);
     double s = 0.0;
     for (int64_t k = 0; k < rows * cols; k++)
         s += d[k] * dh[k];
@@ -579,8 +580,6 @@ static void test_threads_identical(void **state)
         double loss[3];
         static const int threads[3] = { 1, 2, 3 };
         for (int t = 0; t < 3; t++) {
-            /* even a caller that left OpenBLAS threaded gets the same bits */
-            openblas_set_num_threads(threads[t]);
             qp_gptq_stats st;
             qp_linear *g = gptq(w, h, rows, cols, &p, &st, threads[t]);
             assert_int_equal(qp_linear_serialize(g, &ser[t], &len[t]), 0);
@@ -600,7 +599,6 @@ static void test_threads_identical(void **state)
         free(x);
         free(h);
     }
-    openblas_set_num_threads(1);
 }
 
 /* ---- the Hessian inverse: shortcut vs torch's explicit route ----------------- */

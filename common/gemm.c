@@ -1,0 +1,248 @@
+/* qp_sgemm / qp_dgemm: the reference, the blocked driver over the
+ * micro-kernels, and the choice between them (common/gemm.h). */
+#include "common/gemm.h"
+#include "common/gemm_kernels.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Block sizes, in elements.  MC is a multiple of every MR (6, 12), NC of
+ * every NR (8, 16, 32).  An A block (MC·KC) stays in L2 and a B panel
+ * (KC·NR) in L1 while the kernel sweeps the rows; the f64 blocks hold as
+ * many bytes as the f32 ones.  They change speed only, never bits. */
+#define S_MC 96
+#define S_KC 256
+#define S_NC 512
+#define D_MC 96
+#define D_KC 128
+#define D_NC 256
+
+/* Below this many multiply-adds the reference is as fast as packing. */
+#define SMALL_PRODUCT 2048
+
+#define T float
+#define SUF s
+#define KERNEL qp_gemm_kernel_s
+#define GEMM_FMA fmaf
+#define GEMM_MC S_MC
+#define GEMM_KC S_KC
+#define GEMM_NC S_NC
+#include "common/gemm_blocked.inc"
+#undef T
+#undef SUF
+#undef KERNEL
+#undef GEMM_FMA
+#undef GEMM_MC
+#undef GEMM_KC
+#undef GEMM_NC
+
+#define T double
+#define SUF d
+#define KERNEL qp_gemm_kernel_d
+#define GEMM_FMA fma
+#define GEMM_MC D_MC
+#define GEMM_KC D_KC
+#define GEMM_NC D_NC
+#include "common/gemm_blocked.inc"
+#undef T
+#undef SUF
+#undef KERNEL
+#undef GEMM_FMA
+#undef GEMM_MC
+#undef GEMM_KC
+#undef GEMM_NC
+
+/* ---- the path in use ---- */
+
+static atomic_int g_path = QP_GEMM_AUTO;   /* resolved: never AUTO after init */
+static pthread_once_t g_path_once = PTHREAD_ONCE_INIT;
+
+int qp_gemm_path_supported(qp_gemm_path path)
+{
+    switch (path) {
+    case QP_GEMM_AUTO:
+    case QP_GEMM_SCALAR:
+        return 1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    case QP_GEMM_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+    case QP_GEMM_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") ? 1 : 0;
+#else
+    default:
+        return 0;
+#endif
+    }
+    return 0;
+}
+
+static qp_gemm_path best_path(void)
+{
+    if (qp_gemm_path_supported(QP_GEMM_AVX512))
+        return QP_GEMM_AVX512;
+    if (qp_gemm_path_supported(QP_GEMM_AVX2))
+        return QP_GEMM_AVX2;
+    return QP_GEMM_SCALAR;
+}
+
+static void init_path(void)
+{
+    qp_gemm_path p = best_path();
+    const char *env = getenv("QPIPE_GEMM");
+    static const qp_gemm_path named[] = {QP_GEMM_SCALAR, QP_GEMM_AVX2, QP_GEMM_AVX512};
+    for (size_t i = 0; env && i < sizeof named / sizeof named[0]; i++)
+        if (strcmp(env, qp_gemm_path_name(named[i])) == 0 && qp_gemm_path_supported(named[i]))
+            p = named[i];
+    atomic_store(&g_path, (int)p);
+}
+
+qp_gemm_path qp_gemm_path_active(void)
+{
+    pthread_once(&g_path_once, init_path);
+    return (qp_gemm_path)atomic_load_explicit(&g_path, memory_order_relaxed);
+}
+
+int qp_gemm_set_path(qp_gemm_path path)
+{
+    pthread_once(&g_path_once, init_path);
+    if (!qp_gemm_path_supported(path))
+        return -1;
+    atomic_store(&g_path, (int)(path == QP_GEMM_AUTO ? best_path() : path));
+    return 0;
+}
+
+const char *qp_gemm_path_name(qp_gemm_path path)
+{
+    switch (path) {
+    case QP_GEMM_AUTO: return "auto";
+    case QP_GEMM_SCALAR: return "scalar";
+    case QP_GEMM_AVX2: return "avx2";
+    case QP_GEMM_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+/* ---- per-thread packing buffers ---- */
+
+#define WS_A_BYTES ((size_t)S_MC * S_KC * sizeof(float) > (size_t)D_MC * D_KC * sizeof(double) \
+                        ? (size_t)S_MC * S_KC * sizeof(float) : (size_t)D_MC * D_KC * sizeof(double))
+#define WS_B_BYTES ((size_t)S_KC * S_NC * sizeof(float) > (size_t)D_KC * D_NC * sizeof(double) \
+                        ? (size_t)S_KC * S_NC * sizeof(float) : (size_t)D_KC * D_NC * sizeof(double))
+
+/* One allocation per thread, freed when the thread exits (the key's
+ * destructor); the thread-local pointer is what the thread itself uses. */
+static _Thread_local unsigned char *tl_ws;
+static pthread_key_t ws_key;
+static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
+static int ws_key_ok;
+
+static void ws_free(void *p) { free(p); }
+
+static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 0; }
+
+/* NULL when out of memory: the caller then runs the reference, which gives
+ * the same bits. */
+static unsigned char *workspace(void)
+{
+    if (tl_ws)
+        return tl_ws;
+    pthread_once(&ws_once, ws_init);
+    if (!ws_key_ok)
+        return NULL;
+    unsigned char *w = aligned_alloc(64, WS_A_BYTES + WS_B_BYTES);
+    if (!w)
+        return NULL;
+    if (pthread_setspecific(ws_key, w) != 0) {
+        free(w);
+        return NULL;
+    }
+    tl_ws = w;
+    return w;
+}
+
+/* ---- the products ---- */
+
+void qp_sgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                  const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    gemm_ref_s(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void qp_dgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a,
+                  size_t lda, const double *b, size_t ldb, double beta, double *c, size_t ldc)
+{
+    gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* The blocked path of `path` (the reference for SCALAR, or when the
+ * packing buffers cannot be had: the same bits). */
+static void sgemm_path(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha,
+                       const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    const qp_gemm_kernel_s *kd = path == QP_GEMM_AVX512 ? &qp_gemm_avx512_s
+                                 : path == QP_GEMM_AVX2 ? &qp_gemm_avx2_s : NULL;
+    unsigned char *ws;
+    if (!kd || !kd->kern || k == 0 || !(ws = workspace())) {
+        gemm_ref_s(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    gemm_blocked_s(kd, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, (float *)ws,
+                   (float *)(ws + WS_A_BYTES));
+}
+
+static void dgemm_path(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha,
+                       const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c,
+                       size_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    const qp_gemm_kernel_d *kd = path == QP_GEMM_AVX512 ? &qp_gemm_avx512_d
+                                 : path == QP_GEMM_AVX2 ? &qp_gemm_avx2_d : NULL;
+    unsigned char *ws;
+    if (!kd || !kd->kern || k == 0 || !(ws = workspace())) {
+        gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    gemm_blocked_d(kd, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, (double *)ws,
+                   (double *)(ws + WS_A_BYTES));
+}
+
+int qp_sgemm_with(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha,
+                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    if (path == QP_GEMM_AUTO || !qp_gemm_path_supported(path))
+        return -1;
+    sgemm_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return 0;
+}
+
+int qp_dgemm_with(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha,
+                  const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c, size_t ldc)
+{
+    if (path == QP_GEMM_AUTO || !qp_gemm_path_supported(path))
+        return -1;
+    dgemm_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return 0;
+}
+
+void qp_sgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+              const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    qp_gemm_path path = (uint64_t)m * n * k < SMALL_PRODUCT ? QP_GEMM_SCALAR : qp_gemm_path_active();
+    sgemm_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void qp_dgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a, size_t lda,
+              const double *b, size_t ldb, double beta, double *c, size_t ldc)
+{
+    qp_gemm_path path = (uint64_t)m * n * k < SMALL_PRODUCT ? QP_GEMM_SCALAR : qp_gemm_path_active();
+    dgemm_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
