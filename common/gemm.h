@@ -21,10 +21,10 @@
  *
  * Every element is one sequential chain of fused multiply-adds, so any
  * implementation that keeps each element in one accumulator lane gives the
- * same bits: the scalar fma()/fmaf() reference, the AVX2+FMA and the
- * AVX-512 micro-kernels (register tiles of MR rows × NR columns over packed
- * panels; blocking K only stores and reloads the f32/f64 accumulator, which
- * changes nothing).  tests/common/test_gemm.c checks each path bit for bit
+ * same bits: the element-by-element reference (qp_sgemm_ref), and the
+ * blocked driver with its portable C, AVX2+FMA and AVX-512 micro-kernels
+ * (register tiles of MR rows × NR columns over packed panels; blocking K
+ * only stores and reloads the f32/f64 accumulator, which changes nothing).  tests/common/test_gemm.c checks each path bit for bit
  * against the reference.
  *
  *   A  [M, K] (or [K, M] when transposed), row stride lda
@@ -51,7 +51,7 @@ void qp_dgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alp
  * what another would (the bits are the same by the contract above). */
 typedef enum {
     QP_GEMM_AUTO = 0,
-    QP_GEMM_SCALAR,   /* the reference: plain loops over fma()/fmaf() */
+    QP_GEMM_SCALAR,   /* portable C micro-kernels over fma()/fmaf() (4x16 f32, 4x8 f64) */
     QP_GEMM_AVX2,     /* AVX2 + FMA micro-kernels (6x16 f32, 6x8 f64) */
     QP_GEMM_AVX512,   /* AVX-512F micro-kernels (12x32 f32, 12x16 f64) */
 } qp_gemm_path;

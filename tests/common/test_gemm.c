@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const qp_gemm_path fast_paths[] = {QP_GEMM_AVX2, QP_GEMM_AVX512};
+static const qp_gemm_path fast_paths[] = {QP_GEMM_SCALAR, QP_GEMM_AVX2, QP_GEMM_AVX512};
 #define N_FAST (sizeof fast_paths / sizeof fast_paths[0])
 
 static void fill_f(float *x, size_t n)
