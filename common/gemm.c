@@ -223,6 +223,8 @@ void qp_dgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double
     gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+static const qp_gemm_kernel_s *kernel_s(qp_gemm_path path);
+
 /* The blocked path of `path` (the reference when the packing buffers
  * cannot be had: the same bits). */
 static void sgemm_path(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha,
@@ -230,10 +232,9 @@ static void sgemm_path(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, si
 {
     if (m == 0 || n == 0)
         return;
-    const qp_gemm_kernel_s *kd = path == QP_GEMM_AVX512 ? &qp_gemm_avx512_s
-                                 : path == QP_GEMM_AVX2 ? &qp_gemm_avx2_s : &scalar_s;
+    const qp_gemm_kernel_s *kd = kernel_s(path);
     unsigned char *ws;
-    if (!kd || !kd->kern || k == 0 || !(ws = workspace())) {
+    if (k == 0 || !(ws = workspace())) {
         gemm_ref_s(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
@@ -292,4 +293,52 @@ void qp_dgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alp
         gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
         dgemm_path(qp_gemm_path_active(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* ---- a left operand packed once ---- */
+
+static const qp_gemm_kernel_s *kernel_s(qp_gemm_path path)
+{
+    const qp_gemm_kernel_s *kd = path == QP_GEMM_AVX512 ? &qp_gemm_avx512_s
+                                 : path == QP_GEMM_AVX2 ? &qp_gemm_avx2_s : &scalar_s;
+    return kd->kern ? kd : &scalar_s;
+}
+
+size_t qp_sgemm_packed_size(size_t m, size_t k)
+{
+    size_t mr = (size_t)kernel_s(qp_gemm_path_active())->mr;
+    return (m + mr - 1) / mr * mr * k;
+}
+
+void qp_sgemm_pack_a(float *ap, qp_trans ta, size_t m, size_t k, float alpha, const float *a, size_t lda)
+{
+    const qp_gemm_kernel_s *kd = kernel_s(qp_gemm_path_active());
+    pack_a_all_s(ap, (size_t)kd->mr, ta, m, k, alpha, a, lda);
+}
+
+void qp_sgemm_packed(const float *ap, size_t m, size_t k, qp_trans tb, size_t n, const float *b, size_t ldb,
+                     float beta, float *c, size_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    const qp_gemm_kernel_s *kd = kernel_s(qp_gemm_path_active());
+    unsigned char *ws = k ? workspace() : NULL;
+    if (ws) {
+        gemm_prepacked_s(kd, ap, m, k, tb, n, b, ldb, beta, c, ldc, (float *)(ws + WS_A_BYTES));
+        return;
+    }
+    /* No buffer for B (or k = 0): the reference's chain, reading A from
+     * its packed place. */
+    const size_t mr = (size_t)kd->mr, mpad = (m + mr - 1) / mr * mr;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            float acc = beta == 0 ? 0.0f : beta == 1 ? c[i * ldc + j] : beta * c[i * ldc + j];
+            for (size_t p = 0; p < k; p++) {
+                size_t pc = p / S_KC * S_KC, kc = k - pc < S_KC ? k - pc : S_KC;
+                float av = ap[pc * mpad + (i / mr) * kc * mr + (p - pc) * mr + i % mr];
+                float bv = tb == QP_NOTRANS ? b[p * ldb + j] : b[j * ldb + p];
+                acc = fmaf(av, bv, acc);
+            }
+            c[i * ldc + j] = acc;
+        }
 }

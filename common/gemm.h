@@ -46,6 +46,19 @@ void qp_sgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alph
 void qp_dgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a, size_t lda,
               const double *b, size_t ldb, double beta, double *c, size_t ldc);
 
+/* One left operand for several products (the column blocks of a linear
+ * layer, q/k/v from one input): pack alpha·A [m, k] once, then run
+ * C[m, n] = A·B (+ beta·C) per block from the packed copy.  Same bits as
+ * qp_sgemm with that alpha; saves re-packing A for every block.
+ *   size:   floats the packed copy needs (0 when m or k is 0)
+ *   pack:   writes it (the layout belongs to the path in use: pack and run
+ *           under the same qp_gemm_set_path choice)
+ *   packed: the product; ap is the packed copy of the same m, k */
+size_t qp_sgemm_packed_size(size_t m, size_t k);
+void qp_sgemm_pack_a(float *ap, qp_trans ta, size_t m, size_t k, float alpha, const float *a, size_t lda);
+void qp_sgemm_packed(const float *ap, size_t m, size_t k, qp_trans tb, size_t n, const float *b, size_t ldb,
+                     float beta, float *c, size_t ldc);
+
 /* The implementations.  AUTO picks the fastest the CPU runs; the others
  * exist so that tests can compare them and so that one machine can compute
  * what another would (the bits are the same by the contract above). */

@@ -467,6 +467,7 @@ typedef struct {
     qp_llama *m;
     size_t n;
     const layer_w *w;
+    const float *xb_packed;   /* qp_mm_pack of xb, or NULL */
 } mlp_ctx;
 
 /* One column block of the MLP's first half:
@@ -477,10 +478,8 @@ static void gate_up_task(void *varg, size_t task, int thread)
     const mlp_ctx *c = varg;
     qp_llama *m = c->m;
     size_t c0 = task * QP_MM_BLOCK, nc = m->F - c0 < QP_MM_BLOCK ? m->F - c0 : QP_MM_BLOCK;
-    qp_sgemm(QP_NOTRANS, QP_TRANS, c->n, nc, m->D, 1.0f, m->xb, m->D, c->w->wg + c0 * m->D, m->D, 0.0f, m->hg + c0,
-             m->F);
-    qp_sgemm(QP_NOTRANS, QP_TRANS, c->n, nc, m->D, 1.0f, m->xb, m->D, c->w->wu + c0 * m->D, m->D, 0.0f, m->hu + c0,
-             m->F);
+    qp_mm_block(c->xb_packed, m->xb, m->D, c->n, m->D, c->w->wg + c0 * m->D, nc, m->hg + c0, m->F);
+    qp_mm_block(c->xb_packed, m->xb, m->D, c->n, m->D, c->w->wu + c0 * m->D, nc, m->hu + c0, m->F);
     for (size_t r = 0; r < c->n; r++)
         qp_kern_swiglu(m->hg + r * m->F + c0, m->hu + r * m->F + c0, nc);
 }
@@ -546,8 +545,10 @@ static int layer_core(qp_llama *m, size_t l, size_t n, qp_llama_observe_fn obs, 
     resnorm(m, n, m->tmp, m->norms + (2 * l + 1) * D);
     if (obs)
         obs(ud, (int)l, QP_SITE_GATE_UP, m->xb, n, D);
-    mlp_ctx mc = {m, n, w};
+    float *xb_packed = qp_mm_pack(m->xb, D, n, D);   /* NULL: each block packs its own */
+    mlp_ctx mc = {m, n, w, xb_packed};
     qp_pool_run(m->pool, (m->F + QP_MM_BLOCK - 1) / QP_MM_BLOCK, gate_up_task, &mc);
+    free(xb_packed);
     if (obs)
         obs(ud, (int)l, QP_SITE_DOWN, m->hg, n, m->F);
     qp_mm_job down = {m->tmp, D, w->wd, NULL, D};

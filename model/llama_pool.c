@@ -190,7 +190,26 @@ void qp_pool_run(qp_pool *p, size_t n_tasks, qp_pool_fn fn, void *arg)
 
 /* ---- partitioned products ---- */
 
+float *qp_mm_pack(const float *x, size_t ldx, size_t n, size_t in)
+{
+    size_t len = qp_sgemm_packed_size(n, in);
+    float *ap = len ? malloc(len * sizeof(float)) : NULL;
+    if (ap)
+        qp_sgemm_pack_a(ap, QP_NOTRANS, n, in, 1.0f, x, ldx);
+    return ap;
+}
+
+void qp_mm_block(const float *ap, const float *x, size_t ldx, size_t n, size_t in, const float *w, size_t nc,
+                 float *y, size_t ldy)
+{
+    if (ap)
+        qp_sgemm_packed(ap, n, in, QP_TRANS, nc, w, in, 0.0f, y, ldy);
+    else
+        qp_sgemm(QP_NOTRANS, QP_TRANS, n, nc, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
+}
+
 typedef struct {
+    const float *ap;   /* x packed once (qp_mm_pack), or NULL */
     const float *x;
     size_t ldx, n, in;
     const qp_mm_job *jobs;
@@ -209,8 +228,7 @@ static void mm_task(void *varg, size_t task, int thread)
     size_t c0 = (task - c->first_block[j]) * QP_MM_BLOCK;
     size_t nc = job->out - c0 < QP_MM_BLOCK ? job->out - c0 : QP_MM_BLOCK;
     /* Y[:, c0:c0+nc] [n, nc] = X [n, in] · W[c0:c0+nc, :]ᵀ [in, nc] */
-    qp_sgemm(QP_NOTRANS, QP_TRANS, c->n, nc, c->in, 1.0f, c->x, c->ldx, job->w + c0 * c->in, c->in, 0.0f,
-             job->y + c0, job->ldy);
+    qp_mm_block(c->ap, c->x, c->ldx, c->n, c->in, job->w + c0 * c->in, nc, job->y + c0, job->ldy);
     if (job->bias) {
         for (size_t r = 0; r < c->n; r++) {
             float *y = job->y + r * job->ldy + c0;
@@ -234,9 +252,11 @@ void qp_mm_batch(qp_pool *p, const float *x, size_t ldx, size_t n, size_t in,
     fb[0] = 0;
     for (size_t j = 0; j < n_jobs; j++)
         fb[j + 1] = fb[j] + (jobs[j].out + QP_MM_BLOCK - 1) / QP_MM_BLOCK;
-    mm_ctx c = {x, ldx, n, in, jobs, n_jobs, fb};
+    float *ap = n > 0 ? qp_mm_pack(x, ldx, n, in) : NULL;   /* NULL: each block packs its own */
+    mm_ctx c = {ap, x, ldx, n, in, jobs, n_jobs, fb};
     if (n > 0)
         qp_pool_run(p, fb[n_jobs], mm_task, &c);
+    free(ap);
     if (fb != first)
         free(fb);
 }

@@ -42,8 +42,16 @@ typedef struct {
     size_t out;
 } qp_mm_job;
 
+/* X[n, in] packed once for several column blocks (qp_sgemm_pack_a), or
+ * NULL when out of memory; free() it. */
+float *qp_mm_pack(const float *x, size_t ldx, size_t n, size_t in);
+/* One column block Y[n, nc] = X[n, in] · W[nc, in]ᵀ, from ap when it is
+ * not NULL (the same bits either way). */
+void qp_mm_block(const float *ap, const float *x, size_t ldx, size_t n, size_t in, const float *w, size_t nc,
+                 float *y, size_t ldy);
+
 /* Runs several products sharing the same input X[n, in] (e.g. q, k, v) in
- * one pool dispatch. */
+ * one pool dispatch (X is packed once for all their blocks). */
 void qp_mm_batch(qp_pool *p, const float *x, size_t ldx, size_t n, size_t in,
                  const qp_mm_job *jobs, size_t n_jobs);
 

@@ -168,6 +168,50 @@ static void test_reference_is_fma_chain(void **state)
         }
 }
 
+/* A left operand packed once, then products with column blocks of B (as
+ * the forward pass runs a linear layer): the bits of qp_sgemm_ref, on
+ * every path, for odd and multi-block shapes and both layouts of B. */
+static void test_packed_left_operand(void **state)
+{
+    (void)state;
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 33, 255}, {33, 255, 7}, {255, 130, 300}, {97, 40, 520}};
+    qp_gemm_path was = qp_gemm_path_active();
+    qp_test_seed(14);
+    for (size_t p = 0; p < N_FAST; p++) {
+        if (skip_path(fast_paths[p]))
+            continue;
+        assert_int_equal(qp_gemm_set_path(fast_paths[p]), 0);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++) {
+                qp_trans ta = (qp_trans)(t & 1), tb = (qp_trans)(t >> 1);
+                size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], blk = 16;
+                float *a = malloc(m * k * sizeof *a), *b = malloc(k * n * sizeof *b);
+                float *cr = malloc(m * n * sizeof *cr), *cp = malloc(m * n * sizeof *cp);
+                float *ap = malloc(qp_sgemm_packed_size(m, k) * sizeof *ap);
+                assert_non_null(a && b && cr && cp && ap);
+                fill_f(a, m * k);
+                fill_f(b, k * n);
+                fill_f(cr, m * n);
+                memcpy(cp, cr, m * n * sizeof *cp);
+                float alpha = t == 3 ? 0.375f : 1.0f, beta = t == 2 ? 1.0f : 0.0f;
+                qp_sgemm_ref(ta, tb, m, n, k, alpha, a, ta ? m : k, b, tb ? k : n, beta, cr, n);
+                qp_sgemm_pack_a(ap, ta, m, k, alpha, a, ta ? m : k);
+                for (size_t j0 = 0; j0 < n; j0 += blk) {
+                    size_t nb = n - j0 < blk ? n - j0 : blk;
+                    const float *bb = tb ? b + j0 * k : b + j0;
+                    qp_sgemm_packed(ap, m, k, tb, nb, bb, tb ? k : n, beta, cp + j0, n);
+                }
+                if (memcmp(cp, cr, m * n * sizeof *cp) != 0) {
+                    print_error("packed %s m %zu n %zu k %zu ta %d tb %d differs from the reference\n",
+                                qp_gemm_path_name(fast_paths[p]), m, n, k, ta, tb);
+                    fail();
+                }
+                free(a), free(b), free(cr), free(cp), free(ap);
+            }
+    }
+    assert_int_equal(qp_gemm_set_path(was), 0);
+}
+
 /* Paths can be chosen and reported; unsupported ones are refused. */
 static void test_path_selection(void **state)
 {
@@ -194,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_odd_shapes),
         cmocka_unit_test(test_blocked_shapes),
         cmocka_unit_test(test_reference_is_fma_chain),
+        cmocka_unit_test(test_packed_left_operand),
         cmocka_unit_test(test_path_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
