@@ -21,6 +21,11 @@
 #define D_KC 128
 #define D_NC 256
 
+_Static_assert(S_MC % 8 == 0 && S_MC % 6 == 0 && S_MC % 4 == 0 && D_MC % 12 == 0 && D_MC % 6 == 0 &&
+                   D_MC % 4 == 0, "MC must be a multiple of every kernel's MR");
+_Static_assert(S_NC % 32 == 0 && S_NC % 16 == 0 && D_NC % 16 == 0 && D_NC % 8 == 0,
+               "NC must be a multiple of every kernel's NR");
+
 /* Below this many multiply-adds the reference is as fast as packing. */
 #define SMALL_PRODUCT 2048
 
@@ -185,7 +190,13 @@ static pthread_key_t ws_key;
 static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
 static int ws_key_ok;
 
-static void ws_free(void *p) { free(p); }
+/* Runs on the exiting thread: a destructor of another key that runs after
+ * this one and multiplies matrices must not find the freed buffer. */
+static void ws_free(void *p)
+{
+    free(p);
+    tl_ws = NULL;
+}
 
 static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 0; }
 
@@ -304,24 +315,26 @@ static const qp_gemm_kernel_s *kernel_s(qp_gemm_path path)
     return kd->kern ? kd : &scalar_s;
 }
 
-size_t qp_sgemm_packed_size(size_t m, size_t k)
+size_t qp_sgemm_packed_size(qp_gemm_path path, size_t m, size_t k)
 {
-    size_t mr = (size_t)kernel_s(qp_gemm_path_active())->mr;
+    size_t mr = (size_t)kernel_s(path)->mr;
     return (m + mr - 1) / mr * mr * k;
 }
 
-void qp_sgemm_pack_a(float *ap, qp_trans ta, size_t m, size_t k, float alpha, const float *a, size_t lda)
+size_t qp_sgemm_pack_parts(size_t k) { return (k + S_KC - 1) / S_KC; }
+
+void qp_sgemm_pack_a(qp_gemm_path path, float *ap, size_t part, qp_trans ta, size_t m, size_t k, float alpha,
+                     const float *a, size_t lda)
 {
-    const qp_gemm_kernel_s *kd = kernel_s(qp_gemm_path_active());
-    pack_a_all_s(ap, (size_t)kd->mr, ta, m, k, alpha, a, lda);
+    pack_a_slice_s(ap, (size_t)kernel_s(path)->mr, part, ta, m, k, alpha, a, lda);
 }
 
-void qp_sgemm_packed(const float *ap, size_t m, size_t k, qp_trans tb, size_t n, const float *b, size_t ldb,
-                     float beta, float *c, size_t ldc)
+void qp_sgemm_packed(qp_gemm_path path, const float *ap, size_t m, size_t k, qp_trans tb, size_t n, const float *b,
+                     size_t ldb, float beta, float *c, size_t ldc)
 {
     if (m == 0 || n == 0)
         return;
-    const qp_gemm_kernel_s *kd = kernel_s(qp_gemm_path_active());
+    const qp_gemm_kernel_s *kd = kernel_s(path);
     unsigned char *ws = k ? workspace() : NULL;
     if (ws) {
         gemm_prepacked_s(kd, ap, m, k, tb, n, b, ldb, beta, c, ldc, (float *)(ws + WS_A_BYTES));

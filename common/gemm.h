@@ -17,7 +17,11 @@
  * (skipped when the factor is 1, which is exact anyway) and fma rounds once
  * (IEEE 754 fusedMultiplyAdd).  A(i,k) is A[i·lda + k], or A[k·lda + i] when
  * ta is QP_TRANS; B(k,j) is B[k·ldb + j], or B[j·ldb + k] when tb is
- * QP_TRANS.  When beta == 0, C is not read (it may hold NaN).
+ * QP_TRANS.  When beta == 0, C is not read (it may hold NaN).  The bits are
+ * the same on every path for every result that is not NaN; which NaN (its
+ * sign and payload) comes out of a NaN input is not specified (IEEE 754
+ * leaves it open, and compilers order fma operands freely), and nothing
+ * qpipe writes or hashes is meant to hold one.
  *
  * Every element is one sequential chain of fused multiply-adds, so any
  * implementation that keeps each element in one accumulator lane gives the
@@ -46,19 +50,6 @@ void qp_sgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alph
 void qp_dgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a, size_t lda,
               const double *b, size_t ldb, double beta, double *c, size_t ldc);
 
-/* One left operand for several products (the column blocks of a linear
- * layer, q/k/v from one input): pack alpha·A [m, k] once, then run
- * C[m, n] = A·B (+ beta·C) per block from the packed copy.  Same bits as
- * qp_sgemm with that alpha; saves re-packing A for every block.
- *   size:   floats the packed copy needs (0 when m or k is 0)
- *   pack:   writes it (the layout belongs to the path in use: pack and run
- *           under the same qp_gemm_set_path choice)
- *   packed: the product; ap is the packed copy of the same m, k */
-size_t qp_sgemm_packed_size(size_t m, size_t k);
-void qp_sgemm_pack_a(float *ap, qp_trans ta, size_t m, size_t k, float alpha, const float *a, size_t lda);
-void qp_sgemm_packed(const float *ap, size_t m, size_t k, qp_trans tb, size_t n, const float *b, size_t ldb,
-                     float beta, float *c, size_t ldc);
-
 /* The implementations.  AUTO picks the fastest the CPU runs; the others
  * exist so that tests can compare them and so that one machine can compute
  * what another would (the bits are the same by the contract above). */
@@ -66,7 +57,7 @@ typedef enum {
     QP_GEMM_AUTO = 0,
     QP_GEMM_SCALAR,   /* portable C micro-kernels over fma()/fmaf() (4x16 f32, 4x8 f64) */
     QP_GEMM_AVX2,     /* AVX2 + FMA micro-kernels (6x16 f32, 6x8 f64) */
-    QP_GEMM_AVX512,   /* AVX-512F micro-kernels (12x32 f32, 12x16 f64) */
+    QP_GEMM_AVX512,   /* AVX-512F micro-kernels (8x32 f32, 12x16 f64) */
 } qp_gemm_path;
 
 /* Selects the path for the whole process.  Returns 0, or -1 (and changes
@@ -81,6 +72,23 @@ int qp_gemm_path_supported(qp_gemm_path path);
 /* "scalar", "avx2", "avx512" ("auto" for QP_GEMM_AUTO). */
 const char *qp_gemm_path_name(qp_gemm_path path);
 
+/* One left operand for several products (the column blocks of a linear
+ * layer, q/k/v from one input): pack alpha·A [m, k] once, then run
+ * C[m, n] = A·B (+ beta·C) per block from the packed copy.  Same bits as
+ * qp_sgemm with that alpha; saves re-packing A for every block.  The
+ * layout belongs to one path: take qp_gemm_path_active() once and pass the
+ * same path to all three calls.
+ *   size:   floats the packed copy needs (0 when m or k is 0)
+ *   parts:  the packing is cut into this many independent parts (slices of
+ *           K), so that threads can share it; pack_a writes part `part`
+ *   packed: the product; ap is the packed copy of the same m, k */
+size_t qp_sgemm_packed_size(qp_gemm_path path, size_t m, size_t k);
+size_t qp_sgemm_pack_parts(size_t k);
+void qp_sgemm_pack_a(qp_gemm_path path, float *ap, size_t part, qp_trans ta, size_t m, size_t k, float alpha,
+                     const float *a, size_t lda);
+void qp_sgemm_packed(qp_gemm_path path, const float *ap, size_t m, size_t k, qp_trans tb, size_t n, const float *b,
+                     size_t ldb, float beta, float *c, size_t ldc);
+
 /* One path, whatever qp_gemm_set_path chose and whatever the size (the
  * plain calls run products under a few thousand multiply-adds through the
  * reference: the same bits, without the packing); for tests and benchmarks.
@@ -90,7 +98,7 @@ int qp_sgemm_with(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t 
 int qp_dgemm_with(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha,
                   const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c, size_t ldc);
 
-/* The reference itself (what QP_GEMM_SCALAR runs), for tests. */
+/* The element-by-element reference, for tests (and tiny products). */
 void qp_sgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                   const float *b, size_t ldb, float beta, float *c, size_t ldc);
 void qp_dgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a,

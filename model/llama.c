@@ -467,7 +467,7 @@ typedef struct {
     qp_llama *m;
     size_t n;
     const layer_w *w;
-    const float *xb_packed;   /* qp_mm_pack of xb, or NULL */
+    const qp_mm_packed *xb_packed;   /* qp_mm_pack of xb, or NULL */
 } mlp_ctx;
 
 /* One column block of the MLP's first half:
@@ -545,10 +545,10 @@ static int layer_core(qp_llama *m, size_t l, size_t n, qp_llama_observe_fn obs, 
     resnorm(m, n, m->tmp, m->norms + (2 * l + 1) * D);
     if (obs)
         obs(ud, (int)l, QP_SITE_GATE_UP, m->xb, n, D);
-    float *xb_packed = qp_mm_pack(m->xb, D, n, D);   /* NULL: each block packs its own */
-    mlp_ctx mc = {m, n, w, xb_packed};
+    qp_mm_packed xb_packed;
+    int packed = qp_mm_pack(m->pool, &xb_packed, m->xb, D, n, D) == 0;   /* else each block packs its own */
+    mlp_ctx mc = {m, n, w, packed ? &xb_packed : NULL};
     qp_pool_run(m->pool, (m->F + QP_MM_BLOCK - 1) / QP_MM_BLOCK, gate_up_task, &mc);
-    free(xb_packed);
     if (obs)
         obs(ud, (int)l, QP_SITE_DOWN, m->hg, n, m->F);
     qp_mm_job down = {m->tmp, D, w->wd, NULL, D};

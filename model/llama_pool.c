@@ -29,6 +29,8 @@ struct qp_pool {
     void *arg;
     size_t n_tasks;
     atomic_size_t next;          /* next task to hand out */
+    float *pack;                 /* qp_mm_pack's buffer, grown as needed */
+    size_t pack_cap;             /* floats */
 };
 
 static inline void cpu_relax(void)
@@ -154,6 +156,7 @@ void qp_pool_free(qp_pool *p)
     pthread_cond_destroy(&p->start_cv);
     pthread_cond_destroy(&p->done_cv);
     free(p->workers);
+    free(p->pack);
     free(p);
 }
 
@@ -190,26 +193,51 @@ void qp_pool_run(qp_pool *p, size_t n_tasks, qp_pool_fn fn, void *arg)
 
 /* ---- partitioned products ---- */
 
-float *qp_mm_pack(const float *x, size_t ldx, size_t n, size_t in)
+typedef struct {
+    qp_gemm_path path;
+    float *ap;
+    const float *x;
+    size_t ldx, n, in;
+} pack_ctx;
+
+static void pack_task(void *varg, size_t task, int thread)
 {
-    size_t len = qp_sgemm_packed_size(n, in);
-    float *ap = len ? malloc(len * sizeof(float)) : NULL;
-    if (ap)
-        qp_sgemm_pack_a(ap, QP_NOTRANS, n, in, 1.0f, x, ldx);
-    return ap;
+    (void)thread;
+    const pack_ctx *c = varg;
+    qp_sgemm_pack_a(c->path, c->ap, task, QP_NOTRANS, c->n, c->in, 1.0f, c->x, c->ldx);
 }
 
-void qp_mm_block(const float *ap, const float *x, size_t ldx, size_t n, size_t in, const float *w, size_t nc,
+int qp_mm_pack(qp_pool *p, qp_mm_packed *out, const float *x, size_t ldx, size_t n, size_t in)
+{
+    out->ap = NULL;
+    out->path = qp_gemm_path_active();
+    size_t len = qp_sgemm_packed_size(out->path, n, in);
+    if (len == 0)
+        return -1;
+    if (len > p->pack_cap) {
+        float *grown = realloc(p->pack, len * sizeof(float));
+        if (!grown)
+            return -1;
+        p->pack = grown;
+        p->pack_cap = len;
+    }
+    pack_ctx c = {out->path, p->pack, x, ldx, n, in};
+    qp_pool_run(p, qp_sgemm_pack_parts(in), pack_task, &c);
+    out->ap = p->pack;
+    return 0;
+}
+
+void qp_mm_block(const qp_mm_packed *pk, const float *x, size_t ldx, size_t n, size_t in, const float *w, size_t nc,
                  float *y, size_t ldy)
 {
-    if (ap)
-        qp_sgemm_packed(ap, n, in, QP_TRANS, nc, w, in, 0.0f, y, ldy);
+    if (pk && pk->ap)
+        qp_sgemm_packed(pk->path, pk->ap, n, in, QP_TRANS, nc, w, in, 0.0f, y, ldy);
     else
         qp_sgemm(QP_NOTRANS, QP_TRANS, n, nc, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
 }
 
 typedef struct {
-    const float *ap;   /* x packed once (qp_mm_pack), or NULL */
+    const qp_mm_packed *pk;   /* x packed once (qp_mm_pack), or NULL */
     const float *x;
     size_t ldx, n, in;
     const qp_mm_job *jobs;
@@ -228,7 +256,7 @@ static void mm_task(void *varg, size_t task, int thread)
     size_t c0 = (task - c->first_block[j]) * QP_MM_BLOCK;
     size_t nc = job->out - c0 < QP_MM_BLOCK ? job->out - c0 : QP_MM_BLOCK;
     /* Y[:, c0:c0+nc] [n, nc] = X [n, in] · W[c0:c0+nc, :]ᵀ [in, nc] */
-    qp_mm_block(c->ap, c->x, c->ldx, c->n, c->in, job->w + c0 * c->in, nc, job->y + c0, job->ldy);
+    qp_mm_block(c->pk, c->x, c->ldx, c->n, c->in, job->w + c0 * c->in, nc, job->y + c0, job->ldy);
     if (job->bias) {
         for (size_t r = 0; r < c->n; r++) {
             float *y = job->y + r * job->ldy + c0;
@@ -252,11 +280,11 @@ void qp_mm_batch(qp_pool *p, const float *x, size_t ldx, size_t n, size_t in,
     fb[0] = 0;
     for (size_t j = 0; j < n_jobs; j++)
         fb[j + 1] = fb[j] + (jobs[j].out + QP_MM_BLOCK - 1) / QP_MM_BLOCK;
-    float *ap = n > 0 ? qp_mm_pack(x, ldx, n, in) : NULL;   /* NULL: each block packs its own */
-    mm_ctx c = {ap, x, ldx, n, in, jobs, n_jobs, fb};
+    qp_mm_packed pk;
+    int packed = n > 0 && qp_mm_pack(p, &pk, x, ldx, n, in) == 0;   /* else each block packs its own */
+    mm_ctx c = {packed ? &pk : NULL, x, ldx, n, in, jobs, n_jobs, fb};
     if (n > 0)
         qp_pool_run(p, fb[n_jobs], mm_task, &c);
-    free(ap);
     if (fb != first)
         free(fb);
 }

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "common/gemm.h"
+
 typedef struct qp_pool qp_pool;
 
 /* One task: `task` in [0, n_tasks), `thread` in [0, n_threads) names the
@@ -42,12 +44,19 @@ typedef struct {
     size_t out;
 } qp_mm_job;
 
-/* X[n, in] packed once for several column blocks (qp_sgemm_pack_a), or
- * NULL when out of memory; free() it. */
-float *qp_mm_pack(const float *x, size_t ldx, size_t n, size_t in);
-/* One column block Y[n, nc] = X[n, in] · W[nc, in]ᵀ, from ap when it is
- * not NULL (the same bits either way). */
-void qp_mm_block(const float *ap, const float *x, size_t ldx, size_t n, size_t in, const float *w, size_t nc,
+/* X[n, in] packed once (qp_sgemm_pack_a) for several column blocks, its K
+ * slices packed in parallel by the pool, into a buffer the pool keeps and
+ * reuses (valid until the next qp_mm_pack on the same pool).  Returns -1
+ * (out->ap NULL) when that buffer cannot grow: qp_mm_block then packs per
+ * block, with the same bits. */
+typedef struct {
+    const float *ap;
+    qp_gemm_path path;   /* the layout ap was packed for */
+} qp_mm_packed;
+int qp_mm_pack(qp_pool *p, qp_mm_packed *out, const float *x, size_t ldx, size_t n, size_t in);
+/* One column block Y[n, nc] = X[n, in] · W[nc, in]ᵀ, from pk when it holds
+ * a packed X (pk may be NULL). */
+void qp_mm_block(const qp_mm_packed *pk, const float *x, size_t ldx, size_t n, size_t in, const float *w, size_t nc,
                  float *y, size_t ldy);
 
 /* Runs several products sharing the same input X[n, in] (e.g. q, k, v) in

@@ -187,7 +187,8 @@ static void test_packed_left_operand(void **state)
                 size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], blk = 16;
                 float *a = malloc(m * k * sizeof *a), *b = malloc(k * n * sizeof *b);
                 float *cr = malloc(m * n * sizeof *cr), *cp = malloc(m * n * sizeof *cp);
-                float *ap = malloc(qp_sgemm_packed_size(m, k) * sizeof *ap);
+                qp_gemm_path path = qp_gemm_path_active();
+                float *ap = malloc(qp_sgemm_packed_size(path, m, k) * sizeof *ap);
                 assert_non_null(a && b && cr && cp && ap);
                 fill_f(a, m * k);
                 fill_f(b, k * n);
@@ -195,11 +196,12 @@ static void test_packed_left_operand(void **state)
                 memcpy(cp, cr, m * n * sizeof *cp);
                 float alpha = t == 3 ? 0.375f : 1.0f, beta = t == 2 ? 1.0f : 0.0f;
                 qp_sgemm_ref(ta, tb, m, n, k, alpha, a, ta ? m : k, b, tb ? k : n, beta, cr, n);
-                qp_sgemm_pack_a(ap, ta, m, k, alpha, a, ta ? m : k);
+                for (size_t part = qp_sgemm_pack_parts(k); part-- > 0;)   /* any order */
+                    qp_sgemm_pack_a(path, ap, part, ta, m, k, alpha, a, ta ? m : k);
                 for (size_t j0 = 0; j0 < n; j0 += blk) {
                     size_t nb = n - j0 < blk ? n - j0 : blk;
                     const float *bb = tb ? b + j0 * k : b + j0;
-                    qp_sgemm_packed(ap, m, k, tb, nb, bb, tb ? k : n, beta, cp + j0, n);
+                    qp_sgemm_packed(path, ap, m, k, tb, nb, bb, tb ? k : n, beta, cp + j0, n);
                 }
                 if (memcmp(cp, cr, m * n * sizeof *cp) != 0) {
                     print_error("packed %s m %zu n %zu k %zu ta %d tb %d differs from the reference\n",
