@@ -6,7 +6,9 @@
  * plus causal attention), and its ratio to a same-process cblas_sgemm of the
  * model's largest matrix at M = ctx with OpenBLAS on the same number of
  * threads (goal >= 0.5; both measured as the fastest run), for cached f32 weights and for weights streamed
- * from bf16 per window.  Also peak RSS.  Usage:
+ * from bf16 per window.  Also the tokenizer: the fastest of 5 encodes of
+ * data/shakespeare/valid.txt with MODEL_DIR/tokenizer.model (skipped when
+ * either is missing).  Also peak RSS.  Usage:
  *   bench_eval [MODEL_DIR [WINDOWS [THREADS]]]   (defaults: house-llama, 16, all CPUs) */
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -15,6 +17,7 @@
 #include "model/llama.h"
 #include "model/llama_pool.h"
 #include "model/safetensors.h"
+#include "model/tokenizer.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -62,11 +65,50 @@ static int time_windows(timing *out, qp_llama *m, const int32_t *tok, size_t ctx
     return 0;
 }
 
+/* Prints the tokenizer figure; 0 also when skipped, -1 on an error. */
+static int bench_tokenizer(const char *dir, const char *shared)
+{
+    char *tpath = qp_path_join(dir, "tokenizer.model");
+    char *vpath = qp_path_join(shared, "data/shakespeare/valid.txt");
+    qp_tokenizer *tok = NULL;
+    char *text = NULL;
+    size_t len = 0, n = 0;
+    int rc = 0;
+    if (!qp_path_exists(tpath) || !qp_path_exists(vpath)) {
+        printf("  tokenizer: skipped (no %s or %s)\n", tpath, vpath);
+        goto done;
+    }
+    if ((rc = qp_tokenizer_load_spm(&tok, tpath)) < 0 || (rc = qp_read_file(vpath, &text, &len)) < 0)
+        goto done;
+    double best = 1e30;
+    for (int r = 0; r < 5 && rc == 0; r++) {
+        int *ids = NULL;
+        double t0 = qp_now();
+        rc = qp_tokenizer_encode(tok, text, len, QP_TOK_ADD_BOS, &ids, &n);
+        double t = qp_now() - t0;
+        best = t < best ? t : best;
+        free(ids);
+    }
+    if (rc == 0)
+        printf("  tokenizer: valid.txt, %zu bytes -> %zu tokens in %.2f ms best (%.1f MB/s, %.2f M tokens/s)\n", len,
+               n, best * 1e3, (double)len / best / 1e6, (double)n / best / 1e6);
+done:
+    if (rc < 0)
+        fprintf(stderr, "bench_eval: tokenizer: %s\n", qp_error_last());
+    qp_tokenizer_free(tok);
+    free(text);
+    free(tpath);
+    free(vpath);
+    return rc < 0 ? -1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     (void)argv;
     const char *shared = getenv("QPIPE_SHARED");
-    char *dflt = qp_path_join(shared && *shared ? shared : "../shared", "models/house-llama");
+    if (!shared || !*shared)
+        shared = "../shared";
+    char *dflt = qp_path_join(shared, "models/house-llama");
     const char *dir = argc > 1 ? argv[1] : dflt;
     int windows = argc > 2 ? atoi(argv[2]) : 16;
     int threads = argc > 3 ? atoi(argv[3]) : qp_pool_default_threads();
@@ -165,6 +207,9 @@ int main(int argc, char **argv)
            threads, base / 1e9);
     double ratio = flops / t_cached.best / base;
     printf("  FLOP-rate ratio %.2f (goal >= 0.5: %s)\n", ratio, ratio >= 0.5 ? "met" : "NOT met");
+    if (bench_tokenizer(dir, shared) < 0)
+        goto done;
+    getrusage(RUSAGE_SELF, &ru);
     printf("  peak RSS %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
     status = 0;
 done:

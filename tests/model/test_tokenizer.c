@@ -122,15 +122,11 @@ static void test_valid_txt_count(void **state)
     assert_int_equal(qp_read_file(path, &text, &len), 0);
     int *ids = NULL;
     size_t n = 0;
-    double t0 = qp_now();
+    /* its speed is a figure of `make bench` (bench_eval), not a test */
     assert_int_equal(qp_tokenizer_encode(house, text, len, QP_TOK_ADD_BOS, &ids, &n), 0);
-    double dt = qp_now() - t0;
-    fprintf(stderr, "valid.txt: %zu bytes -> %zu tokens in %.1f ms\n", len, n, dt * 1e3);
+    fprintf(stderr, "valid.txt: %zu bytes -> %zu tokens\n", len, n);
     assert_int_equal(n, (size_t)want);
     assert_int_equal(ids[0], 1);
-    /* Generous bound (shared 2-core machine, sanitizer builds); the
-     * optimised build takes a few ms. */
-    assert_true(dt < 2.0);
 
     /* The reference logits were computed on BOS + the first 255 tokens. */
     char *lpath = qp_test_shared_path("models/house-llama/reference/logits.safetensors");

@@ -361,7 +361,16 @@ static void test_salient_channels(void **state)
                 max_other = s[c] > max_other ? s[c] : max_other;
         }
         print_message("  scales: salient min %.3f, others max %.3f\n", (double)min_sal, (double)max_other);
-        assert_true(min_sal > 2.0f * max_other);
+        /* best_s is the winning candidate's s, and it peaks on the salient
+         * channels.  Not by how much: that depends on which α and form win
+         * (at 3 bits x α 0.35 and duo α 0.30 are 0.13 % apart, and their
+         * salient/other ratios 2.14 and 1.80), so only the order, which every
+         * candidate with α >= 0.10 in either form has here. */
+        float w_mean[256], want[256];
+        assert_int_equal(qp_awq_w_absmean(w_mean, &g, &p), 0);
+        qp_awq_candidate_scales(want, ly.xabs, w_mean, ly.cols, (float)st.grid_index / (float)p.n_grid, st.duo);
+        assert_memory_equal(s, want, sizeof want);
+        assert_true(min_sal > max_other);
     }
     layer_free(&ly);
 }

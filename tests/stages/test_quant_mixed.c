@@ -84,6 +84,9 @@ static void test_budget_of_q4_k_m(void **state)
         added += json_number_value(json_object_get(r, "bytes_added"));
     assert_true(json_array_size(json_object_get(rep, "raised")) > 0);
     assert_float_equal(lowest + added, stored, 0.5);
+    print_message("sum of per-weight KLD: Q4_K %.4g, Q6_K %.4g; kld lowest %.4g, mix %.4g, %zu raised\n", kl_low,
+                  kl_high, json_number_value(json_object_get(rep, "kld_lowest")),
+                  json_number_value(json_object_get(rep, "kld_mix")), json_array_size(json_object_get(rep, "raised")));
     /* Q6_K moves the outputs less than Q4_K, and the mix less than all-Q4_K */
     assert_true(kl_high < kl_low / 4);
     assert_true(json_number_value(json_object_get(rep, "kld_mix")) <
@@ -138,6 +141,7 @@ static void test_kld_target_and_threads(void **state)
     json_t *s;
     json_array_foreach(json_object_get(rep, "sensitivity"), i, s)
         assert_string_equal(json_string_value(json_object_get(s, "chosen")), "Q6_K");
+    print_message("kld all Q4_K %.4g, all Q6_K %.4g\n", lowest, top);
     assert_true(top < lowest / 4);
     qp_artifact_free(mix);
 
@@ -164,6 +168,7 @@ static void test_kld_target_and_threads(void **state)
     assert_true(got <= target);
     assert_true(json_is_true(json_object_get(rep, "target_reached")));
     size_t n_raised = json_array_size(json_object_get(rep, "raised"));
+    print_message("target %.4g: kld %.4g after %zu raises\n", target, got, n_raised);
     assert_true(n_raised > 0 && n_raised < 18);
     const json_t *checks = json_object_get(rep, "checks");
     const json_t *last = json_array_get(checks, json_array_size(checks) - 1);
