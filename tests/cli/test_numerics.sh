@@ -61,20 +61,19 @@ run() {
 
 run native 2
 if has avx2 fma; then
-  run haswell 2 OPENBLAS_CORETYPE=Haswell
-  run haswell-1thread 1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=2
-  run gemm-avx2 2 QPIPE_GEMM=avx2
+  run haswell 1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=2
+  run gemm-avx2 3 QPIPE_GEMM=avx2
 else
   echo "SKIP OPENBLAS_CORETYPE=Haswell and QPIPE_GEMM=avx2: this CPU has no AVX2+FMA"
 fi
 if has avx512f avx512bw avx512vl avx512dq avx512cd; then
-  run skylakex 2 OPENBLAS_CORETYPE=SkylakeX
+  run skylakex 3 OPENBLAS_CORETYPE=SkylakeX
+  run gemm-avx512 1 QPIPE_GEMM=avx512
 else
-  echo "SKIP OPENBLAS_CORETYPE=SkylakeX: this CPU has no AVX-512 (F, BW, VL, DQ, CD)"
+  echo "SKIP OPENBLAS_CORETYPE=SkylakeX and QPIPE_GEMM=avx512: this CPU has no AVX-512 (F, BW, VL, DQ, CD)"
 fi
 if has avx512f avx512bw avx512vl avx512dq avx512cd avx512_bf16; then
   run cooperlake 2 OPENBLAS_CORETYPE=Cooperlake
-  run cooperlake-1thread 1 OPENBLAS_CORETYPE=Cooperlake
 else
   echo "SKIP OPENBLAS_CORETYPE=Cooperlake: this CPU has no AVX-512 BF16"
 fi
