@@ -29,8 +29,12 @@ _Static_assert(S_NC % 32 == 0 && S_NC % 16 == 0 && D_NC % 16 == 0 && D_NC % 8 ==
 /* Below this many multiply-adds the reference is as fast as packing. */
 #define SMALL_PRODUCT 2048
 
+/* The AVX2 transpose for packing, when the CPU has AVX2 (set once). */
+static qp_gemm_t8_fn g_t8;
+
 #define T float
 #define SUF s
+#define GEMM_T8 g_t8
 #define KERNEL qp_gemm_kernel_s
 #define GEMM_FMA fmaf
 #define GEMM_MC S_MC
@@ -44,6 +48,7 @@ _Static_assert(S_NC % 32 == 0 && S_NC % 16 == 0 && D_NC % 16 == 0 && D_NC % 8 ==
 #undef GEMM_MC
 #undef GEMM_KC
 #undef GEMM_NC
+#undef GEMM_T8
 
 #define T double
 #define SUF d
@@ -141,6 +146,8 @@ static qp_gemm_path best_path(void)
 
 static void init_path(void)
 {
+    if (qp_gemm_path_supported(QP_GEMM_AVX2))
+        g_t8 = qp_gemm_transpose8_avx2;
     qp_gemm_path p = best_path();
     const char *env = getenv("QPIPE_GEMM");
     static const qp_gemm_path named[] = {QP_GEMM_SCALAR, QP_GEMM_AVX2, QP_GEMM_AVX512};
@@ -204,6 +211,7 @@ static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 
  * the same bits. */
 static unsigned char *workspace(void)
 {
+    pthread_once(&g_path_once, init_path);   /* g_t8 */
     if (tl_ws)
         return tl_ws;
     pthread_once(&ws_once, ws_init);
@@ -326,6 +334,7 @@ size_t qp_sgemm_pack_parts(size_t k) { return (k + S_KC - 1) / S_KC; }
 void qp_sgemm_pack_a(qp_gemm_path path, float *ap, size_t part, qp_trans ta, size_t m, size_t k, float alpha,
                      const float *a, size_t lda)
 {
+    pthread_once(&g_path_once, init_path);   /* g_t8 */
     pack_a_slice_s(ap, (size_t)kernel_s(path)->mr, part, ta, m, k, alpha, a, lda);
 }
 

@@ -30,6 +30,13 @@ typedef struct {
 #define QP_GEMM_MR_MAX 12
 #define QP_GEMM_NR_MAX 32
 
+/* dst[c·ld + r] = src[r·ls + c] for an 8 × 8 block of f32: packing is
+ * mostly transposing, and an AVX2 transpose moves the data several times
+ * faster than element copies (no arithmetic: the bits cannot change).
+ * NULL when this build has none; the CPU must have AVX2 to call it. */
+typedef void (*qp_gemm_t8_fn)(const float *src, size_t ls, float *dst, size_t ld);
+extern const qp_gemm_t8_fn qp_gemm_transpose8_avx2;
+
 /* NULL fields when this build has no such kernels (not x86-64 / not GCC
  * or clang); whether the CPU can run them is the caller's question. */
 extern const qp_gemm_kernel_s qp_gemm_avx2_s, qp_gemm_avx512_s;
