@@ -32,83 +32,6 @@ _Static_assert(S_NC % 32 == 0 && S_NC % 16 == 0 && D_NC % 16 == 0 && D_NC % 8 ==
 /* The AVX2 transpose for packing, when the CPU has AVX2 (set once). */
 static qp_gemm_t8_fn g_t8;
 
-#define T float
-#define SUF s
-#define GEMM_T8 g_t8
-#define KERNEL qp_gemm_kernel_s
-#define GEMM_FMA fmaf
-#define GEMM_MC S_MC
-#define GEMM_KC S_KC
-#define GEMM_NC S_NC
-#include "common/gemm_blocked.inc"
-#undef T
-#undef SUF
-#undef KERNEL
-#undef GEMM_FMA
-#undef GEMM_MC
-#undef GEMM_KC
-#undef GEMM_NC
-#undef GEMM_T8
-
-#define T double
-#define SUF d
-#define KERNEL qp_gemm_kernel_d
-#define GEMM_FMA fma
-#define GEMM_MC D_MC
-#define GEMM_KC D_KC
-#define GEMM_NC D_NC
-#include "common/gemm_blocked.inc"
-#undef T
-#undef SUF
-#undef KERNEL
-#undef GEMM_FMA
-#undef GEMM_MC
-#undef GEMM_KC
-#undef GEMM_NC
-
-/* ---- the portable micro-kernels (QP_GEMM_SCALAR) ----
- * Plain C over fmaf/fma, one accumulator per element like the vector
- * kernels; the compiler may vectorise the j loops (each lane is still one
- * element's chain), and a build without FMA instructions calls libm's
- * correctly rounded fmaf: slower, the same bits. */
-
-#define C_MR 4
-#define C_NR_S 16
-#define C_NR_D 8
-
-static void s_c_4x16(size_t kc, const float *a, const float *b, float *c, size_t ldc, int load)
-{
-    float acc[C_MR][C_NR_S];
-    for (int i = 0; i < C_MR; i++)
-        for (int j = 0; j < C_NR_S; j++)
-            acc[i][j] = load ? c[(size_t)i * ldc + (size_t)j] : 0.0f;
-    for (size_t k = 0; k < kc; k++, a += C_MR, b += C_NR_S)
-        for (int i = 0; i < C_MR; i++)
-            for (int j = 0; j < C_NR_S; j++)
-                acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    for (int i = 0; i < C_MR; i++)
-        for (int j = 0; j < C_NR_S; j++)
-            c[(size_t)i * ldc + (size_t)j] = acc[i][j];
-}
-
-static void d_c_4x8(size_t kc, const double *a, const double *b, double *c, size_t ldc, int load)
-{
-    double acc[C_MR][C_NR_D];
-    for (int i = 0; i < C_MR; i++)
-        for (int j = 0; j < C_NR_D; j++)
-            acc[i][j] = load ? c[(size_t)i * ldc + (size_t)j] : 0.0;
-    for (size_t k = 0; k < kc; k++, a += C_MR, b += C_NR_D)
-        for (int i = 0; i < C_MR; i++)
-            for (int j = 0; j < C_NR_D; j++)
-                acc[i][j] = fma(a[i], b[j], acc[i][j]);
-    for (int i = 0; i < C_MR; i++)
-        for (int j = 0; j < C_NR_D; j++)
-            c[(size_t)i * ldc + (size_t)j] = acc[i][j];
-}
-
-static const qp_gemm_kernel_s scalar_s = {C_MR, C_NR_S, s_c_4x16};
-static const qp_gemm_kernel_d scalar_d = {C_MR, C_NR_D, d_c_4x8};
-
 /* ---- the path in use ---- */
 
 static atomic_int g_path = QP_GEMM_AUTO;   /* resolved: never AUTO after init */
@@ -228,100 +151,34 @@ static unsigned char *workspace(void)
     return w;
 }
 
-/* ---- the products ---- */
+/* ---- the products, once per element type (common/gemm_blocked.inc) ---- */
 
-void qp_sgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                  const float *b, size_t ldb, float beta, float *c, size_t ldc)
-{
-    gemm_ref_s(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+#define T float
+#define SUF s
+#define KERNEL qp_gemm_kernel_s
+#define GEMM_FMA fmaf
+#define GEMM_MC S_MC
+#define GEMM_KC S_KC
+#define GEMM_NC S_NC
+#define GEMM_T8 g_t8
+#define GEMM_C_NR 16
+#define GEMM_AVX2_KERNEL qp_gemm_avx2_s
+#define GEMM_AVX512_KERNEL qp_gemm_avx512_s
+#include "common/gemm_blocked.inc"
 
-void qp_dgemm_ref(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a,
-                  size_t lda, const double *b, size_t ldb, double beta, double *c, size_t ldc)
-{
-    gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-static const qp_gemm_kernel_s *kernel_s(qp_gemm_path path);
-
-/* The blocked path of `path` (the reference when the packing buffers
- * cannot be had: the same bits). */
-static void sgemm_path(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha,
-                       const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
-{
-    if (m == 0 || n == 0)
-        return;
-    const qp_gemm_kernel_s *kd = kernel_s(path);
-    unsigned char *ws;
-    if (k == 0 || !(ws = workspace())) {
-        gemm_ref_s(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    gemm_blocked_s(kd, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, (float *)ws,
-                   (float *)(ws + WS_A_BYTES));
-}
-
-static void dgemm_path(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha,
-                       const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c,
-                       size_t ldc)
-{
-    if (m == 0 || n == 0)
-        return;
-    const qp_gemm_kernel_d *kd = path == QP_GEMM_AVX512 ? &qp_gemm_avx512_d
-                                 : path == QP_GEMM_AVX2 ? &qp_gemm_avx2_d : &scalar_d;
-    unsigned char *ws;
-    if (!kd || !kd->kern || k == 0 || !(ws = workspace())) {
-        gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    gemm_blocked_d(kd, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, (double *)ws,
-                   (double *)(ws + WS_A_BYTES));
-}
-
-int qp_sgemm_with(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha,
-                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
-{
-    if (path == QP_GEMM_AUTO || !qp_gemm_path_supported(path))
-        return -1;
-    sgemm_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return 0;
-}
-
-int qp_dgemm_with(qp_gemm_path path, qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha,
-                  const double *a, size_t lda, const double *b, size_t ldb, double beta, double *c, size_t ldc)
-{
-    if (path == QP_GEMM_AUTO || !qp_gemm_path_supported(path))
-        return -1;
-    dgemm_path(path, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return 0;
-}
-
-void qp_sgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-              const float *b, size_t ldb, float beta, float *c, size_t ldc)
-{
-    if ((uint64_t)m * n * k < SMALL_PRODUCT)
-        gemm_ref_s(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    else
-        sgemm_path(qp_gemm_path_active(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-void qp_dgemm(qp_trans ta, qp_trans tb, size_t m, size_t n, size_t k, double alpha, const double *a, size_t lda,
-              const double *b, size_t ldb, double beta, double *c, size_t ldc)
-{
-    if ((uint64_t)m * n * k < SMALL_PRODUCT)
-        gemm_ref_d(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    else
-        dgemm_path(qp_gemm_path_active(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+#define T double
+#define SUF d
+#define KERNEL qp_gemm_kernel_d
+#define GEMM_FMA fma
+#define GEMM_MC D_MC
+#define GEMM_KC D_KC
+#define GEMM_NC D_NC
+#define GEMM_C_NR 8
+#define GEMM_AVX2_KERNEL qp_gemm_avx2_d
+#define GEMM_AVX512_KERNEL qp_gemm_avx512_d
+#include "common/gemm_blocked.inc"
 
 /* ---- a left operand packed once ---- */
-
-static const qp_gemm_kernel_s *kernel_s(qp_gemm_path path)
-{
-    const qp_gemm_kernel_s *kd = path == QP_GEMM_AVX512 ? &qp_gemm_avx512_s
-                                 : path == QP_GEMM_AVX2 ? &qp_gemm_avx2_s : &scalar_s;
-    return kd->kern ? kd : &scalar_s;
-}
 
 size_t qp_sgemm_packed_size(qp_gemm_path path, size_t m, size_t k)
 {

@@ -28,6 +28,7 @@ expect_grep '"recipe": "r.yaml"' "$T/rec"
 expect_grep "\"commit\": \"$head_before\"" "$T/rec"
 expect_grep '"dirty": false' "$T/rec"
 expect_grep '"verdict": "pass"' "$T/rec"
+expect_grep '"numerics": "seqfma-1"' "$T/rec"
 expect_grep '"words": 3' "$T/rec"
 git show qpipe/provenance:recipe.yaml | cmp - r.yaml || fail "recipe copy differs"; ok
 

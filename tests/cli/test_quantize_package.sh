@@ -15,6 +15,7 @@ expect_grep 'ok +q4km_eval.ppl_delta = [-0-9.e]+ <= 0.25'
 # valid.txt's 23.2523 (test_evaluate.sh) plus a delta the gate kept <= 0.25
 grep -Eq '^\| q4km_eval \| ppl \| 23\.[0-9]+ \|$' dist/house-q4km/MODEL_CARD.md || fail "card lacks the ppl"; ok
 grep -q 'Gate `gate`: \*\*pass\*\*' dist/house-q4km/MODEL_CARD.md || fail "card lacks the gate"; ok
+grep -q 'numerics profile `seqfma-1`' dist/house-q4km/MODEL_CARD.md || fail "card lacks the numerics profile"; ok
 grep -q '"stage_key"' dist/house-q4km/provenance.json || fail "provenance.json"; ok
 size=$(stat -c %s dist/house-q4km/house-llama-Q4_K_M.gguf)
 [ "$size" -gt 3000000 ] && [ "$size" -lt 3300000 ] || fail "GGUF size $size"; ok
