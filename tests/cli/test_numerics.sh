@@ -59,25 +59,34 @@ run() {
   echo "same keys, digests and metrics: $name ($threads threads; $*)"
 }
 
-run native 2
-if has avx2 fma; then
-  run haswell 1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=2
-  run gemm-avx2 3 QPIPE_GEMM=avx2
+if [ "${BUILD:-build}" = build-asan ]; then
+  # Under ASan+UBSan a pipeline run is ~10x slower; the sanitizers need one
+  # run per code path (vector kernels, other thread count), the full
+  # kernel/thread/path matrix runs in `make test`.
+  run native 2
+  run gemm-avx2-1thread 1 QPIPE_GEMM=avx2 OPENBLAS_CORETYPE=Cooperlake
+  echo "SKIP under ASan: the OpenBLAS kernel matrix and the scalar path (make test runs them)"
 else
-  echo "SKIP OPENBLAS_CORETYPE=Haswell and QPIPE_GEMM=avx2: this CPU has no AVX2+FMA"
+  run native 2
+  if has avx2 fma; then
+    run haswell 1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=2
+    run gemm-avx2 3 QPIPE_GEMM=avx2
+  else
+    echo "SKIP OPENBLAS_CORETYPE=Haswell and QPIPE_GEMM=avx2: this CPU has no AVX2+FMA"
+  fi
+  if has avx512f avx512bw avx512vl avx512dq avx512cd; then
+    run skylakex 3 OPENBLAS_CORETYPE=SkylakeX
+    run gemm-avx512 1 QPIPE_GEMM=avx512
+  else
+    echo "SKIP OPENBLAS_CORETYPE=SkylakeX and QPIPE_GEMM=avx512: this CPU has no AVX-512 (F, BW, VL, DQ, CD)"
+  fi
+  if has avx512f avx512bw avx512vl avx512dq avx512cd avx512_bf16; then
+    run cooperlake 2 OPENBLAS_CORETYPE=Cooperlake
+  else
+    echo "SKIP OPENBLAS_CORETYPE=Cooperlake: this CPU has no AVX-512 BF16"
+  fi
+  run gemm-scalar 2 QPIPE_GEMM=scalar
 fi
-if has avx512f avx512bw avx512vl avx512dq avx512cd; then
-  run skylakex 3 OPENBLAS_CORETYPE=SkylakeX
-  run gemm-avx512 1 QPIPE_GEMM=avx512
-else
-  echo "SKIP OPENBLAS_CORETYPE=SkylakeX and QPIPE_GEMM=avx512: this CPU has no AVX-512 (F, BW, VL, DQ, CD)"
-fi
-if has avx512f avx512bw avx512vl avx512dq avx512cd avx512_bf16; then
-  run cooperlake 2 OPENBLAS_CORETYPE=Cooperlake
-else
-  echo "SKIP OPENBLAS_CORETYPE=Cooperlake: this CPU has no AVX-512 BF16"
-fi
-run gemm-scalar 2 QPIPE_GEMM=scalar
 
 # the path a run used is the one --version reports
 QPIPE_GEMM=scalar "$QPIPE" --version >"$T/out" 2>&1
