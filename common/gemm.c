@@ -203,7 +203,8 @@ void qp_sgemm_packed(qp_gemm_path path, const float *ap, size_t m, size_t k, qp_
     const qp_gemm_kernel_s *kd = kernel_s(path);
     unsigned char *ws = k ? workspace() : NULL;
     if (ws) {
-        gemm_prepacked_s(kd, ap, m, k, tb, n, b, ldb, beta, c, ldc, (float *)(ws + WS_A_BYTES));
+        gemm_blocked_s(kd, ap, QP_NOTRANS, tb, m, n, k, 1.0f, NULL, 0, b, ldb, beta, c, ldc, NULL,
+                       (float *)(ws + WS_A_BYTES));
         return;
     }
     /* No buffer for B (or k = 0): the reference's chain, reading A from
