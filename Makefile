@@ -4,9 +4,10 @@
 #   make asan       the whole test suite under ASan+UBSan (separate build dir)
 #   make bench      benchmarks (ratios against same-process baselines)
 #   make demo       run recipes/demo.yaml end to end
-# Library code lives in common/ cache/ pipeline/ stages/ model/ quant/; the
-# program is pipeline/main.c.  Every other .c is part of libqpipe.a, which the
-# program, the tests and the benchmarks link against.
+# Library code lives in common/ cache/ model/ quant/ artifact/ stages/
+# pipeline/ (libqpipe.a, which the program, the tests and the benchmarks link
+# against); the program is cli/.  docs/architecture.md gives the layer rules
+# and scripts/check-layers.sh (part of `make test`) enforces them.
 
 CC      ?= cc
 BUILD   ?= build
@@ -30,10 +31,11 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 CFLAGS  := -std=c11 -D_GNU_SOURCE -ffp-contract=off $(OPT) -g $(WARN) $(SAN) -I. $(PKG_CFLAGS) -pthread -MMD -MP
 LDLIBS  := $(PKG_LIBS) -lm -pthread
 
-LIB_DIRS := common cache pipeline stages model quant
-LIB_SRC  := $(filter-out pipeline/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
+LIB_DIRS := common cache model quant artifact stages pipeline
+LIB_SRC  := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libqpipe.a
+CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
 PROG     := qpipe
 
 TEST_SRC := $(wildcard tests/*/test_*.c)
@@ -55,11 +57,11 @@ $(LIB): $(LIB_OBJ)
 	ar rcs $@ $^
 
 ifeq ($(BUILD),build)
-$(PROG): $(BUILD)/pipeline/main.o $(LIB)
+$(PROG): $(CLI_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 else
 $(PROG): $(BUILD)/qpipe
-$(BUILD)/qpipe: $(BUILD)/pipeline/main.o $(LIB)
+$(BUILD)/qpipe: $(CLI_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 endif
 
@@ -75,6 +77,7 @@ QPIPE_BIN = $(if $(filter build,$(BUILD)),$(CURDIR)/$(PROG),$(CURDIR)/$(BUILD)/q
 
 # `make test` = every cmocka binary, then every CLI script; prints one summary line.
 test check: $(PROG) $(TEST_BIN)
+	@bash scripts/check-layers.sh
 	@QPIPE=$(QPIPE_BIN) BUILD=$(BUILD) bash tests/run-all.sh $(TEST_BIN)
 
 unit: $(TEST_BIN)

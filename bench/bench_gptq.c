@@ -18,7 +18,7 @@
 #include "common/gemm.h"
 #include "model/llama_pool.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/gptq.h"
 
 #include <cblas.h>

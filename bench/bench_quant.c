@@ -34,7 +34,7 @@ static double best_time(run_fn fn, void *ctx)
 }
 
 typedef struct {
-    qp_qtype t;
+    qp_ggml_type t;
     const float *x;
     void *y;
     int64_t rows;
@@ -79,9 +79,9 @@ int main(int argc, char **argv)
     printf("%-5s %10s %10s %10s %9s %9s %12s\n", "type", "ref MB/s", "fast@1", "fast@2", "fast1/ref", "fast2/ref",
            "fast2/memcpy");
 
-    static const qp_qtype types[] = { QP_QT_Q8_0, QP_QT_Q4_0, QP_QT_Q4_K, QP_QT_Q6_K };
+    static const qp_ggml_type types[] = { QP_GGML_Q8_0, QP_GGML_Q4_0, QP_GGML_Q4_K, QP_GGML_Q6_K };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        const qp_qtype t = types[i];
+        const qp_ggml_type t = types[i];
         const size_t out = qp_qtype_row_size(t, COLS) * (size_t)rows;
         qctx c = { t, x, ref, rows, 0 };
         const double t_ref = best_time(run_quant, &c);

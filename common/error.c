@@ -72,14 +72,3 @@ void qp_error_clear(void)
     error_msg[0] = '\0';
     error_code = 0;
 }
-
-int qp_exit_status(int code)
-{
-    switch (code) {
-    case QP_OK:      return 0;
-    case QP_EUSAGE:  return 2;
-    case QP_EGATE:   return 3;
-    case QP_EVERIFY: return 4;
-    default:         return 1;
-    }
-}

@@ -14,10 +14,10 @@ typedef enum {
     QP_EUSAGE    = -2,  /* bad recipe or command-line usage (exit 2) */
     QP_EGATE     = -3,  /* a gate rejected the artifact (exit 3) */
     QP_EVERIFY   = -4,  /* `qpipe verify` found a different output (exit 4) */
-    QP_ENOTFOUND = -5,  /* lookup miss (not an error for the user by itself) */
+    QP_ENOTFOUND = -5,  /* a lookup missed; like every code, set with a message naming what was
+                           looked for and where (callers may treat it as "absent", not fail) */
     QP_ECORRUPT  = -6,  /* a cache object or input file is corrupt */
-    QP_EFORMAT   = -7,  /* a model/tokenizer/file is malformed */
-    QP_EINTERRUPT= -8   /* interrupted by a signal */
+    QP_EFORMAT   = -7   /* a model/tokenizer/file is malformed */
 } qp_err;
 
 /* Records the message for this thread and returns `code`, so callers write
@@ -30,9 +30,5 @@ void qp_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 const char *qp_error_last(void);   /* "" when none */
 int qp_error_last_code(void);
 void qp_error_clear(void);
-
-/* Process exit status for an error code: 0 ok, 1 error, 2 usage/recipe,
- * 3 gate rejected, 4 verify mismatch. */
-int qp_exit_status(int code);
 
 #endif

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/tensor.h"
+#include "common/tensor.h"
 
 typedef struct qp_safetensors qp_safetensors;
 

@@ -2,7 +2,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "pipeline/key.h"
-#include "pipeline/progress_impl.h"
+#include "artifact/progress_impl.h"
 #include "pipeline/run_record.h"
 
 #include <pthread.h>
@@ -781,11 +781,12 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
             for (size_t i = 0; i < R.n; i++)
                 if (R.st[i].selected)
                     c[R.st[i].status]++;
-            json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s, s:i}", "event", "summary", "ran",
+            json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s}", "event", "summary", "ran",
                                    (int)c[ST_RAN], "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED],
                                    "blocked", (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
-                                   rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error", "exit",
-                                   qp_exit_status(rc));
+                                   rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error");
+            if (opt->exit_status)
+                json_object_set_new(ev, "exit", json_integer(opt->exit_status(rc)));
             if (commit[0])
                 json_object_set_new(ev, "provenance", json_string(commit));
             if (rc)

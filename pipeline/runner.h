@@ -38,6 +38,9 @@ typedef struct {
     void (*on_stage)(void *ud, const char *id, const char *key, const char *output, const json_t *desc,
                      const char *status);
     void *on_stage_ud;
+    /* The program's exit status for a result code, reported in the JSON
+     * summary event as "exit" (the CLI owns the mapping); NULL: omitted. */
+    int (*exit_status)(int code);
 } qp_run_options;
 
 /* Runs (or plans / verifies) the recipe.  Returns 0, or the negative code

@@ -8,7 +8,7 @@
 #include "quant/awq.h"
 
 #include "common/error.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/linear.h"
 #include "quant/linear_impl.h"
 

@@ -201,13 +201,13 @@ static void dq_q6_K(const qp_block_q6_K *x, float *y, int64_t nb)
     }
 }
 
-void qp_ggml_dequantize_blocks(qp_qtype t, const void *src, float *dst, int64_t n)
+void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int64_t n)
 {
     switch (t) {
-    case QP_QT_F32:
+    case QP_GGML_F32:
         memcpy(dst, src, (size_t)n * sizeof(float));
         break;
-    case QP_QT_F16: {
+    case QP_GGML_F16: {
         const uint8_t *s = src;
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
@@ -216,7 +216,7 @@ void qp_ggml_dequantize_blocks(qp_qtype t, const void *src, float *dst, int64_t 
         }
         break;
     }
-    case QP_QT_BF16: {
+    case QP_GGML_BF16: {
         const uint8_t *s = src;
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
@@ -225,16 +225,17 @@ void qp_ggml_dequantize_blocks(qp_qtype t, const void *src, float *dst, int64_t 
         }
         break;
     }
-    case QP_QT_Q4_0: dq_q4_0(src, dst, n / QP_QK); break;
-    case QP_QT_Q4_1: dq_q4_1(src, dst, n / QP_QK); break;
-    case QP_QT_Q5_0: dq_q5_0(src, dst, n / QP_QK); break;
-    case QP_QT_Q5_1: dq_q5_1(src, dst, n / QP_QK); break;
-    case QP_QT_Q8_0: dq_q8_0(src, dst, n / QP_QK); break;
-    case QP_QT_IQ4_NL: dq_iq4_nl(src, dst, n / QP_QK); break;
-    case QP_QT_Q2_K: dq_q2_K(src, dst, n / QP_QK_K); break;
-    case QP_QT_Q3_K: dq_q3_K(src, dst, n / QP_QK_K); break;
-    case QP_QT_Q4_K: dq_q4_K(src, dst, n / QP_QK_K); break;
-    case QP_QT_Q5_K: dq_q5_K(src, dst, n / QP_QK_K); break;
-    case QP_QT_Q6_K: dq_q6_K(src, dst, n / QP_QK_K); break;
+    case QP_GGML_Q4_0: dq_q4_0(src, dst, n / QP_QK); break;
+    case QP_GGML_Q4_1: dq_q4_1(src, dst, n / QP_QK); break;
+    case QP_GGML_Q5_0: dq_q5_0(src, dst, n / QP_QK); break;
+    case QP_GGML_Q5_1: dq_q5_1(src, dst, n / QP_QK); break;
+    case QP_GGML_Q8_0: dq_q8_0(src, dst, n / QP_QK); break;
+    case QP_GGML_IQ4_NL: dq_iq4_nl(src, dst, n / QP_QK); break;
+    case QP_GGML_Q2_K: dq_q2_K(src, dst, n / QP_QK_K); break;
+    case QP_GGML_Q3_K: dq_q3_K(src, dst, n / QP_QK_K); break;
+    case QP_GGML_Q4_K: dq_q4_K(src, dst, n / QP_QK_K); break;
+    case QP_GGML_Q5_K: dq_q5_K(src, dst, n / QP_QK_K); break;
+    case QP_GGML_Q6_K: dq_q6_K(src, dst, n / QP_QK_K); break;
+    default: break;   /* not in quant/qtypes.c's table: callers check qp_qtype_get() first */
     }
 }

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/qtypes.h"
 
 #define QP_QK 32          /* legacy block: Q4_0 … Q8_0, IQ4_NL */
@@ -183,19 +183,19 @@ void qp_q6_K_fast(const float *x, void *y, int64_t n);
 /* ---- qtypes.c: argument checks and the per-row dispatch ---- */
 /* qp_quantize*'s argument checks except the weights' finiteness (one-line
  * QP_EUSAGE messages). */
-int qp_quant_check(qp_qtype t, const float *src, const void *dst, int64_t nrows, int64_t n_per_row,
+int qp_quant_check(qp_ggml_type t, const float *src, const void *dst, int64_t nrows, int64_t n_per_row,
                    const float *imatrix);
 /* Checks weights of rows [row0, row1) only: 0 or the first bad (row, col). */
 int qp_quant_find_nonfinite(const float *src, int64_t row0, int64_t row1, int64_t n_per_row,
                             int64_t *bad_row, int64_t *bad_col);
-int qp_quant_nonfinite_error(qp_qtype t, const float *src, int64_t row, int64_t col, int64_t n_per_row);
+int qp_quant_nonfinite_error(qp_ggml_type t, const float *src, int64_t row, int64_t col, int64_t n_per_row);
 /* Quantizes rows [row0, row1) (already checked): imatrix path when the type
  * uses one, else the fast kernel when fast != 0 and there is one, else ref. */
-void qp_quant_rows(qp_qtype t, const float *src, void *dst, int64_t row0, int64_t row1, int64_t n_per_row,
+void qp_quant_rows(qp_ggml_type t, const float *src, void *dst, int64_t row0, int64_t row1, int64_t n_per_row,
                    const float *imatrix, int fast);
 
 /* Blocks (or plain elements) of type t covering n weights -> dst[n];
  * t and n already validated by the caller. */
-void qp_ggml_dequantize_blocks(qp_qtype t, const void *src, float *dst, int64_t n);
+void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int64_t n);
 
 #endif

@@ -15,27 +15,27 @@
 static const struct {
     qp_llama_ftype ftype;
     const char *name;
-    qp_qtype deflt;
+    qp_ggml_type deflt;
 } ftypes[] = {
-    { QP_FTYPE_ALL_F32, "F32", QP_QT_F32 },
-    { QP_FTYPE_MOSTLY_F16, "F16", QP_QT_F16 },
-    { QP_FTYPE_MOSTLY_BF16, "BF16", QP_QT_BF16 },
-    { QP_FTYPE_MOSTLY_Q4_0, "Q4_0", QP_QT_Q4_0 },
-    { QP_FTYPE_MOSTLY_Q4_1, "Q4_1", QP_QT_Q4_1 },
-    { QP_FTYPE_MOSTLY_Q5_0, "Q5_0", QP_QT_Q5_0 },
-    { QP_FTYPE_MOSTLY_Q5_1, "Q5_1", QP_QT_Q5_1 },
-    { QP_FTYPE_MOSTLY_Q8_0, "Q8_0", QP_QT_Q8_0 },
-    { QP_FTYPE_MOSTLY_Q2_K, "Q2_K", QP_QT_Q2_K },
-    { QP_FTYPE_MOSTLY_Q2_K_S, "Q2_K_S", QP_QT_Q2_K },
-    { QP_FTYPE_MOSTLY_Q3_K_S, "Q3_K_S", QP_QT_Q3_K },
-    { QP_FTYPE_MOSTLY_Q3_K_M, "Q3_K_M", QP_QT_Q3_K },
-    { QP_FTYPE_MOSTLY_Q3_K_L, "Q3_K_L", QP_QT_Q3_K },
-    { QP_FTYPE_MOSTLY_Q4_K_S, "Q4_K_S", QP_QT_Q4_K },
-    { QP_FTYPE_MOSTLY_Q4_K_M, "Q4_K_M", QP_QT_Q4_K },
-    { QP_FTYPE_MOSTLY_Q5_K_S, "Q5_K_S", QP_QT_Q5_K },
-    { QP_FTYPE_MOSTLY_Q5_K_M, "Q5_K_M", QP_QT_Q5_K },
-    { QP_FTYPE_MOSTLY_Q6_K, "Q6_K", QP_QT_Q6_K },
-    { QP_FTYPE_MOSTLY_IQ4_NL, "IQ4_NL", QP_QT_IQ4_NL },
+    { QP_FTYPE_ALL_F32, "F32", QP_GGML_F32 },
+    { QP_FTYPE_MOSTLY_F16, "F16", QP_GGML_F16 },
+    { QP_FTYPE_MOSTLY_BF16, "BF16", QP_GGML_BF16 },
+    { QP_FTYPE_MOSTLY_Q4_0, "Q4_0", QP_GGML_Q4_0 },
+    { QP_FTYPE_MOSTLY_Q4_1, "Q4_1", QP_GGML_Q4_1 },
+    { QP_FTYPE_MOSTLY_Q5_0, "Q5_0", QP_GGML_Q5_0 },
+    { QP_FTYPE_MOSTLY_Q5_1, "Q5_1", QP_GGML_Q5_1 },
+    { QP_FTYPE_MOSTLY_Q8_0, "Q8_0", QP_GGML_Q8_0 },
+    { QP_FTYPE_MOSTLY_Q2_K, "Q2_K", QP_GGML_Q2_K },
+    { QP_FTYPE_MOSTLY_Q2_K_S, "Q2_K_S", QP_GGML_Q2_K },
+    { QP_FTYPE_MOSTLY_Q3_K_S, "Q3_K_S", QP_GGML_Q3_K },
+    { QP_FTYPE_MOSTLY_Q3_K_M, "Q3_K_M", QP_GGML_Q3_K },
+    { QP_FTYPE_MOSTLY_Q3_K_L, "Q3_K_L", QP_GGML_Q3_K },
+    { QP_FTYPE_MOSTLY_Q4_K_S, "Q4_K_S", QP_GGML_Q4_K },
+    { QP_FTYPE_MOSTLY_Q4_K_M, "Q4_K_M", QP_GGML_Q4_K },
+    { QP_FTYPE_MOSTLY_Q5_K_S, "Q5_K_S", QP_GGML_Q5_K },
+    { QP_FTYPE_MOSTLY_Q5_K_M, "Q5_K_M", QP_GGML_Q5_K },
+    { QP_FTYPE_MOSTLY_Q6_K, "Q6_K", QP_GGML_Q6_K },
+    { QP_FTYPE_MOSTLY_IQ4_NL, "IQ4_NL", QP_GGML_IQ4_NL },
 };
 #define N_FTYPES (sizeof(ftypes) / sizeof(ftypes[0]))
 
@@ -94,27 +94,6 @@ int qp_llama_ftype_default_type(qp_llama_ftype f)
     return -1;
 }
 
-const char *qp_ggml_mix_type_name(qp_qtype t)
-{
-    switch (t) {
-    case QP_QT_F32: return "f32";
-    case QP_QT_F16: return "f16";
-    case QP_QT_BF16: return "bf16";
-    case QP_QT_Q4_0: return "q4_0";
-    case QP_QT_Q4_1: return "q4_1";
-    case QP_QT_Q5_0: return "q5_0";
-    case QP_QT_Q5_1: return "q5_1";
-    case QP_QT_Q8_0: return "q8_0";
-    case QP_QT_Q2_K: return "q2_K";
-    case QP_QT_Q3_K: return "q3_K";
-    case QP_QT_Q4_K: return "q4_K";
-    case QP_QT_Q5_K: return "q5_K";
-    case QP_QT_Q6_K: return "q6_K";
-    case QP_QT_IQ4_NL: return "iq4_nl";
-    }
-    return "?";
-}
-
 void qp_ggml_mix_ctx_init(qp_ggml_mix_ctx *ctx, int n_layer, int n_head, int n_head_kv, int tied_embeddings)
 {
     memset(ctx, 0, sizeof(*ctx));
@@ -127,7 +106,7 @@ void qp_ggml_mix_ctx_init(qp_ggml_mix_ctx *ctx, int n_layer, int n_head, int n_h
     ctx->is_70b = n_layer == 80 && n_head != n_head_kv;
     ctx->output_type = -1;
     ctx->token_embd_type = -1;
-    ctx->src_type = QP_QT_F32;
+    ctx->src_type = QP_GGML_F32;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -149,7 +128,7 @@ static int use_more_bits(int i_layer, int n_layers)
 }
 
 /* llama_tensor_get_type without the fallback. */
-static qp_qtype mix_rule(qp_qtype t, qp_llama_ftype ft, const char *name, int64_t nx, int i_layer,
+static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name, int64_t nx, int i_layer,
                          const qp_ggml_mix_ctx *c)
 {
     const int n_gqa = c->n_head_kv > 0 ? c->n_head / c->n_head_kv : 0;
@@ -158,65 +137,65 @@ static qp_qtype mix_rule(qp_qtype t, qp_llama_ftype ft, const char *name, int64_
     if (strcmp(name, "output.weight") == 0 || (!c->has_output && strcmp(name, "token_embd.weight") == 0)) {
         /* the output (or the embedding that doubles as it) */
         if (c->output_type >= 0)
-            return (qp_qtype)c->output_type;
+            return (qp_ggml_type)c->output_type;
         if (nx % qp_qtype_get(t)->block != 0)
-            return QP_QT_Q8_0;
-        return t != QP_QT_Q8_0 ? QP_QT_Q6_K : t;
+            return QP_GGML_Q8_0;
+        return t != QP_GGML_Q8_0 ? QP_GGML_Q6_K : t;
     }
     if (strcmp(name, "token_embd.weight") == 0)
-        return c->token_embd_type >= 0 ? (qp_qtype)c->token_embd_type : t;   /* no rule for these ftypes */
+        return c->token_embd_type >= 0 ? (qp_ggml_type)c->token_embd_type : t;   /* no rule for these ftypes */
     if (has(name, "attn_v.weight")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
-            t = n_gqa >= 4 ? QP_QT_Q4_K : QP_QT_Q3_K;
+            t = n_gqa >= 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
         else if (ft == QP_FTYPE_MOSTLY_Q2_K_S && n_gqa >= 4)
-            t = QP_QT_Q4_K;
+            t = QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
-            t = i_layer < 2 ? QP_QT_Q5_K : QP_QT_Q4_K;
+            t = i_layer < 2 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         else if (ft == QP_FTYPE_MOSTLY_IQ4_NL && n_gqa >= 4)
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         else if ((ft == QP_FTYPE_MOSTLY_Q4_K_M || ft == QP_FTYPE_MOSTLY_Q5_K_M) &&
                  use_more_bits(i_layer, c->n_attention_wv))
-            t = QP_QT_Q6_K;
+            t = QP_GGML_Q6_K;
         else if (ft == QP_FTYPE_MOSTLY_Q4_K_S && i_layer < 4)
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         /* 70B: 8 heads share attn_v, 8x smaller than attn_q: more bits are cheap */
-        if (c->is_70b && (t == QP_QT_Q3_K || t == QP_QT_Q4_K))
-            t = QP_QT_Q5_K;
+        if (c->is_70b && (t == QP_GGML_Q3_K || t == QP_GGML_Q4_K))
+            t = QP_GGML_Q5_K;
         if (c->n_expert == 8)
-            t = QP_QT_Q8_0;
+            t = QP_GGML_Q8_0;
         return t;
     }
     if (has(name, "attn_k.weight"))
-        return c->n_expert == 8 ? QP_QT_Q8_0 : t;
+        return c->n_expert == 8 ? QP_GGML_Q8_0 : t;
     if (has(name, "attn_q.weight"))
         return t;   /* IQ3 rules only */
     if (has(name, "ffn_down")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
-            t = QP_QT_Q3_K;
+            t = QP_GGML_Q3_K;
         else if (ft == QP_FTYPE_MOSTLY_Q2_K_S) {
             if (i_layer < n_layer / 8)
-                t = QP_QT_Q4_K;
+                t = QP_GGML_Q4_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q3_K_M) {
             /* "arch != FALCON || use_more_bits" is always true for LLaMA */
-            t = i_layer < n_layer / 16 ? QP_QT_Q5_K : QP_QT_Q4_K;
+            t = i_layer < n_layer / 16 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q3_K_L) {
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q4_K_M) {
             if (use_more_bits(i_layer, n_layer))
-                t = QP_QT_Q6_K;
+                t = QP_GGML_Q6_K;
         } else if (i_layer < n_layer / 8 && ft == QP_FTYPE_MOSTLY_IQ4_NL && !c->has_imatrix) {
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q5_K_M && use_more_bits(i_layer, n_layer)) {
-            t = QP_QT_Q6_K;
+            t = QP_GGML_Q6_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q4_K_S && i_layer < n_layer / 8) {
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         } else if ((ft == QP_FTYPE_MOSTLY_Q4_0 || ft == QP_FTYPE_MOSTLY_Q5_0) && c->has_imatrix &&
                    i_layer < n_layer / 8) {
             /* guard the first ffn_down layers; only with an imatrix so that the
              * plain result stays what it always was */
-            t = ft == QP_FTYPE_MOSTLY_Q4_0 ? QP_QT_Q4_1 : QP_QT_Q5_1;
+            t = ft == QP_FTYPE_MOSTLY_Q4_0 ? QP_GGML_Q4_1 : QP_GGML_Q5_1;
         }
         return t;
     }
@@ -224,24 +203,24 @@ static qp_qtype mix_rule(qp_qtype t, qp_llama_ftype ft, const char *name, int64_
         if (c->n_expert == 8) {
             if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_Q3_K_S || ft == QP_FTYPE_MOSTLY_Q3_K_M ||
                 ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S || ft == QP_FTYPE_MOSTLY_Q4_K_M)
-                t = QP_QT_Q5_K;
+                t = QP_GGML_Q5_K;
         } else {
             if (ft == QP_FTYPE_MOSTLY_Q2_K)
-                t = QP_QT_Q3_K;
+                t = QP_GGML_Q3_K;
             else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
-                t = QP_QT_Q4_K;
+                t = QP_GGML_Q4_K;
             else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
-                t = QP_QT_Q5_K;
+                t = QP_GGML_Q5_K;
         }
         return t;
     }
     if (has(name, "attn_qkv.weight")) {
         if (ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_Q3_K_L)
-            t = QP_QT_Q4_K;
+            t = QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q4_K_M)
-            t = QP_QT_Q5_K;
+            t = QP_GGML_Q5_K;
         else if (ft == QP_FTYPE_MOSTLY_Q5_K_M)
-            t = QP_QT_Q6_K;
+            t = QP_GGML_Q6_K;
         return t;
     }
     return t;   /* ffn_gate / ffn_up: IQ3_XS rules only */
@@ -288,15 +267,15 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
     for (int i = 0; i < n_dims; i++)
         if (ne[i] > 1)
             eff = i + 1;
-    if ((c->output_type >= 0 && !qp_qtype_get((qp_qtype)c->output_type)) ||
-        (c->token_embd_type >= 0 && !qp_qtype_get((qp_qtype)c->token_embd_type)))
+    if ((c->output_type >= 0 && !qp_qtype_get((qp_ggml_type)c->output_type)) ||
+        (c->token_embd_type >= 0 && !qp_qtype_get((qp_ggml_type)c->token_embd_type)))
         return qp_error_set(QP_EUSAGE, "tensor '%s': override type %d is not supported", name,
-                            c->output_type >= 0 && !qp_qtype_get((qp_qtype)c->output_type) ? c->output_type
+                            c->output_type >= 0 && !qp_qtype_get((qp_ggml_type)c->output_type) ? c->output_type
                                                                                           : c->token_embd_type);
     if (!wants_quantization(name, eff, c))
         return 0;
 
-    qp_qtype t = (qp_qtype)d;
+    qp_ggml_type t = (qp_ggml_type)d;
     const qp_qtype_info *di = qp_qtype_get(t);
     if (!c->pure && di->is_quantized) {
         int i_layer = layer_of(name);
@@ -306,7 +285,7 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
         t = mix_rule(t, ftype, name, ne[0], i_layer, c);
         const qp_qtype_info *ti = qp_qtype_get(t);
         if (ne[0] % ti->block != 0) {
-            qp_qtype fb;
+            qp_ggml_type fb;
             if (qp_qtype_fallback(&fb, t, ne[0]) != 0) {
                 qp_error_prefix("tensor '%s'", name);
                 return QP_EUSAGE;
@@ -315,16 +294,16 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
                      "%s: tensor cols %lld x %lld are not divisible by %d, required for %s - using fallback "
                      "quantization %s",
                      name, (long long)ne[0], (long long)(n_dims > 1 ? ne[1] : 1), ti->block,
-                     qp_ggml_mix_type_name(t), qp_ggml_mix_type_name(fb));
+                     qp_ggml_type_log_name(t), qp_ggml_type_log_name(fb));
             out->fallback = 1;
             t = fb;
         }
     }
     /* the command-line overrides win even over --pure */
     if (c->token_embd_type >= 0 && strcmp(name, "token_embd.weight") == 0)
-        t = (qp_qtype)c->token_embd_type;
+        t = (qp_ggml_type)c->token_embd_type;
     if (c->output_type >= 0 && strcmp(name, "output.weight") == 0)
-        t = (qp_qtype)c->output_type;
+        t = (qp_ggml_type)c->output_type;
     if (ne[0] % qp_qtype_get(t)->block != 0) {
         /* --pure (or an override) asks for blocks the row cannot hold;
          * llama.cpp would abort in ggml_quantize_chunk */
@@ -332,7 +311,7 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
                             "(blocks of %d)", name, (long long)ne[0], qp_qtype_get(t)->name,
                             qp_qtype_get(t)->block);
     }
-    if (t == QP_QT_Q2_K && ftype == QP_FTYPE_MOSTLY_Q2_K_S && !c->has_imatrix &&
+    if (t == QP_GGML_Q2_K && ftype == QP_FTYPE_MOSTLY_Q2_K_S && !c->has_imatrix &&
         strcmp(name, "token_embd.weight") != 0)
         return qp_error_set(QP_EUSAGE, "tensor '%s': Missing importance matrix for tensor %s in a very low-bit "
                             "quantization", name, name);

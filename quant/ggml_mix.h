@@ -52,7 +52,7 @@ typedef struct {
     int keep_output;      /* --leave-output-tensor */
     int output_type;      /* --output-tensor-type, -1 none */
     int token_embd_type;  /* --token-embedding-type, -1 none */
-    qp_qtype src_type;    /* type of the tensors being quantized (kept ones stay in it) */
+    qp_ggml_type src_type;    /* type of the tensors being quantized (kept ones stay in it) */
 } qp_ggml_mix_ctx;
 
 /* A dense LLaMA with these hyper-parameters, llama-quantize's defaults
@@ -61,7 +61,7 @@ typedef struct {
 void qp_ggml_mix_ctx_init(qp_ggml_mix_ctx *ctx, int n_layer, int n_head, int n_head_kv, int tied_embeddings);
 
 typedef struct {
-    qp_qtype type;        /* the type the tensor is stored in */
+    qp_ggml_type type;        /* the type the tensor is stored in */
     int quantized;        /* 0: kept as it is (src_type): norms, 1-D, … */
     int fallback;         /* 1: the k-quant fallback replaced the rule's type */
     /* The fallback said as llama-quantize says it, with the tensor name:
@@ -80,8 +80,5 @@ typedef struct {
  * importance matrix for tensor T in a very low-bit quantization"). */
 int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const char *name, int n_dims,
                             const int64_t *ne, const qp_ggml_mix_ctx *ctx);
-
-/* ggml's lower-case type name as llama.cpp prints it ("q4_K", "iq4_nl"). */
-const char *qp_ggml_mix_type_name(qp_qtype t);
 
 #endif

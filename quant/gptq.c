@@ -7,7 +7,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/gemm.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/linear_impl.h"
 
 #include <math.h>

@@ -13,7 +13,7 @@
 #include "quant/linear.h"
 
 #include "common/error.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/linear_impl.h"
 
 #include <math.h>

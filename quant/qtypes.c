@@ -6,7 +6,8 @@
 #include "quant/ggml_impl.h"
 
 #include <math.h>
-#include <strings.h>
+#include <pthread.h>
+#include <string.h>
 
 typedef void (*row_ref_fn)(const float *x, void *y, int64_t n);
 typedef void (*row_imat_fn)(const float *x, void *y, int64_t n, const float *qw);
@@ -46,34 +47,57 @@ static void row_iq4_nl(const float *x, void *y, int64_t n)
     qp_iq4_nl_row(x, y, n, NULL);
 }
 
-#define INFO(t, name, block, size, q, im) { t, name, block, size, q, im, 8.0 * (size) / (block) }
-static const qtype_entry table[] = {
-    { INFO(QP_QT_F32, "F32", 1, 4, 0, 0), row_f32, NULL, NULL },
-    { INFO(QP_QT_F16, "F16", 1, 2, 0, 0), row_f16, NULL, NULL },
-    { INFO(QP_QT_Q4_0, "Q4_0", 32, 18, 1, 1), qp_q4_0_ref, qp_q4_0_imat, qp_q4_0_fast },
-    { INFO(QP_QT_Q4_1, "Q4_1", 32, 20, 1, 1), qp_q4_1_ref, qp_q4_1_imat, qp_q4_1_fast },
-    { INFO(QP_QT_Q5_0, "Q5_0", 32, 22, 1, 1), qp_q5_0_ref, qp_q5_0_imat, qp_q5_0_fast },
-    { INFO(QP_QT_Q5_1, "Q5_1", 32, 24, 1, 1), qp_q5_1_ref, qp_q5_1_imat, qp_q5_1_fast },
-    { INFO(QP_QT_Q8_0, "Q8_0", 32, 34, 1, 0), qp_q8_0_ref, NULL, qp_q8_0_fast },
-    { INFO(QP_QT_Q2_K, "Q2_K", 256, 84, 1, 1), qp_q2_K_ref, qp_q2_K_imat, NULL },
-    { INFO(QP_QT_Q3_K, "Q3_K", 256, 110, 1, 1), qp_q3_K_ref, qp_q3_K_imat, NULL },
-    { INFO(QP_QT_Q4_K, "Q4_K", 256, 144, 1, 1), qp_q4_K_ref, qp_q4_K_imat, qp_q4_K_fast },
-    { INFO(QP_QT_Q5_K, "Q5_K", 256, 176, 1, 1), qp_q5_K_ref, qp_q5_K_imat, qp_q5_K_fast },
-    { INFO(QP_QT_Q6_K, "Q6_K", 256, 210, 1, 1), qp_q6_K_ref, qp_q6_K_imat, qp_q6_K_fast },
-    { INFO(QP_QT_IQ4_NL, "IQ4_NL", 32, 18, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL },
-    { INFO(QP_QT_BF16, "BF16", 1, 2, 0, 0), row_bf16, NULL, NULL },
+/* Which ggml types qpipe can write, and how.  Names, block sizes and bytes
+ * per block come from the one ggml type table (common/ggml_types.h), copied
+ * into `info` once, so the two can never disagree. */
+#define INFO(t, q, im) { .type = t, .is_quantized = q, .uses_imatrix = im }
+static qtype_entry table[] = {
+    { INFO(QP_GGML_F32, 0, 0), row_f32, NULL, NULL },
+    { INFO(QP_GGML_F16, 0, 0), row_f16, NULL, NULL },
+    { INFO(QP_GGML_Q4_0, 1, 1), qp_q4_0_ref, qp_q4_0_imat, qp_q4_0_fast },
+    { INFO(QP_GGML_Q4_1, 1, 1), qp_q4_1_ref, qp_q4_1_imat, qp_q4_1_fast },
+    { INFO(QP_GGML_Q5_0, 1, 1), qp_q5_0_ref, qp_q5_0_imat, qp_q5_0_fast },
+    { INFO(QP_GGML_Q5_1, 1, 1), qp_q5_1_ref, qp_q5_1_imat, qp_q5_1_fast },
+    { INFO(QP_GGML_Q8_0, 1, 0), qp_q8_0_ref, NULL, qp_q8_0_fast },
+    { INFO(QP_GGML_Q2_K, 1, 1), qp_q2_K_ref, qp_q2_K_imat, NULL },
+    { INFO(QP_GGML_Q3_K, 1, 1), qp_q3_K_ref, qp_q3_K_imat, NULL },
+    { INFO(QP_GGML_Q4_K, 1, 1), qp_q4_K_ref, qp_q4_K_imat, qp_q4_K_fast },
+    { INFO(QP_GGML_Q5_K, 1, 1), qp_q5_K_ref, qp_q5_K_imat, qp_q5_K_fast },
+    { INFO(QP_GGML_Q6_K, 1, 1), qp_q6_K_ref, qp_q6_K_imat, qp_q6_K_fast },
+    { INFO(QP_GGML_IQ4_NL, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL },
+    { INFO(QP_GGML_BF16, 0, 0), row_bf16, NULL, NULL },
 };
 #define N_TYPES (sizeof(table) / sizeof(table[0]))
 
-static const qtype_entry *entry(qp_qtype t)
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+
+static void table_fill(void)
 {
+    for (size_t i = 0; i < N_TYPES; i++) {
+        qp_qtype_info *in = &table[i].info;
+        in->name = qp_ggml_type_name(in->type);
+        in->block = (int)qp_ggml_block_size(in->type);
+        in->type_size = qp_ggml_type_size(in->type);
+        in->bits_per_weight = 8.0 * (double)in->type_size / in->block;
+    }
+}
+
+static const qtype_entry *table_ready(void)
+{
+    pthread_once(&table_once, table_fill);
+    return table;
+}
+
+static const qtype_entry *entry(qp_ggml_type t)
+{
+    const qtype_entry *tb = table_ready();
     for (size_t i = 0; i < N_TYPES; i++)
-        if (table[i].info.type == t)
-            return &table[i];
+        if (tb[i].info.type == t)
+            return &tb[i];
     return NULL;
 }
 
-const qp_qtype_info *qp_qtype_get(qp_qtype t)
+const qp_qtype_info *qp_qtype_get(qp_ggml_type t)
 {
     const qtype_entry *e = entry(t);
     return e ? &e->info : NULL;
@@ -83,10 +107,8 @@ const qp_qtype_info *qp_qtype_by_name(const char *name)
 {
     if (!name)
         return NULL;
-    for (size_t i = 0; i < N_TYPES; i++)
-        if (strcasecmp(table[i].info.name, name) == 0)
-            return &table[i].info;
-    return NULL;
+    const int t = qp_ggml_type_parse(name);
+    return t < 0 ? NULL : qp_qtype_get((qp_ggml_type)t);
 }
 
 size_t qp_qtype_count(void)
@@ -96,10 +118,10 @@ size_t qp_qtype_count(void)
 
 const qp_qtype_info *qp_qtype_at(size_t i)
 {
-    return i < N_TYPES ? &table[i].info : NULL;
+    return i < N_TYPES ? &table_ready()[i].info : NULL;
 }
 
-size_t qp_qtype_row_size(qp_qtype t, int64_t n_per_row)
+size_t qp_qtype_row_size(qp_ggml_type t, int64_t n_per_row)
 {
     const qtype_entry *e = entry(t);
     if (!e || n_per_row <= 0 || n_per_row % e->info.block)
@@ -107,7 +129,7 @@ size_t qp_qtype_row_size(qp_qtype t, int64_t n_per_row)
     return (size_t)(n_per_row / e->info.block) * e->info.type_size;
 }
 
-int qp_qtype_fallback(qp_qtype *out, qp_qtype t, int64_t n_per_row)
+int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row)
 {
     const qtype_entry *e = entry(t);
     if (!e)
@@ -118,24 +140,24 @@ int qp_qtype_fallback(qp_qtype *out, qp_qtype t, int64_t n_per_row)
         *out = t;
         return 0;
     }
-    qp_qtype fb;
+    qp_ggml_type fb;
     switch (t) {
-    case QP_QT_Q2_K:
-    case QP_QT_Q3_K: fb = QP_QT_IQ4_NL; break;
-    case QP_QT_Q4_K: fb = QP_QT_Q5_0; break;
-    case QP_QT_Q5_K: fb = QP_QT_Q5_1; break;
-    case QP_QT_Q6_K: fb = QP_QT_Q8_0; break;
+    case QP_GGML_Q2_K:
+    case QP_GGML_Q3_K: fb = QP_GGML_IQ4_NL; break;
+    case QP_GGML_Q4_K: fb = QP_GGML_Q5_0; break;
+    case QP_GGML_Q5_K: fb = QP_GGML_Q5_1; break;
+    case QP_GGML_Q6_K: fb = QP_GGML_Q8_0; break;
     default:
         return qp_error_set(QP_EUSAGE, "tensor rows of %lld weights cannot be quantized to %s (blocks of %d)",
                             (long long)n_per_row, e->info.name, e->info.block);
     }
-    *out = n_per_row % QP_QK ? QP_QT_F16 : fb;
+    *out = n_per_row % QP_QK ? QP_GGML_F16 : fb;
     return 0;
 }
 
 /* ---- shared by qp_quantize_ref and qp_quantize ---- */
 
-int qp_quant_check(qp_qtype t, const float *src, const void *dst, int64_t nrows, int64_t n_per_row,
+int qp_quant_check(qp_ggml_type t, const float *src, const void *dst, int64_t nrows, int64_t n_per_row,
                    const float *imatrix)
 {
     const qtype_entry *e = entry(t);
@@ -186,14 +208,14 @@ int qp_quant_find_nonfinite(const float *src, int64_t row0, int64_t row1, int64_
     return 0;
 }
 
-int qp_quant_nonfinite_error(qp_qtype t, const float *src, int64_t row, int64_t col, int64_t n_per_row)
+int qp_quant_nonfinite_error(qp_ggml_type t, const float *src, int64_t row, int64_t col, int64_t n_per_row)
 {
     const float v = src[row * n_per_row + col];
     return qp_error_set(QP_EUSAGE, "quantize %s: row %lld, column %lld is %s: weights must be finite",
                         qp_qtype_get(t)->name, (long long)row, (long long)col, isnan(v) ? "NaN" : "infinite");
 }
 
-void qp_quant_rows(qp_qtype t, const float *src, void *dst, int64_t row0, int64_t row1, int64_t n_per_row,
+void qp_quant_rows(qp_ggml_type t, const float *src, void *dst, int64_t row0, int64_t row1, int64_t n_per_row,
                    const float *imatrix, int fast)
 {
     const qtype_entry *e = entry(t);
@@ -210,7 +232,7 @@ void qp_quant_rows(qp_qtype t, const float *src, void *dst, int64_t row0, int64_
     }
 }
 
-int qp_quantize_ref(qp_qtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+int qp_quantize_ref(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                     const float *imatrix)
 {
     int rc = qp_quant_check(t, src, dst, nrows, n_per_row, imatrix);
@@ -223,7 +245,7 @@ int qp_quantize_ref(qp_qtype t, const float *src, void *dst, int64_t nrows, int6
     return 0;
 }
 
-int qp_dequantize_row(qp_qtype t, const void *src, float *dst, int64_t n)
+int qp_dequantize_row(qp_ggml_type t, const void *src, float *dst, int64_t n)
 {
     const qtype_entry *e = entry(t);
     if (!e)

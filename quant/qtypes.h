@@ -23,15 +23,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* = ggml type ids (also GGUF tensor type ids) */
-typedef enum {
-    QP_QT_F32 = 0, QP_QT_F16 = 1, QP_QT_Q4_0 = 2, QP_QT_Q4_1 = 3, QP_QT_Q5_0 = 6, QP_QT_Q5_1 = 7,
-    QP_QT_Q8_0 = 8, QP_QT_Q2_K = 10, QP_QT_Q3_K = 11, QP_QT_Q4_K = 12, QP_QT_Q5_K = 13, QP_QT_Q6_K = 14,
-    QP_QT_IQ4_NL = 20, QP_QT_BF16 = 30
-} qp_qtype;
+#include "common/ggml_types.h"
 
+/* A type qpipe can quantize to (a subset of common/ggml_types.h). */
 typedef struct {
-    qp_qtype type;
+    qp_ggml_type type;
     const char *name;        /* ggml spelling: "F32", "Q4_K", "IQ4_NL", … */
     int block;               /* weights per block (1 for F32/F16/BF16) */
     size_t type_size;        /* bytes per block */
@@ -41,7 +37,7 @@ typedef struct {
 } qp_qtype_info;
 
 /* NULL for an id that is not in the table (no error set). */
-const qp_qtype_info *qp_qtype_get(qp_qtype t);
+const qp_qtype_info *qp_qtype_get(qp_ggml_type t);
 /* Case-insensitive ggml name ("q4_k" works); NULL when unknown. */
 const qp_qtype_info *qp_qtype_by_name(const char *name);
 /* Number of types in the table and the i-th one (for listings/tests). */
@@ -50,7 +46,7 @@ const qp_qtype_info *qp_qtype_at(size_t i);
 
 /* Bytes of one row of n_per_row weights; 0 when t is unknown, n_per_row <= 0
  * or n_per_row is not a multiple of the block. */
-size_t qp_qtype_row_size(qp_qtype t, int64_t n_per_row);
+size_t qp_qtype_row_size(qp_ggml_type t, int64_t n_per_row);
 
 /* The type llama-quantize (c392e50, without --pure) actually uses for a
  * tensor whose rows are n_per_row long when t needs a longer block:
@@ -58,7 +54,7 @@ size_t qp_qtype_row_size(qp_qtype t, int64_t n_per_row);
  * Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when even that block
  * (32) does not divide n_per_row.  The legacy 32-blocks have no fallback:
  * QP_EUSAGE "tensor rows of N weights cannot be quantized to Q4_0 (blocks of 32)". */
-int qp_qtype_fallback(qp_qtype *out, qp_qtype t, int64_t n_per_row);
+int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row);
 
 /* Reference quantizer: defines the bytes.  src is nrows × n_per_row f32
  * (row-major), dst receives nrows × qp_qtype_row_size() bytes.  imatrix
@@ -66,7 +62,7 @@ int qp_qtype_fallback(qp_qtype *out, qp_qtype t, int64_t n_per_row);
  * untouched): unknown type, n_per_row not a multiple of the block, negative
  * sizes, NULL buffers, a NaN/inf weight ("row R, column C") or a NaN/inf/
  * negative imatrix value ("imatrix column C"). */
-int qp_quantize_ref(qp_qtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+int qp_quantize_ref(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                     const float *imatrix);
 
 /* Fast quantizer: AVX2 kernels where they help (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
@@ -74,12 +70,12 @@ int qp_quantize_ref(qp_qtype t, const float *src, void *dst, int64_t nrows, int6
  * rows (n_threads <= 0: one per online CPU).  Rows are split into contiguous
  * ranges, and every row's bytes depend on that row only, so the output is
  * byte-identical to qp_quantize_ref whatever the thread count. Same errors. */
-int qp_quantize(qp_qtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+int qp_quantize(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                 const float *imatrix, int n_threads);
 
 /* One row of n weights (n a multiple of the block) of type t -> dst[n],
  * with ggml's dequantize_row_* arithmetic (bit-identical values).
  * QP_EUSAGE for an unknown type or a bad n. */
-int qp_dequantize_row(qp_qtype t, const void *src, float *dst, int64_t n);
+int qp_dequantize_row(qp_ggml_type t, const void *src, float *dst, int64_t n);
 
 #endif

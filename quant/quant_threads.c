@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 typedef struct {
-    qp_qtype t;
+    qp_ggml_type t;
     const float *src;
     void *dst;
     int64_t nrows, n_per_row;
@@ -61,7 +61,7 @@ static void run_phase(job *j, worker_arg *args, pthread_t *tids, char *started, 
     }
 }
 
-int qp_quantize(qp_qtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+int qp_quantize(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                 const float *imatrix, int n_threads)
 {
     int rc = qp_quant_check(t, src, dst, nrows, n_per_row, imatrix);

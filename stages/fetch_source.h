@@ -6,8 +6,8 @@
 #include <jansson.h>
 
 #include "cache/cache.h"
-#include "pipeline/artifact.h"
-#include "pipeline/progress.h"
+#include "artifact/artifact.h"
+#include "artifact/progress.h"
 
 typedef struct qp_fetch_source qp_fetch_source;
 

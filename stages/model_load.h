@@ -8,7 +8,7 @@
 #include "model/config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
-#include "pipeline/artifact.h"
+#include "artifact/artifact.h"
 
 typedef struct qp_loaded_model qp_loaded_model;
 

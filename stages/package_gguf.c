@@ -4,7 +4,7 @@
 #include "model/config.h"
 #include "model/gguf_llama.h"
 #include "model/gguf_writer.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/linear.h"
 #include "quant/qtypes.h"
 #include "stages/model_load.h"
@@ -35,7 +35,7 @@ static int tensor_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
     const char *fmt = json_string_value(json_object_get(e, "format"));
     if (!fmt || !strcmp(fmt, "dense")) {
         const char *dt = json_string_value(json_object_get(e, "dtype"));
-        *type = dt && !strcmp(dt, "F16") ? QP_QT_F16 : QP_QT_F32;
+        *type = dt && !strcmp(dt, "F16") ? QP_GGML_F16 : QP_GGML_F32;
         return 0;
     }
     if (!strcmp(fmt, "ggml")) {
@@ -49,11 +49,11 @@ static int tensor_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
         const json_t *gs = json_object_get(e, "group_size"), *bits = json_object_get(e, "bits");
         int sym = json_is_true(json_object_get(e, "sym")), act = json_is_true(json_object_get(e, "act_order"));
         if (json_integer_value(gs) == 32 && !act && json_integer_value(bits) == 4) {
-            *type = sym ? QP_QT_Q4_0 : QP_QT_Q4_1;
+            *type = sym ? QP_GGML_Q4_0 : QP_GGML_Q4_1;
             return 0;
         }
         if (json_integer_value(gs) == 32 && !act && json_integer_value(bits) == 8 && sym) {
-            *type = QP_QT_Q8_0;
+            *type = QP_GGML_Q8_0;
             return 0;
         }
         return qp_error_set(QP_EUSAGE,
@@ -81,7 +81,7 @@ static int linear_to_blocks(const void *buf, size_t len, uint32_t type, void *ds
         return rc;
     qp_linear_view v;
     qp_linear_view_of(q, &v);
-    size_t row_size = qp_qtype_row_size((qp_qtype)type, v.cols);
+    size_t row_size = qp_qtype_row_size((qp_ggml_type)type, v.cols);
     if (row_size * (size_t)v.rows != nbytes || v.group_size != 32) {
         qp_linear_free(q);
         return qp_error_set(QP_ECORRUPT, "%s: does not fit the GGUF tensor", what);
@@ -92,8 +92,8 @@ static int linear_to_blocks(const void *buf, size_t len, uint32_t type, void *ds
             const uint8_t *codes = v.codes + r * v.cols + g * 32;
             uint16_t s = v.scales[r * v.n_groups + g];
             int z = v.zeros[r * v.n_groups + g];
-            uint8_t *b = out + (size_t)r * row_size + (size_t)g * qp_qtype_get((qp_qtype)type)->type_size;
-            if (type == QP_QT_Q8_0) {
+            uint8_t *b = out + (size_t)r * row_size + (size_t)g * qp_qtype_get((qp_ggml_type)type)->type_size;
+            if (type == QP_GGML_Q8_0) {
                 memcpy(b, &s, 2);
                 for (int j = 0; j < 32; j++)
                     ((int8_t *)(b + 2))[j] = (int8_t)(codes[j] - z);
@@ -101,7 +101,7 @@ static int linear_to_blocks(const void *buf, size_t len, uint32_t type, void *ds
             }
             memcpy(b, &s, 2);
             uint8_t *qs = b + 2;
-            if (type == QP_QT_Q4_1) {
+            if (type == QP_GGML_Q4_1) {
                 uint16_t m = qp_f32_to_f16(-qp_f16_to_f32(s) * (float)z);
                 memcpy(b + 2, &m, 2);
                 qs = b + 4;
@@ -124,11 +124,11 @@ static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, v
         return rc;
     char *what = qp_strfmt("%s: tensor '%s'", x->what, t->hf_name);
     uint64_t nelem = qp_qtensor_nelem(e);
-    if (type == QP_QT_F32 || type == QP_QT_F16) {
+    if (type == QP_GGML_F32 || type == QP_GGML_F16) {
         const char *dt = json_string_value(json_object_get(e, "dtype"));
-        if (type == QP_QT_F16 && dt && !strcmp(dt, "F16") && len == nbytes) {
+        if (type == QP_GGML_F16 && dt && !strcmp(dt, "F16") && len == nbytes) {
             memcpy(dst, buf, len);
-        } else if (type == QP_QT_F32 && nbytes == nelem * sizeof(float)) {
+        } else if (type == QP_GGML_F32 && nbytes == nelem * sizeof(float)) {
             rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
         } else {
             rc = qp_error_set(QP_ECORRUPT, "%s: size does not match the GGUF tensor", what);

@@ -9,7 +9,7 @@
 #include <jansson.h>
 
 #include "cache/cache.h"
-#include "pipeline/artifact.h"
+#include "artifact/artifact.h"
 
 /* extra_keys: {"key": "string" | integer (i32), …} added after llama.cpp's
  * keys in insertion order (quantize.imatrix.*, then qpipe.*).

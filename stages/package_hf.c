@@ -16,7 +16,7 @@
 #include "common/fsutil.h"
 #include "common/version.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/linear.h"
 #include "stages/qtensor.h"
 

@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #include "cache/cache.h"
-#include "pipeline/artifact.h"
+#include "artifact/artifact.h"
 
 /* Writes into dir (which must exist): model.safetensors, config.json (the
  * source config.json with "quantization_config" added and torch_dtype

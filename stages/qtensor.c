@@ -1,6 +1,6 @@
 #include "stages/qtensor.h"
 #include "common/error.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/int8.h"
 #include "quant/linear.h"
 #include "quant/nf4.h"

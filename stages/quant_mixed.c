@@ -20,7 +20,7 @@ typedef struct {
     char *name;               /* Hugging Face name */
     int layer;                /* -1: embedding, n_layers: lm_head, else its decoder layer */
     int64_t rows, cols;
-    qp_qtype type[MAX_LADDER];
+    qp_ggml_type type[MAX_LADDER];
     double bytes[MAX_LADDER]; /* stored size at each ladder type */
     double kl[MAX_LADDER];    /* mean KLD per token with only this weight at that type */
     int level;                /* the allocator's current choice */
@@ -68,7 +68,7 @@ static int tensor_layer(const char *name, size_t L)
  * are kept from before. */
 static int quant_dequant(mixed_ctx *mc, mixed_tensor *t, size_t k, const float *w, float *dst)
 {
-    qp_qtype type = t->type[k];
+    qp_ggml_type type = t->type[k];
     size_t row_size = qp_qtype_row_size(type, t->cols), size = row_size * (size_t)t->rows;
     void *packed = t->packed[k];
     float *imw = NULL;
@@ -249,7 +249,7 @@ static double plan_bits(const qp_tensor_plan *tp, const json_t *e, int64_t rows,
     uint64_t nelem = qp_qtensor_nelem(e);
     if (tp->kind == QP_TP_GGML)
         return 8.0 * (double)qp_qtype_row_size(tp->qtype, cols) * (double)rows;
-    if (tp->kind == QP_TP_DENSE && tp->qtype == QP_QT_F16)
+    if (tp->kind == QP_TP_DENSE && tp->qtype == QP_GGML_F16)
         return 16.0 * (double)nelem;
     return qp_qtensor_bits(e, (size_t)json_integer_value(json_object_get(e, "size"))) * (double)nelem;
 }
@@ -539,7 +539,7 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_
         t->cols = cols;
         for (size_t j = 0; j < mc.n_ladder && rc == 0; j++) {
             const char *tn = json_string_value(json_array_get(ladder, j));
-            qp_qtype want = qp_qtype_by_name(tn)->type;
+            qp_ggml_type want = qp_qtype_by_name(tn)->type;
             if ((rc = qp_qtype_fallback(&t->type[j], want, cols)) != 0)
                 qp_error_prefix("stage '%s': tensor '%s'", ctx->id, t->name);
             t->bytes[j] = (double)qp_qtype_row_size(t->type[j], cols) * (double)rows;

@@ -15,7 +15,7 @@ int qp_quant_plan_init(qp_quant_plan *p, const json_t *params, const qp_llama_co
     qp_ggml_mix_ctx_init(&p->mix, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->tied_embeddings);
     p->mix.has_imatrix = has_imatrix;
     p->mix.pure = json_is_true(json_object_get(params, "pure"));
-    p->mix.src_type = QP_QT_F32;
+    p->mix.src_type = QP_GGML_F32;
     if (strcmp(p->method, "gguf") == 0) {
         const char *type = json_string_value(json_object_get(params, "type"));
         p->ftype = qp_llama_ftype_parse(type);
@@ -47,13 +47,13 @@ static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *
     if (forced_type) {
         /* an override: this type for this tensor, with llama.cpp's fallback
          * when the rows do not fit its blocks (as --tensor-type) */
-        qp_qtype want = qp_qtype_by_name(forced_type)->type, t = want;
+        qp_ggml_type want = qp_qtype_by_name(forced_type)->type, t = want;
         if ((rc = qp_qtype_fallback(&t, want, cols)) != 0) {
             qp_error_prefix("tensor '%s'", name);
             return rc;
         }
         out->qtype = t;
-        out->kind = t == QP_QT_F16 || t == QP_QT_F32 || t == QP_QT_BF16 ? QP_TP_DENSE : QP_TP_GGML;
+        out->kind = t == QP_GGML_F16 || t == QP_GGML_F32 || t == QP_GGML_BF16 ? QP_TP_DENSE : QP_TP_GGML;
         if (t != want)
             snprintf(out->reason, sizeof(out->reason), "rows of %lld do not fit %s: %s instead", (long long)cols,
                      forced_type, qp_qtype_get(t)->name);
@@ -66,11 +66,11 @@ static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *
         return rc;
     if (!ch.quantized) {
         out->kind = QP_TP_DENSE;
-        out->qtype = QP_QT_F32;
+        out->qtype = QP_GGML_F32;
         return 0;
     }
     out->qtype = ch.type;
-    out->kind = ch.type == QP_QT_F16 || ch.type == QP_QT_F32 || ch.type == QP_QT_BF16 ? QP_TP_DENSE : QP_TP_GGML;
+    out->kind = ch.type == QP_GGML_F16 || ch.type == QP_GGML_F32 || ch.type == QP_GGML_BF16 ? QP_TP_DENSE : QP_TP_GGML;
     if (ch.fallback)
         snprintf(out->reason, sizeof(out->reason), "%s", ch.note);
     return 0;
@@ -81,13 +81,13 @@ int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char
 {
     memset(out, 0, sizeof(*out));
     out->kind = QP_TP_DENSE;
-    out->qtype = QP_QT_F32;
+    out->qtype = QP_GGML_F32;
     size_t i;
     json_t *v;
     json_array_foreach(json_object_get(p->params, "skip"), i, v) {
         if (glob_match(json_string_value(v), name)) {
             snprintf(out->reason, sizeof(out->reason), "skip: %s", json_string_value(v));
-            out->qtype = QP_QT_BF16;  /* source precision: the same object */
+            out->qtype = QP_GGML_BF16;  /* source precision: the same object */
             return 0;
         }
     }
@@ -102,7 +102,7 @@ int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char
     }
     const char *ov_type = ov ? json_string_value(json_object_get(ov, "type")) : NULL;
     if (ndim < 2) {
-        out->qtype = QP_QT_BF16;
+        out->qtype = QP_GGML_BF16;
         return 0;
     }
     if (!strcmp(p->method, "mixed") && !ov_type) {
@@ -123,7 +123,7 @@ int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char
         return rc;
     }
     if (is_anchor(name)) {
-        out->qtype = QP_QT_BF16;
+        out->qtype = QP_GGML_BF16;
         return 0;
     }
     if (!strcmp(p->method, "nf4"))

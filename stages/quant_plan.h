@@ -25,7 +25,7 @@ typedef enum { QP_TP_DENSE, QP_TP_GGML, QP_TP_LINEAR, QP_TP_NF4, QP_TP_INT8 } qp
 
 typedef struct {
     qp_tp_kind kind;
-    qp_qtype qtype;        /* QP_TP_GGML; QP_QT_F16/F32 for a dense conversion */
+    qp_ggml_type qtype;        /* QP_TP_GGML; QP_GGML_F16/F32 for a dense conversion */
     int bits;              /* QP_TP_LINEAR */
     char reason[240];      /* why not the recipe's default, "" when it is */
     int mixed;             /* method mixed: the allocator picks its type (qtype = the ladder's lowest) */

@@ -8,7 +8,7 @@
 #include "stages/quant_plan.h"
 #include "common/error.h"
 #include "common/fsutil.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/imatrix.h"
 #include "quant/linear.h"
 #include "quant/int8.h"
@@ -78,7 +78,7 @@ static int validate_mixed(const json_t *p, const char *where)
                                        "(e.g. [Q4_K, Q5_K, Q6_K])", where);
     json_array_foreach(ladder, i, v) {
         const qp_qtype_info *ti = qp_qtype_by_name(json_string_value(v));
-        if (!ti || ti->type == QP_QT_F16 || ti->type == QP_QT_F32 || ti->type == QP_QT_BF16)
+        if (!ti || ti->type == QP_GGML_F16 || ti->type == QP_GGML_F32 || ti->type == QP_GGML_BF16)
             return qp_error_set(QP_EUSAGE, "%s: ladder: '%s' is not a llama.cpp block type such as Q4_K", where,
                                 json_string_value(v));
         double bpw = ti->bits_per_weight;
@@ -366,7 +366,7 @@ static int quantize_run(qp_stage_ctx *ctx)
             rc = qp_artifact_add(out, ename, json_string_value(json_object_get(cal_early, "digest")), dsize, extra);
             continue;
         }
-        if (plan.kind == QP_TP_DENSE && plan.qtype != QP_QT_F16) {
+        if (plan.kind == QP_TP_DENSE && plan.qtype != QP_GGML_F16) {
             /* kept at source precision: the very same object */
             json_object_set_new(extra, "format", json_string("dense"));
             bits_all += qp_qtensor_bits(e, (size_t)size) * (double)nelem;

@@ -13,8 +13,8 @@
 #include <stddef.h>
 
 #include "cache/cache.h"
-#include "pipeline/artifact.h"
-#include "pipeline/progress.h"
+#include "artifact/artifact.h"
+#include "artifact/progress.h"
 
 typedef enum {
     QP_P_STRING,       /* a string; `allowed` lists choices as "a|b|c" */

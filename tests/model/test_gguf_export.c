@@ -56,8 +56,8 @@ static int house_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, vo
     assert_int_equal(v->nelem, t->ne[0] * t->ne[1]);
     float *f = malloc(v->nelem * sizeof(float));   /* [ne1, ne0] */
     assert_int_equal(qp_convert_to_f32(f, v->data, v->dtype, v->nelem), 0);
-    int rc = qp_quantize((qp_qtype)type, f, dst, (int64_t)t->ne[1], (int64_t)t->ne[0], NULL, 1);
-    assert_int_equal(nbytes, t->ne[1] * qp_qtype_row_size((qp_qtype)type, (int64_t)t->ne[0]));
+    int rc = qp_quantize((qp_ggml_type)type, f, dst, (int64_t)t->ne[1], (int64_t)t->ne[0], NULL, 1);
+    assert_int_equal(nbytes, t->ne[1] * qp_qtype_row_size((qp_ggml_type)type, (int64_t)t->ne[0]));
     free(f);
     return rc;
 }
@@ -450,14 +450,14 @@ static void test_permute_rows(void **state)
     float *w = malloc(R * C * sizeof(float)), *wp = malloc(R * C * sizeof(float));
     for (int i = 0; i < R * C; i++)
         w[i] = sinf((float)i * 0.37f) * (1.0f + (float)(i % 7));
-    size_t rs = qp_qtype_row_size(QP_QT_Q4_K, C);
+    size_t rs = qp_qtype_row_size(QP_GGML_Q4_K, C);
     assert_int_equal(rs, 0);   /* 64 is not a Q4_K row */
-    rs = qp_qtype_row_size(QP_QT_Q5_1, C);
+    rs = qp_qtype_row_size(QP_GGML_Q5_1, C);
     uint8_t *q1 = malloc(R * rs), *q2 = malloc(R * rs), *q3 = malloc(R * rs);
-    assert_int_equal(qp_quantize(QP_QT_Q5_1, w, q1, R, C, NULL, 1), 0);
+    assert_int_equal(qp_quantize(QP_GGML_Q5_1, w, q1, R, C, NULL, 1), 0);
     assert_int_equal(qp_gguf_llama_permute_rows(q2, q1, R, rs, 4, 1), 0);
     assert_int_equal(qp_gguf_llama_permute_rows(wp, w, R, C * sizeof(float), 4, 1), 0);
-    assert_int_equal(qp_quantize(QP_QT_Q5_1, wp, q3, R, C, NULL, 1), 0);
+    assert_int_equal(qp_quantize(QP_GGML_Q5_1, wp, q3, R, C, NULL, 1), 0);
     assert_memory_equal(q2, q3, R * rs);
     free(w);
     free(wp);

@@ -15,7 +15,7 @@
 
 #include "common/error.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/awq.h"
 #include "quant/linear.h"
 

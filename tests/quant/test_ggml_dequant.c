@@ -6,7 +6,7 @@
 
 #include "common/error.h"
 #include "model/gguf.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/qtypes.h"
 
 #include <math.h>
@@ -35,7 +35,7 @@ static void test_legacy_layouts(void **state)
     put16(b, H_TWO);
     b[2] = 0x1F;          /* x0 = (15−8)·2 = 14, x16 = (1−8)·2 = −14 */
     b[2 + 15] = 0x80;     /* x15 = −16, x31 = 0 */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q4_0, b, y, 32), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q4_0, b, y, 32), 0);
     assert_true(y[0] == 14.0f && y[16] == -14.0f && y[15] == -16.0f && y[31] == 0.0f && y[1] == -16.0f);
 
     /* Q4_1: d, m, qs; x = q·d + m */
@@ -43,7 +43,7 @@ static void test_legacy_layouts(void **state)
     put16(b, H_HALF);
     put16(b + 2, 0xbc00);  /* m = −1 */
     b[4] = 0x3A;           /* x0 = 10·0.5 − 1 = 4, x16 = 3·0.5 − 1 = 0.5 */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q4_1, b, y, 32), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q4_1, b, y, 32), 0);
     assert_true(y[0] == 4.0f && y[16] == 0.5f && y[1] == -1.0f);
 
     /* Q5_0: d, qh (u32, bit j = 5th bit of x[j]), qs; x = (q − 16)·d */
@@ -53,7 +53,7 @@ static void test_legacy_layouts(void **state)
     b[5] = 0x80;           /* qh bit 31: x31 gets +16 */
     b[6] = 0x2F;           /* x0 = (15|16) − 16 = 15, x16 = 2 − 16 = −14 */
     b[6 + 15] = 0x30;      /* x15 = −16, x31 = (3|16) − 16 = 3 */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q5_0, b, y, 32), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q5_0, b, y, 32), 0);
     assert_true(y[0] == 15.0f && y[16] == -14.0f && y[15] == -16.0f && y[31] == 3.0f);
 
     /* Q5_1: d, m, qh, qs; x = q·d + m */
@@ -62,7 +62,7 @@ static void test_legacy_layouts(void **state)
     put16(b + 2, H_ONE);
     b[4 + 2] = 0x01;       /* qh bit 16: x16 gets +16 */
     b[8] = 0x51;           /* x0 = 1·0.5 + 1 = 1.5, x16 = (5|16)·0.5 + 1 = 11.5 */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q5_1, b, y, 32), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q5_1, b, y, 32), 0);
     assert_true(y[0] == 1.5f && y[16] == 11.5f && y[1] == 1.0f);
 
     /* Q8_0: d, int8 qs; x = q·d */
@@ -70,14 +70,14 @@ static void test_legacy_layouts(void **state)
     put16(b, H_HALF);
     b[2] = 0x81;           /* −127 */
     b[33] = 0x7f;
-    assert_int_equal(qp_dequantize_row(QP_QT_Q8_0, b, y, 32), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q8_0, b, y, 32), 0);
     assert_true(y[0] == -63.5f && y[31] == 63.5f && y[1] == 0.0f);
 
     /* IQ4_NL: d, indices into the non-linear table */
     memset(b, 0, sizeof b);
     put16(b, H_ONE);
     b[2] = 0xF0;           /* x0 = table[0] = −127, x16 = table[15] = 113 */
-    assert_int_equal(qp_dequantize_row(QP_QT_IQ4_NL, b, y, 32), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ4_NL, b, y, 32), 0);
     assert_true(y[0] == -127.0f && y[16] == 113.0f && y[1] == -127.0f);
 }
 
@@ -95,7 +95,7 @@ static void test_kquant_layouts(void **state)
     b[16] = 0x0B;          /* qs[0]: weight 0 = 3, weight 32 = 2 */
     put16(b + 80, H_HALF); /* d */
     put16(b + 82, H_ONE);  /* dmin */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q2_K, b, y, 256), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q2_K, b, y, 256), 0);
     assert_true(y[0] == 0.5f * 3 * 3 - 2.0f);   /* 2.5 */
     assert_true(y[1] == -2.0f);
     assert_true(y[32] == 0.5f * 1 * 2);
@@ -108,7 +108,7 @@ static void test_kquant_layouts(void **state)
     b[96] = 0x01;          /* scale 0 low nibble 1 */
     b[96 + 8] = 0x02;      /* scale 0 high bits 2 -> scale 0 = 33 -> 33 − 32 = 1 */
     put16(b + 108, H_TWO);
-    assert_int_equal(qp_dequantize_row(QP_QT_Q3_K, b, y, 256), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q3_K, b, y, 256), 0);
     assert_true(y[0] == 2.0f * 1 * 2);           /* high bit set: q − 0 */
     assert_true(y[1] == 2.0f * 1 * -4);          /* high bit clear: 0 − 4 */
     assert_true(y[16] == 2.0f * -32 * -4);       /* scale 1 = 0 − 32 */
@@ -125,7 +125,7 @@ static void test_kquant_layouts(void **state)
     b[4 + 8 + 3] = 0x21;   /* sub-block 7: low nibbles scale 1, min 2 */
     b[4 + 3] |= 0x40;      /*   plus high bits of its scale: 1 | 16 = 17 */
     b[16 + 96] = 0x10;     /* qs[96] high nibble: weight 224 (sub-block 7) = 1 */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q4_K, b, y, 256), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q4_K, b, y, 256), 0);
     assert_true(y[0] == 1.0f * 2 * 5 - 0.5f * 4);
     assert_true(y[32] == 1.0f * 1 * 3);
     assert_true(y[224] == 1.0f * 17 * 1 - 0.5f * 2);
@@ -137,7 +137,7 @@ static void test_kquant_layouts(void **state)
     b[4 + 1] = 1;
     b[16] = 0x01 | 0x02;   /* qh[0]: weight 0 and weight 32 get +16 */
     b[48] = 0x21;          /* weight 0 = 1 + 16, weight 32 = 2 + 16 */
-    assert_int_equal(qp_dequantize_row(QP_QT_Q5_K, b, y, 256), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q5_K, b, y, 256), 0);
     assert_true(y[0] == 17.0f && y[32] == 18.0f && y[1] == 0.0f);
 
     /* Q6_K: ql[128], qh[64], int8 scales[16], d; x = d·sc·(q − 32) */
@@ -147,7 +147,7 @@ static void test_kquant_layouts(void **state)
     b[192] = (unsigned char)-2;   /* scale of weights 0-15 */
     b[192 + 4] = 3;               /* scale of weights 64-79 */
     put16(b + 208, H_HALF);
-    assert_int_equal(qp_dequantize_row(QP_QT_Q6_K, b, y, 256), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q6_K, b, y, 256), 0);
     assert_true(y[0] == 0.5f * -2 * (49 - 32));
     assert_true(y[64] == 0.5f * 3 * (34 - 32));
     assert_true(y[1] == 0.5f * -2 * -32);
@@ -155,7 +155,7 @@ static void test_kquant_layouts(void **state)
 
 /* Relative RMS error of dequantize(oracle) vs F32.gguf, over all the
  * quantized tensors (house model, measured: see the bounds). */
-static double oracle_rel_rms(const char *file, qp_qtype t)
+static double oracle_rel_rms(const char *file, qp_ggml_type t)
 {
     char rel[128];
     snprintf(rel, sizeof rel, "vectors/house-llama/%s", file);
@@ -195,23 +195,23 @@ static void test_oracle_dequant_error(void **state)
     (void)state;
     static const struct {
         const char *file;
-        qp_qtype t;
+        qp_ggml_type t;
         double measured;
     } cases[] = {
         /* measured once on the oracle files (deterministic); the test
          * accepts ±15 %: a layout or scale bug moves these by far more */
-        { "Q8_0.gguf", QP_QT_Q8_0, 0.00498 },
-        { "Q6_K.gguf", QP_QT_Q6_K, 0.01654 },
-        { "Q5_1.gguf", QP_QT_Q5_1, 0.03554 },
-        { "Q5_0.gguf", QP_QT_Q5_0, 0.03971 },
-        { "Q5_K.gguf", QP_QT_Q5_K, 0.03386 },
-        { "Q4_1.gguf", QP_QT_Q4_1, 0.07348 },
-        { "Q4_0.gguf", QP_QT_Q4_0, 0.08007 },
-        { "Q4_K.gguf", QP_QT_Q4_K, 0.06689 },
-        { "Q3_K.gguf", QP_QT_Q3_K, 0.14200 },
-        { "Q2_K.gguf", QP_QT_Q2_K, 0.27682 },
-        { "Q4_K-imatrix.gguf", QP_QT_Q4_K, 0.06665 },
-        { "Q2_K-imatrix.gguf", QP_QT_Q2_K, 0.25934 },
+        { "Q8_0.gguf", QP_GGML_Q8_0, 0.00498 },
+        { "Q6_K.gguf", QP_GGML_Q6_K, 0.01654 },
+        { "Q5_1.gguf", QP_GGML_Q5_1, 0.03554 },
+        { "Q5_0.gguf", QP_GGML_Q5_0, 0.03971 },
+        { "Q5_K.gguf", QP_GGML_Q5_K, 0.03386 },
+        { "Q4_1.gguf", QP_GGML_Q4_1, 0.07348 },
+        { "Q4_0.gguf", QP_GGML_Q4_0, 0.08007 },
+        { "Q4_K.gguf", QP_GGML_Q4_K, 0.06689 },
+        { "Q3_K.gguf", QP_GGML_Q3_K, 0.14200 },
+        { "Q2_K.gguf", QP_GGML_Q2_K, 0.27682 },
+        { "Q4_K-imatrix.gguf", QP_GGML_Q4_K, 0.06665 },
+        { "Q2_K-imatrix.gguf", QP_GGML_Q2_K, 0.25934 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double e = oracle_rel_rms(cases[i].file, cases[i].t);

@@ -91,8 +91,8 @@ static void test_fast_kernels_many_blocks(void **state)
 {
     (void)state;
     qp_test_seed(7);
-    static const qp_qtype kinds[] = { QP_QT_Q8_0, QP_QT_Q4_0, QP_QT_Q4_1, QP_QT_Q5_0, QP_QT_Q5_1,
-                                      QP_QT_Q4_K, QP_QT_Q5_K, QP_QT_Q6_K };
+    static const qp_ggml_type kinds[] = { QP_GGML_Q8_0, QP_GGML_Q4_0, QP_GGML_Q4_1, QP_GGML_Q5_0, QP_GGML_Q5_1,
+                                      QP_GGML_Q4_K, QP_GGML_Q5_K, QP_GGML_Q6_K };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         check_type(qp_qtype_get(kinds[i]), 64, 2048, 0);
 }
@@ -111,15 +111,15 @@ static void test_fast_nonfinite_rejected(void **state)
     unsigned char out[R * 36];
     for (int t = 1; t <= 4; t++) {
         memset(out, 0x77, sizeof out);
-        assert_int_equal(qp_quantize(QP_QT_Q8_0, x, out, R, N, NULL, t), QP_EUSAGE);
+        assert_int_equal(qp_quantize(QP_GGML_Q8_0, x, out, R, N, NULL, t), QP_EUSAGE);
         assert_string_equal(qp_error_last(), "quantize Q8_0: row 5, column 9 is NaN: weights must be finite");
         for (size_t b = 0; b < sizeof out; b++)
             assert_int_equal(out[b], 0x77);
     }
     x[5 * N + 9] = 1.0f;
-    assert_int_equal(qp_quantize(QP_QT_Q8_0, x, out, R, N, NULL, 3), QP_EUSAGE);
+    assert_int_equal(qp_quantize(QP_GGML_Q8_0, x, out, R, N, NULL, 3), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q8_0: row 6, column 1 is infinite: weights must be finite");
-    assert_int_equal(qp_quantize_ref(QP_QT_Q8_0, x, out, R, N, NULL), QP_EUSAGE);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q8_0, x, out, R, N, NULL), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q8_0: row 6, column 1 is infinite: weights must be finite");
 }
 
@@ -131,11 +131,11 @@ static void test_fast_edge_sizes(void **state)
     for (int i = 0; i < 256; i++)
         x[i] = sinf((float)i);
     unsigned char a[210], b[210];
-    assert_int_equal(qp_quantize(QP_QT_Q6_K, x, a, 0, 256, NULL, 4), 0);
-    assert_int_equal(qp_quantize(QP_QT_Q6_K, x, a, 1, 256, NULL, 16), 0);
-    assert_int_equal(qp_quantize_ref(QP_QT_Q6_K, x, b, 1, 256, NULL), 0);
+    assert_int_equal(qp_quantize(QP_GGML_Q6_K, x, a, 0, 256, NULL, 4), 0);
+    assert_int_equal(qp_quantize(QP_GGML_Q6_K, x, a, 1, 256, NULL, 16), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q6_K, x, b, 1, 256, NULL), 0);
     assert_memory_equal(a, b, sizeof a);
-    assert_int_equal(qp_quantize(QP_QT_Q6_K, x, a, 1, 256, NULL, 0), 0);   /* 0: one per CPU */
+    assert_int_equal(qp_quantize(QP_GGML_Q6_K, x, a, 1, 256, NULL, 0), 0);   /* 0: one per CPU */
     assert_memory_equal(a, b, sizeof a);
 }
 

@@ -97,37 +97,37 @@ static void test_house_mix_shape(void **state)
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
     /* Q3_K_M: attn_v of the first two layers Q5_K, later Q4_K */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, "blk.1.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, "blk.2.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q4_K);
+    assert_int_equal(ch.type, QP_GGML_Q4_K);
     /* output Q6_K, except for Q8_0 which keeps Q8_0 */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, "output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q6_K);
+    assert_int_equal(ch.type, QP_GGML_Q6_K);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q8_0, "output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(ch.type, QP_GGML_Q8_0);
     /* tied embeddings: token_embd is treated as the output */
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 1);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q6_K);
+    assert_int_equal(ch.type, QP_GGML_Q6_K);
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q4_K);
+    assert_int_equal(ch.type, QP_GGML_Q4_K);
     /* F32/F16 file types: 2-D weights converted, norms kept */
     const int64_t ne_n[1] = { 256 };
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_F16, "output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_F16);
+    assert_int_equal(ch.type, QP_GGML_F16);
     assert_int_equal(ch.quantized, 1);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_F16, "blk.0.ffn_norm.weight", 1, ne_n, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_F32);
+    assert_int_equal(ch.type, QP_GGML_F32);
     assert_int_equal(ch.quantized, 0);
     /* a [256, 1] norm stored with n_dims 2 is still 1-D for ggml */
     const int64_t ne_n2[2] = { 256, 1 };
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.0.attn_norm.weight", 2, ne_n2, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_F32);
+    assert_int_equal(ch.type, QP_GGML_F32);
     /* --leave-output-tensor */
     ctx.keep_output = 1;
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_F32);
+    assert_int_equal(ch.type, QP_GGML_F32);
 }
 
 /* A 32-layer GQA-8 LLaMA (Llama-3-8B shape), rules applied by hand. */
@@ -147,64 +147,64 @@ static void test_32_layers(void **state)
     for (int i = 0; i < 32; i++) {
         snprintf(name, sizeof(name), "blk.%d.attn_v.weight", i);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, name, 2, ne_v, &ctx), 0);
-        assert_int_equal(ch.type, more[i] ? QP_QT_Q6_K : QP_QT_Q4_K);
+        assert_int_equal(ch.type, more[i] ? QP_GGML_Q6_K : QP_GGML_Q4_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_M, name, 2, ne_v, &ctx), 0);
-        assert_int_equal(ch.type, more[i] ? QP_QT_Q6_K : QP_QT_Q5_K);
+        assert_int_equal(ch.type, more[i] ? QP_GGML_Q6_K : QP_GGML_Q5_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_S, name, 2, ne_v, &ctx), 0);
-        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_K : QP_QT_Q4_K);
+        assert_int_equal(ch.type, i < 4 ? QP_GGML_Q5_K : QP_GGML_Q4_K);
         /* n_gqa = 4 >= 4 */
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K, name, 2, ne_v, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q4_K);
+        assert_int_equal(ch.type, QP_GGML_Q4_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_NL, name, 2, ne_v, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q5_K);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
 
         snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", i);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, more[i] ? QP_QT_Q6_K : QP_QT_Q4_K);
+        assert_int_equal(ch.type, more[i] ? QP_GGML_Q6_K : QP_GGML_Q4_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, i < 2 ? QP_QT_Q5_K : QP_QT_Q4_K);
+        assert_int_equal(ch.type, i < 2 ? QP_GGML_Q5_K : QP_GGML_Q4_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q3_K);
+        assert_int_equal(ch.type, QP_GGML_Q3_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_S, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_K : QP_QT_Q4_K);
+        assert_int_equal(ch.type, i < 4 ? QP_GGML_Q5_K : QP_GGML_Q4_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_NL, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_K : QP_QT_IQ4_NL);
+        assert_int_equal(ch.type, i < 4 ? QP_GGML_Q5_K : QP_GGML_IQ4_NL);
         /* Q4_0 / Q5_0: first eighth guarded only with an imatrix */
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q4_0);
+        assert_int_equal(ch.type, QP_GGML_Q4_0);
         ctx.has_imatrix = 1;
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_0, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, i < 4 ? QP_QT_Q4_1 : QP_QT_Q4_0);
+        assert_int_equal(ch.type, i < 4 ? QP_GGML_Q4_1 : QP_GGML_Q4_0);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_0, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, i < 4 ? QP_QT_Q5_1 : QP_QT_Q5_0);
+        assert_int_equal(ch.type, i < 4 ? QP_GGML_Q5_1 : QP_GGML_Q5_0);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, i < 4 ? QP_QT_Q4_K : QP_QT_Q2_K);
+        assert_int_equal(ch.type, i < 4 ? QP_GGML_Q4_K : QP_GGML_Q2_K);
         /* IQ4_NL's first-eighth bump is for imatrix-less runs only */
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_NL, name, 2, ne_d, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_IQ4_NL);
+        assert_int_equal(ch.type, QP_GGML_IQ4_NL);
         ctx.has_imatrix = 0;
 
         snprintf(name, sizeof(name), "blk.%d.attn_output.weight", i);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_L, name, 2, ne_o, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q5_K);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, name, 2, ne_o, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q3_K);
+        assert_int_equal(ch.type, QP_GGML_Q3_K);
         snprintf(name, sizeof(name), "blk.%d.ffn_gate.weight", i);
         assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_L, name, 2, ne_o, &ctx), 0);
-        assert_int_equal(ch.type, QP_QT_Q3_K);
+        assert_int_equal(ch.type, QP_GGML_Q3_K);
     }
     /* Q3_K_L's attn_v, fused qkv */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_L, "blk.9.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_M, "blk.9.attn_qkv.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q6_K);
+    assert_int_equal(ch.type, QP_GGML_Q6_K);
     /* Q2_K with n_gqa 2 */
     qp_ggml_mix_ctx_init(&ctx, 32, 32, 16, 0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K, "blk.0.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q3_K);
+    assert_int_equal(ch.type, QP_GGML_Q3_K);
     ctx.has_imatrix = 1;
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, "blk.0.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q2_K);
+    assert_int_equal(ch.type, QP_GGML_Q2_K);
 }
 
 static void test_70b_and_experts(void **state)
@@ -217,31 +217,31 @@ static void test_70b_and_experts(void **state)
     assert_int_equal(ctx.is_70b, 1);
     /* Q4_K attn_v -> Q5_K on 70B (layer 40 is not a use_more_bits layer) */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.40.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.41.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);   /* (41 - 10) % 3 == 1 */
+    assert_int_equal(ch.type, QP_GGML_Q5_K);   /* (41 - 10) % 3 == 1 */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.42.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q6_K);   /* (42 - 10) % 3 == 2 */
+    assert_int_equal(ch.type, QP_GGML_Q6_K);   /* (42 - 10) % 3 == 2 */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, "blk.42.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);   /* Q3_K -> Q5_K */
+    assert_int_equal(ch.type, QP_GGML_Q5_K);   /* Q3_K -> Q5_K */
     /* 80 layers without GQA is llama.cpp's 65B: no bump */
     qp_ggml_mix_ctx_init(&ctx, 80, 64, 64, 0);
     assert_int_equal(ctx.is_70b, 0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_S, "blk.42.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q3_K);
+    assert_int_equal(ch.type, QP_GGML_Q3_K);
     /* 8 experts: attn_v / attn_k Q8_0, attn_output Q5_K */
     qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 0);
     ctx.n_expert = 8;
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.5.attn_v.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.5.attn_k.weight", 2, ne_v, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.5.attn_output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_M, "blk.5.attn_output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_K);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q6_K, "blk.5.attn_output.weight", 2, ne_o, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q6_K);
+    assert_int_equal(ch.type, QP_GGML_Q6_K);
 }
 
 static void test_fallback(void **state)
@@ -252,26 +252,26 @@ static void test_fallback(void **state)
     const int64_t ne96[2] = { 96, 64 }, ne100[2] = { 100, 64 };
     qp_ggml_mix_ctx_init(&ctx, 4, 4, 4, 0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.1.attn_q.weight", 2, ne96, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_0);
+    assert_int_equal(ch.type, QP_GGML_Q5_0);
     assert_int_equal(ch.fallback, 1);
     assert_string_equal(ch.note, "blk.1.attn_q.weight: tensor cols 96 x 64 are not divisible by 256, required "
                                  "for q4_K - using fallback quantization q5_0");
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.3.ffn_down.weight", 2, ne96, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q8_0);   /* Q6_K (use_more_bits(3, 4): 3 >= 7*4/8) -> Q8_0 */
+    assert_int_equal(ch.type, QP_GGML_Q8_0);   /* Q6_K (use_more_bits(3, 4): 3 >= 7*4/8) -> Q8_0 */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q3_K_M, "blk.2.attn_q.weight", 2, ne96, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_IQ4_NL);
+    assert_int_equal(ch.type, QP_GGML_IQ4_NL);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q5_K_S, "blk.2.attn_q.weight", 2, ne96, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q5_1);
+    assert_int_equal(ch.type, QP_GGML_Q5_1);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K, "blk.2.attn_q.weight", 2, ne96, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_IQ4_NL);
+    assert_int_equal(ch.type, QP_GGML_IQ4_NL);
     /* no 32-block fits 100: F16 */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.2.attn_q.weight", 2, ne100, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_F16);
+    assert_int_equal(ch.type, QP_GGML_F16);
     assert_string_equal(ch.note, "blk.2.attn_q.weight: tensor cols 100 x 64 are not divisible by 256, required "
                                  "for q4_K - using fallback quantization f16");
     /* output: rows not a multiple of 256 -> Q8_0 by the output rule, no fallback */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne96, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(ch.fallback, 0);
     /* ... and no rule fits 100 at all: llama.cpp's "Unsupported tensor size" */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne100, &ctx),
@@ -298,13 +298,13 @@ static void test_overrides_and_refusals(void **state)
     qp_ggml_mix_choice ch;
     const int64_t ne[2] = { 256, 1024 };
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
-    ctx.output_type = QP_QT_Q8_0;
-    ctx.token_embd_type = QP_QT_Q4_0;
+    ctx.output_type = QP_GGML_Q8_0;
+    ctx.token_embd_type = QP_GGML_Q4_0;
     ctx.pure = 1;
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q8_0);
+    assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q4_0);
+    assert_int_equal(ch.type, QP_GGML_Q4_0);
     ctx.output_type = 16;
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 16 is not supported");
@@ -321,7 +321,7 @@ static void test_overrides_and_refusals(void **state)
                                          "blk.0.attn_q.weight in a very low-bit quantization");
     /* token_embd is exempt from that check */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q2_K_S, "token_embd.weight", 2, ne, &ctx), 0);
-    assert_int_equal(ch.type, QP_QT_Q2_K);
+    assert_int_equal(ch.type, QP_GGML_Q2_K);
 }
 
 static void test_names(void **state)
@@ -338,10 +338,10 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_parse(NULL), -1);
     assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_Q6_K), "Q6_K");
     assert_null(qp_llama_ftype_name((qp_llama_ftype)23));
-    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_Q3_K_L), QP_QT_Q3_K);
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_Q3_K_L), QP_GGML_Q3_K);
     assert_int_equal(qp_llama_ftype_default_type((qp_llama_ftype)99), -1);
-    assert_string_equal(qp_ggml_mix_type_name(QP_QT_Q6_K), "q6_K");
-    assert_string_equal(qp_ggml_mix_type_name(QP_QT_IQ4_NL), "iq4_nl");
+    assert_string_equal(qp_ggml_type_log_name(QP_GGML_Q6_K), "q6_K");
+    assert_string_equal(qp_ggml_type_log_name(QP_GGML_IQ4_NL), "iq4_nl");
 }
 
 int main(void)

@@ -27,7 +27,7 @@ static void check_mix(const char *name, size_t want_tensors, size_t want_types)
         const qp_gguf_tensor *qt = qp_gguf_tensor_at(qg, i);
         if (qt->type == QP_GGML_F32)
             continue;
-        const qp_qtype_info *info = qp_qtype_get((qp_qtype)qt->type);
+        const qp_qtype_info *info = qp_qtype_get((qp_ggml_type)qt->type);
         assert_non_null(info);
         if (!seen[qt->type]++)
             types_seen++;

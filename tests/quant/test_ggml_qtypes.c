@@ -6,7 +6,7 @@
 
 #include "common/error.h"
 #include "model/gguf.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/qtypes.h"
 
 #include <math.h>
@@ -30,62 +30,62 @@ static void test_table_matches_gguf(void **state)
         assert_true(a->bits_per_weight == 8.0 * (double)a->type_size / a->block);
     }
     assert_null(qp_qtype_at(14));
-    assert_int_equal(qp_qtype_get(QP_QT_Q4_K)->type, 12);
-    assert_true(qp_qtype_get(QP_QT_Q4_K)->bits_per_weight == 4.5);
-    assert_true(qp_qtype_get(QP_QT_Q6_K)->bits_per_weight == 6.5625);
-    assert_ptr_equal(qp_qtype_by_name("q4_k"), qp_qtype_get(QP_QT_Q4_K));
-    assert_ptr_equal(qp_qtype_by_name("iq4_nl"), qp_qtype_get(QP_QT_IQ4_NL));
+    assert_int_equal(qp_qtype_get(QP_GGML_Q4_K)->type, 12);
+    assert_true(qp_qtype_get(QP_GGML_Q4_K)->bits_per_weight == 4.5);
+    assert_true(qp_qtype_get(QP_GGML_Q6_K)->bits_per_weight == 6.5625);
+    assert_ptr_equal(qp_qtype_by_name("q4_k"), qp_qtype_get(QP_GGML_Q4_K));
+    assert_ptr_equal(qp_qtype_by_name("iq4_nl"), qp_qtype_get(QP_GGML_IQ4_NL));
     assert_null(qp_qtype_by_name("Q4_K_M"));
     assert_null(qp_qtype_by_name("Q8_1"));
     assert_null(qp_qtype_by_name(NULL));
-    assert_null(qp_qtype_get((qp_qtype)9));
+    assert_null(qp_qtype_get((qp_ggml_type)9));
     /* which types the imatrix changes */
-    assert_false(qp_qtype_get(QP_QT_Q8_0)->uses_imatrix);
-    assert_false(qp_qtype_get(QP_QT_F16)->uses_imatrix);
-    assert_true(qp_qtype_get(QP_QT_Q4_0)->uses_imatrix);
-    assert_true(qp_qtype_get(QP_QT_Q6_K)->uses_imatrix);
+    assert_false(qp_qtype_get(QP_GGML_Q8_0)->uses_imatrix);
+    assert_false(qp_qtype_get(QP_GGML_F16)->uses_imatrix);
+    assert_true(qp_qtype_get(QP_GGML_Q4_0)->uses_imatrix);
+    assert_true(qp_qtype_get(QP_GGML_Q6_K)->uses_imatrix);
 }
 
 static void test_row_size(void **state)
 {
     (void)state;
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q4_K, 768), 3 * 144);
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q6_K, 256), 210);
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q8_0, 96), 3 * 34);
-    assert_int_equal(qp_qtype_row_size(QP_QT_F16, 7), 14);
-    assert_int_equal(qp_qtype_row_size(QP_QT_F32, 3), 12);
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q4_K, 288), 0);
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q4_0, 33), 0);
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q4_0, 0), 0);
-    assert_int_equal(qp_qtype_row_size(QP_QT_Q4_0, -32), 0);
-    assert_int_equal(qp_qtype_row_size((qp_qtype)99, 256), 0);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q4_K, 768), 3 * 144);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q6_K, 256), 210);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q8_0, 96), 3 * 34);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_F16, 7), 14);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_F32, 3), 12);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q4_K, 288), 0);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q4_0, 33), 0);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q4_0, 0), 0);
+    assert_int_equal(qp_qtype_row_size(QP_GGML_Q4_0, -32), 0);
+    assert_int_equal(qp_qtype_row_size((qp_ggml_type)99, 256), 0);
 }
 
 /* llama.cpp c392e50 llama_tensor_get_type: ne[0] % 256 != 0. */
 static void test_fallback(void **state)
 {
     (void)state;
-    qp_qtype t = QP_QT_F32;
-    assert_int_equal(qp_qtype_fallback(&t, QP_QT_Q4_K, 768), 0);
-    assert_int_equal(t, QP_QT_Q4_K);
+    qp_ggml_type t = QP_GGML_F32;
+    assert_int_equal(qp_qtype_fallback(&t, QP_GGML_Q4_K, 768), 0);
+    assert_int_equal(t, QP_GGML_Q4_K);
     struct {
-        qp_qtype in;
+        qp_ggml_type in;
         int64_t n;
-        qp_qtype out;
+        qp_ggml_type out;
     } cases[] = {
-        { QP_QT_Q2_K, 288, QP_QT_IQ4_NL }, { QP_QT_Q3_K, 96, QP_QT_IQ4_NL }, { QP_QT_Q4_K, 288, QP_QT_Q5_0 },
-        { QP_QT_Q5_K, 4160, QP_QT_Q5_1 },  { QP_QT_Q6_K, 32, QP_QT_Q8_0 },   { QP_QT_Q6_K, 100, QP_QT_F16 },
-        { QP_QT_Q2_K, 33, QP_QT_F16 },     { QP_QT_Q4_0, 64, QP_QT_Q4_0 },   { QP_QT_F16, 7, QP_QT_F16 },
+        { QP_GGML_Q2_K, 288, QP_GGML_IQ4_NL }, { QP_GGML_Q3_K, 96, QP_GGML_IQ4_NL }, { QP_GGML_Q4_K, 288, QP_GGML_Q5_0 },
+        { QP_GGML_Q5_K, 4160, QP_GGML_Q5_1 },  { QP_GGML_Q6_K, 32, QP_GGML_Q8_0 },   { QP_GGML_Q6_K, 100, QP_GGML_F16 },
+        { QP_GGML_Q2_K, 33, QP_GGML_F16 },     { QP_GGML_Q4_0, 64, QP_GGML_Q4_0 },   { QP_GGML_F16, 7, QP_GGML_F16 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(qp_qtype_fallback(&t, cases[i].in, cases[i].n), 0);
         assert_int_equal(t, cases[i].out);
     }
-    assert_int_equal(qp_qtype_fallback(&t, QP_QT_Q4_0, 48), QP_EUSAGE);
+    assert_int_equal(qp_qtype_fallback(&t, QP_GGML_Q4_0, 48), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "tensor rows of 48 weights cannot be quantized to Q4_0 (blocks of 32)");
-    assert_int_equal(qp_qtype_fallback(&t, QP_QT_IQ4_NL, 20), QP_EUSAGE);
+    assert_int_equal(qp_qtype_fallback(&t, QP_GGML_IQ4_NL, 20), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "tensor rows of 20 weights cannot be quantized to IQ4_NL (blocks of 32)");
-    assert_int_equal(qp_qtype_fallback(&t, (qp_qtype)9, 256), QP_EUSAGE);
+    assert_int_equal(qp_qtype_fallback(&t, (qp_ggml_type)9, 256), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantization type id 9 is not supported");
 }
 
@@ -96,29 +96,29 @@ static void test_quantize_errors(void **state)
     unsigned char out[1024];
     for (int i = 0; i < 256; i++)
         im[i] = 1.0f;
-    assert_int_equal(qp_quantize_ref((qp_qtype)5, x, out, 1, 256, NULL), QP_EUSAGE);
+    assert_int_equal(qp_quantize_ref((qp_ggml_type)5, x, out, 1, 256, NULL), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize: type id 5 is not supported");
-    assert_int_equal(qp_quantize_ref(QP_QT_Q4_K, x, out, 1, 288, NULL), QP_EUSAGE);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q4_K, x, out, 1, 288, NULL), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q4_K: row length 288 is not a multiple of 256 (use qp_qtype_fallback)");
-    assert_int_equal(qp_quantize(QP_QT_Q8_0, x, out, -1, 32, NULL, 2), QP_EUSAGE);
+    assert_int_equal(qp_quantize(QP_GGML_Q8_0, x, out, -1, 32, NULL, 2), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q8_0: bad shape -1 x 32");
-    assert_int_equal(qp_quantize(QP_QT_Q8_0, NULL, out, 1, 32, NULL, 2), QP_EUSAGE);
+    assert_int_equal(qp_quantize(QP_GGML_Q8_0, NULL, out, 1, 32, NULL, 2), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q8_0: NULL buffer");
     im[3] = -1.0f;
-    assert_int_equal(qp_quantize_ref(QP_QT_Q4_0, x, out, 1, 256, im), QP_EUSAGE);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q4_0, x, out, 1, 256, im), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q4_0: imatrix column 3 is -1: importance must be finite and >= 0");
     im[3] = NAN;
-    assert_int_equal(qp_quantize(QP_QT_Q6_K, x, out, 1, 256, im, 1), QP_EUSAGE);
+    assert_int_equal(qp_quantize(QP_GGML_Q6_K, x, out, 1, 256, im, 1), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q6_K: imatrix column 3 is nan: importance must be finite and >= 0");
     /* types that ignore the imatrix do not look at it */
-    assert_int_equal(qp_quantize_ref(QP_QT_Q8_0, x, out, 1, 256, im), 0);
-    assert_int_equal(qp_quantize_ref(QP_QT_Q8_0, x, out, 0, 256, NULL), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q8_0, x, out, 1, 256, im), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q8_0, x, out, 0, 256, NULL), 0);
     x[300] = -INFINITY;
-    assert_int_equal(qp_quantize_ref(QP_QT_Q2_K, x, out, 2, 256, NULL), QP_EUSAGE);
+    assert_int_equal(qp_quantize_ref(QP_GGML_Q2_K, x, out, 2, 256, NULL), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "quantize Q2_K: row 1, column 44 is infinite: weights must be finite");
-    assert_int_equal(qp_dequantize_row(QP_QT_Q4_K, out, x, 100), QP_EUSAGE);
+    assert_int_equal(qp_dequantize_row(QP_GGML_Q4_K, out, x, 100), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "dequantize Q4_K: 100 weights is not a whole number of blocks of 256");
-    assert_int_equal(qp_dequantize_row((qp_qtype)4, out, x, 32), QP_EUSAGE);
+    assert_int_equal(qp_dequantize_row((qp_ggml_type)4, out, x, 32), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "dequantize: type id 4 is not supported");
 }
 
@@ -129,21 +129,21 @@ static void test_plain_types(void **state)
     (void)state;
     const float x[4] = { 1.0f, -0.333333343f, 65519.0f, 1.00048828125f /* 1 + 2^-11: tie */ };
     uint16_t h[4];
-    assert_int_equal(qp_quantize(QP_QT_F16, x, h, 1, 4, NULL, 2), 0);
+    assert_int_equal(qp_quantize(QP_GGML_F16, x, h, 1, 4, NULL, 2), 0);
     assert_int_equal(h[0], 0x3c00);
     assert_int_equal(h[1], 0xb555);
     assert_int_equal(h[2], 0x7bff);
     assert_int_equal(h[3], 0x3c00);   /* tie to even */
-    assert_int_equal(qp_quantize_ref(QP_QT_BF16, x, h, 2, 2, NULL), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_BF16, x, h, 2, 2, NULL), 0);
     assert_int_equal(h[0], 0x3f80);
     assert_int_equal(h[1], 0xbeab);
     float y[4], z[4];
-    assert_int_equal(qp_quantize_ref(QP_QT_F32, x, y, 1, 4, NULL), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_F32, x, y, 1, 4, NULL), 0);
     assert_memory_equal(x, y, sizeof x);
-    assert_int_equal(qp_quantize_ref(QP_QT_F16, x, h, 1, 4, NULL), 0);
-    assert_int_equal(qp_dequantize_row(QP_QT_F16, h, z, 4), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_F16, x, h, 1, 4, NULL), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_F16, h, z, 4), 0);
     assert_true(z[0] == 1.0f && z[2] == 65504.0f && z[3] == 1.0f);
-    assert_int_equal(qp_dequantize_row(QP_QT_F32, y, z, 4), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_F32, y, z, 4), 0);
     assert_memory_equal(x, z, sizeof x);
 }
 
@@ -201,15 +201,15 @@ static void test_iq4_nl_on_grid(void **state)
     for (int j = 0; j < 64; j++)
         x[j] = 0.5f * kv[(j * 7 + j / 32) % 16];
     unsigned char q[36], q2[36];
-    assert_int_equal(qp_quantize_ref(QP_QT_IQ4_NL, x, q, 2, 32, NULL), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_IQ4_NL, x, q, 2, 32, NULL), 0);
     assert_int_equal(q[0] | q[1] << 8, 0x3800);   /* d = 0.5 */
-    assert_int_equal(qp_dequantize_row(QP_QT_IQ4_NL, q, y, 64), 0);
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ4_NL, q, y, 64), 0);
     assert_memory_equal(x, y, sizeof x);
-    assert_int_equal(qp_quantize(QP_QT_IQ4_NL, x, q2, 2, 32, NULL, 2), 0);
+    assert_int_equal(qp_quantize(QP_GGML_IQ4_NL, x, q2, 2, 32, NULL, 2), 0);
     assert_memory_equal(q, q2, sizeof q);
     /* all-zero block: d = 0, every index = the level nearest 0 (1 -> index 8) */
     memset(x, 0, sizeof x);
-    assert_int_equal(qp_quantize_ref(QP_QT_IQ4_NL, x, q, 1, 32, NULL), 0);
+    assert_int_equal(qp_quantize_ref(QP_GGML_IQ4_NL, x, q, 1, 32, NULL), 0);
     assert_int_equal(q[0] | q[1] << 8, 0);
     for (int j = 2; j < 18; j++)
         assert_int_equal(q[j], 0x88);

@@ -10,7 +10,7 @@
 #include "common/gemm.h"
 #include "common/rng.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/gptq.h"
 #include "quant/linear.h"
 

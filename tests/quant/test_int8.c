@@ -5,7 +5,7 @@
 
 #include "common/error.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/int8.h"
 
 #include <math.h>

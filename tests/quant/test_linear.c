@@ -8,7 +8,7 @@
 
 #include "common/error.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 #include "quant/linear.h"
 
 #include <math.h>

@@ -20,8 +20,8 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
-#include "pipeline/artifact.h"
+#include "common/tensor.h"
+#include "artifact/artifact.h"
 #include "quant/linear.h"
 #include "stages/package_hf.h"
 

@@ -57,9 +57,9 @@ static void check_export(const char *out, const char *file, uint32_t want_type, 
         size_t len = 0;
         assert_int_equal(qp_cache_get(cache, qp_artifact_entry_digest(e), &buf, &len), 0);
         assert_int_equal(qp_qtensor_to_f32(e, buf, len, want, n, hf), 0);
-        size_t row_size = qp_qtype_row_size((qp_qtype)t->type, cols);
+        size_t row_size = qp_qtype_row_size((qp_ggml_type)t->type, cols);
         for (int64_t r = 0; r < rows; r++)
-            assert_int_equal(qp_dequantize_row((qp_qtype)t->type, (const char *)t->data + r * row_size, got + r * cols,
+            assert_int_equal(qp_dequantize_row((qp_ggml_type)t->type, (const char *)t->data + r * row_size, got + r * cols,
                                                cols), 0);
         /* GGUF holds q/k rows permuted for llama.cpp's RoPE */
         const float *cmp = got;
@@ -105,21 +105,21 @@ static void test_gguf_blocks(void **state)
                            "  p: {uses: package, needs: [q], with: {format: gguf, out: o40, name: m}}\n",
                            model);
     assert_int_equal(run_recipe(text), 0);
-    check_export("o40", "m.gguf", QP_QT_Q4_0, 1);
+    check_export("o40", "m.gguf", QP_GGML_Q4_0, 1);
     free(text);
     text = qp_strfmt("qpipe: 1\nname: lin8\nstages:\n"
                      "  model: {uses: fetch, with: {source: \"%s\"}}\n"
                      "  q: {uses: quantize, needs: [model], with: {method: rtn, bits: 8, group_size: 32, sym: true}}\n"
                      "  p: {uses: package, needs: [q], with: {format: gguf, out: o8, name: m}}\n", model);
     assert_int_equal(run_recipe(text), 0);
-    check_export("o8", "m.gguf", QP_QT_Q8_0, 1);
+    check_export("o8", "m.gguf", QP_GGML_Q8_0, 1);
     free(text);
     text = qp_strfmt("qpipe: 1\nname: lin41\nstages:\n"
                      "  model: {uses: fetch, with: {source: \"%s\"}}\n"
                      "  q: {uses: quantize, needs: [model], with: {method: rtn, bits: 4, group_size: 32}}\n"
                      "  p: {uses: package, needs: [q], with: {format: gguf, out: o41b, name: m}}\n", model);
     assert_int_equal(run_recipe(text), 0);
-    check_export("o41b", "m.gguf", QP_QT_Q4_1, 0);
+    check_export("o41b", "m.gguf", QP_GGML_Q4_1, 0);
     free(text);
     /* group 128 has no llama.cpp block: refused, nothing written */
     text = qp_strfmt("qpipe: 1\nname: lin128\nstages:\n"

@@ -2,7 +2,7 @@
 
 #include "common/rng.h"
 #include "model/safetensors.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /* Artifact manifests: entries + metrics + meta, serialised canonically. */
-#include "pipeline/artifact.h"
+#include "artifact/artifact.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 

@@ -1,7 +1,7 @@
 /* `qpipe log [RECIPE]`: run records from the provenance branch, newest first. */
 #include "common/error.h"
 #include "common/fsutil.h"
-#include "pipeline/cli.h"
+#include "cli/cli.h"
 #include "pipeline/provenance.h"
 
 #include <getopt.h>

@@ -1,6 +1,6 @@
 /* `qpipe graph RECIPE`: the DAG as Graphviz DOT. */
 #include "common/error.h"
-#include "pipeline/cli.h"
+#include "cli/cli.h"
 #include "pipeline/recipe.h"
 
 #include <stdio.h>

@@ -1,8 +1,8 @@
 /* Progress reporting from a running stage to the runner's display.  The
  * runner draws a bar with ETA when stdout is a TTY, emits NDJSON "progress"
  * events with --json, and prints nothing otherwise. */
-#ifndef QP_PIPELINE_PROGRESS_H
-#define QP_PIPELINE_PROGRESS_H
+#ifndef QP_ARTIFACT_PROGRESS_H
+#define QP_ARTIFACT_PROGRESS_H
 
 #include <stdint.h>
 

@@ -8,7 +8,7 @@
 #include "common/gemm.h"
 #include "common/numerics.h"
 #include "common/version.h"
-#include "pipeline/cli.h"
+#include "cli/cli.h"
 #include "pipeline/recipe.h"
 #include "pipeline/lock.h"
 #include "pipeline/runner.h"
@@ -95,7 +95,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"no-provenance", no_argument, NULL, OPT_NOPROV}, {"branch", required_argument, NULL, OPT_BRANCH},
         {"frozen", no_argument, NULL, OPT_FROZEN}, {NULL, 0, NULL, 0},
     };
-    qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout};
+    qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout,
+                        .exit_status = qp_exit_status};
     const char *cache_opt = NULL;
     int c;
     optind = 1;

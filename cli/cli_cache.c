@@ -1,7 +1,7 @@
 /* `qpipe cache stats | verify | gc [--max-size SIZE]`. */
 #include "cache/cache.h"
 #include "common/error.h"
-#include "pipeline/cli.h"
+#include "cli/cli.h"
 
 #include <getopt.h>
 #include <stdio.h>

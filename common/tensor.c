@@ -1,5 +1,5 @@
 /* Element types and exact float conversions (see tensor.h). */
-#include "model/tensor.h"
+#include "common/tensor.h"
 
 #include "common/error.h"
 

@@ -1,13 +1,13 @@
 /* The runner's side of qp_progress (stages only see pipeline/progress.h). */
-#ifndef QP_PIPELINE_PROGRESS_IMPL_H
-#define QP_PIPELINE_PROGRESS_IMPL_H
+#ifndef QP_ARTIFACT_PROGRESS_IMPL_H
+#define QP_ARTIFACT_PROGRESS_IMPL_H
 
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "pipeline/progress.h"
+#include "artifact/progress.h"
 
 struct qp_progress {
     const char *stage;

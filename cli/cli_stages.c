@@ -1,5 +1,5 @@
 /* `qpipe stages`: every stage kind with its parameter table. */
-#include "pipeline/cli.h"
+#include "cli/cli.h"
 #include "stages/stage.h"
 
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* Progress display for a running stage: a bar with rate and ETA on a TTY,
  * NDJSON "progress" events with --json, nothing otherwise. */
-#include "pipeline/progress_impl.h"
+#include "artifact/progress_impl.h"
 #include "common/fsutil.h"
 
 #include <stdarg.h>

@@ -2,7 +2,7 @@
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
-#include "model/tensor.h"
+#include "common/tensor.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -9,8 +9,8 @@
  *    "metrics": {"ppl": 23.25, …}, "meta": {…}}
  * Entries are kept sorted by name, so the digest does not depend on the order
  * a stage added them. */
-#ifndef QP_PIPELINE_ARTIFACT_H
-#define QP_PIPELINE_ARTIFACT_H
+#ifndef QP_ARTIFACT_ARTIFACT_H
+#define QP_ARTIFACT_ARTIFACT_H
 
 #include <jansson.h>
 #include <stddef.h>

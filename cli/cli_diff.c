@@ -2,7 +2,7 @@
  * by side — parameters, inputs and metrics that differ, with the change of
  * every numeric metric (like `dvc metrics diff`). */
 #include "common/error.h"
-#include "pipeline/cli.h"
+#include "cli/cli.h"
 #include "pipeline/provenance.h"
 
 #include <getopt.h>

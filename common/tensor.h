@@ -2,8 +2,8 @@
  * format (safetensors, GGUF) and by the forward pass.
  * Shapes are written PyTorch-style: shape[0] is the OUTERMOST dimension
  * (a linear weight is [out_features, in_features], rows contiguous). */
-#ifndef QP_MODEL_TENSOR_H
-#define QP_MODEL_TENSOR_H
+#ifndef QP_COMMON_TENSOR_H
+#define QP_COMMON_TENSOR_H
 
 #include <stddef.h>
 #include <stdint.h>
