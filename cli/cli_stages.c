@@ -45,12 +45,10 @@ int qp_cli_stages(int argc, char **argv)
         snprintf(in, sizeof(in), "%s", k->max_inputs == 0 ? "none" : qp_artifact_mask_names(k->accepts));
         snprintf(out, sizeof(out), "%s", qp_artifact_mask_names(k->output));
         if (markdown) {
-            printf("### `%s` — %s%s\n\ninputs: %s; output: %s\n\n", k->name, k->doc,
-                   k->implemented ? "" : " (declared; not implemented yet)", in, out);
+            printf("### `%s` — %s\n\ninputs: %s; output: %s\n\n", k->name, k->doc, in, out);
             printf("| parameter | type | default | allowed | description |\n|---|---|---|---|---|\n");
         } else {
-            printf("%s (v%d)%s — %s\n  inputs: %s; output: %s\n", k->name, k->version,
-                   k->implemented ? "" : " [not implemented yet]", k->doc, in, out);
+            printf("%s (v%d) — %s\n  inputs: %s; output: %s\n", k->name, k->version, k->doc, in, out);
         }
         for (const qp_param_spec *p = k->params; p->name; p++) {
             char vals[160];

@@ -685,13 +685,6 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
         const qp_stage_decl *d = qp_recipe_stage(r, i);
         stage_state *s = &R.st[i];
         s->decl = d;
-        if (!d->kind->implemented && opt->mode != QP_RUN_PLAN) {
-            rc = qp_error_set(QP_EUSAGE,
-                              "%s:%d:%d: stage '%s': stage kind '%s' is declared but not implemented in this build "
-                              "of qpipe; remove the stage or use a newer qpipe",
-                              qp_recipe_path(r), d->mark.line, d->mark.col, d->id, d->kind->name);
-            goto done;
-        }
         s->deps = calloc(d->n_needs + 1, sizeof(size_t));
         for (size_t k = 0; k < d->n_needs; k++)
             s->deps[s->n_deps++] = d->need_index[k];

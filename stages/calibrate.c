@@ -250,7 +250,6 @@ const qp_stage_kind qp_stage_calibrate = {
     .params = params,
     .accepts = QP_ART_MODEL, .min_inputs = 1, .max_inputs = 1,
     .output = QP_ART_CALIB,
-    .implemented = 1,
     .float_numerics = 1,
     .run = calibrate_run,
 };

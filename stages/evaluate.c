@@ -231,7 +231,6 @@ const qp_stage_kind qp_stage_evaluate = {
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL, .min_inputs = 1, .max_inputs = 1,
     .output = QP_ART_METRICS,
-    .implemented = 1,
     .float_numerics = 1,
     .run = evaluate_run,
 };

@@ -87,7 +87,6 @@ const qp_stage_kind qp_stage_fetch = {
     .accepts = 0, .min_inputs = 0, .max_inputs = 0,
     .output = QP_ART_MODEL | QP_ART_FILES,
     .output_for = fetch_output_for,
-    .implemented = 1,
     .validate = fetch_validate,
     .key_extra = fetch_key_extra,
     .run = fetch_run,

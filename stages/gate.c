@@ -134,7 +134,6 @@ const qp_stage_kind qp_stage_gate = {
     .params = params,
     .accepts = QP_ART_METRICS | QP_ART_VERDICT | QP_ART_FILES | QP_ART_QMODEL, .min_inputs = 1, .max_inputs = -1,
     .output = QP_ART_VERDICT,
-    .implemented = 1,
     .validate = gate_validate,
     .run = gate_run,
 };

@@ -331,7 +331,6 @@ const qp_stage_kind qp_stage_package = {
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,
     .min_inputs = 1, .max_inputs = -1,
     .output = QP_ART_FILES,
-    .implemented = 1,
     .float_numerics = 1,
     .validate = package_validate,
     .run = package_run,

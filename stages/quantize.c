@@ -520,7 +520,6 @@ const qp_stage_kind qp_stage_quantize = {
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,
     .output = QP_ART_QMODEL,
-    .implemented = 1,
     .float_numerics = 1,
     .validate = quantize_validate,
     .run = quantize_run,

@@ -260,7 +260,6 @@ const qp_stage_kind qp_stage_run = {
     .accepts = QP_ART_FILES | QP_ART_MODEL | QP_ART_CALIB | QP_ART_QMODEL | QP_ART_METRICS | QP_ART_VERDICT,
     .min_inputs = 0, .max_inputs = -1,
     .output = QP_ART_FILES,
-    .implemented = 1,
     .validate = run_validate,
     .run = run_run,
 };

@@ -94,7 +94,6 @@ const qp_stage_kind qp_stage_select = {
     .params = params,
     .accepts = QP_ART_VERDICT, .min_inputs = 1, .max_inputs = -1,
     .output = QP_ART_VERDICT,
-    .implemented = 1,
     .consumes_rejections = 1,
     .run = select_run,
 };

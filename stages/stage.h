@@ -60,9 +60,6 @@ typedef struct qp_stage_kind {
      * NULL = `output`. Used by the recipe checker; the runner checks the
      * actual type of every input again before a stage runs. */
     unsigned (*output_for)(const json_t *params);
-    /* 1 when this build implements run(); the others are declared so that
-     * recipes can already be validated against their parameter tables. */
-    int implemented;
     /* 1 when the output depends on floating-point arithmetic (forward
      * passes, quantizer searches, metrics): the numerics profile
      * (common/numerics.h) goes into the key, so a cache never mixes the
