@@ -276,6 +276,8 @@ static int load_stages(qp_recipe *r, const json_t *scope, const qp_ynode *root)
             memset(&b[order[k]].decl, 0, sizeof(qp_stage_decl));
             for (size_t j = 0; j < r->stages[k].n_needs; j++)
                 r->stages[k].need_index[j] = pos[r->stages[k].need_index[j]];
+            for (size_t j = 0; j < r->stages[k].n_links; j++)
+                r->stages[k].links[j].index = pos[r->stages[k].links[j].index];
         }
         r->n = n;
     }

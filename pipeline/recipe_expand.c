@@ -237,23 +237,32 @@ static void merged_with(qp_ynode *m, const qp_ynode *with, const qp_instance *in
     }
 }
 
-/* A `reference` naming an expanded stage by its plain name is zipped like
- * a need: it must share the stage's origin. */
-static int zip_reference(const xctx *x, qp_stage_build *b, size_t u, long inst)
+/* A parameter naming an expanded stage (QP_PF_STAGE) by its plain name is
+ * zipped like a need: it must share the stage's origin. */
+static int zip_link(const xctx *x, qp_stage_build *b, size_t u, long inst, const qp_param_spec *spec)
 {
-    const char *ref = json_string_value(json_object_get(b->decl.params, "reference"));
-    if (!b->ref_node || !ref || strchr(ref, '@'))
+    const char *ref = qp_stage_link_id(b->decl.params, spec);
+    if (!ref || strchr(ref, '@'))
         return 0;
     long r = qp_id_find(x->by_id, x->n, ref);
     if (r < 0 || x->origin[r] < 0)
         return 0;
     if (inst < 0 || x->origin[r] != x->origin[u])
-        return qp_recipe_fail(x->path, b->ref_node->mark,
-                              "parameter 'reference' for %s: stage '%s' is expanded; name one of its instances as "
-                              "'%s@NAME'", b->decl.kind->name, ref, ref);
-    json_object_set_new(b->decl.params, "reference",
+        return qp_recipe_fail(x->path, qp_param_mark(b, spec->name),
+                              "parameter '%s' for %s: stage '%s' is expanded; name one of its instances as "
+                              "'%s@NAME'", spec->name, b->decl.kind->name, ref, ref);
+    json_object_set_new(b->decl.params, spec->name,
                         json_sprintf("%s@%s", ref, x->t[x->origin[u]].inst[inst].name));
     return 0;
+}
+
+static int zip_links(const xctx *x, qp_stage_build *b, size_t u, long inst)
+{
+    int rc = 0;
+    for (const qp_param_spec *s = b->decl.kind->params; s && s->name && rc == 0; s++)
+        if (s->flags & QP_PF_STAGE)
+            rc = zip_link(x, b, u, inst, s);
+    return rc;
 }
 
 /* One stage to run: stage u as written, instance `inst` of its origin
@@ -291,14 +300,14 @@ static int build_one(const xctx *x, qp_stage_build *b, size_t u, long inst)
         merged_with(&merged, qp_ynode_is_null(with) ? NULL : with, in);
         with = &merged;
     }
-    int rc = qp_recipe_params(&d->params, &d->param_marks, &b->ref_node, d->kind, with, &key, scope, x->path);
+    int rc = qp_recipe_params(&d->params, &d->param_marks, d->kind, with, &key, scope, x->path);
     if (with == &merged) {
         free(merged.keys);
         free(merged.items);
     }
     json_decref(scope);
     if (rc == 0)
-        rc = zip_reference(x, b, u, inst);
+        rc = zip_links(x, b, u, inst);
     return rc;
 }
 

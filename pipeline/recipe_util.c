@@ -21,6 +21,21 @@ int qp_recipe_fail(const char *path, qp_mark m, const char *fmt, ...)
     return qp_error_set(QP_EUSAGE, "%s:%d:%d: %s", path, m.line, m.col, msg);
 }
 
+qp_mark qp_param_mark(const qp_stage_build *b, const char *param)
+{
+    qp_mark m = b->key->mark;
+    const char *at = json_string_value(json_object_get(b->decl.param_marks, param));
+    if (at && sscanf(at, "%d:%d", &m.line, &m.col) != 2)
+        m = b->key->mark;
+    return m;
+}
+
+const char *qp_stage_link_id(const json_t *params, const qp_param_spec *spec)
+{
+    const char *id = json_string_value(json_object_get(params, spec->name));
+    return id && id[0] ? id : NULL;
+}
+
 /* Optimal-string-alignment distance (Levenshtein plus adjacent swaps, the
  * commonest typo: "gtpq" for "gptq"), capped at 3 since only <= 2 matters. */
 static size_t distance(const char *a, const char *b)
@@ -148,6 +163,9 @@ void qp_stage_decl_clear(qp_stage_decl *d)
         free(d->needs[i]);
     free(d->needs);
     free(d->need_index);
+    for (size_t i = 0; i < d->n_links; i++)
+        free(d->links[i].id);
+    free(d->links);
     free(d->base);
     free(d->instance);
     free(d->origin);

@@ -1,4 +1,5 @@
 #include "pipeline/runner.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "pipeline/key.h"
@@ -20,7 +21,7 @@ typedef struct {
     const qp_stage_decl *decl;
     stage_status status;
     int selected;            /* part of this invocation (--stage) */
-    size_t *deps;            /* needs + `reference:` stage */
+    size_t *deps;            /* needs, then the stages its parameters name (links) */
     size_t n_deps;
     char key[QP_HEX_LEN];
     char output[QP_HEX_LEN];
@@ -218,6 +219,29 @@ static unsigned lowest_bit(unsigned m)
     return m & (~m + 1u);
 }
 
+/* What the stage sees of the stages its parameters name: their outputs and
+ * the artifacts they consumed (all finished: they are dependencies). */
+static qp_named_stage *named_stages(runner *R, const qp_stage_decl *d)
+{
+    qp_named_stage *named = qp_xcalloc(d->n_links + 1, sizeof(*named));
+    for (size_t i = 0; i < d->n_links; i++) {
+        const stage_state *ls = &R->st[d->links[i].index];
+        const qp_artifact **in = qp_xcalloc(ls->decl->n_needs + 1, sizeof(*in));
+        for (size_t j = 0; j < ls->decl->n_needs; j++)
+            in[j] = R->st[ls->decl->need_index[j]].artifact;
+        named[i] = (qp_named_stage){.param = d->links[i].param, .id = d->links[i].id, .output = ls->artifact,
+                                    .n_inputs = ls->decl->n_needs, .inputs = in};
+    }
+    return named;
+}
+
+static void free_named_stages(qp_named_stage *named, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((void *)named[i].inputs);
+    free(named);
+}
+
 /* Calls the stage and stores its output; caller holds the key lock. */
 static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const char *const *input_ids,
                    const char *const *input_digests)
@@ -238,14 +262,9 @@ static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const 
         .input_digests = input_digests, .output = out, .threads = R->opt->threads > 0 ? R->opt->threads : 1,
         .progress = &prog, .stage_key = s->key,
     };
-    const char *ref = json_string_value(json_object_get(d->params, "reference"));
-    long ri = ref && ref[0] ? qp_recipe_find(R->r, ref) : -1;
-    if (ri >= 0) {
-        const stage_state *rs = &R->st[ri];
-        ctx.reference_id = ref;
-        ctx.reference = rs->artifact;
-        ctx.reference_input = rs->decl->n_needs ? R->st[rs->decl->need_index[0]].artifact : NULL;
-    }
+    qp_named_stage *named = named_stages(R, d);
+    ctx.n_named = d->n_links;
+    ctx.named = named;
     qp_error_clear();
     rc = d->kind->run(&ctx);
     pthread_mutex_lock(&R->out_mu);
@@ -296,6 +315,7 @@ stored:
     s->artifact = out;
     out = NULL;
 done:
+    free_named_stages(named, d->n_links);
     qp_artifact_refs_free(refs, n_refs);
     qp_artifact_free(out);
     return rc;
@@ -340,8 +360,9 @@ static int process(runner *R, stage_state *s)
 {
     const qp_stage_decl *d = s->decl;
     size_t n = d->n_needs;
-    qp_artifact **inputs = calloc(n + 1, sizeof(*inputs));
-    const char **ids = calloc(n + 1, sizeof(*ids)), **digests = calloc(n + 1, sizeof(*digests));
+    qp_artifact **inputs = qp_xcalloc(n + 1, sizeof(*inputs));
+    const char **ids = qp_xcalloc(n + 1, sizeof(*ids)), **digests = qp_xcalloc(n + 1, sizeof(*digests));
+    const char **link_digests = qp_xcalloc(d->n_links + 1, sizeof(*link_digests));
     qp_cache_lock *lock = NULL;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -357,17 +378,10 @@ static int process(runner *R, stage_state *s)
             goto done;
         }
     }
-    if ((rc = qp_key_describe(&s->desc, R->r, d, R->cache, digests)) != 0)
+    for (size_t i = 0; i < d->n_links; i++)
+        link_digests[i] = R->st[d->links[i].index].output;
+    if ((rc = qp_key_describe(&s->desc, R->r, d, R->cache, digests, link_digests)) != 0)
         goto done;
-    /* a `reference:` stage is read by the stage: its output is in the key */
-    for (size_t i = 0; i < s->n_deps; i++) {
-        stage_state *up = &R->st[s->deps[i]];
-        int is_need = 0;
-        for (size_t j = 0; j < n; j++)
-            is_need |= d->need_index[j] == s->deps[i];
-        if (!is_need)
-            json_object_set_new(json_object_get(s->desc, "params"), "reference_digest", json_string(up->output));
-    }
     qp_key_hash(s->key, s->desc);
     if (R->opt->frozen && (rc = check_frozen(R, s)) != 0)
         goto done;
@@ -447,6 +461,7 @@ done:
     free(inputs);
     free(ids);
     free(digests);
+    free(link_digests);
     return rc;
 }
 
@@ -621,7 +636,7 @@ static int run_once(runner *R, double *elapsed)
     int jobs = R->opt->jobs > 0 ? R->opt->jobs : 1;
     if (R->opt->mode == QP_RUN_PLAN)
         jobs = 1;
-    pthread_t *th = calloc((size_t)jobs, sizeof(*th));
+    pthread_t *th = qp_xcalloc((size_t)jobs, sizeof(*th));
     for (int i = 0; i < jobs; i++)
         pthread_create(&th[i], NULL, worker, R);
     for (int i = 0; i < jobs; i++)
@@ -675,7 +690,7 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
 {
     runner R = {.r = r, .cache = cache, .opt = opt};
     R.n = qp_recipe_stage_count(r);
-    R.st = calloc(R.n ? R.n : 1, sizeof(*R.st));
+    R.st = qp_xcalloc(R.n ? R.n : 1, sizeof(*R.st));
     R.tty = !opt->json && isatty(fileno(opt->out));
     pthread_mutex_init(&R.mu, NULL);
     pthread_mutex_init(&R.out_mu, NULL);
@@ -685,17 +700,15 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
         const qp_stage_decl *d = qp_recipe_stage(r, i);
         stage_state *s = &R.st[i];
         s->decl = d;
-        s->deps = calloc(d->n_needs + 1, sizeof(size_t));
+        s->deps = qp_xcalloc(d->n_needs + d->n_links + 1, sizeof(size_t));
         for (size_t k = 0; k < d->n_needs; k++)
             s->deps[s->n_deps++] = d->need_index[k];
-        const char *ref = json_string_value(json_object_get(d->params, "reference"));
-        long ri = ref && ref[0] ? qp_recipe_find(r, ref) : -1;
-        if (ri >= 0) {
+        for (size_t k = 0; k < d->n_links; k++) {
             int dup = 0;
-            for (size_t k = 0; k < s->n_deps; k++)
-                dup |= s->deps[k] == (size_t)ri;
+            for (size_t j = 0; j < s->n_deps; j++)
+                dup |= s->deps[j] == d->links[k].index;
             if (!dup)
-                s->deps[s->n_deps++] = (size_t)ri;
+                s->deps[s->n_deps++] = d->links[k].index;
         }
     }
     if (opt->only_stage) {
