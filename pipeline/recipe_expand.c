@@ -7,6 +7,7 @@
  * (fan-in), `X@NAME` one.  After this, nothing downstream knows about
  * matrices: keys, cache, runner and lock see ordinary stages. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,10 +181,8 @@ static void add_need(qp_stage_build *b, char *id, const qp_ynode *node, size_t *
     qp_stage_decl *d = &b->decl;
     if (d->n_needs == *cap) {
         *cap = *cap ? 2 * *cap : 4;
-        d->needs = realloc(d->needs, *cap * sizeof(char *));
-        b->need_nodes = realloc(b->need_nodes, *cap * sizeof(qp_ynode *));
-        if (!d->needs || !b->need_nodes)
-            abort();
+        d->needs = qp_xrealloc_array(d->needs, *cap, sizeof(char *));
+        b->need_nodes = qp_xrealloc_array(b->need_nodes, *cap, sizeof(qp_ynode *));
     }
     d->needs[d->n_needs] = id;
     b->need_nodes[d->n_needs++] = node;
@@ -218,10 +217,8 @@ static void merged_with(qp_ynode *m, const qp_ynode *with, const qp_instance *in
     memset(m, 0, sizeof(*m));
     m->kind = QP_YN_MAP;
     m->mark = with ? with->mark : (in->n ? in->vals[0]->mark : (qp_mark){1, 1});
-    m->keys = calloc(cap, sizeof(qp_ynode *));
-    m->items = calloc(cap, sizeof(qp_ynode *));
-    if (!m->keys || !m->items)
-        abort();
+    m->keys = qp_xcalloc(cap, sizeof(qp_ynode *));
+    m->items = qp_xcalloc(cap, sizeof(qp_ynode *));
     for (size_t i = 0; with && i < with->n; i++) {
         m->keys[m->n] = with->keys[i];
         m->items[m->n++] = with->items[i];
@@ -317,10 +314,8 @@ int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t
     *out = NULL;
     *n_out = 0;
     xctx x = {.t = t, .n = n, .path = path, .scope = scope};
-    x.ids = calloc(n + 1, sizeof(char *));
-    x.origin = malloc((n + 1) * sizeof(long));
-    if (!x.ids || !x.origin)
-        abort();
+    x.ids = qp_xcalloc(n + 1, sizeof(char *));
+    x.origin = qp_xmalloc((n + 1) * sizeof(long));
     int any = 0;
     for (size_t i = 0; i < n; i++) {
         x.ids[i] = t[i].id;
@@ -336,9 +331,7 @@ int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += x.origin[i] >= 0 ? t[x.origin[i]].n_inst : 1;
-    qp_stage_build *b = rc == 0 ? calloc(total + 1, sizeof(*b)) : NULL;
-    if (rc == 0 && !b)
-        abort();
+    qp_stage_build *b = rc == 0 ? qp_xcalloc(total + 1, sizeof(*b)) : NULL;
     size_t k = 0;
     for (size_t u = 0; u < n && rc == 0; u++) {
         if (x.origin[u] < 0) {

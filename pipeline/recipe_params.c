@@ -1,5 +1,6 @@
 /* `with:` validation against a stage kind's parameter table. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,9 +274,7 @@ int qp_recipe_params(json_t **params, json_t **marks, const qp_stage_kind *k, co
     }
     /* Output in table order (pattern matches sorted), so neither key order
      * nor comments in the file change the params object. */
-    pattern_keys = calloc(json_object_size(given) + 1, sizeof(*pattern_keys));
-    if (!pattern_keys)
-        abort();
+    pattern_keys = qp_xcalloc(json_object_size(given) + 1, sizeof(*pattern_keys));
     for (const qp_param_spec *s = k->params; s && s->name; s++) {
         pctx c = {path, k->name, s->name, s};
         if (s->flags & QP_PF_PATTERN) {

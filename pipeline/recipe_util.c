@@ -1,6 +1,7 @@
 /* Small helpers of the recipe loader: messages with marks, "did you mean",
  * cycle paths and the depth-first search that finds them. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -127,9 +128,7 @@ static int cmp_id_ix(const void *a, const void *b)
 
 qp_id_ix *qp_id_index(const char *const *ids, size_t n)
 {
-    qp_id_ix *tab = malloc((n + 1) * sizeof(*tab));
-    if (!tab)
-        abort();
+    qp_id_ix *tab = qp_xmalloc((n + 1) * sizeof(*tab));
     for (size_t i = 0; i < n; i++) {
         tab[i].id = ids[i];
         tab[i].ix = i;
@@ -179,11 +178,9 @@ int qp_recipe_dfs(const qp_dfs_graph *g)
     int rc = 0;
     /* 0 unvisited, 1 on the stack, 2 finished; pos[u]: u's next edge;
      * at[u]: u's place on the stack, where a cycle through it starts */
-    unsigned char *color = calloc(n + 1, 1);
-    size_t *stack = malloc((n + 1) * sizeof(size_t)), *pos = calloc(n + 1, sizeof(size_t));
-    size_t *at = malloc((n + 1) * sizeof(size_t));
-    if (!color || !stack || !pos || !at)
-        abort();
+    unsigned char *color = qp_xcalloc(n + 1, 1);
+    size_t *stack = qp_xmalloc((n + 1) * sizeof(size_t)), *pos = qp_xcalloc(n + 1, sizeof(size_t));
+    size_t *at = qp_xmalloc((n + 1) * sizeof(size_t));
     for (size_t root = 0; root < n && rc == 0; root++) {
         if (color[root])
             continue;

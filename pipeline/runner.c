@@ -81,6 +81,22 @@ static void print_gate_checks(runner *R, const stage_state *s)
     }
 }
 
+/* key, output, metrics and a gate's checks, those a stage has, into e
+ * (a --json event or a run record entry). */
+static void add_outcome(json_t *e, const stage_state *s)
+{
+    if (s->key[0])
+        json_object_set_new(e, "key", json_string(s->key));
+    if (s->output[0])
+        json_object_set_new(e, "output", json_string(s->output));
+    if (s->artifact) {
+        json_object_set(e, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
+        const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
+        if (checks)
+            json_object_set(e, "checks", (json_t *)checks);
+    }
+}
+
 static void report_stage(runner *R, stage_state *s)
 {
     const qp_stage_decl *d = s->decl;
@@ -92,16 +108,7 @@ static void report_stage(runner *R, stage_state *s)
     if (R->opt->json) {
         json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:f}", "event", "stage", "stage", d->id, "kind", d->kind->name,
                                "status", status_name[s->status], "seconds", s->seconds);
-        if (s->key[0])
-            json_object_set_new(ev, "key", json_string(s->key));
-        if (s->output[0])
-            json_object_set_new(ev, "output", json_string(s->output));
-        if (s->artifact) {
-            json_object_set(ev, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
-            const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
-            if (checks)
-                json_object_set(ev, "checks", (json_t *)checks);
-        }
+        add_outcome(ev, s);
         if (s->rejected)
             json_object_set_new(ev, "rejected", json_true());
         if (s->mismatch)
@@ -686,19 +693,13 @@ static void reset_states(runner *R)
     R->corrupt_seen = 0;
 }
 
-int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt)
+/* Each stage's state, with its dependencies: needs, then the stages its
+ * parameters name (links) that are not among them. */
+static void init_states(runner *R)
 {
-    runner R = {.r = r, .cache = cache, .opt = opt};
-    R.n = qp_recipe_stage_count(r);
-    R.st = qp_xcalloc(R.n ? R.n : 1, sizeof(*R.st));
-    R.tty = !opt->json && isatty(fileno(opt->out));
-    pthread_mutex_init(&R.mu, NULL);
-    pthread_mutex_init(&R.out_mu, NULL);
-    pthread_cond_init(&R.cv, NULL);
-    int rc = 0;
-    for (size_t i = 0; i < R.n; i++) {
-        const qp_stage_decl *d = qp_recipe_stage(r, i);
-        stage_state *s = &R.st[i];
+    for (size_t i = 0; i < R->n; i++) {
+        const qp_stage_decl *d = qp_recipe_stage(R->r, i);
+        stage_state *s = &R->st[i];
         s->decl = d;
         s->deps = qp_xcalloc(d->n_needs + d->n_links + 1, sizeof(size_t));
         for (size_t k = 0; k < d->n_needs; k++)
@@ -711,17 +712,104 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
                 s->deps[s->n_deps++] = d->links[k].index;
         }
     }
-    if (opt->only_stage) {
-        long i = qp_recipe_find(r, opt->only_stage);
-        if (i < 0) {
-            rc = qp_error_set(QP_EUSAGE, "%s: --stage %s: no such stage", qp_recipe_path(r), opt->only_stage);
-            goto done;
-        }
-        select_stages(&R, (size_t)i);
-    } else {
-        for (size_t i = 0; i < R.n; i++)
-            R.st[i].selected = 1;
+}
+
+/* One stage's entry in the run record. */
+static json_t *record_stage(const stage_state *s)
+{
+    json_t *e = json_pack("{s:s, s:s, s:f, s:O}", "kind", s->decl->kind->name, "status", status_name[s->status],
+                          "seconds", s->seconds, "params", s->decl->params);
+    if (s->rejected)
+        json_object_set_new(e, "rejected", json_true());
+    add_outcome(e, s);  /* the record is written with sorted keys */
+    if (s->desc) {
+        json_object_set(e, "inputs", json_object_get(s->desc, "inputs"));
+        json_object_set(e, "files", json_object_get(s->desc, "files"));
+        if (json_object_get(s->desc, "reads"))
+            json_object_set(e, "reads", json_object_get(s->desc, "reads"));
     }
+    if (s->message)
+        json_object_set_new(e, "message", json_string(s->message));
+    return e;
+}
+
+/* Commits the run record (provenance) when a stage ran; commit[0] stays
+ * '\0' when none is made.  A failure to record is a warning: the run's
+ * own error (rc's message) is kept. */
+static void record_run(runner *R, int rc, double started_wall, double elapsed, char commit[41])
+{
+    const qp_run_options *opt = R->opt;
+    size_t ran = 0;
+    for (size_t i = 0; i < R->n; i++)
+        ran += R->st[i].status == ST_RAN;
+    if (ran == 0 || !opt->provenance)
+        return;
+    char *saved = qp_strdup(qp_error_last());
+    int saved_code = qp_error_last_code();
+    json_t *stages = json_object();
+    for (size_t i = 0; i < R->n; i++)
+        if (R->st[i].selected)
+            json_object_set_new(stages, R->st[i].decl->id, record_stage(&R->st[i]));
+    const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
+    if (qp_run_record_commit(commit, R->r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
+        fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
+        commit[0] = '\0';
+    } else if (!opt->json) {
+        fprintf(opt->out, "provenance: %.12s on %s\n", commit, opt->branch ? opt->branch : "qpipe/provenance");
+    }
+    json_decref(stages);
+    qp_error_set(saved_code, "%s", saved);
+    free(saved);
+}
+
+/* --json: the closing "summary" event. */
+static void emit_summary(runner *R, int rc, double elapsed, const char *commit)
+{
+    size_t c[8] = {0};
+    for (size_t i = 0; i < R->n; i++)
+        if (R->st[i].selected)
+            c[R->st[i].status]++;
+    json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s}", "event", "summary", "ran", (int)c[ST_RAN],
+                           "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED], "blocked",
+                           (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
+                           rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error");
+    if (R->opt->exit_status)
+        json_object_set_new(ev, "exit", json_integer(R->opt->exit_status(rc)));
+    if (commit[0])
+        json_object_set_new(ev, "provenance", json_string(commit));
+    if (rc)
+        json_object_set_new(ev, "error", json_string(qp_error_last()));
+    emit_json(R, ev);
+}
+
+/* --stage: that stage and what it depends on; otherwise every stage. */
+static int select_all(runner *R)
+{
+    if (!R->opt->only_stage) {
+        for (size_t i = 0; i < R->n; i++)
+            R->st[i].selected = 1;
+        return 0;
+    }
+    long i = qp_recipe_find(R->r, R->opt->only_stage);
+    if (i < 0)
+        return qp_error_set(QP_EUSAGE, "%s: --stage %s: no such stage", qp_recipe_path(R->r), R->opt->only_stage);
+    select_stages(R, (size_t)i);
+    return 0;
+}
+
+int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt)
+{
+    runner R = {.r = r, .cache = cache, .opt = opt};
+    R.n = qp_recipe_stage_count(r);
+    R.st = qp_xcalloc(R.n ? R.n : 1, sizeof(*R.st));
+    R.tty = !opt->json && isatty(fileno(opt->out));
+    pthread_mutex_init(&R.mu, NULL);
+    pthread_mutex_init(&R.out_mu, NULL);
+    pthread_cond_init(&R.cv, NULL);
+    init_states(&R);
+    int rc = select_all(&R);
+    if (rc)
+        goto done;
     double elapsed = 0;
     double started_wall = (double)time(NULL);
     for (int attempt = 0;; attempt++) {
@@ -735,70 +823,10 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
     }
     print_summary(&R, elapsed, rc);
     if (opt->mode == QP_RUN_NORMAL) {
-        size_t ran = 0;
-        for (size_t i = 0; i < R.n; i++)
-            ran += R.st[i].status == ST_RAN;
         char commit[41] = "";
-        if (ran > 0 && opt->provenance) {
-            char *saved = qp_strdup(qp_error_last());
-            int saved_code = qp_error_last_code();
-            json_t *stages = json_object();
-            for (size_t i = 0; i < R.n; i++) {
-                stage_state *s = &R.st[i];
-                if (!s->selected)
-                    continue;
-                json_t *e = json_pack("{s:s, s:s, s:f, s:O}", "kind", s->decl->kind->name, "status",
-                                      status_name[s->status], "seconds", s->seconds, "params", s->decl->params);
-                if (s->rejected)
-                    json_object_set_new(e, "rejected", json_true());
-                if (s->key[0])
-                    json_object_set_new(e, "key", json_string(s->key));
-                if (s->output[0])
-                    json_object_set_new(e, "output", json_string(s->output));
-                if (s->desc) {
-                    json_object_set(e, "inputs", json_object_get(s->desc, "inputs"));
-                    json_object_set(e, "files", json_object_get(s->desc, "files"));
-                    if (json_object_get(s->desc, "reads"))
-                        json_object_set(e, "reads", json_object_get(s->desc, "reads"));
-                }
-                if (s->artifact) {
-                    json_object_set(e, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
-                    const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
-                    if (checks)
-                        json_object_set(e, "checks", (json_t *)checks);
-                }
-                if (s->message)
-                    json_object_set_new(e, "message", json_string(s->message));
-                json_object_set_new(stages, s->decl->id, e);
-            }
-            const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
-            if (qp_run_record_commit(commit, r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
-                fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
-                commit[0] = '\0';
-            } else if (!opt->json) {
-                fprintf(opt->out, "provenance: %.12s on %s\n", commit, opt->branch ? opt->branch : "qpipe/provenance");
-            }
-            json_decref(stages);
-            qp_error_set(saved_code, "%s", saved);
-            free(saved);
-        }
-        if (opt->json) {
-            size_t c[8] = {0};
-            for (size_t i = 0; i < R.n; i++)
-                if (R.st[i].selected)
-                    c[R.st[i].status]++;
-            json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s}", "event", "summary", "ran",
-                                   (int)c[ST_RAN], "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED],
-                                   "blocked", (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
-                                   rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error");
-            if (opt->exit_status)
-                json_object_set_new(ev, "exit", json_integer(opt->exit_status(rc)));
-            if (commit[0])
-                json_object_set_new(ev, "provenance", json_string(commit));
-            if (rc)
-                json_object_set_new(ev, "error", json_string(qp_error_last()));
-            emit_json(&R, ev);
-        }
+        record_run(&R, rc, started_wall, elapsed, commit);
+        if (opt->json)
+            emit_summary(&R, rc, elapsed, commit);
     }
 done:
     for (size_t i = 0; i < R.n; i++) {
