@@ -52,7 +52,7 @@ static void type_names(char *buf, size_t n, unsigned mask)
         }
 }
 
-/* " an", " a": the article before a type name. */
+/* "n" when the article before `word` is "an" (after "a"), else "". */
 static const char *article(const char *word)
 {
     return word[0] && strchr("aeiou", word[0]) ? "n" : "";
