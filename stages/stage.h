@@ -38,7 +38,7 @@ enum {
      * stage is no input, but an edge of the graph: it runs first, a loop
      * through it is a cycle, an expanded stage named by its plain name is
      * zipped like a need, and its output digest goes in the key as
-     * "NAME_digest" (unless it is also an input).  `allowed` is then not a
+     * "PARAM_digest" (unless it is also an input).  `allowed` is then not a
      * list of choices but the output types the named stage must produce
      * ("metrics"; NULL = any).  The stage reads it with qp_stage_named().
      * Not combined with QP_PF_PATTERN. */
