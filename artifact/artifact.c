@@ -1,5 +1,6 @@
 /* Artifact manifests: entries + metrics + meta, serialised canonically. */
 #include "artifact/artifact.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -41,9 +42,7 @@ qp_artifact_type qp_artifact_type_parse(const char *name)
 
 int qp_artifact_new(qp_artifact **out, qp_artifact_type type)
 {
-    qp_artifact *a = calloc(1, sizeof(*a));
-    if (!a)
-        return qp_error_set(QP_ERROR, "out of memory");
+    qp_artifact *a = qp_xcalloc(1, sizeof(*a));
     a->type = type;
     a->entries = json_object();
     a->metrics = json_object();
@@ -121,11 +120,9 @@ static json_t *sorted_entries(const qp_artifact *ca)
     if (a->sorted)
         return a->sorted;
     size_t n = json_object_size(a->entries), i = 0;
-    json_t **v = malloc((n ? n : 1) * sizeof(*v));
+    json_t **v = qp_xmalloc((n ? n : 1) * sizeof(*v));
     const char *key;
     json_t *e;
-    if (!v)
-        abort();
     json_object_foreach(a->entries, key, e)
         v[i++] = e;
     qsort(v, n, sizeof(*v), cmp_entry_name);
@@ -180,8 +177,8 @@ int qp_artifact_serialize(const qp_artifact *a, char **out_json)
     /* JSON_REAL_PRECISION(17): a double survives the round trip exactly. */
     char *s = json_dumps(root, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(17));
     json_decref(root);
-    if (!s)
-        return qp_error_set(QP_ERROR, "out of memory serialising an artifact");
+    if (!s)  /* jansson's own allocation: a manifest is always serialisable */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     *out_json = s;
     return 0;
 }
@@ -199,9 +196,7 @@ int qp_artifact_store(const qp_artifact *a, qp_cache *c, char digest[QP_HEX_LEN]
         return rc;
     if (refs) {
         size_t n = qp_artifact_count(a);
-        char **r = malloc((n + 1) * sizeof(*r));
-        if (!r)
-            return qp_error_set(QP_ERROR, "out of memory");
+        char **r = qp_xmalloc((n + 1) * sizeof(*r));
         r[0] = qp_strdup(digest);
         for (size_t i = 0; i < n; i++)
             r[i + 1] = qp_strdup(qp_artifact_entry_digest(qp_artifact_entry(a, i)));
@@ -280,11 +275,7 @@ int qp_artifact_load(qp_artifact **out, qp_cache *c, const char *digest)
     int rc = qp_cache_get(c, digest, &buf, &len);
     if (rc)
         return rc;
-    char *text = realloc(buf, len + 1);
-    if (!text) {
-        free(buf);
-        return qp_error_set(QP_ERROR, "out of memory");
-    }
+    char *text = qp_xrealloc(buf, len + 1);
     text[len] = '\0';
     char what[96];
     snprintf(what, sizeof(what), "cache object %.12s", digest);

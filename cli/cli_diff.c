@@ -2,6 +2,7 @@
  * by side — parameters, inputs and metrics that differ, with the change of
  * every numeric metric (like `dvc metrics diff`). */
 #include "common/error.h"
+#include "common/alloc.h"
 #include "cli/cli.h"
 #include "pipeline/provenance.h"
 
@@ -14,11 +15,11 @@
 static char *show(const json_t *v)
 {
     if (!v)
-        return strdup("-");
+        return qp_xstrdup("-");
     if (json_is_string(v))
-        return strdup(json_string_value(v));
+        return qp_xstrdup(json_string_value(v));
     char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(8));
-    return s ? s : strdup("?");
+    return s ? s : qp_xstrdup("?");
 }
 
 static int same(const json_t *a, const json_t *b)

@@ -48,13 +48,13 @@ int qp_cli_graph(int argc, char **argv)
             dot_id(d->id);
             printf(";\n");
         }
-        const char *ref = json_string_value(json_object_get(d->params, "reference"));
-        if (ref && ref[0]) {
+        /* a stage a parameter names: ordered first, but no input */
+        for (size_t k = 0; k < d->n_links; k++) {
             printf("  ");
-            dot_id(ref);
+            dot_id(d->links[k].id);
             printf(" -> ");
             dot_id(d->id);
-            printf(" [style=dashed, label=\"reference\"];\n");
+            printf(" [style=dashed, label=\"%s\"];\n", d->links[k].param);
         }
     }
     printf("}\n");

@@ -24,7 +24,9 @@ static const char *type_name(qp_param_type t)
 
 static void describe_values(char *buf, size_t n, const qp_param_spec *p)
 {
-    if (p->allowed)
+    if (p->flags & QP_PF_STAGE)  /* allowed: the output types of the stage it names */
+        snprintf(buf, n, "a stage making %s", p->allowed ? p->allowed : "anything");
+    else if (p->allowed)
         snprintf(buf, n, "%s", p->allowed);
     else if ((p->type == QP_P_INT || p->type == QP_P_INT_LIST) && p->min <= p->max)
         snprintf(buf, n, "%.0f..%.0f", p->min, p->max);

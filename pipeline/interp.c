@@ -5,29 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "pipeline/yaml_scalar.h"
 
 /* ${…} references nest only through defaults; this bounds the recursion. */
 #define INTERP_MAX_DEPTH 16
-
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = realloc(b->s, b->cap);
-        if (!b->s)
-            abort();
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = '\0';
-}
 
 static size_t name_len(const char *s, size_t n, int allow_dash)
 {
@@ -55,11 +39,11 @@ static long body_len(const char *s, size_t n)
     return -1;
 }
 
-static int expand(sbuf *out, const char *s, size_t n, const json_t *scope, const char *where, int depth);
+static int expand(qp_buf *out, const char *s, size_t n, const json_t *scope, const char *where, int depth);
 
 /* ${matrix.KEY}: the instance's value, or an error that says where matrix
  * values exist at all (matrix is NULL outside an expanded stage's with:). */
-static int expand_matrix(sbuf *out, const char *body, size_t n, const json_t *matrix, const char *where)
+static int expand_matrix(qp_buf *out, const char *body, size_t n, const json_t *matrix, const char *where)
 {
     if (!matrix)
         return qp_error_set(QP_EUSAGE,
@@ -69,7 +53,7 @@ static int expand_matrix(sbuf *out, const char *body, size_t n, const json_t *ma
     snprintf(key, sizeof(key), "%.*s", (int)(n - 7), body + 7);
     const json_t *v = json_object_get(matrix, key);
     if (v) {
-        sb_add(out, json_string_value(v), json_string_length(v));
+        qp_buf_append(out, json_string_value(v), json_string_length(v));
         return 0;
     }
     char keys[300] = "";
@@ -86,7 +70,7 @@ static int expand_matrix(sbuf *out, const char *body, size_t n, const json_t *ma
 }
 
 /* One reference: body is what lies between "${" and its '}'. */
-static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *scope, const char *where, int depth)
+static int expand_ref(qp_buf *out, const char *body, size_t n, const json_t *scope, const char *where, int depth)
 {
     if (n > 5 && strncmp(body, "vars.", 5) == 0) {
         size_t k = name_len(body + 5, n - 5, 1);
@@ -97,7 +81,7 @@ static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *scope
             if (!v)
                 return qp_error_set(QP_EUSAGE, "%s: undefined variable '%s' in '${%.*s}'", where, name,
                                     (int)n, body);
-            sb_add(out, json_string_value(v), json_string_length(v));
+            qp_buf_append(out, json_string_value(v), json_string_length(v));
             return 0;
         }
     } else if (n > 7 && strncmp(body, "matrix.", 7) == 0) {
@@ -112,7 +96,7 @@ static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *scope
             snprintf(name, sizeof(name), "%.*s", (int)k, body + 4);
             const char *v = getenv(name);
             if (v && (*v || !has_def)) {
-                sb_add(out, v, strlen(v));
+                qp_buf_append(out, v, strlen(v));
                 return 0;
             }
             if (has_def)
@@ -127,7 +111,7 @@ static int expand_ref(sbuf *out, const char *body, size_t n, const json_t *scope
                         where, (int)(n > 100 ? 100 : n), body);
 }
 
-static int expand(sbuf *out, const char *s, size_t n, const json_t *scope, const char *where, int depth)
+static int expand(qp_buf *out, const char *s, size_t n, const json_t *scope, const char *where, int depth)
 {
     if (depth > INTERP_MAX_DEPTH)
         return qp_error_set(QP_EUSAGE, "%s: ${…} defaults nested deeper than %d levels", where,
@@ -138,9 +122,9 @@ static int expand(sbuf *out, const char *s, size_t n, const json_t *scope, const
             i++;
             continue;
         }
-        sb_add(out, s + lit, i - lit);
+        qp_buf_append(out, s + lit, i - lit);
         if (s[i + 1] == '$') {
-            sb_add(out, "$", 1);
+            qp_buf_append(out, "$", 1);
             i += 2;
         } else {
             long bl = body_len(s + i + 2, n - i - 2);
@@ -153,21 +137,20 @@ static int expand(sbuf *out, const char *s, size_t n, const json_t *scope, const
         }
         lit = i;
     }
-    sb_add(out, s + lit, n - lit);
+    qp_buf_append(out, s + lit, n - lit);
     return 0;
 }
 
 int qp_interp(char **out, const char *text, const json_t *scope, const char *where)
 {
     *out = NULL;
-    sbuf b = {0};
-    sb_add(&b, "", 0);
+    qp_buf b = QP_BUF_INIT;
     int rc = expand(&b, text, strlen(text), scope, where, 0);
     if (rc < 0) {
-        free(b.s);
+        qp_buf_free(&b);
         return rc;
     }
-    *out = b.s;
+    *out = qp_buf_detach(&b, NULL);
     return 0;
 }
 
@@ -239,8 +222,8 @@ int qp_ynode_json(json_t **out, const qp_ynode *n, const json_t *scope, const ch
     if (n->kind == QP_YN_SCALAR)
         return qp_scalar_eval(out, NULL, n, scope, path);
     json_t *c = n->kind == QP_YN_MAP ? json_object() : json_array();
-    if (!c)
-        abort();
+    if (!c)  /* jansson's own allocation: only memory can fail */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     for (size_t i = 0; i < n->n; i++) {
         json_t *v = NULL;
         int rc = qp_ynode_json(&v, n->items[i], scope, path);

@@ -1,4 +1,5 @@
 #include "pipeline/key.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/numerics.h"
@@ -63,8 +64,24 @@ static int content_digest(json_t **out, const qp_recipe *r, const qp_stage_decl 
     return rc;
 }
 
+/* A stage that a parameter names (QP_PF_STAGE) is read by the stage
+ * without being an input: its output goes in the key as "PARAM_digest". */
+static void add_link_digests(json_t *params, const qp_stage_decl *s, const char *const *link_digests)
+{
+    for (size_t i = 0; i < s->n_links; i++) {
+        int is_need = 0;
+        for (size_t j = 0; j < s->n_needs; j++)
+            is_need |= s->need_index[j] == s->links[i].index;
+        if (is_need)
+            continue;
+        char *name = qp_strfmt("%s_digest", s->links[i].param);
+        json_object_set_new(params, name, json_string(link_digests[i]));
+        free(name);
+    }
+}
+
 int qp_key_describe(json_t **out, const qp_recipe *r, const qp_stage_decl *s, qp_cache *cache,
-                    const char *const *input_digests)
+                    const char *const *input_digests, const char *const *link_digests)
 {
     int rc = 0;
     json_t *desc = json_object(), *params = json_object(), *files = json_object(), *inputs = json_array();
@@ -106,6 +123,7 @@ int qp_key_describe(json_t **out, const qp_recipe *r, const qp_stage_decl *s, qp
         }
         json_object_set_new(files, name, d ? d : json_null());
     }
+    add_link_digests(params, s, link_digests);
     for (size_t i = 0; i < s->n_needs; i++)
         json_array_append_new(inputs, json_pack("{s:s, s:s}", "id", s->needs[i], "digest", input_digests[i]));
     if (s->kind->key_extra) {
@@ -134,8 +152,8 @@ done:
 char *qp_key_canonical(const json_t *desc)
 {
     char *s = json_dumps(desc, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (!s)
-        abort();
+    if (!s)  /* a description is always serialisable: only memory can fail */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     return s;
 }
 

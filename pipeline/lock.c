@@ -1,4 +1,6 @@
 #include "pipeline/lock.h"
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/version.h"
@@ -26,36 +28,10 @@ char *qp_lock_path(const char *recipe_path)
 
 /* ---------------------------------------------------------------- writing */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        if (!b->p)
-            abort();
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_indent(sbuf *b, int n)
+static void sb_indent(qp_buf *b, int n)
 {
     for (int i = 0; i < n; i++)
-        sb_add(b, " ", 1);
+        qp_buf_putc(b, ' ');
 }
 
 static int is_digit(char c)
@@ -166,10 +142,10 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 /* A double-quoted scalar.  Escapes what a YAML reader would not take raw or
  * would fold (controls, C1, NEL/LS/PS line breaks, BOM, non-characters);
  * other non-ASCII text stays readable. */
-static void put_quoted(sbuf *b, const char *s, size_t n)
+static void put_quoted(qp_buf *b, const char *s, size_t n)
 {
     char esc[16];
-    sb_add(b, "\"", 1);
+    qp_buf_append(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
         uint32_t cp = 0;
@@ -192,20 +168,20 @@ static void put_quoted(sbuf *b, const char *s, size_t n)
         } else if (cp == 0x2028 || cp == 0x2029 || cp == 0xfeff || cp == 0xfffe || cp == 0xffff) {
             snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
         } else {
-            sb_add(b, s + i, len);
+            qp_buf_append(b, s + i, len);
             i += len;
             continue;
         }
-        sb_puts(b, esc);
+        qp_buf_puts(b, esc);
         i += len;
     }
-    sb_add(b, "\"", 1);
+    qp_buf_append(b, "\"", 1);
 }
 
-static void put_string(sbuf *b, const char *s, size_t n)
+static void put_string(qp_buf *b, const char *s, size_t n)
 {
     if (plain_ok(s, n))
-        sb_add(b, s, n);
+        qp_buf_append(b, s, n);
     else
         put_quoted(b, s, n);
 }
@@ -213,7 +189,7 @@ static void put_string(sbuf *b, const char *s, size_t n)
 /* The shortest text that strtod() turns back into exactly d, always with a
  * '.' in the mantissa so that every YAML reader (and json_equal) keeps it a
  * float: 5.0, 0.1, 1.0e+20. */
-static void put_real(sbuf *b, double d)
+static void put_real(qp_buf *b, double d)
 {
     char buf[48];
     for (int prec = 1; prec <= 17; prec++) {
@@ -223,61 +199,61 @@ static void put_real(sbuf *b, double d)
     }
     char *e = strchr(buf, 'e');
     if (strchr(buf, '.')) {
-        sb_puts(b, buf);
+        qp_buf_puts(b, buf);
     } else if (e) {
-        sb_add(b, buf, (size_t)(e - buf));
-        sb_puts(b, ".0");
-        sb_puts(b, e);
+        qp_buf_append(b, buf, (size_t)(e - buf));
+        qp_buf_puts(b, ".0");
+        qp_buf_puts(b, e);
     } else {
-        sb_puts(b, buf);
-        sb_puts(b, ".0");
+        qp_buf_puts(b, buf);
+        qp_buf_puts(b, ".0");
     }
 }
 
-static void put_scalar(sbuf *b, const json_t *v)
+static void put_scalar(qp_buf *b, const json_t *v)
 {
     char buf[32];
     switch (json_typeof(v)) {
     case JSON_STRING: put_string(b, json_string_value(v), json_string_length(v)); break;
     case JSON_INTEGER:
         snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        sb_puts(b, buf);
+        qp_buf_puts(b, buf);
         break;
     case JSON_REAL: put_real(b, json_real_value(v)); break;
-    case JSON_TRUE: sb_puts(b, "true"); break;
-    case JSON_FALSE: sb_puts(b, "false"); break;
-    default: sb_puts(b, "null"); break;
+    case JSON_TRUE: qp_buf_puts(b, "true"); break;
+    case JSON_FALSE: qp_buf_puts(b, "false"); break;
+    default: qp_buf_puts(b, "null"); break;
     }
 }
 
-static void put_map(sbuf *b, const json_t *m, int indent, int indent_first);
-static void put_seq(sbuf *b, const json_t *a, int indent);
+static void put_map(qp_buf *b, const json_t *m, int indent, int indent_first);
+static void put_seq(qp_buf *b, const json_t *a, int indent);
 
 /* The value after "key:" or "-": a scalar or an empty collection on the
  * same line, a non-empty collection on the next lines at `indent`. */
-static void put_value(sbuf *b, const json_t *v, int indent)
+static void put_value(qp_buf *b, const json_t *v, int indent)
 {
     if (json_is_object(v) && json_object_size(v) > 0) {
-        sb_puts(b, "\n");
+        qp_buf_puts(b, "\n");
         put_map(b, v, indent, 1);
     } else if (json_is_array(v) && json_array_size(v) > 0) {
-        sb_puts(b, "\n");
+        qp_buf_puts(b, "\n");
         put_seq(b, v, indent);
     } else {
-        sb_puts(b, " ");
+        qp_buf_puts(b, " ");
         if (json_is_object(v))
-            sb_puts(b, "{}");
+            qp_buf_puts(b, "{}");
         else if (json_is_array(v))
-            sb_puts(b, "[]");
+            qp_buf_puts(b, "[]");
         else
             put_scalar(b, v);
-        sb_puts(b, "\n");
+        qp_buf_puts(b, "\n");
     }
 }
 
 /* Entries at `indent`, in the object's order; the first one continues a
  * "- " line when !indent_first. */
-static void put_map(sbuf *b, const json_t *m, int indent, int indent_first)
+static void put_map(qp_buf *b, const json_t *m, int indent, int indent_first)
 {
     const char *k;
     json_t *v;
@@ -286,31 +262,31 @@ static void put_map(sbuf *b, const json_t *m, int indent, int indent_first)
         if (!first || indent_first)
             sb_indent(b, indent);
         first = 0;
-        sbuf key = {0};
+        qp_buf key = QP_BUF_INIT;
         put_string(&key, k, strlen(k));
-        if (key.n > MAX_IMPLICIT_KEY) {
-            sb_puts(b, "? ");
-            sb_add(b, key.p, key.n);
-            sb_puts(b, "\n");
+        if (key.len > MAX_IMPLICIT_KEY) {
+            qp_buf_puts(b, "? ");
+            qp_buf_append(b, key.data, key.len);
+            qp_buf_puts(b, "\n");
             sb_indent(b, indent);
         } else {
-            sb_add(b, key.p, key.n);
+            qp_buf_append(b, key.data, key.len);
         }
-        sb_puts(b, ":");
-        free(key.p);
+        qp_buf_puts(b, ":");
+        qp_buf_free(&key);
         put_value(b, v, indent + 2);
     }
 }
 
-static void put_seq(sbuf *b, const json_t *a, int indent)
+static void put_seq(qp_buf *b, const json_t *a, int indent)
 {
     size_t i;
     json_t *v;
     json_array_foreach(a, i, v) {
         sb_indent(b, indent);
-        sb_puts(b, "-");
+        qp_buf_puts(b, "-");
         if (json_is_object(v) && json_object_size(v) > 0) {
-            sb_puts(b, " ");
+            qp_buf_puts(b, " ");
             put_map(b, v, indent + 2, 0);
         } else {
             put_value(b, v, indent + 2);
@@ -323,13 +299,13 @@ int qp_lock_format(char **out, const json_t *doc)
     *out = NULL;
     if (!json_is_object(doc))
         return qp_error_set(QP_ERROR, "qp_lock_format: a lock document must be a JSON object");
-    sbuf b = {0};
-    sb_puts(&b, LOCK_HEADER);
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_puts(&b, LOCK_HEADER);
     if (json_object_size(doc) == 0)
-        sb_puts(&b, "{}\n");
+        qp_buf_puts(&b, "{}\n");
     else
         put_map(&b, doc, 0, 1);
-    *out = b.p;
+    *out = qp_buf_detach(&b, NULL);
     return 0;
 }
 
@@ -364,8 +340,8 @@ static int node_json(json_t **out, const qp_ynode *n, const char *path)
     if (n->kind == QP_YN_SCALAR)
         return scalar_json(out, n, path);
     json_t *c = n->kind == QP_YN_MAP ? json_object() : json_array();
-    if (!c)
-        abort();
+    if (!c)  /* jansson's own allocation: only memory can fail */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     for (size_t i = 0; i < n->n; i++) {
         json_t *v = NULL;
         int rc = node_json(&v, n->items[i], path);
@@ -502,9 +478,7 @@ static json_t *sorted_copy(const json_t *v)
     if (!json_is_object(v))
         return json_incref((json_t *)v);
     size_t n = json_object_size(v), i = 0;
-    const char **keys = malloc((n ? n : 1) * sizeof(*keys));
-    if (!keys)
-        abort();
+    const char **keys = qp_xmalloc((n ? n : 1) * sizeof(*keys));
     const char *k;
     json_t *x;
     json_object_foreach((json_t *)v, k, x)

@@ -326,31 +326,16 @@ static void retry_backoff(int attempt, unsigned *seed)
     nanosleep(&ts, NULL);
 }
 
-int qp_provenance_commit(char out_commit[41], const char *recipe_path, const char *branch,
-                         const json_t *record, const char *summary)
+/* The record's tree: recipe.yaml (the recipe's bytes) and run.json. */
+static int write_tree(git_tree **tree, git_repository *repo, const char *wd, const char *recipe_path,
+                      const json_t *record)
 {
-    int rc = 0;
-    git_repository *repo = NULL;
     git_treebuilder *tb = NULL;
-    git_tree *tree = NULL;
-    git_signature *sig = NULL;
-    git_commit *parent = NULL;
-    git_reference *newref = NULL;
-    char *wd = NULL, *refname = NULL, *json = NULL, *recipe = NULL, *msg = NULL;
-    char *reflog = NULL;
+    char *recipe = NULL, *json = NULL;
     size_t recipe_len = 0;
-    out_commit[0] = '\0';
-
-    if (!record || !json_is_object(record))
-        return qp_error_set(QP_EUSAGE, "%s: provenance record must be a JSON object",
-                            recipe_path ? recipe_path : "(null)");
-    if ((rc = open_repo(&repo, &wd, recipe_path)) < 0)
-        goto done;
-    if ((rc = branch_refname(&refname, branch)) < 0)
-        goto done;
-    if ((rc = qp_read_file(recipe_path, &recipe, &recipe_len)) < 0)
-        goto done;
-
+    int rc = qp_read_file(recipe_path, &recipe, &recipe_len);
+    if (rc < 0)
+        return rc;
     char *dumped = json_dumps(record, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (!dumped) {
         rc = qp_error_set(QP_ERROR, "%s: cannot serialise the provenance record", recipe_path);
@@ -358,8 +343,6 @@ int qp_provenance_commit(char out_commit[41], const char *recipe_path, const cha
     }
     json = qp_strfmt("%s\n", dumped);
     free(dumped);
-
-    /* The tree does not depend on the parent, so it is built once. */
     git_oid json_id, recipe_id, tree_id;
     if (git_blob_create_from_buffer(&json_id, repo, json, strlen(json)) < 0 ||
         git_blob_create_from_buffer(&recipe_id, repo, recipe, recipe_len) < 0) {
@@ -369,94 +352,132 @@ int qp_provenance_commit(char out_commit[41], const char *recipe_path, const cha
     if (git_treebuilder_new(&tb, repo, NULL) < 0 ||
         git_treebuilder_insert(NULL, tb, "recipe.yaml", &recipe_id, GIT_FILEMODE_BLOB) < 0 ||
         git_treebuilder_insert(NULL, tb, "run.json", &json_id, GIT_FILEMODE_BLOB) < 0 ||
-        git_treebuilder_write(&tree_id, tb) < 0 || git_tree_lookup(&tree, repo, &tree_id) < 0) {
+        git_treebuilder_write(&tree_id, tb) < 0 || git_tree_lookup(tree, repo, &tree_id) < 0)
         rc = git_fail(QP_ERROR, wd, "cannot write tree");
-        goto done;
-    }
-    if ((rc = make_signature(&sig, repo, wd)) < 0)
-        goto done;
-    msg = build_message(recipe_path, record, summary);
-    {
-        size_t sl = strcspn(msg, "\n");
-        reflog = qp_strfmt("commit: %.*s", (int)sl, msg);
-    }
+done:
+    git_treebuilder_free(tb);
+    free(json);
+    free(recipe);
+    return rc;
+}
 
-    /* Compare-and-swap loop: commit on the tip we saw, move the branch only if
-     * it still points there; another process winning the race just means we
-     * rebuild on its commit.  Lost races are bounded by COMMIT_ATTEMPTS; a
-     * ref lock held by another writer is waited for up to LOCK_WAIT_S (it is
-     * held for microseconds unless a crashed process left it behind). */
+/* What a commit needs besides its parent, for publish(). */
+typedef struct {
+    git_repository *repo;
+    const char *wd, *refname, *msg, *reflog;
+    git_signature *sig;
+    git_tree *tree;
+} commit_parts;
+
+/* Why the branch could not be moved to the new commit: 1 to try again (a
+ * lost race, after a back-off; a held ref lock, waited for), or an error. */
+static int retry_or_fail(const commit_parts *c, int grc, int *lost, int *waits, double lock_deadline,
+                         unsigned *seed)
+{
+    char what[320];
+    if (grc == GIT_EMODIFIED) {
+        if (++*lost >= COMMIT_ATTEMPTS) {
+            snprintf(what, sizeof what, "cannot update %s (lost the race to other writers %d times; retry the run)",
+                     c->refname, *lost);
+            return git_fail(QP_ERROR, c->wd, what);
+        }
+        /* The first loss is retried at once on the new tip; repeated
+         * losses back off so colliding writers spread out. */
+        if (*lost > 1)
+            retry_backoff(*lost - 1, seed);
+        return 1;
+    }
+    if (grc == GIT_ELOCKED) {
+        if (qp_now() > lock_deadline) {
+            snprintf(what, sizeof what,
+                     "cannot update %s (locked for %d s; remove the stale .lock file if no other qpipe or git is "
+                     "running)", c->refname, LOCK_WAIT_S);
+            return git_fail(QP_ERROR, c->wd, what);
+        }
+        retry_backoff(++*waits, seed);
+        return 1;
+    }
+    snprintf(what, sizeof what, "cannot update %s", c->refname);
+    return git_fail(QP_ERROR, c->wd, what);
+}
+
+/* Compare-and-swap loop: commit on the tip we saw, move the branch only if
+ * it still points there; another process winning the race just means we
+ * rebuild on its commit.  Lost races are bounded by COMMIT_ATTEMPTS; a ref
+ * lock held by another writer is waited for up to LOCK_WAIT_S (it is held
+ * for microseconds unless a crashed process left it behind). */
+static int publish(char out_commit[41], const commit_parts *c)
+{
+    git_commit *parent = NULL;
+    git_reference *newref = NULL;
     unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
     double lock_deadline = qp_now() + LOCK_WAIT_S;
-    int lost = 0, waits = 0;
+    int lost = 0, waits = 0, rc = 0;
     for (;;) {
         git_oid tip, new_id;
         int found = 0;
         git_commit_free(parent);
         parent = NULL;
-        if ((rc = branch_tip(&tip, &found, repo, refname, wd)) < 0)
-            goto done;
-        if (found && git_commit_lookup(&parent, repo, &tip) < 0) {
-            rc = git_fail(QP_ERROR, wd, "cannot read the provenance branch tip");
-            goto done;
+        if ((rc = branch_tip(&tip, &found, c->repo, c->refname, c->wd)) < 0)
+            break;
+        if (found && git_commit_lookup(&parent, c->repo, &tip) < 0) {
+            rc = git_fail(QP_ERROR, c->wd, "cannot read the provenance branch tip");
+            break;
         }
         const git_commit *parents[1] = {parent};
-        if (git_commit_create(&new_id, repo, NULL, sig, sig, NULL, msg, tree, found ? 1 : 0,
+        if (git_commit_create(&new_id, c->repo, NULL, c->sig, c->sig, NULL, c->msg, c->tree, found ? 1 : 0,
                               parents) < 0) {
-            rc = git_fail(QP_ERROR, wd, "cannot write commit");
-            goto done;
+            rc = git_fail(QP_ERROR, c->wd, "cannot write commit");
+            break;
         }
         /* The old-value check runs under the ref's lock; a zero old id means
          * "must not exist yet" (git_reference_create with force=0 checks
          * existence before locking, so two first records could both win). */
         if (!found)
             memset(&tip, 0, sizeof tip);
-        int grc = git_reference_create_matching(&newref, repo, refname, &new_id, 1, &tip, reflog);
+        int grc = git_reference_create_matching(&newref, c->repo, c->refname, &new_id, 1, &tip, c->reflog);
         if (grc == 0) {
             hex_of(out_commit, &new_id);
+            rc = 0;
             break;
         }
-        char what[320];
-        if (grc == GIT_EMODIFIED) {
-            if (++lost >= COMMIT_ATTEMPTS) {
-                snprintf(what, sizeof what,
-                         "cannot update %s (lost the race to other writers %d times; retry "
-                         "the run)",
-                         refname, lost);
-                rc = git_fail(QP_ERROR, wd, what);
-                goto done;
-            }
-            /* The first loss is retried at once on the new tip; repeated
-             * losses back off so colliding writers spread out. */
-            if (lost > 1)
-                retry_backoff(lost - 1, &seed);
-        } else if (grc == GIT_ELOCKED) {
-            if (qp_now() > lock_deadline) {
-                snprintf(what, sizeof what,
-                         "cannot update %s (locked for %d s; remove the stale .lock file if no "
-                         "other qpipe or git is running)",
-                         refname, LOCK_WAIT_S);
-                rc = git_fail(QP_ERROR, wd, what);
-                goto done;
-            }
-            retry_backoff(++waits, &seed);
-        } else {
-            snprintf(what, sizeof what, "cannot update %s", refname);
-            rc = git_fail(QP_ERROR, wd, what);
-            goto done;
-        }
+        if ((rc = retry_or_fail(c, grc, &lost, &waits, lock_deadline, &seed)) < 0)
+            break;
     }
-done:
     git_reference_free(newref);
     git_commit_free(parent);
+    return rc;
+}
+
+int qp_provenance_commit(char out_commit[41], const char *recipe_path, const char *branch,
+                         const json_t *record, const char *summary)
+{
+    int rc = 0;
+    git_repository *repo = NULL;
+    git_tree *tree = NULL;
+    git_signature *sig = NULL;
+    char *wd = NULL, *refname = NULL, *msg = NULL, *reflog = NULL;
+    out_commit[0] = '\0';
+
+    if (!record || !json_is_object(record))
+        return qp_error_set(QP_EUSAGE, "%s: provenance record must be a JSON object",
+                            recipe_path ? recipe_path : "(null)");
+    if ((rc = open_repo(&repo, &wd, recipe_path)) < 0 || (rc = branch_refname(&refname, branch)) < 0)
+        goto done;
+    /* The tree does not depend on the parent, so it is built once. */
+    if ((rc = write_tree(&tree, repo, wd, recipe_path, record)) < 0 || (rc = make_signature(&sig, repo, wd)) < 0)
+        goto done;
+    msg = build_message(recipe_path, record, summary);
+    reflog = qp_strfmt("commit: %.*s", (int)strcspn(msg, "\n"), msg);
+    commit_parts c = {.repo = repo, .wd = wd, .refname = refname, .msg = msg, .reflog = reflog, .sig = sig,
+                      .tree = tree};
+    rc = publish(out_commit, &c);
+done:
     git_signature_free(sig);
     git_tree_free(tree);
-    git_treebuilder_free(tb);
     git_repository_free(repo);
     free(reflog);
     free(msg);
-    free(json);
-    free(recipe);
     free(refname);
     free(wd);
     return rc;

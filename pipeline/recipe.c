@@ -1,6 +1,7 @@
 /* Recipe loading: YAML text -> checked top level and stages -> DAG.
  * Parameter checks live in recipe_params.c, the graph in recipe_dag.c. */
 #include "pipeline/recipe.h"
+#include "common/alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -152,10 +153,8 @@ static int load_needs(qp_stage_tmpl *t, const qp_ynode *needs, const json_t *sco
     if (needs->kind == QP_YN_MAP)
         return qp_recipe_fail(path, needs->mark, "'needs' of stage '%s' must be a stage id or a list of stage ids",
                               t->id);
-    t->needs = calloc(n + 1, sizeof(char *));
-    t->need_nodes = calloc(n + 1, sizeof(qp_ynode *));
-    if (!t->needs || !t->need_nodes)
-        abort();
+    t->needs = qp_xcalloc(n + 1, sizeof(char *));
+    t->need_nodes = qp_xcalloc(n + 1, sizeof(qp_ynode *));
     for (size_t i = 0; i < n; i++) {
         const qp_ynode *item = needs->kind == QP_YN_SEQ ? needs->items[i] : needs;
         json_t *j = NULL;
@@ -248,27 +247,21 @@ static int load_stages(qp_recipe *r, const json_t *scope, const qp_ynode *root)
         return qp_recipe_fail(r->path, v->mark, "'stages' must be a mapping of stage id to stage, not a %s",
                               qp_ynode_kind_name(v));
     size_t nt = v->n, n = 0;
-    qp_stage_tmpl *t = calloc(nt, sizeof(*t));
+    qp_stage_tmpl *t = qp_xcalloc(nt, sizeof(*t));
     qp_stage_build *b = NULL;
     size_t *order = NULL, *pos = NULL;
-    if (!t)
-        abort();
     int rc = 0;
     for (size_t i = 0; i < nt && rc == 0; i++)
         rc = load_stage(&t[i], v->keys[i], v->items[i], scope, r->path);
     if (rc == 0)
         rc = qp_recipe_expand(&b, &n, t, nt, scope, r->path);
     if (rc == 0) {
-        order = calloc(n + 1, sizeof(size_t));
-        pos = calloc(n + 1, sizeof(size_t));
-        if (!order || !pos)
-            abort();
+        order = qp_xcalloc(n + 1, sizeof(size_t));
+        pos = qp_xcalloc(n + 1, sizeof(size_t));
         rc = qp_recipe_dag(b, n, r->path, order);
     }
     if (rc == 0) {
-        r->stages = calloc(n, sizeof(*r->stages));
-        if (!r->stages)
-            abort();
+        r->stages = qp_xcalloc(n, sizeof(*r->stages));
         for (size_t k = 0; k < n; k++)
             pos[order[k]] = k;
         for (size_t k = 0; k < n; k++) {
@@ -276,6 +269,8 @@ static int load_stages(qp_recipe *r, const json_t *scope, const qp_ynode *root)
             memset(&b[order[k]].decl, 0, sizeof(qp_stage_decl));
             for (size_t j = 0; j < r->stages[k].n_needs; j++)
                 r->stages[k].need_index[j] = pos[r->stages[k].need_index[j]];
+            for (size_t j = 0; j < r->stages[k].n_links; j++)
+                r->stages[k].links[j].index = pos[r->stages[k].links[j].index];
         }
         r->n = n;
     }
@@ -308,9 +303,7 @@ static char *abs_dir(const char *path)
 static int load_text(qp_recipe **out, const char *path, const char *text, size_t len)
 {
     *out = NULL;
-    qp_recipe *r = calloc(1, sizeof(*r));
-    if (!r)
-        abort();
+    qp_recipe *r = qp_xcalloc(1, sizeof(*r));
     r->path = qp_strdup(path);
     r->dir = abs_dir(path);
     r->vars = json_object();
@@ -368,15 +361,11 @@ int qp_recipe_load(qp_recipe **out, const char *path)
         goto done;
     }
     size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, len = 0;
-    text = malloc(cap);
-    if (!text)
-        abort();
+    text = qp_xmalloc(cap);
     for (;;) {
         if (len + 1 >= cap) {
             cap *= 2;
-            text = realloc(text, cap);
-            if (!text)
-                abort();
+            text = qp_xrealloc(text, cap);
         }
         ssize_t got = read(fd, text + len, cap - len - 1);
         if (got < 0 && errno == EINTR)

@@ -17,6 +17,14 @@ typedef struct {
     int line, col;  /* 1-based */
 } qp_mark;
 
+/* A parameter that names another stage (QP_PF_STAGE in the kind's table):
+ * an edge of the graph that orders but is no input. */
+typedef struct {
+    const char *param;   /* the parameter (its name in the kind's table) */
+    char *id;            /* the stage it names */
+    size_t index;        /* that stage's index in the recipe's stage array */
+} qp_stage_link;
+
 typedef struct {
     char *id;
     const qp_stage_kind *kind;
@@ -24,6 +32,8 @@ typedef struct {
     char **needs;        /* ids, in the order written */
     size_t n_needs;
     size_t *need_index;  /* index of each need in the recipe's stage array */
+    qp_stage_link *links;  /* its QP_PF_STAGE parameters that are not "", in table order */
+    size_t n_links;
     qp_mark mark;        /* position of the stage's key */
     json_t *param_marks; /* {"param": "line:col"} for later messages */
     /* Matrix expansion (docs/recipes.md, "Matrices and candidates"): a

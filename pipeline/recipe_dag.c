@@ -1,11 +1,12 @@
-/* The stage graph: needs/reference resolution, input checks, cycles and a
- * stable topological order. */
+/* The stage graph: needs and the parameters that name stages resolved,
+ * input checks, cycles and a stable topological order. */
 #include "pipeline/recipe_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/error.h"
 
 typedef struct {
@@ -14,7 +15,7 @@ typedef struct {
     const char *path;
     qp_id_ix *by_id;      /* stages sorted by id, for lookups */
     const char **ids;     /* ids in file order, for suggestions */
-    size_t **deps;        /* deps[i]: needs, then a reference not among them */
+    size_t **deps;        /* deps[i]: needs, then linked stages not among them */
     size_t *n_deps;
 } graph;
 
@@ -51,15 +52,17 @@ static void type_names(char *buf, size_t n, unsigned mask)
         }
 }
 
-static int check_stage(graph *g, size_t i)
+/* "n" when the article before `word` is "an" (after "a"), else "". */
+static const char *article(const char *word)
+{
+    return word[0] && strchr("aeiou", word[0]) ? "n" : "";
+}
+
+static int check_needs(graph *g, size_t i)
 {
     qp_stage_build *b = &g->s[i];
     qp_stage_decl *d = &b->decl;
     const qp_stage_kind *k = d->kind;
-    g->deps[i] = malloc((d->n_needs + 1) * sizeof(size_t));
-    d->need_index = malloc((d->n_needs + 1) * sizeof(size_t));
-    if (!g->deps[i] || !d->need_index)
-        abort();
     for (size_t j = 0; j < d->n_needs; j++) {
         const qp_ynode *nn = b->need_nodes[j];
         long idx = find(g, d->needs[j]);
@@ -89,26 +92,59 @@ static int check_stage(graph *g, size_t i)
         char got[128];
         type_names(got, sizeof(got), produced);
         return qp_recipe_fail(g->path, b->need_nodes[j]->mark, "stage '%s': input '%s' is a%s %s artifact, but %s accepts %s",
-                              d->id, p->id, got[0] && strchr("aeiou", got[0]) ? "n" : "", got, k->name,
-                              qp_artifact_mask_names(k->accepts));
-    }
-    if (b->ref_node) {
-        const char *ref = json_string_value(json_object_get(d->params, "reference"));
-        long idx = find(g, ref);
-        if (idx < 0)
-            return qp_recipe_fail(g->path, b->ref_node->mark, "parameter 'reference' for %s: no such stage '%s'%s",
-                                  k->name, ref, qp_suggest_hint(ref, g->ids, g->n));
-        if ((size_t)idx == i)
-            return qp_recipe_fail(g->path, b->ref_node->mark, "parameter 'reference' for %s names its own stage '%s'",
-                                  k->name, ref);
-        /* An extra edge: the reference runs first, though it is no input. */
-        int listed = 0;
-        for (size_t m = 0; m < g->n_deps[i]; m++)
-            listed |= g->deps[i][m] == (size_t)idx;
-        if (!listed)
-            g->deps[i][g->n_deps[i]++] = (size_t)idx;
+                              d->id, p->id, article(got), got, k->name, qp_artifact_mask_names(k->accepts));
     }
     return 0;
+}
+
+/* A parameter naming a stage (QP_PF_STAGE): that stage must exist, be
+ * another one and produce what the parameter reads.  It becomes a link and
+ * an extra edge: the named stage runs first, though it is no input. */
+static int check_link(graph *g, size_t i, const qp_param_spec *spec)
+{
+    qp_stage_build *b = &g->s[i];
+    qp_stage_decl *d = &b->decl;
+    const char *name = qp_stage_link_id(d->params, spec), *kind = d->kind->name;
+    if (!name)
+        return 0;
+    qp_mark at = qp_param_mark(b, spec->name);
+    long idx = find(g, name);
+    if (idx < 0)
+        return qp_recipe_fail(g->path, at, "parameter '%s' for %s: no such stage '%s'%s", spec->name, kind, name,
+                              qp_suggest_hint(name, g->ids, g->n));
+    if ((size_t)idx == i)
+        return qp_recipe_fail(g->path, at, "parameter '%s' for %s names its own stage '%s'", spec->name, kind, name);
+    const qp_stage_decl *p = &g->s[idx].decl;
+    unsigned produced = qp_stage_output_types(p->kind, p->params), want = qp_param_stage_outputs(spec);
+    if (!(produced & want)) {
+        char got[128], need[128];
+        type_names(got, sizeof(got), produced);
+        type_names(need, sizeof(need), want);
+        return qp_recipe_fail(g->path, at, "parameter '%s' for %s: stage '%s' makes a%s %s artifact; name a stage "
+                              "that makes %s", spec->name, kind, name, article(got), got, need);
+    }
+    d->links[d->n_links++] = (qp_stage_link){.param = spec->name, .id = qp_xstrdup(name), .index = (size_t)idx};
+    for (size_t m = 0; m < g->n_deps[i]; m++)
+        if (g->deps[i][m] == (size_t)idx)
+            return 0;
+    g->deps[i][g->n_deps[i]++] = (size_t)idx;
+    return 0;
+}
+
+static int check_stage(graph *g, size_t i)
+{
+    qp_stage_decl *d = &g->s[i].decl;
+    size_t n_links = 0;
+    for (const qp_param_spec *s = d->kind->params; s && s->name; s++)
+        n_links += (s->flags & QP_PF_STAGE) != 0;
+    g->deps[i] = qp_xmalloc((d->n_needs + n_links + 1) * sizeof(size_t));
+    d->need_index = qp_xmalloc((d->n_needs + 1) * sizeof(size_t));
+    d->links = qp_xcalloc(n_links + 1, sizeof(qp_stage_link));
+    int rc = check_needs(g, i);
+    for (const qp_param_spec *s = d->kind->params; s && s->name && rc == 0; s++)
+        if (s->flags & QP_PF_STAGE)
+            rc = check_link(g, i, s);
+    return rc;
 }
 
 /* Stage ix's id and key mark, for the cycle message (ud: the graph). */
@@ -177,7 +213,7 @@ static size_t heap_pop(size_t *h, size_t *n)
 static void topo_order(const graph *g, size_t *order)
 {
     size_t n = g->n, total = 0;
-    size_t *indeg = calloc(n, sizeof(size_t)), *start = calloc(n + 1, sizeof(size_t));
+    size_t *indeg = qp_xcalloc(n + 1, sizeof(size_t)), *start = qp_xcalloc(n + 1, sizeof(size_t));
     for (size_t i = 0; i < n; i++) {
         indeg[i] = g->n_deps[i];
         total += g->n_deps[i];
@@ -186,10 +222,8 @@ static void topo_order(const graph *g, size_t *order)
     }
     for (size_t i = 0; i < n; i++)
         start[i + 1] += start[i];
-    size_t *users = malloc((total + 1) * sizeof(size_t)), *fill = malloc((n + 1) * sizeof(size_t));
-    size_t *heap = malloc((n + 1) * sizeof(size_t)), hn = 0, k = 0;
-    if (!indeg || !start || !users || !fill || !heap)
-        abort();
+    size_t *users = qp_xmalloc((total + 1) * sizeof(size_t)), *fill = qp_xmalloc((n + 1) * sizeof(size_t));
+    size_t *heap = qp_xmalloc((n + 1) * sizeof(size_t)), hn = 0, k = 0;
     memcpy(fill, start, n * sizeof(size_t));
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < g->n_deps[i]; j++)
@@ -215,11 +249,9 @@ int qp_recipe_dag(qp_stage_build *s, size_t n, const char *path, size_t *order)
 {
     int rc = 0;
     graph g = {.s = s, .n = n, .path = path};
-    g.ids = calloc(n + 1, sizeof(char *));
-    g.deps = calloc(n + 1, sizeof(size_t *));
-    g.n_deps = calloc(n + 1, sizeof(size_t));
-    if (!g.ids || !g.deps || !g.n_deps)
-        abort();
+    g.ids = qp_xcalloc(n + 1, sizeof(char *));
+    g.deps = qp_xcalloc(n + 1, sizeof(size_t *));
+    g.n_deps = qp_xcalloc(n + 1, sizeof(size_t));
     for (size_t i = 0; i < n; i++)
         g.ids[i] = s[i].decl.id;
     g.by_id = qp_id_index(g.ids, n);

@@ -7,6 +7,7 @@
  * (fan-in), `X@NAME` one.  After this, nothing downstream knows about
  * matrices: keys, cache, runner and lock see ordinary stages. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,10 +181,8 @@ static void add_need(qp_stage_build *b, char *id, const qp_ynode *node, size_t *
     qp_stage_decl *d = &b->decl;
     if (d->n_needs == *cap) {
         *cap = *cap ? 2 * *cap : 4;
-        d->needs = realloc(d->needs, *cap * sizeof(char *));
-        b->need_nodes = realloc(b->need_nodes, *cap * sizeof(qp_ynode *));
-        if (!d->needs || !b->need_nodes)
-            abort();
+        d->needs = qp_xrealloc_array(d->needs, *cap, sizeof(char *));
+        b->need_nodes = qp_xrealloc_array(b->need_nodes, *cap, sizeof(qp_ynode *));
     }
     d->needs[d->n_needs] = id;
     b->need_nodes[d->n_needs++] = node;
@@ -218,10 +217,8 @@ static void merged_with(qp_ynode *m, const qp_ynode *with, const qp_instance *in
     memset(m, 0, sizeof(*m));
     m->kind = QP_YN_MAP;
     m->mark = with ? with->mark : (in->n ? in->vals[0]->mark : (qp_mark){1, 1});
-    m->keys = calloc(cap, sizeof(qp_ynode *));
-    m->items = calloc(cap, sizeof(qp_ynode *));
-    if (!m->keys || !m->items)
-        abort();
+    m->keys = qp_xcalloc(cap, sizeof(qp_ynode *));
+    m->items = qp_xcalloc(cap, sizeof(qp_ynode *));
     for (size_t i = 0; with && i < with->n; i++) {
         m->keys[m->n] = with->keys[i];
         m->items[m->n++] = with->items[i];
@@ -237,23 +234,32 @@ static void merged_with(qp_ynode *m, const qp_ynode *with, const qp_instance *in
     }
 }
 
-/* A `reference` naming an expanded stage by its plain name is zipped like
- * a need: it must share the stage's origin. */
-static int zip_reference(const xctx *x, qp_stage_build *b, size_t u, long inst)
+/* A parameter naming an expanded stage (QP_PF_STAGE) by its plain name is
+ * zipped like a need: it must share the stage's origin. */
+static int zip_link(const xctx *x, qp_stage_build *b, size_t u, long inst, const qp_param_spec *spec)
 {
-    const char *ref = json_string_value(json_object_get(b->decl.params, "reference"));
-    if (!b->ref_node || !ref || strchr(ref, '@'))
+    const char *ref = qp_stage_link_id(b->decl.params, spec);
+    if (!ref || strchr(ref, '@'))
         return 0;
     long r = qp_id_find(x->by_id, x->n, ref);
     if (r < 0 || x->origin[r] < 0)
         return 0;
     if (inst < 0 || x->origin[r] != x->origin[u])
-        return qp_recipe_fail(x->path, b->ref_node->mark,
-                              "parameter 'reference' for %s: stage '%s' is expanded; name one of its instances as "
-                              "'%s@NAME'", b->decl.kind->name, ref, ref);
-    json_object_set_new(b->decl.params, "reference",
+        return qp_recipe_fail(x->path, qp_param_mark(b, spec->name),
+                              "parameter '%s' for %s: stage '%s' is expanded; name one of its instances as "
+                              "'%s@NAME'", spec->name, b->decl.kind->name, ref, ref);
+    json_object_set_new(b->decl.params, spec->name,
                         json_sprintf("%s@%s", ref, x->t[x->origin[u]].inst[inst].name));
     return 0;
+}
+
+static int zip_links(const xctx *x, qp_stage_build *b, size_t u, long inst)
+{
+    int rc = 0;
+    for (const qp_param_spec *s = b->decl.kind->params; s && s->name && rc == 0; s++)
+        if (s->flags & QP_PF_STAGE)
+            rc = zip_link(x, b, u, inst, s);
+    return rc;
 }
 
 /* One stage to run: stage u as written, instance `inst` of its origin
@@ -291,14 +297,14 @@ static int build_one(const xctx *x, qp_stage_build *b, size_t u, long inst)
         merged_with(&merged, qp_ynode_is_null(with) ? NULL : with, in);
         with = &merged;
     }
-    int rc = qp_recipe_params(&d->params, &d->param_marks, &b->ref_node, d->kind, with, &key, scope, x->path);
+    int rc = qp_recipe_params(&d->params, &d->param_marks, d->kind, with, &key, scope, x->path);
     if (with == &merged) {
         free(merged.keys);
         free(merged.items);
     }
     json_decref(scope);
     if (rc == 0)
-        rc = zip_reference(x, b, u, inst);
+        rc = zip_links(x, b, u, inst);
     return rc;
 }
 
@@ -308,10 +314,8 @@ int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t
     *out = NULL;
     *n_out = 0;
     xctx x = {.t = t, .n = n, .path = path, .scope = scope};
-    x.ids = calloc(n + 1, sizeof(char *));
-    x.origin = malloc((n + 1) * sizeof(long));
-    if (!x.ids || !x.origin)
-        abort();
+    x.ids = qp_xcalloc(n + 1, sizeof(char *));
+    x.origin = qp_xmalloc((n + 1) * sizeof(long));
     int any = 0;
     for (size_t i = 0; i < n; i++) {
         x.ids[i] = t[i].id;
@@ -327,9 +331,7 @@ int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += x.origin[i] >= 0 ? t[x.origin[i]].n_inst : 1;
-    qp_stage_build *b = rc == 0 ? calloc(total + 1, sizeof(*b)) : NULL;
-    if (rc == 0 && !b)
-        abort();
+    qp_stage_build *b = rc == 0 ? qp_xcalloc(total + 1, sizeof(*b)) : NULL;
     size_t k = 0;
     for (size_t u = 0; u < n && rc == 0; u++) {
         if (x.origin[u] < 0) {

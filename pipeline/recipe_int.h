@@ -21,7 +21,6 @@ typedef struct {
     const qp_ynode *key;          /* the stage id */
     const qp_ynode *needs_key;    /* NULL when `needs` is absent */
     const qp_ynode **need_nodes;  /* one per need */
-    const qp_ynode *ref_node;     /* value of a `reference` param, or NULL */
 } qp_stage_build;
 
 /* At most this many instances per matrix:/candidates: stage. */
@@ -62,8 +61,8 @@ int qp_recipe_instances(qp_stage_tmpl *t, const qp_ynode *stage, const json_t *s
 
 /* Expands the stages as written into *out (n_out of them, in file order,
  * the instances of one stage in expansion order): fan-out, zip, fan-in
- * (NAME@*, NAME@INST), params validated per instance, references to an
- * expanded stage zipped.  On error *out is NULL. */
+ * (NAME@*, NAME@INST), params validated per instance, parameters naming an
+ * expanded stage (QP_PF_STAGE) zipped.  On error *out is NULL. */
 int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t, size_t n, const json_t *scope,
                      const char *path);
 void qp_stage_builds_free(qp_stage_build *b, size_t n);
@@ -80,12 +79,19 @@ const char *qp_suggest_hint(const char *name, const char *const *cands, size_t n
 
 /* Validates a stage's `with:` (NULL when absent) against the kind's table:
  * *params gets the typed values with defaults filled (table order, pattern
- * keys sorted), *marks {"param": "line:col"} of the values given, and
- * *ref_node the node of a non-empty `reference` param. */
-int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node, const qp_stage_kind *k,
-                     const qp_ynode *with, const qp_ynode *stage_key, const json_t *scope, const char *path);
+ * keys sorted), *marks {"param": "line:col"} of the values given. */
+int qp_recipe_params(json_t **params, json_t **marks, const qp_stage_kind *k, const qp_ynode *with,
+                     const qp_ynode *stage_key, const json_t *scope, const char *path);
 
-/* Resolves needs and references, checks input counts and artifact types,
+/* Where parameter `param` of stage b was written (its value), for
+ * messages; the stage's key when it was not written (a default). */
+qp_mark qp_param_mark(const qp_stage_build *b, const char *param);
+
+/* The stage id QP_PF_STAGE parameter `spec` names in params, or NULL when
+ * it is "" (names none). */
+const char *qp_stage_link_id(const json_t *params, const qp_param_spec *spec);
+
+/* Resolves needs and parameters that name stages (d->links), checks input counts and artifact types,
  * rejects cycles (printing the path) and writes a topological order (ties
  * by file order) to order[0..n). */
 int qp_recipe_dag(qp_stage_build *s, size_t n, const char *path, size_t *order);

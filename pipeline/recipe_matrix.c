@@ -3,6 +3,7 @@
  * the values are checked as parameters when each instance's `with:` is
  * validated (recipe_expand.c), so those messages point at these nodes. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -47,10 +48,8 @@ static qp_instance *inst_push(qp_stage_tmpl *t, size_t cap)
     qp_instance *in = &t->inst[t->n_inst++];
     in->values = json_object();
     in->text = json_object();
-    in->keys = calloc(cap + 1, sizeof(*in->keys));
-    in->vals = calloc(cap + 1, sizeof(*in->vals));
-    if (!in->keys || !in->vals)
-        abort();
+    in->keys = qp_xcalloc(cap + 1, sizeof(*in->keys));
+    in->vals = qp_xcalloc(cap + 1, sizeof(*in->vals));
     return in;
 }
 
@@ -94,11 +93,9 @@ static int read_matrix_key(mkey *k, const qp_ynode *key, const qp_ynode *list, c
         return qp_recipe_fail(path, list->mark, "matrix '%s' of stage '%s' must be a non-empty list of values",
                               key->text, stage);
     k->list = list;
-    k->text = calloc(list->n, sizeof(char *));
-    k->name = calloc(list->n, sizeof(char *));
-    k->typed = calloc(list->n, sizeof(json_t *));
-    if (!k->text || !k->name || !k->typed)
-        abort();
+    k->text = qp_xcalloc(list->n, sizeof(char *));
+    k->name = qp_xcalloc(list->n, sizeof(char *));
+    k->typed = qp_xcalloc(list->n, sizeof(json_t *));
     for (size_t j = 0; j < list->n; j++) {
         const qp_ynode *v = list->items[j];
         if (v->kind != QP_YN_SCALAR)
@@ -133,9 +130,7 @@ static int read_exclude(xentry **out, size_t *n_out, const qp_ynode *ex, const m
     if (ex->kind != QP_YN_SEQ)
         return qp_recipe_fail(path, ex->mark, "'exclude' of stage '%s' must be a list of mappings, not a %s", stage,
                               qp_ynode_kind_name(ex));
-    xentry *x = calloc(ex->n + 1, sizeof(*x));
-    if (!x)
-        abort();
+    xentry *x = qp_xcalloc(ex->n + 1, sizeof(*x));
     *out = x;
     for (size_t i = 0; i < ex->n; i++) {
         const qp_ynode *e = ex->items[i];
@@ -204,12 +199,10 @@ static int matrix_instances(qp_stage_tmpl *t, const qp_ynode *mkey_node, const q
         return qp_recipe_fail(path, qp_ynode_is_null(m) ? mkey_node->mark : m->mark,
                               "'matrix' of stage '%s' must be a non-empty mapping of parameter: [values]", t->id);
     size_t nk = m->n, total = 1;
-    mkey *keys = calloc(nk, sizeof(*keys));
-    size_t *at = calloc(nk, sizeof(size_t));
+    mkey *keys = qp_xcalloc(nk, sizeof(*keys));
+    size_t *at = qp_xcalloc(nk, sizeof(size_t));
     xentry *x = NULL;
     size_t nx = 0;
-    if (!keys || !at)
-        abort();
     int rc = 0;
     for (size_t i = 0; i < nk && rc == 0; i++)
         rc = read_matrix_key(&keys[i], m->keys[i], m->items[i], t->id, scope, path);
@@ -222,9 +215,7 @@ static int matrix_instances(qp_stage_tmpl *t, const qp_ynode *mkey_node, const q
     if (rc == 0 && ex)
         rc = read_exclude(&x, &nx, ex, keys, nk, t->id, scope, path);
     if (rc == 0) {
-        t->inst = calloc(total + 1, sizeof(*t->inst));
-        if (!t->inst)
-            abort();
+        t->inst = qp_xcalloc(total + 1, sizeof(*t->inst));
     }
     /* Odometer over the keys, the last one varying fastest. */
     for (size_t c = 0; c < total && rc == 0; c++) {
@@ -233,9 +224,7 @@ static int matrix_instances(qp_stage_tmpl *t, const qp_ynode *mkey_node, const q
             size_t len = 0;
             for (size_t k = 0; k < nk; k++)
                 len += strlen(keys[k].name[at[k]]) + 1;
-            in->name = calloc(len + 1, 1);
-            if (!in->name)
-                abort();
+            in->name = qp_xcalloc(len + 1, 1);
             for (size_t k = 0; k < nk; k++) {
                 const char *key = keys[k].key->text;
                 if (k)
@@ -359,9 +348,7 @@ static int candidate_instances(qp_stage_tmpl *t, const qp_ynode *ckey, const qp_
     if (c->n > QP_MAX_INSTANCES)
         return qp_recipe_fail(path, ckey->mark, "'candidates' of stage '%s' lists more than %d instances", t->id,
                               QP_MAX_INSTANCES);
-    t->inst = calloc(c->n + 1, sizeof(*t->inst));
-    if (!t->inst)
-        abort();
+    t->inst = qp_xcalloc(c->n + 1, sizeof(*t->inst));
     int rc = 0;
     for (size_t i = 0; i < c->n && rc == 0; i++)
         rc = candidate(t, i, c->items[i], scope, path);

@@ -1,5 +1,6 @@
 /* `with:` validation against a stage kind's parameter table. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +71,8 @@ static int type_error(const pctx *c, const qp_ynode *node, const json_t *v, cons
 static int check_allowed(const pctx *c, const qp_ynode *node, const char *text, int quote)
 {
     const char *allowed = c->s->allowed;
-    if (!allowed)
-        return 0;
+    if (!allowed || (c->s->flags & QP_PF_STAGE))
+        return 0;  /* a stage name's `allowed` are output types, checked with the graph */
     const char *cands[64];
     char buf[1024], list[1024];
     snprintf(buf, sizeof(buf), "%s", allowed);
@@ -235,12 +236,11 @@ static int unknown_param(const qp_stage_kind *k, const qp_ynode *key, const char
                           len ? list : "none");
 }
 
-int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node, const qp_stage_kind *k,
-                     const qp_ynode *with, const qp_ynode *stage_key, const json_t *scope, const char *path)
+int qp_recipe_params(json_t **params, json_t **marks, const qp_stage_kind *k, const qp_ynode *with,
+                     const qp_ynode *stage_key, const json_t *scope, const char *path)
 {
     *params = NULL;
     *marks = NULL;
-    *ref_node = NULL;
     int rc = 0;
     json_t *given = json_object(), *out = json_object(), *mk = json_object();
     const char **pattern_keys = NULL;
@@ -271,15 +271,10 @@ int qp_recipe_params(json_t **params, json_t **marks, const qp_ynode **ref_node,
         }
         json_object_set_new(given, key->text, v);
         json_object_set_new(mk, key->text, json_sprintf("%d:%d", val->mark.line, val->mark.col));
-        if (strcmp(key->text, "reference") == 0 && !(s->flags & QP_PF_PATTERN) && json_is_string(v) &&
-            json_string_value(v)[0])
-            *ref_node = val;
     }
     /* Output in table order (pattern matches sorted), so neither key order
      * nor comments in the file change the params object. */
-    pattern_keys = calloc(json_object_size(given) + 1, sizeof(*pattern_keys));
-    if (!pattern_keys)
-        abort();
+    pattern_keys = qp_xcalloc(json_object_size(given) + 1, sizeof(*pattern_keys));
     for (const qp_param_spec *s = k->params; s && s->name; s++) {
         pctx c = {path, k->name, s->name, s};
         if (s->flags & QP_PF_PATTERN) {
@@ -329,7 +324,5 @@ done:
     json_decref(given);
     json_decref(out);
     json_decref(mk);
-    if (rc < 0)
-        *ref_node = NULL;
     return rc;
 }

@@ -1,6 +1,7 @@
 /* Small helpers of the recipe loader: messages with marks, "did you mean",
  * cycle paths and the depth-first search that finds them. */
 #include "pipeline/recipe_int.h"
+#include "common/alloc.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -19,6 +20,21 @@ int qp_recipe_fail(const char *path, qp_mark m, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     return qp_error_set(QP_EUSAGE, "%s:%d:%d: %s", path, m.line, m.col, msg);
+}
+
+qp_mark qp_param_mark(const qp_stage_build *b, const char *param)
+{
+    qp_mark m = b->key->mark;
+    const char *at = json_string_value(json_object_get(b->decl.param_marks, param));
+    if (at && sscanf(at, "%d:%d", &m.line, &m.col) != 2)
+        m = b->key->mark;
+    return m;
+}
+
+const char *qp_stage_link_id(const json_t *params, const qp_param_spec *spec)
+{
+    const char *id = json_string_value(json_object_get(params, spec->name));
+    return id && id[0] ? id : NULL;
 }
 
 /* Optimal-string-alignment distance (Levenshtein plus adjacent swaps, the
@@ -112,9 +128,7 @@ static int cmp_id_ix(const void *a, const void *b)
 
 qp_id_ix *qp_id_index(const char *const *ids, size_t n)
 {
-    qp_id_ix *tab = malloc((n + 1) * sizeof(*tab));
-    if (!tab)
-        abort();
+    qp_id_ix *tab = qp_xmalloc((n + 1) * sizeof(*tab));
     for (size_t i = 0; i < n; i++) {
         tab[i].id = ids[i];
         tab[i].ix = i;
@@ -148,6 +162,9 @@ void qp_stage_decl_clear(qp_stage_decl *d)
         free(d->needs[i]);
     free(d->needs);
     free(d->need_index);
+    for (size_t i = 0; i < d->n_links; i++)
+        free(d->links[i].id);
+    free(d->links);
     free(d->base);
     free(d->instance);
     free(d->origin);
@@ -161,11 +178,9 @@ int qp_recipe_dfs(const qp_dfs_graph *g)
     int rc = 0;
     /* 0 unvisited, 1 on the stack, 2 finished; pos[u]: u's next edge;
      * at[u]: u's place on the stack, where a cycle through it starts */
-    unsigned char *color = calloc(n + 1, 1);
-    size_t *stack = malloc((n + 1) * sizeof(size_t)), *pos = calloc(n + 1, sizeof(size_t));
-    size_t *at = malloc((n + 1) * sizeof(size_t));
-    if (!color || !stack || !pos || !at)
-        abort();
+    unsigned char *color = qp_xcalloc(n + 1, 1);
+    size_t *stack = qp_xmalloc((n + 1) * sizeof(size_t)), *pos = qp_xcalloc(n + 1, sizeof(size_t));
+    size_t *at = qp_xmalloc((n + 1) * sizeof(size_t));
     for (size_t root = 0; root < n && rc == 0; root++) {
         if (color[root])
             continue;

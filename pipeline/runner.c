@@ -1,4 +1,5 @@
 #include "pipeline/runner.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "pipeline/key.h"
@@ -20,7 +21,7 @@ typedef struct {
     const qp_stage_decl *decl;
     stage_status status;
     int selected;            /* part of this invocation (--stage) */
-    size_t *deps;            /* needs + `reference:` stage */
+    size_t *deps;            /* needs, then the stages its parameters name (links) */
     size_t n_deps;
     char key[QP_HEX_LEN];
     char output[QP_HEX_LEN];
@@ -80,6 +81,22 @@ static void print_gate_checks(runner *R, const stage_state *s)
     }
 }
 
+/* key, output, metrics and a gate's checks, those a stage has, into e
+ * (a --json event or a run record entry). */
+static void add_outcome(json_t *e, const stage_state *s)
+{
+    if (s->key[0])
+        json_object_set_new(e, "key", json_string(s->key));
+    if (s->output[0])
+        json_object_set_new(e, "output", json_string(s->output));
+    if (s->artifact) {
+        json_object_set(e, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
+        const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
+        if (checks)
+            json_object_set(e, "checks", (json_t *)checks);
+    }
+}
+
 static void report_stage(runner *R, stage_state *s)
 {
     const qp_stage_decl *d = s->decl;
@@ -91,16 +108,7 @@ static void report_stage(runner *R, stage_state *s)
     if (R->opt->json) {
         json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:f}", "event", "stage", "stage", d->id, "kind", d->kind->name,
                                "status", status_name[s->status], "seconds", s->seconds);
-        if (s->key[0])
-            json_object_set_new(ev, "key", json_string(s->key));
-        if (s->output[0])
-            json_object_set_new(ev, "output", json_string(s->output));
-        if (s->artifact) {
-            json_object_set(ev, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
-            const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
-            if (checks)
-                json_object_set(ev, "checks", (json_t *)checks);
-        }
+        add_outcome(ev, s);
         if (s->rejected)
             json_object_set_new(ev, "rejected", json_true());
         if (s->mismatch)
@@ -218,6 +226,29 @@ static unsigned lowest_bit(unsigned m)
     return m & (~m + 1u);
 }
 
+/* What the stage sees of the stages its parameters name: their outputs and
+ * the artifacts they consumed (all finished: they are dependencies). */
+static qp_named_stage *named_stages(runner *R, const qp_stage_decl *d)
+{
+    qp_named_stage *named = qp_xcalloc(d->n_links + 1, sizeof(*named));
+    for (size_t i = 0; i < d->n_links; i++) {
+        const stage_state *ls = &R->st[d->links[i].index];
+        const qp_artifact **in = qp_xcalloc(ls->decl->n_needs + 1, sizeof(*in));
+        for (size_t j = 0; j < ls->decl->n_needs; j++)
+            in[j] = R->st[ls->decl->need_index[j]].artifact;
+        named[i] = (qp_named_stage){.param = d->links[i].param, .id = d->links[i].id, .output = ls->artifact,
+                                    .n_inputs = ls->decl->n_needs, .inputs = in};
+    }
+    return named;
+}
+
+static void free_named_stages(qp_named_stage *named, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((void *)named[i].inputs);
+    free(named);
+}
+
 /* Calls the stage and stores its output; caller holds the key lock. */
 static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const char *const *input_ids,
                    const char *const *input_digests)
@@ -238,14 +269,9 @@ static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const 
         .input_digests = input_digests, .output = out, .threads = R->opt->threads > 0 ? R->opt->threads : 1,
         .progress = &prog, .stage_key = s->key,
     };
-    const char *ref = json_string_value(json_object_get(d->params, "reference"));
-    long ri = ref && ref[0] ? qp_recipe_find(R->r, ref) : -1;
-    if (ri >= 0) {
-        const stage_state *rs = &R->st[ri];
-        ctx.reference_id = ref;
-        ctx.reference = rs->artifact;
-        ctx.reference_input = rs->decl->n_needs ? R->st[rs->decl->need_index[0]].artifact : NULL;
-    }
+    qp_named_stage *named = named_stages(R, d);
+    ctx.n_named = d->n_links;
+    ctx.named = named;
     qp_error_clear();
     rc = d->kind->run(&ctx);
     pthread_mutex_lock(&R->out_mu);
@@ -296,6 +322,7 @@ stored:
     s->artifact = out;
     out = NULL;
 done:
+    free_named_stages(named, d->n_links);
     qp_artifact_refs_free(refs, n_refs);
     qp_artifact_free(out);
     return rc;
@@ -340,8 +367,9 @@ static int process(runner *R, stage_state *s)
 {
     const qp_stage_decl *d = s->decl;
     size_t n = d->n_needs;
-    qp_artifact **inputs = calloc(n + 1, sizeof(*inputs));
-    const char **ids = calloc(n + 1, sizeof(*ids)), **digests = calloc(n + 1, sizeof(*digests));
+    qp_artifact **inputs = qp_xcalloc(n + 1, sizeof(*inputs));
+    const char **ids = qp_xcalloc(n + 1, sizeof(*ids)), **digests = qp_xcalloc(n + 1, sizeof(*digests));
+    const char **link_digests = qp_xcalloc(d->n_links + 1, sizeof(*link_digests));
     qp_cache_lock *lock = NULL;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -357,17 +385,10 @@ static int process(runner *R, stage_state *s)
             goto done;
         }
     }
-    if ((rc = qp_key_describe(&s->desc, R->r, d, R->cache, digests)) != 0)
+    for (size_t i = 0; i < d->n_links; i++)
+        link_digests[i] = R->st[d->links[i].index].output;
+    if ((rc = qp_key_describe(&s->desc, R->r, d, R->cache, digests, link_digests)) != 0)
         goto done;
-    /* a `reference:` stage is read by the stage: its output is in the key */
-    for (size_t i = 0; i < s->n_deps; i++) {
-        stage_state *up = &R->st[s->deps[i]];
-        int is_need = 0;
-        for (size_t j = 0; j < n; j++)
-            is_need |= d->need_index[j] == s->deps[i];
-        if (!is_need)
-            json_object_set_new(json_object_get(s->desc, "params"), "reference_digest", json_string(up->output));
-    }
     qp_key_hash(s->key, s->desc);
     if (R->opt->frozen && (rc = check_frozen(R, s)) != 0)
         goto done;
@@ -447,6 +468,7 @@ done:
     free(inputs);
     free(ids);
     free(digests);
+    free(link_digests);
     return rc;
 }
 
@@ -621,7 +643,7 @@ static int run_once(runner *R, double *elapsed)
     int jobs = R->opt->jobs > 0 ? R->opt->jobs : 1;
     if (R->opt->mode == QP_RUN_PLAN)
         jobs = 1;
-    pthread_t *th = calloc((size_t)jobs, sizeof(*th));
+    pthread_t *th = qp_xcalloc((size_t)jobs, sizeof(*th));
     for (int i = 0; i < jobs; i++)
         pthread_create(&th[i], NULL, worker, R);
     for (int i = 0; i < jobs; i++)
@@ -671,44 +693,123 @@ static void reset_states(runner *R)
     R->corrupt_seen = 0;
 }
 
+/* Each stage's state, with its dependencies: needs, then the stages its
+ * parameters name (links) that are not among them. */
+static void init_states(runner *R)
+{
+    for (size_t i = 0; i < R->n; i++) {
+        const qp_stage_decl *d = qp_recipe_stage(R->r, i);
+        stage_state *s = &R->st[i];
+        s->decl = d;
+        s->deps = qp_xcalloc(d->n_needs + d->n_links + 1, sizeof(size_t));
+        for (size_t k = 0; k < d->n_needs; k++)
+            s->deps[s->n_deps++] = d->need_index[k];
+        for (size_t k = 0; k < d->n_links; k++) {
+            int dup = 0;
+            for (size_t j = 0; j < s->n_deps; j++)
+                dup |= s->deps[j] == d->links[k].index;
+            if (!dup)
+                s->deps[s->n_deps++] = d->links[k].index;
+        }
+    }
+}
+
+/* One stage's entry in the run record. */
+static json_t *record_stage(const stage_state *s)
+{
+    json_t *e = json_pack("{s:s, s:s, s:f, s:O}", "kind", s->decl->kind->name, "status", status_name[s->status],
+                          "seconds", s->seconds, "params", s->decl->params);
+    if (s->rejected)
+        json_object_set_new(e, "rejected", json_true());
+    add_outcome(e, s);  /* the record is written with sorted keys */
+    if (s->desc) {
+        json_object_set(e, "inputs", json_object_get(s->desc, "inputs"));
+        json_object_set(e, "files", json_object_get(s->desc, "files"));
+        if (json_object_get(s->desc, "reads"))
+            json_object_set(e, "reads", json_object_get(s->desc, "reads"));
+    }
+    if (s->message)
+        json_object_set_new(e, "message", json_string(s->message));
+    return e;
+}
+
+/* Commits the run record (provenance) when a stage ran; commit[0] stays
+ * '\0' when none is made.  A failure to record is a warning: the run's
+ * own error (rc's message) is kept. */
+static void record_run(runner *R, int rc, double started_wall, double elapsed, char commit[41])
+{
+    const qp_run_options *opt = R->opt;
+    size_t ran = 0;
+    for (size_t i = 0; i < R->n; i++)
+        ran += R->st[i].status == ST_RAN;
+    if (ran == 0 || !opt->provenance)
+        return;
+    char *saved = qp_strdup(qp_error_last());
+    int saved_code = qp_error_last_code();
+    json_t *stages = json_object();
+    for (size_t i = 0; i < R->n; i++)
+        if (R->st[i].selected)
+            json_object_set_new(stages, R->st[i].decl->id, record_stage(&R->st[i]));
+    const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
+    if (qp_run_record_commit(commit, R->r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
+        fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
+        commit[0] = '\0';
+    } else if (!opt->json) {
+        fprintf(opt->out, "provenance: %.12s on %s\n", commit, opt->branch ? opt->branch : "qpipe/provenance");
+    }
+    json_decref(stages);
+    qp_error_set(saved_code, "%s", saved);
+    free(saved);
+}
+
+/* --json: the closing "summary" event. */
+static void emit_summary(runner *R, int rc, double elapsed, const char *commit)
+{
+    size_t c[8] = {0};
+    for (size_t i = 0; i < R->n; i++)
+        if (R->st[i].selected)
+            c[R->st[i].status]++;
+    json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s}", "event", "summary", "ran", (int)c[ST_RAN],
+                           "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED], "blocked",
+                           (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
+                           rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error");
+    if (R->opt->exit_status)
+        json_object_set_new(ev, "exit", json_integer(R->opt->exit_status(rc)));
+    if (commit[0])
+        json_object_set_new(ev, "provenance", json_string(commit));
+    if (rc)
+        json_object_set_new(ev, "error", json_string(qp_error_last()));
+    emit_json(R, ev);
+}
+
+/* --stage: that stage and what it depends on; otherwise every stage. */
+static int select_all(runner *R)
+{
+    if (!R->opt->only_stage) {
+        for (size_t i = 0; i < R->n; i++)
+            R->st[i].selected = 1;
+        return 0;
+    }
+    long i = qp_recipe_find(R->r, R->opt->only_stage);
+    if (i < 0)
+        return qp_error_set(QP_EUSAGE, "%s: --stage %s: no such stage", qp_recipe_path(R->r), R->opt->only_stage);
+    select_stages(R, (size_t)i);
+    return 0;
+}
+
 int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt)
 {
     runner R = {.r = r, .cache = cache, .opt = opt};
     R.n = qp_recipe_stage_count(r);
-    R.st = calloc(R.n ? R.n : 1, sizeof(*R.st));
+    R.st = qp_xcalloc(R.n ? R.n : 1, sizeof(*R.st));
     R.tty = !opt->json && isatty(fileno(opt->out));
     pthread_mutex_init(&R.mu, NULL);
     pthread_mutex_init(&R.out_mu, NULL);
     pthread_cond_init(&R.cv, NULL);
-    int rc = 0;
-    for (size_t i = 0; i < R.n; i++) {
-        const qp_stage_decl *d = qp_recipe_stage(r, i);
-        stage_state *s = &R.st[i];
-        s->decl = d;
-        s->deps = calloc(d->n_needs + 1, sizeof(size_t));
-        for (size_t k = 0; k < d->n_needs; k++)
-            s->deps[s->n_deps++] = d->need_index[k];
-        const char *ref = json_string_value(json_object_get(d->params, "reference"));
-        long ri = ref && ref[0] ? qp_recipe_find(r, ref) : -1;
-        if (ri >= 0) {
-            int dup = 0;
-            for (size_t k = 0; k < s->n_deps; k++)
-                dup |= s->deps[k] == (size_t)ri;
-            if (!dup)
-                s->deps[s->n_deps++] = (size_t)ri;
-        }
-    }
-    if (opt->only_stage) {
-        long i = qp_recipe_find(r, opt->only_stage);
-        if (i < 0) {
-            rc = qp_error_set(QP_EUSAGE, "%s: --stage %s: no such stage", qp_recipe_path(r), opt->only_stage);
-            goto done;
-        }
-        select_stages(&R, (size_t)i);
-    } else {
-        for (size_t i = 0; i < R.n; i++)
-            R.st[i].selected = 1;
-    }
+    init_states(&R);
+    int rc = select_all(&R);
+    if (rc)
+        goto done;
     double elapsed = 0;
     double started_wall = (double)time(NULL);
     for (int attempt = 0;; attempt++) {
@@ -722,70 +823,10 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
     }
     print_summary(&R, elapsed, rc);
     if (opt->mode == QP_RUN_NORMAL) {
-        size_t ran = 0;
-        for (size_t i = 0; i < R.n; i++)
-            ran += R.st[i].status == ST_RAN;
         char commit[41] = "";
-        if (ran > 0 && opt->provenance) {
-            char *saved = qp_strdup(qp_error_last());
-            int saved_code = qp_error_last_code();
-            json_t *stages = json_object();
-            for (size_t i = 0; i < R.n; i++) {
-                stage_state *s = &R.st[i];
-                if (!s->selected)
-                    continue;
-                json_t *e = json_pack("{s:s, s:s, s:f, s:O}", "kind", s->decl->kind->name, "status",
-                                      status_name[s->status], "seconds", s->seconds, "params", s->decl->params);
-                if (s->rejected)
-                    json_object_set_new(e, "rejected", json_true());
-                if (s->key[0])
-                    json_object_set_new(e, "key", json_string(s->key));
-                if (s->output[0])
-                    json_object_set_new(e, "output", json_string(s->output));
-                if (s->desc) {
-                    json_object_set(e, "inputs", json_object_get(s->desc, "inputs"));
-                    json_object_set(e, "files", json_object_get(s->desc, "files"));
-                    if (json_object_get(s->desc, "reads"))
-                        json_object_set(e, "reads", json_object_get(s->desc, "reads"));
-                }
-                if (s->artifact) {
-                    json_object_set(e, "metrics", (json_t *)qp_artifact_metrics_c(s->artifact));
-                    const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
-                    if (checks)
-                        json_object_set(e, "checks", (json_t *)checks);
-                }
-                if (s->message)
-                    json_object_set_new(e, "message", json_string(s->message));
-                json_object_set_new(stages, s->decl->id, e);
-            }
-            const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
-            if (qp_run_record_commit(commit, r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
-                fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
-                commit[0] = '\0';
-            } else if (!opt->json) {
-                fprintf(opt->out, "provenance: %.12s on %s\n", commit, opt->branch ? opt->branch : "qpipe/provenance");
-            }
-            json_decref(stages);
-            qp_error_set(saved_code, "%s", saved);
-            free(saved);
-        }
-        if (opt->json) {
-            size_t c[8] = {0};
-            for (size_t i = 0; i < R.n; i++)
-                if (R.st[i].selected)
-                    c[R.st[i].status]++;
-            json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s}", "event", "summary", "ran",
-                                   (int)c[ST_RAN], "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED],
-                                   "blocked", (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
-                                   rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error");
-            if (opt->exit_status)
-                json_object_set_new(ev, "exit", json_integer(opt->exit_status(rc)));
-            if (commit[0])
-                json_object_set_new(ev, "provenance", json_string(commit));
-            if (rc)
-                json_object_set_new(ev, "error", json_string(qp_error_last()));
-            emit_json(&R, ev);
-        }
+        record_run(&R, rc, started_wall, elapsed, commit);
+        if (opt->json)
+            emit_summary(&R, rc, elapsed, commit);
     }
 done:
     for (size_t i = 0; i < R.n; i++) {

@@ -1,4 +1,5 @@
 #include "pipeline/yaml_tree.h"
+#include "common/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -97,9 +98,7 @@ static int count_node(builder *b, qp_mark m, int copying)
 
 static qp_ynode *node_new(qp_ynode_kind kind, qp_mark m)
 {
-    qp_ynode *n = calloc(1, sizeof(*n));
-    if (!n)
-        abort();
+    qp_ynode *n = qp_xcalloc(1, sizeof(*n));
     n->kind = kind;
     n->mark = m;
     return n;
@@ -110,13 +109,9 @@ static void node_push(qp_ynode *c, qp_ynode *key, qp_ynode *item)
 {
     if (c->n == c->cap) {
         c->cap = c->cap ? 2 * c->cap : 4;
-        c->items = realloc(c->items, c->cap * sizeof(*c->items));
-        if (!c->items)
-            abort();
+        c->items = qp_xrealloc_array(c->items, c->cap, sizeof(*c->items));
         if (c->kind == QP_YN_MAP) {
-            c->keys = realloc(c->keys, c->cap * sizeof(*c->keys));
-            if (!c->keys)
-                abort();
+            c->keys = qp_xrealloc_array(c->keys, c->cap, sizeof(*c->keys));
         }
     }
     if (c->kind == QP_YN_MAP)
@@ -198,9 +193,7 @@ static int anchor_add(builder *b, const yaml_char_t *name, qp_ynode *node, int d
         return -1;
     if (b->n_anchors == b->cap_anchors) {
         b->cap_anchors = b->cap_anchors ? 2 * b->cap_anchors : 8;
-        b->anchors = realloc(b->anchors, b->cap_anchors * sizeof(*b->anchors));
-        if (!b->anchors)
-            abort();
+        b->anchors = qp_xrealloc_array(b->anchors, b->cap_anchors, sizeof(*b->anchors));
     }
     anchor *a = &b->anchors[b->n_anchors];
     a->name = qp_strdup((const char *)name);

@@ -4,6 +4,7 @@
 #include "stages/kinds.h"
 #include "stages/dataset.h"
 #include "stages/model_load.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/eval.h"
@@ -21,7 +22,7 @@ static const qp_param_spec params[] = {
     {"max_chunks", QP_P_INT, "0", NULL, 0, 1e15, 0, "score at most this many windows in all (0 = all)"},
     {"mc", QP_P_PATH, "", NULL, 0, -1, QP_PF_CONTENT,
      "multiple-choice JSONL {ctx, endings, label} for acc / acc_norm"},
-    {"reference", QP_P_STRING, "", NULL, 0, -1, 0,
+    {"reference", QP_P_STRING, "", "metrics", 0, -1, QP_PF_STAGE,
      "evaluate stage of the unquantized model: adds KLD, top-1, RMS dp, ppl delta/ratio"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
@@ -64,12 +65,12 @@ static int load_mc(const char *path, qp_mc_item **items_out, size_t *n_out, json
         }
         if (count == cap) {
             cap = cap ? cap * 2 : 256;
-            items = realloc(items, cap * sizeof(*items));
+            items = qp_xrealloc_array(items, cap, sizeof(*items));
         }
         qp_mc_item *it = &items[count++];
         it->ctx = json_string_value(json_object_get(rec, "ctx"));
         it->n_endings = json_array_size(endings);
-        const char **e = calloc(it->n_endings, sizeof(*e));
+        const char **e = qp_xcalloc(it->n_endings, sizeof(*e));
         for (size_t k = 0; k < it->n_endings; k++) {
             e[k] = json_string_value(json_array_get(endings, k));
             if (!e[k]) {
@@ -102,44 +103,43 @@ static void set_metric(qp_stage_ctx *ctx, const char *name, double v)
     qp_artifact_set_metric(ctx->output, name, v);
 }
 
-static int evaluate_run(qp_stage_ctx *ctx)
+/* The model under test (the input) and, with `reference:`, the model the
+ * reference stage evaluated (its input), run in lockstep. */
+static int open_models(qp_stage_ctx *ctx, const qp_named_stage *rs, qp_loaded_model **model, qp_loaded_model **ref)
 {
-    qp_loaded_model *model = NULL, *ref = NULL;
-    qp_eval_acc *acc = NULL;
-    int rc;
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
-    if ((rc = qp_loaded_model_open(&model, ctx->inputs[0], ctx->cache, ctx->threads, what)) != 0)
-        goto done;
-    if (ctx->reference_id) {
-        if (!ctx->reference_input || !(qp_artifact_type_of(ctx->reference_input) & (QP_ART_MODEL | QP_ART_QMODEL))) {
-            rc = qp_error_set(QP_EUSAGE, "stage '%s': reference '%s' must be an evaluate stage of a model",
-                              ctx->id, ctx->reference_id);
-            goto done;
-        }
-        free(what);
-        what = qp_strfmt("stage '%s': reference '%s'", ctx->id, ctx->reference_id);
-        if ((rc = qp_loaded_model_open(&ref, ctx->reference_input, ctx->cache, ctx->threads, what)) != 0)
-            goto done;
-        if (strcmp(qp_loaded_model_tokenizer_digest(model), qp_loaded_model_tokenizer_digest(ref)) != 0) {
-            rc = qp_error_set(QP_EUSAGE, "stage '%s': the model and reference '%s' have different tokenizers; "
-                                         "KL divergence needs the same vocabulary", ctx->id, ctx->reference_id);
-            goto done;
-        }
-    }
+    int rc = qp_loaded_model_open(model, ctx->inputs[0], ctx->cache, ctx->threads, what);
+    free(what);
+    if (rc || !rs)
+        return rc;
+    const qp_artifact *ref_model = rs->n_inputs ? rs->inputs[0] : NULL;
+    if (!ref_model || !(qp_artifact_type_of(ref_model) & (QP_ART_MODEL | QP_ART_QMODEL)))
+        return qp_error_set(QP_EUSAGE, "stage '%s': reference '%s' must be an evaluate stage of a model", ctx->id,
+                            rs->id);
+    what = qp_strfmt("stage '%s': reference '%s'", ctx->id, rs->id);
+    rc = qp_loaded_model_open(ref, ref_model, ctx->cache, ctx->threads, what);
+    free(what);
+    if (rc == 0 && strcmp(qp_loaded_model_tokenizer_digest(*model), qp_loaded_model_tokenizer_digest(*ref)) != 0)
+        rc = qp_error_set(QP_EUSAGE, "stage '%s': the model and reference '%s' have different tokenizers; "
+                                     "KL divergence needs the same vocabulary", ctx->id, rs->id);
+    return rc;
+}
+
+/* Scores every `dataset` file as its own stream into acc; *tokens_run
+ * counts the tokens fed. */
+static int score_datasets(qp_stage_ctx *ctx, qp_loaded_model *model, qp_loaded_model *ref, qp_eval_acc *acc,
+                          uint64_t *tokens_run)
+{
     qp_llama *m = qp_loaded_model_llama(model);
     const qp_tokenizer *tok = qp_loaded_model_tokenizer(model);
-    const qp_llama_hparams *hp = qp_llama_get_hparams(m);
     size_t ctx_len = (size_t)qp_param_int(ctx->params, "ctx");
     if (ctx_len == 0)
-        ctx_len = (size_t)hp->max_pos;
+        ctx_len = (size_t)qp_llama_get_hparams(m)->max_pos;
     qp_ppl_protocol proto = strcmp(qp_param_str(ctx->params, "protocol"), "llama.cpp") == 0 ? QP_PPL_LLAMACPP
                                                                                            : QP_PPL_WINDOWS;
     size_t max_tokens = (size_t)qp_param_int(ctx->params, "max_tokens");
     size_t max_chunks = (size_t)qp_param_int(ctx->params, "max_chunks");
-    if ((rc = qp_eval_acc_new(&acc, ref != NULL)) != 0)
-        goto done;
-    double t0 = qp_now();
-    uint64_t tokens_run = 0;
+    int rc = 0;
     size_t i;
     json_t *v;
     json_array_foreach(json_object_get(ctx->params, "dataset"), i, v) {
@@ -155,7 +155,7 @@ static int evaluate_run(qp_stage_ctx *ctx)
         if (rc == 0) {
             if (max_tokens && n > max_tokens)
                 n = max_tokens;
-            tokens_run += n;
+            *tokens_run += n;
             rc = qp_eval_stream(acc, m, ref ? qp_loaded_model_llama(ref) : NULL, (const int32_t *)ids, n,
                                 qp_tokenizer_bos(tok), proto, ctx_len, max_chunks, on_tokens, ctx->progress);
         }
@@ -165,60 +165,86 @@ static int evaluate_run(qp_stage_ctx *ctx)
         free(text);
         free(path);
         if (rc)
-            goto done;
+            break;
     }
-    qp_eval_result r;
-    if ((rc = qp_eval_finish(acc, &r)) != 0) {
-        qp_error_prefix("stage '%s'", ctx->id);
-        goto done;
-    }
-    double secs = qp_now() - t0;
-    set_metric(ctx, "ppl", r.ppl);
-    set_metric(ctx, "nll", r.nll_mean);
-    set_metric(ctx, "tokens_scored", (double)r.scored);
-    set_metric(ctx, "windows", (double)r.windows);
-    if (ref) {
-        set_metric(ctx, "ppl_ref", r.ppl_ref);
-        set_metric(ctx, "ppl_delta", r.ppl_delta);
-        set_metric(ctx, "ppl_ratio", r.ppl_ratio);
-        set_metric(ctx, "kld_mean", r.kld_mean);
-        set_metric(ctx, "kld_p99", r.kld_p99);
-        set_metric(ctx, "kld_median", r.kld_median);
-        set_metric(ctx, "top1", r.top1);
-        set_metric(ctx, "rms_dp", r.rms_dp);
-    }
-    /* timings are reported, not stored: the artifact must be deterministic */
-    qp_progress_note(ctx->progress, "%.0f tokens/s", secs > 0 ? (double)tokens_run / secs : 0.0);
+    return rc;
+}
+
+static void set_ppl_metrics(qp_stage_ctx *ctx, const qp_eval_result *r, int with_ref)
+{
+    set_metric(ctx, "ppl", r->ppl);
+    set_metric(ctx, "nll", r->nll_mean);
+    set_metric(ctx, "tokens_scored", (double)r->scored);
+    set_metric(ctx, "windows", (double)r->windows);
+    if (!with_ref)
+        return;
+    set_metric(ctx, "ppl_ref", r->ppl_ref);
+    set_metric(ctx, "ppl_delta", r->ppl_delta);
+    set_metric(ctx, "ppl_ratio", r->ppl_ratio);
+    set_metric(ctx, "kld_mean", r->kld_mean);
+    set_metric(ctx, "kld_p99", r->kld_p99);
+    set_metric(ctx, "kld_median", r->kld_median);
+    set_metric(ctx, "top1", r->top1);
+    set_metric(ctx, "rms_dp", r->rms_dp);
+}
+
+/* Multiple-choice accuracy over `mc` (a no-op when it is ""); with a
+ * reference, acc_drop against the accuracy it measured. */
+static int score_mc(qp_stage_ctx *ctx, qp_loaded_model *model, const qp_named_stage *rs)
+{
     const char *mc = qp_param_str(ctx->params, "mc");
-    if (mc && mc[0]) {
-        char *path = qp_stage_path(ctx, mc);
-        qp_mc_item *items = NULL;
-        size_t n_items = 0;
-        json_t *keep = NULL;
-        rc = load_mc(path, &items, &n_items, &keep);
-        qp_mc_result mr;
-        if (rc == 0)
-            rc = qp_eval_mc(&mr, m, tok, items, n_items, on_items, ctx->progress);
-        if (rc == 0) {
-            set_metric(ctx, "acc", mr.acc);
-            set_metric(ctx, "acc_norm", mr.acc_norm);
-            set_metric(ctx, "mc_items", (double)mr.items);
-            if (ctx->reference_id) {
-                const json_t *ra = json_object_get(qp_artifact_metrics_c(ctx->reference), "acc");
-                if (json_is_number(ra))
-                    set_metric(ctx, "acc_drop", json_number_value(ra) - mr.acc);
-            }
-        } else {
-            qp_error_prefix("stage '%s': mc", ctx->id);
-        }
-        for (size_t k = 0; k < n_items; k++)
-            free((void *)items[k].endings);
-        free(items);
-        json_decref(keep);
-        free(path);
+    if (!mc || !mc[0])
+        return 0;
+    char *path = qp_stage_path(ctx, mc);
+    qp_mc_item *items = NULL;
+    size_t n_items = 0;
+    json_t *keep = NULL;
+    int rc = load_mc(path, &items, &n_items, &keep);
+    qp_mc_result mr;
+    if (rc == 0)
+        rc = qp_eval_mc(&mr, qp_loaded_model_llama(model), qp_loaded_model_tokenizer(model), items, n_items, on_items,
+                        ctx->progress);
+    if (rc == 0) {
+        set_metric(ctx, "acc", mr.acc);
+        set_metric(ctx, "acc_norm", mr.acc_norm);
+        set_metric(ctx, "mc_items", (double)mr.items);
+        const json_t *ra = rs ? json_object_get(qp_artifact_metrics_c(rs->output), "acc") : NULL;
+        if (json_is_number(ra))
+            set_metric(ctx, "acc_drop", json_number_value(ra) - mr.acc);
+    } else {
+        qp_error_prefix("stage '%s': mc", ctx->id);
     }
-done:
-    free(what);
+    for (size_t k = 0; k < n_items; k++)
+        free((void *)items[k].endings);
+    free(items);
+    json_decref(keep);
+    free(path);
+    return rc;
+}
+
+static int evaluate_run(qp_stage_ctx *ctx)
+{
+    const qp_named_stage *rs = qp_stage_named(ctx, "reference");
+    qp_loaded_model *model = NULL, *ref = NULL;
+    qp_eval_acc *acc = NULL;
+    uint64_t tokens_run = 0;
+    double t0 = 0;
+    qp_eval_result r;
+    int rc = open_models(ctx, rs, &model, &ref);
+    if (rc == 0)
+        rc = qp_eval_acc_new(&acc, ref != NULL);
+    t0 = qp_now();
+    if (rc == 0)
+        rc = score_datasets(ctx, model, ref, acc, &tokens_run);
+    if (rc == 0 && (rc = qp_eval_finish(acc, &r)) != 0)
+        qp_error_prefix("stage '%s'", ctx->id);
+    if (rc == 0) {
+        double secs = qp_now() - t0;
+        set_ppl_metrics(ctx, &r, ref != NULL);
+        /* timings are reported, not stored: the artifact must be deterministic */
+        qp_progress_note(ctx->progress, "%.0f tokens/s", secs > 0 ? (double)tokens_run / secs : 0.0);
+        rc = score_mc(ctx, model, rs);
+    }
     qp_eval_acc_free(acc);
     qp_loaded_model_free(ref);
     qp_loaded_model_free(model);

@@ -1,4 +1,5 @@
 #include "stages/fetch_source.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/safetensors.h"
@@ -41,9 +42,7 @@ static void add_file(qp_fetch_source *s, const char *rel, const char *abs, const
 {
     if (s->n_files == s->cap_files) {
         s->cap_files = s->cap_files ? s->cap_files * 2 : 16;
-        s->files = realloc(s->files, s->cap_files * sizeof(*s->files));
-        if (!s->files)
-            abort();
+        s->files = qp_xrealloc_array(s->files, s->cap_files, sizeof(*s->files));
     }
     source_file *f = &s->files[s->n_files++];
     memset(f, 0, sizeof(*f));
@@ -185,10 +184,8 @@ done:
 
 int qp_fetch_source_open(qp_fetch_source **out, const json_t *params, const char *recipe_dir, qp_cache *cache)
 {
-    qp_fetch_source *s = calloc(1, sizeof(*s));
+    qp_fetch_source *s = qp_xcalloc(1, sizeof(*s));
     int rc = 0;
-    if (!s)
-        return qp_error_set(QP_ERROR, "out of memory");
     s->cache = cache;
     const char *source = qp_param_str(params, "source");
     s->display = qp_strdup(source);

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const json_t *must_get(const json_t *params, const char *name)
 {
@@ -41,4 +42,12 @@ int qp_param_bool(const json_t *params, const char *name)
 char *qp_stage_path(const qp_stage_ctx *ctx, const char *path)
 {
     return qp_path_join(ctx->recipe_dir, path);
+}
+
+const qp_named_stage *qp_stage_named(const qp_stage_ctx *ctx, const char *param)
+{
+    for (size_t i = 0; i < ctx->n_named; i++)
+        if (strcmp(ctx->named[i].param, param) == 0)
+            return &ctx->named[i];
+    return NULL;
 }

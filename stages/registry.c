@@ -2,6 +2,7 @@
 #include "stages/stage.h"
 #include "stages/kinds.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const qp_stage_kind *const kinds[] = {
@@ -60,4 +61,19 @@ const char *qp_artifact_mask_names(unsigned mask)
         strcat(buf, qp_artifact_type_name((qp_artifact_type)bit));
     }
     return buf;
+}
+
+unsigned qp_param_stage_outputs(const qp_param_spec *s)
+{
+    unsigned all = (QP_ART_VERDICT << 1) - 1, mask = 0;
+    if (!s->allowed)
+        return all;
+    for (const char *p = s->allowed; *p;) {
+        size_t n = strcspn(p, "|");
+        char name[32];
+        snprintf(name, sizeof(name), "%.*s", (int)n, p);
+        mask |= (unsigned)qp_artifact_type_parse(name);
+        p += n + (p[n] == '|');
+    }
+    return mask;
 }

@@ -8,6 +8,7 @@
  * objects flattened with '.') become the stage's metrics.  Upstream
  * artifacts are materialised under $QPIPE_INPUT_<ID> (a directory). */
 #include "stages/kinds.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -146,7 +147,7 @@ static int run_run(qp_stage_ctx *ctx)
     int rc = 0;
     char *work = NULL, *log_path = NULL;
     size_t n_env = 0;
-    char **env = calloc(ctx->n_inputs + 2, sizeof(*env)), **envp = NULL;
+    char **env = qp_xcalloc(ctx->n_inputs + 2, sizeof(*env)), **envp = NULL;
     const json_t *outs = json_object_get(ctx->params, "outs");
     size_t i;
     json_t *v;
@@ -154,7 +155,7 @@ static int run_run(qp_stage_ctx *ctx)
     char *tmp_root = qp_path_join(qp_cache_dir(ctx->cache), "tmp");
     work = qp_strfmt("%s/run-%s-XXXXXX", tmp_root, ctx->stage_key ? ctx->stage_key : "x");
     free(tmp_root);
-    if (!env || !mkdtemp(work)) {
+    if (!mkdtemp(work)) {
         rc = qp_error_errno(QP_ERROR, "stage '%s': cannot create a work directory", ctx->id);
         goto done;
     }
@@ -173,11 +174,7 @@ static int run_run(qp_stage_ctx *ctx)
     size_t n_environ = 0;
     while (environ[n_environ])
         n_environ++;
-    envp = calloc(n_environ + n_env + 1, sizeof(*envp));
-    if (!envp) {
-        rc = qp_error_set(QP_ERROR, "out of memory");
-        goto done;
-    }
+    envp = qp_xcalloc(n_environ + n_env + 1, sizeof(*envp));
     for (size_t k = 0; k < n_environ; k++)
         envp[k] = environ[k];
     for (size_t k = 0; k < n_env; k++)

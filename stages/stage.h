@@ -34,6 +34,15 @@ enum {
     QP_PF_CONTENT  = 1 << 1,  /* path(s): the content digest goes in the key, not the string */
     QP_PF_PATTERN  = 1 << 2,  /* name ends with '*': matches every key with that prefix */
     QP_PF_UNKEYED  = 1 << 3,  /* not part of the stage key (e.g. an output location) */
+    /* A string naming another stage of the recipe ("" = none).  The named
+     * stage is no input, but an edge of the graph: it runs first, a loop
+     * through it is a cycle, an expanded stage named by its plain name is
+     * zipped like a need, and its output digest goes in the key as
+     * "PARAM_digest" (unless it is also an input).  `allowed` is then not a
+     * list of choices but the output types the named stage must produce
+     * ("metrics"; NULL = any).  The stage reads it with qp_stage_named().
+     * Not combined with QP_PF_PATTERN. */
+    QP_PF_STAGE    = 1 << 4,
 };
 
 typedef struct {
@@ -47,6 +56,15 @@ typedef struct {
 } qp_param_spec;
 
 typedef struct qp_stage_ctx qp_stage_ctx;
+
+/* A stage that a QP_PF_STAGE parameter names, as the running stage sees it. */
+typedef struct {
+    const char *param;                 /* the parameter that names it */
+    const char *id;                    /* its id in the recipe */
+    const qp_artifact *output;         /* its output */
+    size_t n_inputs;
+    const qp_artifact *const *inputs;  /* what it consumed, in its `needs` order */
+} qp_named_stage;
 
 typedef struct qp_stage_kind {
     const char *name;        /* the `uses:` value */
@@ -95,11 +113,10 @@ struct qp_stage_ctx {
     int threads;
     qp_progress *progress;          /* may be NULL */
     const char *stage_key;          /* this stage's key (hex) */
-    /* `reference: STAGE` (evaluate): that stage's output and the artifact
-     * it consumed (the unquantized model), NULL when there is none. */
-    const char *reference_id;
-    const qp_artifact *reference;
-    const qp_artifact *reference_input;
+    /* The stages its QP_PF_STAGE parameters name (those not ""); read
+     * them with qp_stage_named(). */
+    size_t n_named;
+    const qp_named_stage *named;
 };
 
 /* The registry of stage kinds. */
@@ -109,8 +126,15 @@ const qp_stage_kind *const *qp_stage_kinds(size_t *n);
 unsigned qp_stage_output_types(const qp_stage_kind *k, const json_t *params);
 /* "model, calibration" for a mask (static buffer per thread). */
 const char *qp_artifact_mask_names(unsigned mask);
+/* The output types the stage a QP_PF_STAGE parameter names must produce:
+ * its `allowed` ("metrics|model") as a mask; every type when NULL. */
+unsigned qp_param_stage_outputs(const qp_param_spec *s);
 /* Spec for a parameter name (pattern specs match by prefix); NULL if none. */
 const qp_param_spec *qp_stage_param_spec(const qp_stage_kind *k, const char *name);
+
+/* The stage that QP_PF_STAGE parameter `param` names; NULL when it is
+ * "" (names none). */
+const qp_named_stage *qp_stage_named(const qp_stage_ctx *ctx, const char *param);
 
 /* Resolves a path parameter against the recipe directory (malloc'ed). */
 char *qp_stage_path(const qp_stage_ctx *ctx, const char *path);

@@ -299,10 +299,10 @@ static void key_of(char key[QP_HEX_LEN], char **canon, const qp_recipe *r, const
 {
     const qp_stage_decl *s = qp_recipe_stage(r, (size_t)qp_recipe_find(r, id));
     const char *digests[8];
-    for (size_t i = 0; i < s->n_needs && i < 8; i++)
+    for (size_t i = 0; i < 8; i++)
         digests[i] = "0000000000000000000000000000000000000000000000000000000000000000";
     json_t *desc = NULL;
-    int rc = qp_key_describe(&desc, r, s, cache, digests);
+    int rc = qp_key_describe(&desc, r, s, cache, digests, digests);
     if (rc)
         fprintf(stderr, "%s\n", qp_error_last());
     assert_int_equal(rc, 0);
@@ -380,6 +380,12 @@ static void topological_order(void **state)
     const qp_stage_decl *ev2 = qp_recipe_stage(r, 3);
     assert_int_equal(ev2->n_needs, 1);
     assert_int_equal(ev2->need_index[0], 0);
+    /* the reference is a link (QP_PF_STAGE), indexed in the sorted order */
+    assert_int_equal(ev2->n_links, 1);
+    assert_string_equal(ev2->links[0].param, "reference");
+    assert_string_equal(ev2->links[0].id, "ev1");
+    assert_int_equal(ev2->links[0].index, 2);
+    assert_int_equal(qp_recipe_stage(r, 2)->n_links, 0);
     const qp_stage_decl *rep = qp_recipe_stage(r, 4);
     assert_string_equal(rep->needs[0], "ev2");
     assert_int_equal(rep->need_index[0], 3);

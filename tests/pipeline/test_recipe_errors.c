@@ -102,6 +102,9 @@ static const bad_case cases[] = {
      "r.yaml:6:71: parameter 'reference' for evaluate: no such stage 'basee' (did you mean 'base'?)"},
     {"reference_self", HDR MODEL "  e: {uses: evaluate, needs: model, with: {dataset: d.txt, reference: e}}\n",
      "r.yaml:5:71: parameter 'reference' for evaluate names its own stage 'e'"},
+    {"reference_wrong_output_type", HDR MODEL "  e: {uses: evaluate, needs: model, with: {dataset: d.txt, reference: model}}\n",
+     "r.yaml:5:71: parameter 'reference' for evaluate: stage 'model' makes a files or model artifact; name a stage "
+     "that makes metrics"},
     {"input_wrong_artifact_type", HDR MODEL
      "  base: {uses: evaluate, needs: model, with: {dataset: d.txt}}\n"
      "  q4: {uses: quantize, needs: [model, base], with: {method: gptq}}\n",
