@@ -36,8 +36,10 @@ int qp_cli_graph(int argc, char **argv)
         const qp_stage_decl *d = qp_recipe_stage(r, i);
         printf("  ");
         dot_id(d->id);
-        printf(" [label=\"%s\\n(%s)\"%s];\n", d->id, d->kind->name,
-               strcmp(d->kind->name, "gate") == 0 ? ", shape=diamond" : "");
+        printf(" [label=\"%s\\n(%s)\"", d->id, d->kind->name);
+        if (d->kind->graph_shape)
+            printf(", shape=%s", d->kind->graph_shape);
+        printf("];\n");
     }
     for (size_t i = 0; i < qp_recipe_stage_count(r); i++) {
         const qp_stage_decl *d = qp_recipe_stage(r, i);

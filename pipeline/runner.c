@@ -61,26 +61,6 @@ static void emit_json(runner *R, json_t *ev)
     json_decref(ev);
 }
 
-static void print_gate_checks(runner *R, const stage_state *s)
-{
-    const json_t *checks = json_object_get(qp_artifact_meta_c(s->artifact), "checks");
-    size_t i;
-    json_t *c;
-    json_array_foreach(checks, i, c) {
-        const json_t *val = json_object_get(c, "value"), *margin = json_object_get(c, "margin");
-        char vbuf[32] = "n/a", mbuf[32] = "n/a";
-        if (json_is_number(val))
-            snprintf(vbuf, sizeof(vbuf), "%.6g", json_number_value(val));
-        if (json_is_number(margin))
-            snprintf(mbuf, sizeof(mbuf), "%+.6g", json_number_value(margin));
-        fprintf(R->opt->out, "      %-4s %s.%s = %s %s %.6g  (margin %s)\n",
-                json_is_true(json_object_get(c, "passed")) ? "ok" : "FAIL",
-                json_string_value(json_object_get(c, "stage")), json_string_value(json_object_get(c, "metric")),
-                vbuf, json_string_value(json_object_get(c, "op")),
-                json_number_value(json_object_get(c, "limit")), mbuf);
-    }
-}
-
 /* key, output, metrics and a gate's checks, those a stage has, into e
  * (a --json event or a run record entry). */
 static void add_outcome(json_t *e, const stage_state *s)
@@ -133,22 +113,8 @@ static void report_stage(runner *R, stage_state *s)
     if (s->message)
         fprintf(o, "  %s", s->message);
     fprintf(o, "\n");
-    if (s->artifact && d->kind == qp_stage_kind_find("gate"))
-        print_gate_checks(R, s);
-    if (s->artifact && d->kind == qp_stage_kind_find("select")) {
-        const json_t *meta = qp_artifact_meta_c(s->artifact);
-        const char *sel = json_string_value(json_object_get(meta, "selected"));
-        size_t i;
-        json_t *row;
-        json_array_foreach(json_object_get(meta, "candidates"), i, row) {
-            const char *cand = json_string_value(json_object_get(row, "candidate"));
-            fprintf(o, "      %-8s %-16s %12.0f bytes  gate %-12s %s\n",
-                    sel && !strcmp(sel, cand) ? "SELECTED" : "", cand,
-                    json_number_value(json_object_get(row, "bytes")),
-                    json_string_value(json_object_get(row, "gate")),
-                    json_is_true(json_object_get(row, "passed")) ? "pass" : "fail");
-        }
-    }
+    if (s->artifact && d->kind->report)
+        d->kind->report(o, s->artifact);
     fflush(o);
     pthread_mutex_unlock(&R->out_mu);
 }

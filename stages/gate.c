@@ -128,6 +128,27 @@ done:
     return rc;
 }
 
+/* The text report's lines under the gate: one per check. */
+static void gate_report(FILE *o, const qp_artifact *out)
+{
+    const json_t *checks = json_object_get(qp_artifact_meta_c(out), "checks");
+    size_t i;
+    json_t *c;
+    json_array_foreach(checks, i, c) {
+        const json_t *val = json_object_get(c, "value"), *margin = json_object_get(c, "margin");
+        char vbuf[32] = "n/a", mbuf[32] = "n/a";
+        if (json_is_number(val))
+            snprintf(vbuf, sizeof(vbuf), "%.6g", json_number_value(val));
+        if (json_is_number(margin))
+            snprintf(mbuf, sizeof(mbuf), "%+.6g", json_number_value(margin));
+        fprintf(o, "      %-4s %s.%s = %s %s %.6g  (margin %s)\n",
+                json_is_true(json_object_get(c, "passed")) ? "ok" : "FAIL",
+                json_string_value(json_object_get(c, "stage")), json_string_value(json_object_get(c, "metric")),
+                vbuf, json_string_value(json_object_get(c, "op")),
+                json_number_value(json_object_get(c, "limit")), mbuf);
+    }
+}
+
 const qp_stage_kind qp_stage_gate = {
     .name = "gate", .version = 2,
     .doc = "pass or reject on thresholds over upstream metrics (exit 3 on reject)",
@@ -136,4 +157,6 @@ const qp_stage_kind qp_stage_gate = {
     .output = QP_ART_VERDICT,
     .validate = gate_validate,
     .run = gate_run,
+    .report = gate_report,
+    .graph_shape = "diamond",
 };

@@ -88,6 +88,22 @@ static int select_run(qp_stage_ctx *ctx)
     return 0;
 }
 
+/* The text report's lines under select: the candidates, the chosen one marked. */
+static void select_report(FILE *o, const qp_artifact *out)
+{
+    const json_t *meta = qp_artifact_meta_c(out);
+    const char *sel = json_string_value(json_object_get(meta, "selected"));
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(meta, "candidates"), i, row) {
+        const char *cand = json_string_value(json_object_get(row, "candidate"));
+        fprintf(o, "      %-8s %-16s %12.0f bytes  gate %-12s %s\n", sel && !strcmp(sel, cand) ? "SELECTED" : "",
+                cand, json_number_value(json_object_get(row, "bytes")),
+                json_string_value(json_object_get(row, "gate")),
+                json_is_true(json_object_get(row, "passed")) ? "pass" : "fail");
+    }
+}
+
 const qp_stage_kind qp_stage_select = {
     .name = "select", .version = 2,
     .doc = "pick the smallest candidate whose gate passed (exit 3 when none did)",
@@ -96,4 +112,5 @@ const qp_stage_kind qp_stage_select = {
     .output = QP_ART_VERDICT,
     .consumes_rejections = 1,
     .run = select_run,
+    .report = select_report,
 };

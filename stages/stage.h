@@ -13,6 +13,8 @@
 #include <stddef.h>
 
 #include "cache/cache.h"
+#include <stdio.h>
+
 #include "artifact/artifact.h"
 #include "artifact/progress.h"
 
@@ -96,6 +98,12 @@ typedef struct qp_stage_kind {
     int (*key_extra)(const json_t *params, const char *recipe_dir, qp_cache *cache, json_t *key);
     /* Does the work: reads ctx->inputs, fills ctx->output. */
     int (*run)(qp_stage_ctx *ctx);
+    /* Prints the lines the text report shows under the stage's own line
+     * (a gate's checks, select's candidates), each starting with 6 spaces.
+     * May be NULL. */
+    void (*report)(FILE *out, const qp_artifact *output);
+    /* Graphviz node shape in `qpipe graph` (a gate is a "diamond"); NULL = box. */
+    const char *graph_shape;
 } qp_stage_kind;
 
 struct qp_stage_ctx {
