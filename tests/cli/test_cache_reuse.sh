@@ -86,4 +86,6 @@ expect_no_grep '"stage":"lines"'
 expect_exit 0 "$QPIPE" graph r.yaml
 expect_grep '"src" -> "words";'
 expect_grep '^digraph "reuse" \{'
+expect_grep '"gate_w" \[label="gate_w\\n\(gate\)", shape=diamond\];'
+expect_grep '"words" \[label="words\\n\(run\)"\];'
 done_ok
