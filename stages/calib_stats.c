@@ -1,6 +1,7 @@
 #include "stages/calib_stats.h"
 #include "common/alloc.h"
 #include "common/error.h"
+#include "model/hf_names.h"
 #include "common/gemm.h"
 
 #include <math.h>
@@ -129,11 +130,11 @@ size_t qp_site_weights(qp_llama_site site, const char *out[3])
 {
     switch (site) {
     case QP_SITE_QKV:
-        out[0] = "self_attn.q_proj", out[1] = "self_attn.k_proj", out[2] = "self_attn.v_proj";
+        out[0] = QP_HF_Q_PROJ, out[1] = QP_HF_K_PROJ, out[2] = QP_HF_V_PROJ;
         return 3;
-    case QP_SITE_O: out[0] = "self_attn.o_proj"; return 1;
-    case QP_SITE_GATE_UP: out[0] = "mlp.gate_proj", out[1] = "mlp.up_proj"; return 2;
-    case QP_SITE_DOWN: out[0] = "mlp.down_proj"; return 1;
+    case QP_SITE_O: out[0] = QP_HF_O_PROJ; return 1;
+    case QP_SITE_GATE_UP: out[0] = QP_HF_GATE_PROJ, out[1] = QP_HF_UP_PROJ; return 2;
+    case QP_SITE_DOWN: out[0] = QP_HF_DOWN_PROJ; return 1;
     }
     return 0;
 }

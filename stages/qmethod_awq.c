@@ -34,14 +34,9 @@ static void awq_describe(const qp_quant_job *job, qp_artifact *out)
 static const char *const card_keys[] = {"bits", "group_size", "sym", NULL};
 
 const qp_quant_method qp_qm_awq = {
-    .name = "awq",
+    .name = "awq", .flags = QP_QM_NEEDS_CALIB, .needs_calib = "needs a calibrate stage in needs:",
     .doc = "AWQ: activation-aware per-channel scales and clipping, then RTN, layer by layer",
-    .flags = QP_QM_NEEDS_CALIB,
-    .needs_calib = "needs a calibrate stage in needs:",
-    .opts_size = sizeof(qp_qm_awq_opts),
-    .parse = awq_parse,
-    .plan = qp_qm_linear_plan,
-    .run = awq_run,
-    .describe = awq_describe,
+    .opts_size = sizeof(qp_qm_awq_opts), .parse = awq_parse, .plan = qp_qm_linear_plan,
+    .run = awq_run, .describe = awq_describe,
     .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

@@ -70,12 +70,8 @@ static unsigned gguf_file_type(const qp_artifact *model)
 static const char *const card_keys[] = {"type", "pure", NULL};
 
 const qp_quant_method qp_qm_gguf = {
-    .name = "gguf",
+    .name = "gguf", .flags = QP_QM_IMATRIX,
     .doc = "llama.cpp block types, chosen per tensor as llama-quantize does for `type:`",
-    .flags = QP_QM_IMATRIX,
-    .opts_size = sizeof(qp_qm_gguf_opts),
-    .parse = gguf_parse,
-    .plan_setup = gguf_plan_setup,
-    .plan = gguf_plan,
+    .opts_size = sizeof(qp_qm_gguf_opts), .parse = gguf_parse, .plan_setup = gguf_plan_setup, .plan = gguf_plan,
     .hints = {card_keys, gguf_package_name, gguf_file_type},
 };

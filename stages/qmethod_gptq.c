@@ -70,7 +70,8 @@ static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H)
     char digest[QP_HEX_LEN];
     if ((rc = qp_linear_dequantize(q, back)) != 0 ||
         (rc = qp_loaded_model_override(sq->lm, hf, back, (uint64_t)(rows * cols))) != 0 ||
-        (rc = qp_linear_serialize(q, &packed, &plen)) != 0 || (rc = qp_cache_put(ctx->cache, packed, plen, digest)) != 0)
+        (rc = qp_linear_serialize(q, &packed, &plen)) != 0 ||
+        (rc = qp_cache_put(ctx->cache, packed, plen, digest)) != 0)
         goto done;
     qp_quant_results_put(job->results, hf, digest, plen, qp_linear_bits_per_weight(q),
                          json_pack("{s:i, s:i, s:b, s:b, s:f, s:f}", "bits", gp.bits, "group_size", gp.group_size,
@@ -198,13 +199,8 @@ static int gptq_run(qp_quant_job *job)
 static const char *const card_keys[] = {"bits", "group_size", "sym", "act_order", "damp_percent", NULL};
 
 const qp_quant_method qp_qm_gptq = {
-    .name = "gptq",
-    .doc = "GPTQ: Hessian-aware rounding, layer by layer on calibration windows",
-    .flags = QP_QM_NEEDS_CALIB | QP_QM_HESSIANS,
-    .needs_calib = "needs a calibrate stage in needs:",
-    .opts_size = sizeof(qp_qm_gptq_opts),
-    .parse = gptq_parse,
-    .plan = qp_qm_linear_plan,
-    .run = gptq_run,
+    .name = "gptq", .doc = "GPTQ: Hessian-aware rounding, layer by layer on calibration windows",
+    .flags = QP_QM_NEEDS_CALIB | QP_QM_HESSIANS, .needs_calib = "needs a calibrate stage in needs:",
+    .opts_size = sizeof(qp_qm_gptq_opts), .parse = gptq_parse, .plan = qp_qm_linear_plan, .run = gptq_run,
     .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

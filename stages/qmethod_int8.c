@@ -2,12 +2,11 @@
 #include "stages/qmethods.h"
 #include "quant/int8.h"
 
+/* the embedding and lm_head stay; every other 2-D weight is int8 */
 static int int8_plan(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
                      int64_t cols, const qp_quant_override *ov)
 {
-    if (!qp_quant_plan_anchor(out, name))
-        out->kind = QP_TP_INT8;
-    return 0;
+    return qp_quant_plan_format(out, name, QP_TP_INT8);
 }
 
 static int int8_encode(const qp_quant_job *job, const qp_tensor_plan *plan, const float *w, int64_t rows,
@@ -27,9 +26,6 @@ static int int8_encode(const qp_quant_job *job, const qp_tensor_plan *plan, cons
 static const char *const card_keys[] = {NULL};
 
 const qp_quant_method qp_qm_int8 = {
-    .name = "int8",
-    .doc = "per-output-channel absmax int8",
-    .plan = int8_plan,
-    .encode = int8_encode,
+    .name = "int8", .doc = "per-output-channel absmax int8", .plan = int8_plan, .encode = int8_encode,
     .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

@@ -115,14 +115,9 @@ static unsigned mixed_file_type(const qp_artifact *model)
 static const char *const card_keys[] = {"ladder", "bpw_of", "max_bpw", "max_kld", "windows", NULL};
 
 const qp_quant_method qp_qm_mixed = {
-    .name = "mixed",
+    .name = "mixed", .flags = QP_QM_NEEDS_CALIB | QP_QM_IMATRIX,
     .doc = "sensitivity-driven llama.cpp types per tensor within a size budget or up to a quality target",
-    .flags = QP_QM_NEEDS_CALIB | QP_QM_IMATRIX,
     .needs_calib = "measures sensitivities on calibration windows; add a calibrate stage to needs:",
-    .opts_size = sizeof(qp_qm_mixed_opts),
-    .parse = mixed_parse,
-    .plan = mixed_plan,
-    .run = qp_quant_mixed_assign,
-    .describe = mixed_describe,
-    .hints = {card_keys, mixed_package_name, mixed_file_type},
+    .opts_size = sizeof(qp_qm_mixed_opts), .parse = mixed_parse, .plan = mixed_plan,
+    .run = qp_quant_mixed_assign, .describe = mixed_describe, .hints = {card_keys, mixed_package_name, mixed_file_type},
 };

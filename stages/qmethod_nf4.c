@@ -11,9 +11,7 @@ static int nf4_parse(void *opts, const json_t *params, const char *where)
 static int nf4_plan(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
                     int64_t cols, const qp_quant_override *ov)
 {
-    if (!qp_quant_plan_anchor(out, name))
-        out->kind = QP_TP_NF4;
-    return 0;
+    return qp_quant_plan_format(out, name, QP_TP_NF4);
 }
 
 static int nf4_encode(const qp_quant_job *job, const qp_tensor_plan *plan, const float *w, int64_t rows,
@@ -36,11 +34,7 @@ static int nf4_encode(const qp_quant_job *job, const qp_tensor_plan *plan, const
 static const char *const card_keys[] = {"double_quant", NULL};
 
 const qp_quant_method qp_qm_nf4 = {
-    .name = "nf4",
+    .name = "nf4", .opts_size = sizeof(qp_qm_nf4_opts), .parse = nf4_parse, .plan = nf4_plan, .encode = nf4_encode,
     .doc = "bitsandbytes NF4 (4-bit normal-float blocks of 64, optional double quantization)",
-    .opts_size = sizeof(qp_qm_nf4_opts),
-    .parse = nf4_parse,
-    .plan = nf4_plan,
-    .encode = nf4_encode,
     .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

@@ -58,7 +58,8 @@ static int rtn_encode(const qp_quant_job *job, const qp_tensor_plan *plan, const
 void qp_qm_linear_package_name(char *buf, size_t cap, const char *base, const qp_quant_method *m,
                                const json_t *params, const json_t *metrics)
 {
-    snprintf(buf, cap, "%s-%s-w%lldg%lld", base, m->name, (long long)json_integer_value(json_object_get(params, "bits")),
+    snprintf(buf, cap, "%s-%s-w%lldg%lld", base, m->name,
+             (long long)json_integer_value(json_object_get(params, "bits")),
              (long long)json_integer_value(json_object_get(params, "group_size")));
 }
 
@@ -74,11 +75,7 @@ unsigned qp_qm_linear_gguf_file_type(const qp_artifact *model)
 static const char *const card_keys[] = {"bits", "group_size", "sym", NULL};
 
 const qp_quant_method qp_qm_rtn = {
-    .name = "rtn",
-    .doc = "round-to-nearest integer codes with fp16 group scales (GPTQ's grid)",
-    .opts_size = sizeof(qp_qm_linear_opts),
-    .parse = rtn_parse,
-    .plan = qp_qm_linear_plan,
-    .encode = rtn_encode,
+    .name = "rtn", .doc = "round-to-nearest integer codes with fp16 group scales (GPTQ's grid)",
+    .opts_size = sizeof(qp_qm_linear_opts), .parse = rtn_parse, .plan = qp_qm_linear_plan, .encode = rtn_encode,
     .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

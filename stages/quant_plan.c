@@ -90,6 +90,13 @@ int qp_quant_plan_anchor(qp_tensor_plan *out, const char *name)
     return 1;
 }
 
+int qp_quant_plan_format(qp_tensor_plan *out, const char *name, qp_tp_kind kind)
+{
+    if (!qp_quant_plan_anchor(out, name))
+        out->kind = kind;
+    return 0;
+}
+
 static int is_dense_type(qp_ggml_type t)
 {
     return t == QP_GGML_F16 || t == QP_GGML_F32 || t == QP_GGML_BF16;

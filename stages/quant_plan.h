@@ -79,5 +79,7 @@ int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *
 /* rtn / gptq / awq / nf4 / int8: 1 (out: kept at source precision) for
  * the token embedding and lm_head, as the GPTQ/AWQ anchors keep them; else 0. */
 int qp_quant_plan_anchor(qp_tensor_plan *out, const char *hf_name);
+/* nf4 / int8: the anchors kept, anything else `kind`; returns 0. */
+int qp_quant_plan_format(qp_tensor_plan *out, const char *hf_name, qp_tp_kind kind);
 
 #endif
