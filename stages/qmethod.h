@@ -2,7 +2,7 @@
  * of a quantize stage), modelled on qp_stage_kind (stages/stage.h).
  *
  * A method parses the stage's `with:` ONCE into its own C struct (its
- * options; stages/qmethod_opts.h), says what each tensor becomes (plan),
+ * options; stages/qmethods.h), says what each tensor becomes (plan),
  * quantizes what needs more than one tensor at a time (run: GPTQ/AWQ layer
  * by layer, mixed's search) and encodes the rest one tensor at a time
  * (encode), adds its own metadata to the artifact (describe), and tells the
