@@ -116,10 +116,7 @@ static void test_options_checked(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_registry),
-        cmocka_unit_test(test_plans),
-        cmocka_unit_test(test_options_checked),
-    };
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_registry), cmocka_unit_test(test_plans),
+                                       cmocka_unit_test(test_options_checked)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
