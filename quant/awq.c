@@ -7,6 +7,7 @@
  * error is a run of axpy-like updates over contiguous tokens. */
 #include "quant/awq.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/tensor.h"
 #include "quant/linear.h"
@@ -171,12 +172,7 @@ static int fq_row(const fq_job *j, int64_t r, float *tmp, awq_fail *f)
 static int fq_chunk(void *ctx, int64_t b, int64_t e, int64_t c)
 {
     fq_job *j = ctx;
-    float *tmp = malloc((size_t)j->gs * sizeof *tmp);
-    if (!tmp) {
-        j->fail[c] = (awq_fail){ .row = b, .group = -1 };
-        snprintf(j->fail[c].msg, sizeof j->fail[c].msg, "out of memory");
-        return 1;
-    }
+    float *tmp = qp_xmalloc((size_t)j->gs * sizeof *tmp);
     int st = 0;
     for (int64_t r = b; r < e && !st; r++)
         st = fq_row(j, r, tmp, &j->fail[c]);
@@ -191,20 +187,13 @@ static int fake_quantize_run(float *out, const float *w, int64_t rows, int64_t c
     fq_job j = { .w = w, .out = out, .s = s, .rows = rows, .cols = cols,
                  .gs = group_cols(p->group_size, cols),
                  .lp = { .bits = p->bits, .group_size = p->group_size, .sym = !p->zero_point, .mse = 0 } };
-    j.fail = calloc((size_t)qp_lin_nchunks(rows, QP_AWQ_ROW_CHUNK), sizeof *j.fail);
-    if (!j.fail)
-        return qp_error_set(QP_ERROR, "%s: %s [%lld x %lld]: out of memory", who, label, (long long)rows,
-                            (long long)cols);
+    j.fail = qp_xcalloc((size_t)qp_lin_nchunks(rows, QP_AWQ_ROW_CHUNK), sizeof *j.fail);
     int rc = 0;
     int64_t bad = qp_lin_parallel(rows, QP_AWQ_ROW_CHUNK, n_threads, fq_chunk, &j);
     if (bad >= 0) {
         const awq_fail *f = &j.fail[bad];
-        if (f->group < 0)
-            rc = qp_error_set(QP_ERROR, "%s: %s [%lld x %lld]: out of memory", who, label, (long long)rows,
-                              (long long)cols);
-        else
-            rc = qp_error_set(QP_EUSAGE, "%s: %s [%lld x %lld]: row %lld, group %lld: %s", who, label,
-                              (long long)rows, (long long)cols, (long long)f->row, (long long)f->group, f->msg);
+        rc = qp_error_set(QP_EUSAGE, "%s: %s [%lld x %lld]: row %lld, group %lld: %s", who, label,
+                          (long long)rows, (long long)cols, (long long)f->row, (long long)f->group, f->msg);
     }
     free(j.fail);
     return rc;
@@ -260,9 +249,7 @@ int qp_awq_w_absmean(float *w_mean, const qp_awq_group *g, const qp_awq_params *
     if ((rc = check_quant_params(p, "awq")) || (rc = check_group(g, p)))
         return rc;
     const int64_t cols = g->cols, gs = group_cols(p->group_size, cols);
-    double *acc = calloc((size_t)cols, sizeof *acc);
-    if (!acc)
-        return qp_error_set(QP_ERROR, "awq: out of memory for w_absmean [%lld]", (long long)cols);
+    double *acc = qp_xcalloc((size_t)cols, sizeof *acc);
     int64_t total = 0;
     for (size_t j = 0; j < g->n_weights; j++) {
         for (int64_t r = 0; r < g->rows[j]; r++) {
@@ -323,25 +310,15 @@ int qp_awq_search_scale(float *best_s, qp_awq_scale_stats *stats, const qp_awq_g
 
     const int64_t cols = g->cols;
     const size_t nw = g->n_weights;
-    float *w_mean = NULL, *s = malloc((size_t)cols * sizeof *s);
-    float **cand = calloc(nw, sizeof *cand);
+    float *w_mean = NULL, *s = qp_xmalloc((size_t)cols * sizeof *s);
+    float **cand = qp_xcalloc(nw, sizeof *cand);
     qp_awq_scale_stats st = { .loss = INFINITY, .grid_index = -1, .rtn_loss = NAN };
     for (int i = 0; i < QP_AWQ_MAX_GRID; i++)
         st.loss_x[i] = st.loss_duo[i] = NAN;
-    if (!s || !cand) {
-        rc = qp_error_set(QP_ERROR, "awq: out of memory for the scale search");
-        goto done;
-    }
     for (size_t j = 0; j < nw; j++)
-        if (!(cand[j] = malloc((size_t)(g->rows[j] * cols) * sizeof **cand))) {
-            rc = qp_error_set(QP_ERROR, "awq: out of memory for the candidate weights");
-            goto done;
-        }
+        cand[j] = qp_xmalloc((size_t)(g->rows[j] * cols) * sizeof **cand);
     if (p->duo_scaling != 0) {
-        if (!(w_mean = malloc((size_t)cols * sizeof *w_mean))) {
-            rc = qp_error_set(QP_ERROR, "awq: out of memory for w_absmean");
-            goto done;
-        }
+        w_mean = qp_xmalloc((size_t)cols * sizeof *w_mean);
         if ((rc = qp_awq_w_absmean(w_mean, g, p)))
             goto done;
     }
@@ -498,11 +475,7 @@ static int clip_group(const clip_job *j, int64_t r, int64_t g, float *cw, float 
 static int clip_chunk(void *ctx, int64_t b, int64_t e, int64_t c)
 {
     clip_job *j = ctx;
-    float *buf = malloc((size_t)(2 * j->gs + j->Tp) * sizeof *buf);
-    if (!buf) {
-        j->fail[c] = (awq_fail){ .row = b, .group = -1 };
-        return 1;
-    }
+    float *buf = qp_xmalloc((size_t)(2 * j->gs + j->Tp) * sizeof *buf);
     int st = 0;
     for (int64_t r = b; r < e && !st; r++)
         for (int64_t g = 0; g < j->n_groups && !st; g++)
@@ -556,13 +529,8 @@ int qp_awq_search_clip(float *max_val, double *err, double *err_noclip, const fl
     j.n_groups = cols / j.gs;
     if (j.n_shrink < 1)
         j.n_shrink = 1;   /* max_shrink · n_grid < 1: only "no clipping" (AutoAWQ would leave max_val unset) */
-    float *xT = calloc((size_t)(cols * Tp), sizeof *xT);
-    j.fail = calloc((size_t)qp_lin_nchunks(rows, QP_AWQ_ROW_CHUNK), sizeof *j.fail);
-    if (!xT || !j.fail) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory for %lld sampled tokens x %lld columns", who,
-                          (long long)T, (long long)cols);
-        goto done;
-    }
+    float *xT = qp_xcalloc((size_t)(cols * Tp), sizeof *xT);
+    j.fail = qp_xcalloc((size_t)qp_lin_nchunks(rows, QP_AWQ_ROW_CHUNK), sizeof *j.fail);
     for (int64_t t = 0; t < T; t++) {
         const float *xt = x + t * step * cols;    /* [cols] */
         for (int64_t c = 0; c < cols; c++)
@@ -572,14 +540,9 @@ int qp_awq_search_clip(float *max_val, double *err, double *err_noclip, const fl
     int64_t bad = qp_lin_parallel(rows, QP_AWQ_ROW_CHUNK, n_threads, clip_chunk, &j);
     if (bad >= 0) {
         const awq_fail *f = &j.fail[bad];
-        if (f->group < 0)
-            rc = qp_error_set(QP_ERROR, "%s: weight [%lld x %lld]: out of memory", who, (long long)rows,
-                              (long long)cols);
-        else
-            rc = qp_error_set(QP_EUSAGE, "%s: weight [%lld x %lld]: row %lld, group %lld: %s", who,
-                              (long long)rows, (long long)cols, (long long)f->row, (long long)f->group, f->msg);
+        rc = qp_error_set(QP_EUSAGE, "%s: weight [%lld x %lld]: row %lld, group %lld: %s", who,
+                          (long long)rows, (long long)cols, (long long)f->row, (long long)f->group, f->msg);
     }
-done:
     free(xT);
     free(j.fail);
     return rc;

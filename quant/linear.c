@@ -4,6 +4,7 @@
  * (linear_io.c) reuse the fits and the row function below. */
 #include "quant/linear.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/tensor.h"
 #include "quant/linear_impl.h"
@@ -14,6 +15,22 @@
 
 #define FP16_ONE 0x3c00u
 
+int qp_linear_group_size_ok(int gs)
+{
+    if (gs == 0)
+        return 1;
+    /* the sizes of QP_LINEAR_GROUP_SIZES, read from the text itself */
+    const char *t = QP_LINEAR_GROUP_SIZES;
+    while (*t) {
+        char *end;
+        long v = strtol(t, &end, 10);
+        if (v == gs)
+            return 1;
+        t = *end == '|' ? end + 1 : end;
+    }
+    return 0;
+}
+
 static int check_params(const qp_linear_params *p, int64_t rows, int64_t cols)
 {
     if (!p)
@@ -21,7 +38,7 @@ static int check_params(const qp_linear_params *p, int64_t rows, int64_t cols)
     if (p->bits < 2 || p->bits > 8)
         return qp_error_set(QP_EUSAGE, "linear quantization: bits %d is not supported (use 2 to 8)", p->bits);
     int gs = p->group_size;
-    if (!(gs == -1 || gs == 0 || gs == 32 || gs == 64 || gs == 128 || gs == 256))
+    if (!qp_linear_group_size_ok(gs))
         return qp_error_set(QP_EUSAGE,
                             "linear quantization: group_size %d is not supported (use 32, 64, 128, 256, or -1 for one group per row)",
                             gs);
@@ -43,9 +60,7 @@ int qp_linear_new(qp_linear **out, int64_t rows, int64_t cols, const qp_linear_p
     int rc = check_params(p, rows, cols);
     if (rc)
         return rc;
-    qp_linear *q = calloc(1, sizeof *q);
-    if (!q)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
+    qp_linear *q = qp_xcalloc(1, sizeof *q);
     q->rows = rows;
     q->cols = cols;
     q->bits = p->bits;
@@ -61,16 +76,11 @@ int qp_linear_new(qp_linear **out, int64_t rows, int64_t cols, const qp_linear_p
     q->sym = p->sym != 0;
     q->mse = p->mse != 0;
     const size_t ng = (size_t)rows * (size_t)q->n_groups;
-    q->codes = calloc((size_t)rows * (size_t)cols, 1);
-    q->scales = malloc(ng * sizeof *q->scales);
-    q->zeros = calloc(ng, 1);
-    q->g_idx = malloc((size_t)cols * sizeof *q->g_idx);
-    q->order = malloc((size_t)cols * sizeof *q->order);
-    if (!q->codes || !q->scales || !q->zeros || !q->g_idx || !q->order) {
-        qp_linear_free(q);
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory for the quantized arrays",
-                            (long long)rows, (long long)cols);
-    }
+    q->codes = qp_xcalloc((size_t)rows * (size_t)cols, 1);
+    q->scales = qp_xmalloc(ng * sizeof *q->scales);
+    q->zeros = qp_xcalloc(ng, 1);
+    q->g_idx = qp_xmalloc((size_t)cols * sizeof *q->g_idx);
+    q->order = qp_xmalloc((size_t)cols * sizeof *q->order);
     for (size_t i = 0; i < ng; i++)
         q->scales[i] = FP16_ONE;
     for (int64_t c = 0; c < cols; c++) {
@@ -97,7 +107,7 @@ void qp_linear_view_of(const qp_linear *q, qp_linear_view *v)
 {
     *v = (qp_linear_view){
         .rows = q->rows, .cols = q->cols, .n_groups = q->n_groups, .bits = q->bits, .maxq = q->maxq,
-        .group_size = q->group_size, .sym = q->sym, .mse = q->mse,
+        .group_size = q->group_size, .group_size_given = q->group_size_param, .sym = q->sym, .mse = q->mse,
         .codes = q->codes, .scales = q->scales, .zeros = q->zeros, .g_idx = q->g_idx,
     };
 }
@@ -105,9 +115,7 @@ void qp_linear_view_of(const qp_linear *q, qp_linear_view *v)
 /* Checks g_idx against (cols, n_groups, group_size); QP_EUSAGE, one line. */
 static int check_g_idx(const qp_linear *q, const int32_t *g_idx, const char *what, int code)
 {
-    int64_t *count = calloc((size_t)q->n_groups, sizeof *count);
-    if (!count)
-        return qp_error_set(QP_ERROR, "%s: out of memory", what);
+    int64_t *count = qp_xcalloc((size_t)q->n_groups, sizeof *count);
     int rc = 0;
     for (int64_t c = 0; c < q->cols; c++) {
         if (g_idx[c] < 0 || g_idx[c] >= q->n_groups) {
@@ -258,9 +266,7 @@ int qp_linear_fit_group(const qp_linear_params *p, const float *w, int64_t n, in
         return qp_error_set(QP_EUSAGE, "fit group: bits %d is not supported (use 2 to 8)", p ? p->bits : 0);
     if (n < 1 || !w)
         return qp_error_set(QP_EUSAGE, "fit group: a group needs at least one value (got %lld)", (long long)n);
-    float *tmp = p->mse ? malloc((size_t)n * sizeof *tmp) : NULL;
-    if (p->mse && !tmp)
-        return qp_error_set(QP_ERROR, "fit group: out of memory for %lld values", (long long)n);
+    float *tmp = p->mse ? qp_xmalloc((size_t)n * sizeof *tmp) : NULL;
     int rc = 0;
     float mn = w[0], mx = w[0];
     for (int64_t k = 0; k < n; k++) {
@@ -343,9 +349,7 @@ int qp_rtn_quantize_ref(qp_linear *q, const float *w)
 {
     if (!q || !w)
         return qp_error_set(QP_EUSAGE, "rtn: no weight given");
-    float *scratch = malloc((size_t)q->group_size * sizeof *scratch);
-    if (!scratch)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)q->rows, (long long)q->cols);
+    float *scratch = qp_xmalloc((size_t)q->group_size * sizeof *scratch);
     int rc = 0;
     for (int64_t r = 0; r < q->rows; r++) {
         qp_lin_fail f;

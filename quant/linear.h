@@ -51,6 +51,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The group sizes the linear format takes (-1: one group per row; 0 is
+ * accepted as -1), as a parameter table's "allowed" text: THE rule, used by
+ * qp_linear_group_size_ok and the quantize stage's `group_size:`. */
+#define QP_LINEAR_GROUP_SIZES "-1|32|64|128|256"
+
+/* 1 when group_size is one of QP_LINEAR_GROUP_SIZES (or 0). */
+int qp_linear_group_size_ok(int group_size);
+
 typedef struct {
     int bits;         /* 2 … 8 */
     int group_size;   /* -1 or 0: one group per row; else 32, 64, 128, 256 */
@@ -67,6 +75,8 @@ typedef struct {
     int64_t n_groups;
     int bits, maxq;
     int group_size;         /* columns per group (= cols for one group per row) */
+    int group_size_given;   /* as given to qp_linear_new: -1 for one group per row (what checkpoints
+                               record), which group_size cannot tell from one group of `cols` columns */
     int sym, mse;
     uint8_t *codes;         /* [rows, cols] */
     uint16_t *scales;       /* [rows, n_groups] fp16 bits */

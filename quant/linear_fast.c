@@ -12,6 +12,7 @@
  * Shapes: w f32 [rows, cols]; codes u8 [rows, cols]; scales/zeros [rows, n_groups]. */
 #include "quant/linear.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/tensor.h"
 #include "quant/linear_impl.h"
@@ -153,11 +154,7 @@ static int rtn_chunk(void *ctx, int64_t r0, int64_t r1, int64_t c)
         return 0;
     }
 #endif
-    float *scratch = malloc((size_t)q->group_size * sizeof *scratch);
-    if (!scratch) {
-        j->fail[c] = (qp_lin_fail){ .kind = -1, .row = r0 };
-        return 1;
-    }
+    float *scratch = qp_xmalloc((size_t)q->group_size * sizeof *scratch);
     int st = 0;
     for (int64_t r = r0; r < r1 && !st; r++)
         st = qp_lin_rtn_row(q, j->w + r * q->cols, r, scratch, &j->fail[c]);
@@ -172,17 +169,11 @@ int qp_rtn_quantize(qp_linear *q, const float *w, int n_threads)
     /* ~64K weights per chunk: enough work per chunk, many chunks per thread */
     const int64_t chunk = q->cols >= 65536 ? 1 : 65536 / q->cols;
     const int64_t nch = qp_lin_nchunks(q->rows, chunk);
-    rtn_job j = { .q = q, .w = w, .fail = calloc((size_t)nch, sizeof *j.fail) };
-    if (!j.fail)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)q->rows, (long long)q->cols);
+    rtn_job j = { .q = q, .w = w, .fail = qp_xcalloc((size_t)nch, sizeof *j.fail) };
     int rc = 0;
     int64_t first = qp_lin_parallel(q->rows, chunk, n_threads, rtn_chunk, &j);
-    if (first >= 0) {
-        if (j.fail[first].kind < 0)
-            rc = qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)q->rows, (long long)q->cols);
-        else
-            rc = qp_lin_report(q, &j.fail[first]);
-    }
+    if (first >= 0)
+        rc = qp_lin_report(q, &j.fail[first]);
     free(j.fail);
     return rc;
 }

@@ -4,6 +4,7 @@
  * on before returning an object. */
 #include "quant/linear.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "quant/linear_impl.h"
 
@@ -23,10 +24,7 @@ int qp_linear_serialize(const qp_linear *q, void **out, size_t *len)
     const size_t n = (size_t)q->rows * (size_t)q->cols;
     const size_t ng = (size_t)q->rows * (size_t)q->n_groups;
     const size_t payload = n + 2 * ng + ng + 4 * (size_t)q->cols;
-    uint8_t *b = malloc(LIN_HEADER + payload);
-    if (!b)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory serialising %zu bytes",
-                            (long long)q->rows, (long long)q->cols, LIN_HEADER + payload);
+    uint8_t *b = qp_xmalloc(LIN_HEADER + payload);
     memset(b, 0, LIN_HEADER);
     memcpy(b, LIN_MAGIC, 8);
     qp_lin_put_u32(b + 8, LIN_VERSION);

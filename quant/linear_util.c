@@ -3,6 +3,7 @@
  * formats (see quant/linear_impl.h). */
 #include "quant/linear_impl.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <pthread.h>
@@ -51,22 +52,11 @@ int64_t qp_lin_parallel(int64_t n, int64_t chunk, int n_threads, qp_lin_chunk_fn
     j.n_threads = n_threads;
 
     int status_one = 0;
-    j.status = j.n_chunks == 1 ? &status_one : calloc((size_t)j.n_chunks, sizeof *j.status);
-    par_arg *args = n_threads > 1 ? malloc((size_t)n_threads * sizeof *args) : NULL;
-    pthread_t *tids = n_threads > 1 ? malloc((size_t)n_threads * sizeof *tids) : NULL;
-    char *started = n_threads > 1 ? calloc((size_t)n_threads, 1) : NULL;
+    j.status = j.n_chunks == 1 ? &status_one : qp_xcalloc((size_t)j.n_chunks, sizeof *j.status);
+    par_arg *args = n_threads > 1 ? qp_xmalloc((size_t)n_threads * sizeof *args) : NULL;
+    pthread_t *tids = n_threads > 1 ? qp_xmalloc((size_t)n_threads * sizeof *tids) : NULL;
+    char *started = n_threads > 1 ? qp_xcalloc((size_t)n_threads, 1) : NULL;
     int64_t first = -1;
-    if (!j.status || (n_threads > 1 && (!args || !tids || !started))) {
-        /* Out of memory for the bookkeeping: run serially, stop at the first failure. */
-        for (int64_t c = 0; c < j.n_chunks; c++) {
-            int64_t b = c * chunk, e = b + chunk < n ? b + chunk : n;
-            if (fn(ctx, b, e, c)) {
-                first = c;
-                break;
-            }
-        }
-        goto done;
-    }
     if (n_threads == 1) {
         par_arg a = { &j, 0 };
         j.n_threads = 1;
@@ -90,7 +80,6 @@ int64_t qp_lin_parallel(int64_t n, int64_t chunk, int n_threads, qp_lin_chunk_fn
             break;
         }
     }
-done:
     if (j.status != &status_one)
         free(j.status);
     free(args);

@@ -1,5 +1,7 @@
 #include "stages/calib_stats.h"
+#include "common/alloc.h"
 #include "common/error.h"
+#include "model/hf_names.h"
 #include "common/gemm.h"
 
 #include <math.h>
@@ -23,15 +25,11 @@ int qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian)
 {
     memset(st, 0, sizeof(*st));
     st->dim = dim;
-    st->abs_sum = calloc(dim, sizeof(double));
-    st->sq_sum = calloc(dim, sizeof(double));
+    st->abs_sum = qp_xcalloc(dim, sizeof(double));
+    st->sq_sum = qp_xcalloc(dim, sizeof(double));
     if (hessian) {
-        st->xxt = calloc(dim * dim, sizeof(double));
-        st->scratch = malloc(dim * dim * sizeof(float));
-    }
-    if (!st->abs_sum || !st->sq_sum || (hessian && (!st->xxt || !st->scratch))) {
-        qp_site_stats_free(st);
-        return qp_error_set(QP_ERROR, "calibration: out of memory for a %zu x %zu Hessian", dim, dim);
+        st->xxt = qp_xcalloc(dim * dim, sizeof(double));
+        st->scratch = qp_xmalloc(dim * dim * sizeof(float));
     }
     return 0;
 }
@@ -50,9 +48,7 @@ int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_
     memset(s, 0, sizeof(*s));
     s->n_layers = hp->n_layers;
     s->want_hessian = want_hessian;
-    s->sites = calloc((size_t)hp->n_layers * 4, sizeof(*s->sites));
-    if (!s->sites)
-        return qp_error_set(QP_ERROR, "calibration: out of memory");
+    s->sites = qp_xcalloc((size_t)hp->n_layers * 4, sizeof(*s->sites));
     for (int l = 0; l < hp->n_layers; l++)
         for (int k = 0; k < 4; k++) {
             int rc = qp_site_stats_init(&s->sites[l * 4 + k], site_dim(hp, k), want_hessian);
@@ -114,11 +110,9 @@ void qp_site_stats_add(qp_site_stats *st, const float *x, size_t n)
 double *qp_site_hessian(const qp_site_stats *st)
 {
     size_t d = st->dim;
-    double *h = malloc(d * d * sizeof(double));
-    if (!h || !st->xxt) {
-        free(h);
+    if (!st->xxt)
         return NULL;
-    }
+    double *h = qp_xmalloc(d * d * sizeof(double));
     double f = st->n ? 2.0 / (double)st->n : 0.0;
     for (size_t i = 0; i < d; i++)
         for (size_t j = i; j < d; j++)
@@ -136,11 +130,11 @@ size_t qp_site_weights(qp_llama_site site, const char *out[3])
 {
     switch (site) {
     case QP_SITE_QKV:
-        out[0] = "self_attn.q_proj", out[1] = "self_attn.k_proj", out[2] = "self_attn.v_proj";
+        out[0] = QP_HF_Q_PROJ, out[1] = QP_HF_K_PROJ, out[2] = QP_HF_V_PROJ;
         return 3;
-    case QP_SITE_O: out[0] = "self_attn.o_proj"; return 1;
-    case QP_SITE_GATE_UP: out[0] = "mlp.gate_proj", out[1] = "mlp.up_proj"; return 2;
-    case QP_SITE_DOWN: out[0] = "mlp.down_proj"; return 1;
+    case QP_SITE_O: out[0] = QP_HF_O_PROJ; return 1;
+    case QP_SITE_GATE_UP: out[0] = QP_HF_GATE_PROJ, out[1] = QP_HF_UP_PROJ; return 2;
+    case QP_SITE_DOWN: out[0] = QP_HF_DOWN_PROJ; return 1;
     }
     return 0;
 }

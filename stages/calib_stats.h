@@ -40,7 +40,8 @@ void qp_calib_stats_free(qp_calib_stats *s);
 /* The observer to pass to qp_llama_forward_observed / qp_llama_layer (ud =
  * the qp_calib_stats). */
 void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim);
-/* H = 2/n Σ x xᵀ as a full symmetric matrix of doubles (malloc'ed). */
+/* H = 2/n Σ x xᵀ as a full symmetric matrix of doubles (malloc'ed); NULL when
+ * the accumulators were made without the Hessian. */
 double *qp_site_hessian(const qp_site_stats *st);
 
 /* "attn_in", "attn_out", "mlp_in", "mlp_down" */

@@ -8,6 +8,7 @@
 #include "stages/calib_stats.h"
 #include "stages/dataset.h"
 #include "stages/model_load.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/rng.h"
@@ -47,14 +48,9 @@ static int load_stream(qp_stage_ctx *ctx, const qp_tokenizer *tok, int **out, si
         free(text);
         free(path);
         if (rc == 0) {
-            int *grown = realloc(all, (n + m + 1) * sizeof(int));
-            if (!grown)
-                rc = qp_error_set(QP_ERROR, "out of memory");
-            else {
-                all = grown;
-                memcpy(all + n, ids, m * sizeof(int));
-                n += m;
-            }
+            all = qp_xrealloc_array(all, n + m + 1, sizeof(int));
+            memcpy(all + n, ids, m * sizeof(int));
+            n += m;
         }
         free(ids);
         if (rc) {
@@ -82,10 +78,8 @@ static int store_stats(qp_stage_ctx *ctx, const qp_calib_stats *cs, int hessians
         for (int k = 0; k < 4 && rc == 0; k++) {
             const qp_site_stats *st = &cs->sites[l * 4 + k];
             size_t d = st->dim;
-            float *v = malloc((hessians ? d * d : d) * sizeof(float));
+            float *v = qp_xmalloc((hessians ? d * d : d) * sizeof(float));
             char name[96];
-            if (!v)
-                return qp_error_set(QP_ERROR, "out of memory");
             for (size_t i = 0; i < d; i++)
                 v[i] = (float)(st->abs_sum[i] / (double)st->n);
             snprintf(name, sizeof(name), "act_absmean/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
@@ -98,7 +92,8 @@ static int store_stats(qp_stage_ctx *ctx, const qp_calib_stats *cs, int hessians
             if (rc == 0 && hessians) {
                 double *h = qp_site_hessian(st);
                 if (!h)
-                    rc = qp_error_set(QP_ERROR, "out of memory");
+                    rc = qp_error_set(QP_ERROR, "internal: %s has no Hessian accumulated",
+                                      qp_site_name((qp_llama_site)k));
                 for (size_t i = 0; rc == 0 && i < d * d; i++)
                     v[i] = (float)h[i];
                 free(h);
@@ -124,11 +119,7 @@ static int store_imatrix(qp_stage_ctx *ctx, const qp_calib_stats *cs, const char
             const qp_site_stats *st = &cs->sites[l * 4 + k];
             const char *names[3];
             size_t nw = qp_site_gguf_weights((qp_llama_site)k, names);
-            float *values = malloc(st->dim * sizeof(float));
-            if (!values) {
-                rc = qp_error_set(QP_ERROR, "out of memory");
-                break;
-            }
+            float *values = qp_xmalloc(st->dim * sizeof(float));
             for (size_t i = 0; i < st->dim; i++)
                 values[i] = (float)(st->sq_sum[i] / (double)st->n) * (float)st->calls;
             for (size_t w = 0; w < nw && rc == 0; w++) {
@@ -188,7 +179,7 @@ static int calibrate_run(qp_stage_ctx *ctx)
         goto done;
     }
     /* sample windows: BOS + `body` consecutive tokens at seeded offsets */
-    windows = malloc(samples * seq_len * sizeof(int32_t));
+    windows = qp_xmalloc(samples * seq_len * sizeof(int32_t));
     json_t *offsets = json_array();
     qp_rng rng;
     qp_rng_seed(&rng, (uint64_t)qp_param_int(ctx->params, "seed"));

@@ -1,4 +1,5 @@
 #include "stages/dataset.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -24,8 +25,9 @@ int qp_dataset_read(char **out, size_t *len, const char *path, const char *field
         *len = n;
         return 0;
     }
-    size_t cap = n + 1, used = 0, line_no = 0;
-    char *text = malloc(cap);
+    size_t line_no = 0;
+    qp_buf text = QP_BUF_INIT;
+    qp_buf_reserve(&text, n + 1);
     char *save = NULL;
     for (char *line = strtok_r(raw, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         line_no++;
@@ -40,27 +42,17 @@ int qp_dataset_read(char **out, size_t *len, const char *path, const char *field
             json_decref(rec);
             break;
         }
-        size_t tl = strlen(t);
-        if (used + tl + 2 >= cap) {
-            cap = (used + tl + 2) * 2;
-            text = realloc(text, cap);
-        }
-        if (used) {
-            memcpy(text + used, "\n\n", 2);
-            used += 2;
-        }
-        memcpy(text + used, t, tl);
-        used += tl;
+        if (text.len)
+            qp_buf_puts(&text, "\n\n");
+        qp_buf_puts(&text, t);
         json_decref(rec);
     }
     free(raw);
     if (rc) {
-        free(text);
+        qp_buf_free(&text);
         return rc;
     }
-    text[used] = '\0';
-    *out = text;
-    *len = used;
+    *out = qp_buf_detach(&text, len);
     return 0;
 }
 

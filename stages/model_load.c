@@ -1,4 +1,5 @@
 #include "stages/model_load.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/config.h"
@@ -137,13 +138,11 @@ int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cach
 int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                          const char *what)
 {
-    qp_loaded_model *m = calloc(1, sizeof(*m));
+    qp_loaded_model *m = qp_xcalloc(1, sizeof(*m));
     int rc;
-    if (!m)
-        return qp_error_set(QP_ERROR, "out of memory");
     m->artifact = a;
     m->cache = cache;
-    m->what = qp_strdup(what);
+    m->what = qp_xstrdup(what);
     if (!(qp_artifact_type_of(a) & (QP_ART_MODEL | QP_ART_QMODEL))) {
         rc = qp_error_set(QP_EUSAGE, "%s: a %s artifact is not a model", what,
                           qp_artifact_type_name(qp_artifact_type_of(a)));
@@ -200,19 +199,13 @@ int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *
         if (strcmp(m->overrides[i].name, name) == 0)
             o = &m->overrides[i];
     if (!o) {
-        weight_override *grown = realloc(m->overrides, (m->n_overrides + 1) * sizeof(*grown));
-        if (!grown)
-            return qp_error_set(QP_ERROR, "out of memory");
-        m->overrides = grown;
+        m->overrides = qp_xrealloc_array(m->overrides, m->n_overrides + 1, sizeof(*m->overrides));
         o = &m->overrides[m->n_overrides++];
-        o->name = qp_strdup(name);
+        o->name = qp_xstrdup(name);
         o->w = NULL;
     }
-    float *copy = realloc(o->w, nelem * sizeof(float));
-    if (!copy)
-        return qp_error_set(QP_ERROR, "out of memory");
-    memcpy(copy, w, nelem * sizeof(float));
-    o->w = copy;
+    o->w = qp_xrealloc_array(o->w, nelem, sizeof(float));
+    memcpy(o->w, w, nelem * sizeof(float));
     o->nelem = nelem;
     return 0;
 }
@@ -243,10 +236,7 @@ int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, cons
     }
     qp_qtensor_rows_cols(e, rows, cols);
     uint64_t n = qp_qtensor_nelem(e);
-    if (!(w = malloc((n ? n : 1) * sizeof(float)))) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory for tensor '%s'", what, hf_name);
-        goto done;
-    }
+    w = qp_xmalloc((n ? n : 1) * sizeof(float));
     char *msg = qp_strfmt("%s: tensor '%s'", what, hf_name);
     if ((rc = qp_cache_get(cache, qp_artifact_entry_digest(e), &buf, &len)) == 0)
         rc = qp_qtensor_to_f32(e, buf, len, w, n, msg);
@@ -259,4 +249,25 @@ done:
     free(buf);
     free(name);
     return rc;
+}
+
+int qp_calib_samples_load(int32_t **out, int64_t *S, int64_t *T, const qp_stage_ctx *ctx, const qp_artifact *calib,
+                          int64_t max_pos, int64_t min_len)
+{
+    size_t len = 0;
+    *out = NULL;
+    const json_t *se = qp_artifact_find(calib, "samples");
+    if (!se)
+        return qp_error_set(QP_EFORMAT, "stage '%s': calibration input '%s' has no samples", ctx->id,
+                            ctx->input_ids[1]);
+    qp_qtensor_rows_cols(se, S, T);
+    int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(se), (void **)out, &len);
+    if (rc)
+        return rc;
+    if (len != (size_t)(*S * *T) * sizeof(int32_t) || *T > max_pos || *T < min_len) {
+        free(*out);
+        *out = NULL;
+        return qp_error_set(QP_ECORRUPT, "stage '%s': calibration samples do not fit the model", ctx->id);
+    }
+    return 0;
 }

@@ -9,6 +9,7 @@
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "artifact/artifact.h"
+#include "stages/stage.h"
 
 typedef struct qp_loaded_model qp_loaded_model;
 
@@ -27,6 +28,12 @@ int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, cons
                                  const char *hf_name, const char *what);
 /* Only the hyper-parameters of a model artifact (its config.json). */
 int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cache *cache, const char *what);
+/* The calibration windows of a calibrate artifact ("samples": int32 token
+ * ids [*S, *T], malloc'ed into *out): QP_EFORMAT when it has none,
+ * QP_ECORRUPT when they do not fit a model of max_pos positions or are
+ * shorter than min_len tokens.  The calibrate artifact is ctx's input 1. */
+int qp_calib_samples_load(int32_t **out, int64_t *S, int64_t *T, const qp_stage_ctx *ctx, const qp_artifact *calib,
+                          int64_t max_pos, int64_t min_len);
 qp_llama *qp_loaded_model_llama(qp_loaded_model *m);
 const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m);
 /* Digest of the tokenizer file: two models must share it to be compared. */

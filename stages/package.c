@@ -10,12 +10,13 @@
 #include "stages/model_card.h"
 #include "stages/package_gguf.h"
 #include "stages/package_hf.h"
+#include "stages/qmethod.h"
 #include "stages/qtensor.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/numerics.h"
 #include "common/version.h"
-#include "quant/ggml_mix.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -42,6 +43,12 @@ static int package_validate(const json_t *p, const char *where)
     return 0;
 }
 
+/* The method that made a quantized artifact (its hints), NULL for a plain model. */
+static const qp_quant_method *method_of(const qp_artifact *model)
+{
+    return qp_quant_method_find(json_string_value(json_object_get(qp_artifact_meta_c(model), "method")));
+}
+
 /* "house-llama-Q4_K_M" from the source directory and the quantization. */
 static void default_name(char *buf, size_t cap, const qp_artifact *model)
 {
@@ -49,62 +56,18 @@ static void default_name(char *buf, size_t cap, const qp_artifact *model)
     const char *src = json_string_value(json_object_get(meta, "source"));
     const char *base = src ? strrchr(src, '/') : NULL;
     base = base ? base + 1 : src ? src : "model";
-    const json_t *qp = json_object_get(meta, "params");
-    const char *method = json_string_value(json_object_get(meta, "method"));
-    if (!method)
+    const qp_quant_method *m = method_of(model);
+    if (!m)
         snprintf(buf, cap, "%s-F32", base);
-    else if (!strcmp(method, "gguf"))
-        snprintf(buf, cap, "%s-%s", base, json_string_value(json_object_get(qp, "type")));
-    else if (!strcmp(method, "mixed"))
-        snprintf(buf, cap, "%s-mixed-%.2fbpw", base, json_number_value(json_object_get(qp_artifact_metrics_c(model), "bpw")));
     else
-        snprintf(buf, cap, "%s-%s-w%lldg%lld", base, method, (long long)json_integer_value(json_object_get(qp, "bits")),
-                 (long long)json_integer_value(json_object_get(qp, "group_size")));
+        m->hints.package_name(buf, cap, base, m, json_object_get(meta, "params"), qp_artifact_metrics_c(model));
 }
 
-/* general.file_type of a mixed model: the file type llama.cpp names after
- * the block type that holds the most weights (informational, as for any
- * llama-quantize output with --tensor-type overrides). */
-static unsigned mixed_file_type(const qp_artifact *model)
-{
-    static const struct { const char *type; qp_llama_ftype ft; } names[] = {
-        {"Q4_0", QP_FTYPE_MOSTLY_Q4_0}, {"Q4_1", QP_FTYPE_MOSTLY_Q4_1}, {"Q5_0", QP_FTYPE_MOSTLY_Q5_0},
-        {"Q5_1", QP_FTYPE_MOSTLY_Q5_1}, {"Q8_0", QP_FTYPE_MOSTLY_Q8_0}, {"Q2_K", QP_FTYPE_MOSTLY_Q2_K},
-        {"Q3_K", QP_FTYPE_MOSTLY_Q3_K_M}, {"Q4_K", QP_FTYPE_MOSTLY_Q4_K_M}, {"Q5_K", QP_FTYPE_MOSTLY_Q5_K_M},
-        {"Q6_K", QP_FTYPE_MOSTLY_Q6_K}, {"IQ4_NL", QP_FTYPE_MOSTLY_IQ4_NL},
-    };
-    double count[sizeof(names) / sizeof(names[0])] = {0};
-    for (size_t i = 0; i < qp_artifact_count(model); i++) {
-        const json_t *e = qp_artifact_entry(model, i);
-        const char *qt = json_string_value(json_object_get(e, "qtype"));
-        for (size_t k = 0; qt && k < sizeof(names) / sizeof(names[0]); k++)
-            if (!strcmp(qt, names[k].type))
-                count[k] += (double)qp_qtensor_nelem(e);
-    }
-    size_t best = 0;
-    for (size_t k = 1; k < sizeof(names) / sizeof(names[0]); k++)
-        if (count[k] > count[best])
-            best = k;
-    return (unsigned)names[best].ft;
-}
-
+/* general.file_type of the GGUF export */
 static unsigned file_type_of(const qp_artifact *model)
 {
-    const json_t *meta = qp_artifact_meta_c(model);
-    const char *method = json_string_value(json_object_get(meta, "method"));
-    if (!method)
-        return 0;
-    if (!strcmp(method, "mixed"))
-        return mixed_file_type(model);
-    if (strcmp(method, "gguf") != 0) {
-        /* GPTQ/AWQ blocks: Q4_0 / Q4_1 / Q8_0 */
-        const json_t *p = json_object_get(meta, "params");
-        int bits = (int)json_integer_value(json_object_get(p, "bits"));
-        int sym = json_is_true(json_object_get(p, "sym"));
-        return bits == 8 ? QP_FTYPE_MOSTLY_Q8_0 : sym ? QP_FTYPE_MOSTLY_Q4_0 : QP_FTYPE_MOSTLY_Q4_1;
-    }
-    int ft = qp_llama_ftype_parse(json_string_value(json_object_get(json_object_get(meta, "params"), "type")));
-    return ft > 0 ? (unsigned)ft : 0;
+    const qp_quant_method *m = method_of(model);
+    return m ? m->hints.gguf_file_type(model) : 0;
 }
 
 /* Adds every file of dir as "files/<rel_prefix>/<name>". */
@@ -151,13 +114,8 @@ static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_pr
     for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
         if (de->d_name[0] == '.')
             continue;
-        char **grown = realloc(names, (n + 1) * sizeof(*names));
-        if (!grown) {
-            rc = qp_error_set(QP_ERROR, "%s: out of memory", dir);
-            break;
-        }
-        names = grown;
-        names[n++] = qp_strdup(de->d_name);
+        names = qp_xrealloc_array(names, n + 1, sizeof(*names));
+        names[n++] = qp_xstrdup(de->d_name);
     }
     if (d)
         closedir(d);
@@ -200,12 +158,58 @@ done:
     return rc;
 }
 
-static int package_run(qp_stage_ctx *ctx)
+/* The GGUF file (llama-quantize's record of the importance matrix, then
+ * qpipe's keys), MODEL_CARD.md and provenance.json, stored in that order. */
+static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel, const char *name,
+                            const qp_artifact *model, size_t model_i)
 {
-    const qp_artifact *model = NULL;
-    size_t model_i = 0;
+    char *work = qp_strfmt("%s/.work", tmp), *gguf_name = qp_strfmt("%s.gguf", name);
+    char *gguf = qp_path_join(tmp, gguf_name);
+    const json_t *meta = qp_artifact_meta_c(model);
+    json_t *keys = json_object();
+    const json_t *im = json_object_get(meta, "imatrix_info");
+    if (im) {
+        json_object_set(keys, "quantize.imatrix.file", json_object_get(im, "file"));
+        json_object_set(keys, "quantize.imatrix.dataset", json_object_get(im, "dataset"));
+        json_object_set(keys, "quantize.imatrix.entries_count", json_object_get(im, "entries_count"));
+        json_object_set(keys, "quantize.imatrix.chunks_count", json_object_get(im, "chunks_count"));
+    }
+    json_object_set_new(keys, "qpipe.version", json_string(QP_VERSION));
+    json_object_set_new(keys, "qpipe.numerics", json_string(QP_NUMERICS_PROFILE));
+    json_object_set_new(keys, "qpipe.stage_key", json_string(ctx->stage_key));
+    json_object_set_new(keys, "qpipe.source_artifact", json_string(ctx->input_digests[model_i]));
+    const char *src_model = json_string_value(json_object_get(meta, "source_model"));
+    if (src_model)
+        json_object_set_new(keys, "qpipe.source_model", json_string(src_model));
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
+    const char *src = json_string_value(json_object_get(meta, "source"));
+    char *model_dir_name = qp_xstrdup(src && strrchr(src, '/') ? strrchr(src, '/') + 1 : name);
+    int rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what);
+    free(model_dir_name);
+    free(what);
+    json_decref(keys);
+    qp_rm_rf(work);
+    if (rc == 0) {
+        struct stat st;
+        uint64_t size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
+        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size);
+    }
+    const char *files[3] = {gguf_name, "MODEL_CARD.md", "provenance.json"};
+    if (rc == 0)
+        rc = store_dir(ctx, tmp, rel, files, 3);
+    free(work);
+    free(gguf);
+    free(gguf_name);
+    return rc;
+}
+
+/* The one model input (the one a select stage chose, when there is one),
+ * after every gate among the inputs passed. */
+static int package_input(const qp_artifact **model, size_t *model_i, qp_stage_ctx *ctx)
+{
     /* a select stage among the inputs names which candidate to package */
     const char *selected = NULL;
+    *model = NULL;
     for (size_t i = 0; i < ctx->n_inputs; i++)
         if (qp_artifact_type_of(ctx->inputs[i]) == QP_ART_VERDICT) {
             const char *sel = json_string_value(json_object_get(qp_artifact_meta_c(ctx->inputs[i]), "selected"));
@@ -221,18 +225,36 @@ static int package_run(qp_stage_ctx *ctx)
                                     ctx->id, ctx->input_ids[i]);
         }
         if ((t == QP_ART_MODEL || t == QP_ART_QMODEL) && (!selected || !strcmp(selected, ctx->input_ids[i]))) {
-            if (model)
+            if (*model)
                 return qp_error_set(QP_EUSAGE, "stage '%s': needs exactly one model input, got '%s' and '%s'",
-                                    ctx->id, ctx->input_ids[model_i], ctx->input_ids[i]);
-            model = ctx->inputs[i];
-            model_i = i;
+                                    ctx->id, ctx->input_ids[*model_i], ctx->input_ids[i]);
+            *model = ctx->inputs[i];
+            *model_i = i;
         }
     }
-    if (!model && selected)
+    if (!*model && selected)
         return qp_error_set(QP_EUSAGE, "stage '%s': select chose '%s', which is not among this stage's needs",
                             ctx->id, selected);
-    if (!model)
+    if (!*model)
         return qp_error_set(QP_EUSAGE, "stage '%s': needs a model or quantized-model input", ctx->id);
+    return 0;
+}
+
+/* path without trailing slashes (they would make the temp directory a child of out) */
+static char *strip_slashes(char *path)
+{
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+        path[n - 1] = '\0';
+    return path;
+}
+
+static int package_run(qp_stage_ctx *ctx)
+{
+    const qp_artifact *model = NULL;
+    size_t model_i = 0;
+    int rc = package_input(&model, &model_i, ctx);
+    if (rc)
+        return rc;
     const char *format = qp_param_str(ctx->params, "format");
     if (strcmp(format, "gguf") != 0 && strcmp(format, "gptq") != 0 && strcmp(format, "awq") != 0)
         return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not available in this build (use gguf, gptq or awq)",
@@ -243,67 +265,18 @@ static int package_run(qp_stage_ctx *ctx)
     else
         default_name(name, sizeof(name), model);
     const char *out_rel = qp_param_str(ctx->params, "out");
-    char *out_dir = qp_stage_path(ctx, out_rel);
-    /* trailing slashes would make the temp directory a child of out */
-    for (size_t n = strlen(out_dir); n > 1 && out_dir[n - 1] == '/'; n--)
-        out_dir[n - 1] = '\0';
-    char *rel = qp_strdup(out_rel);
-    for (size_t n = strlen(rel); n > 1 && rel[n - 1] == '/'; n--)
-        rel[n - 1] = '\0';
+    char *out_dir = strip_slashes(qp_stage_path(ctx, out_rel)), *rel = strip_slashes(qp_xstrdup(out_rel));
     char *parent = qp_path_dirname(out_dir);
-    char *tmp = qp_strfmt("%s.tmp-XXXXXX", out_dir), *work = NULL, *gguf_name = NULL, *gguf = NULL;
-    int rc = qp_mkdir_p(parent, 0755);
+    char *tmp = qp_strfmt("%s.tmp-XXXXXX", out_dir);
+    rc = qp_mkdir_p(parent, 0755);
     if (rc == 0 && !mkdtemp(tmp))
         rc = qp_error_errno(QP_ERROR, "%s: cannot create a temporary directory", parent);
     if (rc)
         goto done;
-    if (strcmp(format, "gguf") != 0) {
+    if (strcmp(format, "gguf") != 0)
         rc = package_hf_dir(ctx, tmp, rel, model, model_i, format);
-        goto finish;
-    }
-    work = qp_strfmt("%s/.work", tmp);
-    gguf_name = qp_strfmt("%s.gguf", name);
-    gguf = qp_path_join(tmp, gguf_name);
-    /* llama-quantize's record of the importance matrix, then qpipe's keys */
-    json_t *keys = json_object();
-    const json_t *im = json_object_get(qp_artifact_meta_c(model), "imatrix_info");
-    if (im) {
-        json_object_set(keys, "quantize.imatrix.file", json_object_get(im, "file"));
-        json_object_set(keys, "quantize.imatrix.dataset", json_object_get(im, "dataset"));
-        json_object_set(keys, "quantize.imatrix.entries_count", json_object_get(im, "entries_count"));
-        json_object_set(keys, "quantize.imatrix.chunks_count", json_object_get(im, "chunks_count"));
-    }
-    json_object_set_new(keys, "qpipe.version", json_string(QP_VERSION));
-    json_object_set_new(keys, "qpipe.numerics", json_string(QP_NUMERICS_PROFILE));
-    json_object_set_new(keys, "qpipe.stage_key", json_string(ctx->stage_key));
-    json_object_set_new(keys, "qpipe.source_artifact", json_string(ctx->input_digests[model_i]));
-    const char *src_model = json_string_value(json_object_get(qp_artifact_meta_c(model), "source_model"));
-    if (src_model)
-        json_object_set_new(keys, "qpipe.source_model", json_string(src_model));
-    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
-    char *model_dir_name = qp_strdup(name);
-    const char *src = json_string_value(json_object_get(qp_artifact_meta_c(model), "source"));
-    if (src && strrchr(src, '/')) {
-        free(model_dir_name);
-        model_dir_name = qp_strdup(strrchr(src, '/') + 1);
-    }
-    rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what);
-    free(model_dir_name);
-    free(what);
-    json_decref(keys);
-    qp_rm_rf(work);
-    if (rc == 0) {
-        struct stat st;
-        uint64_t size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
-        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size);
-    }
-    static const char *files[3];
-    files[0] = gguf_name;
-    files[1] = "MODEL_CARD.md";
-    files[2] = "provenance.json";
-    if (rc == 0)
-        rc = store_dir(ctx, tmp, rel, files, 3);
-finish:
+    else
+        rc = package_gguf_dir(ctx, tmp, rel, name, model, model_i);
     if (rc == 0)
         rc = swap_in(tmp, out_dir);
     if (rc == 0) {
@@ -315,9 +288,6 @@ done:
     if (rc)
         qp_rm_rf(tmp);
     free(tmp);
-    free(work);
-    free(gguf);
-    free(gguf_name);
     free(parent);
     free(rel);
     free(out_dir);

@@ -12,6 +12,7 @@
  * "float16" and the file matches it.  A BF16/F32 value beyond fp16's range
  * is an error rather than an inf in the checkpoint. */
 #include "stages/package_hf.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/version.h"
@@ -42,16 +43,6 @@ static int is_default_g_idx(const qp_linear_view *v)
         if (v->g_idx[c] != (int32_t)(c / v->group_size))
             return 0;
     return 1;
-}
-
-/* group_size as given to qp_linear_new (-1 = per row): the i32 at offset 32
- * of the serialised form (quant/linear.h), which the view cannot tell from
- * one group of exactly `cols` columns. */
-static int given_group_size(const void *buf)
-{
-    const uint8_t *b = (const uint8_t *)buf + 32;
-    int32_t g = (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
-    return g <= 0 ? -1 : g;
 }
 
 static int add_tensor(qp_st_writer *w, const char *base, const char *suffix, qp_dtype dt, int ndim, uint64_t d0,
@@ -128,21 +119,17 @@ static int write_linear(qp_st_writer *w, hf_config *hc, const json_t *e, const c
                           (long long)v.rows, (long long)v.cols);
         goto done;
     }
-    if ((rc = check_linear(hc, tname, &v, given_group_size(buf), !is_default_g_idx(&v), what)) != 0)
+    if ((rc = check_linear(hc, tname, &v, v.group_size_given, !is_default_g_idx(&v), what)) != 0)
         goto done;
-    base = qp_strdup(tname);
+    base = qp_xstrdup(tname);
     base[n - 7] = '\0';
     const uint64_t R = (uint64_t)v.rows, C = (uint64_t)v.cols, G = (uint64_t)v.n_groups;
     /* qweight: gptq [C·bits/32, R], awq [C, R/8]; qzeros: gptq [G, R·bits/32], awq [G, R/8] */
     const uint64_t qw0 = hc->awq ? C : C * (uint64_t)v.bits / 32, qw1 = hc->awq ? R / 8 : R;
     const uint64_t qz1 = hc->awq ? R / 8 : R * (uint64_t)v.bits / 32;
-    qweight = malloc(qw0 * qw1 * 4 + 4);
-    qzeros = malloc(G * qz1 * 4 + 4);
-    scales = malloc(G * R * 2 + 2);
-    if (!qweight || !qzeros || !scales) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", twhat);
-        goto done;
-    }
+    qweight = qp_xmalloc(qw0 * qw1 * 4 + 4);
+    qzeros = qp_xmalloc(G * qz1 * 4 + 4);
+    scales = qp_xmalloc(G * R * 2 + 2);
     if (hc->awq) {
         qp_hf_pack_awq_qweight(qweight, v.codes, v.rows, v.cols);
         qp_hf_pack_awq_qzeros(qzeros, v.zeros, v.rows, v.n_groups);
@@ -196,12 +183,8 @@ static int write_dense(qp_st_writer *w, const json_t *e, const char *tname, cons
             rc = qp_st_writer_add(w, tname, QP_DT_F16, ndim, shape, buf, len);
         goto done;
     }
-    f = malloc(nelem * sizeof(float) + 4);
-    h = malloc(nelem * 2 + 2);
-    if (!f || !h) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", twhat);
-        goto done;
-    }
+    f = qp_xmalloc(nelem * sizeof(float) + 4);
+    h = qp_xmalloc(nelem * 2 + 2);
     if ((rc = qp_qtensor_to_f32(e, buf, len, f, nelem, twhat)) != 0)
         goto done;
     for (uint64_t k = 0; k < nelem; k++) {

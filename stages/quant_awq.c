@@ -1,12 +1,14 @@
 #include "stages/quant_awq.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/gemm.h"
+#include "model/hf_names.h"
+#include "model/llama_kernels.h"
 #include "quant/awq.h"
 #include "quant/linear.h"
 #include "stages/calib_stats.h"
-#include "model/llama_kernels.h"
-
+#include "stages/qmethods.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,13 +23,14 @@
 enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, N_W, N_INPUT_NORM = N_W, N_POST_NORM, N_ALL };
 
 static const char *suffix[N_ALL] = {
-    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
-    "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",    "input_layernorm.weight",
-    "post_attention_layernorm.weight",
+    QP_HF_Q_PROJ ".weight",    QP_HF_K_PROJ ".weight", QP_HF_V_PROJ ".weight",    QP_HF_O_PROJ ".weight",
+    QP_HF_GATE_PROJ ".weight", QP_HF_UP_PROJ ".weight", QP_HF_DOWN_PROJ ".weight", QP_HF_ATTN_NORM ".weight",
+    QP_HF_FFN_NORM ".weight",
 };
 
 typedef struct {
     qp_stage_ctx *ctx;
+    const qp_quant_plan *plan;
     qp_loaded_model *lm;
     qp_llama *m;
     int layer;
@@ -93,12 +96,7 @@ static int module_out(awq_layer *a, qp_llama_site site, const float *wg, const f
         return 0;
     }
     int64_t F = a->rows[W_GATE];
-    float *g = malloc((size_t)(n * F) * sizeof(float)), *u = malloc((size_t)(n * F) * sizeof(float));
-    if (!g || !u) {
-        free(g);
-        free(u);
-        return qp_error_set(QP_ERROR, "out of memory");
-    }
+    float *g = qp_xmalloc((size_t)(n * F) * sizeof(float)), *u = qp_xmalloc((size_t)(n * F) * sizeof(float));
     linear_out(g, x, n, wg, F, a->cols[W_GATE]);
     linear_out(u, x, n, wu, F, a->cols[W_UP]);
     qp_kern_swiglu(g, u, (size_t)(n * F));
@@ -176,7 +174,7 @@ static void fold_scales(awq_layer *a, const int *grp, size_t n, int prev, int pr
 /* Clip (when asked; never q/k) and RTN every linear weight of the layer
  * from its scaled f32 copy; installs the dequantized weights and records
  * each stored object in `out`. */
-static int quantize_weights(awq_layer *a, const qp_quant_plan *plan, const qp_awq_params *ap, int clip, json_t *out)
+static int quantize_weights(awq_layer *a, const qp_awq_params *ap, int clip, qp_quant_results *out)
 {
     int rc = 0;
     float *w = NULL, *back = NULL, *max_val = NULL;
@@ -184,31 +182,19 @@ static int quantize_weights(awq_layer *a, const qp_quant_plan *plan, const qp_aw
     qp_linear *q = NULL;
     for (int i = 0; i < N_W && rc == 0; i++) {
         qp_tensor_plan tp;
-        if ((rc = qp_quant_plan_tensor(&tp, plan, a->names[i], 2, a->rows[i], a->cols[i])) != 0)
+        if ((rc = qp_quant_plan_tensor(&tp, a->plan, a->names[i], 2, a->rows[i], a->cols[i])) != 0)
             break;
         if (tp.kind != QP_TP_LINEAR)
             continue;   /* skipped or overridden: the main loop handles it (from the unscaled weights) */
         size_t n = (size_t)(a->rows[i] * a->cols[i]);
-        float *nw = realloc(w, n * sizeof(float)), *nb = nw ? realloc(back, n * sizeof(float)) : NULL;
-        if (nw)
-            w = nw;
-        if (nb)
-            back = nb;
-        if (!nw || !nb) {
-            rc = qp_error_set(QP_ERROR, "out of memory");
-            break;
-        }
+        w = qp_xrealloc(w, n * sizeof(float));
+        back = qp_xrealloc(back, n * sizeof(float));
         memcpy(w, a->w[i], n * sizeof(float));
         qp_llama_site site = i <= W_V ? QP_SITE_QKV : i == W_O ? QP_SITE_O : i == W_DOWN ? QP_SITE_DOWN
                                                                                          : QP_SITE_GATE_UP;
         if (clip && i != W_Q && i != W_K) {
             int64_t ng = ap->group_size > 0 ? a->cols[i] / ap->group_size : 1;
-            float *mv = realloc(max_val, (size_t)(a->rows[i] * ng) * sizeof(float));
-            if (!mv) {
-                rc = qp_error_set(QP_ERROR, "out of memory");
-                break;
-            }
-            max_val = mv;
+            max_val = qp_xrealloc(max_val, (size_t)(a->rows[i] * ng) * sizeof(float));
             qp_awq_params cp = *ap;
             cp.bits = tp.bits;
             if ((rc = qp_awq_search_clip(max_val, NULL, NULL, w, a->rows[i], a->cols[i], a->sample[site],
@@ -228,10 +214,9 @@ static int quantize_weights(awq_layer *a, const qp_quant_plan *plan, const qp_aw
             (rc = install(a, i, back)) != 0 || (rc = qp_linear_serialize(q, &packed, &plen)) != 0 ||
             (rc = qp_cache_put(a->ctx->cache, packed, plen, digest)) != 0)
             break;
-        json_object_set_new(out, a->names[i],
-                            json_pack("{s:s, s:s, s:I, s:f, s:i, s:i, s:b}", "format", "linear", "digest", digest,
-                                      "size", (json_int_t)plen, "bpw", qp_linear_bits_per_weight(q), "bits", tp.bits,
-                                      "group_size", ap->group_size, "sym", !ap->zero_point));
+        qp_quant_results_put(out, a->names[i], digest, plen, qp_linear_bits_per_weight(q),
+                             json_pack("{s:s, s:i, s:i, s:b}", "format", "linear", "bits", tp.bits, "group_size",
+                                       ap->group_size, "sym", !ap->zero_point));
     }
     qp_linear_free(q);
     free(packed);
@@ -241,178 +226,203 @@ static int quantize_weights(awq_layer *a, const qp_quant_plan *plan, const qp_aw
     return rc;
 }
 
-int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact *model, const qp_quant_plan *plan,
-                       int layer, const float *x, size_t S, size_t T, json_t *res)
+/* The layer's weights, buffers and step 1: its unquantized output and the
+ * input statistics of its four sites (weights as stored). */
+static int awq_open(awq_layer *a, qp_quant_seq *sq, int layer)
 {
-    awq_layer a;
-    memset(&a, 0, sizeof(a));
-    a.ctx = ctx;
-    a.lm = lm;
-    a.m = qp_loaded_model_llama(lm);
-    a.layer = layer;
-    const qp_llama_hparams *hp = qp_llama_get_hparams(a.m);
-    a.D = (size_t)hp->hidden;
-    a.T = T;
-    a.S = S < AWQ_WINDOWS ? S : AWQ_WINDOWS;
-    a.x = x;
+    qp_stage_ctx *ctx = sq->job->ctx;
+    a->ctx = ctx;
+    a->plan = &sq->job->plan;
+    a->lm = sq->lm;
+    a->m = sq->m;
+    a->layer = layer;
+    const qp_llama_hparams *hp = sq->hp;
+    a->D = sq->D;
+    a->T = sq->T;
+    a->S = sq->S < AWQ_WINDOWS ? sq->S : AWQ_WINDOWS;
+    a->x = sq->x;
     /* statistics and samples come from every calibration window (as
-     * AutoAWQ's input features do); the loss windows are the first a.S */
-    a.sample_stride = (S * T + AWQ_SAMPLE_TOKENS - 1) / AWQ_SAMPLE_TOKENS;
-    if (a.sample_stride == 0)
-        a.sample_stride = 1;
+     * AutoAWQ's input features do); the loss windows are the first a->S */
+    a->sample_stride = (sq->S * sq->T + AWQ_SAMPLE_TOKENS - 1) / AWQ_SAMPLE_TOKENS;
+    if (a->sample_stride == 0)
+        a->sample_stride = 1;
     int rc = 0;
-    float *s = NULL;
     for (int i = 0; i < N_ALL && rc == 0; i++) {
-        snprintf(a.names[i], sizeof(a.names[i]), "model.layers.%d.%s", layer, suffix[i]);
+        qp_hf_layer_name(a->names[i], sizeof(a->names[i]), layer, suffix[i]);
         /* norms come back as one row of D */
-        rc = qp_model_artifact_tensor_f32(&a.w[i], &a.rows[i], &a.cols[i], model, ctx->cache, a.names[i], ctx->id);
+        rc = qp_model_artifact_tensor_f32(&a->w[i], &a->rows[i], &a->cols[i], sq->job->model, ctx->cache,
+                                          a->names[i], ctx->id);
     }
-    a.y_ref = malloc(a.S * T * a.D * sizeof(float));
-    a.buf = malloc(T * a.D * sizeof(float));
-    if (rc == 0 && (!a.y_ref || !a.buf))
-        rc = qp_error_set(QP_ERROR, "out of memory");
+    a->y_ref = qp_xmalloc(a->S * a->T * a->D * sizeof(float));
+    a->buf = qp_xmalloc(a->T * a->D * sizeof(float));
     static const size_t dims_site[4] = {0, 1, 0, 2}; /* D, H·hd, D, F */
-    size_t dims[3] = {a.D, (size_t)(hp->n_heads * hp->head_dim), (size_t)hp->intermediate};
+    size_t dims[3] = {a->D, (size_t)(hp->n_heads * hp->head_dim), (size_t)hp->intermediate};
     for (int k = 0; k < 4 && rc == 0; k++) {
         size_t dim = dims[dims_site[k]];
-        if ((rc = qp_site_stats_init(&a.st[k], dim, 0)) == 0 &&
-            !(a.sample[k] = malloc((size_t)AWQ_SAMPLE_TOKENS * dim * sizeof(float))))
-            rc = qp_error_set(QP_ERROR, "out of memory");
+        if ((rc = qp_site_stats_init(&a->st[k], dim, 0)) == 0)
+            a->sample[k] = qp_xmalloc((size_t)AWQ_SAMPLE_TOKENS * dim * sizeof(float));
     }
-    /* 1. unquantized output and input statistics (weights as stored) */
     for (int i = 0; i < N_ALL && rc == 0; i++)
-        rc = install(&a, i, a.w[i]);
+        rc = install(a, i, a->w[i]);
     if (rc == 0)
-        rc = qp_llama_reload_layer(a.m, layer);
-    for (size_t w = 0; w < S && rc == 0; w++) {
-        float *y = w < a.S ? a.y_ref + w * T * a.D : a.buf;
-        memcpy(y, x + w * T * a.D, T * a.D * sizeof(float));
-        rc = qp_llama_layer(a.m, layer, y, T, observe, &a);
+        rc = qp_llama_reload_layer(a->m, layer);
+    for (size_t w = 0; w < sq->S && rc == 0; w++) {
+        float *y = w < a->S ? a->y_ref + w * a->T * a->D : a->buf;
+        memcpy(y, a->x + w * a->T * a->D, a->T * a->D * sizeof(float));
+        rc = qp_llama_layer(a->m, layer, y, a->T, observe, a);
     }
+    return rc;
+}
+
+static void awq_close(awq_layer *a)
+{
+    for (int i = 0; i < N_ALL; i++)
+        free(a->w[i]);
+    for (int k = 0; k < 4; k++) {
+        qp_site_stats_free(&a->st[k]);
+        free(a->sample[k]);
+    }
+    free(a->y_ref);
+    free(a->buf);
+}
+
+/* 2-3. scale groups: members, the previous op, whether it is a row-scaled product */
+typedef struct {
+    const int *w;
+    size_t n;
+    int prev, prev_rows;
+    qp_llama_site site;
+} scale_group;
+
+static const int g_qkv[] = {W_Q, W_K, W_V}, g_o[] = {W_O}, g_gu[] = {W_GATE, W_UP}, g_down[] = {W_DOWN};
+static const scale_group groups[4] = {
+    {g_qkv, 3, N_INPUT_NORM, 0, QP_SITE_QKV},
+    {g_o, 1, W_V, 1, QP_SITE_O},
+    {g_gu, 2, N_POST_NORM, 0, QP_SITE_GATE_UP},
+    {g_down, 1, W_UP, 1, QP_SITE_DOWN},
+};
+
+/* The scale search of one group, folded into the weights; its numbers appended to layer_info. */
+static int search_group(awq_layer *a, const scale_group *sg, const qp_awq_params *ap, json_t *layer_info)
+{
+    int64_t cols = a->cols[sg->w[0]];
+    float *xm = qp_xmalloc((size_t)cols * sizeof(float)), *s = qp_xmalloc((size_t)cols * sizeof(float));
+    const qp_site_stats *st = &a->st[sg->site];
+    for (int64_t c = 0; c < cols; c++)
+        xm[c] = (float)(st->abs_sum[c] / (double)st->n);
+    const float *ws[3];
+    int64_t rows[3];
+    const char *names[3];
+    for (size_t j = 0; j < sg->n; j++) {
+        ws[j] = a->w[sg->w[j]];
+        rows[j] = a->rows[sg->w[j]];
+        names[j] = a->names[sg->w[j]];
+    }
+    qp_awq_group grp = {sg->n, ws, rows, cols, xm, names};
+    qp_awq_scale_stats ss;
+    a->group = sg->w;
+    a->n_group = sg->n;
+    a->module_ref = a->module_buf = NULL;
+    int rc = 0;
+    if (sg->site == QP_SITE_GATE_UP || sg->site == QP_SITE_DOWN) {
+        size_t n_out = (size_t)a->n_sample[sg->site] * a->D;
+        a->module_ref = qp_xmalloc(n_out * sizeof(float));
+        a->module_buf = qp_xmalloc(n_out * sizeof(float));
+        rc = module_out(a, sg->site, a->w[W_GATE], a->w[W_UP], a->w[W_DOWN], a->module_ref);
+    }
+    if (rc == 0)
+        rc = qp_awq_search_scale(s, &ss, &grp, ap, loss_cb, a, a->ctx->threads);
+    free(a->module_ref);
+    free(a->module_buf);
+    a->module_ref = a->module_buf = NULL;
+    free(xm);
+    if (rc) {
+        qp_error_prefix("stage '%s': layer %d", a->ctx->id, a->layer);
+        free(s);
+        return rc;
+    }
+    fold_scales(a, sg->w, sg->n, sg->prev, sg->prev_rows, s, sg->site);
+    free(s);
+    /* searched groups go back to their (scaled) fp weights for the next search */
+    for (int i = 0; i < N_ALL && rc == 0; i++)
+        rc = install(a, i, a->w[i]);
+    json_array_append_new(layer_info, json_pack("{s:s, s:f, s:b, s:f, s:f}", "group", qp_site_name(sg->site),
+                                                "alpha", ss.alpha, "duo", ss.duo, "loss", ss.loss, "rtn_loss",
+                                                isfinite(ss.rtn_loss) ? ss.rtn_loss : -1.0));
+    return rc;
+}
+
+/* 4. clip search (not q/k: their products go through softmax), then RTN;
+ * the clipped layer is kept only when the layer's output error is lower
+ * than without clipping (both are measured, so clip can never make a layer
+ * worse on the calibration windows). */
+static int clip_and_store(awq_layer *a, const qp_awq_params *ap, int clip, qp_quant_results *res,
+                          json_t *layer_info)
+{
+    qp_quant_results *plain = qp_quant_results_new(), *clipped = NULL;
+    double loss_plain = 0, loss_clip = INFINITY;
+    int rc = quantize_weights(a, ap, 0, plain);
+    if (rc == 0)
+        rc = layer_mse(a, &loss_plain);
+    if (rc == 0 && clip) {
+        clipped = qp_quant_results_new();
+        if ((rc = quantize_weights(a, ap, 1, clipped)) == 0)
+            rc = layer_mse(a, &loss_clip);
+    }
+    int use_clip = rc == 0 && clip && loss_clip < loss_plain;
+    if (rc == 0 && clip && !use_clip)
+        rc = quantize_weights(a, ap, 0, plain);   /* reinstall the unclipped weights */
+    if (rc == 0)
+        qp_quant_results_merge(res, use_clip ? clipped : plain);
+    json_array_append_new(layer_info, json_pack("{s:s, s:f, s:f, s:b}", "group", "clip", "loss_plain", loss_plain,
+                                                "loss_clipped", isfinite(loss_clip) ? loss_clip : -1.0, "kept",
+                                                use_clip));
+    qp_quant_results_free(plain);
+    qp_quant_results_free(clipped);
+    /* the scaled norms are part of the quantized model */
+    for (int i = N_W; i < N_ALL && rc == 0; i++) {
+        char digest[QP_HEX_LEN];
+        size_t bytes = (size_t)a->cols[i] * sizeof(float);
+        if ((rc = install(a, i, a->w[i])) == 0 && (rc = qp_cache_put(a->ctx->cache, a->w[i], bytes, digest)) == 0)
+            qp_quant_results_put(res, a->names[i], digest, bytes, 32.0,
+                                 json_pack("{s:s, s:s}", "format", "dense", "dtype", "F32"));
+    }
+    return rc;
+}
+
+int qp_quant_awq_layer(qp_quant_seq *sq, int layer)
+{
+    qp_quant_job *job = sq->job;
+    const qp_qm_awq_opts *o = job->opts;
+    awq_layer a;
+    memset(&a, 0, sizeof(a));
+    int rc = awq_open(&a, sq, layer);
     qp_awq_params ap;
     qp_awq_params_default(&ap);
-    ap.bits = (int)json_integer_value(json_object_get(ctx->params, "bits"));
-    ap.group_size = (int)qp_param_int(ctx->params, "group_size");
-    ap.zero_point = !qp_param_bool(ctx->params, "sym");
-    const char *duo = qp_param_str(ctx->params, "duo_scaling");
-    ap.duo_scaling = !strcmp(duo, "auto") ? -1 : !strcmp(duo, "true") ? 1 : 0;
+    ap.bits = o->lin.bits;
+    ap.group_size = o->lin.group_size;
+    ap.zero_point = !o->lin.sym;
+    ap.duo_scaling = o->duo_scaling;
     json_t *layer_info = json_array();
-    /* 2-3. scale groups: members, the previous op, whether it is a row-scaled product */
-    static const int g_qkv[] = {W_Q, W_K, W_V}, g_o[] = {W_O}, g_gu[] = {W_GATE, W_UP}, g_down[] = {W_DOWN};
-    const struct { const int *w; size_t n; int prev, prev_rows; qp_llama_site site; } groups[4] = {
-        {g_qkv, 3, N_INPUT_NORM, 0, QP_SITE_QKV},
-        {g_o, 1, W_V, 1, QP_SITE_O},
-        {g_gu, 2, N_POST_NORM, 0, QP_SITE_GATE_UP},
-        {g_down, 1, W_UP, 1, QP_SITE_DOWN},
-    };
     for (int g = 0; g < 4 && rc == 0; g++) {
         /* v_proj -> o_proj only when one v row feeds one o column (no GQA) */
         if (groups[g].site == QP_SITE_O && a.rows[W_V] != a.cols[W_O])
             continue;
-        int64_t cols = a.cols[groups[g].w[0]];
-        float *xm = malloc((size_t)cols * sizeof(float));
-        s = realloc(s, (size_t)cols * sizeof(float));
-        if (!xm || !s) {
-            free(xm);
-            rc = qp_error_set(QP_ERROR, "out of memory");
-            break;
-        }
-        const qp_site_stats *st = &a.st[groups[g].site];
-        for (int64_t c = 0; c < cols; c++)
-            xm[c] = (float)(st->abs_sum[c] / (double)st->n);
-        const float *ws[3];
-        int64_t rows[3];
-        const char *names[3];
-        for (size_t j = 0; j < groups[g].n; j++) {
-            ws[j] = a.w[groups[g].w[j]];
-            rows[j] = a.rows[groups[g].w[j]];
-            names[j] = a.names[groups[g].w[j]];
-        }
-        qp_awq_group grp = {groups[g].n, ws, rows, cols, xm, names};
-        qp_awq_scale_stats ss;
-        a.group = groups[g].w;
-        a.n_group = groups[g].n;
-        a.module_ref = a.module_buf = NULL;
-        if (groups[g].site == QP_SITE_GATE_UP || groups[g].site == QP_SITE_DOWN) {
-            size_t n_out = (size_t)a.n_sample[groups[g].site] * a.D;
-            a.module_ref = malloc(n_out * sizeof(float));
-            a.module_buf = malloc(n_out * sizeof(float));
-            if (!a.module_ref || !a.module_buf)
-                rc = qp_error_set(QP_ERROR, "out of memory");
-            else
-                rc = module_out(&a, groups[g].site, a.w[W_GATE], a.w[W_UP], a.w[W_DOWN], a.module_ref);
-        }
+        rc = search_group(&a, &groups[g], &ap, layer_info);
         if (rc == 0)
-            rc = qp_awq_search_scale(s, &ss, &grp, &ap, loss_cb, &a, ctx->threads);
-        free(a.module_ref);
-        free(a.module_buf);
-        a.module_ref = a.module_buf = NULL;
-        free(xm);
-        if (rc) {
-            qp_error_prefix("stage '%s': layer %d", ctx->id, layer);
-            break;
-        }
-        fold_scales(&a, groups[g].w, groups[g].n, groups[g].prev, groups[g].prev_rows, s, groups[g].site);
-        /* searched groups go back to their (scaled) fp weights for the next search */
-        for (int i = 0; i < N_ALL && rc == 0; i++)
-            rc = install(&a, i, a.w[i]);
-        json_array_append_new(layer_info, json_pack("{s:s, s:f, s:b, s:f, s:f}", "group", qp_site_name(groups[g].site),
-                                                    "alpha", ss.alpha, "duo", ss.duo, "loss", ss.loss, "rtn_loss",
-                                                    isfinite(ss.rtn_loss) ? ss.rtn_loss : -1.0));
-        qp_progress_update(ctx->progress, (uint64_t)(layer * 4 + g + 1), (uint64_t)(hp->n_layers * 4), "groups");
+            qp_progress_update(job->ctx->progress, (uint64_t)(layer * 4 + g + 1), (uint64_t)(sq->hp->n_layers * 4),
+                               "groups");
     }
-    /* 4. clip search (not q/k: their products go through softmax), then
-     * RTN; the clipped layer is kept only when the layer's output error is
-     * lower than without clipping (both are measured, so clip can never
-     * make a layer worse on the calibration windows) */
-    int clip = qp_param_bool(ctx->params, "clip");
-    json_t *plain = json_object(), *clipped = NULL;
-    double loss_plain = 0, loss_clip = INFINITY;
-    if (rc == 0 && (rc = quantize_weights(&a, plan, &ap, 0, plain)) == 0)
-        rc = layer_mse(&a, &loss_plain);
-    if (rc == 0 && clip) {
-        clipped = json_object();
-        if ((rc = quantize_weights(&a, plan, &ap, 1, clipped)) == 0)
-            rc = layer_mse(&a, &loss_clip);
-    }
-    int use_clip = rc == 0 && clip && loss_clip < loss_plain;
-    if (rc == 0 && clip && !use_clip)
-        rc = quantize_weights(&a, plan, &ap, 0, plain);   /* reinstall the unclipped weights */
     if (rc == 0)
-        json_object_update(res, use_clip ? clipped : plain);
-    json_array_append_new(layer_info, json_pack("{s:s, s:f, s:f, s:b}", "group", "clip", "loss_plain", loss_plain,
-                                                "loss_clipped", isfinite(loss_clip) ? loss_clip : -1.0, "kept",
-                                                use_clip));
-    json_decref(plain);
-    json_decref(clipped);
-    /* the scaled norms are part of the quantized model */
-    for (int i = N_W; i < N_ALL && rc == 0; i++) {
-        char digest[QP_HEX_LEN];
-        size_t bytes = (size_t)a.cols[i] * sizeof(float);
-        if ((rc = install(&a, i, a.w[i])) == 0 && (rc = qp_cache_put(ctx->cache, a.w[i], bytes, digest)) == 0)
-            json_object_set_new(res, a.names[i], json_pack("{s:s, s:s, s:s, s:I, s:f}", "format", "dense", "dtype",
-                                                           "F32", "digest", digest, "size", (json_int_t)bytes, "bpw",
-                                                           32.0));
-    }
+        rc = clip_and_store(&a, &ap, o->clip, job->results, layer_info);
     if (rc == 0)
         rc = qp_llama_reload_layer(a.m, layer);
     if (rc == 0) {
-        json_t *all = json_object_get(res, "_awq");
-        if (!all) {
-            json_object_set_new(res, "_awq", json_array());
-            all = json_object_get(res, "_awq");
-        }
-        json_array_append(all, layer_info);
+        if (!job->report)
+            job->report = json_array();
+        json_array_append(job->report, layer_info);
     }
     json_decref(layer_info);
-    for (int i = 0; i < N_ALL; i++)
-        free(a.w[i]);
-    for (int k = 0; k < 4; k++) {
-        qp_site_stats_free(&a.st[k]);
-        free(a.sample[k]);
-    }
-    free(a.y_ref);
-    free(a.buf);
-    free(s);
+    awq_close(&a);
     return rc;
 }

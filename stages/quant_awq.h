@@ -8,20 +8,15 @@
  *      against y, the candidate weights installed in the model;
  *   3. the scales folded: W·diag(s), and the previous op divided by s;
  *   4. clip search (not for q/k), then RTN on the linear grid.
- * Results go to `res` like GPTQ's; the scaled norms are returned as dense
- * F32 tensors. */
+ * Results go to job->results like GPTQ's; the scaled norms are stored as
+ * dense F32 tensors; each layer's search numbers are appended to job->report
+ * (the artifact's "awq" metadata). */
 #ifndef QP_STAGES_QUANT_AWQ_H
 #define QP_STAGES_QUANT_AWQ_H
 
-#include <jansson.h>
-#include <stddef.h>
+#include "stages/quant_seq.h"
 
-#include "stages/model_load.h"
-#include "stages/quant_plan.h"
-#include "stages/stage.h"
-
-/* x: the layer's input windows [S, T, D] (unchanged). */
-int qp_quant_awq_layer(qp_stage_ctx *ctx, qp_loaded_model *lm, const qp_artifact *model, const qp_quant_plan *plan,
-                       int layer, const float *x, size_t S, size_t T, json_t *res);
+/* One layer step of the sequential driver; sq->x: the layer's input windows (unchanged). */
+int qp_quant_awq_layer(qp_quant_seq *sq, int layer);
 
 #endif

@@ -1,12 +1,15 @@
 /* method mixed: measure each weight's sensitivity, then allocate types
  * (see stages/quant_mixed.h for the algorithm). */
 #include "stages/quant_mixed.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/hf_names.h"
 #include "model/eval.h"
 #include "model/gguf_llama.h"
 #include "model/llama_kernels.h"
 #include "stages/model_load.h"
+#include "stages/qmethods.h"
 #include "stages/qtensor.h"
 
 #include <math.h>
@@ -14,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_LADDER 8
+#define MAX_LADDER QP_QM_MAX_LADDER
 
 typedef struct {
     char *name;               /* Hugging Face name */
@@ -57,10 +60,10 @@ typedef struct {
 
 static int tensor_layer(const char *name, size_t L)
 {
-    int l;
-    if (sscanf(name, "model.layers.%d.", &l) == 1)
+    int l = qp_hf_layer_of(name, NULL);
+    if (l >= 0)
         return l;
-    return strcmp(name, "lm_head.weight") == 0 ? (int)L : -1;
+    return strcmp(name, QP_HF_LM_HEAD) == 0 ? (int)L : -1;
 }
 
 /* dst [rows, cols] = dequantize(quantize(w, ladder type k)); imatrix
@@ -77,17 +80,12 @@ static int quant_dequant(mixed_ctx *mc, mixed_tensor *t, size_t k, const float *
         goto dequantize;
     if (!w)
         return qp_error_set(QP_ERROR, "internal: '%s' has no weights to quantize", t->name);
-    if (!(packed = malloc(size)))
-        return qp_error_set(QP_ERROR, "out of memory quantizing '%s'", t->name);
+    packed = qp_xmalloc(size);
     if (mc->imatrix && qp_qtype_get(type)->uses_imatrix) {
         char gname[256];
         if ((rc = qp_gguf_llama_name(gname, sizeof(gname), t->name)) != 0)
             goto done;
-        imw = malloc((size_t)t->cols * sizeof(float));
-        if (!imw) {
-            rc = qp_error_set(QP_ERROR, "out of memory");
-            goto done;
-        }
+        imw = qp_xmalloc((size_t)t->cols * sizeof(float));
         rc = qp_imatrix_weights(mc->imatrix, gname, t->cols, imw);
         if (rc == QP_ENOTFOUND) {
             qp_error_clear();   /* llama-quantize goes without for this tensor */
@@ -179,11 +177,7 @@ static int measure_tensor(mixed_ctx *mc, mixed_tensor *t)
     int rc = qp_model_artifact_tensor_f32(&w, &rows, &cols, mc->model, mc->ctx->cache, t->name, what);
     if (rc)
         goto done;
-    q = malloc((size_t)(rows * cols) * sizeof(float));
-    if (!q) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", what);
-        goto done;
-    }
+    q = qp_xmalloc((size_t)(rows * cols) * sizeof(float));
     for (size_t k = 0; k < mc->n_ladder && rc == 0; k++) {
         if (k > 0 && t->type[k] == t->type[k - 1]) {
             t->kl[k] = t->kl[k - 1];   /* the same type after llama.cpp's fallback */
@@ -219,12 +213,7 @@ static int measure_mix(mixed_ctx *mc, double *kl_mean, double *ppl)
         if (!t->packed[t->level] &&
             (rc = qp_model_artifact_tensor_f32(&w, &rows, &cols, mc->model, mc->ctx->cache, t->name, t->name)) != 0)
             break;
-        float *nq = realloc(q, (size_t)(rows * cols) * sizeof(float));
-        if (!nq) {
-            rc = qp_error_set(QP_ERROR, "out of memory");
-            break;
-        }
-        q = nq;
+        q = qp_xrealloc(q, (size_t)(rows * cols) * sizeof(float));
         if ((rc = quant_dequant(mc, t, (size_t)t->level, w, q)) == 0 &&
             (rc = qp_loaded_model_override(mc->lm, t->name, q, (uint64_t)(rows * cols))) == 0)
             rc = qp_llama_reload_weight(mc->m, t->name);
@@ -271,11 +260,13 @@ static int plan_entry(qp_tensor_plan *tp, int64_t *rows, int64_t *cols, const qp
 static int bpw_of_ftype(double *out, const qp_artifact *model, const qp_llama_config *cfg, const char *type,
                         int has_imatrix)
 {
-    json_t *p = json_pack("{s:s, s:s, s:b, s:[], s:[]}", "method", "gguf", "type", type, "pure", 0, "skip",
-                          "override");
+    /* method gguf at that file type, nothing skipped or overridden */
+    const qp_quant_common none = {.imatrix = ""};
+    const qp_qm_gguf_opts gguf = {.ftype = qp_llama_ftype_parse(type), .pure = 0};
     qp_quant_plan plan;
-    int rc = qp_quant_plan_init(&plan, p, cfg, has_imatrix);
+    qp_quant_plan_init(&plan, &qp_qm_gguf, &gguf, &none, cfg, has_imatrix);
     double bits = 0, weights = 0;
+    int rc = 0;
     for (size_t k = 0; rc == 0 && k < qp_artifact_count(model); k++) {
         const json_t *e = qp_artifact_entry(model, k);
         int64_t rows, cols;
@@ -288,7 +279,6 @@ static int bpw_of_ftype(double *out, const qp_artifact *model, const qp_llama_co
         bits += plan_bits(&tp, e, rows, cols);
         weights += (double)qp_qtensor_nelem(e);
     }
-    json_decref(p);
     *out = weights > 0 ? bits / weights : 0;
     return rc;
 }
@@ -313,9 +303,7 @@ typedef struct {
 static int greedy_sequence(mixed_ctx *mc, double budget_bits, double bits, raise_step **out, size_t *n_out)
 {
     size_t cap = mc->n * mc->n_ladder + 1, n = 0;
-    raise_step *seq = malloc(cap * sizeof(*seq));
-    if (!seq)
-        return qp_error_set(QP_ERROR, "out of memory");
+    raise_step *seq = qp_xmalloc(cap * sizeof(*seq));
     for (;;) {
         long best = -1;
         size_t best_k = 0;
@@ -469,9 +457,8 @@ done:
 }
 
 /* The chosen type's bytes of every weight still held, stored in the cache
- * so the quantize stage takes them instead of quantizing again:
- * {hf_name: {"digest", "size", "bpw", "format": "ggml", "qtype", "imatrix"}}. */
-static int store_chosen(json_t *stored, mixed_ctx *mc)
+ * so the quantize stage takes them instead of quantizing again. */
+static int store_chosen(qp_quant_results *stored, mixed_ctx *mc)
 {
     for (size_t i = 0; i < mc->n; i++) {
         const mixed_tensor *t = &mc->t[i];
@@ -483,86 +470,192 @@ static int store_chosen(json_t *stored, mixed_ctx *mc)
         int rc = qp_cache_put(mc->ctx->cache, bytes, size, digest);
         if (rc)
             return rc;
-        json_object_set_new(stored, t->name,
-                            json_pack("{s:s, s:I, s:f, s:s, s:s, s:b}", "digest", digest, "size", (json_int_t)size,
-                                      "bpw", 8.0 * (double)size / (double)(t->rows * t->cols), "format", "ggml",
-                                      "qtype", qp_qtype_get(t->type[t->level])->name, "imatrix",
-                                      t->imatrix_used[t->level]));
+        qp_quant_results_put(stored, t->name, digest, size, 8.0 * (double)size / (double)(t->rows * t->cols),
+                             json_pack("{s:s, s:s, s:b}", "format", "ggml", "qtype",
+                                       qp_qtype_get(t->type[t->level])->name, "imatrix", t->imatrix_used[t->level]));
     }
     return 0;
 }
 
-int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_stage_ctx *ctx,
-                          const qp_artifact *model, const qp_artifact *calib, const qp_imatrix *imatrix,
-                          const qp_quant_plan *plan)
+/* The weights the allocator decides (mc->t, at their ladder types), the
+ * bits of all the others (*fixed_bits), every weight (*weights) and the bits
+ * of the decided ones at the lowest type (*cur_bits). */
+static int collect_tensors(mixed_ctx *mc, const qp_quant_job *job, double *fixed_bits, double *weights,
+                           double *cur_bits)
 {
-    mixed_ctx mc = {.ctx = ctx, .model = model, .imatrix = imatrix};
-    int32_t *samples = NULL;
-    size_t slen = 0;
-    json_t *rep = json_object(), *asg = json_object(), *sto = json_object();
-    const json_t *ladder = json_object_get(ctx->params, "ladder");
-    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
-    double fixed_bits = 0, weights = 0, cur_bits = 0;
+    const qp_qm_mixed_opts *o = job->opts;
     int rc = 0;
-    *assign = *report = *stored = NULL;
-    mc.n_ladder = json_array_size(ladder);
-
-    /* the weights the allocator decides, and the bits of all the others */
-    mc.t = calloc(qp_artifact_count(model) + 1, sizeof(mixed_tensor));
-    if (!mc.t) {
-        rc = qp_error_set(QP_ERROR, "out of memory");
-        goto done;
-    }
-    qp_llama_config cfg;
-    if ((rc = qp_model_artifact_config(&cfg, model, ctx->cache, what)) != 0)
-        goto done;
-    mc.L = (size_t)cfg.n_layers;
-    for (size_t k = 0; k < qp_artifact_count(model) && rc == 0; k++) {
-        const json_t *e = qp_artifact_entry(model, k);
-        const char *name = qp_artifact_entry_name(e);
+    mc->t = qp_xcalloc(qp_artifact_count(job->model) + 1, sizeof(mixed_tensor));
+    for (size_t k = 0; k < qp_artifact_count(job->model) && rc == 0; k++) {
+        const json_t *e = qp_artifact_entry(job->model, k);
         int64_t rows, cols;
         qp_tensor_plan tp;
-        int is_tensor = plan_entry(&tp, &rows, &cols, plan, e);
+        int is_tensor = plan_entry(&tp, &rows, &cols, &job->plan, e);
         if (is_tensor <= 0) {
             rc = is_tensor;
             continue;
         }
-        weights += (double)qp_qtensor_nelem(e);
+        *weights += (double)qp_qtensor_nelem(e);
         if (!tp.mixed) {
-            fixed_bits += plan_bits(&tp, e, rows, cols);
+            *fixed_bits += plan_bits(&tp, e, rows, cols);
             continue;
         }
-        mixed_tensor *t = &mc.t[mc.n++];
-        t->name = qp_strdup(name + 8);
-        t->layer = tensor_layer(t->name, mc.L);
+        mixed_tensor *t = &mc->t[mc->n++];
+        t->name = qp_xstrdup(qp_artifact_entry_name(e) + 8);
+        t->layer = tensor_layer(t->name, mc->L);
         t->rows = rows;
         t->cols = cols;
-        for (size_t j = 0; j < mc.n_ladder && rc == 0; j++) {
-            const char *tn = json_string_value(json_array_get(ladder, j));
-            qp_ggml_type want = qp_qtype_by_name(tn)->type;
+        for (size_t j = 0; j < mc->n_ladder && rc == 0; j++) {
+            qp_ggml_type want = qp_qtype_by_name(o->ladder[j])->type;
             if ((rc = qp_qtype_fallback(&t->type[j], want, cols)) != 0)
-                qp_error_prefix("stage '%s': tensor '%s'", ctx->id, t->name);
+                qp_error_prefix("stage '%s': tensor '%s'", job->ctx->id, t->name);
             t->bytes[j] = (double)qp_qtype_row_size(t->type[j], cols) * (double)rows;
         }
-        cur_bits += 8.0 * t->bytes[0];
+        *cur_bits += 8.0 * t->bytes[0];
     }
-    if (rc)
-        goto done;
-    if (mc.n == 0) {
+    if (rc == 0 && mc->n == 0)
         rc = qp_error_set(QP_EUSAGE, "stage '%s': method mixed has no weight left to decide (all skipped or "
-                                     "overridden)", ctx->id);
-        goto done;
-    }
+                                     "overridden)", job->ctx->id);
+    return rc;
+}
 
-    /* the budget in bits for the decided weights */
-    double max_bpw = qp_param_num(ctx->params, "max_bpw");
-    const char *bpw_of = qp_param_str(ctx->params, "bpw_of");
-    if (bpw_of && bpw_of[0]) {
-        if ((rc = bpw_of_ftype(&max_bpw, model, &cfg, bpw_of, imatrix != NULL)) != 0) {
-            qp_error_prefix("stage '%s': bpw_of", ctx->id);
-            goto done;
-        }
+/* The calibration windows, the model and the unquantized reference on them. */
+static int open_windows(mixed_ctx *mc, const qp_quant_job *job, int32_t **samples)
+{
+    qp_stage_ctx *ctx = job->ctx;
+    const qp_qm_mixed_opts *o = job->opts;
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
+    int rc = qp_loaded_model_open(&mc->lm, job->model, ctx->cache, ctx->threads, what);
+    free(what);
+    if (rc)
+        return rc;
+    mc->m = qp_loaded_model_llama(mc->lm);
+    const qp_llama_hparams *hp = qp_llama_get_hparams(mc->m);
+    int64_t S, T;
+    if ((rc = qp_calib_samples_load(samples, &S, &T, ctx, job->calib, hp->max_pos, 2)) != 0)
+        return rc;
+    mc->W = (size_t)o->windows;
+    mc->W = mc->W < (size_t)S ? mc->W : (size_t)S;
+    mc->T = (size_t)T;
+    mc->D = (size_t)hp->hidden;
+    mc->V = (size_t)hp->vocab;
+    mc->tokens = *samples;
+    mc->x_cur = qp_xmalloc(mc->W * mc->T * mc->D * sizeof(float));
+    mc->x_last = qp_xmalloc(mc->W * mc->T * mc->D * sizeof(float));
+    mc->buf = qp_xmalloc(mc->T * mc->D * sizeof(float));
+    mc->logits = qp_xmalloc(mc->T * mc->V * sizeof(float));
+    if ((rc = qp_kl_ref_new(&mc->ref, mc->W * mc->T, mc->V)) == 0)
+        rc = reference_pass(mc);
+    return rc;
+}
+
+/* 1. sensitivities: the embedding (whole model), then layer by layer from
+ * the stored input, advancing it through the unquantized layer; lm_head
+ * last, from the stored output. */
+static int measure_all(mixed_ctx *mc)
+{
+    int rc = 0;
+    for (size_t i = 0; i < mc->n && rc == 0; i++)
+        if (mc->t[i].layer < 0)
+            rc = measure_tensor(mc, &mc->t[i]);
+    for (size_t l = 0; l < mc->L && rc == 0; l++) {
+        for (size_t i = 0; i < mc->n && rc == 0; i++)
+            if (mc->t[i].layer == (int)l)
+                rc = measure_tensor(mc, &mc->t[i]);
+        for (size_t s = 0; s < mc->W && rc == 0; s++)
+            rc = qp_llama_layer(mc->m, (int)l, mc->x_cur + s * mc->T * mc->D, mc->T, NULL, NULL);
     }
+    for (size_t i = 0; i < mc->n && rc == 0; i++)
+        if ((size_t)mc->t[i].layer == mc->L)
+            rc = measure_tensor(mc, &mc->t[i]);
+    return rc;
+}
+
+static json_t *ladder_json(const qp_qm_mixed_opts *o)
+{
+    json_t *a = json_array();
+    for (size_t k = 0; k < o->n_ladder; k++)
+        json_array_append_new(a, json_string(o->ladder[k]));
+    return a;
+}
+
+/* The report's settings, before allocate() adds its numbers. */
+static void report_settings(json_t *rep, const mixed_ctx *mc, const qp_qm_mixed_opts *o, int measured,
+                            double max_bpw, const mixed_target *target)
+{
+    json_object_set_new(rep, "sensitivity_measured", json_boolean(measured));
+    json_object_set_new(rep, "ladder", ladder_json(o));
+    json_object_set_new(rep, "windows", json_integer((json_int_t)mc->W));
+    json_object_set_new(rep, "tokens", json_integer((json_int_t)(mc->W * mc->T)));
+    json_object_set_new(rep, "max_bpw", json_real(max_bpw));
+    if (o->bpw_of[0])
+        json_object_set_new(rep, "bpw_of", json_string(o->bpw_of));
+    json_object_set_new(rep, "max_kld", json_real(target->max_kld));
+    json_object_set_new(rep, "max_ppl_delta", json_real(target->max_ppl_delta));
+    json_object_set_new(rep, "max_ppl_ratio", json_real(target->max_ppl_ratio));
+}
+
+/* The per-weight part of the report, and {hf_name: type} for the plan. */
+static void report_choices(json_t *rep, json_t *asg, const mixed_ctx *mc, int measured)
+{
+    json_t *sens = json_array();
+    for (size_t i = 0; i < mc->n; i++) {
+        const mixed_tensor *t = &mc->t[i];
+        json_t *kl = json_array(), *by = json_array();
+        for (size_t k = 0; k < mc->n_ladder; k++) {
+            json_array_append_new(kl, measured ? json_real(t->kl[k]) : json_null());
+            json_array_append_new(by, json_integer((json_int_t)t->bytes[k]));
+        }
+        json_array_append_new(sens, json_pack("{s:s, s:o, s:o, s:o, s:s}", "tensor", t->name, "types",
+                                              type_names(t, mc->n_ladder), "kld", kl, "bytes", by, "chosen",
+                                              qp_qtype_get(t->type[t->level])->name));
+        json_object_set_new(asg, t->name, json_string(qp_qtype_get(t->type[t->level])->name));
+    }
+    json_object_set_new(rep, "sensitivity", sens);
+}
+
+/* The budget in bits per weight (max_bpw, or what bpw_of gives this model). */
+static int budget_bpw(double *max_bpw, const qp_quant_job *job)
+{
+    const qp_qm_mixed_opts *o = job->opts;
+    *max_bpw = o->max_bpw;
+    if (!o->bpw_of[0])
+        return 0;
+    int rc = bpw_of_ftype(max_bpw, job->model, &job->cfg, o->bpw_of, job->imatrix != NULL);
+    if (rc)
+        qp_error_prefix("stage '%s': bpw_of", job->ctx->id);
+    return rc;
+}
+
+static void mixed_close(mixed_ctx *mc, int32_t *samples)
+{
+    for (size_t i = 0; mc->t && i < mc->n; i++) {
+        free(mc->t[i].name);
+        for (size_t k = 0; k < MAX_LADDER; k++)
+            free(mc->t[i].packed[k]);
+    }
+    free(mc->t);
+    qp_kl_ref_free(mc->ref);
+    qp_loaded_model_free(mc->lm);
+    free(mc->x_cur);
+    free(mc->x_last);
+    free(mc->buf);
+    free(mc->logits);
+    free(samples);
+}
+
+int qp_quant_mixed_assign(qp_quant_job *job)
+{
+    qp_stage_ctx *ctx = job->ctx;
+    const qp_qm_mixed_opts *o = job->opts;
+    mixed_ctx mc = {.ctx = ctx, .model = job->model, .imatrix = job->imatrix, .n_ladder = o->n_ladder,
+                    .L = (size_t)job->cfg.n_layers};
+    int32_t *samples = NULL;
+    json_t *rep = json_object(), *asg = json_object();
+    double fixed_bits = 0, weights = 0, cur_bits = 0, max_bpw = 0;
+    int rc = collect_tensors(&mc, job, &fixed_bits, &weights, &cur_bits);
+    if (rc || (rc = budget_bpw(&max_bpw, job)) != 0)
+        goto done;
     double budget_bits = max_bpw > 0 ? max_bpw * weights - fixed_bits : 0;
     if (max_bpw > 0 && cur_bits > budget_bits) {
         rc = qp_error_set(QP_EUSAGE, "stage '%s': %.4f bits per weight is below what the lowest ladder type "
@@ -570,45 +663,9 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_
                           (cur_bits + fixed_bits) / weights);
         goto done;
     }
-
-    /* calibration windows and the model */
-    const json_t *se = qp_artifact_find(calib, "samples");
-    if (!se) {
-        rc = qp_error_set(QP_EFORMAT, "stage '%s': calibration input '%s' has no samples", ctx->id,
-                          ctx->input_ids[1]);
+    if ((rc = open_windows(&mc, job, &samples)) != 0)
         goto done;
-    }
-    int64_t S, T;
-    qp_qtensor_rows_cols(se, &S, &T);
-    if ((rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(se), (void **)&samples, &slen)) != 0)
-        goto done;
-    if ((rc = qp_loaded_model_open(&mc.lm, model, ctx->cache, ctx->threads, what)) != 0)
-        goto done;
-    mc.m = qp_loaded_model_llama(mc.lm);
-    const qp_llama_hparams *hp = qp_llama_get_hparams(mc.m);
-    if (slen != (size_t)(S * T) * sizeof(int32_t) || T > hp->max_pos || T < 2) {
-        rc = qp_error_set(QP_ECORRUPT, "stage '%s': calibration samples do not fit the model", ctx->id);
-        goto done;
-    }
-    mc.W = (size_t)qp_param_int(ctx->params, "windows");
-    mc.W = mc.W < (size_t)S ? mc.W : (size_t)S;
-    mc.T = (size_t)T;
-    mc.D = (size_t)hp->hidden;
-    mc.V = (size_t)hp->vocab;
-    mc.tokens = samples;
-    mc.x_cur = malloc(mc.W * mc.T * mc.D * sizeof(float));
-    mc.x_last = malloc(mc.W * mc.T * mc.D * sizeof(float));
-    mc.buf = malloc(mc.T * mc.D * sizeof(float));
-    mc.logits = malloc(mc.T * mc.V * sizeof(float));
-    if (!mc.x_cur || !mc.x_last || !mc.buf || !mc.logits) {
-        rc = qp_error_set(QP_ERROR, "stage '%s': out of memory for %zu calibration windows", ctx->id, mc.W);
-        goto done;
-    }
-    if ((rc = qp_kl_ref_new(&mc.ref, mc.W * mc.T, mc.V)) != 0 || (rc = reference_pass(&mc)) != 0)
-        goto done;
-
-    mixed_target target = {qp_param_num(ctx->params, "max_kld"), qp_param_num(ctx->params, "max_ppl_delta"),
-                           qp_param_num(ctx->params, "max_ppl_ratio")};
+    mixed_target target = {o->max_kld, o->max_ppl_delta, o->max_ppl_ratio};
     /* a target the all-lowest mix already meets needs no sensitivities
      * (the default policy's mixed candidate when INT4 would have passed) */
     int skip_sensitivity = 0;
@@ -618,82 +675,27 @@ int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_
             goto done;
         skip_sensitivity = target_met(&mc, &target, kl0, ppl0);
     }
-
-    /* 1. sensitivities: the embedding (whole model), then layer by layer
-     * from the stored input, advancing it through the unquantized layer;
-     * lm_head last, from the stored output */
-    for (size_t i = 0; i < mc.n && rc == 0 && !skip_sensitivity; i++)
-        if (mc.t[i].layer < 0)
-            rc = measure_tensor(&mc, &mc.t[i]);
-    for (size_t l = 0; l < mc.L && rc == 0 && !skip_sensitivity; l++) {
-        for (size_t i = 0; i < mc.n && rc == 0; i++)
-            if (mc.t[i].layer == (int)l)
-                rc = measure_tensor(&mc, &mc.t[i]);
-        for (size_t s = 0; s < mc.W && rc == 0; s++)
-            rc = qp_llama_layer(mc.m, (int)l, mc.x_cur + s * mc.T * mc.D, mc.T, NULL, NULL);
-    }
-    for (size_t i = 0; i < mc.n && rc == 0 && !skip_sensitivity; i++)
-        if ((size_t)mc.t[i].layer == mc.L)
-            rc = measure_tensor(&mc, &mc.t[i]);
-    if (rc)
+    if (!skip_sensitivity && (rc = measure_all(&mc)) != 0)
         goto done;
-
     /* 2. allocation (with no sensitivities every gain is 0: nothing is raised) */
-    json_object_set_new(rep, "sensitivity_measured", json_boolean(!skip_sensitivity));
-    json_object_set_new(rep, "ladder", json_deep_copy(ladder));
-    json_object_set_new(rep, "windows", json_integer((json_int_t)mc.W));
-    json_object_set_new(rep, "tokens", json_integer((json_int_t)(mc.W * mc.T)));
-    json_object_set_new(rep, "max_bpw", json_real(max_bpw));
-    if (bpw_of && bpw_of[0])
-        json_object_set_new(rep, "bpw_of", json_string(bpw_of));
-    json_object_set_new(rep, "max_kld", json_real(target.max_kld));
-    json_object_set_new(rep, "max_ppl_delta", json_real(target.max_ppl_delta));
-    json_object_set_new(rep, "max_ppl_ratio", json_real(target.max_ppl_ratio));
+    report_settings(rep, &mc, o, !skip_sensitivity, max_bpw, &target);
     if ((rc = allocate(&mc, budget_bits, &cur_bits, &target, rep)) != 0)
         goto done;
     json_object_set_new(rep, "bpw", json_real((cur_bits + fixed_bits) / weights));
-    json_t *sens = json_array();
-    for (size_t i = 0; i < mc.n; i++) {
-        const mixed_tensor *t = &mc.t[i];
-        json_t *kl = json_array(), *by = json_array();
-        for (size_t k = 0; k < mc.n_ladder; k++) {
-            json_array_append_new(kl, skip_sensitivity ? json_null() : json_real(t->kl[k]));
-            json_array_append_new(by, json_integer((json_int_t)t->bytes[k]));
-        }
-        json_array_append_new(sens, json_pack("{s:s, s:o, s:o, s:o, s:s}", "tensor", t->name, "types",
-                                              type_names(t, mc.n_ladder), "kld", kl, "bytes", by, "chosen",
-                                              qp_qtype_get(t->type[t->level])->name));
-        json_object_set_new(asg, t->name, json_string(qp_qtype_get(t->type[t->level])->name));
-    }
-    json_object_set_new(rep, "sensitivity", sens);
+    report_choices(rep, asg, &mc, !skip_sensitivity);
     qp_progress_note(ctx->progress, "mixed: %zu of %zu weights raised, %.4f bpw, KLD %.5f on calibration (all %s: "
                                     "%.5f)", json_array_size(json_object_get(rep, "raised")), mc.n,
                      json_number_value(json_object_get(rep, "bpw")),
-                     json_number_value(json_object_get(rep, "kld_mix")), json_string_value(json_array_get(ladder, 0)),
+                     json_number_value(json_object_get(rep, "kld_mix")), o->ladder[0],
                      json_number_value(json_object_get(rep, "kld_lowest")));
-    if ((rc = store_chosen(sto, &mc)) != 0)
+    if ((rc = store_chosen(job->results, &mc)) != 0)
         goto done;
-    *assign = asg;
-    *report = rep;
-    *stored = sto;
-    asg = rep = sto = NULL;
+    job->report = rep;
+    job->plan.assign = asg;
+    rep = asg = NULL;
 done:
-    for (size_t i = 0; mc.t && i < mc.n; i++) {
-        free(mc.t[i].name);
-        for (size_t k = 0; k < MAX_LADDER; k++)
-            free(mc.t[i].packed[k]);
-    }
-    free(mc.t);
-    qp_kl_ref_free(mc.ref);
-    qp_loaded_model_free(mc.lm);
-    free(mc.x_cur);
-    free(mc.x_last);
-    free(mc.buf);
-    free(mc.logits);
-    free(samples);
-    free(what);
+    mixed_close(&mc, samples);
     json_decref(rep);
     json_decref(asg);
-    json_decref(sto);
     return rc;
 }

@@ -27,23 +27,18 @@
  * a 32k vocabulary: 0.5 GiB), two [W, T, D] activation buffers, the model's
  * f32 weights (qp_llama's cache) and the quantized bytes of every weight at
  * every ladder type up to 1 GiB (kept so target checks only dequantize).
- * The result: {hf_name: type} for every weight the allocator decides; the
- * chosen types' bytes already quantized, stored in the cache, in `stored` as
- * {hf_name: {"digest", "size", "bpw", "format", "qtype", "imatrix"}} (the
- * quantize stage takes them as it takes GPTQ/AWQ results); and a report (ladder, per-weight sensitivities and bytes, the raised weights
- * in order with their gains, the measured KLD of the all-lowest and the
- * final mix, the budget) that goes into the artifact's metadata. */
+ * The result: job->plan.assign = {hf_name: type} for every weight the
+ * allocator decides; the chosen types' bytes already quantized, stored in
+ * the cache, in job->results (format ggml, qtype, imatrix: the quantize
+ * stage takes them as it takes GPTQ/AWQ results); and job->report (ladder,
+ * per-weight sensitivities and bytes, the raised weights in order with
+ * their gains, the measured KLD of the all-lowest and the final mix, the
+ * budget), the artifact's "mixed" metadata. */
 #ifndef QP_STAGES_QUANT_MIXED_H
 #define QP_STAGES_QUANT_MIXED_H
 
-#include <jansson.h>
+#include "stages/qmethod.h"
 
-#include "quant/imatrix.h"
-#include "stages/quant_plan.h"
-#include "stages/stage.h"
-
-int qp_quant_mixed_assign(json_t **assign, json_t **report, json_t **stored, qp_stage_ctx *ctx,
-                          const qp_artifact *model, const qp_artifact *calib, const qp_imatrix *imatrix,
-                          const qp_quant_plan *plan);
+int qp_quant_mixed_assign(qp_quant_job *job);
 
 #endif

@@ -1,28 +1,78 @@
 #include "stages/quant_plan.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "model/gguf_llama.h"
+#include "model/hf_names.h"
+#include "stages/qmethod.h"
 
 #include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>
 
-int qp_quant_plan_init(qp_quant_plan *p, const json_t *params, const qp_llama_config *cfg, int has_imatrix)
+int qp_quant_common_parse(qp_quant_common *c, const json_t *params, const char *where)
+{
+    memset(c, 0, sizeof(*c));
+    const json_t *skip = json_object_get(params, "skip"), *ov = json_object_get(params, "override");
+    size_t i;
+    json_t *o;
+    c->skip = qp_xcalloc(json_array_size(skip) + 1, sizeof(*c->skip));
+    json_array_foreach(skip, i, o)
+        c->skip[c->n_skip++] = qp_xstrdup(json_string_value(o));
+    c->overrides = qp_xcalloc(json_array_size(ov) + 1, sizeof(*c->overrides));
+    json_array_foreach(ov, i, o) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(o) || !json_is_string(json_object_get(o, "match")))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: needs match: GLOB", where, i + 1);
+        json_object_foreach(o, k, v) {
+            if (strcmp(k, "match") && strcmp(k, "type") && strcmp(k, "bits"))
+                return qp_error_set(QP_EUSAGE, "%s: override %zu: unknown key '%s' (match, type, bits)", where,
+                                    i + 1, k);
+        }
+        const char *t = json_string_value(json_object_get(o, "type"));
+        if (json_object_get(o, "type") && (!t || !qp_qtype_by_name(t)))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: type must be a llama.cpp type such as Q6_K", where,
+                                i + 1);
+        json_t *b = json_object_get(o, "bits");
+        if (b && (!json_is_integer(b) || json_integer_value(b) < 2 || json_integer_value(b) > 8))
+            return qp_error_set(QP_EUSAGE, "%s: override %zu: bits must be an integer 2..8", where, i + 1);
+        qp_quant_override *d = &c->overrides[c->n_overrides++];
+        d->match = qp_xstrdup(json_string_value(json_object_get(o, "match")));
+        d->type = t ? qp_xstrdup(t) : NULL;
+        d->bits = b ? (int)json_integer_value(b) : 0;
+    }
+    const char *im = json_string_value(json_object_get(params, "imatrix"));
+    c->imatrix = qp_xstrdup(im ? im : "");
+    return 0;
+}
+
+void qp_quant_common_free(qp_quant_common *c)
+{
+    for (size_t i = 0; i < c->n_skip; i++)
+        free(c->skip[i]);
+    for (size_t i = 0; i < c->n_overrides; i++) {
+        free(c->overrides[i].match);
+        free(c->overrides[i].type);
+    }
+    free(c->skip);
+    free(c->overrides);
+    free(c->imatrix);
+    memset(c, 0, sizeof(*c));
+}
+
+void qp_quant_plan_init(qp_quant_plan *p, const qp_quant_method *m, const void *opts, const qp_quant_common *c,
+                        const qp_llama_config *cfg, int has_imatrix)
 {
     memset(p, 0, sizeof(*p));
-    p->params = params;
-    p->method = json_string_value(json_object_get(params, "method"));
+    p->method = m;
+    p->opts = opts;
+    p->common = c;
     p->ftype = -1;
     qp_ggml_mix_ctx_init(&p->mix, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->tied_embeddings);
     p->mix.has_imatrix = has_imatrix;
-    p->mix.pure = json_is_true(json_object_get(params, "pure"));
     p->mix.src_type = QP_GGML_F32;
-    if (strcmp(p->method, "gguf") == 0) {
-        const char *type = json_string_value(json_object_get(params, "type"));
-        p->ftype = qp_llama_ftype_parse(type);
-        if (p->ftype < 0)
-            return qp_error_set(QP_EUSAGE, "type %s is not a llama.cpp file type", type);
-    }
-    return 0;
+    if (m->plan_setup)
+        m->plan_setup(p);
 }
 
 static int glob_match(const char *pattern, const char *name)
@@ -30,14 +80,29 @@ static int glob_match(const char *pattern, const char *name)
     return fnmatch(pattern, name, 0) == 0;
 }
 
-static int is_anchor(const char *name)
+int qp_quant_plan_anchor(qp_tensor_plan *out, const char *name)
 {
     /* embeddings and lm_head: kept by GPTQ/AWQ/bitsandbytes */
-    return strcmp(name, "model.embed_tokens.weight") == 0 || strcmp(name, "lm_head.weight") == 0;
+    if (strcmp(name, QP_HF_EMBED) != 0 && strcmp(name, QP_HF_LM_HEAD) != 0)
+        return 0;
+    out->kind = QP_TP_DENSE;
+    out->qtype = QP_GGML_BF16;
+    return 1;
 }
 
-/* A llama.cpp block type for a tensor, with the fallback llama.cpp applies. */
-static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
+int qp_quant_plan_format(qp_tensor_plan *out, const char *name, qp_tp_kind kind)
+{
+    if (!qp_quant_plan_anchor(out, name))
+        out->kind = kind;
+    return 0;
+}
+
+static int is_dense_type(qp_ggml_type t)
+{
+    return t == QP_GGML_F16 || t == QP_GGML_F32 || t == QP_GGML_BF16;
+}
+
+int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
                        int64_t cols, const char *forced_type)
 {
     char gname[256];
@@ -53,7 +118,7 @@ static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *
             return rc;
         }
         out->qtype = t;
-        out->kind = t == QP_GGML_F16 || t == QP_GGML_F32 || t == QP_GGML_BF16 ? QP_TP_DENSE : QP_TP_GGML;
+        out->kind = is_dense_type(t) ? QP_TP_DENSE : QP_TP_GGML;
         if (t != want)
             snprintf(out->reason, sizeof(out->reason), "rows of %lld do not fit %s: %s instead", (long long)cols,
                      forced_type, qp_qtype_get(t)->name);
@@ -70,7 +135,7 @@ static int ggml_choice(qp_tensor_plan *out, const qp_quant_plan *p, const char *
         return 0;
     }
     out->qtype = ch.type;
-    out->kind = ch.type == QP_GGML_F16 || ch.type == QP_GGML_F32 || ch.type == QP_GGML_BF16 ? QP_TP_DENSE : QP_TP_GGML;
+    out->kind = is_dense_type(ch.type) ? QP_TP_DENSE : QP_TP_GGML;
     if (ch.fallback)
         snprintf(out->reason, sizeof(out->reason), "%s", ch.note);
     return 0;
@@ -82,59 +147,32 @@ int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char
     memset(out, 0, sizeof(*out));
     out->kind = QP_TP_DENSE;
     out->qtype = QP_GGML_F32;
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(p->params, "skip"), i, v) {
-        if (glob_match(json_string_value(v), name)) {
-            snprintf(out->reason, sizeof(out->reason), "skip: %s", json_string_value(v));
+    const qp_quant_common *c = p->common;
+    for (size_t i = 0; i < c->n_skip; i++) {
+        if (glob_match(c->skip[i], name)) {
+            snprintf(out->reason, sizeof(out->reason), "skip: %s", c->skip[i]);
             out->qtype = QP_GGML_BF16;  /* source precision: the same object */
             return 0;
         }
     }
-    const json_t *ov = NULL;
-    json_array_foreach(json_object_get(p->params, "override"), i, v) {
-        if (glob_match(json_string_value(json_object_get(v, "match")), name)) {
-            ov = v;
-            snprintf(out->reason, sizeof(out->reason), "override %zu (%s)", i + 1,
-                     json_string_value(json_object_get(v, "match")));
-            break;
+    const qp_quant_override *ov = NULL;
+    for (size_t i = 0; i < c->n_overrides && !ov; i++) {
+        if (glob_match(c->overrides[i].match, name)) {
+            ov = &c->overrides[i];
+            snprintf(out->reason, sizeof(out->reason), "override %zu (%s)", i + 1, ov->match);
         }
     }
-    const char *ov_type = ov ? json_string_value(json_object_get(ov, "type")) : NULL;
     if (ndim < 2) {
         out->qtype = QP_GGML_BF16;
         return 0;
     }
-    if (!strcmp(p->method, "mixed") && !ov_type) {
-        const char *assigned = p->assign ? json_string_value(json_object_get(p->assign, name)) : NULL;
-        if (assigned)
-            return ggml_choice(out, p, name, ndim, rows, cols, assigned);
-        const json_t *ladder = json_object_get(p->params, "ladder");
-        int rc = ggml_choice(out, p, name, ndim, rows, cols, json_string_value(json_array_get(ladder, 0)));
-        out->mixed = rc == 0;
-        return rc;
-    }
-    if (strcmp(p->method, "gguf") == 0 || ov_type) {
+    if (ov && ov->type) {
         char saved[240];
         snprintf(saved, sizeof(saved), "%s", out->reason);
-        int rc = ggml_choice(out, p, name, ndim, rows, cols, ov_type);
+        int rc = qp_quant_plan_ggml(out, p, name, ndim, rows, cols, ov->type);
         if (rc == 0 && saved[0] && !out->reason[0])
             snprintf(out->reason, sizeof(out->reason), "%s", saved);
         return rc;
     }
-    if (is_anchor(name)) {
-        out->qtype = QP_GGML_BF16;
-        return 0;
-    }
-    if (!strcmp(p->method, "nf4"))
-        out->kind = QP_TP_NF4;
-    else if (!strcmp(p->method, "int8"))
-        out->kind = QP_TP_INT8;
-    else {
-        out->kind = QP_TP_LINEAR;
-        out->bits = (int)json_integer_value(json_object_get(p->params, "bits"));
-        if (ov && json_is_integer(json_object_get(ov, "bits")))
-            out->bits = (int)json_integer_value(json_object_get(ov, "bits"));
-    }
-    return 0;
+    return p->method->plan(out, p, name, ndim, rows, cols, ov);
 }

@@ -15,6 +15,7 @@
 #define QP_STAGES_QUANT_PLAN_H
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model/config.h"
@@ -31,19 +32,54 @@ typedef struct {
     int mixed;             /* method mixed: the allocator picks its type (qtype = the ladder's lowest) */
 } qp_tensor_plan;
 
+/* One `override:` entry; type NULL and bits 0 when not given. */
 typedef struct {
-    const json_t *params;
-    const char *method;
-    int ftype;               /* method gguf */
+    char *match;
+    char *type;
+    int bits;
+} qp_quant_override;
+
+/* The options every method shares (`skip:`, `override:`, `imatrix:`). */
+typedef struct {
+    char **skip;
+    size_t n_skip;
+    qp_quant_override *overrides;
+    size_t n_overrides;
+    char *imatrix;   /* path as written; "" = none */
+} qp_quant_common;
+
+/* Parses and checks them; errors QP_EUSAGE "WHERE: override N: …".  Free
+ * with qp_quant_common_free (also after an error). */
+int qp_quant_common_parse(qp_quant_common *c, const json_t *params, const char *where);
+void qp_quant_common_free(qp_quant_common *c);
+
+typedef struct qp_quant_method qp_quant_method;   /* stages/qmethod.h */
+
+typedef struct {
+    const qp_quant_method *method;
+    const void *opts;              /* the method's options */
+    const qp_quant_common *common;
+    int ftype;                     /* method gguf: the llama.cpp file type; -1 otherwise */
     qp_ggml_mix_ctx mix;
-    const json_t *assign;    /* method mixed: {hf_name: type} from the allocator; NULL before it ran */
+    json_t *assign;                /* method mixed: {hf_name: type} from the allocator (the plan's
+                                      owner frees it); NULL before it ran */
 } qp_quant_plan;
 
-int qp_quant_plan_init(qp_quant_plan *p, const json_t *params, const qp_llama_config *cfg, int has_imatrix);
+void qp_quant_plan_init(qp_quant_plan *p, const qp_quant_method *m, const void *opts, const qp_quant_common *c,
+                        const qp_llama_config *cfg, int has_imatrix);
 /* Decides one tensor (HF name, PyTorch shape: rows = shape[0], cols = the
  * rest; 1-D tensors have ndim 1).  QP_EUSAGE naming the tensor when the
  * request cannot be met. */
 int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char *hf_name, int ndim, int64_t rows,
                          int64_t cols);
+/* A llama.cpp block type for a tensor with llama.cpp's fallbacks: `forced`
+ * (a type name) when given, else the file type's per-tensor rules. */
+int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *hf_name, int ndim, int64_t rows,
+                       int64_t cols, const char *forced);
+/* rtn / gptq / awq / nf4 / int8: 1 (out: kept at source precision) for
+ * the token embedding and lm_head, as the GPTQ/AWQ anchors keep them; else 0. */
+int qp_quant_plan_anchor(qp_tensor_plan *out, const char *hf_name);
+/* nf4 / int8: the anchors kept, anything else `kind`; returns 0. */
+int qp_quant_plan_format(qp_tensor_plan *out, const char *hf_name, qp_tp_kind kind);
 
 #endif

@@ -1,25 +1,37 @@
-/* Calibrated quantization of the linear layers, block by block (GPTQ now,
- * AWQ through the same driver):
+/* The layer-by-layer driver of the calibrated methods (GPTQ, AWQ):
  *   x = embedding of the calibration windows (the calibrate artifact's
  *       "samples"), kept as [samples, seq_len, D] — one layer's activations;
- *   for each decoder layer, in true-sequential order (q,k,v → o → gate,up →
- *   down): run the layer with the weights quantized so far, collect H of
- *   the group's input, quantize the group, serve its dequantized weights;
- *   then x = the quantized layer's output (sequential: block i sees the
- *   already-quantized blocks before it).
- * With sequential: false the calibrate stage's Hessians (unquantized model)
- * are used directly.  Results: every quantized tensor's serialised
- * qp_linear, stored in the cache, in `out` as
- * {hf_name: {"digest", "size", "bpw", "bits", "group_size", "sym", "act_order", "damp"}}. */
+ *   for each decoder layer, the method's layer step quantizes the layer's
+ *   weights (storing them in job->results and serving the dequantized
+ *   weights to the model); then, with `sequential`, x = the quantized
+ *   layer's output (block i sees the already-quantized blocks before it).
+ * The GPTQ step is in stages/qmethod_gptq.c, AWQ's in stages/quant_awq.c. */
 #ifndef QP_STAGES_QUANT_SEQ_H
 #define QP_STAGES_QUANT_SEQ_H
 
-#include <jansson.h>
+#include <stddef.h>
 
-#include "stages/quant_plan.h"
-#include "stages/stage.h"
+#include "model/llama.h"
+#include "stages/model_load.h"
+#include "stages/qmethod.h"
 
-int qp_quant_sequential(json_t **out, qp_stage_ctx *ctx, const qp_artifact *model, const qp_artifact *calib,
-                        const qp_quant_plan *plan);
+typedef struct {
+    qp_quant_job *job;
+    qp_loaded_model *lm;
+    qp_llama *m;
+    const qp_llama_hparams *hp;
+    float *x;          /* [S, T, D] the current layer's input windows */
+    float *scratch;    /* [T, D] */
+    size_t S, T, D;
+} qp_quant_seq;
+
+/* Quantizes decoder layer `layer`; leaves the model serving its quantized weights. */
+typedef int (*qp_quant_layer_fn)(qp_quant_seq *sq, int layer);
+
+int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn layer_fn);
+
+/* Runs layer l over every window of sq->x: in place when advance, else on a
+ * copy (scratch) for the observer only. */
+int qp_quant_seq_run_layer(const qp_quant_seq *sq, int l, int advance, qp_llama_observe_fn obs, void *ud);
 
 #endif

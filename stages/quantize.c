@@ -4,19 +4,17 @@
  * Reports bits per weight, bytes and relative reconstruction error
  * ‖W−Ŵ‖/‖W‖ per tensor and in total; the worst tensors go to the summary. */
 #include "stages/kinds.h"
+#include "stages/qmethod.h"
 #include "stages/qtensor.h"
-#include "stages/quant_plan.h"
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/tensor.h"
+#include "model/gguf_llama.h"
 #include "quant/imatrix.h"
 #include "quant/linear.h"
-#include "quant/int8.h"
-#include "quant/nf4.h"
-#include "model/gguf_llama.h"
 #include "stages/model_load.h"
-#include "stages/quant_mixed.h"
-#include "stages/quant_seq.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -27,7 +25,7 @@ static const qp_param_spec params[] = {
     {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq|mixed", 0, -1, QP_PF_REQUIRED,
      "quantization algorithm (mixed: sensitivity-driven llama.cpp types per tensor)"},
     {"bits", QP_P_INT, "4", NULL, 2, 8, 0, "bits per weight (rtn, gptq, awq)"},
-    {"group_size", QP_P_INT, "128", "-1|32|64|128|256", 0, -1, 0,
+    {"group_size", QP_P_INT, "128", QP_LINEAR_GROUP_SIZES, 0, -1, 0,
      "weights per scale along the input dimension (-1 = per output channel)"},
     {"sym", QP_P_BOOL, "false", NULL, 0, -1, 0, "symmetric grid (no zero point)"},
     {"type", QP_P_STRING, "Q4_K_M",
@@ -66,71 +64,34 @@ static const qp_param_spec params[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
-/* method mixed: a ladder of block types in increasing size, and a budget or a target. */
-static int validate_mixed(const json_t *p, const char *where)
-{
-    const json_t *ladder = json_object_get(p, "ladder");
-    size_t i;
-    json_t *v;
-    double prev = 0;
-    if (json_array_size(ladder) < 2 || json_array_size(ladder) > 8)
-        return qp_error_set(QP_EUSAGE, "%s: ladder: needs 2 to 8 llama.cpp block types, fewest bits first "
-                                       "(e.g. [Q4_K, Q5_K, Q6_K])", where);
-    json_array_foreach(ladder, i, v) {
-        const qp_qtype_info *ti = qp_qtype_by_name(json_string_value(v));
-        if (!ti || ti->type == QP_GGML_F16 || ti->type == QP_GGML_F32 || ti->type == QP_GGML_BF16)
-            return qp_error_set(QP_EUSAGE, "%s: ladder: '%s' is not a llama.cpp block type such as Q4_K", where,
-                                json_string_value(v));
-        double bpw = ti->bits_per_weight;
-        if (bpw <= prev)
-            return qp_error_set(QP_EUSAGE, "%s: ladder: %s does not have more bits than the type before it; list "
-                                           "the types fewest bits first", where, ti->name);
-        prev = bpw;
-    }
-    const char *of = json_string_value(json_object_get(p, "bpw_of"));
-    if (of && of[0] && qp_llama_ftype_parse(of) < 0)
-        return qp_error_set(QP_EUSAGE, "%s: bpw_of: %s is not a llama.cpp file type such as Q4_K_M", where, of);
-    if (of && of[0] && json_number_value(json_object_get(p, "max_bpw")) > 0)
-        return qp_error_set(QP_EUSAGE, "%s: give max_bpw or bpw_of, not both", where);
-    if (!(of && of[0]) && json_number_value(json_object_get(p, "max_bpw")) <= 0 &&
-        json_number_value(json_object_get(p, "max_kld")) <= 0 &&
-        json_number_value(json_object_get(p, "max_ppl_delta")) <= 0 &&
-        json_number_value(json_object_get(p, "max_ppl_ratio")) <= 0)
-        return qp_error_set(QP_EUSAGE, "%s: method mixed needs a budget (max_bpw or bpw_of) or a target (max_kld, "
-                                       "max_ppl_delta or max_ppl_ratio)", where);
-    json_array_foreach(json_object_get(p, "override"), i, v)
-        if (json_object_get(v, "bits"))
-            return qp_error_set(QP_EUSAGE, "%s: override %zu: method mixed takes type:, not bits:", where, i + 1);
-    return 0;
-}
-
+/* Checks the overrides, that imatrix: goes with a method that takes one,
+ * and the method's own options (parsed here only to be checked). */
 static int quantize_validate(const json_t *p, const char *where)
 {
-    size_t i;
-    json_t *o;
-    json_array_foreach(json_object_get(p, "override"), i, o) {
-        const char *k;
-        json_t *v;
-        if (!json_is_object(o) || !json_is_string(json_object_get(o, "match")))
-            return qp_error_set(QP_EUSAGE, "%s: override %zu: needs match: GLOB", where, i + 1);
-        json_object_foreach(o, k, v) {
-            if (strcmp(k, "match") && strcmp(k, "type") && strcmp(k, "bits"))
-                return qp_error_set(QP_EUSAGE, "%s: override %zu: unknown key '%s' (match, type, bits)", where,
-                                    i + 1, k);
-        }
-        const char *t = json_string_value(json_object_get(o, "type"));
-        if (json_object_get(o, "type") && (!t || !qp_qtype_by_name(t)))
-            return qp_error_set(QP_EUSAGE, "%s: override %zu: type must be a llama.cpp type such as Q6_K", where,
-                                i + 1);
-        json_t *b = json_object_get(o, "bits");
-        if (b && (!json_is_integer(b) || json_integer_value(b) < 2 || json_integer_value(b) > 8))
-            return qp_error_set(QP_EUSAGE, "%s: override %zu: bits must be an integer 2..8", where, i + 1);
+    qp_quant_common common;
+    int rc = qp_quant_common_parse(&common, p, where);
+    const qp_quant_method *m = qp_quant_method_find(qp_param_str(p, "method"));
+    if (rc == 0 && !m)
+        rc = qp_error_set(QP_EUSAGE, "%s: method: unknown method '%s'", where, qp_param_str(p, "method"));
+    if (rc == 0 && common.imatrix[0] && !(m->flags & QP_QM_IMATRIX)) {
+        /* "gguf and mixed": the methods that take one */
+        qp_buf names = QP_BUF_INIT;
+        size_t n, k = 0, n_im = 0;
+        const qp_quant_method *const *all = qp_quant_methods(&n);
+        for (size_t i = 0; i < n; i++)
+            n_im += (all[i]->flags & QP_QM_IMATRIX) != 0;
+        for (size_t i = 0; i < n; i++)
+            if (all[i]->flags & QP_QM_IMATRIX)
+                qp_buf_printf(&names, "%s%s", k++ == 0 ? "" : k == n_im ? " and " : ", ", all[i]->name);
+        rc = qp_error_set(QP_EUSAGE, "%s: imatrix: only applies to methods %s", where, qp_buf_cstr(&names));
+        qp_buf_free(&names);
     }
-    const char *im = json_string_value(json_object_get(p, "imatrix"));
-    const char *method = json_string_value(json_object_get(p, "method"));
-    if (im && im[0] && strcmp(method, "gguf") != 0 && strcmp(method, "mixed") != 0)
-        return qp_error_set(QP_EUSAGE, "%s: imatrix: only applies to methods gguf and mixed", where);
-    return strcmp(method, "mixed") == 0 ? validate_mixed(p, where) : 0;
+    qp_quant_common_free(&common);
+    void *opts = NULL;
+    if (rc == 0)
+        rc = qp_quant_opts_parse(&opts, m, p, where);
+    qp_quant_opts_free(m, opts);
+    return rc;
 }
 
 typedef struct {
@@ -174,343 +135,323 @@ static int read_calib_imatrix(qp_stage_ctx *ctx, const qp_artifact *calib, qp_im
     return rc;
 }
 
-/* Encodes one f32 tensor [rows, cols] by its plan; *packed (malloc'ed) and
- * the entry's format fields.  imat: per-column importance (ggml) or NULL. */
-static int encode_tensor(qp_stage_ctx *ctx, const qp_tensor_plan *plan, const float *w, int64_t rows, int64_t cols,
-                         const float *imat, void **packed, size_t *plen, json_t *extra, double *bpw)
+/* The importance matrix: imatrix:, or for a method that takes one, the
+ * calibration's own (read through the very reader, and quantizers,
+ * verified against llama.cpp's files). */
+static int read_imatrix(qp_quant_job *job)
 {
-    const json_t *p = ctx->params;
-    int rc = 0;
-    uint64_t nelem = (uint64_t)rows * (uint64_t)cols;
-    *packed = NULL;
-    switch (plan->kind) {
-    case QP_TP_DENSE: { /* a dense conversion (F16 fallback) */
-        *plen = (size_t)nelem * 2;
-        uint16_t *h = malloc(*plen);
-        if (!h)
-            return qp_error_set(QP_ERROR, "out of memory");
-        for (uint64_t k = 0; k < nelem; k++)
-            h[k] = qp_f32_to_f16(w[k]);
-        *packed = h;
-        json_object_set_new(extra, "format", json_string("dense"));
-        json_object_set_new(extra, "dtype", json_string("F16"));
-        *bpw = 16;
+    qp_stage_ctx *ctx = job->ctx;
+    const char *im_path = job->common->imatrix;
+    if (job->calib && !im_path[0] && (job->method->flags & QP_QM_IMATRIX))
+        return read_calib_imatrix(ctx, job->calib, &job->imatrix);
+    if (!im_path[0])
+        return 0;
+    char *abs = qp_stage_path(ctx, im_path);
+    int rc = qp_imatrix_read(&job->imatrix, abs);
+    free(abs);
+    if (rc)
+        qp_error_prefix("stage '%s': imatrix", ctx->id);
+    return rc;
+}
+
+/* what llama-quantize records as quantize.imatrix.* */
+static void describe_imatrix(const qp_quant_job *job, json_t *meta)
+{
+    const char *im_path = job->common->imatrix;
+    const char *file = im_path[0] ? im_path : "imatrix.dat";
+    char *from_calib = job->calib && !im_path[0]
+                           ? qp_strfmt("qpipe:calibrate/%s/imatrix.dat", job->ctx->input_ids[1]) : NULL;
+    json_object_set_new(meta, "imatrix_info",
+                        json_pack("{s:s, s:s, s:I, s:I}", "file", from_calib ? from_calib : file, "dataset",
+                                  qp_imatrix_dataset(job->imatrix) ? qp_imatrix_dataset(job->imatrix) : "",
+                                  "entries_count", (json_int_t)qp_imatrix_count(job->imatrix), "chunks_count",
+                                  (json_int_t)qp_imatrix_last_call(job->imatrix)));
+    free(from_calib);
+}
+
+/* A dense conversion (llama.cpp's F16 fallback). */
+static void encode_f16(const float *w, uint64_t nelem, void **packed, size_t *plen, json_t *extra, double *bpw)
+{
+    *plen = (size_t)nelem * 2;
+    uint16_t *h = qp_xmalloc(*plen ? *plen : 1);
+    for (uint64_t k = 0; k < nelem; k++)
+        h[k] = qp_f32_to_f16(w[k]);
+    *packed = h;
+    json_object_set_new(extra, "format", json_string("dense"));
+    json_object_set_new(extra, "dtype", json_string("F16"));
+    *bpw = 16;
+}
+
+/* The inputs, the options, the importance matrix and the plan of one run. */
+static int job_open(qp_quant_job *job, qp_quant_common *common, void **opts, qp_stage_ctx *ctx)
+{
+    memset(job, 0, sizeof(*job));
+    job->ctx = ctx;
+    job->model = ctx->inputs[0];
+    job->calib = ctx->n_inputs > 1 ? ctx->inputs[1] : NULL;
+    job->method = qp_quant_method_find(qp_param_str(ctx->params, "method"));
+    job->common = common;
+    job->results = qp_quant_results_new();
+    char *where = qp_strfmt("stage '%s'", ctx->id);
+    int rc = qp_quant_common_parse(common, ctx->params, where);
+    for (size_t i = 1; rc == 0 && i < ctx->n_inputs; i++)
+        if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB)
+            rc = qp_error_set(QP_EUSAGE, "stage '%s': input '%s' must be a calibration artifact", ctx->id,
+                              ctx->input_ids[i]);
+    if (rc == 0 && qp_artifact_type_of(job->model) != QP_ART_MODEL)
+        rc = qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
+                          ctx->input_ids[0]);
+    if (rc == 0 && !job->method)
+        rc = qp_error_set(QP_EUSAGE, "stage '%s': unknown method '%s'", ctx->id, qp_param_str(ctx->params, "method"));
+    if (rc == 0 && (rc = qp_quant_opts_parse(opts, job->method, ctx->params, where)) == 0)
+        job->opts = *opts;
+    if (rc == 0 && (rc = read_imatrix(job)) == 0) {
+        char *cwhat = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
+        rc = qp_model_artifact_config(&job->cfg, job->model, ctx->cache, cwhat);
+        free(cwhat);
+    }
+    if (rc == 0)
+        qp_quant_plan_init(&job->plan, job->method, job->opts, common, &job->cfg, job->imatrix != NULL);
+    if (rc == 0 && (job->method->flags & QP_QM_NEEDS_CALIB) && !job->calib)
+        rc = qp_error_set(QP_EUSAGE, "stage '%s': method %s %s", ctx->id, job->method->name,
+                          job->method->needs_calib);
+    free(where);
+    return rc;
+}
+
+static void job_close(qp_quant_job *job, qp_quant_common *common, void *opts)
+{
+    qp_quant_results_free(job->results);
+    json_decref(job->report);
+    json_decref(job->plan.assign);
+    qp_imatrix_free(job->imatrix);
+    qp_quant_opts_free(job->method, opts);
+    qp_quant_common_free(common);
+}
+
+enum { N_WORST = 6 };   /* the worst tensors named in the metadata */
+
+/* Totals over the tensors, for the metrics. */
+typedef struct {
+    json_t *notes;
+    double sum_err, sum_ref, bits_all, weights_all, bits_q, weights_q;
+    uint64_t bytes_all;
+    size_t n_quantized, n_tensors;
+    worst_entry worst[N_WORST];
+    float *f32, *back, *imat;   /* reused between tensors */
+    size_t k, total;            /* the entry being quantized, of how many (progress) */
+} tensor_pass;
+
+/* A stored object taken as it is: a run's dense result, or the source's own. */
+static int add_kept(qp_quant_job *job, tensor_pass *tp, const char *ename, const char *digest, uint64_t size,
+                    double bits, uint64_t nelem, json_t *extra)
+{
+    tp->bits_all += bits;
+    tp->weights_all += (double)nelem;
+    tp->bytes_all += size;
+    return qp_artifact_add(job->ctx->output, ename, digest, size, extra);
+}
+
+/* importance of each input column for a ggml type that uses it, NULL when
+ * llama-quantize goes without (no imatrix, or none for this tensor) */
+static int imatrix_for(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan *plan, const char *tname,
+                       int64_t cols, const float **im_w)
+{
+    *im_w = NULL;
+    if (!job->imatrix || plan->kind != QP_TP_GGML || !qp_qtype_get(plan->qtype)->uses_imatrix)
+        return 0;
+    char gname[256];
+    qp_gguf_llama_name(gname, sizeof(gname), tname);
+    tp->imat = qp_xrealloc(tp->imat, (size_t)cols * sizeof(float));
+    int rc = qp_imatrix_weights(job->imatrix, gname, cols, tp->imat);
+    if (rc == 0)
+        *im_w = tp->imat;
+    else if (rc == QP_ENOTFOUND)
+        qp_error_clear();   /* llama-quantize goes without for this tensor */
+    else
+        return rc;
+    return 0;
+}
+
+/* The packed bytes of one tensor: the run's stored object, or encoded now. */
+static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan *plan, const char *tname,
+                       int64_t rows, int64_t cols, void **packed, size_t *plen, json_t *extra, double *bpw)
+{
+    const qp_quant_stored *st = qp_quant_results_get(job->results, tname);
+    if (st) {
+        /* quantized by the method's run (GPTQ/AWQ, or mixed's allocator): its stored object */
+        const char *fmt = json_string_value(json_object_get(st->fields, "format"));
+        json_object_set_new(extra, "format", json_string(fmt ? fmt : "linear"));
+        const char *k;
+        json_t *v;
+        json_object_foreach(st->fields, k, v)
+            if (strcmp(k, "format") != 0)
+                json_object_set(extra, k, v);
+        *bpw = st->bpw;
+        return qp_cache_get(job->ctx->cache, st->digest, packed, plen);
+    }
+    if (plan->kind == QP_TP_DENSE) {
+        encode_f16(tp->f32, (uint64_t)rows * (uint64_t)cols, packed, plen, extra, bpw);
         return 0;
     }
-    case QP_TP_GGML: {
-        *plen = qp_qtype_row_size(plan->qtype, cols) * (size_t)rows;
-        *packed = malloc(*plen ? *plen : 1);
-        if (!*packed)
-            return qp_error_set(QP_ERROR, "out of memory");
-        rc = qp_quantize(plan->qtype, w, *packed, rows, cols, imat, ctx->threads);
-        json_object_set_new(extra, "format", json_string("ggml"));
-        json_object_set_new(extra, "qtype", json_string(qp_qtype_get(plan->qtype)->name));
-        json_object_set_new(extra, "imatrix", json_boolean(imat != NULL));
-        *bpw = 8.0 * (double)*plen / (double)nelem;
-        return rc;
-    }
-    case QP_TP_LINEAR: {
-        qp_linear_params lp = {.bits = plan->bits, .group_size = (int)qp_param_int(p, "group_size"),
-                               .sym = qp_param_bool(p, "sym"), .mse = qp_param_bool(p, "mse")};
-        qp_linear *q = NULL;
-        if ((rc = qp_linear_new(&q, rows, cols, &lp)) == 0 && (rc = qp_rtn_quantize(q, w, ctx->threads)) == 0 &&
-            (rc = qp_linear_serialize(q, packed, plen)) == 0) {
-            json_object_set_new(extra, "format", json_string("linear"));
-            json_object_set_new(extra, "bits", json_integer(plan->bits));
-            json_object_set_new(extra, "group_size", json_integer(lp.group_size));
-            json_object_set_new(extra, "sym", json_boolean(lp.sym));
-            *bpw = qp_linear_bits_per_weight(q);
+    const float *im_w = NULL;
+    int rc = imatrix_for(job, tp, plan, tname, cols, &im_w);
+    if (rc == 0 && plan->kind == QP_TP_GGML)
+        return qp_quant_encode_ggml(job, plan, tp->f32, rows, cols, im_w, packed, plen, extra, bpw);
+    if (rc == 0 && !job->method->encode)
+        return qp_error_set(QP_ERROR, "stage '%s': tensor '%s' was not quantized by %s", job->ctx->id, tname,
+                            job->method->name);
+    if (rc == 0)
+        rc = job->method->encode(job, plan, tp->f32, rows, cols, packed, plen, extra, bpw);
+    return rc;
+}
+
+/* source -> f32 -> packed -> f32 again for the error; the entry added. */
+static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, const qp_tensor_plan *plan,
+                           json_t *extra)
+{
+    qp_stage_ctx *ctx = job->ctx;
+    const char *ename = qp_artifact_entry_name(e), *tname = ename + 8;
+    int64_t rows, cols;
+    qp_qtensor_rows_cols(e, &rows, &cols);
+    uint64_t nelem = qp_qtensor_nelem(e);
+    void *src = NULL, *packed = NULL;
+    size_t len = 0, plen = 0;
+    double bpw = 0;
+    char *what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
+    tp->f32 = qp_xrealloc(tp->f32, nelem * sizeof(float));
+    tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
+    int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len);
+    if (rc == 0 && (rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what)) == 0 &&
+        (rc = pack_tensor(job, tp, plan, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
+        rc = qp_qtensor_to_f32(extra, packed, plen, tp->back, nelem, what);
+    if (rc == 0) {
+        double d2 = 0, w2 = 0;
+        for (uint64_t j = 0; j < nelem; j++) {
+            double d = (double)tp->f32[j] - (double)tp->back[j];
+            d2 += d * d;
+            w2 += (double)tp->f32[j] * (double)tp->f32[j];
         }
-        qp_linear_free(q);
+        double rel = w2 > 0 ? sqrt(d2 / w2) : 0;
+        tp->sum_err += d2;
+        tp->sum_ref += w2;
+        json_object_set_new(extra, "rel_error", json_real(rel));
+        json_object_set_new(extra, "bpw", json_real(bpw));
+        tp->bits_all += bpw * (double)nelem;
+        tp->weights_all += (double)nelem;
+        tp->bits_q += bpw * (double)nelem;
+        tp->weights_q += (double)nelem;
+        tp->bytes_all += plen;
+        tp->n_quantized++;
+        keep_worst(tp->worst, N_WORST, tname, rel);
+        rc = qp_artifact_add_bytes(ctx->output, ctx->cache, ename, packed, plen, json_incref(extra));
+        qp_progress_update(ctx->progress, tp->k + 1, tp->total, "tensors");
+    }
+    json_decref(extra);
+    free(what);
+    free(src);
+    free(packed);
+    return rc;
+}
+
+/* One entry of the model: other files as they are, tensors by their plan. */
+static int pass_entry(qp_quant_job *job, tensor_pass *tp, const json_t *e)
+{
+    const char *ename = qp_artifact_entry_name(e);
+    uint64_t size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+    json_t *extra = json_deep_copy(e);
+    json_object_del(extra, "name");
+    json_object_del(extra, "digest");
+    json_object_del(extra, "size");
+    if (strncmp(ename, "tensors/", 8) != 0)   /* config, tokenizer, …: the same objects */
+        return qp_artifact_add(job->ctx->output, ename, qp_artifact_entry_digest(e), size, extra);
+    const char *tname = ename + 8;
+    int64_t rows, cols;
+    qp_qtensor_rows_cols(e, &rows, &cols);
+    uint64_t nelem = qp_qtensor_nelem(e);
+    qp_tensor_plan plan;
+    tp->n_tensors++;
+    int rc = qp_quant_plan_tensor(&plan, &job->plan, tname, (int)json_array_size(json_object_get(e, "shape")), rows,
+                                  cols);
+    if (rc) {
+        json_decref(extra);
+        qp_error_prefix("stage '%s'", job->ctx->id);
         return rc;
     }
-    case QP_TP_NF4: {
-        qp_nf4_params np = {.blocksize = 64, .double_quant = qp_param_bool(p, "double_quant")};
-        qp_nf4 *q = NULL;
-        if ((rc = qp_nf4_new(&q, rows, cols, &np)) == 0 && (rc = qp_nf4_quantize(q, w, ctx->threads)) == 0 &&
-            (rc = qp_nf4_serialize(q, packed, plen)) == 0) {
-            json_object_set_new(extra, "format", json_string("nf4"));
-            json_object_set_new(extra, "double_quant", json_boolean(np.double_quant));
-            *bpw = qp_nf4_bits_per_weight(q);
-        }
-        qp_nf4_free(q);
-        return rc;
+    if (plan.reason[0])
+        json_array_append_new(tp->notes, json_pack("{s:s, s:s}", "tensor", tname, "note", plan.reason));
+    const qp_quant_stored *st = qp_quant_results_get(job->results, tname);
+    const char *st_format = st ? json_string_value(json_object_get(st->fields, "format")) : NULL;
+    if (st_format && !strcmp(st_format, "dense")) {
+        /* a tensor the algorithm changed but does not quantize (AWQ's scaled norms) */
+        json_object_set_new(extra, "format", json_string("dense"));
+        json_object_set(extra, "dtype", json_object_get(st->fields, "dtype"));
+        return add_kept(job, tp, ename, st->digest, st->size, 8.0 * (double)st->size, nelem, extra);
     }
-    case QP_TP_INT8: {
-        qp_int8 *q = NULL;
-        if ((rc = qp_int8_new(&q, rows, cols)) == 0 && (rc = qp_int8_quantize(q, w, ctx->threads)) == 0 &&
-            (rc = qp_int8_serialize(q, packed, plen)) == 0) {
-            json_object_set_new(extra, "format", json_string("int8"));
-            *bpw = qp_int8_bits_per_weight(q);
-        }
-        qp_int8_free(q);
-        return rc;
+    if (plan.kind == QP_TP_DENSE && plan.qtype != QP_GGML_F16) {
+        /* kept at source precision: the very same object */
+        json_object_set_new(extra, "format", json_string("dense"));
+        return add_kept(job, tp, ename, qp_artifact_entry_digest(e), size,
+                        qp_qtensor_bits(e, (size_t)size) * (double)nelem, nelem, extra);
     }
-    }
-    return qp_error_set(QP_ERROR, "internal: unknown tensor plan");
+    return quantize_tensor(job, tp, e, &plan, extra);
+}
+
+/* What every quantized artifact records, then the method's own part. */
+static void describe(qp_quant_job *job, tensor_pass *tp)
+{
+    qp_stage_ctx *ctx = job->ctx;
+    qp_artifact *out = ctx->output;
+    qp_artifact_set_metric(out, "bpw", tp->weights_all > 0 ? tp->bits_all / tp->weights_all : 0);
+    qp_artifact_set_metric(out, "bpw_quantized", tp->weights_q > 0 ? tp->bits_q / tp->weights_q : 0);
+    /* deployed size: every tensor at its exported bits per weight */
+    qp_artifact_set_metric(out, "bytes", tp->bits_all / 8.0);
+    qp_artifact_set_metric(out, "stored_bytes", (double)tp->bytes_all);
+    qp_artifact_set_metric(out, "rel_error", tp->sum_ref > 0 ? sqrt(tp->sum_err / tp->sum_ref) : 0);
+    qp_artifact_set_metric(out, "tensors_quantized", (double)tp->n_quantized);
+    json_t *meta = qp_artifact_meta(out);
+    json_t *jw = json_array();
+    for (size_t w = 0; w < N_WORST && tp->worst[w].name[0]; w++)
+        json_array_append_new(jw, json_pack("{s:s, s:f}", "tensor", tp->worst[w].name, "rel_error",
+                                            tp->worst[w].rel_error));
+    json_object_set_new(meta, "worst_tensors", jw);
+    json_object_set(meta, "notes", tp->notes);
+    json_object_set_new(meta, "method", json_string(job->method->name));
+    json_object_set_new(meta, "params", json_deep_copy(ctx->params));
+    json_object_set_new(meta, "source_model", json_string(ctx->input_digests[0]));
+    if (job->calib)
+        json_object_set_new(meta, "calibration", json_string(ctx->input_digests[1]));
+    json_object_set(meta, "source", json_object_get(qp_artifact_meta_c(job->model), "source"));
+    json_object_set_new(meta, "imatrix", json_boolean(job->imatrix != NULL));
+    if (job->method->describe)
+        job->method->describe(job, out);
+    if (job->imatrix)
+        describe_imatrix(job, meta);
+    json_object_set_new(meta, "tensors", json_integer((json_int_t)tp->n_tensors));
+    qp_artifact_set_type(out, QP_ART_QMODEL);
+    if (tp->worst[0].name[0])
+        qp_progress_note(ctx->progress, "worst tensor %s: rel error %.4f", tp->worst[0].name, tp->worst[0].rel_error);
 }
 
 static int quantize_run(qp_stage_ctx *ctx)
 {
-    const qp_artifact *in = ctx->inputs[0];
-    qp_artifact *out = ctx->output;
-    qp_imatrix *imatrix = NULL;
-    float *f32 = NULL, *back = NULL, *imat = NULL;
-    void *src = NULL, *packed = NULL;
-    char *what = NULL;
-    json_t *notes = json_array();
-    json_t *calibrated = NULL;   /* GPTQ/AWQ/mixed results by tensor name: stored objects */
-    json_t *mixed_assign = NULL, *mixed_report = NULL;   /* method mixed: types by tensor name, why */
-    int rc = 0;
-    for (size_t i = 1; i < ctx->n_inputs; i++)
-        if (qp_artifact_type_of(ctx->inputs[i]) != QP_ART_CALIB) {
-            rc = qp_error_set(QP_EUSAGE, "stage '%s': input '%s' must be a calibration artifact", ctx->id,
-                              ctx->input_ids[i]);
-            goto done;
-        }
-    if (qp_artifact_type_of(in) != QP_ART_MODEL) {
-        rc = qp_error_set(QP_EUSAGE, "stage '%s': the first input '%s' must be the model to quantize", ctx->id,
-                          ctx->input_ids[0]);
-        goto done;
-    }
-    const char *method = qp_param_str(ctx->params, "method");
-    const char *im_path = qp_param_str(ctx->params, "imatrix");
-    const qp_artifact *calib = ctx->n_inputs > 1 ? ctx->inputs[1] : NULL;
-    int ggml_method = !strcmp(method, "gguf") || !strcmp(method, "mixed");
-    if (calib && !(im_path && im_path[0]) && ggml_method) {
-        /* qpipe's own importance matrix goes through the very reader (and
-         * quantizers) verified against llama.cpp's files */
-        if ((rc = read_calib_imatrix(ctx, calib, &imatrix)) != 0)
-            goto done;
-    } else if (im_path && im_path[0]) {
-        char *abs = qp_stage_path(ctx, im_path);
-        rc = qp_imatrix_read(&imatrix, abs);
-        free(abs);
-        if (rc) {
-            qp_error_prefix("stage '%s': imatrix", ctx->id);
-            goto done;
-        }
-    }
-    qp_llama_config cfg;
-    char *cwhat = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
-    rc = qp_model_artifact_config(&cfg, in, ctx->cache, cwhat);
-    free(cwhat);
-    if (rc)
-        goto done;
-    qp_quant_plan plan_ctx;
-    if ((rc = qp_quant_plan_init(&plan_ctx, ctx->params, &cfg, imatrix != NULL)) != 0) {
-        qp_error_prefix("stage '%s'", ctx->id);
-        goto done;
-    }
-    if (!strcmp(method, "gptq") || !strcmp(method, "awq")) {
-        if (!calib) {
-            rc = qp_error_set(QP_EUSAGE, "stage '%s': method %s needs a calibrate stage in needs:", ctx->id, method);
-            goto done;
-        }
-        if ((rc = qp_quant_sequential(&calibrated, ctx, in, calib, &plan_ctx)) != 0)
-            goto done;
-    }
-    if (!strcmp(method, "mixed")) {
-        if (!calib) {
-            rc = qp_error_set(QP_EUSAGE, "stage '%s': method mixed measures sensitivities on calibration windows; "
-                                         "add a calibrate stage to needs:", ctx->id);
-            goto done;
-        }
-        if ((rc = qp_quant_mixed_assign(&mixed_assign, &mixed_report, &calibrated, ctx, in, calib, imatrix,
-                                        &plan_ctx)) != 0)
-            goto done;
-        plan_ctx.assign = mixed_assign;
-    }
-    double sum_err = 0, sum_ref = 0, bits_all = 0, weights_all = 0, bits_q = 0, weights_q = 0;
-    uint64_t bytes_all = 0;
-    size_t n_quantized = 0, n_tensors = 0;
-    worst_entry worst[6] = {{"", 0}};
-    size_t total = qp_artifact_count(in);
-    for (size_t k = 0; k < total && rc == 0; k++) {
-        const json_t *e = qp_artifact_entry(in, k);
-        const char *ename = qp_artifact_entry_name(e);
-        uint64_t size = (uint64_t)json_integer_value(json_object_get(e, "size"));
-        json_t *extra = json_deep_copy(e);
-        json_object_del(extra, "name");
-        json_object_del(extra, "digest");
-        json_object_del(extra, "size");
-        if (strncmp(ename, "tensors/", 8) != 0) {
-            /* config, tokenizer, …: the same objects */
-            rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e), size, extra);
-            continue;
-        }
-        const char *tname = ename + 8;
-        int64_t rows, cols;
-        qp_qtensor_rows_cols(e, &rows, &cols);
-        int ndim = (int)json_array_size(json_object_get(e, "shape"));
-        uint64_t nelem = qp_qtensor_nelem(e);
-        qp_tensor_plan plan;
-        n_tensors++;
-        if ((rc = qp_quant_plan_tensor(&plan, &plan_ctx, tname, ndim, rows, cols)) != 0) {
-            json_decref(extra);
-            qp_error_prefix("stage '%s'", ctx->id);
-            break;
-        }
-        if (plan.reason[0])
-            json_array_append_new(notes, json_pack("{s:s, s:s}", "tensor", tname, "note", plan.reason));
-        const json_t *cal_early = calibrated ? json_object_get(calibrated, tname) : NULL;
-        const char *cal_format = cal_early ? json_string_value(json_object_get(cal_early, "format")) : NULL;
-        if (cal_format && !strcmp(cal_format, "dense")) {
-            /* a tensor the algorithm changed but does not quantize (AWQ's scaled norms) */
-            json_object_set_new(extra, "format", json_string("dense"));
-            json_object_set(extra, "dtype", json_object_get(cal_early, "dtype"));
-            uint64_t dsize = (uint64_t)json_integer_value(json_object_get(cal_early, "size"));
-            bits_all += 8.0 * (double)dsize;
-            weights_all += (double)nelem;
-            bytes_all += dsize;
-            rc = qp_artifact_add(out, ename, json_string_value(json_object_get(cal_early, "digest")), dsize, extra);
-            continue;
-        }
-        if (plan.kind == QP_TP_DENSE && plan.qtype != QP_GGML_F16) {
-            /* kept at source precision: the very same object */
-            json_object_set_new(extra, "format", json_string("dense"));
-            bits_all += qp_qtensor_bits(e, (size_t)size) * (double)nelem;
-            weights_all += (double)nelem;
-            bytes_all += size;
-            rc = qp_artifact_add(out, ename, qp_artifact_entry_digest(e), size, extra);
-            continue;
-        }
-        /* source -> f32 -> packed -> f32 again for the error */
-        size_t len = 0, plen = 0;
-        free(src);
-        src = NULL;
-        free(packed);
-        packed = NULL;
-        free(what);
-        what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
-        float *nf = realloc(f32, nelem * sizeof(float)), *nb = nf ? realloc(back, nelem * sizeof(float)) : NULL;
-        if (nf)
-            f32 = nf;
-        if (nb)
-            back = nb;
-        if (!nf || !nb) {
-            rc = qp_error_set(QP_ERROR, "%s: out of memory", what);
-            json_decref(extra);
-            break;
-        }
-        if ((rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len)) == 0)
-            rc = qp_qtensor_to_f32(e, src, len, f32, nelem, what);
-        const float *im_w = NULL;
-        if (rc == 0 && imatrix && plan.kind == QP_TP_GGML && qp_qtype_get(plan.qtype)->uses_imatrix) {
-            char gname[256];
-            qp_gguf_llama_name(gname, sizeof(gname), tname);
-            imat = realloc(imat, (size_t)cols * sizeof(float));
-            int irc = qp_imatrix_weights(imatrix, gname, cols, imat);
-            if (irc == 0)
-                im_w = imat;
-            else if (irc == QP_ENOTFOUND)
-                qp_error_clear();   /* llama-quantize goes without for this tensor */
-            else
-                rc = irc;
-        }
-        double bpw = 0;
-        const json_t *cal = calibrated ? json_object_get(calibrated, tname) : NULL;
-        if (rc == 0 && cal) {
-            /* quantized by the calibrated driver (or mixed's allocator): its stored object */
-            rc = qp_cache_get(ctx->cache, json_string_value(json_object_get(cal, "digest")), &packed, &plen);
-            json_object_set_new(extra, "format", json_string(cal_format ? cal_format : "linear"));
-            const char *ck;
-            json_t *cv;
-            json_object_foreach((json_t *)cal, ck, cv)
-                if (strcmp(ck, "digest") && strcmp(ck, "size") && strcmp(ck, "bpw") && strcmp(ck, "format"))
-                    json_object_set(extra, ck, cv);
-            bpw = json_number_value(json_object_get(cal, "bpw"));
-        } else if (rc == 0 && plan.kind == QP_TP_LINEAR && calibrated) {
-            rc = qp_error_set(QP_ERROR, "stage '%s': tensor '%s' was not quantized by %s", ctx->id, tname, method);
-        } else if (rc == 0) {
-            rc = encode_tensor(ctx, &plan, f32, rows, cols, im_w, &packed, &plen, extra, &bpw);
-        }
-        if (rc == 0)
-            rc = qp_qtensor_to_f32(extra, packed, plen, back, nelem, what);
-        if (rc) {
-            json_decref(extra);
-            break;
-        }
-        double d2 = 0, w2 = 0;
-        for (uint64_t j2 = 0; j2 < nelem; j2++) {
-            double d = (double)f32[j2] - (double)back[j2];
-            d2 += d * d;
-            w2 += (double)f32[j2] * (double)f32[j2];
-        }
-        double rel = w2 > 0 ? sqrt(d2 / w2) : 0;
-        sum_err += d2;
-        sum_ref += w2;
-        json_object_set_new(extra, "rel_error", json_real(rel));
-        json_object_set_new(extra, "bpw", json_real(bpw));
-        bits_all += bpw * (double)nelem;
-        weights_all += (double)nelem;
-        bits_q += bpw * (double)nelem;
-        weights_q += (double)nelem;
-        bytes_all += plen;
-        n_quantized++;
-        keep_worst(worst, sizeof(worst) / sizeof(worst[0]), tname, rel);
-        rc = qp_artifact_add_bytes(out, ctx->cache, ename, packed, plen, extra);
-        qp_progress_update(ctx->progress, k + 1, total, "tensors");
-    }
-    if (rc == 0) {
-        qp_artifact_set_metric(out, "bpw", weights_all > 0 ? bits_all / weights_all : 0);
-        qp_artifact_set_metric(out, "bpw_quantized", weights_q > 0 ? bits_q / weights_q : 0);
-        /* deployed size: every tensor at its exported bits per weight */
-        qp_artifact_set_metric(out, "bytes", bits_all / 8.0);
-        qp_artifact_set_metric(out, "stored_bytes", (double)bytes_all);
-        qp_artifact_set_metric(out, "rel_error", sum_ref > 0 ? sqrt(sum_err / sum_ref) : 0);
-        qp_artifact_set_metric(out, "tensors_quantized", (double)n_quantized);
-        json_t *meta = qp_artifact_meta(out);
-        json_t *jw = json_array();
-        for (size_t w = 0; w < sizeof(worst) / sizeof(worst[0]) && worst[w].name[0]; w++)
-            json_array_append_new(jw, json_pack("{s:s, s:f}", "tensor", worst[w].name, "rel_error", worst[w].rel_error));
-        json_object_set_new(meta, "worst_tensors", jw);
-        json_object_set_new(meta, "notes", notes);
-        notes = NULL;
-        json_object_set_new(meta, "method", json_string(method));
-        json_object_set_new(meta, "params", json_deep_copy(ctx->params));
-        json_object_set_new(meta, "source_model", json_string(ctx->input_digests[0]));
-        if (calib)
-            json_object_set_new(meta, "calibration", json_string(ctx->input_digests[1]));
-        json_object_set(meta, "source", json_object_get(qp_artifact_meta_c(in), "source"));
-        json_object_set_new(meta, "imatrix", json_boolean(imatrix != NULL));
-        if (mixed_report) {
-            json_object_set(meta, "mixed", mixed_report);
-            qp_artifact_set_metric(out, "kld_calibration", json_number_value(json_object_get(mixed_report, "kld_mix")));
-            qp_artifact_set_metric(out, "tensors_raised",
-                                   (double)json_array_size(json_object_get(mixed_report, "raised")));
-        }
-        if (calibrated && json_object_get(calibrated, "_awq"))
-            json_object_set(meta, "awq", json_object_get(calibrated, "_awq"));
-        if (imatrix) {
-            /* what llama-quantize records as quantize.imatrix.* */
-            const char *file = im_path && im_path[0] ? im_path : "imatrix.dat";
-            char *from_calib = calib && !(im_path && im_path[0])
-                                   ? qp_strfmt("qpipe:calibrate/%s/imatrix.dat", ctx->input_ids[1]) : NULL;
-            json_object_set_new(meta, "imatrix_info",
-                                json_pack("{s:s, s:s, s:I, s:I}", "file", from_calib ? from_calib : file, "dataset",
-                                          qp_imatrix_dataset(imatrix) ? qp_imatrix_dataset(imatrix) : "",
-                                          "entries_count", (json_int_t)qp_imatrix_count(imatrix), "chunks_count",
-                                          (json_int_t)qp_imatrix_last_call(imatrix)));
-            free(from_calib);
-        }
-        json_object_set_new(meta, "tensors", json_integer((json_int_t)n_tensors));
-        qp_artifact_set_type(out, QP_ART_QMODEL);
-        if (worst[0].name[0])
-            qp_progress_note(ctx->progress, "worst tensor %s: rel error %.4f", worst[0].name, worst[0].rel_error);
-    }
-done:
-    json_decref(mixed_assign);
-    json_decref(mixed_report);
-    json_decref(calibrated);
-    json_decref(notes);
-    qp_imatrix_free(imatrix);
-    free(what);
-    free(f32);
-    free(back);
-    free(imat);
-    free(src);
-    free(packed);
+    qp_quant_job job;
+    qp_quant_common common;
+    void *opts = NULL;
+    tensor_pass tp = {.notes = json_array()};
+    int rc = job_open(&job, &common, &opts, ctx);
+    if (rc == 0 && job.method->run)
+        rc = job.method->run(&job);
+    tp.total = qp_artifact_count(job.model);
+    for (tp.k = 0; tp.k < tp.total && rc == 0; tp.k++)
+        rc = pass_entry(&job, &tp, qp_artifact_entry(job.model, tp.k));
+    if (rc == 0)
+        describe(&job, &tp);
+    job_close(&job, &common, opts);
+    json_decref(tp.notes);
+    free(tp.f32);
+    free(tp.back);
+    free(tp.imat);
     return rc;
 }
 
