@@ -39,9 +39,9 @@ static int check_quant_params(const qp_awq_params *p, const char *who)
         return qp_error_set(QP_EUSAGE, "%s: bits %d is not supported (use 2 to 8)", who, p->bits);
     if (p->zero_point != 0 && p->zero_point != 1)
         return qp_error_set(QP_EUSAGE, "%s: zero_point %d must be 0 (sym) or 1 (asym)", who, p->zero_point);
-    if (p->group_size < -1)
+    if (!qp_linear_group_size_ok(p->group_size))   /* AWQ writes linear tensors: linear's rule */
         return qp_error_set(QP_EUSAGE,
-                            "%s: group_size %d is not supported (use -1 for one group per row, or a positive size)",
+                            "%s: group_size %d is not supported (use 32, 64, 128, 256, or -1 for one group per row)",
                             who, p->group_size);
     return 0;
 }

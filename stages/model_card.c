@@ -197,7 +197,7 @@ static void print_gates(qp_buf *f, const qp_stage_ctx *ctx)
         qp_buf_printf(f, "This package was not gated.\n\n");
 }
 
-static void print_file(qp_buf *f, const qp_stage_ctx *ctx, const char *file_name, uint64_t file_size)
+static void print_file(qp_buf *f, const char *file_name, uint64_t file_size, const char *runtimes)
 {
     char size_s[32], mem_s[32];
     human(size_s, sizeof(size_s), (double)file_size);
@@ -207,16 +207,7 @@ static void print_file(qp_buf *f, const qp_stage_ctx *ctx, const char *file_name
                   (unsigned long long)file_size);
     qp_buf_printf(f, "| memory estimate | about %s (weights + compute buffers; add the KV cache for your context) "
                      "|\n", mem_s);
-    const char *format = qp_param_str(ctx->params, "format");
-    if (format && !strcmp(format, "gptq"))
-        qp_buf_printf(f, "| compatible runtimes | transformers (optimum / GPTQModel kernels), vLLM, GPTQModel, "
-                         "text-generation-inference |\n");
-    else if (format && !strcmp(format, "awq"))
-        qp_buf_printf(f, "| compatible runtimes | transformers (AutoAWQ GEMM kernels), vLLM, AutoAWQ, "
-                         "text-generation-inference |\n");
-    else
-        qp_buf_printf(f, "| compatible runtimes | llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, "
-                         "LM Studio and other GGUF v3 readers |\n");
+    qp_buf_printf(f, "| compatible runtimes | %s |\n", runtimes);
     qp_buf_printf(f, "\nThe run record on branch `qpipe/provenance` (`qpipe log`) links this package's output "
                      "digest to the recipe digest and source commit.\n");
 }
@@ -244,7 +235,7 @@ static int write_provenance(const char *dir, const qp_stage_ctx *ctx, const json
 }
 
 int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artifact *model, size_t model_index,
-                        const char *file_name, uint64_t file_size)
+                        const char *file_name, uint64_t file_size, const char *runtimes)
 {
     const json_t *meta = qp_artifact_meta_c(model);
     json_t *metrics = collect_metrics(ctx);
@@ -257,7 +248,7 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
         print_mixed(&f, json_object_get(meta, "mixed"));
     print_evaluation(&f, metrics);
     print_gates(&f, ctx);
-    print_file(&f, ctx, file_name, file_size);
+    print_file(&f, file_name, file_size, runtimes);
     int rc = write_text(dir, "MODEL_CARD.md", qp_buf_cstr(&f));
     qp_buf_free(&f);
     if (rc == 0)

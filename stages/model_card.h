@@ -9,7 +9,8 @@
 
 #include "stages/stage.h"
 
+/* runtimes: the card's "compatible runtimes" cell (the package format's). */
 int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artifact *model, size_t model_index,
-                        const char *file_name, uint64_t file_size);
+                        const char *file_name, uint64_t file_size, const char *runtimes);
 
 #endif

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|safetensors", 0, -1, QP_PF_REQUIRED, "output format"},
+    {"format", QP_P_STRING, NULL, "gguf|gptq|awq", 0, -1, QP_PF_REQUIRED, "output format"},
     {"out", QP_P_PATH, NULL, NULL, 0, -1, QP_PF_REQUIRED, "output directory (replaced atomically)"},
     {"name", QP_P_STRING, "", NULL, 0, -1, 0, "artifact base name (default: source model and quantization)"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
@@ -94,7 +94,7 @@ static int cmp_name(const void *a, const void *b)
  * quantize_config.json, tokenizer files) written by qp_package_hf into dir,
  * then MODEL_CARD.md and provenance.json; every file stored in name order. */
 static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const qp_artifact *model,
-                          size_t model_i, const char *format)
+                          size_t model_i, qp_hf_format format, const char *runtimes)
 {
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
     int rc = qp_package_hf(dir, model, ctx->cache, format, what);
@@ -104,7 +104,7 @@ static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_pr
         char *st_path = qp_path_join(dir, "model.safetensors");
         uint64_t size = stat(st_path, &st) == 0 ? (uint64_t)st.st_size : 0;
         free(st_path);
-        rc = qp_model_card_write(dir, ctx, model, model_i, "model.safetensors", size);
+        rc = qp_model_card_write(dir, ctx, model, model_i, "model.safetensors", size, runtimes);
     }
     char **names = NULL;
     size_t n = 0;
@@ -161,7 +161,7 @@ done:
 /* The GGUF file (llama-quantize's record of the importance matrix, then
  * qpipe's keys), MODEL_CARD.md and provenance.json, stored in that order. */
 static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel, const char *name,
-                            const qp_artifact *model, size_t model_i)
+                            const qp_artifact *model, size_t model_i, const char *runtimes)
 {
     char *work = qp_strfmt("%s/.work", tmp), *gguf_name = qp_strfmt("%s.gguf", name);
     char *gguf = qp_path_join(tmp, gguf_name);
@@ -192,7 +192,7 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
     if (rc == 0) {
         struct stat st;
         uint64_t size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
-        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size);
+        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
     }
     const char *files[3] = {gguf_name, "MODEL_CARD.md", "provenance.json"};
     if (rc == 0)
@@ -240,6 +240,46 @@ static int package_input(const qp_artifact **model, size_t *model_i, qp_stage_ct
     return 0;
 }
 
+/* ---- the package formats: how each writes its directory, and which
+ * runtimes the model card says load it ---- */
+
+typedef struct package_format {
+    const char *name;   /* the `format:` value */
+    int (*write)(const struct package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel,
+                 const char *name, const qp_artifact *model, size_t model_i);
+    qp_hf_format hf;    /* for the Hugging Face formats */
+    const char *runtimes;
+} package_format;
+
+static int write_gguf(const package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel,
+                      const char *name, const qp_artifact *model, size_t model_i)
+{
+    return package_gguf_dir(ctx, tmp, rel, name, model, model_i, pf->runtimes);
+}
+
+static int write_hf(const package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel, const char *name,
+                    const qp_artifact *model, size_t model_i)
+{
+    return package_hf_dir(ctx, tmp, rel, model, model_i, pf->hf, pf->runtimes);
+}
+
+static const package_format formats[] = {
+    {"gguf", write_gguf, 0,
+     "llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, LM Studio and other GGUF v3 readers"},
+    {"gptq", write_hf, QP_HF_GPTQ,
+     "transformers (optimum / GPTQModel kernels), vLLM, GPTQModel, text-generation-inference"},
+    {"awq", write_hf, QP_HF_AWQ, "transformers (AutoAWQ GEMM kernels), vLLM, AutoAWQ, text-generation-inference"},
+};
+
+/* The parameter table allows exactly these names, so a miss is a bug. */
+static const package_format *format_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++)
+        if (strcmp(formats[i].name, name) == 0)
+            return &formats[i];
+    return NULL;
+}
+
 /* path without trailing slashes (they would make the temp directory a child of out) */
 static char *strip_slashes(char *path)
 {
@@ -256,9 +296,10 @@ static int package_run(qp_stage_ctx *ctx)
     if (rc)
         return rc;
     const char *format = qp_param_str(ctx->params, "format");
-    if (strcmp(format, "gguf") != 0 && strcmp(format, "gptq") != 0 && strcmp(format, "awq") != 0)
-        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not available in this build (use gguf, gptq or awq)",
-                            ctx->id, format);
+    const package_format *pf = format_find(format);
+    if (!pf)
+        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq or awq)", ctx->id,
+                            format);
     char name[200];
     if (qp_param_str(ctx->params, "name")[0])
         snprintf(name, sizeof(name), "%s", qp_param_str(ctx->params, "name"));
@@ -273,10 +314,7 @@ static int package_run(qp_stage_ctx *ctx)
         rc = qp_error_errno(QP_ERROR, "%s: cannot create a temporary directory", parent);
     if (rc)
         goto done;
-    if (strcmp(format, "gguf") != 0)
-        rc = package_hf_dir(ctx, tmp, rel, model, model_i, format);
-    else
-        rc = package_gguf_dir(ctx, tmp, rel, name, model, model_i);
+    rc = pf->write(pf, ctx, tmp, rel, name, model, model_i);
     if (rc == 0)
         rc = swap_in(tmp, out_dir);
     if (rc == 0) {

@@ -413,14 +413,10 @@ static int write_files(const char *dir, const qp_artifact *model, qp_cache *cach
     return rc;
 }
 
-int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, const char *format, const char *what)
+int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format, const char *what)
 {
     hf_config hc = {0};
-    if (!strcmp(format, "awq"))
-        hc.awq = 1;
-    else if (strcmp(format, "gptq") != 0)
-        return qp_error_set(QP_EUSAGE, "%s: format %s is not a Hugging Face quantized format (gptq or awq)", what,
-                            format);
+    hc.awq = format == QP_HF_AWQ;
     hc.fmt_name = hc.awq ? "AWQ GEMM" : "GPTQ";
     if (!qp_artifact_find(model, "files/config.json"))
         return qp_error_set(QP_EFORMAT, "%s: the model has no config.json; a Hugging Face checkpoint needs one", what);

@@ -36,10 +36,11 @@
  * float16), quantize_config.json (gptq only), and every other top-level
  * "files/…" entry of the artifact (tokenizer.model, tokenizer_config.json,
  * generation_config.json, …; source weight files and stale quantization
- * configs are left out).  format: "gptq" | "awq".  Errors are one line,
- * prefixed with `what`; on error no file of dir is half-written (each is
- * written to a temp file and renamed). */
-int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, const char *format,
+ * configs are left out).  Errors are one line, prefixed with `what`; on
+ * error no file of dir is half-written (each is written to a temp file and
+ * renamed). */
+typedef enum { QP_HF_GPTQ, QP_HF_AWQ } qp_hf_format;
+int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format,
                   const char *what);
 
 /* ---- packing (package_hf_pack.c): pure functions, no checks beyond the

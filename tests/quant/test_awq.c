@@ -231,26 +231,40 @@ static void test_candidate_scales_by_hand(void **state)
 static void test_w_absmean_by_hand(void **state)
 {
     (void)state;
-    /* two weights sharing cols 4, groups of 2 */
-    const float a[2 * 4] = { 1, -2, 0, 4, 3, 0.5f, -1, -1 };
-    const float b[1 * 4] = { -6, 3, 2, 0 };
+    /* two weights sharing 64 columns, groups of 32 (AWQ's sizes are linear's,
+     * QP_LINEAR_GROUP_SIZES).  Four columns hold values, two per group —
+     * columns 0, 1 (group 0) and 32, 33 (group 1); the rest are 0, so a group's
+     * max is the max of its two values. */
+    enum { C = 64 };
+    const int at[4] = { 0, 1, 32, 33 };
+    const float av[2][4] = { { 1, -2, 0, 4 }, { 3, 0.5f, -1, -1 } };
+    const float bv[4] = { -6, 3, 2, 0 };
+    float a[2 * C] = { 0 }, b[C] = { 0 }, xm[C];
+    for (int k = 0; k < 4; k++) {
+        a[at[k]] = av[0][k];
+        a[C + at[k]] = av[1][k];
+        b[at[k]] = bv[k];
+    }
+    for (int c = 0; c < C; c++)
+        xm[c] = 1;
     const float *ws[2] = { a, b };
     const int64_t rows[2] = { 2, 1 };
-    const float xm[4] = { 1, 1, 1, 1 };
-    qp_awq_group g = { .n_weights = 2, .ws = ws, .rows = rows, .cols = 4, .x_absmean = xm };
-    qp_awq_params p = params(4, 2, -1);
-    float wm[4];
+    qp_awq_group g = { .n_weights = 2, .ws = ws, .rows = rows, .cols = C, .x_absmean = xm };
+    qp_awq_params p = params(4, 32, -1);
+    float wm[C];
     assert_int_equal(qp_awq_w_absmean(wm, &g, &p), 0);
     const double e = 1e-6;
     const double ex[4] = { (1 / (2 + e) + 3 / (3 + e) + 6 / (6 + e)) / 3, (2 / (2 + e) + 0.5 / (3 + e) + 3 / (6 + e)) / 3,
                            (0 / (4 + e) + 1 / (1 + e) + 2 / (2 + e)) / 3, (4 / (4 + e) + 1 / (1 + e) + 0) / 3 };
-    for (int c = 0; c < 4; c++)
-        assert_float_equal(wm[c], ex[c], 1e-6);
+    for (int k = 0; k < 4; k++)
+        assert_float_equal(wm[at[k]], ex[k], 1e-6);
+    assert_float_equal(wm[5], 0, 0);
+    assert_float_equal(wm[40], 0, 0);
     /* one group per row: the max is over the whole row */
     p.group_size = -1;
     assert_int_equal(qp_awq_w_absmean(wm, &g, &p), 0);
     assert_float_equal(wm[0], (1 / 4.0 + 3 / 3.0 + 6 / 6.0) / 3, 1e-6);
-    assert_float_equal(wm[3], (4 / 4.0 + 1 / 3.0 + 0) / 3, 1e-6);
+    assert_float_equal(wm[33], (4 / 4.0 + 1 / 3.0 + 0) / 3, 1e-6);
 }
 
 /* ---- the α = 0 candidate is RTN ------------------------------------------------- */
@@ -590,11 +604,15 @@ static void test_errors(void **state)
     p = params(4, 128, -1);
     p.n_grid = 0;
     expect(qp_awq_search_scale(s, NULL, &g, &p, loss_cb, &ly.L, 1), QP_EUSAGE, "awq: n_grid 0 is outside [1, 100]");
+    /* the group sizes are linear's (QP_LINEAR_GROUP_SIZES): one rule */
     p = params(4, 96, -1);
     const char *names[2] = { "gate_proj", "up_proj" };
     g.names = names;
     expect(qp_awq_search_scale(s, NULL, &g, &p, loss_cb, &ly.L, 1), QP_EUSAGE,
-           "awq: gate_proj [96 x 256]: 256 input columns are not a multiple of group_size 96 (choose a group size that divides 256, or -1 for one group per row)");
+           "awq: group_size 96 is not supported (use 32, 64, 128, 256, or -1 for one group per row)");
+    p = params(4, 48, -1);
+    expect(qp_awq_search_scale(s, NULL, &g, &p, loss_cb, &ly.L, 1), QP_EUSAGE,
+           "awq: group_size 48 is not supported (use 32, 64, 128, 256, or -1 for one group per row)");
     p = params(4, 128, -1);
     float keep = ly.w[1][3 * 256 + 7];
     ly.w[1][3 * 256 + 7] = NAN;
