@@ -5,6 +5,8 @@
  * sees complete frames.  Readers re-hash everything they decode and remove
  * an object that fails any check, so wrong bytes are never returned. */
 #include "cache/cache_internal.h"
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -88,11 +90,10 @@ static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint
         rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
         goto done;
     }
-    ibuf = malloc(IO_CHUNK);
-    obuf = malloc(ZOUT_CHUNK);
-    dctx = ZSTD_createDCtx();
-    if (!ibuf || !obuf || !dctx) {
-        rc = qp_error_set(QP_ERROR, "out of memory reading cache object %s", digest);
+    ibuf = qp_xmalloc(IO_CHUNK);
+    obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(dctx = ZSTD_createDCtx())) {
+        rc = qp_error_set(QP_ERROR, "cache object %s: zstd cannot create a decompression context", digest);
         goto done;
     }
     if ((rc = qp_sha256_new(&h)) != 0)
@@ -192,55 +193,30 @@ int qp_cache_object_check(qp_cache *c, const char *digest, uint64_t *out_size)
 
 /* ---- get into memory ---- */
 
-typedef struct {
-    unsigned char *buf;
-    size_t len, cap;
-    int oom;
-} mem_sink;
-
 static void mem_hint(void *ud, uint64_t expected)
 {
-    mem_sink *m = ud;
     /* The header is not trusted yet (a flipped bit could claim petabytes):
      * preallocate it only when plausible, otherwise grow as bytes arrive. */
-    size_t want = expected <= ((uint64_t)1 << 30) ? (size_t)expected : ((size_t)1 << 20);
-    m->buf = malloc(want + 1);
-    m->cap = m->buf ? want : 0;
+    qp_buf_reserve(ud, expected <= ((uint64_t)1 << 30) ? (size_t)expected : ((size_t)1 << 20));
 }
 
 static int mem_write(void *ud, const void *p, size_t n)
 {
-    mem_sink *m = ud;
-    if (m->len + n > m->cap) {
-        size_t cap = m->cap ? m->cap : 4096;
-        while (cap < m->len + n)
-            cap *= 2;
-        unsigned char *nb = realloc(m->buf, cap + 1);
-        if (!nb)
-            return qp_error_set(QP_ERROR, "out of memory reading a cache object (%zu bytes)", cap);
-        m->buf = nb;
-        m->cap = cap;
-    }
-    memcpy(m->buf + m->len, p, n);
-    m->len += n;
+    qp_buf_append(ud, p, n);
     return 0;
 }
 
 int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len)
 {
-    mem_sink m = {0};
+    qp_buf m = QP_BUF_INIT;
     decode_sink s = {mem_hint, mem_write, &m};
     int rc = decode(c, digest, &s, NULL);
     if (rc != 0) {
-        free(m.buf);
+        qp_buf_free(&m);
         return rc;
     }
-    if (!m.buf && !(m.buf = malloc(1)))
-        return qp_error_set(QP_ERROR, "out of memory");
-    m.buf[m.len] = '\0';  /* convenience for text objects; not counted */
-    *out = m.buf;
-    if (out_len)
-        *out_len = m.len;
+    /* NUL-terminated: a convenience for text objects, not counted */
+    *out = qp_buf_detach(&m, out_len);
     return 0;
 }
 
@@ -293,7 +269,8 @@ int qp_cache_object_header_size(const char *path, uint64_t *out)
     unsigned char hdr[FRAME_HEADER_MAX];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? QP_ENOTFOUND : qp_error_errno(QP_ERROR, "%s: cannot open", path);
+        return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open cache object",
+                              path);
     ssize_t got = read_some(fd, hdr, sizeof(hdr));
     close(fd);
     if (got < 0)
@@ -422,10 +399,9 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
         rc = 0;
         goto done;
     }
-    obuf = malloc(ZOUT_CHUNK);
-    cctx = new_cctx(n);
-    if (!obuf || !cctx) {
-        rc = qp_error_set(QP_ERROR, "out of memory storing a %zu-byte object", n);
+    obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(cctx = new_cctx(n))) {
+        rc = qp_error_set(QP_ERROR, "cache object: zstd cannot create a compression context");
         goto done;
     }
     if ((rc = qp_cache_tmp_open(c, "obj", &tmp, &fd)) != 0)
@@ -482,11 +458,10 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
             goto done;
         }
     }
-    ibuf = malloc(IO_CHUNK);
-    obuf = malloc(ZOUT_CHUNK);
-    cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX);
-    if (!ibuf || !obuf || !cctx) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory storing it in the cache", path);
+    ibuf = qp_xmalloc(IO_CHUNK);
+    obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX))) {
+        rc = qp_error_set(QP_ERROR, "%s: zstd cannot create a compression context", path);
         goto done;
     }
     if ((rc = qp_sha256_new(&h)) != 0 || (rc = qp_cache_tmp_open(c, "obj", &tmp, &tfd)) != 0)

@@ -1,4 +1,5 @@
 #include "common/fsutil.h"
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <dirent.h>
@@ -14,14 +15,7 @@
 
 char *qp_strdup(const char *s)
 {
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    return d;
+    return s ? qp_xstrdup(s) : NULL;
 }
 
 char *qp_strfmt(const char *fmt, ...)
@@ -31,9 +25,7 @@ char *qp_strfmt(const char *fmt, ...)
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    if (!s)
-        abort();
+    char *s = qp_xmalloc((size_t)n + 1);
     vsnprintf(s, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
     return s;
@@ -153,20 +145,11 @@ int qp_read_file(const char *path, char **out, size_t *out_len)
         goto done;
     }
     size_t cap = (size_t)st.st_size, len = 0;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        qp_error_set(QP_ERROR, "%s: out of memory reading %zu bytes", path, cap);
-        goto done;
-    }
+    buf = qp_xmalloc(cap + 1);
     for (;;) {
         if (len == cap) {
             /* the file grew (or is a pipe): keep reading */
-            char *nb = realloc(buf, cap * 2 + 4096 + 1);
-            if (!nb) {
-                qp_error_set(QP_ERROR, "%s: out of memory", path);
-                goto done;
-            }
-            buf = nb;
+            buf = qp_xrealloc(buf, cap * 2 + 4096 + 1);
             cap = cap * 2 + 4096;
         }
         ssize_t r = read(fd, buf + len, cap - len);
@@ -241,12 +224,7 @@ char *qp_path_dirname(const char *path)
         return qp_strdup(".");
     if (slash == path)
         return qp_strdup("/");
-    char *d = malloc((size_t)(slash - path) + 1);
-    if (!d)
-        abort();
-    memcpy(d, path, (size_t)(slash - path));
-    d[slash - path] = '\0';
-    return d;
+    return qp_xstrndup(path, (size_t)(slash - path));
 }
 
 int qp_path_exists(const char *path)

@@ -44,7 +44,8 @@ char *qp_path_dirname(const char *path);
 int qp_path_exists(const char *path);
 int qp_is_dir(const char *path);
 
-/* printf into a malloc'ed string (aborts on OOM: only for small strings). */
+/* printf into a malloc'ed string.  Both follow common/alloc.h (never NULL
+ * from an allocation); qp_strdup(NULL) is NULL. */
 char *qp_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *qp_strdup(const char *s);
 

@@ -3,6 +3,7 @@
  * order convert_hf_to_gguf.py (c392e50) writes them. */
 #include "model/gguf_llama.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/tokenizer.h"
@@ -117,9 +118,7 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
     const uint64_t QD = (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim;
     const uint64_t KVD = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim;
     size_t cap = 3 + 9 * (size_t)cfg->n_layers, k = 0;
-    qp_gguf_llama_tensor *t = calloc(cap, sizeof(*t));
-    if (!t)
-        return qp_error_set(QP_ERROR, "GGUF export: out of memory");
+    qp_gguf_llama_tensor *t = qp_xcalloc(cap, sizeof(*t));
     char hf[96];
     /* shapes in ggml order [in, out] */
     set_tensor(&t[k++], "model.embed_tokens.weight", 2, D, V, 0);   /* [V, D] */
@@ -254,13 +253,9 @@ static int build_vocab(vocab *v, const char *path, int n_vocab, const qp_gguf_ll
         goto done;
     }
     v->n = (size_t)n_vocab;
-    v->tokens = calloc(v->n, sizeof(*v->tokens));
-    v->scores = malloc(v->n * sizeof(*v->scores));
-    v->types = malloc(v->n * sizeof(*v->types));
-    if (!v->tokens || !v->scores || !v->types) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    v->tokens = qp_xcalloc(v->n, sizeof(*v->tokens));
+    v->scores = qp_xmalloc(v->n * sizeof(*v->scores));
+    v->types = qp_xmalloc(v->n * sizeof(*v->types));
     for (size_t i = 0; i < v->n; i++) {
         if (i < n_spm) {
             v->tokens[i] = qp_strdup(qp_tokenizer_piece(tok, (int)i));
@@ -342,10 +337,7 @@ static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
         return x->src->tensor_data(x->src->ud, &et->t, et->type, dst, nbytes);
     /* q/k: rows arrive in HF order, are stored in GGUF's */
     if (nbytes > x->scratch_cap) {
-        void *p = realloc(x->scratch, nbytes);
-        if (!p)
-            return qp_error_set(QP_ERROR, "tensor '%s': out of memory", name);
-        x->scratch = p;
+        x->scratch = qp_xrealloc(x->scratch, nbytes);
         x->scratch_cap = nbytes;
     }
     memset(x->scratch, 0, nbytes);
@@ -438,13 +430,8 @@ int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_ll
         goto done;
     if ((rc = qp_gguf_writer_new(&w, path)) != 0)
         goto done;
-    x = calloc(1, sizeof(*x));
-    if (!x || !(x->tensors = calloc(n, sizeof(*x->tensors)))) {
-        free(x);
-        x = NULL;
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    x = qp_xcalloc(1, sizeof(*x));
+    x->tensors = qp_xcalloc(n, sizeof(*x->tensors));
     x->src = src;
     x->n = n;
     qp_gguf_writer_on_free(w, export_free, x);

@@ -4,6 +4,7 @@
  * size label. */
 #include "model/gguf_llama.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -171,10 +172,7 @@ static int load_json(json_t **out, const char *dir, const char *file)
 
 static int add_token(qp_gguf_added_token **arr, size_t *n, int id, const char *content, int special)
 {
-    qp_gguf_added_token *p = realloc(*arr, (*n + 1) * sizeof(*p));
-    if (!p)
-        return qp_error_set(QP_ERROR, "out of memory");
-    *arr = p;
+    qp_gguf_added_token *p = *arr = qp_xrealloc_array(*arr, *n + 1, sizeof(*p));
     p[*n].id = id;
     p[*n].content = qp_strdup(content);
     p[*n].special = special;
@@ -204,12 +202,8 @@ int qp_gguf_llama_opts_from_hf_dir(qp_gguf_llama_opts *o, const qp_llama_config 
         const char *b = dir + len;
         while (b > dir && b[-1] != '/')
             b--;
-        base = strndup(b, (size_t)(dir + len - b));
-        o->name = malloc(strlen(base) * 2 + 2);
-        if (!base || !o->name) {
-            rc = qp_error_set(QP_ERROR, "out of memory");
-            goto done;
-        }
+        base = qp_xstrndup(b, (size_t)(dir + len - b));
+        o->name = qp_xmalloc(strlen(base) * 2 + 2);
         qp_gguf_llama_title(o->name, strlen(base) * 2 + 2, base);
     }
     if (config && json_is_integer(json_object_get(config, "head_dim")))

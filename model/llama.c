@@ -1,5 +1,6 @@
 #include "model/llama.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
 #include "model/llama_kernels.h"
@@ -148,10 +149,7 @@ static size_t layer_floats(const qp_llama *m)
 
 static int layer_alloc(qp_llama *m, layer_w *w)
 {
-    float *p = malloc(layer_floats(m) * sizeof(float));
-    if (!p)
-        return qp_error_set(QP_ERROR, "llama: out of memory for one layer's f32 weights (%zu MiB)",
-                            layer_floats(m) * sizeof(float) >> 20);
+    float *p = qp_xmalloc(layer_floats(m) * sizeof(float));
     w->mem = p;
     w->wq = p; p += m->qd * m->D;
     w->wk = p; p += m->kvd * m->D;
@@ -178,9 +176,7 @@ static int fetch(qp_llama *m, float *dst, const char *name, int ndim, uint64_t d
     if (!(n_rope_heads > 0 && m->src.rope_interleaved))
         return m->src.get_f32(m->src.ud, name, ndim, shape, dst);
     size_t cols = ndim == 2 ? (size_t)d1 : 1;
-    float *raw = malloc((size_t)d0 * cols * sizeof(float));
-    if (!raw)
-        return qp_error_set(QP_ERROR, "llama: out of memory loading tensor '%s'", name);
+    float *raw = qp_xmalloc((size_t)d0 * cols * sizeof(float));
     int rc = m->src.get_f32(m->src.ud, name, ndim, shape, raw);
     if (rc == 0)
         qp_kern_rope_permute(dst, raw, n_rope_heads, m->hp.head_dim, cols, 0);
@@ -244,9 +240,7 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     if (o.n_threads < 0)
         return qp_error_set(QP_EUSAGE, "llama: n_threads = %d must be >= 0 (0: all CPUs)", o.n_threads);
 
-    qp_llama *m = calloc(1, sizeof(*m));
-    if (!m)
-        return qp_error_set(QP_ERROR, "llama: out of memory");
+    qp_llama *m = qp_xcalloc(1, sizeof(*m));
     m->hp = *hp;
     m->src = *src;
     m->D = (size_t)hp->hidden;
@@ -260,15 +254,10 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     if (rc < 0)
         goto fail;
 
-    m->embed = malloc(m->V * m->D * sizeof(float));
-    m->norms = malloc((2 * L + 1) * m->D * sizeof(float));
-    m->rope_cos = malloc((size_t)hp->max_pos * hh * sizeof(float));
-    m->rope_sin = malloc((size_t)hp->max_pos * hh * sizeof(float));
-    if (!m->embed || !m->norms || !m->rope_cos || !m->rope_sin) {
-        rc = qp_error_set(QP_ERROR, "llama: out of memory for the embedding (%zu MiB)",
-                          m->V * m->D * sizeof(float) >> 20);
-        goto fail;
-    }
+    m->embed = qp_xmalloc(m->V * m->D * sizeof(float));
+    m->norms = qp_xmalloc((2 * L + 1) * m->D * sizeof(float));
+    m->rope_cos = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
+    m->rope_sin = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
     qp_kern_rope_tables(m->rope_cos, m->rope_sin, (size_t)hp->max_pos, hp->head_dim, hp->rope_theta);
 
     if ((rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0)) < 0)
@@ -291,23 +280,14 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
         cache_bytes += (double)m->V * (double)m->D * sizeof(float);
     m->cached = cache_bytes <= (double)o.weight_cache_bytes;
     size_t slots = m->cached ? L : 1;
-    m->layers = calloc(slots, sizeof(layer_w));
-    if (!m->layers) {
-        rc = qp_error_set(QP_ERROR, "llama: out of memory");
-        goto fail;
-    }
+    m->layers = qp_xcalloc(slots, sizeof(layer_w));
     for (size_t s = 0; s < slots; s++)
         if ((rc = layer_alloc(m, &m->layers[s])) < 0)
             goto fail;
     if (hp->tied_embeddings) {
         m->lm_head = m->embed;
     } else {
-        m->lm_head_own = malloc(m->V * m->D * sizeof(float));
-        if (!m->lm_head_own) {
-            rc = qp_error_set(QP_ERROR, "llama: out of memory for lm_head (%zu MiB)",
-                              m->V * m->D * sizeof(float) >> 20);
-            goto fail;
-        }
+        m->lm_head_own = qp_xmalloc(m->V * m->D * sizeof(float));
         m->lm_head = m->lm_head_own;
     }
     if (m->cached) {
@@ -361,31 +341,25 @@ int qp_llama_threads(const qp_llama *m) { return qp_pool_threads(m->pool); }
 int qp_llama_weights_cached(const qp_llama *m) { return m->cached; }
 
 /* Grows the activation buffers to n tokens (only ever grows). */
-static int ensure_capacity(qp_llama *m, size_t n)
+static void ensure_capacity(qp_llama *m, size_t n)
 {
     if (n <= m->cap)
-        return 0;
+        return;
     free_activations(m);
     size_t T = (size_t)qp_pool_threads(m->pool);
-    m->x = malloc(n * m->D * sizeof(float));
-    m->xb = malloc(n * m->D * sizeof(float));
-    m->tmp = malloc(n * m->D * sizeof(float));
-    m->q = malloc(n * m->qd * sizeof(float));
-    m->k = malloc(n * m->kvd * sizeof(float));
-    m->v = malloc(n * m->kvd * sizeof(float));
-    m->att = malloc(n * m->qd * sizeof(float));
-    m->hg = malloc(n * m->F * sizeof(float));
-    m->hu = malloc(n * m->F * sizeof(float));
-    m->scores = malloc(T * ATT_QBLOCK * n * sizeof(float));
-    m->logits = malloc(n * m->V * sizeof(float));
-    m->row_nll = malloc(n * sizeof(double));
-    if (!m->x || !m->xb || !m->tmp || !m->q || !m->k || !m->v || !m->att || !m->hg || !m->hu ||
-        !m->scores || !m->logits || !m->row_nll) {
-        free_activations(m);
-        return qp_error_set(QP_ERROR, "llama: out of memory for the activations of a %zu-token window", n);
-    }
+    m->x = qp_xmalloc(n * m->D * sizeof(float));
+    m->xb = qp_xmalloc(n * m->D * sizeof(float));
+    m->tmp = qp_xmalloc(n * m->D * sizeof(float));
+    m->q = qp_xmalloc(n * m->qd * sizeof(float));
+    m->k = qp_xmalloc(n * m->kvd * sizeof(float));
+    m->v = qp_xmalloc(n * m->kvd * sizeof(float));
+    m->att = qp_xmalloc(n * m->qd * sizeof(float));
+    m->hg = qp_xmalloc(n * m->F * sizeof(float));
+    m->hu = qp_xmalloc(n * m->F * sizeof(float));
+    m->scores = qp_xmalloc(T * ATT_QBLOCK * n * sizeof(float));
+    m->logits = qp_xmalloc(n * m->V * sizeof(float));
+    m->row_nll = qp_xmalloc(n * sizeof(double));
     m->cap = n;
-    return 0;
 }
 
 /* ---- forward pass ---- */
@@ -575,7 +549,8 @@ static int prepare(qp_llama *m, size_t n)
     if (n < 1 || n > (size_t)m->hp.max_pos)
         return qp_error_set(QP_EUSAGE, "llama forward: window of %zu tokens, must be 1..%d (max_pos)", n,
                             m->hp.max_pos);
-    return ensure_capacity(m, n);
+    ensure_capacity(m, n);
+    return 0;
 }
 
 int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, float *logits,
@@ -697,8 +672,7 @@ int qp_llama_nll(qp_llama *m, const int32_t *tokens, size_t n, size_t first,
     int rc = check_tokens(m, tokens, n);
     if (rc < 0)
         return rc;
-    if ((rc = ensure_capacity(m, n)) < 0)
-        return rc;
+    ensure_capacity(m, n);
     if (first >= n)
         return 0;
     if ((rc = qp_llama_forward(m, tokens, n, m->logits)) < 0)

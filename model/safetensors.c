@@ -2,6 +2,7 @@
  * library's own (contiguous data, no holes, no trailing bytes). */
 #include "model/safetensors.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -220,13 +221,9 @@ static int build_index(qp_safetensors *st, size_t hlen)
     const unsigned char *data = st->map + 8 + hlen;
     size_t cap = json_object_size(st->root);
     span *spans = NULL;
-    st->tensors = calloc(cap ? cap : 1, sizeof(*st->tensors));
-    st->by_name = calloc(cap ? cap : 1, sizeof(*st->by_name));
-    spans = calloc(cap ? cap : 1, sizeof(*spans));
-    if (!st->tensors || !st->by_name || !spans) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory indexing %zu tensors", path, cap);
-        goto done;
-    }
+    st->tensors = qp_xcalloc(cap ? cap : 1, sizeof(*st->tensors));
+    st->by_name = qp_xcalloc(cap ? cap : 1, sizeof(*st->by_name));
+    spans = qp_xcalloc(cap ? cap : 1, sizeof(*spans));
     json_object_foreach(st->root, name, e) {
         if (strcmp(name, "__metadata__") == 0) {
             if ((rc = check_metadata(path, e)) != 0)
@@ -276,11 +273,7 @@ static int build_index(qp_safetensors *st, size_t hlen)
         goto done;
     }
     /* reorder the views by offset */
-    qp_tensor_view *sorted = calloc(st->n ? st->n : 1, sizeof(*sorted));
-    if (!sorted) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    qp_tensor_view *sorted = qp_xcalloc(st->n ? st->n : 1, sizeof(*sorted));
     for (size_t i = 0; i < st->n; i++)
         sorted[i] = st->tensors[spans[i].idx];
     free(st->tensors);
@@ -297,10 +290,8 @@ int qp_safetensors_open(qp_safetensors **out, const char *path)
 {
     int rc = QP_ERROR, fd = -1;
     struct stat sb;
-    qp_safetensors *st = calloc(1, sizeof(*st));
+    qp_safetensors *st = qp_xcalloc(1, sizeof(*st));
     *out = NULL;
-    if (!st)
-        return qp_error_set(QP_ERROR, "%s: out of memory", path);
     st->path = qp_strdup(path);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

@@ -4,6 +4,7 @@
  * fsyncs and renames it into place.  A crash or abort leaves nothing behind. */
 #include "model/safetensors.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -29,10 +30,8 @@ int qp_st_writer_new(qp_st_writer **out, const char *path)
 {
     int rc;
     char *spool = NULL;
-    qp_st_writer *w = calloc(1, sizeof(*w));
+    qp_st_writer *w = qp_xcalloc(1, sizeof(*w));
     *out = NULL;
-    if (!w)
-        return qp_error_set(QP_ERROR, "%s: out of memory", path);
     w->spool_fd = -1;
     w->path = qp_strdup(path);
     w->dir = qp_path_dirname(path);

@@ -4,6 +4,7 @@
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <inttypes.h>
@@ -193,9 +194,7 @@ static int build_pair_filter(qp_tokenizer *t)
     size_t bits = 4096;
     while (bits < 16 * pairs && bits < ((size_t)1 << 26))
         bits <<= 1;
-    t->pair_bits = calloc(bits / 64, sizeof(uint64_t));
-    if (!t->pair_bits)
-        return qp_error_set(QP_ERROR, "tokenizer: out of memory for %zu pieces", t->n);
+    t->pair_bits = qp_xcalloc(bits / 64, sizeof(uint64_t));
     t->pair_mask = bits - 1;
     for (size_t i = 0; i < t->n; i++) {
         int type = t->types[i];
@@ -235,9 +234,7 @@ int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *s, const qp_tok_origin *
     if (s->n > (size_t)INT32_MAX / 2)
         return origin_error(o, -1, "the vocabulary has %zu pieces, too many", s->n);
 
-    t = calloc(1, sizeof(*t));
-    if (!t)
-        return qp_error_set(QP_ERROR, "tokenizer: out of memory");
+    t = qp_xcalloc(1, sizeof(*t));
     t->n = s->n;
     size_t total = 0;
     for (size_t i = 0; i < s->n; i++) {
@@ -251,16 +248,12 @@ int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *s, const qp_tok_origin *
     while (cap < 2 * s->n)
         cap <<= 1;
     t->mask = cap - 1;
-    t->blob = malloc(total);
-    t->off = malloc(s->n * sizeof(*t->off));
-    t->len = malloc(s->n * sizeof(*t->len));
-    t->scores = malloc(s->n * sizeof(*t->scores));
-    t->types = malloc(s->n);
-    t->table = calloc(cap, sizeof(*t->table));
-    if (!t->blob || !t->off || !t->len || !t->scores || !t->types || !t->table) {
-        rc = qp_error_set(QP_ERROR, "tokenizer: out of memory for %zu pieces", s->n);
-        goto done;
-    }
+    t->blob = qp_xmalloc(total);
+    t->off = qp_xmalloc(s->n * sizeof(*t->off));
+    t->len = qp_xmalloc(s->n * sizeof(*t->len));
+    t->scores = qp_xmalloc(s->n * sizeof(*t->scores));
+    t->types = qp_xmalloc(s->n);
+    t->table = qp_xcalloc(cap, sizeof(*t->table));
     for (int b = 0; b < 256; b++)
         t->byte_id[b] = -1;
 

@@ -14,6 +14,7 @@
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -183,30 +184,22 @@ typedef struct {
     size_t suffix_ws_off;
 } spec_t;
 
-static int grow(vocab_t *v)
+static void grow(vocab_t *v)
 {
     size_t cap = v->cap ? 2 * v->cap : 1024;
-    const char **p = realloc(v->piece, cap * sizeof(*p));
-    if (p) v->piece = p;
-    size_t *l = realloc(v->len, cap * sizeof(*l));
-    if (l) v->len = l;
-    float *s = realloc(v->score, cap * sizeof(*s));
-    if (s) v->score = s;
-    int *t = realloc(v->type, cap * sizeof(*t));
-    if (t) v->type = t;
-    uint64_t *o = realloc(v->off, cap * sizeof(*o));
-    if (o) v->off = o;
-    if (!p || !l || !s || !t || !o)
-        return qp_error_set(QP_ERROR, "tokenizer: out of memory for %zu pieces", cap);
+    v->piece = qp_xrealloc_array(v->piece, cap, sizeof(*v->piece));
+    v->len = qp_xrealloc_array(v->len, cap, sizeof(*v->len));
+    v->score = qp_xrealloc_array(v->score, cap, sizeof(*v->score));
+    v->type = qp_xrealloc_array(v->type, cap, sizeof(*v->type));
+    v->off = qp_xrealloc_array(v->off, cap, sizeof(*v->off));
     v->cap = cap;
-    return 0;
 }
 
 static int parse_piece(pb_t *r, size_t end, size_t tag_off, vocab_t *v)
 {
     int rc;
-    if (v->n == v->cap && (rc = grow(v)))
-        return rc;
+    if (v->n == v->cap)
+        grow(v);
     size_t i = v->n++;
     v->piece[i] = "";
     v->len[i] = 0;

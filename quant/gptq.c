@@ -4,6 +4,7 @@
  * every row's quantization depends only on that row and on Hinv. */
 #include "quant/gptq.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/gemm.h"
@@ -48,10 +49,7 @@ static int cmp_desc(const void *a, const void *b)
 
 int qp_gptq_act_order_perm(int32_t *perm, const double *diag, int64_t n)
 {
-    diag_ix *v = malloc((size_t)n * sizeof *v);
-    if (!v)
-        return qp_error_set(QP_ERROR, "gptq: out of memory for the act-order permutation of %lld columns",
-                            (long long)n);
+    diag_ix *v = qp_xmalloc((size_t)n * sizeof *v);
     for (int64_t i = 0; i < n; i++)
         v[i] = (diag_ix){ diag[i], (int32_t)i };
     /* The comparator is a total order (index breaks ties), so qsort's
@@ -110,19 +108,13 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
     const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
     const int bs = g->p->block_size < cols ? g->p->block_size : (int)cols;
     const int maxq = g->v.maxq;
-    float *w1t = calloc((size_t)bs * (size_t)RP, sizeof *w1t);   /* [bs, RP] block, transposed */
-    float *errt = calloc((size_t)bs * (size_t)RP, sizeof *errt); /* [bs, RP], rows >= R stay 0 */
-    float *cur_s = malloc((size_t)R * sizeof *cur_s);            /* [R] current group's scale */
-    int *cur_z = malloc((size_t)R * sizeof *cur_z);              /* [R] and zero */
-    float *row = g->stat ? malloc((size_t)cols * sizeof *row) : NULL;
+    float *w1t = qp_xcalloc((size_t)bs * (size_t)RP, sizeof *w1t);   /* [bs, RP] block, transposed */
+    float *errt = qp_xcalloc((size_t)bs * (size_t)RP, sizeof *errt); /* [bs, RP], rows >= R stay 0 */
+    float *cur_s = qp_xmalloc((size_t)R * sizeof *cur_s);            /* [R] current group's scale */
+    int *cur_z = qp_xmalloc((size_t)R * sizeof *cur_z);              /* [R] and zero */
+    float *row = g->stat ? qp_xmalloc((size_t)cols * sizeof *row) : NULL;
     double loss = 0.0;
     int rc = 0;
-    if (!w1t || !errt || !cur_s || !cur_z || (g->stat && !row)) {
-        snprintf(g->fail[c].msg, sizeof g->fail[c].msg, "gptq: weight [%lld x %lld]: out of memory",
-                 (long long)g->rows, (long long)cols);
-        rc = 1;
-        goto done;
-    }
 
     /* Steps 1 and 3: fits made before any update. */
     for (int64_t r = 0; r < R; r++) {
@@ -291,16 +283,12 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
         }
     }
 
-    dead = malloc((size_t)n);
-    diag = calloc((size_t)n, sizeof *diag);
-    perm = malloc((size_t)n * sizeof *perm);
-    hp = malloc((size_t)n * (size_t)n * sizeof *hp);
-    hinv = malloc((size_t)n * (size_t)n * sizeof *hinv);
-    wp = malloc((size_t)rows * (size_t)cols * sizeof *wp);
-    if (!dead || !diag || !perm || !hp || !hinv || !wp) {
-        rc = qp_error_set(QP_ERROR, "gptq: weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
-        goto done;
-    }
+    dead = qp_xmalloc((size_t)n);
+    diag = qp_xcalloc((size_t)n, sizeof *diag);
+    perm = qp_xmalloc((size_t)n * sizeof *perm);
+    hp = qp_xmalloc((size_t)n * (size_t)n * sizeof *hp);
+    hinv = qp_xmalloc((size_t)n * (size_t)n * sizeof *hinv);
+    wp = qp_xmalloc((size_t)rows * (size_t)cols * sizeof *wp);
 
     /* Step 2: dead columns. */
     int64_t n_dead = 0;
@@ -344,12 +332,8 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
 
     /* Step 6. */
     const int64_t n_chunks = qp_lin_nchunks(rows, QP_GPTQ_ROW_CHUNK);
-    loss = calloc((size_t)n_chunks, sizeof *loss);
-    fail = calloc((size_t)n_chunks, sizeof *fail);
-    if (!loss || !fail) {
-        rc = qp_error_set(QP_ERROR, "gptq: weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
-        goto done;
-    }
+    loss = qp_xcalloc((size_t)n_chunks, sizeof *loss);
+    fail = qp_xcalloc((size_t)n_chunks, sizeof *fail);
     gptq_ctx g = {
         .p = p, .lp = lp, .rows = rows, .cols = cols,
         .per_row = p->group_size <= 0,
@@ -367,11 +351,7 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
 
     /* Step 7: the codes are already in original column order. */
     if (p->act_order && p->group_size > 0 && !p->static_groups) {
-        g_idx = malloc((size_t)n * sizeof *g_idx);
-        if (!g_idx) {
-            rc = qp_error_set(QP_ERROR, "gptq: out of memory for g_idx");
-            goto done;
-        }
+        g_idx = qp_xmalloc((size_t)n * sizeof *g_idx);
         for (int64_t i = 0; i < n; i++)
             g_idx[perm[i]] = (int32_t)(i / g.gs);
         if ((rc = qp_linear_set_g_idx(q, g_idx))) {

@@ -20,6 +20,7 @@
  * all of it in products. */
 #include "quant/gptq.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
 
@@ -150,15 +151,10 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
         mean += A[i * n + i];
     mean /= (double)n;
 
-    r = malloc((size_t)n * (size_t)n * sizeof *r);
-    x = malloc((size_t)n * (size_t)n * sizeof *x);
-    tinv = malloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
-    tmp = malloc((size_t)n * NB * sizeof *tmp);
-    if (!r || !x || !tinv || !tmp) {
-        rc = qp_error_set(QP_ERROR, "gptq: H [%lld x %lld]: out of memory for its inverse", (long long)n,
-                          (long long)n);
-        goto done;
-    }
+    r = qp_xmalloc((size_t)n * (size_t)n * sizeof *r);
+    x = qp_xmalloc((size_t)n * (size_t)n * sizeof *x);
+    tinv = qp_xmalloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
+    tmp = qp_xmalloc((size_t)n * NB * sizeof *tmp);
     int ok = 0;
     while (damp > 0.0 && damp < 1.0) {
         /* r = J·(A + damp·mean·I)·J, lower triangle: r[i][j] = A[n-1-j][n-1-i]
