@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
+#include "model/hf_names.h"
 #include "model/llama_kernels.h"
 #include "model/llama_pool.h"
 
@@ -185,27 +186,27 @@ static int fetch(qp_llama *m, float *dst, const char *name, int ndim, uint64_t d
 }
 
 /* Loads layer l's weights into w: all of them, or only the one whose name
- * ends in `only` (a suffix such as "mlp.down_proj.weight"). */
+ * ends in `only` (a suffix such as QP_HF_DOWN_PROJ ".weight"). */
 static int load_layer_some(qp_llama *m, int l, layer_w *w, const char *only)
 {
     char name[160];
     const int H = m->hp.n_heads, KV = m->hp.n_kv_heads;
     const struct { const char *suffix; float *dst; size_t rows, cols; int rope_heads; } t[] = {
-        {"self_attn.q_proj.weight", w->wq, m->qd, m->D, H},
-        {"self_attn.k_proj.weight", w->wk, m->kvd, m->D, KV},
-        {"self_attn.v_proj.weight", w->wv, m->kvd, m->D, 0},
-        {"self_attn.o_proj.weight", w->wo, m->D, m->qd, 0},
-        {"mlp.gate_proj.weight", w->wg, m->F, m->D, 0},
-        {"mlp.up_proj.weight", w->wu, m->F, m->D, 0},
-        {"mlp.down_proj.weight", w->wd, m->D, m->F, 0},
-        {"self_attn.q_proj.bias", w->bq, m->qd, 0, H},
-        {"self_attn.k_proj.bias", w->bk, m->kvd, 0, KV},
-        {"self_attn.v_proj.bias", w->bv, m->kvd, 0, 0},
+        {QP_HF_Q_PROJ ".weight", w->wq, m->qd, m->D, H},
+        {QP_HF_K_PROJ ".weight", w->wk, m->kvd, m->D, KV},
+        {QP_HF_V_PROJ ".weight", w->wv, m->kvd, m->D, 0},
+        {QP_HF_O_PROJ ".weight", w->wo, m->D, m->qd, 0},
+        {QP_HF_GATE_PROJ ".weight", w->wg, m->F, m->D, 0},
+        {QP_HF_UP_PROJ ".weight", w->wu, m->F, m->D, 0},
+        {QP_HF_DOWN_PROJ ".weight", w->wd, m->D, m->F, 0},
+        {QP_HF_Q_PROJ ".bias", w->bq, m->qd, 0, H},
+        {QP_HF_K_PROJ ".bias", w->bk, m->kvd, 0, KV},
+        {QP_HF_V_PROJ ".bias", w->bv, m->kvd, 0, 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         if (!t[i].dst || (only && strcmp(only, t[i].suffix) != 0))
             continue;   /* no biases, or not asked for */
-        snprintf(name, sizeof(name), "model.layers.%d.%s", l, t[i].suffix);
+        qp_hf_layer_name(name, sizeof(name), l, t[i].suffix);
         int rc = fetch(m, t[i].dst, name, t[i].cols ? 2 : 1, t[i].rows, t[i].cols, t[i].rope_heads);
         if (rc < 0)
             return rc;
@@ -218,9 +219,22 @@ static int load_layer(qp_llama *m, int l, layer_w *w)
     return load_layer_some(m, l, w, NULL);
 }
 
+/* Layer l's two RMSNorm weights (they stay resident: rows 2l and 2l+1 of
+ * m->norms). */
+static int load_layer_norms(qp_llama *m, int l)
+{
+    char name[160];
+    int rc = fetch(m, m->norms + (2 * (size_t)l) * m->D,
+                   qp_hf_layer_name(name, sizeof(name), l, QP_HF_ATTN_NORM ".weight"), 1, m->D, 0, 0);
+    if (rc < 0)
+        return rc;
+    return fetch(m, m->norms + (2 * (size_t)l + 1) * m->D,
+                 qp_hf_layer_name(name, sizeof(name), l, QP_HF_FFN_NORM ".weight"), 1, m->D, 0, 0);
+}
+
 static int load_lm_head(qp_llama *m)
 {
-    return fetch(m, m->lm_head_own, "lm_head.weight", 2, m->V, m->D, 0);
+    return fetch(m, m->lm_head_own, QP_HF_LM_HEAD, 2, m->V, m->D, 0);
 }
 
 int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_source *src,
@@ -260,18 +274,12 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     m->rope_sin = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
     qp_kern_rope_tables(m->rope_cos, m->rope_sin, (size_t)hp->max_pos, hp->head_dim, hp->rope_theta);
 
-    if ((rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0)) < 0)
+    if ((rc = fetch(m, m->embed, QP_HF_EMBED, 2, m->V, m->D, 0)) < 0)
         goto fail;
-    char name[160];
-    for (size_t l = 0; l < L; l++) {
-        snprintf(name, sizeof(name), "model.layers.%zu.input_layernorm.weight", l);
-        if ((rc = fetch(m, m->norms + (2 * l) * m->D, name, 1, m->D, 0, 0)) < 0)
+    for (size_t l = 0; l < L; l++)
+        if ((rc = load_layer_norms(m, (int)l)) < 0)
             goto fail;
-        snprintf(name, sizeof(name), "model.layers.%zu.post_attention_layernorm.weight", l);
-        if ((rc = fetch(m, m->norms + (2 * l + 1) * m->D, name, 1, m->D, 0, 0)) < 0)
-            goto fail;
-    }
-    if ((rc = fetch(m, m->norms + 2 * L * m->D, "model.norm.weight", 1, m->D, 0, 0)) < 0)
+    if ((rc = fetch(m, m->norms + 2 * L * m->D, QP_HF_FINAL_NORM, 1, m->D, 0, 0)) < 0)
         goto fail;
 
     /* Cache decision: all layers plus an untied lm_head, or nothing. */
@@ -611,13 +619,8 @@ int qp_llama_reload_layer(qp_llama *m, int l)
     if (l < 0 || l >= m->hp.n_layers)
         return qp_error_set(QP_EUSAGE, "llama: layer %d out of range [0, %d)", l, m->hp.n_layers);
     /* the layer's norms too: AWQ folds its scales into them */
-    char name[160];
-    snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", l);
-    int rc = fetch(m, m->norms + (2 * (size_t)l) * m->D, name, 1, m->D, 0, 0);
+    int rc = load_layer_norms(m, l);
     if (rc < 0)
-        return rc;
-    snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", l);
-    if ((rc = fetch(m, m->norms + (2 * (size_t)l + 1) * m->D, name, 1, m->D, 0, 0)) < 0)
         return rc;
     /* streamed models re-read every layer on use anyway */
     return m->cached ? load_layer(m, l, &m->layers[l]) : 0;
@@ -625,23 +628,24 @@ int qp_llama_reload_layer(qp_llama *m, int l)
 
 int qp_llama_reload_weight(qp_llama *m, const char *name)
 {
-    int l, off = 0;
-    if (sscanf(name, "model.layers.%d.%n", &l, &off) == 1 && off > 0) {
+    const char *rest;
+    const int l = qp_hf_layer_of(name, &rest);
+    if (l >= 0 || strncmp(name, QP_HF_LAYERS, strlen(QP_HF_LAYERS)) == 0) {
         if (l < 0 || l >= m->hp.n_layers)
             return qp_error_set(QP_EUSAGE, "llama: '%s': layer out of range [0, %d)", name, m->hp.n_layers);
-        if (strstr(name, "layernorm"))
+        if (strcmp(rest, QP_HF_ATTN_NORM ".weight") == 0 || strcmp(rest, QP_HF_FFN_NORM ".weight") == 0)
             return qp_llama_reload_layer(m, l);
-        return m->cached ? load_layer_some(m, l, &m->layers[l], name + off) : 0;
+        return m->cached ? load_layer_some(m, l, &m->layers[l], rest) : 0;
     }
     return qp_llama_reload_globals(m);
 }
 
 int qp_llama_reload_globals(qp_llama *m)
 {
-    int rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0);
+    int rc = fetch(m, m->embed, QP_HF_EMBED, 2, m->V, m->D, 0);
     if (rc < 0)
         return rc;
-    if ((rc = fetch(m, m->norms + 2 * (size_t)m->hp.n_layers * m->D, "model.norm.weight", 1, m->D, 0, 0)) < 0)
+    if ((rc = fetch(m, m->norms + 2 * (size_t)m->hp.n_layers * m->D, QP_HF_FINAL_NORM, 1, m->D, 0, 0)) < 0)
         return rc;
     /* a streamed, untied lm_head is re-read on every use anyway */
     return m->cached && !m->hp.tied_embeddings ? load_lm_head(m) : 0;
