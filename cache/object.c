@@ -252,12 +252,7 @@ int qp_cache_get_to_file(qp_cache *c, const char *digest, const char *path)
     fd = -1;
     tmp = NULL;
 done:
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(fd, tmp);
     free(dir);
     return rc;
 }
@@ -367,16 +362,12 @@ static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
     int rc;
     char *path = qp_cache_fanout_path(c->objects, digest);
     if (touch_existing(path)) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
+        qp_tmp_discard(fd, tmp);
         rc = 0;
         goto done;
     }
     if ((rc = qp_cache_fanout_mkdir(c->objects, digest)) != 0) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
+        qp_tmp_discard(fd, tmp);
         goto done;
     }
     fchmod(fd, 0444);  /* objects are immutable */
@@ -415,12 +406,7 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
     if (rc == 0)
         memcpy(digest, hex, QP_HEX_LEN);
 done:
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(fd, tmp);
     ZSTD_freeCCtx(cctx);
     free(obuf);
     free(path);
@@ -495,12 +481,7 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
 done:
     if (fd >= 0)
         close(fd);
-    if (tfd >= 0)
-        close(tfd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(tfd, tmp);
     qp_sha256_free(h);
     ZSTD_freeCCtx(cctx);
     free(ibuf);

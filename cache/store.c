@@ -155,10 +155,7 @@ int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *o
         *out_existed = existed;
     rc = 0;
 done:
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(-1, tmp);
     free(dir);
     return rc;
 }

@@ -94,38 +94,53 @@ int qp_write_all(int fd, const void *data, size_t n)
     return 0;
 }
 
-int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir)
+int qp_tmp_publish(int fd, char *tmp, const char *path, mode_t mode)
 {
-    int rc = QP_ERROR, fd = -1;
-    char *tmp = NULL;
-    char *dir = qp_path_dirname(path);
-    if ((rc = qp_mkstemp_in(tmp_dir ? tmp_dir : dir, ".tmp", &tmp, &fd)) != 0)
-        goto done;
-    rc = QP_ERROR;
-    if (qp_write_all(fd, data, n) != 0 || fsync(fd) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
-        goto done;
-    }
-    fchmod(fd, 0644);
-    close(fd);
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot rename into place", path);
-        goto done;
+    int rc = 0;
+    if (fsync(fd) != 0)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+    else
+        fchmod(fd, mode);
+    if (close(fd) != 0 && rc == 0)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot rename into place", path);
+    if (rc != 0) {
+        qp_tmp_discard(-1, tmp);
+        return rc;
     }
     free(tmp);
-    tmp = NULL;
+    char *dir = qp_path_dirname(path);
     qp_fsync_dir(dir);
-    rc = 0;
-done:
+    free(dir);
+    return 0;
+}
+
+void qp_tmp_discard(int fd, char *tmp)
+{
     if (fd >= 0)
         close(fd);
     if (tmp) {
         unlink(tmp);
         free(tmp);
     }
+}
+
+int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir)
+{
+    int rc, fd = -1;
+    char *tmp = NULL;
+    char *dir = tmp_dir ? NULL : qp_path_dirname(path);
+    rc = qp_mkstemp_in(tmp_dir ? tmp_dir : dir, ".tmp", &tmp, &fd);
     free(dir);
-    return rc;
+    if (rc != 0)
+        return rc;
+    if (qp_write_all(fd, data, n) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        qp_tmp_discard(fd, tmp);
+        return rc;
+    }
+    return qp_tmp_publish(fd, tmp, path, 0644);
 }
 
 int qp_read_file(const char *path, char **out, size_t *out_len)

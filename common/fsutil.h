@@ -21,6 +21,16 @@ int qp_read_file(const char *path, char **out, size_t *out_len);
  * the fd and writes the path (malloc'ed) to *out_path. */
 int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out_fd);
 
+/* Publishes a finished temp file (from qp_mkstemp_in, on path's
+ * filesystem): fsync, chmod to mode, close, rename over path, fsync of
+ * path's directory.  Takes fd and tmp either way: tmp is freed, and
+ * unlinked when anything fails (error names the file). */
+int qp_tmp_publish(int fd, char *tmp, const char *path, mode_t mode);
+
+/* Gives up a temp file: closes fd (when >= 0), unlinks and frees tmp (when
+ * not NULL).  For cleanup paths; never fails. */
+void qp_tmp_discard(int fd, char *tmp);
+
 /* write(2) until all n bytes are out (EINTR retried); -1 with errno set. */
 int qp_write_all(int fd, const void *data, size_t n);
 

@@ -8,11 +8,9 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define GGUF_DEFAULT_ALIGNMENT 32u
@@ -153,12 +151,7 @@ void qp_gguf_writer_abort(qp_gguf_writer *w)
         return;
     if (w->on_free)
         w->on_free(w->on_free_ud);
-    if (w->fd >= 0)
-        close(w->fd);
-    if (w->tmp) {
-        unlink(w->tmp);
-        free(w->tmp);
-    }
+    qp_tmp_discard(w->fd, w->tmp);
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
         free(w->kv[i].val);
@@ -588,10 +581,6 @@ static int write_file(qp_gguf_writer *w)
             goto done;
         }
     }
-    if (fsync(w->fd) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot fsync", w->tmp);
-        goto done;
-    }
     rc = 0;
 done:
     free(buf);
@@ -601,30 +590,14 @@ done:
 
 int qp_gguf_writer_finish(qp_gguf_writer *w)
 {
-    int rc;
-    char *dir = NULL;
     if (!w)
         return qp_error_set(QP_EUSAGE, "qp_gguf_writer_finish: NULL writer");
-    if ((rc = write_file(w)) != 0)
-        goto done;
-    fchmod(w->fd, 0644);
-    if (close(w->fd) != 0) {
+    int rc = write_file(w);
+    if (rc == 0) {
+        rc = qp_tmp_publish(w->fd, w->tmp, w->path, 0644);
         w->fd = -1;
-        rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
-        goto done;
+        w->tmp = NULL;
     }
-    w->fd = -1;
-    if (rename(w->tmp, w->path) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot rename into place", w->path);
-        goto done;
-    }
-    free(w->tmp);
-    w->tmp = NULL;
-    dir = qp_path_dirname(w->path);
-    qp_fsync_dir(dir);
-    rc = 0;
-done:
-    free(dir);
     qp_gguf_writer_abort(w);
     return rc;
 }
