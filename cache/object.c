@@ -67,17 +67,90 @@ static ssize_t read_some(int fd, void *buf, size_t n)
     return (ssize_t)got;
 }
 
+/* One object being decoded and checked. */
+typedef struct {
+    const char *path, *digest;
+    const struct stat *st;          /* of the file opened, for corrupt() */
+    ZSTD_DCtx *dctx;
+    qp_sha256 *h;                   /* of the decoded bytes */
+    unsigned char *obuf;            /* [ZOUT_CHUNK] */
+    const decode_sink *sink;        /* may be NULL: check only */
+    uint64_t expected, total;       /* frame header's size (UINT64_MAX: none), bytes so far */
+    int frame_done;
+} decoder;
+
+/* The first read (got bytes of ibuf): a zstd frame header, whose recorded
+ * size goes to the sink's hint. */
+static int decode_header(decoder *d, const unsigned char *ibuf, size_t got)
+{
+    if (got == 0)
+        return corrupt(d->path, d->st, d->digest, "empty file");
+    unsigned long long fcs = ZSTD_getFrameContentSize(ibuf, got);
+    if (fcs == ZSTD_CONTENTSIZE_ERROR)
+        return corrupt(d->path, d->st, d->digest, "not a zstd frame");
+    if (fcs != ZSTD_CONTENTSIZE_UNKNOWN)
+        d->expected = fcs;
+    if (d->sink && d->sink->hint)
+        d->sink->hint(d->sink->ud, d->expected);
+    return 0;
+}
+
+/* Decompresses got bytes of ibuf, hashing and passing on what comes out. */
+static int decode_input(decoder *d, const unsigned char *ibuf, size_t got)
+{
+    char reason[160];
+    int rc;
+    ZSTD_inBuffer in = {ibuf, got, 0};
+    while (in.pos < in.size) {
+        if (d->frame_done)
+            return corrupt(d->path, d->st, d->digest, "trailing bytes after the zstd frame");
+        ZSTD_outBuffer out = {d->obuf, ZOUT_CHUNK, 0};
+        size_t ret = ZSTD_decompressStream(d->dctx, &out, &in);
+        if (ZSTD_isError(ret)) {
+            snprintf(reason, sizeof(reason), "zstd: %s", ZSTD_getErrorName(ret));
+            return corrupt(d->path, d->st, d->digest, reason);
+        }
+        if (out.pos > 0) {
+            d->total += out.pos;
+            if (d->total > d->expected)
+                return corrupt(d->path, d->st, d->digest, "longer than its frame header says");
+            qp_sha256_update(d->h, d->obuf, out.pos);
+            if (d->sink && (rc = d->sink->write(d->sink->ud, d->obuf, out.pos)) != 0)
+                return rc;
+        }
+        if (ret == 0)
+            d->frame_done = 1;
+    }
+    return 0;
+}
+
+/* At EOF: a whole frame of the recorded size whose bytes hash to the
+ * object's name. */
+static int decode_finish(decoder *d)
+{
+    /* zstd does not consume a frame's last byte before it has flushed all
+     * of its data, so "frame not done" at EOF means the file is short. */
+    if (!d->frame_done)
+        return corrupt(d->path, d->st, d->digest, "truncated");
+    if (d->expected != UINT64_MAX && d->total != d->expected)
+        return corrupt(d->path, d->st, d->digest, "size differs from its frame header");
+    char actual[QP_HEX_LEN];
+    qp_sha256_final_hex(d->h, actual);
+    if (strcmp(actual, d->digest) != 0)
+        return corrupt(d->path, d->st, d->digest, "digest mismatch");
+    return 0;
+}
+
 static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint64_t *out_size)
 {
     int rc = QP_ERROR, fd = -1;
-    char *path = NULL, reason[160];
-    unsigned char *ibuf = NULL, *obuf = NULL;
-    ZSTD_DCtx *dctx = NULL;
-    qp_sha256 *h = NULL;
+    char *path = NULL;
+    unsigned char *ibuf = NULL;
     struct stat st;
+    decoder d = {.digest = digest, .st = &st, .sink = sink, .expected = UINT64_MAX};
     if (!qp_is_hex_digest(digest))
         return bad_digest_arg(digest);
-    path = qp_cache_fanout_path(c->objects, digest);
+    d.path = path = qp_cache_fanout_path(c->objects, digest);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
@@ -91,97 +164,42 @@ static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint
         goto done;
     }
     ibuf = qp_xmalloc(IO_CHUNK);
-    obuf = qp_xmalloc(ZOUT_CHUNK);
-    if (!(dctx = ZSTD_createDCtx())) {
+    d.obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(d.dctx = ZSTD_createDCtx())) {
         rc = qp_error_set(QP_ERROR, "cache object %s: zstd cannot create a decompression context", digest);
         goto done;
     }
-    if ((rc = qp_sha256_new(&h)) != 0)
+    if ((rc = qp_sha256_new(&d.h)) != 0)
         goto done;
-
-    uint64_t expected = UINT64_MAX, total = 0;
-    int first = 1, frame_done = 0;
-    for (;;) {
+    for (int first = 1;; first = 0) {
         ssize_t got = read_some(fd, ibuf, IO_CHUNK);
         if (got < 0) {
             rc = qp_error_errno(QP_ERROR, "%s: cannot read cache object", path);
             goto done;
         }
-        if (first) {
-            first = 0;
-            if (got == 0) {
-                rc = corrupt(path, &st, digest, "empty file");
-                goto done;
-            }
-            unsigned long long fcs = ZSTD_getFrameContentSize(ibuf, (size_t)got);
-            if (fcs == ZSTD_CONTENTSIZE_ERROR) {
-                rc = corrupt(path, &st, digest, "not a zstd frame");
-                goto done;
-            }
-            if (fcs != ZSTD_CONTENTSIZE_UNKNOWN)
-                expected = fcs;
-            if (sink && sink->hint)
-                sink->hint(sink->ud, expected);
-        }
+        if (first && (rc = decode_header(&d, ibuf, (size_t)got)) != 0)
+            goto done;
         if (got == 0)
             break;
-        if (frame_done) {
+        if (d.frame_done) {
             rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
             goto done;
         }
-        ZSTD_inBuffer in = {ibuf, (size_t)got, 0};
-        while (in.pos < in.size) {
-            if (frame_done) {
-                rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
-                goto done;
-            }
-            ZSTD_outBuffer out = {obuf, ZOUT_CHUNK, 0};
-            size_t ret = ZSTD_decompressStream(dctx, &out, &in);
-            if (ZSTD_isError(ret)) {
-                snprintf(reason, sizeof(reason), "zstd: %s", ZSTD_getErrorName(ret));
-                rc = corrupt(path, &st, digest, reason);
-                goto done;
-            }
-            if (out.pos > 0) {
-                total += out.pos;
-                if (total > expected) {
-                    rc = corrupt(path, &st, digest, "longer than its frame header says");
-                    goto done;
-                }
-                qp_sha256_update(h, obuf, out.pos);
-                if (sink && (rc = sink->write(sink->ud, obuf, out.pos)) != 0)
-                    goto done;
-            }
-            if (ret == 0)
-                frame_done = 1;
-        }
+        if ((rc = decode_input(&d, ibuf, (size_t)got)) != 0)
+            goto done;
     }
-    /* zstd does not consume a frame's last byte before it has flushed all
-     * of its data, so "frame not done" at EOF means the file is short. */
-    if (!frame_done) {
-        rc = corrupt(path, &st, digest, "truncated");
+    if ((rc = decode_finish(&d)) != 0)
         goto done;
-    }
-    if (expected != UINT64_MAX && total != expected) {
-        rc = corrupt(path, &st, digest, "size differs from its frame header");
-        goto done;
-    }
-    char actual[QP_HEX_LEN];
-    qp_sha256_final_hex(h, actual);
-    if (strcmp(actual, digest) != 0) {
-        rc = corrupt(path, &st, digest, "digest mismatch");
-        goto done;
-    }
     if (out_size)
-        *out_size = total;
+        *out_size = d.total;
     rc = 0;
 done:
     if (fd >= 0)
         close(fd);
-    qp_sha256_free(h);
-    ZSTD_freeDCtx(dctx);
+    qp_sha256_free(d.h);
+    ZSTD_freeDCtx(d.dctx);
     free(ibuf);
-    free(obuf);
+    free(d.obuf);
     free(path);
     return rc;
 }
