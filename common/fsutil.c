@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,6 +142,32 @@ int qp_write_file_atomic(const char *path, const void *data, size_t n, const cha
         return rc;
     }
     return qp_tmp_publish(fd, tmp, path, 0644);
+}
+
+int qp_map_file(const char *path, unsigned char **map, size_t *size)
+{
+    int rc = 0;
+    struct stat st;
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
+    if (fstat(fd, &st) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = qp_error_set(QP_ERROR, "%s: not a regular file", path);
+    } else if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot mmap %zu bytes", path, (size_t)st.st_size);
+        } else {
+            *map = p;
+            *size = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return rc;
 }
 
 int qp_read_file(const char *path, char **out, size_t *out_len)

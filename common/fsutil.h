@@ -14,6 +14,11 @@ int qp_mkdir_p(const char *path, mode_t mode);
  * either the old file or the new one, never a partial one. */
 int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir);
 
+/* Maps a regular file whole, read-only and private: *map (NULL for an
+ * empty file; munmap(*map, *size) when not) and *size.  QP_ENOTFOUND when
+ * it does not exist; messages name path. */
+int qp_map_file(const char *path, unsigned char **map, size_t *size);
+
 /* Reads a whole file into a NUL-terminated malloc'ed buffer. */
 int qp_read_file(const char *path, char **out, size_t *out_len);
 

@@ -5,14 +5,10 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Values are read with memcpy in host order. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the GGUF reader assumes a little-endian host");
@@ -390,38 +386,18 @@ static int parse_header(qp_gguf *g)
 
 int qp_gguf_open(qp_gguf **out, const char *path)
 {
-    int rc = QP_ERROR, fd = -1;
-    struct stat sb;
     qp_gguf *g = qp_xcalloc(1, sizeof(*g));
     *out = NULL;
     g->path = qp_strdup(path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
-        goto done;
+    int rc = qp_map_file(path, &g->map, &g->size);
+    if (rc == 0)
+        rc = parse_header(g);
+    if (rc != 0) {
+        qp_gguf_free(g);
+        return rc;
     }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        rc = qp_error_set(QP_ERROR, "%s: not a regular file", path);
-        goto done;
-    }
-    g->size = (size_t)sb.st_size;
-    if (g->size > 0) {
-        g->map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (g->map == MAP_FAILED) {
-            g->map = NULL;
-            rc = qp_error_errno(QP_ERROR, "%s: cannot mmap %zu bytes", path, g->size);
-            goto done;
-        }
-    }
-    if ((rc = parse_header(g)) != 0)
-        goto done;
     *out = g;
-    g = NULL;
-done:
-    if (fd >= 0)
-        close(fd);
-    qp_gguf_free(g);
-    return rc;
+    return 0;
 }
 
 static void free_value(qp_gguf_value *v)

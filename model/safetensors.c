@@ -6,15 +6,11 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The safetensors library refuses headers above 100 MB: a larger value is a
  * corrupt length, and we must not hand it to the JSON parser. */
@@ -288,34 +284,15 @@ done:
 
 int qp_safetensors_open(qp_safetensors **out, const char *path)
 {
-    int rc = QP_ERROR, fd = -1;
-    struct stat sb;
+    int rc;
     qp_safetensors *st = qp_xcalloc(1, sizeof(*st));
     *out = NULL;
     st->path = qp_strdup(path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
+    if ((rc = qp_map_file(path, &st->map, &st->map_len)) != 0)
         goto done;
-    }
-    if (fstat(fd, &sb) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        rc = qp_error_set(QP_ERROR, "%s: not a regular file", path);
-        goto done;
-    }
-    if (sb.st_size < 8) {
-        rc = qp_error_set(QP_EFORMAT, "%s: header: file is %lld bytes, too short for the 8-byte header length "
-                          "(truncated?)", path, (long long)sb.st_size);
-        goto done;
-    }
-    st->map_len = (size_t)sb.st_size;
-    st->map = mmap(NULL, st->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (st->map == MAP_FAILED) {
-        st->map = NULL;
-        rc = qp_error_errno(QP_ERROR, "%s: cannot mmap %zu bytes", path, st->map_len);
+    if (st->map_len < 8) {
+        rc = qp_error_set(QP_EFORMAT, "%s: header: file is %zu bytes, too short for the 8-byte header length "
+                          "(truncated?)", path, st->map_len);
         goto done;
     }
     uint64_t hlen = 0;
@@ -339,8 +316,6 @@ int qp_safetensors_open(qp_safetensors **out, const char *path)
     st = NULL;
     rc = 0;
 done:
-    if (fd >= 0)
-        close(fd);
     qp_safetensors_free(st);
     return rc;
 }
