@@ -288,16 +288,7 @@ static int check_inputs(const float *W, const double *H, int64_t rows, int64_t c
             return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
                                 (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
                                 isnan(W[k]) ? "nan" : "inf");
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = 0; j <= i; j++) {
-            double v = H[i * n + j];
-            if (!isfinite(v))
-                return qp_error_set(QP_EUSAGE,
-                                    "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
-                                    (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
-        }
-    }
-    return 0;
+    return qp_gptq_check_hessian(H, n);
 }
 
 /* The serial preparation of the n = cols columns. */

@@ -129,6 +129,20 @@ static void trtri_lower(double *x, const double *l, int64_t n, const double *tin
     }
 }
 
+int qp_gptq_check_hessian(const double *H, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j <= i; j++) {
+            double v = H[i * n + j];
+            if (!isfinite(v))
+                return qp_error_set(QP_EUSAGE,
+                                    "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
+                                    (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
+        }
+    }
+    return 0;
+}
+
 int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
                  double damp_auto_increment, double *damp_used, int *retries)
 {
@@ -137,15 +151,8 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
     double damp = damp_percent;
     if (n < 1 || n > 46340) /* as qp_gptq_quantize: n² stays well inside size_t on any platform */
         return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = 0; j <= i; j++) {
-            double v = A[i * n + j];
-            if (!isfinite(v))
-                return qp_error_set(QP_EUSAGE,
-                                    "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
-                                    (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
-        }
-    }
+    if ((rc = qp_gptq_check_hessian(A, n)))
+        return rc;
     double mean = 0.0;
     for (int64_t i = 0; i < n; i++)
         mean += A[i * n + i];
