@@ -86,7 +86,7 @@ typedef struct {
 
 /* Quantizes W with H into a new object (*out, free with qp_linear_free).
  * stats may be NULL.  n_threads <= 0: one per online CPU.
- * Errors (QP_EUSAGE unless out of memory, one line; *out stays NULL):
+ * Errors (QP_EUSAGE, one line; *out stays NULL):
  *   bad parameters ("gptq: damp_percent 1.5 is outside (0, 1)", …), those of
  *   qp_linear_new (shape / group size), a non-finite weight
  *   ("gptq: weight [R x C]: row r, column c: weight is nan; fix the
