@@ -3,6 +3,7 @@
  * Entries are replaced atomically; a hit bumps the file's mtime, which is
  * the recency gc's LRU eviction sorts by. */
 #include "cache/cache_internal.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -60,11 +61,7 @@ int qp_action_entry_read(const char *path, qp_action_entry *e, char *reason, siz
     memcpy(e->artifact, json_string_value(ja), QP_HEX_LEN);
     e->time = json_is_integer(jt) ? (int64_t)json_integer_value(jt) : 0;
     e->n_refs = json_array_size(jr);
-    e->refs = calloc(e->n_refs ? e->n_refs : 1, sizeof(*e->refs));
-    if (!e->refs) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    e->refs = qp_xcalloc(e->n_refs ? e->n_refs : 1, sizeof(*e->refs));
     for (size_t i = 0; i < e->n_refs; i++) {
         json_t *x = json_array_get(jr, i);
         if (!json_is_string(x) || !qp_is_hex_digest(json_string_value(x))) {

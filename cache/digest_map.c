@@ -1,5 +1,6 @@
 #include "cache/digest_map.h"
 
+#include "common/alloc.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,15 +33,10 @@ static size_t probe(const qp_digest_map *m, const char *hex)
     return i;
 }
 
-static int grow(qp_digest_map *m)
+static void grow(qp_digest_map *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 64;
-    qp_digest_map nm = {calloc(cap, sizeof(*m->keys)), calloc(cap, sizeof(*m->vals)), cap, 0};
-    if (!nm.keys || !nm.vals) {
-        free(nm.keys);
-        free(nm.vals);
-        return -1;
-    }
+    qp_digest_map nm = {qp_xcalloc(cap, sizeof(*m->keys)), qp_xcalloc(cap, sizeof(*m->vals)), cap, 0};
     for (size_t i = 0; i < m->cap; i++)
         if (m->keys[i][0]) {
             size_t j = probe(&nm, m->keys[i]);
@@ -50,13 +46,12 @@ static int grow(qp_digest_map *m)
         }
     qp_digest_map_free(m);
     *m = nm;
-    return 0;
 }
 
 uint64_t *qp_digest_map_slot(qp_digest_map *m, const char *hex)
 {
-    if ((m->n + 1) * 2 > m->cap && grow(m) != 0)
-        return NULL;
+    if ((m->n + 1) * 2 > m->cap)
+        grow(m);
     size_t i = probe(m, hex);
     if (!m->keys[i][0]) {
         memcpy(m->keys[i], hex, QP_HEX_LEN);

@@ -17,7 +17,7 @@ typedef struct {
 
 void qp_digest_map_init(qp_digest_map *m);
 void qp_digest_map_free(qp_digest_map *m);
-/* Pointer to the value for hex, inserting 0 when absent; NULL on OOM. */
+/* Pointer to the value for hex, inserting 0 when absent; never NULL. */
 uint64_t *qp_digest_map_slot(qp_digest_map *m, const char *hex);
 /* Pointer to the value for hex, NULL when absent. */
 uint64_t *qp_digest_map_find(const qp_digest_map *m, const char *hex);

@@ -41,7 +41,7 @@ static int memo_parse(const char *path, char **out_path, int64_t *size, int64_t 
     char *text = NULL;
     int rc = qp_read_file(path, &text, NULL);
     if (rc != 0)
-        return rc == QP_ENOTFOUND ? QP_ENOTFOUND : rc;
+        return rc;   /* QP_ENOTFOUND "PATH: cannot open: ..." when there is none */
     json_error_t jerr;
     json_t *j = json_loads(text, 0, &jerr);
     free(text);

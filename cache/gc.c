@@ -11,6 +11,7 @@
  * hour are kept. */
 #include "cache/cache_internal.h"
 #include "cache/digest_map.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -47,8 +48,6 @@ typedef struct {
     qp_cache_gc_result res;
 } gc_ctx;
 
-static int oom(void) { return qp_error_set(QP_ERROR, "cache gc: out of memory"); }
-
 static int collect_action(void *ud, const char *hex, const char *path, const struct stat *st)
 {
     gc_ctx *g = ud;
@@ -67,21 +66,11 @@ static int collect_action(void *ud, const char *hex, const char *path, const str
     if (rc != 0)
         return rc;
     if (g->n_acts == g->cap_acts) {
-        size_t cap = g->cap_acts ? g->cap_acts * 2 : 64;
-        gc_action *na = realloc(g->acts, cap * sizeof(*na));
-        if (!na) {
-            qp_action_entry_clear(&e);
-            return oom();
-        }
-        g->acts = na;
-        g->cap_acts = cap;
+        g->cap_acts = g->cap_acts ? g->cap_acts * 2 : 64;
+        g->acts = qp_xrealloc_array(g->acts, g->cap_acts, sizeof(*g->acts));
     }
     gc_action *a = &g->acts[g->n_acts];
-    a->digests = malloc((e.n_refs + 1) * sizeof(*a->digests));
-    if (!a->digests) {
-        qp_action_entry_clear(&e);
-        return oom();
-    }
+    a->digests = qp_xrealloc_array(NULL, e.n_refs + 1, sizeof(*a->digests));
     a->path = qp_strdup(path);
     a->st = *st;
     a->n = 0;
@@ -94,12 +83,7 @@ static int collect_action(void *ud, const char *hex, const char *path, const str
         if (dup)
             continue;
         memcpy(a->digests[a->n++], d, QP_HEX_LEN);
-        uint64_t *cnt = qp_digest_map_slot(&g->refcount, d);
-        if (!cnt) {
-            qp_action_entry_clear(&e);
-            return oom();
-        }
-        (*cnt)++;
+        (*qp_digest_map_slot(&g->refcount, d))++;
     }
     qp_action_entry_clear(&e);
     return 0;
@@ -111,12 +95,8 @@ static int collect_object(void *ud, const char *hex, const char *path, const str
     if (!hex)
         return 0;  /* stray names are verify's business */
     if (g->n_objs == g->cap_objs) {
-        size_t cap = g->cap_objs ? g->cap_objs * 2 : 256;
-        gc_object *no = realloc(g->objs, cap * sizeof(*no));
-        if (!no)
-            return oom();
-        g->objs = no;
-        g->cap_objs = cap;
+        g->cap_objs = g->cap_objs ? g->cap_objs * 2 : 256;
+        g->objs = qp_xrealloc_array(g->objs, g->cap_objs, sizeof(*g->objs));
     }
     gc_object *o = &g->objs[g->n_objs++];
     memcpy(o->hex, hex, QP_HEX_LEN);
@@ -146,18 +126,12 @@ static int by_mtime(const void *pa, const void *pb)
     return strcmp(a->path, b->path);
 }
 
-static int evict(gc_ctx *g, uint64_t max_bytes, uint64_t *total)
+static void evict(gc_ctx *g, uint64_t max_bytes, uint64_t *total)
 {
     qp_digest_map index;  /* digest -> position in objs */
     qp_digest_map_init(&index);
-    for (size_t i = 0; i < g->n_objs; i++) {
-        uint64_t *slot = qp_digest_map_slot(&index, g->objs[i].hex);
-        if (!slot) {
-            qp_digest_map_free(&index);
-            return oom();
-        }
-        *slot = i;
-    }
+    for (size_t i = 0; i < g->n_objs; i++)
+        *qp_digest_map_slot(&index, g->objs[i].hex) = i;
     qsort(g->acts, g->n_acts, sizeof(*g->acts), by_mtime);
     for (size_t i = 0; i < g->n_acts && *total > max_bytes; i++) {
         gc_action *a = &g->acts[i];
@@ -173,7 +147,6 @@ static int evict(gc_ctx *g, uint64_t max_bytes, uint64_t *total)
         }
     }
     qp_digest_map_free(&index);
-    return 0;
 }
 
 /* Forgets memos of files that no longer exist (they can never hit). */
@@ -209,8 +182,8 @@ int qp_cache_gc(qp_cache *c, uint64_t max_bytes, qp_cache_gc_result *out)
         if (!qp_digest_map_find(&g.refcount, o->hex) && (alone || o->st.st_mtime < cutoff))
             remove_object(&g, o, &total);
     }
-    if (max_bytes > 0 && total > max_bytes && (rc = evict(&g, max_bytes, &total)) != 0)
-        goto done;
+    if (max_bytes > 0 && total > max_bytes)
+        evict(&g, max_bytes, &total);
     if ((rc = qp_cache_tmp_sweep(c, 1, NULL, NULL)) != 0 ||
         (rc = qp_cache_walk(c->files, sweep_memo, &g)) != 0)
         goto done;

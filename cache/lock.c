@@ -4,6 +4,7 @@
  * files themselves are never deleted — unlinking a file another process is
  * about to lock would let two holders lock different inodes. */
 #include "cache/cache_internal.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -37,10 +38,7 @@ int qp_cache_lock_acquire(qp_cache *c, const char *key, qp_cache_lock **out)
             goto done;
         }
     }
-    if (!(l = malloc(sizeof(*l)))) {
-        rc = qp_error_set(QP_ERROR, "out of memory taking lock %s", path);
-        goto done;
-    }
+    l = qp_xmalloc(sizeof(*l));
     l->fd = fd;
     fd = -1;
     *out = l;

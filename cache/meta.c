@@ -3,6 +3,7 @@
  * outside [A-Za-z0-9._-], a leading '.' escaped too), or replaced by
  * "@<sha256>" when the escaped form would be too long for a file name. */
 #include "cache/cache_internal.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -34,9 +35,7 @@ static char *escape_name(const char *name)
         qp_sha256_buf(d, name, n);
         return qp_strfmt("@%s", d);
     }
-    char *out = malloc(n * 3 + 1), *o = out;
-    if (!out)
-        abort();
+    char *out = qp_xmalloc(n * 3 + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)name[i];
         int plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||

@@ -5,6 +5,8 @@
  * sees complete frames.  Readers re-hash everything they decode and remove
  * an object that fails any check, so wrong bytes are never returned. */
 #include "cache/cache_internal.h"
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -65,17 +67,90 @@ static ssize_t read_some(int fd, void *buf, size_t n)
     return (ssize_t)got;
 }
 
+/* One object being decoded and checked. */
+typedef struct {
+    const char *path, *digest;
+    const struct stat *st;          /* of the file opened, for corrupt() */
+    ZSTD_DCtx *dctx;
+    qp_sha256 *h;                   /* of the decoded bytes */
+    unsigned char *obuf;            /* [ZOUT_CHUNK] */
+    const decode_sink *sink;        /* may be NULL: check only */
+    uint64_t expected, total;       /* frame header's size (UINT64_MAX: none), bytes so far */
+    int frame_done;
+} decoder;
+
+/* The first read (got bytes of ibuf): a zstd frame header, whose recorded
+ * size goes to the sink's hint. */
+static int decode_header(decoder *d, const unsigned char *ibuf, size_t got)
+{
+    if (got == 0)
+        return corrupt(d->path, d->st, d->digest, "empty file");
+    unsigned long long fcs = ZSTD_getFrameContentSize(ibuf, got);
+    if (fcs == ZSTD_CONTENTSIZE_ERROR)
+        return corrupt(d->path, d->st, d->digest, "not a zstd frame");
+    if (fcs != ZSTD_CONTENTSIZE_UNKNOWN)
+        d->expected = fcs;
+    if (d->sink && d->sink->hint)
+        d->sink->hint(d->sink->ud, d->expected);
+    return 0;
+}
+
+/* Decompresses got bytes of ibuf, hashing and passing on what comes out. */
+static int decode_input(decoder *d, const unsigned char *ibuf, size_t got)
+{
+    char reason[160];
+    int rc;
+    ZSTD_inBuffer in = {ibuf, got, 0};
+    while (in.pos < in.size) {
+        if (d->frame_done)
+            return corrupt(d->path, d->st, d->digest, "trailing bytes after the zstd frame");
+        ZSTD_outBuffer out = {d->obuf, ZOUT_CHUNK, 0};
+        size_t ret = ZSTD_decompressStream(d->dctx, &out, &in);
+        if (ZSTD_isError(ret)) {
+            snprintf(reason, sizeof(reason), "zstd: %s", ZSTD_getErrorName(ret));
+            return corrupt(d->path, d->st, d->digest, reason);
+        }
+        if (out.pos > 0) {
+            d->total += out.pos;
+            if (d->total > d->expected)
+                return corrupt(d->path, d->st, d->digest, "longer than its frame header says");
+            qp_sha256_update(d->h, d->obuf, out.pos);
+            if (d->sink && (rc = d->sink->write(d->sink->ud, d->obuf, out.pos)) != 0)
+                return rc;
+        }
+        if (ret == 0)
+            d->frame_done = 1;
+    }
+    return 0;
+}
+
+/* At EOF: a whole frame of the recorded size whose bytes hash to the
+ * object's name. */
+static int decode_finish(decoder *d)
+{
+    /* zstd does not consume a frame's last byte before it has flushed all
+     * of its data, so "frame not done" at EOF means the file is short. */
+    if (!d->frame_done)
+        return corrupt(d->path, d->st, d->digest, "truncated");
+    if (d->expected != UINT64_MAX && d->total != d->expected)
+        return corrupt(d->path, d->st, d->digest, "size differs from its frame header");
+    char actual[QP_HEX_LEN];
+    qp_sha256_final_hex(d->h, actual);
+    if (strcmp(actual, d->digest) != 0)
+        return corrupt(d->path, d->st, d->digest, "digest mismatch");
+    return 0;
+}
+
 static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint64_t *out_size)
 {
     int rc = QP_ERROR, fd = -1;
-    char *path = NULL, reason[160];
-    unsigned char *ibuf = NULL, *obuf = NULL;
-    ZSTD_DCtx *dctx = NULL;
-    qp_sha256 *h = NULL;
+    char *path = NULL;
+    unsigned char *ibuf = NULL;
     struct stat st;
+    decoder d = {.digest = digest, .st = &st, .sink = sink, .expected = UINT64_MAX};
     if (!qp_is_hex_digest(digest))
         return bad_digest_arg(digest);
-    path = qp_cache_fanout_path(c->objects, digest);
+    d.path = path = qp_cache_fanout_path(c->objects, digest);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
@@ -88,99 +163,43 @@ static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint
         rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
         goto done;
     }
-    ibuf = malloc(IO_CHUNK);
-    obuf = malloc(ZOUT_CHUNK);
-    dctx = ZSTD_createDCtx();
-    if (!ibuf || !obuf || !dctx) {
-        rc = qp_error_set(QP_ERROR, "out of memory reading cache object %s", digest);
+    ibuf = qp_xmalloc(IO_CHUNK);
+    d.obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(d.dctx = ZSTD_createDCtx())) {
+        rc = qp_error_set(QP_ERROR, "cache object %s: zstd cannot create a decompression context", digest);
         goto done;
     }
-    if ((rc = qp_sha256_new(&h)) != 0)
+    if ((rc = qp_sha256_new(&d.h)) != 0)
         goto done;
-
-    uint64_t expected = UINT64_MAX, total = 0;
-    int first = 1, frame_done = 0;
-    for (;;) {
+    for (int first = 1;; first = 0) {
         ssize_t got = read_some(fd, ibuf, IO_CHUNK);
         if (got < 0) {
             rc = qp_error_errno(QP_ERROR, "%s: cannot read cache object", path);
             goto done;
         }
-        if (first) {
-            first = 0;
-            if (got == 0) {
-                rc = corrupt(path, &st, digest, "empty file");
-                goto done;
-            }
-            unsigned long long fcs = ZSTD_getFrameContentSize(ibuf, (size_t)got);
-            if (fcs == ZSTD_CONTENTSIZE_ERROR) {
-                rc = corrupt(path, &st, digest, "not a zstd frame");
-                goto done;
-            }
-            if (fcs != ZSTD_CONTENTSIZE_UNKNOWN)
-                expected = fcs;
-            if (sink && sink->hint)
-                sink->hint(sink->ud, expected);
-        }
+        if (first && (rc = decode_header(&d, ibuf, (size_t)got)) != 0)
+            goto done;
         if (got == 0)
             break;
-        if (frame_done) {
+        if (d.frame_done) {
             rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
             goto done;
         }
-        ZSTD_inBuffer in = {ibuf, (size_t)got, 0};
-        while (in.pos < in.size) {
-            if (frame_done) {
-                rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
-                goto done;
-            }
-            ZSTD_outBuffer out = {obuf, ZOUT_CHUNK, 0};
-            size_t ret = ZSTD_decompressStream(dctx, &out, &in);
-            if (ZSTD_isError(ret)) {
-                snprintf(reason, sizeof(reason), "zstd: %s", ZSTD_getErrorName(ret));
-                rc = corrupt(path, &st, digest, reason);
-                goto done;
-            }
-            if (out.pos > 0) {
-                total += out.pos;
-                if (total > expected) {
-                    rc = corrupt(path, &st, digest, "longer than its frame header says");
-                    goto done;
-                }
-                qp_sha256_update(h, obuf, out.pos);
-                if (sink && (rc = sink->write(sink->ud, obuf, out.pos)) != 0)
-                    goto done;
-            }
-            if (ret == 0)
-                frame_done = 1;
-        }
+        if ((rc = decode_input(&d, ibuf, (size_t)got)) != 0)
+            goto done;
     }
-    /* zstd does not consume a frame's last byte before it has flushed all
-     * of its data, so "frame not done" at EOF means the file is short. */
-    if (!frame_done) {
-        rc = corrupt(path, &st, digest, "truncated");
+    if ((rc = decode_finish(&d)) != 0)
         goto done;
-    }
-    if (expected != UINT64_MAX && total != expected) {
-        rc = corrupt(path, &st, digest, "size differs from its frame header");
-        goto done;
-    }
-    char actual[QP_HEX_LEN];
-    qp_sha256_final_hex(h, actual);
-    if (strcmp(actual, digest) != 0) {
-        rc = corrupt(path, &st, digest, "digest mismatch");
-        goto done;
-    }
     if (out_size)
-        *out_size = total;
+        *out_size = d.total;
     rc = 0;
 done:
     if (fd >= 0)
         close(fd);
-    qp_sha256_free(h);
-    ZSTD_freeDCtx(dctx);
+    qp_sha256_free(d.h);
+    ZSTD_freeDCtx(d.dctx);
     free(ibuf);
-    free(obuf);
+    free(d.obuf);
     free(path);
     return rc;
 }
@@ -192,55 +211,30 @@ int qp_cache_object_check(qp_cache *c, const char *digest, uint64_t *out_size)
 
 /* ---- get into memory ---- */
 
-typedef struct {
-    unsigned char *buf;
-    size_t len, cap;
-    int oom;
-} mem_sink;
-
 static void mem_hint(void *ud, uint64_t expected)
 {
-    mem_sink *m = ud;
     /* The header is not trusted yet (a flipped bit could claim petabytes):
      * preallocate it only when plausible, otherwise grow as bytes arrive. */
-    size_t want = expected <= ((uint64_t)1 << 30) ? (size_t)expected : ((size_t)1 << 20);
-    m->buf = malloc(want + 1);
-    m->cap = m->buf ? want : 0;
+    qp_buf_reserve(ud, expected <= ((uint64_t)1 << 30) ? (size_t)expected : ((size_t)1 << 20));
 }
 
 static int mem_write(void *ud, const void *p, size_t n)
 {
-    mem_sink *m = ud;
-    if (m->len + n > m->cap) {
-        size_t cap = m->cap ? m->cap : 4096;
-        while (cap < m->len + n)
-            cap *= 2;
-        unsigned char *nb = realloc(m->buf, cap + 1);
-        if (!nb)
-            return qp_error_set(QP_ERROR, "out of memory reading a cache object (%zu bytes)", cap);
-        m->buf = nb;
-        m->cap = cap;
-    }
-    memcpy(m->buf + m->len, p, n);
-    m->len += n;
+    qp_buf_append(ud, p, n);
     return 0;
 }
 
 int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len)
 {
-    mem_sink m = {0};
+    qp_buf m = QP_BUF_INIT;
     decode_sink s = {mem_hint, mem_write, &m};
     int rc = decode(c, digest, &s, NULL);
     if (rc != 0) {
-        free(m.buf);
+        qp_buf_free(&m);
         return rc;
     }
-    if (!m.buf && !(m.buf = malloc(1)))
-        return qp_error_set(QP_ERROR, "out of memory");
-    m.buf[m.len] = '\0';  /* convenience for text objects; not counted */
-    *out = m.buf;
-    if (out_len)
-        *out_len = m.len;
+    /* NUL-terminated: a convenience for text objects, not counted */
+    *out = qp_buf_detach(&m, out_len);
     return 0;
 }
 
@@ -276,12 +270,7 @@ int qp_cache_get_to_file(qp_cache *c, const char *digest, const char *path)
     fd = -1;
     tmp = NULL;
 done:
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(fd, tmp);
     free(dir);
     return rc;
 }
@@ -293,7 +282,8 @@ int qp_cache_object_header_size(const char *path, uint64_t *out)
     unsigned char hdr[FRAME_HEADER_MAX];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? QP_ENOTFOUND : qp_error_errno(QP_ERROR, "%s: cannot open", path);
+        return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open cache object",
+                              path);
     ssize_t got = read_some(fd, hdr, sizeof(hdr));
     close(fd);
     if (got < 0)
@@ -390,16 +380,12 @@ static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
     int rc;
     char *path = qp_cache_fanout_path(c->objects, digest);
     if (touch_existing(path)) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
+        qp_tmp_discard(fd, tmp);
         rc = 0;
         goto done;
     }
     if ((rc = qp_cache_fanout_mkdir(c->objects, digest)) != 0) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
+        qp_tmp_discard(fd, tmp);
         goto done;
     }
     fchmod(fd, 0444);  /* objects are immutable */
@@ -422,10 +408,9 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
         rc = 0;
         goto done;
     }
-    obuf = malloc(ZOUT_CHUNK);
-    cctx = new_cctx(n);
-    if (!obuf || !cctx) {
-        rc = qp_error_set(QP_ERROR, "out of memory storing a %zu-byte object", n);
+    obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(cctx = new_cctx(n))) {
+        rc = qp_error_set(QP_ERROR, "cache object: zstd cannot create a compression context");
         goto done;
     }
     if ((rc = qp_cache_tmp_open(c, "obj", &tmp, &fd)) != 0)
@@ -439,12 +424,7 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
     if (rc == 0)
         memcpy(digest, hex, QP_HEX_LEN);
 done:
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(fd, tmp);
     ZSTD_freeCCtx(cctx);
     free(obuf);
     free(path);
@@ -482,11 +462,10 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
             goto done;
         }
     }
-    ibuf = malloc(IO_CHUNK);
-    obuf = malloc(ZOUT_CHUNK);
-    cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX);
-    if (!ibuf || !obuf || !cctx) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory storing it in the cache", path);
+    ibuf = qp_xmalloc(IO_CHUNK);
+    obuf = qp_xmalloc(ZOUT_CHUNK);
+    if (!(cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX))) {
+        rc = qp_error_set(QP_ERROR, "%s: zstd cannot create a compression context", path);
         goto done;
     }
     if ((rc = qp_sha256_new(&h)) != 0 || (rc = qp_cache_tmp_open(c, "obj", &tmp, &tfd)) != 0)
@@ -520,12 +499,7 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
 done:
     if (fd >= 0)
         close(fd);
-    if (tfd >= 0)
-        close(tfd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(tfd, tmp);
     qp_sha256_free(h);
     ZSTD_freeCCtx(cctx);
     free(ibuf);

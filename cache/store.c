@@ -1,6 +1,7 @@
 /* Opening the cache, its directory layout and the write/rename helpers that
  * every other part of the store goes through. */
 #include "cache/cache_internal.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -18,9 +19,7 @@ int qp_cache_open(qp_cache **out, const char *dir)
 {
     int rc = QP_ERROR;
     char *lock_path = NULL;
-    qp_cache *c = calloc(1, sizeof(*c));
-    if (!c)
-        return qp_error_set(QP_ERROR, "%s: out of memory opening the cache", dir);
+    qp_cache *c = qp_xcalloc(1, sizeof(*c));
     c->store_lock_fd = -1;
     c->dir = qp_strdup(dir);
     c->objects = qp_path_join(dir, "objects");
@@ -156,10 +155,7 @@ int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *o
         *out_existed = existed;
     rc = 0;
 done:
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(-1, tmp);
     free(dir);
     return rc;
 }

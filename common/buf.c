@@ -15,9 +15,11 @@ void qp_buf_reserve(qp_buf *b, size_t extra)
     const size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+    /* double, or take exactly what is asked when that is more: a buffer
+     * reserved once for a known size is not rounded up to twice it */
+    size_t cap = b->cap == 0 ? 64 : b->cap > SIZE_MAX / 2 ? need : 2 * b->cap;
+    if (cap < need)
+        cap = need;
     b->data = qp_xrealloc(b->data, cap);
     b->cap = cap;
 }

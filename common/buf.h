@@ -4,7 +4,8 @@
  * A small value type: `qp_buf b = QP_BUF_INIT;` … `qp_buf_free(&b);`.
  * The bytes are always followed by a NUL (not counted in len), so text can
  * be read with qp_buf_cstr().  Growth doubles the capacity (amortised O(1)
- * appends); running out of memory follows common/alloc.h. */
+ * appends) unless more is asked for, then it is exactly that; running out of
+ * memory follows common/alloc.h. */
 #ifndef QP_COMMON_BUF_H
 #define QP_COMMON_BUF_H
 

@@ -1,4 +1,5 @@
 #include "common/fsutil.h"
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <dirent.h>
@@ -8,20 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 char *qp_strdup(const char *s)
 {
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    return d;
+    return s ? qp_xstrdup(s) : NULL;
 }
 
 char *qp_strfmt(const char *fmt, ...)
@@ -31,9 +26,7 @@ char *qp_strfmt(const char *fmt, ...)
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    if (!s)
-        abort();
+    char *s = qp_xmalloc((size_t)n + 1);
     vsnprintf(s, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
     return s;
@@ -102,37 +95,78 @@ int qp_write_all(int fd, const void *data, size_t n)
     return 0;
 }
 
-int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir)
+int qp_tmp_publish(int fd, char *tmp, const char *path, mode_t mode)
 {
-    int rc = QP_ERROR, fd = -1;
-    char *tmp = NULL;
-    char *dir = qp_path_dirname(path);
-    if ((rc = qp_mkstemp_in(tmp_dir ? tmp_dir : dir, ".tmp", &tmp, &fd)) != 0)
-        goto done;
-    rc = QP_ERROR;
-    if (qp_write_all(fd, data, n) != 0 || fsync(fd) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
-        goto done;
-    }
-    fchmod(fd, 0644);
-    close(fd);
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot rename into place", path);
-        goto done;
+    int rc = 0;
+    if (fsync(fd) != 0)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+    else
+        fchmod(fd, mode);
+    if (close(fd) != 0 && rc == 0)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot rename into place", path);
+    if (rc != 0) {
+        qp_tmp_discard(-1, tmp);
+        return rc;
     }
     free(tmp);
-    tmp = NULL;
+    char *dir = qp_path_dirname(path);
     qp_fsync_dir(dir);
-    rc = 0;
-done:
+    free(dir);
+    return 0;
+}
+
+void qp_tmp_discard(int fd, char *tmp)
+{
     if (fd >= 0)
         close(fd);
     if (tmp) {
         unlink(tmp);
         free(tmp);
     }
+}
+
+int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir)
+{
+    int rc, fd = -1;
+    char *tmp = NULL;
+    char *dir = tmp_dir ? NULL : qp_path_dirname(path);
+    rc = qp_mkstemp_in(tmp_dir ? tmp_dir : dir, ".tmp", &tmp, &fd);
     free(dir);
+    if (rc != 0)
+        return rc;
+    if (qp_write_all(fd, data, n) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        qp_tmp_discard(fd, tmp);
+        return rc;
+    }
+    return qp_tmp_publish(fd, tmp, path, 0644);
+}
+
+int qp_map_file(const char *path, unsigned char **map, size_t *size)
+{
+    int rc = 0;
+    struct stat st;
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
+    if (fstat(fd, &st) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = qp_error_set(QP_ERROR, "%s: not a regular file", path);
+    } else if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot mmap %zu bytes", path, (size_t)st.st_size);
+        } else {
+            *map = p;
+            *size = (size_t)st.st_size;
+        }
+    }
+    close(fd);
     return rc;
 }
 
@@ -153,20 +187,11 @@ int qp_read_file(const char *path, char **out, size_t *out_len)
         goto done;
     }
     size_t cap = (size_t)st.st_size, len = 0;
-    buf = malloc(cap + 1);
-    if (!buf) {
-        qp_error_set(QP_ERROR, "%s: out of memory reading %zu bytes", path, cap);
-        goto done;
-    }
+    buf = qp_xmalloc(cap + 1);
     for (;;) {
         if (len == cap) {
             /* the file grew (or is a pipe): keep reading */
-            char *nb = realloc(buf, cap * 2 + 4096 + 1);
-            if (!nb) {
-                qp_error_set(QP_ERROR, "%s: out of memory", path);
-                goto done;
-            }
-            buf = nb;
+            buf = qp_xrealloc(buf, cap * 2 + 4096 + 1);
             cap = cap * 2 + 4096;
         }
         ssize_t r = read(fd, buf + len, cap - len);
@@ -241,12 +266,7 @@ char *qp_path_dirname(const char *path)
         return qp_strdup(".");
     if (slash == path)
         return qp_strdup("/");
-    char *d = malloc((size_t)(slash - path) + 1);
-    if (!d)
-        abort();
-    memcpy(d, path, (size_t)(slash - path));
-    d[slash - path] = '\0';
-    return d;
+    return qp_xstrndup(path, (size_t)(slash - path));
 }
 
 int qp_path_exists(const char *path)

@@ -14,12 +14,27 @@ int qp_mkdir_p(const char *path, mode_t mode);
  * either the old file or the new one, never a partial one. */
 int qp_write_file_atomic(const char *path, const void *data, size_t n, const char *tmp_dir);
 
+/* Maps a regular file whole, read-only and private: *map (NULL for an
+ * empty file; munmap(*map, *size) when not) and *size.  QP_ENOTFOUND when
+ * it does not exist; messages name path. */
+int qp_map_file(const char *path, unsigned char **map, size_t *size);
+
 /* Reads a whole file into a NUL-terminated malloc'ed buffer. */
 int qp_read_file(const char *path, char **out, size_t *out_len);
 
 /* Makes a unique temp file (O_EXCL) in dir with the given prefix; returns
  * the fd and writes the path (malloc'ed) to *out_path. */
 int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out_fd);
+
+/* Publishes a finished temp file (from qp_mkstemp_in, on path's
+ * filesystem): fsync, chmod to mode, close, rename over path, fsync of
+ * path's directory.  Takes fd and tmp either way: tmp is freed, and
+ * unlinked when anything fails (error names the file). */
+int qp_tmp_publish(int fd, char *tmp, const char *path, mode_t mode);
+
+/* Gives up a temp file: closes fd (when >= 0), unlinks and frees tmp (when
+ * not NULL).  For cleanup paths; never fails. */
+void qp_tmp_discard(int fd, char *tmp);
 
 /* write(2) until all n bytes are out (EINTR retried); -1 with errno set. */
 int qp_write_all(int fd, const void *data, size_t n);
@@ -44,7 +59,8 @@ char *qp_path_dirname(const char *path);
 int qp_path_exists(const char *path);
 int qp_is_dir(const char *path);
 
-/* printf into a malloc'ed string (aborts on OOM: only for small strings). */
+/* printf into a malloc'ed string.  Both follow common/alloc.h (never NULL
+ * from an allocation); qp_strdup(NULL) is NULL. */
 char *qp_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *qp_strdup(const char *s);
 

@@ -1,6 +1,7 @@
 /* qp_sgemm / qp_dgemm: the reference, the blocked driver over the
  * micro-kernels, and the choice between them (common/gemm.h). */
 #include "common/gemm.h"
+#include "common/alloc.h"
 #include "common/gemm_kernels.h"
 
 #include <math.h>
@@ -130,8 +131,8 @@ static void ws_free(void *p)
 
 static void ws_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 0; }
 
-/* NULL when out of memory: the caller then runs the reference, which gives
- * the same bits. */
+/* NULL when the thread-local key cannot be set up: the caller then runs the
+ * reference, which gives the same bits. */
 static unsigned char *workspace(void)
 {
     pthread_once(&g_path_once, init_path);   /* g_t8 */
@@ -140,9 +141,7 @@ static unsigned char *workspace(void)
     pthread_once(&ws_once, ws_init);
     if (!ws_key_ok)
         return NULL;
-    unsigned char *w = aligned_alloc(64, WS_A_BYTES + WS_B_BYTES);
-    if (!w)
-        return NULL;
+    unsigned char *w = qp_xaligned_alloc(64, WS_A_BYTES + WS_B_BYTES);
     if (pthread_setspecific(ws_key, w) != 0) {
         free(w);
         return NULL;

@@ -1,4 +1,5 @@
 #include "common/hash.h"
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <errno.h>
@@ -16,8 +17,8 @@ struct qp_sha256 {
 
 int qp_sha256_new(qp_sha256 **out)
 {
-    qp_sha256 *h = calloc(1, sizeof(*h));
-    if (!h || !(h->ctx = EVP_MD_CTX_new())) {
+    qp_sha256 *h = qp_xcalloc(1, sizeof(*h));
+    if (!(h->ctx = EVP_MD_CTX_new())) {   /* OpenSSL's own allocation */
         free(h);
         return qp_error_set(QP_ERROR, "out of memory creating a SHA-256 context");
     }

@@ -1,4 +1,5 @@
 #include "model/eval.h"
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <math.h>
@@ -15,9 +16,7 @@ struct qp_eval_acc {
 
 int qp_eval_acc_new(qp_eval_acc **out, int with_reference)
 {
-    qp_eval_acc *a = calloc(1, sizeof(*a));
-    if (!a)
-        return qp_error_set(QP_ERROR, "out of memory");
+    qp_eval_acc *a = qp_xcalloc(1, sizeof(*a));
     a->with_ref = with_reference;
     *out = a;
     return 0;
@@ -61,12 +60,8 @@ static int score_window(qp_eval_acc *a, const float *logits, const float *ref_lo
                         size_t n, size_t first, size_t vocab, double *lp, double *lq)
 {
     if (a->with_ref && a->n_kld + n > a->cap_kld) {
-        size_t cap = (a->cap_kld + n) * 2;
-        double *k = realloc(a->kld, cap * sizeof(*k));
-        if (!k)
-            return qp_error_set(QP_ERROR, "out of memory keeping per-token KL divergences");
-        a->kld = k;
-        a->cap_kld = cap;
+        a->cap_kld = (a->cap_kld + n) * 2;
+        a->kld = qp_xrealloc_array(a->kld, a->cap_kld, sizeof(*a->kld));
     }
     for (size_t t = first; t < n; t++) {
         const float *row = logits + (t - 1) * vocab;
@@ -113,15 +108,11 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         n_windows--;  /* a trailing 1-token window scores nothing */
     if (max_chunks && a->windows + n_windows > max_chunks)
         n_windows = max_chunks > a->windows ? max_chunks - a->windows : 0;
-    float *logits = malloc(ctx * vocab * sizeof(float));
-    float *ref_logits = ref ? malloc(ctx * vocab * sizeof(float)) : NULL;
-    double *lp = malloc(vocab * sizeof(double)), *lq = malloc(vocab * sizeof(double));
-    int32_t *chunk = malloc(ctx * sizeof(int32_t));
+    float *logits = qp_xmalloc(ctx * vocab * sizeof(float));
+    float *ref_logits = ref ? qp_xmalloc(ctx * vocab * sizeof(float)) : NULL;
+    double *lp = qp_xmalloc(vocab * sizeof(double)), *lq = qp_xmalloc(vocab * sizeof(double));
+    int32_t *chunk = qp_xmalloc(ctx * sizeof(int32_t));
     int rc = 0;
-    if (!logits || !lp || !lq || !chunk || (ref && !ref_logits)) {
-        rc = qp_error_set(QP_ERROR, "out of memory for evaluation buffers (ctx %zu, vocab %zu)", ctx, vocab);
-        goto done;
-    }
     uint64_t total_tokens = 0, done_tokens = 0;
     for (size_t w = 0; w < n_windows; w++)
         total_tokens += n - w * ctx < ctx ? n - w * ctx : ctx;
@@ -190,9 +181,7 @@ int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out)
     out->kld_mean = a->kld_sum / n;
     out->top1 = (double)a->top1_same / n;
     out->rms_dp = sqrt(a->dp_sq_sum / n);
-    double *sorted = malloc(a->n_kld * sizeof(double));
-    if (!sorted)
-        return qp_error_set(QP_ERROR, "out of memory sorting KL divergences");
+    double *sorted = qp_xmalloc(a->n_kld * sizeof(double));
     memcpy(sorted, a->kld, a->n_kld * sizeof(double));
     qsort(sorted, a->n_kld, sizeof(double), cmp_double);
     out->kld_p99 = percentile(sorted, a->n_kld, 0.99);
@@ -206,13 +195,11 @@ static int score_ending(qp_llama *m, const qp_tokenizer *tok, const char *ctx, s
                         const char *ending, double *out_lp)
 {
     size_t lc = strlen(ctx), le = strlen(ending);
-    char *text = malloc(lc + le + 1);
+    char *text = qp_xmalloc(lc + le + 1);
     int *ids = NULL;
     size_t n = 0;
     float *logits = NULL;
     int rc;
-    if (!text)
-        return qp_error_set(QP_ERROR, "out of memory");
     memcpy(text, ctx, lc);
     memcpy(text + lc, ending, le + 1);
     if ((rc = qp_tokenizer_encode(tok, text, lc + le, QP_TOK_ADD_BOS, &ids, &n)) != 0)
@@ -234,11 +221,7 @@ static int score_ending(qp_llama *m, const qp_tokenizer *tok, const char *ctx, s
         *out_lp = 0;  /* the ending added no tokens of its own */
         goto done;
     }
-    logits = malloc(n * (size_t)hp->vocab * sizeof(float));
-    if (!logits) {
-        rc = qp_error_set(QP_ERROR, "out of memory");
-        goto done;
-    }
+    logits = qp_xmalloc(n * (size_t)hp->vocab * sizeof(float));
     if ((rc = qp_llama_forward(m, (const int32_t *)ids, n, logits)) != 0)
         goto done;
     double s = 0;

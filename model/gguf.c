@@ -1,17 +1,14 @@
 /* GGUF reader: mmap, parse and validate every field before anything uses it. */
 #include "model/gguf_internal.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Values are read with memcpy in host order. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the GGUF reader assumes a little-endian host");
@@ -33,9 +30,7 @@ static const char *arena_copy(qp_gguf *g, const unsigned char *s, uint64_t n)
     qp_gguf_chunk *c = g->arena;
     if (!c || c->cap - c->used < n + 1) {
         size_t cap = n + 1 > (1u << 20) ? (size_t)n + 1 : (1u << 20);
-        c = malloc(sizeof(*c) + cap);
-        if (!c)
-            return NULL;
+        c = qp_xmalloc(sizeof(*c) + cap);
         c->used = 0;
         c->cap = cap;
         c->next = g->arena;
@@ -69,8 +64,8 @@ static int rd(reader *r, void *out, size_t n)
     return 0;
 }
 
-/* -1: the length field itself is cut off; -2: the bytes run past EOF;
- * -3: out of memory.  r->pos is left at the string on failure. */
+/* -1: the length field itself is cut off; -2: the bytes run past EOF.
+ * r->pos is left at the string on failure. */
 static int read_str(reader *r, const char **s, uint64_t *len)
 {
     uint64_t at = r->pos, n;
@@ -82,8 +77,6 @@ static int read_str(reader *r, const char **s, uint64_t *len)
         return -2;
     }
     *s = arena_copy(r->g, r->g->map + r->pos, n);
-    if (!*s)
-        return -3;
     *len = n;
     r->pos += n;
     return 0;
@@ -114,8 +107,6 @@ static int parse_value(reader *r, qp_gguf_value *v, uint32_t type, int depth)
             return qp_error_set(QP_EFORMAT, "%s: key '%s': string length %" PRIu64 " at offset %" PRIu64
                                 " runs past the end of the file (%zu bytes)", g->path, r->key, r->str_len, at,
                                 g->size);
-        if (s == -3)
-            return qp_error_set(QP_ERROR, "%s: key '%s': out of memory", g->path, r->key);
         return 0;
     }
     if (type == QP_GGUF_ARRAY) {
@@ -143,10 +134,7 @@ static int parse_value(reader *r, qp_gguf_value *v, uint32_t type, int depth)
             r->pos += count * min;
             return et == QP_GGUF_BOOL ? bool_check(r, v->raw, count, r->pos - count) : 0;
         }
-        v->items = calloc(count ? count : 1, sizeof(*v->items));
-        if (!v->items)
-            return qp_error_set(QP_ERROR, "%s: key '%s': out of memory for %" PRIu64 " elements", g->path, r->key,
-                                count);
+        v->items = qp_xcalloc(count ? count : 1, sizeof(*v->items));
         for (uint64_t i = 0; i < count; i++) {
             int rc = parse_value(r, &v->items[i], et, depth + 1);
             if (rc != 0)
@@ -210,8 +198,6 @@ static int parse_kvs(qp_gguf *g, reader *r)
         if (s == -2)
             return qp_error_set(QP_EFORMAT, "%s: offset %" PRIu64 ": key length %" PRIu64
                                 " runs past the end of the file (%zu bytes)", g->path, at, r->str_len, g->size);
-        if (s == -3)
-            return qp_error_set(QP_ERROR, "%s: out of memory", g->path);
         if (strlen(key) != klen || klen == 0)
             return qp_error_set(QP_EFORMAT, "%s: offset %" PRIu64 ": key is empty or contains a NUL byte", g->path, at);
         g->keys[i] = (char *)key;
@@ -254,8 +240,6 @@ static int parse_tensor_info(qp_gguf *g, reader *r, qp_gguf_tensor *t)
     if (s == -2)
         return qp_error_set(QP_EFORMAT, "%s: offset %" PRIu64 ": tensor name length %" PRIu64
                             " runs past the end of the file (%zu bytes)", g->path, at, r->str_len, g->size);
-    if (s == -3)
-        return qp_error_set(QP_ERROR, "%s: out of memory", g->path);
     if (strlen(t->name) != len)
         return qp_error_set(QP_EFORMAT, "%s: offset %" PRIu64 ": tensor name contains a NUL byte", g->path, at);
     if (rd(r, &nd, 4) != 0)
@@ -338,9 +322,7 @@ static int parse_tensors(qp_gguf *g, reader *r)
                                 t->offset, t->nbytes, data_size);
         t->data = t->nbytes ? g->map + g->data_off + t->offset : NULL;
     }
-    size_t *by_off = malloc((g->n_t ? g->n_t : 1) * sizeof(*by_off));
-    if (!by_off)
-        return qp_error_set(QP_ERROR, "%s: out of memory", g->path);
+    size_t *by_off = qp_xmalloc((g->n_t ? g->n_t : 1) * sizeof(*by_off));
     sort_idx(g, by_off, g->n_t, cmp_tensor_off_idx);
     int rc = 0;
     for (size_t i = 1; i < g->n_t; i++) {
@@ -391,13 +373,11 @@ static int parse_header(qp_gguf *g)
                             g->path, nkv, g->size);
     g->n_kv = (size_t)nkv;
     g->n_t = (size_t)nt;
-    g->keys = calloc(g->n_kv + 1, sizeof(*g->keys));
-    g->vals = calloc(g->n_kv + 1, sizeof(*g->vals));
-    g->kv_sorted = calloc(g->n_kv + 1, sizeof(*g->kv_sorted));
-    g->tensors = calloc(g->n_t + 1, sizeof(*g->tensors));
-    g->t_sorted = calloc(g->n_t + 1, sizeof(*g->t_sorted));
-    if (!g->keys || !g->vals || !g->kv_sorted || !g->tensors || !g->t_sorted)
-        return qp_error_set(QP_ERROR, "%s: out of memory", g->path);
+    g->keys = qp_xcalloc(g->n_kv + 1, sizeof(*g->keys));
+    g->vals = qp_xcalloc(g->n_kv + 1, sizeof(*g->vals));
+    g->kv_sorted = qp_xcalloc(g->n_kv + 1, sizeof(*g->kv_sorted));
+    g->tensors = qp_xcalloc(g->n_t + 1, sizeof(*g->tensors));
+    g->t_sorted = qp_xcalloc(g->n_t + 1, sizeof(*g->t_sorted));
     int rc = parse_kvs(g, &r);
     if (rc == 0)
         rc = parse_tensors(g, &r);
@@ -406,40 +386,18 @@ static int parse_header(qp_gguf *g)
 
 int qp_gguf_open(qp_gguf **out, const char *path)
 {
-    int rc = QP_ERROR, fd = -1;
-    struct stat sb;
-    qp_gguf *g = calloc(1, sizeof(*g));
+    qp_gguf *g = qp_xcalloc(1, sizeof(*g));
     *out = NULL;
-    if (!g)
-        return qp_error_set(QP_ERROR, "%s: out of memory", path);
     g->path = qp_strdup(path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
-        goto done;
+    int rc = qp_map_file(path, &g->map, &g->size);
+    if (rc == 0)
+        rc = parse_header(g);
+    if (rc != 0) {
+        qp_gguf_free(g);
+        return rc;
     }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        rc = qp_error_set(QP_ERROR, "%s: not a regular file", path);
-        goto done;
-    }
-    g->size = (size_t)sb.st_size;
-    if (g->size > 0) {
-        g->map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (g->map == MAP_FAILED) {
-            g->map = NULL;
-            rc = qp_error_errno(QP_ERROR, "%s: cannot mmap %zu bytes", path, g->size);
-            goto done;
-        }
-    }
-    if ((rc = parse_header(g)) != 0)
-        goto done;
     *out = g;
-    g = NULL;
-done:
-    if (fd >= 0)
-        close(fd);
-    qp_gguf_free(g);
-    return rc;
+    return 0;
 }
 
 static void free_value(qp_gguf_value *v)

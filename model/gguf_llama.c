@@ -3,8 +3,10 @@
  * order convert_hf_to_gguf.py (c392e50) writes them. */
 #include "model/gguf_llama.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/hf_names.h"
 #include "model/tokenizer.h"
 
 #include <stdio.h>
@@ -13,39 +15,40 @@
 
 /* ---- names ---- */
 
+/* A layer's tensors in convert_hf_to_gguf's order (qp_gguf_llama_tensors
+ * lists their shapes in the same order). */
 static const struct {
     const char *hf, *gguf;
 } layer_names[] = {
-    { "input_layernorm.weight", "attn_norm.weight" },
-    { "self_attn.q_proj.weight", "attn_q.weight" },
-    { "self_attn.k_proj.weight", "attn_k.weight" },
-    { "self_attn.v_proj.weight", "attn_v.weight" },
-    { "self_attn.o_proj.weight", "attn_output.weight" },
-    { "post_attention_layernorm.weight", "ffn_norm.weight" },
-    { "mlp.gate_proj.weight", "ffn_gate.weight" },
-    { "mlp.up_proj.weight", "ffn_up.weight" },
-    { "mlp.down_proj.weight", "ffn_down.weight" },
+    { QP_HF_ATTN_NORM ".weight", "attn_norm.weight" },
+    { QP_HF_Q_PROJ ".weight", "attn_q.weight" },
+    { QP_HF_K_PROJ ".weight", "attn_k.weight" },
+    { QP_HF_V_PROJ ".weight", "attn_v.weight" },
+    { QP_HF_O_PROJ ".weight", "attn_output.weight" },
+    { QP_HF_FFN_NORM ".weight", "ffn_norm.weight" },
+    { QP_HF_GATE_PROJ ".weight", "ffn_gate.weight" },
+    { QP_HF_UP_PROJ ".weight", "ffn_up.weight" },
+    { QP_HF_DOWN_PROJ ".weight", "ffn_down.weight" },
 };
 #define N_LAYER_NAMES (sizeof(layer_names) / sizeof(layer_names[0]))
 
 int qp_gguf_llama_name(char *out, size_t cap, const char *hf)
 {
-    int layer, pos = 0;
-    const char *g = NULL;
-    if (strcmp(hf, "model.embed_tokens.weight") == 0)
+    const char *g = NULL, *rest;
+    if (strcmp(hf, QP_HF_EMBED) == 0)
         g = "token_embd.weight";
-    else if (strcmp(hf, "model.norm.weight") == 0)
+    else if (strcmp(hf, QP_HF_FINAL_NORM) == 0)
         g = "output_norm.weight";
-    else if (strcmp(hf, "lm_head.weight") == 0)
+    else if (strcmp(hf, QP_HF_LM_HEAD) == 0)
         g = "output.weight";
     if (g) {
         snprintf(out, cap, "%s", g);
         return 0;
     }
-    if (sscanf(hf, "model.layers.%d.%n", &layer, &pos) == 1 && pos > 0 && layer >= 0 &&
-        hf[strlen("model.layers.")] != '-' && hf[strlen("model.layers.")] != '+') {
+    int layer = qp_hf_layer_of(hf, &rest);
+    if (layer >= 0) {
         for (size_t i = 0; i < N_LAYER_NAMES; i++)
-            if (strcmp(hf + pos, layer_names[i].hf) == 0) {
+            if (strcmp(rest, layer_names[i].hf) == 0) {
                 snprintf(out, cap, "blk.%d.%s", layer, layer_names[i].gguf);
                 return 0;
             }
@@ -116,23 +119,16 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
     const uint64_t D = (uint64_t)cfg->hidden, V = (uint64_t)cfg->vocab, F = (uint64_t)cfg->intermediate;
     const uint64_t QD = (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim;
     const uint64_t KVD = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim;
-    size_t cap = 3 + 9 * (size_t)cfg->n_layers, k = 0;
-    qp_gguf_llama_tensor *t = calloc(cap, sizeof(*t));
-    if (!t)
-        return qp_error_set(QP_ERROR, "GGUF export: out of memory");
+    size_t cap = 3 + N_LAYER_NAMES * (size_t)cfg->n_layers, k = 0;
+    qp_gguf_llama_tensor *t = qp_xcalloc(cap, sizeof(*t));
     char hf[96];
     /* shapes in ggml order [in, out] */
-    set_tensor(&t[k++], "model.embed_tokens.weight", 2, D, V, 0);   /* [V, D] */
-    set_tensor(&t[k++], "model.norm.weight", 1, D, 1, 0);           /* [D] */
+    set_tensor(&t[k++], QP_HF_EMBED, 2, D, V, 0);        /* [V, D] */
+    set_tensor(&t[k++], QP_HF_FINAL_NORM, 1, D, 1, 0);   /* [D] */
     if (!cfg->tied_embeddings)
-        set_tensor(&t[k++], "lm_head.weight", 2, D, V, 0);          /* [V, D] */
+        set_tensor(&t[k++], QP_HF_LM_HEAD, 2, D, V, 0);  /* [V, D] */
     for (int l = 0; l < cfg->n_layers; l++) {
-        static const char *const suffix[9] = {
-            "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-            "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-            "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-        };
-        const uint64_t ne[9][3] = {
+        const uint64_t ne[N_LAYER_NAMES][3] = {   /* n_dims, ne0, ne1 of layer_names[j] */
             { 1, D, 1 },                          /* input_layernorm [D] */
             { 2, D, QD },                         /* q_proj [H·hd, D] */
             { 2, D, KVD },                        /* k_proj [KV·hd, D] */
@@ -143,8 +139,8 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
             { 2, D, F },                          /* up_proj [F, D] */
             { 2, F, D },                          /* down_proj [D, F] */
         };
-        for (int j = 0; j < 9; j++) {
-            snprintf(hf, sizeof(hf), "model.layers.%d.%s", l, suffix[j]);
+        for (int j = 0; j < (int)N_LAYER_NAMES; j++) {
+            qp_hf_layer_name(hf, sizeof(hf), l, layer_names[j].hf);
             int heads = j == 1 ? cfg->n_heads : j == 2 ? cfg->n_kv_heads : 0;
             set_tensor(&t[k++], hf, (int)ne[j][0], ne[j][1], ne[j][2], heads);
         }
@@ -254,13 +250,9 @@ static int build_vocab(vocab *v, const char *path, int n_vocab, const qp_gguf_ll
         goto done;
     }
     v->n = (size_t)n_vocab;
-    v->tokens = calloc(v->n, sizeof(*v->tokens));
-    v->scores = malloc(v->n * sizeof(*v->scores));
-    v->types = malloc(v->n * sizeof(*v->types));
-    if (!v->tokens || !v->scores || !v->types) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    v->tokens = qp_xcalloc(v->n, sizeof(*v->tokens));
+    v->scores = qp_xmalloc(v->n * sizeof(*v->scores));
+    v->types = qp_xmalloc(v->n * sizeof(*v->types));
     for (size_t i = 0; i < v->n; i++) {
         if (i < n_spm) {
             v->tokens[i] = qp_strdup(qp_tokenizer_piece(tok, (int)i));
@@ -342,10 +334,7 @@ static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
         return x->src->tensor_data(x->src->ud, &et->t, et->type, dst, nbytes);
     /* q/k: rows arrive in HF order, are stored in GGUF's */
     if (nbytes > x->scratch_cap) {
-        void *p = realloc(x->scratch, nbytes);
-        if (!p)
-            return qp_error_set(QP_ERROR, "tensor '%s': out of memory", name);
-        x->scratch = p;
+        x->scratch = qp_xrealloc(x->scratch, nbytes);
         x->scratch_cap = nbytes;
     }
     memset(x->scratch, 0, nbytes);
@@ -438,13 +427,8 @@ int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_ll
         goto done;
     if ((rc = qp_gguf_writer_new(&w, path)) != 0)
         goto done;
-    x = calloc(1, sizeof(*x));
-    if (!x || !(x->tensors = calloc(n, sizeof(*x->tensors)))) {
-        free(x);
-        x = NULL;
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    x = qp_xcalloc(1, sizeof(*x));
+    x->tensors = qp_xcalloc(n, sizeof(*x->tensors));
     x->src = src;
     x->n = n;
     qp_gguf_writer_on_free(w, export_free, x);

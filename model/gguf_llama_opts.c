@@ -4,6 +4,7 @@
  * size label. */
 #include "model/gguf_llama.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -169,16 +170,122 @@ static int load_json(json_t **out, const char *dir, const char *file)
     return rc;
 }
 
-static int add_token(qp_gguf_added_token **arr, size_t *n, int id, const char *content, int special)
+static void add_token(qp_gguf_added_token **arr, size_t *n, int id, const char *content, int special)
 {
-    qp_gguf_added_token *p = realloc(*arr, (*n + 1) * sizeof(*p));
-    if (!p)
-        return qp_error_set(QP_ERROR, "out of memory");
-    *arr = p;
+    qp_gguf_added_token *p = *arr = qp_xrealloc_array(*arr, *n + 1, sizeof(*p));
     p[*n].id = id;
     p[*n].content = qp_strdup(content);
     p[*n].special = special;
     (*n)++;
+}
+
+/* general.name: the directory name, title-cased */
+static void name_from_dir(qp_gguf_llama_opts *o, const char *dir)
+{
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    const char *b = dir + len;
+    while (b > dir && b[-1] != '/')
+        b--;
+    char *base = qp_xstrndup(b, (size_t)(dir + len - b));
+    o->name = qp_xmalloc(strlen(base) * 2 + 2);
+    qp_gguf_llama_title(o->name, strlen(base) * 2 + 2, base);
+    free(base);
+}
+
+/* The "id" of the first entry of tokenizer.json's added_tokens whose
+ * content is `content` (NULL when none). */
+static json_t *added_token_id(json_t *added_tokens, const char *content)
+{
+    size_t i;
+    json_t *at;
+    json_array_foreach(added_tokens, i, at) {
+        json_t *c = json_object_get(at, "content");
+        if (json_is_string(c) && strcmp(json_string_value(c), content) == 0)
+            return json_object_get(at, "id");
+    }
+    return NULL;
+}
+
+/* SpecialVocab._try_load_from_tokenizer_json: tokenizer_config's
+ * add_<typ>_token flags, and its <typ>_token contents matched against
+ * tokenizer.json's added_tokens; the chat template. */
+static void specials_from_tokenizer_json(qp_gguf_llama_opts *o, const qp_llama_config *cfg, json_t *tok_cfg,
+                                         json_t *tok)
+{
+    json_t *tmpl = json_object_get(tok_cfg, "chat_template");
+    json_t *added_tokens = tok ? json_object_get(tok, "added_tokens") : NULL;
+    if (json_is_string(tmpl))
+        o->chat_template = qp_strdup(json_string_value(tmpl));
+    for (int typ = 0; typ < QP_SPECIAL_COUNT; typ++) {
+        char key[32];
+        snprintf(key, sizeof(key), "add_%s_token", special_names[typ]);
+        json_t *add = json_object_get(tok_cfg, key);
+        if (json_is_boolean(add)) {
+            if (typ == QP_SPECIAL_BOS)
+                o->add_bos = json_is_true(add);
+            else if (typ == QP_SPECIAL_EOS)
+                o->add_eos = json_is_true(add);
+        }
+        snprintf(key, sizeof(key), "%s_token", special_names[typ]);
+        json_t *entry = json_object_get(tok_cfg, key);
+        const char *content = NULL;
+        if (json_is_string(entry))
+            content = json_string_value(entry);
+        else if (json_is_object(entry) && json_is_string(json_object_get(entry, "content")))
+            content = json_string_value(json_object_get(entry, "content"));
+        if (!content || !json_is_array(added_tokens))
+            continue;
+        json_t *id = added_token_id(added_tokens, content);
+        if (json_is_integer(id))
+            qp_gguf_llama_opts_set_special(o, (qp_special_token)typ, (int)json_integer_value(id), cfg->vocab);
+    }
+}
+
+/* tokenizer_config.json's added_tokens_decoder: {"id": {"content", "special"}} */
+static int added_from_decoder(qp_gguf_llama_opts *o, const qp_llama_config *cfg, json_t *tok_cfg, const char *dir)
+{
+    json_t *dec = json_object_get(tok_cfg, "added_tokens_decoder");
+    const char *k;
+    json_t *v;
+    if (!json_is_object(dec))
+        return 0;
+    json_object_foreach(dec, k, v) {
+        char *end;
+        long id = strtol(k, &end, 10);
+        json_t *c = json_object_get(v, "content");
+        if (*end || end == k || id < 0 || id >= cfg->vocab || !json_is_string(c))
+            return qp_error_set(QP_EFORMAT, "%s/tokenizer_config.json: added_tokens_decoder '%s': expected "
+                                "an id below %d with a string content", dir, k, cfg->vocab);
+        add_token(&o->added_decoder, &o->n_added_decoder, (int)id, json_string_value(c),
+                  json_is_true(json_object_get(v, "special")));
+    }
+    return 0;
+}
+
+/* SpecialVocab._try_load_from_config_json */
+static void specials_from_config(qp_gguf_llama_opts *o, const qp_llama_config *cfg, json_t *config)
+{
+    for (int typ = 0; typ < QP_SPECIAL_COUNT; typ++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%s_token_id", special_names[typ]);
+        json_t *id = json_object_get(config, key);
+        if (json_is_integer(id))
+            qp_gguf_llama_opts_set_special(o, (qp_special_token)typ, (int)json_integer_value(id), cfg->vocab);
+    }
+}
+
+/* added_tokens.json: {"content": id} */
+static int added_from_json(qp_gguf_llama_opts *o, json_t *added, const char *dir)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(added, k, v) {
+        if (!json_is_integer(v))
+            return qp_error_set(QP_EFORMAT, "%s/added_tokens.json: '%s': expected an integer id", dir, k);
+        add_token(&o->added_json, &o->n_added_json, (int)json_integer_value(v), k, 0);
+    }
     return 0;
 }
 
@@ -186,7 +293,6 @@ int qp_gguf_llama_opts_from_hf_dir(qp_gguf_llama_opts *o, const qp_llama_config 
 {
     json_t *config = NULL, *tok_cfg = NULL, *tok = NULL, *added = NULL;
     int rc;
-    char *base = NULL;
 
     qp_gguf_llama_opts_init(o, NULL);
     o->add_bos = o->add_eos = -1;
@@ -195,110 +301,22 @@ int qp_gguf_llama_opts_from_hf_dir(qp_gguf_llama_opts *o, const qp_llama_config 
         (rc = load_json(&tok, dir, "tokenizer.json")) != 0 ||
         (rc = load_json(&added, dir, "added_tokens.json")) != 0)
         goto done;
-
-    /* general.name: the directory name, title-cased */
-    {
-        size_t len = strlen(dir);
-        while (len > 1 && dir[len - 1] == '/')
-            len--;
-        const char *b = dir + len;
-        while (b > dir && b[-1] != '/')
-            b--;
-        base = strndup(b, (size_t)(dir + len - b));
-        o->name = malloc(strlen(base) * 2 + 2);
-        if (!base || !o->name) {
-            rc = qp_error_set(QP_ERROR, "out of memory");
-            goto done;
-        }
-        qp_gguf_llama_title(o->name, strlen(base) * 2 + 2, base);
-    }
+    name_from_dir(o, dir);
     if (config && json_is_integer(json_object_get(config, "head_dim")))
         o->head_dim_keys = 1;
-
-    /* SpecialVocab._try_load_from_tokenizer_json: tokenizer_config's
-     * <typ>_token contents matched against tokenizer.json's added_tokens */
     if (tok_cfg) {
-        json_t *tmpl = json_object_get(tok_cfg, "chat_template");
-        json_t *added_tokens = tok ? json_object_get(tok, "added_tokens") : NULL;
-        if (json_is_string(tmpl))
-            o->chat_template = qp_strdup(json_string_value(tmpl));
-        for (int typ = 0; typ < QP_SPECIAL_COUNT; typ++) {
-            char key[32];
-            snprintf(key, sizeof(key), "add_%s_token", special_names[typ]);
-            json_t *add = json_object_get(tok_cfg, key);
-            if (json_is_boolean(add)) {
-                if (typ == QP_SPECIAL_BOS)
-                    o->add_bos = json_is_true(add);
-                else if (typ == QP_SPECIAL_EOS)
-                    o->add_eos = json_is_true(add);
-            }
-            snprintf(key, sizeof(key), "%s_token", special_names[typ]);
-            json_t *entry = json_object_get(tok_cfg, key);
-            const char *content = NULL;
-            if (json_is_string(entry))
-                content = json_string_value(entry);
-            else if (json_is_object(entry) && json_is_string(json_object_get(entry, "content")))
-                content = json_string_value(json_object_get(entry, "content"));
-            if (!content || !json_is_array(added_tokens))
-                continue;
-            size_t i;
-            json_t *at;
-            json_array_foreach(added_tokens, i, at) {
-                json_t *c = json_object_get(at, "content");
-                if (json_is_string(c) && strcmp(json_string_value(c), content) == 0) {
-                    json_t *id = json_object_get(at, "id");
-                    if (json_is_integer(id))
-                        qp_gguf_llama_opts_set_special(o, (qp_special_token)typ, (int)json_integer_value(id),
-                                                       cfg->vocab);
-                    break;
-                }
-            }
-        }
-        /* added_tokens_decoder: {"id": {"content", "special"}} */
-        json_t *dec = json_object_get(tok_cfg, "added_tokens_decoder");
-        const char *k;
-        json_t *v;
-        if (json_is_object(dec)) {
-            json_object_foreach(dec, k, v) {
-                char *end;
-                long id = strtol(k, &end, 10);
-                json_t *c = json_object_get(v, "content");
-                if (*end || end == k || id < 0 || id >= cfg->vocab || !json_is_string(c)) {
-                    rc = qp_error_set(QP_EFORMAT, "%s/tokenizer_config.json: added_tokens_decoder '%s': expected "
-                                      "an id below %d with a string content", dir, k, cfg->vocab);
-                    goto done;
-                }
-                if ((rc = add_token(&o->added_decoder, &o->n_added_decoder, (int)id, json_string_value(c),
-                                    json_is_true(json_object_get(v, "special")))) != 0)
-                    goto done;
-            }
-        }
+        specials_from_tokenizer_json(o, cfg, tok_cfg, tok);
+        if ((rc = added_from_decoder(o, cfg, tok_cfg, dir)) != 0)
+            goto done;
     }
-    /* SpecialVocab._try_load_from_config_json */
-    for (int typ = 0; typ < QP_SPECIAL_COUNT && config; typ++) {
-        char key[32];
-        snprintf(key, sizeof(key), "%s_token_id", special_names[typ]);
-        json_t *id = json_object_get(config, key);
-        if (json_is_integer(id))
-            qp_gguf_llama_opts_set_special(o, (qp_special_token)typ, (int)json_integer_value(id), cfg->vocab);
-    }
-    if (added) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(added, k, v) {
-            if (!json_is_integer(v)) {
-                rc = qp_error_set(QP_EFORMAT, "%s/added_tokens.json: '%s': expected an integer id", dir, k);
-                goto done;
-            }
-            if ((rc = add_token(&o->added_json, &o->n_added_json, (int)json_integer_value(v), k, 0)) != 0)
-                goto done;
-        }
-    }
+    if (config)
+        specials_from_config(o, cfg, config);
+    if (added && (rc = added_from_json(o, added, dir)) != 0)
+        goto done;
     rc = 0;
 done:
     if (rc != 0)
         qp_gguf_llama_opts_free(o);
-    free(base);
     json_decref(config);
     json_decref(tok_cfg);
     json_decref(tok);

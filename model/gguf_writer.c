@@ -3,14 +3,14 @@
  * writer owns no caller memory except borrowed tensor data. */
 #include "model/gguf_writer.h"
 
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define GGUF_DEFAULT_ALIGNMENT 32u
@@ -46,36 +46,14 @@ struct qp_gguf_writer {
     void *on_free_ud;
 };
 
-/* ---- growable little-endian byte buffer ---- */
+/* ---- little-endian serialisation into a qp_buf ---- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    int oom;
-} bbuf;
-
-static void bb_put(bbuf *b, const void *src, size_t n)
+static void bb_put(qp_buf *b, const void *src, size_t n)
 {
-    if (b->oom)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n)
-            cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, src, n);
-    b->n += n;
+    qp_buf_append(b, src, n);
 }
 
-static void bb_le(bbuf *b, uint64_t v, int nbytes)
+static void bb_le(qp_buf *b, uint64_t v, int nbytes)
 {
     uint8_t tmp[8];
     for (int i = 0; i < nbytes; i++)
@@ -83,14 +61,14 @@ static void bb_le(bbuf *b, uint64_t v, int nbytes)
     bb_put(b, tmp, (size_t)nbytes);
 }
 
-static void bb_str(bbuf *b, const char *s, size_t len)
+static void bb_str(qp_buf *b, const char *s, size_t len)
 {
     bb_le(b, len, 8);
     bb_put(b, s, len);
 }
 
 /* One host-layout scalar -> little-endian bytes. */
-static void bb_scalar(bbuf *b, qp_gguf_type t, const void *src)
+static void bb_scalar(qp_buf *b, qp_gguf_type t, const void *src)
 {
     size_t sz = qp_gguf_type_size(t);
     uint64_t v = 0;
@@ -113,7 +91,7 @@ static void bb_scalar(bbuf *b, qp_gguf_type t, const void *src)
 }
 
 /* Array body (elem type, count, elements); 0 or QP_EUSAGE with message. */
-static int bb_array(bbuf *b, const qp_gguf_array *a, const char *path, const char *key)
+static int bb_array(qp_buf *b, const qp_gguf_array *a, const char *path, const char *key)
 {
     if (!qp_gguf_type_known((uint32_t)a->type))
         return qp_error_set(QP_EUSAGE, "%s: key '%s': array of unknown type %d", path, key, (int)a->type);
@@ -152,12 +130,10 @@ int qp_gguf_writer_new(qp_gguf_writer **out, const char *path)
 {
     int rc;
     char *dir = NULL;
-    qp_gguf_writer *w = calloc(1, sizeof(*w));
+    qp_gguf_writer *w = qp_xcalloc(1, sizeof(*w));
     *out = NULL;
-    if (!w)
-        return qp_error_set(QP_ERROR, "%s: out of memory", path);
     w->fd = -1;
-    w->path = qp_strdup(path);
+    w->path = qp_xstrdup(path);
     dir = qp_path_dirname(path);
     if ((rc = qp_mkstemp_in(dir, ".qpipe-gguf", &w->tmp, &w->fd)) != 0) {
         qp_gguf_writer_abort(w);
@@ -175,12 +151,7 @@ void qp_gguf_writer_abort(qp_gguf_writer *w)
         return;
     if (w->on_free)
         w->on_free(w->on_free_ud);
-    if (w->fd >= 0)
-        close(w->fd);
-    if (w->tmp) {
-        unlink(w->tmp);
-        free(w->tmp);
-    }
+    qp_tmp_discard(w->fd, w->tmp);
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
         free(w->kv[i].val);
@@ -211,32 +182,20 @@ static int check_key(qp_gguf_writer *w, const char *key)
 }
 
 /* Takes ownership of b's bytes. */
-static int push_kv(qp_gguf_writer *w, const char *key, bbuf *b)
+static void push_kv(qp_gguf_writer *w, const char *key, qp_buf *b)
 {
-    if (b->oom) {
-        free(b->p);
-        return qp_error_set(QP_ERROR, "%s: key '%s': out of memory", w->path, key);
-    }
     if (w->n_kv == w->cap_kv) {
-        size_t cap = w->cap_kv ? 2 * w->cap_kv : 32;
-        wkv *p = realloc(w->kv, cap * sizeof(*p));
-        if (!p) {
-            free(b->p);
-            return qp_error_set(QP_ERROR, "%s: key '%s': out of memory", w->path, key);
-        }
-        w->kv = p;
-        w->cap_kv = cap;
+        w->cap_kv = w->cap_kv ? 2 * w->cap_kv : 32;
+        w->kv = qp_xrealloc_array(w->kv, w->cap_kv, sizeof(*w->kv));
     }
-    w->kv[w->n_kv].key = qp_strdup(key);
-    w->kv[w->n_kv].val = b->p;
-    w->kv[w->n_kv].len = b->n;
+    w->kv[w->n_kv].key = qp_xstrdup(key);
+    w->kv[w->n_kv].val = (uint8_t *)qp_buf_detach(b, &w->kv[w->n_kv].len);
     w->n_kv++;
-    return 0;
 }
 
 static int add_scalar(qp_gguf_writer *w, const char *key, qp_gguf_type t, const void *v)
 {
-    bbuf b = { 0 };
+    qp_buf b = QP_BUF_INIT;
     int rc = check_key(w, key);
     if (rc != 0)
         return rc;
@@ -250,7 +209,8 @@ static int add_scalar(qp_gguf_writer *w, const char *key, qp_gguf_type t, const 
     }
     bb_le(&b, (uint32_t)t, 4);
     bb_scalar(&b, t, v);
-    return push_kv(w, key, &b);
+    push_kv(w, key, &b);
+    return 0;
 }
 
 int qp_gguf_writer_add_u8(qp_gguf_writer *w, const char *key, uint8_t v) { return add_scalar(w, key, QP_GGUF_U8, &v); }
@@ -272,7 +232,7 @@ int qp_gguf_writer_add_bool(qp_gguf_writer *w, const char *key, bool v)
 
 int qp_gguf_writer_add_string(qp_gguf_writer *w, const char *key, const char *s, size_t len)
 {
-    bbuf b = { 0 };
+    qp_buf b = QP_BUF_INIT;
     int rc = check_key(w, key);
     if (rc != 0)
         return rc;
@@ -280,7 +240,8 @@ int qp_gguf_writer_add_string(qp_gguf_writer *w, const char *key, const char *s,
         return qp_error_set(QP_EUSAGE, "%s: key '%s': NULL string", w->path, key);
     bb_le(&b, QP_GGUF_STRING, 4);
     bb_str(&b, s ? s : "", len);
-    return push_kv(w, key, &b);
+    push_kv(w, key, &b);
+    return 0;
 }
 
 int qp_gguf_writer_add_str(qp_gguf_writer *w, const char *key, const char *s)
@@ -290,7 +251,7 @@ int qp_gguf_writer_add_str(qp_gguf_writer *w, const char *key, const char *s)
 
 int qp_gguf_writer_add_array(qp_gguf_writer *w, const char *key, const qp_gguf_array *a)
 {
-    bbuf b = { 0 };
+    qp_buf b = QP_BUF_INIT;
     int rc = check_key(w, key);
     if (rc != 0)
         return rc;
@@ -298,10 +259,11 @@ int qp_gguf_writer_add_array(qp_gguf_writer *w, const char *key, const qp_gguf_a
         return qp_error_set(QP_EUSAGE, "%s: key '%s': must be a u32 power of two, got an array", w->path, key);
     bb_le(&b, QP_GGUF_ARRAY, 4);
     if ((rc = bb_array(&b, a, w->path, key)) != 0) {
-        free(b.p);
+        qp_buf_free(&b);
         return rc;
     }
-    return push_kv(w, key, &b);
+    push_kv(w, key, &b);
+    return 0;
 }
 
 int qp_gguf_writer_add_scalar_array(qp_gguf_writer *w, const char *key, qp_gguf_type type,
@@ -323,7 +285,7 @@ int qp_gguf_writer_add_string_array(qp_gguf_writer *w, const char *key, const ch
 
 /* ---- copying from a reader ---- */
 
-static int copy_array(bbuf *b, const qp_gguf_value *a)
+static int copy_array(qp_buf *b, const qp_gguf_value *a)
 {
     qp_gguf_type et = qp_gguf_array_type(a);
     uint64_t n = qp_gguf_array_len(a);
@@ -357,7 +319,7 @@ int qp_gguf_writer_copy_kv(qp_gguf_writer *w, const qp_gguf *g, size_t i)
     const qp_gguf_value *v = qp_gguf_kv_value(g, i);
     qp_gguf_type t = qp_gguf_value_type(v);
     int rc = check_key(w, key);
-    bbuf b = { 0 };
+    qp_buf b = QP_BUF_INIT;
     if (rc != 0)
         return rc;
     bb_le(&b, (uint32_t)t, 4);
@@ -406,20 +368,21 @@ int qp_gguf_writer_copy_kv(qp_gguf_writer *w, const qp_gguf *g, size_t i)
     }
     }
     if (rc != 0) {
-        free(b.p);
+        qp_buf_free(&b);
         return rc;
     }
     if (strcmp(key, ALIGN_KEY) == 0) {
         uint32_t a = 0;
         if (t == QP_GGUF_U32)
-            memcpy(&a, b.p + 4, 4);
+            memcpy(&a, b.data + 4, 4);
         if (t != QP_GGUF_U32 || a == 0 || (a & (a - 1)) != 0) {
-            free(b.p);
+            qp_buf_free(&b);
             return qp_error_set(QP_EUSAGE, "%s: key '%s': must be a u32 power of two, got %s%u", w->path,
                                 key, t == QP_GGUF_U32 ? "" : "type ", t == QP_GGUF_U32 ? a : (unsigned)t);
         }
     }
-    return push_kv(w, key, &b);
+    push_kv(w, key, &b);
+    return 0;
 }
 
 void qp_gguf_writer_remove_key(qp_gguf_writer *w, const char *key)
@@ -492,16 +455,12 @@ static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_
     if (check_nbytes && !data && want)
         return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL data", w->path, nm);
     if (w->n_t == w->cap_t) {
-        size_t cap = w->cap_t ? 2 * w->cap_t : 64;
-        wtensor *p = realloc(w->t, cap * sizeof(*p));
-        if (!p)
-            return qp_error_set(QP_ERROR, "%s: tensor '%s': out of memory", w->path, nm);
-        w->t = p;
-        w->cap_t = cap;
+        w->cap_t = w->cap_t ? 2 * w->cap_t : 64;
+        w->t = qp_xrealloc_array(w->t, w->cap_t, sizeof(*w->t));
     }
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof(*t));
-    t->name = qp_strdup(name);
+    t->name = qp_xstrdup(name);
     t->type = type;
     t->n_dims = n_dims;
     for (int i = 0; i < QP_GGUF_MAX_DIMS; i++)
@@ -541,22 +500,6 @@ void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud)
 
 /* ---- output ---- */
 
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t r = write(fd, p, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static uint64_t pad_to(uint64_t x, uint64_t a)
 {
     return (x + a - 1) / a * a;
@@ -577,7 +520,7 @@ static int write_zeros(int fd, uint64_t n)
     static const uint8_t zeros[256];
     while (n > 0) {
         size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-        if (write_all(fd, zeros, k) != 0)
+        if (qp_write_all(fd, zeros, k) != 0)
             return -1;
         n -= k;
     }
@@ -587,7 +530,7 @@ static int write_zeros(int fd, uint64_t n)
 static int write_file(qp_gguf_writer *w)
 {
     uint32_t align = alignment_of(w);
-    bbuf h = { 0 };
+    qp_buf h = QP_BUF_INIT;
     int rc = QP_ERROR;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
@@ -611,14 +554,10 @@ static int write_file(qp_gguf_writer *w)
         bb_le(&h, off, 8);
         off += pad_to(t->nbytes, align);
     }
-    uint64_t hpad = pad_to(h.n, align) - h.n;
+    uint64_t hpad = pad_to(h.len, align) - h.len;
     for (uint64_t i = 0; i < hpad; i++)
         bb_le(&h, 0, 1);
-    if (h.oom) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", w->path);
-        goto done;
-    }
-    if (write_all(w->fd, h.p, h.n) != 0) {
+    if (qp_write_all(w->fd, h.data, h.len) != 0) {
         rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
         goto done;
     }
@@ -629,62 +568,36 @@ static int write_file(qp_gguf_writer *w)
             if (t->nbytes > buf_cap) {
                 free(buf);
                 buf_cap = (size_t)t->nbytes;
-                buf = malloc(buf_cap);
-                if (!buf) {
-                    buf_cap = 0;
-                    rc = qp_error_set(QP_ERROR, "%s: tensor '%s': out of memory (%llu bytes)", w->path,
-                                      t->name, (unsigned long long)t->nbytes);
-                    goto done;
-                }
+                buf = qp_xmalloc(buf_cap);
             }
             memset(buf, 0, (size_t)t->nbytes);
             if ((rc = t->fill(t->ud, t->name, buf, (size_t)t->nbytes)) != 0)
                 goto done;
             src = buf;
         }
-        if (write_all(w->fd, src, (size_t)t->nbytes) != 0 ||
+        if (qp_write_all(w->fd, src, (size_t)t->nbytes) != 0 ||
             write_zeros(w->fd, pad_to(t->nbytes, align) - t->nbytes) != 0) {
             rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
             goto done;
         }
     }
-    if (fsync(w->fd) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot fsync", w->tmp);
-        goto done;
-    }
     rc = 0;
 done:
     free(buf);
-    free(h.p);
+    qp_buf_free(&h);
     return rc;
 }
 
 int qp_gguf_writer_finish(qp_gguf_writer *w)
 {
-    int rc;
-    char *dir = NULL;
     if (!w)
         return qp_error_set(QP_EUSAGE, "qp_gguf_writer_finish: NULL writer");
-    if ((rc = write_file(w)) != 0)
-        goto done;
-    fchmod(w->fd, 0644);
-    if (close(w->fd) != 0) {
+    int rc = write_file(w);
+    if (rc == 0) {
+        rc = qp_tmp_publish(w->fd, w->tmp, w->path, 0644);
         w->fd = -1;
-        rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
-        goto done;
+        w->tmp = NULL;
     }
-    w->fd = -1;
-    if (rename(w->tmp, w->path) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot rename into place", w->path);
-        goto done;
-    }
-    free(w->tmp);
-    w->tmp = NULL;
-    dir = qp_path_dirname(w->path);
-    qp_fsync_dir(dir);
-    rc = 0;
-done:
-    free(dir);
     qp_gguf_writer_abort(w);
     return rc;
 }

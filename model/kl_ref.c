@@ -1,5 +1,6 @@
 /* KL divergence against stored reference distributions (model/eval.h). */
 #include "model/eval.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "model/llama_kernels.h"
 
@@ -15,17 +16,11 @@ struct qp_kl_ref {
 int qp_kl_ref_new(qp_kl_ref **out, size_t rows, size_t vocab)
 {
     *out = NULL;
-    qp_kl_ref *r = calloc(1, sizeof(*r));
-    if (!r)
-        return qp_error_set(QP_ERROR, "out of memory");
+    qp_kl_ref *r = qp_xcalloc(1, sizeof(*r));
     r->rows = rows;
     r->vocab = vocab;
-    r->p = malloc(rows * vocab * sizeof(float));
-    r->negent = calloc(rows, sizeof(double));
-    if (!r->p || !r->negent) {
-        qp_kl_ref_free(r);
-        return qp_error_set(QP_ERROR, "out of memory for %zu reference distributions of %zu tokens", rows, vocab);
-    }
+    r->p = qp_xmalloc(rows * vocab * sizeof(float));
+    r->negent = qp_xcalloc(rows, sizeof(double));
     *out = r;
     return 0;
 }

@@ -1,7 +1,9 @@
 #include "model/llama.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
+#include "model/hf_names.h"
 #include "model/llama_kernels.h"
 #include "model/llama_pool.h"
 
@@ -148,10 +150,7 @@ static size_t layer_floats(const qp_llama *m)
 
 static int layer_alloc(qp_llama *m, layer_w *w)
 {
-    float *p = malloc(layer_floats(m) * sizeof(float));
-    if (!p)
-        return qp_error_set(QP_ERROR, "llama: out of memory for one layer's f32 weights (%zu MiB)",
-                            layer_floats(m) * sizeof(float) >> 20);
+    float *p = qp_xmalloc(layer_floats(m) * sizeof(float));
     w->mem = p;
     w->wq = p; p += m->qd * m->D;
     w->wk = p; p += m->kvd * m->D;
@@ -178,9 +177,7 @@ static int fetch(qp_llama *m, float *dst, const char *name, int ndim, uint64_t d
     if (!(n_rope_heads > 0 && m->src.rope_interleaved))
         return m->src.get_f32(m->src.ud, name, ndim, shape, dst);
     size_t cols = ndim == 2 ? (size_t)d1 : 1;
-    float *raw = malloc((size_t)d0 * cols * sizeof(float));
-    if (!raw)
-        return qp_error_set(QP_ERROR, "llama: out of memory loading tensor '%s'", name);
+    float *raw = qp_xmalloc((size_t)d0 * cols * sizeof(float));
     int rc = m->src.get_f32(m->src.ud, name, ndim, shape, raw);
     if (rc == 0)
         qp_kern_rope_permute(dst, raw, n_rope_heads, m->hp.head_dim, cols, 0);
@@ -189,27 +186,27 @@ static int fetch(qp_llama *m, float *dst, const char *name, int ndim, uint64_t d
 }
 
 /* Loads layer l's weights into w: all of them, or only the one whose name
- * ends in `only` (a suffix such as "mlp.down_proj.weight"). */
+ * ends in `only` (a suffix such as QP_HF_DOWN_PROJ ".weight"). */
 static int load_layer_some(qp_llama *m, int l, layer_w *w, const char *only)
 {
     char name[160];
     const int H = m->hp.n_heads, KV = m->hp.n_kv_heads;
     const struct { const char *suffix; float *dst; size_t rows, cols; int rope_heads; } t[] = {
-        {"self_attn.q_proj.weight", w->wq, m->qd, m->D, H},
-        {"self_attn.k_proj.weight", w->wk, m->kvd, m->D, KV},
-        {"self_attn.v_proj.weight", w->wv, m->kvd, m->D, 0},
-        {"self_attn.o_proj.weight", w->wo, m->D, m->qd, 0},
-        {"mlp.gate_proj.weight", w->wg, m->F, m->D, 0},
-        {"mlp.up_proj.weight", w->wu, m->F, m->D, 0},
-        {"mlp.down_proj.weight", w->wd, m->D, m->F, 0},
-        {"self_attn.q_proj.bias", w->bq, m->qd, 0, H},
-        {"self_attn.k_proj.bias", w->bk, m->kvd, 0, KV},
-        {"self_attn.v_proj.bias", w->bv, m->kvd, 0, 0},
+        {QP_HF_Q_PROJ ".weight", w->wq, m->qd, m->D, H},
+        {QP_HF_K_PROJ ".weight", w->wk, m->kvd, m->D, KV},
+        {QP_HF_V_PROJ ".weight", w->wv, m->kvd, m->D, 0},
+        {QP_HF_O_PROJ ".weight", w->wo, m->D, m->qd, 0},
+        {QP_HF_GATE_PROJ ".weight", w->wg, m->F, m->D, 0},
+        {QP_HF_UP_PROJ ".weight", w->wu, m->F, m->D, 0},
+        {QP_HF_DOWN_PROJ ".weight", w->wd, m->D, m->F, 0},
+        {QP_HF_Q_PROJ ".bias", w->bq, m->qd, 0, H},
+        {QP_HF_K_PROJ ".bias", w->bk, m->kvd, 0, KV},
+        {QP_HF_V_PROJ ".bias", w->bv, m->kvd, 0, 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         if (!t[i].dst || (only && strcmp(only, t[i].suffix) != 0))
             continue;   /* no biases, or not asked for */
-        snprintf(name, sizeof(name), "model.layers.%d.%s", l, t[i].suffix);
+        qp_hf_layer_name(name, sizeof(name), l, t[i].suffix);
         int rc = fetch(m, t[i].dst, name, t[i].cols ? 2 : 1, t[i].rows, t[i].cols, t[i].rope_heads);
         if (rc < 0)
             return rc;
@@ -222,9 +219,22 @@ static int load_layer(qp_llama *m, int l, layer_w *w)
     return load_layer_some(m, l, w, NULL);
 }
 
+/* Layer l's two RMSNorm weights (they stay resident: rows 2l and 2l+1 of
+ * m->norms). */
+static int load_layer_norms(qp_llama *m, int l)
+{
+    char name[160];
+    int rc = fetch(m, m->norms + (2 * (size_t)l) * m->D,
+                   qp_hf_layer_name(name, sizeof(name), l, QP_HF_ATTN_NORM ".weight"), 1, m->D, 0, 0);
+    if (rc < 0)
+        return rc;
+    return fetch(m, m->norms + (2 * (size_t)l + 1) * m->D,
+                 qp_hf_layer_name(name, sizeof(name), l, QP_HF_FFN_NORM ".weight"), 1, m->D, 0, 0);
+}
+
 static int load_lm_head(qp_llama *m)
 {
-    return fetch(m, m->lm_head_own, "lm_head.weight", 2, m->V, m->D, 0);
+    return fetch(m, m->lm_head_own, QP_HF_LM_HEAD, 2, m->V, m->D, 0);
 }
 
 int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_source *src,
@@ -244,9 +254,7 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     if (o.n_threads < 0)
         return qp_error_set(QP_EUSAGE, "llama: n_threads = %d must be >= 0 (0: all CPUs)", o.n_threads);
 
-    qp_llama *m = calloc(1, sizeof(*m));
-    if (!m)
-        return qp_error_set(QP_ERROR, "llama: out of memory");
+    qp_llama *m = qp_xcalloc(1, sizeof(*m));
     m->hp = *hp;
     m->src = *src;
     m->D = (size_t)hp->hidden;
@@ -260,29 +268,18 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     if (rc < 0)
         goto fail;
 
-    m->embed = malloc(m->V * m->D * sizeof(float));
-    m->norms = malloc((2 * L + 1) * m->D * sizeof(float));
-    m->rope_cos = malloc((size_t)hp->max_pos * hh * sizeof(float));
-    m->rope_sin = malloc((size_t)hp->max_pos * hh * sizeof(float));
-    if (!m->embed || !m->norms || !m->rope_cos || !m->rope_sin) {
-        rc = qp_error_set(QP_ERROR, "llama: out of memory for the embedding (%zu MiB)",
-                          m->V * m->D * sizeof(float) >> 20);
-        goto fail;
-    }
+    m->embed = qp_xmalloc(m->V * m->D * sizeof(float));
+    m->norms = qp_xmalloc((2 * L + 1) * m->D * sizeof(float));
+    m->rope_cos = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
+    m->rope_sin = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
     qp_kern_rope_tables(m->rope_cos, m->rope_sin, (size_t)hp->max_pos, hp->head_dim, hp->rope_theta);
 
-    if ((rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0)) < 0)
+    if ((rc = fetch(m, m->embed, QP_HF_EMBED, 2, m->V, m->D, 0)) < 0)
         goto fail;
-    char name[160];
-    for (size_t l = 0; l < L; l++) {
-        snprintf(name, sizeof(name), "model.layers.%zu.input_layernorm.weight", l);
-        if ((rc = fetch(m, m->norms + (2 * l) * m->D, name, 1, m->D, 0, 0)) < 0)
+    for (size_t l = 0; l < L; l++)
+        if ((rc = load_layer_norms(m, (int)l)) < 0)
             goto fail;
-        snprintf(name, sizeof(name), "model.layers.%zu.post_attention_layernorm.weight", l);
-        if ((rc = fetch(m, m->norms + (2 * l + 1) * m->D, name, 1, m->D, 0, 0)) < 0)
-            goto fail;
-    }
-    if ((rc = fetch(m, m->norms + 2 * L * m->D, "model.norm.weight", 1, m->D, 0, 0)) < 0)
+    if ((rc = fetch(m, m->norms + 2 * L * m->D, QP_HF_FINAL_NORM, 1, m->D, 0, 0)) < 0)
         goto fail;
 
     /* Cache decision: all layers plus an untied lm_head, or nothing. */
@@ -291,23 +288,14 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
         cache_bytes += (double)m->V * (double)m->D * sizeof(float);
     m->cached = cache_bytes <= (double)o.weight_cache_bytes;
     size_t slots = m->cached ? L : 1;
-    m->layers = calloc(slots, sizeof(layer_w));
-    if (!m->layers) {
-        rc = qp_error_set(QP_ERROR, "llama: out of memory");
-        goto fail;
-    }
+    m->layers = qp_xcalloc(slots, sizeof(layer_w));
     for (size_t s = 0; s < slots; s++)
         if ((rc = layer_alloc(m, &m->layers[s])) < 0)
             goto fail;
     if (hp->tied_embeddings) {
         m->lm_head = m->embed;
     } else {
-        m->lm_head_own = malloc(m->V * m->D * sizeof(float));
-        if (!m->lm_head_own) {
-            rc = qp_error_set(QP_ERROR, "llama: out of memory for lm_head (%zu MiB)",
-                              m->V * m->D * sizeof(float) >> 20);
-            goto fail;
-        }
+        m->lm_head_own = qp_xmalloc(m->V * m->D * sizeof(float));
         m->lm_head = m->lm_head_own;
     }
     if (m->cached) {
@@ -361,31 +349,25 @@ int qp_llama_threads(const qp_llama *m) { return qp_pool_threads(m->pool); }
 int qp_llama_weights_cached(const qp_llama *m) { return m->cached; }
 
 /* Grows the activation buffers to n tokens (only ever grows). */
-static int ensure_capacity(qp_llama *m, size_t n)
+static void ensure_capacity(qp_llama *m, size_t n)
 {
     if (n <= m->cap)
-        return 0;
+        return;
     free_activations(m);
     size_t T = (size_t)qp_pool_threads(m->pool);
-    m->x = malloc(n * m->D * sizeof(float));
-    m->xb = malloc(n * m->D * sizeof(float));
-    m->tmp = malloc(n * m->D * sizeof(float));
-    m->q = malloc(n * m->qd * sizeof(float));
-    m->k = malloc(n * m->kvd * sizeof(float));
-    m->v = malloc(n * m->kvd * sizeof(float));
-    m->att = malloc(n * m->qd * sizeof(float));
-    m->hg = malloc(n * m->F * sizeof(float));
-    m->hu = malloc(n * m->F * sizeof(float));
-    m->scores = malloc(T * ATT_QBLOCK * n * sizeof(float));
-    m->logits = malloc(n * m->V * sizeof(float));
-    m->row_nll = malloc(n * sizeof(double));
-    if (!m->x || !m->xb || !m->tmp || !m->q || !m->k || !m->v || !m->att || !m->hg || !m->hu ||
-        !m->scores || !m->logits || !m->row_nll) {
-        free_activations(m);
-        return qp_error_set(QP_ERROR, "llama: out of memory for the activations of a %zu-token window", n);
-    }
+    m->x = qp_xmalloc(n * m->D * sizeof(float));
+    m->xb = qp_xmalloc(n * m->D * sizeof(float));
+    m->tmp = qp_xmalloc(n * m->D * sizeof(float));
+    m->q = qp_xmalloc(n * m->qd * sizeof(float));
+    m->k = qp_xmalloc(n * m->kvd * sizeof(float));
+    m->v = qp_xmalloc(n * m->kvd * sizeof(float));
+    m->att = qp_xmalloc(n * m->qd * sizeof(float));
+    m->hg = qp_xmalloc(n * m->F * sizeof(float));
+    m->hu = qp_xmalloc(n * m->F * sizeof(float));
+    m->scores = qp_xmalloc(T * ATT_QBLOCK * n * sizeof(float));
+    m->logits = qp_xmalloc(n * m->V * sizeof(float));
+    m->row_nll = qp_xmalloc(n * sizeof(double));
     m->cap = n;
-    return 0;
 }
 
 /* ---- forward pass ---- */
@@ -575,7 +557,8 @@ static int prepare(qp_llama *m, size_t n)
     if (n < 1 || n > (size_t)m->hp.max_pos)
         return qp_error_set(QP_EUSAGE, "llama forward: window of %zu tokens, must be 1..%d (max_pos)", n,
                             m->hp.max_pos);
-    return ensure_capacity(m, n);
+    ensure_capacity(m, n);
+    return 0;
 }
 
 int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, float *logits,
@@ -636,13 +619,8 @@ int qp_llama_reload_layer(qp_llama *m, int l)
     if (l < 0 || l >= m->hp.n_layers)
         return qp_error_set(QP_EUSAGE, "llama: layer %d out of range [0, %d)", l, m->hp.n_layers);
     /* the layer's norms too: AWQ folds its scales into them */
-    char name[160];
-    snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", l);
-    int rc = fetch(m, m->norms + (2 * (size_t)l) * m->D, name, 1, m->D, 0, 0);
+    int rc = load_layer_norms(m, l);
     if (rc < 0)
-        return rc;
-    snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", l);
-    if ((rc = fetch(m, m->norms + (2 * (size_t)l + 1) * m->D, name, 1, m->D, 0, 0)) < 0)
         return rc;
     /* streamed models re-read every layer on use anyway */
     return m->cached ? load_layer(m, l, &m->layers[l]) : 0;
@@ -650,23 +628,24 @@ int qp_llama_reload_layer(qp_llama *m, int l)
 
 int qp_llama_reload_weight(qp_llama *m, const char *name)
 {
-    int l, off = 0;
-    if (sscanf(name, "model.layers.%d.%n", &l, &off) == 1 && off > 0) {
+    const char *rest;
+    const int l = qp_hf_layer_of(name, &rest);
+    if (l >= 0 || strncmp(name, QP_HF_LAYERS, strlen(QP_HF_LAYERS)) == 0) {
         if (l < 0 || l >= m->hp.n_layers)
             return qp_error_set(QP_EUSAGE, "llama: '%s': layer out of range [0, %d)", name, m->hp.n_layers);
-        if (strstr(name, "layernorm"))
+        if (strcmp(rest, QP_HF_ATTN_NORM ".weight") == 0 || strcmp(rest, QP_HF_FFN_NORM ".weight") == 0)
             return qp_llama_reload_layer(m, l);
-        return m->cached ? load_layer_some(m, l, &m->layers[l], name + off) : 0;
+        return m->cached ? load_layer_some(m, l, &m->layers[l], rest) : 0;
     }
     return qp_llama_reload_globals(m);
 }
 
 int qp_llama_reload_globals(qp_llama *m)
 {
-    int rc = fetch(m, m->embed, "model.embed_tokens.weight", 2, m->V, m->D, 0);
+    int rc = fetch(m, m->embed, QP_HF_EMBED, 2, m->V, m->D, 0);
     if (rc < 0)
         return rc;
-    if ((rc = fetch(m, m->norms + 2 * (size_t)m->hp.n_layers * m->D, "model.norm.weight", 1, m->D, 0, 0)) < 0)
+    if ((rc = fetch(m, m->norms + 2 * (size_t)m->hp.n_layers * m->D, QP_HF_FINAL_NORM, 1, m->D, 0, 0)) < 0)
         return rc;
     /* a streamed, untied lm_head is re-read on every use anyway */
     return m->cached && !m->hp.tied_embeddings ? load_lm_head(m) : 0;
@@ -697,8 +676,7 @@ int qp_llama_nll(qp_llama *m, const int32_t *tokens, size_t n, size_t first,
     int rc = check_tokens(m, tokens, n);
     if (rc < 0)
         return rc;
-    if ((rc = ensure_capacity(m, n)) < 0)
-        return rc;
+    ensure_capacity(m, n);
     if (first >= n)
         return 0;
     if ((rc = qp_llama_forward(m, tokens, n, m->logits)) < 0)

@@ -1,5 +1,6 @@
 #include "model/llama_pool.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
 
@@ -103,9 +104,7 @@ int qp_pool_new(qp_pool **out, int n_threads)
     *out = NULL;
     if (n_threads < 1)
         return qp_error_set(QP_EUSAGE, "thread pool: %d threads requested, need at least 1", n_threads);
-    qp_pool *p = calloc(1, sizeof(*p));
-    if (!p)
-        return qp_error_set(QP_ERROR, "thread pool: out of memory");
+    qp_pool *p = qp_xcalloc(1, sizeof(*p));
     p->n_threads = n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
@@ -114,18 +113,12 @@ int qp_pool_new(qp_pool **out, int n_threads)
     atomic_init(&p->generation, 0);
     atomic_init(&p->running, 0);
     if (n_threads > 1) {
-        p->workers = calloc((size_t)n_threads - 1, sizeof(pthread_t));
-        if (!p->workers) {
-            qp_pool_free(p);
-            return qp_error_set(QP_ERROR, "thread pool: out of memory");
-        }
+        p->workers = qp_xcalloc((size_t)n_threads - 1, sizeof(pthread_t));
         for (int i = 1; i < n_threads; i++) {
-            worker_arg *wa = malloc(sizeof(*wa));
-            if (wa) {
-                wa->p = p;
-                wa->id = i;
-            }
-            int rc = wa ? pthread_create(&p->workers[i - 1], NULL, worker_main, wa) : -1;
+            worker_arg *wa = qp_xmalloc(sizeof(*wa));
+            wa->p = p;
+            wa->id = i;
+            int rc = pthread_create(&p->workers[i - 1], NULL, worker_main, wa);
             if (rc != 0) {
                 free(wa);
                 p->n_threads = i;   /* join only the threads that exist */
@@ -215,10 +208,7 @@ int qp_mm_pack(qp_pool *p, qp_mm_packed *out, const float *x, size_t ldx, size_t
     if (len == 0)
         return -1;
     if (len > p->pack_cap) {
-        float *grown = realloc(p->pack, len * sizeof(float));
-        if (!grown)
-            return -1;
-        p->pack = grown;
+        p->pack = qp_xrealloc_array(p->pack, len, sizeof(float));
         p->pack_cap = len;
     }
     pack_ctx c = {out->path, p->pack, x, ldx, n, in};
@@ -270,13 +260,7 @@ void qp_mm_batch(qp_pool *p, const float *x, size_t ldx, size_t n, size_t in,
                  const qp_mm_job *jobs, size_t n_jobs)
 {
     size_t first[8 + 1];
-    size_t *fb = n_jobs <= 8 ? first : malloc((n_jobs + 1) * sizeof(size_t));
-    if (!fb) {
-        /* Out of memory for a few words: run the jobs one by one instead. */
-        for (size_t j = 0; j < n_jobs; j++)
-            qp_mm_batch(p, x, ldx, n, in, &jobs[j], 1);
-        return;
-    }
+    size_t *fb = n_jobs <= 8 ? first : qp_xrealloc_array(NULL, n_jobs + 1, sizeof(size_t));
     fb[0] = 0;
     for (size_t j = 0; j < n_jobs; j++)
         fb[j + 1] = fb[j] + (jobs[j].out + QP_MM_BLOCK - 1) / QP_MM_BLOCK;

@@ -47,8 +47,8 @@ typedef struct {
 /* X[n, in] packed once (qp_sgemm_pack_a) for several column blocks, its K
  * slices packed in parallel by the pool, into a buffer the pool keeps and
  * reuses (valid until the next qp_mm_pack on the same pool).  Returns -1
- * (out->ap NULL) when that buffer cannot grow: qp_mm_block then packs per
- * block, with the same bits. */
+ * (out->ap NULL) when there is nothing to pack (n or in is 0): qp_mm_block
+ * then works from X itself, with the same bits. */
 typedef struct {
     const float *ap;
     qp_gemm_path path;   /* the layout ap was packed for */

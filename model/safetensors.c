@@ -2,18 +2,15 @@
  * library's own (contiguous data, no holes, no trailing bytes). */
 #include "model/safetensors.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The safetensors library refuses headers above 100 MB: a larger value is a
  * corrupt length, and we must not hand it to the JSON parser. */
@@ -220,13 +217,9 @@ static int build_index(qp_safetensors *st, size_t hlen)
     const unsigned char *data = st->map + 8 + hlen;
     size_t cap = json_object_size(st->root);
     span *spans = NULL;
-    st->tensors = calloc(cap ? cap : 1, sizeof(*st->tensors));
-    st->by_name = calloc(cap ? cap : 1, sizeof(*st->by_name));
-    spans = calloc(cap ? cap : 1, sizeof(*spans));
-    if (!st->tensors || !st->by_name || !spans) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory indexing %zu tensors", path, cap);
-        goto done;
-    }
+    st->tensors = qp_xcalloc(cap ? cap : 1, sizeof(*st->tensors));
+    st->by_name = qp_xcalloc(cap ? cap : 1, sizeof(*st->by_name));
+    spans = qp_xcalloc(cap ? cap : 1, sizeof(*spans));
     json_object_foreach(st->root, name, e) {
         if (strcmp(name, "__metadata__") == 0) {
             if ((rc = check_metadata(path, e)) != 0)
@@ -276,11 +269,7 @@ static int build_index(qp_safetensors *st, size_t hlen)
         goto done;
     }
     /* reorder the views by offset */
-    qp_tensor_view *sorted = calloc(st->n ? st->n : 1, sizeof(*sorted));
-    if (!sorted) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-        goto done;
-    }
+    qp_tensor_view *sorted = qp_xcalloc(st->n ? st->n : 1, sizeof(*sorted));
     for (size_t i = 0; i < st->n; i++)
         sorted[i] = st->tensors[spans[i].idx];
     free(st->tensors);
@@ -295,36 +284,15 @@ done:
 
 int qp_safetensors_open(qp_safetensors **out, const char *path)
 {
-    int rc = QP_ERROR, fd = -1;
-    struct stat sb;
-    qp_safetensors *st = calloc(1, sizeof(*st));
+    int rc;
+    qp_safetensors *st = qp_xcalloc(1, sizeof(*st));
     *out = NULL;
-    if (!st)
-        return qp_error_set(QP_ERROR, "%s: out of memory", path);
     st->path = qp_strdup(path);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
+    if ((rc = qp_map_file(path, &st->map, &st->map_len)) != 0)
         goto done;
-    }
-    if (fstat(fd, &sb) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        rc = qp_error_set(QP_ERROR, "%s: not a regular file", path);
-        goto done;
-    }
-    if (sb.st_size < 8) {
-        rc = qp_error_set(QP_EFORMAT, "%s: header: file is %lld bytes, too short for the 8-byte header length "
-                          "(truncated?)", path, (long long)sb.st_size);
-        goto done;
-    }
-    st->map_len = (size_t)sb.st_size;
-    st->map = mmap(NULL, st->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (st->map == MAP_FAILED) {
-        st->map = NULL;
-        rc = qp_error_errno(QP_ERROR, "%s: cannot mmap %zu bytes", path, st->map_len);
+    if (st->map_len < 8) {
+        rc = qp_error_set(QP_EFORMAT, "%s: header: file is %zu bytes, too short for the 8-byte header length "
+                          "(truncated?)", path, st->map_len);
         goto done;
     }
     uint64_t hlen = 0;
@@ -348,8 +316,6 @@ int qp_safetensors_open(qp_safetensors **out, const char *path)
     st = NULL;
     rc = 0;
 done:
-    if (fd >= 0)
-        close(fd);
     qp_safetensors_free(st);
     return rc;
 }

@@ -2,6 +2,7 @@
  * model.safetensors.index.json ({"metadata": {...}, "weight_map": {tensor: file}}). */
 #include "model/safetensors.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -40,10 +41,7 @@ static int plain_file_name(const char *s)
 
 static int add_shard(qp_checkpoint *ck, const char *file)
 {
-    qp_safetensors **ns = realloc(ck->shards, (ck->n_shards + 1) * sizeof(*ns));
-    if (!ns)
-        return qp_error_set(QP_ERROR, "%s: out of memory", file);
-    ck->shards = ns;
+    ck->shards = qp_xrealloc_array(ck->shards, ck->n_shards + 1, sizeof(*ck->shards));
     int rc = qp_safetensors_open(&ck->shards[ck->n_shards], file);
     if (rc == 0)
         ck->n_shards++;
@@ -88,11 +86,7 @@ static int open_sharded(qp_checkpoint *ck, const char *dir, const char *index_pa
     }
     const char *name;
     json_t *v;
-    files = calloc(json_object_size(wm), sizeof(*files));
-    if (!files) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", index_path);
-        goto done;
-    }
+    files = qp_xcalloc(json_object_size(wm), sizeof(*files));
     json_object_foreach(wm, name, v) {
         if (!json_is_string(v) || !plain_file_name(json_string_value(v))) {
             rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s': shard must be a file name in the same directory",
@@ -153,12 +147,8 @@ int qp_checkpoint_open(qp_checkpoint **out, const char *dir)
     int rc = 0;
     char *single = qp_path_join(dir, ST_SINGLE);
     char *index = qp_path_join(dir, ST_INDEX);
-    qp_checkpoint *ck = calloc(1, sizeof(*ck));
+    qp_checkpoint *ck = qp_xcalloc(1, sizeof(*ck));
     *out = NULL;
-    if (!ck) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", dir);
-        goto done;
-    }
     /* transformers prefers the single file when both exist; so do we */
     if (qp_path_exists(single))
         rc = add_shard(ck, single);
@@ -171,12 +161,8 @@ int qp_checkpoint_open(qp_checkpoint **out, const char *dir)
         goto done;
     for (size_t s = 0; s < ck->n_shards; s++)
         ck->n += qp_safetensors_count(ck->shards[s]);
-    ck->tensors = calloc(ck->n ? ck->n : 1, sizeof(*ck->tensors));
-    ck->by_name = calloc(ck->n ? ck->n : 1, sizeof(*ck->by_name));
-    if (!ck->tensors || !ck->by_name) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory", dir);
-        goto done;
-    }
+    ck->tensors = qp_xcalloc(ck->n ? ck->n : 1, sizeof(*ck->tensors));
+    ck->by_name = qp_xcalloc(ck->n ? ck->n : 1, sizeof(*ck->by_name));
     size_t k = 0;
     for (size_t s = 0; s < ck->n_shards; s++)
         for (size_t i = 0; i < qp_safetensors_count(ck->shards[s]); i++)

@@ -4,6 +4,7 @@
  * fsyncs and renames it into place.  A crash or abort leaves nothing behind. */
 #include "model/safetensors.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -29,10 +30,8 @@ int qp_st_writer_new(qp_st_writer **out, const char *path)
 {
     int rc;
     char *spool = NULL;
-    qp_st_writer *w = calloc(1, sizeof(*w));
+    qp_st_writer *w = qp_xcalloc(1, sizeof(*w));
     *out = NULL;
-    if (!w)
-        return qp_error_set(QP_ERROR, "%s: out of memory", path);
     w->spool_fd = -1;
     w->path = qp_strdup(path);
     w->dir = qp_path_dirname(path);
@@ -161,30 +160,16 @@ int qp_st_writer_finish(qp_st_writer *w)
         len8[i] = (unsigned char)((uint64_t)(hlen + pad) >> (8 * i));
     if ((rc = qp_mkstemp_in(w->dir, ".qpipe-st-tmp", &tmp, &fd)) != 0)
         goto done;
-    rc = QP_ERROR;
     if (qp_write_all(fd, len8, 8) != 0 || qp_write_all(fd, hdr, hlen) != 0 || qp_write_all(fd, "        ", pad) != 0 ||
-        copy_spool(fd, w->spool_fd, w->offset) != 0 || fsync(fd) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+        copy_spool(fd, w->spool_fd, w->offset) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
         goto done;
     }
-    fchmod(fd, 0644);
-    close(fd);
+    rc = qp_tmp_publish(fd, tmp, w->path, 0644);
     fd = -1;
-    if (rename(tmp, w->path) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot rename into place", w->path);
-        goto done;
-    }
-    free(tmp);
     tmp = NULL;
-    qp_fsync_dir(w->dir);
-    rc = 0;
 done:
-    if (fd >= 0)
-        close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(fd, tmp);
     free(hdr);
     json_decref(root);
     qp_st_writer_abort(w);

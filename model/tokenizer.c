@@ -4,6 +4,7 @@
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <inttypes.h>
@@ -185,7 +186,7 @@ void qp_tokenizer_free(qp_tokenizer *t)
 /* Sets a bit for every pair of adjacent characters inside a piece that
  * merges can produce: text characters whose pair is not marked can never
  * end up in one piece, so the encoder may cut the text there. */
-static int build_pair_filter(qp_tokenizer *t)
+static void build_pair_filter(qp_tokenizer *t)
 {
     size_t pairs = 0;
     for (size_t i = 0; i < t->n; i++)
@@ -193,9 +194,7 @@ static int build_pair_filter(qp_tokenizer *t)
     size_t bits = 4096;
     while (bits < 16 * pairs && bits < ((size_t)1 << 26))
         bits <<= 1;
-    t->pair_bits = calloc(bits / 64, sizeof(uint64_t));
-    if (!t->pair_bits)
-        return qp_error_set(QP_ERROR, "tokenizer: out of memory for %zu pieces", t->n);
+    t->pair_bits = qp_xcalloc(bits / 64, sizeof(uint64_t));
     t->pair_mask = bits - 1;
     for (size_t i = 0; i < t->n; i++) {
         int type = t->types[i];
@@ -213,7 +212,6 @@ static int build_pair_filter(qp_tokenizer *t)
             a += b;
         }
     }
-    return 0;
 }
 
 static int check_special(const qp_tok_spec *s, const qp_tok_origin *o, const char *name, int id)
@@ -223,151 +221,159 @@ static int check_special(const qp_tok_spec *s, const qp_tok_origin *o, const cha
     return 0;
 }
 
-int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *s, const qp_tok_origin *o)
+/* The piece arrays and the hash table, sized for s; the pieces' total size
+ * (NULs included) must fit the uint32 offsets. */
+static int alloc_tables(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin *o)
 {
-    int rc = 0;
-    qp_tokenizer *t = NULL;
-    char q[256];
-    *out = NULL;
-
-    if (s->n == 0)
-        return origin_error(o, -1, "the vocabulary has no pieces");
-    if (s->n > (size_t)INT32_MAX / 2)
-        return origin_error(o, -1, "the vocabulary has %zu pieces, too many", s->n);
-
-    t = calloc(1, sizeof(*t));
-    if (!t)
-        return qp_error_set(QP_ERROR, "tokenizer: out of memory");
-    t->n = s->n;
     size_t total = 0;
     for (size_t i = 0; i < s->n; i++) {
         total += (s->lens ? s->lens[i] : strlen(s->pieces[i])) + 1;
-        if (total > UINT32_MAX) {
-            rc = origin_error(o, (long)i, "the pieces exceed 4 GiB in total");
-            goto done;
-        }
+        if (total > UINT32_MAX)
+            return origin_error(o, (long)i, "the pieces exceed 4 GiB in total");
     }
     size_t cap = 1;
     while (cap < 2 * s->n)
         cap <<= 1;
     t->mask = cap - 1;
-    t->blob = malloc(total);
-    t->off = malloc(s->n * sizeof(*t->off));
-    t->len = malloc(s->n * sizeof(*t->len));
-    t->scores = malloc(s->n * sizeof(*t->scores));
-    t->types = malloc(s->n);
-    t->table = calloc(cap, sizeof(*t->table));
-    if (!t->blob || !t->off || !t->len || !t->scores || !t->types || !t->table) {
-        rc = qp_error_set(QP_ERROR, "tokenizer: out of memory for %zu pieces", s->n);
-        goto done;
-    }
+    t->blob = qp_xmalloc(total);
+    t->off = qp_xmalloc(s->n * sizeof(*t->off));
+    t->len = qp_xmalloc(s->n * sizeof(*t->len));
+    t->scores = qp_xmalloc(s->n * sizeof(*t->scores));
+    t->types = qp_xmalloc(s->n);
+    t->table = qp_xcalloc(cap, sizeof(*t->table));
     for (int b = 0; b < 256; b++)
         t->byte_id[b] = -1;
+    return 0;
+}
 
-    long first_unk = -1;
-    size_t pos = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        const char *p = s->pieces[i];
-        size_t n = s->lens ? s->lens[i] : strlen(p);
-        int type = s->types ? s->types[i] : QP_TOK_NORMAL;
-        float score = s->scores ? s->scores[i] : 0.0f;
-        quote_piece(q, sizeof(q), p, n);
-        if (n == 0) {
-            rc = origin_error(o, (long)i, "piece %zu is empty", i);
-            goto done;
-        }
-        if (memchr(p, '\0', n)) {
-            rc = origin_error(o, (long)i, "piece %zu '%s' contains a NUL byte", i, q);
-            goto done;
-        }
-        if (!utf8_valid((const unsigned char *)p, n)) {
-            rc = origin_error(o, (long)i, "piece %zu '%s' is not valid UTF-8", i, q);
-            goto done;
-        }
-        if (type < QP_TOK_NORMAL || type > QP_TOK_BYTE) {
-            rc = origin_error(o, (long)i, "piece %zu '%s' has unknown type %d (expected 1..6)", i, q, type);
-            goto done;
-        }
-        if (!isfinite(score)) {
-            rc = origin_error(o, (long)i, "piece %zu '%s' has a non-finite score", i, q);
-            goto done;
-        }
-        if (type == QP_TOK_BYTE) {
-            int v = byte_piece_value(p, n);
-            if (v < 0) {
-                rc = origin_error(o, (long)i, "BYTE piece %zu '%s' is not named <0xNN> (two uppercase hex digits)", i, q);
-                goto done;
-            }
-            t->byte_id[v] = (int)i;
-        }
-        if (type == QP_TOK_UNKNOWN) {
-            if (first_unk >= 0) {
-                rc = origin_error(o, (long)i, "piece %zu '%s' is a second UNKNOWN piece (the first is piece %ld)",
-                                  i, q, first_unk);
-                goto done;
-            }
-            first_unk = (long)i;
-        }
-        if (type == QP_TOK_UNUSED)
-            t->has_unused = 1;
-        if (type == QP_TOK_USER_DEFINED) {
-            if (n > t->max_user_len)
-                t->max_user_len = n;
-            t->user_first[(unsigned char)p[0]] = 1;
-        }
-        int prev = qp_tok_lookup(t, p, n);
-        if (prev >= 0) {
-            rc = origin_error(o, (long)i, "piece %zu '%s' duplicates piece %d", i, q, prev);
-            goto done;
-        }
-        memcpy(t->blob + pos, p, n);
-        t->blob[pos + n] = '\0';
-        t->off[i] = (uint32_t)pos;
-        t->len[i] = (uint32_t)n;
-        t->scores[i] = score;
-        t->types[i] = (uint8_t)type;
-        size_t h = (size_t)qp_tok_hash(p, n) & t->mask;
-        while (t->table[h])
-            h = (h + 1) & t->mask;
-        t->table[h] = (uint32_t)i + 1;
-        pos += n + 1;
+/* One piece on its own: non-empty valid UTF-8 without NUL, a known type, a
+ * finite score; q is the piece quoted for messages. */
+static int check_piece(const qp_tok_origin *o, size_t i, const char *q, const char *p, size_t n, int type,
+                       float score)
+{
+    if (n == 0)
+        return origin_error(o, (long)i, "piece %zu is empty", i);
+    if (memchr(p, '\0', n))
+        return origin_error(o, (long)i, "piece %zu '%s' contains a NUL byte", i, q);
+    if (!utf8_valid((const unsigned char *)p, n))
+        return origin_error(o, (long)i, "piece %zu '%s' is not valid UTF-8", i, q);
+    if (type < QP_TOK_NORMAL || type > QP_TOK_BYTE)
+        return origin_error(o, (long)i, "piece %zu '%s' has unknown type %d (expected 1..6)", i, q, type);
+    if (!isfinite(score))
+        return origin_error(o, (long)i, "piece %zu '%s' has a non-finite score", i, q);
+    return 0;
+}
+
+/* Checks piece i of s and adds it at blob offset *pos (advanced past it and
+ * its NUL); *first_unk is the UNKNOWN piece seen so far (-1: none). */
+static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin *o, size_t i, size_t *pos,
+                     long *first_unk)
+{
+    char q[256];
+    const char *p = s->pieces[i];
+    size_t n = s->lens ? s->lens[i] : strlen(p);
+    int type = s->types ? s->types[i] : QP_TOK_NORMAL;
+    float score = s->scores ? s->scores[i] : 0.0f;
+    quote_piece(q, sizeof(q), p, n);
+    int rc = check_piece(o, i, q, p, n, type, score);
+    if (rc)
+        return rc;
+    if (type == QP_TOK_BYTE) {
+        int v = byte_piece_value(p, n);
+        if (v < 0)
+            return origin_error(o, (long)i, "BYTE piece %zu '%s' is not named <0xNN> (two uppercase hex digits)", i, q);
+        t->byte_id[v] = (int)i;
     }
+    if (type == QP_TOK_UNKNOWN) {
+        if (*first_unk >= 0)
+            return origin_error(o, (long)i, "piece %zu '%s' is a second UNKNOWN piece (the first is piece %ld)",
+                                i, q, *first_unk);
+        *first_unk = (long)i;
+    }
+    if (type == QP_TOK_UNUSED)
+        t->has_unused = 1;
+    if (type == QP_TOK_USER_DEFINED) {
+        if (n > t->max_user_len)
+            t->max_user_len = n;
+        t->user_first[(unsigned char)p[0]] = 1;
+    }
+    int prev = qp_tok_lookup(t, p, n);
+    if (prev >= 0)
+        return origin_error(o, (long)i, "piece %zu '%s' duplicates piece %d", i, q, prev);
+    memcpy(t->blob + *pos, p, n);
+    t->blob[*pos + n] = '\0';
+    t->off[i] = (uint32_t)*pos;
+    t->len[i] = (uint32_t)n;
+    t->scores[i] = score;
+    t->types[i] = (uint8_t)type;
+    size_t h = (size_t)qp_tok_hash(p, n) & t->mask;
+    while (t->table[h])
+        h = (h + 1) & t->mask;
+    t->table[h] = (uint32_t)i + 1;
+    *pos += n + 1;
+    return 0;
+}
 
+/* s->unk must name a piece, and (when the types are given) the one piece of
+ * type UNKNOWN. */
+static int check_unk(const qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin *o, long first_unk)
+{
     if (s->unk < 0 || (size_t)s->unk >= s->n) {
         if (s->types && first_unk < 0)
-            rc = origin_error(o, -1, "no piece has type UNKNOWN (exactly one is required)");
-        else
-            rc = origin_error(o, -1, "unk id %d is out of range (%zu pieces)", s->unk, s->n);
-        goto done;
+            return origin_error(o, -1, "no piece has type UNKNOWN (exactly one is required)");
+        return origin_error(o, -1, "unk id %d is out of range (%zu pieces)", s->unk, s->n);
     }
-    if (s->types) {
-        if (first_unk < 0) {
-            rc = origin_error(o, -1, "no piece has type UNKNOWN (exactly one is required)");
-            goto done;
-        }
-        if (first_unk != s->unk) {
-            quote_piece(q, sizeof(q), t->blob + t->off[s->unk], t->len[s->unk]);
-            rc = origin_error(o, -1, "unk id %d is piece '%s' of type %s, but the UNKNOWN piece is %ld",
-                              s->unk, q, type_name(t->types[s->unk]), first_unk);
-            goto done;
-        }
+    if (!s->types)
+        return 0;
+    if (first_unk < 0)
+        return origin_error(o, -1, "no piece has type UNKNOWN (exactly one is required)");
+    if (first_unk != s->unk) {
+        char q[256];
+        quote_piece(q, sizeof(q), t->blob + t->off[s->unk], t->len[s->unk]);
+        return origin_error(o, -1, "unk id %d is piece '%s' of type %s, but the UNKNOWN piece is %ld",
+                            s->unk, q, type_name(t->types[s->unk]), first_unk);
     }
-    if ((rc = check_special(s, o, "bos", s->bos)) || (rc = check_special(s, o, "eos", s->eos)) ||
-        (rc = check_special(s, o, "pad", s->pad)))
-        goto done;
+    return 0;
+}
 
+/* byte_fallback 1 needs all 256 BYTE pieces; -1 turns it on when any
+ * exists; 0 leaves it off. */
+static int set_byte_fallback(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin *o)
+{
     if (s->byte_fallback == 1) {
-        for (int b = 0; b < 256; b++) {
-            if (t->byte_id[b] < 0) {
-                rc = origin_error(o, -2, "byte_fallback is set but there is no BYTE piece <0x%02X>", b);
-                goto done;
-            }
-        }
+        for (int b = 0; b < 256; b++)
+            if (t->byte_id[b] < 0)
+                return origin_error(o, -2, "byte_fallback is set but there is no BYTE piece <0x%02X>", b);
         t->byte_fallback = 1;
     } else if (s->byte_fallback < 0) {
         for (int b = 0; b < 256 && !t->byte_fallback; b++)
             t->byte_fallback = t->byte_id[b] >= 0;
     }
+    return 0;
+}
+
+int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *s, const qp_tok_origin *o)
+{
+    int rc;
+    *out = NULL;
+    if (s->n == 0)
+        return origin_error(o, -1, "the vocabulary has no pieces");
+    if (s->n > (size_t)INT32_MAX / 2)
+        return origin_error(o, -1, "the vocabulary has %zu pieces, too many", s->n);
+
+    qp_tokenizer *t = qp_xcalloc(1, sizeof(*t));
+    t->n = s->n;
+    if ((rc = alloc_tables(t, s, o)))
+        goto done;
+    long first_unk = -1;
+    size_t pos = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if ((rc = add_piece(t, s, o, i, &pos, &first_unk)))
+            goto done;
+    if ((rc = check_unk(t, s, o, first_unk)) || (rc = check_special(s, o, "bos", s->bos)) ||
+        (rc = check_special(s, o, "eos", s->eos)) || (rc = check_special(s, o, "pad", s->pad)) ||
+        (rc = set_byte_fallback(t, s, o)))
+        goto done;
     t->bos = s->bos;
     t->eos = s->eos;
     t->unk = s->unk;
@@ -377,9 +383,7 @@ int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *s, const qp_tok_origin *
     t->escape_ws = s->escape_whitespaces != 0;
     t->wants_bos = s->wants_bos != 0 && s->bos >= 0;
     t->wants_eos = s->wants_eos != 0 && s->eos >= 0;
-    if ((rc = build_pair_filter(t)))
-        goto done;
-
+    build_pair_filter(t);
 done:
     if (rc) {
         qp_tokenizer_free(t);

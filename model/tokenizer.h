@@ -86,7 +86,7 @@ int qp_tokenizer_find(const qp_tokenizer *t, const char *piece, size_t len);
 
 /* Encodes len bytes of text (need not be NUL-terminated nor valid UTF-8).
  * *out_ids is malloc'ed (non-NULL even when *out_n is 0).  Only fails on
- * out-of-memory or text longer than 1 GiB (QP_EUSAGE). */
+ * text longer than 1 GiB or NULL text (QP_EUSAGE). */
 int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
                         unsigned flags, int **out_ids, size_t *out_n);
 

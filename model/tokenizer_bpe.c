@@ -16,6 +16,8 @@
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 
 #include <stdint.h>
@@ -226,12 +228,10 @@ static void merge_run(enc_t *e, int32_t first, int32_t last)
 
 /* sentencepiece's normaliser without a charsmap: optionally squeeze and
  * trim ' ', prepend the dummy prefix, spell ' ' as "▁".  Returns the
- * malloc'ed text (NULL on OOM) and its length in *out_len. */
+ * malloc'ed text and its length in *out_len. */
 static char *normalize(const qp_tokenizer *t, const char *text, size_t len, size_t *out_len)
 {
-    char *buf = malloc(3 * len + QP_SPACE_SYM_LEN + 1);
-    if (!buf)
-        return NULL;
+    char *buf = qp_xmalloc(3 * len + QP_SPACE_SYM_LEN + 1);
     const char *space = t->escape_ws ? QP_SPACE_SYM : " ";
     size_t space_len = t->escape_ws ? QP_SPACE_SYM_LEN : 1;
     size_t begin = 0, end = len;
@@ -280,7 +280,6 @@ static size_t user_match(const qp_tokenizer *t, const char *text, size_t i, size
 int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
                         unsigned flags, int **out_ids, size_t *out_n)
 {
-    int rc = 0;
     enc_t e = { .t = t };
     char *norm = NULL;
     size_t n = 0;
@@ -295,16 +294,12 @@ int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
     norm = normalize(t, len ? text : "", len, &n);
     e.text = norm;
     /* Output: at most one id per normalised byte, plus bos and eos. */
-    e.ids = malloc((n + 2) * sizeof(*e.ids));
-    e.sym = malloc((n ? n : 1) * sizeof(*e.sym));
+    e.ids = qp_xmalloc((n + 2) * sizeof(*e.ids));
+    e.sym = qp_xmalloc((n ? n : 1) * sizeof(*e.sym));
     /* Each merge pushes at most two candidates and removes a symbol. */
-    e.heap = malloc((3 * n + 1) * sizeof(*e.heap));
+    e.heap = qp_xmalloc((3 * n + 1) * sizeof(*e.heap));
     if (t->has_unused)
-        e.rev = calloc(t->n, sizeof(*e.rev));
-    if (!norm || !e.ids || !e.sym || !e.heap || (t->has_unused && !e.rev)) {
-        rc = qp_error_set(QP_ERROR, "tokenizer: out of memory encoding %zu bytes", len);
-        goto done;
-    }
+        e.rev = qp_xcalloc(t->n, sizeof(*e.rev));
 
     if ((flags & QP_TOK_ADD_BOS) && t->bos >= 0)
         emit(&e, t->bos);
@@ -337,15 +332,10 @@ int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
     if ((flags & QP_TOK_ADD_EOS) && t->eos >= 0)
         emit(&e, t->eos);
 
-done:
     free(norm);
     free(e.sym);
     free(e.heap);
     free(e.rev);
-    if (rc) {
-        free(e.ids);
-        return rc;
-    }
     *out_ids = e.ids;
     *out_n = e.nids;
     return 0;
@@ -353,32 +343,9 @@ done:
 
 /* ---- decode --------------------------------------------------------- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} buf_t;
-
-static int buf_put(buf_t *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (b->n + n + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return 0;
-}
-
 /* Appends piece text with every "▁" spelled ' ' (when the model escapes
  * whitespace); skip_prefix drops one leading "▁". */
-static int put_text(buf_t *b, const char *p, size_t n, int escape, int skip_prefix)
+static void put_text(qp_buf *b, const char *p, size_t n, int escape, int skip_prefix)
 {
     size_t i = 0;
     if (skip_prefix && n >= QP_SPACE_SYM_LEN && memcmp(p, QP_SPACE_SYM, QP_SPACE_SYM_LEN) == 0)
@@ -388,33 +355,30 @@ static int put_text(buf_t *b, const char *p, size_t n, int escape, int skip_pref
     size_t run = i;
     for (; i < n; i++) {
         if (escape && i + QP_SPACE_SYM_LEN <= n && memcmp(p + i, QP_SPACE_SYM, QP_SPACE_SYM_LEN) == 0) {
-            if (buf_put(b, p + run, i - run) || buf_put(b, " ", 1))
-                return -1;
+            qp_buf_append(b, p + run, i - run);
+            qp_buf_putc(b, ' ');
             i += QP_SPACE_SYM_LEN - 1;
             run = i + 1;
         }
     }
-    return buf_put(b, p + run, n - run);
+    qp_buf_append(b, p + run, n - run);
 }
 
 int qp_tokenizer_decode(const qp_tokenizer *t, const int *ids, size_t n, unsigned flags,
                         char **out_text, size_t *out_len)
 {
-    int rc = 0;
-    buf_t b = { 0 };
+    qp_buf b = QP_BUF_INIT;
     *out_text = NULL;
     if (out_len)
         *out_len = 0;
     /* Strip the dummy prefix from the first piece that is not CONTROL. */
     int at_start = (flags & QP_TOK_DECODE_STRIP_PREFIX) && t->add_dummy_prefix;
-    if (buf_put(&b, "", 0))
-        goto oom;
     for (size_t i = 0; i < n; i++) {
         int id = ids[i];
         if (id < 0 || (size_t)id >= t->n) {
-            rc = qp_error_set(QP_EUSAGE, "tokenizer: token id %d at position %zu is out of range "
-                              "(vocabulary of %zu pieces)", id, i, t->n);
-            goto done;
+            qp_buf_free(&b);
+            return qp_error_set(QP_EUSAGE, "tokenizer: token id %d at position %zu is out of range "
+                                "(vocabulary of %zu pieces)", id, i, t->n);
         }
         const char *p = t->blob + t->off[id];
         size_t len = t->len[id];
@@ -424,32 +388,19 @@ int qp_tokenizer_decode(const qp_tokenizer *t, const int *ids, size_t n, unsigne
         case QP_TOK_BYTE: {
             char c = (char)(((p[3] >= 'A' ? p[3] - 'A' + 10 : p[3] - '0') << 4) |
                             (p[4] >= 'A' ? p[4] - 'A' + 10 : p[4] - '0'));
-            if (buf_put(&b, &c, 1))
-                goto oom;
+            qp_buf_putc(&b, c);
             break;
         }
         case QP_TOK_UNKNOWN:
             /* sentencepiece's surface for <unk>: " ⁇ ". */
-            if (at_start ? buf_put(&b, "\xE2\x81\x87 ", 4) : buf_put(&b, " \xE2\x81\x87 ", 5))
-                goto oom;
+            qp_buf_puts(&b, at_start ? "\xE2\x81\x87 " : " \xE2\x81\x87 ");
             break;
         default:
-            if (put_text(&b, p, len, t->escape_ws, at_start))
-                goto oom;
+            put_text(&b, p, len, t->escape_ws, at_start);
             break;
         }
         at_start = 0;
     }
-    goto done;
-oom:
-    rc = qp_error_set(QP_ERROR, "tokenizer: out of memory decoding %zu ids", n);
-done:
-    if (rc) {
-        free(b.p);
-        return rc;
-    }
-    *out_text = b.p;
-    if (out_len)
-        *out_len = b.n;
+    *out_text = qp_buf_detach(&b, out_len);
     return 0;
 }

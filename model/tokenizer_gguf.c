@@ -5,6 +5,7 @@
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "model/gguf.h"
 
@@ -103,12 +104,8 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
         goto done;
 
     size_t cnt = n ? (size_t)n : 1;
-    pieces = malloc(cnt * sizeof(*pieces));
-    lens = malloc(cnt * sizeof(*lens));
-    if (!pieces || !lens) {
-        rc = qp_error_set(QP_ERROR, "%s: out of memory for %llu tokens", path, (unsigned long long)n);
-        goto done;
-    }
+    pieces = qp_xmalloc(cnt * sizeof(*pieces));
+    lens = qp_xmalloc(cnt * sizeof(*lens));
     for (uint64_t i = 0; i < n; i++) {
         const char *s;
         uint64_t len;
@@ -118,21 +115,13 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
         lens[i] = (size_t)len;
     }
     if (sc) {
-        scores = malloc(cnt * sizeof(*scores));
-        if (!scores) {
-            rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-            goto done;
-        }
+        scores = qp_xmalloc(cnt * sizeof(*scores));
         if ((rc = qp_gguf_array_copy_f32(sc, scores)))
             goto done;
     }
     if (ty) {
-        types32 = malloc(cnt * sizeof(*types32));
-        types = malloc(cnt * sizeof(*types));
-        if (!types32 || !types) {
-            rc = qp_error_set(QP_ERROR, "%s: out of memory", path);
-            goto done;
-        }
+        types32 = qp_xmalloc(cnt * sizeof(*types32));
+        types = qp_xmalloc(cnt * sizeof(*types));
         if ((rc = qp_gguf_array_copy_i32(ty, types32)))
             goto done;
         for (uint64_t i = 0; i < n; i++)

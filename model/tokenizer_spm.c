@@ -14,6 +14,7 @@
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -183,30 +184,22 @@ typedef struct {
     size_t suffix_ws_off;
 } spec_t;
 
-static int grow(vocab_t *v)
+static void grow(vocab_t *v)
 {
     size_t cap = v->cap ? 2 * v->cap : 1024;
-    const char **p = realloc(v->piece, cap * sizeof(*p));
-    if (p) v->piece = p;
-    size_t *l = realloc(v->len, cap * sizeof(*l));
-    if (l) v->len = l;
-    float *s = realloc(v->score, cap * sizeof(*s));
-    if (s) v->score = s;
-    int *t = realloc(v->type, cap * sizeof(*t));
-    if (t) v->type = t;
-    uint64_t *o = realloc(v->off, cap * sizeof(*o));
-    if (o) v->off = o;
-    if (!p || !l || !s || !t || !o)
-        return qp_error_set(QP_ERROR, "tokenizer: out of memory for %zu pieces", cap);
+    v->piece = qp_xrealloc_array(v->piece, cap, sizeof(*v->piece));
+    v->len = qp_xrealloc_array(v->len, cap, sizeof(*v->len));
+    v->score = qp_xrealloc_array(v->score, cap, sizeof(*v->score));
+    v->type = qp_xrealloc_array(v->type, cap, sizeof(*v->type));
+    v->off = qp_xrealloc_array(v->off, cap, sizeof(*v->off));
     v->cap = cap;
-    return 0;
 }
 
 static int parse_piece(pb_t *r, size_t end, size_t tag_off, vocab_t *v)
 {
     int rc;
-    if (v->n == v->cap && (rc = grow(v)))
-        return rc;
+    if (v->n == v->cap)
+        grow(v);
     size_t i = v->n++;
     v->piece[i] = "";
     v->len[i] = 0;
@@ -255,7 +248,14 @@ static int parse_piece(pb_t *r, size_t end, size_t tag_off, vocab_t *v)
     return 0;
 }
 
-static int parse_trainer(pb_t *r, size_t end, spec_t *s)
+/* A message of which only some varint fields matter: name_of(f) names a
+ * wanted field (for messages; NULL: skip it) and set() stores its value. */
+typedef struct {
+    const char *(*name_of)(uint32_t f);
+    void (*set)(spec_t *s, uint32_t f, uint64_t x, size_t off);
+} varint_fields;
+
+static int parse_varint_fields(pb_t *r, size_t end, spec_t *s, const varint_fields *vf)
 {
     int rc;
     pb_t m = *r;
@@ -267,17 +267,7 @@ static int parse_trainer(pb_t *r, size_t end, spec_t *s)
         uint64_t x;
         if ((rc = pb_tag(&m, &f, &w, &off)))
             return rc;
-        const char *name = NULL;
-        switch (f) {
-        case 3: name = "TrainerSpec.model_type"; break;
-        case 24: name = "TrainerSpec.treat_whitespace_as_suffix"; break;
-        case 35: name = "TrainerSpec.byte_fallback"; break;
-        case 40: name = "TrainerSpec.unk_id"; break;
-        case 41: name = "TrainerSpec.bos_id"; break;
-        case 42: name = "TrainerSpec.eos_id"; break;
-        case 43: name = "TrainerSpec.pad_id"; break;
-        default: break;
-        }
+        const char *name = vf->name_of(f);
         if (!name) {
             if ((rc = pb_skip(&m, f, w, off, 0)))
                 return rc;
@@ -285,48 +275,64 @@ static int parse_trainer(pb_t *r, size_t end, spec_t *s)
         }
         if ((rc = pb_want(&m, off, f, name, w, WT_VARINT)) || (rc = pb_varint(&m, &x)))
             return rc;
-        switch (f) {
-        case 3: s->model_type = as_int32(x); s->model_type_off = off; break;
-        case 24: s->suffix_ws = x != 0; s->suffix_ws_off = off; break;
-        case 35: s->byte_fallback = x != 0; s->byte_fallback_off = off; break;
-        case 40: s->unk = as_int32(x); break;
-        case 41: s->bos = as_int32(x); break;
-        case 42: s->eos = as_int32(x); break;
-        case 43: s->pad = as_int32(x); break;
-        }
+        vf->set(s, f, x, off);
     }
     r->pos = end;
     return 0;
 }
 
+static const char *trainer_field(uint32_t f)
+{
+    switch (f) {
+    case 3: return "TrainerSpec.model_type";
+    case 24: return "TrainerSpec.treat_whitespace_as_suffix";
+    case 35: return "TrainerSpec.byte_fallback";
+    case 40: return "TrainerSpec.unk_id";
+    case 41: return "TrainerSpec.bos_id";
+    case 42: return "TrainerSpec.eos_id";
+    case 43: return "TrainerSpec.pad_id";
+    default: return NULL;
+    }
+}
+
+static void trainer_set(spec_t *s, uint32_t f, uint64_t x, size_t off)
+{
+    switch (f) {
+    case 3: s->model_type = as_int32(x); s->model_type_off = off; break;
+    case 24: s->suffix_ws = x != 0; s->suffix_ws_off = off; break;
+    case 35: s->byte_fallback = x != 0; s->byte_fallback_off = off; break;
+    case 40: s->unk = as_int32(x); break;
+    case 41: s->bos = as_int32(x); break;
+    case 42: s->eos = as_int32(x); break;
+    case 43: s->pad = as_int32(x); break;
+    }
+}
+
+static int parse_trainer(pb_t *r, size_t end, spec_t *s)
+{
+    static const varint_fields vf = {trainer_field, trainer_set};
+    return parse_varint_fields(r, end, s, &vf);
+}
+
+static const char *normalizer_field(uint32_t f)
+{
+    return f == 3 ? "NormalizerSpec.add_dummy_prefix"
+         : f == 4 ? "NormalizerSpec.remove_extra_whitespaces"
+         : f == 5 ? "NormalizerSpec.escape_whitespaces" : NULL;
+}
+
+static void normalizer_set(spec_t *s, uint32_t f, uint64_t x, size_t off)
+{
+    (void)off;
+    if (f == 3) s->add_dummy_prefix = x != 0;
+    if (f == 4) s->remove_extra_ws = x != 0;
+    if (f == 5) s->escape_ws = x != 0;
+}
+
 static int parse_normalizer(pb_t *r, size_t end, spec_t *s)
 {
-    int rc;
-    pb_t m = *r;
-    m.end = end;
-    while (m.pos < m.end) {
-        uint32_t f;
-        int w;
-        size_t off;
-        uint64_t x;
-        if ((rc = pb_tag(&m, &f, &w, &off)))
-            return rc;
-        const char *name = f == 3 ? "NormalizerSpec.add_dummy_prefix"
-                         : f == 4 ? "NormalizerSpec.remove_extra_whitespaces"
-                         : f == 5 ? "NormalizerSpec.escape_whitespaces" : NULL;
-        if (!name) {
-            if ((rc = pb_skip(&m, f, w, off, 0)))
-                return rc;
-            continue;
-        }
-        if ((rc = pb_want(&m, off, f, name, w, WT_VARINT)) || (rc = pb_varint(&m, &x)))
-            return rc;
-        if (f == 3) s->add_dummy_prefix = x != 0;
-        if (f == 4) s->remove_extra_ws = x != 0;
-        if (f == 5) s->escape_ws = x != 0;
-    }
-    r->pos = end;
-    return 0;
+    static const varint_fields vf = {normalizer_field, normalizer_set};
+    return parse_varint_fields(r, end, s, &vf);
 }
 
 int qp_tokenizer_load_spm(qp_tokenizer **out, const char *path)

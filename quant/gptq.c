@@ -4,6 +4,7 @@
  * every row's quantization depends only on that row and on Hinv. */
 #include "quant/gptq.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "common/gemm.h"
@@ -48,10 +49,7 @@ static int cmp_desc(const void *a, const void *b)
 
 int qp_gptq_act_order_perm(int32_t *perm, const double *diag, int64_t n)
 {
-    diag_ix *v = malloc((size_t)n * sizeof *v);
-    if (!v)
-        return qp_error_set(QP_ERROR, "gptq: out of memory for the act-order permutation of %lld columns",
-                            (long long)n);
+    diag_ix *v = qp_xmalloc((size_t)n * sizeof *v);
     for (int64_t i = 0; i < n; i++)
         v[i] = (diag_ix){ diag[i], (int32_t)i };
     /* The comparator is a total order (index breaks ties), so qsort's
@@ -103,125 +101,159 @@ static void axpy_neg(float *restrict dst, const float *restrict e, float h)
         dst[r] -= e[r] * h;
 }
 
-static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
-{
-    gptq_ctx *g = ctx;
-    const int64_t R = end - begin, cols = g->cols, ng = g->v.n_groups;
-    const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
-    const int bs = g->p->block_size < cols ? g->p->block_size : (int)cols;
-    const int maxq = g->v.maxq;
-    float *w1t = calloc((size_t)bs * (size_t)RP, sizeof *w1t);   /* [bs, RP] block, transposed */
-    float *errt = calloc((size_t)bs * (size_t)RP, sizeof *errt); /* [bs, RP], rows >= R stay 0 */
-    float *cur_s = malloc((size_t)R * sizeof *cur_s);            /* [R] current group's scale */
-    int *cur_z = malloc((size_t)R * sizeof *cur_z);              /* [R] and zero */
-    float *row = g->stat ? malloc((size_t)cols * sizeof *row) : NULL;
-    double loss = 0.0;
-    int rc = 0;
-    if (!w1t || !errt || !cur_s || !cur_z || (g->stat && !row)) {
-        snprintf(g->fail[c].msg, sizeof g->fail[c].msg, "gptq: weight [%lld x %lld]: out of memory",
-                 (long long)g->rows, (long long)cols);
-        rc = 1;
-        goto done;
-    }
+/* One chunk's rows [begin, begin + R) (chunk index c) and their current
+ * group's scale and zero. */
+typedef struct {
+    gptq_ctx *g;
+    int64_t begin, R, c;
+    float *cur_s;           /* [R] */
+    int *cur_z;             /* [R] */
+} chunk_rows;
 
-    /* Steps 1 and 3: fits made before any update. */
-    for (int64_t r = 0; r < R; r++) {
-        const int64_t rr = begin + r;
+/* Steps 1 and 3: the fits made before any update (one group per row, or
+ * static groups); row is scratch [cols]. */
+static int fit_before_update(const chunk_rows *k, float *row)
+{
+    gptq_ctx *g = k->g;
+    const int64_t cols = g->cols, ng = g->v.n_groups;
+    for (int64_t r = 0; r < k->R; r++) {
+        const int64_t rr = k->begin + r;
         uint16_t s16;
         uint8_t z;
         if (g->per_row) {
             /* on the original row, before the dead columns are zeroed */
-            if (qp_linear_fit_group(&g->lp, g->W + rr * cols, cols, 1, &s16, &z)) {
-                rc = fail_fit(g, c, rr, 0);
-                goto done;
-            }
+            if (qp_linear_fit_group(&g->lp, g->W + rr * cols, cols, 1, &s16, &z))
+                return fail_fit(g, k->c, rr, 0);
             g->v.scales[rr * ng] = s16;
             g->v.zeros[rr * ng] = z;
-            cur_s[r] = qp_f16_to_f32(s16);
-            cur_z[r] = z;
+            k->cur_s[r] = qp_f16_to_f32(s16);
+            k->cur_z[r] = z;
         } else if (g->stat) {
             /* on the dead-zeroed row, original column order */
-            for (int64_t k = 0; k < cols; k++)
-                row[k] = g->dead[k] ? 0.0f : g->W[rr * cols + k];
+            for (int64_t j = 0; j < cols; j++)
+                row[j] = g->dead[j] ? 0.0f : g->W[rr * cols + j];
             for (int64_t gi = 0; gi < ng; gi++) {
-                if (qp_linear_fit_group(&g->lp, row + gi * g->gs, g->gs, 1, &s16, &z)) {
-                    rc = fail_fit(g, c, rr, gi);
-                    goto done;
-                }
+                if (qp_linear_fit_group(&g->lp, row + gi * g->gs, g->gs, 1, &s16, &z))
+                    return fail_fit(g, k->c, rr, gi);
                 g->v.scales[rr * ng + gi] = s16;
                 g->v.zeros[rr * ng + gi] = z;
             }
         }
     }
+    return 0;
+}
 
-    for (int64_t i1 = 0; i1 < cols; i1 += bs) {
-        const int64_t i2 = i1 + bs < cols ? i1 + bs : cols, count = i2 - i1;
-        /* W1 = W[rows, i1:i2], transposed so a column is contiguous */
-        for (int64_t r = 0; r < R; r++) {
-            const float *src = g->Wp + (begin + r) * cols + i1;
-            for (int64_t i = 0; i < count; i++)
-                w1t[i * RP + r] = src[i];
+/* The group of permuted column col: fitted now on W (lazily updated, not on
+ * W1, as GPTQModel does) when a dynamic group starts there, or looked up
+ * when groups are static. */
+static int group_at(const chunk_rows *k, int64_t col, int64_t orig)
+{
+    gptq_ctx *g = k->g;
+    const int64_t cols = g->cols, ng = g->v.n_groups;
+    if (!g->per_row && !g->stat && col % g->gs == 0) {
+        const int64_t gi = col / g->gs;
+        for (int64_t r = 0; r < k->R; r++) {
+            const int64_t rr = k->begin + r;
+            uint16_t s16;
+            uint8_t z;
+            if (qp_linear_fit_group(&g->lp, g->Wp + rr * cols + col, g->gs, 1, &s16, &z))
+                return fail_fit(g, k->c, rr, gi);
+            g->v.scales[rr * ng + gi] = s16;
+            g->v.zeros[rr * ng + gi] = z;
+            k->cur_s[r] = qp_f16_to_f32(s16);
+            k->cur_z[r] = z;
         }
-        for (int64_t i = 0; i < count; i++) {
-            const int64_t col = i1 + i;
-            const int64_t orig = g->perm ? g->perm[col] : col;
-            const float d = g->Hinv[col * cols + col];
-            if (!g->per_row && !g->stat && col % g->gs == 0) {
-                /* GPTQModel fits on W (lazily updated), not on W1 */
-                const int64_t gi = col / g->gs;
-                for (int64_t r = 0; r < R; r++) {
-                    const int64_t rr = begin + r;
-                    uint16_t s16;
-                    uint8_t z;
-                    if (qp_linear_fit_group(&g->lp, g->Wp + rr * cols + col, g->gs, 1, &s16, &z)) {
-                        rc = fail_fit(g, c, rr, gi);
-                        goto done;
-                    }
-                    g->v.scales[rr * ng + gi] = s16;
-                    g->v.zeros[rr * ng + gi] = z;
-                    cur_s[r] = qp_f16_to_f32(s16);
-                    cur_z[r] = z;
-                }
-            } else if (g->stat) {
-                const int64_t gi = orig / g->gs;
-                for (int64_t r = 0; r < R; r++) {
-                    cur_s[r] = qp_f16_to_f32(g->v.scales[(begin + r) * ng + gi]);
-                    cur_z[r] = g->v.zeros[(begin + r) * ng + gi];
-                }
-            }
-            float *w = w1t + i * RP, *e = errt + i * RP;
-            for (int64_t r = 0; r < R; r++) {
-                if (!isfinite(w[r])) {
-                    snprintf(g->fail[c].msg, sizeof g->fail[c].msg,
-                             "gptq: weight [%lld x %lld]: row %lld, column %lld: the GPTQ update made the weight %s; H is ill-conditioned, raise damp_percent",
-                             (long long)g->rows, (long long)cols, (long long)(begin + r), (long long)orig,
-                             isnan(w[r]) ? "nan" : "inf");
-                    rc = 1;
-                    goto done;
-                }
-                const uint8_t code = qp_linear_code(w[r], cur_s[r], cur_z[r], maxq);
-                const float q = qp_linear_value(code, cur_s[r], cur_z[r]);
-                const float diff = w[r] - q;
-                g->v.codes[(begin + r) * cols + orig] = code;
-                loss += (double)diff * (double)diff / ((double)d * (double)d);
-                e[r] = diff / d;
-            }
-            /* W1[:, i+1:] −= err ⊗ Hinv[col, col+1:i2] */
-            const float *hrow = g->Hinv + col * cols + i1;
-            for (int64_t j = i + 1; j < count; j++)
-                axpy_neg(w1t + j * RP, e, hrow[j]);
+    } else if (g->stat) {
+        const int64_t gi = orig / g->gs;
+        for (int64_t r = 0; r < k->R; r++) {
+            k->cur_s[r] = qp_f16_to_f32(g->v.scales[(k->begin + r) * ng + gi]);
+            k->cur_z[r] = g->v.zeros[(k->begin + r) * ng + gi];
         }
-        /* W[:, i2:] −= Err [R, count] · Hinv[i1:i2, i2:] [count, cols − i2] */
-        if (i2 < cols)
-            qp_sgemm(QP_TRANS, QP_NOTRANS, (size_t)R, (size_t)(cols - i2), (size_t)count, -1.0f, errt, (size_t)RP,
-                     g->Hinv + i1 * cols + i2, (size_t)cols, 1.0f, g->Wp + begin * cols + i2, (size_t)cols);
     }
-    g->loss[c] = loss;
-done:
+    return 0;
+}
+
+/* Quantizes column w[R] (permuted col, original orig, Hinv diagonal d):
+ * its codes, e[r] = (w − q) / d, and the loss added to *loss row by row. */
+static int quantize_column(const chunk_rows *k, int64_t orig, float d, const float *w, float *e, double *loss)
+{
+    gptq_ctx *g = k->g;
+    const int maxq = g->v.maxq;
+    for (int64_t r = 0; r < k->R; r++) {
+        if (!isfinite(w[r])) {
+            snprintf(g->fail[k->c].msg, sizeof g->fail[k->c].msg,
+                     "gptq: weight [%lld x %lld]: row %lld, column %lld: the GPTQ update made the weight %s; H is ill-conditioned, raise damp_percent",
+                     (long long)g->rows, (long long)g->cols, (long long)(k->begin + r), (long long)orig,
+                     isnan(w[r]) ? "nan" : "inf");
+            return 1;
+        }
+        const uint8_t code = qp_linear_code(w[r], k->cur_s[r], k->cur_z[r], maxq);
+        const float q = qp_linear_value(code, k->cur_s[r], k->cur_z[r]);
+        const float diff = w[r] - q;
+        g->v.codes[(k->begin + r) * g->cols + orig] = code;
+        *loss += (double)diff * (double)diff / ((double)d * (double)d);
+        e[r] = diff / d;
+    }
+    return 0;
+}
+
+/* Columns [i1, i2) of the chunk: W1 (transposed into w1t) is quantized
+ * column by column with the in-block updates, and the rest of W gets the
+ * block's error in one product. */
+static int quantize_block(const chunk_rows *k, int64_t i1, int64_t i2, float *w1t, float *errt, double *loss)
+{
+    gptq_ctx *g = k->g;
+    const int64_t cols = g->cols, count = i2 - i1;
+    const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
+    /* W1 = W[rows, i1:i2], transposed so a column is contiguous */
+    for (int64_t r = 0; r < k->R; r++) {
+        const float *src = g->Wp + (k->begin + r) * cols + i1;
+        for (int64_t i = 0; i < count; i++)
+            w1t[i * RP + r] = src[i];
+    }
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t col = i1 + i;
+        const int64_t orig = g->perm ? g->perm[col] : col;
+        float *e = errt + i * RP;
+        int rc = group_at(k, col, orig);
+        if (rc || (rc = quantize_column(k, orig, g->Hinv[col * cols + col], w1t + i * RP, e, loss)))
+            return rc;
+        /* W1[:, i+1:] −= err ⊗ Hinv[col, col+1:i2] */
+        const float *hrow = g->Hinv + col * cols + i1;
+        for (int64_t j = i + 1; j < count; j++)
+            axpy_neg(w1t + j * RP, e, hrow[j]);
+    }
+    /* W[:, i2:] −= Err [R, count] · Hinv[i1:i2, i2:] [count, cols − i2] */
+    if (i2 < cols)
+        qp_sgemm(QP_TRANS, QP_NOTRANS, (size_t)k->R, (size_t)(cols - i2), (size_t)count, -1.0f, errt, (size_t)RP,
+                 g->Hinv + i1 * cols + i2, (size_t)cols, 1.0f, g->Wp + k->begin * cols + i2, (size_t)cols);
+    return 0;
+}
+
+static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
+{
+    gptq_ctx *g = ctx;
+    const int64_t R = end - begin, cols = g->cols;
+    const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
+    const int bs = g->p->block_size < cols ? g->p->block_size : (int)cols;
+    float *w1t = qp_xcalloc((size_t)bs * (size_t)RP, sizeof *w1t);   /* [bs, RP] block, transposed */
+    float *errt = qp_xcalloc((size_t)bs * (size_t)RP, sizeof *errt); /* [bs, RP], rows >= R stay 0 */
+    float *row = g->stat ? qp_xmalloc((size_t)cols * sizeof *row) : NULL;
+    chunk_rows k = {
+        .g = g, .begin = begin, .R = R, .c = c,
+        .cur_s = qp_xmalloc((size_t)R * sizeof(float)),
+        .cur_z = qp_xmalloc((size_t)R * sizeof(int)),
+    };
+    double loss = 0.0;
+    int rc = fit_before_update(&k, row);
+    for (int64_t i1 = 0; rc == 0 && i1 < cols; i1 += bs)
+        rc = quantize_block(&k, i1, i1 + bs < cols ? i1 + bs : cols, w1t, errt, &loss);
+    if (rc == 0)
+        g->loss[c] = loss;
     free(w1t);
     free(errt);
-    free(cur_s);
-    free(cur_z);
+    free(k.cur_s);
+    free(k.cur_z);
     free(row);
     return rc;
 }
@@ -243,14 +275,104 @@ static int check_params(const qp_gptq_params *p)
     return 0;
 }
 
+/* W and H's lower triangle must be finite; cols is capped as in
+ * qp_gptq_hinv (46340² < 2³¹). */
+static int check_inputs(const float *W, const double *H, int64_t rows, int64_t cols)
+{
+    const int64_t n = cols;
+    if (n > 46340)
+        return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: more than 46340 input columns are not supported",
+                            (long long)rows, (long long)cols);
+    for (int64_t k = 0; k < rows * cols; k++)
+        if (!isfinite(W[k]))
+            return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
+                                (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
+                                isnan(W[k]) ? "nan" : "inf");
+    return qp_gptq_check_hessian(H, n);
+}
+
+/* The serial preparation of the n = cols columns. */
+typedef struct {
+    uint8_t *dead;    /* [n] original order: H's diagonal is 0 */
+    double *diag;     /* [n] H's diagonal, 1 for dead columns */
+    int32_t *perm;    /* [n] position -> original column */
+    double *hp;       /* [n, n] H[perm][:, perm], lower triangle */
+    float *hinv;      /* [n, n] */
+    float *wp;        /* [rows, n] W[:, perm], dead columns zeroed */
+    int64_t n_dead;
+} gptq_prep;
+
+static void prep_free(gptq_prep *s)
+{
+    free(s->dead);
+    free(s->diag);
+    free(s->perm);
+    free(s->hp);
+    free(s->hinv);
+    free(s->wp);
+}
+
+/* Steps 2 and 4 and the permuted copies of H and W. */
+static void prepare(gptq_prep *s, const float *W, const double *H, int64_t rows, int64_t n, int act_order)
+{
+    s->dead = qp_xmalloc((size_t)n);
+    s->diag = qp_xcalloc((size_t)n, sizeof *s->diag);
+    s->perm = qp_xmalloc((size_t)n * sizeof *s->perm);
+    s->hp = qp_xmalloc((size_t)n * (size_t)n * sizeof *s->hp);
+    s->hinv = qp_xmalloc((size_t)n * (size_t)n * sizeof *s->hinv);
+    s->wp = qp_xmalloc((size_t)rows * (size_t)n * sizeof *s->wp);
+    /* Step 2: dead columns. */
+    s->n_dead = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s->dead[i] = H[i * n + i] == 0.0;
+        s->n_dead += s->dead[i];
+        s->diag[i] = s->dead[i] ? 1.0 : H[i * n + i];
+    }
+    /* Step 4: the order. */
+    if (act_order) {
+        qp_gptq_act_order_perm(s->perm, s->diag, n);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            s->perm[i] = (int32_t)i;
+    }
+    /* hp = H[perm][:, perm], lower triangle, from H's lower triangle */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t a = s->perm[i];
+        for (int64_t j = 0; j < i; j++) {
+            const int64_t b = s->perm[j];
+            s->hp[i * n + j] = a >= b ? H[a * n + b] : H[b * n + a];
+        }
+        s->hp[i * n + i] = s->diag[a];
+    }
+    /* Wp = W[:, perm] with the dead columns zeroed */
+    for (int64_t r = 0; r < rows; r++) {
+        const float *src = W + r * n;
+        float *dst = s->wp + r * n;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = s->dead[s->perm[i]] ? 0.0f : src[s->perm[i]];
+    }
+}
+
+/* Step 7 for act order with dynamic groups: the group of each original
+ * column (the codes are already in original column order). */
+static int set_g_idx(qp_linear *q, const int32_t *perm, int64_t n, int gs)
+{
+    int32_t *g_idx = qp_xmalloc((size_t)n * sizeof *g_idx);
+    for (int64_t i = 0; i < n; i++)
+        g_idx[perm[i]] = (int32_t)(i / gs);
+    int rc = qp_linear_set_g_idx(q, g_idx);
+    if (rc)
+        qp_error_prefix("gptq");
+    free(g_idx);
+    return rc;
+}
+
 int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t rows, int64_t cols,
                      const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
 {
     qp_linear *q = NULL;
-    uint8_t *dead = NULL;
-    double *diag = NULL, *hp = NULL, *loss = NULL;
-    int32_t *perm = NULL, *g_idx = NULL;
-    float *wp = NULL, *hinv = NULL;
+    gptq_prep s = { 0 };
+    double *loss = NULL;
     chunk_fail *fail = NULL;
     int rc;
 
@@ -265,96 +387,28 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
         qp_error_prefix("gptq");
         return rc;
     }
+    if ((rc = check_inputs(W, H, rows, cols)))
+        goto done;
     const int64_t n = cols;
-    if (n > 46340) {
-        rc = qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: more than 46340 input columns are not supported",
-                          (long long)rows, (long long)cols);
-        goto done;
-    }
-    for (int64_t k = 0; k < rows * cols; k++) {
-        if (!isfinite(W[k])) {
-            rc = qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
-                              (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
-                              isnan(W[k]) ? "nan" : "inf");
-            goto done;
-        }
-    }
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = 0; j <= i; j++) {
-            double v = H[i * n + j];
-            if (!isfinite(v)) {
-                rc = qp_error_set(QP_EUSAGE,
-                                  "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
-                                  (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
-                goto done;
-            }
-        }
-    }
-
-    dead = malloc((size_t)n);
-    diag = calloc((size_t)n, sizeof *diag);
-    perm = malloc((size_t)n * sizeof *perm);
-    hp = malloc((size_t)n * (size_t)n * sizeof *hp);
-    hinv = malloc((size_t)n * (size_t)n * sizeof *hinv);
-    wp = malloc((size_t)rows * (size_t)cols * sizeof *wp);
-    if (!dead || !diag || !perm || !hp || !hinv || !wp) {
-        rc = qp_error_set(QP_ERROR, "gptq: weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
-        goto done;
-    }
-
-    /* Step 2: dead columns. */
-    int64_t n_dead = 0;
-    for (int64_t i = 0; i < n; i++) {
-        dead[i] = H[i * n + i] == 0.0;
-        n_dead += dead[i];
-        diag[i] = dead[i] ? 1.0 : H[i * n + i];
-    }
-    /* Step 4: the order. */
-    if (p->act_order) {
-        if ((rc = qp_gptq_act_order_perm(perm, diag, n)))
-            goto done;
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            perm[i] = (int32_t)i;
-    }
-    /* hp = H[perm][:, perm], lower triangle, from H's lower triangle */
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t a = perm[i];
-        for (int64_t j = 0; j < i; j++) {
-            const int64_t b = perm[j];
-            hp[i * n + j] = a >= b ? H[a * n + b] : H[b * n + a];
-        }
-        hp[i * n + i] = diag[a];
-    }
-    /* Wp = W[:, perm] with the dead columns zeroed */
-    for (int64_t r = 0; r < rows; r++) {
-        const float *src = W + r * cols;
-        float *dst = wp + r * cols;
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = dead[perm[i]] ? 0.0f : src[perm[i]];
-    }
+    prepare(&s, W, H, rows, n, p->act_order);
 
     /* Step 5. */
     const double t1 = qp_now();
     double damp_used = 0.0;
     int retries = 0;
-    if ((rc = qp_gptq_hinv(hinv, NULL, hp, n, p->damp_percent, p->damp_auto_increment, &damp_used, &retries)))
+    if ((rc = qp_gptq_hinv(s.hinv, NULL, s.hp, n, p->damp_percent, p->damp_auto_increment, &damp_used, &retries)))
         goto done;
     const double t2 = qp_now();
 
     /* Step 6. */
     const int64_t n_chunks = qp_lin_nchunks(rows, QP_GPTQ_ROW_CHUNK);
-    loss = calloc((size_t)n_chunks, sizeof *loss);
-    fail = calloc((size_t)n_chunks, sizeof *fail);
-    if (!loss || !fail) {
-        rc = qp_error_set(QP_ERROR, "gptq: weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
-        goto done;
-    }
+    loss = qp_xcalloc((size_t)n_chunks, sizeof *loss);
+    fail = qp_xcalloc((size_t)n_chunks, sizeof *fail);
     gptq_ctx g = {
         .p = p, .lp = lp, .rows = rows, .cols = cols,
         .per_row = p->group_size <= 0,
         .stat = p->group_size > 0 && p->static_groups,
-        .W = W, .Wp = wp, .Hinv = hinv, .perm = p->act_order ? perm : NULL, .dead = dead,
+        .W = W, .Wp = s.wp, .Hinv = s.hinv, .perm = p->act_order ? s.perm : NULL, .dead = s.dead,
         .loss = loss, .fail = fail,
     };
     qp_linear_view_of(q, &g.v);
@@ -365,20 +419,9 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
         goto done;
     }
 
-    /* Step 7: the codes are already in original column order. */
-    if (p->act_order && p->group_size > 0 && !p->static_groups) {
-        g_idx = malloc((size_t)n * sizeof *g_idx);
-        if (!g_idx) {
-            rc = qp_error_set(QP_ERROR, "gptq: out of memory for g_idx");
-            goto done;
-        }
-        for (int64_t i = 0; i < n; i++)
-            g_idx[perm[i]] = (int32_t)(i / g.gs);
-        if ((rc = qp_linear_set_g_idx(q, g_idx))) {
-            qp_error_prefix("gptq");
-            goto done;
-        }
-    }
+    /* Step 7. */
+    if (p->act_order && p->group_size > 0 && !p->static_groups && (rc = set_g_idx(q, s.perm, n, g.gs)))
+        goto done;
     if (stats) {
         double total = 0.0;
         for (int64_t c = 0; c < n_chunks; c++)
@@ -387,7 +430,7 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
         *stats = (qp_gptq_stats){
             .damp_percent = damp_used,
             .damp_retries = retries,
-            .dead_columns = n_dead,
+            .dead_columns = s.n_dead,
             .loss = total,
             .avg_loss = p->nsamples > 0 ? total / (double)p->nsamples : NAN,
             .loss_per_weight = total / ((double)rows * (double)cols),
@@ -400,14 +443,8 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     q = NULL;
 done:
     qp_linear_free(q);
-    free(dead);
-    free(diag);
-    free(perm);
-    free(hp);
-    free(hinv);
-    free(wp);
+    prep_free(&s);
     free(loss);
     free(fail);
-    free(g_idx);
     return rc;
 }

@@ -86,7 +86,7 @@ typedef struct {
 
 /* Quantizes W with H into a new object (*out, free with qp_linear_free).
  * stats may be NULL.  n_threads <= 0: one per online CPU.
- * Errors (QP_EUSAGE unless out of memory, one line; *out stays NULL):
+ * Errors (QP_EUSAGE, one line; *out stays NULL):
  *   bad parameters ("gptq: damp_percent 1.5 is outside (0, 1)", …), those of
  *   qp_linear_new (shape / group size), a non-finite weight
  *   ("gptq: weight [R x C]: row r, column c: weight is nan; fix the
@@ -101,8 +101,12 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
 
 /* Step 4's order: perm[i] = the column at position i, diag [n] descending,
  * ties by ascending index (pass the diagonal after step 2, dead columns 1;
- * no NaN).  Returns 0 or QP_ERROR (out of memory). */
+ * no NaN).  Returns 0 (allocation follows common/alloc.h). */
 int qp_gptq_act_order_perm(int32_t *perm, const double *diag, int64_t n);
+
+/* 0, or QP_EUSAGE naming the first non-finite entry of H's lower triangle
+ * ([n, n] row-major). */
+int qp_gptq_check_hessian(const double *H, int64_t n);
 
 /* Step 5 alone: U f32 [n, n] row-major gets the upper Cholesky factor of
  * (A + damp·mean(diag A)·I)⁻¹ (strict lower triangle set to 0).  A f64

@@ -20,6 +20,7 @@
  * all of it in products. */
 #include "quant/gptq.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
 
@@ -128,6 +129,20 @@ static void trtri_lower(double *x, const double *l, int64_t n, const double *tin
     }
 }
 
+int qp_gptq_check_hessian(const double *H, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j <= i; j++) {
+            double v = H[i * n + j];
+            if (!isfinite(v))
+                return qp_error_set(QP_EUSAGE,
+                                    "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
+                                    (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
+        }
+    }
+    return 0;
+}
+
 int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
                  double damp_auto_increment, double *damp_used, int *retries)
 {
@@ -136,29 +151,17 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
     double damp = damp_percent;
     if (n < 1 || n > 46340) /* as qp_gptq_quantize: n² stays well inside size_t on any platform */
         return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = 0; j <= i; j++) {
-            double v = A[i * n + j];
-            if (!isfinite(v))
-                return qp_error_set(QP_EUSAGE,
-                                    "gptq: H [%lld x %lld]: row %lld, column %lld is %s; the calibration produced a non-finite Hessian",
-                                    (long long)n, (long long)n, (long long)i, (long long)j, isnan(v) ? "nan" : "inf");
-        }
-    }
+    if ((rc = qp_gptq_check_hessian(A, n)))
+        return rc;
     double mean = 0.0;
     for (int64_t i = 0; i < n; i++)
         mean += A[i * n + i];
     mean /= (double)n;
 
-    r = malloc((size_t)n * (size_t)n * sizeof *r);
-    x = malloc((size_t)n * (size_t)n * sizeof *x);
-    tinv = malloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
-    tmp = malloc((size_t)n * NB * sizeof *tmp);
-    if (!r || !x || !tinv || !tmp) {
-        rc = qp_error_set(QP_ERROR, "gptq: H [%lld x %lld]: out of memory for its inverse", (long long)n,
-                          (long long)n);
-        goto done;
-    }
+    r = qp_xmalloc((size_t)n * (size_t)n * sizeof *r);
+    x = qp_xmalloc((size_t)n * (size_t)n * sizeof *x);
+    tinv = qp_xmalloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
+    tmp = qp_xmalloc((size_t)n * NB * sizeof *tmp);
     int ok = 0;
     while (damp > 0.0 && damp < 1.0) {
         /* r = J·(A + damp·mean·I)·J, lower triangle: r[i][j] = A[n-1-j][n-1-i]

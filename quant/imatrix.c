@@ -1,6 +1,7 @@
 /* imatrix.dat reader/writer (format in imatrix.h). */
 #include "quant/imatrix.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -25,11 +26,8 @@ struct qp_imatrix {
 
 int qp_imatrix_new(qp_imatrix **out)
 {
-    qp_imatrix *m = calloc(1, sizeof *m);
-    if (!m || !(m->dataset = calloc(1, 1))) {
-        free(m);
-        return qp_error_set(QP_ERROR, "imatrix: out of memory");
-    }
+    qp_imatrix *m = qp_xcalloc(1, sizeof *m);
+    m->dataset = qp_xcalloc(1, 1);
     *out = m;
     return 0;
 }
@@ -100,12 +98,8 @@ static int put(qp_imatrix *m, char *name, int32_t ncall, float *values, int32_t 
         free(slot->values);
     } else {
         if (m->n == m->cap) {
-            size_t cap = m->cap ? 2 * m->cap : 16;
-            entry *e = realloc(m->e, cap * sizeof *e);
-            if (!e)
-                return qp_error_set(QP_ERROR, "imatrix: out of memory for %zu entries", cap);
-            m->e = e;
-            m->cap = cap;
+            m->cap = m->cap ? 2 * m->cap : 16;
+            m->e = qp_xrealloc_array(m->e, m->cap, sizeof *m->e);
         }
         slot = &m->e[m->n++];
     }
@@ -127,11 +121,7 @@ int qp_imatrix_set(qp_imatrix *m, const char *name, int32_t ncall, const float *
             return qp_error_set(QP_EUSAGE, "imatrix entry '%s': value %d is %g: must be finite and >= 0", name,
                                 (int)i, (double)values[i]);
     char *n = qp_strdup(name);
-    float *v = malloc((size_t)nval * sizeof *v);
-    if (!v) {
-        free(n);
-        return qp_error_set(QP_ERROR, "imatrix entry '%s': out of memory", name);
-    }
+    float *v = qp_xmalloc((size_t)nval * sizeof *v);
     memcpy(v, values, (size_t)nval * sizeof *v);
     int rc = put(m, n, ncall, v, nval);
     if (rc) {
@@ -146,9 +136,7 @@ int qp_imatrix_set_sums(qp_imatrix *m, const char *name, int32_t ncall, const fl
 {
     if (nval <= 0 || !sum_x2 || !count)
         return qp_error_set(QP_EUSAGE, "imatrix entry '%s': bad size (nval %d)", name ? name : "", (int)nval);
-    float *v = malloc((size_t)nval * sizeof *v);
-    if (!v)
-        return qp_error_set(QP_ERROR, "imatrix entry '%s': out of memory", name ? name : "");
+    float *v = qp_xmalloc((size_t)nval * sizeof *v);
     for (int32_t i = 0; i < nval; i++)
         v[i] = count[i] ? (sum_x2[i] / (float)count[i]) * (float)ncall : 0.0f;
     int rc = qp_imatrix_set(m, name, ncall, v, nval);
@@ -209,9 +197,7 @@ static int parse(qp_imatrix *m, cursor *c)
         if (c->len - c->off < (size_t)name_len)
             return qp_error_set(QP_EFORMAT, "%s: offset %zu: entry %d: truncated name (want %d bytes, %zu left)",
                                 c->path, c->off, (int)i, (int)name_len, c->len - c->off);
-        char *name = malloc((size_t)name_len + 1);
-        if (!name)
-            return qp_error_set(QP_ERROR, "%s: out of memory", c->path);
+        char *name = qp_xmalloc((size_t)name_len + 1);
         memcpy(name, c->p + c->off, (size_t)name_len);
         name[name_len] = 0;
         c->off += (size_t)name_len;
@@ -243,11 +229,7 @@ static int parse(qp_imatrix *m, cursor *c)
             free(name);
             return rc;
         }
-        float *values = malloc(want);
-        if (!values) {
-            free(name);
-            return qp_error_set(QP_ERROR, "%s: out of memory", c->path);
-        }
+        float *values = qp_xmalloc(want);
         memcpy(values, c->p + c->off, want);
         c->off += want;
         if ((rc = put(m, name, ncall, values, nval))) {
@@ -264,9 +246,7 @@ static int parse(qp_imatrix *m, cursor *c)
     if (ds_len < 0 || (size_t)ds_len != c->len - c->off)
         return qp_error_set(QP_EFORMAT, "%s: offset %zu: dataset name length %d but %zu bytes left", c->path,
                             c->off - 4, (int)ds_len, c->len - c->off);
-    char *ds = malloc((size_t)ds_len + 1);
-    if (!ds)
-        return qp_error_set(QP_ERROR, "%s: out of memory", c->path);
+    char *ds = qp_xmalloc((size_t)ds_len + 1);
     memcpy(ds, c->p + c->off, (size_t)ds_len);
     ds[ds_len] = 0;
     c->off += (size_t)ds_len;
@@ -315,9 +295,7 @@ int qp_imatrix_write(const qp_imatrix *m, const char *path)
     size_t size = 4 + 8 + strlen(m->dataset);
     for (size_t i = 0; i < m->n; i++)
         size += 12 + strlen(m->e[i].name) + 4 * (size_t)m->e[i].pub.nval;
-    unsigned char *buf = malloc(size), *w = buf;
-    if (!buf)
-        return qp_error_set(QP_ERROR, "%s: out of memory for %zu bytes", path, size);
+    unsigned char *buf = qp_xmalloc(size), *w = buf;
     put_i32(&w, (int32_t)m->n);
     for (size_t i = 0; i < m->n; i++) {
         const qp_imatrix_entry *e = &m->e[i].pub;

@@ -4,6 +4,7 @@
  * Shapes: w f32 [rows, cols]; codes i8 [rows, cols]; absmax f32 [rows]. */
 #include "quant/int8.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "quant/linear_impl.h"
 
@@ -30,18 +31,11 @@ int qp_int8_new(qp_int8 **out, int64_t rows, int64_t cols)
     if (rows < 1 || cols < 1 || rows > INT64_MAX / cols)
         return qp_error_set(QP_EUSAGE, "weight [%lld x %lld]: int8 needs at least one row and one column",
                             (long long)rows, (long long)cols);
-    qp_int8 *q = calloc(1, sizeof *q);
-    if (q) {
-        q->rows = rows;
-        q->cols = cols;
-        q->codes = calloc((size_t)(rows * cols), 1);
-        q->absmax = calloc((size_t)rows, sizeof *q->absmax);
-    }
-    if (!q || !q->codes || !q->absmax) {
-        qp_int8_free(q);
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory for int8", (long long)rows,
-                            (long long)cols);
-    }
+    qp_int8 *q = qp_xcalloc(1, sizeof *q);
+    q->rows = rows;
+    q->cols = cols;
+    q->codes = qp_xcalloc((size_t)(rows * cols), 1);
+    q->absmax = qp_xcalloc((size_t)rows, sizeof *q->absmax);
     *out = q;
     return 0;
 }
@@ -200,9 +194,7 @@ int qp_int8_quantize(qp_int8 *q, const float *w, int n_threads)
     if (!q || !w)
         return qp_error_set(QP_EUSAGE, "int8: no weight given");
     const int64_t chunk = q->cols >= 65536 ? 1 : 65536 / q->cols;
-    int8_job j = { .q = q, .w = w, .bad = calloc((size_t)qp_lin_nchunks(q->rows, chunk), sizeof *j.bad) };
-    if (!j.bad)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)q->rows, (long long)q->cols);
+    int8_job j = { .q = q, .w = w, .bad = qp_xcalloc((size_t)qp_lin_nchunks(q->rows, chunk), sizeof *j.bad) };
     int64_t first = qp_lin_parallel(q->rows, chunk, n_threads, int8_chunk, &j);
     int rc = first >= 0 ? report_nonfinite(q, j.bad[first] / q->cols, j.bad[first] % q->cols) : 0;
     free(j.bad);
@@ -234,10 +226,7 @@ int qp_int8_serialize(const qp_int8 *q, void **out, size_t *len)
     *out = NULL;
     *len = 0;
     const size_t n = (size_t)(q->rows * q->cols), payload = n + 4 * (size_t)q->rows;
-    uint8_t *b = malloc(INT8_HEADER + payload);
-    if (!b)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory serialising int8", (long long)q->rows,
-                            (long long)q->cols);
+    uint8_t *b = qp_xmalloc(INT8_HEADER + payload);
     memset(b, 0, INT8_HEADER);
     memcpy(b, INT8_MAGIC, 8);
     qp_lin_put_u32(b + 8, INT8_VERSION);

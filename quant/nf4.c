@@ -7,6 +7,7 @@
  * absmax f32 [n_blocks]; qabsmax u8 [n_blocks]; absmax2 f32 [n_blocks2]. */
 #include "quant/nf4.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "quant/linear_impl.h"
 
@@ -174,9 +175,7 @@ int qp_nf4_new(qp_nf4 **out, int64_t rows, int64_t cols, const qp_nf4_params *p)
     if (rows < 1 || cols < 1 || rows > INT64_MAX / 2 / cols)
         return qp_error_set(QP_EUSAGE, "weight [%lld x %lld]: nf4 needs at least one row and one column",
                             (long long)rows, (long long)cols);
-    qp_nf4 *q = calloc(1, sizeof *q);
-    if (!q)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)rows, (long long)cols);
+    qp_nf4 *q = qp_xcalloc(1, sizeof *q);
     q->rows = rows;
     q->cols = cols;
     q->n = rows * cols;
@@ -184,16 +183,11 @@ int qp_nf4_new(qp_nf4 **out, int64_t rows, int64_t cols, const qp_nf4_params *p)
     q->dq = p && p->double_quant;
     q->n_blocks = qp_lin_nchunks(q->n, bs);
     q->n_blocks2 = q->dq ? qp_lin_nchunks(q->n_blocks, DQ_BLOCK) : 0;
-    q->codes = calloc((size_t)((q->n + 1) / 2), 1);
-    q->absmax = calloc((size_t)q->n_blocks, sizeof *q->absmax);
+    q->codes = qp_xcalloc((size_t)((q->n + 1) / 2), 1);
+    q->absmax = qp_xcalloc((size_t)q->n_blocks, sizeof *q->absmax);
     if (q->dq) {
-        q->qabsmax = calloc((size_t)q->n_blocks, 1);
-        q->absmax2 = calloc((size_t)q->n_blocks2, sizeof *q->absmax2);
-    }
-    if (!q->codes || !q->absmax || (q->dq && (!q->qabsmax || !q->absmax2))) {
-        qp_nf4_free(q);
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory for the nf4 arrays",
-                            (long long)rows, (long long)cols);
+        q->qabsmax = qp_xcalloc((size_t)q->n_blocks, 1);
+        q->absmax2 = qp_xcalloc((size_t)q->n_blocks2, sizeof *q->absmax2);
     }
     *out = q;
     return 0;
@@ -386,9 +380,7 @@ int qp_nf4_quantize(qp_nf4 *q, const float *w, int n_threads)
         return qp_error_set(QP_EUSAGE, "nf4: no weight given");
     /* ~64K values per chunk, whatever the thread count */
     const int64_t chunk = 65536 / q->blocksize > 0 ? 65536 / q->blocksize : 1;
-    nf4_job j = { .q = q, .w = w, .bad = calloc((size_t)qp_lin_nchunks(q->n_blocks, chunk), sizeof *j.bad) };
-    if (!j.bad)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory", (long long)q->rows, (long long)q->cols);
+    nf4_job j = { .q = q, .w = w, .bad = qp_xcalloc((size_t)qp_lin_nchunks(q->n_blocks, chunk), sizeof *j.bad) };
     int64_t first = qp_lin_parallel(q->n_blocks, chunk, n_threads, nf4_chunk, &j);
     int rc = 0;
     if (first >= 0)
@@ -440,10 +432,7 @@ int qp_nf4_serialize(const qp_nf4 *q, void **out, size_t *len)
     *out = NULL;
     *len = 0;
     const uint64_t payload = payload_size(q);
-    uint8_t *b = malloc(NF4_HEADER + (size_t)payload);
-    if (!b)
-        return qp_error_set(QP_ERROR, "weight [%lld x %lld]: out of memory serialising nf4",
-                            (long long)q->rows, (long long)q->cols);
+    uint8_t *b = qp_xmalloc(NF4_HEADER + (size_t)payload);
     memset(b, 0, NF4_HEADER);
     memcpy(b, NF4_MAGIC, 8);
     qp_lin_put_u32(b + 8, NF4_VERSION);

@@ -6,6 +6,7 @@
  * names the FIRST bad element whatever the thread count. */
 #include "quant/qtypes.h"
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "quant/ggml_impl.h"
 
@@ -76,14 +77,10 @@ int qp_quantize(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int6
 
     job j = { .t = t, .src = src, .dst = dst, .nrows = nrows, .n_per_row = n_per_row,
               .imatrix = imatrix, .n_threads = n_threads };
-    int64_t *bad = malloc(2 * (size_t)n_threads * sizeof *bad);
-    worker_arg *args = malloc((size_t)n_threads * sizeof *args);
-    pthread_t *tids = malloc((size_t)n_threads * sizeof *tids);
-    char *started = malloc((size_t)n_threads);
-    if (!bad || !args || !tids || !started) {
-        rc = qp_error_set(QP_ERROR, "quantize: out of memory for %d threads", n_threads);
-        goto done;
-    }
+    int64_t *bad = qp_xmalloc(2 * (size_t)n_threads * sizeof *bad);
+    worker_arg *args = qp_xmalloc((size_t)n_threads * sizeof *args);
+    pthread_t *tids = qp_xmalloc((size_t)n_threads * sizeof *tids);
+    char *started = qp_xmalloc((size_t)n_threads);
     j.bad_row = bad;
     j.bad_col = bad + n_threads;
     run_phase(&j, args, tids, started, 0);
