@@ -64,6 +64,12 @@ void qp_error_prefix(const char *fmt, ...)
     flatten(error_msg);
 }
 
+int qp_error_recode(int code)
+{
+    error_code = code;
+    return code;
+}
+
 const char *qp_error_last(void) { return error_msg; }
 int qp_error_last_code(void) { return error_code; }
 

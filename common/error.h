@@ -27,6 +27,9 @@ int qp_error_set(int code, const char *fmt, ...) __attribute__((format(printf, 2
 int qp_error_errno(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prefixes the current message with "prefix: " (adds context on the way up). */
 void qp_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Keeps the current message but gives it another code (a lower layer's
+ * QP_ERROR that is, for this caller, a usage error); returns code. */
+int qp_error_recode(int code);
 const char *qp_error_last(void);   /* "" when none */
 int qp_error_last_code(void);
 void qp_error_clear(void);

@@ -1,4 +1,5 @@
 #include "common/fsutil.h"
+#include "common/buf.h"
 #include "common/alloc.h"
 #include "common/error.h"
 
@@ -26,7 +27,10 @@ char *qp_strfmt(const char *fmt, ...)
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
+    if (n < 0)   /* an encoding error in the arguments: an empty string, not garbage */
+        n = 0;
     char *s = qp_xmalloc((size_t)n + 1);
+    s[0] = '\0';
     vsnprintf(s, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
     return s;
@@ -173,46 +177,40 @@ int qp_map_file(const char *path, unsigned char **map, size_t *size)
 int qp_read_file(const char *path, char **out, size_t *out_len)
 {
     int rc = QP_ERROR;
-    char *buf = NULL;
+    qp_buf b = QP_BUF_INIT;
     struct stat st;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
     if (fstat(fd, &st) != 0) {
-        qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+        qp_error_errno(QP_ERROR, "%s: cannot read", path);
         goto done;
     }
     if (S_ISDIR(st.st_mode)) {
-        qp_error_set(QP_ERROR, "%s: is a directory, expected a file", path);
+        qp_error_set(QP_ERROR, "%s: cannot read: Is a directory", path);
         goto done;
     }
-    size_t cap = (size_t)st.st_size, len = 0;
-    buf = qp_xmalloc(cap + 1);
+    /* one spare byte: a read that fills it means the file grew (or is a
+     * pipe), and the buffer grows; otherwise the size was right */
+    qp_buf_reserve(&b, (size_t)st.st_size + 1);
     for (;;) {
-        if (len == cap) {
-            /* the file grew (or is a pipe): keep reading */
-            buf = qp_xrealloc(buf, cap * 2 + 4096 + 1);
-            cap = cap * 2 + 4096;
-        }
-        ssize_t r = read(fd, buf + len, cap - len);
+        if (b.cap - b.len - 1 == 0)
+            qp_buf_reserve(&b, 4096);
+        ssize_t r = read(fd, b.data + b.len, b.cap - b.len - 1);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            qp_error_errno(QP_ERROR, "%s: read failed", path);
+            qp_error_errno(QP_ERROR, "%s: cannot read", path);
             goto done;
         }
         if (r == 0)
             break;
-        len += (size_t)r;
+        b.len += (size_t)r;
     }
-    buf[len] = '\0';
-    *out = buf;
-    if (out_len)
-        *out_len = len;
-    buf = NULL;
+    *out = qp_buf_detach(&b, out_len);
     rc = 0;
 done:
-    free(buf);
+    qp_buf_free(&b);
     close(fd);
     return rc;
 }

@@ -346,43 +346,13 @@ int qp_recipe_load_string(qp_recipe **out, const char *path, const char *text)
 int qp_recipe_load(qp_recipe **out, const char *path)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return qp_error_errno(QP_EUSAGE, "%s: cannot open", path);
-    struct stat st;
     char *text = NULL;
-    int rc = 0;
-    if (fstat(fd, &st) != 0) {
-        rc = qp_error_errno(QP_EUSAGE, "%s: cannot read", path);
-        goto done;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        rc = qp_error_set(QP_EUSAGE, "%s: cannot read: Is a directory", path);
-        goto done;
-    }
-    size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, len = 0;
-    text = qp_xmalloc(cap);
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            text = qp_xrealloc(text, cap);
-        }
-        ssize_t got = read(fd, text + len, cap - len - 1);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            rc = qp_error_errno(QP_EUSAGE, "%s: cannot read", path);
-            goto done;
-        }
-        if (got == 0)
-            break;
-        len += (size_t)got;
-    }
-    text[len] = '\0';
+    size_t len = 0;
+    int rc = qp_read_file(path, &text, &len);
+    if (rc)   /* a recipe that cannot be read is a usage error (exit 2) */
+        return qp_error_recode(QP_EUSAGE);
     rc = load_text(out, path, text, len);
-done:
     free(text);
-    close(fd);
     return rc;
 }
 

@@ -237,6 +237,14 @@ static int package_input(const qp_artifact **model, size_t *model_i, qp_stage_ct
                             ctx->id, selected);
     if (!*model)
         return qp_error_set(QP_EUSAGE, "stage '%s': needs a model or quantized-model input", ctx->id);
+    /* a quantized model names its method; one this build does not know
+     * (a foreign or future cache entry) cannot be named or typed */
+    const char *method = json_string_value(json_object_get(qp_artifact_meta_c(*model), "method"));
+    if (method && !method_of(*model))
+        return qp_error_set(QP_EFORMAT,
+                            "stage '%s': input '%s' was quantized with method '%s', which this qpipe does not know; "
+                            "rerun its quantize stage with this qpipe (--force=%s)",
+                            ctx->id, ctx->input_ids[*model_i], method, ctx->input_ids[*model_i]);
     return 0;
 }
 

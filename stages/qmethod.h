@@ -24,7 +24,6 @@
 enum {
     QP_QM_NEEDS_CALIB = 1 << 0,  /* a calibrate input is required */
     QP_QM_IMATRIX     = 1 << 1,  /* takes an importance matrix (imatrix:, or the calibration's) */
-    QP_QM_HESSIANS    = 1 << 2,  /* may read the calibration's Hessians (GPTQ with sequential: false) */
 };
 
 /* Tensors a method's run already quantized and stored, by HF name; the

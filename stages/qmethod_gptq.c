@@ -85,7 +85,19 @@ done:
     return rc;
 }
 
-/* The calibrate stage's H of one site of layer l (sequential: false). */
+/* The width of a site's inputs: the columns of the weights it feeds. */
+static int64_t site_dim(const qp_llama_hparams *hp, qp_llama_site site)
+{
+    switch (site) {
+    case QP_SITE_O: return (int64_t)hp->n_heads * hp->head_dim;
+    case QP_SITE_DOWN: return hp->intermediate;
+    default: return hp->hidden;   /* q/k/v and gate/up read the normed hidden state */
+    }
+}
+
+/* The calibrate stage's H of one site of layer l (sequential: false),
+ * checked against the model: a calibration of another model, or a damaged
+ * entry, is an error, not an out-of-bounds read. */
 static int stored_hessian(double **H, const qp_quant_seq *sq, int l, qp_llama_site site)
 {
     qp_stage_ctx *ctx = sq->job->ctx;
@@ -99,9 +111,20 @@ static int stored_hessian(double **H, const qp_quant_seq *sq, int l, qp_llama_si
                                         "sequential: true)", ctx->id, name);
     int64_t d, d2;
     qp_qtensor_rows_cols(he, &d, &d2);
+    const int64_t want = site_dim(sq->hp, site);
+    if (d != want || d2 != want)
+        return qp_error_set(QP_EFORMAT, "stage '%s': calibration %s is [%lld x %lld], the model's inputs there are %lld "
+                                        "wide; calibrate this model again", ctx->id, name, (long long)d,
+                            (long long)d2, (long long)want);
     int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(he), &buf, &len);
     if (rc)
         return rc;
+    if (len != (size_t)(d * d) * sizeof(float)) {
+        free(buf);
+        return qp_error_set(QP_ECORRUPT, "stage '%s': calibration %s holds %zu bytes, not the %lld x %lld f32 its "
+                                         "entry says; calibrate again (qpipe run --force=STAGE)",
+                            ctx->id, name, len, (long long)d, (long long)d);
+    }
     *H = qp_xmalloc((size_t)(d * d) * sizeof(double));
     for (int64_t i = 0; i < d * d; i++)
         (*H)[i] = ((const float *)buf)[i];
@@ -200,7 +223,7 @@ static const char *const card_keys[] = {"bits", "group_size", "sym", "act_order"
 
 const qp_quant_method qp_qm_gptq = {
     .name = "gptq", .doc = "GPTQ: Hessian-aware rounding, layer by layer on calibration windows",
-    .flags = QP_QM_NEEDS_CALIB | QP_QM_HESSIANS, .needs_calib = "needs a calibrate stage in needs:",
+    .flags = QP_QM_NEEDS_CALIB, .needs_calib = "needs a calibrate stage in needs:",
     .opts_size = sizeof(qp_qm_gptq_opts), .parse = gptq_parse, .plan = qp_qm_linear_plan, .run = gptq_run,
     .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };
