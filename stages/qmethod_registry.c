@@ -1,6 +1,5 @@
 /* The registry of quantization methods (stages/qmethod.h): the only place a
- * method name is compared.  Also the store of the tensors a method's run
- * quantized (qp_quant_results). */
+ * method name is compared. */
 #include "stages/qmethod.h"
 #include "stages/qmethods.h"
 #include "common/alloc.h"
@@ -38,64 +37,4 @@ void qp_quant_opts_free(const qp_quant_method *m, void *opts)
     if (opts && m && m->free_opts)
         m->free_opts(opts);
     free(opts);
-}
-
-struct qp_quant_results {
-    json_t *index;          /* name -> position in items */
-    qp_quant_stored *items;
-    size_t n;
-};
-
-qp_quant_results *qp_quant_results_new(void)
-{
-    qp_quant_results *r = qp_xcalloc(1, sizeof(*r));
-    r->index = json_object();
-    return r;
-}
-
-void qp_quant_results_free(qp_quant_results *r)
-{
-    if (!r)
-        return;
-    for (size_t i = 0; i < r->n; i++)
-        json_decref(r->items[i].fields);
-    free(r->items);
-    json_decref(r->index);
-    free(r);
-}
-
-void qp_quant_results_put(qp_quant_results *r, const char *name, const char *digest, uint64_t size, double bpw,
-                          json_t *fields)
-{
-    const json_t *at = json_object_get(r->index, name);
-    qp_quant_stored *s;
-    if (at) {
-        s = &r->items[json_integer_value(at)];
-        json_decref(s->fields);
-    } else {
-        r->items = qp_xrealloc_array(r->items, r->n + 1, sizeof(*r->items));
-        json_object_set_new(r->index, name, json_integer((json_int_t)r->n));
-        s = &r->items[r->n++];
-    }
-    memset(s, 0, sizeof(*s));
-    snprintf(s->digest, sizeof(s->digest), "%s", digest);
-    s->size = size;
-    s->bpw = bpw;
-    s->fields = fields;
-}
-
-void qp_quant_results_merge(qp_quant_results *r, const qp_quant_results *src)
-{
-    const char *name;
-    json_t *at;
-    json_object_foreach(src->index, name, at) {
-        const qp_quant_stored *s = &src->items[json_integer_value(at)];
-        qp_quant_results_put(r, name, s->digest, s->size, s->bpw, json_incref(s->fields));
-    }
-}
-
-const qp_quant_stored *qp_quant_results_get(const qp_quant_results *r, const char *name)
-{
-    const json_t *at = r ? json_object_get(r->index, name) : NULL;
-    return at ? &r->items[json_integer_value(at)] : NULL;
 }
