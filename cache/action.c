@@ -151,10 +151,8 @@ int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
     for (size_t i = 0; jr && i < n_refs; i++)
         json_array_append_new(jr, json_string(refs[i]));
     j = json_pack("{s:s, s:O, s:I}", "artifact", artifact, "refs", jr, "time", (json_int_t)time(NULL));
-    if (!j || !(text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS))) {
-        rc = qp_error_set(QP_ERROR, "action %s: out of memory", key);
-        goto done;
-    }
+    if (!j || !(text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS)))   /* jansson ran out */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     path = action_path(c, key, hex);
     if ((rc = qp_cache_fanout_mkdir(c->actions, hex)) != 0)
         goto done;

@@ -10,11 +10,13 @@
 _Noreturn void qp_out_of_memory(size_t n, const char *file, int line)
 {
     /* no malloc from here on: format into a stack buffer, one write() */
-    char msg[256];
+    char msg[256], size[48] = "";
+    if (n)
+        snprintf(size, sizeof(size), "cannot allocate %zu bytes ", n);
     int len = snprintf(msg, sizeof(msg),
-                       "qpipe: out of memory: cannot allocate %zu bytes (%s:%d); free memory, lower -j or "
-                       "--threads, or use a machine with more RAM\n",
-                       n, file, line);
+                       "qpipe: out of memory: %s(%s:%d); free memory, lower -j or --threads, or use a machine "
+                       "with more RAM\n",
+                       size, file, line);
     if (len > 0)
         (void)!write(STDERR_FILENO, msg, (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1);
     _exit(1);

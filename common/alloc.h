@@ -29,7 +29,9 @@ char *qp_xstrdup_at(const char *s, const char *file, int line);
 char *qp_xstrndup_at(const char *s, size_t n, const char *file, int line);
 /* aligned_alloc without its size rule: n is rounded up to a multiple of align. */
 void *qp_xaligned_alloc_at(size_t align, size_t n, const char *file, int line);
-/* The one report: prints the line and ends the process (status 1). */
+/* The one report: prints the line and ends the process (status 1).  n = 0:
+ * the size is not known — a library qpipe calls (jansson, libyaml, OpenSSL,
+ * zstd) reported that it ran out; such failures follow the same policy. */
 _Noreturn void qp_out_of_memory(size_t n, const char *file, int line);
 
 /* Never return NULL (a request for 0 bytes returns a unique pointer). */

@@ -18,10 +18,8 @@ struct qp_sha256 {
 int qp_sha256_new(qp_sha256 **out)
 {
     qp_sha256 *h = qp_xcalloc(1, sizeof(*h));
-    if (!(h->ctx = EVP_MD_CTX_new())) {   /* OpenSSL's own allocation */
-        free(h);
-        return qp_error_set(QP_ERROR, "out of memory creating a SHA-256 context");
-    }
+    if (!(h->ctx = EVP_MD_CTX_new()))   /* OpenSSL's own allocation */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL);
     *out = h;
     return 0;

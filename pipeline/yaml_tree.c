@@ -393,8 +393,8 @@ static size_t offset_of(const builder *b, yaml_mark_t m)
 
 static int syntax_error(const builder *b, const yaml_parser_t *p)
 {
-    if (p->error == YAML_MEMORY_ERROR)
-        return qp_error_set(QP_ERROR, "%s: out of memory while parsing YAML", b->path);
+    if (p->error == YAML_MEMORY_ERROR)   /* libyaml ran out: common/alloc.h's policy */
+        qp_out_of_memory(0, __FILE__, __LINE__);
     const char *problem = p->problem ? p->problem : "invalid YAML";
     if (p->error == YAML_READER_ERROR) {
         /* Reader errors carry a byte offset, not a mark. */
