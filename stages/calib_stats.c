@@ -12,7 +12,7 @@
  * the skipped lower triangle small and the products large). */
 #define HESSIAN_ROW_BLOCK 96
 
-static size_t site_dim(const qp_llama_hparams *hp, int site)
+size_t qp_site_dim(const qp_llama_hparams *hp, qp_llama_site site)
 {
     switch (site) {
     case QP_SITE_O: return (size_t)hp->n_heads * (size_t)hp->head_dim;
@@ -21,7 +21,7 @@ static size_t site_dim(const qp_llama_hparams *hp, int site)
     }
 }
 
-int qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian)
+void qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian)
 {
     memset(st, 0, sizeof(*st));
     st->dim = dim;
@@ -31,7 +31,6 @@ int qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian)
         st->xxt = qp_xcalloc(dim * dim, sizeof(double));
         st->scratch = qp_xmalloc(dim * dim * sizeof(float));
     }
-    return 0;
 }
 
 void qp_site_stats_free(qp_site_stats *st)
@@ -43,21 +42,15 @@ void qp_site_stats_free(qp_site_stats *st)
     memset(st, 0, sizeof(*st));
 }
 
-int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian)
+void qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian)
 {
     memset(s, 0, sizeof(*s));
     s->n_layers = hp->n_layers;
     s->want_hessian = want_hessian;
     s->sites = qp_xcalloc((size_t)hp->n_layers * 4, sizeof(*s->sites));
     for (int l = 0; l < hp->n_layers; l++)
-        for (int k = 0; k < 4; k++) {
-            int rc = qp_site_stats_init(&s->sites[l * 4 + k], site_dim(hp, k), want_hessian);
-            if (rc) {
-                qp_calib_stats_free(s);
-                return rc;
-            }
-        }
-    return 0;
+        for (int k = 0; k < 4; k++)
+            qp_site_stats_init(&s->sites[l * 4 + k], qp_site_dim(hp, (qp_llama_site)k), want_hessian);
 }
 
 void qp_calib_stats_free(qp_calib_stats *s)

@@ -29,13 +29,16 @@ typedef struct {
     qp_site_stats *sites;   /* [n_layers * 4], index layer*4 + site */
 } qp_calib_stats;
 
+/* The width of a site's inputs: the columns of the weights it feeds
+ * (q/k/v and gate/up: D; o: n_heads·head_dim; down: F). */
+size_t qp_site_dim(const qp_llama_hparams *hp, qp_llama_site site);
 /* One site's accumulators; hessian 0 skips Σ x xᵀ. */
-int qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian);
+void qp_site_stats_init(qp_site_stats *st, size_t dim, int hessian);
 void qp_site_stats_free(qp_site_stats *st);
 /* Adds one window x [n, dim] (in row order: deterministic). */
 void qp_site_stats_add(qp_site_stats *st, const float *x, size_t n);
 
-int qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian);
+void qp_calib_stats_init(qp_calib_stats *s, const qp_llama_hparams *hp, int want_hessian);
 void qp_calib_stats_free(qp_calib_stats *s);
 /* The observer to pass to qp_llama_forward_observed / qp_llama_layer (ud =
  * the qp_calib_stats). */

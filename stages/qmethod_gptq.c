@@ -85,16 +85,6 @@ done:
     return rc;
 }
 
-/* The width of a site's inputs: the columns of the weights it feeds. */
-static int64_t site_dim(const qp_llama_hparams *hp, qp_llama_site site)
-{
-    switch (site) {
-    case QP_SITE_O: return (int64_t)hp->n_heads * hp->head_dim;
-    case QP_SITE_DOWN: return hp->intermediate;
-    default: return hp->hidden;   /* q/k/v and gate/up read the normed hidden state */
-    }
-}
-
 /* The calibrate stage's H of one site of layer l (sequential: false),
  * checked against the model: a calibration of another model, or a damaged
  * entry, is an error, not an out-of-bounds read. */
@@ -111,7 +101,7 @@ static int stored_hessian(double **H, const qp_quant_seq *sq, int l, qp_llama_si
                                         "sequential: true)", ctx->id, name);
     int64_t d, d2;
     qp_qtensor_rows_cols(he, &d, &d2);
-    const int64_t want = site_dim(sq->hp, site);
+    const int64_t want = (int64_t)qp_site_dim(sq->hp, site);
     if (d != want || d2 != want)
         return qp_error_set(QP_EFORMAT, "stage '%s': calibration %s is [%lld x %lld], the model's inputs there are %lld "
                                         "wide; calibrate this model again", ctx->id, name, (long long)d,
@@ -156,16 +146,11 @@ static int collect_inputs(const qp_quant_seq *sq, int l, int g, int true_seq, qp
 {
     if (!true_seq && g > 0)
         return 0;
-    const qp_llama_hparams *hp = sq->hp;
-    int rc = 0;
-    for (int k = 0; k < 4 && rc == 0; k++) {
-        if (true_seq && order[k] != order[g])
-            continue;
-        size_t dim = order[k] == QP_SITE_O ? (size_t)(hp->n_heads * hp->head_dim)
-                     : order[k] == QP_SITE_DOWN ? (size_t)hp->intermediate : sq->D;
-        rc = qp_site_stats_init(&st[order[k]], dim, 1);
-    }
-    if (rc == 0 && (rc = qp_llama_reload_layer(sq->m, l)) == 0) {
+    for (int k = 0; k < 4; k++)
+        if (!true_seq || order[k] == order[g])
+            qp_site_stats_init(&st[order[k]], qp_site_dim(sq->hp, order[k]), 1);
+    int rc = qp_llama_reload_layer(sq->m, l);
+    if (rc == 0) {
         site_filter f = {l, st};
         rc = qp_quant_seq_run_layer(sq, l, 0, observe_sites, &f);
     }

@@ -255,12 +255,10 @@ static int awq_open(awq_layer *a, qp_quant_seq *sq, int layer)
     }
     a->y_ref = qp_xmalloc(a->S * a->T * a->D * sizeof(float));
     a->buf = qp_xmalloc(a->T * a->D * sizeof(float));
-    static const size_t dims_site[4] = {0, 1, 0, 2}; /* D, H·hd, D, F */
-    size_t dims[3] = {a->D, (size_t)(hp->n_heads * hp->head_dim), (size_t)hp->intermediate};
     for (int k = 0; k < 4 && rc == 0; k++) {
-        size_t dim = dims[dims_site[k]];
-        if ((rc = qp_site_stats_init(&a->st[k], dim, 0)) == 0)
-            a->sample[k] = qp_xmalloc((size_t)AWQ_SAMPLE_TOKENS * dim * sizeof(float));
+        size_t dim = qp_site_dim(hp, (qp_llama_site)k);
+        qp_site_stats_init(&a->st[k], dim, 0);
+        a->sample[k] = qp_xmalloc((size_t)AWQ_SAMPLE_TOKENS * dim * sizeof(float));
     }
     for (int i = 0; i < N_ALL && rc == 0; i++)
         rc = install(a, i, a->w[i]);

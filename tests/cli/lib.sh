@@ -25,4 +25,6 @@ expect_grep() { grep -qE -- "$1" "${2:-$T/out}" || { cat "${2:-$T/out}" >&2; fai
 expect_no_grep() { ! grep -qE -- "$1" "${2:-$T/out}" || { cat "${2:-$T/out}" >&2; fail "unexpected line matching '$1'"; }; ok; }
 # ran_stages FILE: the sorted ids of stages that ran, from --json output
 ran_stages() { grep '"event":"stage"' "${1:-$T/out}" | grep '"status":"ran"' | sed -E 's/^\{"event":"stage","stage":"([^"]*)".*/\1/' | sort | tr '\n' ' ' | sed 's/ $//'; }
+# stage_output STAGE [FILE...]: the output digest(s) of STAGE in --json output
+stage_output() { local s=$1; shift; cat "${@:-$T/out}" | grep "^{\"event\":\"stage\",\"stage\":\"$s\"" | sed -E 's/.*"output":"([0-9a-f]+)".*/\1/'; }
 done_ok() { echo "ok: $checks checks"; }

@@ -71,18 +71,17 @@ assert m("calib")["tokens"] == 16 * 128
 assert m("q4k_im")["tensors_quantized"] == 44
 P
 ok
-digest() { grep "^{\"event\":\"stage\",\"stage\":\"$1\"" "$2" | sed -E 's/.*"output":"([0-9a-f]+)".*/\1/'; }
 # one thread: the same bytes
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 1 --force=calib --stage calib
-[ "$(digest calib "$T/out")" = "$(digest calib "$T/run1")" ] || fail "calibrate differs at 1 thread"; ok
+[ "$(stage_output calib "$T/out")" = "$(stage_output calib "$T/run1")" ] || fail "calibrate differs at 1 thread"; ok
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 1 --force=gptq --stage gptq
-[ "$(digest gptq "$T/out")" = "$(digest gptq "$T/run1")" ] || fail "gptq differs at 1 thread"; ok
+[ "$(stage_output gptq "$T/out")" = "$(stage_output gptq "$T/run1")" ] || fail "gptq differs at 1 thread"; ok
 # (under ASan+UBSan the 2-bit AWQ clip search alone takes minutes: the
 # thread-count check of AWQ runs in `make test`, and test_numerics.sh checks
 # AWQ at 1, 2 and 3 threads in both builds)
 if [ "${BUILD:-build}" != build-asan ]; then
   expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 1 --force=awq --stage awq
-  [ "$(digest awq "$T/out")" = "$(digest awq "$T/run1")" ] || fail "awq differs at 1 thread"; ok
+  [ "$(stage_output awq "$T/out")" = "$(stage_output awq "$T/run1")" ] || fail "awq differs at 1 thread"; ok
 fi
 expect_exit 0 "$QPIPE" verify r.yaml --stage gptq --threads 2
 done_ok

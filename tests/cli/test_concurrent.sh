@@ -22,7 +22,7 @@ for p in $pids; do wait $p || { cat run*.err >&2; fail "a concurrent run failed"
 for s in src a b c g; do
   n=$(cat run*.out | grep "^{\"event\":\"stage\",\"stage\":\"$s\"" | grep -c '"status":"ran"')
   [ "$n" -eq 1 ] || fail "stage $s ran $n times across the four processes"; ok
-  outs=$(cat run*.out | grep "^{\"event\":\"stage\",\"stage\":\"$s\"" | sed -E 's/.*"output":"([0-9a-f]+)".*/\1/' | sort -u | wc -l)
+  outs=$(stage_output "$s" run*.out | sort -u | wc -l)
   [ "$outs" -eq 1 ] || fail "stage $s: $outs different outputs"; ok
 done
 expect_exit 0 "$QPIPE" cache verify

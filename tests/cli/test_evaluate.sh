@@ -40,12 +40,12 @@ assert s["kld_mean"] == 0 and s["top1"] == 1 and s["ppl_delta"] == 0 and s["ppl_
 print("ppl", b["ppl"], "acc", b["acc"])
 P
 [ $? -eq 0 ] || fail "metrics"; ok
-out1=$(grep '^{"event":"stage","stage":"base"' "$T/out" | sed -E 's/.*"output":"([0-9a-f]+)".*/\1/')
+out1=$(stage_output base)
 expect_exit 0 "$QPIPE" run e.yaml --no-provenance --json
 expect_grep '"ran":0,"cached":5'
 # bit-identical at 1 thread
 expect_exit 0 "$QPIPE" run e.yaml --no-provenance --json --threads 1 --force=base --stage base
-out2=$(grep '^{"event":"stage","stage":"base"' "$T/out" | sed -E 's/.*"output":"([0-9a-f]+)".*/\1/')
+out2=$(stage_output base)
 [ "$out1" = "$out2" ] || fail "metrics differ between 1 and 2 threads"; ok
 expect_exit 0 "$QPIPE" verify e.yaml --stage lcpp
 # the full llama.cpp protocol gives llama-perplexity's number

@@ -15,8 +15,7 @@ stages:
 Y
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json
 [ "$(ran_stages)" = "calib model seq stored" ] || fail "ran: $(ran_stages)"; ok
-out_of() { grep '"event":"stage"' "$T/out" | grep "\"stage\":\"$1\"" | sed -E 's/.*"output":"([0-9a-f]{64})".*/\1/'; }
-a=$(out_of stored); b=$(out_of seq)
+a=$(stage_output stored); b=$(stage_output seq)
 [ ${#a} -eq 64 ] && [ ${#b} -eq 64 ] || fail "no outputs: '$a' '$b'"; ok
 [ "$a" != "$b" ] || fail "sequential: false gave the sequential run's bytes"; ok
 done_ok
