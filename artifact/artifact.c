@@ -275,8 +275,7 @@ int qp_artifact_load(qp_artifact **out, qp_cache *c, const char *digest)
     int rc = qp_cache_get(c, digest, &buf, &len);
     if (rc)
         return rc;
-    char *text = qp_xrealloc(buf, len + 1);
-    text[len] = '\0';
+    char *text = buf;   /* qp_cache_get NUL-terminates */
     char what[96];
     snprintf(what, sizeof(what), "cache object %.12s", digest);
     rc = qp_artifact_parse(out, text, what);

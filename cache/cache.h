@@ -35,7 +35,8 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
 int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
 /* 1 if the object file exists, 0 if not (no verification). */
 int qp_cache_has(qp_cache *c, const char *digest);
-/* Reads and verifies an object into a malloc'ed buffer.  A corrupt object
+/* Reads and verifies an object into a malloc'ed buffer, followed by a NUL
+ * that out_len does not count (text objects read as C strings).  A corrupt object
  * (bad zstd frame, wrong length, wrong digest) is removed from the store and
  * QP_ECORRUPT is returned with a message naming the object; QP_ENOTFOUND
  * when absent.  Never returns wrong bytes. */

@@ -181,10 +181,6 @@ static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint
             goto done;
         if (got == 0)
             break;
-        if (d.frame_done) {
-            rc = corrupt(path, &st, digest, "trailing bytes after the zstd frame");
-            goto done;
-        }
         if ((rc = decode_input(&d, ibuf, (size_t)got)) != 0)
             goto done;
     }

@@ -22,18 +22,12 @@ char *qp_strdup(const char *s)
 
 char *qp_strfmt(const char *fmt, ...)
 {
-    va_list ap, ap2;
+    qp_buf b = QP_BUF_INIT;
+    va_list ap;
     va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    qp_buf_vprintf(&b, fmt, ap);   /* an encoding error appends nothing: "" */
     va_end(ap);
-    if (n < 0)   /* an encoding error in the arguments: an empty string, not garbage */
-        n = 0;
-    char *s = qp_xmalloc((size_t)n + 1);
-    s[0] = '\0';
-    vsnprintf(s, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
-    return s;
+    return qp_buf_detach(&b, NULL);
 }
 
 int qp_mkdir_p(const char *path, mode_t mode)

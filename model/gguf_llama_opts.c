@@ -189,8 +189,9 @@ static void name_from_dir(qp_gguf_llama_opts *o, const char *dir)
     while (b > dir && b[-1] != '/')
         b--;
     char *base = qp_xstrndup(b, (size_t)(dir + len - b));
-    o->name = qp_xmalloc(strlen(base) * 2 + 2);
-    qp_gguf_llama_title(o->name, strlen(base) * 2 + 2, base);
+    const size_t cap = strlen(base) * 2 + 2;
+    o->name = qp_xmalloc(cap);
+    qp_gguf_llama_title(o->name, cap, base);
     free(base);
 }
 

@@ -48,23 +48,18 @@ struct qp_gguf_writer {
 
 /* ---- little-endian serialisation into a qp_buf ---- */
 
-static void bb_put(qp_buf *b, const void *src, size_t n)
-{
-    qp_buf_append(b, src, n);
-}
-
 static void bb_le(qp_buf *b, uint64_t v, int nbytes)
 {
     uint8_t tmp[8];
     for (int i = 0; i < nbytes; i++)
         tmp[i] = (uint8_t)(v >> (8 * i));
-    bb_put(b, tmp, (size_t)nbytes);
+    qp_buf_append(b, tmp, (size_t)nbytes);
 }
 
 static void bb_str(qp_buf *b, const char *s, size_t len)
 {
     bb_le(b, len, 8);
-    bb_put(b, s, len);
+    qp_buf_append(b, s, len);
 }
 
 /* One host-layout scalar -> little-endian bytes. */
@@ -308,7 +303,7 @@ static int copy_array(qp_buf *b, const qp_gguf_value *a)
         }
     } else {
         /* the reader's raw elements are already little-endian */
-        bb_put(b, qp_gguf_array_data(a), n * qp_gguf_type_size(et));
+        qp_buf_append(b, qp_gguf_array_data(a), n * qp_gguf_type_size(et));
     }
     return 0;
 }
@@ -535,13 +530,13 @@ static int write_file(qp_gguf_writer *w)
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
 
-    bb_put(&h, "GGUF", 4);
+    qp_buf_append(&h, "GGUF", 4);
     bb_le(&h, 3, 4);
     bb_le(&h, w->n_t, 8);
     bb_le(&h, w->n_kv, 8);
     for (size_t i = 0; i < w->n_kv; i++) {
         bb_str(&h, w->kv[i].key, strlen(w->kv[i].key));
-        bb_put(&h, w->kv[i].val, w->kv[i].len);
+        qp_buf_append(&h, w->kv[i].val, w->kv[i].len);
     }
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_t; i++) {
@@ -556,7 +551,7 @@ static int write_file(qp_gguf_writer *w)
     }
     uint64_t hpad = pad_to(h.len, align) - h.len;
     for (uint64_t i = 0; i < hpad; i++)
-        bb_le(&h, 0, 1);
+        qp_buf_putc(&h, 0);
     if (qp_write_all(w->fd, h.data, h.len) != 0) {
         rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
         goto done;

@@ -148,7 +148,7 @@ static size_t layer_floats(const qp_llama *m)
     return n;
 }
 
-static int layer_alloc(qp_llama *m, layer_w *w)
+static void layer_alloc(qp_llama *m, layer_w *w)
 {
     float *p = qp_xmalloc(layer_floats(m) * sizeof(float));
     w->mem = p;
@@ -165,7 +165,6 @@ static int layer_alloc(qp_llama *m, layer_w *w)
         w->bk = p; p += m->kvd;
         w->bv = p;
     }
-    return 0;
 }
 
 /* Fetches one tensor; q/k rows of an interleaved source are permuted back to
@@ -290,8 +289,7 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     size_t slots = m->cached ? L : 1;
     m->layers = qp_xcalloc(slots, sizeof(layer_w));
     for (size_t s = 0; s < slots; s++)
-        if ((rc = layer_alloc(m, &m->layers[s])) < 0)
-            goto fail;
+        layer_alloc(m, &m->layers[s]);
     if (hp->tied_embeddings) {
         m->lm_head = m->embed;
     } else {
@@ -630,7 +628,7 @@ int qp_llama_reload_weight(qp_llama *m, const char *name)
 {
     const char *rest;
     const int l = qp_hf_layer_of(name, &rest);
-    if (l >= 0 || strncmp(name, QP_HF_LAYERS, strlen(QP_HF_LAYERS)) == 0) {
+    if (strncmp(name, QP_HF_LAYERS, strlen(QP_HF_LAYERS)) == 0) {
         if (l < 0 || l >= m->hp.n_layers)
             return qp_error_set(QP_EUSAGE, "llama: '%s': layer out of range [0, %d)", name, m->hp.n_layers);
         if (strcmp(rest, QP_HF_ATTN_NORM ".weight") == 0 || strcmp(rest, QP_HF_FFN_NORM ".weight") == 0)

@@ -89,7 +89,9 @@ int qp_tok_lookup(const qp_tokenizer *t, const char *p, size_t n)
 /* ---- errors naming the origin ---------------------------------------- */
 
 /* A piece quoted for an error message: control and invalid bytes escaped,
- * long pieces cut. */
+ * long pieces cut.  QUOTED(q, p, n) quotes into the char array q and is q:
+ * a vocabulary of 150k pieces is quoted only where one is wrong. */
+#define QUOTED(q, p, n) (quote_piece((q), sizeof(q), (p), (n)), (q))
 static void quote_piece(char *dst, size_t cap, const char *p, size_t n)
 {
     int valid = utf8_valid((const unsigned char *)p, n);
@@ -248,19 +250,19 @@ static int alloc_tables(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_orig
 
 /* One piece on its own: non-empty valid UTF-8 without NUL, a known type, a
  * finite score; q is the piece quoted for messages. */
-static int check_piece(const qp_tok_origin *o, size_t i, const char *q, const char *p, size_t n, int type,
-                       float score)
+static int check_piece(const qp_tok_origin *o, size_t i, const char *p, size_t n, int type, float score)
 {
+    char q[256];
     if (n == 0)
         return origin_error(o, (long)i, "piece %zu is empty", i);
     if (memchr(p, '\0', n))
-        return origin_error(o, (long)i, "piece %zu '%s' contains a NUL byte", i, q);
+        return origin_error(o, (long)i, "piece %zu '%s' contains a NUL byte", i, QUOTED(q, p, n));
     if (!utf8_valid((const unsigned char *)p, n))
-        return origin_error(o, (long)i, "piece %zu '%s' is not valid UTF-8", i, q);
+        return origin_error(o, (long)i, "piece %zu '%s' is not valid UTF-8", i, QUOTED(q, p, n));
     if (type < QP_TOK_NORMAL || type > QP_TOK_BYTE)
-        return origin_error(o, (long)i, "piece %zu '%s' has unknown type %d (expected 1..6)", i, q, type);
+        return origin_error(o, (long)i, "piece %zu '%s' has unknown type %d (expected 1..6)", i, QUOTED(q, p, n), type);
     if (!isfinite(score))
-        return origin_error(o, (long)i, "piece %zu '%s' has a non-finite score", i, q);
+        return origin_error(o, (long)i, "piece %zu '%s' has a non-finite score", i, QUOTED(q, p, n));
     return 0;
 }
 
@@ -269,25 +271,24 @@ static int check_piece(const qp_tok_origin *o, size_t i, const char *q, const ch
 static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin *o, size_t i, size_t *pos,
                      long *first_unk)
 {
-    char q[256];
+    char q[256];   /* the piece quoted, made only for an error message */
     const char *p = s->pieces[i];
     size_t n = s->lens ? s->lens[i] : strlen(p);
     int type = s->types ? s->types[i] : QP_TOK_NORMAL;
     float score = s->scores ? s->scores[i] : 0.0f;
-    quote_piece(q, sizeof(q), p, n);
-    int rc = check_piece(o, i, q, p, n, type, score);
+    int rc = check_piece(o, i, p, n, type, score);
     if (rc)
         return rc;
     if (type == QP_TOK_BYTE) {
         int v = byte_piece_value(p, n);
         if (v < 0)
-            return origin_error(o, (long)i, "BYTE piece %zu '%s' is not named <0xNN> (two uppercase hex digits)", i, q);
+            return origin_error(o, (long)i, "BYTE piece %zu '%s' is not named <0xNN> (two uppercase hex digits)", i, QUOTED(q, p, n));
         t->byte_id[v] = (int)i;
     }
     if (type == QP_TOK_UNKNOWN) {
         if (*first_unk >= 0)
             return origin_error(o, (long)i, "piece %zu '%s' is a second UNKNOWN piece (the first is piece %ld)",
-                                i, q, *first_unk);
+                                i, QUOTED(q, p, n), *first_unk);
         *first_unk = (long)i;
     }
     if (type == QP_TOK_UNUSED)
@@ -299,7 +300,7 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
     }
     int prev = qp_tok_lookup(t, p, n);
     if (prev >= 0)
-        return origin_error(o, (long)i, "piece %zu '%s' duplicates piece %d", i, q, prev);
+        return origin_error(o, (long)i, "piece %zu '%s' duplicates piece %d", i, QUOTED(q, p, n), prev);
     memcpy(t->blob + *pos, p, n);
     t->blob[*pos + n] = '\0';
     t->off[i] = (uint32_t)*pos;

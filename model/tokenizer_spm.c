@@ -308,11 +308,7 @@ static void trainer_set(spec_t *s, uint32_t f, uint64_t x, size_t off)
     }
 }
 
-static int parse_trainer(pb_t *r, size_t end, spec_t *s)
-{
-    static const varint_fields vf = {trainer_field, trainer_set};
-    return parse_varint_fields(r, end, s, &vf);
-}
+static const varint_fields trainer_fields = {trainer_field, trainer_set};
 
 static const char *normalizer_field(uint32_t f)
 {
@@ -329,11 +325,7 @@ static void normalizer_set(spec_t *s, uint32_t f, uint64_t x, size_t off)
     if (f == 5) s->escape_ws = x != 0;
 }
 
-static int parse_normalizer(pb_t *r, size_t end, spec_t *s)
-{
-    static const varint_fields vf = {normalizer_field, normalizer_set};
-    return parse_varint_fields(r, end, s, &vf);
-}
+static const varint_fields normalizer_fields = {normalizer_field, normalizer_set};
 
 int qp_tokenizer_load_spm(qp_tokenizer **out, const char *path)
 {
@@ -366,7 +358,7 @@ int qp_tokenizer_load_spm(qp_tokenizer **out, const char *path)
             goto done;
         /* A repeated embedded message merges, as protobuf parsers do. */
         rc = f == 1 ? parse_piece(&r, sub_end, off, &v)
-           : f == 2 ? parse_trainer(&r, sub_end, &s) : parse_normalizer(&r, sub_end, &s);
+           : parse_varint_fields(&r, sub_end, &s, f == 2 ? &trainer_fields : &normalizer_fields);
         if (rc)
             goto done;
     }

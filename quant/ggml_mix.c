@@ -304,12 +304,12 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
         t = (qp_ggml_type)c->token_embd_type;
     if (c->output_type >= 0 && strcmp(name, "output.weight") == 0)
         t = (qp_ggml_type)c->output_type;
-    if (ne[0] % qp_qtype_get(t)->block != 0) {
+    const qp_qtype_info *ti = qp_qtype_get(t);
+    if (ne[0] % ti->block != 0) {
         /* --pure (or an override) asks for blocks the row cannot hold;
          * llama.cpp would abort in ggml_quantize_chunk */
         return qp_error_set(QP_EUSAGE, "tensor '%s': tensor rows of %lld weights cannot be quantized to %s "
-                            "(blocks of %d)", name, (long long)ne[0], qp_qtype_get(t)->name,
-                            qp_qtype_get(t)->block);
+                            "(blocks of %d)", name, (long long)ne[0], ti->name, ti->block);
     }
     if (t == QP_GGML_Q2_K && ftype == QP_FTYPE_MOSTLY_Q2_K_S && !c->has_imatrix &&
         strcmp(name, "token_embd.weight") != 0)

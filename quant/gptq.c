@@ -91,6 +91,10 @@ static int fail_fit(gptq_ctx *g, int64_t c, int64_t row, int64_t group)
     return 1;
 }
 
+/* Row stride of the transposed block buffers (w1t, errt): a whole chunk,
+ * so rows >= R of a short last chunk stay 0. */
+#define RP ((int64_t)QP_GPTQ_ROW_CHUNK)
+
 /* dst[r] −= e[r] · h for all QP_GPTQ_ROW_CHUNK rows of a chunk: one column
  * of the in-block rank-1 update.  The fixed trip count lets -O2 vectorise
  * it (a short chunk is zero-padded); element-wise, so the bits are those of
@@ -204,7 +208,6 @@ static int quantize_block(const chunk_rows *k, int64_t i1, int64_t i2, float *w1
 {
     gptq_ctx *g = k->g;
     const int64_t cols = g->cols, count = i2 - i1;
-    const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
     /* W1 = W[rows, i1:i2], transposed so a column is contiguous */
     for (int64_t r = 0; r < k->R; r++) {
         const float *src = g->Wp + (k->begin + r) * cols + i1;
@@ -234,7 +237,6 @@ static int gptq_chunk(void *ctx, int64_t begin, int64_t end, int64_t c)
 {
     gptq_ctx *g = ctx;
     const int64_t R = end - begin, cols = g->cols;
-    const int64_t RP = QP_GPTQ_ROW_CHUNK; /* row stride of the block buffers, >= R */
     const int bs = g->p->block_size < cols ? g->p->block_size : (int)cols;
     float *w1t = qp_xcalloc((size_t)bs * (size_t)RP, sizeof *w1t);   /* [bs, RP] block, transposed */
     float *errt = qp_xcalloc((size_t)bs * (size_t)RP, sizeof *errt); /* [bs, RP], rows >= R stay 0 */

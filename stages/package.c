@@ -183,9 +183,8 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
         json_object_set_new(keys, "qpipe.source_model", json_string(src_model));
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
     const char *src = json_string_value(json_object_get(meta, "source"));
-    char *model_dir_name = qp_xstrdup(src && strrchr(src, '/') ? strrchr(src, '/') + 1 : name);
+    const char *model_dir_name = src && strrchr(src, '/') ? strrchr(src, '/') + 1 : name;
     int rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what);
-    free(model_dir_name);
     free(what);
     json_decref(keys);
     qp_rm_rf(work);

@@ -31,12 +31,7 @@ static int gguf_plan(qp_tensor_plan *out, const qp_quant_plan *p, const char *na
                      int64_t cols, const qp_quant_override *ov)
 {
     /* an override without a type keeps its reason unless llama.cpp's rules give one */
-    char saved[240];
-    snprintf(saved, sizeof(saved), "%s", out->reason);
-    int rc = qp_quant_plan_ggml(out, p, name, ndim, rows, cols, NULL);
-    if (rc == 0 && saved[0] && !out->reason[0])
-        snprintf(out->reason, sizeof(out->reason), "%s", saved);
-    return rc;
+    return qp_quant_plan_ggml(out, p, name, ndim, rows, cols, NULL);
 }
 
 int qp_quant_encode_ggml(const qp_quant_job *job, const qp_tensor_plan *plan, const float *w, int64_t rows,

@@ -24,7 +24,7 @@ static int mixed_parse(void *opts, const json_t *p, const char *where)
                                        "(e.g. [Q4_K, Q5_K, Q6_K])", where);
     json_array_foreach(ladder, i, v) {
         const qp_qtype_info *ti = qp_qtype_by_name(json_string_value(v));
-        if (!ti || ti->type == QP_GGML_F16 || ti->type == QP_GGML_F32 || ti->type == QP_GGML_BF16)
+        if (!ti || !ti->is_quantized)
             return qp_error_set(QP_EUSAGE, "%s: ladder: '%s' is not a llama.cpp block type such as Q4_K", where,
                                 json_string_value(v));
         double bpw = ti->bits_per_weight;

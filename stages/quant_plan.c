@@ -97,9 +97,10 @@ int qp_quant_plan_format(qp_tensor_plan *out, const char *name, qp_tp_kind kind)
     return 0;
 }
 
+/* F32/F16/BF16: a dense conversion, not blocks */
 static int is_dense_type(qp_ggml_type t)
 {
-    return t == QP_GGML_F16 || t == QP_GGML_F32 || t == QP_GGML_BF16;
+    return !qp_qtype_get(t)->is_quantized;
 }
 
 int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *name, int ndim, int64_t rows,
@@ -136,7 +137,7 @@ int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *
     }
     out->qtype = ch.type;
     out->kind = is_dense_type(ch.type) ? QP_TP_DENSE : QP_TP_GGML;
-    if (ch.fallback)
+    if (ch.fallback && ch.note[0])   /* else an override's reason, if any, stays */
         snprintf(out->reason, sizeof(out->reason), "%s", ch.note);
     return 0;
 }
@@ -166,13 +167,7 @@ int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char
         out->qtype = QP_GGML_BF16;
         return 0;
     }
-    if (ov && ov->type) {
-        char saved[240];
-        snprintf(saved, sizeof(saved), "%s", out->reason);
-        int rc = qp_quant_plan_ggml(out, p, name, ndim, rows, cols, ov->type);
-        if (rc == 0 && saved[0] && !out->reason[0])
-            snprintf(out->reason, sizeof(out->reason), "%s", saved);
-        return rc;
-    }
+    if (ov && ov->type)
+        return qp_quant_plan_ggml(out, p, name, ndim, rows, cols, ov->type);
     return p->method->plan(out, p, name, ndim, rows, cols, ov);
 }

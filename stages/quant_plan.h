@@ -73,7 +73,9 @@ void qp_quant_plan_init(qp_quant_plan *p, const qp_quant_method *m, const void *
 int qp_quant_plan_tensor(qp_tensor_plan *out, const qp_quant_plan *p, const char *hf_name, int ndim, int64_t rows,
                          int64_t cols);
 /* A llama.cpp block type for a tensor with llama.cpp's fallbacks: `forced`
- * (a type name) when given, else the file type's per-tensor rules. */
+ * (a type name) when given, else the file type's per-tensor rules.  Writes
+ * out->reason only when there is a fallback to tell, so a reason the caller
+ * set (an override's) otherwise stays. */
 int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *hf_name, int ndim, int64_t rows,
                        int64_t cols, const char *forced);
 /* rtn / gptq / awq / nf4 / int8: 1 (out: kept at source precision) for

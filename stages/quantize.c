@@ -273,11 +273,11 @@ static int imatrix_for(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan 
     return 0;
 }
 
-/* The packed bytes of one tensor: the run's stored object, or encoded now. */
-static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan *plan, const char *tname,
-                       int64_t rows, int64_t cols, void **packed, size_t *plen, json_t *extra, double *bpw)
+/* The packed bytes of one tensor: st, the run's stored object, or encoded now. */
+static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan *plan, const qp_quant_stored *st,
+                       const char *tname, int64_t rows, int64_t cols, void **packed, size_t *plen, json_t *extra,
+                       double *bpw)
 {
-    const qp_quant_stored *st = qp_quant_results_get(job->results, tname);
     if (st) {
         /* quantized by the method's run (GPTQ/AWQ, or mixed's allocator): its stored object */
         const char *fmt = json_string_value(json_object_get(st->fields, "format"));
@@ -306,9 +306,10 @@ static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan 
     return rc;
 }
 
-/* source -> f32 -> packed -> f32 again for the error; the entry added. */
+/* source -> f32 -> packed -> f32 again for the error; the entry added.
+ * st: the method's run already quantized it (NULL: encode it now). */
 static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, const qp_tensor_plan *plan,
-                           json_t *extra)
+                           const qp_quant_stored *st, json_t *extra)
 {
     qp_stage_ctx *ctx = job->ctx;
     const char *ename = qp_artifact_entry_name(e), *tname = ename + 8;
@@ -323,7 +324,7 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
     tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
     int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len);
     if (rc == 0 && (rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what)) == 0 &&
-        (rc = pack_tensor(job, tp, plan, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
+        (rc = pack_tensor(job, tp, plan, st, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
         rc = qp_qtensor_to_f32(extra, packed, plen, tp->back, nelem, what);
     if (rc == 0) {
         double d2 = 0, w2 = 0;
@@ -394,7 +395,7 @@ static int pass_entry(qp_quant_job *job, tensor_pass *tp, const json_t *e)
         return add_kept(job, tp, ename, qp_artifact_entry_digest(e), size,
                         qp_qtensor_bits(e, (size_t)size) * (double)nelem, nelem, extra);
     }
-    return quantize_tensor(job, tp, e, &plan, extra);
+    return quantize_tensor(job, tp, e, &plan, st, extra);
 }
 
 /* What every quantized artifact records, then the method's own part. */
