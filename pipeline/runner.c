@@ -544,14 +544,27 @@ static void select_stages(runner *R, size_t i)
 
 static int rejection_absorbed(runner *R, size_t i);
 
-static void print_summary(runner *R, double elapsed, int rc)
+/* Stages of this run by status (only selected stages ever leave ST_PENDING). */
+static void count_statuses(const runner *R, size_t count[8])
 {
-    size_t count[8] = {0}, rejected = 0, mismatched = 0, selected = 0;
+    memset(count, 0, 8 * sizeof(*count));
+    for (size_t i = 0; i < R->n; i++)
+        if (R->st[i].selected)
+            count[R->st[i].status]++;
+}
+
+static const char *verdict_name(int rc)
+{
+    return rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
+}
+
+static void print_summary(runner *R, const size_t *count, double elapsed, int rc)
+{
+    size_t rejected = 0, mismatched = 0, selected = 0;
     for (size_t i = 0; i < R->n; i++) {
         if (!R->st[i].selected)
             continue;
         selected++;
-        count[R->st[i].status]++;
         rejected += R->st[i].rejected && !rejection_absorbed(R, i);
         mismatched += R->st[i].mismatch;
     }
@@ -702,13 +715,10 @@ static json_t *record_stage(const stage_state *s)
 /* Commits the run record (provenance) when a stage ran; commit[0] stays
  * '\0' when none is made.  A failure to record is a warning: the run's
  * own error (rc's message) is kept. */
-static void record_run(runner *R, int rc, double started_wall, double elapsed, char commit[41])
+static void record_run(runner *R, const size_t *count, int rc, double started_wall, double elapsed, char commit[41])
 {
     const qp_run_options *opt = R->opt;
-    size_t ran = 0;
-    for (size_t i = 0; i < R->n; i++)
-        ran += R->st[i].status == ST_RAN;
-    if (ran == 0 || !opt->provenance)
+    if (count[ST_RAN] == 0 || !opt->provenance)
         return;
     char *saved = qp_strdup(qp_error_last());
     int saved_code = qp_error_last_code();
@@ -716,8 +726,7 @@ static void record_run(runner *R, int rc, double started_wall, double elapsed, c
     for (size_t i = 0; i < R->n; i++)
         if (R->st[i].selected)
             json_object_set_new(stages, R->st[i].decl->id, record_stage(&R->st[i]));
-    const char *verdict = rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error";
-    if (qp_run_record_commit(commit, R->r, stages, verdict, started_wall, elapsed, opt->branch) != 0) {
+    if (qp_run_record_commit(commit, R->r, stages, verdict_name(rc), started_wall, elapsed, opt->branch) != 0) {
         fprintf(stderr, "qpipe: warning: %s\n", qp_error_last());
         commit[0] = '\0';
     } else if (!opt->json) {
@@ -729,16 +738,11 @@ static void record_run(runner *R, int rc, double started_wall, double elapsed, c
 }
 
 /* --json: the closing "summary" event. */
-static void emit_summary(runner *R, int rc, double elapsed, const char *commit)
+static void emit_summary(runner *R, const size_t *c, int rc, double elapsed, const char *commit)
 {
-    size_t c[8] = {0};
-    for (size_t i = 0; i < R->n; i++)
-        if (R->st[i].selected)
-            c[R->st[i].status]++;
     json_t *ev = json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:s}", "event", "summary", "ran", (int)c[ST_RAN],
                            "cached", (int)c[ST_CACHED], "failed", (int)c[ST_FAILED], "blocked",
-                           (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict",
-                           rc == 0 ? "pass" : rc == QP_EGATE ? "rejected" : "error");
+                           (int)(c[ST_BLOCKED] + c[ST_SKIPPED]), "seconds", elapsed, "verdict", verdict_name(rc));
     if (R->opt->exit_status)
         json_object_set_new(ev, "exit", json_integer(R->opt->exit_status(rc)));
     if (commit[0])
@@ -787,12 +791,14 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
             fprintf(opt->out, "  cache: corrupt objects were removed; recomputing the affected stages\n");
         reset_states(&R);
     }
-    print_summary(&R, elapsed, rc);
+    size_t count[8];
+    count_statuses(&R, count);
+    print_summary(&R, count, elapsed, rc);
     if (opt->mode == QP_RUN_NORMAL) {
         char commit[41] = "";
-        record_run(&R, rc, started_wall, elapsed, commit);
+        record_run(&R, count, rc, started_wall, elapsed, commit);
         if (opt->json)
-            emit_summary(&R, rc, elapsed, commit);
+            emit_summary(&R, count, rc, elapsed, commit);
     }
 done:
     for (size_t i = 0; i < R.n; i++) {

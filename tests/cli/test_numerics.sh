@@ -59,15 +59,14 @@ run() {
   echo "same keys, digests and metrics: $name ($threads threads; $*)"
 }
 
+run native 2
 if [ "${BUILD:-build}" = build-asan ]; then
   # Under ASan+UBSan a pipeline run is ~10x slower; the sanitizers need one
   # run per code path (vector kernels, other thread count), the full
   # kernel/thread/path matrix runs in `make test`.
-  run native 2
   run gemm-avx2-1thread 1 QPIPE_GEMM=avx2 OPENBLAS_CORETYPE=Cooperlake
   echo "SKIP under ASan: the OpenBLAS kernel matrix and the scalar path (make test runs them)"
 else
-  run native 2
   if has avx2 fma; then
     run haswell 1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=2
     run gemm-avx2 3 QPIPE_GEMM=avx2
