@@ -60,6 +60,19 @@ int qp_tokenizer_from_vocab(qp_tokenizer **out, size_t n, const char *const *pie
                             const float *scores, const int *types,
                             int bos, int eos, int unk, int add_dummy_prefix);
 
+/* Loads a Hugging Face `tokenizer.json` (model type BPE) with the
+ * `tokenizer_config.json` beside it (config may be NULL: no BOS/EOS added,
+ * no chat template).  Normalizers, pre-tokenizers (PCRE2 regexes), added
+ * tokens and decoders run as the Hugging Face tokenizers library runs them.
+ * name is what errors call the file ("DIR/tokenizer.json"); errors are one
+ * line "NAME: what is wrong" (QP_EFORMAT). */
+int qp_tokenizer_load_hf(qp_tokenizer **out, const char *json, size_t len, const char *config_json,
+                         size_t config_len, const char *name);
+
+/* Loads the tokenizer of a Hugging Face model directory: tokenizer.json
+ * (+ tokenizer_config.json) when present, else tokenizer.model. */
+int qp_tokenizer_load_dir(qp_tokenizer **out, const char *dir);
+
 void qp_tokenizer_free(qp_tokenizer *t);
 
 size_t qp_tokenizer_n_vocab(const qp_tokenizer *t);
@@ -80,9 +93,25 @@ int qp_tokenizer_type(const qp_tokenizer *t, int id);
 /* Id of the piece with exactly these bytes (any type); -1 when none. */
 int qp_tokenizer_find(const qp_tokenizer *t, const char *piece, size_t len);
 
+/* What kind of vocabulary: SentencePiece ("llama" in GGUF) or byte-level
+ * BPE ranked by merges ("gpt2" in GGUF). */
+typedef enum { QP_TOK_MODEL_SPM = 1, QP_TOK_MODEL_BPE = 2 } qp_tok_model;
+qp_tok_model qp_tokenizer_model(const qp_tokenizer *t);
+/* GGUF tokenizer.ggml.pre of a BPE vocabulary ("qwen2", "llama-bpe", ...),
+ * recognised from its pre-tokenizer; NULL for SPM or when unrecognised. */
+const char *qp_tokenizer_pre(const qp_tokenizer *t);
+/* BPE merges in rank order, each "left right" as GGUF's
+ * tokenizer.ggml.merges and tokenizer.json store them; 0 / NULL for SPM. */
+size_t qp_tokenizer_n_merges(const qp_tokenizer *t);
+const char *qp_tokenizer_merge(const qp_tokenizer *t, size_t i);
+/* tokenizer_config.json's chat_template (or GGUF tokenizer.chat_template);
+ * NULL when none. */
+const char *qp_tokenizer_chat_template(const qp_tokenizer *t);
+
 /* Encode flags. */
 #define QP_TOK_ADD_BOS 1u   /* prepend bos (ignored when the model has none) */
 #define QP_TOK_ADD_EOS 2u   /* append eos (ignored when the model has none) */
+#define QP_TOK_PARSE_SPECIAL 4u /* special (CONTROL) tokens written in the text become their ids */
 
 /* Encodes len bytes of text (need not be NUL-terminated nor valid UTF-8).
  * *out_ids is malloc'ed (non-NULL even when *out_n is 0).  Only fails on

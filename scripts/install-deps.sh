@@ -3,7 +3,7 @@
 # Called by `make` when pkg-config cannot find a library; safe to run by hand.
 set -eu
 pkgs=(build-essential pkg-config libyaml-dev libgit2-dev libssl-dev libopenblas-dev
-      libzstd-dev libjansson-dev libcmocka-dev git zstd openssl)
+      libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev git zstd openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
