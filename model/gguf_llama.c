@@ -6,6 +6,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/gguf_llama_vocab.h"
 #include "model/hf_names.h"
 #include "model/tokenizer.h"
 
@@ -15,8 +16,8 @@
 
 /* ---- names ---- */
 
-/* A layer's tensors in convert_hf_to_gguf's order (qp_gguf_llama_tensors
- * lists their shapes in the same order). */
+/* A layer's tensors (qp_gguf_llama_tensors lists their shapes in the same
+ * order; the file order comes from sorting). */
 static const struct {
     const char *hf, *gguf;
 } layer_names[] = {
@@ -29,8 +30,12 @@ static const struct {
     { QP_HF_GATE_PROJ ".weight", "ffn_gate.weight" },
     { QP_HF_UP_PROJ ".weight", "ffn_up.weight" },
     { QP_HF_DOWN_PROJ ".weight", "ffn_down.weight" },
+    { QP_HF_Q_PROJ ".bias", "attn_q.bias" },     /* Qwen2 only, after the 9 weights */
+    { QP_HF_K_PROJ ".bias", "attn_k.bias" },
+    { QP_HF_V_PROJ ".bias", "attn_v.bias" },
 };
 #define N_LAYER_NAMES (sizeof(layer_names) / sizeof(layer_names[0]))
+#define N_WEIGHT_NAMES 9   /* layer_names without the biases */
 
 int qp_gguf_llama_name(char *out, size_t cap, const char *hf)
 {
@@ -94,12 +99,22 @@ static int cmp_quantize(const void *a, const void *b)
     return strcmp(x->gguf_name, y->gguf_name);
 }
 
+const char *qp_gguf_llama_arch(const qp_llama_config *cfg)
+{
+    switch (cfg->arch) {
+    case QP_ARCH_LLAMA:
+    case QP_ARCH_MISTRAL: return "llama";   /* convert registers MistralForCausalLM as LlamaModel */
+    case QP_ARCH_QWEN2: return "qwen2";
+    default: return NULL;
+    }
+}
+
 static int check_cfg(const qp_llama_config *cfg)
 {
-    if (cfg->arch != QP_ARCH_LLAMA && cfg->arch != QP_ARCH_MISTRAL)
-        return qp_error_set(QP_EUSAGE, "config: architecture '%s' cannot be exported to GGUF (only llama / mistral)",
-                            qp_arch_name(cfg->arch));
-    if (cfg->qkv_bias)
+    if (!qp_gguf_llama_arch(cfg))
+        return qp_error_set(QP_EUSAGE, "config: architecture '%s' cannot be exported to GGUF (only llama / mistral "
+                            "/ qwen2)", qp_arch_name(cfg->arch));
+    if (cfg->qkv_bias && cfg->arch != QP_ARCH_QWEN2)
         return qp_error_set(QP_EUSAGE, "config: q/k/v biases cannot be exported to a GGUF 'llama' model");
     if (cfg->vocab <= 0 || cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->intermediate <= 0 || cfg->n_heads % cfg->n_kv_heads)
@@ -119,6 +134,9 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
     const uint64_t D = (uint64_t)cfg->hidden, V = (uint64_t)cfg->vocab, F = (uint64_t)cfg->intermediate;
     const uint64_t QD = (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim;
     const uint64_t KVD = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim;
+    /* LlamaModel permutes q/k rows for ggml's adjacent-pair RoPE; Qwen2Model
+     * does not (llama.cpp runs qwen2 with NEOX RoPE, HF's rotate-half) */
+    const int permute = cfg->arch != QP_ARCH_QWEN2;
     size_t cap = 3 + N_LAYER_NAMES * (size_t)cfg->n_layers, k = 0;
     qp_gguf_llama_tensor *t = qp_xcalloc(cap, sizeof(*t));
     char hf[96];
@@ -138,10 +156,15 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
             { 2, D, F },                          /* gate_proj [F, D] */
             { 2, D, F },                          /* up_proj [F, D] */
             { 2, F, D },                          /* down_proj [D, F] */
+            { 1, QD, 1 },                         /* q_proj.bias [H·hd] */
+            { 1, KVD, 1 },                        /* k_proj.bias [KV·hd] */
+            { 1, KVD, 1 },                        /* v_proj.bias [KV·hd] */
         };
         for (int j = 0; j < (int)N_LAYER_NAMES; j++) {
+            if (j >= N_WEIGHT_NAMES && !cfg->qkv_bias)
+                break;
             qp_hf_layer_name(hf, sizeof(hf), l, layer_names[j].hf);
-            int heads = j == 1 ? cfg->n_heads : j == 2 ? cfg->n_kv_heads : 0;
+            int heads = !permute ? 0 : j == 1 ? cfg->n_heads : j == 2 ? cfg->n_kv_heads : 0;
             set_tensor(&t[k++], hf, (int)ne[j][0], ne[j][1], ne[j][2], heads);
         }
     }
@@ -171,132 +194,6 @@ int qp_gguf_llama_permute_rows(void *dst, const void *src, int64_t n_rows, size_
                 memcpy(d + (size_t)to * row_bytes, s + (size_t)from * row_bytes, row_bytes);
             }
     return 0;
-}
-
-/* ---- vocabulary (convert's _create_vocab_sentencepiece) ---- */
-
-typedef struct {
-    size_t n;
-    char **tokens;
-    float *scores;
-    int32_t *types;
-} vocab;
-
-static void vocab_free(vocab *v)
-{
-    if (v->tokens)
-        for (size_t i = 0; i < v->n; i++)
-            free(v->tokens[i]);
-    free(v->tokens);
-    free(v->scores);
-    free(v->types);
-}
-
-/* SentencePiece's own numbering: IsUnknown / IsControl / IsUnused / IsByte
- * are tested, everything else (user-defined pieces too) is NORMAL. */
-static int32_t convert_type(int t)
-{
-    switch (t) {
-    case QP_TOK_UNKNOWN: return 2;
-    case QP_TOK_CONTROL: return 3;
-    case QP_TOK_UNUSED: return 5;
-    case QP_TOK_BYTE: return 6;
-    default: return 1;
-    }
-}
-
-/* Model.does_token_look_special */
-static int looks_special(const char *s)
-{
-    size_t n = strlen(s);
-    if (strcmp(s, "<pad>") == 0 || strcmp(s, "<mask>") == 0 || strcmp(s, "<2mass>") == 0 ||
-        strcmp(s, "[@BOS@]") == 0)
-        return 1;
-    if (n >= 4 && strncmp(s, "<|", 2) == 0 && strcmp(s + n - 2, "|>") == 0)
-        return 1;
-    /* "<｜" ... "｜>" (U+FF5C, deepseek-coder) */
-    if (n >= 8 && strncmp(s, "<\xef\xbd\x9c", 4) == 0 && strcmp(s + n - 4, "\xef\xbd\x9c>") == 0)
-        return 1;
-    return n >= 8 && strncmp(s, "<unused", 7) == 0 && s[n - 1] == '>';
-}
-
-/* "▁" -> " " (pre-normalised user-defined spaces) */
-static char *unspace(const char *s)
-{
-    char *r = qp_strdup(s), *o = r;
-    for (const char *p = s; *p;) {
-        if (strncmp(p, "\xe2\x96\x81", 3) == 0) {
-            *o++ = ' ';
-            p += 3;
-        } else {
-            *o++ = *p++;
-        }
-    }
-    *o = '\0';
-    return r;
-}
-
-static int build_vocab(vocab *v, const char *path, int n_vocab, const qp_gguf_llama_opts *o)
-{
-    qp_tokenizer *tok = NULL;
-    int rc;
-    memset(v, 0, sizeof(*v));
-    if ((rc = qp_tokenizer_load_spm(&tok, path)) != 0)
-        return rc;
-    size_t n_spm = qp_tokenizer_n_vocab(tok);
-    if (n_spm > (size_t)n_vocab) {
-        rc = qp_error_set(QP_EFORMAT, "%s: %zu pieces, more than the config's vocab_size %d", path, n_spm,
-                          n_vocab);
-        goto done;
-    }
-    v->n = (size_t)n_vocab;
-    v->tokens = qp_xcalloc(v->n, sizeof(*v->tokens));
-    v->scores = qp_xmalloc(v->n * sizeof(*v->scores));
-    v->types = qp_xmalloc(v->n * sizeof(*v->types));
-    for (size_t i = 0; i < v->n; i++) {
-        if (i < n_spm) {
-            v->tokens[i] = qp_strdup(qp_tokenizer_piece(tok, (int)i));
-            v->scores[i] = qp_tokenizer_score(tok, (int)i);
-            v->types[i] = convert_type(qp_tokenizer_type(tok, (int)i));
-        } else {
-            /* ids the tokenizer does not have */
-            v->tokens[i] = qp_strfmt("[PAD%zu]", i);
-            v->scores[i] = -10000.0f;
-            v->types[i] = 5;
-        }
-    }
-    for (size_t i = 0; i < o->n_added_json; i++) {
-        const qp_gguf_added_token *a = &o->added_json[i];
-        if (a->id < 0 || (size_t)a->id >= v->n)
-            continue;   /* convert warns and ignores it */
-        free(v->tokens[a->id]);
-        v->tokens[a->id] = qp_strdup(a->content);
-        v->scores[a->id] = -1000.0f;
-        v->types[a->id] = 4;
-    }
-    for (size_t i = 0; i < o->n_added_decoder; i++) {
-        const qp_gguf_added_token *a = &o->added_decoder[i];
-        if (a->id < 0 || (size_t)a->id >= v->n) {
-            rc = qp_error_set(QP_EFORMAT, "added token %d ('%s') is outside the vocabulary of %zu", a->id,
-                              a->content, v->n);
-            goto done;
-        }
-        free(v->tokens[a->id]);
-        if (a->special || looks_special(a->content)) {
-            v->tokens[a->id] = qp_strdup(a->content);
-            v->types[a->id] = 3;
-        } else {
-            v->tokens[a->id] = unspace(a->content);
-            v->types[a->id] = 4;
-        }
-        v->scores[a->id] = -1000.0f;
-    }
-    rc = 0;
-done:
-    qp_tokenizer_free(tok);
-    if (rc != 0)
-        vocab_free(v);
-    return rc;
 }
 
 /* ---- export ---- */
@@ -344,13 +241,29 @@ static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
                                       et->t.rope_heads, 1);
 }
 
+/* "<arch>.<name>" */
+static int add_arch_u32(qp_gguf_writer *w, const char *arch, const char *name, uint32_t v)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "%s.%s", arch, name);
+    return qp_gguf_writer_add_u32(w, key, v);
+}
+
+static int add_arch_f32(qp_gguf_writer *w, const char *arch, const char *name, float v)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "%s.%s", arch, name);
+    return qp_gguf_writer_add_f32(w, key, v);
+}
+
 static int add_params(qp_gguf_writer *w, const qp_llama_config *cfg, const qp_gguf_llama_opts *o,
                       uint64_t n_params)
 {
     int rc = 0;
     char label[64];
+    const char *arch = qp_gguf_llama_arch(cfg);
     /* Model.prepare_metadata / Metadata.set_gguf_meta_model */
-    rc |= qp_gguf_writer_add_str(w, "general.architecture", "llama");
+    rc |= qp_gguf_writer_add_str(w, "general.architecture", arch);
     rc |= qp_gguf_writer_add_str(w, "general.type", "model");
     if (o->name && *o->name)
         rc |= qp_gguf_writer_add_str(w, "general.name", o->name);
@@ -360,71 +273,48 @@ static int add_params(qp_gguf_writer *w, const qp_llama_config *cfg, const qp_gg
         qp_gguf_llama_size_label(label, sizeof(label), n_params);
     if (*label)
         rc |= qp_gguf_writer_add_str(w, "general.size_label", label);
-    /* Model.set_gguf_parameters, then LlamaModel's */
-    rc |= qp_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)cfg->n_layers);
-    rc |= qp_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)cfg->max_pos);
-    rc |= qp_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)cfg->hidden);
-    rc |= qp_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)cfg->intermediate);
-    rc |= qp_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)cfg->n_heads);
-    rc |= qp_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)cfg->n_kv_heads);
-    rc |= qp_gguf_writer_add_f32(w, "llama.rope.freq_base", cfg->rope_theta);
-    rc |= qp_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", cfg->rms_eps);
+    /* Model.set_gguf_parameters (Qwen2Model adds nothing for a config
+     * without rope_scaling), then LlamaModel's vocab_size and rope dims */
+    rc |= add_arch_u32(w, arch, "block_count", (uint32_t)cfg->n_layers);
+    rc |= add_arch_u32(w, arch, "context_length", (uint32_t)cfg->max_pos);
+    rc |= add_arch_u32(w, arch, "embedding_length", (uint32_t)cfg->hidden);
+    rc |= add_arch_u32(w, arch, "feed_forward_length", (uint32_t)cfg->intermediate);
+    rc |= add_arch_u32(w, arch, "attention.head_count", (uint32_t)cfg->n_heads);
+    rc |= add_arch_u32(w, arch, "attention.head_count_kv", (uint32_t)cfg->n_kv_heads);
+    rc |= add_arch_f32(w, arch, "rope.freq_base", cfg->rope_theta);
+    rc |= add_arch_f32(w, arch, "attention.layer_norm_rms_epsilon", cfg->rms_eps);
     if (o->head_dim_keys) {
-        rc |= qp_gguf_writer_add_u32(w, "llama.attention.key_length", (uint32_t)cfg->head_dim);
-        rc |= qp_gguf_writer_add_u32(w, "llama.attention.value_length", (uint32_t)cfg->head_dim);
+        rc |= add_arch_u32(w, arch, "attention.key_length", (uint32_t)cfg->head_dim);
+        rc |= add_arch_u32(w, arch, "attention.value_length", (uint32_t)cfg->head_dim);
     }
     if (o->layout == QP_GGUF_LAYOUT_CONVERT)
         rc |= qp_gguf_writer_add_u32(w, "general.file_type", o->file_type);
-    rc |= qp_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)cfg->vocab);
-    rc |= qp_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)cfg->head_dim);
+    if (cfg->arch != QP_ARCH_QWEN2) {
+        rc |= add_arch_u32(w, arch, "vocab_size", (uint32_t)cfg->vocab);
+        rc |= add_arch_u32(w, arch, "rope.dimension_count", (uint32_t)cfg->head_dim);
+    }
     return rc ? QP_ERROR : 0;
 }
 
-static int add_tokenizer(qp_gguf_writer *w, const vocab *v, const qp_gguf_llama_opts *o)
-{
-    static const char *const id_keys[QP_SPECIAL_COUNT] = {
-        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
-        "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.cls_token_id",
-        "tokenizer.ggml.mask_token_id",
-    };
-    int rc = 0;
-    rc |= qp_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
-    rc |= qp_gguf_writer_add_str(w, "tokenizer.ggml.pre", "default");
-    rc |= qp_gguf_writer_add_string_array(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, NULL, v->n);
-    rc |= qp_gguf_writer_add_scalar_array(w, "tokenizer.ggml.scores", QP_GGUF_F32, v->scores, v->n);
-    rc |= qp_gguf_writer_add_scalar_array(w, "tokenizer.ggml.token_type", QP_GGUF_I32, v->types, v->n);
-    /* SpecialVocab.add_to_gguf */
-    for (int i = 0; i < o->n_special; i++)
-        rc |= qp_gguf_writer_add_u32(w, id_keys[o->special[i].typ], (uint32_t)o->special[i].id);
-    if (o->add_bos >= 0)
-        rc |= qp_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", o->add_bos != 0);
-    if (o->add_eos >= 0)
-        rc |= qp_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", o->add_eos != 0);
-    if (o->chat_template)
-        rc |= qp_gguf_writer_add_str(w, "tokenizer.chat_template", o->chat_template);
-    return rc ? QP_ERROR : 0;
-}
-
-int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
-                             const char *tokenizer_model, const qp_gguf_llama_source *src,
-                             const qp_gguf_llama_opts *opts)
+int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
+                                 const qp_tokenizer *tok, const char *tok_name, const qp_gguf_llama_source *src,
+                                 const qp_gguf_llama_opts *opts)
 {
     qp_gguf_writer *w = NULL;
     qp_gguf_llama_tensor *list = NULL;
     size_t n = 0;
-    vocab v = { 0 };
     export_ctx *x = NULL;
     int rc;
     *out = NULL;
 
     if (!src || !src->tensor_data)
         return qp_error_set(QP_EUSAGE, "%s: GGUF export needs a tensor_data callback", path);
+    if (!tok)
+        return qp_error_set(QP_EUSAGE, "%s: GGUF export needs the model's tokenizer", path);
     if ((rc = qp_gguf_llama_tensors(&list, &n, cfg, opts->layout, src->part_of, src->ud)) != 0) {
         qp_error_prefix("%s", path);
         return rc;
     }
-    if ((rc = build_vocab(&v, tokenizer_model, cfg->vocab, opts)) != 0)
-        goto done;
     if ((rc = qp_gguf_writer_new(&w, path)) != 0)
         goto done;
     x = qp_xcalloc(1, sizeof(*x));
@@ -436,7 +326,8 @@ int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_ll
     uint64_t n_params = 0;
     for (size_t i = 0; i < n; i++)
         n_params += list[i].ne[0] * list[i].ne[1];
-    if ((rc = add_params(w, cfg, opts, n_params)) != 0 || (rc = add_tokenizer(w, &v, opts)) != 0)
+    if ((rc = add_params(w, cfg, opts, n_params)) != 0 ||
+        (rc = qp_gguf_llama_add_vocab(w, tok, tok_name ? tok_name : "tokenizer", cfg->vocab, opts)) != 0)
         goto done;
     if ((rc = qp_gguf_writer_add_u32(w, "general.quantization_version", 2)) != 0)
         goto done;
@@ -460,7 +351,22 @@ int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_ll
     rc = 0;
 done:
     qp_gguf_writer_abort(w);
-    vocab_free(&v);
     free(list);
+    return rc;
+}
+
+int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
+                             const char *tokenizer_model, const qp_gguf_llama_source *src,
+                             const qp_gguf_llama_opts *opts)
+{
+    qp_tokenizer *tok = NULL;
+    int rc;
+    *out = NULL;
+    if (!src || !src->tensor_data)
+        return qp_error_set(QP_EUSAGE, "%s: GGUF export needs a tensor_data callback", path);
+    if ((rc = qp_tokenizer_load_spm(&tok, tokenizer_model)) != 0)
+        return rc;
+    rc = qp_gguf_llama_export_tok_new(out, path, cfg, tok, tokenizer_model, src, opts);
+    qp_tokenizer_free(tok);
     return rc;
 }

@@ -1,19 +1,27 @@
-/* Hugging Face LLaMA -> GGUF, as llama.cpp c392e50 writes it:
- *   convert_hf_to_gguf.py (LlamaModel: LlamaForCausalLM / MistralForCausalLM
- *   with a SentencePiece tokenizer.model), and
+/* Hugging Face LLaMA / Mistral / Qwen2 -> GGUF, as llama.cpp c392e50 writes it:
+ *   convert_hf_to_gguf.py (LlamaModel: LlamaForCausalLM / MistralForCausalLM,
+ *   GGUF architecture "llama"; Qwen2Model: Qwen2ForCausalLM, "qwen2"), and
  *   llama-quantize, which rewrites such a file with other tensor types.
  *
  * Names: model.embed_tokens.weight -> token_embd.weight, model.norm.weight
  * -> output_norm.weight, lm_head.weight -> output.weight (absent when tied),
  * model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
  * post_attention_layernorm, mlp.{gate,up,down}_proj}.weight ->
- * blk.N.{attn_norm, attn_{q,k,v,output}, ffn_norm, ffn_{gate,up,down}}.weight.
+ * blk.N.{attn_norm, attn_{q,k,v,output}, ffn_norm, ffn_{gate,up,down}}.weight,
+ * and Qwen2's self_attn.{q,k,v}_proj.bias -> blk.N.attn_{q,k,v}.bias.
  *
- * RoPE: HF keeps q_proj/k_proj rows in rotate-half order; GGUF "llama" wants
- * adjacent pairs, so rows [n_head, 2, head_dim/2] are reordered to
+ * RoPE: HF keeps q_proj/k_proj rows in rotate-half order.  GGUF "llama"
+ * wants adjacent pairs, so rows [n_head, 2, head_dim/2] are reordered to
  * [n_head, head_dim/2, 2] (n_head_kv for k_proj).  Moving whole rows commutes
  * with any row-wise ggml quantization, so the caller quantizes in HF order
- * and the exporter moves the packed rows.
+ * and the exporter moves the packed rows.  GGUF "qwen2" keeps HF's order
+ * (llama.cpp runs it with NEOX RoPE, which is rotate-half).
+ *
+ * Hyper-parameters: "<arch>.*" as Model.set_gguf_parameters writes them;
+ * only "llama" adds <arch>.vocab_size and <arch>.rope.dimension_count.
+ * Vocabulary by the tokenizer's kind (model/gguf_llama_vocab.h):
+ * SentencePiece -> tokenizer.ggml.model "llama" with scores; byte-level BPE
+ * (tokenizer.json) -> "gpt2" with pre and merges.
  *
  * Layouts:
  *   QP_GGUF_LAYOUT_CONVERT  = convert_hf_to_gguf's file: keys in its order
@@ -23,7 +31,8 @@
  *     keys with general.quantization_version and general.file_type moved to
  *     the end, tensors sorted by (layer, name), non-layer tensors first.
  * With the same tensor bytes, both are byte-identical to llama.cpp's files
- * (tests/model/test_gguf_export.c: F32.gguf, Q8_0.gguf and the mixes). */
+ * (tests/model/test_gguf_export.c: house-llama's F32.gguf, Q8_0.gguf and the
+ * mixes; tests/model/test_gguf_export_qwen.c: house-qwen's). */
 #ifndef QP_MODEL_GGUF_LLAMA_H
 #define QP_MODEL_GGUF_LLAMA_H
 
@@ -32,10 +41,15 @@
 
 #include "model/config.h"
 #include "model/gguf_writer.h"
+#include "model/tokenizer.h"
 
 typedef enum { QP_GGUF_LAYOUT_CONVERT = 0, QP_GGUF_LAYOUT_QUANTIZE = 1 } qp_gguf_llama_layout;
 
 /* ---- names and tensors ---- */
+
+/* GGUF general.architecture of a config ("llama" for llama and mistral,
+ * "qwen2"); NULL for one that cannot be exported. */
+const char *qp_gguf_llama_arch(const qp_llama_config *cfg);
 
 /* GGUF name of an HF LLaMA tensor name.  QP_ENOTFOUND (message
  * "tensor 'NAME': no GGUF name for this LLaMA tensor") when there is none. */
@@ -46,15 +60,16 @@ typedef struct {
     char gguf_name[64];
     int n_dims;            /* 1 (norms) or 2 */
     uint64_t ne[2];        /* ggml order: ne[0] = columns (in), ne[1] = rows (out) */
-    int rope_heads;        /* 0, or the heads whose rows are permuted (q: H, k: KV) */
+    int rope_heads;        /* 0, or the heads whose rows are permuted (llama q: H, k: KV) */
     int part;              /* safetensors part it came from (CONVERT order) */
 } qp_gguf_llama_tensor;
 
-/* The model's tensors in the layout's file order (*out malloc'ed).  part_of
- * (may be NULL: everything in part 0) gives the index of the safetensors
- * shard holding an HF tensor, in sorted shard-file order.  Errors: QP_EUSAGE
- * "config: architecture 'qwen2' cannot be exported to GGUF (only llama /
- * mistral)" and for q/k/v biases. */
+/* The model's tensors in the layout's file order (*out malloc'ed); q/k/v
+ * biases (1-D) when cfg->qkv_bias.  part_of (may be NULL: everything in
+ * part 0) gives the index of the safetensors shard holding an HF tensor, in
+ * sorted shard-file order.  Errors: QP_EUSAGE "config: architecture 'X'
+ * cannot be exported to GGUF (only llama / mistral / qwen2)", q/k/v biases
+ * in a llama / mistral config, invalid hyper-parameters. */
 int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_config *cfg,
                           qp_gguf_llama_layout layout, int (*part_of)(void *ud, const char *hf_name),
                           void *part_ud);
@@ -138,8 +153,17 @@ typedef struct {
  * add its own keys (qpipe.*) with qp_gguf_writer_add_* — they go after
  * llama.cpp's — and then calls qp_gguf_writer_finish (tensor data is
  * produced then) or qp_gguf_writer_abort.  The source and opts must outlive
- * the writer.  tokenizer_model is the SentencePiece tokenizer.model.
- * Errors are one line naming the file / tensor. */
+ * the writer; tok need not (its vocabulary is copied).  tok is the model's
+ * tokenizer as convert_hf_to_gguf would take it: tokenizer.model when the
+ * directory has one (qp_tokenizer_load_spm), else tokenizer.json
+ * (qp_tokenizer_load_hf); tok_name names its file in errors.  The special
+ * ids, add_bos/add_eos and chat template come from opts (SpecialVocab),
+ * the chat template from tok when opts has none.  Errors are one line
+ * naming the file / tensor. */
+int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
+                                 const qp_tokenizer *tok, const char *tok_name, const qp_gguf_llama_source *src,
+                                 const qp_gguf_llama_opts *opts);
+/* The same with the SentencePiece tokenizer.model at tokenizer_model. */
 int qp_gguf_llama_export_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
                              const char *tokenizer_model, const qp_gguf_llama_source *src,
                              const qp_gguf_llama_opts *opts);

@@ -109,6 +109,18 @@ void qp_ggml_mix_ctx_init(qp_ggml_mix_ctx *ctx, int n_layer, int n_head, int n_h
     ctx->src_type = QP_GGML_F32;
 }
 
+int qp_ggml_mix_ctx_init_arch(qp_ggml_mix_ctx *ctx, const char *arch, int n_layer, int n_head, int n_head_kv,
+                              int tied_embeddings)
+{
+    qp_ggml_mix_ctx_init(ctx, n_layer, n_head, n_head_kv, tied_embeddings);
+    if (arch && strcmp(arch, "qwen2") == 0) {
+        /* llama-model.cpp, LLM_ARCH_QWEN2: case 80: LLM_TYPE_70B */
+        ctx->is_70b = n_layer == 80;
+        return 0;
+    }
+    return arch && strcmp(arch, "llama") == 0 ? 0 : -1;
+}
+
 static int ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), m = strlen(suffix);

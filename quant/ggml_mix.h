@@ -59,6 +59,13 @@ typedef struct {
  * (no imatrix, not pure, no overrides), source type F32.  is_70b follows
  * llama.cpp's LLaMA size table: 80 layers and n_head != n_head_kv. */
 void qp_ggml_mix_ctx_init(qp_ggml_mix_ctx *ctx, int n_layer, int n_head, int n_head_kv, int tied_embeddings);
+/* The same for a model of GGUF architecture arch: "llama" as above;
+ * "qwen2" (llama-model.cpp's Qwen2 size table: 80 layers are LLM_TYPE_70B
+ * whatever the heads).  Every other rule is the same for both: a tied model
+ * has no output.weight, so token_embd.weight gets the output tensor's type.
+ * Returns -1 for another arch (ctx then as for llama; no error set). */
+int qp_ggml_mix_ctx_init_arch(qp_ggml_mix_ctx *ctx, const char *arch, int n_layer, int n_head, int n_head_kv,
+                              int tied_embeddings);
 
 typedef struct {
     qp_ggml_type type;        /* the type the tensor is stored in */

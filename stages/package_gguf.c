@@ -4,6 +4,7 @@
 #include "model/config.h"
 #include "model/gguf_llama.h"
 #include "model/gguf_writer.h"
+#include "model/tokenizer.h"
 #include "common/tensor.h"
 #include "quant/linear.h"
 #include "quant/qtypes.h"
@@ -162,25 +163,46 @@ static int materialise_files(const qp_artifact *a, qp_cache *cache, const char *
     return rc;
 }
 
+/* The tokenizer as convert_hf_to_gguf takes it: tokenizer.model (its
+ * _set_vocab_sentencepiece is tried first), else tokenizer.json (gpt2). */
+static int load_tokenizer(qp_tokenizer **tok, char **tok_name, const char *dir, const char *what)
+{
+    char *spm = qp_path_join(dir, "tokenizer.model"), *hf = qp_path_join(dir, "tokenizer.json");
+    int rc;
+    *tok = NULL;
+    *tok_name = NULL;
+    if (qp_path_exists(spm)) {
+        rc = qp_tokenizer_load_spm(tok, spm);
+        *tok_name = spm;
+        spm = NULL;
+    } else if (qp_path_exists(hf)) {
+        rc = qp_tokenizer_load_dir(tok, dir);
+        *tok_name = hf;
+        hf = NULL;
+    } else {
+        rc = qp_error_set(QP_EFORMAT, "%s: the model has neither tokenizer.model nor tokenizer.json; GGUF export "
+                                      "needs its tokenizer", what);
+    }
+    free(spm);
+    free(hf);
+    return rc;
+}
+
 int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
                     unsigned file_type, const json_t *extra_keys, const char *work_dir, const char *what)
 {
     qp_llama_config cfg;
     qp_gguf_llama_opts opts;
     qp_gguf_writer *w = NULL;
+    qp_tokenizer *tok = NULL;
+    char *tok_name = NULL;
     int rc = qp_model_artifact_config(&cfg, model, cache, what);
     if (rc)
         return rc;
     char *dir = qp_path_join(work_dir, model_name);
-    char *tok = qp_path_join(dir, "tokenizer.model");
     int have_opts = 0;
-    if ((rc = materialise_files(model, cache, dir)) != 0)
+    if ((rc = materialise_files(model, cache, dir)) != 0 || (rc = load_tokenizer(&tok, &tok_name, dir, what)) != 0)
         goto done;
-    if (!qp_path_exists(tok)) {
-        rc = qp_error_set(QP_EFORMAT, "%s: the model has no tokenizer.model; GGUF export needs the SentencePiece "
-                                      "tokenizer", what);
-        goto done;
-    }
     if ((rc = qp_gguf_llama_opts_from_hf_dir(&opts, &cfg, dir)) != 0)
         goto done;
     have_opts = 1;
@@ -188,7 +210,7 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     opts.file_type = file_type;
     export_ctx x = {model, cache, what};
     qp_gguf_llama_source src = {.ud = &x, .tensor_type = tensor_type, .tensor_data = tensor_data};
-    if ((rc = qp_gguf_llama_export_new(&w, path, &cfg, tok, &src, &opts)) != 0)
+    if ((rc = qp_gguf_llama_export_tok_new(&w, path, &cfg, tok, tok_name, &src, &opts)) != 0)
         goto done;
     const char *k;
     json_t *v;
@@ -208,8 +230,9 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
 done:
     if (have_opts)
         qp_gguf_llama_opts_free(&opts);
+    qp_tokenizer_free(tok);
     qp_rm_rf(dir);
-    free(tok);
+    free(tok_name);
     free(dir);
     return rc;
 }

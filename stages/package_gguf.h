@@ -1,8 +1,10 @@
 /* Writes a model or quantized-model artifact as a GGUF file that llama.cpp
- * loads: llama.cpp's keys and tensor order, q/k rows permuted to GGUF's
- * layout, tokenizer from tokenizer.model, each tensor in the type the
- * artifact holds (ggml blocks as stored, dense tensors as F32, or F16 when
- * stored so) plus qpipe's own qpipe.* keys. */
+ * loads: llama.cpp's keys and tensor order (architecture llama or qwen2),
+ * llama's q/k rows permuted to GGUF's layout, the vocabulary from
+ * tokenizer.model (SentencePiece) or else tokenizer.json (byte-level BPE),
+ * each tensor in the type the artifact holds (ggml blocks as stored, dense
+ * tensors — norms and biases — as F32, or F16 when stored so) plus qpipe's
+ * own qpipe.* keys. */
 #ifndef QP_STAGES_PACKAGE_GGUF_H
 #define QP_STAGES_PACKAGE_GGUF_H
 

@@ -68,7 +68,9 @@ void qp_quant_plan_init(qp_quant_plan *p, const qp_quant_method *m, const void *
     p->opts = opts;
     p->common = c;
     p->ftype = -1;
-    qp_ggml_mix_ctx_init(&p->mix, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->tied_embeddings);
+    /* an architecture GGUF cannot hold gets llama's rules; the export refuses it */
+    qp_ggml_mix_ctx_init_arch(&p->mix, qp_gguf_llama_arch(cfg), cfg->n_layers, cfg->n_heads, cfg->n_kv_heads,
+                              cfg->tied_embeddings);
     p->mix.has_imatrix = has_imatrix;
     p->mix.src_type = QP_GGML_F32;
     if (m->plan_setup)

@@ -421,9 +421,17 @@ static void test_order(void **state)
     assert_string_equal(t[2 + 2 * 9].gguf_name, "blk.2.attn_k.weight");
     assert_string_equal(t[n - 1].gguf_name, "blk.11.ffn_up.weight");
     free(t);
+    /* qwen2 (tests/model/test_gguf_export_qwen.c): q/k rows stay in HF order */
     cfg.arch = QP_ARCH_QWEN2;
+    assert_int_equal(qp_gguf_llama_tensors(&t, &n, &cfg, QP_GGUF_LAYOUT_QUANTIZE, NULL, NULL), 0);
+    assert_int_equal(n, 2 + 12 * 9);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(t[i].rope_heads, 0);
+    free(t);
+    cfg.arch = (qp_arch)0;
     assert_int_equal(qp_gguf_llama_tensors(&t, &n, &cfg, QP_GGUF_LAYOUT_QUANTIZE, NULL, NULL), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "config: architecture 'qwen2' cannot be exported to GGUF (only llama / mistral)");
+    assert_string_equal(qp_error_last(), "config: architecture '?' cannot be exported to GGUF (only llama / "
+                                         "mistral / qwen2)");
     assert_null(t);
 }
 
