@@ -1,6 +1,7 @@
-/* HF LLaMA -> GGUF (see gguf_llama.h): tensor names and order, the q/k row
- * permutation, llama.* hyper-parameters and tokenizer.ggml.* metadata in the
- * order convert_hf_to_gguf.py (c392e50) writes them. */
+/* HF LLaMA / Qwen2 -> GGUF (see gguf_llama.h): tensor names and order, the
+ * q/k row permutation (llama only), <arch>.* hyper-parameters in the order
+ * convert_hf_to_gguf.py (c392e50) writes them; the tokenizer.* keys are
+ * gguf_llama_vocab.c's. */
 #include "model/gguf_llama.h"
 
 #include "common/alloc.h"
