@@ -462,6 +462,64 @@ static void test_qwen_vocab_errors(void **state)
     free(dir);
 }
 
+/* A llama-architecture model with a byte-level BPE tokenizer (Llama 3's
+ * case: LlamaModel.set_vocab falls back to _set_vocab_gpt2): llama.* keys
+ * with vocab_size and rope dims, the gpt2 vocabulary, permuted q/k. */
+static void test_llama_with_bpe(void **state)
+{
+    (void)state;
+    qwen h;
+    qwen_open(&h);
+    qp_llama_config cfg = h.cfg;
+    cfg.arch = QP_ARCH_LLAMA;
+    cfg.qkv_bias = 0;
+    cfg.tied_embeddings = 0;
+    qp_gguf_llama_opts o;
+    qp_gguf_writer *w;
+    char *dir = qp_test_tmpdir();
+    char *path = qp_path_join(dir, "l.gguf");
+    assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, h.model_dir), 0);
+    qp_gguf_llama_source zeros = { .tensor_data = zero_data };
+    assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &cfg, h.tok, h.tok_name, &zeros, &o), 0);
+    assert_int_equal(qp_gguf_writer_finish(w), 0);
+    qp_gguf *g, *ref;
+    char *ref_path = qp_test_shared_path("vectors/house-qwen/F32.gguf");
+    assert_int_equal(qp_gguf_open(&g, path), 0);
+    assert_int_equal(qp_gguf_open(&ref, ref_path), 0);
+    const char *s;
+    assert_int_equal(qp_gguf_get_string(g, "general.architecture", &s, NULL), 0);
+    assert_string_equal(s, "llama");
+    uint32_t u;
+    assert_int_equal(qp_gguf_get_u32(g, "llama.vocab_size", &u), 0);
+    assert_int_equal(u, 2048);
+    assert_int_equal(qp_gguf_get_u32(g, "llama.rope.dimension_count", &u), 0);
+    assert_int_equal(u, 32);
+    assert_non_null(qp_gguf_find_tensor(g, "output.weight"));
+    assert_null(qp_gguf_find_tensor(g, "blk.0.attn_q.bias"));
+    /* the tokenizer.* keys are the qwen2 file's, in the same order */
+    size_t k = 0;
+    for (size_t i = 0; i < qp_gguf_kv_count(ref); i++) {
+        const char *key = qp_gguf_kv_key(ref, i);
+        if (strncmp(key, "tokenizer.", 10) != 0)
+            continue;
+        while (k < qp_gguf_kv_count(g) && strncmp(qp_gguf_kv_key(g, k), "tokenizer.", 10) != 0)
+            k++;
+        assert_true(k < qp_gguf_kv_count(g));
+        assert_string_equal(qp_gguf_kv_key(g, k), key);
+        k++;
+    }
+    for (; k < qp_gguf_kv_count(g); k++)
+        assert_true(strncmp(qp_gguf_kv_key(g, k), "tokenizer.", 10) != 0);
+    qp_gguf_free(g);
+    qp_gguf_free(ref);
+    free(ref_path);
+    qp_gguf_llama_opts_free(&o);
+    qwen_close(&h);
+    qp_test_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_qwen_tensors),
         cmocka_unit_test(test_qwen_mix_ctx),
         cmocka_unit_test(test_qwen_vocab_errors),
+        cmocka_unit_test(test_llama_with_bpe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
