@@ -7,6 +7,7 @@ int qp_cli_graph(int argc, char **argv);
 int qp_cli_stages(int argc, char **argv);
 int qp_cli_log(int argc, char **argv);
 int qp_cli_diff(int argc, char **argv);
+int qp_cli_tokenize(int argc, char **argv);
 int qp_cli_cache(int argc, char **argv, const char *default_cache_dir);
 
 /* Process exit status for a qp_err code: 0 ok, 1 error, 2 usage/recipe,

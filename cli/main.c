@@ -37,6 +37,9 @@ static const char usage_text[] =
     "  log [RECIPE] [-n N] [--json]  list run records from the provenance branch\n"
     "  diff RUN_A RUN_B [--all]  params, inputs and metrics of two run records side by side\n"
     "  cache stats|verify|gc [--max-size SIZE]  inspect or clean the cache\n"
+    "  tokenize PATH [-f FILE | TEXT] [--no-special] [--no-bos] [--pieces]\n"
+    "                         print a model's token ids for TEXT as a JSON array (PATH: model\n"
+    "                         directory or .gguf)\n"
     "  version                print the version\n"
     "\n"
     "cache directory: --cache-dir, else $QPIPE_CACHE, else .qpipe/cache\n"
@@ -193,6 +196,8 @@ int main(int argc, char **argv)
         return qp_cli_log(argc - 1, argv + 1);
     if (!strcmp(cmd, "diff"))
         return qp_cli_diff(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return qp_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "cache"))
         return qp_cli_cache(argc - 1, argv + 1, cache_dir_from(NULL));
     return usage_error("unknown command '%s'", cmd);
