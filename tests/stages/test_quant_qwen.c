@@ -12,7 +12,9 @@
  *     to the unquantized model as 8-bit RTN (a v bias left unscaled while
  *     v's rows are divided by s would shift o_proj's input by b·(s − 1));
  *   - tied embeddings: no lm_head anywhere, the embedding kept as the
- *     source object by GPTQ/AWQ/RTN;
+ *     source object by GPTQ/AWQ/RTN; mixed measures and types it as one
+ *     weight (its KLD covers both uses: qp_llama's head IS the embedding);
+ *     mixed keeps every bias as its source object;
  *   - the GPTQ and AWQ exports, decoded by this file's own readers (layouts
  *     in stages/package_hf.h), give back bit for bit the weights evaluate
  *     used (qp_qtensor_to_f32 of the artifact), after the fp16 rounding the
@@ -348,6 +350,8 @@ static void test_biases_and_tied_embeddings(void **state)
                         "group_size: 32}}\n"
                         "  awq8s: {uses: quantize, needs: [model, calib], with: {method: awq, bits: 8, "
                         "group_size: 32, clip: false, skip: [\"*.v_proj.weight\"]}}\n"
+                        "  mixed: {uses: quantize, needs: [model, calib], with: {method: mixed, ladder: [Q4_0, "
+                        "Q8_0], max_bpw: 6, windows: 2}}\n"
                         EVAL("e_rtn8", "rtn8") EVAL("e_awq8", "awq8") EVAL("e_awq8s", "awq8s")
                         "  pg: {uses: package, needs: [gptq4], with: {format: gptq, out: pkg-gptq}}\n"
                         "  pa: {uses: package, needs: [awq4], with: {format: awq, out: pkg-awq}}\n");
@@ -355,8 +359,27 @@ static void test_biases_and_tied_embeddings(void **state)
         fail_msg("%s", qp_error_last());
     free(text);
     qp_artifact *src = load_output("model"), *rtn8 = load_output("rtn8"), *awq8 = load_output("awq8");
-    qp_artifact *gptq4 = load_output("gptq4"), *awq4 = load_output("awq4");
+    qp_artifact *gptq4 = load_output("gptq4"), *awq4 = load_output("awq4"), *mixed = load_output("mixed");
     const qp_artifact *quantized[] = {rtn8, awq8, gptq4, awq4};
+
+    /* mixed: the tied embedding is one weight (measured through both its
+     * uses, the head included) and gets a ladder type; biases kept */
+    assert_null(qp_artifact_find(mixed, "tensors/lm_head.weight"));
+    const json_t *sens = json_object_get(json_object_get(qp_artifact_meta_c(mixed), "mixed"), "sensitivity"), *se;
+    size_t si, n_embed = 0;
+    json_array_foreach(sens, si, se) {
+        const char *t = json_string_value(json_object_get(se, "tensor"));
+        assert_string_not_equal(t, "lm_head.weight");
+        if (strcmp(t, "model.embed_tokens.weight") != 0)
+            continue;
+        n_embed++;
+        const json_t *e = qp_artifact_find(mixed, "tensors/model.embed_tokens.weight");
+        assert_string_equal(json_string_value(json_object_get(e, "format")), "ggml");
+        assert_string_equal(json_string_value(json_object_get(e, "qtype")),
+                            json_string_value(json_object_get(se, "chosen")));
+    }
+    assert_int_equal(n_embed, 1);
+    assert_int_equal(json_array_size(sens), 7 * L + 1);
 
     /* tied: no lm_head in any artifact, the embedding kept as it was */
     for (size_t q = 0; q < 4; q++) {
@@ -371,6 +394,7 @@ static void test_biases_and_tied_embeddings(void **state)
         if (!is_bias(name))
             continue;
         n_bias++;
+        assert_string_equal(digest_of(mixed, name), digest_of(src, name));
         for (size_t q = 0; q < 4; q++) {
             int awq = quantized[q] == awq8 || quantized[q] == awq4;
             if (awq && is_v_bias(name)) {
@@ -441,6 +465,7 @@ static void test_biases_and_tied_embeddings(void **state)
     qp_artifact_free(awq8);
     qp_artifact_free(gptq4);
     qp_artifact_free(awq4);
+    qp_artifact_free(mixed);
     free(model_dir);
 }
 
