@@ -246,7 +246,8 @@ static void decode_awq(const qp_safetensors *st, const char *base, int group, in
 /* Every tensor of artifact `a` against the export in dir/<out>: linear ones
  * decoded bit for bit, dense ones (biases included) as fp16 of the f32 the
  * forward pass reads; nothing else in the file; the tokenizer files copied. */
-static void check_export(const qp_artifact *a, const char *out, int awq, int bits, int group)
+static void check_export(const qp_artifact *a, const char *out, int awq, int bits, int group, int layers,
+                         const char *src_dir, const char *const *files)
 {
     char *pkg = qp_path_join(dir, out), *path = qp_path_join(pkg, "model.safetensors");
     qp_safetensors *st = NULL;
@@ -294,15 +295,13 @@ static void check_export(const qp_artifact *a, const char *out, int awq, int bit
         free(want);
         free(got);
     }
-    assert_int_equal(n_linear, 7 * L);
-    assert_int_equal(n_bias, 3 * L);
+    assert_int_equal(n_linear, 7 * layers);
+    assert_int_equal(n_bias, 3 * layers);
     assert_null(qp_safetensors_find(st, "lm_head.weight"));
     assert_int_equal(qp_safetensors_count(st), n_expected);
     qp_safetensors_free(st);
-    static const char *files[] = {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                                  "generation_config.json"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        char *mine = qp_path_join(pkg, files[i]), *src = qp_path_join(model_dir, files[i]);
+    for (size_t i = 0; files[i]; i++) {
+        char *mine = qp_path_join(pkg, files[i]), *src = qp_path_join(src_dir, files[i]);
         char *x = NULL, *y = NULL;
         size_t nx = 0, ny = 0;
         assert_int_equal(qp_read_file(mine, &x, &nx), 0);
@@ -455,8 +454,10 @@ static void test_biases_and_tied_embeddings(void **state)
     qp_artifact_free(e_awqs);
 
     /* the exports decode to the evaluated weights */
-    check_export(gptq4, "pkg-gptq", 0, 4, 32);
-    check_export(awq4, "pkg-awq", 1, 4, 32);
+    static const char *files[] = {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                                  "generation_config.json", NULL};
+    check_export(gptq4, "pkg-gptq", 0, 4, 32, L, model_dir, files);
+    check_export(awq4, "pkg-awq", 1, 4, 32, L, model_dir, files);
 
     qp_artifact_free(e_rtn);
     qp_artifact_free(e_awq);
@@ -469,10 +470,57 @@ static void test_biases_and_tied_embeddings(void **state)
     free(model_dir);
 }
 
+/* house-qwen itself (6 layers, GQA: AWQ has no o group there) at the
+ * recipes' 4-bit g128 on a small calibration: both exports decode to the
+ * evaluated weights, carry every bias and the tokenizer files. */
+static void test_house_qwen_exports(void **state)
+{
+    (void)state;
+    model_dir = qp_test_shared_path("models/house-qwen");
+    char *train = qp_test_shared_path("data/shakespeare/train.txt");
+    char *text = qp_strfmt("qpipe: 1\nname: house-qwen\nstages:\n"
+                           "  model: {uses: fetch, with: {source: \"%s\"}}\n"
+                           "  calib: {uses: calibrate, needs: [model], with: {dataset: \"%s\", samples: 8, "
+                           "seq_len: 64, seed: 0}}\n"
+                           "  gptq: {uses: quantize, needs: [model, calib], with: {method: gptq, bits: 4, "
+                           "group_size: 128, act_order: true}}\n"
+                           "  awq: {uses: quantize, needs: [model, calib], with: {method: awq, bits: 4, "
+                           "group_size: 128, clip: false}}\n"
+                           "  pg: {uses: package, needs: [gptq], with: {format: gptq, out: pkg-gptq}}\n"
+                           "  pa: {uses: package, needs: [awq], with: {format: awq, out: pkg-awq}}\n",
+                           model_dir, train);
+    if (run_recipe(text) != 0)
+        fail_msg("%s", qp_error_last());
+    free(text);
+    free(train);
+    qp_artifact *src = load_output("model"), *gptq = load_output("gptq"), *awq = load_output("awq");
+    assert_non_null(qp_artifact_find(src, "files/tokenizer.json"));
+    assert_null(qp_artifact_find(src, "tensors/lm_head.weight"));
+    for (int q = 0; q < 2; q++) {
+        const qp_artifact *a = q ? awq : gptq;
+        assert_null(qp_artifact_find(a, "tensors/lm_head.weight"));
+        assert_string_equal(digest_of(a, "model.embed_tokens.weight"), digest_of(src, "model.embed_tokens.weight"));
+        /* every bias unchanged: GQA leaves AWQ no o group to fold into v_proj */
+        for (size_t i = 0; i < qp_artifact_count(src); i++) {
+            const char *name = qp_artifact_entry_name(qp_artifact_entry(src, i)) + 8;
+            if (is_bias(name))
+                assert_string_equal(digest_of(a, name), digest_of(src, name));
+        }
+    }
+    static const char *files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json", NULL};
+    check_export(gptq, "pkg-gptq", 0, 4, 128, 6, model_dir, files);
+    check_export(awq, "pkg-awq", 1, 4, 128, 6, model_dir, files);
+    qp_artifact_free(src);
+    qp_artifact_free(gptq);
+    qp_artifact_free(awq);
+    free(model_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_biases_and_tied_embeddings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_house_qwen_exports, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
