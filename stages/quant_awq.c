@@ -316,10 +316,11 @@ static const scale_group groups[4] = {
     {g_down, 1, W_UP, 1, QP_SITE_DOWN},
 };
 
-/* 1 when every weight the group's scales change is quantized here (plan
- * linear): a member or a previous product that is skipped or overridden is
- * written by the quantize loop from its UNSCALED source, so scaling the
- * group would break the layer's function; such a group keeps s = 1. */
+/* *scalable = 1 when every weight the group's scales change is quantized
+ * here (plan linear): a member or a previous product that is skipped or
+ * overridden is written by the quantize loop from its UNSCALED source, so
+ * scaling the group would break the layer's function; such a group keeps
+ * s = 1.  Returns 0 or the plan's error. */
 static int group_scalable(const awq_layer *a, const scale_group *sg, int *scalable)
 {
     *scalable = 1;
