@@ -3,6 +3,7 @@
  * qp_tok_spec and call qp_tok_build(). */
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
+#include "model/tokenizer_pipe.h"
 
 #include "common/alloc.h"
 #include "common/error.h"
@@ -182,6 +183,8 @@ void qp_tokenizer_free(qp_tokenizer *t)
     free(t->types);
     free(t->table);
     free(t->pair_bits);
+    qp_tok_bpe_free(t->bpe);
+    free(t->chat_template);
     free(t);
 }
 
@@ -299,7 +302,7 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
         t->user_first[(unsigned char)p[0]] = 1;
     }
     int prev = qp_tok_lookup(t, p, n);
-    if (prev >= 0)
+    if (prev >= 0 && !s->bpe)
         return origin_error(o, (long)i, "piece %zu '%s' duplicates piece %d", i, QUOTED(q, p, n), prev);
     memcpy(t->blob + *pos, p, n);
     t->blob[*pos + n] = '\0';
@@ -308,9 +311,10 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
     t->scores[i] = score;
     t->types[i] = (uint8_t)type;
     size_t h = (size_t)qp_tok_hash(p, n) & t->mask;
-    while (t->table[h])
+    while (t->table[h] && t->table[h] != (uint32_t)prev + 1)
         h = (h + 1) & t->mask;
-    t->table[h] = (uint32_t)i + 1;
+    if (prev < 0 || s->dup_last)
+        t->table[h] = (uint32_t)i + 1;
     *pos += n + 1;
     return 0;
 }
@@ -319,6 +323,8 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
  * type UNKNOWN. */
 static int check_unk(const qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin *o, long first_unk)
 {
+    if (s->bpe)
+        return check_special(s, o, "unk", s->unk);
     if (s->unk < 0 || (size_t)s->unk >= s->n) {
         if (s->types && first_unk < 0)
             return origin_error(o, -1, "no piece has type UNKNOWN (exactly one is required)");
@@ -384,7 +390,9 @@ int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *s, const qp_tok_origin *
     t->escape_ws = s->escape_whitespaces != 0;
     t->wants_bos = s->wants_bos != 0 && s->bos >= 0;
     t->wants_eos = s->wants_eos != 0 && s->eos >= 0;
-    build_pair_filter(t);
+    t->model = s->bpe ? QP_TOK_MODEL_BPE : QP_TOK_MODEL_SPM;
+    if (!s->bpe)
+        build_pair_filter(t);
 done:
     if (rc) {
         qp_tokenizer_free(t);
@@ -442,3 +450,22 @@ int qp_tokenizer_find(const qp_tokenizer *t, const char *piece, size_t len)
 {
     return qp_tok_lookup(t, piece, len);
 }
+
+qp_tok_model qp_tokenizer_model(const qp_tokenizer *t) { return t->model; }
+
+const char *qp_tokenizer_pre(const qp_tokenizer *t)
+{
+    return t->bpe ? t->bpe->pre_name : NULL;
+}
+
+size_t qp_tokenizer_n_merges(const qp_tokenizer *t)
+{
+    return t->bpe ? t->bpe->n_merges : 0;
+}
+
+const char *qp_tokenizer_merge(const qp_tokenizer *t, size_t i)
+{
+    return t->bpe && i < t->bpe->n_merges ? t->bpe->merge_blob + t->bpe->merge_off[i] : NULL;
+}
+
+const char *qp_tokenizer_chat_template(const qp_tokenizer *t) { return t->chat_template; }

@@ -15,6 +15,7 @@
  * the same result, and the heap stays small (runs are roughly words). */
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
+#include "model/tokenizer_pipe.h"
 
 #include "common/alloc.h"
 #include "common/buf.h"
@@ -280,6 +281,8 @@ static size_t user_match(const qp_tokenizer *t, const char *text, size_t i, size
 int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
                         unsigned flags, int **out_ids, size_t *out_n)
 {
+    if (t->model == QP_TOK_MODEL_BPE)
+        return qp_tok_bpe_encode(t, text, len, flags, out_ids, out_n);
     enc_t e = { .t = t };
     char *norm = NULL;
     size_t n = 0;
@@ -367,6 +370,8 @@ static void put_text(qp_buf *b, const char *p, size_t n, int escape, int skip_pr
 int qp_tokenizer_decode(const qp_tokenizer *t, const int *ids, size_t n, unsigned flags,
                         char **out_text, size_t *out_len)
 {
+    if (t->model == QP_TOK_MODEL_BPE)
+        return qp_tok_bpe_decode(t, ids, n, out_text, out_len);
     qp_buf b = QP_BUF_INIT;
     *out_text = NULL;
     if (out_len)

@@ -29,8 +29,12 @@ struct qp_tokenizer {
     size_t max_user_len;   /* longest USER_DEFINED piece, 0 when none */
     uint8_t user_first[256]; /* 1 if some USER_DEFINED piece starts with byte */
     uint64_t *pair_bits;   /* filter over adjacent character pairs inside
-                              mergeable pieces (false positives only) */
+                              mergeable pieces (false positives only; SPM) */
     size_t pair_mask;      /* bits - 1 */
+    qp_tok_model model;    /* SPM or BPE */
+    struct qp_tok_bpe *bpe; /* BPE only: pipeline, merges, added tokens
+                              (model/tokenizer_pipe.h) */
+    char *chat_template;   /* NULL when none */
 };
 
 /* The hash of the piece table and the pair filter. */
@@ -53,6 +57,12 @@ typedef struct {
                                     0: off (BYTE pieces only decode);
                                     -1: on iff any BYTE piece exists */
     int wants_bos, wants_eos;
+    /* 0 (SentencePiece): exactly one UNKNOWN piece, at unk; no piece twice.
+     * QP_TOK_MODEL_BPE: unk may be -1 and need not be of type UNKNOWN; a
+     * piece spelled twice keeps its first id (dup_last: its last id, as
+     * llama.cpp's token_to_id). */
+    int bpe;
+    int dup_last;
 } qp_tok_spec;
 
 /* Where a vocabulary came from, so validation errors name it:

@@ -1,0 +1,532 @@
+/* Byte-level BPE encode and decode: added tokens, then normalizers,
+ * pre-tokenizers and rank merges per stretch of text (tokenizer_pipe.h);
+ * decoding runs the decoder chain.
+ *
+ * Added tokens are matched as tokenizers' AddedVocabulary matches them:
+ * leftmost match first, the longest among those starting there; tokens
+ * with `normalized` false against the text as given, the others inside
+ * each normalized stretch; lstrip / rstrip swallow whitespace beside the
+ * match; single_word matches only between non-word characters.  Special
+ * tokens are matched only with QP_TOK_PARSE_SPECIAL (otherwise they are
+ * plain text, as split_special_tokens=True makes them); non-special added
+ * tokens are always matched. */
+#include "model/tokenizer_pipe.h"
+#include "model/tokenizer_impl.h"
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#define MAX_TEXT ((size_t)1 << 30)
+
+/* ---- added-token index ----------------------------------------------------- */
+
+static int cmp_size_desc(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int added_find(const qp_tok_bpe *b, const char *p, size_t n)
+{
+    if (!b->added_table)
+        return -1;
+    size_t i = (size_t)qp_tok_hash(p, n) & b->added_mask;
+    for (;;) {
+        uint32_t v = b->added_table[i];
+        if (v == 0)
+            return -1;
+        const qp_added *a = &b->added[v - 1];
+        if (a->len == n && memcmp(b->added_blob + a->off, p, n) == 0)
+            return (int)(v - 1);
+        i = (i + 1) & b->added_mask;
+    }
+}
+
+void qp_tok_added_index(qp_tok_bpe *b)
+{
+    if (b->n_added == 0)
+        return;
+    size_t cap = 16;
+    while (cap < 2 * b->n_added)
+        cap <<= 1;
+    b->added_table = qp_xcalloc(cap, sizeof(*b->added_table));
+    b->added_mask = cap - 1;
+    b->added_lens = qp_xmalloc(b->n_added * sizeof(*b->added_lens));
+    for (size_t i = 0; i < b->n_added; i++) {
+        const qp_added *a = &b->added[i];
+        const char *p = b->added_blob + a->off;
+        if (a->len == 0 || added_find(b, p, a->len) >= 0)
+            continue;   /* a repeated content keeps its first entry */
+        size_t h = (size_t)qp_tok_hash(p, a->len) & b->added_mask;
+        while (b->added_table[h])
+            h = (h + 1) & b->added_mask;
+        b->added_table[h] = (uint32_t)i + 1;
+        b->added_first[(unsigned char)p[0]] = 1;
+        b->added_lens[b->n_added_lens++] = a->len;
+        if (a->normalized)
+            b->any_normalized_added = 1;
+    }
+    qsort(b->added_lens, b->n_added_lens, sizeof(*b->added_lens), cmp_size_desc);
+    size_t k = 0;
+    for (size_t i = 0; i < b->n_added_lens; i++)
+        if (k == 0 || b->added_lens[k - 1] != b->added_lens[i])
+            b->added_lens[k++] = b->added_lens[i];
+    b->n_added_lens = k;
+}
+
+/* ---- characters ------------------------------------------------------------ */
+
+static int32_t cp_at(const char *s, size_t n, size_t i, size_t *len)
+{
+    utf8proc_int32_t c;
+    utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c);
+    if (l <= 0) {
+        *len = 1;
+        return -1;
+    }
+    *len = (size_t)l;
+    return c;
+}
+
+/* The code point ending at s[i] (i > 0). */
+static int32_t cp_before(const char *s, size_t i)
+{
+    size_t k = i - 1;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80 && i - k < 4)
+        k--;
+    size_t l;
+    return cp_at(s, i, k, &l);
+}
+
+/* Rust's char::is_whitespace: the White_Space property. */
+static int is_ws(int32_t c)
+{
+    if (c < 0)
+        return 0;
+    if ((c >= 9 && c <= 13) || c == ' ' || c == 0x85)
+        return 1;
+    utf8proc_category_t k = utf8proc_category(c);
+    return k == UTF8PROC_CATEGORY_ZS || k == UTF8PROC_CATEGORY_ZL || k == UTF8PROC_CATEGORY_ZP;
+}
+
+/* tokenizers' single_word boundary: alphanumeric or '_' is a word char. */
+static int is_word(int32_t c)
+{
+    if (c < 0)
+        return 0;
+    if (c == '_')
+        return 1;
+    utf8proc_category_t k = utf8proc_category(c);
+    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
+           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
+}
+
+/* Invalid UTF-8 bytes each become U+FFFD (llama.cpp's reading; a Python
+ * string given to tokenizers cannot hold them).  NULL when s is valid. */
+static char *sanitize(const char *s, size_t n, size_t *out_len)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t l = qp_utf8_char_len((const unsigned char *)s + i, n - i);
+        if (!l)
+            break;
+        i += l;
+    }
+    if (i == n)
+        return NULL;
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_append(&b, s, i);
+    while (i < n) {
+        size_t l = qp_utf8_char_len((const unsigned char *)s + i, n - i);
+        if (l) {
+            qp_buf_append(&b, s + i, l);
+            i += l;
+        } else {
+            qp_buf_puts(&b, "\xEF\xBF\xBD");
+            i++;
+        }
+    }
+    return qp_buf_detach(&b, out_len);
+}
+
+/* ---- encoding ------------------------------------------------------------- */
+
+typedef struct {
+    const qp_tokenizer *t;
+    const qp_tok_bpe *b;
+    unsigned flags;
+    qp_ids out;
+    qp_buf norm;
+    qp_words w[2];
+} enc_t;
+
+/* The added token matching at s[i] (normalized: the tokens matched after
+ * normalization): its index, with the span it covers (strips included) in
+ * [*ms, *me); -1 when none.  lo bounds how far lstrip may reach back. */
+static int added_at(const enc_t *e, const char *s, size_t n, size_t i, size_t lo, int normalized, size_t *ms,
+                    size_t *me)
+{
+    const qp_tok_bpe *b = e->b;
+    if (!b->added_first[(unsigned char)s[i]])
+        return -1;
+    for (size_t k = 0; k < b->n_added_lens; k++) {
+        size_t L = b->added_lens[k];
+        if (L > n - i)
+            continue;
+        int a = added_find(b, s + i, L);
+        if (a < 0)
+            continue;
+        const qp_added *ad = &b->added[a];
+        if (ad->normalized != normalized)
+            continue;
+        if (ad->special && !(e->flags & QP_TOK_PARSE_SPECIAL))
+            continue;
+        if (ad->single_word) {
+            size_t cl;
+            if ((i > 0 && is_word(cp_before(s, i))) || (i + L < n && is_word(cp_at(s, n, i + L, &cl))))
+                continue;
+        }
+        size_t a0 = i, a1 = i + L;
+        if (ad->lstrip)
+            while (a0 > lo && is_ws(cp_before(s, a0))) {
+                size_t k0 = a0 - 1;
+                while (k0 > lo && ((unsigned char)s[k0] & 0xC0) == 0x80)
+                    k0--;
+                a0 = k0;
+            }
+        if (ad->rstrip) {
+            size_t cl;
+            while (a1 < n && is_ws(cp_at(s, n, a1, &cl)))
+                a1 += cl;
+        }
+        *ms = a0;
+        *me = a1;
+        return a;
+    }
+    return -1;
+}
+
+/* Pre-tokenizers and model over one normalized stretch. */
+static void model_text(enc_t *e, const char *s, size_t n, int origin)
+{
+    if (n == 0)
+        return;
+    qp_words *cur = &e->w[0], *nxt = &e->w[1];
+    qp_words_clear(cur);
+    qp_words_add(cur, s, n, origin);
+    for (size_t k = 0; k < e->b->n_pres; k++) {
+        qp_pretokenize(&e->b->pres[k], cur, nxt);
+        qp_words *tmp = cur;
+        cur = nxt;
+        nxt = tmp;
+    }
+    for (size_t i = 0; i < cur->n; i++)
+        qp_tok_bpe_word(e->t, cur->text.data + cur->w[i].off, cur->w[i].len, &e->out);
+}
+
+/* Normalizes a stretch of the text, cuts out the added tokens that match
+ * normalized text, and models the rest. */
+static void encode_stretch(enc_t *e, const char *s, size_t n, int origin)
+{
+    if (n == 0)
+        return;
+    qp_normalize(e->b->norms, e->b->n_norms, s, n, &e->norm);
+    const char *copy = e->norm.data;
+    size_t nn = e->norm.len;
+    if (!e->b->any_normalized_added || nn == 0) {
+        model_text(e, copy, nn, origin);
+        return;
+    }
+    size_t start = 0;
+    for (size_t i = 0; i < nn;) {
+        size_t ms, me;
+        int a = added_at(e, copy, nn, i, start, 1, &ms, &me);
+        if (a < 0) {
+            i++;
+            continue;
+        }
+        model_text(e, copy + start, ms - start, origin && start == 0);
+        qp_ids_push(&e->out, e->b->added[a].id);
+        i = start = me;
+    }
+    model_text(e, copy + start, nn - start, origin && start == 0);
+}
+
+int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsigned flags, int **out_ids,
+                      size_t *out_n)
+{
+    *out_ids = NULL;
+    *out_n = 0;
+    if (len > MAX_TEXT)
+        return qp_error_set(QP_EUSAGE, "tokenizer: text of %zu bytes is too long (limit %zu bytes); split it",
+                            len, MAX_TEXT);
+    if (len > 0 && !text)
+        return qp_error_set(QP_EUSAGE, "tokenizer: text is NULL");
+    size_t n = len;
+    char *clean = sanitize(len ? text : "", len, &n);
+    const char *s = clean ? clean : len ? text : "";
+    enc_t e = { .t = t, .b = t->bpe, .flags = flags };
+    if ((flags & QP_TOK_ADD_BOS) && t->bos >= 0)
+        qp_ids_push(&e.out, t->bos);
+
+    size_t start = 0;
+    for (size_t i = 0; i < n;) {
+        size_t ms, me;
+        int a = e.b->n_added ? added_at(&e, s, n, i, start, 0, &ms, &me) : -1;
+        if (a < 0) {
+            i++;
+            continue;
+        }
+        encode_stretch(&e, s + start, ms - start, start == 0);
+        qp_ids_push(&e.out, e.b->added[a].id);
+        i = start = me;
+    }
+    encode_stretch(&e, s + start, n - start, start == 0);
+
+    if ((flags & QP_TOK_ADD_EOS) && t->eos >= 0)
+        qp_ids_push(&e.out, t->eos);
+    if (!e.out.ids)
+        e.out.ids = qp_xmalloc(sizeof(int));
+    *out_ids = e.out.ids;
+    *out_n = e.out.n;
+    free(clean);
+    qp_buf_free(&e.norm);
+    qp_words_free(&e.w[0]);
+    qp_words_free(&e.w[1]);
+    return 0;
+}
+
+/* ---- decoding -------------------------------------------------------------- */
+
+/* A list of byte strings (the decoders' tokens). */
+typedef struct {
+    qp_buf text;
+    size_t *off, *len;
+    size_t n, cap;
+} toks_t;
+
+static void toks_add(toks_t *v, const char *p, size_t n)
+{
+    if (v->n == v->cap) {
+        v->cap = v->cap ? 2 * v->cap : 64;
+        v->off = qp_xrealloc_array(v->off, v->cap, sizeof(*v->off));
+        v->len = qp_xrealloc_array(v->len, v->cap, sizeof(*v->len));
+    }
+    v->off[v->n] = v->text.len;
+    v->len[v->n] = n;
+    v->n++;
+    qp_buf_append(&v->text, p, n);
+}
+
+static void toks_free(toks_t *v)
+{
+    qp_buf_free(&v->text);
+    free(v->off);
+    free(v->len);
+    memset(v, 0, sizeof(*v));
+}
+
+#define TOK(v, i) ((v)->text.data + (v)->off[i])
+
+/* <0xNN> (either case of hex, as tokenizers parses it) -> NN, else -1. */
+static int byte_token(const char *p, size_t n)
+{
+    if (n != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>')
+        return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = p[i];
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+              : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static void dec_bytelevel(const toks_t *in, toks_t *out, qp_buf *tmp)
+{
+    qp_buf all = QP_BUF_INIT;
+    for (size_t i = 0; i < in->n; i++) {
+        const char *p = TOK(in, i);
+        size_t n = in->len[i], at = 0;
+        qp_buf_truncate(tmp, 0);
+        int ok = 1;
+        while (at < n && ok) {
+            size_t l;
+            int32_t c = cp_at(p, n, at, &l);
+            int byte = c >= 0 ? qp_unicode_to_byte((uint32_t)c) : -1;
+            if (byte < 0)
+                ok = 0;
+            else
+                qp_buf_putc(tmp, (char)byte);
+            at += l;
+        }
+        if (ok)
+            qp_buf_append(&all, tmp->data, tmp->len);
+        else
+            qp_buf_append(&all, p, n);
+    }
+    toks_add(out, all.data ? all.data : "", all.len);
+    qp_buf_free(&all);
+}
+
+static void dec_bytefallback(const toks_t *in, toks_t *out, qp_buf *tmp)
+{
+    qp_buf_truncate(tmp, 0);
+    size_t nbytes = 0;
+    for (size_t i = 0; i <= in->n; i++) {
+        int v = i < in->n ? byte_token(TOK(in, i), in->len[i]) : -1;
+        if (v >= 0) {
+            qp_buf_putc(tmp, (char)v);
+            nbytes++;
+            continue;
+        }
+        if (nbytes) {
+            size_t at = 0, ok = 1;
+            while (at < tmp->len && ok) {
+                size_t l = qp_utf8_char_len((const unsigned char *)tmp->data + at, tmp->len - at);
+                ok = l > 0;
+                at += l;
+            }
+            if (ok)
+                toks_add(out, tmp->data, tmp->len);
+            else
+                for (size_t k = 0; k < nbytes; k++)
+                    toks_add(out, "\xEF\xBF\xBD", 3);
+            qp_buf_truncate(tmp, 0);
+            nbytes = 0;
+        }
+        if (i < in->n)
+            toks_add(out, TOK(in, i), in->len[i]);
+    }
+}
+
+static void dec_replace(const qp_dec *d, const toks_t *in, toks_t *out, qp_buf *tmp)
+{
+    qp_norm nm = { .kind = QP_NORM_REPLACE, .str = d->str, .str_len = d->str_len, .pat = d->pat };
+    for (size_t i = 0; i < in->n; i++) {
+        qp_normalize(&nm, 1, TOK(in, i), in->len[i], tmp);
+        toks_add(out, tmp->data ? tmp->data : "", tmp->len);
+    }
+}
+
+static void dec_strip(const qp_dec *d, const toks_t *in, toks_t *out)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        const char *p = TOK(in, i);
+        size_t n = in->len[i], a = 0, z = n, l = d->str_len;
+        for (int k = 0; k < d->start && a + l <= z && memcmp(p + a, d->str, l) == 0; k++)
+            a += l;
+        for (int k = 0; k < d->stop && z >= a + l && memcmp(p + z - l, d->str, l) == 0; k++)
+            z -= l;
+        toks_add(out, p + a, z - a);
+    }
+}
+
+static void dec_metaspace(const qp_dec *d, const toks_t *in, toks_t *out, qp_buf *tmp)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        const char *p = TOK(in, i);
+        size_t n = in->len[i];
+        qp_buf_truncate(tmp, 0);
+        for (size_t k = 0; k < n;) {
+            if (d->str_len && k + d->str_len <= n && memcmp(p + k, d->str, d->str_len) == 0) {
+                /* tokenizers drops every replacement of the first token */
+                if (!(i == 0 && d->prepend != QP_PREPEND_NEVER))
+                    qp_buf_putc(tmp, ' ');
+                k += d->str_len;
+            } else {
+                qp_buf_putc(tmp, p[k++]);
+            }
+        }
+        toks_add(out, tmp->data ? tmp->data : "", tmp->len);
+    }
+}
+
+int qp_tok_bpe_decode(const qp_tokenizer *t, const int *ids, size_t n, char **out_text, size_t *out_len)
+{
+    const qp_tok_bpe *b = t->bpe;
+    toks_t v[2];
+    memset(v, 0, sizeof(v));
+    qp_buf tmp = QP_BUF_INIT;
+    *out_text = NULL;
+    if (out_len)
+        *out_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        int id = ids[i];
+        if (id < 0 || (size_t)id >= t->n) {
+            toks_free(&v[0]);
+            return qp_error_set(QP_EUSAGE, "tokenizer: token id %d at position %zu is out of range "
+                                "(vocabulary of %zu pieces)", id, i, t->n);
+        }
+        toks_add(&v[0], t->blob + t->off[id], t->len[id]);
+    }
+    toks_t *cur = &v[0], *nxt = &v[1];
+    for (size_t k = 0; k < b->n_decs; k++) {
+        const qp_dec *d = &b->decs[k];
+        toks_free(nxt);
+        switch (d->kind) {
+        case QP_DEC_BYTELEVEL: dec_bytelevel(cur, nxt, &tmp); break;
+        case QP_DEC_BYTEFALLBACK: dec_bytefallback(cur, nxt, &tmp); break;
+        case QP_DEC_REPLACE: dec_replace(d, cur, nxt, &tmp); break;
+        case QP_DEC_STRIP: dec_strip(d, cur, nxt); break;
+        case QP_DEC_METASPACE: dec_metaspace(d, cur, nxt, &tmp); break;
+        case QP_DEC_FUSE:
+            toks_add(nxt, cur->text.data ? cur->text.data : "", cur->text.len);
+            break;
+        }
+        toks_t *x = cur;
+        cur = nxt;
+        nxt = x;
+    }
+    qp_buf res = QP_BUF_INIT;
+    for (size_t i = 0; i < cur->n; i++) {
+        if (i > 0 && !b->has_decoder)
+            qp_buf_putc(&res, ' ');
+        qp_buf_append(&res, TOK(cur, i), cur->len[i]);
+    }
+    *out_text = qp_buf_detach(&res, out_len);
+    toks_free(&v[0]);
+    toks_free(&v[1]);
+    qp_buf_free(&tmp);
+    return 0;
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
+void qp_tok_bpe_free(qp_tok_bpe *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n_norms; i++) {
+        free(b->norms[i].str);
+        qp_pattern_free(&b->norms[i].pat);
+    }
+    for (size_t i = 0; i < b->n_pres; i++) {
+        qp_pattern_free(&b->pres[i].pat);
+        free(b->pres[i].repl);
+    }
+    for (size_t i = 0; i < b->n_decs; i++) {
+        qp_pattern_free(&b->decs[i].pat);
+        free(b->decs[i].str);
+    }
+    free(b->norms);
+    free(b->pres);
+    free(b->decs);
+    free(b->added);
+    free(b->added_blob);
+    free(b->added_table);
+    free(b->added_lens);
+    free(b->merges);
+    free(b->merge_blob);
+    free(b->merge_off);
+    free(b->chat_template);
+    free(b);
+}

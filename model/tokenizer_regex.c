@@ -1,0 +1,170 @@
+/* Pre-tokenizer regexes through PCRE2.
+ *
+ * tokenizer.json patterns are written for Oniguruma (Hugging Face) and
+ * llama.cpp's lists for its own matcher; both read \s as Unicode
+ * White_Space, which includes U+0085 (NEL).  PCRE2's UCP \s is property Z
+ * plus HT, LF, VT, FF, CR: it lacks NEL, so \s gains it here (and \S loses
+ * it).  Everything else these patterns use (\p{L}, \p{N}, (?i:...),
+ * lookahead, possessive and counted quantifiers) means the same in PCRE2.
+ *
+ * Matching is bounded: PCRE2's match limit (also for JIT code) and depth
+ * limit stop a pathological pattern; the search then ends and the rest of
+ * the text stays one unmatched stretch. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "model/tokenizer_pipe.h"
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MATCH_LIMIT 50000000u
+#define DEPTH_LIMIT 100000u
+#define HEAP_LIMIT_KIB (64u * 1024u)
+
+struct qp_regex {
+    pcre2_code *code;
+    pcre2_match_context *mctx;
+    int jit;
+};
+
+/* Rewrites \s and \S as described above; pattern bytes otherwise kept.
+ * map[i] (map has n + 1 entries) is where pattern byte i went in out. */
+static void translate(const char *p, size_t n, qp_buf *out, size_t *map)
+{
+    int in_class = 0;
+    size_t mapped = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (; mapped <= i; mapped++)
+            map[mapped] = out->len;
+        char c = p[i];
+        if (c == '\\' && i + 1 < n) {
+            char d = p[i + 1];
+            if (d == 's')
+                qp_buf_puts(out, in_class ? "\\s\\x{85}" : "[\\s\\x{85}]");
+            else if (d == 'S' && !in_class)
+                qp_buf_puts(out, "[^\\s\\x{85}]");
+            else
+                qp_buf_append(out, p + i, 2);
+            i++;
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = 1;
+            qp_buf_putc(out, c);
+            /* a ']' right after '[' or '[^' is a literal member */
+            if (i + 1 < n && p[i + 1] == '^') {
+                qp_buf_putc(out, '^');
+                i++;
+            }
+            if (i + 1 < n && p[i + 1] == ']') {
+                qp_buf_putc(out, ']');
+                i++;
+            }
+            continue;
+        }
+        if (c == '[' && in_class && i + 1 < n && p[i + 1] == ':') {
+            /* a POSIX class [:name:] inside a class */
+            const char *end = NULL;
+            for (size_t k = i + 2; k + 1 < n; k++)
+                if (p[k] == ':' && p[k + 1] == ']') {
+                    end = p + k + 2;
+                    break;
+                }
+            if (end) {
+                qp_buf_append(out, p + i, (size_t)(end - (p + i)));
+                i = (size_t)(end - p) - 1;
+                continue;
+            }
+        }
+        if (c == ']' && in_class)
+            in_class = 0;
+        qp_buf_putc(out, c);
+    }
+    for (; mapped <= n; mapped++)
+        map[mapped] = out->len;
+}
+
+int qp_regex_compile(qp_regex **out, const char *pat, size_t len, const char *name, const char *where)
+{
+    int rc = 0;
+    qp_buf tr = QP_BUF_INIT;
+    *out = NULL;
+    size_t *map = qp_xmalloc((len + 1) * sizeof(*map));
+    translate(pat, len, &tr, map);
+    int err;
+    PCRE2_SIZE erroff;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)qp_buf_cstr(&tr), tr.len, PCRE2_UTF | PCRE2_UCP, &err,
+                                     &erroff, NULL);
+    if (!code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof(msg));
+        /* the offset in the pattern as written */
+        size_t orig = 0;
+        while (orig < len && map[orig + 1] <= erroff)
+            orig++;
+        rc = qp_error_set(QP_EFORMAT, "%s: %s: bad regex: %s at offset %zu", name, where, (const char *)msg,
+                          orig);
+        goto done;
+    }
+    qp_regex *re = qp_xcalloc(1, sizeof(*re));
+    re->code = code;
+    re->jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+    re->mctx = pcre2_match_context_create(NULL);
+    if (!re->mctx)
+        qp_xmalloc((size_t)-1);   /* allocation policy: report and end */
+    pcre2_set_match_limit(re->mctx, MATCH_LIMIT);
+    pcre2_set_depth_limit(re->mctx, DEPTH_LIMIT);
+    pcre2_set_heap_limit(re->mctx, HEAP_LIMIT_KIB);
+    *out = re;
+done:
+    free(map);
+    qp_buf_free(&tr);
+    return rc;
+}
+
+void qp_regex_free(qp_regex *re)
+{
+    if (!re)
+        return;
+    pcre2_match_context_free(re->mctx);
+    pcre2_code_free(re->code);
+    free(re);
+}
+
+/* Length of the UTF-8 character starting with byte c (input is valid). */
+static size_t char_len(unsigned char c)
+{
+    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+
+void qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->code, NULL);
+    if (!md)
+        qp_xmalloc((size_t)-1);
+    size_t pos = 0;
+    while (pos <= n) {
+        int r = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, re->mctx);
+        if (r == PCRE2_ERROR_JIT_STACKLIMIT)   /* retry interpreted: heap-bounded */
+            r = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, re->mctx);
+        if (r < 0)
+            break;   /* no match, or a limit was hit */
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t ms = ov[0], me = ov[1];
+        if (me < ms)   /* \K tricks; not in tokenizer patterns */
+            break;
+        fn(ud, ms, me);
+        if (me > ms)
+            pos = me;
+        else if (me < n)
+            pos = me + char_len((unsigned char)s[me]);
+        else
+            break;
+    }
+    pcre2_match_data_free(md);
+}
