@@ -63,6 +63,19 @@ for f in tokenizer.json tokenizer_config.json generation_config.json config.json
   expect_grep "^$f\$" files.txt
 done
 
+# calibration windows hold text tokens only: config.json's bos_token_id 2045
+# (<|endoftext|>, absent from train.txt) is not put first, the tokenizer adds no BOS
+cat >> q.yaml <<Y
+  cs: {uses: run, needs: [calib], with: {cmd: "cp \$QPIPE_INPUT_CALIB/samples samples.bin", outs: [samples.bin]}}
+Y
+expect_exit 0 "$QPIPE" run q.yaml --no-provenance --stage cs
+python3 -c "
+import struct
+b = open('samples.bin', 'rb').read()
+ids = struct.unpack('<%di' % (len(b) // 4), b)
+assert len(ids) == 4 * 64, len(ids)
+assert all(0 <= i < 2045 for i in ids), [i for i in ids if i >= 2045]" || fail "calibration windows"; ok
+
 # tokenizer_config.json is part of the tokenizer: a copy of the model whose
 # chat template differs cannot serve as the KL reference
 mkdir qcopy
