@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ static const char *gguf_suffixes[F_COUNT] = {
 typedef struct {
     const char *path;
     const char *gguf_arch;   /* NULL for config.json */
+    int head_dim_given;      /* head_dim (key_length) stated, not derived from hidden / heads */
     char names[F_COUNT][96];
 } src;
 
@@ -47,6 +49,7 @@ static void src_init(src *s, const char *path, const char *gguf_arch)
 {
     s->path = path;
     s->gguf_arch = gguf_arch;
+    s->head_dim_given = 0;
     for (int f = 0; f < F_COUNT; f++) {
         if (gguf_arch)
             snprintf(s->names[f], sizeof(s->names[f]), "%s.%s", gguf_arch, gguf_suffixes[f]);
@@ -72,7 +75,8 @@ static int field_error(const src *s, const char *field, const char *fmt, ...)
 /* Shape rules the forward pass relies on. */
 static int check_config(const src *s, const qp_llama_config *c)
 {
-    if (c->hidden % c->n_heads != 0)
+    /* Mistral Nemo-style configs state a head_dim that is not hidden / heads */
+    if (!s->head_dim_given && c->hidden % c->n_heads != 0)
         return field_error(s, s->names[F_HIDDEN], "%d is not divisible by %s %d", c->hidden, s->names[F_HEADS],
                            c->n_heads);
     if (c->n_heads % c->n_kv_heads != 0)
@@ -218,19 +222,112 @@ static int json_special_ids(const src *s, const json_t *root, qp_arch arch, qp_l
     return 0;
 }
 
+/* A JSON value for a message, cut short: config.json is untrusted. */
+static void json_brief(char *buf, size_t cap, const json_t *v)
+{
+    char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = d ? strlen(d) : 0;
+    if (n < cap)
+        snprintf(buf, cap, "%s", d ? d : "?");
+    else
+        snprintf(buf, cap, "%.*s...", (int)(cap - 4), d);
+    free(d);
+}
+
+/* A number of rope_scaling: present, finite, positive. */
+static int rope_number(const src *s, const json_t *rs, const char *k, double *out)
+{
+    char field[64];
+    snprintf(field, sizeof(field), "rope_scaling.%s", k);
+    const json_t *v = json_object_get(rs, k);
+    if (!v || json_is_null(v))
+        return field_error(s, field, "missing (llama3 scaling needs factor, low_freq_factor, high_freq_factor and "
+                           "original_max_position_embeddings)");
+    if (!json_is_number(v))
+        return field_error(s, field, "expected a number, got %s", jtype(v));
+    double x = json_number_value(v);
+    if (!(x > 0.0) || !isfinite(x) || x > 1e30)
+        return field_error(s, field, "%g must be positive and finite", x);
+    *out = x;
+    return 0;
+}
+
+/* rope_scaling: absent or null (plain RoPE), {"rope_type": "default"}, or
+ * Llama 3's {"rope_type": "llama3", "factor", "low_freq_factor",
+ * "high_freq_factor", "original_max_position_embeddings"} ("type" is the
+ * legacy spelling of "rope_type", as transformers accepts it).  Any other
+ * type, and any other field, is refused by name with its value: a scaling
+ * qpipe ignored would give wrong logits silently. */
+static int json_rope_scaling(const src *s, const json_t *root, qp_rope_scaling *out)
+{
+    static const char *const llama3_keys[] = {
+        "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings",
+    };
+    const json_t *rs = json_object_get(root, "rope_scaling");
+    memset(out, 0, sizeof(*out));
+    if (!rs || json_is_null(rs))
+        return 0;
+    if (!json_is_object(rs))
+        return field_error(s, "rope_scaling", "expected an object or null, got %s", jtype(rs));
+    const json_t *t = json_object_get(rs, "rope_type"), *legacy = json_object_get(rs, "type");
+    const char *tfield = t ? "rope_scaling.rope_type" : "rope_scaling.type";
+    if (!t)
+        t = legacy;
+    if (!t)
+        return field_error(s, "rope_scaling", "has no rope_type (qpipe runs llama3 scaling or none)");
+    if (!json_is_string(t))
+        return field_error(s, tfield, "expected a string, got %s", jtype(t));
+    const char *type = json_string_value(t);
+    if (legacy && legacy != t && !(json_is_string(legacy) && strcmp(json_string_value(legacy), type) == 0)) {
+        char val[80];
+        json_brief(val, sizeof(val), legacy);
+        return field_error(s, "rope_scaling.type", "%s contradicts rope_type '%s'", val, type);
+    }
+    int llama3 = strcmp(type, "llama3") == 0;
+    if (!llama3 && strcmp(type, "default") != 0)
+        return field_error(s, tfield, "'%s' is not supported (qpipe runs llama3 scaling or none)", type);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)rs, key, v) {
+        int known = strcmp(key, "rope_type") == 0 || strcmp(key, "type") == 0;
+        for (size_t i = 0; llama3 && i < sizeof(llama3_keys) / sizeof(llama3_keys[0]); i++)
+            known |= strcmp(key, llama3_keys[i]) == 0;
+        if (!known) {
+            char field[96], val[80];
+            snprintf(field, sizeof(field), "rope_scaling.%.70s", key);
+            json_brief(val, sizeof(val), v);
+            return field_error(s, field, "%s is not supported with rope_type '%s' (qpipe runs llama3 scaling or "
+                               "none)", val, type);
+        }
+    }
+    if (!llama3)
+        return 0;
+    qp_rope_scaling r = {.kind = QP_ROPE_LLAMA3};
+    int rc;
+    if ((rc = rope_number(s, rs, "factor", &r.factor)) != 0 ||
+        (rc = rope_number(s, rs, "low_freq_factor", &r.low_freq_factor)) != 0 ||
+        (rc = rope_number(s, rs, "high_freq_factor", &r.high_freq_factor)) != 0)
+        return rc;
+    if (!(r.high_freq_factor > r.low_freq_factor))
+        return field_error(s, "rope_scaling.high_freq_factor", "%g must be greater than low_freq_factor %g",
+                           r.high_freq_factor, r.low_freq_factor);
+    const json_t *om = json_object_get(rs, "original_max_position_embeddings");
+    if (!om || json_is_null(om))
+        return field_error(s, "rope_scaling.original_max_position_embeddings", "missing (llama3 scaling needs "
+                           "factor, low_freq_factor, high_freq_factor and original_max_position_embeddings)");
+    if (!json_is_integer(om) || json_integer_value(om) < 1 || json_integer_value(om) > INT_MAX) {
+        char val[80];
+        json_brief(val, sizeof(val), om);
+        return field_error(s, "rope_scaling.original_max_position_embeddings", "%s is not a positive integer", val);
+    }
+    r.original_max_pos = (int)json_integer_value(om);
+    *out = r;
+    return 0;
+}
+
 /* Refusals: features the forward pass does not implement. */
 static int json_refusals(const src *s, const json_t *root, const qp_llama_config *c)
 {
-    const json_t *rs = json_object_get(root, "rope_scaling");
-    if (rs && !json_is_null(rs)) {
-        if (!json_is_object(rs))
-            return field_error(s, "rope_scaling", "expected an object or null, got %s", jtype(rs));
-        const json_t *t = json_object_get(rs, "rope_type");
-        if (!json_is_string(t))
-            t = json_object_get(rs, "type");
-        return field_error(s, "rope_scaling", "type '%s' is not supported (qpipe implements plain RoPE only)",
-                           json_is_string(t) ? json_string_value(t) : "unnamed");
-    }
     const json_t *act = json_object_get(root, "hidden_act");
     if (act && !json_is_null(act)) {
         if (!json_is_string(act))
@@ -239,6 +336,12 @@ static int json_refusals(const src *s, const json_t *root, const qp_llama_config
         if (strcmp(json_string_value(act), "silu") != 0 && strcmp(json_string_value(act), "swish") != 0)
             return field_error(s, "hidden_act", "'%s' is not supported (SwiGLU with silu only)",
                                json_string_value(act));
+    }
+    const json_t *prf = json_object_get(root, "partial_rotary_factor");
+    if (prf && !json_is_null(prf) && !(json_is_number(prf) && json_number_value(prf) == 1.0)) {
+        char val[80];
+        json_brief(val, sizeof(val), prf);
+        return field_error(s, "partial_rotary_factor", "%s is not supported (RoPE over the whole head only)", val);
     }
     int flag;
     int rc;
@@ -305,8 +408,11 @@ int qp_llama_config_parse(qp_llama_config *out, const char *json, size_t len, co
         (rc = json_float(&s, root, F_THETA, 10000.0, &c.rope_theta)) != 0 ||
         (rc = json_bool(&s, root, "tie_word_embeddings", 0, &c.tied_embeddings)) != 0)
         goto done;
+    const json_t *hd = json_object_get(root, s.names[F_HEAD_DIM]);
+    s.head_dim_given = hd && !json_is_null(hd);
     c.qkv_bias = c.arch == QP_ARCH_QWEN2;
     if ((rc = check_config(&s, &c)) != 0 || (rc = json_refusals(&s, root, &c)) != 0 ||
+        (rc = json_rope_scaling(&s, root, &c.rope_scaling)) != 0 ||
         (rc = json_special_ids(&s, root, c.arch, &c)) != 0)
         goto done;
     *out = c;
@@ -386,8 +492,9 @@ static int gguf_refusals(const src *s, const qp_gguf *g, const qp_llama_config *
     }
     /* llama.cpp stores Llama 3.1-style scaling as a frequency-factor tensor */
     if (qp_gguf_find_tensor(g, "rope_freqs.weight"))
-        return qp_error_set(QP_EFORMAT, "%s: tensor 'rope_freqs.weight': RoPE frequency factors (rope scaling) are not "
-                            "supported", s->path);
+        return qp_error_set(QP_EFORMAT, "%s: tensor 'rope_freqs.weight': RoPE frequency factors (Llama 3 rope "
+                            "scaling) are not supported in a GGUF input; use the Hugging Face checkpoint, whose "
+                            "config.json rope_scaling qpipe runs", s->path);
     snprintf(key, sizeof(key), "%s.rope.dimension_count", s->gguf_arch);
     if (qp_gguf_find(g, key)) {
         int64_t rd;
@@ -455,6 +562,7 @@ int qp_llama_config_from_gguf(qp_llama_config *out, const qp_gguf *g)
         (rc = gguf_float(&s, g, F_THETA, 0, 10000.0, &c.rope_theta)) != 0 ||
         (rc = gguf_vocab(&s, g, &c.vocab)) != 0)
         return rc;
+    s.head_dim_given = qp_gguf_find(g, s.names[F_HEAD_DIM]) != NULL;
     /* llama.cpp ties the output to the embedding when output.weight is absent */
     c.tied_embeddings = qp_gguf_tensor_count(g) > 0 && !qp_gguf_find_tensor(g, "output.weight");
     c.qkv_bias = c.arch == QP_ARCH_QWEN2 || qp_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;

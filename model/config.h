@@ -1,7 +1,8 @@
 /* LLaMA-family hyper-parameters from a Hugging Face config.json or from a
  * GGUF file's "<arch>.*" keys, with everything qpipe cannot run refused by
- * name (one line): unknown architectures, rope_scaling, an effective sliding
- * window, activations other than SiLU, biases other than Qwen2's q/k/v.
+ * name (one line): unknown architectures, rope_scaling other than Llama 3's,
+ * an effective sliding window, activations other than SiLU, biases other
+ * than Qwen2's q/k/v.
  * The fields match qp_llama_hparams (model/llama.h) one for one. */
 #ifndef QP_MODEL_CONFIG_H
 #define QP_MODEL_CONFIG_H
@@ -18,6 +19,21 @@ typedef enum {
 
 #define QP_MAX_EOS 8
 
+/* config.json's rope_scaling.  PLAIN: none (absent, null, or rope_type
+ * "default").  LLAMA3: transformers' _compute_llama3_parameters, with the
+ * four numbers kept as config.json gives them (Python floats / int: the
+ * frequency code converts them exactly where PyTorch does; see
+ * qp_kern_rope_inv_freq in model/llama_kernels.h). */
+typedef enum { QP_ROPE_PLAIN = 0, QP_ROPE_LLAMA3 = 1 } qp_rope_kind;
+
+typedef struct {
+    qp_rope_kind kind;
+    double factor;            /* > 0; 8 for Llama 3.1, 32 for 3.2 */
+    double low_freq_factor;   /* > 0 */
+    double high_freq_factor;  /* > low_freq_factor */
+    int original_max_pos;     /* original_max_position_embeddings, > 0 */
+} qp_rope_scaling;
+
 typedef struct {
     qp_arch arch;
     int vocab;            /* vocab_size                         V */
@@ -29,6 +45,7 @@ typedef struct {
     int intermediate;     /* intermediate_size                  F */
     float rms_eps;        /* rms_norm_eps */
     float rope_theta;     /* rope_theta (default 10000) */
+    qp_rope_scaling rope_scaling;   /* rope_scaling (PLAIN when none) */
     int max_pos;          /* max_position_embeddings */
     int tied_embeddings;  /* tie_word_embeddings: lm_head = embed_tokens */
     int qkv_bias;         /* q/k/v projections have biases (Qwen2) */
@@ -49,6 +66,10 @@ int qp_llama_config_parse(qp_llama_config *out, const char *json, size_t len, co
 
 /* From GGUF metadata ("llama" or "qwen2" architecture).  Tied embeddings =
  * no output.weight tensor; vocab from <arch>.vocab_size or the token list.
+ * Rope scaling is refused: a <arch>.rope.scaling.type other than "none", and
+ * llama.cpp's rope_freqs.weight tensor (how convert_hf_to_gguf.py stores
+ * Llama 3 scaling: per-dimension divisors, which do not carry the config's
+ * numbers and are not transformers' float32 arithmetic).
  * Errors: "PATH: key 'K': what is wrong". */
 int qp_llama_config_from_gguf(qp_llama_config *out, const qp_gguf *g);
 

@@ -120,7 +120,8 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         size_t start = w * ctx, len = n - start < ctx ? n - start : ctx, first = 1;
         memcpy(chunk, tokens + start, len * sizeof(int32_t));
         if (proto == QP_PPL_LLAMACPP) {
-            chunk[0] = bos;
+            if (bos >= 0)
+                chunk[0] = bos;
             first = ctx / 2 + 1;
         }
         if ((rc = qp_llama_forward(m, chunk, len, logits)) != 0)
@@ -190,9 +191,39 @@ int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out)
     return 0;
 }
 
+/* The token every multiple-choice sequence starts with beyond the text:
+ * none when the tokenizer adds BOS itself (flags say so), else EOS, used
+ * only for a ctx of no tokens (-1: none to use). */
+typedef struct {
+    unsigned flags;   /* QP_TOK_ADD_BOS when the tokenizer adds BOS */
+    int lead;         /* EOS for an empty ctx without BOS, or -1 */
+} mc_encoding;
+
+/* Encodes text as a multiple-choice sequence; *ctx_tokens (the tokens of
+ * ctx alone) grows by 1 when `lead` is put first. */
+static int mc_encode(const qp_tokenizer *tok, const mc_encoding *enc, const char *text, size_t len, size_t *ctx_tokens,
+                     int **ids, size_t *n)
+{
+    int rc = qp_tokenizer_encode(tok, text, len, enc->flags, ids, n);
+    if (rc || *ctx_tokens > 0)
+        return rc;
+    if (enc->lead < 0) {
+        free(*ids);
+        *ids = NULL;
+        return qp_error_set(QP_EUSAGE, "the context has no tokens and the model has neither BOS nor EOS to condition "
+                                       "the ending on");
+    }
+    *ids = qp_xrealloc_array(*ids, *n + 1, sizeof(int));
+    memmove(*ids + 1, *ids, *n * sizeof(int));
+    (*ids)[0] = enc->lead;
+    (*n)++;
+    (*ctx_tokens)++;
+    return 0;
+}
+
 /* Sum of log p(ending tokens | everything before), one forward pass. */
-static int score_ending(qp_llama *m, const qp_tokenizer *tok, const char *ctx, size_t ctx_tokens,
-                        const char *ending, double *out_lp)
+static int score_ending(qp_llama *m, const qp_tokenizer *tok, const mc_encoding *enc, const char *ctx,
+                        size_t ctx_tokens, const char *ending, double *out_lp)
 {
     size_t lc = strlen(ctx), le = strlen(ending);
     char *text = qp_xmalloc(lc + le + 1);
@@ -202,7 +233,7 @@ static int score_ending(qp_llama *m, const qp_tokenizer *tok, const char *ctx, s
     int rc;
     memcpy(text, ctx, lc);
     memcpy(text + lc, ending, le + 1);
-    if ((rc = qp_tokenizer_encode(tok, text, lc + le, QP_TOK_ADD_BOS, &ids, &n)) != 0)
+    if ((rc = mc_encode(tok, enc, text, lc + le, &ctx_tokens, &ids, &n)) != 0)
         goto done;
     const qp_llama_hparams *hp = qp_llama_get_hparams(m);
     if (n > (size_t)hp->max_pos) {
@@ -239,12 +270,14 @@ int qp_eval_mc(qp_mc_result *out, qp_llama *m, const qp_tokenizer *tok, const qp
                qp_eval_progress_fn progress, void *ud)
 {
     size_t correct = 0, correct_norm = 0;
+    int wants_bos = qp_tokenizer_wants_bos(tok);
+    mc_encoding enc = {wants_bos ? QP_TOK_ADD_BOS : 0u, wants_bos ? -1 : qp_tokenizer_eos(tok)};
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < n; i++) {
         const qp_mc_item *it = &items[i];
         int *ctx_ids = NULL;
         size_t n_ctx = 0;
-        int rc = qp_tokenizer_encode(tok, it->ctx, strlen(it->ctx), QP_TOK_ADD_BOS, &ctx_ids, &n_ctx);
+        int rc = qp_tokenizer_encode(tok, it->ctx, strlen(it->ctx), enc.flags, &ctx_ids, &n_ctx);
         free(ctx_ids);
         if (rc)
             return rc;
@@ -252,7 +285,7 @@ int qp_eval_mc(qp_mc_result *out, qp_llama *m, const qp_tokenizer *tok, const qp
         size_t arg = 0, arg_norm = 0;
         for (size_t e = 0; e < it->n_endings; e++) {
             double lp = 0;
-            if ((rc = score_ending(m, tok, it->ctx, n_ctx, it->endings[e], &lp)) != 0) {
+            if ((rc = score_ending(m, tok, &enc, it->ctx, n_ctx, it->endings[e], &lp)) != 0) {
                 qp_error_prefix("multiple-choice item %zu, ending %zu", i + 1, e);
                 return rc;
             }

@@ -10,9 +10,20 @@
 #include "model/llama.h"
 #include "model/tokenizer.h"
 
+/* Which tokens are scored.  The stream is the whole file tokenized, with
+ * BOS first when the model has one (the tokenizer adds it), without when it
+ * has none (Qwen2); a window never gets a BOS of its own.
+ *   WINDOWS:  the stream cut into consecutive non-overlapping windows of ctx
+ *             tokens (the last one shorter; a last window of 1 token is
+ *             dropped); in each, tokens 1..len-1 are predicted from the
+ *             tokens before them in that window (position 0 is unscored).
+ *   LLAMACPP: llama-perplexity: floor(n/ctx) chunks of ctx tokens; with a
+ *             BOS, each chunk's first token is replaced by BOS, without one
+ *             the chunk is left as it is; the logits at positions
+ *             ctx/2 .. ctx-2 are scored against tokens ctx/2+1 .. ctx-1. */
 typedef enum {
-    QP_PPL_WINDOWS,   /* BOS + text cut into non-overlapping windows of ctx; every position but each window's first */
-    QP_PPL_LLAMACPP,  /* floor(n/ctx) chunks, first token := BOS, positions ctx/2+1 .. ctx-1 scored */
+    QP_PPL_WINDOWS,
+    QP_PPL_LLAMACPP,
 } qp_ppl_protocol;
 
 /* Reports progress: tokens for perplexity, items for multiple choice; may be NULL. */
@@ -24,7 +35,8 @@ typedef struct qp_eval_acc qp_eval_acc;
 int qp_eval_acc_new(qp_eval_acc **out, int with_reference);
 void qp_eval_acc_free(qp_eval_acc *a);
 
-/* Scores one stream (tokens[0] must already be BOS for both protocols).
+/* Scores one stream.  bos: the model's BOS id, tokens[0] already being it;
+ * -1 for a model without BOS (nothing is inserted or replaced).
  * ref may be NULL; when given, both models see the same windows and the
  * KLD / top-1 / Δp statistics are accumulated.  max_chunks (0 = all) counts
  * windows across calls. */
@@ -44,8 +56,11 @@ int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out);
 
 /* Multiple choice (HellaSwag-style): each ending is scored by the sum of its
  * tokens' log-probabilities given ctx (ctx + ending tokenized together, BOS
- * first; the ending's tokens are those after ctx's own tokens).  acc_norm
- * divides by the ending's length in bytes, as lm-evaluation-harness does. */
+ * first when the tokenizer adds one; the ending's tokens are those after
+ * ctx's own tokens).  Without a BOS and with a ctx of no tokens, the EOS id
+ * is put first as the one token to condition on (lm-evaluation-harness's
+ * empty-context rule); with neither it is an error.  acc_norm divides by the
+ * ending's length in bytes, as lm-evaluation-harness does. */
 typedef struct {
     const char *ctx;
     const char *const *endings;

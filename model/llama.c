@@ -84,6 +84,16 @@ int qp_llama_hparams_check(const qp_llama_hparams *hp)
         return qp_error_set(QP_EFORMAT, "llama hparams: rms_eps = %g must be positive", (double)hp->rms_eps);
     if (!(hp->rope_theta > 1.0f) || !isfinite(hp->rope_theta))
         return qp_error_set(QP_EFORMAT, "llama hparams: rope_theta = %g must be > 1", (double)hp->rope_theta);
+    const qp_rope_scaling *rs = &hp->rope_scaling;
+    if (rs->kind != QP_ROPE_PLAIN && rs->kind != QP_ROPE_LLAMA3)
+        return qp_error_set(QP_EFORMAT, "llama hparams: unknown rope scaling kind %d", (int)rs->kind);
+    if (rs->kind == QP_ROPE_LLAMA3 &&
+        (!(rs->factor > 0.0) || !isfinite(rs->factor) || !(rs->low_freq_factor > 0.0) ||
+         !(rs->high_freq_factor > rs->low_freq_factor) || !isfinite(rs->high_freq_factor) ||
+         rs->original_max_pos < 1))
+        return qp_error_set(QP_EFORMAT, "llama hparams: llama3 rope scaling needs factor > 0, 0 < low_freq_factor < "
+                            "high_freq_factor and original_max_pos >= 1 (got %g, %g, %g, %d)", rs->factor,
+                            rs->low_freq_factor, rs->high_freq_factor, rs->original_max_pos);
     return 0;
 }
 
@@ -99,6 +109,7 @@ void qp_llama_hparams_from_config(qp_llama_hparams *out, const qp_llama_config *
     out->intermediate = cfg->intermediate;
     out->rms_eps = cfg->rms_eps;
     out->rope_theta = cfg->rope_theta;
+    out->rope_scaling = cfg->rope_scaling;
     out->max_pos = cfg->max_pos;
     out->tied_embeddings = cfg->tied_embeddings;
     out->qkv_bias = cfg->qkv_bias;
@@ -119,6 +130,11 @@ double qp_llama_window_flops(const qp_llama_hparams *hp, size_t n)
     /* q·kᵀ and p·v: 2·hd FLOPs each per (head, query t, key j <= t) */
     double att = 4.0 * hp->n_heads * hp->head_dim * (nn * (nn + 1.0) / 2.0) * hp->n_layers;
     return 2.0 * (double)qp_llama_matmul_params(hp) * nn + att;
+}
+
+void qp_llama_rope_inv_freq(const qp_llama_hparams *hp, float *inv_freq)
+{
+    qp_kern_rope_inv_freq(inv_freq, hp->head_dim, hp->rope_theta, &hp->rope_scaling);
 }
 
 void qp_llama_rope_permute(float *dst, const float *src, int n_head, int head_dim,
@@ -271,7 +287,10 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
     m->norms = qp_xmalloc((2 * L + 1) * m->D * sizeof(float));
     m->rope_cos = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
     m->rope_sin = qp_xmalloc((size_t)hp->max_pos * hh * sizeof(float));
-    qp_kern_rope_tables(m->rope_cos, m->rope_sin, (size_t)hp->max_pos, hp->head_dim, hp->rope_theta);
+    float *inv_freq = qp_xmalloc(hh * sizeof(float));
+    qp_kern_rope_inv_freq(inv_freq, hp->head_dim, hp->rope_theta, &hp->rope_scaling);
+    qp_kern_rope_tables(m->rope_cos, m->rope_sin, (size_t)hp->max_pos, hp->head_dim, inv_freq);
+    free(inv_freq);
 
     if ((rc = fetch(m, m->embed, QP_HF_EMBED, 2, m->V, m->D, 0)) < 0)
         goto fail;

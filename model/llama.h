@@ -4,7 +4,8 @@
  *   x = embed[tokens]                                   [n, D]
  *   per layer:  h = rmsnorm(x)·w_in
  *               q,k,v = h·Wqᵀ(+bq), h·Wkᵀ(+bk), h·Wvᵀ(+bv)  [n, H·hd], [n, KV·hd]
- *               rope(q), rope(k)                         (HF rotate-half)
+ *               rope(q), rope(k)                         (HF rotate-half; per-dimension
+ *                                                         inverse frequencies, Llama 3 scaling)
  *               a = softmax(q·kᵀ/√hd, causal)·v           (GQA: head h uses kv head h/(H/KV))
  *               x += a·Woᵀ
  *               h = rmsnorm(x)·w_post
@@ -44,6 +45,7 @@ typedef struct {
     int intermediate;     /* F (SwiGLU width) */
     float rms_eps;
     float rope_theta;
+    qp_rope_scaling rope_scaling;   /* PLAIN (zero) or LLAMA3; model/config.h */
     int max_pos;          /* longest window accepted */
     int tied_embeddings;  /* lm_head = embed_tokens */
     int qkv_bias;         /* q/k/v projections have biases (Qwen2-style) */
@@ -162,6 +164,10 @@ double qp_logits_nll(const float *row, size_t vocab, int32_t target);
  * window: 2·that·n plus causal attention 4·H·hd·Σ(t+1) per layer. */
 uint64_t qp_llama_matmul_params(const qp_llama_hparams *hp);
 double qp_llama_window_flops(const qp_llama_hparams *hp, size_t n);
+
+/* The RoPE inverse frequencies the forward pass uses, inv_freq[head_dim/2]
+ * (qp_kern_rope_inv_freq of hp's head_dim, rope_theta and rope_scaling). */
+void qp_llama_rope_inv_freq(const qp_llama_hparams *hp, float *inv_freq);
 
 /* HF rotate-half <-> GGUF interleaved row permutation of a q/k weight
  * [n_head·head_dim, cols] (cols = 1 for a bias); to_interleaved = 1 gives

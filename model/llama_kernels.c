@@ -69,13 +69,40 @@ VECTORIZE void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t 
         y[i] = w[i] * (x[i] * r);
 }
 
-void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim, float theta)
+/* One llama3-scaled frequency from the default one (see the header for
+ * which PyTorch operation each line is). */
+static float rope_llama3(float inv, const qp_rope_scaling *s)
+{
+    const float two_pi = (float)(2.0 * 3.14159265358979323846);
+    const float factor = (float)s->factor;
+    const float old_len = (float)s->original_max_pos;
+    const float low_wavelen = (float)((double)s->original_max_pos / s->low_freq_factor);
+    const float high_wavelen = (float)((double)s->original_max_pos / s->high_freq_factor);
+    float wavelen = (1.0f / inv) * two_pi;
+    float scaled = wavelen > low_wavelen ? inv / factor : inv;
+    if (wavelen < high_wavelen || wavelen > low_wavelen)
+        return scaled;
+    float smooth = ((1.0f / wavelen) * old_len - (float)s->low_freq_factor) /
+                   (float)(s->high_freq_factor - s->low_freq_factor);
+    return (1.0f - smooth) * scaled / factor + smooth * scaled;
+}
+
+void qp_kern_rope_inv_freq(float *inv, int head_dim, float theta, const qp_rope_scaling *s)
+{
+    for (int i = 0; i < head_dim / 2; i++) {
+        float e = (float)(2 * i) / (float)head_dim;
+        inv[i] = 1.0f / (float)pow((double)theta, (double)e);
+        if (s && s->kind == QP_ROPE_LLAMA3)
+            inv[i] = rope_llama3(inv[i], s);
+    }
+}
+
+void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim, const float *inv)
 {
     int h = head_dim / 2;
     for (int i = 0; i < h; i++) {
-        float inv = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
         for (size_t p = 0; p < n_pos; p++) {
-            float ang = (float)p * inv;
+            float ang = (float)p * inv[i];
             cos_t[p * (size_t)h + (size_t)i] = (float)cos((double)ang);
             sin_t[p * (size_t)h + (size_t)i] = (float)sin((double)ang);
         }

@@ -7,13 +7,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/config.h"
+
 /* y[d] = x[d] / sqrt(mean(x²) + eps) · w[d]   (HF LlamaRMSNorm; y may be x) */
 void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t d, float eps);
 
+/* RoPE inverse frequencies inv[head_dim/2], in transformers' float32
+ * arithmetic, operation for operation (modeling_rope_utils.py):
+ *   default:  e_i = f32(2i) / f32(d);  inv_i = 1 / θ^e_i  (θ as f32)
+ *   llama3 (_compute_llama3_parameters; F = factor, lo/hi = low/high_freq_factor,
+ *   O = original_max_position_embeddings, all cast to f32 where PyTorch does):
+ *     wavelen = recip(inv)·f32(2π)            (Python's `2π / tensor` is
+ *                                               reciprocal-then-multiply)
+ *     lw = f32(O / lo), hw = f32(O / hi)      (Python doubles, then f32)
+ *     inv' = wavelen > lw ? inv / F : inv
+ *     smooth = (recip(wavelen)·f32(O) − lo) / f32(hi − lo)
+ *     medium (neither wavelen < hw nor wavelen > lw): inv' = (1 − smooth)·inv' / F + smooth·inv'
+ * Every step is one f32 operation rounded to nearest (the build has
+ * -ffp-contract=off); θ^e is the correctly rounded f32 power (pow in
+ * double, rounded once).  PyTorch 1.13 (CPU, AVX2) gives the same bits for
+ * the Llama 3.1 case (θ 500000, d 128, F 8, lo 1, hi 4, O 8192) and the
+ * house models, but its vectorised pow (SLEEF, 1 ulp) is not always
+ * correctly rounded: e.g. θ 1e6, d 128, i 37 it is 1 ulp low in a
+ * vectorised lane and exact in its scalar tail, so no fixed formula matches
+ * PyTorch everywhere; the correctly rounded power is the one definition. */
+void qp_kern_rope_inv_freq(float *inv, int head_dim, float theta, const qp_rope_scaling *s);
+
 /* RoPE tables for positions 0..n_pos-1: cos_t, sin_t [n_pos, head_dim/2],
- * angle(p, i) = p · θ^(−2i/head_dim), computed in f32 as HF does
- * (inv_freq = 1/θ^(2i/d) in f32, then p·inv_freq in f32). */
-void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim, float theta);
+ * angle(p, i) = f32(p)·inv[i] in f32 (as HF's inv_freq ⊗ positions), then
+ * cos/sin in double rounded to f32. */
+void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim, const float *inv);
 
 /* Rotate-half RoPE (HF layout) in place on one token row x [n_heads, head_dim]
  * at position pos: for i < h = head_dim/2,

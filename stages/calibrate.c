@@ -24,7 +24,7 @@ static const qp_param_spec params[] = {
      "text or JSONL file(s) the samples are drawn from (concatenated)"},
     {"field", QP_P_STRING, "text", NULL, 0, -1, 0, "JSONL field holding the text"},
     {"samples", QP_P_INT, "128", NULL, 1, 1000000, 0, "number of sequences"},
-    {"seq_len", QP_P_INT, "0", NULL, 0, 1048576, 0, "tokens per sequence, BOS included (0 = model context)"},
+    {"seq_len", QP_P_INT, "0", NULL, 0, 1048576, 0, "tokens per sequence, BOS included when the model has one (0 = model context)"},
     {"seed", QP_P_INT, "0", NULL, 0, 4294967295.0, 0, "seed of the sample generator (SplitMix64)"},
     {"hessians", QP_P_BOOL, "true", NULL, 0, -1, 0,
      "store the per-layer Hessians (needed by non-sequential GPTQ; large for big models)"},
@@ -169,7 +169,9 @@ static int calibrate_run(qp_stage_ctx *ctx)
                           hp->max_pos);
         goto done;
     }
-    int bos = qp_tokenizer_bos(tok);
+    /* BOS first exactly when the tokenizer adds one (as evaluate does);
+     * without one, every position of a window is text */
+    int bos = qp_tokenizer_wants_bos(tok) ? qp_tokenizer_bos(tok) : -1;
     if ((rc = load_stream(ctx, tok, &stream, &n_stream)) != 0)
         goto done;
     size_t body = bos >= 0 ? seq_len - 1 : seq_len;
@@ -178,7 +180,7 @@ static int calibrate_run(qp_stage_ctx *ctx)
                           ctx->id, n_stream, seq_len);
         goto done;
     }
-    /* sample windows: BOS + `body` consecutive tokens at seeded offsets */
+    /* sample windows: [BOS] + `body` consecutive tokens at seeded offsets */
     windows = qp_xmalloc(samples * seq_len * sizeof(int32_t));
     json_t *offsets = json_array();
     qp_rng rng;

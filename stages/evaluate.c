@@ -125,8 +125,9 @@ static int open_models(qp_stage_ctx *ctx, const qp_named_stage *rs, qp_loaded_mo
     return rc;
 }
 
-/* Scores every `dataset` file as its own stream into acc; *tokens_run
- * counts the tokens fed. */
+/* Scores every `dataset` file as its own stream into acc (the whole file
+ * tokenized, BOS first when the model has one); *tokens_run counts the
+ * tokens fed. */
 static int score_datasets(qp_stage_ctx *ctx, qp_loaded_model *model, qp_loaded_model *ref, qp_eval_acc *acc,
                           uint64_t *tokens_run)
 {
@@ -139,6 +140,9 @@ static int score_datasets(qp_stage_ctx *ctx, qp_loaded_model *model, qp_loaded_m
                                                                                            : QP_PPL_WINDOWS;
     size_t max_tokens = (size_t)qp_param_int(ctx->params, "max_tokens");
     size_t max_chunks = (size_t)qp_param_int(ctx->params, "max_chunks");
+    /* BOS first exactly when the tokenizer adds one by default (SentencePiece
+     * LLaMA: yes; Qwen2: none); model/eval.h says which tokens are scored */
+    int bos = qp_tokenizer_wants_bos(tok) ? qp_tokenizer_bos(tok) : -1;
     int rc = 0;
     size_t i;
     json_t *v;
@@ -148,16 +152,13 @@ static int score_datasets(qp_stage_ctx *ctx, qp_loaded_model *model, qp_loaded_m
         int *ids = NULL;
         rc = qp_dataset_read(&text, &len, path, qp_param_str(ctx->params, "field"));
         if (rc == 0)
-            rc = qp_tokenizer_encode(tok, text, len, QP_TOK_ADD_BOS, &ids, &n);
-        if (rc == 0 && qp_tokenizer_bos(tok) < 0)
-            rc = qp_error_set(QP_EUSAGE, "stage '%s': the tokenizer has no BOS token, which both protocols need",
-                              ctx->id);
+            rc = qp_tokenizer_encode(tok, text, len, bos >= 0 ? QP_TOK_ADD_BOS : 0u, &ids, &n);
         if (rc == 0) {
             if (max_tokens && n > max_tokens)
                 n = max_tokens;
             *tokens_run += n;
-            rc = qp_eval_stream(acc, m, ref ? qp_loaded_model_llama(ref) : NULL, (const int32_t *)ids, n,
-                                qp_tokenizer_bos(tok), proto, ctx_len, max_chunks, on_tokens, ctx->progress);
+            rc = qp_eval_stream(acc, m, ref ? qp_loaded_model_llama(ref) : NULL, (const int32_t *)ids, n, bos,
+                                proto, ctx_len, max_chunks, on_tokens, ctx->progress);
         }
         if (rc)
             qp_error_prefix("stage '%s': dataset %s", ctx->id, json_string_value(v));

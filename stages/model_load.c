@@ -1,7 +1,9 @@
 #include "stages/model_load.h"
 #include "common/alloc.h"
 #include "common/error.h"
+#include "common/buf.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "model/config.h"
 #include "stages/qtensor.h"
 
@@ -24,6 +26,7 @@ struct qp_loaded_model {
     qp_llama_config config;
     qp_tokenizer *tok;
     char tok_digest[QP_HEX_LEN];
+    const char *tok_file;         /* "tokenizer.json" or "tokenizer.model", for messages */
     qp_llama *llama;
 };
 
@@ -85,8 +88,10 @@ static int read_entry(qp_loaded_model *m, const char *name, void **out, size_t *
     return rc;
 }
 
-/* The SentencePiece parser reads files: materialise the cached bytes. */
-static int load_tokenizer(qp_loaded_model *m)
+/* The SentencePiece parser reads files: materialise the cached bytes.  The
+ * tokenizer digest is tokenizer.model's own object digest (unchanged since
+ * before tokenizer.json support: nothing about these models changes). */
+static int load_tokenizer_spm(qp_loaded_model *m)
 {
     const json_t *e = qp_artifact_find(m->artifact, "files/tokenizer.model");
     void *buf = NULL;
@@ -116,6 +121,48 @@ done:
     free(dir);
     free(buf);
     return rc;
+}
+
+/* A Hugging Face tokenizer.json, with the tokenizer_config.json beside it
+ * when the artifact has one (it decides BOS/EOS and the chat template).
+ * The digest covers both files: sha256 of "NAME DIGEST\n" per file used. */
+static int load_tokenizer_hf(qp_loaded_model *m)
+{
+    static const char *const files[2] = {"files/tokenizer.json", "files/tokenizer_config.json"};
+    void *buf[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    qp_buf ids = QP_BUF_INIT;
+    char *name = qp_strfmt("%s: tokenizer.json", m->what);
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        const json_t *e = qp_artifact_find(m->artifact, files[i]);
+        if (!e)
+            continue;   /* tokenizer.json is there: the caller looked */
+        qp_buf_printf(&ids, "%s %s\n", files[i] + 6, qp_artifact_entry_digest(e));
+        rc = qp_artifact_read(m->artifact, m->cache, files[i], &buf[i], &len[i]);
+    }
+    if (rc == 0) {
+        qp_sha256_buf(m->tok_digest, ids.data, ids.len);
+        rc = qp_tokenizer_load_hf(&m->tok, buf[0], len[0], buf[1], len[1], name);   /* errors name the file */
+    }
+    free(name);
+    free(buf[0]);
+    free(buf[1]);
+    qp_buf_free(&ids);
+    return rc;
+}
+
+/* tokenizer.json when the model ships one (byte-level BPE: Llama 3, Qwen2,
+ * Mistral v0.3 ...), else tokenizer.model (SentencePiece), as
+ * qp_tokenizer_load_dir chooses for a directory. */
+static int load_tokenizer(qp_loaded_model *m)
+{
+    if (qp_artifact_find(m->artifact, "files/tokenizer.json")) {
+        m->tok_file = "tokenizer.json";
+        return load_tokenizer_hf(m);
+    }
+    m->tok_file = "tokenizer.model";
+    return load_tokenizer_spm(m);
 }
 
 int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cache *cache, const char *what)
@@ -153,7 +200,7 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
     if ((rc = load_tokenizer(m)) != 0)
         goto done;
     if (qp_tokenizer_n_vocab(m->tok) > (size_t)m->config.vocab) {
-        rc = qp_error_set(QP_EFORMAT, "%s: tokenizer.model has %zu pieces but config.json's vocab_size is %d", what,
+        rc = qp_error_set(QP_EFORMAT, "%s: %s has %zu pieces but config.json's vocab_size is %d", what, m->tok_file,
                           qp_tokenizer_n_vocab(m->tok), m->config.vocab);
         goto done;
     }

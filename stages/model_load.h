@@ -1,5 +1,7 @@
 /* Opens a model artifact from the cache for inference: hyper-parameters
- * from its config.json, its tokenizer, and a weight source that reads each
+ * from its config.json, its tokenizer (files/tokenizer.json with
+ * files/tokenizer_config.json when present, else files/tokenizer.model),
+ * and a weight source that reads each
  * tensor object on demand (verified, converted to f32 layer by layer). */
 #ifndef QP_STAGES_MODEL_LOAD_H
 #define QP_STAGES_MODEL_LOAD_H
@@ -36,7 +38,9 @@ int qp_calib_samples_load(int32_t **out, int64_t *S, int64_t *T, const qp_stage_
                           int64_t max_pos, int64_t min_len);
 qp_llama *qp_loaded_model_llama(qp_loaded_model *m);
 const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m);
-/* Digest of the tokenizer file: two models must share it to be compared. */
+/* Digest of the tokenizer files used (tokenizer.model's object digest; for
+ * tokenizer.json, a digest over it and tokenizer_config.json): two models
+ * must share it to be compared. */
 const char *qp_loaded_model_tokenizer_digest(const qp_loaded_model *m);
 
 #endif

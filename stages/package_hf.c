@@ -377,12 +377,14 @@ done:
 }
 
 /* Files of the source model that do not belong in the quantized one: its
- * weights (replaced by model.safetensors), our own outputs, and quantization
- * configs of some earlier checkpoint. */
+ * weights (replaced by model.safetensors), our own outputs, quantization
+ * configs of some earlier checkpoint, and its README.md — the card of the
+ * unquantized model (dtype, size, how it was made), which hubs show as the
+ * package's own; the package's card is MODEL_CARD.md. */
 static int skip_file(const char *name)
 {
     static const char *exact[] = {"config.json", "model.safetensors", "quantize_config.json", "quant_config.json",
-                                  NULL};
+                                  "README.md", NULL};
     static const char *suffix[] = {".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt",
                                    ".pth", ".gguf", NULL};
     for (int i = 0; exact[i]; i++)

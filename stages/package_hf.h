@@ -35,8 +35,8 @@
  * source config.json with "quantization_config" added and torch_dtype
  * float16), quantize_config.json (gptq only), and every other top-level
  * "files/…" entry of the artifact (tokenizer.model, tokenizer_config.json,
- * generation_config.json, …; source weight files and stale quantization
- * configs are left out).  Errors are one line, prefixed with `what`; on
+ * generation_config.json, …; source weight files, stale quantization
+ * configs and the source's README.md are left out).  Errors are one line, prefixed with `what`; on
  * error no file of dir is half-written (each is written to a temp file and
  * renamed). */
 typedef enum { QP_HF_GPTQ, QP_HF_AWQ } qp_hf_format;

@@ -20,12 +20,14 @@
 #define AWQ_WINDOWS 32
 #define AWQ_SAMPLE_TOKENS 8192  /* inputs kept per site: MLP losses and the clip search (which subsamples to 512-1023) */
 
-enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, N_W, N_INPUT_NORM = N_W, N_POST_NORM, N_ALL };
+/* The linear weights, the two norms and v_proj's bias (Qwen2-style models
+ * only; absent, its slot stays NULL): everything a scale fold can change. */
+enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, N_W, N_INPUT_NORM = N_W, N_POST_NORM, B_V, N_ALL };
 
 static const char *suffix[N_ALL] = {
     QP_HF_Q_PROJ ".weight",    QP_HF_K_PROJ ".weight", QP_HF_V_PROJ ".weight",    QP_HF_O_PROJ ".weight",
     QP_HF_GATE_PROJ ".weight", QP_HF_UP_PROJ ".weight", QP_HF_DOWN_PROJ ".weight", QP_HF_ATTN_NORM ".weight",
-    QP_HF_FFN_NORM ".weight",
+    QP_HF_FFN_NORM ".weight",  QP_HF_V_PROJ ".bias",
 };
 
 typedef struct {
@@ -35,7 +37,8 @@ typedef struct {
     qp_llama *m;
     int layer;
     char names[N_ALL][160];
-    float *w[N_ALL];          /* current (scaled) f32 weights */
+    float *w[N_ALL];          /* current (scaled) f32 weights; w[B_V] NULL without q/k/v biases */
+    int bias_scaled;          /* the o_proj group divided v_proj's bias by its scales */
     int64_t rows[N_ALL], cols[N_ALL];
     const float *x;           /* [S, T, D] inputs */
     size_t S, T, D;
@@ -54,6 +57,8 @@ typedef struct {
 
 static int install(awq_layer *a, int i, const float *w)
 {
+    if (!w)
+        return 0;   /* a bias the model does not have */
     return qp_loaded_model_override(a->lm, a->names[i], w, (uint64_t)(a->rows[i] * a->cols[i]));
 }
 
@@ -146,7 +151,11 @@ static void observe(void *ud, int layer, qp_llama_site site, const float *x, siz
             memcpy(a->sample[site] + (size_t)a->n_sample[site]++ * dim, x + t * dim, dim * sizeof(float));
 }
 
-/* s folded: W[:, c] *= s[c] for the group; the previous op divides. */
+/* s folded: W[:, c] *= s[c] for the group; the previous op divides.  When
+ * the previous op is a product with a bias (v_proj in Qwen2-style models),
+ * its output channel c is W[c]·x + b[c], so b[c] is divided with the row
+ * (AutoAWQ's scale_fc_fc); a norm before q/k/v leaves their biases alone:
+ * (W·diag(s))·(x/s) + b = W·x + b. */
 static void fold_scales(awq_layer *a, const int *grp, size_t n, int prev, int prev_is_rows, const float *s,
                         qp_llama_site site)
 {
@@ -160,6 +169,11 @@ static void fold_scales(awq_layer *a, const int *grp, size_t n, int prev, int pr
         for (int64_t c = 0; c < cols; c++)
             for (int64_t k = 0; k < a->cols[prev]; k++)
                 a->w[prev][c * a->cols[prev] + k] /= s[c];
+        if (prev == W_V && a->w[B_V]) {
+            for (int64_t c = 0; c < cols; c++)
+                a->w[B_V][c] /= s[c];
+            a->bias_scaled = 1;
+        }
     } else {
         for (int64_t c = 0; c < cols; c++)
             a->w[prev][c] /= s[c];
@@ -249,7 +263,9 @@ static int awq_open(awq_layer *a, qp_quant_seq *sq, int layer)
     int rc = 0;
     for (int i = 0; i < N_ALL && rc == 0; i++) {
         qp_hf_layer_name(a->names[i], sizeof(a->names[i]), layer, suffix[i]);
-        /* norms come back as one row of D */
+        if (i == B_V && !hp->qkv_bias)
+            continue;
+        /* norms and the bias come back as one row */
         rc = qp_model_artifact_tensor_f32(&a->w[i], &a->rows[i], &a->cols[i], sq->job->model, ctx->cache,
                                           a->names[i], ctx->id);
     }
@@ -299,6 +315,27 @@ static const scale_group groups[4] = {
     {g_gu, 2, N_POST_NORM, 0, QP_SITE_GATE_UP},
     {g_down, 1, W_UP, 1, QP_SITE_DOWN},
 };
+
+/* *scalable = 1 when every weight the group's scales change is quantized
+ * here (plan linear): a member or a previous product that is skipped or
+ * overridden is written by the quantize loop from its UNSCALED source, so
+ * scaling the group would break the layer's function; such a group keeps
+ * s = 1.  Returns 0 or the plan's error. */
+static int group_scalable(const awq_layer *a, const scale_group *sg, int *scalable)
+{
+    *scalable = 1;
+    for (size_t j = 0; j <= sg->n && *scalable; j++) {
+        int i = j < sg->n ? sg->w[j] : sg->prev;
+        if (i >= N_W)
+            continue;   /* a norm: always stored scaled (dense) */
+        qp_tensor_plan tp;
+        int rc = qp_quant_plan_tensor(&tp, a->plan, a->names[i], 2, a->rows[i], a->cols[i]);
+        if (rc)
+            return rc;
+        *scalable = tp.kind == QP_TP_LINEAR;
+    }
+    return 0;
+}
 
 /* The scale search of one group, folded into the weights; its numbers appended to layer_info. */
 static int search_group(awq_layer *a, const scale_group *sg, const qp_awq_params *ap, json_t *layer_info)
@@ -377,8 +414,11 @@ static int clip_and_store(awq_layer *a, const qp_awq_params *ap, int clip, qp_qu
                                                 use_clip));
     qp_quant_results_free(plain);
     qp_quant_results_free(clipped);
-    /* the scaled norms are part of the quantized model */
+    /* the scaled norms (and a scaled v_proj bias) are part of the quantized
+     * model; an unscaled bias keeps its source object */
     for (int i = N_W; i < N_ALL && rc == 0; i++) {
+        if (!a->w[i] || (i == B_V && !a->bias_scaled))
+            continue;
         char digest[QP_HEX_LEN];
         size_t bytes = (size_t)a->cols[i] * sizeof(float);
         if ((rc = install(a, i, a->w[i])) == 0 && (rc = qp_cache_put(a->ctx->cache, a->w[i], bytes, digest)) == 0)
@@ -405,6 +445,9 @@ int qp_quant_awq_layer(qp_quant_seq *sq, int layer)
     for (int g = 0; g < 4 && rc == 0; g++) {
         /* v_proj -> o_proj only when one v row feeds one o column (no GQA) */
         if (groups[g].site == QP_SITE_O && a.rows[W_V] != a.cols[W_O])
+            continue;
+        int scalable = 0;
+        if ((rc = group_scalable(&a, &groups[g], &scalable)) != 0 || !scalable)
             continue;
         rc = search_group(&a, &groups[g], &ap, layer_info);
         if (rc == 0)

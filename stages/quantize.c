@@ -457,7 +457,7 @@ static int quantize_run(qp_stage_ctx *ctx)
 }
 
 const qp_stage_kind qp_stage_quantize = {
-    .name = "quantize", .version = 7,
+    .name = "quantize", .version = 8,
     .doc = "quantize a model (RTN, llama.cpp types, NF4, INT8, GPTQ, AWQ, sensitivity-driven mixed)",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/config.h"
+#include "model/gguf_writer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,15 +164,156 @@ static void test_architectures(void **state)
     assert_int_equal(c.max_pos, 4096);
 }
 
+#define LLAMA3_SCALING(extra) "\"rope_scaling\": {\"factor\": 8.0, \"low_freq_factor\": 1.0, " \
+    "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192" extra "}"
+
+/* Llama 3.1 / 3.2 configs as Meta ships them (layer sizes shrunk). */
+static void test_llama3(void **state)
+{
+    (void)state;
+    qp_llama_config c;
+    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"num_key_value_heads\": 2, "
+             "\"rope_theta\": 500000.0, \"max_position_embeddings\": 131072, \"bos_token_id\": 128000, "
+             "\"eos_token_id\": [128001, 128008, 128009], \"tie_word_embeddings\": false, "
+             LLAMA3_SCALING(", \"rope_type\": \"llama3\"") "}", &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
+    assert_true(c.rope_scaling.factor == 8.0);
+    assert_true(c.rope_scaling.low_freq_factor == 1.0);
+    assert_true(c.rope_scaling.high_freq_factor == 4.0);
+    assert_int_equal(c.rope_scaling.original_max_pos, 8192);
+    assert_true(c.rope_theta == 500000.0f);
+    assert_int_equal(c.tied_embeddings, 0);
+    assert_int_equal(c.n_eos, 3);
+
+    /* Llama 3.2 1B: factor 32, tied embeddings, head_dim stated */
+    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"head_dim\": 64, \"rope_theta\": 500000.0, "
+             "\"tie_word_embeddings\": true, \"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, "
+             "\"low_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}}", &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
+    assert_true(c.rope_scaling.factor == 32.0);
+    assert_int_equal(c.tied_embeddings, 1);
+    assert_int_equal(c.head_dim, 64);
+
+    /* the legacy spelling "type", integers for the factors */
+    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"type\": \"llama3\", "
+             "\"factor\": 8, \"low_freq_factor\": 1, \"high_freq_factor\": 4, "
+             "\"original_max_position_embeddings\": 8192}}", &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
+    assert_true(c.rope_scaling.factor == 8.0);
+
+    /* null and "default" are plain RoPE */
+    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": null}", &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_PLAIN);
+    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"default\"}}",
+             &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_PLAIN);
+    /* the house models: none */
+    char *p = qp_test_shared_path("models/house-qwen/config.json");
+    assert_int_equal(qp_llama_config_load(&c, p), 0);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_PLAIN);
+    assert_int_equal(c.arch, QP_ARCH_QWEN2);
+    assert_int_equal(c.tied_embeddings, 1);
+    assert_int_equal(c.qkv_bias, 1);
+    assert_int_equal(c.head_dim, 32);
+    assert_int_equal(c.n_kv_heads, 2);
+    assert_true(c.rope_theta == 1e6f);
+    assert_int_equal(c.bos_id, 2045);
+    free(p);
+}
+
+/* Mistral 7B v0.1 (window == context), v0.3 (window null) and Nemo (head_dim
+ * 128 although hidden / heads = 160). */
+static void test_mistral(void **state)
+{
+    (void)state;
+    qp_llama_config c;
+    parse_ok("{\"architectures\": [\"MistralForCausalLM\"], \"vocab_size\": 32000, \"hidden_size\": 4096, "
+             "\"intermediate_size\": 14336, \"num_hidden_layers\": 32, \"num_attention_heads\": 32, "
+             "\"num_key_value_heads\": 8, \"max_position_embeddings\": 32768, \"sliding_window\": 32768, "
+             "\"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\", "
+             "\"tie_word_embeddings\": false, \"model_type\": \"mistral\"}", &c);
+    assert_int_equal(c.arch, QP_ARCH_MISTRAL);
+    assert_int_equal(c.head_dim, 128);
+    assert_int_equal(c.n_kv_heads, 8);
+    assert_int_equal(c.max_pos, 32768);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_PLAIN);
+    parse_ok("{\"architectures\": [\"MistralForCausalLM\"], \"vocab_size\": 32768, \"hidden_size\": 4096, "
+             "\"intermediate_size\": 14336, \"num_hidden_layers\": 32, \"num_attention_heads\": 32, "
+             "\"num_key_value_heads\": 8, \"max_position_embeddings\": 32768, \"sliding_window\": null, "
+             "\"rope_theta\": 1000000.0, \"head_dim\": 128}", &c);
+    assert_int_equal(c.head_dim, 128);
+    assert_true(c.rope_theta == 1e6f);
+    parse_ok("{\"architectures\": [\"MistralForCausalLM\"], \"vocab_size\": 131072, \"hidden_size\": 5120, "
+             "\"intermediate_size\": 14336, \"num_hidden_layers\": 40, \"num_attention_heads\": 32, "
+             "\"num_key_value_heads\": 8, \"head_dim\": 128, \"max_position_embeddings\": 1024000, "
+             "\"sliding_window\": null, \"rope_theta\": 1000000.0}", &c);
+    assert_int_equal(c.head_dim, 128);
+    assert_int_equal(c.hidden, 5120);
+    assert_int_equal(c.max_pos, 1024000);
+    /* a stated head_dim lifts the divisibility rule, a derived one keeps it */
+    parse_ok("{\"architectures\": [\"MistralForCausalLM\"], \"vocab_size\": 1000, \"hidden_size\": 500, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"intermediate_size\": 1024, \"head_dim\": 64}",
+             &c);
+    assert_int_equal(c.head_dim, 64);
+}
+
 static void test_refusals(void **state)
 {
     (void)state;
-    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
-              "\"factor\": 8.0}}",
-              "config.json: rope_scaling: type 'llama3' is not supported (qpipe implements plain RoPE only)");
+    /* rope_scaling other than llama3 / none, unknown fields, bad numbers */
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"yarn\", "
+              "\"factor\": 4.0, \"original_max_position_embeddings\": 32768}}",
+              "config.json: rope_scaling.rope_type: 'yarn' is not supported (qpipe runs llama3 scaling or none)");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"type\": \"linear\", "
               "\"factor\": 2.0}}",
-              "config.json: rope_scaling: type 'linear' is not supported (qpipe implements plain RoPE only)");
+              "config.json: rope_scaling.type: 'linear' is not supported (qpipe runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"Qwen2ForCausalLM\"], " BASE ", \"rope_scaling\": {\"type\": \"dynamic\", "
+              "\"factor\": 2.0}}",
+              "config.json: rope_scaling.type: 'dynamic' is not supported (qpipe runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"longrope\", "
+              "\"long_factor\": [1, 2], \"short_factor\": [1, 2]}}",
+              "config.json: rope_scaling.rope_type: 'longrope' is not supported (qpipe runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"type\": \"su\"}}",
+              "config.json: rope_scaling.type: 'su' is not supported (qpipe runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"factor\": 8.0}}",
+              "config.json: rope_scaling: has no rope_type (qpipe runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": 3}}",
+              "config.json: rope_scaling.rope_type: expected a string, got an integer");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": \"llama3\"}",
+              "config.json: rope_scaling: expected an object or null, got a string");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", "
+              LLAMA3_SCALING(", \"rope_type\": \"llama3\", \"attention_factor\": 1.5") "}",
+              "config.json: rope_scaling.attention_factor: 1.5 is not supported with rope_type 'llama3' (qpipe runs "
+              "llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"default\", "
+              "\"factor\": 2.0}}",
+              "config.json: rope_scaling.factor: 2.0 is not supported with rope_type 'default' (qpipe runs llama3 "
+              "scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", "
+              LLAMA3_SCALING(", \"rope_type\": \"llama3\", \"type\": \"yarn\"") "}",
+              "config.json: rope_scaling.type: \"yarn\" contradicts rope_type 'llama3'");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+              "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192}}",
+              "config.json: rope_scaling.high_freq_factor: missing (llama3 scaling needs factor, low_freq_factor, "
+              "high_freq_factor and original_max_position_embeddings)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+              "\"factor\": \"8\", \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+              "\"original_max_position_embeddings\": 8192}}",
+              "config.json: rope_scaling.factor: expected a number, got a string");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+              "\"factor\": 0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+              "\"original_max_position_embeddings\": 8192}}",
+              "config.json: rope_scaling.factor: 0 must be positive and finite");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+              "\"factor\": 8.0, \"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0, "
+              "\"original_max_position_embeddings\": 8192}}",
+              "config.json: rope_scaling.high_freq_factor: 4 must be greater than low_freq_factor 4");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+              "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+              "\"original_max_position_embeddings\": 8192.5}}",
+              "config.json: rope_scaling.original_max_position_embeddings: 8192.5 is not a positive integer");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"partial_rotary_factor\": 0.5}",
+              "config.json: partial_rotary_factor: 0.5 is not supported (RoPE over the whole head only)");
     parse_err("{\"architectures\": [\"GPT2LMHeadModel\"], " BASE "}",
               "config.json: architecture 'GPT2LMHeadModel' is not supported (LlamaForCausalLM, MistralForCausalLM, "
               "Qwen2ForCausalLM)");
@@ -395,6 +537,45 @@ static void test_gguf_cases(void **state)
     free(b.p);
 }
 
+/* A llama.cpp conversion of a Llama 3.1 model carries rope_freqs.weight
+ * (convert_hf_to_gguf.py's per-dimension divisors): refused by name. */
+static void test_gguf_rope_freqs(void **state)
+{
+    (void)state;
+    char *dir = qp_test_tmpdir();
+    char *p = qp_strfmt("%s/l3.gguf", dir);
+    qp_gguf_writer *w = NULL;
+    float factors[32];
+    for (int i = 0; i < 32; i++)
+        factors[i] = i < 8 ? 1.0f : 8.0f;
+    const uint64_t ne[1] = {32};
+    assert_int_equal(qp_gguf_writer_new(&w, p), 0);
+    assert_int_equal(qp_gguf_writer_add_str(w, "general.architecture", "llama"), 0);
+    assert_int_equal(qp_gguf_writer_add_u32(w, "llama.vocab_size", 1000), 0);
+    assert_int_equal(qp_gguf_writer_add_u32(w, "llama.embedding_length", 512), 0);
+    assert_int_equal(qp_gguf_writer_add_u32(w, "llama.block_count", 2), 0);
+    assert_int_equal(qp_gguf_writer_add_u32(w, "llama.attention.head_count", 8), 0);
+    assert_int_equal(qp_gguf_writer_add_u32(w, "llama.feed_forward_length", 1024), 0);
+    assert_int_equal(qp_gguf_writer_add_u32(w, "llama.context_length", 131072), 0);
+    assert_int_equal(qp_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f), 0);
+    assert_int_equal(qp_gguf_writer_add_f32(w, "llama.rope.freq_base", 500000.0f), 0);
+    assert_int_equal(qp_gguf_writer_add_tensor(w, "rope_freqs.weight", 0, 1, ne, factors, sizeof(factors)), 0);
+    assert_int_equal(qp_gguf_writer_finish(w), 0);
+    qp_gguf *g = NULL;
+    qp_llama_config c;
+    assert_int_equal(qp_gguf_open(&g, p), 0);
+    assert_int_equal(qp_llama_config_from_gguf(&c, g), QP_EFORMAT);
+    char *want = qp_strfmt("%s: tensor 'rope_freqs.weight': RoPE frequency factors (Llama 3 rope scaling) are not "
+                           "supported in a GGUF input; use the Hugging Face checkpoint, whose config.json "
+                           "rope_scaling qpipe runs", p);
+    assert_string_equal(qp_error_last(), want);
+    free(want);
+    qp_gguf_free(g);
+    qp_test_rmtree(dir);
+    free(p);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -402,8 +583,11 @@ int main(void)
         cmocka_unit_test(test_house_gguf),
         cmocka_unit_test(test_vocab_gguf),
         cmocka_unit_test(test_architectures),
+        cmocka_unit_test(test_llama3),
+        cmocka_unit_test(test_mistral),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_gguf_cases),
+        cmocka_unit_test(test_gguf_rope_freqs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,12 +211,115 @@ static void test_mc(void **state)
     qp_llama_free(m);
 }
 
+/* Models without BOS (Qwen2): llama.cpp's protocol leaves each chunk as it
+ * is (no first token replaced), the windows protocol is the same cut, and
+ * multiple choice conditions an empty ctx on EOS (or refuses with neither). */
+static void test_no_bos(void **state)
+{
+    (void)state;
+    perturbed pa = {ck, NULL, 1};
+    qp_llama *m = open_model(&pa, 2);
+    const int32_t *text = tokens + 1;   /* valid.txt without its BOS */
+    qp_eval_acc *a = NULL;
+    qp_eval_result r, rb;
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, text, 600, -1, QP_PPL_LLAMACPP, 256, 0, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &r), 0);
+    qp_eval_acc_free(a);
+    double nll = 0;
+    size_t count = 0;
+    for (size_t c = 0; c < 2; c++)
+        assert_int_equal(qp_llama_nll(m, text + c * 256, 256, 129, &nll, &count), 0);
+    assert_int_equal(r.scored, count);
+    assert_int_equal(r.scored, 2 * 127);
+    assert_true(fabs(r.nll_mean - nll / (double)count) < 1e-9 * nll / (double)count);
+    /* with a BOS the first token of each chunk is replaced: other figures */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, text, 600, 1, QP_PPL_LLAMACPP, 256, 0, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &rb), 0);
+    qp_eval_acc_free(a);
+    assert_true(rb.nll_mean != r.nll_mean);
+    /* windows: bos plays no part in the cut */
+    assert_int_equal(qp_eval_acc_new(&a, 0), 0);
+    assert_int_equal(qp_eval_stream(a, m, NULL, text, 600, -1, QP_PPL_WINDOWS, 256, 0, NULL, NULL), 0);
+    assert_int_equal(qp_eval_finish(a, &r), 0);
+    qp_eval_acc_free(a);
+    nll = 0;
+    count = 0;
+    for (size_t s0 = 0; s0 < 600; s0 += 256)
+        assert_int_equal(qp_llama_nll(m, text + s0, 600 - s0 < 256 ? 600 - s0 : 256, 1, &nll, &count), 0);
+    assert_int_equal(r.scored, count);
+    assert_int_equal(r.windows, 3);
+    assert_true(fabs(r.nll_mean - nll / (double)count) < 1e-9 * nll / (double)count);
+
+    /* the same vocabulary without BOS (and then without EOS either) */
+    size_t nv = qp_tokenizer_n_vocab(tok);
+    const char **pieces = malloc(nv * sizeof(*pieces));
+    float *scores = malloc(nv * sizeof(float));
+    int *types = malloc(nv * sizeof(int));
+    for (size_t i = 0; i < nv; i++) {
+        pieces[i] = qp_tokenizer_piece(tok, (int)i);
+        scores[i] = qp_tokenizer_score(tok, (int)i);
+        types[i] = qp_tokenizer_type(tok, (int)i);
+    }
+    qp_tokenizer *nobos = NULL, *none = NULL;
+    assert_int_equal(qp_tokenizer_from_vocab(&nobos, nv, pieces, scores, types, -1, qp_tokenizer_eos(tok),
+                                             qp_tokenizer_unk(tok), qp_tokenizer_add_dummy_prefix(tok)), 0);
+    assert_int_equal(qp_tokenizer_from_vocab(&none, nv, pieces, scores, types, -1, -1, qp_tokenizer_unk(tok),
+                                             qp_tokenizer_add_dummy_prefix(tok)), 0);
+    assert_int_equal(qp_tokenizer_wants_bos(nobos), 0);
+    const char *e1[] = {"First Citizen:", "zq xk qqz vv"};
+    const char *e2[] = {" zq xk qqz vv", " thee, and I am glad of it."};
+    qp_mc_item items[] = {{"", e1, 2, 0}, {"\nROMEO:\nI thank", e2, 2, 1}};
+    qp_mc_result mr;
+    assert_int_equal(qp_eval_mc(&mr, m, nobos, items, 2, NULL, NULL), 0);
+    assert_true(mr.acc == 1.0);
+    /* item 1 by hand: [EOS] + the ending's tokens, every ending token scored;
+     * the hand-made log-likelihoods order the endings as qp_eval_mc did */
+    double lp[2];
+    for (int e = 0; e < 2; e++) {
+        int *ids = NULL;
+        size_t n = 0;
+        assert_int_equal(qp_tokenizer_encode(nobos, e1[e], strlen(e1[e]), QP_TOK_ADD_BOS, &ids, &n), 0);
+        assert_true(n >= 2 && ids[0] != 1);   /* ADD_BOS is ignored without a BOS */
+        int32_t *seq = malloc((n + 1) * sizeof(int32_t));
+        seq[0] = qp_tokenizer_eos(tok);
+        for (size_t i = 0; i < n; i++)
+            seq[i + 1] = ids[i];
+        nll = 0;
+        count = 0;
+        assert_int_equal(qp_llama_nll(m, seq, n + 1, 1, &nll, &count), 0);
+        assert_int_equal(count, n);
+        lp[e] = -nll;
+        free(seq);
+        free(ids);
+    }
+    qp_mc_result one;
+    qp_mc_item flipped = items[0];
+    flipped.label = lp[0] > lp[1] ? 1 : 0;   /* the ending the hand computation ranks second */
+    assert_int_equal(qp_eval_mc(&one, m, nobos, &flipped, 1, NULL, NULL), 0);
+    assert_true(one.acc == 0.0);
+    flipped.label = 1 - flipped.label;
+    assert_int_equal(qp_eval_mc(&one, m, nobos, &flipped, 1, NULL, NULL), 0);
+    assert_true(one.acc == 1.0);
+    assert_int_equal(qp_eval_mc(&one, m, none, items, 1, NULL, NULL), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "multiple-choice item 1, ending 0: the context has no tokens and the model "
+                                         "has neither BOS nor EOS to condition the ending on");
+    qp_tokenizer_free(nobos);
+    qp_tokenizer_free(none);
+    free(pieces);
+    free(scores);
+    free(types);
+    qp_llama_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kld_matches_naive),
         cmocka_unit_test(test_protocol_accounting),
         cmocka_unit_test(test_mc),
+        cmocka_unit_test(test_no_bos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -453,12 +453,29 @@ static void naive_rmsnorm(double *y, const double *x, const float *w, size_t d, 
         y[i] = x[i] * r * w[i];
 }
 
-/* Rotate-half RoPE of one head vector v[hd] at position p. */
-static void naive_rope(double *v, int hd, size_t p, double theta)
+/* Inverse frequency i in double: θ^(−2i/hd), with Llama 3 scaling as
+ * transformers' _compute_llama3_parameters states it. */
+static double naive_inv_freq(const qp_llama_hparams *hp, int i)
 {
-    int h = hd / 2;
+    double inv = pow(hp->rope_theta, -2.0 * i / hp->head_dim);
+    const qp_rope_scaling *s = &hp->rope_scaling;
+    if (s->kind != QP_ROPE_LLAMA3)
+        return inv;
+    double wavelen = 2.0 * M_PI / inv, old = s->original_max_pos;
+    if (wavelen < old / s->high_freq_factor)
+        return inv;
+    if (wavelen > old / s->low_freq_factor)
+        return inv / s->factor;
+    double smooth = (old / wavelen - s->low_freq_factor) / (s->high_freq_factor - s->low_freq_factor);
+    return (1.0 - smooth) * inv / s->factor + smooth * inv;
+}
+
+/* Rotate-half RoPE of one head vector v[hd] at position p. */
+static void naive_rope(double *v, const qp_llama_hparams *hp, size_t p)
+{
+    int hd = hp->head_dim, h = hd / 2;
     for (int i = 0; i < h; i++) {
-        double ang = (double)p * pow(theta, -2.0 * i / hd);
+        double ang = (double)p * naive_inv_freq(hp, i);
         double a = v[i], b = v[i + h];
         v[i] = a * cos(ang) - b * sin(ang);
         v[i + h] = b * cos(ang) + a * sin(ang);
@@ -501,9 +518,9 @@ static void naive_forward(const mem_model *mm, const qp_llama_hparams *hp, const
             naive_linear(k + t * kvd, wk, bk, xn, kvd, D);
             naive_linear(v + t * kvd, wv, bv, xn, kvd, D);
             for (size_t h = 0; h < H; h++)
-                naive_rope(q + t * qd + h * hd, (int)hd, t, hp->rope_theta);
+                naive_rope(q + t * qd + h * hd, hp, t);
             for (size_t h = 0; h < KV; h++)
-                naive_rope(k + t * kvd + h * hd, (int)hd, t, hp->rope_theta);
+                naive_rope(k + t * kvd + h * hd, hp, t);
         }
         for (size_t t = 0; t < n; t++) {
             for (size_t h = 0; h < H; h++) {
@@ -638,6 +655,49 @@ static void test_tiny_blocks_mqa(void **state)
                            .head_dim = 10, .intermediate = 300, .rms_eps = 1e-6f, .rope_theta = 500.0f,
                            .max_pos = 80, .tied_embeddings = 0, .qkv_bias = 0};
     check_tiny(&hp, 70, 7);
+}
+
+/* Llama 3.2 style: llama3 rope scaling, tied head.  original_max_pos 64
+ * puts head dims in all three bands (wavelengths 6.3, 33, 168, ...: high,
+ * medium, low); the window reaches position 59. */
+static void test_tiny_llama3(void **state)
+{
+    (void)state;
+    qp_llama_hparams hp = {.vocab = 50, .hidden = 32, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1,
+                           .head_dim = 16, .intermediate = 40, .rms_eps = 1e-5f, .rope_theta = 500000.0f,
+                           .rope_scaling = {.kind = QP_ROPE_LLAMA3, .factor = 8.0, .low_freq_factor = 1.0,
+                                            .high_freq_factor = 4.0, .original_max_pos = 64},
+                           .max_pos = 64, .tied_embeddings = 1, .qkv_bias = 0};
+    check_tiny(&hp, 60, 11);
+    /* and the scaling matters: the same weights without it give other logits */
+    qp_llama_hparams plain = hp;
+    plain.rope_scaling.kind = QP_ROPE_PLAIN;
+    mem_model *mm = calloc(1, sizeof(*mm));
+    assert_non_null(mm);
+    build_random(mm, &hp, 11);
+    qp_weight_source src = {mm, mem_get, 0};
+    int32_t tok[60];
+    for (int t = 0; t < 60; t++)
+        tok[t] = (int32_t)((t * 7919u + 11) % 50);
+    float *a = malloc(60 * 50 * sizeof(float)), *b = malloc(60 * 50 * sizeof(float));
+    qp_llama *m1 = NULL, *m2 = NULL;
+    assert_int_equal(qp_llama_new(&m1, &hp, &src, NULL), 0);
+    assert_int_equal(qp_llama_new(&m2, &plain, &src, NULL), 0);
+    assert_int_equal(qp_llama_forward(m1, tok, 60, a), 0);
+    assert_int_equal(qp_llama_forward(m2, tok, 60, b), 0);
+    double maxd = 0;
+    for (size_t i = 0; i < 60 * 50; i++)
+        maxd = fmax(maxd, fabs((double)a[i] - (double)b[i]));
+    printf("tiny llama3 model: max |logit(llama3) - logit(plain)| = %.3g\n", maxd);
+    assert_true(maxd > 1e-2);
+    /* position 0 has angle 0 in every band: the first row is identical */
+    assert_memory_equal(a, b, 50 * sizeof(float));
+    qp_llama_free(m1);
+    qp_llama_free(m2);
+    free(a);
+    free(b);
+    mem_free(mm);
+    free(mm);
 }
 
 /* ---- building blocks ---- */
@@ -895,6 +955,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mm_deterministic),
         cmocka_unit_test(test_tiny_tied_bias_gqa),
         cmocka_unit_test(test_tiny_blocks_mqa),
+        cmocka_unit_test(test_tiny_llama3),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_reference_logits),
         cmocka_unit_test(test_house_deterministic),
