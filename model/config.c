@@ -247,7 +247,7 @@ static int rope_number(const src *s, const json_t *rs, const char *k, double *ou
         return field_error(s, field, "expected a number, got %s", jtype(v));
     double x = json_number_value(v);
     if (!(x > 0.0) || !isfinite(x) || x > 1e30)
-        return field_error(s, field, "%g must be positive and finite", x);
+        return field_error(s, field, "%g is out of range (0 < x <= 1e30)", x);
     *out = x;
     return 0;
 }
