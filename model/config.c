@@ -234,11 +234,18 @@ static void json_brief(char *buf, size_t cap, const json_t *v)
     free(d);
 }
 
-/* A number of rope_scaling: present, finite, positive. */
-static int rope_number(const src *s, const json_t *rs, const char *k, double *out)
+/* "OBJ.KEY" into buf: the field name of a key of rope_scaling / rope_parameters. */
+static const char *rope_field(char *buf, size_t cap, const char *obj, const char *key)
 {
-    char field[64];
-    snprintf(field, sizeof(field), "rope_scaling.%s", k);
+    snprintf(buf, cap, "%s.%.70s", obj, key);
+    return buf;
+}
+
+/* A number of the rope object: present, finite, positive. */
+static int rope_number(const src *s, const json_t *rs, const char *obj, const char *k, double *out)
+{
+    char field[96];
+    rope_field(field, sizeof(field), obj, k);
     const json_t *v = json_object_get(rs, k);
     if (!v || json_is_null(v))
         return field_error(s, field, "missing (llama3 scaling needs factor, low_freq_factor, high_freq_factor and "
@@ -247,7 +254,7 @@ static int rope_number(const src *s, const json_t *rs, const char *k, double *ou
         return field_error(s, field, "expected a number, got %s", jtype(v));
     double x = json_number_value(v);
     if (!(x > 0.0) || !isfinite(x) || x > 1e30)
-        return field_error(s, field, "%g must be positive and finite", x);
+        return field_error(s, field, "%g is out of range (0 < x <= 1e30)", x);
     *out = x;
     return 0;
 }
@@ -255,33 +262,45 @@ static int rope_number(const src *s, const json_t *rs, const char *k, double *ou
 /* rope_scaling: absent or null (plain RoPE), {"rope_type": "default"}, or
  * Llama 3's {"rope_type": "llama3", "factor", "low_freq_factor",
  * "high_freq_factor", "original_max_position_embeddings"} ("type" is the
- * legacy spelling of "rope_type", as transformers accepts it).  Any other
+ * legacy spelling of "rope_type", as transformers accepts it).  Newer
+ * transformers write the same object as "rope_parameters", with rope_theta
+ * inside it; that rope_theta then replaces the top-level one.  Any other
  * type, and any other field, is refused by name with its value: a scaling
  * qpipe ignored would give wrong logits silently. */
-static int json_rope_scaling(const src *s, const json_t *root, qp_rope_scaling *out)
+static int json_rope_scaling(const src *s, const json_t *root, qp_rope_scaling *out, float *theta)
 {
     static const char *const llama3_keys[] = {
         "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings",
     };
     const json_t *rs = json_object_get(root, "rope_scaling");
+    const json_t *rp = json_object_get(root, "rope_parameters");
+    const char *obj = "rope_scaling";
+    char field[96], val[80];
     memset(out, 0, sizeof(*out));
+    if (rp && !json_is_null(rp)) {
+        if (rs && !json_is_null(rs))
+            return field_error(s, "rope_parameters", "given together with rope_scaling; keep one of them");
+        rs = rp;
+        obj = "rope_parameters";
+    }
     if (!rs || json_is_null(rs))
         return 0;
     if (!json_is_object(rs))
-        return field_error(s, "rope_scaling", "expected an object or null, got %s", jtype(rs));
+        return field_error(s, obj, "expected an object or null, got %s", jtype(rs));
     const json_t *t = json_object_get(rs, "rope_type"), *legacy = json_object_get(rs, "type");
-    const char *tfield = t ? "rope_scaling.rope_type" : "rope_scaling.type";
+    char tfield[96];
+    rope_field(tfield, sizeof(tfield), obj, t ? "rope_type" : "type");
     if (!t)
         t = legacy;
     if (!t)
-        return field_error(s, "rope_scaling", "has no rope_type (qpipe runs llama3 scaling or none)");
+        return field_error(s, obj, "has no rope_type (qpipe runs llama3 scaling or none)");
     if (!json_is_string(t))
         return field_error(s, tfield, "expected a string, got %s", jtype(t));
     const char *type = json_string_value(t);
     if (legacy && legacy != t && !(json_is_string(legacy) && strcmp(json_string_value(legacy), type) == 0)) {
-        char val[80];
         json_brief(val, sizeof(val), legacy);
-        return field_error(s, "rope_scaling.type", "%s contradicts rope_type '%s'", val, type);
+        return field_error(s, rope_field(field, sizeof(field), obj, "type"), "%s contradicts rope_type '%s'", val,
+                           type);
     }
     int llama3 = strcmp(type, "llama3") == 0;
     if (!llama3 && strcmp(type, "default") != 0)
@@ -289,36 +308,45 @@ static int json_rope_scaling(const src *s, const json_t *root, qp_rope_scaling *
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)rs, key, v) {
-        int known = strcmp(key, "rope_type") == 0 || strcmp(key, "type") == 0;
+        int known = strcmp(key, "rope_type") == 0 || strcmp(key, "type") == 0 ||
+                    (rs == rp && strcmp(key, "rope_theta") == 0);
         for (size_t i = 0; llama3 && i < sizeof(llama3_keys) / sizeof(llama3_keys[0]); i++)
             known |= strcmp(key, llama3_keys[i]) == 0;
         if (!known) {
-            char field[96], val[80];
-            snprintf(field, sizeof(field), "rope_scaling.%.70s", key);
             json_brief(val, sizeof(val), v);
-            return field_error(s, field, "%s is not supported with rope_type '%s' (qpipe runs llama3 scaling or "
-                               "none)", val, type);
+            return field_error(s, rope_field(field, sizeof(field), obj, key), "%s is not supported with rope_type "
+                               "'%s' (qpipe runs llama3 scaling or none)", val, type);
         }
+    }
+    const json_t *th = rs == rp ? json_object_get(rs, "rope_theta") : NULL;
+    if (th && !json_is_null(th)) {
+        if (!json_is_number(th))
+            return field_error(s, rope_field(field, sizeof(field), obj, "rope_theta"), "expected a number, got %s",
+                               jtype(th));
+        float f = (float)json_number_value(th);
+        if (!(f > 0.0f) || !isfinite(f))
+            return field_error(s, rope_field(field, sizeof(field), obj, "rope_theta"), "must be positive");
+        *theta = f;
     }
     if (!llama3)
         return 0;
     qp_rope_scaling r = {.kind = QP_ROPE_LLAMA3};
     int rc;
-    if ((rc = rope_number(s, rs, "factor", &r.factor)) != 0 ||
-        (rc = rope_number(s, rs, "low_freq_factor", &r.low_freq_factor)) != 0 ||
-        (rc = rope_number(s, rs, "high_freq_factor", &r.high_freq_factor)) != 0)
+    if ((rc = rope_number(s, rs, obj, "factor", &r.factor)) != 0 ||
+        (rc = rope_number(s, rs, obj, "low_freq_factor", &r.low_freq_factor)) != 0 ||
+        (rc = rope_number(s, rs, obj, "high_freq_factor", &r.high_freq_factor)) != 0)
         return rc;
     if (!(r.high_freq_factor > r.low_freq_factor))
-        return field_error(s, "rope_scaling.high_freq_factor", "%g must be greater than low_freq_factor %g",
-                           r.high_freq_factor, r.low_freq_factor);
+        return field_error(s, rope_field(field, sizeof(field), obj, "high_freq_factor"),
+                           "%g must be greater than low_freq_factor %g", r.high_freq_factor, r.low_freq_factor);
     const json_t *om = json_object_get(rs, "original_max_position_embeddings");
+    rope_field(field, sizeof(field), obj, "original_max_position_embeddings");
     if (!om || json_is_null(om))
-        return field_error(s, "rope_scaling.original_max_position_embeddings", "missing (llama3 scaling needs "
-                           "factor, low_freq_factor, high_freq_factor and original_max_position_embeddings)");
+        return field_error(s, field, "missing (llama3 scaling needs factor, low_freq_factor, high_freq_factor and "
+                           "original_max_position_embeddings)");
     if (!json_is_integer(om) || json_integer_value(om) < 1 || json_integer_value(om) > INT_MAX) {
-        char val[80];
         json_brief(val, sizeof(val), om);
-        return field_error(s, "rope_scaling.original_max_position_embeddings", "%s is not a positive integer", val);
+        return field_error(s, field, "%s is not a positive integer", val);
     }
     r.original_max_pos = (int)json_integer_value(om);
     *out = r;
@@ -412,7 +440,7 @@ int qp_llama_config_parse(qp_llama_config *out, const char *json, size_t len, co
     s.head_dim_given = hd && !json_is_null(hd);
     c.qkv_bias = c.arch == QP_ARCH_QWEN2;
     if ((rc = check_config(&s, &c)) != 0 || (rc = json_refusals(&s, root, &c)) != 0 ||
-        (rc = json_rope_scaling(&s, root, &c.rope_scaling)) != 0 ||
+        (rc = json_rope_scaling(&s, root, &c.rope_scaling, &c.rope_theta)) != 0 ||
         (rc = json_special_ids(&s, root, c.arch, &c)) != 0)
         goto done;
     *out = c;

@@ -19,7 +19,8 @@ typedef enum {
 
 #define QP_MAX_EOS 8
 
-/* config.json's rope_scaling.  PLAIN: none (absent, null, or rope_type
+/* config.json's rope_scaling (or newer transformers' rope_parameters, whose
+ * rope_theta replaces the top-level one).  PLAIN: none (absent, null, or rope_type
  * "default").  LLAMA3: transformers' _compute_llama3_parameters, with the
  * four numbers kept as config.json gives them (Python floats / int: the
  * frequency code converts them exactly where PyTorch does; see

@@ -191,12 +191,12 @@ int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out)
     return 0;
 }
 
-/* The token every multiple-choice sequence starts with beyond the text:
- * none when the tokenizer adds BOS itself (flags say so), else EOS, used
- * only for a ctx of no tokens (-1: none to use). */
+/* How multiple-choice sequences start: with the BOS the tokenizer adds
+ * (flags), or, when it adds none and ctx has no tokens, with `lead` (the
+ * vocabulary's BOS, else its EOS; -1: none to use). */
 typedef struct {
     unsigned flags;   /* QP_TOK_ADD_BOS when the tokenizer adds BOS */
-    int lead;         /* EOS for an empty ctx without BOS, or -1 */
+    int lead;         /* the token put before an empty ctx, or -1 */
 } mc_encoding;
 
 /* Encodes text as a multiple-choice sequence; *ctx_tokens (the tokens of
@@ -271,7 +271,9 @@ int qp_eval_mc(qp_mc_result *out, qp_llama *m, const qp_tokenizer *tok, const qp
 {
     size_t correct = 0, correct_norm = 0;
     int wants_bos = qp_tokenizer_wants_bos(tok);
-    mc_encoding enc = {wants_bos ? QP_TOK_ADD_BOS : 0u, wants_bos ? -1 : qp_tokenizer_eos(tok)};
+    /* lm-evaluation-harness's prefix_token_id: BOS when the vocabulary has one, else EOS */
+    int lead = qp_tokenizer_bos(tok) >= 0 ? qp_tokenizer_bos(tok) : qp_tokenizer_eos(tok);
+    mc_encoding enc = {wants_bos ? QP_TOK_ADD_BOS : 0u, wants_bos ? -1 : lead};
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < n; i++) {
         const qp_mc_item *it = &items[i];

@@ -57,9 +57,9 @@ int qp_eval_finish(const qp_eval_acc *a, qp_eval_result *out);
 /* Multiple choice (HellaSwag-style): each ending is scored by the sum of its
  * tokens' log-probabilities given ctx (ctx + ending tokenized together, BOS
  * first when the tokenizer adds one; the ending's tokens are those after
- * ctx's own tokens).  Without a BOS and with a ctx of no tokens, the EOS id
- * is put first as the one token to condition on (lm-evaluation-harness's
- * empty-context rule); with neither it is an error.  acc_norm divides by the
+ * ctx's own tokens).  When the tokenizer adds no BOS and ctx has no tokens,
+ * one token is put first to condition on: the vocabulary's BOS, else its EOS
+ * (lm-evaluation-harness's prefix_token_id); with neither it is an error.  acc_norm divides by the
  * ending's length in bytes, as lm-evaluation-harness does. */
 typedef struct {
     const char *ctx;

@@ -69,31 +69,70 @@ VECTORIZE void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t 
         y[i] = w[i] * (x[i] * r);
 }
 
+/* The f32 constants of Llama 3 scaling, converted where PyTorch converts
+ * them (see the header). */
+typedef struct {
+    float two_pi, factor, old_len, low, high, low_wavelen, high_wavelen, band;
+} llama3_consts;
+
+static llama3_consts llama3_constants(const qp_rope_scaling *s)
+{
+    llama3_consts c;
+    c.two_pi = (float)(2.0 * 3.14159265358979323846);
+    c.factor = (float)s->factor;
+    c.old_len = (float)s->original_max_pos;
+    c.low = (float)s->low_freq_factor;
+    c.high = (float)s->high_freq_factor;
+    c.low_wavelen = (float)((double)s->original_max_pos / s->low_freq_factor);
+    c.high_wavelen = (float)((double)s->original_max_pos / s->high_freq_factor);
+    c.band = (float)(s->high_freq_factor - s->low_freq_factor);
+    return c;
+}
+
 /* One llama3-scaled frequency from the default one (see the header for
  * which PyTorch operation each line is). */
-static float rope_llama3(float inv, const qp_rope_scaling *s)
+static float rope_llama3(float inv, const llama3_consts *c)
 {
-    const float two_pi = (float)(2.0 * 3.14159265358979323846);
-    const float factor = (float)s->factor;
-    const float old_len = (float)s->original_max_pos;
-    const float low_wavelen = (float)((double)s->original_max_pos / s->low_freq_factor);
-    const float high_wavelen = (float)((double)s->original_max_pos / s->high_freq_factor);
-    float wavelen = (1.0f / inv) * two_pi;
-    float scaled = wavelen > low_wavelen ? inv / factor : inv;
-    if (wavelen < high_wavelen || wavelen > low_wavelen)
+    float wavelen = (1.0f / inv) * c->two_pi;
+    float scaled = wavelen > c->low_wavelen ? inv / c->factor : inv;
+    if (wavelen < c->high_wavelen || wavelen > c->low_wavelen)
         return scaled;
-    float smooth = ((1.0f / wavelen) * old_len - (float)s->low_freq_factor) /
-                   (float)(s->high_freq_factor - s->low_freq_factor);
-    return (1.0f - smooth) * scaled / factor + smooth * scaled;
+    float smooth = ((1.0f / wavelen) * c->old_len - c->low) / c->band;
+    return (1.0f - smooth) * scaled / c->factor + smooth * scaled;
+}
+
+static float rope_default(int i, int head_dim, float theta)
+{
+    float e = (float)(2 * i) / (float)head_dim;
+    return 1.0f / (float)pow((double)theta, (double)e);
 }
 
 void qp_kern_rope_inv_freq(float *inv, int head_dim, float theta, const qp_rope_scaling *s)
 {
+    int llama3 = s && s->kind == QP_ROPE_LLAMA3;
+    llama3_consts c;
+    if (llama3)
+        c = llama3_constants(s);
     for (int i = 0; i < head_dim / 2; i++) {
-        float e = (float)(2 * i) / (float)head_dim;
-        inv[i] = 1.0f / (float)pow((double)theta, (double)e);
-        if (s && s->kind == QP_ROPE_LLAMA3)
-            inv[i] = rope_llama3(inv[i], s);
+        inv[i] = rope_default(i, head_dim, theta);
+        if (llama3)
+            inv[i] = rope_llama3(inv[i], &c);
+    }
+}
+
+void qp_kern_rope_llama3_gguf_factors(float *factors, int head_dim, float theta, const qp_rope_scaling *s)
+{
+    llama3_consts c = llama3_constants(s);
+    for (int i = 0; i < head_dim / 2; i++) {
+        float wavelen = (1.0f / rope_default(i, head_dim, theta)) * c.two_pi;
+        if (wavelen < c.high_wavelen) {
+            factors[i] = 1.0f;
+        } else if (wavelen > c.low_wavelen) {
+            factors[i] = c.factor;
+        } else {
+            float smooth = ((1.0f / wavelen) * c.old_len - c.low) / c.band;
+            factors[i] = 1.0f / ((1.0f - smooth) / c.factor + smooth);
+        }
     }
 }
 

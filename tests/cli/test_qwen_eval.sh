@@ -100,4 +100,15 @@ expect_grep "stage 'other': the model and reference 'win' have different tokeniz
 printf '{"model": {"type": "BPE", "vocab": {' > qcopy/tokenizer.json
 expect_exit 1 "$QPIPE" run q.yaml --no-provenance --stage other
 expect_grep "stage 'other': input 'model2': tokenizer.json: "
+
+# a rope_scaling qpipe cannot run: one line naming the field and its value
+cp "$Q/tokenizer.json" qcopy/
+python3 - "$Q/config.json" qcopy/config.json <<'P'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+P
+expect_exit 1 "$QPIPE" run q.yaml --no-provenance --stage other
+expect_grep "^qpipe: stage 'other': input 'model2': config.json: rope_scaling.rope_type: 'yarn' is not supported \(qpipe runs llama3 scaling or none\)$"
 done_ok

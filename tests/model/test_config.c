@@ -201,6 +201,18 @@ static void test_llama3(void **state)
     assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
     assert_true(c.rope_scaling.factor == 8.0);
 
+    /* transformers' newer rope_parameters: the same object, rope_theta inside */
+    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_parameters\": {\"rope_type\": \"llama3\", "
+             "\"rope_theta\": 500000.0, \"factor\": 32.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+             "\"original_max_position_embeddings\": 8192}}", &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
+    assert_true(c.rope_scaling.factor == 32.0);
+    assert_true(c.rope_theta == 500000.0f);
+    parse_ok("{\"architectures\": [\"Qwen2ForCausalLM\"], " BASE ", \"rope_theta\": 10000.0, "
+             "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0}}", &c);
+    assert_int_equal(c.rope_scaling.kind, QP_ROPE_PLAIN);
+    assert_true(c.rope_theta == 1e6f);
+
     /* null and "default" are plain RoPE */
     parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": null}", &c);
     assert_int_equal(c.rope_scaling.kind, QP_ROPE_PLAIN);
@@ -303,7 +315,7 @@ static void test_refusals(void **state)
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
               "\"factor\": 0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
               "\"original_max_position_embeddings\": 8192}}",
-              "config.json: rope_scaling.factor: 0 must be positive and finite");
+              "config.json: rope_scaling.factor: 0 is out of range (0 < x <= 1e30)");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
               "\"factor\": 8.0, \"low_freq_factor\": 4.0, \"high_freq_factor\": 4.0, "
               "\"original_max_position_embeddings\": 8192}}",
@@ -312,6 +324,23 @@ static void test_refusals(void **state)
               "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
               "\"original_max_position_embeddings\": 8192.5}}",
               "config.json: rope_scaling.original_max_position_embeddings: 8192.5 is not a positive integer");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_parameters\": {\"rope_type\": \"yarn\", "
+              "\"rope_theta\": 1e6, \"factor\": 4.0}}",
+              "config.json: rope_parameters.rope_type: 'yarn' is not supported (qpipe runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_parameters\": {\"rope_type\": \"default\", "
+              "\"rope_theta\": 1e6, \"mrope_section\": [16, 24, 24]}}",
+              "config.json: rope_parameters.mrope_section: [16,24,24] is not supported with rope_type 'default' (qpipe "
+              "runs llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_parameters\": {\"rope_type\": \"default\", "
+              "\"rope_theta\": \"1e6\"}}",
+              "config.json: rope_parameters.rope_theta: expected a number, got a string");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"default\", "
+              "\"rope_theta\": 1e6}}",
+              "config.json: rope_scaling.rope_theta: 1000000.0 is not supported with rope_type 'default' (qpipe runs "
+              "llama3 scaling or none)");
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"default\"}, "
+              "\"rope_parameters\": {\"rope_type\": \"default\"}}",
+              "config.json: rope_parameters: given together with rope_scaling; keep one of them");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"partial_rotary_factor\": 0.5}",
               "config.json: partial_rotary_factor: 0.5 is not supported (RoPE over the whole head only)");
     parse_err("{\"architectures\": [\"GPT2LMHeadModel\"], " BASE "}",

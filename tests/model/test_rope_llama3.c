@@ -26,6 +26,7 @@
 #include "common/error.h"
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/llama_kernels.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -241,6 +242,57 @@ static void test_house_frequencies(void **state)
     }
 }
 
+/* llama.cpp's rope_freqs.weight for Llama 3.1 (convert_hf_to_gguf.py's loop,
+ * run with PyTorch 1.13.1: the freqs above, then per element
+ *   wavelen = 2 * math.pi / freq; 1 if wavelen < old / high, factor if
+ *   wavelen > old / low, else 1 / ((1 - smooth) / factor + smooth)
+ * collected with torch.tensor(..., dtype=torch.float32)). */
+static const uint32_t torch_gguf_factors31[64] = {
+    0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000,
+    0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000,
+    0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000,
+    0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f9a8ed5, 0x3fc6d64a, 0x4001af1d,
+    0x402c732e, 0x406bcace, 0x40a83c06, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000,
+    0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000,
+    0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000,
+    0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000, 0x41000000,
+};
+
+/* The same loop derived here. */
+static void derive_gguf_factors(float *out, double theta, int dim, double factor, double low, double high, int old)
+{
+    float inv[2048];
+    derive_default(inv, theta, dim);
+    for (int i = 0; i < dim / 2; i++) {
+        float wavelen = t_rdiv(2.0 * M_PI, inv[i]);
+        if (wavelen < (float)((double)old / high)) {
+            out[i] = 1.0f;
+        } else if (wavelen > (float)((double)old / low)) {
+            out[i] = (float)factor;
+        } else {
+            float smooth = (t_rdiv((double)old, wavelen) - (float)low) / (float)(high - low);
+            out[i] = t_rdiv(1.0, (1.0f - smooth) / (float)factor + smooth);
+        }
+    }
+}
+
+static void test_gguf_factors(void **state)
+{
+    (void)state;
+    qp_rope_scaling s = {.kind = QP_ROPE_LLAMA3, .factor = 8.0, .low_freq_factor = 1.0, .high_freq_factor = 4.0,
+                         .original_max_pos = 8192};
+    float mine[64], derived[64];
+    qp_kern_rope_llama3_gguf_factors(mine, 128, 500000.0f, &s);
+    derive_gguf_factors(derived, 500000.0, 128, 8.0, 1.0, 4.0, 8192);
+    assert_memory_equal(mine, derived, sizeof(mine));
+    expect_bits(mine, torch_gguf_factors31, 64, "rope_freqs.weight");
+    qp_rope_scaling odd = {.kind = QP_ROPE_LLAMA3, .factor = 3.3, .low_freq_factor = 0.7, .high_freq_factor = 5.1,
+                           .original_max_pos = 777};
+    qp_kern_rope_llama3_gguf_factors(mine, 128, 10000.0f, &odd);
+    derive_gguf_factors(derived, 10000.0, 128, 3.3, 0.7, 5.1, 777);
+    assert_memory_equal(mine, derived, sizeof(mine));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_llama32_frequencies),
         cmocka_unit_test(test_odd_factors),
         cmocka_unit_test(test_house_frequencies),
+        cmocka_unit_test(test_gguf_factors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
