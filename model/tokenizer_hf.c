@@ -153,7 +153,7 @@ static qp_norm *new_norm(ld_t *l)
 static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
 {
     int rc;
-    if (json_is_null(j))
+    if (!j || json_is_null(j))   /* absent or null: none */
         return 0;
     const char *type = type_of(j);
     if (!json_is_object(j) || !type)
@@ -292,7 +292,7 @@ static void note_split(ld_t *l, const char *regex)
 static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
 {
     int rc;
-    if (json_is_null(j))
+    if (!j || json_is_null(j))   /* absent or null: none */
         return 0;
     const char *type = type_of(j);
     if (!json_is_object(j) || !type)
@@ -388,7 +388,7 @@ static qp_dec *new_dec(ld_t *l, qp_dec_kind kind)
 static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
 {
     int rc;
-    if (json_is_null(j))
+    if (!j || json_is_null(j))   /* absent or null: none */
         return 0;
     const char *type = type_of(j);
     if (!json_is_object(j) || !type)
