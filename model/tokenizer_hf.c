@@ -126,7 +126,7 @@ static int get_pattern(const char *name, const char *path, const json_t *o, qp_p
         snprintf(where, sizeof(where), "%s.pattern.Regex", path);
         if (regex)
             *regex = json_string_value(r);
-        return qp_regex_compile(&p->re, json_string_value(r), json_string_length(r), name, where);
+        return qp_regex_compile(&p->re, json_string_value(r), json_string_length(r), QP_RE_ONIG, name, where);
     }
     return ferr(name, "%s.pattern has neither a \"String\" nor a \"Regex\" string", path);
 }
@@ -334,7 +334,7 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
             l->other_pre = 1;
         if (use_regex) {
             l->bytelevel_regex = 1;
-            return qp_regex_compile(&p->pat.re, GPT2_REGEX, strlen(GPT2_REGEX), l->name, path);
+            return qp_regex_compile(&p->pat.re, GPT2_REGEX, strlen(GPT2_REGEX), QP_RE_ONIG, l->name, path);
         }
         return 0;
     }
@@ -346,7 +346,7 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
         /* Rust's char::is_numeric is \p{N}; a run of them is Contiguous */
         p->behavior = individual ? QP_SPLIT_ISOLATED : QP_SPLIT_CONTIGUOUS;
         l->other_pre = 1;
-        return qp_regex_compile(&p->pat.re, "\\p{N}", 5, l->name, path);
+        return qp_regex_compile(&p->pat.re, "\\p{N}", 5, QP_RE_ONIG, l->name, path);
     }
     if (strcmp(type, "Metaspace") == 0) {
         qp_pretok *p = new_pre(l, QP_PRE_METASPACE);
@@ -364,7 +364,7 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
         p->behavior = QP_SPLIT_REMOVED;
         p->invert = !ws;
         l->other_pre = 1;
-        return qp_regex_compile(&p->pat.re, re, strlen(re), l->name, path);
+        return qp_regex_compile(&p->pat.re, re, strlen(re), QP_RE_ONIG, l->name, path);
     }
     return ferr(l->name, "%s: unknown pre-tokenizer type '%s' (supported: Split, ByteLevel, Digits, Metaspace, "
                 "Whitespace, WhitespaceSplit, Sequence)", path, type);
@@ -646,7 +646,7 @@ static int parse_merges(ld_t *l, qp_tokenizer *t, const json_t *merges)
             ll[i] = json_string_length(m);
         }
     }
-    rc = qp_tok_merges_build(t, t->bpe, n, lefts, ll, rights, rl, l->name, "model.merges");
+    rc = qp_tok_merges_build(t, t->bpe, n, lefts, ll, rights, rl, 0, l->name, "model.merges");
 done:
     free(lefts);
     free(rights);

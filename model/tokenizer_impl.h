@@ -63,6 +63,10 @@ typedef struct {
      * llama.cpp's token_to_id). */
     int bpe;
     int dup_last;
+    /* GGUF "llama" (llama.cpp's reading): any number of pieces may be of
+     * type UNKNOWN (phi-3 types its padding so, and its <unk> CONTROL);
+     * unk is just an id. */
+    int many_unknown;
 } qp_tok_spec;
 
 /* Where a vocabulary came from, so validation errors name it:

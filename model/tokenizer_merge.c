@@ -70,9 +70,19 @@ static void quote(char *dst, size_t cap, const char *p, size_t n)
     dst[o] = '\0';
 }
 
+static void store_side(qp_buf *blob, const char *p, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (p[k] == ' ')
+            qp_buf_puts(blob, "\xC4\xA0");
+        else
+            qp_buf_putc(blob, p[k]);
+    }
+}
+
 int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *const *lefts,
                         const size_t *left_lens, const char *const *rights, const size_t *right_lens,
-                        const char *name, const char *where)
+                        int lenient, const char *name, const char *where)
 {
     int rc = 0;
     char q[256], q2[256];
@@ -87,7 +97,14 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
     for (size_t i = 0; i < n; i++) {
         const char *a = lefts[i], *c;
         size_t al = left_lens[i], cl;
-        if (!rights) {
+        if (!rights && lenient) {
+            /* llama.cpp: the first space after the first byte; none: two
+             * empty sides that never match */
+            const char *sp = al > 1 ? memchr(a + 1, ' ', al - 1) : NULL;
+            c = sp ? sp + 1 : a + al;
+            cl = sp ? al - (size_t)(c - a) : 0;
+            al = sp ? (size_t)(sp - a) : 0;
+        } else if (!rights) {
             /* "left right": exactly one space, as tokenizers requires */
             const char *sp = memchr(a, ' ', al);
             if (!sp || memchr(sp + 1, ' ', al - (size_t)(sp + 1 - a))) {
@@ -107,8 +124,8 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
         qp_buf_truncate(&cat, 0);
         qp_buf_append(&cat, a, al);
         qp_buf_append(&cat, c, cl);
-        int im = qp_tok_lookup(t, cat.data, cat.len);
-        if (ia < 0 || ic < 0 || im < 0) {
+        int im = qp_tok_lookup(t, cat.data ? cat.data : "", cat.len);
+        if ((ia < 0 || ic < 0 || im < 0) && !lenient) {
             const char *bad = ia < 0 ? a : ic < 0 ? c : cat.data;
             size_t bl = ia < 0 ? al : ic < 0 ? cl : cat.len;
             quote(q, sizeof(q), bad, bl);
@@ -118,25 +135,23 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
             goto done;
         }
         /* the stored spelling, as GGUF's tokenizer.ggml.merges has it:
-         * a ' ' inside a pair's side is written U+0120, as convert does */
+         * strings as given; a ' ' inside a pair's side is written U+0120,
+         * as convert_hf_to_gguf writes it */
         b->merge_off[i] = (uint32_t)blob.len;
-        for (int side = 0; side < 2; side++) {
-            const char *p = side ? c : a;
-            size_t pl = side ? cl : al;
-            if (side)
-                qp_buf_putc(&blob, ' ');
-            for (size_t k = 0; k < pl; k++) {
-                if (rights && p[k] == ' ')
-                    qp_buf_puts(&blob, "\xC4\xA0");
-                else
-                    qp_buf_putc(&blob, p[k]);
-            }
+        if (rights) {
+            store_side(&blob, a, al);
+            qp_buf_putc(&blob, ' ');
+            store_side(&blob, c, cl);
+        } else {
+            qp_buf_append(&blob, lefts[i], left_lens[i]);
         }
         qp_buf_putc(&blob, '\0');
         if (blob.len > UINT32_MAX) {
             rc = qp_error_set(QP_EFORMAT, "%s: %s: the merges exceed 4 GiB", name, where);
             goto done;
         }
+        if (ia < 0 || ic < 0 || im < 0)
+            continue;   /* lenient: never applies */
         uint64_t key = ((uint64_t)(uint32_t)ia << 32 | (uint32_t)ic) + 1;
         size_t h = (size_t)mix(key) & b->merge_mask;
         while (b->merges[h].key && b->merges[h].key != key)

@@ -27,10 +27,14 @@
 
 typedef struct qp_regex qp_regex;
 
+/* Whose pattern: tokenizer.json's (Oniguruma) or llama.cpp's (std::regex). */
+typedef enum { QP_RE_ONIG, QP_RE_LLAMA } qp_regex_dialect;
+
 /* Compiles an Oniguruma-style pattern (as tokenizer.json and llama.cpp
  * write them) with PCRE2 in UTF + UCP mode, JIT when available.  Errors
  * (QP_EFORMAT): "NAME: WHERE: bad regex: MESSAGE at offset N". */
-int qp_regex_compile(qp_regex **out, const char *pat, size_t len, const char *name, const char *where);
+int qp_regex_compile(qp_regex **out, const char *pat, size_t len, qp_regex_dialect dialect, const char *name,
+                     const char *where);
 void qp_regex_free(qp_regex *re);
 /* The matches of re in valid UTF-8 s[0..n), in order: calls fn(ud, start,
  * end) for each (an empty match advances one character).  A match that
@@ -174,11 +178,13 @@ typedef struct qp_tok_bpe {
 void qp_tok_bpe_free(qp_tok_bpe *b);
 
 /* Builds the merge table from n "a b" strings (or pairs when rights is
- * non-NULL: lefts[i], rights[i]); every side and the concatenation must be
- * pieces of t.  Errors name NAME and the merge. */
+ * non-NULL: lefts[i], rights[i]).  Strict (tokenizers): exactly one space,
+ * every side and the concatenation pieces of t, else an error naming NAME,
+ * WHERE and the merge.  Lenient (llama.cpp): split at the first space after
+ * the first byte; a merge naming no piece never applies. */
 int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *const *lefts,
                         const size_t *left_lens, const char *const *rights, const size_t *right_lens,
-                        const char *name, const char *where);
+                        int lenient, const char *name, const char *where);
 
 /* Appends the ids of one pre-tokenized word (rank BPE). */
 typedef struct {
@@ -197,10 +203,13 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
                       size_t *out_n);
 int qp_tok_bpe_decode(const qp_tokenizer *t, const int *ids, size_t n, char **out_text, size_t *out_len);
 
-/* Known pre-tokenizer regexes: the GGUF pre name of a Split regex list,
- * and llama.cpp's regex list of a pre name (tokenizer_gguf_pre.c). */
+/* Known pre-tokenizer regexes (tokenizer_gguf_pre.c): the GGUF pre name of
+ * a tokenizer.json's Split regexes (NULL when unknown) ... */
 const char *qp_tok_pre_from_regexes(const char *const *regexes, size_t n, int bytelevel_regex);
-/* NULL when pre is unknown; *n_out regexes otherwise. */
-const char *const *qp_tok_pre_regexes(const char *pre, size_t *n_out);
+/* ... and a GGUF vocabulary's pipeline as llama.cpp runs its pre type
+ * (NULL: "default"): the regexes as Isolated splits, ByteLevel, the
+ * ByteLevel decoder, ignore_merges; *add_bos is llama.cpp's default for
+ * the type.  An unknown type is QP_EFORMAT naming PATH and the key. */
+int qp_tok_bpe_llama_pre(qp_tok_bpe *b, const char *pre, const char *path, int *add_bos);
 
 #endif
