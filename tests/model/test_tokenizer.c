@@ -540,14 +540,17 @@ static void test_house_gguf_matches_spm(void **state)
 static void test_gguf_not_llama(void **state)
 {
     (void)state;
-    char *path = qp_test_shared_path("vectors/tokenizers/ggml-vocab-gpt-2.gguf");
+    /* "gpt2" is read since issue #12 (test_tokenizer_gguf.c); WordPiece
+     * is still refused */
+    char *path = qp_test_shared_path("vectors/tokenizers/ggml-vocab-bert-bge.gguf");
     qp_gguf *g = NULL;
     assert_int_equal(qp_gguf_open(&g, path), 0);
     qp_tokenizer *t = (qp_tokenizer *)1;
-    assert_int_equal(qp_tokenizer_load_gguf(&t, g, "gpt2.gguf"), QP_EFORMAT);
+    assert_int_equal(qp_tokenizer_load_gguf(&t, g, "bert.gguf"), QP_EFORMAT);
     assert_null(t);
-    assert_string_equal(qp_error_last(), "gpt2.gguf: key 'tokenizer.ggml.model': is 'gpt2'; only 'llama' "
-                                         "(SentencePiece BPE) vocabularies are supported");
+    assert_string_equal(qp_error_last(), "bert.gguf: key 'tokenizer.ggml.model': is 'bert' (WordPiece), which "
+                                         "qpipe does not tokenize; only 'llama' (SentencePiece) and 'gpt2' "
+                                         "(byte-level BPE) are supported");
     qp_gguf_free(g);
     free(path);
 }
