@@ -34,6 +34,9 @@
  * ~260k); it bounds what a hostile "id" can make us allocate. */
 #define MAX_IDS ((size_t)1 << 24)
 #define MAX_DEPTH 32
+/* Pipeline steps of one kind (pre-tokenizers run depth-first, one stack
+ * frame each). */
+#define MAX_STEPS 64
 
 #define GPT2_REGEX "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
@@ -160,6 +163,8 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
         return ferr(l->name, "%s is not an object with a \"type\"", path);
     if (depth > MAX_DEPTH)
         return ferr(l->name, "%s: normalizers nested too deeply", path);
+    if (l->b->n_norms >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d normalizers", path, MAX_STEPS);
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(j, "normalizers");
         if (!json_is_array(arr))
@@ -299,6 +304,8 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
         return ferr(l->name, "%s is not an object with a \"type\"", path);
     if (depth > MAX_DEPTH)
         return ferr(l->name, "%s: pre-tokenizers nested too deeply", path);
+    if (l->b->n_pres >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d pre-tokenizers", path, MAX_STEPS);
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(j, "pretokenizers");
         if (!json_is_array(arr))
@@ -395,6 +402,8 @@ static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
         return ferr(l->name, "%s is not an object with a \"type\"", path);
     if (depth > MAX_DEPTH)
         return ferr(l->name, "%s: decoders nested too deeply", path);
+    if (l->b->n_decs >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d decoders", path, MAX_STEPS);
     l->b->has_decoder = 1;
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(j, "decoders");

@@ -156,14 +156,23 @@ static char *sanitize(const char *s, size_t n, size_t *out_len)
 
 /* ---- encoding ------------------------------------------------------------- */
 
+typedef struct enc enc_t;
+
+/* One pre-tokenizer stage of the depth-first pipeline. */
 typedef struct {
+    enc_t *e;
+    size_t k;            /* the stage that receives the words */
+    qp_buf a, b;         /* its scratch */
+} stage_t;
+
+struct enc {
     const qp_tokenizer *t;
     const qp_tok_bpe *b;
     unsigned flags;
     qp_ids out;
     qp_buf norm;
-    qp_words w[2];
-} enc_t;
+    stage_t *st;         /* [n_pres + 1] */
+};
 
 /* The added token matching at s[i] (normalized: the tokens matched after
  * normalization): its index, with the span it covers (strips included) in
@@ -211,22 +220,24 @@ static int added_at(const enc_t *e, const char *s, size_t n, size_t i, size_t lo
     return -1;
 }
 
+/* A word reaching stage k: the next pre-tokenizer, or the model after
+ * the last.  Depth-first, so no stage keeps a list of words. */
+static void stage_word(void *ud, const char *s, size_t n, int origin)
+{
+    stage_t *st = ud;
+    enc_t *e = st->e;
+    if (st->k == e->b->n_pres) {
+        qp_tok_bpe_word(e->t, s, n, &e->out);
+        return;
+    }
+    qp_pretokenize(&e->b->pres[st->k], s, n, origin, &st->a, &st->b, stage_word, &e->st[st->k + 1]);
+}
+
 /* Pre-tokenizers and model over one normalized stretch. */
 static void model_text(enc_t *e, const char *s, size_t n, int origin)
 {
-    if (n == 0)
-        return;
-    qp_words *cur = &e->w[0], *nxt = &e->w[1];
-    qp_words_clear(cur);
-    qp_words_add(cur, s, n, origin);
-    for (size_t k = 0; k < e->b->n_pres; k++) {
-        qp_pretokenize(&e->b->pres[k], cur, nxt);
-        qp_words *tmp = cur;
-        cur = nxt;
-        nxt = tmp;
-    }
-    for (size_t i = 0; i < cur->n; i++)
-        qp_tok_bpe_word(e->t, cur->text.data + cur->w[i].off, cur->w[i].len, &e->out);
+    if (n > 0)
+        stage_word(&e->st[0], s, n, origin);
 }
 
 /* Normalizes a stretch of the text, cuts out the added tokens that match
@@ -271,6 +282,11 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
     char *clean = sanitize(len ? text : "", len, &n);
     const char *s = clean ? clean : len ? text : "";
     enc_t e = { .t = t, .b = t->bpe, .flags = flags };
+    e.st = qp_xcalloc(e.b->n_pres + 1, sizeof(*e.st));
+    for (size_t k = 0; k <= e.b->n_pres; k++) {
+        e.st[k].e = &e;
+        e.st[k].k = k;
+    }
     if ((flags & QP_TOK_ADD_BOS) && t->bos >= 0)
         qp_ids_push(&e.out, t->bos);
 
@@ -296,8 +312,11 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
     *out_n = e.out.n;
     free(clean);
     qp_buf_free(&e.norm);
-    qp_words_free(&e.w[0]);
-    qp_words_free(&e.w[1]);
+    for (size_t k = 0; k <= e.b->n_pres; k++) {
+        qp_buf_free(&e.st[k].a);
+        qp_buf_free(&e.st[k].b);
+    }
+    free(e.st);
     return 0;
 }
 

@@ -266,18 +266,9 @@ static void emit_unknown(const qp_tokenizer *t, const qp_tok_bpe *b, const char 
         }
 }
 
-void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out)
+static void merge_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out)
 {
     const qp_tok_bpe *b = t->bpe;
-    if (n == 0)
-        return;
-    if (b->ignore_merges) {
-        int id = qp_tok_lookup(t, w, n);
-        if (id >= 0) {
-            qp_ids_push(out, id);
-            return;
-        }
-    }
     sym_t *s = qp_xmalloc(n * sizeof(*s));
     int32_t ns = 0;
     for (size_t i = 0; i < n;) {
@@ -321,4 +312,31 @@ void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out
     }
     free(hp.h);
     free(s);
+}
+
+void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out)
+{
+    if (n == 0)
+        return;
+    if (t->bpe->ignore_merges) {
+        int id = qp_tok_lookup(t, w, n);
+        if (id >= 0) {
+            qp_ids_push(out, id);
+            return;
+        }
+    }
+    /* A word beyond QP_BPE_MAX_WORD bytes is merged in pieces of that size
+     * (cut before a UTF-8 character): memory stays bounded (~64 bytes per
+     * byte of a piece) for a text of 1 GiB without a space.  Only such
+     * words can tokenize differently from tokenizers / llama.cpp, and only
+     * next to a cut. */
+    while (n > QP_BPE_MAX_WORD) {
+        size_t cut = QP_BPE_MAX_WORD;
+        while (cut > 1 && ((unsigned char)w[cut] & 0xC0) == 0x80)
+            cut--;
+        merge_word(t, w, cut, out);
+        w += cut;
+        n -= cut;
+    }
+    merge_word(t, w, n, out);
 }

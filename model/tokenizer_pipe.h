@@ -42,23 +42,11 @@ void qp_regex_free(qp_regex *re);
 typedef void (*qp_regex_fn)(void *ud, size_t start, size_t end);
 void qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud);
 
-/* ---- words: the pre-tokenized string -------------------------------- */
+/* ---- words -------------------------------------------------------------- */
 
-typedef struct {
-    uint32_t off, len;    /* bytes in qp_words.text */
-    uint32_t origin;      /* 1: starts at offset 0 of the original text */
-} qp_word;
-
-typedef struct {
-    qp_buf text;
-    qp_word *w;
-    size_t n, cap;
-} qp_words;
-
-void qp_words_clear(qp_words *ws);
-void qp_words_free(qp_words *ws);
-/* Appends a word with bytes p[0..n) (empty words are dropped). */
-void qp_words_add(qp_words *ws, const char *p, size_t n, int origin);
+/* Receives the words a pre-tokenizer makes, in order; origin: the word
+ * starts at offset 0 of the original text (Metaspace's "first"). */
+typedef void (*qp_word_fn)(void *ud, const char *p, size_t n, int origin);
 
 /* ---- pipeline steps (tokenizer_pretok.c) ---------------------------- */
 
@@ -116,8 +104,10 @@ typedef struct {
 void qp_pattern_free(qp_pattern *p);
 /* Runs the normalizers over s[0..n) into out (cleared first). */
 void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out);
-/* Runs one pre-tokenizer: in -> out (out cleared first). */
-void qp_pretokenize(const qp_pretok *p, const qp_words *in, qp_words *out);
+/* Runs one pre-tokenizer over the word s[0..n), handing each word it makes
+ * to fn (the word may live in the scratch buffers, valid during the call). */
+void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
+                    qp_word_fn fn, void *ud);
 /* GPT-2's bytes_to_unicode: the UTF-8 spelling of byte b (2 bytes at most). */
 const char *qp_byte_to_unicode(unsigned b, size_t *len);
 /* The byte a mapped character stands for, -1 when c is not one. */
@@ -192,6 +182,9 @@ typedef struct {
     size_t n, cap;
 } qp_ids;
 void qp_ids_push(qp_ids *v, int id);
+/* Words longer than this are merged in pieces of this size (bounded memory;
+ * see tokenizer_merge.c). */
+#define QP_BPE_MAX_WORD ((size_t)1 << 20)
 void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out);
 
 /* Added tokens: builds the lookup tables once b->added is filled. */
