@@ -296,6 +296,11 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
     }
     if (type == QP_TOK_UNUSED)
         t->has_unused = 1;
+    if (type == QP_TOK_CONTROL || type == QP_TOK_UNKNOWN) {
+        if (n > t->max_ctrl_len)
+            t->max_ctrl_len = n;
+        t->ctrl_first[(unsigned char)p[0]] = 1;
+    }
     if (type == QP_TOK_USER_DEFINED) {
         if (n > t->max_user_len)
             t->max_user_len = n;
