@@ -546,6 +546,5 @@ void qp_tok_bpe_free(qp_tok_bpe *b)
     free(b->merges);
     free(b->merge_blob);
     free(b->merge_off);
-    free(b->chat_template);
     free(b);
 }

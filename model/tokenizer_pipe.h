@@ -138,7 +138,7 @@ typedef struct qp_tok_bpe {
     size_t n_decs;
     int has_decoder;            /* 0: pieces joined by ' ' (tokenizers' default) */
 
-    qp_added *added;            /* sorted by id */
+    qp_added *added;            /* in file (tokenizer.json) or id (GGUF) order */
     size_t n_added;
     char *added_blob;
     uint32_t *added_table;      /* [added_mask + 1]: index + 1, 0 = empty */
@@ -160,9 +160,7 @@ typedef struct qp_tok_bpe {
     int fuse_unk;
     int llama_unknown;          /* llama.cpp: unknown symbol -> its bytes'
                                    single-byte pieces, when they exist */
-    int metaspace_decode_space; /* unused */
     const char *pre_name;       /* GGUF tokenizer.ggml.pre, NULL unknown */
-    char *chat_template;
 } qp_tok_bpe;
 
 void qp_tok_bpe_free(qp_tok_bpe *b);

@@ -258,8 +258,10 @@ static void test_random_texts(void **state)
         utf8proc_uint8_t *nfc = NULL;
         utf8proc_ssize_t nl = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)n, &nfc,
                                            UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        if (nl < 0 || n == 0)
-            continue;   /* not valid UTF-8 */
+        if (nl < 0 || n == 0) {   /* not valid UTF-8, or empty */
+            free(nfc);
+            continue;
+        }
         valid++;
         for (int which = 0; which < 2; which++) {
             const qp_tokenizer *t = which ? g : h;
