@@ -184,6 +184,7 @@ void qp_tokenizer_free(qp_tokenizer *t)
     free(t->table);
     free(t->pair_bits);
     qp_tok_bpe_free(t->bpe);
+    qp_tok_trie_free(t->ctrl_trie);
     free(t->chat_template);
     free(t);
 }
@@ -296,10 +297,10 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
     }
     if (type == QP_TOK_UNUSED)
         t->has_unused = 1;
-    if (type == QP_TOK_CONTROL || type == QP_TOK_UNKNOWN) {
-        if (n > t->max_ctrl_len)
-            t->max_ctrl_len = n;
-        t->ctrl_first[(unsigned char)p[0]] = 1;
+    if ((type == QP_TOK_CONTROL || type == QP_TOK_UNKNOWN) && !s->bpe) {
+        if (!t->ctrl_trie)
+            t->ctrl_trie = qp_tok_trie_new();
+        qp_tok_trie_add(t->ctrl_trie, p, n, (int)i);
     }
     if (type == QP_TOK_USER_DEFINED) {
         if (n > t->max_user_len)

@@ -278,21 +278,26 @@ static size_t user_match(const qp_tokenizer *t, const char *text, size_t i, size
     return 0;
 }
 
+typedef struct {
+    int id;
+    size_t len;
+} longest_t;
+
+static void keep_longest(void *ud, int id, size_t len)
+{
+    longest_t *l = ud;
+    l->id = id;
+    l->len = len;
+}
+
 /* Longest CONTROL / UNKNOWN piece starting at text[i] (its id in *id), 0
  * when none. */
 static size_t control_match(const qp_tokenizer *t, const char *text, size_t i, size_t n, int *id)
 {
-    if (!t->ctrl_first[(unsigned char)text[i]])
-        return 0;
-    size_t max = n - i < t->max_ctrl_len ? n - i : t->max_ctrl_len;
-    for (size_t l = max; l > 0; l--) {
-        int k = qp_tok_lookup(t, text + i, l);
-        if (k >= 0 && (t->types[k] == QP_TOK_CONTROL || t->types[k] == QP_TOK_UNKNOWN)) {
-            *id = k;
-            return l;
-        }
-    }
-    return 0;
+    longest_t l = { -1, 0 };
+    qp_tok_trie_prefixes(t->ctrl_trie, text + i, n - i, keep_longest, &l);
+    *id = l.id;
+    return l.len;
 }
 
 /* QP_TOK_PARSE_SPECIAL for SentencePiece, as llama.cpp does it: CONTROL and
@@ -353,7 +358,7 @@ int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
                             len, MAX_TEXT);
     if (len > 0 && !text)
         return qp_error_set(QP_EUSAGE, "tokenizer: text is NULL");
-    if ((flags & QP_TOK_PARSE_SPECIAL) && t->max_ctrl_len && len > 0)
+    if ((flags & QP_TOK_PARSE_SPECIAL) && t->ctrl_trie && len > 0)
         return encode_specials(t, text, len, flags, out_ids, out_n);
     norm = normalize(t, len ? text : "", len, &n);
     e.text = norm;

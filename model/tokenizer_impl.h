@@ -28,8 +28,8 @@ struct qp_tokenizer {
     int has_unused;
     size_t max_user_len;   /* longest USER_DEFINED piece, 0 when none */
     uint8_t user_first[256]; /* 1 if some USER_DEFINED piece starts with byte */
-    size_t max_ctrl_len;   /* longest CONTROL / UNKNOWN piece (SPM specials) */
-    uint8_t ctrl_first[256]; /* 1 if some such piece starts with byte */
+    struct qp_tok_trie *ctrl_trie; /* SPM: CONTROL / UNKNOWN pieces (the
+                              specials QP_TOK_PARSE_SPECIAL parses); NULL none */
     uint64_t *pair_bits;   /* filter over adjacent character pairs inside
                               mergeable pieces (false positives only; SPM) */
     size_t pair_mask;      /* bits - 1 */

@@ -141,11 +141,7 @@ typedef struct qp_tok_bpe {
     qp_added *added;            /* in file (tokenizer.json) or id (GGUF) order */
     size_t n_added;
     char *added_blob;
-    uint32_t *added_table;      /* [added_mask + 1]: index + 1, 0 = empty */
-    size_t added_mask;
-    uint8_t added_first[256];   /* 1 when some added token starts with the byte */
-    size_t *added_lens;         /* distinct content lengths, descending */
-    size_t n_added_lens;
+    struct qp_tok_trie *added_trie; /* contents -> index; NULL when none */
     int any_normalized_added;   /* some added token matches after normalization */
 
     qp_merge_slot *merges;      /* open addressing over (left, right) */
@@ -185,7 +181,18 @@ void qp_ids_push(qp_ids *v, int id);
 #define QP_BPE_MAX_WORD ((size_t)1 << 20)
 void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out);
 
-/* Added tokens: builds the lookup tables once b->added is filled. */
+/* A byte trie of token contents (tokenizer_trie.c): fn(ud, value, len) for
+ * each entry that is a prefix of s[0..n), shortest first; at most one step
+ * per byte of the longest entry. */
+typedef struct qp_tok_trie qp_tok_trie;
+typedef void (*qp_trie_fn)(void *ud, int value, size_t len);
+qp_tok_trie *qp_tok_trie_new(void);
+void qp_tok_trie_free(qp_tok_trie *tr);
+/* Adds p[0..n) (n > 0) with value; a content added twice keeps its first. */
+void qp_tok_trie_add(qp_tok_trie *tr, const char *p, size_t n, int value);
+void qp_tok_trie_prefixes(const qp_tok_trie *tr, const char *s, size_t n, qp_trie_fn fn, void *ud);
+
+/* Added tokens: builds the lookup trie once b->added is filled. */
 void qp_tok_added_index(qp_tok_bpe *b);
 
 /* BPE encode / decode (tokenizer_hfenc.c), called by qp_tokenizer_encode /

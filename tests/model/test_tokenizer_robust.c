@@ -316,6 +316,43 @@ static void test_speed(void **state)
     qp_tokenizer_free(h);
 }
 
+/* 256 added tokens sharing a long prefix (as Llama 3's reserved specials
+ * do) and 4 MiB of that prefix repeated: finding the specials stays
+ * linear (a byte trie, one step per byte of the longest content). */
+static void test_many_specials(void **state)
+{
+    (void)state;
+    qp_buf j = QP_BUF_INIT;
+    qp_buf_puts(&j, "{\"added_tokens\":[");
+    for (int i = 0; i < 256; i++)
+        qp_buf_printf(&j, "%s{\"id\":%d,\"content\":\"<|reserved_special_token_%d|>\",\"special\":true,"
+                      "\"normalized\":false}", i ? "," : "", 100 + i, i);
+    qp_buf_puts(&j, "],\"model\":{\"type\":\"BPE\",\"vocab\":{");
+    const char *alpha = "<|>_abcdefghijklmnopqrstuvwxyz0123456789";
+    for (size_t i = 0; alpha[i]; i++)
+        qp_buf_printf(&j, "%s\"%c\":%zu", i ? "," : "", alpha[i], i);
+    qp_buf_puts(&j, "},\"merges\":[]}}");
+    qp_tokenizer *t = NULL;
+    assert_int_equal(qp_tokenizer_load_hf(&t, j.data, j.len, NULL, 0, "many/tokenizer.json"), 0);
+    qp_buf text = QP_BUF_INIT;
+    while (text.len < ((size_t)4 << 20))
+        qp_buf_puts(&text, "<|reserved_special_token_");
+    qp_buf_puts(&text, "<|reserved_special_token_255|>");
+    clock_t c0 = clock();
+    int *ids = NULL;
+    size_t n = 0;
+    assert_int_equal(qp_tokenizer_encode(t, text.data, text.len, QP_TOK_PARSE_SPECIAL, &ids, &n), 0);
+    double secs = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    fprintf(stderr, "4 MiB of a special's prefix: %zu ids in %.3f s CPU\n", n, secs);
+    assert_int_equal(n, text.len - 30 + 1);
+    assert_int_equal(ids[n - 1], 355);
+    assert_true(secs < 2.0);
+    free(ids);
+    qp_buf_free(&text);
+    qp_buf_free(&j);
+    qp_tokenizer_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_structural_mutations),
         cmocka_unit_test(test_random_texts),
         cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_many_specials),
     };
     return cmocka_run_group_tests_name("tokenizer robustness", tests, setup, teardown);
 }
