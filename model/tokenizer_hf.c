@@ -211,8 +211,20 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
         nm->str_len = n;
         return get_pattern(l->name, path, j, &nm->pat, NULL);
     }
-    return ferr(l->name, "%s: unknown normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Prepend, "
-                "Replace, Sequence)", path, type);
+    if (strcmp(type, "Lowercase") == 0) {
+        new_norm(l)->kind = QP_NORM_LOWERCASE;
+        return 0;
+    }
+    if (strcmp(type, "Strip") == 0) {
+        qp_norm *nm = new_norm(l);
+        nm->kind = QP_NORM_STRIP;
+        if ((rc = get_bool(l->name, path, j, "strip_left", 1, &nm->left)) ||
+            (rc = get_bool(l->name, path, j, "strip_right", 1, &nm->right)))
+            return rc;
+        return 0;
+    }
+    return ferr(l->name, "%s: unknown normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Lowercase, Strip, "
+                "Prepend, Replace, Sequence)", path, type);
 }
 
 /* ---- pre-tokenizers ------------------------------------------------------------ */
@@ -373,8 +385,21 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
         l->other_pre = 1;
         return qp_regex_compile(&p->pat.re, re, strlen(re), QP_RE_ONIG, l->name, path);
     }
+    if (strcmp(type, "Punctuation") == 0) {
+        /* each punctuation character (Rust's is_ascii_punctuation or
+         * is_punctuation: ASCII symbols and \p{P}) is a match */
+        qp_pretok *p = new_pre(l, QP_PRE_SPLIT);
+        const char *re = "[\\p{P}!-/:-@\\[-`{-~]";
+        l->other_pre = 1;
+        json_t *bj = json_object_get(j, "behavior");
+        if (!bj || json_is_null(bj))
+            p->behavior = QP_SPLIT_ISOLATED;
+        else if ((rc = parse_behavior(l->name, path, j, &p->behavior)))
+            return rc;
+        return qp_regex_compile(&p->pat.re, re, strlen(re), QP_RE_ONIG, l->name, path);
+    }
     return ferr(l->name, "%s: unknown pre-tokenizer type '%s' (supported: Split, ByteLevel, Digits, Metaspace, "
-                "Whitespace, WhitespaceSplit, Sequence)", path, type);
+                "Punctuation, Whitespace, WhitespaceSplit, Sequence)", path, type);
 }
 
 /* ---- decoders ------------------------------------------------------------------ */

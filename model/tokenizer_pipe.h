@@ -52,6 +52,7 @@ typedef void (*qp_word_fn)(void *ud, const char *p, size_t n, int origin);
 
 typedef enum {
     QP_NORM_NFC, QP_NORM_NFD, QP_NORM_NFKC, QP_NORM_NFKD, QP_NORM_PREPEND, QP_NORM_REPLACE,
+    QP_NORM_LOWERCASE, QP_NORM_STRIP,
 } qp_norm_kind;
 
 /* A Replace pattern or Split pattern: a literal string or a regex. */
@@ -66,6 +67,7 @@ typedef struct {
     char *str;            /* Prepend's text / Replace's content */
     size_t str_len;
     qp_pattern pat;       /* Replace */
+    int left, right;      /* Strip: which ends */
 } qp_norm;
 
 typedef enum { QP_PRE_SPLIT, QP_PRE_BYTELEVEL, QP_PRE_DIGITS, QP_PRE_METASPACE } qp_pre_kind;

@@ -181,6 +181,83 @@ static void replace_all(const qp_norm *nm, qp_buf *b, qp_buf *tmp)
     qp_buf_append(b, tmp->data ? tmp->data : "", tmp->len);
 }
 
+/* Rust's char::is_whitespace (White_Space). */
+static int white(int32_t c)
+{
+    if ((c >= 9 && c <= 13) || c == ' ' || c == 0x85)
+        return 1;
+    utf8proc_category_t k = utf8proc_category(c);
+    return k == UTF8PROC_CATEGORY_ZS || k == UTF8PROC_CATEGORY_ZL || k == UTF8PROC_CATEGORY_ZP;
+}
+
+static int cased(int32_t c)
+{
+    return c >= 0 && (utf8proc_tolower(c) != c || utf8proc_toupper(c) != c);
+}
+
+/* Rust's str::to_lowercase: the simple mappings, plus SpecialCasing's
+ * unconditional İ -> i̇ and Σ -> ς at the end of a word (after a cased
+ * letter, not before one). */
+static void lowercase(qp_buf *b, qp_buf *tmp)
+{
+    qp_buf_truncate(tmp, 0);
+    int32_t prev = -1;
+    for (size_t i = 0; i < b->len;) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)b->data + i, (utf8proc_ssize_t)(b->len - i), &c);
+        if (l <= 0) {   /* cannot happen: the text is valid UTF-8 */
+            qp_buf_putc(tmp, b->data[i++]);
+            continue;
+        }
+        int32_t lc;
+        if (c == 0x130) {
+            qp_buf_puts(tmp, "i\xCC\x87");
+        } else {
+            if (c == 0x3A3) {
+                utf8proc_int32_t next = -1;
+                if (i + (size_t)l < b->len)
+                    utf8proc_iterate((const utf8proc_uint8_t *)b->data + i + l,
+                                     (utf8proc_ssize_t)(b->len - i - (size_t)l), &next);
+                lc = cased(prev) && !cased(next) ? 0x3C2 : 0x3C3;
+            } else {
+                lc = utf8proc_tolower(c);
+            }
+            utf8proc_uint8_t enc[4];
+            utf8proc_ssize_t el = utf8proc_encode_char(lc, enc);
+            qp_buf_append(tmp, enc, (size_t)el);
+        }
+        prev = c;
+        i += (size_t)l;
+    }
+    qp_buf_truncate(b, 0);
+    qp_buf_append(b, tmp->data ? tmp->data : "", tmp->len);
+}
+
+/* Strips White_Space characters from the ends asked for. */
+static void strip(qp_buf *b, int left, int right)
+{
+    size_t a = 0, z = b->len;
+    while (left && a < z) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)b->data + a, (utf8proc_ssize_t)(z - a), &c);
+        if (l <= 0 || !white(c))
+            break;
+        a += (size_t)l;
+    }
+    while (right && z > a) {
+        size_t k = z - 1;
+        while (k > a && ((unsigned char)b->data[k] & 0xC0) == 0x80)
+            k--;
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)b->data + k, (utf8proc_ssize_t)(z - k), &c);
+        if (l <= 0 || !white(c))
+            break;
+        z = k;
+    }
+    memmove(b->data, b->data + a, z - a);
+    qp_buf_truncate(b, z - a);
+}
+
 void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out)
 {
     qp_buf tmp = QP_BUF_INIT;
@@ -200,6 +277,13 @@ void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n,
             break;
         case QP_NORM_REPLACE:
             replace_all(nm, out, &tmp);
+            break;
+        case QP_NORM_LOWERCASE:
+            lowercase(out, &tmp);
+            break;
+        case QP_NORM_STRIP:
+            if (out->len)
+                strip(out, nm->left, nm->right);
             break;
         default:
             unicode_form(nm->kind, out, &tmp);

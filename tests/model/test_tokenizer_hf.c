@@ -304,8 +304,8 @@ static void test_malformed(void **state)
     /* truncated JSON: jansson's line and column */
     expect_error("{\n" BASE_MODEL ",\n\"added_tokens\": [", NULL, "tokenizer.json", "line 3 column", NULL);
     expect_error("", NULL, "tokenizer.json", "line 1 column 0", NULL);
-    expect_error("{" BASE_MODEL ",\"normalizer\":{\"type\":\"Lowercase\"}}", NULL, "tokenizer.json",
-                 "normalizer: unknown normalizer type 'Lowercase'", NULL);
+    expect_error("{" BASE_MODEL ",\"normalizer\":{\"type\":\"BertNormalizer\"}}", NULL, "tokenizer.json",
+                 "normalizer: unknown normalizer type 'BertNormalizer'", NULL);
     expect_error("{" BASE_MODEL ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"WordPiece\"}]}}",
                  NULL, "tokenizer.json", "decoder.decoders[0]: unknown decoder type 'WordPiece'", NULL);
     expect_error("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", NULL, "tokenizer.json",

@@ -74,6 +74,30 @@ static void test_split_behaviors(void **state)
     assert_int_equal(qp_regex_compile(&w.pat.re, re, strlen(re), QP_RE_ONIG, "test", "re"), 0);
     check_pre(&w, "Hey friend!     How are you?!?", 1, "Hey|friend|!|How|are|you|?!?");
     qp_pattern_free(&w.pat);
+
+    /* Punctuation (each punctuation character a match, Isolated) through a
+     * file, as tokenizers' own test has it */
+    const char *pj = "{\"pre_tokenizer\":{\"type\":\"Punctuation\"%s},\"model\":{\"type\":\"BPE\","
+                     "\"vocab\":{\"a\":0,\"!\":1,\"a!\":2,\"!!\":3},\"merges\":[\"a !\",\"! !\"]}}";
+    static const struct { const char *beh; int ids[4]; size_t n; } pc[] = {
+        {"", {0, 1, 1}, 3},                                   /* Isolated: a | ! | ! */
+        {",\"behavior\":\"Contiguous\"", {0, 3}, 2},          /* a | !! */
+        {",\"behavior\":\"MergedWithPrevious\"", {2, 1}, 2},  /* a! | ! */
+    };
+    for (size_t k = 0; k < sizeof(pc) / sizeof(pc[0]); k++) {
+        char js[512];
+        snprintf(js, sizeof(js), pj, pc[k].beh);
+        qp_tokenizer *t = NULL;
+        assert_int_equal(qp_tokenizer_load_hf(&t, js, strlen(js), NULL, 0, "p"), 0);
+        assert_null(qp_tokenizer_pre(t));
+        int *ids = NULL;
+        size_t n = 0;
+        assert_int_equal(qp_tokenizer_encode(t, "a!!", 3, 0, &ids, &n), 0);
+        assert_int_equal(n, pc[k].n);
+        assert_memory_equal(ids, pc[k].ids, n * sizeof(int));
+        free(ids);
+        qp_tokenizer_free(t);
+    }
 }
 
 static void test_digits_metaspace_bytelevel(void **state)
@@ -131,6 +155,18 @@ static void test_normalizers(void **state)
     qp_norm nfd = { .kind = QP_NORM_NFD };
     qp_normalize(&nfd, 1, "\xC3\xA9", 2, &out);
     assert_string_equal(qp_buf_cstr(&out), "e\xCC\x81");
+    /* Rust's to_lowercase: İ -> i + U+0307, final sigma */
+    qp_norm lower = { .kind = QP_NORM_LOWERCASE };
+    const char *greek = "HELLO \xC4\xB0 \xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3 \xCE\xA3\xCE\x91";
+    qp_normalize(&lower, 1, greek, strlen(greek), &out);
+    assert_string_equal(qp_buf_cstr(&out), "hello i\xCC\x87 \xCE\xBF\xCE\xB4\xCE\xBF\xCF\x82 \xCF\x83\xCE\xB1");
+    qp_norm strip[2] = { { .kind = QP_NORM_STRIP, .left = 1, .right = 1 }, { .kind = QP_NORM_STRIP, .right = 1 } };
+    qp_normalize(strip, 1, " \t a b \xE3\x80\x80\n", 10, &out);
+    assert_string_equal(qp_buf_cstr(&out), "a b");
+    qp_normalize(strip + 1, 1, "  a  ", 5, &out);
+    assert_string_equal(qp_buf_cstr(&out), "  a");
+    qp_normalize(strip, 1, " \t ", 3, &out);
+    assert_int_equal(out.len, 0);
     /* a long text is normalized in pieces with the same result */
     qp_buf big = QP_BUF_INIT, want = QP_BUF_INIT;
     for (int i = 0; i < 300000; i++) {
