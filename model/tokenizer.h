@@ -114,7 +114,9 @@ const char *qp_tokenizer_chat_template(const qp_tokenizer *t);
 /* Encode flags. */
 #define QP_TOK_ADD_BOS 1u   /* prepend bos (ignored when the model has none) */
 #define QP_TOK_ADD_EOS 2u   /* append eos (ignored when the model has none) */
-#define QP_TOK_PARSE_SPECIAL 4u /* special (CONTROL) tokens written in the text become their ids */
+#define QP_TOK_PARSE_SPECIAL 4u /* special tokens written in the text become their ids: tokenizer.json's
+                                   special added tokens, GGUF CONTROL/UNKNOWN pieces (non-special added /
+                                   USER_DEFINED ones are matched always); otherwise they are plain text */
 
 /* Encodes len bytes of text (need not be NUL-terminated nor valid UTF-8; for
  * BPE vocabularies each invalid byte reads as U+FFFD, as llama.cpp reads it).
