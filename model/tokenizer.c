@@ -184,6 +184,7 @@ void qp_tokenizer_free(qp_tokenizer *t)
     free(t->table);
     free(t->pair_bits);
     qp_tok_bpe_free(t->bpe);
+    qp_tok_trie_free(t->ctrl_trie);
     free(t->chat_template);
     free(t);
 }
@@ -288,7 +289,7 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
             return origin_error(o, (long)i, "BYTE piece %zu '%s' is not named <0xNN> (two uppercase hex digits)", i, QUOTED(q, p, n));
         t->byte_id[v] = (int)i;
     }
-    if (type == QP_TOK_UNKNOWN) {
+    if (type == QP_TOK_UNKNOWN && !s->many_unknown) {
         if (*first_unk >= 0)
             return origin_error(o, (long)i, "piece %zu '%s' is a second UNKNOWN piece (the first is piece %ld)",
                                 i, QUOTED(q, p, n), *first_unk);
@@ -296,6 +297,11 @@ static int add_piece(qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_origin 
     }
     if (type == QP_TOK_UNUSED)
         t->has_unused = 1;
+    if ((type == QP_TOK_CONTROL || type == QP_TOK_UNKNOWN) && !s->bpe) {
+        if (!t->ctrl_trie)
+            t->ctrl_trie = qp_tok_trie_new();
+        qp_tok_trie_add(t->ctrl_trie, p, n, (int)i);
+    }
     if (type == QP_TOK_USER_DEFINED) {
         if (n > t->max_user_len)
             t->max_user_len = n;
@@ -325,6 +331,8 @@ static int check_unk(const qp_tokenizer *t, const qp_tok_spec *s, const qp_tok_o
 {
     if (s->bpe)
         return check_special(s, o, "unk", s->unk);
+    if (s->many_unknown && s->unk >= 0 && (size_t)s->unk < s->n)
+        return 0;   /* llama.cpp reads unk by id whatever the types say */
     if (s->unk < 0 || (size_t)s->unk >= s->n) {
         if (s->types && first_unk < 0)
             return origin_error(o, -1, "no piece has type UNKNOWN (exactly one is required)");

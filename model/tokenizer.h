@@ -1,5 +1,8 @@
-/* SentencePiece BPE tokenizer (the LLaMA / llama.cpp "spm" vocabulary).
+/* Tokenizers: SentencePiece BPE (the LLaMA / llama.cpp "spm" vocabulary)
+ * and byte-level BPE ranked by merges (Hugging Face tokenizer.json, GGUF
+ * "gpt2"; see model/tokenizer_pipe.h for how those run).
  *
+ * SentencePiece:
  * Loaded from a SentencePiece `tokenizer.model` (protobuf ModelProto, parsed
  * here without libprotobuf), from a GGUF's `tokenizer.ggml.*` keys, or from
  * plain arrays.  Encoding follows sentencepiece's bpe_model.cc (which
@@ -111,9 +114,12 @@ const char *qp_tokenizer_chat_template(const qp_tokenizer *t);
 /* Encode flags. */
 #define QP_TOK_ADD_BOS 1u   /* prepend bos (ignored when the model has none) */
 #define QP_TOK_ADD_EOS 2u   /* append eos (ignored when the model has none) */
-#define QP_TOK_PARSE_SPECIAL 4u /* special (CONTROL) tokens written in the text become their ids */
+#define QP_TOK_PARSE_SPECIAL 4u /* special tokens written in the text become their ids: tokenizer.json's
+                                   special added tokens, GGUF CONTROL/UNKNOWN pieces (non-special added /
+                                   USER_DEFINED ones are matched always); otherwise they are plain text */
 
-/* Encodes len bytes of text (need not be NUL-terminated nor valid UTF-8).
+/* Encodes len bytes of text (need not be NUL-terminated nor valid UTF-8; for
+ * BPE vocabularies each invalid byte reads as U+FFFD, as llama.cpp reads it).
  * *out_ids is malloc'ed (non-NULL even when *out_n is 0).  Only fails on
  * text longer than 1 GiB or NULL text (QP_EUSAGE). */
 int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
@@ -122,9 +128,12 @@ int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
 /* Decode flags. */
 #define QP_TOK_DECODE_STRIP_PREFIX 1u  /* drop the space the dummy prefix added */
 
-/* Decodes ids to text: "▁" -> ' ', consecutive <0xNN> pieces -> their raw
- * bytes, CONTROL pieces (bos/eos) -> nothing, UNKNOWN -> " ⁇ " (as
- * sentencepiece).  With QP_TOK_DECODE_STRIP_PREFIX and a model that adds
+/* Decodes ids to text.  BPE vocabularies run their decoder chain (tokenizer.json's
+ * decoder; ByteLevel for GGUF "gpt2") over every piece, special ones
+ * included, as tokenizers' decode does by default (bytes come back raw,
+ * without U+FFFD replacement); flags are ignored.  SentencePiece: "▁" -> ' ',
+ * consecutive <0xNN> pieces -> their raw bytes, CONTROL pieces (bos/eos) ->
+ * nothing, UNKNOWN -> " ⁇ " (as sentencepiece).  With QP_TOK_DECODE_STRIP_PREFIX and a model that adds
  * the dummy prefix, the leading ' ' of the first text piece is dropped, so
  * decode(encode(x)) == x.  *out_text is malloc'ed and NUL-terminated.
  * An id out of range is an error (QP_EUSAGE). */

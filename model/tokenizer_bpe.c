@@ -278,6 +278,70 @@ static size_t user_match(const qp_tokenizer *t, const char *text, size_t i, size
     return 0;
 }
 
+typedef struct {
+    int id;
+    size_t len;
+} longest_t;
+
+static void keep_longest(void *ud, int id, size_t len)
+{
+    longest_t *l = ud;
+    l->id = id;
+    l->len = len;
+}
+
+/* Longest CONTROL / UNKNOWN piece starting at text[i] (its id in *id), 0
+ * when none. */
+static size_t control_match(const qp_tokenizer *t, const char *text, size_t i, size_t n, int *id)
+{
+    longest_t l = { -1, 0 };
+    qp_tok_trie_prefixes(t->ctrl_trie, text + i, n - i, keep_longest, &l);
+    *id = l.id;
+    return l.len;
+}
+
+/* QP_TOK_PARSE_SPECIAL for SentencePiece, as llama.cpp does it: CONTROL and
+ * UNKNOWN pieces written in the text become their ids, and each stretch
+ * between them is encoded on its own (so each gets the dummy prefix). */
+static int encode_specials(const qp_tokenizer *t, const char *text, size_t len, unsigned flags, int **out_ids,
+                           size_t *out_n)
+{
+    size_t cap = len + 3, n = 0, start = 0;
+    int *ids = qp_xmalloc(cap * sizeof(*ids));
+    if ((flags & QP_TOK_ADD_BOS) && t->bos >= 0)
+        ids[n++] = t->bos;
+    for (size_t i = 0; i <= len; i++) {
+        int id = -1;
+        size_t l = i < len ? control_match(t, text, i, len, &id) : 0;
+        if (!l && i < len)
+            continue;
+        int *part = NULL;
+        size_t np = 0;
+        int rc = qp_tokenizer_encode(t, text + start, i - start, 0, &part, &np);
+        if (rc) {
+            free(ids);
+            return rc;
+        }
+        if (n + np + 3 > cap) {
+            cap = 2 * (n + np + 3);
+            ids = qp_xrealloc_array(ids, cap, sizeof(*ids));
+        }
+        memcpy(ids + n, part, np * sizeof(*ids));
+        n += np;
+        free(part);
+        if (l) {
+            ids[n++] = id;
+            i += l - 1;
+            start = i + 1;
+        }
+    }
+    if ((flags & QP_TOK_ADD_EOS) && t->eos >= 0)
+        ids[n++] = t->eos;
+    *out_ids = ids;
+    *out_n = n;
+    return 0;
+}
+
 int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
                         unsigned flags, int **out_ids, size_t *out_n)
 {
@@ -294,6 +358,8 @@ int qp_tokenizer_encode(const qp_tokenizer *t, const char *text, size_t len,
                             len, MAX_TEXT);
     if (len > 0 && !text)
         return qp_error_set(QP_EUSAGE, "tokenizer: text is NULL");
+    if ((flags & QP_TOK_PARSE_SPECIAL) && t->ctrl_trie && len > 0)
+        return encode_specials(t, text, len, flags, out_ids, out_n);
     norm = normalize(t, len ? text : "", len, &n);
     e.text = norm;
     /* Output: at most one id per normalised byte, plus bos and eos. */

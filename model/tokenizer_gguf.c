@@ -1,9 +1,15 @@
-/* Tokenizer from a GGUF's tokenizer.ggml.* metadata (llama.cpp's "llama"
- * = SentencePiece vocabulary).  Defaults for absent keys are llama.cpp's
- * for that vocabulary: bos 1, eos 2, unk 0, no pad, add BOS, no EOS,
- * dummy prefix on. */
+/* Tokenizer from a GGUF's tokenizer.ggml.* metadata: llama.cpp's "llama"
+ * (SentencePiece) and "gpt2" (byte-level BPE) vocabularies.  Defaults for
+ * absent keys are llama.cpp's for that vocabulary: "llama": bos 1, eos 2,
+ * unk 0, no pad, add BOS, no EOS, dummy prefix on; "gpt2": bos = eos = 11,
+ * no unk or pad, add BOS as its pre-tokenizer type says, no EOS.  A "gpt2"
+ * vocabulary is tokenized as llama.cpp does: tokenizer.ggml.pre selects its
+ * regex list (tokenizer_gguf_pre.c); CONTROL and UNKNOWN pieces written in
+ * the text are matched with QP_TOK_PARSE_SPECIAL, USER_DEFINED ones always;
+ * no normalization. */
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
+#include "model/tokenizer_pipe.h"
 
 #include "common/alloc.h"
 #include "common/error.h"
@@ -70,6 +76,66 @@ static int opt_array(const qp_gguf *g, const char *path, const char *key, uint64
     return 0;
 }
 
+/* tokenizer.chat_template when present. */
+static int opt_template(const qp_gguf *g, qp_tokenizer *t)
+{
+    const char *s;
+    uint64_t len;
+    int rc = qp_gguf_get_string(g, "tokenizer.chat_template", &s, &len);
+    if (rc == QP_ENOTFOUND) {
+        qp_error_clear();
+        return 0;
+    }
+    if (rc)
+        return rc;
+    t->chat_template = qp_xstrndup(s, (size_t)len);
+    return 0;
+}
+
+/* The BPE side of a "gpt2" vocabulary once its pieces are in t. */
+static int finish_bpe(const qp_gguf *g, const char *path, qp_tokenizer *t)
+{
+    int rc;
+    const qp_gguf_value *mg = NULL;
+    if ((rc = qp_gguf_get_array(g, "tokenizer.ggml.merges", QP_GGUF_STRING, &mg)))
+        return rc;
+    uint64_t nm = qp_gguf_array_len(mg);
+    if (nm > (uint64_t)INT32_MAX)
+        return qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.merges': %llu merges, too many", path,
+                            (unsigned long long)nm);
+    const char **m = qp_xmalloc((nm ? nm : 1) * sizeof(*m));
+    size_t *ml = qp_xmalloc((nm ? nm : 1) * sizeof(*ml));
+    for (uint64_t i = 0; i < nm && !rc; i++) {
+        uint64_t l;
+        rc = qp_gguf_array_get_string(mg, i, &m[i], &l);
+        ml[i] = (size_t)l;
+    }
+    if (!rc)
+        rc = qp_tok_merges_build(t, t->bpe, (size_t)nm, m, ml, NULL, NULL, 1, path, "tokenizer.ggml.merges");
+    free(m);
+    free(ml);
+    if (rc)
+        return rc;
+    /* the pieces llama.cpp cuts out of the text before pre-tokenizing */
+    qp_tok_bpe *b = t->bpe;
+    size_t na = 0;
+    for (size_t i = 0; i < t->n; i++)
+        na += t->types[i] == QP_TOK_CONTROL || t->types[i] == QP_TOK_USER_DEFINED || t->types[i] == QP_TOK_UNKNOWN;
+    b->added = qp_xcalloc(na ? na : 1, sizeof(*b->added));
+    for (size_t i = 0; i < t->n; i++) {
+        int ty = t->types[i];
+        if (ty != QP_TOK_CONTROL && ty != QP_TOK_USER_DEFINED && ty != QP_TOK_UNKNOWN)
+            continue;
+        /* the content is the piece itself: added_blob is the vocabulary blob */
+        b->added[b->n_added++] = (qp_added){ (int)i, t->off[i], t->len[i], (uint8_t)(ty != QP_TOK_USER_DEFINED),
+                                             0, 0, 0, 0 };
+    }
+    b->added_blob = qp_xmalloc(t->off[t->n - 1] + t->len[t->n - 1] + 1);
+    memcpy(b->added_blob, t->blob, t->off[t->n - 1] + t->len[t->n - 1] + 1);
+    qp_tok_added_index(b);
+    return 0;
+}
+
 int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *path)
 {
     int rc;
@@ -78,6 +144,8 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
     float *scores = NULL;
     int32_t *types32 = NULL;
     int *types = NULL;
+    qp_tok_bpe *b = NULL;
+    int pre_bos = 0;
     *out = NULL;
     if (!path)
         path = qp_gguf_path(g);
@@ -85,10 +153,29 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
     const char *model = NULL;
     if ((rc = qp_gguf_get_string(g, "tokenizer.ggml.model", &model, NULL)))
         goto done;
-    if (strcmp(model, "llama") != 0) {
-        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is '%s'; only 'llama' "
-                          "(SentencePiece BPE) vocabularies are supported", path, model);
+    int bpe = strcmp(model, "gpt2") == 0;
+    if (strcmp(model, "bert") == 0) {
+        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is 'bert' (WordPiece), which qpipe does "
+                          "not tokenize; only 'llama' (SentencePiece) and 'gpt2' (byte-level BPE) are supported",
+                          path);
         goto done;
+    }
+    if (strcmp(model, "llama") != 0 && !bpe) {
+        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is '%s'; only 'llama' "
+                          "(SentencePiece BPE) and 'gpt2' (byte-level BPE) vocabularies are supported", path, model);
+        goto done;
+    }
+    if (bpe) {
+        const char *pre = NULL;
+        rc = qp_gguf_get_string(g, "tokenizer.ggml.pre", &pre, NULL);
+        if (rc == QP_ENOTFOUND) {
+            qp_error_clear();
+            rc = 0;
+        }
+        b = qp_xcalloc(1, sizeof(*b));
+        b->unk = -1;
+        if (rc || (rc = qp_tok_bpe_llama_pre(b, pre, path, &pre_bos)))
+            goto done;
     }
     const qp_gguf_value *tok = NULL, *sc = NULL, *ty = NULL;
     if ((rc = qp_gguf_get_array(g, "tokenizer.ggml.tokens", QP_GGUF_STRING, &tok)))
@@ -130,6 +217,14 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
 
     int bos = 1, eos = 2, unk = 0, pad = -1;
     int add_bos = 1, add_eos = 0, add_space = 1;
+    if (bpe) {
+        bos = eos = 11 < (int)n && pre_bos >= 0 ? 11 : -1;
+        if (pre_bos < 0)
+            bos = -1;
+        unk = -1;
+        add_bos = pre_bos > 0;
+        add_space = 0;
+    }
     if ((rc = opt_int(g, path, "tokenizer.ggml.bos_token_id", &bos)) ||
         (rc = opt_int(g, path, "tokenizer.ggml.eos_token_id", &eos)) ||
         (rc = opt_int(g, path, "tokenizer.ggml.unknown_token_id", &unk)) ||
@@ -143,12 +238,26 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
         .n = (size_t)n, .pieces = pieces, .lens = lens, .scores = scores, .types = types,
         .bos = bos, .eos = eos, .unk = unk, .pad = pad,
         .add_dummy_prefix = add_space, .remove_extra_whitespaces = 0, .escape_whitespaces = 1,
-        .byte_fallback = -1, .wants_bos = add_bos, .wants_eos = add_eos,
+        .byte_fallback = bpe ? 0 : -1, .wants_bos = add_bos, .wants_eos = add_eos,
+        .bpe = bpe, .dup_last = bpe, .many_unknown = !bpe,
     };
     qp_tok_origin origin = { .path = path, .array = "tokenizer.ggml.tokens" };
-    rc = qp_tok_build(out, &spec, &origin);
+    if ((rc = qp_tok_build(out, &spec, &origin)))
+        goto done;
+    if (bpe) {
+        (*out)->bpe = b;
+        b = NULL;
+        rc = finish_bpe(g, path, *out);
+    }
+    if (!rc)
+        rc = opt_template(g, *out);
+    if (rc) {
+        qp_tokenizer_free(*out);
+        *out = NULL;
+    }
 
 done:
+    qp_tok_bpe_free(b);
     free(pieces);
     free(lens);
     free(scores);

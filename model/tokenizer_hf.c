@@ -34,6 +34,9 @@
  * ~260k); it bounds what a hostile "id" can make us allocate. */
 #define MAX_IDS ((size_t)1 << 24)
 #define MAX_DEPTH 32
+/* Pipeline steps of one kind (pre-tokenizers run depth-first, one stack
+ * frame each). */
+#define MAX_STEPS 64
 
 #define GPT2_REGEX "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
@@ -126,7 +129,7 @@ static int get_pattern(const char *name, const char *path, const json_t *o, qp_p
         snprintf(where, sizeof(where), "%s.pattern.Regex", path);
         if (regex)
             *regex = json_string_value(r);
-        return qp_regex_compile(&p->re, json_string_value(r), json_string_length(r), name, where);
+        return qp_regex_compile(&p->re, json_string_value(r), json_string_length(r), QP_RE_ONIG, name, where);
     }
     return ferr(name, "%s.pattern has neither a \"String\" nor a \"Regex\" string", path);
 }
@@ -153,13 +156,15 @@ static qp_norm *new_norm(ld_t *l)
 static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
 {
     int rc;
-    if (json_is_null(j))
+    if (!j || json_is_null(j))   /* absent or null: none */
         return 0;
     const char *type = type_of(j);
     if (!json_is_object(j) || !type)
         return ferr(l->name, "%s is not an object with a \"type\"", path);
     if (depth > MAX_DEPTH)
         return ferr(l->name, "%s: normalizers nested too deeply", path);
+    if (l->b->n_norms >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d normalizers", path, MAX_STEPS);
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(j, "normalizers");
         if (!json_is_array(arr))
@@ -206,8 +211,20 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
         nm->str_len = n;
         return get_pattern(l->name, path, j, &nm->pat, NULL);
     }
-    return ferr(l->name, "%s: unknown normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Prepend, "
-                "Replace, Sequence)", path, type);
+    if (strcmp(type, "Lowercase") == 0) {
+        new_norm(l)->kind = QP_NORM_LOWERCASE;
+        return 0;
+    }
+    if (strcmp(type, "Strip") == 0) {
+        qp_norm *nm = new_norm(l);
+        nm->kind = QP_NORM_STRIP;
+        if ((rc = get_bool(l->name, path, j, "strip_left", 1, &nm->left)) ||
+            (rc = get_bool(l->name, path, j, "strip_right", 1, &nm->right)))
+            return rc;
+        return 0;
+    }
+    return ferr(l->name, "%s: unknown normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Lowercase, Strip, "
+                "Prepend, Replace, Sequence)", path, type);
 }
 
 /* ---- pre-tokenizers ------------------------------------------------------------ */
@@ -292,13 +309,15 @@ static void note_split(ld_t *l, const char *regex)
 static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
 {
     int rc;
-    if (json_is_null(j))
+    if (!j || json_is_null(j))   /* absent or null: none */
         return 0;
     const char *type = type_of(j);
     if (!json_is_object(j) || !type)
         return ferr(l->name, "%s is not an object with a \"type\"", path);
     if (depth > MAX_DEPTH)
         return ferr(l->name, "%s: pre-tokenizers nested too deeply", path);
+    if (l->b->n_pres >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d pre-tokenizers", path, MAX_STEPS);
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(j, "pretokenizers");
         if (!json_is_array(arr))
@@ -334,7 +353,7 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
             l->other_pre = 1;
         if (use_regex) {
             l->bytelevel_regex = 1;
-            return qp_regex_compile(&p->pat.re, GPT2_REGEX, strlen(GPT2_REGEX), l->name, path);
+            return qp_regex_compile(&p->pat.re, GPT2_REGEX, strlen(GPT2_REGEX), QP_RE_ONIG, l->name, path);
         }
         return 0;
     }
@@ -346,7 +365,7 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
         /* Rust's char::is_numeric is \p{N}; a run of them is Contiguous */
         p->behavior = individual ? QP_SPLIT_ISOLATED : QP_SPLIT_CONTIGUOUS;
         l->other_pre = 1;
-        return qp_regex_compile(&p->pat.re, "\\p{N}", 5, l->name, path);
+        return qp_regex_compile(&p->pat.re, "\\p{N}", 5, QP_RE_ONIG, l->name, path);
     }
     if (strcmp(type, "Metaspace") == 0) {
         qp_pretok *p = new_pre(l, QP_PRE_METASPACE);
@@ -364,10 +383,23 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
         p->behavior = QP_SPLIT_REMOVED;
         p->invert = !ws;
         l->other_pre = 1;
-        return qp_regex_compile(&p->pat.re, re, strlen(re), l->name, path);
+        return qp_regex_compile(&p->pat.re, re, strlen(re), QP_RE_ONIG, l->name, path);
+    }
+    if (strcmp(type, "Punctuation") == 0) {
+        /* each punctuation character (Rust's is_ascii_punctuation or
+         * is_punctuation: ASCII symbols and \p{P}) is a match */
+        qp_pretok *p = new_pre(l, QP_PRE_SPLIT);
+        const char *re = "[\\p{P}!-/:-@\\[-`{-~]";
+        l->other_pre = 1;
+        json_t *bj = json_object_get(j, "behavior");
+        if (!bj || json_is_null(bj))
+            p->behavior = QP_SPLIT_ISOLATED;
+        else if ((rc = parse_behavior(l->name, path, j, &p->behavior)))
+            return rc;
+        return qp_regex_compile(&p->pat.re, re, strlen(re), QP_RE_ONIG, l->name, path);
     }
     return ferr(l->name, "%s: unknown pre-tokenizer type '%s' (supported: Split, ByteLevel, Digits, Metaspace, "
-                "Whitespace, WhitespaceSplit, Sequence)", path, type);
+                "Punctuation, Whitespace, WhitespaceSplit, Sequence)", path, type);
 }
 
 /* ---- decoders ------------------------------------------------------------------ */
@@ -388,13 +420,15 @@ static qp_dec *new_dec(ld_t *l, qp_dec_kind kind)
 static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
 {
     int rc;
-    if (json_is_null(j))
+    if (!j || json_is_null(j))   /* absent or null: none */
         return 0;
     const char *type = type_of(j);
     if (!json_is_object(j) || !type)
         return ferr(l->name, "%s is not an object with a \"type\"", path);
     if (depth > MAX_DEPTH)
         return ferr(l->name, "%s: decoders nested too deeply", path);
+    if (l->b->n_decs >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d decoders", path, MAX_STEPS);
     l->b->has_decoder = 1;
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(j, "decoders");
@@ -646,7 +680,7 @@ static int parse_merges(ld_t *l, qp_tokenizer *t, const json_t *merges)
             ll[i] = json_string_length(m);
         }
     }
-    rc = qp_tok_merges_build(t, t->bpe, n, lefts, ll, rights, rl, l->name, "model.merges");
+    rc = qp_tok_merges_build(t, t->bpe, n, lefts, ll, rights, rl, 0, l->name, "model.merges");
 done:
     free(lefts);
     free(rights);

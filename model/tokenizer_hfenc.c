@@ -25,58 +25,18 @@
 
 /* ---- added-token index ----------------------------------------------------- */
 
-static int cmp_size_desc(const void *a, const void *b)
-{
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-static int added_find(const qp_tok_bpe *b, const char *p, size_t n)
-{
-    if (!b->added_table)
-        return -1;
-    size_t i = (size_t)qp_tok_hash(p, n) & b->added_mask;
-    for (;;) {
-        uint32_t v = b->added_table[i];
-        if (v == 0)
-            return -1;
-        const qp_added *a = &b->added[v - 1];
-        if (a->len == n && memcmp(b->added_blob + a->off, p, n) == 0)
-            return (int)(v - 1);
-        i = (i + 1) & b->added_mask;
-    }
-}
-
 void qp_tok_added_index(qp_tok_bpe *b)
 {
     if (b->n_added == 0)
         return;
-    size_t cap = 16;
-    while (cap < 2 * b->n_added)
-        cap <<= 1;
-    b->added_table = qp_xcalloc(cap, sizeof(*b->added_table));
-    b->added_mask = cap - 1;
-    b->added_lens = qp_xmalloc(b->n_added * sizeof(*b->added_lens));
+    b->added_trie = qp_tok_trie_new();
     for (size_t i = 0; i < b->n_added; i++) {
         const qp_added *a = &b->added[i];
-        const char *p = b->added_blob + a->off;
-        if (a->len == 0 || added_find(b, p, a->len) >= 0)
-            continue;   /* a repeated content keeps its first entry */
-        size_t h = (size_t)qp_tok_hash(p, a->len) & b->added_mask;
-        while (b->added_table[h])
-            h = (h + 1) & b->added_mask;
-        b->added_table[h] = (uint32_t)i + 1;
-        b->added_first[(unsigned char)p[0]] = 1;
-        b->added_lens[b->n_added_lens++] = a->len;
+        /* a repeated content keeps its first entry */
+        qp_tok_trie_add(b->added_trie, b->added_blob + a->off, a->len, (int)i);
         if (a->normalized)
             b->any_normalized_added = 1;
     }
-    qsort(b->added_lens, b->n_added_lens, sizeof(*b->added_lens), cmp_size_desc);
-    size_t k = 0;
-    for (size_t i = 0; i < b->n_added_lens; i++)
-        if (k == 0 || b->added_lens[k - 1] != b->added_lens[i])
-            b->added_lens[k++] = b->added_lens[i];
-    b->n_added_lens = k;
 }
 
 /* ---- characters ------------------------------------------------------------ */
@@ -156,14 +116,50 @@ static char *sanitize(const char *s, size_t n, size_t *out_len)
 
 /* ---- encoding ------------------------------------------------------------- */
 
+typedef struct enc enc_t;
+
+/* One pre-tokenizer stage of the depth-first pipeline. */
 typedef struct {
+    enc_t *e;
+    size_t k;            /* the stage that receives the words */
+    qp_buf a, b;         /* its scratch */
+} stage_t;
+
+struct enc {
     const qp_tokenizer *t;
     const qp_tok_bpe *b;
     unsigned flags;
     qp_ids out;
     qp_buf norm;
-    qp_words w[2];
-} enc_t;
+    stage_t *st;         /* [n_pres + 1] */
+};
+
+/* Candidates for added_at, shortest first: the longest acceptable wins. */
+typedef struct {
+    const enc_t *e;
+    const char *s;
+    size_t n, i;
+    int normalized;
+    int best;
+    size_t best_len;
+} cand_t;
+
+static void consider(void *ud, int a, size_t len)
+{
+    cand_t *c = ud;
+    const qp_added *ad = &c->e->b->added[a];
+    if (ad->normalized != c->normalized)
+        return;
+    if (ad->special && !(c->e->flags & QP_TOK_PARSE_SPECIAL))
+        return;
+    if (ad->single_word) {
+        size_t cl, i = c->i;
+        if ((i > 0 && is_word(cp_before(c->s, i))) || (i + len < c->n && is_word(cp_at(c->s, c->n, i + len, &cl))))
+            return;
+    }
+    c->best = a;
+    c->best_len = len;
+}
 
 /* The added token matching at s[i] (normalized: the tokens matched after
  * normalization): its index, with the span it covers (strips included) in
@@ -171,62 +167,47 @@ typedef struct {
 static int added_at(const enc_t *e, const char *s, size_t n, size_t i, size_t lo, int normalized, size_t *ms,
                     size_t *me)
 {
-    const qp_tok_bpe *b = e->b;
-    if (!b->added_first[(unsigned char)s[i]])
+    cand_t c = { e, s, n, i, normalized, -1, 0 };
+    qp_tok_trie_prefixes(e->b->added_trie, s + i, n - i, consider, &c);
+    if (c.best < 0)
         return -1;
-    for (size_t k = 0; k < b->n_added_lens; k++) {
-        size_t L = b->added_lens[k];
-        if (L > n - i)
-            continue;
-        int a = added_find(b, s + i, L);
-        if (a < 0)
-            continue;
-        const qp_added *ad = &b->added[a];
-        if (ad->normalized != normalized)
-            continue;
-        if (ad->special && !(e->flags & QP_TOK_PARSE_SPECIAL))
-            continue;
-        if (ad->single_word) {
-            size_t cl;
-            if ((i > 0 && is_word(cp_before(s, i))) || (i + L < n && is_word(cp_at(s, n, i + L, &cl))))
-                continue;
+    const qp_added *ad = &e->b->added[c.best];
+    size_t a0 = i, a1 = i + c.best_len;
+    if (ad->lstrip)
+        while (a0 > lo && is_ws(cp_before(s, a0))) {
+            size_t k0 = a0 - 1;
+            while (k0 > lo && ((unsigned char)s[k0] & 0xC0) == 0x80)
+                k0--;
+            a0 = k0;
         }
-        size_t a0 = i, a1 = i + L;
-        if (ad->lstrip)
-            while (a0 > lo && is_ws(cp_before(s, a0))) {
-                size_t k0 = a0 - 1;
-                while (k0 > lo && ((unsigned char)s[k0] & 0xC0) == 0x80)
-                    k0--;
-                a0 = k0;
-            }
-        if (ad->rstrip) {
-            size_t cl;
-            while (a1 < n && is_ws(cp_at(s, n, a1, &cl)))
-                a1 += cl;
-        }
-        *ms = a0;
-        *me = a1;
-        return a;
+    if (ad->rstrip) {
+        size_t cl;
+        while (a1 < n && is_ws(cp_at(s, n, a1, &cl)))
+            a1 += cl;
     }
-    return -1;
+    *ms = a0;
+    *me = a1;
+    return c.best;
+}
+
+/* A word reaching stage k: the next pre-tokenizer, or the model after
+ * the last.  Depth-first, so no stage keeps a list of words. */
+static void stage_word(void *ud, const char *s, size_t n, int origin)
+{
+    stage_t *st = ud;
+    enc_t *e = st->e;
+    if (st->k == e->b->n_pres) {
+        qp_tok_bpe_word(e->t, s, n, &e->out);
+        return;
+    }
+    qp_pretokenize(&e->b->pres[st->k], s, n, origin, &st->a, &st->b, stage_word, &e->st[st->k + 1]);
 }
 
 /* Pre-tokenizers and model over one normalized stretch. */
 static void model_text(enc_t *e, const char *s, size_t n, int origin)
 {
-    if (n == 0)
-        return;
-    qp_words *cur = &e->w[0], *nxt = &e->w[1];
-    qp_words_clear(cur);
-    qp_words_add(cur, s, n, origin);
-    for (size_t k = 0; k < e->b->n_pres; k++) {
-        qp_pretokenize(&e->b->pres[k], cur, nxt);
-        qp_words *tmp = cur;
-        cur = nxt;
-        nxt = tmp;
-    }
-    for (size_t i = 0; i < cur->n; i++)
-        qp_tok_bpe_word(e->t, cur->text.data + cur->w[i].off, cur->w[i].len, &e->out);
+    if (n > 0)
+        stage_word(&e->st[0], s, n, origin);
 }
 
 /* Normalizes a stretch of the text, cuts out the added tokens that match
@@ -271,13 +252,18 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
     char *clean = sanitize(len ? text : "", len, &n);
     const char *s = clean ? clean : len ? text : "";
     enc_t e = { .t = t, .b = t->bpe, .flags = flags };
+    e.st = qp_xcalloc(e.b->n_pres + 1, sizeof(*e.st));
+    for (size_t k = 0; k <= e.b->n_pres; k++) {
+        e.st[k].e = &e;
+        e.st[k].k = k;
+    }
     if ((flags & QP_TOK_ADD_BOS) && t->bos >= 0)
         qp_ids_push(&e.out, t->bos);
 
     size_t start = 0;
     for (size_t i = 0; i < n;) {
         size_t ms, me;
-        int a = e.b->n_added ? added_at(&e, s, n, i, start, 0, &ms, &me) : -1;
+        int a = e.b->added_trie ? added_at(&e, s, n, i, start, 0, &ms, &me) : -1;
         if (a < 0) {
             i++;
             continue;
@@ -296,8 +282,11 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
     *out_n = e.out.n;
     free(clean);
     qp_buf_free(&e.norm);
-    qp_words_free(&e.w[0]);
-    qp_words_free(&e.w[1]);
+    for (size_t k = 0; k <= e.b->n_pres; k++) {
+        qp_buf_free(&e.st[k].a);
+        qp_buf_free(&e.st[k].b);
+    }
+    free(e.st);
     return 0;
 }
 
@@ -522,11 +511,9 @@ void qp_tok_bpe_free(qp_tok_bpe *b)
     free(b->decs);
     free(b->added);
     free(b->added_blob);
-    free(b->added_table);
-    free(b->added_lens);
+    qp_tok_trie_free(b->added_trie);
     free(b->merges);
     free(b->merge_blob);
     free(b->merge_off);
-    free(b->chat_template);
     free(b);
 }

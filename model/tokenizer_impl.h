@@ -28,6 +28,8 @@ struct qp_tokenizer {
     int has_unused;
     size_t max_user_len;   /* longest USER_DEFINED piece, 0 when none */
     uint8_t user_first[256]; /* 1 if some USER_DEFINED piece starts with byte */
+    struct qp_tok_trie *ctrl_trie; /* SPM: CONTROL / UNKNOWN pieces (the
+                              specials QP_TOK_PARSE_SPECIAL parses); NULL none */
     uint64_t *pair_bits;   /* filter over adjacent character pairs inside
                               mergeable pieces (false positives only; SPM) */
     size_t pair_mask;      /* bits - 1 */
@@ -63,6 +65,10 @@ typedef struct {
      * llama.cpp's token_to_id). */
     int bpe;
     int dup_last;
+    /* GGUF "llama" (llama.cpp's reading): any number of pieces may be of
+     * type UNKNOWN (phi-3 types its padding so, and its <unk> CONTROL);
+     * unk is just an id. */
+    int many_unknown;
 } qp_tok_spec;
 
 /* Where a vocabulary came from, so validation errors name it:

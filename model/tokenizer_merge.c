@@ -70,9 +70,19 @@ static void quote(char *dst, size_t cap, const char *p, size_t n)
     dst[o] = '\0';
 }
 
+static void store_side(qp_buf *blob, const char *p, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (p[k] == ' ')
+            qp_buf_puts(blob, "\xC4\xA0");
+        else
+            qp_buf_putc(blob, p[k]);
+    }
+}
+
 int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *const *lefts,
                         const size_t *left_lens, const char *const *rights, const size_t *right_lens,
-                        const char *name, const char *where)
+                        int lenient, const char *name, const char *where)
 {
     int rc = 0;
     char q[256], q2[256];
@@ -87,7 +97,14 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
     for (size_t i = 0; i < n; i++) {
         const char *a = lefts[i], *c;
         size_t al = left_lens[i], cl;
-        if (!rights) {
+        if (!rights && lenient) {
+            /* llama.cpp: the first space after the first byte; none: two
+             * empty sides that never match */
+            const char *sp = al > 1 ? memchr(a + 1, ' ', al - 1) : NULL;
+            c = sp ? sp + 1 : a + al;
+            cl = sp ? al - (size_t)(c - a) : 0;
+            al = sp ? (size_t)(sp - a) : 0;
+        } else if (!rights) {
             /* "left right": exactly one space, as tokenizers requires */
             const char *sp = memchr(a, ' ', al);
             if (!sp || memchr(sp + 1, ' ', al - (size_t)(sp + 1 - a))) {
@@ -107,8 +124,8 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
         qp_buf_truncate(&cat, 0);
         qp_buf_append(&cat, a, al);
         qp_buf_append(&cat, c, cl);
-        int im = qp_tok_lookup(t, cat.data, cat.len);
-        if (ia < 0 || ic < 0 || im < 0) {
+        int im = qp_tok_lookup(t, cat.data ? cat.data : "", cat.len);
+        if ((ia < 0 || ic < 0 || im < 0) && !lenient) {
             const char *bad = ia < 0 ? a : ic < 0 ? c : cat.data;
             size_t bl = ia < 0 ? al : ic < 0 ? cl : cat.len;
             quote(q, sizeof(q), bad, bl);
@@ -118,25 +135,23 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
             goto done;
         }
         /* the stored spelling, as GGUF's tokenizer.ggml.merges has it:
-         * a ' ' inside a pair's side is written U+0120, as convert does */
+         * strings as given; a ' ' inside a pair's side is written U+0120,
+         * as convert_hf_to_gguf writes it */
         b->merge_off[i] = (uint32_t)blob.len;
-        for (int side = 0; side < 2; side++) {
-            const char *p = side ? c : a;
-            size_t pl = side ? cl : al;
-            if (side)
-                qp_buf_putc(&blob, ' ');
-            for (size_t k = 0; k < pl; k++) {
-                if (rights && p[k] == ' ')
-                    qp_buf_puts(&blob, "\xC4\xA0");
-                else
-                    qp_buf_putc(&blob, p[k]);
-            }
+        if (rights) {
+            store_side(&blob, a, al);
+            qp_buf_putc(&blob, ' ');
+            store_side(&blob, c, cl);
+        } else {
+            qp_buf_append(&blob, lefts[i], left_lens[i]);
         }
         qp_buf_putc(&blob, '\0');
         if (blob.len > UINT32_MAX) {
             rc = qp_error_set(QP_EFORMAT, "%s: %s: the merges exceed 4 GiB", name, where);
             goto done;
         }
+        if (ia < 0 || ic < 0 || im < 0)
+            continue;   /* lenient: never applies */
         uint64_t key = ((uint64_t)(uint32_t)ia << 32 | (uint32_t)ic) + 1;
         size_t h = (size_t)mix(key) & b->merge_mask;
         while (b->merges[h].key && b->merges[h].key != key)
@@ -251,18 +266,9 @@ static void emit_unknown(const qp_tokenizer *t, const qp_tok_bpe *b, const char 
         }
 }
 
-void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out)
+static void merge_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out)
 {
     const qp_tok_bpe *b = t->bpe;
-    if (n == 0)
-        return;
-    if (b->ignore_merges) {
-        int id = qp_tok_lookup(t, w, n);
-        if (id >= 0) {
-            qp_ids_push(out, id);
-            return;
-        }
-    }
     sym_t *s = qp_xmalloc(n * sizeof(*s));
     int32_t ns = 0;
     for (size_t i = 0; i < n;) {
@@ -306,4 +312,31 @@ void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out
     }
     free(hp.h);
     free(s);
+}
+
+void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out)
+{
+    if (n == 0)
+        return;
+    if (t->bpe->ignore_merges) {
+        int id = qp_tok_lookup(t, w, n);
+        if (id >= 0) {
+            qp_ids_push(out, id);
+            return;
+        }
+    }
+    /* A word beyond QP_BPE_MAX_WORD bytes is merged in pieces of that size
+     * (cut before a UTF-8 character): memory stays bounded (~64 bytes per
+     * byte of a piece) for a text of 1 GiB without a space.  Only such
+     * words can tokenize differently from tokenizers / llama.cpp, and only
+     * next to a cut. */
+    while (n > QP_BPE_MAX_WORD) {
+        size_t cut = QP_BPE_MAX_WORD;
+        while (cut > 1 && ((unsigned char)w[cut] & 0xC0) == 0x80)
+            cut--;
+        merge_word(t, w, cut, out);
+        w += cut;
+        n -= cut;
+    }
+    merge_word(t, w, n, out);
 }

@@ -27,10 +27,14 @@
 
 typedef struct qp_regex qp_regex;
 
+/* Whose pattern: tokenizer.json's (Oniguruma) or llama.cpp's (std::regex). */
+typedef enum { QP_RE_ONIG, QP_RE_LLAMA } qp_regex_dialect;
+
 /* Compiles an Oniguruma-style pattern (as tokenizer.json and llama.cpp
  * write them) with PCRE2 in UTF + UCP mode, JIT when available.  Errors
  * (QP_EFORMAT): "NAME: WHERE: bad regex: MESSAGE at offset N". */
-int qp_regex_compile(qp_regex **out, const char *pat, size_t len, const char *name, const char *where);
+int qp_regex_compile(qp_regex **out, const char *pat, size_t len, qp_regex_dialect dialect, const char *name,
+                     const char *where);
 void qp_regex_free(qp_regex *re);
 /* The matches of re in valid UTF-8 s[0..n), in order: calls fn(ud, start,
  * end) for each (an empty match advances one character).  A match that
@@ -38,28 +42,17 @@ void qp_regex_free(qp_regex *re);
 typedef void (*qp_regex_fn)(void *ud, size_t start, size_t end);
 void qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud);
 
-/* ---- words: the pre-tokenized string -------------------------------- */
+/* ---- words -------------------------------------------------------------- */
 
-typedef struct {
-    uint32_t off, len;    /* bytes in qp_words.text */
-    uint32_t origin;      /* 1: starts at offset 0 of the original text */
-} qp_word;
-
-typedef struct {
-    qp_buf text;
-    qp_word *w;
-    size_t n, cap;
-} qp_words;
-
-void qp_words_clear(qp_words *ws);
-void qp_words_free(qp_words *ws);
-/* Appends a word with bytes p[0..n) (empty words are dropped). */
-void qp_words_add(qp_words *ws, const char *p, size_t n, int origin);
+/* Receives the words a pre-tokenizer makes, in order; origin: the word
+ * starts at offset 0 of the original text (Metaspace's "first"). */
+typedef void (*qp_word_fn)(void *ud, const char *p, size_t n, int origin);
 
 /* ---- pipeline steps (tokenizer_pretok.c) ---------------------------- */
 
 typedef enum {
     QP_NORM_NFC, QP_NORM_NFD, QP_NORM_NFKC, QP_NORM_NFKD, QP_NORM_PREPEND, QP_NORM_REPLACE,
+    QP_NORM_LOWERCASE, QP_NORM_STRIP,
 } qp_norm_kind;
 
 /* A Replace pattern or Split pattern: a literal string or a regex. */
@@ -74,6 +67,7 @@ typedef struct {
     char *str;            /* Prepend's text / Replace's content */
     size_t str_len;
     qp_pattern pat;       /* Replace */
+    int left, right;      /* Strip: which ends */
 } qp_norm;
 
 typedef enum { QP_PRE_SPLIT, QP_PRE_BYTELEVEL, QP_PRE_DIGITS, QP_PRE_METASPACE } qp_pre_kind;
@@ -112,8 +106,10 @@ typedef struct {
 void qp_pattern_free(qp_pattern *p);
 /* Runs the normalizers over s[0..n) into out (cleared first). */
 void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out);
-/* Runs one pre-tokenizer: in -> out (out cleared first). */
-void qp_pretokenize(const qp_pretok *p, const qp_words *in, qp_words *out);
+/* Runs one pre-tokenizer over the word s[0..n), handing each word it makes
+ * to fn (the word may live in the scratch buffers, valid during the call). */
+void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
+                    qp_word_fn fn, void *ud);
 /* GPT-2's bytes_to_unicode: the UTF-8 spelling of byte b (2 bytes at most). */
 const char *qp_byte_to_unicode(unsigned b, size_t *len);
 /* The byte a mapped character stands for, -1 when c is not one. */
@@ -144,14 +140,10 @@ typedef struct qp_tok_bpe {
     size_t n_decs;
     int has_decoder;            /* 0: pieces joined by ' ' (tokenizers' default) */
 
-    qp_added *added;            /* sorted by id */
+    qp_added *added;            /* in file (tokenizer.json) or id (GGUF) order */
     size_t n_added;
     char *added_blob;
-    uint32_t *added_table;      /* [added_mask + 1]: index + 1, 0 = empty */
-    size_t added_mask;
-    uint8_t added_first[256];   /* 1 when some added token starts with the byte */
-    size_t *added_lens;         /* distinct content lengths, descending */
-    size_t n_added_lens;
+    struct qp_tok_trie *added_trie; /* contents -> index; NULL when none */
     int any_normalized_added;   /* some added token matches after normalization */
 
     qp_merge_slot *merges;      /* open addressing over (left, right) */
@@ -166,19 +158,19 @@ typedef struct qp_tok_bpe {
     int fuse_unk;
     int llama_unknown;          /* llama.cpp: unknown symbol -> its bytes'
                                    single-byte pieces, when they exist */
-    int metaspace_decode_space; /* unused */
     const char *pre_name;       /* GGUF tokenizer.ggml.pre, NULL unknown */
-    char *chat_template;
 } qp_tok_bpe;
 
 void qp_tok_bpe_free(qp_tok_bpe *b);
 
 /* Builds the merge table from n "a b" strings (or pairs when rights is
- * non-NULL: lefts[i], rights[i]); every side and the concatenation must be
- * pieces of t.  Errors name NAME and the merge. */
+ * non-NULL: lefts[i], rights[i]).  Strict (tokenizers): exactly one space,
+ * every side and the concatenation pieces of t, else an error naming NAME,
+ * WHERE and the merge.  Lenient (llama.cpp): split at the first space after
+ * the first byte; a merge naming no piece never applies. */
 int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *const *lefts,
                         const size_t *left_lens, const char *const *rights, const size_t *right_lens,
-                        const char *name, const char *where);
+                        int lenient, const char *name, const char *where);
 
 /* Appends the ids of one pre-tokenized word (rank BPE). */
 typedef struct {
@@ -186,9 +178,23 @@ typedef struct {
     size_t n, cap;
 } qp_ids;
 void qp_ids_push(qp_ids *v, int id);
+/* Words longer than this are merged in pieces of this size (bounded memory;
+ * see tokenizer_merge.c). */
+#define QP_BPE_MAX_WORD ((size_t)1 << 20)
 void qp_tok_bpe_word(const qp_tokenizer *t, const char *w, size_t n, qp_ids *out);
 
-/* Added tokens: builds the lookup tables once b->added is filled. */
+/* A byte trie of token contents (tokenizer_trie.c): fn(ud, value, len) for
+ * each entry that is a prefix of s[0..n), shortest first; at most one step
+ * per byte of the longest entry. */
+typedef struct qp_tok_trie qp_tok_trie;
+typedef void (*qp_trie_fn)(void *ud, int value, size_t len);
+qp_tok_trie *qp_tok_trie_new(void);
+void qp_tok_trie_free(qp_tok_trie *tr);
+/* Adds p[0..n) (n > 0) with value; a content added twice keeps its first. */
+void qp_tok_trie_add(qp_tok_trie *tr, const char *p, size_t n, int value);
+void qp_tok_trie_prefixes(const qp_tok_trie *tr, const char *s, size_t n, qp_trie_fn fn, void *ud);
+
+/* Added tokens: builds the lookup trie once b->added is filled. */
 void qp_tok_added_index(qp_tok_bpe *b);
 
 /* BPE encode / decode (tokenizer_hfenc.c), called by qp_tokenizer_encode /
@@ -197,10 +203,13 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
                       size_t *out_n);
 int qp_tok_bpe_decode(const qp_tokenizer *t, const int *ids, size_t n, char **out_text, size_t *out_len);
 
-/* Known pre-tokenizer regexes: the GGUF pre name of a Split regex list,
- * and llama.cpp's regex list of a pre name (tokenizer_gguf_pre.c). */
+/* Known pre-tokenizer regexes (tokenizer_gguf_pre.c): the GGUF pre name of
+ * a tokenizer.json's Split regexes (NULL when unknown) ... */
 const char *qp_tok_pre_from_regexes(const char *const *regexes, size_t n, int bytelevel_regex);
-/* NULL when pre is unknown; *n_out regexes otherwise. */
-const char *const *qp_tok_pre_regexes(const char *pre, size_t *n_out);
+/* ... and a GGUF vocabulary's pipeline as llama.cpp runs its pre type
+ * (NULL: "default"): the regexes as Isolated splits, ByteLevel, the
+ * ByteLevel decoder, ignore_merges; *add_bos is llama.cpp's default for
+ * the type.  An unknown type is QP_EFORMAT naming PATH and the key. */
+int qp_tok_bpe_llama_pre(qp_tok_bpe *b, const char *pre, const char *path, int *add_bos);
 
 #endif

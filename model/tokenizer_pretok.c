@@ -13,7 +13,13 @@
  *     them; Metaspace spells ' ' as the replacement, prepends it (always,
  *     or only to the word at the very start of the text) and splits before
  *     each replacement (split).
- * NFC and friends are utf8proc's. */
+ * NFC and friends are utf8proc's.
+ *
+ * Words stream: a pre-tokenizer hands each word to a callback as soon as it
+ * is known (the split behaviours need only the piece before), so a text of
+ * millions of words never exists as a list; NFC-style forms run over pieces
+ * of about 1 MiB cut between two ASCII characters (which never compose nor
+ * reorder across such a cut).  Memory stays a small multiple of the text. */
 #include "model/tokenizer_pipe.h"
 
 #include "common/alloc.h"
@@ -23,34 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
-
-/* ---- words ------------------------------------------------------------ */
-
-void qp_words_clear(qp_words *ws)
-{
-    qp_buf_truncate(&ws->text, 0);
-    ws->n = 0;
-}
-
-void qp_words_free(qp_words *ws)
-{
-    qp_buf_free(&ws->text);
-    free(ws->w);
-    ws->w = NULL;
-    ws->n = ws->cap = 0;
-}
-
-void qp_words_add(qp_words *ws, const char *p, size_t n, int origin)
-{
-    if (n == 0)
-        return;
-    if (ws->n == ws->cap) {
-        ws->cap = ws->cap ? 2 * ws->cap : 64;
-        ws->w = qp_xrealloc_array(ws->w, ws->cap, sizeof(*ws->w));
-    }
-    ws->w[ws->n++] = (qp_word){ (uint32_t)ws->text.len, (uint32_t)n, (uint32_t)(origin != 0) };
-    qp_buf_append(&ws->text, p, n);
-}
 
 /* ---- byte-level alphabet ---------------------------------------------- */
 
@@ -116,29 +94,12 @@ void qp_pattern_free(qp_pattern *p)
     p->re = NULL;
 }
 
-typedef struct {
-    size_t *se;     /* start, end pairs */
-    size_t n, cap;
-} spans;
-
-static void span_add(void *ud, size_t s, size_t e)
+/* Calls fn(ud, start, end) for each non-overlapping match of p in
+ * s[0..n), leftmost first. */
+static void find_each(const qp_pattern *p, const char *s, size_t n, qp_regex_fn fn, void *ud)
 {
-    spans *v = ud;
-    if (v->n == v->cap) {
-        v->cap = v->cap ? 2 * v->cap : 32;
-        v->se = qp_xrealloc_array(v->se, v->cap, 2 * sizeof(*v->se));
-    }
-    v->se[2 * v->n] = s;
-    v->se[2 * v->n + 1] = e;
-    v->n++;
-}
-
-/* All non-overlapping matches of p in s[0..n), leftmost first. */
-static void find_all(const qp_pattern *p, const char *s, size_t n, spans *v)
-{
-    v->n = 0;
     if (p->re) {
-        qp_regex_each(p->re, s, n, span_add, v);
+        qp_regex_each(p->re, s, n, fn, ud);
         return;
     }
     if (p->lit_len == 0)
@@ -149,14 +110,17 @@ static void find_all(const qp_pattern *p, const char *s, size_t n, spans *v)
         if (!hit)
             break;
         size_t at = (size_t)(hit - s);
-        span_add(v, at, at + p->lit_len);
+        fn(ud, at, at + p->lit_len);
         i = at + p->lit_len;
     }
 }
 
 /* ---- normalizers ----------------------------------------------------- */
 
-static void unicode_form(qp_norm_kind k, qp_buf *b)
+/* A normal form of b, in pieces of about 1 MiB cut between two ASCII
+ * bytes (an ASCII character is a starter that composes with nothing after
+ * it but combining marks, and the next one is ASCII). */
+static void unicode_form(qp_norm_kind k, qp_buf *b, qp_buf *tmp)
 {
     int opt = UTF8PROC_STABLE;
     switch (k) {
@@ -167,35 +131,131 @@ static void unicode_form(qp_norm_kind k, qp_buf *b)
     }
     if (b->len == 0)
         return;
-    utf8proc_uint8_t *dst = NULL;
-    utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)b->data, (utf8proc_ssize_t)b->len, &dst,
-                                      (utf8proc_option_t)opt);
-    if (r == UTF8PROC_ERROR_NOMEM)
-        qp_xmalloc((size_t)-1);
-    if (r >= 0) {   /* the text is valid UTF-8, so this always holds */
-        qp_buf_truncate(b, 0);
-        qp_buf_append(b, dst, (size_t)r);
+    qp_buf_truncate(tmp, 0);
+    size_t at = 0;
+    while (at < b->len) {
+        size_t end = b->len;
+        if (end - at > ((size_t)1 << 20)) {
+            end = at + ((size_t)1 << 20);
+            while (end < b->len && !((unsigned char)b->data[end - 1] < 0x80 && (unsigned char)b->data[end] < 0x80))
+                end++;
+        }
+        utf8proc_uint8_t *dst = NULL;
+        utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)b->data + at, (utf8proc_ssize_t)(end - at),
+                                          &dst, (utf8proc_option_t)opt);
+        if (r == UTF8PROC_ERROR_NOMEM)
+            qp_xmalloc((size_t)-1);
+        if (r >= 0)   /* the text is valid UTF-8, so this always holds */
+            qp_buf_append(tmp, dst, (size_t)r);
+        else
+            qp_buf_append(tmp, b->data + at, end - at);
+        free(dst);
+        at = end;
     }
-    free(dst);
+    qp_buf_truncate(b, 0);
+    qp_buf_append(b, tmp->data, tmp->len);
+}
+
+typedef struct {
+    const qp_norm *nm;
+    const char *src;
+    size_t prev;
+    qp_buf *out;
+} repl_t;
+
+static void repl_match(void *ud, size_t start, size_t end)
+{
+    repl_t *r = ud;
+    qp_buf_append(r->out, r->src + r->prev, start - r->prev);
+    qp_buf_append(r->out, r->nm->str, r->nm->str_len);
+    r->prev = end;
 }
 
 static void replace_all(const qp_norm *nm, qp_buf *b, qp_buf *tmp)
 {
-    spans v = { 0 };
-    find_all(&nm->pat, b->data ? b->data : "", b->len, &v);
-    if (v.n) {
-        qp_buf_truncate(tmp, 0);
-        size_t prev = 0;
-        for (size_t i = 0; i < v.n; i++) {
-            qp_buf_append(tmp, b->data + prev, v.se[2 * i] - prev);
-            qp_buf_append(tmp, nm->str, nm->str_len);
-            prev = v.se[2 * i + 1];
+    qp_buf_truncate(tmp, 0);
+    repl_t r = { nm, b->data ? b->data : "", 0, tmp };
+    find_each(&nm->pat, r.src, b->len, repl_match, &r);
+    qp_buf_append(tmp, r.src + r.prev, b->len - r.prev);
+    qp_buf_truncate(b, 0);
+    qp_buf_append(b, tmp->data ? tmp->data : "", tmp->len);
+}
+
+/* Rust's char::is_whitespace (White_Space). */
+static int white(int32_t c)
+{
+    if ((c >= 9 && c <= 13) || c == ' ' || c == 0x85)
+        return 1;
+    utf8proc_category_t k = utf8proc_category(c);
+    return k == UTF8PROC_CATEGORY_ZS || k == UTF8PROC_CATEGORY_ZL || k == UTF8PROC_CATEGORY_ZP;
+}
+
+static int cased(int32_t c)
+{
+    return c >= 0 && (utf8proc_tolower(c) != c || utf8proc_toupper(c) != c);
+}
+
+/* Rust's str::to_lowercase: the simple mappings, plus SpecialCasing's
+ * unconditional İ -> i̇ and Σ -> ς at the end of a word (after a cased
+ * letter, not before one). */
+static void lowercase(qp_buf *b, qp_buf *tmp)
+{
+    qp_buf_truncate(tmp, 0);
+    int32_t prev = -1;
+    for (size_t i = 0; i < b->len;) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)b->data + i, (utf8proc_ssize_t)(b->len - i), &c);
+        if (l <= 0) {   /* cannot happen: the text is valid UTF-8 */
+            qp_buf_putc(tmp, b->data[i++]);
+            continue;
         }
-        qp_buf_append(tmp, b->data + prev, b->len - prev);
-        qp_buf_truncate(b, 0);
-        qp_buf_append(b, tmp->data, tmp->len);
+        int32_t lc;
+        if (c == 0x130) {
+            qp_buf_puts(tmp, "i\xCC\x87");
+        } else {
+            if (c == 0x3A3) {
+                utf8proc_int32_t next = -1;
+                if (i + (size_t)l < b->len)
+                    utf8proc_iterate((const utf8proc_uint8_t *)b->data + i + l,
+                                     (utf8proc_ssize_t)(b->len - i - (size_t)l), &next);
+                lc = cased(prev) && !cased(next) ? 0x3C2 : 0x3C3;
+            } else {
+                lc = utf8proc_tolower(c);
+            }
+            utf8proc_uint8_t enc[4];
+            utf8proc_ssize_t el = utf8proc_encode_char(lc, enc);
+            qp_buf_append(tmp, enc, (size_t)el);
+        }
+        prev = c;
+        i += (size_t)l;
     }
-    free(v.se);
+    qp_buf_truncate(b, 0);
+    qp_buf_append(b, tmp->data ? tmp->data : "", tmp->len);
+}
+
+/* Strips White_Space characters from the ends asked for. */
+static void strip(qp_buf *b, int left, int right)
+{
+    size_t a = 0, z = b->len;
+    while (left && a < z) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)b->data + a, (utf8proc_ssize_t)(z - a), &c);
+        if (l <= 0 || !white(c))
+            break;
+        a += (size_t)l;
+    }
+    while (right && z > a) {
+        size_t k = z - 1;
+        while (k > a && ((unsigned char)b->data[k] & 0xC0) == 0x80)
+            k--;
+        utf8proc_int32_t c;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)b->data + k, (utf8proc_ssize_t)(z - k), &c);
+        if (l <= 0 || !white(c))
+            break;
+        z = k;
+    }
+    memmove(b->data, b->data + a, z - a);
+    qp_buf_truncate(b, z - a);
 }
 
 void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out)
@@ -218,8 +278,15 @@ void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n,
         case QP_NORM_REPLACE:
             replace_all(nm, out, &tmp);
             break;
+        case QP_NORM_LOWERCASE:
+            lowercase(out, &tmp);
+            break;
+        case QP_NORM_STRIP:
+            if (out->len)
+                strip(out, nm->left, nm->right);
+            break;
         default:
-            unicode_form(nm->kind, out);
+            unicode_form(nm->kind, out, &tmp);
             break;
         }
     }
@@ -228,183 +295,168 @@ void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n,
 
 /* ---- pre-tokenizers --------------------------------------------------- */
 
-/* Cuts s[0..n) at the matches of pat as `behavior` says; the pieces are
- * added to out (origin: the first piece when s is at the text's start). */
-static void split_word(const char *s, size_t n, const qp_pattern *pat, qp_split_behavior behavior, int invert,
-                       int origin, qp_words *out, spans *m)
-{
-    find_all(pat, s, n, m);
-    /* segments: start, end, is_match; gaps between matches included */
-    size_t cap = 2 * m->n + 1, ns = 0;
-    size_t *seg = qp_xmalloc(cap * 3 * sizeof(*seg));
-    size_t prev = 0;
-    for (size_t i = 0; i < m->n; i++) {
-        size_t a = m->se[2 * i], e = m->se[2 * i + 1];
-        if (a != prev) {
-            seg[3 * ns] = prev, seg[3 * ns + 1] = a, seg[3 * ns + 2] = 0;
-            ns++;
-        }
-        seg[3 * ns] = a, seg[3 * ns + 1] = e, seg[3 * ns + 2] = 1;
-        ns++;
-        prev = e;
-    }
-    if (prev != n || ns == 0) {
-        seg[3 * ns] = prev, seg[3 * ns + 1] = n, seg[3 * ns + 2] = 0;
-        ns++;
-    }
-    if (invert)
-        for (size_t i = 0; i < ns; i++)
-            seg[3 * i + 2] = !seg[3 * i + 2];
+/* Streams the pieces of one word cut by a pattern's matches: segments (gaps
+ * and matches, in order) come in through seg(); `behavior` decides the
+ * pieces, each handed to fn when the next segment shows it is complete. */
+typedef struct {
+    const char *s;
+    size_t n;
+    int origin;
+    qp_split_behavior behavior;
+    int invert;
+    qp_word_fn fn;
+    void *ud;
+    size_t prev_end;        /* end of the last match */
+    int has_pending;
+    size_t ps, pe;          /* the piece not yet handed on */
+    int pmatch;             /* ... and whether it is (ends in) a match */
+    int prev_match;         /* the last segment was a match */
+} splitter;
 
-    /* fold into pieces: start, end, removed */
-    size_t *pc = qp_xmalloc(cap * 3 * sizeof(*pc));
-    size_t np = 0;
-    int prev_match = -1;
-    switch (behavior) {
+static void emit(splitter *sp, size_t a, size_t e)
+{
+    if (e > a)
+        sp->fn(sp->ud, sp->s + a, e - a, sp->origin && a == 0);
+}
+
+static void flush(splitter *sp)
+{
+    if (sp->has_pending)
+        emit(sp, sp->ps, sp->pe);
+    sp->has_pending = 0;
+}
+
+static void hold(splitter *sp, size_t a, size_t e, int m)
+{
+    flush(sp);
+    sp->has_pending = 1;
+    sp->ps = a;
+    sp->pe = e;
+    sp->pmatch = m;
+}
+
+static void seg(splitter *sp, size_t a, size_t e, int m)
+{
+    if (sp->invert)
+        m = !m;
+    switch (sp->behavior) {
     case QP_SPLIT_ISOLATED:
+        emit(sp, a, e);
+        break;
     case QP_SPLIT_REMOVED:
-        for (size_t i = 0; i < ns; i++) {
-            pc[3 * np] = seg[3 * i], pc[3 * np + 1] = seg[3 * i + 1];
-            pc[3 * np + 2] = behavior == QP_SPLIT_REMOVED && seg[3 * i + 2];
-            np++;
-        }
+        if (!m)
+            emit(sp, a, e);
         break;
     case QP_SPLIT_MERGED_PREV:
-        for (size_t i = 0; i < ns; i++) {
-            int is_m = (int)seg[3 * i + 2];
-            if (is_m && prev_match != 1 && np > 0) {
-                pc[3 * (np - 1) + 1] = seg[3 * i + 1];
-            } else {
-                pc[3 * np] = seg[3 * i], pc[3 * np + 1] = seg[3 * i + 1], pc[3 * np + 2] = 0;
-                np++;
-            }
-            prev_match = is_m;
-        }
+        /* a match joins the piece before it unless that was a match */
+        if (m && !sp->prev_match && sp->has_pending)
+            sp->pe = e;
+        else
+            hold(sp, a, e, m);
         break;
     case QP_SPLIT_MERGED_NEXT:
-        /* built back to front, then reversed */
-        for (size_t k = ns; k-- > 0;) {
-            int is_m = (int)seg[3 * k + 2];
-            if (is_m && prev_match != 1 && np > 0) {
-                pc[3 * (np - 1)] = seg[3 * k];
-            } else {
-                pc[3 * np] = seg[3 * k], pc[3 * np + 1] = seg[3 * k + 1], pc[3 * np + 2] = 0;
-                np++;
-            }
-            prev_match = is_m;
+        /* a match joins the piece after it unless that is a match */
+        if (sp->has_pending && sp->pmatch && !m) {
+            sp->pe = e;
+            flush(sp);
+        } else {
+            hold(sp, a, e, m);
         }
-        for (size_t i = 0, j = np ? np - 1 : 0; i < j; i++, j--)
-            for (int f = 0; f < 3; f++) {
-                size_t t = pc[3 * i + f];
-                pc[3 * i + f] = pc[3 * j + f];
-                pc[3 * j + f] = t;
-            }
         break;
     case QP_SPLIT_CONTIGUOUS:
-        for (size_t i = 0; i < ns; i++) {
-            int is_m = (int)seg[3 * i + 2];
-            if (is_m == prev_match && np > 0) {
-                pc[3 * (np - 1) + 1] = seg[3 * i + 1];
-            } else {
-                pc[3 * np] = seg[3 * i], pc[3 * np + 1] = seg[3 * i + 1], pc[3 * np + 2] = 0;
-                np++;
-            }
-            prev_match = is_m;
-        }
+        if (sp->has_pending && sp->pmatch == m)
+            sp->pe = e;
+        else
+            hold(sp, a, e, m);
         break;
     }
-    for (size_t i = 0; i < np; i++)
-        if (!pc[3 * i + 2])
-            qp_words_add(out, s + pc[3 * i], pc[3 * i + 1] - pc[3 * i], origin && pc[3 * i] == 0);
-    free(seg);
-    free(pc);
+    sp->prev_match = m;
 }
 
-/* Appends s[0..n) spelled in the byte-level alphabet as one word. */
-static void add_bytelevel(qp_words *out, const char *s, size_t n, int origin, qp_buf *tmp)
+static void on_match(void *ud, size_t start, size_t end)
 {
+    splitter *sp = ud;
+    if (start > sp->prev_end)
+        seg(sp, sp->prev_end, start, 0);
+    seg(sp, start, end, 1);
+    sp->prev_end = end;
+}
+
+/* Cuts s[0..n) at the matches of pat as `behavior` says and hands each
+ * piece to fn (origin: the piece starts the text). */
+static void split_word(const char *s, size_t n, const qp_pattern *pat, qp_split_behavior behavior, int invert,
+                       int origin, qp_word_fn fn, void *ud)
+{
+    splitter sp = { .s = s, .n = n, .origin = origin, .behavior = behavior, .invert = invert, .fn = fn, .ud = ud };
+    find_each(pat, s, n, on_match, &sp);
+    if (sp.prev_end < n)
+        seg(&sp, sp.prev_end, n, 0);
+    flush(&sp);
+}
+
+typedef struct {
+    qp_buf *spell;
+    qp_word_fn fn;
+    void *ud;
+} bl_t;
+
+/* Spells a piece in the byte-level alphabet and hands it on. */
+static void bl_piece(void *ud, const char *s, size_t n, int origin)
+{
+    bl_t *c = ud;
     pthread_once(&bl_once, bl_init);
-    qp_buf_truncate(tmp, 0);
-    qp_buf_reserve(tmp, 2 * n);
+    qp_buf_truncate(c->spell, 0);
+    qp_buf_reserve(c->spell, 2 * n);
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        qp_buf_append(tmp, bl.spell[c], bl.len[c]);
+        unsigned char ch = (unsigned char)s[i];
+        qp_buf_append(c->spell, bl.spell[ch], bl.len[ch]);
     }
-    qp_words_add(out, tmp->data, tmp->len, origin);
+    c->fn(c->ud, c->spell->data, c->spell->len, origin);
 }
 
-static void bytelevel(const qp_pretok *p, const qp_words *in, qp_words *out, spans *m, qp_buf *tmp)
+void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
+                    qp_word_fn fn, void *ud)
 {
-    qp_words pieces = { 0 };
-    qp_buf spelled = QP_BUF_INIT;
-    for (size_t i = 0; i < in->n; i++) {
-        const char *s = in->text.data + in->w[i].off;
-        size_t n = in->w[i].len;
-        int origin = (int)in->w[i].origin;
-        if (p->add_prefix_space && s[0] != ' ') {
-            qp_buf_truncate(tmp, 0);
-            qp_buf_putc(tmp, ' ');
-            qp_buf_append(tmp, s, n);
-            s = tmp->data;
-            n = tmp->len;
-        }
-        if (p->pat.re) {
-            qp_words_clear(&pieces);
-            split_word(s, n, &p->pat, QP_SPLIT_ISOLATED, 0, origin, &pieces, m);
-            for (size_t k = 0; k < pieces.n; k++)
-                add_bytelevel(out, pieces.text.data + pieces.w[k].off, pieces.w[k].len, (int)pieces.w[k].origin,
-                              &spelled);
-        } else {
-            add_bytelevel(out, s, n, origin, &spelled);
-        }
-    }
-    qp_buf_free(&spelled);
-    qp_words_free(&pieces);
-}
-
-static void metaspace(const qp_pretok *p, const qp_words *in, qp_words *out, spans *m, qp_buf *tmp)
-{
-    qp_pattern rep = { .lit = p->repl, .lit_len = p->repl_len };
-    for (size_t i = 0; i < in->n; i++) {
-        const char *s = in->text.data + in->w[i].off;
-        size_t n = in->w[i].len;
-        int origin = (int)in->w[i].origin;
-        qp_buf_truncate(tmp, 0);
-        int starts = n >= 1 && (s[0] == ' ' || (n >= p->repl_len && memcmp(s, p->repl, p->repl_len) == 0));
-        if (!starts && (p->prepend == QP_PREPEND_ALWAYS || (p->prepend == QP_PREPEND_FIRST && origin)))
-            qp_buf_append(tmp, p->repl, p->repl_len);
-        for (size_t k = 0; k < n; k++) {
-            if (s[k] == ' ')
-                qp_buf_append(tmp, p->repl, p->repl_len);
-            else
-                qp_buf_putc(tmp, s[k]);
-        }
-        if (p->split)
-            split_word(tmp->data, tmp->len, &rep, QP_SPLIT_MERGED_NEXT, 0, origin, out, m);
-        else
-            qp_words_add(out, tmp->data, tmp->len, origin);
-    }
-}
-
-void qp_pretokenize(const qp_pretok *p, const qp_words *in, qp_words *out)
-{
-    spans m = { 0 };
-    qp_buf tmp = QP_BUF_INIT;
-    qp_words_clear(out);
+    if (n == 0)
+        return;
     switch (p->kind) {
     case QP_PRE_SPLIT:
     case QP_PRE_DIGITS:
-        for (size_t i = 0; i < in->n; i++)
-            split_word(in->text.data + in->w[i].off, in->w[i].len, &p->pat, p->behavior, p->invert,
-                       (int)in->w[i].origin, out, &m);
+        split_word(s, n, &p->pat, p->behavior, p->invert, origin, fn, ud);
         break;
-    case QP_PRE_BYTELEVEL:
-        bytelevel(p, in, out, &m, &tmp);
-        break;
-    case QP_PRE_METASPACE:
-        metaspace(p, in, out, &m, &tmp);
+    case QP_PRE_BYTELEVEL: {
+        if (p->add_prefix_space && s[0] != ' ') {
+            qp_buf_truncate(scratch_a, 0);
+            qp_buf_putc(scratch_a, ' ');
+            qp_buf_append(scratch_a, s, n);
+            s = scratch_a->data;
+            n = scratch_a->len;
+        }
+        bl_t c = { scratch_b, fn, ud };
+        if (p->pat.re)
+            split_word(s, n, &p->pat, QP_SPLIT_ISOLATED, 0, origin, bl_piece, &c);
+        else
+            bl_piece(&c, s, n, origin);
         break;
     }
-    free(m.se);
-    qp_buf_free(&tmp);
+    case QP_PRE_METASPACE: {
+        qp_buf_truncate(scratch_a, 0);
+        int starts = s[0] == ' ' || (n >= p->repl_len && memcmp(s, p->repl, p->repl_len) == 0);
+        if (!starts && (p->prepend == QP_PREPEND_ALWAYS || (p->prepend == QP_PREPEND_FIRST && origin)))
+            qp_buf_append(scratch_a, p->repl, p->repl_len);
+        for (size_t k = 0; k < n; k++) {
+            if (s[k] == ' ')
+                qp_buf_append(scratch_a, p->repl, p->repl_len);
+            else
+                qp_buf_putc(scratch_a, s[k]);
+        }
+        if (p->split) {
+            qp_pattern rep = { .lit = p->repl, .lit_len = p->repl_len };
+            split_word(scratch_a->data, scratch_a->len, &rep, QP_SPLIT_MERGED_NEXT, 0, origin, fn, ud);
+        } else {
+            fn(ud, scratch_a->data, scratch_a->len, origin);
+        }
+        break;
+    }
+    }
 }

@@ -6,6 +6,8 @@
  * plus HT, LF, VT, FF, CR: it lacks NEL, so \s gains it here (and \S loses
  * it).  Everything else these patterns use (\p{L}, \p{N}, (?i:...),
  * lookahead, possessive and counted quantifiers) means the same in PCRE2.
+ * Anchors follow the dialect: Oniguruma's ^ and $ match at line ends,
+ * std::regex's $ only at the end of the text.
  *
  * Matching is bounded: PCRE2's match limit (also for JIT code) and depth
  * limit stop a pathological pattern; the search then ends and the rest of
@@ -32,9 +34,10 @@ struct qp_regex {
     int jit;
 };
 
-/* Rewrites \s and \S as described above; pattern bytes otherwise kept.
+/* Rewrites \s and \S as described above (and, for llama.cpp's patterns,
+ * \U as the 'U' std::regex reads it); pattern bytes otherwise kept.
  * map[i] (map has n + 1 entries) is where pattern byte i went in out. */
-static void translate(const char *p, size_t n, qp_buf *out, size_t *map)
+static void translate(const char *p, size_t n, qp_buf *out, size_t *map, qp_regex_dialect dialect)
 {
     int in_class = 0;
     size_t mapped = 0;
@@ -48,6 +51,8 @@ static void translate(const char *p, size_t n, qp_buf *out, size_t *map)
                 qp_buf_puts(out, in_class ? "\\s\\x{85}" : "[\\s\\x{85}]");
             else if (d == 'S' && !in_class)
                 qp_buf_puts(out, "[^\\s\\x{85}]");
+            else if (d == 'U' && dialect == QP_RE_LLAMA)
+                qp_buf_putc(out, 'U');   /* an identity escape in ECMAScript */
             else
                 qp_buf_append(out, p + i, 2);
             i++;
@@ -89,16 +94,20 @@ static void translate(const char *p, size_t n, qp_buf *out, size_t *map)
         map[mapped] = out->len;
 }
 
-int qp_regex_compile(qp_regex **out, const char *pat, size_t len, const char *name, const char *where)
+int qp_regex_compile(qp_regex **out, const char *pat, size_t len, qp_regex_dialect dialect, const char *name,
+                     const char *where)
 {
     int rc = 0;
     qp_buf tr = QP_BUF_INIT;
     *out = NULL;
     size_t *map = qp_xmalloc((len + 1) * sizeof(*map));
-    translate(pat, len, &tr, map);
+    translate(pat, len, &tr, map, dialect);
     int err;
     PCRE2_SIZE erroff;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)qp_buf_cstr(&tr), tr.len, PCRE2_UTF | PCRE2_UCP, &err,
+    /* Oniguruma (Ruby syntax): ^ and $ are line anchors; std::regex
+     * (ECMAScript): $ is the end of the text only */
+    uint32_t flags = dialect == QP_RE_ONIG ? PCRE2_MULTILINE : PCRE2_DOLLAR_ENDONLY;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)qp_buf_cstr(&tr), tr.len, PCRE2_UTF | PCRE2_UCP | flags, &err,
                                      &erroff, NULL);
     if (!code) {
         PCRE2_UCHAR msg[256];

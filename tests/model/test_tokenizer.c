@@ -202,6 +202,44 @@ static void test_invalid_utf8(void **state)
     check_ids(house, "a\0b", 3, want3, 3);
 }
 
+/* QP_TOK_PARSE_SPECIAL: control pieces written in the text become their
+ * ids and each stretch between them is encoded on its own (llama.cpp's
+ * partition: every stretch gets the dummy prefix); without the flag they
+ * are text. */
+static void test_parse_special(void **state)
+{
+    (void)state;
+    const char *text = "Hello<s>world</s>";
+    int *ids = NULL, *a = NULL, *b = NULL;
+    size_t n = 0, na = 0, nb = 0;
+    assert_int_equal(qp_tokenizer_encode(house, text, strlen(text), QP_TOK_PARSE_SPECIAL | QP_TOK_ADD_BOS, &ids, &n),
+                     0);
+    assert_int_equal(qp_tokenizer_encode(house, "Hello", 5, 0, &a, &na), 0);
+    assert_int_equal(qp_tokenizer_encode(house, "world", 5, 0, &b, &nb), 0);
+    assert_int_equal(n, 1 + na + 1 + nb + 1);
+    assert_int_equal(ids[0], 1);
+    assert_memory_equal(ids + 1, a, na * sizeof(int));
+    assert_int_equal(ids[1 + na], 1);
+    assert_memory_equal(ids + 2 + na, b, nb * sizeof(int));
+    assert_int_equal(ids[n - 1], 2);
+    free(ids);
+    assert_int_equal(qp_tokenizer_encode(house, text, strlen(text), 0, &ids, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_true(qp_tokenizer_type(house, ids[i]) != QP_TOK_CONTROL);
+    free(ids);
+    free(a);
+    free(b);
+    /* only specials, and an empty text */
+    assert_int_equal(qp_tokenizer_encode(house, "<unk></s>", 9, QP_TOK_PARSE_SPECIAL, &ids, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], 0);
+    assert_int_equal(ids[1], 2);
+    free(ids);
+    assert_int_equal(qp_tokenizer_encode(house, "", 0, QP_TOK_PARSE_SPECIAL, &ids, &n), 0);
+    assert_int_equal(n, 0);
+    free(ids);
+}
+
 static void test_empty_and_flags(void **state)
 {
     (void)state;
@@ -540,14 +578,17 @@ static void test_house_gguf_matches_spm(void **state)
 static void test_gguf_not_llama(void **state)
 {
     (void)state;
-    char *path = qp_test_shared_path("vectors/tokenizers/ggml-vocab-gpt-2.gguf");
+    /* "gpt2" is read since issue #12 (test_tokenizer_gguf.c); WordPiece
+     * is still refused */
+    char *path = qp_test_shared_path("vectors/tokenizers/ggml-vocab-bert-bge.gguf");
     qp_gguf *g = NULL;
     assert_int_equal(qp_gguf_open(&g, path), 0);
     qp_tokenizer *t = (qp_tokenizer *)1;
-    assert_int_equal(qp_tokenizer_load_gguf(&t, g, "gpt2.gguf"), QP_EFORMAT);
+    assert_int_equal(qp_tokenizer_load_gguf(&t, g, "bert.gguf"), QP_EFORMAT);
     assert_null(t);
-    assert_string_equal(qp_error_last(), "gpt2.gguf: key 'tokenizer.ggml.model': is 'gpt2'; only 'llama' "
-                                         "(SentencePiece BPE) vocabularies are supported");
+    assert_string_equal(qp_error_last(), "bert.gguf: key 'tokenizer.ggml.model': is 'bert' (WordPiece), which "
+                                         "qpipe does not tokenize; only 'llama' (SentencePiece) and 'gpt2' "
+                                         "(byte-level BPE) are supported");
     qp_gguf_free(g);
     free(path);
 }
@@ -1213,6 +1254,7 @@ int main(void)
         cmocka_unit_test(test_byte_fallback),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_empty_and_flags),
+        cmocka_unit_test(test_parse_special),
         cmocka_unit_test(test_matches_naive_bpe),
     };
     const struct CMUnitTest gguf_tests[] = {

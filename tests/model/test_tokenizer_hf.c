@@ -245,6 +245,89 @@ static void test_special_flags(void **state)
     assert_int_equal(qp_tokenizer_decode(qwen, &bad_id, 1, 0, &back, &blen), QP_EUSAGE);
 }
 
+/* ---- malformed files ------------------------------------------------------ */
+
+#define BASE_MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}"
+
+/* Loads json as DIR/tokenizer.json (written to a temp dir, loaded through
+ * qp_tokenizer_load_dir) and expects QP_EFORMAT with a message holding
+ * the file's path and each of the fragments. */
+static void expect_error(const char *json, const char *config, const char *file, const char *frag1,
+                         const char *frag2)
+{
+    char *dir = qp_test_tmpdir();
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    qp_test_write_str(path, json);
+    if (config) {
+        snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+        qp_test_write_str(path, config);
+    }
+    qp_tokenizer *t = NULL;
+    int rc = qp_tokenizer_load_dir(&t, dir);
+    const char *msg = qp_error_last();
+    fprintf(stderr, "  %s\n", msg);
+    assert_int_equal(rc, QP_EFORMAT);
+    assert_null(t);
+    snprintf(path, sizeof(path), "%s/%s: ", dir, file);
+    assert_non_null(strstr(msg, path));
+    assert_non_null(strstr(msg, frag1));
+    if (frag2)
+        assert_non_null(strstr(msg, frag2));
+    assert_null(strchr(msg, '\n'));
+    qp_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    /* the base is valid */
+    qp_tokenizer *t = NULL;
+    const char *ok = "{" BASE_MODEL "}";
+    assert_int_equal(qp_tokenizer_load_hf(&t, ok, strlen(ok), NULL, 0, "base"), 0);
+    qp_tokenizer_free(t);
+
+    expect_error("{\"version\":\"1.0\"}", NULL, "tokenizer.json", "no \"model\" object", NULL);
+    expect_error("{" BASE_MODEL ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Frobnicate\"}]}}",
+                 NULL, "tokenizer.json", "pre_tokenizer.pretokenizers[0]", "unknown pre-tokenizer type 'Frobnicate'");
+    expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\",\"ab q\"]}}",
+                 NULL, "tokenizer.json", "model.merges[1]", "'q' is not a token of the vocabulary");
+    expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[[\"a\",\"zz\"]]}}",
+                 NULL, "tokenizer.json", "model.merges[0]", "'zz' is not a token");
+    expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"ab\"]}}",
+                 NULL, "tokenizer.json", "model.merges[0] 'ab' is not two pieces", NULL);
+    expect_error("{" BASE_MODEL ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s+(a|b\"},"
+                 "\"behavior\":\"Isolated\"}}",
+                 NULL, "tokenizer.json", "pre_tokenizer.pattern.Regex: bad regex: missing closing parenthesis",
+                 "at offset 7");
+    /* truncated JSON: jansson's line and column */
+    expect_error("{\n" BASE_MODEL ",\n\"added_tokens\": [", NULL, "tokenizer.json", "line 3 column", NULL);
+    expect_error("", NULL, "tokenizer.json", "line 1 column 0", NULL);
+    expect_error("{" BASE_MODEL ",\"normalizer\":{\"type\":\"BertNormalizer\"}}", NULL, "tokenizer.json",
+                 "normalizer: unknown normalizer type 'BertNormalizer'", NULL);
+    expect_error("{" BASE_MODEL ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"WordPiece\"}]}}",
+                 NULL, "tokenizer.json", "decoder.decoders[0]: unknown decoder type 'WordPiece'", NULL);
+    expect_error("{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", NULL, "tokenizer.json",
+                 "model type 'WordPiece' is not supported; only BPE", NULL);
+    expect_error("{\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"a\",0.0]]}}", NULL, "tokenizer.json",
+                 "model type 'Unigram' is not supported", NULL);
+    expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]}}", NULL,
+                 "tokenizer.json", "gives id 0 to both", NULL);
+    expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":99999999},\"merges\":[]}}", NULL,
+                 "tokenizer.json", "model.vocab['a'] is not an id", NULL);
+    expect_error("{" BASE_MODEL ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},"
+                 "\"behavior\":\"Sideways\"}}", NULL, "tokenizer.json", "pre_tokenizer.behavior 'Sideways' is unknown", NULL);
+    expect_error("{" BASE_MODEL ",\"added_tokens\":[{\"id\":7}]}", NULL, "tokenizer.json",
+                 "added_tokens[0] needs an \"id\" and a non-empty \"content\"", NULL);
+    /* the config beside it */
+    expect_error("{" BASE_MODEL "}", "{\"add_bos_token\": tru", "tokenizer_config.json", "line 1 column", NULL);
+    expect_error("{" BASE_MODEL "}", "{\"bos_token\": 5}", "tokenizer_config.json",
+                 "bos_token is neither a string nor an object", NULL);
+    expect_error("{" BASE_MODEL "}", "{\"add_eos_token\": \"yes\"}", "tokenizer_config.json",
+                 "add_eos_token is not true or false", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest qwen_tests[] = {
@@ -253,5 +336,9 @@ int main(void)
         cmocka_unit_test(test_reference_streams),
         cmocka_unit_test(test_special_flags),
     };
-    return cmocka_run_group_tests_name("house-qwen tokenizer.json", qwen_tests, load_qwen, free_qwen);
+    const struct CMUnitTest file_tests[] = {
+        cmocka_unit_test(test_malformed),
+    };
+    int rc = cmocka_run_group_tests_name("house-qwen tokenizer.json", qwen_tests, load_qwen, free_qwen);
+    return rc | cmocka_run_group_tests_name("malformed tokenizer.json", file_tests, NULL, NULL);
 }
