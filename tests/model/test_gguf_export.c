@@ -3,6 +3,7 @@
  * llama-quantize's layout and the project's quantizers to Q8_0.gguf and the
  * k-quant mixes; names, the q/k row permutation on packed rows, metadata
  * from an HF directory, qpipe keys after llama.cpp's, and errors. */
+#include "tests/support/gguf_src.h"
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
@@ -25,47 +26,9 @@
 /* ---------- a source over the house checkpoint ---------- */
 
 typedef struct {
-    qp_checkpoint *ck;
-    qp_ggml_mix_ctx mix;
-    int ftype;          /* -1: everything F32; else llama-quantize's rules (pure when mix.pure) */
-    int data_calls;
-    int fail_on;        /* tensor_data call number that fails, 0: none */
-} house_src;
-
-static int house_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
-{
-    house_src *s = ud;
-    if (s->ftype < 0) {
-        *type = QP_GGML_F32;
-        return 0;
-    }
-    const int64_t ne[2] = { (int64_t)t->ne[0], (int64_t)t->ne[1] };
-    qp_ggml_mix_choice ch;
-    int rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)s->ftype, t->gguf_name, t->n_dims, ne, &s->mix);
-    *type = (uint32_t)ch.type;
-    return rc;
-}
-
-static int house_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
-{
-    house_src *s = ud;
-    if (++s->data_calls == s->fail_on)
-        return qp_error_set(QP_EFORMAT, "house: tensor '%s': unreadable", t->hf_name);
-    const qp_tensor_view *v = qp_checkpoint_find(s->ck, t->hf_name);
-    assert_non_null(v);
-    assert_int_equal(v->nelem, t->ne[0] * t->ne[1]);
-    float *f = malloc(v->nelem * sizeof(float));   /* [ne1, ne0] */
-    assert_int_equal(qp_convert_to_f32(f, v->data, v->dtype, v->nelem), 0);
-    int rc = qp_quantize((qp_ggml_type)type, f, dst, (int64_t)t->ne[1], (int64_t)t->ne[0], NULL, 1);
-    assert_int_equal(nbytes, t->ne[1] * qp_qtype_row_size((qp_ggml_type)type, (int64_t)t->ne[0]));
-    free(f);
-    return rc;
-}
-
-typedef struct {
     qp_llama_config cfg;
     char *model_dir, *tok_path;
-    house_src s;
+    qp_test_gguf_src s;
     qp_gguf_llama_source src;
 } house;
 
@@ -81,8 +44,8 @@ static void house_open(house *h)
     h->s.ftype = -1;
     qp_ggml_mix_ctx_init(&h->s.mix, h->cfg.n_layers, h->cfg.n_heads, h->cfg.n_kv_heads, h->cfg.tied_embeddings);
     h->src.ud = &h->s;
-    h->src.tensor_type = house_type;
-    h->src.tensor_data = house_data;
+    h->src.tensor_type = qp_test_gguf_src_type;
+    h->src.tensor_data = qp_test_gguf_src_data;
 }
 
 static void house_close(house *h)
@@ -308,7 +271,7 @@ static void test_extra_keys_and_failure(void **state)
     h.s.fail_on = 5;
     assert_int_equal(qp_gguf_llama_export_new(&w, path, &h.cfg, h.tok_path, &h.src, &o), 0);
     assert_int_equal(qp_gguf_writer_finish(w), QP_EFORMAT);
-    assert_string_equal(qp_error_last(), "house: tensor 'model.layers.0.mlp.gate_proj.weight': unreadable");
+    assert_string_equal(qp_error_last(), "test source: tensor 'model.layers.0.mlp.gate_proj.weight': unreadable");
     assert_int_equal(qp_gguf_open(&g, path), 0);
     assert_int_equal(qp_gguf_kv_count(g), 28);
     qp_gguf_free(g);
@@ -579,15 +542,6 @@ static void test_opts_from_hf_dir(void **state)
     free(dir);
 }
 
-static int zero_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
-{
-    (void)ud;
-    (void)t;
-    (void)type;
-    memset(dst, 0, nbytes);
-    return 0;
-}
-
 static void test_small_tied_padded(void **state)
 {
     (void)state;
@@ -609,7 +563,7 @@ static void test_small_tied_padded(void **state)
     qp_gguf_llama_opts o;
     assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &small, md), 0);
     assert_int_equal(o.n_special, 0);   /* no config.json here */
-    qp_gguf_llama_source src = { .tensor_data = zero_data };
+    qp_gguf_llama_source src = { .tensor_data = qp_test_gguf_zero_data };
     qp_gguf_writer *w;
     char *out = qp_path_join(dir, "small.gguf");
     assert_int_equal(qp_gguf_llama_export_new(&w, out, &small, tokp, &src, &o), 0);

@@ -4,6 +4,7 @@
  * llama-quantize's layout and the project's quantizers to the --pure Q8_0,
  * Q4_0, Q4_K, Q6_K files and the Q4_K_M mix; the tensor list, the absent q/k
  * permutation, the qwen2 mix context, and the errors of the BPE path. */
+#include "tests/support/gguf_src.h"
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
@@ -25,46 +26,10 @@
 /* ---------- a source over the house-qwen checkpoint ---------- */
 
 typedef struct {
-    qp_checkpoint *ck;
-    qp_ggml_mix_ctx mix;
-    int ftype;          /* -1: everything F32; else llama-quantize's rules (pure when mix.pure) */
-    int data_calls;
-} qwen_src;
-
-static int qwen_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
-{
-    qwen_src *s = ud;
-    if (s->ftype < 0) {
-        *type = QP_GGML_F32;
-        return 0;
-    }
-    const int64_t ne[2] = { (int64_t)t->ne[0], (int64_t)t->ne[1] };
-    qp_ggml_mix_choice ch;
-    int rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)s->ftype, t->gguf_name, t->n_dims, ne, &s->mix);
-    *type = (uint32_t)ch.type;
-    return rc;
-}
-
-static int qwen_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
-{
-    qwen_src *s = ud;
-    s->data_calls++;
-    const qp_tensor_view *v = qp_checkpoint_find(s->ck, t->hf_name);
-    assert_non_null(v);
-    assert_int_equal(v->nelem, t->ne[0] * t->ne[1]);
-    float *f = malloc(v->nelem * sizeof(float));   /* [ne1, ne0] */
-    assert_int_equal(qp_convert_to_f32(f, v->data, v->dtype, v->nelem), 0);
-    assert_int_equal(nbytes, t->ne[1] * qp_qtype_row_size((qp_ggml_type)type, (int64_t)t->ne[0]));
-    int rc = qp_quantize((qp_ggml_type)type, f, dst, (int64_t)t->ne[1], (int64_t)t->ne[0], NULL, 1);
-    free(f);
-    return rc;
-}
-
-typedef struct {
     qp_llama_config cfg;
     char *model_dir, *tok_name;
     qp_tokenizer *tok;
-    qwen_src s;
+    qp_test_gguf_src s;
     qp_gguf_llama_source src;
 } qwen;
 
@@ -86,8 +51,8 @@ static void qwen_open(qwen *h)
     assert_int_equal(qp_ggml_mix_ctx_init_arch(&h->s.mix, qp_gguf_llama_arch(&h->cfg), h->cfg.n_layers,
                                                h->cfg.n_heads, h->cfg.n_kv_heads, h->cfg.tied_embeddings), 0);
     h->src.ud = &h->s;
-    h->src.tensor_type = qwen_type;
-    h->src.tensor_data = qwen_data;
+    h->src.tensor_type = qp_test_gguf_src_type;
+    h->src.tensor_data = qp_test_gguf_src_data;
 }
 
 static void qwen_close(qwen *h)
@@ -367,15 +332,6 @@ static void test_qwen_mix_ctx(void **state)
     assert_int_equal(qp_ggml_mix_ctx_init_arch(&q, "gpt2", 24, 14, 2, 1), -1);
 }
 
-static int zero_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
-{
-    (void)ud;
-    (void)t;
-    (void)type;
-    memset(dst, 0, nbytes);
-    return 0;
-}
-
 /* A BPE tokenizer whose pre-tokenizer llama.cpp has no name for cannot be
  * exported (convert_hf_to_gguf stops there too); the model's tokenizer
  * must have no more tokens than vocab_size, ids beyond it are [PADi]. */
@@ -401,7 +357,7 @@ static void test_qwen_vocab_errors(void **state)
 
     /* vocab_size beyond the tokenizer: [PADi] UNUSED ids */
     small.vocab = 2050;
-    qp_gguf_llama_source zeros = { .tensor_data = zero_data };
+    qp_gguf_llama_source zeros = { .tensor_data = qp_test_gguf_zero_data };
     assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &small, h.tok, h.tok_name, &zeros, &o), 0);
     assert_int_equal(qp_gguf_writer_finish(w), 0);
     qp_gguf *g;
@@ -480,7 +436,7 @@ static void test_llama_with_bpe(void **state)
     char *dir = qp_test_tmpdir();
     char *path = qp_path_join(dir, "l.gguf");
     assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, h.model_dir), 0);
-    qp_gguf_llama_source zeros = { .tensor_data = zero_data };
+    qp_gguf_llama_source zeros = { .tensor_data = qp_test_gguf_zero_data };
     assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &cfg, h.tok, h.tok_name, &zeros, &o), 0);
     assert_int_equal(qp_gguf_writer_finish(w), 0);
     qp_gguf *g, *ref;
@@ -531,7 +487,7 @@ static void export_llama3(const qwen *h, const qp_llama_config *cfg, const char 
     qp_gguf_writer *w;
     assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, cfg, h->model_dir), 0);
     o.layout = layout;
-    qp_gguf_llama_source zeros = { .tensor_data = zero_data };
+    qp_gguf_llama_source zeros = { .tensor_data = qp_test_gguf_zero_data };
     assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, cfg, h->tok, h->tok_name, &zeros, &o), 0);
     assert_int_equal(qp_gguf_writer_finish(w), 0);
     qp_gguf_llama_opts_free(&o);
