@@ -22,12 +22,18 @@ typedef struct {
     int32_t *types;
 } vocab;
 
-static void vocab_alloc(vocab *v, size_t n, int with_scores)
+/* A vocabulary of the config's n_vocab ids for a tokenizer of n_tok
+ * (`what`: "pieces" / "tokens"), which may not have more. */
+static int vocab_alloc(vocab *v, size_t n_tok, const char *what, const char *name, int n_vocab, int with_scores)
 {
-    v->n = n;
-    v->tokens = qp_xcalloc(n, sizeof(*v->tokens));
-    v->scores = with_scores ? qp_xmalloc(n * sizeof(*v->scores)) : NULL;
-    v->types = qp_xmalloc(n * sizeof(*v->types));
+    if (n_tok > (size_t)n_vocab)
+        return qp_error_set(QP_EFORMAT, "%s: %zu %s, more than the config's vocab_size %d", name, n_tok, what,
+                            n_vocab);
+    v->n = (size_t)n_vocab;
+    v->tokens = qp_xcalloc(v->n, sizeof(*v->tokens));
+    v->scores = with_scores ? qp_xmalloc(v->n * sizeof(*v->scores)) : NULL;
+    v->types = qp_xmalloc(v->n * sizeof(*v->types));
+    return 0;
 }
 
 static void vocab_free(vocab *v)
@@ -90,10 +96,9 @@ static int32_t spm_type(int t)
 static int build_spm(vocab *v, const qp_tokenizer *tok, const char *name, int n_vocab, const qp_gguf_llama_opts *o)
 {
     size_t n_spm = qp_tokenizer_n_vocab(tok);
-    if (n_spm > (size_t)n_vocab)
-        return qp_error_set(QP_EFORMAT, "%s: %zu pieces, more than the config's vocab_size %d", name, n_spm,
-                            n_vocab);
-    vocab_alloc(v, (size_t)n_vocab, 1);
+    int rc = vocab_alloc(v, n_spm, "pieces", name, n_vocab, 1);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < v->n; i++) {
         if (i < n_spm) {
             v->tokens[i] = qp_strdup(qp_tokenizer_piece(tok, (int)i));
@@ -144,10 +149,9 @@ static int build_spm(vocab *v, const qp_tokenizer *tok, const char *name, int n_
 static int build_bpe(vocab *v, const qp_tokenizer *tok, const char *name, int n_vocab)
 {
     size_t n_tok = qp_tokenizer_n_vocab(tok);
-    if (n_tok > (size_t)n_vocab)
-        return qp_error_set(QP_EFORMAT, "%s: %zu tokens, more than the config's vocab_size %d", name, n_tok,
-                            n_vocab);
-    vocab_alloc(v, (size_t)n_vocab, 0);
+    int rc = vocab_alloc(v, n_tok, "tokens", name, n_vocab, 0);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < v->n; i++) {
         const char *piece = i < n_tok ? qp_tokenizer_piece(tok, (int)i) : NULL;
         if (!piece) {

@@ -167,17 +167,23 @@ static void test_architectures(void **state)
 #define LLAMA3_SCALING(extra) "\"rope_scaling\": {\"factor\": 8.0, \"low_freq_factor\": 1.0, " \
     "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192" extra "}"
 
+/* Parses json, which must give llama3 scaling with this factor. */
+static void parse_llama3(const char *json, double factor, qp_llama_config *c)
+{
+    parse_ok(json, c);
+    assert_int_equal(c->rope_scaling.kind, QP_ROPE_LLAMA3);
+    assert_true(c->rope_scaling.factor == factor);
+}
+
 /* Llama 3.1 / 3.2 configs as Meta ships them (layer sizes shrunk). */
 static void test_llama3(void **state)
 {
     (void)state;
     qp_llama_config c;
-    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"num_key_value_heads\": 2, "
-             "\"rope_theta\": 500000.0, \"max_position_embeddings\": 131072, \"bos_token_id\": 128000, "
-             "\"eos_token_id\": [128001, 128008, 128009], \"tie_word_embeddings\": false, "
-             LLAMA3_SCALING(", \"rope_type\": \"llama3\"") "}", &c);
-    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
-    assert_true(c.rope_scaling.factor == 8.0);
+    parse_llama3("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"num_key_value_heads\": 2, "
+                 "\"rope_theta\": 500000.0, \"max_position_embeddings\": 131072, \"bos_token_id\": 128000, "
+                 "\"eos_token_id\": [128001, 128008, 128009], \"tie_word_embeddings\": false, "
+                 LLAMA3_SCALING(", \"rope_type\": \"llama3\"") "}", 8.0, &c);
     assert_true(c.rope_scaling.low_freq_factor == 1.0);
     assert_true(c.rope_scaling.high_freq_factor == 4.0);
     assert_int_equal(c.rope_scaling.original_max_pos, 8192);
@@ -186,27 +192,23 @@ static void test_llama3(void **state)
     assert_int_equal(c.n_eos, 3);
 
     /* Llama 3.2 1B: factor 32, tied embeddings, head_dim stated */
-    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"head_dim\": 64, \"rope_theta\": 500000.0, "
-             "\"tie_word_embeddings\": true, \"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, "
-             "\"low_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}}", &c);
-    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
-    assert_true(c.rope_scaling.factor == 32.0);
+    parse_llama3("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"head_dim\": 64, "
+                 "\"rope_theta\": 500000.0, \"tie_word_embeddings\": true, \"rope_scaling\": {\"factor\": 32.0, "
+                 "\"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, \"original_max_position_embeddings\": 8192, "
+                 "\"rope_type\": \"llama3\"}}", 32.0, &c);
     assert_int_equal(c.tied_embeddings, 1);
     assert_int_equal(c.head_dim, 64);
 
     /* the legacy spelling "type", integers for the factors */
-    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"type\": \"llama3\", "
-             "\"factor\": 8, \"low_freq_factor\": 1, \"high_freq_factor\": 4, "
-             "\"original_max_position_embeddings\": 8192}}", &c);
-    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
-    assert_true(c.rope_scaling.factor == 8.0);
+    parse_llama3("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"type\": \"llama3\", "
+                 "\"factor\": 8, \"low_freq_factor\": 1, \"high_freq_factor\": 4, "
+                 "\"original_max_position_embeddings\": 8192}}", 8.0, &c);
 
     /* transformers' newer rope_parameters: the same object, rope_theta inside */
-    parse_ok("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_parameters\": {\"rope_type\": \"llama3\", "
-             "\"rope_theta\": 500000.0, \"factor\": 32.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
-             "\"original_max_position_embeddings\": 8192}}", &c);
-    assert_int_equal(c.rope_scaling.kind, QP_ROPE_LLAMA3);
-    assert_true(c.rope_scaling.factor == 32.0);
+    parse_llama3("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", "
+                 "\"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 32.0, "
+                 "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                 "\"original_max_position_embeddings\": 8192}}", 32.0, &c);
     assert_true(c.rope_theta == 500000.0f);
     parse_ok("{\"architectures\": [\"Qwen2ForCausalLM\"], " BASE ", \"rope_theta\": 10000.0, "
              "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0}}", &c);
@@ -269,10 +271,11 @@ static void test_mistral(void **state)
     assert_int_equal(c.head_dim, 64);
 }
 
-static void test_refusals(void **state)
+/* rope_scaling / rope_parameters other than llama3 / none, unknown fields,
+ * bad numbers: one line naming the field and its value */
+static void test_rope_refusals(void **state)
 {
     (void)state;
-    /* rope_scaling other than llama3 / none, unknown fields, bad numbers */
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"yarn\", "
               "\"factor\": 4.0, \"original_max_position_embeddings\": 32768}}",
               "config.json: rope_scaling.rope_type: 'yarn' is not supported (qpipe runs llama3 scaling or none)");
@@ -341,6 +344,11 @@ static void test_refusals(void **state)
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"default\"}, "
               "\"rope_parameters\": {\"rope_type\": \"default\"}}",
               "config.json: rope_parameters: given together with rope_scaling; keep one of them");
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"partial_rotary_factor\": 0.5}",
               "config.json: partial_rotary_factor: 0.5 is not supported (RoPE over the whole head only)");
     parse_err("{\"architectures\": [\"GPT2LMHeadModel\"], " BASE "}",
@@ -614,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_architectures),
         cmocka_unit_test(test_llama3),
         cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_rope_refusals),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_gguf_cases),
         cmocka_unit_test(test_gguf_rope_freqs),
