@@ -1,12 +1,14 @@
 /* Helpers shared by the tests/stages/ tests that run recipes through the
  * runner (header-only so every test binary stays a single .c file as the
  * Makefile expects): a temp directory with a cache per test group, and a
- * recipe runner that records each stage's output digest. */
+ * recipe runner that records each stage's output digest, and readers of
+ * those outputs. */
 #ifndef QP_TESTS_STAGES_HELPERS_H
 #define QP_TESTS_STAGES_HELPERS_H
 
 #include "tests/support/testutil.h"
 
+#include "artifact/artifact.h"
 #include "cache/cache.h"
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -53,6 +55,24 @@ static inline int run_recipe_threads(const char *text, int threads)
 static inline int run_recipe(const char *text)
 {
     return run_recipe_threads(text, 2);
+}
+
+/* The output artifact of stage `id` in the last run. */
+static inline qp_artifact *load_output(const char *id)
+{
+    qp_artifact *a = NULL;
+    const char *digest = json_string_value(json_object_get(outputs, id));
+    assert_non_null(digest);
+    assert_int_equal(qp_artifact_load(&a, cache, digest), 0);
+    return a;
+}
+
+/* A numeric metric of an artifact (it must be there). */
+static inline double metric(const qp_artifact *a, const char *name)
+{
+    const json_t *v = json_object_get(qp_artifact_metrics_c(a), name);
+    assert_true(json_is_number(v));
+    return json_number_value(v);
 }
 
 static inline int setup(void **state)

@@ -14,6 +14,7 @@
  *
  * Each decoded layer must equal qp_linear_dequantize of the object that was
  * packed, bit for bit. */
+#include "tests/support/hf_packed.h"
 #include "tests/support/testutil.h"
 
 #include "cache/cache.h"
@@ -156,31 +157,6 @@ static void add_dense(fixture *f, const char *name, const char *dtype, int64_t n
 
 /* ---- the test's own readers ---- */
 
-static uint32_t word_at(const qp_tensor_view *t, uint64_t k)
-{
-    uint32_t w;
-    memcpy(&w, (const char *)t->data + 4 * k, 4);
-    return w;
-}
-
-static float f16_at(const qp_tensor_view *t, uint64_t k)
-{
-    uint16_t h;
-    memcpy(&h, (const char *)t->data + 2 * k, 2);
-    return qp_f16_to_f32(h);
-}
-
-/* field idx of a bit stream whose word w sits at index base + w·stride */
-static unsigned stream_field(const qp_tensor_view *t, uint64_t base, uint64_t stride, uint64_t idx, int bits)
-{
-    uint64_t bit = idx * (uint64_t)bits, w = bit / 32;
-    unsigned off = (unsigned)(bit % 32);
-    uint64_t v = word_at(t, base + w * stride) >> off;
-    if (off + (unsigned)bits > 32)
-        v |= (uint64_t)word_at(t, base + (w + 1) * stride) << (32 - off);
-    return (unsigned)(v & ((1u << bits) - 1));
-}
-
 static const qp_tensor_view *need(const qp_safetensors *st, const char *base, const char *suffix, qp_dtype dt,
                                   int ndim, uint64_t d0, uint64_t d1)
 {
@@ -220,15 +196,15 @@ static void check_gptq_layer(const qp_safetensors *st, const char *name, const q
     float *got = malloc(R * C * sizeof(float)), *want = malloc(R * C * sizeof(float));
     assert_int_equal(qp_linear_dequantize(ref, want), 0);
     for (uint64_t i = 0; i < C; i++)
-        assert_int_equal((int32_t)word_at(gi, i), v.g_idx[i]);
+        assert_int_equal((int32_t)qp_test_word_at(gi, i), v.g_idx[i]);
     for (uint64_t o = 0; o < R; o++)
         for (uint64_t i = 0; i < C; i++) {
-            uint32_t g = word_at(gi, i);
-            unsigned q = stream_field(qw, o, R, i, bits);
-            unsigned z = (stream_field(qz, g * (R * bits / 32), 1, o, bits) + 1) & maxq;
+            uint32_t g = qp_test_word_at(gi, i);
+            unsigned q = qp_test_stream_field(qw, o, R, i, bits);
+            unsigned z = (qp_test_stream_field(qz, g * (R * bits / 32), 1, o, bits) + 1) & maxq;
             assert_int_equal(q, v.codes[o * C + i]);
             assert_int_equal(z, v.zeros[o * G + g]);
-            got[o * C + i] = f16_at(sc, g * R + o) * (float)((int)q - (int)z);
+            got[o * C + i] = qp_test_f16_at(sc, g * R + o) * (float)((int)q - (int)z);
         }
     assert_memory_equal(got, want, R * C * sizeof(float));
     free(got);
@@ -242,7 +218,7 @@ static unsigned awq_field(const qp_tensor_view *t, uint64_t row, uint64_t words,
     int j = 0;
     while (awq_order[j] != (int)(o % 8))
         j++;
-    return (word_at(t, row * words + o / 8) >> (4 * j)) & 15u;
+    return (qp_test_word_at(t, row * words + o / 8) >> (4 * j)) & 15u;
 }
 
 static void check_awq_layer(const qp_safetensors *st, const char *name, const qp_linear *ref)
@@ -265,7 +241,7 @@ static void check_awq_layer(const qp_safetensors *st, const char *name, const qp
         for (uint64_t o = 0; o < R; o++) {
             uint64_t g = i / gs;
             unsigned q = awq_field(qw, i, R / 8, o), z = awq_field(qz, g, R / 8, o);
-            got[o * C + i] = f16_at(sc, g * R + o) * (float)((int)q - (int)z);
+            got[o * C + i] = qp_test_f16_at(sc, g * R + o) * (float)((int)q - (int)z);
         }
     assert_memory_equal(got, want, R * C * sizeof(float));
     free(got);
@@ -364,18 +340,18 @@ static void test_gptq_4bit_act_order(void **state)
     qp_linear_view_of(f->lin[0], &v);
     assert_int_equal(v.zeros[1 * v.n_groups], 0);
     const qp_tensor_view *qz = qp_safetensors_find(st, "model.layers.0.mlp.down_proj.qzeros");
-    assert_int_equal((word_at(qz, 0) >> 4) & 15u, 15);
+    assert_int_equal((qp_test_word_at(qz, 0) >> 4) & 15u, 15);
     /* dense tensors as F16 */
     const qp_tensor_view *n = qp_safetensors_find(st, "model.norm.weight");
     assert_non_null(n);
     assert_int_equal(n->dtype, QP_DT_F16);
     assert_int_equal(n->shape[0], 128);
     for (int i = 0; i < 128; i++)
-        assert_true(f16_at(n, (uint64_t)i) == 1.0f + (float)i / 64.0f);
+        assert_true(qp_test_f16_at(n, (uint64_t)i) == 1.0f + (float)i / 64.0f);
     const qp_tensor_view *ln = qp_safetensors_find(st, "model.layers.0.input_layernorm.weight");
     assert_int_equal(ln->dtype, QP_DT_F16);
     for (int i = 0; i < 128; i++)   /* fp16 has 11 significant bits */
-        assert_true(fabsf(f16_at(ln, (uint64_t)i) - awq_norm[i]) <= awq_norm[i] / 2048.0f);
+        assert_true(fabsf(qp_test_f16_at(ln, (uint64_t)i) - awq_norm[i]) <= awq_norm[i] / 2048.0f);
     assert_int_equal(qp_safetensors_count(st), 3 * 4 + 2);
     assert_string_equal(json_string_value(json_object_get(qp_safetensors_metadata(st), "format")), "pt");
     qp_safetensors_free(st);
@@ -503,11 +479,11 @@ static void test_handmade_words(void **state)
     qp_safetensors *st = open_out(f);
     const qp_tensor_view *qw = qp_safetensors_find(st, "model.layers.0.mlp.down_proj.qweight");
     const qp_tensor_view *qz = qp_safetensors_find(st, "model.layers.0.mlp.down_proj.qzeros");
-    assert_int_equal(word_at(qw, 0), 0x76543210u);           /* [0][0]: output 0, inputs 0..7 */
-    assert_int_equal(word_at(qw, 1), 0x87654321u);           /* [0][1]: output 1 */
-    assert_int_equal(word_at(qw, 32 + 0), 0xfedcba98u);      /* [1][0]: output 0, inputs 8..15 */
-    assert_int_equal(word_at(qz, 0), 0x6543210fu);           /* zeros 0..7 minus 1, zero 0 -> 15 */
-    assert_int_equal(word_at(qz, 1), 0xedcba987u);
+    assert_int_equal(qp_test_word_at(qw, 0), 0x76543210u);           /* [0][0]: output 0, inputs 0..7 */
+    assert_int_equal(qp_test_word_at(qw, 1), 0x87654321u);           /* [0][1]: output 1 */
+    assert_int_equal(qp_test_word_at(qw, 32 + 0), 0xfedcba98u);      /* [1][0]: output 0, inputs 8..15 */
+    assert_int_equal(qp_test_word_at(qz, 0), 0x6543210fu);           /* zeros 0..7 minus 1, zero 0 -> 15 */
+    assert_int_equal(qp_test_word_at(qz, 1), 0xedcba987u);
     qp_safetensors_free(st);
 
     char *mf = qp_path_join(f->out, "model.safetensors");
@@ -520,10 +496,10 @@ static void test_handmade_words(void **state)
     assert_int_equal(qw->shape[0], 32);
     assert_int_equal(qw->shape[1], 4);
     /* row (input) 0, word 0: outputs 0,2,4,6,1,3,5,7 -> nibbles 0..7 */
-    assert_int_equal(word_at(qw, 0), 0x75316420u);
-    assert_int_equal(word_at(qw, 4), 0x86427531u);           /* input 1 */
-    assert_int_equal(word_at(qz, 0), 0x75316420u);
-    assert_int_equal(word_at(qz, 1), 0xfdb9eca8u);           /* outputs 8..15 */
+    assert_int_equal(qp_test_word_at(qw, 0), 0x75316420u);
+    assert_int_equal(qp_test_word_at(qw, 4), 0x86427531u);           /* input 1 */
+    assert_int_equal(qp_test_word_at(qz, 0), 0x75316420u);
+    assert_int_equal(qp_test_word_at(qz, 1), 0xfdb9eca8u);           /* outputs 8..15 */
     qp_safetensors_free(st);
 }
 
@@ -597,7 +573,7 @@ static void test_awq_sym(void **state)
     qp_safetensors *st = open_out(f);
     check_awq_layer(st, f->lin_name[0], f->lin[0]);
     const qp_tensor_view *qz = qp_safetensors_find(st, "model.layers.0.mlp.down_proj.qzeros");
-    assert_int_equal(word_at(qz, 0), 0x88888888u);   /* sym: the zero 8 is still written */
+    assert_int_equal(qp_test_word_at(qz, 0), 0x88888888u);   /* sym: the zero 8 is still written */
     qp_safetensors_free(st);
     json_t *cfg = load_json(f, "config.json");
     assert_true(json_is_false(json_object_get(json_object_get(cfg, "quantization_config"), "zero_point")));
@@ -773,7 +749,7 @@ static void test_house_model(void **state)
             float *x = malloc(t->nelem * sizeof(float));
             assert_int_equal(qp_convert_to_f32(x, t->data, t->dtype, t->nelem), 0);
             for (uint64_t k = 0; k < t->nelem; k++) {
-                float y = f16_at(o, k);
+                float y = qp_test_f16_at(o, k);
                 /* BF16 -> F16 is exact in fp16's normal range, half a subnormal step below it */
                 if (fabsf(x[k]) >= 0x1p-14f)
                     assert_true(y == x[k]);

@@ -29,22 +29,6 @@ static char *recipe(const char *stages)
     return text;
 }
 
-static qp_artifact *load_output(const char *id)
-{
-    qp_artifact *a = NULL;
-    const char *digest = json_string_value(json_object_get(outputs, id));
-    assert_non_null(digest);
-    assert_int_equal(qp_artifact_load(&a, cache, digest), 0);
-    return a;
-}
-
-static double metric(const qp_artifact *a, const char *name)
-{
-    const json_t *v = json_object_get(qp_artifact_metrics_c(a), name);
-    assert_true(json_is_number(v));
-    return json_number_value(v);
-}
-
 static void test_budget_of_q4_k_m(void **state)
 {
     (void)state;

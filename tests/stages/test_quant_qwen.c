@@ -21,6 +21,7 @@
  *     formats imply for dense tensors; every bias is there (F16), lm_head is
  *     not, and the tokenizer files are copied unchanged. */
 #include "tests/stages/stage_test_helpers.h"
+#include "tests/support/hf_packed.h"
 
 #include "artifact/artifact.h"
 #include "common/tensor.h"
@@ -129,22 +130,6 @@ static void make_model(void)
     assert_int_equal(qp_st_writer_finish(w), 0);
 }
 
-static qp_artifact *load_output(const char *id)
-{
-    qp_artifact *a = NULL;
-    const char *digest = json_string_value(json_object_get(outputs, id));
-    assert_non_null(digest);
-    assert_int_equal(qp_artifact_load(&a, cache, digest), 0);
-    return a;
-}
-
-static double metric(const qp_artifact *a, const char *name)
-{
-    const json_t *v = json_object_get(qp_artifact_metrics_c(a), name);
-    assert_true(json_is_number(v));
-    return json_number_value(v);
-}
-
 static const char *digest_of(const qp_artifact *a, const char *tensor)
 {
     char entry[200];
@@ -179,32 +164,6 @@ static const qp_tensor_view *need(const qp_safetensors *st, const char *base, co
     return t;
 }
 
-static uint32_t word(const qp_tensor_view *t, uint64_t k)
-{
-    uint32_t v;
-    memcpy(&v, (const char *)t->data + 4 * k, 4);
-    return v;
-}
-
-static float f16_at(const qp_tensor_view *t, uint64_t k)
-{
-    uint16_t h;
-    memcpy(&h, (const char *)t->data + 2 * k, 2);
-    return qp_f16_to_f32(h);
-}
-
-/* Field idx of a little-endian bit stream of `bits`-bit fields held in
- * words base, base + stride, … of t. */
-static unsigned stream_field(const qp_tensor_view *t, uint64_t base, uint64_t stride, uint64_t idx, int bits)
-{
-    unsigned v = 0;
-    for (int b = 0; b < bits; b++) {
-        uint64_t bit = idx * (uint64_t)bits + (uint64_t)b;
-        v |= ((word(t, base + (bit / 32) * stride) >> (bit % 32)) & 1u) << b;
-    }
-    return v;
-}
-
 /* GPTQ v1: w[o][i] = scales[g][o]·(q − ((qzeros + 1) & maxq)), g = g_idx[i]. */
 static void decode_gptq(const qp_safetensors *st, const char *base, int bits, int64_t out, int64_t in, float *w)
 {
@@ -215,10 +174,10 @@ static void decode_gptq(const qp_safetensors *st, const char *base, int bits, in
     assert_int_equal(qw->shape[1], (uint64_t)out);
     for (int64_t o = 0; o < out; o++)
         for (int64_t i = 0; i < in; i++) {
-            int32_t g = (int32_t)word(gi, (uint64_t)i);
-            unsigned q = stream_field(qw, (uint64_t)o, (uint64_t)out, (uint64_t)i, bits);
-            unsigned z = (stream_field(qz, (uint64_t)g * qz->shape[1], 1, (uint64_t)o, bits) + 1) & maxq;
-            w[o * in + i] = f16_at(sc, (uint64_t)g * (uint64_t)out + (uint64_t)o) * (float)((int)q - (int)z);
+            int32_t g = (int32_t)qp_test_word_at(gi, (uint64_t)i);
+            unsigned q = qp_test_stream_field(qw, (uint64_t)o, (uint64_t)out, (uint64_t)i, bits);
+            unsigned z = (qp_test_stream_field(qz, (uint64_t)g * qz->shape[1], 1, (uint64_t)o, bits) + 1) & maxq;
+            w[o * in + i] = qp_test_f16_at(sc, (uint64_t)g * (uint64_t)out + (uint64_t)o) * (float)((int)q - (int)z);
         }
 }
 
@@ -228,7 +187,9 @@ static void decode_awq(const qp_safetensors *st, const char *base, int group, in
     static const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
     const qp_tensor_view *qw = need(st, base, "qweight", QP_DT_I32), *qz = need(st, base, "qzeros", QP_DT_I32);
     const qp_tensor_view *sc = need(st, base, "scales", QP_DT_F16);
-    assert_null(qp_safetensors_find(st, "g_idx"));
+    char g_idx[240];
+    snprintf(g_idx, sizeof(g_idx), "%s.g_idx", base);
+    assert_null(qp_safetensors_find(st, g_idx));   /* AWQ has no act-order */
     const uint64_t words = (uint64_t)out / 8;
     assert_int_equal(qw->shape[0], (uint64_t)in);
     assert_int_equal(qw->shape[1], words);
@@ -237,9 +198,9 @@ static void decode_awq(const qp_safetensors *st, const char *base, int group, in
             for (int j = 0; j < 8; j++) {
                 int64_t o = (int64_t)(8 * c) + order[j];
                 uint64_t g = (uint64_t)(i / group);
-                unsigned q = (word(qw, (uint64_t)i * words + c) >> (4 * j)) & 15u;
-                unsigned z = (word(qz, g * words + c) >> (4 * j)) & 15u;
-                w[o * in + i] = f16_at(sc, g * (uint64_t)out + (uint64_t)o) * (float)((int)q - (int)z);
+                unsigned q = (qp_test_word_at(qw, (uint64_t)i * words + c) >> (4 * j)) & 15u;
+                unsigned z = (qp_test_word_at(qz, g * words + c) >> (4 * j)) & 15u;
+                w[o * in + i] = qp_test_f16_at(sc, g * (uint64_t)out + (uint64_t)o) * (float)((int)q - (int)z);
             }
 }
 
@@ -286,8 +247,8 @@ static void check_export(const qp_artifact *a, const char *out, int awq, int bit
             assert_int_equal(t->dtype, QP_DT_F16);
             assert_int_equal(t->nelem, nelem);
             for (uint64_t k = 0; k < nelem; k++)
-                if (f16_at(t, k) != qp_f16_to_f32(qp_f32_to_f16(want[k])))
-                    fail_msg("%s[%llu]: export %g, evaluated %g", tname, (unsigned long long)k, (double)f16_at(t, k),
+                if (qp_test_f16_at(t, k) != qp_f16_to_f32(qp_f32_to_f16(want[k])))
+                    fail_msg("%s[%llu]: export %g, evaluated %g", tname, (unsigned long long)k, (double)qp_test_f16_at(t, k),
                              (double)want[k]);
             n_expected++;
             n_bias += is_bias(tname);
@@ -336,6 +297,92 @@ static char *recipe(const char *stages)
 #define EVAL(id, q) "  " id ": {uses: evaluate, needs: [" q "], with: {dataset: \"${vars.valid}\", ctx: 64, " \
                     "max_chunks: 24, reference: base}}\n"
 
+/* mixed: the tied embedding is one weight (measured through both its
+ * uses, the head included) and gets a ladder type; no lm_head */
+static void check_mixed_tied(const qp_artifact *mixed)
+{
+    assert_null(qp_artifact_find(mixed, "tensors/lm_head.weight"));
+    const json_t *sens = json_object_get(json_object_get(qp_artifact_meta_c(mixed), "mixed"), "sensitivity"), *se;
+    size_t si, n_embed = 0;
+    json_array_foreach(sens, si, se) {
+        const char *t = json_string_value(json_object_get(se, "tensor"));
+        assert_string_not_equal(t, "lm_head.weight");
+        if (strcmp(t, "model.embed_tokens.weight") != 0)
+            continue;
+        n_embed++;
+        const json_t *e = qp_artifact_find(mixed, "tensors/model.embed_tokens.weight");
+        assert_string_equal(json_string_value(json_object_get(e, "format")), "ggml");
+        assert_string_equal(json_string_value(json_object_get(e, "qtype")),
+                            json_string_value(json_object_get(se, "chosen")));
+    }
+    assert_int_equal(n_embed, 1);
+    assert_int_equal(json_array_size(sens), 7 * L + 1);
+}
+
+/* biases: the source objects, but AWQ's v_proj bias, divided by the o
+ * group's scales (dense F32); mixed keeps them all */
+static void check_biases(const qp_artifact *src, const qp_artifact *const *quantized, const qp_artifact *mixed,
+                         const qp_artifact *awq8, const qp_artifact *awq4)
+{
+    size_t n_bias = 0;
+    for (size_t i = 0; i < qp_artifact_count(src); i++) {
+        const char *name = qp_artifact_entry_name(qp_artifact_entry(src, i)) + 8;
+        if (!is_bias(name))
+            continue;
+        n_bias++;
+        assert_string_equal(digest_of(mixed, name), digest_of(src, name));
+        for (size_t q = 0; q < 4; q++) {
+            int awq = quantized[q] == awq8 || quantized[q] == awq4;
+            if (awq && is_v_bias(name)) {
+                assert_string_not_equal(digest_of(quantized[q], name), digest_of(src, name));
+                char entry[200];
+                snprintf(entry, sizeof(entry), "tensors/%s", name);
+                const json_t *e = qp_artifact_find(quantized[q], entry);
+                assert_string_equal(json_string_value(json_object_get(e, "format")), "dense");
+                assert_string_equal(json_string_value(json_object_get(e, "dtype")), "F32");
+            } else {
+                assert_string_equal(digest_of(quantized[q], name), digest_of(src, name));
+            }
+        }
+    }
+    assert_int_equal(n_bias, 3 * L);
+}
+
+/* the o group was searched in every layer, and scaled (alpha > 0) */
+static void check_o_group_scaled(const qp_artifact *awq8)
+{
+    const json_t *layers = json_object_get(qp_artifact_meta_c(awq8), "awq");
+    assert_int_equal(json_array_size(layers), L);
+    for (size_t l = 0; l < L; l++) {
+        const json_t *groups = json_array_get(layers, l), *g;
+        size_t i, n_o = 0;
+        json_array_foreach(groups, i, g) {
+            if (strcmp(json_string_value(json_object_get(g, "group")), "attn_out") != 0)
+                continue;
+            n_o++;
+            assert_true(json_number_value(json_object_get(g, "alpha")) > 0);
+        }
+        assert_int_equal(n_o, 1);
+    }
+}
+
+/* v_proj skipped: no o group searched, v_proj's weight and bias the source objects */
+static void check_v_skipped(const qp_artifact *src, const qp_artifact *awq8s)
+{
+    const json_t *layers = json_object_get(qp_artifact_meta_c(awq8s), "awq");
+    for (size_t l = 0; l < L; l++) {
+        const json_t *groups = json_array_get(layers, l), *g;
+        size_t i;
+        json_array_foreach(groups, i, g)
+            assert_string_not_equal(json_string_value(json_object_get(g, "group")), "attn_out");
+        char name[160];
+        snprintf(name, sizeof(name), "model.layers.%zu.self_attn.v_proj.weight", l);
+        assert_string_equal(digest_of(awq8s, name), digest_of(src, name));
+        snprintf(name, sizeof(name), "model.layers.%zu.self_attn.v_proj.bias", l);
+        assert_string_equal(digest_of(awq8s, name), digest_of(src, name));
+    }
+}
+
 static void test_biases_and_tied_embeddings(void **state)
 {
     (void)state;
@@ -361,68 +408,15 @@ static void test_biases_and_tied_embeddings(void **state)
     qp_artifact *gptq4 = load_output("gptq4"), *awq4 = load_output("awq4"), *mixed = load_output("mixed");
     const qp_artifact *quantized[] = {rtn8, awq8, gptq4, awq4};
 
-    /* mixed: the tied embedding is one weight (measured through both its
-     * uses, the head included) and gets a ladder type; biases kept */
-    assert_null(qp_artifact_find(mixed, "tensors/lm_head.weight"));
-    const json_t *sens = json_object_get(json_object_get(qp_artifact_meta_c(mixed), "mixed"), "sensitivity"), *se;
-    size_t si, n_embed = 0;
-    json_array_foreach(sens, si, se) {
-        const char *t = json_string_value(json_object_get(se, "tensor"));
-        assert_string_not_equal(t, "lm_head.weight");
-        if (strcmp(t, "model.embed_tokens.weight") != 0)
-            continue;
-        n_embed++;
-        const json_t *e = qp_artifact_find(mixed, "tensors/model.embed_tokens.weight");
-        assert_string_equal(json_string_value(json_object_get(e, "format")), "ggml");
-        assert_string_equal(json_string_value(json_object_get(e, "qtype")),
-                            json_string_value(json_object_get(se, "chosen")));
-    }
-    assert_int_equal(n_embed, 1);
-    assert_int_equal(json_array_size(sens), 7 * L + 1);
-
+    check_mixed_tied(mixed);
     /* tied: no lm_head in any artifact, the embedding kept as it was */
     for (size_t q = 0; q < 4; q++) {
         assert_null(qp_artifact_find(quantized[q], "tensors/lm_head.weight"));
         assert_string_equal(digest_of(quantized[q], "model.embed_tokens.weight"),
                             digest_of(src, "model.embed_tokens.weight"));
     }
-    /* biases: the source objects, but AWQ's v_proj bias, divided by the o group's scales */
-    size_t n_bias = 0;
-    for (size_t i = 0; i < qp_artifact_count(src); i++) {
-        const char *name = qp_artifact_entry_name(qp_artifact_entry(src, i)) + 8;
-        if (!is_bias(name))
-            continue;
-        n_bias++;
-        assert_string_equal(digest_of(mixed, name), digest_of(src, name));
-        for (size_t q = 0; q < 4; q++) {
-            int awq = quantized[q] == awq8 || quantized[q] == awq4;
-            if (awq && is_v_bias(name)) {
-                assert_string_not_equal(digest_of(quantized[q], name), digest_of(src, name));
-                char entry[200];
-                snprintf(entry, sizeof(entry), "tensors/%s", name);
-                const json_t *e = qp_artifact_find(quantized[q], entry);
-                assert_string_equal(json_string_value(json_object_get(e, "format")), "dense");
-                assert_string_equal(json_string_value(json_object_get(e, "dtype")), "F32");
-            } else {
-                assert_string_equal(digest_of(quantized[q], name), digest_of(src, name));
-            }
-        }
-    }
-    assert_int_equal(n_bias, 3 * L);
-    /* the o group was searched in every layer, and scaled (alpha > 0) */
-    const json_t *layers = json_object_get(qp_artifact_meta_c(awq8), "awq");
-    assert_int_equal(json_array_size(layers), L);
-    for (size_t l = 0; l < L; l++) {
-        const json_t *groups = json_array_get(layers, l), *g;
-        size_t i, n_o = 0;
-        json_array_foreach(groups, i, g) {
-            if (strcmp(json_string_value(json_object_get(g, "group")), "attn_out") != 0)
-                continue;
-            n_o++;
-            assert_true(json_number_value(json_object_get(g, "alpha")) > 0);
-        }
-        assert_int_equal(n_o, 1);
-    }
+    check_biases(src, quantized, mixed, awq8, awq4);
+    check_o_group_scaled(awq8);
     /* the function kept: 8-bit AWQ about as far from the model as 8-bit RTN
      * (measured: kld_mean rtn 2.25e-4, awq 2.7e-4; with v_proj's bias left
      * unscaled, awq 0.31) */
@@ -436,18 +430,7 @@ static void test_biases_and_tied_embeddings(void **state)
      * computes what it did (measured kld_mean 2.5e-4; scaling o_proj
      * against the unscaled v_proj gave 0.51) */
     qp_artifact *awq8s = load_output("awq8s"), *e_awqs = load_output("e_awq8s");
-    layers = json_object_get(qp_artifact_meta_c(awq8s), "awq");
-    for (size_t l = 0; l < L; l++) {
-        const json_t *groups = json_array_get(layers, l), *g;
-        size_t i;
-        json_array_foreach(groups, i, g)
-            assert_string_not_equal(json_string_value(json_object_get(g, "group")), "attn_out");
-        char name[160];
-        snprintf(name, sizeof(name), "model.layers.%zu.self_attn.v_proj.weight", l);
-        assert_string_equal(digest_of(awq8s, name), digest_of(src, name));
-        snprintf(name, sizeof(name), "model.layers.%zu.self_attn.v_proj.bias", l);
-        assert_string_equal(digest_of(awq8s, name), digest_of(src, name));
-    }
+    check_v_skipped(src, awq8s);
     print_message("8-bit awq, v_proj skipped: kld_mean %.3g\n", metric(e_awqs, "kld_mean"));
     assert_true(metric(e_awqs, "kld_mean") <= 2.0 * kr);
     qp_artifact_free(awq8s);
