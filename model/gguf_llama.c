@@ -9,7 +9,6 @@
 #include "common/fsutil.h"
 #include "model/gguf_llama_vocab.h"
 #include "model/hf_names.h"
-#include "model/llama_kernels.h"
 #include "model/tokenizer.h"
 
 #include <stdio.h>
@@ -118,10 +117,6 @@ static int check_cfg(const qp_llama_config *cfg)
                             "/ qwen2)", qp_arch_name(cfg->arch));
     if (cfg->qkv_bias && cfg->arch != QP_ARCH_QWEN2)
         return qp_error_set(QP_EUSAGE, "config: q/k/v biases cannot be exported to a GGUF 'llama' model");
-    /* llama.cpp's qwen2 graph has no frequency factors: the scaling would be lost */
-    if (cfg->rope_scaling.kind == QP_ROPE_LLAMA3 && cfg->arch == QP_ARCH_QWEN2)
-        return qp_error_set(QP_EUSAGE, "config: rope_scaling 'llama3' cannot be exported to a GGUF 'qwen2' model "
-                            "(llama.cpp reads rope_freqs.weight for 'llama' only)");
     if (cfg->vocab <= 0 || cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->intermediate <= 0 || cfg->n_heads % cfg->n_kv_heads)
         return qp_error_set(QP_EUSAGE, "config: invalid hyper-parameters for a GGUF export");
@@ -218,7 +213,6 @@ struct export_ctx {
     size_t n;
     void *scratch;
     size_t scratch_cap;
-    float *rope_freqs;        /* Llama 3 scaling's rope_freqs.weight [head_dim/2], or NULL */
 };
 
 static void export_free(void *ud)
@@ -226,32 +220,7 @@ static void export_free(void *ud)
     export_ctx *x = ud;
     free(x->tensors);
     free(x->scratch);
-    free(x->rope_freqs);
     free(x);
-}
-
-#define ROPE_FREQS "rope_freqs.weight"
-
-/* Whether rope_freqs.weight goes before list tensor t: convert writes it
- * first (generate_extra_tensors precedes the checkpoint's tensors);
- * llama-quantize keeps cmp_quantize's order (non-layer tensors by name). */
-static int rope_freqs_before(qp_gguf_llama_layout layout, const qp_gguf_llama_tensor *t)
-{
-    int layer = -1;
-    sscanf(t->gguf_name, "blk.%d.", &layer);
-    return layout == QP_GGUF_LAYOUT_CONVERT || layer >= 0 || strcmp(t->gguf_name, ROPE_FREQS) > 0;
-}
-
-/* LlamaModel.generate_extra_tensors: a config with Llama 3 rope_scaling
- * gets rope_freqs.weight, F32 [head_dim/2], the divisors llama.cpp applies
- * to each default frequency; without it llama.cpp would run plain RoPE. */
-static int add_rope_freqs(qp_gguf_writer *w, export_ctx *x, const qp_llama_config *cfg)
-{
-    size_t h = (size_t)cfg->head_dim / 2;
-    const uint64_t ne[1] = {h};
-    x->rope_freqs = qp_xmalloc(h * sizeof(float));
-    qp_kern_rope_llama3_gguf_factors(x->rope_freqs, cfg->head_dim, cfg->rope_theta, &cfg->rope_scaling);
-    return qp_gguf_writer_add_tensor(w, ROPE_FREQS, QP_GGML_F32, 1, ne, x->rope_freqs, h * sizeof(float));
 }
 
 static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
@@ -367,14 +336,8 @@ int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const q
         (rc = qp_gguf_writer_add_u32(w, "general.file_type", opts->file_type)) != 0)
         goto done;
 
-    int rope_freqs = cfg->rope_scaling.kind == QP_ROPE_LLAMA3;   /* still to add */
     for (size_t i = 0; i < n; i++) {
         export_tensor *et = &x->tensors[i];
-        if (rope_freqs && rope_freqs_before(opts->layout, &list[i])) {
-            rope_freqs = 0;
-            if ((rc = add_rope_freqs(w, x, cfg)) != 0)
-                goto done;
-        }
         et->x = x;
         et->t = list[i];
         et->type = QP_GGML_F32;
@@ -384,8 +347,6 @@ int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const q
                                                et)) != 0)
             goto done;
     }
-    if (rope_freqs && (rc = add_rope_freqs(w, x, cfg)) != 0)
-        goto done;
     *out = w;
     w = NULL;
     rc = 0;

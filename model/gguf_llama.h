@@ -9,12 +9,6 @@
  * post_attention_layernorm, mlp.{gate,up,down}_proj}.weight ->
  * blk.N.{attn_norm, attn_{q,k,v,output}, ffn_norm, ffn_{gate,up,down}}.weight,
  * and Qwen2's self_attn.{q,k,v}_proj.bias -> blk.N.attn_{q,k,v}.bias.
- * A "llama" config with Llama 3 rope_scaling adds rope_freqs.weight (F32
- * [head_dim/2], LlamaModel.generate_extra_tensors: the divisors llama.cpp
- * applies to each RoPE frequency; qp_kern_rope_llama3_gguf_factors), first
- * in convert's file, by name among the non-layer tensors in
- * llama-quantize's; a "qwen2" one is refused (llama.cpp's qwen2 graph has
- * no frequency factors).
  *
  * RoPE: HF keeps q_proj/k_proj rows in rotate-half order.  GGUF "llama"
  * wants adjacent pairs, so rows [n_head, 2, head_dim/2] are reordered to

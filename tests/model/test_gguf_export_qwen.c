@@ -13,7 +13,6 @@
 #include "model/gguf.h"
 #include "model/gguf_llama.h"
 #include "model/gguf_writer.h"
-#include "model/llama_kernels.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "quant/ggml_mix.h"
@@ -477,72 +476,6 @@ static void test_llama_with_bpe(void **state)
     free(dir);
 }
 
-/* Llama 3 rope_scaling in a llama export: rope_freqs.weight (F32
- * [head_dim/2], the frequency divisors llama.cpp applies) first in
- * convert's file and after output_norm.weight in llama-quantize's order;
- * without it llama.cpp would run plain RoPE.  A qwen2 export refuses it. */
-static void export_llama3(const qwen *h, const qp_llama_config *cfg, const char *path, qp_gguf_llama_layout layout)
-{
-    qp_gguf_llama_opts o;
-    qp_gguf_writer *w;
-    assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, cfg, h->model_dir), 0);
-    o.layout = layout;
-    qp_gguf_llama_source zeros = { .tensor_data = qp_test_gguf_zero_data };
-    assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, cfg, h->tok, h->tok_name, &zeros, &o), 0);
-    assert_int_equal(qp_gguf_writer_finish(w), 0);
-    qp_gguf_llama_opts_free(&o);
-}
-
-static void test_llama3_rope_freqs(void **state)
-{
-    (void)state;
-    qwen h;
-    qwen_open(&h);
-    qp_llama_config cfg = h.cfg;
-    cfg.arch = QP_ARCH_LLAMA;
-    cfg.qkv_bias = 0;
-    cfg.tied_embeddings = 0;
-    cfg.rope_scaling = (qp_rope_scaling){ QP_ROPE_LLAMA3, 8.0, 1.0, 4.0, 8192 };
-    char *dir = qp_test_tmpdir();
-    char *path = qp_path_join(dir, "l3.gguf");
-    float want[16];
-    qp_kern_rope_llama3_gguf_factors(want, cfg.head_dim, cfg.rope_theta, &cfg.rope_scaling);
-    /* head_dim 32, θ 1e6: the band has all three regimes */
-    assert_true(want[0] == 1.0f && want[15] == 8.0f);
-    int medium = 0;
-    for (int i = 0; i < 16; i++)
-        medium += want[i] > 1.0f && want[i] < 8.0f;
-    assert_true(medium > 0);
-    for (int layout = 0; layout < 2; layout++) {
-        export_llama3(&h, &cfg, path, (qp_gguf_llama_layout)layout);
-        qp_gguf *g;
-        assert_int_equal(qp_gguf_open(&g, path), 0);
-        size_t at = layout == QP_GGUF_LAYOUT_CONVERT ? 0 : 2;   /* quantize: output, output_norm, rope_freqs */
-        const qp_gguf_tensor *t = qp_gguf_tensor_at(g, at);
-        assert_string_equal(t->name, "rope_freqs.weight");
-        assert_int_equal(t->type, QP_GGML_F32);
-        assert_int_equal(t->n_dims, 1);
-        assert_int_equal(t->ne[0], 16);
-        assert_memory_equal(t->data, want, sizeof(want));
-        assert_string_equal(qp_gguf_tensor_at(g, at + 1)->name,
-                            layout == QP_GGUF_LAYOUT_CONVERT ? "output.weight" : "token_embd.weight");
-        assert_int_equal(qp_gguf_tensor_count(g), 3 + 9 * (size_t)cfg.n_layers + 1);
-        qp_gguf_free(g);
-    }
-    /* llama.cpp's qwen2 graph has no frequency factors */
-    cfg = h.cfg;
-    cfg.rope_scaling = (qp_rope_scaling){ QP_ROPE_LLAMA3, 8.0, 1.0, 4.0, 8192 };
-    qp_gguf_llama_tensor *list;
-    size_t n;
-    assert_int_equal(qp_gguf_llama_tensors(&list, &n, &cfg, QP_GGUF_LAYOUT_CONVERT, NULL, NULL), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "config: rope_scaling 'llama3' cannot be exported to a GGUF 'qwen2' model "
-                                        "(llama.cpp reads rope_freqs.weight for 'llama' only)");
-    qwen_close(&h);
-    qp_test_rmtree(dir);
-    free(path);
-    free(dir);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -553,7 +486,6 @@ int main(void)
         cmocka_unit_test(test_qwen_mix_ctx),
         cmocka_unit_test(test_qwen_vocab_errors),
         cmocka_unit_test(test_llama_with_bpe),
-        cmocka_unit_test(test_llama3_rope_freqs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
