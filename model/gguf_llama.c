@@ -121,6 +121,11 @@ static int check_cfg(const qp_llama_config *cfg)
                             "/ qwen2)", qp_arch_name(cfg->arch));
     if (cfg->qkv_bias && cfg->arch != QP_ARCH_QWEN2)
         return qp_error_set(QP_EUSAGE, "config: q/k/v biases cannot be exported to a GGUF 'llama' model");
+    /* convert's Qwen2Model writes no rope_freqs: llama.cpp would run the
+     * model without the scaling */
+    if (cfg->arch == QP_ARCH_QWEN2 && cfg->rope_scaling.kind == QP_ROPE_LLAMA3)
+        return qp_error_set(QP_EUSAGE, "config: rope_scaling llama3 cannot be exported to a GGUF 'qwen2' model "
+                            "(llama.cpp reads its rope_freqs only for 'llama')");
     if (cfg->vocab <= 0 || cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->intermediate <= 0 || cfg->n_heads % cfg->n_kv_heads)
         return qp_error_set(QP_EUSAGE, "config: invalid hyper-parameters for a GGUF export");
