@@ -28,9 +28,13 @@
  *     the two convert ran depends on dim and on the converting machine, and
  *     neither can be run here; the correctly rounded value, float(pow(double,
  *     double)), is what both give except in rare near-half-way cases (the
- *     same choice as qp_kern_rope_inv_freq).  The exponents 2i/dim and
- *     base = 500000 of Llama 3 give no such case we could identify, but this
- *     one step is not proven bit-exact against every PyTorch build.
+ *     same choice as qp_kern_rope_inv_freq).  Measured against libsleef
+ *     3.5.1 (powf8_u10avx2 / powf16_u10avx512f, in PyTorch's AVX2 chunking,
+ *     the tail by glibc 2.36 powf): every factor of θ 500000 / 10000 / 1e6 ×
+ *     head_dim 16 / 32 / 64 / 80 / 96 / 128 / 256 × factor 8 / 16 / 32 ×
+ *     original context 4096 / 8192 agrees (8064 values) except three, all of
+ *     θ 500000 / head_dim 96 / context 4096 (SLEEF's power one ulp off the
+ *     correctly rounded one in the band); every Llama 3.x shape agrees.
  *   - 1.0 / t and 2 * math.pi / freq and old_ctx / wavelen: a Python number
  *     divided by a tensor is Tensor.__rtruediv__ = t.reciprocal() * number:
  *     float32 1/x, then a float32 multiply by float32(number).  So wavelen is
