@@ -616,6 +616,106 @@ static void test_mistral(void **state)
     model_close(&m);
 }
 
+static int zero_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
+{
+    (void)ud;
+    (void)t;
+    (void)type;
+    memset(dst, 0, nbytes);
+    return 0;
+}
+
+/* LlamaModel.set_vocab for a vocabulary of 49152 (granite small models;
+ * SmolLM's LlamaForCausalLM too): add_bos_token false after
+ * add_space_prefix; convert fails on the duplicated key when
+ * tokenizer_config.json already set add_bos_token, and so does qpipe. */
+static void test_vocab_49152(void **state)
+{
+    (void)state;
+    model m;
+    model_open(&m, "LlamaForCausalLM", 0);
+    qp_llama_config cfg = m.cfg;
+    cfg.vocab = 49152;
+    cfg.hidden = 32;
+    cfg.n_layers = 1;
+    cfg.n_heads = 4;
+    cfg.n_kv_heads = 2;
+    cfg.head_dim = 8;
+    cfg.intermediate = 64;
+    qp_gguf_llama_opts o;
+    qp_gguf_writer *w = NULL;
+    char *path = qp_path_join(m.tmp, "g.gguf");
+    qp_gguf_llama_source zeros = {.tensor_data = zero_data};
+    assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, m.dir), 0);
+    assert_int_equal(o.add_bos, 1);   /* tokenizer_config.json's add_bos_token */
+    assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &cfg, m.tok, m.tok_name, &zeros, &o), QP_EUSAGE);
+    assert_null(w);
+    assert_non_null(strstr(qp_error_last(), "49152"));
+    assert_non_null(strstr(qp_error_last(), "add_bos_token"));
+    o.add_bos = -1;
+    assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &cfg, m.tok, m.tok_name, &zeros, &o), 0);
+    assert_int_equal(qp_gguf_writer_finish(w), 0);
+    qp_gguf *g;
+    assert_int_equal(qp_gguf_open(&g, path), 0);
+    size_t n = qp_gguf_kv_count(g);
+    assert_string_equal(qp_gguf_kv_key(g, n - 3), "tokenizer.ggml.add_space_prefix");
+    assert_string_equal(qp_gguf_kv_key(g, n - 2), "tokenizer.ggml.add_bos_token");
+    assert_string_equal(qp_gguf_kv_key(g, n - 1), "general.quantization_version");
+    bool b = true;
+    assert_int_equal(qp_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b), 0);
+    assert_false(b);
+    qp_gguf_free(g);
+    /* qwen2 (Qwen2Model.set_vocab) writes neither */
+    cfg.arch = QP_ARCH_QWEN2;
+    cfg.rope_scaling.kind = QP_ROPE_PLAIN;
+    o.add_bos = 1;
+    assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &cfg, m.tok, m.tok_name, &zeros, &o), 0);
+    assert_int_equal(qp_gguf_writer_finish(w), 0);
+    assert_int_equal(qp_gguf_open(&g, path), 0);
+    assert_null(qp_gguf_find(g, "tokenizer.ggml.add_space_prefix"));
+    assert_int_equal(qp_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b), 0);
+    assert_true(b);
+    qp_gguf_free(g);
+    qp_gguf_llama_opts_free(&o);
+    free(path);
+    model_close(&m);
+}
+
+/* tokenizer_config.json's add_prefix_space as gguf-py packs it (Python
+ * truth: null is false); config.json's top-level
+ * original_max_position_embeddings must be a positive number. */
+static void test_opts_from_dir(void **state)
+{
+    (void)state;
+    static const struct { const char *json; int want; } cases[] = {
+        { "{\"add_prefix_space\": true}", 1 }, { "{\"add_prefix_space\": false}", 0 },
+        { "{\"add_prefix_space\": null}", 0 }, { "{\"add_prefix_space\": 1}", 1 }, { "{}", -1 },
+    };
+    qp_llama_config cfg = {.arch = QP_ARCH_LLAMA, .vocab = 16};
+    char *dir = qp_test_tmpdir();
+    char *tc = qp_path_join(dir, "tokenizer_config.json"), *cj = qp_path_join(dir, "config.json");
+    qp_gguf_llama_opts o;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        qp_test_write_str(tc, cases[i].json);
+        assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, dir), 0);
+        assert_int_equal(o.add_space_prefix, cases[i].want);
+        assert_true(o.rope_orig_ctx == 8192.0);
+        qp_gguf_llama_opts_free(&o);
+    }
+    qp_test_write_str(cj, "{\"original_max_position_embeddings\": \"8k\"}");
+    assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, dir), QP_EFORMAT);
+    assert_non_null(strstr(qp_error_last(), "original_max_position_embeddings"));
+    assert_non_null(strstr(qp_error_last(), "config.json"));
+    qp_test_write_str(cj, "{\"original_max_position_embeddings\": 2048}");
+    assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, dir), 0);
+    assert_true(o.rope_orig_ctx == 2048.0);
+    qp_gguf_llama_opts_free(&o);
+    qp_test_rmtree(dir);
+    free(tc);
+    free(cj);
+    free(dir);
+}
+
 /* the tensor list: rope_freqs only for "llama" with llama3 scaling */
 static void test_tensor_list(void **state)
 {
@@ -659,6 +759,8 @@ int main(void)
         cmocka_unit_test(test_llama3_quantize_layout),
         cmocka_unit_test(test_llama3_top_level_original_ctx),
         cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_vocab_49152),
+        cmocka_unit_test(test_opts_from_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
