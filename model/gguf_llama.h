@@ -19,6 +19,9 @@
  *
  * Hyper-parameters: "<arch>.*" as Model.set_gguf_parameters writes them;
  * only "llama" adds <arch>.vocab_size and <arch>.rope.dimension_count.
+ * Llama 3 rope scaling (rope_type llama3) is no key but LlamaModel's
+ * generated rope_freqs.weight, F32 [head_dim/2] (qp_gguf_llama_rope_factors);
+ * a qwen2 export of it is refused (Qwen2Model writes none).
  * Vocabulary by the tokenizer's kind (model/gguf_llama_vocab.h):
  * SentencePiece -> tokenizer.ggml.model "llama" with scores; byte-level BPE
  * (tokenizer.json) -> "gpt2" with pre and merges.
@@ -182,7 +185,10 @@ typedef struct {
  * directory has one (qp_tokenizer_load_spm), else tokenizer.json
  * (qp_tokenizer_load_hf); tok_name names its file in errors.  The special
  * ids, add_bos/add_eos and chat template come from opts (SpecialVocab),
- * the chat template from tok when opts has none.  Errors are one line
+ * the chat template from tok when opts has none; "llama" then adds
+ * LlamaModel.set_vocab's tokenizer.ggml.add_space_prefix (opts) and, for a
+ * vocabulary of 49152, add_bos_token false (QP_EUSAGE when opts already has
+ * add_bos: convert fails on the duplicated key).  Errors are one line
  * naming the file / tensor. */
 int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
                                  const qp_tokenizer *tok, const char *tok_name, const qp_gguf_llama_source *src,
