@@ -353,8 +353,9 @@ static int json_rope_scaling(const src *s, const json_t *root, qp_rope_scaling *
     return 0;
 }
 
-/* Refusals: features the forward pass does not implement. */
-static int json_refusals(const src *s, const json_t *root, const qp_llama_config *c)
+/* Refusals: features the forward pass does not implement; records the
+ * sliding window it runs within (c->sliding_window). */
+static int json_refusals(const src *s, const json_t *root, qp_llama_config *c)
 {
     const json_t *act = json_object_get(root, "hidden_act");
     if (act && !json_is_null(act)) {
@@ -387,7 +388,8 @@ static int json_refusals(const src *s, const json_t *root, const qp_llama_config
     if (c->arch == QP_ARCH_MISTRAL || c->arch == QP_ARCH_QWEN2) {
         /* The window matters when it is in force (always for Mistral, only
          * with use_sliding_window for Qwen2, as in transformers) and shorter
-         * than the context; a window >= max_position_embeddings never bites. */
+         * than the context; a window >= max_position_embeddings never bites.
+         * A shorter one caps the forward pass's positions (config.h). */
         const json_t *sw = json_object_get(root, "sliding_window");
         int use = c->arch == QP_ARCH_MISTRAL;
         if (c->arch == QP_ARCH_QWEN2 && (rc = json_bool(s, root, "use_sliding_window", 0, &use)) != 0)
@@ -396,9 +398,7 @@ static int json_refusals(const src *s, const json_t *root, const qp_llama_config
             if (!json_is_integer(sw) || json_integer_value(sw) <= 0)
                 return field_error(s, "sliding_window", "expected a positive integer or null, got %s", jtype(sw));
             if (use && json_integer_value(sw) < c->max_pos)
-                return field_error(s, "sliding_window", "%" JSON_INTEGER_FORMAT " < max_position_embeddings %d: "
-                                   "qpipe does not implement sliding-window attention", json_integer_value(sw),
-                                   c->max_pos);
+                c->sliding_window = (int)json_integer_value(sw);
         }
     }
     return 0;
@@ -506,7 +506,8 @@ static int gguf_vocab(const src *s, const qp_gguf *g, int *out)
     return field_error(s, s->names[F_VOCAB], "missing (and no tokenizer.ggml.tokens)");
 }
 
-static int gguf_refusals(const src *s, const qp_gguf *g, const qp_llama_config *c)
+/* As json_refusals, for GGUF keys and tensors. */
+static int gguf_refusals(const src *s, const qp_gguf *g, qp_llama_config *c)
 {
     char key[128];
     const char *t;
@@ -538,8 +539,7 @@ static int gguf_refusals(const src *s, const qp_gguf *g, const qp_llama_config *
         if ((rc = qp_gguf_get_int(g, key, &w)) != 0)
             return rc;
         if (w > 0 && w < c->max_pos)
-            return field_error(s, key, "%" PRId64 " < %s %d: qpipe does not implement sliding-window attention", w,
-                               s->names[F_MAXPOS], c->max_pos);
+            c->sliding_window = (int)w;
     }
     if (qp_gguf_find_tensor(g, "blk.0.attn_output.bias"))
         return qp_error_set(QP_EFORMAT, "%s: tensor 'blk.0.attn_output.bias': output-projection biases are not "

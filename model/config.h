@@ -1,8 +1,8 @@
 /* LLaMA-family hyper-parameters from a Hugging Face config.json or from a
  * GGUF file's "<arch>.*" keys, with everything qpipe cannot run refused by
  * name (one line): unknown architectures, rope_scaling other than Llama 3's,
- * an effective sliding window, activations other than SiLU, biases other
- * than Qwen2's q/k/v.
+ * activations other than SiLU, biases other than Qwen2's q/k/v.  A sliding
+ * window shorter than the context is recorded (sliding_window below).
  * The fields match qp_llama_hparams (model/llama.h) one for one. */
 #ifndef QP_MODEL_CONFIG_H
 #define QP_MODEL_CONFIG_H
@@ -48,6 +48,11 @@ typedef struct {
     float rope_theta;     /* rope_theta (default 10000) */
     qp_rope_scaling rope_scaling;   /* rope_scaling (PLAIN when none) */
     int max_pos;          /* max_position_embeddings */
+    int sliding_window;   /* sliding-window attention in force and shorter than
+                             max_pos (Mistral v0.1: 4096 of 32768), else 0.
+                             Windows of at most this many tokens are exactly
+                             full causal attention, so the forward pass runs
+                             up to min(max_pos, sliding_window) positions */
     int tied_embeddings;  /* tie_word_embeddings: lm_head = embed_tokens */
     int qkv_bias;         /* q/k/v projections have biases (Qwen2) */
     int bos_id;           /* -1 when the config has none */

@@ -78,10 +78,14 @@ static void set_tensor(qp_gguf_llama_tensor *t, const char *hf, int n_dims, uint
     t->rope_heads = rope_heads;
 }
 
-/* convert_hf_to_gguf: shards in order, safetensors' sorted keys within one */
+/* convert_hf_to_gguf: generated tensors (rope_freqs) first — prepare_tensors
+ * iterates chain(generate_extra_tensors(), get_tensors()) — then shards in
+ * order, safetensors' sorted keys within one */
 static int cmp_convert(const void *a, const void *b)
 {
     const qp_gguf_llama_tensor *x = a, *y = b;
+    if (x->generated != y->generated)
+        return x->generated ? -1 : 1;
     if (x->part != y->part)
         return x->part < y->part ? -1 : 1;
     return strcmp(x->hf_name, y->hf_name);
@@ -117,6 +121,11 @@ static int check_cfg(const qp_llama_config *cfg)
                             "/ qwen2)", qp_arch_name(cfg->arch));
     if (cfg->qkv_bias && cfg->arch != QP_ARCH_QWEN2)
         return qp_error_set(QP_EUSAGE, "config: q/k/v biases cannot be exported to a GGUF 'llama' model");
+    /* convert's Qwen2Model writes no rope_freqs: llama.cpp would run the
+     * model without the scaling */
+    if (cfg->arch == QP_ARCH_QWEN2 && cfg->rope_scaling.kind == QP_ROPE_LLAMA3)
+        return qp_error_set(QP_EUSAGE, "config: rope_scaling llama3 cannot be exported to a GGUF 'qwen2' model "
+                            "(llama.cpp reads its rope_freqs only for 'llama')");
     if (cfg->vocab <= 0 || cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->intermediate <= 0 || cfg->n_heads % cfg->n_kv_heads)
         return qp_error_set(QP_EUSAGE, "config: invalid hyper-parameters for a GGUF export");
@@ -138,7 +147,7 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
     /* LlamaModel permutes q/k rows for ggml's adjacent-pair RoPE; Qwen2Model
      * does not (llama.cpp runs qwen2 with NEOX RoPE, HF's rotate-half) */
     const int permute = cfg->arch != QP_ARCH_QWEN2;
-    size_t cap = 3 + N_LAYER_NAMES * (size_t)cfg->n_layers, k = 0;
+    size_t cap = 4 + N_LAYER_NAMES * (size_t)cfg->n_layers, k = 0;
     qp_gguf_llama_tensor *t = qp_xcalloc(cap, sizeof(*t));
     char hf[96];
     /* shapes in ggml order [in, out] */
@@ -171,6 +180,17 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
     }
     for (size_t i = 0; i < k; i++)
         t[i].part = part_of ? part_of(part_ud, t[i].hf_name) : 0;
+    /* LlamaModel.generate_extra_tensors (Qwen2Model has none): Llama 3's
+     * per-dimension RoPE divisors [head_dim/2], 1-D so F32 in every file */
+    if (permute && cfg->rope_scaling.kind == QP_ROPE_LLAMA3) {
+        qp_gguf_llama_tensor *r = &t[k++];
+        memset(r, 0, sizeof(*r));
+        snprintf(r->gguf_name, sizeof(r->gguf_name), "rope_freqs.weight");
+        r->n_dims = 1;
+        r->ne[0] = (uint64_t)cfg->head_dim / 2;
+        r->ne[1] = 1;
+        r->generated = 1;
+    }
     qsort(t, k, sizeof(*t), layout == QP_GGUF_LAYOUT_QUANTIZE ? cmp_quantize : cmp_convert);
     *out = t;
     *n = k;
@@ -209,6 +229,8 @@ typedef struct {
 
 struct export_ctx {
     const qp_gguf_llama_source *src;
+    float *rope_freqs;        /* [head_dim/2] when the file has rope_freqs.weight */
+    size_t n_rope_freqs;
     export_tensor *tensors;
     size_t n;
     void *scratch;
@@ -220,6 +242,7 @@ static void export_free(void *ud)
     export_ctx *x = ud;
     free(x->tensors);
     free(x->scratch);
+    free(x->rope_freqs);
     free(x);
 }
 
@@ -228,6 +251,13 @@ static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
     export_tensor *et = ud;
     export_ctx *x = et->x;
     int rc;
+    if (et->t.generated) {
+        if (nbytes != x->n_rope_freqs * sizeof(float))
+            return qp_error_set(QP_EUSAGE, "tensor 'rope_freqs.weight': %zu bytes asked, %zu computed", nbytes,
+                                x->n_rope_freqs * sizeof(float));
+        memcpy(dst, x->rope_freqs, nbytes);
+        return 0;
+    }
     if (!et->t.rope_heads)
         return x->src->tensor_data(x->src->ud, &et->t, et->type, dst, nbytes);
     /* q/k: rows arrive in HF order, are stored in GGUF's */
@@ -297,6 +327,30 @@ static int add_params(qp_gguf_writer *w, const qp_llama_config *cfg, const qp_gg
     return rc ? QP_ERROR : 0;
 }
 
+/* LlamaModel.set_vocab's keys after the vocabulary ("llama" only; Qwen2Model
+ * has its own set_vocab): tokenizer_config.json's add_prefix_space as
+ * tokenizer.ggml.add_space_prefix, and add_bos_token false for a vocabulary
+ * of 49152 ("granite small models", which SmolLM's LlamaForCausalLM shares;
+ * convert fails on a duplicated key when tokenizer_config.json already set
+ * add_bos_token, so that case is refused). */
+static int add_llama_vocab_extras(qp_gguf_writer *w, const qp_llama_config *cfg, const qp_gguf_llama_opts *o,
+                                  const char *path)
+{
+    int rc = 0;
+    if (cfg->arch == QP_ARCH_QWEN2)
+        return 0;
+    if (o->add_space_prefix >= 0)
+        rc |= qp_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", o->add_space_prefix != 0);
+    if (cfg->vocab == 49152) {
+        if (o->add_bos >= 0)
+            return qp_error_set(QP_EUSAGE, "%s: a llama vocabulary of 49152 with tokenizer_config.json "
+                                "add_bos_token: convert_hf_to_gguf.py writes tokenizer.ggml.add_bos_token twice "
+                                "and fails; remove add_bos_token", path);
+        rc |= qp_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 0);
+    }
+    return rc ? QP_ERROR : 0;
+}
+
 int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
                                  const qp_tokenizer *tok, const char *tok_name, const qp_gguf_llama_source *src,
                                  const qp_gguf_llama_opts *opts)
@@ -324,11 +378,24 @@ int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const q
     x->n = n;
     qp_gguf_writer_on_free(w, export_free, x);
 
+    /* gguf-py's parameter count (the size label) counts every tensor of the
+     * file, rope_freqs included */
     uint64_t n_params = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         n_params += list[i].ne[0] * list[i].ne[1];
+        if (list[i].generated) {
+            x->n_rope_freqs = (size_t)list[i].ne[0];
+            x->rope_freqs = qp_xmalloc(x->n_rope_freqs * sizeof(float));
+            if ((rc = qp_gguf_llama_rope_factors(x->rope_freqs, cfg->head_dim, cfg->rope_theta, &cfg->rope_scaling,
+                                                 opts->rope_orig_ctx > 0 ? opts->rope_orig_ctx : 8192.0)) != 0) {
+                qp_error_prefix("%s", path);
+                goto done;
+            }
+        }
+    }
     if ((rc = add_params(w, cfg, opts, n_params)) != 0 ||
-        (rc = qp_gguf_llama_add_vocab(w, tok, tok_name ? tok_name : "tokenizer", cfg->vocab, opts)) != 0)
+        (rc = qp_gguf_llama_add_vocab(w, tok, tok_name ? tok_name : "tokenizer", cfg->vocab, opts)) != 0 ||
+        (rc = add_llama_vocab_extras(w, cfg, opts, path)) != 0)
         goto done;
     if ((rc = qp_gguf_writer_add_u32(w, "general.quantization_version", 2)) != 0)
         goto done;
@@ -341,7 +408,7 @@ int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const q
         et->x = x;
         et->t = list[i];
         et->type = QP_GGML_F32;
-        if (src->tensor_type && (rc = src->tensor_type(src->ud, &et->t, &et->type)) != 0)
+        if (!et->t.generated && src->tensor_type && (rc = src->tensor_type(src->ud, &et->t, &et->type)) != 0)
             goto done;
         if ((rc = qp_gguf_writer_add_tensor_cb(w, et->t.gguf_name, et->type, et->t.n_dims, et->t.ne, export_fill,
                                                et)) != 0)

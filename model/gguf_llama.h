@@ -19,6 +19,9 @@
  *
  * Hyper-parameters: "<arch>.*" as Model.set_gguf_parameters writes them;
  * only "llama" adds <arch>.vocab_size and <arch>.rope.dimension_count.
+ * Llama 3 rope scaling (rope_type llama3) is no key but LlamaModel's
+ * generated rope_freqs.weight, F32 [head_dim/2] (qp_gguf_llama_rope_factors);
+ * a qwen2 export of it is refused (Qwen2Model writes none).
  * Vocabulary by the tokenizer's kind (model/gguf_llama_vocab.h):
  * SentencePiece -> tokenizer.ggml.model "llama" with scores; byte-level BPE
  * (tokenizer.json) -> "gpt2" with pre and merges.
@@ -62,10 +65,16 @@ typedef struct {
     uint64_t ne[2];        /* ggml order: ne[0] = columns (in), ne[1] = rows (out) */
     int rope_heads;        /* 0, or the heads whose rows are permuted (llama q: H, k: KV) */
     int part;              /* safetensors part it came from (CONVERT order) */
+    int generated;         /* 1: rope_freqs.weight, which has no HF tensor (hf_name ""): the exporter
+                              computes it and stores it F32; the source is never asked about it */
 } qp_gguf_llama_tensor;
 
 /* The model's tensors in the layout's file order (*out malloc'ed); q/k/v
- * biases (1-D) when cfg->qkv_bias.  part_of (may be NULL: everything in
+ * biases (1-D) when cfg->qkv_bias; for a "llama" config with Llama 3 rope
+ * scaling, LlamaModel.generate_extra_tensors' rope_freqs.weight [head_dim/2]
+ * (generated = 1), first in CONVERT order (convert chains the generated
+ * tensors before the checkpoint's) and sorted by name among the non-layer
+ * tensors in QUANTIZE order.  part_of (may be NULL: everything in
  * part 0) gives the index of the safetensors shard holding an HF tensor, in
  * sorted shard-file order.  Errors: QP_EUSAGE "config: architecture 'X'
  * cannot be exported to GGUF (only llama / mistral / qwen2)", q/k/v biases
@@ -81,6 +90,18 @@ int qp_gguf_llama_tensors(qp_gguf_llama_tensor **out, size_t *n, const qp_llama_
  * QP_EUSAGE when n_rows is not a multiple of 2·n_head. */
 int qp_gguf_llama_permute_rows(void *dst, const void *src, int64_t n_rows, size_t row_bytes, int n_head,
                                int to_gguf);
+
+/* convert_hf_to_gguf's rope_freqs.weight for Llama 3 rope scaling:
+ * out[i], i < head_dim/2, is the divisor llama.cpp applies to frequency i
+ * (1, factor, or 1/((1-smooth)/factor + smooth) in the medium band), computed
+ * in convert's mixed float32 / Python-float arithmetic (gguf_llama_rope.c
+ * says which operation rounds where).  theta is rope_theta, s the config's
+ * llama3 scaling (factor, low/high_freq_factor); old_ctx is what convert takes
+ * as the original context: config.json's TOP-LEVEL
+ * original_max_position_embeddings, 8192 when absent (convert does not read
+ * the one inside rope_scaling).  QP_EUSAGE for an odd or non-positive head_dim,
+ * a scaling that is not llama3, or low and high wavelengths that are equal. */
+int qp_gguf_llama_rope_factors(float *out, int head_dim, float theta, const qp_rope_scaling *s, double old_ctx);
 
 /* ---- options (tokenizer specials, names) ---- */
 
@@ -106,6 +127,10 @@ typedef struct {
     int add_bos, add_eos;          /* tokenizer.ggml.add_{bos,eos}_token; -1: omitted */
     char *chat_template;           /* tokenizer.chat_template; NULL: omitted */
     int head_dim_keys;             /* write llama.attention.{key,value}_length (config.json had head_dim) */
+    double rope_orig_ctx;          /* config.json's top-level original_max_position_embeddings; 8192
+                                      when absent (what convert's rope_freqs uses) */
+    int add_space_prefix;          /* tokenizer_config.json's add_prefix_space as Python truth (null: 0);
+                                      -1: absent.  LlamaModel writes it ("llama" only) */
     /* added_tokens.json and tokenizer_config.json's added_tokens_decoder */
     qp_gguf_added_token *added_json;
     size_t n_added_json;
@@ -114,12 +139,14 @@ typedef struct {
 } qp_gguf_llama_opts;
 
 /* CONVERT layout, file_type 0, no name, specials bos/eos from cfg,
- * add_bos 1 / add_eos 0 (LlamaTokenizer's defaults), nothing else. */
+ * add_bos 1 / add_eos 0 (LlamaTokenizer's defaults), rope_orig_ctx 8192,
+ * no add_space_prefix, nothing else. */
 void qp_gguf_llama_opts_init(qp_gguf_llama_opts *o, const qp_llama_config *cfg);
 /* What convert_hf_to_gguf reads beside the weights of the HF directory dir:
  * general.name from the directory name (gguf-py's id_to_title:
- * "house-llama" -> "House Llama"), config.json's "head_dim" and
- * <typ>_token_id, tokenizer_config.json's add_bos_token / add_eos_token /
+ * "house-llama" -> "House Llama"), config.json's "head_dim",
+ * original_max_position_embeddings (top level) and <typ>_token_id,
+ * tokenizer_config.json's add_prefix_space, add_bos_token / add_eos_token /
  * chat_template / <typ>_token (matched against tokenizer.json's
  * added_tokens) / added_tokens_decoder, and added_tokens.json.  Missing
  * files are skipped; malformed JSON is QP_EFORMAT "PATH: ...". */
@@ -158,7 +185,10 @@ typedef struct {
  * directory has one (qp_tokenizer_load_spm), else tokenizer.json
  * (qp_tokenizer_load_hf); tok_name names its file in errors.  The special
  * ids, add_bos/add_eos and chat template come from opts (SpecialVocab),
- * the chat template from tok when opts has none.  Errors are one line
+ * the chat template from tok when opts has none; "llama" then adds
+ * LlamaModel.set_vocab's tokenizer.ggml.add_space_prefix (opts) and, for a
+ * vocabulary of 49152, add_bos_token false (QP_EUSAGE when opts already has
+ * add_bos: convert fails on the duplicated key).  Errors are one line
  * naming the file / tensor. */
 int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const qp_llama_config *cfg,
                                  const qp_tokenizer *tok, const char *tok_name, const qp_gguf_llama_source *src,

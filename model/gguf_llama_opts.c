@@ -24,6 +24,8 @@ void qp_gguf_llama_opts_init(qp_gguf_llama_opts *o, const qp_llama_config *cfg)
     o->layout = QP_GGUF_LAYOUT_CONVERT;
     o->add_bos = 1;
     o->add_eos = 0;
+    o->rope_orig_ctx = 8192.0;
+    o->add_space_prefix = -1;
     if (cfg) {
         qp_gguf_llama_opts_set_special(o, QP_SPECIAL_BOS, cfg->bos_id, cfg->vocab);
         qp_gguf_llama_opts_set_special(o, QP_SPECIAL_EOS, cfg->eos_id, cfg->vocab);
@@ -179,6 +181,21 @@ static void add_token(qp_gguf_added_token **arr, size_t *n, int id, const char *
     (*n)++;
 }
 
+/* Python's bool(value) of a JSON value (gguf-py packs add_bool's value with
+ * struct "?"): null, false, 0, "", [] and {} are false. */
+static int truthy(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_TRUE: return 1;
+    case JSON_INTEGER: return json_integer_value(v) != 0;
+    case JSON_REAL: return json_real_value(v) != 0.0;
+    case JSON_STRING: return json_string_length(v) > 0;
+    case JSON_ARRAY: return json_array_size(v) > 0;
+    case JSON_OBJECT: return json_object_size(v) > 0;
+    default: return 0;
+    }
+}
+
 /* general.name: the directory name, title-cased */
 static void name_from_dir(qp_gguf_llama_opts *o, const char *dir)
 {
@@ -305,6 +322,19 @@ int qp_gguf_llama_opts_from_hf_dir(qp_gguf_llama_opts *o, const qp_llama_config 
     name_from_dir(o, dir);
     if (config && json_is_integer(json_object_get(config, "head_dim")))
         o->head_dim_keys = 1;
+    /* LlamaModel.generate_extra_tensors: hparams.get("original_max_position_embeddings",
+     * 8192), the top-level key — not rope_scaling's */
+    json_t *orig = config ? json_object_get(config, "original_max_position_embeddings") : NULL;
+    if (orig && !json_is_null(orig)) {
+        if (!json_is_number(orig) || !(json_number_value(orig) > 0) || !isfinite(json_number_value(orig))) {
+            rc = qp_error_set(QP_EFORMAT, "%s/config.json: original_max_position_embeddings: expected a positive "
+                              "number", dir);
+            goto done;
+        }
+        o->rope_orig_ctx = json_number_value(orig);
+    }
+    if (tok_cfg && json_object_get(tok_cfg, "add_prefix_space"))
+        o->add_space_prefix = truthy(json_object_get(tok_cfg, "add_prefix_space"));
     if (tok_cfg) {
         specials_from_tokenizer_json(o, cfg, tok_cfg, tok);
         if ((rc = added_from_decoder(o, cfg, tok_cfg, dir)) != 0)

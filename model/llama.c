@@ -110,7 +110,10 @@ void qp_llama_hparams_from_config(qp_llama_hparams *out, const qp_llama_config *
     out->rms_eps = cfg->rms_eps;
     out->rope_theta = cfg->rope_theta;
     out->rope_scaling = cfg->rope_scaling;
-    out->max_pos = cfg->max_pos;
+    /* Within a sliding window, sliding-window attention is full causal
+     * attention: longer inputs are refused rather than run wrongly. */
+    out->max_pos = cfg->sliding_window > 0 && cfg->sliding_window < cfg->max_pos ? cfg->sliding_window
+                                                                                  : cfg->max_pos;
     out->tied_embeddings = cfg->tied_embeddings;
     out->qkv_bias = cfg->qkv_bias;
 }

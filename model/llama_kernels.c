@@ -120,22 +120,6 @@ void qp_kern_rope_inv_freq(float *inv, int head_dim, float theta, const qp_rope_
     }
 }
 
-void qp_kern_rope_llama3_gguf_factors(float *factors, int head_dim, float theta, const qp_rope_scaling *s)
-{
-    llama3_consts c = llama3_constants(s);
-    for (int i = 0; i < head_dim / 2; i++) {
-        float wavelen = (1.0f / rope_default(i, head_dim, theta)) * c.two_pi;
-        if (wavelen < c.high_wavelen) {
-            factors[i] = 1.0f;
-        } else if (wavelen > c.low_wavelen) {
-            factors[i] = c.factor;
-        } else {
-            float smooth = ((1.0f / wavelen) * c.old_len - c.low) / c.band;
-            factors[i] = 1.0f / ((1.0f - smooth) / c.factor + smooth);
-        }
-    }
-}
-
 void qp_kern_rope_tables(float *cos_t, float *sin_t, size_t n_pos, int head_dim, const float *inv)
 {
     int h = head_dim / 2;

@@ -33,16 +33,6 @@ void qp_kern_rmsnorm(float *y, const float *x, const float *w, size_t d, float e
  * PyTorch everywhere; the correctly rounded power is the one definition. */
 void qp_kern_rope_inv_freq(float *inv, int head_dim, float theta, const qp_rope_scaling *s);
 
-/* llama.cpp's form of Llama 3 scaling, for a GGUF export: the tensor
- * rope_freqs.weight, F32 [head_dim/2], that convert_hf_to_gguf.py
- * (LlamaModel.generate_extra_tensors) writes and llama.cpp divides each
- * default frequency by.  Its arithmetic, per dimension on 0-d float32
- * tensors: wavelen = recip(inv)·f32(2π); 1 when wavelen < f32(O / hi);
- * f32(F) when wavelen > f32(O / lo); else, with smooth as above,
- * 1 / ((1 − smooth) / F + smooth).  s must be LLAMA3.  (PyTorch 1.13.1
- * gives the same bits for the Llama 3.1 case: tests/model/test_rope_llama3.c.) */
-void qp_kern_rope_llama3_gguf_factors(float *factors, int head_dim, float theta, const qp_rope_scaling *s);
-
 /* RoPE tables for positions 0..n_pos-1: cos_t, sin_t [n_pos, head_dim/2],
  * angle(p, i) = f32(p)·inv[i] in f32 (as HF's inv_freq ⊗ positions), then
  * cos/sin in double rounded to f32. */

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/config.h"
+#include "model/llama.h"
 #include "model/gguf_writer.h"
 
 #include <stdio.h>
@@ -380,14 +381,6 @@ static void test_refusals(void **state)
               "config.json: head_dim: 33 must be even (RoPE rotates pairs)");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"hidden_act\": \"gelu\"}",
               "config.json: hidden_act: 'gelu' is not supported (SwiGLU with silu only)");
-    parse_err("{\"architectures\": [\"MistralForCausalLM\"], " BASE ", \"sliding_window\": 4096, "
-              "\"max_position_embeddings\": 32768}",
-              "config.json: sliding_window: 4096 < max_position_embeddings 32768: qpipe does not implement "
-              "sliding-window attention");
-    parse_err("{\"architectures\": [\"Qwen2ForCausalLM\"], " BASE ", \"use_sliding_window\": true, "
-              "\"sliding_window\": 4096, \"max_position_embeddings\": 32768}",
-              "config.json: sliding_window: 4096 < max_position_embeddings 32768: qpipe does not implement "
-              "sliding-window attention");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"attention_bias\": true}",
               "config.json: attention_bias: true is not supported for llama (o_proj bias)");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"tie_word_embeddings\": \"yes\"}",
@@ -510,6 +503,30 @@ static void gguf_case(const kvbuf *kv, int want_rc, const char *want_tail, qp_ll
     free(dir);
 }
 
+/* A sliding window shorter than the context (Mistral v0.1: 4096 of 32768;
+ * Qwen2 with use_sliding_window) is kept, and caps the forward pass's
+ * positions: within the window it is exactly full causal attention. */
+static void test_sliding_window(void **state)
+{
+    (void)state;
+    qp_llama_config c;
+    qp_llama_hparams hp;
+    parse_ok("{\"architectures\": [\"MistralForCausalLM\"], " BASE ", \"sliding_window\": 4096, "
+             "\"max_position_embeddings\": 32768}", &c);
+    assert_int_equal(c.max_pos, 32768);
+    assert_int_equal(c.sliding_window, 4096);
+    qp_llama_hparams_from_config(&hp, &c);
+    assert_int_equal(hp.max_pos, 4096);
+    parse_ok("{\"architectures\": [\"Qwen2ForCausalLM\"], " BASE ", \"use_sliding_window\": true, "
+             "\"sliding_window\": 4096, \"max_position_embeddings\": 32768}", &c);
+    assert_int_equal(c.sliding_window, 4096);
+    parse_ok("{\"architectures\": [\"Qwen2ForCausalLM\"], " BASE ", \"use_sliding_window\": false, "
+             "\"sliding_window\": 4096, \"max_position_embeddings\": 32768}", &c);
+    assert_int_equal(c.sliding_window, 0);
+    qp_llama_hparams_from_config(&hp, &c);
+    assert_int_equal(hp.max_pos, 32768);
+}
+
 static void test_gguf_cases(void **state)
 {
     (void)state;
@@ -552,8 +569,8 @@ static void test_gguf_cases(void **state)
     b.n = b.count = 0;
     base_keys(&b, "llama", NULL);
     kv_u32(&b, "llama.attention.sliding_window", 1024);
-    gguf_case(&b, QP_EFORMAT, "key 'llama.attention.sliding_window': 1024 < llama.context_length 4096: qpipe does "
-              "not implement sliding-window attention", &c);
+    gguf_case(&b, 0, NULL, &c);
+    assert_int_equal(c.sliding_window, 1024);
 
     b.n = b.count = 0;
     base_keys(&b, "llama", NULL);
@@ -624,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_mistral),
         cmocka_unit_test(test_rope_refusals),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_gguf_cases),
         cmocka_unit_test(test_gguf_rope_freqs),
     };

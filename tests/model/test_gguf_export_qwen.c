@@ -464,7 +464,15 @@ static void test_llama_with_bpe(void **state)
         assert_string_equal(qp_gguf_kv_key(g, k), key);
         k++;
     }
-    for (; k < qp_gguf_kv_count(g); k++)
+    /* then LlamaModel.set_vocab's own: tokenizer_config's add_prefix_space
+     * (false in house-qwen's), which Qwen2Model does not write */
+    assert_true(k < qp_gguf_kv_count(g));
+    assert_string_equal(qp_gguf_kv_key(g, k), "tokenizer.ggml.add_space_prefix");
+    bool b = true;
+    assert_int_equal(qp_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b), 0);
+    assert_false(b);
+    assert_null(qp_gguf_find(ref, "tokenizer.ggml.add_space_prefix"));
+    for (k++; k < qp_gguf_kv_count(g); k++)
         assert_true(strncmp(qp_gguf_kv_key(g, k), "tokenizer.", 10) != 0);
     qp_gguf_free(g);
     qp_gguf_free(ref);

@@ -25,6 +25,7 @@
 
 #include "common/error.h"
 #include "model/config.h"
+#include "model/gguf_llama.h"
 #include "model/llama.h"
 #include "model/llama_kernels.h"
 
@@ -282,13 +283,13 @@ static void test_gguf_factors(void **state)
     qp_rope_scaling s = {.kind = QP_ROPE_LLAMA3, .factor = 8.0, .low_freq_factor = 1.0, .high_freq_factor = 4.0,
                          .original_max_pos = 8192};
     float mine[64], derived[64];
-    qp_kern_rope_llama3_gguf_factors(mine, 128, 500000.0f, &s);
+    assert_int_equal(qp_gguf_llama_rope_factors(mine, 128, 500000.0f, &s, 8192.0), 0);
     derive_gguf_factors(derived, 500000.0, 128, 8.0, 1.0, 4.0, 8192);
     assert_memory_equal(mine, derived, sizeof(mine));
     expect_bits(mine, torch_gguf_factors31, 64, "rope_freqs.weight");
     qp_rope_scaling odd = {.kind = QP_ROPE_LLAMA3, .factor = 3.3, .low_freq_factor = 0.7, .high_freq_factor = 5.1,
                            .original_max_pos = 777};
-    qp_kern_rope_llama3_gguf_factors(mine, 128, 10000.0f, &odd);
+    assert_int_equal(qp_gguf_llama_rope_factors(mine, 128, 10000.0f, &odd, 777.0), 0);
     derive_gguf_factors(derived, 10000.0, 128, 3.3, 0.7, 5.1, 777);
     assert_memory_equal(mine, derived, sizeof(mine));
 }
