@@ -7,6 +7,7 @@
  * checked against convert's script re-derived here operation by operation;
  * keys, tensor order and types, and the read-back through model/gguf.c and
  * the GGUF tokenizer.  Also Mistral (GGUF "llama") and the helpers' errors. */
+#include "tests/support/gguf_src.h"
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
@@ -252,49 +253,11 @@ static char *write_model(const char *parent, const char *name, const char *arch,
 /* ---------- export ---------- */
 
 typedef struct {
-    qp_checkpoint *ck;
-    qp_ggml_mix_ctx mix;
-    int ftype;          /* -1: F32 */
-    int data_calls;
-} src_state;
-
-static int src_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
-{
-    src_state *s = ud;
-    assert_false(t->generated);   /* rope_freqs is the exporter's, always F32 */
-    if (s->ftype < 0) {
-        *type = QP_GGML_F32;
-        return 0;
-    }
-    const int64_t ne[2] = { (int64_t)t->ne[0], (int64_t)t->ne[1] };
-    qp_ggml_mix_choice ch;
-    int rc = qp_ggml_mix_tensor_type(&ch, (qp_llama_ftype)s->ftype, t->gguf_name, t->n_dims, ne, &s->mix);
-    *type = (uint32_t)ch.type;
-    return rc;
-}
-
-static int src_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
-{
-    src_state *s = ud;
-    assert_false(t->generated);
-    s->data_calls++;
-    const qp_tensor_view *v = qp_checkpoint_find(s->ck, t->hf_name);
-    assert_non_null(v);
-    assert_int_equal(v->nelem, t->ne[0] * t->ne[1]);
-    assert_int_equal(nbytes, t->ne[1] * qp_qtype_row_size((qp_ggml_type)type, (int64_t)t->ne[0]));
-    float *f = malloc(v->nelem * sizeof(float));
-    assert_int_equal(qp_convert_to_f32(f, v->data, v->dtype, v->nelem), 0);
-    int rc = qp_quantize((qp_ggml_type)type, f, dst, (int64_t)t->ne[1], (int64_t)t->ne[0], NULL, 1);
-    free(f);
-    return rc;
-}
-
-typedef struct {
     char *tmp, *dir;
     qp_llama_config cfg;
     qp_tokenizer *tok;
     char *tok_name;
-    src_state s;
+    qp_test_gguf_src s;
 } model;
 
 static void model_open(model *m, const char *arch, int extra_top)
@@ -339,7 +302,7 @@ static void export(model *m, const char *path, int ftype, int pure)
     assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &m->cfg, m->dir), 0);
     o.layout = ftype < 0 ? QP_GGUF_LAYOUT_CONVERT : QP_GGUF_LAYOUT_QUANTIZE;
     o.file_type = ftype < 0 ? 0 : (uint32_t)ftype;
-    qp_gguf_llama_source src = {.ud = &m->s, .tensor_type = src_type, .tensor_data = src_data};
+    qp_gguf_llama_source src = {.ud = &m->s, .tensor_type = qp_test_gguf_src_type, .tensor_data = qp_test_gguf_src_data};
     int rc = qp_gguf_llama_export_tok_new(&w, path, &m->cfg, m->tok, m->tok_name, &src, &o);
     if (rc)
         fprintf(stderr, "%s\n", qp_error_last());
@@ -616,15 +579,6 @@ static void test_mistral(void **state)
     model_close(&m);
 }
 
-static int zero_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
-{
-    (void)ud;
-    (void)t;
-    (void)type;
-    memset(dst, 0, nbytes);
-    return 0;
-}
-
 /* LlamaModel.set_vocab for a vocabulary of 49152 (granite small models;
  * SmolLM's LlamaForCausalLM too): add_bos_token false after
  * add_space_prefix; convert fails on the duplicated key when
@@ -645,7 +599,7 @@ static void test_vocab_49152(void **state)
     qp_gguf_llama_opts o;
     qp_gguf_writer *w = NULL;
     char *path = qp_path_join(m.tmp, "g.gguf");
-    qp_gguf_llama_source zeros = {.tensor_data = zero_data};
+    qp_gguf_llama_source zeros = {.tensor_data = qp_test_gguf_zero_data};
     assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &cfg, m.dir), 0);
     assert_int_equal(o.add_bos, 1);   /* tokenizer_config.json's add_bos_token */
     assert_int_equal(qp_gguf_llama_export_tok_new(&w, path, &cfg, m.tok, m.tok_name, &zeros, &o), QP_EUSAGE);

@@ -11,6 +11,7 @@
 int qp_test_gguf_src_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
 {
     qp_test_gguf_src *s = ud;
+    assert_false(t->generated);   /* rope_freqs is the exporter's, always F32 */
     if (s->ftype < 0) {
         *type = QP_GGML_F32;
         return 0;
@@ -25,6 +26,7 @@ int qp_test_gguf_src_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *typ
 int qp_test_gguf_src_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
 {
     qp_test_gguf_src *s = ud;
+    assert_false(t->generated);   /* never asked of the source */
     if (++s->data_calls == s->fail_on)
         return qp_error_set(QP_EFORMAT, "test source: tensor '%s': unreadable", t->hf_name);
     const qp_tensor_view *v = qp_checkpoint_find(s->ck, t->hf_name);
