@@ -131,11 +131,41 @@ static void test_reference_logits(void **state)
     qp_llama_free(m);
 }
 
+/* The bias and GQA paths give bit-identical logits for any thread count
+ * (model/llama.h: fixed column blocks, each a single-threaded product). */
+static void test_thread_counts(void **state)
+{
+    (void)state;
+    const qp_tensor_view *t = qp_safetensors_find(ref, "tokens");
+    assert_non_null(t);
+    size_t n = (size_t)t->nelem, V = (size_t)hp.vocab;
+    float *logits[3];
+    for (int k = 0; k < 3; k++) {
+        qp_weight_source src;
+        qp_weight_source_checkpoint(&src, ck);
+        qp_llama_opts o;
+        qp_llama_opts_init(&o);
+        o.n_threads = k + 1;
+        qp_llama *m = NULL;
+        assert_int_equal(qp_llama_new(&m, &hp, &src, &o), 0);
+        assert_int_equal(qp_llama_threads(m), k + 1);
+        logits[k] = malloc(n * V * sizeof(float));
+        assert_non_null(logits[k]);
+        assert_int_equal(qp_llama_forward(m, t->data, n, logits[k]), 0);
+        qp_llama_free(m);
+    }
+    assert_memory_equal(logits[0], logits[1], n * V * sizeof(float));
+    assert_memory_equal(logits[0], logits[2], n * V * sizeof(float));
+    for (int k = 0; k < 3; k++)
+        free(logits[k]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_reference_logits),
+        cmocka_unit_test(test_thread_counts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
