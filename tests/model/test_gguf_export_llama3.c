@@ -355,25 +355,10 @@ static uint64_t n_params_of(const qp_gguf *g)
     return n;
 }
 
-static void test_llama3_convert_layout(void **state)
+/* convert's keys of the tiny Llama 3.2: gpt2 vocabulary with llama-bpe, BOS
+ * added, no rope scaling keys, the size label counting rope_freqs */
+static void check_convert_keys(const qp_gguf *g)
 {
-    (void)state;
-    model m;
-    model_open(&m, "LlamaForCausalLM", 0);
-    assert_int_equal(m.cfg.rope_scaling.kind, QP_ROPE_LLAMA3);
-    assert_int_equal(m.cfg.tied_embeddings, 1);
-    /* the tokenizer library: <|begin_of_text|> is the BOS, added by default */
-    assert_int_equal(qp_tokenizer_bos(m.tok), BOS);
-    assert_true(qp_tokenizer_wants_bos(m.tok));
-    assert_string_equal(qp_tokenizer_pre(m.tok), "llama-bpe");
-
-    char *path = qp_path_join(m.tmp, "F32.gguf");
-    export(&m, path, -1, 0);
-    assert_int_equal(m.s.data_calls, 2 + 9 * L);   /* rope_freqs never asked of the source */
-
-    qp_gguf *g;
-    assert_int_equal(qp_gguf_open(&g, path), 0);
-    assert_keys(g, llama_keys, N_LLAMA_KEYS);
     const char *s;
     uint32_t u;
     bool b;
@@ -410,7 +395,11 @@ static void test_llama3_convert_layout(void **state)
     qp_gguf_llama_size_label(label, sizeof(label), n_params_of(g));
     assert_int_equal(qp_gguf_get_string(g, "general.size_label", &s, NULL), 0);
     assert_string_equal(s, label);
+}
 
+/* convert's tensors: rope_freqs first, then the checkpoint's, F32 as stored */
+static void check_convert_tensors(const qp_gguf *g, const model *m)
+{
     /* tensors: rope_freqs first (generated before the checkpoint's), then
      * the safetensors' sorted names; tied: no output.weight */
     assert_int_equal(qp_gguf_tensor_count(g), 1 + 2 + 9 * L);
@@ -429,10 +418,14 @@ static void test_llama3_convert_layout(void **state)
     assert_memory_equal(t0->data, want, sizeof(want));
     /* weights as stored (F32): token_embd is the checkpoint's */
     const qp_gguf_tensor *te = qp_gguf_find_tensor(g, "token_embd.weight");
-    const qp_tensor_view *v = qp_checkpoint_find(m.s.ck, "model.embed_tokens.weight");
+    const qp_tensor_view *v = qp_checkpoint_find(m->s.ck, "model.embed_tokens.weight");
     assert_int_equal(te->nbytes, v->nelem * sizeof(float));
     assert_memory_equal(te->data, v->data, te->nbytes);
+}
 
+/* the tokenizer library on Llama 3's tokenizer.json */
+static void check_llama3_tokenizer(const model *m)
+{
     /* the tokenizer library: BOS first, special tokens parsed */
     static const char *const texts[] = {
         "Hello world, it's 12345 apples!", "<|im_start|>user\nhi<|im_end|>",
@@ -441,7 +434,7 @@ static void test_llama3_convert_layout(void **state)
         int *a;
         size_t na;
         unsigned fl = QP_TOK_ADD_BOS | QP_TOK_PARSE_SPECIAL;
-        assert_int_equal(qp_tokenizer_encode(m.tok, texts[i], strlen(texts[i]), fl, &a, &na), 0);
+        assert_int_equal(qp_tokenizer_encode(m->tok, texts[i], strlen(texts[i]), fl, &a, &na), 0);
         assert_true(na > 2);
         assert_int_equal(a[0], BOS);
         if (i == 1)
@@ -451,13 +444,37 @@ static void test_llama3_convert_layout(void **state)
     /* Llama 3's \p{N}{1,3}: "12345" is two pieces' worth at most 3 digits each */
     int *ids;
     size_t n;
-    assert_int_equal(qp_tokenizer_encode(m.tok, "12345", 5, 0, &ids, &n), 0);
+    assert_int_equal(qp_tokenizer_encode(m->tok, "12345", 5, 0, &ids, &n), 0);
     size_t digits = 0;
     for (size_t i = 0; i < n; i++)
-        digits += strlen(qp_tokenizer_piece(m.tok, ids[i]));
+        digits += strlen(qp_tokenizer_piece(m->tok, ids[i]));
     assert_int_equal(digits, 5);
     assert_true(n >= 2);
     free(ids);
+}
+
+static void test_llama3_convert_layout(void **state)
+{
+    (void)state;
+    model m;
+    model_open(&m, "LlamaForCausalLM", 0);
+    assert_int_equal(m.cfg.rope_scaling.kind, QP_ROPE_LLAMA3);
+    assert_int_equal(m.cfg.tied_embeddings, 1);
+    /* the tokenizer library: <|begin_of_text|> is the BOS, added by default */
+    assert_int_equal(qp_tokenizer_bos(m.tok), BOS);
+    assert_true(qp_tokenizer_wants_bos(m.tok));
+    assert_string_equal(qp_tokenizer_pre(m.tok), "llama-bpe");
+
+    char *path = qp_path_join(m.tmp, "F32.gguf");
+    export(&m, path, -1, 0);
+    assert_int_equal(m.s.data_calls, 2 + 9 * L);   /* rope_freqs never asked of the source */
+
+    qp_gguf *g;
+    assert_int_equal(qp_gguf_open(&g, path), 0);
+    assert_keys(g, llama_keys, N_LLAMA_KEYS);
+    check_convert_keys(g);
+    check_convert_tensors(g, &m);
+    check_llama3_tokenizer(&m);
 
     /* qpipe's model reader refuses the file by name (rope_freqs is convert's
      * encoding of the scaling; config.c says so) rather than running it
