@@ -40,17 +40,12 @@ static void house_open(house *h)
     char *cfg = qp_path_join(h->model_dir, "config.json");
     assert_int_equal(qp_llama_config_load(&h->cfg, cfg), 0);
     free(cfg);
-    assert_int_equal(qp_checkpoint_open(&h->s.ck, h->model_dir), 0);
-    h->s.ftype = -1;
-    qp_ggml_mix_ctx_init(&h->s.mix, h->cfg.n_layers, h->cfg.n_heads, h->cfg.n_kv_heads, h->cfg.tied_embeddings);
-    h->src.ud = &h->s;
-    h->src.tensor_type = qp_test_gguf_src_type;
-    h->src.tensor_data = qp_test_gguf_src_data;
+    qp_test_gguf_src_open(&h->s, &h->src, h->model_dir, &h->cfg);
 }
 
 static void house_close(house *h)
 {
-    qp_checkpoint_free(h->s.ck);
+    qp_test_gguf_src_close(&h->s);
     free(h->model_dir);
     free(h->tok_path);
 }
@@ -67,51 +62,6 @@ static int dir_entries(const char *dir)
             n++;
     closedir(d);
     return n;
-}
-
-static char *read_all(const char *path, size_t *n)
-{
-    char *buf = NULL;
-    assert_int_equal(qp_read_file(path, &buf, n), 0);
-    return buf;
-}
-
-/* Key by key, then tensor by tensor, then the whole file: the first
- * difference is reported before the byte comparison fails. */
-static void assert_same_gguf(const char *got_path, const char *want_rel)
-{
-    char *want_path = qp_test_shared_path(want_rel);
-    qp_gguf *a, *b;
-    assert_int_equal(qp_gguf_open(&a, got_path), 0);
-    assert_int_equal(qp_gguf_open(&b, want_path), 0);
-    assert_int_equal(qp_gguf_kv_count(a), qp_gguf_kv_count(b));
-    for (size_t i = 0; i < qp_gguf_kv_count(a); i++) {
-        if (strcmp(qp_gguf_kv_key(a, i), qp_gguf_kv_key(b, i)) != 0)
-            fprintf(stderr, "kv %zu: %s vs %s\n", i, qp_gguf_kv_key(a, i), qp_gguf_kv_key(b, i));
-        assert_string_equal(qp_gguf_kv_key(a, i), qp_gguf_kv_key(b, i));
-        assert_int_equal(qp_gguf_value_type(qp_gguf_kv_value(a, i)), qp_gguf_value_type(qp_gguf_kv_value(b, i)));
-    }
-    assert_int_equal(qp_gguf_tensor_count(a), qp_gguf_tensor_count(b));
-    for (size_t i = 0; i < qp_gguf_tensor_count(a); i++) {
-        const qp_gguf_tensor *x = qp_gguf_tensor_at(a, i), *y = qp_gguf_tensor_at(b, i);
-        assert_string_equal(x->name, y->name);
-        assert_int_equal(x->type, y->type);
-        assert_int_equal(x->n_dims, y->n_dims);
-        assert_memory_equal(x->ne, y->ne, sizeof(x->ne));
-        assert_int_equal(x->offset, y->offset);
-        if (memcmp(x->data, y->data, x->nbytes) != 0)
-            fprintf(stderr, "%s: tensor %s data differs\n", want_rel, x->name);
-        assert_true(memcmp(x->data, y->data, x->nbytes) == 0);
-    }
-    qp_gguf_free(a);
-    qp_gguf_free(b);
-    size_t na, nb;
-    char *x = read_all(got_path, &na), *y = read_all(want_path, &nb);
-    assert_int_equal(na, nb);
-    assert_true(memcmp(x, y, na) == 0);
-    free(x);
-    free(y);
-    free(want_path);
 }
 
 /* ---------- the house model against llama.cpp's files ---------- */
@@ -134,7 +84,7 @@ static void test_house_f32_identical(void **state)
     assert_int_equal(h.s.data_calls, 0);
     assert_int_equal(qp_gguf_writer_finish(w), 0);
     assert_int_equal(h.s.data_calls, 57);
-    assert_same_gguf(path, "vectors/house-llama/F32.gguf");
+    qp_test_assert_same_gguf(path, "vectors/house-llama/F32.gguf");
 
     /* read back: the tokenizer arrays and hyper-parameters explicitly */
     qp_gguf *g, *ref;
@@ -206,7 +156,7 @@ static void export_quantized(const char *want_rel, int ftype, int pure)
         fprintf(stderr, "%s\n", qp_error_last());
     assert_int_equal(rc, 0);
     assert_int_equal(qp_gguf_writer_finish(w), 0);
-    assert_same_gguf(path, want_rel);
+    qp_test_assert_same_gguf(path, want_rel);
     qp_gguf_llama_opts_free(&o);
     house_close(&h);
     qp_test_rmtree(dir);

@@ -258,6 +258,7 @@ typedef struct {
     qp_tokenizer *tok;
     char *tok_name;
     qp_test_gguf_src s;
+    qp_gguf_llama_source src;   /* over s */
 } model;
 
 static void model_open(model *m, const char *arch, int extra_top)
@@ -276,14 +277,12 @@ static void model_open(model *m, const char *arch, int extra_top)
         fprintf(stderr, "%s\n", qp_error_last());
     assert_int_equal(rc, 0);
     m->tok_name = qp_path_join(m->dir, "tokenizer.json");
-    assert_int_equal(qp_checkpoint_open(&m->s.ck, m->dir), 0);
-    assert_int_equal(qp_ggml_mix_ctx_init_arch(&m->s.mix, qp_gguf_llama_arch(&m->cfg), m->cfg.n_layers,
-                                               m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.tied_embeddings), 0);
+    qp_test_gguf_src_open(&m->s, &m->src, m->dir, &m->cfg);
 }
 
 static void model_close(model *m)
 {
-    qp_checkpoint_free(m->s.ck);
+    qp_test_gguf_src_close(&m->s);
     qp_tokenizer_free(m->tok);
     free(m->tok_name);
     qp_test_rmtree(m->tmp);
@@ -302,8 +301,7 @@ static void export(model *m, const char *path, int ftype, int pure)
     assert_int_equal(qp_gguf_llama_opts_from_hf_dir(&o, &m->cfg, m->dir), 0);
     o.layout = ftype < 0 ? QP_GGUF_LAYOUT_CONVERT : QP_GGUF_LAYOUT_QUANTIZE;
     o.file_type = ftype < 0 ? 0 : (uint32_t)ftype;
-    qp_gguf_llama_source src = {.ud = &m->s, .tensor_type = qp_test_gguf_src_type, .tensor_data = qp_test_gguf_src_data};
-    int rc = qp_gguf_llama_export_tok_new(&w, path, &m->cfg, m->tok, m->tok_name, &src, &o);
+    int rc = qp_gguf_llama_export_tok_new(&w, path, &m->cfg, m->tok, m->tok_name, &m->src, &o);
     if (rc)
         fprintf(stderr, "%s\n", qp_error_last());
     assert_int_equal(rc, 0);

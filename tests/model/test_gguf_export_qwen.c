@@ -45,64 +45,15 @@ static void qwen_open(qwen *h)
         fprintf(stderr, "%s\n", qp_error_last());
     assert_int_equal(rc, 0);
     assert_int_equal(qp_tokenizer_model(h->tok), QP_TOK_MODEL_BPE);
-    assert_int_equal(qp_checkpoint_open(&h->s.ck, h->model_dir), 0);
-    h->s.ftype = -1;
-    assert_int_equal(qp_ggml_mix_ctx_init_arch(&h->s.mix, qp_gguf_llama_arch(&h->cfg), h->cfg.n_layers,
-                                               h->cfg.n_heads, h->cfg.n_kv_heads, h->cfg.tied_embeddings), 0);
-    h->src.ud = &h->s;
-    h->src.tensor_type = qp_test_gguf_src_type;
-    h->src.tensor_data = qp_test_gguf_src_data;
+    qp_test_gguf_src_open(&h->s, &h->src, h->model_dir, &h->cfg);
 }
 
 static void qwen_close(qwen *h)
 {
-    qp_checkpoint_free(h->s.ck);
+    qp_test_gguf_src_close(&h->s);
     qp_tokenizer_free(h->tok);
     free(h->model_dir);
     free(h->tok_name);
-}
-
-/* Key by key, then tensor by tensor, then the whole file: the first
- * difference is reported before the byte comparison fails. */
-static void assert_same_gguf(const char *got_path, const char *want_rel)
-{
-    char *want_path = qp_test_shared_path(want_rel);
-    qp_gguf *a, *b;
-    assert_int_equal(qp_gguf_open(&a, got_path), 0);
-    assert_int_equal(qp_gguf_open(&b, want_path), 0);
-    for (size_t i = 0; i < qp_gguf_kv_count(a) && i < qp_gguf_kv_count(b); i++) {
-        if (strcmp(qp_gguf_kv_key(a, i), qp_gguf_kv_key(b, i)) != 0)
-            fprintf(stderr, "%s: kv %zu: %s, llama.cpp has %s\n", want_rel, i, qp_gguf_kv_key(a, i),
-                    qp_gguf_kv_key(b, i));
-        assert_string_equal(qp_gguf_kv_key(a, i), qp_gguf_kv_key(b, i));
-        assert_int_equal(qp_gguf_value_type(qp_gguf_kv_value(a, i)), qp_gguf_value_type(qp_gguf_kv_value(b, i)));
-    }
-    assert_int_equal(qp_gguf_kv_count(a), qp_gguf_kv_count(b));
-    assert_int_equal(qp_gguf_tensor_count(a), qp_gguf_tensor_count(b));
-    for (size_t i = 0; i < qp_gguf_tensor_count(a); i++) {
-        const qp_gguf_tensor *x = qp_gguf_tensor_at(a, i), *y = qp_gguf_tensor_at(b, i);
-        assert_string_equal(x->name, y->name);
-        if (x->type != y->type)
-            fprintf(stderr, "%s: tensor %s: type %u, llama.cpp has %u\n", want_rel, x->name, x->type, y->type);
-        assert_int_equal(x->type, y->type);
-        assert_int_equal(x->n_dims, y->n_dims);
-        assert_memory_equal(x->ne, y->ne, sizeof(x->ne));
-        assert_int_equal(x->offset, y->offset);
-        if (memcmp(x->data, y->data, x->nbytes) != 0)
-            fprintf(stderr, "%s: tensor %s data differs\n", want_rel, x->name);
-        assert_true(memcmp(x->data, y->data, x->nbytes) == 0);
-    }
-    qp_gguf_free(a);
-    qp_gguf_free(b);
-    char *x = NULL, *y = NULL;
-    size_t na = 0, nb = 0;
-    assert_int_equal(qp_read_file(got_path, &x, &na), 0);
-    assert_int_equal(qp_read_file(want_path, &y, &nb), 0);
-    assert_int_equal(na, nb);
-    assert_true(memcmp(x, y, na) == 0);
-    free(x);
-    free(y);
-    free(want_path);
 }
 
 /* Exports house-qwen in a layout with the source's types and compares. */
@@ -126,7 +77,7 @@ static void export_and_compare(qwen *h, const char *want_rel, qp_gguf_llama_layo
     assert_int_equal(h->s.data_calls, 0);
     assert_int_equal(qp_gguf_writer_finish(w), 0);
     assert_int_equal(h->s.data_calls, 74);
-    assert_same_gguf(path, want_rel);
+    qp_test_assert_same_gguf(path, want_rel);
     if (keep_as)
         assert_int_equal(rename(path, keep_as), 0);
     qp_gguf_llama_opts_free(&o);
