@@ -517,7 +517,8 @@ static int gguf_refusals(const src *s, const qp_gguf *g, qp_llama_config *c)
         if ((rc = qp_gguf_get_string(g, key, &t, NULL)) != 0)
             return rc;
         if (strcmp(t, "none") != 0)
-            return field_error(s, key, "'%s' is not supported (qpipe implements plain RoPE only)", t);
+            return field_error(s, key, "'%s' is not supported in a GGUF input (qpipe runs GGUF models "
+                               "with plain RoPE; Llama 3 scaling from a Hugging Face config.json)", t);
     }
     /* llama.cpp stores Llama 3.1-style scaling as a frequency-factor tensor */
     if (qp_gguf_find_tensor(g, "rope_freqs.weight"))

@@ -558,8 +558,8 @@ static void test_gguf_cases(void **state)
     b.n = b.count = 0;
     base_keys(&b, "llama", NULL);
     kv_str(&b, "llama.rope.scaling.type", "yarn");
-    gguf_case(&b, QP_EFORMAT, "key 'llama.rope.scaling.type': 'yarn' is not supported (qpipe implements plain RoPE "
-              "only)", &c);
+    gguf_case(&b, QP_EFORMAT, "key 'llama.rope.scaling.type': 'yarn' is not supported in a GGUF input (qpipe runs "
+              "GGUF models with plain RoPE; Llama 3 scaling from a Hugging Face config.json)", &c);
 
     b.n = b.count = 0;
     base_keys(&b, "llama", NULL);
