@@ -130,6 +130,7 @@ struct enc {
     const qp_tok_bpe *b;
     unsigned flags;
     qp_ids out;
+    int rc;              /* the first error; the rest of the text is skipped */
     qp_buf norm;
     stage_t *st;         /* [n_pres + 1] */
 };
@@ -196,11 +197,15 @@ static void stage_word(void *ud, const char *s, size_t n, int origin)
 {
     stage_t *st = ud;
     enc_t *e = st->e;
+    if (e->rc)
+        return;
     if (st->k == e->b->n_pres) {
         qp_tok_bpe_word(e->t, s, n, &e->out);
         return;
     }
-    qp_pretokenize(&e->b->pres[st->k], s, n, origin, &st->a, &st->b, stage_word, &e->st[st->k + 1]);
+    int rc = qp_pretokenize(&e->b->pres[st->k], s, n, origin, &st->a, &st->b, stage_word, &e->st[st->k + 1]);
+    if (rc && !e->rc)
+        e->rc = rc;
 }
 
 /* Pre-tokenizers and model over one normalized stretch. */
@@ -214,9 +219,10 @@ static void model_text(enc_t *e, const char *s, size_t n, int origin)
  * normalized text, and models the rest. */
 static void encode_stretch(enc_t *e, const char *s, size_t n, int origin)
 {
-    if (n == 0)
+    if (n == 0 || e->rc)
         return;
-    qp_normalize(e->b->norms, e->b->n_norms, s, n, &e->norm);
+    if ((e->rc = qp_normalize(e->b->norms, e->b->n_norms, s, n, &e->norm)))
+        return;
     const char *copy = e->norm.data;
     size_t nn = e->norm.len;
     if (!e->b->any_normalized_added || nn == 0) {
@@ -261,7 +267,7 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
         qp_ids_push(&e.out, t->bos);
 
     size_t start = 0;
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n && !e.rc;) {
         size_t ms, me;
         int a = e.b->added_trie ? added_at(&e, s, n, i, start, 0, &ms, &me) : -1;
         if (a < 0) {
@@ -276,10 +282,14 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
 
     if ((flags & QP_TOK_ADD_EOS) && t->eos >= 0)
         qp_ids_push(&e.out, t->eos);
-    if (!e.out.ids)
-        e.out.ids = qp_xmalloc(sizeof(int));
-    *out_ids = e.out.ids;
-    *out_n = e.out.n;
+    if (e.rc) {   /* no partial ids: they would be wrong, not just short */
+        free(e.out.ids);
+    } else {
+        if (!e.out.ids)
+            e.out.ids = qp_xmalloc(sizeof(int));
+        *out_ids = e.out.ids;
+        *out_n = e.out.n;
+    }
     free(clean);
     qp_buf_free(&e.norm);
     for (size_t k = 0; k <= e.b->n_pres; k++) {
@@ -287,7 +297,7 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
         qp_buf_free(&e.st[k].b);
     }
     free(e.st);
-    return 0;
+    return e.rc;
 }
 
 /* ---- decoding -------------------------------------------------------------- */
@@ -339,6 +349,31 @@ static int byte_token(const char *p, size_t n)
     return v;
 }
 
+/* Rust's String::from_utf8_lossy, which tokenizers' ByteLevel decoder
+ * ends with: each maximal ill-formed subpart (a bad byte, or the valid
+ * start of a character cut short) becomes one U+FFFD.  The decoders after
+ * ByteLevel (a Replace regex runs with PCRE2_NO_UTF_CHECK) need valid text,
+ * and so do callers printing the result; a piece that splits a character
+ * decodes to U+FFFD on its own, and joined with the rest of the character
+ * to the character. */
+static void utf8_lossy(const char *p, size_t n, qp_buf *out)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        size_t l = qp_utf8_char_len(s + i, n - i);
+        if (l) {
+            i += l;
+            continue;
+        }
+        qp_buf_append(out, p + run, i - run);
+        qp_buf_puts(out, "\xEF\xBF\xBD");
+        i += qp_utf8_bad_len(s + i, n - i);
+        run = i;
+    }
+    qp_buf_append(out, p + run, n - run);
+}
+
 static void dec_bytelevel(const toks_t *in, toks_t *out, qp_buf *tmp)
 {
     qp_buf all = QP_BUF_INIT;
@@ -362,7 +397,9 @@ static void dec_bytelevel(const toks_t *in, toks_t *out, qp_buf *tmp)
         else
             qp_buf_append(&all, p, n);
     }
-    toks_add(out, all.data ? all.data : "", all.len);
+    qp_buf_truncate(tmp, 0);
+    utf8_lossy(all.data ? all.data : "", all.len, tmp);
+    toks_add(out, tmp->data ? tmp->data : "", tmp->len);
     qp_buf_free(&all);
 }
 

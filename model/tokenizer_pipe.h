@@ -37,10 +37,12 @@ int qp_regex_compile(qp_regex **out, const char *pat, size_t len, qp_regex_diale
                      const char *where);
 void qp_regex_free(qp_regex *re);
 /* The matches of re in valid UTF-8 s[0..n), in order: calls fn(ud, start,
- * end) for each (an empty match advances one character).  A match that
- * exceeds PCRE2's limits ends the search there (the rest is unmatched). */
+ * end) for each (an empty match advances one character).  A search that
+ * exceeds PCRE2's match, depth or heap limit is QP_EFORMAT naming the
+ * pattern (NAME: WHERE of the compile); the matches before it were
+ * reported. */
 typedef void (*qp_regex_fn)(void *ud, size_t start, size_t end);
-void qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud);
+int qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud);
 
 /* ---- words -------------------------------------------------------------- */
 
@@ -104,11 +106,13 @@ typedef struct {
 } qp_dec;
 
 void qp_pattern_free(qp_pattern *p);
-/* Runs the normalizers over s[0..n) into out (cleared first). */
-void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out);
+/* Runs the normalizers over s[0..n) into out (cleared first); fails only
+ * when a Replace regex hits a limit (qp_regex_each). */
+int qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out);
 /* Runs one pre-tokenizer over the word s[0..n), handing each word it makes
- * to fn (the word may live in the scratch buffers, valid during the call). */
-void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
+ * to fn (the word may live in the scratch buffers, valid during the call);
+ * fails only when a regex hits a limit (qp_regex_each). */
+int qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
                     qp_word_fn fn, void *ud);
 /* GPT-2's bytes_to_unicode: the UTF-8 spelling of byte b (2 bytes at most). */
 const char *qp_byte_to_unicode(unsigned b, size_t *len);

@@ -367,6 +367,52 @@ static void test_metaspace_model(void **state)
     qp_tokenizer_free(t);
 }
 
+/* ByteLevel decoding ends as tokenizers' does, with from_utf8_lossy: a
+ * piece that splits a character decodes to U+FFFD on its own (one per
+ * maximal ill-formed subpart) and to the character with the rest of it;
+ * a Replace regex after it sees valid UTF-8. */
+static void test_bytelevel_decode_split_char(void **state)
+{
+    (void)state;
+    /* the byte-level pieces of U+4E2D (E4 B8 AD) and of 'a', ids 0..3 */
+    static const unsigned char bytes[] = { 0xE4, 0xB8, 0xAD, 'a' };
+    qp_buf vocab = QP_BUF_INIT;
+    for (int i = 0; i < 4; i++) {
+        size_t l;
+        const char *sp = qp_byte_to_unicode(bytes[i], &l);
+        qp_buf_printf(&vocab, "%s\"%.*s\":%d", i ? "," : "", (int)l, sp, i);
+    }
+    static const char *const decoders[] = {
+        "{\"type\":\"ByteLevel\"}",
+        "{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteLevel\"},{\"type\":\"Replace\","
+        "\"pattern\":{\"Regex\":\".\"},\"content\":\"<$0>\"}]}",
+    };
+    static const struct { int ids[4]; size_t n; const char *want[2]; } cases[] = {
+        { {0, 1, 2}, 3, {"\xE4\xB8\xAD", "<$0>"} },
+        { {0}, 1, {"\xEF\xBF\xBD", "<$0>"} },
+        { {0, 1}, 2, {"\xEF\xBF\xBD", "<$0>"} },                 /* E4 B8: one subpart */
+        { {1, 2}, 2, {"\xEF\xBF\xBD\xEF\xBF\xBD", "<$0><$0>"} }, /* two stray continuations */
+        { {0, 3}, 2, {"\xEF\xBF\xBD" "a", "<$0><$0>"} },
+        { {0, 0, 1, 2}, 4, {"\xEF\xBF\xBD\xE4\xB8\xAD", "<$0><$0>"} },
+    };
+    for (size_t d = 0; d < 2; d++) {
+        qp_buf j = QP_BUF_INIT;
+        qp_buf_printf(&j, "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},\"decoder\":%s,"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{%s},\"merges\":[]}}", decoders[d], qp_buf_cstr(&vocab));
+        qp_tokenizer *t = load_json(qp_buf_cstr(&j), NULL);
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+            char *back = NULL;
+            size_t bl = 0;
+            assert_int_equal(qp_tokenizer_decode(t, cases[c].ids, cases[c].n, 0, &back, &bl), 0);
+            assert_string_equal(back, cases[c].want[d]);
+            free(back);
+        }
+        qp_tokenizer_free(t);
+        qp_buf_free(&j);
+    }
+    qp_buf_free(&vocab);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_merges_pairs_and_ignore),
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_metaspace_model),
+        cmocka_unit_test(test_bytelevel_decode_split_char),
     };
     return cmocka_run_group_tests_name("tokenizer.json pipeline", tests, NULL, NULL);
 }
