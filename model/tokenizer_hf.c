@@ -109,6 +109,21 @@ static int get_int(const char *name, const char *path, const json_t *o, const ch
     return 0;
 }
 
+/* A string member that must be there, copied: *out (NUL-terminated) and
+ * *len. */
+static int get_req_str(const char *name, const char *path, const json_t *o, const char *key, char **out,
+                       size_t *len)
+{
+    const char *s;
+    int rc = get_str(name, path, o, key, &s, len);
+    if (rc)
+        return rc;
+    if (!s)
+        return ferr(name, "%s.%s is missing", path, key);
+    *out = qp_xstrndup(s, *len);
+    return 0;
+}
+
 /* {"String": s} or {"Regex": r} -> a pattern. */
 static int get_pattern(const char *name, const char *path, const json_t *o, qp_pattern *p, const char **regex)
 {
@@ -139,44 +154,70 @@ static const char *type_of(const json_t *o)
     return json_string_value(json_object_get(o, "type"));
 }
 
+/* ---- pipeline steps ------------------------------------------------------------ */
+
+/* Room for one more step in an array of n of *cap elements of size bytes:
+ * the array, grown when full; element n zeroed. */
+static void *grow_steps(void *arr, size_t n, size_t *cap, size_t size)
+{
+    if (n == *cap) {
+        *cap = *cap ? 2 * *cap : 4;
+        arr = qp_xrealloc_array(arr, *cap, size);
+    }
+    memset((char *)arr + n * size, 0, size);
+    return arr;
+}
+
+typedef int (*step_parser)(ld_t *l, const json_t *j, const char *path, int depth);
+
+/* A normalizer, pre-tokenizer or decoder object up to its own fields, the
+ * same for the three: absent or null is none, a Sequence runs parse over
+ * its `member` array (one level deeper), anything else has a "type".
+ * Depth and step count are bounded: a hostile file nests thousands deep.
+ * Returns 1 when j is done with (none, or a Sequence), 0 with *type set
+ * for the caller to parse, or an error. */
+static int step_head(ld_t *l, const json_t *j, const char *path, int depth, size_t n_steps, const char *what,
+                     const char *member, step_parser parse, const char **type)
+{
+    int rc;
+    if (!j || json_is_null(j))
+        return 1;
+    *type = type_of(j);
+    if (!json_is_object(j) || !*type)
+        return ferr(l->name, "%s is not an object with a \"type\"", path);
+    if (depth > MAX_DEPTH)
+        return ferr(l->name, "%s: %s nested too deeply (more than %d levels)", path, what, MAX_DEPTH);
+    if (n_steps >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d %s", path, MAX_STEPS, what);
+    if (strcmp(*type, "Sequence") != 0)
+        return 0;
+    json_t *arr = json_object_get(j, member);
+    if (!json_is_array(arr))
+        return ferr(l->name, "%s.%s is missing or not an array", path, member);
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        char sub[256];
+        snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, member, i);
+        if ((rc = parse(l, json_array_get(arr, i), sub, depth + 1)))
+            return rc;
+    }
+    return 1;
+}
+
 /* ---- normalizers ------------------------------------------------------------- */
 
 static qp_norm *new_norm(ld_t *l)
 {
     qp_tok_bpe *b = l->b;
-    if (b->n_norms == l->cap_norms) {
-        l->cap_norms = l->cap_norms ? 2 * l->cap_norms : 4;
-        b->norms = qp_xrealloc_array(b->norms, l->cap_norms, sizeof(*b->norms));
-    }
-    qp_norm *n = &b->norms[b->n_norms++];
-    memset(n, 0, sizeof(*n));
-    return n;
+    b->norms = grow_steps(b->norms, b->n_norms, &l->cap_norms, sizeof(*b->norms));
+    return &b->norms[b->n_norms++];
 }
 
 static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
 {
-    int rc;
-    if (!j || json_is_null(j))   /* absent or null: none */
-        return 0;
-    const char *type = type_of(j);
-    if (!json_is_object(j) || !type)
-        return ferr(l->name, "%s is not an object with a \"type\"", path);
-    if (depth > MAX_DEPTH)
-        return ferr(l->name, "%s: normalizers nested too deeply", path);
-    if (l->b->n_norms >= MAX_STEPS)
-        return ferr(l->name, "%s: more than %d normalizers", path, MAX_STEPS);
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *arr = json_object_get(j, "normalizers");
-        if (!json_is_array(arr))
-            return ferr(l->name, "%s.normalizers is missing or not an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s.normalizers[%zu]", path, i);
-            if ((rc = parse_norm(l, json_array_get(arr, i), sub, depth + 1)))
-                return rc;
-        }
-        return 0;
-    }
+    const char *type = NULL;
+    int rc = step_head(l, j, path, depth, l->b->n_norms, "normalizers", "normalizers", parse_norm, &type);
+    if (rc)
+        return rc < 0 ? rc : 0;
     static const struct { const char *name; qp_norm_kind kind; } forms[] = {
         {"NFC", QP_NORM_NFC}, {"NFD", QP_NORM_NFD}, {"NFKC", QP_NORM_NFKC}, {"NFKD", QP_NORM_NFKD},
     };
@@ -185,31 +226,13 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
             new_norm(l)->kind = forms[i].kind;
             return 0;
         }
-    if (strcmp(type, "Prepend") == 0) {
-        const char *s;
-        size_t n;
-        if ((rc = get_str(l->name, path, j, "prepend", &s, &n)))
-            return rc;
-        if (!s)
-            return ferr(l->name, "%s.prepend is missing", path);
+    if (strcmp(type, "Prepend") == 0 || strcmp(type, "Replace") == 0) {
+        int prepend = type[0] == 'P';
         qp_norm *nm = new_norm(l);
-        nm->kind = QP_NORM_PREPEND;
-        nm->str = qp_xstrndup(s, n);
-        nm->str_len = n;
-        return 0;
-    }
-    if (strcmp(type, "Replace") == 0) {
-        const char *s;
-        size_t n;
-        if ((rc = get_str(l->name, path, j, "content", &s, &n)))
+        nm->kind = prepend ? QP_NORM_PREPEND : QP_NORM_REPLACE;
+        if ((rc = get_req_str(l->name, path, j, prepend ? "prepend" : "content", &nm->str, &nm->str_len)))
             return rc;
-        if (!s)
-            return ferr(l->name, "%s.content is missing", path);
-        qp_norm *nm = new_norm(l);
-        nm->kind = QP_NORM_REPLACE;
-        nm->str = qp_xstrndup(s, n);
-        nm->str_len = n;
-        return get_pattern(l->name, path, j, &nm->pat, NULL);
+        return prepend ? 0 : get_pattern(l->name, path, j, &nm->pat, NULL);
     }
     if (strcmp(type, "Lowercase") == 0) {
         new_norm(l)->kind = QP_NORM_LOWERCASE;
@@ -232,12 +255,8 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
 static qp_pretok *new_pre(ld_t *l, qp_pre_kind kind)
 {
     qp_tok_bpe *b = l->b;
-    if (b->n_pres == l->cap_pres) {
-        l->cap_pres = l->cap_pres ? 2 * l->cap_pres : 4;
-        b->pres = qp_xrealloc_array(b->pres, l->cap_pres, sizeof(*b->pres));
-    }
+    b->pres = grow_steps(b->pres, b->n_pres, &l->cap_pres, sizeof(*b->pres));
     qp_pretok *p = &b->pres[b->n_pres++];
-    memset(p, 0, sizeof(*p));
     p->kind = kind;
     return p;
 }
@@ -308,28 +327,10 @@ static void note_split(ld_t *l, const char *regex)
 
 static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
 {
-    int rc;
-    if (!j || json_is_null(j))   /* absent or null: none */
-        return 0;
-    const char *type = type_of(j);
-    if (!json_is_object(j) || !type)
-        return ferr(l->name, "%s is not an object with a \"type\"", path);
-    if (depth > MAX_DEPTH)
-        return ferr(l->name, "%s: pre-tokenizers nested too deeply", path);
-    if (l->b->n_pres >= MAX_STEPS)
-        return ferr(l->name, "%s: more than %d pre-tokenizers", path, MAX_STEPS);
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *arr = json_object_get(j, "pretokenizers");
-        if (!json_is_array(arr))
-            return ferr(l->name, "%s.pretokenizers is missing or not an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s.pretokenizers[%zu]", path, i);
-            if ((rc = parse_pre(l, json_array_get(arr, i), sub, depth + 1)))
-                return rc;
-        }
-        return 0;
-    }
+    const char *type = NULL;
+    int rc = step_head(l, j, path, depth, l->b->n_pres, "pre-tokenizers", "pretokenizers", parse_pre, &type);
+    if (rc)
+        return rc < 0 ? rc : 0;
     if (strcmp(type, "Split") == 0) {
         qp_pretok *p = new_pre(l, QP_PRE_SPLIT);
         const char *regex;
@@ -407,41 +408,21 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
 static qp_dec *new_dec(ld_t *l, qp_dec_kind kind)
 {
     qp_tok_bpe *b = l->b;
-    if (b->n_decs == l->cap_decs) {
-        l->cap_decs = l->cap_decs ? 2 * l->cap_decs : 4;
-        b->decs = qp_xrealloc_array(b->decs, l->cap_decs, sizeof(*b->decs));
-    }
+    b->decs = grow_steps(b->decs, b->n_decs, &l->cap_decs, sizeof(*b->decs));
     qp_dec *d = &b->decs[b->n_decs++];
-    memset(d, 0, sizeof(*d));
     d->kind = kind;
     return d;
 }
 
 static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
 {
-    int rc;
-    if (!j || json_is_null(j))   /* absent or null: none */
-        return 0;
-    const char *type = type_of(j);
-    if (!json_is_object(j) || !type)
-        return ferr(l->name, "%s is not an object with a \"type\"", path);
-    if (depth > MAX_DEPTH)
-        return ferr(l->name, "%s: decoders nested too deeply", path);
-    if (l->b->n_decs >= MAX_STEPS)
-        return ferr(l->name, "%s: more than %d decoders", path, MAX_STEPS);
-    l->b->has_decoder = 1;
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *arr = json_object_get(j, "decoders");
-        if (!json_is_array(arr))
-            return ferr(l->name, "%s.decoders is missing or not an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s.decoders[%zu]", path, i);
-            if ((rc = parse_dec(l, json_array_get(arr, i), sub, depth + 1)))
-                return rc;
-        }
-        return 0;
-    }
+    const char *type = NULL;
+    /* a decoder, even an empty Sequence, replaces the default join by ' ' */
+    if (j && !json_is_null(j))
+        l->b->has_decoder = 1;
+    int rc = step_head(l, j, path, depth, l->b->n_decs, "decoders", "decoders", parse_dec, &type);
+    if (rc)
+        return rc < 0 ? rc : 0;
     if (strcmp(type, "ByteLevel") == 0) {
         new_dec(l, QP_DEC_BYTELEVEL);
         return 0;
@@ -456,14 +437,8 @@ static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
     }
     if (strcmp(type, "Replace") == 0) {
         qp_dec *d = new_dec(l, QP_DEC_REPLACE);
-        const char *s;
-        size_t n;
-        if ((rc = get_str(l->name, path, j, "content", &s, &n)))
+        if ((rc = get_req_str(l->name, path, j, "content", &d->str, &d->str_len)))
             return rc;
-        if (!s)
-            return ferr(l->name, "%s.content is missing", path);
-        d->str = qp_xstrndup(s, n);
-        d->str_len = n;
         return get_pattern(l->name, path, j, &d->pat, NULL);
     }
     if (strcmp(type, "Strip") == 0) {
