@@ -16,7 +16,13 @@
  * Matching is bounded: PCRE2's match limit (also for JIT code), depth and
  * heap limits stop a pathological pattern, and hitting one is an error
  * naming the pattern: tokenizing the rest of the text some other way would
- * silently give ids that neither tokenizers nor llama.cpp give. */
+ * silently give ids that neither tokenizers nor llama.cpp give.  The match
+ * limit grows with the text searched: the usual patterns backtrack over a
+ * run once per search (Qwen2's and Llama 3's \s*[\r\n]+ tries every
+ * shorter prefix of a 100M-space run before \s+(?!\S) takes it), so a
+ * fixed limit would refuse long ordinary texts, while an exponential
+ * pattern still stops within that many steps.  A pattern quadratic over
+ * many searches (each one short of the limit) is not caught. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -26,10 +32,12 @@
 #include "common/buf.h"
 #include "common/error.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MATCH_LIMIT 50000000u
+#define MATCH_LIMIT 50000000u   /* plus MATCH_PER_BYTE per byte searched */
+#define MATCH_PER_BYTE 2u
 #define DEPTH_LIMIT 100000u
 #define HEAP_LIMIT_KIB (64u * 1024u)
 
@@ -173,11 +181,20 @@ int qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, v
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->code, NULL);
     if (!md)
         qp_xmalloc((size_t)-1);
+    pcre2_match_context *mctx = re->mctx, *own = NULL;
+    if (n > (MATCH_LIMIT / MATCH_PER_BYTE) / 8) {   /* short texts share re's context */
+        uint64_t lim = MATCH_LIMIT + (uint64_t)MATCH_PER_BYTE * n;
+        own = pcre2_match_context_copy(re->mctx);
+        if (!own)
+            qp_xmalloc((size_t)-1);
+        pcre2_set_match_limit(own, lim > UINT32_MAX ? UINT32_MAX : (uint32_t)lim);
+        mctx = own;
+    }
     size_t pos = 0;
     while (pos <= n) {
-        int r = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, re->mctx);
+        int r = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, mctx);
         if (r == PCRE2_ERROR_JIT_STACKLIMIT)   /* retry interpreted: heap-bounded */
-            r = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, re->mctx);
+            r = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, mctx);
         if (r == PCRE2_ERROR_NOMATCH)
             break;
         if (r < 0) {   /* a limit, or PCRE2 out of memory */
@@ -204,5 +221,6 @@ int qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, v
             break;
     }
     pcre2_match_data_free(md);
+    pcre2_match_context_free(own);
     return rc;
 }

@@ -32,6 +32,20 @@ static void join(void *ud, size_t a, size_t e)
     qp_buf_append(&j->all, j->s + a, e - a);
 }
 
+typedef struct {
+    size_t *ends, *k;
+} end_t;
+
+/* Keeps the ends of the first four matches and counts them all. */
+static void record_end(void *ud, size_t a, size_t e)
+{
+    (void)a;
+    end_t *r = ud;
+    if (*r->k < 4)
+        r->ends[*r->k] = e;
+    (*r->k)++;
+}
+
 /* The matches of pattern in text, joined by '|', must be want. */
 static void check_matches(const char *pattern, qp_regex_dialect dialect, const char *text, const char *want)
 {
@@ -133,12 +147,41 @@ static void test_limit_is_an_error(void **state)
     }
 }
 
+/* A long but ordinary text is no limit case: Qwen2's and Llama 3's
+ * \s*[\r\n]+ backtracks once over a whitespace run, a step per byte, so a
+ * run longer than PCRE2's fixed 50M-step limit must still split (it once
+ * stopped with "match limit exceeded"). */
+static void test_long_run_within_limit(void **state)
+{
+    (void)state;
+    const char *pat = "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+|\\p{L}+";
+    size_t n = (size_t)60 << 20;
+    char *text = malloc(n + 2);
+    assert_non_null(text);
+    memset(text, ' ', n);
+    memcpy(text + n, "xy", 2);
+    qp_regex *re = NULL;
+    assert_int_equal(qp_regex_compile(&re, pat, strlen(pat), QP_RE_ONIG, "test", "re"), 0);
+    size_t ends[4] = { 0 }, k = 0;
+    int rc = qp_regex_each(re, text, n + 2, record_end, &(end_t){ ends, &k });
+    if (rc)
+        fprintf(stderr, "%s\n", qp_error_last());
+    assert_int_equal(rc, 0);
+    assert_int_equal(k, 3);   /* n - 1 spaces, the last space, "xy" */
+    assert_int_equal(ends[0], n - 1);
+    assert_int_equal(ends[1], n);
+    assert_int_equal(ends[2], n + 2);
+    qp_regex_free(re);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whitespace_is_white_space),
         cmocka_unit_test(test_llama3_pattern),
         cmocka_unit_test(test_limit_is_an_error),
+        cmocka_unit_test(test_long_run_within_limit),
     };
     return cmocka_run_group_tests_name("tokenizer regexes", tests, NULL, NULL);
 }
