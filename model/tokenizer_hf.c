@@ -863,6 +863,7 @@ int qp_tokenizer_load_hf(qp_tokenizer **out, const char *json, size_t len, const
     }
     if ((rc = parse_merges(&l, t, merges)))
         goto done;
+    b->added_hf = 1;
     qp_tok_added_index(b);
     b->pre_name = l.other_pre ? NULL : qp_tok_pre_from_regexes(l.split_regexes, l.n_split, l.bytelevel_regex);
 

@@ -147,8 +147,14 @@ typedef struct qp_tok_bpe {
     qp_added *added;            /* in file (tokenizer.json) or id (GGUF) order */
     size_t n_added;
     char *added_blob;
-    struct qp_tok_trie *added_trie; /* contents -> index; NULL when none */
+    struct qp_tok_trie *added_trie; /* contents -> index; NULL when none;
+                                   normalized ones as the normalizers
+                                   spell them */
     int any_normalized_added;   /* some added token matches after normalization */
+    int added_hf;               /* tokenizers' matching: a rejected
+                                   leftmost-longest match is skipped whole
+                                   (llama.cpp's: rejected tokens are not
+                                   candidates) */
 
     qp_merge_slot *merges;      /* open addressing over (left, right) */
     size_t merge_mask;
@@ -198,7 +204,8 @@ void qp_tok_trie_free(qp_tok_trie *tr);
 void qp_tok_trie_add(qp_tok_trie *tr, const char *p, size_t n, int value);
 void qp_tok_trie_prefixes(const qp_tok_trie *tr, const char *s, size_t n, qp_trie_fn fn, void *ud);
 
-/* Added tokens: builds the lookup trie once b->added is filled. */
+/* Added tokens: builds the lookup trie once b->added and b->norms are
+ * filled. */
 void qp_tok_added_index(qp_tok_bpe *b);
 
 /* BPE encode / decode (tokenizer_hfenc.c), called by qp_tokenizer_encode /

@@ -348,6 +348,43 @@ static void test_added_tokens(void **state)
     qp_tokenizer_free(t);
 }
 
+/* Where tokenizers' AddedVocabulary and a naive matcher part: a rejected
+ * leftmost-longest match is dropped whole (no shorter token at its start,
+ * none inside it); normalized tokens are looked for by their normalized
+ * spelling; single_word's word characters are Rust's \w. */
+static void test_added_tokens_hf_matching(void **state)
+{
+    (void)state;
+    const char *j = "{\"added_tokens\":["
+                    "{\"id\":10,\"content\":\"ab\",\"special\":false,\"single_word\":true,\"normalized\":false},"
+                    "{\"id\":11,\"content\":\"b\",\"special\":false,\"normalized\":false},"
+                    "{\"id\":12,\"content\":\"<|b|>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":13,\"content\":\"Hi\",\"special\":false,\"normalized\":true}],"
+                    "\"normalizer\":{\"type\":\"Lowercase\"},"
+                    "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"x\":2,\"<\":3,\"|\":4,\">\":5,\"h\":6,"
+                    "\"i\":7,\"\xC2\xB2\":8,\"\xCC\x81\":9},\"merges\":[]}}";
+    qp_tokenizer *t = load_json(j, NULL);
+    /* "ab" inside a word is rejected, and so is the "b" within it */
+    int w1[] = { 2, 0, 1 };
+    check_encode(t, "xab", 0, w1, 3, NULL);
+    int w2[] = { 10 };
+    check_encode(t, "ab", 0, w2, 1, NULL);
+    /* a special token left as text hides the added "b" inside it */
+    int w3[] = { 3, 4, 1, 4, 5 };
+    check_encode(t, "<|b|>", 0, w3, 5, NULL);
+    int w4[] = { 12 };
+    check_encode(t, "<|b|>", QP_TOK_PARSE_SPECIAL, w4, 1, NULL);
+    /* "Hi" is normalized: Lowercase spells it "hi", which "HI" becomes */
+    int w5[] = { 13, 13 };
+    check_encode(t, "HIhi", 0, w5, 2, NULL);
+    /* \w: a combining mark is a word character, '²' (No) is not */
+    int w6[] = { 9, 0, 1 };
+    check_encode(t, "\xCC\x81" "ab", 0, w6, 3, NULL);
+    int w7[] = { 8, 10 };
+    check_encode(t, "\xC2\xB2" "ab", 0, w7, 2, NULL);
+    qp_tokenizer_free(t);
+}
+
 static void test_metaspace_model(void **state)
 {
     (void)state;
@@ -422,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_llama2_style),
         cmocka_unit_test(test_merges_pairs_and_ignore),
         cmocka_unit_test(test_added_tokens),
+        cmocka_unit_test(test_added_tokens_hf_matching),
         cmocka_unit_test(test_metaspace_model),
         cmocka_unit_test(test_bytelevel_decode_split_char),
     };
