@@ -385,6 +385,44 @@ static void test_added_tokens_hf_matching(void **state)
     qp_tokenizer_free(t);
 }
 
+/* Llama 3's shape: no add_bos_token in tokenizer_config.json, and a
+ * post_processor Sequence [ByteLevel, TemplateProcessing "<|begin_of_text|>
+ * $A"].  Its class, PreTrainedTokenizerFast, takes BOS from the
+ * post-processor alone (only subclasses such as LlamaTokenizerFast rebuild
+ * it from add_bos_token), and convert_hf_to_gguf's SpecialVocab falls back
+ * to the template when the key is absent: BOS is added, EOS is not. */
+static void test_llama3_bos_from_post_processor(void **state)
+{
+    (void)state;
+    const char *j =
+        "{\"added_tokens\":[{\"id\":3,\"content\":\"<|begin_of_text|>\",\"special\":true,\"normalized\":false},"
+        "{\"id\":4,\"content\":\"<|end_of_text|>\",\"special\":true,\"normalized\":false}],"
+        "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+        "\"post_processor\":{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\",\"add_prefix_space\":true,"
+        "\"trim_offsets\":false,\"use_regex\":true},{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+        "{\"id\":\"<|begin_of_text|>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":["
+        "{\"SpecialToken\":{\"id\":\"<|begin_of_text|>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},"
+        "{\"SpecialToken\":{\"id\":\"<|begin_of_text|>\",\"type_id\":1}},{\"Sequence\":{\"id\":\"B\",\"type_id\":1}}],"
+        "\"special_tokens\":{\"<|begin_of_text|>\":{\"id\":\"<|begin_of_text|>\",\"ids\":[3],\"tokens\":"
+        "[\"<|begin_of_text|>\"]}}}]},"
+        "\"decoder\":{\"type\":\"ByteLevel\"},"
+        "\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[]}}";
+    static const char *const configs[] = {
+        NULL,
+        "{\"bos_token\":\"<|begin_of_text|>\",\"eos_token\":\"<|end_of_text|>\",\"chat_template\":\"x\"}",
+    };
+    for (size_t c = 0; c < 2; c++) {
+        qp_tokenizer *t = load_json(j, configs[c]);
+        assert_int_equal(qp_tokenizer_wants_bos(t), 1);
+        assert_int_equal(qp_tokenizer_bos(t), 3);
+        assert_int_equal(qp_tokenizer_eos(t), c ? 4 : -1);
+        /* ignore_merges: "ab" is a piece, taken whole with no merge */
+        int w[] = { 3, 2 };
+        check_encode(t, "ab", QP_TOK_ADD_BOS, w, 2, "<|begin_of_text|>ab");
+        qp_tokenizer_free(t);
+    }
+}
+
 static void test_metaspace_model(void **state)
 {
     (void)state;
@@ -460,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_merges_pairs_and_ignore),
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_added_tokens_hf_matching),
+        cmocka_unit_test(test_llama3_bos_from_post_processor),
         cmocka_unit_test(test_metaspace_model),
         cmocka_unit_test(test_bytelevel_decode_split_char),
     };
