@@ -176,8 +176,9 @@ void qp_tok_bpe_free(qp_tok_bpe *b);
 /* Builds the merge table from n "a b" strings (or pairs when rights is
  * non-NULL: lefts[i], rights[i]).  Strict (tokenizers): exactly one space,
  * every side and the concatenation pieces of t, else an error naming NAME,
- * WHERE and the merge.  Lenient (llama.cpp): split at the first space after
- * the first byte; a merge naming no piece never applies. */
+ * WHERE and the merge; a repeated pair takes its last rank.  Lenient
+ * (llama.cpp): split at the first space after the first byte; a merge naming
+ * no piece never applies; a repeated pair keeps its first rank. */
 int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *const *lefts,
                         const size_t *left_lens, const char *const *rights, const size_t *right_lens,
                         int lenient, const char *name, const char *where);

@@ -423,6 +423,20 @@ static void test_llama3_bos_from_post_processor(void **state)
     }
 }
 
+/* A merge listed twice ranks where tokenizers puts it: its last place (the
+ * merges go into a HashMap, each insert replacing); llama.cpp keeps the
+ * first, and so does qpipe for a GGUF vocabulary. */
+static void test_repeated_merge_last_rank(void **state)
+{
+    (void)state;
+    const char *j = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"c\":2,\"ab\":3,\"bc\":4},"
+                    "\"merges\":[\"a b\",\"b c\",\"a b\"]}}";
+    qp_tokenizer *t = load_json(j, NULL);
+    int w[] = { 0, 4 };
+    check_encode(t, "abc", 0, w, 2, NULL);
+    qp_tokenizer_free(t);
+}
+
 static void test_metaspace_model(void **state)
 {
     (void)state;
@@ -499,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_added_tokens_hf_matching),
         cmocka_unit_test(test_llama3_bos_from_post_processor),
+        cmocka_unit_test(test_repeated_merge_last_rank),
         cmocka_unit_test(test_metaspace_model),
         cmocka_unit_test(test_bytelevel_decode_split_char),
     };
