@@ -598,6 +598,13 @@ static int build_vocab(ld_t *l, const json_t *vocab, long max_id, int byte_fallb
     for (size_t i = 0; i < b->n_added; i++) {
         const qp_added *a = &b->added[i];
         const char *c = b->added_blob + a->off;
+        /* the same id for two contents: whichever we kept, ids would differ
+         * from what some other reader of the file makes of it */
+        size_t other = (size_t)v->from_added[a->id];
+        if (other && (b->added[other - 1].len != a->len ||
+                      memcmp(b->added_blob + b->added[other - 1].off, c, a->len) != 0))
+            return ferr(l->name, "added_tokens[%zu] and added_tokens[%zu] both have id %d; give each token its "
+                        "own id", other - 1, i, a->id);
         v->piece[a->id] = c;
         v->len[a->id] = a->len;
         v->type[a->id] = a->special || looks_special(c, a->len) ? QP_TOK_CONTROL : QP_TOK_USER_DEFINED;

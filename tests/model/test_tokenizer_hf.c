@@ -320,6 +320,8 @@ static void test_malformed(void **state)
                  "\"behavior\":\"Sideways\"}}", NULL, "tokenizer.json", "pre_tokenizer.behavior 'Sideways' is unknown", NULL);
     expect_error("{" BASE_MODEL ",\"added_tokens\":[{\"id\":7}]}", NULL, "tokenizer.json",
                  "added_tokens[0] needs an \"id\" and a non-empty \"content\"", NULL);
+    expect_error("{" BASE_MODEL ",\"added_tokens\":[{\"id\":3,\"content\":\"<x>\"},{\"id\":3,\"content\":\"<y>\"}]}",
+                 NULL, "tokenizer.json", "added_tokens[0] and added_tokens[1] both have id 3", NULL);
     /* the config beside it */
     expect_error("{" BASE_MODEL "}", "{\"add_bos_token\": tru", "tokenizer_config.json", "line 1 column", NULL);
     expect_error("{" BASE_MODEL "}", "{\"bos_token\": 5}", "tokenizer_config.json",
