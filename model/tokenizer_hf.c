@@ -701,40 +701,58 @@ static int config_token(const char *cname, const json_t *cfg, const char *key, c
 }
 
 /* What a TemplateProcessing post-processor puts around one sequence:
- * *bos / *eos the ids of a leading / trailing SpecialToken, -1 when none. */
-static void template_specials(const qp_tokenizer *t, const json_t *pp, int *bos, int *eos, int depth)
+ * *bos / *eos the ids of a leading / trailing SpecialToken, -1 when none.
+ * A template is at least its sequence and one token (gguf-py reads only
+ * those too).  An id outside the vocabulary is an error: cast to int it
+ * could name any piece. */
+static int template_specials(const char *name, const qp_tokenizer *t, const json_t *pp, int *bos, int *eos,
+                             int depth)
 {
+    int rc;
     const char *type = type_of(pp);
     if (!type || depth > MAX_DEPTH)
-        return;
+        return 0;
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(pp, "processors");
         for (size_t i = 0; i < json_array_size(arr); i++)
-            template_specials(t, json_array_get(arr, i), bos, eos, depth + 1);
-        return;
+            if ((rc = template_specials(name, t, json_array_get(arr, i), bos, eos, depth + 1)))
+                return rc;
+        return 0;
     }
     if (strcmp(type, "TemplateProcessing") != 0)
-        return;
+        return 0;
     json_t *single = json_object_get(pp, "single");
     size_t n = json_array_size(single);
-    for (int end = 0; end < 2 && n > 0; end++) {
+    for (int end = 0; end < 2 && n > 1; end++) {
         json_t *st = json_object_get(json_array_get(single, end ? n - 1 : 0), "SpecialToken");
-        const char *name = json_string_value(json_object_get(st, "id"));
-        if (!name)
+        const char *tok = json_string_value(json_object_get(st, "id"));
+        if (!tok)
             continue;
-        json_t *ids = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), name), "ids");
-        int id = json_is_integer(json_array_get(ids, 0)) ? (int)json_integer_value(json_array_get(ids, 0))
-                                                          : special_id(t, name, strlen(name));
-        if (id >= 0 && (size_t)id < t->n)
+        json_t *ids = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), tok), "ids");
+        json_t *first = json_array_get(ids, 0);
+        int id;
+        if (json_is_integer(first)) {
+            json_int_t v = json_integer_value(first);
+            if (v < 0 || (size_t)v >= t->n)
+                return ferr(name, "post_processor: special token '%.60s' has id %lld, outside the vocabulary "
+                            "(0..%zu)", tok, (long long)v, t->n - 1);
+            id = (int)v;
+        } else {
+            id = special_id(t, tok, strlen(tok));
+        }
+        if (id >= 0)
             *(end ? eos : bos) = id;
     }
+    return 0;
 }
 
-static int apply_config(qp_tokenizer *t, const json_t *root, const char *cjson, size_t clen, const char *cname)
+static int apply_config(qp_tokenizer *t, const json_t *root, const char *name, const char *cjson, size_t clen,
+                        const char *cname)
 {
     int rc = 0;
     int tb = -1, te = -1;
-    template_specials(t, json_object_get(root, "post_processor"), &tb, &te, 0);
+    if ((rc = template_specials(name, t, json_object_get(root, "post_processor"), &tb, &te, 0)))
+        return rc;
     t->bos = tb;
     t->eos = te;
     t->wants_bos = tb >= 0;
@@ -885,7 +903,7 @@ int qp_tokenizer_load_hf(qp_tokenizer **out, const char *json, size_t len, const
         qp_buf_printf(&cb, "%s (tokenizer_config.json)", l.name);
         cname = qp_buf_detach(&cb, NULL);
     }
-    if ((rc = apply_config(t, root, config_json, config_len, cname)))
+    if ((rc = apply_config(t, root, l.name, config_json, config_len, cname)))
         goto done;
     *out = t;
     t = NULL;
