@@ -48,12 +48,18 @@ static int load(qp_tokenizer **out, const char *path)
     return rc;
 }
 
-/* One JSON array; pieces quoted with jansson's escaping rules. */
+/* One JSON array; pieces quoted with jansson's escaping rules.  Written
+ * out every 1 MiB: a 100 MB text has ~65M ids, whose text alone would
+ * double the memory the ids take. */
 static void print_ids(const qp_tokenizer *t, const int *ids, size_t n, int pieces)
 {
     qp_buf b = QP_BUF_INIT;
     qp_buf_puts(&b, "[");
     for (size_t i = 0; i < n; i++) {
+        if (b.len >= ((size_t)1 << 20)) {
+            fwrite(b.data, 1, b.len, stdout);
+            qp_buf_truncate(&b, 0);
+        }
         if (i)
             qp_buf_puts(&b, ", ");
         if (!pieces) {

@@ -18,34 +18,51 @@
 
 /* ---- UTF-8 ---------------------------------------------------------- */
 
-size_t qp_utf8_char_len(const unsigned char *s, size_t n)
+/* How many leading bytes of s[0..n) are a valid start of one UTF-8
+ * character (the whole character when *need of them); *need is the length
+ * the lead byte announces, 0 for a byte that cannot lead. */
+static size_t utf8_prefix(const unsigned char *s, size_t n, size_t *need)
 {
+    *need = 0;
     if (n == 0)
         return 0;
     unsigned b = s[0];
-    if (b < 0x80)
+    if (b < 0x80) {
+        *need = 1;
         return 1;
-    size_t need;
+    }
     unsigned lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
     if (b >= 0xC2 && b <= 0xDF) {
-        need = 2;
+        *need = 2;
     } else if (b >= 0xE0 && b <= 0xEF) {
-        need = 3;
+        *need = 3;
         if (b == 0xE0) lo = 0xA0;          /* overlong */
         if (b == 0xED) hi = 0x9F;          /* surrogates */
     } else if (b >= 0xF0 && b <= 0xF4) {
-        need = 4;
+        *need = 4;
         if (b == 0xF0) lo = 0x90;          /* overlong */
         if (b == 0xF4) hi = 0x8F;          /* > U+10FFFF */
     } else {
         return 0;
     }
-    if (n < need || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < need; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return need;
+    if (n < 2 || s[1] < lo || s[1] > hi)
+        return 1;
+    size_t k = 2;
+    while (k < *need && k < n && (s[k] & 0xC0) == 0x80)
+        k++;
+    return k;
+}
+
+size_t qp_utf8_char_len(const unsigned char *s, size_t n)
+{
+    size_t need, k = utf8_prefix(s, n, &need);
+    return need && k == need ? need : 0;
+}
+
+size_t qp_utf8_bad_len(const unsigned char *s, size_t n)
+{
+    size_t need, k = utf8_prefix(s, n, &need);
+    return k ? k : 1;
 }
 
 static int utf8_valid(const unsigned char *s, size_t n)

@@ -136,89 +136,109 @@ static int finish_bpe(const qp_gguf *g, const char *path, qp_tokenizer *t)
     return 0;
 }
 
+/* tokenizer.ggml.model: *bpe for "gpt2", with *b holding its pipeline as
+ * tokenizer.ggml.pre names it (*pre_bos: llama.cpp's add-BOS default for
+ * that type); "llama" is SentencePiece; anything else is refused. */
+static int read_model(const qp_gguf *g, const char *path, int *bpe, qp_tok_bpe **b, int *pre_bos)
+{
+    const char *model = NULL;
+    int rc = qp_gguf_get_string(g, "tokenizer.ggml.model", &model, NULL);
+    if (rc)
+        return rc;
+    *bpe = strcmp(model, "gpt2") == 0;
+    if (strcmp(model, "bert") == 0)
+        return qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is 'bert' (WordPiece), which qpipe does "
+                            "not tokenize; only 'llama' (SentencePiece) and 'gpt2' (byte-level BPE) are supported",
+                            path);
+    if (strcmp(model, "llama") != 0 && !*bpe)
+        return qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is '%s'; only 'llama' "
+                            "(SentencePiece BPE) and 'gpt2' (byte-level BPE) vocabularies are supported", path,
+                            model);
+    if (!*bpe)
+        return 0;
+    const char *pre = NULL;
+    rc = qp_gguf_get_string(g, "tokenizer.ggml.pre", &pre, NULL);
+    if (rc == QP_ENOTFOUND) {
+        qp_error_clear();
+        rc = 0;
+    }
+    *b = qp_xcalloc(1, sizeof(**b));
+    (*b)->unk = -1;
+    return rc ? rc : qp_tok_bpe_llama_pre(*b, pre, path, pre_bos);
+}
+
+/* The per-token arrays: pieces (pointing into the GGUF), scores and types
+ * (NULL when absent). */
+typedef struct {
+    uint64_t n;
+    const char **pieces;
+    size_t *lens;
+    float *scores;
+    int *types;
+} vocab_arrays;
+
+static void vocab_arrays_free(vocab_arrays *v)
+{
+    free(v->pieces);
+    free(v->lens);
+    free(v->scores);
+    free(v->types);
+}
+
+static int read_arrays(const qp_gguf *g, const char *path, vocab_arrays *v)
+{
+    int rc;
+    const qp_gguf_value *tok = NULL, *sc = NULL, *ty = NULL;
+    if ((rc = qp_gguf_get_array(g, "tokenizer.ggml.tokens", QP_GGUF_STRING, &tok)))
+        return rc;
+    uint64_t n = v->n = qp_gguf_array_len(tok);
+    if (n > (uint64_t)INT32_MAX)
+        return qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.tokens': %llu tokens, too many", path,
+                            (unsigned long long)n);
+    if ((rc = opt_array(g, path, "tokenizer.ggml.scores", n, &sc)) ||
+        (rc = opt_array(g, path, "tokenizer.ggml.token_type", n, &ty)))
+        return rc;
+    size_t cnt = n ? (size_t)n : 1;
+    v->pieces = qp_xmalloc(cnt * sizeof(*v->pieces));
+    v->lens = qp_xmalloc(cnt * sizeof(*v->lens));
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t len;
+        if ((rc = qp_gguf_array_get_string(tok, i, &v->pieces[i], &len)))
+            return rc;
+        v->lens[i] = (size_t)len;
+    }
+    if (sc) {
+        v->scores = qp_xmalloc(cnt * sizeof(*v->scores));
+        if ((rc = qp_gguf_array_copy_f32(sc, v->scores)))
+            return rc;
+    }
+    if (ty) {
+        int32_t *t32 = qp_xmalloc(cnt * sizeof(*t32));
+        v->types = qp_xmalloc(cnt * sizeof(*v->types));
+        rc = qp_gguf_array_copy_i32(ty, t32);
+        for (uint64_t i = 0; i < n && !rc; i++)
+            v->types[i] = t32[i];
+        free(t32);
+    }
+    return rc;
+}
+
 int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *path)
 {
     int rc;
-    const char **pieces = NULL;
-    size_t *lens = NULL;
-    float *scores = NULL;
-    int32_t *types32 = NULL;
-    int *types = NULL;
+    vocab_arrays v = { 0 };
     qp_tok_bpe *b = NULL;
-    int pre_bos = 0;
+    int bpe = 0, pre_bos = 0;
     *out = NULL;
     if (!path)
         path = qp_gguf_path(g);
-
-    const char *model = NULL;
-    if ((rc = qp_gguf_get_string(g, "tokenizer.ggml.model", &model, NULL)))
+    if ((rc = read_model(g, path, &bpe, &b, &pre_bos)) || (rc = read_arrays(g, path, &v)))
         goto done;
-    int bpe = strcmp(model, "gpt2") == 0;
-    if (strcmp(model, "bert") == 0) {
-        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is 'bert' (WordPiece), which qpipe does "
-                          "not tokenize; only 'llama' (SentencePiece) and 'gpt2' (byte-level BPE) are supported",
-                          path);
-        goto done;
-    }
-    if (strcmp(model, "llama") != 0 && !bpe) {
-        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.model': is '%s'; only 'llama' "
-                          "(SentencePiece BPE) and 'gpt2' (byte-level BPE) vocabularies are supported", path, model);
-        goto done;
-    }
-    if (bpe) {
-        const char *pre = NULL;
-        rc = qp_gguf_get_string(g, "tokenizer.ggml.pre", &pre, NULL);
-        if (rc == QP_ENOTFOUND) {
-            qp_error_clear();
-            rc = 0;
-        }
-        b = qp_xcalloc(1, sizeof(*b));
-        b->unk = -1;
-        if (rc || (rc = qp_tok_bpe_llama_pre(b, pre, path, &pre_bos)))
-            goto done;
-    }
-    const qp_gguf_value *tok = NULL, *sc = NULL, *ty = NULL;
-    if ((rc = qp_gguf_get_array(g, "tokenizer.ggml.tokens", QP_GGUF_STRING, &tok)))
-        goto done;
-    uint64_t n = qp_gguf_array_len(tok);
-    if (n > (uint64_t)INT32_MAX) {
-        rc = qp_error_set(QP_EFORMAT, "%s: key 'tokenizer.ggml.tokens': %llu tokens, too many",
-                          path, (unsigned long long)n);
-        goto done;
-    }
-    if ((rc = opt_array(g, path, "tokenizer.ggml.scores", n, &sc)) ||
-        (rc = opt_array(g, path, "tokenizer.ggml.token_type", n, &ty)))
-        goto done;
-
-    size_t cnt = n ? (size_t)n : 1;
-    pieces = qp_xmalloc(cnt * sizeof(*pieces));
-    lens = qp_xmalloc(cnt * sizeof(*lens));
-    for (uint64_t i = 0; i < n; i++) {
-        const char *s;
-        uint64_t len;
-        if ((rc = qp_gguf_array_get_string(tok, i, &s, &len)))
-            goto done;
-        pieces[i] = s;
-        lens[i] = (size_t)len;
-    }
-    if (sc) {
-        scores = qp_xmalloc(cnt * sizeof(*scores));
-        if ((rc = qp_gguf_array_copy_f32(sc, scores)))
-            goto done;
-    }
-    if (ty) {
-        types32 = qp_xmalloc(cnt * sizeof(*types32));
-        types = qp_xmalloc(cnt * sizeof(*types));
-        if ((rc = qp_gguf_array_copy_i32(ty, types32)))
-            goto done;
-        for (uint64_t i = 0; i < n; i++)
-            types[i] = types32[i];
-    }
 
     int bos = 1, eos = 2, unk = 0, pad = -1;
     int add_bos = 1, add_eos = 0, add_space = 1;
     if (bpe) {
-        bos = eos = 11 < (int)n && pre_bos >= 0 ? 11 : -1;
+        bos = eos = 11 < (int)v.n && pre_bos >= 0 ? 11 : -1;
         if (pre_bos < 0)
             bos = -1;
         unk = -1;
@@ -235,7 +255,7 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
         goto done;
 
     qp_tok_spec spec = {
-        .n = (size_t)n, .pieces = pieces, .lens = lens, .scores = scores, .types = types,
+        .n = (size_t)v.n, .pieces = v.pieces, .lens = v.lens, .scores = v.scores, .types = v.types,
         .bos = bos, .eos = eos, .unk = unk, .pad = pad,
         .add_dummy_prefix = add_space, .remove_extra_whitespaces = 0, .escape_whitespaces = 1,
         .byte_fallback = bpe ? 0 : -1, .wants_bos = add_bos, .wants_eos = add_eos,
@@ -258,10 +278,6 @@ int qp_tokenizer_load_gguf(qp_tokenizer **out, const qp_gguf *g, const char *pat
 
 done:
     qp_tok_bpe_free(b);
-    free(pieces);
-    free(lens);
-    free(scores);
-    free(types32);
-    free(types);
+    vocab_arrays_free(&v);
     return rc;
 }

@@ -109,6 +109,21 @@ static int get_int(const char *name, const char *path, const json_t *o, const ch
     return 0;
 }
 
+/* A string member that must be there, copied: *out (NUL-terminated) and
+ * *len. */
+static int get_req_str(const char *name, const char *path, const json_t *o, const char *key, char **out,
+                       size_t *len)
+{
+    const char *s;
+    int rc = get_str(name, path, o, key, &s, len);
+    if (rc)
+        return rc;
+    if (!s)
+        return ferr(name, "%s.%s is missing", path, key);
+    *out = qp_xstrndup(s, *len);
+    return 0;
+}
+
 /* {"String": s} or {"Regex": r} -> a pattern. */
 static int get_pattern(const char *name, const char *path, const json_t *o, qp_pattern *p, const char **regex)
 {
@@ -139,44 +154,70 @@ static const char *type_of(const json_t *o)
     return json_string_value(json_object_get(o, "type"));
 }
 
+/* ---- pipeline steps ------------------------------------------------------------ */
+
+/* Room for one more step in an array of n of *cap elements of size bytes:
+ * the array, grown when full; element n zeroed. */
+static void *grow_steps(void *arr, size_t n, size_t *cap, size_t size)
+{
+    if (n == *cap) {
+        *cap = *cap ? 2 * *cap : 4;
+        arr = qp_xrealloc_array(arr, *cap, size);
+    }
+    memset((char *)arr + n * size, 0, size);
+    return arr;
+}
+
+typedef int (*step_parser)(ld_t *l, const json_t *j, const char *path, int depth);
+
+/* A normalizer, pre-tokenizer or decoder object up to its own fields, the
+ * same for the three: absent or null is none, a Sequence runs parse over
+ * its `member` array (one level deeper), anything else has a "type".
+ * Depth and step count are bounded: a hostile file nests thousands deep.
+ * Returns 1 when j is done with (none, or a Sequence), 0 with *type set
+ * for the caller to parse, or an error. */
+static int step_head(ld_t *l, const json_t *j, const char *path, int depth, size_t n_steps, const char *what,
+                     const char *member, step_parser parse, const char **type)
+{
+    int rc;
+    if (!j || json_is_null(j))
+        return 1;
+    *type = type_of(j);
+    if (!json_is_object(j) || !*type)
+        return ferr(l->name, "%s is not an object with a \"type\"", path);
+    if (depth > MAX_DEPTH)
+        return ferr(l->name, "%s: %s nested too deeply (more than %d levels)", path, what, MAX_DEPTH);
+    if (n_steps >= MAX_STEPS)
+        return ferr(l->name, "%s: more than %d %s", path, MAX_STEPS, what);
+    if (strcmp(*type, "Sequence") != 0)
+        return 0;
+    json_t *arr = json_object_get(j, member);
+    if (!json_is_array(arr))
+        return ferr(l->name, "%s.%s is missing or not an array", path, member);
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        char sub[256];
+        snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, member, i);
+        if ((rc = parse(l, json_array_get(arr, i), sub, depth + 1)))
+            return rc;
+    }
+    return 1;
+}
+
 /* ---- normalizers ------------------------------------------------------------- */
 
 static qp_norm *new_norm(ld_t *l)
 {
     qp_tok_bpe *b = l->b;
-    if (b->n_norms == l->cap_norms) {
-        l->cap_norms = l->cap_norms ? 2 * l->cap_norms : 4;
-        b->norms = qp_xrealloc_array(b->norms, l->cap_norms, sizeof(*b->norms));
-    }
-    qp_norm *n = &b->norms[b->n_norms++];
-    memset(n, 0, sizeof(*n));
-    return n;
+    b->norms = grow_steps(b->norms, b->n_norms, &l->cap_norms, sizeof(*b->norms));
+    return &b->norms[b->n_norms++];
 }
 
 static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
 {
-    int rc;
-    if (!j || json_is_null(j))   /* absent or null: none */
-        return 0;
-    const char *type = type_of(j);
-    if (!json_is_object(j) || !type)
-        return ferr(l->name, "%s is not an object with a \"type\"", path);
-    if (depth > MAX_DEPTH)
-        return ferr(l->name, "%s: normalizers nested too deeply", path);
-    if (l->b->n_norms >= MAX_STEPS)
-        return ferr(l->name, "%s: more than %d normalizers", path, MAX_STEPS);
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *arr = json_object_get(j, "normalizers");
-        if (!json_is_array(arr))
-            return ferr(l->name, "%s.normalizers is missing or not an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s.normalizers[%zu]", path, i);
-            if ((rc = parse_norm(l, json_array_get(arr, i), sub, depth + 1)))
-                return rc;
-        }
-        return 0;
-    }
+    const char *type = NULL;
+    int rc = step_head(l, j, path, depth, l->b->n_norms, "normalizers", "normalizers", parse_norm, &type);
+    if (rc)
+        return rc < 0 ? rc : 0;
     static const struct { const char *name; qp_norm_kind kind; } forms[] = {
         {"NFC", QP_NORM_NFC}, {"NFD", QP_NORM_NFD}, {"NFKC", QP_NORM_NFKC}, {"NFKD", QP_NORM_NFKD},
     };
@@ -185,31 +226,13 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
             new_norm(l)->kind = forms[i].kind;
             return 0;
         }
-    if (strcmp(type, "Prepend") == 0) {
-        const char *s;
-        size_t n;
-        if ((rc = get_str(l->name, path, j, "prepend", &s, &n)))
-            return rc;
-        if (!s)
-            return ferr(l->name, "%s.prepend is missing", path);
+    if (strcmp(type, "Prepend") == 0 || strcmp(type, "Replace") == 0) {
+        int prepend = type[0] == 'P';
         qp_norm *nm = new_norm(l);
-        nm->kind = QP_NORM_PREPEND;
-        nm->str = qp_xstrndup(s, n);
-        nm->str_len = n;
-        return 0;
-    }
-    if (strcmp(type, "Replace") == 0) {
-        const char *s;
-        size_t n;
-        if ((rc = get_str(l->name, path, j, "content", &s, &n)))
+        nm->kind = prepend ? QP_NORM_PREPEND : QP_NORM_REPLACE;
+        if ((rc = get_req_str(l->name, path, j, prepend ? "prepend" : "content", &nm->str, &nm->str_len)))
             return rc;
-        if (!s)
-            return ferr(l->name, "%s.content is missing", path);
-        qp_norm *nm = new_norm(l);
-        nm->kind = QP_NORM_REPLACE;
-        nm->str = qp_xstrndup(s, n);
-        nm->str_len = n;
-        return get_pattern(l->name, path, j, &nm->pat, NULL);
+        return prepend ? 0 : get_pattern(l->name, path, j, &nm->pat, NULL);
     }
     if (strcmp(type, "Lowercase") == 0) {
         new_norm(l)->kind = QP_NORM_LOWERCASE;
@@ -232,12 +255,8 @@ static int parse_norm(ld_t *l, const json_t *j, const char *path, int depth)
 static qp_pretok *new_pre(ld_t *l, qp_pre_kind kind)
 {
     qp_tok_bpe *b = l->b;
-    if (b->n_pres == l->cap_pres) {
-        l->cap_pres = l->cap_pres ? 2 * l->cap_pres : 4;
-        b->pres = qp_xrealloc_array(b->pres, l->cap_pres, sizeof(*b->pres));
-    }
+    b->pres = grow_steps(b->pres, b->n_pres, &l->cap_pres, sizeof(*b->pres));
     qp_pretok *p = &b->pres[b->n_pres++];
-    memset(p, 0, sizeof(*p));
     p->kind = kind;
     return p;
 }
@@ -308,28 +327,10 @@ static void note_split(ld_t *l, const char *regex)
 
 static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
 {
-    int rc;
-    if (!j || json_is_null(j))   /* absent or null: none */
-        return 0;
-    const char *type = type_of(j);
-    if (!json_is_object(j) || !type)
-        return ferr(l->name, "%s is not an object with a \"type\"", path);
-    if (depth > MAX_DEPTH)
-        return ferr(l->name, "%s: pre-tokenizers nested too deeply", path);
-    if (l->b->n_pres >= MAX_STEPS)
-        return ferr(l->name, "%s: more than %d pre-tokenizers", path, MAX_STEPS);
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *arr = json_object_get(j, "pretokenizers");
-        if (!json_is_array(arr))
-            return ferr(l->name, "%s.pretokenizers is missing or not an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s.pretokenizers[%zu]", path, i);
-            if ((rc = parse_pre(l, json_array_get(arr, i), sub, depth + 1)))
-                return rc;
-        }
-        return 0;
-    }
+    const char *type = NULL;
+    int rc = step_head(l, j, path, depth, l->b->n_pres, "pre-tokenizers", "pretokenizers", parse_pre, &type);
+    if (rc)
+        return rc < 0 ? rc : 0;
     if (strcmp(type, "Split") == 0) {
         qp_pretok *p = new_pre(l, QP_PRE_SPLIT);
         const char *regex;
@@ -407,41 +408,21 @@ static int parse_pre(ld_t *l, const json_t *j, const char *path, int depth)
 static qp_dec *new_dec(ld_t *l, qp_dec_kind kind)
 {
     qp_tok_bpe *b = l->b;
-    if (b->n_decs == l->cap_decs) {
-        l->cap_decs = l->cap_decs ? 2 * l->cap_decs : 4;
-        b->decs = qp_xrealloc_array(b->decs, l->cap_decs, sizeof(*b->decs));
-    }
+    b->decs = grow_steps(b->decs, b->n_decs, &l->cap_decs, sizeof(*b->decs));
     qp_dec *d = &b->decs[b->n_decs++];
-    memset(d, 0, sizeof(*d));
     d->kind = kind;
     return d;
 }
 
 static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
 {
-    int rc;
-    if (!j || json_is_null(j))   /* absent or null: none */
-        return 0;
-    const char *type = type_of(j);
-    if (!json_is_object(j) || !type)
-        return ferr(l->name, "%s is not an object with a \"type\"", path);
-    if (depth > MAX_DEPTH)
-        return ferr(l->name, "%s: decoders nested too deeply", path);
-    if (l->b->n_decs >= MAX_STEPS)
-        return ferr(l->name, "%s: more than %d decoders", path, MAX_STEPS);
-    l->b->has_decoder = 1;
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *arr = json_object_get(j, "decoders");
-        if (!json_is_array(arr))
-            return ferr(l->name, "%s.decoders is missing or not an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            char sub[256];
-            snprintf(sub, sizeof(sub), "%s.decoders[%zu]", path, i);
-            if ((rc = parse_dec(l, json_array_get(arr, i), sub, depth + 1)))
-                return rc;
-        }
-        return 0;
-    }
+    const char *type = NULL;
+    /* a decoder, even an empty Sequence, replaces the default join by ' ' */
+    if (j && !json_is_null(j))
+        l->b->has_decoder = 1;
+    int rc = step_head(l, j, path, depth, l->b->n_decs, "decoders", "decoders", parse_dec, &type);
+    if (rc)
+        return rc < 0 ? rc : 0;
     if (strcmp(type, "ByteLevel") == 0) {
         new_dec(l, QP_DEC_BYTELEVEL);
         return 0;
@@ -456,14 +437,8 @@ static int parse_dec(ld_t *l, const json_t *j, const char *path, int depth)
     }
     if (strcmp(type, "Replace") == 0) {
         qp_dec *d = new_dec(l, QP_DEC_REPLACE);
-        const char *s;
-        size_t n;
-        if ((rc = get_str(l->name, path, j, "content", &s, &n)))
+        if ((rc = get_req_str(l->name, path, j, "content", &d->str, &d->str_len)))
             return rc;
-        if (!s)
-            return ferr(l->name, "%s.content is missing", path);
-        d->str = qp_xstrndup(s, n);
-        d->str_len = n;
         return get_pattern(l->name, path, j, &d->pat, NULL);
     }
     if (strcmp(type, "Strip") == 0) {
@@ -623,6 +598,13 @@ static int build_vocab(ld_t *l, const json_t *vocab, long max_id, int byte_fallb
     for (size_t i = 0; i < b->n_added; i++) {
         const qp_added *a = &b->added[i];
         const char *c = b->added_blob + a->off;
+        /* the same id for two contents: whichever we kept, ids would differ
+         * from what some other reader of the file makes of it */
+        size_t other = (size_t)v->from_added[a->id];
+        if (other && (b->added[other - 1].len != a->len ||
+                      memcmp(b->added_blob + b->added[other - 1].off, c, a->len) != 0))
+            return ferr(l->name, "added_tokens[%zu] and added_tokens[%zu] both have id %d; give each token its "
+                        "own id", other - 1, i, a->id);
         v->piece[a->id] = c;
         v->len[a->id] = a->len;
         v->type[a->id] = a->special || looks_special(c, a->len) ? QP_TOK_CONTROL : QP_TOK_USER_DEFINED;
@@ -719,40 +701,58 @@ static int config_token(const char *cname, const json_t *cfg, const char *key, c
 }
 
 /* What a TemplateProcessing post-processor puts around one sequence:
- * *bos / *eos the ids of a leading / trailing SpecialToken, -1 when none. */
-static void template_specials(const qp_tokenizer *t, const json_t *pp, int *bos, int *eos, int depth)
+ * *bos / *eos the ids of a leading / trailing SpecialToken, -1 when none.
+ * A template is at least its sequence and one token (gguf-py reads only
+ * those too).  An id outside the vocabulary is an error: cast to int it
+ * could name any piece. */
+static int template_specials(const char *name, const qp_tokenizer *t, const json_t *pp, int *bos, int *eos,
+                             int depth)
 {
+    int rc;
     const char *type = type_of(pp);
     if (!type || depth > MAX_DEPTH)
-        return;
+        return 0;
     if (strcmp(type, "Sequence") == 0) {
         json_t *arr = json_object_get(pp, "processors");
         for (size_t i = 0; i < json_array_size(arr); i++)
-            template_specials(t, json_array_get(arr, i), bos, eos, depth + 1);
-        return;
+            if ((rc = template_specials(name, t, json_array_get(arr, i), bos, eos, depth + 1)))
+                return rc;
+        return 0;
     }
     if (strcmp(type, "TemplateProcessing") != 0)
-        return;
+        return 0;
     json_t *single = json_object_get(pp, "single");
     size_t n = json_array_size(single);
-    for (int end = 0; end < 2 && n > 0; end++) {
+    for (int end = 0; end < 2 && n > 1; end++) {
         json_t *st = json_object_get(json_array_get(single, end ? n - 1 : 0), "SpecialToken");
-        const char *name = json_string_value(json_object_get(st, "id"));
-        if (!name)
+        const char *tok = json_string_value(json_object_get(st, "id"));
+        if (!tok)
             continue;
-        json_t *ids = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), name), "ids");
-        int id = json_is_integer(json_array_get(ids, 0)) ? (int)json_integer_value(json_array_get(ids, 0))
-                                                          : special_id(t, name, strlen(name));
-        if (id >= 0 && (size_t)id < t->n)
+        json_t *ids = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), tok), "ids");
+        json_t *first = json_array_get(ids, 0);
+        int id;
+        if (json_is_integer(first)) {
+            json_int_t v = json_integer_value(first);
+            if (v < 0 || (size_t)v >= t->n)
+                return ferr(name, "post_processor: special token '%.60s' has id %lld, outside the vocabulary "
+                            "(0..%zu)", tok, (long long)v, t->n - 1);
+            id = (int)v;
+        } else {
+            id = special_id(t, tok, strlen(tok));
+        }
+        if (id >= 0)
             *(end ? eos : bos) = id;
     }
+    return 0;
 }
 
-static int apply_config(qp_tokenizer *t, const json_t *root, const char *cjson, size_t clen, const char *cname)
+static int apply_config(qp_tokenizer *t, const json_t *root, const char *name, const char *cjson, size_t clen,
+                        const char *cname)
 {
     int rc = 0;
     int tb = -1, te = -1;
-    template_specials(t, json_object_get(root, "post_processor"), &tb, &te, 0);
+    if ((rc = template_specials(name, t, json_object_get(root, "post_processor"), &tb, &te, 0)))
+        return rc;
     t->bos = tb;
     t->eos = te;
     t->wants_bos = tb >= 0;
@@ -888,6 +888,7 @@ int qp_tokenizer_load_hf(qp_tokenizer **out, const char *json, size_t len, const
     }
     if ((rc = parse_merges(&l, t, merges)))
         goto done;
+    b->added_hf = 1;
     qp_tok_added_index(b);
     b->pre_name = l.other_pre ? NULL : qp_tok_pre_from_regexes(l.split_regexes, l.n_split, l.bytelevel_regex);
 
@@ -902,7 +903,7 @@ int qp_tokenizer_load_hf(qp_tokenizer **out, const char *json, size_t len, const
         qp_buf_printf(&cb, "%s (tokenizer_config.json)", l.name);
         cname = qp_buf_detach(&cb, NULL);
     }
-    if ((rc = apply_config(t, root, config_json, config_len, cname)))
+    if ((rc = apply_config(t, root, l.name, config_json, config_len, cname)))
         goto done;
     *out = t;
     t = NULL;

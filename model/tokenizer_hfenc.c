@@ -30,13 +30,29 @@ void qp_tok_added_index(qp_tok_bpe *b)
     if (b->n_added == 0)
         return;
     b->added_trie = qp_tok_trie_new();
+    qp_buf norm = QP_BUF_INIT;
     for (size_t i = 0; i < b->n_added; i++) {
         const qp_added *a = &b->added[i];
+        const char *key = b->added_blob + a->off;
+        size_t len = a->len;
+        /* a normalized token is looked for in normalized text, so by its
+         * normalized spelling, as tokenizers' refresh_added_tokens builds
+         * its trie ("Hello" under Lowercase matches "HELLO").  The content
+         * is short, so no regex limit can fail here; a content the
+         * normalizers empty can never match. */
+        if (a->normalized && b->n_norms > 0) {
+            if (qp_normalize(b->norms, b->n_norms, key, len, &norm) != 0)
+                continue;
+            key = norm.data;
+            len = norm.len;
+        }
         /* a repeated content keeps its first entry */
-        qp_tok_trie_add(b->added_trie, b->added_blob + a->off, a->len, (int)i);
+        if (len > 0)
+            qp_tok_trie_add(b->added_trie, key, len, (int)i);
         if (a->normalized)
             b->any_normalized_added = 1;
     }
+    qp_buf_free(&norm);
 }
 
 /* ---- characters ------------------------------------------------------------ */
@@ -74,16 +90,19 @@ static int is_ws(int32_t c)
     return k == UTF8PROC_CATEGORY_ZS || k == UTF8PROC_CATEGORY_ZL || k == UTF8PROC_CATEGORY_ZP;
 }
 
-/* tokenizers' single_word boundary: alphanumeric or '_' is a word char. */
+/* tokenizers' single_word boundary is Rust regex's Unicode \w (UTS #18):
+ * Alphabetic (letters, letter numbers, and marks below), marks, decimal
+ * digits, connector punctuation ('_'), ZWNJ / ZWJ.  Other numbers (No:
+ * '²') are not word characters. */
 static int is_word(int32_t c)
 {
     if (c < 0)
         return 0;
-    if (c == '_')
+    if (c == 0x200C || c == 0x200D)
         return 1;
     utf8proc_category_t k = utf8proc_category(c);
-    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO) ||
-           (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
+    return (k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_ND) || k == UTF8PROC_CATEGORY_NL ||
+           k == UTF8PROC_CATEGORY_PC;
 }
 
 /* Invalid UTF-8 bytes each become U+FFFD (llama.cpp's reading; a Python
@@ -130,11 +149,13 @@ struct enc {
     const qp_tok_bpe *b;
     unsigned flags;
     qp_ids out;
+    int rc;              /* the first error; the rest of the text is skipped */
     qp_buf norm;
     stage_t *st;         /* [n_pres + 1] */
 };
 
-/* Candidates for added_at, shortest first: the longest acceptable wins. */
+/* Candidates for added_at, shortest first: the longest acceptable wins
+ * (llama.cpp), or only the longest when acceptable (tokenizers). */
 typedef struct {
     const enc_t *e;
     const char *s;
@@ -142,6 +163,7 @@ typedef struct {
     int normalized;
     int best;
     size_t best_len;
+    size_t longest_len;  /* of any token of this kind, acceptable or not */
 } cand_t;
 
 static void consider(void *ud, int a, size_t len)
@@ -150,6 +172,7 @@ static void consider(void *ud, int a, size_t len)
     const qp_added *ad = &c->e->b->added[a];
     if (ad->normalized != c->normalized)
         return;
+    c->longest_len = len;
     if (ad->special && !(c->e->flags & QP_TOK_PARSE_SPECIAL))
         return;
     if (ad->single_word) {
@@ -163,14 +186,22 @@ static void consider(void *ud, int a, size_t len)
 
 /* The added token matching at s[i] (normalized: the tokens matched after
  * normalization): its index, with the span it covers (strips included) in
- * [*ms, *me); -1 when none.  lo bounds how far lstrip may reach back. */
+ * [*ms, *me); -1 when none, *me then where to look next.  lo bounds how
+ * far lstrip may reach back.
+ * tokenizers' AddedVocabulary walks the leftmost-longest matches of all its
+ * tokens and drops one it rejects (a special token left as text, a
+ * single_word token inside a word), resuming after it: no shorter token at
+ * i and none inside the dropped one.  llama.cpp's partition never looks
+ * for tokens it would reject, so a shorter or later one can match. */
 static int added_at(const enc_t *e, const char *s, size_t n, size_t i, size_t lo, int normalized, size_t *ms,
                     size_t *me)
 {
-    cand_t c = { e, s, n, i, normalized, -1, 0 };
+    cand_t c = { e, s, n, i, normalized, -1, 0, 0 };
     qp_tok_trie_prefixes(e->b->added_trie, s + i, n - i, consider, &c);
-    if (c.best < 0)
+    if (c.best < 0 || (e->b->added_hf && c.best_len != c.longest_len)) {
+        *me = e->b->added_hf && c.longest_len ? i + c.longest_len : i + 1;
         return -1;
+    }
     const qp_added *ad = &e->b->added[c.best];
     size_t a0 = i, a1 = i + c.best_len;
     if (ad->lstrip)
@@ -196,11 +227,15 @@ static void stage_word(void *ud, const char *s, size_t n, int origin)
 {
     stage_t *st = ud;
     enc_t *e = st->e;
+    if (e->rc)
+        return;
     if (st->k == e->b->n_pres) {
         qp_tok_bpe_word(e->t, s, n, &e->out);
         return;
     }
-    qp_pretokenize(&e->b->pres[st->k], s, n, origin, &st->a, &st->b, stage_word, &e->st[st->k + 1]);
+    int rc = qp_pretokenize(&e->b->pres[st->k], s, n, origin, &st->a, &st->b, stage_word, &e->st[st->k + 1]);
+    if (rc && !e->rc)
+        e->rc = rc;
 }
 
 /* Pre-tokenizers and model over one normalized stretch. */
@@ -214,9 +249,10 @@ static void model_text(enc_t *e, const char *s, size_t n, int origin)
  * normalized text, and models the rest. */
 static void encode_stretch(enc_t *e, const char *s, size_t n, int origin)
 {
-    if (n == 0)
+    if (n == 0 || e->rc)
         return;
-    qp_normalize(e->b->norms, e->b->n_norms, s, n, &e->norm);
+    if ((e->rc = qp_normalize(e->b->norms, e->b->n_norms, s, n, &e->norm)))
+        return;
     const char *copy = e->norm.data;
     size_t nn = e->norm.len;
     if (!e->b->any_normalized_added || nn == 0) {
@@ -228,7 +264,7 @@ static void encode_stretch(enc_t *e, const char *s, size_t n, int origin)
         size_t ms, me;
         int a = added_at(e, copy, nn, i, start, 1, &ms, &me);
         if (a < 0) {
-            i++;
+            i = me;
             continue;
         }
         model_text(e, copy + start, ms - start, origin && start == 0);
@@ -261,11 +297,13 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
         qp_ids_push(&e.out, t->bos);
 
     size_t start = 0;
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n && !e.rc;) {
         size_t ms, me;
-        int a = e.b->added_trie ? added_at(&e, s, n, i, start, 0, &ms, &me) : -1;
+        if (!e.b->added_trie)
+            break;
+        int a = added_at(&e, s, n, i, start, 0, &ms, &me);
         if (a < 0) {
-            i++;
+            i = me;
             continue;
         }
         encode_stretch(&e, s + start, ms - start, start == 0);
@@ -276,10 +314,14 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
 
     if ((flags & QP_TOK_ADD_EOS) && t->eos >= 0)
         qp_ids_push(&e.out, t->eos);
-    if (!e.out.ids)
-        e.out.ids = qp_xmalloc(sizeof(int));
-    *out_ids = e.out.ids;
-    *out_n = e.out.n;
+    if (e.rc) {   /* no partial ids: they would be wrong, not just short */
+        free(e.out.ids);
+    } else {
+        if (!e.out.ids)
+            e.out.ids = qp_xmalloc(sizeof(int));
+        *out_ids = e.out.ids;
+        *out_n = e.out.n;
+    }
     free(clean);
     qp_buf_free(&e.norm);
     for (size_t k = 0; k <= e.b->n_pres; k++) {
@@ -287,7 +329,7 @@ int qp_tok_bpe_encode(const qp_tokenizer *t, const char *text, size_t len, unsig
         qp_buf_free(&e.st[k].b);
     }
     free(e.st);
-    return 0;
+    return e.rc;
 }
 
 /* ---- decoding -------------------------------------------------------------- */
@@ -339,6 +381,31 @@ static int byte_token(const char *p, size_t n)
     return v;
 }
 
+/* Rust's String::from_utf8_lossy, which tokenizers' ByteLevel decoder
+ * ends with: each maximal ill-formed subpart (a bad byte, or the valid
+ * start of a character cut short) becomes one U+FFFD.  The decoders after
+ * ByteLevel (a Replace regex runs with PCRE2_NO_UTF_CHECK) need valid text,
+ * and so do callers printing the result; a piece that splits a character
+ * decodes to U+FFFD on its own, and joined with the rest of the character
+ * to the character. */
+static void utf8_lossy(const char *p, size_t n, qp_buf *out)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        size_t l = qp_utf8_char_len(s + i, n - i);
+        if (l) {
+            i += l;
+            continue;
+        }
+        qp_buf_append(out, p + run, i - run);
+        qp_buf_puts(out, "\xEF\xBF\xBD");
+        i += qp_utf8_bad_len(s + i, n - i);
+        run = i;
+    }
+    qp_buf_append(out, p + run, n - run);
+}
+
 static void dec_bytelevel(const toks_t *in, toks_t *out, qp_buf *tmp)
 {
     qp_buf all = QP_BUF_INIT;
@@ -362,7 +429,9 @@ static void dec_bytelevel(const toks_t *in, toks_t *out, qp_buf *tmp)
         else
             qp_buf_append(&all, p, n);
     }
-    toks_add(out, all.data ? all.data : "", all.len);
+    qp_buf_truncate(tmp, 0);
+    utf8_lossy(all.data ? all.data : "", all.len, tmp);
+    toks_add(out, tmp->data ? tmp->data : "", tmp->len);
     qp_buf_free(&all);
 }
 

@@ -96,5 +96,10 @@ int qp_tok_build(qp_tokenizer **out, const qp_tok_spec *spec, const qp_tok_origi
  * start one (bad lead byte, bad or missing continuation, overlong form,
  * surrogate, > U+10FFFF). */
 size_t qp_utf8_char_len(const unsigned char *s, size_t n);
+/* When s[0..n) (n > 0) does not start a valid character: the length of its
+ * maximal ill-formed subpart (Unicode's "maximal subpart" practice, which
+ * Rust's String::from_utf8_lossy follows): the lead byte and the
+ * continuation bytes that could still have completed it; 1 at least. */
+size_t qp_utf8_bad_len(const unsigned char *s, size_t n);
 
 #endif

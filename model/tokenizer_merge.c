@@ -156,7 +156,10 @@ int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *co
         size_t h = (size_t)mix(key) & b->merge_mask;
         while (b->merges[h].key && b->merges[h].key != key)
             h = (h + 1) & b->merge_mask;
-        if (b->merges[h].key == 0)   /* a repeated pair keeps its first rank (llama.cpp) */
+        /* a repeated pair keeps its first rank in llama.cpp (bpe_ranks'
+         * emplace) and its last in tokenizers (the merges collected into a
+         * HashMap, each insert replacing) */
+        if (b->merges[h].key == 0 || !lenient)
             b->merges[h] = (qp_merge_slot){ key, (uint32_t)i, im };
     }
     b->merge_blob = qp_buf_detach(&blob, NULL);

@@ -37,10 +37,12 @@ int qp_regex_compile(qp_regex **out, const char *pat, size_t len, qp_regex_diale
                      const char *where);
 void qp_regex_free(qp_regex *re);
 /* The matches of re in valid UTF-8 s[0..n), in order: calls fn(ud, start,
- * end) for each (an empty match advances one character).  A match that
- * exceeds PCRE2's limits ends the search there (the rest is unmatched). */
+ * end) for each (an empty match advances one character).  A search that
+ * exceeds PCRE2's match, depth or heap limit is QP_EFORMAT naming the
+ * pattern (NAME: WHERE of the compile); the matches before it were
+ * reported. */
 typedef void (*qp_regex_fn)(void *ud, size_t start, size_t end);
-void qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud);
+int qp_regex_each(const qp_regex *re, const char *s, size_t n, qp_regex_fn fn, void *ud);
 
 /* ---- words -------------------------------------------------------------- */
 
@@ -104,11 +106,13 @@ typedef struct {
 } qp_dec;
 
 void qp_pattern_free(qp_pattern *p);
-/* Runs the normalizers over s[0..n) into out (cleared first). */
-void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out);
+/* Runs the normalizers over s[0..n) into out (cleared first); fails only
+ * when a Replace regex hits a limit (qp_regex_each). */
+int qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out);
 /* Runs one pre-tokenizer over the word s[0..n), handing each word it makes
- * to fn (the word may live in the scratch buffers, valid during the call). */
-void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
+ * to fn (the word may live in the scratch buffers, valid during the call);
+ * fails only when a regex hits a limit (qp_regex_each). */
+int qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
                     qp_word_fn fn, void *ud);
 /* GPT-2's bytes_to_unicode: the UTF-8 spelling of byte b (2 bytes at most). */
 const char *qp_byte_to_unicode(unsigned b, size_t *len);
@@ -143,8 +147,14 @@ typedef struct qp_tok_bpe {
     qp_added *added;            /* in file (tokenizer.json) or id (GGUF) order */
     size_t n_added;
     char *added_blob;
-    struct qp_tok_trie *added_trie; /* contents -> index; NULL when none */
+    struct qp_tok_trie *added_trie; /* contents -> index; NULL when none;
+                                   normalized ones as the normalizers
+                                   spell them */
     int any_normalized_added;   /* some added token matches after normalization */
+    int added_hf;               /* tokenizers' matching: a rejected
+                                   leftmost-longest match is skipped whole
+                                   (llama.cpp's: rejected tokens are not
+                                   candidates) */
 
     qp_merge_slot *merges;      /* open addressing over (left, right) */
     size_t merge_mask;
@@ -166,8 +176,9 @@ void qp_tok_bpe_free(qp_tok_bpe *b);
 /* Builds the merge table from n "a b" strings (or pairs when rights is
  * non-NULL: lefts[i], rights[i]).  Strict (tokenizers): exactly one space,
  * every side and the concatenation pieces of t, else an error naming NAME,
- * WHERE and the merge.  Lenient (llama.cpp): split at the first space after
- * the first byte; a merge naming no piece never applies. */
+ * WHERE and the merge; a repeated pair takes its last rank.  Lenient
+ * (llama.cpp): split at the first space after the first byte; a merge naming
+ * no piece never applies; a repeated pair keeps its first rank. */
 int qp_tok_merges_build(qp_tokenizer *t, qp_tok_bpe *b, size_t n, const char *const *lefts,
                         const size_t *left_lens, const char *const *rights, const size_t *right_lens,
                         int lenient, const char *name, const char *where);
@@ -194,7 +205,8 @@ void qp_tok_trie_free(qp_tok_trie *tr);
 void qp_tok_trie_add(qp_tok_trie *tr, const char *p, size_t n, int value);
 void qp_tok_trie_prefixes(const qp_tok_trie *tr, const char *s, size_t n, qp_trie_fn fn, void *ud);
 
-/* Added tokens: builds the lookup trie once b->added is filled. */
+/* Added tokens: builds the lookup trie once b->added and b->norms are
+ * filled. */
 void qp_tok_added_index(qp_tok_bpe *b);
 
 /* BPE encode / decode (tokenizer_hfenc.c), called by qp_tokenizer_encode /

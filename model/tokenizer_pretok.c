@@ -95,15 +95,13 @@ void qp_pattern_free(qp_pattern *p)
 }
 
 /* Calls fn(ud, start, end) for each non-overlapping match of p in
- * s[0..n), leftmost first. */
-static void find_each(const qp_pattern *p, const char *s, size_t n, qp_regex_fn fn, void *ud)
+ * s[0..n), leftmost first; fails when a regex hits a limit. */
+static int find_each(const qp_pattern *p, const char *s, size_t n, qp_regex_fn fn, void *ud)
 {
-    if (p->re) {
-        qp_regex_each(p->re, s, n, fn, ud);
-        return;
-    }
+    if (p->re)
+        return qp_regex_each(p->re, s, n, fn, ud);
     if (p->lit_len == 0)
-        return;
+        return 0;
     size_t i = 0;
     while (i + p->lit_len <= n) {
         const char *hit = memmem(s + i, n - i, p->lit, p->lit_len);
@@ -113,6 +111,7 @@ static void find_each(const qp_pattern *p, const char *s, size_t n, qp_regex_fn 
         fn(ud, at, at + p->lit_len);
         i = at + p->lit_len;
     }
+    return 0;
 }
 
 /* ---- normalizers ----------------------------------------------------- */
@@ -171,14 +170,17 @@ static void repl_match(void *ud, size_t start, size_t end)
     r->prev = end;
 }
 
-static void replace_all(const qp_norm *nm, qp_buf *b, qp_buf *tmp)
+static int replace_all(const qp_norm *nm, qp_buf *b, qp_buf *tmp)
 {
     qp_buf_truncate(tmp, 0);
     repl_t r = { nm, b->data ? b->data : "", 0, tmp };
-    find_each(&nm->pat, r.src, b->len, repl_match, &r);
+    int rc = find_each(&nm->pat, r.src, b->len, repl_match, &r);
+    if (rc)
+        return rc;
     qp_buf_append(tmp, r.src + r.prev, b->len - r.prev);
     qp_buf_truncate(b, 0);
     qp_buf_append(b, tmp->data ? tmp->data : "", tmp->len);
+    return 0;
 }
 
 /* Rust's char::is_whitespace (White_Space). */
@@ -258,12 +260,13 @@ static void strip(qp_buf *b, int left, int right)
     qp_buf_truncate(b, z - a);
 }
 
-void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out)
+int qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n, qp_buf *out)
 {
+    int rc = 0;
     qp_buf tmp = QP_BUF_INIT;
     qp_buf_truncate(out, 0);
     qp_buf_append(out, s, n);
-    for (size_t k = 0; k < n_norms; k++) {
+    for (size_t k = 0; k < n_norms && rc == 0; k++) {
         const qp_norm *nm = &norms[k];
         switch (nm->kind) {
         case QP_NORM_PREPEND:
@@ -276,7 +279,7 @@ void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n,
             }
             break;
         case QP_NORM_REPLACE:
-            replace_all(nm, out, &tmp);
+            rc = replace_all(nm, out, &tmp);
             break;
         case QP_NORM_LOWERCASE:
             lowercase(out, &tmp);
@@ -291,6 +294,7 @@ void qp_normalize(const qp_norm *norms, size_t n_norms, const char *s, size_t n,
         }
     }
     qp_buf_free(&tmp);
+    return rc;
 }
 
 /* ---- pre-tokenizers --------------------------------------------------- */
@@ -384,14 +388,17 @@ static void on_match(void *ud, size_t start, size_t end)
 
 /* Cuts s[0..n) at the matches of pat as `behavior` says and hands each
  * piece to fn (origin: the piece starts the text). */
-static void split_word(const char *s, size_t n, const qp_pattern *pat, qp_split_behavior behavior, int invert,
-                       int origin, qp_word_fn fn, void *ud)
+static int split_word(const char *s, size_t n, const qp_pattern *pat, qp_split_behavior behavior, int invert,
+                      int origin, qp_word_fn fn, void *ud)
 {
     splitter sp = { .s = s, .n = n, .origin = origin, .behavior = behavior, .invert = invert, .fn = fn, .ud = ud };
-    find_each(pat, s, n, on_match, &sp);
+    int rc = find_each(pat, s, n, on_match, &sp);
+    if (rc)
+        return rc;
     if (sp.prev_end < n)
         seg(&sp, sp.prev_end, n, 0);
     flush(&sp);
+    return 0;
 }
 
 typedef struct {
@@ -414,16 +421,15 @@ static void bl_piece(void *ud, const char *s, size_t n, int origin)
     c->fn(c->ud, c->spell->data, c->spell->len, origin);
 }
 
-void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
-                    qp_word_fn fn, void *ud)
+int qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_buf *scratch_a, qp_buf *scratch_b,
+                   qp_word_fn fn, void *ud)
 {
     if (n == 0)
-        return;
+        return 0;
     switch (p->kind) {
     case QP_PRE_SPLIT:
     case QP_PRE_DIGITS:
-        split_word(s, n, &p->pat, p->behavior, p->invert, origin, fn, ud);
-        break;
+        return split_word(s, n, &p->pat, p->behavior, p->invert, origin, fn, ud);
     case QP_PRE_BYTELEVEL: {
         if (p->add_prefix_space && s[0] != ' ') {
             qp_buf_truncate(scratch_a, 0);
@@ -434,10 +440,9 @@ void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_
         }
         bl_t c = { scratch_b, fn, ud };
         if (p->pat.re)
-            split_word(s, n, &p->pat, QP_SPLIT_ISOLATED, 0, origin, bl_piece, &c);
-        else
-            bl_piece(&c, s, n, origin);
-        break;
+            return split_word(s, n, &p->pat, QP_SPLIT_ISOLATED, 0, origin, bl_piece, &c);
+        bl_piece(&c, s, n, origin);
+        return 0;
     }
     case QP_PRE_METASPACE: {
         qp_buf_truncate(scratch_a, 0);
@@ -452,11 +457,11 @@ void qp_pretokenize(const qp_pretok *p, const char *s, size_t n, int origin, qp_
         }
         if (p->split) {
             qp_pattern rep = { .lit = p->repl, .lit_len = p->repl_len };
-            split_word(scratch_a->data, scratch_a->len, &rep, QP_SPLIT_MERGED_NEXT, 0, origin, fn, ud);
-        } else {
-            fn(ud, scratch_a->data, scratch_a->len, origin);
+            return split_word(scratch_a->data, scratch_a->len, &rep, QP_SPLIT_MERGED_NEXT, 0, origin, fn, ud);
         }
-        break;
+        fn(ud, scratch_a->data, scratch_a->len, origin);
+        return 0;
     }
     }
+    return 0;
 }

@@ -320,6 +320,13 @@ static void test_malformed(void **state)
                  "\"behavior\":\"Sideways\"}}", NULL, "tokenizer.json", "pre_tokenizer.behavior 'Sideways' is unknown", NULL);
     expect_error("{" BASE_MODEL ",\"added_tokens\":[{\"id\":7}]}", NULL, "tokenizer.json",
                  "added_tokens[0] needs an \"id\" and a non-empty \"content\"", NULL);
+    expect_error("{" BASE_MODEL ",\"added_tokens\":[{\"id\":3,\"content\":\"<x>\"},{\"id\":3,\"content\":\"<y>\"}]}",
+                 NULL, "tokenizer.json", "added_tokens[0] and added_tokens[1] both have id 3", NULL);
+    /* 4294967296 cast to int is 0, a real piece */
+    expect_error("{" BASE_MODEL ",\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+                 "{\"id\":\"<s>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"special_tokens\":"
+                 "{\"<s>\":{\"id\":\"<s>\",\"ids\":[4294967296],\"tokens\":[\"<s>\"]}}}}", NULL, "tokenizer.json",
+                 "post_processor: special token '<s>' has id 4294967296, outside the vocabulary (0..2)", NULL);
     /* the config beside it */
     expect_error("{" BASE_MODEL "}", "{\"add_bos_token\": tru", "tokenizer_config.json", "line 1 column", NULL);
     expect_error("{" BASE_MODEL "}", "{\"bos_token\": 5}", "tokenizer_config.json",

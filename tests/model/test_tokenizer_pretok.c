@@ -348,6 +348,95 @@ static void test_added_tokens(void **state)
     qp_tokenizer_free(t);
 }
 
+/* Where tokenizers' AddedVocabulary and a naive matcher part: a rejected
+ * leftmost-longest match is dropped whole (no shorter token at its start,
+ * none inside it); normalized tokens are looked for by their normalized
+ * spelling; single_word's word characters are Rust's \w. */
+static void test_added_tokens_hf_matching(void **state)
+{
+    (void)state;
+    const char *j = "{\"added_tokens\":["
+                    "{\"id\":10,\"content\":\"ab\",\"special\":false,\"single_word\":true,\"normalized\":false},"
+                    "{\"id\":11,\"content\":\"b\",\"special\":false,\"normalized\":false},"
+                    "{\"id\":12,\"content\":\"<|b|>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":13,\"content\":\"Hi\",\"special\":false,\"normalized\":true}],"
+                    "\"normalizer\":{\"type\":\"Lowercase\"},"
+                    "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"x\":2,\"<\":3,\"|\":4,\">\":5,\"h\":6,"
+                    "\"i\":7,\"\xC2\xB2\":8,\"\xCC\x81\":9},\"merges\":[]}}";
+    qp_tokenizer *t = load_json(j, NULL);
+    /* "ab" inside a word is rejected, and so is the "b" within it */
+    int w1[] = { 2, 0, 1 };
+    check_encode(t, "xab", 0, w1, 3, NULL);
+    int w2[] = { 10 };
+    check_encode(t, "ab", 0, w2, 1, NULL);
+    /* a special token left as text hides the added "b" inside it */
+    int w3[] = { 3, 4, 1, 4, 5 };
+    check_encode(t, "<|b|>", 0, w3, 5, NULL);
+    int w4[] = { 12 };
+    check_encode(t, "<|b|>", QP_TOK_PARSE_SPECIAL, w4, 1, NULL);
+    /* "Hi" is normalized: Lowercase spells it "hi", which "HI" becomes */
+    int w5[] = { 13, 13 };
+    check_encode(t, "HIhi", 0, w5, 2, NULL);
+    /* \w: a combining mark is a word character, '²' (No) is not */
+    int w6[] = { 9, 0, 1 };
+    check_encode(t, "\xCC\x81" "ab", 0, w6, 3, NULL);
+    int w7[] = { 8, 10 };
+    check_encode(t, "\xC2\xB2" "ab", 0, w7, 2, NULL);
+    qp_tokenizer_free(t);
+}
+
+/* Llama 3's shape: no add_bos_token in tokenizer_config.json, and a
+ * post_processor Sequence [ByteLevel, TemplateProcessing "<|begin_of_text|>
+ * $A"].  Its class, PreTrainedTokenizerFast, takes BOS from the
+ * post-processor alone (only subclasses such as LlamaTokenizerFast rebuild
+ * it from add_bos_token), and convert_hf_to_gguf's SpecialVocab falls back
+ * to the template when the key is absent: BOS is added, EOS is not. */
+static void test_llama3_bos_from_post_processor(void **state)
+{
+    (void)state;
+    const char *j =
+        "{\"added_tokens\":[{\"id\":3,\"content\":\"<|begin_of_text|>\",\"special\":true,\"normalized\":false},"
+        "{\"id\":4,\"content\":\"<|end_of_text|>\",\"special\":true,\"normalized\":false}],"
+        "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+        "\"post_processor\":{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\",\"add_prefix_space\":true,"
+        "\"trim_offsets\":false,\"use_regex\":true},{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+        "{\"id\":\"<|begin_of_text|>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":["
+        "{\"SpecialToken\":{\"id\":\"<|begin_of_text|>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},"
+        "{\"SpecialToken\":{\"id\":\"<|begin_of_text|>\",\"type_id\":1}},{\"Sequence\":{\"id\":\"B\",\"type_id\":1}}],"
+        "\"special_tokens\":{\"<|begin_of_text|>\":{\"id\":\"<|begin_of_text|>\",\"ids\":[3],\"tokens\":"
+        "[\"<|begin_of_text|>\"]}}}]},"
+        "\"decoder\":{\"type\":\"ByteLevel\"},"
+        "\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[]}}";
+    static const char *const configs[] = {
+        NULL,
+        "{\"bos_token\":\"<|begin_of_text|>\",\"eos_token\":\"<|end_of_text|>\",\"chat_template\":\"x\"}",
+    };
+    for (size_t c = 0; c < 2; c++) {
+        qp_tokenizer *t = load_json(j, configs[c]);
+        assert_int_equal(qp_tokenizer_wants_bos(t), 1);
+        assert_int_equal(qp_tokenizer_bos(t), 3);
+        assert_int_equal(qp_tokenizer_eos(t), c ? 4 : -1);
+        /* ignore_merges: "ab" is a piece, taken whole with no merge */
+        int w[] = { 3, 2 };
+        check_encode(t, "ab", QP_TOK_ADD_BOS, w, 2, "<|begin_of_text|>ab");
+        qp_tokenizer_free(t);
+    }
+}
+
+/* A merge listed twice ranks where tokenizers puts it: its last place (the
+ * merges go into a HashMap, each insert replacing); llama.cpp keeps the
+ * first, and so does qpipe for a GGUF vocabulary. */
+static void test_repeated_merge_last_rank(void **state)
+{
+    (void)state;
+    const char *j = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"c\":2,\"ab\":3,\"bc\":4},"
+                    "\"merges\":[\"a b\",\"b c\",\"a b\"]}}";
+    qp_tokenizer *t = load_json(j, NULL);
+    int w[] = { 0, 4 };
+    check_encode(t, "abc", 0, w, 2, NULL);
+    qp_tokenizer_free(t);
+}
+
 static void test_metaspace_model(void **state)
 {
     (void)state;
@@ -367,6 +456,52 @@ static void test_metaspace_model(void **state)
     qp_tokenizer_free(t);
 }
 
+/* ByteLevel decoding ends as tokenizers' does, with from_utf8_lossy: a
+ * piece that splits a character decodes to U+FFFD on its own (one per
+ * maximal ill-formed subpart) and to the character with the rest of it;
+ * a Replace regex after it sees valid UTF-8. */
+static void test_bytelevel_decode_split_char(void **state)
+{
+    (void)state;
+    /* the byte-level pieces of U+4E2D (E4 B8 AD) and of 'a', ids 0..3 */
+    static const unsigned char bytes[] = { 0xE4, 0xB8, 0xAD, 'a' };
+    qp_buf vocab = QP_BUF_INIT;
+    for (int i = 0; i < 4; i++) {
+        size_t l;
+        const char *sp = qp_byte_to_unicode(bytes[i], &l);
+        qp_buf_printf(&vocab, "%s\"%.*s\":%d", i ? "," : "", (int)l, sp, i);
+    }
+    static const char *const decoders[] = {
+        "{\"type\":\"ByteLevel\"}",
+        "{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteLevel\"},{\"type\":\"Replace\","
+        "\"pattern\":{\"Regex\":\".\"},\"content\":\"<$0>\"}]}",
+    };
+    static const struct { int ids[4]; size_t n; const char *want[2]; } cases[] = {
+        { {0, 1, 2}, 3, {"\xE4\xB8\xAD", "<$0>"} },
+        { {0}, 1, {"\xEF\xBF\xBD", "<$0>"} },
+        { {0, 1}, 2, {"\xEF\xBF\xBD", "<$0>"} },                 /* E4 B8: one subpart */
+        { {1, 2}, 2, {"\xEF\xBF\xBD\xEF\xBF\xBD", "<$0><$0>"} }, /* two stray continuations */
+        { {0, 3}, 2, {"\xEF\xBF\xBD" "a", "<$0><$0>"} },
+        { {0, 0, 1, 2}, 4, {"\xEF\xBF\xBD\xE4\xB8\xAD", "<$0><$0>"} },
+    };
+    for (size_t d = 0; d < 2; d++) {
+        qp_buf j = QP_BUF_INIT;
+        qp_buf_printf(&j, "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},\"decoder\":%s,"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{%s},\"merges\":[]}}", decoders[d], qp_buf_cstr(&vocab));
+        qp_tokenizer *t = load_json(qp_buf_cstr(&j), NULL);
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+            char *back = NULL;
+            size_t bl = 0;
+            assert_int_equal(qp_tokenizer_decode(t, cases[c].ids, cases[c].n, 0, &back, &bl), 0);
+            assert_string_equal(back, cases[c].want[d]);
+            free(back);
+        }
+        qp_tokenizer_free(t);
+        qp_buf_free(&j);
+    }
+    qp_buf_free(&vocab);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,7 +511,11 @@ int main(void)
         cmocka_unit_test(test_llama2_style),
         cmocka_unit_test(test_merges_pairs_and_ignore),
         cmocka_unit_test(test_added_tokens),
+        cmocka_unit_test(test_added_tokens_hf_matching),
+        cmocka_unit_test(test_llama3_bos_from_post_processor),
+        cmocka_unit_test(test_repeated_merge_last_rank),
         cmocka_unit_test(test_metaspace_model),
+        cmocka_unit_test(test_bytelevel_decode_split_char),
     };
     return cmocka_run_group_tests_name("tokenizer.json pipeline", tests, NULL, NULL);
 }
