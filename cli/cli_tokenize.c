@@ -1,6 +1,7 @@
 /* `qpipe tokenize PATH [-f FILE | TEXT]`: the user's window into a model's
  * tokenizer, like llama.cpp's llama-tokenize.  PATH is a Hugging Face model
- * directory (tokenizer.json + tokenizer_config.json, else tokenizer.model)
+ * directory (tokenizer.model, else tokenizer.json + tokenizer_config.json,
+ * as the pipeline loads it)
  * or a .gguf file (its tokenizer.ggml.* vocabulary).  Prints the ids as one
  * JSON array on one line.
  *
@@ -24,7 +25,7 @@
 
 static const char tokenize_usage[] =
     "usage: qpipe tokenize PATH [-f FILE | TEXT] [--no-special] [--no-bos] [--pieces]\n"
-    "  PATH          a model directory (tokenizer.json or tokenizer.model) or a .gguf file\n"
+    "  PATH          a model directory (tokenizer.model, else tokenizer.json) or a .gguf file\n"
     "  -f FILE       tokenize the bytes of FILE instead of TEXT\n"
     "  --no-special  special tokens in the text are plain text, not their ids\n"
     "  --no-bos      do not prepend the BOS the model asks for\n"

@@ -72,8 +72,10 @@ int qp_tokenizer_from_vocab(qp_tokenizer **out, size_t n, const char *const *pie
 int qp_tokenizer_load_hf(qp_tokenizer **out, const char *json, size_t len, const char *config_json,
                          size_t config_len, const char *name);
 
-/* Loads the tokenizer of a Hugging Face model directory: tokenizer.json
- * (+ tokenizer_config.json) when present, else tokenizer.model. */
+/* Loads the tokenizer of a Hugging Face model directory: tokenizer.model
+ * when present, else tokenizer.json (+ tokenizer_config.json) — the order
+ * llama.cpp's convert_hf_to_gguf tries them in, which the pipeline's model
+ * loading and GGUF packaging follow too. */
 int qp_tokenizer_load_dir(qp_tokenizer **out, const char *dir);
 
 void qp_tokenizer_free(qp_tokenizer *t);

@@ -931,14 +931,14 @@ int qp_tokenizer_load_dir(qp_tokenizer **out, const char *dir)
     char *js = NULL, *cs = NULL;
     size_t jl = 0, cl = 0;
     *out = NULL;
-    if (file_exists(tj)) {
+    if (file_exists(tm)) {
+        rc = qp_tokenizer_load_spm(out, tm);
+    } else if (file_exists(tj)) {
         if ((rc = qp_read_file(tj, &js, &jl)))
             goto done;
         if (file_exists(tc) && (rc = qp_read_file(tc, &cs, &cl)))
             goto done;
         rc = qp_tokenizer_load_hf(out, js, jl, cs, cl, tj);
-    } else if (file_exists(tm)) {
-        rc = qp_tokenizer_load_spm(out, tm);
     } else {
         rc = qp_error_set(QP_ENOTFOUND, "%s: no tokenizer.json or tokenizer.model in the model directory", dir);
     }

@@ -152,12 +152,16 @@ static int load_tokenizer_hf(qp_loaded_model *m)
     return rc;
 }
 
-/* tokenizer.json when the model ships one (byte-level BPE: Llama 3, Qwen2,
- * Mistral v0.3 ...), else tokenizer.model (SentencePiece), as
- * qp_tokenizer_load_dir chooses for a directory. */
+/* tokenizer.model (SentencePiece) when the model ships one, else
+ * tokenizer.json (byte-level BPE: Llama 3, Qwen2 ...): the order
+ * convert_hf_to_gguf tries them in, so a model that ships both (LLaMA 2,
+ * Mistral) is evaluated with the tokenizer its GGUF package carries
+ * (stages/package_gguf.c) and that `qpipe tokenize DIR` shows
+ * (qp_tokenizer_load_dir). */
 static int load_tokenizer(qp_loaded_model *m)
 {
-    if (qp_artifact_find(m->artifact, "files/tokenizer.json")) {
+    if (!qp_artifact_find(m->artifact, "files/tokenizer.model") &&
+        qp_artifact_find(m->artifact, "files/tokenizer.json")) {
         m->tok_file = "tokenizer.json";
         return load_tokenizer_hf(m);
     }

@@ -60,6 +60,14 @@ expect_grep '^\[1, '
 split_cases "$LLAMA/reference/tokenizer_cases.json" "$T/spm"
 check_all "$LLAMA" "$T/spm" 10 --no-bos
 
+# A directory with both files reads tokenizer.model, as convert_hf_to_gguf
+# and the pipeline do.
+mkdir -p "$T/both" && cp "$QWEN/tokenizer.json" "$QWEN/tokenizer_config.json" "$LLAMA/tokenizer.model" "$T/both/"
+"$QPIPE" tokenize "$LLAMA" --no-bos "Hello world" >"$T/want" || fail "tokenize house-llama"
+expect_exit 0 "$QPIPE" tokenize "$T/both" --no-bos "Hello world"
+cmp -s "$T/out" "$T/want" || { cat "$T/out" "$T/want"; fail "both files: tokenizer.model not preferred"; }
+ok
+
 # Errors: one line, exit 1 for a missing / broken tokenizer, 2 for usage.
 expect_exit 2 "$QPIPE" tokenize "$QWEN"
 expect_exit 2 "$QPIPE" tokenize
