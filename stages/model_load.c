@@ -162,6 +162,9 @@ static int load_tokenizer(qp_loaded_model *m)
         return load_tokenizer_hf(m);
     }
     m->tok_file = "tokenizer.model";
+    if (!qp_artifact_find(m->artifact, "files/tokenizer.model"))
+        return qp_error_set(QP_EFORMAT, "%s: the model has neither tokenizer.json nor tokenizer.model; copy the "
+                                        "checkpoint's tokenizer files beside config.json", m->what);
     return load_tokenizer_spm(m);
 }
 

@@ -296,13 +296,17 @@ static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan 
     }
     const float *im_w = NULL;
     int rc = imatrix_for(job, tp, plan, tname, cols, &im_w);
-    if (rc == 0 && plan->kind == QP_TP_GGML)
-        return qp_quant_encode_ggml(job, plan, tp->f32, rows, cols, im_w, packed, plen, extra, bpw);
-    if (rc == 0 && !job->method->encode)
+    if (rc == 0 && !job->method->encode && plan->kind != QP_TP_GGML)
         return qp_error_set(QP_ERROR, "stage '%s': tensor '%s' was not quantized by %s", job->ctx->id, tname,
                             job->method->name);
-    if (rc == 0)
+    if (rc)
+        return rc;
+    if (plan->kind == QP_TP_GGML)
+        rc = qp_quant_encode_ggml(job, plan, tp->f32, rows, cols, im_w, packed, plen, extra, bpw);
+    else
         rc = job->method->encode(job, plan, tp->f32, rows, cols, packed, plen, extra, bpw);
+    if (rc)   /* the quantizers' messages (a non-finite weight …) name no tensor */
+        qp_error_prefix("stage '%s': tensor '%s'", job->ctx->id, tname);
     return rc;
 }
 
