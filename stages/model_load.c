@@ -290,6 +290,8 @@ int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, cons
     char *msg = qp_strfmt("%s: tensor '%s'", what, hf_name);
     if ((rc = qp_cache_get(cache, qp_artifact_entry_digest(e), &buf, &len)) == 0)
         rc = qp_qtensor_to_f32(e, buf, len, w, n, msg);
+    if (rc == 0)   /* every caller quantizes it (GPTQ, AWQ, mixed) */
+        rc = qp_qtensor_check_finite(w, *rows, *cols, msg);
     free(msg);
 done:
     if (rc)

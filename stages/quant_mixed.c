@@ -173,7 +173,7 @@ static int measure_tensor(mixed_ctx *mc, mixed_tensor *t)
 {
     float *w = NULL, *q = NULL;
     int64_t rows, cols;
-    char *what = qp_strfmt("stage '%s': tensor '%s'", mc->ctx->id, t->name);
+    char *what = qp_strfmt("stage '%s'", mc->ctx->id);   /* the loader adds the tensor */
     int rc = qp_model_artifact_tensor_f32(&w, &rows, &cols, mc->model, mc->ctx->cache, t->name, what);
     if (rc)
         goto done;
