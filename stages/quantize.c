@@ -372,6 +372,16 @@ static int pass_entry(qp_quant_job *job, tensor_pass *tp, const json_t *e)
     if (strncmp(ename, "tensors/", 8) != 0)   /* config, tokenizer, …: the same objects */
         return qp_artifact_add(job->ctx->output, ename, qp_artifact_entry_digest(e), size, extra);
     const char *tname = ename + 8;
+    if (qp_quant_plan_drops(&job->plan, tname)) {
+        /* a tied checkpoint that ships lm_head.weight anyway: the model runs
+         * embed_tokens (as transformers ties it), so the stray copy is neither
+         * quantized, counted in bpw/bytes, nor exported */
+        json_decref(extra);
+        json_array_append_new(tp->notes, json_pack("{s:s, s:s}", "tensor", tname, "note",
+                                                   "dropped: tie_word_embeddings is true, the model uses "
+                                                   "model.embed_tokens.weight"));
+        return 0;
+    }
     int64_t rows, cols;
     qp_qtensor_rows_cols(e, &rows, &cols);
     uint64_t nelem = qp_qtensor_nelem(e);
