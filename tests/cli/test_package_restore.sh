@@ -2,7 +2,8 @@
 # the package's files, restored when missing or changed, and nothing else —
 # not the GGUF of another package that used the same directory (a recipe
 # switched from A to B and back used to leave B.gguf beside A.gguf, under
-# A's model card).
+# A's model card).  A package killed mid-write leaves no half-written copy
+# behind for good: the next package run sweeps it.
 source "$(dirname "$0")/lib.sh"
 
 for n in A B; do
@@ -33,5 +34,18 @@ expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 expect_grep '3 stages: 0 ran, 3 cached'
 [ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "cached A after edits: $(listing)"; ok
 sha256sum -c --quiet a.sums || fail "cached A differs from fresh A"; ok
+
+# a package killed mid-write leaves dist.tmp-PID-XXXXXX (or dist.old-PID)
+# beside dist: the next package run removes those of dead processes and
+# keeps a live one's (another run writing the same out:)
+sh -c 'exit 0' & dead=$!
+wait $dead
+mkdir "dist.tmp-$dead-abcdef" "dist.old-$dead" "dist.tmp-$$-ghijkl" dist.tmp-notapid
+echo half > "dist.tmp-$dead-abcdef/A.gguf"
+expect_exit 0 "$QPIPE" run A.yaml --force=package --no-provenance
+[ ! -e "dist.tmp-$dead-abcdef" ] && [ ! -e "dist.old-$dead" ] || fail "stale package dirs left: $(ls -d dist.*)"; ok
+[ -d "dist.tmp-$$-ghijkl" ] && [ -d dist.tmp-notapid ] || fail "a live or foreign dir was removed"; ok
+[ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "forced A: $(listing)"; ok
+sha256sum -c --quiet a.sums || fail "forced A differs from fresh A"; ok
 expect_exit 0 "$QPIPE" cache verify
 done_ok
