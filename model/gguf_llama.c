@@ -117,6 +117,12 @@ static int check_cfg(const qp_llama_config *cfg)
                             "/ qwen2)", qp_arch_name(cfg->arch));
     if (cfg->qkv_bias && cfg->arch != QP_ARCH_QWEN2)
         return qp_error_set(QP_EUSAGE, "config: q/k/v biases cannot be exported to a GGUF 'llama' model");
+    /* llama.cpp takes Llama 3 scaling from a rope_freqs.weight tensor that
+     * convert_hf_to_gguf derives; without it the file runs plain RoPE, not
+     * the model qpipe evaluated.  Refused until that tensor is written. */
+    if (cfg->rope_scaling.kind == QP_ROPE_LLAMA3)
+        return qp_error_set(QP_EUSAGE, "config: rope_scaling llama3 cannot be exported to GGUF yet (llama.cpp needs "
+                            "a rope_freqs.weight tensor qpipe does not write); package it as gptq or awq");
     if (cfg->vocab <= 0 || cfg->hidden <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->intermediate <= 0 || cfg->n_heads % cfg->n_kv_heads)
         return qp_error_set(QP_EUSAGE, "config: invalid hyper-parameters for a GGUF export");

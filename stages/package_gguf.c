@@ -199,6 +199,9 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     int rc = qp_model_artifact_config(&cfg, model, cache, what);
     if (rc)
         return rc;
+    if (cfg.rope_scaling.kind == QP_ROPE_LLAMA3)   /* the exporter refuses it too, naming only its temp file */
+        return qp_error_set(QP_EUSAGE, "%s: config.json: rope_scaling llama3 cannot be exported to GGUF yet (llama.cpp "
+                            "needs a rope_freqs.weight tensor qpipe does not write); package it as gptq or awq", what);
     char *dir = qp_path_join(work_dir, model_name);
     int have_opts = 0;
     if ((rc = materialise_files(model, cache, dir)) != 0 || (rc = load_tokenizer(&tok, &tok_name, dir, what)) != 0)
