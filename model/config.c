@@ -346,7 +346,7 @@ static int json_rope_scaling(const src *s, const json_t *root, qp_rope_scaling *
                            "original_max_position_embeddings)");
     if (!json_is_integer(om) || json_integer_value(om) < 1 || json_integer_value(om) > INT_MAX) {
         json_brief(val, sizeof(val), om);
-        return field_error(s, field, "%s is not a positive integer", val);
+        return field_error(s, field, "%s is not an integer in 1..%d", val, INT_MAX);
     }
     r.original_max_pos = (int)json_integer_value(om);
     *out = r;

@@ -6,6 +6,7 @@
 #include "artifact/progress_impl.h"
 #include "pipeline/run_record.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,8 +129,38 @@ static char *last_desc_name(runner *R, const qp_stage_decl *d)
     return name;
 }
 
-/* Files of a workspace artifact (run outs) are restored when missing or
- * changed, so a cached `run` leaves the same files as a fresh one. */
+/* A package's `out` directory (meta "out", recipe-relative) holds exactly
+ * the package's files: a fresh package replaces the whole directory, so a
+ * cached one removes what another package left there (say B.gguf beside
+ * A.gguf after a recipe went from A to B and back). */
+static int prune_package_dir(runner *R, const qp_artifact *a)
+{
+    const char *out = json_string_value(json_object_get(qp_artifact_meta_c(a), "out"));
+    if (!out || !out[0])
+        return 0;
+    char *dir = qp_path_join(qp_recipe_dir(R->r), out);
+    DIR *d = opendir(dir);
+    int rc = 0;
+    for (struct dirent *de; d && rc == 0 && (de = readdir(d)) != NULL;) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char *entry = qp_strfmt("files/%s/%s", out, de->d_name);
+        if (!qp_artifact_find(a, entry)) {
+            char *path = qp_path_join(dir, de->d_name);
+            rc = qp_rm_rf(path);
+            free(path);
+        }
+        free(entry);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+    return rc;
+}
+
+/* Files of a workspace artifact (run outs, a package) are restored when
+ * missing or changed, so a cached `run` or `package` leaves the same files
+ * as a fresh one. */
 static int checkout_workspace(runner *R, const qp_artifact *a)
 {
     if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
@@ -154,7 +185,7 @@ static int checkout_workspace(runner *R, const qp_artifact *a)
         if (rc)
             return rc;
     }
-    return 0;
+    return prune_package_dir(R, a);
 }
 
 static char *diff_artifacts(const qp_artifact *old, const qp_artifact *fresh)

@@ -14,6 +14,7 @@
 #include "common/rng.h"
 #include "quant/imatrix.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,24 @@ static int store_imatrix(qp_stage_ctx *ctx, const qp_calib_stats *cs, const char
     return rc;
 }
 
+/* The first site whose statistics are not finite, as the stage's error: a
+ * NaN/inf weight poisons every activation after it, and the imatrix check
+ * downstream would otherwise blame the calibration data (and exit 2). */
+static int check_finite_stats(const qp_stage_ctx *ctx, const qp_calib_stats *cs)
+{
+    for (int l = 0; l < cs->n_layers; l++)
+        for (int k = 0; k < 4; k++) {
+            const qp_site_stats *st = &cs->sites[l * 4 + k];
+            for (size_t i = 0; i < st->dim; i++)
+                if (!isfinite(st->sq_sum[i]))
+                    return qp_error_set(QP_EFORMAT, "stage '%s': input '%s': the activations entering layer %d's "
+                                                    "%s (column %zu) are not finite: check the checkpoint for NaN "
+                                                    "or infinite weights",
+                                        ctx->id, ctx->input_ids[0], l, qp_site_name((qp_llama_site)k), i);
+        }
+    return 0;
+}
+
 static int calibrate_run(qp_stage_ctx *ctx)
 {
     qp_loaded_model *model = NULL;
@@ -202,6 +221,8 @@ static int calibrate_run(qp_stage_ctx *ctx)
         qp_progress_update(ctx->progress, (s + 1) * seq_len, samples * seq_len, "tokens");
     }
     double secs = qp_now() - t0;
+    if (rc == 0)
+        rc = check_finite_stats(ctx, &cs);
     if (rc) {
         json_decref(offsets);
         goto done;

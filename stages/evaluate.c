@@ -9,6 +9,7 @@
 #include "common/fsutil.h"
 #include "model/eval.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +224,22 @@ static int score_mc(qp_stage_ctx *ctx, qp_loaded_model *model, const qp_named_st
     return rc;
 }
 
+/* A NaN/inf weight makes the logits non-finite: jansson cannot store such a
+ * metric, so without this check the stage "succeeded" with ppl and nll
+ * silently missing from a cached artifact. */
+static int check_finite_result(const qp_stage_ctx *ctx, const qp_eval_result *r, int with_ref, const char *ref_id)
+{
+    if (!isfinite(r->nll_mean))
+        return qp_error_set(QP_EFORMAT, "stage '%s': input '%s': the mean NLL is %g: the model's logits are not "
+                                        "finite; check the checkpoint for NaN or infinite weights",
+                            ctx->id, ctx->input_ids[0], r->nll_mean);
+    if (with_ref && !(isfinite(r->ppl_ref) && isfinite(r->kld_mean)))
+        return qp_error_set(QP_EFORMAT, "stage '%s': reference '%s': its logits are not finite (KL divergence %g); "
+                                        "check that model's checkpoint for NaN or infinite weights",
+                            ctx->id, ref_id, r->kld_mean);
+    return 0;
+}
+
 static int evaluate_run(qp_stage_ctx *ctx)
 {
     const qp_named_stage *rs = qp_stage_named(ctx, "reference");
@@ -239,6 +256,8 @@ static int evaluate_run(qp_stage_ctx *ctx)
         rc = score_datasets(ctx, model, ref, acc, &tokens_run);
     if (rc == 0 && (rc = qp_eval_finish(acc, &r)) != 0)
         qp_error_prefix("stage '%s'", ctx->id);
+    if (rc == 0)
+        rc = check_finite_result(ctx, &r, ref != NULL, rs ? rs->id : "");
     if (rc == 0) {
         double secs = qp_now() - t0;
         set_ppl_metrics(ctx, &r, ref != NULL);

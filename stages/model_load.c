@@ -166,6 +166,9 @@ static int load_tokenizer(qp_loaded_model *m)
         return load_tokenizer_hf(m);
     }
     m->tok_file = "tokenizer.model";
+    if (!qp_artifact_find(m->artifact, "files/tokenizer.model"))
+        return qp_error_set(QP_EFORMAT, "%s: the model has neither tokenizer.json nor tokenizer.model; copy the "
+                                        "checkpoint's tokenizer files beside config.json", m->what);
     return load_tokenizer_spm(m);
 }
 
@@ -291,6 +294,8 @@ int qp_model_artifact_tensor_f32(float **out, int64_t *rows, int64_t *cols, cons
     char *msg = qp_strfmt("%s: tensor '%s'", what, hf_name);
     if ((rc = qp_cache_get(cache, qp_artifact_entry_digest(e), &buf, &len)) == 0)
         rc = qp_qtensor_to_f32(e, buf, len, w, n, msg);
+    if (rc == 0)   /* every caller quantizes it (GPTQ, AWQ, mixed) */
+        rc = qp_qtensor_check_finite(w, *rows, *cols, msg);
     free(msg);
 done:
     if (rc)

@@ -19,6 +19,8 @@
 #include "common/version.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +297,36 @@ static char *strip_slashes(char *path)
     return path;
 }
 
+/* A package killed mid-write (Ctrl-C, SIGKILL) leaves OUT.tmp-PID-XXXXXX
+ * (or OUT.old-PID) beside OUT: a half-written copy of a model, never
+ * reused.  Those of processes that no longer exist are removed; a live
+ * one's (another run writing the same out:) is left alone. */
+static void sweep_stale(const char *out_dir)
+{
+    char *parent = qp_path_dirname(out_dir);
+    const char *base = strrchr(out_dir, '/');
+    base = base ? base + 1 : out_dir;
+    size_t nb = strlen(base);
+    DIR *d = opendir(parent);
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
+        const char *n = de->d_name;
+        if (strncmp(n, base, nb) != 0 || (strncmp(n + nb, ".tmp-", 5) != 0 && strncmp(n + nb, ".old-", 5) != 0))
+            continue;
+        char *end = NULL;
+        long pid = strtol(n + nb + 5, &end, 10);
+        if (pid <= 0 || pid == (long)getpid() || end == n + nb + 5 || (*end != '\0' && *end != '-'))
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *path = qp_path_join(parent, n);
+        qp_rm_rf(path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(parent);
+}
+
 static int package_run(qp_stage_ctx *ctx)
 {
     const qp_artifact *model = NULL;
@@ -315,8 +347,10 @@ static int package_run(qp_stage_ctx *ctx)
     const char *out_rel = qp_param_str(ctx->params, "out");
     char *out_dir = strip_slashes(qp_stage_path(ctx, out_rel)), *rel = strip_slashes(qp_xstrdup(out_rel));
     char *parent = qp_path_dirname(out_dir);
-    char *tmp = qp_strfmt("%s.tmp-XXXXXX", out_dir);
+    char *tmp = qp_strfmt("%s.tmp-%d-XXXXXX", out_dir, (int)getpid());
     rc = qp_mkdir_p(parent, 0755);
+    if (rc == 0)
+        sweep_stale(out_dir);
     if (rc == 0 && !mkdtemp(tmp))
         rc = qp_error_errno(QP_ERROR, "%s: cannot create a temporary directory", parent);
     if (rc)

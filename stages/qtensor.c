@@ -6,6 +6,7 @@
 #include "quant/nf4.h"
 #include "quant/qtypes.h"
 
+#include <math.h>
 #include <string.h>
 
 uint64_t qp_qtensor_nelem(const json_t *entry)
@@ -123,4 +124,16 @@ double qp_qtensor_bits(const json_t *entry, size_t len)
         return json_number_value(bpw);
     uint64_t n = qp_qtensor_nelem(entry);
     return n ? 8.0 * (double)len / (double)n : 0.0;
+}
+
+int qp_qtensor_check_finite(const float *w, int64_t rows, int64_t cols, const char *what)
+{
+    const uint64_t n = (uint64_t)rows * (uint64_t)cols;
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(w[i]))
+            return qp_error_set(QP_EFORMAT, "%s: row %lld, column %lld is %s; fix the checkpoint (quantization "
+                                            "needs finite weights)",
+                                what, (long long)(i / (uint64_t)cols), (long long)(i % (uint64_t)cols),
+                                isnan(w[i]) ? "NaN" : "infinite");
+    return 0;
 }

@@ -27,6 +27,11 @@ void qp_qtensor_rows_cols(const json_t *entry, int64_t *rows, int64_t *cols);
  * errors ("stage 'x': tensor 'y'"). */
 int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float *dst, uint64_t nelem,
                       const char *what);
+/* A checkpoint weight about to be quantized, w[rows, cols]: QP_EFORMAT
+ * "WHAT: row R, column C is NaN|infinite; fix the checkpoint" at the first
+ * non-finite element.  The quantizers refuse one too, but as a usage error
+ * (exit 2) and without naming the tensor. */
+int qp_qtensor_check_finite(const float *w, int64_t rows, int64_t cols, const char *what);
 /* Bits per weight as exported: the entry's "bpw" when recorded, else
  * 8·bytes / elements. */
 double qp_qtensor_bits(const json_t *entry, size_t len);

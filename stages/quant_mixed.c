@@ -173,7 +173,7 @@ static int measure_tensor(mixed_ctx *mc, mixed_tensor *t)
 {
     float *w = NULL, *q = NULL;
     int64_t rows, cols;
-    char *what = qp_strfmt("stage '%s': tensor '%s'", mc->ctx->id, t->name);
+    char *what = qp_strfmt("stage '%s'", mc->ctx->id);   /* the loader adds the tensor */
     int rc = qp_model_artifact_tensor_f32(&w, &rows, &cols, mc->model, mc->ctx->cache, t->name, what);
     if (rc)
         goto done;
@@ -248,8 +248,8 @@ static double plan_bits(const qp_tensor_plan *tp, const json_t *e, int64_t rows,
 static int plan_entry(qp_tensor_plan *tp, int64_t *rows, int64_t *cols, const qp_quant_plan *plan, const json_t *e)
 {
     const char *name = qp_artifact_entry_name(e);
-    if (strncmp(name, "tensors/", 8) != 0)
-        return 0;
+    if (strncmp(name, "tensors/", 8) != 0 || qp_quant_plan_drops(plan, name + 8))
+        return 0;   /* not a tensor, or one quantize drops */
     qp_qtensor_rows_cols(e, rows, cols);
     int ndim = (int)json_array_size(json_object_get(e, "shape"));
     int rc = qp_quant_plan_tensor(tp, plan, name + 8, ndim, *rows, *cols);

@@ -82,6 +82,11 @@ static int glob_match(const char *pattern, const char *name)
     return fnmatch(pattern, name, 0) == 0;
 }
 
+int qp_quant_plan_drops(const qp_quant_plan *p, const char *name)
+{
+    return !p->mix.has_output && strcmp(name, QP_HF_LM_HEAD) == 0;
+}
+
 int qp_quant_plan_anchor(qp_tensor_plan *out, const char *name)
 {
     /* embeddings and lm_head: kept by GPTQ/AWQ/bitsandbytes */

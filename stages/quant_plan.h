@@ -81,6 +81,10 @@ int qp_quant_plan_ggml(qp_tensor_plan *out, const qp_quant_plan *p, const char *
 /* rtn / gptq / awq / nf4 / int8: 1 (out: kept at source precision) for
  * the token embedding and lm_head, as the GPTQ/AWQ anchors keep them; else 0. */
 int qp_quant_plan_anchor(qp_tensor_plan *out, const char *hf_name);
+/* 1 for a tensor the quantized model does not have: lm_head.weight of a
+ * tied model (tie_word_embeddings true) that a checkpoint ships anyway —
+ * the model runs embed_tokens, as transformers ties it; else 0. */
+int qp_quant_plan_drops(const qp_quant_plan *p, const char *hf_name);
 /* nf4 / int8: the anchors kept, anything else `kind`; returns 0. */
 int qp_quant_plan_format(qp_tensor_plan *out, const char *hf_name, qp_tp_kind kind);
 

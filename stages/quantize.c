@@ -296,13 +296,17 @@ static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan 
     }
     const float *im_w = NULL;
     int rc = imatrix_for(job, tp, plan, tname, cols, &im_w);
-    if (rc == 0 && plan->kind == QP_TP_GGML)
-        return qp_quant_encode_ggml(job, plan, tp->f32, rows, cols, im_w, packed, plen, extra, bpw);
-    if (rc == 0 && !job->method->encode)
+    if (rc == 0 && !job->method->encode && plan->kind != QP_TP_GGML)
         return qp_error_set(QP_ERROR, "stage '%s': tensor '%s' was not quantized by %s", job->ctx->id, tname,
                             job->method->name);
-    if (rc == 0)
+    if (rc)
+        return rc;
+    if (plan->kind == QP_TP_GGML)
+        rc = qp_quant_encode_ggml(job, plan, tp->f32, rows, cols, im_w, packed, plen, extra, bpw);
+    else
         rc = job->method->encode(job, plan, tp->f32, rows, cols, packed, plen, extra, bpw);
+    if (rc)   /* the quantizers' messages (a non-finite weight …) name no tensor */
+        qp_error_prefix("stage '%s': tensor '%s'", job->ctx->id, tname);
     return rc;
 }
 
@@ -324,6 +328,7 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
     tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
     int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len);
     if (rc == 0 && (rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what)) == 0 &&
+        (st || (rc = qp_qtensor_check_finite(tp->f32, rows, cols, what)) == 0) &&
         (rc = pack_tensor(job, tp, plan, st, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
         rc = qp_qtensor_to_f32(extra, packed, plen, tp->back, nelem, what);
     if (rc == 0) {
@@ -367,6 +372,16 @@ static int pass_entry(qp_quant_job *job, tensor_pass *tp, const json_t *e)
     if (strncmp(ename, "tensors/", 8) != 0)   /* config, tokenizer, …: the same objects */
         return qp_artifact_add(job->ctx->output, ename, qp_artifact_entry_digest(e), size, extra);
     const char *tname = ename + 8;
+    if (qp_quant_plan_drops(&job->plan, tname)) {
+        /* a tied checkpoint that ships lm_head.weight anyway: the model runs
+         * embed_tokens (as transformers ties it), so the stray copy is neither
+         * quantized, counted in bpw/bytes, nor exported */
+        json_decref(extra);
+        json_array_append_new(tp->notes, json_pack("{s:s, s:s}", "tensor", tname, "note",
+                                                   "dropped: tie_word_embeddings is true, the model uses "
+                                                   "model.embed_tokens.weight"));
+        return 0;
+    }
     int64_t rows, cols;
     qp_qtensor_rows_cols(e, &rows, &cols);
     uint64_t nelem = qp_qtensor_nelem(e);

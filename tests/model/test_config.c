@@ -327,7 +327,13 @@ static void test_rope_refusals(void **state)
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
               "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
               "\"original_max_position_embeddings\": 8192.5}}",
-              "config.json: rope_scaling.original_max_position_embeddings: 8192.5 is not a positive integer");
+              "config.json: rope_scaling.original_max_position_embeddings: 8192.5 is not an integer in 1..2147483647");
+    /* 2^40: positive, but no int (it read "is not a positive integer") */
+    parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_scaling\": {\"rope_type\": \"llama3\", "
+              "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+              "\"original_max_position_embeddings\": 1099511627776}}",
+              "config.json: rope_scaling.original_max_position_embeddings: 1099511627776 is not an integer in "
+              "1..2147483647");
     parse_err("{\"architectures\": [\"LlamaForCausalLM\"], " BASE ", \"rope_parameters\": {\"rope_type\": \"yarn\", "
               "\"rope_theta\": 1e6, \"factor\": 4.0}}",
               "config.json: rope_parameters.rope_type: 'yarn' is not supported (qpipe runs llama3 scaling or none)");
