@@ -700,6 +700,25 @@ static int config_token(const char *cname, const json_t *cfg, const char *key, c
     return 0;
 }
 
+/* add_<what>_token true needs a <what>_token that is a token: transformers
+ * refuses a null one, and adding nothing in silence would evaluate the
+ * model on other inputs than it expects. */
+static int check_add(const char *cname, const json_t *cfg, const char *what, int add, int id)
+{
+    if (!add || id >= 0)
+        return 0;
+    char key[16];
+    snprintf(key, sizeof(key), "%s_token", what);
+    const json_t *v = json_object_get(cfg, key);
+    if (json_is_object(v))
+        v = json_object_get(v, "content");
+    if (json_is_string(v))
+        return ferr(cname, "add_%s_token is true but %s '%.60s' is not a token of the vocabulary; fix %s or set "
+                    "add_%s_token to false", what, key, json_string_value(v), key, what);
+    return ferr(cname, "add_%s_token is true but there is no %s; name one or set add_%s_token to false", what, key,
+                what);
+}
+
 /* What a TemplateProcessing post-processor puts around one sequence:
  * *bos / *eos the ids of a leading / trailing SpecialToken, -1 when none.
  * A template is at least its sequence and one token (gguf-py reads only
@@ -772,12 +791,14 @@ static int apply_config(qp_tokenizer *t, const json_t *root, const char *name, c
         (rc = config_token(cname, cfg, "pad_token", t, &t->pad)))
         goto done;
     int add = 0;
-    if ((rc = get_bool(cname, "tokenizer_config", cfg, "add_bos_token", t->wants_bos, &add)))
+    if ((rc = get_bool(cname, "tokenizer_config", cfg, "add_bos_token", t->wants_bos, &add)) ||
+        (rc = check_add(cname, cfg, "bos", add, t->bos)))
         goto done;
-    t->wants_bos = add && t->bos >= 0;
-    if ((rc = get_bool(cname, "tokenizer_config", cfg, "add_eos_token", t->wants_eos, &add)))
+    t->wants_bos = add;
+    if ((rc = get_bool(cname, "tokenizer_config", cfg, "add_eos_token", t->wants_eos, &add)) ||
+        (rc = check_add(cname, cfg, "eos", add, t->eos)))
         goto done;
-    t->wants_eos = add && t->eos >= 0;
+    t->wants_eos = add;
     json_t *ct = json_object_get(cfg, "chat_template");
     if (json_is_string(ct)) {
         t->chat_template = qp_xstrdup(json_string_value(ct));

@@ -333,6 +333,13 @@ static void test_malformed(void **state)
                  "bos_token is neither a string nor an object", NULL);
     expect_error("{" BASE_MODEL "}", "{\"add_eos_token\": \"yes\"}", "tokenizer_config.json",
                  "add_eos_token is not true or false", NULL);
+    /* a BOS / EOS asked for that the vocabulary cannot give */
+    expect_error("{" BASE_MODEL "}", "{\"add_bos_token\": true, \"bos_token\": \"<|nope|>\"}",
+                 "tokenizer_config.json", "add_bos_token is true but bos_token '<|nope|>' is not a token", NULL);
+    expect_error("{" BASE_MODEL "}", "{\"add_bos_token\": true, \"bos_token\": null}", "tokenizer_config.json",
+                 "add_bos_token is true but there is no bos_token", NULL);
+    expect_error("{" BASE_MODEL "}", "{\"add_eos_token\": true, \"eos_token\": {\"content\": \"</x>\"}}",
+                 "tokenizer_config.json", "add_eos_token is true but eos_token '</x>' is not a token", NULL);
 }
 
 int main(void)
