@@ -12,6 +12,16 @@ source "$(dirname "$0")/lib.sh"
 
 mkdir -p repo/recipes && cd repo
 cp "$REPO/recipes/house-qwen-gptq-w4g128.yaml" "$REPO/recipes/house-qwen-awq-w4g128.yaml" recipes/
+asan=0
+if [ "${BUILD:-build}" = build-asan ]; then
+  # Under ASan+UBSan these two recipes take ~25 minutes: the sanitizers need
+  # every code path once, not the full data, so calibration and evaluation
+  # shrink and the gates open; the quality bounds below are asserted on the
+  # recipes as committed in `make test`.
+  asan=1
+  sed -i -e 's/samples: 128, seq_len: 256/samples: 8, seq_len: 128/' -e 's/ctx: 256/ctx: 256, max_tokens: 2048/' \
+      -e 's/max_ppl_delta: 1.0, max_kld_mean: 0.02/max_ppl_delta: 100, max_kld_mean: 10/' recipes/*.yaml
+fi
 export QPIPE_SHARED="$SHARED"
 expect_exit 0 "$QPIPE" run recipes/house-qwen-gptq-w4g128.yaml --no-provenance --json -j 2
 cp "$T/out" "$T/gptq.json"
@@ -22,6 +32,9 @@ for s in model calib base rtn rtn_eval; do
   [ "$(stage_output $s "$T/gptq.json")" = "$(stage_output $s "$T/awq.json")" ] || fail "stage $s differs"; ok
 done
 
+if [ $asan = 1 ]; then
+  echo "SKIP under ASan: the quality bounds (reduced calibration and evaluation; make test asserts them)"
+else
 python3 - "$T/gptq.json" "$T/awq.json" <<'P' || fail "quality bounds"
 import json, sys
 def stages(path):
@@ -44,6 +57,7 @@ assert gd <= 0.9 * r, (gd, r)
 assert ad <= 0.95 * r, (ad, r)
 P
 ok
+fi
 
 # the exports
 python3 - "$SHARED/models/house-qwen" dist/house-qwen-gptq-w4g128 dist/house-qwen-awq-w4g128 <<'P' || fail "exports"
