@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const char tokenize_usage[] =
     "usage: qpipe tokenize PATH [-f FILE | TEXT] [--no-special] [--no-bos] [--pieces]\n"
@@ -31,15 +30,9 @@ static const char tokenize_usage[] =
     "  --no-bos      do not prepend the BOS the model asks for\n"
     "  --pieces      print [id, \"piece\"] pairs instead of bare ids\n";
 
-static int is_dir(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int load(qp_tokenizer **out, const char *path)
 {
-    if (is_dir(path))
+    if (qp_is_dir(path))
         return qp_tokenizer_load_dir(out, path);
     qp_gguf *g = NULL;
     int rc = qp_gguf_open(&g, path);

@@ -163,29 +163,21 @@ static int materialise_files(const qp_artifact *a, qp_cache *cache, const char *
     return rc;
 }
 
-/* The tokenizer as convert_hf_to_gguf takes it: tokenizer.model (its
- * _set_vocab_sentencepiece is tried first), else tokenizer.json (gpt2). */
+/* The tokenizer as convert_hf_to_gguf takes it (tokenizer.model, tried
+ * first by its _set_vocab_sentencepiece, else tokenizer.json), which is the
+ * order qp_tokenizer_load_dir follows.  *tok_name: the file read, for
+ * messages. */
 static int load_tokenizer(qp_tokenizer **tok, char **tok_name, const char *dir, const char *what)
 {
-    char *spm = qp_path_join(dir, "tokenizer.model"), *hf = qp_path_join(dir, "tokenizer.json");
-    int rc;
-    *tok = NULL;
     *tok_name = NULL;
-    if (qp_path_exists(spm)) {
-        rc = qp_tokenizer_load_spm(tok, spm);
-        *tok_name = spm;
-        spm = NULL;
-    } else if (qp_path_exists(hf)) {
-        rc = qp_tokenizer_load_dir(tok, dir);
-        *tok_name = hf;
-        hf = NULL;
-    } else {
-        rc = qp_error_set(QP_EFORMAT, "%s: the model has neither tokenizer.model nor tokenizer.json; GGUF export "
-                                      "needs its tokenizer", what);
-    }
-    free(spm);
-    free(hf);
-    return rc;
+    int rc = qp_tokenizer_load_dir(tok, dir);
+    if (rc == QP_ENOTFOUND)
+        return qp_error_set(QP_EFORMAT, "%s: the model has neither tokenizer.model nor tokenizer.json; GGUF export "
+                                        "needs its tokenizer", what);
+    if (rc)
+        return rc;
+    *tok_name = qp_path_join(dir, qp_tokenizer_model(*tok) == QP_TOK_MODEL_SPM ? "tokenizer.model" : "tokenizer.json");
+    return 0;
 }
 
 int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
