@@ -1,5 +1,7 @@
 /* Action entries: actions/ab/cdef… maps a stage key to the artifact it
- * produced, as JSON {"artifact": digest, "refs": [digest…], "time": unix s}.
+ * produced, as JSON {"artifact": digest, "refs": [digest…], "time": unix s};
+ * a checkpoint's entry adds "checkpoint_of": the hex name of the action it
+ * is a partial result of.
  * Entries are replaced atomically; a hit bumps the file's mtime, which is
  * the recency gc's LRU eviction sorts by. */
 #include "cache/cache_internal.h"
@@ -49,7 +51,7 @@ int qp_action_entry_read(const char *path, qp_action_entry *e, char *reason, siz
         goto done;
     }
     json_t *ja = json_object_get(j, "artifact"), *jr = json_object_get(j, "refs"),
-           *jt = json_object_get(j, "time");
+           *jt = json_object_get(j, "time"), *jo = json_object_get(j, "checkpoint_of");
     if (!json_is_string(ja) || !qp_is_hex_digest(json_string_value(ja))) {
         snprintf(reason, reason_len, "missing or invalid \"artifact\"");
         goto done;
@@ -58,6 +60,12 @@ int qp_action_entry_read(const char *path, qp_action_entry *e, char *reason, siz
         snprintf(reason, reason_len, "missing or invalid \"refs\"");
         goto done;
     }
+    if (jo && (!json_is_string(jo) || !qp_is_hex_digest(json_string_value(jo)))) {
+        snprintf(reason, reason_len, "invalid \"checkpoint_of\"");
+        goto done;
+    }
+    if (jo)
+        memcpy(e->of, json_string_value(jo), QP_HEX_LEN);
     memcpy(e->artifact, json_string_value(ja), QP_HEX_LEN);
     e->time = json_is_integer(jt) ? (int64_t)json_integer_value(jt) : 0;
     e->n_refs = json_array_size(jr);
@@ -132,8 +140,9 @@ done:
     return rc;
 }
 
-int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
-                        const char *const *refs, size_t n_refs)
+/* of: the checkpoint's action key, or NULL for a plain entry */
+static int entry_put(qp_cache *c, const char *key, const char *of, const char *artifact,
+                     const char *const *refs, size_t n_refs)
 {
     int rc = QP_ERROR;
     char hex[QP_HEX_LEN], *path = NULL, *text = NULL;
@@ -151,6 +160,11 @@ int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
     for (size_t i = 0; jr && i < n_refs; i++)
         json_array_append_new(jr, json_string(refs[i]));
     j = json_pack("{s:s, s:O, s:I}", "artifact", artifact, "refs", jr, "time", (json_int_t)time(NULL));
+    if (j && of) {
+        char of_hex[QP_HEX_LEN];
+        qp_cache_key_hex(of_hex, of);
+        json_object_set_new(j, "checkpoint_of", json_string(of_hex));
+    }
     if (!j || !(text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS)))   /* jansson ran out */
         qp_out_of_memory(0, __FILE__, __LINE__);
     path = action_path(c, key, hex);
@@ -163,6 +177,20 @@ done:
     json_decref(j);
     json_decref(jr);
     return rc;
+}
+
+int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
+                        const char *const *refs, size_t n_refs)
+{
+    return entry_put(c, key, NULL, artifact, refs, n_refs);
+}
+
+int qp_cache_checkpoint_put(qp_cache *c, const char *key, const char *of, const char *artifact,
+                            const char *const *refs, size_t n_refs)
+{
+    if (!of || !*of)
+        return qp_error_set(QP_ERROR, "checkpoint %s: empty parent key", key ? key : "(null)");
+    return entry_put(c, key, of, artifact, refs, n_refs);
 }
 
 int qp_cache_action_remove(qp_cache *c, const char *key)

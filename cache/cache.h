@@ -59,6 +59,18 @@ int qp_cache_action_remove(qp_cache *c, const char *key);
  * found corrupt so the stages that produced it run again). Returns count. */
 int qp_cache_action_drop_referencing(qp_cache *c, const char *digest, size_t *n_dropped);
 
+/* ---- checkpoints ---- */
+/* An action entry holding a partial result of the action `of` (a long
+ * stage's per-layer checkpoint): read back with qp_cache_action_get, kept
+ * (with its refs) like any action, and recorded with "checkpoint_of": the
+ * hex of `of`, so gc removes it once `of` has an entry of its own (the
+ * stage finished and a leftover checkpoint can never be used). */
+int qp_cache_checkpoint_put(qp_cache *c, const char *key, const char *of, const char *artifact,
+                            const char *const *refs, size_t n_refs);
+/* Deletes one object now (a superseded checkpoint's own bytes); absent is
+ * no error.  An action still naming it turns into a miss, never wrong bytes. */
+int qp_cache_remove(qp_cache *c, const char *digest);
+
 /* ---- locks ---- */
 typedef struct qp_cache_lock qp_cache_lock;
 /* Blocks until this process holds the exclusive lock for key.  The lock

@@ -71,6 +71,7 @@ typedef struct {
     char (*refs)[QP_HEX_LEN];
     size_t n_refs;
     int64_t time;
+    char of[QP_HEX_LEN];   /* a checkpoint's "checkpoint_of" (hex action name), else "" */
 } qp_action_entry;
 /* Reads and parses an action file.  QP_ENOTFOUND when absent; QP_EFORMAT
  * with `reason` filled when it is not a valid entry. */

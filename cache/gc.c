@@ -8,7 +8,11 @@
  * while.  gc therefore tries to take the store lock exclusively: if no
  * other handle is open (no other process using the cache) everything
  * unreferenced goes; otherwise unreferenced objects touched within the last
- * hour are kept. */
+ * hour are kept.
+ *
+ * A checkpoint entry (qp_cache_checkpoint_put) whose parent action exists
+ * is removed first: the stage finished, so nothing will resume from it,
+ * and its objects (a layer's activations) become unreferenced. */
 #include "cache/cache_internal.h"
 #include "cache/digest_map.h"
 #include "common/alloc.h"
@@ -65,6 +69,18 @@ static int collect_action(void *ud, const char *hex, const char *path, const str
     }
     if (rc != 0)
         return rc;
+    if (e.of[0]) {
+        char *parent = qp_cache_fanout_path(g->c->actions, e.of);
+        struct stat pst;
+        int finished = stat(parent, &pst) == 0;
+        free(parent);
+        if (finished) {
+            qp_cache_unlink_if_same(path, st);
+            g->res.removed_actions++;
+            qp_action_entry_clear(&e);
+            return 0;
+        }
+    }
     if (g->n_acts == g->cap_acts) {
         g->cap_acts = g->cap_acts ? g->cap_acts * 2 : 64;
         g->acts = qp_xrealloc_array(g->acts, g->cap_acts, sizeof(*g->acts));

@@ -320,6 +320,19 @@ int qp_cache_has(qp_cache *c, const char *digest)
     return ok;
 }
 
+int qp_cache_remove(qp_cache *c, const char *digest)
+{
+    if (!qp_is_hex_digest(digest))
+        return qp_error_set(QP_ERROR, "invalid object digest '%.80s': expected 64 lowercase hex characters",
+                            digest ? digest : "(null)");
+    char *path = qp_cache_fanout_path(c->objects, digest);
+    int rc = 0;
+    if (unlink(path) != 0 && errno != ENOENT)
+        rc = qp_error_errno(QP_ERROR, "%s: cannot remove cache object", path);
+    free(path);
+    return rc;
+}
+
 /* ---- putting ---- */
 
 /* 1 when the object exists.  Its mtime is bumped so gc's grace period for

@@ -33,6 +33,7 @@ typedef struct {
     int rejected;            /* a gate whose verdict is fail */
     int mismatch;            /* verify: output differs from the cached one */
     int code;                /* the error code of a failed stage */
+    json_t *record;          /* what the stage added for the run record (ctx.record) */
 } stage_state;
 
 typedef struct {
@@ -269,6 +270,8 @@ static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const 
     qp_named_stage *named = named_stages(R, d);
     ctx.n_named = d->n_links;
     ctx.named = named;
+    json_decref(s->record);
+    ctx.record = s->record = json_object();
     qp_error_clear();
     rc = d->kind->run(&ctx);
     pthread_mutex_lock(&R->out_mu);
@@ -690,9 +693,11 @@ static void reset_states(runner *R)
         stage_state *s = &R->st[i];
         qp_artifact_free(s->artifact);
         json_decref(s->desc);
+        json_decref(s->record);
         free(s->message);
         s->artifact = NULL;
         s->desc = NULL;
+        s->record = NULL;
         s->message = NULL;
         s->status = ST_PENDING;
         s->key[0] = s->output[0] = '\0';
@@ -740,6 +745,8 @@ static json_t *record_stage(const stage_state *s)
     }
     if (s->message)
         json_object_set_new(e, "message", json_string(s->message));
+    if (s->record)
+        json_object_update_missing(e, s->record);
     return e;
 }
 
@@ -835,6 +842,7 @@ done:
     for (size_t i = 0; i < R.n; i++) {
         qp_artifact_free(R.st[i].artifact);
         json_decref(R.st[i].desc);
+        json_decref(R.st[i].record);
         free(R.st[i].message);
         free(R.st[i].deps);
     }

@@ -45,6 +45,11 @@ void qp_quant_results_put(qp_quant_results *r, const char *name, const char *dig
 /* Copies every entry of src into r (src's entries replace r's). */
 void qp_quant_results_merge(qp_quant_results *r, const qp_quant_results *src);
 const qp_quant_stored *qp_quant_results_get(const qp_quant_results *r, const char *name);
+/* Every entry as {name: {"digest", "size", "bpw", "fields"}}, bpw as a C99
+ * hex float so a copy read back is bit-identical (a layer checkpoint). */
+json_t *qp_quant_results_json(const qp_quant_results *r);
+/* Adds the entries of such an object; QP_EFORMAT naming `what` when one is malformed. */
+int qp_quant_results_add_json(qp_quant_results *r, const json_t *j, const char *what);
 
 /* One quantize stage's run, as the method sees it. */
 typedef struct {

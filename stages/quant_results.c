@@ -2,6 +2,8 @@
  * quantized and stored, by HF name, for the quantize loop to take. */
 #include "stages/qmethod.h"
 #include "common/alloc.h"
+#include "common/error.h"
+#include "common/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,4 +70,39 @@ const qp_quant_stored *qp_quant_results_get(const qp_quant_results *r, const cha
 {
     const json_t *at = r ? json_object_get(r->index, name) : NULL;
     return at ? &r->items[json_integer_value(at)] : NULL;
+}
+
+json_t *qp_quant_results_json(const qp_quant_results *r)
+{
+    json_t *out = json_object();
+    const char *name;
+    json_t *at;
+    json_object_foreach(r->index, name, at) {
+        const qp_quant_stored *s = &r->items[json_integer_value(at)];
+        char bpw[64];
+        snprintf(bpw, sizeof(bpw), "%a", s->bpw);
+        json_object_set_new(out, name, json_pack("{s:s, s:I, s:s, s:O}", "digest", s->digest, "size",
+                                                 (json_int_t)s->size, "bpw", bpw, "fields", s->fields));
+    }
+    return out;
+}
+
+int qp_quant_results_add_json(qp_quant_results *r, const json_t *j, const char *what)
+{
+    const char *name;
+    json_t *e;
+    if (!json_is_object(j))
+        return qp_error_set(QP_EFORMAT, "%s: the stored tensors are not a JSON object", what);
+    json_object_foreach((json_t *)j, name, e) {
+        const char *digest = json_string_value(json_object_get(e, "digest"));
+        const char *bpw = json_string_value(json_object_get(e, "bpw"));
+        json_t *size = json_object_get(e, "size"), *fields = json_object_get(e, "fields");
+        char *end = NULL;
+        double v = bpw ? strtod(bpw, &end) : 0;
+        if (!digest || !qp_is_hex_digest(digest) || !json_is_integer(size) || json_integer_value(size) < 0 ||
+            !bpw || end == bpw || *end || !json_is_object(fields))
+            return qp_error_set(QP_EFORMAT, "%s: stored tensor '%s' is malformed", what, name);
+        qp_quant_results_put(r, name, digest, (uint64_t)json_integer_value(size), v, json_incref(fields));
+    }
+    return 0;
 }

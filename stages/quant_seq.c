@@ -2,6 +2,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "stages/layer_ckpt.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +21,61 @@ int qp_quant_seq_run_layer(const qp_quant_seq *sq, int l, int advance, qp_llama_
     return 0;
 }
 
+/* What the loop carries past layer l besides x: the tensors stored so far
+ * and the method's report (AWQ's per-layer lines). */
+static int save_layer(qp_layer_ckpt *ck, const qp_quant_seq *sq, int l, int sequential)
+{
+    const qp_quant_job *job = sq->job;
+    json_t *tensors = qp_quant_results_json(job->results);
+    json_t *state = json_pack("{s:o}", "tensors", tensors);
+    if (job->report)
+        json_object_set(state, "report", job->report);
+    size_t n = json_object_size(tensors), i = 0;
+    const char **refs = qp_xcalloc(n ? n : 1, sizeof(*refs));
+    const char *name;
+    json_t *e;
+    json_object_foreach(tensors, name, e)
+        refs[i++] = json_string_value(json_object_get(e, "digest"));
+    /* without `sequential` x stays the embedding: nothing to carry */
+    size_t x_len = sequential ? sq->S * sq->T * sq->D * sizeof(float) : 0;
+    int rc = qp_layer_ckpt_save(ck, l, state, sequential ? sq->x : NULL, x_len, refs, n);
+    free(refs);
+    json_decref(state);
+    return rc;
+}
+
+static int resume(qp_layer_ckpt *ck, qp_quant_seq *sq, int sequential, int *start)
+{
+    qp_quant_job *job = sq->job;
+    json_t *state = NULL;
+    void *x = NULL;
+    size_t x_len = sequential ? sq->S * sq->T * sq->D * sizeof(float) : 0;
+    int rc = qp_layer_ckpt_resume(ck, start, &state, &x, x_len);
+    if (rc || !state)
+        return rc;
+    char *what = qp_strfmt("stage '%s': checkpoint of layer %d", job->ctx->id, *start - 1);
+    rc = qp_quant_results_add_json(job->results, json_object_get(state, "tensors"), what);
+    json_t *report = json_object_get(state, "report");
+    if (rc == 0 && report) {
+        json_decref(job->report);
+        job->report = json_deep_copy(report);
+    }
+    if (rc == 0 && x) {
+        free(sq->x);
+        sq->x = x;
+        x = NULL;
+    }
+    free(x);
+    free(what);
+    json_decref(state);
+    return rc;
+}
+
 int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn layer_fn)
 {
     qp_stage_ctx *ctx = job->ctx;
     qp_quant_seq sq = {.job = job};
+    qp_layer_ckpt *ck = NULL;
     int32_t *samples = NULL;
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
     int rc = qp_loaded_model_open(&sq.lm, job->model, ctx->cache, ctx->threads, what);
@@ -41,13 +93,22 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn lay
     sq.scratch = qp_xmalloc(sq.T * sq.D * sizeof(float));
     for (size_t s = 0; s < sq.S && rc == 0; s++)
         rc = qp_llama_embed(sq.m, samples + s * sq.T, sq.T, sq.x + s * sq.T * sq.D);
-    for (int l = 0; l < sq.hp->n_layers && rc == 0; l++) {
+    ck = qp_layer_ckpt_new(ctx, job->method->name, sq.hp->n_layers);
+    int start = 0;
+    if (rc == 0)
+        rc = resume(ck, &sq, sequential, &start);
+    for (int l = start; l < sq.hp->n_layers && rc == 0; l++) {
         rc = layer_fn(&sq, l);
         /* the next layer sees this layer's quantized output */
         if (rc == 0 && sequential)
             rc = qp_quant_seq_run_layer(&sq, l, 1, NULL, NULL);
+        if (rc == 0)
+            rc = save_layer(ck, &sq, l, sequential);
     }
+    if (rc == 0)
+        qp_layer_ckpt_finish(ck);
 done:
+    qp_layer_ckpt_free(ck);
     free(sq.x);
     free(sq.scratch);
     free(samples);

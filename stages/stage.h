@@ -125,6 +125,9 @@ struct qp_stage_ctx {
      * them with qp_stage_named(). */
     size_t n_named;
     const qp_named_stage *named;
+    /* Facts the run record keeps in this stage's entry besides the
+     * runner's own (a resume from a checkpoint: "resumed"); may be NULL. */
+    json_t *record;
 };
 
 /* The registry of stage kinds. */
