@@ -5,6 +5,7 @@
  * and a rerun is bit-identical.  The importance matrix is also written as
  * llama.cpp's imatrix.dat (GGUF tensor names), usable by llama-quantize. */
 #include "stages/kinds.h"
+#include "stages/calib_layers.h"
 #include "stages/calib_stats.h"
 #include "stages/dataset.h"
 #include "stages/model_load.h"
@@ -72,14 +73,16 @@ static int add_f32(qp_stage_ctx *ctx, const char *name, const float *data, size_
                                            "F32", "shape", shape));
 }
 
-static int store_stats(qp_stage_ctx *ctx, const qp_calib_stats *cs, int hessians)
+/* hess: the Hessians' digests (qp_calib_collect_layers), NULL without them */
+static int store_stats(qp_stage_ctx *ctx, const qp_calib_stats *cs, const char (*hess)[QP_HEX_LEN])
 {
+    const int hessians = hess != NULL;
     int rc = 0;
     for (int l = 0; l < cs->n_layers && rc == 0; l++)
         for (int k = 0; k < 4 && rc == 0; k++) {
             const qp_site_stats *st = &cs->sites[l * 4 + k];
             size_t d = st->dim;
-            float *v = qp_xmalloc((hessians ? d * d : d) * sizeof(float));
+            float *v = qp_xmalloc(d * sizeof(float));
             char name[96];
             for (size_t i = 0; i < d; i++)
                 v[i] = (float)(st->abs_sum[i] / (double)st->n);
@@ -91,16 +94,10 @@ static int store_stats(qp_stage_ctx *ctx, const qp_calib_stats *cs, int hessians
             if (rc == 0)
                 rc = add_f32(ctx, name, v, d, json_pack("[I]", (json_int_t)d));
             if (rc == 0 && hessians) {
-                double *h = qp_site_hessian(st);
-                if (!h)
-                    rc = qp_error_set(QP_ERROR, "internal: %s has no Hessian accumulated",
-                                      qp_site_name((qp_llama_site)k));
-                for (size_t i = 0; rc == 0 && i < d * d; i++)
-                    v[i] = (float)h[i];
-                free(h);
                 snprintf(name, sizeof(name), "hessian/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
-                if (rc == 0)
-                    rc = add_f32(ctx, name, v, d * d, json_pack("[I,I]", (json_int_t)d, (json_int_t)d));
+                rc = qp_artifact_add(ctx->output, name, hess[l * 4 + k], (uint64_t)(d * d * sizeof(float)),
+                                     json_pack("{s:s, s:s, s:s, s:[I,I]}", "kind", "tensor", "format", "dense",
+                                               "dtype", "F32", "shape", (json_int_t)d, (json_int_t)d));
             }
             free(v);
         }
@@ -171,6 +168,7 @@ static int calibrate_run(qp_stage_ctx *ctx)
     qp_calib_stats cs = {0};
     int *stream = NULL;
     int32_t *windows = NULL;
+    char (*hess)[QP_HEX_LEN] = NULL;
     size_t n_stream = 0;
     int rc;
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
@@ -214,12 +212,9 @@ static int calibrate_run(qp_stage_ctx *ctx)
         json_array_append_new(offsets, json_integer((json_int_t)off));
     }
     int hessians = qp_param_bool(ctx->params, "hessians");
-    qp_calib_stats_init(&cs, hp, hessians);
     double t0 = qp_now();
-    for (size_t s = 0; s < samples && rc == 0; s++) {
-        rc = qp_llama_forward_observed(m, windows + s * seq_len, seq_len, NULL, qp_calib_stats_observe, &cs);
-        qp_progress_update(ctx->progress, (s + 1) * seq_len, samples * seq_len, "tokens");
-    }
+    /* layer by layer over all windows, checkpointed per layer */
+    rc = qp_calib_collect_layers(ctx, m, windows, samples, seq_len, hessians, &cs, &hess);
     double secs = qp_now() - t0;
     if (rc == 0)
         rc = check_finite_stats(ctx, &cs);
@@ -231,7 +226,7 @@ static int calibrate_run(qp_stage_ctx *ctx)
                                json_pack("{s:s, s:s, s:s, s:[I,I]}", "kind", "tensor", "format", "dense", "dtype",
                                          "I32", "shape", (json_int_t)samples, (json_int_t)seq_len));
     if (rc == 0)
-        rc = store_stats(ctx, &cs, hessians);
+        rc = store_stats(ctx, &cs, (const char(*)[QP_HEX_LEN])hess);
     if (rc == 0) {
         const char *first = json_string_value(json_array_get(json_object_get(ctx->params, "dataset"), 0));
         const char *base = strrchr(first, '/');
@@ -248,6 +243,7 @@ static int calibrate_run(qp_stage_ctx *ctx)
     qp_progress_note(ctx->progress, "%.0f tokens/s", secs > 0 ? (double)(samples * seq_len) / secs : 0.0);
 done:
     qp_calib_stats_free(&cs);
+    free(hess);
     free(windows);
     free(stream);
     free(what);

@@ -104,11 +104,9 @@ static void warn_discard(qp_layer_ckpt *ck, int layer)
             ck->ctx->id, ck->name, layer, ck->n_layers, qp_error_last());
 }
 
-int qp_layer_ckpt_resume(qp_layer_ckpt *ck, int *next, json_t **state, void **x, size_t x_len)
+int qp_layer_ckpt_resume(qp_layer_ckpt *ck, size_t x_len, qp_layer_ckpt_load_fn load, void *ud, int *next)
 {
     *next = 0;
-    *state = NULL;
-    *x = NULL;
     if (!ck->enabled)
         return 0;
     for (int l = ck->n_layers - 1; l >= 0; l--) {
@@ -117,7 +115,9 @@ int qp_layer_ckpt_resume(qp_layer_ckpt *ck, int *next, json_t **state, void **x,
         size_t len = 0;
         char md[QP_HEX_LEN];
         int rc = read_manifest(ck, l, &man, md);
-        if (rc == QP_ENOTFOUND)
+        /* no entry is no news; an entry whose objects went missing was
+         * just removed by the lookup, and is worth the warning */
+        if (rc == QP_ENOTFOUND && !strstr(qp_error_last(), "is missing"))
             continue;
         const char *xd = rc == 0 ? json_string_value(json_object_get(man, "x")) : NULL;
         json_t *xb = rc == 0 ? json_object_get(man, "x_bytes") : NULL;
@@ -127,6 +127,8 @@ int qp_layer_ckpt_resume(qp_layer_ckpt *ck, int *next, json_t **state, void **x,
             rc = qp_error_set(QP_EFORMAT, "its activations are not the %zu bytes this run carries", x_len);
         if (rc == 0 && xd && (rc = qp_cache_get(ck->ctx->cache, xd, &buf, &len)) == 0 && len != x_len)
             rc = qp_error_set(QP_ECORRUPT, "activations %.12s hold %zu bytes, not %zu", xd, len, x_len);
+        if (rc == 0)
+            rc = load(ud, l, st, &buf);
         if (rc) {
             warn_discard(ck, l);
             free(buf);
@@ -136,9 +138,8 @@ int qp_layer_ckpt_resume(qp_layer_ckpt *ck, int *next, json_t **state, void **x,
             free(key);
             continue;
         }
+        free(buf);
         *next = l + 1;
-        *state = json_incref(st);
-        *x = buf;
         snprintf(ck->last_x, sizeof(ck->last_x), "%s", xd ? xd : "");
         json_decref(man);
         fprintf(stderr, "qpipe: stage '%s': %s: resuming at layer %d/%d from checkpoint\n", ck->ctx->id, ck->name,

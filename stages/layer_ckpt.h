@@ -38,15 +38,23 @@ typedef struct qp_layer_ckpt qp_layer_ckpt;
 qp_layer_ckpt *qp_layer_ckpt_new(qp_stage_ctx *ctx, const char *name, int n_layers);
 void qp_layer_ckpt_free(qp_layer_ckpt *ck);
 
-/* The newest usable checkpoint: *next = the first layer not done (0 when
- * there is none; *state and *x are then NULL), *state = the stage's JSON
- * (a new reference), *x = the activations (malloc'ed, exactly x_len bytes;
- * NULL when x_len is 0).  A checkpoint that cannot be used (an object
- * missing or corrupt, a manifest that does not fit) is discarded with one
- * warning line on stderr and the one before it is tried.  Resuming prints
- * "NAME: resuming at layer N/L from checkpoint" (stderr and the stage's
- * progress) and records {"resumed": {...}} for the run record. */
-int qp_layer_ckpt_resume(qp_layer_ckpt *ck, int *next, json_t **state, void **x, size_t x_len);
+/* Applies the checkpoint of `layer` (the last one it finished): the state
+ * (the JSON the stage saved) and activations
+ * (*x: malloc'ed, x_len bytes, NULL when x_len is 0; set *x = NULL to keep
+ * them).  Returns 0, or an error (after qp_error_set) when the state is
+ * unusable — then nothing may have changed: the next older checkpoint is
+ * tried with the stage as it was. */
+typedef int (*qp_layer_ckpt_load_fn)(void *ud, int layer, const json_t *state, void **x);
+
+/* Finds the newest usable checkpoint and hands it to load; *next = the
+ * first layer not done (0 when there is none: load was not called with a
+ * checkpoint it accepted).  A checkpoint that cannot be used (an object
+ * missing or corrupt, a manifest that does not fit, load refusing it) is
+ * discarded with one warning line on stderr and the one before it is
+ * tried.  Resuming prints "NAME: resuming at layer N/L from checkpoint"
+ * (stderr and the stage's progress) and records {"resumed": {"what",
+ * "layer", "layers"}} in ctx->record for the run record. */
+int qp_layer_ckpt_resume(qp_layer_ckpt *ck, size_t x_len, qp_layer_ckpt_load_fn load, void *ud, int *next);
 
 /* Layer `layer` is finished: saves x (x_len bytes; NULL and 0 when the
  * stage carries none), state (borrowed) and refs (objects state names,

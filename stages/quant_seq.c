@@ -44,30 +44,33 @@ static int save_layer(qp_layer_ckpt *ck, const qp_quant_seq *sq, int l, int sequ
     return rc;
 }
 
-static int resume(qp_layer_ckpt *ck, qp_quant_seq *sq, int sequential, int *start)
+typedef struct {
+    qp_quant_seq *sq;
+    int sequential;
+} resume_ud;
+
+/* A checkpoint's tensors, report and activations, taken only when all parse. */
+static int load_layer(void *ud, int layer, const json_t *state, void **x)
 {
-    qp_quant_job *job = sq->job;
-    json_t *state = NULL;
-    void *x = NULL;
-    size_t x_len = sequential ? sq->S * sq->T * sq->D * sizeof(float) : 0;
-    int rc = qp_layer_ckpt_resume(ck, start, &state, &x, x_len);
-    if (rc || !state)
-        return rc;
-    char *what = qp_strfmt("stage '%s': checkpoint of layer %d", job->ctx->id, *start - 1);
-    rc = qp_quant_results_add_json(job->results, json_object_get(state, "tensors"), what);
+    resume_ud *r = ud;
+    (void)layer;
+    qp_quant_job *job = r->sq->job;
+    qp_quant_results *tmp = qp_quant_results_new();
+    int rc = qp_quant_results_add_json(tmp, json_object_get(state, "tensors"), "its stored tensors");
     json_t *report = json_object_get(state, "report");
-    if (rc == 0 && report) {
+    if (rc == 0 && report && !json_is_array(report))
+        rc = qp_error_set(QP_EFORMAT, "its report is not an array");
+    if (rc == 0) {
+        qp_quant_results_merge(job->results, tmp);
         json_decref(job->report);
-        job->report = json_deep_copy(report);
+        job->report = report ? json_deep_copy(report) : NULL;
+        if (r->sequential) {
+            free(r->sq->x);
+            r->sq->x = *x;
+            *x = NULL;
+        }
     }
-    if (rc == 0 && x) {
-        free(sq->x);
-        sq->x = x;
-        x = NULL;
-    }
-    free(x);
-    free(what);
-    json_decref(state);
+    qp_quant_results_free(tmp);
     return rc;
 }
 
@@ -95,8 +98,9 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn lay
         rc = qp_llama_embed(sq.m, samples + s * sq.T, sq.T, sq.x + s * sq.T * sq.D);
     ck = qp_layer_ckpt_new(ctx, job->method->name, sq.hp->n_layers);
     int start = 0;
+    resume_ud ru = {&sq, sequential};
     if (rc == 0)
-        rc = resume(ck, &sq, sequential, &start);
+        rc = qp_layer_ckpt_resume(ck, sequential ? sq.S * sq.T * sq.D * sizeof(float) : 0, load_layer, &ru, &start);
     for (int l = start; l < sq.hp->n_layers && rc == 0; l++) {
         rc = layer_fn(&sq, l);
         /* the next layer sees this layer's quantized output */
