@@ -8,6 +8,7 @@
 #include "model/eval.h"
 #include "model/gguf_llama.h"
 #include "model/llama_kernels.h"
+#include "stages/layer_ckpt.h"
 #include "stages/model_load.h"
 #include "stages/qmethods.h"
 #include "stages/qtensor.h"
@@ -549,25 +550,94 @@ static int open_windows(mixed_ctx *mc, const qp_quant_job *job, int32_t **sample
     return rc;
 }
 
+/* A checkpoint after decoder layer l: the KLDs measured so far (the
+ * embedding's and layers 0..l's, C99 hex floats: bit-exact), with x_cur. */
+static int save_sensitivities(mixed_ctx *mc, qp_layer_ckpt *ck, int l)
+{
+    json_t *kl = json_object();
+    for (size_t i = 0; i < mc->n; i++) {
+        const mixed_tensor *t = &mc->t[i];
+        if (t->layer > l)
+            continue;
+        json_t *a = json_array();
+        for (size_t k = 0; k < mc->n_ladder; k++) {
+            char v[64];
+            snprintf(v, sizeof(v), "%a", t->kl[k]);
+            json_array_append_new(a, json_string(v));
+        }
+        json_object_set_new(kl, t->name, a);
+    }
+    json_t *state = json_pack("{s:o}", "kld", kl);
+    int rc = qp_layer_ckpt_save(ck, l, state, mc->x_cur, mc->W * mc->T * mc->D * sizeof(float), NULL, 0);
+    json_decref(state);
+    return rc;
+}
+
+/* Takes a checkpoint's KLDs (every weight up to its layer) and x_cur, or
+ * nothing when one is missing or malformed. */
+static int load_sensitivities(void *ud, int layer, const json_t *state, void **x)
+{
+    mixed_ctx *mc = ud;
+    const json_t *kl = json_object_get(state, "kld");
+    double *v = qp_xcalloc(mc->n * mc->n_ladder, sizeof(double));
+    int rc = json_is_object(kl) ? 0 : qp_error_set(QP_EFORMAT, "its state has no KLDs");
+    for (size_t i = 0; i < mc->n && rc == 0; i++) {
+        const mixed_tensor *t = &mc->t[i];
+        if (t->layer > layer)
+            continue;
+        const json_t *a = json_object_get(kl, t->name);
+        if (!json_is_array(a) || json_array_size(a) != mc->n_ladder) {
+            rc = qp_error_set(QP_EFORMAT, "its KLDs of %s are missing", t->name);
+            break;
+        }
+        for (size_t k = 0; k < mc->n_ladder && rc == 0; k++) {
+            const char *str = json_string_value(json_array_get(a, k));
+            char *end = NULL;
+            v[i * mc->n_ladder + k] = str ? strtod(str, &end) : 0;
+            if (!str || end == str || *end)
+                rc = qp_error_set(QP_EFORMAT, "its KLD %zu of %s is not a number", k, t->name);
+        }
+    }
+    for (size_t i = 0; i < mc->n && rc == 0; i++)
+        if (mc->t[i].layer <= layer) {
+            memcpy(mc->t[i].kl, v + i * mc->n_ladder, mc->n_ladder * sizeof(double));
+            mc->measured += mc->n_ladder;
+        }
+    if (rc == 0) {
+        free(mc->x_cur);
+        mc->x_cur = *x;
+        *x = NULL;
+    }
+    free(v);
+    return rc;
+}
+
 /* 1. sensitivities: the embedding (whole model), then layer by layer from
  * the stored input, advancing it through the unquantized layer; lm_head
- * last, from the stored output. */
+ * last, from the stored output.  Checkpointed after every layer. */
 static int measure_all(mixed_ctx *mc)
 {
-    int rc = 0;
-    for (size_t i = 0; i < mc->n && rc == 0; i++)
+    qp_layer_ckpt *ck = qp_layer_ckpt_new(mc->ctx, "mixed", (int)mc->L);
+    int start = 0;
+    int rc = qp_layer_ckpt_resume(ck, mc->W * mc->T * mc->D * sizeof(float), load_sensitivities, mc, &start);
+    for (size_t i = 0; i < mc->n && rc == 0 && start == 0; i++)
         if (mc->t[i].layer < 0)
             rc = measure_tensor(mc, &mc->t[i]);
-    for (size_t l = 0; l < mc->L && rc == 0; l++) {
+    for (size_t l = (size_t)start; l < mc->L && rc == 0; l++) {
         for (size_t i = 0; i < mc->n && rc == 0; i++)
             if (mc->t[i].layer == (int)l)
                 rc = measure_tensor(mc, &mc->t[i]);
         for (size_t s = 0; s < mc->W && rc == 0; s++)
             rc = qp_llama_layer(mc->m, (int)l, mc->x_cur + s * mc->T * mc->D, mc->T, NULL, NULL);
+        if (rc == 0)
+            rc = save_sensitivities(mc, ck, (int)l);
     }
     for (size_t i = 0; i < mc->n && rc == 0; i++)
         if ((size_t)mc->t[i].layer == mc->L)
             rc = measure_tensor(mc, &mc->t[i]);
+    if (rc == 0)
+        qp_layer_ckpt_finish(ck);
+    qp_layer_ckpt_free(ck);
     return rc;
 }
 
