@@ -182,6 +182,43 @@ static void test_gc_unreferenced(void **state)
     free(k);
 }
 
+/* A checkpoint entry keeps its objects while its stage has no entry; once
+ * the stage has one (it finished), gc removes the checkpoint and then its
+ * objects.  qp_cache_remove deletes one object (absent is fine). */
+static void test_gc_checkpoints(void **state)
+{
+    fixture *f = *state;
+    char a[QP_HEX_LEN], x[QP_HEX_LEN], out[QP_HEX_LEN], got[QP_HEX_LEN];
+    put_random(f->c, 10000, 1, a);
+    put_random(f->c, 20000, 2, x);
+    put_random(f->c, 30000, 3, out);
+    char *stage = digest_str(7);
+    const char *refs[] = {a, x};
+    assert_int_equal(qp_cache_checkpoint_put(f->c, "ckpt stage 3", stage, a, refs, 2), 0);
+    assert_int_equal(qp_cache_checkpoint_put(f->c, "ckpt stage 3", "", a, refs, 2), QP_ERROR);
+    qp_cache_gc_result r;
+    assert_int_equal(qp_cache_gc(f->c, 0, &r), 0);
+    assert_int_equal(r.removed_actions, 0);
+    assert_int_equal(r.removed_objects, 1);   /* out: nothing names it yet */
+    assert_int_equal(qp_cache_action_get(f->c, "ckpt stage 3", got), 0);
+    assert_string_equal(got, a);
+    put_random(f->c, 30000, 3, out);
+    assert_int_equal(qp_cache_action_put(f->c, stage, out, NULL, 0), 0);
+    assert_int_equal(qp_cache_gc(f->c, 0, &r), 0);
+    assert_int_equal(r.removed_actions, 1);
+    assert_int_equal(r.removed_objects, 2);
+    assert_int_equal(qp_cache_has(f->c, a), 0);
+    assert_int_equal(qp_cache_has(f->c, x), 0);
+    assert_int_equal(qp_cache_has(f->c, out), 1);
+    assert_int_equal(qp_cache_action_get(f->c, "ckpt stage 3", got), QP_ENOTFOUND);
+    assert_int_equal(qp_cache_action_get(f->c, stage, got), 0);
+    assert_int_equal(qp_cache_remove(f->c, out), 0);
+    assert_int_equal(qp_cache_has(f->c, out), 0);
+    assert_int_equal(qp_cache_remove(f->c, out), 0);
+    assert_int_equal(qp_cache_remove(f->c, "nothex"), QP_ERROR);
+    free(stage);
+}
+
 /* While another handle is open (another process could be between storing
  * objects and recording their action), recent unreferenced objects stay. */
 static void test_gc_grace_while_shared(void **state)
@@ -311,6 +348,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_unreferenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_grace_while_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_max_bytes_lru, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_forgets_memos_of_deleted_files, setup, teardown),
