@@ -2,6 +2,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "model/hf_names.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,24 @@ int qp_quant_seq_run_layer(const qp_quant_seq *sq, int l, int advance, qp_llama_
             return rc;
     }
     return 0;
+}
+
+/* Every tensor of a layer a method may serve changed (GPTQ: the quantized
+ * linears; AWQ: also the scaled norms and v_proj's bias). */
+static const char *const layer_suffix[] = {
+    QP_HF_Q_PROJ ".weight",    QP_HF_K_PROJ ".weight",   QP_HF_V_PROJ ".weight",    QP_HF_O_PROJ ".weight",
+    QP_HF_GATE_PROJ ".weight", QP_HF_UP_PROJ ".weight",  QP_HF_DOWN_PROJ ".weight", QP_HF_ATTN_NORM ".weight",
+    QP_HF_FFN_NORM ".weight",  QP_HF_Q_PROJ ".bias",     QP_HF_K_PROJ ".bias",      QP_HF_V_PROJ ".bias",
+};
+
+/* Layer l is done: nothing reads its weights again (later layers start
+ * from x), so the f32 copies served for it are freed.  Kept, they added up
+ * to the whole model in f32 (27 GB for a 7B model); now one layer's. */
+static void drop_layer_overrides(qp_quant_seq *sq, int l)
+{
+    char name[160];
+    for (size_t i = 0; i < sizeof(layer_suffix) / sizeof(layer_suffix[0]); i++)
+        qp_loaded_model_restore(sq->lm, qp_hf_layer_name(name, sizeof(name), l, layer_suffix[i]));
 }
 
 int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn layer_fn)
@@ -46,6 +65,8 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn lay
         /* the next layer sees this layer's quantized output */
         if (rc == 0 && sequential)
             rc = qp_quant_seq_run_layer(&sq, l, 1, NULL, NULL);
+        if (rc == 0)
+            drop_layer_overrides(&sq, l);
     }
 done:
     free(sq.x);
