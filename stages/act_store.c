@@ -26,7 +26,7 @@ int qp_act_store_budget(uint64_t *out)
     return 0;
 }
 
-int qp_act_store_new(qp_act_store **out, qp_cache *cache, size_t S, size_t w, const char *what)
+int qp_act_store_new(qp_act_store **out, qp_cache *cache, size_t S, size_t w, int may_spill, const char *what)
 {
     uint64_t budget;
     int rc = qp_act_store_budget(&budget);
@@ -39,7 +39,7 @@ int qp_act_store_new(qp_act_store **out, qp_cache *cache, size_t S, size_t w, co
     a->what = qp_xstrdup(what);
     /* S and w are bounded by the calibration artifact's checks; the product
      * in double cannot overflow */
-    if ((double)S * (double)w * sizeof(float) <= (double)budget) {
+    if (!may_spill || (double)S * (double)w * sizeof(float) <= (double)budget) {
         a->mem = qp_xmalloc((S * w > 0 ? S * w : 1) * sizeof(float));
         *out = a;
         return 0;

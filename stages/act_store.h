@@ -22,9 +22,10 @@ typedef struct qp_act_store qp_act_store;
 /* The budget in bytes ($QPIPE_ACT_MEM or the default); an unparsable value
  * is an error naming the variable. */
 int qp_act_store_budget(uint64_t *out);
-/* S windows of w floats each; spills when S·w·4 bytes exceed the budget.
- * what names the stage for messages. */
-int qp_act_store_new(qp_act_store **out, qp_cache *cache, size_t S, size_t w, const char *what);
+/* S windows of w floats each; spills when S·w·4 bytes exceed the budget
+ * and may_spill (else stays in memory whatever the size: a caller that
+ * needs all windows at once).  what names the stage for messages. */
+int qp_act_store_new(qp_act_store **out, qp_cache *cache, size_t S, size_t w, int may_spill, const char *what);
 void qp_act_store_free(qp_act_store *a);
 /* 1 when the windows live in a temp file. */
 int qp_act_store_spilled(const qp_act_store *a);

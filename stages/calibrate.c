@@ -228,7 +228,7 @@ static int calibrate_run(qp_stage_ctx *ctx)
     const size_t wf = seq_len * (size_t)hp->hidden;
     float *buf = qp_xmalloc(wf * sizeof(float)), *xs = NULL;
     if (rc == 0)
-        rc = qp_act_store_new(&acts, ctx->cache, samples, wf, what);
+        rc = qp_act_store_new(&acts, ctx->cache, samples, wf, 1, what);
     for (size_t s = 0; s < samples && rc == 0; s++) {
         xs = qp_act_store_slot(acts, s, buf);
         if ((rc = qp_llama_embed(m, windows + s * seq_len, seq_len, xs)) == 0)

@@ -201,7 +201,7 @@ static int gptq_layer(qp_quant_seq *sq, int l)
 static int gptq_run(qp_quant_job *job)
 {
     const qp_qm_gptq_opts *o = job->opts;
-    return qp_quant_sequential(job, o->sequential, gptq_layer);
+    return qp_quant_sequential(job, o->sequential, 1, gptq_layer);
 }
 
 static const char *const card_keys[] = {"bits", "group_size", "sym", "act_order", "damp_percent", NULL};

@@ -10,12 +10,16 @@
 int qp_quant_seq_run_layer(const qp_quant_seq *sq, int l, int advance, qp_llama_observe_fn obs, void *ud)
 {
     for (size_t s = 0; s < sq->S; s++) {
-        float *xs = sq->x + s * sq->T * sq->D;
-        float *buf = advance ? xs : sq->scratch;
-        if (!advance)
-            memcpy(buf, xs, sq->T * sq->D * sizeof(float));
-        int rc = qp_llama_layer(sq->m, l, buf, sq->T, obs, ud);
+        float *xs = NULL;
+        int rc = qp_act_store_get(sq->acts, s, sq->scratch, &xs);
         if (rc)
+            return rc;
+        float *buf = advance ? xs : sq->scratch;
+        if (buf != xs)
+            memcpy(buf, xs, sq->T * sq->D * sizeof(float));
+        if ((rc = qp_llama_layer(sq->m, l, buf, sq->T, obs, ud)) != 0)
+            return rc;
+        if (advance && (rc = qp_act_store_put(sq->acts, s, buf)) != 0)
             return rc;
     }
     return 0;
@@ -39,7 +43,7 @@ static void drop_layer_overrides(qp_quant_seq *sq, int l)
         qp_loaded_model_restore(sq->lm, qp_hf_layer_name(name, sizeof(name), l, layer_suffix[i]));
 }
 
-int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn layer_fn)
+int qp_quant_sequential(qp_quant_job *job, int sequential, int may_spill, qp_quant_layer_fn layer_fn)
 {
     qp_stage_ctx *ctx = job->ctx;
     qp_quant_seq sq = {.job = job};
@@ -56,10 +60,18 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn lay
     sq.S = (size_t)S;
     sq.T = (size_t)T;
     sq.D = (size_t)sq.hp->hidden;
-    sq.x = qp_xmalloc(sq.S * sq.T * sq.D * sizeof(float));
     sq.scratch = qp_xmalloc(sq.T * sq.D * sizeof(float));
-    for (size_t s = 0; s < sq.S && rc == 0; s++)
-        rc = qp_llama_embed(sq.m, samples + s * sq.T, sq.T, sq.x + s * sq.T * sq.D);
+    if ((rc = qp_act_store_new(&sq.acts, ctx->cache, sq.S, sq.T * sq.D, may_spill, what)) != 0)
+        goto done;
+    sq.x = qp_act_store_data(sq.acts);
+    if (qp_act_store_spilled(sq.acts))
+        qp_progress_note(ctx->progress, "activations spilled to disk: %zu x %zu x %zu f32 exceed QPIPE_ACT_MEM", sq.S,
+                         sq.T, sq.D);
+    for (size_t s = 0; s < sq.S && rc == 0; s++) {
+        float *xs = qp_act_store_slot(sq.acts, s, sq.scratch);
+        if ((rc = qp_llama_embed(sq.m, samples + s * sq.T, sq.T, xs)) == 0)
+            rc = qp_act_store_put(sq.acts, s, xs);
+    }
     for (int l = 0; l < sq.hp->n_layers && rc == 0; l++) {
         rc = layer_fn(&sq, l);
         /* the next layer sees this layer's quantized output */
@@ -69,7 +81,7 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn lay
             drop_layer_overrides(&sq, l);
     }
 done:
-    free(sq.x);
+    qp_act_store_free(sq.acts);
     free(sq.scratch);
     free(samples);
     free(what);
