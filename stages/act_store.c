@@ -4,6 +4,7 @@
 #include "common/fsutil.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +25,24 @@ int qp_act_store_budget(uint64_t *out)
     if (qp_parse_size(env, out) != 0)
         return qp_error_set(QP_EUSAGE, "QPIPE_ACT_MEM='%.40s': expected a size such as 512M or 2G", env);
     return 0;
+}
+
+int qp_act_store_plan_note(size_t S, size_t w, char *note, size_t cap)
+{
+    uint64_t budget;
+    if (cap)
+        note[0] = 0;
+    if (qp_act_store_budget(&budget) != 0) {
+        qp_error_clear();   /* the run itself reports it */
+        budget = QP_ACT_MEM_DEFAULT;
+    }
+    double bytes = (double)S * (double)w * sizeof(float);
+    if (bytes <= (double)budget)
+        return 0;
+    if (cap)
+        snprintf(note, cap, "activations %.1f GB > QPIPE_ACT_MEM %.1f GB: spilled to disk, one window in memory",
+                 bytes / 1e9, (double)budget / 1e9);
+    return 1;
 }
 
 int qp_act_store_new(qp_act_store **out, qp_cache *cache, size_t S, size_t w, int may_spill, const char *what)

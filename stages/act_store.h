@@ -22,6 +22,11 @@ typedef struct qp_act_store qp_act_store;
 /* The budget in bytes ($QPIPE_ACT_MEM or the default); an unparsable value
  * is an error naming the variable. */
 int qp_act_store_budget(uint64_t *out);
+/* For `qpipe plan` (--estimate): 1 when S windows of w floats would be
+ * spilled under the current budget, and then a line for the stage's plan
+ * ("activations 8.6 GB > QPIPE_ACT_MEM 2.0 GB: spilled to disk, one window
+ * in memory") in note[cap]; 0 (note "") when they stay in memory. */
+int qp_act_store_plan_note(size_t S, size_t w, char *note, size_t cap);
 /* S windows of w floats each; spills when S·w·4 bytes exceed the budget
  * and may_spill (else stays in memory whatever the size: a caller that
  * needs all windows at once).  what names the stage for messages. */

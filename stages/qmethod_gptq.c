@@ -172,6 +172,8 @@ static int gptq_layer(qp_quant_seq *sq, int l)
         } else {
             if ((rc = collect_inputs(sq, l, g, o->true_sequential, st)) != 0)
                 break;
+            free(st[site].scratch);   /* the per-window product: not held beside H's copy */
+            st[site].scratch = NULL;
             H = qp_site_hessian(&st[site]);
             if (o->true_sequential)
                 qp_site_stats_free(&st[site]);
