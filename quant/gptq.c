@@ -298,7 +298,6 @@ typedef struct {
     uint8_t *dead;    /* [n] original order: H's diagonal is 0 */
     double *diag;     /* [n] H's diagonal, 1 for dead columns */
     int32_t *perm;    /* [n] position -> original column */
-    double *hp;       /* [n, n] H[perm][:, perm], lower triangle */
     float *hinv;      /* [n, n] */
     float *wp;        /* [rows, n] W[:, perm], dead columns zeroed */
     int64_t n_dead;
@@ -309,20 +308,17 @@ static void prep_free(gptq_prep *s)
     free(s->dead);
     free(s->diag);
     free(s->perm);
-    free(s->hp);
     free(s->hinv);
     free(s->wp);
 }
 
-/* Steps 2 and 4 and the permuted copies of H and W. */
-static void prepare(gptq_prep *s, const float *W, const double *H, int64_t rows, int64_t n, int act_order)
+/* Steps 2 and 4 (step 5 reads H through perm; prepare_wp permutes W). */
+static void prepare(gptq_prep *s, const double *H, int64_t n, int act_order)
 {
     s->dead = qp_xmalloc((size_t)n);
     s->diag = qp_xcalloc((size_t)n, sizeof *s->diag);
     s->perm = qp_xmalloc((size_t)n * sizeof *s->perm);
-    s->hp = qp_xmalloc((size_t)n * (size_t)n * sizeof *s->hp);
     s->hinv = qp_xmalloc((size_t)n * (size_t)n * sizeof *s->hinv);
-    s->wp = qp_xmalloc((size_t)rows * (size_t)n * sizeof *s->wp);
     /* Step 2: dead columns. */
     s->n_dead = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -337,16 +333,13 @@ static void prepare(gptq_prep *s, const float *W, const double *H, int64_t rows,
         for (int64_t i = 0; i < n; i++)
             s->perm[i] = (int32_t)i;
     }
-    /* hp = H[perm][:, perm], lower triangle, from H's lower triangle */
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t a = s->perm[i];
-        for (int64_t j = 0; j < i; j++) {
-            const int64_t b = s->perm[j];
-            s->hp[i * n + j] = a >= b ? H[a * n + b] : H[b * n + a];
-        }
-        s->hp[i * n + i] = s->diag[a];
-    }
-    /* Wp = W[:, perm] with the dead columns zeroed */
+}
+
+/* Wp = W[:, perm] with the dead columns zeroed (after step 5, so that it and
+ * step 5's n² work matrix are never held together). */
+static void prepare_wp(gptq_prep *s, const float *W, int64_t rows, int64_t n)
+{
+    s->wp = qp_xmalloc((size_t)rows * (size_t)n * sizeof *s->wp);
     for (int64_t r = 0; r < rows; r++) {
         const float *src = W + r * n;
         float *dst = s->wp + r * n;
@@ -392,14 +385,17 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     if ((rc = check_inputs(W, H, rows, cols)))
         goto done;
     const int64_t n = cols;
-    prepare(&s, W, H, rows, n, p->act_order);
+    prepare(&s, H, n, p->act_order);
 
     /* Step 5. */
     const double t1 = qp_now();
     double damp_used = 0.0;
     int retries = 0;
-    if ((rc = qp_gptq_hinv(s.hinv, NULL, s.hp, n, p->damp_percent, p->damp_auto_increment, &damp_used, &retries)))
+    /* H[perm][:, perm] is read through the permutation, never copied */
+    if ((rc = qp_gptq_hinv_perm(s.hinv, H, s.perm, s.diag, n, p->damp_percent, p->damp_auto_increment, &damp_used,
+                                &retries)))
         goto done;
+    prepare_wp(&s, W, rows, n);
     const double t2 = qp_now();
 
     /* Step 6. */

@@ -115,5 +115,10 @@ int qp_gptq_check_hessian(const double *H, int64_t n);
  * Errors as qp_gptq_quantize ("gptq: H [n x n] is not positive definite …"). */
 int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
                  double damp_auto_increment, double *damp_used, int *retries);
+/* The same for A = H[perm][:, perm] (lower triangle of H read; the diagonal
+ * from diag[original column] instead of H's), without forming A: memory is
+ * U plus one n² double work matrix. */
+int qp_gptq_hinv_perm(float *U, const double *H, const int32_t *perm, const double *diag, int64_t n,
+                      double damp_percent, double damp_auto_increment, double *damp_used, int *retries);
 
 #endif

@@ -106,25 +106,29 @@ static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp)
     return 0;
 }
 
-/* x [n, n] = L⁻¹ for the lower L [n, n] (only its strictly lower blocks
- * are read) given tinv, the inverses of its diagonal blocks.  Block
+/* In place: the lower L [n, n] in a becomes X = L⁻¹ (lower; the strict
+ * upper triangle outside the diagonal blocks is left as it is, inside them
+ * it becomes 0), given tinv, the inverses of L's diagonal blocks.  Block
  * column j0 of L⁻¹ is zero above row j0; below it, block row i0 is
  *   X[i0, j0] = −Tinv[i0] · (L[i0, j0:i0] · X[j0:i0, j0]).
- * tmp holds NB·NB doubles. */
-static void trtri_lower(double *x, const double *l, int64_t n, const double *tinv, double *tmp)
+ * Going down block column j0, the blocks above row i0 already hold X and
+ * row i0 still holds L (its columns j0..i0 are all the product reads), so
+ * X overwrites L block by block with the very operands a separate output
+ * would see: the same bits, and one n² buffer instead of two (970 MB for
+ * a 7B model's down_proj).  tmp holds NB·NB doubles. */
+static void trtri_lower_inplace(double *a, int64_t n, const double *tinv, double *tmp)
 {
-    memset(x, 0, (size_t)n * (size_t)n * sizeof *x);
     for (int64_t j0 = 0; j0 < n; j0 += NB) {
         int64_t jb = n - j0 < NB ? n - j0 : NB;
         const double *tj = tinv + (j0 / NB) * NB * NB;
         for (int64_t i = 0; i < jb; i++)
-            memcpy(x + (j0 + i) * n + j0, tj + i * NB, (size_t)jb * sizeof *x);
+            memcpy(a + (j0 + i) * n + j0, tj + i * NB, (size_t)jb * sizeof *a);
         for (int64_t i0 = j0 + jb; i0 < n; i0 += NB) {
             int64_t ib = n - i0 < NB ? n - i0 : NB;
-            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)(i0 - j0), 1.0, l + i0 * n + j0,
-                     (size_t)n, x + j0 * n + j0, (size_t)n, 0.0, tmp, (size_t)jb);
+            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)(i0 - j0), 1.0, a + i0 * n + j0,
+                     (size_t)n, a + j0 * n + j0, (size_t)n, 0.0, tmp, (size_t)jb);
             qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)ib, -1.0, tinv + (i0 / NB) * NB * NB, NB,
-                     tmp, (size_t)jb, 0.0, x + i0 * n + j0, (size_t)n);
+                     tmp, (size_t)jb, 0.0, a + i0 * n + j0, (size_t)n);
         }
     }
 }
@@ -143,23 +147,38 @@ int qp_gptq_check_hessian(const double *H, int64_t n)
     return 0;
 }
 
-int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
-                 double damp_auto_increment, double *damp_used, int *retries)
+/* A's lower triangle, element by element: a dense matrix, or (GPTQ with
+ * act order) H[perm][:, perm] read through the permutation, so the permuted
+ * copy of H (another n² doubles) is never formed. */
+typedef struct {
+    const double *A;        /* [n, n] */
+    const int32_t *perm;    /* NULL: A itself */
+    const double *diag;     /* [n] the diagonal by original column (with perm) */
+    int64_t n;
+} lower_src;
+
+static inline double lower_at(const lower_src *s, int64_t i, int64_t j)   /* i >= j */
 {
-    double *r = NULL, *x = NULL, *tinv = NULL, *tmp = NULL;
+    if (!s->perm)
+        return s->A[i * s->n + j];
+    if (i == j)
+        return s->diag[s->perm[i]];
+    const int64_t a = s->perm[i], b = s->perm[j];
+    return a >= b ? s->A[a * s->n + b] : s->A[b * s->n + a];
+}
+
+static int hinv_core(float *U, double *U64, const lower_src *src, int64_t n, double damp_percent,
+                     double damp_auto_increment, double *damp_used, int *retries)
+{
+    double *r = NULL, *tinv = NULL, *tmp = NULL;
     int rc = 0, tries = 0;
     double damp = damp_percent;
-    if (n < 1 || n > 46340) /* as qp_gptq_quantize: n² stays well inside size_t on any platform */
-        return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
-    if ((rc = qp_gptq_check_hessian(A, n)))
-        return rc;
     double mean = 0.0;
     for (int64_t i = 0; i < n; i++)
-        mean += A[i * n + i];
+        mean += lower_at(src, i, i);
     mean /= (double)n;
 
     r = qp_xmalloc((size_t)n * (size_t)n * sizeof *r);
-    x = qp_xmalloc((size_t)n * (size_t)n * sizeof *x);
     tinv = qp_xmalloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
     tmp = qp_xmalloc((size_t)n * NB * sizeof *tmp);
     int ok = 0;
@@ -168,7 +187,7 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
          * (the upper triangle zero: the blocked updates touch it) */
         for (int64_t i = 0; i < n; i++) {
             for (int64_t j = 0; j <= i; j++)
-                r[i * n + j] = A[(n - 1 - j) * n + (n - 1 - i)];
+                r[i * n + j] = lower_at(src, n - 1 - j, n - 1 - i);
             r[i * n + i] += damp * mean;
             memset(r + i * n + i + 1, 0, (size_t)(n - 1 - i) * sizeof *r);
         }
@@ -187,11 +206,11 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
                           (long long)n, (long long)n, damp >= 1.0 ? damp - damp_auto_increment : damp, tries);
         goto done;
     }
-    trtri_lower(x, r, n, tinv, tmp);
-    /* U = J·L̃⁻¹·J: U[i][j] = x[n-1-i][n-1-j], upper */
+    trtri_lower_inplace(r, n, tinv, tmp);
+    /* U = J·L̃⁻¹·J: U[i][j] = x[n-1-i][n-1-j], upper (x = L̃⁻¹, now in r) */
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j < n; j++) {
-            double v = j >= i ? x[(n - 1 - i) * n + (n - 1 - j)] : 0.0;
+            double v = j >= i ? r[(n - 1 - i) * n + (n - 1 - j)] : 0.0;
             U[i * n + j] = (float)v;
             if (U64)
                 U64[i * n + j] = v;
@@ -203,8 +222,30 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
         *retries = tries;
 done:
     free(r);
-    free(x);
     free(tinv);
     free(tmp);
     return rc;
+}
+
+int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
+                 double damp_auto_increment, double *damp_used, int *retries)
+{
+    if (n < 1 || n > 46340) /* as qp_gptq_quantize: n² stays well inside size_t on any platform */
+        return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
+    int rc = qp_gptq_check_hessian(A, n);
+    if (rc)
+        return rc;
+    lower_src src = {A, NULL, NULL, n};
+    return hinv_core(U, U64, &src, n, damp_percent, damp_auto_increment, damp_used, retries);
+}
+
+int qp_gptq_hinv_perm(float *U, const double *H, const int32_t *perm, const double *diag, int64_t n,
+                      double damp_percent, double damp_auto_increment, double *damp_used, int *retries)
+{
+    if (n < 1 || n > 46340)
+        return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
+    /* H's lower triangle was checked by the caller (qp_gptq_quantize), and
+     * diag holds H's diagonal or 1 */
+    lower_src src = {H, perm, diag, n};
+    return hinv_core(U, NULL, &src, n, damp_percent, damp_auto_increment, damp_used, retries);
 }

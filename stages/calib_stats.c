@@ -113,6 +113,30 @@ double *qp_site_hessian(const qp_site_stats *st)
     return h;
 }
 
+int qp_site_hessian_f32(const qp_site_stats *st, float *h)
+{
+    size_t d = st->dim;
+    if (!st->xxt)
+        return -1;
+    double f = st->n ? 2.0 / (double)st->n : 0.0;
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = i; j < d; j++)
+            h[i * d + j] = h[j * d + i] = (float)(f * st->xxt[i * d + j]);
+    return 0;
+}
+
+void qp_site_stats_hessian(qp_site_stats *st, int on)
+{
+    free(st->xxt);
+    free(st->scratch);
+    st->xxt = NULL;
+    st->scratch = NULL;
+    if (on) {
+        st->xxt = qp_xcalloc(st->dim * st->dim, sizeof(double));
+        st->scratch = qp_xmalloc(st->dim * st->dim * sizeof(float));
+    }
+}
+
 const char *qp_site_name(qp_llama_site site)
 {
     static const char *names[] = {"attn_in", "attn_out", "mlp_in", "mlp_down"};

@@ -46,6 +46,12 @@ void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float
 /* H = 2/n Σ x xᵀ as a full symmetric matrix of doubles (malloc'ed); NULL when
  * the accumulators were made without the Hessian. */
 double *qp_site_hessian(const qp_site_stats *st);
+/* The same H rounded to f32 into h [dim, dim] (the values of (float) of
+ * qp_site_hessian's), without the double copy; -1 without a Hessian. */
+int qp_site_hessian_f32(const qp_site_stats *st, float *h);
+/* Adds (on) or frees (off) the Σ x xᵀ accumulator of one site, so a caller
+ * going layer by layer holds one layer's Hessians at a time. */
+void qp_site_stats_hessian(qp_site_stats *st, int on);
 
 /* "attn_in", "attn_out", "mlp_in", "mlp_down" */
 const char *qp_site_name(qp_llama_site site);

@@ -5,7 +5,8 @@
  * and a rerun is bit-identical.  The importance matrix is also written as
  * llama.cpp's imatrix.dat (GGUF tensor names), usable by llama-quantize. */
 #include "stages/kinds.h"
-#include "stages/calib_layers.h"
+#include "stages/act_store.h"
+#include "stages/calib_ckpt.h"
 #include "stages/calib_stats.h"
 #include "stages/dataset.h"
 #include "stages/model_load.h"
@@ -73,34 +74,39 @@ static int add_f32(qp_stage_ctx *ctx, const char *name, const float *data, size_
                                            "F32", "shape", shape));
 }
 
-/* hess: the Hessians' digests (qp_calib_collect_layers), NULL without them */
-static int store_stats(qp_stage_ctx *ctx, const qp_calib_stats *cs, const char (*hess)[QP_HEX_LEN])
+/* Layer l's statistics, in the entry order the stage has always written
+ * (site by site: act_absmean, act_sqmean, hessian), then its Hessian
+ * accumulators are freed: one layer's Hessians are held at a time. */
+static int store_layer_stats(qp_stage_ctx *ctx, qp_calib_stats *cs, int l, int hessians)
 {
-    const int hessians = hess != NULL;
     int rc = 0;
-    for (int l = 0; l < cs->n_layers && rc == 0; l++)
-        for (int k = 0; k < 4 && rc == 0; k++) {
-            const qp_site_stats *st = &cs->sites[l * 4 + k];
-            size_t d = st->dim;
-            float *v = qp_xmalloc(d * sizeof(float));
-            char name[96];
-            for (size_t i = 0; i < d; i++)
-                v[i] = (float)(st->abs_sum[i] / (double)st->n);
-            snprintf(name, sizeof(name), "act_absmean/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
+    for (int k = 0; k < 4 && rc == 0; k++) {
+        qp_site_stats *st = &cs->sites[l * 4 + k];
+        size_t d = st->dim;
+        free(st->scratch);   /* the per-window product is done: not held beside v */
+        st->scratch = NULL;
+        float *v = qp_xmalloc((hessians ? d * d : d) * sizeof(float));
+        char name[96];
+        for (size_t i = 0; i < d; i++)
+            v[i] = (float)(st->abs_sum[i] / (double)st->n);
+        snprintf(name, sizeof(name), "act_absmean/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
+        rc = add_f32(ctx, name, v, d, json_pack("[I]", (json_int_t)d));
+        for (size_t i = 0; rc == 0 && i < d; i++)
+            v[i] = (float)(st->sq_sum[i] / (double)st->n);
+        snprintf(name, sizeof(name), "act_sqmean/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
+        if (rc == 0)
             rc = add_f32(ctx, name, v, d, json_pack("[I]", (json_int_t)d));
-            for (size_t i = 0; rc == 0 && i < d; i++)
-                v[i] = (float)(st->sq_sum[i] / (double)st->n);
-            snprintf(name, sizeof(name), "act_sqmean/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
+        if (rc == 0 && hessians) {
+            if (qp_site_hessian_f32(st, v) != 0)
+                rc = qp_error_set(QP_ERROR, "internal: %s has no Hessian accumulated",
+                                  qp_site_name((qp_llama_site)k));
+            snprintf(name, sizeof(name), "hessian/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
             if (rc == 0)
-                rc = add_f32(ctx, name, v, d, json_pack("[I]", (json_int_t)d));
-            if (rc == 0 && hessians) {
-                snprintf(name, sizeof(name), "hessian/layers.%d.%s", l, qp_site_name((qp_llama_site)k));
-                rc = qp_artifact_add(ctx->output, name, hess[l * 4 + k], (uint64_t)(d * d * sizeof(float)),
-                                     json_pack("{s:s, s:s, s:s, s:[I,I]}", "kind", "tensor", "format", "dense",
-                                               "dtype", "F32", "shape", (json_int_t)d, (json_int_t)d));
-            }
-            free(v);
+                rc = add_f32(ctx, name, v, d * d, json_pack("[I,I]", (json_int_t)d, (json_int_t)d));
         }
+        free(v);
+        qp_site_stats_hessian(st, 0);
+    }
     return rc;
 }
 
@@ -144,21 +150,20 @@ static int store_imatrix(qp_stage_ctx *ctx, const qp_calib_stats *cs, const char
     return rc;
 }
 
-/* The first site whose statistics are not finite, as the stage's error: a
+/* The first site of layer l whose statistics are not finite, as the stage's error: a
  * NaN/inf weight poisons every activation after it, and the imatrix check
  * downstream would otherwise blame the calibration data (and exit 2). */
-static int check_finite_stats(const qp_stage_ctx *ctx, const qp_calib_stats *cs)
+static int check_finite_stats(const qp_stage_ctx *ctx, const qp_calib_stats *cs, int l)
 {
-    for (int l = 0; l < cs->n_layers; l++)
-        for (int k = 0; k < 4; k++) {
-            const qp_site_stats *st = &cs->sites[l * 4 + k];
-            for (size_t i = 0; i < st->dim; i++)
-                if (!isfinite(st->sq_sum[i]))
-                    return qp_error_set(QP_EFORMAT, "stage '%s': input '%s': the activations entering layer %d's "
-                                                    "%s (column %zu) are not finite: check the checkpoint for NaN "
-                                                    "or infinite weights",
-                                        ctx->id, ctx->input_ids[0], l, qp_site_name((qp_llama_site)k), i);
-        }
+    for (int k = 0; k < 4; k++) {
+        const qp_site_stats *st = &cs->sites[l * 4 + k];
+        for (size_t i = 0; i < st->dim; i++)
+            if (!isfinite(st->sq_sum[i]))
+                return qp_error_set(QP_EFORMAT, "stage '%s': input '%s': the activations entering layer %d's "
+                                                "%s (column %zu) are not finite: check the checkpoint for NaN "
+                                                "or infinite weights",
+                                    ctx->id, ctx->input_ids[0], l, qp_site_name((qp_llama_site)k), i);
+    }
     return 0;
 }
 
@@ -166,9 +171,9 @@ static int calibrate_run(qp_stage_ctx *ctx)
 {
     qp_loaded_model *model = NULL;
     qp_calib_stats cs = {0};
+    qp_act_store *acts = NULL;
     int *stream = NULL;
     int32_t *windows = NULL;
-    char (*hess)[QP_HEX_LEN] = NULL;
     size_t n_stream = 0;
     int rc;
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
@@ -212,22 +217,59 @@ static int calibrate_run(qp_stage_ctx *ctx)
         json_array_append_new(offsets, json_integer((json_int_t)off));
     }
     int hessians = qp_param_bool(ctx->params, "hessians");
-    double t0 = qp_now();
-    /* layer by layer over all windows, checkpointed per layer */
-    rc = qp_calib_collect_layers(ctx, m, windows, samples, seq_len, hessians, &cs, &hess);
-    double secs = qp_now() - t0;
+    qp_calib_stats_init(&cs, hp, 0);
+    rc = qp_artifact_add_bytes(ctx->output, ctx->cache, "samples", windows, samples * seq_len * sizeof(int32_t),
+                               json_pack("{s:s, s:s, s:s, s:[I,I]}", "kind", "tensor", "format", "dense", "dtype",
+                                         "I32", "shape", (json_int_t)samples, (json_int_t)seq_len));
+    /* Layer by layer over all windows (the statistics of each site see the
+     * windows in the same order as a whole forward pass per window, so the
+     * bytes are the same): one layer's activations [samples, seq_len, D]
+     * (spilled to disk beyond the budget, stages/act_store.h) and one
+     * layer's Hessians are held, then stored. */
+    const size_t wf = seq_len * (size_t)hp->hidden;
+    float *buf = qp_xmalloc(wf * sizeof(float)), *xs = NULL;
     if (rc == 0)
-        rc = check_finite_stats(ctx, &cs);
+        rc = qp_act_store_new(&acts, ctx->cache, samples, wf, 1, what);
+    for (size_t s = 0; s < samples && rc == 0; s++) {
+        xs = qp_act_store_slot(acts, s, buf);
+        if ((rc = qp_llama_embed(m, windows + s * seq_len, seq_len, xs)) == 0)
+            rc = qp_act_store_put(acts, s, xs);
+    }
+    if (rc == 0 && qp_act_store_spilled(acts))
+        qp_progress_note(ctx->progress, "activations spilled to disk: %zu x %zu x %d f32 exceed QPIPE_ACT_MEM",
+                         samples, seq_len, hp->hidden);
+    double t0 = qp_now();
+    /* a killed run's checkpoint: x, the sums and entries of its layers */
+    qp_calib_ckpt *cc = qp_calib_ckpt_new(ctx, &cs, hp);
+    int start = 0;
+    if (rc == 0)
+        rc = qp_calib_ckpt_resume(cc, acts, samples, wf, &start);
+    for (int l = start; l < hp->n_layers && rc == 0; l++) {
+        for (int k = 0; k < 4; k++)
+            qp_site_stats_hessian(&cs.sites[l * 4 + k], hessians);
+        for (size_t s = 0; s < samples && rc == 0; s++)
+            if ((rc = qp_act_store_get(acts, s, buf, &xs)) == 0 &&
+                (rc = qp_llama_layer(m, l, xs, seq_len, qp_calib_stats_observe, &cs)) == 0)
+                rc = qp_act_store_put(acts, s, xs);
+        if (rc == 0)
+            rc = check_finite_stats(ctx, &cs, l);
+        if (rc == 0)
+            rc = store_layer_stats(ctx, &cs, l, hessians);
+        if (rc == 0)
+            rc = qp_calib_ckpt_save(cc, l, acts, samples, wf);
+        qp_progress_update(ctx->progress, (uint64_t)(l + 1) * samples * seq_len,
+                           (uint64_t)hp->n_layers * samples * seq_len, "layer-tokens");
+    }
+    if (rc == 0)
+        qp_calib_ckpt_finish(cc);
+    qp_calib_ckpt_free(cc);
+    double secs = qp_now() - t0;
+    free(buf);
     if (rc) {
         json_decref(offsets);
         goto done;
     }
-    rc = qp_artifact_add_bytes(ctx->output, ctx->cache, "samples", windows, samples * seq_len * sizeof(int32_t),
-                               json_pack("{s:s, s:s, s:s, s:[I,I]}", "kind", "tensor", "format", "dense", "dtype",
-                                         "I32", "shape", (json_int_t)samples, (json_int_t)seq_len));
-    if (rc == 0)
-        rc = store_stats(ctx, &cs, (const char(*)[QP_HEX_LEN])hess);
-    if (rc == 0) {
+    {
         const char *first = json_string_value(json_array_get(json_object_get(ctx->params, "dataset"), 0));
         const char *base = strrchr(first, '/');
         rc = store_imatrix(ctx, &cs, base ? base + 1 : first);
@@ -242,8 +284,8 @@ static int calibrate_run(qp_stage_ctx *ctx)
     qp_artifact_set_metric(ctx->output, "samples", (double)samples);
     qp_progress_note(ctx->progress, "%.0f tokens/s", secs > 0 ? (double)(samples * seq_len) / secs : 0.0);
 done:
+    qp_act_store_free(acts);
     qp_calib_stats_free(&cs);
-    free(hess);
     free(windows);
     free(stream);
     free(what);

@@ -4,10 +4,14 @@
 #include "common/error.h"
 #include "common/fsutil.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define CKPT_FORMAT "qpipe-layer-checkpoint/1"
 
@@ -104,15 +108,101 @@ static void warn_discard(qp_layer_ckpt *ck, int layer)
             ck->ctx->id, ck->name, layer, ck->n_layers, qp_error_last());
 }
 
-int qp_layer_ckpt_resume(qp_layer_ckpt *ck, size_t x_len, qp_layer_ckpt_load_fn load, void *ud, int *next)
+/* A temp file in the cache's tmp/ (path malloc'ed, fd open). */
+static int tmp_file(qp_layer_ckpt *ck, char **path, int *fd)
 {
+    char *dir = qp_path_join(qp_cache_dir(ck->ctx->cache), "tmp");
+    int rc = qp_mkdir_p(dir, 0755);
+    if (rc == 0)
+        rc = qp_mkstemp_in(dir, "layer-ckpt", path, fd);
+    free(dir);
+    return rc;
+}
+
+/* Stores the S windows of acts as one object: straight from memory, or
+ * (spilled) window by window through a temp file, in constant memory. */
+static int put_acts(qp_layer_ckpt *ck, qp_act_store *acts, size_t S, size_t w, char digest[QP_HEX_LEN])
+{
+    const float *mem = qp_act_store_data(acts);
+    if (mem)
+        return qp_cache_put(ck->ctx->cache, mem, S * w * sizeof(float), digest);
+    char *path = NULL;
+    int fd = -1;
+    float *buf = qp_xmalloc(w * sizeof(float)), *xs = NULL;
+    int rc = tmp_file(ck, &path, &fd);
+    for (size_t s = 0; s < S && rc == 0; s++)
+        if ((rc = qp_act_store_get(acts, s, buf, &xs)) == 0 && qp_write_all(fd, xs, w * sizeof(float)) != 0)
+            rc = qp_error_errno(QP_ERROR, "%s: cannot write the checkpoint's activations", path);
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0)
+        rc = qp_cache_put_file(ck->ctx->cache, path, digest);
+    if (path)
+        unlink(path);
+    free(path);
+    free(buf);
+    return rc;
+}
+
+/* The object's S windows into acts, through a temp file (constant memory);
+ * the object is verified whole before the first window is written. */
+static int fetch_acts(qp_layer_ckpt *ck, const char *digest, size_t bytes, char **out_path)
+{
+    char *path = NULL;
+    int fd = -1;
+    int rc = tmp_file(ck, &path, &fd);
+    if (fd >= 0)
+        close(fd);
+    struct stat st;
+    if (rc == 0 && (rc = qp_cache_get_to_file(ck->ctx->cache, digest, path)) == 0 &&
+        (stat(path, &st) != 0 || (uint64_t)st.st_size != (uint64_t)bytes))
+        rc = qp_error_set(QP_ECORRUPT, "activations %.12s are not %zu bytes", digest, bytes);
+    if (rc && path) {
+        unlink(path);
+        free(path);
+        path = NULL;
+    }
+    *out_path = path;
+    return rc;
+}
+
+static int install_acts(const char *path, qp_act_store *acts, size_t S, size_t w)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot read the checkpoint's activations", path);
+    float *buf = qp_xmalloc(w * sizeof(float));
+    int rc = 0;
+    for (size_t s = 0; s < S && rc == 0; s++) {
+        float *slot = qp_act_store_slot(acts, s, buf);
+        size_t n = w * sizeof(float), got = 0;
+        while (got < n && rc == 0) {
+            ssize_t r = read(fd, (char *)slot + got, n - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                rc = qp_error_errno(QP_ERROR, "%s: short read of the checkpoint's activations", path);
+            else
+                got += (size_t)r;
+        }
+        if (rc == 0)
+            rc = qp_act_store_put(acts, s, slot);
+    }
+    close(fd);
+    free(buf);
+    return rc;
+}
+
+int qp_layer_ckpt_resume(qp_layer_ckpt *ck, qp_act_store *acts, size_t S, size_t w, qp_layer_ckpt_load_fn load,
+                          void *ud, int *next)
+{
+    const size_t x_len = acts ? S * w * sizeof(float) : 0;
     *next = 0;
     if (!ck->enabled)
         return 0;
     for (int l = ck->n_layers - 1; l >= 0; l--) {
         json_t *man = NULL;
-        void *buf = NULL;
-        size_t len = 0;
+        char *xpath = NULL;
         char md[QP_HEX_LEN];
         int rc = read_manifest(ck, l, &man, md);
         /* no entry is no news; an entry whose objects went missing was
@@ -123,22 +213,33 @@ int qp_layer_ckpt_resume(qp_layer_ckpt *ck, size_t x_len, qp_layer_ckpt_load_fn 
         json_t *xb = rc == 0 ? json_object_get(man, "x_bytes") : NULL;
         json_t *st = rc == 0 ? json_object_get(man, "state") : NULL;
         if (rc == 0 && (!json_is_integer(xb) || (json_int_t)x_len != json_integer_value(xb) ||
-                        (x_len > 0) != (xd != NULL) || !json_is_object(st)))
+                        (acts != NULL) != (xd != NULL) || !json_is_object(st)))
             rc = qp_error_set(QP_EFORMAT, "its activations are not the %zu bytes this run carries", x_len);
-        if (rc == 0 && xd && (rc = qp_cache_get(ck->ctx->cache, xd, &buf, &len)) == 0 && len != x_len)
-            rc = qp_error_set(QP_ECORRUPT, "activations %.12s hold %zu bytes, not %zu", xd, len, x_len);
+        if (rc == 0 && xd)
+            rc = fetch_acts(ck, xd, x_len, &xpath);
         if (rc == 0)
-            rc = load(ud, l, st, &buf);
+            rc = load(ud, l, st);
         if (rc) {
             warn_discard(ck, l);
-            free(buf);
+            if (xpath)
+                unlink(xpath);
+            free(xpath);
             json_decref(man);
             char *key = entry_key(ck, l);
             qp_cache_action_remove(ck->ctx->cache, key);
             free(key);
             continue;
         }
-        free(buf);
+        if (xpath) {
+            /* the stage took the state: the activations must follow */
+            rc = install_acts(xpath, acts, S, w);
+            unlink(xpath);
+            free(xpath);
+        }
+        if (rc) {
+            json_decref(man);
+            return rc;
+        }
         *next = l + 1;
         snprintf(ck->last_x, sizeof(ck->last_x), "%s", xd ? xd : "");
         json_decref(man);
@@ -171,9 +272,10 @@ static void test_kill(const qp_layer_ckpt *ck, int layer)
         raise(SIGKILL);
 }
 
-int qp_layer_ckpt_save(qp_layer_ckpt *ck, int layer, const json_t *state, const void *x, size_t x_len,
+int qp_layer_ckpt_save(qp_layer_ckpt *ck, int layer, const json_t *state, qp_act_store *acts, size_t S, size_t w,
                        const char *const *refs, size_t n_refs)
 {
+    const size_t x_len = acts ? S * w * sizeof(float) : 0;
     if (!ck->enabled)
         return 0;
     qp_cache *c = ck->ctx->cache;
@@ -182,14 +284,14 @@ int qp_layer_ckpt_save(qp_layer_ckpt *ck, int layer, const json_t *state, const 
     const char **all = NULL;
     json_t *man = NULL;
     int rc = 0;
-    if (x_len > 0 && (rc = qp_cache_put(c, x, x_len, xd)) != 0)
+    if (acts && (rc = put_acts(ck, acts, S, w, xd)) != 0)
         goto done;
     man = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:O}", "format", CKPT_FORMAT, "stage_key", ck->ctx->stage_key,
                     "name", ck->name, "layer", layer, "n_layers", ck->n_layers, "x_bytes", (json_int_t)x_len,
                     "state", (json_t *)state);
     if (!man)
         qp_out_of_memory(0, __FILE__, __LINE__);
-    if (x_len > 0)
+    if (acts)
         json_object_set_new(man, "x", json_string(xd));
     if (!(text = json_dumps(man, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17))))
         qp_out_of_memory(0, __FILE__, __LINE__);
@@ -198,7 +300,7 @@ int qp_layer_ckpt_save(qp_layer_ckpt *ck, int layer, const json_t *state, const 
     all = qp_xcalloc(n_refs + 2, sizeof(*all));
     size_t n = 0;
     all[n++] = md;
-    if (x_len > 0)
+    if (acts)
         all[n++] = xd;
     for (size_t i = 0; i < n_refs; i++)
         all[n++] = refs[i];

@@ -4,8 +4,10 @@
  *
  * A checkpoint of layer l is everything the stage's loop carries from layer
  * l to l+1, in the cache:
- *   - the activations x after layer l ([windows, tokens, hidden] f32), one
- *     cache object (zstd, written atomically like every object);
+ *   - the activations x after layer l ([windows, tokens, hidden] f32, the
+ *     stage's qp_act_store), one cache object (zstd, written atomically like
+ *     every object; a spilled store goes through a temp file window by
+ *     window, so memory stays one window);
  *   - a manifest object (JSON): the stage key, the stage's name, l, the
  *     layer count, x's digest and size, and the stage's own state (the
  *     tensors stored so far, accumulated statistics, report lines);
@@ -28,6 +30,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "stages/act_store.h"
 #include "stages/stage.h"
 
 typedef struct qp_layer_ckpt qp_layer_ckpt;
@@ -39,27 +42,27 @@ qp_layer_ckpt *qp_layer_ckpt_new(qp_stage_ctx *ctx, const char *name, int n_laye
 void qp_layer_ckpt_free(qp_layer_ckpt *ck);
 
 /* Applies the checkpoint of `layer` (the last one it finished): the state
- * (the JSON the stage saved) and activations
- * (*x: malloc'ed, x_len bytes, NULL when x_len is 0; set *x = NULL to keep
- * them).  Returns 0, or an error (after qp_error_set) when the state is
- * unusable — then nothing may have changed: the next older checkpoint is
- * tried with the stage as it was. */
-typedef int (*qp_layer_ckpt_load_fn)(void *ud, int layer, const json_t *state, void **x);
+ * is the JSON the stage saved.  Returns 0, or an error (after qp_error_set)
+ * when the state is unusable — then nothing may have changed: the next
+ * older checkpoint is tried with the stage as it was. */
+typedef int (*qp_layer_ckpt_load_fn)(void *ud, int layer, const json_t *state);
 
-/* Finds the newest usable checkpoint and hands it to load; *next = the
- * first layer not done (0 when there is none: load was not called with a
- * checkpoint it accepted).  A checkpoint that cannot be used (an object
- * missing or corrupt, a manifest that does not fit, load refusing it) is
- * discarded with one warning line on stderr and the one before it is
+/* Finds the newest usable checkpoint, hands its state to load and, once
+ * load took it, writes its activations into acts (S windows of w floats;
+ * acts NULL: the stage carries none).  *next = the first layer not done (0
+ * when there is none).  A checkpoint that cannot be used (an object missing
+ * or corrupt, a manifest or activations that do not fit, load refusing it)
+ * is discarded with one warning line on stderr and the one before it is
  * tried.  Resuming prints "NAME: resuming at layer N/L from checkpoint"
  * (stderr and the stage's progress) and records {"resumed": {"what",
  * "layer", "layers"}} in ctx->record for the run record. */
-int qp_layer_ckpt_resume(qp_layer_ckpt *ck, size_t x_len, qp_layer_ckpt_load_fn load, void *ud, int *next);
+int qp_layer_ckpt_resume(qp_layer_ckpt *ck, qp_act_store *acts, size_t S, size_t w, qp_layer_ckpt_load_fn load,
+                         void *ud, int *next);
 
-/* Layer `layer` is finished: saves x (x_len bytes; NULL and 0 when the
- * stage carries none), state (borrowed) and refs (objects state names,
+/* Layer `layer` is finished: saves acts (S windows of w floats; NULL when
+ * the stage carries none), state (borrowed) and refs (objects state names,
  * kept from gc), then drops the checkpoint of layer-2. */
-int qp_layer_ckpt_save(qp_layer_ckpt *ck, int layer, const json_t *state, const void *x, size_t x_len,
+int qp_layer_ckpt_save(qp_layer_ckpt *ck, int layer, const json_t *state, qp_act_store *acts, size_t S, size_t w,
                        const char *const *refs, size_t n_refs);
 
 /* The stage finished: removes its checkpoints and their activations (best

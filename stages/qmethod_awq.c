@@ -21,7 +21,7 @@ static int awq_parse(void *opts, const json_t *params, const char *where)
 static int awq_run(qp_quant_job *job)
 {
     const qp_qm_awq_opts *o = job->opts;
-    return qp_quant_sequential(job, o->sequential, qp_quant_awq_layer);
+    return qp_quant_sequential(job, o->sequential, 0, qp_quant_awq_layer);   /* AWQ reads sq->x */
 }
 
 /* the scale and clip search of every layer */

@@ -172,6 +172,8 @@ static int gptq_layer(qp_quant_seq *sq, int l)
         } else {
             if ((rc = collect_inputs(sq, l, g, o->true_sequential, st)) != 0)
                 break;
+            free(st[site].scratch);   /* the per-window product: not held beside H's copy */
+            st[site].scratch = NULL;
             H = qp_site_hessian(&st[site]);
             if (o->true_sequential)
                 qp_site_stats_free(&st[site]);
@@ -201,7 +203,7 @@ static int gptq_layer(qp_quant_seq *sq, int l)
 static int gptq_run(qp_quant_job *job)
 {
     const qp_qm_gptq_opts *o = job->opts;
-    return qp_quant_sequential(job, o->sequential, gptq_layer);
+    return qp_quant_sequential(job, o->sequential, 1, gptq_layer);
 }
 
 static const char *const card_keys[] = {"bits", "group_size", "sym", "act_order", "damp_percent", NULL};

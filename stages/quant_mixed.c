@@ -46,7 +46,8 @@ typedef struct {
     qp_llama *m;
     const int32_t *tokens;    /* [W, T] calibration windows */
     size_t W, T, D, V, L;
-    float *x_cur;             /* [W, T, D] unquantized input of the layer being measured */
+    float *x_cur;             /* [W, T, D] unquantized input of the layer being measured (x_store's memory) */
+    qp_act_store *x_store;    /* holds x_cur, for the per-layer checkpoints */
     float *x_last;            /* [W, T, D] unquantized output of the last layer */
     float *buf;               /* [T, D] */
     float *logits;            /* [T, V] */
@@ -541,7 +542,10 @@ static int open_windows(mixed_ctx *mc, const qp_quant_job *job, int32_t **sample
     mc->D = (size_t)hp->hidden;
     mc->V = (size_t)hp->vocab;
     mc->tokens = *samples;
-    mc->x_cur = qp_xmalloc(mc->W * mc->T * mc->D * sizeof(float));
+    /* in memory always (measure_from reads windows directly) */
+    if ((rc = qp_act_store_new(&mc->x_store, mc->ctx->cache, mc->W, mc->T * mc->D, 0, "mixed")) != 0)
+        return rc;
+    mc->x_cur = qp_act_store_data(mc->x_store);
     mc->x_last = qp_xmalloc(mc->W * mc->T * mc->D * sizeof(float));
     mc->buf = qp_xmalloc(mc->T * mc->D * sizeof(float));
     mc->logits = qp_xmalloc(mc->T * mc->V * sizeof(float));
@@ -568,14 +572,14 @@ static int save_sensitivities(mixed_ctx *mc, qp_layer_ckpt *ck, int l)
         json_object_set_new(kl, t->name, a);
     }
     json_t *state = json_pack("{s:o}", "kld", kl);
-    int rc = qp_layer_ckpt_save(ck, l, state, mc->x_cur, mc->W * mc->T * mc->D * sizeof(float), NULL, 0);
+    int rc = qp_layer_ckpt_save(ck, l, state, mc->x_store, mc->W, mc->T * mc->D, NULL, 0);
     json_decref(state);
     return rc;
 }
 
-/* Takes a checkpoint's KLDs (every weight up to its layer) and x_cur, or
- * nothing when one is missing or malformed. */
-static int load_sensitivities(void *ud, int layer, const json_t *state, void **x)
+/* Takes a checkpoint's KLDs (every weight up to its layer; x_cur follows),
+ * or nothing when one is missing or malformed. */
+static int load_sensitivities(void *ud, int layer, const json_t *state)
 {
     mixed_ctx *mc = ud;
     const json_t *kl = json_object_get(state, "kld");
@@ -603,11 +607,6 @@ static int load_sensitivities(void *ud, int layer, const json_t *state, void **x
             memcpy(mc->t[i].kl, v + i * mc->n_ladder, mc->n_ladder * sizeof(double));
             mc->measured += mc->n_ladder;
         }
-    if (rc == 0) {
-        free(mc->x_cur);
-        mc->x_cur = *x;
-        *x = NULL;
-    }
     free(v);
     return rc;
 }
@@ -619,7 +618,7 @@ static int measure_all(mixed_ctx *mc)
 {
     qp_layer_ckpt *ck = qp_layer_ckpt_new(mc->ctx, "mixed", (int)mc->L);
     int start = 0;
-    int rc = qp_layer_ckpt_resume(ck, mc->W * mc->T * mc->D * sizeof(float), load_sensitivities, mc, &start);
+    int rc = qp_layer_ckpt_resume(ck, mc->x_store, mc->W, mc->T * mc->D, load_sensitivities, mc, &start);
     for (size_t i = 0; i < mc->n && rc == 0 && start == 0; i++)
         if (mc->t[i].layer < 0)
             rc = measure_tensor(mc, &mc->t[i]);
@@ -707,7 +706,7 @@ static void mixed_close(mixed_ctx *mc, int32_t *samples)
     free(mc->t);
     qp_kl_ref_free(mc->ref);
     qp_loaded_model_free(mc->lm);
-    free(mc->x_cur);
+    qp_act_store_free(mc->x_store);
     free(mc->x_last);
     free(mc->buf);
     free(mc->logits);

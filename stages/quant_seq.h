@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "model/llama.h"
+#include "stages/act_store.h"
 #include "stages/model_load.h"
 #include "stages/qmethod.h"
 
@@ -20,7 +21,8 @@ typedef struct {
     qp_loaded_model *lm;
     qp_llama *m;
     const qp_llama_hparams *hp;
-    float *x;          /* [S, T, D] the current layer's input windows */
+    float *x;          /* [S, T, D] the current layer's input windows; NULL when spilled */
+    qp_act_store *acts;   /* where x lives (stages/act_store.h) */
     float *scratch;    /* [T, D] */
     size_t S, T, D;
 } qp_quant_seq;
@@ -28,7 +30,10 @@ typedef struct {
 /* Quantizes decoder layer `layer`; leaves the model serving its quantized weights. */
 typedef int (*qp_quant_layer_fn)(qp_quant_seq *sq, int layer);
 
-int qp_quant_sequential(qp_quant_job *job, int sequential, qp_quant_layer_fn layer_fn);
+/* may_spill: the layer step reads windows only through
+ * qp_quant_seq_run_layer, so x may live on disk (GPTQ); 0 keeps x in memory
+ * (AWQ reads sq->x directly). */
+int qp_quant_sequential(qp_quant_job *job, int sequential, int may_spill, qp_quant_layer_fn layer_fn);
 
 /* Runs layer l over every window of sq->x: in place when advance, else on a
  * copy (scratch) for the observer only. */

@@ -327,7 +327,11 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
     tp->f32 = qp_xrealloc(tp->f32, nelem * sizeof(float));
     tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
     int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len);
-    if (rc == 0 && (rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what)) == 0 &&
+    if (rc == 0)
+        rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what);
+    free(src);   /* not needed beside f32, back and packed: peak = one tensor in f32 twice + packed */
+    src = NULL;
+    if (rc == 0 &&
         (st || (rc = qp_qtensor_check_finite(tp->f32, rows, cols, what)) == 0) &&
         (rc = pack_tensor(job, tp, plan, st, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
         rc = qp_qtensor_to_f32(extra, packed, plen, tp->back, nelem, what);

@@ -6,6 +6,7 @@
 # with one warning and the layer before it is used; a checkpoint of another
 # stage key is never used; a finished stage leaves no checkpoint behind, and
 # `qpipe cache gc` removes the entries of a stage that finished anyway.
+# Activations spilled to disk (QPIPE_ACT_MEM=0) resume the same way.
 source "$(dirname "$0")/lib.sh"
 
 mkdir repo && cd repo && git init -q .
@@ -91,6 +92,19 @@ expect_grep "^qpipe: warning: stage 'gptq': gptq: checkpoint of layer 3/6 is unu
 expect_grep "^qpipe: stage 'gptq': gptq: resuming at layer 3/6 from checkpoint$"
 outputs "$T/out" | grep '^gptq ' > "$T/g.out"
 grep '^gptq ' "$T/fresh.out" | diff - "$T/g.out" || fail "gptq after a corrupt checkpoint differs"; ok
+
+# activations spilled to disk (QPIPE_ACT_MEM=0) are checkpointed and
+# restored window by window: the same resume, the same bytes
+QPIPE_ACT_MEM=0 kill_at gptq:1 --force=gptq
+QPIPE_ACT_MEM=0 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --force=gptq -j1 --json
+expect_grep "^qpipe: stage 'gptq': gptq: resuming at layer 2/6 from checkpoint$"
+outputs "$T/out" | grep '^gptq ' > "$T/g.out"
+grep '^gptq ' "$T/fresh.out" | diff - "$T/g.out" || fail "gptq resumed with spilled activations differs"; ok
+QPIPE_ACT_MEM=0 kill_at calibrate:4 --force=calib
+QPIPE_ACT_MEM=0 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --force=calib --stage calib -j1 --json
+expect_grep "^qpipe: stage 'calib': calibrate: resuming at layer 5/6 from checkpoint$"
+outputs "$T/out" | grep '^calib ' > "$T/c.out"
+grep '^calib ' "$T/fresh.out" | diff - "$T/c.out" || fail "calibrate resumed with spilled activations differs"; ok
 
 # another key (other bits) never uses gptq's checkpoint; gptq still does
 kill_at gptq:4 --force=gptq

@@ -696,6 +696,44 @@ static void test_hinv_matches_explicit(void **state)
     free(ref);
 }
 
+/* qp_gptq_hinv_perm (what qp_gptq_quantize runs: H read through the
+ * act-order permutation, the diagonal from diag) gives the very bits of
+ * qp_gptq_hinv on the explicitly permuted copy it replaced. */
+static void test_hinv_perm_same_bits(void **state)
+{
+    (void)state;
+    const int64_t n = 150; /* not a multiple of the 64-column blocks */
+    double *x = make_x(512, n, 30, 0.2, 17);
+    double *h = make_h(x, 512, n);
+    double *diag = malloc((size_t)n * sizeof *diag);
+    int32_t *perm = malloc((size_t)n * sizeof *perm);
+    for (int64_t i = 0; i < n; i++)
+        diag[i] = i % 37 == 5 ? 1.0 : h[i * n + i];   /* as a dead column's would be */
+    assert_int_equal(qp_gptq_act_order_perm(perm, diag, n), 0);
+    double *hp = calloc((size_t)(n * n), sizeof *hp);
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j < i; j++) {
+            int64_t a = perm[i], b = perm[j];
+            hp[i * n + j] = a >= b ? h[a * n + b] : h[b * n + a];
+        }
+        hp[i * n + i] = diag[perm[i]];
+    }
+    float *u = malloc((size_t)(n * n) * sizeof *u), *up = malloc((size_t)(n * n) * sizeof *up);
+    double d1, d2;
+    int r1, r2;
+    assert_int_equal(qp_gptq_hinv(u, NULL, hp, n, 0.01, 0.0025, &d1, &r1), 0);
+    assert_int_equal(qp_gptq_hinv_perm(up, h, perm, diag, n, 0.01, 0.0025, &d2, &r2), 0);
+    assert_memory_equal(u, up, (size_t)(n * n) * sizeof *u);
+    assert_true(d1 == d2 && r1 == r2);
+    free(x);
+    free(h);
+    free(diag);
+    free(perm);
+    free(hp);
+    free(u);
+    free(up);
+}
+
 /* ---- blocked vs naive column-by-column GPTQ ------------------------------------- */
 
 /* Naive GPTQ: every column's error updates ALL remaining columns at once (no
@@ -910,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_dead_columns),         cmocka_unit_test(test_damping),
         cmocka_unit_test(test_errors),               cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_hinv_matches_explicit), cmocka_unit_test(test_blocked_vs_naive),
+        cmocka_unit_test(test_hinv_perm_same_bits),
         cmocka_unit_test(test_house_down_proj),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -56,47 +56,84 @@ static void fill_x(float *x, int l)
         x[i] = (float)(l * XN + i);
 }
 
-/* saves layers 0..last, each with state {"layer": l} and its activations */
-static void save_upto(qp_layer_ckpt *ck, int last)
+/* An activation store of XN floats as 4 windows, in memory or spilled. */
+static qp_act_store *store(fixture *f, int spilled)
+{
+    qp_act_store *a = NULL;
+    setenv("QPIPE_ACT_MEM", spilled ? "0" : "1M", 1);
+    assert_int_equal(qp_act_store_new(&a, f->c, 4, XN / 4, 1, "test"), 0);
+    assert_int_equal(qp_act_store_spilled(a), spilled);
+    unsetenv("QPIPE_ACT_MEM");
+    return a;
+}
+
+static void store_x(qp_act_store *a, const float *x)
+{
+    for (size_t s = 0; s < 4; s++)
+        assert_int_equal(qp_act_store_put(a, s, x + s * (XN / 4)), 0);
+}
+
+static void read_x(qp_act_store *a, float *x)
+{
+    float buf[XN / 4], *p = NULL;
+    for (size_t s = 0; s < 4; s++) {
+        assert_int_equal(qp_act_store_get(a, s, buf, &p), 0);
+        memcpy(x + s * (XN / 4), p, sizeof(buf));
+    }
+}
+
+/* saves layers 0..last, each with state {"layer": l} and its activations
+ * (through a spilled store when spilled) */
+static void save_upto_in(fixture *f, qp_layer_ckpt *ck, int last, int spilled)
 {
     float x[XN];
+    qp_act_store *a = store(f, spilled);
     for (int l = 0; l <= last; l++) {
         fill_x(x, l);
+        store_x(a, x);
         json_t *st = json_pack("{s:i}", "layer", l);
-        assert_int_equal(qp_layer_ckpt_save(ck, l, st, x, sizeof(x), NULL, 0), 0);
+        assert_int_equal(qp_layer_ckpt_save(ck, l, st, a, 4, XN / 4, NULL, 0), 0);
         json_decref(st);
     }
+    qp_act_store_free(a);
 }
 
 typedef struct {
     int refuse_above;   /* refuses checkpoints of layers above this */
     int layer;          /* the applied one, -1 none */
-    float *x;
+    float x[XN];        /* the store's contents after the resume */
 } applied;
 
-static int load(void *ud, int layer, const json_t *state, void **x)
+static int load(void *ud, int layer, const json_t *state)
 {
     applied *a = ud;
     if (layer > a->refuse_above)
         return qp_error_set(QP_EFORMAT, "refused by the test");
     assert_int_equal(json_integer_value(json_object_get(state, "layer")), layer);
     a->layer = layer;
-    a->x = *x;
-    *x = NULL;
     return 0;
 }
 
-static int resume(fixture *f, const char *name, int refuse_above, applied *a)
+static int resume_in(fixture *f, const char *name, int refuse_above, applied *a, int spilled)
 {
     qp_layer_ckpt *ck = qp_layer_ckpt_new(&f->ctx, name, 8);
+    qp_act_store *st = store(f, spilled);
+    float zero[XN] = {0};
+    store_x(st, zero);
     int next = -1;
     a->refuse_above = refuse_above;
     a->layer = -1;
-    a->x = NULL;
-    assert_int_equal(qp_layer_ckpt_resume(ck, XN * sizeof(float), load, a, &next), 0);
+    assert_int_equal(qp_layer_ckpt_resume(ck, st, 4, XN / 4, load, a, &next), 0);
+    read_x(st, a->x);
+    if (next == 0)
+        assert_memory_equal(a->x, zero, sizeof(zero));   /* untouched */
+    qp_act_store_free(st);
     qp_layer_ckpt_free(ck);
     return next;
 }
+
+#define save_upto(ck, last) save_upto_in(f, ck, last, 0)
+#define resume(f, name, refuse, a) resume_in(f, name, refuse, a, 0)
 
 static void test_resume_newest(void **state)
 {
@@ -104,14 +141,12 @@ static void test_resume_newest(void **state)
     qp_layer_ckpt *ck = qp_layer_ckpt_new(&f->ctx, "gptq", 8);
     applied a;
     assert_int_equal(resume(f, "gptq", 99, &a), 0);
-    assert_null(a.x);
     save_upto(ck, 4);
     qp_layer_ckpt_free(ck);
     assert_int_equal(resume(f, "gptq", 99, &a), 5);
     float want[XN];
     fill_x(want, 4);
     assert_memory_equal(a.x, want, sizeof(want));
-    free(a.x);
     json_t *r = json_object_get(f->ctx.record, "resumed");
     assert_int_equal(json_integer_value(json_object_get(r, "layer")), 5);
     assert_int_equal(json_integer_value(json_object_get(r, "layers")), 8);
@@ -132,9 +167,7 @@ static void test_refused_falls_back(void **state)
     float want[XN];
     fill_x(want, 4);
     assert_memory_equal(a.x, want, sizeof(want));
-    free(a.x);
     assert_int_equal(resume(f, "awq", 99, &a), 5);  /* 5 is gone for good */
-    free(a.x);
 }
 
 static void test_other_key_or_name(void **state)
@@ -149,11 +182,17 @@ static void test_other_key_or_name(void **state)
     assert_int_equal(resume(f, "gptq", 99, &a), 0);
     f->ctx.stage_key = key_a;
     assert_int_equal(resume(f, "gptq", 99, &a), 3);
-    free(a.x);
-    /* a different activation size (another calibration) is not taken */
+    /* different activations (another calibration) are not taken, and
+     * none where the checkpoint has some */
     qp_layer_ckpt *ck2 = qp_layer_ckpt_new(&f->ctx, "gptq", 8);
+    qp_act_store *big = NULL;
+    assert_int_equal(qp_act_store_new(&big, f->c, 8, XN / 4, 0, "test"), 0);
     int next = -1;
-    assert_int_equal(qp_layer_ckpt_resume(ck2, 2 * XN * sizeof(float), load, &a, &next), 0);
+    assert_int_equal(qp_layer_ckpt_resume(ck2, big, 8, XN / 4, load, &a, &next), 0);
+    assert_int_equal(next, 0);
+    qp_act_store_free(big);
+    save_upto(ck2, 2);
+    assert_int_equal(qp_layer_ckpt_resume(ck2, NULL, 0, 0, load, &a, &next), 0);
     assert_int_equal(next, 0);
     qp_layer_ckpt_free(ck2);
 }
@@ -186,7 +225,26 @@ static void test_corrupt_falls_back(void **state)
     float want[XN];
     fill_x(want, 5);
     assert_memory_equal(a.x, want, sizeof(want));
-    free(a.x);
+}
+
+/* a spilled store saves and resumes through temp files, with the same bytes
+ * as one in memory (the same object), and leaves no temp file */
+static void test_spilled(void **state)
+{
+    fixture *f = *state;
+    qp_layer_ckpt *ck = qp_layer_ckpt_new(&f->ctx, "gptq", 8);
+    save_upto_in(f, ck, 3, 1);
+    qp_layer_ckpt_free(ck);
+    applied a;
+    assert_int_equal(resume_in(f, "gptq", 99, &a, 1), 4);
+    float want[XN];
+    fill_x(want, 3);
+    assert_memory_equal(a.x, want, sizeof(want));
+    assert_int_equal(resume_in(f, "gptq", 99, &a, 0), 4);
+    assert_memory_equal(a.x, want, sizeof(want));
+    qp_cache_stats s;
+    assert_int_equal(qp_cache_stats_get(f->c, &s), 0);
+    assert_int_equal(s.tmp_files, 0);
 }
 
 static void test_finish_removes(void **state)
@@ -233,6 +291,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_key_or_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_falls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spilled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_finish_removes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_key_disabled, setup, teardown),
     };
