@@ -26,11 +26,11 @@ stages:
   awq:
     uses: quantize
     needs: [model, calib]
-    with: {method: awq, bits: 4, group_size: 64}
+    with: {method: awq, bits: 4, group_size: 64, clip: false}
   mixed:
     uses: quantize
     needs: [model, calib]
-    with: {method: mixed, bpw_of: Q4_K_M, ladder: [Q4_K, Q5_K, Q6_K]}
+    with: {method: mixed, bpw_of: Q4_K_M, ladder: [Q4_K, Q6_K]}
 Y
 printf '.qpipe/\n' > .gitignore
 git add -A && git commit -qm init
