@@ -7,8 +7,12 @@
 # and end with the uninterrupted run's digest.  Prints the three times.
 # Real-size: run it under the shared heavy lock, e.g.
 #   flock /work/notes/heavy.lock bash bench/bench_resume.sh
-# Env: MODEL, QPIPE (binary), WORK (scratch dir, removed at the end), KILL
-# (default 10), THREADS (default 2), SHARED (default $QPIPE_SHARED).
+# Inside a script that already holds the lock (make bench-scale):
+#   MODEL=/work/big/tinyllama-1.1b QPIPE=./qpipe WORK=/scratch/dir bash bench/bench_resume.sh
+# Env: MODEL, QPIPE (binary), WORK (a directory; the bench works in a fresh
+# subdirectory of it, removed at the end), KILL (default 10), THREADS
+# (default 2), SHARED (default $QPIPE_SHARED).  Exit 0 and one "resume:"
+# line when the resumed digest equals the uninterrupted one, else 1.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 MODEL=${MODEL:-/work/big/tinyllama-1.1b}
@@ -16,10 +20,10 @@ QPIPE=${QPIPE:-$REPO/qpipe}
 KILL=${KILL:-10}
 THREADS=${THREADS:-2}
 SHARED=${SHARED:-${QPIPE_SHARED:-$REPO/../shared}}
-WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/qpipe-resume.XXXXXX")}
 fail() { echo "bench_resume: FAIL: $*" >&2; exit 1; }
 [ -f "$MODEL/READY" ] || [ -f "$MODEL/config.json" ] || fail "$MODEL is not a checkpoint (no READY / config.json)"
-mkdir -p "$WORK" && cd "$WORK" || fail "cannot use $WORK"
+mkdir -p "${WORK:-${TMPDIR:-/tmp}}" || fail "cannot create ${WORK:-${TMPDIR:-/tmp}}"
+WORK=$(mktemp -d "${WORK:-${TMPDIR:-/tmp}}/qpipe-resume.XXXXXX") && cd "$WORK" || fail "cannot make a work directory"
 trap 'rm -rf "$WORK"' EXIT
 export QPIPE_CACHE="$WORK/cache"
 cat > r.yaml <<Y
