@@ -21,10 +21,22 @@
  * any thread count.  Creating a model sets OpenBLAS to one thread
  * (process-wide; see model/llama_pool.h for why).
  *
- * Memory: the f32 weights of all layers (and an untied lm_head) stay resident
- * when they fit opts.weight_cache_bytes; otherwise each layer is converted
- * from the source again for every window into one reused layer buffer
- * (memory ≈ one f32 layer + lm_head + embedding + activations). */
+ * Memory: the f32 weights of all layers (and the embedding and lm_head) stay
+ * resident when they fit opts.weight_cache_bytes.  Otherwise nothing f32 is
+ * kept: each product's matrices are converted from the source, once per
+ * forward pass (one batch of windows), into one reused buffer of the largest
+ * group (q+k+v, o, gate, up or down; at 7B shapes 192 MiB); the embedding
+ * rows of the batch's tokens are converted one by one, and the lm_head is
+ * applied in chunks of rows (at most 32 MiB of f32).  A source with row
+ * access (open/rows/close) lets the pool's threads convert in parallel and
+ * lets the stored form (bf16, ggml blocks ...) stay the only copy.
+ *
+ * Batches: qp_llama_forward_batch runs S windows of n tokens as one S·n-row
+ * pass (every GEMM over all rows; RoPE positions and causal attention per
+ * window), then qp_llama_batch_logits gives one window's logits at a time.
+ * Every element of every product is the same fixed FMA chain whatever S,
+ * the other windows of the batch or the thread count (common/gemm.h), so
+ * the logits of a window are the same bits in any batch. */
 #ifndef QP_MODEL_LLAMA_H
 #define QP_MODEL_LLAMA_H
 
@@ -74,6 +86,17 @@ typedef struct qp_weight_source {
      * interleaved-pair RoPE layout; they are permuted back on load, so both
      * layouts give bit-identical logits. */
     int rope_interleaved;
+    /* Optional row access (all three or none).  open (from the calling
+     * thread) finds and checks tensor `name` of shape shape[0..ndim-1] and
+     * returns a handle; rows writes rows [row0, row0 + nrows) (rows =
+     * shape[0] and a row shape[1] of a 2-D tensor; a 1-D tensor is one row)
+     * as f32 into dst, and may be
+     * called from several threads at once on one handle; close releases it.
+     * Without them, every tensor is fetched whole through get_f32 and the
+     * embedding (and lm_head) stay resident in f32. */
+    int (*open)(void *ud, const char *name, int ndim, const uint64_t *shape, void **handle);
+    int (*rows)(void *ud, void *handle, uint64_t row0, uint64_t nrows, float *dst);
+    void (*close)(void *ud, void *handle);
 } qp_weight_source;
 
 /* A source over a safetensors checkpoint (HF names, rotate-half layout,
@@ -112,6 +135,17 @@ int qp_llama_weights_cached(const qp_llama *m);
 /* logits[n, V] for tokens[n] at positions 0..n-1 (causal).  1 <= n <=
  * max_pos, every token in [0, V).  One call at a time per model. */
 int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits);
+
+/* S windows of n tokens each, tokens[S·n] (window s at tokens + s·n, its
+ * positions 0..n-1), through every layer and the final norm; then
+ * qp_llama_batch_logits(m, s, logits[n, V]) computes window s's logits
+ * (s < S; valid until the next forward call on m).  The logits of a window
+ * are bit-identical to qp_llama_forward's on that window alone. */
+int qp_llama_forward_batch(qp_llama *m, const int32_t *tokens, size_t S, size_t n);
+int qp_llama_batch_logits(qp_llama *m, size_t s, float *logits);
+/* Activation bytes of an S × n batch (what qp_llama_forward_batch
+ * allocates on top of the weights), for choosing S under a memory budget. */
+double qp_llama_batch_bytes(const qp_llama *m, size_t S, size_t n);
 
 /* The inputs of the linear products, for calibration (Hessians, activation
  * statistics, importance matrices):

@@ -196,7 +196,7 @@ static void test_house_rope_interleaved(void **state)
     p.n_heads = house_hp.n_heads;
     p.n_kv_heads = house_hp.n_kv_heads;
     p.head_dim = house_hp.head_dim;
-    qp_weight_source src = {&p, permuting_get, 1};
+    qp_weight_source src = {.ud = &p, .get_f32 = permuting_get, .rope_interleaved = 1};
     qp_llama *hf = new_house(2, QP_LLAMA_CACHE_DEFAULT, NULL);
     qp_llama *gg = new_house(2, QP_LLAMA_CACHE_DEFAULT, &src);
     float *a = house_logits(hf), *b = house_logits(gg);
@@ -580,7 +580,7 @@ static void check_tiny(const qp_llama_hparams *hp, size_t n, uint64_t seed)
     double *want = malloc(n * V * sizeof(double));
     naive_forward(mm, hp, tok, n, want);
 
-    qp_weight_source src = {mm, mem_get, 0};
+    qp_weight_source src = {.ud = mm, .get_f32 = mem_get, .rope_interleaved = 0};
     float *first = NULL;
     for (int threads = 1; threads <= 3; threads++) {
         for (int stream = 0; stream <= 1; stream++) {
@@ -620,7 +620,7 @@ static void check_tiny(const qp_llama_hparams *hp, size_t n, uint64_t seed)
     /* The interleaved layout of the same weights gives the same bits. */
     if (hp->qkv_bias) {
         permuting_src p = {src, hp->n_heads, hp->n_kv_heads, hp->head_dim};
-        qp_weight_source psrc = {&p, permuting_get, 1};
+        qp_weight_source psrc = {.ud = &p, .get_f32 = permuting_get, .rope_interleaved = 1};
         qp_llama *m = NULL;
         assert_int_equal(qp_llama_new(&m, hp, &psrc, NULL), 0);
         float *lg = malloc(n * V * sizeof(float));
@@ -675,7 +675,7 @@ static void test_tiny_llama3(void **state)
     mem_model *mm = calloc(1, sizeof(*mm));
     assert_non_null(mm);
     build_random(mm, &hp, 11);
-    qp_weight_source src = {mm, mem_get, 0};
+    qp_weight_source src = {.ud = mm, .get_f32 = mem_get, .rope_interleaved = 0};
     int32_t tok[60];
     for (int t = 0; t < 60; t++)
         tok[t] = (int32_t)((t * 7919u + 11) % 50);
@@ -842,7 +842,7 @@ static void test_errors(void **state)
                            .max_pos = 8, .tied_embeddings = 1, .qkv_bias = 0};
     mem_model *mm = calloc(1, sizeof(*mm));
     build_random(mm, &hp, 1);
-    qp_weight_source src = {mm, mem_get, 0};
+    qp_weight_source src = {.ud = mm, .get_f32 = mem_get, .rope_interleaved = 0};
     qp_llama *m = NULL;
 
     qp_llama_hparams bad = hp;
@@ -905,7 +905,7 @@ static void test_errors(void **state)
     assert_true(strstr(qp_error_last(), "is missing") != NULL);
     qp_llama_free(m);
 
-    qp_weight_source none = {NULL, NULL, 0};
+    qp_weight_source none = {.ud = NULL, .get_f32 = NULL, .rope_interleaved = 0};
     assert_int_equal(qp_llama_new(&m, &hp, &none, NULL), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "llama: no weight source given");
     mem_free(mm);
