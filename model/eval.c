@@ -8,6 +8,7 @@
 
 struct qp_eval_acc {
     int with_ref;
+    size_t batch;           /* windows per forward pass; 0: from QP_EVAL_BATCH_BYTES */
     double nll_sum, ref_nll_sum, kld_sum, dp_sq_sum;
     uint64_t scored, windows, top1_same;
     double *kld;            /* per scored position, for percentiles */
@@ -43,6 +44,26 @@ static void log_softmax(double *out, const float *row, size_t vocab)
     double lse = mx + log(s);
     for (size_t v = 0; v < vocab; v++)
         out[v] = (double)row[v] - lse;
+}
+
+void qp_eval_acc_set_batch(qp_eval_acc *a, size_t windows)
+{
+    a->batch = windows;
+}
+
+size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget)
+{
+    size_t vocab = (size_t)qp_llama_get_hparams(m)->vocab;
+    /* one window's logits (and the reference's) beside the activations */
+    double fixed = (double)ctx * (double)vocab * sizeof(float) * (ref ? 2.0 : 1.0);
+    size_t S = 1;
+    while (S < QP_EVAL_MAX_BATCH) {
+        double need = fixed + qp_llama_batch_bytes(m, S + 1, ctx) + (ref ? qp_llama_batch_bytes(ref, S + 1, ctx) : 0);
+        if (need > (double)budget)
+            break;
+        S++;
+    }
+    return S;
 }
 
 static size_t argmax(const float *row, size_t vocab)
@@ -108,32 +129,47 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         n_windows--;  /* a trailing 1-token window scores nothing */
     if (max_chunks && a->windows + n_windows > max_chunks)
         n_windows = max_chunks > a->windows ? max_chunks - a->windows : 0;
+    size_t batch = a->batch ? a->batch : qp_eval_batch_windows(m, ref, ctx, QP_EVAL_BATCH_BYTES);
     float *logits = qp_xmalloc(ctx * vocab * sizeof(float));
     float *ref_logits = ref ? qp_xmalloc(ctx * vocab * sizeof(float)) : NULL;
     double *lp = qp_xmalloc(vocab * sizeof(double)), *lq = qp_xmalloc(vocab * sizeof(double));
-    int32_t *chunk = qp_xmalloc(ctx * sizeof(int32_t));
+    int32_t *chunk = qp_xmalloc(batch * ctx * sizeof(int32_t));
     int rc = 0;
     uint64_t total_tokens = 0, done_tokens = 0;
     for (size_t w = 0; w < n_windows; w++)
         total_tokens += n - w * ctx < ctx ? n - w * ctx : ctx;
-    for (size_t w = 0; w < n_windows; w++) {
-        size_t start = w * ctx, len = n - start < ctx ? n - start : ctx, first = 1;
-        memcpy(chunk, tokens + start, len * sizeof(int32_t));
-        if (proto == QP_PPL_LLAMACPP) {
-            if (bos >= 0)
-                chunk[0] = bos;
-            first = ctx / 2 + 1;
+    /* Batches of up to `batch` consecutive windows of one length (only the
+     * last window of a stream can be shorter); a window's logits do not
+     * depend on the batch it ran in (model/llama.h). */
+    for (size_t w = 0; w < n_windows;) {
+        size_t len = n - w * ctx < ctx ? n - w * ctx : ctx, first = proto == QP_PPL_LLAMACPP ? ctx / 2 + 1 : 1;
+        size_t S = 0;
+        while (S < batch && w + S < n_windows && n - (w + S) * ctx >= len) {
+            int32_t *c = chunk + S * len;
+            memcpy(c, tokens + (w + S) * ctx, len * sizeof(int32_t));
+            if (proto == QP_PPL_LLAMACPP && bos >= 0)
+                c[0] = bos;
+            S++;
+            if (len < ctx)
+                break;   /* the short last window runs alone */
         }
-        if ((rc = qp_llama_forward(m, chunk, len, logits)) != 0)
+        if ((rc = qp_llama_forward_batch(m, chunk, S, len)) != 0)
             goto done;
-        if (ref && (rc = qp_llama_forward(ref, chunk, len, ref_logits)) != 0)
+        if (ref && (rc = qp_llama_forward_batch(ref, chunk, S, len)) != 0)
             goto done;
-        if ((rc = score_window(a, logits, ref_logits, chunk, len, first, vocab, lp, lq)) != 0)
-            goto done;
-        a->windows++;
-        done_tokens += len;
-        if (progress)
-            progress(ud, done_tokens, total_tokens);
+        for (size_t s = 0; s < S; s++) {
+            if ((rc = qp_llama_batch_logits(m, s, logits)) != 0)
+                goto done;
+            if (ref && (rc = qp_llama_batch_logits(ref, s, ref_logits)) != 0)
+                goto done;
+            if ((rc = score_window(a, logits, ref_logits, chunk + s * len, len, first, vocab, lp, lq)) != 0)
+                goto done;
+            a->windows++;
+            done_tokens += len;
+            if (progress)
+                progress(ud, done_tokens, total_tokens);
+        }
+        w += S;
     }
 done:
     free(logits);

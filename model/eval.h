@@ -35,6 +35,20 @@ typedef struct qp_eval_acc qp_eval_acc;
 int qp_eval_acc_new(qp_eval_acc **out, int with_reference);
 void qp_eval_acc_free(qp_eval_acc *a);
 
+/* Windows per forward pass (qp_llama_forward_batch): 0 (the default)
+ * chooses the most that fit QP_EVAL_BATCH_BYTES; results are the same bits
+ * for any value (tests set 1 and 4). */
+void qp_eval_acc_set_batch(qp_eval_acc *a, size_t windows);
+
+/* The automatic batch: the largest S <= QP_EVAL_MAX_BATCH whose
+ * activations (qp_llama_batch_bytes of m, and of ref when given) plus one
+ * window's logits (and the reference's) fit `budget` bytes; at least 1.
+ * 256 MiB gives 16 windows of 256 tokens on house-llama, 4 on
+ * TinyLlama-1.1B shapes with a reference, 7 without; 3 on Llama-2-7B. */
+#define QP_EVAL_BATCH_BYTES ((size_t)256 << 20)
+#define QP_EVAL_MAX_BATCH 16
+size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget);
+
 /* Scores one stream.  bos: the model's BOS id, tokens[0] already being it;
  * -1 for a model without BOS (nothing is inserted or replaced).
  * ref may be NULL; when given, both models see the same windows and the
