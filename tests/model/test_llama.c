@@ -155,6 +155,59 @@ static void test_house_deterministic(void **state)
     qp_llama_free(ms);
 }
 
+/* Batches: S windows in one pass give each window the bits of that window
+ * alone, whatever S, the other windows, the thread count, and cached or
+ * streamed weights (embedding rows and lm_head chunks from the source). */
+static void test_house_batch(void **state)
+{
+    (void)state;
+    const size_t n = 64, S = 4, V = (size_t)house_hp.vocab;
+    assert_true(ref_n >= S * n);
+    qp_llama *alone = new_house(1, QP_LLAMA_CACHE_DEFAULT, NULL);
+    float *want = malloc(S * n * V * sizeof(float)), *got = malloc(n * V * sizeof(float));
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t s = 0; s < S; s++)
+        assert_int_equal(qp_llama_forward(alone, ref_tokens + s * n, n, want + s * n * V), 0);
+    /* batch_logits needs a batch: none yet, and a plain forward ends one */
+    assert_int_equal(qp_llama_batch_logits(alone, 0, got), QP_EUSAGE);
+    const struct { int threads; size_t cache; } cfg[] = {{1, QP_LLAMA_CACHE_DEFAULT}, {2, QP_LLAMA_CACHE_DEFAULT},
+                                                          {1, 0}, {2, 0}};
+    int32_t *mixed = malloc(2 * n * sizeof(int32_t));
+    assert_non_null(mixed);
+    memcpy(mixed, ref_tokens + 3 * n, n * sizeof(int32_t));   /* windows 3, 0 */
+    memcpy(mixed + n, ref_tokens, n * sizeof(int32_t));
+    for (size_t c = 0; c < sizeof(cfg) / sizeof(cfg[0]); c++) {
+        qp_llama *m = new_house(cfg[c].threads, cfg[c].cache, NULL);
+        assert_int_equal(qp_llama_weights_cached(m), cfg[c].cache != 0);
+        assert_int_equal(qp_llama_forward_batch(m, ref_tokens, S, n), 0);
+        for (size_t s = 0; s < S; s++) {
+            assert_int_equal(qp_llama_batch_logits(m, s, got), 0);
+            assert_memory_equal(got, want + s * n * V, n * V * sizeof(float));
+        }
+        assert_int_equal(qp_llama_batch_logits(m, S, got), QP_EUSAGE);
+        assert_int_equal(qp_llama_forward_batch(m, mixed, 2, n), 0);
+        assert_int_equal(qp_llama_batch_logits(m, 1, got), 0);
+        assert_memory_equal(got, want, n * V * sizeof(float));
+        assert_int_equal(qp_llama_batch_logits(m, 0, got), 0);
+        assert_memory_equal(got, want + 3 * n * V, n * V * sizeof(float));
+        assert_true(qp_llama_batch_bytes(m, 4, n) > 2 * qp_llama_batch_bytes(m, 1, n));
+        qp_llama_free(m);
+    }
+    /* a bad token in the second window is named; no batch is left behind */
+    mixed[n + 5] = house_hp.vocab;
+    qp_llama *m = new_house(2, 0, NULL);
+    assert_int_equal(qp_llama_forward_batch(m, mixed, 2, n), QP_EUSAGE);
+    assert_non_null(strstr(qp_error_last(), "window 1 of the batch"));
+    assert_int_equal(qp_llama_batch_logits(m, 0, got), QP_EUSAGE);
+    assert_int_equal(qp_llama_forward_batch(m, mixed, 0, n), QP_EUSAGE);
+    qp_llama_free(m);
+    free(mixed);
+    free(want);
+    free(got);
+    qp_llama_free(alone);
+}
+
 /* A source that hands out q/k rows in GGUF's interleaved layout, permuted
  * here from an inner rotate-half source as formats.md describes. */
 typedef struct {
@@ -959,6 +1012,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_reference_logits),
         cmocka_unit_test(test_house_deterministic),
+        cmocka_unit_test(test_house_batch),
         cmocka_unit_test(test_house_rope_interleaved),
         cmocka_unit_test(test_house_nll),
         cmocka_unit_test(test_checkpoint_source_errors),
