@@ -168,6 +168,7 @@ void qp_llama_opts_init(qp_llama_opts *o)
 {
     o->n_threads = 0;
     o->weight_cache_bytes = QP_LLAMA_CACHE_DEFAULT;
+    o->head_chunk_bytes = 0;
 }
 
 /* ---- weight loading ---- */
@@ -439,7 +440,8 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
             goto fail;
     }
     if (!m->lm_head) {
-        size_t r = HEAD_CHUNK_BYTES / (m->D * sizeof(float)) / QP_MM_BLOCK * QP_MM_BLOCK;
+        size_t r = (o.head_chunk_bytes ? o.head_chunk_bytes : HEAD_CHUNK_BYTES) / (m->D * sizeof(float)) /
+                   QP_MM_BLOCK * QP_MM_BLOCK;
         r = r < QP_MM_BLOCK ? QP_MM_BLOCK : r;
         m->head_rows = r < m->V ? r : m->V;
         m->head_chunk = qp_xmalloc(m->head_rows * m->D * sizeof(float));

@@ -114,6 +114,9 @@ typedef struct {
      * machine), and evaluation runs hundreds of windows, so caching is the
      * default up to 2 GiB (~0.5 B parameters); 0 always streams. */
     size_t weight_cache_bytes;
+    /* A streamed lm_head is applied in chunks of at most this many f32
+     * bytes (whole multiples of 128 rows, at least 128 rows); 0: 32 MiB. */
+    size_t head_chunk_bytes;
 } qp_llama_opts;
 
 void qp_llama_opts_init(qp_llama_opts *o);

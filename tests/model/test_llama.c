@@ -81,6 +81,8 @@ static int teardown_house(void **state)
     return 0;
 }
 
+static size_t house_head_chunk;   /* qp_llama_opts.head_chunk_bytes of new_house */
+
 static qp_llama *new_house(int threads, size_t cache_bytes, const qp_weight_source *src)
 {
     qp_weight_source ck_src;
@@ -89,6 +91,7 @@ static qp_llama *new_house(int threads, size_t cache_bytes, const qp_weight_sour
     qp_llama_opts_init(&o);
     o.n_threads = threads;
     o.weight_cache_bytes = cache_bytes;
+    o.head_chunk_bytes = house_head_chunk;
     qp_llama *m = NULL;
     int rc = qp_llama_new(&m, &house_hp, src ? src : &ck_src, &o);
     if (rc)
@@ -171,14 +174,18 @@ static void test_house_batch(void **state)
         assert_int_equal(qp_llama_forward(alone, ref_tokens + s * n, n, want + s * n * V), 0);
     /* batch_logits needs a batch: none yet, and a plain forward ends one */
     assert_int_equal(qp_llama_batch_logits(alone, 0, got), QP_EUSAGE);
-    const struct { int threads; size_t cache; } cfg[] = {{1, QP_LLAMA_CACHE_DEFAULT}, {2, QP_LLAMA_CACHE_DEFAULT},
-                                                          {1, 0}, {2, 0}};
+    /* streamed: the lm_head whole, or in chunks of 128 rows or 384 (the last one 256) */
+    const struct { int threads; size_t cache, chunk; } cfg[] = {
+        {1, QP_LLAMA_CACHE_DEFAULT, 0}, {2, QP_LLAMA_CACHE_DEFAULT, 0}, {1, 0, 0}, {2, 0, 0},
+        {2, 0, 128 * (size_t)house_hp.hidden * sizeof(float)}, {1, 0, 400 * (size_t)house_hp.hidden * sizeof(float)}};
     int32_t *mixed = malloc(2 * n * sizeof(int32_t));
     assert_non_null(mixed);
     memcpy(mixed, ref_tokens + 3 * n, n * sizeof(int32_t));   /* windows 3, 0 */
     memcpy(mixed + n, ref_tokens, n * sizeof(int32_t));
     for (size_t c = 0; c < sizeof(cfg) / sizeof(cfg[0]); c++) {
+        house_head_chunk = cfg[c].chunk;
         qp_llama *m = new_house(cfg[c].threads, cfg[c].cache, NULL);
+        house_head_chunk = 0;
         assert_int_equal(qp_llama_weights_cached(m), cfg[c].cache != 0);
         assert_int_equal(qp_llama_forward_batch(m, ref_tokens, S, n), 0);
         for (size_t s = 0; s < S; s++) {
