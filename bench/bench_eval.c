@@ -10,7 +10,8 @@
  * does not change the work), the windows per pass chosen as the evaluate
  * stage chooses them (qp_eval_batch_windows), and the ratio of that rate to
  * a same-process cblas_sgemm at the same thread count (OpenBLAS; best of
- * >= 3 runs) of the model's largest matrix with as many rows as one batch
+ * >= 3 runs) of the model's largest layer matrix (gate/up, [F, D]) with as
+ * many rows as one batch
  * (goal >= 0.75).  With the house model it also times the tokenizer.
  * Ends with peak RSS.
  *
@@ -24,6 +25,8 @@
  *                 ("Q4_K_M", "Q8_0", ...), or "all" = base and Q4_K_M (default)
  *     --ctx N     tokens per window (default 256, at most max_position_embeddings)
  *     --batch S   windows per forward pass (default 0: the evaluate stage's choice)
+ *     --stream    never keep f32 layers resident (as a model over 2 GiB of f32
+ *                 weights runs; a small model otherwise keeps them)
  * Each type prints one line for scripts (bench/scale/run.sh):
  *   result type=T tok_s=X gflops=X peak_gflops=X ratio=X batch=S windows=W ctx=N threads=N secs=X
  * then "peak_rss_mib=X" at the end. */
@@ -213,7 +216,7 @@ typedef struct {
     qp_llama_hparams hp;
     const int32_t *tokens;
     size_t windows, ctx, batch;
-    int threads;
+    int threads, stream;
 } bench_cfg;
 
 /* Evaluates cfg's windows on the model of src; prints the result line. */
@@ -222,6 +225,8 @@ static int bench_type(const bench_cfg *c, const char *type, const qp_weight_sour
     qp_llama_opts o;
     qp_llama_opts_init(&o);
     o.n_threads = c->threads;
+    if (c->stream)
+        o.weight_cache_bytes = 0;
     qp_llama *m = NULL;
     qp_eval_acc *acc = NULL;
     int rc = qp_llama_new(&m, &c->hp, src, &o);
@@ -240,8 +245,10 @@ static int bench_type(const bench_cfg *c, const char *type, const qp_weight_sour
     qp_eval_result r;
     if ((rc = qp_eval_finish(acc, &r)) != 0)
         goto done;
-    const size_t D = (size_t)c->hp.hidden, F = (size_t)c->hp.intermediate, V = (size_t)c->hp.vocab;
-    size_t rows = F > V ? F : V;
+    /* the baseline: the largest layer matrix (gate/up [F, D]) over a batch's rows */
+    const size_t D = (size_t)c->hp.hidden, F = (size_t)c->hp.intermediate;
+    const size_t qd = (size_t)c->hp.n_heads * (size_t)c->hp.head_dim;
+    size_t rows = F > qd ? F : qd;
     double peak = sgemm_peak(S * c->ctx, rows, D, c->threads);
     double flops = qp_llama_window_flops(&c->hp, c->ctx) * (double)c->windows;
     double tok_s = (double)(c->windows * c->ctx) / secs, gflops = flops / secs / 1e9;
@@ -307,7 +314,7 @@ done:
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_eval [MODEL_DIR [WINDOWS [THREADS]]] [--type base|all|Q4_K_M|...] [--ctx N] "
-                    "[--batch S]\n");
+                    "[--batch S] [--stream]\n");
     return 2;
 }
 
@@ -319,7 +326,7 @@ int main(int argc, char **argv)
     char *dflt = qp_path_join(shared, "models/house-llama");
     const char *pos[3] = {dflt, "16", NULL}, *type = "all";
     long ctx_arg = 256, batch = 0;
-    int npos = 0;
+    int npos = 0, stream = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--type") == 0 && i + 1 < argc)
             type = argv[++i];
@@ -327,6 +334,8 @@ int main(int argc, char **argv)
             ctx_arg = atol(argv[++i]);
         else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
             batch = atol(argv[++i]);
+        else if (strcmp(argv[i], "--stream") == 0)
+            stream = 1;
         else if (argv[i][0] != '-' && npos < 3)
             pos[npos++] = argv[i];
         else
@@ -343,6 +352,7 @@ int main(int argc, char **argv)
         return usage();
     c.windows = (size_t)windows;
     c.batch = (size_t)batch;
+    c.stream = stream;
     int status = 1;
     qp_checkpoint *ck = NULL;
     int32_t *tok = NULL;
