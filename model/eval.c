@@ -75,36 +75,71 @@ static size_t argmax(const float *row, size_t vocab)
     return best;
 }
 
-/* Scores positions [first, n) of one window: target tokens[t] from logits row t-1.
- * logits/ref_logits: [n, vocab]. */
-static int score_window(qp_eval_acc *a, const float *logits, const float *ref_logits, const int32_t *tokens,
-                        size_t n, size_t first, size_t vocab, double *lp, double *lq)
+/* Per-position terms of one window, computed by the model's threads into
+ * arrays and then summed in position order (the same doubles whatever the
+ * thread count). */
+typedef struct {
+    const float *logits, *ref_logits;   /* [n, vocab] */
+    const int32_t *tokens;
+    size_t first, n, vocab;
+    double *scratch;                    /* [threads, 2, vocab]: lq, lp */
+    double *nll, *kl, *ref_nll, *dp2;   /* [n] */
+    unsigned char *same;                /* [n] */
+} score_ctx;
+
+#define SCORE_ROWS 8
+
+static void score_task(void *varg, size_t task, int thread)
 {
+    const score_ctx *c = varg;
+    double *lq = c->scratch + (size_t)thread * 2 * c->vocab, *lp = lq + c->vocab;
+    size_t t0 = c->first + task * SCORE_ROWS, t1 = t0 + SCORE_ROWS < c->n ? t0 + SCORE_ROWS : c->n;
+    for (size_t t = t0; t < t1; t++) {
+        const float *row = c->logits + (t - 1) * c->vocab;
+        int32_t target = c->tokens[t];
+        log_softmax(lq, row, c->vocab);
+        c->nll[t] = -lq[target];
+        if (!c->ref_logits)
+            continue;
+        const float *rrow = c->ref_logits + (t - 1) * c->vocab;
+        log_softmax(lp, rrow, c->vocab);
+        double kl = 0;
+        for (size_t v = 0; v < c->vocab; v++)
+            kl += exp(lp[v]) * (lp[v] - lq[v]);
+        if (kl < 0)
+            kl = 0;  /* rounding of two near-identical distributions */
+        c->kl[t] = kl;
+        c->ref_nll[t] = -lp[target];
+        double dp = exp(lq[target]) - exp(lp[target]);
+        c->dp2[t] = dp * dp;
+        c->same[t] = argmax(row, c->vocab) == argmax(rrow, c->vocab);
+    }
+}
+
+/* Scores positions [first, n) of one window: target tokens[t] from logits row t-1.
+ * logits/ref_logits: [n, vocab]; scratch as score_ctx's, terms [5, n]. */
+static int score_window(qp_eval_acc *a, qp_llama *m, const float *logits, const float *ref_logits,
+                        const int32_t *tokens, size_t n, size_t first, size_t vocab, double *scratch, double *terms)
+{
+    if (first >= n)
+        return 0;
     if (a->with_ref && a->n_kld + n > a->cap_kld) {
         a->cap_kld = (a->cap_kld + n) * 2;
         a->kld = qp_xrealloc_array(a->kld, a->cap_kld, sizeof(*a->kld));
     }
+    score_ctx c = {logits, a->with_ref ? ref_logits : NULL, tokens, first, n, vocab, scratch,
+                   terms, terms + n, terms + 2 * n, terms + 3 * n, (unsigned char *)(terms + 4 * n)};
+    qp_llama_run_tasks(m, (n - first + SCORE_ROWS - 1) / SCORE_ROWS, score_task, &c);
     for (size_t t = first; t < n; t++) {
-        const float *row = logits + (t - 1) * vocab;
-        int32_t target = tokens[t];
-        log_softmax(lq, row, vocab);
-        a->nll_sum += -lq[target];
+        a->nll_sum += c.nll[t];
         a->scored++;
         if (!a->with_ref)
             continue;
-        const float *rrow = ref_logits + (t - 1) * vocab;
-        log_softmax(lp, rrow, vocab);
-        double kl = 0;
-        for (size_t v = 0; v < vocab; v++)
-            kl += exp(lp[v]) * (lp[v] - lq[v]);
-        if (kl < 0)
-            kl = 0;  /* rounding of two near-identical distributions */
-        a->kld_sum += kl;
-        a->kld[a->n_kld++] = kl;
-        a->ref_nll_sum += -lp[target];
-        double dp = exp(lq[target]) - exp(lp[target]);
-        a->dp_sq_sum += dp * dp;
-        a->top1_same += argmax(row, vocab) == argmax(rrow, vocab);
+        a->kld_sum += c.kl[t];
+        a->kld[a->n_kld++] = c.kl[t];
+        a->ref_nll_sum += c.ref_nll[t];
+        a->dp_sq_sum += c.dp2[t];
+        a->top1_same += c.same[t];
     }
     return 0;
 }
@@ -132,7 +167,8 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
     size_t batch = a->batch ? a->batch : qp_eval_batch_windows(m, ref, ctx, QP_EVAL_BATCH_BYTES);
     float *logits = qp_xmalloc(ctx * vocab * sizeof(float));
     float *ref_logits = ref ? qp_xmalloc(ctx * vocab * sizeof(float)) : NULL;
-    double *lp = qp_xmalloc(vocab * sizeof(double)), *lq = qp_xmalloc(vocab * sizeof(double));
+    double *scratch = qp_xmalloc((size_t)qp_llama_threads(m) * 2 * vocab * sizeof(double));
+    double *terms = qp_xmalloc(5 * ctx * sizeof(double));
     int32_t *chunk = qp_xmalloc(batch * ctx * sizeof(int32_t));
     int rc = 0;
     uint64_t total_tokens = 0, done_tokens = 0;
@@ -162,7 +198,8 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
                 goto done;
             if (ref && (rc = qp_llama_batch_logits(ref, s, ref_logits)) != 0)
                 goto done;
-            if ((rc = score_window(a, logits, ref_logits, chunk + s * len, len, first, vocab, lp, lq)) != 0)
+            if ((rc = score_window(a, m, logits, ref_logits, chunk + s * len, len, first, vocab, scratch, terms)) !=
+                0)
                 goto done;
             a->windows++;
             done_tokens += len;
@@ -174,8 +211,8 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
 done:
     free(logits);
     free(ref_logits);
-    free(lp);
-    free(lq);
+    free(scratch);
+    free(terms);
     free(chunk);
     return rc;
 }

@@ -496,6 +496,11 @@ const qp_llama_hparams *qp_llama_get_hparams(const qp_llama *m) { return &m->hp;
 int qp_llama_threads(const qp_llama *m) { return qp_pool_threads(m->pool); }
 int qp_llama_weights_cached(const qp_llama *m) { return m->cached; }
 
+void qp_llama_run_tasks(qp_llama *m, size_t n_tasks, void (*fn)(void *arg, size_t task, int thread), void *arg)
+{
+    qp_pool_run(m->pool, n_tasks, fn, arg);
+}
+
 /* Floats per activation row, and the per-thread attention scores. */
 static size_t row_floats(const qp_llama *m)
 {

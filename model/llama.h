@@ -132,6 +132,11 @@ void qp_llama_free(qp_llama *m);
 
 const qp_llama_hparams *qp_llama_get_hparams(const qp_llama *m);
 int qp_llama_threads(const qp_llama *m);
+/* Runs fn(arg, task, thread) for every task in [0, n_tasks) on the model's
+ * threads (thread < qp_llama_threads(m), for per-thread scratch) and
+ * returns when all are done; tasks write disjoint outputs (evaluation
+ * scores a window's positions this way).  Not while a forward call runs. */
+void qp_llama_run_tasks(qp_llama *m, size_t n_tasks, void (*fn)(void *arg, size_t task, int thread), void *arg);
 /* 1 when the f32 weights of all layers are resident. */
 int qp_llama_weights_cached(const qp_llama *m);
 
