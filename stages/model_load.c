@@ -300,6 +300,17 @@ int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cach
     return rc;
 }
 
+static void drop_resident(qp_loaded_model *m)
+{
+    for (size_t i = 0; i < m->n_resident; i++) {
+        free(m->resident[i].name);
+        free(m->resident[i].bytes);
+    }
+    free(m->resident);
+    m->resident = NULL;
+    m->n_resident = m->resident_bytes = m->resident_cap = 0;
+}
+
 /* Stored bytes kept resident at most: a third of physical memory (a Q4_K_M
  * 7B is ~3.9 GB; a bf16 7B's 13.5 GB is then partly re-read per batch). */
 static size_t resident_cap_default(void)
@@ -341,6 +352,8 @@ static int open_model(qp_loaded_model **out, const qp_artifact *a, qp_cache *cac
     qp_llama_opts_init(&opts);
     opts.n_threads = threads;
     rc = qp_llama_new(&m->llama, &hp, &src, &opts);
+    if (rc == 0 && qp_llama_weights_cached(m->llama))
+        drop_resident(m);   /* everything is f32 in the model now: the stored copy would be a second one */
 done:
     if (rc) {
         qp_loaded_model_free(m);
@@ -367,11 +380,7 @@ void qp_loaded_model_free(qp_loaded_model *m)
     if (!m)
         return;
     qp_llama_free(m->llama);
-    for (size_t i = 0; i < m->n_resident; i++) {
-        free(m->resident[i].name);
-        free(m->resident[i].bytes);
-    }
-    free(m->resident);
+    drop_resident(m);
     qp_tokenizer_free(m->tok);
     for (size_t i = 0; i < m->n_overrides; i++) {
         free(m->overrides[i].name);

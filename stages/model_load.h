@@ -21,7 +21,8 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
                          const char *what);
 /* The same, keeping every tensor's stored bytes (bf16, ggml blocks, packed
  * codes) in memory after its first read, up to a third of physical memory
- * in all: evaluation reads each from the cache once, not once per batch.
+ * in all: evaluation reads each from the cache once, not once per batch
+ * (dropped when the model keeps all its weights in f32 anyway).
  * Without it (calibration, GPTQ, AWQ: each layer is used once or twice)
  * every use reads the cache again and memory holds one tensor at a time. */
 int qp_loaded_model_open_resident(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
