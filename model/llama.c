@@ -169,6 +169,7 @@ void qp_llama_opts_init(qp_llama_opts *o)
     o->n_threads = 0;
     o->weight_cache_bytes = QP_LLAMA_CACHE_DEFAULT;
     o->head_chunk_bytes = 0;
+    o->head_resident_bytes = QP_LLAMA_HEAD_RESIDENT;
 }
 
 /* ---- weight loading ---- */
@@ -355,7 +356,7 @@ static int load_layer_norms(qp_llama *m, int l)
 
 static int load_lm_head(qp_llama *m)
 {
-    return fetch(m, m->lm_head_own, QP_HF_LM_HEAD, 2, m->V, m->D, 0);
+    return fetch(m, m->lm_head_own, m->hp.tied_embeddings ? QP_HF_EMBED : QP_HF_LM_HEAD, 2, m->V, m->D, 0);
 }
 
 int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_source *src,
@@ -431,9 +432,15 @@ int qp_llama_new(qp_llama **out, const qp_llama_hparams *hp, const qp_weight_sou
         if (hp->qkv_bias)
             m->bbuf = qp_xmalloc((m->qd + 2 * m->kvd) * sizeof(float));
     }
-    if (hp->tied_embeddings) {
+    double head_bytes = (double)m->V * (double)m->D * sizeof(float);
+    if (hp->tied_embeddings && !m->embed && head_bytes <= (double)o.head_resident_bytes) {
+        m->lm_head_own = qp_xmalloc(m->V * m->D * sizeof(float));   /* the embedding, as the head */
+        m->lm_head = m->lm_head_own;
+        if ((rc = load_lm_head(m)) < 0)
+            goto fail;
+    } else if (hp->tied_embeddings) {
         m->lm_head = m->embed;
-    } else if (resident_globals) {
+    } else if (resident_globals || head_bytes <= (double)o.head_resident_bytes) {
         m->lm_head_own = qp_xmalloc(m->V * m->D * sizeof(float));
         m->lm_head = m->lm_head_own;
         if ((rc = load_lm_head(m)) < 0)

@@ -27,7 +27,8 @@
  * forward pass (one batch of windows), into one reused buffer of the largest
  * group (q+k+v, o, gate, up or down; at 7B shapes 192 MiB); the embedding
  * rows of the batch's tokens are converted one by one, and the lm_head is
- * applied in chunks of rows (at most 32 MiB of f32).  A source with row
+ * applied in chunks of rows (at most 32 MiB of f32) unless it is small
+ * enough to keep (opts.head_resident_bytes).  A source with row
  * access (open/rows/close) lets the pool's threads convert in parallel and
  * lets the stored form (bf16, ggml blocks ...) stay the only copy.
  *
@@ -105,6 +106,7 @@ typedef struct qp_weight_source {
 void qp_weight_source_checkpoint(qp_weight_source *out, const qp_checkpoint *ck);
 
 #define QP_LLAMA_CACHE_DEFAULT ((size_t)2 << 30)   /* 2 GiB of f32 weights */
+#define QP_LLAMA_HEAD_RESIDENT ((size_t)256 << 20)   /* 256 MiB f32 lm_head */
 
 typedef struct {
     int n_threads;              /* 0: online CPUs */
@@ -114,6 +116,12 @@ typedef struct {
      * machine), and evaluation runs hundreds of windows, so caching is the
      * default up to 2 GiB (~0.5 B parameters); 0 always streams. */
     size_t weight_cache_bytes;
+    /* A streamed model still keeps an f32 lm_head (or tied embedding) of at
+     * most this many bytes: converting it again for every window costs
+     * ~10% of a TinyLlama-1.1B Q4_K_M pass (250 MiB there); at Llama-2-7B
+     * shapes (500 MiB) it is applied from the source in chunks.  Default
+     * QP_LLAMA_HEAD_RESIDENT; 0: always chunks. */
+    size_t head_resident_bytes;
     /* A streamed lm_head is applied in chunks of at most this many f32
      * bytes (whole multiples of 128 rows, at least 128 rows); 0: 32 MiB. */
     size_t head_chunk_bytes;

@@ -92,6 +92,8 @@ static qp_llama *new_house(int threads, size_t cache_bytes, const qp_weight_sour
     o.n_threads = threads;
     o.weight_cache_bytes = cache_bytes;
     o.head_chunk_bytes = house_head_chunk;
+    if (cache_bytes == 0)
+        o.head_resident_bytes = 0;   /* streamed: the lm_head in chunks from the source, too */
     qp_llama *m = NULL;
     int rc = qp_llama_new(&m, &house_hp, src ? src : &ck_src, &o);
     if (rc)
