@@ -5,6 +5,7 @@
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "model/config.h"
+#include "model/hf_names.h"
 #include "stages/qtensor.h"
 
 #include <stdlib.h>
@@ -31,11 +32,13 @@ struct qp_loaded_model {
     const char *tok_file;         /* "tokenizer.json" or "tokenizer.model", for messages */
     qp_llama *llama;
     resident_tensor *resident;    /* stored bytes kept after first use */
-    size_t n_resident, resident_bytes, resident_cap;   /* cap 0: nothing kept */
+    size_t n_resident, resident_bytes, resident_cap;   /* cap 0: no layer tensor kept */
+    int keep_globals;             /* keep the non-layer tensors' bytes whatever the cap */
 };
 
 /* Stored bytes kept in memory after their first use (evaluation: read once
- * from the cache, not per batch), up to resident_cap bytes in all. */
+ * from the cache, not per batch), up to resident_cap bytes in all; the
+ * tensors outside the layers (embedding, lm_head, final norm) always. */
 struct resident_tensor {
     char *name;
     void *bytes;
@@ -78,7 +81,11 @@ static int stored_bytes(qp_loaded_model *m, const char *name, const json_t *e, c
     if (rc)
         return rc;
     *bytes = buf;
-    if (m->resident_cap && m->resident_bytes + *len <= m->resident_cap) {
+    /* the embedding and lm_head are read for every batch (calibration and
+     * mixed precision call qp_llama_embed per sample): their stored bytes
+     * stay even when layers are read per use */
+    int global = m->keep_globals && strncmp(name, QP_HF_LAYERS, strlen(QP_HF_LAYERS)) != 0;
+    if ((m->resident_cap && m->resident_bytes + *len <= m->resident_cap) || global) {
         m->resident = qp_xrealloc_array(m->resident, m->n_resident + 1, sizeof(*m->resident));
         m->resident[m->n_resident++] = (resident_tensor){qp_xstrdup(name), buf, *len};
         m->resident_bytes += *len;
@@ -309,6 +316,7 @@ static void drop_resident(qp_loaded_model *m)
     free(m->resident);
     m->resident = NULL;
     m->n_resident = m->resident_bytes = m->resident_cap = 0;
+    m->keep_globals = 0;
 }
 
 /* Stored bytes kept resident at most: a third of physical memory (a Q4_K_M
@@ -326,6 +334,7 @@ static int open_model(qp_loaded_model **out, const qp_artifact *a, qp_cache *cac
 {
     qp_loaded_model *m = qp_xcalloc(1, sizeof(*m));
     m->resident_cap = resident ? resident_cap_default() : 0;
+    m->keep_globals = 1;
     int rc;
     m->artifact = a;
     m->cache = cache;

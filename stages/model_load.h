@@ -24,7 +24,8 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
  * in all: evaluation reads each from the cache once, not once per batch
  * (dropped when the model keeps all its weights in f32 anyway).
  * Without it (calibration, GPTQ, AWQ: each layer is used once or twice)
- * every use reads the cache again and memory holds one tensor at a time. */
+ * every use of a layer's tensor reads the cache again; only the embedding's
+ * and lm_head's stored bytes stay (read per sample otherwise). */
 int qp_loaded_model_open_resident(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                                   const char *what);
 void qp_loaded_model_free(qp_loaded_model *m);
