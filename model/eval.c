@@ -8,6 +8,7 @@
 
 struct qp_eval_acc {
     int with_ref;
+    size_t batch;           /* windows per forward pass; 0: from QP_EVAL_BATCH_BYTES */
     double nll_sum, ref_nll_sum, kld_sum, dp_sq_sum;
     uint64_t scored, windows, top1_same;
     double *kld;            /* per scored position, for percentiles */
@@ -45,6 +46,26 @@ static void log_softmax(double *out, const float *row, size_t vocab)
         out[v] = (double)row[v] - lse;
 }
 
+void qp_eval_acc_set_batch(qp_eval_acc *a, size_t windows)
+{
+    a->batch = windows;
+}
+
+size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget)
+{
+    size_t vocab = (size_t)qp_llama_get_hparams(m)->vocab;
+    /* one window's logits (and the reference's) beside the activations */
+    double fixed = (double)ctx * (double)vocab * sizeof(float) * (ref ? 2.0 : 1.0);
+    size_t S = 1;
+    while (S < QP_EVAL_MAX_BATCH) {
+        double need = fixed + qp_llama_batch_bytes(m, S + 1, ctx) + (ref ? qp_llama_batch_bytes(ref, S + 1, ctx) : 0);
+        if (need > (double)budget)
+            break;
+        S++;
+    }
+    return S;
+}
+
 static size_t argmax(const float *row, size_t vocab)
 {
     size_t best = 0;
@@ -54,36 +75,71 @@ static size_t argmax(const float *row, size_t vocab)
     return best;
 }
 
-/* Scores positions [first, n) of one window: target tokens[t] from logits row t-1.
- * logits/ref_logits: [n, vocab]. */
-static int score_window(qp_eval_acc *a, const float *logits, const float *ref_logits, const int32_t *tokens,
-                        size_t n, size_t first, size_t vocab, double *lp, double *lq)
+/* Per-position terms of one window, computed by the model's threads into
+ * arrays and then summed in position order (the same doubles whatever the
+ * thread count). */
+typedef struct {
+    const float *logits, *ref_logits;   /* [n, vocab] */
+    const int32_t *tokens;
+    size_t first, n, vocab;
+    double *scratch;                    /* [threads, 2, vocab]: lq, lp */
+    double *nll, *kl, *ref_nll, *dp2;   /* [n] */
+    unsigned char *same;                /* [n] */
+} score_ctx;
+
+#define SCORE_ROWS 8
+
+static void score_task(void *varg, size_t task, int thread)
 {
+    const score_ctx *c = varg;
+    double *lq = c->scratch + (size_t)thread * 2 * c->vocab, *lp = lq + c->vocab;
+    size_t t0 = c->first + task * SCORE_ROWS, t1 = t0 + SCORE_ROWS < c->n ? t0 + SCORE_ROWS : c->n;
+    for (size_t t = t0; t < t1; t++) {
+        const float *row = c->logits + (t - 1) * c->vocab;
+        int32_t target = c->tokens[t];
+        log_softmax(lq, row, c->vocab);
+        c->nll[t] = -lq[target];
+        if (!c->ref_logits)
+            continue;
+        const float *rrow = c->ref_logits + (t - 1) * c->vocab;
+        log_softmax(lp, rrow, c->vocab);
+        double kl = 0;
+        for (size_t v = 0; v < c->vocab; v++)
+            kl += exp(lp[v]) * (lp[v] - lq[v]);
+        if (kl < 0)
+            kl = 0;  /* rounding of two near-identical distributions */
+        c->kl[t] = kl;
+        c->ref_nll[t] = -lp[target];
+        double dp = exp(lq[target]) - exp(lp[target]);
+        c->dp2[t] = dp * dp;
+        c->same[t] = argmax(row, c->vocab) == argmax(rrow, c->vocab);
+    }
+}
+
+/* Scores positions [first, n) of one window: target tokens[t] from logits row t-1.
+ * logits/ref_logits: [n, vocab]; scratch as score_ctx's, terms [5, n]. */
+static int score_window(qp_eval_acc *a, qp_llama *m, const float *logits, const float *ref_logits,
+                        const int32_t *tokens, size_t n, size_t first, size_t vocab, double *scratch, double *terms)
+{
+    if (first >= n)
+        return 0;
     if (a->with_ref && a->n_kld + n > a->cap_kld) {
         a->cap_kld = (a->cap_kld + n) * 2;
         a->kld = qp_xrealloc_array(a->kld, a->cap_kld, sizeof(*a->kld));
     }
+    score_ctx c = {logits, a->with_ref ? ref_logits : NULL, tokens, first, n, vocab, scratch,
+                   terms, terms + n, terms + 2 * n, terms + 3 * n, (unsigned char *)(terms + 4 * n)};
+    qp_llama_run_tasks(m, (n - first + SCORE_ROWS - 1) / SCORE_ROWS, score_task, &c);
     for (size_t t = first; t < n; t++) {
-        const float *row = logits + (t - 1) * vocab;
-        int32_t target = tokens[t];
-        log_softmax(lq, row, vocab);
-        a->nll_sum += -lq[target];
+        a->nll_sum += c.nll[t];
         a->scored++;
         if (!a->with_ref)
             continue;
-        const float *rrow = ref_logits + (t - 1) * vocab;
-        log_softmax(lp, rrow, vocab);
-        double kl = 0;
-        for (size_t v = 0; v < vocab; v++)
-            kl += exp(lp[v]) * (lp[v] - lq[v]);
-        if (kl < 0)
-            kl = 0;  /* rounding of two near-identical distributions */
-        a->kld_sum += kl;
-        a->kld[a->n_kld++] = kl;
-        a->ref_nll_sum += -lp[target];
-        double dp = exp(lq[target]) - exp(lp[target]);
-        a->dp_sq_sum += dp * dp;
-        a->top1_same += argmax(row, vocab) == argmax(rrow, vocab);
+        a->kld_sum += c.kl[t];
+        a->kld[a->n_kld++] = c.kl[t];
+        a->ref_nll_sum += c.ref_nll[t];
+        a->dp_sq_sum += c.dp2[t];
+        a->top1_same += c.same[t];
     }
     return 0;
 }
@@ -108,38 +164,55 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         n_windows--;  /* a trailing 1-token window scores nothing */
     if (max_chunks && a->windows + n_windows > max_chunks)
         n_windows = max_chunks > a->windows ? max_chunks - a->windows : 0;
+    size_t batch = a->batch ? a->batch : qp_eval_batch_windows(m, ref, ctx, QP_EVAL_BATCH_BYTES);
     float *logits = qp_xmalloc(ctx * vocab * sizeof(float));
     float *ref_logits = ref ? qp_xmalloc(ctx * vocab * sizeof(float)) : NULL;
-    double *lp = qp_xmalloc(vocab * sizeof(double)), *lq = qp_xmalloc(vocab * sizeof(double));
-    int32_t *chunk = qp_xmalloc(ctx * sizeof(int32_t));
+    double *scratch = qp_xmalloc((size_t)qp_llama_threads(m) * 2 * vocab * sizeof(double));
+    double *terms = qp_xmalloc(5 * ctx * sizeof(double));
+    int32_t *chunk = qp_xmalloc(batch * ctx * sizeof(int32_t));
     int rc = 0;
     uint64_t total_tokens = 0, done_tokens = 0;
     for (size_t w = 0; w < n_windows; w++)
         total_tokens += n - w * ctx < ctx ? n - w * ctx : ctx;
-    for (size_t w = 0; w < n_windows; w++) {
-        size_t start = w * ctx, len = n - start < ctx ? n - start : ctx, first = 1;
-        memcpy(chunk, tokens + start, len * sizeof(int32_t));
-        if (proto == QP_PPL_LLAMACPP) {
-            if (bos >= 0)
-                chunk[0] = bos;
-            first = ctx / 2 + 1;
+    /* Batches of up to `batch` consecutive windows of one length (only the
+     * last window of a stream can be shorter); a window's logits do not
+     * depend on the batch it ran in (model/llama.h). */
+    for (size_t w = 0; w < n_windows;) {
+        size_t len = n - w * ctx < ctx ? n - w * ctx : ctx, first = proto == QP_PPL_LLAMACPP ? ctx / 2 + 1 : 1;
+        size_t S = 0;
+        while (S < batch && w + S < n_windows && n - (w + S) * ctx >= len) {
+            int32_t *c = chunk + S * len;
+            memcpy(c, tokens + (w + S) * ctx, len * sizeof(int32_t));
+            if (proto == QP_PPL_LLAMACPP && bos >= 0)
+                c[0] = bos;
+            S++;
+            if (len < ctx)
+                break;   /* the short last window runs alone */
         }
-        if ((rc = qp_llama_forward(m, chunk, len, logits)) != 0)
+        if ((rc = qp_llama_forward_batch(m, chunk, S, len)) != 0)
             goto done;
-        if (ref && (rc = qp_llama_forward(ref, chunk, len, ref_logits)) != 0)
+        if (ref && (rc = qp_llama_forward_batch(ref, chunk, S, len)) != 0)
             goto done;
-        if ((rc = score_window(a, logits, ref_logits, chunk, len, first, vocab, lp, lq)) != 0)
-            goto done;
-        a->windows++;
-        done_tokens += len;
-        if (progress)
-            progress(ud, done_tokens, total_tokens);
+        for (size_t s = 0; s < S; s++) {
+            if ((rc = qp_llama_batch_logits(m, s, logits)) != 0)
+                goto done;
+            if (ref && (rc = qp_llama_batch_logits(ref, s, ref_logits)) != 0)
+                goto done;
+            if ((rc = score_window(a, m, logits, ref_logits, chunk + s * len, len, first, vocab, scratch, terms)) !=
+                0)
+                goto done;
+            a->windows++;
+            done_tokens += len;
+            if (progress)
+                progress(ud, done_tokens, total_tokens);
+        }
+        w += S;
     }
 done:
     free(logits);
     free(ref_logits);
-    free(lp);
-    free(lq);
+    free(scratch);
+    free(terms);
     free(chunk);
     return rc;
 }

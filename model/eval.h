@@ -35,6 +35,23 @@ typedef struct qp_eval_acc qp_eval_acc;
 int qp_eval_acc_new(qp_eval_acc **out, int with_reference);
 void qp_eval_acc_free(qp_eval_acc *a);
 
+/* Windows per forward pass (qp_llama_forward_batch): 0 (the default)
+ * chooses the most that fit QP_EVAL_BATCH_BYTES; results are the same bits
+ * for any value (tests set 1 and 4). */
+void qp_eval_acc_set_batch(qp_eval_acc *a, size_t windows);
+
+/* The automatic batch: the largest S <= QP_EVAL_MAX_BATCH whose
+ * activations (qp_llama_batch_bytes of m, and of ref when given) plus one
+ * window's logits (and the reference's) fit `budget` bytes; at least 1.
+ * 512 MiB at ctx 256 gives 16 windows on house-llama and on TinyLlama-1.1B
+ * shapes (27 MiB of activations per window, 31 MiB of logits), 7 with a
+ * reference; 7 on Llama-2-7B shapes (60 MiB per window), 3 with a
+ * reference.  The weights are converted once per pass, so the windows of a
+ * pass share that cost (ggml k-quant blocks convert at a few ns a weight). */
+#define QP_EVAL_BATCH_BYTES ((size_t)512 << 20)
+#define QP_EVAL_MAX_BATCH 16
+size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget);
+
 /* Scores one stream.  bos: the model's BOS id, tokens[0] already being it;
  * -1 for a model without BOS (nothing is inserted or replaced).
  * ref may be NULL; when given, both models see the same windows and the

@@ -21,10 +21,23 @@
  * any thread count.  Creating a model sets OpenBLAS to one thread
  * (process-wide; see model/llama_pool.h for why).
  *
- * Memory: the f32 weights of all layers (and an untied lm_head) stay resident
- * when they fit opts.weight_cache_bytes; otherwise each layer is converted
- * from the source again for every window into one reused layer buffer
- * (memory ≈ one f32 layer + lm_head + embedding + activations). */
+ * Memory: the f32 weights of all layers (and the embedding and lm_head) stay
+ * resident when they fit opts.weight_cache_bytes.  Otherwise nothing f32 is
+ * kept: each product's matrices are converted from the source, once per
+ * forward pass (one batch of windows), into one reused buffer of the largest
+ * group (q+k+v, o, gate, up or down; at 7B shapes 192 MiB); the embedding
+ * rows of the batch's tokens are converted one by one, and the lm_head is
+ * applied in chunks of rows (at most 32 MiB of f32) unless it is small
+ * enough to keep (opts.head_resident_bytes).  A source with row
+ * access (open/rows/close) lets the pool's threads convert in parallel and
+ * lets the stored form (bf16, ggml blocks ...) stay the only copy.
+ *
+ * Batches: qp_llama_forward_batch runs S windows of n tokens as one S·n-row
+ * pass (every GEMM over all rows; RoPE positions and causal attention per
+ * window), then qp_llama_batch_logits gives one window's logits at a time.
+ * Every element of every product is the same fixed FMA chain whatever S,
+ * the other windows of the batch or the thread count (common/gemm.h), so
+ * the logits of a window are the same bits in any batch. */
 #ifndef QP_MODEL_LLAMA_H
 #define QP_MODEL_LLAMA_H
 
@@ -74,6 +87,17 @@ typedef struct qp_weight_source {
      * interleaved-pair RoPE layout; they are permuted back on load, so both
      * layouts give bit-identical logits. */
     int rope_interleaved;
+    /* Optional row access (all three or none).  open (from the calling
+     * thread) finds and checks tensor `name` of shape shape[0..ndim-1] and
+     * returns a handle; rows writes rows [row0, row0 + nrows) (rows =
+     * shape[0] and a row shape[1] of a 2-D tensor; a 1-D tensor is one row)
+     * as f32 into dst, and may be
+     * called from several threads at once on one handle; close releases it.
+     * Without them, every tensor is fetched whole through get_f32 and the
+     * embedding (and lm_head) stay resident in f32. */
+    int (*open)(void *ud, const char *name, int ndim, const uint64_t *shape, void **handle);
+    int (*rows)(void *ud, void *handle, uint64_t row0, uint64_t nrows, float *dst);
+    void (*close)(void *ud, void *handle);
 } qp_weight_source;
 
 /* A source over a safetensors checkpoint (HF names, rotate-half layout,
@@ -82,6 +106,7 @@ typedef struct qp_weight_source {
 void qp_weight_source_checkpoint(qp_weight_source *out, const qp_checkpoint *ck);
 
 #define QP_LLAMA_CACHE_DEFAULT ((size_t)2 << 30)   /* 2 GiB of f32 weights */
+#define QP_LLAMA_HEAD_RESIDENT ((size_t)256 << 20)   /* 256 MiB f32 lm_head */
 
 typedef struct {
     int n_threads;              /* 0: online CPUs */
@@ -91,6 +116,15 @@ typedef struct {
      * machine), and evaluation runs hundreds of windows, so caching is the
      * default up to 2 GiB (~0.5 B parameters); 0 always streams. */
     size_t weight_cache_bytes;
+    /* A streamed model still keeps an f32 lm_head (or tied embedding) of at
+     * most this many bytes: converting it again for every window costs
+     * ~10% of a TinyLlama-1.1B Q4_K_M pass (250 MiB there); at Llama-2-7B
+     * shapes (500 MiB) it is applied from the source in chunks.  Default
+     * QP_LLAMA_HEAD_RESIDENT; 0: always chunks. */
+    size_t head_resident_bytes;
+    /* A streamed lm_head is applied in chunks of at most this many f32
+     * bytes (whole multiples of 128 rows, at least 128 rows); 0: 32 MiB. */
+    size_t head_chunk_bytes;
 } qp_llama_opts;
 
 void qp_llama_opts_init(qp_llama_opts *o);
@@ -106,12 +140,28 @@ void qp_llama_free(qp_llama *m);
 
 const qp_llama_hparams *qp_llama_get_hparams(const qp_llama *m);
 int qp_llama_threads(const qp_llama *m);
+/* Runs fn(arg, task, thread) for every task in [0, n_tasks) on the model's
+ * threads (thread < qp_llama_threads(m), for per-thread scratch) and
+ * returns when all are done; tasks write disjoint outputs (evaluation
+ * scores a window's positions this way).  Not while a forward call runs. */
+void qp_llama_run_tasks(qp_llama *m, size_t n_tasks, void (*fn)(void *arg, size_t task, int thread), void *arg);
 /* 1 when the f32 weights of all layers are resident. */
 int qp_llama_weights_cached(const qp_llama *m);
 
 /* logits[n, V] for tokens[n] at positions 0..n-1 (causal).  1 <= n <=
  * max_pos, every token in [0, V).  One call at a time per model. */
 int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits);
+
+/* S windows of n tokens each, tokens[S·n] (window s at tokens + s·n, its
+ * positions 0..n-1), through every layer and the final norm; then
+ * qp_llama_batch_logits(m, s, logits[n, V]) computes window s's logits
+ * (s < S; valid until the next forward call on m).  The logits of a window
+ * are bit-identical to qp_llama_forward's on that window alone. */
+int qp_llama_forward_batch(qp_llama *m, const int32_t *tokens, size_t S, size_t n);
+int qp_llama_batch_logits(qp_llama *m, size_t s, float *logits);
+/* Activation bytes of an S × n batch (what qp_llama_forward_batch
+ * allocates on top of the weights), for choosing S under a memory budget. */
+double qp_llama_batch_bytes(const qp_llama *m, size_t S, size_t n);
 
 /* The inputs of the linear products, for calibration (Hessians, activation
  * statistics, importance matrices):

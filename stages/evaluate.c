@@ -109,7 +109,7 @@ static void set_metric(qp_stage_ctx *ctx, const char *name, double v)
 static int open_models(qp_stage_ctx *ctx, const qp_named_stage *rs, qp_loaded_model **model, qp_loaded_model **ref)
 {
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[0]);
-    int rc = qp_loaded_model_open(model, ctx->inputs[0], ctx->cache, ctx->threads, what);
+    int rc = qp_loaded_model_open_resident(model, ctx->inputs[0], ctx->cache, ctx->threads, what);
     free(what);
     if (rc || !rs)
         return rc;
@@ -118,7 +118,7 @@ static int open_models(qp_stage_ctx *ctx, const qp_named_stage *rs, qp_loaded_mo
         return qp_error_set(QP_EUSAGE, "stage '%s': reference '%s' must be an evaluate stage of a model", ctx->id,
                             rs->id);
     what = qp_strfmt("stage '%s': reference '%s'", ctx->id, rs->id);
-    rc = qp_loaded_model_open(ref, ref_model, ctx->cache, ctx->threads, what);
+    rc = qp_loaded_model_open_resident(ref, ref_model, ctx->cache, ctx->threads, what);
     free(what);
     if (rc == 0 && strcmp(qp_loaded_model_tokenizer_digest(*model), qp_loaded_model_tokenizer_digest(*ref)) != 0)
         rc = qp_error_set(QP_EUSAGE, "stage '%s': the model and reference '%s' have different tokenizers; "

@@ -5,6 +5,7 @@
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "model/config.h"
+#include "model/hf_names.h"
 #include "stages/qtensor.h"
 
 #include <stdlib.h>
@@ -17,6 +18,8 @@ typedef struct {
     uint64_t nelem;
 } weight_override;
 
+typedef struct resident_tensor resident_tensor;
+
 struct qp_loaded_model {
     weight_override *overrides;   /* served instead of the artifact's tensors */
     size_t n_overrides;
@@ -28,39 +31,100 @@ struct qp_loaded_model {
     char tok_digest[QP_HEX_LEN];
     const char *tok_file;         /* "tokenizer.json" or "tokenizer.model", for messages */
     qp_llama *llama;
+    resident_tensor *resident;    /* stored bytes kept after first use */
+    size_t n_resident, resident_bytes, resident_cap;   /* cap 0: no layer tensor kept */
+    int keep_globals;             /* keep the non-layer tensors' bytes whatever the cap */
 };
 
-/* Reads tensor `name` of the artifact as f32, checking its shape.
- * Called layer by layer by the forward pass. */
-static int artifact_get_f32(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst)
+/* Stored bytes kept in memory after their first use (evaluation: read once
+ * from the cache, not per batch), up to resident_cap bytes in all; the
+ * tensors outside the layers (embedding, lm_head, final norm) always. */
+struct resident_tensor {
+    char *name;
+    void *bytes;
+    size_t len;
+};
+
+/* An open tensor: an override / whole-decoded f32 copy, or stored bytes
+ * addressed by rows. */
+typedef struct {
+    const float *f32;
+    float *own_f32;
+    const void *bytes;
+    void *own_bytes;
+    qp_qtensor_layout lay;
+    uint64_t rows, cols;
+} tensor_handle;
+
+static int find_override(const qp_loaded_model *m, const char *name)
 {
-    qp_loaded_model *m = ud;
     for (size_t i = 0; i < m->n_overrides; i++)
-        if (strcmp(m->overrides[i].name, name) == 0) {
-            uint64_t n = 1;
-            for (int d = 0; d < ndim; d++)
-                n *= shape[d];
-            if (n != m->overrides[i].nelem)
-                return qp_error_set(QP_ERROR, "%s: replacement for tensor '%s' has the wrong size", m->what, name);
-            memcpy(dst, m->overrides[i].w, n * sizeof(float));
+        if (strcmp(m->overrides[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The stored bytes of entry e (tensor `name`): the resident copy, or read
+ * from the cache (kept when the model is resident and under its cap). */
+static int stored_bytes(qp_loaded_model *m, const char *name, const json_t *e, const void **bytes, size_t *len,
+                        void **own)
+{
+    *own = NULL;
+    for (size_t i = 0; i < m->n_resident; i++)
+        if (strcmp(m->resident[i].name, name) == 0) {
+            *bytes = m->resident[i].bytes;
+            *len = m->resident[i].len;
             return 0;
         }
-    char *entry_name = qp_strfmt("tensors/%s", name);
-    const json_t *e = qp_artifact_find(m->artifact, entry_name);
     void *buf = NULL;
+    int rc = qp_cache_get(m->cache, qp_artifact_entry_digest(e), &buf, len);
+    if (rc)
+        return rc;
+    *bytes = buf;
+    /* the embedding and lm_head are read for every batch (calibration and
+     * mixed precision call qp_llama_embed per sample): their stored bytes
+     * stay even when layers are read per use */
+    int global = m->keep_globals && strncmp(name, QP_HF_LAYERS, strlen(QP_HF_LAYERS)) != 0;
+    if ((m->resident_cap && m->resident_bytes + *len <= m->resident_cap) || global) {
+        m->resident = qp_xrealloc_array(m->resident, m->n_resident + 1, sizeof(*m->resident));
+        m->resident[m->n_resident++] = (resident_tensor){qp_xstrdup(name), buf, *len};
+        m->resident_bytes += *len;
+    } else {
+        *own = buf;
+    }
+    return 0;
+}
+
+/* Finds tensor `name`, checks its shape against the config and makes it
+ * readable by rows.  Called from the forward pass's thread. */
+static int artifact_open(void *ud, const char *name, int ndim, const uint64_t *shape, void **out)
+{
+    qp_loaded_model *m = ud;
+    tensor_handle *h = qp_xcalloc(1, sizeof(*h));
+    uint64_t nelem = 1;
+    for (int d = 0; d < ndim; d++)
+        nelem *= shape[d];
+    h->rows = ndim == 2 ? shape[0] : 1;
+    h->cols = h->rows ? nelem / h->rows : 0;
+    char *entry_name = NULL, *what = NULL;
     size_t len = 0;
-    int rc = 0;
+    int rc = 0, oi = find_override(m, name);
+    if (oi >= 0) {
+        if (nelem != m->overrides[oi].nelem)
+            rc = qp_error_set(QP_ERROR, "%s: replacement for tensor '%s' has the wrong size", m->what, name);
+        h->f32 = m->overrides[oi].w;
+        goto done;
+    }
+    entry_name = qp_strfmt("tensors/%s", name);
+    const json_t *e = qp_artifact_find(m->artifact, entry_name);
     if (!e) {
         rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s' is missing (needed by the LLaMA forward pass)", m->what, name);
         goto done;
     }
     const json_t *jshape = json_object_get(e, "shape");
     int same = (int)json_array_size(jshape) == ndim;
-    uint64_t nelem = 1;
-    for (int i = 0; same && i < ndim; i++) {
+    for (int i = 0; same && i < ndim; i++)
         same = (uint64_t)json_integer_value(json_array_get(jshape, (size_t)i)) == shape[i];
-        nelem *= shape[i];
-    }
     if (!same) {
         char *got = json_dumps(jshape, JSON_COMPACT | JSON_ENCODE_ANY);
         rc = qp_error_set(QP_EFORMAT, "%s: tensor '%s' has shape %s, which does not fit the config", m->what, name,
@@ -68,14 +132,68 @@ static int artifact_get_f32(void *ud, const char *name, int ndim, const uint64_t
         free(got);
         goto done;
     }
-    if ((rc = qp_cache_get(m->cache, qp_artifact_entry_digest(e), &buf, &len)) != 0)
+    if ((rc = stored_bytes(m, name, e, &h->bytes, &len, &h->own_bytes)) != 0)
         goto done;
-    char *what = qp_strfmt("%s: tensor '%s'", m->what, name);
-    rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
-    free(what);
+    what = qp_strfmt("%s: tensor '%s'", m->what, name);
+    rc = qp_qtensor_layout_of(&h->lay, e, len, what);
+    if (rc == 0) {   /* decoded whole: linear, nf4, int8 */
+        h->own_f32 = qp_xmalloc((nelem ? nelem : 1) * sizeof(float));
+        rc = qp_qtensor_to_f32(e, h->bytes, len, h->own_f32, nelem, what);
+        h->f32 = h->own_f32;
+        free(h->own_bytes);
+        h->own_bytes = NULL;
+        h->bytes = NULL;
+    }
+    rc = rc < 0 ? rc : 0;
 done:
-    free(buf);
     free(entry_name);
+    free(what);
+    if (rc) {
+        free(h->own_f32);
+        free(h->own_bytes);
+        free(h);
+        h = NULL;
+    }
+    *out = h;
+    return rc;
+}
+
+/* Rows [row0, row0 + nrows) as f32; pure, so the pool's threads share it. */
+static int artifact_rows(void *ud, void *vh, uint64_t row0, uint64_t nrows, float *dst)
+{
+    const qp_loaded_model *m = ud;
+    const tensor_handle *h = vh;
+    if (row0 > h->rows || nrows > h->rows - row0)
+        return qp_error_set(QP_EUSAGE, "%s: rows %llu..%llu of a tensor of %llu rows", m->what,
+                            (unsigned long long)row0, (unsigned long long)(row0 + nrows), (unsigned long long)h->rows);
+    if (h->f32) {
+        memcpy(dst, h->f32 + row0 * h->cols, (size_t)(nrows * h->cols) * sizeof(float));
+        return 0;
+    }
+    return qp_qtensor_layout_rows(&h->lay, h->bytes, (int64_t)row0, (int64_t)nrows, dst);
+}
+
+static void artifact_close(void *ud, void *vh)
+{
+    (void)ud;
+    tensor_handle *h = vh;
+    if (!h)
+        return;
+    free(h->own_f32);
+    free(h->own_bytes);
+    free(h);
+}
+
+/* The whole tensor as f32 (the source's plain interface). */
+static int artifact_get_f32(void *ud, const char *name, int ndim, const uint64_t *shape, float *dst)
+{
+    void *h = NULL;
+    int rc = artifact_open(ud, name, ndim, shape, &h);
+    if (rc == 0) {
+        const tensor_handle *th = h;
+        rc = artifact_rows(ud, h, 0, th->rows, dst);
+    }
+    artifact_close(ud, h);
     return rc;
 }
 
@@ -189,10 +307,34 @@ int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cach
     return rc;
 }
 
-int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
-                         const char *what)
+static void drop_resident(qp_loaded_model *m)
+{
+    for (size_t i = 0; i < m->n_resident; i++) {
+        free(m->resident[i].name);
+        free(m->resident[i].bytes);
+    }
+    free(m->resident);
+    m->resident = NULL;
+    m->n_resident = m->resident_bytes = m->resident_cap = 0;
+    m->keep_globals = 0;
+}
+
+/* Stored bytes kept resident at most: a third of physical memory (a Q4_K_M
+ * 7B is ~3.9 GB; a bf16 7B's 13.5 GB is then partly re-read per batch). */
+static size_t resident_cap_default(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psize <= 0)
+        return (size_t)4 << 30;
+    return (size_t)((double)pages * (double)psize / 3.0);
+}
+
+static int open_model(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads, const char *what,
+                      int resident)
 {
     qp_loaded_model *m = qp_xcalloc(1, sizeof(*m));
+    m->resident_cap = resident ? resident_cap_default() : 0;
+    m->keep_globals = 1;
     int rc;
     m->artifact = a;
     m->cache = cache;
@@ -213,11 +355,14 @@ int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *
     }
     qp_llama_hparams hp;
     qp_llama_hparams_from_config(&hp, &m->config);
-    qp_weight_source src = {.ud = m, .get_f32 = artifact_get_f32, .rope_interleaved = 0};
+    qp_weight_source src = {.ud = m, .get_f32 = artifact_get_f32, .rope_interleaved = 0, .open = artifact_open,
+                            .rows = artifact_rows, .close = artifact_close};
     qp_llama_opts opts;
     qp_llama_opts_init(&opts);
     opts.n_threads = threads;
     rc = qp_llama_new(&m->llama, &hp, &src, &opts);
+    if (rc == 0 && qp_llama_weights_cached(m->llama))
+        drop_resident(m);   /* everything is f32 in the model now: the stored copy would be a second one */
 done:
     if (rc) {
         qp_loaded_model_free(m);
@@ -227,11 +372,24 @@ done:
     return 0;
 }
 
+int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
+                         const char *what)
+{
+    return open_model(out, a, cache, threads, what, 0);
+}
+
+int qp_loaded_model_open_resident(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
+                                  const char *what)
+{
+    return open_model(out, a, cache, threads, what, 1);
+}
+
 void qp_loaded_model_free(qp_loaded_model *m)
 {
     if (!m)
         return;
     qp_llama_free(m->llama);
+    drop_resident(m);
     qp_tokenizer_free(m->tok);
     for (size_t i = 0; i < m->n_overrides; i++) {
         free(m->overrides[i].name);

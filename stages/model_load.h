@@ -2,7 +2,8 @@
  * from its config.json, its tokenizer (files/tokenizer.json with
  * files/tokenizer_config.json when present, else files/tokenizer.model),
  * and a weight source that reads each
- * tensor object on demand (verified, converted to f32 layer by layer). */
+ * tensor object on demand (verified; converted to f32 by rows, one product
+ * group or lm_head chunk at a time: stages/qtensor.h). */
 #ifndef QP_STAGES_MODEL_LOAD_H
 #define QP_STAGES_MODEL_LOAD_H
 
@@ -18,6 +19,15 @@ typedef struct qp_loaded_model qp_loaded_model;
 /* what: the stage/input name for messages ("stage 'base': input 'model'"). */
 int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                          const char *what);
+/* The same, keeping every tensor's stored bytes (bf16, ggml blocks, packed
+ * codes) in memory after its first read, up to a third of physical memory
+ * in all: evaluation reads each from the cache once, not once per batch
+ * (dropped when the model keeps all its weights in f32 anyway).
+ * Without it (calibration, GPTQ, AWQ: each layer is used once or twice)
+ * every use of a layer's tensor reads the cache again; only the embedding's
+ * and lm_head's stored bytes stay (read per sample otherwise). */
+int qp_loaded_model_open_resident(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
+                                  const char *what);
 void qp_loaded_model_free(qp_loaded_model *m);
 /* Serves w [nelem] for tensor `name` from now on (sequential GPTQ/AWQ: the
  * already-quantized weights); call qp_llama_reload_layer afterwards. */

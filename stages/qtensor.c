@@ -117,6 +117,53 @@ int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float 
     return qp_error_set(QP_EFORMAT, "%s: unknown tensor format '%s' (written by a newer qpipe?)", what, fmt);
 }
 
+int qp_qtensor_layout_of(qp_qtensor_layout *out, const json_t *entry, size_t len, const char *what)
+{
+    const char *fmt = format_of(entry);
+    memset(out, 0, sizeof(*out));
+    qp_qtensor_rows_cols(entry, &out->rows, &out->cols);
+    uint64_t nelem = qp_qtensor_nelem(entry);
+    if (strcmp(fmt, "dense") == 0) {
+        qp_dtype dt = qp_dtype_parse(json_string_value(json_object_get(entry, "dtype")));
+        float probe;
+        if (dt == QP_DT_INVALID || len != nelem * qp_dtype_size(dt))
+            return qp_error_set(QP_ECORRUPT, "%s: %zu bytes do not hold %llu %s elements", what, len,
+                                (unsigned long long)nelem, qp_dtype_name(dt) ? qp_dtype_name(dt) : "?");
+        if (qp_convert_to_f32(&probe, "\0\0\0\0\0\0\0\0", dt, 1) != 0)
+            return qp_error_set(QP_EFORMAT, "%s: dtype %s is not a float type", what, qp_dtype_name(dt));
+        out->dtype = (int)dt;
+        out->row_bytes = (size_t)out->cols * qp_dtype_size(dt);
+        return 1;
+    }
+    if (strcmp(fmt, "ggml") == 0) {
+        const qp_qtype_info *qi = qp_qtype_by_name(json_string_value(json_object_get(entry, "qtype")));
+        size_t row_size = qi ? qp_qtype_row_size(qi->type, out->cols) : 0;
+        if (!qi || row_size == 0 || len != (size_t)out->rows * row_size)
+            return qp_error_set(QP_ECORRUPT, "%s: %zu bytes are not %lld rows of %s", what, len,
+                                (long long)out->rows, qi ? qi->name : "an unknown ggml type");
+        out->ggml = 1;
+        out->qtype = (int)qi->type;
+        out->row_bytes = row_size;
+        return 1;
+    }
+    return 0;
+}
+
+int qp_qtensor_layout_rows(const qp_qtensor_layout *l, const void *bytes, int64_t row0, int64_t nrows, float *dst)
+{
+    const char *p = (const char *)bytes + (size_t)row0 * l->row_bytes;
+    if (!l->ggml)
+        return qp_convert_to_f32(dst, p, (qp_dtype)l->dtype, (size_t)(nrows * l->cols)) != 0
+                   ? qp_error_set(QP_EFORMAT, "tensor: dtype %d is not a float type", l->dtype)
+                   : 0;
+    for (int64_t r = 0; r < nrows; r++) {
+        int rc = qp_dequantize_row((qp_ggml_type)l->qtype, p + (size_t)r * l->row_bytes, dst + r * l->cols, l->cols);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 double qp_qtensor_bits(const json_t *entry, size_t len)
 {
     const json_t *bpw = json_object_get(entry, "bpw");

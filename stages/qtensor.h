@@ -27,6 +27,24 @@ void qp_qtensor_rows_cols(const json_t *entry, int64_t *rows, int64_t *cols);
  * errors ("stage 'x': tensor 'y'"). */
 int qp_qtensor_to_f32(const json_t *entry, const void *bytes, size_t len, float *dst, uint64_t nelem,
                       const char *what);
+/* Row access to stored bytes without decoding the whole tensor (the
+ * forward pass converts one batch's embedding rows, or the lm_head chunk
+ * by chunk): dense and ggml tensors are addressable by rows; linear, nf4
+ * and int8 (group scales, g_idx) are decoded whole. */
+typedef struct {
+    int ggml;              /* 1: rows of ggml blocks of qtype; 0: dense dtype */
+    int qtype;             /* qp_ggml_type when ggml */
+    int dtype;             /* qp_dtype when dense */
+    int64_t rows, cols;    /* qp_qtensor_rows_cols */
+    size_t row_bytes;
+} qp_qtensor_layout;
+/* 1 and *out filled when `entry` is row-addressable and len bytes fit its
+ * shape; 0 for the formats decoded whole; a negative qp_err (QP_ECORRUPT,
+ * naming `what`) when the bytes do not fit. */
+int qp_qtensor_layout_of(qp_qtensor_layout *out, const json_t *entry, size_t len, const char *what);
+/* dst [nrows, cols] = rows [row0, row0 + nrows) of bytes (in range: the
+ * caller checks); safe to call from several threads at once. */
+int qp_qtensor_layout_rows(const qp_qtensor_layout *l, const void *bytes, int64_t row0, int64_t nrows, float *dst);
 /* A checkpoint weight about to be quantized, w[rows, cols]: QP_EFORMAT
  * "WHAT: row R, column C is NaN|infinite; fix the checkpoint" at the first
  * non-finite element.  The quantizers refuse one too, but as a usage error

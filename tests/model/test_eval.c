@@ -148,6 +148,50 @@ static void test_kld_matches_naive(void **state)
     qp_llama_free(q);
 }
 
+/* Windows per pass (1, 4, automatic) and threads (1, 2) leave every
+ * metric bit-identical, with and without a reference, in both protocols
+ * (the stream's last window is shorter in the windows protocol). */
+static void test_batch_invariant(void **state)
+{
+    (void)state;
+    perturbed pa = {ck, NULL, 1}, pb = {ck, "model.layers.1.self_attn.v_proj.weight", 0.7f};
+    const size_t ctx = 48, n = 48 * 9 + 17;
+    assert_true(n_tokens >= n);
+    qp_eval_result want[2][2];
+    const size_t batches[] = {1, 4, 0};
+    for (int threads = 1; threads <= 2; threads++) {
+        qp_llama *ref = open_model(&pa, threads), *q = open_model(&pb, threads);
+        for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++)
+            for (int with_ref = 0; with_ref <= 1; with_ref++)
+                for (int proto = 0; proto <= 1; proto++) {
+                    qp_eval_acc *acc = NULL;
+                    qp_eval_result r;
+                    assert_int_equal(qp_eval_acc_new(&acc, with_ref), 0);
+                    qp_eval_acc_set_batch(acc, batches[b]);
+                    assert_int_equal(qp_eval_stream(acc, q, with_ref ? ref : NULL, tokens, n, 1,
+                                                    proto ? QP_PPL_LLAMACPP : QP_PPL_WINDOWS, ctx, 0, NULL, NULL),
+                                     0);
+                    assert_int_equal(qp_eval_finish(acc, &r), 0);
+                    assert_int_equal(r.windows, proto ? 9 : 10);
+                    if (threads == 1 && b == 0)
+                        want[with_ref][proto] = r;
+                    else
+                        assert_memory_equal(&r, &want[with_ref][proto], sizeof(r));
+                    qp_eval_acc_free(acc);
+                }
+        qp_llama_free(ref);
+        qp_llama_free(q);
+    }
+    assert_true(want[1][0].kld_mean > 0);
+    /* the automatic batch grows with the budget and is at least 1 */
+    qp_llama *m = open_model(&pa, 1);
+    assert_int_equal(qp_eval_batch_windows(m, NULL, 256, 1), 1);
+    assert_int_equal(qp_eval_batch_windows(m, NULL, 256, (size_t)1 << 40), QP_EVAL_MAX_BATCH);
+    assert_true(qp_eval_batch_windows(m, m, 256, QP_EVAL_BATCH_BYTES) <=
+                qp_eval_batch_windows(m, NULL, 256, QP_EVAL_BATCH_BYTES));
+    qp_llama_free(m);
+}
+
 static void test_protocol_accounting(void **state)
 {
     (void)state;
@@ -317,6 +361,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kld_matches_naive),
+        cmocka_unit_test(test_batch_invariant),
         cmocka_unit_test(test_protocol_accounting),
         cmocka_unit_test(test_mc),
         cmocka_unit_test(test_no_bos),

@@ -81,6 +81,8 @@ static int teardown_house(void **state)
     return 0;
 }
 
+static size_t house_head_chunk;   /* qp_llama_opts.head_chunk_bytes of new_house */
+
 static qp_llama *new_house(int threads, size_t cache_bytes, const qp_weight_source *src)
 {
     qp_weight_source ck_src;
@@ -89,6 +91,9 @@ static qp_llama *new_house(int threads, size_t cache_bytes, const qp_weight_sour
     qp_llama_opts_init(&o);
     o.n_threads = threads;
     o.weight_cache_bytes = cache_bytes;
+    o.head_chunk_bytes = house_head_chunk;
+    if (cache_bytes == 0)
+        o.head_resident_bytes = 0;   /* streamed: the lm_head in chunks from the source, too */
     qp_llama *m = NULL;
     int rc = qp_llama_new(&m, &house_hp, src ? src : &ck_src, &o);
     if (rc)
@@ -155,6 +160,63 @@ static void test_house_deterministic(void **state)
     qp_llama_free(ms);
 }
 
+/* Batches: S windows in one pass give each window the bits of that window
+ * alone, whatever S, the other windows, the thread count, and cached or
+ * streamed weights (embedding rows and lm_head chunks from the source). */
+static void test_house_batch(void **state)
+{
+    (void)state;
+    const size_t n = 64, S = 4, V = (size_t)house_hp.vocab;
+    assert_true(ref_n >= S * n);
+    qp_llama *alone = new_house(1, QP_LLAMA_CACHE_DEFAULT, NULL);
+    float *want = malloc(S * n * V * sizeof(float)), *got = malloc(n * V * sizeof(float));
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t s = 0; s < S; s++)
+        assert_int_equal(qp_llama_forward(alone, ref_tokens + s * n, n, want + s * n * V), 0);
+    /* batch_logits needs a batch: none yet, and a plain forward ends one */
+    assert_int_equal(qp_llama_batch_logits(alone, 0, got), QP_EUSAGE);
+    /* streamed: the lm_head whole, or in chunks of 128 rows or 384 (the last one 256) */
+    const struct { int threads; size_t cache, chunk; } cfg[] = {
+        {1, QP_LLAMA_CACHE_DEFAULT, 0}, {2, QP_LLAMA_CACHE_DEFAULT, 0}, {1, 0, 0}, {2, 0, 0},
+        {2, 0, 128 * (size_t)house_hp.hidden * sizeof(float)}, {1, 0, 400 * (size_t)house_hp.hidden * sizeof(float)}};
+    int32_t *mixed = malloc(2 * n * sizeof(int32_t));
+    assert_non_null(mixed);
+    memcpy(mixed, ref_tokens + 3 * n, n * sizeof(int32_t));   /* windows 3, 0 */
+    memcpy(mixed + n, ref_tokens, n * sizeof(int32_t));
+    for (size_t c = 0; c < sizeof(cfg) / sizeof(cfg[0]); c++) {
+        house_head_chunk = cfg[c].chunk;
+        qp_llama *m = new_house(cfg[c].threads, cfg[c].cache, NULL);
+        house_head_chunk = 0;
+        assert_int_equal(qp_llama_weights_cached(m), cfg[c].cache != 0);
+        assert_int_equal(qp_llama_forward_batch(m, ref_tokens, S, n), 0);
+        for (size_t s = 0; s < S; s++) {
+            assert_int_equal(qp_llama_batch_logits(m, s, got), 0);
+            assert_memory_equal(got, want + s * n * V, n * V * sizeof(float));
+        }
+        assert_int_equal(qp_llama_batch_logits(m, S, got), QP_EUSAGE);
+        assert_int_equal(qp_llama_forward_batch(m, mixed, 2, n), 0);
+        assert_int_equal(qp_llama_batch_logits(m, 1, got), 0);
+        assert_memory_equal(got, want, n * V * sizeof(float));
+        assert_int_equal(qp_llama_batch_logits(m, 0, got), 0);
+        assert_memory_equal(got, want + 3 * n * V, n * V * sizeof(float));
+        assert_true(qp_llama_batch_bytes(m, 4, n) > 2 * qp_llama_batch_bytes(m, 1, n));
+        qp_llama_free(m);
+    }
+    /* a bad token in the second window is named; no batch is left behind */
+    mixed[n + 5] = house_hp.vocab;
+    qp_llama *m = new_house(2, 0, NULL);
+    assert_int_equal(qp_llama_forward_batch(m, mixed, 2, n), QP_EUSAGE);
+    assert_non_null(strstr(qp_error_last(), "window 1 of the batch"));
+    assert_int_equal(qp_llama_batch_logits(m, 0, got), QP_EUSAGE);
+    assert_int_equal(qp_llama_forward_batch(m, mixed, 0, n), QP_EUSAGE);
+    qp_llama_free(m);
+    free(mixed);
+    free(want);
+    free(got);
+    qp_llama_free(alone);
+}
+
 /* A source that hands out q/k rows in GGUF's interleaved layout, permuted
  * here from an inner rotate-half source as formats.md describes. */
 typedef struct {
@@ -196,7 +258,7 @@ static void test_house_rope_interleaved(void **state)
     p.n_heads = house_hp.n_heads;
     p.n_kv_heads = house_hp.n_kv_heads;
     p.head_dim = house_hp.head_dim;
-    qp_weight_source src = {&p, permuting_get, 1};
+    qp_weight_source src = {.ud = &p, .get_f32 = permuting_get, .rope_interleaved = 1};
     qp_llama *hf = new_house(2, QP_LLAMA_CACHE_DEFAULT, NULL);
     qp_llama *gg = new_house(2, QP_LLAMA_CACHE_DEFAULT, &src);
     float *a = house_logits(hf), *b = house_logits(gg);
@@ -580,7 +642,7 @@ static void check_tiny(const qp_llama_hparams *hp, size_t n, uint64_t seed)
     double *want = malloc(n * V * sizeof(double));
     naive_forward(mm, hp, tok, n, want);
 
-    qp_weight_source src = {mm, mem_get, 0};
+    qp_weight_source src = {.ud = mm, .get_f32 = mem_get, .rope_interleaved = 0};
     float *first = NULL;
     for (int threads = 1; threads <= 3; threads++) {
         for (int stream = 0; stream <= 1; stream++) {
@@ -620,7 +682,7 @@ static void check_tiny(const qp_llama_hparams *hp, size_t n, uint64_t seed)
     /* The interleaved layout of the same weights gives the same bits. */
     if (hp->qkv_bias) {
         permuting_src p = {src, hp->n_heads, hp->n_kv_heads, hp->head_dim};
-        qp_weight_source psrc = {&p, permuting_get, 1};
+        qp_weight_source psrc = {.ud = &p, .get_f32 = permuting_get, .rope_interleaved = 1};
         qp_llama *m = NULL;
         assert_int_equal(qp_llama_new(&m, hp, &psrc, NULL), 0);
         float *lg = malloc(n * V * sizeof(float));
@@ -675,7 +737,7 @@ static void test_tiny_llama3(void **state)
     mem_model *mm = calloc(1, sizeof(*mm));
     assert_non_null(mm);
     build_random(mm, &hp, 11);
-    qp_weight_source src = {mm, mem_get, 0};
+    qp_weight_source src = {.ud = mm, .get_f32 = mem_get, .rope_interleaved = 0};
     int32_t tok[60];
     for (int t = 0; t < 60; t++)
         tok[t] = (int32_t)((t * 7919u + 11) % 50);
@@ -842,7 +904,7 @@ static void test_errors(void **state)
                            .max_pos = 8, .tied_embeddings = 1, .qkv_bias = 0};
     mem_model *mm = calloc(1, sizeof(*mm));
     build_random(mm, &hp, 1);
-    qp_weight_source src = {mm, mem_get, 0};
+    qp_weight_source src = {.ud = mm, .get_f32 = mem_get, .rope_interleaved = 0};
     qp_llama *m = NULL;
 
     qp_llama_hparams bad = hp;
@@ -905,7 +967,7 @@ static void test_errors(void **state)
     assert_true(strstr(qp_error_last(), "is missing") != NULL);
     qp_llama_free(m);
 
-    qp_weight_source none = {NULL, NULL, 0};
+    qp_weight_source none = {.ud = NULL, .get_f32 = NULL, .rope_interleaved = 0};
     assert_int_equal(qp_llama_new(&m, &hp, &none, NULL), QP_EUSAGE);
     assert_string_equal(qp_error_last(), "llama: no weight source given");
     mem_free(mm);
@@ -959,6 +1021,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_reference_logits),
         cmocka_unit_test(test_house_deterministic),
+        cmocka_unit_test(test_house_batch),
         cmocka_unit_test(test_house_rope_interleaved),
         cmocka_unit_test(test_house_nll),
         cmocka_unit_test(test_checkpoint_source_errors),
