@@ -374,7 +374,7 @@ done:
 }
 
 const qp_stage_kind qp_stage_package = {
-    .name = "package", .version = 1,
+    .name = "package", .version = 2,
     .doc = "write GGUF / GPTQ / AWQ files, model card and provenance into out:",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,
