@@ -9,10 +9,15 @@
  *
  * Metadata and tensor infos are kept in memory; tensor DATA is either a
  * borrowed pointer or produced by a callback when finish() reaches that
- * tensor, so a large model never has to be resident twice.  The output goes
+ * tensor, so a large model never has to be resident twice.  finish()
+ * streams: header and tensor infos first (offsets follow from types and
+ * shapes), then each tensor as it is produced, at most one tensor's bytes
+ * in memory (plus a 16 MiB buffer gathering small writes); writeback is
+ * started every 64 MiB, and one fsync ends the file.  The output goes
  * to a temp file created by _new() beside the destination and is fsynced
  * and renamed over the destination by _finish(); any failure (or _abort())
- * removes the temp file, so a half-written GGUF never appears at `path`. */
+ * removes the temp file, so a half-written GGUF never appears at `path`
+ * (a killed process leaves only a hidden .qpipe-gguf* temp file). */
 #ifndef QP_MODEL_GGUF_WRITER_H
 #define QP_MODEL_GGUF_WRITER_H
 
