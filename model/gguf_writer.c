@@ -32,6 +32,7 @@ typedef struct {
     uint64_t nbytes;
     const void *data;
     qp_gguf_fill_fn fill;
+    qp_gguf_view_fn view;
     void *ud;
 } wtensor;
 
@@ -419,7 +420,8 @@ uint64_t qp_gguf_tensor_nbytes(uint32_t type, int n_dims, const uint64_t *ne)
 }
 
 static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims, const uint64_t *ne,
-                      const void *data, size_t nbytes, int check_nbytes, qp_gguf_fill_fn fill, void *ud)
+                      const void *data, size_t nbytes, int check_nbytes, qp_gguf_fill_fn fill,
+                      qp_gguf_view_fn view, void *ud)
 {
     const char *nm = name ? name : "";
     if (!name || !*name)
@@ -464,6 +466,7 @@ static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_
     t->nbytes = want;
     t->data = data;
     t->fill = fill;
+    t->view = view;
     t->ud = ud;
     w->n_t++;
     return 0;
@@ -472,7 +475,7 @@ static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_
 int qp_gguf_writer_add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
                               const uint64_t *ne, const void *data, size_t nbytes)
 {
-    return add_tensor(w, name, type, n_dims, ne, data, nbytes, 1, NULL, NULL);
+    return add_tensor(w, name, type, n_dims, ne, data, nbytes, 1, NULL, NULL, NULL);
 }
 
 int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
@@ -480,7 +483,15 @@ int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t t
 {
     if (!fill)
         return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL fill callback", w->path, name ? name : "");
-    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, fill, ud);
+    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, fill, NULL, ud);
+}
+
+int qp_gguf_writer_add_tensor_view(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                   const uint64_t *ne, qp_gguf_view_fn view, void *ud)
+{
+    if (!view)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL view callback", w->path, name ? name : "");
+    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, NULL, view, ud);
 }
 
 size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w)
@@ -621,7 +632,7 @@ static int write_file(qp_gguf_writer *w)
     for (size_t i = 0; i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
         const void *src = t->data;
-        if (t->fill) {
+        if (t->fill || t->view) {
             if (t->nbytes > buf_cap) {
                 free(buf);
                 buf_cap = (size_t)t->nbytes;
@@ -629,10 +640,21 @@ static int write_file(qp_gguf_writer *w)
             }
             /* a fill that skipped a byte must not leak the previous
              * tensor's into the file: output stays deterministic */
-            memset(buf, 0, (size_t)t->nbytes);
-            if ((rc = t->fill(t->ud, t->name, buf, (size_t)t->nbytes)) != 0)
-                goto done;
-            src = buf;
+            if (t->view) {
+                /* the callback's own bytes, or all of buf (its contract) */
+                src = NULL;
+                if ((rc = t->view(t->ud, t->name, buf, (size_t)t->nbytes, &src)) != 0)
+                    goto done;
+                if (!src) {
+                    rc = qp_error_set(QP_ERROR, "%s: tensor '%s': no data produced", w->tmp, t->name);
+                    goto done;
+                }
+            } else {
+                memset(buf, 0, (size_t)t->nbytes);
+                if ((rc = t->fill(t->ud, t->name, buf, (size_t)t->nbytes)) != 0)
+                    goto done;
+                src = buf;
+            }
         }
         if ((rc = out_write(&o, src, (size_t)t->nbytes)) != 0 ||
             (rc = out_zeros(&o, pad_to(t->nbytes, align) - t->nbytes)) != 0)

@@ -102,6 +102,13 @@ int qp_gguf_writer_add_tensor(qp_gguf_writer *w, const char *name, uint32_t type
 /* The same with data produced by fill(ud, name, dst, nbytes) at finish(). */
 int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
                                  const uint64_t *ne, qp_gguf_fill_fn fill, void *ud);
+/* Zero-copy variant: view(ud, name, dst, nbytes, &data) either points
+ * *data at nbytes bytes it holds (valid until its next call or the
+ * writer's end; written from there without a copy) or writes ALL nbytes of
+ * dst (not cleared beforehand) and sets *data = dst. */
+typedef int (*qp_gguf_view_fn)(void *ud, const char *name, void *dst, size_t nbytes, const void **data);
+int qp_gguf_writer_add_tensor_view(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                   const uint64_t *ne, qp_gguf_view_fn view, void *ud);
 size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w);
 
 /* fn(ud) runs when the writer is freed (by finish or abort): releases what

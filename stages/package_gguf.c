@@ -22,6 +22,7 @@ typedef struct {
     unsigned file_type;   /* llama_ftype: 32 (BF16) stores 2-D weights as BF16 */
     float *f32;           /* scratch [largest tensor] for conversions */
     size_t f32_cap;       /* elements */
+    void *held;           /* the last tensor's cache object, lent to the writer */
 } export_ctx;
 
 #define FTYPE_MOSTLY_BF16 32u
@@ -145,12 +146,12 @@ static int linear_to_blocks(const void *buf, size_t len, uint32_t type, void *ds
 
 /* convert_hf_to_gguf widens bf16 to f32 and gguf-py's BF16 rounds it back:
  * the same bits, except a signalling NaN comes back quiet (bit 6 set). */
-static void bf16_copy(void *dst, const void *src, uint64_t nelem)
+static void bf16_quiet_nans(void *buf, uint64_t nelem)
 {
-    const uint16_t *s = src;
-    uint16_t *d = dst;
+    uint16_t *d = buf;
     for (uint64_t i = 0; i < nelem; i++)
-        d[i] = (s[i] & 0x7fffu) > 0x7f80u ? (uint16_t)(s[i] | 0x0040u) : s[i];
+        if ((d[i] & 0x7fffu) > 0x7f80u)
+            d[i] |= 0x0040u;
 }
 
 /* Any dense dtype -> f32 -> bf16 with gguf-py's rounding (qp_f32_to_bf16:
@@ -170,39 +171,57 @@ static int to_bf16(export_ctx *x, const json_t *e, const void *buf, size_t len, 
     return rc;
 }
 
-static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
+/* The tensor's GGUF bytes: the cache object itself when it already holds
+ * them (ggml blocks as quantized, F16 as encoded, a bf16 source's BF16 —
+ * its NaNs quieted in place), lent until the next call; otherwise
+ * converted into dst (every byte written). */
+static int tensor_view(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes,
+                       const void **data)
 {
     export_ctx *x = ud;
     const json_t *e = entry_of(x, t->hf_name);
-    void *buf = NULL;
     size_t len = 0;
-    int rc = qp_cache_get(x->cache, qp_artifact_entry_digest(e), &buf, &len);
+    free(x->held);
+    x->held = NULL;
+    int rc = qp_cache_get(x->cache, qp_artifact_entry_digest(e), &x->held, &len);
     if (rc)
         return rc;
+    const void *buf = x->held;
     char *what = qp_strfmt("%s: tensor '%s'", x->what, t->hf_name);
     uint64_t nelem = qp_qtensor_nelem(e);
+    const char *fmt = json_string_value(json_object_get(e, "format"));
+    *data = dst;
     if (type == QP_GGML_F32 || type == QP_GGML_F16 || type == QP_GGML_BF16) {
         const char *dt = json_string_value(json_object_get(e, "dtype"));
         if (type == QP_GGML_F16 && dt && !strcmp(dt, "F16") && len == nbytes) {
-            memcpy(dst, buf, len);
+            *data = buf;
         } else if (type == QP_GGML_F32 && nbytes == nelem * sizeof(float)) {
             rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
         } else if (type == QP_GGML_BF16 && dt && !strcmp(dt, "BF16") && len == nbytes) {
-            bf16_copy(dst, buf, nelem);
+            bf16_quiet_nans(x->held, nelem);
+            *data = buf;
         } else if (type == QP_GGML_BF16 && nbytes == nelem * 2) {
             rc = to_bf16(x, e, buf, len, dst, nelem, what);
         } else {
             rc = qp_error_set(QP_ECORRUPT, "%s: size does not match the GGUF tensor", what);
         }
-    } else if (!strcmp(json_string_value(json_object_get(e, "format")), "linear")) {
+    } else if (fmt && !strcmp(fmt, "linear")) {
         rc = linear_to_blocks(buf, len, type, dst, nbytes, what);
     } else if (len == nbytes) {
-        memcpy(dst, buf, len);   /* ggml blocks exactly as quantized */
+        *data = buf;   /* ggml blocks exactly as quantized */
     } else {
         rc = qp_error_set(QP_ECORRUPT, "%s: %zu bytes stored, the GGUF tensor needs %zu", what, len, nbytes);
     }
     free(what);
-    free(buf);
+    return rc;
+}
+
+static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
+{
+    const void *p = NULL;
+    int rc = tensor_view(ud, t, type, dst, nbytes, &p);
+    if (rc == 0 && p != dst)
+        memcpy(dst, p, nbytes);
     return rc;
 }
 
@@ -248,7 +267,7 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     qp_gguf_writer *w = NULL;
     qp_tokenizer *tok = NULL;
     char *tok_name = NULL;
-    export_ctx x = {model, cache, what, file_type, NULL, 0};
+    export_ctx x = {model, cache, what, file_type, NULL, 0, NULL};
     int rc = qp_model_artifact_config(&cfg, model, cache, what);
     if (rc)
         return rc;
@@ -264,7 +283,8 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     opts.layout = file_type == 0 || file_type == 1 || file_type == FTYPE_MOSTLY_BF16 ? QP_GGUF_LAYOUT_CONVERT
                                                                                       : QP_GGUF_LAYOUT_QUANTIZE;
     opts.file_type = file_type;
-    qp_gguf_llama_source src = {.ud = &x, .tensor_type = tensor_type, .tensor_data = tensor_data};
+    qp_gguf_llama_source src = {.ud = &x, .tensor_type = tensor_type, .tensor_data = tensor_data,
+                                .tensor_view = tensor_view};
     if ((rc = qp_gguf_llama_export_tok_new(&w, path, &cfg, tok, tok_name, &src, &opts)) != 0)
         goto done;
     const char *k;
@@ -284,6 +304,7 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
         rc = qp_gguf_writer_finish(w);
 done:
     free(x.f32);
+    free(x.held);
     if (have_opts)
         qp_gguf_llama_opts_free(&opts);
     qp_tokenizer_free(tok);
