@@ -57,14 +57,19 @@ static int tensor_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
         return qp_error_set(QP_EFORMAT, "%s: tensor '%s' is missing", x->what, t->hf_name);
     const char *fmt = json_string_value(json_object_get(e, "format"));
     if (!fmt || !strcmp(fmt, "dense")) {
-        /* F16 weights come encoded (quantize's F16 and llama-quantize's
-         * F16 fallback); BF16 keeps the source's objects, so its type is
-         * the file type's.  Norms and biases are F32 either way. */
+        /* A BF16 file keeps the source's objects (no rel_error: not
+         * encoded), so their type is the file's whatever the checkpoint's
+         * dtype, as convert's --outtype bf16; F16 weights come encoded
+         * (quantize's F16, an override, llama-quantize's F16 fallback).
+         * Norms and biases are F32 in every file, whatever their dtype
+         * (an F16 checkpoint's too: convert widens them). */
         const char *dt = json_string_value(json_object_get(e, "dtype"));
-        if (dt && !strcmp(dt, "F16"))
-            *type = QP_GGML_F16;
-        else if (x->file_type == FTYPE_MOSTLY_BF16 && !stays_f32(t))
+        if (stays_f32(t))
+            *type = QP_GGML_F32;
+        else if (x->file_type == FTYPE_MOSTLY_BF16 && !json_object_get(e, "rel_error"))
             *type = QP_GGML_BF16;
+        else if (dt && !strcmp(dt, "F16"))
+            *type = QP_GGML_F16;
         else
             *type = QP_GGML_F32;
         return 0;

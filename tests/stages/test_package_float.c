@@ -180,6 +180,57 @@ static uint16_t bf16_of(uint32_t n)
     return (uint16_t)r;
 }
 
+static float f32_of_f16(uint16_t h)
+{
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+    assert_int_not_equal(e, 31);
+    return (float)((h & 0x8000) ? -v : v);
+}
+
+/* house-llama with its weights stored F16 (one rounding from bf16), in a
+ * directory of the same name so general.name stays "House Llama" */
+static char *make_f16_llama(void)
+{
+    char *src = qp_test_shared_path("models/house-llama"), *top = qp_path_join(dir, "f16");
+    char *out = qp_path_join(top, "house-llama");
+    assert_int_equal(qp_mkdir_p(out, 0755), 0);
+    const char *files[] = {"config.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char *a = qp_path_join(src, files[i]), *b = qp_path_join(out, files[i]), *buf = NULL;
+        size_t n = 0;
+        assert_int_equal(qp_read_file(a, &buf, &n), 0);
+        qp_test_write(b, buf, n);
+        free(buf);
+        free(a);
+        free(b);
+    }
+    char *st_in = qp_path_join(src, "model.safetensors"), *st_out = qp_path_join(out, "model.safetensors");
+    qp_safetensors *st = NULL;
+    qp_st_writer *w = NULL;
+    assert_int_equal(qp_safetensors_open(&st, st_in), 0);
+    assert_int_equal(qp_st_writer_new(&w, st_out), 0);
+    for (size_t i = 0; i < qp_safetensors_count(st); i++) {
+        const qp_tensor_view *v = qp_safetensors_tensor(st, i);
+        uint16_t *h = malloc(v->nelem * 2 + 2);
+        for (uint64_t k = 0; k < v->nelem; k++) {
+            uint32_t u = (uint32_t)le((const unsigned char *)v->data + 2 * k, 2) << 16;
+            float x;
+            memcpy(&x, &u, 4);
+            h[k] = f16_of(x);
+        }
+        assert_int_equal(qp_st_writer_add(w, v->name, QP_DT_F16, v->ndim, v->shape, h, v->nelem * 2), 0);
+        free(h);
+    }
+    assert_int_equal(qp_st_writer_finish(w), 0);
+    qp_safetensors_free(st);
+    free(st_in);
+    free(st_out);
+    free(src);
+    free(out);
+    return top;
+}
+
 /* ---------- the recipe: both house models at F16 and BF16 ---------- */
 
 static int setup(void **state)
@@ -202,6 +253,12 @@ static int setup(void **state)
         free(src);
         free(path);
     }
+    /* an F16 checkpoint packaged as BF16: convert rounds its f16 values */
+    char *f16 = make_f16_llama();
+    fprintf(f, "  m16: {uses: fetch, with: {source: \"%s/house-llama\"}}\n", f16);
+    fprintf(f, "  q16: {uses: quantize, needs: [m16], with: {method: gguf, type: BF16}}\n");
+    fprintf(f, "  p16: {uses: package, needs: [q16], with: {format: gguf, out: out/f16-BF16, name: BF16}}\n");
+    free(f16);
     fclose(f);
     qp_recipe *r = NULL;
     qp_cache *c = NULL;
@@ -232,14 +289,19 @@ static int teardown(void **state)
 }
 
 /* The tensor's expected bytes from the oracle's F32 values. */
-static void expected_bytes(unsigned char *dst, const unsigned char *f32, uint64_t nelem, uint32_t type)
+static void expected_bytes(unsigned char *dst, const unsigned char *f32, uint64_t nelem, uint32_t type, int via_f16)
 {
     for (uint64_t i = 0; i < nelem; i++) {
         uint32_t u = (uint32_t)le(f32 + 4 * i, 4);
         float x;
         memcpy(&x, &u, 4);
+        if (via_f16) {   /* the checkpoint held f16(x) */
+            x = f32_of_f16(f16_of(x));
+            memcpy(&u, &x, 4);
+        }
         if (type == 0) {
-            memcpy(dst + 4 * i, f32 + 4 * i, 4);
+            for (int b = 0; b < 4; b++)
+                dst[4 * i + (uint64_t)b] = (unsigned char)(u >> (8 * b));
         } else {
             uint16_t h = type == 1 ? f16_of(x) : bf16_of(u);
             dst[2 * i] = (unsigned char)h;
@@ -248,12 +310,13 @@ static void expected_bytes(unsigned char *dst, const unsigned char *f32, uint64_
     }
 }
 
-/* ours (model m at F16 / BF16) against the file derived from F32.gguf */
-static void check(int m, int bf16)
+/* ours (model m at F16 / BF16; via_f16: house-llama's F16 copy) against
+ * the file derived from F32.gguf */
+static void check(int m, int bf16, int via_f16)
 {
     const char *t = bf16 ? "BF16" : "F16";
     const uint32_t file_type = bf16 ? 32 : 1, wtype = bf16 ? 30 : 1;   /* GGML_TYPE_BF16 / F16 */
-    char *rel = qp_strfmt("out/%s-%s/%s.gguf", models[m], t, t);
+    char *rel = via_f16 ? qp_strfmt("out/f16-%s/%s.gguf", t, t) : qp_strfmt("out/%s-%s/%s.gguf", models[m], t, t);
     char *ours_path = qp_path_join(dir, rel);
     char *orel = qp_strfmt("vectors/%s/F32.gguf", models[m]);
     char *oracle_path = qp_test_shared_path(orel);
@@ -310,7 +373,7 @@ static void check(int m, int bf16)
         assert_true(g.data + off + nbytes <= g.len);
         assert_true(o.data + b->offset + nelem * 4 <= o.len);
         unsigned char *want = malloc(nbytes ? nbytes : 1);
-        expected_bytes(want, o.b + o.data + b->offset, nelem, type);
+        expected_bytes(want, o.b + o.data + b->offset, nelem, type, via_f16);
         if (memcmp(want, g.b + g.data + off, nbytes) != 0) {
             uint64_t e = 0;
             while (want[e] == g.b[g.data + off + e])
@@ -336,25 +399,33 @@ static void check(int m, int bf16)
 static void test_llama_f16(void **state)
 {
     (void)state;
-    check(0, 0);
+    check(0, 0, 0);
 }
 
 static void test_llama_bf16(void **state)
 {
     (void)state;
-    check(0, 1);
+    check(0, 1, 0);
 }
 
 static void test_qwen_f16(void **state)
 {
     (void)state;
-    check(1, 0);
+    check(1, 0, 0);
 }
 
 static void test_qwen_bf16(void **state)
 {
     (void)state;
-    check(1, 1);
+    check(1, 1, 0);
+}
+
+/* an F16 checkpoint at BF16: weights rounded from their f16 values, norms
+ * their f16 values widened */
+static void test_f16_source_bf16(void **state)
+{
+    (void)state;
+    check(0, 1, 1);
 }
 
 /* BF16 of a bf16 checkpoint is its bits, F16 one rounding of its values:
@@ -442,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_qwen_f16),
         cmocka_unit_test(test_qwen_bf16),
         cmocka_unit_test(test_from_source_bits),
+        cmocka_unit_test(test_f16_source_bf16),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
