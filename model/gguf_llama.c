@@ -246,7 +246,9 @@ static void export_free(void *ud)
     free(x);
 }
 
-static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
+/* The tensor's bytes in GGUF row order: the source's own (q/k rows
+ * permuted into dst), never copied when the source can lend them. */
+static int export_view(void *ud, const char *name, void *dst, size_t nbytes, const void **data)
 {
     export_tensor *et = ud;
     export_ctx *x = et->x;
@@ -255,21 +257,34 @@ static int export_fill(void *ud, const char *name, void *dst, size_t nbytes)
         if (nbytes != x->n_rope_freqs * sizeof(float))
             return qp_error_set(QP_EUSAGE, "tensor 'rope_freqs.weight': %zu bytes asked, %zu computed", nbytes,
                                 x->n_rope_freqs * sizeof(float));
-        memcpy(dst, x->rope_freqs, nbytes);
+        *data = x->rope_freqs;
         return 0;
     }
-    if (!et->t.rope_heads)
-        return x->src->tensor_data(x->src->ud, &et->t, et->type, dst, nbytes);
-    /* q/k: rows arrive in HF order, are stored in GGUF's */
-    if (nbytes > x->scratch_cap) {
-        x->scratch = qp_xrealloc(x->scratch, nbytes);
-        x->scratch_cap = nbytes;
+    /* q/k: rows arrive in HF order and are permuted from a scratch copy */
+    void *into = dst;
+    if (et->t.rope_heads) {
+        if (nbytes > x->scratch_cap) {
+            x->scratch = qp_xrealloc(x->scratch, nbytes);
+            x->scratch_cap = nbytes;
+        }
+        into = x->scratch;
     }
-    memset(x->scratch, 0, nbytes);
-    if ((rc = x->src->tensor_data(x->src->ud, &et->t, et->type, x->scratch, nbytes)) != 0)
+    const void *p = NULL;
+    if (x->src->tensor_view) {
+        rc = x->src->tensor_view(x->src->ud, &et->t, et->type, into, nbytes, &p);
+    } else {
+        memset(into, 0, nbytes);   /* a short fill must not leak old bytes */
+        rc = x->src->tensor_data(x->src->ud, &et->t, et->type, into, nbytes);
+        p = into;
+    }
+    if (rc)
         return rc;
-    return qp_gguf_llama_permute_rows(dst, x->scratch, (int64_t)et->t.ne[1], nbytes / et->t.ne[1],
-                                      et->t.rope_heads, 1);
+    if (!et->t.rope_heads) {
+        *data = p;
+        return 0;
+    }
+    *data = dst;
+    return qp_gguf_llama_permute_rows(dst, p, (int64_t)et->t.ne[1], nbytes / et->t.ne[1], et->t.rope_heads, 1);
 }
 
 /* "<arch>.<name>" */
@@ -410,8 +425,8 @@ int qp_gguf_llama_export_tok_new(qp_gguf_writer **out, const char *path, const q
         et->type = QP_GGML_F32;
         if (!et->t.generated && src->tensor_type && (rc = src->tensor_type(src->ud, &et->t, &et->type)) != 0)
             goto done;
-        if ((rc = qp_gguf_writer_add_tensor_cb(w, et->t.gguf_name, et->type, et->t.n_dims, et->t.ne, export_fill,
-                                               et)) != 0)
+        if ((rc = qp_gguf_writer_add_tensor_view(w, et->t.gguf_name, et->type, et->t.n_dims, et->t.ne,
+                                                 export_view, et)) != 0)
             goto done;
     }
     *out = w;

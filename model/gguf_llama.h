@@ -174,6 +174,12 @@ typedef struct {
     int (*tensor_data)(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes);
     /* Optional, see qp_gguf_llama_tensors. */
     int (*part_of)(void *ud, const char *hf_name);
+    /* Optional, preferred to tensor_data: the same bytes, either pointed
+     * to by *data (the source's memory, valid until its next call) or
+     * written in full into scratch[nbytes] with *data = scratch; the
+     * exporter then writes them without another copy. */
+    int (*tensor_view)(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *scratch, size_t nbytes,
+                       const void **data);
 } qp_gguf_llama_source;
 
 /* Starts a GGUF at path with every llama.cpp key and tensor; the caller may

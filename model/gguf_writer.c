@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define GGUF_DEFAULT_ALIGNMENT 32u
@@ -31,6 +32,7 @@ typedef struct {
     uint64_t nbytes;
     const void *data;
     qp_gguf_fill_fn fill;
+    qp_gguf_view_fn view;
     void *ud;
 } wtensor;
 
@@ -418,7 +420,8 @@ uint64_t qp_gguf_tensor_nbytes(uint32_t type, int n_dims, const uint64_t *ne)
 }
 
 static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims, const uint64_t *ne,
-                      const void *data, size_t nbytes, int check_nbytes, qp_gguf_fill_fn fill, void *ud)
+                      const void *data, size_t nbytes, int check_nbytes, qp_gguf_fill_fn fill,
+                      qp_gguf_view_fn view, void *ud)
 {
     const char *nm = name ? name : "";
     if (!name || !*name)
@@ -463,6 +466,7 @@ static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_
     t->nbytes = want;
     t->data = data;
     t->fill = fill;
+    t->view = view;
     t->ud = ud;
     w->n_t++;
     return 0;
@@ -471,7 +475,7 @@ static int add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_
 int qp_gguf_writer_add_tensor(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
                               const uint64_t *ne, const void *data, size_t nbytes)
 {
-    return add_tensor(w, name, type, n_dims, ne, data, nbytes, 1, NULL, NULL);
+    return add_tensor(w, name, type, n_dims, ne, data, nbytes, 1, NULL, NULL, NULL);
 }
 
 int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
@@ -479,7 +483,15 @@ int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t t
 {
     if (!fill)
         return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL fill callback", w->path, name ? name : "");
-    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, fill, ud);
+    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, fill, NULL, ud);
+}
+
+int qp_gguf_writer_add_tensor_view(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                   const uint64_t *ne, qp_gguf_view_fn view, void *ud)
+{
+    if (!view)
+        return qp_error_set(QP_EUSAGE, "%s: tensor '%s': NULL view callback", w->path, name ? name : "");
+    return add_tensor(w, name, type, n_dims, ne, NULL, 0, 0, NULL, view, ud);
 }
 
 size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w)
@@ -510,18 +522,78 @@ static uint32_t alignment_of(const qp_gguf_writer *w)
     return a;
 }
 
-static int write_zeros(int fd, uint64_t n)
+/* The output stream: writes of less than OUT_BUF bytes (the header, norms,
+ * biases, padding) are gathered into one buffer, larger ones go straight
+ * to the file after it is flushed, so the kernel sees few, large writes.
+ * Every WRITEBACK_STEP bytes, writeback of what was written is started
+ * (sync_file_range, no wait), so the one fsync at the end finds most of
+ * the file on disk already instead of flushing gigabytes at once. */
+#define OUT_BUF ((size_t)16 << 20)
+#define WRITEBACK_STEP ((uint64_t)64 << 20)
+
+typedef struct {
+    int fd;
+    const char *tmp;
+    uint8_t *buf;          /* [OUT_BUF] */
+    size_t n;              /* bytes in buf */
+    uint64_t written;      /* bytes handed to the kernel */
+    uint64_t synced;       /* writeback started up to here */
+} out_stream;
+
+static int out_flush(out_stream *o)
+{
+    if (o->n && qp_write_all(o->fd, o->buf, o->n) != 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot write", o->tmp);
+    o->written += o->n;
+    o->n = 0;
+    if (o->written - o->synced >= WRITEBACK_STEP) {
+#ifdef SYNC_FILE_RANGE_WRITE
+        /* advisory: a filesystem without it still gets the final fsync */
+        (void)sync_file_range(o->fd, (off_t)o->synced, (off_t)(o->written - o->synced), SYNC_FILE_RANGE_WRITE);
+#endif
+        o->synced = o->written;
+    }
+    return 0;
+}
+
+static int out_write(out_stream *o, const void *data, size_t n)
+{
+    if (o->n + n <= OUT_BUF) {
+        memcpy(o->buf + o->n, data, n);
+        o->n += n;
+        return 0;
+    }
+    int rc = out_flush(o);
+    if (rc)
+        return rc;
+    if (n < OUT_BUF) {
+        memcpy(o->buf, data, n);
+        o->n = n;
+        return 0;
+    }
+    if (qp_write_all(o->fd, data, n) != 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot write", o->tmp);
+    o->n = 0;
+    o->written += n;
+    return out_flush(o);   /* only to start writeback */
+}
+
+static int out_zeros(out_stream *o, uint64_t n)
 {
     static const uint8_t zeros[256];
     while (n > 0) {
         size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-        if (qp_write_all(fd, zeros, k) != 0)
-            return -1;
+        int rc = out_write(o, zeros, k);
+        if (rc)
+            return rc;
         n -= k;
     }
     return 0;
 }
 
+/* Streams the file: header and tensor infos (every offset follows from the
+ * types and shapes added), then each tensor as it is produced — one
+ * tensor's bytes in memory at a time (the fill buffer is reused). */
 static int write_file(qp_gguf_writer *w)
 {
     uint32_t align = alignment_of(w);
@@ -529,7 +601,9 @@ static int write_file(qp_gguf_writer *w)
     int rc = QP_ERROR;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
+    out_stream o = {.fd = w->fd, .tmp = w->tmp, .buf = qp_xmalloc(OUT_BUF)};
 
+    posix_fadvise(w->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     qp_buf_append(&h, "GGUF", 4);
     bb_le(&h, 3, 4);
     bb_le(&h, w->n_t, 8);
@@ -552,32 +626,43 @@ static int write_file(qp_gguf_writer *w)
     uint64_t hpad = pad_to(h.len, align) - h.len;
     for (uint64_t i = 0; i < hpad; i++)
         qp_buf_putc(&h, 0);
-    if (qp_write_all(w->fd, h.data, h.len) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
+    if ((rc = out_write(&o, h.data, h.len)) != 0)
         goto done;
-    }
+    qp_buf_free(&h);
     for (size_t i = 0; i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
         const void *src = t->data;
-        if (t->fill) {
+        if (t->fill || t->view) {
             if (t->nbytes > buf_cap) {
                 free(buf);
                 buf_cap = (size_t)t->nbytes;
                 buf = qp_xmalloc(buf_cap);
             }
-            memset(buf, 0, (size_t)t->nbytes);
-            if ((rc = t->fill(t->ud, t->name, buf, (size_t)t->nbytes)) != 0)
-                goto done;
-            src = buf;
+            /* a fill that skipped a byte must not leak the previous
+             * tensor's into the file: output stays deterministic */
+            if (t->view) {
+                /* the callback's own bytes, or all of buf (its contract) */
+                src = NULL;
+                if ((rc = t->view(t->ud, t->name, buf, (size_t)t->nbytes, &src)) != 0)
+                    goto done;
+                if (!src) {
+                    rc = qp_error_set(QP_ERROR, "%s: tensor '%s': no data produced", w->tmp, t->name);
+                    goto done;
+                }
+            } else {
+                memset(buf, 0, (size_t)t->nbytes);
+                if ((rc = t->fill(t->ud, t->name, buf, (size_t)t->nbytes)) != 0)
+                    goto done;
+                src = buf;
+            }
         }
-        if (qp_write_all(w->fd, src, (size_t)t->nbytes) != 0 ||
-            write_zeros(w->fd, pad_to(t->nbytes, align) - t->nbytes) != 0) {
-            rc = qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
+        if ((rc = out_write(&o, src, (size_t)t->nbytes)) != 0 ||
+            (rc = out_zeros(&o, pad_to(t->nbytes, align) - t->nbytes)) != 0)
             goto done;
-        }
     }
-    rc = 0;
+    rc = out_flush(&o);
 done:
+    free(o.buf);
     free(buf);
     qp_buf_free(&h);
     return rc;

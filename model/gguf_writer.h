@@ -9,10 +9,15 @@
  *
  * Metadata and tensor infos are kept in memory; tensor DATA is either a
  * borrowed pointer or produced by a callback when finish() reaches that
- * tensor, so a large model never has to be resident twice.  The output goes
+ * tensor, so a large model never has to be resident twice.  finish()
+ * streams: header and tensor infos first (offsets follow from types and
+ * shapes), then each tensor as it is produced, at most one tensor's bytes
+ * in memory (plus a 16 MiB buffer gathering small writes); writeback is
+ * started every 64 MiB, and one fsync ends the file.  The output goes
  * to a temp file created by _new() beside the destination and is fsynced
  * and renamed over the destination by _finish(); any failure (or _abort())
- * removes the temp file, so a half-written GGUF never appears at `path`. */
+ * removes the temp file, so a half-written GGUF never appears at `path`
+ * (a killed process leaves only a hidden .qpipe-gguf* temp file). */
 #ifndef QP_MODEL_GGUF_WRITER_H
 #define QP_MODEL_GGUF_WRITER_H
 
@@ -97,6 +102,13 @@ int qp_gguf_writer_add_tensor(qp_gguf_writer *w, const char *name, uint32_t type
 /* The same with data produced by fill(ud, name, dst, nbytes) at finish(). */
 int qp_gguf_writer_add_tensor_cb(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
                                  const uint64_t *ne, qp_gguf_fill_fn fill, void *ud);
+/* Zero-copy variant: view(ud, name, dst, nbytes, &data) either points
+ * *data at nbytes bytes it holds (valid until its next call or the
+ * writer's end; written from there without a copy) or writes ALL nbytes of
+ * dst (not cleared beforehand) and sets *data = dst. */
+typedef int (*qp_gguf_view_fn)(void *ud, const char *name, void *dst, size_t nbytes, const void **data);
+int qp_gguf_writer_add_tensor_view(qp_gguf_writer *w, const char *name, uint32_t type, int n_dims,
+                                   const uint64_t *ne, qp_gguf_view_fn view, void *ud);
 size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w);
 
 /* fn(ud) runs when the writer is freed (by finish or abort): releases what

@@ -186,18 +186,28 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
     char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
     const char *src = json_string_value(json_object_get(meta, "source"));
     const char *model_dir_name = src && strrchr(src, '/') ? strrchr(src, '/') + 1 : name;
+    double t0 = qp_now();
     int rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what);
+    double t1 = qp_now();
     free(what);
     json_decref(keys);
     qp_rm_rf(work);
+    uint64_t size = 0;
     if (rc == 0) {
         struct stat st;
-        uint64_t size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
+        size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
         rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
     }
     const char *files[3] = {gguf_name, "MODEL_CARD.md", "provenance.json"};
+    double t2 = qp_now();
     if (rc == 0)
         rc = store_dir(ctx, tmp, rel, files, 3);
+    /* where a package's time goes: writing the GGUF (reading and converting
+     * the tensors, one fsync) and storing it in the cache (hash + zstd) */
+    if (rc == 0)
+        qp_progress_note(ctx->progress, "%s: %.1f MB written in %.1f s (%.0f MB/s), cached in %.1f s", gguf_name,
+                         (double)size / 1e6, t1 - t0, t1 > t0 ? (double)size / 1e6 / (t1 - t0) : 0.0,
+                         qp_now() - t2);
     free(work);
     free(gguf);
     free(gguf_name);
@@ -374,7 +384,7 @@ done:
 }
 
 const qp_stage_kind qp_stage_package = {
-    .name = "package", .version = 1,
+    .name = "package", .version = 2,
     .doc = "write GGUF / GPTQ / AWQ files, model card and provenance into out:",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,

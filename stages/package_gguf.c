@@ -1,4 +1,5 @@
 #include "stages/package_gguf.h"
+#include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "model/config.h"
@@ -18,7 +19,28 @@ typedef struct {
     const qp_artifact *a;
     qp_cache *cache;
     const char *what;
+    unsigned file_type;   /* llama_ftype: 32 (BF16) stores 2-D weights as BF16 */
+    float *f32;           /* scratch [largest tensor] for conversions */
+    size_t f32_cap;       /* elements */
+    void *held;           /* the last tensor's cache object, lent to the writer */
 } export_ctx;
+
+#define FTYPE_MOSTLY_BF16 32u
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* convert_hf_to_gguf.py's prepare_tensors for llama / qwen2 (whose
+ * tensor_force_quant is Model's: no opinion): 1-D tensors, *_norm.weight
+ * and anything not named *.weight (biases) stay F32 in every --outtype;
+ * the rest (token_embd and output included) take the file's type. */
+static int stays_f32(const qp_gguf_llama_tensor *t)
+{
+    return t->n_dims <= 1 || ends_with(t->gguf_name, "_norm.weight") || !ends_with(t->gguf_name, ".weight");
+}
 
 static const json_t *entry_of(const export_ctx *x, const char *hf_name)
 {
@@ -35,8 +57,21 @@ static int tensor_type(void *ud, const qp_gguf_llama_tensor *t, uint32_t *type)
         return qp_error_set(QP_EFORMAT, "%s: tensor '%s' is missing", x->what, t->hf_name);
     const char *fmt = json_string_value(json_object_get(e, "format"));
     if (!fmt || !strcmp(fmt, "dense")) {
+        /* A BF16 file keeps the source's objects (no rel_error: not
+         * encoded), so their type is the file's whatever the checkpoint's
+         * dtype, as convert's --outtype bf16; F16 weights come encoded
+         * (quantize's F16, an override, llama-quantize's F16 fallback).
+         * Norms and biases are F32 in every file, whatever their dtype
+         * (an F16 checkpoint's too: convert widens them). */
         const char *dt = json_string_value(json_object_get(e, "dtype"));
-        *type = dt && !strcmp(dt, "F16") ? QP_GGML_F16 : QP_GGML_F32;
+        if (stays_f32(t))
+            *type = QP_GGML_F32;
+        else if (x->file_type == FTYPE_MOSTLY_BF16 && !json_object_get(e, "rel_error"))
+            *type = QP_GGML_BF16;
+        else if (dt && !strcmp(dt, "F16"))
+            *type = QP_GGML_F16;
+        else
+            *type = QP_GGML_F32;
         return 0;
     }
     if (!strcmp(fmt, "ggml")) {
@@ -114,35 +149,84 @@ static int linear_to_blocks(const void *buf, size_t len, uint32_t type, void *ds
     return 0;
 }
 
-static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
+/* convert_hf_to_gguf widens bf16 to f32 and gguf-py's BF16 rounds it back:
+ * the same bits, except a signalling NaN comes back quiet (bit 6 set). */
+static void bf16_quiet_nans(void *buf, uint64_t nelem)
+{
+    uint16_t *d = buf;
+    for (uint64_t i = 0; i < nelem; i++)
+        if ((d[i] & 0x7fffu) > 0x7f80u)
+            d[i] |= 0x0040u;
+}
+
+/* Any dense dtype -> f32 -> bf16 with gguf-py's rounding (qp_f32_to_bf16:
+ * nearest even, NaN quieted). */
+static int to_bf16(export_ctx *x, const json_t *e, const void *buf, size_t len, void *dst, uint64_t nelem,
+                   const char *what)
+{
+    if (nelem > x->f32_cap) {
+        free(x->f32);
+        x->f32 = qp_xmalloc((size_t)nelem * sizeof(float));
+        x->f32_cap = (size_t)nelem;
+    }
+    int rc = qp_qtensor_to_f32(e, buf, len, x->f32, nelem, what);
+    uint16_t *d = dst;
+    for (uint64_t i = 0; rc == 0 && i < nelem; i++)
+        d[i] = qp_f32_to_bf16(x->f32[i]);
+    return rc;
+}
+
+/* The tensor's GGUF bytes: the cache object itself when it already holds
+ * them (ggml blocks as quantized, F16 as encoded, a bf16 source's BF16 —
+ * its NaNs quieted in place), lent until the next call; otherwise
+ * converted into dst (every byte written). */
+static int tensor_view(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes,
+                       const void **data)
 {
     export_ctx *x = ud;
     const json_t *e = entry_of(x, t->hf_name);
-    void *buf = NULL;
     size_t len = 0;
-    int rc = qp_cache_get(x->cache, qp_artifact_entry_digest(e), &buf, &len);
+    free(x->held);
+    x->held = NULL;
+    int rc = qp_cache_get(x->cache, qp_artifact_entry_digest(e), &x->held, &len);
     if (rc)
         return rc;
+    const void *buf = x->held;
     char *what = qp_strfmt("%s: tensor '%s'", x->what, t->hf_name);
     uint64_t nelem = qp_qtensor_nelem(e);
-    if (type == QP_GGML_F32 || type == QP_GGML_F16) {
+    const char *fmt = json_string_value(json_object_get(e, "format"));
+    *data = dst;
+    if (type == QP_GGML_F32 || type == QP_GGML_F16 || type == QP_GGML_BF16) {
         const char *dt = json_string_value(json_object_get(e, "dtype"));
         if (type == QP_GGML_F16 && dt && !strcmp(dt, "F16") && len == nbytes) {
-            memcpy(dst, buf, len);
+            *data = buf;
         } else if (type == QP_GGML_F32 && nbytes == nelem * sizeof(float)) {
             rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
+        } else if (type == QP_GGML_BF16 && dt && !strcmp(dt, "BF16") && len == nbytes) {
+            bf16_quiet_nans(x->held, nelem);
+            *data = buf;
+        } else if (type == QP_GGML_BF16 && nbytes == nelem * 2) {
+            rc = to_bf16(x, e, buf, len, dst, nelem, what);
         } else {
             rc = qp_error_set(QP_ECORRUPT, "%s: size does not match the GGUF tensor", what);
         }
-    } else if (!strcmp(json_string_value(json_object_get(e, "format")), "linear")) {
+    } else if (fmt && !strcmp(fmt, "linear")) {
         rc = linear_to_blocks(buf, len, type, dst, nbytes, what);
     } else if (len == nbytes) {
-        memcpy(dst, buf, len);   /* ggml blocks exactly as quantized */
+        *data = buf;   /* ggml blocks exactly as quantized */
     } else {
         rc = qp_error_set(QP_ECORRUPT, "%s: %zu bytes stored, the GGUF tensor needs %zu", what, len, nbytes);
     }
     free(what);
-    free(buf);
+    return rc;
+}
+
+static int tensor_data(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, void *dst, size_t nbytes)
+{
+    const void *p = NULL;
+    int rc = tensor_view(ud, t, type, dst, nbytes, &p);
+    if (rc == 0 && p != dst)
+        memcpy(dst, p, nbytes);
     return rc;
 }
 
@@ -188,6 +272,7 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     qp_gguf_writer *w = NULL;
     qp_tokenizer *tok = NULL;
     char *tok_name = NULL;
+    export_ctx x = {model, cache, what, file_type, NULL, 0, NULL};
     int rc = qp_model_artifact_config(&cfg, model, cache, what);
     if (rc)
         return rc;
@@ -198,10 +283,13 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     if ((rc = qp_gguf_llama_opts_from_hf_dir(&opts, &cfg, dir)) != 0)
         goto done;
     have_opts = 1;
-    opts.layout = file_type ? QP_GGUF_LAYOUT_QUANTIZE : QP_GGUF_LAYOUT_CONVERT;
+    /* F32, F16 and BF16 are convert_hf_to_gguf's own --outtype files; the
+     * block types are llama-quantize's rewrite of its F32 file */
+    opts.layout = file_type == 0 || file_type == 1 || file_type == FTYPE_MOSTLY_BF16 ? QP_GGUF_LAYOUT_CONVERT
+                                                                                      : QP_GGUF_LAYOUT_QUANTIZE;
     opts.file_type = file_type;
-    export_ctx x = {model, cache, what};
-    qp_gguf_llama_source src = {.ud = &x, .tensor_type = tensor_type, .tensor_data = tensor_data};
+    qp_gguf_llama_source src = {.ud = &x, .tensor_type = tensor_type, .tensor_data = tensor_data,
+                                .tensor_view = tensor_view};
     if ((rc = qp_gguf_llama_export_tok_new(&w, path, &cfg, tok, tok_name, &src, &opts)) != 0)
         goto done;
     const char *k;
@@ -220,6 +308,8 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     else
         rc = qp_gguf_writer_finish(w);
 done:
+    free(x.f32);
+    free(x.held);
     if (have_opts)
         qp_gguf_llama_opts_free(&opts);
     qp_tokenizer_free(tok);

@@ -3,8 +3,11 @@
  * llama's q/k rows permuted to GGUF's layout, the vocabulary from
  * tokenizer.model (SentencePiece) or else tokenizer.json (byte-level BPE),
  * each tensor in the type the artifact holds (ggml blocks as stored, dense
- * tensors — norms and biases — as F32, or F16 when stored so) plus qpipe's
- * own qpipe.* keys. */
+ * tensors — norms and biases — as F32, or F16 when stored so; in a BF16
+ * file, general.file_type 32, every 2-D weight as BF16) plus qpipe's own
+ * qpipe.* keys.  F32, F16 and BF16 files are laid out as
+ * convert_hf_to_gguf.py --outtype f32|f16|bf16 writes them, the block
+ * types as llama-quantize rewrites convert's F32 file. */
 #ifndef QP_STAGES_PACKAGE_GGUF_H
 #define QP_STAGES_PACKAGE_GGUF_H
 
