@@ -12,6 +12,7 @@
 #include "pipeline/recipe.h"
 #include "pipeline/lock.h"
 #include "pipeline/runner.h"
+#include "pipeline/estimate.h"
 #include "model/llama_pool.h"
 
 #include <getopt.h>
@@ -27,7 +28,10 @@ static const char usage_text[] =
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
     "             [--frozen]\n"
     "                         run the recipe's stages (cached ones are reused)\n"
-    "  plan RECIPE            show which stages are cached or will run, and why\n"
+    "  plan RECIPE [--estimate [--recalibrate]]\n"
+    "                         show which stages are cached or will run, and why; --estimate predicts\n"
+    "                         each stage's time, peak RSS and output bytes (machine rates measured once\n"
+    "                         and cached; --recalibrate measures them again)\n"
     "  verify RECIPE          rebuild every stage ignoring the cache; exit 4 if any output differs\n"
     "                         from the cache or from RECIPE.lock\n"
     "  lock RECIPE            write RECIPE.lock: every resolved input, stage key and output digest\n"
@@ -42,6 +46,8 @@ static const char usage_text[] =
     "                         directory or .gguf)\n"
     "  version                print the version\n"
     "\n"
+    "run refuses to start (exit 1) when a stage is predicted to need more memory than is available\n"
+    "  (MemAvailable or the cgroup limit; --memory SIZE sets it, --ignore-memory runs anyway)\n"
     "cache directory: --cache-dir, else $QPIPE_CACHE, else .qpipe/cache\n"
     "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
 
@@ -87,7 +93,119 @@ static int default_threads(void)
     return n > 0 ? (int)n : 1;
 }
 
-enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN };
+enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
+       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY };
+
+/* plan's statuses, {stage id: status}, collected from the runner */
+static void collect_status(void *ud, const char *id, const char *key, const char *output, const json_t *desc,
+                           const char *status)
+{
+    (void)key, (void)output, (void)desc;
+    json_object_set_new((json_t *)ud, id, json_string(status));
+}
+
+typedef struct {
+    int estimate, recalibrate, ignore_memory;
+    uint64_t memory;   /* --memory; 0 = what the machine says */
+} est_opts;
+
+/* The statuses a plan of this run gives (nothing printed). */
+static int plan_statuses(const qp_recipe *r, qp_cache *cache, const qp_run_options *o, json_t *status)
+{
+    qp_run_options p = *o;
+    p.mode = QP_RUN_PLAN;
+    p.json = 0;
+    p.provenance = 0;
+    p.on_stage = collect_status;
+    p.on_stage_ud = status;
+    p.out = fopen("/dev/null", "w");
+    if (!p.out)
+        return qp_error_errno(QP_ERROR, "/dev/null");
+    int rc = qp_runner_run(r, cache, &p);
+    fclose(p.out);
+    return rc;
+}
+
+static uint64_t memory_available(const est_opts *eo, const char **source)
+{
+    if (eo->memory) {
+        *source = "--memory";
+        return eo->memory;
+    }
+    return qp_mem_available(source);
+}
+
+/* qpipe run: refuse before the first stage when one that will run is
+ * predicted to exceed the memory available.  Only shapes are needed, so
+ * no machine calibration is made; the plan (which stages are cached) is
+ * asked only when some stage is over. */
+static int memory_check(const qp_recipe *r, qp_cache *cache, const qp_run_options *o, const est_opts *eo)
+{
+    if (eo->ignore_memory)
+        return 0;
+    const char *source = NULL;
+    uint64_t avail = memory_available(eo, &source);
+    qp_est_machine m;
+    qp_est_machine_defaults(&m, o->threads);
+    qp_recipe_estimate *e = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, o->threads);
+    int rc = qp_recipe_estimate_check(e, avail, source);
+    qp_recipe_estimate_free(e);
+    if (rc == 0)
+        return 0;
+    qp_error_clear();
+    json_t *status = json_object();
+    if ((rc = plan_statuses(r, cache, o, status)) == 0) {
+        e = qp_recipe_estimate_new(r, status, &m, &qp_est_coef_default, o->threads);
+        rc = qp_recipe_estimate_check(e, avail, source);
+        qp_recipe_estimate_free(e);
+    }
+    json_decref(status);
+    return rc;
+}
+
+/* qpipe plan --estimate: the plan as usual, then the table. */
+static int plan_estimate(const qp_recipe *r, qp_cache *cache, const qp_run_options *o, const est_opts *eo)
+{
+    json_t *status = json_object();
+    qp_run_options p = *o;
+    p.on_stage = collect_status;
+    p.on_stage_ud = status;
+    int rc = qp_runner_run(r, cache, &p);
+    qp_est_machine m;
+    int fresh = 0;
+    if (rc == 0 && (rc = qp_est_machine_get(&m, cache, o->threads, eo->recalibrate, &fresh)) == 0) {
+        if (fresh && !o->json)
+            printf("machine calibration: measured in %.1fs, cached in %s/meta/estimate\n", m.seconds,
+                   qp_cache_dir(cache));
+        qp_recipe_estimate *e = qp_recipe_estimate_new(r, status, &m, &qp_est_coef_default, o->threads);
+        const char *source = NULL;
+        uint64_t avail = memory_available(eo, &source);
+        int over = qp_recipe_estimate_check(e, avail, source);
+        if (o->json) {
+            json_t *ev = qp_recipe_estimate_json(e);
+            json_object_set_new(ev, "event", json_string("estimate"));
+            json_object_set_new(ev, "memory_available", json_integer((json_int_t)avail));
+            if (over)
+                json_object_set_new(ev, "refuse", json_string(qp_error_last()));
+            char *text = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
+            printf("%s\n", text);
+            free(text);
+            json_decref(ev);
+        } else {
+            qp_recipe_estimate_print(stdout, e);
+            char b[32];
+            if (over)
+                printf("run would refuse: %s\n", qp_error_last());
+            else if (avail)
+                printf("memory available: %s (%s): every stage fits\n", qp_fmt_bytes(b, sizeof(b), (double)avail),
+                       source);
+        }
+        qp_error_clear();
+        qp_recipe_estimate_free(e);
+    }
+    json_decref(status);
+    return rc;
+}
 
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
@@ -96,8 +214,11 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"threads", required_argument, NULL, OPT_THREADS}, {"force", optional_argument, NULL, OPT_FORCE},
         {"cache-dir", required_argument, NULL, OPT_CACHE}, {"json", no_argument, NULL, OPT_JSON},
         {"no-provenance", no_argument, NULL, OPT_NOPROV}, {"branch", required_argument, NULL, OPT_BRANCH},
-        {"frozen", no_argument, NULL, OPT_FROZEN}, {NULL, 0, NULL, 0},
+        {"frozen", no_argument, NULL, OPT_FROZEN}, {"estimate", no_argument, NULL, OPT_ESTIMATE},
+        {"recalibrate", no_argument, NULL, OPT_RECAL}, {"ignore-memory", no_argument, NULL, OPT_IGNMEM},
+        {"memory", required_argument, NULL, OPT_MEMORY}, {NULL, 0, NULL, 0},
     };
+    est_opts eo = {0};
     qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout,
                         .exit_status = qp_exit_status};
     const char *cache_opt = NULL;
@@ -127,11 +248,24 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         case OPT_NOPROV: o.provenance = 0; break;
         case OPT_BRANCH: o.branch = optarg; break;
         case OPT_FROZEN: o.frozen = 1; break;
+        case OPT_ESTIMATE: eo.estimate = 1; break;
+        case OPT_RECAL: eo.recalibrate = 1; break;
+        case OPT_IGNMEM: eo.ignore_memory = 1; break;
+        case OPT_MEMORY:
+            if (qp_parse_size(optarg, &eo.memory) != 0 || eo.memory == 0) {
+                qp_error_clear();
+                return usage_error("--memory %s: expected a size such as 16G or 512M", optarg);
+            }
+            break;
         default: return 2;
         }
     }
     if (optind != argc - 1)
         return usage_error("%s needs exactly one RECIPE argument", argv[0]);
+    if ((eo.estimate || eo.recalibrate) && mode != QP_RUN_PLAN)
+        return usage_error("--estimate and --recalibrate go with %s", "'qpipe plan'");
+    if (eo.recalibrate && !eo.estimate)
+        return usage_error("--recalibrate goes with %s", "--estimate");
     if (mode != QP_RUN_NORMAL)
         o.provenance = 0;
     qp_recipe *r = NULL;
@@ -152,6 +286,10 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
     if (rc == 0 && mode == QP_RUN_LOCK)
         rc = qp_lock_write(r, cache, o.threads, lock_path);
+    else if (rc == 0 && mode == QP_RUN_PLAN && eo.estimate)
+        rc = plan_estimate(r, cache, &o, &eo);
+    else if (rc == 0 && mode == QP_RUN_NORMAL && (rc = memory_check(r, cache, &o, &eo)) != 0)
+        ;   /* refused before anything ran */
     else if (rc == 0)
         rc = qp_runner_run(r, cache, &o);
     if (rc == 0 && mode == QP_RUN_LOCK)
