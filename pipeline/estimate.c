@@ -99,6 +99,14 @@ int qp_recipe_estimate_stage(const qp_recipe_estimate *e, const char *id, qp_est
     return -1;
 }
 
+const qp_est_art *qp_recipe_estimate_output(const qp_recipe_estimate *e, const char *id)
+{
+    for (size_t i = 0; i < e->n; i++)
+        if (strcmp(e->st[i].decl->id, id) == 0)
+            return &e->st[i].out;
+    return NULL;
+}
+
 static void fmt_time(char *buf, size_t cap, double s)
 {
     if (s >= 3600)

@@ -32,6 +32,9 @@ json_t *qp_recipe_estimate_json(const qp_recipe_estimate *e);
  * predicted); -1 when there is no such stage. */
 int qp_recipe_estimate_stage(const qp_recipe_estimate *e, const char *id, qp_est_result *out);
 
+/* The shapes the estimate gives stage id's output (NULL: no such stage). */
+const qp_est_art *qp_recipe_estimate_output(const qp_recipe_estimate *e, const char *id);
+
 /* 0 when every stage that runs is predicted to fit in `available` bytes;
  * else QP_ERROR with one line naming the first stage that does not, its
  * prediction, the memory available (`source`: where that figure came

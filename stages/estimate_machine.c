@@ -49,6 +49,7 @@ void qp_est_machine_defaults(qp_est_machine *m, int threads)
     m->zratio_q = 0.95;
     m->disk_r_mbs = 2000;
     m->disk_w_mbs = 300;
+    m->fsync_ms = 5;
 }
 
 static void cpu_model(char *buf, size_t cap)
@@ -256,6 +257,16 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
         got += (size_t)r;
     }
     m->disk_r_mbs = (double)got / MB / (qp_now() - t0);
+    /* small objects: 4 kB written and fsync'ed, 8 times */
+    t0 = qp_now();
+    for (int i = 0; i < 8; i++)
+        if (pwrite(fd, w, 4096, 0) != 4096 || fsync(fd) != 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: write", path);
+            goto done;
+        }
+    m->fsync_ms = (qp_now() - t0) / 8 * 1000;
+    if (m->fsync_ms <= 0)
+        m->fsync_ms = 0.001;
     m->measured = 1;
     m->seconds = qp_now() - t_start;
 done:
@@ -275,7 +286,7 @@ done:
 /* ---- JSON and the cache ---- */
 #define FIELDS(X)                                                                                                 \
     X(gemm_gflops) X(convert_mbs) X(sha_mbs) X(zstd_c_mbs) X(zstd_d_mbs) X(zratio_bf16) X(zratio_q) X(disk_r_mbs) \
-    X(disk_w_mbs) X(seconds)
+    X(disk_w_mbs) X(fsync_ms) X(seconds)
 
 json_t *qp_est_machine_to_json(const qp_est_machine *m)
 {

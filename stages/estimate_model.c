@@ -21,7 +21,7 @@
  * (bench/estimate-1b.yaml, bench/estimate_check.sh) on the 2-core machine of
  * issue #13; re-fit them there after a stage changes how it works. */
 const qp_est_coef qp_est_coef_default = {
-    .base_rss = 24e6,           /* ./qpipe with libgit2, OpenSSL, the recipe and a 32000-piece tokenizer */
+    .base_rss = 10e6,           /* ./qpipe with libgit2, OpenSSL and the recipe (a gate stage: 9 MB) */
     .bytes_per_token = 3.6,     /* llama2 SentencePiece on English prose (Shakespeare: ~3.5) */
     .fetch_resident = 1.0,      /* fetch mmaps each safetensors file and touches every page */
     .fetch_sha_passes = 2.0,    /* the key's file digest, then each tensor object's name */

@@ -73,6 +73,7 @@ static void cache_put(est *e, double raw, double zr)
     term(e, "sha256", secs(raw, e->m->sha_mbs));
     term(e, "zstd", secs(raw, e->m->zstd_c_mbs));
     term(e, "write", secs(raw * zr, e->m->disk_w_mbs));
+    term(e, "fsync", e->m->fsync_ms / 1000);
 }
 
 /* the measured type whose kernels are closest to t's */
@@ -141,6 +142,7 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
     term(e, "sha256", e->c->fetch_sha_passes * secs(S, e->m->sha_mbs));
     term(e, "zstd", secs(S, e->m->zstd_c_mbs));
     term(e, "write", secs(S * e->m->zratio_bf16, e->m->disk_w_mbs));
+    term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
     e->r->peak_rss = (uint64_t)(e->c->base_rss + e->c->fetch_resident * (double)out->largest_file);
     e->r->rss_part = "mapped checkpoint";
     e->r->out_bytes = out->bytes;
@@ -504,6 +506,7 @@ static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
         }
     term(e, "hessians", hflops / (rate * e->c->hessian_eff));
     cache_put(e, (double)hbytes, 1.0);
+    term(e, "fsync", (double)hp.n_layers * 4 * (hess ? 3 : 2) * e->m->fsync_ms / 1000);
     out->bytes = (uint64_t)(S * T * 4) + hbytes + stats / 8 * 0 + (uint64_t)hp.n_layers * 4 * 2 * 4 * hp.intermediate;
     e->r->out_bytes = out->bytes;
     e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)qp_est_llama_resident(&hp, e->c) +

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Predicted vs measured, stage by stage (issue #13: `plan --estimate` within
+# ±30 % of the measured time and peak RSS).  In a fresh cache, for each stage
+# of RECIPE in plan order (so its ancestors are cached and only the stage
+# itself runs, writing its objects for the first time, as the estimate
+# assumes): `qpipe plan --estimate --json --stage ID`, then
+# `qpipe run --stage ID` under /usr/bin/time -v (stage seconds from the
+# runner's JSON event, peak RSS from "Maximum resident set size") and the
+# machine's heavy lock.  Prints one line per stage with both ratios
+# (predicted / measured); exits 1 when one is off by more than 30 %.
+#
+#   QPIPE=./qpipe SCRATCH=/work/scratch/x bench/estimate/check.sh [RECIPE]
+# env: QPIPE (./qpipe), SCRATCH (emptied and used for the cache and the
+#      recipe's outputs; default $TMPDIR/qpipe-estimate),
+#      THREADS (default: online CPUs), LOCK (/work/notes/heavy.lock when it
+#      exists; "" runs without), LOGS (where the /usr/bin/time logs go).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+QPIPE=$(realpath "${QPIPE:-./qpipe}")
+RECIPE=$(realpath "${1:-$here/estimate-1b.yaml}")
+shift || true
+SCRATCH=${SCRATCH:-${TMPDIR:-/tmp}/qpipe-estimate}
+CACHE=$SCRATCH/cache
+THREADS=${THREADS:-$(nproc)}
+LOCK=${LOCK-/work/notes/heavy.lock}
+LOGS=${LOGS:-$SCRATCH/logs}
+rm -rf "$CACHE" "$SCRATCH/work" "$LOGS/measured.jsonl"
+mkdir -p "$CACHE" "$LOGS"
+export QPIPE_SHARED=${QPIPE_SHARED:-/work/shared}
+# the recipe's outputs (packages) land next to a copy of it in the scratch area
+work=$SCRATCH/work
+mkdir -p "$work"
+cp "$RECIPE" "$work/recipe.yaml"
+cd "$work"
+
+locked() {
+  if [ -n "$LOCK" ] && [ -e "$LOCK" ]; then flock "$LOCK" "$@"; else "$@"; fi
+}
+
+mapfile -t stages < <("$QPIPE" plan recipe.yaml --json --cache-dir "$CACHE" | jq -r 'select(.event=="stage") | .stage')
+
+printf '%-12s %-9s %9s %9s %6s   %10s %10s %6s  %s\n' stage kind pred_s meas_s ratio pred_rss meas_rss ratio dominant
+worst=0
+for id in "${stages[@]}"; do
+  est=$("$QPIPE" plan recipe.yaml --estimate --json --stage "$id" --cache-dir "$CACHE" \
+        --threads "$THREADS" | jq -c "select(.event==\"estimate\") | .stages[\"$id\"]")
+  log=$LOGS/$id.time
+  ev=$(locked /usr/bin/time -v -o "$log" "$QPIPE" run recipe.yaml --stage "$id" --cache-dir "$CACHE" \
+       --threads "$THREADS" --no-provenance --ignore-memory --json | jq -c "select(.event==\"stage\" and .stage==\"$id\")")
+  meas_s=$(jq -r .seconds <<<"$ev")
+  meas_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+  echo "{\"stage\":\"$id\",\"seconds\":$meas_s,\"rss_kb\":$meas_kb}" >>"$LOGS/measured.jsonl"
+  pred_s=$(jq -r .seconds <<<"$est")
+  pred_b=$(jq -r .peak_rss <<<"$est")
+  kind=$(jq -r .kind <<<"$est")
+  dom=$(jq -r '.dominant + " / " + .rss_part' <<<"$est")
+  read -r rt rr bad < <(awk -v ps="$pred_s" -v ms="$meas_s" -v pb="$pred_b" -v mk="$meas_kb" 'BEGIN {
+      rt = ms > 0 ? ps / ms : 0; rr = mk > 0 ? pb / (mk * 1024) : 0;
+      bad = (rt < 0.7 || rt > 1.3 || rr < 0.7 || rr > 1.3);
+      printf "%.2f %.2f %d\n", rt, rr, bad }')
+  printf '%-12s %-9s %9.1f %9.1f %6s   %9.0fM %9.0fM %6s  %s\n' "$id" "$kind" "$pred_s" "$meas_s" "$rt" \
+    "$(awk -v b="$pred_b" 'BEGIN{print b/1e6}')" "$(awk -v k="$meas_kb" 'BEGIN{print k*1024/1e6}')" "$rr" "$dom"
+  [ "$bad" = 1 ] && worst=1
+done
+"$QPIPE" plan recipe.yaml --estimate --cache-dir "$CACHE" --threads "$THREADS" | tail -2 | head -1
+echo "(ratio = predicted / measured; the machine may be shared: timings are noisy)"
+exit $worst
