@@ -464,7 +464,7 @@ static void est_evaluate(const qp_est_input *in, est *e, qp_est_art *out)
                  e->r->note[0] ? "; " : "", windows, ctx);
     else
         snprintf(e->r->note, sizeof(e->r->note), "%.0f windows of %zu; mc: not counted", windows, ctx);
-    snprintf(e->r->advice, sizeof(e->r->advice), "a smaller ctx, or no reference: stage");
+    snprintf(e->r->advice, sizeof(e->r->advice), "a smaller ctx, or evaluate without reference:");
 }
 
 /* ---- calibrate ---- */

@@ -10,6 +10,10 @@
 # (predicted / measured); exits 1 when one is off by more than 30 %.
 #
 #   QPIPE=./qpipe SCRATCH=/work/scratch/x bench/estimate/check.sh [RECIPE]
+# REPLAY=1: no stage runs; the predictions of this binary (a re-fitted
+# coefficient table) against the measurements of the last run in SCRATCH
+# (its logs/measured.jsonl; the plan then uses --force=ID on the cached
+# cache, so each stage is predicted as the only one that runs).
 # env: QPIPE (./qpipe), SCRATCH (emptied and used for the cache and the
 #      recipe's outputs; default $TMPDIR/qpipe-estimate),
 #      THREADS (default: online CPUs), LOCK (/work/notes/heavy.lock when it
@@ -24,7 +28,10 @@ CACHE=$SCRATCH/cache
 THREADS=${THREADS:-$(nproc)}
 LOCK=${LOCK-/work/notes/heavy.lock}
 LOGS=${LOGS:-$SCRATCH/logs}
-rm -rf "$CACHE" "$SCRATCH/work" "$LOGS/measured.jsonl"
+REPLAY=${REPLAY:-0}
+if [ "$REPLAY" != 1 ]; then
+  rm -rf "$CACHE" "$SCRATCH/work" "$LOGS/measured.jsonl"
+fi
 mkdir -p "$CACHE" "$LOGS"
 export QPIPE_SHARED=${QPIPE_SHARED:-/work/shared}
 # the recipe's outputs (packages) land next to a copy of it in the scratch area
@@ -38,18 +45,31 @@ locked() {
 }
 
 mapfile -t stages < <("$QPIPE" plan recipe.yaml --json --cache-dir "$CACHE" | jq -r 'select(.event=="stage") | .stage')
+force=()
+# the machine calibration, under the heavy lock too (its rates are what the
+# predictions divide by; measured beside another heavy run they are not the
+# machine's); RECALIBRATE=1 measures again in a REPLAY
+if [ "$REPLAY" != 1 ] || [ "${RECALIBRATE:-0}" = 1 ]; then
+  locked "$QPIPE" plan recipe.yaml --estimate --recalibrate --cache-dir "$CACHE" --threads "$THREADS" | tail -2 | head -1
+fi
 
 printf '%-12s %-9s %9s %9s %6s   %10s %10s %6s  %s\n' stage kind pred_s meas_s ratio pred_rss meas_rss ratio dominant
 worst=0
 for id in "${stages[@]}"; do
-  est=$("$QPIPE" plan recipe.yaml --estimate --json --stage "$id" --cache-dir "$CACHE" \
+  [ "$REPLAY" = 1 ] && force=(--force="$id")
+  est=$("$QPIPE" plan recipe.yaml --estimate --json --stage "$id" "${force[@]}" --cache-dir "$CACHE" \
         --threads "$THREADS" | jq -c "select(.event==\"estimate\") | .stages[\"$id\"]")
-  log=$LOGS/$id.time
-  ev=$(locked /usr/bin/time -v -o "$log" "$QPIPE" run recipe.yaml --stage "$id" --cache-dir "$CACHE" \
-       --threads "$THREADS" --no-provenance --ignore-memory --json | jq -c "select(.event==\"stage\" and .stage==\"$id\")")
-  meas_s=$(jq -r .seconds <<<"$ev")
-  meas_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-  echo "{\"stage\":\"$id\",\"seconds\":$meas_s,\"rss_kb\":$meas_kb}" >>"$LOGS/measured.jsonl"
+  if [ "$REPLAY" = 1 ]; then
+    meas_s=$(jq -r "select(.stage==\"$id\") | .seconds" "$LOGS/measured.jsonl" | tail -1)
+    meas_kb=$(jq -r "select(.stage==\"$id\") | .rss_kb" "$LOGS/measured.jsonl" | tail -1)
+  else
+    log=$LOGS/$id.time
+    ev=$(locked /usr/bin/time -v -o "$log" "$QPIPE" run recipe.yaml --stage "$id" --cache-dir "$CACHE" \
+         --threads "$THREADS" --no-provenance --ignore-memory --json | jq -c "select(.event==\"stage\" and .stage==\"$id\")")
+    meas_s=$(jq -r .seconds <<<"$ev")
+    meas_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+    echo "{\"stage\":\"$id\",\"seconds\":$meas_s,\"rss_kb\":$meas_kb}" >>"$LOGS/measured.jsonl"
+  fi
   pred_s=$(jq -r .seconds <<<"$est")
   pred_b=$(jq -r .peak_rss <<<"$est")
   kind=$(jq -r .kind <<<"$est")
