@@ -72,8 +72,9 @@ typedef struct {
     double fetch_sha_passes;  /* SHA-256 passes over the source (file digests of the key, object names) */
     double gemm_eff;          /* forward-pass FLOP rate / calibrated GEMM rate (attention, norms, small blocks) */
     double weight_cache;      /* bytes of f32 layer weights the forward pass keeps resident (QP_LLAMA_CACHE_DEFAULT) */
-    double gptq_eff;          /* GPTQ's updates and inverses (f64, column loops) / calibrated GEMM rate */
-    double gptq_inv_flops;    /* FLOPs per d³ of one Hessian inverse (Cholesky, inverse, Cholesky) */
+    double gptq_eff;          /* GPTQ's column-block updates (f32 products) / calibrated GEMM rate */
+    double hinv_eff;          /* the Hessian inverse (f64 qp_dgemm on the calling thread) / calibrated GEMM rate */
+    double gptq_inv_flops;    /* FLOPs per d³ of one Hessian inverse (a Cholesky and a triangular inverse) */
     double gptq_keeps_q;      /* fraction of the quantized layers' f32 copies held until the stage ends */
     double hessian_eff;       /* Σ x xᵀ accumulation (into double) / calibrated GEMM rate */
     double linear_mbs_per_q4k;/* rtn/gptq codes encode rate, as a fraction of the Q4_K quantize rate */
@@ -166,7 +167,8 @@ uint64_t qp_est_llama_resident(const qp_llama_hparams *hp, const qp_est_coef *c)
 /* Activations of one n-token forward pass (logits, residual, q/k/v,
  * attention scores, SwiGLU). */
 uint64_t qp_est_forward_act(const qp_llama_hparams *hp, size_t n);
-/* GPTQ's FLOPs for one weight [rows, cols]: inverse c·cols³ + updates 2·rows·cols². */
+/* GPTQ's FLOPs for one weight [rows, cols]: inverse c·cols³ + updates 2·rows·cols²
+ * (the two are timed at different rates: f64 on one thread, f32 on all). */
 double qp_est_gptq_flops(int64_t rows, int64_t cols, const qp_est_coef *c);
 /* Dataset bytes per token of `text` under the tokenizer in `dir` (the
  * first 64 kB); 0 when it cannot be measured (no tokenizer, no text). */

@@ -232,13 +232,19 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
         term(e, "hessians", L * hess / (rate * e->c->hessian_eff));
     }
     uint64_t keep = 0, biggest = 0;
-    double upd = 0;
+    double upd = 0, inv = 0;
     for (size_t i = 0; i < q->n; i++) {
         const qp_est_tensor *t = &q->t[i];
         if (t->fmt != QP_EST_LINEAR)
             continue;
         const qp_est_tensor *src = &model->t[i];
-        upd += gptq ? qp_est_gptq_flops(t->rows, t->cols, e->c) : 2.0 * n * (double)(t->rows * t->cols) * 20;
+        double dd = (double)t->cols;
+        if (gptq) {
+            inv += e->c->gptq_inv_flops * dd * dd * dd;
+            upd += 2.0 * (double)t->rows * dd * dd;
+        } else {
+            upd += 2.0 * n * (double)(t->rows * t->cols) * 20;
+        }
         load_f32(e, src);                        /* the weight, as f32 */
         term(e, "dequantize", secs((double)(t->rows * t->cols) * 4, e->m->deq_mbs[QP_EST_Q4K]));
         cache_put(e, (double)t->bytes, e->m->zratio_q);
@@ -250,12 +256,26 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
             biggest = here;
     }
     /* AWQ searches scales and clips by running the site's products ~20 times (its grid) */
-    term(e, gptq ? "gptq" : "awq search", upd / (rate * e->c->gptq_eff));
+    term(e, gptq ? "gptq updates" : "awq search", upd / (rate * e->c->gptq_eff));
+    if (gptq)
+        term(e, "hessian inverse", inv / (rate * e->c->hinv_eff));
     uint64_t x = (uint64_t)(n * hp.hidden * 4) + (uint64_t)(T * hp.hidden * 4);
-    *peak_extra = qp_est_llama_resident(&hp, e->c) + (uint64_t)(e->c->gptq_keeps_q * (double)keep) + biggest + x +
-                  qp_est_forward_act(&hp, (size_t)T);
-    *peak_part = e->c->gptq_keeps_q * (double)keep > (double)biggest ? "f32 copies of the quantized layers"
-                                                                     : "Hessian and its inverse";
+    uint64_t copies = (uint64_t)(e->c->gptq_keeps_q * (double)keep);
+    *peak_extra = qp_est_llama_resident(&hp, e->c) + copies + biggest + x + qp_est_forward_act(&hp, (size_t)T);
+    if (copies >= biggest && copies >= x) {
+        *peak_part = "f32 copies of the quantized layers";
+        snprintf(e->r->advice, sizeof(e->r->advice),
+                 "the run keeps an f32 copy of every quantized weight until it ends: quantize on a machine with "
+                 "more memory");
+    } else if (biggest >= x) {
+        *peak_part = "Hessian and its inverse";
+        snprintf(e->r->advice, sizeof(e->r->advice),
+                 "the widest layer input's Hessian (d x d doubles, 5 copies) does not fit: quantize on a machine "
+                 "with more memory");
+    } else {
+        *peak_part = "calibration activations";
+        snprintf(e->r->advice, sizeof(e->r->advice), "fewer calibration samples or a shorter seq_len");
+    }
 }
 
 static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
@@ -333,8 +353,6 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
                 peak = extra;
                 e->r->rss_part = part;
             }
-            snprintf(e->r->advice, sizeof(e->r->advice),
-                     "fewer calibration samples (samples x seq_len), or quantize on a machine with more memory");
         }
     } else if (method->run) {
         snprintf(e->r->note, sizeof(e->r->note), "method %s: its search is not predicted (sizes at the ladder's "
