@@ -14,6 +14,9 @@
 # coefficient table) against the measurements of the last run in SCRATCH
 # (its logs/measured.jsonl; the plan then uses --force=ID on the cached
 # cache, so each stage is predicted as the only one that runs).
+# RESUME=1: keep SCRATCH; stages already in logs/measured.jsonl are replayed,
+# the others measured (run the whole script under the lock with LOCK= to
+# measure the rest in one turn: flock /work/notes/heavy.lock env LOCK= RESUME=1 …).
 # env: QPIPE (./qpipe), SCRATCH (emptied and used for the cache and the
 #      recipe's outputs; default $TMPDIR/qpipe-estimate),
 #      THREADS (default: online CPUs), LOCK (/work/notes/heavy.lock when it
@@ -29,7 +32,8 @@ THREADS=${THREADS:-$(nproc)}
 LOCK=${LOCK-/work/notes/heavy.lock}
 LOGS=${LOGS:-$SCRATCH/logs}
 REPLAY=${REPLAY:-0}
-if [ "$REPLAY" != 1 ]; then
+RESUME=${RESUME:-0}
+if [ "$REPLAY" != 1 ] && [ "$RESUME" != 1 ]; then
   rm -rf "$CACHE" "$SCRATCH/work" "$LOGS/measured.jsonl"
 fi
 mkdir -p "$CACHE" "$LOGS"
@@ -49,17 +53,22 @@ force=()
 # the machine calibration, under the heavy lock too (its rates are what the
 # predictions divide by; measured beside another heavy run they are not the
 # machine's); RECALIBRATE=1 measures again in a REPLAY
-if [ "$REPLAY" != 1 ] || [ "${RECALIBRATE:-0}" = 1 ]; then
+if { [ "$REPLAY" != 1 ] && [ "$RESUME" != 1 ]; } || [ "${RECALIBRATE:-0}" = 1 ]; then
   locked "$QPIPE" plan recipe.yaml --estimate --recalibrate --cache-dir "$CACHE" --threads "$THREADS" | tail -2 | head -1
 fi
 
 printf '%-12s %-9s %9s %9s %6s   %10s %10s %6s  %s\n' stage kind pred_s meas_s ratio pred_rss meas_rss ratio dominant
 worst=0
 for id in "${stages[@]}"; do
-  [ "$REPLAY" = 1 ] && force=(--force="$id")
+  replay=$REPLAY
+  if [ "$RESUME" = 1 ] && [ -f "$LOGS/measured.jsonl" ] && grep -q "\"stage\":\"$id\"" "$LOGS/measured.jsonl"; then
+    replay=1
+  fi
+  force=()
+  [ "$replay" = 1 ] && force=(--force="$id")
   est=$("$QPIPE" plan recipe.yaml --estimate --json --stage "$id" "${force[@]}" --cache-dir "$CACHE" \
         --threads "$THREADS" | jq -c "select(.event==\"estimate\") | .stages[\"$id\"]")
-  if [ "$REPLAY" = 1 ]; then
+  if [ "$replay" = 1 ]; then
     meas_s=$(jq -r "select(.stage==\"$id\") | .seconds" "$LOGS/measured.jsonl" | tail -1)
     meas_kb=$(jq -r "select(.stage==\"$id\") | .rss_kb" "$LOGS/measured.jsonl" | tail -1)
   else
