@@ -171,8 +171,9 @@ uint64_t qp_est_forward_act(const qp_llama_hparams *hp, size_t n);
  * (the two are timed at different rates: f64 on one thread, f32 on all). */
 double qp_est_gptq_flops(int64_t rows, int64_t cols, const qp_est_coef *c);
 /* Dataset bytes per token of `text` under the tokenizer in `dir` (the
- * first 64 kB); 0 when it cannot be measured (no tokenizer, no text). */
-double qp_est_bytes_per_token(const char *dir, const char *text_path);
+ * first 64 kB); 0 when it cannot be measured (no tokenizer, no text).
+ * *mbs (may be NULL): the tokenizer's speed on it, MB/s (0 when unknown). */
+double qp_est_bytes_per_token(const char *dir, const char *text_path, double *mbs);
 /* Windows an evaluate of `tokens` tokens scores with these parameters. */
 uint64_t qp_est_eval_windows(uint64_t tokens, uint64_t ctx, uint64_t max_tokens, uint64_t max_chunks);
 

@@ -198,8 +198,10 @@ int qp_est_art_from_dir(qp_est_art *out, const char *dir)
     return 0;
 }
 
-double qp_est_bytes_per_token(const char *dir, const char *text_path)
+double qp_est_bytes_per_token(const char *dir, const char *text_path, double *mbs)
 {
+    if (mbs)
+        *mbs = 0;
     size_t n = strlen(text_path);
     if (!dir[0] || (n > 6 && strcmp(text_path + n - 6, ".jsonl") == 0))
         return 0;   /* JSONL: the field's text is not the file's bytes */
@@ -216,10 +218,14 @@ double qp_est_bytes_per_token(const char *dir, const char *text_path)
     qp_tokenizer *tok = NULL;
     int *ids = NULL;
     size_t m = 0;
-    double bpt = 0;
-    if (len >= 1024 && qp_tokenizer_load_dir(&tok, dir) == 0 && qp_tokenizer_encode(tok, buf, len, 0, &ids, &m) == 0 &&
-        m > 0)
+    double bpt = 0, t0 = 0;
+    if (len >= 1024 && qp_tokenizer_load_dir(&tok, dir) == 0 && (t0 = qp_now()) > 0 &&
+        qp_tokenizer_encode(tok, buf, len, 0, &ids, &m) == 0 && m > 0) {
         bpt = (double)len / (double)m;
+        double dt = qp_now() - t0;
+        if (mbs && dt > 0)
+            *mbs = (double)len / 1e6 / dt;
+    }
     qp_error_clear();
     free(ids);
     qp_tokenizer_free(tok);

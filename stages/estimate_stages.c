@@ -371,8 +371,17 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
  * 64 kB, else the coefficient */
 static double bpt_of(const qp_est_art *model, const char *path, const est *e)
 {
-    double b = qp_est_bytes_per_token(model->dir, path);
+    double b = qp_est_bytes_per_token(model->dir, path, NULL);
     return b > 0 ? b : e->c->bytes_per_token;
+}
+
+/* the whole file is tokenized (evaluate and calibrate read every file) */
+static void tokenize_term(est *e, const qp_est_art *model, const char *path, double bytes)
+{
+    double mbs = 0;
+    qp_est_bytes_per_token(model->dir, path, &mbs);
+    if (mbs > 0)
+        term(e, "tokenize", secs(bytes, mbs));
 }
 
 static double dataset_tokens(const qp_est_input *in, est *e, const qp_est_art *model, double *bytes_out)
@@ -387,6 +396,7 @@ static double dataset_tokens(const qp_est_input *in, est *e, const qp_est_art *m
         if (stat(path, &st) == 0) {
             bytes += (double)st.st_size;
             tokens += (double)st.st_size / bpt_of(model, path, e);
+            tokenize_term(e, model, path, (double)st.st_size);
         }
         free(path);
     }
@@ -454,6 +464,7 @@ static void est_evaluate(const qp_est_input *in, est *e, qp_est_art *out)
             uint64_t left = max_chunks ? max_chunks - (uint64_t)windows : 0;
             windows += (double)qp_est_eval_windows((uint64_t)((double)st.st_size / bpt_of(model, path, e)), ctx,
                                                    max_tokens, left);
+            tokenize_term(e, model, path, (double)st.st_size);
         }
         free(path);
         if (max_chunks && windows >= (double)max_chunks)
