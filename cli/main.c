@@ -174,6 +174,7 @@ static int plan_estimate(const qp_recipe *r, qp_cache *cache, const qp_run_optio
     qp_est_machine m;
     int fresh = 0;
     if (rc == 0 && (rc = qp_est_machine_get(&m, cache, o->threads, eo->recalibrate, &fresh)) == 0) {
+        qp_est_machine_load_now(&m);
         if (fresh && !o->json)
             printf("machine calibration: measured in %.1fs, cached in %s/meta/estimate\n", m.seconds,
                    qp_cache_dir(cache));

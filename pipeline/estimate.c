@@ -161,6 +161,9 @@ void qp_recipe_estimate_print(FILE *o, const qp_recipe_estimate *e)
             m->measured ? "" : " (defaults, not measured)", m->cpu, m->threads, m->gemm_gflops,
             m->quant_mbs[QP_EST_Q4K], m->deq_mbs[QP_EST_Q4K], m->convert_mbs, m->sha_mbs, m->zstd_c_mbs,
             m->zstd_d_mbs, m->disk_r_mbs, m->disk_w_mbs);
+    if (m->slowdown > 1)
+        fprintf(o, "the machine is shared: load %.2f on %d CPUs, times x %.2f (the stage gets cpus / (load + 1) of it)\n",
+                m->load, m->cpus, m->slowdown);
 }
 
 json_t *qp_recipe_estimate_json(const qp_recipe_estimate *e)
@@ -182,7 +185,10 @@ json_t *qp_recipe_estimate_json(const qp_recipe_estimate *e)
                                       "terms", terms, "rss_part", s->res.rss_part ? s->res.rss_part : "", "note",
                                       s->res.note));
     }
-    return json_pack("{s:o, s:o}", "stages", stages, "machine", qp_est_machine_to_json(&e->mach));
+    json_t *mj = qp_est_machine_to_json(&e->mach);
+    json_object_set_new(mj, "load", json_real(e->mach.load));
+    json_object_set_new(mj, "slowdown", json_real(e->mach.slowdown));
+    return json_pack("{s:o, s:o}", "stages", stages, "machine", mj);
 }
 
 int qp_recipe_estimate_check(const qp_recipe_estimate *e, uint64_t available, const char *source)

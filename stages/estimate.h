@@ -45,9 +45,16 @@ typedef struct {
     double zratio_q;       /* compressed / raw of Q4_K blocks */
     double disk_r_mbs;     /* read of a file just written (page cache) */
     double disk_w_mbs;     /* write + fsync */
+    double mem_mbs;        /* fresh memory touched (malloc, page faults, write, free): MB per second */
     double fsync_ms;       /* one small object stored: write, fsync, rename (cache/object.c does it per object) */
     double seconds;        /* how long the calibration took */
     int measured;          /* 0: the built-in defaults (no calibration) */
+    /* Not cached: the machine's load when the estimate is made.  The rates
+     * are the machine's own (best of 3 trials); on a shared machine a stage
+     * gets about cpus / (load + 1) of it, so every time is multiplied by
+     * slowdown = max(1, (load + 1) / cpus).  1 when unknown. */
+    double load, slowdown;
+    int cpus;
 } qp_est_machine;
 
 enum { QP_EST_Q4K = 0, QP_EST_Q6K = 1, QP_EST_Q80 = 2 };
@@ -62,6 +69,8 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir);
  * `recalibrate`; *fresh = 1 when it was measured now. */
 int qp_est_machine_get(qp_est_machine *m, qp_cache *cache, int threads, int recalibrate, int *fresh);
 json_t *qp_est_machine_to_json(const qp_est_machine *m);
+/* Reads /proc/loadavg and the online CPUs into m->load, m->cpus, m->slowdown. */
+void qp_est_machine_load_now(qp_est_machine *m);
 int qp_est_machine_from_json(qp_est_machine *m, const json_t *j);
 
 /* ---- the coefficients: the one table to re-fit ---- */

@@ -70,6 +70,26 @@ void qp_est_machine_defaults(qp_est_machine *m, int threads)
     m->disk_r_mbs = 2000;
     m->disk_w_mbs = 300;
     m->fsync_ms = 5;
+    m->mem_mbs = 3000;
+    m->slowdown = 1;
+}
+
+void qp_est_machine_load_now(qp_est_machine *m)
+{
+    m->slowdown = 1;
+    m->load = 0;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    m->cpus = n > 0 ? (int)n : 1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f)
+        return;
+    double l1;
+    if (fscanf(f, "%lf", &l1) == 1 && l1 >= 0 && l1 < 1e6) {
+        m->load = l1;
+        double s = (l1 + 1) / m->cpus;
+        m->slowdown = s > 1 ? s : 1;
+    }
+    fclose(f);
 }
 
 static void cpu_model(char *buf, size_t cap)
@@ -213,6 +233,16 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
         }
     }
 
+    /* 64 MB freshly allocated, written and freed: what a large malloc'ed buffer costs (page faults) */
+    {
+        const size_t fresh = (size_t)64 << 20;
+        BEST_RATE(m->mem_mbs, (double)fresh, {
+            char *p = qp_xmalloc(fresh);
+            memset(p, 1, fresh);
+            __asm__ volatile("" : : "r"(p) : "memory");
+            free(p);
+        });
+    }
     char hex[QP_HEX_LEN];
     BEST_RATE(m->sha_mbs, (double)n * 4, qp_sha256_buf(hex, w, n * sizeof(float)));
     size_t zn = 0;
@@ -279,7 +309,7 @@ done:
 /* ---- JSON and the cache ---- */
 #define FIELDS(X)                                                                                                 \
     X(gemm_gflops) X(convert_mbs) X(sha_mbs) X(zstd_c_mbs) X(zstd_d_mbs) X(zratio_bf16) X(zratio_q) X(disk_r_mbs) \
-    X(disk_w_mbs) X(fsync_ms) X(seconds)
+    X(disk_w_mbs) X(fsync_ms) X(mem_mbs) X(seconds)
 
 json_t *qp_est_machine_to_json(const qp_est_machine *m)
 {

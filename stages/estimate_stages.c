@@ -60,8 +60,17 @@ static double zratio(const est *e, const qp_est_tensor *t)
 }
 
 /* qp_cache_get: the compressed file read, decompressed and verified. */
+/* Bytes of a malloc'ed buffer that are fresh pages: glibc serves blocks
+ * above its largest mmap threshold (32 MiB on 64-bit) from new mappings,
+ * smaller ones from reused heap pages. */
+static double fresh(double bytes)
+{
+    return bytes > 33554432.0 ? bytes : 0;
+}
+
 static void cache_get(est *e, double raw, double zr)
 {
+    term(e, "memory", secs(fresh(raw), e->m->mem_mbs));   /* the malloc'ed buffer it fills */
     term(e, "read", secs(raw * zr, e->m->disk_r_mbs));
     term(e, "zstd", secs(raw, e->m->zstd_d_mbs));
     term(e, "sha256", secs(raw, e->m->sha_mbs));
@@ -315,6 +324,7 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
     out->n = model->n;
     uint64_t other = model->bytes - qp_est_art_tensor_bytes(model);
     uint64_t peak = 0;
+    double grown = 0;
     for (size_t i = 0; i < model->n; i++) {
         const qp_est_tensor *t = &model->t[i];
         qp_est_tensor *o = &out->t[i];
@@ -336,6 +346,11 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
             term(e, "quantize", secs(f32, rate));
         }
         to_f32(e, o);   /* back to f32 for the error */
+        term(e, "memory", secs(fresh((double)o->bytes), e->m->mem_mbs));   /* the packed bytes */
+        if (f32 > grown) {   /* the reused f32 and error buffers grow to the largest tensor */
+            term(e, "memory", secs((f32 - grown) * 2, e->m->mem_mbs));
+            grown = f32;
+        }
         cache_put(e, (double)o->bytes, zratio(e, o));
         uint64_t here = t->bytes + (uint64_t)f32 * 2 + o->bytes;
         if (here > peak)
@@ -627,4 +642,8 @@ void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *o
     }
     if (!res->rss_part)
         res->rss_part = "";
+    double f = in->mach->slowdown > 1 ? in->mach->slowdown : 1;   /* a shared machine's share */
+    res->seconds *= f;
+    for (size_t i = 0; i < res->n_terms; i++)
+        res->terms[i].seconds *= f;
 }
