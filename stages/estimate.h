@@ -69,7 +69,8 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir);
  * `recalibrate`; *fresh = 1 when it was measured now. */
 int qp_est_machine_get(qp_est_machine *m, qp_cache *cache, int threads, int recalibrate, int *fresh);
 json_t *qp_est_machine_to_json(const qp_est_machine *m);
-/* Reads /proc/loadavg and the online CPUs into m->load, m->cpus, m->slowdown. */
+/* Reads /proc/loadavg (or $QPIPE_ESTIMATE_LOAD, a load to assume: 0 for a
+ * quiet machine) and the online CPUs into m->load, m->cpus, m->slowdown. */
 void qp_est_machine_load_now(qp_est_machine *m);
 int qp_est_machine_from_json(qp_est_machine *m, const json_t *j);
 

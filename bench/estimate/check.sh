@@ -17,6 +17,9 @@
 # RESUME=1: keep SCRATCH; stages already in logs/measured.jsonl are replayed,
 # the others measured (run the whole script under the lock with LOCK= to
 # measure the rest in one turn: flock /work/notes/heavy.lock env LOCK= RESUME=1 …).
+# Each measurement records the load average when its stage started (the
+# estimate multiplies times by max(1, (load + 1) / cpus)); a replay predicts
+# at that load (LOAD_OVERRIDE=x: at load x; 0 = a quiet machine).
 # env: QPIPE (./qpipe), SCRATCH (emptied and used for the cache and the
 #      recipe's outputs; default $TMPDIR/qpipe-estimate),
 #      THREADS (default: online CPUs), LOCK (/work/notes/heavy.lock when it
@@ -66,6 +69,15 @@ for id in "${stages[@]}"; do
   fi
   force=()
   [ "$replay" = 1 ] && force=(--force="$id")
+  # the load the stage runs beside (the prediction's shared-machine factor):
+  # now, or in a replay the one recorded with the measurement
+  if [ "$replay" = 1 ]; then
+    load=$(jq -r "select(.stage==\"$id\") | .load // empty" "$LOGS/measured.jsonl" | tail -1)
+    [ -n "${LOAD_OVERRIDE:-}" ] && load=$LOAD_OVERRIDE
+    [ -n "$load" ] && export QPIPE_ESTIMATE_LOAD=$load
+  else
+    load=$(cut -d' ' -f1 /proc/loadavg)
+  fi
   est=$("$QPIPE" plan recipe.yaml --estimate --json --stage "$id" "${force[@]}" --cache-dir "$CACHE" \
         --threads "$THREADS" | jq -c "select(.event==\"estimate\") | .stages[\"$id\"]")
   if [ "$replay" = 1 ]; then
@@ -77,7 +89,7 @@ for id in "${stages[@]}"; do
          --threads "$THREADS" --no-provenance --ignore-memory --json | jq -c "select(.event==\"stage\" and .stage==\"$id\")")
     meas_s=$(jq -r .seconds <<<"$ev")
     meas_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-    echo "{\"stage\":\"$id\",\"seconds\":$meas_s,\"rss_kb\":$meas_kb}" >>"$LOGS/measured.jsonl"
+    echo "{\"stage\":\"$id\",\"seconds\":$meas_s,\"rss_kb\":$meas_kb,\"load\":$load}" >>"$LOGS/measured.jsonl"
   fi
   pred_s=$(jq -r .seconds <<<"$est")
   pred_b=$(jq -r .peak_rss <<<"$est")
