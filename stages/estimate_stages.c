@@ -152,6 +152,8 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
     term(e, "zstd", secs(S, e->m->zstd_c_mbs));
     term(e, "write", secs(S * e->m->zratio_bf16, e->m->disk_w_mbs));
     term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
+    /* every page of the mapped checkpoint is faulted in once */
+    term(e, "memory", e->c->fetch_resident * secs((double)qp_est_art_tensor_bytes(out), e->m->mem_mbs));
     e->r->peak_rss = (uint64_t)(e->c->base_rss + e->c->fetch_resident * (double)out->largest_file);
     e->r->rss_part = "mapped checkpoint";
     e->r->out_bytes = out->bytes;
