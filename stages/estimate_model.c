@@ -17,9 +17,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* The coefficients no first principle gives.  Fitted on the 1.1B recipe
- * (bench/estimate-1b.yaml, bench/estimate_check.sh) on the 2-core machine of
- * issue #13; re-fit them there after a stage changes how it works. */
+/* The coefficients no first principle gives, each set from how the stage's
+ * code works today (main at a219119) and checked against 1.1B runs of it on
+ * the 2-core machine of issue #13 (peak RSS of fetch, quantize Q4_K_M/Q8_0,
+ * package and evaluate within 3 %; times within 30 % where the load was
+ * known).  After a stage changes, re-measure with bench/estimate/check.sh
+ * (bench/estimate/estimate-1b.yaml) and re-fit here; REPLAY=1 re-predicts
+ * the last measurements without running anything. */
 const qp_est_coef qp_est_coef_default = {
     .base_rss = 10e6,           /* ./qpipe with libgit2, OpenSSL and the recipe (a gate stage: 9 MB) */
     .bytes_per_token = 3.6,     /* llama2 SentencePiece on English prose (Shakespeare: ~3.5) */
