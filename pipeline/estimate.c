@@ -161,9 +161,10 @@ void qp_recipe_estimate_print(FILE *o, const qp_recipe_estimate *e)
             m->measured ? "" : " (defaults, not measured)", m->cpu, m->threads, m->gemm_gflops,
             m->quant_mbs[QP_EST_Q4K], m->deq_mbs[QP_EST_Q4K], m->convert_mbs, m->sha_mbs, m->zstd_c_mbs,
             m->zstd_d_mbs, m->disk_r_mbs, m->disk_w_mbs);
-    if (m->slowdown > 1)
-        fprintf(o, "the machine is shared: load %.2f on %d CPUs, times x %.2f (the stage gets cpus / (load + 1) of it)\n",
-                m->load, m->cpus, m->slowdown);
+    double slow = qp_est_slowdown(m, e->coef);
+    if (slow > 1)
+        fprintf(o, "the machine is shared: load %.2f on %d CPUs, times x %.2f (max(1, (load + 1 - %.1f) / cpus))\n",
+                m->load, m->cpus, slow, e->coef->load_free);
 }
 
 json_t *qp_recipe_estimate_json(const qp_recipe_estimate *e)
@@ -187,7 +188,7 @@ json_t *qp_recipe_estimate_json(const qp_recipe_estimate *e)
     }
     json_t *mj = qp_est_machine_to_json(&e->mach);
     json_object_set_new(mj, "load", json_real(e->mach.load));
-    json_object_set_new(mj, "slowdown", json_real(e->mach.slowdown));
+    json_object_set_new(mj, "slowdown", json_real(qp_est_slowdown(&e->mach, e->coef)));
     return json_pack("{s:o, s:o}", "stages", stages, "machine", mj);
 }
 

@@ -49,11 +49,11 @@ typedef struct {
     double fsync_ms;       /* one small object stored: write, fsync, rename (cache/object.c does it per object) */
     double seconds;        /* how long the calibration took */
     int measured;          /* 0: the built-in defaults (no calibration) */
-    /* Not cached: the machine's load when the estimate is made.  The rates
-     * are the machine's own (best of 3 trials); on a shared machine a stage
-     * gets about cpus / (load + 1) of it, so every time is multiplied by
-     * slowdown = max(1, (load + 1) / cpus).  1 when unknown. */
-    double load, slowdown;
+    /* Not cached: the machine's load when the estimate is made (the 1-minute
+     * load average; 0 when unknown) and its online CPUs.  The rates are the
+     * machine's own (best of 3 trials); qp_est_slowdown says how much a
+     * stage is slowed by the rest of the load. */
+    double load;
     int cpus;
 } qp_est_machine;
 
@@ -70,7 +70,7 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir);
 int qp_est_machine_get(qp_est_machine *m, qp_cache *cache, int threads, int recalibrate, int *fresh);
 json_t *qp_est_machine_to_json(const qp_est_machine *m);
 /* Reads /proc/loadavg (or $QPIPE_ESTIMATE_LOAD, a load to assume: 0 for a
- * quiet machine) and the online CPUs into m->load, m->cpus, m->slowdown. */
+ * quiet machine) and the online CPUs into m->load, m->cpus. */
 void qp_est_machine_load_now(qp_est_machine *m);
 int qp_est_machine_from_json(qp_est_machine *m, const json_t *j);
 
@@ -89,6 +89,8 @@ typedef struct {
     double hessian_eff;       /* Σ x xᵀ accumulation (into double) / calibrated GEMM rate */
     double linear_mbs_per_q4k;/* rtn/gptq codes encode rate, as a fraction of the Q4_K quantize rate */
     double package_put;       /* 1: the package's files are stored in the cache too (hash + compress + write) */
+    double load_free;         /* load a stage does not feel (idle shells, I/O waits): slowdown =
+                                 max(1, (load + 1 - load_free) / cpus) */
 } qp_est_coef;
 
 extern const qp_est_coef qp_est_coef_default;
@@ -145,6 +147,9 @@ typedef struct {
     char note[200];             /* what the prediction assumed, or why there is none */
     char advice[200];           /* what to change to use less memory */
 } qp_est_result;
+
+/* Every time is multiplied by this: max(1, (m->load + 1 - c->load_free) / m->cpus). */
+double qp_est_slowdown(const qp_est_machine *m, const qp_est_coef *c);
 
 /* The term that dominates the time ("" when none). */
 const char *qp_est_dominant(const qp_est_result *r, double *share);

@@ -71,12 +71,19 @@ void qp_est_machine_defaults(qp_est_machine *m, int threads)
     m->disk_w_mbs = 300;
     m->fsync_ms = 5;
     m->mem_mbs = 3000;
-    m->slowdown = 1;
+    m->cpus = m->threads;
+}
+
+double qp_est_slowdown(const qp_est_machine *m, const qp_est_coef *c)
+{
+    if (m->cpus < 1)
+        return 1;
+    double s = (m->load + 1 - c->load_free) / m->cpus;
+    return s > 1 ? s : 1;
 }
 
 void qp_est_machine_load_now(qp_est_machine *m)
 {
-    m->slowdown = 1;
     m->load = 0;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     m->cpus = n > 0 ? (int)n : 1;
@@ -87,18 +94,13 @@ void qp_est_machine_load_now(qp_est_machine *m)
     double l1 = env && *env ? strtod(env, &end) : -1;
     if (env && *env && end && *end == '\0' && l1 >= 0 && l1 < 1e6) {
         m->load = l1;
-        double s = (l1 + 1) / m->cpus;
-        m->slowdown = s > 1 ? s : 1;
         return;
     }
     FILE *f = fopen("/proc/loadavg", "r");
     if (!f)
         return;
-    if (fscanf(f, "%lf", &l1) == 1 && l1 >= 0 && l1 < 1e6) {
+    if (fscanf(f, "%lf", &l1) == 1 && l1 >= 0 && l1 < 1e6)
         m->load = l1;
-        double s = (l1 + 1) / m->cpus;
-        m->slowdown = s > 1 ? s : 1;
-    }
     fclose(f);
 }
 

@@ -644,7 +644,7 @@ void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *o
     }
     if (!res->rss_part)
         res->rss_part = "";
-    double f = in->mach->slowdown > 1 ? in->mach->slowdown : 1;   /* a shared machine's share */
+    double f = qp_est_slowdown(in->mach, in->coef);   /* a shared machine's share */
     res->seconds *= f;
     for (size_t i = 0; i < res->n_terms; i++)
         res->terms[i].seconds *= f;
