@@ -555,7 +555,9 @@ static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
     term(e, "fsync", (double)hp.n_layers * 4 * (hess ? 3 : 2) * e->m->fsync_ms / 1000);
     out->bytes = (uint64_t)(S * T * 4) + hbytes + stats / 8 * 0 + (uint64_t)hp.n_layers * 4 * 2 * 4 * hp.intermediate;
     e->r->out_bytes = out->bytes;
-    e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)qp_est_llama_resident(&hp, e->c) +
+    /* the forward pass stops before the head: an untied lm_head is never loaded (measured on 1.1B: 512 MB) */
+    double head = hp.tied_embeddings ? 0 : (double)hp.vocab * (double)hp.hidden * 4;
+    e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)qp_est_llama_resident(&hp, e->c) - head +
                                 (double)qp_est_forward_act(&hp, (size_t)T) + (double)stats + bytes * 5 +
                                 (double)(S * T * 4));
     e->r->rss_part = hess ? "Hessians of every layer" : "f32 weights";
