@@ -25,9 +25,12 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
-    "             [--frozen]\n"
+    "             [--frozen] [--memory SIZE] [--ignore-memory]\n"
     "                         run the recipe's stages (cached ones are reused)\n"
-    "  plan RECIPE            show which stages are cached or will run, and why\n"
+    "  plan RECIPE [--estimate [--recalibrate]]\n"
+    "                         show which stages are cached or will run, and why; --estimate predicts\n"
+    "                         each stage's time, peak RSS and output bytes (machine rates measured once\n"
+    "                         and cached; --recalibrate measures them again)\n"
     "  verify RECIPE          rebuild every stage ignoring the cache; exit 4 if any output differs\n"
     "                         from the cache or from RECIPE.lock\n"
     "  lock RECIPE            write RECIPE.lock: every resolved input, stage key and output digest\n"
@@ -42,6 +45,8 @@ static const char usage_text[] =
     "                         directory or .gguf)\n"
     "  version                print the version\n"
     "\n"
+    "run refuses to start (exit 1) when a stage is predicted to need more memory than is available\n"
+    "  (MemAvailable or the cgroup limit; --memory SIZE sets it, --ignore-memory runs anyway)\n"
     "cache directory: --cache-dir, else $QPIPE_CACHE, else .qpipe/cache\n"
     "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
 
@@ -87,7 +92,8 @@ static int default_threads(void)
     return n > 0 ? (int)n : 1;
 }
 
-enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN };
+enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
+       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY };
 
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
@@ -96,8 +102,11 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"threads", required_argument, NULL, OPT_THREADS}, {"force", optional_argument, NULL, OPT_FORCE},
         {"cache-dir", required_argument, NULL, OPT_CACHE}, {"json", no_argument, NULL, OPT_JSON},
         {"no-provenance", no_argument, NULL, OPT_NOPROV}, {"branch", required_argument, NULL, OPT_BRANCH},
-        {"frozen", no_argument, NULL, OPT_FROZEN}, {NULL, 0, NULL, 0},
+        {"frozen", no_argument, NULL, OPT_FROZEN}, {"estimate", no_argument, NULL, OPT_ESTIMATE},
+        {"recalibrate", no_argument, NULL, OPT_RECAL}, {"ignore-memory", no_argument, NULL, OPT_IGNMEM},
+        {"memory", required_argument, NULL, OPT_MEMORY}, {NULL, 0, NULL, 0},
     };
+    qp_cli_est_opts eo = {0};
     qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout,
                         .exit_status = qp_exit_status};
     const char *cache_opt = NULL;
@@ -127,11 +136,24 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         case OPT_NOPROV: o.provenance = 0; break;
         case OPT_BRANCH: o.branch = optarg; break;
         case OPT_FROZEN: o.frozen = 1; break;
+        case OPT_ESTIMATE: eo.estimate = 1; break;
+        case OPT_RECAL: eo.recalibrate = 1; break;
+        case OPT_IGNMEM: eo.ignore_memory = 1; break;
+        case OPT_MEMORY:
+            if (qp_parse_size(optarg, &eo.memory) != 0 || eo.memory == 0) {
+                qp_error_clear();
+                return usage_error("--memory %s: expected a size such as 16G or 512M", optarg);
+            }
+            break;
         default: return 2;
         }
     }
     if (optind != argc - 1)
         return usage_error("%s needs exactly one RECIPE argument", argv[0]);
+    if ((eo.estimate || eo.recalibrate) && mode != QP_RUN_PLAN)
+        return usage_error("--estimate and --recalibrate go with %s", "'qpipe plan'");
+    if (eo.recalibrate && !eo.estimate)
+        return usage_error("--recalibrate goes with %s", "--estimate");
     if (mode != QP_RUN_NORMAL)
         o.provenance = 0;
     qp_recipe *r = NULL;
@@ -152,6 +174,10 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
     if (rc == 0 && mode == QP_RUN_LOCK)
         rc = qp_lock_write(r, cache, o.threads, lock_path);
+    else if (rc == 0 && mode == QP_RUN_PLAN && eo.estimate)
+        rc = qp_cli_plan_estimate(r, cache, &o, &eo);
+    else if (rc == 0 && mode == QP_RUN_NORMAL && (rc = qp_cli_memory_check(r, cache, &o, &eo)) != 0)
+        ;   /* refused before anything ran */
     else if (rc == 0)
         rc = qp_runner_run(r, cache, &o);
     if (rc == 0 && mode == QP_RUN_LOCK)

@@ -1,0 +1,295 @@
+/* The estimator's inputs that are not the machine: the coefficient table,
+ * a model's shapes (config.json and safetensors headers, never the
+ * weights), and the counts every stage's prediction is made of. */
+#include "stages/estimate.h"
+#include "common/alloc.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/ggml_types.h"
+#include "common/tensor.h"
+#include "model/hf_names.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* The coefficients no first principle gives, each set from how the stage's
+ * code works today (main at a219119) and checked against 1.1B runs of it on
+ * the 2-core machine of issue #13 (peak RSS of fetch, quantize Q4_K_M/Q8_0,
+ * package and evaluate within 3 %; times within 30 % where the load was
+ * known).  After a stage changes, re-measure with bench/estimate/check.sh
+ * (bench/estimate/estimate-1b.yaml) and re-fit here; REPLAY=1 re-predicts
+ * the last measurements without running anything. */
+const qp_est_coef qp_est_coef_default = {
+    .base_rss = 10e6,           /* ./qpipe with libgit2, OpenSSL and the recipe (a gate stage: 9 MB) */
+    .bytes_per_token = 3.6,     /* llama2 SentencePiece on English prose (Shakespeare: ~3.5) */
+    .fetch_resident = 1.0,      /* fetch mmaps each safetensors file and touches every page */
+    .fetch_sha_passes = 2.0,    /* the key's file digest, then each tensor object's name */
+    .gemm_eff = 0.85,           /* forward pass: attention, norms and RoPE around the products */
+    .weight_cache = 2147483648.0, /* QP_LLAMA_CACHE_DEFAULT */
+    .gptq_eff = 0.7,            /* the updates are qp_sgemm on column blocks, threaded over rows */
+    .hinv_eff = 0.25,           /* f64 (half the f32 rate) on one of the threads */
+    .gptq_inv_flops = 4.0 / 3,  /* Cholesky d³/3 + triangular inverse d³/3 multiply-adds (quant/gptq_hinv.c) */
+    .gptq_keeps_q = 1.0,        /* every quantized weight's f32 copy is served to the model until the end */
+    .hessian_eff = 0.5,         /* Σ x xᵀ: an f32 product per window, then added into doubles */
+    .linear_mbs_per_q4k = 1.0,  /* rtn/gptq code packing is as fast as Q4_K's (both row-wise scans) */
+    .package_put = 1.0,         /* the package directory is stored in the cache as well */
+    /* fitted on six 1.1B stages of main run beside other helpers (load 4.8-8.1 on 2 CPUs): evaluate
+     * (GEMM) was not slowed at load 5, quantize/package (hashing, zstd) ~2.6-3x at load 7-8 */
+    .load_free = 4.0,
+};
+
+void qp_est_art_free(qp_est_art *a)
+{
+    free(a->t);
+    a->t = NULL;
+    a->n = 0;
+}
+
+uint64_t qp_est_art_tensor_bytes(const qp_est_art *a)
+{
+    uint64_t s = 0;
+    for (size_t i = 0; i < a->n; i++)
+        s += a->t[i].bytes;
+    return s;
+}
+
+void qp_est_hparams(qp_llama_hparams *hp, const qp_llama_config *cfg)
+{
+    qp_llama_hparams_from_config(hp, cfg);
+}
+
+static int dense_type_of(qp_dtype d)
+{
+    switch (d) {
+    case QP_DT_F16: return QP_GGML_F16;
+    case QP_DT_BF16: return QP_GGML_BF16;
+    default: return QP_GGML_F32;
+    }
+}
+
+static qp_est_tensor *push(qp_est_art *a, size_t *cap)
+{
+    if (a->n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        a->t = qp_xrealloc_array(a->t, *cap, sizeof(*a->t));
+    }
+    qp_est_tensor *t = &a->t[a->n++];
+    memset(t, 0, sizeof(*t));
+    return t;
+}
+
+static void add_dense(qp_est_art *a, size_t *cap, const char *name, int64_t rows, int64_t cols, int ndim, int type)
+{
+    qp_est_tensor *t = push(a, cap);
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->rows = rows;
+    t->cols = cols;
+    t->ndim = ndim;
+    t->fmt = QP_EST_DENSE;
+    t->type = type;
+    t->bytes = (uint64_t)(rows * cols) * qp_ggml_type_size((uint32_t)type);
+}
+
+void qp_est_art_from_config(qp_est_art *out, const qp_llama_config *cfg, int dtype)
+{
+    memset(out, 0, sizeof(*out));
+    out->type = QP_ART_MODEL;
+    out->known = 1;
+    out->cfg = *cfg;
+    size_t cap = 0;
+    int64_t D = cfg->hidden, F = cfg->intermediate, qd = (int64_t)cfg->n_heads * cfg->head_dim;
+    int64_t kvd = (int64_t)cfg->n_kv_heads * cfg->head_dim;
+    add_dense(out, &cap, QP_HF_EMBED, cfg->vocab, D, 2, dtype);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        char name[112];
+        static const struct { const char *mod; int kind; } mods[] = {
+            {QP_HF_ATTN_NORM ".weight", 0}, {QP_HF_Q_PROJ ".weight", 1}, {QP_HF_K_PROJ ".weight", 2},
+            {QP_HF_V_PROJ ".weight", 2},    {QP_HF_O_PROJ ".weight", 3}, {QP_HF_FFN_NORM ".weight", 0},
+            {QP_HF_GATE_PROJ ".weight", 4}, {QP_HF_UP_PROJ ".weight", 4}, {QP_HF_DOWN_PROJ ".weight", 5},
+        };
+        for (size_t k = 0; k < sizeof(mods) / sizeof(mods[0]); k++) {
+            qp_hf_layer_name(name, sizeof(name), l, mods[k].mod);
+            switch (mods[k].kind) {
+            case 0: add_dense(out, &cap, name, D, 1, 1, dtype); break;
+            case 1: add_dense(out, &cap, name, qd, D, 2, dtype); break;
+            case 2: add_dense(out, &cap, name, kvd, D, 2, dtype); break;
+            case 3: add_dense(out, &cap, name, D, qd, 2, dtype); break;
+            case 4: add_dense(out, &cap, name, F, D, 2, dtype); break;
+            default: add_dense(out, &cap, name, D, F, 2, dtype); break;
+            }
+        }
+    }
+    add_dense(out, &cap, QP_HF_FINAL_NORM, D, 1, 1, dtype);
+    if (!cfg->tied_embeddings)
+        add_dense(out, &cap, QP_HF_LM_HEAD, cfg->vocab, D, 2, dtype);
+    out->bytes = qp_est_art_tensor_bytes(out);
+    out->largest_file = out->bytes;
+}
+
+static int is_top_safetensors(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 12 && strcmp(name + n - 12, ".safetensors") == 0;
+}
+
+int qp_est_art_from_dir(qp_est_art *out, const char *dir)
+{
+    memset(out, 0, sizeof(*out));
+    char *cfg_path = qp_path_join(dir, "config.json");
+    qp_llama_config cfg;
+    int rc = qp_llama_config_load(&cfg, cfg_path);
+    free(cfg_path);
+    if (rc)
+        return rc;
+    out->type = QP_ART_MODEL;
+    out->known = 1;
+    out->cfg = cfg;
+    DIR *d = opendir(dir);
+    if (!d)
+        return qp_error_errno(QP_ERROR, "%s: cannot list", dir);
+    size_t cap = 0;
+    uint64_t other = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *path = qp_path_join(dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            free(path);
+            continue;
+        }
+        if (!is_top_safetensors(e->d_name)) {
+            other += (uint64_t)st.st_size;
+            free(path);
+            continue;
+        }
+        if ((uint64_t)st.st_size > out->largest_file)
+            out->largest_file = (uint64_t)st.st_size;
+        qp_safetensors *sf = NULL;
+        if ((rc = qp_safetensors_open(&sf, path)) == 0) {
+            for (size_t i = 0; i < qp_safetensors_count(sf); i++) {
+                const qp_tensor_view *v = qp_safetensors_tensor(sf, i);
+                uint64_t rest = 1;
+                for (int k = 1; k < v->ndim; k++)
+                    rest *= v->shape[k];
+                qp_est_tensor *t = push(out, &cap);
+                snprintf(t->name, sizeof(t->name), "%s", v->name);
+                t->ndim = v->ndim;
+                t->rows = v->ndim ? (int64_t)v->shape[0] : 1;
+                t->cols = (int64_t)rest;
+                t->fmt = QP_EST_DENSE;
+                t->type = dense_type_of(v->dtype);
+                t->bytes = v->nbytes;
+            }
+        }
+        qp_safetensors_free(sf);
+        free(path);
+    }
+    closedir(d);
+    if (rc) {
+        qp_est_art_free(out);
+        return rc;
+    }
+    if (out->n == 0) {   /* config.json alone: the tensors qp_llama reads, in bf16 */
+        qp_est_art_from_config(out, &cfg, QP_GGML_BF16);
+        out->largest_file = 0;
+    }
+    out->bytes = qp_est_art_tensor_bytes(out) + other;
+    snprintf(out->dir, sizeof(out->dir), "%s", dir);
+    return 0;
+}
+
+double qp_est_bytes_per_token(const char *dir, const char *text_path, double *mbs)
+{
+    if (mbs)
+        *mbs = 0;
+    size_t n = strlen(text_path);
+    if (!dir[0] || (n > 6 && strcmp(text_path + n - 6, ".jsonl") == 0))
+        return 0;   /* JSONL: the field's text is not the file's bytes */
+    FILE *f = fopen(text_path, "rb");
+    if (!f)
+        return 0;
+    char *buf = qp_xmalloc(65536);
+    size_t len = fread(buf, 1, 65536, f);
+    fclose(f);
+    while (len > 0 && (buf[len - 1] & 0xC0) == 0x80)   /* not inside a UTF-8 sequence */
+        len--;
+    if (len > 0 && (unsigned char)buf[len - 1] >= 0xC0)
+        len--;
+    qp_tokenizer *tok = NULL;
+    int *ids = NULL;
+    size_t m = 0;
+    double bpt = 0, t0 = 0;
+    if (len >= 1024 && qp_tokenizer_load_dir(&tok, dir) == 0 && (t0 = qp_now()) > 0 &&
+        qp_tokenizer_encode(tok, buf, len, 0, &ids, &m) == 0 && m > 0) {
+        bpt = (double)len / (double)m;
+        double dt = qp_now() - t0;
+        if (mbs && dt > 0)
+            *mbs = (double)len / 1e6 / dt;
+    }
+    qp_error_clear();
+    free(ids);
+    qp_tokenizer_free(tok);
+    free(buf);
+    return bpt;
+}
+
+/* ---- counts ---- */
+uint64_t qp_est_llama_resident(const qp_llama_hparams *hp, const qp_est_coef *c)
+{
+    uint64_t mm = qp_llama_matmul_params(hp), VD = (uint64_t)hp->vocab * (uint64_t)hp->hidden;
+    uint64_t layers = mm - VD;   /* matmul params counts lm_head (tied or not) once */
+    uint64_t one_layer = layers / (uint64_t)(hp->n_layers > 0 ? hp->n_layers : 1);
+    uint64_t globals = VD * 4 /* embedding f32 */ + (hp->tied_embeddings ? 0 : VD * 4) + (uint64_t)hp->hidden * 4;
+    uint64_t norms = (uint64_t)hp->n_layers * 2 * (uint64_t)hp->hidden * 4;
+    uint64_t w = (double)(layers * 4) <= c->weight_cache ? layers * 4 : one_layer * 4;
+    return w + globals + norms;
+}
+
+uint64_t qp_est_forward_act(const qp_llama_hparams *hp, size_t n)
+{
+    uint64_t N = n, D = (uint64_t)hp->hidden, F = (uint64_t)hp->intermediate, V = (uint64_t)hp->vocab;
+    uint64_t qd = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, kvd = (uint64_t)hp->n_kv_heads * hp->head_dim;
+    /* x, h, q, k, v, attention out, gate, up, logits; scores of one head row block */
+    uint64_t floats = N * (2 * D + qd + 2 * kvd + qd + 2 * F + V) + N * N;
+    return floats * 4;
+}
+
+double qp_est_gptq_flops(int64_t rows, int64_t cols, const qp_est_coef *c)
+{
+    double r = (double)rows, d = (double)cols;
+    return c->gptq_inv_flops * d * d * d + 2.0 * r * d * d;
+}
+
+uint64_t qp_est_eval_windows(uint64_t tokens, uint64_t ctx, uint64_t max_tokens, uint64_t max_chunks)
+{
+    if (max_tokens && tokens > max_tokens)
+        tokens = max_tokens;
+    if (ctx == 0)
+        return 0;
+    /* consecutive windows of ctx tokens, a shorter last one (one of a single token scores nothing) */
+    uint64_t w = tokens / ctx + (tokens % ctx > 1);
+    if (max_chunks && w > max_chunks)
+        w = max_chunks;
+    return w;
+}
+
+const char *qp_est_dominant(const qp_est_result *r, double *share)
+{
+    size_t best = 0;
+    double total = 0;
+    for (size_t i = 0; i < r->n_terms; i++) {
+        total += r->terms[i].seconds;
+        if (r->terms[i].seconds > r->terms[best].seconds)
+            best = i;
+    }
+    if (share)
+        *share = total > 0 && r->n_terms ? r->terms[best].seconds / total : 0;
+    return r->n_terms ? r->terms[best].name : "";
+}

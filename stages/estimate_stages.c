@@ -1,0 +1,653 @@
+/* One prediction per stage kind (stages/estimate.h): the work each stage
+ * does as it is written today, in FLOPs and bytes, divided by the machine's
+ * rates; the peak RSS as what the stage holds at its fullest.  When a stage
+ * changes how it works, change its function here and re-fit the
+ * coefficients (stages/estimate_model.c). */
+#include "stages/estimate.h"
+#include "stages/calib_stats.h"
+#include "stages/qmethod.h"
+#include "stages/quant_plan.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/ggml_types.h"
+#include "common/alloc.h"
+#include "model/hf_names.h"
+#include "quant/qtypes.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MB 1e6
+
+typedef struct {
+    qp_est_result *r;
+    const qp_est_machine *m;
+    const qp_est_coef *c;
+} est;
+
+static void term(est *e, const char *name, double seconds)
+{
+    qp_est_result *r = e->r;
+    for (size_t i = 0; i < r->n_terms; i++)
+        if (strcmp(r->terms[i].name, name) == 0) {
+            r->terms[i].seconds += seconds;
+            r->seconds += seconds;
+            return;
+        }
+    if (r->n_terms < QP_EST_MAX_TERMS) {
+        r->terms[r->n_terms].name = name;
+        r->terms[r->n_terms++].seconds = seconds;
+    }
+    r->seconds += seconds;
+}
+
+static double secs(double bytes, double mbs)
+{
+    return bytes / MB / mbs;
+}
+
+static int is_quantized_fmt(const qp_est_tensor *t)
+{
+    return t->fmt != QP_EST_DENSE;
+}
+
+static double zratio(const est *e, const qp_est_tensor *t)
+{
+    return is_quantized_fmt(t) ? e->m->zratio_q : e->m->zratio_bf16;
+}
+
+/* qp_cache_get: the compressed file read, decompressed and verified. */
+/* Bytes of a malloc'ed buffer that are fresh pages: glibc serves blocks
+ * above its largest mmap threshold (32 MiB on 64-bit) from new mappings,
+ * smaller ones from reused heap pages. */
+static double fresh(double bytes)
+{
+    return bytes > 33554432.0 ? bytes : 0;
+}
+
+static void cache_get(est *e, double raw, double zr)
+{
+    term(e, "memory", secs(fresh(raw), e->m->mem_mbs));   /* the malloc'ed buffer it fills */
+    term(e, "read", secs(raw * zr, e->m->disk_r_mbs));
+    term(e, "zstd", secs(raw, e->m->zstd_d_mbs));
+    term(e, "sha256", secs(raw, e->m->sha_mbs));
+}
+
+/* qp_cache_put: hashed, compressed, written (fsync'ed). */
+static void cache_put(est *e, double raw, double zr)
+{
+    term(e, "sha256", secs(raw, e->m->sha_mbs));
+    term(e, "zstd", secs(raw, e->m->zstd_c_mbs));
+    term(e, "write", secs(raw * zr, e->m->disk_w_mbs));
+    term(e, "fsync", e->m->fsync_ms / 1000);
+}
+
+/* the measured type whose kernels are closest to t's */
+static int rate_slot(int fmt, int type)
+{
+    if (fmt == QP_EST_LINEAR || fmt == QP_EST_NF4)
+        return QP_EST_Q4K;
+    if (fmt == QP_EST_INT8)
+        return QP_EST_Q80;
+    switch (type) {
+    case QP_GGML_Q5_K: case QP_GGML_Q6_K: return QP_EST_Q6K;
+    case QP_GGML_Q2_K: case QP_GGML_Q3_K: case QP_GGML_Q4_K: case QP_GGML_IQ4_NL: return QP_EST_Q4K;
+    default: return QP_EST_Q80;
+    }
+}
+
+/* a tensor -> f32 (qp_qtensor_to_f32) */
+static void to_f32(est *e, const qp_est_tensor *t)
+{
+    double out = (double)(t->rows * t->cols) * 4;
+    if (t->fmt == QP_EST_DENSE)
+        term(e, "convert", t->type == QP_GGML_F32 ? secs(out, e->m->disk_r_mbs) : secs(out, e->m->convert_mbs));
+    else
+        term(e, "dequantize", secs(out, e->m->deq_mbs[rate_slot(t->fmt, t->type)]));
+}
+
+/* reading one tensor of an artifact as f32 */
+static void load_f32(est *e, const qp_est_tensor *t)
+{
+    cache_get(e, (double)t->bytes, zratio(e, t));
+    to_f32(e, t);
+}
+
+static int is_layer_weight(const qp_est_tensor *t)
+{
+    return qp_hf_layer_of(t->name, NULL) >= 0;
+}
+
+/* ---- fetch ---- */
+static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
+{
+    const char *source = qp_param_str(in->params, "source");
+    if (strncmp(source, "git:", 4) == 0) {
+        e->r->known = 0;
+        snprintf(e->r->note, sizeof(e->r->note), "git source: its shapes are known once it is fetched");
+        out->known = 0;
+        snprintf(out->why, sizeof(out->why), "stage '%s' fetches from git", in->id);
+        return;
+    }
+    char *path = source[0] == '/' ? qp_xstrdup(source) : qp_path_join(in->recipe_dir, source);
+    struct stat st;
+    int rc = stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? qp_est_art_from_dir(out, path) : QP_ENOTFOUND;
+    if (rc) {
+        /* a data file or directory: its bytes, read, hashed, compressed */
+        memset(out, 0, sizeof(*out));
+        out->type = QP_ART_FILES;
+        out->known = 0;
+        snprintf(out->why, sizeof(out->why), "stage '%s' fetches no model (%s)", in->id,
+                 rc == QP_ENOTFOUND ? "no config.json" : qp_error_last());
+        qp_error_clear();
+        out->bytes = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+    }
+    free(path);
+    double S = (double)out->bytes;
+    term(e, "read", secs(S, e->m->disk_r_mbs));
+    term(e, "sha256", e->c->fetch_sha_passes * secs(S, e->m->sha_mbs));
+    term(e, "zstd", secs(S, e->m->zstd_c_mbs));
+    term(e, "write", secs(S * e->m->zratio_bf16, e->m->disk_w_mbs));
+    term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
+    /* every page of the mapped checkpoint is faulted in once */
+    term(e, "memory", e->c->fetch_resident * secs((double)qp_est_art_tensor_bytes(out), e->m->mem_mbs));
+    e->r->peak_rss = (uint64_t)(e->c->base_rss + e->c->fetch_resident * (double)out->largest_file);
+    e->r->rss_part = "mapped checkpoint";
+    e->r->out_bytes = out->bytes;
+    snprintf(e->r->advice, sizeof(e->r->advice), "split the checkpoint into smaller safetensors shards");
+}
+
+/* ---- quantize ---- */
+static uint64_t linear_bytes(int64_t rows, int64_t cols, int bits, int64_t group, int sym)
+{
+    int64_t g = group > 0 ? group : cols;
+    uint64_t groups = (uint64_t)rows * (uint64_t)((cols + g - 1) / g);
+    return (uint64_t)rows * (uint64_t)cols * (uint64_t)bits / 8 + groups * (sym ? 2u : 4u);
+}
+
+/* What tensor t becomes (out), as stages/quant_plan.c decides; 0 = dropped. */
+static int plan_tensor(qp_est_tensor *o, const qp_est_tensor *t, const qp_quant_plan *plan, const json_t *params)
+{
+    *o = *t;
+    if (qp_quant_plan_drops(plan, t->name))
+        return 0;
+    qp_tensor_plan tp;
+    if (qp_quant_plan_tensor(&tp, plan, t->name, t->ndim, t->rows, t->cols) != 0) {
+        qp_error_clear();
+        return 1;   /* the stage will say what is wrong; keep the tensor */
+    }
+    switch (tp.kind) {
+    case QP_TP_DENSE:
+        if (tp.qtype == QP_GGML_F16) {
+            o->type = QP_GGML_F16;
+            o->bytes = (uint64_t)(t->rows * t->cols) * 2;
+        }
+        break;
+    case QP_TP_GGML:
+        o->fmt = QP_EST_GGML;
+        o->type = (int)tp.qtype;
+        o->bytes = (uint64_t)t->rows * qp_qtype_row_size(tp.qtype, t->cols);
+        break;
+    case QP_TP_LINEAR:
+        o->fmt = QP_EST_LINEAR;
+        o->type = tp.bits;
+        o->bytes = linear_bytes(t->rows, t->cols, tp.bits, qp_param_int(params, "group_size"),
+                                qp_param_bool(params, "sym"));
+        break;
+    case QP_TP_NF4:
+        o->fmt = QP_EST_NF4;
+        o->bytes = (uint64_t)(t->rows * t->cols) / 2 + (uint64_t)(t->rows * t->cols) / 64 * 4;
+        break;
+    case QP_TP_INT8:
+        o->fmt = QP_EST_INT8;
+        o->bytes = (uint64_t)(t->rows * t->cols) + (uint64_t)t->rows * 4;
+        break;
+    }
+    return 1;
+}
+
+/* The layer-by-layer run of GPTQ/AWQ (stages/quant_seq.c, qmethod_gptq.c):
+ * per layer, the layer re-read and run over every calibration window once
+ * per group of sites (true_sequential: 4) and once more to advance, the
+ * Hessians accumulated, each weight quantized (GPTQ: inverse + updates). */
+static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *model, const qp_est_art *calib,
+                           const qp_est_art *q, uint64_t *peak_extra, const char **peak_part)
+{
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &model->cfg);
+    const char *method = qp_param_str(in->params, "method");
+    int gptq = strcmp(method, "gptq") == 0;
+    int sequential = qp_param_bool(in->params, "sequential");
+    int groups = gptq && qp_param_bool(in->params, "true_sequential") ? 4 : 1;
+    double S = (double)calib->samples, T = (double)calib->seq_len, n = S * T;
+    double L = hp.n_layers;
+    double rate = e->m->gemm_gflops * 1e9;
+    /* one layer's forward FLOPs over one window (the window's, without lm_head) */
+    double layer_flops = (qp_llama_window_flops(&hp, (size_t)T) - 2.0 * hp.vocab * (double)hp.hidden * T) / L;
+    double runs = sequential ? groups + 1 : 0;
+    term(e, "forward", runs * L * S * layer_flops / (rate * e->c->gemm_eff));
+    /* the layer's weights re-read for every run (overrides are memcpy'd) */
+    for (size_t i = 0; i < model->n; i++)
+        if (is_layer_weight(&model->t[i]))
+            for (double k = 0; k < runs; k++)
+                load_f32(e, &model->t[i]);
+    if (sequential) {
+        double hess = 0;
+        for (int s = 0; s < 4; s++) {
+            double d = (double)qp_site_dim(&hp, (qp_llama_site)s);
+            hess += 2.0 * n * d * d;
+        }
+        term(e, "hessians", L * hess / (rate * e->c->hessian_eff));
+    }
+    uint64_t keep = 0, biggest = 0;
+    double upd = 0, inv = 0;
+    for (size_t i = 0; i < q->n; i++) {
+        const qp_est_tensor *t = &q->t[i];
+        if (t->fmt != QP_EST_LINEAR)
+            continue;
+        const qp_est_tensor *src = &model->t[i];
+        double dd = (double)t->cols;
+        if (gptq) {
+            inv += e->c->gptq_inv_flops * dd * dd * dd;
+            upd += 2.0 * (double)t->rows * dd * dd;
+        } else {
+            upd += 2.0 * n * (double)(t->rows * t->cols) * 20;
+        }
+        load_f32(e, src);                        /* the weight, as f32 */
+        term(e, "dequantize", secs((double)(t->rows * t->cols) * 4, e->m->deq_mbs[QP_EST_Q4K]));
+        cache_put(e, (double)t->bytes, e->m->zratio_q);
+        keep += (uint64_t)(t->rows * t->cols) * 4;
+        /* H, its inverse and the work copies (quant/gptq.c, gptq_hinv.c): 5 d² doubles, w, back, wp */
+        uint64_t d = (uint64_t)t->cols;
+        uint64_t here = 40 * d * d + 3 * (uint64_t)(t->rows * t->cols) * 4;
+        if (here > biggest)
+            biggest = here;
+    }
+    /* AWQ searches scales and clips by running the site's products ~20 times (its grid) */
+    term(e, gptq ? "gptq updates" : "awq search", upd / (rate * e->c->gptq_eff));
+    if (gptq)
+        term(e, "hessian inverse", inv / (rate * e->c->hinv_eff));
+    uint64_t x = (uint64_t)(n * hp.hidden * 4) + (uint64_t)(T * hp.hidden * 4);
+    uint64_t copies = (uint64_t)(e->c->gptq_keeps_q * (double)keep);
+    *peak_extra = qp_est_llama_resident(&hp, e->c) + copies + biggest + x + qp_est_forward_act(&hp, (size_t)T);
+    if (copies >= biggest && copies >= x) {
+        *peak_part = "f32 copies of the quantized layers";
+        snprintf(e->r->advice, sizeof(e->r->advice),
+                 "the run keeps an f32 copy of every quantized weight until it ends: quantize on a machine with "
+                 "more memory");
+    } else if (biggest >= x) {
+        *peak_part = "Hessian and its inverse";
+        snprintf(e->r->advice, sizeof(e->r->advice),
+                 "the widest layer input's Hessian (d x d doubles, 5 copies) does not fit: quantize on a machine "
+                 "with more memory");
+    } else {
+        *peak_part = "calibration activations";
+        snprintf(e->r->advice, sizeof(e->r->advice), "fewer calibration samples or a shorter seq_len");
+    }
+}
+
+static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
+{
+    const qp_est_art *model = in->n_inputs ? in->inputs[0] : NULL;
+    const qp_est_art *calib = in->n_inputs > 1 ? in->inputs[1] : NULL;
+    if (!model || !model->known || !model->n) {
+        e->r->known = 0;
+        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+        out->known = 0;
+        snprintf(out->why, sizeof(out->why), "%s", e->r->note);
+        return;
+    }
+    const qp_quant_method *method = qp_quant_method_find(qp_param_str(in->params, "method"));
+    qp_quant_common common;
+    void *opts = NULL;
+    char *where = qp_strfmt("stage '%s'", in->id);
+    int rc = qp_quant_common_parse(&common, in->params, where);
+    if (rc == 0 && method)
+        rc = qp_quant_opts_parse(&opts, method, in->params, where);
+    free(where);
+    if (rc || !method) {
+        qp_error_clear();
+        qp_quant_common_free(&common);
+        qp_quant_opts_free(method, opts);
+        e->r->known = 0;
+        snprintf(e->r->note, sizeof(e->r->note), "the parameters do not parse");
+        out->known = 0;
+        return;
+    }
+    qp_quant_plan plan;
+    qp_quant_plan_init(&plan, method, opts, &common, &model->cfg,
+                       common.imatrix[0] != 0 || (calib && (method->flags & QP_QM_IMATRIX)));
+    *out = *model;
+    out->type = QP_ART_QMODEL;
+    out->t = qp_xcalloc(model->n ? model->n : 1, sizeof(*out->t));
+    out->n = model->n;
+    uint64_t other = model->bytes - qp_est_art_tensor_bytes(model);
+    uint64_t peak = 0;
+    double grown = 0;
+    for (size_t i = 0; i < model->n; i++) {
+        const qp_est_tensor *t = &model->t[i];
+        qp_est_tensor *o = &out->t[i];
+        if (!plan_tensor(o, t, &plan, in->params)) {
+            o->bytes = 0;
+            continue;
+        }
+        if (o->fmt == QP_EST_DENSE && o->type == t->type)
+            continue;   /* kept: the very same object */
+        double f32 = (double)(t->rows * t->cols) * 4;
+        load_f32(e, t);
+        if (method->run && o->fmt == QP_EST_LINEAR) {
+            cache_get(e, (double)o->bytes, e->m->zratio_q);   /* the run's stored object */
+        } else if (o->fmt == QP_EST_DENSE) {
+            term(e, "convert", secs(f32, e->m->convert_mbs));
+        } else {
+            int slot = rate_slot(o->fmt, o->type);
+            double rate = e->m->quant_mbs[slot] * (o->fmt == QP_EST_GGML ? 1.0 : e->c->linear_mbs_per_q4k);
+            term(e, "quantize", secs(f32, rate));
+        }
+        to_f32(e, o);   /* back to f32 for the error */
+        term(e, "memory", secs(fresh((double)o->bytes), e->m->mem_mbs));   /* the packed bytes */
+        if (f32 > grown) {   /* the reused f32 and error buffers grow to the largest tensor */
+            term(e, "memory", secs((f32 - grown) * 2, e->m->mem_mbs));
+            grown = f32;
+        }
+        cache_put(e, (double)o->bytes, zratio(e, o));
+        uint64_t here = t->bytes + (uint64_t)f32 * 2 + o->bytes;
+        if (here > peak)
+            peak = here;
+    }
+    e->r->rss_part = "largest tensor (source, f32, error copy)";
+    if (method->run && (strcmp(method->name, "gptq") == 0 || strcmp(method->name, "awq") == 0)) {
+        if (!calib || !calib->samples) {
+            snprintf(e->r->note, sizeof(e->r->note), "calibration shapes unknown: the layer-by-layer run not counted");
+        } else {
+            uint64_t extra = 0;
+            const char *part = NULL;
+            est_sequential(in, e, model, calib, out, &extra, &part);
+            if (extra > peak) {
+                peak = extra;
+                e->r->rss_part = part;
+            }
+        }
+    } else if (method->run) {
+        snprintf(e->r->note, sizeof(e->r->note), "method %s: its search is not predicted (sizes at the ladder's "
+                                                 "lowest type)", method->name);
+    }
+    out->bytes = qp_est_art_tensor_bytes(out) + other;
+    e->r->peak_rss = (uint64_t)e->c->base_rss + peak;
+    e->r->out_bytes = out->bytes;
+    out->largest_file = 0;
+    qp_quant_common_free(&common);
+    qp_quant_opts_free(method, opts);
+}
+
+/* ---- datasets ---- */
+/* bytes per token of the file at path: the model's tokenizer on its first
+ * 64 kB, else the coefficient */
+static double bpt_of(const qp_est_art *model, const char *path, const est *e)
+{
+    double b = qp_est_bytes_per_token(model->dir, path, NULL);
+    return b > 0 ? b : e->c->bytes_per_token;
+}
+
+/* the whole file is tokenized (evaluate and calibrate read every file) */
+static void tokenize_term(est *e, const qp_est_art *model, const char *path, double bytes)
+{
+    double mbs = 0;
+    qp_est_bytes_per_token(model->dir, path, &mbs);
+    if (mbs > 0)
+        term(e, "tokenize", secs(bytes, mbs));
+}
+
+static double dataset_tokens(const qp_est_input *in, est *e, const qp_est_art *model, double *bytes_out)
+{
+    double tokens = 0, bytes = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(in->params, "dataset"), i, v) {
+        const char *p = json_string_value(v);
+        char *path = p[0] == '/' ? qp_xstrdup(p) : qp_path_join(in->recipe_dir, p);
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            bytes += (double)st.st_size;
+            tokens += (double)st.st_size / bpt_of(model, path, e);
+            tokenize_term(e, model, path, (double)st.st_size);
+        }
+        free(path);
+    }
+    if (bytes_out)
+        *bytes_out = bytes;
+    return tokens;
+}
+
+/* a model's forward passes over `windows` windows of n tokens: its load,
+ * the products, and re-reading the layers per window when they do not stay */
+static void forward_model(est *e, const qp_est_art *model, double windows, size_t n, int with_head)
+{
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &model->cfg);
+    double flops = qp_llama_window_flops(&hp, n);
+    if (!with_head)
+        flops -= 2.0 * hp.vocab * (double)hp.hidden * (double)n;
+    term(e, "gemm", windows * flops / (e->m->gemm_gflops * 1e9 * e->c->gemm_eff));
+    uint64_t layer_f32 = 0;
+    for (size_t i = 0; i < model->n; i++)
+        if (is_layer_weight(&model->t[i]))
+            layer_f32 += (uint64_t)(model->t[i].rows * model->t[i].cols) * 4;
+    int resident = (double)layer_f32 <= e->c->weight_cache;
+    for (size_t i = 0; i < model->n; i++)
+        if (!model->t[i].bytes) {
+            continue;
+        } else if (!is_layer_weight(&model->t[i]) || resident) {
+            load_f32(e, &model->t[i]);
+        } else {
+            for (double w = 0; w < windows; w++)
+                load_f32(e, &model->t[i]);
+        }
+}
+
+/* ---- evaluate ---- */
+static void est_evaluate(const qp_est_input *in, est *e, qp_est_art *out)
+{
+    const qp_est_art *model = in->n_inputs ? in->inputs[0] : NULL;
+    memset(out, 0, sizeof(*out));
+    out->type = QP_ART_METRICS;
+    out->known = 1;
+    out->bytes = 2048;
+    e->r->out_bytes = out->bytes;
+    if (!model || !model->known || !model->n) {
+        e->r->known = 0;
+        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+        return;
+    }
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &model->cfg);
+    size_t ctx = (size_t)qp_param_int(in->params, "ctx");
+    if (ctx == 0)
+        ctx = (size_t)hp.max_pos;
+    uint64_t max_tokens = (uint64_t)qp_param_int(in->params, "max_tokens");
+    uint64_t max_chunks = (uint64_t)qp_param_int(in->params, "max_chunks");
+    double windows = 0, bytes = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(in->params, "dataset"), i, v) {
+        const char *p = json_string_value(v);
+        char *path = p[0] == '/' ? qp_xstrdup(p) : qp_path_join(in->recipe_dir, p);
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            bytes += (double)st.st_size;
+            uint64_t left = max_chunks ? max_chunks - (uint64_t)windows : 0;
+            windows += (double)qp_est_eval_windows((uint64_t)((double)st.st_size / bpt_of(model, path, e)), ctx,
+                                                   max_tokens, left);
+            tokenize_term(e, model, path, (double)st.st_size);
+        }
+        free(path);
+        if (max_chunks && windows >= (double)max_chunks)
+            break;
+    }
+    forward_model(e, model, windows, ctx, 1);
+    uint64_t peak = qp_est_llama_resident(&hp, e->c) + qp_est_forward_act(&hp, ctx);
+    const qp_est_art *ref = in->reference;
+    if (ref && ref->known && ref->n) {
+        qp_llama_hparams rh;
+        qp_est_hparams(&rh, &ref->cfg);
+        forward_model(e, ref, windows, ctx, 1);
+        peak += qp_est_llama_resident(&rh, e->c) + qp_est_forward_act(&rh, ctx);
+    } else if (ref) {
+        snprintf(e->r->note, sizeof(e->r->note), "reference model unknown: not counted");
+    }
+    uint64_t biggest = 0;
+    for (size_t k = 0; k < model->n; k++)
+        if (model->t[k].bytes > biggest)
+            biggest = model->t[k].bytes;
+    peak += biggest + (uint64_t)(bytes * 5);   /* the tensor being read; the text and its token ids */
+    e->r->peak_rss = (uint64_t)e->c->base_rss + peak;
+    e->r->rss_part = "f32 weights";
+    if (!qp_param_str(in->params, "mc")[0])
+        snprintf(e->r->note + strlen(e->r->note), sizeof(e->r->note) - strlen(e->r->note), "%s%.0f windows of %zu",
+                 e->r->note[0] ? "; " : "", windows, ctx);
+    else
+        snprintf(e->r->note, sizeof(e->r->note), "%.0f windows of %zu; mc: not counted", windows, ctx);
+    snprintf(e->r->advice, sizeof(e->r->advice), "a smaller ctx, or evaluate without reference:");
+}
+
+/* ---- calibrate ---- */
+static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
+{
+    const qp_est_art *model = in->n_inputs ? in->inputs[0] : NULL;
+    memset(out, 0, sizeof(*out));
+    out->type = QP_ART_CALIB;
+    out->known = 1;
+    if (!model || !model->known || !model->n) {
+        e->r->known = 0;
+        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+        return;
+    }
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &model->cfg);
+    int64_t S = qp_param_int(in->params, "samples"), T = qp_param_int(in->params, "seq_len");
+    if (T == 0)
+        T = hp.max_pos;
+    int hess = qp_param_bool(in->params, "hessians");
+    out->samples = S;
+    out->seq_len = T;
+    out->hessians = hess;
+    double bytes = 0;
+    dataset_tokens(in, e, model, &bytes);
+    forward_model(e, model, (double)S, (size_t)T, 0);
+    double rate = e->m->gemm_gflops * 1e9;
+    uint64_t stats = 0, hbytes = 0;
+    double hflops = 0;
+    for (int l = 0; l < hp.n_layers; l++)
+        for (int s = 0; s < 4; s++) {
+            uint64_t d = qp_site_dim(&hp, (qp_llama_site)s);
+            stats += 2 * d * 8;
+            if (hess) {
+                hbytes += d * d * 4;
+                stats += d * d * 12;
+                hflops += 2.0 * (double)S * (double)T * (double)(d * d);
+            }
+        }
+    term(e, "hessians", hflops / (rate * e->c->hessian_eff));
+    cache_put(e, (double)hbytes, 1.0);
+    term(e, "fsync", (double)hp.n_layers * 4 * (hess ? 3 : 2) * e->m->fsync_ms / 1000);
+    out->bytes = (uint64_t)(S * T * 4) + hbytes + stats / 8 * 0 + (uint64_t)hp.n_layers * 4 * 2 * 4 * hp.intermediate;
+    e->r->out_bytes = out->bytes;
+    /* the forward pass stops before the head: an untied lm_head is never loaded (measured on 1.1B: 512 MB) */
+    double head = hp.tied_embeddings ? 0 : (double)hp.vocab * (double)hp.hidden * 4;
+    e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)qp_est_llama_resident(&hp, e->c) - head +
+                                (double)qp_est_forward_act(&hp, (size_t)T) + (double)stats + bytes * 5 +
+                                (double)(S * T * 4));
+    e->r->rss_part = hess ? "Hessians of every layer" : "f32 weights";
+    snprintf(e->r->advice, sizeof(e->r->advice),
+             hess ? "hessians: false (sequential GPTQ collects its own, one layer at a time)"
+                  : "fewer samples or a shorter seq_len");
+}
+
+/* ---- package ---- */
+static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
+{
+    const qp_est_art *model = NULL;
+    for (size_t i = 0; i < in->n_inputs; i++)
+        if (in->inputs[i]->type & (QP_ART_MODEL | QP_ART_QMODEL))
+            model = in->inputs[i];
+    memset(out, 0, sizeof(*out));
+    out->type = QP_ART_FILES;
+    out->known = 1;
+    if (!model || !model->known || !model->n) {
+        e->r->known = 0;
+        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+        return;
+    }
+    int gguf = strcmp(qp_param_str(in->params, "format"), "gguf") == 0;
+    uint64_t bytes = 0, biggest = 0;
+    for (size_t i = 0; i < model->n; i++) {
+        const qp_est_tensor *t = &model->t[i];
+        if (!t->bytes)
+            continue;
+        uint64_t written = t->bytes;
+        cache_get(e, (double)t->bytes, zratio(e, t));
+        if (gguf && t->fmt == QP_EST_DENSE && t->type != QP_GGML_F32 && t->type != QP_GGML_F16) {
+            written = (uint64_t)(t->rows * t->cols) * 4;   /* bf16 goes out as F32 (issue #13) */
+            to_f32(e, t);
+        } else if (gguf && t->fmt != QP_EST_DENSE && t->fmt != QP_EST_GGML) {
+            to_f32(e, t);   /* GPTQ/AWQ codes: the GGUF holds their dequantized ggml form */
+        }
+        bytes += written;
+        if (t->bytes + written > biggest)
+            biggest = t->bytes + written;
+    }
+    bytes += (uint64_t)model->cfg.vocab * 24 + 65536;   /* header, vocabulary, card */
+    term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
+    if (e->c->package_put > 0)
+        cache_put(e, (double)bytes * e->c->package_put, zratio(e, &model->t[0]) > 0 ? e->m->zratio_q : 1.0);
+    out->bytes = bytes;
+    e->r->out_bytes = bytes;
+    e->r->peak_rss = (uint64_t)e->c->base_rss + biggest;
+    e->r->rss_part = "largest tensor";
+}
+
+void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *out)
+{
+    memset(res, 0, sizeof(*res));
+    memset(out, 0, sizeof(*out));
+    res->known = 1;
+    est e = {res, in->mach, in->coef};
+    const char *k = in->kind->name;
+    if (strcmp(k, "fetch") == 0)
+        est_fetch(in, &e, out);
+    else if (strcmp(k, "quantize") == 0)
+        est_quantize(in, &e, out);
+    else if (strcmp(k, "evaluate") == 0)
+        est_evaluate(in, &e, out);
+    else if (strcmp(k, "calibrate") == 0)
+        est_calibrate(in, &e, out);
+    else if (strcmp(k, "package") == 0)
+        est_package(in, &e, out);
+    else if (strcmp(k, "gate") == 0 || strcmp(k, "select") == 0) {
+        res->peak_rss = (uint64_t)in->coef->base_rss;
+        out->type = QP_ART_VERDICT;
+        out->known = 1;
+        /* select passes on the candidate it chooses: the first's shapes */
+        for (size_t i = 0; i < in->n_inputs; i++)
+            if (in->inputs[i]->type & (QP_ART_MODEL | QP_ART_QMODEL) && in->inputs[i]->known) {
+                *out = *in->inputs[i];
+                out->t = qp_xmalloc((in->inputs[i]->n ? in->inputs[i]->n : 1) * sizeof(*out->t));
+                memcpy(out->t, in->inputs[i]->t, in->inputs[i]->n * sizeof(*out->t));
+                break;
+            }
+    } else {
+        res->known = 0;
+        snprintf(res->note, sizeof(res->note), "a %s stage runs a command: not predicted", k);
+        out->known = 0;
+        snprintf(out->why, sizeof(out->why), "stage '%s' is a %s stage", in->id, k);
+    }
+    if (!res->rss_part)
+        res->rss_part = "";
+    double f = qp_est_slowdown(in->mach, in->coef);   /* a shared machine's share */
+    res->seconds *= f;
+    for (size_t i = 0; i < res->n_terms; i++)
+        res->terms[i].seconds *= f;
+}
