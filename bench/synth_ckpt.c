@@ -51,8 +51,9 @@ typedef struct {
 } preset;
 
 static const preset PRESETS[] = {
-    /* ~8.4 MB: vocab 32000 so the real tokenizer fits; 3 shards of <= 4 MB */
-    {"tiny", 64, 2, 4, 2, 128, 32000, 256, 10000.0, 0, 4000000},
+    /* ~17 MB: vocab 32000 so the real tokenizer fits, hidden 128 so GPTQ's
+     * group size 128 applies; 4 MB shards (each embedding matrix alone) */
+    {"tiny", 128, 2, 4, 2, 256, 32000, 256, 10000.0, 0, 4000000},
     {"tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0, 0, 5000000000ull},
     {"llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0, 0, 5000000000ull},
     {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0, 1, 5000000000ull},
