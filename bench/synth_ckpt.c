@@ -293,27 +293,29 @@ static int write_config(const char *outdir, const preset *p)
     return write_json(outdir, "config.json", c);
 }
 
-static int write_tokenizer(const char *outdir, const preset *p, const char *tokdir)
+/* Reads tokenizer.model before anything is written: a missing vocabulary
+ * fails in a second, not after gigabytes of shards. */
+static int read_tokenizer(const char *tokdir, char **data, size_t *len)
 {
-    int rc;
-    char *src = qp_path_join(tokdir, "tokenizer.model"), *dst = qp_path_join(outdir, "tokenizer.model");
-    char *data = NULL;
-    size_t len = 0;
-    if ((rc = qp_read_file(src, &data, &len)) != 0) {
+    char *src = qp_path_join(tokdir, "tokenizer.model");
+    int rc = qp_read_file(src, data, len);
+    if (rc)
         qp_error_prefix("the LLaMA vocabulary (set QP_LLAMA2_TOKENIZER to its directory)");
-        goto done;
-    }
-    if ((rc = qp_write_file_atomic(dst, data, len, NULL)) != 0)
-        goto done;
+    free(src);
+    return rc;
+}
+
+static int write_tokenizer(const char *outdir, const preset *p, const char *data, size_t len)
+{
+    char *dst = qp_path_join(outdir, "tokenizer.model");
+    int rc = qp_write_file_atomic(dst, data, len, NULL);
+    free(dst);
+    if (rc)
+        return rc;
     json_t *tc = json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:b,s:i}", "tokenizer_class", "LlamaTokenizer", "bos_token",
                            "<s>", "eos_token", "</s>", "unk_token", "<unk>", "add_bos_token", 1, "add_eos_token", 0,
                            "legacy", 1, "model_max_length", p->max_pos);
-    rc = write_json(outdir, "tokenizer_config.json", tc);
-done:
-    free(data);
-    free(src);
-    free(dst);
-    return rc;
+    return write_json(outdir, "tokenizer_config.json", tc);
 }
 
 static int usage(void)
@@ -360,11 +362,13 @@ int main(int argc, char **argv)
     tensor_spec *specs = make_specs(p, &n);
     int nshards = assign_shards(specs, n, p->shard_max);
     uint16_t *buf = qp_xmalloc(WRITE_BUF_ELEMS * sizeof(uint16_t));
+    char *tok = NULL;
+    size_t tok_len = 0;
     double t0 = qp_now();
     /* config.json goes last (and goes first: a stale one would make a
      * half-rewritten directory look complete) */
     char *cfg = qp_path_join(outdir, "config.json");
-    if ((rc = qp_mkdir_p(outdir, 0755)) != 0)
+    if ((rc = read_tokenizer(tokdir, &tok, &tok_len)) != 0 || (rc = qp_mkdir_p(outdir, 0755)) != 0)
         goto done;
     if (unlink(cfg) != 0 && errno != ENOENT) {
         rc = qp_error_errno(QP_ERROR, "%s: removing the old config", cfg);
@@ -375,7 +379,7 @@ int main(int argc, char **argv)
             goto done;
         fprintf(stderr, "synth_ckpt: %s shard %d/%d written (%.1f s)\n", p->name, s + 1, nshards, qp_now() - t0);
     }
-    if ((rc = write_index(outdir, specs, n, nshards)) != 0 || (rc = write_tokenizer(outdir, p, tokdir)) != 0 ||
+    if ((rc = write_index(outdir, specs, n, nshards)) != 0 || (rc = write_tokenizer(outdir, p, tok, tok_len)) != 0 ||
         (rc = write_json(outdir, "generation_config.json",
                          json_pack("{s:i,s:i,s:s}", "bos_token_id", 1, "eos_token_id", 2, "transformers_version",
                                    "4.44.0"))) != 0 ||
@@ -387,6 +391,7 @@ done:
     if (rc)
         fprintf(stderr, "synth_ckpt: %s\n", qp_error_last());
     free(cfg);
+    free(tok);
     free(buf);
     free(specs);
     return rc ? 1 : 0;

@@ -64,16 +64,22 @@ expect_exit 0 env QP_SYNTH_MODEL="$T/b" "$QPIPE" run "$REPO/bench/scale/recipes/
 expect_exit 0 "$QPIPE" tokenize a "Hello world"
 expect_grep '^\[1, ?15043, ?3186\]$'
 
-# errors: usage (exit 2); a failure after the shards leaves no config.json
-# (the file that makes a directory a checkpoint) and no temp files
+# errors: usage (exit 2); a missing vocabulary fails before anything is
+# written; a failure after the shards (here tokenizer_config.json cannot be
+# replaced) leaves no config.json, the file that makes a directory a
+# checkpoint, and no temp files
 expect_exit 2 "$SYNTH" huge d
 expect_grep "unknown preset 'huge'"
 expect_exit 2 "$SYNTH" tiny d --seed -1
 expect_grep 'expected --seed N'
-expect_exit 1 env QP_LLAMA2_TOKENIZER="$T/nowhere" "$SYNTH" tiny a --seed 7
+expect_exit 1 env QP_LLAMA2_TOKENIZER="$T/nowhere" "$SYNTH" tiny d
 expect_grep 'nowhere/tokenizer.model'
+[ ! -e d ] || fail "wrote d without a vocabulary"; ok
+rm a/tokenizer_config.json && mkdir a/tokenizer_config.json
+expect_exit 1 "$SYNTH" tiny a --seed 7
+expect_grep 'shard 3/3 written'
 [ ! -e a/config.json ] || fail "config.json left after a failure"; ok
-[ -z "$(ls -A a | grep synth-shard)" ] || fail "temp shard left: $(ls -A a)"; ok
+[ -z "$(ls -A a | grep -v tokenizer_config | grep '^\.')" ] || fail "temp files left: $(ls -A a)"; ok
 touch file
 expect_exit 1 "$SYNTH" tiny file/sub
 [ ! -e file/sub ] || fail "wrote under a file"; ok
