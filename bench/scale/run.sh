@@ -16,7 +16,8 @@
 #   QPIPE_SCALE_SPEED_PRESET  / QPIPE_SCALE_MEMORY_PRESET
 #                         defaults tinyllama-1.1b / llama2-7b ("tiny" for a smoke run)
 #   QPIPE_SCALE_THREADS   threads for qpipe and llama.cpp alike (default: nproc)
-#   QPIPE_SCALE_LOCK      a file to flock around every measured command (a shared machine)
+#   QPIPE_SCALE_LOCK      a file to flock for the whole run (a shared machine: every figure
+#                         then comes from one interval without other heavy jobs)
 #   QPIPE_SCALE_KEEP      1 keeps the cache and the GGUFs afterwards (default: removed)
 #   LLAMA_CPP_BIN         llama-perplexity / llama-quantize (default /work/ext/llama.cpp/build/bin)
 set -u -o pipefail
@@ -70,13 +71,11 @@ figure() {
 # note TEXT: a line for the summary that is not a figure (skips, hooks)
 note() { echo "$*"; echo "$*" >> "$RESULTS"; }
 
-# measure TAG CMD...: runs CMD under /usr/bin/time -v (and the lock), output in
+# measure TAG CMD...: runs CMD under /usr/bin/time -v, output in
 # $LOGS/TAG.out; sets WALL (s), RSS_KB and RC.  Never exits on failure.
 measure() {
   local tag=$1; shift
-  local lockcmd=()
-  [ -n "$LOCK" ] && lockcmd=(flock "$LOCK")
-  "${lockcmd[@]}" /usr/bin/time -v -o "$LOGS/$tag.time" "$@" > "$LOGS/$tag.out" 2>&1
+  /usr/bin/time -v -o "$LOGS/$tag.time" "$@" > "$LOGS/$tag.out" 2>&1
   RC=$?
   RSS_KB=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$LOGS/$tag.time")
   WALL=$(awk '/Elapsed \(wall clock\)/ { t = $NF; n = split(t, p, ":"); s = 0;
@@ -336,6 +335,11 @@ section_estimate() {
   fi
 }
 
+if [ -n "$LOCK" ]; then
+  exec 9>>"$LOCK" || die "cannot open the lock file $LOCK"
+  echo "bench-scale: waiting for $LOCK"
+  flock 9 || die "flock $LOCK failed"
+fi
 echo "bench-scale: $(date -u +%FT%TZ), $(nproc) CPUs, $THREADS threads, work dir $SCALE_DIR"
 echo "  qpipe $("$QPIPE" version 2>/dev/null | head -1); llama.cpp: $([ $HAVE_LLAMA -eq 1 ] && echo "$LLAMA_CPP_BIN" || echo none)"
 [ $HAVE_LLAMA -eq 1 ] || llama_missing
