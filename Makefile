@@ -101,7 +101,7 @@ bench: $(BENCH_BIN) $(PROG)
 
 # Real-size figures of issue #13 (1.1B / 7B-shaped synthetic checkpoints
 # against llama.cpp built outside the repo): see docs/bench-scale.md.
-bench-scale: $(PROG) $(SYNTH) $(BUILD)/bench/bench_eval $(BUILD)/bench/bench_gemm
+bench-scale: $(PROG) $(SYNTH) $(BUILD)/bench/bench_eval
 	@QPIPE=$(QPIPE_BIN) SYNTH=$(CURDIR)/$(SYNTH) BUILD=$(BUILD) bash bench/scale/run.sh
 
 demo: $(PROG)
