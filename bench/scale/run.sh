@@ -153,12 +153,15 @@ llama_missing() {
 bench_eval_args() {   # MODEL_DIR TYPE -> argument list, or nothing when TYPE is not supported
   case "$2" in
     bf16) echo "$1 $CHUNKS $THREADS" ;;
-    *) ;;
+    *) # evalfast's work in progress runs `bench_eval DIR WINDOWS THREADS [--stream] --type Q4_K_M`;
+       # used when this bench_eval's usage line mentions --type (check its output after merging)
+       if "$BENCH_EVAL" --help 2>&1 | grep -q -- '--type'; then echo "$1 $CHUNKS $THREADS --type $2"; fi ;;
   esac
 }
-# bench_eval_parse LOG: sets BE_GFLOPS (qpipe's best-window rate), BE_PEAK (the sgemm's)
+# bench_eval_parse LOG: sets BE_GFLOPS (qpipe's best-window rate: the first
+# "... tokens/s ... (X GFLOP/s best" line, cached weights), BE_PEAK (the sgemm's)
 bench_eval_parse() {
-  BE_GFLOPS=$(sed -nE 's/.*cached f32 weights:.*\( *([0-9.]+) GFLOP\/s best.*/\1/p' "$1" | head -1)
+  BE_GFLOPS=$(sed -nE 's/.*tokens\/s.*\( *([0-9.]+) GFLOP\/s best.*/\1/p' "$1" | head -1)
   BE_PEAK=$(sed -nE 's/.*baseline sgemm .*: ([0-9.]+) GFLOP\/s best.*/\1/p' "$1" | head -1)
 }
 flops_figure() {   # NAME MODEL_DIR TYPE
@@ -166,7 +169,7 @@ flops_figure() {   # NAME MODEL_DIR TYPE
   args=$(bench_eval_args "$2" "$3")
   if [ ! -x "$BENCH_EVAL" ]; then note "$1: $BENCH_EVAL not built (make $BUILD/bench/bench_eval)"; return; fi
   if [ -z "$args" ]; then
-    note "$1: not available in this build (bench_eval takes no quant type yet; HOOK(evalfast) in bench/scale/run.sh)"
+    note "$1: not available in this build (bench_eval takes no --type yet; HOOK(evalfast) in bench/scale/run.sh)"
     return
   fi
   # shellcheck disable=SC2086
