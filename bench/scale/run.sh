@@ -180,6 +180,14 @@ flops_figure() {   # NAME MODEL_DIR TYPE
   fi
   figure "$1" "$BE_GFLOPS GFLOP/s" "$BE_PEAK GFLOP/s sgemm (OpenBLAS, same process, $THREADS threads)" \
     "$(fcalc "$BE_GFLOPS / $BE_PEAK")" 0.75
+  # context: the evaluate stage's own rate at bench_eval's FLOP count per window
+  local gw stps
+  gw=$(sed -nE 's/.* ([0-9.]+) GFLOP per window.*/\1/p' "$LOGS/bench_eval-$3.out" | head -1)
+  if [ "$3" = bf16 ]; then stps=${TPS_base_eval:-}; else stps=${TPS_q4km_eval:-}; fi
+  if [ -n "$gw" ] && [ -n "$stps" ]; then
+    echo "  (the $3 evaluate stage: $(printf %.1f "$(fcalc "$stps * $gw / $CTX")") GFLOP/s over all its windows," \
+         "$(printf %.2f "$(fcalc "$stps * $gw / $CTX / $BE_PEAK")") of that sgemm peak)"
+  fi
 }
 
 # ---- speed: the 1.1B figures -----------------------------------------------------
