@@ -3,6 +3,8 @@
 #   make test       unit tests (cmocka) + CLI tests
 #   make asan       the whole test suite under ASan+UBSan (separate build dir)
 #   make bench      benchmarks (ratios against same-process baselines)
+#   make bench-scale  real-size benchmarks against llama.cpp (docs/bench-scale.md;
+#                   tens of minutes, GBs of disk; never part of make test)
 #   make demo       run recipes/demo.yaml end to end
 # Library code lives in common/ cache/ model/ quant/ artifact/ stages/
 # pipeline/ (libqpipe.a, which the program, the tests and the benchmarks link
@@ -45,7 +47,7 @@ TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all test check unit cli asan bench demo clean
+.PHONY: all test check unit cli asan bench bench-scale demo clean
 all: $(PROG)
 
 $(BUILD)/%.o: %.c
@@ -73,10 +75,17 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(BENCH_CFLAGS) -o $@ $< $(LIB) $(BENCH_LIBS) $(LDLIBS)
 
+# The synthetic-checkpoint generator: a tool, not a benchmark (its name is
+# not bench_*, so `make bench` does not run it); the CLI tests use it.
+SYNTH := $(BUILD)/bench/synth_ckpt
+$(SYNTH): bench/synth_ckpt.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 QPIPE_BIN = $(if $(filter build,$(BUILD)),$(CURDIR)/$(PROG),$(CURDIR)/$(BUILD)/qpipe)
 
 # `make test` = every cmocka binary, then every CLI script; prints one summary line.
-test check: $(PROG) $(TEST_BIN)
+test check: $(PROG) $(TEST_BIN) $(SYNTH)
 	@bash scripts/check-layers.sh
 	@QPIPE=$(QPIPE_BIN) BUILD=$(BUILD) bash tests/run-all.sh $(TEST_BIN)
 
@@ -89,6 +98,11 @@ asan:
 
 bench: $(BENCH_BIN) $(PROG)
 	@for b in $(BENCH_BIN); do echo "== $$b"; QPIPE=$(CURDIR)/$(PROG) $$b || exit 1; done
+
+# Real-size figures of issue #13 (1.1B / 7B-shaped synthetic checkpoints
+# against llama.cpp built outside the repo): see docs/bench-scale.md.
+bench-scale: $(PROG) $(SYNTH) $(BUILD)/bench/bench_eval
+	@QPIPE=$(QPIPE_BIN) SYNTH=$(CURDIR)/$(SYNTH) BUILD=$(BUILD) bash bench/scale/run.sh
 
 demo: $(PROG)
 	./$(PROG) run recipes/demo.yaml
