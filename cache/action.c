@@ -224,6 +224,32 @@ static int drop_one(void *ud, const char *hex, const char *path, const struct st
     return 0;
 }
 
+typedef struct {
+    const char *digest;
+    int found;
+} uses_ctx;
+
+static int uses_one(void *ud, const char *hex, const char *path, const struct stat *st)
+{
+    uses_ctx *u = ud;
+    qp_action_entry e;
+    char reason[200];
+    (void)st;
+    if (u->found || !hex || qp_action_entry_read(path, &e, reason, sizeof(reason)) != 0)
+        return 0;
+    u->found = qp_action_entry_uses(&e, u->digest);
+    qp_action_entry_clear(&e);
+    return 0;
+}
+
+int qp_cache_action_referenced(qp_cache *c, const char *digest, int *out)
+{
+    uses_ctx u = {digest, 0};
+    int rc = qp_cache_walk(c->actions, uses_one, &u);
+    *out = u.found;
+    return rc;
+}
+
 int qp_cache_action_drop_referencing(qp_cache *c, const char *digest, size_t *n_dropped)
 {
     if (!qp_is_hex_digest(digest))

@@ -67,8 +67,11 @@ int qp_cache_action_drop_referencing(qp_cache *c, const char *digest, size_t *n_
  * stage finished and a leftover checkpoint can never be used). */
 int qp_cache_checkpoint_put(qp_cache *c, const char *key, const char *of, const char *artifact,
                             const char *const *refs, size_t n_refs);
-/* Deletes one object now (a superseded checkpoint's own bytes); absent is
- * no error.  An action still naming it turns into a miss, never wrong bytes. */
+/* Deletes one object now (a superseded checkpoint's own bytes) unless an
+ * action still names it: objects are shared by content, so a checkpoint of
+ * another key (the same model's first layers under other parameters) may
+ * hold the very same activations.  Absent is no error.  Costs one walk of
+ * the actions. */
 int qp_cache_remove(qp_cache *c, const char *digest);
 
 /* ---- locks ---- */

@@ -49,6 +49,8 @@ void qp_cache_unlink_if_same(const char *path, const struct stat *st);
  * return from cb stops the walk and is returned. */
 typedef int (*qp_cache_walk_cb)(void *ud, const char *hex, const char *path, const struct stat *st);
 int qp_cache_walk(const char *base, qp_cache_walk_cb cb, void *ud);
+/* *out = 1 when some action entry names digest (cache/action.c). */
+int qp_cache_action_referenced(qp_cache *c, const char *digest, int *out);
 
 /* Counts the files in tmp/ and, with remove_stale, deletes those not
  * modified for QP_CACHE_STALE_TMP_S seconds (left by killed processes; a

@@ -325,8 +325,11 @@ int qp_cache_remove(qp_cache *c, const char *digest)
     if (!qp_is_hex_digest(digest))
         return qp_error_set(QP_ERROR, "invalid object digest '%.80s': expected 64 lowercase hex characters",
                             digest ? digest : "(null)");
+    int used = 0;
+    int rc = qp_cache_action_referenced(c, digest, &used);
+    if (rc != 0 || used)
+        return rc;
     char *path = qp_cache_fanout_path(c->objects, digest);
-    int rc = 0;
     if (unlink(path) != 0 && errno != ENOENT)
         rc = qp_error_errno(QP_ERROR, "%s: cannot remove cache object", path);
     free(path);

@@ -271,13 +271,13 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     if (gptq)
         term(e, "hessian inverse", inv / (rate * e->c->hinv_eff));
     uint64_t x = (uint64_t)(n * hp.hidden * 4) + (uint64_t)(T * hp.hidden * 4);
-    uint64_t copies = (uint64_t)(e->c->gptq_keeps_q * (double)keep);
+    /* stages/quant_seq.c frees a layer's f32 quantized weights once the layer is done: one layer's worth */
+    uint64_t copies = (uint64_t)(e->c->gptq_keeps_q * (double)keep / (hp.n_layers > 0 ? hp.n_layers : 1));
     *peak_extra = qp_est_llama_resident(&hp, e->c) + copies + biggest + x + qp_est_forward_act(&hp, (size_t)T);
     if (copies >= biggest && copies >= x) {
-        *peak_part = "f32 copies of the quantized layers";
+        *peak_part = "f32 copies of one quantized layer";
         snprintf(e->r->advice, sizeof(e->r->advice),
-                 "the run keeps an f32 copy of every quantized weight until it ends: quantize on a machine with "
-                 "more memory");
+                 "one layer's f32 quantized weights do not fit: quantize on a machine with more memory");
     } else if (biggest >= x) {
         *peak_part = "Hessian and its inverse";
         snprintf(e->r->advice, sizeof(e->r->advice),
@@ -557,10 +557,12 @@ static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
     e->r->out_bytes = out->bytes;
     /* the forward pass stops before the head: an untied lm_head is never loaded (measured on 1.1B: 512 MB) */
     double head = hp.tied_embeddings ? 0 : (double)hp.vocab * (double)hp.hidden * 4;
+    /* calibrate runs layer by layer over all windows (stages/calibrate.c): one layer's statistics at a time */
+    double stats_held = (double)stats / (hp.n_layers > 0 ? hp.n_layers : 1);
     e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)qp_est_llama_resident(&hp, e->c) - head +
-                                (double)qp_est_forward_act(&hp, (size_t)T) + (double)stats + bytes * 5 +
+                                (double)qp_est_forward_act(&hp, (size_t)T) + stats_held + bytes * 5 +
                                 (double)(S * T * 4));
-    e->r->rss_part = hess ? "Hessians of every layer" : "f32 weights";
+    e->r->rss_part = hess ? "one layer's Hessians" : "f32 weights";
     snprintf(e->r->advice, sizeof(e->r->advice),
              hess ? "hessians: false (sequential GPTQ collects its own, one layer at a time)"
                   : "fewer samples or a shorter seq_len");

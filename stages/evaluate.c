@@ -229,10 +229,11 @@ static int score_mc(qp_stage_ctx *ctx, qp_loaded_model *model, const qp_named_st
  * silently missing from a cached artifact. */
 static int check_finite_result(const qp_stage_ctx *ctx, const qp_eval_result *r, int with_ref, const char *ref_id)
 {
+    /* fabs: a NaN's sign depends on which FMA operand carried it (common/gemm.h leaves it open) */
     if (!isfinite(r->nll_mean))
         return qp_error_set(QP_EFORMAT, "stage '%s': input '%s': the mean NLL is %g: the model's logits are not "
                                         "finite; check the checkpoint for NaN or infinite weights",
-                            ctx->id, ctx->input_ids[0], r->nll_mean);
+                            ctx->id, ctx->input_ids[0], fabs(r->nll_mean));
     if (with_ref && !(isfinite(r->ppl_ref) && isfinite(r->kld_mean)))
         return qp_error_set(QP_EFORMAT, "stage '%s': reference '%s': its logits are not finite (KL divergence %g); "
                                         "check that model's checkpoint for NaN or infinite weights",

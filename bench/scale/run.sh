@@ -143,35 +143,27 @@ llama_missing() {
        "llama-quantize) and set LLAMA_CPP_BIN=.../llama.cpp/build/bin; llama.cpp ratios skipped"
 }
 
-# ---- HOOK(evalfast): the same-process GFLOP/s of evaluation -----------------------
-# build/bench/bench_eval runs the forward pass and a cblas_sgemm of the
-# model's largest matrix in one process.  Today it takes MODEL_DIR [WINDOWS
-# [THREADS]] and evaluates the checkpoint's own (bf16) weights only; the
-# `evalfast` branch extends it to a model path and a quant type.  After
-# merging it, make bench_eval_args print its arguments for TYPE (Q4_K_M) and
-# bench_eval_parse read its output; until then Q4_K_M says "not available".
-bench_eval_args() {   # MODEL_DIR TYPE -> argument list, or nothing when TYPE is not supported
+# ---- the same-process GFLOP/s of evaluation (bench/bench_eval.c) -----------------
+# build/bench/bench_eval runs the batched evaluation (weights kept as stored,
+# dequantized matrix by matrix) and OpenBLAS sgemm in one process, at the
+# same thread count; its "result" line gives both rates.
+bench_eval_args() {   # MODEL_DIR TYPE -> bench_eval's arguments (TYPE bf16 = the checkpoint's own dtype)
   case "$2" in
-    bf16) echo "$1 $CHUNKS $THREADS" ;;
-    *) # evalfast's work in progress runs `bench_eval DIR WINDOWS THREADS [--stream] --type Q4_K_M`;
-       # used when this bench_eval's usage line mentions --type (check its output after merging)
-       if "$BENCH_EVAL" --help 2>&1 | grep -q -- '--type'; then echo "$1 $CHUNKS $THREADS --type $2"; fi ;;
+    bf16) echo "$1 $CHUNKS $THREADS --ctx $CTX --stream --type base" ;;
+    *) echo "$1 $CHUNKS $THREADS --ctx $CTX --stream --type $2" ;;
   esac
 }
-# bench_eval_parse LOG: sets BE_GFLOPS (qpipe's best-window rate: the first
-# "... tokens/s ... (X GFLOP/s best" line, cached weights), BE_PEAK (the sgemm's)
+# bench_eval_parse LOG: sets BE_GFLOPS (the evaluation's rate over all its
+# windows) and BE_PEAK (OpenBLAS sgemm, same process, same threads) from its
+# "result type=... gflops=X peak_gflops=Y" line
 bench_eval_parse() {
-  BE_GFLOPS=$(sed -nE 's/.*tokens\/s.*\( *([0-9.]+) GFLOP\/s best.*/\1/p' "$1" | head -1)
-  BE_PEAK=$(sed -nE 's/.*baseline sgemm .*: ([0-9.]+) GFLOP\/s best.*/\1/p' "$1" | head -1)
+  BE_GFLOPS=$(sed -nE 's/^result type=.* gflops=([0-9.]+) .*/\1/p' "$1" | head -1)
+  BE_PEAK=$(sed -nE 's/^result type=.* peak_gflops=([0-9.]+) .*/\1/p' "$1" | head -1)
 }
 flops_figure() {   # NAME MODEL_DIR TYPE
   local args
   args=$(bench_eval_args "$2" "$3")
   if [ ! -x "$BENCH_EVAL" ]; then note "$1: $BENCH_EVAL not built (make $BUILD/bench/bench_eval)"; return; fi
-  if [ -z "$args" ]; then
-    note "$1: not available in this build (bench_eval takes no --type yet; HOOK(evalfast) in bench/scale/run.sh)"
-    return
-  fi
   # shellcheck disable=SC2086
   measure "bench_eval-$3" "$BENCH_EVAL" $args
   bench_eval_parse "$LOGS/bench_eval-$3.out"
@@ -337,8 +329,10 @@ section_resume() {
 section_estimate() {
   echo "== estimate"
   if [ -f "$REPO/bench/scale/estimate.sh" ]; then
-    QPIPE=$QPIPE CACHE=$CACHE THREADS=$THREADS RECIPE="$SCALE_DIR/work-speed/scale-speed.yaml" \
-      MEASURED="$SCALE_DIR/measured-scale-speed.tsv" bash "$REPO/bench/scale/estimate.sh" | tee -a "$RESULTS"
+    local m
+    m=$(ensure_model "$SPEED_PRESET") || return
+    QPIPE=$QPIPE THREADS=$THREADS QP_SCALE_MODEL=$m LOGS=$LOGS \
+      bash "$REPO/bench/scale/estimate.sh" | tee -a "$RESULTS"
   elif "$QPIPE" help 2>&1 | grep -q -- '--estimate'; then
     note "1.1B plan --estimate: qpipe has it, but bench/scale/estimate.sh is not written yet (HOOK(estimate))"
   else

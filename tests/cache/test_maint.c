@@ -212,6 +212,11 @@ static void test_gc_checkpoints(void **state)
     assert_int_equal(qp_cache_has(f->c, out), 1);
     assert_int_equal(qp_cache_action_get(f->c, "ckpt stage 3", got), QP_ENOTFOUND);
     assert_int_equal(qp_cache_action_get(f->c, stage, got), 0);
+    /* an object an action still names is shared, not a checkpoint's own: it stays */
+    assert_int_equal(qp_cache_remove(f->c, out), 0);
+    assert_int_equal(qp_cache_has(f->c, out), 1);
+    assert_int_equal(qp_cache_action_get(f->c, stage, got), 0);
+    assert_int_equal(qp_cache_action_remove(f->c, stage), 0);
     assert_int_equal(qp_cache_remove(f->c, out), 0);
     assert_int_equal(qp_cache_has(f->c, out), 0);
     assert_int_equal(qp_cache_remove(f->c, out), 0);

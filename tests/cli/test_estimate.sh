@@ -19,8 +19,9 @@ Y
 expect_exit 0 "$QPIPE" plan r.yaml --estimate
 expect_grep '^machine calibration: measured in [0-9.]+s'
 expect_grep '^  model +fetch +will run +[0-9.]+s +[0-9.]+ MB +10\.[0-9] MB'
-expect_grep '^  q8 +quantize +will run .*quantize|^  q8 +quantize +will run .*fsync|^  q8 +quantize +will run .*zstd'
-expect_grep '^  calib +calibrate +will run .*RSS: Hessians of every layer'
+# which term dominates depends on this machine's measured rates: only its presence is asserted
+expect_grep '^  q8 +quantize +will run +[0-9.]+s +[0-9.]+ MB +[0-9.]+ MB +[a-z0-9 ]+ [0-9]+%; RSS: largest tensor'
+expect_grep '^  calib +calibrate +will run .*RSS: one layer.s Hessians'
 expect_grep '^machine: .*GEMM [0-9.]+ GFLOP/s'
 expect_grep 'every stage fits'
 # the calibration is cached: not measured again, unless asked
@@ -46,7 +47,7 @@ expect_exit 0 "$QPIPE" run r.yaml --no-provenance --memory 5M --ignore-memory --
 [ "$(ran_stages)" = "model q8" ] || fail "ran: $(ran_stages)"; ok
 # cached stages cost nothing: with model and q8 cached, calib is the one named
 expect_exit 1 "$QPIPE" run r.yaml --no-provenance --memory 5M
-expect_grep "^qpipe: stage 'calib' \(calibrate\) .*Hessians of every layer.*hessians: false"
+expect_grep "^qpipe: stage 'calib' \(calibrate\) .*one layer.s Hessians.*hessians: false"
 expect_exit 0 "$QPIPE" plan r.yaml --estimate
 expect_grep '^  model +fetch +cached +0\.0s +- '
 expect_grep '^  q8 +quantize +cached '
