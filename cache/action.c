@@ -204,49 +204,35 @@ int qp_cache_action_remove(qp_cache *c, const char *key)
     return rc;
 }
 
+/* One walk over the action entries for both questions about a digest:
+ * does any entry name it (stop at the first), and drop every one that does. */
 typedef struct {
     const char *digest;
-    size_t dropped;
-} drop_ctx;
+    int drop;      /* 1: unlink each entry that names digest; 0: stop at the first */
+    size_t users;  /* entries found naming it */
+} users_ctx;
 
-static int drop_one(void *ud, const char *hex, const char *path, const struct stat *st)
+static int visit_user(void *ud, const char *hex, const char *path, const struct stat *st)
 {
-    drop_ctx *d = ud;
+    users_ctx *u = ud;
     qp_action_entry e;
     char reason[200];
-    if (!hex || qp_action_entry_read(path, &e, reason, sizeof(reason)) != 0)
+    if ((!u->drop && u->users) || !hex || qp_action_entry_read(path, &e, reason, sizeof(reason)) != 0)
         return 0;  /* malformed entries are verify's business */
-    if (qp_action_entry_uses(&e, d->digest)) {
-        qp_cache_unlink_if_same(path, st);
-        d->dropped++;
+    if (qp_action_entry_uses(&e, u->digest)) {
+        if (u->drop)
+            qp_cache_unlink_if_same(path, st);
+        u->users++;
     }
-    qp_action_entry_clear(&e);
-    return 0;
-}
-
-typedef struct {
-    const char *digest;
-    int found;
-} uses_ctx;
-
-static int uses_one(void *ud, const char *hex, const char *path, const struct stat *st)
-{
-    uses_ctx *u = ud;
-    qp_action_entry e;
-    char reason[200];
-    (void)st;
-    if (u->found || !hex || qp_action_entry_read(path, &e, reason, sizeof(reason)) != 0)
-        return 0;
-    u->found = qp_action_entry_uses(&e, u->digest);
     qp_action_entry_clear(&e);
     return 0;
 }
 
 int qp_cache_action_referenced(qp_cache *c, const char *digest, int *out)
 {
-    uses_ctx u = {digest, 0};
-    int rc = qp_cache_walk(c->actions, uses_one, &u);
-    *out = u.found;
+    users_ctx u = {digest, 0, 0};
+    int rc = qp_cache_walk(c->actions, visit_user, &u);
+    *out = u.users > 0;
     return rc;
 }
 
@@ -255,9 +241,9 @@ int qp_cache_action_drop_referencing(qp_cache *c, const char *digest, size_t *n_
     if (!qp_is_hex_digest(digest))
         return qp_error_set(QP_ERROR, "invalid object digest '%.80s': expected 64 lowercase hex characters",
                             digest ? digest : "(null)");
-    drop_ctx d = {digest, 0};
-    int rc = qp_cache_walk(c->actions, drop_one, &d);
+    users_ctx u = {digest, 1, 0};
+    int rc = qp_cache_walk(c->actions, visit_user, &u);
     if (n_dropped)
-        *n_dropped = d.dropped;
+        *n_dropped = u.users;
     return rc;
 }

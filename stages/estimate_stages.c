@@ -132,7 +132,7 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
         snprintf(out->why, sizeof(out->why), "stage '%s' fetches from git", in->id);
         return;
     }
-    char *path = source[0] == '/' ? qp_xstrdup(source) : qp_path_join(in->recipe_dir, source);
+    char *path = qp_path_join(in->recipe_dir, source);
     struct stat st;
     int rc = stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? qp_est_art_from_dir(out, path) : QP_ENOTFOUND;
     if (rc) {
@@ -289,13 +289,22 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     }
 }
 
+/* 1 (and the stage's estimate marked unknown, saying why) when the input
+ * model's shapes are not known before the run */
+static int model_unknown(est *e, const qp_est_art *model)
+{
+    if (model && model->known && model->n)
+        return 0;
+    e->r->known = 0;
+    snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+    return 1;
+}
+
 static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
 {
     const qp_est_art *model = in->n_inputs ? in->inputs[0] : NULL;
     const qp_est_art *calib = in->n_inputs > 1 ? in->inputs[1] : NULL;
-    if (!model || !model->known || !model->n) {
-        e->r->known = 0;
-        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+    if (model_unknown(e, model)) {
         out->known = 0;
         snprintf(out->why, sizeof(out->why), "%s", e->r->note);
         return;
@@ -401,19 +410,29 @@ static void tokenize_term(est *e, const qp_est_art *model, const char *path, dou
         term(e, "tokenize", secs(bytes, mbs));
 }
 
+/* The i-th file of the stage's `dataset:` as the stage will open it, and
+ * its size; NULL past the end.  *size is -1 for a file that is not there
+ * yet (the run itself will say so). */
+static char *dataset_file(const qp_est_input *in, size_t i, double *size)
+{
+    const json_t *list = json_object_get(in->params, "dataset");
+    if (i >= json_array_size(list))
+        return NULL;
+    char *path = qp_path_join(in->recipe_dir, json_string_value(json_array_get(list, i)));
+    struct stat st;
+    *size = stat(path, &st) == 0 ? (double)st.st_size : -1;
+    return path;
+}
+
 static double dataset_tokens(const qp_est_input *in, est *e, const qp_est_art *model, double *bytes_out)
 {
-    double tokens = 0, bytes = 0;
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(in->params, "dataset"), i, v) {
-        const char *p = json_string_value(v);
-        char *path = p[0] == '/' ? qp_xstrdup(p) : qp_path_join(in->recipe_dir, p);
-        struct stat st;
-        if (stat(path, &st) == 0) {
-            bytes += (double)st.st_size;
-            tokens += (double)st.st_size / bpt_of(model, path, e);
-            tokenize_term(e, model, path, (double)st.st_size);
+    double tokens = 0, bytes = 0, size;
+    char *path;
+    for (size_t i = 0; (path = dataset_file(in, i, &size)) != NULL; i++) {
+        if (size >= 0) {
+            bytes += size;
+            tokens += size / bpt_of(model, path, e);
+            tokenize_term(e, model, path, size);
         }
         free(path);
     }
@@ -457,11 +476,8 @@ static void est_evaluate(const qp_est_input *in, est *e, qp_est_art *out)
     out->known = 1;
     out->bytes = 2048;
     e->r->out_bytes = out->bytes;
-    if (!model || !model->known || !model->n) {
-        e->r->known = 0;
-        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+    if (model_unknown(e, model))
         return;
-    }
     qp_llama_hparams hp;
     qp_est_hparams(&hp, &model->cfg);
     size_t ctx = (size_t)qp_param_int(in->params, "ctx");
@@ -469,19 +485,14 @@ static void est_evaluate(const qp_est_input *in, est *e, qp_est_art *out)
         ctx = (size_t)hp.max_pos;
     uint64_t max_tokens = (uint64_t)qp_param_int(in->params, "max_tokens");
     uint64_t max_chunks = (uint64_t)qp_param_int(in->params, "max_chunks");
-    double windows = 0, bytes = 0;
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(in->params, "dataset"), i, v) {
-        const char *p = json_string_value(v);
-        char *path = p[0] == '/' ? qp_xstrdup(p) : qp_path_join(in->recipe_dir, p);
-        struct stat st;
-        if (stat(path, &st) == 0) {
-            bytes += (double)st.st_size;
+    double windows = 0, bytes = 0, size;
+    char *path;
+    for (size_t i = 0; (path = dataset_file(in, i, &size)) != NULL; i++) {
+        if (size >= 0) {
+            bytes += size;
             uint64_t left = max_chunks ? max_chunks - (uint64_t)windows : 0;
-            windows += (double)qp_est_eval_windows((uint64_t)((double)st.st_size / bpt_of(model, path, e)), ctx,
-                                                   max_tokens, left);
-            tokenize_term(e, model, path, (double)st.st_size);
+            windows += (double)qp_est_eval_windows((uint64_t)(size / bpt_of(model, path, e)), ctx, max_tokens, left);
+            tokenize_term(e, model, path, size);
         }
         free(path);
         if (max_chunks && windows >= (double)max_chunks)
@@ -520,11 +531,8 @@ static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
     memset(out, 0, sizeof(*out));
     out->type = QP_ART_CALIB;
     out->known = 1;
-    if (!model || !model->known || !model->n) {
-        e->r->known = 0;
-        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+    if (model_unknown(e, model))
         return;
-    }
     qp_llama_hparams hp;
     qp_est_hparams(&hp, &model->cfg);
     int64_t S = qp_param_int(in->params, "samples"), T = qp_param_int(in->params, "seq_len");
@@ -578,11 +586,8 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     memset(out, 0, sizeof(*out));
     out->type = QP_ART_FILES;
     out->known = 1;
-    if (!model || !model->known || !model->n) {
-        e->r->known = 0;
-        snprintf(e->r->note, sizeof(e->r->note), "%s", model && model->why[0] ? model->why : "input model unknown");
+    if (model_unknown(e, model))
         return;
-    }
     int gguf = strcmp(qp_param_str(in->params, "format"), "gguf") == 0;
     uint64_t bytes = 0, biggest = 0;
     for (size_t i = 0; i < model->n; i++) {

@@ -3,6 +3,7 @@
  * tokenize.jsonl through its F32 GGUF, the GGUF vocabulary against the
  * tokenizer.json it was converted from, and refusals (bert, unknown pre). */
 #include "tests/support/testutil.h"
+#include "tests/support/vocab_cases.h"
 
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -32,58 +33,31 @@ static int load(const char *rel, qp_gguf **g, qp_tokenizer **t)
  * "\n__ggml_vocab_test__\n" (the file ends with one), the .out has one line
  * of space-prefixed ids per text.  Returns the number of exact matches and
  * sets *total. */
+typedef struct {
+    const qp_tokenizer *t;
+    const char *path;
+} vocab_case_ctx;
+
+/* llama.cpp's test-tokenizer-0: no BOS/EOS; special tokens parsed or not
+ * gives the same ids on these texts (checked both ways) */
+static int check_case(void *ud, int index, const char *text, size_t len, const char *want, size_t want_len)
+{
+    const vocab_case_ctx *c = ud;
+    int *ids = NULL, *ids2 = NULL;
+    size_t n = 0, n2 = 0;
+    assert_int_equal(qp_tokenizer_encode(c->t, text, len, 0, &ids, &n), 0);
+    assert_int_equal(qp_tokenizer_encode(c->t, text, len, QP_TOK_PARSE_SPECIAL, &ids2, &n2), 0);
+    int same = qp_test_ids_match(c->path, index, text, len, ids, n, want, want_len) && n2 == n &&
+               memcmp(ids, ids2, n * sizeof(*ids)) == 0;
+    free(ids);
+    free(ids2);
+    return same;
+}
+
 static int run_vectors(const qp_tokenizer *t, const char *gguf_path, int *total)
 {
-    char ip[4200], op[4200];
-    snprintf(ip, sizeof(ip), "%s.inp", gguf_path);
-    snprintf(op, sizeof(op), "%s.out", gguf_path);
-    char *in = NULL, *ou = NULL;
-    size_t il = 0, ol = 0;
-    assert_int_equal(qp_read_file(ip, &in, &il), 0);
-    assert_int_equal(qp_read_file(op, &ou, &ol), 0);
-    const char *sep = "\n__ggml_vocab_test__\n";
-    size_t sl = strlen(sep);
-    char *p = in, *o = ou;
-    int ok = 0;
-    *total = 0;
-    for (;;) {
-        char *e = strstr(p, sep);
-        if (!e)
-            break;
-        char *oe = strchr(o, '\n');
-        assert_non_null(oe);
-        int *ids = NULL;
-        size_t n = 0;
-        /* llama.cpp's test-tokenizer-0: no BOS/EOS; special tokens parsed
-         * or not gives the same ids on these texts (checked both ways) */
-        assert_int_equal(qp_tokenizer_encode(t, p, (size_t)(e - p), 0, &ids, &n), 0);
-        int *ids2 = NULL;
-        size_t n2 = 0;
-        assert_int_equal(qp_tokenizer_encode(t, p, (size_t)(e - p), QP_TOK_PARSE_SPECIAL, &ids2, &n2), 0);
-        {
-            char *got = malloc(12 * n + 1);
-            size_t gl = 0;
-            got[0] = '\0';
-            for (size_t i = 0; i < n; i++)
-                gl += (size_t)sprintf(got + gl, " %d", ids[i]);
-            int same = (size_t)(oe - o) == gl && memcmp(got, o, gl) == 0 && n2 == n &&
-                       memcmp(ids, ids2, n * sizeof(*ids)) == 0;
-            if (same)
-                ok++;
-            else
-                fprintf(stderr, "%s: text %d [%.*s]\n  got :%s\n  want:%.*s\n", gguf_path, *total, (int)(e - p), p,
-                        got, (int)(oe - o), o);
-            free(got);
-        }
-        (*total)++;
-        free(ids);
-        free(ids2);
-        p = e + sl;
-        o = oe + 1;
-    }
-    free(in);
-    free(ou);
-    return ok;
+    vocab_case_ctx c = {t, gguf_path};
+    return qp_test_vocab_cases(gguf_path, check_case, &c, total);
 }
 
 static void test_llama_vectors(void **state)

@@ -5,6 +5,7 @@
  * special ids equal the GGUF's tokenizer.ggml.* arrays, which llama.cpp
  * converted from the same file. */
 #include "tests/support/testutil.h"
+#include "tests/support/vocab_cases.h"
 
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -40,68 +41,37 @@ static qp_tokenizer *load_gguf(qp_gguf **g)
     return t;
 }
 
-/* " 1 2 3" as llama.cpp's .out lines write ids. */
-static char *ids_line(const int *ids, size_t n)
-{
-    char *s = malloc(12 * n + 1);
-    size_t l = 0;
-    s[0] = '\0';
-    for (size_t i = 0; i < n; i++)
-        l += (size_t)sprintf(s + l, " %d", ids[i]);
-    return s;
-}
-
 /* llama.cpp's test-tokenizer-0 writes the .out without BOS (add_special
  * false); the leading "▁" comes from the vocabulary itself
  * (add_dummy_prefix in tokenizer.model's normalizer spec,
  * tokenizer.ggml.add_space_prefix in the GGUF).  Texts in .inp are
  * separated by "\n__ggml_vocab_test__\n" (the file ends with one).  Each
  * text is also encoded with ADD_BOS: <s> (id 1) then the same ids. */
+static int check_case(void *ud, int index, const char *text, size_t len, const char *want, size_t want_len)
+{
+    const qp_tokenizer *t = ud;
+    int *ids = NULL, *bids = NULL;
+    size_t n = 0, bn = 0;
+    assert_int_equal(qp_tokenizer_encode(t, text, len, 0, &ids, &n), 0);
+    assert_int_equal(qp_tokenizer_encode(t, text, len, QP_TOK_ADD_BOS, &bids, &bn), 0);
+    int same = qp_test_ids_match(SPM_MODEL, index, text, len, ids, n, want, want_len);
+    assert_int_equal(bn, n + 1);
+    assert_int_equal(bids[0], 1);
+    assert_memory_equal(bids + 1, ids, n * sizeof(*ids));
+    free(ids);
+    free(bids);
+    return same;
+}
+
 static void test_llama_spm_vectors(void **state)
 {
     (void)state;
     qp_tokenizer *t = load_spm();
     char *base = qp_test_shared_path(SPM_GGUF);
-    char *ip = qp_strfmt("%s.inp", base), *op = qp_strfmt("%s.out", base);
-    char *in = NULL, *ou = NULL;
-    size_t il = 0, ol = 0;
-    assert_int_equal(qp_read_file(ip, &in, &il), 0);
-    assert_int_equal(qp_read_file(op, &ou, &ol), 0);
-    const char *sep = "\n__ggml_vocab_test__\n";
-    size_t sl = strlen(sep);
-    char *p = in, *o = ou;
-    int total = 0, ok = 0;
-    for (char *e; (e = strstr(p, sep)) != NULL; p = e + sl) {
-        char *oe = strchr(o, '\n');
-        assert_non_null(oe);
-        int *ids = NULL, *bids = NULL;
-        size_t n = 0, bn = 0;
-        assert_int_equal(qp_tokenizer_encode(t, p, (size_t)(e - p), 0, &ids, &n), 0);
-        assert_int_equal(qp_tokenizer_encode(t, p, (size_t)(e - p), QP_TOK_ADD_BOS, &bids, &bn), 0);
-        char *got = ids_line(ids, n);
-        size_t gl = strlen(got);
-        int same = (size_t)(oe - o) == gl && memcmp(got, o, gl) == 0;
-        if (same)
-            ok++;
-        else
-            fprintf(stderr, "text %d [%.*s]\n  got :%s\n  want:%.*s\n", total, (int)(e - p), p, got, (int)(oe - o),
-                    o);
-        assert_int_equal(bn, n + 1);
-        assert_int_equal(bids[0], 1);
-        assert_memory_equal(bids + 1, ids, n * sizeof(*ids));
-        free(got);
-        free(ids);
-        free(bids);
-        total++;
-        o = oe + 1;
-    }
+    int total = 0, ok = qp_test_vocab_cases(base, check_case, t, &total);
     fprintf(stderr, "%s: %d of %d texts exact\n", SPM_MODEL, ok, total);
     assert_int_equal(total, 46);
     assert_int_equal(ok, total);
-    free(in);
-    free(ou);
-    free(ip);
-    free(op);
     free(base);
     qp_tokenizer_free(t);
 }

@@ -17,6 +17,7 @@
  * (llama: permuted q/k; qwen2: biases) are bf16 checkpoints, so BF16 must
  * also be their bf16 bits exactly and F16 one rounding of the bf16 value. */
 #include "tests/support/testutil.h"
+#include "tests/support/run_recipe.h"
 
 #include "cache/cache.h"
 #include "common/error.h"
@@ -260,21 +261,8 @@ static int setup(void **state)
     fprintf(f, "  p16: {uses: package, needs: [q16], with: {format: gguf, out: out/f16-BF16, name: BF16}}\n");
     free(f16);
     fclose(f);
-    qp_recipe *r = NULL;
-    qp_cache *c = NULL;
     char *cache_dir = qp_path_join(dir, "cache");
-    FILE *sink = fopen("/dev/null", "w");
-    qp_run_options o = {.mode = QP_RUN_NORMAL, .jobs = 2, .threads = 2, .out = sink};
-    int rc = qp_recipe_load(&r, recipe);
-    if (rc == 0)
-        rc = qp_cache_open(&c, cache_dir);
-    if (rc == 0)
-        rc = qp_runner_run(r, c, &o);
-    if (rc)
-        fprintf(stderr, "setup: %s\n", qp_error_last());
-    fclose(sink);
-    qp_cache_free(c);
-    qp_recipe_free(r);
+    int rc = qp_test_run_recipe(recipe, cache_dir);
     free(cache_dir);
     free(recipe);
     return rc ? -1 : 0;
