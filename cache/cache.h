@@ -1,8 +1,9 @@
 /* Content-addressed store (knows bytes and digests, nothing about models).
  *
  * Layout under the cache directory (default .qpipe/cache):
- *   objects/ab/cdef…   zstd frame of the object's bytes; the name is the
- *                      SHA-256 of the UNCOMPRESSED bytes, re-checked on read
+ *   objects/ab/cdef…   zstd frame of the object's bytes, compressed or stored
+ *                      (raw blocks, see object.c); the name is the SHA-256
+ *                      of the UNCOMPRESSED bytes, re-checked on read
  *   actions/ab/cdef…   action entry: stage key -> JSON {"artifact": digest,
  *                      "refs": [digest…]} (refs = every object it needs)
  *   locks/ab/cdef…     flock(2) files, one per action key
@@ -33,6 +34,10 @@ const char *qp_cache_dir(const qp_cache *c);
 int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN]);
 /* Streams a file into the store (constant memory). */
 int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
+/* The same, storing a file of 1 MB or more without compressing it whatever
+ * a sample says: a release file (a package) is restored by copying, and
+ * zstd on gigabytes of f32 or f16 took longer than writing them. */
+int qp_cache_put_file_stored(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
 /* 1 if the object file exists, 0 if not (no verification). */
 int qp_cache_has(qp_cache *c, const char *digest);
 /* Reads and verifies an object into a malloc'ed buffer, followed by a NUL

@@ -1,5 +1,13 @@
 /* Objects: zstd frames named by the SHA-256 of their uncompressed bytes.
  *
+ * Two encodings, both plain zstd that `zstd -d` reads:
+ *   compressed  one frame from libzstd (level QP_ZSTD_LEVEL);
+ *   stored      a skippable frame marking it (STORED_MARKER), then one frame
+ *               of raw blocks only, written and read here without libzstd.
+ * Stored is for bytes that barely compress (quantized weights, bf16, the
+ * packages): zstd costs 3-4 s per GB there to save under a quarter, and a
+ * stored object is read back at the speed of SHA-256.
+ *
  * Writers stream into tmp/ (constant memory), fsync and rename into
  * objects/ab/cdef… without replacing an existing copy, so a reader only ever
  * sees complete frames.  Readers re-hash everything they decode and remove
@@ -17,14 +25,57 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
 #define QP_ZSTD_LEVEL 3
-#define IO_CHUNK ((size_t)1 << 20)     /* read size for files and objects */
+#define IO_CHUNK ((size_t)1 << 20)     /* read size for files and objects (>= N_SAMPLES * SAMPLE_BYTES) */
 #define ZOUT_CHUNK ((size_t)256 << 10) /* compressed/decompressed output */
 #define FRAME_HEADER_MAX 18            /* ZSTD_FRAMEHEADERSIZE_MAX (static-only API) */
+
+/* ---- stored objects (RFC 8878) ----
+ * A skippable frame (magic 0x184D2A5E, 8 bytes "QPSTORE1") says what follows
+ * is qpipe's stored encoding, then a zstd frame header: magic, descriptor
+ * 0xC0 (8-byte content size, windowed, no dictionary, no checksum: the
+ * SHA-256 name is checked instead), window 128 KiB (0x38), the size; then
+ * blocks of at most 128 KiB, each a 3-byte header (last flag, type 0 = raw,
+ * size) and the bytes themselves. */
+#define STORED_MARKER_LEN 16
+#define STORED_HEADER_LEN (STORED_MARKER_LEN + 14)
+#define STORED_BLOCK ((size_t)128 << 10)
+#define STORED_IOV_BLOCKS 500            /* blocks per writev (2 iovecs each, IOV_MAX 1024) */
+static const unsigned char stored_marker[STORED_MARKER_LEN] = {0x5E, 0x2A, 0x4D, 0x18, 8,   0,   0,   0,
+                                                               'Q',  'P',  'S',  'T',  'O', 'R', 'E', '1'};
+static const unsigned char zstd_magic[4] = {0x28, 0xB5, 0x2F, 0xFD};
+
+/* Store rather than compress when zstd keeps more than this fraction of
+ * most samples: bf16 weights keep 0.7-0.8, quantized blocks 0.95 or more,
+ * text, JSON and f32 widened from bf16 under 0.5. */
+#define STORED_ABOVE_RATIO 0.66
+#define N_SAMPLES 7
+#define SAMPLE_BYTES ((size_t)64 << 10)
+#define STORED_MIN_SIZE ((size_t)1 << 20)  /* smaller objects are always compressed */
+
+static int is_stored_header(const unsigned char *p, size_t n)
+{
+    return n >= STORED_HEADER_LEN && memcmp(p, stored_marker, STORED_MARKER_LEN) == 0;
+}
+
+/* the content size of a stored object's header, or -1 when the frame header
+ * is not the one written here */
+static int stored_content_size(const unsigned char *p, uint64_t *size)
+{
+    const unsigned char *f = p + STORED_MARKER_LEN;
+    if (memcmp(f, zstd_magic, 4) != 0 || f[4] != 0xC0 || f[5] != 0x38)
+        return -1;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | f[6 + i];
+    *size = v;
+    return 0;
+}
 
 /* ---- decoding ---- */
 
@@ -77,6 +128,10 @@ typedef struct {
     const decode_sink *sink;        /* may be NULL: check only */
     uint64_t expected, total;       /* frame header's size (UINT64_MAX: none), bytes so far */
     int frame_done;
+    int stored;                     /* a stored object: blocks parsed here, not by zstd */
+    unsigned char bhdr[3];          /* stored: the block header being read */
+    int bhdr_have, last_block;
+    size_t block_left;              /* stored: bytes of the current block still to come */
 } decoder;
 
 /* The first read (got bytes of ibuf): a zstd frame header, whose recorded
@@ -85,6 +140,19 @@ static int decode_header(decoder *d, const unsigned char *ibuf, size_t got)
 {
     if (got == 0)
         return corrupt(d->path, d->st, d->digest, "empty file");
+    if (is_stored_header(ibuf, got)) {
+        uint64_t n;
+        if (stored_content_size(ibuf, &n) != 0)
+            return corrupt(d->path, d->st, d->digest, "stored object with a foreign frame header");
+        /* every content byte is in the file, so the size is bounded by it */
+        if (n > (uint64_t)d->st->st_size)
+            return corrupt(d->path, d->st, d->digest, "truncated");
+        d->stored = 1;
+        d->expected = n;
+        if (d->sink && d->sink->hint)
+            d->sink->hint(d->sink->ud, d->expected);
+        return 0;
+    }
     unsigned long long fcs = ZSTD_getFrameContentSize(ibuf, got);
     if (fcs == ZSTD_CONTENTSIZE_ERROR)
         return corrupt(d->path, d->st, d->digest, "not a zstd frame");
@@ -95,11 +163,50 @@ static int decode_header(decoder *d, const unsigned char *ibuf, size_t got)
     return 0;
 }
 
+/* A stored object's blocks in got bytes of ibuf: the raw bytes go to the
+ * hash and the sink straight from ibuf. */
+static int decode_stored(decoder *d, const unsigned char *ibuf, size_t got)
+{
+    int rc;
+    for (size_t pos = 0; pos < got;) {
+        if (d->frame_done)
+            return corrupt(d->path, d->st, d->digest, "trailing bytes after the stored frame");
+        if (d->block_left == 0) {
+            d->bhdr[d->bhdr_have++] = ibuf[pos++];
+            if (d->bhdr_have < 3)
+                continue;
+            d->bhdr_have = 0;
+            uint32_t v = (uint32_t)d->bhdr[0] | (uint32_t)d->bhdr[1] << 8 | (uint32_t)d->bhdr[2] << 16;
+            if (((v >> 1) & 3) != 0)
+                return corrupt(d->path, d->st, d->digest, "stored object with a compressed block");
+            if ((v >> 3) > STORED_BLOCK)
+                return corrupt(d->path, d->st, d->digest, "stored block larger than 128 KiB");
+            d->last_block = (int)(v & 1);
+            d->block_left = v >> 3;
+        } else {
+            size_t take = got - pos < d->block_left ? got - pos : d->block_left;
+            d->total += take;
+            if (d->total > d->expected)
+                return corrupt(d->path, d->st, d->digest, "longer than its frame header says");
+            qp_sha256_update(d->h, ibuf + pos, take);
+            if (d->sink && (rc = d->sink->write(d->sink->ud, ibuf + pos, take)) != 0)
+                return rc;
+            d->block_left -= take;
+            pos += take;
+        }
+        if (d->block_left == 0 && d->bhdr_have == 0 && d->last_block)
+            d->frame_done = 1;
+    }
+    return 0;
+}
+
 /* Decompresses got bytes of ibuf, hashing and passing on what comes out. */
 static int decode_input(decoder *d, const unsigned char *ibuf, size_t got)
 {
     char reason[160];
     int rc;
+    if (d->stored)
+        return decode_stored(d, ibuf, got);
     ZSTD_inBuffer in = {ibuf, got, 0};
     while (in.pos < in.size) {
         if (d->frame_done)
@@ -181,7 +288,8 @@ static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint
             goto done;
         if (got == 0)
             break;
-        if ((rc = decode_input(&d, ibuf, (size_t)got)) != 0)
+        size_t skip = first && d.stored ? STORED_HEADER_LEN : 0;
+        if ((rc = decode_input(&d, ibuf + skip, (size_t)got - skip)) != 0)
             goto done;
     }
     if ((rc = decode_finish(&d)) != 0)
@@ -275,7 +383,7 @@ done:
 
 int qp_cache_object_header_size(const char *path, uint64_t *out)
 {
-    unsigned char hdr[FRAME_HEADER_MAX];
+    unsigned char hdr[STORED_HEADER_LEN > FRAME_HEADER_MAX ? STORED_HEADER_LEN : FRAME_HEADER_MAX];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open cache object",
@@ -284,6 +392,8 @@ int qp_cache_object_header_size(const char *path, uint64_t *out)
     close(fd);
     if (got < 0)
         return qp_error_errno(QP_ERROR, "%s: cannot read", path);
+    if (is_stored_header(hdr, (size_t)got))
+        return stored_content_size(hdr, out) == 0 ? 0 : QP_ECORRUPT;
     unsigned long long fcs = ZSTD_getFrameContentSize(hdr, (size_t)got);
     if (fcs == ZSTD_CONTENTSIZE_ERROR)
         return QP_ECORRUPT;
@@ -385,6 +495,143 @@ static ZSTD_CCtx *new_cctx(uint64_t pledged)
     return cctx;
 }
 
+/* ---- writing stored objects ---- */
+
+typedef struct {
+    int fd;
+    const char *tmp, *what;
+    uint64_t left;   /* content bytes still to come */
+} stored_writer;
+
+static int writev_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Bytes of the content, cut into blocks; the one that ends the content is
+ * marked last.  More than announced is an error (a file that grew). */
+static int stored_write(stored_writer *w, const unsigned char *p, size_t n)
+{
+    struct iovec iov[2 * STORED_IOV_BLOCKS];
+    unsigned char hdr[STORED_IOV_BLOCKS][3];
+    if ((uint64_t)n > w->left)
+        return qp_error_set(QP_ERROR, "%s: file changed size while it was being stored; retry", w->what);
+    while (n > 0) {
+        int k = 0;
+        for (; k < STORED_IOV_BLOCKS && n > 0; k++) {
+            size_t b = n < STORED_BLOCK ? n : STORED_BLOCK;
+            w->left -= b;
+            uint32_t v = (uint32_t)b << 3 | (w->left == 0 ? 1u : 0u);
+            hdr[k][0] = (unsigned char)v;
+            hdr[k][1] = (unsigned char)(v >> 8);
+            hdr[k][2] = (unsigned char)(v >> 16);
+            iov[2 * k] = (struct iovec){hdr[k], 3};
+            iov[2 * k + 1] = (struct iovec){(void *)p, b};
+            p += b;
+            n -= b;
+        }
+        if (writev_all(w->fd, iov, 2 * k) != 0)
+            return qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
+        /* start writing back what is written (no wait), so the fsync that
+         * installs the object finds most of a large one on disk already */
+        (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+    return 0;
+}
+
+/* The marker and frame header for n content bytes (n == 0: also the one
+ * empty last block a frame needs). */
+static int stored_begin(stored_writer *w, int fd, const char *tmp, const char *what, uint64_t n)
+{
+    unsigned char h[STORED_HEADER_LEN + 3];
+    memcpy(h, stored_marker, STORED_MARKER_LEN);
+    memcpy(h + STORED_MARKER_LEN, zstd_magic, 4);
+    h[STORED_MARKER_LEN + 4] = 0xC0;
+    h[STORED_MARKER_LEN + 5] = 0x38;
+    for (int i = 0; i < 8; i++)
+        h[STORED_MARKER_LEN + 6 + i] = (unsigned char)(n >> (8 * i));
+    size_t len = STORED_HEADER_LEN;
+    if (n == 0) {
+        h[len++] = 1;   /* last, raw, size 0 */
+        h[len++] = 0;
+        h[len++] = 0;
+    }
+    *w = (stored_writer){fd, tmp, what, n};
+    if (qp_write_all(fd, h, len) != 0)
+        return qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
+    return 0;
+}
+
+/* 1 when zstd (level 1) keeps more than STORED_ABOVE_RATIO of more than
+ * half of N_SAMPLES samples of SAMPLE_BYTES, spread evenly from the start
+ * to the end: store the object instead.  A majority, not the sum: a GGUF
+ * opens with its vocabulary and ends with norm weights, text and ones that
+ * compress well, around gigabytes of weights that do not. */
+static int samples_barely_compress(const unsigned char *const sample[N_SAMPLES])
+{
+    size_t cap = ZSTD_compressBound(SAMPLE_BYTES);
+    unsigned char *out = qp_xmalloc(cap);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();   /* objects of 1 MB and more only: its setup is noise */
+    int ok = cctx != NULL, barely = 0;
+    for (int i = 0; ok && i < N_SAMPLES; i++) {
+        size_t z = ZSTD_compressCCtx(cctx, out, cap, sample[i], SAMPLE_BYTES, 1);
+        ok = !ZSTD_isError(z);
+        barely += ok && (double)z > STORED_ABOVE_RATIO * (double)SAMPLE_BYTES;
+    }
+    ZSTD_freeCCtx(cctx);
+    free(out);
+    return ok && 2 * barely > N_SAMPLES;
+}
+
+_Static_assert(N_SAMPLES * SAMPLE_BYTES <= IO_CHUNK, "file samples are read into the I/O buffer");
+
+static uint64_t sample_at(uint64_t n, int i)
+{
+    return (n - SAMPLE_BYTES) / (N_SAMPLES - 1) * (uint64_t)i;
+}
+
+static int barely_compresses(const unsigned char *p, size_t n)
+{
+    if (n < STORED_MIN_SIZE)
+        return 0;
+    const unsigned char *sample[N_SAMPLES];
+    for (int i = 0; i < N_SAMPLES; i++)
+        sample[i] = p + sample_at(n, i);
+    return samples_barely_compress(sample);
+}
+
+/* the same for a regular file of size n, read into buf [N_SAMPLES * SAMPLE_BYTES] */
+static int file_barely_compresses(int fd, uint64_t n, unsigned char *buf)
+{
+    if (n < STORED_MIN_SIZE)
+        return 0;
+    const unsigned char *sample[N_SAMPLES];
+    for (int i = 0; i < N_SAMPLES; i++) {
+        unsigned char *b = buf + (size_t)i * SAMPLE_BYTES;
+        sample[i] = b;
+        if (pread(fd, b, SAMPLE_BYTES, (off_t)sample_at(n, i)) != (ssize_t)SAMPLE_BYTES)
+            return 0;   /* changed under us: the copy below will say so */
+    }
+    return samples_barely_compress(sample);
+}
+
 /* Moves a finished temp file into objects/ unless the object appeared
  * meanwhile (same content by construction, so either copy is fine). */
 static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
@@ -420,16 +667,23 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
         rc = 0;
         goto done;
     }
-    obuf = qp_xmalloc(ZOUT_CHUNK);
-    if (!(cctx = new_cctx(n))) {
-        rc = qp_error_set(QP_ERROR, "cache object: zstd cannot create a compression context");
-        goto done;
+    if (barely_compresses(data, n)) {
+        stored_writer w;
+        if ((rc = qp_cache_tmp_open(c, "obj", &tmp, &fd)) != 0 ||
+            (rc = stored_begin(&w, fd, tmp, "cache object", n)) != 0 || (rc = stored_write(&w, data, n)) != 0)
+            goto done;
+    } else {
+        obuf = qp_xmalloc(ZOUT_CHUNK);
+        if (!(cctx = new_cctx(n))) {
+            rc = qp_error_set(QP_ERROR, "cache object: zstd cannot create a compression context");
+            goto done;
+        }
+        if ((rc = qp_cache_tmp_open(c, "obj", &tmp, &fd)) != 0)
+            goto done;
+        ZSTD_inBuffer in = {data, n, 0};
+        if ((rc = compress_to_fd(cctx, &in, ZSTD_e_end, obuf, fd, tmp, "cache object")) != 0)
+            goto done;
     }
-    if ((rc = qp_cache_tmp_open(c, "obj", &tmp, &fd)) != 0)
-        goto done;
-    ZSTD_inBuffer in = {data, n, 0};
-    if ((rc = compress_to_fd(cctx, &in, ZSTD_e_end, obuf, fd, tmp, "cache object")) != 0)
-        goto done;
     rc = install_object(c, fd, tmp, hex);
     fd = -1;
     tmp = NULL;
@@ -443,7 +697,7 @@ done:
     return rc;
 }
 
-int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
+static int put_file(qp_cache *c, const char *path, int force_stored, char digest[QP_HEX_LEN])
 {
     int rc = QP_ERROR, fd = -1, tfd = -1;
     char hex[QP_HEX_LEN], *tmp = NULL, *rp = NULL, *opath = NULL;
@@ -475,13 +729,21 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
         }
     }
     ibuf = qp_xmalloc(IO_CHUNK);
-    obuf = qp_xmalloc(ZOUT_CHUNK);
-    if (!(cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX))) {
-        rc = qp_error_set(QP_ERROR, "%s: zstd cannot create a compression context", path);
-        goto done;
-    }
+    int stored = regular && (force_stored ? (uint64_t)st.st_size >= STORED_MIN_SIZE
+                                          : file_barely_compresses(fd, (uint64_t)st.st_size, ibuf));
+    stored_writer w;
     if ((rc = qp_sha256_new(&h)) != 0 || (rc = qp_cache_tmp_open(c, "obj", &tmp, &tfd)) != 0)
         goto done;
+    if (stored) {
+        if ((rc = stored_begin(&w, tfd, tmp, path, (uint64_t)st.st_size)) != 0)
+            goto done;
+    } else {
+        obuf = qp_xmalloc(ZOUT_CHUNK);
+        if (!(cctx = new_cctx(regular ? (uint64_t)st.st_size : UINT64_MAX))) {
+            rc = qp_error_set(QP_ERROR, "%s: zstd cannot create a compression context", path);
+            goto done;
+        }
+    }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     for (;;) {
         ssize_t got = read_some(fd, ibuf, IO_CHUNK);
@@ -492,12 +754,21 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
         if (got == 0)
             break;
         qp_sha256_update(h, ibuf, (size_t)got);
+        if (stored) {
+            if ((rc = stored_write(&w, ibuf, (size_t)got)) != 0)
+                goto done;
+            continue;
+        }
         ZSTD_inBuffer in = {ibuf, (size_t)got, 0};
         if ((rc = compress_to_fd(cctx, &in, ZSTD_e_continue, obuf, tfd, tmp, path)) != 0)
             goto done;
     }
+    if (stored && w.left != 0) {
+        rc = qp_error_set(QP_ERROR, "%s: file changed size while it was being stored; retry", path);
+        goto done;
+    }
     ZSTD_inBuffer end = {NULL, 0, 0};
-    if ((rc = compress_to_fd(cctx, &end, ZSTD_e_end, obuf, tfd, tmp, path)) != 0)
+    if (!stored && (rc = compress_to_fd(cctx, &end, ZSTD_e_end, obuf, tfd, tmp, path)) != 0)
         goto done;
     qp_sha256_final_hex(h, hex);
     rc = install_object(c, tfd, tmp, hex);
@@ -519,4 +790,14 @@ done:
     free(rp);
     free(opath);
     return rc;
+}
+
+int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
+{
+    return put_file(c, path, 0, digest);
+}
+
+int qp_cache_put_file_stored(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
+{
+    return put_file(c, path, 1, digest);
 }

@@ -78,7 +78,7 @@ static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix,
     for (size_t i = 0; i < n; i++) {
         char *path = qp_path_join(dir, names[i]);
         char *entry = qp_strfmt("files/%s/%s", rel_prefix, names[i]);
-        int rc = qp_artifact_add_file(ctx->output, ctx->cache, entry, path, json_pack("{s:s}", "kind", "file"));
+        int rc = qp_artifact_add_file_stored(ctx->output, ctx->cache, entry, path, json_pack("{s:s}", "kind", "file"));
         free(entry);
         free(path);
         if (rc)
@@ -203,7 +203,7 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
     if (rc == 0)
         rc = store_dir(ctx, tmp, rel, files, 3);
     /* where a package's time goes: writing the GGUF (reading and converting
-     * the tensors, one fsync) and storing it in the cache (hash + zstd) */
+     * the tensors, one fsync) and storing it in the cache (hash + copy) */
     if (rc == 0)
         qp_progress_note(ctx->progress, "%s: %.1f MB written in %.1f s (%.0f MB/s), cached in %.1f s", gguf_name,
                          (double)size / 1e6, t1 - t0, t1 > t0 ? (double)size / 1e6 / (t1 - t0) : 0.0,

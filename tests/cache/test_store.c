@@ -2,6 +2,7 @@
  * qp_parse_size. */
 #include "tests/cache/cache_test_helpers.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <zstd.h>
@@ -49,13 +50,17 @@ static void test_roundtrip_10mb(void **state)
     uint64_t sz = 0;
     assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
     assert_int_equal(sz, n);
-    /* stored as one zstd frame whose header records the size */
+    /* random bytes do not compress: stored, and still zstd that libzstd
+     * (so `zstd -d`) decodes to the same bytes */
     char *p = object_path(f->c, d);
     char *raw = NULL;
     size_t rawn = 0;
     assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
-    assert_int_equal(ZSTD_getFrameContentSize(raw, rawn), n);
-    assert_int_equal(ZSTD_findFrameCompressedSize(raw, rawn), rawn);
+    assert_memory_equal(raw, "\x5e\x2a\x4d\x18\x08\0\0\0QPSTORE1", 16);
+    unsigned char *back = malloc(n);
+    assert_int_equal(ZSTD_decompress(back, n, raw, rawn), n);
+    assert_memory_equal(back, data, n);
+    free(back);
     free(raw);
     free(p);
     free(out);
@@ -267,6 +272,143 @@ static void test_corrupt_truncated(void **state)
     free(data);
 }
 
+/* Text compresses: one zstd frame whose header records the size; weights
+ * that barely compress and files of them are stored (raw blocks). */
+static void test_compressed_or_stored(void **state)
+{
+    fixture *f = *state;
+    size_t n = 3u << 20;
+    char *text = malloc(n);
+    fill_text(text, n, 21);
+    char d[QP_HEX_LEN];
+    assert_int_equal(qp_cache_put(f->c, text, n, d), 0);
+    char *p = object_path(f->c, d), *raw = NULL;
+    size_t rawn = 0;
+    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
+    assert_int_equal(ZSTD_getFrameContentSize(raw, rawn), n);
+    assert_int_equal(ZSTD_findFrameCompressedSize(raw, rawn), rawn);
+    assert_true(rawn < n / 4);
+    free(raw);
+    free(p);
+
+    /* a release file is stored however well it compresses */
+    char *txt = qp_path_join(f->dir, "card.txt");
+    qp_test_write(txt, text, n);
+    char d2[QP_HEX_LEN];
+    assert_int_equal(qp_cache_put_file_stored(f->c, txt, d2), 0);
+    assert_string_equal(d2, d);   /* same bytes, same object: the compressed copy stays */
+    fill_text(text, n, 24);
+    qp_test_write(txt, text, n);
+    assert_int_equal(qp_cache_put_file_stored(f->c, txt, d), 0);
+    p = object_path(f->c, d);
+    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
+    assert_memory_equal(raw + 8, "QPSTORE1", 8);
+    void *back = NULL;
+    size_t bl = 0;
+    assert_int_equal(qp_cache_get(f->c, d, &back, &bl), 0);
+    assert_int_equal(bl, n);
+    assert_memory_equal(back, text, n);
+    free(back);
+    free(raw);
+    free(p);
+    free(txt);
+
+    /* a file of random bytes, through put_file: stored, read back whole */
+    unsigned char *data = malloc(n + 7);
+    fill_random(data, n + 7, 22);
+    char *src = qp_path_join(f->dir, "weights.bin"), *dst = qp_path_join(f->dir, "back/weights.bin");
+    qp_test_write(src, data, n + 7);
+    assert_int_equal(qp_cache_put_file(f->c, src, d), 0);
+    p = object_path(f->c, d);
+    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
+    assert_memory_equal(raw + 8, "QPSTORE1", 8);
+    /* 30 header bytes, 3 per block of at most 128 KiB */
+    assert_int_equal(rawn, 30 + n + 7 + 3 * ((n + 7 + (128u << 10) - 1) / (128u << 10)));
+    free(raw);
+    uint64_t sz = 0;
+    assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
+    assert_int_equal(sz, n + 7);
+    assert_int_equal(qp_cache_get_to_file(f->c, d, dst), 0);
+    char *got = NULL;
+    size_t gl = 0;
+    assert_int_equal(qp_read_file(dst, &got, &gl), 0);
+    assert_int_equal(gl, n + 7);
+    assert_memory_equal(got, data, n + 7);
+    free(got);
+    free(p);
+
+    /* laid out like a GGUF: text first, norms (ones) last, weights between:
+     * the weights decide */
+    size_t head = 600u << 10, tail = 200u << 10;
+    memcpy(data, text, head);
+    memset(data + n - tail, 0x3f, tail);
+    qp_test_write(src, data, n);
+    assert_int_equal(qp_cache_put_file(f->c, src, d), 0);
+    p = object_path(f->c, d);
+    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
+    assert_memory_equal(raw + 8, "QPSTORE1", 8);
+    free(raw);
+    free(p);
+    free(src);
+    free(dst);
+    free(data);
+    free(text);
+}
+
+/* Damage to a stored object is found and the object removed, each with its
+ * reason. */
+static void test_corrupt_stored(void **state)
+{
+    fixture *f = *state;
+    size_t n = 2u << 20;
+    unsigned char *data = malloc(n);
+    fill_random(data, n, 23);
+    char d[QP_HEX_LEN];
+    void *out = NULL;
+    size_t got = 0;
+    struct {
+        off_t at;              /* where to write */
+        const char *bytes;
+        size_t len;
+        const char *reason;
+    } cases[] = {
+        {100000, "\xff", 1, "digest mismatch"},                                 /* a payload byte */
+        {30, "\x04\x00\x10", 3, "stored object with a compressed block"},       /* first block type 2 */
+        {30, "\x00\x00\x20", 3, "stored block larger than 128 KiB"},            /* size 256 KiB */
+        {30, "\x01\x00\x10", 3, "trailing bytes after the stored frame"},       /* first block says last */
+        {22, "\x00\x00\x00\x01", 4, "truncated"},                             /* content size > file */
+        {21, "\x39", 1, "stored object with a foreign frame header"},          /* window descriptor */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(qp_cache_put(f->c, data, n, d), 0);
+        char *p = object_path(f->c, d);
+        chmod(p, 0644);
+        int fd = open(p, O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, cases[i].bytes, cases[i].len, cases[i].at), (ssize_t)cases[i].len);
+        close(fd);
+        assert_int_equal(qp_cache_get(f->c, d, &out, &got), QP_ECORRUPT);
+        expect_corrupt_msg(d, cases[i].reason);
+        assert_false(qp_path_exists(p));
+        free(p);
+    }
+    /* cut in the middle of a block, of the second block's header, after it */
+    const off_t cuts[] = {30 + 100, 30 + 3 + (128 << 10) + 1, 30 + 3 + (128 << 10) + 3};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        off_t cut = cuts[i];
+        assert_int_equal(qp_cache_put(f->c, data, n, d), 0);
+        char *p = object_path(f->c, d);
+        chmod(p, 0644);
+        assert_int_equal(truncate(p, cut), 0);
+        uint64_t sz = 0;
+        assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);   /* the header still says n */
+        assert_int_equal(qp_cache_get(f->c, d, &out, &got), QP_ECORRUPT);
+        expect_corrupt_msg(d, "truncated");
+        free(p);
+    }
+    free(data);
+}
+
 static void test_bad_digest_and_missing(void **state)
 {
     fixture *f = *state;
@@ -399,6 +541,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_flipped_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_other_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compressed_or_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_digest_and_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
         cmocka_unit_test(test_parse_size),
