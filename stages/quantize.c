@@ -6,6 +6,7 @@
 #include "stages/kinds.h"
 #include "stages/qmethod.h"
 #include "stages/qtensor.h"
+#include "stages/qtensor_ggml.h"
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/error.h"
@@ -310,6 +311,37 @@ static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan 
     return rc;
 }
 
+/* A llama.cpp block type from a dense float source: qp_qtensor_ggml_encode
+ * in one pass over the rows (the general path below holds the tensor in
+ * f32 twice and reads it six times).  1 when it applies and ran. */
+static int quantize_ggml_dense(qp_quant_job *job, tensor_pass *tp, const json_t *e, const qp_tensor_plan *plan,
+                               const void *src, size_t len, int64_t rows, int64_t cols, void **packed, size_t *plen,
+                               double *d2, double *w2, json_t *extra, double *bpw, const char *what, int *rc)
+{
+    const char *fmt = json_string_value(json_object_get(e, "format"));
+    qp_dtype dt = qp_dtype_parse(json_string_value(json_object_get(e, "dtype")));
+    if (plan->kind != QP_TP_GGML || (fmt && strcmp(fmt, "dense") != 0) ||
+        (dt != QP_DT_F32 && dt != QP_DT_F16 && dt != QP_DT_BF16))
+        return 0;
+    uint64_t nelem = (uint64_t)rows * (uint64_t)cols;
+    if (len != nelem * qp_dtype_size(dt)) {
+        *rc = qp_error_set(QP_ECORRUPT, "%s: %zu bytes do not hold %llu %s elements", what, len,
+                           (unsigned long long)nelem, qp_dtype_name(dt));
+        return 1;
+    }
+    const float *im_w = NULL;
+    if ((*rc = imatrix_for(job, tp, plan, qp_artifact_entry_name(e) + 8, cols, &im_w)) != 0)
+        return 1;
+    *plen = qp_qtype_row_size(plan->qtype, cols) * (size_t)rows;
+    *packed = qp_xmalloc(*plen ? *plen : 1);
+    *rc = qp_qtensor_ggml_encode(plan->qtype, src, dt, rows, cols, im_w, job->ctx->threads, *packed, d2, w2, what);
+    json_object_set_new(extra, "format", json_string("ggml"));
+    json_object_set_new(extra, "qtype", json_string(qp_qtype_get(plan->qtype)->name));
+    json_object_set_new(extra, "imatrix", json_boolean(im_w != NULL));
+    *bpw = 8.0 * (double)*plen / (double)nelem;
+    return 1;
+}
+
 /* source -> f32 -> packed -> f32 again for the error; the entry added.
  * st: the method's run already quantized it (NULL: encode it now). */
 static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, const qp_tensor_plan *plan,
@@ -324,24 +356,28 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
     size_t len = 0, plen = 0;
     double bpw = 0;
     char *what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
-    tp->f32 = qp_xrealloc(tp->f32, nelem * sizeof(float));
-    tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
+    double d2 = 0, w2 = 0;
     int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len);
-    if (rc == 0)
+    if (rc == 0 && (st || !quantize_ggml_dense(job, tp, e, plan, src, len, rows, cols, &packed, &plen, &d2, &w2,
+                                               extra, &bpw, what, &rc))) {
+        tp->f32 = qp_xrealloc(tp->f32, nelem * sizeof(float));
+        tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
         rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what);
-    free(src);   /* not needed beside f32, back and packed: peak = one tensor in f32 twice + packed */
-    src = NULL;
-    if (rc == 0 &&
-        (st || (rc = qp_qtensor_check_finite(tp->f32, rows, cols, what)) == 0) &&
-        (rc = pack_tensor(job, tp, plan, st, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
-        rc = qp_qtensor_to_f32(extra, packed, plen, tp->back, nelem, what);
-    if (rc == 0) {
-        double d2 = 0, w2 = 0;
-        for (uint64_t j = 0; j < nelem; j++) {
+        free(src);   /* not needed beside f32, back and packed: peak = one tensor in f32 twice + packed */
+        src = NULL;
+        if (rc == 0 &&
+            (st || (rc = qp_qtensor_check_finite(tp->f32, rows, cols, what)) == 0) &&
+            (rc = pack_tensor(job, tp, plan, st, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
+            rc = qp_qtensor_to_f32(extra, packed, plen, tp->back, nelem, what);
+        for (uint64_t j = 0; rc == 0 && j < nelem; j++) {
             double d = (double)tp->f32[j] - (double)tp->back[j];
             d2 += d * d;
             w2 += (double)tp->f32[j] * (double)tp->f32[j];
         }
+    }
+    free(src);
+    src = NULL;
+    if (rc == 0) {
         double rel = w2 > 0 ? sqrt(d2 / w2) : 0;
         tp->sum_err += d2;
         tp->sum_ref += w2;
@@ -475,8 +511,11 @@ static int quantize_run(qp_stage_ctx *ctx)
     return rc;
 }
 
+/* version 9: llama.cpp types from dense sources are encoded in one pass
+ * (stages/qtensor_ggml.c) whose rel_error sums in four lanes per row: the
+ * same blocks, a rel_error that differs in its last bits from version 8's */
 const qp_stage_kind qp_stage_quantize = {
-    .name = "quantize", .version = 8,
+    .name = "quantize", .version = 9,
     .doc = "quantize a model (RTN, llama.cpp types, NF4, INT8, GPTQ, AWQ, sensitivity-driven mixed)",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,
