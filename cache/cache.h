@@ -29,6 +29,12 @@ void qp_cache_free(qp_cache *c);
 const char *qp_cache_dir(const qp_cache *c);
 
 /* ---- objects ---- */
+/* An object of 1 MB or more is stored (raw blocks) rather than compressed
+ * when zstd keeps more than this fraction of most of its samples; plan
+ * --estimate models the same rule. */
+#define QP_CACHE_STORED_ABOVE 0.66
+#define QP_CACHE_STORED_MIN_SIZE ((size_t)1 << 20)
+
 /* Stores bytes; writes the digest of the uncompressed bytes. Existing
  * objects are not rewritten (dedup). */
 int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN]);
@@ -38,6 +44,15 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
  * a sample says: a release file (a package) is restored by copying, and
  * zstd on gigabytes of f32 or f16 took longer than writing them. */
 int qp_cache_put_file_stored(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
+/* A stored object written as its bytes are produced (a package file, in
+ * the same pass that writes it out): _write in order, then _commit names it
+ * by the digest of everything written (installed as by put, dedup
+ * included); _free discards whatever was not committed. */
+typedef struct qp_cache_stream qp_cache_stream;
+int qp_cache_stream_new(qp_cache_stream **out, qp_cache *c);
+int qp_cache_stream_write(qp_cache_stream *s, const void *p, size_t n);
+int qp_cache_stream_commit(qp_cache_stream *s, char digest[QP_HEX_LEN]);
+void qp_cache_stream_free(qp_cache_stream *s);
 /* 1 if the object file exists, 0 if not (no verification). */
 int qp_cache_has(qp_cache *c, const char *digest);
 /* Reads and verifies an object into a malloc'ed buffer, followed by a NUL

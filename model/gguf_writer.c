@@ -46,6 +46,8 @@ struct qp_gguf_writer {
     size_t n_t, cap_t;
     void (*on_free)(void *);
     void *on_free_ud;
+    qp_gguf_tee_fn tee;
+    void *tee_ud;
 };
 
 /* ---- little-endian serialisation into a qp_buf ---- */
@@ -505,6 +507,12 @@ void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud)
     w->on_free_ud = ud;
 }
 
+void qp_gguf_writer_set_tee(qp_gguf_writer *w, qp_gguf_tee_fn fn, void *ud)
+{
+    w->tee = fn;
+    w->tee_ud = ud;
+}
+
 /* ---- output ---- */
 
 static uint64_t pad_to(uint64_t x, uint64_t a)
@@ -534,6 +542,8 @@ static uint32_t alignment_of(const qp_gguf_writer *w)
 typedef struct {
     int fd;
     const char *tmp;
+    qp_gguf_tee_fn tee;    /* sees every byte before the file does, NULL: none */
+    void *tee_ud;
     uint8_t *buf;          /* [OUT_BUF] */
     size_t n;              /* bytes in buf */
     uint64_t written;      /* bytes handed to the kernel */
@@ -542,6 +552,9 @@ typedef struct {
 
 static int out_flush(out_stream *o)
 {
+    int rc;
+    if (o->n && o->tee && (rc = o->tee(o->tee_ud, o->buf, o->n)) != 0)
+        return rc;
     if (o->n && qp_write_all(o->fd, o->buf, o->n) != 0)
         return qp_error_errno(QP_ERROR, "%s: cannot write", o->tmp);
     o->written += o->n;
@@ -571,6 +584,8 @@ static int out_write(out_stream *o, const void *data, size_t n)
         o->n = n;
         return 0;
     }
+    if (o->tee && (rc = o->tee(o->tee_ud, data, n)) != 0)
+        return rc;
     if (qp_write_all(o->fd, data, n) != 0)
         return qp_error_errno(QP_ERROR, "%s: cannot write", o->tmp);
     o->n = 0;
@@ -601,7 +616,7 @@ static int write_file(qp_gguf_writer *w)
     int rc = QP_ERROR;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
-    out_stream o = {.fd = w->fd, .tmp = w->tmp, .buf = qp_xmalloc(OUT_BUF)};
+    out_stream o = {.fd = w->fd, .tmp = w->tmp, .tee = w->tee, .tee_ud = w->tee_ud, .buf = qp_xmalloc(OUT_BUF)};
 
     posix_fadvise(w->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     qp_buf_append(&h, "GGUF", 4);

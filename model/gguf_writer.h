@@ -115,6 +115,12 @@ size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w);
  * fill callbacks used.  One hook per writer; a second call replaces it. */
 void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud);
 
+/* fn(ud, bytes, n) sees every byte of the file, in order, just before it
+ * is written (a copy and digest made in the same pass: the package's cache
+ * object); an error from it aborts finish().  One per writer. */
+typedef int (*qp_gguf_tee_fn)(void *ud, const void *bytes, size_t n);
+void qp_gguf_writer_set_tee(qp_gguf_writer *w, qp_gguf_tee_fn fn, void *ud);
+
 /* Bytes of a tensor of this type/shape; 0 when the type is unknown or
  * ne[0] is not a multiple of its block. */
 uint64_t qp_gguf_tensor_nbytes(uint32_t type, int n_dims, const uint64_t *ne);

@@ -88,7 +88,6 @@ typedef struct {
     double gptq_keeps_q;      /* fraction of the quantized layers' f32 copies held until the stage ends */
     double hessian_eff;       /* Σ x xᵀ accumulation (into double) / calibrated GEMM rate */
     double linear_mbs_per_q4k;/* rtn/gptq codes encode rate, as a fraction of the Q4_K quantize rate */
-    double package_put;       /* 1: the package's files are stored in the cache too (hash + compress + write) */
     double load_free;         /* load a stage does not feel (idle shells, I/O waits): slowdown =
                                  max(1, (load + 1 - load_free) / cpus) */
 } qp_est_coef;

@@ -37,7 +37,6 @@ const qp_est_coef qp_est_coef_default = {
     .gptq_keeps_q = 1.0,        /* fraction of one layer's f32 quantized weights held (freed per layer) */
     .hessian_eff = 0.5,         /* Σ x xᵀ: an f32 product per window, then added into doubles */
     .linear_mbs_per_q4k = 1.0,  /* rtn/gptq code packing is as fast as Q4_K's (both row-wise scans) */
-    .package_put = 1.0,         /* the package directory is stored in the cache as well */
     /* fitted on six 1.1B stages of main run beside other helpers (load 4.8-8.1 on 2 CPUs): evaluate
      * (GEMM) was not slowed at load 5, quantize/package (hashing, zstd) ~2.6-3x at load 7-8 */
     .load_free = 4.0,

@@ -68,19 +68,32 @@ static double fresh(double bytes)
     return bytes > 33554432.0 ? bytes : 0;
 }
 
+/* the cache's rule (cache/object.c): large objects zstd barely shrinks
+ * are stored as they are, no zstd either way */
+static int stored(double raw, double zr)
+{
+    return raw >= (double)QP_CACHE_STORED_MIN_SIZE && zr > QP_CACHE_STORED_ABOVE;
+}
+
 static void cache_get(est *e, double raw, double zr)
 {
+    if (stored(raw, zr))
+        zr = 1;
     term(e, "memory", secs(fresh(raw), e->m->mem_mbs));   /* the malloc'ed buffer it fills */
     term(e, "read", secs(raw * zr, e->m->disk_r_mbs));
-    term(e, "zstd", secs(raw, e->m->zstd_d_mbs));
+    if (zr < 1)
+        term(e, "zstd", secs(raw, e->m->zstd_d_mbs));
     term(e, "sha256", secs(raw, e->m->sha_mbs));
 }
 
-/* qp_cache_put: hashed, compressed, written (fsync'ed). */
+/* qp_cache_put: hashed, compressed unless stored, written (fsync'ed). */
 static void cache_put(est *e, double raw, double zr)
 {
+    if (stored(raw, zr))
+        zr = 1;
     term(e, "sha256", secs(raw, e->m->sha_mbs));
-    term(e, "zstd", secs(raw, e->m->zstd_c_mbs));
+    if (zr < 1)
+        term(e, "zstd", secs(raw, e->m->zstd_c_mbs));
     term(e, "write", secs(raw * zr, e->m->disk_w_mbs));
     term(e, "fsync", e->m->fsync_ms / 1000);
 }
@@ -149,8 +162,10 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
     double S = (double)out->bytes;
     term(e, "read", secs(S, e->m->disk_r_mbs));
     term(e, "sha256", e->c->fetch_sha_passes * secs(S, e->m->sha_mbs));
-    term(e, "zstd", secs(S, e->m->zstd_c_mbs));
-    term(e, "write", secs(S * e->m->zratio_bf16, e->m->disk_w_mbs));
+    double zr = stored(S, e->m->zratio_bf16) ? 1 : e->m->zratio_bf16;
+    if (zr < 1)
+        term(e, "zstd", secs(S, e->m->zstd_c_mbs));
+    term(e, "write", secs(S * zr, e->m->disk_w_mbs));
     term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
     /* every page of the mapped checkpoint is faulted in once */
     term(e, "memory", e->c->fetch_resident * secs((double)qp_est_art_tensor_bytes(out), e->m->mem_mbs));
@@ -358,12 +373,15 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
         }
         to_f32(e, o);   /* back to f32 for the error */
         term(e, "memory", secs(fresh((double)o->bytes), e->m->mem_mbs));   /* the packed bytes */
-        if (f32 > grown) {   /* the reused f32 and error buffers grow to the largest tensor */
+        /* a llama.cpp type from a dense source goes row chunk by row chunk
+         * (stages/qtensor_ggml.c); the rest holds the tensor in f32 twice */
+        int one_pass = !method->run && o->fmt == QP_EST_GGML && t->fmt == QP_EST_DENSE;
+        if (!one_pass && f32 > grown) {   /* the reused f32 and error buffers grow to the largest tensor */
             term(e, "memory", secs((f32 - grown) * 2, e->m->mem_mbs));
             grown = f32;
         }
         cache_put(e, (double)o->bytes, zratio(e, o));
-        uint64_t here = t->bytes + (uint64_t)f32 * 2 + o->bytes;
+        uint64_t here = t->bytes + (one_pass ? 0 : (uint64_t)f32 * 2) + o->bytes;
         if (here > peak)
             peak = here;
     }
@@ -608,8 +626,10 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     }
     bytes += (uint64_t)model->cfg.vocab * 24 + 65536;   /* header, vocabulary, card */
     term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
-    if (e->c->package_put > 0)
-        cache_put(e, (double)bytes * e->c->package_put, zratio(e, &model->t[0]) > 0 ? e->m->zratio_q : 1.0);
+    /* the cache's copy, stored as the file is written: hashed and written again */
+    term(e, "sha256", secs((double)bytes, e->m->sha_mbs));
+    term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
+    term(e, "fsync", e->m->fsync_ms / 1000);
     out->bytes = bytes;
     e->r->out_bytes = bytes;
     e->r->peak_rss = (uint64_t)e->c->base_rss + biggest;

@@ -187,7 +187,9 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
     const char *src = json_string_value(json_object_get(meta, "source"));
     const char *model_dir_name = src && strrchr(src, '/') ? strrchr(src, '/') + 1 : name;
     double t0 = qp_now();
-    int rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what);
+    char gguf_digest[QP_HEX_LEN];
+    int rc = qp_package_gguf(gguf, model, ctx->cache, model_dir_name, file_type_of(model), keys, work, what,
+                             gguf_digest);
     double t1 = qp_now();
     free(what);
     json_decref(keys);
@@ -198,16 +200,20 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
         size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
         rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
     }
-    const char *files[3] = {gguf_name, "MODEL_CARD.md", "provenance.json"};
-    double t2 = qp_now();
+    const char *files[2] = {"MODEL_CARD.md", "provenance.json"};
+    if (rc == 0) {
+        /* the GGUF is in the cache already: stored as it was written */
+        char *entry = qp_strfmt("files/%s/%s", rel, gguf_name);
+        rc = qp_artifact_add(ctx->output, entry, gguf_digest, size, json_pack("{s:s}", "kind", "file"));
+        free(entry);
+    }
     if (rc == 0)
-        rc = store_dir(ctx, tmp, rel, files, 3);
-    /* where a package's time goes: writing the GGUF (reading and converting
-     * the tensors, one fsync) and storing it in the cache (hash + copy) */
+        rc = store_dir(ctx, tmp, rel, files, 2);
+    /* where a package's time goes: reading and converting the tensors,
+     * writing the GGUF and its cache copy in one pass, two fsyncs */
     if (rc == 0)
-        qp_progress_note(ctx->progress, "%s: %.1f MB written in %.1f s (%.0f MB/s), cached in %.1f s", gguf_name,
-                         (double)size / 1e6, t1 - t0, t1 > t0 ? (double)size / 1e6 / (t1 - t0) : 0.0,
-                         qp_now() - t2);
+        qp_progress_note(ctx->progress, "%s: %.1f MB written and cached in %.1f s (%.0f MB/s)", gguf_name,
+                         (double)size / 1e6, t1 - t0, t1 > t0 ? (double)size / 1e6 / (t1 - t0) : 0.0);
     free(work);
     free(gguf);
     free(gguf_name);
