@@ -168,7 +168,8 @@ static int entry_put(qp_cache *c, const char *key, const char *of, const char *a
     if (!j || !(text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS)))   /* jansson ran out */
         qp_out_of_memory(0, __FILE__, __LINE__);
     path = action_path(c, key, hex);
-    if ((rc = qp_cache_fanout_mkdir(c->actions, hex)) != 0)
+    /* the objects it names reach the disk before the entry does */
+    if ((rc = qp_cache_sync(c)) != 0 || (rc = qp_cache_fanout_mkdir(c->actions, hex)) != 0)
         goto done;
     rc = qp_write_file_atomic(path, text, strlen(text), c->tmp);
 done:

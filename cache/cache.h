@@ -9,9 +9,11 @@
  *   locks/ab/cdef…     flock(2) files, one per action key
  *   files/ab/cdef…     memo of file digests keyed by (path,size,mtime_ns,inode)
  *   meta/NS/NAME       small named blobs (e.g. last stage key descriptions)
- *   tmp/               temp files; everything is written here, fsync'ed and
- *                      renamed into place, so SIGKILL never leaves a partial
- *                      object or entry where a reader can see it.
+ *   tmp/               temp files; everything is written here and renamed
+ *                      into place, so SIGKILL never leaves a partial object
+ *                      or entry where a reader can see it; an entry is
+ *                      fsync'ed, and the objects it names before it
+ *                      (qp_cache_sync).
  * All functions are safe to call from several threads and processes. */
 #ifndef QP_CACHE_CACHE_H
 #define QP_CACHE_CACHE_H
@@ -53,6 +55,10 @@ int qp_cache_stream_new(qp_cache_stream **out, qp_cache *c);
 int qp_cache_stream_write(qp_cache_stream *s, const void *p, size_t n);
 int qp_cache_stream_commit(qp_cache_stream *s, char digest[QP_HEX_LEN]);
 void qp_cache_stream_free(qp_cache_stream *s);
+/* Waits until every object this handle wrote is on disk (their writes and
+ * renames); every action and checkpoint entry does this first.  Objects are
+ * not synced one by one: a stage's tensors reach the disk while it works. */
+int qp_cache_sync(qp_cache *c);
 /* 1 if the object file exists, 0 if not (no verification). */
 int qp_cache_has(qp_cache *c, const char *digest);
 /* Reads and verifies an object into a malloc'ed buffer, followed by a NUL

@@ -1,13 +1,15 @@
 /* Private helpers shared by the cache/ translation units (not a public API).
  *
- * The qp_cache handle holds only paths and one fd, all fixed at open time, so
- * several threads may use it at once without a mutex: every operation works
- * on its own file descriptors and buffers. */
+ * The qp_cache handle holds paths and one fd, all fixed at open time, and
+ * the list of objects waiting for qp_cache_sync behind its own mutex, so
+ * several threads may use it at once: every operation works on its own file
+ * descriptors and buffers. */
 #ifndef QP_CACHE_INTERNAL_H
 #define QP_CACHE_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "cache/cache.h"
@@ -19,6 +21,12 @@ struct qp_cache {
      * takes it exclusively (non-blocking) to learn whether another process
      * may be between writing objects and recording the action for them. */
     int store_lock_fd;
+    /* Objects renamed into place whose data and directory entries are not
+     * known to be on disk yet (durable.c); the one mutable part, guarded
+     * by its mutex. */
+    pthread_mutex_t pending_mu;
+    char **pending;
+    size_t n_pending, cap_pending;
 };
 
 /* Temp files older than this are leftovers of a killed process. */
@@ -39,6 +47,17 @@ int qp_cache_tmp_open(qp_cache *c, const char *prefix, char **out_path, int *out
  * *out_existed tells which happened (may be NULL).  tmp is always consumed
  * (renamed or unlinked) and freed; fd is always closed. */
 int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *out_existed);
+/* An object's commit: writeback started but not waited for, renamed
+ * without replacing, and listed for the next qp_cache_sync (which every
+ * action entry waits for), so a stage's objects reach the disk while it
+ * computes instead of one fsync after another.  Crash safety is unchanged
+ * where it matters: no action names an object before it is durable, and a
+ * torn object from a power cut fails its digest check and is recomputed. */
+int qp_cache_commit_object(qp_cache *c, int fd, char *tmp, const char *final);
+/* durable.c: the pending list (add copies path; free drops the list). */
+void qp_cache_pending_init(qp_cache *c);
+void qp_cache_pending_add(qp_cache *c, const char *path);
+void qp_cache_pending_free(qp_cache *c);
 /* Unlinks path only if it still is the file described by st (same dev and
  * inode), so a fresh copy renamed in by another process survives. */
 void qp_cache_unlink_if_same(const char *path, const struct stat *st);

@@ -652,7 +652,7 @@ static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
         goto done;
     }
     fchmod(fd, 0444);  /* objects are immutable */
-    rc = qp_cache_commit(fd, tmp, path, 1, NULL);
+    rc = qp_cache_commit_object(c, fd, tmp, path);
 done:
     free(path);
     return rc;

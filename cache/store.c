@@ -21,6 +21,7 @@ int qp_cache_open(qp_cache **out, const char *dir)
     char *lock_path = NULL;
     qp_cache *c = qp_xcalloc(1, sizeof(*c));
     c->store_lock_fd = -1;
+    qp_cache_pending_init(c);
     c->dir = qp_strdup(dir);
     c->objects = qp_path_join(dir, "objects");
     c->actions = qp_path_join(dir, "actions");
@@ -61,6 +62,7 @@ void qp_cache_free(qp_cache *c)
         return;
     if (c->store_lock_fd >= 0)
         close(c->store_lock_fd);
+    qp_cache_pending_free(c);
     free(c->dir);
     free(c->objects);
     free(c->actions);
@@ -123,11 +125,14 @@ static int rename_noreplace(const char *from, const char *to)
     return 0;
 }
 
-int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *out_existed)
+static int commit(int fd, char *tmp, const char *final, int no_replace, int *out_existed, int sync)
 {
     int rc = QP_ERROR, existed = 0;
     char *dir = NULL;
-    if (fsync(fd) != 0) {
+    if (!sync) {
+        /* start writeback now; qp_cache_sync waits for it */
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    } else if (fsync(fd) != 0) {
         qp_error_errno(QP_ERROR, "%s: cannot sync", tmp);
         close(fd);
         goto done;
@@ -149,7 +154,8 @@ int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *o
         free(tmp);
         tmp = NULL;
         dir = qp_path_dirname(final);
-        qp_fsync_dir(dir);
+        if (sync)
+            qp_fsync_dir(dir);
     }
     if (out_existed)
         *out_existed = existed;
@@ -157,6 +163,20 @@ int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *o
 done:
     qp_tmp_discard(-1, tmp);
     free(dir);
+    return rc;
+}
+
+int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *out_existed)
+{
+    return commit(fd, tmp, final, no_replace, out_existed, 1);
+}
+
+int qp_cache_commit_object(qp_cache *c, int fd, char *tmp, const char *final)
+{
+    int existed = 0;
+    int rc = commit(fd, tmp, final, 1, &existed, 0);
+    if (rc == 0 && !existed)
+        qp_cache_pending_add(c, final);
     return rc;
 }
 

@@ -300,44 +300,28 @@ section_memory() {
     "$((6 * 1073741824))" "limit"
 }
 
-# ---- HOOK(resume): GPTQ on the 1.1B killed after layer 10 and rerun ------------
-# The `resume` branch adds per-layer checkpoints.  Once merged, this section
-# should: run the 1.1B GPTQ stage, SIGKILL it after its 10th layer, rerun it,
-# and print "1.1B GPTQ resume: qpipe restarted at layer L, digest equal|DIFFERS".
-# A script bench/scale/resume.sh, when present, is run with the environment
-# of this one (QPIPE, CACHE, THREADS, SPEED_PRESET's checkpoint) and prints it.
+# ---- resume: GPTQ on the 1.1B killed after layer 10 and rerun ----------------
+# bench/scale/resume.sh (bench/bench_resume.sh) runs the 1.1B GPTQ stage,
+# SIGKILLs it after its 10th layer, reruns it and prints the layer it
+# resumed at and whether the digest equals an uninterrupted run's.
 section_resume() {
   echo "== resume"
-  if [ -f "$REPO/bench/scale/resume.sh" ]; then
-    local m
-    m=$(ensure_model "$SPEED_PRESET") || return
-    QPIPE=$QPIPE CACHE=$CACHE THREADS=$THREADS QP_SCALE_MODEL=$m QP_SCALE_CALIB=$CALIB_TEXT LOGS=$LOGS \
-      bash "$REPO/bench/scale/resume.sh" | tee -a "$RESULTS"
-  else
-    note "1.1B GPTQ resume after a kill at layer 10: not available in this build (HOOK(resume) in bench/scale/run.sh)"
-  fi
+  local m
+  m=$(ensure_model "$SPEED_PRESET") || return
+  QPIPE=$QPIPE CACHE=$CACHE THREADS=$THREADS QP_SCALE_MODEL=$m QP_SCALE_CALIB=$CALIB_TEXT LOGS=$LOGS \
+    bash "$REPO/bench/scale/resume.sh" | tee -a "$RESULTS"
 }
 
-# ---- HOOK(estimate): qpipe plan --estimate against the measured stages --------
-# The `estimate` branch adds `qpipe plan --estimate`.  Once merged, this
-# section should run it on the speed recipe (same environment) and compare
-# each stage's predicted time / RSS with $SCALE_DIR/measured-scale-speed.tsv
-# ("STAGE SECONDS RSS_KB" per line, written by the speed section):
-# "1.1B plan --estimate STAGE time|RSS: qpipe predicted X, baseline measured Y,
-# ratio X/Y (goal within 0.7..1.3)".  bench/scale/estimate.sh, when present,
-# does that and prints the lines.
+# ---- estimate: qpipe plan --estimate against the measured stages --------------
+# bench/scale/estimate.sh (bench/estimate/check.sh) runs the 1.1B estimate
+# recipe stage by stage in a fresh cache and prints predicted / measured
+# time and peak RSS per stage (goal within 0.7..1.3).
 section_estimate() {
   echo "== estimate"
-  if [ -f "$REPO/bench/scale/estimate.sh" ]; then
-    local m
-    m=$(ensure_model "$SPEED_PRESET") || return
-    QPIPE=$QPIPE THREADS=$THREADS QP_SCALE_MODEL=$m LOGS=$LOGS \
-      bash "$REPO/bench/scale/estimate.sh" | tee -a "$RESULTS"
-  elif "$QPIPE" help 2>&1 | grep -q -- '--estimate'; then
-    note "1.1B plan --estimate: qpipe has it, but bench/scale/estimate.sh is not written yet (HOOK(estimate))"
-  else
-    note "1.1B plan --estimate within 30%: not available in this build (HOOK(estimate) in bench/scale/run.sh)"
-  fi
+  local m
+  m=$(ensure_model "$SPEED_PRESET") || return
+  QPIPE=$QPIPE THREADS=$THREADS QP_SCALE_MODEL=$m LOGS=$LOGS \
+    bash "$REPO/bench/scale/estimate.sh" | tee -a "$RESULTS"
 }
 
 if [ -n "$LOCK" ]; then

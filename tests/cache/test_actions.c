@@ -379,6 +379,29 @@ static void test_put_file_uses_memo(void **state)
     free(path);
 }
 
+/* Objects wait for qp_cache_sync (run by every action entry): an object
+ * removed meanwhile (gc, a corrupt copy) is no error, and the entry is
+ * written after. */
+static void test_sync_before_entry(void **state)
+{
+    fixture *f = *state;
+    char a[QP_HEX_LEN], b[QP_HEX_LEN];
+    assert_int_equal(qp_cache_put(f->c, "object a", 8, a), 0);
+    assert_int_equal(qp_cache_put(f->c, "object b", 8, b), 0);
+    char *pb = object_path(f->c, b);
+    chmod(pb, 0644);
+    assert_int_equal(unlink(pb), 0);
+    assert_int_equal(qp_cache_sync(f->c), 0);
+    assert_int_equal(qp_cache_sync(f->c), 0);   /* nothing left to wait for */
+    assert_int_equal(qp_cache_put(f->c, "object b", 8, b), 0);
+    const char *refs[] = {a, b};
+    assert_int_equal(qp_cache_action_put(f->c, "key", a, refs, 2), 0);
+    char got[QP_HEX_LEN];
+    assert_int_equal(qp_cache_action_get(f->c, "key", got), 0);
+    assert_string_equal(got, a);
+    free(pb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_digest_memo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memo_skips_racy_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_file_uses_memo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_before_entry, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
