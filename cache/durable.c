@@ -53,6 +53,8 @@ int qp_cache_sync(qp_cache *c)
     c->pending = NULL;
     c->n_pending = c->cap_pending = 0;
     pthread_mutex_unlock(&c->pending_mu);
+    if (n == 0)
+        return 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         int fd = open(list[i], O_RDONLY | O_CLOEXEC);
