@@ -5,12 +5,13 @@
  *   stored      a skippable frame marking it (STORED_MARKER), then one frame
  *               of raw blocks only, written and read here without libzstd.
  * Stored is for bytes that barely compress (quantized weights, bf16, the
- * packages): zstd costs 3-4 s per GB there to save under a quarter, and a
+ * packages): zstd costs 3-4 s per GB there to save under a third, and a
  * stored object is read back at the speed of SHA-256.
  *
- * Writers stream into tmp/ (constant memory), fsync and rename into
+ * Writers stream into tmp/ (constant memory) and rename into
  * objects/ab/cdef… without replacing an existing copy, so a reader only ever
- * sees complete frames.  Readers re-hash everything they decode and remove
+ * sees complete frames; the fsyncs come in one batch before the action
+ * entry that names the objects (durable.c).  Readers re-hash everything they decode and remove
  * an object that fails any check, so wrong bytes are never returned. */
 #include "cache/cache_internal.h"
 #include "common/alloc.h"
