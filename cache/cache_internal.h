@@ -25,6 +25,7 @@ struct qp_cache {
      * known to be on disk yet (durable.c); the one mutable part, guarded
      * by its mutex. */
     pthread_mutex_t pending_mu;
+    pthread_mutex_t sync_mu;   /* one qp_cache_sync at a time: a second waits for the first's fsyncs */
     char **pending;
     size_t n_pending, cap_pending;
 };

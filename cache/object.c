@@ -389,12 +389,17 @@ int qp_cache_object_header_size(const char *path, uint64_t *out)
     if (fd < 0)
         return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open cache object",
                               path);
-    ssize_t got = read_some(fd, hdr, sizeof(hdr));
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 ? read_some(fd, hdr, sizeof(hdr)) : -1;
     close(fd);
     if (got < 0)
         return qp_error_errno(QP_ERROR, "%s: cannot read", path);
-    if (is_stored_header(hdr, (size_t)got))
-        return stored_content_size(hdr, out) == 0 ? 0 : QP_ECORRUPT;
+    if (is_stored_header(hdr, (size_t)got)) {
+        /* the reader's bound: every content byte is in the file */
+        if (stored_content_size(hdr, out) != 0 || *out > (uint64_t)st.st_size)
+            return QP_ECORRUPT;
+        return 0;
+    }
     unsigned long long fcs = ZSTD_getFrameContentSize(hdr, (size_t)got);
     if (fcs == ZSTD_CONTENTSIZE_ERROR)
         return QP_ECORRUPT;
@@ -462,6 +467,17 @@ static int touch_existing(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* touch_existing for a writer about to name the object: a copy another
+ * process or handle wrote may not be on disk yet, so it is synced with
+ * this handle's own before an entry names it. */
+static int have_object(qp_cache *c, const char *path)
+{
+    if (!touch_existing(path))
+        return 0;
+    qp_cache_pending_add(c, path);
+    return 1;
+}
+
 /* Compresses [in] to fd, flushing every output buffer; mode is
  * ZSTD_e_continue or ZSTD_e_end (then loops until the frame is complete). */
 static int compress_to_fd(ZSTD_CCtx *cctx, ZSTD_inBuffer *in, ZSTD_EndDirective mode,
@@ -502,7 +518,10 @@ typedef struct {
     int fd;
     const char *tmp, *what;
     uint64_t left;   /* content bytes still to come; STORED_OPEN: not known (a stream) */
+    uint64_t written, synced;   /* bytes written; writeback started up to synced */
 } stored_writer;
+
+#define WRITEBACK_STEP ((uint64_t)64 << 20)
 
 #define STORED_OPEN UINT64_MAX
 
@@ -513,6 +532,10 @@ static int writev_all(int fd, struct iovec *iov, int n)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;   /* no progress: never loop on it */
             return -1;
         }
         while (n > 0 && (size_t)w >= iov->iov_len) {
@@ -553,9 +576,16 @@ static int stored_write(stored_writer *w, const unsigned char *p, size_t n)
         }
         if (writev_all(w->fd, iov, 2 * k) != 0)
             return qp_error_errno(QP_ERROR, "%s: cannot write", w->tmp);
-        /* start writing back what is written (no wait), so the fsync that
-         * installs the object finds most of a large one on disk already */
-        (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        for (int i = 0; i < 2 * k; i++)
+            w->written += iov[i].iov_len;
+        /* start writing back what is written (no wait) every 64 MB, so
+         * the fsync that makes the object durable finds most of it on disk */
+        if (w->written - w->synced >= WRITEBACK_STEP) {
+#ifdef SYNC_FILE_RANGE_WRITE
+            (void)sync_file_range(w->fd, (off_t)w->synced, (off_t)(w->written - w->synced), SYNC_FILE_RANGE_WRITE);
+#endif
+            w->synced = w->written;
+        }
     }
     return 0;
 }
@@ -578,7 +608,7 @@ static int stored_begin(stored_writer *w, int fd, const char *tmp, const char *w
         h[len++] = 0;
         h[len++] = 0;
     }
-    *w = (stored_writer){fd, tmp, what, n};
+    *w = (stored_writer){fd, tmp, what, n, 0, 0};
     if (qp_write_all(fd, h, len) != 0)
         return qp_error_errno(QP_ERROR, "%s: cannot write", tmp);
     return 0;
@@ -643,7 +673,7 @@ static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
 {
     int rc;
     char *path = qp_cache_fanout_path(c->objects, digest);
-    if (touch_existing(path)) {
+    if (have_object(c, path)) {
         qp_tmp_discard(fd, tmp);
         rc = 0;
         goto done;
@@ -667,7 +697,7 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
     ZSTD_CCtx *cctx = NULL;
     qp_sha256_buf(hex, data, n);
     path = qp_cache_fanout_path(c->objects, hex);
-    if (touch_existing(path)) {
+    if (have_object(c, path)) {
         memcpy(digest, hex, QP_HEX_LEN);
         rc = 0;
         goto done;
@@ -727,7 +757,7 @@ static int put_file(qp_cache *c, const char *path, int force_stored, char digest
     if (regular && (rp = realpath(path, NULL)) != NULL && qp_memo_lookup(c, rp, &st, hex)) {
         /* unchanged since it was last hashed: no need to read it again */
         opath = qp_cache_fanout_path(c->objects, hex);
-        if (touch_existing(opath)) {
+        if (have_object(c, opath)) {
             memcpy(digest, hex, QP_HEX_LEN);
             rc = 0;
             goto done;
@@ -850,9 +880,16 @@ int qp_cache_stream_commit(qp_cache_stream *s, char digest[QP_HEX_LEN])
     char hex[QP_HEX_LEN];
     for (int i = 0; i < 8; i++)
         fcs[i] = (unsigned char)(s->total >> (8 * i));
-    if (qp_write_all(s->fd, last, sizeof(last)) != 0 ||
-        pwrite(s->fd, fcs, sizeof(fcs), STORED_MARKER_LEN + 6) != (ssize_t)sizeof(fcs))
+    ssize_t w;
+    if (qp_write_all(s->fd, last, sizeof(last)) != 0)
         return qp_error_errno(QP_ERROR, "%s: cannot write", s->tmp);
+    while ((w = pwrite(s->fd, fcs, sizeof(fcs), STORED_MARKER_LEN + 6)) < 0 && errno == EINTR)
+        ;
+    if (w != (ssize_t)sizeof(fcs)) {   /* 8 bytes inside the first block of the file: all or an error */
+        if (w >= 0)
+            errno = EIO;
+        return qp_error_errno(QP_ERROR, "%s: cannot write", s->tmp);
+    }
     qp_sha256_final_hex(s->h, hex);
     int rc = install_object(s->c, s->fd, s->tmp, hex);
     s->fd = -1;    /* install_object took both */

@@ -130,8 +130,10 @@ static int commit(int fd, char *tmp, const char *final, int no_replace, int *out
     int rc = QP_ERROR, existed = 0;
     char *dir = NULL;
     if (!sync) {
+#ifdef SYNC_FILE_RANGE_WRITE
         /* start writeback now; qp_cache_sync waits for it */
         (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
     } else if (fsync(fd) != 0) {
         qp_error_errno(QP_ERROR, "%s: cannot sync", tmp);
         close(fd);
@@ -173,9 +175,9 @@ int qp_cache_commit(int fd, char *tmp, const char *final, int no_replace, int *o
 
 int qp_cache_commit_object(qp_cache *c, int fd, char *tmp, const char *final)
 {
-    int existed = 0;
-    int rc = commit(fd, tmp, final, 1, &existed, 0);
-    if (rc == 0 && !existed)
+    /* an existing copy (another writer's) is synced like this one */
+    int rc = commit(fd, tmp, final, 1, NULL, 0);
+    if (rc == 0)
         qp_cache_pending_add(c, final);
     return rc;
 }

@@ -58,9 +58,10 @@ int qp_fsync_dir(const char *dir)
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return qp_error_errno(QP_ERROR, "%s: cannot open directory", dir);
-    fsync(fd);
+    /* EINVAL: a filesystem that cannot sync directories (nothing to wait for) */
+    int rc = fsync(fd) != 0 && errno != EINVAL ? qp_error_errno(QP_ERROR, "%s: cannot sync directory", dir) : 0;
     close(fd);
-    return 0;
+    return rc;
 }
 
 int qp_mkstemp_in(const char *dir, const char *prefix, char **out_path, int *out_fd)

@@ -197,9 +197,12 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
     uint64_t size = 0;
     if (rc == 0) {
         struct stat st;
-        size = stat(gguf, &st) == 0 ? (uint64_t)st.st_size : 0;
-        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
+        if (stat(gguf, &st) != 0)
+            rc = qp_error_errno(QP_ERROR, "%s: cannot stat the GGUF just written", gguf);
+        size = rc == 0 ? (uint64_t)st.st_size : 0;
     }
+    if (rc == 0)
+        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
     const char *files[2] = {"MODEL_CARD.md", "provenance.json"};
     if (rc == 0) {
         /* the GGUF is in the cache already: stored as it was written */
