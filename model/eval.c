@@ -51,19 +51,27 @@ void qp_eval_acc_set_batch(qp_eval_acc *a, size_t windows)
     a->batch = windows;
 }
 
-size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget)
+size_t qp_eval_batch_windows_hp(const qp_llama_hparams *hp, const qp_llama_hparams *ref, int threads, size_t ctx,
+                                size_t budget)
 {
-    size_t vocab = (size_t)qp_llama_get_hparams(m)->vocab;
+    size_t vocab = (size_t)hp->vocab;
     /* one window's logits (and the reference's) beside the activations */
     double fixed = (double)ctx * (double)vocab * sizeof(float) * (ref ? 2.0 : 1.0);
     size_t S = 1;
     while (S < QP_EVAL_MAX_BATCH) {
-        double need = fixed + qp_llama_batch_bytes(m, S + 1, ctx) + (ref ? qp_llama_batch_bytes(ref, S + 1, ctx) : 0);
+        double need = fixed + qp_llama_batch_bytes_hp(hp, threads, S + 1, ctx) +
+                      (ref ? qp_llama_batch_bytes_hp(ref, threads, S + 1, ctx) : 0);
         if (need > (double)budget)
             break;
         S++;
     }
     return S;
+}
+
+size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget)
+{
+    return qp_eval_batch_windows_hp(qp_llama_get_hparams(m), ref ? qp_llama_get_hparams(ref) : NULL,
+                                    qp_llama_threads(m), ctx, budget);
 }
 
 static size_t argmax(const float *row, size_t vocab)

@@ -51,6 +51,10 @@ void qp_eval_acc_set_batch(qp_eval_acc *a, size_t windows);
 #define QP_EVAL_BATCH_BYTES ((size_t)512 << 20)
 #define QP_EVAL_MAX_BATCH 16
 size_t qp_eval_batch_windows(const qp_llama *m, const qp_llama *ref, size_t ctx, size_t budget);
+/* The same from hyper-parameters (ref NULL: none) on `threads` threads,
+ * before any model is built (qpipe plan --estimate). */
+size_t qp_eval_batch_windows_hp(const qp_llama_hparams *hp, const qp_llama_hparams *ref, int threads, size_t ctx,
+                                size_t budget);
 
 /* Scores one stream.  bos: the model's BOS id, tokens[0] already being it;
  * -1 for a model without BOS (nothing is inserted or replaced).

@@ -509,19 +509,26 @@ void qp_llama_run_tasks(qp_llama *m, size_t n_tasks, void (*fn)(void *arg, size_
 }
 
 /* Floats per activation row, and the per-thread attention scores. */
-static size_t row_floats(const qp_llama *m)
+static size_t row_floats_hp(const qp_llama_hparams *hp)
 {
-    return 3 * m->D + 2 * m->qd + 2 * m->kvd + 2 * m->F;
+    size_t D = (size_t)hp->hidden, F = (size_t)hp->intermediate, qd = (size_t)hp->n_heads * (size_t)hp->head_dim;
+    size_t kvd = (size_t)hp->n_kv_heads * (size_t)hp->head_dim;
+    return 3 * D + 2 * qd + 2 * kvd + 2 * F;
+}
+
+double qp_llama_batch_bytes_hp(const qp_llama_hparams *hp, int threads, size_t S, size_t n)
+{
+    size_t rows = S * n, D = (size_t)hp->hidden, F = (size_t)hp->intermediate;
+    size_t qd = (size_t)hp->n_heads * (size_t)hp->head_dim, in = F > D ? F : D;
+    in = qd > in ? qd : in;
+    double f = (double)rows * (double)row_floats_hp(hp) + (double)threads * ATT_QBLOCK * (double)n +
+               (double)qp_sgemm_packed_size(qp_gemm_path_active(), rows, in);   /* the pool's packed X */
+    return f * sizeof(float) + (double)n * sizeof(double);
 }
 
 double qp_llama_batch_bytes(const qp_llama *m, size_t S, size_t n)
 {
-    size_t rows = S * n, in = m->F > m->D ? m->F : m->D;
-    in = m->qd > in ? m->qd : in;
-    double f = (double)rows * (double)row_floats(m) +
-               (double)qp_pool_threads(m->pool) * ATT_QBLOCK * (double)n +
-               (double)qp_sgemm_packed_size(qp_gemm_path_active(), rows, in);   /* the pool's packed X */
-    return f * sizeof(float) + (double)n * sizeof(double);
+    return qp_llama_batch_bytes_hp(&m->hp, qp_pool_threads(m->pool), S, n);
 }
 
 /* Grows the activation buffers to `rows` rows of windows of up to n tokens

@@ -162,6 +162,9 @@ int qp_llama_batch_logits(qp_llama *m, size_t s, float *logits);
 /* Activation bytes of an S × n batch (what qp_llama_forward_batch
  * allocates on top of the weights), for choosing S under a memory budget. */
 double qp_llama_batch_bytes(const qp_llama *m, size_t S, size_t n);
+/* The same for a model of these hyper-parameters on `threads` threads,
+ * before it is built (qpipe plan --estimate). */
+double qp_llama_batch_bytes_hp(const qp_llama_hparams *hp, int threads, size_t S, size_t n);
 
 /* The inputs of the linear products, for calibration (Hessians, activation
  * statistics, importance matrices):

@@ -78,10 +78,10 @@ int qp_est_machine_from_json(qp_est_machine *m, const json_t *j);
 typedef struct {
     double base_rss;          /* bytes: the process with its libraries, recipe, tokenizer */
     double bytes_per_token;   /* dataset bytes per token (SentencePiece LLaMA on English prose) */
-    double fetch_resident;    /* fraction of the largest safetensors file resident while fetch reads it (mmap) */
+    double fetch_resident;    /* fraction of the largest tensor's mapped pages resident while fetch stores it */
     double fetch_sha_passes;  /* SHA-256 passes over the source (file digests of the key, object names) */
     double gemm_eff;          /* forward-pass FLOP rate / calibrated GEMM rate (attention, norms, small blocks) */
-    double weight_cache;      /* bytes of f32 layer weights the forward pass keeps resident (QP_LLAMA_CACHE_DEFAULT) */
+    double weight_cache;      /* bytes of f32 layers (+ untied lm_head) qp_llama caches (QP_LLAMA_CACHE_DEFAULT) */
     double gptq_eff;          /* GPTQ's column-block updates (f32 products) / calibrated GEMM rate */
     double hinv_eff;          /* the Hessian inverse (f64 qp_dgemm on the calling thread) / calibrated GEMM rate */
     double gptq_inv_flops;    /* FLOPs per d³ of one Hessian inverse (a Cholesky and a triangular inverse) */
@@ -174,13 +174,19 @@ void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *o
 /* ---- the counts the model is built from (exposed for tests) ---- */
 /* hyper-parameters of a config (qp_llama_hparams_from_config) */
 void qp_est_hparams(qp_llama_hparams *hp, const qp_llama_config *cfg);
-/* Bytes the forward pass keeps resident for a model of these tensors:
- * every layer's f32 weights when they fit coef->weight_cache, else one layer's;
- * plus the f32 embedding, final norm and an untied lm_head. */
+/* 1 when qp_llama caches every layer in f32 (model/llama.c: the layers
+ * plus an untied lm_head within coef->weight_cache). */
+int qp_est_llama_cached(const qp_llama_hparams *hp, const qp_est_coef *c);
+/* f32 bytes qp_llama itself holds: cached, every layer's weights, the
+ * embedding and an untied lm_head; streamed, one product group's tile and
+ * lm_head when it is at most QP_LLAMA_HEAD_RESIDENT (else one chunk); plus
+ * the norms. */
 uint64_t qp_est_llama_resident(const qp_llama_hparams *hp, const qp_est_coef *c);
-/* Activations of one n-token forward pass (logits, residual, q/k/v,
- * attention scores, SwiGLU). */
-uint64_t qp_est_forward_act(const qp_llama_hparams *hp, size_t n);
+/* Stored bytes of model `a` that stages/model_load.c keeps resident with a
+ * layer-tensor cap of `cap` bytes (0 = none); *per_use (may be NULL): the
+ * largest layer tensor read per use instead (0 when every one is kept). */
+uint64_t qp_est_stored_resident(const qp_est_art *a, const qp_llama_hparams *hp, const qp_est_coef *c,
+                                uint64_t cap, uint64_t *per_use);
 /* GPTQ's FLOPs for one weight [rows, cols]: inverse c·cols³ + updates 2·rows·cols²
  * (the two are timed at different rates: f64 on one thread, f32 on all). */
 double qp_est_gptq_flops(int64_t rows, int64_t cols, const qp_est_coef *c);

@@ -8,6 +8,7 @@
 #include "common/ggml_types.h"
 #include "common/tensor.h"
 #include "model/hf_names.h"
+#include "model/llama.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 
@@ -18,19 +19,26 @@
 #include <sys/stat.h>
 
 /* The coefficients no first principle gives, each set from how the stage's
- * code works today (main at a219119) and checked against 1.1B runs of it on
- * the 2-core machine of issue #13 (peak RSS of fetch, quantize Q4_K_M/Q8_0,
- * package and evaluate within 3 %; times within 30 % where the load was
- * known).  After a stage changes, re-measure with bench/estimate/check.sh
+ * code works today.  First fitted at main a219119 on 1.1B runs on the
+ * 2-core machine of issue #13; the memory formulas were re-derived from the
+ * code at main c9a1541 (fetch releasing each tensor's pages, evaluate's
+ * batched windows over resident stored bytes, the streaming GGUF package,
+ * layer-by-layer calibrate and GPTQ) and checked against the TinyLlama-1.1B
+ * measurements taken on a quiet machine at c9a1541, 2 threads: peak RSS of
+ * fetch (143 MB), quantize Q4_K_M (191 MB), evaluate Q4_K_M and bf16 ctx 256
+ * x 16 windows (1.45 / 2.94 GB) and package GGUF Q4_K_M (67 MB) within 3 %;
+ * evaluate's time within ~6 % at a quiet GEMM rate of ~200 GFLOP/s.
+ * Calibrate's and GPTQ's peaks follow the code but were not re-measured.
+ * After a stage changes, re-measure with bench/estimate/check.sh
  * (bench/estimate/estimate-1b.yaml) and re-fit here; REPLAY=1 re-predicts
  * the last measurements without running anything. */
 const qp_est_coef qp_est_coef_default = {
     .base_rss = 10e6,           /* ./qpipe with libgit2, OpenSSL and the recipe (a gate stage: 9 MB) */
     .bytes_per_token = 3.6,     /* llama2 SentencePiece on English prose (Shakespeare: ~3.5) */
-    .fetch_resident = 1.0,      /* fetch mmaps each safetensors file and touches every page */
+    .fetch_resident = 1.0,      /* every page of the tensor being stored is touched, then released */
     .fetch_sha_passes = 2.0,    /* the key's file digest, then each tensor object's name */
     .gemm_eff = 0.85,           /* forward pass: attention, norms and RoPE around the products */
-    .weight_cache = 2147483648.0, /* QP_LLAMA_CACHE_DEFAULT */
+    .weight_cache = 2147483648.0, /* QP_LLAMA_CACHE_DEFAULT (layers + untied lm_head, model/llama.c) */
     .gptq_eff = 0.7,            /* the updates are qp_sgemm on column blocks, threaded over rows */
     .hinv_eff = 0.25,           /* f64 (half the f32 rate) on one of the threads */
     .gptq_inv_flops = 4.0 / 3,  /* Cholesky d³/3 + triangular inverse d³/3 multiply-adds (quant/gptq_hinv.c) */
@@ -240,24 +248,65 @@ double qp_est_bytes_per_token(const char *dir, const char *text_path, double *mb
 }
 
 /* ---- counts ---- */
-uint64_t qp_est_llama_resident(const qp_llama_hparams *hp, const qp_est_coef *c)
+/* model/llama.c's cache decision: every layer's f32 weights plus an untied
+ * lm_head within opts.weight_cache_bytes (QP_LLAMA_CACHE_DEFAULT), or
+ * nothing cached. */
+int qp_est_llama_cached(const qp_llama_hparams *hp, const qp_est_coef *c)
 {
     uint64_t mm = qp_llama_matmul_params(hp), VD = (uint64_t)hp->vocab * (uint64_t)hp->hidden;
     uint64_t layers = mm - VD;   /* matmul params counts lm_head (tied or not) once */
-    uint64_t one_layer = layers / (uint64_t)(hp->n_layers > 0 ? hp->n_layers : 1);
-    uint64_t globals = VD * 4 /* embedding f32 */ + (hp->tied_embeddings ? 0 : VD * 4) + (uint64_t)hp->hidden * 4;
-    uint64_t norms = (uint64_t)hp->n_layers * 2 * (uint64_t)hp->hidden * 4;
-    uint64_t w = (double)(layers * 4) <= c->weight_cache ? layers * 4 : one_layer * 4;
-    return w + globals + norms;
+    double bytes = (double)layers * 4 + (hp->tied_embeddings ? 0 : (double)VD * 4);
+    return bytes <= c->weight_cache;
 }
 
-uint64_t qp_est_forward_act(const qp_llama_hparams *hp, size_t n)
+uint64_t qp_est_llama_resident(const qp_llama_hparams *hp, const qp_est_coef *c)
 {
-    uint64_t N = n, D = (uint64_t)hp->hidden, F = (uint64_t)hp->intermediate, V = (uint64_t)hp->vocab;
+    uint64_t mm = qp_llama_matmul_params(hp), VD = (uint64_t)hp->vocab * (uint64_t)hp->hidden;
+    uint64_t D = (uint64_t)hp->hidden, F = (uint64_t)hp->intermediate;
     uint64_t qd = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, kvd = (uint64_t)hp->n_kv_heads * hp->head_dim;
-    /* x, h, q, k, v, attention out, gate, up, logits; scores of one head row block */
-    uint64_t floats = N * (2 * D + qd + 2 * kvd + qd + 2 * F + V) + N * N;
-    return floats * 4;
+    uint64_t layers = mm - VD;
+    uint64_t norms = ((uint64_t)hp->n_layers * 2 + 1) * D * 4;
+    if (qp_est_llama_cached(hp, c))   /* every layer, the embedding and an untied lm_head in f32 */
+        return layers * 4 + VD * 4 + (hp->tied_embeddings ? 0 : VD * 4) + norms;
+    /* streamed (qp_llama_new): one product group's f32 tile (q+k+v, or the
+     * largest of gate/up/down/o), reused by every layer; lm_head (or the
+     * tied embedding's copy) in f32 when it is at most
+     * QP_LLAMA_HEAD_RESIDENT, else a HEAD_CHUNK_BYTES (32 MiB) chunk */
+    uint64_t tile = (qd + 2 * kvd) * D;
+    tile = F * D > tile ? F * D : tile;
+    tile = D * qd > tile ? D * qd : tile;
+    uint64_t head = VD * 4 <= QP_LLAMA_HEAD_RESIDENT ? VD * 4 : (VD * 4 < (32u << 20) ? VD * 4 : (32u << 20));
+    return tile * 4 + head + norms;
+}
+
+/* stages/model_load.c: the stored bytes (ggml blocks, bf16, ...) a loaded
+ * model keeps after their first use.  Nothing once qp_llama cached every
+ * layer in f32 (drop_resident); else the tensors outside the layers
+ * (embedding, lm_head, final norm: keep_globals) always, and the layer
+ * tensors while the total stays under `cap` (0: none, as calibrate and the
+ * quantize methods open it; a third of RAM for evaluate). */
+uint64_t qp_est_stored_resident(const qp_est_art *a, const qp_llama_hparams *hp, const qp_est_coef *c,
+                                uint64_t cap, uint64_t *per_use)
+{
+    uint64_t kept = 0, largest = 0;
+    if (per_use)
+        *per_use = 0;
+    if (qp_est_llama_cached(hp, c))
+        return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (qp_hf_layer_of(a->t[i].name, NULL) < 0)
+            kept += a->t[i].bytes;
+    for (size_t i = 0; i < a->n; i++) {
+        if (qp_hf_layer_of(a->t[i].name, NULL) < 0)
+            continue;
+        if (cap && kept + a->t[i].bytes <= cap)
+            kept += a->t[i].bytes;
+        else if (a->t[i].bytes > largest)
+            largest = a->t[i].bytes;   /* read from the cache per use, freed after */
+    }
+    if (per_use)
+        *per_use = largest;
+    return kept;
 }
 
 double qp_est_gptq_flops(int64_t rows, int64_t cols, const qp_est_coef *c)

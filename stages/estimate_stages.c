@@ -11,8 +11,11 @@
 #include "common/fsutil.h"
 #include "common/ggml_types.h"
 #include "common/alloc.h"
+#include "model/eval.h"
 #include "model/hf_names.h"
 #include "quant/qtypes.h"
+#include "stages/act_store.h"
+#include "stages/model_load.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +29,7 @@ typedef struct {
     qp_est_result *r;
     const qp_est_machine *m;
     const qp_est_coef *c;
+    int threads;
 } est;
 
 static void term(est *e, const char *name, double seconds)
@@ -112,14 +116,26 @@ static int rate_slot(int fmt, int type)
     }
 }
 
-/* a tensor -> f32 (qp_qtensor_to_f32) */
-static void to_f32(est *e, const qp_est_tensor *t)
+/* a tensor -> f32 (qp_qtensor_to_f32), k: the share of one thread's time */
+static void to_f32_k(est *e, const qp_est_tensor *t, double k)
 {
     double out = (double)(t->rows * t->cols) * 4;
     if (t->fmt == QP_EST_DENSE)
-        term(e, "convert", t->type == QP_GGML_F32 ? secs(out, e->m->disk_r_mbs) : secs(out, e->m->convert_mbs));
+        term(e, "convert", k * (t->type == QP_GGML_F32 ? secs(out, e->m->disk_r_mbs) : secs(out, e->m->convert_mbs)));
     else
-        term(e, "dequantize", secs(out, e->m->deq_mbs[rate_slot(t->fmt, t->type)]));
+        term(e, "dequantize", k * secs(out, e->m->deq_mbs[rate_slot(t->fmt, t->type)]));
+}
+
+static void to_f32(est *e, const qp_est_tensor *t)
+{
+    to_f32_k(e, t, 1.0);
+}
+
+/* a tensor -> f32 by qp_llama's pool: every thread converts rows
+ * (model/llama.c fetch_task, the loaded model's rows callback) */
+static void to_f32_par(est *e, const qp_est_tensor *t)
+{
+    to_f32_k(e, t, e->threads > 1 ? 1.0 / e->threads : 1.0);
 }
 
 /* reading one tensor of an artifact as f32 */
@@ -132,6 +148,21 @@ static void load_f32(est *e, const qp_est_tensor *t)
 static int is_layer_weight(const qp_est_tensor *t)
 {
     return qp_hf_layer_of(t->name, NULL) >= 0;
+}
+
+/* Peak bytes one model holds while it runs (beside its activations): the
+ * f32 qp_llama holds, the stored bytes kept, one tensor read per use (or,
+ * cached, the tensor being read at construction). */
+static uint64_t model_held(est *e, const qp_est_art *model, uint64_t cap)
+{
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &model->cfg);
+    uint64_t per_use = 0, biggest = 0;
+    uint64_t held = qp_est_llama_resident(&hp, e->c) + qp_est_stored_resident(model, &hp, e->c, cap, &per_use);
+    if (qp_est_llama_cached(&hp, e->c))
+        for (size_t k = 0; k < model->n; k++)
+            biggest = model->t[k].bytes > biggest ? model->t[k].bytes : biggest;
+    return held + per_use + biggest;
 }
 
 /* ---- fetch ---- */
@@ -168,11 +199,21 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
     term(e, "write", secs(S * zr, e->m->disk_w_mbs));
     term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
     /* every page of the mapped checkpoint is faulted in once */
-    term(e, "memory", e->c->fetch_resident * secs((double)qp_est_art_tensor_bytes(out), e->m->mem_mbs));
-    e->r->peak_rss = (uint64_t)(e->c->base_rss + e->c->fetch_resident * (double)out->largest_file);
-    e->r->rss_part = "mapped checkpoint";
+    term(e, "memory", secs((double)qp_est_art_tensor_bytes(out), e->m->mem_mbs));
+    /* stages/fetch_source.c stores one tensor at a time from the mapping
+     * and drops its pages after (release_pages, MADV_DONTNEED); the cache
+     * streams each object through fixed buffers (cache/object.c).  Peak:
+     * the largest tensor's pages (1.1B: 131 MB, 7B: 262 MB, as measured). */
+    uint64_t largest = 0;
+    for (size_t i = 0; i < out->n; i++)
+        if (out->t[i].bytes > largest)
+            largest = out->t[i].bytes;
+    if (!out->n)
+        largest = out->bytes < ((uint64_t)1 << 20) ? out->bytes : ((uint64_t)1 << 20);   /* data files: one I/O chunk */
+    e->r->peak_rss = (uint64_t)(e->c->base_rss + e->c->fetch_resident * (double)largest);
+    e->r->rss_part = "largest tensor";
     e->r->out_bytes = out->bytes;
-    snprintf(e->r->advice, sizeof(e->r->advice), "split the checkpoint into smaller safetensors shards");
+    snprintf(e->r->advice, sizeof(e->r->advice), "a checkpoint whose largest tensor fits the memory");
 }
 
 /* ---- quantize ---- */
@@ -275,7 +316,7 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
         term(e, "dequantize", secs((double)(t->rows * t->cols) * 4, e->m->deq_mbs[QP_EST_Q4K]));
         cache_put(e, (double)t->bytes, e->m->zratio_q);
         keep += (uint64_t)(t->rows * t->cols) * 4;
-        /* H, its inverse and the work copies (quant/gptq.c, gptq_hinv.c): 5 d² doubles, w, back, wp */
+        /* AWQ (gptq: replaced below): 5 d² doubles and three f32 copies of the weight */
         uint64_t d = (uint64_t)t->cols;
         uint64_t here = 40 * d * d + 3 * (uint64_t)(t->rows * t->cols) * 4;
         if (here > biggest)
@@ -285,16 +326,51 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     term(e, gptq ? "gptq updates" : "awq search", upd / (rate * e->c->gptq_eff));
     if (gptq)
         term(e, "hessian inverse", inv / (rate * e->c->hinv_eff));
-    uint64_t x = (uint64_t)(n * hp.hidden * 4) + (uint64_t)(T * hp.hidden * 4);
-    /* stages/quant_seq.c frees a layer's f32 quantized weights once the layer is done: one layer's worth */
+    /* stages/quant_seq.c: the model streamed with no layer stored bytes
+     * kept (model_held, cap 0: tile, f32 lm_head, embedding's and
+     * lm_head's stored bytes, one tensor per use), the windows'
+     * activations [S, T, D] f32 (act_store) and one window's scratch, one
+     * window through one layer */
+    uint64_t x = (uint64_t)(n * hp.hidden * 4) + (uint64_t)(T * hp.hidden * 4) +
+                 (uint64_t)qp_llama_batch_bytes_hp(&hp, e->threads, 1, (size_t)T);
     uint64_t copies = (uint64_t)(e->c->gptq_keeps_q * (double)keep / (hp.n_layers > 0 ? hp.n_layers : 1));
-    *peak_extra = qp_est_llama_resident(&hp, e->c) + copies + biggest + x + qp_est_forward_act(&hp, (size_t)T);
+    if (gptq) {
+        /* stages/qmethod_gptq.c, site by site (q,k,v -> o -> gate,up -> down):
+         * the Hessian collected (Σ x xᵀ in doubles + the f32 per-window
+         * product: 12 d², then H's copy beside the sums: 16 d²); each
+         * weight then quantized (quant/gptq.c): H 8 d², Hinv f32 4 d², the
+         * inverse's f64 work matrix 8 d² (quant/gptq_hinv.c) and W f32
+         * 4 r·d; after the inverse, W and its permuted copy Wp; Ŵ (back)
+         * served as the layer's override until the layer ends.  The
+         * overrides of the sites already done are held meanwhile. */
+        static const qp_llama_site order[4] = {QP_SITE_QKV, QP_SITE_O, QP_SITE_GATE_UP, QP_SITE_DOWN};
+        double D = hp.hidden, F = hp.intermediate, qd = (double)hp.n_heads * hp.head_dim;
+        double kvd = (double)hp.n_kv_heads * hp.head_dim;
+        double done = 0;
+        biggest = 0;
+        for (int k = 0; k < 4; k++) {
+            double d = (double)qp_site_dim(&hp, order[k]), r = 0, rows_all = 0;
+            switch (order[k]) {
+            case QP_SITE_QKV: r = qd; rows_all = qd + 2 * kvd; break;
+            case QP_SITE_O: r = D; rows_all = D; break;
+            case QP_SITE_GATE_UP: r = F; rows_all = 2 * F; break;
+            default: r = D; rows_all = D; break;
+            }
+            double collect = 16 * d * d, inverse = 20 * d * d + 4 * r * d, update = 12 * d * d + 12 * r * d;
+            double here = e->c->gptq_keeps_q * done + fmax(collect, fmax(inverse, update));
+            if (here > (double)biggest)
+                biggest = (uint64_t)here;
+            done += 4 * rows_all * d;
+        }
+        copies = 0;   /* counted per site above */
+    }
+    *peak_extra = model_held(e, model, 0) + copies + biggest + x;
     if (copies >= biggest && copies >= x) {
         *peak_part = "f32 copies of one quantized layer";
         snprintf(e->r->advice, sizeof(e->r->advice),
                  "one layer's f32 quantized weights do not fit: quantize on a machine with more memory");
     } else if (biggest >= x) {
-        *peak_part = "Hessian and its inverse";
+        *peak_part = gptq ? "one site's Hessian, inverse and the layer's f32 copies" : "Hessian and its inverse";
         snprintf(e->r->advice, sizeof(e->r->advice),
                  "the widest layer input's Hessian (d x d doubles, 5 copies) does not fit: quantize on a machine "
                  "with more memory");
@@ -459,9 +535,22 @@ static double dataset_tokens(const qp_est_input *in, est *e, const qp_est_art *m
     return tokens;
 }
 
-/* a model's forward passes over `windows` windows of n tokens: its load,
- * the products, and re-reading the layers per window when they do not stay */
-static void forward_model(est *e, const qp_est_art *model, double windows, size_t n, int with_head)
+static int is_head(const qp_est_tensor *t, const qp_llama_hparams *hp)
+{
+    return strcmp(t->name, hp->tied_embeddings ? QP_HF_EMBED : QP_HF_LM_HEAD) == 0;
+}
+
+/* A model's forward passes over `windows` windows of n tokens in `passes`
+ * passes (evaluate: batches of windows; calibrate: one window per layer
+ * call), as stages/model_load.c and model/llama.c do them:
+ *   - cached (qp_est_llama_cached): every tensor read and converted once;
+ *   - streamed: each layer matrix dequantized into the reused tile once per
+ *     pass (by every thread); its stored bytes read from the cache once
+ *     when kept (`cap`, qp_est_stored_resident), else once per pass; the
+ *     tensors outside the layers read once; lm_head converted once when it
+ *     stays f32 (<= QP_LLAMA_HEAD_RESIDENT), else per pass in chunks. */
+static void forward_model(est *e, const qp_est_art *model, double windows, double passes, size_t n, int with_head,
+                          uint64_t cap)
 {
     qp_llama_hparams hp;
     qp_est_hparams(&hp, &model->cfg);
@@ -469,20 +558,39 @@ static void forward_model(est *e, const qp_est_art *model, double windows, size_
     if (!with_head)
         flops -= 2.0 * hp.vocab * (double)hp.hidden * (double)n;
     term(e, "gemm", windows * flops / (e->m->gemm_gflops * 1e9 * e->c->gemm_eff));
-    uint64_t layer_f32 = 0;
+    int cached = qp_est_llama_cached(&hp, e->c);
+    int head_f32 = (double)hp.vocab * (double)hp.hidden * 4 <= (double)QP_LLAMA_HEAD_RESIDENT;
+    uint64_t kept = 0;
     for (size_t i = 0; i < model->n; i++)
-        if (is_layer_weight(&model->t[i]))
-            layer_f32 += (uint64_t)(model->t[i].rows * model->t[i].cols) * 4;
-    int resident = (double)layer_f32 <= e->c->weight_cache;
-    for (size_t i = 0; i < model->n; i++)
-        if (!model->t[i].bytes) {
+        if (!is_layer_weight(&model->t[i]))
+            kept += model->t[i].bytes;
+    for (size_t i = 0; i < model->n; i++) {
+        const qp_est_tensor *t = &model->t[i];
+        if (!t->bytes)
             continue;
-        } else if (!is_layer_weight(&model->t[i]) || resident) {
-            load_f32(e, &model->t[i]);
+        if (cached) {
+            cache_get(e, (double)t->bytes, zratio(e, t));
+            to_f32_par(e, t);
+        } else if (!is_layer_weight(t)) {
+            cache_get(e, (double)t->bytes, zratio(e, t));   /* kept (keep_globals) */
+            if (is_head(t, &hp) && head_f32)
+                to_f32_par(e, t);
+            else if (is_head(t, &hp) && with_head)
+                for (double p = 0; p < passes; p++)
+                    to_f32_par(e, t);
+        } else if (t->ndim < 2) {
+            cache_get(e, (double)t->bytes, zratio(e, t));   /* norms: f32 at construction */
         } else {
-            for (double w = 0; w < windows; w++)
-                load_f32(e, &model->t[i]);
+            int keep = cap && kept + t->bytes <= cap;
+            if (keep)
+                kept += t->bytes;
+            for (double p = 0; p < passes; p++) {
+                if (!keep || p == 0)
+                    cache_get(e, (double)t->bytes, zratio(e, t));
+                to_f32_par(e, t);
+            }
         }
+    }
 }
 
 /* ---- evaluate ---- */
@@ -516,29 +624,37 @@ static void est_evaluate(const qp_est_input *in, est *e, qp_est_art *out)
         if (max_chunks && windows >= (double)max_chunks)
             break;
     }
-    forward_model(e, model, windows, ctx, 1);
-    uint64_t peak = qp_est_llama_resident(&hp, e->c) + qp_est_forward_act(&hp, ctx);
+    /* model/eval.c: batches of qp_eval_batch_windows windows per pass
+     * (QP_EVAL_BATCH_BYTES of activations and one window's logits each);
+     * stages/evaluate.c opens the models resident (stored bytes up to a
+     * third of RAM, qp_loaded_model_resident_cap) */
     const qp_est_art *ref = in->reference;
-    if (ref && ref->known && ref->n) {
-        qp_llama_hparams rh;
+    int with_ref = ref && ref->known && ref->n;
+    qp_llama_hparams rh;
+    if (with_ref)
         qp_est_hparams(&rh, &ref->cfg);
-        forward_model(e, ref, windows, ctx, 1);
-        peak += qp_est_llama_resident(&rh, e->c) + qp_est_forward_act(&rh, ctx);
+    size_t batch = qp_eval_batch_windows_hp(&hp, with_ref ? &rh : NULL, e->threads, ctx, QP_EVAL_BATCH_BYTES);
+    double passes = ceil(windows / (double)batch);
+    uint64_t cap = (uint64_t)qp_loaded_model_resident_cap();
+    forward_model(e, model, windows, passes, ctx, 1, cap);
+    uint64_t peak = model_held(e, model, cap) + (uint64_t)qp_llama_batch_bytes_hp(&hp, e->threads, batch, ctx) +
+                    (uint64_t)ctx * (uint64_t)hp.vocab * 4;   /* eval.c's logits of one window */
+    if (with_ref) {
+        forward_model(e, ref, windows, passes, ctx, 1, cap);
+        peak += model_held(e, ref, cap) + (uint64_t)qp_llama_batch_bytes_hp(&rh, e->threads, batch, ctx) +
+                (uint64_t)ctx * (uint64_t)rh.vocab * 4;
     } else if (ref) {
         snprintf(e->r->note, sizeof(e->r->note), "reference model unknown: not counted");
     }
-    uint64_t biggest = 0;
-    for (size_t k = 0; k < model->n; k++)
-        if (model->t[k].bytes > biggest)
-            biggest = model->t[k].bytes;
-    peak += biggest + (uint64_t)(bytes * 5);   /* the tensor being read; the text and its token ids */
+    peak += (uint64_t)(bytes * 5);   /* the text and its token ids */
     e->r->peak_rss = (uint64_t)e->c->base_rss + peak;
-    e->r->rss_part = "f32 weights";
+    e->r->rss_part = qp_est_llama_cached(&hp, e->c) ? "f32 weights" : "stored weights, f32 lm_head, batch";
     if (!qp_param_str(in->params, "mc")[0])
-        snprintf(e->r->note + strlen(e->r->note), sizeof(e->r->note) - strlen(e->r->note), "%s%.0f windows of %zu",
-                 e->r->note[0] ? "; " : "", windows, ctx);
+        snprintf(e->r->note + strlen(e->r->note), sizeof(e->r->note) - strlen(e->r->note),
+                 "%s%.0f windows of %zu, %zu a pass", e->r->note[0] ? "; " : "", windows, ctx, batch);
     else
-        snprintf(e->r->note, sizeof(e->r->note), "%.0f windows of %zu; mc: not counted", windows, ctx);
+        snprintf(e->r->note, sizeof(e->r->note), "%.0f windows of %zu, %zu a pass; mc: not counted", windows, ctx,
+                 batch);
     snprintf(e->r->advice, sizeof(e->r->advice), "a smaller ctx, or evaluate without reference:");
 }
 
@@ -562,7 +678,11 @@ static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
     out->hessians = hess;
     double bytes = 0;
     dataset_tokens(in, e, model, &bytes);
-    forward_model(e, model, (double)S, (size_t)T, 0);
+    /* stages/calibrate.c runs each layer over every window in turn
+     * (qp_llama_layer per window): the model is opened streamed with no
+     * stored bytes kept (qp_loaded_model_open), so a layer's matrices are
+     * read and converted once per window */
+    forward_model(e, model, (double)S, (double)S, (size_t)T, 0, 0);
     double rate = e->m->gemm_gflops * 1e9;
     uint64_t stats = 0, hbytes = 0;
     double hflops = 0;
@@ -581,14 +701,23 @@ static void est_calibrate(const qp_est_input *in, est *e, qp_est_art *out)
     term(e, "fsync", (double)hp.n_layers * 4 * (hess ? 3 : 2) * e->m->fsync_ms / 1000);
     out->bytes = (uint64_t)(S * T * 4) + hbytes + stats / 8 * 0 + (uint64_t)hp.n_layers * 4 * 2 * 4 * hp.intermediate;
     e->r->out_bytes = out->bytes;
-    /* the forward pass stops before the head: an untied lm_head is never loaded (measured on 1.1B: 512 MB) */
-    double head = hp.tied_embeddings ? 0 : (double)hp.vocab * (double)hp.hidden * 4;
-    /* calibrate runs layer by layer over all windows (stages/calibrate.c): one layer's statistics at a time */
+    /* one layer's statistics at a time (stages/calibrate.c stores each
+     * layer's before the next); the windows' activations [S, T, D] f32 in
+     * memory up to QP_ACT_MEM_DEFAULT (stages/act_store.c, else spilled:
+     * one window's buffer); one window through one layer
+     * (qp_llama_batch_bytes of 1 x T); the token ids; the text and its
+     * stream.  qp_llama_new loads an lm_head of at most
+     * QP_LLAMA_HEAD_RESIDENT in f32 even though calibrate never applies it,
+     * and model_load.c keeps the embedding's and lm_head's stored bytes:
+     * both are in model_held. */
     double stats_held = (double)stats / (hp.n_layers > 0 ? hp.n_layers : 1);
-    e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)qp_est_llama_resident(&hp, e->c) - head +
-                                (double)qp_est_forward_act(&hp, (size_t)T) + stats_held + bytes * 5 +
-                                (double)(S * T * 4));
-    e->r->rss_part = hess ? "one layer's Hessians" : "f32 weights";
+    double acts = (double)S * (double)T * hp.hidden * 4;
+    if (acts > (double)QP_ACT_MEM_DEFAULT)
+        acts = (double)T * hp.hidden * 4;
+    e->r->peak_rss = (uint64_t)(e->c->base_rss + (double)model_held(e, model, 0) +
+                                qp_llama_batch_bytes_hp(&hp, e->threads, 1, (size_t)T) + stats_held + bytes * 5 +
+                                acts + (double)T * hp.hidden * 4 + (double)(S * T * 4));
+    e->r->rss_part = hess ? "one layer's Hessians" : "f32 lm_head, stored globals, activations";
     snprintf(e->r->advice, sizeof(e->r->advice),
              hess ? "hessians: false (sequential GPTQ collects its own, one layer at a time)"
                   : "fewer samples or a shorter seq_len");
@@ -607,24 +736,49 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     if (model_unknown(e, model))
         return;
     int gguf = strcmp(qp_param_str(in->params, "format"), "gguf") == 0;
-    uint64_t bytes = 0, biggest = 0;
+    /* GGUF (stages/package_gguf.c, model/gguf_writer.c): one tensor at a
+     * time, its stored bytes held (qp_cache_get) and lent to the writer as
+     * they are when they already are the GGUF's (ggml blocks, BF16, F16),
+     * else converted into the writer's buffer, which grows to the largest
+     * converted tensor and stays; q/k rows are permuted through a scratch
+     * copy into that buffer; writes under 16 MiB gather in OUT_BUF; the
+     * cache copy streams through the tee in fixed buffers.  The tensors
+     * outside the layers come first (both tensor orders sort them ahead of
+     * blk.*), while OUT_BUF holds little more than the header: a layer
+     * tensor is held beside a full OUT_BUF, a global one beside the header. */
+    uint64_t bytes = 0, glob = 0, layer = 0, conv = 0;
     for (size_t i = 0; i < model->n; i++) {
         const qp_est_tensor *t = &model->t[i];
         if (!t->bytes)
             continue;
-        uint64_t written = t->bytes;
+        uint64_t written = t->bytes, converted = 0;
         cache_get(e, (double)t->bytes, zratio(e, t));
         if (gguf && t->fmt == QP_EST_DENSE && t->type != QP_GGML_F32 && t->type != QP_GGML_F16) {
             written = (uint64_t)(t->rows * t->cols) * 4;   /* bf16 goes out as F32 (issue #13) */
+            converted = written;
             to_f32(e, t);
         } else if (gguf && t->fmt != QP_EST_DENSE && t->fmt != QP_EST_GGML) {
             to_f32(e, t);   /* GPTQ/AWQ codes: the GGUF holds their dequantized ggml form */
+            converted = written;
         }
+        int rope = strstr(t->name, "q_proj") || strstr(t->name, "k_proj");
+        if (rope)
+            converted = 2 * written;   /* the scratch and the writer's buffer */
+        conv = converted > conv ? converted : conv;
         bytes += written;
-        if (t->bytes + written > biggest)
-            biggest = t->bytes + written;
+        uint64_t here = t->bytes + conv;
+        if (is_layer_weight(t))
+            layer = here > layer ? here : layer;
+        else
+            glob = here > glob ? here : glob;
+        if (!gguf) {   /* safetensors (package_hf.c): one tensor and its converted copy */
+            uint64_t h = t->bytes + written;
+            glob = h > glob ? h : glob;
+        }
     }
-    bytes += (uint64_t)model->cfg.vocab * 24 + 65536;   /* header, vocabulary, card */
+    uint64_t header = (uint64_t)model->cfg.vocab * 24 + 65536;
+    uint64_t biggest = gguf ? (glob + header > layer + (16u << 20) ? glob + header : layer + (16u << 20)) : glob;
+    bytes += header;   /* header, vocabulary, card */
     term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
     /* the cache's copy, stored as the file is written: hashed and written again */
     term(e, "sha256", secs((double)bytes, e->m->sha_mbs));
@@ -633,7 +787,7 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     out->bytes = bytes;
     e->r->out_bytes = bytes;
     e->r->peak_rss = (uint64_t)e->c->base_rss + biggest;
-    e->r->rss_part = "largest tensor";
+    e->r->rss_part = gguf && layer + (16u << 20) > glob + header ? "a layer tensor and the write buffer" : "largest tensor";
 }
 
 void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *out)
@@ -641,7 +795,7 @@ void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *o
     memset(res, 0, sizeof(*res));
     memset(out, 0, sizeof(*out));
     res->known = 1;
-    est e = {res, in->mach, in->coef};
+    est e = {res, in->mach, in->coef, in->threads > 0 ? in->threads : 1};
     const char *k = in->kind->name;
     if (strcmp(k, "fetch") == 0)
         est_fetch(in, &e, out);

@@ -321,7 +321,7 @@ static void drop_resident(qp_loaded_model *m)
 
 /* Stored bytes kept resident at most: a third of physical memory (a Q4_K_M
  * 7B is ~3.9 GB; a bf16 7B's 13.5 GB is then partly re-read per batch). */
-static size_t resident_cap_default(void)
+size_t qp_loaded_model_resident_cap(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
     if (pages <= 0 || psize <= 0)
@@ -333,7 +333,7 @@ static int open_model(qp_loaded_model **out, const qp_artifact *a, qp_cache *cac
                       int resident)
 {
     qp_loaded_model *m = qp_xcalloc(1, sizeof(*m));
-    m->resident_cap = resident ? resident_cap_default() : 0;
+    m->resident_cap = resident ? qp_loaded_model_resident_cap() : 0;
     m->keep_globals = 1;
     int rc;
     m->artifact = a;

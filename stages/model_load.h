@@ -16,6 +16,11 @@
 
 typedef struct qp_loaded_model qp_loaded_model;
 
+/* Stored bytes a resident model (qp_loaded_model_open_resident) keeps in
+ * memory at most, the tensors outside the layers aside: a third of
+ * physical memory.  Exposed for qpipe plan --estimate. */
+size_t qp_loaded_model_resident_cap(void);
+
 /* what: the stage/input name for messages ("stage 'base': input 'model'"). */
 int qp_loaded_model_open(qp_loaded_model **out, const qp_artifact *a, qp_cache *cache, int threads,
                          const char *what);

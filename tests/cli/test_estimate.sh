@@ -36,7 +36,7 @@ expect_exit 2 "$QPIPE" run r.yaml --memory lots
 
 # a machine of 5 MB: the first stage is refused before anything runs
 expect_exit 1 "$QPIPE" run r.yaml --no-provenance --memory 5M
-expect_grep "^qpipe: stage 'model' \(fetch\) is predicted to need [0-9.]+ MB of memory at its peak \(mapped checkpoint\), but 5.2 MB is available \(--memory\); .*--ignore-memory"
+expect_grep "^qpipe: stage 'model' \(fetch\) is predicted to need [0-9.]+ MB of memory at its peak \(largest tensor\), but 5.2 MB is available \(--memory\); .*--ignore-memory"
 [ "$(wc -l < "$T/out")" -eq 1 ] || { cat "$T/out"; fail "more than one line"; }; ok
 [ -z "$(ls "$QPIPE_CACHE/actions" 2>/dev/null)" ] || fail "a stage ran"; ok
 # plan says what run would do

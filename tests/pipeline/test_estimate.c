@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "model/eval.h"
 #include "pipeline/estimate.h"
 #include "pipeline/recipe.h"
 #include "stages/estimate.h"
@@ -83,10 +84,22 @@ static void test_counts(void **state)
     assert_int_equal(qp_llama_matmul_params(&hp), 4980736);
     /* every layer's f32 weights fit the 2 GiB cache: 4 bytes each, + embedding, lm_head, norms */
     assert_int_equal(qp_est_llama_resident(&hp, &qp_est_coef_default), 18874368 + 1048576 + 1048576 + 1024 + 12288);
-    /* with no room for them, one layer's */
+    assert_true(qp_est_llama_cached(&hp, &qp_est_coef_default));
+    /* cached: the stored bytes are dropped once the f32 copies are made (stages/model_load.c) */
+    assert_int_equal(qp_est_stored_resident(&a, &hp, &qp_est_coef_default, 0, NULL), 0);
+    /* with no room for them, streamed (model/llama.c): one product group's f32 tile (gate/up/down 768·256),
+     * lm_head f32 (<= QP_LLAMA_HEAD_RESIDENT), the norms */
     qp_est_coef small = qp_est_coef_default;
     small.weight_cache = 0;
-    assert_int_equal(qp_est_llama_resident(&hp, &small), 18874368 / 6 + 1048576 + 1048576 + 1024 + 12288);
+    assert_false(qp_est_llama_cached(&hp, &small));
+    assert_int_equal(qp_est_llama_resident(&hp, &small), 768 * 256 * 4 + 1048576 + 13 * 256 * 4);
+    /* and the stored bytes kept: embedding, lm_head and final norm always; the layers under the cap;
+     * a layer tensor not kept is read per use (the largest: gate/up/down, 768·256 bf16) */
+    uint64_t per_use = 0;
+    assert_int_equal(qp_est_stored_resident(&a, &hp, &small, 0, &per_use), 2 * 1024 * 256 * 2 + 256 * 2);
+    assert_int_equal(per_use, 768 * 256 * 2);
+    assert_int_equal(qp_est_stored_resident(&a, &hp, &small, (uint64_t)1 << 40, &per_use), 10492416);
+    assert_int_equal(per_use, 0);
     /* GPTQ on down_proj [256, 768]: c·768³ (inverse) + 2·256·768² (updates) */
     qp_est_coef c2 = qp_est_coef_default;
     c2.gptq_inv_flops = 2;
@@ -101,6 +114,42 @@ static void test_counts(void **state)
     free(dir);
 }
 
+/* TinyLlama-1.1B's shapes (bf16, untied lm_head): what evaluate, calibrate and
+ * GPTQ hold since they stream the layers (measured RSS, Q4_K_M evaluate:
+ * 667 MB stored + 262 MB f32 lm_head + ~0.5 GB batch = 1.45 GB) */
+static void test_counts_1b(void **state)
+{
+    (void)state;
+    qp_llama_config cfg = {.arch = QP_ARCH_LLAMA, .vocab = 32000, .hidden = 2048, .n_layers = 22, .n_heads = 32,
+                           .n_kv_heads = 4, .head_dim = 64, .intermediate = 5632, .rms_eps = 1e-5f,
+                           .rope_theta = 10000, .max_pos = 2048, .bos_id = 1, .eos_id = 2};
+    qp_est_art a;
+    qp_est_art_from_config(&a, &cfg, QP_GGML_BF16);
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &cfg);
+    /* 3.9 GB of f32 layers: over the 2 GiB cache, streamed */
+    assert_false(qp_est_llama_cached(&hp, &qp_est_coef_default));
+    /* the gate/up/down tile (5632·2048 f32), lm_head f32 (250 MiB <= QP_LLAMA_HEAD_RESIDENT), 45 norms */
+    assert_int_equal(qp_est_llama_resident(&hp, &qp_est_coef_default),
+                     5632u * 2048 * 4 + 32000u * 2048 * 4 + 45u * 2048 * 4);
+    uint64_t per_use = 0;
+    /* calibrate / GPTQ (no cap): the embedding's and lm_head's bf16 bytes, one 5632·2048 bf16 tensor per use */
+    assert_int_equal(qp_est_stored_resident(&a, &hp, &qp_est_coef_default, 0, &per_use),
+                     2u * 32000 * 2048 * 2 + 2048 * 2);
+    assert_int_equal(per_use, 5632u * 2048 * 2);
+    /* evaluate (a third of RAM): all of it */
+    assert_int_equal(qp_est_stored_resident(&a, &hp, &qp_est_coef_default, (uint64_t)1 << 40, &per_use),
+                     qp_est_art_tensor_bytes(&a));
+    /* model/eval.h: 16 windows of 256 a pass in QP_EVAL_BATCH_BYTES, about half beside a reference
+     * (the packed-X rounding depends on the GEMM kernel) */
+    assert_int_equal(qp_eval_batch_windows_hp(&hp, NULL, 2, 256, QP_EVAL_BATCH_BYTES), 16);
+    size_t with_ref = qp_eval_batch_windows_hp(&hp, &hp, 2, 256, QP_EVAL_BATCH_BYTES);
+    assert_true(with_ref >= 7 && with_ref <= 8);
+    double act = qp_llama_batch_bytes_hp(&hp, 2, 16, 256);
+    assert_true(act > 16.0 * 256 * 22016 * 4 && act < 512.0 * 1048576);
+    qp_est_art_free(&a);
+}
+
 static void test_recipe_estimate(void **state)
 {
     (void)state;
@@ -113,6 +162,15 @@ static void test_recipe_estimate(void **state)
     assert_non_null(q);
     assert_int_equal(qp_est_art_tensor_bytes(q), 3141632);
     qp_est_result res;
+    /* fetch drops each tensor's pages once stored: base + the largest tensor (the bf16 embedding) */
+    assert_int_equal(qp_recipe_estimate_stage(e, "model", &res), 0);
+    assert_int_equal(res.peak_rss, (uint64_t)qp_est_coef_default.base_rss + 1024 * 256 * 2);
+    assert_string_equal(res.rss_part, "largest tensor");
+    /* package GGUF: house-llama's layer tensors are small, so one of them beside the 16 MiB write buffer */
+    assert_int_equal(qp_recipe_estimate_stage(e, "pkg", &res), 0);
+    assert_string_equal(res.rss_part, "a layer tensor and the write buffer");
+    assert_true(res.peak_rss > (uint64_t)qp_est_coef_default.base_rss + (16u << 20) &&
+                res.peak_rss < (uint64_t)qp_est_coef_default.base_rss + (18u << 20));
     assert_int_equal(qp_recipe_estimate_stage(e, "q4km", &res), 0);
     assert_true(res.known);
     assert_true(res.seconds > 0);
@@ -123,7 +181,8 @@ static void test_recipe_estimate(void **state)
     /* evaluate: 16 windows of 256 tokens, each 2·params·256 + attention FLOPs, at the GEMM rate */
     assert_int_equal(qp_recipe_estimate_stage(e, "ev", &res), 0);
     assert_true(res.known);
-    assert_non_null(strstr(res.note, "16 windows of 256"));
+    assert_non_null(strstr(res.note, "16 windows of 256, 16 a pass"));
+    assert_string_equal(res.rss_part, "f32 weights");   /* house-llama's layers fit the f32 cache */
     assert_string_equal(qp_est_dominant(&res, NULL), "gemm");
     /* calibrate with Hessians holds one layer's at a time (stages/calibrate.c): (3·256² + 768²) x 12 bytes at least */
     assert_int_equal(qp_recipe_estimate_stage(e, "calib", &res), 0);
@@ -213,6 +272,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_from_checkpoint),
         cmocka_unit_test(test_counts),
+        cmocka_unit_test(test_counts_1b),
         cmocka_unit_test(test_recipe_estimate),
         cmocka_unit_test(test_memory_check),
         cmocka_unit_test(test_machine_json),
