@@ -116,6 +116,18 @@ int qp_artifact_add_file_stored(qp_artifact *a, qp_cache *c, const char *name, c
     return add_file(a, c, name, path, 1, extra);
 }
 
+int qp_artifact_add_uncached(qp_artifact *a, const char *name, const char *digest, uint64_t size, json_t *extra)
+{
+    json_t *e = extra ? extra : json_object();
+    json_object_set_new(e, "cached", json_false());
+    return qp_artifact_add(a, name, digest, size, e);
+}
+
+int qp_artifact_entry_cached(const json_t *entry)
+{
+    return !json_is_false(json_object_get(entry, "cached"));
+}
+
 static int cmp_entry_name(const void *x, const void *y)
 {
     const json_t *const *a = x, *const *b = y;
@@ -163,6 +175,8 @@ int qp_artifact_read(const qp_artifact *a, qp_cache *c, const char *name, void *
     const json_t *e = qp_artifact_find(a, name);
     if (!e)
         return qp_error_set(QP_ENOTFOUND, "artifact has no entry '%s'", name);
+    if (!qp_artifact_entry_cached(e))
+        return qp_error_set(QP_ENOTFOUND, "artifact entry '%s' is a workspace file, not kept in the cache", name);
     return qp_cache_get(c, qp_artifact_entry_digest(e), out, len);
 }
 
@@ -207,11 +221,13 @@ int qp_artifact_store(const qp_artifact *a, qp_cache *c, char digest[QP_HEX_LEN]
     if (refs) {
         size_t n = qp_artifact_count(a);
         char **r = qp_xmalloc((n + 1) * sizeof(*r));
-        r[0] = qp_strdup(digest);
+        size_t k = 0;
+        r[k++] = qp_strdup(digest);
         for (size_t i = 0; i < n; i++)
-            r[i + 1] = qp_strdup(qp_artifact_entry_digest(qp_artifact_entry(a, i)));
+            if (qp_artifact_entry_cached(qp_artifact_entry(a, i)))
+                r[k++] = qp_strdup(qp_artifact_entry_digest(qp_artifact_entry(a, i)));
         *refs = r;
-        *n_refs = n + 1;
+        *n_refs = k;
     }
     return 0;
 }

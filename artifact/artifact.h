@@ -48,6 +48,13 @@ int qp_artifact_add_bytes(qp_artifact *a, qp_cache *c, const char *name, const v
 int qp_artifact_add_file(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra);
 /* The same with qp_cache_put_file_stored: a release file, never compressed. */
 int qp_artifact_add_file_stored(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra);
+/* Adds a workspace file that is NOT kept in the cache (a package's model
+ * file: "cached": false in the entry): the manifest records its digest and
+ * size, refs leave it out, and a cached run whose copy in the workspace is
+ * missing or changed runs the stage again instead of restoring it — the
+ * same bytes read and written as a restore, without a second copy of every
+ * release on disk. */
+int qp_artifact_add_uncached(qp_artifact *a, const char *name, const char *digest, uint64_t size, json_t *extra);
 
 size_t qp_artifact_count(const qp_artifact *a);
 /* Entry i as a borrowed JSON object with at least name, digest, size. */
@@ -56,6 +63,8 @@ const json_t *qp_artifact_entry(const qp_artifact *a, size_t i);
 const json_t *qp_artifact_find(const qp_artifact *a, const char *name);
 const char *qp_artifact_entry_name(const json_t *entry);
 const char *qp_artifact_entry_digest(const json_t *entry);
+/* 0 for an entry added by qp_artifact_add_uncached, else 1. */
+int qp_artifact_entry_cached(const json_t *entry);
 /* Reads an entry's bytes from the cache (verified). */
 int qp_artifact_read(const qp_artifact *a, qp_cache *c, const char *name, void **out, size_t *len);
 
@@ -71,7 +80,8 @@ const json_t *qp_artifact_meta_c(const qp_artifact *a);
  * precision) — the bytes whose SHA-256 is the artifact digest. */
 int qp_artifact_serialize(const qp_artifact *a, char **out_json);
 /* Stores the manifest object; writes the artifact digest.  refs gets every
- * object digest the artifact needs (manifest included), for the action entry. */
+ * object digest the artifact needs (manifest included, uncached entries
+ * not), for the action entry. */
 int qp_artifact_store(const qp_artifact *a, qp_cache *c, char digest[QP_HEX_LEN],
                       char ***refs, size_t *n_refs);
 int qp_artifact_load(qp_artifact **out, qp_cache *c, const char *digest);

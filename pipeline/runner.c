@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef enum {
@@ -159,23 +160,35 @@ static int prune_package_dir(runner *R, const qp_artifact *a)
     return rc;
 }
 
+/* checkout_workspace's answer when a file the cache does not keep (a
+ * package's model file) is missing or changed in the workspace: the stage
+ * runs again, which reads and writes what a restore would. */
+#define REBUILD_WORKSPACE 1
+
 /* Files of a workspace artifact (run outs, a package) are restored when
  * missing or changed, so a cached `run` or `package` leaves the same files
- * as a fresh one. */
+ * as a fresh one; REBUILD_WORKSPACE when one of them is not in the cache. */
 static int checkout_workspace(runner *R, const qp_artifact *a)
 {
     if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
         return 0;
+    /* the uncached files first: when one must be rebuilt nothing is restored */
+    for (int pass = 0; pass < 2; pass++)
     for (size_t i = 0; i < qp_artifact_count(a); i++) {
         const json_t *e = qp_artifact_entry(a, i);
         const char *name = qp_artifact_entry_name(e);
-        if (strncmp(name, "files/", 6) != 0)
+        if (strncmp(name, "files/", 6) != 0 || qp_artifact_entry_cached(e) != pass)
             continue;
         char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
         char have[QP_HEX_LEN] = "";
         int rc = 0;
         if (!qp_path_exists(path) || qp_cache_file_digest(R->cache, path, have) != 0 ||
             strcmp(have, qp_artifact_entry_digest(e)) != 0) {
+            if (pass == 0) {
+                free(path);
+                qp_error_clear();
+                return REBUILD_WORKSPACE;
+            }
             char *parent = qp_path_dirname(path);
             rc = qp_mkdir_p(parent, 0755);
             if (rc == 0)
@@ -187,6 +200,29 @@ static int checkout_workspace(runner *R, const qp_artifact *a)
             return rc;
     }
     return prune_package_dir(R, a);
+}
+
+/* plan's view of checkout_workspace without reading a byte: 1 when an
+ * uncached workspace file is missing or has another size (a changed file
+ * of the same size is found when the run hashes it). */
+static int workspace_gone(runner *R, const qp_artifact *a)
+{
+    if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
+        return 0;
+    for (size_t i = 0; i < qp_artifact_count(a); i++) {
+        const json_t *e = qp_artifact_entry(a, i);
+        const char *name = qp_artifact_entry_name(e);
+        if (strncmp(name, "files/", 6) != 0 || qp_artifact_entry_cached(e))
+            continue;
+        char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
+        struct stat st;
+        int gone = stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+                   (json_int_t)st.st_size != json_integer_value(json_object_get(e, "size"));
+        free(path);
+        if (gone)
+            return 1;
+    }
+    return 0;
 }
 
 static char *diff_artifacts(const qp_artifact *old, const qp_artifact *fresh)
@@ -399,9 +435,15 @@ static int process(runner *R, stage_state *s)
 
     if (R->opt->mode == QP_RUN_PLAN) {
         if (qp_cache_action_get(R->cache, s->key, cached) == 0 && !forced &&
-            qp_artifact_load(&s->artifact, R->cache, cached) == 0) {
+            qp_artifact_load(&s->artifact, R->cache, cached) == 0 && !workspace_gone(R, s->artifact)) {
             memcpy(s->output, cached, QP_HEX_LEN);
             s->status = ST_CACHED;
+        } else if (s->artifact) {
+            /* cached, but its out: files are not there to keep */
+            qp_artifact_free(s->artifact);
+            s->artifact = NULL;
+            s->message = qp_strdup("its out: files are missing or changed; they will be rebuilt");
+            s->status = ST_WILL_RUN;
         } else {
             char *old_text = NULL;
             json_t *old = NULL;
@@ -425,14 +467,18 @@ static int process(runner *R, stage_state *s)
             free(desc_name);
             goto done;
         }
-        if (rc != QP_ECORRUPT) {
+        if (rc != QP_ECORRUPT && rc != REBUILD_WORKSPACE) {
             free(desc_name);
             goto done;
         }
-        /* the object was removed by the cache: recompute below */
+        /* the object was removed by the cache, or a workspace file the
+         * cache does not keep is gone: recompute below */
         qp_artifact_free(s->artifact);
         s->artifact = NULL;
-        qp_cache_action_remove(R->cache, s->key);
+        if (rc == QP_ECORRUPT)
+            qp_cache_action_remove(R->cache, s->key);
+        else
+            s->message = qp_strdup("its out: files were missing or changed; rebuilt");
         rc = 0;
     }
 
@@ -552,6 +598,7 @@ static void *worker(void *arg)
         if (rc) {
             pick->status = ST_FAILED;
             pick->code = rc;
+            free(pick->message);
             pick->message = qp_strdup(qp_error_last());
             if (rc == QP_ECORRUPT)
                 R->corrupt_seen = 1;

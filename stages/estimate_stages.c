@@ -742,7 +742,7 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
      * else converted into the writer's buffer, which grows to the largest
      * converted tensor and stays; q/k rows are permuted through a scratch
      * copy into that buffer; writes under 16 MiB gather in OUT_BUF; the
-     * cache copy streams through the tee in fixed buffers.  The tensors
+     * tee hashes the bytes as they go out.  The tensors
      * outside the layers come first (both tensor orders sort them ahead of
      * blk.*), while OUT_BUF holds little more than the header: a layer
      * tensor is held beside a full OUT_BUF, a global one beside the header. */
@@ -780,9 +780,8 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     uint64_t biggest = gguf ? (glob + header > layer + (16u << 20) ? glob + header : layer + (16u << 20)) : glob;
     bytes += header;   /* header, vocabulary, card */
     term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
-    /* the cache's copy, stored as the file is written: hashed and written again */
+    /* hashed as it is written; the cache keeps the digest, not a copy */
     term(e, "sha256", secs((double)bytes, e->m->sha_mbs));
-    term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
     term(e, "fsync", e->m->fsync_ms / 1000);
     out->bytes = bytes;
     e->r->out_bytes = bytes;

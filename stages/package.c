@@ -1,8 +1,13 @@
 /* package: writes a deployable model into `out:` atomically — built in a
  * temp directory beside it, then swapped in — with a MODEL_CARD.md and a
  * provenance.json.  Refuses to run when any gate it needs rejected the
- * artifact.  The files are cached like `run` outs and restored on a cached
- * run.  Everything written is derived from the stage's inputs and params
+ * artifact.  The small files are cached like `run` outs and restored on a
+ * cached run; the model file (the GGUF, model.safetensors) is not kept a
+ * second time: the manifest records its digest, and a cached run whose copy
+ * in out: is gone or changed packages again — from the cached quantized
+ * tensors, the same bytes read and written as a restore would take, where
+ * a cache copy would double every release's disk writes and space.
+ * Everything written is derived from the stage's inputs and params
  * only (no clock, no HEAD), so `qpipe verify` can rebuild it bit for bit;
  * the run record on qpipe/provenance ties the output digest to the recipe
  * digest and source commit. */
@@ -15,6 +20,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/numerics.h"
 #include "common/version.h"
 
@@ -72,13 +78,40 @@ static unsigned file_type_of(const qp_artifact *model)
     return m ? m->hints.gguf_file_type(model) : 0;
 }
 
-/* Adds every file of dir as "files/<rel_prefix>/<name>". */
-static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const char *const *names, size_t n)
+/* Adds a model file as "files/<rel_prefix>/<name>" by its digest only
+ * (not kept in the cache: see the top of this file). */
+static int add_model_file(qp_stage_ctx *ctx, const char *rel_prefix, const char *name, const char *digest,
+                          uint64_t size)
+{
+    char *entry = qp_strfmt("files/%s/%s", rel_prefix, name);
+    int rc = qp_artifact_add_uncached(ctx->output, entry, digest, size, json_pack("{s:s}", "kind", "file"));
+    free(entry);
+    return rc;
+}
+
+/* Adds every file of dir as "files/<rel_prefix>/<name>": model_file (may be
+ * NULL) by digest only, the others stored in the cache. */
+static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const char *const *names, size_t n,
+                     const char *model_file)
 {
     for (size_t i = 0; i < n; i++) {
         char *path = qp_path_join(dir, names[i]);
+        int rc;
+        if (model_file && strcmp(names[i], model_file) == 0) {
+            char digest[QP_HEX_LEN];
+            struct stat st;
+            rc = qp_sha256_file(digest, path);
+            if (rc == 0 && stat(path, &st) != 0)
+                rc = qp_error_errno(QP_ERROR, "%s: cannot stat the file just written", path);
+            if (rc == 0)
+                rc = add_model_file(ctx, rel_prefix, names[i], digest, (uint64_t)st.st_size);
+            free(path);
+            if (rc)
+                return rc;
+            continue;
+        }
         char *entry = qp_strfmt("files/%s/%s", rel_prefix, names[i]);
-        int rc = qp_artifact_add_file_stored(ctx->output, ctx->cache, entry, path, json_pack("{s:s}", "kind", "file"));
+        rc = qp_artifact_add_file(ctx->output, ctx->cache, entry, path, json_pack("{s:s}", "kind", "file"));
         free(entry);
         free(path);
         if (rc)
@@ -123,7 +156,7 @@ static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_pr
         closedir(d);
     if (rc == 0) {
         qsort(names, n, sizeof(*names), cmp_name);
-        rc = store_dir(ctx, dir, rel_prefix, (const char *const *)names, n);
+        rc = store_dir(ctx, dir, rel_prefix, (const char *const *)names, n, "model.safetensors");
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -204,18 +237,14 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
     if (rc == 0)
         rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
     const char *files[2] = {"MODEL_CARD.md", "provenance.json"};
-    if (rc == 0) {
-        /* the GGUF is in the cache already: stored as it was written */
-        char *entry = qp_strfmt("files/%s/%s", rel, gguf_name);
-        rc = qp_artifact_add(ctx->output, entry, gguf_digest, size, json_pack("{s:s}", "kind", "file"));
-        free(entry);
-    }
     if (rc == 0)
-        rc = store_dir(ctx, tmp, rel, files, 2);
+        rc = add_model_file(ctx, rel, gguf_name, gguf_digest, size);
+    if (rc == 0)
+        rc = store_dir(ctx, tmp, rel, files, 2, NULL);
     /* where a package's time goes: reading and converting the tensors,
-     * writing the GGUF and its cache copy in one pass, two fsyncs */
+     * writing and hashing the GGUF in one pass, one fsync */
     if (rc == 0)
-        qp_progress_note(ctx->progress, "%s: %.1f MB written and cached in %.1f s (%.0f MB/s)", gguf_name,
+        qp_progress_note(ctx->progress, "%s: %.1f MB written in %.1f s (%.0f MB/s)", gguf_name,
                          (double)size / 1e6, t1 - t0, t1 > t0 ? (double)size / 1e6 / (t1 - t0) : 0.0);
     free(work);
     free(gguf);
@@ -393,7 +422,7 @@ done:
 }
 
 const qp_stage_kind qp_stage_package = {
-    .name = "package", .version = 2,
+    .name = "package", .version = 3,
     .doc = "write GGUF / GPTQ / AWQ files, model card and provenance into out:",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,

@@ -19,10 +19,9 @@
 /* extra_keys: {"key": "string" | integer (i32), …} added after llama.cpp's
  * keys in insertion order (quantize.imatrix.*, then qpipe.*).
  * file_type: llama_ftype for general.file_type.  work_dir: scratch space.
- * stored_digest: when not NULL, the file is also stored in the cache as it
- * is written (qp_cache_stream) and this gets its digest. */
+ * file_digest gets the SHA-256 of the file, taken as it is written. */
 int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
                     unsigned file_type, const json_t *extra_keys, const char *work_dir, const char *what,
-                    char stored_digest[QP_HEX_LEN]);
+                    char file_digest[QP_HEX_LEN]);
 
 #endif

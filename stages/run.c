@@ -11,6 +11,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 
 #include <ctype.h>
 #include <fcntl.h>
@@ -91,6 +92,61 @@ static void flatten_metrics(qp_artifact *out, const json_t *obj, const char *pre
     }
 }
 
+/* A workspace file the cache does not keep (a package's model file) copied
+ * from where its stage left it, hashed on the way: a file changed since
+ * that stage ran is an error, never silently passed on. */
+static int copy_workspace_entry(qp_stage_ctx *ctx, const json_t *e, const char *dst)
+{
+    char *src = qp_path_join(ctx->recipe_dir, qp_artifact_entry_name(e) + 6);
+    char *tmp = NULL, *buf = qp_xmalloc(1 << 20), *dir = qp_path_dirname(dst);
+    qp_sha256 *h = NULL;
+    int in = -1, out = -1, rc = qp_sha256_new(&h);
+    if (rc)
+        goto done;
+    if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
+        rc = qp_error_errno(QP_ENOTFOUND, "%s: cannot read the file for stage '%s' (rerun its stage to rebuild it)",
+                            src, ctx->id);
+        goto done;
+    }
+    if ((rc = qp_mkstemp_in(dir, ".in-", &tmp, &out)) != 0)
+        goto done;
+    for (;;) {
+        ssize_t n = read(in, buf, 1 << 20);
+        if (n < 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: read failed", src);
+            goto done;
+        }
+        if (n == 0)
+            break;
+        qp_sha256_update(h, buf, (size_t)n);
+        if (qp_write_all(out, buf, (size_t)n) != 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: write failed", tmp);
+            goto done;
+        }
+    }
+    char have[QP_HEX_LEN];
+    qp_sha256_final_hex(h, have);
+    if (strcmp(have, qp_artifact_entry_digest(e)) != 0) {
+        rc = qp_error_set(QP_ECORRUPT, "%s: changed since its stage wrote it (sha256 %.12s, recorded %.12s); rerun "
+                                       "with --force=<that stage> to rebuild it", src, have,
+                          qp_artifact_entry_digest(e));
+        goto done;
+    }
+    rc = qp_tmp_publish(out, tmp, dst, 0644);
+    out = -1;
+    tmp = NULL;
+done:
+    if (out >= 0)
+        qp_tmp_discard(out, tmp);
+    if (in >= 0)
+        close(in);
+    qp_sha256_free(h);
+    free(dir);
+    free(buf);
+    free(src);
+    return rc;
+}
+
 /* Writes each input artifact's entries under dir/<id>/ for the command. */
 static int materialise_inputs(qp_stage_ctx *ctx, const char *dir, char ***env, size_t *n_env)
 {
@@ -105,7 +161,8 @@ static int materialise_inputs(qp_stage_ctx *ctx, const char *dir, char ***env, s
             char *parent = qp_path_dirname(path);
             rc = qp_mkdir_p(parent, 0755);
             if (rc == 0)
-                rc = qp_cache_get_to_file(ctx->cache, qp_artifact_entry_digest(e), path);
+                rc = qp_artifact_entry_cached(e) ? qp_cache_get_to_file(ctx->cache, qp_artifact_entry_digest(e), path)
+                                                 : copy_workspace_entry(ctx, e, path);
             free(parent);
             free(path);
         }

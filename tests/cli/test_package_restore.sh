@@ -1,5 +1,7 @@
 # A cached package leaves its `out:` directory exactly as a fresh one does:
-# the package's files, restored when missing or changed, and nothing else —
+# the package's files, restored when missing or changed (the small ones from
+# the cache; the GGUF, which the cache does not keep a second copy of, by
+# packaging again from the cached quantized tensors), and nothing else —
 # not the GGUF of another package that used the same directory (a recipe
 # switched from A to B and back used to leave B.gguf beside A.gguf, under
 # A's model card).  A package killed mid-write leaves no half-written copy
@@ -22,10 +24,31 @@ expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 sha256sum dist/* > a.sums
 expect_exit 0 "$QPIPE" run B.yaml --no-provenance
 [ "$(listing)" = "B.gguf MODEL_CARD.md provenance.json " ] || fail "fresh B: $(listing)"; ok
+# B's package replaced dist: A's GGUF is rebuilt (not kept in the cache),
+# its card and provenance restored
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
-expect_grep '3 stages: 0 ran, 3 cached'
+expect_grep '3 stages: 1 ran, 2 cached'
+expect_grep 'out: files were missing or changed; rebuilt'
 [ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "cached A: $(listing)"; ok
 sha256sum -c --quiet a.sums || fail "cached A differs from fresh A"; ok
+# the GGUF is not in the cache: objects are named by the SHA-256 of their bytes
+gsum=$(sha256sum dist/A.gguf | cut -c1-64)
+[ -d .qpipe/cache/objects/00 ] || [ -n "$(ls .qpipe/cache/objects)" ] || fail "no cache at .qpipe/cache"
+[ ! -e ".qpipe/cache/objects/${gsum:0:2}/${gsum:2}" ] || fail "the GGUF is in the cache"; ok
+expect_exit 0 "$QPIPE" run A.yaml --no-provenance
+expect_grep '3 stages: 0 ran, 3 cached'
+# a changed GGUF (same size, one byte): rebuilt; plan says so beforehand
+# only when the size differs, so truncate a copy for that
+printf 'X' | dd of=dist/A.gguf bs=1 seek=100 conv=notrunc 2>/dev/null
+expect_exit 0 "$QPIPE" run A.yaml --no-provenance
+expect_grep '3 stages: 1 ran, 2 cached'
+sha256sum -c --quiet a.sums || fail "rebuilt A differs from fresh A"; ok
+truncate -s 1000 dist/A.gguf
+expect_exit 0 "$QPIPE" plan A.yaml
+expect_grep 'package .*out: files are missing or changed; they will be rebuilt'
+expect_exit 0 "$QPIPE" run A.yaml --no-provenance
+expect_grep '3 stages: 1 ran, 2 cached'
+sha256sum -c --quiet a.sums || fail "rebuilt A differs from fresh A"; ok
 # a stray file and a changed one: the cached run makes the directory A's again
 echo stray > dist/notes.txt
 mkdir dist/sub
@@ -47,5 +70,13 @@ expect_exit 0 "$QPIPE" run A.yaml --force=package --no-provenance
 [ -d "dist.tmp-$$-ghijkl" ] && [ -d dist.tmp-notapid ] || fail "a live or foreign dir was removed"; ok
 [ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "forced A: $(listing)"; ok
 sha256sum -c --quiet a.sums || fail "forced A differs from fresh A"; ok
+# a run stage that needs the package gets the GGUF copied from out: (the
+# cache has no copy), checked against the manifest's digest
+cp A.yaml C.yaml
+cat >> C.yaml <<'Y'
+  sum: {uses: run, needs: [package], with: {cmd: "sha256sum $QPIPE_INPUT_PACKAGE/files/dist/A.gguf | cut -c1-64 > sum.txt", outs: [sum.txt]}}
+Y
+expect_exit 0 "$QPIPE" run C.yaml --no-provenance
+[ "$(cat sum.txt)" = "$(sha256sum dist/A.gguf | cut -c1-64)" ] || fail "the run stage saw another GGUF"; ok
 expect_exit 0 "$QPIPE" cache verify
 done_ok

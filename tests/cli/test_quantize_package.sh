@@ -24,7 +24,7 @@ expect_exit 0 "$QPIPE" run recipes/house-q4km.yaml --no-provenance --json
 expect_grep '"ran":0,"cached":6'
 rm -rf dist/house-q4km
 expect_exit 0 "$QPIPE" run recipes/house-q4km.yaml --no-provenance --json
-expect_grep '"ran":0,"cached":6'
+expect_grep '"ran":1,"cached":5'
 [ "$(stat -c %s dist/house-q4km/house-llama-Q4_K_M.gguf)" -eq "$size" ] || fail "restored GGUF differs"; ok
 
 # a gate that must fail: exit 3, the package stage blocked, the old package untouched
