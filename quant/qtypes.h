@@ -73,6 +73,15 @@ int qp_quantize_ref(qp_ggml_type t, const float *src, void *dst, int64_t nrows, 
 int qp_quantize(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                 const float *imatrix, int n_threads);
 
+/* Index of the first NaN or infinity in x[0..n), -1 when every value is
+ * finite (a vectorised scan, then a search only when there is one). */
+int64_t qp_first_nonfinite(const float *x, int64_t n);
+/* qp_quantize on the calling thread, for a caller that has just checked
+ * with qp_first_nonfinite that src is finite: the same bytes without a
+ * second scan.  The other errors as qp_quantize. */
+int qp_quantize_prechecked(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                           const float *imatrix);
+
 /* One row of n weights (n a multiple of the block) of type t -> dst[n],
  * with ggml's dequantize_row_* arithmetic (bit-identical values).
  * QP_EUSAGE for an unknown type or a bad n. */

@@ -28,35 +28,28 @@ typedef struct {
     int *failed;              /* per chunk: qp_quantize's own refusal (cannot happen once checked) */
 } encode_job;
 
-/* first non-finite of x[0..n) (its index), -1 when all are finite: a
- * branch-free scan, then the search only when there is one */
-static int64_t first_nonfinite(const float *x, int64_t n)
-{
-    uint32_t any = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        any |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    if (!any)
-        return -1;
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return i;
-    return -1;
-}
+/* one row's squared error and norm: lane j % 4, then lanes 0+1+2+3.  The
+ * four lanes are one vector (GCC vector extensions): each lane adds the
+ * same values in the same order as the scalar loop did, and with
+ * -ffp-contract=off nothing is fused, so the sums are the same bits on
+ * every machine and vector width. */
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
 
-/* one row's squared error and norm: lane j % 4, then lanes 0+1+2+3 */
 static void row_sums(const float *w, const float *q, int64_t n, double *e2, double *r2)
 {
-    double e[4] = {0, 0, 0, 0}, r[4] = {0, 0, 0, 0};
+    f64x4 ev = {0, 0, 0, 0}, rv = {0, 0, 0, 0};
     int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int l = 0; l < 4; l++) {
-            double d = (double)w[j + l] - (double)q[j + l];
-            e[l] += d * d;
-            r[l] += (double)w[j + l] * (double)w[j + l];
-        }
+    for (; j + 4 <= n; j += 4) {
+        f32x4 wf, qf;
+        memcpy(&wf, w + j, sizeof wf);
+        memcpy(&qf, q + j, sizeof qf);
+        f64x4 wd = __builtin_convertvector(wf, f64x4), qd = __builtin_convertvector(qf, f64x4);
+        f64x4 d = wd - qd;
+        ev += d * d;
+        rv += wd * wd;
+    }
+    double e[4] = {ev[0], ev[1], ev[2], ev[3]}, r[4] = {rv[0], rv[1], rv[2], rv[3]};
     for (int l = 0; j < n; j++, l++) {
         double d = (double)w[j] - (double)q[j];
         e[l] += d * d;
@@ -78,12 +71,12 @@ static void encode_chunk(void *arg, size_t task, int thread)
     j->failed[task] = 0;
     j->err2[task] = j->ref2[task] = 0;
     qp_convert_to_f32(w, j->src + (size_t)r0 * j->src_row_bytes, j->dt, (size_t)n);
-    int64_t b = first_nonfinite(w, n);
+    int64_t b = qp_first_nonfinite(w, n);
     if (b >= 0) {
         j->bad[task] = r0 * j->cols + b;
         return;
     }
-    if (qp_quantize(j->t, w, dst, nr, j->cols, j->imatrix, 1) != 0) {
+    if (qp_quantize_prechecked(j->t, w, dst, nr, j->cols, j->imatrix) != 0) {
         j->failed[task] = 1;
         return;
     }
