@@ -7,6 +7,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/seqout.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +47,7 @@ struct qp_gguf_writer {
     size_t n_t, cap_t;
     void (*on_free)(void *);
     void *on_free_ud;
-    qp_gguf_tee_fn tee;
-    void *tee_ud;
+    char *digest;   /* where finish() puts the file's SHA-256, NULL: not wanted */
 };
 
 /* ---- little-endian serialisation into a qp_buf ---- */
@@ -507,10 +507,9 @@ void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud)
     w->on_free_ud = ud;
 }
 
-void qp_gguf_writer_set_tee(qp_gguf_writer *w, qp_gguf_tee_fn fn, void *ud)
+void qp_gguf_writer_want_digest(qp_gguf_writer *w, char digest[QP_HEX_LEN])
 {
-    w->tee = fn;
-    w->tee_ud = ud;
+    w->digest = digest;
 }
 
 /* ---- output ---- */
@@ -530,67 +529,17 @@ static uint32_t alignment_of(const qp_gguf_writer *w)
     return a;
 }
 
-/* The output stream: writes of less than OUT_BUF bytes (the header, norms,
- * biases, padding) are gathered into one buffer, larger ones go straight
- * to the file after it is flushed, so the kernel sees few, large writes.
- * Every WRITEBACK_STEP bytes, writeback of what was written is started
- * (sync_file_range, no wait), so the one fsync at the end finds most of
- * the file on disk already instead of flushing gigabytes at once. */
-#define OUT_BUF ((size_t)16 << 20)
-#define WRITEBACK_STEP ((uint64_t)64 << 20)
-
+/* The output stream: qp_seqout (common/seqout.h) gathers the bytes into
+ * large aligned writes that bypass the page cache where the filesystem
+ * allows it, hashing and writing them on a second thread; the one fsync at
+ * the end (qp_tmp_publish) makes the file durable. */
 typedef struct {
-    int fd;
-    const char *tmp;
-    qp_gguf_tee_fn tee;    /* sees every byte before the file does, NULL: none */
-    void *tee_ud;
-    uint8_t *buf;          /* [OUT_BUF] */
-    size_t n;              /* bytes in buf */
-    uint64_t written;      /* bytes handed to the kernel */
-    uint64_t synced;       /* writeback started up to here */
+    qp_seqout *out;
 } out_stream;
-
-static int out_flush(out_stream *o)
-{
-    int rc;
-    if (o->n && o->tee && (rc = o->tee(o->tee_ud, o->buf, o->n)) != 0)
-        return rc;
-    if (o->n && qp_write_all(o->fd, o->buf, o->n) != 0)
-        return qp_error_errno(QP_ERROR, "%s: cannot write", o->tmp);
-    o->written += o->n;
-    o->n = 0;
-    if (o->written - o->synced >= WRITEBACK_STEP) {
-#ifdef SYNC_FILE_RANGE_WRITE
-        /* advisory: a filesystem without it still gets the final fsync */
-        (void)sync_file_range(o->fd, (off_t)o->synced, (off_t)(o->written - o->synced), SYNC_FILE_RANGE_WRITE);
-#endif
-        o->synced = o->written;
-    }
-    return 0;
-}
 
 static int out_write(out_stream *o, const void *data, size_t n)
 {
-    if (o->n + n <= OUT_BUF) {
-        memcpy(o->buf + o->n, data, n);
-        o->n += n;
-        return 0;
-    }
-    int rc = out_flush(o);
-    if (rc)
-        return rc;
-    if (n < OUT_BUF) {
-        memcpy(o->buf, data, n);
-        o->n = n;
-        return 0;
-    }
-    if (o->tee && (rc = o->tee(o->tee_ud, data, n)) != 0)
-        return rc;
-    if (qp_write_all(o->fd, data, n) != 0)
-        return qp_error_errno(QP_ERROR, "%s: cannot write", o->tmp);
-    o->n = 0;
-    o->written += n;
-    return out_flush(o);   /* only to start writeback */
+    return qp_seqout_write(o->out, data, n);
 }
 
 static int out_zeros(out_stream *o, uint64_t n)
@@ -616,9 +565,10 @@ static int write_file(qp_gguf_writer *w)
     int rc = QP_ERROR;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
-    out_stream o = {.fd = w->fd, .tmp = w->tmp, .tee = w->tee, .tee_ud = w->tee_ud, .buf = qp_xmalloc(OUT_BUF)};
+    out_stream o = {NULL};
 
-    posix_fadvise(w->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    if ((rc = qp_seqout_new(&o.out, w->fd, w->tmp, w->digest != NULL)) != 0)
+        return rc;
     qp_buf_append(&h, "GGUF", 4);
     bb_le(&h, 3, 4);
     bb_le(&h, w->n_t, 8);
@@ -675,9 +625,9 @@ static int write_file(qp_gguf_writer *w)
             (rc = out_zeros(&o, pad_to(t->nbytes, align) - t->nbytes)) != 0)
             goto done;
     }
-    rc = out_flush(&o);
+    rc = qp_seqout_finish(o.out, w->digest);
 done:
-    free(o.buf);
+    qp_seqout_free(o.out);
     free(buf);
     qp_buf_free(&h);
     return rc;

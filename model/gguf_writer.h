@@ -12,8 +12,8 @@
  * tensor, so a large model never has to be resident twice.  finish()
  * streams: header and tensor infos first (offsets follow from types and
  * shapes), then each tensor as it is produced, at most one tensor's bytes
- * in memory (plus a 16 MiB buffer gathering small writes); writeback is
- * started every 64 MiB, and one fsync ends the file.  The output goes
+ * in memory (plus two 8 MiB staging buffers: common/seqout.h, O_DIRECT
+ * where the filesystem allows it), and one fsync ends the file.  The output goes
  * to a temp file created by _new() beside the destination and is fsynced
  * and renamed over the destination by _finish(); any failure (or _abort())
  * removes the temp file, so a half-written GGUF never appears at `path`
@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/hash.h"
 #include "model/gguf.h"
 
 typedef struct qp_gguf_writer qp_gguf_writer;
@@ -115,11 +116,9 @@ size_t qp_gguf_writer_tensor_count(const qp_gguf_writer *w);
  * fill callbacks used.  One hook per writer; a second call replaces it. */
 void qp_gguf_writer_on_free(qp_gguf_writer *w, void (*fn)(void *ud), void *ud);
 
-/* fn(ud, bytes, n) sees every byte of the file, in order, just before it
- * is written (a copy and digest made in the same pass: the package's cache
- * object); an error from it aborts finish().  One per writer. */
-typedef int (*qp_gguf_tee_fn)(void *ud, const void *bytes, size_t n);
-void qp_gguf_writer_set_tee(qp_gguf_writer *w, qp_gguf_tee_fn fn, void *ud);
+/* finish() writes the SHA-256 of the whole file (hex) to digest, taken as
+ * the bytes go out (on the writer's second thread): no second read. */
+void qp_gguf_writer_want_digest(qp_gguf_writer *w, char digest[QP_HEX_LEN]);
 
 /* Bytes of a tensor of this type/shape; 0 when the type is unknown or
  * ne[0] is not a multiple of its block. */

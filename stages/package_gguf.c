@@ -2,7 +2,6 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
-#include "common/hash.h"
 #include "model/config.h"
 #include "model/gguf_llama.h"
 #include "model/gguf_writer.h"
@@ -265,17 +264,11 @@ static int load_tokenizer(qp_tokenizer **tok, char **tok_name, const char *dir, 
     return 0;
 }
 
-static int tee_to_hash(void *ud, const void *bytes, size_t n)
-{
-    qp_sha256_update(ud, bytes, n);
-    return 0;
-}
 
 int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
                     unsigned file_type, const json_t *extra_keys, const char *work_dir, const char *what,
                     char file_digest[QP_HEX_LEN])
 {
-    qp_sha256 *hash = NULL;
     qp_llama_config cfg;
     qp_gguf_llama_opts opts;
     qp_gguf_writer *w = NULL;
@@ -313,16 +306,12 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
             break;
     }
     /* the digest is taken of the bytes as they are written: no second read */
-    if (rc == 0 && (rc = qp_sha256_new(&hash)) == 0)
-        qp_gguf_writer_set_tee(w, tee_to_hash, hash);
+    qp_gguf_writer_want_digest(w, file_digest);
     if (rc)
         qp_gguf_writer_abort(w);
     else
         rc = qp_gguf_writer_finish(w);
-    if (rc == 0)
-        qp_sha256_final_hex(hash, file_digest);
 done:
-    qp_sha256_free(hash);
     free(x.f32);
     free(x.held);
     if (have_opts)

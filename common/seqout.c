@@ -1,0 +1,246 @@
+#include "common/seqout.h"
+
+#include "common/alloc.h"
+#include "common/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SEQ_ALIGN ((size_t)4096)            /* O_DIRECT alignment of offset, length and buffer */
+#define SEQ_BUF ((size_t)8 << 20)           /* each staging buffer: [SEQ_BUF], SEQ_ALIGN-aligned */
+#define WRITEBACK_STEP ((uint64_t)64 << 20) /* buffered fallback: start writeback this often */
+
+struct qp_seqout {
+    int fd;
+    const char *path;
+    int direct;             /* O_DIRECT is set on fd */
+    qp_sha256 *hash;        /* NULL: no digest wanted */
+    unsigned char *buf[2];  /* staging; the caller fills buf[cur] */
+    int cur;
+    size_t n;               /* bytes staged in buf[cur] */
+    uint64_t accepted;      /* bytes given to _write */
+    uint64_t written;       /* bytes on fd (helper-owned while it runs) */
+    uint64_t synced;        /* buffered fallback: writeback started up to here */
+    /* the helper: one block at a time */
+    pthread_t tid;
+    int have_thread;
+    int sync_ready;             /* mu and cv initialised */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const unsigned char *job;   /* block to hash and write, NULL: idle */
+    size_t job_len;
+    int stop;
+    int rc;                     /* first failure of the helper, with qp_error set on its thread */
+    char err[512];              /* that failure's message, re-raised on the caller's thread */
+};
+
+static void drop_direct(qp_seqout *s)
+{
+    int fl = fcntl(s->fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(s->fd, F_SETFL, fl & ~O_DIRECT);
+    s->direct = 0;
+}
+
+/* Writes p[0..len) at the file's end: O_DIRECT while every piece stays
+ * aligned; a refusal (EINVAL: this filesystem, or a short write that left
+ * the offset unaligned) turns it off for the rest of the file. */
+static int put(qp_seqout *s, const unsigned char *p, size_t len)
+{
+    while (len > 0) {
+        int direct = s->direct && len % SEQ_ALIGN == 0 && s->written % SEQ_ALIGN == 0;
+        if (s->direct && !direct)
+            drop_direct(s);
+        ssize_t w = write(s->fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EINVAL && s->direct) {
+            drop_direct(s);
+            continue;
+        }
+        if (w <= 0)
+            return qp_error_errno(QP_ERROR, "%s: cannot write", s->path);
+        p += w;
+        len -= (size_t)w;
+        s->written += (uint64_t)w;
+    }
+    if (!s->direct && s->written - s->synced >= WRITEBACK_STEP) {
+#ifdef SYNC_FILE_RANGE_WRITE
+        /* advisory: the caller's fsync finds most of the file on disk already */
+        (void)sync_file_range(s->fd, (off_t)s->synced, (off_t)(s->written - s->synced), SYNC_FILE_RANGE_WRITE);
+#endif
+        s->synced = s->written;
+    }
+    return 0;
+}
+
+static int hash_and_put(qp_seqout *s, const unsigned char *p, size_t len)
+{
+    if (s->hash)
+        qp_sha256_update(s->hash, p, len);
+    return put(s, p, len);
+}
+
+static void *helper(void *arg)
+{
+    qp_seqout *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->job && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->job)
+            break;
+        const unsigned char *p = s->job;
+        size_t len = s->job_len;
+        int failed = s->rc != 0;
+        pthread_mutex_unlock(&s->mu);
+        int rc = failed ? 0 : hash_and_put(s, p, len);
+        pthread_mutex_lock(&s->mu);
+        if (rc && !s->rc) {
+            s->rc = rc;
+            snprintf(s->err, sizeof(s->err), "%s", qp_error_last());
+        }
+        s->job = NULL;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Waits until the helper is idle; its failure, if any, as the caller's. */
+static int wait_idle(qp_seqout *s)
+{
+    if (!s->have_thread)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    while (s->job)
+        pthread_cond_wait(&s->cv, &s->mu);
+    int rc = s->rc;
+    pthread_mutex_unlock(&s->mu);
+    if (rc)
+        qp_error_set(rc, "%s", s->err);
+    return rc;
+}
+
+/* Hands buf[cur] (full) to the helper and switches to the other buffer. */
+static int hand_off(qp_seqout *s)
+{
+    int rc = wait_idle(s);
+    if (rc)
+        return rc;
+    if (!s->have_thread)
+        rc = hash_and_put(s, s->buf[s->cur], SEQ_BUF);
+    else {
+        pthread_mutex_lock(&s->mu);
+        s->job = s->buf[s->cur];
+        s->job_len = SEQ_BUF;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    s->cur ^= 1;
+    s->n = 0;
+    return rc;
+}
+
+int qp_seqout_new(qp_seqout **out, int fd, const char *path, int want_digest)
+{
+    qp_seqout *s = qp_xcalloc(1, sizeof(*s));
+    int rc = 0;
+    s->fd = fd;
+    s->path = path;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        void *b = NULL;
+        if (posix_memalign(&b, SEQ_ALIGN, SEQ_BUF) != 0)
+            rc = qp_error_set(QP_ERROR, "%s: cannot allocate a %zu-byte write buffer", path, SEQ_BUF);
+        s->buf[i] = b;
+    }
+    if (rc == 0 && want_digest)
+        rc = qp_sha256_new(&s->hash);
+    if (rc) {
+        qp_seqout_free(s);
+        return rc;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    s->direct = fl >= 0 && lseek(fd, 0, SEEK_CUR) == 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->sync_ready = 1;
+    /* without a helper thread the same work runs on the caller's */
+    s->have_thread = pthread_create(&s->tid, NULL, helper, s) == 0;
+    *out = s;
+    return 0;
+}
+
+int qp_seqout_write(qp_seqout *s, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    s->accepted += n;
+    while (n > 0) {
+        size_t k = SEQ_BUF - s->n < n ? SEQ_BUF - s->n : n;
+        memcpy(s->buf[s->cur] + s->n, p, k);
+        s->n += k;
+        p += k;
+        n -= k;
+        if (s->n == SEQ_BUF) {
+            int rc = hand_off(s);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int qp_seqout_finish(qp_seqout *s, char digest[QP_HEX_LEN])
+{
+    int rc = wait_idle(s);
+    if (rc)
+        return rc;
+    const unsigned char *b = s->buf[s->cur];
+    size_t whole = s->n / SEQ_ALIGN * SEQ_ALIGN;
+    rc = hash_and_put(s, b, whole);
+    if (rc == 0 && s->direct)
+        drop_direct(s);
+    if (rc == 0)
+        rc = hash_and_put(s, b + whole, s->n - whole);
+    if (rc == 0) {
+        s->n = 0;
+        if (s->hash && digest)
+            qp_sha256_final_hex(s->hash, digest);
+    }
+    return rc;
+}
+
+uint64_t qp_seqout_bytes(const qp_seqout *s)
+{
+    return s->accepted;
+}
+
+void qp_seqout_free(qp_seqout *s)
+{
+    if (!s)
+        return;
+    if (s->have_thread) {
+        pthread_mutex_lock(&s->mu);
+        while (s->job)
+            pthread_cond_wait(&s->cv, &s->mu);
+        s->stop = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->tid, NULL);
+    }
+    if (s->fd >= 0 && s->direct)
+        drop_direct(s);
+    if (s->sync_ready) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+    }
+    qp_sha256_free(s->hash);
+    free(s->buf[0]);
+    free(s->buf[1]);
+    free(s);
+}
