@@ -39,6 +39,43 @@ struct qp_seqout {
     char err[512];              /* that failure's message, re-raised on the caller's thread */
 };
 
+/* Staging buffers are recycled across streams (a quantize stage writes
+ * hundreds of objects): a fresh 8 MiB allocation each time would be mapped,
+ * page-faulted and zeroed anew — the very cost the stream avoids.  At most
+ * SPARE_MAX are kept. */
+#define SPARE_MAX 4
+static pthread_mutex_t spare_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char *spare[SPARE_MAX];
+static int n_spare;
+
+static unsigned char *buf_get(void)
+{
+    unsigned char *b = NULL;
+    pthread_mutex_lock(&spare_mu);
+    if (n_spare > 0)
+        b = spare[--n_spare];
+    pthread_mutex_unlock(&spare_mu);
+    if (!b) {
+        void *p = NULL;
+        if (posix_memalign(&p, SEQ_ALIGN, SEQ_BUF) == 0)
+            b = p;
+    }
+    return b;
+}
+
+static void buf_put(unsigned char *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&spare_mu);
+    if (n_spare < SPARE_MAX) {
+        spare[n_spare++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&spare_mu);
+    free(b);
+}
+
 static void drop_direct(qp_seqout *s)
 {
     int fl = fcntl(s->fd, F_GETFL);
@@ -153,12 +190,9 @@ int qp_seqout_new(qp_seqout **out, int fd, const char *path, int want_digest)
     int rc = 0;
     s->fd = fd;
     s->path = path;
-    for (int i = 0; i < 2 && rc == 0; i++) {
-        void *b = NULL;
-        if (posix_memalign(&b, SEQ_ALIGN, SEQ_BUF) != 0)
+    for (int i = 0; i < 2 && rc == 0; i++)
+        if (!(s->buf[i] = buf_get()))
             rc = qp_error_set(QP_ERROR, "%s: cannot allocate a %zu-byte write buffer", path, SEQ_BUF);
-        s->buf[i] = b;
-    }
     if (rc == 0 && want_digest)
         rc = qp_sha256_new(&s->hash);
     if (rc) {
@@ -240,7 +274,7 @@ void qp_seqout_free(qp_seqout *s)
         pthread_cond_destroy(&s->cv);
     }
     qp_sha256_free(s->hash);
-    free(s->buf[0]);
-    free(s->buf[1]);
+    buf_put(s->buf[0]);
+    buf_put(s->buf[1]);
     free(s);
 }

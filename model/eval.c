@@ -202,9 +202,12 @@ int qp_eval_stream(qp_eval_acc *a, qp_llama *m, qp_llama *ref, const int32_t *to
         if (ref && (rc = qp_llama_forward_batch(ref, chunk, S, len)) != 0)
             goto done;
         for (size_t s = 0; s < S; s++) {
-            if ((rc = qp_llama_batch_logits(m, s, logits)) != 0)
+            /* position t is scored from logits row t-1: rows before first-1
+             * are never read (llama-perplexity computes only the scored ones) */
+            size_t row0 = first - 1;
+            if ((rc = qp_llama_batch_logits_from(m, s, row0, logits)) != 0)
                 goto done;
-            if (ref && (rc = qp_llama_batch_logits(ref, s, ref_logits)) != 0)
+            if (ref && (rc = qp_llama_batch_logits_from(ref, s, row0, ref_logits)) != 0)
                 goto done;
             if ((rc = score_window(a, m, logits, ref_logits, chunk + s * len, len, first, vocab, scratch, terms)) !=
                 0)

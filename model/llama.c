@@ -843,10 +843,19 @@ int qp_llama_forward_batch(qp_llama *m, const int32_t *tokens, size_t S, size_t 
 
 int qp_llama_batch_logits(qp_llama *m, size_t s, float *logits)
 {
+    return qp_llama_batch_logits_from(m, s, 0, logits);
+}
+
+int qp_llama_batch_logits_from(qp_llama *m, size_t s, size_t row0, float *logits)
+{
     if (s >= m->batch_S)
         return qp_error_set(QP_EUSAGE, "llama: window %zu of a batch of %zu (run qp_llama_forward_batch first)", s,
                             m->batch_S);
-    return head_apply(m, m->xb + s * m->batch_n * m->D, m->batch_n, logits);
+    if (row0 >= m->batch_n)
+        return 0;
+    /* each logit is its own dot product in a fixed order: the rows computed
+     * are the bits a full head would give them */
+    return head_apply(m, m->xb + (s * m->batch_n + row0) * m->D, m->batch_n - row0, logits + row0 * m->V);
 }
 
 int qp_llama_embed(qp_llama *m, const int32_t *tokens, size_t n, float *x)

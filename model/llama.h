@@ -159,6 +159,11 @@ int qp_llama_forward(qp_llama *m, const int32_t *tokens, size_t n, float *logits
  * are bit-identical to qp_llama_forward's on that window alone. */
 int qp_llama_forward_batch(qp_llama *m, const int32_t *tokens, size_t S, size_t n);
 int qp_llama_batch_logits(qp_llama *m, size_t s, float *logits);
+/* Only rows row0..n-1 of window s's logits (the rest of logits[n, V] is
+ * left as it is): what a perplexity that scores the second half of each
+ * window reads, at half the lm_head's cost.  The same bits as those rows
+ * of qp_llama_batch_logits. */
+int qp_llama_batch_logits_from(qp_llama *m, size_t s, size_t row0, float *logits);
 /* Activation bytes of an S × n batch (what qp_llama_forward_batch
  * allocates on top of the weights), for choosing S under a memory budget. */
 double qp_llama_batch_bytes(const qp_llama *m, size_t S, size_t n);

@@ -192,6 +192,38 @@ static void test_batch_invariant(void **state)
     qp_llama_free(m);
 }
 
+/* The scored rows alone (qp_llama_batch_logits_from) are the very bits of
+ * those rows of the whole head, whatever row they start at and whether
+ * the count is a multiple of the kernels' row blocks; rows before it are
+ * left untouched. */
+static void test_logits_from_rows(void **state)
+{
+    (void)state;
+    perturbed pa = {ck, NULL, 1};
+    const size_t n = 45, S = 2, V = (size_t)hp.vocab;
+    for (int threads = 1; threads <= 2; threads++) {
+        qp_llama *m = open_model(&pa, threads);
+        assert_int_equal(qp_llama_forward_batch(m, tokens, S, n), 0);
+        float *full = malloc(n * V * sizeof(float)), *part = malloc(n * V * sizeof(float));
+        const size_t starts[] = {0, 1, 7, 8, 23, 44, 45, 60};
+        for (size_t s = 0; s < S; s++) {
+            assert_int_equal(qp_llama_batch_logits(m, s, full), 0);
+            for (size_t k = 0; k < sizeof(starts) / sizeof(starts[0]); k++) {
+                size_t r0 = starts[k];
+                memset(part, 0x7f, n * V * sizeof(float));
+                assert_int_equal(qp_llama_batch_logits_from(m, s, r0, part), 0);
+                if (r0 < n)
+                    assert_memory_equal(part + r0 * V, full + r0 * V, (n - r0) * V * sizeof(float));
+                for (size_t i = 0; i < (r0 < n ? r0 : n) * V; i++)
+                    assert_true(((unsigned char *)part)[4 * i] == 0x7f);
+            }
+        }
+        free(full);
+        free(part);
+        qp_llama_free(m);
+    }
+}
+
 static void test_protocol_accounting(void **state)
 {
     (void)state;
@@ -362,6 +394,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kld_matches_naive),
         cmocka_unit_test(test_batch_invariant),
+        cmocka_unit_test(test_logits_from_rows),
         cmocka_unit_test(test_protocol_accounting),
         cmocka_unit_test(test_mc),
         cmocka_unit_test(test_no_bos),
