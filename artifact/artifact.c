@@ -92,11 +92,11 @@ int qp_artifact_add_bytes(qp_artifact *a, qp_cache *c, const char *name, const v
     return qp_artifact_add(a, name, digest, n, extra);
 }
 
-static int add_file(qp_artifact *a, qp_cache *c, const char *name, const char *path, int stored, json_t *extra)
+int qp_artifact_add_file(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra)
 {
     char digest[QP_HEX_LEN];
     uint64_t size = 0;
-    int rc = stored ? qp_cache_put_file_stored(c, path, digest) : qp_cache_put_file(c, path, digest);
+    int rc = qp_cache_put_file(c, path, digest);
     if (rc == 0)
         rc = qp_cache_object_size(c, digest, &size);
     if (rc) {
@@ -106,15 +106,6 @@ static int add_file(qp_artifact *a, qp_cache *c, const char *name, const char *p
     return qp_artifact_add(a, name, digest, size, extra);
 }
 
-int qp_artifact_add_file(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra)
-{
-    return add_file(a, c, name, path, 0, extra);
-}
-
-int qp_artifact_add_file_stored(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra)
-{
-    return add_file(a, c, name, path, 1, extra);
-}
 
 int qp_artifact_add_uncached(qp_artifact *a, const char *name, const char *digest, uint64_t size, json_t *extra)
 {

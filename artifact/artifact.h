@@ -46,8 +46,6 @@ int qp_artifact_add(qp_artifact *a, const char *name, const char *digest, uint64
 int qp_artifact_add_bytes(qp_artifact *a, qp_cache *c, const char *name, const void *data, size_t n, json_t *extra);
 /* Streams a file into the cache and adds it as an entry. */
 int qp_artifact_add_file(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra);
-/* The same with qp_cache_put_file_stored: a release file, never compressed. */
-int qp_artifact_add_file_stored(qp_artifact *a, qp_cache *c, const char *name, const char *path, json_t *extra);
 /* Adds a workspace file that is NOT kept in the cache (a package's model
  * file: "cached": false in the entry): the manifest records its digest and
  * size, refs leave it out, and a cached run whose copy in the workspace is

@@ -42,19 +42,6 @@ const char *qp_cache_dir(const qp_cache *c);
 int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN]);
 /* Streams a file into the store (constant memory). */
 int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
-/* The same, storing a file of 1 MB or more without compressing it whatever
- * a sample says: a release file (a package) is restored by copying, and
- * zstd on gigabytes of f32 or f16 took longer than writing them. */
-int qp_cache_put_file_stored(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
-/* A stored object written as its bytes are produced (a package file, in
- * the same pass that writes it out): _write in order, then _commit names it
- * by the digest of everything written (installed as by put, dedup
- * included); _free discards whatever was not committed. */
-typedef struct qp_cache_stream qp_cache_stream;
-int qp_cache_stream_new(qp_cache_stream **out, qp_cache *c);
-int qp_cache_stream_write(qp_cache_stream *s, const void *p, size_t n);
-int qp_cache_stream_commit(qp_cache_stream *s, char digest[QP_HEX_LEN]);
-void qp_cache_stream_free(qp_cache_stream *s);
 /* Waits until every object this handle wrote is on disk (their writes and
  * renames); every action and checkpoint entry does this first.  Objects are
  * not synced one by one: a stage's tensors reach the disk while it works. */

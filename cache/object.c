@@ -517,13 +517,11 @@ static ZSTD_CCtx *new_cctx(uint64_t pledged)
 typedef struct {
     int fd;
     const char *tmp, *what;
-    uint64_t left;   /* content bytes still to come; STORED_OPEN: not known (a stream) */
+    uint64_t left;   /* content bytes still to come */
     uint64_t written, synced;   /* bytes written; writeback started up to synced */
 } stored_writer;
 
 #define WRITEBACK_STEP ((uint64_t)64 << 20)
-
-#define STORED_OPEN UINT64_MAX
 
 static int writev_all(int fd, struct iovec *iov, int n)
 {
@@ -557,14 +555,13 @@ static int stored_write(stored_writer *w, const unsigned char *p, size_t n)
 {
     struct iovec iov[2 * STORED_IOV_BLOCKS];
     unsigned char hdr[STORED_IOV_BLOCKS][3];
-    if (w->left != STORED_OPEN && (uint64_t)n > w->left)
+    if ((uint64_t)n > w->left)
         return qp_error_set(QP_ERROR, "%s: file changed size while it was being stored; retry", w->what);
     while (n > 0) {
         int k = 0;
         for (; k < STORED_IOV_BLOCKS && n > 0; k++) {
             size_t b = n < STORED_BLOCK ? n : STORED_BLOCK;
-            if (w->left != STORED_OPEN)
-                w->left -= b;
+            w->left -= b;
             uint32_t v = (uint32_t)b << 3 | (w->left == 0 ? 1u : 0u);
             hdr[k][0] = (unsigned char)v;
             hdr[k][1] = (unsigned char)(v >> 8);
@@ -591,8 +588,7 @@ static int stored_write(stored_writer *w, const unsigned char *p, size_t n)
 }
 
 /* The marker and frame header for n content bytes (n == 0: also the one
- * empty last block a frame needs; STORED_OPEN: size 0 for now, a stream
- * patches it and ends with an empty last block). */
+ * empty last block a frame needs). */
 static int stored_begin(stored_writer *w, int fd, const char *tmp, const char *what, uint64_t n)
 {
     unsigned char h[STORED_HEADER_LEN + 3];
@@ -601,7 +597,7 @@ static int stored_begin(stored_writer *w, int fd, const char *tmp, const char *w
     h[STORED_MARKER_LEN + 4] = 0xC0;
     h[STORED_MARKER_LEN + 5] = 0x38;
     for (int i = 0; i < 8; i++)
-        h[STORED_MARKER_LEN + 6 + i] = n == STORED_OPEN ? 0 : (unsigned char)(n >> (8 * i));
+        h[STORED_MARKER_LEN + 6 + i] = (unsigned char)(n >> (8 * i));
     size_t len = STORED_HEADER_LEN;
     if (n == 0) {
         h[len++] = 1;   /* last, raw, size 0 */
@@ -732,7 +728,7 @@ done:
     return rc;
 }
 
-static int put_file(qp_cache *c, const char *path, int force_stored, char digest[QP_HEX_LEN])
+static int put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
 {
     int rc = QP_ERROR, fd = -1, tfd = -1;
     char hex[QP_HEX_LEN], *tmp = NULL, *rp = NULL, *opath = NULL;
@@ -764,8 +760,7 @@ static int put_file(qp_cache *c, const char *path, int force_stored, char digest
         }
     }
     ibuf = qp_xmalloc(IO_CHUNK);
-    int stored = regular && (force_stored ? (uint64_t)st.st_size >= STORED_MIN_SIZE
-                                          : file_barely_compresses(fd, (uint64_t)st.st_size, ibuf));
+    int stored = regular && file_barely_compresses(fd, (uint64_t)st.st_size, ibuf);
     stored_writer w;
     if ((rc = qp_sha256_new(&h)) != 0 || (rc = qp_cache_tmp_open(c, "obj", &tmp, &tfd)) != 0)
         goto done;
@@ -829,81 +824,6 @@ done:
 
 int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
 {
-    return put_file(c, path, 0, digest);
+    return put_file(c, path, digest);
 }
 
-int qp_cache_put_file_stored(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
-{
-    return put_file(c, path, 1, digest);
-}
-
-/* ---- a stored object written as it is produced ---- */
-
-struct qp_cache_stream {
-    qp_cache *c;
-    int fd;
-    char *tmp;
-    stored_writer w;
-    qp_sha256 *h;
-    uint64_t total;
-};
-
-int qp_cache_stream_new(qp_cache_stream **out, qp_cache *c)
-{
-    qp_cache_stream *s = qp_xcalloc(1, sizeof(*s));
-    s->c = c;
-    s->fd = -1;
-    int rc = qp_sha256_new(&s->h);
-    if (rc == 0)
-        rc = qp_cache_tmp_open(c, "obj", &s->tmp, &s->fd);
-    if (rc == 0)
-        rc = stored_begin(&s->w, s->fd, s->tmp, "cache stream", STORED_OPEN);
-    if (rc) {
-        qp_cache_stream_free(s);
-        s = NULL;
-    }
-    *out = s;
-    return rc;
-}
-
-int qp_cache_stream_write(qp_cache_stream *s, const void *p, size_t n)
-{
-    qp_sha256_update(s->h, p, n);
-    s->total += n;
-    return stored_write(&s->w, p, n);
-}
-
-int qp_cache_stream_commit(qp_cache_stream *s, char digest[QP_HEX_LEN])
-{
-    static const unsigned char last[3] = {1, 0, 0};   /* last, raw, size 0 */
-    unsigned char fcs[8];
-    char hex[QP_HEX_LEN];
-    for (int i = 0; i < 8; i++)
-        fcs[i] = (unsigned char)(s->total >> (8 * i));
-    ssize_t w;
-    if (qp_write_all(s->fd, last, sizeof(last)) != 0)
-        return qp_error_errno(QP_ERROR, "%s: cannot write", s->tmp);
-    while ((w = pwrite(s->fd, fcs, sizeof(fcs), STORED_MARKER_LEN + 6)) < 0 && errno == EINTR)
-        ;
-    if (w != (ssize_t)sizeof(fcs)) {   /* 8 bytes inside the first block of the file: all or an error */
-        if (w >= 0)
-            errno = EIO;
-        return qp_error_errno(QP_ERROR, "%s: cannot write", s->tmp);
-    }
-    qp_sha256_final_hex(s->h, hex);
-    int rc = install_object(s->c, s->fd, s->tmp, hex);
-    s->fd = -1;    /* install_object took both */
-    s->tmp = NULL;
-    if (rc == 0)
-        memcpy(digest, hex, QP_HEX_LEN);
-    return rc;
-}
-
-void qp_cache_stream_free(qp_cache_stream *s)
-{
-    if (!s)
-        return;
-    qp_tmp_discard(s->fd, s->tmp);
-    qp_sha256_free(s->h);
-    free(s);
-}

@@ -292,28 +292,6 @@ static void test_compressed_or_stored(void **state)
     free(raw);
     free(p);
 
-    /* a release file is stored however well it compresses */
-    char *txt = qp_path_join(f->dir, "card.txt");
-    qp_test_write(txt, text, n);
-    char d2[QP_HEX_LEN];
-    assert_int_equal(qp_cache_put_file_stored(f->c, txt, d2), 0);
-    assert_string_equal(d2, d);   /* same bytes, same object: the compressed copy stays */
-    fill_text(text, n, 24);
-    qp_test_write(txt, text, n);
-    assert_int_equal(qp_cache_put_file_stored(f->c, txt, d), 0);
-    p = object_path(f->c, d);
-    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
-    assert_memory_equal(raw + 8, "QPSTORE1", 8);
-    void *back = NULL;
-    size_t bl = 0;
-    assert_int_equal(qp_cache_get(f->c, d, &back, &bl), 0);
-    assert_int_equal(bl, n);
-    assert_memory_equal(back, text, n);
-    free(back);
-    free(raw);
-    free(p);
-    free(txt);
-
     /* a file of random bytes, through put_file: stored, read back whole */
     unsigned char *data = malloc(n + 7);
     fill_random(data, n + 7, 22);
@@ -414,72 +392,6 @@ static void test_corrupt_stored(void **state)
         assert_false(qp_path_exists(p));
         free(p);
     }
-    free(data);
-}
-
-/* A stream: the bytes as they come, in pieces of any size, named at the
- * end by their digest; an empty stream; one dropped before its commit
- * leaves nothing behind. */
-static void test_stream(void **state)
-{
-    fixture *f = *state;
-    size_t n = (3u << 20) + 12345;
-    unsigned char *data = malloc(n);
-    fill_random(data, n, 31);
-    char want[QP_HEX_LEN], d[QP_HEX_LEN];
-    qp_sha256_buf(want, data, n);
-    qp_cache_stream *s = NULL;
-    assert_int_equal(qp_cache_stream_new(&s, f->c), 0);
-    size_t at = 0, piece = 1;
-    while (at < n) {   /* 1, 3, 7 … bytes, then blocks larger than 128 KiB */
-        size_t k = piece < n - at ? piece : n - at;
-        assert_int_equal(qp_cache_stream_write(s, data + at, k), 0);
-        at += k;
-        piece = piece * 2 + 1;
-    }
-    assert_int_equal(qp_cache_stream_commit(s, d), 0);
-    qp_cache_stream_free(s);
-    assert_string_equal(d, want);
-    uint64_t sz = 0;
-    assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
-    assert_int_equal(sz, n);
-    void *out = NULL;
-    size_t got = 0;
-    assert_int_equal(qp_cache_get(f->c, d, &out, &got), 0);
-    assert_int_equal(got, n);
-    assert_memory_equal(out, data, n);
-    free(out);
-    /* libzstd reads it too */
-    char *p = object_path(f->c, d), *raw = NULL;
-    size_t rawn = 0;
-    assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
-    unsigned char *back = malloc(n);
-    assert_int_equal(ZSTD_decompress(back, n, raw, rawn), n);
-    assert_memory_equal(back, data, n);
-    free(back);
-    free(raw);
-    free(p);
-
-    assert_int_equal(qp_cache_stream_new(&s, f->c), 0);
-    assert_int_equal(qp_cache_stream_commit(s, d), 0);
-    qp_cache_stream_free(s);
-    assert_string_equal(d, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    assert_int_equal(qp_cache_get(f->c, d, &out, &got), 0);
-    assert_int_equal(got, 0);
-    free(out);
-
-    assert_int_equal(qp_cache_stream_new(&s, f->c), 0);
-    assert_int_equal(qp_cache_stream_write(s, data, 1000), 0);
-    qp_cache_stream_free(s);
-    char *tmpdir = qp_path_join(f->dir, "cache/tmp");
-    DIR *dd = opendir(tmpdir);
-    assert_non_null(dd);
-    int left = 0;
-    for (struct dirent *de; (de = readdir(dd)) != NULL;)
-        left += de->d_name[0] != '.';
-    closedir(dd);
-    assert_int_equal(left, 0);
-    free(tmpdir);
     free(data);
 }
 
@@ -617,7 +529,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compressed_or_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_stored, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_digest_and_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
         cmocka_unit_test(test_parse_size),
