@@ -68,19 +68,6 @@ static void test_buf_growth(void **state)
 }
 
 /* A fresh temp directory per file test, in *state. */
-static int make_tmpdir(void **state)
-{
-    *state = qp_test_tmpdir();
-    return 0;
-}
-
-static int remove_tmpdir(void **state)
-{
-    qp_test_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 static void test_tmp_publish_and_discard(void **state)
 {
     const char *dir = *state;
@@ -154,8 +141,8 @@ int main(void)
         cmocka_unit_test(test_buf_append_and_detach),
         cmocka_unit_test(test_buf_growth),
         /* common/fsutil.h */
-        cmocka_unit_test_setup_teardown(test_tmp_publish_and_discard, make_tmpdir, remove_tmpdir),
-        cmocka_unit_test_setup_teardown(test_map_file, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_tmp_publish_and_discard, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_map_file, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,19 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int make_tmpdir(void **state)
-{
-    *state = qp_test_tmpdir();
-    return 0;
-}
-
-static int remove_tmpdir(void **state)
-{
-    qp_test_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 /* Writes total bytes in pieces of varied sizes (1 byte to 9 MiB) into a
  * new file in dir and checks the file and the digest. */
 static void roundtrip(const char *dir, size_t total, uint64_t seed)
@@ -126,9 +113,9 @@ static void test_write_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_disk, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_disk, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
         cmocka_unit_test(test_tmpfs),
-        cmocka_unit_test_setup_teardown(test_write_error, make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(test_write_error, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

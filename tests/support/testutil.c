@@ -45,6 +45,19 @@ void qp_test_rmtree(const char *dir)
         qp_rm_rf(dir);
 }
 
+int qp_test_setup_tmpdir(void **state)
+{
+    *state = qp_test_tmpdir();
+    return 0;
+}
+
+int qp_test_teardown_tmpdir(void **state)
+{
+    qp_test_rmtree(*state);
+    free(*state);
+    return 0;
+}
+
 void qp_test_write(const char *path, const void *data, size_t n)
 {
     char *dir = qp_path_dirname(path);

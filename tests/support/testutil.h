@@ -15,6 +15,10 @@ char *qp_test_shared_path(const char *rel);
 /* A fresh empty temp directory (malloc'ed); removed by qp_test_rmtree. */
 char *qp_test_tmpdir(void);
 void qp_test_rmtree(const char *dir);
+/* cmocka setup/teardown: *state is a fresh temp directory (malloc'ed path),
+ * removed with its contents afterwards. */
+int qp_test_setup_tmpdir(void **state);
+int qp_test_teardown_tmpdir(void **state);
 /* Writes a file (creating parent directories); aborts the test on failure. */
 void qp_test_write(const char *path, const void *data, size_t n);
 void qp_test_write_str(const char *path, const char *text);
