@@ -3,6 +3,7 @@
  * that stay at source precision keep their cache objects (same digest).
  * Reports bits per weight, bytes and relative reconstruction error
  * ‖W−Ŵ‖/‖W‖ per tensor and in total; the worst tensors go to the summary. */
+#include "stages/bg_put.h"
 #include "stages/kinds.h"
 #include "stages/qmethod.h"
 #include "stages/qtensor.h"
@@ -241,7 +242,32 @@ typedef struct {
     worst_entry worst[N_WORST];
     float *f32, *back, *imat;   /* reused between tensors */
     size_t k, total;            /* the entry being quantized, of how many (progress) */
+    /* the previous tensor's packed bytes, being stored by a helper thread
+     * while this one is read and encoded; its entry once they are */
+    qp_bg_put *put;
+    char *put_name;
+    json_t *put_extra;
+    size_t put_len, put_k;
 } tensor_pass;
+
+/* Waits for the tensor the helper is storing and adds its entry. */
+static int collect_put(qp_quant_job *job, tensor_pass *tp)
+{
+    char digest[QP_HEX_LEN];
+    int rc = qp_bg_put_wait(tp->put, digest);
+    if (rc == 1)
+        return 0;   /* none in flight */
+    if (rc == 0)
+        rc = qp_artifact_add(job->ctx->output, tp->put_name, digest, tp->put_len, tp->put_extra);
+    else
+        json_decref(tp->put_extra);
+    tp->put_extra = NULL;
+    free(tp->put_name);
+    tp->put_name = NULL;
+    if (rc == 0)
+        qp_progress_update(job->ctx->progress, tp->put_k + 1, tp->total, "tensors");
+    return rc;
+}
 
 /* A stored object taken as it is: a run's dense result, or the source's own. */
 static int add_kept(qp_quant_job *job, tensor_pass *tp, const char *ename, const char *digest, uint64_t size,
@@ -390,8 +416,15 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
         tp->bytes_all += plen;
         tp->n_quantized++;
         keep_worst(tp->worst, N_WORST, tname, rel);
-        rc = qp_artifact_add_bytes(ctx->output, ctx->cache, ename, packed, plen, json_incref(extra));
-        qp_progress_update(ctx->progress, tp->k + 1, tp->total, "tensors");
+        rc = collect_put(job, tp);
+        if (rc == 0) {
+            tp->put_name = qp_xstrdup(ename);
+            tp->put_extra = json_incref(extra);
+            tp->put_len = plen;
+            tp->put_k = tp->k;
+            rc = qp_bg_put_start(tp->put, packed, plen);   /* takes packed */
+            packed = NULL;
+        }
     }
     json_decref(extra);
     free(what);
@@ -499,10 +532,16 @@ static int quantize_run(qp_stage_ctx *ctx)
     if (rc == 0 && job.method->run)
         rc = job.method->run(&job);
     tp.total = qp_artifact_count(job.model);
+    qp_bg_put_new(&tp.put, ctx->cache);
     for (tp.k = 0; tp.k < tp.total && rc == 0; tp.k++)
         rc = pass_entry(&job, &tp, qp_artifact_entry(job.model, tp.k));
     if (rc == 0)
+        rc = collect_put(&job, &tp);
+    if (rc == 0)
         describe(&job, &tp);
+    qp_bg_put_free(tp.put);   /* after a failure: the put in flight joined, its result dropped */
+    json_decref(tp.put_extra);
+    free(tp.put_name);
     job_close(&job, &common, opts);
     json_decref(tp.notes);
     free(tp.f32);
