@@ -45,6 +45,7 @@ typedef struct {
     double zratio_q;       /* compressed / raw of Q4_K blocks */
     double disk_r_mbs;     /* read of a file just written (page cache) */
     double disk_w_mbs;     /* write + fsync */
+    double disk_wd_mbs;    /* write past the page cache + fsync (common/seqout.h: a package's file) */
     double mem_mbs;        /* fresh memory touched (malloc, page faults, write, free): MB per second */
     double fsync_ms;       /* one small object stored: write, fsync, rename (cache/object.c does it per object) */
     double seconds;        /* how long the calibration took */

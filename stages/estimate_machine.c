@@ -9,6 +9,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/seqout.h"
 #include "common/gemm.h"
 #include "common/hash.h"
 #include "common/rng.h"
@@ -69,6 +70,7 @@ void qp_est_machine_defaults(qp_est_machine *m, int threads)
     m->zratio_q = 0.95;
     m->disk_r_mbs = 2000;
     m->disk_w_mbs = 300;
+    m->disk_wd_mbs = 600;
     m->fsync_ms = 5;
     m->mem_mbs = 3000;
     m->cpus = m->threads;
@@ -208,6 +210,33 @@ static double measure_gemm(int threads)
 
 static const qp_ggml_type est_types[3] = {QP_GGML_Q4_K, QP_GGML_Q6_K, QP_GGML_Q8_0};
 
+/* The same 64 MB as a package writes its file: through qp_seqout (O_DIRECT
+ * where the filesystem allows it, a helper thread), then fsync'ed. */
+static int measure_direct_write(qp_est_machine *m, const char *tmpdir, const void *w, size_t chunk, size_t total)
+{
+    char *path = NULL;
+    int fd = -1;
+    qp_seqout *out = NULL;
+    int rc = qp_mkstemp_in(tmpdir, "calibrate-direct", &path, &fd);
+    if (rc)
+        return rc;
+    double t0 = qp_now();
+    if ((rc = qp_seqout_new(&out, fd, path, 0)) != 0)
+        goto done;
+    for (size_t i = 0; i < total && rc == 0; i++)
+        rc = qp_seqout_write(out, w, chunk);
+    if (rc == 0)
+        rc = qp_seqout_finish(out, NULL);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = qp_error_errno(QP_ERROR, "%s: fsync", path);
+    if (rc == 0)
+        m->disk_wd_mbs = (double)(chunk * total) / MB / (qp_now() - t0);
+done:
+    qp_seqout_free(out);
+    qp_tmp_discard(fd, path);
+    return rc;
+}
+
 int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
 {
     double t_start = qp_now();
@@ -292,6 +321,8 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
         got += (size_t)r;
     }
     m->disk_r_mbs = (double)got / MB / (qp_now() - t0);
+    if ((rc = measure_direct_write(m, tmpdir, w, chunk, total)) != 0)
+        goto done;
     /* small objects: 4 kB written and fsync'ed, 8 times */
     t0 = qp_now();
     for (int i = 0; i < 8; i++)
@@ -321,7 +352,7 @@ done:
 /* ---- JSON and the cache ---- */
 #define FIELDS(X)                                                                                                 \
     X(gemm_gflops) X(convert_mbs) X(sha_mbs) X(zstd_c_mbs) X(zstd_d_mbs) X(zratio_bf16) X(zratio_q) X(disk_r_mbs) \
-    X(disk_w_mbs) X(fsync_ms) X(mem_mbs) X(seconds)
+    X(disk_w_mbs) X(disk_wd_mbs) X(fsync_ms) X(mem_mbs) X(seconds)
 
 json_t *qp_est_machine_to_json(const qp_est_machine *m)
 {
