@@ -106,7 +106,6 @@ int qp_artifact_add_file(qp_artifact *a, qp_cache *c, const char *name, const ch
     return qp_artifact_add(a, name, digest, size, extra);
 }
 
-
 int qp_artifact_add_uncached(qp_artifact *a, const char *name, const char *digest, uint64_t size, json_t *extra)
 {
     json_t *e = extra ? extra : json_object();

@@ -5,8 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define QP_ERROR_MAX 1024
-
 static _Thread_local char error_msg[QP_ERROR_MAX];
 static _Thread_local int error_code;
 

@@ -20,6 +20,10 @@ typedef enum {
     QP_EFORMAT   = -7   /* a model/tokenizer/file is malformed */
 } qp_err;
 
+/* The longest message kept (bytes, NUL included): a message carried from
+ * one thread to another fits in a buffer of this size. */
+#define QP_ERROR_MAX 1024
+
 /* Records the message for this thread and returns `code`, so callers write
  *   return qp_error_set(QP_EFORMAT, "%s: tensor '%s': ...", path, name); */
 int qp_error_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

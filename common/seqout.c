@@ -26,6 +26,7 @@ struct qp_seqout {
     uint64_t accepted;      /* bytes given to _write */
     uint64_t written;       /* bytes on fd (helper-owned while it runs) */
     uint64_t synced;        /* buffered fallback: writeback started up to here */
+    uint64_t base;          /* the file offset the stream started at */
     /* the helper: one block at a time */
     pthread_t tid;
     int have_thread;
@@ -36,70 +37,42 @@ struct qp_seqout {
     size_t job_len;
     int stop;
     int rc;                     /* first failure of the helper, with qp_error set on its thread */
-    char err[512];              /* that failure's message, re-raised on the caller's thread */
+    char err[QP_ERROR_MAX];     /* that failure's message, re-raised on the caller's thread */
 };
 
-/* Staging buffers are recycled across streams (a quantize stage writes
- * hundreds of objects): a fresh 8 MiB allocation each time would be mapped,
- * page-faulted and zeroed anew — the very cost the stream avoids.  At most
- * SPARE_MAX are kept. */
-#define SPARE_MAX 4
-static pthread_mutex_t spare_mu = PTHREAD_MUTEX_INITIALIZER;
-static unsigned char *spare[SPARE_MAX];
-static int n_spare;
-
-static unsigned char *buf_get(void)
-{
-    unsigned char *b = NULL;
-    pthread_mutex_lock(&spare_mu);
-    if (n_spare > 0)
-        b = spare[--n_spare];
-    pthread_mutex_unlock(&spare_mu);
-    if (!b) {
-        void *p = NULL;
-        if (posix_memalign(&p, SEQ_ALIGN, SEQ_BUF) == 0)
-            b = p;
-    }
-    return b;
-}
-
-static void buf_put(unsigned char *b)
-{
-    if (!b)
-        return;
-    pthread_mutex_lock(&spare_mu);
-    if (n_spare < SPARE_MAX) {
-        spare[n_spare++] = b;
-        b = NULL;
-    }
-    pthread_mutex_unlock(&spare_mu);
-    free(b);
-}
-
+/* Back to the page cache; the flag stays set when fcntl fails, so a write
+ * it refuses is retried (EINVAL) rather than lost. */
 static void drop_direct(qp_seqout *s)
 {
     int fl = fcntl(s->fd, F_GETFL);
-    if (fl >= 0)
-        (void)fcntl(s->fd, F_SETFL, fl & ~O_DIRECT);
-    s->direct = 0;
+    if (fl >= 0 && fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) == 0)
+        s->direct = 0;
 }
 
 /* Writes p[0..len) at the file's end: O_DIRECT while every piece stays
- * aligned; a refusal (EINVAL: this filesystem, or a short write that left
- * the offset unaligned) turns it off for the rest of the file. */
+ * aligned (a short write that leaves the length or offset unaligned turns
+ * it off for the rest of the file); a refusal (EINVAL: a filesystem that
+ * takes the flag but not the write) turns it off too, and the write is
+ * retried through the page cache. */
 static int put(qp_seqout *s, const unsigned char *p, size_t len)
 {
     while (len > 0) {
-        int direct = s->direct && len % SEQ_ALIGN == 0 && s->written % SEQ_ALIGN == 0;
-        if (s->direct && !direct)
+        if (s->direct && (len % SEQ_ALIGN != 0 || s->written % SEQ_ALIGN != 0)) {
             drop_direct(s);
+            if (s->direct)
+                return qp_error_errno(QP_ERROR, "%s: cannot leave O_DIRECT for an unaligned write", s->path);
+        }
         ssize_t w = write(s->fd, p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno == EINVAL && s->direct) {
             drop_direct(s);
-            continue;
+            if (!s->direct)
+                continue;
+            errno = EINVAL;
         }
+        if (w == 0)
+            errno = EIO;   /* no progress: never loop on it */
         if (w <= 0)
             return qp_error_errno(QP_ERROR, "%s: cannot write", s->path);
         p += w;
@@ -109,7 +82,8 @@ static int put(qp_seqout *s, const unsigned char *p, size_t len)
     if (!s->direct && s->written - s->synced >= WRITEBACK_STEP) {
 #ifdef SYNC_FILE_RANGE_WRITE
         /* advisory: the caller's fsync finds most of the file on disk already */
-        (void)sync_file_range(s->fd, (off_t)s->synced, (off_t)(s->written - s->synced), SYNC_FILE_RANGE_WRITE);
+        (void)sync_file_range(s->fd, (off_t)(s->base + s->synced), (off_t)(s->written - s->synced),
+                              SYNC_FILE_RANGE_WRITE);
 #endif
         s->synced = s->written;
     }
@@ -190,17 +164,24 @@ int qp_seqout_new(qp_seqout **out, int fd, const char *path, int want_digest)
     int rc = 0;
     s->fd = fd;
     s->path = path;
-    for (int i = 0; i < 2 && rc == 0; i++)
-        if (!(s->buf[i] = buf_get()))
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        void *b = NULL;
+        if (posix_memalign(&b, SEQ_ALIGN, SEQ_BUF) != 0)
             rc = qp_error_set(QP_ERROR, "%s: cannot allocate a %zu-byte write buffer", path, SEQ_BUF);
+        s->buf[i] = b;
+    }
     if (rc == 0 && want_digest)
         rc = qp_sha256_new(&s->hash);
     if (rc) {
         qp_seqout_free(s);
         return rc;
     }
+    /* O_DIRECT only from offset 0 (a fresh file): every block then starts
+     * aligned; anywhere else the page cache */
+    off_t at = lseek(fd, 0, SEEK_CUR);
     int fl = fcntl(fd, F_GETFL);
-    s->direct = fl >= 0 && lseek(fd, 0, SEEK_CUR) == 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+    s->base = at > 0 ? (uint64_t)at : 0;
+    s->direct = fl >= 0 && at == 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->sync_ready = 1;
@@ -249,6 +230,11 @@ int qp_seqout_finish(qp_seqout *s, char digest[QP_HEX_LEN])
     return rc;
 }
 
+int qp_seqout_is_direct(const qp_seqout *s)
+{
+    return s->direct;
+}
+
 uint64_t qp_seqout_bytes(const qp_seqout *s)
 {
     return s->accepted;
@@ -274,7 +260,7 @@ void qp_seqout_free(qp_seqout *s)
         pthread_cond_destroy(&s->cv);
     }
     qp_sha256_free(s->hash);
-    buf_put(s->buf[0]);
-    buf_put(s->buf[1]);
+    free(s->buf[0]);
+    free(s->buf[1]);
     free(s);
 }

@@ -10,8 +10,9 @@
  * and written by a helper thread while the caller fills the other, so the
  * digest and the disk overlap the caller's own work (reading and verifying
  * its inputs).  Writes are whole aligned blocks with O_DIRECT where the
- * filesystem allows it; the last partial block, and everything on a
- * filesystem that refuses O_DIRECT (tmpfs), goes through the page cache.
+ * filesystem allows it; the last partial block, a stream that does not
+ * start at offset 0, and everything on a filesystem that refuses O_DIRECT
+ * go through the page cache.
  * The caller still fsyncs (qp_tmp_publish): O_DIRECT bypasses the cache,
  * not the disk's own write cache or the metadata. */
 #ifndef QP_COMMON_SEQOUT_H
@@ -24,8 +25,9 @@
 
 typedef struct qp_seqout qp_seqout;
 
-/* fd: a new, empty file open for writing at offset 0 (the stream owns it
- * until _finish or _free); path names it in errors.  want_digest: hash
+/* fd: a file open for writing, written from its current offset on (a new
+ * one at offset 0 for O_DIRECT; the stream owns it until _finish or
+ * _free); path names it in errors.  want_digest: hash
  * every byte (qp_seqout_finish hands out the hex digest). */
 int qp_seqout_new(qp_seqout **out, int fd, const char *path, int want_digest);
 int qp_seqout_write(qp_seqout *s, const void *p, size_t n);
@@ -34,6 +36,8 @@ int qp_seqout_write(qp_seqout *s, const void *p, size_t n);
  * fsynced); digest (may be NULL) gets the SHA-256 of every byte when
  * want_digest was set. */
 int qp_seqout_finish(qp_seqout *s, char digest[QP_HEX_LEN]);
+/* 1 while the stream writes past the page cache (for tests). */
+int qp_seqout_is_direct(const qp_seqout *s);
 /* Bytes accepted so far. */
 uint64_t qp_seqout_bytes(const qp_seqout *s);
 /* Stops the helper (after its current block) and frees; fd stays open. */

@@ -160,45 +160,47 @@ static int prune_package_dir(runner *R, const qp_artifact *a)
     return rc;
 }
 
-/* checkout_workspace's answer when a file the cache does not keep (a
- * package's model file) is missing or changed in the workspace: the stage
- * runs again, which reads and writes what a restore would. */
-#define REBUILD_WORKSPACE 1
-
 /* Files of a workspace artifact (run outs, a package) are restored when
  * missing or changed, so a cached `run` or `package` leaves the same files
- * as a fresh one; REBUILD_WORKSPACE when one of them is not in the cache. */
-static int checkout_workspace(runner *R, const qp_artifact *a)
+ * as a fresh one.  *rebuild = 1, and nothing is restored, when a file the
+ * cache does not keep (a package's model file) is missing or changed: the
+ * stage runs again, which reads and writes what a restore would. */
+static int checkout_workspace(runner *R, const qp_artifact *a, int *rebuild)
 {
+    *rebuild = 0;
     if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
         return 0;
     /* the uncached files first: when one must be rebuilt nothing is restored */
     for (int pass = 0; pass < 2; pass++)
-    for (size_t i = 0; i < qp_artifact_count(a); i++) {
-        const json_t *e = qp_artifact_entry(a, i);
-        const char *name = qp_artifact_entry_name(e);
-        if (strncmp(name, "files/", 6) != 0 || qp_artifact_entry_cached(e) != pass)
-            continue;
-        char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
-        char have[QP_HEX_LEN] = "";
-        int rc = 0;
-        if (!qp_path_exists(path) || qp_cache_file_digest(R->cache, path, have) != 0 ||
-            strcmp(have, qp_artifact_entry_digest(e)) != 0) {
-            if (pass == 0) {
-                free(path);
-                qp_error_clear();
-                return REBUILD_WORKSPACE;
+        for (size_t i = 0; i < qp_artifact_count(a); i++) {
+            const json_t *e = qp_artifact_entry(a, i);
+            const char *name = qp_artifact_entry_name(e);
+            if (strncmp(name, "files/", 6) != 0 || qp_artifact_entry_cached(e) != pass)
+                continue;
+            char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
+            char have[QP_HEX_LEN] = "";
+            int rc = 0, same = 0;
+            if (qp_path_exists(path)) {
+                /* a file that cannot be read is an error, not a rebuild */
+                rc = qp_cache_file_digest(R->cache, path, have);
+                same = rc == 0 && strcmp(have, qp_artifact_entry_digest(e)) == 0;
             }
-            char *parent = qp_path_dirname(path);
-            rc = qp_mkdir_p(parent, 0755);
-            if (rc == 0)
-                rc = qp_cache_get_to_file(R->cache, qp_artifact_entry_digest(e), path);
-            free(parent);
+            if (rc == 0 && !same && pass == 0) {
+                free(path);
+                *rebuild = 1;
+                return 0;
+            }
+            if (rc == 0 && !same) {
+                char *parent = qp_path_dirname(path);
+                rc = qp_mkdir_p(parent, 0755);
+                if (rc == 0)
+                    rc = qp_cache_get_to_file(R->cache, qp_artifact_entry_digest(e), path);
+                free(parent);
+            }
+            free(path);
+            if (rc)
+                return rc;
         }
-        free(path);
-        if (rc)
-            return rc;
-    }
     return prune_package_dir(R, a);
 }
 
@@ -435,15 +437,13 @@ static int process(runner *R, stage_state *s)
 
     if (R->opt->mode == QP_RUN_PLAN) {
         if (qp_cache_action_get(R->cache, s->key, cached) == 0 && !forced &&
-            qp_artifact_load(&s->artifact, R->cache, cached) == 0 && !workspace_gone(R, s->artifact)) {
+            qp_artifact_load(&s->artifact, R->cache, cached) == 0) {
             memcpy(s->output, cached, QP_HEX_LEN);
             s->status = ST_CACHED;
-        } else if (s->artifact) {
-            /* cached, but its out: files are not there to keep */
-            qp_artifact_free(s->artifact);
-            s->artifact = NULL;
-            s->message = qp_strdup("its out: files are missing or changed; they will be rebuilt");
-            s->status = ST_WILL_RUN;
+            /* still cached for what follows (its output is known: the
+             * rebuild gives the same bytes), but the run will redo it */
+            if (workspace_gone(R, s->artifact))
+                s->message = qp_strdup("its out: files are missing or changed; they will be rebuilt");
         } else {
             char *old_text = NULL;
             json_t *old = NULL;
@@ -460,14 +460,15 @@ static int process(runner *R, stage_state *s)
     }
 
     if (R->opt->mode == QP_RUN_NORMAL && !forced && qp_cache_action_get(R->cache, s->key, cached) == 0) {
+        int rebuild = 0;
         rc = qp_artifact_load(&s->artifact, R->cache, cached);
-        if (rc == 0 && (rc = checkout_workspace(R, s->artifact)) == 0) {
+        if (rc == 0 && (rc = checkout_workspace(R, s->artifact, &rebuild)) == 0 && !rebuild) {
             memcpy(s->output, cached, QP_HEX_LEN);
             s->status = ST_CACHED;
             free(desc_name);
             goto done;
         }
-        if (rc != QP_ECORRUPT && rc != REBUILD_WORKSPACE) {
+        if (rc != QP_ECORRUPT && rc != 0) {
             free(desc_name);
             goto done;
         }
@@ -487,8 +488,10 @@ static int process(runner *R, stage_state *s)
         goto done;
     }
     /* another process may have finished this stage while we waited */
+    int rebuild = 0;
     if (R->opt->mode == QP_RUN_NORMAL && !forced && qp_cache_action_get(R->cache, s->key, cached) == 0 &&
-        qp_artifact_load(&s->artifact, R->cache, cached) == 0 && checkout_workspace(R, s->artifact) == 0) {
+        qp_artifact_load(&s->artifact, R->cache, cached) == 0 && checkout_workspace(R, s->artifact, &rebuild) == 0 &&
+        !rebuild) {
         memcpy(s->output, cached, QP_HEX_LEN);
         s->status = ST_CACHED;
     } else {

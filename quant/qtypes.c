@@ -183,8 +183,6 @@ int qp_quant_check(qp_ggml_type t, const float *src, const void *dst, int64_t nr
     return 0;
 }
 
-/* Branch-free scan first (vectorises: one pass at memory speed), then the
- * exact position only when something is wrong. */
 /* 16 lanes of the exponent test at a time (GCC vector extensions: AVX-512,
  * AVX2 or SSE, whatever -march gives; the answer is a boolean, so how it
  * is vectorised cannot change a result) */

@@ -17,7 +17,7 @@ struct qp_bg_put {
     size_t n;
     int rc;
     char digest[QP_HEX_LEN];
-    char err[512];     /* the put's message, raised again on the waiting thread */
+    char err[QP_ERROR_MAX];   /* the put's message, raised again on the waiting thread */
 };
 
 static void put_now(qp_bg_put *p)

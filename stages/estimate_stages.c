@@ -425,7 +425,7 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
     out->t = qp_xcalloc(model->n ? model->n : 1, sizeof(*out->t));
     out->n = model->n;
     uint64_t other = model->bytes - qp_est_art_tensor_bytes(model);
-    uint64_t peak = 0;
+    uint64_t peak = 0, prev_packed = 0;
     double grown = 0;
     for (size_t i = 0; i < model->n; i++) {
         const qp_est_tensor *t = &model->t[i];
@@ -457,9 +457,12 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
             grown = f32;
         }
         cache_put(e, (double)o->bytes, zratio(e, o));
-        uint64_t here = t->bytes + (one_pass ? 0 : (uint64_t)f32 * 2) + o->bytes;
+        /* the previous tensor's packed bytes are still being stored beside
+         * this one (stages/bg_put.h) */
+        uint64_t here = t->bytes + (one_pass ? 0 : (uint64_t)f32 * 2) + o->bytes + prev_packed;
         if (here > peak)
             peak = here;
+        prev_packed = o->bytes;
     }
     e->r->rss_part = "largest tensor (source, f32, error copy)";
     if (method->run && (strcmp(method->name, "gptq") == 0 || strcmp(method->name, "awq") == 0)) {
@@ -741,11 +744,11 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
      * they are when they already are the GGUF's (ggml blocks, BF16, F16),
      * else converted into the writer's buffer, which grows to the largest
      * converted tensor and stays; q/k rows are permuted through a scratch
-     * copy into that buffer; writes under 16 MiB gather in OUT_BUF; the
-     * tee hashes the bytes as they go out.  The tensors
-     * outside the layers come first (both tensor orders sort them ahead of
-     * blk.*), while OUT_BUF holds little more than the header: a layer
-     * tensor is held beside a full OUT_BUF, a global one beside the header. */
+     * copy into that buffer; every byte goes out through seqout's two
+     * 8 MiB staging buffers (common/seqout.h), which hash and write it.
+     * The tensors outside the layers come first (both tensor orders sort
+     * them ahead of blk.*), each held beside the header and the staging
+     * buffers, a layer tensor beside the staging buffers. */
     uint64_t bytes = 0, glob = 0, layer = 0, conv = 0;
     for (size_t i = 0; i < model->n; i++) {
         const qp_est_tensor *t = &model->t[i];
@@ -777,7 +780,7 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
         }
     }
     uint64_t header = (uint64_t)model->cfg.vocab * 24 + 65536;
-    uint64_t biggest = gguf ? (glob + header > layer + (16u << 20) ? glob + header : layer + (16u << 20)) : glob;
+    uint64_t biggest = gguf ? (glob + header > layer ? glob + header : layer) + (16u << 20) : glob;
     bytes += header;   /* header, vocabulary, card */
     if (gguf) {
         /* the GGUF is hashed and written past the page cache by seqout's
@@ -795,7 +798,9 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     out->bytes = bytes;
     e->r->out_bytes = bytes;
     e->r->peak_rss = (uint64_t)e->c->base_rss + biggest;
-    e->r->rss_part = gguf && layer + (16u << 20) > glob + header ? "a layer tensor and the write buffer" : "largest tensor";
+    e->r->rss_part = !gguf                   ? "largest tensor"
+                     : layer > glob + header ? "a layer tensor and the write buffers"
+                                             : "a global tensor, the header and the write buffers";
 }
 
 void qp_estimate_stage(const qp_est_input *in, qp_est_result *res, qp_est_art *out)

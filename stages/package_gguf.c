@@ -264,7 +264,6 @@ static int load_tokenizer(qp_tokenizer **tok, char **tok_name, const char *dir, 
     return 0;
 }
 
-
 int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache, const char *model_name,
                     unsigned file_type, const json_t *extra_keys, const char *work_dir, const char *what,
                     char file_digest[QP_HEX_LEN])

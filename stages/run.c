@@ -14,6 +14,7 @@
 #include "common/hash.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -94,30 +95,51 @@ static void flatten_metrics(qp_artifact *out, const json_t *obj, const char *pre
 
 /* A workspace file the cache does not keep (a package's model file) copied
  * from where its stage left it, hashed on the way: a file changed since
- * that stage ran is an error, never silently passed on. */
+ * that stage ran is an error, never silently passed on.  Only a regular
+ * file, and never more than the recorded size is read (a FIFO or a link to
+ * /dev/zero put in its place cannot hang or fill the disk).  The copy is a
+ * scratch input of this one command: renamed into place, not fsync'ed. */
 static int copy_workspace_entry(qp_stage_ctx *ctx, const json_t *e, const char *dst)
 {
-    char *src = qp_path_join(ctx->recipe_dir, qp_artifact_entry_name(e) + 6);
+    const char *name = qp_artifact_entry_name(e);
+    if (strncmp(name, "files/", 6) != 0)
+        return qp_error_set(QP_ERROR, "stage '%s': input entry '%s' is not a workspace file", ctx->id, name);
+    const uint64_t want_size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+    char *src = qp_path_join(ctx->recipe_dir, name + 6);
     char *tmp = NULL, *buf = qp_xmalloc(1 << 20), *dir = qp_path_dirname(dst);
     qp_sha256 *h = NULL;
     int in = -1, out = -1, rc = qp_sha256_new(&h);
+    uint64_t got = 0;
+    struct stat st;
     if (rc)
         goto done;
-    if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
-        rc = qp_error_errno(QP_ENOTFOUND, "%s: cannot read the file for stage '%s' (rerun its stage to rebuild it)",
+    if ((in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0 || fstat(in, &st) != 0) {
+        rc = qp_error_errno(QP_ERROR, "%s: cannot read the file for stage '%s' (rerun its stage to rebuild it)",
                             src, ctx->id);
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != want_size) {
+        rc = qp_error_set(QP_ERROR, "%s: not the file its stage wrote (%s); rerun that stage with --force to "
+                                    "rebuild it", src, S_ISREG(st.st_mode) ? "another size" : "not a regular file");
         goto done;
     }
     if ((rc = qp_mkstemp_in(dir, ".in-", &tmp, &out)) != 0)
         goto done;
     for (;;) {
         ssize_t n = read(in, buf, 1 << 20);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n < 0) {
             rc = qp_error_errno(QP_ERROR, "%s: read failed", src);
             goto done;
         }
         if (n == 0)
             break;
+        got += (uint64_t)n;
+        if (got > want_size) {
+            rc = qp_error_set(QP_ERROR, "%s: grew while it was being read; rerun", src);
+            goto done;
+        }
         qp_sha256_update(h, buf, (size_t)n);
         if (qp_write_all(out, buf, (size_t)n) != 0) {
             rc = qp_error_errno(QP_ERROR, "%s: write failed", tmp);
@@ -127,17 +149,25 @@ static int copy_workspace_entry(qp_stage_ctx *ctx, const json_t *e, const char *
     char have[QP_HEX_LEN];
     qp_sha256_final_hex(h, have);
     if (strcmp(have, qp_artifact_entry_digest(e)) != 0) {
-        rc = qp_error_set(QP_ECORRUPT, "%s: changed since its stage wrote it (sha256 %.12s, recorded %.12s); rerun "
-                                       "with --force=<that stage> to rebuild it", src, have,
-                          qp_artifact_entry_digest(e));
+        rc = qp_error_set(QP_ERROR, "%s: changed since its stage wrote it (sha256 %.12s, recorded %.12s); rerun "
+                                    "that stage with --force to rebuild it", src, have, qp_artifact_entry_digest(e));
         goto done;
     }
-    rc = qp_tmp_publish(out, tmp, dst, 0644);
+    if (close(out) != 0 || rename(tmp, dst) != 0) {
+        out = -1;
+        rc = qp_error_errno(QP_ERROR, "%s: cannot write", dst);
+        goto done;
+    }
     out = -1;
+    free(tmp);
     tmp = NULL;
 done:
     if (out >= 0)
-        qp_tmp_discard(out, tmp);
+        close(out);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
     if (in >= 0)
         close(in);
     qp_sha256_free(h);

@@ -37,8 +37,8 @@ gsum=$(sha256sum dist/A.gguf | cut -c1-64)
 [ ! -e ".qpipe/cache/objects/${gsum:0:2}/${gsum:2}" ] || fail "the GGUF is in the cache"; ok
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 expect_grep '3 stages: 0 ran, 3 cached'
-# a changed GGUF (same size, one byte): rebuilt; plan says so beforehand
-# only when the size differs, so truncate a copy for that
+# a changed GGUF (same size, one byte): rebuilt (plan, which reads no
+# bytes, says so beforehand only when the size differs: truncated below)
 printf 'X' | dd of=dist/A.gguf bs=1 seek=100 conv=notrunc 2>/dev/null
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 expect_grep '3 stages: 1 ran, 2 cached'
@@ -46,6 +46,12 @@ sha256sum -c --quiet a.sums || fail "rebuilt A differs from fresh A"; ok
 truncate -s 1000 dist/A.gguf
 expect_exit 0 "$QPIPE" plan A.yaml
 expect_grep 'package .*out: files are missing or changed; they will be rebuilt'
+# the package's output is still known (its action is cached): a lock can
+# be written with dist/ gone, as in a CI job that restored only the cache
+rm -rf dist
+expect_exit 0 "$QPIPE" lock A.yaml
+[ -s A.yaml.lock ] || fail "no A.yaml.lock"; ok
+grep -A4 '^  package:' A.yaml.lock | grep -q 'output: [0-9a-f]\{64\}' || fail "the lock lacks the package's output"; ok
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 expect_grep '3 stages: 1 ran, 2 cached'
 sha256sum -c --quiet a.sums || fail "rebuilt A differs from fresh A"; ok

@@ -67,7 +67,7 @@ static void test_buf_growth(void **state)
     qp_buf_free(&b);
 }
 
-/* A fresh temp directory per file test, in *state. */
+/* A fresh temp directory per file test, in *state (qp_test_setup_tmpdir). */
 static void test_tmp_publish_and_discard(void **state)
 {
     const char *dir = *state;
