@@ -30,7 +30,6 @@ struct qp_seqout {
     /* the helper: one block at a time */
     pthread_t tid;
     int have_thread;
-    int sync_ready;             /* mu and cv initialised */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     const unsigned char *job;   /* block to hash and write, NULL: idle */
@@ -162,6 +161,8 @@ int qp_seqout_new(qp_seqout **out, int fd, const char *path, int want_digest)
 {
     qp_seqout *s = qp_xcalloc(1, sizeof(*s));
     int rc = 0;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
     s->fd = fd;
     s->path = path;
     for (int i = 0; i < 2 && rc == 0; i++) {
@@ -182,9 +183,6 @@ int qp_seqout_new(qp_seqout **out, int fd, const char *path, int want_digest)
     int fl = fcntl(fd, F_GETFL);
     s->base = at > 0 ? (uint64_t)at : 0;
     s->direct = fl >= 0 && at == 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->sync_ready = 1;
     /* without a helper thread the same work runs on the caller's */
     s->have_thread = pthread_create(&s->tid, NULL, helper, s) == 0;
     *out = s;
@@ -253,12 +251,10 @@ void qp_seqout_free(qp_seqout *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->tid, NULL);
     }
-    if (s->fd >= 0 && s->direct)
+    if (s->direct)
         drop_direct(s);
-    if (s->sync_ready) {
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->cv);
-    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
     qp_sha256_free(s->hash);
     free(s->buf[0]);
     free(s->buf[1]);

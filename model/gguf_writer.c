@@ -529,25 +529,16 @@ static uint32_t alignment_of(const qp_gguf_writer *w)
     return a;
 }
 
-/* The output stream: qp_seqout (common/seqout.h) gathers the bytes into
- * large aligned writes that bypass the page cache where the filesystem
- * allows it, hashing and writing them on a second thread; the one fsync at
- * the end (qp_tmp_publish) makes the file durable. */
-typedef struct {
-    qp_seqout *out;
-} out_stream;
-
-static int out_write(out_stream *o, const void *data, size_t n)
-{
-    return qp_seqout_write(o->out, data, n);
-}
-
-static int out_zeros(out_stream *o, uint64_t n)
+/* The file goes out through qp_seqout (common/seqout.h): large aligned
+ * writes past the page cache where the filesystem allows it, hashed and
+ * written on a second thread; the one fsync at the end (qp_tmp_publish)
+ * makes it durable. */
+static int out_zeros(qp_seqout *o, uint64_t n)
 {
     static const uint8_t zeros[256];
     while (n > 0) {
         size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-        int rc = out_write(o, zeros, k);
+        int rc = qp_seqout_write(o, zeros, k);
         if (rc)
             return rc;
         n -= k;
@@ -565,9 +556,9 @@ static int write_file(qp_gguf_writer *w)
     int rc = QP_ERROR;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
-    out_stream o = {NULL};
+    qp_seqout *o = NULL;
 
-    if ((rc = qp_seqout_new(&o.out, w->fd, w->tmp, w->digest != NULL)) != 0)
+    if ((rc = qp_seqout_new(&o, w->fd, w->tmp, w->digest != NULL)) != 0)
         return rc;
     qp_buf_append(&h, "GGUF", 4);
     bb_le(&h, 3, 4);
@@ -591,7 +582,7 @@ static int write_file(qp_gguf_writer *w)
     uint64_t hpad = pad_to(h.len, align) - h.len;
     for (uint64_t i = 0; i < hpad; i++)
         qp_buf_putc(&h, 0);
-    if ((rc = out_write(&o, h.data, h.len)) != 0)
+    if ((rc = qp_seqout_write(o, h.data, h.len)) != 0)
         goto done;
     qp_buf_free(&h);
     for (size_t i = 0; i < w->n_t; i++) {
@@ -621,13 +612,13 @@ static int write_file(qp_gguf_writer *w)
                 src = buf;
             }
         }
-        if ((rc = out_write(&o, src, (size_t)t->nbytes)) != 0 ||
-            (rc = out_zeros(&o, pad_to(t->nbytes, align) - t->nbytes)) != 0)
+        if ((rc = qp_seqout_write(o, src, (size_t)t->nbytes)) != 0 ||
+            (rc = out_zeros(o, pad_to(t->nbytes, align) - t->nbytes)) != 0)
             goto done;
     }
-    rc = qp_seqout_finish(o.out, w->digest);
+    rc = qp_seqout_finish(o, w->digest);
 done:
-    qp_seqout_free(o.out);
+    qp_seqout_free(o);
     free(buf);
     qp_buf_free(&h);
     return rc;

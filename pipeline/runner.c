@@ -160,71 +160,67 @@ static int prune_package_dir(runner *R, const qp_artifact *a)
     return rc;
 }
 
-/* Files of a workspace artifact (run outs, a package) are restored when
- * missing or changed, so a cached `run` or `package` leaves the same files
- * as a fresh one.  *rebuild = 1, and nothing is restored, when a file the
- * cache does not keep (a package's model file) is missing or changed: the
- * stage runs again, which reads and writes what a restore would. */
-static int checkout_workspace(runner *R, const qp_artifact *a, int *rebuild)
+/* *changed = 1 when a workspace file the cache does not keep (a package's
+ * model file) is missing or differs from its entry: by its digest for a
+ * run (a file that cannot be read is an error), by its size alone for
+ * plan, which reads no bytes. */
+static int uncached_changed(runner *R, const qp_artifact *a, int by_digest, int *changed)
 {
-    *rebuild = 0;
-    if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
-        return 0;
-    /* the uncached files first: when one must be rebuilt nothing is restored */
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < qp_artifact_count(a); i++) {
-            const json_t *e = qp_artifact_entry(a, i);
-            const char *name = qp_artifact_entry_name(e);
-            if (strncmp(name, "files/", 6) != 0 || qp_artifact_entry_cached(e) != pass)
-                continue;
-            char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
-            char have[QP_HEX_LEN] = "";
-            int rc = 0, same = 0;
-            if (qp_path_exists(path)) {
-                /* a file that cannot be read is an error, not a rebuild */
-                rc = qp_cache_file_digest(R->cache, path, have);
-                same = rc == 0 && strcmp(have, qp_artifact_entry_digest(e)) == 0;
-            }
-            if (rc == 0 && !same && pass == 0) {
-                free(path);
-                *rebuild = 1;
-                return 0;
-            }
-            if (rc == 0 && !same) {
-                char *parent = qp_path_dirname(path);
-                rc = qp_mkdir_p(parent, 0755);
-                if (rc == 0)
-                    rc = qp_cache_get_to_file(R->cache, qp_artifact_entry_digest(e), path);
-                free(parent);
-            }
-            free(path);
-            if (rc)
-                return rc;
-        }
-    return prune_package_dir(R, a);
-}
-
-/* plan's view of checkout_workspace without reading a byte: 1 when an
- * uncached workspace file is missing or has another size (a changed file
- * of the same size is found when the run hashes it). */
-static int workspace_gone(runner *R, const qp_artifact *a)
-{
-    if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
-        return 0;
-    for (size_t i = 0; i < qp_artifact_count(a); i++) {
+    *changed = 0;
+    for (size_t i = 0; i < qp_artifact_count(a) && !*changed; i++) {
         const json_t *e = qp_artifact_entry(a, i);
         const char *name = qp_artifact_entry_name(e);
         if (strncmp(name, "files/", 6) != 0 || qp_artifact_entry_cached(e))
             continue;
         char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
+        char have[QP_HEX_LEN] = "";
         struct stat st;
-        int gone = stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
-                   (json_int_t)st.st_size != json_integer_value(json_object_get(e, "size"));
+        int rc = 0;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+            (json_int_t)st.st_size != json_integer_value(json_object_get(e, "size")))
+            *changed = 1;
+        else if (by_digest && (rc = qp_cache_file_digest(R->cache, path, have)) == 0)
+            *changed = strcmp(have, qp_artifact_entry_digest(e)) != 0;
         free(path);
-        if (gone)
-            return 1;
+        if (rc)
+            return rc;
     }
     return 0;
+}
+
+/* Files of a workspace artifact (run outs, a package) are restored when
+ * missing or changed, so a cached `run` or `package` leaves the same files
+ * as a fresh one.  *rebuild = 1, and nothing is restored, when a file the
+ * cache does not keep is missing or changed: the stage runs again, which
+ * reads and writes what a restore would. */
+static int checkout_workspace(runner *R, const qp_artifact *a, int *rebuild)
+{
+    *rebuild = 0;
+    if (!json_is_true(json_object_get(qp_artifact_meta_c(a), "workspace")))
+        return 0;
+    int rc = uncached_changed(R, a, 1, rebuild);
+    if (rc || *rebuild)
+        return rc;
+    for (size_t i = 0; i < qp_artifact_count(a); i++) {
+        const json_t *e = qp_artifact_entry(a, i);
+        const char *name = qp_artifact_entry_name(e);
+        if (strncmp(name, "files/", 6) != 0 || !qp_artifact_entry_cached(e))
+            continue;
+        char *path = qp_path_join(qp_recipe_dir(R->r), name + 6);
+        char have[QP_HEX_LEN] = "";
+        if (!qp_path_exists(path) || qp_cache_file_digest(R->cache, path, have) != 0 ||
+            strcmp(have, qp_artifact_entry_digest(e)) != 0) {
+            char *parent = qp_path_dirname(path);
+            rc = qp_mkdir_p(parent, 0755);
+            if (rc == 0)
+                rc = qp_cache_get_to_file(R->cache, qp_artifact_entry_digest(e), path);
+            free(parent);
+        }
+        free(path);
+        if (rc)
+            return rc;
+    }
+    return prune_package_dir(R, a);
 }
 
 static char *diff_artifacts(const qp_artifact *old, const qp_artifact *fresh)
@@ -442,7 +438,9 @@ static int process(runner *R, stage_state *s)
             s->status = ST_CACHED;
             /* still cached for what follows (its output is known: the
              * rebuild gives the same bytes), but the run will redo it */
-            if (workspace_gone(R, s->artifact))
+            int gone = 0;
+            if (json_is_true(json_object_get(qp_artifact_meta_c(s->artifact), "workspace")) &&
+                uncached_changed(R, s->artifact, 0, &gone) == 0 && gone)
                 s->message = qp_strdup("its out: files are missing or changed; they will be rebuilt");
         } else {
             char *old_text = NULL;

@@ -175,12 +175,11 @@ double qp_qtensor_bits(const json_t *entry, size_t len)
 
 int qp_qtensor_check_finite(const float *w, int64_t rows, int64_t cols, const char *what)
 {
-    const uint64_t n = (uint64_t)rows * (uint64_t)cols;
-    for (uint64_t i = 0; i < n; i++)
-        if (!isfinite(w[i]))
-            return qp_error_set(QP_EFORMAT, "%s: row %lld, column %lld is %s; fix the checkpoint (quantization "
-                                            "needs finite weights)",
-                                what, (long long)(i / (uint64_t)cols), (long long)(i % (uint64_t)cols),
-                                isnan(w[i]) ? "NaN" : "infinite");
-    return 0;
+    const int64_t b = qp_first_nonfinite(w, rows * cols);
+    if (b < 0)
+        return 0;
+    const uint64_t i = (uint64_t)b;
+    return qp_error_set(QP_EFORMAT, "%s: row %lld, column %lld is %s; fix the checkpoint (quantization needs finite "
+                                    "weights)", what, (long long)(i / (uint64_t)cols), (long long)(i % (uint64_t)cols),
+                        isnan(w[i]) ? "NaN" : "infinite");
 }

@@ -162,12 +162,7 @@ static int copy_workspace_entry(qp_stage_ctx *ctx, const json_t *e, const char *
     free(tmp);
     tmp = NULL;
 done:
-    if (out >= 0)
-        close(out);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    qp_tmp_discard(out, tmp);
     if (in >= 0)
         close(in);
     qp_sha256_free(h);
