@@ -118,7 +118,7 @@ static int run_hinv(void *p)
     job *j = p;
     double damp;
     int retries;
-    return qp_gptq_hinv(j->u, NULL, j->h, j->cols, 0.01, 0.0025, &damp, &retries);
+    return qp_gptq_hinv(j->u, NULL, j->h, j->cols, 0.01, 0.0025, &damp, &retries, 1);
 }
 
 static int run_sgemm(void *p)

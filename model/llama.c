@@ -699,7 +699,9 @@ static int embed_rows(qp_llama *m, const int32_t *tokens, size_t n, float *x)
  *   x += att·Woᵀ;  xb = rmsnorm(x)·ffn_norm;  hg = silu(xb·Wgᵀ)·(xb·Wuᵀ)
  *   x += hg·Wdᵀ
  * obs (may be NULL) sees the input of every linear product. */
-static int layer_core(qp_llama *m, size_t l, size_t S, size_t n, qp_llama_observe_fn obs, void *ud)
+/* stop: -1 runs the whole layer; a site stops it right after that site's
+ * observation (m->x is then not the layer's output). */
+static int layer_core(qp_llama *m, size_t l, size_t S, size_t n, qp_llama_observe_fn obs, void *ud, int stop)
 {
     const size_t D = m->D, rows = S * n, row_tasks = (rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
     int rc;
@@ -708,6 +710,8 @@ static int layer_core(qp_llama *m, size_t l, size_t S, size_t n, qp_llama_observ
     resnorm(m, rows, NULL, m->norms + (2 * l) * D);
     if (obs)
         obs(ud, (int)l, QP_SITE_QKV, m->xb, rows, D);
+    if (stop == QP_SITE_QKV)
+        return 0;
     if ((rc = layer_group(m, l, G_QKV, &w)) < 0)
         return rc;
     qp_mm_job qkv[3] = {
@@ -721,6 +725,8 @@ static int layer_core(qp_llama *m, size_t l, size_t S, size_t n, qp_llama_observ
     qp_pool_run(m->pool, S * (size_t)m->hp.n_heads * nblk, attn_task, &rc_rows);
     if (obs)
         obs(ud, (int)l, QP_SITE_O, m->att, rows, m->qd);
+    if (stop == QP_SITE_O)
+        return 0;
     if ((rc = layer_group(m, l, G_O, &w)) < 0)
         return rc;
     qp_mm_job o = {m->tmp, D, w.wo, NULL, D};
@@ -728,6 +734,8 @@ static int layer_core(qp_llama *m, size_t l, size_t S, size_t n, qp_llama_observ
     resnorm(m, rows, m->tmp, m->norms + (2 * l + 1) * D);
     if (obs)
         obs(ud, (int)l, QP_SITE_GATE_UP, m->xb, rows, D);
+    if (stop == QP_SITE_GATE_UP)
+        return 0;
     if (m->cached) {
         w = m->layers[l];
         qp_mm_job gu[2] = {{m->hg, m->F, w.wg, NULL, m->F}, {m->hu, m->F, w.wu, NULL, m->F}};
@@ -745,6 +753,8 @@ static int layer_core(qp_llama *m, size_t l, size_t S, size_t n, qp_llama_observ
     qp_pool_run(m->pool, row_tasks, swiglu_task, &rc_rows);
     if (obs)
         obs(ud, (int)l, QP_SITE_DOWN, m->hg, rows, m->F);
+    if (stop == QP_SITE_DOWN)
+        return 0;
     if ((rc = layer_group(m, l, G_DOWN, &w)) < 0)
         return rc;
     qp_mm_job down = {m->tmp, D, w.wd, NULL, D};
@@ -810,7 +820,7 @@ int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, floa
     if ((rc = embed_rows(m, tokens, n, m->x)) < 0)
         return rc;
     for (size_t l = 0; l < L; l++)
-        if ((rc = layer_core(m, l, 1, n, obs, ud)) < 0)
+        if ((rc = layer_core(m, l, 1, n, obs, ud, -1)) < 0)
             return rc;
     return logits ? head_core(m, n, logits) : 0;
 }
@@ -833,7 +843,7 @@ int qp_llama_forward_batch(qp_llama *m, const int32_t *tokens, size_t S, size_t 
     if ((rc = embed_rows(m, tokens, S * n, m->x)) < 0)
         return rc;
     for (size_t l = 0; l < (size_t)m->hp.n_layers; l++)
-        if ((rc = layer_core(m, l, S, n, NULL, NULL)) < 0)
+        if ((rc = layer_core(m, l, S, n, NULL, NULL, -1)) < 0)
             return rc;
     resnorm(m, S * n, NULL, m->norms + 2 * (size_t)m->hp.n_layers * m->D);
     m->batch_S = S;
@@ -874,10 +884,25 @@ int qp_llama_layer(qp_llama *m, int l, float *x, size_t n, qp_llama_observe_fn o
     if (rc < 0)
         return rc;
     memcpy(m->x, x, n * m->D * sizeof(float));
-    if ((rc = layer_core(m, (size_t)l, 1, n, obs, ud)) < 0)
+    if ((rc = layer_core(m, (size_t)l, 1, n, obs, ud, -1)) < 0)
         return rc;
     memcpy(x, m->x, n * m->D * sizeof(float));
     return 0;
+}
+
+int qp_llama_layer_observe(qp_llama *m, int l, const float *x, size_t n, qp_llama_site last,
+                           qp_llama_observe_fn obs, void *ud)
+{
+    if (l < 0 || l >= m->hp.n_layers)
+        return qp_error_set(QP_EUSAGE, "llama: layer %d out of range [0, %d)", l, m->hp.n_layers);
+    if ((int)last < QP_SITE_QKV || (int)last > QP_SITE_DOWN)
+        return qp_error_set(QP_EUSAGE, "llama: site %d out of range", (int)last);
+    int rc = prepare(m, 1, n);
+    if (rc < 0)
+        return rc;
+    memcpy(m->x, x, n * m->D * sizeof(float));
+    rc = layer_core(m, (size_t)l, 1, n, obs, ud, (int)last);
+    return rc < 0 ? rc : 0;
 }
 
 int qp_llama_head(qp_llama *m, const float *x, size_t n, float *logits)

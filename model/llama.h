@@ -197,6 +197,12 @@ int qp_llama_forward_observed(qp_llama *m, const int32_t *tokens, size_t n, floa
  *           AWQ-scaled norms). */
 int qp_llama_embed(qp_llama *m, const int32_t *tokens, size_t n, float *x);
 int qp_llama_layer(qp_llama *m, int l, float *x, size_t n, qp_llama_observe_fn obs, void *ud);
+/* Layer l on x [n, D] (not modified) only as far as site `last`'s
+ * observation: obs sees exactly what qp_llama_layer shows it for the sites
+ * up to `last`, and the rest of the layer is not computed (collecting the
+ * input of q/k/v costs one RMSNorm, not the layer). */
+int qp_llama_layer_observe(qp_llama *m, int l, const float *x, size_t n, qp_llama_site last,
+                           qp_llama_observe_fn obs, void *ud);
 int qp_llama_head(qp_llama *m, const float *x, size_t n, float *logits);
 int qp_llama_reload_layer(qp_llama *m, int l);
 /* Re-reads what is not in a layer: the embedding, the final norm and an

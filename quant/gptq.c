@@ -277,75 +277,106 @@ static int check_params(const qp_gptq_params *p)
     return 0;
 }
 
-/* W and H's lower triangle must be finite; cols is capped as in
- * qp_gptq_hinv (46340² < 2³¹). */
-static int check_inputs(const float *W, const double *H, int64_t rows, int64_t cols)
-{
-    const int64_t n = cols;
-    if (n > 46340)
-        return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: more than 46340 input columns are not supported",
-                            (long long)rows, (long long)cols);
-    for (int64_t k = 0; k < rows * cols; k++)
-        if (!isfinite(W[k]))
-            return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
-                                (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
-                                isnan(W[k]) ? "nan" : "inf");
-    return qp_gptq_check_hessian(H, n);
-}
-
-/* The serial preparation of the n = cols columns. */
-typedef struct {
+/* The serial preparation of the n = cols columns, shared by the weights
+ * that read the same input (quant/gptq.h). */
+struct qp_gptq_prepared {
+    int64_t n;
+    double damp_percent, damp_auto_increment;  /* asked for */
+    int act_order;
     uint8_t *dead;    /* [n] original order: H's diagonal is 0 */
     double *diag;     /* [n] H's diagonal, 1 for dead columns */
     int32_t *perm;    /* [n] position -> original column */
     float *hinv;      /* [n, n] */
-    float *wp;        /* [rows, n] W[:, perm], dead columns zeroed */
     int64_t n_dead;
-} gptq_prep;
+    double damp_used;
+    int retries;
+    double seconds_prepare, seconds_hinv;
+};
 
-static void prep_free(gptq_prep *s)
+void qp_gptq_prepared_free(qp_gptq_prepared *h)
 {
-    free(s->dead);
-    free(s->diag);
-    free(s->perm);
-    free(s->hinv);
-    free(s->wp);
+    if (!h)
+        return;
+    free(h->dead);
+    free(h->diag);
+    free(h->perm);
+    free(h->hinv);
+    free(h);
 }
 
-/* Steps 2 and 4 (step 5 reads H through perm; prepare_wp permutes W). */
-static void prepare(gptq_prep *s, const double *H, int64_t n, int act_order)
+/* Steps 2, 4 and 5 (step 5 reads H through perm). */
+int qp_gptq_prepare(qp_gptq_prepared **out, const double *H, int64_t cols, const qp_gptq_params *p, int n_threads)
 {
+    *out = NULL;
+    const double t0 = qp_now();
+    int rc = check_params(p);
+    if (rc)
+        return rc;
+    if (!H)
+        return qp_error_set(QP_EUSAGE, "gptq: no Hessian given");
+    const int64_t n = cols;
+    /* cols is capped as in qp_gptq_hinv (46340² < 2³¹) */
+    if (n < 1 || n > 46340)
+        return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: 1 to 46340 input columns are supported",
+                            (long long)n, (long long)n);
+    if ((rc = qp_gptq_check_hessian(H, n)))
+        return rc;
+    qp_gptq_prepared *s = qp_xcalloc(1, sizeof *s);
+    *s = (qp_gptq_prepared){ .n = n, .damp_percent = p->damp_percent,
+                             .damp_auto_increment = p->damp_auto_increment, .act_order = p->act_order };
     s->dead = qp_xmalloc((size_t)n);
     s->diag = qp_xcalloc((size_t)n, sizeof *s->diag);
     s->perm = qp_xmalloc((size_t)n * sizeof *s->perm);
     s->hinv = qp_xmalloc((size_t)n * (size_t)n * sizeof *s->hinv);
     /* Step 2: dead columns. */
-    s->n_dead = 0;
     for (int64_t i = 0; i < n; i++) {
         s->dead[i] = H[i * n + i] == 0.0;
         s->n_dead += s->dead[i];
         s->diag[i] = s->dead[i] ? 1.0 : H[i * n + i];
     }
     /* Step 4: the order. */
-    if (act_order) {
+    if (p->act_order) {
         qp_gptq_act_order_perm(s->perm, s->diag, n);
     } else {
         for (int64_t i = 0; i < n; i++)
             s->perm[i] = (int32_t)i;
     }
+    /* Step 5: H[perm][:, perm] is read through the permutation, never copied */
+    const double t1 = qp_now();
+    if ((rc = qp_gptq_hinv_perm(s->hinv, H, s->perm, s->diag, n, p->damp_percent, p->damp_auto_increment,
+                                &s->damp_used, &s->retries, n_threads))) {
+        qp_gptq_prepared_free(s);
+        return rc;
+    }
+    s->seconds_prepare = t1 - t0;
+    s->seconds_hinv = qp_now() - t1;
+    *out = s;
+    return 0;
 }
 
-/* Wp = W[:, perm] with the dead columns zeroed (after step 5, so that it and
- * step 5's n² work matrix are never held together). */
-static void prepare_wp(gptq_prep *s, const float *W, int64_t rows, int64_t n)
+/* W must be finite. */
+static int check_weight(const float *W, int64_t rows, int64_t cols)
 {
-    s->wp = qp_xmalloc((size_t)rows * (size_t)n * sizeof *s->wp);
+    for (int64_t k = 0; k < rows * cols; k++)
+        if (!isfinite(W[k]))
+            return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
+                                (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
+                                isnan(W[k]) ? "nan" : "inf");
+    return 0;
+}
+
+/* Wp = W[:, perm] with the dead columns zeroed. */
+static float *permuted_weight(const qp_gptq_prepared *s, const float *W, int64_t rows)
+{
+    const int64_t n = s->n;
+    float *wp = qp_xmalloc((size_t)rows * (size_t)n * sizeof *wp);
     for (int64_t r = 0; r < rows; r++) {
         const float *src = W + r * n;
-        float *dst = s->wp + r * n;
+        float *dst = wp + r * n;
         for (int64_t i = 0; i < n; i++)
             dst[i] = s->dead[s->perm[i]] ? 0.0f : src[s->perm[i]];
     }
+    return wp;
 }
 
 /* Step 7 for act order with dynamic groups: the group of each original
@@ -362,11 +393,11 @@ static int set_g_idx(qp_linear *q, const int32_t *perm, int64_t n, int gs)
     return rc;
 }
 
-int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t rows, int64_t cols,
-                     const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
+int qp_gptq_quantize_prepared(qp_linear **out, const float *W, const qp_gptq_prepared *s, int64_t rows,
+                              int64_t cols, const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
 {
     qp_linear *q = NULL;
-    gptq_prep s = { 0 };
+    float *wp = NULL;
     double *loss = NULL;
     chunk_fail *fail = NULL;
     int rc;
@@ -375,28 +406,22 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     const double t0 = qp_now();
     if ((rc = check_params(p)))
         return rc;
-    if (!W || !H)
-        return qp_error_set(QP_EUSAGE, "gptq: no weight or no Hessian given");
+    if (!W || !s)
+        return qp_error_set(QP_EUSAGE, "gptq: no weight or no prepared Hessian given");
+    if (s->n != cols || s->damp_percent != p->damp_percent || s->damp_auto_increment != p->damp_auto_increment ||
+        (s->act_order != 0) != (p->act_order != 0))
+        return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: the prepared Hessian is for %lld columns with "
+                                       "other damp / act_order parameters",
+                            (long long)rows, (long long)cols, (long long)s->n);
     const qp_linear_params lp = { .bits = p->bits, .group_size = p->group_size, .sym = p->sym, .mse = p->mse };
     if ((rc = qp_linear_new(&q, rows, cols, &lp))) {
         qp_error_prefix("gptq");
         return rc;
     }
-    if ((rc = check_inputs(W, H, rows, cols)))
+    if ((rc = check_weight(W, rows, cols)))
         goto done;
-    const int64_t n = cols;
-    prepare(&s, H, n, p->act_order);
-
-    /* Step 5. */
+    wp = permuted_weight(s, W, rows);
     const double t1 = qp_now();
-    double damp_used = 0.0;
-    int retries = 0;
-    /* H[perm][:, perm] is read through the permutation, never copied */
-    if ((rc = qp_gptq_hinv_perm(s.hinv, H, s.perm, s.diag, n, p->damp_percent, p->damp_auto_increment, &damp_used,
-                                &retries)))
-        goto done;
-    prepare_wp(&s, W, rows, n);
-    const double t2 = qp_now();
 
     /* Step 6. */
     const int64_t n_chunks = qp_lin_nchunks(rows, QP_GPTQ_ROW_CHUNK);
@@ -406,7 +431,7 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
         .p = p, .lp = lp, .rows = rows, .cols = cols,
         .per_row = p->group_size <= 0,
         .stat = p->group_size > 0 && p->static_groups,
-        .W = W, .Wp = s.wp, .Hinv = s.hinv, .perm = p->act_order ? s.perm : NULL, .dead = s.dead,
+        .W = W, .Wp = wp, .Hinv = s->hinv, .perm = p->act_order ? s->perm : NULL, .dead = s->dead,
         .loss = loss, .fail = fail,
     };
     qp_linear_view_of(q, &g.v);
@@ -418,7 +443,7 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     }
 
     /* Step 7. */
-    if (p->act_order && p->group_size > 0 && !p->static_groups && (rc = set_g_idx(q, s.perm, n, g.gs)))
+    if (p->act_order && p->group_size > 0 && !p->static_groups && (rc = set_g_idx(q, s->perm, cols, g.gs)))
         goto done;
     if (stats) {
         double total = 0.0;
@@ -426,23 +451,49 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
             total += loss[c];
         total /= 2.0;
         *stats = (qp_gptq_stats){
-            .damp_percent = damp_used,
-            .damp_retries = retries,
-            .dead_columns = s.n_dead,
+            .damp_percent = s->damp_used,
+            .damp_retries = s->retries,
+            .dead_columns = s->n_dead,
             .loss = total,
             .avg_loss = p->nsamples > 0 ? total / (double)p->nsamples : NAN,
             .loss_per_weight = total / ((double)rows * (double)cols),
-            .seconds_prepare = t1 - t0,
-            .seconds_hinv = t2 - t1,
-            .seconds_update = qp_now() - t2,
+            .seconds_prepare = s->seconds_prepare + (t1 - t0),
+            .seconds_hinv = s->seconds_hinv,
+            .seconds_update = qp_now() - t1,
         };
     }
     *out = q;
     q = NULL;
 done:
     qp_linear_free(q);
-    prep_free(&s);
+    free(wp);
     free(loss);
     free(fail);
+    return rc;
+}
+
+int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t rows, int64_t cols,
+                     const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
+{
+    qp_gptq_prepared *s = NULL;
+    *out = NULL;
+    int rc = check_params(p);
+    if (rc)
+        return rc;
+    if (!W || !H)
+        return qp_error_set(QP_EUSAGE, "gptq: no weight or no Hessian given");
+    /* the weight's own errors (shape, group size, a non-finite value) come
+     * before H's, and before the n³ work */
+    const qp_linear_params lp = { .bits = p->bits, .group_size = p->group_size, .sym = p->sym, .mse = p->mse };
+    qp_linear *probe = NULL;
+    if ((rc = qp_linear_new(&probe, rows, cols, &lp))) {
+        qp_error_prefix("gptq");
+        return rc;
+    }
+    qp_linear_free(probe);
+    if ((rc = check_weight(W, rows, cols)) || (rc = qp_gptq_prepare(&s, H, cols, p, n_threads)))
+        return rc;
+    rc = qp_gptq_quantize_prepared(out, W, s, rows, cols, p, stats, n_threads);
+    qp_gptq_prepared_free(s);
     return rc;
 }

@@ -44,7 +44,9 @@
  * single-threaded qp_sgemm calls, whatever n_threads is, so the bytes
  * (codes, scales, zeros, g_idx, loss) are the same for any thread count,
  * and every product has the bits of common/gemm.h's contract on any CPU.
- * The Hessian inverse (quant/gptq_hinv.c) runs on the calling thread. */
+ * The Hessian inverse (quant/gptq_hinv.c) is split across threads by
+ * blocks of its products, each computed whole by one thread, so it too has
+ * the same bits for any thread count. */
 #ifndef QP_QUANT_GPTQ_H
 #define QP_QUANT_GPTQ_H
 
@@ -99,6 +101,22 @@ typedef struct {
 int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t rows, int64_t cols,
                      const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads);
 
+/* Steps 2, 4 and 5 depend on H and on damp_percent, damp_auto_increment
+ * and act_order only, so weights that read the same input (q, k and v;
+ * gate and up) share them: qp_gptq_prepare does them once, and
+ * qp_gptq_quantize_prepared runs steps 1, 3, 6 and 7 for one weight.  The
+ * result has the bytes qp_gptq_quantize gives (which is these two calls).
+ * The prepared object holds H⁻¹'s factor (cols² f32) and is read-only
+ * while in use.  Errors: those of qp_gptq_quantize about the parameters
+ * and H (prepare), about the weight (quantize_prepared), and QP_EUSAGE when
+ * a weight's column count or its damp / act_order parameters differ from
+ * the prepared ones. */
+typedef struct qp_gptq_prepared qp_gptq_prepared;
+int qp_gptq_prepare(qp_gptq_prepared **out, const double *H, int64_t cols, const qp_gptq_params *p, int n_threads);
+void qp_gptq_prepared_free(qp_gptq_prepared *h);
+int qp_gptq_quantize_prepared(qp_linear **out, const float *W, const qp_gptq_prepared *h, int64_t rows,
+                              int64_t cols, const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads);
+
 /* Step 4's order: perm[i] = the column at position i, diag [n] descending,
  * ties by ascending index (pass the diagonal after step 2, dead columns 1;
  * no NaN).  Returns 0 (allocation follows common/alloc.h). */
@@ -112,13 +130,15 @@ int qp_gptq_check_hessian(const double *H, int64_t n);
  * (A + damp·mean(diag A)·I)⁻¹ (strict lower triangle set to 0).  A f64
  * [n, n], lower triangle read, not modified.  *damp_used and *retries as in
  * qp_gptq_stats.  U64 (may be NULL) receives the same factor in double.
+ * n_threads <= 0: one per online CPU; the bits do not depend on it.
  * Errors as qp_gptq_quantize ("gptq: H [n x n] is not positive definite …"). */
 int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
-                 double damp_auto_increment, double *damp_used, int *retries);
+                 double damp_auto_increment, double *damp_used, int *retries, int n_threads);
 /* The same for A = H[perm][:, perm] (lower triangle of H read; the diagonal
  * from diag[original column] instead of H's), without forming A: memory is
  * U plus one n² double work matrix. */
 int qp_gptq_hinv_perm(float *U, const double *H, const int32_t *perm, const double *diag, int64_t n,
-                      double damp_percent, double damp_auto_increment, double *damp_used, int *retries);
+                      double damp_percent, double damp_auto_increment, double *damp_used, int *retries,
+                      int n_threads);
 
 #endif

@@ -23,6 +23,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/gemm.h"
+#include "quant/linear_impl.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -72,11 +73,56 @@ static void tri_inv_lower(double *t, const double *l, int64_t ldl, int64_t kb)
     }
 }
 
+/* Work split across threads (quant/linear_impl.h's fixed-chunk
+ * parallel-for).  Every element of a product is computed whole by one
+ * qp_dgemm call on one thread, and the calls are those of a one-thread run
+ * (or cover more of the never-read strict upper triangle), so the factor
+ * has the same bits for any thread count. */
+#define UPD_ROWS (4 * NB)   /* trailing-update rows per call: B is packed once per UPD_ROWS rows, not per NB */
+
+typedef struct {
+    double *a;              /* [n, n] */
+    int64_t n;
+    int64_t k0, kb, m;      /* the current block column (potrf) */
+    int64_t i0, ib;         /* the current block row (trtri) */
+    const double *t11;      /* [kb, kb] row stride NB: L11⁻¹ (potrf); Tinv of block row i0 (trtri) */
+    double *tmp;            /* [n, NB] */
+} hinv_par;
+
+/* potrf, rows [b, e) of L21 = A21 · L11⁻ᵀ through tmp (rows of tmp are
+ * rows of A21, row stride kb). */
+static int l21_rows(void *ctx, int64_t b, int64_t e, int64_t c)
+{
+    hinv_par *p = ctx;
+    (void)c;
+    const int64_t n = p->n, kb = p->kb;
+    double *a21 = p->a + (p->k0 + kb) * n + p->k0;
+    qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)(e - b), (size_t)kb, (size_t)kb, 1.0, a21 + b * n, (size_t)n, p->t11, NB,
+             0.0, p->tmp + b * kb, (size_t)kb);
+    for (int64_t i = b; i < e; i++)
+        memcpy(a21 + i * n, p->tmp + i * kb, (size_t)kb * sizeof *p->tmp);
+    return 0;
+}
+
+/* potrf, rows [b, e) of A22 −= L21 · L21ᵀ, columns up to row e (the lower
+ * triangle and a strip of the never-read upper one). */
+static int a22_rows(void *ctx, int64_t b, int64_t e, int64_t c)
+{
+    hinv_par *p = ctx;
+    (void)c;
+    const int64_t n = p->n, kb = p->kb;
+    double *a21 = p->a + (p->k0 + kb) * n + p->k0; /* [m, kb] */
+    double *a22 = a21 + kb;                        /* [m, m] */
+    qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)(e - b), (size_t)e, (size_t)kb, -1.0, a21 + b * n, (size_t)n, a21,
+             (size_t)n, 1.0, a22 + b * n, (size_t)n);
+    return 0;
+}
+
 /* In-place lower Cholesky of a [n, n] (row-major; the lower triangle is the
  * matrix, the strict upper triangle must be finite and is overwritten).
  * Right-looking, NB-blocked.  tinv [ceil(n/NB)][NB, NB] receives the
  * inverse of every diagonal block of L; tmp holds n·NB doubles. */
-static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp)
+static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp, int n_threads)
 {
     for (int64_t k0 = 0; k0 < n; k0 += NB) {
         int64_t kb = n - k0 < NB ? n - k0 : NB;
@@ -88,21 +134,39 @@ static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp)
         int64_t m = n - k0 - kb;
         if (m == 0)
             break;
-        double *a21 = a + (k0 + kb) * n + k0; /* [m, kb] */
-        double *a22 = a21 + kb;               /* [m, m] */
+        hinv_par p = {.a = a, .n = n, .k0 = k0, .kb = kb, .m = m, .t11 = t11, .tmp = tmp};
         /* L21 [m, kb] = A21 · L11⁻ᵀ */
-        qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)m, (size_t)kb, (size_t)kb, 1.0, a21, (size_t)n, t11, NB, 0.0, tmp,
-                 (size_t)kb);
-        for (int64_t i = 0; i < m; i++)
-            memcpy(a21 + i * n, tmp + i * kb, (size_t)kb * sizeof *tmp);
-        /* A22 −= L21 · L21ᵀ, block row by block row up to the diagonal
-         * (the lower triangle and the diagonal blocks) */
-        for (int64_t i0 = 0; i0 < m; i0 += NB) {
-            int64_t ib = m - i0 < NB ? m - i0 : NB;
-            qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)ib, (size_t)(i0 + ib), (size_t)kb, -1.0, a21 + i0 * n, (size_t)n,
-                     a21, (size_t)n, 1.0, a22 + i0 * n, (size_t)n);
-        }
+        qp_lin_parallel(m, UPD_ROWS, n_threads, l21_rows, &p);
+        /* A22 −= L21 · L21ᵀ, up to the diagonal */
+        qp_lin_parallel(m, UPD_ROWS, n_threads, a22_rows, &p);
     }
+    return 0;
+}
+
+/* trtri, block columns [b, e) / NB of block row i0 (b, e multiples of NB
+ * below i0): tmp[:, j0] = L[i0, j0:i0] · X[j0:i0, j0] for each block j0
+ * (tmp [ib, i0], row stride n). */
+static int trtri_products(void *ctx, int64_t b, int64_t e, int64_t c)
+{
+    hinv_par *p = ctx;
+    (void)c;
+    const int64_t n = p->n, i0 = p->i0;
+    for (int64_t j0 = b; j0 < e; j0 += NB) {
+        int64_t jb = i0 - j0 < NB ? i0 - j0 : NB;
+        qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->ib, (size_t)jb, (size_t)(i0 - j0), 1.0, p->a + i0 * n + j0,
+                 (size_t)n, p->a + j0 * n + j0, (size_t)n, 0.0, p->tmp + j0, (size_t)n);
+    }
+    return 0;
+}
+
+/* trtri, columns [b, e) of block row i0: X[i0, b:e] = −Tinv[i0] · tmp[:, b:e]. */
+static int trtri_scale(void *ctx, int64_t b, int64_t e, int64_t c)
+{
+    hinv_par *p = ctx;
+    (void)c;
+    const int64_t n = p->n;
+    qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->ib, (size_t)(e - b), (size_t)p->ib, -1.0, p->t11, NB, p->tmp + b,
+             (size_t)n, 0.0, p->a + p->i0 * n + b, (size_t)n);
     return 0;
 }
 
@@ -111,25 +175,27 @@ static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp)
  * it becomes 0), given tinv, the inverses of L's diagonal blocks.  Block
  * column j0 of L⁻¹ is zero above row j0; below it, block row i0 is
  *   X[i0, j0] = −Tinv[i0] · (L[i0, j0:i0] · X[j0:i0, j0]).
- * Going down block column j0, the blocks above row i0 already hold X and
- * row i0 still holds L (its columns j0..i0 are all the product reads), so
- * X overwrites L block by block with the very operands a separate output
- * would see: the same bits, and one n² buffer instead of two (970 MB for
- * a 7B model's down_proj).  tmp holds NB·NB doubles. */
-static void trtri_lower_inplace(double *a, int64_t n, const double *tinv, double *tmp)
+ * Block rows go in order: when row i0 starts, every row above already
+ * holds X and row i0 still holds L, which is all its products read.  They
+ * all go to tmp first and only then overwrite row i0, so X replaces L with
+ * the very operands a separate output would see: one n² buffer instead of
+ * two (970 MB for a 7B model's down_proj), and within a row the blocks j0
+ * are independent, so threads share them.  L's diagonal blocks are never
+ * read (Tinv stands for them), so X's are written first.  tmp holds n·NB
+ * doubles. */
+static void trtri_lower_inplace(double *a, int64_t n, const double *tinv, double *tmp, int n_threads)
 {
     for (int64_t j0 = 0; j0 < n; j0 += NB) {
         int64_t jb = n - j0 < NB ? n - j0 : NB;
         const double *tj = tinv + (j0 / NB) * NB * NB;
         for (int64_t i = 0; i < jb; i++)
             memcpy(a + (j0 + i) * n + j0, tj + i * NB, (size_t)jb * sizeof *a);
-        for (int64_t i0 = j0 + jb; i0 < n; i0 += NB) {
-            int64_t ib = n - i0 < NB ? n - i0 : NB;
-            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)(i0 - j0), 1.0, a + i0 * n + j0,
-                     (size_t)n, a + j0 * n + j0, (size_t)n, 0.0, tmp, (size_t)jb);
-            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)ib, (size_t)jb, (size_t)ib, -1.0, tinv + (i0 / NB) * NB * NB, NB,
-                     tmp, (size_t)jb, 0.0, a + i0 * n + j0, (size_t)n);
-        }
+    }
+    for (int64_t i0 = NB; i0 < n; i0 += NB) {
+        hinv_par p = {.a = a, .n = n, .i0 = i0, .ib = n - i0 < NB ? n - i0 : NB,
+                      .t11 = tinv + (i0 / NB) * NB * NB, .tmp = tmp};
+        qp_lin_parallel(i0, NB, n_threads, trtri_products, &p);
+        qp_lin_parallel(i0, NB, n_threads, trtri_scale, &p);
     }
 }
 
@@ -168,7 +234,7 @@ static inline double lower_at(const lower_src *s, int64_t i, int64_t j)   /* i >
 }
 
 static int hinv_core(float *U, double *U64, const lower_src *src, int64_t n, double damp_percent,
-                     double damp_auto_increment, double *damp_used, int *retries)
+                     double damp_auto_increment, double *damp_used, int *retries, int n_threads)
 {
     double *r = NULL, *tinv = NULL, *tmp = NULL;
     int rc = 0, tries = 0;
@@ -191,7 +257,7 @@ static int hinv_core(float *U, double *U64, const lower_src *src, int64_t n, dou
             r[i * n + i] += damp * mean;
             memset(r + i * n + i + 1, 0, (size_t)(n - 1 - i) * sizeof *r);
         }
-        if (potrf_lower(r, n, tinv, tmp) == 0) {
+        if (potrf_lower(r, n, tinv, tmp, n_threads) == 0) {
             ok = 1;
             break;
         }
@@ -206,7 +272,7 @@ static int hinv_core(float *U, double *U64, const lower_src *src, int64_t n, dou
                           (long long)n, (long long)n, damp >= 1.0 ? damp - damp_auto_increment : damp, tries);
         goto done;
     }
-    trtri_lower_inplace(r, n, tinv, tmp);
+    trtri_lower_inplace(r, n, tinv, tmp, n_threads);
     /* U = J·L̃⁻¹·J: U[i][j] = x[n-1-i][n-1-j], upper (x = L̃⁻¹, now in r) */
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j < n; j++) {
@@ -228,7 +294,7 @@ done:
 }
 
 int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_percent,
-                 double damp_auto_increment, double *damp_used, int *retries)
+                 double damp_auto_increment, double *damp_used, int *retries, int n_threads)
 {
     if (n < 1 || n > 46340) /* as qp_gptq_quantize: n² stays well inside size_t on any platform */
         return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
@@ -236,16 +302,17 @@ int qp_gptq_hinv(float *U, double *U64, const double *A, int64_t n, double damp_
     if (rc)
         return rc;
     lower_src src = {A, NULL, NULL, n};
-    return hinv_core(U, U64, &src, n, damp_percent, damp_auto_increment, damp_used, retries);
+    return hinv_core(U, U64, &src, n, damp_percent, damp_auto_increment, damp_used, retries, n_threads);
 }
 
 int qp_gptq_hinv_perm(float *U, const double *H, const int32_t *perm, const double *diag, int64_t n,
-                      double damp_percent, double damp_auto_increment, double *damp_used, int *retries)
+                      double damp_percent, double damp_auto_increment, double *damp_used, int *retries,
+                      int n_threads)
 {
     if (n < 1 || n > 46340)
         return qp_error_set(QP_EUSAGE, "gptq: H [%lld x %lld]: unsupported size", (long long)n, (long long)n);
     /* H's lower triangle was checked by the caller (qp_gptq_quantize), and
      * diag holds H's diagonal or 1 */
     lower_src src = {H, perm, diag, n};
-    return hinv_core(U, NULL, &src, n, damp_percent, damp_auto_increment, damp_used, retries);
+    return hinv_core(U, NULL, &src, n, damp_percent, damp_auto_increment, damp_used, retries, n_threads);
 }

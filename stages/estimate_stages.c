@@ -265,6 +265,20 @@ static int plan_tensor(qp_est_tensor *o, const qp_est_tensor *t, const qp_quant_
     return 1;
 }
 
+/* The input site a layer weight reads (HF module name after "model.layers.N."), or -1. */
+static int site_of_weight(const char *rest)
+{
+    static const struct { const char *prefix; qp_llama_site site; } map[] = {
+        {QP_HF_Q_PROJ ".", QP_SITE_QKV},        {QP_HF_K_PROJ ".", QP_SITE_QKV},  {QP_HF_V_PROJ ".", QP_SITE_QKV},
+        {QP_HF_O_PROJ ".", QP_SITE_O},          {QP_HF_GATE_PROJ ".", QP_SITE_GATE_UP},
+        {QP_HF_UP_PROJ ".", QP_SITE_GATE_UP},   {QP_HF_DOWN_PROJ ".", QP_SITE_DOWN},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strncmp(rest, map[i].prefix, strlen(map[i].prefix)) == 0)
+            return (int)map[i].site;
+    return -1;
+}
+
 /* The layer-by-layer run of GPTQ/AWQ (stages/quant_seq.c, qmethod_gptq.c):
  * per layer, the layer re-read and run over every calibration window once
  * per group of sites (true_sequential: 4) and once more to advance, the
@@ -284,7 +298,17 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     /* one layer's forward FLOPs over one window (the window's, without lm_head) */
     double layer_flops = (qp_llama_window_flops(&hp, (size_t)T) - 2.0 * hp.vocab * (double)hp.hidden * T) / L;
     double runs = sequential ? groups + 1 : 0;
-    term(e, "forward", runs * L * S * layer_flops / (rate * e->c->gemm_eff));
+    /* A run that only collects inputs stops at the last site it needs
+     * (qp_llama_layer_observe): q/k/v's input costs a norm; o's, the
+     * q/k/v products and attention; gate/up's, also o; down's, all but
+     * down_proj.  Only the run that advances x is whole. */
+    double D = hp.hidden, F = hp.intermediate, qd = (double)hp.n_heads * hp.head_dim;
+    double to_o = layer_flops - 2.0 * T * (qd * D + 3.0 * D * F);
+    double to_gate_up = to_o + 2.0 * T * qd * D, to_down = to_gate_up + 4.0 * T * D * F;
+    double run_flops = !sequential ? 0
+                       : groups == 4 ? to_o + to_gate_up + to_down + layer_flops
+                                     : to_down + layer_flops;
+    term(e, "forward", L * S * run_flops / (rate * e->c->gemm_eff));
     /* the layer's weights re-read for every run (overrides are memcpy'd) */
     for (size_t i = 0; i < model->n; i++)
         if (is_layer_weight(&model->t[i]))
@@ -300,6 +324,7 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     }
     uint64_t keep = 0, biggest = 0;
     double upd = 0, inv = 0;
+    unsigned char *inv_done = qp_xcalloc((size_t)(hp.n_layers > 0 ? hp.n_layers : 1) * 4, 1);
     for (size_t i = 0; i < q->n; i++) {
         const qp_est_tensor *t = &q->t[i];
         if (t->fmt != QP_EST_LINEAR)
@@ -307,7 +332,13 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
         const qp_est_tensor *src = &model->t[i];
         double dd = (double)t->cols;
         if (gptq) {
-            inv += e->c->gptq_inv_flops * dd * dd * dd;
+            /* one inverse per site: q, k and v (gate and up) share theirs */
+            const char *rest = NULL;
+            int layer = qp_hf_layer_of(t->name, &rest);
+            int site = rest ? site_of_weight(rest) : -1;
+            int shared = site >= 0 && layer >= 0 && layer < hp.n_layers && inv_done[layer * 4 + site]++ > 0;
+            if (!shared)
+                inv += e->c->gptq_inv_flops * dd * dd * dd;
             upd += 2.0 * (double)t->rows * dd * dd;
         } else {
             upd += 2.0 * n * (double)(t->rows * t->cols) * 20;
@@ -323,6 +354,7 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
             biggest = here;
     }
     /* AWQ searches scales and clips by running the site's products ~20 times (its grid) */
+    free(inv_done);
     term(e, gptq ? "gptq updates" : "awq search", upd / (rate * e->c->gptq_eff));
     if (gptq)
         term(e, "hessian inverse", inv / (rate * e->c->hinv_eff));
@@ -344,7 +376,6 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
          * served as the layer's override until the layer ends.  The
          * overrides of the sites already done are held meanwhile. */
         static const qp_llama_site order[4] = {QP_SITE_QKV, QP_SITE_O, QP_SITE_GATE_UP, QP_SITE_DOWN};
-        double D = hp.hidden, F = hp.intermediate, qd = (double)hp.n_heads * hp.head_dim;
         double kvd = (double)hp.n_kv_heads * hp.head_dim;
         double done = 0;
         biggest = 0;

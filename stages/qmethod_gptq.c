@@ -32,8 +32,10 @@ static int gptq_parse(void *opts, const json_t *params, const char *where)
     return 0;
 }
 
-/* GPTQ of one weight with H; stores the result and serves Ŵ to the model. */
-static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H)
+/* GPTQ of one weight with H; stores the result and serves Ŵ to the model.
+ * *prep is H's prepared inverse, made by the first weight that needs it and
+ * shared by the others of its group (q, k, v; gate, up). */
+static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H, qp_gptq_prepared **prep)
 {
     qp_quant_job *job = sq->job;
     qp_stage_ctx *ctx = job->ctx;
@@ -62,7 +64,11 @@ static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H)
     gp.static_groups = o->static_groups;
     gp.nsamples = (int64_t)(sq->S * sq->T);
     qp_gptq_stats gs;
-    if ((rc = qp_gptq_quantize(&q, w, H, rows, cols, &gp, &gs, ctx->threads)) != 0) {
+    if (!*prep && (rc = qp_gptq_prepare(prep, H, cols, &gp, ctx->threads)) != 0) {
+        qp_error_prefix("stage '%s': tensor '%s'", ctx->id, hf);
+        goto done;
+    }
+    if ((rc = qp_gptq_quantize_prepared(&q, w, *prep, rows, cols, &gp, &gs, ctx->threads)) != 0) {
         qp_error_prefix("stage '%s': tensor '%s'", ctx->id, hf);
         goto done;
     }
@@ -152,7 +158,8 @@ static int collect_inputs(const qp_quant_seq *sq, int l, int g, int true_seq, qp
     int rc = qp_llama_reload_layer(sq->m, l);
     if (rc == 0) {
         site_filter f = {l, st};
-        rc = qp_quant_seq_run_layer(sq, l, 0, observe_sites, &f);
+        /* nothing past the last site collected is needed */
+        rc = qp_quant_seq_observe_layer(sq, l, true_seq ? order[g] : QP_SITE_DOWN, observe_sites, &f);
     }
     return rc;
 }
@@ -184,11 +191,13 @@ static int gptq_layer(qp_quant_seq *sq, int l)
         }
         const char *suffix[3];
         size_t nw = qp_site_weights(site, suffix);
+        qp_gptq_prepared *prep = NULL;
         for (size_t k = 0; k < nw && rc == 0; k++) {
             char hf[160], mod[64];
             snprintf(mod, sizeof(mod), "%s.weight", suffix[k]);
-            rc = gptq_one(sq, qp_hf_layer_name(hf, sizeof(hf), l, mod), H);
+            rc = gptq_one(sq, qp_hf_layer_name(hf, sizeof(hf), l, mod), H, &prep);
         }
+        qp_gptq_prepared_free(prep);
         free(H);
         qp_progress_update(sq->job->ctx->progress, (uint64_t)(l * 4 + g + 1), (uint64_t)(sq->hp->n_layers * 4),
                            "groups");

@@ -26,6 +26,19 @@ int qp_quant_seq_run_layer(const qp_quant_seq *sq, int l, int advance, qp_llama_
     return 0;
 }
 
+int qp_quant_seq_observe_layer(const qp_quant_seq *sq, int l, qp_llama_site last, qp_llama_observe_fn obs, void *ud)
+{
+    for (size_t s = 0; s < sq->S; s++) {
+        float *xs = NULL;
+        int rc = qp_act_store_get(sq->acts, s, sq->scratch, &xs);
+        if (rc == 0)
+            rc = qp_llama_layer_observe(sq->m, l, xs, sq->T, last, obs, ud);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* Every tensor of a layer a method may serve changed (GPTQ: the quantized
  * linears; AWQ: also the scaled norms and v_proj's bias). */
 static const char *const layer_suffix[] = {

@@ -39,4 +39,8 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, int may_spill, qp_qua
  * copy (scratch) for the observer only. */
 int qp_quant_seq_run_layer(const qp_quant_seq *sq, int l, int advance, qp_llama_observe_fn obs, void *ud);
 
+/* Runs layer l over every window of sq->x as far as site `last`
+ * (qp_llama_layer_observe), for the observer only; x is not changed. */
+int qp_quant_seq_observe_layer(const qp_quant_seq *sq, int l, qp_llama_site last, qp_llama_observe_fn obs, void *ud);
+
 #endif

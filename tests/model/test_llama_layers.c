@@ -67,6 +67,31 @@ static void test_layers_equal_forward(void **state)
     assert_int_equal(o1.dims[QP_SITE_GATE_UP], D);
     assert_int_equal(o1.dims[QP_SITE_DOWN], (size_t)hp.intermediate);
     assert_int_equal(qp_llama_layer(m, hp.n_layers, x, n, NULL, NULL), QP_EUSAGE);
+
+    /* layer_observe: up to site `last`, exactly what the whole layer shows
+     * the observer; nothing after it; x untouched */
+    const int lo = hp.n_layers - 1;
+    float *x0 = malloc(n * D * sizeof(float)), *xc = malloc(n * D * sizeof(float));
+    assert_int_equal(qp_llama_embed(m, tokens, n, x0), 0);
+    memcpy(xc, x0, n * D * sizeof(float));
+    obs_log full;
+    memset(&full, 0, sizeof(full));
+    assert_int_equal(qp_llama_layer(m, lo, xc, n, observe, &full), 0);
+    for (int last = QP_SITE_QKV; last <= QP_SITE_DOWN; last++) {
+        obs_log part;
+        memset(&part, 0, sizeof(part));
+        memcpy(xc, x0, n * D * sizeof(float));
+        assert_int_equal(qp_llama_layer_observe(m, lo, xc, n, (qp_llama_site)last, observe, &part), 0);
+        assert_memory_equal(xc, x0, n * D * sizeof(float));
+        for (int s = 0; s < 4; s++) {
+            assert_int_equal(part.calls[s], s <= last ? 1 : 0);
+            if (s <= last)
+                assert_true(part.sum[s] == full.sum[s]);
+        }
+    }
+    assert_int_equal(qp_llama_layer_observe(m, hp.n_layers, x0, n, QP_SITE_O, observe, &o2), QP_EUSAGE);
+    free(x0);
+    free(xc);
     assert_int_equal(qp_llama_reload_layer(m, 0), 0);
     assert_int_equal(qp_llama_forward(m, tokens, n, c3), 0);
     assert_memory_equal(a, c3, n * V * sizeof(float));

@@ -673,7 +673,7 @@ static void test_hinv_matches_explicit(void **state)
     double *u64 = malloc((size_t)(n * n) * sizeof *u64);
     double damp;
     int retries;
-    assert_int_equal(qp_gptq_hinv(u, u64, h, n, 0.01, 0.0025, &damp, &retries), 0);
+    assert_int_equal(qp_gptq_hinv(u, u64, h, n, 0.01, 0.0025, &damp, &retries, 1), 0);
     double *ref = hinv_explicit(h, n, 0.01);
     double maxrel = 0.0, maxabs = 0.0;
     for (int64_t i = 0; i < n; i++)
@@ -721,8 +721,8 @@ static void test_hinv_perm_same_bits(void **state)
     float *u = malloc((size_t)(n * n) * sizeof *u), *up = malloc((size_t)(n * n) * sizeof *up);
     double d1, d2;
     int r1, r2;
-    assert_int_equal(qp_gptq_hinv(u, NULL, hp, n, 0.01, 0.0025, &d1, &r1), 0);
-    assert_int_equal(qp_gptq_hinv_perm(up, h, perm, diag, n, 0.01, 0.0025, &d2, &r2), 0);
+    assert_int_equal(qp_gptq_hinv(u, NULL, hp, n, 0.01, 0.0025, &d1, &r1, 1), 0);
+    assert_int_equal(qp_gptq_hinv_perm(up, h, perm, diag, n, 0.01, 0.0025, &d2, &r2, 1), 0);
     assert_memory_equal(u, up, (size_t)(n * n) * sizeof *u);
     assert_true(d1 == d2 && r1 == r2);
     free(x);
@@ -732,6 +732,74 @@ static void test_hinv_perm_same_bits(void **state)
     free(hp);
     free(u);
     free(up);
+}
+
+/* The Hessian inverse is split across threads by whole products: the same
+ * bits at 1, 2 and 3 threads, on a size with several row chunks of the
+ * trailing update (256 rows) and a short last block. */
+static void test_hinv_threads_same_bits(void **state)
+{
+    (void)state;
+    const int64_t n = 700;
+    double *x = make_x(1400, n, 60, 0.2, 41);
+    double *h = make_h(x, 1400, n);
+    double *u1 = malloc((size_t)(n * n) * sizeof *u1), *ut = malloc((size_t)(n * n) * sizeof *ut);
+    float *f = malloc((size_t)(n * n) * sizeof *f);
+    double d1, dt;
+    int r1, rt;
+    assert_int_equal(qp_gptq_hinv(f, u1, h, n, 0.01, 0.0025, &d1, &r1, 1), 0);
+    for (int t = 2; t <= 3; t++) {
+        assert_int_equal(qp_gptq_hinv(f, ut, h, n, 0.01, 0.0025, &dt, &rt, t), 0);
+        assert_memory_equal(u1, ut, (size_t)(n * n) * sizeof *u1);
+        assert_true(d1 == dt && r1 == rt);
+    }
+    free(x);
+    free(h);
+    free(u1);
+    free(ut);
+    free(f);
+}
+
+/* Weights sharing one input share its prepared Hessian: each gets the bytes
+ * qp_gptq_quantize gives it alone; a weight of another width, or other
+ * damp / act_order parameters, is refused. */
+static void test_prepared_shared(void **state)
+{
+    (void)state;
+    const int64_t cols = 256;
+    double *x = make_x(1024, cols, 40, 0.2, 5);
+    double *h = make_h(x, 1024, cols);
+    float *wa = make_w(96, cols, 6), *wb = make_w(32, cols, 7);
+    qp_gptq_params p;
+    qp_gptq_params_default(&p);
+    p.act_order = 1;
+    p.group_size = 64;
+    qp_gptq_prepared *prep = NULL;
+    assert_int_equal(qp_gptq_prepare(&prep, h, cols, &p, 2), 0);
+    const float *ws[2] = { wa, wb };
+    const int64_t rows[2] = { 96, 32 };
+    for (int k = 0; k < 2; k++) {
+        qp_gptq_stats s1, s2;
+        qp_linear *alone = gptq(ws[k], h, rows[k], cols, &p, &s1, 1), *shared = NULL;
+        assert_int_equal(qp_gptq_quantize_prepared(&shared, ws[k], prep, rows[k], cols, &p, &s2, 2), 0);
+        assert_true(same_arrays(alone, shared));
+        assert_true(s1.loss == s2.loss && s1.damp_percent == s2.damp_percent);
+        qp_linear_free(alone);
+        qp_linear_free(shared);
+    }
+    qp_linear *q = (qp_linear *)&q;
+    p.damp_percent = 0.02;
+    assert_int_equal(qp_gptq_quantize_prepared(&q, wa, prep, 96, cols, &p, NULL, 1), QP_EUSAGE);
+    assert_null(q);
+    assert_string_equal(qp_error_last(), "gptq: weight [96 x 256]: the prepared Hessian is for 256 columns with other "
+                                         "damp / act_order parameters");
+    p.damp_percent = 0.01;
+    assert_int_equal(qp_gptq_quantize_prepared(&q, wa, prep, 48, 512, &p, NULL, 1), QP_EUSAGE);
+    qp_gptq_prepared_free(prep);
+    free(x);
+    free(h);
+    free(wa);
+    free(wb);
 }
 
 /* ---- blocked vs naive column-by-column GPTQ ------------------------------------- */
@@ -774,7 +842,7 @@ static void naive_gptq(uint8_t *codes, uint16_t *scales, double *loss_out, const
     assert_non_null(uf);
     double damp;
     int retries;
-    assert_int_equal(qp_gptq_hinv(uf, NULL, hp, cols, 0.01, 0.0025, &damp, &retries), 0);
+    assert_int_equal(qp_gptq_hinv(uf, NULL, hp, cols, 0.01, 0.0025, &damp, &retries, 1), 0);
     double *ud = hinv_explicit(hp, cols, 0.01);
     const int64_t ng = gs > 0 ? cols / gs : 1;
     double loss = 0.0;
@@ -948,7 +1016,8 @@ int main(void)
         cmocka_unit_test(test_dead_columns),         cmocka_unit_test(test_damping),
         cmocka_unit_test(test_errors),               cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_hinv_matches_explicit), cmocka_unit_test(test_blocked_vs_naive),
-        cmocka_unit_test(test_hinv_perm_same_bits),
+        cmocka_unit_test(test_hinv_perm_same_bits),  cmocka_unit_test(test_hinv_threads_same_bits),
+        cmocka_unit_test(test_prepared_shared),
         cmocka_unit_test(test_house_down_proj),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
