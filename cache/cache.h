@@ -48,9 +48,11 @@ int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
 int qp_cache_sync(qp_cache *c);
 /* 1 if the object file exists, 0 if not (no verification). */
 int qp_cache_has(qp_cache *c, const char *digest);
-/* Reads and verifies an object into a malloc'ed buffer, followed by a NUL
+/* Reads and checks an object into a malloc'ed buffer, followed by a NUL
  * that out_len does not count (text objects read as C strings).  A corrupt object
- * (bad zstd frame, wrong length, wrong digest) is removed from the store and
+ * (bad zstd frame, wrong length, wrong digest; for a stored object, a check
+ * frame naming another object or a content XXH64 that differs: see
+ * cache/object.c) is removed from the store and
  * QP_ECORRUPT is returned with a message naming the object; QP_ENOTFOUND
  * when absent.  Never returns wrong bytes. */
 int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len);

@@ -39,6 +39,7 @@ typedef struct {
     double deq_mbs[3];     /* dequantize Q4_K, Q6_K, Q8_0 -> f32: MB of f32 per second (one thread) */
     double quant_mbs[3];   /* quantize f32 -> Q4_K, Q6_K, Q8_0: MB of f32 read per second, `threads` threads */
     double sha_mbs;        /* SHA-256 */
+    double xxh_mbs;        /* XXH64 (a stored object's check on read, cache/object.c) */
     double zstd_c_mbs;     /* zstd compress at the cache's level (raw MB per second) */
     double zstd_d_mbs;     /* zstd decompress (raw MB per second) */
     double zratio_bf16;    /* compressed / raw of N(0, 0.02) bf16 weights */

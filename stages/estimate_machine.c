@@ -12,6 +12,7 @@
 #include "common/seqout.h"
 #include "common/gemm.h"
 #include "common/hash.h"
+#include "common/xxh64.h"
 #include "common/rng.h"
 #include "common/tensor.h"
 #include "common/version.h"
@@ -64,6 +65,7 @@ void qp_est_machine_defaults(qp_est_machine *m, int threads)
     m->quant_mbs[QP_EST_Q6K] = 150.0 * m->threads;
     m->quant_mbs[QP_EST_Q80] = 800.0 * m->threads;
     m->sha_mbs = 1000;
+    m->xxh_mbs = 8000;
     m->zstd_c_mbs = 300;
     m->zstd_d_mbs = 1000;
     m->zratio_bf16 = 0.8;
@@ -286,6 +288,9 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
     }
     char hex[QP_HEX_LEN];
     BEST_RATE(m->sha_mbs, (double)n * 4, qp_sha256_buf(hex, w, n * sizeof(float)));
+    volatile uint64_t xsink = 0;
+    BEST_RATE(m->xxh_mbs, (double)n * 4, xsink += qp_xxh64_buf(w, n * sizeof(float)));
+    (void)xsink;
     size_t zn = 0;
     BEST_RATE(m->zstd_c_mbs, (double)n * 2, zn = ZSTD_compress(z, zcap, bf, n * sizeof(uint16_t), ZLEVEL));
     if (ZSTD_isError(zn)) {
@@ -351,7 +356,7 @@ done:
 
 /* ---- JSON and the cache ---- */
 #define FIELDS(X)                                                                                                 \
-    X(gemm_gflops) X(convert_mbs) X(sha_mbs) X(zstd_c_mbs) X(zstd_d_mbs) X(zratio_bf16) X(zratio_q) X(disk_r_mbs) \
+    X(gemm_gflops) X(convert_mbs) X(sha_mbs) X(xxh_mbs) X(zstd_c_mbs) X(zstd_d_mbs) X(zratio_bf16) X(zratio_q) X(disk_r_mbs) \
     X(disk_w_mbs) X(disk_wd_mbs) X(fsync_ms) X(mem_mbs) X(seconds)
 
 json_t *qp_est_machine_to_json(const qp_est_machine *m)

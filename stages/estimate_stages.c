@@ -79,15 +79,21 @@ static int stored(double raw, double zr)
     return raw >= (double)QP_CACHE_STORED_MIN_SIZE && zr > QP_CACHE_STORED_ABOVE;
 }
 
+/* qp_cache_get: read, decompressed and re-hashed unless stored; a stored
+ * object is checked by its XXH64 instead (cache/object.c). */
 static void cache_get(est *e, double raw, double zr)
 {
-    if (stored(raw, zr))
+    int st = stored(raw, zr);
+    if (st)
         zr = 1;
     term(e, "memory", secs(fresh(raw), e->m->mem_mbs));   /* the malloc'ed buffer it fills */
     term(e, "read", secs(raw * zr, e->m->disk_r_mbs));
     if (zr < 1)
         term(e, "zstd", secs(raw, e->m->zstd_d_mbs));
-    term(e, "sha256", secs(raw, e->m->sha_mbs));
+    if (st)
+        term(e, "xxh64", secs(raw, e->m->xxh_mbs));
+    else
+        term(e, "sha256", secs(raw, e->m->sha_mbs));
 }
 
 /* qp_cache_put: hashed, compressed unless stored, written (fsync'ed). */

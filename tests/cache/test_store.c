@@ -1,6 +1,8 @@
 /* Objects: round trips, dedup, streaming, corruption handling; meta blobs;
  * qp_parse_size. */
 #include "tests/cache/cache_test_helpers.h"
+#include "cache/cache_internal.h"
+#include "common/xxh64.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -57,7 +59,7 @@ static void test_roundtrip_10mb(void **state)
     char *raw = NULL;
     size_t rawn = 0;
     assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
-    assert_memory_equal(raw, "\x5e\x2a\x4d\x18\x08\0\0\0QPSTORE1", 16);
+    assert_memory_equal(raw, "\x5e\x2a\x4d\x18\x08\0\0\0QPSTORE2", 16);
     unsigned char *back = malloc(n);
     assert_int_equal(ZSTD_decompress(back, n, raw, rawn), n);
     assert_memory_equal(back, data, n);
@@ -300,9 +302,9 @@ static void test_compressed_or_stored(void **state)
     assert_int_equal(qp_cache_put_file(f->c, src, d), 0);
     p = object_path(f->c, d);
     assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
-    assert_memory_equal(raw + 8, "QPSTORE1", 8);
-    /* 30 header bytes, 3 per block of at most 128 KiB */
-    assert_int_equal(rawn, 30 + n + 7 + 3 * ((n + 7 + (128u << 10) - 1) / (128u << 10)));
+    assert_memory_equal(raw + 8, "QPSTORE2", 8);
+    /* 30 header bytes, 3 per block of at most 128 KiB, the 56-byte check frame */
+    assert_int_equal(rawn, 30 + n + 7 + 3 * ((n + 7 + (128u << 10) - 1) / (128u << 10)) + 56);
     free(raw);
     uint64_t sz = 0;
     assert_int_equal(qp_cache_object_size(f->c, d, &sz), 0);
@@ -325,7 +327,7 @@ static void test_compressed_or_stored(void **state)
     assert_int_equal(qp_cache_put_file(f->c, src, d), 0);
     p = object_path(f->c, d);
     assert_int_equal(qp_read_file(p, &raw, &rawn), 0);
-    assert_memory_equal(raw + 8, "QPSTORE1", 8);
+    assert_memory_equal(raw + 8, "QPSTORE2", 8);
     free(raw);
     free(p);
     free(src);
@@ -351,7 +353,7 @@ static void test_corrupt_stored(void **state)
         size_t len;
         const char *reason;
     } cases[] = {
-        {100000, "\xff", 1, "digest mismatch"},                                 /* a payload byte */
+        {100000, "\xff", 1, "content checksum mismatch"},                       /* a payload byte */
         {30, "\x04\x00\x10", 3, "stored object with a compressed block"},       /* first block type 2 */
         {30, "\x00\x00\x20", 3, "stored block larger than 128 KiB"},            /* size 256 KiB */
         {30, "\x01\x00\x10", 3, "trailing bytes after the stored frame"},       /* first block says last */
@@ -393,6 +395,71 @@ static void test_corrupt_stored(void **state)
         free(p);
     }
     free(data);
+}
+
+/* The check frame of a stored object: a file copied to another object's
+ * path is refused by name; a forgery that also rewrites the XXH64 passes a
+ * read but not qp_cache_object_check (qpipe cache verify), which re-hashes
+ * with SHA-256; a stored object from before check frames (QPSTORE1) is
+ * still read, checked by SHA-256. */
+static void test_stored_check_frame(void **state)
+{
+    fixture *f = *state;
+    size_t n = 2u << 20;
+    unsigned char *a = malloc(n), *b = malloc(n);
+    fill_random(a, n, 31);
+    fill_random(b, n, 32);
+    char da[QP_HEX_LEN], db[QP_HEX_LEN];
+    void *out = NULL;
+    size_t got = 0;
+    assert_int_equal(qp_cache_put(f->c, a, n, da), 0);
+    assert_int_equal(qp_cache_put(f->c, b, n, db), 0);
+    char *pa = object_path(f->c, da), *pb = object_path(f->c, db);
+    char *raw = NULL;
+    size_t rawn = 0;
+    assert_int_equal(qp_read_file(pa, &raw, &rawn), 0);
+    /* A's file under B's name */
+    chmod(pb, 0644);
+    qp_test_write(pb, raw, rawn);
+    assert_int_equal(qp_cache_get(f->c, db, &out, &got), QP_ECORRUPT);
+    expect_corrupt_msg(db, "the file holds another object");
+    assert_false(qp_path_exists(pb));
+
+    /* a forged payload byte with its XXH64 recomputed */
+    unsigned char *forged = malloc(n);
+    memcpy(forged, a, n);
+    forged[n / 2] ^= 0x40;
+    uint64_t x = qp_xxh64_buf(forged, n);
+    unsigned char *fr = (unsigned char *)raw;
+    size_t payload_at = 30 + 3 * ((n / 2) / (128u << 10) + 1) + n / 2;
+    fr[payload_at] ^= 0x40;
+    for (int i = 0; i < 8; i++)
+        fr[rawn - 8 + (size_t)i] = (unsigned char)(x >> (8 * i));
+    chmod(pa, 0644);
+    qp_test_write(pa, raw, rawn);
+    assert_int_equal(qp_cache_object_check(f->c, da, NULL), QP_ECORRUPT);
+    expect_corrupt_msg(da, "digest mismatch");
+    assert_false(qp_path_exists(pa));
+
+    /* a QPSTORE1 object (no check frame) is read and checked by SHA-256 */
+    fr[payload_at] ^= 0x40;   /* the original bytes again */
+    fr[15] = '1';
+    qp_test_write(pa, raw, rawn - 56);
+    assert_int_equal(qp_cache_get(f->c, da, &out, &got), 0);
+    assert_int_equal(got, n);
+    assert_memory_equal(out, a, n);
+    free(out);
+    chmod(pa, 0644);
+    fr[payload_at] ^= 0x01;
+    qp_test_write(pa, raw, rawn - 56);
+    assert_int_equal(qp_cache_get(f->c, da, &out, &got), QP_ECORRUPT);
+    expect_corrupt_msg(da, "digest mismatch");
+    free(forged);
+    free(raw);
+    free(pa);
+    free(pb);
+    free(a);
+    free(b);
 }
 
 static void test_bad_digest_and_missing(void **state)
@@ -529,6 +596,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compressed_or_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stored_check_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_digest_and_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
         cmocka_unit_test(test_parse_size),
