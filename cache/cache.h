@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/hash.h"
 
 typedef struct qp_cache qp_cache;
@@ -56,6 +57,10 @@ int qp_cache_has(qp_cache *c, const char *digest);
  * QP_ECORRUPT is returned with a message naming the object; QP_ENOTFOUND
  * when absent.  Never returns wrong bytes. */
 int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len);
+/* Like get, into b (its bytes replaced, its allocation kept and grown as
+ * needed: a caller reading many objects in turn reuses the same pages
+ * instead of faulting in fresh ones for each).  On error b->len is 0. */
+int qp_cache_get_into(qp_cache *c, const char *digest, qp_buf *b);
 /* Like get, streaming into `path` atomically (temp file + rename). */
 int qp_cache_get_to_file(qp_cache *c, const char *digest, const char *path);
 /* Uncompressed size recorded in the zstd frame header (no full read). */

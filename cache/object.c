@@ -420,6 +420,20 @@ int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len)
     return 0;
 }
 
+int qp_cache_get_into(qp_cache *c, const char *digest, qp_buf *b)
+{
+    b->len = 0;
+    decode_sink s = {mem_hint, mem_write, b};
+    int rc = decode(c, digest, &s, NULL, 0);
+    if (rc != 0) {
+        b->len = 0;
+        return rc;
+    }
+    qp_buf_reserve(b, 1);
+    b->data[b->len] = '\0';
+    return 0;
+}
+
 /* ---- get into a file ---- */
 
 typedef struct {

@@ -15,6 +15,7 @@ struct qp_bg_put {
     int threaded;      /* ... on tid (else it ran in _start) */
     void *bytes;
     size_t n;
+    void *spare;       /* the last put's bytes, stored: the caller's to take */
     int rc;
     char digest[QP_HEX_LEN];
     char err[QP_ERROR_MAX];   /* the put's message, raised again on the waiting thread */
@@ -25,8 +26,6 @@ static void put_now(qp_bg_put *p)
     p->rc = qp_cache_put(p->c, p->bytes, p->n, p->digest);
     if (p->rc)
         snprintf(p->err, sizeof(p->err), "%s", qp_error_last());
-    free(p->bytes);
-    p->bytes = NULL;
 }
 
 static void *put_thread(void *arg)
@@ -49,6 +48,8 @@ int qp_bg_put_start(qp_bg_put *p, void *bytes, size_t n)
         free(bytes);
         return qp_error_set(QP_ERROR, "qp_bg_put_start: the previous put was not collected");
     }
+    free(p->spare);   /* not taken */
+    p->spare = NULL;
     p->bytes = bytes;
     p->n = n;
     p->rc = 0;
@@ -67,6 +68,8 @@ int qp_bg_put_wait(qp_bg_put *p, char digest[QP_HEX_LEN])
     if (p->threaded)
         pthread_join(p->tid, NULL);
     p->in_flight = p->threaded = 0;
+    p->spare = p->bytes;
+    p->bytes = NULL;
     if (p->rc)
         return qp_error_set(p->rc, "%s", p->err);
     memcpy(digest, p->digest, QP_HEX_LEN);
@@ -80,5 +83,13 @@ void qp_bg_put_free(qp_bg_put *p)
     if (p->in_flight && p->threaded)
         pthread_join(p->tid, NULL);
     free(p->bytes);
+    free(p->spare);
     free(p);
+}
+
+void *qp_bg_put_take_spare(qp_bg_put *p)
+{
+    void *b = p->spare;
+    p->spare = NULL;
+    return b;
 }

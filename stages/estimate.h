@@ -85,7 +85,7 @@ typedef struct {
     double gemm_eff;          /* forward-pass FLOP rate / calibrated GEMM rate (attention, norms, small blocks) */
     double weight_cache;      /* bytes of f32 layers (+ untied lm_head) qp_llama caches (QP_LLAMA_CACHE_DEFAULT) */
     double gptq_eff;          /* GPTQ's column-block updates (f32 products) / calibrated GEMM rate */
-    double hinv_eff;          /* the Hessian inverse (f64 qp_dgemm on the calling thread) / calibrated GEMM rate */
+    double hinv_eff;          /* the Hessian inverse (f64 qp_dgemm, split across threads) / calibrated GEMM rate */
     double gptq_inv_flops;    /* FLOPs per d³ of one Hessian inverse (a Cholesky and a triangular inverse) */
     double gptq_keeps_q;      /* fraction of the quantized layers' f32 copies held until the stage ends */
     double hessian_eff;       /* Σ x xᵀ accumulation (into double) / calibrated GEMM rate */
@@ -136,7 +136,7 @@ int qp_est_art_from_dir(qp_est_art *out, const char *dir);
 void qp_est_art_from_config(qp_est_art *out, const qp_llama_config *cfg, int dtype);
 
 /* ---- one stage's prediction ---- */
-#define QP_EST_MAX_TERMS 12
+#define QP_EST_MAX_TERMS 16
 typedef struct {
     int known;                  /* 0: no prediction (note says why) */
     double seconds;

@@ -241,6 +241,8 @@ typedef struct {
     size_t n_quantized, n_tensors;
     worst_entry worst[N_WORST];
     float *f32, *back, *imat;   /* reused between tensors */
+    qp_buf src;                 /* the source tensor's bytes, reused between tensors */
+    size_t put_cap, spare_cap;  /* allocated sizes of the packed buffer in flight and of the spare */
     size_t k, total;            /* the entry being quantized, of how many (progress) */
     /* the previous tensor's packed bytes, being stored by a helper thread
      * while this one is read and encoded; its entry once they are */
@@ -341,7 +343,8 @@ static int pack_tensor(qp_quant_job *job, tensor_pass *tp, const qp_tensor_plan 
  * in one pass over the rows (the general path below holds the tensor in
  * f32 twice and reads it six times).  1 when it applies and ran. */
 static int quantize_ggml_dense(qp_quant_job *job, tensor_pass *tp, const json_t *e, const qp_tensor_plan *plan,
-                               const void *src, size_t len, int64_t rows, int64_t cols, void **packed, size_t *plen,
+                               const void *src, size_t len, int64_t rows, int64_t cols, void **packed,
+                               size_t *packed_cap, size_t *plen,
                                double *d2, double *w2, json_t *extra, double *bpw, const char *what, int *rc)
 {
     const char *fmt = json_string_value(json_object_get(e, "format"));
@@ -359,7 +362,17 @@ static int quantize_ggml_dense(qp_quant_job *job, tensor_pass *tp, const json_t 
     if ((*rc = imatrix_for(job, tp, plan, qp_artifact_entry_name(e) + 8, cols, &im_w)) != 0)
         return 1;
     *plen = qp_qtype_row_size(plan->qtype, cols) * (size_t)rows;
-    *packed = qp_xmalloc(*plen ? *plen : 1);
+    /* the buffer the helper thread stored two tensors ago, when it is large
+     * enough: its pages are already there */
+    void *spare = qp_bg_put_take_spare(tp->put);
+    size_t cap = tp->spare_cap;
+    if (!spare || cap < *plen) {
+        free(spare);
+        cap = *plen ? *plen : 1;
+        spare = qp_xmalloc(cap);
+    }
+    *packed = spare;
+    *packed_cap = cap;
     *rc = qp_qtensor_ggml_encode(plan->qtype, src, dt, rows, cols, im_w, job->ctx->threads, *packed, d2, w2, what);
     json_object_set_new(extra, "format", json_string("ggml"));
     json_object_set_new(extra, "qtype", json_string(qp_qtype_get(plan->qtype)->name));
@@ -379,20 +392,19 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
     qp_qtensor_rows_cols(e, &rows, &cols);
     uint64_t nelem = qp_qtensor_nelem(e);
     void *src = NULL, *packed = NULL;
-    size_t len = 0, plen = 0;
+    size_t len = 0, plen = 0, packed_cap = 0;
     double bpw = 0;
     char *what = qp_strfmt("stage '%s': tensor '%s'", ctx->id, tname);
     double d2 = 0, w2 = 0;
-    int rc = qp_cache_get(ctx->cache, qp_artifact_entry_digest(e), &src, &len);
-    if (rc == 0 && (st || !quantize_ggml_dense(job, tp, e, plan, src, len, rows, cols, &packed, &plen, &d2, &w2,
-                                               extra, &bpw, what, &rc))) {
+    int rc = qp_cache_get_into(ctx->cache, qp_artifact_entry_digest(e), &tp->src);
+    src = tp->src.data;
+    len = tp->src.len;
+    if (rc == 0 && (st || !quantize_ggml_dense(job, tp, e, plan, src, len, rows, cols, &packed, &packed_cap, &plen,
+                                               &d2, &w2, extra, &bpw, what, &rc))) {
         tp->f32 = qp_xrealloc(tp->f32, nelem * sizeof(float));
         tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
         rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what);
-        /* not needed beside f32, back and packed: peak = one tensor in f32
-         * twice + packed, and the previous packed tensor being stored */
-        free(src);
-        src = NULL;
+        packed_cap = 0;   /* packed comes from the method, sized as it is */
         if (rc == 0 &&
             (st || (rc = qp_qtensor_check_finite(tp->f32, rows, cols, what)) == 0) &&
             (rc = pack_tensor(job, tp, plan, st, tname, rows, cols, &packed, &plen, extra, &bpw)) == 0)
@@ -403,8 +415,6 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
             w2 += (double)tp->f32[j] * (double)tp->f32[j];
         }
     }
-    free(src);
-    src = NULL;
     if (rc == 0) {
         double rel = w2 > 0 ? sqrt(d2 / w2) : 0;
         tp->sum_err += d2;
@@ -424,13 +434,14 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
             tp->put_extra = json_incref(extra);
             tp->put_len = plen;
             tp->put_k = tp->k;
+            tp->spare_cap = tp->put_cap;   /* the put collected above: its buffer is the spare */
+            tp->put_cap = packed_cap ? packed_cap : plen;
             rc = qp_bg_put_start(tp->put, packed, plen);   /* takes packed */
             packed = NULL;
         }
     }
     json_decref(extra);
     free(what);
-    free(src);
     free(packed);
     return rc;
 }
@@ -548,6 +559,7 @@ static int quantize_run(qp_stage_ctx *ctx)
     json_decref(tp.notes);
     free(tp.f32);
     free(tp.back);
+    qp_buf_free(&tp.src);
     free(tp.imat);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* stages/bg_put.c: the object a helper stored is the one a plain put would
- * store (same digest, same bytes back); nothing in flight answers 1; a
+ * store (same digest, same bytes back); the stored buffer is handed back
+ * once collected, never while in flight; nothing in flight answers 1; a
  * second start before the first is collected is refused; a failed put
  * reports its own message on the waiting thread. */
 #include "tests/support/testutil.h"
@@ -33,8 +34,16 @@ static void test_put_and_wait(void **state)
         assert_int_equal(qp_bg_put_start(p, data, n), 0);   /* takes data */
         unsigned char *more = malloc(16);
         assert_int_equal(qp_bg_put_start(p, more, 16), QP_ERROR);   /* one in flight */
+        assert_null(qp_bg_put_take_spare(p));   /* in flight: nothing to hand back */
         assert_int_equal(qp_bg_put_wait(p, d), 0);
         assert_string_equal(d, want);
+        if (round == 1) {
+            /* the stored bytes come back to be filled again */
+            unsigned char *spare = qp_bg_put_take_spare(p);
+            assert_ptr_equal(spare, data);
+            assert_null(qp_bg_put_take_spare(p));
+            free(spare);
+        }   /* rounds 0 and 2: left, freed by the next start or by _free */
         void *back = NULL;
         size_t got = 0;
         assert_int_equal(qp_cache_get(c, d, &back, &got), 0);
