@@ -79,11 +79,14 @@ static void tri_inv_lower(double *t, const double *l, int64_t ldl, int64_t kb)
  * (or cover more of the never-read strict upper triangle), so the factor
  * has the same bits for any thread count. */
 #define UPD_ROWS (4 * NB)   /* trailing-update rows per call: B is packed once per UPD_ROWS rows, not per NB */
+#define SB (4 * NB)         /* Cholesky super-panel: the far trailing matrix is updated once per SB columns */
 
 typedef struct {
     double *a;              /* [n, n] */
     int64_t n;
     int64_t k0, kb, m;      /* the current block column (potrf) */
+    int64_t w;              /* potrf: columns of A22 inside the super-panel */
+    int64_t s0, sb;         /* potrf: the super-panel's first column and width */
     int64_t i0, ib;         /* the current block row (trtri) */
     const double *t11;      /* [kb, kb] row stride NB: L11⁻¹ (potrf); Tinv of block row i0 (trtri) */
     double *tmp;            /* [n, NB] */
@@ -104,41 +107,72 @@ static int l21_rows(void *ctx, int64_t b, int64_t e, int64_t c)
     return 0;
 }
 
-/* potrf, rows [b, e) of A22 −= L21 · L21ᵀ, columns up to row e (the lower
- * triangle and a strip of the never-read upper one). */
+/* potrf, rows [b, e) of A22 −= L21 · L21ᵀ in the super-panel's columns
+ * (the first w of A22), up to row e (the lower triangle and a strip of
+ * the never-read upper one). */
 static int a22_rows(void *ctx, int64_t b, int64_t e, int64_t c)
 {
     hinv_par *p = ctx;
     (void)c;
-    const int64_t n = p->n, kb = p->kb;
+    const int64_t n = p->n, kb = p->kb, cols = e < p->w ? e : p->w;
     double *a21 = p->a + (p->k0 + kb) * n + p->k0; /* [m, kb] */
     double *a22 = a21 + kb;                        /* [m, m] */
-    qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)(e - b), (size_t)e, (size_t)kb, -1.0, a21 + b * n, (size_t)n, a21,
+    qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)(e - b), (size_t)cols, (size_t)kb, -1.0, a21 + b * n, (size_t)n, a21,
              (size_t)n, 1.0, a22 + b * n, (size_t)n);
+    return 0;
+}
+
+/* potrf, rows [b, e) of the matrix past the super-panel (row and column
+ * s0 + sb on): −= L[:, s0:s0+sb] · L[:, s0:s0+sb]ᵀ, up to row e.  One
+ * product of depth sb instead of sb / NB of depth NB: each element's chain
+ * is the same fma sequence (an f64 accumulator stored and reloaded between
+ * products is exact), and the trailing matrix streams through memory once
+ * per super-panel, not once per panel (it is 970 MB at 11008 columns, and
+ * that stream was the Cholesky's bound). */
+static int far_rows(void *ctx, int64_t b, int64_t e, int64_t c)
+{
+    hinv_par *p = ctx;
+    (void)c;
+    const int64_t n = p->n, f0 = p->s0 + p->sb;
+    double *l = p->a + f0 * n + p->s0;   /* [n - f0, sb] */
+    double *a = p->a + f0 * n + f0;      /* [n - f0, n - f0] */
+    qp_dgemm(QP_NOTRANS, QP_TRANS, (size_t)(e - b), (size_t)e, (size_t)p->sb, -1.0, l + b * n, (size_t)n, l,
+             (size_t)n, 1.0, a + b * n, (size_t)n);
     return 0;
 }
 
 /* In-place lower Cholesky of a [n, n] (row-major; the lower triangle is the
  * matrix, the strict upper triangle must be finite and is overwritten).
- * Right-looking, NB-blocked.  tinv [ceil(n/NB)][NB, NB] receives the
- * inverse of every diagonal block of L; tmp holds n·NB doubles. */
+ * Right-looking, NB-blocked, with the updates of the columns past each
+ * SB-wide super-panel deferred to one product per super-panel (far_rows:
+ * the same bits).  tinv [ceil(n/NB)][NB, NB] receives the inverse of every
+ * diagonal block of L; tmp holds n·NB doubles. */
 static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp, int n_threads)
 {
-    for (int64_t k0 = 0; k0 < n; k0 += NB) {
-        int64_t kb = n - k0 < NB ? n - k0 : NB;
-        double *a11 = a + k0 * n + k0;      /* [kb, kb] */
-        if (potf2_lower(a11, n, kb))
-            return -1;
-        double *t11 = tinv + (k0 / NB) * NB * NB;
-        tri_inv_lower(t11, a11, n, kb);
-        int64_t m = n - k0 - kb;
-        if (m == 0)
-            break;
-        hinv_par p = {.a = a, .n = n, .k0 = k0, .kb = kb, .m = m, .t11 = t11, .tmp = tmp};
-        /* L21 [m, kb] = A21 · L11⁻ᵀ */
-        qp_lin_parallel(m, UPD_ROWS, n_threads, l21_rows, &p);
-        /* A22 −= L21 · L21ᵀ, up to the diagonal */
-        qp_lin_parallel(m, UPD_ROWS, n_threads, a22_rows, &p);
+    for (int64_t s0 = 0; s0 < n; s0 += SB) {
+        const int64_t sb = n - s0 < SB ? n - s0 : SB;
+        for (int64_t k0 = s0; k0 < s0 + sb; k0 += NB) {
+            int64_t kb = n - k0 < NB ? n - k0 : NB;
+            double *a11 = a + k0 * n + k0;      /* [kb, kb] */
+            if (potf2_lower(a11, n, kb))
+                return -1;
+            double *t11 = tinv + (k0 / NB) * NB * NB;
+            tri_inv_lower(t11, a11, n, kb);
+            int64_t m = n - k0 - kb;
+            if (m == 0)
+                break;
+            hinv_par p = {.a = a, .n = n, .k0 = k0, .kb = kb, .m = m, .w = s0 + sb - (k0 + kb), .t11 = t11,
+                          .tmp = tmp};
+            /* L21 [m, kb] = A21 · L11⁻ᵀ */
+            qp_lin_parallel(m, UPD_ROWS, n_threads, l21_rows, &p);
+            /* A22 −= L21 · L21ᵀ inside the super-panel, up to the diagonal */
+            if (p.w > 0)
+                qp_lin_parallel(m, UPD_ROWS, n_threads, a22_rows, &p);
+        }
+        if (s0 + sb < n) {
+            hinv_par p = {.a = a, .n = n, .s0 = s0, .sb = sb};
+            qp_lin_parallel(n - s0 - sb, UPD_ROWS, n_threads, far_rows, &p);
+        }
     }
     return 0;
 }
