@@ -304,7 +304,7 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     /* one layer's forward FLOPs over one window (the window's, without lm_head) */
     double layer_flops = (qp_llama_window_flops(&hp, (size_t)T) - 2.0 * hp.vocab * (double)hp.hidden * T) / L;
     double runs = sequential ? groups + 1 : 0;
-    /* A run that only collects inputs stops at the last site it needs
+    /* A GPTQ run that only collects inputs stops at the last site it needs
      * (qp_llama_layer_observe): q/k/v's input costs a norm; o's, the
      * q/k/v products and attention; gate/up's, also o; down's, all but
      * down_proj.  Only the run that advances x is whole. */
@@ -312,6 +312,7 @@ static void est_sequential(const qp_est_input *in, est *e, const qp_est_art *mod
     double to_o = layer_flops - 2.0 * T * (qd * D + 3.0 * D * F);
     double to_gate_up = to_o + 2.0 * T * qd * D, to_down = to_gate_up + 4.0 * T * D * F;
     double run_flops = !sequential ? 0
+                       : !gptq       ? runs * layer_flops   /* AWQ runs whole layers */
                        : groups == 4 ? to_o + to_gate_up + to_down + layer_flops
                                      : to_down + layer_flops;
     term(e, "forward", L * S * run_flops / (rate * e->c->gemm_eff));
