@@ -22,7 +22,7 @@ typedef struct {
     unsigned file_type;   /* llama_ftype: 32 (BF16) stores 2-D weights as BF16 */
     float *f32;           /* scratch [largest tensor] for conversions */
     size_t f32_cap;       /* elements */
-    void *held;           /* the last tensor's cache object, lent to the writer */
+    qp_buf held;          /* the last tensor's cache object, lent to the writer (its allocation reused) */
 } export_ctx;
 
 #define FTYPE_MOSTLY_BF16 32u
@@ -185,13 +185,11 @@ static int tensor_view(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, v
 {
     export_ctx *x = ud;
     const json_t *e = entry_of(x, t->hf_name);
-    size_t len = 0;
-    free(x->held);
-    x->held = NULL;
-    int rc = qp_cache_get(x->cache, qp_artifact_entry_digest(e), &x->held, &len);
+    int rc = qp_cache_get_into(x->cache, qp_artifact_entry_digest(e), &x->held);
     if (rc)
         return rc;
-    const void *buf = x->held;
+    const void *buf = x->held.data;
+    size_t len = x->held.len;
     char *what = qp_strfmt("%s: tensor '%s'", x->what, t->hf_name);
     uint64_t nelem = qp_qtensor_nelem(e);
     const char *fmt = json_string_value(json_object_get(e, "format"));
@@ -203,7 +201,7 @@ static int tensor_view(void *ud, const qp_gguf_llama_tensor *t, uint32_t type, v
         } else if (type == QP_GGML_F32 && nbytes == nelem * sizeof(float)) {
             rc = qp_qtensor_to_f32(e, buf, len, dst, nelem, what);
         } else if (type == QP_GGML_BF16 && dt && !strcmp(dt, "BF16") && len == nbytes) {
-            bf16_quiet_nans(x->held, nelem);
+            bf16_quiet_nans(x->held.data, nelem);
             *data = buf;
         } else if (type == QP_GGML_BF16 && nbytes == nelem * 2) {
             rc = to_bf16(x, e, buf, len, dst, nelem, what);
@@ -273,7 +271,7 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
     qp_gguf_writer *w = NULL;
     qp_tokenizer *tok = NULL;
     char *tok_name = NULL;
-    export_ctx x = {model, cache, what, file_type, NULL, 0, NULL};
+    export_ctx x = {model, cache, what, file_type, NULL, 0, QP_BUF_INIT};
     int rc = qp_model_artifact_config(&cfg, model, cache, what);
     if (rc)
         return rc;
@@ -312,7 +310,7 @@ int qp_package_gguf(const char *path, const qp_artifact *model, qp_cache *cache,
         rc = qp_gguf_writer_finish(w);
 done:
     free(x.f32);
-    free(x.held);
+    qp_buf_free(&x.held);
     if (have_opts)
         qp_gguf_llama_opts_free(&opts);
     qp_tokenizer_free(tok);
