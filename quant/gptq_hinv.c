@@ -146,7 +146,7 @@ static int far_rows(void *ctx, int64_t b, int64_t e, int64_t c)
  * Right-looking, NB-blocked, with the updates of the columns past each
  * SB-wide super-panel deferred to one product per super-panel (far_rows:
  * the same bits).  tinv [ceil(n/NB)][NB, NB] receives the inverse of every
- * diagonal block of L; tmp holds n·NB doubles. */
+ * diagonal block of L; tmp holds at least n·NB doubles. */
 static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp, int n_threads)
 {
     for (int64_t s0 = 0; s0 < n; s0 += SB) {
@@ -177,30 +177,54 @@ static int potrf_lower(double *a, int64_t n, double *tinv, double *tmp, int n_th
     return 0;
 }
 
-/* trtri, block columns [b, e) / NB of block row i0 (b, e multiples of NB
- * below i0): tmp[:, j0] = L[i0, j0:i0] · X[j0:i0, j0] for each block j0
- * (tmp [ib, i0], row stride n). */
-static int trtri_products(void *ctx, int64_t b, int64_t e, int64_t c)
+/* trtri works on groups of SB rows (g0 .. g0 + gh): first the part of
+ * every product that reads rows above the group, for all of the group's
+ * rows at once (group_products), then block row by block row the rest
+ * (row_products) and the row itself (trtri_scale).  The products of a
+ * group sit in tmp [gh, n] (row stride n, row r = block row g0 + r). */
+
+/* tmp[:, j0] = L[g0:g0+gh, j0:g0] · X[j0:g0, j0] for the blocks j0 in
+ * [b, e) (below g0): each X column block is read once per group instead
+ * of once per block row (X above row g0 is up to 970 MB at 11008 columns). */
+static int group_products(void *ctx, int64_t b, int64_t e, int64_t c)
 {
     hinv_par *p = ctx;
     (void)c;
-    const int64_t n = p->n, i0 = p->i0;
+    const int64_t n = p->n, g0 = p->s0;
+    for (int64_t j0 = b; j0 < e; j0 += NB)
+        qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->sb, NB, (size_t)(g0 - j0), 1.0, p->a + g0 * n + j0, (size_t)n,
+                 p->a + j0 * n + j0, (size_t)n, 0.0, p->tmp + j0, (size_t)n);
+    return 0;
+}
+
+/* Block row i0 of the group, blocks j0 in [b, e) (below i0): the product
+ * L[i0, j0:i0] · X[j0:i0, j0] into tmp's rows for i0.  For j0 below g0 it
+ * continues group_products' chain over k = g0 .. i0 (beta 1: the f64
+ * accumulator resumes exactly), so each element is the one chain of
+ * k = j0 .. i0 it always was. */
+static int row_products(void *ctx, int64_t b, int64_t e, int64_t c)
+{
+    hinv_par *p = ctx;
+    (void)c;
+    const int64_t n = p->n, i0 = p->i0, g0 = p->s0;
+    double *t = p->tmp + (i0 - g0) * n;
     for (int64_t j0 = b; j0 < e; j0 += NB) {
-        int64_t jb = i0 - j0 < NB ? i0 - j0 : NB;
-        qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->ib, (size_t)jb, (size_t)(i0 - j0), 1.0, p->a + i0 * n + j0,
-                 (size_t)n, p->a + j0 * n + j0, (size_t)n, 0.0, p->tmp + j0, (size_t)n);
+        const int64_t from = j0 < g0 ? g0 : j0;
+        if (i0 > from)
+            qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->ib, NB, (size_t)(i0 - from), 1.0, p->a + i0 * n + from,
+                     (size_t)n, p->a + from * n + j0, (size_t)n, j0 < g0 ? 1.0 : 0.0, t + j0, (size_t)n);
     }
     return 0;
 }
 
-/* trtri, columns [b, e) of block row i0: X[i0, b:e] = −Tinv[i0] · tmp[:, b:e]. */
+/* trtri, columns [b, e) of block row i0: X[i0, b:e] = −Tinv[i0] · tmp[i0's rows, b:e]. */
 static int trtri_scale(void *ctx, int64_t b, int64_t e, int64_t c)
 {
     hinv_par *p = ctx;
     (void)c;
     const int64_t n = p->n;
-    qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->ib, (size_t)(e - b), (size_t)p->ib, -1.0, p->t11, NB, p->tmp + b,
-             (size_t)n, 0.0, p->a + p->i0 * n + b, (size_t)n);
+    qp_dgemm(QP_NOTRANS, QP_NOTRANS, (size_t)p->ib, (size_t)(e - b), (size_t)p->ib, -1.0, p->t11, NB,
+             p->tmp + (p->i0 - p->s0) * n + b, (size_t)n, 0.0, p->a + p->i0 * n + b, (size_t)n);
     return 0;
 }
 
@@ -215,8 +239,8 @@ static int trtri_scale(void *ctx, int64_t b, int64_t e, int64_t c)
  * the very operands a separate output would see: one n² buffer instead of
  * two (970 MB for a 7B model's down_proj), and within a row the blocks j0
  * are independent, so threads share them.  L's diagonal blocks are never
- * read (Tinv stands for them), so X's are written first.  tmp holds n·NB
- * doubles. */
+ * read (Tinv stands for them), so X's are written first.  Rows go in
+ * groups of SB (see group_products).  tmp holds n·SB doubles. */
 static void trtri_lower_inplace(double *a, int64_t n, const double *tinv, double *tmp, int n_threads)
 {
     for (int64_t j0 = 0; j0 < n; j0 += NB) {
@@ -225,11 +249,17 @@ static void trtri_lower_inplace(double *a, int64_t n, const double *tinv, double
         for (int64_t i = 0; i < jb; i++)
             memcpy(a + (j0 + i) * n + j0, tj + i * NB, (size_t)jb * sizeof *a);
     }
-    for (int64_t i0 = NB; i0 < n; i0 += NB) {
-        hinv_par p = {.a = a, .n = n, .i0 = i0, .ib = n - i0 < NB ? n - i0 : NB,
-                      .t11 = tinv + (i0 / NB) * NB * NB, .tmp = tmp};
-        qp_lin_parallel(i0, NB, n_threads, trtri_products, &p);
-        qp_lin_parallel(i0, NB, n_threads, trtri_scale, &p);
+    for (int64_t g0 = 0; g0 < n; g0 += SB) {
+        const int64_t gh = n - g0 < SB ? n - g0 : SB;
+        hinv_par g = {.a = a, .n = n, .s0 = g0, .sb = gh, .tmp = tmp};
+        if (g0 > 0)
+            qp_lin_parallel(g0, NB, n_threads, group_products, &g);
+        for (int64_t i0 = g0 == 0 ? NB : g0; i0 < g0 + gh; i0 += NB) {
+            hinv_par p = {.a = a, .n = n, .i0 = i0, .ib = n - i0 < NB ? n - i0 : NB, .s0 = g0,
+                          .t11 = tinv + (i0 / NB) * NB * NB, .tmp = tmp};
+            qp_lin_parallel(i0, NB, n_threads, row_products, &p);
+            qp_lin_parallel(i0, NB, n_threads, trtri_scale, &p);
+        }
     }
 }
 
@@ -280,7 +310,7 @@ static int hinv_core(float *U, double *U64, const lower_src *src, int64_t n, dou
 
     r = qp_xmalloc((size_t)n * (size_t)n * sizeof *r);
     tinv = qp_xmalloc((size_t)((n + NB - 1) / NB) * NB * NB * sizeof *tinv);
-    tmp = qp_xmalloc((size_t)n * NB * sizeof *tmp);
+    tmp = qp_xmalloc((size_t)n * SB * sizeof *tmp);
     int ok = 0;
     while (damp > 0.0 && damp < 1.0) {
         /* r = J·(A + damp·mean·I)·J, lower triangle: r[i][j] = A[n-1-j][n-1-i]
