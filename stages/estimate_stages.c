@@ -99,9 +99,12 @@ static void cache_get(est *e, double raw, double zr)
 /* qp_cache_put: hashed, compressed unless stored, written (fsync'ed). */
 static void cache_put(est *e, double raw, double zr)
 {
-    if (stored(raw, zr))
+    int st = stored(raw, zr);
+    if (st)
         zr = 1;
     term(e, "sha256", secs(raw, e->m->sha_mbs));
+    if (st)
+        term(e, "xxh64", secs(raw, e->m->xxh_mbs));   /* the check frame */
     if (zr < 1)
         term(e, "zstd", secs(raw, e->m->zstd_c_mbs));
     term(e, "write", secs(raw * zr, e->m->disk_w_mbs));
@@ -202,6 +205,8 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
     double zr = stored(S, e->m->zratio_bf16) ? 1 : e->m->zratio_bf16;
     if (zr < 1)
         term(e, "zstd", secs(S, e->m->zstd_c_mbs));
+    else
+        term(e, "xxh64", secs(S, e->m->xxh_mbs));   /* stored objects' check frames */
     term(e, "write", secs(S * zr, e->m->disk_w_mbs));
     term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
     /* every page of the mapped checkpoint is faulted in once */
