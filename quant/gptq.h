@@ -82,7 +82,8 @@ typedef struct {
     double avg_loss;       /* loss / nsamples (GPTQModel's avg_loss); NAN if nsamples == 0 */
     double loss_per_weight;/* loss / (rows · cols) */
     /* wall-clock seconds, informational (the only fields that vary between
-     * runs): steps 1–4 and setup, step 5, step 6 (+ step 7) */
+     * runs): steps 1–4 and setup, step 5, step 6 (+ step 7); weights that
+     * share a prepared Hessian each report its one step 5 */
     double seconds_prepare, seconds_hinv, seconds_update;
 } qp_gptq_stats;
 

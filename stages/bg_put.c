@@ -15,7 +15,7 @@ struct qp_bg_put {
     int threaded;      /* ... on tid (else it ran in _start) */
     void *bytes;
     size_t n;
-    void *spare;       /* the last put's bytes, stored: the caller's to take */
+    void *spare;       /* the last collected put's bytes: the caller's to take until the next collect */
     int rc;
     char digest[QP_HEX_LEN];
     char err[QP_ERROR_MAX];   /* the put's message, raised again on the waiting thread */
@@ -48,8 +48,6 @@ int qp_bg_put_start(qp_bg_put *p, void *bytes, size_t n)
         free(bytes);
         return qp_error_set(QP_ERROR, "qp_bg_put_start: the previous put was not collected");
     }
-    free(p->spare);   /* not taken */
-    p->spare = NULL;
     p->bytes = bytes;
     p->n = n;
     p->rc = 0;
@@ -68,6 +66,7 @@ int qp_bg_put_wait(qp_bg_put *p, char digest[QP_HEX_LEN])
     if (p->threaded)
         pthread_join(p->tid, NULL);
     p->in_flight = p->threaded = 0;
+    free(p->spare);   /* the older one, not taken */
     p->spare = p->bytes;
     p->bytes = NULL;
     if (p->rc)

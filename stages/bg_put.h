@@ -16,7 +16,7 @@ typedef struct qp_bg_put qp_bg_put;
 
 int qp_bg_put_new(qp_bg_put **out, qp_cache *c);
 /* Starts storing bytes[0..n) (the put takes them: freed, or handed back by
- * qp_bg_put_take_spare, once stored).
+ * qp_bg_put_take_spare, once stored and collected).
  * The previous put must have been collected (qp_bg_put_wait). */
 int qp_bg_put_start(qp_bg_put *p, void *bytes, size_t n);
 /* Waits for the put in flight; 0 and its digest, or its error (with its
@@ -24,8 +24,10 @@ int qp_bg_put_start(qp_bg_put *p, void *bytes, size_t n);
 int qp_bg_put_wait(qp_bg_put *p, char digest[QP_HEX_LEN]);
 /* The bytes of the last collected put, handed back instead of freed (a
  * caller encoding tensor after tensor fills them again rather than
- * faulting in fresh pages), or NULL; what is not taken is freed by the
- * next start or by _free. */
+ * faulting in fresh pages), or NULL.  They stay takeable while the next
+ * put runs (a caller that collects put k, starts put k+1 and then encodes
+ * tensor k+2 fills put k's buffer); what is not taken is freed by the
+ * next collect or by _free. */
 void *qp_bg_put_take_spare(qp_bg_put *p);
 /* Waits for what is in flight (its result dropped) and frees. */
 void qp_bg_put_free(qp_bg_put *p);

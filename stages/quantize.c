@@ -404,6 +404,10 @@ static int quantize_tensor(qp_quant_job *job, tensor_pass *tp, const json_t *e, 
         tp->f32 = qp_xrealloc(tp->f32, nelem * sizeof(float));
         tp->back = qp_xrealloc(tp->back, nelem * sizeof(float));
         rc = qp_qtensor_to_f32(e, src, len, tp->f32, nelem, what);
+        /* not needed beside f32, back and packed: peak = one tensor in f32
+         * twice + packed, and the previous packed tensor being stored */
+        qp_buf_free(&tp->src);
+        src = NULL;
         packed_cap = 0;   /* packed comes from the method, sized as it is */
         if (rc == 0 &&
             (st || (rc = qp_qtensor_check_finite(tp->f32, rows, cols, what)) == 0) &&
