@@ -406,20 +406,6 @@ static int mem_write(void *ud, const void *p, size_t n)
     return 0;
 }
 
-int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len)
-{
-    qp_buf m = QP_BUF_INIT;
-    decode_sink s = {mem_hint, mem_write, &m};
-    int rc = decode(c, digest, &s, NULL, 0);
-    if (rc != 0) {
-        qp_buf_free(&m);
-        return rc;
-    }
-    /* NUL-terminated: a convenience for text objects, not counted */
-    *out = qp_buf_detach(&m, out_len);
-    return 0;
-}
-
 int qp_cache_get_into(qp_cache *c, const char *digest, qp_buf *b)
 {
     b->len = 0;
@@ -429,8 +415,21 @@ int qp_cache_get_into(qp_cache *c, const char *digest, qp_buf *b)
         b->len = 0;
         return rc;
     }
+    /* NUL-terminated: a convenience for text objects, not counted */
     qp_buf_reserve(b, 1);
     b->data[b->len] = '\0';
+    return 0;
+}
+
+int qp_cache_get(qp_cache *c, const char *digest, void **out, size_t *out_len)
+{
+    qp_buf m = QP_BUF_INIT;
+    int rc = qp_cache_get_into(c, digest, &m);
+    if (rc != 0) {
+        qp_buf_free(&m);
+        return rc;
+    }
+    *out = qp_buf_detach(&m, out_len);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "common/gemm.h"
 #include "common/tensor.h"
 #include "quant/linear_impl.h"
+#include "quant/qtypes.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -354,15 +355,15 @@ int qp_gptq_prepare(qp_gptq_prepared **out, const double *H, int64_t cols, const
     return 0;
 }
 
-/* W must be finite. */
+/* W must be finite (qp_first_nonfinite: the vectorised scan). */
 static int check_weight(const float *W, int64_t rows, int64_t cols)
 {
-    for (int64_t k = 0; k < rows * cols; k++)
-        if (!isfinite(W[k]))
-            return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
-                                (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
-                                isnan(W[k]) ? "nan" : "inf");
-    return 0;
+    const int64_t k = qp_first_nonfinite(W, rows * cols);
+    if (k < 0)
+        return 0;
+    return qp_error_set(QP_EUSAGE, "gptq: weight [%lld x %lld]: row %lld, column %lld: weight is %s; fix the checkpoint",
+                        (long long)rows, (long long)cols, (long long)(k / cols), (long long)(k % cols),
+                        isnan(W[k]) ? "nan" : "inf");
 }
 
 /* Wp = W[:, perm] with the dead columns zeroed. */
@@ -393,8 +394,10 @@ static int set_g_idx(qp_linear *q, const int32_t *perm, int64_t n, int gs)
     return rc;
 }
 
-int qp_gptq_quantize_prepared(qp_linear **out, const float *W, const qp_gptq_prepared *s, int64_t rows,
-                              int64_t cols, const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
+/* qp_gptq_quantize_prepared; weight_checked: the caller already ran
+ * check_weight on W (qp_gptq_quantize, before the inverse). */
+static int quantize_prepared(qp_linear **out, const float *W, const qp_gptq_prepared *s, int64_t rows, int64_t cols,
+                             const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads, int weight_checked)
 {
     qp_linear *q = NULL;
     float *wp = NULL;
@@ -418,7 +421,7 @@ int qp_gptq_quantize_prepared(qp_linear **out, const float *W, const qp_gptq_pre
         qp_error_prefix("gptq");
         return rc;
     }
-    if ((rc = check_weight(W, rows, cols)))
+    if (!weight_checked && (rc = check_weight(W, rows, cols)))
         goto done;
     wp = permuted_weight(s, W, rows);
     const double t1 = qp_now();
@@ -472,6 +475,12 @@ done:
     return rc;
 }
 
+int qp_gptq_quantize_prepared(qp_linear **out, const float *W, const qp_gptq_prepared *s, int64_t rows,
+                              int64_t cols, const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
+{
+    return quantize_prepared(out, W, s, rows, cols, p, stats, n_threads, 0);
+}
+
 int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t rows, int64_t cols,
                      const qp_gptq_params *p, qp_gptq_stats *stats, int n_threads)
 {
@@ -493,7 +502,7 @@ int qp_gptq_quantize(qp_linear **out, const float *W, const double *H, int64_t r
     qp_linear_free(probe);
     if ((rc = check_weight(W, rows, cols)) || (rc = qp_gptq_prepare(&s, H, cols, p, n_threads)))
         return rc;
-    rc = qp_gptq_quantize_prepared(out, W, s, rows, cols, p, stats, n_threads);
+    rc = quantize_prepared(out, W, s, rows, cols, p, stats, n_threads, 1);
     qp_gptq_prepared_free(s);
     return rc;
 }

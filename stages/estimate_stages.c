@@ -276,17 +276,19 @@ static int plan_tensor(qp_est_tensor *o, const qp_est_tensor *t, const qp_quant_
     return 1;
 }
 
-/* The input site a layer weight reads (HF module name after "model.layers.N."), or -1. */
+/* The input site a layer weight reads (HF module name after
+ * "model.layers.N."), by qp_site_weights' map, or -1. */
 static int site_of_weight(const char *rest)
 {
-    static const struct { const char *prefix; qp_llama_site site; } map[] = {
-        {QP_HF_Q_PROJ ".", QP_SITE_QKV},        {QP_HF_K_PROJ ".", QP_SITE_QKV},  {QP_HF_V_PROJ ".", QP_SITE_QKV},
-        {QP_HF_O_PROJ ".", QP_SITE_O},          {QP_HF_GATE_PROJ ".", QP_SITE_GATE_UP},
-        {QP_HF_UP_PROJ ".", QP_SITE_GATE_UP},   {QP_HF_DOWN_PROJ ".", QP_SITE_DOWN},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strncmp(rest, map[i].prefix, strlen(map[i].prefix)) == 0)
-            return (int)map[i].site;
+    for (int site = QP_SITE_QKV; site <= QP_SITE_DOWN; site++) {
+        const char *mods[3];
+        size_t n = qp_site_weights((qp_llama_site)site, mods);
+        for (size_t i = 0; i < n; i++) {
+            size_t len = strlen(mods[i]);
+            if (strncmp(rest, mods[i], len) == 0 && rest[len] == '.')
+                return site;
+        }
+    }
     return -1;
 }
 
