@@ -69,12 +69,26 @@ static void dq_q5_1(const qp_block_q5_1 *x, float *y, int64_t nb)
     }
 }
 
+/* Eight weights at a time (GCC vector extensions: the -O2 vectoriser left
+ * this loop scalar, and quantize's error metric dequantizes every Q8_0
+ * row): int8 -> f32 is exact and each product is the one multiply of the
+ * scalar expression, so the values are the same bits. */
+typedef int8_t dq_i8x8 __attribute__((vector_size(8)));
+typedef int32_t dq_i32x8 __attribute__((vector_size(32)));
+typedef float dq_f32x8 __attribute__((vector_size(32)));
+
 static void dq_q8_0(const qp_block_q8_0 *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, y += QP_QK) {
         const float d = QP_FP32(x[i].d);
-        for (int j = 0; j < QP_QK; ++j)
-            y[j] = x[i].qs[j] * d;
+        const dq_f32x8 dv = {d, d, d, d, d, d, d, d};
+        for (int j = 0; j < QP_QK; j += 8) {
+            dq_i8x8 q;
+            memcpy(&q, x[i].qs + j, sizeof q);
+            /* widened first: GCC 12 converts int8 -> f32 one lane at a time */
+            dq_f32x8 v = __builtin_convertvector(__builtin_convertvector(q, dq_i32x8), dq_f32x8) * dv;
+            memcpy(y + j, &v, sizeof v);
+        }
     }
 }
 
