@@ -75,6 +75,7 @@ note() { echo "$*"; echo "$*" >> "$RESULTS"; }
 # $LOGS/TAG.out; sets WALL (s), RSS_KB and RC.  Never exits on failure.
 measure() {
   local tag=$1; shift
+  sync   # the previous step's unwritten pages are not this one's to write
   /usr/bin/time -v -o "$LOGS/$tag.time" "$@" > "$LOGS/$tag.out" 2>&1
   RC=$?
   RSS_KB=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$LOGS/$tag.time")
@@ -332,6 +333,10 @@ fi
 echo "bench-scale: $(date -u +%FT%TZ), $(nproc) CPUs, $THREADS threads, work dir $SCALE_DIR"
 echo "  qpipe $("$QPIPE" version 2>/dev/null | head -1); llama.cpp: $([ $HAVE_LLAMA -eq 1 ] && echo "$LLAMA_CPP_BIN" || echo none)"
 [ $HAVE_LLAMA -eq 1 ] || llama_missing
+# A fresh cache: every stage is timed writing its objects (--force reruns a
+# stage but finds objects already stored, and a GPTQ would resume from an
+# earlier run's layer checkpoints).
+rm -rf "$CACHE" "$SCALE_DIR"/work-*
 T0=$(date +%s)
 for s in $SECTIONS; do
   case "$s" in
