@@ -14,6 +14,7 @@
 #include "pipeline/runner.h"
 #include "model/llama_pool.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,13 +84,33 @@ static const char *cache_dir_from(const char *opt)
     return abs;
 }
 
+/* A whole decimal number in [lo, hi]: atoi wrapped 4294967297 round to 1
+ * and read "2x" as 2. */
+static int parse_count(const char *s, long lo, long hi, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* $QPIPE_THREADS, else the online CPUs; -1 (with the message printed) when
+ * the variable is set to something that is not a thread count */
 static int default_threads(void)
 {
     const char *env = getenv("QPIPE_THREADS");
-    if (env && atoi(env) > 0)
-        return atoi(env);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    int n = 0;
+    if (env && *env) {
+        if (parse_count(env, 1, 1024, &n) == 0)
+            return n;
+        usage_error("QPIPE_THREADS=%s: expected a number between 1 and 1024", env);
+        return -1;
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (int)(cpus > 1024 ? 1024 : cpus) : 1;
 }
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
@@ -107,31 +128,36 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"memory", required_argument, NULL, OPT_MEMORY}, {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
-    qp_run_options o = {.mode = mode, .jobs = 1, .threads = default_threads(), .provenance = 1, .out = stdout,
+    qp_run_options o = {.mode = mode, .jobs = 1, .threads = 1, .provenance = 1, .out = stdout,
                         .exit_status = qp_exit_status};
     const char *cache_opt = NULL;
-    int c;
+    int c, threads_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:j:", opts, NULL)) != -1) {
         switch (c) {
         case 's': o.only_stage = optarg; break;
         case 'j':
-            o.jobs = atoi(optarg);
-            if (o.jobs < 1 || o.jobs > 256)
+            if (parse_count(optarg, 1, 256, &o.jobs) != 0)
                 return usage_error("-j %s: expected a number of parallel stages between 1 and 256", optarg);
             break;
         case OPT_THREADS:
-            o.threads = atoi(optarg);
-            if (o.threads < 1 || o.threads > 1024)
+            if (parse_count(optarg, 1, 1024, &o.threads) != 0)
                 return usage_error("--threads %s: expected a number between 1 and 1024", optarg);
+            threads_given = 1;
             break;
         case OPT_FORCE:
+            if (optarg && !*optarg)
+                return usage_error("--force=: expected a stage ID (or --force alone for every stage)%s", "");
             if (optarg)
                 o.force_stage = optarg;
             else
                 o.force_all = 1;
             break;
-        case OPT_CACHE: cache_opt = optarg; break;
+        case OPT_CACHE:
+            if (!*optarg)
+                return usage_error("--cache-dir '': expected a directory (default .qpipe/cache)%s", "");
+            cache_opt = optarg;
+            break;
         case OPT_JSON: o.json = 1; break;
         case OPT_NOPROV: o.provenance = 0; break;
         case OPT_BRANCH: o.branch = optarg; break;
@@ -150,6 +176,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     }
     if (optind != argc - 1)
         return usage_error("%s needs exactly one RECIPE argument", argv[0]);
+    if (!threads_given && (o.threads = default_threads()) < 0)
+        return 2;
     if ((eo.estimate || eo.recalibrate) && mode != QP_RUN_PLAN)
         return usage_error("--estimate and --recalibrate go with %s", "'qpipe plan'");
     if (eo.recalibrate && !eo.estimate)

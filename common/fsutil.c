@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,12 +170,14 @@ int qp_map_file(const char *path, unsigned char **map, size_t *size)
     return rc;
 }
 
-int qp_read_file(const char *path, char **out, size_t *out_len)
+/* max: the most bytes accepted, and then only a regular file (a device,
+ * a FIFO or /dev/zero would be read without end) */
+static int read_file(const char *path, size_t max, char **out, size_t *out_len)
 {
     int rc = QP_ERROR;
     qp_buf b = QP_BUF_INIT;
     struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (max != SIZE_MAX ? O_NONBLOCK : 0));
     if (fd < 0)
         return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
     if (fstat(fd, &st) != 0) {
@@ -183,6 +186,15 @@ int qp_read_file(const char *path, char **out, size_t *out_len)
     }
     if (S_ISDIR(st.st_mode)) {
         qp_error_set(QP_ERROR, "%s: cannot read: Is a directory", path);
+        goto done;
+    }
+    if (max != SIZE_MAX && !S_ISREG(st.st_mode)) {
+        qp_error_set(QP_ERROR, "%s: not a regular file (give the path of a file)", path);
+        goto done;
+    }
+    if (max != SIZE_MAX && (uint64_t)st.st_size > max) {
+        qp_error_set(QP_ERROR, "%s: %llu bytes, more than the %zu MiB this file may have", path,
+                     (unsigned long long)st.st_size, max >> 20);
         goto done;
     }
     /* one spare byte: a read that fills it means the file grew (or is a
@@ -201,6 +213,10 @@ int qp_read_file(const char *path, char **out, size_t *out_len)
         if (r == 0)
             break;
         b.len += (size_t)r;
+        if (b.len > max) {   /* grew while being read */
+            qp_error_set(QP_ERROR, "%s: more than the %zu MiB this file may have", path, max >> 20);
+            goto done;
+        }
     }
     *out = qp_buf_detach(&b, out_len);
     rc = 0;
@@ -208,6 +224,16 @@ done:
     qp_buf_free(&b);
     close(fd);
     return rc;
+}
+
+int qp_read_file(const char *path, char **out, size_t *out_len)
+{
+    return read_file(path, SIZE_MAX, out, out_len);
+}
+
+int qp_read_file_max(const char *path, size_t max, char **out, size_t *out_len)
+{
+    return read_file(path, max, out, out_len);
 }
 
 int qp_rm_rf(const char *path)

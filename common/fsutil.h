@@ -21,6 +21,9 @@ int qp_map_file(const char *path, unsigned char **map, size_t *size);
 
 /* Reads a whole file into a NUL-terminated malloc'ed buffer. */
 int qp_read_file(const char *path, char **out, size_t *out_len);
+/* The same for a regular file of at most max bytes: anything else (a
+ * device, a FIFO, a larger file) is refused without reading it. */
+int qp_read_file_max(const char *path, size_t max, char **out, size_t *out_len);
 
 /* Makes a unique temp file (O_EXCL) in dir with the given prefix; returns
  * the fd and writes the path (malloc'ed) to *out_path. */

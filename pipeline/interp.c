@@ -13,6 +13,18 @@
 /* ${…} references nest only through defaults; this bounds the recursion. */
 #define INTERP_MAX_DEPTH 16
 
+/* Appends n bytes unless the value would pass QP_INTERP_MAX_LEN: forty
+ * vars that each double the one before reach terabytes, and this stops
+ * them at the first value too long. */
+static int append(qp_buf *out, const char *p, size_t n, const char *where)
+{
+    if (n > QP_INTERP_MAX_LEN || out->len > QP_INTERP_MAX_LEN - n)
+        return qp_error_set(QP_EUSAGE, "%s: the interpolated value is longer than %d MiB (a ${…} expands to too much)",
+                            where, QP_INTERP_MAX_LEN >> 20);
+    qp_buf_append(out, p, n);
+    return 0;
+}
+
 static size_t name_len(const char *s, size_t n, int allow_dash)
 {
     size_t i = 0;
@@ -52,10 +64,8 @@ static int expand_matrix(qp_buf *out, const char *body, size_t n, const json_t *
     char key[256];
     snprintf(key, sizeof(key), "%.*s", (int)(n - 7), body + 7);
     const json_t *v = json_object_get(matrix, key);
-    if (v) {
-        qp_buf_append(out, json_string_value(v), json_string_length(v));
-        return 0;
-    }
+    if (v)
+        return append(out, json_string_value(v), json_string_length(v), where);
     char keys[300] = "";
     size_t len = 0;
     const char *k;
@@ -81,8 +91,7 @@ static int expand_ref(qp_buf *out, const char *body, size_t n, const json_t *sco
             if (!v)
                 return qp_error_set(QP_EUSAGE, "%s: undefined variable '%s' in '${%.*s}'", where, name,
                                     (int)n, body);
-            qp_buf_append(out, json_string_value(v), json_string_length(v));
-            return 0;
+            return append(out, json_string_value(v), json_string_length(v), where);
         }
     } else if (n > 7 && strncmp(body, "matrix.", 7) == 0) {
         size_t k = name_len(body + 7, n - 7, 1);
@@ -95,10 +104,8 @@ static int expand_ref(qp_buf *out, const char *body, size_t n, const json_t *sco
             char name[256];
             snprintf(name, sizeof(name), "%.*s", (int)k, body + 4);
             const char *v = getenv(name);
-            if (v && (*v || !has_def)) {
-                qp_buf_append(out, v, strlen(v));
-                return 0;
-            }
+            if (v && (*v || !has_def))
+                return append(out, v, strlen(v), where);
             if (has_def)
                 return expand(out, body + 6 + k, n - 6 - k, scope, where, depth + 1);
             return qp_error_set(QP_EUSAGE,
@@ -122,9 +129,11 @@ static int expand(qp_buf *out, const char *s, size_t n, const json_t *scope, con
             i++;
             continue;
         }
-        qp_buf_append(out, s + lit, i - lit);
+        if (append(out, s + lit, i - lit, where) < 0)
+            return QP_EUSAGE;
         if (s[i + 1] == '$') {
-            qp_buf_append(out, "$", 1);
+            if (append(out, "$", 1, where) < 0)
+                return QP_EUSAGE;
             i += 2;
         } else {
             long bl = body_len(s + i + 2, n - i - 2);
@@ -137,8 +146,7 @@ static int expand(qp_buf *out, const char *s, size_t n, const json_t *scope, con
         }
         lit = i;
     }
-    qp_buf_append(out, s + lit, n - lit);
-    return 0;
+    return append(out, s + lit, n - lit, where);
 }
 
 int qp_interp(char **out, const char *text, const json_t *scope, const char *where)
@@ -149,6 +157,19 @@ int qp_interp(char **out, const char *text, const json_t *scope, const char *whe
     if (rc < 0) {
         qp_buf_free(&b);
         return rc;
+    }
+    /* the recipe's total: many vars of up to 1 MiB each would still add
+     * up without bound; the counter is one json integer that every
+     * (shallow) copy of the scope shares */
+    json_t *budget = json_object_get(scope, "interp_budget");
+    if (budget) {
+        json_int_t left = json_integer_value(budget);
+        if ((json_int_t)b.len > left) {
+            qp_buf_free(&b);
+            return qp_error_set(QP_EUSAGE, "%s: the recipe's interpolated values add up to more than %d MiB "
+                                "(${…} references expand to too much)", where, QP_INTERP_MAX_TOTAL >> 20);
+        }
+        json_integer_set(budget, left - (json_int_t)b.len);
     }
     *out = qp_buf_detach(&b, NULL);
     return 0;

@@ -35,6 +35,14 @@
  * a string).  Any member may be absent; an absent "matrix" means the value
  * is not inside an expanded stage, which gets its own message. */
 
+/* The longest value an interpolation may produce (1 MiB): a value that
+ * would be longer is an error, not an allocation. */
+#define QP_INTERP_MAX_LEN (1 << 20)
+/* The most all of a recipe's interpolated values may add up to (64 MiB),
+ * counted down in the scope's member "interp_budget" (a JSON integer,
+ * absent: no total). */
+#define QP_INTERP_MAX_TOTAL (64 << 20)
+
 /* Expands `text` into a malloc'ed *out.  Errors are QP_EUSAGE
  * "WHERE: message". */
 int qp_interp(char **out, const char *text, const json_t *scope, const char *where);

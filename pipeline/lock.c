@@ -449,7 +449,7 @@ int qp_lock_load(json_t **out, const char *path)
         return qp_error_set(QP_ENOTFOUND, "%s: no lock file; create it with 'qpipe lock'", path);
     char *text = NULL;
     size_t len = 0;
-    int rc = qp_read_file(path, &text, &len);
+    int rc = qp_read_file_max(path, QP_YAML_MAX_BYTES, &text, &len);
     if (rc == 0)
         rc = qp_lock_parse(out, path, text, len);
     free(text);

@@ -307,7 +307,9 @@ static int load_text(qp_recipe **out, const char *path, const char *text, size_t
     qp_sha256_buf(r->digest, text, len);
     /* ${vars.NAME} reads the text and the typed value, which load_vars
      * fills in as it goes. */
-    json_t *vars_text = json_object(), *scope = json_pack("{s:O, s:O}", "vars", vars_text, "vars_typed", r->vars);
+    json_t *vars_text = json_object(),
+           *scope = json_pack("{s:O, s:O, s:I}", "vars", vars_text, "vars_typed", r->vars, "interp_budget",
+                              (json_int_t)QP_INTERP_MAX_TOTAL);
     qp_ynode *root = NULL;
     int rc = qp_ytree_parse(&root, path, text, len);
     if (rc < 0)
@@ -345,7 +347,7 @@ int qp_recipe_load(qp_recipe **out, const char *path)
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    int rc = qp_read_file(path, &text, &len);
+    int rc = qp_read_file_max(path, QP_YAML_MAX_BYTES, &text, &len);
     if (rc)   /* a recipe that cannot be read is a usage error (exit 2) */
         return qp_error_recode(QP_EUSAGE);
     rc = load_text(out, path, text, len);

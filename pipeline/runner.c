@@ -841,6 +841,8 @@ static void emit_summary(runner *R, const size_t *c, int rc, double elapsed, con
 /* --stage: that stage and what it depends on; otherwise every stage. */
 static int select_all(runner *R)
 {
+    if (R->opt->force_stage && qp_recipe_find(R->r, R->opt->force_stage) < 0)
+        return qp_error_set(QP_EUSAGE, "%s: --force=%s: no such stage", qp_recipe_path(R->r), R->opt->force_stage);
     if (!R->opt->only_stage) {
         for (size_t i = 0; i < R->n; i++)
             R->st[i].selected = 1;

@@ -1,6 +1,7 @@
 #include "pipeline/yaml_tree.h"
 #include "common/alloc.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
@@ -9,6 +10,70 @@
 #include "common/fsutil.h"
 
 #define TAG_PREFIX "tag:yaml.org,2002:"
+
+/* String -> pointer, open addressing: duplicate keys, merges and anchors are
+ * looked up by name, and a linear scan per key made a 50k-key mapping take
+ * seconds (minutes with long shared prefixes).  Keys are borrowed: they
+ * belong to nodes or anchors that outlive the map. */
+typedef struct {
+    const char **keys;
+    void **vals;
+    size_t cap, n;
+} strmap;
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+static size_t strmap_find(const strmap *m, const char *k)
+{
+    size_t i = (size_t)str_hash(k) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], k) != 0)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void *strmap_get(const strmap *m, const char *k)
+{
+    if (!m->cap)
+        return NULL;
+    size_t i = strmap_find(m, k);
+    return m->keys[i] ? m->vals[i] : NULL;
+}
+
+/* Sets k's value (a later anchor of the same name replaces the earlier). */
+static void strmap_put(strmap *m, const char *k, void *v)
+{
+    if (2 * (m->n + 1) > m->cap) {
+        strmap old = *m;
+        m->cap = old.cap ? 2 * old.cap : 16;
+        m->keys = qp_xcalloc(m->cap, sizeof(*m->keys));
+        m->vals = qp_xcalloc(m->cap, sizeof(*m->vals));
+        m->n = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.keys[i])
+                strmap_put(m, old.keys[i], old.vals[i]);
+        free(old.keys);
+        free(old.vals);
+    }
+    size_t i = strmap_find(m, k);
+    if (!m->keys[i]) {
+        m->keys[i] = k;
+        m->n++;
+    }
+    m->vals[i] = v;
+}
+
+static void strmap_free(strmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
 
 typedef struct {
     char *name;
@@ -24,9 +89,11 @@ typedef struct {
     qp_ynode *stack[QP_YAML_MAX_DEPTH + 1];
     qp_ynode *pending[QP_YAML_MAX_DEPTH + 1];
     long stack_anchor[QP_YAML_MAX_DEPTH + 1];
+    strmap key_set[QP_YAML_MAX_DEPTH + 1];   /* an open mapping's keys (duplicates) */
     int depth;
     anchor *anchors;
     size_t n_anchors, cap_anchors;
+    strmap anchor_index;   /* name -> 1 + index of its latest anchor */
     size_t n_nodes;
     qp_ynode *root;
     /* '<<' merge values, kept alive until the end because an anchor inside
@@ -199,6 +266,7 @@ static int anchor_add(builder *b, const yaml_char_t *name, qp_ynode *node, int d
     a->name = qp_strdup((const char *)name);
     a->node = node;
     a->done = done;
+    strmap_put(&b->anchor_index, a->name, (void *)(uintptr_t)(b->n_anchors + 1));
     return (int)b->n_anchors++;
 }
 
@@ -228,13 +296,13 @@ static int attach(builder *b, qp_ynode *n)
         rc = fail(b, n->mark, msg);
         goto done;
     }
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->keys[i]->text, n->text) == 0) {
-            snprintf(msg, sizeof(msg), "duplicate key '%.100s' (first given at line %d)", n->text,
-                     c->keys[i]->mark.line);
-            rc = fail(b, n->mark, msg);
-            goto done;
-        }
+    const qp_ynode *first = strmap_get(&b->key_set[b->depth - 1], n->text);
+    if (first) {
+        snprintf(msg, sizeof(msg), "duplicate key '%.100s' (first given at line %d)", n->text, first->mark.line);
+        rc = fail(b, n->mark, msg);
+        goto done;
+    }
+    strmap_put(&b->key_set[b->depth - 1], n->text, n);
     b->pending[b->depth - 1] = n;
     return 0;
 done:
@@ -249,10 +317,10 @@ static int is_merge_key(const qp_ynode *k)
 
 /* Copies the keys of `src` that `m` lacks into `m` (explicit keys win, and
  * among merged mappings the earlier one wins, as in YAML 1.1 merge keys). */
-static int merge_from(builder *b, qp_ynode *m, const qp_ynode *src, qp_mark at)
+static int merge_from(builder *b, qp_ynode *m, strmap *have, const qp_ynode *src, qp_mark at)
 {
     for (size_t i = 0; i < src->n; i++) {
-        if (qp_ynode_get(m, src->keys[i]->text, NULL))
+        if (strmap_get(have, src->keys[i]->text))
             continue;
         qp_ynode *k = NULL, *v = NULL;
         if (node_copy(b, &k, src->keys[i], at) < 0)
@@ -262,6 +330,7 @@ static int merge_from(builder *b, qp_ynode *m, const qp_ynode *src, qp_mark at)
             return QP_EUSAGE;
         }
         node_push(m, k, v);
+        strmap_put(have, k->text, k);
     }
     return 0;
 }
@@ -282,19 +351,33 @@ static int apply_merges(builder *b, qp_ynode *m)
     if (!mk)
         return 0;
     m->n = w;
-    qp_ynode_free(mk);
+    /* both kept to the end: an anchor on the '<<' key itself, or inside
+     * its value, may still be aliased (freeing the key here was a
+     * use-after-free through such an alias) */
+    node_push(b->graveyard, NULL, mk);
     node_push(b->graveyard, NULL, mv);
-    if (mv->kind == QP_YN_MAP)
-        return merge_from(b, m, mv, mv->mark);
-    if (mv->kind != QP_YN_SEQ)
-        return fail(b, mv->mark, "the value of a '<<' merge key must be a mapping or a list of mappings");
+    int rc = 0;
+    strmap have = {0};
+    for (size_t i = 0; i < m->n; i++)
+        strmap_put(&have, m->keys[i]->text, m->keys[i]);
+    if (mv->kind == QP_YN_MAP) {
+        rc = merge_from(b, m, &have, mv, mv->mark);
+        goto done;
+    }
+    if (mv->kind != QP_YN_SEQ) {
+        rc = fail(b, mv->mark, "the value of a '<<' merge key must be a mapping or a list of mappings");
+        goto done;
+    }
     for (size_t i = 0; i < mv->n; i++)
-        if (mv->items[i]->kind != QP_YN_MAP)
-            return fail(b, mv->items[i]->mark, "a '<<' merge list may contain only mappings");
-    for (size_t i = 0; i < mv->n; i++)
-        if (merge_from(b, m, mv->items[i], mv->items[i]->mark) < 0)
-            return QP_EUSAGE;
-    return 0;
+        if (mv->items[i]->kind != QP_YN_MAP) {
+            rc = fail(b, mv->items[i]->mark, "a '<<' merge list may contain only mappings");
+            goto done;
+        }
+    for (size_t i = 0; i < mv->n && rc == 0; i++)
+        rc = merge_from(b, m, &have, mv->items[i], mv->items[i]->mark);
+done:
+    strmap_free(&have);
+    return rc < 0 ? QP_EUSAGE : 0;
 }
 
 static int on_alias(builder *b, const yaml_event_t *e)
@@ -302,11 +385,17 @@ static int on_alias(builder *b, const yaml_event_t *e)
     qp_mark m = mark_of(e->start_mark);
     const char *name = (const char *)e->data.alias.anchor;
     char msg[300];
-    for (size_t i = b->n_anchors; i-- > 0;) {
-        if (strcmp(b->anchors[i].name, name) != 0)
-            continue;
+    uintptr_t at = (uintptr_t)strmap_get(&b->anchor_index, name);
+    if (at) {
+        size_t i = at - 1;
         if (!b->anchors[i].done) {
             snprintf(msg, sizeof(msg), "alias '*%.100s' refers to a node that contains it", name);
+            return fail(b, m, msg);
+        }
+        if (is_merge_key(b->anchors[i].node)) {
+            /* the key was consumed by its merge: there is no value to copy */
+            snprintf(msg, sizeof(msg), "alias '*%.100s' refers to a '<<' merge key (anchor the merged mapping instead)",
+                     name);
             return fail(b, m, msg);
         }
         qp_ynode *copy = NULL;
@@ -355,6 +444,7 @@ static int on_start(builder *b, const yaml_event_t *e, qp_ynode_kind kind)
     qp_ynode *n = node_new(kind, m);
     b->stack[b->depth] = n;
     b->pending[b->depth] = NULL;
+    strmap_free(&b->key_set[b->depth]);
     b->stack_anchor[b->depth] = anchor_add(b, anc, n, 0);
     b->depth++;
     return 0;
@@ -365,6 +455,7 @@ static int on_end(builder *b)
     b->depth--;
     qp_ynode *n = b->stack[b->depth];
     b->stack[b->depth] = NULL;
+    strmap_free(&b->key_set[b->depth]);
     /* libyaml guarantees a value after every key, so pending is NULL here. */
     int rc = n->kind == QP_YN_MAP ? apply_merges(b, n) : 0;
     if (b->stack_anchor[b->depth] >= 0)
@@ -425,6 +516,9 @@ static int syntax_error(const builder *b, const yaml_parser_t *p)
 int qp_ytree_parse(qp_ynode **out, const char *path, const char *text, size_t len)
 {
     *out = NULL;
+    if (len > QP_YAML_MAX_BYTES)
+        return qp_error_set(QP_EUSAGE, "%s: %zu bytes, more than the %u MiB a recipe or lock may have", path, len,
+                            QP_YAML_MAX_BYTES >> 20);
     qp_mark origin = {1, 1};
     builder b = {.path = path, .text = text, .len = len, .graveyard = node_new(QP_YN_SEQ, origin)};
     yaml_parser_t p;
@@ -460,7 +554,9 @@ int qp_ytree_parse(qp_ynode **out, const char *path, const char *text, size_t le
     for (int i = 0; i < b.depth; i++) {
         qp_ynode_free(b.stack[i]);
         qp_ynode_free(b.pending[i]);
+        strmap_free(&b.key_set[i]);
     }
+    strmap_free(&b.anchor_index);
     qp_ynode_free(b.graveyard);
     for (size_t i = 0; i < b.n_anchors; i++)
         free(b.anchors[i].name);

@@ -17,6 +17,7 @@
 
 /* Limits that turn hostile input into an error instead of a crash. */
 #define QP_YAML_MAX_NODES 100000  /* nodes after alias expansion */
+#define QP_YAML_MAX_BYTES (16u << 20)  /* a recipe or lock file (16 MiB) */
 #define QP_YAML_MAX_DEPTH 200     /* nesting of mappings/sequences */
 
 typedef enum { QP_YN_SCALAR, QP_YN_SEQ, QP_YN_MAP } qp_ynode_kind;

@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "pipeline/recipe.h"
+
+#include <sys/stat.h>
 
 static const bad_case cases[] = {
     {"yaml_syntax_unclosed_flow", HDR "  a: {uses: fetch, with: {source: x}\n",
@@ -217,6 +220,11 @@ static const bad_case cases[] = {
     {"vars_not_scalar", "qpipe: 1\nname: t\nvars: {a: [1]}\nstages:\n" MODEL,
      "r.yaml:3:11: variable 'a' must be a string or a number, not a list"},
     {"bad_utf8", "qpipe: 1\nname: \xff\n", "r.yaml:2:7: invalid leading UTF-8 octet"},
+    /* #14 item 1: the '<<' key carried the anchor and was freed by its
+     * merge; the alias then copied freed memory */
+    {"alias_of_merge_key", HDR "  model:\n    uses: fetch\n    with: {&k <<: {source: x}, sha256: {}}\n"
+     "  m2: {uses: fetch, with: {source: *k}}\n",
+     "r.yaml:7:36: alias '*k' refers to a '<<' merge key (anchor the merged mapping instead)"},
 };
 
 static void missing_file(void **state)
@@ -258,12 +266,146 @@ static void error_from_file_names_path(void **state)
     free(dir);
 }
 
+/* #14 item 3: each var doubles the one before; the expansion stops at the
+ * first value over 1 MiB (v17: 16 bytes doubled 17 times) */
+static void interpolation_doubling(void **state)
+{
+    (void)state;
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_printf(&b, "qpipe: 1\nname: t\nvars:\n  v0: \"0123456789abcdef\"\n");
+    for (int i = 1; i <= 40; i++)
+        qp_buf_printf(&b, "  v%d: \"${vars.v%d}${vars.v%d}\"\n", i, i - 1, i - 1);
+    qp_buf_printf(&b, "stages:\n" MODEL);
+    qp_recipe *r = NULL;
+    assert_int_equal(qp_recipe_load_string(&r, "r.yaml", b.data), QP_EUSAGE);
+    assert_null(r);
+    assert_string_equal(qp_error_last(),
+                        "r.yaml:21:8: the interpolated value is longer than 1 MiB (a ${…} expands to too much)");
+    qp_buf_free(&b);
+}
+
+/* ... and many vars just under 1 MiB each stop at the recipe's 64 MiB */
+static void interpolation_total(void **state)
+{
+    (void)state;
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_printf(&b, "qpipe: 1\nname: t\nvars:\n  v0: \"0123456789abcdef\"\n");
+    for (int i = 1; i <= 16; i++)
+        qp_buf_printf(&b, "  v%d: \"${vars.v%d}${vars.v%d}\"\n", i, i - 1, i - 1);   /* v16: 1 MiB */
+    for (int i = 0; i < 100; i++)
+        qp_buf_printf(&b, "  w%d: \"${vars.v16}\"\n", i);
+    qp_buf_printf(&b, "stages:\n" MODEL);
+    qp_recipe *r = NULL;
+    assert_int_equal(qp_recipe_load_string(&r, "r.yaml", b.data), QP_EUSAGE);
+    assert_null(r);
+    assert_non_null(strstr(qp_error_last(), ": the recipe's interpolated values add up to more than 64 MiB"));
+    qp_buf_free(&b);
+}
+
+/* #14 item 4: a recipe is a regular file of at most 16 MiB; /dev/zero and
+ * a FIFO are refused without reading (or waiting on) them */
+static void not_a_regular_file(void **state)
+{
+    (void)state;
+    qp_recipe *r = NULL;
+    assert_int_equal(qp_recipe_load(&r, "/dev/zero"), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "/dev/zero: not a regular file (give the path of a file)");
+    char *dir = qp_test_tmpdir();
+    char *fifo = qp_strfmt("%s/r.yaml", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(qp_recipe_load(&r, fifo), QP_EUSAGE);
+    char *want = qp_strfmt("%s: not a regular file (give the path of a file)", fifo);
+    assert_string_equal(qp_error_last(), want);
+    free(want);
+    free(fifo);
+    qp_test_rmtree(dir);
+    free(dir);
+}
+
+static void too_large(void **state)
+{
+    (void)state;
+    char *dir = qp_test_tmpdir();
+    char *path = qp_strfmt("%s/big.yaml", dir);
+    size_t n = (16u << 20) + 1;
+    char *text = malloc(n + 1);
+    assert_non_null(text);
+    memset(text, '#', n);
+    memcpy(text, "qpipe: 1\n", 9);
+    text[n] = 0;
+    qp_test_write(path, text, n);
+    qp_recipe *r = NULL;
+    assert_int_equal(qp_recipe_load(&r, path), QP_EUSAGE);
+    char *want = qp_strfmt("%s: 16777217 bytes, more than the 16 MiB this file may have", path);
+    assert_string_equal(qp_error_last(), want);
+    free(want);
+    assert_int_equal(qp_recipe_load_string(&r, "r.yaml", text), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "r.yaml: 16777217 bytes, more than the 16 MiB a recipe or lock may have");
+    free(text);
+    free(path);
+    qp_test_rmtree(dir);
+    free(dir);
+}
+
+/* #14 item 2: each key was compared with every key before it (49k keys
+ * with a 1000-character common prefix took 221 s).  15k such keys (15 MB)
+ * and 45k short ones: a duplicate of the second key, given last, is found
+ * and named with its first line. */
+static void many_keys(void **state)
+{
+    (void)state;
+    static const int counts[] = {15000, 45000};   /* under the 100k-node bound */
+    for (int pass = 0; pass < 2; pass++) {
+        char prefix[1001];
+        memset(prefix, 'k', 1000);
+        prefix[pass == 0 ? 1000 : 1] = 0;
+        qp_buf b = QP_BUF_INIT;
+        qp_buf_printf(&b, "qpipe: 1\nname: t\nx:\n");
+        for (int i = 0; i < counts[pass]; i++)
+            qp_buf_printf(&b, "  %s%d: 1\n", prefix, i);
+        qp_buf_printf(&b, "  %s1: 2\n", prefix);
+        qp_recipe *r = NULL;
+        assert_int_equal(qp_recipe_load_string(&r, "r.yaml", b.data), QP_EUSAGE);
+        char *want = qp_strfmt("r.yaml:%d:3: duplicate key '%.100s' (first given at line 5)", counts[pass] + 4,
+                               pass == 0 ? prefix : "k1");
+        assert_string_equal(qp_error_last(), want);
+        free(want);
+        qp_buf_free(&b);
+    }
+}
+
+/* Anchors are looked up by name too: 20k anchors, each aliased once, and
+ * a redefined anchor name means its latest node. */
+static void many_anchors(void **state)
+{
+    (void)state;
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_printf(&b, "qpipe: 1\nname: t\nvars:\n  a: &n first\n  b: &n second\n  c: *n\n");
+    for (int i = 0; i < 20000; i++)
+        qp_buf_printf(&b, "  a%d: &a%d %d\n", i, i, i);
+    for (int i = 0; i < 20000; i++)
+        qp_buf_printf(&b, "  b%d: *a%d\n", i, i);
+    qp_buf_printf(&b, "stages:\n" MODEL);
+    qp_recipe *r = load_ok(b.data);
+    const json_t *vars = qp_recipe_vars(r);
+    assert_string_equal(json_string_value(json_object_get(vars, "c")), "second");
+    assert_int_equal(json_integer_value(json_object_get(vars, "b19999")), 19999);
+    qp_recipe_free(r);
+    qp_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest fixed[] = {
         cmocka_unit_test(missing_file),
         cmocka_unit_test(directory_instead_of_file),
         cmocka_unit_test(error_from_file_names_path),
+        cmocka_unit_test(interpolation_doubling),
+        cmocka_unit_test(interpolation_total),
+        cmocka_unit_test(not_a_regular_file),
+        cmocka_unit_test(too_large),
+        cmocka_unit_test(many_keys),
+        cmocka_unit_test(many_anchors),
     };
     return run_recipe_tests("recipe_errors", fixed, sizeof(fixed) / sizeof(fixed[0]), cases,
                             sizeof(cases) / sizeof(cases[0]));

@@ -227,6 +227,79 @@ static void test_damaged_files(void **state)
 #undef I32
 }
 
+/* An imatrix.dat of n entries "blk.I.w" (1 value each), plus the entry
+ * count field set to count. */
+static char *many_entries_file(const char *dir, int32_t count, int32_t n, int dup_last)
+{
+    size_t cap = 4 + (size_t)n * 40, len = 0;
+    unsigned char *b = malloc(cap);
+    assert_non_null(b);
+    memcpy(b, &count, 4);
+    len = 4;
+    for (int32_t i = 0; i < n; i++) {
+        char name[32];
+        int32_t nl = snprintf(name, sizeof name, "blk.%d.w", dup_last && i == n - 1 ? 0 : i), ncall = 1, nval = 1;
+        float v = (float)i;
+        memcpy(b + len, &nl, 4);
+        memcpy(b + len + 4, name, (size_t)nl);
+        len += 4 + (size_t)nl;
+        memcpy(b + len, &ncall, 4);
+        memcpy(b + len + 4, &nval, 4);
+        memcpy(b + len + 8, &v, 4);
+        len += 12;
+    }
+    char *p = qp_strfmt("%s/many.dat", dir);
+    qp_test_write(p, b, len);
+    free(b);
+    return p;
+}
+
+/* #14 item 6: a lookup per entry was a scan of every entry before it (a
+ * 100k-entry file took 37 s); names are hashed now, duplicates are still
+ * found, and an entry count no model has is refused before reading on. */
+static void test_many_entries(void **state)
+{
+    (void)state;
+    char *dir = qp_test_tmpdir();
+    const int32_t n = 60000;
+    char *p = many_entries_file(dir, n, n, 0);
+    qp_imatrix *m = NULL;
+    assert_int_equal(qp_imatrix_read(&m, p), 0);
+    assert_int_equal(qp_imatrix_count(m), (size_t)n);
+    for (int32_t i = 0; i < n; i += 997) {
+        char name[32];
+        snprintf(name, sizeof name, "blk.%d.w", i);
+        const qp_imatrix_entry *e = qp_imatrix_find(m, name);
+        assert_non_null(e);
+        assert_true(e->values[0] == (float)i);
+    }
+    assert_null(qp_imatrix_find(m, "blk.60000.w"));
+    /* replacing keeps the position and the index */
+    float v = 7;
+    assert_int_equal(qp_imatrix_set(m, "blk.5.w", 2, &v, 1), 0);
+    assert_true(qp_imatrix_find(m, "blk.5.w")->values[0] == 7.0f);
+    assert_string_equal(qp_imatrix_at(m, 5)->name, "blk.5.w");
+    assert_int_equal(qp_imatrix_count(m), (size_t)n);
+    qp_imatrix_free(m);
+    free(p);
+
+    p = many_entries_file(dir, 2000, 2000, 1);
+    m = NULL;
+    assert_int_equal(qp_imatrix_read(&m, p), QP_EFORMAT);
+    assert_null(m);
+    assert_non_null(strstr(qp_error_last(), ": entry 1999 'blk.0.w': duplicate name"));
+    free(p);
+
+    p = many_entries_file(dir, 100000, 1, 0);
+    assert_int_equal(qp_imatrix_read(&m, p), QP_EFORMAT);
+    char *want = qp_strfmt("%s: offset 0: 100000 entries, more than the 65536 an importance matrix may have", p);
+    assert_string_equal(qp_error_last(), want);
+    free(want);
+    free(p);
+    qp_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_write_round_trip),
         cmocka_unit_test(test_build_and_replace),
         cmocka_unit_test(test_damaged_files),
+        cmocka_unit_test(test_many_entries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
