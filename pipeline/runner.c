@@ -1,5 +1,6 @@
 #include "pipeline/runner.h"
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 #include "pipeline/key.h"
@@ -838,6 +839,62 @@ static void emit_summary(runner *R, const size_t *c, int rc, double elapsed, con
     emit_json(R, ev);
 }
 
+/* 1 when path is dir or lies below it (both absolute, without "." or ".."
+ * words, no trailing '/'). */
+static int path_within(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/* A package's out: as it is on disk, before any stage runs (the words were
+ * checked when the recipe was loaded): no symbolic link on the way (it
+ * could lead anywhere), not an existing file (the recipe itself), and
+ * neither inside the cache nor holding it. */
+static int check_package_out(runner *R, const qp_stage_decl *d, const char *cache_real)
+{
+    const char *out = json_string_value(json_object_get(d->params, "out"));
+    if (!out)
+        return 0;
+    const char *base = qp_recipe_dir(R->r);
+    qp_buf abs = QP_BUF_INIT;
+    qp_buf_printf(&abs, "%s", base);
+    int rc = 0;
+    for (const char *w = out; *w && rc == 0;) {
+        size_t n = strcspn(w, "/");
+        if (n > 0 && !(n == 1 && w[0] == '.')) {
+            qp_buf_printf(&abs, "/%.*s", (int)n, w);
+            struct stat st;
+            if (lstat(abs.data, &st) == 0 && S_ISLNK(st.st_mode))
+                rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s is a symbolic link; give a real directory "
+                                  "inside the recipe's directory", qp_recipe_path(R->r), d->id, abs.data);
+            else if (lstat(abs.data, &st) == 0 && !S_ISDIR(st.st_mode))
+                rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s exists and is not a directory",
+                                  qp_recipe_path(R->r), d->id, abs.data);
+        }
+        w += n + (w[n] == '/');
+    }
+    if (rc == 0 && cache_real && (path_within(abs.data, cache_real) || path_within(cache_real, abs.data)))
+        rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s %s the cache %s; give another directory",
+                          qp_recipe_path(R->r), d->id, abs.data,
+                          path_within(abs.data, cache_real) ? "is inside" : "holds", cache_real);
+    qp_buf_free(&abs);
+    return rc;
+}
+
+static int check_outputs(runner *R)
+{
+    char *cache_real = realpath(qp_cache_dir(R->cache), NULL);
+    int rc = 0;
+    for (size_t i = 0; i < R->n && rc == 0; i++) {
+        const qp_stage_decl *d = qp_recipe_stage(R->r, i);
+        if (strcmp(d->kind->name, "package") == 0)
+            rc = check_package_out(R, d, cache_real);
+    }
+    free(cache_real);
+    return rc;
+}
+
 /* --stage: that stage and what it depends on; otherwise every stage. */
 static int select_all(runner *R)
 {
@@ -866,6 +923,8 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
     pthread_cond_init(&R.cv, NULL);
     init_states(&R);
     int rc = select_all(&R);
+    if (rc == 0)
+        rc = check_outputs(&R);
     if (rc)
         goto done;
     double elapsed = 0;

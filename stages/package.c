@@ -40,11 +40,41 @@ static const qp_param_spec params[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
+/* out: a directory strictly inside the recipe's directory, by its words
+ * alone (the runner checks what is on disk before anything runs): a
+ * package replaces `out` whole and prunes what it did not write, so "."
+ * would empty the recipe's directory, ".git" replace the repository and
+ * ".qpipe" the cache. */
+static int check_out_words(const char *out, const char *where)
+{
+    if (!out[0] || out[0] == '/')
+        return qp_error_set(QP_EUSAGE, "%s: out: must be a relative directory (relative to the recipe)", where);
+    size_t words = 0;
+    for (const char *w = out; *w;) {
+        size_t n = strcspn(w, "/");
+        if (n == 2 && strncmp(w, "..", 2) == 0)
+            return qp_error_set(QP_EUSAGE, "%s: out: '%s' leaves the recipe's directory ('..'); give a directory "
+                                "inside it", where, out);
+        if (n == 4 && strncmp(w, ".git", 4) == 0)
+            return qp_error_set(QP_EUSAGE, "%s: out: '%s' is inside .git; give another directory", where, out);
+        if (words == 0 && n == 6 && strncmp(w, ".qpipe", 6) == 0)
+            return qp_error_set(QP_EUSAGE, "%s: out: '%s' is inside .qpipe, where the cache lives; give another "
+                                "directory", where, out);
+        words += n > 0 && !(n == 1 && w[0] == '.');
+        w += n + (w[n] == '/');
+    }
+    if (words == 0)
+        return qp_error_set(QP_EUSAGE, "%s: out: '%s' is the recipe's own directory; give a subdirectory such as "
+                            "dist", where, out);
+    return 0;
+}
+
 static int package_validate(const json_t *p, const char *where)
 {
     const char *out = qp_param_str(p, "out");
-    if (!out[0] || out[0] == '/')
-        return qp_error_set(QP_EUSAGE, "%s: out: must be a relative directory (relative to the recipe)", where);
+    int rc = check_out_words(out, where);
+    if (rc)
+        return rc;
     const char *name = qp_param_str(p, "name");
     if (strchr(name, '/'))
         return qp_error_set(QP_EUSAGE, "%s: name: must be a file name, not a path", where);
