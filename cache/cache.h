@@ -41,6 +41,9 @@ const char *qp_cache_dir(const qp_cache *c);
 /* Stores bytes; writes the digest of the uncompressed bytes. Existing
  * objects are not rewritten (dedup). */
 int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN]);
+/* on: a put whose object is already stored checks that copy first and
+ * replaces it when damaged (the runner sets it for --force). */
+void qp_cache_set_recheck(qp_cache *c, int on);
 /* Streams a file into the store (constant memory). */
 int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
 /* Waits until every object this handle wrote is on disk (their writes and

@@ -21,6 +21,9 @@ struct qp_cache {
      * takes it exclusively (non-blocking) to learn whether another process
      * may be between writing objects and recording the action for them. */
     int store_lock_fd;
+    /* set by qp_cache_set_recheck: a put that finds its object already
+     * stored checks that copy (a forced rebuild replaces a damaged one) */
+    int recheck_existing;
     /* Objects renamed into place whose data and directory entries are not
      * known to be on disk yet (durable.c); the one mutable part, guarded
      * by its mutex. */
@@ -34,7 +37,11 @@ struct qp_cache {
 #define QP_CACHE_STALE_TMP_S 60
 
 /* malloc'ed "base/ab/cdef…" for a 64-hex name. */
+/* base/ab/cdef…; a non-directory at base/ab (a planted link) is removed first. */
 char *qp_cache_fanout_path(const char *base, const char *hex);
+/* Removes what stands at path in place of object digest (a link, a
+ * directory …) without following it; QP_ECORRUPT naming it. */
+int qp_cache_remove_irregular(const char *path, const char *digest);
 /* mkdir of "base/ab" (races with other processes are fine). */
 int qp_cache_fanout_mkdir(const char *base, const char *hex);
 /* The hex name an action/lock key maps to: the key itself when it already
@@ -69,6 +76,10 @@ void qp_cache_unlink_if_same(const char *path, const struct stat *st);
  * return from cb stops the walk and is returned. */
 typedef int (*qp_cache_walk_cb)(void *ud, const char *hex, const char *path, const struct stat *st);
 int qp_cache_walk(const char *base, qp_cache_walk_cb cb, void *ud);
+/* The same for what qp_cache_walk skips: anything under base that is not a
+ * fan-out directory, and anything in one that is not a regular file (hex
+ * NULL, st from lstat). */
+int qp_cache_walk_irregular(const char *base, qp_cache_walk_cb cb, void *ud);
 /* *out = 1 when some action entry names digest (cache/action.c). */
 int qp_cache_action_referenced(qp_cache *c, const char *digest, int *out);
 

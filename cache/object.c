@@ -336,16 +336,24 @@ static int decode(qp_cache *c, const char *digest, const decode_sink *sink, uint
     if (!qp_is_hex_digest(digest))
         return bad_digest_arg(digest);
     d.path = path = qp_cache_fanout_path(c->objects, digest);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NOFOLLOW: a symbolic link planted in objects/ is not followed out
+     * of the cache; it is removed like any other damage */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT)
             rc = qp_error_set(QP_ENOTFOUND, "cache object %s: not in the cache", digest);
+        else if (errno == ELOOP)
+            rc = qp_cache_remove_irregular(path, digest);
         else
             rc = qp_error_errno(QP_ERROR, "%s: cannot open cache object", path);
         goto done;
     }
     if (fstat(fd, &st) != 0) {
         rc = qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {   /* a directory, a FIFO … in its place */
+        rc = qp_cache_remove_irregular(path, digest);
         goto done;
     }
     ibuf = qp_xmalloc(IO_CHUNK);
@@ -549,21 +557,37 @@ int qp_cache_remove(qp_cache *c, const char *digest)
  * yet. */
 static int touch_existing(const char *path)
 {
-    if (utimensat(AT_FDCWD, path, NULL, 0) == 0)
-        return 1;
-    if (errno == ENOENT)
+    struct stat st;
+    if (lstat(path, &st) != 0)
         return 0;
-    struct stat st;  /* read-only cache: still a hit */
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (!S_ISREG(st.st_mode)) {
+        /* a link or directory in the object's place: removed (never
+         * followed, never touched through) and the object written anew */
+        qp_rm_rf(path);
+        qp_error_clear();
+        return 0;
+    }
+    /* AT_SYMLINK_NOFOLLOW: a link swapped in since the lstat has its own
+     * time set, not its target's; a read-only cache is still a hit */
+    (void)utimensat(AT_FDCWD, path, NULL, AT_SYMLINK_NOFOLLOW);
+    return 1;
 }
 
 /* touch_existing for a writer about to name the object: a copy another
  * process or handle wrote may not be on disk yet, so it is synced with
  * this handle's own before an entry names it. */
-static int have_object(qp_cache *c, const char *path)
+static int have_object(qp_cache *c, const char *path, const char *digest)
 {
     if (!touch_existing(path))
         return 0;
+    /* a forced rebuild does not trust the copy it finds: a damaged one is
+     * removed by the check and written again from the bytes in hand */
+    if (c->recheck_existing && decode(c, digest, NULL, NULL, 0) != 0) {
+        qp_error_clear();
+        if (qp_path_exists(path))
+            return 1;   /* not damage (an I/O error): the copy stays, as before */
+        return 0;
+    }
     qp_cache_pending_add(c, path);
     return 1;
 }
@@ -776,7 +800,7 @@ static int install_object(qp_cache *c, int fd, char *tmp, const char *digest)
 {
     int rc;
     char *path = qp_cache_fanout_path(c->objects, digest);
-    if (have_object(c, path)) {
+    if (have_object(c, path, digest)) {
         qp_tmp_discard(fd, tmp);
         rc = 0;
         goto done;
@@ -800,7 +824,7 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
     ZSTD_CCtx *cctx = NULL;
     qp_sha256_buf(hex, data, n);
     path = qp_cache_fanout_path(c->objects, hex);
-    if (have_object(c, path)) {
+    if (have_object(c, path, hex)) {
         memcpy(digest, hex, QP_HEX_LEN);
         rc = 0;
         goto done;
@@ -861,7 +885,7 @@ static int put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
     if (regular && (rp = realpath(path, NULL)) != NULL && qp_memo_lookup(c, rp, &st, hex)) {
         /* unchanged since it was last hashed: no need to read it again */
         opath = qp_cache_fanout_path(c->objects, hex);
-        if (have_object(c, opath)) {
+        if (have_object(c, opath, hex)) {
             memcpy(digest, hex, QP_HEX_LEN);
             rc = 0;
             goto done;

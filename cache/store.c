@@ -30,11 +30,20 @@ int qp_cache_open(qp_cache **out, const char *dir)
     c->meta = qp_path_join(dir, "meta");
     c->tmp = qp_path_join(dir, "tmp");
     const char *subdirs[] = {c->objects, c->actions, c->locks, c->files, c->meta, c->tmp};
-    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++)
+    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        struct stat st;
         if ((rc = qp_mkdir_p(subdirs[i], 0755)) != 0) {
             qp_error_prefix("cache %s", dir);
             goto done;
         }
+        /* the cache never follows a link out of itself (the cache
+         * directory as given may be one; what is inside it may not) */
+        if (lstat(subdirs[i], &st) != 0 || !S_ISDIR(st.st_mode)) {
+            rc = qp_error_set(QP_ERROR, "cache %s: %s is not a directory of the cache (a symbolic link?); remove it",
+                              dir, subdirs[i]);
+            goto done;
+        }
+    }
     lock_path = qp_path_join(c->locks, "store.lock");
     c->store_lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (c->store_lock_fd < 0) {
@@ -77,7 +86,30 @@ const char *qp_cache_dir(const qp_cache *c) { return c->dir; }
 
 char *qp_cache_fanout_path(const char *base, const char *hex)
 {
+    /* objects/ab must be the cache's own directory: a symbolic link there
+     * would take reads, renames and unlinks of "objects/ab/…" anywhere */
+    char *d = qp_strfmt("%s/%.2s", base, hex);
+    struct stat st;
+    if (lstat(d, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        qp_rm_rf(d);
+        qp_error_clear();
+    }
+    free(d);
     return qp_strfmt("%s/%.2s/%s", base, hex, hex + 2);
+}
+
+int qp_cache_remove_irregular(const char *path, const char *digest)
+{
+    struct stat st;
+    const char *what = lstat(path, &st) != 0 ? "gone" : S_ISLNK(st.st_mode) ? "a symbolic link"
+                       : S_ISDIR(st.st_mode) ? "a directory" : "not a regular file";
+    qp_rm_rf(path);   /* lstat-based: a link is unlinked, never followed */
+    return qp_error_set(QP_ECORRUPT, "cache object %s: %s in its place; removed, rerun to recompute", digest, what);
+}
+
+void qp_cache_set_recheck(qp_cache *c, int on)
+{
+    c->recheck_existing = on;
 }
 
 int qp_cache_fanout_mkdir(const char *base, const char *hex)
@@ -191,6 +223,45 @@ void qp_cache_unlink_if_same(const char *path, const struct stat *st)
 
 static int is_hex_char(char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'); }
 
+int qp_cache_walk_irregular(const char *base, qp_cache_walk_cb cb, void *ud)
+{
+    int rc = 0;
+    DIR *top = opendir(base);
+    if (!top)
+        return errno == ENOENT ? 0 : qp_error_errno(QP_ERROR, "%s: cannot list", base);
+    struct dirent *d;
+    while (rc == 0 && (d = readdir(top)) != NULL) {
+        if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
+            continue;
+        char *sub = qp_path_join(base, d->d_name);
+        struct stat st;
+        if (lstat(sub, &st) != 0) {
+            free(sub);
+            continue;   /* removed meanwhile */
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            rc = cb(ud, NULL, sub, &st);
+            free(sub);
+            continue;
+        }
+        DIR *sd = opendir(sub);
+        struct dirent *e;
+        while (sd && rc == 0 && (e = readdir(sd)) != NULL) {
+            if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+                continue;
+            char *path = qp_path_join(sub, e->d_name);
+            if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+                rc = cb(ud, NULL, path, &st);
+            free(path);
+        }
+        if (sd)
+            closedir(sd);
+        free(sub);
+    }
+    closedir(top);
+    return rc;
+}
+
 int qp_cache_walk(const char *base, qp_cache_walk_cb cb, void *ud)
 {
     int rc = 0;
@@ -205,10 +276,11 @@ int qp_cache_walk(const char *base, qp_cache_walk_cb cb, void *ud)
         if (strlen(d->d_name) != 2 || !is_hex_char(d->d_name[0]) || !is_hex_char(d->d_name[1]))
             continue;
         char *sub = qp_path_join(base, d->d_name);
-        DIR *sd = opendir(sub);
+        struct stat sst;
+        DIR *sd = lstat(sub, &sst) == 0 && S_ISDIR(sst.st_mode) ? opendir(sub) : NULL;
         if (!sd) {
             free(sub);
-            continue;  /* removed meanwhile, or not a directory */
+            continue;  /* removed meanwhile, or not a directory (never a link followed) */
         }
         struct dirent *e;
         while (rc == 0 && (e = readdir(sd)) != NULL) {

@@ -34,6 +34,21 @@ static int stray(verify_ctx *v, const char *path)
     return 0;
 }
 
+/* A link, directory, FIFO … where the cache keeps only its own
+ * directories and regular files: removed without following it. */
+static int irregular(void *ud, const char *hex, const char *path, const struct stat *st)
+{
+    verify_ctx *v = ud;
+    const char *what = S_ISLNK(st->st_mode) ? "a symbolic link" : S_ISDIR(st->st_mode) ? "a directory"
+                       : "not a regular file";
+    char *line = qp_strfmt("%s: %s, not a cache entry; removed", path, what);
+    qp_rm_rf(path);
+    qp_error_clear();
+    problem(v, line);
+    free(line);
+    return 0;
+}
+
 static int verify_object(void *ud, const char *hex, const char *path, const struct stat *st)
 {
     verify_ctx *v = ud;
@@ -101,7 +116,10 @@ int qp_cache_verify(qp_cache *c, qp_cache_problem_cb cb, void *ud, size_t *n_pro
 {
     verify_ctx v = {c, cb, ud, 0};
     int rc;
-    if ((rc = qp_cache_walk(c->objects, verify_object, &v)) != 0 ||
+    if ((rc = qp_cache_walk_irregular(c->objects, irregular, &v)) != 0 ||
+        (rc = qp_cache_walk_irregular(c->actions, irregular, &v)) != 0 ||
+        (rc = qp_cache_walk_irregular(c->files, irregular, &v)) != 0 ||
+        (rc = qp_cache_walk(c->objects, verify_object, &v)) != 0 ||
         (rc = qp_cache_walk(c->actions, verify_action, &v)) != 0 ||
         (rc = qp_cache_walk(c->files, verify_memo, &v)) != 0 ||
         (rc = qp_cache_tmp_sweep(c, 1, NULL, NULL)) != 0)

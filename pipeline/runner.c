@@ -925,6 +925,8 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
     int rc = select_all(&R);
     if (rc == 0)
         rc = check_outputs(&R);
+    if (opt->force_all || opt->force_stage)
+        qp_cache_set_recheck(cache, 1);   /* a forced stage replaces a damaged stored copy */
     if (rc)
         goto done;
     double elapsed = 0;
