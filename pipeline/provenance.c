@@ -229,14 +229,87 @@ static int branch_refname(char **out, const char *branch)
     if (!branch)
         branch = QP_PROVENANCE_BRANCH;
     char *name = qp_strfmt("refs/heads/%s", branch);
-    int valid = 0;
-    if (!*branch || git_reference_name_is_valid(&valid, name) < 0 || !valid) {
+    int valid = 0, bvalid = 0;
+    /* git_branch_name_is_valid also refuses "HEAD" and a leading '-'
+     * (--branch HEAD made refs/heads/HEAD, which git then warns about) */
+    if (!*branch || git_reference_name_is_valid(&valid, name) < 0 || !valid ||
+        git_branch_name_is_valid(&bvalid, branch) < 0 || !bvalid) {
         free(name);
         return qp_error_set(QP_EUSAGE, "provenance branch '%s' is not a valid git branch name",
                             branch);
     }
     *out = name;
     return 0;
+}
+
+/* A record branch is written only where that can move nothing the user
+ * works on: not the branch HEAD names (born or not) or any worktree has
+ * checked out — moving it would move HEAD and leave the index and the
+ * worktree describing another commit — and not an existing branch whose tip
+ * is not a qpipe record (its history is someone's work). */
+static int check_record_branch(git_repository *repo, const char *wd, const char *refname)
+{
+    const char *branch = refname + strlen("refs/heads/");
+    git_reference *head = NULL, *ref = NULL;
+    git_commit *tip = NULL;
+    git_tree *tree = NULL;
+    git_tree_entry *entry = NULL;
+    int rc = 0;
+    if (git_reference_lookup(&head, repo, "HEAD") == 0 && git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+        strcmp(git_reference_symbolic_target(head), refname) == 0) {
+        rc = qp_error_set(QP_EUSAGE, "%s: provenance branch '%s' is checked out (HEAD); records go on a branch of "
+                          "their own (the default is %s)", wd, branch, QP_PROVENANCE_BRANCH);
+        goto done;
+    }
+    int grc = git_reference_lookup(&ref, repo, refname);
+    if (grc == GIT_ENOTFOUND)
+        goto done;   /* a new branch */
+    if (grc < 0) {
+        rc = git_fail(QP_ERROR, wd, "cannot read the provenance branch");
+        goto done;
+    }
+    if (git_branch_is_checked_out(ref) == 1) {
+        rc = qp_error_set(QP_EUSAGE, "%s: provenance branch '%s' is checked out in a worktree; records go on a "
+                          "branch of their own (the default is %s)", wd, branch, QP_PROVENANCE_BRANCH);
+        goto done;
+    }
+    git_reference *resolved = NULL;
+    if (git_reference_resolve(&resolved, ref) < 0 || git_commit_lookup(&tip, repo, git_reference_target(resolved)) < 0 ||
+        git_commit_tree(&tree, tip) < 0) {
+        git_reference_free(resolved);
+        rc = git_fail(QP_ERROR, wd, "cannot read the provenance branch tip");
+        goto done;
+    }
+    git_reference_free(resolved);
+    if (git_tree_entry_bypath(&entry, tree, "run.json") != 0)
+        rc = qp_error_set(QP_EUSAGE, "%s: branch '%s' exists and its tip is not a qpipe run record; give "
+                          "--branch a new name or one that holds records", wd, branch);
+done:
+    git_tree_entry_free(entry);
+    git_tree_free(tree);
+    git_commit_free(tip);
+    git_reference_free(ref);
+    git_reference_free(head);
+    return rc;
+}
+
+int qp_provenance_check_branch(const char *recipe_path, const char *branch)
+{
+    git_repository *repo = NULL;
+    char *wd = NULL, *refname = NULL;
+    int rc = open_repo(&repo, &wd, recipe_path);
+    if (rc == QP_ENOTFOUND) {   /* no repository: nothing to move (the run warns later) */
+        qp_error_clear();
+        rc = 0;
+        goto done;
+    }
+    if (rc == 0 && (rc = branch_refname(&refname, branch)) == 0)
+        rc = check_record_branch(repo, wd, refname);
+done:
+    git_repository_free(repo);
+    free(refname);
+    free(wd);
+    return rc;
 }
 
 /* Looks up the branch tip; *found = 0 when the branch does not exist. */
@@ -462,7 +535,8 @@ int qp_provenance_commit(char out_commit[41], const char *recipe_path, const cha
     if (!record || !json_is_object(record))
         return qp_error_set(QP_EUSAGE, "%s: provenance record must be a JSON object",
                             recipe_path ? recipe_path : "(null)");
-    if ((rc = open_repo(&repo, &wd, recipe_path)) < 0 || (rc = branch_refname(&refname, branch)) < 0)
+    if ((rc = open_repo(&repo, &wd, recipe_path)) < 0 || (rc = branch_refname(&refname, branch)) < 0 ||
+        (rc = check_record_branch(repo, wd, refname)) < 0)
         goto done;
     /* The tree does not depend on the parent, so it is built once. */
     if ((rc = write_tree(&tree, repo, wd, recipe_path, record)) < 0 || (rc = make_signature(&sig, repo, wd)) < 0)

@@ -56,6 +56,12 @@ int qp_provenance_source(const char *path, char commit[41], int *dirty, char **w
  * warns and goes on). */
 int qp_provenance_commit(char out_commit[41], const char *recipe_path, const char *branch,
                          const json_t *record, const char *summary);
+/* QP_EUSAGE (one line) when records cannot go on `branch` (NULL = default):
+ * not a valid branch name ("HEAD", "-x"), checked out (HEAD, even unborn, or
+ * any worktree), or an existing branch whose tip is not a run record.  0
+ * when recipe_path is not in a git working tree.  qp_provenance_commit
+ * checks the same; the runner asks first so that nothing runs in vain. */
+int qp_provenance_check_branch(const char *recipe_path, const char *branch);
 
 /* Called by qp_provenance_log for each record, newest first: `commit` is the
  * hex id, `time` its committer time (seconds since the epoch), `record` the

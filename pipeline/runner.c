@@ -5,6 +5,7 @@
 #include "common/fsutil.h"
 #include "pipeline/key.h"
 #include "artifact/progress_impl.h"
+#include "pipeline/provenance.h"
 #include "pipeline/run_record.h"
 
 #include <dirent.h>
@@ -925,6 +926,11 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
     int rc = select_all(&R);
     if (rc == 0)
         rc = check_outputs(&R);
+    if (rc == 0 && opt->provenance && opt->mode == QP_RUN_NORMAL) {
+        char *recipe_abs = qp_recipe_abs_path(r);
+        rc = qp_provenance_check_branch(recipe_abs, opt->branch);
+        free(recipe_abs);
+    }
     if (opt->force_all || opt->force_stage)
         qp_cache_set_recheck(cache, 1);   /* a forced stage replaces a damaged stored copy */
     if (rc)
