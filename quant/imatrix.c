@@ -280,6 +280,17 @@ static int parse(qp_imatrix *m, cursor *c)
         }
         float *values = qp_xmalloc(want);
         memcpy(values, c->p + c->off, want);
+        for (int32_t k = 0; k < nval; k++)
+            if (!isfinite(values[k]) || values[k] < 0) {
+                /* a quantizer weighting by it would fail far from here,
+                 * naming neither this file nor the entry */
+                rc = qp_error_set(QP_EFORMAT, "%s: offset %zu: entry %d '%s': value %d is %g (an importance must be "
+                                  "finite and >= 0); recompute the importance matrix", c->path,
+                                  c->off + 4 * (size_t)k, (int)i, name, (int)k, (double)values[k]);
+                free(values);
+                free(name);
+                return rc;
+            }
         c->off += want;
         if ((rc = put(m, name, ncall, values, nval))) {
             free(name);

@@ -307,6 +307,24 @@ int qp_model_artifact_config(qp_llama_config *out, const qp_artifact *a, qp_cach
     return rc;
 }
 
+/* A layer tensor the config does not know: a checkpoint with more layers
+ * than num_hidden_layers ran on the first ones without a word (missing and
+ * mis-shaped tensors are refused as the forward pass opens them). */
+static int check_layer_count(const qp_artifact *a, const qp_llama_config *cfg, const char *what)
+{
+    for (size_t i = 0; i < qp_artifact_count(a); i++) {
+        const char *name = qp_artifact_entry_name(qp_artifact_entry(a, i));
+        if (strncmp(name, "tensors/", 8) != 0)
+            continue;
+        int layer = qp_hf_layer_of(name + 8, NULL);
+        if (layer >= cfg->n_layers)
+            return qp_error_set(QP_EFORMAT, "%s: tensor '%s' is in layer %d, but config.json's num_hidden_layers is "
+                                "%d; the checkpoint and its config do not match", what, name + 8, layer,
+                                cfg->n_layers);
+    }
+    return 0;
+}
+
 static void drop_resident(qp_loaded_model *m)
 {
     for (size_t i = 0; i < m->n_resident; i++) {
@@ -344,7 +362,8 @@ static int open_model(qp_loaded_model **out, const qp_artifact *a, qp_cache *cac
                           qp_artifact_type_name(qp_artifact_type_of(a)));
         goto done;
     }
-    if ((rc = qp_model_artifact_config(&m->config, a, cache, what)) != 0)
+    if ((rc = qp_model_artifact_config(&m->config, a, cache, what)) != 0 ||
+        (rc = check_layer_count(a, &m->config, what)) != 0)
         goto done;
     if ((rc = load_tokenizer(m)) != 0)
         goto done;

@@ -300,6 +300,40 @@ static void test_many_entries(void **state)
     free(dir);
 }
 
+/* #14 item 11: a NaN, infinite or negative importance is refused where it
+ * is read, naming the file, the entry and the value */
+static void test_nonfinite_value(void **state)
+{
+    (void)state;
+    char *dir = qp_test_tmpdir();
+    const float bad[] = {NAN, INFINITY, -1.0f};
+    const char *shown[] = {"nan", "inf", "-1"};
+    for (int b = 0; b < 3; b++) {
+        unsigned char buf[64];
+        size_t len = 0;
+        int32_t count = 1, nl = 7, ncall = 1, nval = 2;
+        float v[2] = {1.0f, bad[b]};
+        memcpy(buf + len, &count, 4), len += 4;
+        memcpy(buf + len, &nl, 4), len += 4;
+        memcpy(buf + len, "blk.0.w", 7), len += 7;
+        memcpy(buf + len, &ncall, 4), len += 4;
+        memcpy(buf + len, &nval, 4), len += 4;
+        memcpy(buf + len, v, 8), len += 8;
+        char *p = qp_strfmt("%s/bad%d.dat", dir, b);
+        qp_test_write(p, buf, len);
+        qp_imatrix *m = NULL;
+        assert_int_equal(qp_imatrix_read(&m, p), QP_EFORMAT);
+        assert_null(m);
+        char *want = qp_strfmt("%s: offset 27: entry 0 'blk.0.w': value 1 is %s (an importance must be finite and >= "
+                               "0); recompute the importance matrix", p, shown[b]);
+        assert_string_equal(qp_error_last(), want);
+        free(want);
+        free(p);
+    }
+    qp_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_build_and_replace),
         cmocka_unit_test(test_damaged_files),
         cmocka_unit_test(test_many_entries),
+        cmocka_unit_test(test_nonfinite_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
