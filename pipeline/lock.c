@@ -3,6 +3,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/version.h"
 #include "pipeline/runner.h"
 #include "pipeline/yaml_scalar.h"
@@ -382,11 +383,12 @@ static int check_shape(const qp_ynode *root, const json_t *j, const char *path)
     if (!ver)
         return node_fail(path, root, "%s", "not a qpipe lock: no 'qpipe_lock' key");
     const json_t *jv = json_object_get(j, "qpipe_lock");
-    if (json_is_integer(jv) && json_integer_value(jv) != 1)
+    if (json_is_integer(jv) && json_integer_value(jv) != 1 && json_integer_value(jv) != QP_LOCK_FORMAT)
         return node_fail(path, ver, "lock format %" JSON_INTEGER_FORMAT " is not supported (this qpipe reads "
-                         "format 1)", json_integer_value(jv));
+                         "formats 1 and %d)", json_integer_value(jv), QP_LOCK_FORMAT);
     if (!json_is_integer(jv))
-        return node_fail(path, ver, "'qpipe_lock' must be the integer 1, not %s", what(ver, buf, sizeof(buf)));
+        return node_fail(path, ver, "'qpipe_lock' must be the integer %d, not %s", QP_LOCK_FORMAT,
+                         what(ver, buf, sizeof(buf)));
     const qp_ynode *stages = qp_ynode_get(root, "stages", NULL);
     if (!stages)
         return node_fail(path, root, "%s", "not a qpipe lock: no 'stages' mapping");
@@ -413,12 +415,56 @@ static int check_shape(const qp_ynode *root, const json_t *j, const char *path)
     return 0;
 }
 
+/* 1 when a line of text[0..len) is exactly `line` */
+static int has_line(const char *text, size_t len, const char *line)
+{
+    size_t n = strlen(line);
+    for (size_t at = 0; at + n <= len;) {
+        if (memcmp(text + at, line, n) == 0 && (at + n == len || text[at + n] == '\n' || text[at + n] == '\r'))
+            return 1;
+        const char *nl = memchr(text + at, '\n', len - at);
+        if (!nl)
+            break;
+        at = (size_t)(nl - text) + 1;
+    }
+    return 0;
+}
+
+/* Format 2 ends with END_LINE + the SHA-256 of everything before that line:
+ * a lock cut short (or edited) is said to be so, instead of being read as a
+ * lock whose last stages changed. */
+#define END_LINE "# end of lock: sha256 "
+
+static int check_end_line(const char *path, const char *text, size_t len)
+{
+    size_t body = len;
+    if (body > 0 && text[body - 1] == '\n')
+        body--;
+    while (body > 0 && text[body - 1] != '\n')
+        body--;
+    const char *last = text + body;
+    size_t n = len - body, want = strlen(END_LINE) + QP_HEX_LEN - 1;
+    if (n < want || memcmp(last, END_LINE, strlen(END_LINE)) != 0)
+        return qp_error_set(QP_EUSAGE, "%s: truncated: the lock does not end with its '%ssha256…' line", path,
+                            "# end of lock: ");
+    char hex[QP_HEX_LEN];
+    qp_sha256_buf(hex, text, body);
+    if (memcmp(last + strlen(END_LINE), hex, QP_HEX_LEN - 1) != 0)
+        return qp_error_set(QP_EUSAGE, "%s: truncated or edited: its end line's digest does not match its text",
+                            path);
+    return 0;
+}
+
 int qp_lock_parse(json_t **out, const char *path, const char *text, size_t len)
 {
     *out = NULL;
     qp_ynode *root = NULL;
     json_t *j = NULL;
-    int rc = qp_ytree_parse(&root, path, text, len);
+    char vline[32];
+    snprintf(vline, sizeof vline, "qpipe_lock: %d", QP_LOCK_FORMAT);
+    int rc = has_line(text, len, vline) ? check_end_line(path, text, len) : 0;
+    if (rc == 0)
+        rc = qp_ytree_parse(&root, path, text, len);
     if (rc == 0 && root)
         rc = node_json(&j, root, path);
     if (rc == 0)
@@ -532,7 +578,7 @@ static json_t *lock_doc(const qp_recipe *r, const json_t *collected)
             json_object_set(stages, id, e);
     }
     json_t *doc = json_object();
-    json_object_set_new(doc, "qpipe_lock", json_integer(1));
+    json_object_set_new(doc, "qpipe_lock", json_integer(QP_LOCK_FORMAT));
     json_object_set_new(doc, "qpipe_version", json_string(QP_VERSION));
     json_object_set_new(doc, "recipe", json_string(qp_recipe_path(r)));
     json_object_set_new(doc, "recipe_digest", json_string(qp_recipe_digest(r)));
@@ -559,6 +605,11 @@ int qp_lock_write(const qp_recipe *r, qp_cache *cache, int threads, const char *
     doc = lock_doc(r, acc.stages);
     if ((rc = qp_lock_format(&text, doc)) < 0)
         goto done;
+    char hex[QP_HEX_LEN];
+    qp_sha256_buf(hex, text, strlen(text));
+    char *ended = qp_strfmt("%s%s%s\n", text, END_LINE, hex);
+    free(text);
+    text = ended;
     /* Never commit a lock this qpipe cannot read back to the same values. */
     if (qp_lock_parse(&back, path, text, strlen(text)) < 0 || !json_equal(back, doc)) {
         char *why = qp_strdup(back ? "values differ" : qp_error_last());

@@ -12,9 +12,16 @@
  * double-quoted with escapes; reals keep a '.' and their shortest exact
  * digits, so a lock reads back to exactly the values written.  Read with
  * libyaml (YAML 1.2 core schema), which also reads the JSON locks of earlier
- * versions. */
+ * versions.
+ *
+ * Format 2 (qpipe_lock: 2) ends with the line "# end of lock: sha256 HEX",
+ * HEX the SHA-256 of every byte before that line: a lock without it, or
+ * whose text does not match it, is "truncated" (or edited), never read as a
+ * lock whose stages changed.  Format 1 (no end line) is still read. */
 #ifndef QP_PIPELINE_LOCK_H
 #define QP_PIPELINE_LOCK_H
+
+#define QP_LOCK_FORMAT 2
 
 #include <jansson.h>
 #include <stddef.h>
