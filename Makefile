@@ -6,6 +6,8 @@
 #   make bench-scale  real-size benchmarks against llama.cpp (docs/bench-scale.md;
 #                   tens of minutes, GBs of disk; never part of make test)
 #   make demo       run recipes/demo.yaml end to end
+#   make fuzz       libFuzzer harnesses of every parser (clang, ASan+UBSan;
+#                   FUZZ_SECONDS each, default 600; tests/fuzz/run.sh)
 # Library code lives in common/ cache/ model/ quant/ artifact/ stages/
 # pipeline/ (libqpipe.a, which the program, the tests and the benchmarks link
 # against); the program is cli/.  docs/architecture.md gives the layer rules
@@ -47,7 +49,11 @@ TEST_BIN := $(TEST_SRC:%.c=$(BUILD)/%)
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all test check unit cli asan bench bench-scale demo clean
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 600
+
+.PHONY: all test check unit cli asan bench bench-scale demo clean fuzz fuzz-bins
 all: $(PROG)
 
 $(BUILD)/%.o: %.c
@@ -104,10 +110,24 @@ bench: $(BENCH_BIN) $(PROG)
 bench-scale: $(PROG) $(SYNTH) $(BUILD)/bench/bench_eval
 	@QPIPE=$(QPIPE_BIN) SYNTH=$(CURDIR)/$(SYNTH) BUILD=$(BUILD) bash bench/scale/run.sh
 
+# The library and the harnesses built by clang with the fuzzer's coverage
+# instrumentation and ASan+UBSan in their own directory.
+fuzz:
+	@command -v clang >/dev/null || bash scripts/install-deps.sh clang
+	$(MAKE) BUILD=build-fuzz CC=clang OPT="-O1 -march=native" \
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" fuzz-bins
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh build-fuzz
+
+fuzz-bins: $(FUZZ_BIN)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS)
+
 demo: $(PROG)
 	./$(PROG) run recipes/demo.yaml
 
 clean:
-	rm -rf build build-asan $(PROG)
+	rm -rf build build-asan build-fuzz $(PROG)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f 2>/dev/null)

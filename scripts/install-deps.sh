@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages qpipe builds against, only those that are missing.
-# Called by `make` when pkg-config cannot find a library; safe to run by hand.
+# Called by `make` when pkg-config cannot find a library (and by `make fuzz`
+# with clang as an argument); safe to run by hand.
 set -eu
 pkgs=(build-essential pkg-config libyaml-dev libgit2-dev libssl-dev libopenblas-dev
       libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev git zstd openssl)
+# extra packages a target needs (make fuzz: clang, with its libFuzzer runtime)
+pkgs+=("$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

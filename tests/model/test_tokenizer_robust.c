@@ -353,6 +353,34 @@ static void test_many_specials(void **state)
     qp_tokenizer_free(t);
 }
 
+/* Found by make fuzz (tests/fuzz/regress/hf_tokenizer/): a 70 KB file whose
+ * vocabulary names id 12.7 M built a 12.7 M-piece vocabulary of padding.
+ * Gaps up to 65536 ids are padded as convert_hf_to_gguf.py pads them;
+ * more is refused with one line. */
+static void test_sparse_ids(void **state)
+{
+    (void)state;
+    static const long top[] = {10 + 65536 - 1, 10 + 65536};
+    for (int k = 0; k < 2; k++) {
+        qp_buf j = QP_BUF_INIT;
+        qp_buf_printf(&j, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"c\":2,\"d\":3,\"e\":4,"
+                      "\"f\":5,\"g\":6,\"h\":7,\"i\":8,\"j\":%ld},\"merges\":[]}}", top[k]);
+        qp_tokenizer *t = NULL;
+        int rc = qp_tokenizer_load_hf(&t, j.data, j.len, NULL, 0, "sparse/tokenizer.json");
+        if (k == 0) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(qp_tokenizer_n_vocab(t), (size_t)top[k] + 1);
+        } else {
+            assert_int_equal(rc, QP_EFORMAT);
+            assert_string_equal(qp_error_last(), "sparse/tokenizer.json: ids reach 65546 but only 10 are named: more "
+                                "than 65536 ids would have no piece (model.vocab and added_tokens must number the "
+                                "vocabulary densely)");
+        }
+        qp_tokenizer_free(t);
+        qp_buf_free(&j);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_random_texts),
         cmocka_unit_test(test_speed),
         cmocka_unit_test(test_many_specials),
+        cmocka_unit_test(test_sparse_ids),
     };
     return cmocka_run_group_tests_name("tokenizer robustness", tests, setup, teardown);
 }

@@ -1,0 +1,28 @@
+/* tokenizer.model (SentencePiece protobuf), then an encode and a decode. */
+#include "model/tokenizer.h"
+#include "tests/fuzz/fuzz_util.h"
+
+static const char sample[] = "To be, or not\n to be: \xe2\x96\x81 \xff";
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *path = fuzz_file(data, size, "tokenizer.model");
+    if (!path)
+        return 0;
+    qp_tokenizer *t = NULL;
+    int rc = qp_tokenizer_load_spm(&t, path);
+    fuzz_check_error(rc);
+    if (rc == 0) {
+        int *ids = NULL;
+        size_t n = 0;
+        if (qp_tokenizer_encode(t, sample, sizeof sample - 1, 0, &ids, &n) == 0) {
+            char *text = NULL;
+            size_t tl = 0;
+            if (qp_tokenizer_decode(t, ids, n, 0, &text, &tl) == 0)
+                free(text);
+            free(ids);
+        }
+        qp_tokenizer_free(t);
+    }
+    return 0;
+}
