@@ -24,6 +24,7 @@ struct qp_cache {
     /* set by qp_cache_set_recheck: a put that finds its object already
      * stored checks that copy (a forced rebuild replaces a damaged one) */
     int recheck_existing;
+    int read_only;   /* the store lock could not be opened for writing (EROFS/EACCES) */
     /* Objects renamed into place whose data and directory entries are not
      * known to be on disk yet (durable.c); the one mutable part, guarded
      * by its mutex. */

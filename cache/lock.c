@@ -25,9 +25,27 @@ int qp_cache_lock_acquire(qp_cache *c, const char *key, qp_cache_lock **out)
     qp_cache_key_hex(hex, key);
     char *path = qp_cache_fanout_path(c->locks, hex);
     qp_cache_lock *l = NULL;
-    if ((rc = qp_cache_fanout_mkdir(c->locks, hex)) != 0)
+    if (c->read_only) {
+        /* a read-only cache: the lock file when it exists (flock needs no
+         * write access), else none — no one writes this cache through a
+         * read-only mount, and a stage that must write fails at its write */
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot open lock file", path);
+            goto done;
+        }
+        if (fd < 0) {
+            l = qp_xmalloc(sizeof(*l));
+            l->fd = -1;
+            *out = l;
+            rc = 0;
+            goto done;
+        }
+    } else if ((rc = qp_cache_fanout_mkdir(c->locks, hex)) != 0) {
         goto done;
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    } else {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    }
     if (fd < 0) {
         rc = qp_error_errno(QP_ERROR, "%s: cannot open lock file", path);
         goto done;
@@ -54,6 +72,7 @@ void qp_cache_lock_release(qp_cache_lock *l)
 {
     if (!l)
         return;
-    close(l->fd);  /* releases the flock */
+    if (l->fd >= 0)
+        close(l->fd);  /* releases the flock */
     free(l);
 }

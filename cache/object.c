@@ -892,6 +892,31 @@ static int put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
         }
     }
     ibuf = qp_xmalloc(IO_CHUNK);
+    if (c->read_only) {
+        /* nothing can be written: hash it, and it is a hit or an error */
+        if ((rc = qp_sha256_new(&h)) != 0)
+            goto done;
+        for (;;) {
+            ssize_t got = read_some(fd, ibuf, IO_CHUNK);
+            if (got < 0) {
+                rc = qp_error_errno(QP_ERROR, "%s: read failed", path);
+                goto done;
+            }
+            if (got == 0)
+                break;
+            qp_sha256_update(h, ibuf, (size_t)got);
+        }
+        qp_sha256_final_hex(h, hex);
+        free(opath);
+        opath = qp_cache_fanout_path(c->objects, hex);
+        if (!have_object(c, opath, hex)) {
+            rc = qp_error_set(QP_ERROR, "cache %s is read-only: cannot store %s (object %.12s)", c->dir, path, hex);
+            goto done;
+        }
+        memcpy(digest, hex, QP_HEX_LEN);
+        rc = 0;
+        goto done;
+    }
     int stored = regular && file_barely_compresses(fd, (uint64_t)st.st_size, ibuf);
     stored_writer w;
     if ((rc = qp_sha256_new(&h)) != 0 || (rc = qp_cache_tmp_open(c, "obj", &tmp, &tfd)) != 0)

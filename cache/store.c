@@ -46,6 +46,19 @@ int qp_cache_open(qp_cache **out, const char *dir)
     }
     lock_path = qp_path_join(c->locks, "store.lock");
     c->store_lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (c->store_lock_fd < 0 && (errno == EROFS || errno == EACCES)) {
+        /* a read-only cache (a CI cache mounted read-only) serves hits: a
+         * shared lock needs no write access, and without a lock file no
+         * gc can run on it either; a write fails where it happens */
+        c->read_only = 1;
+        c->store_lock_fd = open(lock_path, O_RDONLY | O_CLOEXEC);
+        if (c->store_lock_fd < 0 && errno == ENOENT) {
+            *out = c;
+            c = NULL;
+            rc = 0;
+            goto done;
+        }
+    }
     if (c->store_lock_fd < 0) {
         rc = qp_error_errno(QP_ERROR, "%s: cannot open the cache lock", lock_path);
         goto done;
