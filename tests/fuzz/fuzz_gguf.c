@@ -3,6 +3,7 @@
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 #include "quant/qtypes.h"
+#include "tests/fuzz/fuzz_tok.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static const char sample[] = "Hello world, <s> 123";
@@ -33,13 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qp_tokenizer *tok = NULL;
     rc = qp_tokenizer_load_gguf(&tok, g, path);
     fuzz_check_error(rc);
-    if (rc == 0) {
-        int *ids = NULL;
-        size_t n = 0;
-        if (qp_tokenizer_encode(tok, sample, sizeof sample - 1, 0, &ids, &n) == 0)
-            free(ids);
-        qp_tokenizer_free(tok);
-    }
+    if (rc == 0)
+        fuzz_run_tokenizer(tok, sample, sizeof sample - 1);
     qp_gguf_free(g);
     return 0;
 }
