@@ -41,7 +41,14 @@ int qp_action_entry_read(const char *path, qp_action_entry *e, char *reason, siz
     char *text = NULL;
     json_t *j = NULL;
     memset(e, 0, sizeof(*e));
-    int r = qp_read_file(path, &text, NULL);
+    /* no link followed, no FIFO waited on, no entry larger than an entry
+     * can be (its refs: a few hundred thousand digests at most) */
+    int r = qp_read_file_nofollow(path, QP_CACHE_SMALL_FILE_MAX, &text, NULL);
+    if (r == QP_ECORRUPT || r == QP_EFORMAT) {   /* a link, a FIFO, a giant: not an entry */
+        snprintf(reason, reason_len, "%s", qp_error_last());
+        qp_error_clear();
+        return QP_EFORMAT;
+    }
     if (r != 0)
         return r;
     json_error_t jerr;

@@ -44,6 +44,9 @@ int qp_cache_put(qp_cache *c, const void *data, size_t n, char digest[QP_HEX_LEN
 /* on: a put whose object is already stored checks that copy first and
  * replaces it when damaged (the runner sets it for --force). */
 void qp_cache_set_recheck(qp_cache *c, int on);
+/* 1 when the cache was opened without write access (a read-only mount, or
+ * a lock file the user may not write): hits are served, puts fail. */
+int qp_cache_is_read_only(const qp_cache *c);
 /* Streams a file into the store (constant memory). */
 int qp_cache_put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN]);
 /* Waits until every object this handle wrote is on disk (their writes and

@@ -99,6 +99,9 @@ int qp_cache_object_check(qp_cache *c, const char *digest, uint64_t *out_size);
  * not record it. */
 int qp_cache_object_header_size(const char *path, uint64_t *out);
 
+/* The most a cache action entry, memo or meta file may hold (64 MiB). */
+#define QP_CACHE_SMALL_FILE_MAX ((size_t)64 << 20)
+
 /* ---- actions (action.c) ---- */
 typedef struct {
     char artifact[QP_HEX_LEN];

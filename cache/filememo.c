@@ -39,7 +39,7 @@ static int memo_parse(const char *path, char **out_path, int64_t *size, int64_t 
                       int64_t *inode, char digest[QP_HEX_LEN])
 {
     char *text = NULL;
-    int rc = qp_read_file(path, &text, NULL);
+    int rc = qp_read_file_nofollow(path, QP_CACHE_SMALL_FILE_MAX, &text, NULL);
     if (rc != 0)
         return rc;   /* QP_ENOTFOUND "PATH: cannot open: ..." when there is none */
     json_error_t jerr;

@@ -71,7 +71,7 @@ int qp_cache_meta_get(qp_cache *c, const char *ns, const char *name, char **out)
     char *dir = NULL, *path = NULL;
     int rc = meta_path(c, ns, name, &dir, &path);
     if (rc == 0) {
-        rc = qp_read_file(path, out, NULL);
+        rc = qp_read_file_nofollow(path, QP_CACHE_SMALL_FILE_MAX, out, NULL);
         if (rc == QP_ENOTFOUND)
             qp_error_set(QP_ENOTFOUND, "cache meta %s/%s: not found", ns, name);
     }

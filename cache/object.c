@@ -483,12 +483,12 @@ done:
 int qp_cache_object_header_size(const char *path, uint64_t *out)
 {
     unsigned char hdr[STORED_HEADER_LEN > FRAME_HEADER_MAX ? STORED_HEADER_LEN : FRAME_HEADER_MAX];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open cache object",
                               path);
     struct stat st;
-    ssize_t got = fstat(fd, &st) == 0 ? read_some(fd, hdr, sizeof(hdr)) : -1;
+    ssize_t got = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read_some(fd, hdr, sizeof(hdr)) : -1;
     close(fd);
     if (got < 0)
         return qp_error_errno(QP_ERROR, "%s: cannot read", path);
@@ -529,7 +529,7 @@ int qp_cache_has(qp_cache *c, const char *digest)
         return 0;
     char *path = qp_cache_fanout_path(c->objects, digest);
     struct stat st;
-    int ok = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    int ok = lstat(path, &st) == 0 && S_ISREG(st.st_mode);
     free(path);
     return ok;
 }
@@ -584,9 +584,9 @@ static int have_object(qp_cache *c, const char *path, const char *digest)
      * removed by the check and written again from the bytes in hand */
     if (c->recheck_existing && decode(c, digest, NULL, NULL, 0) != 0) {
         qp_error_clear();
-        if (qp_path_exists(path))
-            return 1;   /* not damage (an I/O error): the copy stays, as before */
-        return 0;
+        if (!qp_path_exists(path))
+            return 0;   /* damaged and removed: written again */
+        /* not damage (an I/O error): the copy stays, synced as before */
     }
     qp_cache_pending_add(c, path);
     return 1;

@@ -120,6 +120,11 @@ int qp_cache_remove_irregular(const char *path, const char *digest)
     return qp_error_set(QP_ECORRUPT, "cache object %s: %s in its place; removed, rerun to recompute", digest, what);
 }
 
+int qp_cache_is_read_only(const qp_cache *c)
+{
+    return c->read_only;
+}
+
 void qp_cache_set_recheck(qp_cache *c, int on)
 {
     c->recheck_existing = on;

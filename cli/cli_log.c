@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "pipeline/provenance.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +66,15 @@ int qp_cli_log(int argc, char **argv)
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
-        if (c == 'n')
-            limit = atol(optarg);
+        if (c == 'n') {
+            char *end = NULL;
+            errno = 0;
+            limit = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || limit < 0) {
+                fprintf(stderr, "qpipe: -n %s: expected a number of records (0 for all) (see 'qpipe help')\n", optarg);
+                return 2;
+            }
+        }
         else if (c == 'J')
             st.json = 1;
         else if (c == 'b')

@@ -103,7 +103,7 @@ static int default_threads(void)
 {
     const char *env = getenv("QPIPE_THREADS");
     int n = 0;
-    if (env && *env) {
+    if (env && *env && strcmp(env, "0") != 0) {   /* 0 or empty: every CPU, as before */
         if (parse_count(env, 1, 1024, &n) == 0)
             return n;
         usage_error("QPIPE_THREADS=%s: expected a number between 1 and 1024", env);
@@ -200,6 +200,9 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     }
     if (rc == 0)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
+    if (rc == 0 && qp_cache_is_read_only(cache) && mode != QP_RUN_PLAN)
+        fprintf(stderr, "qpipe: note: cache %s cannot be written (read-only or not yours): cached results are "
+                "served, anything new fails when it is stored\n", qp_cache_dir(cache));
     if (rc == 0 && mode == QP_RUN_LOCK)
         rc = qp_lock_write(r, cache, o.threads, lock_path);
     else if (rc == 0 && mode == QP_RUN_PLAN && eo.estimate)

@@ -172,12 +172,14 @@ int qp_map_file(const char *path, unsigned char **map, size_t *size)
 
 /* max: the most bytes accepted, and then only a regular file (a device,
  * a FIFO or /dev/zero would be read without end) */
-static int read_file(const char *path, size_t max, char **out, size_t *out_len)
+static int read_file(const char *path, size_t max, int nofollow, char **out, size_t *out_len)
 {
     int rc = QP_ERROR;
     qp_buf b = QP_BUF_INIT;
     struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (max != SIZE_MAX ? O_NONBLOCK : 0));
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (max != SIZE_MAX ? O_NONBLOCK : 0) | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0 && errno == ELOOP && nofollow)
+        return qp_error_set(QP_ECORRUPT, "%s: a symbolic link, not a file", path);
     if (fd < 0)
         return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot open", path);
     if (fstat(fd, &st) != 0) {
@@ -189,11 +191,11 @@ static int read_file(const char *path, size_t max, char **out, size_t *out_len)
         goto done;
     }
     if (max != SIZE_MAX && !S_ISREG(st.st_mode)) {
-        qp_error_set(QP_ERROR, "%s: not a regular file (give the path of a file)", path);
+        qp_error_set(QP_EFORMAT, "%s: not a regular file (give the path of a file)", path);
         goto done;
     }
     if (max != SIZE_MAX && (uint64_t)st.st_size > max) {
-        qp_error_set(QP_ERROR, "%s: %llu bytes, more than the %zu MiB this file may have", path,
+        qp_error_set(QP_EFORMAT, "%s: %llu bytes, more than the %zu MiB this file may have", path,
                      (unsigned long long)st.st_size, max >> 20);
         goto done;
     }
@@ -214,7 +216,7 @@ static int read_file(const char *path, size_t max, char **out, size_t *out_len)
             break;
         b.len += (size_t)r;
         if (b.len > max) {   /* grew while being read */
-            qp_error_set(QP_ERROR, "%s: more than the %zu MiB this file may have", path, max >> 20);
+            qp_error_set(QP_EFORMAT, "%s: more than the %zu MiB this file may have", path, max >> 20);
             goto done;
         }
     }
@@ -228,44 +230,66 @@ done:
 
 int qp_read_file(const char *path, char **out, size_t *out_len)
 {
-    return read_file(path, SIZE_MAX, out, out_len);
+    return read_file(path, SIZE_MAX, 0, out, out_len);
 }
 
 int qp_read_file_max(const char *path, size_t max, char **out, size_t *out_len)
 {
-    return read_file(path, max, out, out_len);
+    return read_file(path, max, 0, out, out_len);
+}
+
+int qp_read_file_nofollow(const char *path, size_t max, char **out, size_t *out_len)
+{
+    return read_file(path, max, 1, out, out_len);
+}
+
+/* name in the directory parent; path is its whole path, for messages.  Each
+ * directory is entered with O_NOFOLLOW through the descriptor of its
+ * parent, so a directory swapped for a symbolic link while the removal
+ * runs is unlinked as a link, never followed out of the tree. */
+static int rm_at(int parent, const char *name, const char *path, int depth)
+{
+    struct stat st;
+    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? 0 : qp_error_errno(QP_ERROR, "%s: cannot stat", path);
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlinkat(parent, name, 0) != 0 && errno != ENOENT)
+            return qp_error_errno(QP_ERROR, "%s: cannot remove", path);
+        return 0;
+    }
+    if (depth > 256)
+        return qp_error_set(QP_ERROR, "%s: directories nested too deep to remove", path);
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == ENOTDIR)   /* swapped for a link or file since the stat */
+            return unlinkat(parent, name, 0) == 0 || errno == ENOENT ? 0
+                   : qp_error_errno(QP_ERROR, "%s: cannot remove", path);
+        return qp_error_errno(QP_ERROR, "%s: cannot open directory", path);
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return qp_error_errno(QP_ERROR, "%s: cannot open directory", path);
+    }
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char *child = qp_path_join(path, e->d_name);
+        rc = rm_at(dirfd(d), e->d_name, child, depth + 1);
+        free(child);
+    }
+    closedir(d);
+    if (rc)
+        return rc;
+    if (unlinkat(parent, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+        return qp_error_errno(QP_ERROR, "%s: cannot remove directory", path);
+    return 0;
 }
 
 int qp_rm_rf(const char *path)
 {
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? 0 : qp_error_errno(QP_ERROR, "%s: cannot stat", path);
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (!d)
-            return qp_error_errno(QP_ERROR, "%s: cannot open directory", path);
-        struct dirent *e;
-        int rc = 0;
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            char *child = qp_path_join(path, e->d_name);
-            rc = qp_rm_rf(child);
-            free(child);
-            if (rc)
-                break;
-        }
-        closedir(d);
-        if (rc)
-            return rc;
-        if (rmdir(path) != 0)
-            return qp_error_errno(QP_ERROR, "%s: cannot remove directory", path);
-        return 0;
-    }
-    if (unlink(path) != 0 && errno != ENOENT)
-        return qp_error_errno(QP_ERROR, "%s: cannot remove", path);
-    return 0;
+    return rm_at(AT_FDCWD, path, path, 0);
 }
 
 char *qp_path_join(const char *a, const char *b)

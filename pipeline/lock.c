@@ -377,8 +377,8 @@ static int check_shape(const qp_ynode *root, const json_t *j, const char *path)
 {
     char buf[128];
     if (!root || root->kind != QP_YN_MAP)
-        return node_fail(path, root, "not a qpipe lock: a mapping with 'qpipe_lock: 1' expected, found %s",
-                         root ? what(root, buf, sizeof(buf)) : "an empty file");
+        return node_fail(path, root, "not a qpipe lock: a mapping with 'qpipe_lock: %d' expected, found %s",
+                         QP_LOCK_FORMAT, root ? what(root, buf, sizeof(buf)) : "an empty file");
     const qp_ynode *ver = qp_ynode_get(root, "qpipe_lock", NULL);
     if (!ver)
         return node_fail(path, root, "%s", "not a qpipe lock: no 'qpipe_lock' key");
@@ -387,7 +387,7 @@ static int check_shape(const qp_ynode *root, const json_t *j, const char *path)
         return node_fail(path, ver, "lock format %" JSON_INTEGER_FORMAT " is not supported (this qpipe reads "
                          "formats 1 and %d)", json_integer_value(jv), QP_LOCK_FORMAT);
     if (!json_is_integer(jv))
-        return node_fail(path, ver, "'qpipe_lock' must be the integer %d, not %s", QP_LOCK_FORMAT,
+        return node_fail(path, ver, "'qpipe_lock' must be an integer (1 or %d), not %s", QP_LOCK_FORMAT,
                          what(ver, buf, sizeof(buf)));
     const qp_ynode *stages = qp_ynode_get(root, "stages", NULL);
     if (!stages)
@@ -438,13 +438,14 @@ static int has_line(const char *text, size_t len, const char *line)
 static int check_end_line(const char *path, const char *text, size_t len)
 {
     size_t body = len;
-    if (body > 0 && text[body - 1] == '\n')
-        body--;
+    while (body > 0 && (text[body - 1] == '\n' || text[body - 1] == '\r' || text[body - 1] == ' '))
+        body--;   /* blank lines an editor added after the end line */
+    len = body;
     while (body > 0 && text[body - 1] != '\n')
         body--;
     const char *last = text + body;
     size_t n = len - body, want = strlen(END_LINE) + QP_HEX_LEN - 1;
-    if (n < want || memcmp(last, END_LINE, strlen(END_LINE)) != 0)
+    if (n != want || memcmp(last, END_LINE, strlen(END_LINE)) != 0)
         return qp_error_set(QP_EUSAGE, "%s: truncated: the lock does not end with its '%ssha256…' line", path,
                             "# end of lock: ");
     char hex[QP_HEX_LEN];
@@ -462,13 +463,18 @@ int qp_lock_parse(json_t **out, const char *path, const char *text, size_t len)
     json_t *j = NULL;
     char vline[32];
     snprintf(vline, sizeof vline, "qpipe_lock: %d", QP_LOCK_FORMAT);
-    int rc = has_line(text, len, vline) ? check_end_line(path, text, len) : 0;
+    int checked = has_line(text, len, vline);
+    int rc = checked ? check_end_line(path, text, len) : 0;
     if (rc == 0)
         rc = qp_ytree_parse(&root, path, text, len);
     if (rc == 0 && root)
         rc = node_json(&j, root, path);
     if (rc == 0)
         rc = check_shape(root, j, path);
+    /* format 2 written otherwise ("qpipe_lock:  2", a comment after it,
+     * JSON): the same end line is required */
+    if (rc == 0 && !checked && json_integer_value(json_object_get(j, "qpipe_lock")) == QP_LOCK_FORMAT)
+        rc = check_end_line(path, text, len);
     qp_ynode_free(root);
     if (rc == 0) {
         *out = j;
@@ -496,6 +502,8 @@ int qp_lock_load(json_t **out, const char *path)
     char *text = NULL;
     size_t len = 0;
     int rc = qp_read_file_max(path, QP_YAML_MAX_BYTES, &text, &len);
+    if (rc == QP_EFORMAT)   /* not a regular file, or too large: a malformed lock (exit 2) */
+        rc = qp_error_recode(QP_EUSAGE);
     if (rc == 0)
         rc = qp_lock_parse(out, path, text, len);
     free(text);

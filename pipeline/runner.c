@@ -848,50 +848,140 @@ static int path_within(const char *path, const char *dir)
     return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/' || (n == 1 && dir[0] == '/'));
 }
 
+/* The work tree a recipe lives in: the nearest directory at or above dir
+ * holding .git (a directory, or a worktree's file); outside git, the
+ * current directory when dir is inside it (qpipe run recipes/r.yaml from
+ * an unpacked tarball), else dir itself. */
+static char *workspace_root(const char *dir)
+{
+    char *cur = qp_strdup(dir);
+    for (;;) {
+        char *git = qp_path_join(cur, ".git");
+        int found = qp_path_exists(git);
+        free(git);
+        if (found)
+            return cur;
+        char *up = qp_path_dirname(cur);
+        if (strcmp(up, cur) == 0) {
+            free(up);
+            free(cur);
+            break;
+        }
+        free(cur);
+        cur = up;
+    }
+    char *cwd = realpath(".", NULL);
+    if (cwd && path_within(dir, cwd))
+        return cwd;
+    free(cwd);
+    return qp_strdup(dir);
+}
+
 /* A package's out: as it is on disk, before any stage runs (the words were
- * checked when the recipe was loaded): no symbolic link on the way (it
- * could lead anywhere), not an existing file (the recipe itself), and
- * neither inside the cache nor holding it. */
-static int check_package_out(runner *R, const qp_stage_decl *d, const char *cache_real)
+ * checked when the recipe was loaded).  Resolved from the recipe's
+ * directory, '..' included, it must stay in the recipe's work tree (the git
+ * repository holding it, else its directory) — the shipped recipes write
+ * ../dist/NAME beside recipes/ — and must not be the recipe's directory or
+ * hold it, nor lie inside a .git, nor pass a symbolic link (it could lead
+ * anywhere), nor be an existing file (the recipe itself), nor be inside the
+ * cache or hold it. */
+static int check_package_out(runner *R, const qp_stage_decl *d, const char *cache_real, char **out_abs)
 {
     const char *out = json_string_value(json_object_get(d->params, "out"));
     if (!out)
         return 0;
-    const char *base = qp_recipe_dir(R->r);
+    const char *base = qp_recipe_dir(R->r), *rp = qp_recipe_path(R->r);
+    char *root = workspace_root(base);
     qp_buf abs = QP_BUF_INIT;
     qp_buf_printf(&abs, "%s", base);
     int rc = 0;
     for (const char *w = out; *w && rc == 0;) {
         size_t n = strcspn(w, "/");
-        if (n > 0 && !(n == 1 && w[0] == '.')) {
+        if (n == 2 && strncmp(w, "..", 2) == 0) {
+            char *slash = strrchr(abs.data, '/');
+            if (slash && slash != abs.data) {
+                abs.len = (size_t)(slash - abs.data);
+                abs.data[abs.len] = 0;
+            }
+        } else if (n > 0 && !(n == 1 && w[0] == '.')) {
             qp_buf_printf(&abs, "/%.*s", (int)n, w);
             struct stat st;
-            if (lstat(abs.data, &st) == 0 && S_ISLNK(st.st_mode))
+            if (n == 4 && strncmp(w, ".git", 4) == 0)
+                rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s is inside .git; give another directory", rp,
+                                  d->id, abs.data);
+            else if (lstat(abs.data, &st) == 0 && S_ISLNK(st.st_mode))
                 rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s is a symbolic link; give a real directory "
-                                  "inside the recipe's directory", qp_recipe_path(R->r), d->id, abs.data);
+                                  "inside the recipe's work tree", rp, d->id, abs.data);
             else if (lstat(abs.data, &st) == 0 && !S_ISDIR(st.st_mode))
-                rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s exists and is not a directory",
-                                  qp_recipe_path(R->r), d->id, abs.data);
+                rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s exists and is not a directory", rp, d->id,
+                                  abs.data);
         }
         w += n + (w[n] == '/');
     }
+    if (rc == 0 && !path_within(abs.data, root))
+        rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: '%s' leads to %s, outside the recipe's work tree %s; give "
+                          "a directory inside it", rp, d->id, out, abs.data, root);
+    if (rc == 0 && path_within(base, abs.data))
+        rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: '%s' is the recipe's own directory or holds it; give a "
+                          "subdirectory such as dist", rp, d->id, out);
     if (rc == 0 && cache_real && (path_within(abs.data, cache_real) || path_within(cache_real, abs.data)))
-        rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s %s the cache %s; give another directory",
-                          qp_recipe_path(R->r), d->id, abs.data,
-                          path_within(abs.data, cache_real) ? "is inside" : "holds", cache_real);
+        rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s %s the cache %s; give another directory", rp, d->id,
+                          abs.data, path_within(abs.data, cache_real) ? "is inside" : "holds", cache_real);
+    if (rc == 0 && out_abs)
+        *out_abs = qp_buf_detach(&abs, NULL);
     qp_buf_free(&abs);
+    free(root);
     return rc;
+}
+
+/* A directory the user keeps (the fetch source, say) is not replaced:
+ * out: must be new, empty, or a package qpipe wrote (provenance.json). */
+static int check_out_contents(runner *R, const qp_stage_decl *d, const char *abs)
+{
+    DIR *dir = opendir(abs);
+    if (!dir)
+        return 0;
+    int others = 0, ours = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        others++;
+        ours |= strcmp(e->d_name, "provenance.json") == 0;
+    }
+    closedir(dir);
+    if (others && !ours)
+        return qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s already holds files that are not a qpipe package "
+                            "(no provenance.json), and a package replaces it whole; give a new or empty directory",
+                            qp_recipe_path(R->r), d->id, abs);
+    return 0;
 }
 
 static int check_outputs(runner *R)
 {
     char *cache_real = realpath(qp_cache_dir(R->cache), NULL);
+    char **outs = qp_xcalloc(R->n ? R->n : 1, sizeof(*outs));
+    size_t n = 0;
     int rc = 0;
     for (size_t i = 0; i < R->n && rc == 0; i++) {
         const qp_stage_decl *d = qp_recipe_stage(R->r, i);
-        if (strcmp(d->kind->name, "package") == 0)
-            rc = check_package_out(R, d, cache_real);
+        if (strcmp(d->kind->name, "package") != 0 || (rc = check_package_out(R, d, cache_real, &outs[n])) != 0)
+            continue;
+        /* one package inside another's out: would be pruned by it */
+        for (size_t k = 0; outs[n] && k < n && rc == 0; k++)
+            if (path_within(outs[n], outs[k]) || path_within(outs[k], outs[n]))
+                rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': out: %s and another package's out: %s overlap (a "
+                                  "package replaces its directory whole); give them separate directories",
+                                  qp_recipe_path(R->r), d->id, outs[n], outs[k]);
+        n += outs[n] != NULL;
     }
+    for (size_t i = 0, k = 0; i < R->n && rc == 0 && k < n; i++) {
+        const qp_stage_decl *d = qp_recipe_stage(R->r, i);
+        if (strcmp(d->kind->name, "package") == 0)
+            rc = check_out_contents(R, d, outs[k++]);
+    }
+    for (size_t k = 0; k < n; k++)
+        free(outs[k]);
+    free(outs);
     free(cache_real);
     return rc;
 }
@@ -930,6 +1020,12 @@ int qp_runner_run(const qp_recipe *r, qp_cache *cache, const qp_run_options *opt
         char *recipe_abs = qp_recipe_abs_path(r);
         rc = qp_provenance_check_branch(recipe_abs, opt->branch);
         free(recipe_abs);
+        if (rc != 0 && rc != QP_EUSAGE) {
+            /* the repository cannot be read (ownership, damage): recording
+             * will warn at the end as it always did; nothing to refuse */
+            qp_error_clear();
+            rc = 0;
+        }
     }
     if (opt->force_all || opt->force_stage)
         qp_cache_set_recheck(cache, 1);   /* a forced stage replaces a damaged stored copy */

@@ -354,6 +354,7 @@ static int apply_merges(builder *b, qp_ynode *m)
     /* both kept to the end: an anchor on the '<<' key itself, or inside
      * its value, may still be aliased (freeing the key here was a
      * use-after-free through such an alias) */
+    mk->merge_key = 1;
     node_push(b->graveyard, NULL, mk);
     node_push(b->graveyard, NULL, mv);
     int rc = 0;
@@ -392,7 +393,7 @@ static int on_alias(builder *b, const yaml_event_t *e)
             snprintf(msg, sizeof(msg), "alias '*%.100s' refers to a node that contains it", name);
             return fail(b, m, msg);
         }
-        if (is_merge_key(b->anchors[i].node)) {
+        if (b->anchors[i].node->merge_key) {
             /* the key was consumed by its merge: there is no value to copy */
             snprintf(msg, sizeof(msg), "alias '*%.100s' refers to a '<<' merge key (anchor the merged mapping instead)",
                      name);

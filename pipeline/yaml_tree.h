@@ -33,6 +33,7 @@ struct qp_ynode {
     /* QP_YN_SCALAR */
     char *text;        /* NUL-terminated (embedded NULs are rejected) */
     int plain;         /* 1 for a plain (unquoted, non-block) scalar */
+    int merge_key;     /* a '<<' key consumed by its merge (aliasing it is an error) */
     qp_ytag tag;
     /* QP_YN_SEQ: items[0..n); QP_YN_MAP: keys[i] (scalars) -> items[i] */
     size_t n, cap;

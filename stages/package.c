@@ -40,11 +40,10 @@ static const qp_param_spec params[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
-/* out: a directory strictly inside the recipe's directory, by its words
- * alone (the runner checks what is on disk before anything runs): a
- * package replaces `out` whole and prunes what it did not write, so "."
- * would empty the recipe's directory, ".git" replace the repository and
- * ".qpipe" the cache. */
+/* out: by its words alone (the runner resolves '..' and checks what is on
+ * disk before anything runs): a package replaces `out` whole and prunes
+ * what it did not write, so "." would empty the recipe's directory, ".git"
+ * replace the repository and ".qpipe" the cache. */
 static int check_out_words(const char *out, const char *where)
 {
     if (!out[0] || out[0] == '/')
@@ -52,20 +51,19 @@ static int check_out_words(const char *out, const char *where)
     size_t words = 0;
     for (const char *w = out; *w;) {
         size_t n = strcspn(w, "/");
-        if (n == 2 && strncmp(w, "..", 2) == 0)
-            return qp_error_set(QP_EUSAGE, "%s: out: '%s' leaves the recipe's directory ('..'); give a directory "
-                                "inside it", where, out);
+        if (n == 1 && w[0] == '.' && w != out)   /* "dist/." renames "dist/." at the end: refused now */
+            return qp_error_set(QP_EUSAGE, "%s: out: '%s': write it without '.' after the first word", where, out);
         if (n == 4 && strncmp(w, ".git", 4) == 0)
             return qp_error_set(QP_EUSAGE, "%s: out: '%s' is inside .git; give another directory", where, out);
         if (words == 0 && n == 6 && strncmp(w, ".qpipe", 6) == 0)
             return qp_error_set(QP_EUSAGE, "%s: out: '%s' is inside .qpipe, where the cache lives; give another "
                                 "directory", where, out);
-        words += n > 0 && !(n == 1 && w[0] == '.');
+        words += n > 0 && !(n == 1 && w[0] == '.') && !(n == 2 && strncmp(w, "..", 2) == 0);
         w += n + (w[n] == '/');
     }
     if (words == 0)
-        return qp_error_set(QP_EUSAGE, "%s: out: '%s' is the recipe's own directory; give a subdirectory such as "
-                            "dist", where, out);
+        return qp_error_set(QP_EUSAGE, "%s: out: '%s' names no subdirectory (the recipe's directory or one above "
+                            "it); give a subdirectory such as dist", where, out);
     return 0;
 }
 

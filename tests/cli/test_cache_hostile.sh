@@ -49,6 +49,18 @@ expect_grep "$fan: a symbolic link, not a cache entry; removed"
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance
 [ -d "$fan" ] && [ ! -L "$fan" ] && [ -f "$small" ] || fail "the fan-out directory was not rebuilt"; ok
 
+# an action entry replaced by a FIFO or a link to a device: never waited on
+# or followed; the entry is dropped and the stage runs again
+act=$(find "$C/actions" -type f | head -1)
+rm -f "$act" && mkfifo "$act"
+timeout 60 "$QPIPE" run r.yaml --no-provenance > "$T/out" 2>&1; rc=$?
+[ $rc -eq 0 ] || { cat "$T/out" >&2; fail "a FIFO in actions/: exit $rc (124: it waited)"; }; ok
+[ -f "$act" ] && [ ! -p "$act" ] || fail "the FIFO was not replaced by the entry"; ok
+rm -f "$act" && ln -s /dev/zero "$act"
+timeout 60 "$QPIPE" run r.yaml --no-provenance > "$T/out" 2>&1; rc=$?
+[ $rc -eq 0 ] || { cat "$T/out" >&2; fail "a link to /dev/zero in actions/: exit $rc"; }; ok
+[ -f "$act" ] && [ ! -L "$act" ] || fail "the link was not replaced by the entry"; ok
+
 # #14 item 8: a damaged copy of an object the forced stage makes again is replaced
 chmod u+w "$big" && printf 'XXXX' | dd of="$big" bs=1 seek=150000 conv=notrunc 2>/dev/null
 expect_exit 0 "$QPIPE" run r.yaml --force --no-provenance

@@ -25,13 +25,20 @@ bad() {  # OUT MESSAGE-REGEX [qpipe args]
 bad .git "out: '.git' is inside .git"
 bad sub/.git/x "out: 'sub/.git/x' is inside .git"
 bad .qpipe "out: '.qpipe' is inside .qpipe, where the cache lives"
-bad . "out: '.' is the recipe's own directory"
-bad ./ "out: './' is the recipe's own directory"
-bad .. "out: '..' leaves the recipe's directory"
-bad a/.. "out: 'a/..' leaves the recipe's directory"
-bad a/../../x "leaves the recipe's directory"
+bad . "out: '.' names no subdirectory"
+bad ./ "out: './' names no subdirectory"
+bad .. "out: '..' names no subdirectory"
+bad ./.git "out: './.git' is inside .git"
+bad .qpipe/../x "out: '.qpipe/../x' is inside .qpipe"
+bad a/./../b "out: 'a/./../b': write it without '.' after the first word"
+bad dist/. "out: 'dist/.': write it without '.' after the first word"
+bad a/.. "stage 'pkg': out: 'a/..' is the recipe's own directory or holds it"
+bad a/../../x "stage 'pkg': out: 'a/../../x' leads to .*, outside the recipe's work tree"
 bad /tmp/x "out: must be a relative directory"
 bad r.yaml "stage 'pkg': out: .*/r.yaml exists and is not a directory"
+mkdir -p data && echo mine > data/keep.txt
+bad data "stage 'pkg': out: .*/data already holds files that are not a qpipe package"
+[ "$(cat data/keep.txt)" = mine ] || fail "data was touched"; ok
 ln -s /tmp escape
 bad escape/x "stage 'pkg': out: .*/escape is a symbolic link"
 bad dist "stage 'pkg': out: .*/dist holds the cache .*/dist/cache" --cache-dir "$T/dist/cache"
@@ -39,8 +46,23 @@ bad dist/cache/x "stage 'pkg': out: .*/dist/cache/x is inside the cache" --cache
 [ "$(git rev-parse HEAD)" = "$head_before" ] && [ -f .git/HEAD ] && [ "$(cat kept.txt)" = keep ] &&
   grep -q "uses: package" r.yaml || fail "a refused out: changed the repository or the recipe"; ok
 git status --porcelain | grep -qv '^??' && fail "the index or worktree changed"; ok
-# a plain subdirectory still packages
-recipe dist/gguf
+# '..' within the work tree: a recipe in recipes/ writes ../dist/NAME (as the shipped ones do)
+mkdir -p recipes && sed 's|out: "[^"]*"|out: "../dist/up"|' r.yaml > recipes/r.yaml
+expect_exit 0 "$QPIPE" run recipes/r.yaml --no-provenance
+ls dist/up/*.gguf >/dev/null || fail "no GGUF in dist/up"; ok
+sed -i 's|out: "../dist/up"|out: "../recipes/x/.."|' recipes/r.yaml
+expect_exit 2 "$QPIPE" run recipes/r.yaml --no-provenance
+expect_grep "out: '../recipes/x/..' is the recipe's own directory or holds it"
+rm -rf recipes dist
+# a plain subdirectory still packages, and again over its own package
+recipe ./dist/gguf
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance
 ls dist/gguf/*.gguf >/dev/null || fail "no GGUF in dist/gguf"; ok
+rm -rf dist/gguf/*.gguf
+expect_exit 0 "$QPIPE" run r.yaml --no-provenance
+ls dist/gguf/*.gguf >/dev/null || fail "the package was not made again in its own directory"; ok
+# two packages, one inside the other's out:
+echo "  pkg2: {uses: package, needs: [model], with: {format: gguf, out: dist}}" >> r.yaml
+expect_exit 2 "$QPIPE" run r.yaml --no-provenance
+expect_grep "out: .*/dist and another package's out: .*/dist/gguf overlap|out: .*/dist/gguf and another package's out: .*/dist overlap"
 done_ok

@@ -380,7 +380,8 @@ static void many_anchors(void **state)
 {
     (void)state;
     qp_buf b = QP_BUF_INIT;
-    qp_buf_printf(&b, "qpipe: 1\nname: t\nvars:\n  a: &n first\n  b: &n second\n  c: *n\n");
+    /* (m: an anchored plain '<<' value, not a merge key, aliases as text) */
+    qp_buf_printf(&b, "qpipe: 1\nname: t\nvars:\n  a: &n first\n  b: &n second\n  c: *n\n  l: &m <<\n  m: *m\n");
     for (int i = 0; i < 20000; i++)
         qp_buf_printf(&b, "  a%d: &a%d %d\n", i, i, i);
     for (int i = 0; i < 20000; i++)
@@ -389,6 +390,7 @@ static void many_anchors(void **state)
     qp_recipe *r = load_ok(b.data);
     const json_t *vars = qp_recipe_vars(r);
     assert_string_equal(json_string_value(json_object_get(vars, "c")), "second");
+    assert_string_equal(json_string_value(json_object_get(vars, "m")), "<<");
     assert_int_equal(json_integer_value(json_object_get(vars, "b19999")), 19999);
     qp_recipe_free(r);
     qp_buf_free(&b);
