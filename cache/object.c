@@ -860,6 +860,17 @@ done:
     return rc;
 }
 
+/* The next chunk of a file being stored, added to its hash; *got 0 at the end. */
+static int read_hashed(int fd, unsigned char *ibuf, qp_sha256 *h, const char *path, size_t *got)
+{
+    ssize_t n = read_some(fd, ibuf, IO_CHUNK);
+    if (n < 0)
+        return qp_error_errno(QP_ERROR, "%s: read failed", path);
+    *got = (size_t)n;
+    qp_sha256_update(h, ibuf, *got);
+    return 0;
+}
+
 static int put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
 {
     int rc = QP_ERROR, fd = -1, tfd = -1;
@@ -896,16 +907,9 @@ static int put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
         /* nothing can be written: hash it, and it is a hit or an error */
         if ((rc = qp_sha256_new(&h)) != 0)
             goto done;
-        for (;;) {
-            ssize_t got = read_some(fd, ibuf, IO_CHUNK);
-            if (got < 0) {
-                rc = qp_error_errno(QP_ERROR, "%s: read failed", path);
+        for (size_t got = 1; got > 0;)
+            if ((rc = read_hashed(fd, ibuf, h, path, &got)) != 0)
                 goto done;
-            }
-            if (got == 0)
-                break;
-            qp_sha256_update(h, ibuf, (size_t)got);
-        }
         qp_sha256_final_hex(h, hex);
         free(opath);
         opath = qp_cache_fanout_path(c->objects, hex);
@@ -933,14 +937,11 @@ static int put_file(qp_cache *c, const char *path, char digest[QP_HEX_LEN])
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     for (;;) {
-        ssize_t got = read_some(fd, ibuf, IO_CHUNK);
-        if (got < 0) {
-            rc = qp_error_errno(QP_ERROR, "%s: read failed", path);
+        size_t got = 0;
+        if ((rc = read_hashed(fd, ibuf, h, path, &got)) != 0)
             goto done;
-        }
         if (got == 0)
             break;
-        qp_sha256_update(h, ibuf, (size_t)got);
         if (stored) {
             if ((rc = stored_write(&w, ibuf, (size_t)got)) != 0)
                 goto done;
