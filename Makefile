@@ -113,7 +113,7 @@ bench-scale: $(PROG) $(SYNTH) $(BUILD)/bench/bench_eval
 # The library and the harnesses built by clang with the fuzzer's coverage
 # instrumentation and ASan+UBSan in their own directory.
 fuzz:
-	@command -v clang >/dev/null || bash scripts/install-deps.sh clang
+	@bash scripts/install-deps.sh clang libclang-rt-dev   # libclang-rt-dev: the libFuzzer runtime (a Recommends of clang)
 	$(MAKE) BUILD=build-fuzz CC=clang OPT="-O1 -march=native" \
 	  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" fuzz-bins
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh build-fuzz

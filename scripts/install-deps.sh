@@ -5,7 +5,7 @@
 set -eu
 pkgs=(build-essential pkg-config libyaml-dev libgit2-dev libssl-dev libopenblas-dev
       libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev git zstd openssl)
-# extra packages a target needs (make fuzz: clang, with its libFuzzer runtime)
+# extra packages a target needs (make fuzz: clang and libclang-rt-dev, its libFuzzer runtime)
 pkgs+=("$@")
 missing=()
 for p in "${pkgs[@]}"; do
