@@ -111,3 +111,11 @@ int qp_is_hex_digest(const char *s)
             return 0;
     return 1;
 }
+
+uint64_t qp_str_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}

@@ -23,5 +23,8 @@ int qp_sha256_file(char out[QP_HEX_LEN], const char *path);
 
 /* 1 when s is 64 lowercase hex characters. */
 int qp_is_hex_digest(const char *s);
+/* FNV-1a of a NUL-terminated string: the in-memory name tables (YAML keys
+ * and anchors, imatrix entries); not a content digest. */
+uint64_t qp_str_hash(const char *s);
 
 #endif

@@ -898,9 +898,10 @@ static int check_package_out(runner *R, const qp_stage_decl *d, const char *cach
     for (const char *w = out; *w && rc == 0;) {
         size_t n = strcspn(w, "/");
         if (n == 2 && strncmp(w, "..", 2) == 0) {
+            /* up one, to "/" at most ("/tmp/.." is "/", which no work tree holds) */
             char *slash = strrchr(abs.data, '/');
-            if (slash && slash != abs.data) {
-                abs.len = (size_t)(slash - abs.data);
+            if (slash) {
+                abs.len = slash == abs.data ? 1 : (size_t)(slash - abs.data);
                 abs.data[abs.len] = 0;
             }
         } else if (n > 0 && !(n == 1 && w[0] == '.')) {

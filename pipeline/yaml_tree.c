@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 
 #define TAG_PREFIX "tag:yaml.org,2002:"
 
@@ -21,17 +22,9 @@ typedef struct {
     size_t cap, n;
 } strmap;
 
-static uint64_t str_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
 static size_t strmap_find(const strmap *m, const char *k)
 {
-    size_t i = (size_t)str_hash(k) & (m->cap - 1);
+    size_t i = (size_t)qp_str_hash(k) & (m->cap - 1);
     while (m->keys[i] && strcmp(m->keys[i], k) != 0)
         i = (i + 1) & (m->cap - 1);
     return i;

@@ -4,6 +4,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -63,18 +64,10 @@ const qp_imatrix_entry *qp_imatrix_at(const qp_imatrix *m, size_t i)
     return i < m->n ? &m->e[i].pub : NULL;
 }
 
-static size_t name_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return (size_t)h;
-}
-
 /* The slot holding name's entry, or the empty slot where it would go. */
 static size_t slot_of(const qp_imatrix *m, const char *name)
 {
-    size_t i = name_hash(name) & (m->n_slots - 1);
+    size_t i = (size_t)qp_str_hash(name) & (m->n_slots - 1);
     while (m->slot[i] && strcmp(m->e[m->slot[i] - 1].name, name) != 0)
         i = (i + 1) & (m->n_slots - 1);
     return i;

@@ -51,6 +51,8 @@ static int check_out_words(const char *out, const char *where)
     size_t words = 0;
     for (const char *w = out; *w;) {
         size_t n = strcspn(w, "/");
+        if (n == 2 && strncmp(w, "..", 2) == 0 && words > 0)   /* "a/..", "x/../.qpipe": checked as written */
+            return qp_error_set(QP_EUSAGE, "%s: out: '%s': '..' may only lead the path (../dist/x)", where, out);
         if (n == 1 && w[0] == '.' && w != out)   /* "dist/." renames "dist/." at the end: refused now */
             return qp_error_set(QP_EUSAGE, "%s: out: '%s': write it without '.' after the first word", where, out);
         if (n == 4 && strncmp(w, ".git", 4) == 0)
