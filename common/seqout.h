@@ -5,11 +5,11 @@
  * this process, so copying it into page-cache pages — fresh ones for every
  * byte, zeroed first, then flushed by the final fsync — cost more than the
  * disk: on the 2-core benchmark VM, 640 MiB written buffered and fsynced
- * took 0.7-1.9 s, with O_DIRECT 0.33-0.41 s.  Bytes are gathered into one
- * of two aligned 8 MiB buffers; a full one is hashed (SHA-256, when asked)
- * and written by a helper thread while the caller fills the other, so the
- * digest and the disk overlap the caller's own work (reading and verifying
- * its inputs).  Writes are whole aligned blocks with O_DIRECT where the
+ * took 0.7-1.9 s, with O_DIRECT 0.33-0.41 s.  Bytes are gathered into
+ * aligned 8 MiB buffers, three in a ring: while the caller fills one, a
+ * hasher thread hashes the one before (SHA-256, when asked) and a writer
+ * thread writes the one before that, so the digest and the disk overlap
+ * each other and the caller's own work (reading and verifying its inputs).  Writes are whole aligned blocks with O_DIRECT where the
  * filesystem allows it; the last partial block, a stream that does not
  * start at offset 0, and everything on a filesystem that refuses O_DIRECT
  * go through the page cache.

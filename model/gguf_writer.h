@@ -12,7 +12,7 @@
  * tensor, so a large model never has to be resident twice.  finish()
  * streams: header and tensor infos first (offsets follow from types and
  * shapes), then each tensor as it is produced, at most one tensor's bytes
- * in memory (plus two 8 MiB staging buffers: common/seqout.h, O_DIRECT
+ * in memory (plus three 8 MiB staging buffers: common/seqout.h, O_DIRECT
  * where the filesystem allows it), and one fsync ends the file.  The output goes
  * to a temp file created by _new() beside the destination and is fsynced
  * and renamed over the destination by _finish(); any failure (or _abort())

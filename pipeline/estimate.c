@@ -157,10 +157,11 @@ void qp_recipe_estimate_print(FILE *o, const qp_recipe_estimate *e)
     fprintf(o, "  total %s, largest peak RSS %s\n", t, qp_fmt_bytes(p, sizeof(p), peak));
     const qp_est_machine *m = &e->mach;
     fprintf(o, "machine%s: %s, %d threads: GEMM %.1f GFLOP/s; quantize Q4_K %.0f MB/s; dequantize Q4_K %.0f MB/s; "
-               "bf16->f32 %.0f MB/s; SHA-256 %.0f MB/s; zstd %.0f/%.0f MB/s; disk read %.0f, write %.0f MB/s\n",
+               "bf16->f32 %.0f MB/s; SHA-256 %.0f MB/s; zstd %.0f/%.0f MB/s; disk read %.0f, write %.0f MB/s, "
+               "past the page cache %.0f MB/s + %.0f ms\n",
             m->measured ? "" : " (defaults, not measured)", m->cpu, m->threads, m->gemm_gflops,
             m->quant_mbs[QP_EST_Q4K], m->deq_mbs[QP_EST_Q4K], m->convert_mbs, m->sha_mbs, m->zstd_c_mbs,
-            m->zstd_d_mbs, m->disk_r_mbs, m->disk_w_mbs);
+            m->zstd_d_mbs, m->disk_r_mbs, m->disk_w_mbs, m->disk_wd_mbs, m->disk_wd_fixed_ms);
     double slow = qp_est_slowdown(m, e->coef);
     if (slow > 1)
         fprintf(o, "the machine is shared: load %.2f on %d CPUs, times x %.2f (max(1, (load + 1 - %.1f) / cpus))\n",

@@ -46,7 +46,10 @@ typedef struct {
     double zratio_q;       /* compressed / raw of Q4_K blocks */
     double disk_r_mbs;     /* read of a file just written (page cache) */
     double disk_w_mbs;     /* write + fsync */
-    double disk_wd_mbs;    /* write past the page cache + fsync (common/seqout.h: a package's file) */
+    double disk_wd_mbs;    /* write past the page cache (common/seqout.h: a package's file): the rate of
+                              each further MB, from two sizes, so fixed costs do not dilute it */
+    double disk_wd_fixed_ms; /* ... and what a stream costs whatever its size: helper threads,
+                                staging buffers, the first blocks' latency, the final fsync */
     double mem_mbs;        /* fresh memory touched (malloc, page faults, write, free): MB per second */
     double fsync_ms;       /* one small object stored: write, fsync, rename (cache/object.c does it per object) */
     double seconds;        /* how long the calibration took */

@@ -789,7 +789,7 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
      * they are when they already are the GGUF's (ggml blocks, BF16, F16),
      * else converted into the writer's buffer, which grows to the largest
      * converted tensor and stays; q/k rows are permuted through a scratch
-     * copy into that buffer; every byte goes out through seqout's two
+     * copy into that buffer; every byte goes out through seqout's three
      * 8 MiB staging buffers (common/seqout.h), which hash and write it.
      * The tensors outside the layers come first (both tensor orders sort
      * them ahead of blk.*), each held beside the header and the staging
@@ -825,21 +825,32 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
         }
     }
     uint64_t header = (uint64_t)model->cfg.vocab * 24 + 65536;
-    uint64_t biggest = gguf ? (glob + header > layer ? glob + header : layer) + (16u << 20) : glob;
+    uint64_t biggest = gguf ? (glob + header > layer ? glob + header : layer) + (24u << 20) : glob;
     bytes += header;   /* header, vocabulary, card */
     if (gguf) {
-        /* the GGUF is hashed and written past the page cache by seqout's
-         * helper thread while this one reads, verifies and converts the
-         * tensors (common/seqout.h): the longer of the two sides */
-        double helper = secs((double)bytes, e->m->sha_mbs) + secs((double)bytes, e->m->disk_wd_mbs);
-        if (helper > e->r->seconds)
-            term(e, "write", helper - e->r->seconds);
+        /* seqout's three-stage pipeline (common/seqout.c): while this
+         * thread reads, verifies and converts tensors into one staging
+         * buffer, a hasher thread hashes the one before and a writer thread
+         * writes the one before that past the page cache.  The stage takes
+         * as long as the slowest of the three; the reader and the hasher
+         * share the CPUs (the writer waits on the disk), and a stream has a
+         * fixed cost (threads, buffers, first blocks, the final fsync). */
+        double reader = e->r->seconds;
+        double sha = secs((double)bytes, e->m->sha_mbs), wr = secs((double)bytes, e->m->disk_wd_mbs);
+        double cpu = (reader + sha) / (e->m->cpus >= 2 ? 2 : 1);
+        double t = reader > sha ? reader : sha;
+        t = wr > t ? wr : t;
+        t = cpu > t ? cpu : t;
+        if (t > reader)
+            term(e, wr >= sha ? "write" : "sha256", t - reader);
+        term(e, "write", e->m->disk_wd_fixed_ms / 1000);
     } else {
         /* safetensors: written, then hashed (package.c store_dir) */
         term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
         term(e, "sha256", secs((double)bytes, e->m->sha_mbs));
     }
-    term(e, "fsync", e->m->fsync_ms / 1000);
+    if (!gguf)
+        term(e, "fsync", e->m->fsync_ms / 1000);
     out->bytes = bytes;
     e->r->out_bytes = bytes;
     e->r->peak_rss = (uint64_t)e->c->base_rss + biggest;

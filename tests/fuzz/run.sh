@@ -5,7 +5,8 @@
 # seeded with tests/fuzz/seeds/NAME/ and the matching files of ../shared.
 # Prints the executions per harness; exit 1 on any crash, leak, timeout or
 # out-of-memory (the input is kept under BUILD/fuzz-crashes/NAME/ — add it
-# to tests/fuzz/regress/NAME/ once fixed).
+# to tests/fuzz/regress/NAME/ once fixed). FUZZ_ONLY="gguf spm" runs only
+# those harnesses (so two shells can share a 2-core machine).
 set -uo pipefail
 BUILD=${1:-build-fuzz}
 SECONDS_EACH=${FUZZ_SECONDS:-600}
@@ -37,6 +38,7 @@ status=0
 for bin in "$BUILD"/fuzz/fuzz_*; do
   case $bin in *.d) continue ;; esac
   name=$(basename "$bin"); name=${name#fuzz_}
+  if [ -n "${FUZZ_ONLY:-}" ] && [[ " $FUZZ_ONLY " != *" $name "* ]]; then continue; fi
   corpus=$BUILD/fuzz-corpus/$name crashes=$BUILD/fuzz-crashes/$name
   mkdir -p "$corpus" "$crashes"
   for f in "$REPO"/tests/fuzz/seeds/"$name"/* $(seeds "$name"); do

@@ -5,6 +5,7 @@
  * predicted vs available, what to change; cached stages never refused). */
 #include "tests/support/testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,11 +168,11 @@ static void test_recipe_estimate(void **state)
     assert_int_equal(res.peak_rss, (uint64_t)qp_est_coef_default.base_rss + 1024 * 256 * 2);
     assert_string_equal(res.rss_part, "largest tensor");
     /* package GGUF: house-llama's embedding in f32 (1 MiB) and the header outweigh a layer tensor, and
-     * either sits beside seqout's two 8 MiB staging buffers */
+     * either sits beside seqout's three 8 MiB staging buffers */
     assert_int_equal(qp_recipe_estimate_stage(e, "pkg", &res), 0);
     assert_string_equal(res.rss_part, "a global tensor, the header and the write buffers");
-    assert_true(res.peak_rss > (uint64_t)qp_est_coef_default.base_rss + (16u << 20) &&
-                res.peak_rss < (uint64_t)qp_est_coef_default.base_rss + (18u << 20));
+    assert_true(res.peak_rss > (uint64_t)qp_est_coef_default.base_rss + (24u << 20) &&
+                res.peak_rss < (uint64_t)qp_est_coef_default.base_rss + (26u << 20));
     assert_int_equal(qp_recipe_estimate_stage(e, "q4km", &res), 0);
     assert_true(res.known);
     assert_true(res.seconds > 0);
@@ -192,6 +193,46 @@ static void test_recipe_estimate(void **state)
     assert_int_equal(qp_recipe_estimate_stage(e, "nope", &res), -1);
     qp_recipe_estimate_free(e);
     qp_recipe_free(r);
+}
+
+/* package GGUF: seqout reads, hashes and writes on three threads, so the
+ * stage takes as long as its slowest side, not the sum of them. */
+static double pkg_seconds(double sha_mbs, double disk_wd_mbs, double *out_bytes, const char **dominant)
+{
+    qp_recipe *r = load();
+    qp_est_machine m;
+    qp_est_machine_defaults(&m, 2);
+    m.cpus = 2;
+    m.sha_mbs = sha_mbs;
+    m.disk_wd_mbs = disk_wd_mbs;
+    m.disk_wd_fixed_ms = 100;
+    qp_recipe_estimate *e = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, 2);
+    qp_est_result res;
+    assert_int_equal(qp_recipe_estimate_stage(e, "pkg", &res), 0);
+    *out_bytes = (double)res.out_bytes;
+    *dominant = qp_est_dominant(&res, NULL);
+    double s = res.seconds;
+    qp_recipe_estimate_free(e);
+    qp_recipe_free(r);
+    return s;
+}
+
+static void test_package_pipeline(void **state)
+{
+    (void)state;
+    double bytes;
+    const char *dom;
+    /* a slow disk: the write side alone, plus the stream's fixed 0.1 s (the
+     * reader and the hasher hide behind it) */
+    double slow = pkg_seconds(1000, 1, &bytes, &dom);
+    assert_true(bytes > 3e6);
+    assert_true(fabs(slow - (bytes / 1e6 / 1 + 0.1)) < 1e-9);
+    assert_string_equal(dom, "write");
+    /* a slow hash: its side alone (+ the fixed cost), whatever the disk */
+    double h1 = pkg_seconds(0.5, 1000, &bytes, &dom), h2 = pkg_seconds(0.5, 100000, &bytes, &dom);
+    assert_true(fabs(h1 - (bytes / 1e6 / 0.5 + 0.1)) < 1e-9);
+    assert_true(fabs(h1 - h2) < 1e-9);
+    assert_string_equal(dom, "sha256");
 }
 
 static void test_memory_check(void **state)
@@ -275,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_counts),
         cmocka_unit_test(test_counts_1b),
         cmocka_unit_test(test_recipe_estimate),
+        cmocka_unit_test(test_package_pipeline),
         cmocka_unit_test(test_memory_check),
         cmocka_unit_test(test_machine_json),
     };
