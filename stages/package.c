@@ -40,6 +40,9 @@ static const qp_param_spec params[] = {
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
+#define QP_OUT_MAX 1024       /* bytes of out: (PATH_MAX is 4096 with the recipe's directory before it) */
+#define QP_OUT_WORD_MAX 200   /* bytes of one directory name of it: NAME_MAX 255 less a temporary suffix */
+
 /* out: by its words alone (the runner resolves '..' and checks what is on
  * disk before anything runs): a package replaces `out` whole and prunes
  * what it did not write, so "." would empty the recipe's directory, ".git"
@@ -48,9 +51,22 @@ static int check_out_words(const char *out, const char *where)
 {
     if (!out[0] || out[0] == '/')
         return qp_error_set(QP_EUSAGE, "%s: out: must be a relative directory (relative to the recipe)", where);
+    /* a control character in a directory name (a newline splits every log
+     * line and ls that names it) and a path the kernel would refuse only
+     * after the stages ran: refused before anything runs */
+    for (const unsigned char *c = (const unsigned char *)out; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return qp_error_set(QP_EUSAGE, "%s: out: holds a control character (byte 0x%02x at %zu); give a plain "
+                                "directory name", where, *c, (size_t)(c - (const unsigned char *)out));
+    if (strlen(out) > QP_OUT_MAX)
+        return qp_error_set(QP_EUSAGE, "%s: out: is %zu bytes long; give a path of at most %d", where, strlen(out),
+                            QP_OUT_MAX);
     size_t words = 0;
     for (const char *w = out; *w;) {
         size_t n = strcspn(w, "/");
+        if (n > QP_OUT_WORD_MAX)
+            return qp_error_set(QP_EUSAGE, "%s: out: a directory name of %zu bytes; at most %d (NAME_MAX, less "
+                                "room for the package's temporary suffix)", where, n, QP_OUT_WORD_MAX);
         if (n == 2 && strncmp(w, "..", 2) == 0 && words > 0)   /* "a/..", "x/../.qpipe": checked as written */
             return qp_error_set(QP_EUSAGE, "%s: out: '%s': '..' may only lead the path (../dist/x)", where, out);
         if (n == 1 && w[0] == '.' && w != out)   /* "dist/." renames "dist/." at the end: refused now */
@@ -78,6 +94,13 @@ static int package_validate(const json_t *p, const char *where)
     const char *name = qp_param_str(p, "name");
     if (strchr(name, '/'))
         return qp_error_set(QP_EUSAGE, "%s: name: must be a file name, not a path", where);
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return qp_error_set(QP_EUSAGE, "%s: name: holds a control character (byte 0x%02x); give a plain file "
+                                "name", where, *c);
+    if (strlen(name) > QP_OUT_WORD_MAX)
+        return qp_error_set(QP_EUSAGE, "%s: name: is %zu bytes long; give at most %d", where, strlen(name),
+                            QP_OUT_WORD_MAX);
     return 0;
 }
 

@@ -36,7 +36,13 @@ bad a/.. "out: 'a/..': '..' may only lead the path"
 bad a/../../x "out: 'a/../../x': '..' may only lead the path"
 bad ../../../../../../../../../../tmp/x "stage 'pkg': out: '[./]*tmp/x' leads to .*, outside the recipe's work tree"
 bad /tmp/x "out: must be a relative directory"
+bad "$(printf 'dist/a\\nb')" "out: holds a control character \(byte 0x0a at 6\)"
+bad "dist/$(printf 'x%.0s' $(seq 201))" "out: a directory name of 201 bytes; at most 200"
+bad "$(printf 'd/%.0s' $(seq 520))" "out: is 1040 bytes long; give a path of at most 1024"
 bad r.yaml "stage 'pkg': out: .*/r.yaml exists and is not a directory"
+recipe dist && sed -i 's|out: "dist"|out: "dist", name: "a\\tb"|' r.yaml
+expect_exit 2 "$QPIPE" run r.yaml --no-provenance
+expect_grep "name: holds a control character \(byte 0x09\)"
 mkdir -p data && echo mine > data/keep.txt
 bad data "stage 'pkg': out: .*/data already holds files that are not a qpipe package"
 [ "$(cat data/keep.txt)" = mine ] || fail "data was touched"; ok
