@@ -241,14 +241,14 @@ done:
     return rc;
 }
 
-/* The package's write rate as a line through two sizes (32 and 256 MB, the
- * faster of two trials each): a single 64 MB probe on the benchmark VM took
+/* The package's write rate as a line through two sizes (16 and 128 MB, the
+ * faster of two trials each: 288 MB written in all): a single 64 MB probe on the benchmark VM took
  * 0.16 s, of which ~0.1 s is paid once per file (dd showed the same), and
  * read as ~400 MB/s a disk that wrote a 670 MB GGUF at over 1 GB/s.  The
  * slope is the rate of each further MB, the intercept the fixed cost. */
 static int measure_direct_write(qp_est_machine *m, const char *tmpdir, const void *w, size_t chunk)
 {
-    const size_t n_small = 8, n_large = 64;   /* chunks of 4 MB */
+    const size_t n_small = 4, n_large = 32;   /* chunks of 4 MB */
     double t_small = 1e30, t_large = 1e30;
     for (int trial = 0; trial < 2; trial++) {
         double t;

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #define MB 1e6
+#define SEQ_RING (16.0 * 1048576)   /* common/seqout.c: the staging buffers the helpers hold */
 
 typedef struct {
     qp_est_result *r;
@@ -795,6 +796,8 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
      * them ahead of blk.*), each held beside the header and the staging
      * buffers, a layer tensor beside the staging buffers. */
     uint64_t bytes = 0, glob = 0, layer = 0, conv = 0;
+    /* seconds per byte the helpers drain (the slower of hashing and writing) */
+    double drain = fmax(1 / (e->m->sha_mbs * MB), 1 / (e->m->disk_wd_mbs * MB)), serial = 0;
     for (size_t i = 0; i < model->n; i++) {
         const qp_est_tensor *t = &model->t[i];
         if (!t->bytes)
@@ -814,6 +817,11 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
             converted = 2 * written;   /* the scratch and the writer's buffer */
         conv = converted > conv ? converted : conv;
         bytes += written;
+        /* a tensor is read whole before its bytes go out, so the helpers
+         * drain it beside the next read only as far as the ring holds
+         * (SEQ_RING): the rest of a large tensor is serial */
+        if (gguf && written > SEQ_RING)
+            serial += (double)(written - SEQ_RING) * drain;
         uint64_t here = t->bytes + conv;
         if (is_layer_weight(t))
             layer = here > layer ? here : layer;
@@ -832,25 +840,25 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
          * thread reads, verifies and converts tensors into one staging
          * buffer, a hasher thread hashes the one before and a writer thread
          * writes the one before that past the page cache.  The stage takes
-         * as long as the slowest of the three; the reader and the hasher
-         * share the CPUs (the writer waits on the disk), and a stream has a
-         * fixed cost (threads, buffers, first blocks, the final fsync). */
-        double reader = e->r->seconds;
+         * as long as the slowest of the three (the reader's side with the
+         * serial part of large tensors); the reader and the hasher share
+         * the CPUs (the writer waits on the disk), and a stream has a fixed
+         * cost (threads, buffers, first blocks, the final fsync). */
+        double reader = e->r->seconds + serial;
         double sha = secs((double)bytes, e->m->sha_mbs), wr = secs((double)bytes, e->m->disk_wd_mbs);
-        double cpu = (reader + sha) / (e->m->cpus >= 2 ? 2 : 1);
-        double t = reader > sha ? reader : sha;
-        t = wr > t ? wr : t;
-        t = cpu > t ? cpu : t;
-        if (t > reader)
-            term(e, wr >= sha ? "write" : "sha256", t - reader);
+        double cpu = (e->r->seconds + sha) / (e->m->cpus >= 2 ? 2 : 1);
+        double t = fmax(fmax(reader, sha), fmax(wr, cpu));
+        if (t > e->r->seconds)
+            term(e, wr > sha && t > cpu ? "write" : "sha256", t - e->r->seconds);
         term(e, "write", e->m->disk_wd_fixed_ms / 1000);
     } else {
         /* safetensors: written, then hashed (package.c store_dir) */
         term(e, "write", secs((double)bytes, e->m->disk_w_mbs));
         term(e, "sha256", secs((double)bytes, e->m->sha_mbs));
     }
-    if (!gguf)
-        term(e, "fsync", e->m->fsync_ms / 1000);
+    /* safetensors: the file; GGUF: the publish after the stream's own
+     * fsync, the card and provenance.json (cache objects), the directory */
+    term(e, "fsync", (gguf ? 3 : 1) * e->m->fsync_ms / 1000);
     out->bytes = bytes;
     e->r->out_bytes = bytes;
     e->r->peak_rss = (uint64_t)e->c->base_rss + biggest;

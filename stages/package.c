@@ -65,8 +65,8 @@ static int check_out_words(const char *out, const char *where)
     for (const char *w = out; *w;) {
         size_t n = strcspn(w, "/");
         if (n > QP_OUT_WORD_MAX)
-            return qp_error_set(QP_EUSAGE, "%s: out: a directory name of %zu bytes; at most %d (NAME_MAX, less "
-                                "room for the package's temporary suffix)", where, n, QP_OUT_WORD_MAX);
+            return qp_error_set(QP_EUSAGE, "%s: out: has a directory name of %zu bytes; give names of at most %d "
+                                "(NAME_MAX less the package's temporary suffix)", where, n, QP_OUT_WORD_MAX);
         if (n == 2 && strncmp(w, "..", 2) == 0 && words > 0)   /* "a/..", "x/../.qpipe": checked as written */
             return qp_error_set(QP_EUSAGE, "%s: out: '%s': '..' may only lead the path (../dist/x)", where, out);
         if (n == 1 && w[0] == '.' && w != out)   /* "dist/." renames "dist/." at the end: refused now */
@@ -96,8 +96,8 @@ static int package_validate(const json_t *p, const char *where)
         return qp_error_set(QP_EUSAGE, "%s: name: must be a file name, not a path", where);
     for (const unsigned char *c = (const unsigned char *)name; *c; c++)
         if (*c < 0x20 || *c == 0x7f)
-            return qp_error_set(QP_EUSAGE, "%s: name: holds a control character (byte 0x%02x); give a plain file "
-                                "name", where, *c);
+            return qp_error_set(QP_EUSAGE, "%s: name: holds a control character (byte 0x%02x at %zu); give a "
+                                "plain file name", where, *c, (size_t)(c - (const unsigned char *)name));
     if (strlen(name) > QP_OUT_WORD_MAX)
         return qp_error_set(QP_EUSAGE, "%s: name: is %zu bytes long; give at most %d", where, strlen(name),
                             QP_OUT_WORD_MAX);

@@ -37,12 +37,12 @@ bad a/../../x "out: 'a/../../x': '..' may only lead the path"
 bad ../../../../../../../../../../tmp/x "stage 'pkg': out: '[./]*tmp/x' leads to .*, outside the recipe's work tree"
 bad /tmp/x "out: must be a relative directory"
 bad "$(printf 'dist/a\\nb')" "out: holds a control character \(byte 0x0a at 6\)"
-bad "dist/$(printf 'x%.0s' $(seq 201))" "out: a directory name of 201 bytes; at most 200"
+bad "dist/$(printf 'x%.0s' $(seq 201))" "out: has a directory name of 201 bytes; give names of at most 200"
 bad "$(printf 'd/%.0s' $(seq 520))" "out: is 1040 bytes long; give a path of at most 1024"
 bad r.yaml "stage 'pkg': out: .*/r.yaml exists and is not a directory"
 recipe dist && sed -i 's|out: "dist"|out: "dist", name: "a\\tb"|' r.yaml
 expect_exit 2 "$QPIPE" run r.yaml --no-provenance
-expect_grep "name: holds a control character \(byte 0x09\)"
+expect_grep "name: holds a control character \(byte 0x09 at 1\)"
 mkdir -p data && echo mine > data/keep.txt
 bad data "stage 'pkg': out: .*/data already holds files that are not a qpipe package"
 [ "$(cat data/keep.txt)" = mine ] || fail "data was touched"; ok
@@ -68,6 +68,15 @@ ls dist/gguf/*.gguf >/dev/null || fail "no GGUF in dist/gguf"; ok
 rm -rf dist/gguf/*.gguf
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance
 ls dist/gguf/*.gguf >/dev/null || fail "the package was not made again in its own directory"; ok
+# the limits themselves are accepted: five 200-byte names and a 1024-byte out:
+w200=$(printf 'y%.0s' $(seq 200))
+long="$w200/$w200/$w200/$w200/$w200/$(printf 'z%.0s' $(seq 19))"
+[ ${#long} -eq 1024 ] || fail "the test's path is ${#long} bytes"
+recipe "$long"
+expect_exit 0 "$QPIPE" run r.yaml --no-provenance
+ls "$long"/*.gguf >/dev/null || fail "no GGUF in the 1024-byte out:"; ok
+rm -rf "$w200"
+recipe ./dist/gguf
 # two packages, one inside the other's out:
 echo "  pkg2: {uses: package, needs: [model], with: {format: gguf, out: dist}}" >> r.yaml
 expect_exit 2 "$QPIPE" run r.yaml --no-provenance

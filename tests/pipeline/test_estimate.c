@@ -15,6 +15,8 @@
 #include "pipeline/estimate.h"
 #include "pipeline/recipe.h"
 #include "stages/estimate.h"
+#include "stages/stage.h"
+#include "artifact/artifact.h"
 
 static char *recipe_text(void)
 {
@@ -197,12 +199,12 @@ static void test_recipe_estimate(void **state)
 
 /* package GGUF: seqout reads, hashes and writes on three threads, so the
  * stage takes as long as its slowest side, not the sum of them. */
-static double pkg_seconds(double sha_mbs, double disk_wd_mbs, double *out_bytes, const char **dominant)
+static double pkg_seconds(int cpus, double sha_mbs, double disk_wd_mbs, double *out_bytes, const char **dominant)
 {
     qp_recipe *r = load();
     qp_est_machine m;
     qp_est_machine_defaults(&m, 2);
-    m.cpus = 2;
+    m.cpus = cpus;
     m.sha_mbs = sha_mbs;
     m.disk_wd_mbs = disk_wd_mbs;
     m.disk_wd_fixed_ms = 100;
@@ -224,15 +226,54 @@ static void test_package_pipeline(void **state)
     const char *dom;
     /* a slow disk: the write side alone, plus the stream's fixed 0.1 s (the
      * reader and the hasher hide behind it) */
-    double slow = pkg_seconds(1000, 1, &bytes, &dom);
-    assert_true(bytes > 3e6);
-    assert_true(fabs(slow - (bytes / 1e6 / 1 + 0.1)) < 1e-9);
+    double fsyncs = 3 * 5e-3;   /* qp_est_machine_defaults: fsync_ms 5 */
+    double slow = pkg_seconds(2, 1000, 1, &bytes, &dom);
+    assert_true(bytes > 3e6);   /* house-llama: no tensor outgrows seqout's ring, nothing serial */
+    assert_true(fabs(slow - (bytes / 1e6 / 1 + 0.1 + fsyncs)) < 1e-9);
     assert_string_equal(dom, "write");
     /* a slow hash: its side alone (+ the fixed cost), whatever the disk */
-    double h1 = pkg_seconds(0.5, 1000, &bytes, &dom), h2 = pkg_seconds(0.5, 100000, &bytes, &dom);
-    assert_true(fabs(h1 - (bytes / 1e6 / 0.5 + 0.1)) < 1e-9);
+    double h1 = pkg_seconds(2, 0.5, 1000, &bytes, &dom), h2 = pkg_seconds(2, 0.5, 100000, &bytes, &dom);
+    assert_true(fabs(h1 - (bytes / 1e6 / 0.5 + 0.1 + fsyncs)) < 1e-9);
     assert_true(fabs(h1 - h2) < 1e-9);
     assert_string_equal(dom, "sha256");
+    /* one CPU: the reader and the hasher take turns, so the reader's time
+     * comes on top of the hash even with a fast disk */
+    double one = pkg_seconds(1, 0.5, 100000, &bytes, &dom);
+    assert_true(one > h1 + 1e-6);
+    assert_string_equal(dom, "sha256");
+}
+
+/* A tensor larger than seqout's ring is read whole before its bytes go
+ * out, so its hashing and writing beyond the ring do not overlap the read:
+ * one 1 GB Q8_0 tensor takes its read, then its write. */
+static void test_package_large_tensor(void **state)
+{
+    (void)state;
+    qp_est_tensor t = {.name = "model.layers.0.mlp.down_proj.weight", .ndim = 2, .rows = 1 << 15, .cols = 1 << 15,
+                       .fmt = QP_EST_GGML, .type = QP_GGML_Q8_0, .bytes = 1000000000};
+    qp_est_art a = {.type = QP_ART_QMODEL, .known = 1, .t = &t, .n = 1};
+    const qp_est_art *inputs[] = {&a};
+    qp_est_machine m;
+    qp_est_machine_defaults(&m, 2);
+    m.cpus = 2;
+    m.sha_mbs = 1e6;   /* the disk alone drains: 10 s for 1 GB */
+    m.disk_wd_mbs = 100;
+    m.disk_wd_fixed_ms = 100;
+    json_t *params = json_pack("{s:s}", "format", "gguf");
+    qp_est_input in = {.id = "pkg", .kind = qp_stage_kind_find("package"), .params = params, .n_inputs = 1,
+                       .inputs = inputs, .mach = &m, .coef = &qp_est_coef_default, .threads = 2};
+    assert_non_null(in.kind);
+    qp_est_result res;
+    qp_est_art out;
+    qp_estimate_stage(&in, &res, &out);
+    assert_true(res.known);
+    double wr = (double)res.out_bytes / 1e6 / 100, ring = 16.0 * 1048576 / 1e6 / 100;
+    double read = 1000.0 / m.disk_r_mbs;   /* its read alone, at least */
+    assert_true(res.seconds >= wr - ring + read + 0.1);
+    assert_true(res.seconds < wr + read * 5 + 0.2);
+    assert_string_equal(qp_est_dominant(&res, NULL), "write");
+    qp_est_art_free(&out);
+    json_decref(params);
 }
 
 static void test_memory_check(void **state)
@@ -317,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_counts_1b),
         cmocka_unit_test(test_recipe_estimate),
         cmocka_unit_test(test_package_pipeline),
+        cmocka_unit_test(test_package_large_tensor),
         cmocka_unit_test(test_memory_check),
         cmocka_unit_test(test_machine_json),
     };
