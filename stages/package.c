@@ -43,6 +43,18 @@ static const qp_param_spec params[] = {
 #define QP_OUT_MAX 1024       /* bytes of out: (PATH_MAX is 4096 with the recipe's directory before it) */
 #define QP_OUT_WORD_MAX 200   /* bytes of one directory name of it: NAME_MAX 255 less a temporary suffix */
 
+/* A control character in a file or directory name (a newline splits every
+ * log line and listing that names it): refused before anything runs, as is
+ * a path the kernel would refuse only after the stages ran (the limits). */
+static int check_no_control(const char *s, const char *field, const char *where)
+{
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return qp_error_set(QP_EUSAGE, "%s: %s: holds a control character (byte 0x%02x at %zu); give a plain "
+                                "name", where, field, *c, (size_t)(c - (const unsigned char *)s));
+    return 0;
+}
+
 /* out: by its words alone (the runner resolves '..' and checks what is on
  * disk before anything runs): a package replaces `out` whole and prunes
  * what it did not write, so "." would empty the recipe's directory, ".git"
@@ -51,13 +63,9 @@ static int check_out_words(const char *out, const char *where)
 {
     if (!out[0] || out[0] == '/')
         return qp_error_set(QP_EUSAGE, "%s: out: must be a relative directory (relative to the recipe)", where);
-    /* a control character in a directory name (a newline splits every log
-     * line and ls that names it) and a path the kernel would refuse only
-     * after the stages ran: refused before anything runs */
-    for (const unsigned char *c = (const unsigned char *)out; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            return qp_error_set(QP_EUSAGE, "%s: out: holds a control character (byte 0x%02x at %zu); give a plain "
-                                "directory name", where, *c, (size_t)(c - (const unsigned char *)out));
+    int rc = check_no_control(out, "out", where);
+    if (rc)
+        return rc;
     if (strlen(out) > QP_OUT_MAX)
         return qp_error_set(QP_EUSAGE, "%s: out: is %zu bytes long; give a path of at most %d", where, strlen(out),
                             QP_OUT_MAX);
@@ -94,10 +102,8 @@ static int package_validate(const json_t *p, const char *where)
     const char *name = qp_param_str(p, "name");
     if (strchr(name, '/'))
         return qp_error_set(QP_EUSAGE, "%s: name: must be a file name, not a path", where);
-    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            return qp_error_set(QP_EUSAGE, "%s: name: holds a control character (byte 0x%02x at %zu); give a "
-                                "plain file name", where, *c, (size_t)(c - (const unsigned char *)name));
+    if ((rc = check_no_control(name, "name", where)) != 0)
+        return rc;
     if (strlen(name) > QP_OUT_WORD_MAX)
         return qp_error_set(QP_EUSAGE, "%s: name: is %zu bytes long; give at most %d", where, strlen(name),
                             QP_OUT_WORD_MAX);
