@@ -423,8 +423,12 @@ int qp_cache_get_into(qp_cache *c, const char *digest, qp_buf *b)
         b->len = 0;
         return rc;
     }
-    /* NUL-terminated: a convenience for text objects, not counted */
-    qp_buf_reserve(b, 1);
+    /* NUL-terminated: a convenience for text objects, not counted.  A
+     * qp_buf always has room for it (cap > len); reserve(b, 0) only
+     * allocates an empty object's buffer.  reserve(b, 1) asked for a byte
+     * more than the hint had sized, so every object read was reallocated
+     * to twice its size and copied: 26 % of a 1.1B calibrate's samples. */
+    qp_buf_reserve(b, 0);
     b->data[b->len] = '\0';
     return 0;
 }
