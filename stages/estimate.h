@@ -51,6 +51,8 @@ typedef struct {
     double disk_wd_fixed_ms; /* ... and what a stream costs whatever its size: helper threads,
                                 staging buffers, the first blocks' latency, the final fsync */
     double mem_mbs;        /* fresh memory touched (malloc, page faults, write, free): MB per second */
+    double map_mbs;        /* a file in the page cache mapped and every page touched once, then
+                              dropped (fetch's read of a checkpoint): MB per second */
     double fsync_ms;       /* one small object stored: write, fsync, rename (cache/object.c does it per object) */
     double seconds;        /* how long the calibration took */
     int measured;          /* 0: the built-in defaults (no calibration) */

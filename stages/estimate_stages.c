@@ -210,8 +210,9 @@ static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
         term(e, "xxh64", secs(S, e->m->xxh_mbs));   /* stored objects' check frames */
     term(e, "write", secs(S * zr, e->m->disk_w_mbs));
     term(e, "fsync", (double)(out->n + 8) * e->m->fsync_ms / 1000);   /* one object per tensor and file */
-    /* every page of the mapped checkpoint is faulted in once */
-    term(e, "memory", secs((double)qp_est_art_tensor_bytes(out), e->m->mem_mbs));
+    /* every page of the mapped checkpoint is faulted in once (file pages:
+     * map_mbs, not the fresh anonymous pages of mem_mbs) */
+    term(e, "memory", secs((double)qp_est_art_tensor_bytes(out), e->m->map_mbs));
     /* stages/fetch_source.c stores one tensor at a time from the mapping
      * and drops its pages after (release_pages, MADV_DONTNEED); the cache
      * streams each object through fixed buffers (cache/object.c).  Peak:
