@@ -312,6 +312,14 @@ char *qp_path_dirname(const char *path)
     return qp_xstrndup(path, (size_t)(slash - path));
 }
 
+const char *qp_first_control_char(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return s;
+    return NULL;
+}
+
 int qp_path_exists(const char *path)
 {
     struct stat st;

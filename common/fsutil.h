@@ -61,6 +61,10 @@ int qp_rm_rf(const char *path);
 char *qp_path_join(const char *a, const char *b);
 /* malloc'ed directory part of path ("." when none). */
 char *qp_path_dirname(const char *path);
+/* The first control character (a byte below 0x20, or 0x7f) of a name or
+ * path a user gives, NULL when it has none: a newline or an escape in a
+ * file name splits or rewrites every log line and listing that shows it. */
+const char *qp_first_control_char(const char *s);
 /* 1 if path exists (any type). */
 int qp_path_exists(const char *path);
 int qp_is_dir(const char *path);

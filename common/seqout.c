@@ -12,10 +12,10 @@
 #include <unistd.h>
 
 #define SEQ_ALIGN ((size_t)4096)            /* O_DIRECT alignment of offset, length and buffer */
-#define SEQ_BUF ((size_t)8 << 20)           /* each staging buffer: [SEQ_BUF], SEQ_ALIGN-aligned */
+#define SEQ_BUF QP_SEQOUT_BUF              /* each staging buffer: [SEQ_BUF], SEQ_ALIGN-aligned */
 #define WRITEBACK_STEP ((uint64_t)64 << 20) /* buffered fallback: start writeback this often */
 
-#define NBUF 3   /* the caller fills one, the hasher reads one, the writer writes one */
+#define NBUF QP_SEQOUT_NBUF   /* the caller fills one, the hasher reads one, the writer writes one */
 
 /* A staging buffer's turn: the caller fills it, then (with a digest) the
  * hasher reads it, then the writer writes it. */

@@ -9,8 +9,9 @@
  * aligned 8 MiB buffers, three in a ring: while the caller fills one, a
  * hasher thread hashes the one before (SHA-256, when asked) and a writer
  * thread writes the one before that, so the digest and the disk overlap
- * each other and the caller's own work (reading and verifying its inputs).  Writes are whole aligned blocks with O_DIRECT where the
- * filesystem allows it; the last partial block, a stream that does not
+ * each other and the caller's own work (reading and verifying its inputs).
+ * Writes are whole aligned blocks with O_DIRECT where the filesystem
+ * allows it; the last partial block, a stream that does not
  * start at offset 0, and everything on a filesystem that refuses O_DIRECT
  * go through the page cache.
  * The caller still fsyncs (qp_tmp_publish): O_DIRECT bypasses the cache,
@@ -22,6 +23,12 @@
 #include <stdint.h>
 
 #include "common/hash.h"
+
+/* The staging ring: QP_SEQOUT_NBUF buffers of QP_SEQOUT_BUF bytes each,
+ * allocated by _new (what a stream adds to RSS; the helpers hold all but
+ * the one the caller fills). */
+#define QP_SEQOUT_BUF ((size_t)8 << 20)
+#define QP_SEQOUT_NBUF 3
 
 typedef struct qp_seqout qp_seqout;
 

@@ -131,10 +131,8 @@ static int load_name(qp_recipe *r, const json_t *scope, const qp_ynode *root)
     const char *s = json_string_value(j);
     if (!s || !*s) {
         rc = qp_recipe_fail(r->path, v->mark, "'name' must be a non-empty string");
-    } else {
-        for (const char *p = s; *p && rc == 0; p++)
-            if (*p == '/' || (unsigned char)*p < 0x20 || *p == 0x7f)
-                rc = qp_recipe_fail(r->path, v->mark, "'name' must not contain '/' or control characters");
+    } else if (strchr(s, '/') || qp_first_control_char(s)) {
+        rc = qp_recipe_fail(r->path, v->mark, "'name' must not contain '/' or control characters");
     }
     if (rc == 0)
         r->name = qp_strdup(s);

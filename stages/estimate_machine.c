@@ -19,12 +19,12 @@
 #include "quant/qtypes.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -244,9 +244,10 @@ done:
 }
 
 /* The package's write rate as a line through two sizes (16 and 128 MB, the
- * faster of two trials each: 288 MB written in all): a single 64 MB probe on the benchmark VM took
- * 0.16 s, of which ~0.1 s is paid once per file (dd showed the same), and
- * read as ~400 MB/s a disk that wrote a 670 MB GGUF at over 1 GB/s.  The
+ * faster of two trials each: 288 MB written in all): a single 64 MB probe
+ * on the benchmark VM took 0.16 s, of which ~0.1 s is paid once per file
+ * (dd showed the same), and read as ~400 MB/s a disk that wrote a 670 MB
+ * GGUF at over 1 GB/s.  The
  * slope is the rate of each further MB, the intercept the fixed cost. */
 static int measure_direct_write(qp_est_machine *m, const char *tmpdir, const void *w, size_t chunk)
 {
@@ -271,6 +272,27 @@ static int measure_direct_write(qp_est_machine *m, const char *tmpdir, const voi
     m->disk_wd_mbs = (b_large - b_small) / slope_s;
     double fixed = t_large - b_large / m->disk_wd_mbs;
     m->disk_wd_fixed_ms = fixed > 0.001 ? fixed * 1000 : 1;
+    return 0;
+}
+
+/* The file just written (len bytes, in the page cache) mapped, touched page
+ * by page and its pages dropped, as fetch reads a checkpoint
+ * (stages/fetch_source.c): cached file pages fault in far cheaper than the
+ * fresh anonymous ones of mem_mbs (on the benchmark VM 5-10x). */
+static int measure_map(qp_est_machine *m, int fd, const char *path, size_t len)
+{
+    const long page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    BEST_RATE(m->map_mbs, (double)len, {
+        const volatile unsigned char *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED)
+            return qp_error_errno(QP_ERROR, "%s: mmap", path);
+        unsigned sum = 0;
+        for (size_t off = 0; off < len; off += (size_t)page)
+            sum += p[off];
+        __asm__ volatile("" : : "r"(sum));
+        (void)madvise((void *)p, len, MADV_DONTNEED);
+        munmap((void *)p, len);
+    });
     return 0;
 }
 
@@ -361,27 +383,8 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
         got += (size_t)r;
     }
     m->disk_r_mbs = (double)got / MB / (qp_now() - t0);
-    /* the same file mapped and touched page by page, then its pages dropped,
-     * as fetch reads a checkpoint (stages/fetch_source.c): file pages that
-     * are already cached fault in far cheaper than fresh anonymous ones
-     * (mem_mbs), on the benchmark VM 5-10x */
-    {
-        const size_t len = chunk * total;
-        const long page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
-        BEST_RATE(m->map_mbs, (double)len, {
-            const volatile unsigned char *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (p == MAP_FAILED) {
-                rc = qp_error_errno(QP_ERROR, "%s: mmap", path);
-                goto done;
-            }
-            unsigned sum = 0;
-            for (size_t off = 0; off < len; off += (size_t)page)
-                sum += p[off];
-            __asm__ volatile("" : : "r"(sum));
-            (void)madvise((void *)p, len, MADV_DONTNEED);
-            munmap((void *)p, len);
-        });
-    }
+    if ((rc = measure_map(m, fd, path, chunk * total)) != 0)
+        goto done;
     if ((rc = measure_direct_write(m, tmpdir, w, chunk)) != 0)
         goto done;
     /* small objects: 4 kB written and fsync'ed, 8 times */

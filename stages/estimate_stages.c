@@ -9,6 +9,7 @@
 #include "stages/quant_plan.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/seqout.h"
 #include "common/ggml_types.h"
 #include "common/alloc.h"
 #include "model/eval.h"
@@ -24,7 +25,9 @@
 #include <sys/stat.h>
 
 #define MB 1e6
-#define SEQ_RING (16.0 * 1048576)   /* common/seqout.c: the staging buffers the helpers hold */
+/* common/seqout.h: the staging buffers the helpers hold, and all of them */
+#define SEQ_RING ((double)(QP_SEQOUT_NBUF - 1) * QP_SEQOUT_BUF)
+#define SEQ_STAGING ((uint64_t)QP_SEQOUT_NBUF * QP_SEQOUT_BUF)
 
 typedef struct {
     qp_est_result *r;
@@ -791,8 +794,8 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
      * they are when they already are the GGUF's (ggml blocks, BF16, F16),
      * else converted into the writer's buffer, which grows to the largest
      * converted tensor and stays; q/k rows are permuted through a scratch
-     * copy into that buffer; every byte goes out through seqout's three
-     * 8 MiB staging buffers (common/seqout.h), which hash and write it.
+     * copy into that buffer; every byte goes out through seqout's staging
+     * buffers (common/seqout.h), which hash and write it.
      * The tensors outside the layers come first (both tensor orders sort
      * them ahead of blk.*), each held beside the header and the staging
      * buffers, a layer tensor beside the staging buffers. */
@@ -834,7 +837,7 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
         }
     }
     uint64_t header = (uint64_t)model->cfg.vocab * 24 + 65536;
-    uint64_t biggest = gguf ? (glob + header > layer ? glob + header : layer) + (24u << 20) : glob;
+    uint64_t biggest = gguf ? (glob + header > layer ? glob + header : layer) + SEQ_STAGING : glob;
     bytes += header;   /* header, vocabulary, card */
     if (gguf) {
         /* seqout's three-stage pipeline (common/seqout.c): while this

@@ -43,15 +43,15 @@ static const qp_param_spec params[] = {
 #define QP_OUT_MAX 1024       /* bytes of out: (PATH_MAX is 4096 with the recipe's directory before it) */
 #define QP_OUT_WORD_MAX 200   /* bytes of one directory name of it: NAME_MAX 255 less a temporary suffix */
 
-/* A control character in a file or directory name (a newline splits every
- * log line and listing that names it): refused before anything runs, as is
- * a path the kernel would refuse only after the stages ran (the limits). */
+/* A name or path with a control character (qp_first_control_char):
+ * refused before anything runs, as is a path the kernel would refuse only
+ * after the stages ran (the limits). */
 static int check_no_control(const char *s, const char *field, const char *where)
 {
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            return qp_error_set(QP_EUSAGE, "%s: %s: holds a control character (byte 0x%02x at %zu); give a plain "
-                                "name", where, field, *c, (size_t)(c - (const unsigned char *)s));
+    const char *c = qp_first_control_char(s);
+    if (c)
+        return qp_error_set(QP_EUSAGE, "%s: %s: holds a control character (byte 0x%02x at %zu); give a plain name",
+                            where, field, (unsigned char)*c, (size_t)(c - s));
     return 0;
 }
 
@@ -66,8 +66,9 @@ static int check_out_words(const char *out, const char *where)
     int rc = check_no_control(out, "out", where);
     if (rc)
         return rc;
-    if (strlen(out) > QP_OUT_MAX)
-        return qp_error_set(QP_EUSAGE, "%s: out: is %zu bytes long; give a path of at most %d", where, strlen(out),
+    size_t len = strlen(out);
+    if (len > QP_OUT_MAX)
+        return qp_error_set(QP_EUSAGE, "%s: out: is %zu bytes long; give a path of at most %d", where, len,
                             QP_OUT_MAX);
     size_t words = 0;
     for (const char *w = out; *w;) {
@@ -104,9 +105,9 @@ static int package_validate(const json_t *p, const char *where)
         return qp_error_set(QP_EUSAGE, "%s: name: must be a file name, not a path", where);
     if ((rc = check_no_control(name, "name", where)) != 0)
         return rc;
-    if (strlen(name) > QP_OUT_WORD_MAX)
-        return qp_error_set(QP_EUSAGE, "%s: name: is %zu bytes long; give at most %d", where, strlen(name),
-                            QP_OUT_WORD_MAX);
+    size_t len = strlen(name);
+    if (len > QP_OUT_WORD_MAX)
+        return qp_error_set(QP_EUSAGE, "%s: name: is %zu bytes long; give at most %d", where, len, QP_OUT_WORD_MAX);
     return 0;
 }
 
