@@ -5,7 +5,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+/* Large blocks ask for transparent huge pages (where the kernel's THP mode
+ * is "madvise"; "always" gives them anyway, "never" refuses).  A fresh
+ * block's pages are faulted in one 4 KiB page at a time, and on a VM each
+ * fault is a trip through the hypervisor: GPTQ on the 1.1B preset, which
+ * allocates its d x d Hessians, inverses and f32 weight copies afresh per
+ * layer, took 10M minor faults and 63 s of system time in a 254 s run,
+ * 20 % of its samples in the fault path.  With 2 MiB pages a layer took
+ * 6.4 s instead of 10.1 s (fewer faults, and fewer TLB misses in the
+ * products over those matrices).  Only the 2 MiB-aligned interior of a
+ * block can be huge, so blocks under HUGE_MIN are left alone. */
+#define HUGE_PAGE ((uintptr_t)2 << 20)
+#define HUGE_MIN ((size_t)4 << 20)
+
+static void advise_huge(void *p, size_t n)
+{
+#ifdef MADV_HUGEPAGE
+    if (n < HUGE_MIN)
+        return;
+    const uintptr_t b = ((uintptr_t)p + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    const uintptr_t e = ((uintptr_t)p + n) & ~(HUGE_PAGE - 1);
+    if (e > b)
+        (void)madvise((void *)b, e - b, MADV_HUGEPAGE);   /* advice: refused or not, the block is the same */
+#else
+    (void)p;
+    (void)n;
+#endif
+}
 
 _Noreturn void qp_out_of_memory(size_t n, const char *file, int line)
 {
@@ -27,6 +56,7 @@ void *qp_xmalloc_at(size_t n, const char *file, int line)
     void *p = malloc(n ? n : 1);
     if (!p)
         qp_out_of_memory(n, file, line);
+    advise_huge(p, n);
     return p;
 }
 
@@ -37,6 +67,7 @@ void *qp_xcalloc_at(size_t count, size_t size, const char *file, int line)
     void *p = calloc(count ? count : 1, size ? size : 1);
     if (!p)
         qp_out_of_memory(count * size, file, line);
+    advise_huge(p, count * size);
     return p;
 }
 
@@ -45,6 +76,7 @@ void *qp_xrealloc_at(void *p, size_t n, const char *file, int line)
     void *q = realloc(p, n ? n : 1);
     if (!q)
         qp_out_of_memory(n, file, line);
+    advise_huge(q, n);
     return q;
 }
 
@@ -80,5 +112,6 @@ void *qp_xaligned_alloc_at(size_t align, size_t n, const char *file, int line)
     void *p = aligned_alloc(align, rounded ? rounded : align);
     if (!p)
         qp_out_of_memory(n, file, line);
+    advise_huge(p, rounded);
     return p;
 }
