@@ -423,21 +423,36 @@ qp_llama *qp_loaded_model_llama(qp_loaded_model *m) { return m->llama; }
 const qp_tokenizer *qp_loaded_model_tokenizer(const qp_loaded_model *m) { return m->tok; }
 const char *qp_loaded_model_tokenizer_digest(const qp_loaded_model *m) { return m->tok_digest; }
 
-int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem)
+/* The override slot of name: the existing one, or a new one with no weights. */
+static weight_override *override_slot(qp_loaded_model *m, const char *name)
 {
-    weight_override *o = NULL;
     for (size_t i = 0; i < m->n_overrides; i++)
         if (strcmp(m->overrides[i].name, name) == 0)
-            o = &m->overrides[i];
-    if (!o) {
-        m->overrides = qp_xrealloc_array(m->overrides, m->n_overrides + 1, sizeof(*m->overrides));
-        o = &m->overrides[m->n_overrides++];
-        o->name = qp_xstrdup(name);
-        o->w = NULL;
-    }
+            return &m->overrides[i];
+    m->overrides = qp_xrealloc_array(m->overrides, m->n_overrides + 1, sizeof(*m->overrides));
+    weight_override *o = &m->overrides[m->n_overrides++];
+    o->name = qp_xstrdup(name);
+    o->w = NULL;
+    o->nelem = 0;
+    return o;
+}
+
+int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem)
+{
+    weight_override *o = override_slot(m, name);
     o->w = qp_xrealloc_array(o->w, nelem, sizeof(float));
     memcpy(o->w, w, nelem * sizeof(float));
     o->nelem = nelem;
+    return 0;
+}
+
+int qp_loaded_model_override_take(qp_loaded_model *m, const char *name, float **w, uint64_t nelem)
+{
+    weight_override *o = override_slot(m, name);
+    free(o->w);
+    o->w = *w;
+    o->nelem = nelem;
+    *w = NULL;
     return 0;
 }
 

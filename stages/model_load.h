@@ -37,6 +37,10 @@ void qp_loaded_model_free(qp_loaded_model *m);
 /* Serves w [nelem] for tensor `name` from now on (sequential GPTQ/AWQ: the
  * already-quantized weights); call qp_llama_reload_layer afterwards. */
 int qp_loaded_model_override(qp_loaded_model *m, const char *name, const float *w, uint64_t nelem);
+/* The same, taking *w (malloc'd, nelem floats) instead of copying it; *w is
+ * NULL after.  A 1.1B layer's gate/up copies were 0.09 s each of fresh
+ * pages and memcpy. */
+int qp_loaded_model_override_take(qp_loaded_model *m, const char *name, float **w, uint64_t nelem);
 /* Serves the artifact's own tensor `name` again (drops an override). */
 void qp_loaded_model_restore(qp_loaded_model *m, const char *name);
 /* An f32 copy (malloc'ed) of tensor `hf_name` of a model artifact, any
