@@ -39,16 +39,24 @@ const qp_est_coef qp_est_coef_default = {
     .base_rss = 10e6,           /* ./qpipe with libgit2, OpenSSL and the recipe (a gate stage: 9 MB) */
     .bytes_per_token = 3.6,     /* llama2 SentencePiece on English prose (Shakespeare: ~3.5) */
     .fetch_resident = 1.0,      /* every page of the tensor being stored is touched, then released */
-    .fetch_sha_passes = 2.0,    /* the key's file digest, then each tensor object's name */
+    /* the key's file digest, then each tensor object's name: 2 passes, the
+     * second over mapped pages as they fault in, so slower than the probe's
+     * in-cache buffer (1.1B fetch, perf: 3.4 s of SHA-256 against 2.5 s for
+     * two passes at the probe's rate) */
+    .fetch_sha_passes = 2.7,
     /* forward pass: its products outrun the calibration's GEMM probe (evaluate Q4_K_M at 1.1B: 179
      * vs 152 GFLOP/s), which pays for attention, norms and RoPE around them */
     .gemm_eff = 1.0,
     .weight_cache = 2147483648.0, /* QP_LLAMA_CACHE_DEFAULT (layers + untied lm_head, model/llama.c) */
-    .gptq_eff = 0.7,            /* the updates are qp_sgemm on column blocks, threaded over rows */
-    .hinv_eff = 0.4,            /* f64 (half the f32 rate), threaded, memory-bound at 7B sizes */
+    /* GPTQ, re-fitted 2026-12-05 on the 1.1B run timed phase by phase
+     * (per layer, two runs: Hessian inverse 2.2-2.75 s, updates 1.0-1.8 s,
+     * inputs and Hessians 2.5-3.1 s) at a GEMM probe of 290-340 GFLOP/s */
+    .gptq_eff = 0.62,           /* the updates are qp_sgemm on column blocks, threaded over rows */
+    .hinv_eff = 0.35,           /* f64 (half the f32 rate), threaded, memory-bound at d = 5632 */
     .gptq_inv_flops = 4.0 / 3,  /* Cholesky d³/3 + triangular inverse d³/3 multiply-adds (quant/gptq_hinv.c) */
     .gptq_keeps_q = 1.0,        /* fraction of one layer's f32 quantized weights held (freed per layer) */
-    .hessian_eff = 0.5,         /* Σ x xᵀ: an f32 product per window, then added into doubles */
+    .hessian_eff = 0.33,        /* Σ x xᵀ: an f32 product per window, then added into doubles (memory-bound), and
+                                 * H's symmetric copy per site */
     .linear_mbs_per_q4k = 1.0,  /* rtn/gptq code packing is as fast as Q4_K's (both row-wise scans) */
     /* fitted on six 1.1B stages of main run beside other helpers (load 4.8-8.1 on 2 CPUs): evaluate
      * (GEMM) was not slowed at load 5, quantize/package (hashing, zstd) ~2.6-3x at load 7-8 */
