@@ -280,8 +280,8 @@ static int measure_direct_write(qp_est_machine *m, const char *tmpdir, const voi
     return 0;
 }
 
-/* The file just written (len bytes, in the page cache) mapped, touched page
- * by page and its pages dropped, as fetch reads a checkpoint
+/* The file fd (len bytes, in the page cache) mapped, touched page by page
+ * and its pages dropped, as fetch reads a checkpoint
  * (stages/fetch_source.c): cached file pages fault in far cheaper than the
  * fresh anonymous ones of mem_mbs (on the benchmark VM 5-10x). */
 static int measure_map(qp_est_machine *m, int fd, const char *path, size_t len)
@@ -384,7 +384,7 @@ int qp_est_machine_measure(qp_est_machine *m, int threads, const char *tmpdir)
         }
         wr[tr] = (double)(chunk * total) / MB / (qp_now() - t0);
     }
-    m->disk_w_mbs = wr[0] + wr[1] + wr[2] - fmax(wr[0], fmax(wr[1], wr[2])) - fmin(wr[0], fmin(wr[1], wr[2]));
+    m->disk_w_mbs = fmax(fmin(wr[0], wr[1]), fmin(fmax(wr[0], wr[1]), wr[2]));   /* the median */
     t0 = qp_now();
     if (lseek(fd, 0, SEEK_SET) != 0) {
         rc = qp_error_errno(QP_ERROR, "%s: seek", path);

@@ -72,7 +72,7 @@ static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H, qp_gptq_p
     qp_stage_ctx *ctx = job->ctx;
     const qp_qm_gptq_opts *o = job->opts;
     qp_tensor_plan tp;
-    float *w = NULL, *back = NULL;
+    float *w = NULL;
     int64_t rows = 0, cols = 0;
     qp_linear *q = NULL;
     void *packed = NULL;
@@ -103,10 +103,9 @@ static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H, qp_gptq_p
         qp_error_prefix("stage '%s': tensor '%s'", ctx->id, hf);
         goto done;
     }
-    back = w;   /* the source is not read again: Ŵ is written over it */
-    w = NULL;
-    if ((rc = qp_linear_dequantize(q, back)) != 0 ||
-        (rc = qp_loaded_model_override_take(sq->lm, hf, &back, (uint64_t)(rows * cols))) != 0 ||
+    /* the source is not read again: Ŵ is written over it and handed over */
+    if ((rc = qp_linear_dequantize(q, w)) != 0 ||
+        (rc = qp_loaded_model_override_take(sq->lm, hf, &w, (uint64_t)(rows * cols))) != 0 ||
         (rc = qp_linear_serialize(q, &packed, &plen)) != 0 || (rc = collect_put(job, pp)) != 0)
         goto done;
     pp->name = qp_xstrdup(hf);
@@ -119,7 +118,6 @@ static int gptq_one(qp_quant_seq *sq, const char *hf, const double *H, qp_gptq_p
 done:
     qp_linear_free(q);
     free(packed);
-    free(back);
     free(w);
     return rc;
 }
