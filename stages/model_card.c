@@ -6,9 +6,198 @@
 #include "common/numerics.h"
 #include "common/version.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int qp_hub_id_ok(const char *s, int repo)
+{
+    size_t n = strlen(s), part = 0, slashes = 0;
+    if (n == 0)
+        return 1;
+    if (n > (repo ? 193u : 64u))
+        return 0;
+    for (const char *c = s; *c; c++) {
+        if (repo && *c == '/') {
+            if (part == 0 || ++slashes > 1)
+                return 0;
+            part = 0;
+            continue;
+        }
+        int ok = repo ? (isalnum((unsigned char)*c) || *c == '-' || *c == '_' || *c == '.')
+                      : (islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '-' || *c == '.');
+        if (!ok || ++part > 96 || (c > s && c[0] == '.' && c[-1] == '.'))
+            return 0;
+        if (part == 1 && (*c == '.' || *c == '-'))   /* no ".x" or "-x" word: the Hub refuses them */
+            return 0;
+    }
+    return !repo || (slashes == 1 && part > 0);
+}
+
+/* The Hub id of the source: base_model:, else the repository of an
+ * hf://ORG/NAME[@REV] source; "" when neither. */
+static void base_model_of(char *buf, size_t cap, const qp_stage_ctx *ctx, const json_t *meta)
+{
+    const char *given = json_string_value(json_object_get(ctx->params, "base_model"));
+    const char *src = json_string_value(json_object_get(meta, "source"));
+    buf[0] = '\0';
+    if (given && given[0]) {
+        snprintf(buf, cap, "%s", given);
+        return;
+    }
+    if (!src || strncmp(src, "hf://", 5) != 0)
+        return;
+    snprintf(buf, cap, "%.*s", (int)strcspn(src + 5, "@"), src + 5);
+    if (!qp_hub_id_ok(buf, 1))
+        buf[0] = '\0';
+}
+
+/* The license: license:, else the `license:` of the source README.md's
+ * front matter (what the Hub shows for the source); "" when neither. */
+static void license_of(char *buf, size_t cap, const qp_stage_ctx *ctx, const qp_artifact *model)
+{
+    const char *given = json_string_value(json_object_get(ctx->params, "license"));
+    buf[0] = '\0';
+    if (given && given[0]) {
+        snprintf(buf, cap, "%s", given);
+        return;
+    }
+    const json_t *e = qp_artifact_find(model, "files/README.md");
+    void *text = NULL;
+    size_t len = 0;
+    /* a card is text of a few KiB: a huge one is not read */
+    if (!e || json_integer_value(json_object_get(e, "size")) > (1 << 20) ||
+        qp_artifact_read(model, ctx->cache, "files/README.md", &text, &len) != 0) {
+        qp_error_clear();
+        return;
+    }
+    const char *t = text, *end = t + len;
+    if (len < 4 || strncmp(t, "---", 3) != 0 || (t[3] != '\n' && t[3] != '\r')) {
+        free(text);
+        return;
+    }
+    for (const char *line = t + 4; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        if (n >= 3 && !strncmp(line, "---", 3))
+            break;
+        if (n > 8 && !strncmp(line, "license:", 8)) {
+            const char *v = line + 8;
+            size_t m = n - 8;
+            while (m && (*v == ' ' || *v == '"' || *v == '\'')) {
+                v++;
+                m--;
+            }
+            while (m && (v[m - 1] == ' ' || v[m - 1] == '"' || v[m - 1] == '\'' || v[m - 1] == '\r'))
+                m--;
+            snprintf(buf, cap, "%.*s", (int)(m < cap ? m : cap - 1), v);
+            if (!qp_hub_id_ok(buf, 0))
+                buf[0] = '\0';
+            break;
+        }
+        line = nl ? nl + 1 : end;
+    }
+    free(text);
+}
+
+static const char *format_tag(qp_card_format f)
+{
+    static const char *tags[] = {"gguf", "gptq", "awq", "bitsandbytes", "safetensors"};
+    return tags[f];
+}
+
+static void add_tag(json_t *tags, const char *t)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(tags, i, v)
+        if (!strcmp(json_string_value(v), t))
+            return;
+    json_array_append_new(tags, json_string(t));
+}
+
+/* The Hub's YAML front matter.  Every value is a Hub id, a fixed word or
+ * a method name (letters, digits, '_'), so none needs quoting. */
+static void print_front_matter(qp_buf *f, const qp_stage_ctx *ctx, const qp_artifact *model,
+                               const qp_card_file *file, const char *base, const char *license)
+{
+    const json_t *meta = qp_artifact_meta_c(model);
+    const char *method = json_string_value(json_object_get(meta, "method"));
+    json_t *tags = json_array();
+    add_tag(tags, "qpipe");
+    add_tag(tags, format_tag(file->format));
+    if (method) {
+        add_tag(tags, "quantized");
+        add_tag(tags, method);
+    }
+    const qp_quant_method *qm = qp_quant_method_find(method);
+    const json_t *bits = json_object_get(json_object_get(meta, "params"), "bits");
+    if (qm && json_is_integer(bits) && strcmp(method, "gguf") != 0 && strcmp(method, "mixed") != 0) {
+        char b[16];
+        snprintf(b, sizeof(b), "%lld-bit", (long long)json_integer_value(bits));
+        add_tag(tags, b);
+    } else if (method && !strcmp(method, "nf4")) {
+        add_tag(tags, "4-bit");
+    } else if (method && !strcmp(method, "int8")) {
+        add_tag(tags, "8-bit");
+    }
+    qp_buf_printf(f, "---\n");
+    if (base[0]) {
+        qp_buf_printf(f, "base_model: %s\n", base);
+        if (method)
+            qp_buf_printf(f, "base_model_relation: quantized\n");
+    }
+    qp_buf_printf(f, "library_name: %s\n", file->format == QP_CARD_GGUF ? "gguf" : "transformers");
+    if (license[0])
+        qp_buf_printf(f, "license: %s\n", license);
+    qp_buf_printf(f, "pipeline_tag: text-generation\ntags:\n");
+    size_t i;
+    json_t *v;
+    json_array_foreach(tags, i, v)
+        qp_buf_printf(f, "- %s\n", json_string_value(v));
+    qp_buf_printf(f, "---\n\n");
+    json_decref(tags);
+}
+
+/* How to load the package in llama.cpp, transformers and vLLM. */
+static void print_use(qp_buf *f, const qp_card_file *file, const char *base)
+{
+    const char *fn = file->file_name;
+    qp_buf_printf(f, "## Use\n\n");
+    if (file->format == QP_CARD_GGUF) {
+        qp_buf_printf(f, "llama.cpp:\n\n```sh\nllama-cli -m %s -p \"Once upon a time\"\nllama-server -m %s --port "
+                         "8080\n```\n\nOllama:\n\n```sh\nprintf 'FROM ./%s\\n' > Modelfile\nollama create my-model -f "
+                         "Modelfile && ollama run my-model\n```\n\n", fn, fn, fn);
+        qp_buf_printf(f, "transformers (dequantizes the GGUF to float when it loads; needs the `gguf` package):\n\n"
+                         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                         "model = AutoModelForCausalLM.from_pretrained(\".\", gguf_file=\"%s\")\n"
+                         "tokenizer = AutoTokenizer.from_pretrained(\".\", gguf_file=\"%s\")\n```\n\n", fn, fn);
+        qp_buf_printf(f, "vLLM (its GGUF support is experimental; give it the source model's tokenizer):\n\n```sh\n"
+                         "vllm serve ./%s --tokenizer %s\n```\n\n", fn, base[0] ? base : "SOURCE_MODEL_DIR");
+        return;
+    }
+    static const char *needs[] = {"", "`optimum` and `gptqmodel`", "`autoawq`", "`bitsandbytes`", ""};
+    qp_buf_printf(f, "transformers%s%s%s (this directory, or its Hub id once published):\n\n```python\n"
+                     "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                     "model = AutoModelForCausalLM.from_pretrained(\".\", device_map=\"auto\")\n"
+                     "tokenizer = AutoTokenizer.from_pretrained(\".\")\n```\n\n",
+                  needs[file->format][0] ? " (with " : "", needs[file->format], needs[file->format][0] ? ")" : "");
+    qp_buf_printf(f, "vLLM%s:\n\n```sh\nvllm serve .%s\n```\n\n",
+                  file->format == QP_CARD_SAFETENSORS ? "" : " (reads the quantization from config.json)",
+                  file->format == QP_CARD_BITSANDBYTES ? " --quantization bitsandbytes" : "");
+    if (file->format == QP_CARD_SAFETENSORS)
+        qp_buf_printf(f, "llama.cpp: convert it first, `python convert_hf_to_gguf.py . --outtype %s`, then "
+                         "`llama-cli -m` the GGUF it writes.  The weights are the quantized model's, dequantized to "
+                         "%s: every runtime computes what qpipe evaluated%s.\n\n",
+                      file->dtype && !strcmp(file->dtype, "F32") ? "f32" : file->dtype && !strcmp(file->dtype, "F16")
+                                                                             ? "f16" : "bf16",
+                      file->dtype ? file->dtype : "float",
+                      file->dtype && strcmp(file->dtype, "F32") != 0 ? ", up to that dtype's rounding" : "");
+    else
+        qp_buf_printf(f, "llama.cpp does not read this format; package the same quantize stage with `format: gguf`."
+                         "\n\n");
+}
 
 static void human(char *buf, size_t n, double b)
 {
@@ -197,8 +386,10 @@ static void print_gates(qp_buf *f, const qp_stage_ctx *ctx)
         qp_buf_printf(f, "This package was not gated.\n\n");
 }
 
-static void print_file(qp_buf *f, const char *file_name, uint64_t file_size, const char *runtimes)
+static void print_file(qp_buf *f, const qp_card_file *file)
 {
+    const char *file_name = file->file_name, *runtimes = file->runtimes;
+    uint64_t file_size = file->file_size;
     char size_s[32], mem_s[32];
     human(size_s, sizeof(size_s), (double)file_size);
     /* weights plus an fp16 KV cache for the full context */
@@ -207,6 +398,8 @@ static void print_file(qp_buf *f, const char *file_name, uint64_t file_size, con
                   (unsigned long long)file_size);
     qp_buf_printf(f, "| memory estimate | about %s (weights + compute buffers; add the KV cache for your context) "
                      "|\n", mem_s);
+    if (file->dtype)
+        qp_buf_printf(f, "| dtype | %s (the quantized weights, dequantized) |\n", file->dtype);
     qp_buf_printf(f, "| compatible runtimes | %s |\n", runtimes);
     qp_buf_printf(f, "\nThe run record on branch `qpipe/provenance` (`qpipe log`) links this package's output "
                      "digest to the recipe digest and source commit.\n");
@@ -235,24 +428,29 @@ static int write_provenance(const char *dir, const qp_stage_ctx *ctx, const json
 }
 
 int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artifact *model, size_t model_index,
-                        const char *file_name, uint64_t file_size, const char *runtimes)
+                        const qp_card_file *file)
 {
     const json_t *meta = qp_artifact_meta_c(model);
     json_t *metrics = collect_metrics(ctx);
     qp_buf f = QP_BUF_INIT;
-    qp_buf_printf(&f, "# %s\n\n", file_name);
+    char base[256], license[80];
+    base_model_of(base, sizeof(base), ctx, meta);
+    license_of(license, sizeof(license), ctx, model);
+    print_front_matter(&f, ctx, model, file, base, license);
+    qp_buf_printf(&f, "# %s\n\n", file->title ? file->title : file->file_name);
     qp_buf_printf(&f, "Packaged by qpipe %s (stage `%s`, key `%s`), numerics profile `%s`.\n\n", QP_VERSION, ctx->id,
                   ctx->stage_key, QP_NUMERICS_PROFILE);
+    print_use(&f, file, base);
     print_quantization(&f, ctx, model, model_index);
     if (json_object_get(meta, "mixed"))
         print_mixed(&f, json_object_get(meta, "mixed"));
     print_evaluation(&f, metrics);
     print_gates(&f, ctx);
-    print_file(&f, file_name, file_size, runtimes);
-    int rc = write_text(dir, "MODEL_CARD.md", qp_buf_cstr(&f));
+    print_file(&f, file);
+    int rc = write_text(dir, QP_MODEL_CARD_FILE, qp_buf_cstr(&f));
     qp_buf_free(&f);
     if (rc == 0)
-        rc = write_provenance(dir, ctx, json_object_get(meta, "params"), metrics, file_name, file_size);
+        rc = write_provenance(dir, ctx, json_object_get(meta, "params"), metrics, file->file_name, file->file_size);
     json_decref(metrics);
     return rc;
 }

@@ -1,6 +1,6 @@
 /* package: writes a deployable model into `out:` atomically — built in a
- * temp directory beside it, then swapped in — with a MODEL_CARD.md and a
- * provenance.json.  Refuses to run when any gate it needs rejected the
+ * temp directory beside it, then swapped in — with a README.md (the Hub's
+ * model card) and a provenance.json.  Refuses to run when any gate it needs rejected the
  * artifact.  The small files are cached like `run` outs and restored on a
  * cached run; the model file (the GGUF, model.safetensors) is not kept a
  * second time: the manifest records its digest, and a cached run whose copy
@@ -15,6 +15,7 @@
 #include "stages/model_card.h"
 #include "stages/package_gguf.h"
 #include "stages/package_hf.h"
+#include "stages/package_st.h"
 #include "stages/qmethod.h"
 #include "stages/qtensor.h"
 #include "common/alloc.h"
@@ -34,9 +35,18 @@
 #include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"format", QP_P_STRING, NULL, "gguf|gptq|awq", 0, -1, QP_PF_REQUIRED, "output format"},
+    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|safetensors", 0, -1, QP_PF_REQUIRED,
+     "output format (safetensors: the dequantized weights as a plain checkpoint)"},
     {"out", QP_P_PATH, NULL, NULL, 0, -1, QP_PF_REQUIRED, "output directory (replaced atomically)"},
     {"name", QP_P_STRING, "", NULL, 0, -1, 0, "artifact base name (default: source model and quantization)"},
+    {"dtype", QP_P_STRING, "auto", "auto|f32|f16|bf16", 0, -1, 0,
+     "safetensors: the float type written (auto: the source config.json's torch_dtype)"},
+    {"max_shard_size", QP_P_STRING, "5GB", NULL, 0, -1, 0,
+     "safetensors: shard past this size (5GB, 500MB, 2GiB, bytes), with model.safetensors.index.json"},
+    {"base_model", QP_P_STRING, "", NULL, 0, -1, 0,
+     "model card: the Hub id of the source (default: the hf:// repository it was fetched from)"},
+    {"license", QP_P_STRING, "", NULL, 0, -1, 0,
+     "model card: the Hub license id (default: the source README.md's license:)"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -108,6 +118,21 @@ static int package_validate(const json_t *p, const char *where)
     size_t len = strlen(name);
     if (len > QP_OUT_WORD_MAX)
         return qp_error_set(QP_EUSAGE, "%s: name: is %zu bytes long; give at most %d", where, len, QP_OUT_WORD_MAX);
+    int st = !strcmp(qp_param_str(p, "format"), "safetensors");
+    if (!st && strcmp(qp_param_str(p, "dtype"), "auto") != 0)
+        return qp_error_set(QP_EUSAGE, "%s: dtype: applies to format safetensors only (the other formats fix "
+                            "their dense dtype); remove it", where);
+    if (!st && strcmp(qp_param_str(p, "max_shard_size"), "5GB") != 0)
+        return qp_error_set(QP_EUSAGE, "%s: max_shard_size: applies to format safetensors only; remove it", where);
+    uint64_t shard;
+    if (st && (rc = qp_package_parse_size(&shard, qp_param_str(p, "max_shard_size"), where)) != 0)
+        return rc;
+    if (!qp_hub_id_ok(qp_param_str(p, "base_model"), 1))
+        return qp_error_set(QP_EUSAGE, "%s: base_model: '%s' is not a Hub model id (ORG/NAME of letters, digits, "
+                            "'-', '_', '.')", where, qp_param_str(p, "base_model"));
+    if (!qp_hub_id_ok(qp_param_str(p, "license"), 0))
+        return qp_error_set(QP_EUSAGE, "%s: license: '%s' is not a Hub license id (such as apache-2.0, mit, "
+                            "llama3.2, other)", where, qp_param_str(p, "license"));
     return 0;
 }
 
@@ -149,15 +174,22 @@ static int add_model_file(qp_stage_ctx *ctx, const char *rel_prefix, const char 
     return rc;
 }
 
-/* Adds every file of dir as "files/<rel_prefix>/<name>": model_file (may be
- * NULL) by digest only, the others stored in the cache. */
-static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const char *const *names, size_t n,
-                     const char *model_file)
+/* 1 for the files of a package that are its weights: kept in out: only
+ * (by digest), not a second time in the cache. */
+static int is_weights_file(const char *name)
+{
+    size_t n = strlen(name);
+    return (n > 12 && !strcmp(name + n - 12, ".safetensors")) || (n > 5 && !strcmp(name + n - 5, ".gguf"));
+}
+
+/* Adds every file of dir as "files/<rel_prefix>/<name>": the weights
+ * (is_weights_file) by digest only, the others stored in the cache. */
+static int store_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const char *const *names, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         char *path = qp_path_join(dir, names[i]);
         int rc;
-        if (model_file && strcmp(names[i], model_file) == 0) {
+        if (is_weights_file(names[i])) {
             char digest[QP_HEX_LEN];
             struct stat st;
             rc = qp_sha256_file(digest, path);
@@ -185,26 +217,14 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* GPTQ / AWQ: the checkpoint directory (model.safetensors, config.json,
- * quantize_config.json, tokenizer files) written by qp_package_hf into dir,
- * then MODEL_CARD.md and provenance.json; every file stored in name order. */
-static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const qp_artifact *model,
-                          size_t model_i, qp_hf_format format, const char *runtimes)
+/* Every file of dir, MODEL card included, stored in name order. */
+static int store_all(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix)
 {
-    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
-    int rc = qp_package_hf(dir, model, ctx->cache, format, what);
-    free(what);
-    if (rc == 0) {
-        struct stat st;
-        char *st_path = qp_path_join(dir, "model.safetensors");
-        uint64_t size = stat(st_path, &st) == 0 ? (uint64_t)st.st_size : 0;
-        free(st_path);
-        rc = qp_model_card_write(dir, ctx, model, model_i, "model.safetensors", size, runtimes);
-    }
     char **names = NULL;
     size_t n = 0;
-    DIR *d = rc == 0 ? opendir(dir) : NULL;
-    if (rc == 0 && !d)
+    int rc = 0;
+    DIR *d = opendir(dir);
+    if (!d)
         rc = qp_error_errno(QP_ERROR, "%s: cannot list the package", dir);
     for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
         if (de->d_name[0] == '.')
@@ -216,11 +236,64 @@ static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_pr
         closedir(d);
     if (rc == 0) {
         qsort(names, n, sizeof(*names), cmp_name);
-        rc = store_dir(ctx, dir, rel_prefix, (const char *const *)names, n, "model.safetensors");
+        rc = store_dir(ctx, dir, rel_prefix, (const char *const *)names, n);
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
+    return rc;
+}
+
+/* GPTQ / AWQ: the checkpoint directory (model.safetensors, config.json,
+ * quantize_config.json, tokenizer files) written by qp_package_hf into dir,
+ * then README.md and provenance.json. */
+static int package_hf_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const qp_artifact *model,
+                          size_t model_i, qp_hf_format format, const qp_card_file *card)
+{
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
+    int rc = qp_package_hf(dir, model, ctx->cache, format, what);
+    free(what);
+    if (rc == 0) {
+        struct stat st;
+        char *st_path = qp_path_join(dir, "model.safetensors");
+        qp_card_file cf = *card;
+        cf.file_name = "model.safetensors";
+        cf.file_size = stat(st_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        free(st_path);
+        rc = qp_model_card_write(dir, ctx, model, model_i, &cf);
+    }
+    if (rc == 0)
+        rc = store_all(ctx, dir, rel_prefix);
+    return rc;
+}
+
+/* safetensors: the dequantized checkpoint (stages/package_st.h), then
+ * README.md and provenance.json. */
+static int package_st_dir(qp_stage_ctx *ctx, const char *dir, const char *rel_prefix, const qp_artifact *model,
+                          size_t model_i, const qp_card_file *card)
+{
+    char *what = qp_strfmt("stage '%s': input '%s'", ctx->id, ctx->input_ids[model_i]);
+    qp_dtype dtype = QP_DT_F32;
+    uint64_t max_shard = 0;
+    qp_card_file cf = *card;
+    double t0 = qp_now();
+    int rc = qp_package_st_dtype(&dtype, model, ctx->cache, qp_param_str(ctx->params, "dtype"), what);
+    if (rc == 0)
+        rc = qp_package_parse_size(&max_shard, qp_param_str(ctx->params, "max_shard_size"), what);
+    if (rc == 0)
+        rc = qp_package_st(dir, model, ctx->cache, dtype, max_shard, &cf.file_name, &cf.file_size, what);
+    double t1 = qp_now();
+    free(what);
+    if (rc == 0) {
+        cf.dtype = qp_dtype_name(dtype);
+        rc = qp_model_card_write(dir, ctx, model, model_i, &cf);
+    }
+    if (rc == 0)
+        rc = store_all(ctx, dir, rel_prefix);
+    if (rc == 0)
+        qp_progress_note(ctx->progress, "%s: %.1f MB of %s written in %.1f s (%.0f MB/s)", cf.file_name,
+                         (double)cf.file_size / 1e6, qp_dtype_name(dtype), t1 - t0,
+                         t1 > t0 ? (double)cf.file_size / 1e6 / (t1 - t0) : 0.0);
     return rc;
 }
 
@@ -254,9 +327,9 @@ done:
 }
 
 /* The GGUF file (llama-quantize's record of the importance matrix, then
- * qpipe's keys), MODEL_CARD.md and provenance.json, stored in that order. */
+ * qpipe's keys), README.md and provenance.json, stored in that order. */
 static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel, const char *name,
-                            const qp_artifact *model, size_t model_i, const char *runtimes)
+                            const qp_artifact *model, size_t model_i, const qp_card_file *card)
 {
     char *work = qp_strfmt("%s/.work", tmp), *gguf_name = qp_strfmt("%s.gguf", name);
     char *gguf = qp_path_join(tmp, gguf_name);
@@ -294,13 +367,16 @@ static int package_gguf_dir(qp_stage_ctx *ctx, const char *tmp, const char *rel,
             rc = qp_error_errno(QP_ERROR, "%s: cannot stat the GGUF just written", gguf);
         size = rc == 0 ? (uint64_t)st.st_size : 0;
     }
+    qp_card_file cf = *card;
+    cf.file_name = gguf_name;
+    cf.file_size = size;
     if (rc == 0)
-        rc = qp_model_card_write(tmp, ctx, model, model_i, gguf_name, size, runtimes);
-    const char *files[2] = {"MODEL_CARD.md", "provenance.json"};
+        rc = qp_model_card_write(tmp, ctx, model, model_i, &cf);
+    const char *files[2] = {QP_MODEL_CARD_FILE, "provenance.json"};
     if (rc == 0)
         rc = add_model_file(ctx, rel, gguf_name, gguf_digest, size);
     if (rc == 0)
-        rc = store_dir(ctx, tmp, rel, files, 2, NULL);
+        rc = store_dir(ctx, tmp, rel, files, 2);
     /* where a package's time goes: reading and converting the tensors,
      * writing and hashing the GGUF in one pass, one fsync */
     if (rc == 0)
@@ -357,35 +433,51 @@ static int package_input(const qp_artifact **model, size_t *model_i, qp_stage_ct
     return 0;
 }
 
-/* ---- the package formats: how each writes its directory, and which
- * runtimes the model card says load it ---- */
+/* ---- the package formats: how each writes its directory, and what the
+ * model card says of it ---- */
 
 typedef struct package_format {
     const char *name;   /* the `format:` value */
     int (*write)(const struct package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel,
                  const char *name, const qp_artifact *model, size_t model_i);
-    qp_hf_format hf;    /* for the Hugging Face formats */
-    const char *runtimes;
+    qp_hf_format hf;    /* for the GPTQ / AWQ formats */
+    qp_card_file card;  /* format, library, runtimes (the file is filled in by write) */
 } package_format;
 
 static int write_gguf(const package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel,
                       const char *name, const qp_artifact *model, size_t model_i)
 {
-    return package_gguf_dir(ctx, tmp, rel, name, model, model_i, pf->runtimes);
+    qp_card_file card = pf->card;
+    card.title = name;
+    return package_gguf_dir(ctx, tmp, rel, name, model, model_i, &card);
 }
 
 static int write_hf(const package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel, const char *name,
                     const qp_artifact *model, size_t model_i)
 {
-    return package_hf_dir(ctx, tmp, rel, model, model_i, pf->hf, pf->runtimes);
+    qp_card_file card = pf->card;
+    card.title = name;
+    return package_hf_dir(ctx, tmp, rel, model, model_i, pf->hf, &card);
+}
+
+static int write_st(const package_format *pf, qp_stage_ctx *ctx, const char *tmp, const char *rel, const char *name,
+                    const qp_artifact *model, size_t model_i)
+{
+    qp_card_file card = pf->card;
+    card.title = name;
+    return package_st_dir(ctx, tmp, rel, model, model_i, &card);
 }
 
 static const package_format formats[] = {
-    {"gguf", write_gguf, 0,
-     "llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, LM Studio and other GGUF v3 readers"},
-    {"gptq", write_hf, QP_HF_GPTQ,
-     "transformers (optimum / GPTQModel kernels), vLLM, GPTQModel, text-generation-inference"},
-    {"awq", write_hf, QP_HF_AWQ, "transformers (AutoAWQ GEMM kernels), vLLM, AutoAWQ, text-generation-inference"},
+    {"gguf", write_gguf, 0, {.format = QP_CARD_GGUF,
+     .runtimes = "llama.cpp (llama-cli, llama-server, llama-perplexity), Ollama, LM Studio and other GGUF v3 readers"}},
+    {"gptq", write_hf, QP_HF_GPTQ, {.format = QP_CARD_GPTQ,
+     .runtimes = "transformers (optimum / GPTQModel kernels), vLLM, GPTQModel, text-generation-inference"}},
+    {"awq", write_hf, QP_HF_AWQ, {.format = QP_CARD_AWQ,
+     .runtimes = "transformers (AutoAWQ GEMM kernels), vLLM, AutoAWQ, text-generation-inference"}},
+    {"safetensors", write_st, 0, {.format = QP_CARD_SAFETENSORS,
+     .runtimes = "anything that loads a float Hugging Face checkpoint: transformers, vLLM, text-generation-inference, "
+                 "llama.cpp through convert_hf_to_gguf.py"}},
 };
 
 /* The parameter table allows exactly these names, so a miss is a bug. */
@@ -445,7 +537,7 @@ static int package_run(qp_stage_ctx *ctx)
     const char *format = qp_param_str(ctx->params, "format");
     const package_format *pf = format_find(format);
     if (!pf)
-        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq or awq)", ctx->id,
+        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq, awq or safetensors)", ctx->id,
                             format);
     char name[200];
     if (qp_param_str(ctx->params, "name")[0])
@@ -482,8 +574,8 @@ done:
 }
 
 const qp_stage_kind qp_stage_package = {
-    .name = "package", .version = 3,
-    .doc = "write GGUF / GPTQ / AWQ files, model card and provenance into out:",
+    .name = "package", .version = 4,
+    .doc = "write GGUF / GPTQ / AWQ / safetensors files, a Hub model card and provenance into out:",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,
     .min_inputs = 1, .max_inputs = -1,

@@ -321,7 +321,7 @@ static int real_precision(const json_t *j)
     return p;
 }
 
-static int write_json(const char *dir, const char *name, const json_t *j, const char *what)
+int qp_package_write_json(const char *dir, const char *name, const json_t *j, const char *what)
 {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(real_precision(j)));
     if (!text)
@@ -366,9 +366,9 @@ static int write_configs(const char *dir, const qp_artifact *model, qp_cache *ca
     if (json_object_get(cfg, "dtype"))   /* newer transformers' name for it */
         json_object_set_new(cfg, "dtype", json_string("float16"));
     json_object_set(cfg, "quantization_config", qc);
-    rc = write_json(dir, "config.json", cfg, what);
+    rc = qp_package_write_json(dir, "config.json", cfg, what);
     if (rc == 0 && !hc->awq)   /* GPTQModel reads quantize_config.json first */
-        rc = write_json(dir, "quantize_config.json", qc, what);
+        rc = qp_package_write_json(dir, "quantize_config.json", qc, what);
 done:
     json_decref(cfg);
     json_decref(qc);
@@ -380,7 +380,7 @@ done:
  * weights (replaced by model.safetensors), our own outputs, quantization
  * configs of some earlier checkpoint, and its README.md — the card of the
  * unquantized model (dtype, size, how it was made), which hubs show as the
- * package's own; the package's card is MODEL_CARD.md. */
+ * package's own; the package writes its own README.md, the Hub's card. */
 static int skip_file(const char *name)
 {
     static const char *exact[] = {"config.json", "model.safetensors", "quantize_config.json", "quant_config.json",
@@ -399,7 +399,7 @@ static int skip_file(const char *name)
     return name[0] == '.' || name[0] == '\0';
 }
 
-static int write_files(const char *dir, const qp_artifact *model, qp_cache *cache, const char *what)
+int qp_package_copy_files(const char *dir, const qp_artifact *model, qp_cache *cache, const char *what)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < qp_artifact_count(model); i++) {
@@ -428,6 +428,6 @@ int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp
     if (rc == 0)
         rc = write_configs(dir, model, cache, &hc, what);
     if (rc == 0)
-        rc = write_files(dir, model, cache, what);
+        rc = qp_package_copy_files(dir, model, cache, what);
     return rc;
 }

@@ -43,6 +43,15 @@ typedef enum { QP_HF_GPTQ, QP_HF_AWQ } qp_hf_format;
 int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format,
                   const char *what);
 
+/* Shared by the Hugging Face formats (package_st.c too): dir/name holds j
+ * as transformers writes JSON (indent 2, reals in their shortest form,
+ * newline at the end), written atomically. */
+int qp_package_write_json(const char *dir, const char *name, const json_t *j, const char *what);
+/* Copies every top-level "files/…" entry of the artifact into dir except
+ * the source's weights, config.json, quantization configs and README.md
+ * (the package writes its own). */
+int qp_package_copy_files(const char *dir, const qp_artifact *model, qp_cache *cache, const char *what);
+
 /* ---- packing (package_hf_pack.c): pure functions, no checks beyond the
  * documented preconditions (codes and zeros <= maxq) ---- */
 

@@ -13,13 +13,13 @@ stages:
   q: {uses: quantize, needs: [model], with: {method: gguf, type: BF16}}
   package: {uses: package, needs: [q], with: {format: gguf, out: dist, name: B}}
 Y
-listing() { (cd dist && ls -A | tr '\n' ' '); }
+listing() { (cd dist && LC_ALL=C ls -A | tr '\n' ' '); }
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance
-[ "$(listing)" = "B.gguf MODEL_CARD.md provenance.json " ] || fail "fresh: $(listing)"; ok
+[ "$(listing)" = "B.gguf README.md provenance.json " ] || fail "fresh: $(listing)"; ok
 sha256sum dist/* > ref.sums
 complete_or_absent() {
   if [ -e dist ]; then
-    [ "$(listing)" = "B.gguf MODEL_CARD.md provenance.json " ] || fail "after $1: dist holds $(listing)"
+    [ "$(listing)" = "B.gguf README.md provenance.json " ] || fail "after $1: dist holds $(listing)"
     sha256sum -c --quiet ref.sums || fail "after $1: dist differs from the complete package"
   fi
   ok

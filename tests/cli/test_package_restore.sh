@@ -18,18 +18,18 @@ stages:
   package: {uses: package, needs: [q], with: {format: gguf, out: dist, name: $n}}
 Y
 done
-listing() { (cd dist && ls -A | tr '\n' ' '); }
+listing() { (cd dist && LC_ALL=C ls -A | tr '\n' ' '); }
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
-[ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "fresh A: $(listing)"; ok
+[ "$(listing)" = "A.gguf README.md provenance.json " ] || fail "fresh A: $(listing)"; ok
 sha256sum dist/* > a.sums
 expect_exit 0 "$QPIPE" run B.yaml --no-provenance
-[ "$(listing)" = "B.gguf MODEL_CARD.md provenance.json " ] || fail "fresh B: $(listing)"; ok
+[ "$(listing)" = "B.gguf README.md provenance.json " ] || fail "fresh B: $(listing)"; ok
 # B's package replaced dist: A's GGUF is rebuilt (not kept in the cache),
 # its card and provenance restored
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 expect_grep '3 stages: 1 ran, 2 cached'
 expect_grep 'out: files were missing or changed; rebuilt'
-[ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "cached A: $(listing)"; ok
+[ "$(listing)" = "A.gguf README.md provenance.json " ] || fail "cached A: $(listing)"; ok
 sha256sum -c --quiet a.sums || fail "cached A differs from fresh A"; ok
 # the GGUF is not in the cache: objects are named by the SHA-256 of their bytes
 gsum=$(sha256sum dist/A.gguf | cut -c1-64)
@@ -58,10 +58,10 @@ sha256sum -c --quiet a.sums || fail "rebuilt A differs from fresh A"; ok
 # a stray file and a changed one: the cached run makes the directory A's again
 echo stray > dist/notes.txt
 mkdir dist/sub
-echo changed > dist/MODEL_CARD.md
+echo changed > dist/README.md
 expect_exit 0 "$QPIPE" run A.yaml --no-provenance
 expect_grep '3 stages: 0 ran, 3 cached'
-[ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "cached A after edits: $(listing)"; ok
+[ "$(listing)" = "A.gguf README.md provenance.json " ] || fail "cached A after edits: $(listing)"; ok
 sha256sum -c --quiet a.sums || fail "cached A differs from fresh A"; ok
 
 # a package killed mid-write leaves dist.tmp-PID-XXXXXX (or dist.old-PID)
@@ -74,7 +74,7 @@ echo half > "dist.tmp-$dead-abcdef/A.gguf"
 expect_exit 0 "$QPIPE" run A.yaml --force=package --no-provenance
 [ ! -e "dist.tmp-$dead-abcdef" ] && [ ! -e "dist.old-$dead" ] || fail "stale package dirs left: $(ls -d dist.*)"; ok
 [ -d "dist.tmp-$$-ghijkl" ] && [ -d dist.tmp-notapid ] || fail "a live or foreign dir was removed"; ok
-[ "$(listing)" = "A.gguf MODEL_CARD.md provenance.json " ] || fail "forced A: $(listing)"; ok
+[ "$(listing)" = "A.gguf README.md provenance.json " ] || fail "forced A: $(listing)"; ok
 sha256sum -c --quiet a.sums || fail "forced A differs from fresh A"; ok
 # a run stage that needs the package gets the GGUF copied from out: (the
 # cache has no copy), checked against the manifest's digest

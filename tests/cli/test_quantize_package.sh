@@ -1,5 +1,5 @@
 # recipes/house-q4km.yaml end to end: quantize, evaluate against the
-# reference, gate, package into out: (GGUF + MODEL_CARD.md + provenance.json);
+# reference, gate, package into out: (GGUF + README.md + provenance.json);
 # a second run is fully cached and restores a deleted package; a gate that
 # must fail exits 3, packages nothing and keeps the previous package intact.
 source "$(dirname "$0")/lib.sh"
@@ -13,9 +13,9 @@ expect_grep '6 stages: 6 ran'
 expect_grep 'ok +q4km_eval.ppl_delta = [-0-9.e]+ <= 0.25'
 [ -f dist/house-q4km/house-llama-Q4_K_M.gguf ] || fail "no GGUF"; ok
 # valid.txt's 23.2523 (test_evaluate.sh) plus a delta the gate kept <= 0.25
-grep -Eq '^\| q4km_eval \| ppl \| 23\.[0-9]+ \|$' dist/house-q4km/MODEL_CARD.md || fail "card lacks the ppl"; ok
-grep -q 'Gate `gate`: \*\*pass\*\*' dist/house-q4km/MODEL_CARD.md || fail "card lacks the gate"; ok
-grep -q 'numerics profile `seqfma-1`' dist/house-q4km/MODEL_CARD.md || fail "card lacks the numerics profile"; ok
+grep -Eq '^\| q4km_eval \| ppl \| 23\.[0-9]+ \|$' dist/house-q4km/README.md || fail "card lacks the ppl"; ok
+grep -q 'Gate `gate`: \*\*pass\*\*' dist/house-q4km/README.md || fail "card lacks the gate"; ok
+grep -q 'numerics profile `seqfma-1`' dist/house-q4km/README.md || fail "card lacks the numerics profile"; ok
 grep -q '"stage_key"' dist/house-q4km/provenance.json || fail "provenance.json"; ok
 size=$(stat -c %s dist/house-q4km/house-llama-Q4_K_M.gguf)
 [ "$size" -gt 3000000 ] && [ "$size" -lt 3300000 ] || fail "GGUF size $size"; ok
@@ -68,7 +68,7 @@ expect_exit 0 "$QPIPE" run recipes/sel.yaml --no-provenance
 expect_grep 'SELECTED q@q4_0 '
 expect_grep ' +q@q2_k +[0-9]+ bytes +gate gate@q2_k +fail'
 [ -f dist/sel/house-llama-Q4_0.gguf ] || fail "the selected candidate was not packaged"; ok
-card=dist/sel/MODEL_CARD.md
+card=dist/sel/README.md
 grep -q 'Selection `pick` (policy `smallest`): \*\*q@q4_0\*\* among 3 candidates' $card || fail "card: selection"; ok
 grep -Eq '^\| q@q2_k \| [0-9]+ \| gate@q2_k \| fail \|$' $card || fail "card: rejected candidate row"; ok
 grep -q 'Gate `gate@q4_0`: \*\*pass\*\*' $card || fail "card: chosen gate"; ok

@@ -130,7 +130,7 @@ static void check_one(const char *name)
     strip_qpipe_keys(ours, stripped, oracle);
     assert_same_file(stripped, oracle);
     /* the package carries its card and provenance */
-    snprintf(rel, sizeof(rel), "out/%s/MODEL_CARD.md", name);
+    snprintf(rel, sizeof(rel), "out/%s/README.md", name);
     char *card = qp_path_join(dir, rel);
     assert_true(qp_path_exists(card));
     free(card);

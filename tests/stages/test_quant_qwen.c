@@ -496,7 +496,7 @@ static void test_house_qwen_exports(void **state)
     /* house-qwen's README.md describes the bf16 model: the package has its own card */
     for (int q = 0; q < 2; q++) {
         char *readme = qp_strfmt("%s/%s/README.md", dir, q ? "pkg-awq" : "pkg-gptq");
-        char *card = qp_strfmt("%s/%s/MODEL_CARD.md", dir, q ? "pkg-awq" : "pkg-gptq");
+        char *card = qp_strfmt("%s/%s/README.md", dir, q ? "pkg-awq" : "pkg-gptq");
         assert_false(qp_path_exists(readme));
         assert_true(qp_path_exists(card));
         free(readme);
