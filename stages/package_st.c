@@ -102,7 +102,7 @@ int qp_package_parse_size(uint64_t *out, const char *s, const char *what)
         unit[k++] = (char)toupper((unsigned char)*p++);
     unit[k] = '\0';
     for (size_t i = 0; digits > 0 && digits < 16 && !*p && i < sizeof(units) / sizeof(units[0]); i++)
-        if (!strcmp(unit, units[i].unit) && n > 0) {
+        if (!strcmp(unit, units[i].unit) && n > 0 && n <= UINT64_MAX / units[i].mult) {
             *out = n * units[i].mult;
             return 0;
         }
@@ -159,36 +159,46 @@ static int collect(st_tensor **out, size_t *n_out, const qp_artifact *model, qp_
     return rc;
 }
 
-/* huggingface_hub's split_state_dict_into_shards_factory: returns the
- * number of shards and sets each tensor's shard, numbered in the order the
- * shards are closed (an oversized tensor's own shard closes before the one
- * being filled). */
-static size_t plan_shards(st_tensor *t, size_t n, uint64_t max_shard)
+size_t qp_package_st_plan_shards(const uint64_t *bytes, size_t n, uint64_t max_shard, size_t *shard_of)
 {
     size_t n_shards = 0, n_open = 0;
     size_t *open = qp_xmalloc((n + 1) * sizeof(*open));   /* the tensors of the shard being filled */
     uint64_t open_bytes = 0;
     for (size_t i = 0; i < n; i++) {
-        if (t[i].bytes > max_shard) {
-            t[i].shard = n_shards++;
+        if (bytes[i] > max_shard) {
+            shard_of[i] = n_shards++;
             continue;
         }
-        if (n_open > 0 && open_bytes + t[i].bytes > max_shard) {
+        if (n_open > 0 && open_bytes + bytes[i] > max_shard) {
             for (size_t k = 0; k < n_open; k++)
-                t[open[k]].shard = n_shards;
+                shard_of[open[k]] = n_shards;
             n_shards++;
             n_open = 0;
             open_bytes = 0;
         }
         open[n_open++] = i;
-        open_bytes += t[i].bytes;
+        open_bytes += bytes[i];
     }
     if (n_open > 0) {
         for (size_t k = 0; k < n_open; k++)
-            t[open[k]].shard = n_shards;
+            shard_of[open[k]] = n_shards;
         n_shards++;
     }
     free(open);
+    return n_shards;
+}
+
+static size_t plan_shards(st_tensor *t, size_t n, uint64_t max_shard)
+{
+    uint64_t *bytes = qp_xmalloc((n + 1) * sizeof(*bytes));
+    size_t *shard_of = qp_xmalloc((n + 1) * sizeof(*shard_of));
+    for (size_t i = 0; i < n; i++)
+        bytes[i] = t[i].bytes;
+    size_t n_shards = qp_package_st_plan_shards(bytes, n, max_shard, shard_of);
+    for (size_t i = 0; i < n; i++)
+        t[i].shard = shard_of[i];
+    free(bytes);
+    free(shard_of);
     return n_shards;
 }
 

@@ -41,6 +41,12 @@ int qp_package_st_dtype(qp_dtype *out, const qp_artifact *model, qp_cache *cache
  * QP_EUSAGE naming `what` for anything else. */
 int qp_package_parse_size(uint64_t *out, const char *s, const char *what);
 
+/* huggingface_hub's split_state_dict_into_shards_factory over tensors of
+ * bytes[n] in order: shard_of[i] gets tensor i's shard, numbered in the
+ * order shards are closed (a tensor larger than max_shard gets one of its
+ * own at once, before the shard being filled); returns the shard count. */
+size_t qp_package_st_plan_shards(const uint64_t *bytes, size_t n, uint64_t max_shard, size_t *shard_of);
+
 /* Writes the checkpoint into dir (which must exist).  *weights_name: the
  * file a reader opens first (model.safetensors or the index), *weights_bytes:
  * bytes of every .safetensors file written (for the model card).  Errors
