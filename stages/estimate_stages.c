@@ -792,6 +792,15 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     if (model_unknown(e, model))
         return;
     int gguf = strcmp(qp_param_str(in->params, "format"), "gguf") == 0;
+    int plain = strcmp(qp_param_str(in->params, "format"), "safetensors") == 0;
+    /* format safetensors writes every tensor in one float type: dtype:, or
+     * for auto the checkpoint's (its dense tensors' width) */
+    const char *dt = qp_param_str(in->params, "dtype");
+    uint64_t out_size = !strcmp(dt, "f32") ? 4 : strcmp(dt, "auto") != 0 ? 2 : 0;
+    for (size_t i = 0; plain && !out_size && i < model->n; i++)
+        if (model->t[i].fmt == QP_EST_DENSE)
+            out_size = model->t[i].type == QP_GGML_F32 ? 4 : 2;
+    out_size = out_size ? out_size : 4;
     /* GGUF (stages/package_gguf.c, model/gguf_writer.c): one tensor at a
      * time, its stored bytes held (qp_cache_get) and lent to the writer as
      * they are when they already are the GGUF's (ggml blocks, BF16, F16),
@@ -819,7 +828,14 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
             to_f32(e, t);   /* GPTQ/AWQ codes: the GGUF holds their dequantized ggml form */
             converted = written;
         }
-        int rope = strstr(t->name, "q_proj") || strstr(t->name, "k_proj");
+        if (plain) {   /* package_st.c: dequantized to f32, then converted; a dense tensor of the width is copied */
+            written = (uint64_t)(t->rows * t->cols) * out_size;
+            int same = t->fmt == QP_EST_DENSE && (t->type == QP_GGML_F32 ? 4u : 2u) == out_size;
+            converted = same ? written : (uint64_t)(t->rows * t->cols) * 4 + (out_size == 4 ? 0 : written);
+            if (!same)
+                to_f32(e, t);
+        }
+        int rope = !plain && (strstr(t->name, "q_proj") || strstr(t->name, "k_proj"));
         if (rope)
             converted = 2 * written;   /* the scratch and the writer's buffer */
         conv = converted > conv ? converted : conv;
@@ -834,8 +850,8 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
             layer = here > layer ? here : layer;
         else
             glob = here > glob ? here : glob;
-        if (!gguf) {   /* safetensors (package_hf.c): one tensor and its converted copy */
-            uint64_t h = t->bytes + written;
+        if (!gguf) {   /* safetensors (package_hf.c, package_st.c): one tensor and its converted copies */
+            uint64_t h = t->bytes + (plain ? converted : written);
             glob = h > glob ? h : glob;
         }
     }
