@@ -401,8 +401,22 @@ static void print_file(qp_buf *f, const qp_card_file *file)
     if (file->dtype)
         qp_buf_printf(f, "| dtype | %s (the quantized weights, dequantized) |\n", file->dtype);
     qp_buf_printf(f, "| compatible runtimes | %s |\n", runtimes);
-    qp_buf_printf(f, "\nThe run record on branch `qpipe/provenance` (`qpipe log`) links this package's output "
-                     "digest to the recipe digest and source commit.\n");
+}
+
+/* Where it came from and how to check it. */
+static void print_provenance(qp_buf *f, const qp_stage_ctx *ctx, const json_t *meta, size_t model_index)
+{
+    const json_t *hf = json_object_get(meta, "hf");
+    qp_buf_printf(f, "\n## Provenance\n\n| | |\n|---|---|\n| made by | qpipe %s, numerics profile `%s` |\n",
+                  QP_VERSION, QP_NUMERICS_PROFILE);
+    qp_buf_printf(f, "| package stage | `%s`, key `%s` |\n", ctx->id, ctx->stage_key);
+    qp_buf_printf(f, "| packaged artifact | `%s` |\n", ctx->input_digests[model_index]);
+    if (json_is_string(json_object_get(hf, "repo")) && json_is_string(json_object_get(hf, "commit")))
+        qp_buf_printf(f, "| source on the Hub | %s at commit `%s` |\n", json_string_value(json_object_get(hf, "repo")),
+                      json_string_value(json_object_get(hf, "commit")));
+    qp_buf_printf(f, "\n`provenance.json` beside this card holds the stage's inputs, parameters and metrics.  The run "
+                     "record on branch `qpipe/provenance` (`qpipe log`) links this package's output digest to the "
+                     "recipe digest and source commit; `qpipe verify RECIPE` rebuilds every stage and compares.\n");
 }
 
 /* provenance.json: the stage, its inputs and params, the metrics and the file. */
@@ -447,6 +461,7 @@ int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artif
     print_evaluation(&f, metrics);
     print_gates(&f, ctx);
     print_file(&f, file);
+    print_provenance(&f, ctx, meta, model_index);
     int rc = write_text(dir, QP_MODEL_CARD_FILE, qp_buf_cstr(&f));
     qp_buf_free(&f);
     if (rc == 0)
