@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"format", QP_P_STRING, NULL, "gguf|gptq|awq", 0, -1, QP_PF_REQUIRED, "output format"},
+    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|bitsandbytes", 0, -1, QP_PF_REQUIRED, "output format"},
     {"out", QP_P_PATH, NULL, NULL, 0, -1, QP_PF_REQUIRED, "output directory (replaced atomically)"},
     {"name", QP_P_STRING, "", NULL, 0, -1, 0, "artifact base name (default: source model and quantization)"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
@@ -386,6 +386,7 @@ static const package_format formats[] = {
     {"gptq", write_hf, QP_HF_GPTQ,
      "transformers (optimum / GPTQModel kernels), vLLM, GPTQModel, text-generation-inference"},
     {"awq", write_hf, QP_HF_AWQ, "transformers (AutoAWQ GEMM kernels), vLLM, AutoAWQ, text-generation-inference"},
+    {"bitsandbytes", write_hf, QP_HF_BNB, "transformers + bitsandbytes (from_pretrained), vLLM"},
 };
 
 /* The parameter table allows exactly these names, so a miss is a bug. */
@@ -445,8 +446,8 @@ static int package_run(qp_stage_ctx *ctx)
     const char *format = qp_param_str(ctx->params, "format");
     const package_format *pf = format_find(format);
     if (!pf)
-        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq or awq)", ctx->id,
-                            format);
+        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq, awq or "
+                            "bitsandbytes)", ctx->id, format);
     char name[200];
     if (qp_param_str(ctx->params, "name")[0])
         snprintf(name, sizeof(name), "%s", qp_param_str(ctx->params, "name"));
@@ -483,7 +484,7 @@ done:
 
 const qp_stage_kind qp_stage_package = {
     .name = "package", .version = 3,
-    .doc = "write GGUF / GPTQ / AWQ files, model card and provenance into out:",
+    .doc = "write GGUF / GPTQ / AWQ / bitsandbytes files, model card and provenance into out:",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,
     .min_inputs = 1, .max_inputs = -1,

@@ -12,6 +12,7 @@
  * "float16" and the file matches it.  A BF16/F32 value beyond fp16's range
  * is an error rather than an inf in the checkpoint. */
 #include "stages/package_hf.h"
+#include "stages/package_bnb.h"
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -417,6 +418,8 @@ static int write_files(const char *dir, const qp_artifact *model, qp_cache *cach
 
 int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format, const char *what)
 {
+    if (format == QP_HF_BNB)
+        return qp_package_bnb(dir, model, cache, what);
     hf_config hc = {0};
     hc.awq = format == QP_HF_AWQ;
     hc.fmt_name = hc.awq ? "AWQ GEMM" : "GPTQ";
@@ -430,4 +433,16 @@ int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp
     if (rc == 0)
         rc = write_files(dir, model, cache, what);
     return rc;
+}
+
+/* ---- shared with the bitsandbytes writer (stages/package_bnb.c) ---- */
+
+int qp_hf_write_json(const char *dir, const char *name, const json_t *j, const char *what)
+{
+    return write_json(dir, name, j, what);
+}
+
+int qp_hf_copy_files(const char *dir, const qp_artifact *model, qp_cache *cache, const char *what)
+{
+    return write_files(dir, model, cache, what);
 }

@@ -39,9 +39,17 @@
  * configs and the source's README.md are left out).  Errors are one line, prefixed with `what`; on
  * error no file of dir is half-written (each is written to a temp file and
  * renamed). */
-typedef enum { QP_HF_GPTQ, QP_HF_AWQ } qp_hf_format;
+/* QP_HF_BNB: bitsandbytes NF4 / int8, written by qp_package_bnb
+ * (stages/package_bnb.h). */
+typedef enum { QP_HF_GPTQ, QP_HF_AWQ, QP_HF_BNB } qp_hf_format;
 int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format,
                   const char *what);
+
+/* For the bitsandbytes writer: a JSON file as config.json is written (indent
+ * 2, reals in their fewest round-trip digits, atomic), and the source's
+ * other top-level files copied as above. */
+int qp_hf_write_json(const char *dir, const char *name, const json_t *j, const char *what);
+int qp_hf_copy_files(const char *dir, const qp_artifact *model, qp_cache *cache, const char *what);
 
 /* ---- packing (package_hf_pack.c): pure functions, no checks beyond the
  * documented preconditions (codes and zeros <= maxq) ---- */
