@@ -4,8 +4,9 @@
 # dequantization emulated in f32) and every quantized weight must equal, bit
 # for bit, what qpipe dequantizes for evaluate (qp_qtensor_to_f32, via
 # test_package_bnb --dump); dense tensors equal the source's, config.json
-# carries BitsAndBytesConfig's to_dict.  A checkpoint with two nibbles
-# swapped must fail the comparison.  Other methods are refused in one line.
+# carries BitsAndBytesConfig's to_dict; verify and a restore rebuild the same
+# bytes.  A checkpoint with two nibbles swapped must fail the comparison.
+# Other methods are refused in one line.
 source "$(dirname "$0")/lib.sh"
 
 DUMP=$REPO/${BUILD:-build}/tests/stages/test_package_bnb
@@ -56,6 +57,15 @@ check_export int8 int8 5800000 5900000
 # double quantization stores a different absmax, the same weights up to it:
 # the NF4 and NF4-dq exports must not hash alike (the test would be blind)
 ! diff -q "$T/nf4.bnb" "$T/nf4dq.bnb" >/dev/null || fail "nf4 and nf4-dq dequantize identically"; ok
+
+# verify rebuilds a package bit for bit; a deleted package is made again
+# from the cached tensors with the same bytes
+expect_exit 0 "$QPIPE" verify recipes/bnb.yaml --stage p_nf4dq
+before=$(sha256sum < dist/int8/model.safetensors)
+rm -rf dist/int8
+expect_exit 0 "$QPIPE" run recipes/bnb.yaml --no-provenance --json
+expect_grep '"ran":1,"cached":6'
+[ "$(sha256sum < dist/int8/model.safetensors)" = "$before" ] || fail "the rebuilt int8 package differs"; ok
 
 # negative check: swap the nibbles of one byte of one packed weight; the
 # reader must then disagree with qpipe on exactly that tensor
