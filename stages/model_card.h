@@ -1,4 +1,4 @@
-/* MODEL_CARD.md and provenance.json of a package: what a person or a
+/* README.md (the model card) and provenance.json of a package: what a person or a
  * registry needs to trust the file — source and digests, method and its
  * parameters, calibration, metrics before/after, gate checks, size, bits
  * per weight, memory estimate, compatible runtimes. */

@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|safetensors", 0, -1, QP_PF_REQUIRED,
+    {"format", QP_P_STRING, NULL, "gguf|gptq|awq|bitsandbytes|safetensors", 0, -1, QP_PF_REQUIRED,
      "output format (safetensors: the dequantized weights as a plain checkpoint)"},
     {"out", QP_P_PATH, NULL, NULL, 0, -1, QP_PF_REQUIRED, "output directory (replaced atomically)"},
     {"name", QP_P_STRING, "", NULL, 0, -1, 0, "artifact base name (default: source model and quantization)"},
@@ -478,6 +478,8 @@ static const package_format formats[] = {
     {"safetensors", write_st, 0, {.format = QP_CARD_SAFETENSORS,
      .runtimes = "anything that loads a float Hugging Face checkpoint: transformers, vLLM, text-generation-inference, "
                  "llama.cpp through convert_hf_to_gguf.py"}},
+    {"bitsandbytes", write_hf, QP_HF_BNB, {.format = QP_CARD_BITSANDBYTES,
+     .runtimes = "transformers + bitsandbytes (from_pretrained), vLLM"}},
 };
 
 /* The parameter table allows exactly these names, so a miss is a bug. */
@@ -537,8 +539,8 @@ static int package_run(qp_stage_ctx *ctx)
     const char *format = qp_param_str(ctx->params, "format");
     const package_format *pf = format_find(format);
     if (!pf)
-        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq, awq or safetensors)", ctx->id,
-                            format);
+        return qp_error_set(QP_EUSAGE, "stage '%s': format %s is not a package format (gguf, gptq, awq, "
+                            "bitsandbytes or safetensors)", ctx->id, format);
     char name[200];
     if (qp_param_str(ctx->params, "name")[0])
         snprintf(name, sizeof(name), "%s", qp_param_str(ctx->params, "name"));
@@ -575,7 +577,7 @@ done:
 
 const qp_stage_kind qp_stage_package = {
     .name = "package", .version = 4,
-    .doc = "write GGUF / GPTQ / AWQ / safetensors files, a Hub model card and provenance into out:",
+    .doc = "write GGUF / GPTQ / AWQ / bitsandbytes / safetensors files, a Hub model card and provenance into out:",
     .params = params,
     .accepts = QP_ART_MODEL | QP_ART_QMODEL | QP_ART_VERDICT | QP_ART_METRICS | QP_ART_CALIB,
     .min_inputs = 1, .max_inputs = -1,

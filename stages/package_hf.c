@@ -12,6 +12,7 @@
  * "float16" and the file matches it.  A BF16/F32 value beyond fp16's range
  * is an error rather than an inf in the checkpoint. */
 #include "stages/package_hf.h"
+#include "stages/package_bnb.h"
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -417,6 +418,8 @@ int qp_package_copy_files(const char *dir, const qp_artifact *model, qp_cache *c
 
 int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format, const char *what)
 {
+    if (format == QP_HF_BNB)
+        return qp_package_bnb(dir, model, cache, what);
     hf_config hc = {0};
     hc.awq = format == QP_HF_AWQ;
     hc.fmt_name = hc.awq ? "AWQ GEMM" : "GPTQ";

@@ -39,7 +39,9 @@
  * configs and the source's README.md are left out).  Errors are one line, prefixed with `what`; on
  * error no file of dir is half-written (each is written to a temp file and
  * renamed). */
-typedef enum { QP_HF_GPTQ, QP_HF_AWQ } qp_hf_format;
+/* QP_HF_BNB: bitsandbytes NF4 / int8, written by qp_package_bnb
+ * (stages/package_bnb.h). */
+typedef enum { QP_HF_GPTQ, QP_HF_AWQ, QP_HF_BNB } qp_hf_format;
 int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp_hf_format format,
                   const char *what);
 
