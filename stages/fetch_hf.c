@@ -282,7 +282,7 @@ static int parse_listing(qp_hf_source *s, const char *text, size_t len, const ch
         goto done;
     }
     if (s->commit && strcmp(s->commit, sha) != 0) {
-        rc = qp_error_set(QP_ECORRUPT, "%s: %s describes commit %s, not %s", s->display, from, sha, s->commit);
+        rc = qp_error_set(QP_ERROR, "%s: %s describes commit %s, not %s", s->display, from, sha, s->commit);
         goto done;
     }
     if (!s->commit)
@@ -595,7 +595,9 @@ static int is_hex_n(const char *s, size_t n)
     return 1;
 }
 
-/* The Hub's word on what the file is: X-Linked-Etag (LFS: sha256),
+/* Wrong bytes are QP_ERROR, not QP_ECORRUPT: that code means a corrupt
+ * cache object to the runner, which would drop it and run the stage again.
+ * The Hub's word on what the file is: X-Linked-Etag (LFS: sha256),
  * otherwise the ETag (a git blob id for files kept in git, a sha256 for
  * some LFS answers), and X-Repo-Commit. */
 static int verify(const qp_hf_source *s, const char *file, const char *path, const qp_http_result *r)
@@ -605,7 +607,7 @@ static int verify(const qp_hf_source *s, const char *file, const char *path, con
     if (rc)
         return rc;
     if (r->repo_commit[0] && strcmp(r->repo_commit, s->commit) != 0)
-        return qp_error_set(QP_ECORRUPT, "%s: file '%s': the Hub served it from commit %s, not %s; try again",
+        return qp_error_set(QP_ERROR, "%s: file '%s': the Hub served it from commit %s, not %s; try again",
                             s->display, file, r->repo_commit, s->commit);
     const char *want = NULL, *got = NULL, *kind = NULL;
     if (is_hex_n(r->linked_etag, 64)) {
@@ -615,11 +617,11 @@ static int verify(const qp_hf_source *s, const char *file, const char *path, con
     } else if (is_hex_n(r->etag, 40)) {
         want = r->etag, got = sha1, kind = "git blob id";
     } else {
-        return qp_error_set(QP_ECORRUPT, "%s: file '%s': the answer carries no sha256 or git blob id to verify it "
+        return qp_error_set(QP_ERROR, "%s: file '%s': the answer carries no sha256 or git blob id to verify it "
                             "against (X-Linked-Etag/ETag); check HF_ENDPOINT", s->display, file);
     }
     if (strcmp(want, got) != 0)
-        return qp_error_set(QP_ECORRUPT,
+        return qp_error_set(QP_ERROR,
                             "%s: file '%s' at commit %.12s: downloaded bytes have %s %s but the Hub says %s; nothing "
                             "was cached, run again", s->display, file, s->commit, kind, got, want);
     return 0;
@@ -642,7 +644,7 @@ static int download_one(dl_job *j, qp_http *h, size_t i, char **path)
     free(ident);
     char *tmpdir = qp_path_join(qp_cache_dir(s->cache), "tmp");
     char *part = qp_strfmt("%s/hf-%.40s.part", tmpdir, id);
-    int rc = qp_mkdir_p(tmpdir, 0755), fd = -1;
+    int rc = qp_mkdir_p(tmpdir, 0755), fd = -1, wrong_bytes = 0;
     free(tmpdir);
     char *esc = qp_http_escape(file, 1);
     char *url = qp_strfmt("%s/%s/resolve/%s/%s", s->endpoint, s->repo, s->commit, esc);
@@ -691,20 +693,22 @@ static int download_one(dl_job *j, qp_http *h, size_t i, char **path)
             goto done;
         }
     }
+    wrong_bytes = 1;   /* until verified: not worth resuming */
     if (r.linked_size >= 0 && (uint64_t)r.linked_size != offset) {
-        rc = qp_error_set(QP_ECORRUPT, "%s: file '%s': %llu bytes arrived but the Hub says %lld; run again",
+        rc = qp_error_set(QP_ERROR, "%s: file '%s': %llu bytes arrived but the Hub says %lld; run again",
                           s->display, file, (unsigned long long)offset, (long long)r.linked_size);
         goto done;
     }
-    rc = verify(s, file, part, &r);
+    if ((rc = verify(s, file, part, &r)) == 0)
+        wrong_bytes = 0;
 done:
     if (fd >= 0)
         close(fd);
     if (rc == 0) {
         *path = part;
         part = NULL;
-    } else if (rc == QP_ECORRUPT && part) {
-        unlink(part);   /* wrong bytes are not worth resuming */
+    } else if (wrong_bytes && part) {
+        unlink(part);
     }
     free(part);
     free(url);
