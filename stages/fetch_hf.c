@@ -362,42 +362,45 @@ static int glob_any(const json_t *globs, const char *name)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
+typedef struct {
+    char *name;
+    int64_t size;
+} listed;
+
+static int cmp_listed(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const listed *)a)->name, ((const listed *)b)->name);
 }
 
 /* Keeps the files allow: admits and ignore: does not, sorted by name. */
 static int filter(qp_hf_source *s, const json_t *allow, const json_t *ignore)
 {
+    listed *l = qp_xcalloc(s->n_files + 1, sizeof(*l));
     size_t k = 0;
+    int rc = 0;
     for (size_t i = 0; i < s->n_files; i++) {
         int keep = (!allow || json_array_size(allow) == 0 || glob_any(allow, s->files[i])) &&
                    !(ignore && glob_any(ignore, s->files[i]));
-        if (!keep) {
+        if (keep)
+            l[k++] = (listed){s->files[i], s->sizes[i]};
+        else
             free(s->files[i]);
-            continue;
-        }
-        s->files[k] = s->files[i];
-        s->sizes[k++] = s->sizes[i];
+    }
+    qsort(l, k, sizeof(*l), cmp_listed);
+    for (size_t i = 0; i < k; i++) {
+        s->files[i] = l[i].name;
+        s->sizes[i] = l[i].size;
     }
     s->n_files = k;
-    if (k == 0)
-        return qp_error_set(QP_ERROR, "%s: no file at commit %s is left by allow:/ignore:; check the globs",
-                            s->display, s->commit);
-    /* sort names and sizes together: a tiny index sort keeps them paired */
-    char **pairs = qp_xcalloc(k, sizeof(*pairs));
-    for (size_t i = 0; i < k; i++)
-        pairs[i] = qp_strfmt("%s%c%lld", s->files[i], '\0', (long long)s->sizes[i]);
-    qsort(pairs, k, sizeof(*pairs), cmp_str);
-    for (size_t i = 0; i < k; i++) {
-        free(s->files[i]);
-        s->files[i] = qp_strdup(pairs[i]);
-        s->sizes[i] = strtoll(pairs[i] + strlen(pairs[i]) + 1, NULL, 10);
-        free(pairs[i]);
-    }
-    free(pairs);
-    return 0;
+    free(l);
+    for (size_t i = 1; i < k && rc == 0; i++)
+        if (strcmp(s->files[i - 1], s->files[i]) == 0)
+            rc = qp_error_set(QP_EFORMAT, "%s: the listing of commit %s names '%.120s' twice; refusing it",
+                              s->display, s->commit, s->files[i]);
+    if (rc == 0 && k == 0)
+        rc = qp_error_set(QP_ERROR, "%s: no file at commit %s is left by allow:/ignore:; check the globs",
+                          s->display, s->commit);
+    return rc;
 }
 
 static int resolve(qp_hf_source *s)
@@ -442,11 +445,12 @@ static int resolve(qp_hf_source *s)
     } else if ((rc = api_listing(s, s->rev)) != 0) {
         goto done;
     }
-    /* record what the Hub said: offline runs resolve from it */
+    /* record what the Hub said: offline runs resolve from it.  Best effort:
+     * a read-only cache (qpipe plan) still resolves, online */
     char *rec = listing_text(s), *tree = qp_strfmt("%s@%s", s->repo, s->commit);
-    rc = qp_cache_meta_put(s->cache, "hf-tree", tree, rec);
-    if (rc == 0 && !is_commit(s->rev))
-        rc = qp_cache_meta_put(s->cache, "hf-refs", name, s->commit);
+    if (qp_cache_meta_put(s->cache, "hf-tree", tree, rec) != 0 ||
+        (!is_commit(s->rev) && qp_cache_meta_put(s->cache, "hf-refs", name, s->commit) != 0))
+        qp_error_clear();
     free(rec);
     free(tree);
 done:
@@ -474,6 +478,10 @@ int qp_hf_open(qp_hf_source **out, const char *source, const json_t *allow, cons
     int rc = parse_source(source, "fetch source", &s->repo, &s->rev);
     if (rc == 0 && strncmp(s->endpoint, "http://", 7) != 0 && strncmp(s->endpoint, "https://", 8) != 0)
         rc = qp_error_set(QP_EUSAGE, "HF_ENDPOINT '%s' is not an http:// or https:// URL", s->endpoint);
+    const char *tok = getenv("HF_TOKEN");
+    for (const char *t = tok; rc == 0 && t && *t; t++)
+        if ((unsigned char)*t < 0x21 || *t == 0x7f)   /* it goes into a header line: nothing could be smuggled */
+            rc = qp_error_set(QP_EUSAGE, "HF_TOKEN holds a space or control character; set it to the token alone");
     if (rc == 0)
         rc = resolve(s);
     if (rc == 0)

@@ -199,6 +199,11 @@ for sib in "../evil" "/etc/passwd" 'a\\b' "a//b"; do
   expect_exit 1 "$QPIPE" run h.yaml --no-provenance
   expect_grep "unsafe or malformed file name"
 done
+ctl '{"reset": true, "extra_sibling": "config.json"}'
+expect_exit 1 "$QPIPE" run h.yaml --no-provenance
+expect_grep "names 'config.json' twice"
 ctl '{"reset": true}'
+HF_TOKEN=$'abc\r\nX-Evil: 1' expect_exit 2 "$QPIPE" run h.yaml --no-provenance
+expect_grep 'HF_TOKEN holds a space or control character'
 [ ! -e "$T/evil" ] && [ ! -e "$QPIPE_CACHE/evil" ] || fail "a hostile name was written"; ok
 done_ok
