@@ -660,18 +660,25 @@ static int download_one(dl_job *j, qp_http *h, size_t i, char **path)
     free(esc);
     if (rc)
         goto done;
-    fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot open the download of %s", part, what);
-        goto done;
-    }
-    /* another qpipe on the same cache downloading the same file waits here */
-    while (flock(fd, LOCK_EX) != 0 && errno == EINTR)
-        ;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = qp_error_errno(QP_ERROR, "%s: cannot stat", part);
-        goto done;
+    /* another stage or qpipe downloading the same file waits on the lock;
+     * when it gets it, the file it opened may have been renamed away by the
+     * holder (finished and verified): then it opens the name again */
+    struct stat st, at;
+    for (;;) {
+        fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot open the download of %s", part, what);
+            goto done;
+        }
+        while (flock(fd, LOCK_EX) != 0 && errno == EINTR)
+            ;
+        if (fstat(fd, &st) != 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot stat", part);
+            goto done;
+        }
+        if (stat(part, &at) == 0 && at.st_ino == st.st_ino && at.st_dev == st.st_dev)
+            break;
+        close(fd);
     }
     uint64_t offset = (uint64_t)st.st_size;
     atomic_fetch_add(&j->done_bytes, offset);
@@ -707,8 +714,26 @@ static int download_one(dl_job *j, qp_http *h, size_t i, char **path)
                           s->display, file, (unsigned long long)offset, (long long)r.linked_size);
         goto done;
     }
-    if ((rc = verify(s, file, part, &r)) == 0)
-        wrong_bytes = 0;
+    if ((rc = verify(s, file, part, &r)) != 0)
+        goto done;
+    wrong_bytes = 0;
+    /* the verified file moves to a name of its own while we still hold the
+     * lock: a stage fetching the same file next starts a new .part instead
+     * of resuming (and truncating) the one being imported */
+    char *dir = qp_path_dirname(part), *mine = NULL;
+    int fd2 = -1;
+    if ((rc = qp_mkstemp_in(dir, "hf-done", &mine, &fd2)) == 0) {
+        close(fd2);
+        if (rename(part, mine) != 0) {
+            rc = qp_error_errno(QP_ERROR, "%s: cannot rename to %s", part, mine);
+            unlink(mine);
+            free(mine);
+        } else {
+            free(part);
+            part = mine;
+        }
+    }
+    free(dir);
 done:
     if (fd >= 0)
         close(fd);

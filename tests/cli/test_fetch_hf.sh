@@ -93,7 +93,7 @@ expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json
 [ "$(stage_output model)" = "$hf_digest" ] || fail "resumed download gave another artifact"; ok
 expect_grep '"path": "/cdn/[0-9a-f]+", "range": "bytes=1000000-"' "$T/hub.log"
 expect_nreq 10 "8 + the resolve and CDN requests of the resumption"
-ls "$QPIPE_CACHE/tmp" | grep -q '\.part$' && fail "temp downloads left behind"; ok
+ls "$QPIPE_CACHE/tmp" | grep -q '^hf-' && fail "temp downloads left behind: $(ls "$QPIPE_CACHE/tmp")"; ok
 
 # --- wrong bytes: an error, nothing cached; the next run downloads again ---
 export QPIPE_CACHE="$T/c-corrupt"
@@ -174,6 +174,16 @@ expect_nreq 3 "1 revision + 2 files"
 recipe globs.yaml "hf://house/llama@main" ', allow: ["*.json"]'
 expect_exit 0 "$QPIPE" run globs.yaml --no-provenance --json
 [ "$(ran_stages)" = model ] || fail "a changed glob did not rerun"; ok
+# two stages downloading the same file at once (-j 2): each imports its own copy
+cat > two.yaml <<'Y'
+qpipe: 1
+name: two
+stages:
+  a: {uses: fetch, with: {source: "hf://house/llama", allow: [config.json, "*.safetensors"], type: files}}
+  b: {uses: fetch, with: {source: "hf://house/llama", allow: ["*.json", tokenizer.model]}}
+Y
+expect_exit 0 "$QPIPE" run two.yaml --no-provenance -j 2 --json
+[ "$(ran_stages)" = "a b" ] || fail "two stages: $(ran_stages)"; ok
 recipe bad.yaml local ', allow: ["*.json"]'
 expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
 expect_grep 'allow: and ignore: only apply to hf:// sources'
@@ -185,6 +195,20 @@ expect_exit 0 "$QPIPE" run pin.yaml --no-provenance
 recipe pin.yaml "hf://house/llama@main" ", allow: [config.json], sha256: {config.json: \"${good//?/0}\"}"
 expect_exit 1 "$QPIPE" run pin.yaml --no-provenance
 expect_grep "file 'config.json': sha256 is $good but the recipe pins 0{64}"
+
+# --- main moves: a locked run refuses it, an unlocked one fetches the new commit ---
+export QPIPE_CACHE="$T/.qpipe/cache"
+ctl '{"move_main": "2"}'
+expect_exit 2 "$QPIPE" run main.yaml --no-provenance --frozen
+expect_grep "stage 'model': reads hf differs from the lock"
+expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json
+[ "$(ran_stages)" = model ] || fail "a moved branch was served stale: $(ran_stages)"; ok
+manifest "$(stage_output model)" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["meta"]["hf"]["commit"]
+assert len(c) == 40 and c != sys.argv[1], c' "$COMMIT" || fail "the new commit is not recorded"
+ok
+ctl '{"move_main": ""}'
 
 # --- hostile names: refused before any request or write ---
 export QPIPE_CACHE="$T/c-hostile"

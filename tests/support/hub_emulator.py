@@ -20,6 +20,7 @@ Faults, set with POST /_control and a JSON object (each key optional):
   {"require_token": T}                    401 for /api and /resolve without "Authorization: Bearer T"
   {"fail": {"status": S, "count": C, "retry_after": R}}   the next C requests answer S
   {"extra_sibling": NAME}                 list NAME too (a hostile listing: "../x", "/etc/x")
+  {"move_main": SALT}                     main moves to a new commit (same files; the old commit is gone)
 Every other request is logged as one JSON line {"method", "path", "range", "auth"} to
 --log; "auth" is only whether an Authorization header came, never its value.
 The port is written to --port-file once the server listens.
@@ -54,8 +55,11 @@ class Repo:
                 self.files[rel] = data
         self.sha256 = {k: hashlib.sha256(v).hexdigest() for k, v in self.files.items()}
         self.by_sha = {self.sha256[k]: k for k in self.files}
-        listing = ''.join('%s %s\n' % (k, self.sha256[k]) for k in sorted(self.files))
-        self.commit = hashlib.sha1(listing.encode()).hexdigest()
+        self.listing = ''.join('%s %s\n' % (k, self.sha256[k]) for k in sorted(self.files))
+        self.move('')
+
+    def move(self, salt):
+        self.commit = hashlib.sha1((self.listing + salt).encode()).hexdigest()
 
     def is_lfs(self, rel):
         return rel.endswith(('.safetensors', '.model', '.bin')) or len(self.files[rel]) >= LFS_MIN
@@ -123,6 +127,8 @@ def make_handler(repo, state):
                     state.token = ctl['require_token']
                 if 'fail' in ctl:
                     state.fail = dict(ctl['fail'])
+                if 'move_main' in ctl:
+                    repo.move(ctl['move_main'])
                 if 'extra_sibling' in ctl:
                     state.extra_sibling = ctl['extra_sibling']
             self.reply(200, body=b'{}')
