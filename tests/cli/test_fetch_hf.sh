@@ -41,6 +41,8 @@ expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json
 [ "$(ran_stages)" = model ] || fail "not ran: $(ran_stages)"; ok
 hf_digest=$(stage_output model)
 expect_nreq 8 "1 revision + 5 resolve + 2 CDN"
+# progress in bytes against the listing's total (the ETA comes with it)
+expect_grep '"event":"progress","stage":"model","done":[0-9]+,"total":10514132,"unit":"bytes"'
 expect_grep "revision/main" "$T/hub.log"
 manifest "$hf_digest" > hf.json
 # the same entries (every tensor and file, digest for digest) as the local
@@ -68,6 +70,9 @@ expect_exit 0 "$QPIPE" run pinned.yaml --no-provenance --json
 expect_grep '"status":"cached"'
 [ "$(stage_output model)" = "$hf_digest" ] || fail "@commit and @main differ"; ok
 expect_nreq 0 "a pinned commit whose stage is cached"
+expect_exit 0 "$QPIPE" plan pinned.yaml
+expect_grep 'cached +model +fetch'
+expect_nreq 0 "plan of a pinned, cached stage"
 # the lock pins the commit
 expect_exit 0 "$QPIPE" lock main.yaml
 expect_grep "commit: $COMMIT" main.yaml.lock
