@@ -168,7 +168,8 @@ static void sleep_ms(long ms)
  * at 30 s; a Retry-After is honoured up to 60 s. */
 static int retry_after_failure(const qp_http_result *r, int attempt)
 {
-    if (attempt >= MAX_ATTEMPTS || !(r->transport_error || r->status == 429 || r->status >= 500))
+    if (attempt >= MAX_ATTEMPTS ||
+        !(r->transport_error ? r->retryable : r->too_large ? 0 : r->status == 429 || r->status >= 500))
         return 0;
     long base = env_long("QPIPE_HF_RETRY_BASE_MS", 1000, 0, 60000);
     long delay = base << (attempt - 1 < 10 ? attempt - 1 : 10);
@@ -189,6 +190,9 @@ static int http_fail(const qp_hf_source *s, const qp_http_result *r, const char 
 {
     const char *tok = getenv("HF_TOKEN");
     int has_token = tok && *tok;
+    if (r->transport_error && !r->retryable)
+        return qp_error_set(QP_ERROR, "%s: %s: the request to %s failed (%s); check HF_ENDPOINT", s->display, what,
+                            s->endpoint, r->transport_msg);
     if (r->transport_error)
         return qp_error_set(QP_ERROR,
                             "%s: %s: cannot reach %s (%s) after %d attempts; check the network or HF_ENDPOINT, or "

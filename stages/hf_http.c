@@ -221,6 +221,12 @@ static void finish(qp_http *h, xfer *x, CURLcode cc)
         res->status = code;
     if (cc != CURLE_OK && !res->too_large && !x->write_failed) {
         res->transport_error = 1;
+        /* what a later attempt may not meet again; not e.g. a redirect loop
+         * or a redirect to another protocol */
+        res->retryable = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+                         cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_PARTIAL_FILE || cc == CURLE_RECV_ERROR ||
+                         cc == CURLE_SEND_ERROR || cc == CURLE_GOT_NOTHING || cc == CURLE_SSL_CONNECT_ERROR ||
+                         cc == CURLE_HTTP2 || cc == CURLE_HTTP2_STREAM;
         snprintf(res->transport_msg, sizeof(res->transport_msg), "%s", curl_easy_strerror(cc));
     }
 }

@@ -18,7 +18,8 @@ typedef struct qp_http qp_http;
 
 typedef struct {
     long status;              /* status of the last response (0: none arrived) */
-    int transport_error;      /* 1 when the connection failed or dropped (retryable) */
+    int transport_error;      /* 1 when no complete answer arrived (curl failed) */
+    int retryable;            /* of those: the connection failed, stalled or dropped */
     char transport_msg[160];  /* curl's reason, for messages */
     int too_large;            /* the body passed the caller's bound */
     /* Hub headers, the first value seen along the redirect chain (the Hub's

@@ -133,6 +133,9 @@ expect_exit 1 "$QPIPE" run main.yaml --no-provenance
 expect_grep "hf://house/llama@main: revision 'main': the Hub answered HTTP 503 5 times; try again later"
 expect_nreq 5 "5 attempts, no more"
 ctl '{"reset": true}'
+# nothing listening: connection errors are retried, then one line
+HF_ENDPOINT=http://127.0.0.1:1 expect_exit 1 "$QPIPE" run main.yaml --no-provenance
+expect_grep "revision 'main': cannot reach http://127.0.0.1:1 \(.*\) after 5 attempts; check the network or HF_ENDPOINT"
 
 # --- tokens: 401 without one; never in the cache, output or run records ---
 mkdir prov && cd prov && git init -q . && printf '.qpipe/\n' > .gitignore && git add -A && git commit -qm init
