@@ -468,8 +468,8 @@ int qp_fetch_source_import(qp_fetch_source *s, qp_artifact *out, const char *typ
         if (model)
             json_object_set_new(meta, "format", json_string("hf-safetensors"));
     } else if (rc == 0) {
-        json_object_set_new(qp_artifact_meta(out), "source", json_string(s->display));
         json_t *meta = qp_artifact_meta(out);
+        json_object_set_new(meta, "source", json_string(s->display));
         if (s->is_git)
             json_object_set_new(meta, "git", json_pack("{s:s, s:s, s:s}", "url", s->url, "commit", s->commit,
                                                        "path", s->subpath));
