@@ -20,7 +20,7 @@ OPT     ?= -O2 -march=native
 # OpenBLAS is the benchmarks' baseline only: nothing that computes an
 # artifact may call it (README: Numerics), so the library, the program and
 # the tests are built without its headers and do not link it.
-PKGS    := yaml-0.1 libgit2 libcrypto libzstd jansson libpcre2-8 libutf8proc
+PKGS    := yaml-0.1 libgit2 libcrypto libzstd jansson libpcre2-8 libutf8proc libcurl
 BENCH_PKGS := openblas
 DEPS_OK := $(shell pkg-config --exists $(PKGS) $(BENCH_PKGS) cmocka 2>/dev/null && echo yes)
 ifneq ($(DEPS_OK),yes)

@@ -26,7 +26,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
-    "             [--frozen] [--memory SIZE] [--ignore-memory]\n"
+    "             [--frozen] [--memory SIZE] [--ignore-memory] [--offline]\n"
     "                         run the recipe's stages (cached ones are reused)\n"
     "  plan RECIPE [--estimate [--recalibrate]]\n"
     "                         show which stages are cached or will run, and why; --estimate predicts\n"
@@ -49,6 +49,7 @@ static const char usage_text[] =
     "run refuses to start (exit 1) when a stage is predicted to need more memory than is available\n"
     "  (MemAvailable or the cgroup limit; --memory SIZE sets it, --ignore-memory runs anyway)\n"
     "cache directory: --cache-dir, else $QPIPE_CACHE, else .qpipe/cache\n"
+    "--offline: no network for hf:// sources (the same as HF_HUB_OFFLINE=1): served from the cache or an error\n"
     "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -114,7 +115,7 @@ static int default_threads(void)
 }
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
-       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY };
+       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE };
 
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
@@ -125,7 +126,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"no-provenance", no_argument, NULL, OPT_NOPROV}, {"branch", required_argument, NULL, OPT_BRANCH},
         {"frozen", no_argument, NULL, OPT_FROZEN}, {"estimate", no_argument, NULL, OPT_ESTIMATE},
         {"recalibrate", no_argument, NULL, OPT_RECAL}, {"ignore-memory", no_argument, NULL, OPT_IGNMEM},
-        {"memory", required_argument, NULL, OPT_MEMORY}, {NULL, 0, NULL, 0},
+        {"memory", required_argument, NULL, OPT_MEMORY}, {"offline", no_argument, NULL, OPT_OFFLINE},
+        {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
     qp_run_options o = {.mode = mode, .jobs = 1, .threads = 1, .provenance = 1, .out = stdout,
@@ -165,6 +167,9 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         case OPT_ESTIMATE: eo.estimate = 1; break;
         case OPT_RECAL: eo.recalibrate = 1; break;
         case OPT_IGNMEM: eo.ignore_memory = 1; break;
+        /* the fetch stage reads the same switch huggingface_hub does, so
+         * the flag and the environment cannot disagree */
+        case OPT_OFFLINE: setenv("HF_HUB_OFFLINE", "1", 1); break;
         case OPT_MEMORY:
             if (qp_parse_size(optarg, &eo.memory) != 0 || eo.memory == 0) {
                 qp_error_clear();

@@ -4,7 +4,8 @@
 # with clang as an argument); safe to run by hand.
 set -eu
 pkgs=(build-essential pkg-config libyaml-dev libgit2-dev libssl-dev libopenblas-dev
-      libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev git zstd openssl)
+      libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev libcurl4-openssl-dev
+      git zstd openssl)
 # extra packages a target needs (make fuzz: clang and libclang-rt-dev, its libFuzzer runtime)
 pkgs+=("$@")
 missing=()

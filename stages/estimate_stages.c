@@ -182,11 +182,13 @@ static uint64_t model_held(est *e, const qp_est_art *model, uint64_t cap)
 static void est_fetch(const qp_est_input *in, est *e, qp_est_art *out)
 {
     const char *source = qp_param_str(in->params, "source");
-    if (strncmp(source, "git:", 4) == 0) {
+    if (strncmp(source, "git:", 4) == 0 || strncmp(source, "hf://", 5) == 0) {
+        const char *kind = source[0] == 'g' ? "git" : "the Hugging Face Hub";
         e->r->known = 0;
-        snprintf(e->r->note, sizeof(e->r->note), "git source: its shapes are known once it is fetched");
+        snprintf(e->r->note, sizeof(e->r->note), "%s source: its shapes are known once it is fetched",
+                 source[0] == 'g' ? "git" : "hf");
         out->known = 0;
-        snprintf(out->why, sizeof(out->why), "stage '%s' fetches from git", in->id);
+        snprintf(out->why, sizeof(out->why), "stage '%s' fetches from %s", in->id, kind);
         return;
     }
     char *path = qp_path_join(in->recipe_dir, source);

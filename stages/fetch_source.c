@@ -1,4 +1,5 @@
 #include "stages/fetch_source.h"
+#include "stages/fetch_hf.h"
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -26,6 +27,7 @@ struct qp_fetch_source {
     int is_git;
     char *url, *commit, *subpath;
     git_repository *repo;
+    qp_hf_source *hf;         /* hf:// sources */
     source_file *files;
     size_t n_files, cap_files;
 };
@@ -191,7 +193,11 @@ int qp_fetch_source_open(qp_fetch_source **out, const json_t *params, const char
     s->cache = cache;
     const char *source = qp_param_str(params, "source");
     s->display = qp_strdup(source);
-    if (strncmp(source, "git:", 4) == 0) {
+    if (qp_hf_is_source(source)) {
+        rc = qp_hf_open(&s->hf, source, json_object_get(params, "allow"), json_object_get(params, "ignore"), cache);
+        for (size_t i = 0; rc == 0 && i < qp_hf_count(s->hf); i++)
+            add_file(s, qp_hf_file(s->hf, i), NULL, NULL, 0);
+    } else if (strncmp(source, "git:", 4) == 0) {
         s->is_git = 1;
         s->url = qp_strdup(source + 4);
         s->commit = qp_strdup(qp_param_str(params, "rev"));
@@ -230,6 +236,7 @@ void qp_fetch_source_free(qp_fetch_source *s)
         free(s->files[i].abs);
     }
     free(s->files);
+    qp_hf_free(s->hf);
     if (s->repo)
         git_repository_free(s->repo);
     free(s->display);
@@ -239,8 +246,28 @@ void qp_fetch_source_free(qp_fetch_source *s)
     free(s);
 }
 
-int qp_fetch_source_key(qp_fetch_source *s, json_t *key)
+/* What names an hf:// source's bytes: the repository, the commit and the
+ * files kept by allow:/ignore: (and those globs).  Not the endpoint (a
+ * mirror serves the same commit) nor the revision's name (a branch that
+ * moves changes the commit). */
+static json_t *hf_desc(const qp_fetch_source *s, const json_t *params)
 {
+    json_t *files = json_array();
+    for (size_t i = 0; i < s->n_files; i++)
+        json_array_append_new(files, json_string(s->files[i].rel));
+    json_t *allow = json_object_get(params, "allow"), *ignore = json_object_get(params, "ignore");
+    allow = allow ? json_incref(allow) : json_array();
+    ignore = ignore ? json_incref(ignore) : json_array();
+    return json_pack("{s:s, s:s, s:o, s:o, s:o}", "repo", qp_hf_repo(s->hf), "commit", qp_hf_commit(s->hf),
+                     "files", files, "allow", allow, "ignore", ignore);
+}
+
+int qp_fetch_source_key(qp_fetch_source *s, const json_t *params, json_t *key)
+{
+    if (s->hf) {
+        json_object_set_new(key, "hf", hf_desc(s, params));
+        return 0;
+    }
     if (s->is_git) {
         json_object_set_new(key, "git", json_pack("{s:s, s:s, s:s}", "url", s->url, "commit", s->commit,
                                                   "path", s->subpath));
@@ -373,6 +400,21 @@ int qp_fetch_source_import(qp_fetch_source *s, qp_artifact *out, const char *typ
     }
     int rc = 0;
     uint64_t total = 0, done_bytes = 0;
+    char **downloads = NULL;
+    if (s->hf) {
+        /* every file first, verified, then the same import as a local
+         * directory: the entries are byte-for-byte those of a local fetch */
+        downloads = qp_xcalloc(s->n_files, sizeof(*downloads));
+        if ((rc = qp_hf_download(s->hf, downloads, progress)) != 0) {
+            free(downloads);
+            return rc;
+        }
+        for (size_t i = 0; i < s->n_files; i++) {
+            struct stat st;
+            s->files[i].abs = downloads[i];
+            s->files[i].size = stat(downloads[i], &st) == 0 ? (uint64_t)st.st_size : 0;
+        }
+    }
     for (size_t i = 0; i < s->n_files; i++)
         total += s->files[i].size;
     for (size_t i = 0; i < s->n_files && rc == 0; i++) {
@@ -408,7 +450,24 @@ int qp_fetch_source_import(qp_fetch_source *s, qp_artifact *out, const char *typ
         done_bytes += f->size;
         qp_progress_update(progress, done_bytes, total, "bytes");
     }
-    if (rc == 0) {
+    if (s->hf) {
+        for (size_t i = 0; i < s->n_files; i++)
+            unlink(s->files[i].abs);   /* freed with the source */
+        free(downloads);
+    }
+    if (rc == 0 && s->hf) {
+        /* source without "@REVISION" (packages are named after its last
+         * component); the commit says exactly what was fetched */
+        json_t *meta = qp_artifact_meta(out);
+        char *plain = qp_strfmt("hf://%s", qp_hf_repo(s->hf));
+        json_object_set_new(meta, "source", json_string(plain));
+        free(plain);
+        /* not the revision's name: @main and @<its commit> are one artifact */
+        json_object_set_new(meta, "hf", json_pack("{s:s, s:s}", "repo", qp_hf_repo(s->hf), "commit",
+                                                  qp_hf_commit(s->hf)));
+        if (model)
+            json_object_set_new(meta, "format", json_string("hf-safetensors"));
+    } else if (rc == 0) {
         json_t *meta = qp_artifact_meta(out);
         json_object_set_new(meta, "source", json_string(s->display));
         if (s->is_git)

@@ -61,7 +61,7 @@ static void full_recipe(void **state)
 
     assert_json(params_of(r, "model"),
                 "{\"source\": \"../shared/models/house-llama\", \"rev\": \"\", \"path\": \"\", \"type\": \"auto\", "
-                "\"sha256\": {}}");
+                "\"sha256\": {}, \"allow\": [], \"ignore\": []}");
     assert_json(params_of(r, "calib"),
                 "{\"dataset\": [\"data/calib.txt\"], \"field\": \"text\", \"samples\": 128, \"seq_len\": 256, "
                 "\"seed\": 0, \"hessians\": true}");
