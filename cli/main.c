@@ -26,7 +26,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
-    "             [--frozen] [--memory SIZE] [--ignore-memory] [--offline]\n"
+    "             [--frozen] [--memory SIZE] [--ignore-memory] [--offline] [--refresh]\n"
     "                         run the recipe's stages (cached ones are reused)\n"
     "  plan RECIPE [--estimate [--recalibrate]]\n"
     "                         show which stages are cached or will run, and why; --estimate predicts\n"
@@ -50,6 +50,8 @@ static const char usage_text[] =
     "  (MemAvailable or the cgroup limit; --memory SIZE sets it, --ignore-memory runs anyway)\n"
     "cache directory: --cache-dir, else $QPIPE_CACHE, else .qpipe/cache\n"
     "--offline: no network for hf:// sources (the same as HF_HUB_OFFLINE=1): served from the cache or an error\n"
+    "--refresh: ask the Hub again which commit an hf:// branch or tag is (else the commit the cache recorded\n"
+    "  when it was first resolved is kept; the same as QPIPE_HF_REFRESH=1)\n"
     "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -115,7 +117,7 @@ static int default_threads(void)
 }
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
-       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE };
+       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE, OPT_REFRESH };
 
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
@@ -127,6 +129,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"frozen", no_argument, NULL, OPT_FROZEN}, {"estimate", no_argument, NULL, OPT_ESTIMATE},
         {"recalibrate", no_argument, NULL, OPT_RECAL}, {"ignore-memory", no_argument, NULL, OPT_IGNMEM},
         {"memory", required_argument, NULL, OPT_MEMORY}, {"offline", no_argument, NULL, OPT_OFFLINE},
+        {"refresh", no_argument, NULL, OPT_REFRESH},
         {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
@@ -170,6 +173,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         /* the fetch stage reads the same switch huggingface_hub does, so
          * the flag and the environment cannot disagree */
         case OPT_OFFLINE: setenv("HF_HUB_OFFLINE", "1", 1); break;
+        case OPT_REFRESH: setenv("QPIPE_HF_REFRESH", "1", 1); break;
         case OPT_MEMORY:
             if (qp_parse_size(optarg, &eo.memory) != 0 || eo.memory == 0) {
                 qp_error_clear();

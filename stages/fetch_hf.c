@@ -42,6 +42,13 @@ int qp_hf_is_source(const char *source)
     return source && strncmp(source, "hf://", 5) == 0;
 }
 
+int qp_hf_refresh(void)
+{
+    const char *v = getenv("QPIPE_HF_REFRESH");
+    return v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+                 strcasecmp(v, "on") == 0);
+}
+
 int qp_hf_offline(void)
 {
     const char *v = getenv("HF_HUB_OFFLINE");
@@ -407,27 +414,38 @@ static int filter(qp_hf_source *s, const json_t *allow, const json_t *ignore)
     return rc;
 }
 
+/* A branch or tag is resolved once and then stays at that commit, as dvc
+ * import's rev_lock does: the cache records revision -> commit (meta
+ * hf-refs) and later runs use the record without asking the Hub, so a
+ * cached re-run makes no request at all and a branch that moves upstream
+ * never changes a build behind the user's back.  QPIPE_HF_REFRESH=1 (qpipe
+ * run --refresh) asks the Hub again; the lock (run --frozen) catches a
+ * fresh cache that resolved to another commit.  Each use of a record is
+ * said once per process on stderr, with the commit. */
 static int resolve(qp_hf_source *s)
 {
-    int offline = qp_hf_offline();
+    int offline = qp_hf_offline(), refresh = qp_hf_refresh() && !offline;
     char *name = qp_strfmt("%s@%s", s->repo, s->rev);
     char *text = NULL;
     int rc = 0;
     s->commit = memo_get(name);
     if (!s->commit && is_commit(s->rev))
         s->commit = qp_strdup(s->rev);
-    if (!s->commit && offline) {
-        if (qp_cache_meta_get(s->cache, "hf-refs", name, &text) == 0 && is_commit(text))
+    if (!s->commit && !refresh) {
+        if (qp_cache_meta_get(s->cache, "hf-refs", name, &text) == 0 && is_commit(text)) {
             s->commit = qp_strdup(text);
+            fprintf(stderr, "qpipe: %s: '%s' is commit %s, as first resolved (recorded in the cache); qpipe run "
+                            "--refresh asks the Hub again\n", s->display, s->rev, s->commit);
+        }
         free(text);
         text = NULL;
         qp_error_clear();
-        if (!s->commit) {
-            rc = qp_error_set(QP_ERROR,
-                              "%s: revision '%s' is not in the cache and offline mode is on (HF_HUB_OFFLINE=1); "
-                              "run once online, or name the commit (@<40 hex>)", s->display, s->rev);
-            goto done;
-        }
+    }
+    if (!s->commit && offline) {
+        rc = qp_error_set(QP_ERROR,
+                          "%s: revision '%s' is not in the cache and offline mode is on (HF_HUB_OFFLINE=1); "
+                          "run once online, or name the commit (@<40 hex>)", s->display, s->rev);
+        goto done;
     }
     if (s->commit) {
         char *tree = qp_strfmt("%s@%s", s->repo, s->commit);

@@ -23,15 +23,19 @@ int qp_hf_is_source(const char *source);
 int qp_hf_check_source(const char *source, const char *where);
 /* 1 when offline mode is on (HF_HUB_OFFLINE=1/true/yes/on). */
 int qp_hf_offline(void);
+/* 1 when QPIPE_HF_REFRESH=1/true/yes/on (qpipe run --refresh): branches and
+ * tags are asked of the Hub again instead of the commit the cache recorded. */
+int qp_hf_refresh(void);
 
 /* Resolves source to a commit and its file list, filtered by allow/ignore
  * (arrays of fnmatch globs; NULL or empty allow = every file).  Network use:
  *  - a revision resolved earlier in this process: none (the key and the run
  *    see the same commit even if the branch moves in between);
  *  - a 40-hex commit whose file list is in the cache: none;
+ *  - a branch or tag resolved by an earlier run (the cache's record,
+ *    meta hf-refs): none, unless qp_hf_refresh();
  *  - otherwise one GET {endpoint}/api/models/{repo}/revision/{rev}, whose
- *    answer is recorded in the cache (meta hf-refs, hf-tree) so offline
- *    mode can resolve the same revision later. */
+ *    answer is recorded in the cache (meta hf-refs, hf-tree). */
 int qp_hf_open(qp_hf_source **out, const char *source, const json_t *allow, const json_t *ignore, qp_cache *cache);
 void qp_hf_free(qp_hf_source *s);
 

@@ -59,11 +59,20 @@ assert {k: v for k, v in a['meta'].items() if k != 'source'} == \
 P
 ok
 
-# --- cached re-runs: @main resolves (1 request); the commit needs none ---
+# --- cached re-runs make no request: @main stays at the commit first
+# resolved (recorded in the cache, said on stderr); the commit needs none ---
 clear_log
 expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json
 expect_grep '"status":"cached"'
-expect_nreq 1 "a branch is resolved once per run"
+expect_nreq 0 "a cached re-run of @main"
+expect_grep "hf://house/llama@main: 'main' is commit $COMMIT, as first resolved"
+echo "emulator log of the first @main run: 8 requests; of the cached re-run: $(nreq)" >&2
+# --refresh asks the Hub again: one metadata request, nothing downloaded
+clear_log
+expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json --refresh
+expect_grep '"status":"cached"'
+expect_nreq 1 "--refresh resolves main again"
+expect_no_grep "as first resolved"
 recipe pinned.yaml "hf://house/llama@$COMMIT"
 clear_log
 expect_exit 0 "$QPIPE" run pinned.yaml --no-provenance --json
@@ -204,18 +213,29 @@ recipe pin.yaml "hf://house/llama@main" ", allow: [config.json], sha256: {config
 expect_exit 1 "$QPIPE" run pin.yaml --no-provenance
 expect_grep "file 'config.json': sha256 is $good but the recipe pins 0{64}"
 
-# --- main moves: a locked run refuses it, an unlocked one fetches the new commit ---
+# --- main moves upstream: runs keep the recorded commit (no request) until
+# --refresh, which a locked run then refuses and an unlocked one fetches ---
 export QPIPE_CACHE="$T/.qpipe/cache"
 ctl '{"move_main": "2"}'
-expect_exit 2 "$QPIPE" run main.yaml --no-provenance --frozen
+clear_log
+expect_exit 0 "$QPIPE" run main.yaml --no-provenance --frozen --json
+expect_grep '"status":"cached"'
+expect_nreq 0 "a moved branch before --refresh"
+expect_exit 2 "$QPIPE" run main.yaml --no-provenance --frozen --refresh
 expect_grep "stage 'model': reads hf differs from the lock"
-expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json
-[ "$(ran_stages)" = model ] || fail "a moved branch was served stale: $(ran_stages)"; ok
+expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json --refresh
+[ "$(ran_stages)" = model ] || fail "--refresh did not fetch the moved branch: $(ran_stages)"; ok
 manifest "$(stage_output model)" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)["meta"]["hf"]["commit"]
 assert len(c) == 40 and c != sys.argv[1], c' "$COMMIT" || fail "the new commit is not recorded"
 ok
+# and the new commit is what later runs keep
+new_digest=$(stage_output model)
+clear_log
+expect_exit 0 "$QPIPE" run main.yaml --no-provenance --json
+[ "$(stage_output model)" = "$new_digest" ] || fail "a later run went back to the old commit"; ok
+expect_nreq 0 "the refreshed record"
 ctl '{"move_main": ""}'
 
 # --- hostile names: refused before any request or write ---
