@@ -99,7 +99,7 @@ static int fetch_run(qp_stage_ctx *ctx)
 }
 
 const qp_stage_kind qp_stage_fetch = {
-    .name = "fetch", .version = 2,
+    .name = "fetch", .version = 3,
     .doc = "import a local, git-pinned or Hugging Face Hub model/data into the cache",
     .params = params,
     .accepts = 0, .min_inputs = 0, .max_inputs = 0,

@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "model/safetensors.h"
 #include "stages/stage.h"
 
@@ -379,6 +380,44 @@ static int blob_to_temp(qp_fetch_source *s, const source_file *f, char **tmp_pat
     return rc;
 }
 
+static int cmp_entry_name(const void *a, const void *b)
+{
+    return strcmp(qp_artifact_entry_name(*(const json_t *const *)a), qp_artifact_entry_name(*(const json_t *const *)b));
+}
+
+/* meta.content_digest: SHA-256 over "NAME\tDIGEST\n" of every entry in
+ * name order — the digest of what was fetched, whatever it was fetched
+ * from.  The artifact's own digest also covers meta (source names a local
+ * path, a git URL or an hf:// repository, and the GGUF's general.name and
+ * the package names come from it), so the same files fetched from two
+ * places are two artifacts with one content digest. */
+static int set_content_digest(qp_artifact *out, qp_progress *progress)
+{
+    size_t n = qp_artifact_count(out);
+    const json_t **e = qp_xcalloc(n + 1, sizeof(*e));
+    for (size_t i = 0; i < n; i++)
+        e[i] = qp_artifact_entry(out, i);
+    qsort(e, n, sizeof(*e), cmp_entry_name);
+    qp_sha256 *h = NULL;
+    int rc = qp_sha256_new(&h);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *name = qp_artifact_entry_name(e[i]), *digest = qp_artifact_entry_digest(e[i]);
+        qp_sha256_update(h, name, strlen(name));
+        qp_sha256_update(h, "\t", 1);
+        qp_sha256_update(h, digest, strlen(digest));
+        qp_sha256_update(h, "\n", 1);
+    }
+    if (rc == 0) {
+        char hex[QP_HEX_LEN];
+        qp_sha256_final_hex(h, hex);
+        json_object_set_new(qp_artifact_meta(out), "content_digest", json_string(hex));
+        qp_progress_note(progress, "content digest %s (%zu entries)", hex, n);
+    }
+    qp_sha256_free(h);
+    free(e);
+    return rc;
+}
+
 int qp_fetch_source_import(qp_fetch_source *s, qp_artifact *out, const char *type, const json_t *pins,
                            qp_progress *progress)
 {
@@ -476,5 +515,7 @@ int qp_fetch_source_import(qp_fetch_source *s, qp_artifact *out, const char *typ
         if (model)
             json_object_set_new(meta, "format", json_string("hf-safetensors"));
     }
+    if (rc == 0)
+        rc = set_content_digest(out, progress);
     return rc;
 }

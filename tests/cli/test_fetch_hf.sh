@@ -47,15 +47,18 @@ expect_grep "revision/main" "$T/hub.log"
 manifest "$hf_digest" > hf.json
 # the same entries (every tensor and file, digest for digest) as the local
 # fetch; the manifests differ only in meta's record of where it came from
-python3 - "$COMMIT" <<'P' || fail "hf entries differ from the local fetch"
+python3 - "$COMMIT" "$local_digest" "$hf_digest" <<'P' >&2 || fail "hf entries differ from the local fetch"
 import json, sys
 a, b = json.load(open('local.json')), json.load(open('hf.json'))
 assert a['entries'] == b['entries'] and len(a['entries']) > 50, 'entries'
 assert a['type'] == b['type'] and a['metrics'] == b['metrics'], 'type/metrics'
-assert b['meta'] == {'format': 'hf-safetensors', 'source': 'hf://house/llama',
-                     'hf': {'repo': 'house/llama', 'commit': sys.argv[1]}}, b['meta']
+assert b['meta']['hf'] == {'repo': 'house/llama', 'commit': sys.argv[1]}, b['meta']
+assert b['meta']['source'] == 'hf://house/llama', b['meta']
+# the model digest: the same for the same files, wherever they came from
+assert a['meta']['content_digest'] == b['meta']['content_digest'], 'content digest'
 assert {k: v for k, v in a['meta'].items() if k != 'source'} == \
        {k: v for k, v in b['meta'].items() if k not in ('source', 'hf')}, 'meta'
+print('model (content) digest', a['meta']['content_digest'], 'local artifact', sys.argv[2][:12], 'hf artifact', sys.argv[3][:12])
 P
 ok
 
