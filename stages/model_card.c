@@ -11,28 +11,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+static int word_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+/* huggingface_hub's validate_repo_id: ORG/NAME, each part 1-96 of
+ * [A-Za-z0-9_.-] starting and ending with [A-Za-z0-9_], no "--" or "..",
+ * no ".git" at the end.  A license id: [a-z0-9.+-], at most 64. */
 int qp_hub_id_ok(const char *s, int repo)
 {
-    size_t n = strlen(s), part = 0, slashes = 0;
+    size_t n = strlen(s);
     if (n == 0)
         return 1;
-    if (n > (repo ? 193u : 64u))
-        return 0;
-    for (const char *c = s; *c; c++) {
-        if (repo && *c == '/') {
-            if (part == 0 || ++slashes > 1)
+    if (!repo) {
+        if (n > 64)
+            return 0;
+        for (const char *c = s; *c; c++)
+            if (!islower((unsigned char)*c) && !isdigit((unsigned char)*c) && *c != '-' && *c != '.' && *c != '+')
                 return 0;
-            part = 0;
-            continue;
-        }
-        int ok = repo ? (isalnum((unsigned char)*c) || *c == '-' || *c == '_' || *c == '.')
-                      : (islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '-' || *c == '.');
-        if (!ok || ++part > 96 || (c > s && c[0] == '.' && c[-1] == '.'))
-            return 0;
-        if (part == 1 && (*c == '.' || *c == '-'))   /* no ".x" or "-x" word: the Hub refuses them */
-            return 0;
+        return 1;
     }
-    return !repo || (slashes == 1 && part > 0);
+    const char *slash = strchr(s, '/');
+    if (!slash || strchr(slash + 1, '/') || strstr(s, "--") || strstr(s, "..") ||
+        (n >= 4 && !strcmp(s + n - 4, ".git")))
+        return 0;
+    const char *parts[2][2] = {{s, slash}, {slash + 1, s + n}};
+    for (int k = 0; k < 2; k++) {
+        const char *b = parts[k][0], *e = parts[k][1];
+        if (e - b < 1 || e - b > 96 || !word_char(b[0]) || !word_char(e[-1]))
+            return 0;
+        for (const char *c = b; c < e; c++)
+            if (!word_char(*c) && *c != '-' && *c != '.')
+                return 0;
+    }
+    return 1;
 }
 
 /* The Hub id of the source: base_model:, else the repository of an
@@ -53,38 +66,48 @@ static void base_model_of(char *buf, size_t cap, const qp_stage_ctx *ctx, const 
         buf[0] = '\0';
 }
 
-/* The license: license:, else the `license:` of the source README.md's
- * front matter (what the Hub shows for the source); "" when neither. */
-static void license_of(char *buf, size_t cap, const qp_stage_ctx *ctx, const qp_artifact *model)
+/* The license of the card: license:, else the source README.md's front
+ * matter (what the Hub shows for the source), with its license_name and
+ * license_link when it is "other" (Qwen's research license, …).  Any
+ * field that is not plainly an id or a link is left out. */
+typedef struct {
+    char id[80], name[80], link[400];
+} card_license;
+
+static int link_ok(const char *s)
 {
-    const char *given = json_string_value(json_object_get(ctx->params, "license"));
+    if (!s[0] || strlen(s) >= 400)
+        return 0;
+    for (const char *c = s; *c; c++)
+        if (!isalnum((unsigned char)*c) && !strchr(":/._~%#?=&+-", *c))
+            return 0;
+    return 1;
+}
+
+/* The scalar of top-level `key:` in YAML front matter text[len] (quotes,
+ * a trailing comment and spaces stripped) into buf; "" when absent. */
+static void front_matter_field(char *buf, size_t cap, const char *t, size_t len, const char *key)
+{
+    const char *end = t + len;
+    size_t kl = strlen(key);
     buf[0] = '\0';
-    if (given && given[0]) {
-        snprintf(buf, cap, "%s", given);
+    if (len >= 3 && !memcmp(t, "\xef\xbb\xbf", 3))   /* a UTF-8 byte order mark */
+        t += 3;
+    if (end - t < 4 || strncmp(t, "---", 3) != 0 || (t[3] != '\n' && t[3] != '\r'))
         return;
-    }
-    const json_t *e = qp_artifact_find(model, "files/README.md");
-    void *text = NULL;
-    size_t len = 0;
-    /* a card is text of a few KiB: a huge one is not read */
-    if (!e || json_integer_value(json_object_get(e, "size")) > (1 << 20) ||
-        qp_artifact_read(model, ctx->cache, "files/README.md", &text, &len) != 0) {
-        qp_error_clear();
-        return;
-    }
-    const char *t = text, *end = t + len;
-    if (len < 4 || strncmp(t, "---", 3) != 0 || (t[3] != '\n' && t[3] != '\r')) {
-        free(text);
-        return;
-    }
     for (const char *line = t + 4; line < end;) {
         const char *nl = memchr(line, '\n', (size_t)(end - line));
         size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
         if (n >= 3 && !strncmp(line, "---", 3))
-            break;
-        if (n > 8 && !strncmp(line, "license:", 8)) {
-            const char *v = line + 8;
-            size_t m = n - 8;
+            return;
+        if (n > kl && !strncmp(line, key, kl) && line[kl] == ':') {
+            const char *v = line + kl + 1;
+            size_t m = n - kl - 1;
+            for (size_t i = 0; i + 1 < m; i++)
+                if (v[i] == ' ' && v[i + 1] == '#') {   /* "mit # comment" */
+                    m = i;
+                    break;
+                }
             while (m && (*v == ' ' || *v == '"' || *v == '\'')) {
                 v++;
                 m--;
@@ -92,13 +115,74 @@ static void license_of(char *buf, size_t cap, const qp_stage_ctx *ctx, const qp_
             while (m && (v[m - 1] == ' ' || v[m - 1] == '"' || v[m - 1] == '\'' || v[m - 1] == '\r'))
                 m--;
             snprintf(buf, cap, "%.*s", (int)(m < cap ? m : cap - 1), v);
-            if (!qp_hub_id_ok(buf, 0))
-                buf[0] = '\0';
-            break;
+            return;
         }
         line = nl ? nl + 1 : end;
     }
+}
+
+static void license_of(card_license *lic, const qp_stage_ctx *ctx, const qp_artifact *model)
+{
+    const char *given = json_string_value(json_object_get(ctx->params, "license"));
+    memset(lic, 0, sizeof(*lic));
+    const json_t *e = qp_artifact_find(model, "files/README.md");
+    void *text = NULL;
+    size_t len = 0;
+    /* a card is text of a few KiB: a huge one is not read */
+    if (e && json_integer_value(json_object_get(e, "size")) <= (1 << 20) &&
+        qp_artifact_read(model, ctx->cache, "files/README.md", &text, &len) == 0) {
+        front_matter_field(lic->id, sizeof(lic->id), text, len, "license");
+        front_matter_field(lic->name, sizeof(lic->name), text, len, "license_name");
+        front_matter_field(lic->link, sizeof(lic->link), text, len, "license_link");
+    }
+    qp_error_clear();
     free(text);
+    if (given && given[0] && strcmp(given, lic->id) != 0) {   /* another license: the source's name and link do not apply */
+        snprintf(lic->id, sizeof(lic->id), "%s", given);
+        lic->name[0] = lic->link[0] = '\0';
+    }
+    if (!qp_hub_id_ok(lic->id, 0))
+        lic->id[0] = '\0';
+    if (strcmp(lic->id, "other") != 0 || !qp_hub_id_ok(lic->name, 0))
+        lic->name[0] = '\0';
+    if (strcmp(lic->id, "other") != 0 || !link_ok(lic->link))
+        lic->link[0] = '\0';
+}
+
+/* What the card shows as the source: an hf:// repository as it is, a URL
+ * without its user:password@, a local path by its last component only (a
+ * card is published: the builder's directories are nobody's business). */
+static void display_source(char *buf, size_t cap, const char *src)
+{
+    if (!src) {
+        snprintf(buf, cap, "(unknown)");
+        return;
+    }
+    if (!strncmp(src, "hf://", 5)) {
+        snprintf(buf, cap, "%s", src);
+        return;
+    }
+    const char *scheme = strstr(src, "://");
+    if (scheme) {
+        const char *host = scheme + 3, *at = strchr(host, '@'), *slash = strchr(host, '/');
+        if (at && (!slash || at < slash))
+            snprintf(buf, cap, "%.*s%s", (int)(host - src), src, at + 1);
+        else
+            snprintf(buf, cap, "%s", src);
+        return;
+    }
+    if (!strncmp(src, "git:", 4)) {   /* git:host:path (scp form) or a local repository */
+        const char *at = strchr(src + 4, '@');
+        snprintf(buf, cap, "git:%s", at ? at + 1 : src + 4);
+        return;
+    }
+    size_t n = strlen(src);
+    while (n > 1 && src[n - 1] == '/')
+        n--;
+    const char *b = src + n;
+    while (b > src && b[-1] != '/')
+        b--;
+    snprintf(buf, cap, "%.*s", (int)(src + n - b), b);
 }
 
 static const char *format_tag(qp_card_format f)
@@ -119,43 +203,60 @@ static void add_tag(json_t *tags, const char *t)
 
 /* The Hub's YAML front matter.  Every value is a Hub id, a fixed word or
  * a method name (letters, digits, '_'), so none needs quoting. */
+/* key: "value", a double-quoted YAML scalar (the values are ids and links,
+ * but "yes", "null" or "1.0" unquoted would be another type) */
+static void yaml_pair(qp_buf *f, const char *indent, const char *key, const char *v)
+{
+    qp_buf_printf(f, "%s%s\"", indent, key);
+    for (const char *c = v; *c; c++)
+        qp_buf_printf(f, (*c == '"' || *c == '\\') ? "\\%c" : "%c", *c);
+    qp_buf_printf(f, "\"\n");
+}
+
 static void print_front_matter(qp_buf *f, const qp_stage_ctx *ctx, const qp_artifact *model,
-                               const qp_card_file *file, const char *base, const char *license)
+                               const qp_card_file *file, const char *base, const card_license *license)
 {
     const json_t *meta = qp_artifact_meta_c(model);
     const char *method = json_string_value(json_object_get(meta, "method"));
     json_t *tags = json_array();
     add_tag(tags, "qpipe");
     add_tag(tags, format_tag(file->format));
+    int plain = file->format == QP_CARD_SAFETENSORS;   /* dequantized floats */
     if (method) {
-        add_tag(tags, "quantized");
+        add_tag(tags, plain ? "dequantized" : "quantized");
         add_tag(tags, method);
     }
-    const qp_quant_method *qm = qp_quant_method_find(method);
+    const qp_quant_method *qm = plain ? NULL : qp_quant_method_find(method);
     const json_t *bits = json_object_get(json_object_get(meta, "params"), "bits");
     if (qm && json_is_integer(bits) && strcmp(method, "gguf") != 0 && strcmp(method, "mixed") != 0) {
         char b[16];
         snprintf(b, sizeof(b), "%lld-bit", (long long)json_integer_value(bits));
         add_tag(tags, b);
-    } else if (method && !strcmp(method, "nf4")) {
+    } else if (!plain && method && !strcmp(method, "nf4")) {
         add_tag(tags, "4-bit");
-    } else if (method && !strcmp(method, "int8")) {
+    } else if (!plain && method && !strcmp(method, "int8")) {
         add_tag(tags, "8-bit");
     }
     qp_buf_printf(f, "---\n");
     if (base[0]) {
-        qp_buf_printf(f, "base_model: %s\n", base);
-        if (method)
-            qp_buf_printf(f, "base_model_relation: quantized\n");
+        yaml_pair(f, "", "base_model: ", base);
+        /* a float export of dequantized weights is not a quantized model on the Hub */
+        if (method && file->format != QP_CARD_SAFETENSORS)
+            yaml_pair(f, "", "base_model_relation: ", "quantized");
     }
-    qp_buf_printf(f, "library_name: %s\n", file->format == QP_CARD_GGUF ? "gguf" : "transformers");
-    if (license[0])
-        qp_buf_printf(f, "license: %s\n", license);
-    qp_buf_printf(f, "pipeline_tag: text-generation\ntags:\n");
+    yaml_pair(f, "", "library_name: ", file->format == QP_CARD_GGUF ? "gguf" : "transformers");
+    if (license->id[0])
+        yaml_pair(f, "", "license: ", license->id);
+    if (license->name[0])
+        yaml_pair(f, "", "license_name: ", license->name);
+    if (license->link[0])
+        yaml_pair(f, "", "license_link: ", license->link);
+    yaml_pair(f, "", "pipeline_tag: ", "text-generation");
+    qp_buf_printf(f, "tags:\n");
     size_t i;
     json_t *v;
     json_array_foreach(tags, i, v)
-        qp_buf_printf(f, "- %s\n", json_string_value(v));
+        yaml_pair(f, "", "- ", json_string_value(v));
     qp_buf_printf(f, "---\n\n");
     json_decref(tags);
 }
@@ -180,7 +281,7 @@ static void print_use(qp_buf *f, const qp_card_file *file, const char *base)
     static const char *needs[] = {"", "`optimum` and `gptqmodel`", "`autoawq`", "`bitsandbytes`", ""};
     qp_buf_printf(f, "transformers%s%s%s (this directory, or its Hub id once published):\n\n```python\n"
                      "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-                     "model = AutoModelForCausalLM.from_pretrained(\".\", device_map=\"auto\")\n"
+                     "model = AutoModelForCausalLM.from_pretrained(\".\", torch_dtype=\"auto\", device_map=\"auto\")\n"
                      "tokenizer = AutoTokenizer.from_pretrained(\".\")\n```\n\n",
                   needs[file->format][0] ? " (with " : "", needs[file->format], needs[file->format][0] ? ")" : "");
     qp_buf_printf(f, "vLLM%s:\n\n```sh\nvllm serve .%s\n```\n\n",
@@ -188,12 +289,15 @@ static void print_use(qp_buf *f, const qp_card_file *file, const char *base)
                   file->format == QP_CARD_BITSANDBYTES ? " --quantization bitsandbytes" : "");
     if (file->format == QP_CARD_SAFETENSORS)
         qp_buf_printf(f, "llama.cpp: convert it first, `python convert_hf_to_gguf.py . --outtype %s`, then "
-                         "`llama-cli -m` the GGUF it writes.  The weights are the quantized model's, dequantized to "
-                         "%s: every runtime computes what qpipe evaluated%s.\n\n",
+                         "`llama-cli -m` the GGUF it writes.%s\n\n",
                       file->dtype && !strcmp(file->dtype, "F32") ? "f32" : file->dtype && !strcmp(file->dtype, "F16")
                                                                              ? "f16" : "bf16",
-                      file->dtype ? file->dtype : "float",
-                      file->dtype && strcmp(file->dtype, "F32") != 0 ? ", up to that dtype's rounding" : "");
+                      !file->quantized ? ""
+                      : file->dtype && !strcmp(file->dtype, "F32")
+                          ? "  The weights are the quantized model's, dequantized to F32: exactly the weights qpipe "
+                            "evaluated."
+                          : "  The weights are the quantized model's, dequantized and rounded to this dtype: the "
+                            "weights qpipe evaluated, up to that rounding.");
     else
         qp_buf_printf(f, "llama.cpp does not read this format; package the same quantize stage with `format: gguf`."
                          "\n\n");
@@ -297,11 +401,13 @@ static void print_quantization(qp_buf *f, const qp_stage_ctx *ctx, const qp_arti
     const char *src_digest = json_string_value(json_object_get(meta, "source_model"));
     const char *calib = json_string_value(json_object_get(meta, "calibration"));
     qp_buf_printf(f, "## Source\n\n| | |\n|---|---|\n");
-    qp_buf_printf(f, "| source model | %s |\n", source ? source : "(unknown)");
+    char shown[512];
+    display_source(shown, sizeof(shown), source);
+    qp_buf_printf(f, "| source model | %s |\n", shown);
     qp_buf_printf(f, "| source artifact | `%s` |\n", src_digest ? src_digest : ctx->input_digests[model_index]);
     qp_buf_printf(f, "| packaged artifact | `%s` |\n", ctx->input_digests[model_index]);
     qp_buf_printf(f, "\n## Quantization\n\n| | |\n|---|---|\n");
-    qp_buf_printf(f, "| method | %s |\n", method ? method : "none (F32 export)");
+    qp_buf_printf(f, "| method | %s |\n", method ? method : "none (the source's weights)");
     /* the parameters that matter for this method (its hints) */
     const qp_quant_method *qm = qp_quant_method_find(method);
     for (size_t i = 0; qparams && qm && qm->hints.card_keys[i]; i++) {
@@ -399,7 +505,8 @@ static void print_file(qp_buf *f, const qp_card_file *file)
     qp_buf_printf(f, "| memory estimate | about %s (weights + compute buffers; add the KV cache for your context) "
                      "|\n", mem_s);
     if (file->dtype)
-        qp_buf_printf(f, "| dtype | %s (the quantized weights, dequantized) |\n", file->dtype);
+        qp_buf_printf(f, "| dtype | %s%s |\n", file->dtype,
+                      file->quantized ? " (the quantized weights, dequantized)" : "");
     qp_buf_printf(f, "| compatible runtimes | %s |\n", runtimes);
 }
 
@@ -442,15 +549,18 @@ static int write_provenance(const char *dir, const qp_stage_ctx *ctx, const json
 }
 
 int qp_model_card_write(const char *dir, const qp_stage_ctx *ctx, const qp_artifact *model, size_t model_index,
-                        const qp_card_file *file)
+                        const qp_card_file *file_in)
 {
+    qp_card_file filed = *file_in, *file = &filed;
+    file->quantized = json_is_string(json_object_get(qp_artifact_meta_c(model), "method"));
     const json_t *meta = qp_artifact_meta_c(model);
     json_t *metrics = collect_metrics(ctx);
     qp_buf f = QP_BUF_INIT;
-    char base[256], license[80];
+    char base[256];
+    card_license license;
     base_model_of(base, sizeof(base), ctx, meta);
-    license_of(license, sizeof(license), ctx, model);
-    print_front_matter(&f, ctx, model, file, base, license);
+    license_of(&license, ctx, model);
+    print_front_matter(&f, ctx, model, file, base, &license);
     qp_buf_printf(&f, "# %s\n\n", file->title ? file->title : file->file_name);
     qp_buf_printf(&f, "Packaged by qpipe %s (stage `%s`, key `%s`), numerics profile `%s`.\n\n", QP_VERSION, ctx->id,
                   ctx->stage_key, QP_NUMERICS_PROFILE);

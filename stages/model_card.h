@@ -25,6 +25,7 @@ typedef struct {
     const char *file_name;   /* the file a runtime opens (GGUF, model.safetensors or its index) */
     uint64_t file_size;      /* bytes of the weights */
     const char *dtype;       /* safetensors: the float type written; else NULL */
+    int quantized;           /* the artifact was quantized (set by the card writer) */
 } qp_card_file;
 
 /* 1 when s is "" or a Hub id: repo != 0, ORG/NAME (letters, digits, '-',

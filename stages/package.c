@@ -42,11 +42,11 @@ static const qp_param_spec params[] = {
     {"dtype", QP_P_STRING, "auto", "auto|f32|f16|bf16", 0, -1, 0,
      "safetensors: the float type written (auto: the source config.json's torch_dtype)"},
     {"max_shard_size", QP_P_STRING, "5GB", NULL, 0, -1, 0,
-     "safetensors: shard past this size (5GB, 500MB, 2GiB, bytes), with model.safetensors.index.json"},
+     "safetensors: shard past this size (5GB, 500MB, 2GiB, or a byte count as a string), with model.safetensors.index.json"},
     {"base_model", QP_P_STRING, "", NULL, 0, -1, 0,
      "model card: the Hub id of the source (default: the hf:// repository it was fetched from)"},
     {"license", QP_P_STRING, "", NULL, 0, -1, 0,
-     "model card: the Hub license id (default: the source README.md's license:)"},
+     "model card: the Hub license id (default: the source README.md's license:, with license_name/license_link for other)"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
@@ -546,6 +546,14 @@ static int package_run(qp_stage_ctx *ctx)
         snprintf(name, sizeof(name), "%s", qp_param_str(ctx->params, "name"));
     else
         default_name(name, sizeof(name), model);
+    /* a plain model's float export is named after the dtype written, not F32 */
+    qp_dtype plain_dt;
+    size_t nl = strlen(name);
+    if (!qp_param_str(ctx->params, "name")[0] && !method_of(model) && !strcmp(format, "safetensors") && nl > 4 &&
+        !strcmp(name + nl - 4, "-F32") &&
+        qp_package_st_dtype(&plain_dt, model, ctx->cache, qp_param_str(ctx->params, "dtype"), ctx->id) == 0)
+        snprintf(name + nl - 3, sizeof(name) - (nl - 3), "%s", qp_dtype_name(plain_dt));
+    qp_error_clear();
     const char *out_rel = qp_param_str(ctx->params, "out");
     char *out_dir = strip_slashes(qp_stage_path(ctx, out_rel)), *rel = strip_slashes(qp_xstrdup(out_rel));
     char *parent = qp_path_dirname(out_dir);

@@ -54,6 +54,29 @@ check_export() {
 check_export nf4 nf4 3700000 3780000
 check_export nf4-dq nf4dq 3530000 3610000
 check_export int8 int8 5800000 5900000
+
+# house-qwen: tied embeddings (no lm_head.weight; lm_head still listed as
+# kept dense) and q/k/v biases, NF4 with double quantization
+QWEN=$SHARED/models/house-qwen
+cat > recipes/qwen.yaml <<Y
+qpipe: 1
+name: bnb-qwen
+stages:
+  model: {uses: fetch, with: {source: "$QWEN"}}
+  q: {uses: quantize, needs: [model], with: {method: nf4, double_quant: true}}
+  p: {uses: package, needs: [q], with: {format: bitsandbytes, out: ../dist/qwen}}
+Y
+expect_exit 0 "$QPIPE" run recipes/qwen.yaml --no-provenance --json
+cp "$T/out" "$T/qwen.json"
+"$DUMP" --dump "$QPIPE_CACHE" "$(stage_output q "$T/qwen.json")" > "$T/qwen.qpipe" || fail "dump of qwen"
+python3 "$READER" dist/qwen --source "$QWEN" --expect nf4-dq > "$T/qwen.bnb" 2>"$T/qwen.err" \
+  || { cat "$T/qwen.err" >&2; fail "reader refused dist/qwen"; }
+[ "$(wc -l < "$T/qwen.qpipe")" -gt 10 ] || fail "qwen: too few quantized tensors"; ok
+diff "$T/qwen.qpipe" "$T/qwen.bnb" >&2 || fail "qwen: bitsandbytes dequantization differs from what evaluate scores"; ok
+grep -q '"llm_int8_skip_modules": \[' dist/qwen/config.json || fail "qwen: no skip list"; ok
+python3 -c 'import json,sys; q=json.load(open("dist/qwen/config.json"))["quantization_config"]; assert q["llm_int8_skip_modules"]==["lm_head"], q' \
+  || fail "qwen: lm_head not listed as kept dense"; ok
+
 # double quantization stores a different absmax, the same weights up to it:
 # the NF4 and NF4-dq exports must not hash alike (the test would be blind)
 ! diff -q "$T/nf4.bnb" "$T/nf4dq.bnb" >/dev/null || fail "nf4 and nf4-dq dequantize identically"; ok

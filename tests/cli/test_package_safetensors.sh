@@ -8,8 +8,9 @@ source "$(dirname "$0")/lib.sh"
 
 git init -q . 2>/dev/null
 cp -r "$SHARED/models/house-llama" src && rm -rf src/reference
-# a source card whose license the package's card carries
-printf -- '---\nlicense: apache-2.0\nlanguage: en\n---\n# house-llama\n' > src/README.md
+# a source card whose license the package's card carries (behind a byte
+# order mark, with a comment)
+printf -- '\xef\xbb\xbf---\nlicense: apache-2.0 # the code and the weights\nlanguage: en\n---\n# house-llama\n' > src/README.md
 VALID="$SHARED/data/shakespeare/valid.txt"
 cat > r.yaml <<Y
 qpipe: 1
@@ -23,6 +24,7 @@ stages:
   pbf: {uses: package, needs: [q], with: {format: safetensors, out: dist/bf16, dtype: bf16, max_shard_size: 4MB, base_model: house/llama}}
   pf16: {uses: package, needs: [q], with: {format: safetensors, out: dist/f16, dtype: f16, max_shard_size: 3MiB}}
   plain: {uses: package, needs: [model], with: {format: safetensors, out: dist/plain}}
+  pg: {uses: package, needs: [q], with: {format: gptq, out: dist/gptq, base_model: house/llama}}
 Y
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json
 cp "$T/out" run1.json
@@ -40,7 +42,7 @@ done
 grep -q '"torch_dtype": "bfloat16"' dist/bf16/config.json || fail "bf16 config.json torch_dtype"; ok
 grep -q '"torch_dtype": "float32"' dist/f32/config.json || fail "f32 config.json torch_dtype"; ok
 grep -q '"torch_dtype": "float16"' dist/f16/config.json || fail "f16 config.json torch_dtype"; ok
-! grep -q quantization_config dist/*/config.json || fail "a quantization_config in a float checkpoint"; ok
+! grep -q quantization_config dist/{f32,bf16,f16,plain}/config.json || fail "a quantization_config in a float checkpoint"; ok
 
 # the tensors, read by an independent reader: every shard holds what the
 # index says, within max_shard_size; bf16/f16 are the f32 values rounded
@@ -127,19 +129,70 @@ echo "ppl: GPTQ artifact $ppl_q, safetensors f32 $ppl_32, bf16 $ppl_bf" >&2
 awk -v a="$ppl_bf" -v b="$ppl_q" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.002 * b) }' \
   || fail "bf16 package ppl $ppl_bf far from $ppl_q"; ok
 
-# the Hub card: front matter first, base_model and its relation, the
-# source's license, tags; how to load it
-head -1 dist/bf16/README.md | grep -qx -- '---' || fail "card does not open with front matter"; ok
-for l in 'base_model: house/llama' 'base_model_relation: quantized' 'library_name: transformers' \
-         'license: apache-2.0' 'pipeline_tag: text-generation' '- gptq' '- 4-bit' '- safetensors'; do
-  grep -qx -- "$l" dist/bf16/README.md || fail "card lacks '$l'"; ok
-done
-! grep -q '^base_model' dist/f32/README.md || fail "base_model without a Hub source"; ok
-grep -q 'from_pretrained(".", device_map="auto")' dist/bf16/README.md || fail "card: transformers"; ok
+# the Hub card: front matter first, every value a double-quoted scalar;
+# base_model (and, for a quantized format, its relation), the source's
+# license, tags; how to load it; the source by its directory name only
+fm() {  # the front matter of card $1 as JSON, parsed line by line
+  python3 - "$1" <<'PY'
+import json, sys
+lines = open(sys.argv[1], encoding='utf-8').read().split('\n')
+assert lines[0] == '---', 'no front matter'
+end = lines.index('---', 1)
+out, key = {}, None
+for l in lines[1:end]:
+    if l.startswith('- '):
+        out[key].append(json.loads(l[2:]))
+    elif l.endswith(':'):
+        key = l[:-1]; out[key] = []
+    else:
+        k, v = l.split(': ', 1)
+        assert v.startswith('"') and v.endswith('"'), l
+        out[k] = json.loads(v)
+print(json.dumps(out, sort_keys=True))
+PY
+}
+fm dist/bf16/README.md > fm.json || fail "bf16 card front matter"
+python3 - <<'PY' || fail "bf16 card: $(cat fm.json)"
+import json
+m = json.load(open('fm.json'))
+assert m == {'base_model': 'house/llama', 'library_name': 'transformers', 'license': 'apache-2.0',
+             'pipeline_tag': 'text-generation', 'tags': ['qpipe', 'safetensors', 'dequantized', 'gptq']}, m
+PY
+ok
+fm dist/gptq/README.md > fm.json || fail "gptq card front matter"
+python3 - <<'PY' || fail "gptq card: $(cat fm.json)"
+import json
+m = json.load(open('fm.json'))
+assert m['base_model'] == 'house/llama' and m['base_model_relation'] == 'quantized', m
+assert m['tags'] == ['qpipe', 'gptq', 'quantized', '4-bit'], m
+PY
+ok
+fm dist/f32/README.md | grep -q '"base_model"' && fail "base_model without a Hub source"; ok
+grep -q 'from_pretrained(".", torch_dtype="auto", device_map="auto")' dist/bf16/README.md || fail "card: transformers"; ok
 grep -q 'vllm serve' dist/bf16/README.md || fail "card: vLLM"; ok
 grep -q 'convert_hf_to_gguf.py . --outtype bf16' dist/bf16/README.md || fail "card: llama.cpp"; ok
-grep -q '| dtype | BF16' dist/bf16/README.md || fail "card: dtype"; ok
+grep -q '| dtype | BF16 (the quantized weights, dequantized)' dist/bf16/README.md || fail "card: dtype"; ok
+grep -q '^| source model | src |$' dist/bf16/README.md || fail "card: the source by its name only"; ok
+! grep -q "$T" dist/*/README.md || fail "a card names the build directory"; ok
+grep -q '^# src-BF16$' dist/plain/README.md || fail "plain package title: $(grep '^# ' dist/plain/README.md)"; ok
+grep -q '| dtype | BF16 |' dist/plain/README.md || fail "plain package dtype row"; ok
 
+# licenses: "other" carries license_name and license_link; values YAML
+# would read as another type stay strings
+cp src/README.md readme.orig
+printf -- '---\nlicense: other\nlicense_name: house-research\nlicense_link: https://example.org/LICENSE\n---\n' > src/README.md
+sed 's|dist/|dist2/|g' r.yaml > r2.yaml
+expect_exit 0 "$QPIPE" run r2.yaml --no-provenance --stage pbf
+fm dist2/bf16/README.md > fm.json || fail "other card"
+grep -q '"license": "other", "license_link": "https://example.org/LICENSE", "license_name": "house-research"' fm.json \
+  || fail "license other: $(cat fm.json)"; ok
+for lic in yes null 1.0; do
+  sed "s|base_model: house/llama|license: \"$lic\"|" r2.yaml > r3.yaml
+  expect_exit 0 "$QPIPE" run r3.yaml --no-provenance --stage pbf
+  grep -qx "license: \"$lic\"" dist2/bf16/README.md || fail "license $lic not quoted"; ok
+  ! grep -q '^license_name' dist2/bf16/README.md || fail "license_name kept for another license"; ok
+done
+cp readme.orig src/README.md
 # a deleted shard is rebuilt from the cache on the next run
 rm dist/bf16/model-00002-of-00003.safetensors
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json
@@ -155,9 +208,11 @@ done
 sed 's|max_shard_size: 4MB|max_shard_size: lots|' r.yaml > bad.yaml
 expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
 expect_grep "max_shard_size 'lots': give a positive size"
-sed 's|base_model: house/llama|base_model: "../etc"|' r.yaml > bad.yaml
-expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
-expect_grep "base_model: '../etc' is not a Hub model id"
+for bad in ../etc a--b/c org/name- x/y.git /x org/ a/b/c; do
+  sed "s|base_model: house/llama|base_model: \"$bad\"|" r.yaml > bad.yaml
+  expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
+  expect_grep "base_model: '$bad' is not a Hub model id"
+done
 sed 's|base_model: house/llama|license: "MIT: yes"|' r.yaml > bad.yaml
 expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
 expect_grep "license: 'MIT: yes' is not a Hub license id"

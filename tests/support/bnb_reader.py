@@ -296,6 +296,10 @@ def main(argv):
             die(f"checkpoint is not {expect}")
         skipped = sorted(k[:-len(".weight")] for k in dense
                          if k.endswith(".weight") and len(st.shape(k)) == 2 and "embed" not in k)
+        # a tied lm_head is not in the checkpoint but stays dense all the same
+        # (transformers' get_keys_to_not_convert names it)
+        if cfg.get("tie_word_embeddings") and "lm_head" not in skipped:
+            skipped = sorted(skipped + ["lm_head"])
         check_config(cfg, expect, dense_dtype, skipped)
     for name, shape, vals in sorted(out):
         data = vals.tobytes() if sys.byteorder == "little" else None
