@@ -793,11 +793,13 @@ static void est_package(const qp_est_input *in, est *e, qp_est_art *out)
     out->known = 1;
     if (model_unknown(e, model))
         return;
-    int gguf = strcmp(qp_param_str(in->params, "format"), "gguf") == 0;
-    int plain = strcmp(qp_param_str(in->params, "format"), "safetensors") == 0;
+    const char *format = qp_param_str(in->params, "format");
+    int gguf = format && strcmp(format, "gguf") == 0;
+    int plain = format && strcmp(format, "safetensors") == 0;
     /* format safetensors writes every tensor in one float type: dtype:, or
      * for auto the checkpoint's (its dense tensors' width) */
     const char *dt = qp_param_str(in->params, "dtype");
+    dt = dt ? dt : "auto";
     uint64_t out_size = !strcmp(dt, "f32") ? 4 : strcmp(dt, "auto") != 0 ? 2 : 0;
     for (size_t i = 0; plain && !out_size && i < model->n; i++)
         if (model->t[i].fmt == QP_EST_DENSE)

@@ -87,7 +87,7 @@ static void full_recipe(void **state)
     assert_json(params_of(r, "q4eval"),
                 "{\"dataset\": [\"data/eval.txt\"], \"field\": \"text\", \"protocol\": \"windows\", \"ctx\": 0, "
                 "\"max_tokens\": 0, \"max_chunks\": 0, \"mc\": \"\", \"reference\": \"base\"}");
-    assert_json(params_of(r, "pkg"), "{\"format\": \"gguf\", \"out\": \"dist/\", \"name\": \"\"}");
+    assert_json(params_of(r, "pkg"), "{\"format\": \"gguf\", \"out\": \"dist/\", \"name\": \"\", \"dtype\": \"auto\", \"max_shard_size\": \"5GB\", \"base_model\": \"\", \"license\": \"\"}");
     assert_json(qp_recipe_vars(r), "{\"model_dir\": \"../shared/models/house-llama\"}");
 
     char digest[QP_HEX_LEN];
