@@ -37,7 +37,7 @@ static const bad_case cases[] = {
     {"unknown_param_with_hint", HDR MODEL "  q4: {uses: quantize, needs: model, with: {method: rtn, bitz: 4}}\n",
      "r.yaml:5:58: unknown parameter 'bitz' for quantize (did you mean 'bits'?)"},
     {"unknown_param_lists_known", HDR MODEL "  p: {uses: package, needs: model, with: {format: gguf, out: d, colour: red}}\n",
-     "r.yaml:5:65: unknown parameter 'colour' for package (known: format, out, name)"},
+     "r.yaml:5:65: unknown parameter 'colour' for package (known: format, out, name, dtype, max_shard_size, base_model, license)"},
     {"int_param_given_string", HDR MODEL "  c: {uses: calibrate, needs: model, with: {dataset: d.txt, samples: many}}\n",
      "r.yaml:5:70: parameter 'samples' for calibrate must be an integer, got string 'many'"},
     {"int_param_given_float", HDR MODEL "  c: {uses: calibrate, needs: model, with: {dataset: d.txt, samples: 1.5}}\n",
