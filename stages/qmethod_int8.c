@@ -25,7 +25,14 @@ static int int8_encode(const qp_quant_job *job, const qp_tensor_plan *plan, cons
 
 static const char *const card_keys[] = {NULL};
 
+/* "house-llama-int8": per-row absmax, no groups to name */
+static void int8_package_name(char *buf, size_t cap, const char *base, const qp_quant_method *m,
+                              const json_t *params, const json_t *metrics)
+{
+    snprintf(buf, cap, "%s-int8", base);
+}
+
 const qp_quant_method qp_qm_int8 = {
     .name = "int8", .doc = "per-output-channel absmax int8", .plan = int8_plan, .encode = int8_encode,
-    .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
+    .hints = {card_keys, int8_package_name, qp_qm_linear_gguf_file_type},
 };

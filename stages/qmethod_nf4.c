@@ -33,8 +33,16 @@ static int nf4_encode(const qp_quant_job *job, const qp_tensor_plan *plan, const
 
 static const char *const card_keys[] = {"double_quant", NULL};
 
+/* "house-llama-nf4" / "-nf4-dq": NF4's blocks are 64 weights whatever the
+ * recipe's group_size says, so the linear methods' -w4g128 would be wrong */
+static void nf4_package_name(char *buf, size_t cap, const char *base, const qp_quant_method *m,
+                             const json_t *params, const json_t *metrics)
+{
+    snprintf(buf, cap, "%s-nf4%s", base, json_is_true(json_object_get(params, "double_quant")) ? "-dq" : "");
+}
+
 const qp_quant_method qp_qm_nf4 = {
     .name = "nf4", .opts_size = sizeof(qp_qm_nf4_opts), .parse = nf4_parse, .plan = nf4_plan, .encode = nf4_encode,
     .doc = "bitsandbytes NF4 (4-bit normal-float blocks of 64, optional double quantization)",
-    .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
+    .hints = {card_keys, nf4_package_name, qp_qm_linear_gguf_file_type},
 };
