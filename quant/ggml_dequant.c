@@ -120,6 +120,31 @@ static void dq_iq4_xs(const qp_block_iq4_xs *x, float *y, int64_t nb)
     }
 }
 
+/* IQ3_XXS: sub-block scale db = d·(0.5 + l)·0.5; four grid bytes per index;
+ * the sign byte is 7 stored bits plus their parity (ksigns_iq2xs) */
+static void dq_iq3_xxs(const qp_block_iq3_xxs *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        const uint8_t *qs = x[i].qs;
+        for (int ib = 0; ib < 8; ++ib, qs += 8) {
+            uint32_t aux32;
+            memcpy(&aux32, x[i].qs + 64 + 4 * ib, 4);
+            const float db = d * (0.5f + (aux32 >> 28)) * 0.5f;
+            for (int l = 0; l < 4; ++l, y += 8) {
+                const unsigned s7 = (aux32 >> 7 * l) & 127;
+                const unsigned signs = s7 | (unsigned)(__builtin_popcount(s7) & 1) << 7;
+                for (int j = 0; j < 4; ++j) {
+                    const uint8_t g1 = (uint8_t)(qp_iq3xxs_grid[qs[2 * l + 0]] >> 8 * j);
+                    const uint8_t g2 = (uint8_t)(qp_iq3xxs_grid[qs[2 * l + 1]] >> 8 * j);
+                    y[j + 0] = db * g1 * (signs & (1u << j) ? -1.f : 1.f);
+                    y[j + 4] = db * g2 * (signs & (1u << (j + 4)) ? -1.f : 1.f);
+                }
+            }
+        }
+    }
+}
+
 /* One TQ1_0 trit: byte q holds ceil(base-3 number·256/243); multiplying by
  * 3^k (mod 256) brings trit k to the top, ·3 >> 8 reads it. */
 static inline float tq1_value(uint8_t byte, uint8_t pow3, float d)
@@ -305,6 +330,7 @@ void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int6
     case QP_GGML_Q5_K: dq_q5_K(src, dst, n / QP_QK_K); break;
     case QP_GGML_Q6_K: dq_q6_K(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ4_XS: dq_iq4_xs(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ3_XXS: dq_iq3_xxs(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ1_0: dq_tq1_0(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ2_0: dq_tq2_0(src, dst, n / QP_QK_K); break;
     default: break;   /* not in quant/qtypes.c's table: callers check qp_qtype_get() first */

@@ -50,6 +50,9 @@ typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[
 typedef struct { uint8_t qs[48]; uint8_t qh[4]; uint16_t d; } qp_block_tq1_0;        /* 54 B */
 /* ternary {-1,0,1}·d as 2-bit fields (value + 1), four per byte */
 typedef struct { uint8_t qs[64]; uint16_t d; } qp_block_tq2_0;                       /* 66 B */
+/* 8 sub-blocks of 32: qs[0..64) grid indices (4 weights each), then 8 u32
+ * of 4×7 sign bits + a 4-bit scale (ggml_iq3xxs.c) */
+typedef struct { uint16_t d; uint8_t qs[96]; } qp_block_iq3_xxs;                     /* 98 B */
 
 _Static_assert(sizeof(qp_block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(qp_block_q4_1) == 20, "q4_1 layout");
@@ -65,6 +68,7 @@ _Static_assert(sizeof(qp_block_q6_K) == 210, "q6_K layout");
 _Static_assert(sizeof(qp_block_iq4_xs) == 136, "iq4_xs layout");
 _Static_assert(sizeof(qp_block_tq1_0) == 54, "tq1_0 layout");
 _Static_assert(sizeof(qp_block_tq2_0) == 66, "tq2_0 layout");
+_Static_assert(sizeof(qp_block_iq3_xxs) == 98, "iq3_xxs layout");
 
 #define QP_FP16(x) qp_f32_to_f16(x)      /* = GGML_FP32_TO_FP16 (round to nearest even) */
 #define QP_FP32(h) qp_f16_to_f32(h)
@@ -174,6 +178,10 @@ float qp_iq4_block_scale(const float *xb, const float *weight, float max);
 /* IQ4_XS as llama-quantize produces it (quantize_iq4_xs = quantize_row_iq4_nl_impl
  * with super-block 256, blocks of 32, ntry 7); qw (n floats) may be NULL. */
 void qp_iq4_xs_row(const float *x, void *y, int64_t n, const float *qw);
+/* IQ3_XXS as llama-quantize produces it (quantize_iq3_xxs); qw may be NULL.
+ * qp_iq3xxs_grid: ggml-common.h's iq3xxs_grid (dequantization values). */
+void qp_iq3_xxs_row(const float *x, void *y, int64_t n, const float *qw);
+extern const uint32_t qp_iq3xxs_grid[256];
 /* TQ1_0 / TQ2_0: quantize_row_tq*_ref (llama-quantize ignores the imatrix). */
 void qp_tq1_0_ref(const float *x, void *y, int64_t n);
 void qp_tq2_0_ref(const float *x, void *y, int64_t n);

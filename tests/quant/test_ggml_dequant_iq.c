@@ -1,11 +1,11 @@
-/* Dequantization of IQ4_XS, TQ1_0 and TQ2_0: hand-built blocks pin the
+/* Dequantization of IQ4_XS, IQ3_XXS, TQ1_0 and TQ2_0: hand-built blocks pin the
  * layouts; then every block of the llama-quantize oracles
  * (vectors/house-llama/iq/) is decoded here from ggml-common.h's block
  * structs, independently of quant/ (TQ1_0 by base-3 digits: byte =
  * ceil(q·256/243) gives q = floor(byte·243/256), rather than ggml's
  * multiply-and-shift), and qp_dequantize_row must give the same floats bit
- * for bit — with d·(trit − 1) and dl·kvalues, ggml's dequantize_row_*
- * products.  The error against F32.gguf is bounded as for the other types. */
+ * for bit — with d·(trit − 1), dl·kvalues and db·grid·sign, ggml's
+ * dequantize_row_* products.  The error against F32.gguf is bounded as for the other types. */
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
@@ -70,6 +70,32 @@ static void decode_tq1_0(const unsigned char *b, float *y)
             y[240 + 4 * k + j] = (float)(digit5(b[48 + j], k) - 1) * d;
 }
 
+/* IQ3_XXS block (d, qs[64] grid indices, 8 × u32 signs + scale) -> y[256],
+ * with ggml-common.h's iq3xxs_grid (quant/ exports the same table: its
+ * bytes are checked by the oracle quantization test) */
+extern const uint32_t qp_iq3xxs_grid[256];
+
+static void decode_iq3_xxs(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int ib = 0; ib < 8; ib++) {
+        const unsigned char *g = b + 66 + 4 * ib;
+        const uint32_t aux = (uint32_t)g[0] | (uint32_t)g[1] << 8 | (uint32_t)g[2] << 16 | (uint32_t)g[3] << 24;
+        const float db = d * (0.5f + (float)(aux >> 28)) * 0.5f;
+        for (int l = 0; l < 4; l++) {
+            int s = (int)((aux >> (7 * l)) & 127), parity = 0;
+            for (int k = 0; k < 7; k++)
+                parity ^= (s >> k) & 1;
+            s |= parity << 7;   /* the eighth sign makes the count of negatives even */
+            for (int j = 0; j < 8; j++) {
+                const uint32_t grid = qp_iq3xxs_grid[b[2 + 8 * ib + 2 * l + j / 4]];
+                const float q = (float)((grid >> (8 * (j % 4))) & 0xff);
+                y[32 * ib + 8 * l + j] = db * q * ((s >> j) & 1 ? -1.f : 1.f);
+            }
+        }
+    }
+}
+
 /* TQ2_0 block (qs[64], d) -> y[256] */
 static void decode_tq2_0(const unsigned char *b, float *y)
 {
@@ -98,6 +124,19 @@ static void test_layouts(void **state)
     assert_true(y[16] == 0.5f * 1 * 113);
     assert_true(y[32] == 0.5f * 17 * 1);
     assert_true(y[64] == 0.5f * -32 * -127);   /* scale 0 − 32 */
+
+    /* IQ3_XXS: d = 1, sub-block 0 scale l = 1 -> db = (0.5 + 1)·0.5; index 5
+     * = 0x04040c3e (first weight 62); sign bits 1 (+ parity bit 7) */
+    memset(b, 0, 98);
+    put16(b, 0x3c00);
+    b[2] = 5;
+    b[2 + 1] = 0;
+    b[66] = 0x01;
+    b[66 + 3] = 0x10;      /* scale nibble (bits 28..31) = 1 */
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ3_XXS, b, y, 256), 0);
+    assert_true(y[0] == -0.75f * 62 && y[1] == 0.75f * 12 && y[2] == 0.75f * 4);
+    assert_true(y[4] == 0.75f * 4 && y[7] == -0.75f * 4);   /* bit 7: parity of one negative */
+    assert_true(y[8] == 0.75f * 4 && y[32] == 0.25f * 4);    /* sub-block 1: l = 0 -> 0.25 */
 
     /* TQ2_0: byte m of group g holds weights 128g + m + 32k at bits 2k */
     memset(b, 0, 66);
@@ -178,6 +217,7 @@ static void test_oracle_decode(void **state)
          * weights round to 0 (d = the block's largest magnitude).  TQ1_0 and
          * TQ2_0 hold the same trits, so their errors agree. */
         { "IQ4_XS-imatrix.gguf", QP_GGML_IQ4_XS, decode_iq4_xs, 0.07304 },
+        { "IQ3_XXS-imatrix.gguf", QP_GGML_IQ3_XXS, decode_iq3_xxs, 0.19342 },
         { "TQ1_0-imatrix.gguf", QP_GGML_TQ1_0, decode_tq1_0, 0.77377 },
         { "TQ2_0-imatrix.gguf", QP_GGML_TQ2_0, decode_tq2_0, 0.77377 },
     };

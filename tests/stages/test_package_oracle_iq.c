@@ -4,7 +4,8 @@
  * (llama-quantize --imatrix … IQ4_XS: llama_tensor_get_type's rules), each
  * written by a recipe (`imatrix:` → `method: gguf, type: …`) and, with
  * qpipe's own qpipe.* keys dropped, byte-identical to llama.cpp's file;
- * and `override: type` with these types. */
+ * and `override: type` with these types and IQ3_XXS (a block type here, not
+ * a file type: llama.cpp's IQ3_XXS mix needs IQ3_S and IQ2_S). */
 #include "tests/support/testutil.h"
 #include "tests/support/run_recipe.h"
 #include "tests/stages/package_oracle.h"
@@ -42,7 +43,8 @@ static int setup(void **state)
     /* override: block types per tensor on top of a K-quant mix */
     fprintf(f, "  ov: {uses: quantize, needs: [model], with: {method: gguf, type: Q4_K_M, imatrix: \"%s\", override: "
                "[{match: \"*layers.0.mlp.*\", type: IQ4_XS}, {match: \"*layers.1.self_attn.*\", type: TQ2_0}, "
-               "{match: \"*layers.2.*\", type: TQ1_0}]}}\n", imatrix);
+               "{match: \"*layers.2.*\", type: TQ1_0}, {match: \"*layers.3.self_attn.[qk]_proj*\", type: IQ3_XXS}]}}\n",
+            imatrix);
     fprintf(f, "  pov: {uses: package, needs: [ov], with: {format: gguf, out: out/ov, name: ov}}\n");
     fclose(f);
     char *cache_dir = qp_path_join(dir, "cache");
@@ -85,6 +87,7 @@ static void test_override(void **state)
     (void)state;
     static const struct { const char *prefix, *type; size_t want; } groups[] = {
         {"blk.0.ffn_", "IQ4_XS", 3}, {"blk.1.attn_", "TQ2_0", 4}, {"blk.2.", "TQ1_0", 7},
+        {"blk.3.attn_q", "IQ3_XXS", 1}, {"blk.3.attn_k", "IQ3_XXS", 1},
     };
     char *ours = qp_path_join(dir, "out/ov/ov.gguf");
     qp_gguf *g = NULL;
@@ -111,7 +114,7 @@ static void test_override(void **state)
         qp_gguf_free(o);
         free(opath);
     }
-    const qp_gguf_tensor *q = qp_gguf_find_tensor(g, "blk.3.attn_q.weight");
+    const qp_gguf_tensor *q = qp_gguf_find_tensor(g, "blk.3.attn_output.weight");
     assert_non_null(q);
     assert_int_equal(q->type, QP_GGML_Q4_K);
     qp_gguf_free(g);
