@@ -1,6 +1,6 @@
 /* Quantization throughput: MB/s of f32 input for Q8_0, Q4_0, Q4_K, Q6_K,
- * IQ4_XS (without and with an imatrix, "IQ4_XS+im"), IQ3_XXS+im (no
- * kernel of its own: the reference, threaded), TQ1_0 and TQ2_0 with
+ * IQ4_XS (without and with an imatrix, "IQ4_XS+im"), IQ3_XXS+im, TQ1_0
+ * and TQ2_0 with
  * the fast path (qp_quantize) at 1 and 2 threads, the reference quantizer
  * (qp_quantize_ref, one thread), and a same-process memcpy of the same
  * bytes.  Input: 1024 rows × 4096 Gaussian weights (16 MiB), per-row scales

@@ -181,6 +181,7 @@ void qp_iq4_xs_row(const float *x, void *y, int64_t n, const float *qw);
 /* IQ3_XXS as llama-quantize produces it (quantize_iq3_xxs); qw may be NULL.
  * qp_iq3xxs_grid: ggml-common.h's iq3xxs_grid (dequantization values). */
 void qp_iq3_xxs_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq3_xxs_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
 extern const uint32_t qp_iq3xxs_grid[256];
 /* TQ1_0 / TQ2_0: quantize_row_tq*_ref (llama-quantize ignores the imatrix). */
 void qp_tq1_0_ref(const float *x, void *y, int64_t n);

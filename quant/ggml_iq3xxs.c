@@ -18,7 +18,7 @@
  * iq3_build_tables() rebuilds exactly that list.
  *
  * Shapes: x[n] f32, n % 256 == 0 -> n/256 blocks of 98 bytes; qw[n] or NULL. */
-#include "quant/ggml_impl.h"
+#include "quant/ggml_iq3xxs_impl.h"
 
 #include <float.h>
 #include <math.h>
@@ -26,9 +26,7 @@
 #include <stdlib.h>
 
 #define GROUP_MAX_EPS_IQ3_XXS 1e-8f
-#define KMAXQ 8
-#define KMAP_SIZE 4096   /* 4 levels of 3 bits */
-#define NWANT 2          /* neighbours: the two smallest distances */
+#define NWANT 2          /* qp_iq3_neighbours: the two smallest distances */
 
 /* ggml-common.h, iq3xxs_grid (llama.cpp c392e50, data): the dequantization
  * grid, bytes 4·(2l+1) for l = 0..6 and 62 for l = 7, first coordinate in
@@ -74,9 +72,11 @@ const uint32_t qp_iq3xxs_grid[256] = {
  * 2l+1 (int8 × 4), the map from a 12-bit level vector to its grid index
  * (>= 0) or to −(1 + offset of its neighbour list), and the lists
  * (count, then grid indices). */
-static int8_t grid_pos[256][4];
-static int kmap[KMAP_SIZE];
-static uint16_t *neighbours;
+int8_t qp_iq3_grid_pos[256][4];
+int qp_iq3_kmap[QP_IQ3_KMAP_SIZE];
+uint16_t *qp_iq3_neighbours;
+float *qp_iq3_coords;
+int qp_iq3_coord_off[QP_IQ3_KMAP_SIZE];
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 /* the dequantization byte 4·(2l+1) (62 for l = 7) -> l */
@@ -101,7 +101,7 @@ static int sorted_neighbours(int u, int *dist2)
     for (int j = 0; j < 256; ++j) {
         int d2 = 0;
         for (int k = 0; k < 4; ++k)
-            d2 += (grid_pos[j][k] - pos[k]) * (grid_pos[j][k] - pos[k]);
+            d2 += (qp_iq3_grid_pos[j][k] - pos[k]) * (qp_iq3_grid_pos[j][k] - pos[k]);
         dist2[2 * j] = d2;
         dist2[2 * j + 1] = j;
     }
@@ -121,45 +121,66 @@ static int sorted_neighbours(int u, int *dist2)
 
 static void iq3_build_tables(void)
 {
-    for (int i = 0; i < KMAP_SIZE; ++i)
-        kmap[i] = -1;
+    for (int i = 0; i < QP_IQ3_KMAP_SIZE; ++i)
+        qp_iq3_kmap[i] = -1;
     for (int j = 0; j < 256; ++j) {
         int u = 0;
         for (int k = 0; k < 4; ++k) {
             const int l = byte_level((uint8_t)(qp_iq3xxs_grid[j] >> 8 * k));
-            grid_pos[j][k] = (int8_t)(2 * l + 1);
+            qp_iq3_grid_pos[j][k] = (int8_t)(2 * l + 1);
             u |= l << 3 * k;
         }
-        kmap[u] = j;
+        qp_iq3_kmap[u] = j;
     }
     int dist2[2 * 256], total = 0;
-    for (int u = 0; u < KMAP_SIZE; ++u)
-        if (kmap[u] < 0)
+    for (int u = 0; u < QP_IQ3_KMAP_SIZE; ++u)
+        if (qp_iq3_kmap[u] < 0)
             total += 1 + sorted_neighbours(u, dist2);
-    neighbours = malloc((size_t)total * sizeof *neighbours);
-    if (!neighbours)
+    qp_iq3_neighbours = malloc((size_t)total * sizeof *qp_iq3_neighbours);
+    if (!qp_iq3_neighbours)
         abort();   /* a few tens of KB at start-up */
     int counter = 0;
-    for (int u = 0; u < KMAP_SIZE; ++u) {
-        if (kmap[u] >= 0)
+    for (int u = 0; u < QP_IQ3_KMAP_SIZE; ++u) {
+        if (qp_iq3_kmap[u] >= 0)
             continue;
         const int n = sorted_neighbours(u, dist2);
-        kmap[u] = -(counter + 1);
-        neighbours[counter++] = (uint16_t)n;
+        qp_iq3_kmap[u] = -(counter + 1);
+        qp_iq3_neighbours[counter++] = (uint16_t)n;
         for (int j = 0; j < n; ++j)
-            neighbours[counter++] = (uint16_t)dist2[2 * j + 1];
+            qp_iq3_neighbours[counter++] = (uint16_t)dist2[2 * j + 1];
+    }
+    /* the float copy for the fast search */
+    int nf = 0;
+    for (int u = 0; u < QP_IQ3_KMAP_SIZE; ++u)
+        if (qp_iq3_kmap[u] < 0)
+            nf += 4 * ((qp_iq3_neighbours[-qp_iq3_kmap[u] - 1] + 7) & ~7);
+    qp_iq3_coords = calloc((size_t)nf, sizeof *qp_iq3_coords);
+    if (!qp_iq3_coords)
+        abort();
+    nf = 0;
+    for (int u = 0; u < QP_IQ3_KMAP_SIZE; ++u) {
+        if (qp_iq3_kmap[u] >= 0)
+            continue;
+        const uint16_t *nb = qp_iq3_neighbours - qp_iq3_kmap[u] - 1;
+        const int npad = (nb[0] + 7) & ~7;
+        qp_iq3_coord_off[u] = nf;
+        for (int j = 0; j < nb[0]; ++j)
+            for (int i = 0; i < 4; ++i)
+                qp_iq3_coords[nf + i * npad + j] = qp_iq3_grid_pos[nb[1 + j]][i];
+        nf += 4 * npad;
     }
 }
 
-/* iq3_find_best_neighbour: the listed grid point nearest to xval at this
- * scale (weights w = sqrt of the error weights), first on ties; writes its
- * levels to L and returns its index. */
-static int best_neighbour(const uint16_t *nb, const float *xval, const float *w, float scale, int8_t *L)
+/* iq3_find_best_neighbour for off-grid key u: the listed grid point nearest
+ * to xval at this scale (weights w = sqrt of the error weights), first on
+ * ties; writes its levels to L and returns its index. */
+int qp_iq3_best_neighbour(int u, const float *xval, const float *w, float scale, int8_t *L)
 {
+    const uint16_t *nb = qp_iq3_neighbours - qp_iq3_kmap[u] - 1;
     float best_d2 = FLT_MAX;
     int grid_index = -1;
     for (int j = 1; j <= nb[0]; ++j) {
-        const int8_t *pg = grid_pos[nb[j]];
+        const int8_t *pg = qp_iq3_grid_pos[nb[j]];
         float d2 = 0;
         for (int i = 0; i < 4; ++i) {
             const float q = pg[i];
@@ -172,30 +193,55 @@ static int best_neighbour(const uint16_t *nb, const float *xval, const float *w,
         }
     }
     for (int i = 0; i < 4; ++i)
-        L[i] = (int8_t)((grid_pos[grid_index][i] - 1) / 2);
+        L[i] = (int8_t)((qp_iq3_grid_pos[grid_index][i] - 1) / 2);
     return grid_index;
 }
 
-/* 4 levels (0..7) -> their 12-bit key */
-static inline int levels_key(const int8_t *L)
+/* The 31 trial scales around max/15 of one sub-block: each trial snaps the
+ * groups to the grid (off-grid ones to their nearest listed neighbour at
+ * that scale) and the best weighted fit is kept, its levels and on-grid
+ * flags in st (left as they were when no trial is accepted).  Returns the
+ * scale (max/15 when no trial is accepted). */
+float qp_iq3_trials_ref(const float *xval, const float *weight, const float *waux, float max, qp_iq3_state *st)
 {
-    return L[0] | L[1] << 3 | L[2] << 6 | L[3] << 9;
-}
-
-/* Search state that ggml keeps across the sub-blocks of a row: a sub-block
- * for which no trial scale is accepted (all-zero weights) reuses the
- * previous one's levels and on-grid flags.  ggml leaves them uninitialised
- * at the start of a row; here they start at zero. */
-typedef struct {
-    int8_t L[32];
-    bool is_on_grid[8];
-} iq3_state;
-
-static void iq3_xxs_block(const float *xbl, uint8_t *out, const float *qw, iq3_state *st)
-{
-    float scales[8], weight[32], xval[32], waux[32];
     int8_t Laux[32];
     bool on_grid_aux[8];
+    float best = 0;
+    float scale = max / (2 * QP_IQ3_KMAXQ - 1);
+    for (int is = -15; is <= 15; ++is) {
+        const float id = (2 * QP_IQ3_KMAXQ - 1 + is * 0.2f) / max;
+        const float this_scale = 1 / id;
+        for (int k = 0; k < 8; ++k) {
+            for (int i = 0; i < 4; ++i) {
+                const int l = qp_nearest_int(0.5f * (id * xval[4 * k + i] - 1));
+                Laux[4 * k + i] = (int8_t)QP_MAX(0, QP_MIN(QP_IQ3_KMAXQ - 1, l));
+            }
+            const int u = qp_iq3_levels_key(Laux + 4 * k);
+            on_grid_aux[k] = qp_iq3_kmap[u] >= 0;
+            if (qp_iq3_kmap[u] < 0)
+                qp_iq3_best_neighbour(u, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
+        }
+        float sumqx = 0, sumq2 = 0;
+        for (int i = 0; i < 32; ++i) {
+            const float w = weight[i];
+            const float q = 2 * Laux[i] + 1;
+            sumqx += w * xval[i] * q;
+            sumq2 += w * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            scale = sumqx / sumq2;
+            best = scale * sumqx;
+            memcpy(st->L, Laux, 32);
+            memcpy(st->is_on_grid, on_grid_aux, sizeof on_grid_aux);
+        }
+    }
+    return scale;
+}
+
+
+static void iq3_xxs_block(const float *xbl, uint8_t *out, const float *qw, qp_iq3_state *st, const qp_iq3_search *fn)
+{
+    float scales[8], weight[32], xval[32], waux[32];
     uint8_t block_signs[4];
     uint8_t q3[64];
     uint32_t sas[8];
@@ -257,35 +303,7 @@ static void iq3_xxs_block(const float *xbl, uint8_t *out, const float *qw, iq3_s
             continue;   /* indices and signs stay 0 */
         }
         /* 31 trial scales around max/15 */
-        float best = 0;
-        float scale = max / (2 * KMAXQ - 1);
-        for (int is = -15; is <= 15; ++is) {
-            const float id = (2 * KMAXQ - 1 + is * 0.2f) / max;
-            const float this_scale = 1 / id;
-            for (int k = 0; k < 8; ++k) {
-                for (int i = 0; i < 4; ++i) {
-                    const int l = qp_nearest_int(0.5f * (id * xval[4 * k + i] - 1));
-                    Laux[4 * k + i] = (int8_t)QP_MAX(0, QP_MIN(KMAXQ - 1, l));
-                }
-                const int u = levels_key(Laux + 4 * k);
-                on_grid_aux[k] = kmap[u] >= 0;
-                if (kmap[u] < 0)
-                    best_neighbour(neighbours - kmap[u] - 1, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
-            }
-            float sumqx = 0, sumq2 = 0;
-            for (int i = 0; i < 32; ++i) {
-                const float w = weight[i];
-                const float q = 2 * Laux[i] + 1;
-                sumqx += w * xval[i] * q;
-                sumq2 += w * q * q;
-            }
-            if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-                scale = sumqx / sumq2;
-                best = scale * sumqx;
-                memcpy(L, Laux, 32);
-                memcpy(st->is_on_grid, on_grid_aux, sizeof on_grid_aux);
-            }
-        }
+        float scale = fn->trials(xval, weight, waux, max, st);
         /* groups that were snapped to a neighbour: redo them at the final scale */
         int n_not_ongrid = 0;
         for (int k = 0; k < 8; ++k)
@@ -298,14 +316,14 @@ static void iq3_xxs_block(const float *xbl, uint8_t *out, const float *qw, iq3_s
                 int u = 0;
                 for (int i = 0; i < 4; ++i) {
                     int l = qp_nearest_int(0.5f * (id * xval[4 * k + i] - 1));
-                    l = QP_MAX(0, QP_MIN(KMAXQ - 1, l));
+                    l = QP_MAX(0, QP_MIN(QP_IQ3_KMAXQ - 1, l));
                     u |= l << 3 * i;
                 }
-                int grid_index = kmap[u];
+                int grid_index = qp_iq3_kmap[u];
                 if (grid_index < 0)
-                    grid_index = best_neighbour(neighbours - kmap[u] - 1, xval + 4 * k, waux + 4 * k, scale, L + 4 * k);
+                    grid_index = fn->nearest(u, xval + 4 * k, waux + 4 * k, scale, L + 4 * k);
                 for (int i = 0; i < 4; ++i)
-                    L[4 * k + i] = (int8_t)((grid_pos[grid_index][i] - 1) / 2);
+                    L[4 * k + i] = (int8_t)((qp_iq3_grid_pos[grid_index][i] - 1) / 2);
             }
             float sumqx = 0, sumq2 = 0;
             for (int i = 0; i < 32; ++i) {
@@ -323,7 +341,7 @@ static void iq3_xxs_block(const float *xbl, uint8_t *out, const float *qw, iq3_s
                 block_signs[k] = (uint8_t)(~block_signs[k] & 127);
         }
         for (int k = 0; k < 8; ++k) {
-            const int g = kmap[levels_key(L + 4 * k)];
+            const int g = qp_iq3_kmap[qp_iq3_levels_key(L + 4 * k)];
             if (g < 0)
                 abort();   /* ggml: "Oops: found point not on grid" (cannot happen: L comes from the grid) */
             q3[8 * ib + k] = (uint8_t)g;
@@ -353,12 +371,18 @@ static void iq3_xxs_block(const float *xbl, uint8_t *out, const float *qw, iq3_s
             out[66 + 4 * ib + b] = (uint8_t)(sas[ib] >> 8 * b);
 }
 
-void qp_iq3_xxs_row(const float *x, void *vy, int64_t n, const float *qw)
+void qp_iq3_xxs_row_search(const float *x, void *vy, int64_t n, const float *qw, const qp_iq3_search *fn)
 {
     pthread_once(&tables_once, iq3_build_tables);
     uint8_t *y = vy;
-    iq3_state st;
+    qp_iq3_state st;
     memset(&st, 0, sizeof st);
     for (int64_t ib = 0; ib < n / QP_QK_K; ++ib)
-        iq3_xxs_block(x + QP_QK_K * ib, y + 98 * ib, qw ? qw + QP_QK_K * ib : NULL, &st);
+        iq3_xxs_block(x + QP_QK_K * ib, y + 98 * ib, qw ? qw + QP_QK_K * ib : NULL, &st, fn);
+}
+
+void qp_iq3_xxs_row(const float *x, void *y, int64_t n, const float *qw)
+{
+    static const qp_iq3_search ref = { qp_iq3_trials_ref, qp_iq3_best_neighbour };
+    qp_iq3_xxs_row_search(x, y, n, qw, &ref);
 }
