@@ -1,4 +1,6 @@
-/* Quantization throughput: MB/s of f32 input for Q8_0, Q4_0, Q4_K, Q6_K with
+/* Quantization throughput: MB/s of f32 input for Q8_0, Q4_0, Q4_K, Q6_K,
+ * IQ4_XS (without and with an imatrix, "IQ4_XS+im"), IQ3_XXS+im, TQ1_0
+ * and TQ2_0 with
  * the fast path (qp_quantize) at 1 and 2 threads, the reference quantizer
  * (qp_quantize_ref, one thread), and a same-process memcpy of the same
  * bytes.  Input: 1024 rows × 4096 Gaussian weights (16 MiB), per-row scales
@@ -39,13 +41,14 @@ typedef struct {
     void *y;
     int64_t rows;
     int threads;   /* 0: reference */
+    const float *imatrix;   /* COLS floats or NULL */
 } qctx;
 
 static int run_quant(void *p)
 {
     qctx *c = p;
-    int rc = c->threads ? qp_quantize(c->t, c->x, c->y, c->rows, COLS, NULL, c->threads)
-                        : qp_quantize_ref(c->t, c->x, c->y, c->rows, COLS, NULL);
+    int rc = c->threads ? qp_quantize(c->t, c->x, c->y, c->rows, COLS, c->imatrix, c->threads)
+                        : qp_quantize_ref(c->t, c->x, c->y, c->rows, COLS, c->imatrix);
     if (rc)
         fprintf(stderr, "bench_quant: %s\n", qp_error_last());
     return rc;
@@ -76,14 +79,24 @@ int main(int argc, char **argv)
     const double t_copy = best_time(bench_run_memcpy, &mc);
     const double mb = (double)bytes / 1e6;
     printf("input %lld x %d f32 (%.1f MB); memcpy %.0f MB/s\n", (long long)rows, COLS, mb, mb / t_copy);
-    printf("%-5s %10s %10s %10s %9s %9s %12s\n", "type", "ref MB/s", "fast@1", "fast@2", "fast1/ref", "fast2/ref",
+    printf("%-9s %10s %10s %10s %9s %9s %12s\n", "type", "ref MB/s", "fast@1", "fast@2", "fast1/ref", "fast2/ref",
            "fast2/memcpy");
 
-    static const qp_ggml_type types[] = { QP_GGML_Q8_0, QP_GGML_Q4_0, QP_GGML_Q4_K, QP_GGML_Q6_K };
+    /* an imatrix-like importance: positive, spread over three decades */
+    static float imatrix[COLS];
+    for (int c = 0; c < COLS; c++)
+        imatrix[c] = powf(10.0f, -1.5f + 3.0f * (float)((c * 2654435761u) % 1000) / 1000.0f);
+    static const struct { qp_ggml_type t; int im; } types[] = {
+        { QP_GGML_Q8_0, 0 }, { QP_GGML_Q4_0, 0 }, { QP_GGML_Q4_K, 0 }, { QP_GGML_Q6_K, 0 },
+        { QP_GGML_IQ4_XS, 0 }, { QP_GGML_IQ4_XS, 1 }, { QP_GGML_IQ3_XXS, 1 }, { QP_GGML_TQ1_0, 0 },
+        { QP_GGML_TQ2_0, 0 },
+    };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        const qp_ggml_type t = types[i];
+        const qp_ggml_type t = types[i].t;
+        char label[16];
+        snprintf(label, sizeof label, "%s%s", qp_qtype_get(t)->name, types[i].im ? "+im" : "");
         const size_t out = qp_qtype_row_size(t, COLS) * (size_t)rows;
-        qctx c = { t, x, ref, rows, 0 };
+        qctx c = { t, x, ref, rows, 0, types[i].im ? imatrix : NULL };
         const double t_ref = best_time(run_quant, &c);
         c.y = fast;
         c.threads = 1;
@@ -105,7 +118,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_quant: %s 2-thread output differs from the reference\n", qp_qtype_get(t)->name);
             return 1;
         }
-        printf("%-5s %10.0f %10.0f %10.0f %8.2fx %8.2fx %11.3fx\n", qp_qtype_get(t)->name, mb / t_ref, mb / t_f1,
+        printf("%-9s %10.0f %10.0f %10.0f %8.2fx %8.2fx %11.3fx\n", label, mb / t_ref, mb / t_f1,
                mb / t_f2, t_ref / t_f1, t_ref / t_f2, t_copy / t_f2);
     }
     free(x);

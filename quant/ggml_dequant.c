@@ -103,6 +103,85 @@ static void dq_iq4_nl(const qp_block_iq4_nl *x, float *y, int64_t nb)
     }
 }
 
+/* IQ4_XS: sub-block scale dl = d·(6-bit scale − 32), then IQ4_NL's table */
+static void dq_iq4_xs(const qp_block_iq4_xs *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        const uint8_t *qs = x[i].qs;
+        for (int ib = 0; ib < QP_QK_K / 32; ++ib, y += 32, qs += 16) {
+            const int ls = ((x[i].scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) | (((x[i].scales_h >> 2 * ib) & 3) << 4);
+            const float dl = d * (ls - 32);
+            for (int j = 0; j < 16; ++j) {
+                y[j] = dl * qp_kvalues_iq4nl[qs[j] & 0xf];
+                y[j + 16] = dl * qp_kvalues_iq4nl[qs[j] >> 4];
+            }
+        }
+    }
+}
+
+/* IQ3_XXS: sub-block scale db = d·(0.5 + l)·0.5; four grid bytes per index;
+ * the sign byte is 7 stored bits plus their parity (ksigns_iq2xs) */
+static void dq_iq3_xxs(const qp_block_iq3_xxs *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        const uint8_t *qs = x[i].qs;
+        for (int ib = 0; ib < 8; ++ib, qs += 8) {
+            uint32_t aux32;
+            memcpy(&aux32, x[i].qs + 64 + 4 * ib, 4);
+            const float db = d * (0.5f + (aux32 >> 28)) * 0.5f;
+            for (int l = 0; l < 4; ++l, y += 8) {
+                const unsigned s7 = (aux32 >> 7 * l) & 127;
+                const unsigned signs = s7 | (unsigned)(__builtin_popcount(s7) & 1) << 7;
+                for (int j = 0; j < 4; ++j) {
+                    const uint8_t g1 = (uint8_t)(qp_iq3xxs_grid[qs[2 * l + 0]] >> 8 * j);
+                    const uint8_t g2 = (uint8_t)(qp_iq3xxs_grid[qs[2 * l + 1]] >> 8 * j);
+                    y[j + 0] = db * g1 * (signs & (1u << j) ? -1.f : 1.f);
+                    y[j + 4] = db * g2 * (signs & (1u << (j + 4)) ? -1.f : 1.f);
+                }
+            }
+        }
+    }
+}
+
+/* One TQ1_0 trit: byte q holds ceil(base-3 number·256/243); multiplying by
+ * 3^k (mod 256) brings trit k to the top, ·3 >> 8 reads it. */
+static inline float tq1_value(uint8_t byte, uint8_t pow3, float d)
+{
+    const uint8_t q = (uint8_t)(byte * pow3);
+    const int16_t xi = (int16_t)(((uint16_t)q * 3) >> 8);
+    return (float)(xi - 1) * d;
+}
+
+static void dq_tq1_0(const qp_block_tq1_0 *x, float *y, int64_t nb)
+{
+    static const uint8_t pow3[5] = { 1, 3, 9, 27, 81 };
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int n = 0; n < 5; ++n)
+            for (int m = 0; m < 32; ++m)
+                *y++ = tq1_value(x[i].qs[m], pow3[n], d);
+        for (int n = 0; n < 5; ++n)
+            for (int m = 0; m < 16; ++m)
+                *y++ = tq1_value(x[i].qs[32 + m], pow3[n], d);
+        for (int n = 0; n < 4; ++n)
+            for (int j = 0; j < 4; ++j)
+                *y++ = tq1_value(x[i].qh[j], pow3[n], d);
+    }
+}
+
+static void dq_tq2_0(const qp_block_tq2_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int j = 0; j < 64; j += 32)
+            for (int l = 0; l < 4; ++l)
+                for (int m = 0; m < 32; ++m)
+                    *y++ = (float)(((x[i].qs[j + m] >> (l * 2)) & 3) - 1) * d;
+    }
+}
+
 static void dq_q2_K(const qp_block_q2_K *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
@@ -250,6 +329,10 @@ void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int6
     case QP_GGML_Q4_K: dq_q4_K(src, dst, n / QP_QK_K); break;
     case QP_GGML_Q5_K: dq_q5_K(src, dst, n / QP_QK_K); break;
     case QP_GGML_Q6_K: dq_q6_K(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ4_XS: dq_iq4_xs(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ3_XXS: dq_iq3_xxs(src, dst, n / QP_QK_K); break;
+    case QP_GGML_TQ1_0: dq_tq1_0(src, dst, n / QP_QK_K); break;
+    case QP_GGML_TQ2_0: dq_tq2_0(src, dst, n / QP_QK_K); break;
     default: break;   /* not in quant/qtypes.c's table: callers check qp_qtype_get() first */
     }
 }

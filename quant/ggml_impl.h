@@ -42,6 +42,17 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } qp_blo
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } qp_block_q5_K; /* 176 B */
 /* 16 sub-blocks of 16, int8 scales, 6-bit quants (4 low in ql, 2 high in qh) */
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } qp_block_q6_K; /* 210 B */
+/* IQ4_NL's table over 8 sub-blocks of 32, each with a 6-bit signed scale
+ * (stored +32): low 4 bits in scales_l (two per byte), high 2 in scales_h */
+typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } qp_block_iq4_xs; /* 136 B */
+/* ternary {-1,0,1}·d: 240 trits five per byte in qs (base 3, scaled to
+ * 0..255 so that a trit is read back by a multiply), 16 trits four per byte in qh */
+typedef struct { uint8_t qs[48]; uint8_t qh[4]; uint16_t d; } qp_block_tq1_0;        /* 54 B */
+/* ternary {-1,0,1}·d as 2-bit fields (value + 1), four per byte */
+typedef struct { uint8_t qs[64]; uint16_t d; } qp_block_tq2_0;                       /* 66 B */
+/* 8 sub-blocks of 32: qs[0..64) grid indices (4 weights each), then 8 u32
+ * of 4×7 sign bits + a 4-bit scale (ggml_iq3xxs.c) */
+typedef struct { uint16_t d; uint8_t qs[96]; } qp_block_iq3_xxs;                     /* 98 B */
 
 _Static_assert(sizeof(qp_block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(qp_block_q4_1) == 20, "q4_1 layout");
@@ -54,6 +65,10 @@ _Static_assert(sizeof(qp_block_q3_K) == 110, "q3_K layout");
 _Static_assert(sizeof(qp_block_q4_K) == 144, "q4_K layout");
 _Static_assert(sizeof(qp_block_q5_K) == 176, "q5_K layout");
 _Static_assert(sizeof(qp_block_q6_K) == 210, "q6_K layout");
+_Static_assert(sizeof(qp_block_iq4_xs) == 136, "iq4_xs layout");
+_Static_assert(sizeof(qp_block_tq1_0) == 54, "tq1_0 layout");
+_Static_assert(sizeof(qp_block_tq2_0) == 66, "tq2_0 layout");
+_Static_assert(sizeof(qp_block_iq3_xxs) == 98, "iq3_xxs layout");
 
 #define QP_FP16(x) qp_f32_to_f16(x)      /* = GGML_FP32_TO_FP16 (round to nearest even) */
 #define QP_FP32(h) qp_f16_to_f32(h)
@@ -155,6 +170,22 @@ void qp_q6_K_imat(const float *x, void *y, int64_t n, const float *qw);
 
 /* IQ4_NL as llama-quantize produces it (quantize_iq4_nl: ntry 7); qw may be NULL. */
 void qp_iq4_nl_row(const float *x, void *y, int64_t n, const float *qw);
+/* The scale quantize_row_iq4_nl_impl picks for one 32-weight block (ntry 7):
+ * a start at -max/values[0], then 15 trial scales (itry-127)/max, keeping
+ * the best weighted fit; max = the block's first element of largest
+ * magnitude (|max| >= GROUP_MAX_EPS), weight[32] the error weights. */
+float qp_iq4_block_scale(const float *xb, const float *weight, float max);
+/* IQ4_XS as llama-quantize produces it (quantize_iq4_xs = quantize_row_iq4_nl_impl
+ * with super-block 256, blocks of 32, ntry 7); qw (n floats) may be NULL. */
+void qp_iq4_xs_row(const float *x, void *y, int64_t n, const float *qw);
+/* IQ3_XXS as llama-quantize produces it (quantize_iq3_xxs); qw may be NULL.
+ * qp_iq3xxs_grid: ggml-common.h's iq3xxs_grid (dequantization values). */
+void qp_iq3_xxs_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq3_xxs_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
+extern const uint32_t qp_iq3xxs_grid[256];
+/* TQ1_0 / TQ2_0: quantize_row_tq*_ref (llama-quantize ignores the imatrix). */
+void qp_tq1_0_ref(const float *x, void *y, int64_t n);
+void qp_tq2_0_ref(const float *x, void *y, int64_t n);
 
 /* Q4_K / Q5_K / Q6_K steps shared by the reference and the fast kernels
  * (ggml_kquants.c).  _finish = requantize with the stored scales + pack. */
@@ -179,6 +210,9 @@ void qp_q5_1_fast(const float *x, void *y, int64_t n);
 void qp_q4_K_fast(const float *x, void *y, int64_t n);
 void qp_q5_K_fast(const float *x, void *y, int64_t n);
 void qp_q6_K_fast(const float *x, void *y, int64_t n);
+void qp_iq4_xs_fast(const float *x, void *y, int64_t n, const float *qw);   /* qw may be NULL */
+void qp_tq1_0_fast(const float *x, void *y, int64_t n);
+void qp_tq2_0_fast(const float *x, void *y, int64_t n);
 
 /* ---- qtypes.c: argument checks and the per-row dispatch ---- */
 /* qp_quantize*'s argument checks except the weights' finiteness (one-line

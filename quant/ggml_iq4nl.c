@@ -11,6 +11,43 @@
 
 #define IQ4_NTRY 7
 
+float qp_iq4_block_scale(const float *x, const float *weight, float max)
+{
+    const int8_t *values = qp_kvalues_iq4nl;
+    /* start from the scale that maps max onto the table's end −127 (the
+     * indices this pass picks are not kept: every caller re-picks them) */
+    float d = -max / values[0];
+    float id = 1 / d;
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < QP_QK; ++j) {
+        float al = id * x[j];
+        int l = qp_best_index_int8(16, values, al);
+        float q = values[l];
+        float w = weight[j];
+        sumqx += w * q * x[j];
+        sumq2 += w * q * q;
+    }
+    d = sumqx / sumq2;   /* unguarded, as in ggml: all-zero weights give NaN */
+    float best = d * sumqx;
+    for (int itry = -IQ4_NTRY; itry <= IQ4_NTRY; ++itry) {
+        id = (itry + values[0]) / max;
+        sumqx = sumq2 = 0;
+        for (int j = 0; j < QP_QK; ++j) {
+            float al = id * x[j];
+            int l = qp_best_index_int8(16, values, al);
+            float q = values[l];
+            float w = weight[j];
+            sumqx += w * q * x[j];
+            sumq2 += w * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    return d;
+}
+
 static void iq4_nl_block(const float *x, qp_block_iq4_nl *y, const float *qw, uint8_t *L)
 {
     const int8_t *values = qp_kvalues_iq4nl;
@@ -33,41 +70,7 @@ static void iq4_nl_block(const float *x, qp_block_iq4_nl *y, const float *qw, ui
     }
     float amax;
     const float max = qp_first_absmax(x, QP_QK, &amax);
-    float scale = 0;
-    if (amax >= QP_GROUP_MAX_EPS) {
-        /* start from the scale that maps max onto the table's end −127 */
-        float d = -max / values[0];
-        float id = 1 / d;
-        float sumqx = 0, sumq2 = 0;
-        for (int j = 0; j < QP_QK; ++j) {
-            float al = id * x[j];
-            int l = qp_best_index_int8(16, values, al);
-            L[j] = (uint8_t)l;
-            float q = values[l];
-            float w = weight[j];
-            sumqx += w * q * x[j];
-            sumq2 += w * q * q;
-        }
-        d = sumqx / sumq2;   /* unguarded, as in ggml: all-zero weights give NaN */
-        float best = d * sumqx;
-        for (int itry = -IQ4_NTRY; itry <= IQ4_NTRY; ++itry) {
-            id = (itry + values[0]) / max;
-            sumqx = sumq2 = 0;
-            for (int j = 0; j < QP_QK; ++j) {
-                float al = id * x[j];
-                int l = qp_best_index_int8(16, values, al);
-                float q = values[l];
-                float w = weight[j];
-                sumqx += w * q * x[j];
-                sumq2 += w * q * q;
-            }
-            if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-                d = sumqx / sumq2;
-                best = d * sumqx;
-            }
-        }
-        scale = d;
-    }
+    const float scale = amax >= QP_GROUP_MAX_EPS ? qp_iq4_block_scale(x, weight, max) : 0;
     /* one block per super-block: the scale is stored as is and every weight
      * re-picked with it (ntry > 0) */
     y->d = QP_FP16(scale);

@@ -36,6 +36,9 @@ static const struct {
     { QP_FTYPE_MOSTLY_Q5_K_M, "Q5_K_M", QP_GGML_Q5_K },
     { QP_FTYPE_MOSTLY_Q6_K, "Q6_K", QP_GGML_Q6_K },
     { QP_FTYPE_MOSTLY_IQ4_NL, "IQ4_NL", QP_GGML_IQ4_NL },
+    { QP_FTYPE_MOSTLY_IQ4_XS, "IQ4_XS", QP_GGML_IQ4_XS },
+    { QP_FTYPE_MOSTLY_TQ1_0, "TQ1_0", QP_GGML_TQ1_0 },
+    { QP_FTYPE_MOSTLY_TQ2_0, "TQ2_0", QP_GGML_TQ2_0 },
 };
 #define N_FTYPES (sizeof(ftypes) / sizeof(ftypes[0]))
 
@@ -52,10 +55,7 @@ static const char *other_ftype_name(int f)
     case 27: return "IQ3_M";
     case 28: return "IQ2_S";
     case 29: return "IQ2_M";
-    case 30: return "IQ4_XS";
     case 31: return "IQ1_M";
-    case 36: return "TQ1_0";
-    case 37: return "TQ2_0";
     default: return "unknown";
     }
 }
@@ -154,8 +154,12 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             return QP_GGML_Q8_0;
         return t != QP_GGML_Q8_0 ? QP_GGML_Q6_K : t;
     }
-    if (strcmp(name, "token_embd.weight") == 0)
-        return c->token_embd_type >= 0 ? (qp_ggml_type)c->token_embd_type : t;   /* no rule for these ftypes */
+    if (strcmp(name, "token_embd.weight") == 0) {
+        if (c->token_embd_type >= 0)
+            return (qp_ggml_type)c->token_embd_type;
+        /* the ternary types are for ternary-trained layers, not the embedding */
+        return ft == QP_FTYPE_MOSTLY_TQ1_0 || ft == QP_FTYPE_MOSTLY_TQ2_0 ? QP_GGML_Q4_K : t;
+    }
     if (has(name, "attn_v.weight")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
             t = n_gqa >= 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
@@ -165,7 +169,7 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             t = i_layer < 2 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
             t = QP_GGML_Q5_K;
-        else if (ft == QP_FTYPE_MOSTLY_IQ4_NL && n_gqa >= 4)
+        else if ((ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_IQ4_XS) && n_gqa >= 4)
             t = QP_GGML_Q5_K;
         else if ((ft == QP_FTYPE_MOSTLY_Q4_K_M || ft == QP_FTYPE_MOSTLY_Q5_K_M) &&
                  use_more_bits(i_layer, c->n_attention_wv))
@@ -197,7 +201,8 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
         } else if (ft == QP_FTYPE_MOSTLY_Q4_K_M) {
             if (use_more_bits(i_layer, n_layer))
                 t = QP_GGML_Q6_K;
-        } else if (i_layer < n_layer / 8 && ft == QP_FTYPE_MOSTLY_IQ4_NL && !c->has_imatrix) {
+        } else if (i_layer < n_layer / 8 && (ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_IQ4_XS) &&
+                   !c->has_imatrix) {
             t = QP_GGML_Q5_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q5_K_M && use_more_bits(i_layer, n_layer)) {
             t = QP_GGML_Q6_K;
@@ -214,7 +219,8 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
     if (has(name, "attn_output.weight")) {
         if (c->n_expert == 8) {
             if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_Q3_K_S || ft == QP_FTYPE_MOSTLY_Q3_K_M ||
-                ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S || ft == QP_FTYPE_MOSTLY_Q4_K_M)
+                ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S || ft == QP_FTYPE_MOSTLY_Q4_K_M ||
+                ft == QP_FTYPE_MOSTLY_IQ4_XS)
                 t = QP_GGML_Q5_K;
         } else {
             if (ft == QP_FTYPE_MOSTLY_Q2_K)

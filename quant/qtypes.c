@@ -17,6 +17,7 @@ typedef struct {
     row_ref_fn ref;      /* no imatrix */
     row_imat_fn imat;    /* with imatrix; NULL: the imatrix is ignored */
     row_ref_fn fast;     /* same bytes as ref; NULL: ref is used */
+    row_imat_fn fast_imat;   /* same bytes as imat; NULL: imat is used */
 } qtype_entry;
 
 static void row_f32(const float *x, void *y, int64_t n)
@@ -47,25 +48,49 @@ static void row_iq4_nl(const float *x, void *y, int64_t n)
     qp_iq4_nl_row(x, y, n, NULL);
 }
 
+static void row_iq4_xs(const float *x, void *y, int64_t n)
+{
+    qp_iq4_xs_row(x, y, n, NULL);
+}
+
+static void row_iq4_xs_fast(const float *x, void *y, int64_t n)
+{
+    qp_iq4_xs_fast(x, y, n, NULL);
+}
+
+static void row_iq3_xxs(const float *x, void *y, int64_t n)
+{
+    qp_iq3_xxs_row(x, y, n, NULL);
+}
+
+static void row_iq3_xxs_fast(const float *x, void *y, int64_t n)
+{
+    qp_iq3_xxs_fast(x, y, n, NULL);
+}
+
 /* Which ggml types qpipe can write, and how.  Names, block sizes and bytes
  * per block come from the one ggml type table (common/ggml_types.h), copied
  * into `info` once, so the two can never disagree. */
 #define INFO(t, q, im) { .type = t, .is_quantized = q, .uses_imatrix = im }
 static qtype_entry table[] = {
-    { INFO(QP_GGML_F32, 0, 0), row_f32, NULL, NULL },
-    { INFO(QP_GGML_F16, 0, 0), row_f16, NULL, NULL },
-    { INFO(QP_GGML_Q4_0, 1, 1), qp_q4_0_ref, qp_q4_0_imat, qp_q4_0_fast },
-    { INFO(QP_GGML_Q4_1, 1, 1), qp_q4_1_ref, qp_q4_1_imat, qp_q4_1_fast },
-    { INFO(QP_GGML_Q5_0, 1, 1), qp_q5_0_ref, qp_q5_0_imat, qp_q5_0_fast },
-    { INFO(QP_GGML_Q5_1, 1, 1), qp_q5_1_ref, qp_q5_1_imat, qp_q5_1_fast },
-    { INFO(QP_GGML_Q8_0, 1, 0), qp_q8_0_ref, NULL, qp_q8_0_fast },
-    { INFO(QP_GGML_Q2_K, 1, 1), qp_q2_K_ref, qp_q2_K_imat, NULL },
-    { INFO(QP_GGML_Q3_K, 1, 1), qp_q3_K_ref, qp_q3_K_imat, NULL },
-    { INFO(QP_GGML_Q4_K, 1, 1), qp_q4_K_ref, qp_q4_K_imat, qp_q4_K_fast },
-    { INFO(QP_GGML_Q5_K, 1, 1), qp_q5_K_ref, qp_q5_K_imat, qp_q5_K_fast },
-    { INFO(QP_GGML_Q6_K, 1, 1), qp_q6_K_ref, qp_q6_K_imat, qp_q6_K_fast },
-    { INFO(QP_GGML_IQ4_NL, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL },
-    { INFO(QP_GGML_BF16, 0, 0), row_bf16, NULL, NULL },
+    { INFO(QP_GGML_F32, 0, 0), row_f32, NULL, NULL, NULL },
+    { INFO(QP_GGML_F16, 0, 0), row_f16, NULL, NULL, NULL },
+    { INFO(QP_GGML_Q4_0, 1, 1), qp_q4_0_ref, qp_q4_0_imat, qp_q4_0_fast, NULL },
+    { INFO(QP_GGML_Q4_1, 1, 1), qp_q4_1_ref, qp_q4_1_imat, qp_q4_1_fast, NULL },
+    { INFO(QP_GGML_Q5_0, 1, 1), qp_q5_0_ref, qp_q5_0_imat, qp_q5_0_fast, NULL },
+    { INFO(QP_GGML_Q5_1, 1, 1), qp_q5_1_ref, qp_q5_1_imat, qp_q5_1_fast, NULL },
+    { INFO(QP_GGML_Q8_0, 1, 0), qp_q8_0_ref, NULL, qp_q8_0_fast, NULL },
+    { INFO(QP_GGML_Q2_K, 1, 1), qp_q2_K_ref, qp_q2_K_imat, NULL, NULL },
+    { INFO(QP_GGML_Q3_K, 1, 1), qp_q3_K_ref, qp_q3_K_imat, NULL, NULL },
+    { INFO(QP_GGML_Q4_K, 1, 1), qp_q4_K_ref, qp_q4_K_imat, qp_q4_K_fast, NULL },
+    { INFO(QP_GGML_Q5_K, 1, 1), qp_q5_K_ref, qp_q5_K_imat, qp_q5_K_fast, NULL },
+    { INFO(QP_GGML_Q6_K, 1, 1), qp_q6_K_ref, qp_q6_K_imat, qp_q6_K_fast, NULL },
+    { INFO(QP_GGML_IQ4_NL, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL, NULL },
+    { INFO(QP_GGML_IQ4_XS, 1, 1), row_iq4_xs, qp_iq4_xs_row, row_iq4_xs_fast, qp_iq4_xs_fast },
+    { INFO(QP_GGML_IQ3_XXS, 1, 1), row_iq3_xxs, qp_iq3_xxs_row, row_iq3_xxs_fast, qp_iq3_xxs_fast },
+    { INFO(QP_GGML_TQ1_0, 1, 0), qp_tq1_0_ref, NULL, qp_tq1_0_fast, NULL },
+    { INFO(QP_GGML_TQ2_0, 1, 0), qp_tq2_0_ref, NULL, qp_tq2_0_fast, NULL },
+    { INFO(QP_GGML_BF16, 0, 0), row_bf16, NULL, NULL, NULL },
 };
 #define N_TYPES (sizeof(table) / sizeof(table[0]))
 
@@ -143,7 +168,11 @@ int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row)
     qp_ggml_type fb;
     switch (t) {
     case QP_GGML_Q2_K:
-    case QP_GGML_Q3_K: fb = QP_GGML_IQ4_NL; break;
+    case QP_GGML_Q3_K:
+    case QP_GGML_IQ3_XXS:
+    case QP_GGML_IQ4_XS: fb = QP_GGML_IQ4_NL; break;
+    case QP_GGML_TQ1_0:
+    case QP_GGML_TQ2_0: fb = QP_GGML_Q4_0; break;   /* llama.cpp's "TODO: use a symmetric type instead" */
     case QP_GGML_Q4_K: fb = QP_GGML_Q5_0; break;
     case QP_GGML_Q5_K: fb = QP_GGML_Q5_1; break;
     case QP_GGML_Q6_K: fb = QP_GGML_Q8_0; break;
@@ -250,7 +279,9 @@ void qp_quant_rows(qp_ggml_type t, const float *src, void *dst, int64_t row0, in
     for (int64_t r = row0; r < row1; r++) {
         const float *x = src + r * n_per_row;
         void *y = (uint8_t *)dst + (size_t)r * row_size;
-        if (imatrix && e->imat)
+        if (imatrix && e->imat && fast && e->fast_imat)
+            e->fast_imat(x, y, n_per_row, imatrix);
+        else if (imatrix && e->imat)
             e->imat(x, y, n_per_row, imatrix);
         else if (fast && e->fast)
             e->fast(x, y, n_per_row);

@@ -10,10 +10,12 @@
  * (n_per_row floats, the mean of x_i² over calibration tokens = the
  * legacy imatrix.dat values divided by ncall, see quant/imatrix.h) and is
  * the same for every row.  As in llama.cpp it changes the bytes of Q4_0,
- * Q4_1, Q5_0, Q5_1, Q2_K … Q6_K and IQ4_NL; it is ignored for F32, F16,
- * BF16 and Q8_0.  Without an imatrix every quantized type uses its
- * reference quantizer (quantize_row_<t>_ref) — except IQ4_NL, which uses
- * llama-quantize's quantize_iq4_nl search (ntry 7), as llama-quantize does.
+ * Q4_1, Q5_0, Q5_1, Q2_K … Q6_K, IQ4_NL, IQ4_XS and IQ3_XXS; it is ignored for F32,
+ * F16, BF16, Q8_0, TQ1_0 and TQ2_0.  Without an imatrix every quantized
+ * type uses its reference quantizer (quantize_row_<t>_ref) — except IQ4_NL
+ * and IQ4_XS, which use llama-quantize's quantize_iq4_nl / quantize_iq4_xs
+ * search (ntry 7), as llama-quantize does (IQ3_XXS's reference is its
+ * search without weights).
  *
  * Byte identity needs the project's -ffp-contract=off (no fused multiply-add
  * in the float searches). */
@@ -50,8 +52,8 @@ size_t qp_qtype_row_size(qp_ggml_type t, int64_t n_per_row);
 
 /* The type llama-quantize (c392e50, without --pure) actually uses for a
  * tensor whose rows are n_per_row long when t needs a longer block:
- * t itself when n_per_row % block == 0; otherwise Q2_K, Q3_K -> IQ4_NL,
- * Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when even that block
+ * t itself when n_per_row % block == 0; otherwise Q2_K, Q3_K, IQ3_XXS, IQ4_XS -> IQ4_NL,
+ * Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, TQ1_0, TQ2_0 -> Q4_0, and F16 when even that block
  * (32) does not divide n_per_row.  The legacy 32-blocks have no fallback:
  * QP_EUSAGE "tensor rows of N weights cannot be quantized to Q4_0 (blocks of 32)". */
 int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row);
@@ -66,7 +68,8 @@ int qp_quantize_ref(qp_ggml_type t, const float *src, void *dst, int64_t nrows, 
                     const float *imatrix);
 
 /* Fast quantizer: AVX2 kernels where they help (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
- * Q4_K, Q5_K, Q6_K without imatrix; portable C otherwise) and threads over
+ * Q4_K, Q5_K, Q6_K without imatrix, IQ4_XS and IQ3_XXS with or without one,
+ * TQ1_0 and TQ2_0; portable C otherwise) and threads over
  * rows (n_threads <= 0: one per online CPU).  Rows are split into contiguous
  * ranges, and every row's bytes depend on that row only, so the output is
  * byte-identical to qp_quantize_ref whatever the thread count. Same errors. */

@@ -3,7 +3,7 @@
  * Every entry "tensors/NAME" of a model or quantized-model artifact carries
  * its shape (PyTorch order) and a "format":
  *   dense  — raw elements of "dtype" (F32/F16/BF16), as in the checkpoint
- *   ggml   — rows of llama.cpp blocks of "qtype" (Q4_0 … Q6_K, IQ4_NL),
+ *   ggml   — rows of llama.cpp blocks of "qtype" (Q4_0 … Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0),
  *            rows in Hugging Face order (GGUF export permutes q/k rows)
  *   linear — integer codes + fp16 group scales + zero points (+ g_idx):
  *            RTN, GPTQ, AWQ (quant/linear.h serialisation)

@@ -19,14 +19,15 @@ typedef struct {
     size_t tensors, bytes, mismatched_tensors, mismatched_bytes, with_imatrix;
 } oracle_stats;
 
-/* mode: 0 = qp_quantize_ref, 1/2 = qp_quantize with that many threads. */
-static void oracle_compare(const char *type_name, int use_imatrix, int mode, oracle_stats *st)
+/* mode: 0 = qp_quantize_ref, 1/2 = qp_quantize with that many threads.
+ * dir: the oracle's folder under vectors/house-llama ("" or "iq/"). */
+static void oracle_compare_in(const char *dir, const char *type_name, int use_imatrix, int mode, oracle_stats *st)
 {
     memset(st, 0, sizeof *st);
     const qp_qtype_info *info = qp_qtype_by_name(type_name);
     assert_non_null(info);
-    char rel[128];
-    snprintf(rel, sizeof rel, "vectors/house-llama/%s%s.gguf", type_name, use_imatrix ? "-imatrix" : "");
+    char rel[160];
+    snprintf(rel, sizeof rel, "vectors/house-llama/%s%s%s.gguf", dir, type_name, use_imatrix ? "-imatrix" : "");
     char *qpath = qp_test_shared_path(rel);
     char *fpath = qp_test_shared_path("vectors/house-llama/F32.gguf");
     char *ipath = qp_test_shared_path("vectors/house-llama/imatrix.dat");
@@ -90,11 +91,16 @@ static void oracle_compare(const char *type_name, int use_imatrix, int mode, ora
     free(ipath);
 }
 
+static inline void oracle_compare(const char *type_name, int use_imatrix, int mode, oracle_stats *st)
+{
+    oracle_compare_in("", type_name, use_imatrix, mode, st);
+}
+
 /* Asserts byte identity for ref, fast@1 and fast@2 and prints the counts.
  * With an imatrix qp_quantize runs the very row functions of the reference
  * (no fast kernel takes weights), so only its threading is new: fast@1 is
  * skipped there to keep the k-quant binary well under 20 s. */
-static void oracle_check_type(const char *type_name, int use_imatrix)
+static inline void oracle_check_type(const char *type_name, int use_imatrix)
 {
     for (int mode = 0; mode <= 2; mode++) {
         if (use_imatrix && mode == 1)
@@ -107,6 +113,23 @@ static void oracle_check_type(const char *type_name, int use_imatrix)
                           st.mismatched_tensors, st.mismatched_bytes);
         assert_int_equal(st.tensors, 44);
         assert_int_equal(st.with_imatrix, use_imatrix ? 42 : 0);
+        assert_int_equal(st.mismatched_bytes, 0);
+    }
+}
+
+/* The i-quant / ternary oracles (vectors/house-llama/iq/<TYPE>-imatrix.gguf):
+ * ref, fast@1 and fast@2 all compared — these types have fast kernels
+ * that take the imatrix (or ignore it, as llama.cpp does). */
+static inline void oracle_check_iq(const char *type_name)
+{
+    for (int mode = 0; mode <= 2; mode++) {
+        oracle_stats st;
+        oracle_compare_in("iq/", type_name, 1, mode, &st);
+        print_message("%-6s imatrix mode %d: %zu tensors (%zu with imatrix), %zu bytes compared, %zu tensors / %zu "
+                      "bytes differ\n", type_name, mode, st.tensors, st.with_imatrix, st.bytes, st.mismatched_tensors,
+                      st.mismatched_bytes);
+        assert_int_equal(st.tensors, 44);
+        assert_int_equal(st.with_imatrix, 42);
         assert_int_equal(st.mismatched_bytes, 0);
     }
 }

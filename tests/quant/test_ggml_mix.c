@@ -26,7 +26,7 @@ static qp_gguf *open_shared(const char *rel)
 
 /* Every tensor's type in an oracle file == the rule's type, visiting the
  * tensors in file order and again in reverse (the rules are order-free). */
-static int check_file(const char *rel, int pure)
+static int check_file_im(const char *rel, int pure, int has_imatrix)
 {
     qp_gguf *g = open_shared(rel);
     int64_t n_layer, n_head, n_head_kv, ftype;
@@ -39,6 +39,7 @@ static int check_file(const char *rel, int pure)
     qp_ggml_mix_ctx_init(&ctx, (int)n_layer, (int)n_head, (int)n_head_kv,
                          qp_gguf_find_tensor(g, "output.weight") == NULL);
     ctx.pure = pure;
+    ctx.has_imatrix = has_imatrix;
     size_t n = qp_gguf_tensor_count(g);
     for (size_t k = 0; k < 2 * n; k++) {
         const qp_gguf_tensor *t = qp_gguf_tensor_at(g, k < n ? k : 2 * n - 1 - k);
@@ -63,6 +64,11 @@ static int check_file(const char *rel, int pure)
     return checked;
 }
 
+static int check_file(const char *rel, int pure)
+{
+    return check_file_im(rel, pure, 0);
+}
+
 static void test_mix_oracles(void **state)
 {
     (void)state;
@@ -85,6 +91,85 @@ static void test_pure_oracles(void **state)
         snprintf(rel, sizeof(rel), "vectors/house-llama/%s.gguf", files[i]);
         assert_int_equal(check_file(rel, 1), 2 * 57);
     }
+}
+
+/* iq/: llama-quantize --imatrix, pure and the IQ4_XS mix (output Q6_K,
+ * the rest IQ4_XS: n_gqa = 2, and the imatrix spares ffn_down its bump). */
+static void test_iq_oracles(void **state)
+{
+    (void)state;
+    static const char *const files[] = { "IQ4_NL-imatrix", "IQ4_XS-imatrix", "TQ1_0-imatrix", "TQ2_0-imatrix" };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char rel[96];
+        snprintf(rel, sizeof(rel), "vectors/house-llama/iq/%s.gguf", files[i]);
+        assert_int_equal(check_file_im(rel, 1, 1), 2 * 57);
+    }
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ4_XS.gguf", 0, 1), 2 * 57);
+}
+
+/* llama_tensor_get_type for the IQ4_XS, TQ1_0 and TQ2_0 file types on a
+ * 32-layer GQA model (n_gqa = 4), without and with an imatrix. */
+static void test_iq_file_type_rules(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    char name[64];
+    const int64_t ne_v[2] = { 4096, 1024 }, ne_d[2] = { 14336, 4096 }, ne_o[2] = { 4096, 4096 };
+    const int64_t ne_e[2] = { 4096, 32000 }, ne_odd[2] = { 4160, 64 };
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 0);
+    for (int im = 0; im < 2; im++) {
+        ctx.has_imatrix = im;
+        for (int i = 0; i < 32; i++) {
+            snprintf(name, sizeof(name), "blk.%d.attn_v.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_XS, name, 2, ne_v, &ctx), 0);
+            assert_int_equal(ch.type, QP_GGML_Q5_K);   /* n_gqa >= 4 */
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_TQ1_0, name, 2, ne_v, &ctx), 0);
+            assert_int_equal(ch.type, QP_GGML_TQ1_0);
+            snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_XS, name, 2, ne_d, &ctx), 0);
+            assert_int_equal(ch.type, i < 4 && !im ? QP_GGML_Q5_K : QP_GGML_IQ4_XS);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_TQ2_0, name, 2, ne_d, &ctx), 0);
+            assert_int_equal(ch.type, QP_GGML_TQ2_0);
+            snprintf(name, sizeof(name), "blk.%d.attn_output.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_XS, name, 2, ne_o, &ctx), 0);
+            assert_int_equal(ch.type, QP_GGML_IQ4_XS);
+        }
+    }
+    /* output Q6_K; the untied embedding stays IQ4_XS but goes Q4_K for the ternary types */
+    static const qp_llama_ftype fts[] = { QP_FTYPE_MOSTLY_IQ4_XS, QP_FTYPE_MOSTLY_TQ1_0, QP_FTYPE_MOSTLY_TQ2_0 };
+    for (size_t k = 0; k < 3; k++) {
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "output.weight", 2, ne_e, &ctx), 0);
+        assert_int_equal(ch.type, QP_GGML_Q6_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "token_embd.weight", 2, ne_e, &ctx), 0);
+        assert_int_equal(ch.type, k == 0 ? QP_GGML_IQ4_XS : QP_GGML_Q4_K);
+    }
+    /* tied: token_embd is the output */
+    qp_ggml_mix_ctx tied;
+    qp_ggml_mix_ctx_init(&tied, 32, 32, 8, 1);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_TQ1_0, "token_embd.weight", 2, ne_e, &tied), 0);
+    assert_int_equal(ch.type, QP_GGML_Q6_K);
+    /* experts: attn_output Q5_K for IQ4_XS */
+    ctx.n_expert = 8;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_XS, "blk.3.attn_output.weight", 2, ne_o, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
+    ctx.n_expert = 0;
+    /* fallbacks: rows of 4160 (a multiple of 32, not of 256) */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ4_XS, "blk.3.attn_q.weight", 2, ne_odd, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_IQ4_NL);
+    assert_string_equal(ch.note, "blk.3.attn_q.weight: tensor cols 4160 x 64 are not divisible by 256, required "
+                                 "for iq4_xs - using fallback quantization iq4_nl");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_TQ1_0, "blk.3.attn_q.weight", 2, ne_odd, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q4_0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_TQ2_0, "blk.3.ffn_up.weight", 2, ne_odd, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q4_0);
+    assert_int_equal(ch.fallback, 1);
+    /* --pure keeps the block type and refuses the row instead */
+    ctx.pure = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_TQ2_0, "blk.3.ffn_up.weight", 2, ne_odd, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.3.ffn_up.weight': tensor rows of 4160 weights cannot be "
+                                         "quantized to TQ2_0 (blocks of 256)");
 }
 
 /* The house mixes differ from the defaults where llama.cpp says so. */
@@ -335,6 +420,12 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_parse("Q2_K_S"), 21);
     assert_int_equal(qp_llama_ftype_parse("bf16"), 32);
     assert_int_equal(qp_llama_ftype_parse("IQ3_XXS"), -1);
+    /* llama.h: LLAMA_FTYPE_MOSTLY_IQ4_XS = 30, TQ1_0 = 36, TQ2_0 = 37 */
+    assert_int_equal(qp_llama_ftype_parse("IQ4_XS"), 30);
+    assert_int_equal(qp_llama_ftype_parse("tq1_0"), 36);
+    assert_int_equal(qp_llama_ftype_parse("TQ2_0"), 37);
+    assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_TQ1_0), "TQ1_0");
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ4_XS), QP_GGML_IQ4_XS);
     assert_int_equal(qp_llama_ftype_parse(NULL), -1);
     assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_Q6_K), "Q6_K");
     assert_null(qp_llama_ftype_name((qp_llama_ftype)23));
@@ -349,6 +440,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mix_oracles),
         cmocka_unit_test(test_pure_oracles),
+        cmocka_unit_test(test_iq_oracles),
+        cmocka_unit_test(test_iq_file_type_rules),
         cmocka_unit_test(test_house_mix_shape),
         cmocka_unit_test(test_32_layers),
         cmocka_unit_test(test_70b_and_experts),

@@ -16,9 +16,10 @@ static void test_table_matches_gguf(void **state)
 {
     (void)state;
     static const char *names[] = { "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-                                   "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "BF16" };
-    assert_int_equal(qp_qtype_count(), 14);
-    for (size_t i = 0; i < 14; i++) {
+                                   "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
+                                   "IQ3_XXS", "TQ1_0", "TQ2_0", "BF16" };
+    assert_int_equal(qp_qtype_count(), 18);
+    for (size_t i = 0; i < 18; i++) {
         const qp_qtype_info *a = qp_qtype_at(i);
         assert_string_equal(a->name, names[i]);
         assert_ptr_equal(qp_qtype_get(a->type), a);
@@ -29,7 +30,17 @@ static void test_table_matches_gguf(void **state)
         assert_int_equal(a->is_quantized, a->block > 1);
         assert_true(a->bits_per_weight == 8.0 * (double)a->type_size / a->block);
     }
-    assert_null(qp_qtype_at(14));
+    assert_null(qp_qtype_at(18));
+    assert_int_equal(qp_qtype_by_name("iq3_xxs")->type, 18);   /* GGML_TYPE_IQ3_XXS */
+    assert_true(qp_qtype_get(QP_GGML_IQ3_XXS)->bits_per_weight == 3.0625);
+    assert_true(qp_qtype_get(QP_GGML_IQ3_XXS)->uses_imatrix);
+    /* ggml.h: GGML_TYPE_IQ4_XS = 23, TQ1_0 = 34, TQ2_0 = 35; block structs of ggml-common.h */
+    assert_int_equal(qp_qtype_by_name("iq4_xs")->type, 23);
+    assert_int_equal(qp_qtype_by_name("tq1_0")->type, 34);
+    assert_int_equal(qp_qtype_by_name("tq2_0")->type, 35);
+    assert_true(qp_qtype_get(QP_GGML_IQ4_XS)->bits_per_weight == 4.25);
+    assert_true(qp_qtype_get(QP_GGML_TQ1_0)->bits_per_weight == 1.6875);
+    assert_true(qp_qtype_get(QP_GGML_TQ2_0)->bits_per_weight == 2.0625);
     assert_int_equal(qp_qtype_get(QP_GGML_Q4_K)->type, 12);
     assert_true(qp_qtype_get(QP_GGML_Q4_K)->bits_per_weight == 4.5);
     assert_true(qp_qtype_get(QP_GGML_Q6_K)->bits_per_weight == 6.5625);
@@ -44,6 +55,9 @@ static void test_table_matches_gguf(void **state)
     assert_false(qp_qtype_get(QP_GGML_F16)->uses_imatrix);
     assert_true(qp_qtype_get(QP_GGML_Q4_0)->uses_imatrix);
     assert_true(qp_qtype_get(QP_GGML_Q6_K)->uses_imatrix);
+    assert_true(qp_qtype_get(QP_GGML_IQ4_XS)->uses_imatrix);
+    assert_false(qp_qtype_get(QP_GGML_TQ1_0)->uses_imatrix);   /* quantize_tq1_0 ignores quant_weights */
+    assert_false(qp_qtype_get(QP_GGML_TQ2_0)->uses_imatrix);
 }
 
 static void test_row_size(void **state)
@@ -76,6 +90,9 @@ static void test_fallback(void **state)
         { QP_GGML_Q2_K, 288, QP_GGML_IQ4_NL }, { QP_GGML_Q3_K, 96, QP_GGML_IQ4_NL }, { QP_GGML_Q4_K, 288, QP_GGML_Q5_0 },
         { QP_GGML_Q5_K, 4160, QP_GGML_Q5_1 },  { QP_GGML_Q6_K, 32, QP_GGML_Q8_0 },   { QP_GGML_Q6_K, 100, QP_GGML_F16 },
         { QP_GGML_Q2_K, 33, QP_GGML_F16 },     { QP_GGML_Q4_0, 64, QP_GGML_Q4_0 },   { QP_GGML_F16, 7, QP_GGML_F16 },
+        { QP_GGML_IQ4_XS, 288, QP_GGML_IQ4_NL }, { QP_GGML_IQ4_XS, 100, QP_GGML_F16 },
+        { QP_GGML_TQ1_0, 96, QP_GGML_Q4_0 },   { QP_GGML_TQ2_0, 4128, QP_GGML_Q4_0 }, { QP_GGML_TQ2_0, 48, QP_GGML_F16 },
+        { QP_GGML_IQ4_XS, 512, QP_GGML_IQ4_XS }, { QP_GGML_IQ3_XXS, 96, QP_GGML_IQ4_NL },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(qp_qtype_fallback(&t, cases[i].in, cases[i].n), 0);

@@ -91,6 +91,10 @@ static void test_blocks_and_sums(void **state)
     check_one(QP_GGML_Q6_K, QP_DT_F32, 5, 70144, 0);
     check_one(QP_GGML_Q4_0, QP_DT_F32, 1, 96, 0);
     check_one(QP_GGML_Q3_K, QP_DT_BF16, 130, 768, 1);
+    check_one(QP_GGML_IQ4_XS, QP_DT_BF16, 130, 768, 1);
+    check_one(QP_GGML_IQ4_XS, QP_DT_F32, 3, 70144, 0);
+    check_one(QP_GGML_TQ1_0, QP_DT_F16, 97, 1024, 1);
+    check_one(QP_GGML_TQ2_0, QP_DT_BF16, 300, 512, 0);
 }
 
 /* The first non-finite in row order is named, though later chunks hold

@@ -1,5 +1,6 @@
 /* Evaluating a quantized artifact is evaluating its dequantized weights:
- * the Q4_K_M artifact and a plain f32 checkpoint written from its
+ * a quantized artifact (Q4_K_M; the IQ4_XS mix with IQ3_XXS overrides;
+ * TQ1_0; TQ2_0 overrides) and a plain f32 checkpoint written from its
  * dequantized tensors give bit-identical metrics. */
 #include "tests/support/testutil.h"
 
@@ -47,9 +48,8 @@ static void run(const char *name, const char *text, const char *stage, char dige
     free(log);
 }
 
-static void test_dequantized_equals_quantized(void **state)
+static void check_quantized(const char *with)
 {
-    (void)state;
     dir = qp_test_tmpdir();
     char *cdir = qp_path_join(dir, "cache");
     assert_int_equal(qp_cache_open(&cache, cdir), 0);
@@ -57,9 +57,9 @@ static void test_dequantized_equals_quantized(void **state)
     char *valid = qp_test_shared_path("data/shakespeare/valid.txt");
     char *text = qp_strfmt("qpipe: 1\nname: q\nstages:\n"
                            "  model: {uses: fetch, with: {source: \"%s\"}}\n"
-                           "  q: {uses: quantize, needs: [model], with: {method: gguf, type: Q4_K_M}}\n"
+                           "  q: {uses: quantize, needs: [model], with: %s}\n"
                            "  e: {uses: evaluate, needs: [q], with: {dataset: \"%s\", max_chunks: 12}}\n",
-                           model, valid);
+                           model, with, valid);
     char qd[QP_HEX_LEN], e1[QP_HEX_LEN], e2[QP_HEX_LEN];
     run("quantized", text, "q", qd);
     run("quantized", text, "e", e1);
@@ -121,8 +121,22 @@ static void test_dequantized_equals_quantized(void **state)
     free(dir);
 }
 
+static void test_dequantized_equals_quantized(void **state)
+{
+    (void)state;
+    check_quantized("{method: gguf, type: Q4_K_M}");
+}
+
+static void test_iquants_and_ternary(void **state)
+{
+    (void)state;
+    check_quantized("{method: gguf, type: IQ4_XS, override: [{match: \"*layers.1.*\", type: IQ3_XXS}]}");
+    check_quantized("{method: gguf, type: TQ1_0, override: [{match: \"*layers.2.mlp.*\", type: TQ2_0}]}");
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_dequantized_equals_quantized)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_dequantized_equals_quantized),
+                                       cmocka_unit_test(test_iquants_and_ternary)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

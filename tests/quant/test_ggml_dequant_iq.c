@@ -1,0 +1,241 @@
+/* Dequantization of IQ4_XS, IQ3_XXS, TQ1_0 and TQ2_0: hand-built blocks pin the
+ * layouts; then every block of the llama-quantize oracles
+ * (vectors/house-llama/iq/) is decoded here from ggml-common.h's block
+ * structs, independently of quant/ (TQ1_0 by base-3 digits: byte =
+ * ceil(q·256/243) gives q = floor(byte·243/256), rather than ggml's
+ * multiply-and-shift), and qp_dequantize_row must give the same floats bit
+ * for bit — with d·(trit − 1), dl·kvalues and db·grid·sign, ggml's
+ * dequantize_row_* products.  The error against F32.gguf is bounded as for the other types. */
+#include "tests/support/testutil.h"
+
+#include "common/error.h"
+#include "common/tensor.h"
+#include "model/gguf.h"
+#include "quant/qtypes.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int8_t kvalues[16] = { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 };
+
+static uint16_t get16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+/* IQ4_XS block (d, scales_h, scales_l[4], qs[128]) -> y[256] */
+static void decode_iq4_xs(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    const uint16_t sh = get16(b + 2);
+    for (int ib = 0; ib < 8; ib++) {
+        const int lo = (b[4 + ib / 2] >> (ib % 2 ? 4 : 0)) & 15, hi = (sh >> (2 * ib)) & 3;
+        const float dl = d * (float)((lo | hi << 4) - 32);
+        for (int j = 0; j < 32; j++) {
+            const unsigned char q = b[8 + 16 * ib + (j % 16)];
+            y[32 * ib + j] = dl * (float)kvalues[j < 16 ? q & 15 : q >> 4];
+        }
+    }
+}
+
+/* the k-th of five base-3 digits of the byte, most significant first */
+static int digit5(unsigned char byte, int k)
+{
+    int q = byte * 243 / 256;
+    for (int i = 4; i > k; i--)
+        q /= 3;
+    return q % 3;
+}
+
+/* TQ1_0 block (qs[48], qh[4], d) -> y[256] */
+static void decode_tq1_0(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b + 52));
+    for (int k = 0; k < 5; k++)
+        for (int m = 0; m < 32; m++)
+            y[32 * k + m] = (float)(digit5(b[m], k) - 1) * d;
+    for (int k = 0; k < 5; k++)
+        for (int m = 0; m < 16; m++)
+            y[160 + 16 * k + m] = (float)(digit5(b[32 + m], k) - 1) * d;
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 4; j++)
+            y[240 + 4 * k + j] = (float)(digit5(b[48 + j], k) - 1) * d;
+}
+
+/* IQ3_XXS block (d, qs[64] grid indices, 8 × u32 signs + scale) -> y[256],
+ * with ggml-common.h's iq3xxs_grid (quant/ exports the same table: its
+ * bytes are checked by the oracle quantization test) */
+extern const uint32_t qp_iq3xxs_grid[256];
+
+static void decode_iq3_xxs(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int ib = 0; ib < 8; ib++) {
+        const unsigned char *g = b + 66 + 4 * ib;
+        const uint32_t aux = (uint32_t)g[0] | (uint32_t)g[1] << 8 | (uint32_t)g[2] << 16 | (uint32_t)g[3] << 24;
+        const float db = d * (0.5f + (float)(aux >> 28)) * 0.5f;
+        for (int l = 0; l < 4; l++) {
+            int s = (int)((aux >> (7 * l)) & 127), parity = 0;
+            for (int k = 0; k < 7; k++)
+                parity ^= (s >> k) & 1;
+            s |= parity << 7;   /* the eighth sign makes the count of negatives even */
+            for (int j = 0; j < 8; j++) {
+                const uint32_t grid = qp_iq3xxs_grid[b[2 + 8 * ib + 2 * l + j / 4]];
+                const float q = (float)((grid >> (8 * (j % 4))) & 0xff);
+                y[32 * ib + 8 * l + j] = db * q * ((s >> j) & 1 ? -1.f : 1.f);
+            }
+        }
+    }
+}
+
+/* TQ2_0 block (qs[64], d) -> y[256] */
+static void decode_tq2_0(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b + 64));
+    for (int i = 0; i < 256; i++) {
+        const int g = i / 128, k = (i % 128) / 32, m = i % 32;
+        y[i] = (float)(((b[32 * g + m] >> (2 * k)) & 3) - 1) * d;
+    }
+}
+
+static void test_layouts(void **state)
+{
+    (void)state;
+    unsigned char b[136];
+    float y[256];
+    /* IQ4_XS: sub-block 1's scale = low nibble of scales_l[0] high half |
+     * bits 2..3 of scales_h << 4 */
+    memset(b, 0, sizeof b);
+    put16(b, 0x3800);      /* d = 0.5 */
+    b[4] = 0x10 | 0x1;     /* sub-block 0 low 1, sub-block 1 low 1 */
+    put16(b + 2, 2 << 0 | 3 << 2);   /* sub-block 0: 1 | 32 = 33 -> 1; sub-block 1: 1 | 48 = 49 -> 17 */
+    b[8] = 0xF0;           /* weight 0 -> kvalues[0], weight 16 -> kvalues[15] */
+    b[8 + 16] = 0x08;      /* weight 32 -> kvalues[8] */
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ4_XS, b, y, 256), 0);
+    assert_true(y[0] == 0.5f * 1 * -127);
+    assert_true(y[16] == 0.5f * 1 * 113);
+    assert_true(y[32] == 0.5f * 17 * 1);
+    assert_true(y[64] == 0.5f * -32 * -127);   /* scale 0 − 32 */
+
+    /* IQ3_XXS: d = 1, sub-block 0 scale l = 1 -> db = (0.5 + 1)·0.5; index 5
+     * = 0x04040c3e (first weight 62); sign bits 1 (+ parity bit 7) */
+    memset(b, 0, 98);
+    put16(b, 0x3c00);
+    b[2] = 5;
+    b[2 + 1] = 0;
+    b[66] = 0x01;
+    b[66 + 3] = 0x10;      /* scale nibble (bits 28..31) = 1 */
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ3_XXS, b, y, 256), 0);
+    assert_true(y[0] == -0.75f * 62 && y[1] == 0.75f * 12 && y[2] == 0.75f * 4);
+    assert_true(y[4] == 0.75f * 4 && y[7] == -0.75f * 4);   /* bit 7: parity of one negative */
+    assert_true(y[8] == 0.75f * 4 && y[32] == 0.25f * 4);    /* sub-block 1: l = 0 -> 0.25 */
+
+    /* TQ2_0: byte m of group g holds weights 128g + m + 32k at bits 2k */
+    memset(b, 0, 66);
+    put16(b + 64, 0x4000);   /* d = 2 */
+    b[0] = 2 | 0 << 2 | 1 << 4 | 2 << 6;
+    b[32 + 5] = 2 << 6;
+    assert_int_equal(qp_dequantize_row(QP_GGML_TQ2_0, b, y, 256), 0);
+    assert_true(y[0] == 2.0f && y[32] == -2.0f && y[64] == 0.0f && y[96] == 2.0f);
+    assert_true(y[128 + 96 + 5] == 2.0f && y[128 + 5] == -2.0f);
+
+    /* TQ1_0: 2·81 + 1·27 + 0 + 2·3 + 1 = 196 -> ceil(196·256/243) = 207 */
+    memset(b, 0, 54);
+    put16(b + 52, 0x3c00);
+    b[0] = 207;
+    b[48 + 1] = (unsigned char)((((2 * 3 + 0) * 3 + 1) * 3 + 2) * 3 * 256 / 243 + 1);   /* 177·256/243 -> 187 */
+    assert_int_equal(qp_dequantize_row(QP_GGML_TQ1_0, b, y, 256), 0);
+    assert_true(y[0] == 1.0f && y[32] == 0.0f && y[64] == -1.0f && y[96] == 1.0f && y[128] == 0.0f);
+    assert_true(y[241] == 1.0f && y[245] == -1.0f && y[249] == 0.0f && y[253] == 1.0f);
+    assert_true(y[1] == -1.0f);   /* qs[1] = 0: five trits 0 -> −1 */
+}
+
+typedef void (*decode_fn)(const unsigned char *b, float *y);
+
+/* every block of the oracle's tensors of type t: decode == qp_dequantize_row
+ * bit for bit; returns the relative RMS error against F32.gguf */
+static double check_oracle(const char *file, qp_ggml_type t, decode_fn decode, size_t *blocks)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "vectors/house-llama/iq/%s", file);
+    char *qpath = qp_test_shared_path(rel), *fpath = qp_test_shared_path("vectors/house-llama/F32.gguf");
+    qp_gguf *qg, *fg;
+    assert_int_equal(qp_gguf_open(&qg, qpath), 0);
+    assert_int_equal(qp_gguf_open(&fg, fpath), 0);
+    const size_t bs = qp_qtype_get(t)->type_size;
+    double err = 0, ref = 0;
+    *blocks = 0;
+    for (size_t i = 0; i < qp_gguf_tensor_count(qg); i++) {
+        const qp_gguf_tensor *qt = qp_gguf_tensor_at(qg, i);
+        if (qt->type != (uint32_t)t)
+            continue;
+        const qp_gguf_tensor *ft = qp_gguf_find_tensor(fg, qt->name);
+        const float *x = ft->data;
+        const int64_t n = (int64_t)ft->nelem;
+        float *y = malloc((size_t)n * sizeof *y);
+        assert_int_equal(qp_dequantize_row(t, qt->data, y, n), 0);
+        float want[256];
+        for (int64_t b = 0; b < n / 256; b++) {
+            decode((const unsigned char *)qt->data + (size_t)b * bs, want);
+            if (memcmp(want, y + 256 * b, sizeof want) != 0)
+                fail_msg("%s: tensor %s block %lld decodes differently", file, qt->name, (long long)b);
+            (*blocks)++;
+        }
+        for (int64_t c = 0; c < n; c++) {
+            const double d = (double)y[c] - x[c];
+            err += d * d;
+            ref += (double)x[c] * x[c];
+        }
+        free(y);
+    }
+    qp_gguf_free(qg);
+    qp_gguf_free(fg);
+    free(qpath);
+    free(fpath);
+    return sqrt(err / ref);
+}
+
+static void test_oracle_decode(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file;
+        qp_ggml_type t;
+        decode_fn decode;
+        double measured;
+    } cases[] = {
+        /* measured once on the oracle files; ±15 % accepted.  The ternary
+         * types are for ternary-trained models: on this ordinary one most
+         * weights round to 0 (d = the block's largest magnitude).  TQ1_0 and
+         * TQ2_0 hold the same trits, so their errors agree. */
+        { "IQ4_XS-imatrix.gguf", QP_GGML_IQ4_XS, decode_iq4_xs, 0.07304 },
+        { "IQ3_XXS-imatrix.gguf", QP_GGML_IQ3_XXS, decode_iq3_xxs, 0.19342 },
+        { "TQ1_0-imatrix.gguf", QP_GGML_TQ1_0, decode_tq1_0, 0.77377 },
+        { "TQ2_0-imatrix.gguf", QP_GGML_TQ2_0, decode_tq2_0, 0.77377 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t blocks;
+        const double e = check_oracle(cases[i].file, cases[i].t, cases[i].decode, &blocks);
+        print_message("%-20s %zu blocks decoded identically, relative RMS error %.5f (measured %.5f)\n",
+                      cases[i].file, blocks, e, cases[i].measured);
+        assert_true(blocks == 20480);   /* 5.2M weights, all of them in these types (--pure) */
+        assert_true(e > 0.85 * cases[i].measured && e < 1.15 * cases[i].measured);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layouts),
+        cmocka_unit_test(test_oracle_decode),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
