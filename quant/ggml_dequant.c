@@ -145,6 +145,44 @@ static void dq_iq3_xxs(const qp_block_iq3_xxs *x, float *y, int64_t nb)
     }
 }
 
+/* IQ2_XXS / IQ2_XS: db = d·(0.5 + l)·0.25; eight grid bytes per index; the
+ * sign byte is 7 stored bits plus their parity (ksigns_iq2xs) */
+static inline void iq2_group(float *y, float db, uint64_t g, unsigned s7)
+{
+    const unsigned signs = s7 | (unsigned)(__builtin_popcount(s7) & 1) << 7;
+    for (int j = 0; j < 8; ++j)
+        y[j] = db * (uint8_t)(g >> 8 * j) * (signs & (1u << j) ? -1.f : 1.f);
+}
+
+static void dq_iq2_xxs(const qp_block_iq2_xxs *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t aux[2];
+            memcpy(aux, x[i].qs + 4 * ib, 8);
+            const float db = d * (0.5f + (aux[1] >> 28)) * 0.25f;
+            for (int l = 0; l < 4; ++l, y += 8)
+                iq2_group(y, db, qp_iq2xxs_grid[(aux[0] >> 8 * l) & 255], (aux[1] >> 7 * l) & 127);
+        }
+    }
+}
+
+static void dq_iq2_xs(const qp_block_iq2_xs *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int ib = 0; ib < 8; ++ib) {
+            const float db0 = d * (0.5f + (x[i].scales[ib] & 0xf)) * 0.25f;
+            const float db1 = d * (0.5f + (x[i].scales[ib] >> 4)) * 0.25f;
+            for (int l = 0; l < 4; ++l, y += 8) {
+                const uint16_t q = x[i].qs[4 * ib + l];
+                iq2_group(y, l < 2 ? db0 : db1, qp_iq2xs_grid[q & 511], q >> 9);
+            }
+        }
+    }
+}
+
 /* One TQ1_0 trit: byte q holds ceil(base-3 number·256/243); multiplying by
  * 3^k (mod 256) brings trit k to the top, ·3 >> 8 reads it. */
 static inline float tq1_value(uint8_t byte, uint8_t pow3, float d)
@@ -331,6 +369,8 @@ void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int6
     case QP_GGML_Q6_K: dq_q6_K(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ4_XS: dq_iq4_xs(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ3_XXS: dq_iq3_xxs(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ2_XXS: dq_iq2_xxs(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ2_XS: dq_iq2_xs(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ1_0: dq_tq1_0(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ2_0: dq_tq2_0(src, dst, n / QP_QK_K); break;
     default: break;   /* not in quant/qtypes.c's table: callers check qp_qtype_get() first */

@@ -14,7 +14,7 @@ typedef void (*row_imat_fn)(const float *x, void *y, int64_t n, const float *qw)
 
 typedef struct {
     qp_qtype_info info;
-    row_ref_fn ref;      /* no imatrix */
+    row_ref_fn ref;      /* no imatrix; NULL: the type needs one (info.needs_imatrix) */
     row_imat_fn imat;    /* with imatrix; NULL: the imatrix is ignored */
     row_ref_fn fast;     /* same bytes as ref; NULL: ref is used */
     row_imat_fn fast_imat;   /* same bytes as imat; NULL: imat is used */
@@ -72,6 +72,7 @@ static void row_iq3_xxs_fast(const float *x, void *y, int64_t n)
  * per block come from the one ggml type table (common/ggml_types.h), copied
  * into `info` once, so the two can never disagree. */
 #define INFO(t, q, im) { .type = t, .is_quantized = q, .uses_imatrix = im }
+#define INFO_NEEDS_IMATRIX(t) { .type = t, .is_quantized = 1, .uses_imatrix = 1, .needs_imatrix = 1 }
 static qtype_entry table[] = {
     { INFO(QP_GGML_F32, 0, 0), row_f32, NULL, NULL, NULL },
     { INFO(QP_GGML_F16, 0, 0), row_f16, NULL, NULL, NULL },
@@ -88,6 +89,8 @@ static qtype_entry table[] = {
     { INFO(QP_GGML_IQ4_NL, 1, 1), row_iq4_nl, qp_iq4_nl_row, NULL, NULL },
     { INFO(QP_GGML_IQ4_XS, 1, 1), row_iq4_xs, qp_iq4_xs_row, row_iq4_xs_fast, qp_iq4_xs_fast },
     { INFO(QP_GGML_IQ3_XXS, 1, 1), row_iq3_xxs, qp_iq3_xxs_row, row_iq3_xxs_fast, qp_iq3_xxs_fast },
+    { INFO_NEEDS_IMATRIX(QP_GGML_IQ2_XXS), NULL, qp_iq2_xxs_row, NULL, NULL },
+    { INFO_NEEDS_IMATRIX(QP_GGML_IQ2_XS), NULL, qp_iq2_xs_row, NULL, NULL },
     { INFO(QP_GGML_TQ1_0, 1, 0), qp_tq1_0_ref, NULL, qp_tq1_0_fast, NULL },
     { INFO(QP_GGML_TQ2_0, 1, 0), qp_tq2_0_ref, NULL, qp_tq2_0_fast, NULL },
     { INFO(QP_GGML_BF16, 0, 0), row_bf16, NULL, NULL, NULL },
@@ -169,6 +172,8 @@ int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row)
     switch (t) {
     case QP_GGML_Q2_K:
     case QP_GGML_Q3_K:
+    case QP_GGML_IQ2_XXS:
+    case QP_GGML_IQ2_XS:
     case QP_GGML_IQ3_XXS:
     case QP_GGML_IQ4_XS: fb = QP_GGML_IQ4_NL; break;
     case QP_GGML_TQ1_0:
@@ -202,6 +207,9 @@ int qp_quant_check(qp_ggml_type t, const float *src, const void *dst, int64_t nr
                             name, (long long)n_per_row, e->info.block);
     if (nrows > 0 && (!src || !dst))
         return qp_error_set(QP_EUSAGE, "quantize %s: NULL buffer", name);
+    if (!imatrix && e->info.needs_imatrix)
+        return qp_error_set(QP_EUSAGE, "quantize %s: this type needs an importance matrix (llama.cpp has no %s "
+                            "quantizer without one)", name, name);
     if (imatrix && e->imat) {
         for (int64_t c = 0; c < n_per_row; c++)
             if (!isfinite(imatrix[c]) || imatrix[c] < 0)

@@ -10,7 +10,8 @@
  * (n_per_row floats, the mean of x_i² over calibration tokens = the
  * legacy imatrix.dat values divided by ncall, see quant/imatrix.h) and is
  * the same for every row.  As in llama.cpp it changes the bytes of Q4_0,
- * Q4_1, Q5_0, Q5_1, Q2_K … Q6_K, IQ4_NL, IQ4_XS and IQ3_XXS; it is ignored for F32,
+ * Q4_1, Q5_0, Q5_1, Q2_K … Q6_K, IQ4_NL, IQ4_XS and IQ3_XXS, and IQ2_XXS and IQ2_XS
+ * cannot be quantized without one (QP_EUSAGE); it is ignored for F32,
  * F16, BF16, Q8_0, TQ1_0 and TQ2_0.  Without an imatrix every quantized
  * type uses its reference quantizer (quantize_row_<t>_ref) — except IQ4_NL
  * and IQ4_XS, which use llama-quantize's quantize_iq4_nl / quantize_iq4_xs
@@ -35,6 +36,7 @@ typedef struct {
     size_t type_size;        /* bytes per block */
     int is_quantized;        /* block-quantized (not F32/F16/BF16) */
     int uses_imatrix;        /* the imatrix changes the bytes */
+    int needs_imatrix;       /* no quantizer without one (IQ2_XXS, IQ2_XS: llama.cpp's "very low-bit" types) */
     double bits_per_weight;  /* 8·type_size/block */
 } qp_qtype_info;
 
@@ -52,7 +54,7 @@ size_t qp_qtype_row_size(qp_ggml_type t, int64_t n_per_row);
 
 /* The type llama-quantize (c392e50, without --pure) actually uses for a
  * tensor whose rows are n_per_row long when t needs a longer block:
- * t itself when n_per_row % block == 0; otherwise Q2_K, Q3_K, IQ3_XXS, IQ4_XS -> IQ4_NL,
+ * t itself when n_per_row % block == 0; otherwise Q2_K, Q3_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ4_XS -> IQ4_NL,
  * Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, TQ1_0, TQ2_0 -> Q4_0, and F16 when even that block
  * (32) does not divide n_per_row.  The legacy 32-blocks have no fallback:
  * QP_EUSAGE "tensor rows of N weights cannot be quantized to Q4_0 (blocks of 32)". */
@@ -62,7 +64,7 @@ int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row);
  * (row-major), dst receives nrows × qp_qtype_row_size() bytes.  imatrix
  * (n_per_row floats) may be NULL.  Errors (QP_EUSAGE, one line, dst left
  * untouched): unknown type, n_per_row not a multiple of the block, negative
- * sizes, NULL buffers, a NaN/inf weight ("row R, column C") or a NaN/inf/
+ * sizes, NULL buffers, no imatrix for a type that needs_imatrix, a NaN/inf weight ("row R, column C") or a NaN/inf/
  * negative imatrix value ("imatrix column C"). */
 int qp_quantize_ref(qp_ggml_type t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                     const float *imatrix);

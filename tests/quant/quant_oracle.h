@@ -134,4 +134,78 @@ static inline void oracle_check_iq(const char *type_name)
     }
 }
 
+/* A llama-quantize mix (vectors/house-llama/iq/mix-<FTYPE>.gguf, written
+ * with --imatrix imatrix.dat): every quantized tensor whose type qpipe has
+ * re-quantized from F32.gguf with its imatrix entry (none for token_embd and
+ * output, as llama-quantize) by qp_quantize_ref (mode 0) or qp_quantize at
+ * mode threads; per-type counts of tensors compared into st, the types
+ * qpipe lacks into *missing (tensors not compared). */
+static void oracle_compare_mix(const char *mix, int mode, oracle_stats *st, size_t *missing, size_t *by_type,
+                               size_t n_types)
+{
+    memset(st, 0, sizeof *st);
+    *missing = 0;
+    memset(by_type, 0, n_types * sizeof *by_type);
+    char rel[160];
+    snprintf(rel, sizeof rel, "vectors/house-llama/iq/%s.gguf", mix);
+    char *qpath = qp_test_shared_path(rel);
+    char *fpath = qp_test_shared_path("vectors/house-llama/F32.gguf");
+    char *ipath = qp_test_shared_path("vectors/house-llama/imatrix.dat");
+    qp_gguf *qg = NULL, *fg = NULL;
+    qp_imatrix *im = NULL;
+    assert_int_equal(qp_gguf_open(&qg, qpath), 0);
+    assert_int_equal(qp_gguf_open(&fg, fpath), 0);
+    assert_int_equal(qp_imatrix_read(&im, ipath), 0);
+    for (size_t i = 0; i < qp_gguf_tensor_count(qg); i++) {
+        const qp_gguf_tensor *qt = qp_gguf_tensor_at(qg, i);
+        if (qt->type == QP_GGML_F32)
+            continue;
+        const qp_qtype_info *info = qp_qtype_get((qp_ggml_type)qt->type);
+        if (!info) {
+            (*missing)++;
+            continue;
+        }
+        if (qt->type < n_types)
+            by_type[qt->type]++;
+        const qp_gguf_tensor *ft = qp_gguf_find_tensor(fg, qt->name);
+        assert_non_null(ft);
+        const int64_t n_per_row = (int64_t)ft->ne[0], nrows = (int64_t)(ft->nelem / ft->ne[0]);
+        assert_int_equal(qp_qtype_row_size(info->type, n_per_row) * (size_t)nrows, qt->nbytes);
+        float *imat = malloc((size_t)n_per_row * sizeof *imat);
+        int rc = qp_imatrix_weights(im, qt->name, n_per_row, imat);
+        if (rc == QP_ENOTFOUND) {
+            free(imat);
+            imat = NULL;
+        } else {
+            assert_int_equal(rc, 0);
+            st->with_imatrix++;
+        }
+        unsigned char *out = malloc(qt->nbytes);
+        memset(out, 0xA5, qt->nbytes);
+        rc = mode == 0 ? qp_quantize_ref(info->type, ft->data, out, nrows, n_per_row, imat)
+                       : qp_quantize(info->type, ft->data, out, nrows, n_per_row, imat, mode);
+        if (rc)
+            fail_msg("%s: %s", qt->name, qp_error_last());
+        size_t diff = 0;
+        for (size_t b = 0; b < qt->nbytes; b++)
+            diff += out[b] != ((const unsigned char *)qt->data)[b];
+        if (diff) {
+            print_message("%s mode %d: tensor %s (%s): %zu of %llu bytes differ\n", mix, mode, qt->name, info->name,
+                          diff, (unsigned long long)qt->nbytes);
+            st->mismatched_tensors++;
+            st->mismatched_bytes += diff;
+        }
+        st->tensors++;
+        st->bytes += qt->nbytes;
+        free(out);
+        free(imat);
+    }
+    qp_imatrix_free(im);
+    qp_gguf_free(qg);
+    qp_gguf_free(fg);
+    free(qpath);
+    free(fpath);
+    free(ipath);
+}
+
 #endif

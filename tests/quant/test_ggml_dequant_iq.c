@@ -1,11 +1,14 @@
-/* Dequantization of IQ4_XS, IQ3_XXS, TQ1_0 and TQ2_0: hand-built blocks pin the
+/* Dequantization of IQ4_XS, IQ3_XXS, IQ2_XXS, IQ2_XS, TQ1_0 and TQ2_0: hand-built blocks pin the
  * layouts; then every block of the llama-quantize oracles
  * (vectors/house-llama/iq/) is decoded here from ggml-common.h's block
  * structs, independently of quant/ (TQ1_0 by base-3 digits: byte =
  * ceil(q·256/243) gives q = floor(byte·243/256), rather than ggml's
  * multiply-and-shift), and qp_dequantize_row must give the same floats bit
  * for bit — with d·(trit − 1), dl·kvalues and db·grid·sign, ggml's
- * dequantize_row_* products.  The error against F32.gguf is bounded as for the other types. */
+ * dequantize_row_* products.  The error against F32.gguf is bounded as for the other types.
+ * IQ2_XXS / IQ2_XS have no --pure oracle (llama-quantize refuses them
+ * without an imatrix entry for output.weight): their blocks are those of
+ * the file-type mixes mix-IQ2_XXS.gguf / mix-IQ2_XS.gguf. */
 #include "tests/support/testutil.h"
 
 #include "common/error.h"
@@ -96,6 +99,44 @@ static void decode_iq3_xxs(const unsigned char *b, float *y)
     }
 }
 
+/* IQ2_XXS (d, 8 × two u32: 4 index bytes; 4×7 signs + scale) and IQ2_XS
+ * (d, 32 × u16: 9-bit index + 7 signs, scales[8]) -> y[256], with
+ * ggml-common.h's iq2xxs_grid / iq2xs_grid (quant/ exports the tables) */
+extern const uint64_t qp_iq2xxs_grid[256];
+extern const uint64_t qp_iq2xs_grid[512];
+
+static void put_group(float *y, float db, uint64_t grid, int s7)
+{
+    int parity = 0;
+    for (int k = 0; k < 7; k++)
+        parity ^= (s7 >> k) & 1;
+    const int s = s7 | parity << 7;
+    for (int j = 0; j < 8; j++)
+        y[j] = db * (float)((grid >> (8 * j)) & 0xff) * ((s >> j) & 1 ? -1.f : 1.f);
+}
+
+static void decode_iq2_xxs(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int ib = 0; ib < 8; ib++) {
+        const unsigned char *g = b + 2 + 8 * ib;
+        const uint32_t aux = (uint32_t)g[4] | (uint32_t)g[5] << 8 | (uint32_t)g[6] << 16 | (uint32_t)g[7] << 24;
+        const float db = d * (0.5f + (float)(aux >> 28)) * 0.25f;
+        for (int l = 0; l < 4; l++)
+            put_group(y + 32 * ib + 8 * l, db, qp_iq2xxs_grid[g[l]], (int)((aux >> (7 * l)) & 127));
+    }
+}
+
+static void decode_iq2_xs(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int g = 0; g < 32; g++) {
+        const uint16_t q = get16(b + 2 + 2 * g);
+        const int sc = (b[66 + g / 4] >> (4 * ((g / 2) % 2))) & 15;   /* 16-weight sub-block g/2 */
+        put_group(y + 8 * g, d * (0.5f + (float)sc) * 0.25f, qp_iq2xs_grid[q & 511], q >> 9);
+    }
+}
+
 /* TQ2_0 block (qs[64], d) -> y[256] */
 static void decode_tq2_0(const unsigned char *b, float *y)
 {
@@ -137,6 +178,31 @@ static void test_layouts(void **state)
     assert_true(y[0] == -0.75f * 62 && y[1] == 0.75f * 12 && y[2] == 0.75f * 4);
     assert_true(y[4] == 0.75f * 4 && y[7] == -0.75f * 4);   /* bit 7: parity of one negative */
     assert_true(y[8] == 0.75f * 4 && y[32] == 0.25f * 4);    /* sub-block 1: l = 0 -> 0.25 */
+
+    /* IQ2_XXS: d = 1, sub-block 0: indices 1 (0x080808080808082b: 43 first)
+     * and 0, sign bit 0 of group 0 (+ parity bit 7), scale l = 2 -> db =
+     * 2.5·0.25; sub-block 1: l = 0 -> 0.125 */
+    memset(b, 0, 66);
+    put16(b, 0x3c00);
+    b[2] = 1;
+    b[6] = 0x01;
+    b[9] = 0x20;
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ2_XXS, b, y, 256), 0);
+    assert_true(y[0] == -0.625f * 43 && y[1] == 0.625f * 8 && y[7] == -0.625f * 8);
+    assert_true(y[8] == 0.625f * 8 && y[32] == 0.125f * 8);
+
+    /* IQ2_XS: d = 2, qs[0] = index 511 (0x2b2b2b2b2b2b2b2b) | sign 1 << 9,
+     * qs[2] (sub-block 1) = index 2 (0x0808080808081919); scales[0] = 0x31:
+     * sub-block 0 l = 1 -> db = 2·1.5·0.25, sub-block 1 l = 3 -> 2·3.5·0.25 */
+    memset(b, 0, 74);
+    put16(b, 0x4000);
+    put16(b + 2, 511 | 1 << 9);
+    put16(b + 6, 2);
+    b[66] = 0x31;
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ2_XS, b, y, 256), 0);
+    assert_true(y[0] == -0.75f * 43 && y[1] == 0.75f * 43 && y[7] == -0.75f * 43);
+    assert_true(y[8] == 0.75f * 8);
+    assert_true(y[16] == 1.75f * 25 && y[17] == 1.75f * 25 && y[18] == 1.75f * 8);
 
     /* TQ2_0: byte m of group g holds weights 128g + m + 32k at bits 2k */
     memset(b, 0, 66);
@@ -211,22 +277,27 @@ static void test_oracle_decode(void **state)
         qp_ggml_type t;
         decode_fn decode;
         double measured;
+        size_t blocks;
     } cases[] = {
         /* measured once on the oracle files; ±15 % accepted.  The ternary
          * types are for ternary-trained models: on this ordinary one most
          * weights round to 0 (d = the block's largest magnitude).  TQ1_0 and
          * TQ2_0 hold the same trits, so their errors agree. */
-        { "IQ4_XS-imatrix.gguf", QP_GGML_IQ4_XS, decode_iq4_xs, 0.07304 },
-        { "IQ3_XXS-imatrix.gguf", QP_GGML_IQ3_XXS, decode_iq3_xxs, 0.19342 },
-        { "TQ1_0-imatrix.gguf", QP_GGML_TQ1_0, decode_tq1_0, 0.77377 },
-        { "TQ2_0-imatrix.gguf", QP_GGML_TQ2_0, decode_tq2_0, 0.77377 },
+        { "IQ4_XS-imatrix.gguf", QP_GGML_IQ4_XS, decode_iq4_xs, 0.07304, 20480 },
+        { "IQ3_XXS-imatrix.gguf", QP_GGML_IQ3_XXS, decode_iq3_xxs, 0.19342, 20480 },
+        /* the mixes' IQ2 tensors only (token_embd Q2_K, output Q5_K, attn_v
+         * and the first ffn_down Q2_K are not counted) */
+        { "mix-IQ2_XXS.gguf", QP_GGML_IQ2_XXS, decode_iq2_xxs, 0.34473, 17664 },
+        { "mix-IQ2_XS.gguf", QP_GGML_IQ2_XS, decode_iq2_xs, 0.30088, 17664 },
+        { "TQ1_0-imatrix.gguf", QP_GGML_TQ1_0, decode_tq1_0, 0.77377, 20480 },
+        { "TQ2_0-imatrix.gguf", QP_GGML_TQ2_0, decode_tq2_0, 0.77377, 20480 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t blocks;
         const double e = check_oracle(cases[i].file, cases[i].t, cases[i].decode, &blocks);
         print_message("%-20s %zu blocks decoded identically, relative RMS error %.5f (measured %.5f)\n",
                       cases[i].file, blocks, e, cases[i].measured);
-        assert_true(blocks == 20480);   /* 5.2M weights, all of them in these types (--pure) */
+        assert_true(blocks == cases[i].blocks);   /* --pure: 5.2M weights, all of them in these types */
         assert_true(e > 0.85 * cases[i].measured && e < 1.15 * cases[i].measured);
     }
 }

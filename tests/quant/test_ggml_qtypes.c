@@ -17,9 +17,9 @@ static void test_table_matches_gguf(void **state)
     (void)state;
     static const char *names[] = { "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
                                    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
-                                   "IQ3_XXS", "TQ1_0", "TQ2_0", "BF16" };
-    assert_int_equal(qp_qtype_count(), 18);
-    for (size_t i = 0; i < 18; i++) {
+                                   "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "TQ1_0", "TQ2_0", "BF16" };
+    assert_int_equal(qp_qtype_count(), 20);
+    for (size_t i = 0; i < 20; i++) {
         const qp_qtype_info *a = qp_qtype_at(i);
         assert_string_equal(a->name, names[i]);
         assert_ptr_equal(qp_qtype_get(a->type), a);
@@ -30,7 +30,14 @@ static void test_table_matches_gguf(void **state)
         assert_int_equal(a->is_quantized, a->block > 1);
         assert_true(a->bits_per_weight == 8.0 * (double)a->type_size / a->block);
     }
-    assert_null(qp_qtype_at(18));
+    assert_null(qp_qtype_at(20));
+    /* ggml.h: GGML_TYPE_IQ2_XXS = 16, IQ2_XS = 17 (66 and 74 bytes per 256) */
+    assert_int_equal(qp_qtype_by_name("iq2_xxs")->type, 16);
+    assert_int_equal(qp_qtype_by_name("iq2_xs")->type, 17);
+    assert_true(qp_qtype_get(QP_GGML_IQ2_XXS)->bits_per_weight == 2.0625);
+    assert_true(qp_qtype_get(QP_GGML_IQ2_XS)->bits_per_weight == 2.3125);
+    assert_true(qp_qtype_get(QP_GGML_IQ2_XXS)->needs_imatrix && qp_qtype_get(QP_GGML_IQ2_XS)->needs_imatrix);
+    assert_false(qp_qtype_get(QP_GGML_IQ3_XXS)->needs_imatrix);
     assert_int_equal(qp_qtype_by_name("iq3_xxs")->type, 18);   /* GGML_TYPE_IQ3_XXS */
     assert_true(qp_qtype_get(QP_GGML_IQ3_XXS)->bits_per_weight == 3.0625);
     assert_true(qp_qtype_get(QP_GGML_IQ3_XXS)->uses_imatrix);
