@@ -37,6 +37,8 @@ static const struct {
     { QP_FTYPE_MOSTLY_Q6_K, "Q6_K", QP_GGML_Q6_K },
     { QP_FTYPE_MOSTLY_IQ4_NL, "IQ4_NL", QP_GGML_IQ4_NL },
     { QP_FTYPE_MOSTLY_IQ4_XS, "IQ4_XS", QP_GGML_IQ4_XS },
+    { QP_FTYPE_MOSTLY_IQ2_XXS, "IQ2_XXS", QP_GGML_IQ2_XXS },
+    { QP_FTYPE_MOSTLY_IQ2_XS, "IQ2_XS", QP_GGML_IQ2_XS },
     { QP_FTYPE_MOSTLY_TQ1_0, "TQ1_0", QP_GGML_TQ1_0 },
     { QP_FTYPE_MOSTLY_TQ2_0, "TQ2_0", QP_GGML_TQ2_0 },
 };
@@ -46,8 +48,6 @@ static const struct {
 static const char *other_ftype_name(int f)
 {
     switch (f) {
-    case 19: return "IQ2_XXS";
-    case 20: return "IQ2_XS";
     case 22: return "IQ3_XS";
     case 23: return "IQ3_XXS";
     case 24: return "IQ1_S";
@@ -139,6 +139,28 @@ static int use_more_bits(int i_layer, int n_layers)
     return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
+static int is_iq2_ftype(qp_llama_ftype ft)
+{
+    return ft == QP_FTYPE_MOSTLY_IQ2_XXS || ft == QP_FTYPE_MOSTLY_IQ2_XS;
+}
+
+/* llama_tensor_get_type's branch for the IQ2_XXS / IQ2_XS file types (the
+ * IQ1_S, IQ1_M, IQ2_S, IQ2_M parts are not kept): it replaces the general
+ * attn_v … ffn_down rules below (an else-if chain). */
+static qp_ggml_type iq2_rule(qp_ggml_type t, const char *name, int i_layer, const qp_ggml_mix_ctx *c)
+{
+    const int n_gqa = c->n_head_kv > 0 ? c->n_head / c->n_head_kv : 0;
+    if (has(name, "attn_v.weight"))
+        return n_gqa >= 4 || c->n_expert >= 4 ? QP_GGML_Q4_K : QP_GGML_Q2_K;
+    if (c->n_expert == 8 && has(name, "attn_k.weight"))
+        return QP_GGML_Q4_K;
+    if (has(name, "ffn_down"))
+        return i_layer < c->n_layer / 8 ? QP_GGML_Q2_K : t;
+    if (has(name, "attn_output.weight") && c->n_expert == 8)
+        return QP_GGML_Q5_K;
+    return t;
+}
+
 /* llama_tensor_get_type without the fallback. */
 static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name, int64_t nx, int i_layer,
                          const qp_ggml_mix_ctx *c)
@@ -152,14 +174,20 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             return (qp_ggml_type)c->output_type;
         if (nx % qp_qtype_get(t)->block != 0)
             return QP_GGML_Q8_0;
+        if (is_iq2_ftype(ft))
+            return QP_GGML_Q5_K;
         return t != QP_GGML_Q8_0 ? QP_GGML_Q6_K : t;
     }
     if (strcmp(name, "token_embd.weight") == 0) {
         if (c->token_embd_type >= 0)
             return (qp_ggml_type)c->token_embd_type;
+        if (is_iq2_ftype(ft))
+            return QP_GGML_Q2_K;
         /* the ternary types are for ternary-trained layers, not the embedding */
         return ft == QP_FTYPE_MOSTLY_TQ1_0 || ft == QP_FTYPE_MOSTLY_TQ2_0 ? QP_GGML_Q4_K : t;
     }
+    if (is_iq2_ftype(ft))
+        return iq2_rule(t, name, i_layer, c);
     if (has(name, "attn_v.weight")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
             t = n_gqa >= 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
@@ -335,5 +363,34 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
                             "quantization", name, name);
     out->type = t;
     out->quantized = t != c->src_type;
+    return 0;
+}
+
+/* llama_model_quantize_impl's "very low-bit" list: the type, the file type
+ * it applies under (-1: any) and the tensors it spares. */
+static const struct {
+    qp_ggml_type type;
+    int ftype;
+    int spares_token_embd, spares_output;
+} very_low_bit[] = {
+    { QP_GGML_IQ2_XXS, -1, 0, 0 },
+    { QP_GGML_IQ2_XS, -1, 0, 0 },
+    { QP_GGML_IQ2_S, -1, 0, 0 },
+    { QP_GGML_IQ1_S, -1, 0, 0 },
+    { QP_GGML_IQ1_M, -1, 1, 1 },
+    { QP_GGML_Q2_K, QP_FTYPE_MOSTLY_Q2_K_S, 1, 0 },
+};
+
+int qp_ggml_needs_imatrix(qp_ggml_type t, qp_llama_ftype ftype, const char *name)
+{
+    for (size_t i = 0; i < sizeof(very_low_bit) / sizeof(very_low_bit[0]); i++) {
+        if (very_low_bit[i].type != t || (very_low_bit[i].ftype >= 0 && very_low_bit[i].ftype != (int)ftype))
+            continue;
+        if (very_low_bit[i].spares_token_embd && strcmp(name, "token_embd.weight") == 0)
+            return 0;
+        if (very_low_bit[i].spares_output && strcmp(name, "output.weight") == 0)
+            return 0;
+        return 1;
+    }
     return 0;
 }

@@ -27,12 +27,13 @@ typedef enum {
     QP_FTYPE_MOSTLY_Q2_K = 10, QP_FTYPE_MOSTLY_Q3_K_S = 11, QP_FTYPE_MOSTLY_Q3_K_M = 12,
     QP_FTYPE_MOSTLY_Q3_K_L = 13, QP_FTYPE_MOSTLY_Q4_K_S = 14, QP_FTYPE_MOSTLY_Q4_K_M = 15,
     QP_FTYPE_MOSTLY_Q5_K_S = 16, QP_FTYPE_MOSTLY_Q5_K_M = 17, QP_FTYPE_MOSTLY_Q6_K = 18,
+    QP_FTYPE_MOSTLY_IQ2_XXS = 19, QP_FTYPE_MOSTLY_IQ2_XS = 20,
     QP_FTYPE_MOSTLY_Q2_K_S = 21, QP_FTYPE_MOSTLY_IQ4_NL = 25, QP_FTYPE_MOSTLY_IQ4_XS = 30,
     QP_FTYPE_MOSTLY_BF16 = 32, QP_FTYPE_MOSTLY_TQ1_0 = 36, QP_FTYPE_MOSTLY_TQ2_0 = 37,
 } qp_llama_ftype;
 
 /* Name as llama-quantize's command line spells it ("Q4_K_M", "F32", "F16",
- * "BF16", "Q2_K_S", "IQ4_NL", "IQ4_XS", "TQ1_0"); NULL for an id not in the enum above. */
+ * "BF16", "Q2_K_S", "IQ4_NL", "IQ4_XS", "IQ2_XXS", "TQ1_0"); NULL for an id not in the enum above. */
 const char *qp_llama_ftype_name(qp_llama_ftype f);
 /* Case-insensitive; "Q3_K" / "Q4_K" / "Q5_K" mean the _M variants as in
  * llama-quantize.  -1 when unknown (no error set). */
@@ -88,5 +89,13 @@ typedef struct {
  * importance matrix for tensor T in a very low-bit quantization"). */
 int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const char *name, int n_dims,
                             const int64_t *ne, const qp_ggml_mix_ctx *ctx);
+
+/* llama-quantize's refusal (llama_model_quantize_impl): "Missing importance
+ * matrix for tensor %s in a very low-bit quantization" — 1 when GGUF tensor
+ * `name` quantized to t under file type ftype must have an imatrix entry:
+ * IQ2_XXS, IQ2_XS, IQ2_S and IQ1_S always, IQ1_M except token_embd.weight
+ * and output.weight, Q2_K in a Q2_K_S file except token_embd.weight (one
+ * table, whether qpipe has the type yet or not).  0 otherwise. */
+int qp_ggml_needs_imatrix(qp_ggml_type t, qp_llama_ftype ftype, const char *name);
 
 #endif

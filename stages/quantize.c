@@ -18,6 +18,7 @@
 #include "quant/linear.h"
 #include "stages/model_load.h"
 
+#include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,9 @@ static const qp_param_spec params[] = {
     {"sym", QP_P_BOOL, "false", NULL, 0, -1, 0, "symmetric grid (no zero point)"},
     {"type", QP_P_STRING, "Q4_K_M",
      "Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q2_K_S|Q3_K|Q3_K_S|Q3_K_M|Q3_K_L|Q4_K|Q4_K_S|Q4_K_M|Q5_K|Q5_K_S|Q5_K_M|"
-     "Q6_K|IQ4_NL|IQ4_XS|TQ1_0|TQ2_0|F16|BF16", 0, -1, 0,
-     "method gguf: llama-quantize's file type (Q4_K = Q4_K_M, as there); with pure: the block type"},
+     "Q6_K|IQ4_NL|IQ4_XS|IQ2_XXS|IQ2_XS|TQ1_0|TQ2_0|F16|BF16", 0, -1, 0,
+     "method gguf: llama-quantize's file type (Q4_K = Q4_K_M, as there); with pure: the block type "
+     "(IQ2_XXS, IQ2_XS: an imatrix entry for every tensor of that type, else refused as llama-quantize does)"},
     {"imatrix", QP_P_PATH, "", NULL, 0, -1, QP_PF_CONTENT,
      "llama.cpp imatrix.dat to weight the error (instead of a calibrate input)"},
     {"mse", QP_P_BOOL, "false", NULL, 0, -1, 0, "MSE-optimal clipping search per group"},
@@ -503,6 +505,57 @@ static int pass_entry(qp_quant_job *job, tensor_pass *tp, const json_t *e)
     return quantize_tensor(job, tp, e, &plan, st, extra);
 }
 
+/* llama-quantize refuses a "very low-bit" type (IQ2_XXS, IQ2_XS, … : the
+ * table of qp_ggml_needs_imatrix) for a tensor the importance matrix has
+ * no entry for; qpipe refuses the same, before any tensor is quantized.
+ * The tensors checked: every one for a method whose plan needs no run
+ * (gguf); for the others, those an override gives a type. */
+static int refuse_missing_imatrix(qp_quant_job *job)
+{
+    const qp_quant_common *c = job->common;
+    const int full = !job->method->run;
+    for (size_t k = 0; k < qp_artifact_count(job->model); k++) {
+        const json_t *e = qp_artifact_entry(job->model, k);
+        const char *ename = qp_artifact_entry_name(e);
+        if (strncmp(ename, "tensors/", 8) != 0 || qp_quant_plan_drops(&job->plan, ename + 8))
+            continue;
+        const char *tname = ename + 8;
+        const int ndim = (int)json_array_size(json_object_get(e, "shape"));
+        if (!full) {
+            const qp_quant_override *ov = NULL;
+            for (size_t i = 0; i < c->n_overrides && !ov; i++)
+                if (fnmatch(c->overrides[i].match, tname, 0) == 0)
+                    ov = &c->overrides[i];
+            if (!ov || !ov->type || ndim < 2)
+                continue;
+        }
+        int64_t rows, cols;
+        qp_qtensor_rows_cols(e, &rows, &cols);
+        qp_tensor_plan plan;
+        int rc = qp_quant_plan_tensor(&plan, &job->plan, tname, ndim, rows, cols);
+        if (rc) {
+            qp_error_prefix("stage '%s'", job->ctx->id);
+            return rc;
+        }
+        char gname[256];
+        if (plan.kind != QP_TP_GGML || qp_gguf_llama_name(gname, sizeof(gname), tname) != 0) {
+            qp_error_clear();
+            continue;
+        }
+        if (!qp_ggml_needs_imatrix(plan.qtype, (qp_llama_ftype)job->plan.ftype, gname) ||
+            (job->imatrix && qp_imatrix_find(job->imatrix, gname)))
+            continue;
+        return qp_error_set(QP_EUSAGE,
+                            "stage '%s': Missing importance matrix for tensor %s in a very low-bit quantization "
+                            "(%s; llama-quantize refuses it too): %s, or give '%s' another type with override:",
+                            job->ctx->id, gname, qp_qtype_get(plan.qtype)->name,
+                            job->imatrix ? "use an imatrix: computed with an entry for it"
+                                         : "set imatrix: to an importance matrix that covers it",
+                            tname);
+    }
+    return 0;
+}
+
 /* What every quantized artifact records, then the method's own part. */
 static void describe(qp_quant_job *job, tensor_pass *tp)
 {
@@ -546,6 +599,8 @@ static int quantize_run(qp_stage_ctx *ctx)
     void *opts = NULL;
     tensor_pass tp = {.notes = json_array()};
     int rc = job_open(&job, &common, &opts, ctx);
+    if (rc == 0)
+        rc = refuse_missing_imatrix(&job);
     if (rc == 0 && job.method->run)
         rc = job.method->run(&job);
     tp.total = qp_artifact_count(job.model);

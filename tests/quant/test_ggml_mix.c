@@ -105,6 +105,79 @@ static void test_iq_oracles(void **state)
         assert_int_equal(check_file_im(rel, 1, 1), 2 * 57);
     }
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ4_XS.gguf", 0, 1), 2 * 57);
+    /* output Q5_K, token_embd Q2_K, attn_v Q2_K (n_gqa = 2), ffn_down of
+     * layer 0 (of 4: the first eighth) Q2_K, the rest IQ2_* */
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_XXS.gguf", 0, 1), 2 * 57);
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_XS.gguf", 0, 1), 2 * 57);
+}
+
+/* llama_tensor_get_type for the IQ2_XXS and IQ2_XS file types on a
+ * 32-layer model with GQA (n_gqa = 4) and without; and the table of
+ * llama-quantize's "very low-bit" refusal. */
+static void test_iq2_file_type_rules(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx gqa, mha;
+    qp_ggml_mix_choice ch;
+    char name[64];
+    const int64_t ne_v[2] = { 4096, 1024 }, ne_d[2] = { 14336, 4096 }, ne_o[2] = { 4096, 4096 };
+    const int64_t ne_e[2] = { 4096, 32000 }, ne_odd[2] = { 4160, 64 };
+    qp_ggml_mix_ctx_init(&gqa, 32, 32, 8, 0);
+    qp_ggml_mix_ctx_init(&mha, 32, 32, 32, 0);
+    gqa.has_imatrix = mha.has_imatrix = 1;
+    static const qp_llama_ftype fts[] = { QP_FTYPE_MOSTLY_IQ2_XXS, QP_FTYPE_MOSTLY_IQ2_XS };
+    static const qp_ggml_type ts[] = { QP_GGML_IQ2_XXS, QP_GGML_IQ2_XS };
+    for (size_t k = 0; k < 2; k++) {
+        assert_int_equal(qp_llama_ftype_default_type(fts[k]), (int)ts[k]);
+        for (int i = 0; i < 32; i++) {
+            snprintf(name, sizeof(name), "blk.%d.attn_v.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_v, &gqa), 0);
+            assert_int_equal(ch.type, QP_GGML_Q4_K);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_v, &mha), 0);
+            assert_int_equal(ch.type, QP_GGML_Q2_K);
+            snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_d, &gqa), 0);
+            assert_int_equal(ch.type, i < 4 ? QP_GGML_Q2_K : ts[k]);
+            snprintf(name, sizeof(name), "blk.%d.attn_output.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_o, &gqa), 0);
+            assert_int_equal(ch.type, ts[k]);
+            snprintf(name, sizeof(name), "blk.%d.attn_k.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_v, &gqa), 0);
+            assert_int_equal(ch.type, ts[k]);
+        }
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "output.weight", 2, ne_e, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "token_embd.weight", 2, ne_e, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_Q2_K);
+        /* experts: attn_v Q4_K from 4 experts, attn_k Q4_K and attn_output Q5_K at 8 */
+        mha.n_expert = 8;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.9.attn_v.weight", 2, ne_v, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.9.attn_k.weight", 2, ne_v, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.9.attn_output.weight", 2, ne_o, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        mha.n_expert = 0;
+        /* fallback IQ4_NL */
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.3.attn_q.weight", 2, ne_odd, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ4_NL);
+        assert_int_equal(ch.fallback, 1);
+        /* the refusal table: these types need an imatrix entry for every tensor */
+        assert_true(qp_ggml_needs_imatrix(ts[k], fts[k], "output.weight"));
+        assert_true(qp_ggml_needs_imatrix(ts[k], QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight"));
+        assert_false(qp_ggml_needs_imatrix(QP_GGML_Q2_K, fts[k], "blk.0.ffn_down.weight"));
+        assert_false(qp_ggml_needs_imatrix(QP_GGML_Q5_K, fts[k], "output.weight"));
+    }
+    /* the rest of llama-quant.cpp's list, for the types still to come */
+    assert_true(qp_ggml_needs_imatrix(QP_GGML_IQ2_S, QP_FTYPE_MOSTLY_Q4_K_M, "blk.0.attn_q.weight"));
+    assert_true(qp_ggml_needs_imatrix(QP_GGML_IQ1_S, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight"));
+    assert_true(qp_ggml_needs_imatrix(QP_GGML_IQ1_M, QP_FTYPE_MOSTLY_Q4_K_M, "blk.0.attn_q.weight"));
+    assert_false(qp_ggml_needs_imatrix(QP_GGML_IQ1_M, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight"));
+    assert_false(qp_ggml_needs_imatrix(QP_GGML_IQ1_M, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight"));
+    assert_true(qp_ggml_needs_imatrix(QP_GGML_Q2_K, QP_FTYPE_MOSTLY_Q2_K_S, "output.weight"));
+    assert_false(qp_ggml_needs_imatrix(QP_GGML_Q2_K, QP_FTYPE_MOSTLY_Q2_K_S, "token_embd.weight"));
+    assert_false(qp_ggml_needs_imatrix(QP_GGML_Q2_K, QP_FTYPE_MOSTLY_Q2_K, "blk.0.attn_q.weight"));
+    assert_false(qp_ggml_needs_imatrix(QP_GGML_IQ3_XXS, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight"));
 }
 
 /* llama_tensor_get_type for the IQ4_XS, TQ1_0 and TQ2_0 file types on a
@@ -390,9 +463,9 @@ static void test_overrides_and_refusals(void **state)
     assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne, &ctx), 0);
     assert_int_equal(ch.type, QP_GGML_Q4_0);
-    ctx.output_type = 16;
+    ctx.output_type = 19;   /* IQ1_S: not a qpipe type */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 16 is not supported");
+    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 19 is not supported");
 
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, 23, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
@@ -422,6 +495,10 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_parse("IQ3_XXS"), -1);
     /* llama.h: LLAMA_FTYPE_MOSTLY_IQ4_XS = 30, TQ1_0 = 36, TQ2_0 = 37 */
     assert_int_equal(qp_llama_ftype_parse("IQ4_XS"), 30);
+    /* LLAMA_FTYPE_MOSTLY_IQ2_XXS = 19, IQ2_XS = 20 */
+    assert_int_equal(qp_llama_ftype_parse("IQ2_XXS"), 19);
+    assert_int_equal(qp_llama_ftype_parse("iq2_xs"), 20);
+    assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_IQ2_XS), "IQ2_XS");
     assert_int_equal(qp_llama_ftype_parse("tq1_0"), 36);
     assert_int_equal(qp_llama_ftype_parse("TQ2_0"), 37);
     assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_TQ1_0), "TQ1_0");
@@ -448,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_fallback),
         cmocka_unit_test(test_overrides_and_refusals),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_iq2_file_type_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

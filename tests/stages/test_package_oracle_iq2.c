@@ -1,0 +1,135 @@
+/* quantize + package end to end for llama.cpp's IQ2_XXS and IQ2_XS file
+ * types (llama-quantize --imatrix imatrix.dat F32.gguf IQ2_XXS|IQ2_XS:
+ * llama_tensor_get_type's rules — output Q5_K, token_embd Q2_K, attn_v
+ * Q4_K or Q2_K by n_gqa, the first eighth of ffn_down Q2_K, the rest
+ * IQ2_*), written by a recipe (`imatrix:` → `method: gguf, type: …`) and,
+ * with qpipe's own qpipe.* keys dropped, byte-identical to
+ * vectors/house-llama/iq/mix-IQ2_XXS.gguf and mix-IQ2_XS.gguf.
+ *
+ * And the refusals where llama-quantize refuses ("Missing importance
+ * matrix for tensor %s in a very low-bit quantization"): `pure: true`
+ * IQ2_XXS / IQ2_XS with this imatrix (no entry for output.weight) or with
+ * none, and an override that gives lm_head IQ2_XS — each before any tensor
+ * is quantized (no quantized artifact, nothing stored). */
+#include "tests/support/testutil.h"
+#include "tests/support/run_recipe.h"
+#include "tests/stages/package_oracle.h"
+
+#include "common/error.h"
+#include "common/fsutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dir;
+
+static int setup(void **state)
+{
+    (void)state;
+    dir = qp_test_tmpdir();
+    char *models = qp_test_shared_path("models/house-llama");
+    char *imatrix = qp_test_shared_path("vectors/house-llama/imatrix.dat");
+    char *recipe = qp_path_join(dir, "r.yaml");
+    FILE *f = fopen(recipe, "w");
+    fprintf(f, "qpipe: 1\nname: oracle-iq2\nstages:\n  model: {uses: fetch, with: {source: \"%s\"}}\n", models);
+    static const char *mixes[] = {"IQ2_XXS", "IQ2_XS"};
+    for (size_t i = 0; i < 2; i++) {
+        fprintf(f, "  m_%s: {uses: quantize, needs: [model], with: {method: gguf, type: %s, imatrix: \"%s\"}}\n",
+                mixes[i], mixes[i], imatrix);
+        fprintf(f, "  pm_%s: {uses: package, needs: [m_%s], with: {format: gguf, out: out/mix-%s, name: mix-%s}}\n",
+                mixes[i], mixes[i], mixes[i], mixes[i]);
+    }
+    fclose(f);
+    char *cache_dir = qp_path_join(dir, "cache");
+    int rc = qp_test_run_recipe(recipe, cache_dir);
+    free(cache_dir);
+    free(recipe);
+    free(models);
+    free(imatrix);
+    return rc ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    qp_test_rmtree(dir);
+    free(dir);
+    return 0;
+}
+
+static void test_mix_iq2_xxs(void **state)
+{
+    (void)state;
+    package_oracle_check(dir, "mix-IQ2_XXS", "iq/");
+}
+
+static void test_mix_iq2_xs(void **state)
+{
+    (void)state;
+    package_oracle_check(dir, "mix-IQ2_XS", "iq/");
+}
+
+/* A recipe of one quantize stage `with` these parameters, run in a cache
+ * of its own: it must fail with `want` in the message and store nothing
+ * quantized. */
+static void expect_refusal(const char *name, const char *with, const char *want)
+{
+    char *models = qp_test_shared_path("models/house-llama");
+    char rel[64];
+    snprintf(rel, sizeof(rel), "%s.yaml", name);
+    char *recipe = qp_path_join(dir, rel);
+    snprintf(rel, sizeof(rel), "cache-%s", name);
+    char *cache_dir = qp_path_join(dir, rel);
+    FILE *f = fopen(recipe, "w");
+    fprintf(f, "qpipe: 1\nname: %s\nstages:\n  model: {uses: fetch, with: {source: \"%s\"}}\n"
+               "  q: {uses: quantize, needs: [model], with: {%s}}\n", name, models, with);
+    fclose(f);
+    assert_int_equal(qp_test_run_recipe(recipe, cache_dir), QP_EUSAGE);
+    const char *msg = qp_error_last();
+    print_message("%s: %s\n", name, msg);
+    assert_non_null(strstr(msg, want));
+    assert_null(strchr(msg, '\n'));
+    free(cache_dir);
+    free(recipe);
+    free(models);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    char *imatrix = qp_test_shared_path("vectors/house-llama/imatrix.dat");
+    char with[512];
+    static const char *types[] = {"IQ2_XXS", "IQ2_XS"};
+    for (size_t i = 0; i < 2; i++) {
+        char want[320], name[32];
+        snprintf(want, sizeof(want), "stage 'q': Missing importance matrix for tensor output.weight in a very "
+                 "low-bit quantization (%s; llama-quantize refuses it too): use an imatrix: computed with an "
+                 "entry for it, or give 'lm_head.weight' another type with override:", types[i]);
+        snprintf(with, sizeof(with), "method: gguf, type: %s, pure: true, imatrix: \"%s\"", types[i], imatrix);
+        snprintf(name, sizeof(name), "pure-%s", types[i]);
+        expect_refusal(name, with, want);
+        /* no imatrix at all: the first tensor that would get the type */
+        snprintf(with, sizeof(with), "method: gguf, type: %s, pure: true", types[i]);
+        snprintf(name, sizeof(name), "pure-%s-noim", types[i]);
+        expect_refusal(name, with, "in a very low-bit quantization");
+        snprintf(with, sizeof(with), "method: gguf, type: %s", types[i]);
+        snprintf(name, sizeof(name), "mix-%s-noim", types[i]);
+        expect_refusal(name, with, "set imatrix: to an importance matrix that covers it");
+    }
+    /* an override that gives the output an IQ2 type */
+    snprintf(with, sizeof(with), "method: gguf, type: Q4_K_M, imatrix: \"%s\", override: [{match: lm_head.weight, "
+             "type: IQ2_XS}]", imatrix);
+    expect_refusal("override-lm-head", with, "Missing importance matrix for tensor output.weight");
+    free(imatrix);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mix_iq2_xxs),
+        cmocka_unit_test(test_mix_iq2_xs),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
