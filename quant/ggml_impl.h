@@ -197,6 +197,8 @@ extern const uint32_t qp_iq3xxs_grid[256];
  * iq2xs_grid (dequantization values). */
 void qp_iq2_xxs_row(const float *x, void *y, int64_t n, const float *qw);
 void qp_iq2_xs_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq2_xxs_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
+void qp_iq2_xs_fast(const float *x, void *y, int64_t n, const float *qw);    /* same bytes */
 extern const uint64_t qp_iq2xxs_grid[256];
 extern const uint64_t qp_iq2xs_grid[512];
 /* TQ1_0 / TQ2_0: quantize_row_tq*_ref (llama-quantize ignores the imatrix). */

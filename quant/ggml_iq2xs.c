@@ -29,7 +29,7 @@
  * which are never read).
  *
  * Shapes: x[n] f32, n % 256 == 0 -> n/256 blocks; qw[n] (not NULL). */
-#include "quant/ggml_impl.h"
+#include "quant/ggml_iq2xs_impl.h"
 
 #include <float.h>
 #include <math.h>
@@ -244,21 +244,11 @@ const uint64_t qp_iq2xs_grid[512] = {
     0x2b2b2b2b082b2b08, 0x2b2b2b2b082b2b2b, 0x2b2b2b2b2b190819, 0x2b2b2b2b2b2b2b2b,
 };
 
-/* The quantizer's tables for one grid (iq2xs_init_impl): grid points as odd
- * levels 2l+1 (int8 × 8); the map from a 16-bit level key (level of
- * coordinate i in bits 2i, 2i+1) to its grid index (>= 0) or to
- * −(1 + offset of its neighbour list: count, then grid indices). */
-#define KMAP_SIZE 43692   /* ggml's kmap_size: keys up to 0xAAAA (all levels 2) */
-typedef struct {
-    const uint64_t *grid;
-    int n;
-    int8_t (*pos)[8];
-    int *kmap;
-    uint16_t *neighbours;
-} iq2_tables;
+#define KMAP_SIZE QP_IQ2_KMAP_SIZE
+typedef qp_iq2_tables iq2_tables;
 
-static iq2_tables t_xxs = { qp_iq2xxs_grid, 256, NULL, NULL, NULL };
-static iq2_tables t_xs = { qp_iq2xs_grid, 512, NULL, NULL, NULL };
+static iq2_tables t_xxs = { qp_iq2xxs_grid, 256, NULL, NULL, NULL, NULL, NULL };
+static iq2_tables t_xs = { qp_iq2xs_grid, 512, NULL, NULL, NULL, NULL, NULL };
 static pthread_once_t once_xxs = PTHREAD_ONCE_INIT, once_xs = PTHREAD_ONCE_INIT;
 
 static int byte_level(uint8_t b)
@@ -343,15 +333,37 @@ static void iq2_build(iq2_tables *t, int nwant)
         counter += 1 + n;
     }
     free(tmp);
+    /* the float copy for the fast search */
+    t->coord_off = malloc(KMAP_SIZE * sizeof *t->coord_off);
+    int nf = 0;
+    if (!t->coord_off)
+        abort();
+    for (int u = 0; u < KMAP_SIZE; ++u)
+        if (t->kmap[u] < 0 && key_in_range(u))
+            nf += 8 * ((t->neighbours[-t->kmap[u] - 1] + 7) & ~7);
+    t->coords = calloc((size_t)nf, sizeof *t->coords);
+    if (!t->coords)
+        abort();
+    nf = 0;
+    for (int u = 0; u < KMAP_SIZE; ++u) {
+        t->coord_off[u] = -1;
+        if (t->kmap[u] >= 0 || !key_in_range(u))
+            continue;
+        const uint16_t *nb = t->neighbours - t->kmap[u] - 1;
+        const int npad = (nb[0] + 7) & ~7;
+        t->coord_off[u] = nf;
+        for (int j = 0; j < nb[0]; ++j)
+            for (int i = 0; i < 8; ++i)
+                t->coords[nf + i * npad + j] = t->pos[nb[1 + j]][i];
+        nf += 8 * npad;
+    }
 }
 
 static void build_xxs(void) { iq2_build(&t_xxs, 2); }
 static void build_xs(void) { iq2_build(&t_xs, 2); }
 
-/* iq2_find_best_neighbour for off-grid key u: the listed grid point nearest
- * to xval at this scale (w = sqrt of the error weights), first on ties;
- * writes its levels to L and returns its index. */
-static int best_neighbour(const iq2_tables *t, int u, const float *xval, const float *w, float scale, int8_t *L)
+/* iq2_find_best_neighbour (reference) */
+int qp_iq2_best_neighbour(const iq2_tables *t, int u, const float *xval, const float *w, float scale, int8_t *L)
 {
     const uint16_t *nb = t->neighbours - t->kmap[u] - 1;
     float best_d2 = FLT_MAX;
@@ -457,7 +469,7 @@ static void error_weights(const float *xb, const float *qw, float sigma2, int nw
 
 /* ---- IQ2_XXS: quantize_row_iq2_xxs_impl ---- */
 
-static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl)
+static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl, qp_iq2_nearest_fn nearest)
 {
     const iq2_tables *t = &t_xxs;
     float scales[8], weight[32], xval[32], waux[32];
@@ -492,7 +504,7 @@ static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl)
             for (int k = 0; k < 4; ++k) {
                 const int u = snap8(xval + 8 * k, id, Laux + 8 * k);
                 if (t->kmap[u] < 0)
-                    best_neighbour(t, u, xval + 8 * k, waux + 8 * k, this_scale, Laux + 8 * k);
+                    nearest(t, u, xval + 8 * k, waux + 8 * k, this_scale, Laux + 8 * k);
             }
             float sumqx, sumq2;
             fit_sums(xval, weight, Laux, 32, &sumqx, &sumq2);
@@ -509,7 +521,7 @@ static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl)
                 const int u = snap8(xval + 8 * k, id, Ltmp);
                 int grid_index = t->kmap[u];
                 if (grid_index < 0)
-                    grid_index = best_neighbour(t, u, xval + 8 * k, waux + 8 * k, scale, L + 8 * k);
+                    grid_index = nearest(t, u, xval + 8 * k, waux + 8 * k, scale, L + 8 * k);
                 for (int i = 0; i < 8; ++i)
                     L[8 * k + i] = (int8_t)((t->pos[grid_index][i] - 1) / 2);
             }
@@ -525,14 +537,18 @@ static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl)
         }
         int g[4], off = 0;
         for (int k = 0; k < 4; ++k) {
-            const int u = levels_key(L + 8 * k);
-            g[k] = u < 0 ? -1 : t->kmap[u];
+            /* ggml's uint16_t key; levels above 2 are possible only from
+             * make_qp_quants (0..4) when no trial scale was accepted */
+            uint16_t u = 0;
+            for (int i = 0; i < 8; ++i)
+                u |= (uint16_t)(L[8 * k + i] << 2 * i);
+            g[k] = u < KMAP_SIZE ? t->kmap[u] : -1;
             off |= g[k] < 0;
         }
         if (off) {
-            /* ggml aborts here ("Oops: found point not on grid"): only a
-             * sub-block whose error weights are all 0 (make_qp_quants' 0/0
-             * scale, no trial accepted) can get here; it is written as zero */
+            /* ggml aborts here ("Oops: found point not on grid", or reads
+             * past its map): only a sub-block whose error weights are all 0
+             * (scale 0, no trial accepted) can get here; written as zero */
             scales[ib] = 0;
             continue;
         }
@@ -562,12 +578,17 @@ static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl)
             out[2 + 4 * i + b] = (uint8_t)(q2[i] >> 8 * b);
 }
 
-void qp_iq2_xxs_row(const float *x, void *vy, int64_t n, const float *qw)
+void qp_iq2_xxs_row_search(const float *x, void *vy, int64_t n, const float *qw, qp_iq2_nearest_fn nearest)
 {
     pthread_once(&once_xxs, build_xxs);
     uint8_t *y = vy;
     for (int64_t ib = 0; ib < n / QP_QK_K; ++ib)
-        iq2_xxs_block(x + QP_QK_K * ib, y + 66 * ib, qw + QP_QK_K * ib);
+        iq2_xxs_block(x + QP_QK_K * ib, y + 66 * ib, qw + QP_QK_K * ib, nearest);
+}
+
+void qp_iq2_xxs_row(const float *x, void *y, int64_t n, const float *qw)
+{
+    qp_iq2_xxs_row_search(x, y, n, qw, qp_iq2_best_neighbour);
 }
 
 /* ---- IQ2_XS: quantize_row_iq2_xs_impl ---- */
@@ -577,7 +598,7 @@ void qp_iq2_xxs_row(const float *x, void *vy, int64_t n, const float *qw)
  * for which no trial is accepted (all-zero error weights) is written with
  * its predecessor's levels; ggml leaves them uninitialised at a row's
  * start, here they start at zero. */
-static void iq2_xs_block(const float *xbl, uint8_t *out, const float *qwbl, int8_t *L)
+static void iq2_xs_block(const float *xbl, uint8_t *out, const float *qwbl, int8_t *L, qp_iq2_nearest_fn nearest)
 {
     const iq2_tables *t = &t_xs;
     float scales[16], weight[16], xval[16], waux[16];
@@ -617,7 +638,7 @@ static void iq2_xs_block(const float *xbl, uint8_t *out, const float *qwbl, int8
                 const int u = snap8(xval + 8 * k, id, Laux + 8 * k);
                 is_on_grid_aux[k] = t->kmap[u] >= 0;
                 if (t->kmap[u] < 0)
-                    best_neighbour(t, u, xval + 8 * k, waux + 8 * k, this_scale, Laux + 8 * k);
+                    nearest(t, u, xval + 8 * k, waux + 8 * k, this_scale, Laux + 8 * k);
             }
             float sumqx, sumq2;
             fit_sums(xval, weight, Laux, 16, &sumqx, &sumq2);
@@ -636,7 +657,7 @@ static void iq2_xs_block(const float *xbl, uint8_t *out, const float *qwbl, int8
                     continue;
                 const int u = snap8(xval + 8 * k, id, L + 8 * k);
                 if (t->kmap[u] < 0)
-                    best_neighbour(t, u, xval + 8 * k, waux + 8 * k, scale, L + 8 * k);
+                    nearest(t, u, xval + 8 * k, waux + 8 * k, scale, L + 8 * k);
             }
             float sumqx, sumq2;
             fit_sums(xval, weight, L, 16, &sumqx, &sumq2);
@@ -678,12 +699,17 @@ static void iq2_xs_block(const float *xbl, uint8_t *out, const float *qwbl, int8
     memcpy(out + 66, sc, 8);
 }
 
-void qp_iq2_xs_row(const float *x, void *vy, int64_t n, const float *qw)
+void qp_iq2_xs_row_search(const float *x, void *vy, int64_t n, const float *qw, qp_iq2_nearest_fn nearest)
 {
     pthread_once(&once_xs, build_xs);
     uint8_t *y = vy;
     int8_t L[16];
     memset(L, 0, sizeof L);
     for (int64_t ib = 0; ib < n / QP_QK_K; ++ib)
-        iq2_xs_block(x + QP_QK_K * ib, y + 74 * ib, qw + QP_QK_K * ib, L);
+        iq2_xs_block(x + QP_QK_K * ib, y + 74 * ib, qw + QP_QK_K * ib, L, nearest);
+}
+
+void qp_iq2_xs_row(const float *x, void *y, int64_t n, const float *qw)
+{
+    qp_iq2_xs_row_search(x, y, n, qw, qp_iq2_best_neighbour);
 }

@@ -96,9 +96,12 @@ static void test_fast_kernels_many_blocks(void **state)
                                       QP_GGML_IQ3_XXS, QP_GGML_TQ1_0, QP_GGML_TQ2_0 };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         check_type(qp_qtype_get(kinds[i]), 64, 2048, 0);
-    /* IQ4_XS's and IQ3_XXS's kernels also take the imatrix */
+    /* IQ4_XS's and IQ3_XXS's kernels also take the imatrix; IQ2_XXS's and
+     * IQ2_XS's only exist with one */
     check_type(qp_qtype_get(QP_GGML_IQ4_XS), 64, 2048, 1);
     check_type(qp_qtype_get(QP_GGML_IQ3_XXS), 64, 2048, 1);
+    check_type(qp_qtype_get(QP_GGML_IQ2_XXS), 64, 2048, 1);
+    check_type(qp_qtype_get(QP_GGML_IQ2_XS), 64, 2048, 1);
 }
 
 /* A bad weight anywhere: one-line error naming the first one, whatever the

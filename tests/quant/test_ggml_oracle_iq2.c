@@ -8,6 +8,8 @@
  * qp_quantize at 1 and 2 threads. */
 #include "tests/quant/quant_oracle.h"
 
+#include <math.h>
+
 static void check_mix(const char *mix, qp_ggml_type main_type, size_t n_main)
 {
     for (int mode = 0; mode <= 2; mode++) {
@@ -52,12 +54,52 @@ static void test_needs_imatrix(void **s)
     }
 }
 
+/* Importance 0 over whole sub-blocks (ggml: make_qp_quants' 0/0 scale for
+ * IQ2_XXS; no trial accepted and the previous sub-block's levels kept for
+ * IQ2_XS), tiny and constant blocks: every path of the search runs, the
+ * fast quantizer gives the reference's bytes at 1 and 3 threads, and a
+ * sub-block with no importance decodes to finite values. */
+static void test_degenerate(void **s)
+{
+    (void)s;
+    enum { R = 6, N = 1024 };
+    static float x[R * N], im[N], y[N];
+    static unsigned char ref[R * 74 * 4], fast[R * 74 * 4];
+    uint64_t st = 7;
+    for (int i = 0; i < R * N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((int)(st >> 40) % 2001 - 1000) / 1000.0f;
+        if (i / N == 1)
+            x[i] = 1e-20f;   /* below GROUP_MAX_EPS */
+        if (i / N == 2)
+            x[i] = 0.5f;     /* constant */
+    }
+    for (int c = 0; c < N; c++)
+        im[c] = (c / 32) % 3 == 1 ? 0.0f : 1.0f + (float)(c % 7);   /* every third 32 columns: none */
+    const qp_ggml_type types[] = { QP_GGML_IQ2_XXS, QP_GGML_IQ2_XS };
+    for (size_t k = 0; k < 2; k++) {
+        const size_t bytes = qp_qtype_row_size(types[k], N) * R;
+        assert_int_equal(qp_quantize_ref(types[k], x, ref, R, N, im), 0);
+        for (int th = 1; th <= 3; th += 2) {
+            memset(fast, 0x5A, bytes);
+            assert_int_equal(qp_quantize(types[k], x, fast, R, N, im, th), 0);
+            assert_memory_equal(ref, fast, bytes);
+        }
+        for (int r = 0; r < R; r++) {
+            assert_int_equal(qp_dequantize_row(types[k], ref + (size_t)r * (bytes / R), y, N), 0);
+            for (int c = 0; c < N; c++)
+                assert_true(isfinite(y[c]));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mix_iq2_xxs),
         cmocka_unit_test(test_mix_iq2_xs),
         cmocka_unit_test(test_needs_imatrix),
+        cmocka_unit_test(test_degenerate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
