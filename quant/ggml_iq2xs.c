@@ -537,11 +537,13 @@ static void iq2_xxs_block(const float *xbl, uint8_t *out, const float *qwbl, qp_
         }
         int g[4], off = 0;
         for (int k = 0; k < 4; ++k) {
-            /* ggml's uint16_t key; levels above 2 are possible only from
-             * make_qp_quants (0..4) when no trial scale was accepted */
+            /* ggml's uint16_t key; levels outside 0..2 come only from
+             * make_qp_quants when no trial scale was accepted (up to 4, and
+             * negative for the magnitude the parity flip made negative:
+             * ggml shifts the negative int8, i.e. its two's complement bits) */
             uint16_t u = 0;
             for (int i = 0; i < 8; ++i)
-                u |= (uint16_t)(L[8 * k + i] << 2 * i);
+                u |= (uint16_t)((unsigned)L[8 * k + i] << 2 * i);
             g[k] = u < KMAP_SIZE ? t->kmap[u] : -1;
             off |= g[k] < 0;
         }

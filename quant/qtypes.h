@@ -70,7 +70,7 @@ int qp_quantize_ref(qp_ggml_type t, const float *src, void *dst, int64_t nrows, 
                     const float *imatrix);
 
 /* Fast quantizer: AVX2 kernels where they help (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
- * Q4_K, Q5_K, Q6_K without imatrix, IQ4_XS and IQ3_XXS with or without one,
+ * Q4_K, Q5_K, Q6_K without imatrix, IQ4_XS and IQ3_XXS with or without one, IQ2_XXS and IQ2_XS,
  * TQ1_0 and TQ2_0; portable C otherwise) and threads over
  * rows (n_threads <= 0: one per online CPU).  Rows are split into contiguous
  * ranges, and every row's bytes depend on that row only, so the output is
