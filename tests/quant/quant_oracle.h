@@ -140,8 +140,8 @@ static inline void oracle_check_iq(const char *type_name)
  * output, as llama-quantize) by qp_quantize_ref (mode 0) or qp_quantize at
  * mode threads; per-type counts of tensors compared into st, the types
  * qpipe lacks into *missing (tensors not compared). */
-static void oracle_compare_mix(const char *mix, int mode, oracle_stats *st, size_t *missing, size_t *by_type,
-                               size_t n_types)
+static inline void oracle_compare_mix(const char *mix, int mode, oracle_stats *st, size_t *missing,
+                                      size_t *by_type, size_t n_types)
 {
     memset(st, 0, sizeof *st);
     *missing = 0;
