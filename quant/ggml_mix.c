@@ -37,6 +37,9 @@ static const struct {
     { QP_FTYPE_MOSTLY_Q6_K, "Q6_K", QP_GGML_Q6_K },
     { QP_FTYPE_MOSTLY_IQ4_NL, "IQ4_NL", QP_GGML_IQ4_NL },
     { QP_FTYPE_MOSTLY_IQ4_XS, "IQ4_XS", QP_GGML_IQ4_XS },
+    { QP_FTYPE_MOSTLY_IQ3_XS, "IQ3_XS", QP_GGML_IQ3_S },
+    { QP_FTYPE_MOSTLY_IQ3_S, "IQ3_S", QP_GGML_IQ3_S },
+    { QP_FTYPE_MOSTLY_IQ3_M, "IQ3_M", QP_GGML_IQ3_S },
     { QP_FTYPE_MOSTLY_TQ1_0, "TQ1_0", QP_GGML_TQ1_0 },
     { QP_FTYPE_MOSTLY_TQ2_0, "TQ2_0", QP_GGML_TQ2_0 },
 };
@@ -48,11 +51,8 @@ static const char *other_ftype_name(int f)
     switch (f) {
     case 19: return "IQ2_XXS";
     case 20: return "IQ2_XS";
-    case 22: return "IQ3_XS";
     case 23: return "IQ3_XXS";
     case 24: return "IQ1_S";
-    case 26: return "IQ3_S";
-    case 27: return "IQ3_M";
     case 28: return "IQ2_S";
     case 29: return "IQ2_M";
     case 31: return "IQ1_M";
@@ -165,6 +165,10 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             t = n_gqa >= 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
         else if (ft == QP_FTYPE_MOSTLY_Q2_K_S && n_gqa >= 4)
             t = QP_GGML_Q4_K;
+        else if ((ft == QP_FTYPE_MOSTLY_IQ3_XS || ft == QP_FTYPE_MOSTLY_IQ3_S) && n_gqa >= 4)
+            t = QP_GGML_Q4_K;
+        else if (ft == QP_FTYPE_MOSTLY_IQ3_M)
+            t = QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
             t = i_layer < 2 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
@@ -184,9 +188,9 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
         return t;
     }
     if (has(name, "attn_k.weight"))
-        return c->n_expert == 8 ? QP_GGML_Q8_0 : t;
+        return c->n_expert == 8 ? QP_GGML_Q8_0 : ft == QP_FTYPE_MOSTLY_IQ3_XS ? QP_GGML_IQ3_XXS : t;
     if (has(name, "attn_q.weight"))
-        return t;   /* IQ3 rules only */
+        return ft == QP_FTYPE_MOSTLY_IQ3_XS ? QP_GGML_IQ3_XXS : t;
     if (has(name, "ffn_down")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
             t = QP_GGML_Q3_K;
@@ -196,6 +200,9 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
         } else if (ft == QP_FTYPE_MOSTLY_Q3_K_M) {
             /* "arch != FALCON || use_more_bits" is always true for LLaMA */
             t = i_layer < n_layer / 16 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
+        } else if (ft == QP_FTYPE_MOSTLY_IQ3_M &&
+                   (i_layer < n_layer / 8 || (c->n_expert == 8 && use_more_bits(i_layer, n_layer)))) {
+            t = QP_GGML_Q4_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q3_K_L) {
             t = QP_GGML_Q5_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q4_K_M) {
@@ -218,8 +225,9 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
     }
     if (has(name, "attn_output.weight")) {
         if (c->n_expert == 8) {
-            if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_Q3_K_S || ft == QP_FTYPE_MOSTLY_Q3_K_M ||
-                ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S || ft == QP_FTYPE_MOSTLY_Q4_K_M ||
+            if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_IQ3_XS || ft == QP_FTYPE_MOSTLY_Q3_K_S ||
+                ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S ||
+                ft == QP_FTYPE_MOSTLY_Q4_K_M || ft == QP_FTYPE_MOSTLY_IQ3_S || ft == QP_FTYPE_MOSTLY_IQ3_M ||
                 ft == QP_FTYPE_MOSTLY_IQ4_XS)
                 t = QP_GGML_Q5_K;
         } else {
@@ -229,11 +237,13 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
                 t = QP_GGML_Q4_K;
             else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
                 t = QP_GGML_Q5_K;
+            else if (ft == QP_FTYPE_MOSTLY_IQ3_M)
+                t = QP_GGML_Q4_K;
         }
         return t;
     }
     if (has(name, "attn_qkv.weight")) {
-        if (ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_Q3_K_L)
+        if (ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_Q3_K_L || ft == QP_FTYPE_MOSTLY_IQ3_M)
             t = QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q4_K_M)
             t = QP_GGML_Q5_K;
@@ -241,7 +251,10 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             t = QP_GGML_Q6_K;
         return t;
     }
-    return t;   /* ffn_gate / ffn_up: IQ3_XS rules only */
+    if ((has(name, "ffn_gate") || has(name, "ffn_up")) && ft == QP_FTYPE_MOSTLY_IQ3_XS &&
+        i_layer >= n_layer / 8 && i_layer < 7 * n_layer / 8)
+        t = QP_GGML_IQ3_XXS;   /* the middle layers' ffn_gate / ffn_up */
+    return t;
 }
 
 /* llama_model_quantize_impl's "quantize this tensor at all?" */
