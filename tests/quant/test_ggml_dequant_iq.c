@@ -119,6 +119,24 @@ static void decode_iq3_s(const unsigned char *b, float *y)
     }
 }
 
+/* IQ2_S block (d, qs[32] index low bytes, qs[32] signs, qh[8], scales[8])
+ * -> y[256], with ggml-common.h's iq2s_grid (quant/'s copy) */
+extern const uint64_t qp_iq2s_grid[1024];
+
+static void decode_iq2_s(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int g = 0; g < 32; g++) {   /* group g: weights 8g..8g+7, sub-block g/2 of 16 */
+        const int l = (b[74 + g / 4] >> (g / 2 % 2 ? 4 : 0)) & 15;
+        const float db = d * (0.5f + (float)l) * 0.25f;
+        const int index = b[2 + g] | ((b[66 + g / 4] >> (2 * (g % 4))) & 3) << 8;
+        for (int j = 0; j < 8; j++) {
+            const float q = (float)((qp_iq2s_grid[index] >> (8 * j)) & 0xff);
+            y[8 * g + j] = db * q * ((b[2 + 32 + g] >> j) & 1 ? -1.f : 1.f);
+        }
+    }
+}
+
 /* TQ2_0 block (qs[64], d) -> y[256] */
 static void decode_tq2_0(const unsigned char *b, float *y)
 {
@@ -173,6 +191,22 @@ static void test_layouts(void **state)
     assert_int_equal(qp_dequantize_row(QP_GGML_IQ3_S, b, y, 256), 0);
     assert_true(y[0] == -3.f * 5 && y[1] == 3.f * 7 && y[2] == 3.f * 9 && y[3] == 3.f * 5);
     assert_true(y[4] == 3.f * 1 && y[32] == 5.f * 1);
+
+    /* IQ2_S: d = 1; group 0 index 0x100 | 2 via qh bits 0..1 = 1;
+     * sub-block 0 scale 1 -> db = 1.5·0.25; sign of weight 0; group 2
+     * (sub-block 1, high nibble 2 -> 2.5·0.25) index 0 = all 8 */
+    memset(b, 0, 82);
+    put16(b, 0x3c00);
+    b[2] = 2;
+    b[66] = 0x01;
+    b[2 + 32] = 0x01;
+    b[74] = 0x21;
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ2_S, b, y, 256), 0);
+    for (int j = 0; j < 8; j++) {
+        const float q = (float)((qp_iq2s_grid[258] >> (8 * j)) & 0xff);
+        assert_true(y[j] == 0.375f * q * (j == 0 ? -1.f : 1.f));
+        assert_true(y[16 + j] == 0.625f * 8);
+    }
 
     /* TQ2_0: byte m of group g holds weights 128g + m + 32k at bits 2k */
     memset(b, 0, 66);
@@ -266,6 +300,13 @@ static void test_oracle_decode(void **state)
         assert_true(blocks == 20480);   /* 5.2M weights, all of them in these types (--pure) */
         assert_true(e > 0.85 * cases[i].measured && e < 1.15 * cases[i].measured);
     }
+    /* IQ2_S: no --pure file (llama.cpp refuses it here); the IQ2_M mix's
+     * IQ2_S tensors (attn_q, attn_k and the ffn of all 6 layers) */
+    size_t blocks;
+    const double e = check_oracle("mix-IQ2_M.gguf", QP_GGML_IQ2_S, decode_iq2_s, &blocks);
+    print_message("mix-IQ2_M.gguf IQ2_S %zu blocks decoded identically, relative RMS error %.5f\n", blocks, e);
+    assert_true(blocks == 16128);
+    assert_true(e > 0.85 * 0.24952 && e < 1.15 * 0.24952);   /* measured once */
 }
 
 int main(void)
