@@ -1,12 +1,11 @@
 /* quantize + package end to end for the i-quant and ternary types against
  * llama.cpp's files in vectors/house-llama/iq/: --pure IQ4_NL, IQ4_XS,
- * IQ3_S, TQ1_0 and TQ2_0 with the importance matrix, and the IQ4_XS, IQ3_XS,
- * IQ3_S and IQ3_M file-type mixes (llama-quantize --imatrix … FTYPE:
+ * IQ3_S, TQ1_0 and TQ2_0 with the importance matrix, and the IQ4_XS,
+ * IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M file-type mixes (llama-quantize --imatrix … FTYPE:
  * llama_tensor_get_type's rules), each
  * written by a recipe (`imatrix:` → `method: gguf, type: …`) and, with
  * qpipe's own qpipe.* keys dropped, byte-identical to llama.cpp's file;
- * and `override: type` with these types and IQ3_XXS (a block type here, not
- * a file type: llama.cpp's IQ3_XXS mix needs IQ2_S). */
+ * and `override: type` with these types and IQ3_XXS. */
 #include "tests/support/testutil.h"
 #include "tests/support/run_recipe.h"
 #include "tests/stages/package_oracle.h"
@@ -18,7 +17,7 @@
 #include <string.h>
 
 static const char *pure_types[] = {"IQ4_NL", "IQ4_XS", "IQ3_S", "TQ1_0", "TQ2_0"};
-static const char *mix_types[] = {"IQ4_XS", "IQ3_XS", "IQ3_S", "IQ3_M"};
+static const char *mix_types[] = {"IQ4_XS", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"};
 
 static char *dir;
 
