@@ -298,6 +298,8 @@ const uint64_t qp_iq2s_grid[1024] = {
 int8_t qp_iq2s_grid_pos[1024][8];
 int qp_iq2s_kmap[QP_IQ2S_KMAP_SIZE];
 uint16_t *qp_iq2s_neighbours;
+float *qp_iq2s_coords;
+int qp_iq2s_coord_off[QP_IQ2S_KMAP_SIZE];
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 static int byte_level(unsigned b)
@@ -364,6 +366,26 @@ static void build_tables(void)
         qp_iq2s_neighbours[counter++] = (uint16_t)n;
         memcpy(qp_iq2s_neighbours + counter, idx, (size_t)n * sizeof idx[0]);
         counter += n;
+    }
+    /* the float copy for the fast search */
+    int nf = 0;
+    for (int u = 0; u < QP_IQ2S_KMAP_SIZE; ++u)
+        if (qp_iq2s_kmap[u] < 0 && valid_key(u))
+            nf += 8 * ((qp_iq2s_neighbours[-qp_iq2s_kmap[u] - 1] + 7) & ~7);
+    qp_iq2s_coords = calloc((size_t)nf, sizeof *qp_iq2s_coords);
+    if (!qp_iq2s_coords)
+        abort();
+    nf = 0;
+    for (int u = 0; u < QP_IQ2S_KMAP_SIZE; ++u) {
+        if (qp_iq2s_kmap[u] >= 0 || !valid_key(u))
+            continue;
+        const uint16_t *nb = qp_iq2s_neighbours - qp_iq2s_kmap[u] - 1;
+        const int npad = (nb[0] + 7) & ~7;
+        qp_iq2s_coord_off[u] = nf;
+        for (int j = 0; j < nb[0]; ++j)
+            for (int i = 0; i < 8; ++i)
+                qp_iq2s_coords[nf + i * npad + j] = qp_iq2s_grid_pos[nb[1 + j]][i];
+        nf += 8 * npad;
     }
 }
 

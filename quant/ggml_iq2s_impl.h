@@ -11,10 +11,15 @@
 
 /* Built by qp_iq2s_tables(): grid points as odd levels 2l+1 (l = 0..2);
  * the map from a 16-bit level key to its grid index (>= 0) or to
- * −(1 + offset of its neighbour list: count, then grid indices). */
+ * −(1 + offset of its neighbour list: count, then grid indices); the fast
+ * search's copy of each list, coordinates as floats, coordinate-major,
+ * padded to 8 (qp_iq2s_coords + qp_iq2s_coord_off[u]: q_i of entry j at
+ * i·npad + j). */
 extern int8_t qp_iq2s_grid_pos[1024][8];
 extern int qp_iq2s_kmap[QP_IQ2S_KMAP_SIZE];
 extern uint16_t *qp_iq2s_neighbours;
+extern float *qp_iq2s_coords;
+extern int qp_iq2s_coord_off[QP_IQ2S_KMAP_SIZE];
 void qp_iq2s_tables(void);   /* once; thread-safe */
 
 /* 8 levels (0..2) -> their 16-bit key */
