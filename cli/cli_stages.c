@@ -53,12 +53,12 @@ int qp_cli_stages(int argc, char **argv)
             printf("%s (v%d) — %s\n  inputs: %s; output: %s\n", k->name, k->version, k->doc, in, out);
         }
         for (const qp_param_spec *p = k->params; p->name; p++) {
-            char vals[160];
+            char vals[512];
             describe_values(vals, sizeof(vals), p);
             const char *def = (p->flags & QP_PF_REQUIRED) ? "required" : p->def ? (p->def[0] ? p->def : "\"\"") : "-";
             if (markdown) {
                 /* a '|' inside a cell would end it */
-                char esc[320];
+                char esc[1024];
                 size_t m = 0;
                 for (const char *c = vals; *c && m + 2 < sizeof(esc); c++) {
                     if (*c == '|')

@@ -145,6 +145,47 @@ static void dq_iq3_xxs(const qp_block_iq3_xxs *x, float *y, int64_t nb)
     }
 }
 
+/* IQ3_S: sub-block scale db = d·(1 + 2l); 9-bit grid indices (bit 8 from
+ * qh), four grid bytes per index; one stored sign bit per weight */
+static void dq_iq3_s(const qp_block_iq3_s *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int ib = 0; ib < 8; ++ib) {
+            const float db = d * (float)(1 + 2 * ((x[i].scales[ib / 2] >> 4 * (ib % 2)) & 0xf));
+            const uint8_t *qs = x[i].qs + 8 * ib, *signs = x[i].signs + 4 * ib;
+            for (int l = 0; l < 4; ++l, y += 8) {
+                const uint32_t g1 = qp_iq3s_grid[qs[2 * l + 0] | ((x[i].qh[ib] << (8 - 2 * l)) & 256)];
+                const uint32_t g2 = qp_iq3s_grid[qs[2 * l + 1] | ((x[i].qh[ib] << (7 - 2 * l)) & 256)];
+                for (int j = 0; j < 4; ++j) {
+                    y[j + 0] = db * (uint8_t)(g1 >> 8 * j) * (signs[l] & (1u << j) ? -1.f : 1.f);
+                    y[j + 4] = db * (uint8_t)(g2 >> 8 * j) * (signs[l] & (1u << (j + 4)) ? -1.f : 1.f);
+                }
+            }
+        }
+    }
+}
+
+/* IQ2_S: scales db = d·(0.5 + l)·0.25 per 16 weights; 10-bit grid indices
+ * (bits 8, 9 from qh), eight grid bytes per index; one sign bit per weight */
+static void dq_iq2_s(const qp_block_iq2_s *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int ib32 = 0; ib32 < 8; ++ib32) {
+            const float db[2] = { d * (0.5f + (x[i].scales[ib32] & 0xf)) * 0.25f,
+                                  d * (0.5f + (x[i].scales[ib32] >> 4)) * 0.25f };
+            for (int l = 0; l < 4; ++l, y += 8) {
+                const int g = 4 * ib32 + l;
+                const uint64_t grid = qp_iq2s_grid[x[i].qs[g] | ((x[i].qh[ib32] << (8 - 2 * l)) & 0x300)];
+                const uint8_t signs = x[i].qs[32 + g];
+                for (int j = 0; j < 8; ++j)
+                    y[j] = db[l / 2] * (uint8_t)(grid >> 8 * j) * (signs & (1u << j) ? -1.f : 1.f);
+            }
+        }
+    }
+}
+
 /* IQ2_XXS / IQ2_XS: db = d·(0.5 + l)·0.25; eight grid bytes per index; the
  * sign byte is 7 stored bits plus their parity (ksigns_iq2xs) */
 static inline void iq2_group(float *y, float db, uint64_t g, unsigned s7)
@@ -371,6 +412,8 @@ void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int6
     case QP_GGML_IQ3_XXS: dq_iq3_xxs(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ2_XXS: dq_iq2_xxs(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ2_XS: dq_iq2_xs(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ3_S: dq_iq3_s(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ2_S: dq_iq2_s(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ1_0: dq_tq1_0(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ2_0: dq_tq2_0(src, dst, n / QP_QK_K); break;
     default: break;   /* not in quant/qtypes.c's table: callers check qp_qtype_get() first */

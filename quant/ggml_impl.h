@@ -59,6 +59,12 @@ typedef struct { uint16_t d; uint16_t qs[32]; } qp_block_iq2_xxs;               
 /* 16 sub-blocks of 16: u16 per 8 weights (9-bit grid index, 7 sign bits),
  * 4-bit scales two per byte (ggml_iq2xs.c) */
 typedef struct { uint16_t d; uint16_t qs[32]; uint8_t scales[8]; } qp_block_iq2_xs;  /* 74 B */
+/* 8 sub-blocks of 32: 9-bit grid indices (qs low bytes, qh high bits), 256
+ * sign bits, 4-bit scales two per byte (ggml_iq3s.c) */
+typedef struct { uint16_t d; uint8_t qs[64]; uint8_t qh[8]; uint8_t signs[32]; uint8_t scales[4]; } qp_block_iq3_s; /* 110 B */
+/* 32 groups of 8: qs[0..32) low bytes of 10-bit grid indices, qs[32..64)
+ * signs, qh[8] high bits, 16 4-bit scales (ggml_iq2s.c) */
+typedef struct { uint16_t d; uint8_t qs[64]; uint8_t qh[8]; uint8_t scales[8]; } qp_block_iq2_s;   /* 82 B */
 
 _Static_assert(sizeof(qp_block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(qp_block_q4_1) == 20, "q4_1 layout");
@@ -77,6 +83,8 @@ _Static_assert(sizeof(qp_block_tq2_0) == 66, "tq2_0 layout");
 _Static_assert(sizeof(qp_block_iq3_xxs) == 98, "iq3_xxs layout");
 _Static_assert(sizeof(qp_block_iq2_xxs) == 66, "iq2_xxs layout");
 _Static_assert(sizeof(qp_block_iq2_xs) == 74, "iq2_xs layout");
+_Static_assert(sizeof(qp_block_iq3_s) == 110, "iq3_s layout");
+_Static_assert(sizeof(qp_block_iq2_s) == 82, "iq2_s layout");
 
 #define QP_FP16(x) qp_f32_to_f16(x)      /* = GGML_FP32_TO_FP16 (round to nearest even) */
 #define QP_FP32(h) qp_f16_to_f32(h)
@@ -201,6 +209,16 @@ void qp_iq2_xxs_fast(const float *x, void *y, int64_t n, const float *qw);   /* 
 void qp_iq2_xs_fast(const float *x, void *y, int64_t n, const float *qw);    /* same bytes */
 extern const uint64_t qp_iq2xxs_grid[256];
 extern const uint64_t qp_iq2xs_grid[512];
+/* IQ3_S as llama-quantize produces it (quantize_iq3_s); qw may be NULL.
+ * qp_iq3s_grid: ggml-common.h's iq3s_grid (dequantization values). */
+void qp_iq3_s_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq3_s_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
+extern const uint32_t qp_iq3s_grid[512];
+/* IQ2_S as llama-quantize produces it (quantize_iq2_s); qw may be NULL.
+ * qp_iq2s_grid: ggml-common.h's iq2s_grid (dequantization values). */
+void qp_iq2_s_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq2_s_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
+extern const uint64_t qp_iq2s_grid[1024];
 /* TQ1_0 / TQ2_0: quantize_row_tq*_ref (llama-quantize ignores the imatrix). */
 void qp_tq1_0_ref(const float *x, void *y, int64_t n);
 void qp_tq2_0_ref(const float *x, void *y, int64_t n);

@@ -39,6 +39,10 @@ static const struct {
     { QP_FTYPE_MOSTLY_IQ4_XS, "IQ4_XS", QP_GGML_IQ4_XS },
     { QP_FTYPE_MOSTLY_IQ2_XXS, "IQ2_XXS", QP_GGML_IQ2_XXS },
     { QP_FTYPE_MOSTLY_IQ2_XS, "IQ2_XS", QP_GGML_IQ2_XS },
+    { QP_FTYPE_MOSTLY_IQ3_XXS, "IQ3_XXS", QP_GGML_IQ3_XXS },
+    { QP_FTYPE_MOSTLY_IQ3_XS, "IQ3_XS", QP_GGML_IQ3_S },
+    { QP_FTYPE_MOSTLY_IQ3_S, "IQ3_S", QP_GGML_IQ3_S },
+    { QP_FTYPE_MOSTLY_IQ3_M, "IQ3_M", QP_GGML_IQ3_S },
     { QP_FTYPE_MOSTLY_TQ1_0, "TQ1_0", QP_GGML_TQ1_0 },
     { QP_FTYPE_MOSTLY_TQ2_0, "TQ2_0", QP_GGML_TQ2_0 },
 };
@@ -48,11 +52,7 @@ static const struct {
 static const char *other_ftype_name(int f)
 {
     switch (f) {
-    case 22: return "IQ3_XS";
-    case 23: return "IQ3_XXS";
     case 24: return "IQ1_S";
-    case 26: return "IQ3_S";
-    case 27: return "IQ3_M";
     case 28: return "IQ2_S";
     case 29: return "IQ2_M";
     case 31: return "IQ1_M";
@@ -174,7 +174,7 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             return (qp_ggml_type)c->output_type;
         if (nx % qp_qtype_get(t)->block != 0)
             return QP_GGML_Q8_0;
-        if (is_iq2_ftype(ft))
+        if (is_iq2_ftype(ft) || ft == QP_FTYPE_MOSTLY_IQ3_XXS)
             return QP_GGML_Q5_K;
         return t != QP_GGML_Q8_0 ? QP_GGML_Q6_K : t;
     }
@@ -183,6 +183,8 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             return (qp_ggml_type)c->token_embd_type;
         if (is_iq2_ftype(ft))
             return QP_GGML_Q2_K;
+        if (ft == QP_FTYPE_MOSTLY_IQ3_XXS)
+            return QP_GGML_IQ3_S;
         /* the ternary types are for ternary-trained layers, not the embedding */
         return ft == QP_FTYPE_MOSTLY_TQ1_0 || ft == QP_FTYPE_MOSTLY_TQ2_0 ? QP_GGML_Q4_K : t;
     }
@@ -192,6 +194,12 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
             t = n_gqa >= 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
         else if (ft == QP_FTYPE_MOSTLY_Q2_K_S && n_gqa >= 4)
+            t = QP_GGML_Q4_K;
+        else if (ft == QP_FTYPE_MOSTLY_IQ3_XXS)
+            t = n_gqa >= 4 ? QP_GGML_Q4_K : !c->has_imatrix ? QP_GGML_IQ3_S : QP_GGML_IQ3_XXS;
+        else if ((ft == QP_FTYPE_MOSTLY_IQ3_XS || ft == QP_FTYPE_MOSTLY_IQ3_S) && n_gqa >= 4)
+            t = QP_GGML_Q4_K;
+        else if (ft == QP_FTYPE_MOSTLY_IQ3_M)
             t = QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
             t = i_layer < 2 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
@@ -212,18 +220,24 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
         return t;
     }
     if (has(name, "attn_k.weight"))
-        return c->n_expert == 8 ? QP_GGML_Q8_0 : t;
+        return c->n_expert == 8 ? QP_GGML_Q8_0 : ft == QP_FTYPE_MOSTLY_IQ3_XS ? QP_GGML_IQ3_XXS
+                                               : ft == QP_FTYPE_MOSTLY_IQ3_XXS ? QP_GGML_IQ2_S : t;
     if (has(name, "attn_q.weight"))
-        return t;   /* IQ3 rules only */
+        return ft == QP_FTYPE_MOSTLY_IQ3_XS ? QP_GGML_IQ3_XXS : ft == QP_FTYPE_MOSTLY_IQ3_XXS ? QP_GGML_IQ2_S : t;
     if (has(name, "ffn_down")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
             t = QP_GGML_Q3_K;
         else if (ft == QP_FTYPE_MOSTLY_Q2_K_S) {
             if (i_layer < n_layer / 8)
                 t = QP_GGML_Q4_K;
+        } else if (ft == QP_FTYPE_MOSTLY_IQ3_XXS && !c->has_imatrix) {
+            t = i_layer < n_layer / 8 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q3_K_M) {
             /* "arch != FALCON || use_more_bits" is always true for LLaMA */
             t = i_layer < n_layer / 16 ? QP_GGML_Q5_K : QP_GGML_Q4_K;
+        } else if (ft == QP_FTYPE_MOSTLY_IQ3_M &&
+                   (i_layer < n_layer / 8 || (c->n_expert == 8 && use_more_bits(i_layer, n_layer)))) {
+            t = QP_GGML_Q4_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q3_K_L) {
             t = QP_GGML_Q5_K;
         } else if (ft == QP_FTYPE_MOSTLY_Q4_K_M) {
@@ -246,22 +260,28 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
     }
     if (has(name, "attn_output.weight")) {
         if (c->n_expert == 8) {
-            if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_Q3_K_S || ft == QP_FTYPE_MOSTLY_Q3_K_M ||
-                ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S || ft == QP_FTYPE_MOSTLY_Q4_K_M ||
+            if (ft == QP_FTYPE_MOSTLY_Q2_K || ft == QP_FTYPE_MOSTLY_IQ3_XS || ft == QP_FTYPE_MOSTLY_IQ3_XXS ||
+                ft == QP_FTYPE_MOSTLY_Q3_K_S ||
+                ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_IQ4_NL || ft == QP_FTYPE_MOSTLY_Q4_K_S ||
+                ft == QP_FTYPE_MOSTLY_Q4_K_M || ft == QP_FTYPE_MOSTLY_IQ3_S || ft == QP_FTYPE_MOSTLY_IQ3_M ||
                 ft == QP_FTYPE_MOSTLY_IQ4_XS)
                 t = QP_GGML_Q5_K;
         } else {
             if (ft == QP_FTYPE_MOSTLY_Q2_K)
                 t = QP_GGML_Q3_K;
+            else if (ft == QP_FTYPE_MOSTLY_IQ3_XXS)
+                t = QP_GGML_IQ3_S;
             else if (ft == QP_FTYPE_MOSTLY_Q3_K_M)
                 t = QP_GGML_Q4_K;
             else if (ft == QP_FTYPE_MOSTLY_Q3_K_L)
                 t = QP_GGML_Q5_K;
+            else if (ft == QP_FTYPE_MOSTLY_IQ3_M)
+                t = QP_GGML_Q4_K;
         }
         return t;
     }
     if (has(name, "attn_qkv.weight")) {
-        if (ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_Q3_K_L)
+        if (ft == QP_FTYPE_MOSTLY_Q3_K_M || ft == QP_FTYPE_MOSTLY_Q3_K_L || ft == QP_FTYPE_MOSTLY_IQ3_M)
             t = QP_GGML_Q4_K;
         else if (ft == QP_FTYPE_MOSTLY_Q4_K_M)
             t = QP_GGML_Q5_K;
@@ -269,7 +289,10 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
             t = QP_GGML_Q6_K;
         return t;
     }
-    return t;   /* ffn_gate / ffn_up: IQ3_XS rules only */
+    if ((has(name, "ffn_gate") || has(name, "ffn_up")) && ft == QP_FTYPE_MOSTLY_IQ3_XS &&
+        i_layer >= n_layer / 8 && i_layer < 7 * n_layer / 8)
+        t = QP_GGML_IQ3_XXS;   /* the middle layers' ffn_gate / ffn_up */
+    return t;
 }
 
 /* llama_model_quantize_impl's "quantize this tensor at all?" */
@@ -359,6 +382,9 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
     }
     if (t == QP_GGML_Q2_K && ftype == QP_FTYPE_MOSTLY_Q2_K_S && !c->has_imatrix &&
         strcmp(name, "token_embd.weight") != 0)
+        return qp_error_set(QP_EUSAGE, "tensor '%s': Missing importance matrix for tensor %s in a very low-bit "
+                            "quantization", name, name);
+    if (t == QP_GGML_IQ2_S && !c->has_imatrix)   /* llama.cpp's very-low-bit check (IQ3_XXS's attn_q/attn_k) */
         return qp_error_set(QP_EUSAGE, "tensor '%s': Missing importance matrix for tensor %s in a very low-bit "
                             "quantization", name, name);
     out->type = t;

@@ -68,6 +68,26 @@ static void row_iq3_xxs_fast(const float *x, void *y, int64_t n)
     qp_iq3_xxs_fast(x, y, n, NULL);
 }
 
+static void row_iq3_s(const float *x, void *y, int64_t n)
+{
+    qp_iq3_s_row(x, y, n, NULL);
+}
+
+static void row_iq3_s_fast(const float *x, void *y, int64_t n)
+{
+    qp_iq3_s_fast(x, y, n, NULL);
+}
+
+static void row_iq2_s(const float *x, void *y, int64_t n)
+{
+    qp_iq2_s_row(x, y, n, NULL);
+}
+
+static void row_iq2_s_fast(const float *x, void *y, int64_t n)
+{
+    qp_iq2_s_fast(x, y, n, NULL);
+}
+
 /* Which ggml types qpipe can write, and how.  Names, block sizes and bytes
  * per block come from the one ggml type table (common/ggml_types.h), copied
  * into `info` once, so the two can never disagree. */
@@ -91,6 +111,8 @@ static qtype_entry table[] = {
     { INFO(QP_GGML_IQ3_XXS, 1, 1), row_iq3_xxs, qp_iq3_xxs_row, row_iq3_xxs_fast, qp_iq3_xxs_fast },
     { INFO_NEEDS_IMATRIX(QP_GGML_IQ2_XXS), NULL, qp_iq2_xxs_row, NULL, qp_iq2_xxs_fast },
     { INFO_NEEDS_IMATRIX(QP_GGML_IQ2_XS), NULL, qp_iq2_xs_row, NULL, qp_iq2_xs_fast },
+    { INFO(QP_GGML_IQ3_S, 1, 1), row_iq3_s, qp_iq3_s_row, row_iq3_s_fast, qp_iq3_s_fast },
+    { INFO(QP_GGML_IQ2_S, 1, 1), row_iq2_s, qp_iq2_s_row, row_iq2_s_fast, qp_iq2_s_fast },
     { INFO(QP_GGML_TQ1_0, 1, 0), qp_tq1_0_ref, NULL, qp_tq1_0_fast, NULL },
     { INFO(QP_GGML_TQ2_0, 1, 0), qp_tq2_0_ref, NULL, qp_tq2_0_fast, NULL },
     { INFO(QP_GGML_BF16, 0, 0), row_bf16, NULL, NULL, NULL },
@@ -175,6 +197,8 @@ int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row)
     case QP_GGML_IQ2_XXS:
     case QP_GGML_IQ2_XS:
     case QP_GGML_IQ3_XXS:
+    case QP_GGML_IQ3_S:
+    case QP_GGML_IQ2_S:
     case QP_GGML_IQ4_XS: fb = QP_GGML_IQ4_NL; break;
     case QP_GGML_TQ1_0:
     case QP_GGML_TQ2_0: fb = QP_GGML_Q4_0; break;   /* llama.cpp's "TODO: use a symmetric type instead" */

@@ -414,6 +414,18 @@ static int filter(qp_hf_source *s, const json_t *allow, const json_t *ignore)
     return rc;
 }
 
+int qp_hf_listing_check(const char *text, size_t len)
+{
+    qp_hf_source *s = qp_xcalloc(1, sizeof(*s));
+    s->display = qp_strdup("hf://fuzz/listing");
+    s->repo = qp_strdup("fuzz/listing");
+    int rc = parse_listing(s, text, len, "the listing");
+    if (rc == 0)
+        rc = filter(s, NULL, NULL);
+    qp_hf_free(s);
+    return rc;
+}
+
 /* A branch or tag is resolved once and then stays at that commit, as dvc
  * import's rev_lock does: the cache records revision -> commit (meta
  * hf-refs) and later runs use the record without asking the Hub, so a

@@ -45,6 +45,12 @@ const char *qp_hf_commit(const qp_hf_source *s);
 size_t qp_hf_count(const qp_hf_source *s);
 const char *qp_hf_file(const qp_hf_source *s, size_t i);   /* sorted by name */
 
+/* Parses a revision listing as the Hub's API answers it (the "sha" and
+ * "siblings" of /api/models/{repo}/revision/{rev}) with every check a
+ * download applies (file names, counts, duplicates): 0 or one line in
+ * qp_error_last().  For the fuzz harness (tests/fuzz/fuzz_hf_listing.c). */
+int qp_hf_listing_check(const char *text, size_t len);
+
 /* Downloads every file (up to 4 at once) into the cache's temp area and
  * verifies it; paths[i] (malloc'ed) is file i's temp file, which the caller
  * unlinks after importing.  On failure every path is NULL and no temp file

@@ -396,21 +396,10 @@ static json_t *quant_config(const bnb_ctx *bc)
 
 static int write_config(const char *dir, const qp_artifact *model, qp_cache *cache, bnb_ctx *bc, const char *what)
 {
-    void *buf = NULL;
-    size_t len = 0;
     json_t *cfg = NULL, *qc = NULL;
-    int rc = qp_artifact_read(model, cache, "files/config.json", &buf, &len);
-    if (rc) {
-        qp_error_prefix("%s: config.json", what);
+    int rc = qp_package_read_config(&cfg, model, cache, what);
+    if (rc)
         goto done;
-    }
-    json_error_t err;
-    cfg = json_loadb(buf, len, 0, &err);
-    if (!json_is_object(cfg)) {
-        rc = qp_error_set(QP_EFORMAT, "%s: config.json line %d: %s", what, err.line,
-                          cfg ? "not a JSON object" : err.text);
-        goto done;
-    }
     /* a tied lm_head is the embedding (dense) but transformers builds a
      * Linear for it: keep it out of the conversion, as its own default does */
     if (json_is_true(json_object_get(cfg, "tie_word_embeddings")) && !qp_artifact_find(model, "tensors/lm_head.weight"))
@@ -420,15 +409,12 @@ static int write_config(const char *dir, const qp_artifact *model, qp_cache *cac
         rc = qp_error_set(QP_ERROR, "%s: cannot build quantization_config", what);
         goto done;
     }
-    json_object_set_new(cfg, "torch_dtype", json_string(bc->torch_dtype));
-    if (json_object_get(cfg, "dtype"))   /* newer transformers' name for it */
-        json_object_set_new(cfg, "dtype", json_string(bc->torch_dtype));
+    qp_package_set_torch_dtype(cfg, bc->torch_dtype);
     json_object_set(cfg, "quantization_config", qc);
     rc = qp_package_write_json(dir, "config.json", cfg, what);
 done:
     json_decref(cfg);
     json_decref(qc);
-    free(buf);
     return rc;
 }
 

@@ -336,36 +336,51 @@ int qp_package_write_json(const char *dir, const char *name, const json_t *j, co
     return rc;
 }
 
-static int write_configs(const char *dir, const qp_artifact *model, qp_cache *cache, const hf_config *hc,
-                         const char *what)
+int qp_package_read_config(json_t **out, const qp_artifact *model, qp_cache *cache, const char *what)
 {
     void *buf = NULL;
     size_t len = 0;
-    json_t *cfg = NULL, *qc = NULL;
+    *out = NULL;
     int rc = qp_artifact_read(model, cache, "files/config.json", &buf, &len);
     if (rc) {
         if (rc == QP_ENOTFOUND)
-            rc = qp_error_set(QP_EFORMAT, "%s: the model has no config.json; a Hugging Face checkpoint needs one",
-                              what);
-        else
-            qp_error_prefix("%s: config.json", what);
-        goto done;
+            return qp_error_set(QP_EFORMAT, "%s: the model has no config.json; a Hugging Face checkpoint needs one",
+                                what);
+        qp_error_prefix("%s: config.json", what);
+        return rc;
     }
     json_error_t err;
-    cfg = json_loadb(buf, len, 0, &err);
+    json_t *cfg = json_loadb(buf, len, 0, &err);
+    free(buf);
     if (!json_is_object(cfg)) {
-        rc = qp_error_set(QP_EFORMAT, "%s: config.json line %d: %s", what, err.line,
-                          cfg ? "not a JSON object" : err.text);
-        goto done;
+        json_decref(cfg);
+        return qp_error_set(QP_EFORMAT, "%s: config.json line %d: %s", what, err.line,
+                            cfg ? "not a JSON object" : err.text);
     }
+    *out = cfg;
+    return 0;
+}
+
+void qp_package_set_torch_dtype(json_t *cfg, const char *torch_dtype)
+{
+    json_object_set_new(cfg, "torch_dtype", json_string(torch_dtype));
+    if (json_object_get(cfg, "dtype"))   /* newer transformers' name for it */
+        json_object_set_new(cfg, "dtype", json_string(torch_dtype));
+}
+
+static int write_configs(const char *dir, const qp_artifact *model, qp_cache *cache, const hf_config *hc,
+                         const char *what)
+{
+    json_t *cfg = NULL, *qc = NULL;
+    int rc = qp_package_read_config(&cfg, model, cache, what);
+    if (rc)
+        goto done;
     qc = quant_config(hc, model);
     if (!qc) {
         rc = qp_error_set(QP_ERROR, "%s: cannot build quantization_config", what);
         goto done;
     }
-    json_object_set_new(cfg, "torch_dtype", json_string("float16"));
-    if (json_object_get(cfg, "dtype"))   /* newer transformers' name for it */
-        json_object_set_new(cfg, "dtype", json_string("float16"));
+    qp_package_set_torch_dtype(cfg, "float16");
     json_object_set(cfg, "quantization_config", qc);
     rc = qp_package_write_json(dir, "config.json", cfg, what);
     if (rc == 0 && !hc->awq)   /* GPTQModel reads quantize_config.json first */
@@ -373,7 +388,6 @@ static int write_configs(const char *dir, const qp_artifact *model, qp_cache *ca
 done:
     json_decref(cfg);
     json_decref(qc);
-    free(buf);
     return rc;
 }
 

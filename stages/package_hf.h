@@ -49,6 +49,11 @@ int qp_package_hf(const char *dir, const qp_artifact *model, qp_cache *cache, qp
  * as transformers writes JSON (indent 2, reals in their shortest form,
  * newline at the end), written atomically. */
 int qp_package_write_json(const char *dir, const char *name, const json_t *j, const char *what);
+/* The artifact's config.json as a JSON object (*out, the caller's):
+ * QP_EFORMAT naming `what` when it is missing or not an object. */
+int qp_package_read_config(json_t **out, const qp_artifact *model, qp_cache *cache, const char *what);
+/* torch_dtype (and newer transformers' dtype, where present). */
+void qp_package_set_torch_dtype(json_t *cfg, const char *torch_dtype);
 /* Copies every top-level "files/…" entry of the artifact into dir except
  * the source's weights, config.json, quantization configs and README.md
  * (the package writes its own). */

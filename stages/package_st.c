@@ -26,31 +26,6 @@ static const char *torch_name(qp_dtype t)
     return t == QP_DT_F32 ? "float32" : t == QP_DT_F16 ? "float16" : "bfloat16";
 }
 
-static int read_config(json_t **out, const qp_artifact *model, qp_cache *cache, const char *what)
-{
-    void *buf = NULL;
-    size_t len = 0;
-    *out = NULL;
-    int rc = qp_artifact_read(model, cache, "files/config.json", &buf, &len);
-    if (rc) {
-        if (rc == QP_ENOTFOUND)
-            return qp_error_set(QP_EFORMAT, "%s: the model has no config.json; a Hugging Face checkpoint needs one",
-                                what);
-        qp_error_prefix("%s: config.json", what);
-        return rc;
-    }
-    json_error_t err;
-    json_t *cfg = json_loadb(buf, len, 0, &err);
-    free(buf);
-    if (!json_is_object(cfg)) {
-        json_decref(cfg);
-        return qp_error_set(QP_EFORMAT, "%s: config.json line %d: %s", what, err.line,
-                            cfg ? "not a JSON object" : err.text);
-    }
-    *out = cfg;
-    return 0;
-}
-
 int qp_package_st_dtype(qp_dtype *out, const qp_artifact *model, qp_cache *cache, const char *dtype,
                         const char *what)
 {
@@ -59,7 +34,7 @@ int qp_package_st_dtype(qp_dtype *out, const qp_artifact *model, qp_cache *cache
         return 0;
     }
     json_t *cfg = NULL;
-    int rc = read_config(&cfg, model, cache, what);
+    int rc = qp_package_read_config(&cfg, model, cache, what);
     if (rc)
         return rc;
     /* newer transformers write "dtype", older "torch_dtype" */
@@ -317,12 +292,10 @@ static int write_config(const char *dir, const qp_artifact *model, qp_cache *cac
                         const char *what)
 {
     json_t *cfg = NULL;
-    int rc = read_config(&cfg, model, cache, what);
+    int rc = qp_package_read_config(&cfg, model, cache, what);
     if (rc)
         return rc;
-    json_object_set_new(cfg, "torch_dtype", json_string(torch_name(dtype)));
-    if (json_object_get(cfg, "dtype"))
-        json_object_set_new(cfg, "dtype", json_string(torch_name(dtype)));
+    qp_package_set_torch_dtype(cfg, torch_name(dtype));
     json_object_del(cfg, "quantization_config");   /* the weights are plain floats now */
     rc = qp_package_write_json(dir, "config.json", cfg, what);
     json_decref(cfg);

@@ -137,6 +137,47 @@ static void decode_iq2_xs(const unsigned char *b, float *y)
     }
 }
 
+/* IQ3_S block (d, qs[64], qh[8], signs[32], scales[4]) -> y[256], with
+ * ggml-common.h's iq3s_grid (quant/'s copy; its bytes are checked by the
+ * oracle quantization test) */
+extern const uint32_t qp_iq3s_grid[512];
+
+static void decode_iq3_s(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int ib = 0; ib < 8; ib++) {
+        const int l = (b[106 + ib / 2] >> (ib % 2 ? 4 : 0)) & 15;
+        const float db = d * (float)(1 + 2 * l);
+        for (int k = 0; k < 8; k++) {   /* group k: weights 4k..4k+3 */
+            const int index = b[2 + 8 * ib + k] | ((b[66 + ib] >> k) & 1) << 8;
+            for (int j = 0; j < 4; j++) {
+                const int w = 4 * k + j;
+                const float q = (float)((qp_iq3s_grid[index] >> (8 * j)) & 0xff);
+                const int neg = (b[74 + 4 * ib + w / 8] >> (w % 8)) & 1;
+                y[32 * ib + w] = db * q * (neg ? -1.f : 1.f);
+            }
+        }
+    }
+}
+
+/* IQ2_S block (d, qs[32] index low bytes, qs[32] signs, qh[8], scales[8])
+ * -> y[256], with ggml-common.h's iq2s_grid (quant/'s copy) */
+extern const uint64_t qp_iq2s_grid[1024];
+
+static void decode_iq2_s(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int g = 0; g < 32; g++) {   /* group g: weights 8g..8g+7, sub-block g/2 of 16 */
+        const int l = (b[74 + g / 4] >> (g / 2 % 2 ? 4 : 0)) & 15;
+        const float db = d * (0.5f + (float)l) * 0.25f;
+        const int index = b[2 + g] | ((b[66 + g / 4] >> (2 * (g % 4))) & 3) << 8;
+        for (int j = 0; j < 8; j++) {
+            const float q = (float)((qp_iq2s_grid[index] >> (8 * j)) & 0xff);
+            y[8 * g + j] = db * q * ((b[2 + 32 + g] >> j) & 1 ? -1.f : 1.f);
+        }
+    }
+}
+
 /* TQ2_0 block (qs[64], d) -> y[256] */
 static void decode_tq2_0(const unsigned char *b, float *y)
 {
@@ -203,6 +244,34 @@ static void test_layouts(void **state)
     assert_true(y[0] == -0.75f * 43 && y[1] == 0.75f * 43 && y[7] == -0.75f * 43);
     assert_true(y[8] == 0.75f * 8);
     assert_true(y[16] == 1.75f * 25 && y[17] == 1.75f * 25 && y[18] == 1.75f * 8);
+    /* IQ3_S: d = 1; sub-block 0 scale l = 1 -> db = 3, sub-block 1 l = 2 ->
+     * 5; index 0x100 | 1 = iq3s_grid[257] = 0x05090705 via qh bit 0; sign
+     * bit 0; sub-block 1's group 0 = index 0 (all 1) */
+    memset(b, 0, 110);
+    put16(b, 0x3c00);
+    b[2] = 1;
+    b[66] = 0x01;
+    b[74] = 0x01;
+    b[106] = 0x21;
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ3_S, b, y, 256), 0);
+    assert_true(y[0] == -3.f * 5 && y[1] == 3.f * 7 && y[2] == 3.f * 9 && y[3] == 3.f * 5);
+    assert_true(y[4] == 3.f * 1 && y[32] == 5.f * 1);
+
+    /* IQ2_S: d = 1; group 0 index 0x100 | 2 via qh bits 0..1 = 1;
+     * sub-block 0 scale 1 -> db = 1.5·0.25; sign of weight 0; group 2
+     * (sub-block 1, high nibble 2 -> 2.5·0.25) index 0 = all 8 */
+    memset(b, 0, 82);
+    put16(b, 0x3c00);
+    b[2] = 2;
+    b[66] = 0x01;
+    b[2 + 32] = 0x01;
+    b[74] = 0x21;
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ2_S, b, y, 256), 0);
+    for (int j = 0; j < 8; j++) {
+        const float q = (float)((qp_iq2s_grid[258] >> (8 * j)) & 0xff);
+        assert_true(y[j] == 0.375f * q * (j == 0 ? -1.f : 1.f));
+        assert_true(y[16 + j] == 0.625f * 8);
+    }
 
     /* TQ2_0: byte m of group g holds weights 128g + m + 32k at bits 2k */
     memset(b, 0, 66);
@@ -289,6 +358,7 @@ static void test_oracle_decode(void **state)
          * and the first ffn_down Q2_K are not counted) */
         { "mix-IQ2_XXS.gguf", QP_GGML_IQ2_XXS, decode_iq2_xxs, 0.34473, 17664 },
         { "mix-IQ2_XS.gguf", QP_GGML_IQ2_XS, decode_iq2_xs, 0.30088, 17664 },
+        { "IQ3_S-imatrix.gguf", QP_GGML_IQ3_S, decode_iq3_s, 0.14044, 20480 },
         { "TQ1_0-imatrix.gguf", QP_GGML_TQ1_0, decode_tq1_0, 0.77377, 20480 },
         { "TQ2_0-imatrix.gguf", QP_GGML_TQ2_0, decode_tq2_0, 0.77377, 20480 },
     };
@@ -300,6 +370,13 @@ static void test_oracle_decode(void **state)
         assert_true(blocks == cases[i].blocks);   /* --pure: 5.2M weights, all of them in these types */
         assert_true(e > 0.85 * cases[i].measured && e < 1.15 * cases[i].measured);
     }
+    /* IQ2_S: no --pure file (llama.cpp refuses it here); the IQ2_M mix's
+     * IQ2_S tensors (attn_q, attn_k and the ffn of all 6 layers) */
+    size_t blocks;
+    const double e = check_oracle("mix-IQ2_M.gguf", QP_GGML_IQ2_S, decode_iq2_s, &blocks);
+    print_message("mix-IQ2_M.gguf IQ2_S %zu blocks decoded identically, relative RMS error %.5f\n", blocks, e);
+    assert_true(blocks == 16128);
+    assert_true(e > 0.85 * 0.24952 && e < 1.15 * 0.24952);   /* measured once */
 }
 
 int main(void)

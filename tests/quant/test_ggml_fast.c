@@ -93,7 +93,7 @@ static void test_fast_kernels_many_blocks(void **state)
     qp_test_seed(7);
     static const qp_ggml_type kinds[] = { QP_GGML_Q8_0, QP_GGML_Q4_0, QP_GGML_Q4_1, QP_GGML_Q5_0, QP_GGML_Q5_1,
                                       QP_GGML_Q4_K, QP_GGML_Q5_K, QP_GGML_Q6_K, QP_GGML_IQ4_XS,
-                                      QP_GGML_IQ3_XXS, QP_GGML_TQ1_0, QP_GGML_TQ2_0 };
+                                      QP_GGML_IQ3_XXS, QP_GGML_IQ3_S, QP_GGML_IQ2_S, QP_GGML_TQ1_0, QP_GGML_TQ2_0 };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         check_type(qp_qtype_get(kinds[i]), 64, 2048, 0);
     /* IQ4_XS's and IQ3_XXS's kernels also take the imatrix; IQ2_XXS's and
@@ -102,6 +102,8 @@ static void test_fast_kernels_many_blocks(void **state)
     check_type(qp_qtype_get(QP_GGML_IQ3_XXS), 64, 2048, 1);
     check_type(qp_qtype_get(QP_GGML_IQ2_XXS), 64, 2048, 1);
     check_type(qp_qtype_get(QP_GGML_IQ2_XS), 64, 2048, 1);
+    check_type(qp_qtype_get(QP_GGML_IQ3_S), 64, 2048, 1);
+    check_type(qp_qtype_get(QP_GGML_IQ2_S), 64, 2048, 1);
 }
 
 /* A bad weight anywhere: one-line error naming the first one, whatever the
@@ -146,6 +148,38 @@ static void test_fast_edge_sizes(void **state)
     assert_memory_equal(a, b, sizeof a);
 }
 
+/* IQ3_S: ggml skips an all-zero sub-block without advancing its qs and
+ * signs cursors, so the next sub-block's grid indices and signs land in its
+ * place (qh is indexed by sub-block) and the last slots stay 0.  Without an
+ * imatrix a sub-block's indices and signs depend on its own weights only:
+ * compare with the same row whose sub-block 2 is not zero. */
+static void test_iq3_s_zero_subblock(void **state)
+{
+    (void)state;
+    float x[512];
+    unsigned char a[220], b[220], f[220];
+    qp_test_seed(11);
+    for (int i = 0; i < 256; i++)
+        x[i] = 0.02f * qp_test_gauss();
+    memcpy(x + 256, x, 256 * sizeof *x);
+    for (int i = 64; i < 96; i++) {
+        x[i] = 0;                        /* row 0: sub-block 2 all zero */
+        x[256 + i] = 1e-3f * x[i + 32];  /* row 1: a small copy of sub-block 3 */
+    }
+    assert_int_equal(qp_quantize_ref(QP_GGML_IQ3_S, x, a, 2, 256, NULL), 0);
+    assert_int_equal(qp_quantize(QP_GGML_IQ3_S, x, f, 2, 256, NULL, 2), 0);
+    assert_memory_equal(a, f, 220);
+    memcpy(b, a + 110, 110);
+    assert_memory_equal(a + 2 + 16, b + 2 + 24, 8 * 5);     /* sub-blocks 3..7's indices, one slot earlier */
+    assert_memory_equal(a + 74 + 8, b + 74 + 12, 4 * 5);    /* and their signs */
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(a[2 + 56 + i], 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(a[74 + 28 + i], 0);
+    assert_int_equal(a[66 + 2], 0);                          /* qh by sub-block: 2's bits 0 */
+    assert_memory_equal(a + 66 + 3, b + 66 + 3, 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_fast_kernels_many_blocks),
         cmocka_unit_test(test_fast_nonfinite_rejected),
         cmocka_unit_test(test_fast_edge_sizes),
+        cmocka_unit_test(test_iq3_s_zero_subblock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,7 +98,8 @@ static void test_pure_oracles(void **state)
 static void test_iq_oracles(void **state)
 {
     (void)state;
-    static const char *const files[] = { "IQ4_NL-imatrix", "IQ4_XS-imatrix", "TQ1_0-imatrix", "TQ2_0-imatrix" };
+    static const char *const files[] = { "IQ4_NL-imatrix", "IQ4_XS-imatrix", "IQ3_S-imatrix", "TQ1_0-imatrix",
+                                         "TQ2_0-imatrix" };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char rel[96];
         snprintf(rel, sizeof(rel), "vectors/house-llama/iq/%s.gguf", files[i]);
@@ -109,6 +110,13 @@ static void test_iq_oracles(void **state)
      * layer 0 (of 4: the first eighth) Q2_K, the rest IQ2_* */
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_XXS.gguf", 0, 1), 2 * 57);
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_XS.gguf", 0, 1), 2 * 57);
+    /* IQ3_XS: attn_q/k and the middle layers' ffn_gate/up IQ3_XXS; IQ3_M:
+     * attn_v and attn_output Q4_K; IQ3_S: all IQ3_S; output Q6_K */
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ3_XS.gguf", 0, 1), 2 * 57);
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ3_S.gguf", 0, 1), 2 * 57);
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ3_M.gguf", 0, 1), 2 * 57);
+    /* IQ3_XXS: attn_q/k IQ2_S, attn_output and token_embd IQ3_S, output Q5_K */
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ3_XXS.gguf", 0, 1), 2 * 57);
 }
 
 /* llama_tensor_get_type for the IQ2_XXS and IQ2_XS file types on a
@@ -178,6 +186,113 @@ static void test_iq2_file_type_rules(void **state)
     assert_false(qp_ggml_needs_imatrix(QP_GGML_Q2_K, QP_FTYPE_MOSTLY_Q2_K_S, "token_embd.weight"));
     assert_false(qp_ggml_needs_imatrix(QP_GGML_Q2_K, QP_FTYPE_MOSTLY_Q2_K, "blk.0.attn_q.weight"));
     assert_false(qp_ggml_needs_imatrix(QP_GGML_IQ3_XXS, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight"));
+}
+
+/* llama_tensor_get_type for the IQ3_XS, IQ3_S and IQ3_M file types on a
+ * 32-layer model, GQA (n_gqa = 4) and not (n_gqa = 1), and with 8 experts. */
+static void test_iq3_file_type_rules(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    char name[64];
+    const int64_t ne[2] = { 4096, 4096 }, ne_e[2] = { 4096, 32000 };
+    static const qp_llama_ftype fts[] = { QP_FTYPE_MOSTLY_IQ3_XS, QP_FTYPE_MOSTLY_IQ3_S, QP_FTYPE_MOSTLY_IQ3_M };
+    for (int gqa = 0; gqa < 2; gqa++) {
+        qp_ggml_mix_ctx_init(&ctx, 32, 32, gqa ? 8 : 32, 0);
+        ctx.has_imatrix = 1;
+        for (size_t k = 0; k < 3; k++) {
+            const qp_llama_ftype ft = fts[k];
+            assert_int_equal(qp_llama_ftype_default_type(ft), QP_GGML_IQ3_S);
+            for (int i = 0; i < 32; i++) {
+                const int mid = i >= 4 && i < 28;
+#define TYPE_OF(kind) (snprintf(name, sizeof(name), "blk.%d." kind ".weight", i), \
+                       assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, name, 2, ne, &ctx), 0), ch.type)
+                assert_int_equal(TYPE_OF("attn_v"),
+                                 ft == QP_FTYPE_MOSTLY_IQ3_M || gqa ? QP_GGML_Q4_K : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("attn_q"), ft == QP_FTYPE_MOSTLY_IQ3_XS ? QP_GGML_IQ3_XXS : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("attn_k"), ft == QP_FTYPE_MOSTLY_IQ3_XS ? QP_GGML_IQ3_XXS : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("attn_output"), ft == QP_FTYPE_MOSTLY_IQ3_M ? QP_GGML_Q4_K : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("attn_qkv"), ft == QP_FTYPE_MOSTLY_IQ3_M ? QP_GGML_Q4_K : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("ffn_down"),
+                                 ft == QP_FTYPE_MOSTLY_IQ3_M && i < 4 ? QP_GGML_Q4_K : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("ffn_gate"),
+                                 ft == QP_FTYPE_MOSTLY_IQ3_XS && mid ? QP_GGML_IQ3_XXS : QP_GGML_IQ3_S);
+                assert_int_equal(TYPE_OF("ffn_up"),
+                                 ft == QP_FTYPE_MOSTLY_IQ3_XS && mid ? QP_GGML_IQ3_XXS : QP_GGML_IQ3_S);
+#undef TYPE_OF
+            }
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "output.weight", 2, ne_e, &ctx), 0);
+            assert_int_equal(ch.type, QP_GGML_Q6_K);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "token_embd.weight", 2, ne_e, &ctx), 0);
+            assert_int_equal(ch.type, QP_GGML_IQ3_S);
+        }
+    }
+    /* 8 experts: attn_v Q8_0, attn_k Q8_0, attn_output Q5_K; IQ3_M's ffn_down Q4_K where use_more_bits */
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 0);
+    ctx.n_expert = 8;
+    for (size_t k = 0; k < 3; k++) {
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.5.attn_v.weight", 2, ne, &ctx), 0);
+        assert_int_equal(ch.type, QP_GGML_Q8_0);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.5.attn_k.weight", 2, ne, &ctx), 0);
+        assert_int_equal(ch.type, QP_GGML_Q8_0);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.5.attn_output.weight", 2, ne, &ctx), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+    }
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ3_M, "blk.6.ffn_down.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q4_K);   /* (6 - 4) % 3 == 2 */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ3_M, "blk.5.ffn_down.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_IQ3_S);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ3_XXS, "blk.5.attn_output.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
+}
+
+/* IQ3_XXS on a 32-layer model: without an imatrix attn_v IQ3_S (n_gqa < 4)
+ * and ffn_down Q4_K / Q3_K; with one attn_v IQ3_XXS and ffn_down IQ3_XXS;
+ * n_gqa >= 4: attn_v Q4_K, and a 70B's Q5_K. */
+static void test_iq3_xxs_file_type_rules(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx ctx;
+    qp_ggml_mix_choice ch;
+    char name[64];
+    const int64_t ne[2] = { 4096, 4096 }, ne_e[2] = { 4096, 32000 };
+    const qp_llama_ftype ft = QP_FTYPE_MOSTLY_IQ3_XXS;
+    assert_int_equal(qp_llama_ftype_default_type(ft), QP_GGML_IQ3_XXS);
+    for (int im = 0; im < 2; im++) {
+        qp_ggml_mix_ctx_init(&ctx, 32, 32, 32, 0);
+        ctx.has_imatrix = im;
+        for (int i = 0; i < 32; i++) {
+#define TYPE_OF(kind) (snprintf(name, sizeof(name), "blk.%d." kind ".weight", i), \
+                       assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, name, 2, ne, &ctx), 0), ch.type)
+            assert_int_equal(TYPE_OF("attn_v"), im ? QP_GGML_IQ3_XXS : QP_GGML_IQ3_S);
+            if (im) {
+                assert_int_equal(TYPE_OF("attn_q"), QP_GGML_IQ2_S);
+                assert_int_equal(TYPE_OF("attn_k"), QP_GGML_IQ2_S);
+            }
+            assert_int_equal(TYPE_OF("attn_output"), QP_GGML_IQ3_S);
+            assert_int_equal(TYPE_OF("ffn_down"), im ? QP_GGML_IQ3_XXS : i < 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K);
+            assert_int_equal(TYPE_OF("ffn_gate"), QP_GGML_IQ3_XXS);
+            assert_int_equal(TYPE_OF("ffn_up"), QP_GGML_IQ3_XXS);
+#undef TYPE_OF
+        }
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "output.weight", 2, ne_e, &ctx), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "token_embd.weight", 2, ne_e, &ctx), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ3_S);
+    }
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 0);
+    ctx.has_imatrix = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "blk.3.attn_v.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q4_K);
+    qp_ggml_mix_ctx_init(&ctx, 80, 64, 8, 0);   /* 70B */
+    ctx.has_imatrix = 1;
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "blk.3.attn_v.weight", 2, ne, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
+    /* tied: token_embd is the output, Q5_K */
+    qp_ggml_mix_ctx_init(&ctx, 32, 32, 8, 1);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, ft, "token_embd.weight", 2, ne_e, &ctx), 0);
+    assert_int_equal(ch.type, QP_GGML_Q5_K);
 }
 
 /* llama_tensor_get_type for the IQ4_XS, TQ1_0 and TQ2_0 file types on a
@@ -468,8 +583,13 @@ static void test_overrides_and_refusals(void **state)
     assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 19 is not supported");
 
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
-    assert_int_equal(qp_ggml_mix_tensor_type(&ch, 23, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': file type 23 (IQ3_XXS) is not supported");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, 24, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': file type 24 (IQ1_S) is not supported");
+    /* IQ3_XXS's attn_q / attn_k are IQ2_S: llama.cpp refuses them without an imatrix */
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ3_XXS, "blk.0.attn_k.weight", 2, ne, &ctx),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_k.weight': Missing importance matrix for tensor "
+                                         "blk.0.attn_k.weight in a very low-bit quantization");
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "blk.6.attn_v.weight", 2, ne, &ctx),
                      QP_EUSAGE);
     assert_string_equal(qp_error_last(), "tensor 'blk.6.attn_v.weight': layer 6 out of range (block_count 6)");
@@ -492,7 +612,13 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_parse("Q2_K"), 10);
     assert_int_equal(qp_llama_ftype_parse("Q2_K_S"), 21);
     assert_int_equal(qp_llama_ftype_parse("bf16"), 32);
-    assert_int_equal(qp_llama_ftype_parse("IQ3_XXS"), -1);
+    assert_int_equal(qp_llama_ftype_parse("IQ3_XXS"), 23);
+    assert_int_equal(qp_llama_ftype_parse("IQ2_S"), -1);
+    /* llama.h: LLAMA_FTYPE_MOSTLY_IQ3_XS = 22, IQ3_S = 26, IQ3_M = 27 */
+    assert_int_equal(qp_llama_ftype_parse("IQ3_XS"), 22);
+    assert_int_equal(qp_llama_ftype_parse("iq3_s"), 26);
+    assert_int_equal(qp_llama_ftype_parse("IQ3_M"), 27);
+    assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_IQ3_M), "IQ3_M");
     /* llama.h: LLAMA_FTYPE_MOSTLY_IQ4_XS = 30, TQ1_0 = 36, TQ2_0 = 37 */
     assert_int_equal(qp_llama_ftype_parse("IQ4_XS"), 30);
     /* LLAMA_FTYPE_MOSTLY_IQ2_XXS = 19, IQ2_XS = 20 */
@@ -505,7 +631,7 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ4_XS), QP_GGML_IQ4_XS);
     assert_int_equal(qp_llama_ftype_parse(NULL), -1);
     assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_Q6_K), "Q6_K");
-    assert_null(qp_llama_ftype_name((qp_llama_ftype)23));
+    assert_null(qp_llama_ftype_name((qp_llama_ftype)24));
     assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_Q3_K_L), QP_GGML_Q3_K);
     assert_int_equal(qp_llama_ftype_default_type((qp_llama_ftype)99), -1);
     assert_string_equal(qp_ggml_type_log_name(QP_GGML_Q6_K), "q6_K");
@@ -519,6 +645,8 @@ int main(void)
         cmocka_unit_test(test_pure_oracles),
         cmocka_unit_test(test_iq_oracles),
         cmocka_unit_test(test_iq_file_type_rules),
+        cmocka_unit_test(test_iq3_file_type_rules),
+        cmocka_unit_test(test_iq3_xxs_file_type_rules),
         cmocka_unit_test(test_house_mix_shape),
         cmocka_unit_test(test_32_layers),
         cmocka_unit_test(test_70b_and_experts),

@@ -10,13 +10,14 @@
 static void test_iq4_nl(void **s) { (void)s; oracle_check_iq("IQ4_NL"); }
 static void test_iq4_xs(void **s) { (void)s; oracle_check_iq("IQ4_XS"); }
 static void test_iq3_xxs(void **s) { (void)s; oracle_check_iq("IQ3_XXS"); }
+static void test_iq3_s(void **s) { (void)s; oracle_check_iq("IQ3_S"); }
 static void test_tq1_0(void **s) { (void)s; oracle_check_iq("TQ1_0"); }
 static void test_tq2_0(void **s) { (void)s; oracle_check_iq("TQ2_0"); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_iq4_nl), cmocka_unit_test(test_iq4_xs), cmocka_unit_test(test_iq3_xxs), cmocka_unit_test(test_tq1_0), cmocka_unit_test(test_tq2_0),
+        cmocka_unit_test(test_iq4_nl), cmocka_unit_test(test_iq4_xs), cmocka_unit_test(test_iq3_xxs), cmocka_unit_test(test_iq3_s), cmocka_unit_test(test_tq1_0), cmocka_unit_test(test_tq2_0),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,9 +17,9 @@ static void test_table_matches_gguf(void **state)
     (void)state;
     static const char *names[] = { "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
                                    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
-                                   "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "TQ1_0", "TQ2_0", "BF16" };
-    assert_int_equal(qp_qtype_count(), 20);
-    for (size_t i = 0; i < 20; i++) {
+                                   "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ3_S", "IQ2_S", "TQ1_0", "TQ2_0", "BF16" };
+    assert_int_equal(qp_qtype_count(), 22);
+    for (size_t i = 0; i < 22; i++) {
         const qp_qtype_info *a = qp_qtype_at(i);
         assert_string_equal(a->name, names[i]);
         assert_ptr_equal(qp_qtype_get(a->type), a);
@@ -30,7 +30,7 @@ static void test_table_matches_gguf(void **state)
         assert_int_equal(a->is_quantized, a->block > 1);
         assert_true(a->bits_per_weight == 8.0 * (double)a->type_size / a->block);
     }
-    assert_null(qp_qtype_at(20));
+    assert_null(qp_qtype_at(22));
     /* ggml.h: GGML_TYPE_IQ2_XXS = 16, IQ2_XS = 17 (66 and 74 bytes per 256) */
     assert_int_equal(qp_qtype_by_name("iq2_xxs")->type, 16);
     assert_int_equal(qp_qtype_by_name("iq2_xs")->type, 17);
@@ -41,6 +41,11 @@ static void test_table_matches_gguf(void **state)
     assert_int_equal(qp_qtype_by_name("iq3_xxs")->type, 18);   /* GGML_TYPE_IQ3_XXS */
     assert_true(qp_qtype_get(QP_GGML_IQ3_XXS)->bits_per_weight == 3.0625);
     assert_true(qp_qtype_get(QP_GGML_IQ3_XXS)->uses_imatrix);
+    assert_int_equal(qp_qtype_by_name("iq3_s")->type, 21);   /* GGML_TYPE_IQ3_S */
+    assert_true(qp_qtype_get(QP_GGML_IQ3_S)->bits_per_weight == 3.4375);
+    assert_true(qp_qtype_get(QP_GGML_IQ3_S)->uses_imatrix);
+    assert_int_equal(qp_qtype_by_name("iq2_s")->type, 22);   /* GGML_TYPE_IQ2_S */
+    assert_true(qp_qtype_get(QP_GGML_IQ2_S)->bits_per_weight == 2.5625);
     /* ggml.h: GGML_TYPE_IQ4_XS = 23, TQ1_0 = 34, TQ2_0 = 35; block structs of ggml-common.h */
     assert_int_equal(qp_qtype_by_name("iq4_xs")->type, 23);
     assert_int_equal(qp_qtype_by_name("tq1_0")->type, 34);
@@ -100,6 +105,7 @@ static void test_fallback(void **state)
         { QP_GGML_IQ4_XS, 288, QP_GGML_IQ4_NL }, { QP_GGML_IQ4_XS, 100, QP_GGML_F16 },
         { QP_GGML_TQ1_0, 96, QP_GGML_Q4_0 },   { QP_GGML_TQ2_0, 4128, QP_GGML_Q4_0 }, { QP_GGML_TQ2_0, 48, QP_GGML_F16 },
         { QP_GGML_IQ4_XS, 512, QP_GGML_IQ4_XS }, { QP_GGML_IQ3_XXS, 96, QP_GGML_IQ4_NL },
+        { QP_GGML_IQ3_S, 288, QP_GGML_IQ4_NL }, { QP_GGML_IQ2_S, 4128, QP_GGML_IQ4_NL },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(qp_qtype_fallback(&t, cases[i].in, cases[i].n), 0);

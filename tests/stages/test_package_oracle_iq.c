@@ -1,11 +1,11 @@
 /* quantize + package end to end for the i-quant and ternary types against
  * llama.cpp's files in vectors/house-llama/iq/: --pure IQ4_NL, IQ4_XS,
- * TQ1_0 and TQ2_0 with the importance matrix, and the IQ4_XS file-type mix
- * (llama-quantize --imatrix … IQ4_XS: llama_tensor_get_type's rules), each
+ * IQ3_S, TQ1_0 and TQ2_0 with the importance matrix, and the IQ4_XS,
+ * IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M file-type mixes (llama-quantize --imatrix … FTYPE:
+ * llama_tensor_get_type's rules), each
  * written by a recipe (`imatrix:` → `method: gguf, type: …`) and, with
  * qpipe's own qpipe.* keys dropped, byte-identical to llama.cpp's file;
- * and `override: type` with these types and IQ3_XXS (a block type here, not
- * a file type: llama.cpp's IQ3_XXS mix needs IQ3_S and IQ2_S). */
+ * and `override: type` with these types and IQ3_XXS. */
 #include "tests/support/testutil.h"
 #include "tests/support/run_recipe.h"
 #include "tests/stages/package_oracle.h"
@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *pure_types[] = {"IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"};
+static const char *pure_types[] = {"IQ4_NL", "IQ4_XS", "IQ3_S", "TQ1_0", "TQ2_0"};
+static const char *mix_types[] = {"IQ4_XS", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"};
 
 static char *dir;
 
@@ -36,14 +37,18 @@ static int setup(void **state)
         fprintf(f, "  p_%s: {uses: package, needs: [q_%s], with: {format: gguf, out: out/%s-imatrix, name: %s-imatrix}}\n",
                 t, t, t, t);
     }
-    fprintf(f, "  m_IQ4_XS: {uses: quantize, needs: [model], with: {method: gguf, type: IQ4_XS, imatrix: \"%s\"}}\n",
-            imatrix);
-    fprintf(f, "  pm_IQ4_XS: {uses: package, needs: [m_IQ4_XS], with: {format: gguf, out: out/mix-IQ4_XS, "
-               "name: mix-IQ4_XS}}\n");
+    for (size_t i = 0; i < sizeof(mix_types) / sizeof(mix_types[0]); i++) {
+        const char *t = mix_types[i];
+        fprintf(f, "  m_%s: {uses: quantize, needs: [model], with: {method: gguf, type: %s, imatrix: \"%s\"}}\n", t,
+                t, imatrix);
+        fprintf(f, "  pm_%s: {uses: package, needs: [m_%s], with: {format: gguf, out: out/mix-%s, name: mix-%s}}\n",
+                t, t, t, t);
+    }
     /* override: block types per tensor on top of a K-quant mix */
     fprintf(f, "  ov: {uses: quantize, needs: [model], with: {method: gguf, type: Q4_K_M, imatrix: \"%s\", override: "
                "[{match: \"*layers.0.mlp.*\", type: IQ4_XS}, {match: \"*layers.1.self_attn.*\", type: TQ2_0}, "
-               "{match: \"*layers.2.*\", type: TQ1_0}, {match: \"*layers.3.self_attn.[qk]_proj*\", type: IQ3_XXS}]}}\n",
+               "{match: \"*layers.2.*\", type: TQ1_0}, {match: \"*layers.3.self_attn.[qk]_proj*\", type: IQ3_XXS}, "
+               "{match: \"*layers.3.mlp.down_proj*\", type: IQ3_S}]}}\n",
             imatrix);
     fprintf(f, "  pov: {uses: package, needs: [ov], with: {format: gguf, out: out/ov, name: ov}}\n");
     fclose(f);
@@ -74,10 +79,14 @@ static void test_pure_imatrix(void **state)
     }
 }
 
-static void test_mix_iq4_xs(void **state)
+static void test_mixes(void **state)
 {
     (void)state;
-    package_oracle_check(dir, "mix-IQ4_XS", "iq/");
+    char name[64];
+    for (size_t i = 0; i < sizeof(mix_types) / sizeof(mix_types[0]); i++) {
+        snprintf(name, sizeof(name), "mix-%s", mix_types[i]);
+        package_oracle_check(dir, name, "iq/");
+    }
 }
 
 /* out/ov: each overridden tensor holds the bytes of the pure oracle of its
@@ -87,7 +96,7 @@ static void test_override(void **state)
     (void)state;
     static const struct { const char *prefix, *type; size_t want; } groups[] = {
         {"blk.0.ffn_", "IQ4_XS", 3}, {"blk.1.attn_", "TQ2_0", 4}, {"blk.2.", "TQ1_0", 7},
-        {"blk.3.attn_q", "IQ3_XXS", 1}, {"blk.3.attn_k", "IQ3_XXS", 1},
+        {"blk.3.attn_q", "IQ3_XXS", 1}, {"blk.3.attn_k", "IQ3_XXS", 1}, {"blk.3.ffn_down", "IQ3_S", 1},
     };
     char *ours = qp_path_join(dir, "out/ov/ov.gguf");
     qp_gguf *g = NULL;
@@ -125,7 +134,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pure_imatrix),
-        cmocka_unit_test(test_mix_iq4_xs),
+        cmocka_unit_test(test_mixes),
         cmocka_unit_test(test_override),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,6 +1,6 @@
 /* Evaluating a quantized artifact is evaluating its dequantized weights:
  * a quantized artifact (Q4_K_M; the IQ4_XS mix with IQ3_XXS overrides;
- * TQ1_0; TQ2_0 overrides) and a plain f32 checkpoint written from its
+ * TQ1_0; TQ2_0 overrides; the IQ3_M mix) and a plain f32 checkpoint written from its
  * dequantized tensors give bit-identical metrics. */
 #include "tests/support/testutil.h"
 
@@ -132,6 +132,7 @@ static void test_iquants_and_ternary(void **state)
     (void)state;
     check_quantized("{method: gguf, type: IQ4_XS, override: [{match: \"*layers.1.*\", type: IQ3_XXS}]}");
     check_quantized("{method: gguf, type: TQ1_0, override: [{match: \"*layers.2.mlp.*\", type: TQ2_0}]}");
+    check_quantized("{method: gguf, type: IQ3_M}");   /* IQ3_S with Q4_K attn_v / attn_output */
 }
 
 int main(void)
