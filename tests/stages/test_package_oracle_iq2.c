@@ -9,7 +9,8 @@
  * And the refusals where llama-quantize refuses ("Missing importance
  * matrix for tensor %s in a very low-bit quantization"): `pure: true`
  * IQ2_XXS / IQ2_XS with this imatrix (no entry for output.weight) or with
- * none, and an override that gives lm_head IQ2_XS — each before any tensor
+ * none, the IQ2 mixes with none, overrides that give lm_head IQ2_XS or
+ * IQ2_S, and IQ2_S on a layer without an imatrix — each before any tensor
  * is quantized (no quantized artifact, nothing stored). */
 #include "tests/support/testutil.h"
 #include "tests/support/run_recipe.h"
@@ -117,6 +118,15 @@ static void test_refusals(void **state)
         snprintf(name, sizeof(name), "mix-%s-noim", types[i]);
         expect_refusal(name, with, "set imatrix: to an importance matrix that covers it");
     }
+    /* IQ2_S (a block type, not a file type here: only through override:):
+     * llama-quantize refuses it without an imatrix entry too, although
+     * ggml's IQ2_S quantizer takes none */
+    snprintf(with, sizeof(with), "method: gguf, type: Q4_K_M, imatrix: \"%s\", override: [{match: lm_head.weight, "
+             "type: IQ2_S}]", imatrix);
+    expect_refusal("override-IQ2_S", with, "stage 'q': Missing importance matrix for tensor output.weight in a very "
+                   "low-bit quantization (IQ2_S; llama-quantize refuses it too)");
+    expect_refusal("override-IQ2_S-noim", "method: gguf, type: Q4_K_M, override: [{match: '*layers.1.mlp.up_proj*', "
+                   "type: IQ2_S}]", "tensor blk.1.ffn_up.weight in a very low-bit quantization (IQ2_S;");
     /* an override that gives the output an IQ2 type */
     snprintf(with, sizeof(with), "method: gguf, type: Q4_K_M, imatrix: \"%s\", override: [{match: lm_head.weight, "
              "type: IQ2_XS}]", imatrix);
