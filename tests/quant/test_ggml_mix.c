@@ -106,8 +106,8 @@ static void test_iq_oracles(void **state)
         assert_int_equal(check_file_im(rel, 1, 1), 2 * 57);
     }
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ4_XS.gguf", 0, 1), 2 * 57);
-    /* output Q5_K, token_embd Q2_K, attn_v Q2_K (n_gqa = 2), ffn_down of
-     * layer 0 (of 4: the first eighth) Q2_K, the rest IQ2_* */
+    /* output Q5_K, token_embd Q2_K, attn_v Q2_K (n_gqa = 2), the rest IQ2_*
+     * (6 layers: the first eighth of ffn_down, 6 / 8 = 0 layers, is empty) */
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_XXS.gguf", 0, 1), 2 * 57);
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_XS.gguf", 0, 1), 2 * 57);
     /* IQ3_XS: attn_q/k and the middle layers' ffn_gate/up IQ3_XXS; IQ3_M:
