@@ -39,6 +39,8 @@ static const struct {
     { QP_FTYPE_MOSTLY_IQ4_XS, "IQ4_XS", QP_GGML_IQ4_XS },
     { QP_FTYPE_MOSTLY_IQ2_XXS, "IQ2_XXS", QP_GGML_IQ2_XXS },
     { QP_FTYPE_MOSTLY_IQ2_XS, "IQ2_XS", QP_GGML_IQ2_XS },
+    { QP_FTYPE_MOSTLY_IQ2_S, "IQ2_S", QP_GGML_IQ2_XS },   /* llama-quantize's default_type, not IQ2_S */
+    { QP_FTYPE_MOSTLY_IQ2_M, "IQ2_M", QP_GGML_IQ2_S },
     { QP_FTYPE_MOSTLY_IQ3_XXS, "IQ3_XXS", QP_GGML_IQ3_XXS },
     { QP_FTYPE_MOSTLY_IQ3_XS, "IQ3_XS", QP_GGML_IQ3_S },
     { QP_FTYPE_MOSTLY_IQ3_S, "IQ3_S", QP_GGML_IQ3_S },
@@ -53,8 +55,6 @@ static const char *other_ftype_name(int f)
 {
     switch (f) {
     case 24: return "IQ1_S";
-    case 28: return "IQ2_S";
-    case 29: return "IQ2_M";
     case 31: return "IQ1_M";
     default: return "unknown";
     }
@@ -139,25 +139,35 @@ static int use_more_bits(int i_layer, int n_layers)
     return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
-static int is_iq2_ftype(qp_llama_ftype ft)
+/* IQ2_S and IQ2_M: the IQ2 file types that give IQ3_S where IQ2_XXS /
+ * IQ2_XS give Q2_K (token_embd, attn_v, the first ffn_down layers) and
+ * IQ3_S to attn_output. */
+static int is_iq2_sm_ftype(qp_llama_ftype ft)
 {
-    return ft == QP_FTYPE_MOSTLY_IQ2_XXS || ft == QP_FTYPE_MOSTLY_IQ2_XS;
+    return ft == QP_FTYPE_MOSTLY_IQ2_S || ft == QP_FTYPE_MOSTLY_IQ2_M;
 }
 
-/* llama_tensor_get_type's branch for the IQ2_XXS / IQ2_XS file types (the
- * IQ1_S, IQ1_M, IQ2_S, IQ2_M parts are not kept): it replaces the general
+static int is_iq2_ftype(qp_llama_ftype ft)
+{
+    return ft == QP_FTYPE_MOSTLY_IQ2_XXS || ft == QP_FTYPE_MOSTLY_IQ2_XS || is_iq2_sm_ftype(ft);
+}
+
+/* llama_tensor_get_type's branch for the IQ2_XXS / IQ2_XS / IQ2_S / IQ2_M
+ * file types (the IQ1_S, IQ1_M parts are not kept): it replaces the general
  * attn_v … ffn_down rules below (an else-if chain). */
-static qp_ggml_type iq2_rule(qp_ggml_type t, const char *name, int i_layer, const qp_ggml_mix_ctx *c)
+static qp_ggml_type iq2_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name, int i_layer,
+                             const qp_ggml_mix_ctx *c)
 {
     const int n_gqa = c->n_head_kv > 0 ? c->n_head / c->n_head_kv : 0;
+    const qp_ggml_type low = is_iq2_sm_ftype(ft) ? QP_GGML_IQ3_S : QP_GGML_Q2_K;
     if (has(name, "attn_v.weight"))
-        return n_gqa >= 4 || c->n_expert >= 4 ? QP_GGML_Q4_K : QP_GGML_Q2_K;
+        return n_gqa >= 4 || c->n_expert >= 4 ? QP_GGML_Q4_K : low;
     if (c->n_expert == 8 && has(name, "attn_k.weight"))
         return QP_GGML_Q4_K;
     if (has(name, "ffn_down"))
-        return i_layer < c->n_layer / 8 ? QP_GGML_Q2_K : t;
-    if (has(name, "attn_output.weight") && c->n_expert == 8)
-        return QP_GGML_Q5_K;
+        return i_layer < c->n_layer / 8 ? low : t;
+    if (has(name, "attn_output.weight"))
+        return c->n_expert == 8 ? QP_GGML_Q5_K : is_iq2_sm_ftype(ft) ? QP_GGML_IQ3_S : t;
     return t;
 }
 
@@ -181,15 +191,15 @@ static qp_ggml_type mix_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
     if (strcmp(name, "token_embd.weight") == 0) {
         if (c->token_embd_type >= 0)
             return (qp_ggml_type)c->token_embd_type;
+        if (is_iq2_sm_ftype(ft) || ft == QP_FTYPE_MOSTLY_IQ3_XXS)
+            return QP_GGML_IQ3_S;
         if (is_iq2_ftype(ft))
             return QP_GGML_Q2_K;
-        if (ft == QP_FTYPE_MOSTLY_IQ3_XXS)
-            return QP_GGML_IQ3_S;
         /* the ternary types are for ternary-trained layers, not the embedding */
         return ft == QP_FTYPE_MOSTLY_TQ1_0 || ft == QP_FTYPE_MOSTLY_TQ2_0 ? QP_GGML_Q4_K : t;
     }
     if (is_iq2_ftype(ft))
-        return iq2_rule(t, name, i_layer, c);
+        return iq2_rule(t, ft, name, i_layer, c);
     if (has(name, "attn_v.weight")) {
         if (ft == QP_FTYPE_MOSTLY_Q2_K)
             t = n_gqa >= 4 ? QP_GGML_Q4_K : QP_GGML_Q3_K;
@@ -384,7 +394,8 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
         strcmp(name, "token_embd.weight") != 0)
         return qp_error_set(QP_EUSAGE, "tensor '%s': Missing importance matrix for tensor %s in a very low-bit "
                             "quantization", name, name);
-    if (t == QP_GGML_IQ2_S && !c->has_imatrix)   /* llama.cpp's very-low-bit check (IQ3_XXS's attn_q/attn_k) */
+    /* llama.cpp's very-low-bit check (IQ2_M's default type, IQ3_XXS's attn_q/attn_k) */
+    if (t == QP_GGML_IQ2_S && !c->has_imatrix)
         return qp_error_set(QP_EUSAGE, "tensor '%s': Missing importance matrix for tensor %s in a very low-bit "
                             "quantization", name, name);
     out->type = t;

@@ -85,7 +85,8 @@ static void mixed_package_name(char *buf, size_t cap, const char *base, const qp
 
 /* general.file_type: the file type llama.cpp names after the block type
  * that holds the most weights (informational, as for any llama-quantize
- * output with --tensor-type overrides). */
+ * output with --tensor-type overrides; llama-model-loader's guess from the
+ * commonest type: IQ2_S blocks name the IQ2_S file type). */
 static unsigned mixed_file_type(const qp_artifact *model)
 {
     static const struct { qp_ggml_type type; qp_llama_ftype ft; } names[] = {
@@ -96,6 +97,8 @@ static unsigned mixed_file_type(const qp_artifact *model)
         {QP_GGML_Q5_K, QP_FTYPE_MOSTLY_Q5_K_M}, {QP_GGML_Q6_K, QP_FTYPE_MOSTLY_Q6_K},
         {QP_GGML_IQ4_NL, QP_FTYPE_MOSTLY_IQ4_NL}, {QP_GGML_IQ4_XS, QP_FTYPE_MOSTLY_IQ4_XS},
         {QP_GGML_IQ3_S, QP_FTYPE_MOSTLY_IQ3_S}, {QP_GGML_IQ3_XXS, QP_FTYPE_MOSTLY_IQ3_XXS},
+        {QP_GGML_IQ2_XXS, QP_FTYPE_MOSTLY_IQ2_XXS}, {QP_GGML_IQ2_XS, QP_FTYPE_MOSTLY_IQ2_XS},
+        {QP_GGML_IQ2_S, QP_FTYPE_MOSTLY_IQ2_S},
         {QP_GGML_TQ1_0, QP_FTYPE_MOSTLY_TQ1_0}, {QP_GGML_TQ2_0, QP_FTYPE_MOSTLY_TQ2_0},
     };
     const size_t n = sizeof(names) / sizeof(names[0]);

@@ -117,6 +117,10 @@ static void test_iq_oracles(void **state)
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ3_M.gguf", 0, 1), 2 * 57);
     /* IQ3_XXS: attn_q/k IQ2_S, attn_output and token_embd IQ3_S, output Q5_K */
     assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ3_XXS.gguf", 0, 1), 2 * 57);
+    /* IQ2_S / IQ2_M: output Q5_K, token_embd, attn_v and attn_output IQ3_S,
+     * the rest IQ2_XS (the IQ2_S file type) or IQ2_S (IQ2_M) */
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_S.gguf", 0, 1), 2 * 57);
+    assert_int_equal(check_file_im("vectors/house-llama/iq/mix-IQ2_M.gguf", 0, 1), 2 * 57);
 }
 
 /* llama_tensor_get_type for the IQ2_XXS and IQ2_XS file types on a
@@ -176,6 +180,73 @@ static void test_iq2_file_type_rules(void **state)
         assert_false(qp_ggml_needs_imatrix(QP_GGML_Q2_K, fts[k], "blk.0.ffn_down.weight"));
         assert_false(qp_ggml_needs_imatrix(QP_GGML_Q5_K, fts[k], "output.weight"));
     }
+    /* IQ2_S (default type IQ2_XS) and IQ2_M (default type IQ2_S): IQ3_S
+     * where IQ2_XXS / IQ2_XS give Q2_K, and IQ3_S for attn_output */
+    static const qp_llama_ftype fts_sm[] = { QP_FTYPE_MOSTLY_IQ2_S, QP_FTYPE_MOSTLY_IQ2_M };
+    static const qp_ggml_type ts_sm[] = { QP_GGML_IQ2_XS, QP_GGML_IQ2_S };
+    for (size_t k = 0; k < 2; k++) {
+        assert_int_equal(qp_llama_ftype_default_type(fts_sm[k]), (int)ts_sm[k]);
+        for (int i = 0; i < 32; i++) {
+            snprintf(name, sizeof(name), "blk.%d.attn_v.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], name, 2, ne_v, &gqa), 0);
+            assert_int_equal(ch.type, QP_GGML_Q4_K);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], name, 2, ne_v, &mha), 0);
+            assert_int_equal(ch.type, QP_GGML_IQ3_S);
+            snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], name, 2, ne_d, &gqa), 0);
+            assert_int_equal(ch.type, i < 4 ? QP_GGML_IQ3_S : ts_sm[k]);
+            snprintf(name, sizeof(name), "blk.%d.attn_output.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], name, 2, ne_o, &gqa), 0);
+            assert_int_equal(ch.type, QP_GGML_IQ3_S);
+            snprintf(name, sizeof(name), "blk.%d.attn_k.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], name, 2, ne_v, &gqa), 0);
+            assert_int_equal(ch.type, ts_sm[k]);
+            snprintf(name, sizeof(name), "blk.%d.ffn_gate.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], name, 2, ne_d, &gqa), 0);
+            assert_int_equal(ch.type, ts_sm[k]);
+        }
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "output.weight", 2, ne_e, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "token_embd.weight", 2, ne_e, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ3_S);
+        /* tied: token_embd is the output (Q5_K) */
+        qp_ggml_mix_ctx tied;
+        qp_ggml_mix_ctx_init(&tied, 32, 32, 8, 1);
+        tied.has_imatrix = 1;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "token_embd.weight", 2, ne_e, &tied), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        /* experts: attn_v Q4_K from 4 experts, attn_k Q4_K and attn_output Q5_K at 8 */
+        mha.n_expert = 4;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "blk.9.attn_v.weight", 2, ne_v, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "blk.9.attn_output.weight", 2, ne_o, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ3_S);
+        mha.n_expert = 8;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "blk.9.attn_k.weight", 2, ne_v, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "blk.9.attn_output.weight", 2, ne_o, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        mha.n_expert = 0;
+        /* fallback IQ4_NL (IQ2_XS / IQ2_S and IQ3_S alike) */
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "blk.3.attn_q.weight", 2, ne_odd, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ4_NL);
+        assert_int_equal(ch.fallback, 1);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts_sm[k], "blk.3.attn_output.weight", 2, ne_odd, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ4_NL);
+        assert_true(qp_ggml_needs_imatrix(ts_sm[k], fts_sm[k], "blk.3.attn_q.weight"));
+        assert_false(qp_ggml_needs_imatrix(QP_GGML_IQ3_S, fts_sm[k], "token_embd.weight"));
+    }
+    /* IQ2_M without an imatrix: its IQ2_S tensors are refused by the rules
+     * themselves (IQ2_S's IQ2_XS ones by the stage's check, which has the
+     * imatrix's entries) */
+    qp_ggml_mix_ctx noim;
+    qp_ggml_mix_ctx_init(&noim, 32, 32, 8, 0);
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ2_M, "blk.7.attn_q.weight", 2, ne_o, &noim),
+                     QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.7.attn_q.weight': Missing importance matrix for tensor "
+                                         "blk.7.attn_q.weight in a very low-bit quantization");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ2_M, "token_embd.weight", 2, ne_e, &noim), 0);
+    assert_int_equal(ch.type, QP_GGML_IQ3_S);
     /* the rest of llama-quant.cpp's list, for the types still to come */
     assert_true(qp_ggml_needs_imatrix(QP_GGML_IQ2_S, QP_FTYPE_MOSTLY_Q4_K_M, "blk.0.attn_q.weight"));
     assert_true(qp_ggml_needs_imatrix(QP_GGML_IQ1_S, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight"));
@@ -613,7 +684,12 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_parse("Q2_K_S"), 21);
     assert_int_equal(qp_llama_ftype_parse("bf16"), 32);
     assert_int_equal(qp_llama_ftype_parse("IQ3_XXS"), 23);
-    assert_int_equal(qp_llama_ftype_parse("IQ2_S"), -1);
+    /* LLAMA_FTYPE_MOSTLY_IQ2_S = 28, IQ2_M = 29 */
+    assert_int_equal(qp_llama_ftype_parse("IQ2_S"), 28);
+    assert_int_equal(qp_llama_ftype_parse("iq2_m"), 29);
+    assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_IQ2_M), "IQ2_M");
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ2_S), QP_GGML_IQ2_XS);
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ2_M), QP_GGML_IQ2_S);
     /* llama.h: LLAMA_FTYPE_MOSTLY_IQ3_XS = 22, IQ3_S = 26, IQ3_M = 27 */
     assert_int_equal(qp_llama_ftype_parse("IQ3_XS"), 22);
     assert_int_equal(qp_llama_ftype_parse("iq3_s"), 26);

@@ -1,15 +1,18 @@
-/* quantize + package end to end for llama.cpp's IQ2_XXS and IQ2_XS file
- * types (llama-quantize --imatrix imatrix.dat F32.gguf IQ2_XXS|IQ2_XS:
- * llama_tensor_get_type's rules — output Q5_K, token_embd Q2_K, attn_v
- * Q4_K or Q2_K by n_gqa, the first eighth of ffn_down Q2_K, the rest
- * IQ2_*), written by a recipe (`imatrix:` → `method: gguf, type: …`) and,
- * with qpipe's own qpipe.* keys dropped, byte-identical to
- * vectors/house-llama/iq/mix-IQ2_XXS.gguf and mix-IQ2_XS.gguf.
+/* quantize + package end to end for llama.cpp's IQ2_XXS, IQ2_XS, IQ2_S
+ * and IQ2_M file types (llama-quantize --imatrix imatrix.dat F32.gguf
+ * IQ2_XXS|IQ2_XS|IQ2_S|IQ2_M: llama_tensor_get_type's rules — output Q5_K,
+ * token_embd Q2_K (IQ3_S for IQ2_S/M), attn_v Q4_K or Q2_K (IQ3_S) by
+ * n_gqa, the first eighth of ffn_down Q2_K (IQ3_S), attn_output IQ3_S for
+ * IQ2_S/M, the rest IQ2_XXS, IQ2_XS, IQ2_XS (the IQ2_S file type's default)
+ * or IQ2_S (IQ2_M's)), written by a recipe (`imatrix:` → `method: gguf,
+ * type: …`) and, with qpipe's own qpipe.* keys dropped, byte-identical to
+ * vectors/house-llama/iq/mix-IQ2_XXS.gguf, mix-IQ2_XS.gguf, mix-IQ2_S.gguf
+ * and mix-IQ2_M.gguf.
  *
  * And the refusals where llama-quantize refuses ("Missing importance
  * matrix for tensor %s in a very low-bit quantization"): `pure: true`
- * IQ2_XXS / IQ2_XS with this imatrix (no entry for output.weight) or with
- * none, the IQ2 mixes with none, overrides that give lm_head IQ2_XS or
+ * IQ2_XXS / IQ2_XS / IQ2_S / IQ2_M with this imatrix (no entry for
+ * output.weight) or with none, the IQ2 mixes with none, overrides that give lm_head IQ2_XS or
  * IQ2_S, and IQ2_S on a layer without an imatrix — each before any tensor
  * is quantized (no quantized artifact, nothing stored). */
 #include "tests/support/testutil.h"
@@ -34,8 +37,8 @@ static int setup(void **state)
     char *recipe = qp_path_join(dir, "r.yaml");
     FILE *f = fopen(recipe, "w");
     fprintf(f, "qpipe: 1\nname: oracle-iq2\nstages:\n  model: {uses: fetch, with: {source: \"%s\"}}\n", models);
-    static const char *mixes[] = {"IQ2_XXS", "IQ2_XS"};
-    for (size_t i = 0; i < 2; i++) {
+    static const char *mixes[] = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M"};
+    for (size_t i = 0; i < sizeof(mixes) / sizeof(mixes[0]); i++) {
         fprintf(f, "  m_%s: {uses: quantize, needs: [model], with: {method: gguf, type: %s, imatrix: \"%s\"}}\n",
                 mixes[i], mixes[i], imatrix);
         fprintf(f, "  pm_%s: {uses: package, needs: [m_%s], with: {format: gguf, out: out/mix-%s, name: mix-%s}}\n",
@@ -71,6 +74,18 @@ static void test_mix_iq2_xs(void **state)
     package_oracle_check(dir, "mix-IQ2_XS", "iq/");
 }
 
+static void test_mix_iq2_s(void **state)
+{
+    (void)state;
+    package_oracle_check(dir, "mix-IQ2_S", "iq/");
+}
+
+static void test_mix_iq2_m(void **state)
+{
+    (void)state;
+    package_oracle_check(dir, "mix-IQ2_M", "iq/");
+}
+
 /* A recipe of one quantize stage `with` these parameters, run in a cache
  * of its own: it must fail with `want` in the message and store nothing
  * quantized. */
@@ -101,26 +116,33 @@ static void test_refusals(void **state)
     (void)state;
     char *imatrix = qp_test_shared_path("vectors/house-llama/imatrix.dat");
     char with[512];
-    static const char *types[] = {"IQ2_XXS", "IQ2_XS"};
-    for (size_t i = 0; i < 2; i++) {
+    /* file type, and the block type its --pure gives (IQ2_S: IQ2_XS, IQ2_M: IQ2_S) */
+    static const char *types[][2] = {{"IQ2_XXS", "IQ2_XXS"}, {"IQ2_XS", "IQ2_XS"}, {"IQ2_S", "IQ2_XS"},
+                                     {"IQ2_M", "IQ2_S"}};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         char want[320], name[32];
         snprintf(want, sizeof(want), "stage 'q': Missing importance matrix for tensor output.weight in a very "
                  "low-bit quantization (%s; llama-quantize refuses it too): use an imatrix: computed with an "
-                 "entry for it, or give 'lm_head.weight' another type with override:", types[i]);
-        snprintf(with, sizeof(with), "method: gguf, type: %s, pure: true, imatrix: \"%s\"", types[i], imatrix);
-        snprintf(name, sizeof(name), "pure-%s", types[i]);
+                 "entry for it, or give 'lm_head.weight' another type with override:", types[i][1]);
+        snprintf(with, sizeof(with), "method: gguf, type: %s, pure: true, imatrix: \"%s\"", types[i][0], imatrix);
+        snprintf(name, sizeof(name), "pure-%s", types[i][0]);
         expect_refusal(name, with, want);
         /* no imatrix at all: the first tensor that would get the type */
-        snprintf(with, sizeof(with), "method: gguf, type: %s, pure: true", types[i]);
-        snprintf(name, sizeof(name), "pure-%s-noim", types[i]);
+        snprintf(with, sizeof(with), "method: gguf, type: %s, pure: true", types[i][0]);
+        snprintf(name, sizeof(name), "pure-%s-noim", types[i][0]);
         expect_refusal(name, with, "in a very low-bit quantization");
-        snprintf(with, sizeof(with), "method: gguf, type: %s", types[i]);
-        snprintf(name, sizeof(name), "mix-%s-noim", types[i]);
-        expect_refusal(name, with, "set imatrix: to an importance matrix that covers it");
+        snprintf(with, sizeof(with), "method: gguf, type: %s", types[i][0]);
+        snprintf(name, sizeof(name), "mix-%s-noim", types[i][0]);
+        /* IQ2_M (IQ2_S blocks): the per-tensor rules refuse IQ2_S without an
+         * imatrix themselves, in llama.cpp's words, before the stage's check */
+        expect_refusal(name, with, strcmp(types[i][0], "IQ2_M") != 0
+                                       ? "set imatrix: to an importance matrix that covers it"
+                                       : "stage 'q': tensor 'blk.0.ffn_down.weight': Missing importance matrix for "
+                                         "tensor blk.0.ffn_down.weight in a very low-bit quantization");
     }
-    /* IQ2_S (a block type, not a file type here: only through override:):
-     * llama-quantize refuses it without an imatrix entry too, although
-     * ggml's IQ2_S quantizer takes none */
+    /* the IQ2_S block type given by override: llama-quantize refuses it
+     * without an imatrix entry too, although ggml's IQ2_S quantizer takes
+     * none */
     snprintf(with, sizeof(with), "method: gguf, type: Q4_K_M, imatrix: \"%s\", override: [{match: lm_head.weight, "
              "type: IQ2_S}]", imatrix);
     expect_refusal("override-IQ2_S", with, "stage 'q': Missing importance matrix for tensor output.weight in a very "
@@ -139,6 +161,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mix_iq2_xxs),
         cmocka_unit_test(test_mix_iq2_xs),
+        cmocka_unit_test(test_mix_iq2_s),
+        cmocka_unit_test(test_mix_iq2_m),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
