@@ -513,6 +513,26 @@ static int collect_tensors(mixed_ctx *mc, const qp_quant_job *job, double *fixed
                 qp_error_prefix("stage '%s': tensor '%s'", job->ctx->id, t->name);
             t->bytes[j] = (double)qp_qtype_row_size(t->type[j], cols) * (double)rows;
         }
+        /* a weight the importance matrix has no entry for (token_embd: its
+         * input is token ids) cannot take a type that needs one (IQ2_XXS,
+         * IQ2_XS, IQ2_S): it takes the next ladder type that does not */
+        char gname[256];
+        int has_im = rc == 0 && job->imatrix && qp_gguf_llama_name(gname, sizeof(gname), t->name) == 0 &&
+                     qp_imatrix_find(job->imatrix, gname);
+        if (rc == 0)
+            qp_error_clear();
+        for (size_t j = mc->n_ladder; rc == 0 && !has_im && j-- > 0;) {
+            if (!qp_qtype_get(t->type[j])->needs_imatrix)
+                continue;
+            if (j + 1 == mc->n_ladder)
+                rc = qp_error_set(QP_EUSAGE, "stage '%s': tensor '%s' has no importance matrix entry and the "
+                                             "ladder's highest type %s needs one; end the ladder with a type that "
+                                             "does not (Q4_K, Q6_K …)", job->ctx->id, t->name, o->ladder[j]);
+            else {
+                t->type[j] = t->type[j + 1];
+                t->bytes[j] = t->bytes[j + 1];
+            }
+        }
         *cur_bits += 8.0 * t->bytes[0];
     }
     if (rc == 0 && mc->n == 0)
