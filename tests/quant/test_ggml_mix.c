@@ -649,9 +649,9 @@ static void test_overrides_and_refusals(void **state)
     assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne, &ctx), 0);
     assert_int_equal(ch.type, QP_GGML_Q4_0);
-    ctx.output_type = 19;   /* IQ1_S: not a qpipe type */
+    ctx.output_type = 9;   /* Q8_1: not a qpipe type */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 19 is not supported");
+    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 9 is not supported");
 
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, 24, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
