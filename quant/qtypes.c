@@ -211,6 +211,8 @@ int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row)
     case QP_GGML_IQ3_XXS:
     case QP_GGML_IQ3_S:
     case QP_GGML_IQ2_S:
+    case QP_GGML_IQ1_S:
+    case QP_GGML_IQ1_M:
     case QP_GGML_IQ4_XS: fb = QP_GGML_IQ4_NL; break;
     case QP_GGML_TQ1_0:
     case QP_GGML_TQ2_0: fb = QP_GGML_Q4_0; break;   /* llama.cpp's "TODO: use a symmetric type instead" */
