@@ -25,7 +25,7 @@
  * distance, then index), built here for the keys of levels 0..2.
  *
  * Shapes: x[n] f32, n % 256 == 0 -> n/256 blocks; qw[n] (IQ1_S: not NULL). */
-#include "quant/ggml_impl.h"
+#include "quant/ggml_iq1s_impl.h"
 
 #include <float.h>
 #include <math.h>
@@ -341,7 +341,55 @@ static const float *iq1_m_xx(int s, int k, const float *x_p, const float *x_m)
     return s % 2 == 0 ? x_p : x_m;
 }
 
-static void iq1_m_block(const float *xbl, uint8_t *out, const float *qwbl, int *shifts)
+/* IQ1_M's exact split search (quantize_row_iq1_m_impl): for every split
+ * (i1, i2) of the sorted order and sign pair k, the four sums accumulated
+ * over the 16 weights in sorted order; the first best kept.  *scale comes
+ * in as the sub-block's max (ggml's value when nothing is accepted). */
+void qp_iq1_m_split_ref(const float *xb, const float *weight, const int *idx, float *scale_io, int *bi1, int *bi2,
+                        int *bk)
+{
+    const float x_p[3] = { -1 + DELTA, DELTA, 1 + DELTA };
+    const float x_m[3] = { -1 - DELTA, -DELTA, 1 - DELTA };
+    float best_score = -FLT_MIN, scale = *scale_io;
+    int besti1 = -1, besti2 = -1, best_k = -1;
+    for (int i1 = 0; i1 <= 16; ++i1) {
+        for (int i2 = i1; i2 <= 16; ++i2) {
+            float sumqx[4] = { 0, 0, 0, 0 }, sumq2[4] = { 0, 0, 0, 0 };
+            for (int j = 0; j < 16; ++j) {
+                const int i = idx[j];
+                const int g = j < i1 ? 0 : j < i2 ? 1 : 2;
+                const float wp = weight[i] * x_p[g], wm = weight[i] * x_m[g];
+                const float ap = wp * xb[i], am = wm * xb[i];
+                const float bp = wp * x_p[g], bm = wm * x_m[g];
+                /* first half: pairs 0, 1 take +; second half: 0, 2 */
+                const int s1 = i < 8 ? 1 : 2, s2 = i < 8 ? 2 : 1;
+                sumqx[0] += ap;
+                sumqx[s1] += ap;
+                sumqx[s2] += am;
+                sumqx[3] += am;
+                sumq2[0] += bp;
+                sumq2[s1] += bp;
+                sumq2[s2] += bm;
+                sumq2[3] += bm;
+            }
+            for (int k = 0; k < 4; ++k) {
+                if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
+                    scale = sumqx[k] / sumq2[k];
+                    best_score = scale * sumqx[k];
+                    besti1 = i1;
+                    besti2 = i2;
+                    best_k = k;
+                }
+            }
+        }
+    }
+    *scale_io = scale;
+    *bi1 = besti1;
+    *bi2 = besti2;
+    *bk = best_k;
+}
+
+static void iq1_m_block(const float *xbl, uint8_t *out, const float *qwbl, int *shifts, qp_iq1m_split_fn split)
 {
     const float x_p[3] = { -1 + DELTA, DELTA, 1 + DELTA };
     const float x_m[3] = { -1 - DELTA, -DELTA, 1 - DELTA };
@@ -373,39 +421,9 @@ static void iq1_m_block(const float *xbl, uint8_t *out, const float *qwbl, int *
         int idx[16];
         for (int j = 0; j < 16; ++j)
             idx[j] = pair_index(pairs, j);
-        float best_score = -FLT_MIN, scale = max;
+        float scale = max;
         int besti1 = -1, besti2 = -1, best_k = -1;
-        for (int i1 = 0; i1 <= 16; ++i1) {
-            for (int i2 = i1; i2 <= 16; ++i2) {
-                float sumqx[4] = { 0, 0, 0, 0 }, sumq2[4] = { 0, 0, 0, 0 };
-                for (int j = 0; j < 16; ++j) {
-                    const int i = idx[j];
-                    const int g = j < i1 ? 0 : j < i2 ? 1 : 2;
-                    const float wp = weight[i] * x_p[g], wm = weight[i] * x_m[g];
-                    const float ap = wp * xb[i], am = wm * xb[i];
-                    const float bp = wp * x_p[g], bm = wm * x_m[g];
-                    /* first half: pairs 0, 1 take +; second half: 0, 2 */
-                    const int s1 = i < 8 ? 1 : 2, s2 = i < 8 ? 2 : 1;
-                    sumqx[0] += ap;
-                    sumqx[s1] += ap;
-                    sumqx[s2] += am;
-                    sumqx[3] += am;
-                    sumq2[0] += bp;
-                    sumq2[s1] += bp;
-                    sumq2[s2] += bm;
-                    sumq2[3] += bm;
-                }
-                for (int k = 0; k < 4; ++k) {
-                    if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
-                        scale = sumqx[k] / sumq2[k];
-                        best_score = scale * sumqx[k];
-                        besti1 = i1;
-                        besti2 = i2;
-                        best_k = k;
-                    }
-                }
-            }
-        }
+        split(xb, weight, idx, &scale, &besti1, &besti2, &best_k);
         if (besti1 < 0) {   /* ggml asserts (all-zero or NaN weights) */
             besti1 = besti2 = 0;
             best_k = 0;
@@ -490,12 +508,17 @@ static void iq1_m_block(const float *xbl, uint8_t *out, const float *qwbl, int *
     }
 }
 
-void qp_iq1_m_row(const float *x, void *vy, int64_t n, const float *qw)
+void qp_iq1_m_row_search(const float *x, void *vy, int64_t n, const float *qw, qp_iq1m_split_fn split)
 {
     pthread_once(&g_once, build);
     uint8_t *y = vy;
     int shifts[16];
     memset(shifts, 0, sizeof shifts);
     for (int64_t ib = 0; ib < n / QP_QK_K; ++ib)
-        iq1_m_block(x + QP_QK_K * ib, y + 56 * ib, qw ? qw + QP_QK_K * ib : NULL, shifts);
+        iq1_m_block(x + QP_QK_K * ib, y + 56 * ib, qw ? qw + QP_QK_K * ib : NULL, shifts, split);
+}
+
+void qp_iq1_m_row(const float *x, void *y, int64_t n, const float *qw)
+{
+    qp_iq1_m_row_search(x, y, n, qw, qp_iq1_m_split_ref);
 }
