@@ -41,6 +41,7 @@
 #define GROUP_MAX_EPS_IQ1_M 1e-7f
 
 static int8_t g_pos[NGRID][8];   /* levels as 2l+1 (1, 3, 5) */
+static int16_t g_posc[8][NGRID]; /* the same, coordinate-major (the build's distances) */
 static int *g_kmap;              /* key -> index, or -(1 + offset of its list) */
 static uint16_t *g_nb;           /* lists: count, then indices */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -60,29 +61,35 @@ static int neighbours_of(int u, uint16_t *out)
     int8_t p[8];
     for (int k = 0; k < 8; ++k)
         p[k] = (int8_t)(2 * ((u >> 2 * k) & 3) + 1);
-    static _Thread_local int d2[NGRID];
+    int d2[NGRID];
+    for (int j = 0; j < NGRID; ++j)
+        d2[j] = 0;
+    for (int k = 0; k < 8; ++k)   /* coordinate-major: vectorizes */
+        for (int j = 0; j < NGRID; ++j) {
+            const int e = g_posc[k][j] - p[k];
+            d2[j] += e * e;
+        }
+    /* the three smallest distinct distances, then the points at them in
+     * (distance, index) order */
+    int m[3] = { INT32_MAX, INT32_MAX, INT32_MAX };
     for (int j = 0; j < NGRID; ++j) {
-        int s = 0;
-        for (int k = 0; k < 8; ++k)
-            s += (g_pos[j][k] - p[k]) * (g_pos[j][k] - p[k]);
-        d2[j] = s;
+        const int v = d2[j];
+        if (v < m[0]) {
+            m[2] = m[1];
+            m[1] = m[0];
+            m[0] = v;
+        } else if (v > m[0] && v < m[1]) {
+            m[2] = m[1];
+            m[1] = v;
+        } else if (v > m[1] && v < m[2]) {
+            m[2] = v;
+        }
     }
-    int n = 0, last = -1;
-    for (int w = 0; w < 3; ++w) {
-        int dmin = INT32_MAX;
+    int n = 0;
+    for (int w = 0; w < 3 && m[w] != INT32_MAX; ++w)
         for (int j = 0; j < NGRID; ++j)
-            if (d2[j] > last && d2[j] < dmin)
-                dmin = d2[j];
-        if (dmin == INT32_MAX)
-            break;
-        for (int j = 0; j < NGRID; ++j)
-            if (d2[j] == dmin) {
-                if (out)
-                    out[n] = (uint16_t)j;
-                n++;
-            }
-        last = dmin;
-    }
+            if (d2[j] == m[w])
+                out[n++] = (uint16_t)j;
     return n;
 }
 
@@ -98,25 +105,31 @@ static void build(void)
         for (int k = 0; k < 8; ++k) {
             const int l = (int8_t)(uint8_t)(qp_iq1s_grid[j] >> 8 * k) + 1;
             g_pos[j][k] = (int8_t)(2 * l + 1);
+            g_posc[k][j] = (int16_t)(2 * l + 1);
             u |= l << 2 * k;
         }
         g_kmap[u] = j;
     }
-    int total = 0;
-    for (int u = 0; u < KMAP_SIZE; ++u)
-        if (g_kmap[u] < 0 && key_in_range(u))
-            total += 1 + neighbours_of(u, NULL);
-    g_nb = malloc((size_t)total * sizeof *g_nb);
+    /* one pass: each list appended as found (count, then indices) */
+    size_t cap = 65536, counter = 0;
+    g_nb = malloc(cap * sizeof *g_nb);
     if (!g_nb)
         abort();
-    int counter = 0;
+    uint16_t tmp[NGRID];
     for (int u = 0; u < KMAP_SIZE; ++u) {
         if (g_kmap[u] >= 0 || !key_in_range(u))
             continue;
-        const int n = neighbours_of(u, g_nb + counter + 1);
-        g_kmap[u] = -(counter + 1);
+        const int n = neighbours_of(u, tmp);
+        if (counter + 1 + (size_t)n > cap) {
+            cap *= 2;
+            g_nb = realloc(g_nb, cap * sizeof *g_nb);
+            if (!g_nb)
+                abort();
+        }
+        g_kmap[u] = -(int)(counter + 1);
         g_nb[counter] = (uint16_t)n;
-        counter += 1 + n;
+        memcpy(g_nb + counter + 1, tmp, (size_t)n * sizeof *tmp);
+        counter += 1 + (size_t)n;
     }
 }
 
