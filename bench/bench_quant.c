@@ -1,7 +1,7 @@
 /* Quantization throughput: MB/s of f32 input for Q8_0, Q4_0, Q4_K, Q6_K,
  * IQ4_XS (without and with an imatrix, "IQ4_XS+im"), IQ3_XXS+im, IQ3_S
- * (without and with), IQ2_S+im, IQ2_XXS+im, IQ2_XS+im (these two exist only
- * with an imatrix), TQ1_0 and TQ2_0 with
+ * (without and with), IQ2_S+im, IQ2_XXS+im, IQ2_XS+im, IQ1_S+im (these three
+ * exist only with an imatrix), IQ1_M+im, TQ1_0 and TQ2_0 with
  * the fast path (qp_quantize) at 1 and 2 threads, the reference quantizer
  * (qp_quantize_ref, one thread), and a same-process memcpy of the same
  * bytes.  Input: 1024 rows × 4096 Gaussian weights (16 MiB), per-row scales
@@ -91,7 +91,7 @@ int main(int argc, char **argv)
         { QP_GGML_Q8_0, 0 }, { QP_GGML_Q4_0, 0 }, { QP_GGML_Q4_K, 0 }, { QP_GGML_Q6_K, 0 },
         { QP_GGML_IQ4_XS, 0 }, { QP_GGML_IQ4_XS, 1 }, { QP_GGML_IQ3_XXS, 1 }, { QP_GGML_IQ3_S, 0 },
         { QP_GGML_IQ3_S, 1 }, { QP_GGML_IQ2_S, 1 }, { QP_GGML_IQ2_XXS, 1 }, { QP_GGML_IQ2_XS, 1 },
-        { QP_GGML_TQ1_0, 0 }, { QP_GGML_TQ2_0, 0 },
+        { QP_GGML_IQ1_S, 1 }, { QP_GGML_IQ1_M, 1 }, { QP_GGML_TQ1_0, 0 }, { QP_GGML_TQ2_0, 0 },
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         const qp_ggml_type t = types[i].t;

@@ -166,6 +166,45 @@ static void dq_iq3_s(const qp_block_iq3_s *x, float *y, int64_t nb)
     }
 }
 
+/* IQ1_S: per 32, dl = d·(2l+1) and a shift ±IQ1S_DELTA; 11-bit indices */
+static void dq_iq1_s(const qp_block_iq1_s *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = QP_FP32(x[i].d);
+        for (int ib = 0; ib < 8; ++ib) {
+            const unsigned qh = x[i].qh[ib];
+            const float dl = d * (2 * ((qh >> 12) & 7) + 1);
+            const float delta = qh & 0x8000 ? -0.125f : 0.125f;
+            for (int l = 0; l < 4; ++l, y += 8) {
+                const uint64_t g = qp_iq1s_grid[x[i].qs[4 * ib + l] | (((qh >> 3 * l) & 7) << 8)];
+                for (int j = 0; j < 8; ++j)
+                    y[j] = dl * ((int8_t)(uint8_t)(g >> 8 * j) + delta);
+            }
+        }
+    }
+}
+
+/* IQ1_M: per 16, dl = d·(2l+1); a shift per 8; d from the scales' top nibbles */
+static void dq_iq1_m(const qp_block_iq1_m *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        uint16_t sc[4];
+        memcpy(sc, x[i].scales, 8);
+        const uint16_t s = (uint16_t)((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+        const float d = QP_FP32(s);
+        for (int ib = 0; ib < 16; ++ib) {
+            const float dl = d * (2 * ((sc[ib / 4] >> 3 * (ib % 4)) & 7) + 1);
+            const unsigned qh = x[i].qh[ib];
+            for (int l = 0; l < 2; ++l, y += 8) {
+                const uint64_t g = qp_iq1s_grid[x[i].qs[2 * ib + l] | ((qh << (8 - 4 * l)) & 0x700)];
+                const float delta = qh & (l ? 0x80 : 0x08) ? -0.125f : 0.125f;
+                for (int j = 0; j < 8; ++j)
+                    y[j] = dl * ((int8_t)(uint8_t)(g >> 8 * j) + delta);
+            }
+        }
+    }
+}
+
 /* IQ2_S: scales db = d·(0.5 + l)·0.25 per 16 weights; 10-bit grid indices
  * (bits 8, 9 from qh), eight grid bytes per index; one sign bit per weight */
 static void dq_iq2_s(const qp_block_iq2_s *x, float *y, int64_t nb)
@@ -414,6 +453,8 @@ void qp_ggml_dequantize_blocks(qp_ggml_type t, const void *src, float *dst, int6
     case QP_GGML_IQ2_XS: dq_iq2_xs(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ3_S: dq_iq3_s(src, dst, n / QP_QK_K); break;
     case QP_GGML_IQ2_S: dq_iq2_s(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ1_S: dq_iq1_s(src, dst, n / QP_QK_K); break;
+    case QP_GGML_IQ1_M: dq_iq1_m(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ1_0: dq_tq1_0(src, dst, n / QP_QK_K); break;
     case QP_GGML_TQ2_0: dq_tq2_0(src, dst, n / QP_QK_K); break;
     default: break;   /* not in quant/qtypes.c's table: callers check qp_qtype_get() first */

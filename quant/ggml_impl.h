@@ -65,6 +65,13 @@ typedef struct { uint16_t d; uint8_t qs[64]; uint8_t qh[8]; uint8_t signs[32]; u
 /* 32 groups of 8: qs[0..32) low bytes of 10-bit grid indices, qs[32..64)
  * signs, qh[8] high bits, 16 4-bit scales (ggml_iq2s.c) */
 typedef struct { uint16_t d; uint8_t qs[64]; uint8_t qh[8]; uint8_t scales[8]; } qp_block_iq2_s;   /* 82 B */
+/* 8 sub-blocks of 32: qs low bytes of 11-bit grid indices; qh u16 per
+ * sub-block: 4×3 high bits, 3-bit scale, shift sign (ggml_iq1s.c) */
+typedef struct { uint16_t d; uint8_t qs[32]; uint16_t qh[8]; } qp_block_iq1_s;      /* 50 B */
+/* 16 sub-blocks of 16: qs low bytes; qh per 16: 2×(3 high bits, shift
+ * sign); scales u16[4]: 3-bit scales and the fp16 super-scale's nibbles
+ * in bits 12..15 (ggml_iq1s.c) */
+typedef struct { uint8_t qs[32]; uint8_t qh[16]; uint8_t scales[8]; } qp_block_iq1_m; /* 56 B */
 
 _Static_assert(sizeof(qp_block_q4_0) == 18, "q4_0 layout");
 _Static_assert(sizeof(qp_block_q4_1) == 20, "q4_1 layout");
@@ -85,6 +92,8 @@ _Static_assert(sizeof(qp_block_iq2_xxs) == 66, "iq2_xxs layout");
 _Static_assert(sizeof(qp_block_iq2_xs) == 74, "iq2_xs layout");
 _Static_assert(sizeof(qp_block_iq3_s) == 110, "iq3_s layout");
 _Static_assert(sizeof(qp_block_iq2_s) == 82, "iq2_s layout");
+_Static_assert(sizeof(qp_block_iq1_s) == 50, "iq1_s layout");
+_Static_assert(sizeof(qp_block_iq1_m) == 56, "iq1_m layout");
 
 #define QP_FP16(x) qp_f32_to_f16(x)      /* = GGML_FP32_TO_FP16 (round to nearest even) */
 #define QP_FP32(h) qp_f16_to_f32(h)
@@ -219,6 +228,14 @@ extern const uint32_t qp_iq3s_grid[512];
 void qp_iq2_s_row(const float *x, void *y, int64_t n, const float *qw);
 void qp_iq2_s_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
 extern const uint64_t qp_iq2s_grid[1024];
+/* IQ1_S / IQ1_M as llama-quantize produces them (quantize_iq1_s /
+ * quantize_iq1_m); IQ1_S needs qw (n floats, not NULL), IQ1_M takes NULL.
+ * qp_iq1s_grid: ggml-common.h's iq1s_grid (coordinates -1, 0, 1). */
+void qp_iq1_s_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq1_m_row(const float *x, void *y, int64_t n, const float *qw);
+void qp_iq1_s_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
+void qp_iq1_m_fast(const float *x, void *y, int64_t n, const float *qw);   /* same bytes */
+extern const uint64_t qp_iq1s_grid[2048];
 /* TQ1_0 / TQ2_0: quantize_row_tq*_ref (llama-quantize ignores the imatrix). */
 void qp_tq1_0_ref(const float *x, void *y, int64_t n);
 void qp_tq2_0_ref(const float *x, void *y, int64_t n);

@@ -41,6 +41,8 @@ static const struct {
     { QP_FTYPE_MOSTLY_IQ2_XS, "IQ2_XS", QP_GGML_IQ2_XS },
     { QP_FTYPE_MOSTLY_IQ2_S, "IQ2_S", QP_GGML_IQ2_XS },   /* llama-quantize's default_type, not IQ2_S */
     { QP_FTYPE_MOSTLY_IQ2_M, "IQ2_M", QP_GGML_IQ2_S },
+    { QP_FTYPE_MOSTLY_IQ1_S, "IQ1_S", QP_GGML_IQ1_S },
+    { QP_FTYPE_MOSTLY_IQ1_M, "IQ1_M", QP_GGML_IQ1_M },
     { QP_FTYPE_MOSTLY_IQ3_XXS, "IQ3_XXS", QP_GGML_IQ3_XXS },
     { QP_FTYPE_MOSTLY_IQ3_XS, "IQ3_XS", QP_GGML_IQ3_S },
     { QP_FTYPE_MOSTLY_IQ3_S, "IQ3_S", QP_GGML_IQ3_S },
@@ -49,16 +51,6 @@ static const struct {
     { QP_FTYPE_MOSTLY_TQ2_0, "TQ2_0", QP_GGML_TQ2_0 },
 };
 #define N_FTYPES (sizeof(ftypes) / sizeof(ftypes[0]))
-
-/* llama.h names of the file types these rules refuse (for the message). */
-static const char *other_ftype_name(int f)
-{
-    switch (f) {
-    case 24: return "IQ1_S";
-    case 31: return "IQ1_M";
-    default: return "unknown";
-    }
-}
 
 const char *qp_llama_ftype_name(qp_llama_ftype f)
 {
@@ -147,14 +139,21 @@ static int is_iq2_sm_ftype(qp_llama_ftype ft)
     return ft == QP_FTYPE_MOSTLY_IQ2_S || ft == QP_FTYPE_MOSTLY_IQ2_M;
 }
 
-static int is_iq2_ftype(qp_llama_ftype ft)
+static int is_iq1_ftype(qp_llama_ftype ft)
 {
-    return ft == QP_FTYPE_MOSTLY_IQ2_XXS || ft == QP_FTYPE_MOSTLY_IQ2_XS || is_iq2_sm_ftype(ft);
+    return ft == QP_FTYPE_MOSTLY_IQ1_S || ft == QP_FTYPE_MOSTLY_IQ1_M;
 }
 
-/* llama_tensor_get_type's branch for the IQ2_XXS / IQ2_XS / IQ2_S / IQ2_M
- * file types (the IQ1_S, IQ1_M parts are not kept): it replaces the general
- * attn_v … ffn_down rules below (an else-if chain). */
+/* the file types of llama_tensor_get_type's IQ2 / IQ1 branch */
+static int is_iq2_ftype(qp_llama_ftype ft)
+{
+    return ft == QP_FTYPE_MOSTLY_IQ2_XXS || ft == QP_FTYPE_MOSTLY_IQ2_XS || is_iq2_sm_ftype(ft) || is_iq1_ftype(ft);
+}
+
+/* llama_tensor_get_type's branch for the IQ2_XXS / IQ2_XS / IQ2_S / IQ2_M /
+ * IQ1_S / IQ1_M file types: it replaces the general attn_v … ffn_down rules
+ * below (an else-if chain).  IQ1_S / IQ1_M as IQ2_XXS, but IQ2_XXS for
+ * attn_output (Q5_K with 8 experts). */
 static qp_ggml_type iq2_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name, int i_layer,
                              const qp_ggml_mix_ctx *c)
 {
@@ -167,7 +166,8 @@ static qp_ggml_type iq2_rule(qp_ggml_type t, qp_llama_ftype ft, const char *name
     if (has(name, "ffn_down"))
         return i_layer < c->n_layer / 8 ? low : t;
     if (has(name, "attn_output.weight"))
-        return c->n_expert == 8 ? QP_GGML_Q5_K : is_iq2_sm_ftype(ft) ? QP_GGML_IQ3_S : t;
+        return c->n_expert == 8 ? QP_GGML_Q5_K : is_iq2_sm_ftype(ft) ? QP_GGML_IQ3_S
+                                               : is_iq1_ftype(ft)    ? QP_GGML_IQ2_XXS : t;
     return t;
 }
 
@@ -339,8 +339,7 @@ int qp_ggml_mix_tensor_type(qp_ggml_mix_choice *out, qp_llama_ftype ftype, const
     memset(out, 0, sizeof(*out));
     out->type = c->src_type;
     if (d < 0)
-        return qp_error_set(QP_EUSAGE, "tensor '%s': file type %d (%s) is not supported", name, (int)ftype,
-                            other_ftype_name((int)ftype));
+        return qp_error_set(QP_EUSAGE, "tensor '%s': file type %d is not supported", name, (int)ftype);
     /* ggml_n_dims: trailing dimensions of 1 do not count */
     int eff = 1;
     for (int i = 0; i < n_dims; i++)

@@ -30,13 +30,13 @@ typedef enum {
     QP_FTYPE_MOSTLY_IQ2_XXS = 19, QP_FTYPE_MOSTLY_IQ2_XS = 20,
     QP_FTYPE_MOSTLY_Q2_K_S = 21, QP_FTYPE_MOSTLY_IQ4_NL = 25, QP_FTYPE_MOSTLY_IQ4_XS = 30,
     QP_FTYPE_MOSTLY_IQ3_XS = 22, QP_FTYPE_MOSTLY_IQ3_XXS = 23, QP_FTYPE_MOSTLY_IQ3_S = 26, QP_FTYPE_MOSTLY_IQ3_M = 27,
-    QP_FTYPE_MOSTLY_IQ2_S = 28, QP_FTYPE_MOSTLY_IQ2_M = 29,
+    QP_FTYPE_MOSTLY_IQ2_S = 28, QP_FTYPE_MOSTLY_IQ2_M = 29, QP_FTYPE_MOSTLY_IQ1_S = 24, QP_FTYPE_MOSTLY_IQ1_M = 31,
     QP_FTYPE_MOSTLY_BF16 = 32, QP_FTYPE_MOSTLY_TQ1_0 = 36, QP_FTYPE_MOSTLY_TQ2_0 = 37,
 } qp_llama_ftype;
 
 /* Name as llama-quantize's command line spells it ("Q4_K_M", "F32", "F16",
  * "BF16", "Q2_K_S", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ2_XXS", "IQ2_XS",
- * "IQ2_S", "IQ2_M", "TQ1_0"); NULL for an id not in the enum above. */
+ * "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "TQ1_0"); NULL for an id not in the enum above. */
 const char *qp_llama_ftype_name(qp_llama_ftype f);
 /* Case-insensitive; "Q3_K" / "Q4_K" / "Q5_K" mean the _M variants as in
  * llama-quantize.  -1 when unknown (no error set). */

@@ -88,6 +88,16 @@ static void row_iq2_s_fast(const float *x, void *y, int64_t n)
     qp_iq2_s_fast(x, y, n, NULL);
 }
 
+static void row_iq1_m(const float *x, void *y, int64_t n)
+{
+    qp_iq1_m_row(x, y, n, NULL);
+}
+
+static void row_iq1_m_fast(const float *x, void *y, int64_t n)
+{
+    qp_iq1_m_fast(x, y, n, NULL);
+}
+
 /* Which ggml types qpipe can write, and how.  Names, block sizes and bytes
  * per block come from the one ggml type table (common/ggml_types.h), copied
  * into `info` once, so the two can never disagree. */
@@ -113,6 +123,8 @@ static qtype_entry table[] = {
     { INFO_NEEDS_IMATRIX(QP_GGML_IQ2_XS), NULL, qp_iq2_xs_row, NULL, qp_iq2_xs_fast },
     { INFO(QP_GGML_IQ3_S, 1, 1), row_iq3_s, qp_iq3_s_row, row_iq3_s_fast, qp_iq3_s_fast },
     { INFO(QP_GGML_IQ2_S, 1, 1), row_iq2_s, qp_iq2_s_row, row_iq2_s_fast, qp_iq2_s_fast },
+    { INFO_NEEDS_IMATRIX(QP_GGML_IQ1_S), NULL, qp_iq1_s_row, NULL, qp_iq1_s_fast },
+    { INFO(QP_GGML_IQ1_M, 1, 1), row_iq1_m, qp_iq1_m_row, row_iq1_m_fast, qp_iq1_m_fast },
     { INFO(QP_GGML_TQ1_0, 1, 0), qp_tq1_0_ref, NULL, qp_tq1_0_fast, NULL },
     { INFO(QP_GGML_TQ2_0, 1, 0), qp_tq2_0_ref, NULL, qp_tq2_0_fast, NULL },
     { INFO(QP_GGML_BF16, 0, 0), row_bf16, NULL, NULL, NULL },
@@ -199,6 +211,8 @@ int qp_qtype_fallback(qp_ggml_type *out, qp_ggml_type t, int64_t n_per_row)
     case QP_GGML_IQ3_XXS:
     case QP_GGML_IQ3_S:
     case QP_GGML_IQ2_S:
+    case QP_GGML_IQ1_S:
+    case QP_GGML_IQ1_M:
     case QP_GGML_IQ4_XS: fb = QP_GGML_IQ4_NL; break;
     case QP_GGML_TQ1_0:
     case QP_GGML_TQ2_0: fb = QP_GGML_Q4_0; break;   /* llama.cpp's "TODO: use a symmetric type instead" */

@@ -126,6 +126,7 @@ static int rate_slot(int fmt, int type)
     case QP_GGML_Q5_K: case QP_GGML_Q6_K: return QP_EST_Q6K;
     case QP_GGML_Q2_K: case QP_GGML_Q3_K: case QP_GGML_Q4_K: case QP_GGML_IQ4_NL: case QP_GGML_IQ4_XS:
     case QP_GGML_IQ3_XXS: case QP_GGML_IQ3_S: case QP_GGML_IQ2_S: case QP_GGML_IQ2_XXS: case QP_GGML_IQ2_XS:
+    case QP_GGML_IQ1_S: case QP_GGML_IQ1_M:
         return QP_EST_Q4K;   /* searches per sub-block */
     default: return QP_EST_Q80;
     }

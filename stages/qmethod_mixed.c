@@ -98,7 +98,8 @@ static unsigned mixed_file_type(const qp_artifact *model)
         {QP_GGML_IQ4_NL, QP_FTYPE_MOSTLY_IQ4_NL}, {QP_GGML_IQ4_XS, QP_FTYPE_MOSTLY_IQ4_XS},
         {QP_GGML_IQ3_S, QP_FTYPE_MOSTLY_IQ3_S}, {QP_GGML_IQ3_XXS, QP_FTYPE_MOSTLY_IQ3_XXS},
         {QP_GGML_IQ2_XXS, QP_FTYPE_MOSTLY_IQ2_XXS}, {QP_GGML_IQ2_XS, QP_FTYPE_MOSTLY_IQ2_XS},
-        {QP_GGML_IQ2_S, QP_FTYPE_MOSTLY_IQ2_S},
+        {QP_GGML_IQ2_S, QP_FTYPE_MOSTLY_IQ2_S}, {QP_GGML_IQ1_S, QP_FTYPE_MOSTLY_IQ1_S},
+        {QP_GGML_IQ1_M, QP_FTYPE_MOSTLY_IQ1_M},
         {QP_GGML_TQ1_0, QP_FTYPE_MOSTLY_TQ1_0}, {QP_GGML_TQ2_0, QP_FTYPE_MOSTLY_TQ2_0},
     };
     const size_t n = sizeof(names) / sizeof(names[0]);

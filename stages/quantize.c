@@ -33,10 +33,10 @@ static const qp_param_spec params[] = {
     {"sym", QP_P_BOOL, "false", NULL, 0, -1, 0, "symmetric grid (no zero point)"},
     {"type", QP_P_STRING, "Q4_K_M",
      "Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q2_K_S|Q3_K|Q3_K_S|Q3_K_M|Q3_K_L|Q4_K|Q4_K_S|Q4_K_M|Q5_K|Q5_K_S|Q5_K_M|"
-     "Q6_K|IQ4_NL|IQ4_XS|IQ3_XXS|IQ3_XS|IQ3_S|IQ3_M|IQ2_XXS|IQ2_XS|IQ2_S|IQ2_M|TQ1_0|TQ2_0|F16|BF16", 0, -1, 0,
+     "Q6_K|IQ4_NL|IQ4_XS|IQ3_XXS|IQ3_XS|IQ3_S|IQ3_M|IQ2_XXS|IQ2_XS|IQ2_S|IQ2_M|IQ1_S|IQ1_M|TQ1_0|TQ2_0|F16|BF16", 0, -1, 0,
      "method gguf: llama-quantize's file type (Q4_K = Q4_K_M, as there); with pure: its default block type "
-     "(IQ2_S: IQ2_XS, IQ2_M: IQ2_S, as there; IQ2_XXS, IQ2_XS, IQ2_S: an imatrix entry for every tensor of "
-     "that type, else refused as llama-quantize does)"},
+     "(IQ2_S: IQ2_XS, IQ2_M: IQ2_S, as there; IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M: an imatrix entry for every "
+     "tensor of that type, but token_embd and output for IQ1_M, else refused as llama-quantize does)"},
     {"imatrix", QP_P_PATH, "", NULL, 0, -1, QP_PF_CONTENT,
      "llama.cpp imatrix.dat to weight the error (instead of a calibrate input)"},
     {"mse", QP_P_BOOL, "false", NULL, 0, -1, 0, "MSE-optimal clipping search per group"},

@@ -178,6 +178,44 @@ static void decode_iq2_s(const unsigned char *b, float *y)
     }
 }
 
+/* IQ1_S block (d, qs[32] index low bytes, qh u16[8]: per 32 weights four
+ * 3-bit index highs, scale l in bits 12..14, shift sign bit 15) -> y[256]:
+ * d·(2l+1)·(g ± 0.125), g in -1/0/1 from ggml-common.h's iq1s_grid */
+extern const uint64_t qp_iq1s_grid[2048];
+
+static void decode_iq1_s(const unsigned char *b, float *y)
+{
+    const float d = qp_f16_to_f32(get16(b));
+    for (int g = 0; g < 32; g++) {   /* group g: weights 8g..8g+7, sub-block g/4 */
+        const unsigned qh = get16(b + 34 + 2 * (g / 4));
+        const float dl = d * (float)(2 * ((qh >> 12) & 7) + 1);
+        const float delta = qh & 0x8000 ? -0.125f : 0.125f;
+        const int index = b[2 + g] | (int)((qh >> (3 * (g % 4))) & 7) << 8;
+        for (int j = 0; j < 8; j++)
+            y[8 * g + j] = dl * ((float)(int8_t)((qp_iq1s_grid[index] >> (8 * j)) & 0xff) + delta);
+    }
+}
+
+/* IQ1_M block (qs[32], qh[16]: per 16 weights two (3-bit index high, shift
+ * sign) nibbles, scales u16[4]: 3-bit scales, fp16 d in the top nibbles) */
+static void decode_iq1_m(const unsigned char *b, float *y)
+{
+    uint16_t sc[4];
+    for (int i = 0; i < 4; i++)
+        sc[i] = get16(b + 48 + 2 * i);
+    const uint16_t dh = (uint16_t)((sc[0] >> 12) | (sc[1] >> 12) << 4 | (sc[2] >> 12) << 8 | (sc[3] >> 12) << 12);
+    const float d = qp_f16_to_f32(dh);
+    for (int g = 0; g < 32; g++) {   /* group g: sub-block g/2 of 16 */
+        const int ib = g / 2;
+        const float dl = d * (float)(2 * ((sc[ib / 4] >> (3 * (ib % 4))) & 7) + 1);
+        const int nib = (b[32 + ib] >> (4 * (g % 2))) & 15;
+        const float delta = nib & 8 ? -0.125f : 0.125f;
+        const int index = b[g] | (nib & 7) << 8;
+        for (int j = 0; j < 8; j++)
+            y[8 * g + j] = dl * ((float)(int8_t)((qp_iq1s_grid[index] >> (8 * j)) & 0xff) + delta);
+    }
+}
+
 /* TQ2_0 block (qs[64], d) -> y[256] */
 static void decode_tq2_0(const unsigned char *b, float *y)
 {
@@ -287,11 +325,46 @@ static void test_layouts(void **state)
     put16(b + 52, 0x3c00);
     b[0] = 207;
     b[48 + 1] = (unsigned char)((((2 * 3 + 0) * 3 + 1) * 3 + 2) * 3 * 256 / 243 + 1);   /* 177·256/243 -> 187 */
+    /* IQ1_S: d = 1; sub-block 0: index 0x100 | 2 (qh bits 0..2 = 1), scale
+     * l = 1 (x3), shift -0.125 (bit 15); group 4 (sub-block 1) index 0,
+     * l = 0, +0.125 */
+    unsigned char b1[56];
+    memset(b1, 0, sizeof b1);
+    put16(b1, 0x3c00);
+    b1[2] = 2;
+    put16(b1 + 34, 0x9001);
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ1_S, b1, y, 256), 0);
+    for (int j = 0; j < 8; j++) {
+        const float g = (float)(int8_t)((qp_iq1s_grid[258] >> (8 * j)) & 0xff);
+        assert_true(y[j] == 3.f * (g - 0.125f));
+        assert_true(y[32 + j] == (float)(int8_t)(qp_iq1s_grid[0] >> (8 * j) & 0xff) + 0.125f);
+    }
+    /* IQ1_M: d = 1 (0x3c00 in the scales' top nibbles: sc[2] = 0xc000,
+     * sc[3] = 0x3000); sub-block 0 scale 2 (x5); group 1 index 0x300 | 7
+     * (qh[0] high nibble 0xb: high bits 3, sign -) */
+    memset(b1, 0, sizeof b1);
+    b1[1] = 7;
+    b1[32] = 0xb0;
+    put16(b1 + 48, 0x0002);
+    put16(b1 + 52, 0xc000);
+    put16(b1 + 54, 0x3000);
+    assert_int_equal(qp_dequantize_row(QP_GGML_IQ1_M, b1, y, 256), 0);
+    for (int j = 0; j < 8; j++) {
+        const float g = (float)(int8_t)((qp_iq1s_grid[0x307] >> (8 * j)) & 0xff);
+        assert_true(y[8 + j] == 5.f * (g - 0.125f));
+        assert_true(y[j] == 5.f * ((float)(int8_t)(qp_iq1s_grid[0] >> (8 * j) & 0xff) + 0.125f));
+    }
+
     assert_int_equal(qp_dequantize_row(QP_GGML_TQ1_0, b, y, 256), 0);
     assert_true(y[0] == 1.0f && y[32] == 0.0f && y[64] == -1.0f && y[96] == 1.0f && y[128] == 0.0f);
     assert_true(y[241] == 1.0f && y[245] == -1.0f && y[249] == 0.0f && y[253] == 1.0f);
     assert_true(y[1] == -1.0f);   /* qs[1] = 0: five trits 0 -> −1 */
 }
+
+/* IQ1 oracle figures, measured once: the IQ1_S mix's blocks and errors */
+#define IQ1S_BLOCKS 16128
+#define IQ1S_ERR 0.48717
+#define IQ1M_ERR 0.47669
 
 typedef void (*decode_fn)(const unsigned char *b, float *y);
 
@@ -377,6 +450,15 @@ static void test_oracle_decode(void **state)
     print_message("mix-IQ2_M.gguf IQ2_S %zu blocks decoded identically, relative RMS error %.5f\n", blocks, e);
     assert_true(blocks == 16128);
     assert_true(e > 0.85 * 0.24952 && e < 1.15 * 0.24952);   /* measured once */
+    /* IQ1_S: no --pure file either; the IQ1_S mix's 30 IQ1_S tensors */
+    const double e1 = check_oracle("mix-IQ1_S.gguf", QP_GGML_IQ1_S, decode_iq1_s, &blocks);
+    print_message("mix-IQ1_S.gguf IQ1_S %zu blocks decoded identically, relative RMS error %.5f\n", blocks, e1);
+    assert_true(blocks == IQ1S_BLOCKS);
+    assert_true(e1 > 0.85 * IQ1S_ERR && e1 < 1.15 * IQ1S_ERR);   /* measured once */
+    const double e2 = check_oracle("IQ1_M-imatrix.gguf", QP_GGML_IQ1_M, decode_iq1_m, &blocks);
+    print_message("IQ1_M-imatrix.gguf %zu blocks decoded identically, relative RMS error %.5f\n", blocks, e2);
+    assert_true(blocks == 20480);
+    assert_true(e2 > 0.85 * IQ1M_ERR && e2 < 1.15 * IQ1M_ERR);   /* measured once */
 }
 
 int main(void)

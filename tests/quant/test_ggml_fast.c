@@ -93,7 +93,8 @@ static void test_fast_kernels_many_blocks(void **state)
     qp_test_seed(7);
     static const qp_ggml_type kinds[] = { QP_GGML_Q8_0, QP_GGML_Q4_0, QP_GGML_Q4_1, QP_GGML_Q5_0, QP_GGML_Q5_1,
                                       QP_GGML_Q4_K, QP_GGML_Q5_K, QP_GGML_Q6_K, QP_GGML_IQ4_XS,
-                                      QP_GGML_IQ3_XXS, QP_GGML_IQ3_S, QP_GGML_IQ2_S, QP_GGML_TQ1_0, QP_GGML_TQ2_0 };
+                                      QP_GGML_IQ3_XXS, QP_GGML_IQ3_S, QP_GGML_IQ2_S, QP_GGML_IQ1_M, QP_GGML_TQ1_0,
+                                      QP_GGML_TQ2_0 };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         check_type(qp_qtype_get(kinds[i]), 64, 2048, 0);
     /* IQ4_XS's and IQ3_XXS's kernels also take the imatrix; IQ2_XXS's and
@@ -104,6 +105,7 @@ static void test_fast_kernels_many_blocks(void **state)
     check_type(qp_qtype_get(QP_GGML_IQ2_XS), 64, 2048, 1);
     check_type(qp_qtype_get(QP_GGML_IQ3_S), 64, 2048, 1);
     check_type(qp_qtype_get(QP_GGML_IQ2_S), 64, 2048, 1);
+    check_type(qp_qtype_get(QP_GGML_IQ1_M), 64, 2048, 1);
 }
 
 /* A bad weight anywhere: one-line error naming the first one, whatever the

@@ -649,13 +649,13 @@ static void test_overrides_and_refusals(void **state)
     assert_int_equal(ch.type, QP_GGML_Q8_0);
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "token_embd.weight", 2, ne, &ctx), 0);
     assert_int_equal(ch.type, QP_GGML_Q4_0);
-    ctx.output_type = 19;   /* IQ1_S: not a qpipe type */
+    ctx.output_type = 9;   /* Q8_1: not a qpipe type */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_Q4_K_M, "output.weight", 2, ne, &ctx), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 19 is not supported");
+    assert_string_equal(qp_error_last(), "tensor 'output.weight': override type 9 is not supported");
 
     qp_ggml_mix_ctx_init(&ctx, 6, 8, 4, 0);
-    assert_int_equal(qp_ggml_mix_tensor_type(&ch, 24, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
-    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': file type 24 (IQ1_S) is not supported");
+    assert_int_equal(qp_ggml_mix_tensor_type(&ch, 99, "blk.0.attn_q.weight", 2, ne, &ctx), QP_EUSAGE);
+    assert_string_equal(qp_error_last(), "tensor 'blk.0.attn_q.weight': file type 99 is not supported");
     /* IQ3_XXS's attn_q / attn_k are IQ2_S: llama.cpp refuses them without an imatrix */
     assert_int_equal(qp_ggml_mix_tensor_type(&ch, QP_FTYPE_MOSTLY_IQ3_XXS, "blk.0.attn_k.weight", 2, ne, &ctx),
                      QP_EUSAGE);
@@ -707,11 +707,72 @@ static void test_names(void **state)
     assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ4_XS), QP_GGML_IQ4_XS);
     assert_int_equal(qp_llama_ftype_parse(NULL), -1);
     assert_string_equal(qp_llama_ftype_name(QP_FTYPE_MOSTLY_Q6_K), "Q6_K");
-    assert_null(qp_llama_ftype_name((qp_llama_ftype)24));
+    /* llama.h: LLAMA_FTYPE_MOSTLY_IQ1_S = 24, IQ1_M = 31 */
+    assert_int_equal(qp_llama_ftype_parse("IQ1_S"), 24);
+    assert_int_equal(qp_llama_ftype_parse("iq1_m"), 31);
+    assert_string_equal(qp_llama_ftype_name((qp_llama_ftype)24), "IQ1_S");
+    assert_string_equal(qp_llama_ftype_name((qp_llama_ftype)31), "IQ1_M");
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ1_S), QP_GGML_IQ1_S);
+    assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_IQ1_M), QP_GGML_IQ1_M);
+    assert_null(qp_llama_ftype_name((qp_llama_ftype)33));
     assert_int_equal(qp_llama_ftype_default_type(QP_FTYPE_MOSTLY_Q3_K_L), QP_GGML_Q3_K);
     assert_int_equal(qp_llama_ftype_default_type((qp_llama_ftype)99), -1);
     assert_string_equal(qp_ggml_type_log_name(QP_GGML_Q6_K), "q6_K");
     assert_string_equal(qp_ggml_type_log_name(QP_GGML_IQ4_NL), "iq4_nl");
+}
+
+/* IQ1_S and IQ1_M: llama_tensor_get_type's IQ2 branch as for IQ2_XXS
+ * (token_embd and MHA attn_v and the first eighth of ffn_down Q2_K, output
+ * Q5_K), but attn_output IQ2_XXS (Q5_K with 8 experts); the refusal table
+ * spares IQ1_M's token_embd and output, not IQ1_S's */
+static void test_iq1_file_type_rules(void **state)
+{
+    (void)state;
+    qp_ggml_mix_ctx gqa, mha;
+    qp_ggml_mix_choice ch;
+    char name[64];
+    const int64_t ne_v[2] = { 4096, 1024 }, ne_d[2] = { 14336, 4096 }, ne_o[2] = { 4096, 4096 };
+    const int64_t ne_e[2] = { 4096, 32000 }, ne_odd[2] = { 4160, 64 };
+    qp_ggml_mix_ctx_init(&gqa, 32, 32, 8, 0);
+    qp_ggml_mix_ctx_init(&mha, 32, 32, 32, 0);
+    gqa.has_imatrix = mha.has_imatrix = 1;
+    static const qp_llama_ftype fts[] = { QP_FTYPE_MOSTLY_IQ1_S, QP_FTYPE_MOSTLY_IQ1_M };
+    static const qp_ggml_type ts[] = { QP_GGML_IQ1_S, QP_GGML_IQ1_M };
+    for (size_t k = 0; k < 2; k++) {
+        assert_int_equal(qp_llama_ftype_default_type(fts[k]), (int)ts[k]);
+        for (int i = 0; i < 32; i++) {
+            snprintf(name, sizeof(name), "blk.%d.attn_v.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_v, &gqa), 0);
+            assert_int_equal(ch.type, QP_GGML_Q4_K);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_v, &mha), 0);
+            assert_int_equal(ch.type, QP_GGML_Q2_K);
+            snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_d, &gqa), 0);
+            assert_int_equal(ch.type, i < 4 ? QP_GGML_Q2_K : ts[k]);
+            snprintf(name, sizeof(name), "blk.%d.attn_output.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_o, &gqa), 0);
+            assert_int_equal(ch.type, QP_GGML_IQ2_XXS);
+            snprintf(name, sizeof(name), "blk.%d.attn_k.weight", i);
+            assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], name, 2, ne_v, &gqa), 0);
+            assert_int_equal(ch.type, ts[k]);
+        }
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "output.weight", 2, ne_e, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "token_embd.weight", 2, ne_e, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_Q2_K);
+        mha.n_expert = 8;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.9.attn_k.weight", 2, ne_v, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q4_K);
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.9.attn_output.weight", 2, ne_o, &mha), 0);
+        assert_int_equal(ch.type, QP_GGML_Q5_K);
+        mha.n_expert = 0;
+        assert_int_equal(qp_ggml_mix_tensor_type(&ch, fts[k], "blk.3.attn_q.weight", 2, ne_odd, &gqa), 0);
+        assert_int_equal(ch.type, QP_GGML_IQ4_NL);
+        assert_int_equal(ch.fallback, 1);
+        assert_true(qp_ggml_needs_imatrix(ts[k], fts[k], "blk.3.attn_q.weight"));
+        assert_int_equal(qp_ggml_needs_imatrix(ts[k], fts[k], "output.weight"), k == 0);
+        assert_int_equal(qp_ggml_needs_imatrix(ts[k], fts[k], "token_embd.weight"), k == 0);
+    }
 }
 
 int main(void)
@@ -730,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_overrides_and_refusals),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_iq2_file_type_rules),
+        cmocka_unit_test(test_iq1_file_type_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,9 +17,10 @@ static void test_table_matches_gguf(void **state)
     (void)state;
     static const char *names[] = { "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
                                    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
-                                   "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ3_S", "IQ2_S", "TQ1_0", "TQ2_0", "BF16" };
-    assert_int_equal(qp_qtype_count(), 22);
-    for (size_t i = 0; i < 22; i++) {
+                                   "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ3_S", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0",
+                                   "TQ2_0", "BF16" };
+    assert_int_equal(qp_qtype_count(), 24);
+    for (size_t i = 0; i < 24; i++) {
         const qp_qtype_info *a = qp_qtype_at(i);
         assert_string_equal(a->name, names[i]);
         assert_ptr_equal(qp_qtype_get(a->type), a);
@@ -30,7 +31,16 @@ static void test_table_matches_gguf(void **state)
         assert_int_equal(a->is_quantized, a->block > 1);
         assert_true(a->bits_per_weight == 8.0 * (double)a->type_size / a->block);
     }
-    assert_null(qp_qtype_at(22));
+    assert_null(qp_qtype_at(24));
+    /* ggml.h: GGML_TYPE_IQ1_S = 19, IQ1_M = 29 (50 and 56 bytes per 256);
+     * IQ1_S only with an imatrix, IQ1_M without one too */
+    assert_int_equal(qp_qtype_by_name("iq1_s")->type, 19);
+    assert_int_equal(qp_qtype_by_name("iq1_m")->type, 29);
+    assert_true(qp_qtype_get(QP_GGML_IQ1_S)->bits_per_weight == 1.5625);
+    assert_true(qp_qtype_get(QP_GGML_IQ1_M)->bits_per_weight == 1.75);
+    assert_true(qp_qtype_get(QP_GGML_IQ1_S)->needs_imatrix);
+    assert_false(qp_qtype_get(QP_GGML_IQ1_M)->needs_imatrix);
+    assert_true(qp_qtype_get(QP_GGML_IQ1_M)->uses_imatrix);
     /* ggml.h: GGML_TYPE_IQ2_XXS = 16, IQ2_XS = 17 (66 and 74 bytes per 256) */
     assert_int_equal(qp_qtype_by_name("iq2_xxs")->type, 16);
     assert_int_equal(qp_qtype_by_name("iq2_xs")->type, 17);
