@@ -25,8 +25,8 @@ declare -A with=(
   [nf4]="double_quant: true"
   [int8]=""
   [gptq]="bits: 4, group_size: 128"
-  [awq]="bits: 4, group_size: 128"
-  [mixed]="ladder: [Q4_K, Q6_K], max_bpw: 5.0, windows: 4"
+  [awq]="bits: 4, group_size: 128, clip: false, duo_scaling: \"false\""
+  [mixed]="ladder: [Q4_K, Q6_K], max_kld: 100, windows: 2"
 )
 declare -A source_of=([gguf]=q_gguf [gptq]=q_gptq [awq]=q_awq [safetensors]=q_rtn [bitsandbytes]=q_nf4)
 declare -A weights_of=([gguf]='*.gguf' [gptq]=model.safetensors [awq]=model.safetensors

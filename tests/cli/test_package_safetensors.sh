@@ -19,7 +19,7 @@ stages:
   model: {uses: fetch, with: {source: src}}
   calib: {uses: calibrate, needs: [model], with: {dataset: "$SHARED/data/shakespeare/train.txt", samples: 16, seq_len: 128, seed: 0}}
   q: {uses: quantize, needs: [model, calib], with: {method: gptq, bits: 4, group_size: 128}}
-  ev: {uses: evaluate, needs: [q], with: {dataset: "$VALID", ctx: 256}}
+  ev: {uses: evaluate, needs: [q], with: {dataset: "$VALID", ctx: 256, max_chunks: 48}}
   p32: {uses: package, needs: [q], with: {format: safetensors, out: dist/f32, dtype: f32}}
   pbf: {uses: package, needs: [q], with: {format: safetensors, out: dist/bf16, dtype: bf16, max_shard_size: 4MB, base_model: house/llama}}
   pf16: {uses: package, needs: [q], with: {format: safetensors, out: dist/f16, dtype: f16, max_shard_size: 3MiB}}
@@ -118,8 +118,8 @@ name: back
 stages:
   f32: {uses: fetch, with: {source: dist/f32}}
   bf: {uses: fetch, with: {source: dist/bf16}}
-  e32: {uses: evaluate, needs: [f32], with: {dataset: "$VALID", ctx: 256}}
-  ebf: {uses: evaluate, needs: [bf], with: {dataset: "$VALID", ctx: 256}}
+  e32: {uses: evaluate, needs: [f32], with: {dataset: "$VALID", ctx: 256, max_chunks: 48}}
+  ebf: {uses: evaluate, needs: [bf], with: {dataset: "$VALID", ctx: 256, max_chunks: 48}}
 Y
 expect_exit 0 "$QPIPE" run e.yaml --no-provenance --json
 ppl_32=$(grep '"stage":"e32"' "$T/out" | grep -o '"ppl":[0-9.e+-]*' | cut -d: -f2)

@@ -1,5 +1,5 @@
 /* quantize + package end to end for the i-quant and ternary types against
- * llama.cpp's files in vectors/house-llama/iq/: --pure IQ4_NL, IQ4_XS,
+ * llama.cpp's files in vectors/house-llama/iq/: --pure IQ4_NL, IQ4_XS, IQ3_XXS,
  * IQ3_S, TQ1_0 and TQ2_0 with the importance matrix, and the IQ4_XS,
  * IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M file-type mixes (llama-quantize --imatrix … FTYPE:
  * llama_tensor_get_type's rules), each
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *pure_types[] = {"IQ4_NL", "IQ4_XS", "IQ3_S", "TQ1_0", "TQ2_0"};
+static const char *pure_types[] = {"IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0"};
 static const char *mix_types[] = {"IQ4_XS", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"};
 
 static char *dir;
