@@ -42,18 +42,22 @@ int qp_hf_is_source(const char *source)
     return source && strncmp(source, "hf://", 5) == 0;
 }
 
-int qp_hf_refresh(void)
+/* 1 when the environment variable is 1, true, yes or on (huggingface_hub's reading) */
+static int env_flag(const char *name)
 {
-    const char *v = getenv("QPIPE_HF_REFRESH");
+    const char *v = getenv(name);
     return v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
                  strcasecmp(v, "on") == 0);
 }
 
+int qp_hf_refresh(void)
+{
+    return env_flag("QPIPE_HF_REFRESH");
+}
+
 int qp_hf_offline(void)
 {
-    const char *v = getenv("HF_HUB_OFFLINE");
-    return v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
-                 strcasecmp(v, "on") == 0);
+    return env_flag("HF_HUB_OFFLINE");
 }
 
 static int is_commit(const char *s)
