@@ -35,7 +35,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 CFLAGS  := -std=c11 -D_GNU_SOURCE -ffp-contract=off $(OPT) -g $(WARN) $(SAN) -I. $(PKG_CFLAGS) -pthread -MMD -MP
 LDLIBS  := $(PKG_LIBS) -lm -pthread
 
-LIB_DIRS := common cache model quant artifact stages pipeline
+LIB_DIRS := common cache model quant train artifact stages pipeline
 LIB_SRC  := $(wildcard $(addsuffix /*.c,$(LIB_DIRS)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libqpipe.a

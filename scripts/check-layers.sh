@@ -16,9 +16,10 @@ declare -A may=(
     [model]="common"
     [quant]="common"
     [artifact]="common cache"
-    [stages]="common cache model quant artifact"
+    [train]="common model quant"
+    [stages]="common cache model quant train artifact"
     [pipeline]="common cache artifact stages"
-    [cli]="common cache model quant artifact stages pipeline"
+    [cli]="common cache model quant train artifact stages pipeline"
 )
 layers="${!may[*]}"
 
@@ -65,4 +66,4 @@ if [ $bad -gt 0 ]; then
     echo "check-layers: $bad include(s) break the layer rules ($checked files checked)" >&2
     exit 1
 fi
-echo "check-layers: ok ($checked files, layers: common cache model quant artifact stages pipeline cli)"
+echo "check-layers: ok ($checked files, layers: common cache model quant train artifact stages pipeline cli)"

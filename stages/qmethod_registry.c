@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const qp_quant_method *const methods[] = {
-    &qp_qm_rtn, &qp_qm_gguf, &qp_qm_nf4, &qp_qm_int8, &qp_qm_gptq, &qp_qm_awq, &qp_qm_mixed,
+    &qp_qm_rtn, &qp_qm_gguf, &qp_qm_nf4, &qp_qm_int8, &qp_qm_gptq, &qp_qm_awq, &qp_qm_mixed, &qp_qm_qat,
 };
 
 const qp_quant_method *qp_quant_method_find(const char *name)

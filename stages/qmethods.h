@@ -15,6 +15,7 @@ extern const qp_quant_method qp_qm_int8;
 extern const qp_quant_method qp_qm_gptq;
 extern const qp_quant_method qp_qm_awq;
 extern const qp_quant_method qp_qm_mixed;
+extern const qp_quant_method qp_qm_qat;
 
 /* rtn, and the first member of gptq's and awq's options */
 typedef struct {
@@ -36,6 +37,18 @@ typedef struct {
 typedef struct {
     int double_quant;
 } qp_qm_nf4_opts;
+
+typedef struct {
+    qp_qm_linear_opts lin;
+    int steps;           /* sign-SGD steps per block */
+    double lr;           /* 0 in the recipe: 1/steps */
+    int batch;           /* windows per step */
+    uint64_t seed;       /* batch order; layer l uses seed + l */
+    int init_gptq;       /* init: gptq (else rtn) */
+    double damp_percent; /* GPTQ's, for init: gptq */
+    int e2e_steps;       /* end-to-end scale training steps (0: none) */
+    double e2e_lr;
+} qp_qm_qat_opts;
 
 typedef struct {
     int ftype;   /* qp_llama_ftype */

@@ -25,8 +25,9 @@
 #include <unistd.h>
 
 static const qp_param_spec params[] = {
-    {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq|mixed", 0, -1, QP_PF_REQUIRED,
-     "quantization algorithm (mixed: sensitivity-driven llama.cpp types per tensor)"},
+    {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq|mixed|qat", 0, -1, QP_PF_REQUIRED,
+     "quantization algorithm (mixed: sensitivity-driven llama.cpp types per tensor; qat: quantization-aware "
+     "training)"},
     {"bits", QP_P_INT, "4", NULL, 2, 8, 0, "bits per weight (rtn, gptq, awq)"},
     {"group_size", QP_P_INT, "128", QP_LINEAR_GROUP_SIZES, 0, -1, 0,
      "weights per scale along the input dimension (-1 = per output channel)"},
@@ -66,6 +67,14 @@ static const qp_param_spec params[] = {
     {"max_ppl_ratio", QP_P_NUMBER, "0", NULL, 0, 1e6, 0,
      "mixed: raise weights until calibration perplexity / unquantized perplexity is at most this (0 = none)"},
     {"windows", QP_P_INT, "16", NULL, 1, 4096, 0, "mixed: calibration windows the sensitivities are measured on"},
+    {"steps", QP_P_INT, "200", NULL, 0, 100000, 0, "qat: sign-SGD steps per decoder block"},
+    {"lr", QP_P_NUMBER, "0", NULL, 0, 1, 0, "qat: learning rate, decayed linearly to 0 (0 = 1/steps)"},
+    {"batch", QP_P_INT, "8", NULL, 1, 4096, 0, "qat: calibration windows per step"},
+    {"seed", QP_P_INT, "0", NULL, 0, 2147483647, 0, "qat: seed of the batch order"},
+    {"init", QP_P_STRING, "rtn", "rtn|gptq", 0, -1, 0, "qat: starting point (gptq: the GPTQ solution)"},
+    {"e2e_steps", QP_P_INT, "0", NULL, 0, 100000, 0,
+     "qat: end-to-end steps training only the scales on next-token loss, codes frozen (0 = none)"},
+    {"e2e_lr", QP_P_NUMBER, "0.0002", NULL, 0, 1, 0, "qat: Adam learning rate of the end-to-end phase"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 

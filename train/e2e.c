@@ -1,0 +1,374 @@
+/* End-to-end scale training (train/e2e.h). */
+#include "train/e2e.h"
+#include "common/alloc.h"
+#include "common/error.h"
+#include "common/gemm.h"
+#include "common/rng.h"
+#include "common/tensor.h"
+#include "model/llama_pool.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TILE 128
+
+typedef struct {
+    qp_linear *lin;
+    qp_linear_view v;
+    size_t gs;
+    float *s0, *gamma, *gamma0, *m1, *m2, *dgamma;
+} e2e_lin;
+
+typedef struct {
+    const qp_e2e_model *m;
+    const qp_e2e_params *p;
+    qp_pool *pool;
+    qp_tblock_f32 *tb;
+    e2e_lin *lins;                 /* [n_layers · QP_TL_COUNT], lin NULL when fp */
+    float *what[QP_TL_COUNT], *dwhat[QP_TL_COUNT];
+    size_t B, N, D, V;
+    float **xs;                    /* [n_layers + 1][N·D] */
+    float *h, *logits, *dx, *dx2, *ytmp;
+    int32_t *tok;                  /* [N] */
+} e2e;
+
+/* ---- products tiled over the pool (fixed tiles: thread-count independent) ---- */
+typedef struct {
+    qp_trans tb;
+    size_t M, N, K;
+    const float *A, *B;
+    size_t lda, ldb;
+    float *C;
+    size_t ldc, ncb;
+} mm_job;
+
+static void mm_task(void *arg, size_t task, int thread)
+{
+    const mm_job *j = arg;
+    (void)thread;
+    size_t i0 = (task / j->ncb) * TILE, j0 = (task % j->ncb) * TILE;
+    size_t m = j->M - i0 < TILE ? j->M - i0 : TILE, n = j->N - j0 < TILE ? j->N - j0 : TILE;
+    const float *b = j->tb == QP_NOTRANS ? j->B + j0 : j->B + j0 * j->ldb;
+    qp_sgemm(QP_NOTRANS, j->tb, m, n, j->K, 1.0f, j->A + i0 * j->lda, j->lda, b, j->ldb, 0.0f, j->C + i0 * j->ldc + j0,
+             j->ldc);
+}
+
+static void mm(qp_pool *pool, qp_trans tb, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+               size_t ldb, float *C, size_t ldc)
+{
+    mm_job j = {tb, M, N, K, A, B, lda, ldb, C, ldc, (N + TILE - 1) / TILE};
+    qp_pool_run(pool, ((M + TILE - 1) / TILE) * j.ncb, mm_task, &j);
+}
+
+/* ---- scales ---- */
+
+static float lin_scale(const e2e_lin *l, size_t k)
+{
+    float h = qp_f16_to_f32(qp_f32_to_f16(l->s0[k] * l->gamma[k]));
+    return h > 0 ? h : ldexpf(1.0f, -24);
+}
+
+static void lin_dequant(const e2e_lin *l, float *w)
+{
+    const qp_linear_view *v = &l->v;
+    for (int64_t r = 0; r < v->rows; r++)
+        for (int64_t g = 0; g < v->n_groups; g++) {
+            float s = lin_scale(l, (size_t)(r * v->n_groups + g));
+            int z = v->zeros[r * v->n_groups + g];
+            for (int64_t c = g * (int64_t)l->gs; c < (g + 1) * (int64_t)l->gs; c++)
+                w[r * v->cols + c] = qp_linear_value(v->codes[r * v->cols + c], s, z);
+        }
+}
+
+static void lin_grad(e2e_lin *l, const float *dw)
+{
+    const qp_linear_view *v = &l->v;
+    for (int64_t r = 0; r < v->rows; r++)
+        for (int64_t g = 0; g < v->n_groups; g++) {
+            int z = v->zeros[r * v->n_groups + g];
+            double acc = 0;
+            for (int64_t c = g * (int64_t)l->gs; c < (g + 1) * (int64_t)l->gs; c++)
+                acc += (double)(dw[r * v->cols + c] * (float)(v->codes[r * v->cols + c] - z));
+            size_t k = (size_t)(r * v->n_groups + g);
+            l->dgamma[k] = (float)(acc * (double)l->s0[k]);
+        }
+}
+
+static void lin_adam(e2e_lin *l, float lr, int t)
+{
+    const float b1 = 0.9f, b2 = 0.999f;
+    const float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
+    size_t n = (size_t)(l->v.rows * l->v.n_groups);
+    for (size_t k = 0; k < n; k++) {
+        float g = l->dgamma[k];
+        l->m1[k] = b1 * l->m1[k] + (1.0f - b1) * g;
+        l->m2[k] = b2 * l->m2[k] + (1.0f - b2) * g * g;
+        float mh = l->m1[k] / c1, vh = l->m2[k] / c2;
+        l->gamma[k] -= lr * mh / (sqrtf(vh) + 1e-8f);
+        l->gamma[k] = l->gamma[k] < 0.25f ? 0.25f : l->gamma[k] > 4.0f ? 4.0f : l->gamma[k];
+    }
+}
+
+/* ---- model pieces ---- */
+
+static void layer_weights(e2e *e, int l, qp_tblock_weights_f32 *w)
+{
+    *w = e->m->layers[l].fp;
+    for (int i = 0; i < QP_TL_COUNT; i++) {
+        e2e_lin *li = &e->lins[(size_t)l * QP_TL_COUNT + (size_t)i];
+        if (li->lin) {
+            lin_dequant(li, e->what[i]);
+            w->w[i] = e->what[i];
+        }
+    }
+}
+
+static void rmsnorm_rows(const float *x, const float *g, size_t n, size_t d, double eps, float *h, float *inv)
+{
+    for (size_t r = 0; r < n; r++) {
+        double ss = 0;
+        for (size_t i = 0; i < d; i++)
+            ss += (double)x[r * d + i] * (double)x[r * d + i];
+        float iv = (float)(1.0 / sqrt(ss / (double)d + eps));
+        inv[r] = iv;
+        for (size_t i = 0; i < d; i++)
+            h[r * d + i] = x[r * d + i] * iv * g[i];
+    }
+}
+
+/* forward of windows idx[0..n-1] to the logits; returns Σ nll over positions 0..T−2 */
+static double forward(e2e *e, const size_t *idx, size_t n, float *inv)
+{
+    const qp_e2e_model *m = e->m;
+    const size_t T = m->T, D = e->D;
+    for (size_t b = 0; b < n; b++)
+        for (size_t t = 0; t < T; t++) {
+            int32_t id = m->tokens[idx[b] * T + t];
+            e->tok[b * T + t] = id;
+            memcpy(e->xs[0] + (b * T + t) * D, m->embed + (size_t)id * D, D * sizeof(float));
+        }
+    for (int l = 0; l < m->n_layers; l++) {
+        qp_tblock_weights_f32 w;
+        layer_weights(e, l, &w);
+        qp_tblock_f32_forward(e->tb, &w, e->xs[l], n, e->xs[l + 1]);
+    }
+    const size_t N = n * T;
+    rmsnorm_rows(e->xs[m->n_layers], m->final_norm, N, D, m->shape.rms_eps, e->h, inv);
+    mm(e->pool, QP_TRANS, N, e->V, D, e->h, D, m->lm_head, D, e->logits, e->V);
+    double nll = 0;
+    for (size_t r = 0; r < N; r++) {
+        if (r % T == T - 1)
+            continue;
+        const float *row = e->logits + r * e->V;
+        float mx = row[0];
+        for (size_t j = 1; j < e->V; j++)
+            mx = row[j] > mx ? row[j] : mx;
+        double sum = 0;
+        for (size_t j = 0; j < e->V; j++)
+            sum += exp((double)row[j] - (double)mx);
+        nll += log(sum) + (double)mx - (double)row[e->tok[r + 1]];
+    }
+    return nll;
+}
+
+static int full_loss(e2e *e, double *loss, float *inv)
+{
+    size_t idx[4096];
+    double total = 0;
+    for (size_t s0 = 0; s0 < e->m->S; s0 += e->B) {
+        size_t n = e->m->S - s0 < e->B ? e->m->S - s0 : e->B;
+        for (size_t b = 0; b < n; b++)
+            idx[b] = s0 + b;
+        total += forward(e, idx, n, inv);
+    }
+    *loss = total / (double)(e->m->S * (e->m->T - 1));
+    return 0;
+}
+
+/* one step on windows idx: forward, head and layer backward, dγ of every quantized linear */
+static double step_grad(e2e *e, const size_t *idx, size_t n, float *inv)
+{
+    const qp_e2e_model *m = e->m;
+    const size_t T = m->T, D = e->D, N = n * T;
+    double nll = forward(e, idx, n, inv);
+    const double count = (double)(n * (T - 1));
+    /* dlogits = (softmax − onehot)/count, zero on each window's last row */
+    for (size_t r = 0; r < N; r++) {
+        float *row = e->logits + r * e->V;
+        if (r % T == T - 1) {
+            memset(row, 0, e->V * sizeof(float));
+            continue;
+        }
+        float mx = row[0];
+        for (size_t j = 1; j < e->V; j++)
+            mx = row[j] > mx ? row[j] : mx;
+        double sum = 0;
+        for (size_t j = 0; j < e->V; j++)
+            sum += exp((double)row[j] - (double)mx);
+        for (size_t j = 0; j < e->V; j++)
+            row[j] = (float)(exp((double)row[j] - (double)mx) / sum / count);
+        row[e->tok[r + 1]] -= (float)(1.0 / count);
+    }
+    /* dh = dlogits·lm_head; dx = rmsnorm'(x_L)·dh */
+    mm(e->pool, QP_NOTRANS, N, D, e->V, e->logits, e->V, m->lm_head, D, e->h, D);
+    const float *xl = e->xs[m->n_layers];
+    for (size_t r = 0; r < N; r++) {
+        double dot = 0;
+        for (size_t i = 0; i < D; i++)
+            dot += (double)(e->h[r * D + i] * m->final_norm[i]) * (double)(xl[r * D + i] * inv[r]);
+        float mean = (float)(dot / (double)D);
+        for (size_t i = 0; i < D; i++)
+            e->dx[r * D + i] = inv[r] * (e->h[r * D + i] * m->final_norm[i] - xl[r * D + i] * inv[r] * mean);
+    }
+    for (int l = m->n_layers - 1; l >= 0; l--) {
+        qp_tblock_weights_f32 w;
+        layer_weights(e, l, &w);
+        qp_tblock_f32_forward(e->tb, &w, e->xs[l], n, e->ytmp);
+        qp_tblock_grads_f32 g;
+        memset(&g, 0, sizeof(g));
+        for (int i = 0; i < QP_TL_COUNT; i++)
+            g.w[i] = e->lins[(size_t)l * QP_TL_COUNT + (size_t)i].lin ? e->dwhat[i] : NULL;
+        qp_tblock_f32_backward(e->tb, &w, e->dx, l > 0 ? e->dx2 : NULL, &g);
+        for (int i = 0; i < QP_TL_COUNT; i++)
+            if (g.w[i])
+                lin_grad(&e->lins[(size_t)l * QP_TL_COUNT + (size_t)i], e->dwhat[i]);
+        float *tmp = e->dx;
+        e->dx = e->dx2;
+        e->dx2 = tmp;
+    }
+    return nll / count;
+}
+
+static void set_scales(e2e *e)
+{
+    for (size_t k = 0; k < (size_t)e->m->n_layers * QP_TL_COUNT; k++) {
+        e2e_lin *l = &e->lins[k];
+        if (!l->lin)
+            continue;
+        for (int64_t j = 0; j < l->v.rows * l->v.n_groups; j++)
+            l->v.scales[j] = qp_f32_to_f16(lin_scale(l, (size_t)j));
+    }
+}
+
+int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
+{
+    e2e e;
+    memset(&e, 0, sizeof(e));
+    memset(st, 0, sizeof(*st));
+    e.m = m;
+    e.p = p;
+    e.B = (size_t)(p->batch < 1 ? 1 : p->batch);
+    e.B = e.B > m->S ? m->S : e.B > 4096 ? 4096 : e.B;
+    e.D = (size_t)m->shape.hidden;
+    e.V = (size_t)m->vocab;
+    e.N = e.B * m->T;
+    float *inv = NULL;
+    size_t *perm = NULL;
+    const size_t nl = (size_t)m->n_layers * QP_TL_COUNT;
+    int rc = qp_pool_new(&e.pool, p->n_threads < 1 ? 1 : p->n_threads);
+    if (rc == 0)
+        rc = qp_tblock_f32_new(&e.tb, &m->shape, e.B, m->T, m->cos_t, m->sin_t, p->n_threads < 1 ? 1 : p->n_threads);
+    if (rc)
+        goto done;
+    e.lins = qp_xcalloc(nl, sizeof(*e.lins));
+    for (size_t k = 0; k < nl; k++) {
+        e2e_lin *l = &e.lins[k];
+        l->lin = m->layers[k / QP_TL_COUNT].lin[k % QP_TL_COUNT];
+        if (!l->lin)
+            continue;
+        qp_linear_view_of(l->lin, &l->v);
+        l->gs = (size_t)(l->v.cols / l->v.n_groups);
+        size_t ng = (size_t)(l->v.rows * l->v.n_groups);
+        l->s0 = qp_xmalloc(ng * sizeof(float));
+        l->gamma = qp_xmalloc(ng * sizeof(float));
+        l->gamma0 = qp_xmalloc(ng * sizeof(float));
+        l->m1 = qp_xcalloc(ng, sizeof(float));
+        l->m2 = qp_xcalloc(ng, sizeof(float));
+        l->dgamma = qp_xcalloc(ng, sizeof(float));
+        for (size_t j = 0; j < ng; j++) {
+            l->s0[j] = qp_f16_to_f32(l->v.scales[j]);
+            l->gamma[j] = l->gamma0[j] = 1.0f;
+        }
+    }
+    for (int i = 0; i < QP_TL_COUNT; i++) {
+        size_t r, c;
+        qp_tblock_linear_dims(&m->shape, i, &r, &c);
+        e.what[i] = qp_xmalloc(r * c * sizeof(float));
+        e.dwhat[i] = qp_xmalloc(r * c * sizeof(float));
+    }
+    e.xs = qp_xcalloc((size_t)m->n_layers + 1, sizeof(float *));
+    for (int l = 0; l <= m->n_layers; l++)
+        e.xs[l] = qp_xmalloc(e.N * e.D * sizeof(float));
+    e.h = qp_xmalloc(e.N * e.D * sizeof(float));
+    e.dx = qp_xmalloc(e.N * e.D * sizeof(float));
+    e.dx2 = qp_xmalloc(e.N * e.D * sizeof(float));
+    e.ytmp = qp_xmalloc(e.N * e.D * sizeof(float));
+    e.logits = qp_xmalloc(e.N * e.V * sizeof(float));
+    e.tok = qp_xmalloc(e.N * sizeof(int32_t));
+    inv = qp_xmalloc(e.N * sizeof(float));
+    if ((rc = full_loss(&e, &st->loss_init, inv)) != 0)
+        goto done;
+    perm = qp_xmalloc(m->S * sizeof(size_t));
+    qp_rng rng;
+    qp_rng_seed(&rng, p->seed);
+    size_t pos = m->S, idx[4096];
+    for (int t = 0; t < p->steps; t++) {
+        for (size_t b = 0; b < e.B; b++) {
+            if (pos == m->S) {
+                for (size_t s = 0; s < m->S; s++)
+                    perm[s] = s;
+                for (size_t s = m->S; s > 1; s--) {
+                    size_t j = (size_t)qp_rng_below(&rng, s), tmp = perm[s - 1];
+                    perm[s - 1] = perm[j];
+                    perm[j] = tmp;
+                }
+                pos = 0;
+            }
+            idx[b] = perm[pos++];
+        }
+        double loss = step_grad(&e, idx, e.B, inv);
+        const float lr = (float)(p->lr * (1.0 - (double)t / (double)p->steps));
+        for (size_t k = 0; k < nl; k++)
+            if (e.lins[k].lin)
+                lin_adam(&e.lins[k], lr, t + 1);
+        if (m->progress)
+            m->progress(m->progress_ud, t + 1, p->steps, loss);
+    }
+    if ((rc = full_loss(&e, &st->loss_final, inv)) != 0)
+        goto done;
+    if (!(st->loss_final < st->loss_init)) {
+        st->kept_init = 1;
+        st->loss_final = st->loss_init;
+    } else
+        set_scales(&e);
+done:
+    for (size_t k = 0; e.lins && k < nl; k++) {
+        e2e_lin *l = &e.lins[k];
+        free(l->s0);
+        free(l->gamma);
+        free(l->gamma0);
+        free(l->m1);
+        free(l->m2);
+        free(l->dgamma);
+    }
+    free(e.lins);
+    for (int i = 0; i < QP_TL_COUNT; i++) {
+        free(e.what[i]);
+        free(e.dwhat[i]);
+    }
+    for (int l = 0; e.xs && l <= m->n_layers; l++)
+        free(e.xs[l]);
+    free(e.xs);
+    free(e.h);
+    free(e.dx);
+    free(e.dx2);
+    free(e.ytmp);
+    free(e.logits);
+    free(e.tok);
+    free(inv);
+    free(perm);
+    qp_tblock_f32_free(e.tb);
+    qp_pool_free(e.pool);
+    return rc;
+}
