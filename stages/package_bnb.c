@@ -12,6 +12,7 @@
  * quant_state), then every tensor is streamed into the safetensors writer
  * (memory ≈ one tensor). */
 #include "stages/package_bnb.h"
+#include "stages/qmethods.h"
 #include "stages/package_hf.h"
 #include "stages/qtensor.h"
 #include "common/alloc.h"
@@ -428,7 +429,8 @@ int qp_package_bnb(const char *dir, const qp_artifact *model, qp_cache *cache, c
         return qp_error_set(QP_EUSAGE, "%s: the model is not quantized; format bitsandbytes takes a model quantized "
                                        "with method nf4 or int8 (quantize it first, or package it as gguf)", what);
     if (strcmp(method, "nf4") != 0 && strcmp(method, "int8") != 0) {
-        const int linear = !strcmp(method, "rtn") || !strcmp(method, "gptq") || !strcmp(method, "awq");
+        const qp_quant_method *qm = qp_quant_method_find(method);
+        const int linear = qm && qm->plan == qp_qm_linear_plan;   /* rtn, gptq, awq, qat */
         return qp_error_set(QP_EUSAGE, "%s: method %s has no bitsandbytes form; format bitsandbytes takes method nf4 "
                                        "or int8 (package this model as %s, or quantize with method nf4 or int8)",
                             what, method, linear ? "gptq, awq or gguf" : "gguf");
