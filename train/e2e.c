@@ -2,16 +2,14 @@
 #include "train/e2e.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/gemm.h"
 #include "common/rng.h"
 #include "common/tensor.h"
 #include "model/llama_pool.h"
+#include "train/head.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define TILE 128
 
 typedef struct {
     qp_linear *lin;
@@ -29,37 +27,9 @@ typedef struct {
     float *what[QP_TL_COUNT], *dwhat[QP_TL_COUNT];
     size_t B, N, D, V;
     float **xs;                    /* [n_layers + 1][N·D] */
-    float *h, *logits, *dx, *dx2, *ytmp;
-    int32_t *tok;                  /* [N] */
+    float *dx, *dx2, *ytmp;
+    int32_t *target;               /* [N]: the next token, −1 on each window's last row */
 } e2e;
-
-/* ---- products tiled over the pool (fixed tiles: thread-count independent) ---- */
-typedef struct {
-    qp_trans tb;
-    size_t M, N, K;
-    const float *A, *B;
-    size_t lda, ldb;
-    float *C;
-    size_t ldc, ncb;
-} mm_job;
-
-static void mm_task(void *arg, size_t task, int thread)
-{
-    const mm_job *j = arg;
-    (void)thread;
-    size_t i0 = (task / j->ncb) * TILE, j0 = (task % j->ncb) * TILE;
-    size_t m = j->M - i0 < TILE ? j->M - i0 : TILE, n = j->N - j0 < TILE ? j->N - j0 : TILE;
-    const float *b = j->tb == QP_NOTRANS ? j->B + j0 : j->B + j0 * j->ldb;
-    qp_sgemm(QP_NOTRANS, j->tb, m, n, j->K, 1.0f, j->A + i0 * j->lda, j->lda, b, j->ldb, 0.0f, j->C + i0 * j->ldc + j0,
-             j->ldc);
-}
-
-static void mm(qp_pool *pool, qp_trans tb, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
-               size_t ldb, float *C, size_t ldc)
-{
-    mm_job j = {tb, M, N, K, A, B, lda, ldb, C, ldc, (N + TILE - 1) / TILE};
-    qp_pool_run(pool, ((M + TILE - 1) / TILE) * j.ncb, mm_task, &j);
-}
 
 /* ---- scales ---- */
 
@@ -124,103 +94,49 @@ static void layer_weights(e2e *e, int l, qp_tblock_weights_f32 *w)
     }
 }
 
-static void rmsnorm_rows(const float *x, const float *g, size_t n, size_t d, double eps, float *h, float *inv)
-{
-    for (size_t r = 0; r < n; r++) {
-        double ss = 0;
-        for (size_t i = 0; i < d; i++)
-            ss += (double)x[r * d + i] * (double)x[r * d + i];
-        float iv = (float)(1.0 / sqrt(ss / (double)d + eps));
-        inv[r] = iv;
-        for (size_t i = 0; i < d; i++)
-            h[r * d + i] = x[r * d + i] * iv * g[i];
-    }
-}
-
-/* forward of windows idx[0..n-1] to the logits; returns Σ nll over positions 0..T−2 */
-static double forward(e2e *e, const size_t *idx, size_t n, float *inv)
+/* embedding and layers for windows idx[0..n-1]: xs[n_layers] and the targets */
+static void forward_layers(e2e *e, const size_t *idx, size_t n)
 {
     const qp_e2e_model *m = e->m;
     const size_t T = m->T, D = e->D;
     for (size_t b = 0; b < n; b++)
         for (size_t t = 0; t < T; t++) {
-            int32_t id = m->tokens[idx[b] * T + t];
-            e->tok[b * T + t] = id;
-            memcpy(e->xs[0] + (b * T + t) * D, m->embed + (size_t)id * D, D * sizeof(float));
+            const int32_t *w = m->tokens + idx[b] * T;
+            e->target[b * T + t] = t + 1 < T ? w[t + 1] : -1;
+            memcpy(e->xs[0] + (b * T + t) * D, m->embed + (size_t)w[t] * D, D * sizeof(float));
         }
     for (int l = 0; l < m->n_layers; l++) {
         qp_tblock_weights_f32 w;
         layer_weights(e, l, &w);
         qp_tblock_f32_forward(e->tb, &w, e->xs[l], n, e->xs[l + 1]);
     }
-    const size_t N = n * T;
-    rmsnorm_rows(e->xs[m->n_layers], m->final_norm, N, D, m->shape.rms_eps, e->h, inv);
-    mm(e->pool, QP_TRANS, N, e->V, D, e->h, D, m->lm_head, D, e->logits, e->V);
-    double nll = 0;
-    for (size_t r = 0; r < N; r++) {
-        if (r % T == T - 1)
-            continue;
-        const float *row = e->logits + r * e->V;
-        float mx = row[0];
-        for (size_t j = 1; j < e->V; j++)
-            mx = row[j] > mx ? row[j] : mx;
-        double sum = 0;
-        for (size_t j = 0; j < e->V; j++)
-            sum += exp((double)row[j] - (double)mx);
-        nll += log(sum) + (double)mx - (double)row[e->tok[r + 1]];
-    }
-    return nll;
 }
 
-static int full_loss(e2e *e, double *loss, float *inv)
+static int full_loss(e2e *e, double *loss)
 {
+    const qp_e2e_model *m = e->m;
     size_t idx[4096];
     double total = 0;
-    for (size_t s0 = 0; s0 < e->m->S; s0 += e->B) {
-        size_t n = e->m->S - s0 < e->B ? e->m->S - s0 : e->B;
+    for (size_t s0 = 0; s0 < m->S; s0 += e->B) {
+        size_t n = m->S - s0 < e->B ? m->S - s0 : e->B;
         for (size_t b = 0; b < n; b++)
             idx[b] = s0 + b;
-        total += forward(e, idx, n, inv);
+        forward_layers(e, idx, n);
+        total += qp_thead_f32_loss(e->pool, e->xs[m->n_layers], n * m->T, e->D, m->final_norm, m->shape.rms_eps,
+                                   m->lm_head, e->V, e->target, 0.0f, NULL);
     }
-    *loss = total / (double)(e->m->S * (e->m->T - 1));
+    *loss = total / (double)(m->S * (m->T - 1));
     return 0;
 }
 
 /* one step on windows idx: forward, head and layer backward, dγ of every quantized linear */
-static double step_grad(e2e *e, const size_t *idx, size_t n, float *inv)
+static double step_grad(e2e *e, const size_t *idx, size_t n)
 {
     const qp_e2e_model *m = e->m;
-    const size_t T = m->T, D = e->D, N = n * T;
-    double nll = forward(e, idx, n, inv);
-    const double count = (double)(n * (T - 1));
-    /* dlogits = (softmax − onehot)/count, zero on each window's last row */
-    for (size_t r = 0; r < N; r++) {
-        float *row = e->logits + r * e->V;
-        if (r % T == T - 1) {
-            memset(row, 0, e->V * sizeof(float));
-            continue;
-        }
-        float mx = row[0];
-        for (size_t j = 1; j < e->V; j++)
-            mx = row[j] > mx ? row[j] : mx;
-        double sum = 0;
-        for (size_t j = 0; j < e->V; j++)
-            sum += exp((double)row[j] - (double)mx);
-        for (size_t j = 0; j < e->V; j++)
-            row[j] = (float)(exp((double)row[j] - (double)mx) / sum / count);
-        row[e->tok[r + 1]] -= (float)(1.0 / count);
-    }
-    /* dh = dlogits·lm_head; dx = rmsnorm'(x_L)·dh */
-    mm(e->pool, QP_NOTRANS, N, D, e->V, e->logits, e->V, m->lm_head, D, e->h, D);
-    const float *xl = e->xs[m->n_layers];
-    for (size_t r = 0; r < N; r++) {
-        double dot = 0;
-        for (size_t i = 0; i < D; i++)
-            dot += (double)(e->h[r * D + i] * m->final_norm[i]) * (double)(xl[r * D + i] * inv[r]);
-        float mean = (float)(dot / (double)D);
-        for (size_t i = 0; i < D; i++)
-            e->dx[r * D + i] = inv[r] * (e->h[r * D + i] * m->final_norm[i] - xl[r * D + i] * inv[r] * mean);
-    }
+    const double count = (double)(n * (m->T - 1));
+    forward_layers(e, idx, n);
+    double nll = qp_thead_f32_loss(e->pool, e->xs[m->n_layers], n * m->T, e->D, m->final_norm, m->shape.rms_eps,
+                                   m->lm_head, e->V, e->target, (float)(1.0 / count), e->dx);
     for (int l = m->n_layers - 1; l >= 0; l--) {
         qp_tblock_weights_f32 w;
         layer_weights(e, l, &w);
@@ -263,7 +179,6 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
     e.D = (size_t)m->shape.hidden;
     e.V = (size_t)m->vocab;
     e.N = e.B * m->T;
-    float *inv = NULL;
     size_t *perm = NULL;
     const size_t nl = (size_t)m->n_layers * QP_TL_COUNT;
     int rc = qp_pool_new(&e.pool, p->n_threads < 1 ? 1 : p->n_threads);
@@ -300,14 +215,11 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
     e.xs = qp_xcalloc((size_t)m->n_layers + 1, sizeof(float *));
     for (int l = 0; l <= m->n_layers; l++)
         e.xs[l] = qp_xmalloc(e.N * e.D * sizeof(float));
-    e.h = qp_xmalloc(e.N * e.D * sizeof(float));
     e.dx = qp_xmalloc(e.N * e.D * sizeof(float));
     e.dx2 = qp_xmalloc(e.N * e.D * sizeof(float));
     e.ytmp = qp_xmalloc(e.N * e.D * sizeof(float));
-    e.logits = qp_xmalloc(e.N * e.V * sizeof(float));
-    e.tok = qp_xmalloc(e.N * sizeof(int32_t));
-    inv = qp_xmalloc(e.N * sizeof(float));
-    if ((rc = full_loss(&e, &st->loss_init, inv)) != 0)
+    e.target = qp_xmalloc(e.N * sizeof(int32_t));
+    if ((rc = full_loss(&e, &st->loss_init)) != 0)
         goto done;
     perm = qp_xmalloc(m->S * sizeof(size_t));
     qp_rng rng;
@@ -327,7 +239,7 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
             }
             idx[b] = perm[pos++];
         }
-        double loss = step_grad(&e, idx, e.B, inv);
+        double loss = step_grad(&e, idx, e.B);
         const float lr = (float)(p->lr * (1.0 - (double)t / (double)p->steps));
         for (size_t k = 0; k < nl; k++)
             if (e.lins[k].lin)
@@ -335,7 +247,7 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
         if (m->progress)
             m->progress(m->progress_ud, t + 1, p->steps, loss);
     }
-    if ((rc = full_loss(&e, &st->loss_final, inv)) != 0)
+    if ((rc = full_loss(&e, &st->loss_final)) != 0)
         goto done;
     if (!(st->loss_final < st->loss_init)) {
         st->kept_init = 1;
@@ -360,13 +272,10 @@ done:
     for (int l = 0; e.xs && l <= m->n_layers; l++)
         free(e.xs[l]);
     free(e.xs);
-    free(e.h);
     free(e.dx);
     free(e.dx2);
     free(e.ytmp);
-    free(e.logits);
-    free(e.tok);
-    free(inv);
+    free(e.target);
     free(perm);
     qp_tblock_f32_free(e.tb);
     qp_pool_free(e.pool);

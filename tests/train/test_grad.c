@@ -17,7 +17,10 @@
  * RoPE + softmax; dx: everything, through the attention norm).
  *
  * Also: the f32 block agrees with the f64 one, and the f32 block gives the
- * same bits at 1, 2 and 3 threads on a shape of several tiles. */
+ * same bits at 1, 2 and 3 threads on a shape of several tiles.  The LM head
+ * and its cross-entropy (train/head.h, the end-to-end phase of QAT): dx by
+ * the same finite differences, the loss by hand, f32 against f64 and 1
+ * against 3 threads. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -25,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/llama_pool.h"
 #include "train/block.h"
+#include "train/head.h"
 
 /* The third instantiation (its public names qp_tblock_t64_*). */
 QP_TBLOCK_DECLARE(double, t64)
@@ -758,6 +763,84 @@ static void test_f32_threads_bit_identical(void **state)
     case_free(&c);
 }
 
+/* ---- the LM head and its cross-entropy (train/head.h, the end-to-end phase) ---- */
+
+enum { HN = 7, HD = 8, HV = 11 };
+
+typedef struct {
+    qp_pool *pool;
+    double *x, *g, *w;
+    int32_t *target;
+} head_ctx;
+
+static double head_loss(void *p)
+{
+    head_ctx *c = p;
+    return qp_thead_f64_loss(c->pool, c->x, HN, HD, c->g, 1e-6, c->w, HV, c->target, 1.0, NULL);
+}
+
+static void test_op_lm_head(void **state)
+{
+    (void)state;
+    qp_test_seed(41);
+    double x[HN * HD], g[HD], w[HV * HD], dx[HN * HD];
+    int32_t target[HN];
+    fill(x, HN * HD, 1);
+    fill(g, HD, 0.3);
+    for (int i = 0; i < HD; i++)
+        g[i] += 1;
+    fill(w, HV * HD, 0.7);
+    for (int r = 0; r < HN; r++)
+        target[r] = r == 3 ? -1 : (int32_t)qp_test_below(HV);   /* row 3 is not scored */
+    qp_pool *pool = NULL;
+    assert_int_equal(qp_pool_new(&pool, 2), 0);
+    head_ctx c = {pool, x, g, w, target};
+    double loss = qp_thead_f64_loss(pool, x, HN, HD, g, 1e-6, w, HV, target, 1.0, dx);
+    /* the loss by hand: Σ over scored rows of logsumexp − logit[target] */
+    double want = 0;
+    for (int r = 0; r < HN; r++) {
+        if (target[r] < 0)
+            continue;
+        double ss = 0, h[HD], lse = 0, lt = 0;
+        for (int i = 0; i < HD; i++)
+            ss += x[r * HD + i] * x[r * HD + i];
+        for (int i = 0; i < HD; i++)
+            h[i] = x[r * HD + i] / sqrt(ss / HD + 1e-6) * g[i];
+        for (int v = 0; v < HV; v++) {
+            double l = dot(h, w + v * HD, HD);
+            lse += exp(l);
+            if (v == target[r])
+                lt = l;
+        }
+        want += log(lse) - lt;
+    }
+    assert_true(fabs(loss - want) <= 1e-12 * fabs(want));
+    for (int i = 0; i < HD; i++)
+        assert_true(dx[3 * HD + i] == 0.0 || fabs(dx[3 * HD + i]) < 1e-300);   /* unscored row: no gradient */
+    report("lm head + cross-entropy", "dx", grad_err(head_loss, &c, x, dx, HN * HD));
+    /* f32 and f64 agree; the f32 one gives the same bits at 1 and 3 threads */
+    float xf[HN * HD], gf[HD], wf[HV * HD], d1[HN * HD], d3[HN * HD];
+    for (int i = 0; i < HN * HD; i++)
+        xf[i] = (float)x[i];
+    for (int i = 0; i < HD; i++)
+        gf[i] = (float)g[i];
+    for (int i = 0; i < HV * HD; i++)
+        wf[i] = (float)w[i];
+    qp_pool *p1 = NULL, *p3 = NULL;
+    assert_int_equal(qp_pool_new(&p1, 1), 0);
+    assert_int_equal(qp_pool_new(&p3, 3), 0);
+    double l1 = qp_thead_f32_loss(p1, xf, HN, HD, gf, 1e-6, wf, HV, target, 1.0f, d1);
+    double l3 = qp_thead_f32_loss(p3, xf, HN, HD, gf, 1e-6, wf, HV, target, 1.0f, d3);
+    assert_true(memcmp(&l1, &l3, sizeof l1) == 0);
+    assert_memory_equal(d1, d3, sizeof d1);
+    assert_true(fabs(l1 - loss) <= 1e-5 * fabs(loss));
+    for (int i = 0; i < HN * HD; i++)
+        assert_true(fabs(d1[i] - dx[i]) <= 1e-4 * max_abs(dx, HN * HD));
+    qp_pool_free(p1);
+    qp_pool_free(p3);
+    qp_pool_free(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_block_grads_bias),
         cmocka_unit_test(test_f32_matches_f64),
         cmocka_unit_test(test_f32_threads_bit_identical),
+        cmocka_unit_test(test_op_lm_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,5 @@
+/* train/head.h in f64: the gradient check's reference. */
+#define REAL double
+#define SFX f64
+#define GEMM qp_dgemm
+#include "train/head_impl.h"
