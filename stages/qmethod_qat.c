@@ -450,10 +450,7 @@ done:
 static int qat_run(qp_quant_job *job)
 {
     const qp_qm_qat_opts *o = job->opts;
-    int rc = qp_quant_sequential(job, 1, 1, qat_layer);
-    if (rc == 0 && o->e2e_steps > 0)
-        rc = qat_e2e(job);
-    return rc;
+    return qp_quant_sequential_then(job, 1, 1, qat_layer, o->e2e_steps > 0 ? qat_e2e : NULL);
 }
 
 static void qat_describe(const qp_quant_job *job, qp_artifact *out)

@@ -100,6 +100,12 @@ static int load_layer(void *ud, int layer, const json_t *state)
 
 int qp_quant_sequential(qp_quant_job *job, int sequential, int may_spill, qp_quant_layer_fn layer_fn)
 {
+    return qp_quant_sequential_then(job, sequential, may_spill, layer_fn, NULL);
+}
+
+int qp_quant_sequential_then(qp_quant_job *job, int sequential, int may_spill, qp_quant_layer_fn layer_fn,
+                             int (*then)(qp_quant_job *job))
+{
     qp_stage_ctx *ctx = job->ctx;
     qp_quant_seq sq = {.job = job};
     qp_layer_ckpt *ck = NULL;
@@ -143,6 +149,10 @@ int qp_quant_sequential(qp_quant_job *job, int sequential, int may_spill, qp_qua
         if (rc == 0)
             rc = save_layer(ck, &sq, l, sequential);
     }
+    /* after the last layer's checkpoint, before it is dropped: a run killed
+     * here resumes with every layer done and runs only `then` again */
+    if (rc == 0 && then)
+        rc = then(job);
     if (rc == 0)
         qp_layer_ckpt_finish(ck);
 done:

@@ -34,6 +34,11 @@ typedef int (*qp_quant_layer_fn)(qp_quant_seq *sq, int layer);
  * qp_quant_seq_run_layer, so x may live on disk (GPTQ); 0 keeps x in memory
  * (AWQ reads sq->x directly). */
 int qp_quant_sequential(qp_quant_job *job, int sequential, int may_spill, qp_quant_layer_fn layer_fn);
+/* The same, then `then` (may be NULL) once every layer is done and
+ * checkpointed, before the checkpoints are dropped (QAT's end-to-end phase:
+ * a run killed there resumes past the last layer). */
+int qp_quant_sequential_then(qp_quant_job *job, int sequential, int may_spill, qp_quant_layer_fn layer_fn,
+                             int (*then)(qp_quant_job *job));
 
 /* Runs layer l over every window of sq->x: in place when advance, else on a
  * copy (scratch) for the observer only. */

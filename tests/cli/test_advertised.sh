@@ -27,6 +27,7 @@ declare -A with=(
   [gptq]="bits: 4, group_size: 128"
   [awq]="bits: 4, group_size: 128, clip: false, duo_scaling: \"false\""
   [mixed]="ladder: [Q4_K, Q6_K], max_kld: 100, windows: 2"
+  [qat]="bits: 4, group_size: 128, steps: 2, batch: 2, e2e_steps: 1"
 )
 declare -A source_of=([gguf]=q_gguf [gptq]=q_gptq [awq]=q_awq [safetensors]=q_rtn [bitsandbytes]=q_nf4)
 declare -A weights_of=([gguf]='*.gguf' [gptq]=model.safetensors [awq]=model.safetensors

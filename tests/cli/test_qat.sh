@@ -4,7 +4,8 @@
 # the GPTQ v1 export, decoded by an independent reader
 # (tests/support/gptq_reader.py), is bit for bit the f32 weights evaluate
 # used (package format safetensors, dtype f32); GGUF Q4_0 at group 32 is
-# written; a killed run resumes from its last finished block; bad
+# written; a killed run resumes from its last finished block (or, past the
+# last block, runs only the end-to-end phase again); bad
 # parameters are one-line errors.
 source "$(dirname "$0")/lib.sh"
 
@@ -59,6 +60,15 @@ QPIPE_TEST_KILL_AFTER_LAYER=qat:2 "$QPIPE" run r.yaml --no-provenance --threads 
 expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 2 --cache-dir ck --stage q
 expect_grep "qat: resuming at layer 3/6 from checkpoint"
 [ "$(stage_output q)" = "$d2" ] || fail "resumed: $(stage_output q), uninterrupted: $d2"; ok
+
+# killed after the last block's checkpoint, before the end-to-end phase: the
+# rerun trains no block again, only the end-to-end phase, to the same digest
+QPIPE_TEST_KILL_AFTER_LAYER=qat:5 "$QPIPE" run r.yaml --no-provenance --threads 2 --cache-dir ck2 --stage q > killed.out 2>&1
+[ $? -eq 137 ] || { cat killed.out >&2; fail "the killed run did not die by SIGKILL"; }; ok
+expect_exit 0 "$QPIPE" run r.yaml --no-provenance --json --threads 2 --cache-dir ck2 --stage q
+expect_no_grep "block MSE"
+expect_grep "end-to-end: next-token loss"
+[ "$(stage_output q)" = "$d2" ] || fail "resumed before e2e: $(stage_output q), uninterrupted: $d2"; ok
 
 # bad parameters: one line naming the key
 cat > bad.yaml <<Y
