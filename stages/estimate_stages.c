@@ -305,6 +305,41 @@ static int site_of_weight(const char *rest)
     return -1;
 }
 
+/* method qat (stages/qmethod_qat.c, train/qat.h, train/e2e.h): per block,
+ * the targets and the loss before and after over every window (3 forward
+ * passes of S windows), `steps` forward+backward passes of `batch` windows
+ * (backward ≈ 2 forwards), the advance; then e2e_steps passes of the whole
+ * model (forward, recomputed forward and backward: ≈ 4 forwards) with the
+ * head's products (forward and backward: 3), and two full cross-entropy
+ * passes.  Memory: the activations [S, T, D] and the targets of one block
+ * (the same size), the block's training state (~20 bytes per weight) and
+ * a batch's activations; the e2e phase keeps every layer's input of a batch
+ * and one byte per weight of the codes. */
+static void est_qat(const qp_est_input *in, est *e, const qp_est_art *model, const qp_est_art *calib,
+                    uint64_t *peak_extra, const char **peak_part)
+{
+    qp_llama_hparams hp;
+    qp_est_hparams(&hp, &model->cfg);
+    double S = (double)calib->samples, T = (double)calib->seq_len, L = hp.n_layers;
+    double steps = (double)qp_param_int(in->params, "steps"), e2e = (double)qp_param_int(in->params, "e2e_steps");
+    double batch = fmin((double)qp_param_int(in->params, "batch"), S);
+    double rate = e->m->gemm_gflops * 1e9 * e->c->gemm_eff;
+    double head = 2.0 * hp.vocab * (double)hp.hidden * T;   /* lm_head over one window */
+    double layer = (qp_llama_window_flops(&hp, (size_t)T) - head) / L;   /* one layer, one window */
+    term(e, "qat blocks", L * (4.0 * S + 3.0 * steps * batch) * layer / rate);
+    if (e2e > 0)
+        term(e, "qat end-to-end", (e2e * batch * (4.0 * L * layer + 3.0 * head) + 2.0 * S * (L * layer + head)) / rate);
+    double D = hp.hidden, F = hp.intermediate, qd = (double)hp.n_heads * hp.head_dim;
+    double kvd = (double)hp.n_kv_heads * hp.head_dim;
+    double block_w = D * (2.0 * qd + 2.0 * kvd) + 3.0 * D * F;
+    double x = S * T * D * 4.0;
+    double train = 2.0 * x + 20.0 * block_w + batch * T * (7.0 * D + 6.0 * F) * 4.0 * 2.0;
+    double whole = e2e > 0 ? (L + 5.0) * batch * T * D * 4.0 + L * block_w + 2.0 * block_w * 4.0 : 0;
+    *peak_extra = (uint64_t)fmax(train, whole);
+    *peak_part = whole > train ? "qat end-to-end: every layer's batch input, the codes"
+                               : "qat: activations and targets of every window, one block's training state";
+}
+
 /* The layer-by-layer run of GPTQ/AWQ (stages/quant_seq.c, qmethod_gptq.c):
  * per layer, the layer re-read and run over every calibration window once
  * per group of sites (true_sequential: 4) and once more to advance, the
@@ -530,6 +565,18 @@ static void est_quantize(const qp_est_input *in, est *e, qp_est_art *out)
             uint64_t extra = 0;
             const char *part = NULL;
             est_sequential(in, e, model, calib, out, &extra, &part);
+            if (extra > peak) {
+                peak = extra;
+                e->r->rss_part = part;
+            }
+        }
+    } else if (method->run && strcmp(method->name, "qat") == 0) {
+        if (!calib || !calib->samples) {
+            snprintf(e->r->note, sizeof(e->r->note), "calibration shapes unknown: the training not counted");
+        } else {
+            uint64_t extra = 0;
+            const char *part = NULL;
+            est_qat(in, e, model, calib, &extra, &part);
             if (extra > peak) {
                 peak = extra;
                 e->r->rss_part = part;
