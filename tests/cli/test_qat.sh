@@ -48,10 +48,41 @@ stages:
   model: {uses: fetch, with: {source: "$SHARED/models/house-llama"}}
   calib: {uses: calibrate, needs: [model], with: {dataset: "$SHARED/data/shakespeare/train.txt", samples: 6, seq_len: 48, seed: 1}}
   q: {uses: quantize, needs: [model, calib], with: {method: qat, bits: 4, group_size: 32, sym: true, steps: 2, batch: 3}}
-  pk: {uses: package, needs: [q], with: {format: gguf, out: dist/q40.gguf}}
+  q1: {uses: quantize, needs: [model, calib], with: {method: qat, bits: 4, group_size: 32, steps: 2, batch: 3}}
+  pk: {uses: package, needs: [q], with: {format: gguf, out: dist/q40}}
+  pk1: {uses: package, needs: [q1], with: {format: gguf, out: dist/q41}}
 Y
 expect_exit 0 "$QPIPE" run g.yaml --no-provenance --json
-[ -s dist/q40.gguf ] || fail "no GGUF written"; ok
+g40=$(ls dist/q40/*.gguf 2>/dev/null); g41=$(ls dist/q41/*.gguf 2>/dev/null)
+[ -s "$g40" ] && [ -s "$g41" ] || fail "no GGUF written: $(ls -R dist)"; ok
+# general.file_type: 2 (Q4_0) for the symmetric grid, 3 (Q4_1) for the asymmetric one
+python3 - "$g40" "$g41" > ftypes.out <<'PY' || fail "GGUF file types"
+import struct, sys
+def ftype(path):
+    b = open(path, "rb").read()
+    assert b[:4] == b"GGUF"
+    n_kv = struct.unpack_from("<Q", b, 16)[0]
+    off = 24
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    for _ in range(n_kv):
+        (kl,) = struct.unpack_from("<Q", b, off); key = b[off + 8:off + 8 + kl].decode(); off += 8 + kl
+        (t,) = struct.unpack_from("<I", b, off); off += 4
+        if key == "general.file_type":
+            return struct.unpack_from("<I", b, off)[0]
+        if t == 8:
+            (sl,) = struct.unpack_from("<Q", b, off); off += 8 + sl
+        elif t == 9:
+            et, cnt = struct.unpack_from("<IQ", b, off); off += 12
+            for _ in range(cnt):
+                if et == 8:
+                    (sl,) = struct.unpack_from("<Q", b, off); off += 8 + sl
+                else:
+                    off += sizes[et]
+        else:
+            off += sizes[t]
+print(ftype(sys.argv[1]), ftype(sys.argv[2]))
+PY
+expect_grep '^2 3$' ftypes.out
 
 # killed once two blocks are checkpointed (QPIPE_TEST_KILL_AFTER_LAYER=qat:2, as in
 # test_resume.sh), rerun: it resumes at layer 3/6 and gives the uninterrupted digest
