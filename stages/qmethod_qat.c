@@ -453,12 +453,6 @@ static int qat_run(qp_quant_job *job)
     return qp_quant_sequential_then(job, 1, 1, qat_layer, o->e2e_steps > 0 ? qat_e2e : NULL);
 }
 
-static void qat_describe(const qp_quant_job *job, qp_artifact *out)
-{
-    (void)out;
-    (void)job;
-}
-
 static const char *const card_keys[] = {"bits", "group_size", "sym", "steps", "lr", "batch", "init", "e2e_steps",
                                         NULL};
 
@@ -467,5 +461,5 @@ const qp_quant_method qp_qm_qat = {
     .doc = "quantization-aware training: block-wise sign-SGD of rounding, scales and zero points (AutoRound-style)",
     .flags = QP_QM_NEEDS_CALIB, .needs_calib = "needs a calibrate stage in needs:",
     .opts_size = sizeof(qp_qm_qat_opts), .parse = qat_parse, .plan = qp_qm_linear_plan, .run = qat_run,
-    .describe = qat_describe, .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
+    .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

@@ -279,6 +279,8 @@ static void serialize_all(qp_linear *out[QP_TL_COUNT], void **buf, size_t *len)
     char *all = malloc(total ? total : 1);
     size_t o = 0;
     for (int i = 0; i < QP_TL_COUNT; i++) {
+        if (!parts[i])
+            continue;
         memcpy(all + o, parts[i], lens[i]);
         o += lens[i];
         free(parts[i]);
