@@ -72,6 +72,14 @@ void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float
     qp_site_stats_add(&s->sites[layer * 4 + (int)site], x, n);
 }
 
+void qp_site_filter_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim)
+{
+    qp_site_filter *f = ud;
+    (void)dim;
+    if (layer == f->layer && f->st[site].dim > 0)
+        qp_site_stats_add(&f->st[site], x, n);
+}
+
 void qp_site_stats_add(qp_site_stats *st, const float *x, size_t n)
 {
     size_t dim = st->dim;

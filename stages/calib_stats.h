@@ -43,6 +43,14 @@ void qp_calib_stats_free(qp_calib_stats *s);
 /* The observer to pass to qp_llama_forward_observed / qp_llama_layer (ud =
  * the qp_calib_stats). */
 void qp_calib_stats_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim);
+/* One layer's inputs into st[4] (by site), for the sites whose dim > 0:
+ * the observer a method passes when it collects a single layer (GPTQ's
+ * sequential Hessians, QAT's GPTQ init); ud = the qp_site_filter. */
+typedef struct {
+    int layer;
+    qp_site_stats *st;   /* [4] */
+} qp_site_filter;
+void qp_site_filter_observe(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim);
 /* H = 2/n Σ x xᵀ as a full symmetric matrix of doubles (malloc'ed); NULL when
  * the accumulators were made without the Hessian. */
 double *qp_site_hessian(const qp_site_stats *st);

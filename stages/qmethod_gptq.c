@@ -159,20 +159,6 @@ static int stored_hessian(double **H, const qp_quant_seq *sq, int l, qp_llama_si
     return 0;
 }
 
-/* Collects the inputs of layer `layer` into st[site] where st[site].dim > 0. */
-typedef struct {
-    int layer;
-    qp_site_stats *st;   /* [4] */
-} site_filter;
-
-static void observe_sites(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim)
-{
-    site_filter *f = ud;
-    (void)dim;
-    if (layer == f->layer && f->st[site].dim > 0)
-        qp_site_stats_add(&f->st[site], x, n);
-}
-
 /* true-sequential groups; without it, one group per layer */
 static const qp_llama_site order[4] = {QP_SITE_QKV, QP_SITE_O, QP_SITE_GATE_UP, QP_SITE_DOWN};
 
@@ -188,9 +174,9 @@ static int collect_inputs(const qp_quant_seq *sq, int l, int g, int true_seq, qp
             qp_site_stats_init(&st[order[k]], qp_site_dim(sq->hp, order[k]), 1);
     int rc = qp_llama_reload_layer(sq->m, l);
     if (rc == 0) {
-        site_filter f = {l, st};
+        qp_site_filter f = {l, st};
         /* nothing past the last site collected is needed */
-        rc = qp_quant_seq_observe_layer(sq, l, true_seq ? order[g] : QP_SITE_DOWN, observe_sites, &f);
+        rc = qp_quant_seq_observe_layer(sq, l, true_seq ? order[g] : QP_SITE_DOWN, qp_site_filter_observe, &f);
     }
     return rc;
 }

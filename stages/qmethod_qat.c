@@ -83,20 +83,6 @@ static void on_step(void *ud, int step, int steps, double loss)
                          loss);
 }
 
-/* Collects the inputs of layer `layer` into st[site] where st[site].dim > 0. */
-typedef struct {
-    int layer;
-    qp_site_stats *st;
-} site_filter;
-
-static void observe_sites(void *ud, int layer, qp_llama_site site, const float *x, size_t n, size_t dim)
-{
-    site_filter *f = ud;
-    (void)dim;
-    if (layer == f->layer && f->st[site].dim > 0)
-        qp_site_stats_add(&f->st[site], x, n);
-}
-
 /* init: gptq — GPTQ of each linear from the Hessians of the layer's inputs
  * (the unquantized layer on the quantized layers' output: GPTQ with
  * true_sequential: false), the starting point of the training. */
@@ -108,8 +94,8 @@ static int gptq_init(qp_linear *init[QP_TL_COUNT], const qp_quant_seq *sq, int l
     memset(st, 0, sizeof(st));
     for (int k = 0; k < 4; k++)
         qp_site_stats_init(&st[k], qp_site_dim(sq->hp, (qp_llama_site)k), 1);
-    site_filter f = {l, st};
-    int rc = qp_quant_seq_observe_layer(sq, l, QP_SITE_DOWN, observe_sites, &f);
+    qp_site_filter f = {l, st};
+    int rc = qp_quant_seq_observe_layer(sq, l, QP_SITE_DOWN, qp_site_filter_observe, &f);
     for (int k = 0; k < 4 && rc == 0; k++) {
         double *H = qp_site_hessian(&st[k]);
         qp_gptq_prepared *prep = NULL;

@@ -74,7 +74,8 @@ static const qp_param_spec params[] = {
     {"init", QP_P_STRING, "rtn", "rtn|gptq", 0, -1, 0, "qat: starting point (gptq: the GPTQ solution)"},
     {"e2e_steps", QP_P_INT, "0", NULL, 0, 100000, 0,
      "qat: end-to-end steps training only the scales on next-token loss, codes frozen (0 = none)"},
-    {"e2e_lr", QP_P_NUMBER, "0.0002", NULL, 0, 1, 0, "qat: Adam learning rate of the end-to-end phase"},
+    {"e2e_lr", QP_P_NUMBER, "0.001", NULL, 0, 1, 0,
+     "qat: Adam learning rate of the end-to-end phase (on each scale relative to its block-wise value)"},
     {NULL, 0, NULL, NULL, 0, 0, 0, NULL},
 };
 
