@@ -15,9 +15,10 @@
  *     -ffast-math (no operation the source does not spell out, whatever
  *     -march allows), reductions in a fixed order that does not depend on
  *     the thread count (fixed lane counts, fixed row and column blocks);
- *   - e^x in the forward pass is qpipe's own (model/llama_kernels.c); the
- *     rest of libm (sin/cos/pow for RoPE tables, exp/log in the metrics)
- *     is glibc's, which picks the same FMA variant on every such CPU.
+ *   - e^x in the forward pass (and in QAT's training passes, train/) is
+ *     qpipe's own (model/llama_kernels.c); the rest of libm (sin/cos/pow
+ *     for RoPE tables, exp/log in the metrics and in QAT's loss values) is
+ *     glibc's, which picks the same FMA variant on every such CPU.
  * Change the name when any of these changes a result. */
 #ifndef QP_COMMON_NUMERICS_H
 #define QP_COMMON_NUMERICS_H

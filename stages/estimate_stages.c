@@ -310,7 +310,7 @@ static int site_of_weight(const char *rest)
  * passes of S windows), `steps` forward+backward passes of `batch` windows
  * (backward ≈ 2 forwards), the advance; then e2e_steps passes of the whole
  * model (forward, recomputed forward and backward: ≈ 4 forwards) with the
- * head's products (forward and backward: 3), and two full cross-entropy
+ * head's two products (logits, and their gradient back), and two full cross-entropy
  * passes.  Memory: the activations [S, T, D] and the targets of one block
  * (the same size), the block's training state (~20 bytes per weight) and
  * a batch's activations; the e2e phase keeps every layer's input of a batch
@@ -328,13 +328,17 @@ static void est_qat(const qp_est_input *in, est *e, const qp_est_art *model, con
     double layer = (qp_llama_window_flops(&hp, (size_t)T) - head) / L;   /* one layer, one window */
     term(e, "qat blocks", L * (4.0 * S + 3.0 * steps * batch) * layer / rate);
     if (e2e > 0)
-        term(e, "qat end-to-end", (e2e * batch * (4.0 * L * layer + 3.0 * head) + 2.0 * S * (L * layer + head)) / rate);
+        term(e, "qat end-to-end", (e2e * batch * (4.0 * L * layer + 2.0 * head) + 2.0 * S * (L * layer + head)) / rate);
     double D = hp.hidden, F = hp.intermediate, qd = (double)hp.n_heads * hp.head_dim;
     double kvd = (double)hp.n_kv_heads * hp.head_dim;
     double block_w = D * (2.0 * qd + 2.0 * kvd) + 3.0 * D * F;
-    double x = S * T * D * 4.0;
-    double train = 2.0 * x + 20.0 * block_w + batch * T * (7.0 * D + 6.0 * F) * 4.0 * 2.0;
-    double whole = e2e > 0 ? (L + 5.0) * batch * T * D * 4.0 + L * block_w + 2.0 * block_w * 4.0 : 0;
+    double x = S * T * D * 4.0, scratch = (double)e->threads * 2.0 * T * T * 4.0;
+    double acts = batch * T * (12.0 * D + 4.0 * qd + 4.0 * kvd + 6.0 * F) * 4.0;
+    double train = 2.0 * x + 20.0 * block_w + acts + scratch;
+    double heads = (hp.tied_embeddings ? 1.0 : 2.0) * hp.vocab * D * 4.0;
+    double whole = e2e > 0 ? x + (L + 5.0) * batch * T * D * 4.0 + L * block_w + 2.0 * block_w * 4.0 + acts +
+                                 scratch + heads
+                           : 0;
     *peak_extra = (uint64_t)fmax(train, whole);
     *peak_part = whole > train ? "qat end-to-end: every layer's batch input, the codes"
                                : "qat: activations and targets of every window, one block's training state";

@@ -40,7 +40,9 @@ static int qat_parse(void *opts, const json_t *params, const char *where)
     o->damp_percent = qp_param_num(params, "damp_percent");
     o->e2e_steps = (int)qp_param_int(params, "e2e_steps");
     o->e2e_lr = qp_param_num(params, "e2e_lr");
-    (void)where;
+    if (qp_param_bool(params, "act_order") || qp_param_bool(params, "static_groups"))
+        return qp_error_set(QP_EUSAGE, "%s: act_order and static_groups do not apply to method qat (its groups are "
+                                       "consecutive columns, also with init: gptq); remove them", where);
     return 0;
 }
 
@@ -118,6 +120,12 @@ static int gptq_init(qp_linear *init[QP_TL_COUNT], const qp_quant_seq *sq, int l
             if (rc == 0)
                 rc = qp_gptq_quantize_prepared(&init[i], blk->fp.w[i], prep, (int64_t)rows, (int64_t)cols, &gp, &gs,
                                                ctx->threads);
+            if (rc) {
+                char hf[160], mod[64];
+                snprintf(mod, sizeof(mod), "%s.weight", lin_suffix[i]);
+                qp_error_prefix("stage '%s': tensor '%s': init: gptq", ctx->id,
+                                qp_hf_layer_name(hf, sizeof(hf), l, mod));
+            }
         }
         qp_gptq_prepared_free(prep);
         free(H);
@@ -177,8 +185,10 @@ static int qat_layer(qp_quant_seq *sq, int l)
             break;
         }
         qp_tensor_plan tp;
-        if ((rc = qp_quant_plan_tensor(&tp, &job->plan, hf, 2, rows, cols)) != 0)
+        if ((rc = qp_quant_plan_tensor(&tp, &job->plan, hf, 2, rows, cols)) != 0) {
+            qp_error_prefix("stage '%s'", ctx->id);
             break;
+        }
         blk.bits[i] = tp.kind == QP_TP_LINEAR ? tp.bits : 0;   /* others: the main loop encodes them */
         blk.fp.w[i] = w[i];
     }
@@ -225,7 +235,11 @@ static int qat_layer(qp_quant_seq *sq, int l)
                          .lr = o->lr, .batch = o->batch, .seed = o->seed + (uint64_t)l, .n_threads = ctx->threads};
     qp_qat_stats qs;
     if ((rc = qp_qat_block_run(out, &qs, &blk, &qpp)) != 0) {
-        qp_error_prefix("stage '%s': layer %d", ctx->id, l);
+        if (qs.bad_linear >= 0) {
+            snprintf(mod, sizeof(mod), "%s.weight", lin_suffix[qs.bad_linear]);
+            qp_error_prefix("stage '%s': tensor '%s'", ctx->id, qp_hf_layer_name(hf, sizeof(hf), l, mod));
+        } else
+            qp_error_prefix("stage '%s': layer %d", ctx->id, l);
         goto done;
     }
     for (int i = 0; i < QP_TL_COUNT && rc == 0; i++) {
@@ -436,7 +450,27 @@ done:
 static int qat_run(qp_quant_job *job)
 {
     const qp_qm_qat_opts *o = job->opts;
+    if (o->e2e_steps > 0) {
+        /* the next-token loss needs two tokens a window: refused before any block is trained */
+        int32_t *samples = NULL;
+        int64_t S, T;
+        int rc = qp_calib_samples_load(&samples, &S, &T, job->ctx, job->calib, (int64_t)job->cfg.max_pos, 1);
+        free(samples);
+        if (rc)
+            return rc;
+        if (T < 2)
+            return qp_error_set(QP_EUSAGE, "stage '%s': e2e_steps needs calibration windows of at least 2 tokens "
+                                           "(seq_len is %lld); raise the calibrate stage's seq_len or set e2e_steps: 0",
+                                job->ctx->id, (long long)T);
+    }
     return qp_quant_sequential_then(job, 1, 1, qat_layer, o->e2e_steps > 0 ? qat_e2e : NULL);
+}
+
+/* the per-block losses and the end-to-end phase's cross-entropy */
+static void qat_describe(const qp_quant_job *job, qp_artifact *out)
+{
+    if (job->report)
+        json_object_set(qp_artifact_meta(out), "qat", job->report);
 }
 
 static const char *const card_keys[] = {"bits", "group_size", "sym", "steps", "lr", "batch", "init", "e2e_steps",
@@ -447,5 +481,5 @@ const qp_quant_method qp_qm_qat = {
     .doc = "quantization-aware training: block-wise sign-SGD of rounding, scales and zero points (AutoRound-style)",
     .flags = QP_QM_NEEDS_CALIB, .needs_calib = "needs a calibrate stage in needs:",
     .opts_size = sizeof(qp_qm_qat_opts), .parse = qat_parse, .plan = qp_qm_linear_plan, .run = qat_run,
-    .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
+    .describe = qat_describe, .hints = {card_keys, qp_qm_linear_package_name, qp_qm_linear_gguf_file_type},
 };

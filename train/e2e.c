@@ -65,10 +65,11 @@ static void lin_grad(e2e_lin *l, const float *dw)
         }
 }
 
-static void lin_adam(e2e_lin *l, float lr, int t)
+/* b1t, b2t: β1^t and β2^t as running products (no libm pow in what reaches the bytes) */
+static void lin_adam(e2e_lin *l, float lr, float b1t, float b2t)
 {
     const float b1 = 0.9f, b2 = 0.999f;
-    const float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
+    const float c1 = 1.0f - b1t, c2 = 1.0f - b2t;
     size_t n = (size_t)(l->v.rows * l->v.n_groups);
     for (size_t k = 0; k < n; k++) {
         float g = l->dgamma[k];
@@ -186,6 +187,13 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
         rc = qp_tblock_f32_new(&e.tb, &m->shape, e.B, m->T, m->cos_t, m->sin_t, p->n_threads < 1 ? 1 : p->n_threads);
     if (rc)
         goto done;
+    int any = 0;
+    for (size_t k = 0; k < nl; k++)
+        any |= m->layers[k / QP_TL_COUNT].lin[k % QP_TL_COUNT] != NULL;
+    if (!any) {
+        st->kept_init = 1;   /* no scale to train */
+        goto done;
+    }
     e.lins = qp_xcalloc(nl, sizeof(*e.lins));
     for (size_t k = 0; k < nl; k++) {
         e2e_lin *l = &e.lins[k];
@@ -225,6 +233,7 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
     qp_rng rng;
     qp_rng_seed(&rng, p->seed);
     size_t pos = m->S, idx[4096];
+    float b1t = 1.0f, b2t = 1.0f;
     for (int t = 0; t < p->steps; t++) {
         for (size_t b = 0; b < e.B; b++) {
             if (pos == m->S) {
@@ -241,9 +250,11 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
         }
         double loss = step_grad(&e, idx, e.B);
         const float lr = (float)(p->lr * (1.0 - (double)t / (double)p->steps));
+        b1t *= 0.9f;
+        b2t *= 0.999f;
         for (size_t k = 0; k < nl; k++)
             if (e.lins[k].lin)
-                lin_adam(&e.lins[k], lr, t + 1);
+                lin_adam(&e.lins[k], lr, b1t, b2t);
         if (m->progress)
             m->progress(m->progress_ud, t + 1, p->steps, loss);
     }

@@ -37,7 +37,7 @@
         int maxq, sym;                                                                                         \
         int surrogate;                 /* 1: no rounding anywhere (gradient checks) */                         \
         const RT *w;                   /* [rows, cols] */                                                      \
-        const int8_t *off;             /* [rows, cols] or NULL (all 0) */                                      \
+        const int16_t *off;            /* [rows, cols] or NULL (all 0) */                                      \
         const RT *s0;                  /* [rows, n_groups] */                                                  \
         RT *v;                         /* [rows, cols] */                                                      \
         RT *gamma;                     /* [rows, n_groups] */                                                  \

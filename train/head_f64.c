@@ -2,4 +2,5 @@
 #define REAL double
 #define SFX f64
 #define GEMM qp_dgemm
+#define EXPR(x) exp(x)
 #include "train/head_impl.h"

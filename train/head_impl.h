@@ -71,14 +71,20 @@ static void head_row_task(void *arg, size_t r, int thread)
     REAL mx = row[0];
     for (size_t v = 1; v < j->V; v++)
         mx = row[v] > mx ? row[v] : mx;
+    /* e^(l − max) by the block's exp (f32: qpipe's own, model/llama_kernels.h),
+     * so the gradient does not depend on libm; log only in the loss value */
+    const REAL lt = row[t];
     double sum = 0;
-    for (size_t v = 0; v < j->V; v++)
-        sum += exp((double)row[v] - (double)mx);
-    j->nll[r] = log(sum) + (double)mx - (double)row[t];
+    for (size_t v = 0; v < j->V; v++) {
+        row[v] = EXPR(row[v] - mx);
+        sum += (double)row[v];
+    }
+    j->nll[r] = log(sum) + (double)mx - (double)lt;
     if (!j->grad)
         return;
+    const REAL inv = (REAL)(1.0 / sum);
     for (size_t v = 0; v < j->V; v++)
-        row[v] = (REAL)(exp((double)row[v] - (double)mx) / sum) * j->scale;
+        row[v] = row[v] * inv * j->scale;
     row[t] -= j->scale;
 }
 

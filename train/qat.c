@@ -14,14 +14,14 @@ typedef struct {
     int on;
     size_t rows, cols, ng;
     qp_fq_f32 fq;
-    float *s0, *v, *gamma, *zf, *zf0;
-    int8_t *off;
+    float *s0, *v, *v0, *gamma, *zf, *zf0;   /* v0: v at the init (NULL: all 0) */
+    int16_t *off;
     float *what, *dwhat, *dv, *dgamma, *dzf;
 } lin_state;
 
 static void lin_free(lin_state *ls)
 {
-    void *p[] = {ls->s0, ls->v, ls->gamma, ls->zf, ls->zf0, ls->off, ls->what, ls->dwhat, ls->dv, ls->dgamma, ls->dzf};
+    void *p[] = {ls->s0, ls->v, ls->v0, ls->gamma, ls->zf, ls->zf0, ls->off, ls->what, ls->dwhat, ls->dv, ls->dgamma, ls->dzf};
     for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++)
         free(p[i]);
 }
@@ -76,17 +76,28 @@ static int lin_init(lin_state *ls, const qp_qat_block *blk, const qp_qat_params 
     ls->dwhat = qp_xmalloc(n * sizeof(float));
     ls->dv = qp_xmalloc(n * sizeof(float));
     if (init) {
-        /* integer offsets that make v = 0 give init's codes at init's scale */
-        ls->off = qp_xmalloc(n);
+        /* integer offsets that make v = 0 give init's codes at init's scale:
+         * off = code − z − round(w/s); where the fake quantizer's own f32
+         * arithmetic (w/s + off, then round half to even) still lands on
+         * another integer (a tie, or the sum's rounding), v starts at the
+         * distance to the code instead of 0, so init's codes come back */
+        ls->off = qp_xmalloc(n * sizeof(int16_t));
         const size_t gs = ls->cols / ls->ng;
         for (size_t r = 0; r < ls->rows; r++)
             for (size_t c = 0; c < ls->cols; c++) {
-                size_t g = c / gs;
-                float s = ls->s0[r * ls->ng + g];
-                double o = (double)view.codes[r * ls->cols + c] - (double)view.zeros[r * ls->ng + g] -
-                           rint((double)(w[r * ls->cols + c] / s));
-                ls->off[r * ls->cols + c] = (int8_t)(o < -127 ? -127 : o > 127 ? 127 : o);
+                const size_t k = r * ls->cols + c, g = c / gs;
+                const float s = ls->s0[r * ls->ng + g];
+                const float want = (float)view.codes[k] - (float)view.zeros[r * ls->ng + g];
+                double o = (double)want - rint((double)(w[k] / s));
+                ls->off[k] = (int16_t)(o < -32767 ? -32767 : o > 32767 ? 32767 : o);
+                float u = w[k] / s + (float)ls->off[k];
+                if (rintf(u) != want) {
+                    float d = want - u;
+                    ls->v[k] = d < -0.5f ? -0.5f : d > 0.5f ? 0.5f : d;
+                }
             }
+        ls->v0 = qp_xmalloc(n * sizeof(float));
+        memcpy(ls->v0, ls->v, n * sizeof(float));
     }
     qp_linear_free(q);
     ls->fq = (qp_fq_f32){.rows = ls->rows, .cols = ls->cols, .group_size = ls->cols / ls->ng,
@@ -223,8 +234,14 @@ int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat
     trainer tr;
     memset(&tr, 0, sizeof(tr));
     memset(st, 0, sizeof(*st));
-    for (int i = 0; i < QP_TL_COUNT; i++)
+    st->bad_linear = -1;
+    int any = 0;
+    for (int i = 0; i < QP_TL_COUNT; i++) {
         out[i] = NULL;
+        any |= blk->bits[i] > 0;
+    }
+    if (!any)
+        return 0;   /* nothing of this block is quantized (skip:, or other types by override) */
     tr.blk = blk;
     tr.B = (size_t)(p->batch < 1 ? 1 : p->batch);
     if (tr.B > blk->S)
@@ -238,8 +255,11 @@ int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat
         goto done;
     tr.wq = blk->fp;
     for (int i = 0; i < QP_TL_COUNT && rc == 0; i++)
-        if (blk->bits[i] > 0 && (rc = lin_init(&tr.ls[i], blk, p, i)) == 0)
+        if (blk->bits[i] > 0) {
+            if ((rc = lin_init(&tr.ls[i], blk, p, i)) != 0)
+                st->bad_linear = i;
             tr.wq.w[i] = tr.ls[i].what;
+        }
     if (rc)
         goto done;
     tr.xb = qp_xmalloc(tr.B * tr.TD * sizeof(float));
@@ -290,16 +310,21 @@ int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat
     }
     if (rc)
         goto done;
-    if ((rc = full_loss(&tr, &st->loss_final)) != 0)
+    if (p->steps == 0)
+        st->loss_final = st->loss_init;   /* the init, as it is */
+    else if ((rc = full_loss(&tr, &st->loss_final)) != 0)
         goto done;
-    if (!(st->loss_final < st->loss_init)) {
-        /* back to the init: v = 0, γ = 1, zf as fitted */
+    if (p->steps > 0 && !(st->loss_final < st->loss_init)) {
+        /* back to the init: v as it started, γ = 1, zf as fitted */
         st->kept_init = 1;
         for (int i = 0; i < QP_TL_COUNT; i++) {
             lin_state *ls = &tr.ls[i];
             if (!ls->on)
                 continue;
-            memset(ls->v, 0, ls->rows * ls->cols * sizeof(float));
+            if (ls->v0)
+                memcpy(ls->v, ls->v0, ls->rows * ls->cols * sizeof(float));
+            else
+                memset(ls->v, 0, ls->rows * ls->cols * sizeof(float));
             for (size_t k = 0; k < ls->rows * ls->ng; k++) {
                 ls->gamma[k] = 1.0f;
                 ls->zf[k] = ls->zf0[k];
@@ -308,8 +333,8 @@ int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat
         st->loss_final = st->loss_init;
     }
     for (int i = 0; i < QP_TL_COUNT && rc == 0; i++)
-        if (tr.ls[i].on)
-            rc = to_linear(&out[i], &tr.ls[i], p, blk->bits[i]);
+        if (tr.ls[i].on && (rc = to_linear(&out[i], &tr.ls[i], p, blk->bits[i])) != 0)
+            st->bad_linear = i;
 done:
     if (rc)
         for (int i = 0; i < QP_TL_COUNT; i++) {

@@ -65,11 +65,13 @@ typedef struct {
     double loss_init;    /* mean squared error over all windows, the init */
     double loss_final;   /* the same for the result */
     int kept_init;       /* 1 when training did not lower it */
+    int bad_linear;      /* on error: the linear (QP_TL_*) it concerns, else -1 */
 } qp_qat_stats;
 
 /* Trains the block; out[i] (bits[i] > 0) receives a new object.  QP_EUSAGE
- * for a shape the grid refuses (named by the linear's index; the caller
- * prefixes the tensor), ENOMEM-style errors as qp_err. */
+ * for a weight the grid refuses (a shape, a NaN, an fp16 overflow, an init of
+ * another grid): st->bad_linear names the linear, so the caller can prefix
+ * the tensor's name.  A block with no linear to quantize returns at once. */
 int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat_block *blk,
                      const qp_qat_params *p);
 

@@ -111,4 +111,7 @@ stages:
 Y
 expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
 expect_grep "init"
+sed -i 's/init: awq/act_order: true/' bad.yaml
+expect_exit 2 "$QPIPE" run bad.yaml --no-provenance
+expect_grep "act_order and static_groups do not apply to method qat"
 done_ok

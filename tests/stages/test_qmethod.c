@@ -13,7 +13,7 @@ static void test_registry(void **state)
     (void)state;
     size_t n;
     const qp_quant_method *const *all = qp_quant_methods(&n);
-    assert_int_equal(n, 7);
+    assert_int_equal(n, 8);
     for (size_t i = 0; i < n; i++) {
         assert_ptr_equal(qp_quant_method_find(all[i]->name), all[i]);
         assert_non_null(all[i]->plan);
@@ -27,6 +27,11 @@ static void test_registry(void **state)
     assert_true(qp_qm_gguf.flags & QP_QM_IMATRIX);
     assert_true(qp_qm_mixed.flags & QP_QM_IMATRIX);
     assert_false(qp_qm_rtn.flags & QP_QM_IMATRIX);
+    /* qat trains on the calibration windows and writes the linear format */
+    assert_ptr_equal(qp_quant_method_find("qat"), &qp_qm_qat);
+    assert_true(qp_qm_qat.flags & QP_QM_NEEDS_CALIB);
+    assert_false(qp_qm_qat.flags & QP_QM_IMATRIX);
+    assert_ptr_equal(qp_qm_qat.plan, qp_qm_linear_plan);
 }
 
 static json_t *params(const char *extra)
@@ -38,7 +43,8 @@ static json_t *params(const char *extra)
                            "\"max_ppl_delta\": 0, \"max_ppl_ratio\": 0, \"windows\": 4, \"damp_percent\": 0.01, "
                            "\"act_order\": false, \"static_groups\": false, \"sequential\": true, "
                            "\"true_sequential\": true, \"duo_scaling\": \"auto\", \"clip\": true, "
-                           "\"double_quant\": false}", 0, &e);
+                           "\"double_quant\": false, \"steps\": 200, \"lr\": 0, \"batch\": 8, \"seed\": 0, "
+                           "\"init\": \"rtn\", \"e2e_steps\": 0, \"e2e_lr\": 0.001}", 0, &e);
     json_t *x = json_loads(extra, 0, &e);
     json_object_update(p, x);
     json_decref(x);

@@ -62,13 +62,13 @@ static void check_fq_grad(int sym, int with_off)
     double *w = calloc(n, sizeof(double)), *v = calloc(n, sizeof(double)), *R = calloc(n, sizeof(double));
     double *what = calloc(n, sizeof(double)), *dv = calloc(n, sizeof(double));
     double s0[10], gamma[10], zf[10], dg[10], dz[10];
-    int8_t *off = calloc(n, 1);
+    int16_t *off = calloc(n, sizeof(int16_t));
     qp_test_seed(17 + (uint64_t)sym * 2 + (uint64_t)with_off);
     for (size_t i = 0; i < n; i++) {
         w[i] = 0.3 * qp_test_gauss();
         v[i] = qp_test_uniform() - 0.5;
         R[i] = qp_test_gauss();
-        off[i] = with_off ? (int8_t)((int)qp_test_below(3) - 1) : 0;
+        off[i] = with_off ? (int16_t)((int)qp_test_below(3) - 1) : 0;
     }
     for (size_t k = 0; k < rows * ng; k++) {
         s0[k] = 0.05 + 0.05 * qp_test_uniform();   /* small: some weights land outside the grid (clamped) */
@@ -326,8 +326,9 @@ static void test_qat_zero_steps_is_rtn(void **state)
     toy_free(&t);
 }
 
-/* a given solution (here: RTN with every code moved by one step where it
- * can be, a stand-in for GPTQ's moved codes) is reproduced at 0 steps */
+/* a given solution (here: RTN with codes moved by one step where they can
+ * be, a stand-in for GPTQ's moved codes) is reproduced exactly at 0 steps,
+ * ties of w/s included */
 static void test_qat_init_solution_kept(void **state)
 {
     (void)state;
@@ -350,6 +351,13 @@ static void test_qat_init_solution_kept(void **state)
             v.codes[k] = (uint8_t)(k % 3 == 0 && v.codes[k] < 15 ? v.codes[k] + 1 : k % 3 == 1 && v.codes[k] > 0
                                                                                          ? v.codes[k] - 1
                                                                                          : v.codes[k]);
+        /* every 5th weight exactly halfway between two grid points (w/s = k + 0.5):
+         * round half to even of w/s + off lands on the wrong code for odd
+         * offsets unless the init's v says otherwise */
+        for (size_t k = 0; k < r * c; k += 5) {
+            float s = qp_f16_to_f32(v.scales[(k / c) * (size_t)v.n_groups + (k % c) / 32]);
+            t.w[i][k] = s * (floorf(t.w[i][k] / s) + 0.5f);
+        }
         b.init[i] = init[i];
     }
     qp_qat_params p = {.group_size = 32, .steps = 0, .lr = 0.01, .batch = 3, .seed = 1, .n_threads = 1};
