@@ -222,8 +222,8 @@ static int write_weights(const char *path, const qp_artifact *model, qp_cache *c
         int linear = fmt && !strcmp(fmt, "linear");
         if (fmt && !linear && strcmp(fmt, "dense") != 0) {
             rc = qp_error_set(QP_EUSAGE, "%s: tensor '%s' is %s-quantized; %s checkpoints hold linear (RTN, GPTQ, "
-                                         "AWQ) tensors only (quantize with method rtn, gptq or awq, or package as "
-                                         "gguf)", what, tname, fmt, hc->fmt_name);
+                                         "AWQ, QAT) tensors only (quantize with method rtn, gptq, awq or qat, or "
+                                         "package as gguf)", what, tname, fmt, hc->fmt_name);
             break;
         }
         void *buf = NULL;
@@ -237,7 +237,7 @@ static int write_weights(const char *path, const qp_artifact *model, qp_cache *c
     }
     if (rc == 0 && !hc->seen)
         rc = qp_error_set(QP_EUSAGE, "%s: the model has no linear-quantized tensor; %s export needs a model "
-                                     "quantized with method rtn, gptq or awq", what, hc->fmt_name);
+                                     "quantized with method rtn, gptq, awq or qat", what, hc->fmt_name);
     if (w && rc)
         qp_st_writer_abort(w);
     else if (w)

@@ -28,7 +28,7 @@ static const qp_param_spec params[] = {
     {"method", QP_P_STRING, NULL, "rtn|gguf|nf4|int8|gptq|awq|mixed|qat", 0, -1, QP_PF_REQUIRED,
      "quantization algorithm (mixed: sensitivity-driven llama.cpp types per tensor; qat: quantization-aware "
      "training)"},
-    {"bits", QP_P_INT, "4", NULL, 2, 8, 0, "bits per weight (rtn, gptq, awq)"},
+    {"bits", QP_P_INT, "4", NULL, 2, 8, 0, "bits per weight (rtn, gptq, awq, qat)"},
     {"group_size", QP_P_INT, "128", QP_LINEAR_GROUP_SIZES, 0, -1, 0,
      "weights per scale along the input dimension (-1 = per output channel)"},
     {"sym", QP_P_BOOL, "false", NULL, 0, -1, 0, "symmetric grid (no zero point)"},

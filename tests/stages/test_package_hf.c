@@ -615,8 +615,8 @@ static void test_refuse_ggml(void **state)
                                                      "shape", 1, 128)), 0);
     assert_package_fails(f, "gptq", QP_EUSAGE,
                          WHAT ": tensor 'model.layers.0.self_attn.q_proj.weight' is ggml-quantized; GPTQ checkpoints "
-                              "hold linear (RTN, GPTQ, AWQ) tensors only (quantize with method rtn, gptq or awq, or "
-                              "package as gguf)");
+                              "hold linear (RTN, GPTQ, AWQ, QAT) tensors only (quantize with method rtn, gptq, awq or "
+                              "qat, or package as gguf)");
 }
 
 static void test_refuse_other(void **state)
@@ -678,7 +678,7 @@ static void test_refuse_no_linear(void **state)
     add_dense(f, "model.norm.weight", "F32", 2, x, sizeof(x));
     assert_package_fails(f, "awq", QP_EUSAGE,
                          WHAT ": the model has no linear-quantized tensor; AWQ GEMM export needs a model quantized "
-                              "with method rtn, gptq or awq");
+                              "with method rtn, gptq, awq or qat");
 }
 
 /* The house model: every linear weight RTN 4-bit g128, embeddings and
