@@ -140,8 +140,13 @@ static int action_get_local(qp_cache *c, const char *key, char artifact[QP_HEX_L
         utimensat(AT_FDCWD, path, NULL, 0);  /* recency for gc's LRU */
         memcpy(artifact, e.artifact, QP_HEX_LEN);
         rc = 0;
-        if (qp_remote_push_hits(c))   /* qpipe cache push: a hit goes up too */
-            qp_remote_push_action(c, key, e.artifact, (const char *const *)e.refs, e.n_refs);
+        if (qp_remote_push_hits(c)) {   /* qpipe cache push: a hit goes up too */
+            const char **refs = qp_xcalloc(e.n_refs ? e.n_refs : 1, sizeof(*refs));
+            for (size_t i = 0; i < e.n_refs; i++)
+                refs[i] = e.refs[i];
+            qp_remote_push_action(c, key, e.artifact, refs, e.n_refs);
+            free(refs);
+        }
     }
     qp_action_entry_clear(&e);
 done:

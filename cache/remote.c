@@ -512,8 +512,22 @@ static void *batch_worker(void *arg)
     return NULL;
 }
 
-static int run_batch(qp_cache *c, qp_remote *r, const char *const *digests, size_t n, int push)
+static int cmp_str(const void *x, const void *y)
 {
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* Transfers every distinct digest once (an entry's refs repeat its
+ * artifact), REMOTE_PARALLEL at a time; the first failure stops the rest. */
+static int run_batch(qp_cache *c, qp_remote *r, const char *const *list, size_t n_list, int push)
+{
+    const char **digests = qp_xcalloc(n_list ? n_list : 1, sizeof(*digests));
+    memcpy(digests, list, n_list * sizeof(*digests));
+    qsort(digests, n_list, sizeof(*digests), cmp_str);
+    size_t n = 0;
+    for (size_t i = 0; i < n_list; i++)
+        if (n == 0 || strcmp(digests[n - 1], digests[i]) != 0)
+            digests[n++] = digests[i];
     batch b = {.c = c, .r = r, .digests = digests, .n = n, .push = push};
     pthread_mutex_init(&b.mu, NULL);
     size_t nt = n < REMOTE_PARALLEL ? n : REMOTE_PARALLEL;
@@ -526,6 +540,7 @@ static int run_batch(qp_cache *c, qp_remote *r, const char *const *digests, size
     for (size_t i = 0; i < started; i++)
         pthread_join(th[i], NULL);
     pthread_mutex_destroy(&b.mu);
+    free(digests);
     return b.rc;
 }
 

@@ -7,11 +7,19 @@
 # concurrent writers leave a consistent remote.
 source "$(dirname "$0")/lib.sh"
 
-command -v nginx >/dev/null || { echo "skip: nginx not installed (scripts/install-deps.sh installs it)"; exit 0; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "skip: nginx not installed (scripts/install-deps.sh installs it)"; exit 0; }
 [ -f "$SHARED/models/house-llama/model.safetensors" ] || { echo "skip: no $SHARED/models/house-llama"; exit 0; }
 
 NG=$T/nginx
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# a port nothing listens on (nginx then fails to start if another process takes it first)
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
 # start_nginx [DIRECTIVES]: a WebDAV server over $NG/root on 127.0.0.1:$PORT
 start_nginx() {
   mkdir -p "$NG/root" "$NG/tmp" "$NG/logs"
@@ -45,8 +53,8 @@ http {
   }
 }
 C
-  nginx -c "$NG/nginx.conf" -p "$NG/" 2>"$NG/start.err" || { cat "$NG/start.err" >&2; fail "nginx did not start"; }
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  "$NGINX" -c "$NG/nginx.conf" -p "$NG/" 2>"$NG/start.err" || { cat "$NG/start.err" >&2; fail "nginx did not start"; }
+  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT/qp"
 }
 stop_nginx() {
@@ -91,7 +99,7 @@ for f in $(find "$NG/root/qp/cas" -type f | head -20); do
 done; ok
 start=$(date +%s.%N)
 run_with c2 0 --remote-cache "$URL"
-t_pull=$(python3 -c "print(f'{$(date +%s.%N) - $start:.2f}')")
+t_pull=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 [ "$(ran_stages)" = "" ] || fail "second cache ran: $(ran_stages)"; ok
 expect_grep '"ran":0,"cached":4'
 expect_grep 'remote cache: 4 action\(s\) and [0-9]+ object\(s\)'
@@ -113,7 +121,6 @@ QPIPE_CACHE=$T/c3 expect_exit 0 "$QPIPE" run r.yaml --json --no-provenance --rem
 expect_grep "object $art is corrupt or partial"
 [ "$(grep -c 'is corrupt' "$T/out")" = 1 ] || fail "corruption reported more than once"; ok
 [ "$(ran_stages)" = "e_rtn" ] || fail "after corruption ran: $(ran_stages)"; ok
-[ ! -e "$T/c3/objects/${art:0:2}/${art:2}" ] || [ "$(grep -c "$art" "$T/out")" -ge 1 ] || true
 QPIPE_CACHE=$T/c3 expect_exit 0 "$QPIPE" cache verify
 [ "$(sha256sum "$victim" | cut -d' ' -f1)" = "$art" ] || fail "the corrupt remote object was not repaired"; ok
 # a truncated (partial) object, no rerun possible to repair it: read mode
