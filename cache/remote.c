@@ -133,6 +133,12 @@ int qp_remote_new(qp_remote **out, const qp_remote_options *o)
     if (!o->url || (strncmp(o->url, "http://", 7) != 0 && strncmp(o->url, "https://", 8) != 0))
         return qp_error_set(QP_EUSAGE, "--remote-cache %s: expected an http:// or https:// URL",
                             o->url ? o->url : "(null)");
+    const char *host = strstr(o->url, "//") + 2;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    if (at && (!slash || at < slash))   /* user:password@host would reach warnings and logs */
+        return qp_error_set(QP_EUSAGE, "--remote-cache: credentials in the URL are refused (they would be printed); "
+                                       "set QPIPE_REMOTE_CACHE_TOKEN, or QPIPE_REMOTE_CACHE_USER and "
+                                       "QPIPE_REMOTE_CACHE_PASSWORD");
     if (o->mode < QP_REMOTE_READ || o->mode > QP_REMOTE_READWRITE)
         return qp_error_set(QP_EUSAGE, "remote cache mode %d: expected read, write or readwrite", o->mode);
     pthread_once(&curl_once, curl_init_once);

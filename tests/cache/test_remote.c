@@ -318,6 +318,9 @@ static void test_bad_options(void **state)
     qp_remote_options o = {.url = "ftp://x", .mode = QP_REMOTE_READ};
     assert_int_equal(qp_remote_new(&r, &o), QP_EUSAGE);
     assert_null(r);
+    o.url = "http://u:secret@x/c";   /* credentials belong in the environment */
+    assert_int_equal(qp_remote_new(&r, &o), QP_EUSAGE);
+    assert_null(strstr(qp_error_last(), "secret"));
     o.url = "http://x";
     o.mode = 0;
     assert_int_equal(qp_remote_new(&r, &o), QP_EUSAGE);
