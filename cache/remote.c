@@ -43,6 +43,7 @@
 #define REMOTE_CONNECT_TIMEOUT_S 5L
 #define REMOTE_LOW_SPEED_S 30L     /* abort a transfer slower than 1 KB/s for this long */
 #define REMOTE_AC_MAX ((size_t)64 << 20)
+#define REMOTE_REPLY_MAX ((size_t)1 << 16)   /* what a HEAD or PUT reply's body may be */
 #define REMOTE_PARALLEL 4          /* concurrent object transfers per action */
 
 struct qp_remote {
@@ -429,14 +430,17 @@ static int push_object(qp_cache *c, qp_remote *r, CURL *h, const char *digest)
     char why[600] = "", path[80];
     snprintf(path, sizeof(path), "cas/%s", digest);
     long st = 0;
-    req q = {.fd = -1};
+    req q = {.fd = -1, .mem_max = REMOTE_REPLY_MAX};   /* a server may answer a PUT with a body */
     /* HEAD first: an object someone uploaded is not sent again, except one
      * this process found corrupt there (the upload repairs it) */
     if (!in_set(r, r->corrupt, r->n_corrupt, digest)) {
         if (http(r, h, "HEAD", path, &q, 0, &st, why, sizeof(why)) != 0) {
             give_up(r, "%s", why);
+            free(q.mem);
             return QP_ERROR;
         }
+        free(q.mem);
+        q.mem = NULL;
         if (st == 200)
             return 0;
         if (st != 404)
@@ -476,6 +480,7 @@ static int push_object(qp_cache *c, qp_remote *r, CURL *h, const char *digest)
     }
     if (f)
         fclose(f);
+    free(q.mem);
     unlink(tmp);
     free(tmp);
     return rc;
@@ -650,7 +655,7 @@ int qp_remote_push_action(qp_cache *c, const char *key, const char *artifact, co
     CURL *h = curl_easy_init();
     if (!h)
         qp_out_of_memory(0, __FILE__, __LINE__);
-    req q = {.fd = -1, .body = text, .body_len = strlen(text)};
+    req q = {.fd = -1, .mem_max = REMOTE_REPLY_MAX, .body = text, .body_len = strlen(text)};
     long st = 0;
     if (http(r, h, "PUT", path, &q, q.body_len, &st, why, sizeof(why)) != 0)
         give_up(r, "%s", why);

@@ -101,7 +101,7 @@ static void *srv_main(void *arg)
             if (s->puts < MAX_FILES)
                 snprintf(s->put_order[s->puts], 8, "%.3s", p);
             s->puts++;
-            snprintf(hdr, sizeof(hdr), "HTTP/1.0 201 Created\r\nContent-Length: 0\r\n\r\n");
+            snprintf(hdr, sizeof(hdr), "HTTP/1.0 201 Created\r\nContent-Length: 8\r\n\r\ncreated\n");
             (void)!write(c, hdr, strlen(hdr));
         } else if (i < 0) {
             snprintf(hdr, sizeof(hdr), "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
