@@ -22,7 +22,9 @@ OPT     ?= -O2 -march=native
 # the tests are built without its headers and do not link it.
 PKGS    := yaml-0.1 libgit2 libcrypto libzstd jansson libpcre2-8 libutf8proc libcurl
 BENCH_PKGS := openblas
-DEPS_OK := $(shell pkg-config --exists $(PKGS) $(BENCH_PKGS) cmocka 2>/dev/null && echo yes)
+# nginx: not linked, the WebDAV server of tests/cli/test_remote_cache.sh
+DEPS_OK := $(shell pkg-config --exists $(PKGS) $(BENCH_PKGS) cmocka 2>/dev/null && \
+             { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 && echo yes)
 ifneq ($(DEPS_OK),yes)
 DEPS_OK := $(shell bash scripts/install-deps.sh 1>&2 && echo yes)
 endif

@@ -104,7 +104,7 @@ static char *action_path(qp_cache *c, const char *key, char hex[QP_HEX_LEN])
     return qp_cache_fanout_path(c->actions, hex);
 }
 
-int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN])
+static int action_get_local(qp_cache *c, const char *key, char artifact[QP_HEX_LEN])
 {
     int rc;
     char hex[QP_HEX_LEN], reason[200];
@@ -140,10 +140,30 @@ int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN])
         utimensat(AT_FDCWD, path, NULL, 0);  /* recency for gc's LRU */
         memcpy(artifact, e.artifact, QP_HEX_LEN);
         rc = 0;
+        if (qp_remote_push_hits(c)) {   /* qpipe cache push: a hit goes up too */
+            const char **refs = qp_xcalloc(e.n_refs ? e.n_refs : 1, sizeof(*refs));
+            for (size_t i = 0; i < e.n_refs; i++)
+                refs[i] = e.refs[i];
+            qp_remote_push_action(c, key, e.artifact, refs, e.n_refs);
+            free(refs);
+        }
     }
     qp_action_entry_clear(&e);
 done:
     free(path);
+    return rc;
+}
+
+int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN])
+{
+    int rc = action_get_local(c, key, artifact);
+    /* read-through: a local miss asks the remote, which records the entry
+     * (and its verified objects) locally on a hit; the second local read
+     * then serves it like any entry (and restores the miss's message) */
+    if (rc == QP_ENOTFOUND && c->remote) {
+        qp_remote_fetch_action(c, key);
+        rc = action_get_local(c, key, artifact);
+    }
     return rc;
 }
 
@@ -201,10 +221,20 @@ done:
     return rc;
 }
 
+int qp_cache_action_put_local(qp_cache *c, const char *key, const char *artifact,
+                              const char *const *refs, size_t n_refs)
+{
+    return entry_put(c, key, NULL, artifact, refs, n_refs);
+}
+
 int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
                         const char *const *refs, size_t n_refs)
 {
-    return entry_put(c, key, NULL, artifact, refs, n_refs);
+    int rc = entry_put(c, key, NULL, artifact, refs, n_refs);
+    /* write-back: the objects, then the entry (never an error: see remote.c) */
+    if (rc == 0 && c->remote)
+        qp_remote_push_action(c, key, artifact, refs, n_refs);
+    return rc;
 }
 
 int qp_cache_checkpoint_put(qp_cache *c, const char *key, const char *of, const char *artifact,

@@ -137,6 +137,39 @@ int qp_cache_verify(qp_cache *c, qp_cache_problem_cb cb, void *ud, size_t *n_pro
 typedef struct { uint64_t removed_objects, removed_bytes, removed_actions; } qp_cache_gc_result;
 int qp_cache_gc(qp_cache *c, uint64_t max_bytes, qp_cache_gc_result *out);
 
+/* ---- remote cache (cache/remote.c) ----
+ * A shared HTTP cache in the Bazel HTTP remote-cache layout: {url}/cas/<sha256
+ * of the raw bytes> holds an object's uncompressed bytes, {url}/ac/<key hex>
+ * an action entry (JSON {"artifact", "refs"}).  Attached to a handle with
+ * qp_cache_set_remote: qp_cache_action_get asks the remote on a local miss
+ * (every object downloaded is verified against its digest before it enters
+ * the store; an entry whose objects are not all on the remote is a miss) and
+ * qp_cache_action_put uploads the objects (HEAD first) and then the entry.
+ * The remote never makes a call fail: its first failure prints one warning
+ * and turns it off for the rest of the process. */
+typedef struct qp_remote qp_remote;
+enum { QP_REMOTE_READ = 1, QP_REMOTE_WRITE = 2, QP_REMOTE_READWRITE = 3 };
+typedef void (*qp_remote_warn_cb)(void *ud, const char *line);
+typedef struct {
+    const char *url;                 /* http(s)://host[:port][/prefix] */
+    int mode;                        /* QP_REMOTE_READ / WRITE / READWRITE */
+    const char *token;               /* bearer token, or NULL */
+    const char *user, *password;     /* basic auth when no token, or NULL */
+    int push_hits;                   /* a local hit is uploaded too (qpipe cache push) */
+    qp_remote_warn_cb warn;          /* NULL: "qpipe: warning: …" on stderr */
+    void *warn_ud;
+} qp_remote_options;
+typedef struct {
+    uint64_t objects_down, bytes_down, actions_down;
+    uint64_t objects_up, bytes_up, actions_up;
+    int disabled;                    /* the remote was turned off after a failure */
+} qp_remote_stats;
+int qp_remote_new(qp_remote **out, const qp_remote_options *o);
+void qp_remote_free(qp_remote *r);
+void qp_remote_stats_get(qp_remote *r, qp_remote_stats *out);
+/* The handle does not own r: free r after the cache. NULL detaches. */
+void qp_cache_set_remote(qp_cache *c, qp_remote *r);
+
 /* Parses "10G", "512M", "1.5GiB", "1000" into bytes. */
 int qp_parse_size(const char *s, uint64_t *out);
 

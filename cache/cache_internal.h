@@ -32,7 +32,20 @@ struct qp_cache {
     pthread_mutex_t sync_mu;   /* one qp_cache_sync at a time: a second waits for the first's fsyncs */
     char **pending;
     size_t n_pending, cap_pending;
+    qp_remote *remote;   /* qp_cache_set_remote; NULL: local only */
 };
+
+/* remote.c: on a local miss, downloads and verifies the remote entry and
+ * its objects and records the entry locally (0), else QP_ENOTFOUND with no
+ * error set. */
+int qp_remote_fetch_action(qp_cache *c, const char *key);
+/* uploads the objects (HEAD first) then the entry; always 0 */
+int qp_remote_push_action(qp_cache *c, const char *key, const char *artifact, const char *const *refs,
+                          size_t n_refs);
+int qp_remote_push_hits(const qp_cache *c);
+/* action.c: records an entry in the local store only */
+int qp_cache_action_put_local(qp_cache *c, const char *key, const char *artifact,
+                              const char *const *refs, size_t n_refs);
 
 /* Temp files older than this are leftovers of a killed process. */
 #define QP_CACHE_STALE_TMP_S 60

@@ -41,6 +41,8 @@ static const char usage_text[] =
     "  log [RECIPE] [-n N] [--json]  list run records from the provenance branch\n"
     "  diff RUN_A RUN_B [--all]  params, inputs and metrics of two run records side by side\n"
     "  cache stats|verify|gc [--max-size SIZE]  inspect or clean the cache\n"
+    "  cache push|pull RECIPE --remote-cache URL  upload the recipe's cached results to the remote\n"
+    "                         cache, or download them from it (verified) into the local cache\n"
     "  tokenize PATH [-f FILE | TEXT] [--no-special] [--no-bos] [--pieces]\n"
     "                         print a model's token ids for TEXT as a JSON array (PATH: model\n"
     "                         directory or .gguf)\n"
@@ -52,6 +54,11 @@ static const char usage_text[] =
     "--offline: no network for hf:// sources (the same as HF_HUB_OFFLINE=1): served from the cache or an error\n"
     "--refresh: ask the Hub again which commit an hf:// branch or tag is (else the commit the cache recorded\n"
     "  when it was first resolved is kept; the same as QPIPE_HF_REFRESH=1)\n"
+    "--remote-cache URL (or $QPIPE_REMOTE_CACHE): a shared HTTP cache in the Bazel layout (cas/, ac/):\n"
+    "  a local miss asks it (everything downloaded is verified), every stage run uploads its results;\n"
+    "  --remote-cache-mode read|write|readwrite (default readwrite); auth from $QPIPE_REMOTE_CACHE_TOKEN\n"
+    "  (bearer) or $QPIPE_REMOTE_CACHE_USER/$QPIPE_REMOTE_CACHE_PASSWORD (basic); a failing remote\n"
+    "  gives one warning and the run goes on with the local cache\n"
     "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -117,7 +124,66 @@ static int default_threads(void)
 }
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
-       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE, OPT_REFRESH };
+       OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE, OPT_REFRESH, OPT_REMOTE,
+       OPT_REMOTE_MODE };
+
+/* qpipe cache push|pull RECIPE: a plan whose lookups go through the remote
+ * (pull: read-through brings every reachable entry and its objects down;
+ * push: every local hit is uploaded) */
+enum { XFER_NONE, XFER_PUSH, XFER_PULL };
+static int cache_xfer = XFER_NONE;
+
+/* The remote cache of --remote-cache / $QPIPE_REMOTE_CACHE, attached to
+ * cache; *out stays NULL when none is asked for.  Credentials come from the
+ * environment only, so they never reach a command line, a log or a run
+ * record. */
+static int remote_open(qp_cache *cache, const char *url_opt, const char *mode_opt, qp_remote **out)
+{
+    *out = NULL;
+    const char *env = getenv("QPIPE_REMOTE_CACHE");
+    const char *url = url_opt ? url_opt : env && *env ? env : NULL;
+    if (!url) {
+        if (cache_xfer != XFER_NONE)
+            return qp_error_set(QP_EUSAGE, "cache %s needs --remote-cache URL (or QPIPE_REMOTE_CACHE)",
+                                cache_xfer == XFER_PUSH ? "push" : "pull");
+        return 0;
+    }
+    qp_remote_options ro = {.url = url, .mode = QP_REMOTE_READWRITE};
+    if (mode_opt && !strcmp(mode_opt, "read"))
+        ro.mode = QP_REMOTE_READ;
+    else if (mode_opt && !strcmp(mode_opt, "write"))
+        ro.mode = QP_REMOTE_WRITE;
+    else if (mode_opt && strcmp(mode_opt, "readwrite") != 0)
+        return qp_error_set(QP_EUSAGE, "--remote-cache-mode %s: expected read, write or readwrite", mode_opt);
+    if (cache_xfer == XFER_PUSH) {
+        ro.mode = QP_REMOTE_WRITE;
+        ro.push_hits = 1;
+    } else if (cache_xfer == XFER_PULL) {
+        ro.mode = QP_REMOTE_READ;
+    }
+    ro.token = getenv("QPIPE_REMOTE_CACHE_TOKEN");
+    ro.user = getenv("QPIPE_REMOTE_CACHE_USER");
+    ro.password = getenv("QPIPE_REMOTE_CACHE_PASSWORD");
+    int rc = qp_remote_new(out, &ro);
+    if (rc == 0)
+        qp_cache_set_remote(cache, *out);
+    return rc;
+}
+
+static void remote_report(qp_remote *r)
+{
+    if (!r)
+        return;
+    qp_remote_stats st;
+    qp_remote_stats_get(r, &st);
+    fprintf(stderr,
+            "qpipe: remote cache: %llu action(s) and %llu object(s) (%llu bytes) down, %llu action(s) and "
+            "%llu object(s) (%llu bytes) up%s\n",
+            (unsigned long long)st.actions_down, (unsigned long long)st.objects_down,
+            (unsigned long long)st.bytes_down, (unsigned long long)st.actions_up,
+            (unsigned long long)st.objects_up, (unsigned long long)st.bytes_up,
+            st.disabled ? " (then turned off after a failure)" : "");
+}
 
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
@@ -130,12 +196,15 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"recalibrate", no_argument, NULL, OPT_RECAL}, {"ignore-memory", no_argument, NULL, OPT_IGNMEM},
         {"memory", required_argument, NULL, OPT_MEMORY}, {"offline", no_argument, NULL, OPT_OFFLINE},
         {"refresh", no_argument, NULL, OPT_REFRESH},
+        {"remote-cache", required_argument, NULL, OPT_REMOTE},
+        {"remote-cache-mode", required_argument, NULL, OPT_REMOTE_MODE},
         {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
     qp_run_options o = {.mode = mode, .jobs = 1, .threads = 1, .provenance = 1, .out = stdout,
                         .exit_status = qp_exit_status};
-    const char *cache_opt = NULL;
+    const char *cache_opt = NULL, *remote_opt = NULL, *remote_mode = NULL;
+    qp_remote *remote = NULL;
     int c, threads_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:j:", opts, NULL)) != -1) {
@@ -163,6 +232,12 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                 return usage_error("--cache-dir '': expected a directory (default .qpipe/cache)%s", "");
             cache_opt = optarg;
             break;
+        case OPT_REMOTE:
+            if (!*optarg)
+                return usage_error("--remote-cache '': expected an http(s):// URL%s", "");
+            remote_opt = optarg;
+            break;
+        case OPT_REMOTE_MODE: remote_mode = optarg; break;
         case OPT_JSON: o.json = 1; break;
         case OPT_NOPROV: o.provenance = 0; break;
         case OPT_BRANCH: o.branch = optarg; break;
@@ -209,6 +284,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     }
     if (rc == 0)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
+    if (rc == 0 && (mode == QP_RUN_NORMAL || cache_xfer != XFER_NONE))
+        rc = remote_open(cache, remote_opt, remote_mode, &remote);
     if (rc == 0 && qp_cache_is_read_only(cache) && mode != QP_RUN_PLAN)
         fprintf(stderr, "qpipe: note: cache %s cannot be written (read-only or not yours): cached results are "
                 "served, anything new fails when it is stored\n", qp_cache_dir(cache));
@@ -225,7 +302,9 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     json_decref(lock);
     free(lock_path);
     int status = rc ? fail(rc) : 0;
+    remote_report(remote);
     qp_cache_free(cache);
+    qp_remote_free(remote);
     qp_recipe_free(r);
     return status;
 }
@@ -264,6 +343,10 @@ int main(int argc, char **argv)
         return qp_cli_diff(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return qp_cli_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "cache") && argc >= 3 && (!strcmp(argv[2], "push") || !strcmp(argv[2], "pull"))) {
+        cache_xfer = !strcmp(argv[2], "push") ? XFER_PUSH : XFER_PULL;
+        return cmd_run(argc - 2, argv + 2, QP_RUN_PLAN);
+    }
     if (!strcmp(cmd, "cache"))
         return qp_cli_cache(argc - 1, argv + 1, cache_dir_from(NULL));
     return usage_error("unknown command '%s'", cmd);
