@@ -170,15 +170,19 @@ int qp_linear_set_g_idx(qp_linear *q, const int32_t *g_idx)
 
 /* ---- grid fits ---------------------------------------------------------- */
 
+uint16_t qp_linear_scale_f16(float s)
+{
+    uint16_t h = qp_f32_to_f16(s);
+    return h == 0 ? 1 : h;   /* 2^-24: the scale must stay positive for w / s */
+}
+
 /* (s, z) for the range [xmin, xmax] (xmin <= 0 <= xmax, not both 0). */
 static int grid_from_range(int maxq, int sym, float xmin, float xmax, uint16_t *s16, uint8_t *z)
 {
     float s32 = (xmax - xmin) / (float)maxq;
-    uint16_t h = qp_f32_to_f16(s32);
+    uint16_t h = qp_linear_scale_f16(s32);
     if ((h & 0x7c00u) == 0x7c00u)
         return QP_LIN_OVERFLOW;
-    if (h == 0)
-        h = 1;   /* 2^-24: the scale must stay positive for w / s */
     int zz;
     if (sym) {
         zz = (maxq + 1) / 2;

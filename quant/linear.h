@@ -103,6 +103,11 @@ int qp_linear_set_g_idx(qp_linear *q, const int32_t *g_idx);
 int qp_linear_fit_group(const qp_linear_params *p, const float *w, int64_t n, int64_t stride,
                         uint16_t *scale_f16, uint8_t *zero);
 
+/* The fp16 bits of a scale as the grid stores it: round to nearest even; a
+ * scale that rounds to 0 becomes the smallest subnormal (2^-24), so w / s
+ * stays finite (an overflow comes back as fp16 infinity, 0x7c00). */
+uint16_t qp_linear_scale_f16(float s);
+
 /* The code of one value on a fitted grid (s = fp16→f32 of the scale) and
  * the value of a code: the two halves of the formulas above. */
 static inline uint8_t qp_linear_code(float w, float s, int zero, int maxq)

@@ -56,6 +56,18 @@ static qp_llama_site site_of(int i)
     return i <= QP_TL_V ? QP_SITE_QKV : i == QP_TL_O ? QP_SITE_O : i == QP_TL_DOWN ? QP_SITE_DOWN : QP_SITE_GATE_UP;
 }
 
+/* The forward pass's RoPE tables for positions 0..T-1 (malloc'ed [T, hd/2]). */
+static void rope_tables(const qp_llama_hparams *hp, size_t T, float **cos_t, float **sin_t)
+{
+    const size_t half = (size_t)hp->head_dim / 2;
+    float *inv = qp_xmalloc(half * sizeof(float));
+    *cos_t = qp_xmalloc(T * half * sizeof(float));
+    *sin_t = qp_xmalloc(T * half * sizeof(float));
+    qp_llama_rope_inv_freq(hp, inv);
+    qp_kern_rope_tables(*cos_t, *sin_t, T, hp->head_dim, inv);
+    free(inv);
+}
+
 typedef struct {
     const qp_quant_seq *sq;
 } input_ud;
@@ -164,7 +176,7 @@ static int qat_layer(qp_quant_seq *sq, int l)
     const qp_llama_hparams *hp = sq->hp;
     float *w[QP_TL_COUNT] = {0}, *bias[3] = {0}, *norm[2] = {0};
     qp_linear *init[QP_TL_COUNT] = {0}, *out[QP_TL_COUNT] = {0};
-    float *cos_t = NULL, *sin_t = NULL, *inv = NULL;
+    float *cos_t = NULL, *sin_t = NULL;
     char hf[160], mod[64];
     int rc = 0;
     qp_qat_block blk;
@@ -209,12 +221,7 @@ static int qat_layer(qp_quant_seq *sq, int l)
         goto done;
     blk.fp.norm_attn = norm[0];
     blk.fp.norm_ffn = norm[1];
-    const size_t half = (size_t)hp->head_dim / 2;
-    inv = qp_xmalloc(half * sizeof(float));
-    cos_t = qp_xmalloc(sq->T * half * sizeof(float));
-    sin_t = qp_xmalloc(sq->T * half * sizeof(float));
-    qp_llama_rope_inv_freq(hp, inv);
-    qp_kern_rope_tables(cos_t, sin_t, sq->T, hp->head_dim, inv);
+    rope_tables(hp, sq->T, &cos_t, &sin_t);
     input_ud iud = {sq};
     progress_ud pud = {ctx->progress, l, hp->n_layers};
     blk.S = sq->S;
@@ -273,7 +280,6 @@ done:
         free(bias[i]);
     free(norm[0]);
     free(norm[1]);
-    free(inv);
     free(cos_t);
     free(sin_t);
     return rc;
@@ -332,13 +338,7 @@ static int e2e_load(e2e_inputs *in, qp_quant_job *job, const qp_llama_hparams *h
     m->tokens = in->samples;
     m->S = (size_t)S;
     m->T = (size_t)T;
-    const size_t half = (size_t)hp->head_dim / 2;
-    float *inv = qp_xmalloc(half * sizeof(float));
-    in->cos_t = qp_xmalloc(m->T * half * sizeof(float));
-    in->sin_t = qp_xmalloc(m->T * half * sizeof(float));
-    qp_llama_rope_inv_freq(hp, inv);
-    qp_kern_rope_tables(in->cos_t, in->sin_t, m->T, hp->head_dim, inv);
-    free(inv);
+    rope_tables(hp, m->T, &in->cos_t, &in->sin_t);
     m->cos_t = in->cos_t;
     m->sin_t = in->sin_t;
     for (int32_t k = 0; k < (int32_t)(S * T); k++)
@@ -450,19 +450,8 @@ done:
 static int qat_run(qp_quant_job *job)
 {
     const qp_qm_qat_opts *o = job->opts;
-    if (o->e2e_steps > 0) {
-        /* the next-token loss needs two tokens a window: refused before any block is trained */
-        int32_t *samples = NULL;
-        int64_t S, T;
-        int rc = qp_calib_samples_load(&samples, &S, &T, job->ctx, job->calib, (int64_t)job->cfg.max_pos, 1);
-        free(samples);
-        if (rc)
-            return rc;
-        if (T < 2)
-            return qp_error_set(QP_EUSAGE, "stage '%s': e2e_steps needs calibration windows of at least 2 tokens "
-                                           "(seq_len is %lld); raise the calibrate stage's seq_len or set e2e_steps: 0",
-                                job->ctx->id, (long long)T);
-    }
+    /* the end-to-end loss needs two tokens a window: calibrate's seq_len is
+     * at least 2, and e2e_load asks for that again */
     return qp_quant_sequential_then(job, 1, 1, qat_layer, o->e2e_steps > 0 ? qat_e2e : NULL);
 }
 

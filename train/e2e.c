@@ -2,9 +2,9 @@
 #include "train/e2e.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/rng.h"
 #include "common/tensor.h"
 #include "model/llama_pool.h"
+#include "train/batch_order.h"
 #include "train/head.h"
 
 #include <math.h>
@@ -35,8 +35,7 @@ typedef struct {
 
 static float lin_scale(const e2e_lin *l, size_t k)
 {
-    float h = qp_f16_to_f32(qp_f32_to_f16(l->s0[k] * l->gamma[k]));
-    return h > 0 ? h : ldexpf(1.0f, -24);
+    return qp_f16_to_f32(qp_linear_scale_f16(l->s0[k] * l->gamma[k]));
 }
 
 static void lin_dequant(const e2e_lin *l, float *w)
@@ -164,7 +163,7 @@ static void set_scales(e2e *e)
         if (!l->lin)
             continue;
         for (int64_t j = 0; j < l->v.rows * l->v.n_groups; j++)
-            l->v.scales[j] = qp_f32_to_f16(lin_scale(l, (size_t)j));
+            l->v.scales[j] = qp_linear_scale_f16(l->s0[j] * l->gamma[j]);
     }
 }
 
@@ -180,7 +179,7 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
     e.D = (size_t)m->shape.hidden;
     e.V = (size_t)m->vocab;
     e.N = e.B * m->T;
-    size_t *perm = NULL;
+    qp_batch_order order = {0};
     const size_t nl = (size_t)m->n_layers * QP_TL_COUNT;
     int rc = qp_pool_new(&e.pool, p->n_threads < 1 ? 1 : p->n_threads);
     if (rc == 0)
@@ -229,25 +228,11 @@ int qp_e2e_run(qp_e2e_stats *st, const qp_e2e_model *m, const qp_e2e_params *p)
     e.target = qp_xmalloc(e.N * sizeof(int32_t));
     if ((rc = full_loss(&e, &st->loss_init)) != 0)
         goto done;
-    perm = qp_xmalloc(m->S * sizeof(size_t));
-    qp_rng rng;
-    qp_rng_seed(&rng, p->seed);
-    size_t pos = m->S, idx[4096];
+    qp_batch_order_init(&order, m->S, p->seed);
+    size_t idx[4096];
     float b1t = 1.0f, b2t = 1.0f;
     for (int t = 0; t < p->steps; t++) {
-        for (size_t b = 0; b < e.B; b++) {
-            if (pos == m->S) {
-                for (size_t s = 0; s < m->S; s++)
-                    perm[s] = s;
-                for (size_t s = m->S; s > 1; s--) {
-                    size_t j = (size_t)qp_rng_below(&rng, s), tmp = perm[s - 1];
-                    perm[s - 1] = perm[j];
-                    perm[j] = tmp;
-                }
-                pos = 0;
-            }
-            idx[b] = perm[pos++];
-        }
+        qp_batch_order_next(&order, idx, e.B);
         double loss = step_grad(&e, idx, e.B);
         const float lr = (float)(p->lr * (1.0 - (double)t / (double)p->steps));
         b1t *= 0.9f;
@@ -287,7 +272,7 @@ done:
     free(e.dx2);
     free(e.ytmp);
     free(e.target);
-    free(perm);
+    qp_batch_order_free(&order);
     qp_tblock_f32_free(e.tb);
     qp_pool_free(e.pool);
     return rc;

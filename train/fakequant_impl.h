@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "common/tensor.h"
+#include "quant/linear.h"
 #include "train/fakequant.h"
 
 #define FQCAT2_(a, b) a##_##b
@@ -16,11 +17,8 @@ void FQPUB(group)(const FQ *f, size_t r, size_t g, REAL *s_out, REAL *z_out)
     const size_t ng = f->cols / f->group_size;
     REAL s = f->s0[r * ng + g] * f->gamma[r * ng + g];
     REAL z;
-    if (!f->surrogate) {
-        /* the scale an exported checkpoint stores: fp16, never 0 */
-        float h = qp_f16_to_f32(qp_f32_to_f16((float)s));
-        s = h > 0 ? (REAL)h : (REAL)ldexp(1.0, -24);
-    }
+    if (!f->surrogate)   /* the scale an exported checkpoint stores */
+        s = (REAL)qp_f16_to_f32(qp_linear_scale_f16((float)s));
     if (f->sym)
         z = (REAL)((f->maxq + 1) / 2);
     else if (f->surrogate)

@@ -2,8 +2,8 @@
 #include "train/qat.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/rng.h"
 #include "common/tensor.h"
+#include "train/batch_order.h"
 #include "train/fakequant.h"
 
 #include <math.h>
@@ -249,7 +249,7 @@ int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat
     if (tr.B > 4096)
         tr.B = 4096;
     tr.TD = blk->T * (size_t)blk->shape.hidden;
-    size_t *perm = NULL;
+    qp_batch_order order = {0};
     int rc = qp_tblock_f32_new(&tr.tb, &blk->shape, tr.B, blk->T, blk->cos_t, blk->sin_t, p->n_threads);
     if (rc)
         goto done;
@@ -276,26 +276,10 @@ int qp_qat_block_run(qp_linear *out[QP_TL_COUNT], qp_qat_stats *st, const qp_qat
     memset(&g, 0, sizeof(g));
     for (int i = 0; i < QP_TL_COUNT; i++)
         g.w[i] = tr.ls[i].on ? tr.ls[i].dwhat : NULL;
-    perm = qp_xmalloc(blk->S * sizeof(size_t));
-    qp_rng rng;
-    qp_rng_seed(&rng, p->seed);
-    size_t pos = blk->S;   /* reshuffle first */
+    qp_batch_order_init(&order, blk->S, p->seed);
     size_t idx[4096];
     for (int t = 0; t < p->steps && rc == 0; t++) {
-        for (size_t b = 0; b < tr.B; b++) {
-            if (pos == blk->S) {
-                for (size_t s = 0; s < blk->S; s++)
-                    perm[s] = s;
-                for (size_t s = blk->S; s > 1; s--) {   /* Fisher-Yates */
-                    size_t j = (size_t)qp_rng_below(&rng, s);
-                    size_t tmp = perm[s - 1];
-                    perm[s - 1] = perm[j];
-                    perm[j] = tmp;
-                }
-                pos = 0;
-            }
-            idx[b] = perm[pos++];
-        }
+        qp_batch_order_next(&order, idx, tr.B);
         double sum = 0;
         if ((rc = batch_sq_error(&tr, idx, tr.B, &sum, 1)) != 0)
             break;
@@ -343,7 +327,7 @@ done:
         }
     for (int i = 0; i < QP_TL_COUNT; i++)
         lin_free(&tr.ls[i]);
-    free(perm);
+    qp_batch_order_free(&order);
     free(tr.xb);
     free(tr.yb);
     free(tr.dy);
