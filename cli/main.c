@@ -27,7 +27,11 @@ static const char usage_text[] =
     "commands:\n"
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
     "             [--frozen] [--memory SIZE] [--ignore-memory] [--offline] [--refresh]\n"
-    "                         run the recipe's stages (cached ones are reused)\n"
+    "             [--executor local|slurm [--partition P] [--slurm-log-dir D]]\n"
+    "                         run the recipe's stages (cached ones are reused); with --executor slurm\n"
+    "                         each stage that must run is a Slurm job (a matrix's instances a job array)\n"
+    "                         running 'qpipe run RECIPE --stage ID' on the same cache, which every node\n"
+    "                         must share (a directory, or --remote-cache); logs in D (.qpipe/slurm)\n"
     "  plan RECIPE [--estimate [--recalibrate]]\n"
     "                         show which stages are cached or will run, and why; --estimate predicts\n"
     "                         each stage's time, peak RSS and output bytes (machine rates measured once\n"
@@ -59,7 +63,8 @@ static const char usage_text[] =
     "  --remote-cache-mode read|write|readwrite (default readwrite); auth from $QPIPE_REMOTE_CACHE_TOKEN\n"
     "  (bearer) or $QPIPE_REMOTE_CACHE_USER/$QPIPE_REMOTE_CACHE_PASSWORD (basic); a failing remote\n"
     "  gives one warning and the run goes on with the local cache\n"
-    "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch\n";
+    "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch,\n"
+    "  130 interrupted with --executor slurm (its queued and running jobs were cancelled)\n";
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -125,7 +130,7 @@ static int default_threads(void)
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
        OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE, OPT_REFRESH, OPT_REMOTE,
-       OPT_REMOTE_MODE };
+       OPT_REMOTE_MODE, OPT_EXECUTOR, OPT_PARTITION, OPT_SLURM_LOGS };
 
 /* qpipe cache push|pull RECIPE: a plan whose lookups go through the remote
  * (pull: read-through brings every reachable entry and its objects down;
@@ -185,6 +190,62 @@ static void remote_report(qp_remote *r)
             st.disabled ? " (then turned off after a failure)" : "");
 }
 
+/* What every Slurm job's `qpipe run` is told besides its stage: the same
+ * recipe, cache and remote cache as this run, and the same strictness. */
+typedef struct {
+    const char *cache_dir, *remote_url, *remote_mode, *memory;
+    int frozen, ignore_memory;
+} job_args;
+
+/* --executor slurm: the executor, told how to start this same program on
+ * a node (exit 2 when Slurm's commands are missing). */
+static int slurm_open(qp_slurm **out, const qp_recipe *r, const char *recipe_arg, const job_args *ja,
+                      const char *partition, const char *log_dir_opt, int cpus)
+{
+    *out = NULL;
+    char *self = realpath("/proc/self/exe", NULL), *recipe = realpath(recipe_arg, NULL), *cwd = getcwd(NULL, 0);
+    const char *env_logs = getenv("QPIPE_SLURM_LOG_DIR");
+    const char *logs = log_dir_opt ? log_dir_opt : env_logs && *env_logs ? env_logs : ".qpipe/slurm";
+    char *log_dir = logs[0] == '/' || !cwd ? qp_strdup(logs) : qp_path_join(cwd, logs);
+    const char *args[16];
+    int n = 0, rc = 0;
+    args[n++] = "--cache-dir";
+    args[n++] = ja->cache_dir;
+    if (ja->remote_url) {
+        args[n++] = "--remote-cache";
+        args[n++] = ja->remote_url;
+        args[n++] = "--remote-cache-mode";
+        args[n++] = ja->remote_mode ? ja->remote_mode : "readwrite";
+    }
+    if (ja->frozen)
+        args[n++] = "--frozen";
+    if (ja->ignore_memory)
+        args[n++] = "--ignore-memory";
+    if (ja->memory) {
+        args[n++] = "--memory";
+        args[n++] = ja->memory;
+    }
+    args[n++] = recipe;
+    args[n] = NULL;
+    double poll = 2.0;
+    const char *env_poll = getenv("QPIPE_SLURM_POLL");   /* seconds between polls (tests use less) */
+    if (env_poll && *env_poll)
+        poll = atof(env_poll);
+    if (!self || !recipe || !cwd)
+        rc = qp_error_errno(QP_ERROR, "--executor slurm: cannot resolve this program, %s or the working directory",
+                            recipe_arg);
+    else {
+        qp_slurm_options so = {.qpipe = self, .workdir = cwd, .log_dir = log_dir, .partition = partition,
+                               .run_args = args, .default_cpus = cpus, .poll_seconds = poll > 0 ? poll : 2.0};
+        rc = qp_slurm_new(out, r, &so);
+    }
+    free(self);
+    free(recipe);
+    free(cwd);
+    free(log_dir);
+    return rc;
+}
+
 static int cmd_run(int argc, char **argv, qp_run_mode mode)
 {
     static const struct option opts[] = {
@@ -198,6 +259,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"refresh", no_argument, NULL, OPT_REFRESH},
         {"remote-cache", required_argument, NULL, OPT_REMOTE},
         {"remote-cache-mode", required_argument, NULL, OPT_REMOTE_MODE},
+        {"executor", required_argument, NULL, OPT_EXECUTOR}, {"partition", required_argument, NULL, OPT_PARTITION},
+        {"slurm-log-dir", required_argument, NULL, OPT_SLURM_LOGS},
         {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
@@ -205,7 +268,9 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                         .exit_status = qp_exit_status};
     const char *cache_opt = NULL, *remote_opt = NULL, *remote_mode = NULL;
     qp_remote *remote = NULL;
-    int c, threads_given = 0;
+    qp_slurm *slurm = NULL;
+    const char *partition = NULL, *slurm_logs = NULL, *memory_opt = NULL;
+    int c, threads_given = 0, jobs_given = 0, use_slurm = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:j:", opts, NULL)) != -1) {
         switch (c) {
@@ -213,6 +278,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         case 'j':
             if (parse_count(optarg, 1, 256, &o.jobs) != 0)
                 return usage_error("-j %s: expected a number of parallel stages between 1 and 256", optarg);
+            jobs_given = 1;
             break;
         case OPT_THREADS:
             if (parse_count(optarg, 1, 1024, &o.threads) != 0)
@@ -238,6 +304,23 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
             remote_opt = optarg;
             break;
         case OPT_REMOTE_MODE: remote_mode = optarg; break;
+        case OPT_EXECUTOR:
+            if (!strcmp(optarg, "slurm"))
+                use_slurm = 1;
+            else if (strcmp(optarg, "local") != 0)
+                return usage_error("--executor %s: expected local or slurm", optarg);
+            break;
+        case OPT_PARTITION:
+            if (!*optarg || strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-,") !=
+                                strlen(optarg))
+                return usage_error("--partition '%s': expected a Slurm partition name", optarg);
+            partition = optarg;
+            break;
+        case OPT_SLURM_LOGS:
+            if (!*optarg)
+                return usage_error("--slurm-log-dir '': expected a directory the nodes share%s", "");
+            slurm_logs = optarg;
+            break;
         case OPT_JSON: o.json = 1; break;
         case OPT_NOPROV: o.provenance = 0; break;
         case OPT_BRANCH: o.branch = optarg; break;
@@ -254,6 +337,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                 qp_error_clear();
                 return usage_error("--memory %s: expected a size such as 16G or 512M", optarg);
             }
+            memory_opt = optarg;
             break;
         default: return 2;
         }
@@ -266,6 +350,14 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         return usage_error("--estimate and --recalibrate go with %s", "'qpipe plan'");
     if (eo.recalibrate && !eo.estimate)
         return usage_error("--recalibrate goes with %s", "--estimate");
+    if ((use_slurm || partition || slurm_logs) && (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
+        return usage_error("--executor, --partition and --slurm-log-dir go with %s", "'qpipe run'");
+    if ((partition || slurm_logs) && !use_slurm)
+        return usage_error("--partition and --slurm-log-dir go with %s", "--executor slurm");
+    /* a Slurm run mostly waits: every stage that is ready may be a job in
+     * flight unless -j says otherwise */
+    if (use_slurm && !jobs_given)
+        o.jobs = 256;
     if (mode != QP_RUN_NORMAL)
         o.provenance = 0;
     qp_recipe *r = NULL;
@@ -286,6 +378,15 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
     if (rc == 0 && (mode == QP_RUN_NORMAL || cache_xfer != XFER_NONE))
         rc = remote_open(cache, remote_opt, remote_mode, &remote);
+    if (rc == 0 && use_slurm) {
+        job_args ja = {.cache_dir = qp_cache_dir(cache), .remote_url = remote ? (remote_opt ? remote_opt
+                                                                                 : getenv("QPIPE_REMOTE_CACHE"))
+                                                                        : NULL,
+                       .remote_mode = remote_mode, .memory = memory_opt, .frozen = o.frozen,
+                       .ignore_memory = eo.ignore_memory};
+        if ((rc = slurm_open(&slurm, r, argv[optind], &ja, partition, slurm_logs, o.threads)) == 0)
+            o.slurm = slurm;
+    }
     if (rc == 0 && qp_cache_is_read_only(cache) && mode != QP_RUN_PLAN)
         fprintf(stderr, "qpipe: note: cache %s cannot be written (read-only or not yours): cached results are "
                 "served, anything new fails when it is stored\n", qp_cache_dir(cache));
@@ -293,8 +394,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         rc = qp_lock_write(r, cache, o.threads, lock_path);
     else if (rc == 0 && mode == QP_RUN_PLAN && eo.estimate)
         rc = qp_cli_plan_estimate(r, cache, &o, &eo);
-    else if (rc == 0 && mode == QP_RUN_NORMAL && (rc = qp_cli_memory_check(r, cache, &o, &eo)) != 0)
-        ;   /* refused before anything ran */
+    else if (rc == 0 && mode == QP_RUN_NORMAL && !use_slurm && (rc = qp_cli_memory_check(r, cache, &o, &eo)) != 0)
+        ;   /* refused before anything ran (on Slurm each job checks its own node) */
     else if (rc == 0)
         rc = qp_runner_run(r, cache, &o);
     if (rc == 0 && mode == QP_RUN_LOCK)
@@ -302,6 +403,11 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     json_decref(lock);
     free(lock_path);
     int status = rc ? fail(rc) : 0;
+    if (slurm && qp_slurm_interrupted()) {
+        fprintf(stderr, "qpipe: interrupted: the run's Slurm jobs were cancelled\n");
+        status = 130;
+    }
+    qp_slurm_free(slurm);
     remote_report(remote);
     qp_cache_free(cache);
     qp_remote_free(remote);

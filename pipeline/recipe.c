@@ -26,7 +26,8 @@ struct qp_recipe {
 };
 
 static const char *const top_keys[] = {"qpipe", "name", "vars", "stages"};
-static const char *const stage_keys[] = {"uses", "needs", "with", "doc", "matrix", "candidates", "exclude"};
+static const char *const stage_keys[] = {"uses", "needs", "with", "doc", "matrix", "candidates", "exclude",
+                                          "resources"};
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
 void qp_recipe_free(qp_recipe *r)
@@ -225,6 +226,7 @@ static int load_stage(qp_stage_tmpl *t, const qp_ynode *key, const qp_ynode *v, 
     if (doc && doc->kind != QP_YN_SCALAR)
         return qp_recipe_fail(path, doc->mark, "'doc' of stage '%s' must be a string", t->id);
     t->with = qp_ynode_get(v, "with", NULL);
+    t->resources = qp_ynode_get(v, "resources", NULL);
     const qp_ynode *needs = qp_ynode_get(v, "needs", &t->needs_key);
     if ((rc = load_needs(t, needs, scope, path)) < 0)
         return rc;

@@ -44,6 +44,10 @@ typedef struct {
     char *instance;      /* "q4" for "eval@q4" */
     char *origin;        /* the stage whose matrix:/candidates: made the instance ("q") */
     json_t *matrix;      /* the instance's values, {"method": "gptq", "bits": 4} (name excluded) */
+    /* `resources:` for a batch scheduler, validated and normalised (NULL
+     * when absent): {"cpus": n, "mem": bytes, "time": minutes, "gpus": n,
+     * "partition": "name"}, each only when given.  Not part of the key. */
+    json_t *resources;
 } qp_stage_decl;
 
 typedef struct qp_recipe qp_recipe;

@@ -298,6 +298,8 @@ static int build_one(const xctx *x, qp_stage_build *b, size_t u, long inst)
         with = &merged;
     }
     int rc = qp_recipe_params(&d->params, &d->param_marks, d->kind, with, &key, scope, x->path);
+    if (rc == 0)
+        rc = qp_recipe_resources(&d->resources, t->resources, scope, x->path, d->id);
     if (with == &merged) {
         free(merged.keys);
         free(merged.items);

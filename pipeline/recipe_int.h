@@ -47,6 +47,7 @@ typedef struct {
     const qp_ynode **need_nodes;  /* one per need */
     size_t n_needs;
     const qp_ynode *expand_key;   /* the `matrix` or `candidates` key; NULL when neither */
+    const qp_ynode *resources;    /* `resources:` as written; NULL when absent */
     qp_instance *inst;            /* its instances, in expansion order */
     size_t n_inst;
 } qp_stage_tmpl;
@@ -66,6 +67,13 @@ int qp_recipe_instances(qp_stage_tmpl *t, const qp_ynode *stage, const json_t *s
 int qp_recipe_expand(qp_stage_build **out, size_t *n_out, const qp_stage_tmpl *t, size_t n, const json_t *scope,
                      const char *path);
 void qp_stage_builds_free(qp_stage_build *b, size_t n);
+
+/* A stage's `resources:` (node may be NULL: *out stays NULL) validated and
+ * normalised as qp_stage_decl.resources describes; scope as in interp.h. */
+int qp_recipe_resources(json_t **out, const qp_ynode *node, const json_t *scope, const char *path, const char *stage);
+/* A time limit in whole minutes (seconds round up) from minutes, Slurm's
+ * forms ("1:30:00", "2-12") or "90m", "2h", "1d"; -1 when it is none. */
+long qp_recipe_parse_minutes(const char *s);
 
 /* QP_EUSAGE "PATH:LINE:COL: message". */
 int qp_recipe_fail(const char *path, qp_mark m, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

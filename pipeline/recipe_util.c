@@ -169,6 +169,7 @@ void qp_stage_decl_clear(qp_stage_decl *d)
     free(d->instance);
     free(d->origin);
     json_decref(d->matrix);
+    json_decref(d->resources);
     memset(d, 0, sizeof(*d));
 }
 

@@ -37,6 +37,8 @@ typedef struct {
     int mismatch;            /* verify: output differs from the cached one */
     int code;                /* the error code of a failed stage */
     json_t *record;          /* what the stage added for the run record (ctx.record) */
+    int forced;              /* --force applies to it */
+    int submit;              /* Slurm: not cached, its job is to be submitted */
 } stage_state;
 
 typedef struct {
@@ -98,6 +100,8 @@ static void report_stage(runner *R, stage_state *s)
             json_object_set_new(ev, "rejected", json_true());
         if (s->mismatch)
             json_object_set_new(ev, "mismatch", json_true());
+        if (s->record && json_object_get(s->record, "slurm"))
+            json_object_set(ev, "slurm", json_object_get(s->record, "slurm"));
         if (s->message)
             json_object_set_new(ev, s->status == ST_FAILED ? "error" : "reason", json_string(s->message));
         emit_json(R, ev);
@@ -399,6 +403,15 @@ static int check_frozen(runner *R, stage_state *s)
     return 0;
 }
 
+/* A gate's artifact whose verdict is not "pass" rejects. */
+static void mark_rejected(stage_state *s)
+{
+    const char *verdict = s->artifact ? json_string_value(json_object_get(qp_artifact_meta_c(s->artifact), "verdict"))
+                                      : NULL;
+    if (verdict && strcmp(verdict, "pass") != 0)
+        s->rejected = 1;
+}
+
 static int process(runner *R, stage_state *s)
 {
     const qp_stage_decl *d = s->decl;
@@ -483,6 +496,13 @@ static int process(runner *R, stage_state *s)
         rc = 0;
     }
 
+    if (R->opt->slurm) {
+        /* its job takes the key's lock itself, on whichever node it runs */
+        s->submit = 1;
+        s->forced = forced;
+        free(desc_name);
+        goto done;
+    }
     if ((rc = qp_cache_lock_acquire(R->cache, s->key, &lock)) != 0) {
         free(desc_name);
         goto done;
@@ -510,10 +530,8 @@ static int process(runner *R, stage_state *s)
     qp_cache_lock_release(lock);
     free(desc_name);
 done:
-    if (rc == 0 && s->artifact &&
-        json_is_string(json_object_get(qp_artifact_meta_c(s->artifact), "verdict")) &&
-        strcmp(json_string_value(json_object_get(qp_artifact_meta_c(s->artifact), "verdict")), "pass") != 0)
-        s->rejected = 1;
+    if (rc == 0)
+        mark_rejected(s);
     free(inputs);
     free(ids);
     free(digests);
@@ -544,9 +562,175 @@ static int dep_state(runner *R, stage_state *s, size_t *bad)
     return ready;
 }
 
+/* A finished stage's outcome (caller holds mu): a failure stops new starts. */
+static void settle(runner *R, stage_state *s, int rc)
+{
+    if (!rc)
+        return;
+    s->status = ST_FAILED;
+    s->code = rc;
+    free(s->message);
+    s->message = qp_strdup(qp_error_last());
+    if (rc == QP_ECORRUPT)
+        R->corrupt_seen = 1;
+    R->stop = 1;
+}
+
+/* ---------- Slurm ---------- */
+
+/* pick and the other instances of its matrix stage that are ready now,
+ * marked running: one job array (caller holds mu). */
+static size_t gather_group(runner *R, stage_state *pick, stage_state **group)
+{
+    size_t n = 0;
+    group[n++] = pick;
+    if (!pick->decl->instance)
+        return n;
+    for (size_t i = 0; i < R->n; i++) {
+        stage_state *s = &R->st[i];
+        size_t bad = 0;
+        if (s == pick || !s->selected || s->status != ST_PENDING || !s->decl->instance ||
+            s->decl->kind != pick->decl->kind || strcmp(s->decl->base, pick->decl->base) != 0 ||
+            dep_state(R, s, &bad) != 1)
+            continue;
+        s->status = ST_RUNNING;
+        group[n++] = s;
+    }
+    return n;
+}
+
+typedef struct {
+    runner *R;
+    stage_state **stages;
+    size_t n;
+} submit_note;
+
+/* The job id, as soon as sbatch gives it: the user sees what to squeue. */
+static void on_submit(void *ud, const char *job)
+{
+    submit_note *sn = ud;
+    runner *R = sn->R;
+    if (R->opt->json) {
+        json_t *ids = json_array();
+        for (size_t i = 0; i < sn->n; i++)
+            json_array_append_new(ids, json_string(sn->stages[i]->decl->id));
+        emit_json(R, json_pack("{s:s, s:s, s:o}", "event", "submitted", "job", job, "stages", ids));
+        return;
+    }
+    pthread_mutex_lock(&R->out_mu);
+    FILE *o = R->opt->out;
+    if (R->tty)
+        fprintf(o, "\r\033[K");
+    fprintf(o, "  %-9s ", "submitted");
+    for (size_t i = 0; i < sn->n; i++)
+        fprintf(o, "%s%s", i ? " " : "", sn->stages[i]->decl->id);
+    fprintf(o, "  as Slurm job %s%s%s\n", sn->n > 1 ? "array " : "", job, sn->n > 1 ? "_[...]" : "");
+    fflush(o);
+    pthread_mutex_unlock(&R->out_mu);
+}
+
+/* How a stage's job ended, into the run record, and its result read back
+ * from the cache the job stored it in. */
+static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const qp_slurm_request *req)
+{
+    const char *id = s->decl->id;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:i}", "job", t->job, "log", t->log ? t->log : "", "state",
+                          t->state[0] ? t->state : "forgotten", "exit", t->exit_code, "cpus", req->cpus);
+    if (req->mem_mb)
+        json_object_set_new(j, "mem_mb", json_integer((json_int_t)req->mem_mb));
+    if (req->time_min)
+        json_object_set_new(j, "time_min", json_integer(req->time_min));
+    if (req->gpus)
+        json_object_set_new(j, "gpus", json_integer(req->gpus));
+    if (req->partition[0])
+        json_object_set_new(j, "partition", json_string(req->partition));
+    if (!s->record)
+        s->record = json_object();
+    json_object_set_new(s->record, "slurm", j);
+    if (!qp_slurm_task_ok(t)) {
+        char *tail = qp_slurm_log_tail(t->log, 6, 700);
+        char how[48] = "";
+        snprintf(how, sizeof(how), t->signal ? "exit %d, signal %d" : "exit %d", t->exit_code, t->signal);
+        int rc = qp_error_set(QP_ERROR, "stage '%s': Slurm job %s %s (%s); log %s: %s", id, t->job,
+                              t->state[0] ? t->state : "ended", how, t->log, tail);
+        free(tail);
+        return rc;
+    }
+    char cached[QP_HEX_LEN];
+    if (qp_cache_action_get(R->cache, s->key, cached) != 0 ||
+        qp_artifact_load(&s->artifact, R->cache, cached) != 0) {
+        qp_error_clear();
+        return qp_error_set(QP_ERROR, "stage '%s': Slurm job %s ended (%s) but its result (key %.12s) is not in the "
+                            "cache %s: the nodes must share this cache directory or a --remote-cache; log %s", id,
+                            t->job, t->state[0] ? t->state : "exit 0", s->key, qp_cache_dir(R->cache), t->log);
+    }
+    memcpy(s->output, cached, QP_HEX_LEN);
+    s->status = ST_RAN;
+    free(s->message);
+    s->message = qp_strfmt("Slurm job %s", t->job);
+    mark_rejected(s);
+    return 0;
+}
+
+/* The stages of one group: each one's key and cache lookup here, then
+ * those not cached as one job (array), waited for; rcs[i] for group[i]. */
+static void run_group(runner *R, stage_state **group, size_t n, int *rcs)
+{
+    stage_state **todo = qp_xcalloc(n, sizeof(*todo));
+    const char **ids = qp_xcalloc(n, sizeof(*ids));
+    int *force = qp_xcalloc(n, sizeof(*force)), *slot = qp_xcalloc(n, sizeof(*slot));
+    qp_slurm_task *tasks = qp_xcalloc(n, sizeof(*tasks));
+    size_t m = 0;
+    qp_slurm_request req = {0};
+    for (size_t i = 0; i < n; i++) {
+        group[i]->submit = 0;
+        rcs[i] = process(R, group[i]);
+        if (rcs[i] != 0 || !group[i]->submit)
+            continue;
+        /* an array asks each task for the most any of them needs */
+        qp_slurm_request r1;
+        qp_slurm_request_for(R->opt->slurm, group[i]->decl, &r1);
+        if (m == 0)
+            req = r1;
+        req.cpus = r1.cpus > req.cpus ? r1.cpus : req.cpus;
+        req.mem_mb = r1.mem_mb > req.mem_mb ? r1.mem_mb : req.mem_mb;
+        req.time_min = r1.time_min > req.time_min ? r1.time_min : req.time_min;
+        req.gpus = r1.gpus > req.gpus ? r1.gpus : req.gpus;
+        slot[i] = (int)m;
+        todo[m] = group[i];
+        ids[m] = group[i]->decl->id;
+        force[m++] = group[i]->forced;
+    }
+    if (m > 0) {
+        submit_note sn = {R, todo, m};
+        double t0 = qp_now();
+        int rc = qp_slurm_run(R->opt->slurm, todo[0]->decl->base, ids, force, m, &req, on_submit, &sn, tasks);
+        char *msg = rc ? qp_strdup(qp_error_last()) : NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (rcs[i] != 0 || !group[i]->submit)
+                continue;
+            stage_state *s = group[i];
+            s->seconds = qp_now() - t0;
+            if (rc)
+                rcs[i] = qp_error_set(rc, "%s", msg);
+            else
+                rcs[i] = finish_job(R, s, &tasks[slot[i]], &req);
+        }
+        free(msg);
+        qp_slurm_tasks_clear(tasks, m);
+    }
+    free(todo);
+    free(ids);
+    free(force);
+    free(slot);
+    free(tasks);
+}
+
 static void *worker(void *arg)
 {
     runner *R = arg;
+    stage_state **group = qp_xcalloc(R->n + 1, sizeof(*group));
+    int *rcs = qp_xcalloc(R->n + 1, sizeof(*rcs));
     pthread_mutex_lock(&R->mu);
     for (;;) {
         stage_state *pick = NULL;
@@ -595,25 +779,28 @@ static void *worker(void *arg)
             continue;
         }
         pick->status = ST_RUNNING;
+        size_t ng = 1;
+        group[0] = pick;
+        if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL)
+            ng = gather_group(R, pick, group);
         pthread_mutex_unlock(&R->mu);
-        int rc = process(R, pick);
+        if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL)
+            run_group(R, group, ng, rcs);
+        else
+            rcs[0] = process(R, pick);
         pthread_mutex_lock(&R->mu);
-        if (rc) {
-            pick->status = ST_FAILED;
-            pick->code = rc;
-            free(pick->message);
-            pick->message = qp_strdup(qp_error_last());
-            if (rc == QP_ECORRUPT)
-                R->corrupt_seen = 1;
-            R->stop = 1;
-        }
+        for (size_t g = 0; g < ng; g++)
+            settle(R, group[g], rcs[g]);
         pthread_mutex_unlock(&R->mu);
-        report_stage(R, pick);
+        for (size_t g = 0; g < ng; g++)
+            report_stage(R, group[g]);
         pthread_mutex_lock(&R->mu);
         pthread_cond_broadcast(&R->cv);
     }
     pthread_cond_broadcast(&R->cv);
     pthread_mutex_unlock(&R->mu);
+    free(group);
+    free(rcs);
     return NULL;
 }
 

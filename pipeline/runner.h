@@ -12,6 +12,7 @@
 
 #include "cache/cache.h"
 #include "pipeline/recipe.h"
+#include "pipeline/slurm.h"
 
 /* QP_RUN_LOCK is handled by the CLI (pipeline/lock.c runs a plan). */
 typedef enum { QP_RUN_NORMAL, QP_RUN_PLAN, QP_RUN_VERIFY, QP_RUN_LOCK } qp_run_mode;
@@ -33,6 +34,10 @@ typedef struct {
      * fresh outputs are compared with the lock's as well. */
     const json_t *lock;
     int frozen;
+    /* Where stages run: NULL in this process; else each stage that must
+     * run is a Slurm job (pipeline/slurm.h) whose result is read back from
+     * the cache — `jobs` is then how many jobs may be in flight at once. */
+    qp_slurm *slurm;
     /* Called once per finished stage (may be NULL): id, key, output digest
      * ("" when none), key description, status ("cached", "ran", …). */
     void (*on_stage)(void *ud, const char *id, const char *key, const char *output, const json_t *desc,

@@ -1,0 +1,526 @@
+#include "pipeline/slurm.h"
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/spawn.h"
+#include "pipeline/estimate.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long scontrol may keep failing (the controller restarting, say)
+ * before a wait gives up. */
+#define CONTROLLER_PATIENCE_S 600.0
+
+struct qp_slurm {
+    qp_slurm_options o;
+    char *qpipe, *workdir, *log_dir, *partition;
+    char **run_args;
+    qp_recipe_estimate *est;
+    pthread_mutex_t mu;
+    unsigned serial;                  /* job scripts written so far */
+    struct sigaction old_int, old_term;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+int qp_slurm_interrupted(void)
+{
+    return interrupted != 0;
+}
+
+/* ---------- a job's script ---------- */
+
+/* s in single quotes for /bin/sh ('\'' for a quote inside) */
+static void sh_quote(qp_buf *b, const char *s)
+{
+    qp_buf_putc(b, '\'');
+    for (; *s; s++) {
+        if (*s == '\'')
+            qp_buf_puts(b, "'\\''");
+        else
+            qp_buf_putc(b, *s);
+    }
+    qp_buf_putc(b, '\'');
+}
+
+/* One task per stage: SLURM_ARRAY_TASK_ID picks the stage (0 for a job
+ * that is no array).  The script does not exec qpipe: it prints the exit
+ * status last, which is how an ending is still known after Slurm has
+ * forgotten the job (MinJobAge). */
+static char *job_script(const qp_slurm *s, const char *const *ids, const int *force, size_t n, int threads)
+{
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_puts(&b, "#!/bin/sh\n# written by qpipe: one recipe stage per task\n");
+    qp_buf_puts(&b, "force=\ncase \"${SLURM_ARRAY_TASK_ID:-0}\" in\n");
+    for (size_t i = 0; i < n; i++) {
+        qp_buf_printf(&b, "%zu) stage=", i);
+        sh_quote(&b, ids[i]);
+        if (force[i]) {
+            qp_buf_puts(&b, "; force=");
+            qp_buf_puts(&b, "--force=");
+            sh_quote(&b, ids[i]);   /* '--force=''q@a''' reads as one word */
+        }
+        qp_buf_puts(&b, " ;;\n");
+    }
+    qp_buf_puts(&b, "*) echo \"qpipe: array task $SLURM_ARRAY_TASK_ID has no stage\" >&2; exit 1 ;;\nesac\n");
+    sh_quote(&b, s->qpipe);
+    qp_buf_puts(&b, " run --stage \"$stage\" $force --no-provenance -j 1");
+    qp_buf_printf(&b, " --threads %d", threads > 0 ? threads : 1);
+    for (char **a = s->run_args; *a; a++) {
+        qp_buf_putc(&b, ' ');
+        sh_quote(&b, *a);
+    }
+    qp_buf_puts(&b, "\nrc=$?\necho \"qpipe-slurm-exit: $rc\"\nexit $rc\n");
+    return qp_buf_detach(&b, NULL);
+}
+
+/* ---------- scontrol ---------- */
+
+static const char *const ended_states[] = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+                                           "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", NULL};
+
+static int state_ended(const char *st)
+{
+    for (const char *const *e = ended_states; *e; e++)
+        if (!strcmp(st, *e))
+            return 1;
+    return 0;
+}
+
+/* The value of " KEY=" in a one-line record, up to the next space, into
+ * out (cap bytes); 0 when absent. */
+static int field(const char *line, size_t len, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i + kl + 1 <= len; i++) {
+        if ((i == 0 || line[i - 1] == ' ') && !strncmp(line + i, key, kl) && line[i + kl] == '=') {
+            const char *v = line + i + kl + 1, *end = line + len;
+            size_t n = 0;
+            while (v + n < end && v[n] != ' ' && v[n] != '\n')
+                n++;
+            if (n >= cap)
+                n = cap - 1;
+            memcpy(out, v, n);
+            out[n] = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Does an ArrayTaskId value ("3", "1-4", "0,2-3%2") cover task i? */
+static int covers(const char *spec, size_t i)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", spec);
+    char *pct = strchr(buf, '%');
+    if (pct)
+        *pct = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *end = NULL;
+        unsigned long lo = strtoul(tok, &end, 10), hi = lo;
+        if (end == tok)
+            continue;
+        if (*end == '-')
+            hi = strtoul(end + 1, &end, 10);
+        unsigned long step = 1;
+        if (*end == ':')
+            step = strtoul(end + 1, NULL, 10);
+        if (i >= lo && i <= hi && step && (i - lo) % step == 0)
+            return 1;
+    }
+    return 0;
+}
+
+void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task *tasks, size_t n)
+{
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char state[32] = "", exit_code[32] = "", task_id[256] = "", jid[32] = "";
+        if (field(line, len, "JobState", state, sizeof(state))) {
+            field(line, len, "ExitCode", exit_code, sizeof(exit_code));
+            field(line, len, "JobId", jid, sizeof(jid));
+            int in_array = field(line, len, "ArrayTaskId", task_id, sizeof(task_id));
+            for (size_t i = 0; i < n; i++) {
+                if (in_array ? !covers(task_id, i) : i != 0)
+                    continue;
+                snprintf(tasks[i].state, sizeof(tasks[i].state), "%s", state);
+                int code = -1, sig = 0;
+                if (sscanf(exit_code, "%d:%d", &code, &sig) >= 1) {
+                    tasks[i].exit_code = code;
+                    tasks[i].signal = sig;
+                }
+                if (in_array && n > 1)
+                    snprintf(tasks[i].job, sizeof(tasks[i].job), "%s_%zu", job_id, i);
+                else
+                    snprintf(tasks[i].job, sizeof(tasks[i].job), "%s", job_id);
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+}
+
+/* The exit status the job script printed last ("qpipe-slurm-exit: N"), -1 none. */
+static int exit_from_log(const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (qp_read_file_max(path, 64u << 20, &text, &len) != 0) {
+        qp_error_clear();
+        return -1;
+    }
+    int code = -1;
+    for (const char *p = text; (p = strstr(p, "qpipe-slurm-exit: ")) != NULL; p++)
+        code = atoi(p + 18);
+    free(text);
+    return code;
+}
+
+char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return qp_strfmt("(no log at %s)", path);
+    char buf[16384];
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : 0;
+    long from = size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0;
+    fseek(f, from, SEEK_SET);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* the last max_lines non-empty lines, without the exit marker */
+    const char *lines[64];
+    size_t lens[64];
+    int count = 0;
+    if (max_lines > 64)
+        max_lines = 64;
+    for (size_t end = n; end > 0 && count < max_lines;) {
+        size_t start = end;
+        while (start > 0 && buf[start - 1] != '\n')
+            start--;
+        size_t l = end - start;
+        while (l > 0 && (buf[start + l - 1] == '\n' || buf[start + l - 1] == '\r' || buf[start + l - 1] == ' '))
+            l--;
+        if (l > 0 && strncmp(buf + start, "qpipe-slurm-exit: ", 18) != 0) {
+            lines[count] = buf + start;
+            lens[count++] = l;
+        }
+        end = start > 0 ? start - 1 : 0;
+    }
+    qp_buf b = QP_BUF_INIT;
+    for (int i = count - 1; i >= 0; i--) {
+        if (b.len)
+            qp_buf_puts(&b, " | ");
+        for (size_t k = 0; k < lens[i]; k++)   /* one line: control bytes (a progress bar's \r) become spaces */
+            qp_buf_putc(&b, (unsigned char)lines[i][k] < 0x20 ? ' ' : lines[i][k]);
+    }
+    if (!b.len)
+        qp_buf_puts(&b, "(empty log)");
+    if (b.len > max_chars && max_chars > 3) {
+        /* keep the end: the error is last */
+        char *t = qp_strfmt("...%s", b.data + b.len - (max_chars - 3));
+        qp_buf_free(&b);
+        return t;
+    }
+    return qp_buf_detach(&b, NULL);
+}
+
+/* ---------- the executor ---------- */
+
+int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
+{
+    *out = NULL;
+    static const char *const tools[] = {"sbatch", "scontrol", "scancel"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *argv[] = {tools[i], "--version", NULL};
+        int code = 0;
+        qp_buf err = QP_BUF_INIT;
+        int rc = qp_spawn_capture(argv, NULL, &err, &code);
+        qp_buf_free(&err);
+        if (rc == 0 && code != 0)
+            rc = qp_error_set(QP_ERROR, "%s --version failed (exit %d)", tools[i], code);
+        if (rc != 0)
+            return qp_error_set(QP_EUSAGE, "--executor slurm: %s cannot be run (%s); install the Slurm client "
+                                "(Debian: slurm-client) or run without --executor slurm", tools[i], qp_error_last());
+    }
+    if (qp_mkdir_p(o->log_dir, 0755) != 0)
+        return qp_error_set(QP_ERROR, "--executor slurm: cannot create the job log directory %s: %s; give another "
+                            "with --slurm-log-dir", o->log_dir, qp_error_last());
+    qp_slurm *s = qp_xcalloc(1, sizeof(*s));
+    s->o = *o;
+    s->qpipe = qp_strdup(o->qpipe);
+    s->workdir = qp_strdup(o->workdir);
+    s->log_dir = qp_strdup(o->log_dir);
+    s->partition = qp_strdup(o->partition);
+    size_t na = 0;
+    while (o->run_args && o->run_args[na])
+        na++;
+    s->run_args = qp_xcalloc(na + 1, sizeof(char *));
+    for (size_t i = 0; i < na; i++)
+        s->run_args[i] = qp_strdup(o->run_args[i]);
+    if (s->o.poll_seconds < 0.05)
+        s->o.poll_seconds = 0.05;
+    /* the shapes-only estimate (no machine calibration): the same the
+     * memory check uses; its times are those of the default machine */
+    qp_est_machine m;
+    int threads = o->default_cpus > 0 ? o->default_cpus : 1;
+    qp_est_machine_defaults(&m, threads);
+    s->est = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, threads);
+    qp_error_clear();
+    pthread_mutex_init(&s->mu, NULL);
+    interrupted = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;   /* no SA_RESTART: a poll's sleep ends at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &s->old_int);
+    sigaction(SIGTERM, &sa, &s->old_term);
+    *out = s;
+    return 0;
+}
+
+void qp_slurm_free(qp_slurm *s)
+{
+    if (!s)
+        return;
+    sigaction(SIGINT, &s->old_int, NULL);
+    sigaction(SIGTERM, &s->old_term, NULL);
+    for (char **a = s->run_args; *a; a++)
+        free(*a);
+    free(s->run_args);
+    free(s->qpipe);
+    free(s->workdir);
+    free(s->log_dir);
+    free(s->partition);
+    qp_recipe_estimate_free(s->est);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_request *out)
+{
+    memset(out, 0, sizeof(*out));
+    const json_t *res = d->resources;
+    qp_est_result e;
+    memset(&e, 0, sizeof(e));
+    int have_est = s->est && qp_recipe_estimate_stage(s->est, d->id, &e) == 0 && e.known;
+    out->cpus = json_is_integer(json_object_get(res, "cpus")) ? (int)json_integer_value(json_object_get(res, "cpus"))
+                                                              : s->o.default_cpus;
+    if (json_is_integer(json_object_get(res, "mem")))
+        out->mem_mb = ((uint64_t)json_integer_value(json_object_get(res, "mem")) + (1u << 20) - 1) >> 20;
+    else if (have_est && e.peak_rss > 0)
+        /* 25% over the prediction and 256 MiB for the shell and the loader */
+        out->mem_mb = (uint64_t)((double)e.peak_rss * 1.25 / 1048576.0) + 256;
+    if (json_is_integer(json_object_get(res, "time")))
+        out->time_min = (long)json_integer_value(json_object_get(res, "time"));
+    else if (have_est && e.seconds > 0) {
+        double min = e.seconds * 4.0 / 60.0 + 5.0;
+        out->time_min = min < 10 ? 10 : (long)min + 1;
+    }
+    if (json_is_integer(json_object_get(res, "gpus")))
+        out->gpus = (int)json_integer_value(json_object_get(res, "gpus"));
+    const char *part = json_string_value(json_object_get(res, "partition"));
+    if (!part)
+        part = s->partition;
+    if (part)
+        snprintf(out->partition, sizeof(out->partition), "%s", part);
+    qp_error_clear();
+}
+
+int qp_slurm_task_ok(const qp_slurm_task *t)
+{
+    if (!strcmp(t->state, "COMPLETED"))
+        return 1;
+    if (!strcmp(t->state, "FAILED") && t->exit_code == 3 && t->signal == 0)
+        return 1;
+    return t->state[0] == 0 && (t->exit_code == 0 || t->exit_code == 3);
+}
+
+void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(tasks[i].log);
+        tasks[i].log = NULL;
+    }
+}
+
+static void cancel(const char *job)
+{
+    const char *argv[] = {"scancel", job, NULL};
+    int code = 0;
+    qp_spawn_capture(argv, NULL, NULL, &code);
+}
+
+/* Sleeps about `seconds`; returns early (1) when a signal came. */
+static int nap(double seconds)
+{
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    return nanosleep(&ts, NULL) != 0 && errno == EINTR;
+}
+
+/* The first line of text, trimmed, for a one-line message. */
+static const char *first_line(qp_buf *b)
+{
+    char *t = b->data ? b->data : (char *)"";
+    t += strspn(t, " \n");
+    t[strcspn(t, "\n")] = 0;
+    return t;
+}
+
+int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const int *force, size_t n,
+                 const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
+                 qp_slurm_task *tasks)
+{
+    char job[48] = "";
+    char *script_path = NULL, *script = NULL;
+    qp_buf out = QP_BUF_INIT, err = QP_BUF_INIT;
+    int rc = 0, code = 0;
+    for (size_t i = 0; i < n; i++) {
+        memset(&tasks[i], 0, sizeof(tasks[i]));
+        tasks[i].exit_code = -1;
+    }
+    if (interrupted) {
+        rc = qp_error_set(QP_ERROR, "interrupted: stage '%s' was not submitted", ids[0]);
+        goto done;
+    }
+    pthread_mutex_lock(&s->mu);
+    unsigned serial = ++s->serial;
+    pthread_mutex_unlock(&s->mu);
+    script_path = qp_strfmt("%s/job-%ld-%u.sh", s->log_dir, (long)getpid(), serial);
+    script = job_script(s, ids, force, n, req->cpus);
+    if (qp_write_file_atomic(script_path, script, strlen(script), NULL) != 0) {
+        rc = qp_error_set(QP_ERROR, "--executor slurm: %s", qp_error_last());
+        goto done;
+    }
+    /* argv of sbatch: every value is one word, no shell between */
+    char a_name[160], a_chdir[4200], a_out[4200], a_cpus[32], a_mem[48], a_time[32], a_gres[32], a_part[160],
+        a_array[48];
+    const char *argv[20];
+    int k = 0;
+    argv[k++] = "sbatch";
+    argv[k++] = "--parsable";
+    snprintf(a_name, sizeof(a_name), "--job-name=qpipe:%s", name);
+    argv[k++] = a_name;
+    snprintf(a_chdir, sizeof(a_chdir), "--chdir=%s", s->workdir);
+    argv[k++] = a_chdir;
+    argv[k++] = "--export=ALL";
+    snprintf(a_out, sizeof(a_out), "--output=%s/%s", s->log_dir, n > 1 ? "%A_%a.log" : "%j.log");
+    argv[k++] = a_out;
+    snprintf(a_cpus, sizeof(a_cpus), "--cpus-per-task=%d", req->cpus > 0 ? req->cpus : 1);
+    argv[k++] = a_cpus;
+    if (req->mem_mb) {
+        snprintf(a_mem, sizeof(a_mem), "--mem=%lluM", (unsigned long long)req->mem_mb);
+        argv[k++] = a_mem;
+    }
+    if (req->time_min) {
+        snprintf(a_time, sizeof(a_time), "--time=%ld", req->time_min);
+        argv[k++] = a_time;
+    }
+    if (req->gpus) {
+        snprintf(a_gres, sizeof(a_gres), "--gres=gpu:%d", req->gpus);
+        argv[k++] = a_gres;
+    }
+    if (req->partition[0]) {
+        snprintf(a_part, sizeof(a_part), "--partition=%s", req->partition);
+        argv[k++] = a_part;
+    }
+    if (n > 1) {
+        snprintf(a_array, sizeof(a_array), "--array=0-%zu", n - 1);
+        argv[k++] = a_array;
+    }
+    argv[k++] = script_path;
+    argv[k] = NULL;
+    if ((rc = qp_spawn_capture(argv, &out, &err, &code)) != 0) {
+        rc = qp_error_set(QP_ERROR, "stage '%s': cannot submit: %s", ids[0], qp_error_last());
+        goto done;
+    }
+    const char *txt = out.data ? out.data : "";
+    size_t digits = strspn(txt, "0123456789");
+    if (code != 0 || digits == 0 || digits >= sizeof(job)) {
+        rc = qp_error_set(QP_ERROR, "stage '%s': sbatch refused the job (exit %d): %s", ids[0], code,
+                          err.len ? first_line(&err) : first_line(&out));
+        goto done;
+    }
+    memcpy(job, txt, digits);
+    job[digits] = 0;
+    if (on_submit)
+        on_submit(ud, job);
+    for (size_t i = 0; i < n; i++) {
+        if (n > 1) {
+            snprintf(tasks[i].job, sizeof(tasks[i].job), "%s_%zu", job, i);
+            tasks[i].log = qp_strfmt("%s/%s_%zu.log", s->log_dir, job, i);
+        } else {
+            snprintf(tasks[i].job, sizeof(tasks[i].job), "%s", job);
+            tasks[i].log = qp_strfmt("%s/%s.log", s->log_dir, job);
+        }
+    }
+    double failing_since = 0;
+    for (;;) {
+        int all_ended = 1;
+        for (size_t i = 0; i < n; i++)
+            all_ended &= state_ended(tasks[i].state) || tasks[i].state[0] == '?';
+        if (all_ended)
+            break;
+        if (nap(s->o.poll_seconds) || interrupted) {
+            cancel(job);
+            rc = qp_error_set(QP_ERROR, "interrupted: cancelled Slurm job %s (scancel %s)", job, job);
+            goto done;
+        }
+        const char *sc[] = {"scontrol", "-o", "show", "job", job, NULL};
+        qp_buf_truncate(&out, 0);
+        qp_buf_truncate(&err, 0);
+        if (qp_spawn_capture(sc, &out, &err, &code) != 0)
+            code = -1;
+        if (code == 0) {
+            failing_since = 0;
+            qp_slurm_parse_scontrol(qp_buf_cstr(&out), job, tasks, n);
+            continue;
+        }
+        if (strstr(qp_buf_cstr(&err), "Invalid job id")) {
+            /* forgotten (MinJobAge passed while we were not looking): what
+             * the script printed last says how each task ended */
+            for (size_t i = 0; i < n; i++)
+                if (!state_ended(tasks[i].state)) {
+                    tasks[i].state[0] = '?';
+                    tasks[i].state[1] = 0;
+                }
+            continue;
+        }
+        qp_error_clear();
+        if (failing_since == 0)
+            failing_since = qp_now();
+        else if (qp_now() - failing_since > CONTROLLER_PATIENCE_S) {
+            cancel(job);
+            rc = qp_error_set(QP_ERROR, "Slurm job %s: scontrol has failed for %.0f s (%s); cancelled it", job,
+                              CONTROLLER_PATIENCE_S, first_line(&err));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (tasks[i].state[0] == '?') {
+            tasks[i].state[0] = 0;
+            tasks[i].exit_code = exit_from_log(tasks[i].log);
+        }
+done:
+    qp_buf_free(&out);
+    qp_buf_free(&err);
+    free(script);
+    free(script_path);
+    return rc;
+}

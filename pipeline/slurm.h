@@ -1,0 +1,95 @@
+/* The Slurm executor: stages that must run become batch jobs.
+ *
+ * Each job runs `qpipe run RECIPE --stage ID` against the same cache (a
+ * directory every node mounts, or the remote cache), so the stage's key,
+ * output and stored bytes are exactly those of a local run; the runner
+ * (pipeline/runner.c) keeps deciding what is cached, submits what is not
+ * as soon as its needs have finished, and reads each job's result back
+ * from the cache.  The instances of one matrix stage that are ready
+ * together go in as one job array.
+ *
+ * Jobs are submitted with sbatch and followed with `scontrol show job`
+ * (works without slurmdbd; sacct would need it); Ctrl-C or SIGTERM cancels
+ * every job still queued or running (scancel). */
+#ifndef QP_PIPELINE_SLURM_H
+#define QP_PIPELINE_SLURM_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/recipe.h"
+
+typedef struct qp_slurm qp_slurm;
+
+typedef struct {
+    const char *qpipe;            /* absolute path of the program every job runs */
+    const char *workdir;          /* the jobs' working directory (the submitter's, so paths resolve alike) */
+    const char *log_dir;          /* job scripts and logs (created); on a filesystem the nodes share */
+    const char *partition;        /* --partition; NULL: the cluster's default (a stage's resources win) */
+    const char *const *run_args;  /* options every job's `qpipe run` gets (--cache-dir, --remote-cache …),
+                                     NULL-terminated; --stage, --threads, --no-provenance are added */
+    int default_cpus;             /* cpus of a stage without resources: cpus */
+    double poll_seconds;          /* between polls of scontrol */
+} qp_slurm_options;
+
+/* What one job (or each task of an array) asks for; 0 / NULL: not asked
+ * (the partition's default). */
+typedef struct {
+    int cpus;
+    uint64_t mem_mb;
+    long time_min;
+    int gpus;
+    char partition[136];
+} qp_slurm_request;
+
+/* How one stage's job ended. */
+typedef struct {
+    char job[48];       /* "1234" or, in an array, "1234_2" */
+    char state[24];     /* COMPLETED, FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, …;
+                           "" when Slurm had forgotten the job before it was seen ending */
+    int exit_code;      /* the job's exit status (from its log when state is ""), -1 unknown */
+    int signal;         /* the signal that ended it, 0 none */
+    char *log;          /* absolute path of its log (malloc'ed) */
+} qp_slurm_task;
+
+/* Checks that sbatch, scontrol and scancel run and creates log_dir; the
+ * estimate of r gives each stage's default memory and time limit.
+ * Installs the SIGINT/SIGTERM handler that cancels jobs (restored by _free). */
+int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o);
+void qp_slurm_free(qp_slurm *s);
+
+/* A stage's request: its `resources:` (decl->resources), else the
+ * estimate's peak RSS + 25% and 4x its time (at least 10 minutes), else
+ * the executor's defaults. */
+void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_request *out);
+
+/* Submits stages ids[0..n) (n ≥ 1; n > 1 makes a job array, task i runs
+ * ids[i]) with `force[i]` adding --force=ID, and waits until every task
+ * has ended.  on_submit (may be NULL) is told the job id once it is known.
+ * tasks[i] gets how ids[i]'s job ended (free with qp_slurm_tasks_clear).
+ * Returns 0 once all ended, whatever their states; QP_ERROR with sbatch's
+ * own message when the submission failed; QP_ERROR "interrupted" when
+ * Ctrl-C came (its jobs are cancelled first). */
+int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const int *force, size_t n,
+                 const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
+                 qp_slurm_task *tasks);
+void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n);
+
+/* 1 when the task ended so that the stage's result is in the cache:
+ * COMPLETED, or the exit status 3 of a rejecting gate. */
+int qp_slurm_task_ok(const qp_slurm_task *t);
+
+/* The last lines of a log (at most max_lines lines, max_chars bytes), one
+ * line joined with " | " (malloc'ed; "(no log at PATH)" when unreadable). */
+char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars);
+
+/* 1 once Ctrl-C or SIGTERM arrived while the executor was in use. */
+int qp_slurm_interrupted(void);
+
+/* Parses `scontrol -o show job` output: for each record (one per line)
+ * whose ArrayTaskId covers task i (or, for a plain job, i == 0), fills
+ * tasks[i].state, exit_code, signal and job.  Exposed for tests. */
+void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task *tasks, size_t n);
+
+#endif
