@@ -22,9 +22,12 @@ OPT     ?= -O2 -march=native
 # the tests are built without its headers and do not link it.
 PKGS    := yaml-0.1 libgit2 libcrypto libzstd jansson libpcre2-8 libutf8proc libcurl
 BENCH_PKGS := openblas
-# nginx: not linked, the WebDAV server of tests/cli/test_remote_cache.sh
+# nginx: not linked, the WebDAV server of tests/cli/test_remote_cache.sh;
+# slurmctld, slurmd, munged, sbatch: the one-node cluster of tests/cli/test_slurm.sh
 DEPS_OK := $(shell pkg-config --exists $(PKGS) $(BENCH_PKGS) cmocka 2>/dev/null && \
-             { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 && echo yes)
+             { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 && \
+             { test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd && test -x /usr/sbin/munged && \
+               command -v sbatch; } >/dev/null 2>&1 && echo yes)
 ifneq ($(DEPS_OK),yes)
 DEPS_OK := $(shell bash scripts/install-deps.sh 1>&2 && echo yes)
 endif

@@ -634,8 +634,9 @@ static void on_submit(void *ud, const char *job)
 static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const qp_slurm_request *req)
 {
     const char *id = s->decl->id;
-    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:i}", "job", t->job, "log", t->log ? t->log : "", "state",
-                          t->state[0] ? t->state : "forgotten", "exit", t->exit_code, "cpus", req->cpus);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "job", t->job, "log", t->log ? t->log : "", "err",
+                          t->err ? t->err : "", "state", t->state[0] ? t->state : "forgotten", "exit", t->exit_code,
+                          "cpus", req->cpus);
     if (req->mem_mb)
         json_object_set_new(j, "mem_mb", json_integer((json_int_t)req->mem_mb));
     if (req->time_min)
@@ -648,11 +649,11 @@ static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const q
         s->record = json_object();
     json_object_set_new(s->record, "slurm", j);
     if (!qp_slurm_task_ok(t)) {
-        char *tail = qp_slurm_log_tail(t->log, 6, 700);
+        char *tail = qp_slurm_log_tail(t->err, 6, 700);
         char how[48] = "";
         snprintf(how, sizeof(how), t->signal ? "exit %d, signal %d" : "exit %d", t->exit_code, t->signal);
-        int rc = qp_error_set(QP_ERROR, "stage '%s': Slurm job %s %s (%s); log %s: %s", id, t->job,
-                              t->state[0] ? t->state : "ended", how, t->log, tail);
+        int rc = qp_error_set(QP_ERROR, "stage '%s': Slurm job %s %s (%s); %s ends: %s", id, t->job,
+                              t->state[0] ? t->state : "ended", how, t->err, tail);
         free(tail);
         return rc;
     }

@@ -356,7 +356,8 @@ void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(tasks[i].log);
-        tasks[i].log = NULL;
+        free(tasks[i].err);
+        tasks[i].log = tasks[i].err = NULL;
     }
 }
 
@@ -409,9 +410,9 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
         goto done;
     }
     /* argv of sbatch: every value is one word, no shell between */
-    char a_name[160], a_chdir[4200], a_out[4200], a_cpus[32], a_mem[48], a_time[32], a_gres[32], a_part[160],
+    char a_name[160], a_chdir[4200], a_out[4200], a_err[4200], a_cpus[32], a_mem[48], a_time[32], a_gres[32], a_part[160],
         a_array[48];
-    const char *argv[20];
+    const char *argv[24];
     int k = 0;
     argv[k++] = "sbatch";
     argv[k++] = "--parsable";
@@ -420,8 +421,12 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
     snprintf(a_chdir, sizeof(a_chdir), "--chdir=%s", s->workdir);
     argv[k++] = a_chdir;
     argv[k++] = "--export=ALL";
-    snprintf(a_out, sizeof(a_out), "--output=%s/%s", s->log_dir, n > 1 ? "%A_%a.log" : "%j.log");
+    /* stdout and stderr apart, as Slurm users expect: a failure's tail
+     * comes from the .err, without qpipe's summary table */
+    snprintf(a_out, sizeof(a_out), "--output=%s/%s", s->log_dir, n > 1 ? "%A_%a.out" : "%j.out");
     argv[k++] = a_out;
+    snprintf(a_err, sizeof(a_err), "--error=%s/%s", s->log_dir, n > 1 ? "%A_%a.err" : "%j.err");
+    argv[k++] = a_err;
     snprintf(a_cpus, sizeof(a_cpus), "--cpus-per-task=%d", req->cpus > 0 ? req->cpus : 1);
     argv[k++] = a_cpus;
     if (req->mem_mb) {
@@ -464,11 +469,11 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
     for (size_t i = 0; i < n; i++) {
         if (n > 1) {
             snprintf(tasks[i].job, sizeof(tasks[i].job), "%s_%zu", job, i);
-            tasks[i].log = qp_strfmt("%s/%s_%zu.log", s->log_dir, job, i);
         } else {
             snprintf(tasks[i].job, sizeof(tasks[i].job), "%s", job);
-            tasks[i].log = qp_strfmt("%s/%s.log", s->log_dir, job);
         }
+        tasks[i].log = qp_strfmt("%s/%s.out", s->log_dir, tasks[i].job);
+        tasks[i].err = qp_strfmt("%s/%s.err", s->log_dir, tasks[i].job);
     }
     double failing_since = 0;
     for (;;) {

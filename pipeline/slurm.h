@@ -50,7 +50,8 @@ typedef struct {
                            "" when Slurm had forgotten the job before it was seen ending */
     int exit_code;      /* the job's exit status (from its log when state is ""), -1 unknown */
     int signal;         /* the signal that ended it, 0 none */
-    char *log;          /* absolute path of its log (malloc'ed) */
+    char *log;          /* absolute path of its log: qpipe's stage lines and summary (malloc'ed) */
+    char *err;          /* of its stderr: the stage's warnings, qpipe's error, Slurm's own notes */
 } qp_slurm_task;
 
 /* Checks that sbatch, scontrol and scancel run and creates log_dir; the
@@ -80,7 +81,7 @@ void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n);
  * COMPLETED, or the exit status 3 of a rejecting gate. */
 int qp_slurm_task_ok(const qp_slurm_task *t);
 
-/* The last lines of a log (at most max_lines lines, max_chars bytes), one
+/* The last lines of a log (the stderr file: where a failure says why) (at most max_lines lines, max_chars bytes), one
  * line joined with " | " (malloc'ed; "(no log at PATH)" when unreadable). */
 char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars);
 

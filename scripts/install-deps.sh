@@ -5,7 +5,8 @@
 set -eu
 pkgs=(build-essential pkg-config libyaml-dev libgit2-dev libssl-dev libopenblas-dev
       libzstd-dev libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev libcurl4-openssl-dev
-      git zstd openssl nginx)   # nginx: the WebDAV server tests/cli/test_remote_cache.sh starts
+      git zstd openssl nginx   # nginx: the WebDAV server tests/cli/test_remote_cache.sh starts
+      slurmctld slurmd slurm-client munge)   # the one-node Slurm cluster tests/cli/test_slurm.sh starts
 # extra packages a target needs (make fuzz: clang and libclang-rt-dev, its libFuzzer runtime)
 pkgs+=("$@")
 missing=()
