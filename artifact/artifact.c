@@ -180,6 +180,46 @@ const json_t *qp_artifact_metrics_c(const qp_artifact *a) { return a->metrics; }
 json_t *qp_artifact_meta(qp_artifact *a) { return a->meta; }
 const json_t *qp_artifact_meta_c(const qp_artifact *a) { return a->meta; }
 
+static int cmp_key(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* A copy of j whose objects, at every depth, hold their keys in sorted order. */
+static json_t *sorted_copy(json_t *j)
+{
+    if (json_is_array(j)) {
+        json_t *out = json_array(), *v;
+        size_t i;
+        json_array_foreach(j, i, v)
+            json_array_append_new(out, sorted_copy(v));
+        return out;
+    }
+    if (!json_is_object(j))
+        return json_incref(j);
+    size_t n = json_object_size(j), k = 0;
+    const char **keys = qp_xcalloc(n + 1, sizeof(*keys));
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v)
+        keys[k++] = key;
+    qsort(keys, n, sizeof(*keys), cmp_key);
+    json_t *out = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(out, keys[i], sorted_copy(json_object_get(j, keys[i])));
+    free(keys);
+    return out;
+}
+
+void qp_artifact_sort_keys(qp_artifact *a)
+{
+    json_t *m = sorted_copy(a->metrics), *meta = sorted_copy(a->meta);
+    json_decref(a->metrics);
+    json_decref(a->meta);
+    a->metrics = m;
+    a->meta = meta;
+}
+
 int qp_artifact_serialize(const qp_artifact *a, char **out_json)
 {
     json_t *root = json_object();

@@ -73,6 +73,12 @@ const json_t *qp_artifact_metrics_c(const qp_artifact *a);
 /* Free-form metadata object (borrowed, mutable). */
 json_t *qp_artifact_meta(qp_artifact *a);
 const json_t *qp_artifact_meta_c(const qp_artifact *a);
+/* Puts every object key of metrics and meta in sorted order, the order an
+ * artifact loaded from the cache has (it is stored with sorted keys): a
+ * stage that iterates its inputs' JSON then sees the same order whether
+ * they were just computed or come from the cache, on this machine or from
+ * a Slurm job. */
+void qp_artifact_sort_keys(qp_artifact *a);
 
 /* Canonical serialisation (sorted keys, compact, numbers with full
  * precision) — the bytes whose SHA-256 is the artifact digest. */

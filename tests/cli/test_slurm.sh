@@ -59,6 +59,9 @@ stages:
     resources: {cpus: 1, mem: 2G, time: "0:10:00"}
   e: {uses: evaluate, needs: [q], with: {dataset: "$SHARED/data/shakespeare/valid.txt", max_chunks: 1}}
   gate: {uses: gate, needs: [e], with: {max_ppl: 40}}
+  # its model card lists the evaluation's metrics: the same bytes whether
+  # the inputs were computed in this process or read from the cache
+  pkg: {uses: package, needs: ["q@q8", "gate@q8"], with: {format: gguf, out: dist/q8}}
 Y
 git add r.yaml && git commit -qm recipe
 expect_exit 2 env PATH="$T/nowhere" "$QPIPE" run r.yaml --executor slurm
@@ -70,7 +73,7 @@ expect_exit 2 "$QPIPE" plan r.yaml --executor slurm
 # 2. the candidates as one job array; the run record names every job
 expect_exit 0 "$QPIPE" run r.yaml --executor slurm --threads 1 --json
 cp "$T/out" "$T/slurm.json"
-[ "$(ran_stages)" = "e@q8 e@r3 e@r4 gate@q8 gate@r3 gate@r4 model q@q8 q@r3 q@r4" ] || fail "ran: $(ran_stages)"; ok
+[ "$(ran_stages)" = "e@q8 e@r3 e@r4 gate@q8 gate@r3 gate@r4 model pkg q@q8 q@r3 q@r4" ] || fail "ran: $(ran_stages)"; ok
 arr=$(grep '"event":"submitted"' "$T/out" | grep '"stages":\["q@r4","q@r3","q@q8"\]' | sed -E 's/.*"job":"([0-9]+)".*/\1/')
 [ -n "$arr" ] || { cat "$T/out" >&2; fail "the candidates were not one job array"; }; ok
 git show qpipe/provenance:run.json > "$T/rec"
@@ -99,7 +102,7 @@ cmp -s "$T/d_slurm" "$T/d_local" || { diff "$T/d_slurm" "$T/d_local" >&2; fail "
 # all cached: nothing submitted; resources are not part of any key
 sed -i 's/mem: 2G/mem: 3G/' r.yaml
 expect_exit 0 "$QPIPE" run r.yaml --executor slurm --json --no-provenance
-expect_grep '"ran":0,"cached":10'
+expect_grep '"ran":0,"cached":11'
 expect_no_grep '"event":"submitted"'
 
 # 3. a rejecting gate on Slurm is still a rejection (its job exits 3)
