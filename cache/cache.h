@@ -169,6 +169,9 @@ void qp_remote_free(qp_remote *r);
 void qp_remote_stats_get(qp_remote *r, qp_remote_stats *out);
 /* The handle does not own r: free r after the cache. NULL detaches. */
 void qp_cache_set_remote(qp_cache *c, qp_remote *r);
+/* The remote is asked again for key even though it missed before in this
+ * process (another machine has stored it since: a Slurm job). */
+void qp_cache_forget_remote_miss(qp_cache *c, const char *key);
 
 /* Parses "10G", "512M", "1.5GiB", "1000" into bytes. */
 int qp_parse_size(const char *s, uint64_t *out);

@@ -682,3 +682,20 @@ void qp_cache_set_remote(qp_cache *c, qp_remote *r)
 {
     c->remote = r;
 }
+
+/* An action that missed is asked again: a Slurm job elsewhere has just
+ * uploaded it (the miss was remembered so that a run asks once). */
+void qp_cache_forget_remote_miss(qp_cache *c, const char *key)
+{
+    qp_remote *r = c->remote;
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n_missed; i++)
+        if (strcmp(r->missed[i], key) == 0) {
+            free(r->missed[i]);
+            r->missed[i] = r->missed[--r->n_missed];
+            break;
+        }
+    pthread_mutex_unlock(&r->mu);
+}

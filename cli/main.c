@@ -27,11 +27,13 @@ static const char usage_text[] =
     "commands:\n"
     "  run RECIPE [--stage ID] [-j N] [--threads N] [--force[=ID]] [--cache-dir D] [--json] [--no-provenance]\n"
     "             [--frozen] [--memory SIZE] [--ignore-memory] [--offline] [--refresh]\n"
-    "             [--executor local|slurm [--partition P] [--slurm-log-dir D]]\n"
+    "             [--executor local|slurm [--partition P] [--slurm-log-dir D] [--job-cache-dir D]]\n"
     "                         run the recipe's stages (cached ones are reused); with --executor slurm\n"
     "                         each stage that must run is a Slurm job (a matrix's instances a job array)\n"
     "                         running 'qpipe run RECIPE --stage ID' on the same cache, which every node\n"
-    "                         must share (a directory, or --remote-cache); logs in D (.qpipe/slurm)\n"
+    "                         must share: the same directory, or --remote-cache with --job-cache-dir\n"
+    "                         (a node-local directory each job uses); job logs in --slurm-log-dir\n"
+    "                         (default .qpipe/slurm, on a filesystem the nodes share)\n"
     "  plan RECIPE [--estimate [--recalibrate]]\n"
     "                         show which stages are cached or will run, and why; --estimate predicts\n"
     "                         each stage's time, peak RSS and output bytes (machine rates measured once\n"
@@ -130,7 +132,7 @@ static int default_threads(void)
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
        OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE, OPT_REFRESH, OPT_REMOTE,
-       OPT_REMOTE_MODE, OPT_EXECUTOR, OPT_PARTITION, OPT_SLURM_LOGS };
+       OPT_REMOTE_MODE, OPT_EXECUTOR, OPT_PARTITION, OPT_SLURM_LOGS, OPT_JOB_CACHE };
 
 /* qpipe cache push|pull RECIPE: a plan whose lookups go through the remote
  * (pull: read-through brings every reachable entry and its objects down;
@@ -261,6 +263,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"remote-cache-mode", required_argument, NULL, OPT_REMOTE_MODE},
         {"executor", required_argument, NULL, OPT_EXECUTOR}, {"partition", required_argument, NULL, OPT_PARTITION},
         {"slurm-log-dir", required_argument, NULL, OPT_SLURM_LOGS},
+        {"job-cache-dir", required_argument, NULL, OPT_JOB_CACHE},
         {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
@@ -269,7 +272,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     const char *cache_opt = NULL, *remote_opt = NULL, *remote_mode = NULL;
     qp_remote *remote = NULL;
     qp_slurm *slurm = NULL;
-    const char *partition = NULL, *slurm_logs = NULL, *memory_opt = NULL;
+    const char *partition = NULL, *slurm_logs = NULL, *memory_opt = NULL, *job_cache = NULL;
     int c, threads_given = 0, jobs_given = 0, use_slurm = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "s:j:", opts, NULL)) != -1) {
@@ -316,6 +319,11 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                 return usage_error("--partition '%s': expected a Slurm partition name", optarg);
             partition = optarg;
             break;
+        case OPT_JOB_CACHE:
+            if (optarg[0] != '/')
+                return usage_error("--job-cache-dir %s: expected an absolute directory on each node", optarg);
+            job_cache = optarg;
+            break;
         case OPT_SLURM_LOGS:
             if (!*optarg)
                 return usage_error("--slurm-log-dir '': expected a directory the nodes share%s", "");
@@ -352,8 +360,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         return usage_error("--recalibrate goes with %s", "--estimate");
     if ((use_slurm || partition || slurm_logs) && (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
         return usage_error("--executor, --partition and --slurm-log-dir go with %s", "'qpipe run'");
-    if ((partition || slurm_logs) && !use_slurm)
-        return usage_error("--partition and --slurm-log-dir go with %s", "--executor slurm");
+    if ((partition || slurm_logs || job_cache) && !use_slurm)
+        return usage_error("--partition, --slurm-log-dir and --job-cache-dir go with %s", "--executor slurm");
     /* a Slurm run mostly waits: every stage that is ready may be a job in
      * flight unless -j says otherwise */
     if (use_slurm && !jobs_given)
@@ -378,8 +386,12 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
     if (rc == 0 && (mode == QP_RUN_NORMAL || cache_xfer != XFER_NONE))
         rc = remote_open(cache, remote_opt, remote_mode, &remote);
+    if (rc == 0 && use_slurm && job_cache && (!remote || (remote_mode && strcmp(remote_mode, "read") == 0)))
+        rc = qp_error_set(QP_EUSAGE, "--job-cache-dir %s: the jobs' results can only come back through a remote cache "
+                          "they write to; add --remote-cache URL (mode readwrite), or leave --job-cache-dir out to "
+                          "share %s", job_cache, qp_cache_dir(cache));
     if (rc == 0 && use_slurm) {
-        job_args ja = {.cache_dir = qp_cache_dir(cache), .remote_url = remote ? (remote_opt ? remote_opt
+        job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache), .remote_url = remote ? (remote_opt ? remote_opt
                                                                                  : getenv("QPIPE_REMOTE_CACHE"))
                                                                         : NULL,
                        .remote_mode = remote_mode, .memory = memory_opt, .frozen = o.frozen,

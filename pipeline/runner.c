@@ -659,6 +659,7 @@ static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const q
         return rc;
     }
     char cached[QP_HEX_LEN];
+    qp_cache_forget_remote_miss(R->cache, s->key);   /* the lookup before the job missed */
     if (qp_cache_action_get(R->cache, s->key, cached) != 0 ||
         qp_artifact_load(&s->artifact, R->cache, cached) != 0) {
         qp_error_clear();

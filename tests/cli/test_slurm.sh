@@ -4,8 +4,10 @@
 # job array whose job ids the run record names, with the digests of a local
 # run; then a rejecting gate (exit 3), a failing job, a job cancelled from
 # outside, a job over its time limit, Ctrl-C (every job cancelled), a job
-# sbatch refuses, resources: errors, and no Slurm installed.
+# sbatch refuses, resources: errors, and no Slurm installed; and jobs that
+# share nothing but the remote cache (--job-cache-dir, nginx).
 source "$(dirname "$0")/lib.sh"
+source "$REPO/tests/support/nginx-dav.sh"
 
 for b in munged slurmctld slurmd sbatch; do
   command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] ||
@@ -19,7 +21,8 @@ SC=$T/cluster
 # hold the others back
 cluster_env=$(SLURM_TEST_CPUS=8 bash "$CLUSTER" start "$SC") || fail "the Slurm cluster did not start"
 eval "$cluster_env"
-trap 'bash "$CLUSTER" stop "$SC"; rm -rf "$T"' EXIT
+NG=$T/nginx
+trap 'stop_nginx; bash "$CLUSTER" stop "$SC"; rm -rf "$T"' EXIT
 export QPIPE_SLURM_POLL=0.2
 PY=python3
 # jobs_of NAME: "JOBID STATE" of the cluster's jobs named qpipe:NAME
@@ -104,6 +107,19 @@ sed -i 's/mem: 2G/mem: 3G/' r.yaml
 expect_exit 0 "$QPIPE" run r.yaml --executor slurm --json --no-provenance
 expect_grep '"ran":0,"cached":11'
 expect_no_grep '"event":"submitted"'
+
+# 2b. jobs that share only the remote cache: each uses its own cache
+#     directory (--job-cache-dir), the results come back by read-through
+start_nginx
+expect_exit 2 "$QPIPE" run r.yaml --executor slurm --job-cache-dir "$T/node"
+expect_grep 'job-cache-dir .*add --remote-cache URL'
+QPIPE_CACHE=$T/viaremote expect_exit 0 "$QPIPE" run r.yaml --executor slurm --threads 1 --json --no-provenance \
+  --remote-cache "$URL" --job-cache-dir "$T/node"
+[ "$(ran_stages | wc -w)" = 11 ] || fail "via the remote: ran $(ran_stages)"; ok
+digests "$T/out" > "$T/d_remote"
+cmp -s "$T/d_slurm" "$T/d_remote" || { diff "$T/d_slurm" "$T/d_remote" >&2; fail "digests via the remote differ"; }; ok
+[ -d "$T/node/objects" ] || [ -d "$T/node/actions" ] || fail "the jobs did not use --job-cache-dir"; ok
+stop_nginx
 
 # 3. a rejecting gate on Slurm is still a rejection (its job exits 3)
 cat > gate.yaml <<Y
