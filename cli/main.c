@@ -362,10 +362,6 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         return usage_error("--executor, --partition and --slurm-log-dir go with %s", "'qpipe run'");
     if ((partition || slurm_logs || job_cache) && !use_slurm)
         return usage_error("--partition, --slurm-log-dir and --job-cache-dir go with %s", "--executor slurm");
-    /* a Slurm run mostly waits: every stage that is ready may be a job in
-     * flight unless -j says otherwise */
-    if (use_slurm && !jobs_given)
-        o.jobs = 256;
     if (mode != QP_RUN_NORMAL)
         o.provenance = 0;
     qp_recipe *r = NULL;
@@ -390,6 +386,10 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         rc = qp_error_set(QP_EUSAGE, "--job-cache-dir %s: the jobs' results can only come back through a remote cache "
                           "they write to; add --remote-cache URL (mode readwrite), or leave --job-cache-dir out to "
                           "share %s", job_cache, qp_cache_dir(cache));
+    /* a Slurm run mostly waits: every stage that is ready may be a job in
+     * flight unless -j says otherwise */
+    if (rc == 0 && use_slurm && !jobs_given)
+        o.jobs = qp_recipe_stage_count(r) < 256 ? (int)qp_recipe_stage_count(r) + 1 : 256;
     if (rc == 0 && use_slurm) {
         job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache), .remote_url = remote ? (remote_opt ? remote_opt
                                                                                  : getenv("QPIPE_REMOTE_CACHE"))

@@ -167,9 +167,9 @@ void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task
                     tasks[i].signal = sig;
                 }
                 if (in_array && n > 1)
-                    snprintf(tasks[i].job, sizeof(tasks[i].job), "%s_%zu", job_id, i);
+                    snprintf(tasks[i].job, sizeof(tasks[i].job), "%.32s_%zu", job_id, i);
                 else
-                    snprintf(tasks[i].job, sizeof(tasks[i].job), "%s", job_id);
+                    snprintf(tasks[i].job, sizeof(tasks[i].job), "%.32s", job_id);
             }
         }
         line = nl ? nl + 1 : NULL;
@@ -388,7 +388,7 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
                  const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
                  qp_slurm_task *tasks)
 {
-    char job[48] = "";
+    char job[32] = "";
     char *script_path = NULL, *script = NULL;
     qp_buf out = QP_BUF_INIT, err = QP_BUF_INIT;
     int rc = 0, code = 0;

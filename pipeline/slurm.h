@@ -45,8 +45,8 @@ typedef struct {
 
 /* How one stage's job ended. */
 typedef struct {
-    char job[48];       /* "1234" or, in an array, "1234_2" */
-    char state[24];     /* COMPLETED, FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, …;
+    char job[64];       /* "1234" or, in an array, "1234_2" */
+    char state[32];     /* COMPLETED, FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, …;
                            "" when Slurm had forgotten the job before it was seen ending */
     int exit_code;      /* the job's exit status (from its log when state is ""), -1 unknown */
     int signal;         /* the signal that ended it, 0 none */
