@@ -34,16 +34,22 @@ wait_running() {
 }
 digests() { grep '"event":"stage"' "$1" | sed -E 's/^\{"event":"stage","stage":"([^"]*)".*"output":"([0-9a-f]+)".*/\1 \2/' | sort; }
 
-# 0. a job over its time limit (1 minute): started first, checked last
-mkdir -p slow
-cat > slow/r.yaml <<Y
+# 0. a job over its time limit (1 minute, Slurm's unit; it ends 60 to 90 s
+#    after it starts): started first, checked last.  Not under ASan: the
+#    wait is the same code as a cancelled job's (6.) and the minute and a
+#    half is CI time the sanitizer finds nothing in.
+slow_pid=
+if [ "${BUILD:-build}" != build-asan ]; then
+  mkdir -p slow
+  cat > slow/r.yaml <<Y
 qpipe: 1
 name: slow
 stages:
   slow: {uses: run, with: {cmd: "sleep 600"}, resources: {time: 1, cpus: 1}}
 Y
-"$QPIPE" run slow/r.yaml --executor slurm --no-provenance --threads 1 >"$T/slow.out" 2>&1 &
-slow_pid=$!
+  "$QPIPE" run slow/r.yaml --executor slurm --no-provenance --threads 1 >"$T/slow.out" 2>&1 &
+  slow_pid=$!
+fi
 
 # 1. no Slurm: a usage error before anything runs
 mkdir -p repo && cd repo && git init -q .
@@ -198,7 +204,9 @@ for bad in "cpus: 0" "mem: 16" "time: soon" "gpu: 1" "partition: 'a b'"; do
 done
 
 # 0. (started first) the job over its time limit
-wait "$slow_pid"; rc=$?
-[ "$rc" = 1 ] || { cat "$T/slow.out" >&2; fail "timed-out job: exit $rc"; }; ok
-expect_grep "stage 'slow': Slurm job [0-9]+ TIMEOUT \(exit 0, signal 15\); /.*/slurm/[0-9]+\.err ends: .*DUE TO TIME LIMIT" "$T/slow.out"
+if [ -n "$slow_pid" ]; then
+  wait "$slow_pid"; rc=$?
+  [ "$rc" = 1 ] || { cat "$T/slow.out" >&2; fail "timed-out job: exit $rc"; }; ok
+  expect_grep "stage 'slow': Slurm job [0-9]+ TIMEOUT \(exit 0, signal 15\); /.*/slurm/[0-9]+\.err ends: .*DUE TO TIME LIMIT" "$T/slow.out"
+fi
 done_ok
