@@ -32,9 +32,16 @@ struct qp_slurm {
 
 static volatile sig_atomic_t interrupted;
 
+/* The first Ctrl-C asks the workers to cancel their jobs (they notice at
+ * their next poll); a second one, for a user who will not wait, ends the
+ * process the default way at once. */
 static void on_signal(int sig)
 {
-    (void)sig;
+    if (interrupted) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     interrupted = 1;
 }
 
