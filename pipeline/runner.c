@@ -851,7 +851,7 @@ static void print_summary(runner *R, const size_t *count, double elapsed, int rc
             stage_state *s = &R->st[i];
             if (!s->selected)
                 continue;
-            char metrics[160] = "";
+            char metrics[512] = "";   /* every metric an evaluation reports (kld, ppl, top-k …) */
             if (s->artifact) {
                 const char *k;
                 json_t *v;
