@@ -413,6 +413,7 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     if (!r->progress || !q->total || q->total < r->lim.progress_min)
         return 0;
     pthread_mutex_lock(&r->mu);
+    int moved = !q->large;
     if (!q->large) {
         q->large = 1;
         r->prog_active++;
@@ -421,8 +422,10 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     if (now_bytes > q->reported && now_bytes <= q->total) {
         r->prog_done += now_bytes - q->reported;
         q->reported = now_bytes;
+        moved = 1;
     }
-    r->progress(r->progress_ud, r->prog_done, r->prog_total);
+    if (moved)   /* curl also calls while idle: the line is redrawn only when it changes */
+        r->progress(r->progress_ud, r->prog_done, r->prog_total);
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
