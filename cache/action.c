@@ -154,17 +154,24 @@ done:
     return rc;
 }
 
-int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN])
+int qp_cache_action_get_expect(qp_cache *c, const char *key, const qp_cache_expect *expect,
+                               char artifact[QP_HEX_LEN])
 {
     int rc = action_get_local(c, key, artifact);
     /* read-through: a local miss asks the remote, which records the entry
-     * (and its verified objects) locally on a hit; the second local read
-     * then serves it like any entry (and restores the miss's message) */
+     * (and its verified objects) locally on a hit that fits the
+     * expectation; the second local read then serves it like any entry
+     * (and restores the miss's message) */
     if (rc == QP_ENOTFOUND && c->remote) {
-        qp_remote_fetch_action(c, key);
+        qp_remote_fetch_action(c, key, expect);
         rc = action_get_local(c, key, artifact);
     }
     return rc;
+}
+
+int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN])
+{
+    return qp_cache_action_get_expect(c, key, NULL, artifact);
 }
 
 /* of: the checkpoint's action key, or NULL for a plain entry */

@@ -76,6 +76,20 @@ int qp_cache_object_size(qp_cache *c, const char *digest, uint64_t *out);
 /* Looks up an action; QP_ENOTFOUND on miss.  Entries whose artifact or refs
  * are missing from objects/ are treated as a miss and removed. */
 int qp_cache_action_get(qp_cache *c, const char *key, char artifact[QP_HEX_LEN]);
+/* What the caller knows about the artifact a key must name (the cache knows
+ * bytes, not what they mean): fn gets an entry's artifact digest, its
+ * objects already in the store, and returns 0 when it fits, else nonzero
+ * with a reason in why.  Only an entry from the remote is checked (one
+ * that does not fit is a miss, never recorded locally): a local entry was
+ * recorded by this cache's own runs. */
+typedef int (*qp_cache_expect_fn)(void *ud, qp_cache *c, const char *artifact, char *why, size_t why_len);
+typedef struct {
+    qp_cache_expect_fn fn;
+    void *ud;
+} qp_cache_expect;
+/* qp_cache_action_get with an expectation (NULL: none). */
+int qp_cache_action_get_expect(qp_cache *c, const char *key, const qp_cache_expect *expect,
+                               char artifact[QP_HEX_LEN]);
 /* Records key -> artifact; refs lists every object digest the artifact
  * needs (including the artifact's own manifest object). */
 int qp_cache_action_put(qp_cache *c, const char *key, const char *artifact,
@@ -140,16 +154,29 @@ int qp_cache_gc(qp_cache *c, uint64_t max_bytes, qp_cache_gc_result *out);
 /* ---- remote cache (cache/remote.c) ----
  * A shared HTTP cache in the Bazel HTTP remote-cache layout: {url}/cas/<sha256
  * of the raw bytes> holds an object's uncompressed bytes, {url}/ac/<key hex>
- * an action entry (JSON {"artifact", "refs"}).  Attached to a handle with
+ * an action entry (JSON {"artifact", "refs", "key", "sizes"}).  Attached to a handle with
  * qp_cache_set_remote: qp_cache_action_get asks the remote on a local miss
  * (every object downloaded is verified against its digest before it enters
  * the store; an entry whose objects are not all on the remote is a miss) and
  * qp_cache_action_put uploads the objects (HEAD first) and then the entry.
- * The remote never makes a call fail: its first failure prints one warning
+ * Every transfer is bounded in bytes and time (qp_remote_limits).  The
+ * remote never makes a call fail: its first failure prints one warning
  * and turns it off for the rest of the process. */
 typedef struct qp_remote qp_remote;
 enum { QP_REMOTE_READ = 1, QP_REMOTE_WRITE = 2, QP_REMOTE_READWRITE = 3 };
 typedef void (*qp_remote_warn_cb)(void *ud, const char *line);
+/* Aggregate bytes of the large transfers in flight (see progress_min);
+ * (0, 0) when the last of them ended: erase the line. */
+typedef void (*qp_remote_progress_cb)(void *ud, uint64_t done, uint64_t total);
+/* Bounds on what a server can make a transfer cost; 0 = the default. */
+typedef struct {
+    uint64_t max_object;             /* an object whose size no entry records: at most this (16 GiB) */
+    uint64_t min_rate;               /* bytes/s: each transfer's deadline is floor + size / min_rate (1 MiB/s) */
+    long deadline_floor_ms;          /* (30 s) */
+    long low_speed_s;                /* under 1 KB/s for this long aborts a transfer (30 s) */
+    long connect_timeout_ms;         /* (5 s) */
+    uint64_t progress_min;           /* transfers of at least this many bytes report progress (64 MiB) */
+} qp_remote_limits;
 typedef struct {
     const char *url;                 /* http(s)://host[:port][/prefix] */
     int mode;                        /* QP_REMOTE_READ / WRITE / READWRITE */
@@ -158,10 +185,15 @@ typedef struct {
     int push_hits;                   /* a local hit is uploaded too (qpipe cache push) */
     qp_remote_warn_cb warn;          /* NULL: "qpipe: warning: …" on stderr */
     void *warn_ud;
+    qp_remote_progress_cb progress;  /* NULL: no progress */
+    void *progress_ud;
+    qp_remote_limits limits;
 } qp_remote_options;
 typedef struct {
     uint64_t objects_down, bytes_down, actions_down;
     uint64_t objects_up, bytes_up, actions_up;
+    uint64_t corrupt;                /* remote objects found corrupt, partial or oversized (only the first warns) */
+    uint64_t mismatched;             /* remote entries refused: another key's, or not what the caller expects */
     int disabled;                    /* the remote was turned off after a failure */
 } qp_remote_stats;
 int qp_remote_new(qp_remote **out, const qp_remote_options *o);

@@ -38,7 +38,7 @@ struct qp_cache {
 /* remote.c: on a local miss, downloads and verifies the remote entry and
  * its objects and records the entry locally (0), else QP_ENOTFOUND with no
  * error set. */
-int qp_remote_fetch_action(qp_cache *c, const char *key);
+int qp_remote_fetch_action(qp_cache *c, const char *key, const qp_cache_expect *expect);
 /* uploads the objects (HEAD first) then the entry; always 0 */
 int qp_remote_push_action(qp_cache *c, const char *key, const char *artifact, const char *const *refs,
                           size_t n_refs);

@@ -2,6 +2,7 @@
  * opens the cache and hands over to the runner; maps errors to exit codes:
  * 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify found a
  * difference. */
+#include "artifact/progress_impl.h"
 #include "cache/cache.h"
 #include "common/error.h"
 #include "common/fsutil.h"
@@ -16,6 +17,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +66,8 @@ static const char usage_text[] =
     "  a local miss asks it (everything downloaded is verified), every stage run uploads its results;\n"
     "  --remote-cache-mode read|write|readwrite (default readwrite); auth from $QPIPE_REMOTE_CACHE_TOKEN\n"
     "  (bearer) or $QPIPE_REMOTE_CACHE_USER/$QPIPE_REMOTE_CACHE_PASSWORD (basic); a failing remote\n"
-    "  gives one warning and the run goes on with the local cache\n"
+    "  gives one warning and the run goes on with the local cache; an object whose size no entry\n"
+    "  records is at most $QPIPE_REMOTE_CACHE_MAX_OBJECT bytes (default 16G)\n"
     "exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 gate rejected, 4 verify mismatch,\n"
     "  130 interrupted with --executor slurm (its queued and running jobs were cancelled)\n";
 
@@ -144,7 +147,33 @@ static int cache_xfer = XFER_NONE;
  * cache; *out stays NULL when none is asked for.  Credentials come from the
  * environment only, so they never reach a command line, a log or a run
  * record. */
-static int remote_open(qp_cache *cache, const char *url_opt, const char *mode_opt, qp_remote **out)
+/* The remote's progress line for large transfers: the stages' progress
+ * bar (artifact/progress.c) on stderr.  The remote calls this from one
+ * transfer thread at a time. */
+static pthread_mutex_t remote_prog_mu = PTHREAD_MUTEX_INITIALIZER;
+static qp_progress remote_prog;
+static int remote_prog_on;
+
+static void remote_progress(void *ud, uint64_t done, uint64_t total)
+{
+    (void)ud;
+    if (!total) {   /* the last large transfer ended: nothing of the line stays */
+        pthread_mutex_lock(&remote_prog_mu);
+        qp_progress_clear(&remote_prog);
+        pthread_mutex_unlock(&remote_prog_mu);
+        remote_prog_on = 0;
+        return;
+    }
+    if (!remote_prog_on) {
+        qp_progress_init(&remote_prog, "remote cache", stderr, &remote_prog_mu, 1, 0);
+        remote_prog_on = 1;
+    }
+    qp_progress_update(&remote_prog, done, total, "bytes");
+}
+
+/* show_progress: stderr is a terminal and stdout is not --json NDJSON */
+static int remote_open(qp_cache *cache, const char *url_opt, const char *mode_opt, int show_progress,
+                       qp_remote **out)
 {
     *out = NULL;
     const char *env = getenv("QPIPE_REMOTE_CACHE");
@@ -171,6 +200,13 @@ static int remote_open(qp_cache *cache, const char *url_opt, const char *mode_op
     ro.token = getenv("QPIPE_REMOTE_CACHE_TOKEN");
     ro.user = getenv("QPIPE_REMOTE_CACHE_USER");
     ro.password = getenv("QPIPE_REMOTE_CACHE_PASSWORD");
+    const char *max = getenv("QPIPE_REMOTE_CACHE_MAX_OBJECT");
+    if (max && *max && (qp_parse_size(max, &ro.limits.max_object) != 0 || ro.limits.max_object == 0)) {
+        qp_error_clear();
+        return qp_error_set(QP_EUSAGE, "QPIPE_REMOTE_CACHE_MAX_OBJECT=%s: expected a size such as 16G or 512M", max);
+    }
+    if (show_progress)
+        ro.progress = remote_progress;
     int rc = qp_remote_new(out, &ro);
     if (rc == 0)
         qp_cache_set_remote(cache, *out);
@@ -185,11 +221,17 @@ static void remote_report(qp_remote *r)
     qp_remote_stats_get(r, &st);
     fprintf(stderr,
             "qpipe: remote cache: %llu action(s) and %llu object(s) (%llu bytes) down, %llu action(s) and "
-            "%llu object(s) (%llu bytes) up%s\n",
+            "%llu object(s) (%llu bytes) up",
             (unsigned long long)st.actions_down, (unsigned long long)st.objects_down,
             (unsigned long long)st.bytes_down, (unsigned long long)st.actions_up,
-            (unsigned long long)st.objects_up, (unsigned long long)st.bytes_up,
-            st.disabled ? " (then turned off after a failure)" : "");
+            (unsigned long long)st.objects_up, (unsigned long long)st.bytes_up);
+    /* what was refused: only the first corrupt object warned */
+    if (st.corrupt)
+        fprintf(stderr, "; %llu corrupt remote object(s) ignored", (unsigned long long)st.corrupt);
+    if (st.mismatched)
+        fprintf(stderr, "; %llu remote entr%s that did not fit their key ignored", (unsigned long long)st.mismatched,
+                st.mismatched == 1 ? "y" : "ies");
+    fprintf(stderr, "%s\n", st.disabled ? " (then turned off after a failure)" : "");
 }
 
 /* What every Slurm job's `qpipe run` is told besides its stage: the same
@@ -381,8 +423,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     if (rc == 0)
         rc = qp_cache_open(&cache, cache_dir_from(cache_opt));
     if (rc == 0 && (mode == QP_RUN_NORMAL || cache_xfer != XFER_NONE))
-        rc = remote_open(cache, remote_opt, remote_mode, &remote);
-    if (rc == 0 && use_slurm && job_cache && (!remote || (remote_mode && strcmp(remote_mode, "read") == 0)))
+        rc = remote_open(cache, remote_opt, remote_mode, !o.json && isatty(STDERR_FILENO), &remote);
+    if (rc == 0 && use_slurm && job_cache && (!remote || (remote_mode && strcmp(remote_mode, "readwrite") != 0)))
         rc = qp_error_set(QP_EUSAGE, "--job-cache-dir %s: the jobs' results can only come back through a remote cache "
                           "they write to; add --remote-cache URL (mode readwrite), or leave --job-cache-dir out to "
                           "share %s", job_cache, qp_cache_dir(cache));

@@ -287,6 +287,36 @@ static void free_named_stages(qp_named_stage *named, size_t n)
     free(named);
 }
 
+/* What a stage's cached output must be: an artifact of a type the stage
+ * can produce.  Checked on entries from the remote cache, which a server
+ * can point at any valid objects (two keys' entries swapped, a tensor named
+ * as the artifact); a local entry was written by a run of this stage. */
+static int expect_output(void *ud, qp_cache *c, const char *digest, char *why, size_t why_len)
+{
+    const qp_stage_decl *d = ud;
+    unsigned mask = qp_stage_output_types(d->kind, d->params);
+    qp_artifact *a = NULL;
+    if (qp_artifact_load(&a, c, digest) != 0) {
+        snprintf(why, why_len, "its artifact %.12s is not an artifact: %s", digest, qp_error_last());
+        qp_error_clear();
+        return -1;
+    }
+    qp_artifact_type t = qp_artifact_type_of(a);
+    qp_artifact_free(a);
+    if (t & mask)
+        return 0;
+    snprintf(why, why_len, "stage '%s' produces %s, the entry names a %s artifact", d->id,
+             qp_artifact_mask_names(mask), qp_artifact_type_name(t));
+    return -1;
+}
+
+/* The stage's action entry, local or (checked) from the remote cache. */
+static int cached_output(runner *R, const stage_state *s, char cached[QP_HEX_LEN])
+{
+    qp_cache_expect ex = {expect_output, (void *)s->decl};
+    return qp_cache_action_get_expect(R->cache, s->key, &ex, cached);
+}
+
 /* Calls the stage and stores its output; caller holds the key lock. */
 static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const char *const *input_ids,
                    const char *const *input_digests)
@@ -343,7 +373,7 @@ static int execute(runner *R, stage_state *s, qp_artifact *const *inputs, const 
     }
     if (R->opt->mode == QP_RUN_VERIFY) {
         char cached[QP_HEX_LEN];
-        if (qp_cache_action_get(R->cache, s->key, cached) == 0 && strcmp(cached, digest) != 0) {
+        if (cached_output(R, s, cached) == 0 && strcmp(cached, digest) != 0) {
             qp_artifact *old = NULL;
             s->mismatch = 1;
             if (qp_artifact_load(&old, R->cache, cached) == 0) {
@@ -448,7 +478,7 @@ static int process(runner *R, stage_state *s)
     char cached[QP_HEX_LEN];
 
     if (R->opt->mode == QP_RUN_PLAN) {
-        if (qp_cache_action_get(R->cache, s->key, cached) == 0 && !forced &&
+        if (cached_output(R, s, cached) == 0 && !forced &&
             qp_artifact_load(&s->artifact, R->cache, cached) == 0) {
             memcpy(s->output, cached, QP_HEX_LEN);
             s->status = ST_CACHED;
@@ -473,7 +503,7 @@ static int process(runner *R, stage_state *s)
         goto done;
     }
 
-    if (R->opt->mode == QP_RUN_NORMAL && !forced && qp_cache_action_get(R->cache, s->key, cached) == 0) {
+    if (R->opt->mode == QP_RUN_NORMAL && !forced && cached_output(R, s, cached) == 0) {
         int rebuild = 0;
         rc = qp_artifact_load(&s->artifact, R->cache, cached);
         if (rc == 0 && (rc = checkout_workspace(R, s->artifact, &rebuild)) == 0 && !rebuild) {
@@ -510,7 +540,7 @@ static int process(runner *R, stage_state *s)
     }
     /* another process may have finished this stage while we waited */
     int rebuild = 0;
-    if (R->opt->mode == QP_RUN_NORMAL && !forced && qp_cache_action_get(R->cache, s->key, cached) == 0 &&
+    if (R->opt->mode == QP_RUN_NORMAL && !forced && cached_output(R, s, cached) == 0 &&
         qp_artifact_load(&s->artifact, R->cache, cached) == 0 && checkout_workspace(R, s->artifact, &rebuild) == 0 &&
         !rebuild) {
         memcpy(s->output, cached, QP_HEX_LEN);
@@ -660,8 +690,7 @@ static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const q
     }
     char cached[QP_HEX_LEN];
     qp_cache_forget_remote_miss(R->cache, s->key);   /* the lookup before the job missed */
-    if (qp_cache_action_get(R->cache, s->key, cached) != 0 ||
-        qp_artifact_load(&s->artifact, R->cache, cached) != 0) {
+    if (cached_output(R, s, cached) != 0 || qp_artifact_load(&s->artifact, R->cache, cached) != 0) {
         qp_error_clear();
         return qp_error_set(QP_ERROR, "stage '%s': Slurm job %s ended (%s) but its result (key %.12s) is not in the "
                             "cache %s: the nodes must share this cache directory or a --remote-cache; log %s", id,

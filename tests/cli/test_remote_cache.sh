@@ -2,68 +2,20 @@
 # against a real nginx with WebDAV PUT, started and stopped by this test:
 # a second, empty cache directory reuses everything from the remote (0
 # stages run, the same digests); a corrupted remote object is reported and
-# not cached; a remote killed mid-run gives one warning and a local run; 401
-# without credentials (warning, local run) and success with them; 4
-# concurrent writers leave a consistent remote.
+# not cached; entries swapped between two keys on the server are refused
+# (with and without the key an entry records) and the stages run locally;
+# several corrupt or oversized objects give one warning and a count; URLs
+# with a query, a fragment, a dot word, a space, %00 or no host are refused;
+# a remote killed mid-run gives one warning and a local run; 401 without
+# credentials (warning, local run) and success with them; 4 concurrent
+# writers leave a consistent remote.
 source "$(dirname "$0")/lib.sh"
 
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+source "$REPO/tests/support/nginx-dav.sh"
 [ -x "$NGINX" ] || { echo "skip: nginx not installed (scripts/install-deps.sh installs it)"; exit 0; }
 [ -f "$SHARED/models/house-llama/model.safetensors" ] || { echo "skip: no $SHARED/models/house-llama"; exit 0; }
 
 NG=$T/nginx
-# a port nothing listens on (nginx then fails to start if another process takes it first)
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-# start_nginx [DIRECTIVES]: a WebDAV server over $NG/root on 127.0.0.1:$PORT
-start_nginx() {
-  mkdir -p "$NG/root" "$NG/tmp" "$NG/logs"
-  PORT=$(free_port)
-  local user=""
-  [ "$(id -u)" = 0 ] && user="user root;"
-  cat > "$NG/nginx.conf" <<C
-$user
-worker_processes 2;
-daemon on;
-pid $NG/nginx.pid;
-error_log $NG/logs/error.log;
-events { worker_connections 256; }
-http {
-  access_log $NG/logs/access.log;
-  client_body_temp_path $NG/tmp/body;
-  proxy_temp_path $NG/tmp/proxy;
-  fastcgi_temp_path $NG/tmp/fastcgi;
-  uwsgi_temp_path $NG/tmp/uwsgi;
-  scgi_temp_path $NG/tmp/scgi;
-  client_max_body_size 0;
-  server {
-    listen 127.0.0.1:$PORT;
-    root $NG/root;
-    location / {
-      dav_methods PUT;
-      create_full_put_path on;
-      dav_access user:rw group:r all:r;
-      ${1:-}
-    }
-  }
-}
-C
-  "$NGINX" -c "$NG/nginx.conf" -p "$NG/" 2>"$NG/start.err" || { cat "$NG/start.err" >&2; fail "nginx did not start"; }
-  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-  URL="http://127.0.0.1:$PORT/qp"
-}
-stop_nginx() {
-  [ -f "$NG/nginx.pid" ] || return 0
-  local pid; pid=$(cat "$NG/nginx.pid")
-  kill "$pid" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$NG/nginx.pid"
-}
 trap 'stop_nginx; rm -rf "$T"' EXIT
 
 cat > r.yaml <<Y
@@ -90,6 +42,7 @@ run_with c1 0 --remote-cache "$URL"
 [ "$(ran_stages)" = "$ALL" ] || fail "first run ran: $(ran_stages)"; ok
 expect_no_grep 'warning'
 digests "$T/out" > d1
+cp "$T/out" "$T/run1.out"
 n_cas=$(find "$NG/root/qp/cas" -type f | wc -l)
 n_ac=$(find "$NG/root/qp/ac" -type f | wc -l)
 [ "$n_cas" -gt 0 ] && [ "$n_ac" = 4 ] || fail "remote holds $n_cas objects, $n_ac actions"; ok
@@ -110,6 +63,56 @@ echo "two-cache-directories: pulled $(du -sb "$NG/root/qp" | cut -f1) remote byt
 # read mode never writes; a run with the remote and a warm local cache asks nothing
 run_with c2 0 --remote-cache "$URL" --remote-cache-mode read
 expect_grep '0 action\(s\) and 0 object\(s\) \(0 bytes\) down, 0 action\(s\) and 0 object\(s\) \(0 bytes\) up'
+
+# 1b. two keys' entries swapped on the server (model's under rtn's key and
+#     back): each records its key, so both are misses with a warning, the
+#     two stages run locally, and what is recorded locally is right (a run
+#     without the remote then runs nothing)
+key_of() { grep "^{\"event\":\"stage\",\"stage\":\"$1\"" "$T/run1.out" | sed -E 's/.*"key":"([0-9a-f]+)".*/\1/'; }
+AC=$NG/root/qp/ac
+km=$(key_of model); kr=$(key_of rtn)
+[ -f "$AC/$km" ] && [ -f "$AC/$kr" ] || fail "no ac/ entries for model ($km) and rtn ($kr)"; ok
+cp "$AC/$km" "$T/ac_model"; cp "$AC/$kr" "$T/ac_rtn"
+swapped_run() {   # swapped_run CACHE WHAT: both entries refused, model and rtn rerun
+  cp "$T/ac_model" "$AC/$kr"; cp "$T/ac_rtn" "$AC/$km"
+  run_with "$1" 0 --remote-cache "$URL" --remote-cache-mode read
+  [ "$(ran_stages)" = "model rtn" ] || fail "swapped entries ($2): ran $(ran_stages)"; ok
+  [ "$(grep -c 'does not fit the key' "$T/out")" = 2 ] || { cat "$T/out" >&2; fail "swapped entries ($2): expected 2 warnings"; }; ok
+  expect_grep "$2"
+  expect_grep '2 remote entries that did not fit their key ignored'
+  digests "$T/out" | cmp -s - d1 || fail "swapped entries ($2): digests differ"; ok
+  run_with "$1" 0
+  [ "$(ran_stages)" = "" ] || fail "swapped entries ($2): a wrong entry was recorded locally"; ok
+}
+swapped_run s1 'it records key'
+# entries as older qpipe wrote them (no "key"): the runner's check of the
+# artifact's type catches the same swap
+sed -i -E 's/,"key":"[0-9a-f]+"//' "$T/ac_model" "$T/ac_rtn"
+grep -q '"key"' "$T/ac_model" && fail "key not removed"
+swapped_run s2 'produces quantized-model, the entry names a model artifact'
+cp "$T/ac_model" "$AC/$km"; cp "$T/ac_rtn" "$AC/$kr"
+
+# 1c. several bad objects (one longer than the size its entry records, one
+#     garbage): one warning, the rest counted in the summary line
+calib_art=$(awk '$1 == "calib" {print $2}' d1); eval_art=$(awk '$1 == "e_rtn" {print $2}' d1)
+cp "$NG/root/qp/cas/$calib_art" "$T/cas_calib"; cp "$NG/root/qp/cas/$eval_art" "$T/cas_eval"
+printf 'and then some' >> "$NG/root/qp/cas/$calib_art"
+printf 'garbage' > "$NG/root/qp/cas/$eval_art"
+run_with s3 0 --remote-cache "$URL" --remote-cache-mode read
+[ "$(grep -c 'warning: remote cache' "$T/out")" = 1 ] || { cat "$T/out" >&2; fail "bad objects: expected one warning"; }; ok
+expect_grep 'is (larger than its recorded [0-9]+ bytes|corrupt or partial)'
+expect_grep '; 2 corrupt remote object\(s\) ignored'
+[ "$(ran_stages)" = "calib e_rtn" ] || fail "bad objects: ran $(ran_stages)"; ok
+cp "$T/cas_calib" "$NG/root/qp/cas/$calib_art"; cp "$T/cas_eval" "$NG/root/qp/cas/$eval_art"
+
+# 1d. URLs whose cas/ and ac/ requests would go elsewhere: exit 2, one line
+for bad in "http://127.0.0.1:$PORT/qp?x=1|query string" "http://127.0.0.1:$PORT/qp#f|fragment" \
+           "http://127.0.0.1:$PORT/a/../qp|path word '..'" "http://127.0.0.1:$PORT/q p|space" \
+           "http://127.0.0.1:$PORT/qp%00|%00" "http:///qp|host is empty"; do
+  QPIPE_CACHE=$T/u expect_exit 2 "$QPIPE" run r.yaml --remote-cache "${bad%%|*}"
+  expect_grep "${bad##*|}"
+  [ "$(grep -c . "$T/out")" = 1 ] || { cat "$T/out" >&2; fail "URL ${bad%%|*}: not one line"; }; ok
+done
 
 # 2. a corrupted remote object is reported once, not cached; the stage
 #    runs locally and its upload repairs the remote copy
