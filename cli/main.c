@@ -35,7 +35,8 @@ static const char usage_text[] =
     "                         running 'qpipe run RECIPE --stage ID' on the same cache, which every node\n"
     "                         must share: the same directory, or --remote-cache with --job-cache-dir\n"
     "                         (a node-local directory each job uses); job logs in --slurm-log-dir\n"
-    "                         (default .qpipe/slurm, on a filesystem the nodes share)\n"
+    "                         (default .qpipe/slurm, on a filesystem the nodes share); a job runs\n"
+    "                         'qpipe run RECIPE --stage ID --expect-key KEY': its key must be KEY\n"
     "  plan RECIPE [--estimate [--recalibrate]]\n"
     "                         show which stages are cached or will run, and why; --estimate predicts\n"
     "                         each stage's time, peak RSS and output bytes (machine rates measured once\n"
@@ -135,7 +136,8 @@ static int default_threads(void)
 
 enum { OPT_CACHE = 256, OPT_JSON, OPT_NOPROV, OPT_FORCE, OPT_THREADS, OPT_MAXSIZE, OPT_MD, OPT_BRANCH, OPT_FROZEN,
        OPT_ESTIMATE, OPT_RECAL, OPT_IGNMEM, OPT_MEMORY, OPT_OFFLINE, OPT_REFRESH, OPT_REMOTE,
-       OPT_REMOTE_MODE, OPT_EXECUTOR, OPT_PARTITION, OPT_SLURM_LOGS, OPT_JOB_CACHE };
+       OPT_REMOTE_MODE, OPT_EXECUTOR, OPT_PARTITION, OPT_SLURM_LOGS, OPT_JOB_CACHE,
+       OPT_EXPECT_KEY };
 
 /* qpipe cache push|pull RECIPE: a plan whose lookups go through the remote
  * (pull: read-through brings every reachable entry and its objects down;
@@ -306,6 +308,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         {"executor", required_argument, NULL, OPT_EXECUTOR}, {"partition", required_argument, NULL, OPT_PARTITION},
         {"slurm-log-dir", required_argument, NULL, OPT_SLURM_LOGS},
         {"job-cache-dir", required_argument, NULL, OPT_JOB_CACHE},
+        {"expect-key", required_argument, NULL, OPT_EXPECT_KEY},
         {NULL, 0, NULL, 0},
     };
     qp_cli_est_opts eo = {0};
@@ -350,9 +353,9 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
             break;
         case OPT_REMOTE_MODE: remote_mode = optarg; break;
         case OPT_EXECUTOR:
-            if (!strcmp(optarg, "slurm"))
-                use_slurm = 1;
-            else if (strcmp(optarg, "local") != 0)
+            if (!strcmp(optarg, "slurm") || !strcmp(optarg, "local"))
+                use_slurm = !strcmp(optarg, "slurm");   /* the last one given wins */
+            else
                 return usage_error("--executor %s: expected local or slurm", optarg);
             break;
         case OPT_PARTITION:
@@ -360,6 +363,11 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                                 strlen(optarg))
                 return usage_error("--partition '%s': expected a Slurm partition name", optarg);
             partition = optarg;
+            break;
+        case OPT_EXPECT_KEY:
+            if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64)
+                return usage_error("--expect-key %s: expected a stage key (64 hex digits)", optarg);
+            o.expect_key = optarg;
             break;
         case OPT_JOB_CACHE:
             if (optarg[0] != '/')
@@ -402,6 +410,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         return usage_error("--recalibrate goes with %s", "--estimate");
     if ((use_slurm || partition || slurm_logs) && (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
         return usage_error("--executor, --partition and --slurm-log-dir go with %s", "'qpipe run'");
+    if (o.expect_key && !o.only_stage)
+        return usage_error("--expect-key goes with %s", "--stage ID");
     if ((partition || slurm_logs || job_cache) && !use_slurm)
         return usage_error("--partition, --slurm-log-dir and --job-cache-dir go with %s", "--executor slurm");
     if (mode != QP_RUN_NORMAL)
@@ -438,7 +448,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                                                                         : NULL,
                        .remote_mode = remote_mode, .memory = memory_opt, .frozen = o.frozen,
                        .ignore_memory = eo.ignore_memory};
-        if ((rc = slurm_open(&slurm, r, argv[optind], &ja, partition, slurm_logs, o.threads)) == 0)
+        if ((rc = slurm_open(&slurm, r, argv[optind], &ja, partition, slurm_logs, threads_given ? o.threads : 0)) == 0)
             o.slurm = slurm;
     }
     if (rc == 0 && qp_cache_is_read_only(cache) && mode != QP_RUN_PLAN)
@@ -458,7 +468,11 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     free(lock_path);
     int status = rc ? fail(rc) : 0;
     if (slurm && qp_slurm_interrupted()) {
-        fprintf(stderr, "qpipe: interrupted: the run's Slurm jobs were cancelled\n");
+        if (qp_slurm_uncancelled(slurm)[0])
+            fprintf(stderr, "qpipe: interrupted: %zu Slurm job(s) cancelled; scancel failed on %s, which may still "
+                    "run\n", qp_slurm_cancelled(slurm), qp_slurm_uncancelled(slurm));
+        else
+            fprintf(stderr, "qpipe: interrupted: %zu Slurm job(s) cancelled\n", qp_slurm_cancelled(slurm));
         status = 130;
     }
     qp_slurm_free(slurm);

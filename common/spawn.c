@@ -57,7 +57,11 @@ int qp_spawn_capture(const char *const *argv, qp_buf *out, qp_buf *err, int *exi
     sigfillset(&all);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    /* its own process group: a Ctrl-C at the terminal reaches this process
+     * only, which then decides (an sbatch killed half-way could have
+     * submitted a job whose id nobody learns) */
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     int e = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
     if (e != 0) {
         pid = -1;

@@ -3,7 +3,9 @@
  *
  * No shell is involved: argv goes to the program as it is, so a stage id
  * or a path can never be read as shell syntax.  posix_spawnp, not fork,
- * because the runner calls this from several worker threads at once. */
+ * because the runner calls this from several worker threads at once.  The
+ * program runs in a process group of its own: Ctrl-C at the terminal is
+ * this process's to handle, never a half-finished sbatch's. */
 #ifndef QP_COMMON_SPAWN_H
 #define QP_COMMON_SPAWN_H
 

@@ -472,6 +472,13 @@ static int process(runner *R, stage_state *s)
     qp_key_hash(s->key, s->desc);
     if (R->opt->frozen && (rc = check_frozen(R, s)) != 0)
         goto done;
+    if (R->opt->expect_key && R->opt->only_stage && !strcmp(d->id, R->opt->only_stage) &&
+        strcmp(s->key, R->opt->expect_key) != 0) {
+        rc = qp_error_set(QP_EUSAGE, "%s: stage '%s': its key here is %.12s, the run that submitted this job computed "
+                          "%.12s: the recipe or a file it reads changed after submission (or this node sees other "
+                          "files); run it again", qp_recipe_path(R->r), d->id, s->key, R->opt->expect_key);
+        goto done;
+    }
 
     char *desc_name = last_desc_name(R, d);
     int forced = R->opt->force_all || (R->opt->force_stage && strcmp(R->opt->force_stage, d->id) == 0);
@@ -593,21 +600,31 @@ static int dep_state(runner *R, stage_state *s, size_t *bad)
     return ready;
 }
 
-/* A finished stage's outcome (caller holds mu): a failure stops new starts. */
-static void settle(runner *R, stage_state *s, int rc)
+/* A finished stage's outcome (caller holds mu): a failure, with its own
+ * message, stops new starts. */
+static void settle(runner *R, stage_state *s, int rc, const char *message)
 {
     if (!rc)
         return;
     s->status = ST_FAILED;
     s->code = rc;
     free(s->message);
-    s->message = qp_strdup(qp_error_last());
+    s->message = qp_strdup(message);
     if (rc == QP_ECORRUPT)
         R->corrupt_seen = 1;
     R->stop = 1;
 }
 
 /* ---------- Slurm ---------- */
+
+/* An array runs in one partition: instances whose resources name
+ * different ones (${matrix.…}) go in separately. */
+static int same_partition(const qp_stage_decl *a, const qp_stage_decl *b)
+{
+    const char *pa = json_string_value(json_object_get(a->resources, "partition"));
+    const char *pb = json_string_value(json_object_get(b->resources, "partition"));
+    return (!pa && !pb) || (pa && pb && !strcmp(pa, pb));
+}
 
 /* pick and the other instances of its matrix stage that are ready now,
  * marked running: one job array (caller holds mu). */
@@ -622,7 +639,7 @@ static size_t gather_group(runner *R, stage_state *pick, stage_state **group)
         size_t bad = 0;
         if (s == pick || !s->selected || s->status != ST_PENDING || !s->decl->instance ||
             s->decl->kind != pick->decl->kind || strcmp(s->decl->base, pick->decl->base) != 0 ||
-            dep_state(R, s, &bad) != 1)
+            !same_partition(s->decl, pick->decl) || dep_state(R, s, &bad) != 1)
             continue;
         s->status = ST_RUNNING;
         group[n++] = s;
@@ -705,11 +722,12 @@ static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const q
 }
 
 /* The stages of one group: each one's key and cache lookup here, then
- * those not cached as one job (array), waited for; rcs[i] for group[i]. */
-static void run_group(runner *R, stage_state **group, size_t n, int *rcs)
+ * those not cached as one job (array), waited for; rcs[i] and msgs[i]
+ * (malloc'ed, a failure's own message) for group[i]. */
+static void run_group(runner *R, stage_state **group, size_t n, int *rcs, char **msgs)
 {
     stage_state **todo = qp_xcalloc(n, sizeof(*todo));
-    const char **ids = qp_xcalloc(n, sizeof(*ids));
+    const char **ids = qp_xcalloc(n, sizeof(*ids)), **keys = qp_xcalloc(n, sizeof(*keys));
     int *force = qp_xcalloc(n, sizeof(*force)), *slot = qp_xcalloc(n, sizeof(*slot));
     qp_slurm_task *tasks = qp_xcalloc(n, sizeof(*tasks));
     size_t m = 0;
@@ -717,6 +735,7 @@ static void run_group(runner *R, stage_state **group, size_t n, int *rcs)
     for (size_t i = 0; i < n; i++) {
         group[i]->submit = 0;
         rcs[i] = process(R, group[i]);
+        msgs[i] = rcs[i] ? qp_strdup(qp_error_last()) : NULL;
         if (rcs[i] != 0 || !group[i]->submit)
             continue;
         /* an array asks each task for the most any of them needs */
@@ -731,28 +750,28 @@ static void run_group(runner *R, stage_state **group, size_t n, int *rcs)
         slot[i] = (int)m;
         todo[m] = group[i];
         ids[m] = group[i]->decl->id;
+        keys[m] = group[i]->key;
         force[m++] = group[i]->forced;
     }
     if (m > 0) {
         submit_note sn = {R, todo, m};
         double t0 = qp_now();
-        int rc = qp_slurm_run(R->opt->slurm, todo[0]->decl->base, ids, force, m, &req, on_submit, &sn, tasks);
+        int rc = qp_slurm_run(R->opt->slurm, todo[0]->decl->base, ids, keys, force, m, &req, on_submit, &sn, tasks);
         char *msg = rc ? qp_strdup(qp_error_last()) : NULL;
         for (size_t i = 0; i < n; i++) {
             if (rcs[i] != 0 || !group[i]->submit)
                 continue;
             stage_state *s = group[i];
             s->seconds = qp_now() - t0;
-            if (rc)
-                rcs[i] = qp_error_set(rc, "%s", msg);
-            else
-                rcs[i] = finish_job(R, s, &tasks[slot[i]], &req);
+            rcs[i] = rc ? rc : finish_job(R, s, &tasks[slot[i]], &req);
+            msgs[i] = rcs[i] ? qp_strdup(rc ? msg : qp_error_last()) : NULL;
         }
         free(msg);
         qp_slurm_tasks_clear(tasks, m);
     }
     free(todo);
     free(ids);
+    free(keys);
     free(force);
     free(slot);
     free(tasks);
@@ -763,6 +782,7 @@ static void *worker(void *arg)
     runner *R = arg;
     stage_state **group = qp_xcalloc(R->n + 1, sizeof(*group));
     int *rcs = qp_xcalloc(R->n + 1, sizeof(*rcs));
+    char **msgs = qp_xcalloc(R->n + 1, sizeof(*msgs));
     pthread_mutex_lock(&R->mu);
     for (;;) {
         stage_state *pick = NULL;
@@ -816,13 +836,18 @@ static void *worker(void *arg)
         if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL)
             ng = gather_group(R, pick, group);
         pthread_mutex_unlock(&R->mu);
-        if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL)
-            run_group(R, group, ng, rcs);
-        else
+        if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL) {
+            run_group(R, group, ng, rcs, msgs);
+        } else {
             rcs[0] = process(R, pick);
+            msgs[0] = rcs[0] ? qp_strdup(qp_error_last()) : NULL;
+        }
         pthread_mutex_lock(&R->mu);
-        for (size_t g = 0; g < ng; g++)
-            settle(R, group[g], rcs[g]);
+        for (size_t g = 0; g < ng; g++) {
+            settle(R, group[g], rcs[g], msgs[g]);
+            free(msgs[g]);
+            msgs[g] = NULL;
+        }
         pthread_mutex_unlock(&R->mu);
         for (size_t g = 0; g < ng; g++)
             report_stage(R, group[g]);
@@ -833,6 +858,7 @@ static void *worker(void *arg)
     pthread_mutex_unlock(&R->mu);
     free(group);
     free(rcs);
+    free(msgs);
     return NULL;
 }
 

@@ -22,6 +22,8 @@ typedef struct {
     int jobs;                 /* parallel stages (≥1) */
     int threads;              /* compute threads per stage (≥1) */
     const char *only_stage;   /* run only this stage and its ancestors; NULL = all */
+    const char *expect_key;   /* with only_stage: its key must be this one (a Slurm job: the key the
+                                 submitting run computed), else QP_EUSAGE before anything runs */
     int force_all;            /* ignore the cache for every stage */
     const char *force_stage;  /* ignore the cache for this stage only */
     int json;                 /* NDJSON events instead of text */

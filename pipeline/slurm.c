@@ -27,6 +27,8 @@ struct qp_slurm {
     qp_recipe_estimate *est;
     pthread_mutex_t mu;
     unsigned serial;                  /* job scripts written so far */
+    size_t cancelled;                 /* jobs scancel'ed after an interruption */
+    qp_buf uncancelled;               /* ids scancel failed on */
     struct sigaction old_int, old_term;
 };
 
@@ -69,7 +71,8 @@ static void sh_quote(qp_buf *b, const char *s)
  * that is no array).  The script does not exec qpipe: it prints the exit
  * status last, which is how an ending is still known after Slurm has
  * forgotten the job (MinJobAge). */
-static char *job_script(const qp_slurm *s, const char *const *ids, const int *force, size_t n, int threads)
+static char *job_script(const qp_slurm *s, const char *const *ids, const char *const *keys, const int *force,
+                        size_t n, int threads)
 {
     qp_buf b = QP_BUF_INIT;
     qp_buf_puts(&b, "#!/bin/sh\n# written by qpipe: one recipe stage per task\n");
@@ -77,6 +80,8 @@ static char *job_script(const qp_slurm *s, const char *const *ids, const int *fo
     for (size_t i = 0; i < n; i++) {
         qp_buf_printf(&b, "%zu) stage=", i);
         sh_quote(&b, ids[i]);
+        qp_buf_puts(&b, "; key=");
+        sh_quote(&b, keys[i]);
         if (force[i]) {
             qp_buf_puts(&b, "; force=");
             qp_buf_puts(&b, "--force=");
@@ -86,7 +91,7 @@ static char *job_script(const qp_slurm *s, const char *const *ids, const int *fo
     }
     qp_buf_puts(&b, "*) echo \"qpipe: array task $SLURM_ARRAY_TASK_ID has no stage\" >&2; exit 1 ;;\nesac\n");
     sh_quote(&b, s->qpipe);
-    qp_buf_puts(&b, " run --stage \"$stage\" $force --no-provenance -j 1");
+    qp_buf_puts(&b, " run --stage \"$stage\" --expect-key \"$key\" $force --no-provenance -j 1");
     qp_buf_printf(&b, " --threads %d", threads > 0 ? threads : 1);
     for (char **a = s->run_args; *a; a++) {
         qp_buf_putc(&b, ' ');
@@ -159,15 +164,16 @@ void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task
     for (const char *line = text; line && *line;) {
         const char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
-        char state[32] = "", exit_code[32] = "", task_id[256] = "", jid[32] = "";
+        char state[32] = "", exit_code[32] = "", task_id[256] = "", reason[64] = "";
         if (field(line, len, "JobState", state, sizeof(state))) {
+            field(line, len, "Reason", reason, sizeof(reason));
             field(line, len, "ExitCode", exit_code, sizeof(exit_code));
-            field(line, len, "JobId", jid, sizeof(jid));
             int in_array = field(line, len, "ArrayTaskId", task_id, sizeof(task_id));
             for (size_t i = 0; i < n; i++) {
                 if (in_array ? !covers(task_id, i) : i != 0)
                     continue;
                 snprintf(tasks[i].state, sizeof(tasks[i].state), "%s", state);
+                snprintf(tasks[i].reason, sizeof(tasks[i].reason), "%s", reason);
                 int code = -1, sig = 0;
                 if (sscanf(exit_code, "%d:%d", &code, &sig) >= 1) {
                     tasks[i].exit_code = code;
@@ -250,6 +256,36 @@ char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars)
 
 /* ---------- the executor ---------- */
 
+/* A compute stage's CPUs when neither resources: nor --threads say: 8,
+ * or fewer when no node has that many (sinfo), so that a small cluster
+ * does not refuse every job. */
+static int default_cpus(void)
+{
+    const char *argv[] = {"sinfo", "-h", "-o", "%c", NULL};
+    qp_buf out = QP_BUF_INIT;
+    int code = 0, most = 0;
+    if (qp_spawn_capture(argv, &out, NULL, &code) == 0 && code == 0)
+        for (const char *p = qp_buf_cstr(&out); *p; p++)
+            if (isdigit((unsigned char)*p) && (p == out.data || !isdigit((unsigned char)p[-1]))) {
+                int c = atoi(p);
+                most = c > most ? c : most;
+            }
+    qp_error_clear();
+    qp_buf_free(&out);
+    return most <= 0 ? 1 : most < 8 ? most : 8;
+}
+
+/* Stages whose work is reading and writing, not arithmetic: one CPU
+ * unless their resources: say otherwise. */
+static int light_kind(const char *kind)
+{
+    static const char *const light[] = {"fetch", "gate", "select", "package", "run", NULL};
+    for (const char *const *k = light; *k; k++)
+        if (!strcmp(kind, *k))
+            return 1;
+    return 0;
+}
+
 int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
 {
     *out = NULL;
@@ -262,13 +298,24 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
         qp_buf_free(&err);
         if (rc == 0 && code != 0)
             rc = qp_error_set(QP_ERROR, "%s --version failed (exit %d)", tools[i], code);
-        if (rc != 0)
+        if (rc != 0) {
+            char why[QP_ERROR_MAX];
+            snprintf(why, sizeof(why), "%s", qp_error_last());   /* the message is rewritten below */
             return qp_error_set(QP_EUSAGE, "--executor slurm: %s cannot be run (%s); install the Slurm client "
-                                "(Debian: slurm-client) or run without --executor slurm", tools[i], qp_error_last());
+                                "(Debian: slurm-client) or run without --executor slurm", tools[i], why);
+        }
     }
-    if (qp_mkdir_p(o->log_dir, 0755) != 0)
+    /* Slurm reads a backslash in --output as "expand no %j": the logs
+     * would not be where the run looks for them */
+    if (strchr(o->log_dir, '\\'))
+        return qp_error_set(QP_EUSAGE, "--executor slurm: the job log directory %s has a backslash, which stops "
+                            "Slurm from naming logs by job id; give another with --slurm-log-dir", o->log_dir);
+    if (qp_mkdir_p(o->log_dir, 0755) != 0) {
+        char why[QP_ERROR_MAX];
+        snprintf(why, sizeof(why), "%s", qp_error_last());
         return qp_error_set(QP_ERROR, "--executor slurm: cannot create the job log directory %s: %s; give another "
-                            "with --slurm-log-dir", o->log_dir, qp_error_last());
+                            "with --slurm-log-dir", o->log_dir, why);
+    }
     qp_slurm *s = qp_xcalloc(1, sizeof(*s));
     s->o = *o;
     s->qpipe = qp_strdup(o->qpipe);
@@ -283,10 +330,12 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
         s->run_args[i] = qp_strdup(o->run_args[i]);
     if (s->o.poll_seconds < 0.05)
         s->o.poll_seconds = 0.05;
+    if (s->o.default_cpus <= 0)
+        s->o.default_cpus = default_cpus();
     /* the shapes-only estimate (no machine calibration): the same the
      * memory check uses; its times are those of the default machine */
     qp_est_machine m;
-    int threads = o->default_cpus > 0 ? o->default_cpus : 1;
+    int threads = s->o.default_cpus;
     qp_est_machine_defaults(&m, threads);
     s->est = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, threads);
     qp_error_clear();
@@ -316,6 +365,7 @@ void qp_slurm_free(qp_slurm *s)
     free(s->log_dir);
     free(s->partition);
     qp_recipe_estimate_free(s->est);
+    qp_buf_free(&s->uncancelled);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -328,7 +378,8 @@ void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_re
     memset(&e, 0, sizeof(e));
     int have_est = s->est && qp_recipe_estimate_stage(s->est, d->id, &e) == 0 && e.known;
     out->cpus = json_is_integer(json_object_get(res, "cpus")) ? (int)json_integer_value(json_object_get(res, "cpus"))
-                                                              : s->o.default_cpus;
+                : light_kind(d->kind->name)                ? 1
+                                                           : s->o.default_cpus;
     if (json_is_integer(json_object_get(res, "mem")))
         out->mem_mb = ((uint64_t)json_integer_value(json_object_get(res, "mem")) + (1u << 20) - 1) >> 20;
     else if (have_est && e.peak_rss > 0)
@@ -368,11 +419,61 @@ void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n)
     }
 }
 
-static void cancel(const char *job)
+/* The first line of b, trimmed, into out (a one-line message). */
+static void first_line(const qp_buf *b, char *out, size_t cap)
+{
+    const char *t = qp_buf_cstr(b);
+    t += strspn(t, " \n");
+    size_t n = strcspn(t, "\n");
+    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), t);
+}
+
+/* scancel, counted; on failure the message of the stage says so (the
+ * job may still run) and the id is kept for the run's last line. */
+static int cancel(qp_slurm *s, const char *job)
 {
     const char *argv[] = {"scancel", job, NULL};
-    int code = 0;
-    qp_spawn_capture(argv, NULL, NULL, &code);
+    qp_buf err = QP_BUF_INIT;
+    int code = 0, rc = qp_spawn_capture(argv, NULL, &err, &code);
+    char why[300];
+    first_line(&err, why, sizeof(why));
+    qp_buf_free(&err);
+    pthread_mutex_lock(&s->mu);
+    if (rc == 0 && code == 0)
+        s->cancelled++;
+    else
+        qp_buf_printf(&s->uncancelled, "%s%s", s->uncancelled.len ? " " : "", job);
+    pthread_mutex_unlock(&s->mu);
+    if (rc == 0 && code == 0)
+        return qp_error_set(QP_ERROR, "interrupted: cancelled Slurm job %s", job);
+    return qp_error_set(QP_ERROR, "interrupted: Slurm job %s could not be cancelled (scancel: %s); it may still run: "
+                        "'scancel %s'", job, rc ? qp_error_last() : why[0] ? why : "failed", job);
+}
+
+size_t qp_slurm_cancelled(qp_slurm *s)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->cancelled;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+const char *qp_slurm_uncancelled(qp_slurm *s)
+{
+    return qp_buf_cstr(&s->uncancelled);
+}
+
+/* A job held (by an admin, or after a failed launch) waits for a person,
+ * not for resources: say so once instead of waiting in silence. */
+static void warn_held(qp_slurm_task *tasks, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!tasks[i].warned && !strcmp(tasks[i].state, "PENDING") &&
+            (strstr(tasks[i].reason, "Held") || strstr(tasks[i].reason, "held"))) {
+            tasks[i].warned = 1;
+            fprintf(stderr, "qpipe: warning: Slurm job %s is held (Reason=%s): 'scontrol release %s' lets it run, "
+                    "Ctrl-C cancels the run\n", tasks[i].job, tasks[i].reason, tasks[i].job);
+        }
 }
 
 /* Sleeps about `seconds`; returns early (1) when a signal came. */
@@ -382,16 +483,19 @@ static int nap(double seconds)
     return nanosleep(&ts, NULL) != 0 && errno == EINTR;
 }
 
-/* The first line of text, trimmed, for a one-line message. */
-static const char *first_line(qp_buf *b)
+/* path for sbatch's --output/--error, where '%' starts a pattern ("%j"):
+ * a literal one is written "%%" */
+static void slurm_pattern(char *out, size_t cap, const char *dir, const char *tail)
 {
-    char *t = b->data ? b->data : (char *)"";
-    t += strspn(t, " \n");
-    t[strcspn(t, "\n")] = 0;
-    return t;
+    qp_buf b = QP_BUF_INIT;
+    for (const char *p = dir; *p; p++)
+        qp_buf_puts(&b, *p == '%' ? "%%" : (char[2]){*p, 0});
+    snprintf(out, cap, "%s/%s", qp_buf_cstr(&b), tail);
+    qp_buf_free(&b);
 }
 
-int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const int *force, size_t n,
+int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const char *const *keys, const int *force,
+                 size_t n,
                  const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
                  qp_slurm_task *tasks)
 {
@@ -411,13 +515,13 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
     unsigned serial = ++s->serial;
     pthread_mutex_unlock(&s->mu);
     script_path = qp_strfmt("%s/job-%ld-%u.sh", s->log_dir, (long)getpid(), serial);
-    script = job_script(s, ids, force, n, req->cpus);
+    script = job_script(s, ids, keys, force, n, req->cpus);
     if (qp_write_file_atomic(script_path, script, strlen(script), NULL) != 0) {
         rc = qp_error_set(QP_ERROR, "--executor slurm: %s", qp_error_last());
         goto done;
     }
     /* argv of sbatch: every value is one word, no shell between */
-    char a_name[160], a_chdir[4200], a_out[4200], a_err[4200], a_cpus[32], a_mem[48], a_time[32], a_gres[32], a_part[160],
+    char a_name[160], a_chdir[4200], a_out[4300], a_err[4300], a_cpus[32], a_mem[48], a_time[32], a_gres[32], a_part[160],
         a_array[48];
     const char *argv[24];
     int k = 0;
@@ -430,9 +534,12 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
     argv[k++] = "--export=ALL";
     /* stdout and stderr apart, as Slurm users expect: a failure's tail
      * comes from the .err, without qpipe's summary table */
-    snprintf(a_out, sizeof(a_out), "--output=%s/%s", s->log_dir, n > 1 ? "%A_%a.out" : "%j.out");
+    char pat[4200];
+    slurm_pattern(pat, sizeof(pat), s->log_dir, n > 1 ? "%A_%a.out" : "%j.out");
+    snprintf(a_out, sizeof(a_out), "--output=%s", pat);
     argv[k++] = a_out;
-    snprintf(a_err, sizeof(a_err), "--error=%s/%s", s->log_dir, n > 1 ? "%A_%a.err" : "%j.err");
+    slurm_pattern(pat, sizeof(pat), s->log_dir, n > 1 ? "%A_%a.err" : "%j.err");
+    snprintf(a_err, sizeof(a_err), "--error=%s", pat);
     argv[k++] = a_err;
     snprintf(a_cpus, sizeof(a_cpus), "--cpus-per-task=%d", req->cpus > 0 ? req->cpus : 1);
     argv[k++] = a_cpus;
@@ -465,8 +572,10 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
     const char *txt = out.data ? out.data : "";
     size_t digits = strspn(txt, "0123456789");
     if (code != 0 || digits == 0 || digits >= sizeof(job)) {
+        char why[600];
+        first_line(err.len ? &err : &out, why, sizeof(why));
         rc = qp_error_set(QP_ERROR, "stage '%s': sbatch refused the job (exit %d): %s", ids[0], code,
-                          err.len ? first_line(&err) : first_line(&out));
+                          why[0] ? why : "(no message)");
         goto done;
     }
     memcpy(job, txt, digits);
@@ -490,8 +599,7 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
         if (all_ended)
             break;
         if (nap(s->o.poll_seconds) || interrupted) {
-            cancel(job);
-            rc = qp_error_set(QP_ERROR, "interrupted: cancelled Slurm job %s (scancel %s)", job, job);
+            rc = cancel(s, job);
             goto done;
         }
         const char *sc[] = {"scontrol", "-o", "show", "job", job, NULL};
@@ -502,6 +610,7 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
         if (code == 0) {
             failing_since = 0;
             qp_slurm_parse_scontrol(qp_buf_cstr(&out), job, tasks, n);
+            warn_held(tasks, n);
             continue;
         }
         if (strstr(qp_buf_cstr(&err), "Invalid job id")) {
@@ -518,9 +627,13 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const in
         if (failing_since == 0)
             failing_since = qp_now();
         else if (qp_now() - failing_since > CONTROLLER_PATIENCE_S) {
-            cancel(job);
-            rc = qp_error_set(QP_ERROR, "Slurm job %s: scontrol has failed for %.0f s (%s); cancelled it", job,
-                              CONTROLLER_PATIENCE_S, first_line(&err));
+            char why[300];
+            first_line(&err, why, sizeof(why));
+            const char *argv_c[] = {"scancel", job, NULL};
+            int c2 = 0;
+            qp_spawn_capture(argv_c, NULL, NULL, &c2);
+            rc = qp_error_set(QP_ERROR, "Slurm job %s: scontrol has failed for %.0f s (%s); asked Slurm to cancel it",
+                              job, CONTROLLER_PATIENCE_S, why);
             goto done;
         }
     }

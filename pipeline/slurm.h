@@ -29,7 +29,8 @@ typedef struct {
     const char *partition;        /* --partition; NULL: the cluster's default (a stage's resources win) */
     const char *const *run_args;  /* options every job's `qpipe run` gets (--cache-dir, --remote-cache …),
                                      NULL-terminated; --stage, --threads, --no-provenance are added */
-    int default_cpus;             /* cpus of a stage without resources: cpus */
+    int default_cpus;             /* cpus of a compute stage without resources: cpus (the run's --threads
+                                     when given); 0: min(8, the largest node's CPUs per sinfo) */
     double poll_seconds;          /* between polls of scontrol */
 } qp_slurm_options;
 
@@ -50,6 +51,8 @@ typedef struct {
                            "" when Slurm had forgotten the job before it was seen ending */
     int exit_code;      /* the job's exit status (from its log when state is ""), -1 unknown */
     int signal;         /* the signal that ended it, 0 none */
+    char reason[64];    /* Slurm's Reason= while it waits ("Resources", "JobHeldAdmin", …) */
+    int warned;         /* a held job was reported */
     char *log;          /* absolute path of its log: qpipe's stage lines and summary (malloc'ed) */
     char *err;          /* of its stderr: the stage's warnings, qpipe's error, Slurm's own notes */
 } qp_slurm_task;
@@ -66,13 +69,15 @@ void qp_slurm_free(qp_slurm *s);
 void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_request *out);
 
 /* Submits stages ids[0..n) (n ≥ 1; n > 1 makes a job array, task i runs
- * ids[i]) with `force[i]` adding --force=ID, and waits until every task
- * has ended.  on_submit (may be NULL) is told the job id once it is known.
+ * ids[i]) with `force[i]` adding --force=ID and keys[i] the key this run
+ * computed for it (the job refuses to run a stage whose key differs: the
+ * recipe changed after submission), and waits until every task has ended.  on_submit (may be NULL) is told the job id once it is known.
  * tasks[i] gets how ids[i]'s job ended (free with qp_slurm_tasks_clear).
  * Returns 0 once all ended, whatever their states; QP_ERROR with sbatch's
  * own message when the submission failed; QP_ERROR "interrupted" when
  * Ctrl-C came (its jobs are cancelled first). */
-int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const int *force, size_t n,
+int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const char *const *keys, const int *force,
+                 size_t n,
                  const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
                  qp_slurm_task *tasks);
 void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n);
@@ -87,6 +92,10 @@ char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars);
 
 /* 1 once Ctrl-C or SIGTERM arrived while the executor was in use. */
 int qp_slurm_interrupted(void);
+/* After an interruption: how many jobs were cancelled, and the ids of
+ * those scancel failed on (space-separated, "" when none; borrowed). */
+size_t qp_slurm_cancelled(qp_slurm *s);
+const char *qp_slurm_uncancelled(qp_slurm *s);
 
 /* Parses `scontrol -o show job` output: for each record (one per line)
  * whose ArrayTaskId covers task i (or, for a plain job, i == 0), fills

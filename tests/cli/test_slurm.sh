@@ -17,9 +17,9 @@ done
 
 CLUSTER=$REPO/tests/support/slurm-cluster.sh
 SC=$T/cluster
-# 8 schedulable CPUs whatever the machine: the sleeping jobs below must not
-# hold the others back
-cluster_env=$(SLURM_TEST_CPUS=8 bash "$CLUSTER" start "$SC") || fail "the Slurm cluster did not start"
+# 16 schedulable CPUs whatever the machine: the sleeping jobs below must not
+# hold the others back (a compute stage without resources asks 8)
+cluster_env=$(SLURM_TEST_CPUS=16 bash "$CLUSTER" start "$SC") || fail "the Slurm cluster did not start"
 eval "$cluster_env"
 NG=$T/nginx
 trap 'stop_nginx; bash "$CLUSTER" stop "$SC"; rm -rf "$T"' EXIT
@@ -137,10 +137,18 @@ stages:
   e: {uses: evaluate, needs: [q], with: {dataset: "$SHARED/data/shakespeare/valid.txt", max_chunks: 1}}
   strict: {uses: gate, needs: [e], with: {max_ppl: 1}}
 Y
-expect_exit 3 "$QPIPE" run gate.yaml --executor slurm --partition small --threads 1 --no-provenance --json
+# (no --threads: a compute stage asks min(8, the largest node's CPUs), a
+# stage that reads and writes 1)
+expect_exit 3 "$QPIPE" run gate.yaml --executor slurm --partition small --no-provenance --json
 expect_grep '"stage":"strict".*"status":"ran".*"rejected":true'
 expect_grep '"stage":"strict".*"slurm":\{[^}]*"exit":3'
 expect_grep '"stage":"strict".*"partition":"small"'
+expect_grep '"stage":"e",.*"slurm":\{[^}]*"cpus":8'
+expect_grep '"stage":"strict",.*"slurm":\{[^}]*"cpus":1'
+# a job whose stage has another key than the submitting run computed
+# (the recipe changed in between) refuses to run it
+expect_exit 2 "$QPIPE" run gate.yaml --stage q --expect-key "$(printf '0%.0s' $(seq 64))" --no-provenance
+expect_grep "stage 'q': its key here is [0-9a-f]{12}, the run that submitted this job computed 000000000000: the recipe"
 
 # 4. a failing job: its id and its log's tail
 cat > fail.yaml <<Y
@@ -151,6 +159,27 @@ stages:
 Y
 expect_exit 1 "$QPIPE" run fail.yaml --executor slurm --threads 1 --no-provenance
 expect_grep "stage 'boom': Slurm job [0-9]+ FAILED \(exit 1\); /.*/\.qpipe/slurm/[0-9]+\.err ends: boom-marker-1 \| qpipe: stage 'boom': command exited with status 7"
+
+# 4b. two failing tasks of one array: each stage keeps its own job's error;
+#     logs in a directory whose name has a '%' (Slurm's pattern character)
+cat > fail2.yaml <<Y
+qpipe: 1
+name: failing2
+stages:
+  b:
+    uses: run
+    candidates:
+      - {name: x, cmd: "echo marker-x >&2; exit 5"}
+      - {name: y, cmd: "echo fine"}
+      - {name: z, cmd: "echo marker-z >&2; exit 6"}
+Y
+expect_exit 1 "$QPIPE" run fail2.yaml --executor slurm --threads 1 --no-provenance --json --slurm-log-dir "$T/logs%j"
+expect_grep '"stage":"b@x".*"error":"stage .b@x.: Slurm job [0-9]+_0 FAILED .*marker-x'
+expect_grep '"stage":"b@z".*"error":"stage .b@z.: Slurm job [0-9]+_2 FAILED .*marker-z'
+expect_grep '"stage":"b@y".*"status":"ran"'
+ls "$T/logs%j"/*_1.out >/dev/null 2>&1 || fail "no logs in $T/logs%j"; ok
+expect_exit 2 "$QPIPE" run fail2.yaml --executor slurm --slurm-log-dir "$T/back\\slash"
+expect_grep 'has a backslash'
 
 # 5. sbatch refuses a request no node can meet
 cat > huge.yaml <<Y
@@ -193,6 +222,7 @@ kill -INT "$pid"
 wait "$pid"; rc=$?
 [ "$rc" = 130 ] || { cat "$T/int.out" >&2; fail "Ctrl-C: exit $rc"; }; ok
 expect_grep 'interrupted: cancelled Slurm job' "$T/int.out"
+expect_grep 'qpipe: interrupted: 2 Slurm job\(s\) cancelled$' "$T/int.out"
 for _ in $(seq 50); do [ -z "$(jobs_of a)$(jobs_of b)" ] && break; sleep 0.1; done
 [ -z "$(jobs_of a)$(jobs_of b)" ] || fail "jobs left after Ctrl-C: $(jobs_of a) $(jobs_of b)"; ok
 

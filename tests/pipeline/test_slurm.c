@@ -95,6 +95,7 @@ static void scontrol_array(void **state)
     assert_string_equal(t[1].state, "FAILED");
     assert_int_equal(t[1].exit_code, 3);
     assert_string_equal(t[2].state, "PENDING");
+    assert_string_equal(t[2].reason, "Resources");
     assert_string_equal(t[3].state, "PENDING");
     assert_string_equal(t[3].job, "41_3");
     assert_true(qp_slurm_task_ok(&t[0]));
