@@ -408,8 +408,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         return usage_error("--estimate and --recalibrate go with %s", "'qpipe plan'");
     if (eo.recalibrate && !eo.estimate)
         return usage_error("--recalibrate goes with %s", "--estimate");
-    if ((use_slurm || partition || slurm_logs) && (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
-        return usage_error("--executor, --partition and --slurm-log-dir go with %s", "'qpipe run'");
+    if ((use_slurm || partition || slurm_logs || job_cache) && (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
+        return usage_error("--executor, --partition, --slurm-log-dir and --job-cache-dir go with %s", "'qpipe run'");
     if (o.expect_key && !o.only_stage)
         return usage_error("--expect-key goes with %s", "--stage ID");
     if ((partition || slurm_logs || job_cache) && !use_slurm)
@@ -443,9 +443,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     if (rc == 0 && use_slurm && !jobs_given)
         o.jobs = qp_recipe_stage_count(r) < 256 ? (int)qp_recipe_stage_count(r) + 1 : 256;
     if (rc == 0 && use_slurm) {
-        job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache), .remote_url = remote ? (remote_opt ? remote_opt
-                                                                                 : getenv("QPIPE_REMOTE_CACHE"))
-                                                                        : NULL,
+        const char *url = remote ? (remote_opt ? remote_opt : getenv("QPIPE_REMOTE_CACHE")) : NULL;
+        job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache), .remote_url = url,
                        .remote_mode = remote_mode, .memory = memory_opt, .frozen = o.frozen,
                        .ignore_memory = eo.ignore_memory};
         if ((rc = slurm_open(&slurm, r, argv[optind], &ja, partition, slurm_logs, threads_given ? o.threads : 0)) == 0)

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -29,6 +30,18 @@ static int drain(int fd, qp_buf *b)
 }
 
 int qp_spawn_capture(const char *const *argv, qp_buf *out, qp_buf *err, int *exit_code)
+{
+    return qp_spawn_capture_timed(argv, out, err, exit_code, 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int qp_spawn_capture_timed(const char *const *argv, qp_buf *out, qp_buf *err, int *exit_code, int timeout_s)
 {
     int po[2] = {-1, -1}, pe[2] = {-1, -1};
     posix_spawn_file_actions_t fa;
@@ -73,9 +86,20 @@ int qp_spawn_capture(const char *const *argv, qp_buf *out, qp_buf *err, int *exi
     close(pe[1]);
     po[1] = pe[1] = -1;
     struct pollfd fds[2] = {{.fd = po[0], .events = POLLIN}, {.fd = pe[0], .events = POLLIN}};
-    int open_fds = 2;
+    int open_fds = 2, timed_out = 0;
+    double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
     while (open_fds > 0) {
-        if (poll(fds, 2, -1) < 0) {
+        int wait_ms = -1;
+        if (deadline > 0) {
+            double left = deadline - now_s();
+            if (left <= 0) {
+                timed_out = 1;
+                kill(-pid, SIGKILL);   /* its group: whatever it started too */
+                break;
+            }
+            wait_ms = (int)(left * 1000) + 1;
+        }
+        if (poll(fds, 2, wait_ms) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -93,6 +117,8 @@ int qp_spawn_capture(const char *const *argv, qp_buf *out, qp_buf *err, int *exi
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    if (timed_out)
+        rc = qp_error_set(QP_ERROR, "%s: no answer in %d s; stopped it", argv[0], timeout_s);
 done:
     if (have_fa)
         posix_spawn_file_actions_destroy(&fa);

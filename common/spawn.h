@@ -24,5 +24,8 @@
  * Returns 0 when it ran (whatever its exit status), QP_ERROR with a
  * message when it could not be started (not installed: QP_ENOTFOUND). */
 int qp_spawn_capture(const char *const *argv, qp_buf *out, qp_buf *err, int *exit_code);
+/* The same with a limit: a program still running after timeout_s seconds
+ * (> 0) is killed, with its process group, and QP_ERROR says so. */
+int qp_spawn_capture_timed(const char *const *argv, qp_buf *out, qp_buf *err, int *exit_code, int timeout_s);
 
 #endif

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CPUS 4096
+#define MAX_CPUS 1024   /* the most --threads takes (a job runs with --threads CPUS) */
 #define MAX_GPUS 64
 #define MAX_MINUTES (366L * 24 * 60)
 

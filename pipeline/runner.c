@@ -37,6 +37,11 @@ typedef struct {
     int mismatch;            /* verify: output differs from the cached one */
     int code;                /* the error code of a failed stage */
     json_t *record;          /* what the stage added for the run record (ctx.record) */
+    /* What process() found, written without the lock by the worker that
+     * owns the stage; settle() publishes it into status and rejected
+     * under R->mu, which the other workers read to pick what to run. */
+    stage_status result;
+    int result_rejected;
     int forced;              /* --force applies to it */
     int submit;              /* Slurm: not cached, its job is to be submitted */
 } stage_state;
@@ -434,13 +439,13 @@ static int check_frozen(runner *R, stage_state *s)
     return 0;
 }
 
-/* A gate's artifact whose verdict is not "pass" rejects. */
+/* A gate's artifact whose verdict is not "pass" rejects (made visible to
+ * the other workers by settle()). */
 static void mark_rejected(stage_state *s)
 {
     const char *verdict = s->artifact ? json_string_value(json_object_get(qp_artifact_meta_c(s->artifact), "verdict"))
                                       : NULL;
-    if (verdict && strcmp(verdict, "pass") != 0)
-        s->rejected = 1;
+    s->result_rejected = verdict && strcmp(verdict, "pass") != 0;
 }
 
 static int process(runner *R, stage_state *s)
@@ -488,7 +493,7 @@ static int process(runner *R, stage_state *s)
         if (cached_output(R, s, cached) == 0 && !forced &&
             qp_artifact_load(&s->artifact, R->cache, cached) == 0) {
             memcpy(s->output, cached, QP_HEX_LEN);
-            s->status = ST_CACHED;
+            s->result = ST_CACHED;
             /* still cached for what follows (its output is known: the
              * rebuild gives the same bytes), but the run will redo it */
             int gone = 0;
@@ -503,7 +508,7 @@ static int process(runner *R, stage_state *s)
             s->message = forced ? qp_strdup("forced") : qp_key_explain(old, s->desc);
             json_decref(old);
             free(old_text);
-            s->status = ST_WILL_RUN;
+            s->result = ST_WILL_RUN;
         }
         qp_error_clear();
         free(desc_name);
@@ -515,7 +520,7 @@ static int process(runner *R, stage_state *s)
         rc = qp_artifact_load(&s->artifact, R->cache, cached);
         if (rc == 0 && (rc = checkout_workspace(R, s->artifact, &rebuild)) == 0 && !rebuild) {
             memcpy(s->output, cached, QP_HEX_LEN);
-            s->status = ST_CACHED;
+            s->result = ST_CACHED;
             free(desc_name);
             goto done;
         }
@@ -534,7 +539,7 @@ static int process(runner *R, stage_state *s)
         rc = 0;
     }
 
-    if (R->opt->slurm) {
+    if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL) {
         /* its job takes the key's lock itself, on whichever node it runs */
         s->submit = 1;
         s->forced = forced;
@@ -551,7 +556,7 @@ static int process(runner *R, stage_state *s)
         qp_artifact_load(&s->artifact, R->cache, cached) == 0 && checkout_workspace(R, s->artifact, &rebuild) == 0 &&
         !rebuild) {
         memcpy(s->output, cached, QP_HEX_LEN);
-        s->status = ST_CACHED;
+        s->result = ST_CACHED;
     } else {
         qp_artifact_free(s->artifact);
         s->artifact = NULL;
@@ -559,7 +564,7 @@ static int process(runner *R, stage_state *s)
         rc = execute(R, s, inputs, ids, digests);
         s->seconds = qp_now() - t0;
         if (rc == 0) {
-            s->status = ST_RAN;
+            s->result = ST_RAN;
             char *text = qp_key_canonical(s->desc);
             qp_cache_meta_put(R->cache, "stages", desc_name, text);
             free(text);
@@ -604,8 +609,11 @@ static int dep_state(runner *R, stage_state *s, size_t *bad)
  * message, stops new starts. */
 static void settle(runner *R, stage_state *s, int rc, const char *message)
 {
-    if (!rc)
+    if (!rc) {
+        s->status = s->result;
+        s->rejected = s->result_rejected;
         return;
+    }
     s->status = ST_FAILED;
     s->code = rc;
     free(s->message);
@@ -700,80 +708,123 @@ static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const q
         char *tail = qp_slurm_log_tail(t->err, 6, 700);
         char how[48] = "";
         snprintf(how, sizeof(how), t->signal ? "exit %d, signal %d" : "exit %d", t->exit_code, t->signal);
-        int rc = qp_error_set(QP_ERROR, "stage '%s': Slurm job %s %s (%s); %s ends: %s", id, t->job,
-                              t->state[0] ? t->state : "ended", how, t->err, tail);
+        /* the tail before the path: a long message is cut at its end */
+        int rc = qp_error_set(QP_ERROR, "stage '%s': Slurm job %s %s (%s): %s (stderr: %s)", id, t->job,
+                              t->state[0] ? t->state : "ended", how, tail, t->err);
         free(tail);
         return rc;
     }
     char cached[QP_HEX_LEN];
     qp_cache_forget_remote_miss(R->cache, s->key);   /* the lookup before the job missed */
-    if (cached_output(R, s, cached) != 0 || qp_artifact_load(&s->artifact, R->cache, cached) != 0) {
-        qp_error_clear();
+    int rc = cached_output(R, s, cached);
+    if (rc == QP_ENOTFOUND)
         return qp_error_set(QP_ERROR, "stage '%s': Slurm job %s ended (%s) but its result (key %.12s) is not in the "
                             "cache %s: the nodes must share this cache directory or a --remote-cache; log %s", id,
                             t->job, t->state[0] ? t->state : "exit 0", s->key, qp_cache_dir(R->cache), t->log);
+    if (rc == 0)
+        rc = qp_artifact_load(&s->artifact, R->cache, cached);
+    if (rc != 0) {   /* a damaged result keeps its own code (QP_ECORRUPT: recomputed) */
+        qp_error_prefix("stage '%s': reading back what Slurm job %s stored", id, t->job);
+        return rc;
     }
     memcpy(s->output, cached, QP_HEX_LEN);
-    s->status = ST_RAN;
+    s->result = ST_RAN;
     free(s->message);
     s->message = qp_strfmt("Slurm job %s", t->job);
     mark_rejected(s);
     return 0;
 }
 
-/* The stages of one group: each one's key and cache lookup here, then
- * those not cached as one job (array), waited for; rcs[i] and msgs[i]
- * (malloc'ed, a failure's own message) for group[i]. */
-static void run_group(runner *R, stage_state **group, size_t n, int *rcs, char **msgs)
+/* Publishes the outcomes of stages v[0..n) (rcs, msgs: their codes and
+ * failure messages, freed here), prints them, and wakes the workers that
+ * wait for them. */
+static void finish_stages(runner *R, stage_state **v, const int *rcs, char **msgs, size_t n)
 {
-    stage_state **todo = qp_xcalloc(n, sizeof(*todo));
+    pthread_mutex_lock(&R->mu);
+    for (size_t i = 0; i < n; i++)
+        settle(R, v[i], rcs[i], msgs[i]);
+    pthread_mutex_unlock(&R->mu);
+    for (size_t i = 0; i < n; i++) {
+        report_stage(R, v[i]);
+        free(msgs[i]);
+        msgs[i] = NULL;
+    }
+    pthread_mutex_lock(&R->mu);
+    pthread_cond_broadcast(&R->cv);
+    pthread_mutex_unlock(&R->mu);
+}
+
+/* The stages of one group: each one's key and cache lookup here, and
+ * those cached (or failed) published at once so that what needs them
+ * goes on; the rest as one job (array), waited for, then published. */
+static void run_group(runner *R, stage_state **group, size_t n)
+{
+    stage_state **todo = qp_xcalloc(n, sizeof(*todo)), **done = qp_xcalloc(n, sizeof(*done));
     const char **ids = qp_xcalloc(n, sizeof(*ids)), **keys = qp_xcalloc(n, sizeof(*keys));
-    int *force = qp_xcalloc(n, sizeof(*force)), *slot = qp_xcalloc(n, sizeof(*slot));
+    int *force = qp_xcalloc(n, sizeof(*force)), *rcs = qp_xcalloc(n, sizeof(*rcs));
+    char **msgs = qp_xcalloc(n, sizeof(*msgs));
     qp_slurm_task *tasks = qp_xcalloc(n, sizeof(*tasks));
-    size_t m = 0;
+    size_t m = 0, k = 0;
     qp_slurm_request req = {0};
     for (size_t i = 0; i < n; i++) {
-        group[i]->submit = 0;
-        rcs[i] = process(R, group[i]);
-        msgs[i] = rcs[i] ? qp_strdup(qp_error_last()) : NULL;
-        if (rcs[i] != 0 || !group[i]->submit)
+        stage_state *s = group[i];
+        s->submit = 0;
+        int rc = process(R, s);
+        if (rc != 0 || !s->submit) {
+            rcs[k] = rc;
+            msgs[k] = rc ? qp_strdup(qp_error_last()) : NULL;
+            done[k++] = s;
             continue;
+        }
         /* an array asks each task for the most any of them needs */
         qp_slurm_request r1;
-        qp_slurm_request_for(R->opt->slurm, group[i]->decl, &r1);
+        qp_slurm_request_for(R->opt->slurm, s->decl, &r1);
         if (m == 0)
             req = r1;
         req.cpus = r1.cpus > req.cpus ? r1.cpus : req.cpus;
         req.mem_mb = r1.mem_mb > req.mem_mb ? r1.mem_mb : req.mem_mb;
         req.time_min = r1.time_min > req.time_min ? r1.time_min : req.time_min;
         req.gpus = r1.gpus > req.gpus ? r1.gpus : req.gpus;
-        slot[i] = (int)m;
-        todo[m] = group[i];
-        ids[m] = group[i]->decl->id;
-        keys[m] = group[i]->key;
-        force[m++] = group[i]->forced;
+        todo[m] = s;
+        ids[m] = s->decl->id;
+        keys[m] = s->key;
+        force[m++] = s->forced;
     }
-    if (m > 0) {
+    if (k > 0)
+        finish_stages(R, done, rcs, msgs, k);
+    pthread_mutex_lock(&R->mu);
+    int stop = R->stop;   /* a stage failed meanwhile: start nothing new */
+    pthread_mutex_unlock(&R->mu);
+    if (m > 0 && stop) {
+        for (size_t j = 0; j < m; j++) {
+            todo[j]->result = ST_SKIPPED;
+            free(todo[j]->message);
+            todo[j]->message = qp_strdup("not started: an earlier stage failed");
+            rcs[j] = 0;
+            msgs[j] = NULL;
+        }
+        finish_stages(R, todo, rcs, msgs, m);
+    } else if (m > 0) {
         submit_note sn = {R, todo, m};
         double t0 = qp_now();
         int rc = qp_slurm_run(R->opt->slurm, todo[0]->decl->base, ids, keys, force, m, &req, on_submit, &sn, tasks);
         char *msg = rc ? qp_strdup(qp_error_last()) : NULL;
-        for (size_t i = 0; i < n; i++) {
-            if (rcs[i] != 0 || !group[i]->submit)
-                continue;
-            stage_state *s = group[i];
-            s->seconds = qp_now() - t0;
-            rcs[i] = rc ? rc : finish_job(R, s, &tasks[slot[i]], &req);
-            msgs[i] = rcs[i] ? qp_strdup(rc ? msg : qp_error_last()) : NULL;
+        for (size_t j = 0; j < m; j++) {
+            todo[j]->seconds = qp_now() - t0;
+            rcs[j] = rc ? rc : finish_job(R, todo[j], &tasks[j], &req);
+            msgs[j] = rcs[j] ? qp_strdup(rc ? msg : qp_error_last()) : NULL;
         }
         free(msg);
         qp_slurm_tasks_clear(tasks, m);
+        finish_stages(R, todo, rcs, msgs, m);
     }
     free(todo);
+    free(done);
     free(ids);
     free(keys);
     free(force);
-    free(slot);
+    free(rcs);
+    free(msgs);
     free(tasks);
 }
 
@@ -781,8 +832,6 @@ static void *worker(void *arg)
 {
     runner *R = arg;
     stage_state **group = qp_xcalloc(R->n + 1, sizeof(*group));
-    int *rcs = qp_xcalloc(R->n + 1, sizeof(*rcs));
-    char **msgs = qp_xcalloc(R->n + 1, sizeof(*msgs));
     pthread_mutex_lock(&R->mu);
     for (;;) {
         stage_state *pick = NULL;
@@ -831,34 +880,21 @@ static void *worker(void *arg)
             continue;
         }
         pick->status = ST_RUNNING;
-        size_t ng = 1;
-        group[0] = pick;
-        if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL)
-            ng = gather_group(R, pick, group);
+        int on_slurm = R->opt->slurm && R->opt->mode == QP_RUN_NORMAL;
+        size_t ng = on_slurm ? gather_group(R, pick, group) : 1;
         pthread_mutex_unlock(&R->mu);
-        if (R->opt->slurm && R->opt->mode == QP_RUN_NORMAL) {
-            run_group(R, group, ng, rcs, msgs);
+        if (on_slurm) {
+            run_group(R, group, ng);
         } else {
-            rcs[0] = process(R, pick);
-            msgs[0] = rcs[0] ? qp_strdup(qp_error_last()) : NULL;
+            int rc = process(R, pick);
+            char *msg = rc ? qp_strdup(qp_error_last()) : NULL;
+            finish_stages(R, &pick, &rc, &msg, 1);
         }
         pthread_mutex_lock(&R->mu);
-        for (size_t g = 0; g < ng; g++) {
-            settle(R, group[g], rcs[g], msgs[g]);
-            free(msgs[g]);
-            msgs[g] = NULL;
-        }
-        pthread_mutex_unlock(&R->mu);
-        for (size_t g = 0; g < ng; g++)
-            report_stage(R, group[g]);
-        pthread_mutex_lock(&R->mu);
-        pthread_cond_broadcast(&R->cv);
     }
     pthread_cond_broadcast(&R->cv);
     pthread_mutex_unlock(&R->mu);
     free(group);
-    free(rcs);
-    free(msgs);
     return NULL;
 }
 
@@ -994,10 +1030,10 @@ static void reset_states(runner *R)
         s->desc = NULL;
         s->record = NULL;
         s->message = NULL;
-        s->status = ST_PENDING;
+        s->status = s->result = ST_PENDING;
         s->key[0] = s->output[0] = '\0';
         s->seconds = 0;
-        s->rejected = s->mismatch = 0;
+        s->rejected = s->result_rejected = s->mismatch = 0;
     }
     R->stop = 0;
     R->corrupt_seen = 0;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,10 @@
 /* How long scontrol may keep failing (the controller restarting, say)
  * before a wait gives up. */
 #define CONTROLLER_PATIENCE_S 600.0
+/* One scontrol or scancel call: longer means the controller is wedged.
+ * (sbatch is never cut short: killed half-way, it may have submitted a
+ * job whose id nobody would learn.) */
+#define SLURM_CMD_TIMEOUT_S 60
 
 struct qp_slurm {
     qp_slurm_options o;
@@ -32,24 +37,24 @@ struct qp_slurm {
     struct sigaction old_int, old_term;
 };
 
-static volatile sig_atomic_t interrupted;
+/* set by the handler, read by every worker thread: a lock-free atomic is
+ * both async-signal-safe and free of a data race */
+static atomic_int interrupted;
 
 /* The first Ctrl-C asks the workers to cancel their jobs (they notice at
  * their next poll); a second one, for a user who will not wait, ends the
  * process the default way at once. */
 static void on_signal(int sig)
 {
-    if (interrupted) {
+    if (atomic_exchange(&interrupted, 1)) {
         signal(sig, SIG_DFL);
         raise(sig);
-        return;
     }
-    interrupted = 1;
 }
 
 int qp_slurm_interrupted(void)
 {
-    return interrupted != 0;
+    return atomic_load(&interrupted) != 0;
 }
 
 /* ---------- a job's script ---------- */
@@ -91,7 +96,7 @@ static char *job_script(const qp_slurm *s, const char *const *ids, const char *c
     }
     qp_buf_puts(&b, "*) echo \"qpipe: array task $SLURM_ARRAY_TASK_ID has no stage\" >&2; exit 1 ;;\nesac\n");
     sh_quote(&b, s->qpipe);
-    qp_buf_puts(&b, " run --stage \"$stage\" --expect-key \"$key\" $force --no-provenance -j 1");
+    qp_buf_puts(&b, " run --stage \"$stage\" --expect-key \"$key\" ${force:+\"$force\"} --no-provenance -j 1");
     qp_buf_printf(&b, " --threads %d", threads > 0 ? threads : 1);
     for (char **a = s->run_args; *a; a++) {
         qp_buf_putc(&b, ' ');
@@ -114,47 +119,73 @@ static int state_ended(const char *st)
     return 0;
 }
 
-/* The value of " KEY=" in a one-line record, up to the next space, into
- * out (cap bytes); 0 when absent. */
-static int field(const char *line, size_t len, const char *key, char *out, size_t cap)
+/* Where the value of " KEY=" in a one-line record is (*v, *vn bytes, up
+ * to the next space); 0 when absent. */
+static int field_ref(const char *line, size_t len, const char *key, const char **v, size_t *vn)
 {
     size_t kl = strlen(key);
     for (size_t i = 0; i + kl + 1 <= len; i++) {
         if ((i == 0 || line[i - 1] == ' ') && !strncmp(line + i, key, kl) && line[i + kl] == '=') {
-            const char *v = line + i + kl + 1, *end = line + len;
+            const char *p = line + i + kl + 1, *end = line + len;
             size_t n = 0;
-            while (v + n < end && v[n] != ' ' && v[n] != '\n')
+            while (p + n < end && p[n] != ' ' && p[n] != '\n')
                 n++;
-            if (n >= cap)
-                n = cap - 1;
-            memcpy(out, v, n);
-            out[n] = 0;
+            *v = p;
+            *vn = n;
             return 1;
         }
     }
     return 0;
 }
 
-/* Does an ArrayTaskId value ("3", "1-4", "0,2-3%2") cover task i? */
-static int covers(const char *spec, size_t i)
+/* The same into out (cap bytes, cut to fit: for short values). */
+static int field(const char *line, size_t len, const char *key, char *out, size_t cap)
 {
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", spec);
-    char *pct = strchr(buf, '%');
+    const char *v;
+    size_t n;
+    if (!field_ref(line, len, key, &v, &n))
+        return 0;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, v, n);
+    out[n] = 0;
+    return 1;
+}
+
+/* The decimal number at p (below end), at most 9 digits; -1 when none. */
+static long number_at(const char **p, const char *end)
+{
+    long v = 0;
+    int n = 0;
+    for (; *p < end && isdigit((unsigned char)**p) && n < 10; (*p)++, n++)
+        v = v * 10 + (**p - '0');
+    return n == 0 || n > 9 ? -1 : v;
+}
+
+/* Does an ArrayTaskId value ("3", "1-4", "0,2-3%2", "1-9:2") of n bytes
+ * cover task i?  Read in place: a scattered list of many tasks is long. */
+static int covers(const char *spec, size_t n, size_t i)
+{
+    const char *p = spec, *end = spec + n;
+    const char *pct = memchr(spec, '%', n);
     if (pct)
-        *pct = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *end = NULL;
-        unsigned long lo = strtoul(tok, &end, 10), hi = lo;
-        if (end == tok)
-            continue;
-        if (*end == '-')
-            hi = strtoul(end + 1, &end, 10);
-        unsigned long step = 1;
-        if (*end == ':')
-            step = strtoul(end + 1, NULL, 10);
-        if (i >= lo && i <= hi && step && (i - lo) % step == 0)
+        end = pct;
+    while (p < end) {
+        long lo = number_at(&p, end), hi = lo, step = 1;
+        if (p < end && *p == '-') {
+            p++;
+            hi = number_at(&p, end);
+        }
+        if (p < end && *p == ':') {
+            p++;
+            step = number_at(&p, end);
+        }
+        if (lo >= 0 && hi >= lo && step > 0 && (long)i >= lo && (long)i <= hi && ((long)i - lo) % step == 0)
             return 1;
+        while (p < end && *p != ',')   /* whatever else, up to the next item */
+            p++;
+        if (p < end)
+            p++;
     }
     return 0;
 }
@@ -164,13 +195,15 @@ void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task
     for (const char *line = text; line && *line;) {
         const char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
-        char state[32] = "", exit_code[32] = "", task_id[256] = "", reason[64] = "";
+        char state[32] = "", exit_code[32] = "", reason[64] = "";
+        const char *task_id = NULL;
+        size_t task_len = 0;
         if (field(line, len, "JobState", state, sizeof(state))) {
             field(line, len, "Reason", reason, sizeof(reason));
             field(line, len, "ExitCode", exit_code, sizeof(exit_code));
-            int in_array = field(line, len, "ArrayTaskId", task_id, sizeof(task_id));
+            int in_array = field_ref(line, len, "ArrayTaskId", &task_id, &task_len);
             for (size_t i = 0; i < n; i++) {
-                if (in_array ? !covers(task_id, i) : i != 0)
+                if (in_array ? !covers(task_id, task_len, i) : i != 0)
                     continue;
                 snprintf(tasks[i].state, sizeof(tasks[i].state), "%s", state);
                 snprintf(tasks[i].reason, sizeof(tasks[i].reason), "%s", reason);
@@ -189,19 +222,22 @@ void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task
     }
 }
 
-/* The exit status the job script printed last ("qpipe-slurm-exit: N"), -1 none. */
+/* The exit status the job script printed last ("qpipe-slurm-exit: N",
+ * its very last line: only the log's end is read), -1 none. */
 static int exit_from_log(const char *path)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (qp_read_file_max(path, 64u << 20, &text, &len) != 0) {
-        qp_error_clear();
+    FILE *f = fopen(path, "rb");
+    if (!f)
         return -1;
-    }
+    char buf[4096];
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : 0;
+    fseek(f, size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
     int code = -1;
-    for (const char *p = text; (p = strstr(p, "qpipe-slurm-exit: ")) != NULL; p++)
+    for (const char *p = buf; (p = strstr(p, "qpipe-slurm-exit: ")) != NULL; p++)
         code = atoi(p + 18);
-    free(text);
     return code;
 }
 
@@ -340,7 +376,7 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
     s->est = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, threads);
     qp_error_clear();
     pthread_mutex_init(&s->mu, NULL);
-    interrupted = 0;
+    atomic_store(&interrupted, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;   /* no SA_RESTART: a poll's sleep ends at once */
@@ -429,14 +465,18 @@ static void first_line(const qp_buf *b, char *out, size_t cap)
 }
 
 /* scancel, counted; on failure the message of the stage says so (the
- * job may still run) and the id is kept for the run's last line. */
-static int cancel(qp_slurm *s, const char *job)
+ * job may still run) and the id is kept for the run's last line.  `what`
+ * says why it is cancelled ("interrupted"). */
+static int cancel(qp_slurm *s, const char *job, const char *what)
 {
     const char *argv[] = {"scancel", job, NULL};
     qp_buf err = QP_BUF_INIT;
-    int code = 0, rc = qp_spawn_capture(argv, NULL, &err, &code);
+    int code = 0, rc = qp_spawn_capture_timed(argv, NULL, &err, &code, SLURM_CMD_TIMEOUT_S);
     char why[300];
-    first_line(&err, why, sizeof(why));
+    if (rc != 0)
+        snprintf(why, sizeof(why), "%s", qp_error_last());
+    else
+        first_line(&err, why, sizeof(why));
     qp_buf_free(&err);
     pthread_mutex_lock(&s->mu);
     if (rc == 0 && code == 0)
@@ -445,9 +485,9 @@ static int cancel(qp_slurm *s, const char *job)
         qp_buf_printf(&s->uncancelled, "%s%s", s->uncancelled.len ? " " : "", job);
     pthread_mutex_unlock(&s->mu);
     if (rc == 0 && code == 0)
-        return qp_error_set(QP_ERROR, "interrupted: cancelled Slurm job %s", job);
-    return qp_error_set(QP_ERROR, "interrupted: Slurm job %s could not be cancelled (scancel: %s); it may still run: "
-                        "'scancel %s'", job, rc ? qp_error_last() : why[0] ? why : "failed", job);
+        return qp_error_set(QP_ERROR, "%s: cancelled Slurm job %s", what, job);
+    return qp_error_set(QP_ERROR, "%s: Slurm job %s could not be cancelled (scancel: %s); it may still run: "
+                        "'scancel %s'", what, job, why[0] ? why : "failed", job);
 }
 
 size_t qp_slurm_cancelled(qp_slurm *s)
@@ -507,7 +547,7 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const ch
         memset(&tasks[i], 0, sizeof(tasks[i]));
         tasks[i].exit_code = -1;
     }
-    if (interrupted) {
+    if (atomic_load(&interrupted)) {
         rc = qp_error_set(QP_ERROR, "interrupted: stage '%s' was not submitted", ids[0]);
         goto done;
     }
@@ -517,11 +557,13 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const ch
     script_path = qp_strfmt("%s/job-%ld-%u.sh", s->log_dir, (long)getpid(), serial);
     script = job_script(s, ids, keys, force, n, req->cpus);
     if (qp_write_file_atomic(script_path, script, strlen(script), NULL) != 0) {
-        rc = qp_error_set(QP_ERROR, "--executor slurm: %s", qp_error_last());
+        qp_error_prefix("--executor slurm");
+        rc = QP_ERROR;
         goto done;
     }
     /* argv of sbatch: every value is one word, no shell between */
-    char a_name[160], a_chdir[4200], a_out[4300], a_err[4300], a_cpus[32], a_mem[48], a_time[32], a_gres[32], a_part[160],
+    char a_name[160], a_chdir[4200], a_out[4300], a_err[4300], a_cpus[32], a_mem[48], a_time[32], a_gres[32],
+        a_part[160],
         a_array[48];
     const char *argv[24];
     int k = 0;
@@ -566,7 +608,7 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const ch
     argv[k++] = script_path;
     argv[k] = NULL;
     if ((rc = qp_spawn_capture(argv, &out, &err, &code)) != 0) {
-        rc = qp_error_set(QP_ERROR, "stage '%s': cannot submit: %s", ids[0], qp_error_last());
+        qp_error_prefix("stage '%s': cannot submit", ids[0]);
         goto done;
     }
     const char *txt = out.data ? out.data : "";
@@ -598,15 +640,18 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const ch
             all_ended &= state_ended(tasks[i].state) || tasks[i].state[0] == '?';
         if (all_ended)
             break;
-        if (nap(s->o.poll_seconds) || interrupted) {
-            rc = cancel(s, job);
+        if (nap(s->o.poll_seconds) || atomic_load(&interrupted)) {
+            rc = cancel(s, job, "interrupted");
             goto done;
         }
         const char *sc[] = {"scontrol", "-o", "show", "job", job, NULL};
         qp_buf_truncate(&out, 0);
         qp_buf_truncate(&err, 0);
-        if (qp_spawn_capture(sc, &out, &err, &code) != 0)
+        if (qp_spawn_capture_timed(sc, &out, &err, &code, SLURM_CMD_TIMEOUT_S) != 0) {
+            qp_buf_truncate(&err, 0);
+            qp_buf_puts(&err, qp_error_last());
             code = -1;
+        }
         if (code == 0) {
             failing_since = 0;
             qp_slurm_parse_scontrol(qp_buf_cstr(&out), job, tasks, n);
@@ -627,13 +672,10 @@ int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const ch
         if (failing_since == 0)
             failing_since = qp_now();
         else if (qp_now() - failing_since > CONTROLLER_PATIENCE_S) {
-            char why[300];
+            char why[200], reason[300];
             first_line(&err, why, sizeof(why));
-            const char *argv_c[] = {"scancel", job, NULL};
-            int c2 = 0;
-            qp_spawn_capture(argv_c, NULL, NULL, &c2);
-            rc = qp_error_set(QP_ERROR, "Slurm job %s: scontrol has failed for %.0f s (%s); asked Slurm to cancel it",
-                              job, CONTROLLER_PATIENCE_S, why);
+            snprintf(reason, sizeof(reason), "scontrol has failed for %.0f s (%s)", CONTROLLER_PATIENCE_S, why);
+            rc = cancel(s, job, reason);
             goto done;
         }
     }

@@ -71,7 +71,8 @@ void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_re
 /* Submits stages ids[0..n) (n ≥ 1; n > 1 makes a job array, task i runs
  * ids[i]) with `force[i]` adding --force=ID and keys[i] the key this run
  * computed for it (the job refuses to run a stage whose key differs: the
- * recipe changed after submission), and waits until every task has ended.  on_submit (may be NULL) is told the job id once it is known.
+ * recipe changed after submission), and waits until every task has ended.
+ * on_submit (may be NULL) is told the job id once it is known.
  * tasks[i] gets how ids[i]'s job ended (free with qp_slurm_tasks_clear).
  * Returns 0 once all ended, whatever their states; QP_ERROR with sbatch's
  * own message when the submission failed; QP_ERROR "interrupted" when

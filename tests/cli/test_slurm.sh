@@ -158,7 +158,7 @@ stages:
   boom: {uses: run, with: {cmd: "echo boom-marker-1 >&2; exit 7"}}
 Y
 expect_exit 1 "$QPIPE" run fail.yaml --executor slurm --threads 1 --no-provenance
-expect_grep "stage 'boom': Slurm job [0-9]+ FAILED \(exit 1\); /.*/\.qpipe/slurm/[0-9]+\.err ends: boom-marker-1 \| qpipe: stage 'boom': command exited with status 7"
+expect_grep "stage 'boom': Slurm job [0-9]+ FAILED \(exit 1\): boom-marker-1 \| qpipe: stage 'boom': command exited with status 7 .*\(stderr: /.*/\.qpipe/slurm/[0-9]+\.err\)"
 
 # 4b. two failing tasks of one array: each stage keeps its own job's error;
 #     logs in a directory whose name has a '%' (Slurm's pattern character)
@@ -237,6 +237,6 @@ done
 if [ -n "$slow_pid" ]; then
   wait "$slow_pid"; rc=$?
   [ "$rc" = 1 ] || { cat "$T/slow.out" >&2; fail "timed-out job: exit $rc"; }; ok
-  expect_grep "stage 'slow': Slurm job [0-9]+ TIMEOUT \(exit 0, signal 15\); /.*/slurm/[0-9]+\.err ends: .*DUE TO TIME LIMIT" "$T/slow.out"
+  expect_grep "stage 'slow': Slurm job [0-9]+ TIMEOUT \(exit 0, signal 15\): .*DUE TO TIME LIMIT .*\(stderr: /.*/slurm/[0-9]+\.err\)" "$T/slow.out"
 fi
 done_ok

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/fsutil.h"
 #include "pipeline/recipe_int.h"
 #include "pipeline/slurm.h"
@@ -56,9 +57,9 @@ static void time_forms(void **state)
 #define RUN_STAGE "  s:\n    uses: run\n    with: {cmd: \"true\"}\n"
 static const bad_case bad[] = {
     {"cpus_zero", HDR RUN_STAGE "    resources: {cpus: 0}\n",
-     "r.yaml:7:23: resources 'cpus' of stage 's' must be a whole number from 1 to 4096"},
+     "r.yaml:7:23: resources 'cpus' of stage 's' must be a whole number from 1 to 1024"},
     {"cpus_text", HDR RUN_STAGE "    resources: {cpus: many}\n",
-     "r.yaml:7:23: resources 'cpus' of stage 's' must be a whole number from 1 to 4096"},
+     "r.yaml:7:23: resources 'cpus' of stage 's' must be a whole number from 1 to 1024"},
     {"mem_no_unit", HDR RUN_STAGE "    resources: {mem: 16}\n",
      "r.yaml:7:22: resources 'mem' of stage 's' must be a size with its unit, from 1M to 1024T, such as 16G or 512M"},
     {"mem_tiny", HDR RUN_STAGE "    resources: {mem: 10k}\n",
@@ -110,6 +111,33 @@ static void scontrol_array(void **state)
     assert_string_equal(t[2].state, "PENDING");
     assert_string_equal(t[3].state, "PENDING");
     assert_false(qp_slurm_task_ok(&t[1]));
+}
+
+/* The pending remainder of a big array can be a long scattered list: it
+ * is read whole (a cut "12" for "124" would mark a finished task pending). */
+static void scontrol_long_list(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_puts(&b, "JobId=9 ArrayJobId=9 ArrayTaskId=");
+    for (int i = 0; i < N; i += 2)
+        qp_buf_printf(&b, "%s%d", i ? "," : "", i);
+    qp_buf_puts(&b, " JobState=PENDING Reason=Priority ExitCode=0:0\n");
+    qp_buf_puts(&b, "JobId=20 ArrayJobId=9 ArrayTaskId=299 JobState=COMPLETED ExitCode=0:0\n");
+    qp_buf_puts(&b, "JobId=21 ArrayJobId=9 ArrayTaskId=1-297:2 JobState=RUNNING ExitCode=0:0\n");
+    assert_true(b.len > 600);
+    qp_slurm_task *t = calloc(N, sizeof(*t));
+    assert_non_null(t);
+    qp_slurm_parse_scontrol(qp_buf_cstr(&b), "9", t, N);
+    for (int i = 0; i < N; i++) {
+        const char *want = i == 299 ? "COMPLETED" : i % 2 ? "RUNNING" : "PENDING";
+        if (strcmp(t[i].state, want) != 0)
+            fprintf(stderr, "task %d: %s, want %s\n", i, t[i].state, want);
+        assert_string_equal(t[i].state, want);
+    }
+    free(t);
+    qp_buf_free(&b);
 }
 
 static void scontrol_single(void **state)
@@ -167,6 +195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(resources_normalised), cmocka_unit_test(time_forms), cmocka_unit_test(scontrol_array),
         cmocka_unit_test(scontrol_single),      cmocka_unit_test(log_tail),
+        cmocka_unit_test(scontrol_long_list),
     };
     return run_recipe_tests("slurm", tests, sizeof(tests) / sizeof(tests[0]), bad, sizeof(bad) / sizeof(bad[0]));
 }
