@@ -5,15 +5,7 @@
 #   stop_nginx                 stops it
 # NG (a directory) must be set; NGINX is the binary (nginx, Debian package).
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-
-# a port nothing listens on (nginx then fails to start if another process takes it first)
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/free-port.sh"
 
 start_nginx() {
   mkdir -p "$NG/root" "$NG/tmp" "$NG/logs"

@@ -26,13 +26,7 @@ stop() {
   done
 }
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/free-port.sh"
 
 start() {
   for b in munged slurmctld slurmd sbatch; do
