@@ -35,7 +35,9 @@
  * pass a moment later is retried (HTTP 5xx/429, a connection reset); a
  * timeout is not, it would only repeat its wait. */
 #include "cache/cache_internal.h"
+#include "cache/digest_map.h"
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/error.h"
 #include "common/fsutil.h"
 
@@ -84,8 +86,8 @@ struct qp_remote {
     uint64_t prog_done, prog_total;   /* the large transfers in flight, together */
     int prog_active;
     int disabled;
-    char **missed, **corrupt;      /* keys that missed, objects found corrupt, this process */
-    size_t n_missed, n_corrupt;
+    qp_digest_map missed;          /* keys that missed this process (value 1; 0: forgotten) */
+    qp_digest_map corrupt;         /* objects found corrupt */
     qp_remote_stats st;
 };
 
@@ -132,29 +134,26 @@ static int is_disabled(qp_remote *r)
     return d;
 }
 
-static int in_set(qp_remote *r, char **set, size_t n, const char *s)
+/* Sets of digests (stage keys, object names) shared by the transfer
+ * threads: a hash map under r->mu, the value 1 for a member. */
+static int in_set(qp_remote *r, const qp_digest_map *set, const char *hex)
 {
-    int found = 0;
     pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < n && !found; i++)
-        found = strcmp(set[i], s) == 0;
+    const uint64_t *v = qp_digest_map_find(set, hex);
+    int found = v && *v;
     pthread_mutex_unlock(&r->mu);
     return found;
 }
 
-/* adds s; returns 1 when it was new */
-static int add_set(qp_remote *r, char ***set, size_t *n, const char *s)
+/* adds hex; returns 1 when it was new */
+static int add_set(qp_remote *r, qp_digest_map *set, const char *hex)
 {
     pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp((*set)[i], s) == 0) {
-            pthread_mutex_unlock(&r->mu);
-            return 0;
-        }
-    *set = qp_xrealloc(*set, (*n + 1) * sizeof(**set));
-    (*set)[(*n)++] = qp_xstrdup(s);
+    uint64_t *v = qp_digest_map_slot(set, hex);
+    int added = !*v;
+    *v = 1;
     pthread_mutex_unlock(&r->mu);
-    return 1;
+    return added;
 }
 
 static int hexval(char ch)
@@ -277,12 +276,8 @@ void qp_remote_free(qp_remote *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n_missed; i++)
-        free(r->missed[i]);
-    for (size_t i = 0; i < r->n_corrupt; i++)
-        free(r->corrupt[i]);
-    free(r->missed);
-    free(r->corrupt);
+    qp_digest_map_free(&r->missed);
+    qp_digest_map_free(&r->corrupt);
     scrub_free(r->auth_header);
     scrub_free(r->userpwd);
     free(r->url);
@@ -305,8 +300,7 @@ typedef struct {
     /* response sink: a file (hashed as it arrives) or memory */
     int fd;
     qp_sha256 *sha;
-    char *mem;
-    size_t mem_len, mem_cap;
+    qp_buf mem;
     uint64_t max;          /* the most body bytes accepted (the object's size, or a cap) */
     int sink_failed, too_big, too_slow;
     /* request body: a FILE or memory */
@@ -340,17 +334,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
         if (q->sha)
             qp_sha256_update(q->sha, p, n);
     } else {
-        /* geometric growth: a reply in many small chunks costs O(n) */
-        if (q->mem_len + n + 1 > q->mem_cap) {
-            size_t cap = q->mem_cap ? q->mem_cap : 4096;
-            while (cap < q->mem_len + n + 1)
-                cap *= 2;
-            q->mem = qp_xrealloc(q->mem, cap);
-            q->mem_cap = cap;
-        }
-        memcpy(q->mem + q->mem_len, p, n);
-        q->mem_len += n;
-        q->mem[q->mem_len] = '\0';
+        qp_buf_append(&q->mem, p, n);   /* geometric growth: many small chunks cost O(n) */
     }
     q->bytes += n;
     return n;
@@ -442,7 +426,7 @@ static int rewind_req(req *q)
 {
     q->sink_failed = q->too_big = q->too_slow = 0;
     q->bytes = q->total = q->reported = 0;
-    q->mem_len = 0;
+    qp_buf_truncate(&q->mem, 0);
     q->body_pos = 0;
     if (q->fd >= 0 && (ftruncate(q->fd, 0) != 0 || lseek(q->fd, 0, SEEK_SET) != 0))
         return -1;
@@ -596,7 +580,7 @@ static void report_corrupt(qp_remote *r, const char *digest, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    if (!add_set(r, &r->corrupt, &r->n_corrupt, digest))
+    if (!add_set(r, &r->corrupt, digest))
         return;
     pthread_mutex_lock(&r->mu);
     int first = r->st.corrupt++ == 0;
@@ -691,14 +675,13 @@ static int push_object(qp_cache *c, qp_remote *r, CURL *h, const char *digest)
     req q = {.fd = -1, .max = REMOTE_REPLY_MAX};   /* a server may answer a PUT with a body */
     /* HEAD first: an object someone uploaded is not sent again, except one
      * this process found corrupt there (the upload repairs it) */
-    if (!in_set(r, r->corrupt, r->n_corrupt, digest)) {
+    if (!in_set(r, &r->corrupt, digest)) {
         if (http(r, h, "HEAD", path, &q, 0, &st, why, sizeof(why)) != 0) {
             give_up(r, "%s", why);
-            free(q.mem);
+            qp_buf_free(&q.mem);
             return QP_ERROR;
         }
-        free(q.mem);
-        q.mem = NULL;
+        qp_buf_free(&q.mem);
         if (st == 200)
             return 0;
         if (st != 404)
@@ -738,7 +721,7 @@ static int push_object(qp_cache *c, qp_remote *r, CURL *h, const char *digest)
     }
     if (f)
         fclose(f);
-    free(q.mem);
+    qp_buf_free(&q.mem);
     unlink(tmp);
     free(tmp);
     return rc;
@@ -839,10 +822,10 @@ static uint64_t recorded_size(json_t *sizes, const char *digest)
 int qp_remote_fetch_action(qp_cache *c, const char *key, const qp_cache_expect *expect)
 {
     qp_remote *r = c->remote;
-    if (!r || !(r->mode & QP_REMOTE_READ) || is_disabled(r) || in_set(r, r->missed, r->n_missed, key))
-        return QP_ENOTFOUND;
     char hex[QP_HEX_LEN], path[80], why[600] = "";
-    qp_cache_key_hex(hex, key);
+    qp_cache_key_hex(hex, key);   /* the key's name on the remote, and in the set of misses */
+    if (!r || !(r->mode & QP_REMOTE_READ) || is_disabled(r) || in_set(r, &r->missed, hex))
+        return QP_ENOTFOUND;
     snprintf(path, sizeof(path), "ac/%s", hex);
     CURL *h = curl_easy_init();
     if (!h)
@@ -870,7 +853,7 @@ int qp_remote_fetch_action(qp_cache *c, const char *key, const qp_cache_expect *
         goto done;
     }
     json_error_t jerr;
-    j = q.mem ? json_loadb(q.mem, q.mem_len, 0, &jerr) : NULL;
+    j = q.mem.len ? json_loadb(q.mem.data, q.mem.len, 0, &jerr) : NULL;
     json_t *ja = json_object_get(j, "artifact"), *jr = json_object_get(j, "refs"), *jk = json_object_get(j, "key");
     json_t *js = json_object_get(j, "sizes");
     if (!json_is_string(ja) || !qp_is_hex_digest(json_string_value(ja)) || !json_is_array(jr)) {
@@ -919,12 +902,12 @@ int qp_remote_fetch_action(qp_cache *c, const char *key, const qp_cache_expect *
     rc = 0;
     goto done;
 miss:
-    add_set(r, &r->missed, &r->n_missed, key);
+    add_set(r, &r->missed, hex);
 done:
     json_decref(j);
     free(items);
     free(refs);
-    free(q.mem);
+    qp_buf_free(&q.mem);
     curl_easy_cleanup(h);
     return rc;
 }
@@ -984,7 +967,7 @@ int qp_remote_push_action(qp_cache *c, const char *key, const char *artifact, co
         pthread_mutex_unlock(&r->mu);
     }
 done:
-    free(q.mem);
+    qp_buf_free(&q.mem);
     curl_easy_cleanup(h);
     free(text);
     json_decref(j);
@@ -1008,12 +991,11 @@ void qp_cache_forget_remote_miss(qp_cache *c, const char *key)
     qp_remote *r = c->remote;
     if (!r)
         return;
+    char hex[QP_HEX_LEN];
+    qp_cache_key_hex(hex, key);
     pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < r->n_missed; i++)
-        if (strcmp(r->missed[i], key) == 0) {
-            free(r->missed[i]);
-            r->missed[i] = r->missed[--r->n_missed];
-            break;
-        }
+    uint64_t *v = qp_digest_map_find(&r->missed, hex);
+    if (v)
+        *v = 0;
     pthread_mutex_unlock(&r->mu);
 }
