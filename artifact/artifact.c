@@ -180,40 +180,21 @@ const json_t *qp_artifact_metrics_c(const qp_artifact *a) { return a->metrics; }
 json_t *qp_artifact_meta(qp_artifact *a) { return a->meta; }
 const json_t *qp_artifact_meta_c(const qp_artifact *a) { return a->meta; }
 
-static int cmp_key(const void *x, const void *y)
+/* j as a load from the cache gives it back: written as the manifest is
+ * (sorted keys, doubles exact) and read again. */
+static json_t *as_stored(json_t *j)
 {
-    return strcmp(*(const char *const *)x, *(const char *const *)y);
-}
-
-/* A copy of j whose objects, at every depth, hold their keys in sorted order. */
-static json_t *sorted_copy(json_t *j)
-{
-    if (json_is_array(j)) {
-        json_t *out = json_array(), *v;
-        size_t i;
-        json_array_foreach(j, i, v)
-            json_array_append_new(out, sorted_copy(v));
-        return out;
-    }
-    if (!json_is_object(j))
-        return json_incref(j);
-    size_t n = json_object_size(j), k = 0;
-    const char **keys = qp_xcalloc(n + 1, sizeof(*keys));
-    const char *key;
-    json_t *v;
-    json_object_foreach(j, key, v)
-        keys[k++] = key;
-    qsort(keys, n, sizeof(*keys), cmp_key);
-    json_t *out = json_object();
-    for (size_t i = 0; i < n; i++)
-        json_object_set_new(out, keys[i], sorted_copy(json_object_get(j, keys[i])));
-    free(keys);
-    return out;
+    char *text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(17) | JSON_ENCODE_ANY);
+    json_t *back = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    free(text);
+    if (!back)   /* jansson's own allocation: what it wrote it reads */
+        qp_out_of_memory(0, __FILE__, __LINE__);
+    return back;
 }
 
 void qp_artifact_sort_keys(qp_artifact *a)
 {
-    json_t *m = sorted_copy(a->metrics), *meta = sorted_copy(a->meta);
+    json_t *m = as_stored(a->metrics), *meta = as_stored(a->meta);
     json_decref(a->metrics);
     json_decref(a->meta);
     a->metrics = m;
