@@ -30,6 +30,16 @@ static inline qp_recipe *load_ok(const char *text)
     return r;
 }
 
+/* The stage with this id; fails the test when there is none. */
+static inline const qp_stage_decl *stage_of(const qp_recipe *r, const char *id)
+{
+    long i = qp_recipe_find(r, id);
+    if (i < 0)
+        fprintf(stderr, "no stage '%s'\n", id);
+    assert_true(i >= 0);
+    return qp_recipe_stage(r, (size_t)i);
+}
+
 /* Compares a JSON value with the JSON text it must equal. */
 static inline void assert_json(const json_t *got, const char *want_text)
 {

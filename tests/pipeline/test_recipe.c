@@ -28,9 +28,7 @@ static const char *house =
 
 static const json_t *params_of(const qp_recipe *r, const char *id)
 {
-    long i = qp_recipe_find(r, id);
-    assert_true(i >= 0);
-    return qp_recipe_stage(r, (size_t)i)->params;
+    return stage_of(r, id)->params;
 }
 
 static void full_recipe(void **state)

@@ -12,15 +12,6 @@
 
 #define CALIB "  calib: {uses: calibrate, needs: model, with: {dataset: d.txt}}\n"
 
-static const qp_stage_decl *stage(const qp_recipe *r, const char *id)
-{
-    long i = qp_recipe_find(r, id);
-    if (i < 0)
-        fprintf(stderr, "no stage '%s'\n", id);
-    assert_true(i >= 0);
-    return qp_recipe_stage(r, (size_t)i);
-}
-
 /* "a b c": the ids of all stages in order, space-separated. */
 static void assert_order(const qp_recipe *r, const char *want)
 {
@@ -35,7 +26,7 @@ static void assert_order(const qp_recipe *r, const char *want)
 /* "a b": the needs of one stage; also checks need_index agrees. */
 static void assert_needs(const qp_recipe *r, const char *id, const char *want)
 {
-    const qp_stage_decl *d = stage(r, id);
+    const qp_stage_decl *d = stage_of(r, id);
     char got[4096] = "";
     for (size_t j = 0; j < d->n_needs; j++) {
         strcat(got, j ? " " : "");
@@ -47,14 +38,14 @@ static void assert_needs(const qp_recipe *r, const char *id, const char *want)
 
 static const char *pstr(const qp_recipe *r, const char *id, const char *param)
 {
-    const char *s = json_string_value(json_object_get(stage(r, id)->params, param));
+    const char *s = json_string_value(json_object_get(stage_of(r, id)->params, param));
     assert_non_null(s);
     return s;
 }
 
 static long long pint(const qp_recipe *r, const char *id, const char *param)
 {
-    const json_t *v = json_object_get(stage(r, id)->params, param);
+    const json_t *v = json_object_get(stage_of(r, id)->params, param);
     assert_true(json_is_integer(v));
     return json_integer_value(v);
 }
@@ -97,15 +88,15 @@ static void candidates_fan_out_zip_fan_in(void **state)
     assert_string_equal(pstr(r, "q@gptq_q4_0", "method"), "gptq");
     assert_int_equal(pint(r, "q@gptq_q4_0", "bits"), 4);
     assert_int_equal(pint(r, "q@gptq_q4_0", "group_size"), 32);
-    assert_true(json_is_true(json_object_get(stage(r, "q@gptq_q4_0")->params, "sym")));
+    assert_true(json_is_true(json_object_get(stage_of(r, "q@gptq_q4_0")->params, "sym")));
     assert_string_equal(pstr(r, "q@q8_0", "type"), "Q8_0");
     /* marks: the candidate's values, the with: values it did not replace */
-    assert_json(stage(r, "q@gptq_q4_0")->param_marks,
+    assert_json(stage_of(r, "q@gptq_q4_0")->param_marks,
                 "{\"method\": \"13:35\", \"bits\": \"13:47\", \"group_size\": \"13:62\", \"sym\": \"13:71\"}");
-    assert_json(stage(r, "q@q8_0")->param_marks, "{\"method\": \"14:30\", \"bits\": \"10:31\", \"type\": \"14:42\"}");
+    assert_json(stage_of(r, "q@q8_0")->param_marks, "{\"method\": \"14:30\", \"bits\": \"10:31\", \"type\": \"14:42\"}");
     /* the written key's position for every instance */
-    assert_int_equal(stage(r, "q@q8_0")->mark.line, 7);
-    assert_int_equal(stage(r, "eval@q8_0")->mark.line, 15);
+    assert_int_equal(stage_of(r, "q@q8_0")->mark.line, 7);
+    assert_int_equal(stage_of(r, "eval@q8_0")->mark.line, 15);
 
     assert_needs(r, "q@q8_0", "model calib");
     assert_needs(r, "eval@gptq_q4_0", "q@gptq_q4_0");
@@ -115,7 +106,7 @@ static void candidates_fan_out_zip_fan_in(void **state)
     /* a reference to a stage that is not expanded stays as written */
     assert_string_equal(pstr(r, "eval@q8_0", "reference"), "base");
 
-    const qp_stage_decl *g = stage(r, "gate@gptq_q4_0"), *q = stage(r, "q@q8_0"), *m = stage(r, "model");
+    const qp_stage_decl *g = stage_of(r, "gate@gptq_q4_0"), *q = stage_of(r, "q@q8_0"), *m = stage_of(r, "model");
     assert_string_equal(g->base, "gate");
     assert_string_equal(g->instance, "gptq_q4_0");
     assert_string_equal(g->origin, "q");
@@ -155,11 +146,11 @@ static void matrix_cross_product(void **state)
     assert_int_equal(pint(r, "q@gptq-3", "bits"), 3);
     assert_int_equal(pint(r, "q@rtn-4", "bits"), 4);
     assert_string_equal(pstr(r, "rep@gptq-3", "cmd"), "echo gptq-3: gptq at 3 bits");
-    assert_json(stage(r, "rep@rtn-4")->matrix, "{\"method\": \"rtn\", \"bits\": 4}");
+    assert_json(stage_of(r, "rep@rtn-4")->matrix, "{\"method\": \"rtn\", \"bits\": 4}");
     assert_needs(r, "rep@rtn-4", "q@rtn-4");
     assert_needs(r, "all", "q@gptq-3 q@gptq-4 q@rtn-4 rep@gptq-4");
     /* matrix values are checked as parameters: marks point at them */
-    assert_json(stage(r, "q@gptq-4")->param_marks,
+    assert_json(stage_of(r, "q@gptq-4")->param_marks,
                 "{\"method\": \"9:23\", \"bits\": \"9:50\"}");
     qp_recipe_free(r);
 }
@@ -188,9 +179,9 @@ static void instance_names(void **state)
     assert_string_equal(pstr(r, "r@echo_a_b", "cmd"), "echo a b");
     assert_string_equal(pstr(r, "r@echo_a_b", "metrics"), "m/echo_a_b.json");
     assert_int_equal(pint(r, "q@rtn-3", "bits"), 3);
-    assert_json(json_object_get(stage(r, "q@x.y")->params, "skip"), "[\"lm_head\"]");
-    assert_json(stage(r, "q@x.y")->matrix, "{\"method\": \"rtn\", \"skip\": [\"lm_head\"]}");
-    assert_string_equal(stage(r, "q@Q4_K_M")->instance, "Q4_K_M");
+    assert_json(json_object_get(stage_of(r, "q@x.y")->params, "skip"), "[\"lm_head\"]");
+    assert_json(stage_of(r, "q@x.y")->matrix, "{\"method\": \"rtn\", \"skip\": [\"lm_head\"]}");
+    assert_string_equal(stage_of(r, "q@Q4_K_M")->instance, "Q4_K_M");
     assert_string_equal(pstr(r, "r@true", "cmd"), "true");
     qp_recipe_free(r);
 }
@@ -216,14 +207,14 @@ static void typed_matrix_references(void **state)
     qp_recipe *r = load_ok(typed_recipe);
     assert_order(r, "model q@4-true q@8-true q@8-false e@4-true e@8-true e@8-false g@4-true g@8-true g@8-false "
                     "rep@4-true rep@8-true rep@8-false c@rtn-4-true rc@rtn-4-true");
-    assert_json(stage(r, "q@4-true")->matrix, "{\"bits\": 4, \"sym\": true}");
+    assert_json(stage_of(r, "q@4-true")->matrix, "{\"bits\": 4, \"sym\": true}");
     assert_int_equal(pint(r, "q@4-true", "bits"), 4);
-    assert_true(json_is_true(json_object_get(stage(r, "q@4-true")->params, "sym")));
-    const json_t *d = json_object_get(stage(r, "g@4-true")->params, "max_ppl_delta");
+    assert_true(json_is_true(json_object_get(stage_of(r, "q@4-true")->params, "sym")));
+    const json_t *d = json_object_get(stage_of(r, "g@4-true")->params, "max_ppl_delta");
     assert_true(json_is_real(d) && json_real_value(d) == 4.0);
     assert_string_equal(pstr(r, "rep@8-false", "cmd"), "8-false");
     assert_string_equal(pstr(r, "rep@8-false", "metrics"), "8.json");
-    assert_json(stage(r, "c@rtn-4-true")->matrix, "{\"method\": \"rtn\", \"bits\": 4, \"sym\": true}");
+    assert_json(stage_of(r, "c@rtn-4-true")->matrix, "{\"method\": \"rtn\", \"bits\": 4, \"sym\": true}");
     assert_string_equal(pstr(r, "rc@rtn-4-true", "cmd"), "8");
     assert_string_equal(pstr(r, "rc@rtn-4-true", "metrics"), "4");
     qp_recipe_free(r);
@@ -271,7 +262,7 @@ static void adding_a_candidate_keeps_the_others(void **state)
     assert_order(a, "model q@a q@b e@a e@b g@a g@b pick");
     assert_order(b, "model q@a q@c q@b e@a e@c e@b g@a g@c g@b pick");
     for (size_t i = 0; i < qp_recipe_stage_count(a); i++) {
-        const qp_stage_decl *da = qp_recipe_stage(a, i), *db = stage(b, da->id);
+        const qp_stage_decl *da = qp_recipe_stage(a, i), *db = stage_of(b, da->id);
         assert_true(json_equal(da->params, db->params));
         if (strcmp(da->id, "pick") != 0)
             for (size_t j = 0; j < da->n_needs; j++)
@@ -288,8 +279,8 @@ static void plain_recipe_unchanged(void **state)
     (void)state;
     qp_recipe *r = load_ok(HDR MODEL "  e: {uses: evaluate, needs: model, with: {dataset: d}}\n");
     assert_order(r, "model e");
-    assert_string_equal(stage(r, "e")->base, "e");
-    assert_null(stage(r, "e")->instance);
+    assert_string_equal(stage_of(r, "e")->base, "e");
+    assert_null(stage_of(r, "e")->instance);
     qp_recipe_free(r);
 }
 

@@ -14,13 +14,6 @@
 #include "pipeline/recipe_int.h"
 #include "pipeline/slurm.h"
 
-static const json_t *resources_of(const qp_recipe *r, const char *id)
-{
-    long i = qp_recipe_find(r, id);
-    assert_true(i >= 0);
-    return qp_recipe_stage(r, (size_t)i)->resources;
-}
-
 static void resources_normalised(void **state)
 {
     (void)state;
@@ -30,10 +23,10 @@ static void resources_normalised(void **state)
                            "    resources: {cpus: 8, mem: \"${vars.m}\", time: \"1-02:30\", gpus: 1, partition: gpu}\n"
                            "  e: {uses: evaluate, needs: [q], with: {dataset: d.txt}, resources: {time: 90m}}\n");
     const char *want = "{\"cpus\": 8, \"mem\": 17179869184, \"time\": 1590, \"gpus\": 1, \"partition\": \"gpu\"}";
-    assert_json(resources_of(r, "q@a"), want);
-    assert_json(resources_of(r, "q@b"), want);
-    assert_json(resources_of(r, "e@a"), "{\"time\": 90}");
-    assert_null(resources_of(r, "model"));
+    assert_json(stage_of(r, "q@a")->resources, want);
+    assert_json(stage_of(r, "q@b")->resources, want);
+    assert_json(stage_of(r, "e@a")->resources, "{\"time\": 90}");
+    assert_null(stage_of(r, "model")->resources);
     qp_recipe_free(r);
 }
 
