@@ -199,6 +199,8 @@ typedef struct {
 int qp_remote_new(qp_remote **out, const qp_remote_options *o);
 void qp_remote_free(qp_remote *r);
 void qp_remote_stats_get(qp_remote *r, qp_remote_stats *out);
+/* The URL it speaks to (without a trailing slash; borrowed). */
+const char *qp_remote_url(const qp_remote *r);
 /* The handle does not own r: free r after the cache. NULL detaches. */
 void qp_cache_set_remote(qp_cache *c, qp_remote *r);
 /* The remote is asked again for key even though it missed before in this

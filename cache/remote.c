@@ -979,6 +979,11 @@ int qp_remote_push_hits(const qp_cache *c)
     return c->remote && c->remote->push_hits && (c->remote->mode & QP_REMOTE_WRITE);
 }
 
+const char *qp_remote_url(const qp_remote *r)
+{
+    return r->url;
+}
+
 void qp_cache_set_remote(qp_cache *c, qp_remote *r)
 {
     c->remote = r;

@@ -359,8 +359,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
                 return usage_error("--executor %s: expected local or slurm", optarg);
             break;
         case OPT_PARTITION:
-            if (!*optarg || strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-,") !=
-                                strlen(optarg))
+            if (!qp_recipe_partition_ok(optarg))
                 return usage_error("--partition '%s': expected a Slurm partition name", optarg);
             partition = optarg;
             break;
@@ -443,8 +442,8 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
     if (rc == 0 && use_slurm && !jobs_given)
         o.jobs = qp_recipe_stage_count(r) < 256 ? (int)qp_recipe_stage_count(r) + 1 : 256;
     if (rc == 0 && use_slurm) {
-        const char *url = remote ? (remote_opt ? remote_opt : getenv("QPIPE_REMOTE_CACHE")) : NULL;
-        job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache), .remote_url = url,
+        job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache),
+                       .remote_url = remote ? qp_remote_url(remote) : NULL,
                        .remote_mode = remote_mode, .memory = memory_opt, .frozen = o.frozen,
                        .ignore_memory = eo.ignore_memory};
         if ((rc = slurm_open(&slurm, r, argv[optind], &ja, partition, slurm_logs, threads_given ? o.threads : 0)) == 0)

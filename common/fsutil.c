@@ -243,6 +243,32 @@ int qp_read_file_nofollow(const char *path, size_t max, char **out, size_t *out_
     return read_file(path, max, 1, out, out_len);
 }
 
+int qp_read_file_tail(const char *path, size_t max, char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a FIFO is not waited on */
+    if (fd < 0)
+        return qp_error_errno(errno == ENOENT ? QP_ENOTFOUND : QP_ERROR, "%s: cannot read", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return qp_error_set(QP_ERROR, "%s: not a regular file", path);
+    }
+    off_t from = st.st_size > (off_t)max ? st.st_size - (off_t)max : 0;
+    char *buf = qp_xmalloc((size_t)(st.st_size - from) + 1);
+    ssize_t n = pread(fd, buf, (size_t)(st.st_size - from), from);
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return qp_error_errno(QP_ERROR, "%s: cannot read", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *out_len = (size_t)n;
+    return 0;
+}
+
 /* name in the directory parent; path is its whole path, for messages.  Each
  * directory is entered with O_NOFOLLOW through the descriptor of its
  * parent, so a directory swapped for a symbolic link while the removal

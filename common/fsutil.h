@@ -27,6 +27,9 @@ int qp_read_file_max(const char *path, size_t max, char **out, size_t *out_len);
 /* qp_read_file_max that does not follow a symbolic link (QP_ECORRUPT when
  * path is one): the cache's own small files. */
 int qp_read_file_nofollow(const char *path, size_t max, char **out, size_t *out_len);
+/* The last (at most) max bytes of a file, NUL-terminated (*out malloc'ed):
+ * the end of a log, whatever its size. */
+int qp_read_file_tail(const char *path, size_t max, char **out, size_t *out_len);
 
 /* Makes a unique temp file (O_EXCL) in dir with the given prefix; returns
  * the fd and writes the path (malloc'ed) to *out_path. */

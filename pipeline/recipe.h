@@ -74,4 +74,8 @@ const qp_stage_decl *qp_recipe_stage(const qp_recipe *r, size_t i);
 /* Index of a stage id, or -1. */
 long qp_recipe_find(const qp_recipe *r, const char *id);
 
+/* A Slurm partition name (or several joined by ','): letters, digits, '_',
+ * '.', '-', at most 128 bytes; what resources: and --partition accept. */
+int qp_recipe_partition_ok(const char *s);
+
 #endif

@@ -78,15 +78,11 @@ minutes:
     return (sec + 59) / 60;
 }
 
-static int partition_ok(const char *s)
+int qp_recipe_partition_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 128)
-        return 0;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("_.-,", *s))
-            return 0;
-    return 1;
+    return n > 0 && n <= 128 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,-") == n;
 }
 
 static int one(json_t *res, const qp_ynode *key, const qp_ynode *val, const json_t *scope, const char *path,
@@ -126,7 +122,7 @@ static int one(json_t *res, const qp_ynode *key, const qp_ynode *val, const json
         else
             json_object_set_new(res, k, json_integer(min));
     } else if (!strcmp(k, "partition")) {
-        if (!json_is_string(v) || !partition_ok(json_string_value(v)))
+        if (!json_is_string(v) || !qp_recipe_partition_ok(json_string_value(v)))
             rc = qp_recipe_fail(path, val->mark, "resources 'partition' of stage '%s' must be a Slurm partition name "
                                 "(letters, digits, '_', '.', '-'; several joined by ',')", stage);
         else

@@ -687,23 +687,12 @@ static void on_submit(void *ud, const char *job)
 
 /* How a stage's job ended, into the run record, and its result read back
  * from the cache the job stored it in. */
-static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t, const qp_slurm_request *req)
+static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t)
 {
     const char *id = s->decl->id;
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "job", t->job, "log", t->log ? t->log : "", "err",
-                          t->err ? t->err : "", "state", t->state[0] ? t->state : "forgotten", "exit", t->exit_code,
-                          "cpus", req->cpus);
-    if (req->mem_mb)
-        json_object_set_new(j, "mem_mb", json_integer((json_int_t)req->mem_mb));
-    if (req->time_min)
-        json_object_set_new(j, "time_min", json_integer(req->time_min));
-    if (req->gpus)
-        json_object_set_new(j, "gpus", json_integer(req->gpus));
-    if (req->partition[0])
-        json_object_set_new(j, "partition", json_string(req->partition));
     if (!s->record)
         s->record = json_object();
-    json_object_set_new(s->record, "slurm", j);
+    json_object_set_new(s->record, "slurm", qp_slurm_task_json(t));
     if (!qp_slurm_task_ok(t)) {
         char *tail = qp_slurm_log_tail(t->err, 6, 700);
         char how[48] = "";
@@ -760,12 +749,11 @@ static void finish_stages(runner *R, stage_state **v, const int *rcs, char **msg
 static void run_group(runner *R, stage_state **group, size_t n)
 {
     stage_state **todo = qp_xcalloc(n, sizeof(*todo)), **done = qp_xcalloc(n, sizeof(*done));
-    const char **ids = qp_xcalloc(n, sizeof(*ids)), **keys = qp_xcalloc(n, sizeof(*keys));
-    int *force = qp_xcalloc(n, sizeof(*force)), *rcs = qp_xcalloc(n, sizeof(*rcs));
+    qp_slurm_stage *st = qp_xcalloc(n, sizeof(*st));
+    int *rcs = qp_xcalloc(n, sizeof(*rcs));
     char **msgs = qp_xcalloc(n, sizeof(*msgs));
     qp_slurm_task *tasks = qp_xcalloc(n, sizeof(*tasks));
     size_t m = 0, k = 0;
-    qp_slurm_request req = {0};
     for (size_t i = 0; i < n; i++) {
         stage_state *s = group[i];
         s->submit = 0;
@@ -776,19 +764,8 @@ static void run_group(runner *R, stage_state **group, size_t n)
             done[k++] = s;
             continue;
         }
-        /* an array asks each task for the most any of them needs */
-        qp_slurm_request r1;
-        qp_slurm_request_for(R->opt->slurm, s->decl, &r1);
-        if (m == 0)
-            req = r1;
-        req.cpus = r1.cpus > req.cpus ? r1.cpus : req.cpus;
-        req.mem_mb = r1.mem_mb > req.mem_mb ? r1.mem_mb : req.mem_mb;
-        req.time_min = r1.time_min > req.time_min ? r1.time_min : req.time_min;
-        req.gpus = r1.gpus > req.gpus ? r1.gpus : req.gpus;
-        todo[m] = s;
-        ids[m] = s->decl->id;
-        keys[m] = s->key;
-        force[m++] = s->forced;
+        st[m] = (qp_slurm_stage){.decl = s->decl, .key = s->key, .force = s->forced};
+        todo[m++] = s;
     }
     if (k > 0)
         finish_stages(R, done, rcs, msgs, k);
@@ -807,11 +784,11 @@ static void run_group(runner *R, stage_state **group, size_t n)
     } else if (m > 0) {
         submit_note sn = {R, todo, m};
         double t0 = qp_now();
-        int rc = qp_slurm_run(R->opt->slurm, todo[0]->decl->base, ids, keys, force, m, &req, on_submit, &sn, tasks);
+        int rc = qp_slurm_run(R->opt->slurm, st, m, on_submit, &sn, tasks);
         char *msg = rc ? qp_strdup(qp_error_last()) : NULL;
         for (size_t j = 0; j < m; j++) {
             todo[j]->seconds = qp_now() - t0;
-            rcs[j] = rc ? rc : finish_job(R, todo[j], &tasks[j], &req);
+            rcs[j] = rc ? rc : finish_job(R, todo[j], &tasks[j]);
             msgs[j] = rcs[j] ? qp_strdup(rc ? msg : qp_error_last()) : NULL;
         }
         free(msg);
@@ -820,9 +797,7 @@ static void run_group(runner *R, stage_state **group, size_t n)
     }
     free(todo);
     free(done);
-    free(ids);
-    free(keys);
-    free(force);
+    free(st);
     free(rcs);
     free(msgs);
     free(tasks);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +27,10 @@
 #define SLURM_CMD_TIMEOUT_S 60
 
 struct qp_slurm {
-    qp_slurm_options o;
-    char *qpipe, *workdir, *log_dir, *partition;
+    char *qpipe, *workdir, *log_dir, *partition;   /* owned copies of the options */
     char **run_args;
+    int default_cpus;
+    double poll_seconds;
     qp_recipe_estimate *est;
     pthread_mutex_t mu;
     unsigned serial;                  /* job scripts written so far */
@@ -36,7 +38,6 @@ struct qp_slurm {
     qp_buf uncancelled;               /* ids scancel failed on */
     struct sigaction old_int, old_term;
 };
-
 /* set by the handler, read by every worker thread: a lock-free atomic is
  * both async-signal-safe and free of a data race */
 static atomic_int interrupted;
@@ -76,21 +77,19 @@ static void sh_quote(qp_buf *b, const char *s)
  * that is no array).  The script does not exec qpipe: it prints the exit
  * status last, which is how an ending is still known after Slurm has
  * forgotten the job (MinJobAge). */
-static char *job_script(const qp_slurm *s, const char *const *ids, const char *const *keys, const int *force,
-                        size_t n, int threads)
+static char *job_script(const qp_slurm *s, const qp_slurm_stage *st, size_t n, int threads)
 {
     qp_buf b = QP_BUF_INIT;
     qp_buf_puts(&b, "#!/bin/sh\n# written by qpipe: one recipe stage per task\n");
     qp_buf_puts(&b, "force=\ncase \"${SLURM_ARRAY_TASK_ID:-0}\" in\n");
     for (size_t i = 0; i < n; i++) {
         qp_buf_printf(&b, "%zu) stage=", i);
-        sh_quote(&b, ids[i]);
+        sh_quote(&b, st[i].decl->id);
         qp_buf_puts(&b, "; key=");
-        sh_quote(&b, keys[i]);
-        if (force[i]) {
-            qp_buf_puts(&b, "; force=");
-            qp_buf_puts(&b, "--force=");
-            sh_quote(&b, ids[i]);   /* '--force=''q@a''' reads as one word */
+        sh_quote(&b, st[i].key);
+        if (st[i].force) {
+            qp_buf_puts(&b, "; force=--force=");
+            sh_quote(&b, st[i].decl->id);   /* --force='q@a': one word */
         }
         qp_buf_puts(&b, " ;;\n");
     }
@@ -226,33 +225,27 @@ void qp_slurm_parse_scontrol(const char *text, const char *job_id, qp_slurm_task
  * its very last line: only the log's end is read), -1 none. */
 static int exit_from_log(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *text = NULL;
+    size_t len = 0;
+    if (qp_read_file_tail(path, 4096, &text, &len) != 0) {
+        qp_error_clear();
         return -1;
-    char buf[4096];
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : 0;
-    fseek(f, size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0, SEEK_SET);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
+    }
     int code = -1;
-    for (const char *p = buf; (p = strstr(p, "qpipe-slurm-exit: ")) != NULL; p++)
+    for (const char *p = text; (p = strstr(p, "qpipe-slurm-exit: ")) != NULL; p++)
         code = atoi(p + 18);
+    free(text);
     return code;
 }
 
 char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *buf = NULL;
+    size_t n = 0;
+    if (qp_read_file_tail(path, 16384, &buf, &n) != 0) {
+        qp_error_clear();
         return qp_strfmt("(no log at %s)", path);
-    char buf[16384];
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : 0;
-    long from = size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0;
-    fseek(f, from, SEEK_SET);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
+    }
     /* the last max_lines non-empty lines, without the exit marker */
     const char *lines[64];
     size_t lens[64];
@@ -279,6 +272,7 @@ char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars)
         for (size_t k = 0; k < lens[i]; k++)   /* one line: control bytes (a progress bar's \r) become spaces */
             qp_buf_putc(&b, (unsigned char)lines[i][k] < 0x20 ? ' ' : lines[i][k]);
     }
+    free(buf);
     if (!b.len)
         qp_buf_puts(&b, "(empty log)");
     if (b.len > max_chars && max_chars > 3) {
@@ -311,17 +305,6 @@ static int default_cpus(void)
     return most <= 0 ? 1 : most < 8 ? most : 8;
 }
 
-/* Stages whose work is reading and writing, not arithmetic: one CPU
- * unless their resources: say otherwise. */
-static int light_kind(const char *kind)
-{
-    static const char *const light[] = {"fetch", "gate", "select", "package", "run", NULL};
-    for (const char *const *k = light; *k; k++)
-        if (!strcmp(kind, *k))
-            return 1;
-    return 0;
-}
-
 int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
 {
     *out = NULL;
@@ -329,9 +312,7 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
     for (size_t i = 0; i < 3; i++) {
         const char *argv[] = {tools[i], "--version", NULL};
         int code = 0;
-        qp_buf err = QP_BUF_INIT;
-        int rc = qp_spawn_capture(argv, NULL, &err, &code);
-        qp_buf_free(&err);
+        int rc = qp_spawn_capture(argv, NULL, NULL, &code);
         if (rc == 0 && code != 0)
             rc = qp_error_set(QP_ERROR, "%s --version failed (exit %d)", tools[i], code);
         if (rc != 0) {
@@ -347,13 +328,10 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
         return qp_error_set(QP_EUSAGE, "--executor slurm: the job log directory %s has a backslash, which stops "
                             "Slurm from naming logs by job id; give another with --slurm-log-dir", o->log_dir);
     if (qp_mkdir_p(o->log_dir, 0755) != 0) {
-        char why[QP_ERROR_MAX];
-        snprintf(why, sizeof(why), "%s", qp_error_last());
-        return qp_error_set(QP_ERROR, "--executor slurm: cannot create the job log directory %s: %s; give another "
-                            "with --slurm-log-dir", o->log_dir, why);
+        qp_error_prefix("--executor slurm: cannot create the job log directory (give another with --slurm-log-dir)");
+        return QP_ERROR;
     }
     qp_slurm *s = qp_xcalloc(1, sizeof(*s));
-    s->o = *o;
     s->qpipe = qp_strdup(o->qpipe);
     s->workdir = qp_strdup(o->workdir);
     s->log_dir = qp_strdup(o->log_dir);
@@ -364,16 +342,13 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
     s->run_args = qp_xcalloc(na + 1, sizeof(char *));
     for (size_t i = 0; i < na; i++)
         s->run_args[i] = qp_strdup(o->run_args[i]);
-    if (s->o.poll_seconds < 0.05)
-        s->o.poll_seconds = 0.05;
-    if (s->o.default_cpus <= 0)
-        s->o.default_cpus = default_cpus();
+    s->poll_seconds = o->poll_seconds < 0.05 ? 0.05 : o->poll_seconds;
+    s->default_cpus = o->default_cpus > 0 ? o->default_cpus : default_cpus();
     /* the shapes-only estimate (no machine calibration): the same the
      * memory check uses; its times are those of the default machine */
     qp_est_machine m;
-    int threads = s->o.default_cpus;
-    qp_est_machine_defaults(&m, threads);
-    s->est = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, threads);
+    qp_est_machine_defaults(&m, s->default_cpus);
+    s->est = qp_recipe_estimate_new(r, NULL, &m, &qp_est_coef_default, s->default_cpus);
     qp_error_clear();
     pthread_mutex_init(&s->mu, NULL);
     atomic_store(&interrupted, 0);
@@ -406,35 +381,47 @@ void qp_slurm_free(qp_slurm *s)
     free(s);
 }
 
-void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_request *out)
+/* One stage's request: its resources:, else the estimate, else the
+ * executor's defaults (one CPU for a stage that does not compute). */
+static void request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_request *out)
 {
     memset(out, 0, sizeof(*out));
     const json_t *res = d->resources;
     qp_est_result e;
     memset(&e, 0, sizeof(e));
     int have_est = s->est && qp_recipe_estimate_stage(s->est, d->id, &e) == 0 && e.known;
-    out->cpus = json_is_integer(json_object_get(res, "cpus")) ? (int)json_integer_value(json_object_get(res, "cpus"))
-                : light_kind(d->kind->name)                ? 1
-                                                           : s->o.default_cpus;
-    if (json_is_integer(json_object_get(res, "mem")))
+    const json_t *cpus = json_object_get(res, "cpus");
+    out->cpus = cpus ? (int)json_integer_value(cpus) : d->kind->uses_threads ? s->default_cpus : 1;
+    if (json_object_get(res, "mem"))
         out->mem_mb = ((uint64_t)json_integer_value(json_object_get(res, "mem")) + (1u << 20) - 1) >> 20;
     else if (have_est && e.peak_rss > 0)
         /* 25% over the prediction and 256 MiB for the shell and the loader */
         out->mem_mb = (uint64_t)((double)e.peak_rss * 1.25 / 1048576.0) + 256;
-    if (json_is_integer(json_object_get(res, "time")))
+    if (json_object_get(res, "time"))
         out->time_min = (long)json_integer_value(json_object_get(res, "time"));
     else if (have_est && e.seconds > 0) {
         double min = e.seconds * 4.0 / 60.0 + 5.0;
         out->time_min = min < 10 ? 10 : (long)min + 1;
     }
-    if (json_is_integer(json_object_get(res, "gpus")))
-        out->gpus = (int)json_integer_value(json_object_get(res, "gpus"));
+    out->gpus = (int)json_integer_value(json_object_get(res, "gpus"));
     const char *part = json_string_value(json_object_get(res, "partition"));
-    if (!part)
-        part = s->partition;
-    if (part)
-        snprintf(out->partition, sizeof(out->partition), "%s", part);
+    snprintf(out->partition, sizeof(out->partition), "%s", part ? part : s->partition ? s->partition : "");
     qp_error_clear();
+}
+
+/* What a job of stages st[0..n) asks for: the most any of them needs
+ * (they share one partition: the runner groups them so). */
+static void request_for_all(const qp_slurm *s, const qp_slurm_stage *st, size_t n, qp_slurm_request *out)
+{
+    request_for(s, st[0].decl, out);
+    for (size_t i = 1; i < n; i++) {
+        qp_slurm_request r1;
+        request_for(s, st[i].decl, &r1);
+        out->cpus = r1.cpus > out->cpus ? r1.cpus : out->cpus;
+        out->mem_mb = r1.mem_mb > out->mem_mb ? r1.mem_mb : out->mem_mb;
+        out->time_min = r1.time_min > out->time_min ? r1.time_min : out->time_min;
+        out->gpus = r1.gpus > out->gpus ? r1.gpus : out->gpus;
+    }
 }
 
 int qp_slurm_task_ok(const qp_slurm_task *t)
@@ -444,6 +431,23 @@ int qp_slurm_task_ok(const qp_slurm_task *t)
     if (!strcmp(t->state, "FAILED") && t->exit_code == 3 && t->signal == 0)
         return 1;
     return t->state[0] == 0 && (t->exit_code == 0 || t->exit_code == 3);
+}
+
+json_t *qp_slurm_task_json(const qp_slurm_task *t)
+{
+    const qp_slurm_request *req = &t->req;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "job", t->job, "log", t->log ? t->log : "", "err",
+                          t->err ? t->err : "", "state", t->state[0] ? t->state : "forgotten", "exit", t->exit_code,
+                          "cpus", req->cpus);
+    if (req->mem_mb)
+        json_object_set_new(j, "mem_mb", json_integer((json_int_t)req->mem_mb));
+    if (req->time_min)
+        json_object_set_new(j, "time_min", json_integer(req->time_min));
+    if (req->gpus)
+        json_object_set_new(j, "gpus", json_integer(req->gpus));
+    if (req->partition[0])
+        json_object_set_new(j, "partition", json_string(req->partition));
+    return j;
 }
 
 void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n)
@@ -523,171 +527,175 @@ static int nap(double seconds)
     return nanosleep(&ts, NULL) != 0 && errno == EINTR;
 }
 
-/* path for sbatch's --output/--error, where '%' starts a pattern ("%j"):
- * a literal one is written "%%" */
-static void slurm_pattern(char *out, size_t cap, const char *dir, const char *tail)
+/* A vector of sbatch's arguments, each one word (no shell between). */
+typedef struct {
+    char *v[24];
+    int n;
+} args;
+
+static void arg(args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void arg(args *a, const char *fmt, ...)
 {
     qp_buf b = QP_BUF_INIT;
-    for (const char *p = dir; *p; p++)
-        qp_buf_puts(&b, *p == '%' ? "%%" : (char[2]){*p, 0});
-    snprintf(out, cap, "%s/%s", qp_buf_cstr(&b), tail);
-    qp_buf_free(&b);
+    va_list ap;
+    va_start(ap, fmt);
+    qp_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    a->v[a->n++] = qp_buf_detach(&b, NULL);
 }
 
-int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const char *const *keys, const int *force,
-                 size_t n,
-                 const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
-                 qp_slurm_task *tasks)
+/* sbatch's --output/--error for the log directory, where '%' starts a
+ * pattern ("%j"): a literal one is written "%%" */
+static void log_arg(args *a, const qp_slurm *s, const char *opt, const char *tail)
 {
-    char job[32] = "";
-    char *script_path = NULL, *script = NULL;
-    qp_buf out = QP_BUF_INIT, err = QP_BUF_INIT;
-    int rc = 0, code = 0;
-    for (size_t i = 0; i < n; i++) {
-        memset(&tasks[i], 0, sizeof(tasks[i]));
-        tasks[i].exit_code = -1;
-    }
-    if (atomic_load(&interrupted)) {
-        rc = qp_error_set(QP_ERROR, "interrupted: stage '%s' was not submitted", ids[0]);
-        goto done;
-    }
+    qp_buf b = QP_BUF_INIT;
+    qp_buf_printf(&b, "--%s=", opt);
+    for (const char *p = s->log_dir; *p; p++)
+        qp_buf_puts(&b, *p == '%' ? "%%" : (char[2]){*p, 0});
+    qp_buf_printf(&b, "/%s", tail);
+    a->v[a->n++] = qp_buf_detach(&b, NULL);
+}
+
+/* Writes the job script and submits it: job gets sbatch's job id. */
+static int submit(qp_slurm *s, const qp_slurm_stage *st, size_t n, const qp_slurm_request *req, char job[32])
+{
     pthread_mutex_lock(&s->mu);
     unsigned serial = ++s->serial;
     pthread_mutex_unlock(&s->mu);
-    script_path = qp_strfmt("%s/job-%ld-%u.sh", s->log_dir, (long)getpid(), serial);
-    script = job_script(s, ids, keys, force, n, req->cpus);
-    if (qp_write_file_atomic(script_path, script, strlen(script), NULL) != 0) {
+    char *script_path = qp_strfmt("%s/job-%ld-%u.sh", s->log_dir, (long)getpid(), serial);
+    char *script = job_script(s, st, n, req->cpus);
+    args a = {.n = 0};
+    qp_buf out = QP_BUF_INIT, err = QP_BUF_INIT;
+    int code = 0, rc = qp_write_file_atomic(script_path, script, strlen(script), NULL);
+    if (rc != 0) {
         qp_error_prefix("--executor slurm");
-        rc = QP_ERROR;
         goto done;
     }
-    /* argv of sbatch: every value is one word, no shell between */
-    char a_name[160], a_chdir[4200], a_out[4300], a_err[4300], a_cpus[32], a_mem[48], a_time[32], a_gres[32],
-        a_part[160],
-        a_array[48];
-    const char *argv[24];
-    int k = 0;
-    argv[k++] = "sbatch";
-    argv[k++] = "--parsable";
-    snprintf(a_name, sizeof(a_name), "--job-name=qpipe:%s", name);
-    argv[k++] = a_name;
-    snprintf(a_chdir, sizeof(a_chdir), "--chdir=%s", s->workdir);
-    argv[k++] = a_chdir;
-    argv[k++] = "--export=ALL";
+    arg(&a, "sbatch");
+    arg(&a, "--parsable");
+    arg(&a, "--job-name=qpipe:%s", st[0].decl->base);
+    arg(&a, "--chdir=%s", s->workdir);
+    arg(&a, "--export=ALL");
     /* stdout and stderr apart, as Slurm users expect: a failure's tail
      * comes from the .err, without qpipe's summary table */
-    char pat[4200];
-    slurm_pattern(pat, sizeof(pat), s->log_dir, n > 1 ? "%A_%a.out" : "%j.out");
-    snprintf(a_out, sizeof(a_out), "--output=%s", pat);
-    argv[k++] = a_out;
-    slurm_pattern(pat, sizeof(pat), s->log_dir, n > 1 ? "%A_%a.err" : "%j.err");
-    snprintf(a_err, sizeof(a_err), "--error=%s", pat);
-    argv[k++] = a_err;
-    snprintf(a_cpus, sizeof(a_cpus), "--cpus-per-task=%d", req->cpus > 0 ? req->cpus : 1);
-    argv[k++] = a_cpus;
-    if (req->mem_mb) {
-        snprintf(a_mem, sizeof(a_mem), "--mem=%lluM", (unsigned long long)req->mem_mb);
-        argv[k++] = a_mem;
-    }
-    if (req->time_min) {
-        snprintf(a_time, sizeof(a_time), "--time=%ld", req->time_min);
-        argv[k++] = a_time;
-    }
-    if (req->gpus) {
-        snprintf(a_gres, sizeof(a_gres), "--gres=gpu:%d", req->gpus);
-        argv[k++] = a_gres;
-    }
-    if (req->partition[0]) {
-        snprintf(a_part, sizeof(a_part), "--partition=%s", req->partition);
-        argv[k++] = a_part;
-    }
-    if (n > 1) {
-        snprintf(a_array, sizeof(a_array), "--array=0-%zu", n - 1);
-        argv[k++] = a_array;
-    }
-    argv[k++] = script_path;
-    argv[k] = NULL;
-    if ((rc = qp_spawn_capture(argv, &out, &err, &code)) != 0) {
-        qp_error_prefix("stage '%s': cannot submit", ids[0]);
+    log_arg(&a, s, "output", n > 1 ? "%A_%a.out" : "%j.out");
+    log_arg(&a, s, "error", n > 1 ? "%A_%a.err" : "%j.err");
+    arg(&a, "--cpus-per-task=%d", req->cpus > 0 ? req->cpus : 1);
+    if (req->mem_mb)
+        arg(&a, "--mem=%lluM", (unsigned long long)req->mem_mb);
+    if (req->time_min)
+        arg(&a, "--time=%ld", req->time_min);
+    if (req->gpus)
+        arg(&a, "--gres=gpu:%d", req->gpus);
+    if (req->partition[0])
+        arg(&a, "--partition=%s", req->partition);
+    if (n > 1)
+        arg(&a, "--array=0-%zu", n - 1);
+    arg(&a, "%s", script_path);
+    a.v[a.n] = NULL;
+    if ((rc = qp_spawn_capture((const char *const *)a.v, &out, &err, &code)) != 0) {
+        qp_error_prefix("stage '%s': cannot submit", st[0].decl->id);
         goto done;
     }
-    const char *txt = out.data ? out.data : "";
+    const char *txt = qp_buf_cstr(&out);
     size_t digits = strspn(txt, "0123456789");
-    if (code != 0 || digits == 0 || digits >= sizeof(job)) {
+    if (code != 0 || digits == 0 || digits >= 32) {
         char why[600];
         first_line(err.len ? &err : &out, why, sizeof(why));
-        rc = qp_error_set(QP_ERROR, "stage '%s': sbatch refused the job (exit %d): %s", ids[0], code,
+        rc = qp_error_set(QP_ERROR, "stage '%s': sbatch refused the job (exit %d): %s", st[0].decl->id, code,
                           why[0] ? why : "(no message)");
         goto done;
     }
     memcpy(job, txt, digits);
     job[digits] = 0;
-    if (on_submit)
-        on_submit(ud, job);
-    for (size_t i = 0; i < n; i++) {
-        if (n > 1) {
-            snprintf(tasks[i].job, sizeof(tasks[i].job), "%s_%zu", job, i);
-        } else {
-            snprintf(tasks[i].job, sizeof(tasks[i].job), "%s", job);
-        }
-        tasks[i].log = qp_strfmt("%s/%s.out", s->log_dir, tasks[i].job);
-        tasks[i].err = qp_strfmt("%s/%s.err", s->log_dir, tasks[i].job);
-    }
+done:
+    for (int i = 0; i < a.n; i++)
+        free(a.v[i]);
+    qp_buf_free(&out);
+    qp_buf_free(&err);
+    free(script);
+    free(script_path);
+    return rc;
+}
+
+/* Polls job until each of its n tasks has ended; Ctrl-C cancels it. */
+static int wait_ended(qp_slurm *s, const char *job, qp_slurm_task *tasks, size_t n)
+{
+    qp_buf out = QP_BUF_INIT, err = QP_BUF_INIT;
     double failing_since = 0;
+    int rc = 0;
     for (;;) {
         int all_ended = 1;
         for (size_t i = 0; i < n; i++)
-            all_ended &= state_ended(tasks[i].state) || tasks[i].state[0] == '?';
+            all_ended &= state_ended(tasks[i].state);
         if (all_ended)
             break;
-        if (nap(s->o.poll_seconds) || atomic_load(&interrupted)) {
+        if (nap(s->poll_seconds) || atomic_load(&interrupted)) {
             rc = cancel(s, job, "interrupted");
-            goto done;
+            break;
         }
         const char *sc[] = {"scontrol", "-o", "show", "job", job, NULL};
+        int code = -1;
         qp_buf_truncate(&out, 0);
         qp_buf_truncate(&err, 0);
         if (qp_spawn_capture_timed(sc, &out, &err, &code, SLURM_CMD_TIMEOUT_S) != 0) {
-            qp_buf_truncate(&err, 0);
             qp_buf_puts(&err, qp_error_last());
+            qp_error_clear();
             code = -1;
         }
         if (code == 0) {
             failing_since = 0;
             qp_slurm_parse_scontrol(qp_buf_cstr(&out), job, tasks, n);
             warn_held(tasks, n);
-            continue;
-        }
-        if (strstr(qp_buf_cstr(&err), "Invalid job id")) {
+        } else if (strstr(qp_buf_cstr(&err), "Invalid job id")) {
             /* forgotten (MinJobAge passed while we were not looking): what
              * the script printed last says how each task ended */
             for (size_t i = 0; i < n; i++)
                 if (!state_ended(tasks[i].state)) {
-                    tasks[i].state[0] = '?';
-                    tasks[i].state[1] = 0;
+                    tasks[i].state[0] = 0;
+                    tasks[i].exit_code = exit_from_log(tasks[i].log);
                 }
-            continue;
-        }
-        qp_error_clear();
-        if (failing_since == 0)
+            break;
+        } else if (failing_since == 0) {
             failing_since = qp_now();
-        else if (qp_now() - failing_since > CONTROLLER_PATIENCE_S) {
+        } else if (qp_now() - failing_since > CONTROLLER_PATIENCE_S) {
             char why[200], reason[300];
             first_line(&err, why, sizeof(why));
             snprintf(reason, sizeof(reason), "scontrol has failed for %.0f s (%s)", CONTROLLER_PATIENCE_S, why);
             rc = cancel(s, job, reason);
-            goto done;
+            break;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        if (tasks[i].state[0] == '?') {
-            tasks[i].state[0] = 0;
-            tasks[i].exit_code = exit_from_log(tasks[i].log);
-        }
-done:
     qp_buf_free(&out);
     qp_buf_free(&err);
-    free(script);
-    free(script_path);
     return rc;
+}
+
+int qp_slurm_run(qp_slurm *s, const qp_slurm_stage *st, size_t n, void (*on_submit)(void *ud, const char *job),
+                 void *ud, qp_slurm_task *tasks)
+{
+    qp_slurm_request req;
+    request_for_all(s, st, n, &req);
+    for (size_t i = 0; i < n; i++) {
+        memset(&tasks[i], 0, sizeof(tasks[i]));
+        tasks[i].exit_code = -1;
+        tasks[i].req = req;
+    }
+    if (atomic_load(&interrupted))
+        return qp_error_set(QP_ERROR, "interrupted: stage '%s' was not submitted", st[0].decl->id);
+    char job[32];
+    int rc = submit(s, st, n, &req, job);
+    if (rc != 0)
+        return rc;
+    if (on_submit)
+        on_submit(ud, job);
+    for (size_t i = 0; i < n; i++) {
+        if (n > 1)
+            snprintf(tasks[i].job, sizeof(tasks[i].job), "%s_%zu", job, i);
+        else
+            snprintf(tasks[i].job, sizeof(tasks[i].job), "%s", job);
+        tasks[i].log = qp_strfmt("%s/%s.out", s->log_dir, tasks[i].job);
+        tasks[i].err = qp_strfmt("%s/%s.err", s->log_dir, tasks[i].job);
+    }
+    return wait_ended(s, job, tasks, n);
 }

@@ -34,7 +34,7 @@ typedef struct {
     double poll_seconds;          /* between polls of scontrol */
 } qp_slurm_options;
 
-/* What one job (or each task of an array) asks for; 0 / NULL: not asked
+/* What one job (or each task of an array) asks for; 0 / "": not asked
  * (the partition's default). */
 typedef struct {
     int cpus;
@@ -43,6 +43,14 @@ typedef struct {
     int gpus;
     char partition[136];
 } qp_slurm_request;
+
+/* A stage to submit. */
+typedef struct {
+    const qp_stage_decl *decl;   /* its id, kind and resources: */
+    const char *key;             /* the key this run computed: its job refuses to run another (the recipe
+                                    changed after submission) */
+    int force;                   /* --force applies to it */
+} qp_slurm_stage;
 
 /* How one stage's job ended. */
 typedef struct {
@@ -55,6 +63,7 @@ typedef struct {
     int warned;         /* a held job was reported */
     char *log;          /* absolute path of its log: qpipe's stage lines and summary (malloc'ed) */
     char *err;          /* of its stderr: the stage's warnings, qpipe's error, Slurm's own notes */
+    qp_slurm_request req;   /* what its job asked for */
 } qp_slurm_task;
 
 /* Checks that sbatch, scontrol and scancel run and creates log_dir; the
@@ -63,32 +72,30 @@ typedef struct {
 int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o);
 void qp_slurm_free(qp_slurm *s);
 
-/* A stage's request: its `resources:` (decl->resources), else the
- * estimate's peak RSS + 25% and 4x its time (at least 10 minutes), else
- * the executor's defaults. */
-void qp_slurm_request_for(const qp_slurm *s, const qp_stage_decl *d, qp_slurm_request *out);
-
-/* Submits stages ids[0..n) (n ≥ 1; n > 1 makes a job array, task i runs
- * ids[i]) with `force[i]` adding --force=ID and keys[i] the key this run
- * computed for it (the job refuses to run a stage whose key differs: the
- * recipe changed after submission), and waits until every task has ended.
- * on_submit (may be NULL) is told the job id once it is known.
- * tasks[i] gets how ids[i]'s job ended (free with qp_slurm_tasks_clear).
- * Returns 0 once all ended, whatever their states; QP_ERROR with sbatch's
- * own message when the submission failed; QP_ERROR "interrupted" when
- * Ctrl-C came (its jobs are cancelled first). */
-int qp_slurm_run(qp_slurm *s, const char *name, const char *const *ids, const char *const *keys, const int *force,
-                 size_t n,
-                 const qp_slurm_request *req, void (*on_submit)(void *ud, const char *job), void *ud,
-                 qp_slurm_task *tasks);
+/* Submits stages st[0..n) (n ≥ 1; n > 1 makes a job array, task i runs
+ * st[i]) and waits until every task has ended.  Each job asks for the most
+ * any of the stages needs: its `resources:`, else the estimate (peak RSS +
+ * 25% + 256 MiB, 4x its time + 5 minutes, at least 10), else the
+ * executor's defaults.  on_submit (may be NULL) is told the job id once it
+ * is known.  tasks[i] gets how st[i]'s job ended (free with
+ * qp_slurm_tasks_clear).  Returns 0 once all ended, whatever their states;
+ * QP_ERROR with sbatch's own message when the submission failed; QP_ERROR
+ * "interrupted" when Ctrl-C came (its jobs are cancelled first). */
+int qp_slurm_run(qp_slurm *s, const qp_slurm_stage *st, size_t n, void (*on_submit)(void *ud, const char *job),
+                 void *ud, qp_slurm_task *tasks);
 void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n);
 
 /* 1 when the task ended so that the stage's result is in the cache:
  * COMPLETED, or the exit status 3 of a rejecting gate. */
 int qp_slurm_task_ok(const qp_slurm_task *t);
 
-/* The last lines of a log (the stderr file: where a failure says why) (at most max_lines lines, max_chars bytes), one
- * line joined with " | " (malloc'ed; "(no log at PATH)" when unreadable). */
+/* The run record's account of a task: {job, log, err, state, exit, cpus,
+ * and mem_mb, time_min, gpus, partition when asked}. */
+json_t *qp_slurm_task_json(const qp_slurm_task *t);
+
+/* The last lines of a log (the stderr file: where a failure says why), at
+ * most max_lines lines and max_chars bytes, joined with " | " into one line
+ * (malloc'ed; "(no log at PATH)" when unreadable). */
 char *qp_slurm_log_tail(const char *path, int max_lines, size_t max_chars);
 
 /* 1 once Ctrl-C or SIGTERM arrived while the executor was in use. */

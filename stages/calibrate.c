@@ -300,5 +300,6 @@ const qp_stage_kind qp_stage_calibrate = {
     .accepts = QP_ART_MODEL, .min_inputs = 1, .max_inputs = 1,
     .output = QP_ART_CALIB,
     .float_numerics = 1,
+    .uses_threads = 1,
     .run = calibrate_run,
 };

@@ -279,5 +279,6 @@ const qp_stage_kind qp_stage_evaluate = {
     .accepts = QP_ART_MODEL | QP_ART_QMODEL, .min_inputs = 1, .max_inputs = 1,
     .output = QP_ART_METRICS,
     .float_numerics = 1,
+    .uses_threads = 1,
     .run = evaluate_run,
 };

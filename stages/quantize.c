@@ -644,6 +644,7 @@ const qp_stage_kind qp_stage_quantize = {
     .accepts = QP_ART_MODEL | QP_ART_CALIB, .min_inputs = 1, .max_inputs = 2,
     .output = QP_ART_QMODEL,
     .float_numerics = 1,
+    .uses_threads = 1,
     .validate = quantize_validate,
     .run = quantize_run,
 };

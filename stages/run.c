@@ -213,8 +213,10 @@ static void print_log_tail(const char *log_path)
 {
     char *text = NULL;
     size_t len = 0;
-    if (qp_read_file(log_path, &text, &len) != 0)
+    if (qp_read_file_tail(log_path, 1u << 20, &text, &len) != 0) {   /* a chatty command's log is not read whole */
+        qp_error_clear();
         return;
+    }
     /* the last 20 lines tell why the command failed */
     size_t lines = 0, start = len;
     while (start > 0 && lines <= 20)

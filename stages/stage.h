@@ -85,6 +85,9 @@ typedef struct qp_stage_kind {
      * (common/numerics.h) goes into the key, so a cache never mixes the
      * results of two profiles. */
     int float_numerics;
+    /* 1 when run() spreads its work over ctx->threads (forward passes,
+     * quantizers): a batch scheduler gives it several CPUs, the others one. */
+    int uses_threads;
     /* 1 when a rejected gate among the inputs is information, not a block
      * (select chooses among candidates, some of which fail their gates). */
     int consumes_rejections;

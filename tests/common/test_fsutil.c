@@ -134,6 +134,27 @@ static void test_map_file(void **state)
     munmap(map, n);
 }
 
+/* The end of a log whatever its size; a missing file, a directory refused. */
+static void test_read_file_tail(void **state)
+{
+    const char *dir = *state;
+    char *path = qp_path_join(dir, "log"), *text = NULL;
+    size_t n = 0;
+    assert_int_equal(qp_read_file_tail(path, 4, &text, &n), QP_ENOTFOUND);
+    qp_test_write_str(path, "first\nlast\n");
+    assert_int_equal(qp_read_file_tail(path, 5, &text, &n), 0);
+    assert_int_equal(n, 5);
+    assert_string_equal(text, "last\n");
+    free(text);
+    assert_int_equal(qp_read_file_tail(path, 1000, &text, &n), 0);   /* shorter than max: whole */
+    assert_string_equal(text, "first\nlast\n");
+    free(text);
+    assert_int_equal(qp_read_file_tail(dir, 10, &text, &n), QP_ERROR);
+    assert_non_null(strstr(qp_error_last(), "not a regular file"));
+    assert_null(text);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +164,7 @@ int main(void)
         /* common/fsutil.h */
         cmocka_unit_test_setup_teardown(test_tmp_publish_and_discard, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_map_file, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_read_file_tail, qp_test_setup_tmpdir, qp_test_teardown_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
