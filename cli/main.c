@@ -241,6 +241,7 @@ static void remote_report(qp_remote *r)
 typedef struct {
     const char *cache_dir, *remote_url, *remote_mode, *memory;
     int frozen, ignore_memory;
+    qp_remote *results_via;   /* --job-cache-dir: the results come back through it */
 } job_args;
 
 /* --executor slurm: the executor, told how to start this same program on
@@ -275,14 +276,15 @@ static int slurm_open(qp_slurm **out, const qp_recipe *r, const char *recipe_arg
     args[n] = NULL;
     double poll = 2.0;
     const char *env_poll = getenv("QPIPE_SLURM_POLL");   /* seconds between polls (tests use less) */
-    if (env_poll && *env_poll)
+    if (env_poll && *env_poll && atof(env_poll) > 0 && atof(env_poll) <= 60)
         poll = atof(env_poll);
     if (!self || !recipe || !cwd)
         rc = qp_error_errno(QP_ERROR, "--executor slurm: cannot resolve this program, %s or the working directory",
                             recipe_arg);
     else {
         qp_slurm_options so = {.qpipe = self, .workdir = cwd, .log_dir = log_dir, .partition = partition,
-                               .run_args = args, .default_cpus = cpus, .poll_seconds = poll > 0 ? poll : 2.0};
+                               .run_args = args, .default_cpus = cpus, .poll_seconds = poll,
+                               .results_via = ja->results_via};
         rc = qp_slurm_new(out, r, &so);
     }
     free(self);
@@ -407,8 +409,10 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         return usage_error("--estimate and --recalibrate go with %s", "'qpipe plan'");
     if (eo.recalibrate && !eo.estimate)
         return usage_error("--recalibrate goes with %s", "--estimate");
-    if ((use_slurm || partition || slurm_logs || job_cache) && (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
-        return usage_error("--executor, --partition, --slurm-log-dir and --job-cache-dir go with %s", "'qpipe run'");
+    if ((use_slurm || partition || slurm_logs || job_cache || o.expect_key) &&
+        (mode != QP_RUN_NORMAL || cache_xfer != XFER_NONE))
+        return usage_error("--executor, --partition, --slurm-log-dir, --job-cache-dir and --expect-key go with %s",
+                           "'qpipe run'");
     if (o.expect_key && !o.only_stage)
         return usage_error("--expect-key goes with %s", "--stage ID");
     if ((partition || slurm_logs || job_cache) && !use_slurm)
@@ -443,7 +447,7 @@ static int cmd_run(int argc, char **argv, qp_run_mode mode)
         o.jobs = qp_recipe_stage_count(r) < 256 ? (int)qp_recipe_stage_count(r) + 1 : 256;
     if (rc == 0 && use_slurm) {
         job_args ja = {.cache_dir = job_cache ? job_cache : qp_cache_dir(cache),
-                       .remote_url = remote ? qp_remote_url(remote) : NULL,
+                       .remote_url = remote ? qp_remote_url(remote) : NULL, .results_via = job_cache ? remote : NULL,
                        .remote_mode = remote_mode, .memory = memory_opt, .frozen = o.frozen,
                        .ignore_memory = eo.ignore_memory};
         if ((rc = slurm_open(&slurm, r, argv[optind], &ja, partition, slurm_logs, threads_given ? o.threads : 0)) == 0)

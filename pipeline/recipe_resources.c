@@ -81,8 +81,16 @@ minutes:
 int qp_recipe_partition_ok(const char *s)
 {
     size_t n = strlen(s);
-    return n > 0 && n <= 128 &&
-           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,-") == n;
+    if (n == 0 || n > 128 || strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,-") != n)
+        return 0;
+    /* each name of a list starts with a letter, a digit or '_' ("-x" would read as an option) */
+    for (const char *p = s; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return 0;
+        if (p[strcspn(p, ",")] == ',' && !p[strcspn(p, ",") + 1])
+            return 0;   /* a trailing ',' */
+    }
+    return 1;
 }
 
 static int one(json_t *res, const qp_ynode *key, const qp_ynode *val, const json_t *scope, const char *path,
@@ -102,8 +110,13 @@ static int one(json_t *res, const qp_ynode *key, const qp_ynode *val, const json
             json_object_set(res, k, v);
     } else if (!strcmp(k, "mem")) {
         uint64_t bytes = 0;
-        if (!json_is_string(v) || qp_parse_size(json_string_value(v), &bytes) != 0 || bytes < (1u << 20) ||
-            bytes > (1ull << 50)) {
+        const char *t = json_string_value(v);
+        size_t tl = t ? strlen(t) : 0;
+        while (tl > 0 && isspace((unsigned char)t[tl - 1]))
+            tl--;
+        /* a unit, not a bare count: Slurm reads "16" as 16 MB, qp_parse_size as 16 bytes */
+        if (!t || tl == 0 || !isalpha((unsigned char)t[tl - 1]) || qp_parse_size(t, &bytes) != 0 ||
+            bytes < (1u << 20) || bytes > (1ull << 50)) {
             qp_error_clear();
             rc = qp_recipe_fail(path, val->mark, "resources 'mem' of stage '%s' must be a size with its unit, from "
                                 "1M to 1024T, such as 16G or 512M", stage);

@@ -708,8 +708,9 @@ static int finish_job(runner *R, stage_state *s, const qp_slurm_task *t)
     int rc = cached_output(R, s, cached);
     if (rc == QP_ENOTFOUND)
         return qp_error_set(QP_ERROR, "stage '%s': Slurm job %s ended (%s) but its result (key %.12s) is not in the "
-                            "cache %s: the nodes must share this cache directory or a --remote-cache; log %s", id,
-                            t->job, t->state[0] ? t->state : "exit 0", s->key, qp_cache_dir(R->cache), t->log);
+                            "cache %s: the nodes must share this cache directory, or (--job-cache-dir) the job must "
+                            "have uploaded it to the remote cache; see its log %s", id, t->job,
+                            t->state[0] ? t->state : "exit 0", s->key, qp_cache_dir(R->cache), t->log);
     if (rc == 0)
         rc = qp_artifact_load(&s->artifact, R->cache, cached);
     if (rc != 0) {   /* a damaged result keeps its own code (QP_ECORRUPT: recomputed) */

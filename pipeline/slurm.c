@@ -31,6 +31,7 @@ struct qp_slurm {
     char **run_args;
     int default_cpus;
     double poll_seconds;
+    qp_remote *results_via;
     qp_recipe_estimate *est;
     pthread_mutex_t mu;
     unsigned serial;                  /* job scripts written so far */
@@ -56,6 +57,15 @@ static void on_signal(int sig)
 int qp_slurm_interrupted(void)
 {
     return atomic_load(&interrupted) != 0;
+}
+
+/* The first line of b, trimmed, into out (a one-line message). */
+static void first_line(const qp_buf *b, char *out, size_t cap)
+{
+    const char *t = qp_buf_cstr(b);
+    t += strspn(t, " \n");
+    size_t n = strcspn(t, "\n");
+    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), t);
 }
 
 /* ---------- a job's script ---------- */
@@ -311,16 +321,21 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
     static const char *const tools[] = {"sbatch", "scontrol", "scancel"};
     for (size_t i = 0; i < 3; i++) {
         const char *argv[] = {tools[i], "--version", NULL};
-        int code = 0;
-        int rc = qp_spawn_capture(argv, NULL, NULL, &code);
-        if (rc == 0 && code != 0)
-            rc = qp_error_set(QP_ERROR, "%s --version failed (exit %d)", tools[i], code);
-        if (rc != 0) {
-            char why[QP_ERROR_MAX];
-            snprintf(why, sizeof(why), "%s", qp_error_last());   /* the message is rewritten below */
-            return qp_error_set(QP_EUSAGE, "--executor slurm: %s cannot be run (%s); install the Slurm client "
-                                "(Debian: slurm-client) or run without --executor slurm", tools[i], why);
-        }
+        qp_buf err = QP_BUF_INIT;
+        int code = 0, rc = qp_spawn_capture(argv, NULL, &err, &code);
+        char why[300];
+        first_line(&err, why, sizeof(why));
+        qp_buf_free(&err);
+        if (rc == QP_ENOTFOUND)
+            return qp_error_set(QP_EUSAGE, "--executor slurm: %s is not installed; install the Slurm client "
+                                "(Debian: slurm-client) or run without --executor slurm", tools[i]);
+        if (rc != 0)
+            return rc;
+        /* installed but not working: most often no configuration (SLURM_CONF) */
+        if (code != 0)
+            return qp_error_set(QP_ERROR, "--executor slurm: '%s --version' failed (exit %d): %s; check the Slurm "
+                                "client's configuration (/etc/slurm/slurm.conf or $SLURM_CONF)", tools[i], code,
+                                why[0] ? why : "(no message)");
     }
     /* Slurm reads a backslash in --output as "expand no %j": the logs
      * would not be where the run looks for them */
@@ -342,7 +357,8 @@ int qp_slurm_new(qp_slurm **out, const qp_recipe *r, const qp_slurm_options *o)
     s->run_args = qp_xcalloc(na + 1, sizeof(char *));
     for (size_t i = 0; i < na; i++)
         s->run_args[i] = qp_strdup(o->run_args[i]);
-    s->poll_seconds = o->poll_seconds < 0.05 ? 0.05 : o->poll_seconds;
+    s->poll_seconds = o->poll_seconds < 0.05 ? 0.05 : o->poll_seconds > 60 ? 60 : o->poll_seconds;
+    s->results_via = o->results_via;
     s->default_cpus = o->default_cpus > 0 ? o->default_cpus : default_cpus();
     /* the shapes-only estimate (no machine calibration): the same the
      * memory check uses; its times are those of the default machine */
@@ -457,15 +473,6 @@ void qp_slurm_tasks_clear(qp_slurm_task *tasks, size_t n)
         free(tasks[i].err);
         tasks[i].log = tasks[i].err = NULL;
     }
-}
-
-/* The first line of b, trimmed, into out (a one-line message). */
-static void first_line(const qp_buf *b, char *out, size_t cap)
-{
-    const char *t = qp_buf_cstr(b);
-    t += strspn(t, " \n");
-    size_t n = strcspn(t, "\n");
-    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), t);
 }
 
 /* scancel, counted; on failure the message of the stage says so (the
@@ -609,6 +616,8 @@ static int submit(qp_slurm *s, const qp_slurm_stage *st, size_t n, const qp_slur
     memcpy(job, txt, digits);
     job[digits] = 0;
 done:
+    /* sbatch hands the script to the controller, which keeps its own copy */
+    unlink(script_path);
     for (int i = 0; i < a.n; i++)
         free(a.v[i]);
     qp_buf_free(&out);
@@ -683,6 +692,11 @@ int qp_slurm_run(qp_slurm *s, const qp_slurm_stage *st, size_t n, void (*on_subm
     }
     if (atomic_load(&interrupted))
         return qp_error_set(QP_ERROR, "interrupted: stage '%s' was not submitted", st[0].decl->id);
+    qp_remote_stats rs;
+    if (s->results_via && (qp_remote_stats_get(s->results_via, &rs), rs.disabled))
+        return qp_error_set(QP_ERROR, "stage '%s': not submitted: the remote cache %s was turned off (see the warning "
+                            "above) and a job's result could come back only through it (--job-cache-dir)",
+                            st[0].decl->id, qp_remote_url(s->results_via));
     char job[32];
     int rc = submit(s, st, n, &req, job);
     if (rc != 0)

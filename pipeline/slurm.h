@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/cache.h"
 #include "pipeline/recipe.h"
 
 typedef struct qp_slurm qp_slurm;
@@ -32,6 +33,10 @@ typedef struct {
     int default_cpus;             /* cpus of a compute stage without resources: cpus (the run's --threads
                                      when given); 0: min(8, the largest node's CPUs per sinfo) */
     double poll_seconds;          /* between polls of scontrol */
+    /* The remote cache the jobs' results come back through when they do
+     * not share the run's cache directory (--job-cache-dir); NULL when they
+     * do.  Nothing is submitted once it has been turned off. */
+    qp_remote *results_via;
 } qp_slurm_options;
 
 /* What one job (or each task of an array) asks for; 0 / "": not asked

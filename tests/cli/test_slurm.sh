@@ -74,14 +74,17 @@ stages:
 Y
 git add r.yaml && git commit -qm recipe
 expect_exit 2 env PATH="$T/nowhere" "$QPIPE" run r.yaml --executor slurm
-expect_grep 'sbatch cannot be run.*slurm-client'
+expect_grep 'sbatch is not installed.*slurm-client'
 expect_exit 2 "$QPIPE" run r.yaml --partition debug
 expect_grep 'go with --executor slurm'
 expect_exit 2 "$QPIPE" plan r.yaml --executor slurm
+expect_exit 2 "$QPIPE" plan r.yaml --stage model --expect-key "$(printf 'a%.0s' $(seq 64))"
+expect_grep "expect-key go with 'qpipe run'"
 
 # 2. the candidates as one job array; the run record names every job
 expect_exit 0 "$QPIPE" run r.yaml --executor slurm --threads 1 --json
 cp "$T/out" "$T/slurm.json"
+[ -z "$(ls .qpipe/slurm/job-*.sh 2>/dev/null)" ] || fail "job scripts left: $(ls .qpipe/slurm)"; ok
 [ "$(ran_stages)" = "e@q8 e@r3 e@r4 gate@q8 gate@r3 gate@r4 model pkg q@q8 q@r3 q@r4" ] || fail "ran: $(ran_stages)"; ok
 arr=$(grep '"event":"submitted"' "$T/out" | grep '"stages":\["q@r4","q@r3","q@q8"\]' | sed -E 's/.*"job":"([0-9]+)".*/\1/')
 [ -n "$arr" ] || { cat "$T/out" >&2; fail "the candidates were not one job array"; }; ok
@@ -126,6 +129,11 @@ digests "$T/out" > "$T/d_remote"
 cmp -s "$T/d_slurm" "$T/d_remote" || { diff "$T/d_slurm" "$T/d_remote" >&2; fail "digests via the remote differ"; }; ok
 [ -d "$T/node/objects" ] || [ -d "$T/node/actions" ] || fail "the jobs did not use --job-cache-dir"; ok
 stop_nginx
+# a remote that is off: nothing is submitted whose result could not come back
+QPIPE_CACHE=$T/fresh expect_exit 1 "$QPIPE" run r.yaml --executor slurm --threads 1 --no-provenance \
+  --remote-cache "$URL" --job-cache-dir "$T/node2"
+expect_grep "not submitted: the remote cache http://127.0.0.1:[0-9]+/qp was turned off"
+expect_no_grep '^  submitted'
 
 # 3. a rejecting gate on Slurm is still a rejection (its job exits 3)
 cat > gate.yaml <<Y

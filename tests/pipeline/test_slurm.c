@@ -57,6 +57,14 @@ static const bad_case bad[] = {
      "r.yaml:7:22: resources 'mem' of stage 's' must be a size with its unit, from 1M to 1024T, such as 16G or 512M"},
     {"mem_tiny", HDR RUN_STAGE "    resources: {mem: 10k}\n",
      "r.yaml:7:22: resources 'mem' of stage 's' must be a size with its unit, from 1M to 1024T, such as 16G or 512M"},
+    {"mem_bare_count", HDR RUN_STAGE "    resources: {mem: \"1048576\"}\n",
+     "r.yaml:7:22: resources 'mem' of stage 's' must be a size with its unit, from 1M to 1024T, such as 16G or 512M"},
+    {"partition_option", HDR RUN_STAGE "    resources: {partition: \"-x\"}\n",
+     "r.yaml:7:28: resources 'partition' of stage 's' must be a Slurm partition name (letters, digits, '_', '.', "
+     "'-'; several joined by ',')"},
+    {"partition_empty_name", HDR RUN_STAGE "    resources: {partition: \"a,,b\"}\n",
+     "r.yaml:7:28: resources 'partition' of stage 's' must be a Slurm partition name (letters, digits, '_', '.', "
+     "'-'; several joined by ',')"},
     {"time_words", HDR RUN_STAGE "    resources: {time: soon}\n",
      "r.yaml:7:23: resources 'time' of stage 's' must be minutes (90), a Slurm time (\"1:30:00\", \"2-00\") or "
      "\"90m\", \"2h\", \"1d\", at most 366 days"},
